@@ -1,0 +1,1 @@
+//! Till-side SDK for Wenhui. Grows with the redemption issue.

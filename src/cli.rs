@@ -1,0 +1,203 @@
+//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `bench ...`.
+
+use std::fs::File;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::audit::{self, VerifyFailure};
+use crate::bench;
+use crate::domain::checkpoint::parse_public_key;
+use crate::server::{self, ServeConfig};
+use crate::staff_keys;
+use crate::telemetry::{self, LogFormat};
+
+#[derive(Parser, Debug)]
+#[command(name = "wenhui", version, about = "Cultural consumption vouchers, benefit cards, and their ledger")]
+pub struct Cli {
+    /// postgres://... or sqlite://... (default: an SQLite file in the data directory)
+    #[arg(long, env = "DATABASE_URL", global = true)]
+    pub database_url: Option<String>,
+    /// Where the embedded database and the signing keys live.
+    #[arg(long, env = "WENHUI_DATA_DIR", default_value = "data", global = true)]
+    pub data_dir: PathBuf,
+    #[arg(long, env = "WENHUI_LOG_FORMAT", value_enum, default_value = "text", global = true)]
+    pub log_format: LogFormat,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the HTTP service (applies migrations first).
+    Serve {
+        #[arg(long, env = "WENHUI_LISTEN", default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The ledger checkpoint key (PKCS#8); generated in the data directory if not given.
+        #[arg(long, env = "WENHUI_LEDGER_KEY")]
+        ledger_key: Option<PathBuf>,
+        #[arg(long, env = "WENHUI_CHECKPOINT_INTERVAL_S", default_value_t = 300)]
+        checkpoint_interval_s: u64,
+    },
+    /// Apply the embedded migrations and exit.
+    Migrate,
+    /// Verify, export and checkpoint the ledger.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Staff API keys.
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Benchmarks (see BENCHMARKS.md).
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum LedgerCommand {
+    /// Recompute the hash chain and balances from the database, or verify an export offline.
+    Verify {
+        /// Verify this export file instead of the database (needs --public-key).
+        #[arg(long, requires = "public_key")]
+        file: Option<PathBuf>,
+        /// The checkpoint public key: base64url or hex, or a file holding it.
+        #[arg(long)]
+        public_key: Option<String>,
+    },
+    /// Write every entry, with postings and hashes, and the latest checkpoint as JSON lines.
+    Export {
+        /// Output file (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Sign the current head of the ledger now.
+    Checkpoint {
+        #[arg(long, env = "WENHUI_LEDGER_KEY")]
+        ledger_key: Option<PathBuf>,
+    },
+    /// Print the checkpoint public key (base64url), for auditors.
+    PublicKey {
+        #[arg(long, env = "WENHUI_LEDGER_KEY")]
+        ledger_key: Option<PathBuf>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Mint a staff API key; prints it alone on stdout, once.
+    Create {
+        #[arg(long)]
+        role: String,
+        #[arg(long)]
+        region: String,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+}
+
+impl Cli {
+    fn database_url(&self) -> String {
+        self.database_url.clone().unwrap_or_else(|| server::default_database_url(&self.data_dir))
+    }
+}
+
+pub async fn main(cli: Cli) -> ExitCode {
+    telemetry::init(cli.log_format);
+    match run(cli).await {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let url = cli.database_url();
+    match &cli.command {
+        Command::Serve { listen, ledger_key, checkpoint_interval_s } => {
+            let config = ServeConfig {
+                database_url: url,
+                listen: *listen,
+                data_dir: cli.data_dir.clone(),
+                ledger_key_path: ledger_key.clone(),
+                checkpoint_interval: Duration::from_secs(*checkpoint_interval_s),
+            };
+            server::run(config).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Migrate => {
+            server::open_store(&url, &cli.data_dir).await?;
+            println!("migrations applied");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ledger(command) => ledger(command, &url, &cli).await,
+        Command::Keys(KeysCommand::Create { role, region, label }) => {
+            let scope = crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
+            let store = server::open_store(&url, &cli.data_dir).await?;
+            let minted = staff_keys::mint(store.as_ref(), scope, label).await?;
+            println!("{}", minted.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn ledger(command: &LedgerCommand, url: &str, cli: &Cli) -> anyhow::Result<ExitCode> {
+    match command {
+        LedgerCommand::Verify { file: Some(file), public_key } => {
+            let key_text = public_key.as_deref().unwrap_or_default();
+            let key_text = std::fs::read_to_string(key_text).unwrap_or_else(|_| key_text.to_owned());
+            let key = parse_public_key(&key_text)?;
+            let reader = BufReader::new(File::open(file).with_context(|| format!("opening {}", file.display()))?);
+            report(audit::verify_export(reader, &key))
+        }
+        LedgerCommand::Verify { file: None, .. } => {
+            let store = server::open_store(url, &cli.data_dir).await?;
+            report(audit::verify_store(store.as_ref()).await)
+        }
+        LedgerCommand::Export { out } => {
+            let store = server::open_store(url, &cli.data_dir).await?;
+            let mut writer: Box<dyn Write> = match out {
+                Some(path) => Box::new(BufWriter::new(File::create(path)?)),
+                None => Box::new(BufWriter::new(std::io::stdout().lock())),
+            };
+            let last = audit::export(store.as_ref(), &mut writer).await?;
+            eprintln!("exported {last} entries");
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::Checkpoint { ledger_key } => {
+            let store = server::open_store(url, &cli.data_dir).await?;
+            let key = server::load_ledger_key(ledger_key.as_deref(), &cli.data_dir)?;
+            let checkpoint = audit::checkpoint(store.as_ref(), &key).await?;
+            println!("{}", serde_json::to_string(&checkpoint)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        LedgerCommand::PublicKey { ledger_key } => {
+            let key = server::load_ledger_key(ledger_key.as_deref(), &cli.data_dir)?;
+            println!("{}", key.public_key_base64url());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn report(result: Result<audit::VerifyReport, VerifyFailure>) -> anyhow::Result<ExitCode> {
+    match result {
+        Ok(report) => {
+            println!("ok: {} entries checked, head {}", report.entries_checked, report.head_hash);
+            if let Some(seq) = report.checkpoint_seq {
+                println!("signed checkpoint covers seq {seq}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(VerifyFailure::Storage(error)) => Err(error.into()),
+        Err(failure) => {
+            println!("BROKEN: {failure}");
+            Ok(ExitCode::from(1))
+        }
+    }
+}

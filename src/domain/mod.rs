@@ -1,0 +1,11 @@
+//! The domain: money, regions, the ledger's shapes and rules, staff roles.
+//!
+//! Nothing in here knows about HTTP or SQL. Values are parsed once at the edge into these types
+//! ("parse, don't validate") and carried as such through the service.
+
+pub mod checkpoint;
+pub mod ledger;
+pub mod money;
+pub mod region;
+pub mod staff;
+pub mod time;

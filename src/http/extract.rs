@@ -1,0 +1,81 @@
+//! Extractors: JSON, query and path whose rejections speak our error format, and the staff
+//! principal from `Authorization: Bearer <key>`.
+
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+
+use super::AppState;
+use super::error::ApiError;
+use crate::domain::staff::{Role, StaffScope};
+use crate::staff_keys;
+
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// An authenticated member of staff.
+#[derive(Clone, Copy, Debug)]
+pub struct Staff(pub StaffScope);
+
+impl Staff {
+    /// Refuses with 403 unless the key holds one of `roles`.
+    pub fn require(&self, roles: &[Role]) -> Result<StaffScope, ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(self.0)
+        } else {
+            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::forbidden(format!(
+                "this needs one of the roles {}; the key is {}",
+                allowed.join(", "),
+                self.0.role
+            )))
+        }
+    }
+}
+
+pub fn bearer_token(parts: &Parts) -> Option<&str> {
+    let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    scheme.eq_ignore_ascii_case("bearer").then_some(token.trim())
+}
+
+impl FromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::unauthorized("unauthenticated", "send a staff key as Authorization: Bearer <key>")
+        })?;
+        let invalid = || ApiError::unauthorized("invalid_key", "the staff key is not valid");
+        if !staff_keys::looks_like_key(token) {
+            return Err(invalid());
+        }
+        let record = state
+            .store()
+            .staff_key_by_hash(&staff_keys::hash_key(token))
+            .await?
+            .filter(|r| !r.revoked)
+            .ok_or_else(invalid)?;
+        Ok(Staff(record.scope))
+    }
+}
+
+impl OptionalFromRequestParts<AppState> for Staff {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+        if bearer_token(parts).is_none() {
+            return Ok(None);
+        }
+        <Staff as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
+    }
+}

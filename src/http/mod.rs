@@ -1,0 +1,167 @@
+//! The HTTP layer: a thin shell of extractors, DTOs and one error type around the domain and
+//! storage. Routing, middleware (request ids, tracing, body limit, timeout, panics, metrics).
+
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::http::{HeaderName, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tower::ServiceBuilder;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
+
+use crate::signing::SigningKey;
+use crate::storage::Storage;
+
+pub mod error;
+pub mod extract;
+mod ledger;
+mod ops;
+pub mod staff;
+
+pub use error::ApiError;
+
+/// Largest request body accepted anywhere (a claim or a redemption is a few hundred bytes).
+pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+#[derive(Clone)]
+pub struct AppState(Arc<AppInner>);
+
+struct AppInner {
+    store: Arc<dyn Storage>,
+    ledger_key: Arc<SigningKey>,
+    metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn new(store: Arc<dyn Storage>, ledger_key: Arc<SigningKey>) -> AppState {
+        AppState(Arc::new(AppInner { store, ledger_key, metrics: metrics_handle() }))
+    }
+
+    pub fn store(&self) -> &dyn Storage {
+        self.0.store.as_ref()
+    }
+
+    pub fn ledger_key(&self) -> &SigningKey {
+        &self.0.ledger_key
+    }
+}
+
+/// The process-wide Prometheus recorder (a recorder can be installed once per process).
+fn metrics_handle() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
+            let builder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &buckets)
+                .unwrap_or_else(|_| PrometheusBuilder::new());
+            match builder.install_recorder() {
+                Ok(handle) => handle,
+                Err(error) => {
+                    tracing::warn!(%error, "metrics recorder already installed; using a detached one");
+                    PrometheusBuilder::new().build_recorder().handle()
+                }
+            }
+        })
+        .clone()
+}
+
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route("/v1/ledger/verify", get(ledger::verify))
+        .route("/v1/ledger/checkpoints/latest", get(ledger::latest_checkpoint))
+        .route("/v1/staff/keys", post(staff::create_key))
+        .route("/v1/staff/me", get(staff::me))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+        .route_layer(middleware::from_fn(record_metrics));
+    api.fallback(ops::not_found)
+        .method_not_allowed_fallback(ops::method_not_allowed)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
+        .layer(
+            ServiceBuilder::new()
+                .layer(SetRequestIdLayer::new(REQUEST_ID, MakeRequestUuid))
+                .layer(
+                    TraceLayer::new_for_http()
+                        .make_span_with(make_span)
+                        .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+                )
+                .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(CatchPanicLayer::custom(on_panic))
+                .layer(HandleErrorLayer::new(on_timeout))
+                .timeout(REQUEST_TIMEOUT),
+        )
+        .with_state(state)
+}
+
+fn make_span(request: &Request) -> tracing::Span {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("-");
+    tracing::info_span!("request", method = %request.method(), path = %request.uri().path(), request_id)
+}
+
+async fn on_timeout(_: tower::BoxError) -> ApiError {
+    ApiError::unavailable("timeout", "the request took too long; retry with the same Idempotency-Key")
+}
+
+fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
+}
+
+async fn record_metrics(request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".into());
+    let method = request.method().to_string();
+    let response = next.run(request).await;
+    let status = response.status().as_u16().to_string();
+    let labels = [("route", route), ("method", method), ("status", status)];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels[..2]).record(started.elapsed().as_secs_f64());
+    response
+}
+
+/// Turns a status into our error body for responses produced outside the handlers.
+pub fn status_error(status: StatusCode) -> ApiError {
+    ApiError::new(status, "error", status.canonical_reason().unwrap_or("error"))
+}
+
+#[derive(utoipa::OpenApi)]
+#[openapi(
+    info(title = "Wenhui", description = "Cultural consumption vouchers and benefit cards"),
+    paths(ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me),
+    modifiers(&SecurityAddon)
+)]
+pub struct ApiDoc;
+
+struct SecurityAddon;
+
+impl utoipa::Modify for SecurityAddon {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "staff_key",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}

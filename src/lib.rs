@@ -1,0 +1,13 @@
+//! Wenhui (文惠): the transactional service behind a province's cultural consumption season.
+//! See ARCHITECTURE.md for the bird's-eye view and the code map.
+
+pub mod audit;
+pub mod bench;
+pub mod cli;
+pub mod domain;
+pub mod http;
+pub mod server;
+pub mod signing;
+pub mod staff_keys;
+pub mod storage;
+pub mod telemetry;

@@ -1,0 +1,146 @@
+//! Running the service: open the store, migrate, load the signing key, serve HTTP, sign
+//! checkpoints periodically, and shut down gracefully on SIGTERM or Ctrl-C.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::audit;
+use crate::http::{self, AppState};
+use crate::signing::{self, SigningKey};
+use crate::storage::{self, ConnectOptions, Storage};
+
+#[derive(Clone, Debug)]
+pub struct ServeConfig {
+    pub database_url: String,
+    pub listen: SocketAddr,
+    pub data_dir: PathBuf,
+    pub ledger_key_path: Option<PathBuf>,
+    pub checkpoint_interval: Duration,
+}
+
+/// The database URL when none is configured: an SQLite file in the data directory.
+pub fn default_database_url(data_dir: &std::path::Path) -> String {
+    format!("sqlite://{}", data_dir.join("wenhui.db").display())
+}
+
+/// Opens (and creates, for SQLite) the database and applies migrations.
+pub async fn open_store(database_url: &str, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Storage>> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let store = storage::connect(database_url, ConnectOptions::default())
+        .await
+        .with_context(|| format!("connecting to {}", storage::redact_url(database_url)))?;
+    store.migrate().await.context("applying migrations")?;
+    Ok(store)
+}
+
+pub fn load_ledger_key(config_path: Option<&std::path::Path>, data_dir: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let path = config_path.map(PathBuf::from).unwrap_or_else(|| signing::default_ledger_key_path(data_dir));
+    SigningKey::load_or_create(&path)
+}
+
+/// A server running in this process.
+pub struct RunningServer {
+    pub addr: SocketAddr,
+    pub store: Arc<dyn Storage>,
+    shutdown: watch::Sender<bool>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningServer {
+    /// Stops accepting, lets requests in flight finish, and waits.
+    pub async fn stop(self) -> anyhow::Result<()> {
+        let _ = self.shutdown.send(true);
+        self.task.await.context("server task")?
+    }
+}
+
+pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    let store = open_store(&config.database_url, &config.data_dir).await?;
+    let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let (shutdown, mut shutdown_rx) = watch::channel(false);
+    let checkpoints = spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
+    let app = http::router(AppState::new(store.clone(), key));
+    tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
+    let task = tokio::spawn(async move {
+        axum::serve(listener, app)
+            .with_graceful_shutdown(async move {
+                let _ = shutdown_rx.wait_for(|stop| *stop).await;
+            })
+            .await
+            .context("serving HTTP")?;
+        checkpoints.abort();
+        Ok(())
+    });
+    Ok(RunningServer { addr, store, shutdown, task })
+}
+
+/// Runs until SIGTERM or Ctrl-C.
+pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
+    let server = start(config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    server.stop().await
+}
+
+fn spawn_checkpoints(
+    store: Arc<dyn Storage>,
+    key: Arc<SigningKey>,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(every.max(Duration::from_secs(1)));
+        let mut last_seq = None;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                _ = stop.wait_for(|s| *s) => break,
+            }
+            match store.ledger_head().await {
+                Ok(head) if last_seq == Some(head.seq) => continue,
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the ledger head for a checkpoint");
+                    continue;
+                }
+            }
+            match audit::checkpoint(store.as_ref(), &key).await {
+                Ok(cp) => {
+                    tracing::info!(seq = cp.seq, head_hash = %cp.head_hash, "signed ledger checkpoint");
+                    last_seq = Some(cp.seq);
+                }
+                Err(error) => tracing::warn!(%error, "could not sign a checkpoint"),
+            }
+        }
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = terminate => {}
+    }
+}

@@ -1,0 +1,171 @@
+//! Storage: one trait, two implementations (PostgreSQL and SQLite), chosen by the URL scheme.
+//!
+//! Both implementations are generated from the same source (`sql.rs`): the SQL text is shared
+//! (SQLite accepts `$N` placeholders), and the few differences (how a write transaction begins,
+//! how the chain head is locked) are supplied by each backend module.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::checkpoint::Checkpoint;
+use crate::domain::ledger::{
+    AccountAddress, Balance, IndexedLedgerError, LedgerHead, NewEntry, PostReceipt, PostedEntry,
+};
+use crate::domain::staff::StaffScope;
+use crate::domain::time::{Clock, Timestamp};
+
+mod postgres;
+mod sql;
+mod sqlite;
+
+pub use postgres::PgStore;
+pub use sqlite::SqliteStore;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+impl Backend {
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("unsupported database URL {0:?}: expected postgres://... or sqlite://...")]
+    UnsupportedUrl(String),
+    #[error("stored data is corrupt: {0}")]
+    Corrupt(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PostError {
+    #[error(transparent)]
+    Refused(#[from] IndexedLedgerError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+impl From<sqlx::Error> for PostError {
+    fn from(error: sqlx::Error) -> Self {
+        PostError::Storage(StorageError::Database(error))
+    }
+}
+
+/// A maintained balance that does not equal the sum of its postings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BalanceMismatch {
+    pub address: String,
+    pub maintained: Balance,
+    pub from_postings: Balance,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewStaffKey {
+    pub id: Uuid,
+    pub key_hash: Vec<u8>,
+    pub scope: StaffScope,
+    pub label: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct StaffKeyRecord {
+    pub id: Uuid,
+    pub scope: StaffScope,
+    pub label: String,
+    pub revoked: bool,
+}
+
+#[async_trait]
+pub trait Storage: Send + Sync + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies the embedded migrations for this backend.
+    async fn migrate(&self) -> Result<(), StorageError>;
+
+    /// One cheap round trip: is the database reachable?
+    async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Posts a batch of entries atomically and in order, in one database transaction: either every
+    /// entry is appended to the chain (or recognised as already posted) or nothing is written.
+    async fn post_entries(&self, entries: &[NewEntry]) -> Result<Vec<PostReceipt>, PostError>;
+
+    async fn ledger_head(&self) -> Result<LedgerHead, StorageError>;
+
+    /// Up to `limit` entries with `seq > after_seq`, in order, with their postings.
+    async fn entries_after(&self, after_seq: i64, limit: i64) -> Result<Vec<PostedEntry>, StorageError>;
+
+    async fn balance(&self, address: &AccountAddress) -> Result<Option<Balance>, StorageError>;
+
+    /// Every account whose maintained balance differs from the sum of its postings.
+    async fn balance_mismatches(&self) -> Result<Vec<BalanceMismatch>, StorageError>;
+
+    async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StorageError>;
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError>;
+
+    async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError>;
+
+    async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError>;
+}
+
+/// Connection settings shared by both backends.
+#[derive(Clone, Debug)]
+pub struct ConnectOptions {
+    pub max_connections: u32,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl Default for ConnectOptions {
+    fn default() -> Self {
+        ConnectOptions {
+            max_connections: 16,
+            clock: Arc::new(crate::domain::time::SystemClock),
+        }
+    }
+}
+
+/// Opens the store the URL names: `postgres://` / `postgresql://` or `sqlite://`.
+pub async fn connect(url: &str, options: ConnectOptions) -> Result<Arc<dyn Storage>, StorageError> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        Ok(Arc::new(PgStore::connect(url, options).await?))
+    } else if url.starts_with("sqlite:") {
+        Ok(Arc::new(SqliteStore::connect(url, options).await?))
+    } else {
+        Err(StorageError::UnsupportedUrl(redact_url(url)))
+    }
+}
+
+/// A URL with any password removed, for messages and logs.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &url[scheme_end + 3..at];
+            let user = credentials.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..scheme_end + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
+        assert_eq!(super::redact_url("sqlite://data/w.db"), "sqlite://data/w.db");
+    }
+}
