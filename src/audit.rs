@@ -136,7 +136,8 @@ impl ExportEntry {
             kind: self.kind,
             reference: self.reference,
             posted_at: Timestamp::from_unix_us(self.posted_at_us),
-            prev_hash: EntryHash::from_hex(&self.prev_hash).ok_or_else(|| bad("prev_hash is not 32 bytes of hex"))?,
+            prev_hash: EntryHash::from_hex(&self.prev_hash)
+                .ok_or_else(|| bad("prev_hash is not 32 bytes of hex"))?,
             hash: EntryHash::from_hex(&self.hash).ok_or_else(|| bad("hash is not 32 bytes of hex"))?,
             postings: self.postings,
         })
@@ -218,7 +219,10 @@ pub fn verify_export(input: impl BufRead, public_key: &[u8]) -> Result<VerifyRep
         }
     }
     let Some(cp) = checkpoint else {
-        return Err(VerifyFailure::BadExport { line: 0, reason: "the export holds no signed checkpoint".into() });
+        return Err(VerifyFailure::BadExport {
+            line: 0,
+            reason: "the export holds no signed checkpoint".into(),
+        });
     };
     if !checkpoint_matched {
         return Err(VerifyFailure::CheckpointBeyondEnd(cp.seq));

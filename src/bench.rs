@@ -43,8 +43,17 @@ pub enum BenchCommand {
 }
 
 pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
-    let BenchCommand::Ledger { pg_url, single_entries, batched_entries, concurrency, runs, backend, no_pgbench } = command;
-    let shape = Shape { single: *single_entries, batched: *batched_entries, concurrency: (*concurrency).max(1) };
+    let BenchCommand::Ledger {
+        pg_url,
+        single_entries,
+        batched_entries,
+        concurrency,
+        runs,
+        backend,
+        no_pgbench,
+    } = command;
+    let shape =
+        Shape { single: *single_entries, batched: *batched_entries, concurrency: (*concurrency).max(1) };
     let runs = (*runs).max(1);
     println!("machine: {}", machine_description());
     if backend != "postgres" {
@@ -109,7 +118,13 @@ fn bench_entry(task: usize, n: usize) -> NewEntry {
     let source = AccountSpec::debit_unlimited(AccountAddress::from_segments(&["bench", "source"]));
     let dest_name = format!("d{}", n % 50);
     let dest = AccountSpec::credit_limited(AccountAddress::from_segments(&["bench", "dest", &dest_name]));
-    NewEntry::transfer("bench_transfer", format!("bench:{task}:{n}"), source, dest, Fen::from_fen_unchecked(1))
+    NewEntry::transfer(
+        "bench_transfer",
+        format!("bench:{task}:{n}"),
+        source,
+        dest,
+        Fen::from_fen_unchecked(1),
+    )
 }
 
 /// Posts entries from `concurrency` tasks; returns entries/s for one-per-tx and 100-per-tx.
@@ -159,7 +174,11 @@ pub struct ScratchDb {
 impl ScratchDb {
     pub async fn create(admin_url: &str, name: &str) -> anyhow::Result<ScratchDb> {
         let base = admin_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(admin_url);
-        let scratch = ScratchDb { admin_url: admin_url.to_owned(), name: name.to_owned(), url: format!("{base}/{name}") };
+        let scratch = ScratchDb {
+            admin_url: admin_url.to_owned(),
+            name: name.to_owned(),
+            url: format!("{base}/{name}"),
+        };
         scratch.recreate().await?;
         Ok(scratch)
     }
@@ -187,11 +206,16 @@ pub async fn pgbench_tps(admin_url: &str) -> anyhow::Result<f64> {
     let scratch = ScratchDb::create(admin_url, "wenhui_bench_pgbench").await?;
     let url = scratch.url.clone();
     let output = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let init = Command::new("pgbench").args(["-i", "-s", "10", "-q", &url]).output().context("running pgbench -i (is pgbench installed?)")?;
+        let init = Command::new("pgbench")
+            .args(["-i", "-s", "10", "-q", &url])
+            .output()
+            .context("running pgbench -i (is pgbench installed?)")?;
         if !init.status.success() {
             bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
         }
-        let run = Command::new("pgbench").args(["-c", "8", "-j", "2", "-T", "20", "-M", "prepared", &url]).output()?;
+        let run = Command::new("pgbench")
+            .args(["-c", "8", "-j", "2", "-T", "20", "-M", "prepared", &url])
+            .output()?;
         if !run.status.success() {
             bail!("pgbench failed: {}", String::from_utf8_lossy(&run.stderr));
         }
@@ -213,7 +237,11 @@ pub fn parse_pgbench_tps(output: &str) -> Option<f64> {
 pub fn machine_description() -> String {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("model name")).map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_owned())
+        })
         .unwrap_or_else(|| "unknown cpu".into());
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
     format!("{cpu}, {cores} cores")

@@ -137,7 +137,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Ledger(command) => ledger(command, &url, &cli).await,
         Command::Keys(KeysCommand::Create { role, region, label }) => {
-            let scope = crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
+            let scope =
+                crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
             let store = server::open_store(&url, &cli.data_dir).await?;
             let minted = staff_keys::mint(store.as_ref(), scope, label).await?;
             println!("{}", minted.secret);
@@ -153,7 +154,8 @@ async fn ledger(command: &LedgerCommand, url: &str, cli: &Cli) -> anyhow::Result
             let key_text = public_key.as_deref().unwrap_or_default();
             let key_text = std::fs::read_to_string(key_text).unwrap_or_else(|_| key_text.to_owned());
             let key = parse_public_key(&key_text)?;
-            let reader = BufReader::new(File::open(file).with_context(|| format!("opening {}", file.display()))?);
+            let reader =
+                BufReader::new(File::open(file).with_context(|| format!("opening {}", file.display()))?);
             report(audit::verify_export(reader, &key))
         }
         LedgerCommand::Verify { file: None, .. } => {

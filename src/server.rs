@@ -32,7 +32,8 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
 
 /// Opens (and creates, for SQLite) the database and applies migrations.
 pub async fn open_store(database_url: &str, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Storage>> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let store = storage::connect(database_url, ConnectOptions::default())
         .await
         .with_context(|| format!("connecting to {}", storage::redact_url(database_url)))?;
@@ -40,7 +41,10 @@ pub async fn open_store(database_url: &str, data_dir: &std::path::Path) -> anyho
     Ok(store)
 }
 
-pub fn load_ledger_key(config_path: Option<&std::path::Path>, data_dir: &std::path::Path) -> anyhow::Result<SigningKey> {
+pub fn load_ledger_key(
+    config_path: Option<&std::path::Path>,
+    data_dir: &std::path::Path,
+) -> anyhow::Result<SigningKey> {
     let path = config_path.map(PathBuf::from).unwrap_or_else(|| signing::default_ledger_key_path(data_dir));
     SigningKey::load_or_create(&path)
 }
@@ -64,12 +68,12 @@ impl RunningServer {
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let store = open_store(&config.database_url, &config.data_dir).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let listener =
+        TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
-    let checkpoints = spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
+    let checkpoints =
+        spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
     let app = http::router(AppState::new(store.clone(), key));
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let task = tokio::spawn(async move {

@@ -53,8 +53,7 @@ impl SigningKey {
     }
 
     pub fn from_pkcs8(pkcs8: &[u8]) -> anyhow::Result<SigningKey> {
-        let pair = Ed25519KeyPair::from_pkcs8(pkcs8)
-            .map_err(|e| anyhow::anyhow!("bad Ed25519 key: {e}"))?;
+        let pair = Ed25519KeyPair::from_pkcs8(pkcs8).map_err(|e| anyhow::anyhow!("bad Ed25519 key: {e}"))?;
         let key_id = key_id_for(pair.public_key().as_ref());
         Ok(SigningKey { pair, key_id })
     }

@@ -43,7 +43,13 @@ pub async fn mint(store: &dyn Storage, scope: StaffScope, label: &str) -> Result
     let id = Uuid::now_v7();
     let label: String = label.chars().take(100).collect();
     store
-        .insert_staff_key(&NewStaffKey { id, key_hash: hash_key(&secret), scope, label, created_at: Timestamp::now() })
+        .insert_staff_key(&NewStaffKey {
+            id,
+            key_hash: hash_key(&secret),
+            scope,
+            label,
+            created_at: Timestamp::now(),
+        })
         .await?;
     Ok(MintedKey { id, secret })
 }

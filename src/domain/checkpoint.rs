@@ -63,9 +63,7 @@ impl Checkpoint {
             return Err(CheckpointError::WrongKey { expected: expected_id, found: self.key_id.clone() });
         }
         let hash = EntryHash::from_hex(&self.head_hash).ok_or(CheckpointError::BadHash)?;
-        let signature = URL_SAFE_NO_PAD
-            .decode(&self.signature)
-            .map_err(|_| CheckpointError::BadSignature)?;
+        let signature = URL_SAFE_NO_PAD.decode(&self.signature).map_err(|_| CheckpointError::BadSignature)?;
         let message = Checkpoint::message(self.seq, &hash, self.signed_at, &self.key_id);
         UnparsedPublicKey::new(&ED25519, public_key)
             .verify(&message, &signature)

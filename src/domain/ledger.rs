@@ -130,8 +130,7 @@ impl AccountAddress {
     pub fn parse(text: &str) -> Result<AccountAddress, LedgerError> {
         let valid_segment = |s: &str| {
             !s.is_empty()
-                && s.bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
         };
         if text.len() > MAX_ADDRESS_LEN || !text.split(':').all(valid_segment) {
             return Err(LedgerError::BadAddress(text.chars().take(80).collect()));
@@ -177,20 +176,12 @@ impl AccountSpec {
 
     /// A debit-normal account with no limit (a source of funds outside the programme).
     pub fn debit_unlimited(address: AccountAddress) -> AccountSpec {
-        AccountSpec {
-            address,
-            normal_side: Side::Debit,
-            flags: AccountFlags::NONE,
-        }
+        AccountSpec { address, normal_side: Side::Debit, flags: AccountFlags::NONE }
     }
 
     /// A debit-normal account that must never go below zero.
     pub fn debit_limited(address: AccountAddress) -> AccountSpec {
-        AccountSpec {
-            address,
-            normal_side: Side::Debit,
-            flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS,
-        }
+        AccountSpec { address, normal_side: Side::Debit, flags: AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS }
     }
 }
 
@@ -215,12 +206,7 @@ pub struct NewEntry {
 
 impl NewEntry {
     pub fn new(kind: &str, reference: impl Into<String>, postings: Vec<NewPosting>) -> NewEntry {
-        NewEntry {
-            id: Uuid::now_v7(),
-            kind: kind.to_owned(),
-            reference: reference.into(),
-            postings,
-        }
+        NewEntry { id: Uuid::now_v7(), kind: kind.to_owned(), reference: reference.into(), postings }
     }
 
     /// A simple two-posting transfer: `amount` leaves `from` (debit) and reaches `to` (credit).
@@ -261,8 +247,8 @@ impl NewEntry {
         }
         let (mut debits, mut credits) = (0i64, 0i64);
         for posting in &self.postings {
-            let amount = Fen::new(posting.amount_fen)
-                .map_err(|_| LedgerError::BadAmount(posting.amount_fen))?;
+            let amount =
+                Fen::new(posting.amount_fen).map_err(|_| LedgerError::BadAmount(posting.amount_fen))?;
             if amount.is_zero() {
                 return Err(LedgerError::BadAmount(0));
             }
@@ -323,11 +309,7 @@ pub struct LedgerHead {
 }
 
 impl LedgerHead {
-    pub const GENESIS: LedgerHead = LedgerHead {
-        seq: 0,
-        hash: GENESIS_HASH,
-        posted_at: Timestamp::EPOCH,
-    };
+    pub const GENESIS: LedgerHead = LedgerHead { seq: 0, hash: GENESIS_HASH, posted_at: Timestamp::EPOCH };
 }
 
 /// An account's running totals, maintained beside the postings.
@@ -356,8 +338,7 @@ impl Balance {
     }
 
     pub fn violates(&self, flags: AccountFlags) -> bool {
-        (flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS)
-            && self.debits_fen > self.credits_fen)
+        (flags.contains(AccountFlags::DEBITS_MUST_NOT_EXCEED_CREDITS) && self.debits_fen > self.credits_fen)
             || (flags.contains(AccountFlags::CREDITS_MUST_NOT_EXCEED_DEBITS)
                 && self.credits_fen > self.debits_fen)
     }
@@ -454,11 +435,8 @@ pub fn entry_hash(prev: &EntryHash, input: &HashInput<'_>) -> EntryHash {
 
 impl PostedEntry {
     pub fn compute_hash(&self, prev: &EntryHash) -> EntryHash {
-        let postings: Vec<(&str, Side, i64)> = self
-            .postings
-            .iter()
-            .map(|p| (p.account.as_str(), p.side, p.amount_fen))
-            .collect();
+        let postings: Vec<(&str, Side, i64)> =
+            self.postings.iter().map(|p| (p.account.as_str(), p.side, p.amount_fen)).collect();
         entry_hash(
             prev,
             &HashInput {
@@ -608,7 +586,8 @@ mod tests {
     #[test]
     fn known_vector_for_the_documented_encoding() {
         // Pins format version 1: changing the encoding must change this test deliberately.
-        let postings = [("world:treasury:370000", Side::Debit, 100), ("season:s:pool:370000", Side::Credit, 100)];
+        let postings =
+            [("world:treasury:370000", Side::Debit, 100), ("season:s:pool:370000", Side::Credit, 100)];
         let input = HashInput {
             seq: 1,
             id: Uuid::nil(),
@@ -619,7 +598,10 @@ mod tests {
         };
         let bytes = canonical_v1(&input);
         assert_eq!(&bytes[..21], b"wenhui-ledger-entry\x00\x01");
-        assert_eq!(bytes.len(), 21 + 8 + 16 + (4 + 6) + (4 + 8) + 8 + 4 + (4 + 21 + 1 + 8) + (4 + 20 + 1 + 8));
+        assert_eq!(
+            bytes.len(),
+            21 + 8 + 16 + (4 + 6) + (4 + 8) + 8 + 4 + (4 + 21 + 1 + 8) + (4 + 20 + 1 + 8)
+        );
         let hash = entry_hash(&GENESIS_HASH, &input);
         let again = entry_hash(&GENESIS_HASH, &input);
         assert_eq!(hash, again);

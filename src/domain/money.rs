@@ -89,9 +89,7 @@ impl Fen {
         if normalized.scale() > 2 {
             return Err(MoneyError::TooPrecise);
         }
-        let fen = normalized
-            .checked_mul(Decimal::ONE_HUNDRED)
-            .ok_or(MoneyError::TooLarge)?;
+        let fen = normalized.checked_mul(Decimal::ONE_HUNDRED).ok_or(MoneyError::TooLarge)?;
         let fen: i64 = fen.try_into().map_err(|_| MoneyError::TooLarge)?;
         Fen::new(fen)
     }
@@ -122,9 +120,7 @@ impl Serialize for Yuan {
 impl<'de> Deserialize<'de> for Yuan {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
-        Fen::parse_yuan(&text)
-            .map(Yuan)
-            .map_err(serde::de::Error::custom)
+        Fen::parse_yuan(&text).map(Yuan).map_err(serde::de::Error::custom)
     }
 }
 

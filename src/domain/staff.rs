@@ -45,10 +45,7 @@ impl FromStr for Role {
     type Err = StaffError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        Role::ALL
-            .into_iter()
-            .find(|r| r.as_str() == text)
-            .ok_or(StaffError::UnknownRole)
+        Role::ALL.into_iter().find(|r| r.as_str() == text).ok_or(StaffError::UnknownRole)
     }
 }
 
@@ -63,12 +60,12 @@ impl StaffScope {
     /// Checks the role fits the region: province admins hold a province, city admins a city;
     /// finance and auditors a province or a city. County codes are not staff scopes.
     pub fn new(role: Role, region: RegionCode) -> Result<StaffScope, StaffError> {
-        let fits = match (role, region.level()) {
-            (Role::ProvinceAdmin, RegionLevel::Province) => true,
-            (Role::CityAdmin, RegionLevel::City) => true,
-            (Role::Finance | Role::Auditor, RegionLevel::Province | RegionLevel::City) => true,
-            _ => false,
-        };
+        let fits = matches!(
+            (role, region.level()),
+            (Role::ProvinceAdmin, RegionLevel::Province)
+                | (Role::CityAdmin, RegionLevel::City)
+                | (Role::Finance | Role::Auditor, RegionLevel::Province | RegionLevel::City)
+        );
         if fits {
             Ok(StaffScope { role, region })
         } else {

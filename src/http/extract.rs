@@ -72,7 +72,10 @@ impl FromRequestParts<AppState> for Staff {
 impl OptionalFromRequestParts<AppState> for Staff {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Option<Self>, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Option<Self>, Self::Rejection> {
         if bearer_token(parts).is_none() {
             return Ok(None);
         }

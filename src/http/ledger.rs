@@ -35,7 +35,12 @@ pub async fn verify(State(state): State<AppState>, staff: Staff) -> Result<Json<
         Err(VerifyFailure::Storage(error)) => Err(error.into()),
         Err(failure) => {
             tracing::error!(%failure, "ledger verification failed");
-            Ok(Json(VerifyResponse { ok: false, entries_checked: None, head_hash: None, problem: Some(failure.to_string()) }))
+            Ok(Json(VerifyResponse {
+                ok: false,
+                entries_checked: None,
+                head_hash: None,
+                problem: Some(failure.to_string()),
+            }))
         }
     }
 }
@@ -54,7 +59,10 @@ pub struct CheckpointResponse {
 /// The latest signed checkpoint of the ledger (any staff role).
 #[utoipa::path(get, path = "/v1/ledger/checkpoints/latest", security(("staff_key" = [])),
     responses((status = 200, body = CheckpointResponse), (status = 404, body = super::error::ErrorBody)))]
-pub async fn latest_checkpoint(State(state): State<AppState>, _staff: Staff) -> Result<Json<CheckpointResponse>, ApiError> {
+pub async fn latest_checkpoint(
+    State(state): State<AppState>,
+    _staff: Staff,
+) -> Result<Json<CheckpointResponse>, ApiError> {
     let checkpoint: Checkpoint = state
         .store()
         .latest_checkpoint()

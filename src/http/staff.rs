@@ -40,10 +40,12 @@ pub struct WhoAmI {
 }
 
 pub fn parse_scope(role: &str, region: &str) -> Result<StaffScope, ApiError> {
-    let role: Role = role.parse().map_err(|e: crate::domain::staff::StaffError| ApiError::unprocessable("invalid_role", e.to_string()))?;
-    let region: RegionCode = region
-        .parse()
-        .map_err(|e: crate::domain::region::RegionError| ApiError::unprocessable("invalid_region", e.to_string()))?;
+    let role: Role = role.parse().map_err(|e: crate::domain::staff::StaffError| {
+        ApiError::unprocessable("invalid_role", e.to_string())
+    })?;
+    let region: RegionCode = region.parse().map_err(|e: crate::domain::region::RegionError| {
+        ApiError::unprocessable("invalid_region", e.to_string())
+    })?;
     StaffScope::new(role, region).map_err(|e| ApiError::unprocessable("invalid_scope", e.to_string()))
 }
 
@@ -58,11 +60,19 @@ pub async fn create_key(
     let granter = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let scope = parse_scope(&request.role, &request.region)?;
     if !granter.may_grant(&scope) {
-        return Err(ApiError::forbidden(format!("a {} of {} cannot mint keys for region {}", granter.role, granter.region, scope.region)));
+        return Err(ApiError::forbidden(format!(
+            "a {} of {} cannot mint keys for region {}",
+            granter.role, granter.region, scope.region
+        )));
     }
     let minted = staff_keys::mint(state.store(), scope, &request.label).await?;
     tracing::info!(key_id = %minted.id, role = %scope.role, region = %scope.region, "staff key minted");
-    let body = CreateKeyResponse { id: minted.id, key: minted.secret, role: scope.role, region: scope.region.to_string() };
+    let body = CreateKeyResponse {
+        id: minted.id,
+        key: minted.secret,
+        role: scope.role,
+        region: scope.region.to_string(),
+    };
     Ok((StatusCode::CREATED, Json(body)))
 }
 

@@ -131,10 +131,7 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions {
-            max_connections: 16,
-            clock: Arc::new(crate::domain::time::SystemClock),
-        }
+        ConnectOptions { max_connections: 16, clock: Arc::new(crate::domain::time::SystemClock) }
     }
 }
 

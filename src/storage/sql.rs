@@ -46,8 +46,7 @@ impl AccountCache {
 }
 
 pub(crate) fn side_from_db(code: &str) -> Result<Side, crate::storage::StorageError> {
-    Side::from_code(code)
-        .ok_or_else(|| crate::storage::StorageError::Corrupt(format!("bad side {code:?}")))
+    Side::from_code(code).ok_or_else(|| crate::storage::StorageError::Corrupt(format!("bad side {code:?}")))
 }
 
 macro_rules! sql_store {
@@ -286,12 +285,18 @@ macro_rules! sql_store {
                 let (mut seq, mut prev_hash) = (head.seq, head.hash);
                 let mut sealed = Vec::with_capacity(fresh.len());
                 for (index, entry) in fresh {
+                    // Limits hold for the state after the whole entry: an entry is atomic.
                     for posting in &entry.postings {
                         let address = posting.account.address.as_str();
                         let balance = balances.entry(accounts[address].id).or_default();
-                        let breaks = balance.apply(posting.side, posting.amount_fen).is_none()
-                            || balance.violates(posting.account.flags);
-                        if breaks {
+                        if balance.apply(posting.side, posting.amount_fen).is_none() {
+                            let address = address.to_owned();
+                            return Err(LedgerError::LimitExceeded { index: *index, address }.with_index(*index).into());
+                        }
+                    }
+                    for posting in &entry.postings {
+                        let address = posting.account.address.as_str();
+                        if balances[&accounts[address].id].violates(posting.account.flags) {
                             let address = address.to_owned();
                             return Err(LedgerError::LimitExceeded { index: *index, address }.with_index(*index).into());
                         }

@@ -1,0 +1,175 @@
+//! The `wenhui` binary itself: serve with no configuration, keys, verify, export, tamper.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::Duration;
+
+use wenhui::domain::ledger::{AccountAddress, AccountSpec, NewEntry};
+use wenhui::domain::money::Fen;
+
+use crate::both_backends;
+use crate::common::{Backend, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_wenhui");
+
+fn wenhui(dir: &Path, url: &str, args: &[&str]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .current_dir(dir)
+        .env("DATABASE_URL", url)
+        .env("WENHUI_DATA_DIR", dir.join("data"))
+        .env_remove("WENHUI_LISTEN")
+        .output()
+        .expect("run wenhui")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// Starts `wenhui serve` and waits for its "listening" line.
+pub fn spawn_serve(dir: &Path, envs: &[(&str, &str)], clear_env: bool) -> Child {
+    let mut command = Command::new(BIN);
+    command.arg("serve").current_dir(dir).stdout(Stdio::null()).stderr(Stdio::piped());
+    if clear_env {
+        command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    }
+    command.env("WENHUI_LOG_FORMAT", "json");
+    for (key, value) in envs {
+        command.env(key, value);
+    }
+    let mut child = command.spawn().expect("spawn serve");
+    let stderr = child.stderr.take().expect("stderr");
+    let mut lines = BufReader::new(stderr).lines();
+    for line in lines.by_ref() {
+        let line = line.expect("log line");
+        if line.contains("wenhui listening") {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    child
+}
+
+fn post_some_entries(db: &TestDb) {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    runtime.block_on(async {
+        let store = db.store().await;
+        let source =
+            AccountSpec::debit_unlimited(AccountAddress::from_segments(&["world", "treasury", "370000"]));
+        for i in 0..6 {
+            let pool = AccountSpec::credit_limited(AccountAddress::from_segments(&["test", "pool", "a"]));
+            let entry = NewEntry::transfer(
+                "budget",
+                format!("cli-{i}"),
+                source.clone(),
+                pool,
+                Fen::new(100 + i).expect("fen"),
+            );
+            store.post_entries(&[entry]).await.expect("post");
+        }
+    });
+}
+
+#[test]
+fn serve_with_no_configuration_answers_healthz() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = spawn_serve(dir.path(), &[], true);
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let answer = runtime.block_on(async {
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
+        client.get("http://127.0.0.1:8080/healthz").send().await.expect("healthz").text().await.expect("text")
+    });
+    unsafe_kill(&mut child, "TERM");
+    let status = child.wait().expect("wait");
+    assert!(status.success(), "graceful shutdown on SIGTERM exits 0, got {status}");
+    assert!(answer.contains("ok"), "{answer}");
+    assert!(dir.path().join("data/wenhui.db").exists(), "embedded database in the data directory");
+    let key = dir.path().join("data/keys/ledger-checkpoint.pk8");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(key).expect("key file").permissions().mode() & 0o777, 0o600);
+}
+
+/// Sends a signal by name with the system `kill` (keeps the test free of unsafe code).
+pub fn unsafe_kill(child: &mut Child, signal: &str) {
+    let status =
+        Command::new("kill").args([&format!("-{signal}"), &child.id().to_string()]).status().expect("kill");
+    assert!(status.success());
+}
+
+both_backends!(keys_create_prints_a_working_key, verify_export_and_tamper_from_the_command_line);
+
+async fn keys_create_prints_a_working_key(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = db.dir.path().to_owned();
+    let out = wenhui(&dir, &db.url, &["keys", "create", "--role", "finance", "--region", "370200"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let key = text(&out.stdout);
+    let key = key.trim_end_matches('\n');
+    assert!(!key.contains('\n') && key.starts_with("wh_sk_"), "the key alone on stdout: {key:?}");
+    let bad = wenhui(&dir, &db.url, &["keys", "create", "--role", "finance", "--region", "370201"]);
+    assert!(!bad.status.success(), "a county code is not a staff scope");
+
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let data_dir = dir.join("data");
+    let envs = [
+        ("DATABASE_URL", db.url.as_str()),
+        ("WENHUI_LISTEN", listen.as_str()),
+        ("WENHUI_DATA_DIR", data_dir.to_str().expect("utf8")),
+    ];
+    let mut child = spawn_serve(&dir, &envs, false);
+    let client = reqwest::Client::new();
+    let me = client.get(format!("http://{listen}/v1/staff/me")).bearer_auth(key).send().await.expect("send");
+    let status = me.status().as_u16();
+    let body = me.text().await.expect("text");
+    unsafe_kill(&mut child, "TERM");
+    child.wait().expect("wait");
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("370200"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+async fn verify_export_and_tamper_from_the_command_line(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let dir = db.dir.path().to_owned();
+    let url = db.url.clone();
+    {
+        let db_ref = &db;
+        tokio::task::block_in_place(|| post_some_entries(db_ref));
+    }
+    let verify = wenhui(&dir, &url, &["ledger", "verify"]);
+    assert!(verify.status.success(), "{}{}", text(&verify.stdout), text(&verify.stderr));
+    assert!(text(&verify.stdout).contains("6 entries checked"), "{}", text(&verify.stdout));
+    let checkpoint = wenhui(&dir, &url, &["ledger", "checkpoint"]);
+    assert!(checkpoint.status.success(), "{}", text(&checkpoint.stderr));
+    let public_key = text(&wenhui(&dir, &url, &["ledger", "public-key"]).stdout).trim().to_owned();
+    let export_path = dir.join("export.jsonl");
+    let export = wenhui(&dir, &url, &["ledger", "export", "--out", export_path.to_str().expect("utf8")]);
+    assert!(export.status.success(), "{}", text(&export.stderr));
+    let offline = |file: &Path| {
+        Command::new(BIN)
+            .args(["ledger", "verify", "--file", file.to_str().expect("utf8"), "--public-key", &public_key])
+            .env_remove("DATABASE_URL")
+            .output()
+            .expect("run")
+    };
+    let good = offline(&export_path);
+    assert!(good.status.success(), "{}{}", text(&good.stdout), text(&good.stderr));
+    let edited_path = dir.join("edited.jsonl");
+    let exported = std::fs::read_to_string(&export_path).expect("read");
+    std::fs::write(&edited_path, exported.replacen("\"amount_fen\":103", "\"amount_fen\":104", 1))
+        .expect("write");
+    let bad = offline(&edited_path);
+    assert!(!bad.status.success(), "an edited export must fail");
+    assert!(text(&bad.stdout).contains("seq 4"), "names the entry: {}", text(&bad.stdout));
+
+    db.tamper_posting_amount(2, 5_000).await;
+    let tampered = wenhui(&dir, &url, &["ledger", "verify"]);
+    assert_eq!(tampered.status.code(), Some(1), "{}{}", text(&tampered.stdout), text(&tampered.stderr));
+    assert!(text(&tampered.stdout).contains("seq 2"), "names the entry: {}", text(&tampered.stdout));
+}

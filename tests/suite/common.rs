@@ -1,0 +1,220 @@
+//! Test harness: fresh databases per test on both backends, an in-process server on a random
+//! port, and helpers. PostgreSQL tests never skip: if the server cannot be reached they fail.
+
+#![allow(dead_code)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::Connection;
+use tempfile::TempDir;
+use wenhui::domain::staff::{Role, StaffScope};
+use wenhui::domain::time::Clock;
+use wenhui::server::{RunningServer, ServeConfig};
+use wenhui::storage::{self, ConnectOptions, Storage};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// Generates `mod $name { sqlite, postgres }` tests calling `$name(Backend)`.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),+ $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn sqlite() {
+                super::$name($crate::common::Backend::Sqlite).await
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn postgres() {
+                super::$name($crate::common::Backend::Postgres).await
+            }
+        }
+    )+};
+}
+
+pub fn pg_admin_url() -> String {
+    std::env::var("WENHUI_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+/// A database of the test's own, removed when dropped.
+pub struct TestDb {
+    pub backend: Backend,
+    pub url: String,
+    pg_name: Option<String>,
+    pub dir: TempDir,
+}
+
+impl TestDb {
+    pub async fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().expect("tempdir");
+        match backend {
+            Backend::Sqlite => {
+                let url = format!("sqlite://{}", dir.path().join("test.db").display());
+                TestDb { backend, url, pg_name: None, dir }
+            }
+            Backend::Postgres => {
+                let name = format!("wenhui_t_{}", uuid::Uuid::new_v4().simple());
+                let admin = pg_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+                    panic!(
+                        "PostgreSQL test database server unreachable at {admin}: {e}. Start it with \
+                         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+                    )
+                });
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+                    .execute(&mut conn)
+                    .await
+                    .expect("create test database");
+                let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("url with a database");
+                TestDb { backend, url: format!("{base}/{name}"), pg_name: Some(name), dir }
+            }
+        }
+    }
+
+    pub async fn store(&self) -> Arc<dyn Storage> {
+        self.store_with_clock(Arc::new(wenhui::domain::time::SystemClock)).await
+    }
+
+    pub async fn store_with_clock(&self, clock: Arc<dyn Clock>) -> Arc<dyn Storage> {
+        let options = ConnectOptions { max_connections: 8, clock };
+        let store = storage::connect(&self.url, options).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        store
+    }
+
+    /// Runs raw SQL as the database owner, bypassing the service.
+    pub async fn raw(&self, sql: &str) -> Result<u64, String> {
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        match self.backend {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.map_err(|e| e.to_string())?;
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(|e| e.to_string())
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(&self.url).await.map_err(|e| e.to_string())?;
+                sqlx::raw_sql(sql)
+                    .execute(&mut conn)
+                    .await
+                    .map(|r| r.rows_affected())
+                    .map_err(|e| e.to_string())
+            }
+        }
+    }
+
+    /// Changes one posting's amount behind the triggers' back: what a tamperer with owner rights does.
+    pub async fn tamper_posting_amount(&self, entry_seq: i64, new_amount_fen: i64) {
+        let sql = match self.backend {
+            Backend::Sqlite => format!(
+                "DROP TRIGGER postings_no_update; \
+                 UPDATE postings SET amount_fen = {new_amount_fen} WHERE entry_seq = {entry_seq} AND idx = 0;"
+            ),
+            Backend::Postgres => format!(
+                "ALTER TABLE postings DISABLE TRIGGER postings_append_only; \
+                 UPDATE postings SET amount_fen = {new_amount_fen} WHERE entry_seq = {entry_seq} AND idx = 0; \
+                 ALTER TABLE postings ENABLE TRIGGER postings_append_only;"
+            ),
+        };
+        let changed = self.raw(&sql).await.expect("tamper");
+        assert!(changed >= 1, "tampering changed no row");
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Some(name) = self.pg_name.take() else { return };
+        let admin = pg_admin_url();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            runtime.block_on(async move {
+                let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+                let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(&mut conn).await.ok()
+            })
+        })
+        .join();
+    }
+}
+
+/// A server running in the test process on a random port, over a fresh database.
+pub struct TestApp {
+    pub base: String,
+    pub client: reqwest::Client,
+    pub db: TestDb,
+    pub server: Option<RunningServer>,
+}
+
+impl TestApp {
+    pub async fn spawn(backend: Backend) -> TestApp {
+        let db = TestDb::new(backend).await;
+        let config = ServeConfig {
+            database_url: db.url.clone(),
+            listen: "127.0.0.1:0".parse().expect("addr"),
+            data_dir: db.dir.path().join("data"),
+            ledger_key_path: None,
+            checkpoint_interval: Duration::from_secs(3600),
+        };
+        let server = wenhui::server::start(config).await.expect("server starts");
+        let base = format!("http://{}", server.addr);
+        let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        TestApp { base, client, db, server: Some(server) }
+    }
+
+    pub fn store(&self) -> &dyn Storage {
+        self.server.as_ref().expect("running").store.as_ref()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// Mints a staff key directly through the service's own code.
+    pub async fn staff_key(&self, role: Role, region: &str) -> String {
+        let scope = StaffScope::new(role, region.parse().expect("region")).expect("scope");
+        wenhui::staff_keys::mint(self.store(), scope, "test").await.expect("mint").secret
+    }
+
+    pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {
+        let mut request = self.client.get(self.url(path));
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("send");
+        read(response).await
+    }
+
+    pub async fn post(
+        &self,
+        path: &str,
+        key: Option<&str>,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.post(self.url(path)).json(&body);
+        if let Some(key) = key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.expect("send");
+        read(response).await
+    }
+}
+
+pub async fn read(response: reqwest::Response) -> (u16, serde_json::Value) {
+    let status = response.status().as_u16();
+    let text = response.text().await.expect("body");
+    let json = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, json)
+}
+
+/// The error code of an error body.
+pub fn code(body: &serde_json::Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("<no error code>")
+}

@@ -1,0 +1,118 @@
+//! The HTTP skeleton: operational endpoints, the error format, limits, and staff authentication.
+
+use serde_json::json;
+use wenhui::domain::staff::Role;
+
+use crate::both_backends;
+use crate::common::{Backend, TestApp, code};
+
+both_backends!(operational_endpoints, staff_keys_are_checked, bad_input_gets_clear_errors);
+
+async fn operational_endpoints(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, body) = app.get("/healthz", None).await;
+    assert_eq!((status, body["status"].as_str()), (200, Some("ok")));
+    let (status, _) = app.get("/readyz", None).await;
+    assert_eq!(status, 200);
+    let (status, openapi) = app.get("/openapi.json", None).await;
+    assert_eq!(status, 200);
+    assert!(openapi["paths"]["/v1/ledger/verify"].is_object(), "openapi lists the ledger routes");
+    let response = app.client.get(app.url("/healthz")).send().await.expect("send");
+    assert!(response.headers().get("x-request-id").is_some(), "every response carries a request id");
+    let metrics = app.client.get(app.url("/metrics")).send().await.expect("send").text().await.expect("text");
+    assert!(metrics.contains("http_requests_total{route=\"/healthz\""), "{metrics}");
+    assert!(metrics.contains("http_request_duration_seconds_bucket"), "latency histogram present");
+}
+
+async fn staff_keys_are_checked(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (status, body) = app.get("/v1/ledger/verify", None).await;
+    assert_eq!((status, code(&body)), (401, "unauthenticated"));
+    let forged = "wh_sk_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA";
+    let (status, body) = app.get("/v1/ledger/verify", Some(forged)).await;
+    assert_eq!((status, code(&body)), (401, "invalid_key"));
+    let (status, body) = app.get("/v1/ledger/verify", Some("garbage")).await;
+    assert_eq!((status, code(&body)), (401, "invalid_key"));
+
+    let auditor = app.staff_key(Role::Auditor, "370000").await;
+    let (status, body) = app.get("/v1/ledger/verify", Some(&auditor)).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["ok"], true);
+
+    let qingdao_admin = app.staff_key(Role::CityAdmin, "370200").await;
+    let (status, body) = app.get("/v1/ledger/verify", Some(&qingdao_admin)).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "wrong role");
+    let (status, _) =
+        app.post("/v1/staff/keys", Some(&auditor), json!({"role": "auditor", "region": "370000"})).await;
+    assert_eq!(status, 403, "auditors change nothing");
+
+    // A city admin cannot act for another city or for the province.
+    for (role, region) in [("finance", "370100"), ("finance", "370000"), ("province_admin", "370000")] {
+        let (status, body) =
+            app.post("/v1/staff/keys", Some(&qingdao_admin), json!({"role": role, "region": region})).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "{role} {region}");
+    }
+    let (status, body) = app
+        .post("/v1/staff/keys", Some(&qingdao_admin), json!({"role": "finance", "region": "370200"}))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let minted = body["key"].as_str().expect("key").to_owned();
+    let (status, me) = app.get("/v1/staff/me", Some(&minted)).await;
+    assert_eq!((status, me["role"].as_str(), me["region"].as_str()), (200, Some("finance"), Some("370200")));
+
+    let province_admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
+    let (status, _) = app
+        .post("/v1/staff/keys", Some(&province_admin), json!({"role": "city_admin", "region": "370200"}))
+        .await;
+    assert_eq!(status, 201);
+    let (status, _) = app
+        .post("/v1/staff/keys", Some(&province_admin), json!({"role": "city_admin", "region": "110100"}))
+        .await;
+    assert_eq!(status, 403, "another province");
+}
+
+async fn bad_input_gets_clear_errors(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
+    let cases = [
+        (json!({"role": "finance", "region": "37000"}), 422, "invalid_region"),
+        (json!({"role": "finance", "region": "990000"}), 422, "invalid_region"),
+        (json!({"role": "wizard", "region": "370000"}), 422, "invalid_role"),
+        (json!({"role": "city_admin", "region": "370000"}), 422, "invalid_scope"),
+        (json!({"role": "finance"}), 422, "invalid_body"),
+        (json!({"role": "finance", "region": "370000", "extra": 1}), 422, "invalid_body"),
+    ];
+    for (body, status, expected) in cases {
+        let (got, answer) = app.post("/v1/staff/keys", Some(&admin), body.clone()).await;
+        assert_eq!((got, code(&answer)), (status, expected), "{body}");
+    }
+    let malformed = app
+        .client
+        .post(app.url("/v1/staff/keys"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = crate::common::read(malformed).await;
+    assert_eq!((status, code(&body)), (400, "malformed_json"));
+    let huge =
+        format!("{{\"role\":\"finance\",\"region\":\"370000\",\"label\":\"{}\"}}", "x".repeat(200_000));
+    let response = app
+        .client
+        .post(app.url("/v1/staff/keys"))
+        .bearer_auth(&admin)
+        .header("content-type", "application/json")
+        .body(huge)
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = crate::common::read(response).await;
+    assert_eq!((status, code(&body)), (413, "body_too_large"));
+    let (status, body) = app.get("/v1/nothing-here", None).await;
+    assert_eq!((status, code(&body)), (404, "not_found"));
+    let response = app.client.delete(app.url("/healthz")).send().await.expect("send");
+    let (status, body) = crate::common::read(response).await;
+    assert_eq!((status, code(&body)), (405, "method_not_allowed"));
+}

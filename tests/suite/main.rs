@@ -1,0 +1,9 @@
+//! The integration suite: one test binary (one link step) holding every module. Each test that
+//! touches a database runs on both backends through the `both_backends!` macro.
+
+mod common;
+
+mod cli;
+mod http_foundation;
+mod ledger;
+mod ledger_props;
