@@ -43,6 +43,9 @@ pub enum Command {
         ledger_key: Option<PathBuf>,
         #[arg(long, env = "WENHUI_CHECKPOINT_INTERVAL_S", default_value_t = 300)]
         checkpoint_interval_s: u64,
+        /// How often vouchers past expiry are expired and closed batches' reserves returned.
+        #[arg(long, env = "WENHUI_SWEEP_INTERVAL_S", default_value_t = 5)]
+        sweep_interval_s: u64,
     },
     /// Apply the embedded migrations and exit.
     Migrate,
@@ -119,14 +122,11 @@ pub async fn main(cli: Cli) -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.database_url();
     match &cli.command {
-        Command::Serve { listen, ledger_key, checkpoint_interval_s } => {
-            let config = ServeConfig {
-                database_url: url,
-                listen: *listen,
-                data_dir: cli.data_dir.clone(),
-                ledger_key_path: ledger_key.clone(),
-                checkpoint_interval: Duration::from_secs(*checkpoint_interval_s),
-            };
+        Command::Serve { listen, ledger_key, checkpoint_interval_s, sweep_interval_s } => {
+            let mut config = ServeConfig::new(url, *listen, cli.data_dir.clone());
+            config.ledger_key_path = ledger_key.clone();
+            config.checkpoint_interval = Duration::from_secs(*checkpoint_interval_s);
+            config.sweep_interval = Duration::from_secs(*sweep_interval_s);
             server::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }

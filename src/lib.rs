@@ -3,9 +3,11 @@
 
 pub mod audit;
 pub mod bench;
+pub mod citizens;
 pub mod cli;
 pub mod domain;
 pub mod http;
+pub mod rush;
 pub mod server;
 pub mod signing;
 pub mod staff_keys;

@@ -12,7 +12,10 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::audit;
-use crate::http::{self, AppState};
+use crate::citizens::{self, Citizens, DevIdentityVerifier};
+use crate::domain::time::{Clock, SystemClock};
+use crate::http::{self, AppState, Services};
+use crate::rush::ClaimWriter;
 use crate::signing::{self, SigningKey};
 use crate::storage::{self, ConnectOptions, Storage};
 
@@ -23,6 +26,23 @@ pub struct ServeConfig {
     pub data_dir: PathBuf,
     pub ledger_key_path: Option<PathBuf>,
     pub checkpoint_interval: Duration,
+    /// How often due vouchers are expired and closed batches' reserves returned.
+    pub sweep_interval: Duration,
+    pub clock: Arc<dyn Clock>,
+}
+
+impl ServeConfig {
+    pub fn new(database_url: String, listen: SocketAddr, data_dir: PathBuf) -> ServeConfig {
+        ServeConfig {
+            database_url,
+            listen,
+            data_dir,
+            ledger_key_path: None,
+            checkpoint_interval: Duration::from_secs(300),
+            sweep_interval: Duration::from_secs(5),
+            clock: Arc::new(SystemClock),
+        }
+    }
 }
 
 /// The database URL when none is configured: an SQLite file in the data directory.
@@ -32,9 +52,18 @@ pub fn default_database_url(data_dir: &std::path::Path) -> String {
 
 /// Opens (and creates, for SQLite) the database and applies migrations.
 pub async fn open_store(database_url: &str, data_dir: &std::path::Path) -> anyhow::Result<Arc<dyn Storage>> {
+    open_store_with_clock(database_url, data_dir, Arc::new(SystemClock)).await
+}
+
+pub async fn open_store_with_clock(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    clock: Arc<dyn Clock>,
+) -> anyhow::Result<Arc<dyn Storage>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let store = storage::connect(database_url, ConnectOptions::default())
+    let options = ConnectOptions { clock, ..ConnectOptions::default() };
+    let store = storage::connect(database_url, options)
         .await
         .with_context(|| format!("connecting to {}", storage::redact_url(database_url)))?;
     store.migrate().await.context("applying migrations")?;
@@ -53,6 +82,7 @@ pub fn load_ledger_key(
 pub struct RunningServer {
     pub addr: SocketAddr,
     pub store: Arc<dyn Storage>,
+    pub writer: ClaimWriter,
     shutdown: watch::Sender<bool>,
     task: JoinHandle<anyhow::Result<()>>,
 }
@@ -66,15 +96,23 @@ impl RunningServer {
 }
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
-    let store = open_store(&config.database_url, &config.data_dir).await?;
+    let store = open_store_with_clock(&config.database_url, &config.data_dir, config.clock.clone()).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
+    let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
+    let citizens =
+        Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, Arc::new(DevIdentityVerifier)));
+    let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
+    let sweeper = writer.spawn_sweeper(config.sweep_interval);
+    let writer_handle = writer.clone();
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let checkpoints =
         spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
-    let app = http::router(AppState::new(store.clone(), key));
+    let services =
+        Services { store: store.clone(), ledger_key: key, clock: config.clock.clone(), citizens, writer };
+    let app = http::router(AppState::new(services));
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let task = tokio::spawn(async move {
         axum::serve(listener, app)
@@ -84,9 +122,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .await
             .context("serving HTTP")?;
         checkpoints.abort();
+        sweeper.abort();
         Ok(())
     });
-    Ok(RunningServer { addr, store, shutdown, task })
+    Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })
 }
 
 /// Runs until SIGTERM or Ctrl-C.

@@ -3,9 +3,13 @@
 //! Nothing in here knows about HTTP or SQL. Values are parsed once at the edge into these types
 //! ("parse, don't validate") and carried as such through the service.
 
+pub mod accounts;
 pub mod checkpoint;
+pub mod citizen;
+pub mod funding;
 pub mod ledger;
 pub mod money;
 pub mod region;
+pub mod season;
 pub mod staff;
 pub mod time;

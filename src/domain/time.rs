@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Timestamp(i64);
 
 impl Timestamp {

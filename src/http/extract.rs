@@ -24,7 +24,7 @@ pub struct ApiPath<T>(pub T);
 
 /// An authenticated member of staff.
 #[derive(Clone, Copy, Debug)]
-pub struct Staff(pub StaffScope);
+pub struct Staff(pub StaffScope, pub uuid::Uuid);
 
 impl Staff {
     /// Refuses with 403 unless the key holds one of `roles`.
@@ -65,7 +65,7 @@ impl FromRequestParts<AppState> for Staff {
             .await?
             .filter(|r| !r.revoked)
             .ok_or_else(invalid)?;
-        Ok(Staff(record.scope))
+        Ok(Staff(record.scope, record.id))
     }
 }
 

@@ -17,13 +17,19 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
+use crate::citizens::Citizens;
+use crate::domain::time::Clock;
+use crate::rush::ClaimWriter;
 use crate::signing::SigningKey;
 use crate::storage::Storage;
 
+mod citizens;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 mod ledger;
 mod ops;
+mod seasons;
 pub mod staff;
 
 pub use error::ApiError;
@@ -40,11 +46,36 @@ struct AppInner {
     store: Arc<dyn Storage>,
     ledger_key: Arc<SigningKey>,
     metrics: PrometheusHandle,
+    clock: Arc<dyn Clock>,
+    citizens: Arc<Citizens>,
+    writer: ClaimWriter,
+}
+
+/// What the HTTP layer is built from.
+pub struct Services {
+    pub store: Arc<dyn Storage>,
+    pub ledger_key: Arc<SigningKey>,
+    pub clock: Arc<dyn Clock>,
+    pub citizens: Arc<Citizens>,
+    pub writer: ClaimWriter,
 }
 
 impl AppState {
-    pub fn new(store: Arc<dyn Storage>, ledger_key: Arc<SigningKey>) -> AppState {
-        AppState(Arc::new(AppInner { store, ledger_key, metrics: metrics_handle() }))
+    pub fn new(services: Services) -> AppState {
+        let Services { store, ledger_key, clock, citizens, writer } = services;
+        AppState(Arc::new(AppInner { store, ledger_key, metrics: metrics_handle(), clock, citizens, writer }))
+    }
+
+    pub fn clock(&self) -> &dyn Clock {
+        self.0.clock.as_ref()
+    }
+
+    pub fn citizens(&self) -> &Citizens {
+        &self.0.citizens
+    }
+
+    pub fn writer(&self) -> &ClaimWriter {
+        &self.0.writer
     }
 
     pub fn store(&self) -> &dyn Storage {
@@ -82,6 +113,14 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/ledger/checkpoints/latest", get(ledger::latest_checkpoint))
         .route("/v1/staff/keys", post(staff::create_key))
         .route("/v1/staff/me", get(staff::me))
+        .route("/v1/seasons", post(seasons::create_season).get(seasons::list_seasons))
+        .route("/v1/seasons/{id}", get(seasons::get_season))
+        .route("/v1/seasons/{id}/budgets", post(seasons::add_budget))
+        .route("/v1/seasons/{id}/batches", post(seasons::create_batch).get(seasons::list_batches))
+        .route("/v1/citizens", post(citizens::register))
+        .route("/v1/citizens/sessions", post(citizens::sign_in))
+        .route("/v1/me/vouchers", get(citizens::my_vouchers))
+        .route("/v1/batches/{id}/claims", post(citizens::claim))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -145,7 +184,8 @@ pub fn status_error(status: StatusCode) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Wenhui", description = "Cultural consumption vouchers and benefit cards"),
-    paths(ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me),
+    paths(ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me,
+        citizens::register, citizens::sign_in, citizens::my_vouchers, citizens::claim),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
@@ -156,9 +196,11 @@ impl utoipa::Modify for SecurityAddon {
     fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
         use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
         let components = openapi.components.get_or_insert_with(Default::default);
-        components.add_security_scheme(
-            "staff_key",
-            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-        );
+        for name in ["staff_key", "citizen_token"] {
+            components.add_security_scheme(
+                name,
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
     }
 }

@@ -17,8 +17,12 @@ use crate::domain::staff::StaffScope;
 use crate::domain::time::{Clock, Timestamp};
 
 mod postgres;
+mod season_sql;
 mod sql;
 mod sqlite;
+mod types;
+
+pub use types::*;
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -90,7 +94,7 @@ pub struct StaffKeyRecord {
 }
 
 #[async_trait]
-pub trait Storage: Send + Sync + 'static {
+pub trait Storage: SeasonStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations for this backend.

@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::ConnectOptions;
+use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
 use crate::domain::time::Clock;
 
@@ -40,3 +41,4 @@ impl PgStore {
 }
 
 sql_store!(PgStore, sqlx::Postgres);
+season_store!(PgStore, sqlx::Postgres);

@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 
 use super::ConnectOptions;
+use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
 use crate::domain::time::Clock;
 
@@ -48,3 +49,4 @@ impl SqliteStore {
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite);
+season_store!(SqliteStore, sqlx::Sqlite);

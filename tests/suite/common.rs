@@ -155,14 +155,21 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> TestApp {
+        TestApp::spawn_with_clock(backend, Arc::new(wenhui::domain::time::SystemClock)).await
+    }
+
+    /// A server whose clock the test moves; the background sweeper is effectively off
+    /// (tests call [`TestApp::sweep`]).
+    pub async fn spawn_with_clock(backend: Backend, clock: Arc<dyn Clock>) -> TestApp {
         let db = TestDb::new(backend).await;
-        let config = ServeConfig {
-            database_url: db.url.clone(),
-            listen: "127.0.0.1:0".parse().expect("addr"),
-            data_dir: db.dir.path().join("data"),
-            ledger_key_path: None,
-            checkpoint_interval: Duration::from_secs(3600),
-        };
+        let mut config = ServeConfig::new(
+            db.url.clone(),
+            "127.0.0.1:0".parse().expect("addr"),
+            db.dir.path().join("data"),
+        );
+        config.checkpoint_interval = Duration::from_secs(3600);
+        config.sweep_interval = Duration::from_secs(3600);
+        config.clock = clock;
         let server = wenhui::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -171,6 +178,25 @@ impl TestApp {
 
     pub fn store(&self) -> &dyn Storage {
         self.server.as_ref().expect("running").store.as_ref()
+    }
+
+    /// Runs the expiry and batch-close sweep now.
+    pub async fn sweep(&self) -> wenhui::rush::SweepReport {
+        self.server.as_ref().expect("running").writer.sweep().await.expect("sweep")
+    }
+
+    pub async fn post_idem(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        key: &str,
+        body: serde_json::Value,
+    ) -> (u16, serde_json::Value) {
+        let mut request = self.client.post(self.url(path)).header("idempotency-key", key).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        read(request.send().await.expect("send")).await
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod claims;
 mod cli;
 mod http_foundation;
 mod ledger;

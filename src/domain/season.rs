@@ -1,0 +1,298 @@
+//! Seasons, voucher batches (券种) and vouchers, and the pure rules of a claim.
+
+use std::fmt;
+use std::str::FromStr;
+
+use uuid::Uuid;
+
+use super::funding::{FundingShares, VoucherTerms};
+use super::money::Fen;
+use super::region::RegionCode;
+use super::time::Timestamp;
+
+/// Most tranches one batch may have (a daily release over a year).
+pub const MAX_RELEASES: usize = 400;
+pub const MAX_STOCK: i64 = 10_000_000;
+pub const MAX_VALID_HOURS: u32 = 24 * 366;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Season {
+    pub id: Uuid,
+    pub name: String,
+    pub province: RegionCode,
+    pub starts_at: Timestamp,
+    pub ends_at: Timestamp,
+    pub per_citizen_cap: Option<Fen>,
+    pub closed_at: Option<Timestamp>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum SeasonStatus {
+    Scheduled,
+    Open,
+    Ended,
+    Closed,
+}
+
+impl Season {
+    pub fn status_at(&self, now: Timestamp) -> SeasonStatus {
+        if self.closed_at.is_some() {
+            SeasonStatus::Closed
+        } else if now < self.starts_at {
+            SeasonStatus::Scheduled
+        } else if now < self.ends_at {
+            SeasonStatus::Open
+        } else {
+            SeasonStatus::Ended
+        }
+    }
+
+    /// A funder of this season is the province itself or one of its cities.
+    pub fn accepts_funder(&self, funder: RegionCode) -> bool {
+        use super::region::RegionLevel;
+        matches!(funder.level(), RegionLevel::Province | RegionLevel::City) && self.province.contains(funder)
+    }
+}
+
+/// Merchant categories a batch can be redeemed in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Category {
+    Bookstore,
+    Ktv,
+    InternetCafe,
+    Cinema,
+    Theatre,
+    Museum,
+    Performance,
+    Sports,
+    ScenicSpot,
+}
+
+impl Category {
+    pub const ALL: [Category; 9] = [
+        Category::Bookstore,
+        Category::Ktv,
+        Category::InternetCafe,
+        Category::Cinema,
+        Category::Theatre,
+        Category::Museum,
+        Category::Performance,
+        Category::Sports,
+        Category::ScenicSpot,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Category::Bookstore => "bookstore",
+            Category::Ktv => "ktv",
+            Category::InternetCafe => "internet_cafe",
+            Category::Cinema => "cinema",
+            Category::Theatre => "theatre",
+            Category::Museum => "museum",
+            Category::Performance => "performance",
+            Category::Sports => "sports",
+            Category::ScenicSpot => "scenic_spot",
+        }
+    }
+}
+
+impl FromStr for Category {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Category::ALL.into_iter().find(|c| c.as_str() == text).ok_or_else(|| {
+            let known: Vec<&str> = Category::ALL.iter().map(|c| c.as_str()).collect();
+            format!("unknown category {text:?}; known: {}", known.join(", "))
+        })
+    }
+}
+
+impl fmt::Display for Category {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A timed tranche: `quantity` more vouchers become claimable at `at`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Release {
+    pub at: Timestamp,
+    pub quantity: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Batch {
+    pub id: Uuid,
+    pub season_id: Uuid,
+    pub name: String,
+    pub issuer: RegionCode,
+    pub terms: VoucherTerms,
+    pub stock: i64,
+    pub per_citizen_limit: u32,
+    pub valid_hours: u32,
+    pub claim_opens_at: Timestamp,
+    pub claim_closes_at: Timestamp,
+    pub categories: Vec<Category>,
+    pub funding: FundingShares,
+    /// Empty: the whole stock is released when the claim window opens.
+    pub releases: Vec<Release>,
+    pub claimed_count: i64,
+    pub returned_count: i64,
+    pub reserve_returned: bool,
+}
+
+/// Why a claim is refused, in the order the checks run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ClaimRefusal {
+    NotOpen(String),
+    SoldOut(String),
+    LimitReached(String),
+}
+
+impl Batch {
+    /// Vouchers released by `now` (never more than the stock). Unreleased quota rolls over:
+    /// releases are cumulative.
+    pub fn released_at(&self, now: Timestamp) -> i64 {
+        if now < self.claim_opens_at {
+            return 0;
+        }
+        if self.releases.is_empty() {
+            return self.stock;
+        }
+        let released: i64 = self.releases.iter().filter(|r| r.at <= now).map(|r| r.quantity).sum();
+        released.min(self.stock)
+    }
+
+    /// Vouchers claimed and neither expired nor otherwise returned.
+    pub fn outstanding(&self) -> i64 {
+        self.claimed_count - self.returned_count
+    }
+
+    pub fn remaining_at(&self, now: Timestamp) -> i64 {
+        (self.released_at(now) - self.outstanding()).max(0)
+    }
+
+    pub fn next_release_after(&self, now: Timestamp) -> Option<Timestamp> {
+        if now < self.claim_opens_at && self.releases.is_empty() {
+            return Some(self.claim_opens_at);
+        }
+        self.releases.iter().map(|r| r.at.max(self.claim_opens_at)).filter(|at| *at > now).min()
+    }
+
+    /// The most one voucher of this batch can be worth: what a claim reserves.
+    pub fn voucher_value(&self) -> Fen {
+        self.terms.max_value()
+    }
+
+    /// When a voucher claimed at `claimed_at` expires: `valid_hours` later, never past the season.
+    pub fn expiry_for(&self, claimed_at: Timestamp, season: &Season) -> Timestamp {
+        claimed_at.plus_seconds(i64::from(self.valid_hours) * 3600).min(season.ends_at)
+    }
+
+    /// Whether the batch can be claimed from at all at `now` (window, season, release).
+    pub fn check_open(&self, season: &Season, now: Timestamp) -> Result<(), ClaimRefusal> {
+        if season.status_at(now) != SeasonStatus::Open {
+            return Err(ClaimRefusal::NotOpen("the season is not open".into()));
+        }
+        if now < self.claim_opens_at {
+            return Err(ClaimRefusal::NotOpen(format!("claims open at {}", self.claim_opens_at)));
+        }
+        if now >= self.claim_closes_at {
+            return Err(ClaimRefusal::NotOpen(format!("claims closed at {}", self.claim_closes_at)));
+        }
+        if self.released_at(now) == 0 {
+            let next = self.next_release_after(now).map(|t| t.to_string()).unwrap_or_default();
+            return Err(ClaimRefusal::NotOpen(format!("nothing released yet; next release at {next}")));
+        }
+        if self.remaining_at(now) == 0 {
+            let message = match self.next_release_after(now) {
+                Some(next) if self.released_at(now) < self.stock => {
+                    format!("sold out; the next release is at {next}")
+                }
+                _ => "sold out".to_owned(),
+            };
+            return Err(ClaimRefusal::SoldOut(message));
+        }
+        Ok(())
+    }
+}
+
+/// What one citizen already holds, for the limits.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CitizenHoldings {
+    /// Slots (1..=per_citizen_limit) of this citizen's live vouchers in the batch.
+    pub slots: Vec<u32>,
+    /// Value of this citizen's live (active or redeemed) vouchers across the season.
+    pub season_total_fen: i64,
+}
+
+impl CitizenHoldings {
+    /// Checks the per-batch limit and the season cap; returns the slot the new voucher takes.
+    /// Live vouchers count; expired ones do not (their value went back to the pool).
+    pub fn admit(&self, batch: &Batch, season: &Season) -> Result<u32, ClaimRefusal> {
+        let slot = (1..=batch.per_citizen_limit).find(|s| !self.slots.contains(s)).ok_or_else(|| {
+            ClaimRefusal::LimitReached(format!(
+                "at most {} per person from this batch",
+                batch.per_citizen_limit
+            ))
+        })?;
+        if let Some(cap) = season.per_citizen_cap
+            && self.season_total_fen + batch.voucher_value().as_fen() > cap.as_fen()
+        {
+            return Err(ClaimRefusal::LimitReached(format!(
+                "the season allows at most {cap} yuan per person"
+            )));
+        }
+        Ok(slot)
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VoucherStatus {
+    Active,
+    Redeemed,
+    Expired,
+}
+
+impl VoucherStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            VoucherStatus::Active => "active",
+            VoucherStatus::Redeemed => "redeemed",
+            VoucherStatus::Expired => "expired",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<VoucherStatus> {
+        [VoucherStatus::Active, VoucherStatus::Redeemed, VoucherStatus::Expired]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Voucher {
+    pub id: Uuid,
+    pub batch_id: Uuid,
+    pub season_id: Uuid,
+    pub citizen_id: Uuid,
+    pub slot: u32,
+    pub status: VoucherStatus,
+    pub value: Fen,
+    pub claimed_at: Timestamp,
+    pub expires_at: Timestamp,
+}
+
+impl Voucher {
+    /// The status as a citizen should see it: an active voucher past its expiry is expired,
+    /// even if the background sweep has not booked it yet.
+    pub fn status_at(&self, now: Timestamp) -> VoucherStatus {
+        if self.status == VoucherStatus::Active && now >= self.expires_at {
+            VoucherStatus::Expired
+        } else {
+            self.status
+        }
+    }
+}

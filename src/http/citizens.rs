@@ -1,0 +1,156 @@
+//! Citizens: registration, sessions, their vouchers, and claiming.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{FromRequestParts, State};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::Response;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiJson, ApiPath, bearer_token};
+use super::idempotency::{IdempotencyKey, json_response, request_hash};
+use crate::citizens::CitizenError;
+use crate::domain::citizen::{CitizenName, IdNumber, Phone};
+
+/// An authenticated citizen (Authorization: Bearer <token>).
+pub struct CitizenAuth(pub Uuid);
+
+impl FromRequestParts<AppState> for CitizenAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::unauthorized(
+                "unauthenticated",
+                "send the citizen token as Authorization: Bearer <token>",
+            )
+        })?;
+        match state.citizens().authenticate(token).await? {
+            Some(citizen_id) => Ok(CitizenAuth(citizen_id)),
+            None => Err(ApiError::unauthorized("invalid_token", "the token is not valid or has expired")),
+        }
+    }
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterRequest {
+    pub name: String,
+    /// 18-character resident identity number (GB 11643).
+    pub id_number: String,
+    /// 11-digit mainland mobile number.
+    pub phone: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SignInRequest {
+    pub id_number: String,
+    pub phone: String,
+    /// The one-time code sent to the phone (checked by the identity provider).
+    #[serde(default)]
+    pub code: Option<String>,
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct SessionResponse {
+    pub citizen_id: Uuid,
+    pub token: String,
+    pub token_expires_at: String,
+}
+
+fn parse_identity(id_number: &str, phone: &str) -> Result<(IdNumber, Phone), ApiError> {
+    let id = IdNumber::parse(id_number).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let phone = Phone::parse(phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    Ok((id, phone))
+}
+
+fn citizen_error(error: CitizenError) -> ApiError {
+    match error {
+        CitizenError::AlreadyRegistered => ApiError::conflict("already_registered", error.to_string()),
+        CitizenError::IdentityRejected(_) => ApiError::unprocessable("identity_rejected", error.to_string()),
+        CitizenError::UnknownCitizen => ApiError::unauthorized("unknown_citizen", error.to_string()),
+        CitizenError::Storage(storage) => storage.into(),
+    }
+}
+
+fn session_response(session: crate::citizens::Session) -> (StatusCode, Json<SessionResponse>) {
+    let body = SessionResponse {
+        citizen_id: session.citizen_id,
+        token: session.token,
+        token_expires_at: session.expires_at.to_string(),
+    };
+    (StatusCode::CREATED, Json(body))
+}
+
+/// Registers a citizen by real name; one account per ID number.
+#[utoipa::path(post, path = "/v1/citizens", request_body = RegisterRequest,
+    responses((status = 201, body = SessionResponse), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+    let name =
+        CitizenName::parse(&request.name).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
+    let session = state.citizens().register(name, id, phone).await.map_err(citizen_error)?;
+    Ok(session_response(session))
+}
+
+/// Issues a new token to a registered citizen.
+#[utoipa::path(post, path = "/v1/citizens/sessions", request_body = SignInRequest,
+    responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody)))]
+pub async fn sign_in(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<SignInRequest>,
+) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
+    let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
+    let session =
+        state.citizens().sign_in(id, phone, request.code.as_deref()).await.map_err(citizen_error)?;
+    Ok(session_response(session))
+}
+
+/// The citizen's vouchers, newest first, with state and expiry.
+#[utoipa::path(get, path = "/v1/me/vouchers", security(("citizen_token" = [])),
+    responses((status = 200, description = "{\"vouchers\": [...]}")))]
+pub async fn my_vouchers(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let now = state.clock().now();
+    let mut vouchers = Vec::new();
+    for voucher in state.store().citizen_vouchers(citizen_id, 200).await? {
+        let Some(batch) = state.store().batch(voucher.batch_id).await? else { continue };
+        let mut shown = voucher.clone();
+        shown.status = voucher.status_at(now);
+        let mut body = crate::rush::voucher_json(&shown, &batch);
+        body["batch_name"] = serde_json::json!(batch.name);
+        vouchers.push(body);
+    }
+    Ok(Json(serde_json::json!({ "vouchers": vouchers })))
+}
+
+/// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.
+#[utoipa::path(post, path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
+    params(("id" = Uuid, Path, description = "batch id"), ("Idempotency-Key" = String, Header, description = "one per attempt")),
+    responses((status = 201, description = "{\"voucher\": {...}}"), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open")))]
+pub async fn claim(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    ApiPath(batch_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct ClaimBody {}
+    let _: ClaimBody = super::idempotency::parse_json(&body)?;
+    let path = format!("/v1/batches/{batch_id}/claims");
+    let hash = request_hash("POST", &path, &body);
+    let answer = state.writer().claim(citizen_id, batch_id, key, hash).await;
+    Ok(json_response(answer.status, answer.body))
+}

@@ -1,0 +1,96 @@
+//! Idempotency for writes a client may retry: the `Idempotency-Key` header, the request hash,
+//! and replaying a stored answer. Answers are stored by the storage layer in the same
+//! transaction as the effect (see `IdemRecord`), so a stored answer means the effect happened.
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use ring::digest;
+
+use super::error::ApiError;
+use crate::storage::{Storage, StoredAnswer};
+
+pub const MAX_KEY_LEN: usize = 128;
+
+/// The required `Idempotency-Key` header: 1-128 visible ASCII characters.
+pub struct IdempotencyKey(pub String);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
+        let value = parts.headers.get("idempotency-key").ok_or_else(|| {
+            ApiError::bad_request("missing_idempotency_key", "this write needs an Idempotency-Key header")
+        })?;
+        let key = value
+            .to_str()
+            .ok()
+            .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()));
+        key.map(|k| IdempotencyKey(k.to_owned())).ok_or_else(|| {
+            ApiError::bad_request(
+                "invalid_idempotency_key",
+                "Idempotency-Key must be 1-128 visible ASCII characters",
+            )
+        })
+    }
+}
+
+/// SHA-256 over the method, the path and the body: what "the same request" means.
+pub fn request_hash(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+    let mut context = digest::Context::new(&digest::SHA256);
+    context.update(method.as_bytes());
+    context.update(b" ");
+    context.update(path.as_bytes());
+    context.update(b"\n");
+    context.update(body);
+    context.finish().as_ref().to_vec()
+}
+
+/// A JSON response from a status and a body already rendered to text.
+pub fn json_response(status: u16, body: String) -> Response {
+    let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut response = (status, body).into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    response
+}
+
+pub fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Result<Response, ApiError> {
+    if stored.request_hash == request_hash {
+        let mut response = json_response(stored.status, stored.body.clone());
+        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+        Ok(response)
+    } else {
+        Err(ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        ))
+    }
+}
+
+/// The stored answer for this key, replayed, if there is one.
+pub async fn replay_if_known(
+    store: &dyn Storage,
+    scope: &str,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<Option<Response>, ApiError> {
+    match store.idempotent_answer(scope, key).await? {
+        Some(stored) => replay(&stored, request_hash).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// Parses a JSON body read as bytes (so it can be hashed) with our error codes.
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.is_empty() { b"{}".as_slice() } else { body };
+    serde_json::from_slice(body).map_err(|error| {
+        use serde_json::error::Category;
+        match error.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {error}"))
+            }
+            Category::Data => ApiError::unprocessable("invalid_body", error.to_string()),
+        }
+    })
+}

@@ -1,0 +1,565 @@
+//! Seasons, budgets and voucher batches.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiPath, Staff};
+use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
+use crate::domain::accounts;
+use crate::domain::funding::{FundingShares, VoucherTerms};
+use crate::domain::ledger::{LedgerError, NewEntry, NewPosting, Side};
+use crate::domain::money::{Fen, Yuan};
+use crate::domain::region::{RegionCode, RegionLevel};
+use crate::domain::season::{Batch, Category, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release, Season};
+use crate::domain::staff::Role;
+use crate::domain::time::Timestamp;
+use crate::storage::{IdemRecord, Storage, WriteError};
+
+const MAX_BUDGETS: usize = 64;
+const MAX_NAME_CHARS: usize = 100;
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable(code, message)
+}
+
+fn parse_region(text: &str, what: &str) -> Result<RegionCode, ApiError> {
+    text.parse()
+        .map_err(|e: crate::domain::region::RegionError| invalid("invalid_region", format!("{what}: {e}")))
+}
+
+fn check_name(name: &str) -> Result<String, ApiError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
+        return Err(invalid("invalid_name", "a name is 1-100 characters"));
+    }
+    Ok(name.to_owned())
+}
+
+fn staff_scope_key(staff: &Staff) -> String {
+    format!("staff:{}", staff.1)
+}
+
+/// Maps a storage refusal of a staff write to an answer (replaying if a twin committed first).
+async fn write_outcome(
+    state: &AppState,
+    outcome: Result<(), WriteError>,
+    record: IdemRecord,
+) -> Result<Response, ApiError> {
+    match outcome {
+        Ok(()) => Ok(json_response(record.status, record.body)),
+        Err(WriteError::IdempotencyTaken) => {
+            replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
+                .await?
+                .ok_or_else(ApiError::internal)
+        }
+        Err(WriteError::Ledger(refusal)) => match refusal.error {
+            LedgerError::LimitExceeded { address, .. } => {
+                Err(ApiError::conflict("budget_exceeded", format!("not enough money left in {address}")))
+            }
+            other => Err(ApiError::unprocessable("ledger_refused", other.to_string())),
+        },
+        Err(WriteError::Conflict(message)) => Err(ApiError::conflict("conflict", message)),
+        Err(WriteError::Storage(error)) => Err(error.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BudgetLine {
+    funder: String,
+    amount: Yuan,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateSeason {
+    name: String,
+    province: String,
+    starts_at: Timestamp,
+    ends_at: Timestamp,
+    budgets: Vec<BudgetLine>,
+    #[serde(default)]
+    per_citizen_cap: Option<Yuan>,
+}
+
+fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
+    NewEntry::transfer(
+        "budget",
+        reference,
+        accounts::appropriation(season, funder),
+        accounts::pool(season, funder),
+        amount,
+    )
+}
+
+/// Creates a season with each funder's budget (province_admin of that province).
+pub async fn create_season(
+    State(state): State<AppState>,
+    staff: Staff,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let scope = staff.require(&[Role::ProvinceAdmin])?;
+    let hash = request_hash("POST", "/v1/seasons", &body);
+    let idem_scope = staff_scope_key(&staff);
+    if let Some(replayed) = replay_if_known(state.store(), &idem_scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: CreateSeason = parse_json(&body)?;
+    let province = parse_region(&request.province, "province")?;
+    if province.level() != RegionLevel::Province || !scope.covers(province) {
+        return Err(ApiError::forbidden(format!(
+            "a province_admin of {} cannot open a season for {province}",
+            scope.region
+        )));
+    }
+    if request.ends_at <= request.starts_at {
+        return Err(invalid("invalid_dates", "ends_at must be after starts_at"));
+    }
+    let season = Season {
+        id: Uuid::now_v7(),
+        name: check_name(&request.name)?,
+        province,
+        starts_at: request.starts_at,
+        ends_at: request.ends_at,
+        per_citizen_cap: request.per_citizen_cap.map(|y| y.0).filter(|c| !c.is_zero()),
+        closed_at: None,
+    };
+    if request.budgets.is_empty() || request.budgets.len() > MAX_BUDGETS {
+        return Err(invalid("invalid_budgets", "a season needs 1 to 64 budgets"));
+    }
+    let mut funders = Vec::new();
+    let mut entries = Vec::new();
+    for line in &request.budgets {
+        let funder = parse_region(&line.funder, "funder")?;
+        if !season.accepts_funder(funder) || funders.contains(&funder) {
+            return Err(invalid(
+                "invalid_funder",
+                format!("{funder} is not a distinct funder of province {province}"),
+            ));
+        }
+        if line.amount.0.is_zero() {
+            return Err(invalid("invalid_amount", "a budget must be more than 0.00"));
+        }
+        entries.push(budget_entry(
+            season.id,
+            funder,
+            line.amount.0,
+            format!("budget:{}:{funder}:initial", season.id),
+        ));
+        funders.push(funder);
+    }
+    let mut view = season_view(state.store(), &season, state.clock().now()).await?;
+    for (funder_view, line) in view["funders"].as_array_mut().into_iter().flatten().zip(&request.budgets) {
+        funder_view["appropriated"] = json!(line.amount.0.to_string());
+        funder_view["available"] = json!(line.amount.0.to_string());
+    }
+    let record =
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
+    let outcome = state.store().create_season(&season, &funders, &entries, &record).await;
+    write_outcome(&state, outcome, record).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AddBudget {
+    funder: String,
+    amount: Yuan,
+}
+
+/// Adds to a funder's budget (that funder's admin).
+pub async fn add_budget(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    let hash = request_hash("POST", &format!("/v1/seasons/{season_id}/budgets"), &body);
+    let idem_scope = staff_scope_key(&staff);
+    if let Some(replayed) = replay_if_known(state.store(), &idem_scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: AddBudget = parse_json(&body)?;
+    let season = load_season(state.store(), season_id).await?;
+    let funder = parse_region(&request.funder, "funder")?;
+    if !season.accepts_funder(funder) {
+        return Err(invalid(
+            "invalid_funder",
+            format!("{funder} cannot fund a season of {}", season.province),
+        ));
+    }
+    if scope.region != funder {
+        return Err(ApiError::forbidden(format!("only the admin of {funder} adds to its budget")));
+    }
+    if request.amount.0.is_zero() {
+        return Err(invalid("invalid_amount", "a budget must be more than 0.00"));
+    }
+    let entry =
+        budget_entry(season.id, funder, request.amount.0, format!("budget:{}:{}", season.id, Uuid::now_v7()));
+    let body = json!({"season_id": season.id, "funder": funder, "amount": request.amount.0.to_string()});
+    let record =
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: body.to_string() };
+    let outcome = state.store().add_budget(season.id, funder, &entry, &record).await;
+    write_outcome(&state, outcome, record).await
+}
+
+async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
+    store.season(id).await?.ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))
+}
+
+/// A season with each funder's appropriated, reserved, committed and available amounts.
+async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Result<Value, ApiError> {
+    let mut funders = Vec::new();
+    for funder in store.season_funders(season.id).await? {
+        let appropriated =
+            store.balance(&accounts::appropriation(season.id, funder).address).await?.unwrap_or_default();
+        let pool = store.balance(&accounts::pool(season.id, funder).address).await?.unwrap_or_default();
+        let reserved =
+            store.sum_balances_like(&accounts::per_batch_pattern(season.id, funder, "reserve")).await?;
+        let issued =
+            store.sum_balances_like(&accounts::per_batch_pattern(season.id, funder, "issued")).await?;
+        let yuan = |fen: i64| Fen::new(fen.max(0)).map(|f| f.to_string()).unwrap_or_default();
+        funders.push(json!({
+            "funder": funder,
+            "appropriated": yuan(appropriated.debits_fen - appropriated.credits_fen),
+            "reserved": yuan(reserved.credits_fen - reserved.debits_fen),
+            "committed": yuan(issued.credits_fen - issued.debits_fen),
+            "available": yuan(pool.credits_fen - pool.debits_fen),
+        }));
+    }
+    Ok(json!({
+        "id": season.id,
+        "name": season.name,
+        "province": season.province,
+        "status": season.status_at(now),
+        "starts_at": season.starts_at.to_string(),
+        "ends_at": season.ends_at.to_string(),
+        "per_citizen_cap": season.per_citizen_cap.map(|c| c.to_string()),
+        "funders": funders,
+    }))
+}
+
+pub async fn list_seasons(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let now = state.clock().now();
+    let mut seasons = Vec::new();
+    for season in state.store().seasons(None, 100).await? {
+        seasons.push(season_view(state.store(), &season, now).await?);
+    }
+    Ok(Json(json!({ "seasons": seasons })))
+}
+
+pub async fn get_season(
+    State(state): State<AppState>,
+    ApiPath(season_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    Ok(Json(season_view(state.store(), &season, state.clock().now()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FundingLine {
+    funder: String,
+    share: u32,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DailyRelease {
+    first_at: Timestamp,
+    quantity: i64,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBatch {
+    name: String,
+    issuer: String,
+    kind: String,
+    #[serde(default)]
+    face_value: Option<Yuan>,
+    #[serde(default)]
+    percent: Option<u32>,
+    #[serde(default)]
+    cap: Option<Yuan>,
+    #[serde(default)]
+    step: Option<Yuan>,
+    #[serde(default)]
+    min_spend: Option<Yuan>,
+    stock: i64,
+    per_citizen_limit: u32,
+    valid_hours: u32,
+    claim_opens_at: Timestamp,
+    claim_closes_at: Timestamp,
+    #[serde(default)]
+    releases: Option<Vec<Release>>,
+    #[serde(default)]
+    daily_release: Option<DailyRelease>,
+    categories: Vec<String>,
+    #[serde(default)]
+    funding: Option<Vec<FundingLine>>,
+}
+
+fn batch_terms(request: &CreateBatch) -> Result<VoucherTerms, ApiError> {
+    let min_spend = request.min_spend.map(|y| y.0).unwrap_or(Fen::ZERO);
+    let missing = |field: &str| invalid("invalid_terms", format!("{} needs {field}", request.kind));
+    let terms = match request.kind.as_str() {
+        "threshold" => VoucherTerms::Threshold {
+            face_value: request.face_value.ok_or_else(|| missing("face_value"))?.0,
+            min_spend,
+        },
+        "percent" => VoucherTerms::Percent {
+            percent: request.percent.ok_or_else(|| missing("percent"))?,
+            cap: request.cap.ok_or_else(|| missing("cap"))?.0,
+            step: request.step.ok_or_else(|| missing("step"))?.0,
+            min_spend,
+        },
+        other => {
+            return Err(invalid("invalid_kind", format!("kind must be threshold or percent, not {other:?}")));
+        }
+    };
+    terms.validate().map_err(|e| invalid("invalid_terms", e.to_string()))?;
+    Ok(terms)
+}
+
+fn batch_releases(request: &CreateBatch) -> Result<Vec<Release>, ApiError> {
+    let in_window = |at: Timestamp| at >= request.claim_opens_at && at < request.claim_closes_at;
+    let releases = match (&request.releases, &request.daily_release) {
+        (Some(_), Some(_)) => {
+            return Err(invalid("invalid_releases", "give releases or daily_release, not both"));
+        }
+        (None, None) => return Ok(Vec::new()),
+        (Some(list), None) => list.clone(),
+        (None, Some(daily)) => {
+            if daily.quantity <= 0 {
+                return Err(invalid("invalid_releases", "daily_release.quantity must be positive"));
+            }
+            let days = (request.stock + daily.quantity - 1) / daily.quantity;
+            (0..days.min(MAX_RELEASES as i64 + 1))
+                .map(|day| Release {
+                    at: daily.first_at.plus_seconds(day * 86_400),
+                    quantity: daily.quantity,
+                })
+                .collect()
+        }
+    };
+    if releases.is_empty() || releases.len() > MAX_RELEASES {
+        return Err(invalid("invalid_releases", format!("1 to {MAX_RELEASES} releases")));
+    }
+    if releases.iter().any(|r| r.quantity <= 0 || !in_window(r.at)) {
+        return Err(invalid(
+            "invalid_releases",
+            "each release needs a positive quantity inside the claim window",
+        ));
+    }
+    let total: i64 = releases.iter().map(|r| r.quantity).sum();
+    if total < request.stock || (request.releases.is_some() && total != request.stock) {
+        return Err(invalid(
+            "invalid_releases",
+            format!("releases add up to {total}, the stock is {}", request.stock),
+        ));
+    }
+    Ok(releases)
+}
+
+fn batch_funding(
+    request: &CreateBatch,
+    issuer: RegionCode,
+    season: &Season,
+) -> Result<FundingShares, ApiError> {
+    let Some(lines) = &request.funding else { return Ok(FundingShares::single(issuer)) };
+    let mut shares = Vec::new();
+    for line in lines {
+        let funder = parse_region(&line.funder, "funder")?;
+        let allowed = funder == issuer || (funder == season.province && issuer.level() == RegionLevel::City);
+        if !allowed {
+            return Err(invalid(
+                "invalid_funding",
+                format!("{funder} cannot co-fund a batch issued by {issuer}"),
+            ));
+        }
+        shares.push((funder, line.share));
+    }
+    FundingShares::new(shares).map_err(|e| invalid(e.code(), e.to_string()))
+}
+
+fn batch_categories(request: &CreateBatch) -> Result<Vec<Category>, ApiError> {
+    let mut categories = Vec::new();
+    for text in &request.categories {
+        let category: Category = text.parse().map_err(|e: String| invalid("invalid_category", e))?;
+        if !categories.contains(&category) {
+            categories.push(category);
+        }
+    }
+    if categories.is_empty() {
+        return Err(invalid("invalid_category", "a batch needs at least one category"));
+    }
+    Ok(categories)
+}
+
+fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), ApiError> {
+    if request.stock <= 0 || request.stock > MAX_STOCK {
+        return Err(invalid("invalid_stock", format!("stock must be 1 to {MAX_STOCK}")));
+    }
+    if request.per_citizen_limit == 0 || request.per_citizen_limit > 100 {
+        return Err(invalid("invalid_limit", "per_citizen_limit must be 1 to 100"));
+    }
+    if request.valid_hours == 0 || request.valid_hours > MAX_VALID_HOURS {
+        return Err(invalid("invalid_valid_hours", format!("valid_hours must be 1 to {MAX_VALID_HOURS}")));
+    }
+    let window_ok = request.claim_opens_at < request.claim_closes_at
+        && request.claim_opens_at >= season.starts_at
+        && request.claim_closes_at <= season.ends_at;
+    if !window_ok {
+        return Err(invalid("invalid_dates", "the claim window must lie inside the season"));
+    }
+    Ok(())
+}
+
+/// The reserve entry: stock x each funder's share of one voucher's value, from each pool.
+fn reserve_entry(batch: &Batch) -> Result<NewEntry, ApiError> {
+    let mut postings = Vec::new();
+    for (funder, part) in batch.funding.split(batch.voucher_value()) {
+        let amount =
+            part.checked_mul(batch.stock).filter(|a| a.as_fen() <= crate::domain::money::MAX_AMOUNT_FEN);
+        let amount = amount.ok_or_else(|| invalid("invalid_stock", "stock x value is too large"))?;
+        if amount.is_zero() {
+            continue;
+        }
+        let amount_fen = amount.as_fen();
+        postings.push(NewPosting {
+            account: accounts::pool(batch.season_id, funder),
+            side: Side::Debit,
+            amount_fen,
+        });
+        postings.push(NewPosting {
+            account: accounts::reserve(batch.season_id, batch.id, funder),
+            side: Side::Credit,
+            amount_fen,
+        });
+    }
+    Ok(NewEntry::new("batch_reserve", format!("batch_reserve:{}", batch.id), postings))
+}
+
+/// Creates a voucher batch and reserves its money (the issuer's admin).
+pub async fn create_batch(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    let hash = request_hash("POST", &format!("/v1/seasons/{season_id}/batches"), &body);
+    let idem_scope = staff_scope_key(&staff);
+    if let Some(replayed) = replay_if_known(state.store(), &idem_scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: CreateBatch = parse_json(&body)?;
+    let season = load_season(state.store(), season_id).await?;
+    let issuer = parse_region(&request.issuer, "issuer")?;
+    if !season.accepts_funder(issuer) {
+        return Err(invalid(
+            "invalid_issuer",
+            format!("{issuer} is not the province or a city of {}", season.province),
+        ));
+    }
+    if scope.region != issuer {
+        return Err(ApiError::forbidden(format!("only the admin of {issuer} issues its batches")));
+    }
+    check_batch_numbers(&request, &season)?;
+    let batch = Batch {
+        id: Uuid::now_v7(),
+        season_id,
+        name: check_name(&request.name)?,
+        issuer,
+        terms: batch_terms(&request)?,
+        stock: request.stock,
+        per_citizen_limit: request.per_citizen_limit,
+        valid_hours: request.valid_hours,
+        claim_opens_at: request.claim_opens_at,
+        claim_closes_at: request.claim_closes_at,
+        categories: batch_categories(&request)?,
+        funding: batch_funding(&request, issuer, &season)?,
+        releases: batch_releases(&request)?,
+        claimed_count: 0,
+        returned_count: 0,
+        reserve_returned: false,
+    };
+    let entry = reserve_entry(&batch)?;
+    let view = batch_view(&batch, state.clock().now());
+    let record =
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
+    let outcome = state.store().create_batch(&batch, &entry, &record).await;
+    write_outcome(&state, outcome, record).await
+}
+
+fn batch_view(batch: &Batch, now: Timestamp) -> Value {
+    let terms = crate::rush::voucher_json(
+        &crate::domain::season::Voucher {
+            id: Uuid::nil(),
+            batch_id: batch.id,
+            season_id: batch.season_id,
+            citizen_id: Uuid::nil(),
+            slot: 1,
+            status: crate::domain::season::VoucherStatus::Active,
+            value: batch.voucher_value(),
+            claimed_at: now,
+            expires_at: now,
+        },
+        batch,
+    );
+    let funding: Vec<Value> = batch.funding.iter().map(|(f, s)| json!({"funder": f, "share": s})).collect();
+    let categories: Vec<&str> = batch.categories.iter().map(|c| c.as_str()).collect();
+    let mut view = json!({
+        "id": batch.id,
+        "season_id": batch.season_id,
+        "name": batch.name,
+        "issuer": batch.issuer,
+        "stock": batch.stock,
+        "claimed": batch.claimed_count,
+        "returned": batch.returned_count,
+        "released": batch.released_at(now),
+        "remaining": batch.remaining_at(now),
+        "next_release_at": batch.next_release_after(now).map(|t| t.to_string()),
+        "per_citizen_limit": batch.per_citizen_limit,
+        "valid_hours": batch.valid_hours,
+        "claim_opens_at": batch.claim_opens_at.to_string(),
+        "claim_closes_at": batch.claim_closes_at.to_string(),
+        "categories": categories,
+        "funding": funding,
+    });
+    for field in ["kind", "face_value", "percent", "cap", "step", "min_spend"] {
+        if let Some(value) = terms.get(field) {
+            view[field] = value.clone();
+        }
+    }
+    view
+}
+
+/// Open and upcoming batches of a season, with remaining stock and the next release.
+pub async fn list_batches(
+    State(state): State<AppState>,
+    ApiPath(season_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    load_season(state.store(), season_id).await?;
+    let now = state.clock().now();
+    let batches: Vec<Value> = state
+        .store()
+        .season_batches(season_id)
+        .await?
+        .iter()
+        .filter(|b| b.claim_closes_at > now)
+        .map(|b| batch_view(b, now))
+        .collect();
+    Ok(Json(Value::Array(batches)))
+}

@@ -1,0 +1,568 @@
+//! The claim path for a flash crowd: one writer task per process takes claims from a queue,
+//! decides them in memory against authoritative counters, and commits each group of decisions
+//! in ONE database transaction (vouchers, counters, stored answers and ledger entries together).
+//! A request is answered only after its group commits, so every 201 is durable.
+//!
+//! The database still holds every limit on its own (a conditional stock update, a unique index
+//! per person and slot, a CHECK on the season cap): if anything the writer believed was stale
+//! (another process wrote), the group's transaction fails, caches are dropped, and the group is
+//! replayed one claim per transaction. See ARCHITECTURE.md, "The claim rush".
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::json;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
+
+use crate::domain::accounts;
+use crate::domain::ledger::{NewEntry, NewPosting, Side};
+use crate::domain::season::{Batch, CitizenHoldings, ClaimRefusal, Season, Voucher, VoucherStatus};
+use crate::domain::time::{Clock, Timestamp};
+use crate::storage::{
+    ClaimCommit, ExpiryCommit, IdemRecord, SeasonTotalDelta, Storage, StorageError, StoredAnswer, WriteError,
+};
+
+/// Most claims decided and committed in one transaction.
+pub const MAX_GROUP: usize = 1_024;
+const QUEUE_DEPTH: usize = 65_536;
+const CACHE_MAX: usize = 500_000;
+const SWEEP_LIMIT: i64 = 2_000;
+
+/// A claim as the HTTP layer hands it over.
+pub struct ClaimRequest {
+    pub citizen_id: Uuid,
+    pub batch_id: Uuid,
+    pub idem_key: String,
+    pub request_hash: Vec<u8>,
+    pub reply: oneshot::Sender<Answer>,
+}
+
+/// An HTTP answer: status and JSON body, exactly as stored for replays.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Answer {
+    fn error(status: u16, code: &str, message: &str) -> Answer {
+        Answer { status, body: json!({"error": {"code": code, "message": message}}).to_string() }
+    }
+
+    fn from_stored(stored: &StoredAnswer) -> Answer {
+        Answer { status: stored.status, body: stored.body.clone() }
+    }
+
+    fn unavailable() -> Answer {
+        Answer::error(
+            503,
+            "database_unavailable",
+            "the claim could not be recorded; retry with the same Idempotency-Key",
+        )
+    }
+}
+
+enum Message {
+    Claim(ClaimRequest),
+    Sweep(oneshot::Sender<Result<SweepReport, String>>),
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired: usize,
+    pub batches_closed: usize,
+}
+
+/// The handle the HTTP layer and the sweeper hold.
+#[derive(Clone)]
+pub struct ClaimWriter {
+    queue: mpsc::Sender<Message>,
+}
+
+impl ClaimWriter {
+    pub fn spawn(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> ClaimWriter {
+        let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
+        let writer = Writer { store, clock, caches: Caches::default() };
+        tokio::spawn(writer.run(inbox));
+        ClaimWriter { queue }
+    }
+
+    /// Queues a claim and waits for its committed answer.
+    pub async fn claim(
+        &self,
+        citizen_id: Uuid,
+        batch_id: Uuid,
+        idem_key: String,
+        request_hash: Vec<u8>,
+    ) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let request = ClaimRequest { citizen_id, batch_id, idem_key, request_hash, reply };
+        if self.queue.send(Message::Claim(request)).await.is_err() {
+            return Answer::unavailable();
+        }
+        answer.await.unwrap_or_else(|_| Answer::unavailable())
+    }
+
+    /// Expires due vouchers and closes batches whose claim window ended, through the writer so
+    /// that its counters stay exact.
+    pub async fn sweep(&self) -> Result<SweepReport, String> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Message::Sweep(reply)).await.map_err(|_| "writer stopped".to_owned())?;
+        answer.await.map_err(|_| "writer stopped".to_owned())?
+    }
+
+    /// Sweeps every `every` until the process ends.
+    pub fn spawn_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
+        let writer = self.clone();
+        tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
+            loop {
+                ticker.tick().await;
+                match writer.sweep().await {
+                    Ok(report) if report != SweepReport::default() => {
+                        tracing::info!(expired = report.expired, closed = report.batches_closed, "swept");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(%error, "sweep failed"),
+                }
+            }
+        })
+    }
+}
+
+pub fn citizen_scope(citizen_id: Uuid) -> String {
+    format!("citizen:{citizen_id}")
+}
+
+/// What the writer knows. Only the writer changes claim state, so these are exact while it is
+/// the only writer; on any database refusal they are dropped and reloaded.
+#[derive(Default)]
+struct Caches {
+    batches: HashMap<Uuid, (Batch, Season)>,
+    holdings: HashMap<(Uuid, Uuid), CitizenHoldings>,
+    season_totals: HashMap<(Uuid, Uuid), i64>,
+    answers: HashMap<(Uuid, String), StoredAnswer>,
+}
+
+impl Caches {
+    fn clear(&mut self) {
+        *self = Caches::default();
+    }
+
+    fn trim(&mut self) {
+        if self.holdings.len() > CACHE_MAX
+            || self.answers.len() > CACHE_MAX
+            || self.season_totals.len() > CACHE_MAX
+        {
+            self.holdings.clear();
+            self.answers.clear();
+            self.season_totals.clear();
+        }
+    }
+}
+
+struct Writer {
+    store: Arc<dyn Storage>,
+    clock: Arc<dyn Clock>,
+    caches: Caches,
+}
+
+/// One claim's fate within a group.
+struct Pending {
+    request: ClaimRequest,
+    answer: Option<Answer>,
+}
+
+impl Writer {
+    async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
+        while let Some(first) = inbox.recv().await {
+            let mut claims = Vec::new();
+            let mut sweeps = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Claim(request) => claims.push(request),
+                    Message::Sweep(reply) => sweeps.push(reply),
+                }
+                if claims.len() < MAX_GROUP {
+                    next = inbox.try_recv().ok();
+                }
+            }
+            if !claims.is_empty() {
+                self.process_group(claims).await;
+            }
+            for reply in sweeps {
+                let report = self.sweep().await.map_err(|e| e.to_string());
+                let _ = reply.send(report);
+            }
+            self.caches.trim();
+        }
+    }
+
+    async fn process_group(&mut self, requests: Vec<ClaimRequest>) {
+        let pending: Vec<Pending> =
+            requests.into_iter().map(|request| Pending { request, answer: None }).collect();
+        let (pending, outcome) = self.decide_and_commit(pending).await;
+        match outcome {
+            Ok(()) => reply_all(pending),
+            Err(WriteError::Storage(error)) => {
+                tracing::error!(%error, "claim group failed");
+                self.caches.clear();
+                for p in pending {
+                    let _ = p.request.reply.send(Answer::unavailable());
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "claim group refused by the database; replaying one by one");
+                self.caches.clear();
+                for p in pending {
+                    let single = vec![Pending { request: p.request, answer: None }];
+                    let (single, outcome) = self.decide_and_commit(single).await;
+                    match outcome {
+                        Ok(()) => reply_all(single),
+                        Err(error) => {
+                            tracing::error!(%error, "single claim failed");
+                            self.caches.clear();
+                            for p in single {
+                                let _ = p.request.reply.send(Answer::unavailable());
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn decide_and_commit(
+        &mut self,
+        mut pending: Vec<Pending>,
+    ) -> (Vec<Pending>, Result<(), WriteError>) {
+        let now = self.clock.now();
+        if let Err(error) = self.load_context(&pending).await {
+            return (pending, Err(WriteError::Storage(error)));
+        }
+        let mut commit = ClaimCommit::default();
+        let mut fresh_answers: HashMap<(Uuid, String), usize> = HashMap::new();
+        for index in 0..pending.len() {
+            let key = (pending[index].request.citizen_id, pending[index].request.idem_key.clone());
+            if let Some(stored) = self.caches.answers.get(&key) {
+                pending[index].answer = Some(replay(stored, &pending[index].request.request_hash));
+                continue;
+            }
+            if let Some(first) = fresh_answers.get(&key) {
+                let (stored_hash, answer) = {
+                    let first = &pending[*first];
+                    (first.request.request_hash.clone(), first.answer.clone())
+                };
+                let stored = StoredAnswer { request_hash: stored_hash, status: 0, body: String::new() };
+                let same = stored.request_hash == pending[index].request.request_hash;
+                pending[index].answer =
+                    if same { answer } else { Some(replay(&stored, &pending[index].request.request_hash)) };
+                continue;
+            }
+            let answer = self.decide(&pending[index].request, now, &mut commit);
+            commit.answers.push(IdemRecord {
+                scope: citizen_scope(key.0),
+                key: key.1.clone(),
+                request_hash: pending[index].request.request_hash.clone(),
+                status: answer.status,
+                body: answer.body.clone(),
+            });
+            pending[index].answer = Some(answer);
+            fresh_answers.insert(key, index);
+        }
+        if commit.answers.is_empty() {
+            return (pending, Ok(()));
+        }
+        let outcome = self.store.commit_claims(&commit).await;
+        if outcome.is_ok() {
+            self.remember(&commit);
+        }
+        (pending, outcome)
+    }
+
+    /// Loads what the group needs and the caches lack: stored answers, batches, holdings.
+    async fn load_context(&mut self, pending: &[Pending]) -> Result<(), StorageError> {
+        let missing_keys: Vec<(String, String)> = pending
+            .iter()
+            .filter(|p| {
+                !self.caches.answers.contains_key(&(p.request.citizen_id, p.request.idem_key.clone()))
+            })
+            .map(|p| (citizen_scope(p.request.citizen_id), p.request.idem_key.clone()))
+            .collect();
+        if !missing_keys.is_empty() {
+            for ((scope, key), stored) in self.store.idempotent_answers(&missing_keys).await? {
+                if let Some(citizen) = scope.strip_prefix("citizen:").and_then(|c| c.parse().ok()) {
+                    self.caches.answers.insert((citizen, key), stored);
+                }
+            }
+        }
+        let mut by_batch: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        for p in pending {
+            by_batch.entry(p.request.batch_id).or_default().push(p.request.citizen_id);
+        }
+        for (batch_id, citizens) in by_batch {
+            if !self.caches.batches.contains_key(&batch_id) {
+                let Some(batch) = self.store.batch(batch_id).await? else { continue };
+                let Some(season) = self.store.season(batch.season_id).await? else { continue };
+                self.caches.batches.insert(batch_id, (batch, season));
+            }
+            let Some((batch, _)) = self.caches.batches.get(&batch_id) else { continue };
+            let season_id = batch.season_id;
+            let unknown: Vec<Uuid> = citizens
+                .into_iter()
+                .filter(|c| !self.caches.holdings.contains_key(&(batch_id, *c)))
+                .collect();
+            if unknown.is_empty() {
+                continue;
+            }
+            for (citizen, held) in self.store.holdings(batch_id, season_id, &unknown).await? {
+                self.caches.season_totals.insert((season_id, citizen), held.season_total_fen);
+                self.caches.holdings.insert((batch_id, citizen), held);
+            }
+        }
+        Ok(())
+    }
+
+    /// Decides one claim against the in-memory state and, if accepted, adds it to the commit.
+    fn decide(&mut self, request: &ClaimRequest, now: Timestamp, commit: &mut ClaimCommit) -> Answer {
+        let Some((batch, season)) = self.caches.batches.get(&request.batch_id) else {
+            return Answer::error(404, "batch_not_found", "no such batch");
+        };
+        if let Err(refusal) = batch.check_open(season, now) {
+            return refusal_answer(refusal);
+        }
+        let held_key = (batch.id, request.citizen_id);
+        let mut held = self.caches.holdings.get(&held_key).cloned().unwrap_or_default();
+        held.season_total_fen =
+            *self.caches.season_totals.get(&(season.id, request.citizen_id)).unwrap_or(&0);
+        let slot = match held.admit(batch, season) {
+            Ok(slot) => slot,
+            Err(refusal) => return refusal_answer(refusal),
+        };
+        let voucher = Voucher {
+            id: Uuid::now_v7(),
+            batch_id: batch.id,
+            season_id: season.id,
+            citizen_id: request.citizen_id,
+            slot,
+            status: VoucherStatus::Active,
+            value: batch.voucher_value(),
+            claimed_at: now,
+            expires_at: batch.expiry_for(now, season),
+        };
+        let answer =
+            Answer { status: 201, body: json!({"voucher": voucher_json(&voucher, batch)}).to_string() };
+        commit.entries.push(claim_entry(batch, &voucher));
+        if let Some(cap) = season.per_citizen_cap {
+            commit.season_totals.push(SeasonTotalDelta {
+                season_id: season.id,
+                citizen_id: request.citizen_id,
+                delta_fen: voucher.value.as_fen(),
+                cap_fen: cap.as_fen(),
+            });
+        }
+        let released = batch.released_at(now);
+        match commit.batch_claims.iter_mut().find(|(id, _, _)| *id == batch.id) {
+            Some((_, count, _)) => *count += 1,
+            None => commit.batch_claims.push((batch.id, 1, released)),
+        }
+        // Apply to the in-memory state now so later claims in the group see it.
+        let (batch, _) = self.caches.batches.get_mut(&request.batch_id).expect("present above");
+        batch.claimed_count += 1;
+        held.slots.push(slot);
+        held.season_total_fen += voucher.value.as_fen();
+        self.caches.season_totals.insert((voucher.season_id, request.citizen_id), held.season_total_fen);
+        self.caches.holdings.insert(held_key, held);
+        commit.vouchers.push(voucher);
+        answer
+    }
+
+    fn remember(&mut self, commit: &ClaimCommit) {
+        for record in &commit.answers {
+            if let Some(citizen) = record.scope.strip_prefix("citizen:").and_then(|c| c.parse().ok()) {
+                let stored = StoredAnswer {
+                    request_hash: record.request_hash.clone(),
+                    status: record.status,
+                    body: record.body.clone(),
+                };
+                self.caches.answers.insert((citizen, record.key.clone()), stored);
+            }
+        }
+    }
+
+    async fn sweep(&mut self) -> Result<SweepReport, WriteError> {
+        let now = self.clock.now();
+        let expired = self.expire_due(now).await?;
+        let mut batches_closed = 0;
+        for batch in self.store.batches_to_close(now, 100).await? {
+            let entry = close_entry(self.store.as_ref(), &batch).await?;
+            self.store.close_batch_reserve(batch.id, now, entry.as_ref()).await?;
+            self.caches.batches.remove(&batch.id);
+            batches_closed += 1;
+        }
+        Ok(SweepReport { expired, batches_closed })
+    }
+
+    async fn expire_due(&mut self, now: Timestamp) -> Result<usize, WriteError> {
+        let due = self.store.due_vouchers(now, SWEEP_LIMIT).await?;
+        if due.is_empty() {
+            return Ok(0);
+        }
+        let mut commit = ExpiryCommit { expired_at: now, ..ExpiryCommit::default() };
+        for voucher in &due {
+            let Some(batch) = self.store.batch(voucher.batch_id).await? else { continue };
+            let Some(season) = self.store.season(voucher.season_id).await? else { continue };
+            commit.entries.push(expiry_entry(&batch, voucher));
+            commit.voucher_ids.push(voucher.id);
+            match commit.batch_returns.iter_mut().find(|(id, _)| *id == batch.id) {
+                Some((_, count)) => *count += 1,
+                None => commit.batch_returns.push((batch.id, 1)),
+            }
+            if let Some(cap) = season.per_citizen_cap {
+                commit.season_totals.push(SeasonTotalDelta {
+                    season_id: season.id,
+                    citizen_id: voucher.citizen_id,
+                    delta_fen: -voucher.value.as_fen(),
+                    cap_fen: cap.as_fen(),
+                });
+            }
+        }
+        self.store.commit_expiries(&commit).await?;
+        // Expiry changes counters and holdings: reload them on next use.
+        self.caches.batches.clear();
+        self.caches.holdings.clear();
+        self.caches.season_totals.clear();
+        Ok(commit.voucher_ids.len())
+    }
+}
+
+fn reply_all(pending: Vec<Pending>) {
+    for p in pending {
+        let answer = p.answer.unwrap_or_else(Answer::unavailable);
+        let _ = p.request.reply.send(answer);
+    }
+}
+
+fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Answer {
+    if stored.request_hash == request_hash {
+        Answer::from_stored(stored)
+    } else {
+        Answer::error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+    }
+}
+
+fn refusal_answer(refusal: ClaimRefusal) -> Answer {
+    match refusal {
+        ClaimRefusal::NotOpen(message) => Answer::error(409, "not_open", &message),
+        ClaimRefusal::SoldOut(message) => Answer::error(409, "sold_out", &message),
+        ClaimRefusal::LimitReached(message) => Answer::error(409, "limit_reached", &message),
+    }
+}
+
+/// The voucher as the API shows it.
+pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> serde_json::Value {
+    use crate::domain::funding::VoucherTerms;
+    let mut body = json!({
+        "id": voucher.id,
+        "batch_id": voucher.batch_id,
+        "status": voucher.status.as_str(),
+        "claimed_at": voucher.claimed_at.to_string(),
+        "expires_at": voucher.expires_at.to_string(),
+    });
+    match &batch.terms {
+        VoucherTerms::Threshold { face_value, min_spend } => {
+            body["kind"] = json!("threshold");
+            body["face_value"] = json!(face_value.to_string());
+            body["min_spend"] = json!(min_spend.to_string());
+        }
+        VoucherTerms::Percent { percent, cap, step, min_spend } => {
+            body["kind"] = json!("percent");
+            body["percent"] = json!(percent);
+            body["cap"] = json!(cap.to_string());
+            body["step"] = json!(step.to_string());
+            body["min_spend"] = json!(min_spend.to_string());
+        }
+    }
+    body
+}
+
+/// A claim moves the voucher's value from the batch reserve to voucher liability, per funder.
+fn claim_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
+    let mut postings = Vec::new();
+    for (funder, part) in batch.funding.split(voucher.value) {
+        if part.is_zero() {
+            continue;
+        }
+        let amount_fen = part.as_fen();
+        postings.push(NewPosting {
+            account: accounts::reserve(batch.season_id, batch.id, funder),
+            side: Side::Debit,
+            amount_fen,
+        });
+        postings.push(NewPosting {
+            account: accounts::issued(batch.season_id, batch.id, funder),
+            side: Side::Credit,
+            amount_fen,
+        });
+    }
+    NewEntry {
+        id: Uuid::now_v7(),
+        kind: "claim".into(),
+        reference: format!("claim:{}", voucher.id),
+        postings,
+    }
+}
+
+/// Expiry returns the value to the batch reserve while the batch is claimable, else to the pool.
+fn expiry_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
+    let mut postings = Vec::new();
+    for (funder, part) in batch.funding.split(voucher.value) {
+        if part.is_zero() {
+            continue;
+        }
+        let amount_fen = part.as_fen();
+        let destination = if batch.reserve_returned {
+            accounts::pool(batch.season_id, funder)
+        } else {
+            accounts::reserve(batch.season_id, batch.id, funder)
+        };
+        postings.push(NewPosting {
+            account: accounts::issued(batch.season_id, batch.id, funder),
+            side: Side::Debit,
+            amount_fen,
+        });
+        postings.push(NewPosting { account: destination, side: Side::Credit, amount_fen });
+    }
+    NewEntry {
+        id: Uuid::now_v7(),
+        kind: "expiry".into(),
+        reference: format!("expiry:{}", voucher.id),
+        postings,
+    }
+}
+
+/// At claim close, whatever is left in the batch reserve goes back to each funder's pool.
+async fn close_entry(store: &dyn Storage, batch: &Batch) -> Result<Option<NewEntry>, StorageError> {
+    let mut postings = Vec::new();
+    for (funder, _) in batch.funding.iter() {
+        let reserve = accounts::reserve(batch.season_id, batch.id, funder);
+        let left = store.balance(&reserve.address).await?.map(|b| b.credits_fen - b.debits_fen).unwrap_or(0);
+        if left > 0 {
+            postings.push(NewPosting { account: reserve, side: Side::Debit, amount_fen: left });
+            postings.push(NewPosting {
+                account: accounts::pool(batch.season_id, funder),
+                side: Side::Credit,
+                amount_fen: left,
+            });
+        }
+    }
+    Ok((!postings.is_empty()).then(|| NewEntry {
+        id: Uuid::now_v7(),
+        kind: "batch_close".into(),
+        reference: format!("batch_close:{}", batch.id),
+        postings,
+    }))
+}

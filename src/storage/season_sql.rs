@@ -1,0 +1,699 @@
+//! SQL for seasons, batches, citizens, vouchers and idempotency keys, shared by both backends
+//! and instantiated per backend by [`season_store!`] (see `sql.rs` for the pattern).
+
+use uuid::Uuid;
+
+use super::StorageError;
+use crate::domain::funding::{FundingShares, VoucherTerms};
+use crate::domain::money::Fen;
+use crate::domain::region::RegionCode;
+use crate::domain::season::{Batch, Category, Release, Season, Voucher, VoucherStatus};
+use crate::domain::time::Timestamp;
+
+pub(crate) const SEASON_COLUMNS: &str =
+    "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, closed_at_us";
+pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
+     step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
+     categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us";
+pub(crate) const VOUCHER_COLUMNS: &str =
+    "id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us";
+
+fn corrupt(what: &str) -> StorageError {
+    StorageError::Corrupt(what.to_owned())
+}
+
+fn fen(value: i64, what: &str) -> Result<Fen, StorageError> {
+    Fen::new(value).map_err(|_| corrupt(what))
+}
+
+fn region(text: &str) -> Result<RegionCode, StorageError> {
+    text.parse().map_err(|_| corrupt("region code"))
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SeasonRow {
+    id: Uuid,
+    name: String,
+    province: String,
+    starts_at_us: i64,
+    ends_at_us: i64,
+    per_citizen_cap_fen: Option<i64>,
+    closed_at_us: Option<i64>,
+}
+
+impl SeasonRow {
+    pub fn into_season(self) -> Result<Season, StorageError> {
+        Ok(Season {
+            id: self.id,
+            name: self.name,
+            province: region(&self.province)?,
+            starts_at: Timestamp::from_unix_us(self.starts_at_us),
+            ends_at: Timestamp::from_unix_us(self.ends_at_us),
+            per_citizen_cap: self.per_citizen_cap_fen.map(|c| fen(c, "season cap")).transpose()?,
+            closed_at: self.closed_at_us.map(Timestamp::from_unix_us),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct BatchRow {
+    id: Uuid,
+    season_id: Uuid,
+    name: String,
+    issuer: String,
+    kind: String,
+    face_value_fen: Option<i64>,
+    percent: Option<i32>,
+    cap_fen: Option<i64>,
+    step_fen: Option<i64>,
+    min_spend_fen: i64,
+    stock: i64,
+    per_citizen_limit: i32,
+    valid_hours: i32,
+    claim_opens_at_us: i64,
+    claim_closes_at_us: i64,
+    categories: String,
+    funding: String,
+    releases: String,
+    claimed_count: i64,
+    returned_count: i64,
+    reserve_returned_at_us: Option<i64>,
+}
+
+/// The columns a batch's terms are stored in: kind, face value, percent, cap, step, min spend.
+pub(crate) type TermColumns = (&'static str, Option<i64>, Option<i32>, Option<i64>, Option<i64>, i64);
+
+pub(crate) fn term_columns(terms: &VoucherTerms) -> TermColumns {
+    match terms {
+        VoucherTerms::Threshold { face_value, min_spend } => {
+            ("threshold", Some(face_value.as_fen()), None, None, None, min_spend.as_fen())
+        }
+        VoucherTerms::Percent { percent, cap, step, min_spend } => (
+            "percent",
+            None,
+            Some(*percent as i32),
+            Some(cap.as_fen()),
+            Some(step.as_fen()),
+            min_spend.as_fen(),
+        ),
+    }
+}
+
+pub(crate) fn funding_text(funding: &FundingShares) -> String {
+    funding.iter().map(|(funder, share)| format!("{funder}:{share}")).collect::<Vec<_>>().join(",")
+}
+
+pub(crate) fn categories_text(categories: &[Category]) -> String {
+    categories.iter().map(|c| c.as_str()).collect::<Vec<_>>().join(",")
+}
+
+fn parse_funding(text: &str) -> Result<FundingShares, StorageError> {
+    let mut shares = Vec::new();
+    for part in text.split(',') {
+        let (funder, share) = part.split_once(':').ok_or_else(|| corrupt("funding"))?;
+        shares.push((region(funder)?, share.parse().map_err(|_| corrupt("funding share"))?));
+    }
+    FundingShares::new(shares).map_err(|_| corrupt("funding shares"))
+}
+
+impl BatchRow {
+    fn terms(&self) -> Result<VoucherTerms, StorageError> {
+        let min_spend = fen(self.min_spend_fen, "min spend")?;
+        match self.kind.as_str() {
+            "threshold" => Ok(VoucherTerms::Threshold {
+                face_value: fen(self.face_value_fen.unwrap_or(-1), "face value")?,
+                min_spend,
+            }),
+            "percent" => Ok(VoucherTerms::Percent {
+                percent: u32::try_from(self.percent.unwrap_or(-1)).map_err(|_| corrupt("percent"))?,
+                cap: fen(self.cap_fen.unwrap_or(-1), "cap")?,
+                step: fen(self.step_fen.unwrap_or(-1), "step")?,
+                min_spend,
+            }),
+            _ => Err(corrupt("batch kind")),
+        }
+    }
+
+    pub fn into_batch(self) -> Result<Batch, StorageError> {
+        let terms = self.terms()?;
+        let categories = self
+            .categories
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(|c| c.parse::<Category>().map_err(|_| corrupt("category")))
+            .collect::<Result<Vec<_>, _>>()?;
+        let releases: Vec<Release> = serde_json::from_str(&self.releases).map_err(|_| corrupt("releases"))?;
+        Ok(Batch {
+            id: self.id,
+            season_id: self.season_id,
+            name: self.name,
+            issuer: region(&self.issuer)?,
+            terms,
+            stock: self.stock,
+            per_citizen_limit: u32::try_from(self.per_citizen_limit).map_err(|_| corrupt("limit"))?,
+            valid_hours: u32::try_from(self.valid_hours).map_err(|_| corrupt("valid hours"))?,
+            claim_opens_at: Timestamp::from_unix_us(self.claim_opens_at_us),
+            claim_closes_at: Timestamp::from_unix_us(self.claim_closes_at_us),
+            categories,
+            funding: parse_funding(&self.funding)?,
+            releases,
+            claimed_count: self.claimed_count,
+            returned_count: self.returned_count,
+            reserve_returned: self.reserve_returned_at_us.is_some(),
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct VoucherRow {
+    id: Uuid,
+    batch_id: Uuid,
+    season_id: Uuid,
+    citizen_id: Uuid,
+    slot: i32,
+    status: String,
+    value_fen: i64,
+    claimed_at_us: i64,
+    expires_at_us: i64,
+}
+
+impl VoucherRow {
+    pub fn into_voucher(self) -> Result<Voucher, StorageError> {
+        Ok(Voucher {
+            id: self.id,
+            batch_id: self.batch_id,
+            season_id: self.season_id,
+            citizen_id: self.citizen_id,
+            slot: u32::try_from(self.slot).map_err(|_| corrupt("slot"))?,
+            status: VoucherStatus::parse(&self.status).ok_or_else(|| corrupt("voucher status"))?,
+            value: fen(self.value_fen, "voucher value")?,
+            claimed_at: Timestamp::from_unix_us(self.claimed_at_us),
+            expires_at: Timestamp::from_unix_us(self.expires_at_us),
+        })
+    }
+}
+
+macro_rules! season_store {
+    ($store:ident, $db:ty) => {
+        mod season_impl {
+            use std::collections::HashMap;
+
+            use async_trait::async_trait;
+            use sqlx::QueryBuilder;
+            use uuid::Uuid;
+
+            use super::$store;
+            use crate::domain::ledger::{Balance, NewEntry};
+            use crate::domain::region::RegionCode;
+            use crate::domain::season::{Batch, CitizenHoldings, Season, Voucher};
+            use crate::domain::time::Timestamp;
+            use crate::storage::season_sql::{
+                BATCH_COLUMNS, BatchRow, SEASON_COLUMNS, SeasonRow, VOUCHER_COLUMNS, VoucherRow,
+                categories_text, funding_text, term_columns,
+            };
+            use crate::storage::sql::INSERT_CHUNK_ROWS;
+            use crate::storage::{
+                ClaimCommit, CitizenRecord, ExpiryCommit, IdemRecord, NewCitizen, NewSession,
+                SeasonStore, SeasonTotalDelta, SessionRecord, StorageError, StoredAnswer, WriteError,
+            };
+
+            type Tx = sqlx::Transaction<'static, $db>;
+
+            impl $store {
+                /// Appends ledger entries inside `tx` and returns the accounts to cache on commit.
+                async fn post_in(
+                    &self,
+                    tx: &mut Tx,
+                    entries: &[NewEntry],
+                ) -> Result<HashMap<String, crate::storage::sql::KnownAccount>, WriteError> {
+                    if entries.is_empty() {
+                        return Ok(HashMap::new());
+                    }
+                    let (_, opened) = self.append(tx, entries).await?;
+                    Ok(opened)
+                }
+
+                async fn insert_answers(tx: &mut Tx, answers: &[IdemRecord]) -> Result<(), WriteError> {
+                    let now_us = Timestamp::now().unix_us();
+                    for chunk in answers.chunks(INSERT_CHUNK_ROWS) {
+                        let mut insert = QueryBuilder::<$db>::new(
+                            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at_us) ",
+                        );
+                        insert.push_values(chunk, |mut row, a| {
+                            row.push_bind(a.scope.clone())
+                                .push_bind(a.key.clone())
+                                .push_bind(a.request_hash.clone())
+                                .push_bind(i32::from(a.status))
+                                .push_bind(a.body.clone())
+                                .push_bind(now_us);
+                        });
+                        insert.build().execute(&mut **tx).await?;
+                    }
+                    Ok(())
+                }
+
+                async fn apply_season_totals(tx: &mut Tx, deltas: &[SeasonTotalDelta]) -> Result<(), WriteError> {
+                    for chunk in deltas.chunks(INSERT_CHUNK_ROWS) {
+                        let mut upsert = QueryBuilder::<$db>::new(
+                            "INSERT INTO citizen_season_totals (season_id, citizen_id, claimed_fen, cap_fen) ",
+                        );
+                        upsert.push_values(chunk, |mut row, d| {
+                            row.push_bind(d.season_id).push_bind(d.citizen_id).push_bind(d.delta_fen).push_bind(d.cap_fen);
+                        });
+                        upsert.push(
+                            " ON CONFLICT (season_id, citizen_id) DO UPDATE SET \
+                             claimed_fen = citizen_season_totals.claimed_fen + excluded.claimed_fen",
+                        );
+                        upsert.build().execute(&mut **tx).await?;
+                    }
+                    Ok(())
+                }
+
+                async fn insert_vouchers(tx: &mut Tx, vouchers: &[Voucher]) -> Result<(), WriteError> {
+                    for chunk in vouchers.chunks(INSERT_CHUNK_ROWS) {
+                        let mut insert = QueryBuilder::<$db>::new(
+                            "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) ",
+                        );
+                        insert.push_values(chunk, |mut row, v| {
+                            row.push_bind(v.id)
+                                .push_bind(v.batch_id)
+                                .push_bind(v.season_id)
+                                .push_bind(v.citizen_id)
+                                .push_bind(v.slot as i32)
+                                .push_bind(v.status.as_str())
+                                .push_bind(v.value.as_fen())
+                                .push_bind(v.claimed_at.unix_us())
+                                .push_bind(v.expires_at.unix_us());
+                        });
+                        insert.build().execute(&mut **tx).await?;
+                    }
+                    Ok(())
+                }
+            }
+
+            #[async_trait]
+            impl SeasonStore for $store {
+                async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError> {
+                    let row: Option<(Vec<u8>, i32, String)> = sqlx::query_as(
+                        "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+                    )
+                    .bind(scope.to_owned())
+                    .bind(key.to_owned())
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.map(|(request_hash, status, body)| StoredAnswer {
+                        request_hash,
+                        status: u16::try_from(status).unwrap_or(500),
+                        body,
+                    }))
+                }
+
+                async fn idempotent_answers(
+                    &self,
+                    keys: &[(String, String)],
+                ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError> {
+                    let mut found = HashMap::new();
+                    for chunk in keys.chunks(400) {
+                        let mut select = QueryBuilder::<$db>::new(
+                            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE ",
+                        );
+                        let mut first = true;
+                        for (scope, key) in chunk {
+                            select.push(if first { "(scope = " } else { " OR (scope = " });
+                            select.push_bind(scope.clone()).push(" AND idem_key = ").push_bind(key.clone()).push(")");
+                            first = false;
+                        }
+                        let rows: Vec<(String, String, Vec<u8>, i32, String)> =
+                            select.build_query_as().fetch_all(&self.pool).await?;
+                        for (scope, key, request_hash, status, body) in rows {
+                            let status = u16::try_from(status).unwrap_or(500);
+                            found.insert((scope, key), StoredAnswer { request_hash, status, body });
+                        }
+                    }
+                    Ok(found)
+                }
+
+                async fn create_season(
+                    &self,
+                    season: &Season,
+                    funders: &[RegionCode],
+                    entries: &[NewEntry],
+                    answer: &IdemRecord,
+                ) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    sqlx::query(
+                        "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(season.id)
+                    .bind(season.name.clone())
+                    .bind(season.province.to_string())
+                    .bind(season.starts_at.unix_us())
+                    .bind(season.ends_at.unix_us())
+                    .bind(season.per_citizen_cap.map(|c| c.as_fen()))
+                    .bind(Timestamp::now().unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    for funder in funders {
+                        sqlx::query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2)")
+                            .bind(season.id)
+                            .bind(funder.to_string())
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    let opened = self.post_in(&mut tx, entries).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn add_budget(
+                    &self,
+                    season_id: Uuid,
+                    funder: RegionCode,
+                    entry: &NewEntry,
+                    answer: &IdemRecord,
+                ) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    sqlx::query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                        .bind(season_id)
+                        .bind(funder.to_string())
+                        .execute(&mut *tx)
+                        .await?;
+                    let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT {SEASON_COLUMNS} FROM seasons WHERE id = $1"));
+                    let row: Option<SeasonRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    row.map(SeasonRow::into_season).transpose()
+                }
+
+                async fn seasons(&self, province: Option<RegionCode>, limit: i64) -> Result<Vec<Season>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {SEASON_COLUMNS} FROM seasons WHERE ($1 IS NULL OR province = $1) ORDER BY starts_at_us DESC, id LIMIT $2"
+                    ));
+                    let rows: Vec<SeasonRow> = sqlx::query_as(sql)
+                        .bind(province.map(|p| p.to_string()))
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter().map(SeasonRow::into_season).collect()
+                }
+
+                async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError> {
+                    let rows: Vec<(String,)> =
+                        sqlx::query_as("SELECT funder FROM season_funders WHERE season_id = $1 ORDER BY funder")
+                            .bind(season_id)
+                            .fetch_all(&self.pool)
+                            .await?;
+                    rows.into_iter()
+                        .map(|(f,)| f.parse().map_err(|_| StorageError::Corrupt("funder".into())))
+                        .collect()
+                }
+
+                async fn sum_balances_like(&self, pattern: &str) -> Result<Balance, StorageError> {
+                    let (debits_fen, credits_fen): (i64, i64) = sqlx::query_as(
+                        "SELECT CAST(COALESCE(SUM(b.debits_fen), 0) AS BIGINT), CAST(COALESCE(SUM(b.credits_fen), 0) AS BIGINT) \
+                         FROM accounts a JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
+                    )
+                    .bind(pattern.to_owned())
+                    .fetch_one(&self.pool)
+                    .await?;
+                    Ok(Balance { debits_fen, credits_fen })
+                }
+
+                async fn create_batch(&self, batch: &Batch, entry: &NewEntry, answer: &IdemRecord) -> Result<(), WriteError> {
+                    let (kind, face, percent, cap, step, min_spend) = term_columns(&batch.terms);
+                    let releases = serde_json::to_string(&batch.releases)
+                        .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                    let mut tx = self.begin_write().await?;
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    sqlx::query(
+                        "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
+                         min_spend_fen, max_value_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
+                         categories, funding, releases, created_at_us) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                    )
+                    .bind(batch.id)
+                    .bind(batch.season_id)
+                    .bind(batch.name.clone())
+                    .bind(batch.issuer.to_string())
+                    .bind(kind)
+                    .bind(face)
+                    .bind(percent)
+                    .bind(cap)
+                    .bind(step)
+                    .bind(min_spend)
+                    .bind(batch.voucher_value().as_fen())
+                    .bind(batch.stock)
+                    .bind(batch.per_citizen_limit as i32)
+                    .bind(batch.valid_hours as i32)
+                    .bind(batch.claim_opens_at.unix_us())
+                    .bind(batch.claim_closes_at.unix_us())
+                    .bind(categories_text(&batch.categories))
+                    .bind(funding_text(&batch.funding))
+                    .bind(releases)
+                    .bind(Timestamp::now().unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1"));
+                    let row: Option<BatchRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    row.map(BatchRow::into_batch).transpose()
+                }
+
+                async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {BATCH_COLUMNS} FROM batches WHERE season_id = $1 ORDER BY claim_opens_at_us, id LIMIT 1000"
+                    ));
+                    let rows: Vec<BatchRow> = sqlx::query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+                    rows.into_iter().map(BatchRow::into_batch).collect()
+                }
+
+                async fn insert_citizen(&self, citizen: &NewCitizen, session: &NewSession) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    sqlx::query(
+                        "INSERT INTO citizens (id, id_hash, id_masked, name_masked, phone_hash, phone_masked, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(citizen.id)
+                    .bind(citizen.id_hash.clone())
+                    .bind(citizen.id_masked.clone())
+                    .bind(citizen.name_masked.clone())
+                    .bind(citizen.phone_hash.clone())
+                    .bind(citizen.phone_masked.clone())
+                    .bind(citizen.created_at.unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    sqlx::query(
+                        "INSERT INTO citizen_sessions (token_hash, citizen_id, expires_at_us, created_at_us) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(session.token_hash.clone())
+                    .bind(session.citizen_id)
+                    .bind(session.expires_at.unix_us())
+                    .bind(session.created_at.unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn citizen_by_id_hash(&self, id_hash: &[u8]) -> Result<Option<CitizenRecord>, StorageError> {
+                    let row: Option<(Uuid, Vec<u8>)> =
+                        sqlx::query_as("SELECT id, phone_hash FROM citizens WHERE id_hash = $1")
+                            .bind(id_hash.to_vec())
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    Ok(row.map(|(id, phone_hash)| CitizenRecord { id, phone_hash }))
+                }
+
+                async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError> {
+                    sqlx::query(
+                        "INSERT INTO citizen_sessions (token_hash, citizen_id, expires_at_us, created_at_us) VALUES ($1, $2, $3, $4)",
+                    )
+                    .bind(session.token_hash.clone())
+                    .bind(session.citizen_id)
+                    .bind(session.expires_at.unix_us())
+                    .bind(session.created_at.unix_us())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn session(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StorageError> {
+                    let row: Option<(Uuid, i64)> =
+                        sqlx::query_as("SELECT citizen_id, expires_at_us FROM citizen_sessions WHERE token_hash = $1")
+                            .bind(token_hash.to_vec())
+                            .fetch_optional(&self.pool)
+                            .await?;
+                    Ok(row.map(|(citizen_id, expires_at_us)| SessionRecord {
+                        citizen_id,
+                        expires_at: Timestamp::from_unix_us(expires_at_us),
+                    }))
+                }
+
+                async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE citizen_id = $1 ORDER BY claimed_at_us DESC, id LIMIT $2"
+                    ));
+                    let rows: Vec<VoucherRow> =
+                        sqlx::query_as(sql).bind(citizen_id).bind(limit).fetch_all(&self.pool).await?;
+                    rows.into_iter().map(VoucherRow::into_voucher).collect()
+                }
+
+                async fn holdings(
+                    &self,
+                    batch_id: Uuid,
+                    season_id: Uuid,
+                    citizens: &[Uuid],
+                ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError> {
+                    let mut holdings: HashMap<Uuid, CitizenHoldings> =
+                        citizens.iter().map(|c| (*c, CitizenHoldings::default())).collect();
+                    for chunk in citizens.chunks(INSERT_CHUNK_ROWS) {
+                        let mut slots = QueryBuilder::<$db>::new(
+                            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
+                        );
+                        slots.push_bind(batch_id).push(" AND citizen_id IN (");
+                        let mut list = slots.separated(", ");
+                        for citizen in chunk {
+                            list.push_bind(*citizen);
+                        }
+                        slots.push(")");
+                        let rows: Vec<(Uuid, i32)> = slots.build_query_as().fetch_all(&self.pool).await?;
+                        for (citizen, slot) in rows {
+                            if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen), u32::try_from(slot)) {
+                                h.slots.push(slot);
+                            }
+                        }
+                        let mut totals = QueryBuilder::<$db>::new(
+                            "SELECT citizen_id, claimed_fen FROM citizen_season_totals WHERE season_id = ",
+                        );
+                        totals.push_bind(season_id).push(" AND citizen_id IN (");
+                        let mut list = totals.separated(", ");
+                        for citizen in chunk {
+                            list.push_bind(*citizen);
+                        }
+                        totals.push(")");
+                        let rows: Vec<(Uuid, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
+                        for (citizen, total) in rows {
+                            if let Some(h) = holdings.get_mut(&citizen) {
+                                h.season_total_fen = total;
+                            }
+                        }
+                    }
+                    Ok(holdings)
+                }
+
+                async fn commit_claims(&self, commit: &ClaimCommit) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    Self::insert_answers(&mut tx, &commit.answers).await?;
+                    for (batch_id, count, released_now) in &commit.batch_claims {
+                        let updated = sqlx::query(
+                            "UPDATE batches SET claimed_count = claimed_count + $1 \
+                             WHERE id = $2 AND claimed_count + $1 - returned_count <= $3",
+                        )
+                        .bind(*count)
+                        .bind(*batch_id)
+                        .bind(*released_now)
+                        .execute(&mut *tx)
+                        .await?;
+                        if updated.rows_affected() != 1 {
+                            return Err(WriteError::Conflict(format!("batch {batch_id} has fewer vouchers left")));
+                        }
+                    }
+                    Self::insert_vouchers(&mut tx, &commit.vouchers).await?;
+                    Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
+                    let opened = self.post_in(&mut tx, &commit.entries).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn due_vouchers(&self, now: Timestamp, limit: i64) -> Result<Vec<Voucher>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE status = 'active' AND expires_at_us <= $1 ORDER BY expires_at_us LIMIT $2"
+                    ));
+                    let rows: Vec<VoucherRow> =
+                        sqlx::query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;
+                    rows.into_iter().map(VoucherRow::into_voucher).collect()
+                }
+
+                async fn commit_expiries(&self, commit: &ExpiryCommit) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    for chunk in commit.voucher_ids.chunks(INSERT_CHUNK_ROWS) {
+                        let mut update = QueryBuilder::<$db>::new("UPDATE vouchers SET status = 'expired', expired_at_us = ");
+                        update.push_bind(commit.expired_at.unix_us()).push(" WHERE status = 'active' AND id IN (");
+                        let mut list = update.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        update.push(")");
+                        let done = update.build().execute(&mut *tx).await?;
+                        if done.rows_affected() != chunk.len() as u64 {
+                            return Err(WriteError::Conflict("a voucher changed state before it could expire".into()));
+                        }
+                    }
+                    for (batch_id, count) in &commit.batch_returns {
+                        sqlx::query("UPDATE batches SET returned_count = returned_count + $1 WHERE id = $2")
+                            .bind(*count)
+                            .bind(*batch_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
+                    let opened = self.post_in(&mut tx, &commit.entries).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn batches_to_close(&self, now: Timestamp, limit: i64) -> Result<Vec<Batch>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {BATCH_COLUMNS} FROM batches WHERE reserve_returned_at_us IS NULL AND claim_closes_at_us <= $1 ORDER BY claim_closes_at_us LIMIT $2"
+                    ));
+                    let rows: Vec<BatchRow> =
+                        sqlx::query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;
+                    rows.into_iter().map(BatchRow::into_batch).collect()
+                }
+
+                async fn close_batch_reserve(
+                    &self,
+                    batch_id: Uuid,
+                    now: Timestamp,
+                    entry: Option<&NewEntry>,
+                ) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    let done = sqlx::query(
+                        "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL",
+                    )
+                    .bind(now.unix_us())
+                    .bind(batch_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Err(WriteError::Conflict(format!("batch {batch_id} was already closed")));
+                    }
+                    let opened = match entry {
+                        Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,
+                        None => HashMap::new(),
+                    };
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use season_store;

@@ -1,0 +1,220 @@
+//! Shapes that cross the storage boundary for seasons, batches, citizens and claims.
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{PostError, StorageError};
+use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
+use crate::domain::region::RegionCode;
+use crate::domain::season::{Batch, CitizenHoldings, Season, Voucher};
+use crate::domain::time::Timestamp;
+
+/// An answer to store under an idempotency key, written in the same transaction as its effect.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IdemRecord {
+    pub scope: String,
+    pub key: String,
+    pub request_hash: Vec<u8>,
+    pub status: u16,
+    pub body: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoredAnswer {
+    pub request_hash: Vec<u8>,
+    pub status: u16,
+    pub body: String,
+}
+
+/// Why a write that carries its own checks did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// Another request with the same idempotency key committed first.
+    #[error("the idempotency key was used by a request that committed first")]
+    IdempotencyTaken,
+    /// A constraint refused the write (unique or check): the caller's view was stale.
+    #[error("refused by a database constraint: {0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Ledger(IndexedLedgerError),
+    #[error(transparent)]
+    Storage(StorageError),
+}
+
+impl From<sqlx::Error> for WriteError {
+    fn from(error: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &error {
+            let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
+            if db.is_unique_violation() && text.contains("idempotency_keys") {
+                return WriteError::IdempotencyTaken;
+            }
+            if db.is_unique_violation() || db.is_check_violation() {
+                return WriteError::Conflict(text);
+            }
+        }
+        WriteError::Storage(StorageError::Database(error))
+    }
+}
+
+impl From<StorageError> for WriteError {
+    fn from(error: StorageError) -> Self {
+        match error {
+            StorageError::Database(db) => WriteError::from(db),
+            other => WriteError::Storage(other),
+        }
+    }
+}
+
+impl From<PostError> for WriteError {
+    fn from(error: PostError) -> Self {
+        match error {
+            PostError::Refused(refusal) => WriteError::Ledger(refusal),
+            PostError::Storage(storage) => storage.into(),
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct NewCitizen {
+    pub id: Uuid,
+    pub id_hash: Vec<u8>,
+    pub id_masked: String,
+    pub name_masked: String,
+    pub phone_hash: Vec<u8>,
+    pub phone_masked: String,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Debug)]
+pub struct CitizenRecord {
+    pub id: Uuid,
+    pub phone_hash: Vec<u8>,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewSession {
+    pub token_hash: Vec<u8>,
+    pub citizen_id: Uuid,
+    pub expires_at: Timestamp,
+    pub created_at: Timestamp,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SessionRecord {
+    pub citizen_id: Uuid,
+    pub expires_at: Timestamp,
+}
+
+/// A change to one citizen's season total (the cap the database enforces travels with it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SeasonTotalDelta {
+    pub season_id: Uuid,
+    pub citizen_id: Uuid,
+    pub delta_fen: i64,
+    pub cap_fen: i64,
+}
+
+/// A group of accepted claims (and the stored answers of refused ones), committed at once.
+#[derive(Clone, Debug, Default)]
+pub struct ClaimCommit {
+    pub vouchers: Vec<Voucher>,
+    /// (batch, vouchers claimed now, vouchers released at this moment): the database refuses
+    /// the update if live vouchers would exceed what is released.
+    pub batch_claims: Vec<(Uuid, i64, i64)>,
+    pub season_totals: Vec<SeasonTotalDelta>,
+    pub answers: Vec<IdemRecord>,
+    pub entries: Vec<NewEntry>,
+}
+
+/// Vouchers that reached their expiry, booked at once.
+#[derive(Clone, Debug, Default)]
+pub struct ExpiryCommit {
+    pub voucher_ids: Vec<Uuid>,
+    pub expired_at: Timestamp,
+    pub batch_returns: Vec<(Uuid, i64)>,
+    pub season_totals: Vec<SeasonTotalDelta>,
+    pub entries: Vec<NewEntry>,
+}
+
+#[async_trait]
+pub trait SeasonStore: Send + Sync {
+    async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError>;
+
+    /// Stored answers for many (scope, key) pairs in one round trip.
+    async fn idempotent_answers(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError>;
+
+    async fn create_season(
+        &self,
+        season: &Season,
+        funders: &[RegionCode],
+        entries: &[NewEntry],
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError>;
+
+    async fn add_budget(
+        &self,
+        season_id: Uuid,
+        funder: RegionCode,
+        entry: &NewEntry,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError>;
+
+    async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError>;
+
+    async fn seasons(&self, province: Option<RegionCode>, limit: i64) -> Result<Vec<Season>, StorageError>;
+
+    async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError>;
+
+    /// The summed balance of every account whose address matches a LIKE pattern.
+    async fn sum_balances_like(&self, pattern: &str) -> Result<Balance, StorageError>;
+
+    async fn create_batch(
+        &self,
+        batch: &Batch,
+        entry: &NewEntry,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError>;
+
+    async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError>;
+
+    async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError>;
+
+    async fn insert_citizen(&self, citizen: &NewCitizen, session: &NewSession) -> Result<(), WriteError>;
+
+    async fn citizen_by_id_hash(&self, id_hash: &[u8]) -> Result<Option<CitizenRecord>, StorageError>;
+
+    async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError>;
+
+    async fn session(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StorageError>;
+
+    async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError>;
+
+    /// What each citizen already holds in a batch and its season.
+    async fn holdings(
+        &self,
+        batch_id: Uuid,
+        season_id: Uuid,
+        citizens: &[Uuid],
+    ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError>;
+
+    async fn commit_claims(&self, commit: &ClaimCommit) -> Result<(), WriteError>;
+
+    async fn due_vouchers(&self, now: Timestamp, limit: i64) -> Result<Vec<Voucher>, StorageError>;
+
+    async fn commit_expiries(&self, commit: &ExpiryCommit) -> Result<(), WriteError>;
+
+    /// Batches whose claim window has closed and whose reserve has not yet gone back to the pools.
+    async fn batches_to_close(&self, now: Timestamp, limit: i64) -> Result<Vec<Batch>, StorageError>;
+
+    async fn close_batch_reserve(
+        &self,
+        batch_id: Uuid,
+        now: Timestamp,
+        entry: Option<&NewEntry>,
+    ) -> Result<(), WriteError>;
+}

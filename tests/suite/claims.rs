@@ -1,0 +1,366 @@
+//! Seasons, batches, citizens and the claim rush, over HTTP, on both backends.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use wenhui::domain::citizen::synthetic_id_number;
+use wenhui::domain::staff::Role;
+use wenhui::domain::time::{ManualClock, Timestamp};
+
+use crate::both_backends;
+use crate::common::{Backend, TestApp, code};
+
+pub const T0_US: i64 = 1_772_326_800_000_000; // 2026-03-01T01:00:00Z
+
+pub fn at(offset_s: i64) -> String {
+    Timestamp::from_unix_us(T0_US).plus_seconds(offset_s).to_string()
+}
+
+pub struct World {
+    pub app: TestApp,
+    pub clock: Arc<ManualClock>,
+    pub province_admin: String,
+    pub season_id: String,
+}
+
+impl World {
+    /// A season open from T0 for 30 days, with the province funding `province_budget` yuan.
+    pub async fn new(backend: Backend, province_budget: &str, cap: Option<&str>) -> World {
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_us(T0_US)));
+        let app = TestApp::spawn_with_clock(backend, clock.clone()).await;
+        let province_admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
+        let mut body = json!({
+            "name": "2026 文化消费季", "province": "370000", "starts_at": at(0), "ends_at": at(30 * 86_400),
+            "budgets": [{"funder": "370000", "amount": province_budget}, {"funder": "370200", "amount": "1000.00"}],
+        });
+        if let Some(cap) = cap {
+            body["per_citizen_cap"] = json!(cap);
+        }
+        let (status, season) = app.post_idem("/v1/seasons", Some(&province_admin), "season-1", body).await;
+        assert_eq!(status, 201, "{season}");
+        let season_id = season["id"].as_str().expect("id").to_owned();
+        World { app, clock, province_admin, season_id }
+    }
+
+    pub async fn batch(&self, overrides: Value) -> Value {
+        let mut body = json!({
+            "name": "满40减10", "issuer": "370000", "kind": "threshold", "face_value": "10.00", "min_spend": "40.00",
+            "stock": 100, "per_citizen_limit": 1, "valid_hours": 48,
+            "claim_opens_at": at(0), "claim_closes_at": at(10 * 86_400), "categories": ["bookstore", "cinema"],
+        });
+        for (key, value) in overrides.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        let key = uuid::Uuid::new_v4().to_string();
+        let path = format!("/v1/seasons/{}/batches", self.season_id);
+        let (status, batch) = self.app.post_idem(&path, Some(&self.province_admin), &key, body).await;
+        assert_eq!(status, 201, "{batch}");
+        batch
+    }
+
+    pub async fn citizen(&self, n: u32) -> String {
+        let id_number = synthetic_id_number("370202", "19900101", (n % 1000) as u16);
+        let id_number = if n >= 1000 {
+            synthetic_id_number(
+                "370202",
+                &format!("1990{:02}{:02}", 1 + (n / 1000) % 12, 1 + (n / 12_000) % 28),
+                (n % 1000) as u16,
+            )
+        } else {
+            id_number
+        };
+        let body = json!({"name": "张三", "id_number": id_number, "phone": format!("139{:08}", n)});
+        let (status, answer) = self.app.post("/v1/citizens", None, body).await;
+        assert_eq!(status, 201, "{answer}");
+        answer["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn claim(&self, token: &str, batch_id: &str, key: &str) -> (u16, Value) {
+        self.app.post_idem(&format!("/v1/batches/{batch_id}/claims"), Some(token), key, json!({})).await
+    }
+
+    pub async fn season(&self) -> Value {
+        self.app.get(&format!("/v1/seasons/{}", self.season_id), None).await.1
+    }
+
+    pub async fn batch_state(&self, batch_id: &str) -> Value {
+        let (_, list) = self.app.get(&format!("/v1/seasons/{}/batches", self.season_id), None).await;
+        list.as_array().expect("array").iter().find(|b| b["id"] == batch_id).cloned().unwrap_or(Value::Null)
+    }
+}
+
+pub fn funder<'a>(season: &'a Value, region: &str) -> &'a Value {
+    season["funders"].as_array().expect("funders").iter().find(|f| f["funder"] == region).expect("funder")
+}
+
+both_backends!(
+    rush_500_citizens_stock_100_no_oversell,
+    one_citizen_concurrent_claims_limit_one,
+    season_cap_and_budget_exceeded,
+    expiry_returns_stock_and_releases_open_on_time,
+    registration_validates_identity,
+    seasons_and_batches_validate_input,
+);
+
+async fn rush_500_citizens_stock_100_no_oversell(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let batch = world.batch(json!({"stock": 100})).await;
+    let batch_id = batch["id"].as_str().expect("id").to_owned();
+    let season = world.season().await;
+    assert_eq!(funder(&season, "370000")["reserved"], "1000.00");
+    assert_eq!(funder(&season, "370000")["available"], "99000.00");
+    let mut tokens = Vec::new();
+    for n in 0..500 {
+        tokens.push(world.citizen(n).await);
+    }
+    let world = Arc::new(world);
+    let mut tasks = Vec::new();
+    for token in tokens {
+        let world = world.clone();
+        let batch_id = batch_id.clone();
+        tasks.push(tokio::spawn(async move {
+            world.claim(&token, &batch_id, &uuid::Uuid::new_v4().to_string()).await
+        }));
+    }
+    let (mut created, mut sold_out, mut voucher_ids) = (0, 0, HashSet::new());
+    for task in tasks {
+        let (status, body) = task.await.expect("join");
+        match (status, code(&body)) {
+            (201, _) => {
+                created += 1;
+                voucher_ids.insert(body["voucher"]["id"].as_str().expect("id").to_owned());
+                assert_eq!(body["voucher"]["status"], "active");
+                assert_eq!(body["voucher"]["face_value"], "10.00");
+            }
+            (409, "sold_out") => sold_out += 1,
+            other => panic!("unexpected answer {other:?}: {body}"),
+        }
+    }
+    assert_eq!((created, sold_out, voucher_ids.len()), (100, 400, 100));
+    assert_eq!(world.batch_state(&batch_id).await["remaining"], 0);
+    let season = world.season().await;
+    let province = funder(&season, "370000");
+    assert_eq!(province["appropriated"], "100000.00");
+    assert_eq!(province["reserved"], "0.00");
+    assert_eq!(province["committed"], "1000.00");
+    assert_eq!(province["available"], "99000.00");
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+async fn one_citizen_concurrent_claims_limit_one(backend: Backend) {
+    let world = Arc::new(World::new(backend, "100000.00", None).await);
+    let batch = world.batch(json!({"stock": 50})).await;
+    let batch_id = batch["id"].as_str().expect("id").to_owned();
+    let token = world.citizen(1).await;
+    let mut tasks = Vec::new();
+    for i in 0..20 {
+        let (world, token, batch_id) = (world.clone(), token.clone(), batch_id.clone());
+        tasks.push(tokio::spawn(
+            async move { world.claim(&token, &batch_id, &format!("different-{i}")).await },
+        ));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("join"));
+    }
+    let created = answers.iter().filter(|(s, _)| *s == 201).count();
+    let limited = answers.iter().filter(|(s, b)| *s == 409 && code(b) == "limit_reached").count();
+    assert_eq!((created, limited), (1, 19));
+
+    let other = world.citizen(2).await;
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let (world, token, batch_id) = (world.clone(), other.clone(), batch_id.clone());
+        tasks.push(tokio::spawn(async move { world.claim(&token, &batch_id, "the-same-key").await }));
+    }
+    let mut bodies = HashSet::new();
+    for task in tasks {
+        let (status, body) = task.await.expect("join");
+        assert_eq!(status, 201, "{body}");
+        bodies.insert(body.to_string());
+    }
+    assert_eq!(bodies.len(), 1, "20 identical answers");
+    let (status, vouchers) = world.app.get("/v1/me/vouchers", Some(&other)).await;
+    assert_eq!(status, 200);
+    assert_eq!(vouchers["vouchers"].as_array().expect("list").len(), 1, "one voucher");
+    let path = format!("/v1/batches/{batch_id}/claims");
+    let (status, body) = world.app.post_idem(&path, Some(&other), "the-same-key", json!({"x": 1})).await;
+    assert_eq!(status, 422, "another body under the same key: {body}");
+    let response = world
+        .app
+        .client
+        .post(world.app.url(&path))
+        .bearer_auth(&other)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = crate::common::read(response).await;
+    assert_eq!((status, code(&body)), (400, "missing_idempotency_key"));
+    assert_eq!(world.batch_state(&batch_id).await["remaining"], 48);
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+async fn season_cap_and_budget_exceeded(backend: Backend) {
+    let world = World::new(backend, "1000.00", Some("25.00")).await;
+    let a = world.batch(json!({"stock": 10, "face_value": "10.00", "per_citizen_limit": 5})).await;
+    let b = world.batch(json!({"stock": 10, "face_value": "10.00", "name": "second"})).await;
+    let token = world.citizen(7).await;
+    let (a, b) = (a["id"].as_str().expect("id"), b["id"].as_str().expect("id"));
+    assert_eq!(world.claim(&token, a, "k1").await.0, 201);
+    assert_eq!(world.claim(&token, a, "k2").await.0, 201);
+    let (status, body) = world.claim(&token, b, "k3").await;
+    assert_eq!((status, code(&body)), (409, "limit_reached"), "cap of 25 across batches: {body}");
+    // 200 of 1000 yuan is reserved; a batch needing 900 more is refused with nothing written.
+    let key = "too-big";
+    let body = json!({
+        "name": "too big", "issuer": "370000", "kind": "threshold", "face_value": "30.00", "min_spend": "100.00",
+        "stock": 30, "per_citizen_limit": 1, "valid_hours": 48, "claim_opens_at": at(0),
+        "claim_closes_at": at(86_400), "categories": ["ktv"],
+    });
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    let (status, answer) = world.app.post_idem(&path, Some(&world.province_admin), key, body).await;
+    assert_eq!((status, code(&answer)), (409, "budget_exceeded"), "{answer}");
+    let season = world.season().await;
+    assert_eq!(funder(&season, "370000")["available"], "800.00");
+    assert_eq!(funder(&season, "370000")["reserved"], "180.00");
+    assert_eq!(funder(&season, "370000")["committed"], "20.00");
+    let (_, batches) = world.app.get(&path, None).await;
+    assert_eq!(batches.as_array().expect("list").len(), 2, "the refused batch was not written");
+}
+
+async fn expiry_returns_stock_and_releases_open_on_time(backend: Backend) {
+    let world = World::new(backend, "10000.00", None).await;
+    let batch = world
+        .batch(json!({"stock": 2, "valid_hours": 4, "releases": [{"at": at(3600), "quantity": 1}, {"at": at(7200), "quantity": 1}]}))
+        .await;
+    let id = batch["id"].as_str().expect("id");
+    let (first, second, third) = (world.citizen(1).await, world.citizen(2).await, world.citizen(3).await);
+    let (status, body) = world.claim(&first, id, "a").await;
+    assert_eq!((status, code(&body)), (409, "not_open"), "before the first release");
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(3600));
+    assert_eq!(world.claim(&first, id, "b").await.0, 201);
+    let (status, body) = world.claim(&second, id, "c").await;
+    assert_eq!((status, code(&body)), (409, "sold_out"), "the first tranche is gone: {body}");
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(7200));
+    assert_eq!(world.claim(&second, id, "d").await.0, 201);
+    assert_eq!(code(&world.claim(&third, id, "e").await.1), "sold_out");
+    // The first voucher (claimed at +1h, valid 4h) expires at +5h and goes back to the batch.
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(5 * 3600 + 1));
+    let report = world.app.sweep().await;
+    assert_eq!(report.expired, 1);
+    let (_, mine) = world.app.get("/v1/me/vouchers", Some(&first)).await;
+    assert_eq!(mine["vouchers"][0]["status"], "expired");
+    let (status, body) = world.claim(&third, id, "f").await;
+    assert_eq!(status, 201, "a later claimer gets the returned voucher: {body}");
+    let season = world.season().await;
+    assert_eq!(funder(&season, "370000")["committed"], "20.00");
+    assert_eq!(funder(&season, "370000")["reserved"], "0.00");
+    // After the claim window closes, the unclaimed reserve returns to the pool.
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(10 * 86_400 + 1));
+    let report = world.app.sweep().await;
+    assert_eq!((report.expired, report.batches_closed), (2, 1));
+    let season = world.season().await;
+    assert_eq!(funder(&season, "370000")["available"], "10000.00");
+    assert_eq!(funder(&season, "370000")["committed"], "0.00");
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+async fn registration_validates_identity(backend: Backend) {
+    let world = World::new(backend, "100.00", None).await;
+    let good = synthetic_id_number("370202", "19850615", 123);
+    let mut wrong_check = good.clone();
+    let last = wrong_check.pop().expect("char");
+    wrong_check.push(if last == '0' { '1' } else { '0' });
+    let cases = [
+        (json!({"name": "李四", "id_number": wrong_check, "phone": "13800138000"}), "id_number_check_digit"),
+        (
+            json!({"name": "李四", "id_number": synthetic_id_number("370202", "20230229", 1), "phone": "13800138000"}),
+            "id_number_birth_date",
+        ),
+        (json!({"name": "李四", "id_number": "37020219850615", "phone": "13800138000"}), "id_number_format"),
+        (
+            json!({"name": "李四", "id_number": synthetic_id_number("990202", "19850615", 1), "phone": "13800138000"}),
+            "id_number_region",
+        ),
+        (json!({"name": "李四", "id_number": good, "phone": "1380013800"}), "phone_format"),
+        (json!({"name": "李四", "id_number": good, "phone": "12800138000"}), "phone_format"),
+        (json!({"name": "", "id_number": good, "phone": "13800138000"}), "name_format"),
+    ];
+    for (body, expected) in cases {
+        let (status, answer) = world.app.post("/v1/citizens", None, body.clone()).await;
+        assert_eq!((status, code(&answer)), (422, expected), "{body}");
+    }
+    let body = json!({"name": "李四", "id_number": good, "phone": "13800138000"});
+    let (status, first) = world.app.post("/v1/citizens", None, body.clone()).await;
+    assert_eq!(status, 201, "{first}");
+    let (status, again) = world.app.post("/v1/citizens", None, body).await;
+    assert_eq!((status, code(&again)), (409, "already_registered"));
+    let (status, session) = world
+        .app
+        .post("/v1/citizens/sessions", None, json!({"id_number": good, "phone": "13800138000"}))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(session["citizen_id"], first["citizen_id"]);
+    let (status, _) = world
+        .app
+        .post("/v1/citizens/sessions", None, json!({"id_number": good, "phone": "13900000000"}))
+        .await;
+    assert_eq!(status, 401, "wrong phone");
+    let (status, _) =
+        world.app.get("/v1/me/vouchers", Some("wh_ct_not-a-real-token-at-all-0000000000000000000")).await;
+    assert_eq!(status, 401);
+    let leaked = world
+        .app
+        .db
+        .raw(&format!("SELECT 1 FROM citizens WHERE id_masked = '{good}' OR phone_masked = '13800138000'"))
+        .await
+        .expect("query");
+    assert_eq!(leaked, 0, "no plain identity stored");
+}
+
+async fn seasons_and_batches_validate_input(backend: Backend) {
+    let world = World::new(backend, "1000.00", None).await;
+    let qingdao_admin = world.app.staff_key(Role::CityAdmin, "370200").await;
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    let base = json!({
+        "name": "x", "issuer": "370200", "kind": "percent", "percent": 30, "cap": "30.00", "step": "5.00",
+        "stock": 10, "per_citizen_limit": 1, "valid_hours": 48, "claim_opens_at": at(0),
+        "claim_closes_at": at(86_400), "categories": ["bookstore"],
+        "funding": [{"funder": "370000", "share": 50}, {"funder": "370200", "share": 50}],
+    });
+    let (status, batch) = world.app.post_idem(&path, Some(&qingdao_admin), "co-funded", base.clone()).await;
+    assert_eq!(status, 201, "{batch}");
+    let season = world.season().await;
+    assert_eq!(funder(&season, "370000")["reserved"], "150.00");
+    assert_eq!(funder(&season, "370200")["reserved"], "150.00");
+    let (status, replay) = world.app.post_idem(&path, Some(&qingdao_admin), "co-funded", base.clone()).await;
+    assert_eq!((status, &replay), (201, &batch), "a retry returns the first answer");
+    let mut other_city = base.clone();
+    other_city["issuer"] = json!("370100");
+    let (status, _) = world.app.post_idem(&path, Some(&qingdao_admin), "other-city", other_city).await;
+    assert_eq!(status, 403, "a city admin issues only its own city's batches");
+    let bad_cases = [
+        (json!({"stock": 0}), "invalid_stock"),
+        (json!({"percent": 130}), "invalid_terms"),
+        (json!({"step": "50.00"}), "invalid_terms"),
+        (json!({"categories": ["casino"]}), "invalid_category"),
+        (json!({"claim_closes_at": at(31 * 86_400)}), "invalid_dates"),
+        (json!({"funding": [{"funder": "370200", "share": 60}]}), "funding_shares_sum"),
+        (json!({"kind": "lottery"}), "invalid_kind"),
+        (json!({"releases": [{"at": at(10), "quantity": 3}]}), "invalid_releases"),
+    ];
+    for (change, expected) in bad_cases {
+        let mut body = base.clone();
+        for (key, value) in change.as_object().expect("object") {
+            body[key] = value.clone();
+        }
+        let key = uuid::Uuid::new_v4().to_string();
+        let (status, answer) = world.app.post_idem(&path, Some(&qingdao_admin), &key, body).await;
+        assert_eq!((status, code(&answer)), (422, expected), "{change}: {answer}");
+    }
+    let (status, answer) =
+        world.app.post("/v1/seasons", Some(&world.province_admin), json!({"name": "no key"})).await;
+    assert_eq!((status, code(&answer)), (400, "missing_idempotency_key"));
+}
