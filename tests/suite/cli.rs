@@ -13,7 +13,7 @@ use crate::common::{Backend, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_wenhui");
 
-fn wenhui(dir: &Path, url: &str, args: &[&str]) -> Output {
+pub fn wenhui(dir: &Path, url: &str, args: &[&str]) -> Output {
     Command::new(BIN)
         .args(args)
         .current_dir(dir)
@@ -130,7 +130,7 @@ async fn keys_create_prints_a_working_key(backend: Backend) {
     assert!(body.contains("370200"));
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
 }
 

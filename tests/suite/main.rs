@@ -5,6 +5,7 @@ mod common;
 
 mod claims;
 mod cli;
+mod crash;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
