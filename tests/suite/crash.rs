@@ -14,6 +14,9 @@ use crate::cli::{free_port, spawn_serve, unsafe_kill, wenhui};
 use crate::common::{Backend, TestDb, read};
 
 const STOCK: i64 = 100;
+
+/// A claim attempt: citizen index, token, and the answer if one arrived before the kill.
+type Attempt = (usize, String, Option<(u16, Value)>);
 const CITIZENS: u32 = 160;
 
 struct Server {
@@ -108,7 +111,7 @@ async fn sigkill_mid_rush_loses_no_acknowledged_claim(backend: Backend) {
     for task in tasks {
         answers.push(task.await.expect("join"));
     }
-    let acked: Vec<&(usize, String, Option<(u16, Value)>)> =
+    let acked: Vec<&Attempt> =
         answers.iter().filter(|(_, _, a)| matches!(a, Some((201, _)))).collect();
     assert!(!acked.is_empty(), "some claims were acknowledged before the kill");
     let unanswered = answers.iter().filter(|(_, _, a)| a.is_none()).count();
