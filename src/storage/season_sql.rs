@@ -313,21 +313,31 @@ macro_rules! season_store {
                     keys: &[(String, String)],
                 ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError> {
                     let mut found = HashMap::new();
-                    for chunk in keys.chunks(400) {
+                    // scope IN (..) AND key IN (..) is a superset of the wanted pairs that the
+                    // primary key serves well; the exact pairs are picked out here.
+                    let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
+                    for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
                         let mut select = QueryBuilder::<$db>::new(
-                            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE ",
+                            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE scope IN (",
                         );
-                        let mut first = true;
-                        for (scope, key) in chunk {
-                            select.push(if first { "(scope = " } else { " OR (scope = " });
-                            select.push_bind(scope.clone()).push(" AND idem_key = ").push_bind(key.clone()).push(")");
-                            first = false;
+                        let mut scopes = select.separated(", ");
+                        for (scope, _) in chunk {
+                            scopes.push_bind(scope.clone());
                         }
+                        select.push(") AND idem_key IN (");
+                        let mut idem_keys = select.separated(", ");
+                        for (_, key) in chunk {
+                            idem_keys.push_bind(key.clone());
+                        }
+                        select.push(")");
                         let rows: Vec<(String, String, Vec<u8>, i32, String)> =
                             select.build_query_as().fetch_all(&self.pool).await?;
                         for (scope, key, request_hash, status, body) in rows {
-                            let status = u16::try_from(status).unwrap_or(500);
-                            found.insert((scope, key), StoredAnswer { request_hash, status, body });
+                            let pair = (scope, key);
+                            if wanted.contains(&pair) {
+                                let status = u16::try_from(status).unwrap_or(500);
+                                found.insert(pair, StoredAnswer { request_hash, status, body });
+                            }
                         }
                     }
                     Ok(found)

@@ -111,8 +111,7 @@ async fn sigkill_mid_rush_loses_no_acknowledged_claim(backend: Backend) {
     for task in tasks {
         answers.push(task.await.expect("join"));
     }
-    let acked: Vec<&Attempt> =
-        answers.iter().filter(|(_, _, a)| matches!(a, Some((201, _)))).collect();
+    let acked: Vec<&Attempt> = answers.iter().filter(|(_, _, a)| matches!(a, Some((201, _)))).collect();
     assert!(!acked.is_empty(), "some claims were acknowledged before the kill");
     let unanswered = answers.iter().filter(|(_, _, a)| a.is_none()).count();
     eprintln!("{backend:?}: {} acknowledged, {unanswered} cut off by the kill", acked.len());

@@ -15,6 +15,8 @@ use crate::domain::ledger::{AccountAddress, AccountSpec, NewEntry};
 use crate::domain::money::Fen;
 use crate::storage::{self, ConnectOptions, Storage};
 
+pub mod claims;
+
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
     /// Ledger append throughput, single and batched, with pgbench TPC-B as the baseline.
@@ -40,9 +42,18 @@ pub enum BenchCommand {
         #[arg(long)]
         no_pgbench: bool,
     },
+    /// The claim rush against a live `wenhui serve`, with pgbench TPC-B as the baseline.
+    Claims(claims::ClaimsBench),
 }
 
 pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
+    match command {
+        BenchCommand::Ledger { .. } => ledger(command).await,
+        BenchCommand::Claims(args) => claims::run(args).await,
+    }
+}
+
+async fn ledger(command: &BenchCommand) -> anyhow::Result<()> {
     let BenchCommand::Ledger {
         pg_url,
         single_entries,
@@ -51,7 +62,10 @@ pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
         runs,
         backend,
         no_pgbench,
-    } = command;
+    } = command
+    else {
+        anyhow::bail!("not a ledger benchmark");
+    };
     let shape =
         Shape { single: *single_entries, batched: *batched_entries, concurrency: (*concurrency).max(1) };
     let runs = (*runs).max(1);
