@@ -100,6 +100,8 @@ pub enum KeysCommand {
         #[arg(long, default_value = "")]
         label: String,
     },
+    /// Add a new QR signing key and retire the current one; tokens in flight stay valid.
+    RotateQr,
 }
 
 impl Cli {
@@ -142,6 +144,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let store = server::open_store(&url, &cli.data_dir).await?;
             let minted = staff_keys::mint(store.as_ref(), scope, label).await?;
             println!("{}", minted.secret);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::RotateQr) => {
+            let store = server::open_store(&url, &cli.data_dir).await?;
+            let key_id =
+                crate::qr::rotate(store.as_ref(), &cli.data_dir, crate::domain::time::Timestamp::now())
+                    .await?;
+            println!("{key_id}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),

@@ -7,6 +7,7 @@ pub mod citizens;
 pub mod cli;
 pub mod domain;
 pub mod http;
+pub mod qr;
 pub mod rush;
 pub mod server;
 pub mod signing;

@@ -67,6 +67,8 @@ impl Answer {
 enum Message {
     Claim(ClaimRequest),
     Sweep(oneshot::Sender<Result<SweepReport, String>>),
+    /// Another path changed claim state (a reversal expired a voucher): reload on next use.
+    Invalidate,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -111,6 +113,11 @@ impl ClaimWriter {
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Sweep(reply)).await.map_err(|_| "writer stopped".to_owned())?;
         answer.await.map_err(|_| "writer stopped".to_owned())?
+    }
+
+    /// Tells the writer its cached counters may be stale.
+    pub async fn invalidate(&self) {
+        let _ = self.queue.send(Message::Invalidate).await;
     }
 
     /// Sweeps every `every` until the process ends.
@@ -185,6 +192,7 @@ impl Writer {
                 match message {
                     Message::Claim(request) => claims.push(request),
                     Message::Sweep(reply) => sweeps.push(reply),
+                    Message::Invalidate => self.caches.clear(),
                 }
                 if claims.len() < MAX_GROUP {
                     next = inbox.try_recv().ok();

@@ -101,6 +101,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
     let citizens =
         Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, Arc::new(DevIdentityVerifier)));
+    crate::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;
+    let qr = Arc::new(crate::qr::QrKeys::new(store.clone(), config.data_dir.clone(), config.clock.clone()));
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
     let sweeper = writer.spawn_sweeper(config.sweep_interval);
     let writer_handle = writer.clone();
@@ -111,7 +113,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let checkpoints =
         spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
     let services =
-        Services { store: store.clone(), ledger_key: key, clock: config.clock.clone(), citizens, writer };
+        Services { store: store.clone(), ledger_key: key, clock: config.clock.clone(), citizens, writer, qr };
     let app = http::router(AppState::new(services));
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let task = tokio::spawn(async move {

@@ -1,1 +1,22 @@
-//! Till-side SDK for Wenhui. Grows with the redemption issue.
+//! Till-side SDK for Wenhui (文惠).
+//!
+//! - [`token`]: the signed QR token format (version 1): parse and verify offline against the
+//!   service's published keys (`GET /v1/keys`).
+//! - [`signing`]: the terminal request signature (version 1) that every till request carries.
+//! - [`client`]: [`TillClient`], an async client that signs, retries safely and journals every
+//!   call: redeem, reverse, get, fetch keys, verify offline.
+//! - [`journal`]: the till's own append-only record of every intent, attempt and answer.
+//!
+//! Both formats are specified in `docs/qr-token.md` and `docs/terminal-signing.md` of the
+//! Wenhui repository, with test vectors, so a till vendor can implement them in any language.
+
+pub mod client;
+pub mod journal;
+pub mod signing;
+pub mod token;
+
+pub use client::{
+    ClientError, ClientOptions, FunderShare, RedeemRequest, Redemption, Registration, Reversal, TillClient,
+    TillKey, register_terminal,
+};
+pub use journal::{Journal, JournalError, JournalLine};

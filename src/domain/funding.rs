@@ -140,6 +140,35 @@ impl FundingShares {
     }
 }
 
+impl FundingShares {
+    /// Splits `amount` like [`FundingShares::split`], but never gives a funder more than its part
+    /// of `whole` (what the voucher reserved from it): a redemption's discount is split so that
+    /// each funder pays at most what it put in. Largest remainder can, with three or more funders,
+    /// give one funder a fen more of a smaller amount than of a larger one (the Alabama paradox);
+    /// such an excess moves to the next funder, in listed order, that has room. Requires
+    /// `amount <= whole`; parts always sum to `amount`.
+    pub fn split_within(&self, amount: Fen, whole: Fen) -> Vec<(RegionCode, Fen)> {
+        let caps = self.split(whole);
+        let mut parts = self.split(amount);
+        let mut excess = 0i64;
+        for ((_, part), (_, cap)) in parts.iter_mut().zip(&caps) {
+            if part.as_fen() > cap.as_fen() {
+                excess += part.as_fen() - cap.as_fen();
+                *part = *cap;
+            }
+        }
+        for ((_, part), (_, cap)) in parts.iter_mut().zip(&caps) {
+            let room = cap.as_fen() - part.as_fen();
+            let moved = room.min(excess);
+            if moved > 0 {
+                *part = Fen::from_fen_unchecked(part.as_fen() + moved);
+                excess -= moved;
+            }
+        }
+        parts
+    }
+}
+
 /// A computed amount that the arithmetic guarantees lies in `0..=bound`, as `Fen`. Clamped to that
 /// range so that no input can make it panic.
 fn fen_within(value: i128, bound: Fen) -> Fen {
@@ -424,6 +453,29 @@ mod tests {
                 }
             ),
         ]
+    }
+
+    proptest! {
+        #[test]
+        fn split_within_respects_each_funders_part(
+            whole in 0i64..10_000_000,
+            fraction in 0u32..=100,
+            a in 1u32..=98,
+            b in 1u32..=98,
+        ) {
+            prop_assume!(a + b < 100);
+            let region = |code: &str| code.parse::<RegionCode>().expect("valid");
+            let shares = FundingShares::new(vec![(region("370000"), a), (region("370200"), b), (region("370100"), 100 - a - b)])
+                .expect("valid shares");
+            let whole = Fen::from_fen_unchecked(whole);
+            let amount = Fen::from_fen_unchecked(whole.as_fen() * i64::from(fraction) / 100);
+            let parts = shares.split_within(amount, whole);
+            let caps = shares.split(whole);
+            prop_assert_eq!(parts.iter().map(|(_, p)| p.as_fen()).sum::<i64>(), amount.as_fen());
+            for ((_, part), (_, cap)) in parts.iter().zip(&caps) {
+                prop_assert!(part.as_fen() <= cap.as_fen());
+            }
+        }
     }
 
     proptest! {

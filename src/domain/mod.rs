@@ -8,6 +8,7 @@ pub mod checkpoint;
 pub mod citizen;
 pub mod funding;
 pub mod ledger;
+pub mod merchant;
 pub mod money;
 pub mod region;
 pub mod season;

@@ -23,6 +23,8 @@ pub struct Season {
     pub starts_at: Timestamp,
     pub ends_at: Timestamp,
     pub per_citizen_cap: Option<Fen>,
+    /// Whether a provincial and a city voucher may be used on one order (off by default).
+    pub allow_stacking: bool,
     pub closed_at: Option<Timestamp>,
 }
 

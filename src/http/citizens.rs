@@ -154,3 +154,25 @@ pub async fn claim(
     let answer = state.writer().claim(citizen_id, batch_id, key, hash).await;
     Ok(json_response(answer.status, answer.body))
 }
+
+/// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
+pub async fn voucher_qr(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    ApiPath(voucher_id): ApiPath<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
+    let voucher =
+        voucher.ok_or_else(|| ApiError::not_found("voucher_not_found", "no such voucher of yours"))?;
+    let status = voucher.status_at(state.clock().now());
+    if status != crate::domain::season::VoucherStatus::Active {
+        return Err(ApiError::conflict(
+            "voucher_not_redeemable",
+            format!("the voucher is {}", status.as_str()),
+        ));
+    }
+    let (token, expires_at) =
+        state.qr().issue(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id).await?;
+    let svg = crate::qr::svg(&token).map_err(|_| ApiError::internal())?;
+    Ok(Json(serde_json::json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg})))
+}

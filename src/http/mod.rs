@@ -28,9 +28,11 @@ pub mod error;
 pub mod extract;
 pub mod idempotency;
 mod ledger;
+mod merchants;
 mod ops;
 mod seasons;
 pub mod staff;
+mod till;
 
 pub use error::ApiError;
 
@@ -49,6 +51,7 @@ struct AppInner {
     clock: Arc<dyn Clock>,
     citizens: Arc<Citizens>,
     writer: ClaimWriter,
+    qr: Arc<crate::qr::QrKeys>,
 }
 
 /// What the HTTP layer is built from.
@@ -58,12 +61,21 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub citizens: Arc<Citizens>,
     pub writer: ClaimWriter,
+    pub qr: Arc<crate::qr::QrKeys>,
 }
 
 impl AppState {
     pub fn new(services: Services) -> AppState {
-        let Services { store, ledger_key, clock, citizens, writer } = services;
-        AppState(Arc::new(AppInner { store, ledger_key, metrics: metrics_handle(), clock, citizens, writer }))
+        let Services { store, ledger_key, clock, citizens, writer, qr } = services;
+        AppState(Arc::new(AppInner {
+            store,
+            ledger_key,
+            metrics: metrics_handle(),
+            clock,
+            citizens,
+            writer,
+            qr,
+        }))
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -76,6 +88,10 @@ impl AppState {
 
     pub fn writer(&self) -> &ClaimWriter {
         &self.0.writer
+    }
+
+    pub fn qr(&self) -> &crate::qr::QrKeys {
+        &self.0.qr
     }
 
     pub fn store(&self) -> &dyn Storage {
@@ -121,6 +137,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/citizens/sessions", post(citizens::sign_in))
         .route("/v1/me/vouchers", get(citizens::my_vouchers))
         .route("/v1/batches/{id}/claims", post(citizens::claim))
+        .route("/v1/vouchers/{id}/qr", post(citizens::voucher_qr))
+        .route("/v1/keys", get(till::keys))
+        .route("/v1/merchants", post(merchants::create).get(merchants::list))
+        .route("/v1/merchants/{id}/suspend", post(merchants::suspend))
+        .route("/v1/merchants/{id}/activate", post(merchants::activate))
+        .route("/v1/merchants/{id}/terminals", post(merchants::register_terminal))
+        .route("/v1/merchants/{id}/terminals/{terminal_id}/revoke", post(merchants::revoke_terminal))
+        .route("/v1/redemptions", post(till::redeem))
+        .route("/v1/redemptions/{id}", get(till::get))
+        .route("/v1/redemptions/{id}/reversal", post(till::reverse))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

@@ -87,6 +87,8 @@ struct CreateSeason {
     budgets: Vec<BudgetLine>,
     #[serde(default)]
     per_citizen_cap: Option<Yuan>,
+    #[serde(default)]
+    allow_stacking: bool,
 }
 
 fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
@@ -130,6 +132,7 @@ pub async fn create_season(
         starts_at: request.starts_at,
         ends_at: request.ends_at,
         per_citizen_cap: request.per_citizen_cap.map(|y| y.0).filter(|c| !c.is_zero()),
+        allow_stacking: request.allow_stacking,
         closed_at: None,
     };
     if request.budgets.is_empty() || request.budgets.len() > MAX_BUDGETS {
@@ -244,6 +247,7 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
         "starts_at": season.starts_at.to_string(),
         "ends_at": season.ends_at.to_string(),
         "per_citizen_cap": season.per_citizen_cap.map(|c| c.to_string()),
+        "allow_stacking": season.allow_stacking,
         "funders": funders,
     }))
 }

@@ -20,6 +20,7 @@ mod postgres;
 mod season_sql;
 mod sql;
 mod sqlite;
+mod till_sql;
 mod types;
 
 pub use types::*;
@@ -94,7 +95,7 @@ pub struct StaffKeyRecord {
 }
 
 #[async_trait]
-pub trait Storage: SeasonStore + Send + Sync + 'static {
+pub trait Storage: SeasonStore + TillStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations for this backend.

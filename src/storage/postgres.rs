@@ -10,6 +10,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use super::ConnectOptions;
 use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
+use super::till_sql::till_store;
 use crate::domain::time::Clock;
 
 const BACKEND: Backend = Backend::Postgres;
@@ -42,3 +43,4 @@ impl PgStore {
 
 sql_store!(PgStore, sqlx::Postgres);
 season_store!(PgStore, sqlx::Postgres);
+till_store!(PgStore, sqlx::Postgres);

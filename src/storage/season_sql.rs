@@ -11,7 +11,7 @@ use crate::domain::season::{Batch, Category, Release, Season, Voucher, VoucherSt
 use crate::domain::time::Timestamp;
 
 pub(crate) const SEASON_COLUMNS: &str =
-    "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, closed_at_us";
+    "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us";
@@ -38,6 +38,7 @@ pub(crate) struct SeasonRow {
     starts_at_us: i64,
     ends_at_us: i64,
     per_citizen_cap_fen: Option<i64>,
+    allow_stacking: i32,
     closed_at_us: Option<i64>,
 }
 
@@ -50,6 +51,7 @@ impl SeasonRow {
             starts_at: Timestamp::from_unix_us(self.starts_at_us),
             ends_at: Timestamp::from_unix_us(self.ends_at_us),
             per_citizen_cap: self.per_citizen_cap_fen.map(|c| fen(c, "season cap")).transpose()?,
+            allow_stacking: self.allow_stacking != 0,
             closed_at: self.closed_at_us.map(Timestamp::from_unix_us),
         })
     }
@@ -221,7 +223,7 @@ macro_rules! season_store {
 
             impl $store {
                 /// Appends ledger entries inside `tx` and returns the accounts to cache on commit.
-                async fn post_in(
+                pub(super) async fn post_in(
                     &self,
                     tx: &mut Tx,
                     entries: &[NewEntry],
@@ -233,7 +235,7 @@ macro_rules! season_store {
                     Ok(opened)
                 }
 
-                async fn insert_answers(tx: &mut Tx, answers: &[IdemRecord]) -> Result<(), WriteError> {
+                pub(super) async fn insert_answers(tx: &mut Tx, answers: &[IdemRecord]) -> Result<(), WriteError> {
                     let now_us = Timestamp::now().unix_us();
                     for chunk in answers.chunks(INSERT_CHUNK_ROWS) {
                         let mut insert = QueryBuilder::<$db>::new(
@@ -252,7 +254,7 @@ macro_rules! season_store {
                     Ok(())
                 }
 
-                async fn apply_season_totals(tx: &mut Tx, deltas: &[SeasonTotalDelta]) -> Result<(), WriteError> {
+                pub(super) async fn apply_season_totals(tx: &mut Tx, deltas: &[SeasonTotalDelta]) -> Result<(), WriteError> {
                     for chunk in deltas.chunks(INSERT_CHUNK_ROWS) {
                         let mut upsert = QueryBuilder::<$db>::new(
                             "INSERT INTO citizen_season_totals (season_id, citizen_id, claimed_fen, cap_fen) ",
@@ -353,7 +355,7 @@ macro_rules! season_store {
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
-                        "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                     )
                     .bind(season.id)
                     .bind(season.name.clone())
@@ -361,6 +363,7 @@ macro_rules! season_store {
                     .bind(season.starts_at.unix_us())
                     .bind(season.ends_at.unix_us())
                     .bind(season.per_citizen_cap.map(|c| c.as_fen()))
+                    .bind(i32::from(season.allow_stacking))
                     .bind(Timestamp::now().unix_us())
                     .execute(&mut *tx)
                     .await?;

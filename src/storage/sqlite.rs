@@ -13,6 +13,7 @@ use sqlx::sqlite::{
 use super::ConnectOptions;
 use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
+use super::till_sql::till_store;
 use crate::domain::time::Clock;
 
 const BACKEND: Backend = Backend::Sqlite;
@@ -50,3 +51,4 @@ impl SqliteStore {
 
 sql_store!(SqliteStore, sqlx::Sqlite);
 season_store!(SqliteStore, sqlx::Sqlite);
+till_store!(SqliteStore, sqlx::Sqlite);

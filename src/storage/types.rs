@@ -218,3 +218,143 @@ pub trait SeasonStore: Send + Sync {
         entry: Option<&NewEntry>,
     ) -> Result<(), WriteError>;
 }
+
+/// A terminal as authentication needs it.
+#[derive(Clone, Debug)]
+pub struct TerminalRecord {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub public_key: Vec<u8>,
+    pub label: String,
+    pub revoked: bool,
+}
+
+/// The public half of a QR signing key and its validity.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QrKeyRecord {
+    pub key_id: String,
+    pub public_key: Vec<u8>,
+    pub valid_from: Timestamp,
+    pub retired_at: Option<Timestamp>,
+}
+
+/// A redemption ready to commit: the checks that need the database run inside its transaction.
+#[derive(Clone, Debug)]
+pub struct NewRedemption {
+    pub id: Uuid,
+    pub voucher_id: Uuid,
+    pub merchant_id: Uuid,
+    pub terminal_id: Uuid,
+    pub season_id: Uuid,
+    pub batch_id: Uuid,
+    pub order_ref: String,
+    pub order_slot: String,
+    pub order_amount_fen: i64,
+    pub discount_fen: i64,
+    pub funders_json: String,
+    pub redeemed_at: Timestamp,
+    pub qr_nonce: Vec<u8>,
+    pub entry: NewEntry,
+    pub answer: IdemRecord,
+}
+
+#[derive(Clone, Debug)]
+pub struct RedemptionRecord {
+    pub id: Uuid,
+    pub voucher_id: Uuid,
+    pub merchant_id: Uuid,
+    pub terminal_id: Uuid,
+    pub season_id: Uuid,
+    pub batch_id: Uuid,
+    pub order_ref: String,
+    pub order_amount_fen: i64,
+    pub discount_fen: i64,
+    pub funders_json: String,
+    pub redeemed_at: Timestamp,
+    pub reversed_at: Option<Timestamp>,
+    pub reversal_id: Option<Uuid>,
+    pub settled: bool,
+}
+
+#[derive(Clone, Debug)]
+pub struct NewReversal {
+    pub redemption_id: Uuid,
+    pub reversal_id: Uuid,
+    pub voucher_id: Uuid,
+    pub batch_id: Uuid,
+    pub reason: String,
+    pub at: Timestamp,
+    /// "active" (still valid) or "expired" (its value and stock go back to the batch).
+    pub voucher_status: &'static str,
+    pub season_total: Option<SeasonTotalDelta>,
+    pub entry: NewEntry,
+    pub answer: IdemRecord,
+}
+
+/// Refusals a redemption or reversal transaction can end with (carried in `WriteError::Conflict`).
+pub mod conflict {
+    pub const QR_REPLAYED: &str = "qr_replayed";
+    pub const VOUCHER_STATE: &str = "voucher_not_redeemable";
+    pub const ORDER_REF_USED: &str = "order_ref_used";
+    pub const ALREADY_REVERSED: &str = "already_reversed";
+    pub const ALREADY_SETTLED: &str = "already_settled";
+}
+
+#[async_trait]
+pub trait TillStore: Send + Sync {
+    async fn insert_merchant(
+        &self,
+        merchant: &crate::domain::merchant::Merchant,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError>;
+
+    async fn merchant(&self, id: Uuid) -> Result<Option<crate::domain::merchant::Merchant>, StorageError>;
+
+    /// Merchants within a region (a city, or a whole province), by name.
+    async fn merchants_in(
+        &self,
+        region: RegionCode,
+        limit: i64,
+    ) -> Result<Vec<crate::domain::merchant::Merchant>, StorageError>;
+
+    async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError>;
+
+    async fn insert_terminal(
+        &self,
+        terminal: &TerminalRecord,
+        at: Timestamp,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError>;
+
+    async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError>;
+
+    async fn revoke_terminal(
+        &self,
+        merchant_id: Uuid,
+        terminal_id: Uuid,
+        at: Timestamp,
+    ) -> Result<bool, StorageError>;
+
+    /// Records a request nonce; false if this terminal used it before.
+    async fn record_nonce(&self, terminal_id: Uuid, nonce: &str, at: Timestamp)
+    -> Result<bool, StorageError>;
+
+    /// QR keys, newest first.
+    async fn qr_keys(&self) -> Result<Vec<QrKeyRecord>, StorageError>;
+
+    /// Adds a key and retires every older active key at the same moment.
+    async fn insert_qr_key(&self, key: &QrKeyRecord) -> Result<(), StorageError>;
+
+    async fn qr_nonce_used(&self, nonce: &[u8]) -> Result<bool, StorageError>;
+
+    async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError>;
+
+    async fn commit_redemption(&self, redemption: &NewRedemption) -> Result<(), WriteError>;
+
+    async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError>;
+
+    async fn commit_reversal(&self, reversal: &NewReversal) -> Result<(), WriteError>;
+
+    /// Stores an answer on its own (a refusal decided without writing anything else).
+    async fn save_answer(&self, answer: &IdemRecord) -> Result<(), WriteError>;
+}

@@ -1,0 +1,277 @@
+//! Merchants and their terminals (staff endpoints).
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::response::Response;
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery, Staff};
+use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
+use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount};
+use crate::domain::region::{RegionCode, RegionLevel};
+use crate::domain::season::Category;
+use crate::domain::staff::{Role, StaffScope};
+use crate::storage::{IdemRecord, TerminalRecord, WriteError};
+
+fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+    ApiError::unprocessable(code, message)
+}
+
+fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, ApiError> {
+    let value = value.trim();
+    if value.is_empty() || value.chars().count() > max_chars || value.chars().any(char::is_control) {
+        return Err(invalid("invalid_field", format!("{what} must be 1-{max_chars} characters")));
+    }
+    Ok(value.to_owned())
+}
+
+/// City admins manage their own city's merchants; province admins their province's.
+fn require_admin_of(staff: &Staff, city: RegionCode) -> Result<StaffScope, ApiError> {
+    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    if !scope.covers(city) {
+        return Err(ApiError::forbidden(format!(
+            "a {} of {} cannot manage merchants of {city}",
+            scope.role, scope.region
+        )));
+    }
+    Ok(scope)
+}
+
+pub fn merchant_json(merchant: &Merchant) -> Value {
+    json!({
+        "id": merchant.id,
+        "name": merchant.name,
+        "credit_code": merchant.credit_code.as_str(),
+        "category": merchant.category.as_str(),
+        "city": merchant.city,
+        "status": merchant.status.as_str(),
+        "settlement_account": {
+            "bank": merchant.settlement.bank,
+            "account_name": merchant.settlement.account_name,
+            "account_no": merchant.settlement.account_no,
+        },
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettlementBody {
+    bank: String,
+    account_no: String,
+    account_name: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateMerchant {
+    name: String,
+    credit_code: String,
+    category: String,
+    city: String,
+    settlement_account: SettlementBody,
+}
+
+fn parse_merchant(request: CreateMerchant) -> Result<Merchant, ApiError> {
+    let credit_code =
+        CreditCode::parse(&request.credit_code).map_err(|e| invalid(e.code(), e.to_string()))?;
+    let category: Category = request.category.parse().map_err(|e: String| invalid("invalid_category", e))?;
+    let city: RegionCode = request
+        .city
+        .parse()
+        .map_err(|e: crate::domain::region::RegionError| invalid("invalid_region", e.to_string()))?;
+    if city.level() != RegionLevel::City {
+        return Err(invalid("invalid_region", "a merchant belongs to a city (xxxx00)"));
+    }
+    let account_no = request.settlement_account.account_no.trim().to_owned();
+    if !(8..=34).contains(&account_no.len()) || !account_no.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("invalid_account", "account_no must be 8-34 digits"));
+    }
+    Ok(Merchant {
+        id: Uuid::now_v7(),
+        name: text_field(&request.name, "name", 100)?,
+        credit_code,
+        category,
+        city,
+        settlement: SettlementAccount {
+            bank: text_field(&request.settlement_account.bank, "bank", 100)?,
+            account_no,
+            account_name: text_field(&request.settlement_account.account_name, "account_name", 100)?,
+        },
+        status: MerchantStatus::Active,
+    })
+}
+
+/// Registers a merchant (city_admin of its city, or province_admin).
+pub async fn create(
+    State(state): State<AppState>,
+    staff: Staff,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    let hash = request_hash("POST", "/v1/merchants", &body);
+    let scope = format!("staff:{}", staff.1);
+    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let merchant = parse_merchant(parse_json(&body)?)?;
+    require_admin_of(&staff, merchant.city)?;
+    let record = IdemRecord {
+        scope,
+        key,
+        request_hash: hash,
+        status: 201,
+        body: merchant_json(&merchant).to_string(),
+    };
+    match state.store().insert_merchant(&merchant, &record).await {
+        Ok(()) => Ok(json_response(201, record.body)),
+        Err(WriteError::IdempotencyTaken) => {
+            replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
+                .await?
+                .ok_or_else(ApiError::internal)
+        }
+        Err(WriteError::Conflict(_)) => Err(ApiError::conflict(
+            "merchant_exists",
+            "a merchant with this credit code is already registered",
+        )),
+        Err(WriteError::Ledger(e)) => Err(ApiError::unprocessable("ledger_refused", e.to_string())),
+        Err(WriteError::Storage(e)) => Err(e.into()),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    city: Option<String>,
+}
+
+/// Merchants of a city (or of the caller's whole region when no city is given).
+pub async fn list(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let region = match &query.city {
+        Some(city) => city
+            .parse()
+            .map_err(|e: crate::domain::region::RegionError| invalid("invalid_region", e.to_string()))?,
+        None => staff.0.region,
+    };
+    if !staff.0.covers(region) {
+        return Err(ApiError::forbidden(format!(
+            "a {} of {} cannot see merchants of {region}",
+            staff.0.role, staff.0.region
+        )));
+    }
+    let merchants: Vec<Value> =
+        state.store().merchants_in(region, 500).await?.iter().map(merchant_json).collect();
+    Ok(Json(json!({ "merchants": merchants })))
+}
+
+async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiError> {
+    state
+        .store()
+        .merchant(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))
+}
+
+async fn set_status(
+    state: &AppState,
+    staff: &Staff,
+    id: Uuid,
+    status: MerchantStatus,
+) -> Result<Json<Value>, ApiError> {
+    let merchant = load(state, id).await?;
+    require_admin_of(staff, merchant.city)?;
+    state.store().set_merchant_status(id, status.as_str()).await?;
+    tracing::info!(merchant = %id, status = status.as_str(), "merchant status changed");
+    Ok(Json(json!({"id": id, "status": status.as_str()})))
+}
+
+pub async fn suspend(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(&state, &staff, id, MerchantStatus::Suspended).await
+}
+
+pub async fn activate(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(&state, &staff, id, MerchantStatus::Active).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegisterTerminal {
+    public_key: String,
+    #[serde(default)]
+    label: String,
+}
+
+/// Registers a till's Ed25519 public key for a merchant; the till keeps its private key.
+pub async fn register_terminal(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(merchant_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let merchant = load(&state, merchant_id).await?;
+    require_admin_of(&staff, merchant.city)?;
+    let hash = request_hash("POST", &format!("/v1/merchants/{merchant_id}/terminals"), &body);
+    let scope = format!("staff:{}", staff.1);
+    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: RegisterTerminal = parse_json(&body)?;
+    let public_key = URL_SAFE_NO_PAD
+        .decode(request.public_key.trim().trim_end_matches('='))
+        .ok()
+        .filter(|k| k.len() == 32)
+        .ok_or_else(|| invalid("invalid_public_key", "public_key must be 32 bytes of base64url"))?;
+    let label: String = request.label.trim().chars().take(100).collect();
+    let terminal =
+        TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
+    let answer = json!({"terminal_id": terminal.id, "merchant_id": merchant_id, "label": label});
+    let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
+    match state.store().insert_terminal(&terminal, state.clock().now(), &record).await {
+        Ok(()) => Ok(json_response(201, record.body)),
+        Err(WriteError::IdempotencyTaken) => {
+            replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
+                .await?
+                .ok_or_else(ApiError::internal)
+        }
+        Err(WriteError::Conflict(_)) => {
+            Err(ApiError::conflict("terminal_exists", "this public key is already registered"))
+        }
+        Err(WriteError::Ledger(e)) => Err(ApiError::unprocessable("ledger_refused", e.to_string())),
+        Err(WriteError::Storage(e)) => Err(e.into()),
+    }
+}
+
+pub async fn revoke_terminal(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath((merchant_id, terminal_id)): ApiPath<(Uuid, Uuid)>,
+) -> Result<Json<Value>, ApiError> {
+    let merchant = load(&state, merchant_id).await?;
+    require_admin_of(&staff, merchant.city)?;
+    let revoked = state.store().revoke_terminal(merchant_id, terminal_id, state.clock().now()).await?;
+    if !revoked && state.store().terminal(terminal_id).await?.is_none_or(|t| t.merchant_id != merchant_id) {
+        return Err(ApiError::not_found("terminal_not_found", "no such terminal at this merchant"));
+    }
+    Ok(Json(json!({"terminal_id": terminal_id, "revoked": true})))
+}

@@ -1,0 +1,470 @@
+//! The till: signed terminal requests, redemptions, reversals, and the published QR keys.
+//!
+//! Order of application when a benefit card and a voucher meet on one order (documented in
+//! ARCHITECTURE.md): the merchant's member discount applies first, then the government voucher on
+//! what remains; `order_amount` sent here is the amount after any member discount.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wenhui_merchant_sdk::signing::{
+    HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, SignatureError, SignedParts,
+};
+use wenhui_merchant_sdk::token::{QrToken, TokenError, TokenKind};
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::ApiPath;
+use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
+use crate::domain::accounts;
+use crate::domain::ledger::{NewEntry, NewPosting, Side};
+use crate::domain::merchant::{Merchant, MerchantStatus};
+use crate::domain::money::{Fen, Yuan};
+use crate::domain::region::RegionLevel;
+use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
+use crate::storage::{
+    IdemRecord, NewRedemption, NewReversal, SeasonTotalDelta, TerminalRecord, WriteError, conflict,
+};
+
+/// A verified terminal request.
+pub struct TerminalCtx {
+    pub terminal: TerminalRecord,
+    pub merchant: Merchant,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
+    headers.get(name).and_then(|v| v.to_str().ok()).ok_or_else(|| {
+        ApiError::unauthorized("missing_signature", format!("terminal requests need the {name} header"))
+    })
+}
+
+/// Checks a terminal request's signature, freshness, nonce, and standing.
+pub async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TerminalCtx, ApiError> {
+    let unknown = || ApiError::unauthorized("unknown_terminal", "no such terminal");
+    let terminal_id: Uuid = header(headers, HEADER_TERMINAL)?.parse().map_err(|_| unknown())?;
+    let timestamp_s: i64 = header(headers, HEADER_TIMESTAMP)?
+        .parse()
+        .map_err(|_| ApiError::unauthorized("stale_request", "Wenhui-Timestamp must be Unix seconds"))?;
+    let nonce = header(headers, HEADER_NONCE)?;
+    let signature = header(headers, HEADER_SIGNATURE)?;
+    let terminal = state.store().terminal(terminal_id).await?.ok_or_else(unknown)?;
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
+    let parts = SignedParts { method: method.as_str(), path_and_query, timestamp_s, nonce, body };
+    let now = state.clock().now();
+    match parts.verify(&terminal.public_key, signature, now.unix_us().div_euclid(1_000_000)) {
+        Ok(()) => {}
+        Err(SignatureError::Stale) => {
+            return Err(ApiError::unauthorized(
+                "stale_request",
+                "the request timestamp is more than 5 minutes off",
+            ));
+        }
+        Err(error) => return Err(ApiError::unauthorized("bad_signature", error.to_string())),
+    }
+    if terminal.revoked {
+        return Err(ApiError::forbidden_code("terminal_revoked", "this terminal has been revoked"));
+    }
+    let merchant = state.store().merchant(terminal.merchant_id).await?.ok_or_else(unknown)?;
+    if merchant.status == MerchantStatus::Suspended {
+        return Err(ApiError::forbidden_code("merchant_suspended", "this merchant is suspended"));
+    }
+    if !state.store().record_nonce(terminal.id, nonce, now).await? {
+        return Err(ApiError::unauthorized("replayed_request", "this nonce was already used"));
+    }
+    Ok(TerminalCtx { terminal, merchant })
+}
+
+/// The published QR verification keys (current and previous), for tills to verify offline.
+pub async fn keys(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    let ring = state.qr().ring().await?;
+    Ok(Json(serde_json::to_value(&ring).map_err(|_| ApiError::internal())?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RedeemBody {
+    qr: String,
+    order_amount: Yuan,
+    order_ref: String,
+}
+
+/// What a redemption will write, once every check has passed.
+struct Plan {
+    voucher: Voucher,
+    batch: Batch,
+    season: Season,
+    discount: Fen,
+    /// (funder, value part, discount part)
+    parts: Vec<(crate::domain::region::RegionCode, Fen, Fen)>,
+}
+
+fn token_error(error: TokenError) -> ApiError {
+    match error {
+        TokenError::Expired(_) => {
+            ApiError::new(axum::http::StatusCode::GONE, "qr_expired", error.to_string())
+        }
+        other => ApiError::unprocessable("qr_invalid", other.to_string()),
+    }
+}
+
+/// The checks, cheapest first, each with its own code.
+async fn plan(
+    state: &AppState,
+    merchant: &Merchant,
+    qr: &str,
+    order_amount: Fen,
+) -> Result<(Plan, Vec<u8>), ApiError> {
+    let token = QrToken::parse(qr).map_err(token_error)?;
+    let now = state.clock().now();
+    let ring = state.qr().ring().await?;
+    let payload = ring.verify(&token, now.unix_us().div_euclid(1_000_000)).map_err(token_error)?.clone();
+    if payload.kind != TokenKind::Voucher {
+        return Err(ApiError::unprocessable("qr_invalid", "this is not a voucher code"));
+    }
+    if state.store().qr_nonce_used(&payload.nonce).await? {
+        return Err(ApiError::conflict(
+            "qr_replayed",
+            "this QR code was already used; refresh it on the phone",
+        ));
+    }
+    let voucher = state
+        .store()
+        .voucher(payload.subject)
+        .await?
+        .ok_or_else(|| ApiError::not_found("voucher_not_found", "no such voucher"))?;
+    let status = voucher.status_at(now);
+    if status != VoucherStatus::Active {
+        return Err(not_redeemable(status.as_str()));
+    }
+    let batch = state.store().batch(voucher.batch_id).await?.ok_or_else(ApiError::internal)?;
+    let season = state.store().season(voucher.season_id).await?.ok_or_else(ApiError::internal)?;
+    if season.status_at(now) != SeasonStatus::Open {
+        return Err(ApiError::conflict("season_closed", "the season is not open"));
+    }
+    merchant.eligible_for(&batch).map_err(|m| ApiError::forbidden_code("merchant_not_eligible", m))?;
+    let discount = batch
+        .terms
+        .discount(order_amount)
+        .map_err(|e| ApiError::unprocessable("below_min_spend", e.to_string()))?;
+    if discount.is_zero() {
+        return Err(ApiError::unprocessable("below_min_spend", "the order is too small for any discount"));
+    }
+    let values = batch.funding.split(voucher.value);
+    let discounts = batch.funding.split_within(discount, voucher.value);
+    let parts = values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect();
+    Ok((Plan { voucher, batch, season, discount, parts }, payload.nonce.to_vec()))
+}
+
+fn not_redeemable(state: &str) -> ApiError {
+    ApiError::conflict("voucher_not_redeemable", format!("the voucher is {state}"))
+}
+
+/// The voucher's value leaves liability: the discount to the merchant, the rest back to the pool.
+fn redemption_entry(plan: &Plan, merchant: Uuid, redemption: Uuid) -> NewEntry {
+    let (season, batch) = (plan.batch.season_id, plan.batch.id);
+    let mut postings = Vec::new();
+    for (funder, value, discount) in &plan.parts {
+        let rest = value.as_fen() - discount.as_fen();
+        let mut push = |account, side, amount_fen: i64| {
+            if amount_fen > 0 {
+                postings.push(NewPosting { account, side, amount_fen });
+            }
+        };
+        push(accounts::issued(season, batch, *funder), Side::Debit, value.as_fen());
+        push(accounts::payable(season, merchant, *funder), Side::Credit, discount.as_fen());
+        push(accounts::pool(season, *funder), Side::Credit, rest);
+    }
+    NewEntry {
+        id: Uuid::now_v7(),
+        kind: "redemption".into(),
+        reference: format!("redemption:{redemption}"),
+        postings,
+    }
+}
+
+fn order_slot(plan: &Plan) -> String {
+    if !plan.season.allow_stacking {
+        return "any".into();
+    }
+    match plan.batch.issuer.level() {
+        RegionLevel::Province => "province".into(),
+        _ => "city".into(),
+    }
+}
+
+/// Redeems a voucher at the till (a signed terminal request with an Idempotency-Key).
+pub async fn redeem(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
+    let scope = format!("terminal:{}", ctx.terminal.id);
+    let hash = request_hash("POST", "/v1/redemptions", &body);
+    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: RedeemBody = parse_json(&body)?;
+    let order_ref = request.order_ref.trim().to_owned();
+    if order_ref.is_empty() || order_ref.len() > 64 || request.order_amount.0.is_zero() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "order_ref is 1-64 characters and order_amount above 0.00",
+        ));
+    }
+    let record = |status: u16, body: String| IdemRecord {
+        scope: scope.clone(),
+        key: key.clone(),
+        request_hash: hash.clone(),
+        status,
+        body,
+    };
+    let (plan, qr_nonce) = match plan(&state, &ctx.merchant, &request.qr, request.order_amount.0).await {
+        Ok(planned) => planned,
+        Err(refusal) => return remember_refusal(&state, refusal, record).await,
+    };
+    let id = Uuid::now_v7();
+    let funders: Vec<Value> = plan
+        .parts
+        .iter()
+        .filter(|(_, _, d)| !d.is_zero())
+        .map(|(funder, _, d)| json!({"funder": funder, "amount": d.to_string()}))
+        .collect();
+    let payable = request.order_amount.0.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
+    let answer = json!({
+        "redemption_id": id, "voucher_id": plan.voucher.id, "merchant_id": ctx.merchant.id,
+        "order_ref": order_ref, "order_amount": request.order_amount.0.to_string(),
+        "discount": plan.discount.to_string(), "payable": payable.to_string(), "funders": funders,
+    });
+    let redemption = NewRedemption {
+        id,
+        voucher_id: plan.voucher.id,
+        merchant_id: ctx.merchant.id,
+        terminal_id: ctx.terminal.id,
+        season_id: plan.season.id,
+        batch_id: plan.batch.id,
+        order_slot: order_slot(&plan),
+        order_ref,
+        order_amount_fen: request.order_amount.0.as_fen(),
+        discount_fen: plan.discount.as_fen(),
+        funders_json: Value::Array(funders).to_string(),
+        redeemed_at: state.clock().now(),
+        qr_nonce,
+        entry: redemption_entry(&plan, ctx.merchant.id, id),
+        answer: record(201, answer.to_string()),
+    };
+    match state.store().commit_redemption(&redemption).await {
+        Ok(()) => Ok(json_response(201, redemption.answer.body)),
+        Err(error) => write_refusal(&state, error, &redemption.answer).await,
+    }
+}
+
+/// Stores a refusal under the idempotency key so a retry gets the same answer.
+async fn remember_refusal(
+    state: &AppState,
+    refusal: ApiError,
+    record: impl Fn(u16, String) -> IdemRecord,
+) -> Result<Response, ApiError> {
+    if refusal.status.is_client_error() {
+        let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
+        let stored = record(refusal.status.as_u16(), body);
+        if let Err(WriteError::IdempotencyTaken) = state.store().save_answer(&stored).await {
+            return replay_if_known(state.store(), &stored.scope, &stored.key, &stored.request_hash)
+                .await?
+                .ok_or_else(ApiError::internal);
+        }
+    }
+    Err(refusal)
+}
+
+async fn write_refusal(
+    state: &AppState,
+    error: WriteError,
+    stored: &IdemRecord,
+) -> Result<Response, ApiError> {
+    let refusal = match error {
+        WriteError::IdempotencyTaken => {
+            return replay_if_known(state.store(), &stored.scope, &stored.key, &stored.request_hash)
+                .await?
+                .ok_or_else(ApiError::internal);
+        }
+        WriteError::Conflict(what) if what == conflict::QR_REPLAYED => {
+            ApiError::conflict("qr_replayed", "this QR code was already used; refresh it on the phone")
+        }
+        WriteError::Conflict(what) if what.starts_with(conflict::VOUCHER_STATE) => {
+            not_redeemable(what.rsplit(':').next().unwrap_or("unknown"))
+        }
+        WriteError::Conflict(what) if what.starts_with(conflict::ORDER_REF_USED) => order_ref_refusal(&what),
+        WriteError::Conflict(what) if what == conflict::ALREADY_SETTLED => {
+            ApiError::conflict("already_settled", "the redemption has been settled and cannot be reversed")
+        }
+        WriteError::Conflict(what) if what == conflict::ALREADY_REVERSED => {
+            ApiError::conflict("already_reversed", "the redemption was already reversed")
+        }
+        WriteError::Conflict(what) => ApiError::conflict("conflict", what),
+        WriteError::Ledger(refusal) => ApiError::conflict("budget_exceeded", refusal.to_string()),
+        WriteError::Storage(error) => return Err(error.into()),
+    };
+    let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
+    let record = IdemRecord { status: refusal.status.as_u16(), body, ..stored.clone() };
+    let _ = state.store().save_answer(&record).await;
+    Err(refusal)
+}
+
+fn order_ref_refusal(what: &str) -> ApiError {
+    if what.ends_with(":stacking") {
+        ApiError::conflict(
+            "stacking_not_allowed",
+            "provincial and city vouchers cannot be combined on one order",
+        )
+    } else {
+        ApiError::conflict("order_ref_used", "a voucher was already redeemed on this order")
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReverseBody {
+    reason: String,
+}
+
+/// The compensating entry for a refunded sale. A still-valid voucher gets its full value back in
+/// liability (the discount from the merchant, the unused rest from the pool); an expired one
+/// returns its value and its stock to the batch (or to the pool once the batch has closed).
+fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, reactivate: bool) -> NewEntry {
+    let (season, batch) = (plan.batch.season_id, plan.batch.id);
+    let mut postings = Vec::new();
+    for (funder, value, discount) in &plan.parts {
+        let rest = value.as_fen() - discount.as_fen();
+        let mut push = |account, side, amount_fen: i64| {
+            if amount_fen > 0 {
+                postings.push(NewPosting { account, side, amount_fen });
+            }
+        };
+        push(accounts::payable(season, merchant, *funder), Side::Debit, discount.as_fen());
+        if reactivate {
+            push(accounts::pool(season, *funder), Side::Debit, rest);
+            push(accounts::issued(season, batch, *funder), Side::Credit, value.as_fen());
+        } else if plan.batch.reserve_returned {
+            push(accounts::pool(season, *funder), Side::Credit, discount.as_fen());
+        } else {
+            push(accounts::pool(season, *funder), Side::Debit, rest);
+            push(accounts::reserve(season, batch, *funder), Side::Credit, value.as_fen());
+        }
+    }
+    NewEntry {
+        id: Uuid::now_v7(),
+        kind: "reversal".into(),
+        reference: format!("reversal:{reversal}"),
+        postings,
+    }
+}
+
+/// Reverses a redemption (a refunded sale), signed by a terminal of the same merchant.
+pub async fn reverse(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiPath(redemption_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
+    let scope = format!("terminal:{}", ctx.terminal.id);
+    let hash = request_hash("POST", &format!("/v1/redemptions/{redemption_id}/reversal"), &body);
+    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: ReverseBody = parse_json(&body)?;
+    let reason = request.reason.trim().chars().take(200).collect::<String>();
+    if reason.is_empty() {
+        return Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason"));
+    }
+    let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
+    let record = record
+        .ok_or_else(|| ApiError::not_found("redemption_not_found", "no such redemption at this merchant"))?;
+    let voucher = state.store().voucher(record.voucher_id).await?.ok_or_else(ApiError::internal)?;
+    let batch = state.store().batch(record.batch_id).await?.ok_or_else(ApiError::internal)?;
+    let season = state.store().season(record.season_id).await?.ok_or_else(ApiError::internal)?;
+    let now = state.clock().now();
+    let discount = Fen::new(record.discount_fen).map_err(|_| ApiError::internal())?;
+    let values = batch.funding.split(voucher.value);
+    let discounts = batch.funding.split_within(discount, voucher.value);
+    let parts = values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect();
+    let reactivate = now < voucher.expires_at && season.status_at(now) == SeasonStatus::Open;
+    let plan = Plan { voucher, batch, season, discount, parts };
+    let reversal_id = Uuid::now_v7();
+    let voucher_status = if reactivate { "active" } else { "expired" };
+    let answer = json!({
+        "reversal_id": reversal_id, "redemption_id": redemption_id, "voucher_id": plan.voucher.id,
+        "voucher_status": voucher_status, "amount": discount.to_string(),
+    });
+    let season_total = match (reactivate, plan.season.per_citizen_cap) {
+        (false, Some(cap)) => Some(SeasonTotalDelta {
+            season_id: plan.season.id,
+            citizen_id: plan.voucher.citizen_id,
+            delta_fen: -plan.voucher.value.as_fen(),
+            cap_fen: cap.as_fen(),
+        }),
+        _ => None,
+    };
+    let reversal = NewReversal {
+        redemption_id,
+        reversal_id,
+        voucher_id: plan.voucher.id,
+        batch_id: plan.batch.id,
+        reason,
+        at: now,
+        voucher_status,
+        season_total,
+        entry: reversal_entry(&plan, ctx.merchant.id, reversal_id, reactivate),
+        answer: IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() },
+    };
+    match state.store().commit_reversal(&reversal).await {
+        Ok(()) => {
+            if !reactivate {
+                state.writer().invalidate().await;
+            }
+            Ok(json_response(201, reversal.answer.body))
+        }
+        Err(error) => write_refusal(&state, error, &reversal.answer).await,
+    }
+}
+
+/// A redemption, for the merchant's own terminals.
+pub async fn get(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiPath(redemption_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
+    let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
+    let r = record
+        .ok_or_else(|| ApiError::not_found("redemption_not_found", "no such redemption at this merchant"))?;
+    let yuan = |fen: i64| Fen::new(fen).map(|f| f.to_string()).unwrap_or_default();
+    let funders: Value = serde_json::from_str(&r.funders_json).unwrap_or(Value::Null);
+    Ok(Json(json!({
+        "redemption_id": r.id, "voucher_id": r.voucher_id, "merchant_id": r.merchant_id, "terminal_id": r.terminal_id,
+        "order_ref": r.order_ref, "order_amount": yuan(r.order_amount_fen), "discount": yuan(r.discount_fen),
+        "payable": yuan(r.order_amount_fen - r.discount_fen), "funders": funders,
+        "redeemed_at": r.redeemed_at.to_string(), "reversed": r.reversed_at.is_some(),
+        "reversed_at": r.reversed_at.map(|t| t.to_string()), "reversal_id": r.reversal_id, "settled": r.settled,
+    })))
+}

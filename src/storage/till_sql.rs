@@ -1,0 +1,402 @@
+//! SQL for merchants, terminals, QR keys and redemptions, shared by both backends and
+//! instantiated per backend by [`till_store!`] (see `sql.rs` for the pattern).
+
+use uuid::Uuid;
+
+use super::StorageError;
+use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount};
+
+pub(crate) const MERCHANT_COLUMNS: &str =
+    "id, name, credit_code, category, city, bank, account_no, account_name, status";
+pub(crate) const REDEMPTION_COLUMNS: &str = "id, voucher_id, merchant_id, terminal_id, season_id, batch_id, \
+     order_ref, order_amount_fen, discount_fen, funders, redeemed_at_us, reversed_at_us, reversal_id, settled_at_us";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct MerchantRow {
+    id: Uuid,
+    name: String,
+    credit_code: String,
+    category: String,
+    city: String,
+    bank: String,
+    account_no: String,
+    account_name: String,
+    status: String,
+}
+
+impl MerchantRow {
+    pub fn into_merchant(self) -> Result<Merchant, StorageError> {
+        let corrupt = |what: &str| StorageError::Corrupt(format!("merchant {}: {what}", self.id));
+        Ok(Merchant {
+            id: self.id,
+            name: self.name.clone(),
+            credit_code: CreditCode::parse(&self.credit_code).map_err(|_| corrupt("credit code"))?,
+            category: self.category.parse().map_err(|_| corrupt("category"))?,
+            city: self.city.parse().map_err(|_| corrupt("city"))?,
+            settlement: SettlementAccount {
+                bank: self.bank.clone(),
+                account_no: self.account_no.clone(),
+                account_name: self.account_name.clone(),
+            },
+            status: MerchantStatus::parse(&self.status).ok_or_else(|| corrupt("status"))?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct RedemptionRow {
+    id: Uuid,
+    voucher_id: Uuid,
+    merchant_id: Uuid,
+    terminal_id: Uuid,
+    season_id: Uuid,
+    batch_id: Uuid,
+    order_ref: String,
+    order_amount_fen: i64,
+    discount_fen: i64,
+    funders: String,
+    redeemed_at_us: i64,
+    reversed_at_us: Option<i64>,
+    reversal_id: Option<Uuid>,
+    settled_at_us: Option<i64>,
+}
+
+impl RedemptionRow {
+    pub fn into_record(self) -> super::RedemptionRecord {
+        use crate::domain::time::Timestamp;
+        super::RedemptionRecord {
+            id: self.id,
+            voucher_id: self.voucher_id,
+            merchant_id: self.merchant_id,
+            terminal_id: self.terminal_id,
+            season_id: self.season_id,
+            batch_id: self.batch_id,
+            order_ref: self.order_ref,
+            order_amount_fen: self.order_amount_fen,
+            discount_fen: self.discount_fen,
+            funders_json: self.funders,
+            redeemed_at: Timestamp::from_unix_us(self.redeemed_at_us),
+            reversed_at: self.reversed_at_us.map(Timestamp::from_unix_us),
+            reversal_id: self.reversal_id,
+            settled: self.settled_at_us.is_some(),
+        }
+    }
+}
+
+macro_rules! till_store {
+    ($store:ident, $db:ty) => {
+        mod till_impl {
+            use async_trait::async_trait;
+            use uuid::Uuid;
+
+            use super::$store;
+            use crate::domain::merchant::Merchant;
+            use crate::domain::region::{RegionCode, RegionLevel};
+            use crate::domain::season::Voucher;
+            use crate::domain::time::Timestamp;
+            use crate::storage::season_sql::{VOUCHER_COLUMNS, VoucherRow};
+            use crate::storage::till_sql::{MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow};
+            use crate::storage::{
+                IdemRecord, NewRedemption, NewReversal, QrKeyRecord, RedemptionRecord, StorageError,
+                TerminalRecord, TillStore, WriteError, conflict,
+            };
+
+            #[async_trait]
+            impl TillStore for $store {
+                async fn insert_merchant(&self, merchant: &Merchant, answer: &IdemRecord) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    sqlx::query(
+                        "INSERT INTO merchants (id, name, credit_code, category, city, bank, account_no, account_name, status, created_at_us) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    )
+                    .bind(merchant.id)
+                    .bind(merchant.name.clone())
+                    .bind(merchant.credit_code.as_str().to_owned())
+                    .bind(merchant.category.as_str())
+                    .bind(merchant.city.to_string())
+                    .bind(merchant.settlement.bank.clone())
+                    .bind(merchant.settlement.account_no.clone())
+                    .bind(merchant.settlement.account_name.clone())
+                    .bind(merchant.status.as_str())
+                    .bind(Timestamp::now().unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn merchant(&self, id: Uuid) -> Result<Option<Merchant>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1"));
+                    let row: Option<MerchantRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    row.map(MerchantRow::into_merchant).transpose()
+                }
+
+                async fn merchants_in(&self, region: RegionCode, limit: i64) -> Result<Vec<Merchant>, StorageError> {
+                    // A city matches itself; a province matches every city with its two-digit prefix.
+                    let pattern = match region.level() {
+                        RegionLevel::Province => format!("{}%", &region.to_string()[..2]),
+                        _ => region.to_string(),
+                    };
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE city LIKE $1 ORDER BY name, id LIMIT $2"
+                    ));
+                    let rows: Vec<MerchantRow> =
+                        sqlx::query_as(sql).bind(pattern).bind(limit).fetch_all(&self.pool).await?;
+                    rows.into_iter().map(MerchantRow::into_merchant).collect()
+                }
+
+                async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError> {
+                    let done = sqlx::query("UPDATE merchants SET status = $1 WHERE id = $2")
+                        .bind(status.to_owned())
+                        .bind(id)
+                        .execute(&self.pool)
+                        .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn insert_terminal(
+                    &self,
+                    terminal: &TerminalRecord,
+                    at: Timestamp,
+                    answer: &IdemRecord,
+                ) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    sqlx::query(
+                        "INSERT INTO terminals (id, merchant_id, public_key, label, created_at_us) VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(terminal.id)
+                    .bind(terminal.merchant_id)
+                    .bind(terminal.public_key.clone())
+                    .bind(terminal.label.clone())
+                    .bind(at.unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError> {
+                    let row: Option<(Uuid, Uuid, Vec<u8>, String, Option<i64>)> = sqlx::query_as(
+                        "SELECT id, merchant_id, public_key, label, revoked_at_us FROM terminals WHERE id = $1",
+                    )
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.map(|(id, merchant_id, public_key, label, revoked)| TerminalRecord {
+                        id,
+                        merchant_id,
+                        public_key,
+                        label,
+                        revoked: revoked.is_some(),
+                    }))
+                }
+
+                async fn revoke_terminal(&self, merchant_id: Uuid, terminal_id: Uuid, at: Timestamp) -> Result<bool, StorageError> {
+                    let done = sqlx::query(
+                        "UPDATE terminals SET revoked_at_us = $1 WHERE id = $2 AND merchant_id = $3 AND revoked_at_us IS NULL",
+                    )
+                    .bind(at.unix_us())
+                    .bind(terminal_id)
+                    .bind(merchant_id)
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn record_nonce(&self, terminal_id: Uuid, nonce: &str, at: Timestamp) -> Result<bool, StorageError> {
+                    let done = sqlx::query(
+                        "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                    )
+                    .bind(terminal_id)
+                    .bind(nonce.to_owned())
+                    .bind(at.unix_us())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn qr_keys(&self) -> Result<Vec<QrKeyRecord>, StorageError> {
+                    let rows: Vec<(String, Vec<u8>, i64, Option<i64>)> = sqlx::query_as(
+                        "SELECT key_id, public_key, valid_from_us, retired_at_us FROM qr_keys ORDER BY valid_from_us DESC, key_id LIMIT 10",
+                    )
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(key_id, public_key, from, retired)| QrKeyRecord {
+                            key_id,
+                            public_key,
+                            valid_from: Timestamp::from_unix_us(from),
+                            retired_at: retired.map(Timestamp::from_unix_us),
+                        })
+                        .collect())
+                }
+
+                async fn insert_qr_key(&self, key: &QrKeyRecord) -> Result<(), StorageError> {
+                    let mut tx = self.begin_write().await?;
+                    sqlx::query("UPDATE qr_keys SET retired_at_us = $1 WHERE retired_at_us IS NULL")
+                        .bind(key.valid_from.unix_us())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("INSERT INTO qr_keys (key_id, public_key, valid_from_us) VALUES ($1, $2, $3)")
+                        .bind(key.key_id.clone())
+                        .bind(key.public_key.clone())
+                        .bind(key.valid_from.unix_us())
+                        .execute(&mut *tx)
+                        .await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+
+                async fn qr_nonce_used(&self, nonce: &[u8]) -> Result<bool, StorageError> {
+                    let row: Option<(i64,)> = sqlx::query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
+                        .bind(nonce.to_vec())
+                        .fetch_optional(&self.pool)
+                        .await?;
+                    Ok(row.is_some())
+                }
+
+                async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE id = $1"));
+                    let row: Option<VoucherRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    row.map(VoucherRow::into_voucher).transpose()
+                }
+
+                async fn commit_redemption(&self, r: &NewRedemption) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    // Serialize with every other ledger writer first, so the checks below hold.
+                    Self::lock_head(&mut tx).await?;
+                    let spent: Option<(i64,)> = sqlx::query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
+                        .bind(r.qr_nonce.clone())
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if spent.is_some() {
+                        return Err(WriteError::Conflict(conflict::QR_REPLAYED.into()));
+                    }
+                    let status: Option<(String,)> = sqlx::query_as("SELECT status FROM vouchers WHERE id = $1")
+                        .bind(r.voucher_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match status {
+                        Some((s,)) if s == "active" => {}
+                        Some((s,)) => return Err(WriteError::Conflict(format!("{}:{s}", conflict::VOUCHER_STATE))),
+                        None => return Err(WriteError::Conflict(format!("{}:unknown", conflict::VOUCHER_STATE))),
+                    }
+                    let used: Option<(String,)> = sqlx::query_as(
+                        "SELECT b.issuer FROM redemptions r JOIN batches b ON b.id = r.batch_id \
+                         WHERE r.merchant_id = $1 AND r.order_ref = $2 AND r.order_slot = $3 AND r.reversed_at_us IS NULL",
+                    )
+                    .bind(r.merchant_id)
+                    .bind(r.order_ref.clone())
+                    .bind(r.order_slot.clone())
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some((used_issuer,)) = used {
+                        let (mine,): (String,) = sqlx::query_as("SELECT issuer FROM batches WHERE id = $1")
+                            .bind(r.batch_id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        let province_level = |code: &str| code.ends_with("0000");
+                        let what = if province_level(&used_issuer) != province_level(&mine) { ":stacking" } else { "" };
+                        return Err(WriteError::Conflict(format!("{}{what}", conflict::ORDER_REF_USED)));
+                    }
+                    Self::insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
+                    sqlx::query("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) VALUES ($1, $2, $3)")
+                        .bind(r.qr_nonce.clone())
+                        .bind(r.voucher_id)
+                        .bind(r.redeemed_at.unix_us())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query("UPDATE vouchers SET status = 'redeemed' WHERE id = $1 AND status = 'active'")
+                        .bind(r.voucher_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, order_slot, \
+                         order_amount_fen, discount_fen, funders, redeemed_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+                    )
+                    .bind(r.id)
+                    .bind(r.voucher_id)
+                    .bind(r.merchant_id)
+                    .bind(r.terminal_id)
+                    .bind(r.season_id)
+                    .bind(r.batch_id)
+                    .bind(r.order_ref.clone())
+                    .bind(r.order_slot.clone())
+                    .bind(r.order_amount_fen)
+                    .bind(r.discount_fen)
+                    .bind(r.funders_json.clone())
+                    .bind(r.redeemed_at.unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE id = $1"));
+                    let row: Option<RedemptionRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    Ok(row.map(RedemptionRow::into_record))
+                }
+
+                async fn commit_reversal(&self, r: &NewReversal) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_head(&mut tx).await?;
+                    let state: Option<(Option<i64>, Option<i64>)> =
+                        sqlx::query_as("SELECT reversed_at_us, settled_at_us FROM redemptions WHERE id = $1")
+                            .bind(r.redemption_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    match state {
+                        Some((None, None)) => {}
+                        Some((_, Some(_))) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
+                        _ => return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into())),
+                    }
+                    Self::insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
+                    sqlx::query(
+                        "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
+                    )
+                    .bind(r.at.unix_us())
+                    .bind(r.reversal_id)
+                    .bind(r.reason.clone())
+                    .bind(r.redemption_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let expired_at = (r.voucher_status == "expired").then_some(r.at.unix_us());
+                    sqlx::query("UPDATE vouchers SET status = $1, expired_at_us = $2 WHERE id = $3 AND status = 'redeemed'")
+                        .bind(r.voucher_status)
+                        .bind(expired_at)
+                        .bind(r.voucher_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    if r.voucher_status == "expired" {
+                        sqlx::query("UPDATE batches SET returned_count = returned_count + 1 WHERE id = $1")
+                            .bind(r.batch_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    if let Some(delta) = &r.season_total {
+                        Self::apply_season_totals(&mut tx, std::slice::from_ref(delta)).await?;
+                    }
+                    let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn save_answer(&self, answer: &IdemRecord) -> Result<(), WriteError> {
+                    let mut tx = self.begin_write().await?;
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    tx.commit().await?;
+                    Ok(())
+                }
+            }
+        }
+    };
+}
+
+pub(crate) use till_store;
