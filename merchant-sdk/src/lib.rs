@@ -20,3 +20,8 @@ pub use client::{
     TillKey, register_terminal,
 };
 pub use journal::{Journal, JournalError, JournalLine};
+
+/// Compiles the README's Rust example as a doctest (it is not run).
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

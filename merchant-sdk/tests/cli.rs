@@ -44,7 +44,7 @@ async fn a_till_from_keygen_to_journal() {
     assert_eq!(code, 0);
     let ops: Vec<_> =
         journal.as_array().expect("array").iter().map(|l| l["op"].as_str().unwrap_or("")).collect();
-    assert_eq!(ops, ["redeem", "redeem", "redeem", "redeem", "reverse", "reverse", "get"]);
+    assert_eq!(ops, [&["redeem"; 8][..], &["reverse", "reverse", "get"]].concat());
     let (code, pending) = till(d, &["journal", "--unanswered"]).await;
     assert_eq!((code, pending), (0, json!([])));
 }
@@ -115,6 +115,21 @@ async fn redeem_reverse_get(d: &Path, mock: &Mock, qr: &str) {
     let (code, replayed) = till(d, &["redeem", "--qr", qr, "--amount", "100.00", "--order-ref", "A-2"]).await;
     assert_eq!(code, 1);
     assert_eq!(replayed, json!({"error": {"code": "qr_replayed", "message": "already used", "status": 409}}));
+
+    mock.answer(503, json!({"error": {"code": "database_busy", "message": "retry shortly"}}));
+    let args = ["--max-attempts", "1", "redeem", "--qr", qr, "--amount", "50.00", "--order-ref", "A-3"];
+    let (code, busy) = till(d, &args).await;
+    assert_eq!(
+        (code, busy["error"]["code"].as_str(), busy["error"]["status"].as_u64()),
+        (2, Some("database_busy"), Some(503))
+    );
+    let key = busy["error"]["idempotency_key"].as_str().expect("the key to retry with").to_owned();
+    mock.answer(201, redemption_json());
+    let args = ["redeem", "--qr", qr, "--amount", "50.00", "--order-ref", "A-3", "--idempotency-key", &key];
+    assert_eq!(till(d, &args).await, (0, redemption_json()));
+    let seen = mock.seen();
+    let last_two: Vec<_> = seen[seen.len() - 2..].iter().map(|s| s.idempotency_key.as_deref()).collect();
+    assert_eq!(last_two, [Some(key.as_str()), Some(key.as_str())]);
 
     let reversal = json!({"reversal_id": Uuid::from_u128(101), "redemption_id": Uuid::from_u128(100),
         "voucher_id": Uuid::from_u128(42), "voucher_status": "active", "amount": "10.00"});

@@ -22,12 +22,25 @@ pub struct World {
     pub clock: Arc<ManualClock>,
     pub province_admin: String,
     pub season_id: String,
+    pub t0_us: i64,
 }
 
 impl World {
     /// A season open from T0 for 30 days, with the province funding `province_budget` yuan.
     pub async fn new(backend: Backend, province_budget: &str, cap: Option<&str>) -> World {
-        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_us(T0_US)));
+        World::new_at(backend, province_budget, cap, T0_US, json!({})).await
+    }
+
+    /// The same, with the clock starting at `t0_us` and extra season fields.
+    pub async fn new_at(
+        backend: Backend,
+        province_budget: &str,
+        cap: Option<&str>,
+        t0_us: i64,
+        extra: Value,
+    ) -> World {
+        let at = |offset_s: i64| Timestamp::from_unix_us(t0_us).plus_seconds(offset_s).to_string();
+        let clock = Arc::new(ManualClock::new(Timestamp::from_unix_us(t0_us)));
         let app = TestApp::spawn_with_clock(backend, clock.clone()).await;
         let province_admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
         let mut body = json!({
@@ -37,24 +50,35 @@ impl World {
         if let Some(cap) = cap {
             body["per_citizen_cap"] = json!(cap);
         }
+        for (key, value) in extra.as_object().into_iter().flatten() {
+            body[key] = value.clone();
+        }
         let (status, season) = app.post_idem("/v1/seasons", Some(&province_admin), "season-1", body).await;
         assert_eq!(status, 201, "{season}");
         let season_id = season["id"].as_str().expect("id").to_owned();
-        World { app, clock, province_admin, season_id }
+        World { app, clock, province_admin, season_id, t0_us }
+    }
+
+    pub fn at(&self, offset_s: i64) -> String {
+        Timestamp::from_unix_us(self.t0_us).plus_seconds(offset_s).to_string()
     }
 
     pub async fn batch(&self, overrides: Value) -> Value {
+        self.batch_as(&self.province_admin.clone(), overrides).await
+    }
+
+    pub async fn batch_as(&self, admin: &str, overrides: Value) -> Value {
         let mut body = json!({
             "name": "满40减10", "issuer": "370000", "kind": "threshold", "face_value": "10.00", "min_spend": "40.00",
             "stock": 100, "per_citizen_limit": 1, "valid_hours": 48,
-            "claim_opens_at": at(0), "claim_closes_at": at(10 * 86_400), "categories": ["bookstore", "cinema"],
+            "claim_opens_at": self.at(0), "claim_closes_at": self.at(10 * 86_400), "categories": ["bookstore", "cinema"],
         });
         for (key, value) in overrides.as_object().expect("object") {
             body[key] = value.clone();
         }
         let key = uuid::Uuid::new_v4().to_string();
         let path = format!("/v1/seasons/{}/batches", self.season_id);
-        let (status, batch) = self.app.post_idem(&path, Some(&self.province_admin), &key, body).await;
+        let (status, batch) = self.app.post_idem(&path, Some(admin), &key, body).await;
         assert_eq!(status, 201, "{batch}");
         batch
     }

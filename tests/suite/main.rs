@@ -9,3 +9,4 @@ mod crash;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
+mod till;

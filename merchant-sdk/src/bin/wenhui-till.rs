@@ -4,7 +4,8 @@
 //! service, or a QR token that does not verify), `{"error": {"code", "message", "status"}}`.
 //! Exit 2: usage, configuration, local I/O or transport error, the same shape with `status`
 //! null and `code` one of `usage_error`, `config_error`, `io_error`, `transport_error`,
-//! `bad_response`. A write that may or may not have happened (transport error) also names its
+//! `bad_response`; also 502/503/504 still answered after the last retry (with their status).
+//! A write that may or may not have happened (those last two cases) also names its
 //! `idempotency_key`: run the same command again with `--idempotency-key` to learn the outcome.
 
 use std::path::{Path, PathBuf};
@@ -159,6 +160,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// Whether a write that failed this way may still have happened: no answer, an answer that could
+/// not be read, or a gateway/unavailable answer after the last retry.
+fn outcome_unknown(error: &ClientError) -> bool {
+    match error {
+        ClientError::Transport(_) | ClientError::BadResponse(_) => true,
+        ClientError::Refused { status, .. } => matches!(status, 502..=504),
+        _ => false,
+    }
+}
+
 fn report(failure: Failure) -> ExitCode {
     let error = &failure.error;
     let message = match error {
@@ -166,10 +177,11 @@ fn report(failure: Failure) -> ExitCode {
         other => other.to_string(),
     };
     let mut body = json!({"code": error.code(), "message": message, "status": error.status()});
-    if let Some(key) = failure.idempotency_key.filter(|_| matches!(error, ClientError::Transport(_))) {
+    if let Some(key) = failure.idempotency_key.filter(|_| outcome_unknown(error)) {
         body["idempotency_key"] = json!(key);
     }
-    let refused = matches!(error, ClientError::Refused { .. } | ClientError::Token(_));
+    let refused =
+        matches!(error, ClientError::Refused { .. } | ClientError::Token(_)) && !outcome_unknown(error);
     let mut output = json!({"error": body});
     if matches!(error, ClientError::Token(_)) {
         output["valid"] = json!(false);

@@ -1,0 +1,362 @@
+//! Redemption at the till, over HTTP through the merchant SDK, on both backends.
+
+use std::sync::Arc;
+
+use ring::signature::{Ed25519KeyPair, KeyPair};
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wenhui::domain::merchant::credit_check_char;
+use wenhui::domain::staff::Role;
+use wenhui::domain::time::Timestamp;
+use wenhui_merchant_sdk::client::{ClientOptions, RedeemRequest, TillClient, TillKey, register_terminal};
+use wenhui_merchant_sdk::journal::Journal;
+use wenhui_merchant_sdk::signing::SignedParts;
+use wenhui_merchant_sdk::token::{QrToken, TokenKind, TokenPayload, key_id_for};
+
+use crate::both_backends;
+use crate::claims::World;
+use crate::common::{Backend, code, read};
+
+pub fn credit_code(seed: u32) -> String {
+    let first = format!("9137020{:010}", seed);
+    let check = credit_check_char(first.as_bytes()).expect("valid characters");
+    format!("{first}{check}")
+}
+
+pub struct Till {
+    pub world: World,
+    pub qingdao_admin: String,
+    pub bookstore: String,
+    pub client: TillClient,
+    pub terminal_id: Uuid,
+    pub key: TillKey,
+}
+
+pub async fn merchant(world: &World, admin: &str, seed: u32, category: &str, city: &str) -> String {
+    let body = json!({"name": format!("店{seed}"), "credit_code": credit_code(seed), "category": category, "city": city,
+        "settlement_account": {"bank": "青岛银行", "account_no": "6222000011112222", "account_name": "某书店"}});
+    let (status, answer) = world.app.post_idem("/v1/merchants", Some(admin), &format!("m{seed}"), body).await;
+    assert_eq!(status, 201, "{answer}");
+    answer["id"].as_str().expect("id").to_owned()
+}
+
+pub async fn terminal(
+    world: &World,
+    admin: &str,
+    merchant: &str,
+    dir: &std::path::Path,
+) -> (TillClient, Uuid, TillKey) {
+    let key = TillKey::generate().expect("key");
+    let merchant: Uuid = merchant.parse().expect("uuid");
+    let registration =
+        register_terminal(&world.app.base, admin, merchant, &key, "till", ClientOptions::default())
+            .await
+            .expect("register");
+    let journal = Journal::open(dir.join(format!("{}.jsonl", registration.terminal_id))).expect("journal");
+    let key_file = dir.join(format!("{}.key", registration.terminal_id));
+    key.save(&key_file).expect("save key");
+    let reload = TillKey::load(&key_file).expect("load key");
+    let client =
+        TillClient::new(&world.app.base, registration.terminal_id, reload, journal, ClientOptions::default())
+            .expect("client");
+    (client, registration.terminal_id, key)
+}
+
+impl Till {
+    pub async fn new(backend: Backend, extra: Value) -> Till {
+        let now_us = Timestamp::now().unix_us() / 1_000_000 * 1_000_000;
+        let world = World::new_at(backend, "100000.00", None, now_us, extra).await;
+        let qingdao_admin = world.app.staff_key(Role::CityAdmin, "370200").await;
+        let bookstore = merchant(&world, &qingdao_admin, 1, "bookstore", "370200").await;
+        let dir = world.app.db.dir.path().to_owned();
+        let (client, terminal_id, key) = terminal(&world, &qingdao_admin, &bookstore, &dir).await;
+        Till { world, qingdao_admin, bookstore, client, terminal_id, key }
+    }
+
+    /// A citizen with one claimed voucher of `batch`; returns (citizen token, voucher id).
+    pub async fn voucher(&self, n: u32, batch: &str) -> (String, String) {
+        let token = self.world.citizen(n).await;
+        let (status, claim) = self.world.claim(&token, batch, &format!("claim-{n}-{batch}")).await;
+        assert_eq!(status, 201, "{claim}");
+        (token, claim["voucher"]["id"].as_str().expect("id").to_owned())
+    }
+
+    pub async fn qr(&self, citizen: &str, voucher: &str) -> String {
+        let (status, qr) =
+            self.world.app.post(&format!("/v1/vouchers/{voucher}/qr"), Some(citizen), json!({})).await;
+        assert!(status == 200 || status == 201, "{qr}");
+        assert!(qr["svg"].as_str().is_some_and(|s| s.starts_with("<?xml") || s.contains("<svg")));
+        qr["token"].as_str().expect("token").to_owned()
+    }
+
+    pub async fn redeem(
+        &self,
+        qr: &str,
+        amount: &str,
+        order_ref: &str,
+    ) -> Result<wenhui_merchant_sdk::client::Redemption, String> {
+        let request = RedeemRequest {
+            qr: qr.into(),
+            order_amount: amount.into(),
+            order_ref: order_ref.into(),
+            idempotency_key: None,
+        };
+        self.client.redeem(request).await.map_err(|e| e.code())
+    }
+
+    pub async fn head(&self) -> i64 {
+        self.world.app.store().ledger_head().await.expect("head").seq
+    }
+}
+
+/// A raw signed request, for the refusals the SDK would never produce.
+pub async fn signed(
+    world: &World,
+    terminal: Uuid,
+    key: &Ed25519KeyPair,
+    ts: i64,
+    nonce: &str,
+    body: &Value,
+) -> (u16, Value) {
+    let body = body.to_string();
+    let parts = SignedParts {
+        method: "POST",
+        path_and_query: "/v1/redemptions",
+        timestamp_s: ts,
+        nonce,
+        body: body.as_bytes(),
+    };
+    let response = world
+        .app
+        .client
+        .post(world.app.url("/v1/redemptions"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", Uuid::new_v4().to_string())
+        .header("wenhui-terminal", terminal.to_string())
+        .header("wenhui-timestamp", ts.to_string())
+        .header("wenhui-nonce", nonce)
+        .header("wenhui-signature", parts.sign(key))
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    read(response).await
+}
+
+fn now_s() -> i64 {
+    Timestamp::now().unix_us() / 1_000_000
+}
+
+both_backends!(
+    whole_path_redeem_reverse_redeem_again,
+    every_refusal_has_its_code_and_writes_nothing,
+    two_terminals_one_voucher
+);
+
+async fn whole_path_redeem_reverse_redeem_again(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let batch = till.world.batch(json!({"stock": 10})).await;
+    let (citizen, voucher) = till.voucher(1, batch["id"].as_str().expect("id")).await;
+    let qr = till.qr(&citizen, &voucher).await;
+    let offline = till.client.verify_offline(&qr, now_s()).await.expect("verifies offline");
+    assert_eq!((offline.kind, offline.subject.to_string()), (TokenKind::Voucher, voucher.clone()));
+    let first = till.redeem(&qr, "100.00", "order-1").await.expect("redeemed");
+    assert_eq!((first.discount.as_str(), first.payable.as_str()), ("10.00", "90.00"));
+    assert_eq!(first.funders.len(), 1);
+    assert_eq!((first.funders[0].funder.as_str(), first.funders[0].amount.as_str()), ("370000", "10.00"));
+    let (_, mine) = till.world.app.get("/v1/me/vouchers", Some(&citizen)).await;
+    assert_eq!(mine["vouchers"][0]["status"], "redeemed");
+    let fetched = till.client.get(first.redemption_id).await.expect("get");
+    assert_eq!(fetched["discount"], "10.00");
+    let reversal = till.client.reverse(first.redemption_id, "refund", None).await.expect("reversed");
+    assert_eq!(reversal.voucher_status, "active");
+    let again = till.client.reverse(first.redemption_id, "refund", None).await.expect_err("twice");
+    assert_eq!(again.code(), "already_reversed");
+    let qr = till.qr(&citizen, &voucher).await;
+    let second = till.redeem(&qr, "55.00", "order-2").await.expect("redeemed again");
+    assert_eq!(second.payable, "45.00");
+    let lines = Journal::read(till.client.journal().path().expect("path")).expect("journal");
+    assert!(
+        lines.iter().filter(|l| l.op == "redeem").count() >= 4,
+        "intent and attempt lines for each redeem"
+    );
+    wenhui::audit::verify_store(till.world.app.store()).await.expect("ledger verifies");
+}
+
+fn forge(subject: Uuid, key: &Ed25519KeyPair, issued_at_s: i64, lifetime_s: i64) -> String {
+    let payload = TokenPayload {
+        kind: TokenKind::Voucher,
+        key_id: key_id_for(key.public_key().as_ref()),
+        subject,
+        nonce: *Uuid::new_v4().as_bytes(),
+        issued_at_s,
+        expires_at_s: issued_at_s + lifetime_s,
+    };
+    payload.encode(key.sign(&payload.signing_input()).as_ref())
+}
+
+fn service_qr_key(till: &Till) -> Ed25519KeyPair {
+    let dir = till.world.app.db.dir.path().join("data/keys/qr");
+    let file = std::fs::read_dir(&dir).expect("key dir").next().expect("a key").expect("entry").path();
+    Ed25519KeyPair::from_pkcs8(&std::fs::read(file).expect("read")).expect("pkcs8")
+}
+
+async fn every_refusal_has_its_code_and_writes_nothing(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let province = world.batch(json!({"stock": 20, "categories": ["bookstore"]})).await;
+    let province = province["id"].as_str().expect("id").to_owned();
+    let city = world
+        .batch_as(
+            &till.qingdao_admin,
+            json!({"issuer": "370200", "stock": 5, "face_value": "5.00",
+        "min_spend": "20.00", "categories": ["bookstore"]}),
+        )
+        .await;
+    let city = city["id"].as_str().expect("id").to_owned();
+    let (citizen, voucher) = till.voucher(1, &province).await;
+    let (citizen2, city_voucher) = till.voucher(2, &city).await;
+    let qr = till.qr(&citizen, &voucher).await;
+    let before = till.head().await;
+
+    // Token form, signature, expiry.
+    let mut changed = qr.clone().into_bytes();
+    let at = changed.len() - 10;
+    changed[at] = if changed[at] == b'A' { b'B' } else { b'A' };
+    assert_eq!(
+        till.redeem(&String::from_utf8(changed).expect("ascii"), "100.00", "r1").await.err().as_deref(),
+        Some("qr_invalid")
+    );
+    let stranger = Ed25519KeyPair::from_seed_unchecked(&[3u8; 32]).expect("seed");
+    let foreign = forge(voucher.parse().expect("uuid"), &stranger, now_s(), 90);
+    assert_eq!(till.redeem(&foreign, "100.00", "r2").await.err().as_deref(), Some("qr_invalid"));
+    let ours = service_qr_key(&till);
+    let expired = forge(voucher.parse().expect("uuid"), &ours, now_s() - 200, 90);
+    assert_eq!(till.redeem(&expired, "100.00", "r3").await.err().as_deref(), Some("qr_expired"));
+    let unknown = forge(Uuid::now_v7(), &ours, now_s(), 90);
+    assert_eq!(till.redeem(&unknown, "100.00", "r4").await.err().as_deref(), Some("voucher_not_found"));
+    // Threshold, category, region.
+    assert_eq!(till.redeem(&qr, "30.00", "r5").await.err().as_deref(), Some("below_min_spend"));
+    let ktv = merchant(world, &till.qingdao_admin, 2, "ktv", "370200").await;
+    let dir = world.app.db.dir.path().to_owned();
+    let (ktv_till, _, _) = terminal(world, &till.qingdao_admin, &ktv, &dir).await;
+    let request = |qr: &str, order: &str| RedeemRequest {
+        qr: qr.into(),
+        order_amount: "100.00".into(),
+        order_ref: order.into(),
+        idempotency_key: None,
+    };
+    assert_eq!(
+        ktv_till.redeem(request(&qr, "r6")).await.err().map(|e| e.code()).as_deref(),
+        Some("merchant_not_eligible")
+    );
+    let jinan_admin = world.app.staff_key(Role::CityAdmin, "370100").await;
+    let jinan = merchant(world, &jinan_admin, 3, "bookstore", "370100").await;
+    let (jinan_till, _, _) = terminal(world, &jinan_admin, &jinan, &dir).await;
+    let city_qr = till.qr(&citizen2, &city_voucher).await;
+    assert_eq!(
+        jinan_till.redeem(request(&city_qr, "r7")).await.err().map(|e| e.code()).as_deref(),
+        Some("merchant_not_eligible")
+    );
+    // Suspended merchant, revoked terminal.
+    let (status, _) = world
+        .app
+        .post(&format!("/v1/merchants/{}/suspend", till.bookstore), Some(&till.qingdao_admin), json!({}))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(till.redeem(&qr, "100.00", "r8").await.err().as_deref(), Some("merchant_suspended"));
+    world
+        .app
+        .post(&format!("/v1/merchants/{}/activate", till.bookstore), Some(&till.qingdao_admin), json!({}))
+        .await;
+    let (revoked_till, revoked_id, _) = terminal(world, &till.qingdao_admin, &till.bookstore, &dir).await;
+    let path = format!("/v1/merchants/{}/terminals/{revoked_id}/revoke", till.bookstore);
+    assert_eq!(world.app.post(&path, Some(&till.qingdao_admin), json!({})).await.0, 200);
+    assert_eq!(
+        revoked_till.redeem(request(&qr, "r9")).await.err().map(|e| e.code()).as_deref(),
+        Some("terminal_revoked")
+    );
+    // Request signatures: bad signature, stale timestamp, reused nonce.
+    let body = json!({"qr": qr, "order_amount": "100.00", "order_ref": "r10"});
+    let (status, answer) =
+        signed(world, till.terminal_id, &stranger, now_s(), "nonce-bad-signature-0001", &body).await;
+    assert_eq!((status, code(&answer)), (401, "bad_signature"));
+    let pair = till.key.key_pair();
+    let (status, answer) =
+        signed(world, till.terminal_id, pair, now_s() - 600, "nonce-stale-request-00001", &body).await;
+    assert_eq!((status, code(&answer)), (401, "stale_request"));
+    let below = json!({"qr": qr, "order_amount": "10.00", "order_ref": "r11"});
+    let (status, answer) =
+        signed(world, till.terminal_id, pair, now_s(), "nonce-used-twice-0000001", &below).await;
+    assert_eq!((status, code(&answer)), (422, "below_min_spend"));
+    let (status, answer) =
+        signed(world, till.terminal_id, pair, now_s(), "nonce-used-twice-0000001", &below).await;
+    assert_eq!((status, code(&answer)), (401, "replayed_request"));
+    assert_eq!(till.head().await, before, "no refusal wrote to the ledger");
+
+    // Replayed token, reused order_ref, stacking.
+    till.redeem(&qr, "100.00", "order-A").await.expect("redeems");
+    assert_eq!(till.redeem(&qr, "100.00", "order-B").await.err().as_deref(), Some("qr_replayed"));
+    let (citizen3, voucher3) = till.voucher(3, &province).await;
+    let qr3 = till.qr(&citizen3, &voucher3).await;
+    let before = till.head().await;
+    assert_eq!(till.redeem(&qr3, "100.00", "order-A").await.err().as_deref(), Some("order_ref_used"));
+    let city_qr = till.qr(&citizen2, &city_voucher).await;
+    assert_eq!(
+        till.redeem(&city_qr, "100.00", "order-A").await.err().as_deref(),
+        Some("stacking_not_allowed")
+    );
+    assert_eq!(till.head().await, before, "refused redemptions wrote nothing");
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+async fn two_terminals_one_voucher(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let batch = till.world.batch(json!({"stock": 5})).await;
+    let (citizen, voucher) = till.voucher(1, batch["id"].as_str().expect("id")).await;
+    let qr = till.qr(&citizen, &voucher).await;
+    let dir = till.world.app.db.dir.path().to_owned();
+    let (other, _, _) = terminal(&till.world, &till.qingdao_admin, &till.bookstore, &dir).await;
+    let other = Arc::new(other);
+    let request = |order: &str| RedeemRequest {
+        qr: qr.clone(),
+        order_amount: "100.00".into(),
+        order_ref: order.into(),
+        idempotency_key: None,
+    };
+    let (a, b) = tokio::join!(till.client.redeem(request("x-1")), other.redeem(request("x-2")));
+    let successes = [a.is_ok(), b.is_ok()].iter().filter(|ok| **ok).count();
+    assert_eq!(successes, 1, "exactly one terminal redeems: {a:?} {b:?}");
+    let refused = a.err().or(b.err()).expect("one refusal");
+    assert!(
+        ["qr_replayed", "voucher_not_redeemable"].contains(&refused.code().as_str()),
+        "{}",
+        refused.code()
+    );
+    wenhui::audit::verify_store(till.world.app.store()).await.expect("ledger verifies");
+}
+
+/// The QR code drawn to an image and read back by a real decoder gives the token.
+#[tokio::test]
+async fn qr_code_image_decodes_to_the_token() {
+    let key = Ed25519KeyPair::from_seed_unchecked(&[5u8; 32]).expect("seed");
+    let token = forge(Uuid::now_v7(), &key, now_s(), 90);
+    assert!(QrToken::parse(&token).is_ok());
+    let code =
+        qrcode::QrCode::with_error_correction_level(token.as_bytes(), qrcode::EcLevel::M).expect("encodes");
+    let modules = code.width();
+    let colors = code.to_colors();
+    let (scale, quiet) = (4usize, 4usize);
+    let size = (modules + 2 * quiet) * scale;
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(size, size, |x, y| {
+        let (mx, my) = ((x / scale).wrapping_sub(quiet), (y / scale).wrapping_sub(quiet));
+        let dark = mx < modules && my < modules && colors[my * modules + mx] == qrcode::Color::Dark;
+        if dark { 0 } else { 255 }
+    });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1);
+    let (_, decoded) = grids[0].decode().expect("decodes");
+    assert_eq!(decoded, token);
+    let svg = wenhui::qr::svg(&token).expect("svg");
+    assert!(svg.contains("<svg"));
+}
