@@ -321,7 +321,11 @@ async fn write_refusal(
     };
     let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
     let record = IdemRecord { status: refusal.status.as_u16(), body, ..stored.clone() };
-    let _ = state.store().save_answer(&record).await;
+    if let Err(WriteError::IdempotencyTaken) = state.store().save_answer(&record).await {
+        return replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
+            .await?
+            .ok_or_else(ApiError::internal);
+    }
     Err(refusal)
 }
 

@@ -44,3 +44,45 @@ impl PgStore {
 sql_store!(PgStore, sqlx::Postgres);
 season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);
+
+impl PgStore {
+    /// One fixed statement for any number of rows (arrays through UNNEST): prepared once per
+    /// connection, and far less for the server to parse than a VALUES list.
+    pub(crate) async fn insert_entry_rows(
+        tx: &mut Tx,
+        rows: &[super::sql::EntryInsert],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO journal_entries (seq, id, kind, reference, posted_at_us, prev_hash, hash) \
+             SELECT * FROM UNNEST($1::bigint[], $2::uuid[], $3::text[], $4::text[], $5::bigint[], $6::bytea[], $7::bytea[])",
+        )
+        .bind(rows.iter().map(|r| r.seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.kind.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.reference.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.posted_at_us).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.prev_hash.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.hash.clone()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_posting_rows(
+        tx: &mut Tx,
+        rows: &[super::sql::PostingInsert],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) \
+             SELECT * FROM UNNEST($1::bigint[], $2::int[], $3::bigint[], $4::text[], $5::bigint[])",
+        )
+        .bind(rows.iter().map(|r| r.entry_seq).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.idx).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.account_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.side.to_owned()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.amount_fen).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+}

@@ -45,6 +45,26 @@ impl AccountCache {
     }
 }
 
+/// A journal entry row as inserted.
+pub(crate) struct EntryInsert {
+    pub seq: i64,
+    pub id: uuid::Uuid,
+    pub kind: String,
+    pub reference: String,
+    pub posted_at_us: i64,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// A posting row as inserted.
+pub(crate) struct PostingInsert {
+    pub entry_seq: i64,
+    pub idx: i32,
+    pub account_id: i64,
+    pub side: &'static str,
+    pub amount_fen: i64,
+}
+
 pub(crate) fn side_from_db(code: &str) -> Result<Side, crate::storage::StorageError> {
     Side::from_code(code).ok_or_else(|| crate::storage::StorageError::Corrupt(format!("bad side {code:?}")))
 }
@@ -65,7 +85,7 @@ macro_rules! sql_store {
         };
         use crate::domain::staff::{Role, StaffScope};
         use crate::domain::time::Timestamp;
-        use crate::storage::sql::{INSERT_CHUNK_ROWS, KnownAccount, side_from_db};
+        use crate::storage::sql::{EntryInsert, INSERT_CHUNK_ROWS, KnownAccount, PostingInsert, side_from_db};
         use crate::storage::{
             Backend, BalanceMismatch, NewStaffKey, PostError, StaffKeyRecord, Storage, StorageError,
         };
@@ -368,42 +388,35 @@ macro_rules! sql_store {
                 sealed: &[Sealed<'_>],
                 accounts: &HashMap<String, KnownAccount>,
             ) -> Result<(), StorageError> {
-                for chunk in sealed.chunks(INSERT_CHUNK_ROWS) {
-                    let mut insert = QueryBuilder::<$db>::new(
-                        "INSERT INTO journal_entries (seq, id, kind, reference, posted_at_us, prev_hash, hash) ",
-                    );
-                    insert.push_values(chunk, |mut row, s| {
-                        row.push_bind(s.seq)
-                            .push_bind(s.entry.id)
-                            .push_bind(s.entry.kind.clone())
-                            .push_bind(s.entry.reference.clone())
-                            .push_bind(s.posted_at.unix_us())
-                            .push_bind(s.prev_hash.0.to_vec())
-                            .push_bind(s.hash.0.to_vec());
-                    });
-                    insert.build().execute(&mut **tx).await?;
-                }
-                let postings: Vec<(i64, i32, i64, Side, i64)> = sealed
+                let entries: Vec<EntryInsert> = sealed
+                    .iter()
+                    .map(|s| EntryInsert {
+                        seq: s.seq,
+                        id: s.entry.id,
+                        kind: s.entry.kind.clone(),
+                        reference: s.entry.reference.clone(),
+                        posted_at_us: s.posted_at.unix_us(),
+                        prev_hash: s.prev_hash.0.to_vec(),
+                        hash: s.hash.0.to_vec(),
+                    })
+                    .collect();
+                let postings: Vec<PostingInsert> = sealed
                     .iter()
                     .flat_map(|s| {
-                        s.entry.postings.iter().enumerate().map(move |(idx, p)| {
-                            let account_id = accounts[p.account.address.as_str()].id;
-                            (s.seq, idx as i32, account_id, p.side, p.amount_fen)
+                        s.entry.postings.iter().enumerate().map(move |(idx, p)| PostingInsert {
+                            entry_seq: s.seq,
+                            idx: idx as i32,
+                            account_id: accounts[p.account.address.as_str()].id,
+                            side: p.side.code(),
+                            amount_fen: p.amount_fen,
                         })
                     })
                     .collect();
+                for chunk in entries.chunks(INSERT_CHUNK_ROWS) {
+                    Self::insert_entry_rows(tx, chunk).await?;
+                }
                 for chunk in postings.chunks(INSERT_CHUNK_ROWS) {
-                    let mut insert = QueryBuilder::<$db>::new(
-                        "INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) ",
-                    );
-                    insert.push_values(chunk, |mut row, (seq, idx, account_id, side, amount_fen)| {
-                        row.push_bind(*seq)
-                            .push_bind(*idx)
-                            .push_bind(*account_id)
-                            .push_bind(side.code())
-                            .push_bind(*amount_fen);
-                    });
-                    insert.build().execute(&mut **tx).await?;
+                    Self::insert_posting_rows(tx, chunk).await?;
                 }
                 Ok(())
             }

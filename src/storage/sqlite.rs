@@ -52,3 +52,44 @@ impl SqliteStore {
 sql_store!(SqliteStore, sqlx::Sqlite);
 season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);
+
+impl SqliteStore {
+    /// A multi-row VALUES insert (SQLite has no arrays; statements are parsed in process).
+    pub(crate) async fn insert_entry_rows(
+        tx: &mut Tx,
+        rows: &[super::sql::EntryInsert],
+    ) -> Result<(), sqlx::Error> {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO journal_entries (seq, id, kind, reference, posted_at_us, prev_hash, hash) ",
+        );
+        insert.push_values(rows, |mut row, r| {
+            row.push_bind(r.seq)
+                .push_bind(r.id)
+                .push_bind(r.kind.clone())
+                .push_bind(r.reference.clone())
+                .push_bind(r.posted_at_us)
+                .push_bind(r.prev_hash.clone())
+                .push_bind(r.hash.clone());
+        });
+        insert.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_posting_rows(
+        tx: &mut Tx,
+        rows: &[super::sql::PostingInsert],
+    ) -> Result<(), sqlx::Error> {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) ",
+        );
+        insert.push_values(rows, |mut row, r| {
+            row.push_bind(r.entry_seq)
+                .push_bind(r.idx)
+                .push_bind(r.account_id)
+                .push_bind(r.side)
+                .push_bind(r.amount_fen);
+        });
+        insert.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+}

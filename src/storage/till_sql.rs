@@ -101,6 +101,23 @@ macro_rules! till_store {
                 TerminalRecord, TillStore, WriteError, conflict,
             };
 
+            impl $store {
+                /// Whether a request under the same idempotency key committed first (a retry that
+                /// overtook a slow first attempt): it must replay that answer, not refuse.
+                async fn answer_exists(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    answer: &IdemRecord,
+                ) -> Result<bool, WriteError> {
+                    let row: Option<(i32,)> =
+                        sqlx::query_as("SELECT status FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+                            .bind(answer.scope.clone())
+                            .bind(answer.key.clone())
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    Ok(row.is_some())
+                }
+            }
+
             #[async_trait]
             impl TillStore for $store {
                 async fn insert_merchant(&self, merchant: &Merchant, answer: &IdemRecord) -> Result<(), WriteError> {
@@ -268,6 +285,9 @@ macro_rules! till_store {
                     let mut tx = self.begin_write().await?;
                     // Serialize with every other ledger writer first, so the checks below hold.
                     Self::lock_head(&mut tx).await?;
+                    if Self::answer_exists(&mut tx, &r.answer).await? {
+                        return Err(WriteError::IdempotencyTaken);
+                    }
                     let spent: Option<(i64,)> = sqlx::query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
                         .bind(r.qr_nonce.clone())
                         .fetch_optional(&mut *tx)
@@ -346,6 +366,9 @@ macro_rules! till_store {
                 async fn commit_reversal(&self, r: &NewReversal) -> Result<(), WriteError> {
                     let mut tx = self.begin_write().await?;
                     Self::lock_head(&mut tx).await?;
+                    if Self::answer_exists(&mut tx, &r.answer).await? {
+                        return Err(WriteError::IdempotencyTaken);
+                    }
                     let state: Option<(Option<i64>, Option<i64>)> =
                         sqlx::query_as("SELECT reversed_at_us, settled_at_us FROM redemptions WHERE id = $1")
                             .bind(r.redemption_id)
