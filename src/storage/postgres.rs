@@ -22,17 +22,27 @@ pub struct PgStore {
     pub(crate) pool: PgPool,
     accounts: AccountCache,
     clock: Arc<dyn Clock>,
+    write_gate: tokio::sync::Mutex<()>,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, options: ConnectOptions) -> Result<PgStore, StorageError> {
-        let connect = PgConnectOptions::from_str(url)?.application_name("wenhui");
+        // Custom plans for every execution: a generic plan cached while a table was small (a
+        // sequential scan) would otherwise stay in use as the ledger grows.
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("wenhui")
+            .options([("plan_cache_mode", "force_custom_plan")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect)
             .await?;
-        Ok(PgStore { pool, accounts: AccountCache::default(), clock: options.clock })
+        Ok(PgStore {
+            pool,
+            accounts: AccountCache::default(),
+            clock: options.clock,
+            write_gate: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// A transaction for appending; the head row lock is taken by `append`.
@@ -46,6 +56,47 @@ season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);
 
 impl PgStore {
+    pub(crate) async fn entries_by_reference(
+        tx: &mut Tx,
+        references: Vec<String>,
+    ) -> Result<Vec<super::sql::EntryRow>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT seq, id, kind, reference, posted_at_us, prev_hash, hash FROM journal_entries WHERE reference = ANY($1)",
+        )
+        .bind(references)
+        .fetch_all(&mut **tx)
+        .await
+    }
+
+    pub(crate) async fn balance_rows(
+        tx: &mut Tx,
+        ids: Vec<i64>,
+    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+        sqlx::query_as(
+            "SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id = ANY($1)",
+        )
+        .bind(ids)
+        .fetch_all(&mut **tx)
+        .await
+    }
+
+    pub(crate) async fn upsert_balance_rows(
+        tx: &mut Tx,
+        rows: &[(i64, i64, i64)],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO account_balances (account_id, debits_fen, credits_fen) \
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) \
+             ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
+        )
+        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
+        .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     /// One fixed statement for any number of rows (arrays through UNNEST): prepared once per
     /// connection, and far less for the server to parse than a VALUES list.
     pub(crate) async fn insert_entry_rows(

@@ -352,6 +352,8 @@ macro_rules! season_store {
                     entries: &[NewEntry],
                     answer: &IdemRecord,
                 ) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
@@ -387,6 +389,8 @@ macro_rules! season_store {
                     entry: &NewEntry,
                     answer: &IdemRecord,
                 ) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2) ON CONFLICT DO NOTHING")
@@ -444,6 +448,8 @@ macro_rules! season_store {
                     let (kind, face, percent, cap, step, min_spend) = term_columns(&batch.terms);
                     let releases = serde_json::to_string(&batch.releases)
                         .map_err(|e| StorageError::Corrupt(e.to_string()))?;
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
@@ -495,6 +501,8 @@ macro_rules! season_store {
                 }
 
                 async fn insert_citizen(&self, citizen: &NewCitizen, session: &NewSession) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     sqlx::query(
                         "INSERT INTO citizens (id, id_hash, id_masked, name_masked, phone_hash, phone_masked, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -608,6 +616,8 @@ macro_rules! season_store {
                 }
 
                 async fn commit_claims(&self, commit: &ClaimCommit) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, &commit.answers).await?;
                     for (batch_id, count, released_now) in &commit.batch_claims {
@@ -642,6 +652,8 @@ macro_rules! season_store {
                 }
 
                 async fn commit_expiries(&self, commit: &ExpiryCommit) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     for chunk in commit.voucher_ids.chunks(INSERT_CHUNK_ROWS) {
                         let mut update = QueryBuilder::<$db>::new("UPDATE vouchers SET status = 'expired', expired_at_us = ");
@@ -685,6 +697,8 @@ macro_rules! season_store {
                     now: Timestamp,
                     entry: Option<&NewEntry>,
                 ) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     let done = sqlx::query(
                         "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL",

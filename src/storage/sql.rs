@@ -45,6 +45,9 @@ impl AccountCache {
     }
 }
 
+/// A journal entry row as read: seq, id, kind, reference, posted_at_us, prev_hash, hash.
+pub(crate) type EntryRow = (i64, uuid::Uuid, String, String, i64, Vec<u8>, Vec<u8>);
+
 /// A journal entry row as inserted.
 pub(crate) struct EntryInsert {
     pub seq: i64,
@@ -85,7 +88,7 @@ macro_rules! sql_store {
         };
         use crate::domain::staff::{Role, StaffScope};
         use crate::domain::time::Timestamp;
-        use crate::storage::sql::{EntryInsert, INSERT_CHUNK_ROWS, KnownAccount, PostingInsert, side_from_db};
+        use crate::storage::sql::{EntryInsert, EntryRow, INSERT_CHUNK_ROWS, KnownAccount, PostingInsert, side_from_db};
         use crate::storage::{
             Backend, BalanceMismatch, NewStaffKey, PostError, StaffKeyRecord, Storage, StorageError,
         };
@@ -177,15 +180,8 @@ macro_rules! sql_store {
             ) -> Result<HashMap<String, PostReceipt>, PostError> {
                 let mut found = HashMap::new();
                 for chunk in entries.chunks(INSERT_CHUNK_ROWS) {
-                    let mut query = QueryBuilder::<$db>::new(
-                        "SELECT seq, id, kind, reference, posted_at_us, prev_hash, hash FROM journal_entries WHERE reference IN (",
-                    );
-                    let mut list = query.separated(", ");
-                    for entry in chunk {
-                        list.push_bind(entry.reference.clone());
-                    }
-                    query.push(")");
-                    let rows: Vec<EntryRow> = query.build_query_as().fetch_all(&mut **tx).await?;
+                    let references: Vec<String> = chunk.iter().map(|e| e.reference.clone()).collect();
+                    let rows: Vec<EntryRow> = Self::entries_by_reference(tx, references).await?;
                     for row in rows {
                         let recorded = Self::with_postings(&mut **tx, vec![row]).await?;
                         for posted in recorded {
@@ -350,16 +346,7 @@ macro_rules! sql_store {
                 let ids: Vec<i64> = accounts.values().map(|a| a.id).collect();
                 let mut balances = HashMap::with_capacity(ids.len());
                 for chunk in ids.chunks(INSERT_CHUNK_ROWS) {
-                    let mut select = QueryBuilder::<$db>::new(
-                        "SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id IN (",
-                    );
-                    let mut list = select.separated(", ");
-                    for id in chunk {
-                        list.push_bind(*id);
-                    }
-                    select.push(")");
-                    let rows: Vec<(i64, i64, i64)> = select.build_query_as().fetch_all(&mut **tx).await?;
-                    for (id, debits_fen, credits_fen) in rows {
+                    for (id, debits_fen, credits_fen) in Self::balance_rows(tx, chunk.to_vec()).await? {
                         balances.insert(id, Balance { debits_fen, credits_fen });
                     }
                 }
@@ -367,18 +354,10 @@ macro_rules! sql_store {
             }
 
             async fn store_balances(tx: &mut Tx, balances: &HashMap<i64, Balance>) -> Result<(), StorageError> {
-                let rows: Vec<(&i64, &Balance)> = balances.iter().collect();
+                let rows: Vec<(i64, i64, i64)> =
+                    balances.iter().map(|(id, b)| (*id, b.debits_fen, b.credits_fen)).collect();
                 for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-                    let mut upsert = QueryBuilder::<$db>::new(
-                        "INSERT INTO account_balances (account_id, debits_fen, credits_fen) ",
-                    );
-                    upsert.push_values(chunk, |mut row, (id, balance)| {
-                        row.push_bind(**id).push_bind(balance.debits_fen).push_bind(balance.credits_fen);
-                    });
-                    upsert.push(
-                        " ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
-                    );
-                    upsert.build().execute(&mut **tx).await?;
+                    Self::upsert_balance_rows(tx, chunk).await?;
                 }
                 Ok(())
             }
@@ -460,7 +439,7 @@ macro_rules! sql_store {
             }
         }
 
-        type EntryRow = (i64, Uuid, String, String, i64, Vec<u8>, Vec<u8>);
+
 
         fn check_batch(entries: &[NewEntry]) -> Result<(), PostError> {
             if entries.is_empty() || entries.len() > MAX_ENTRIES_PER_BATCH {
@@ -510,6 +489,8 @@ macro_rules! sql_store {
 
             async fn post_entries(&self, entries: &[NewEntry]) -> Result<Vec<PostReceipt>, PostError> {
                 check_batch(entries)?;
+                // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                let _gate = self.write_gate.lock().await;
                 let mut tx = self.begin_write().await?;
                 let (receipts, opened) = self.append(&mut tx, entries).await?;
                 tx.commit().await?;

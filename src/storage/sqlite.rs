@@ -25,6 +25,7 @@ pub struct SqliteStore {
     pub(crate) pool: SqlitePool,
     accounts: AccountCache,
     clock: Arc<dyn Clock>,
+    write_gate: tokio::sync::Mutex<()>,
 }
 
 impl SqliteStore {
@@ -40,7 +41,12 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await?;
-        Ok(SqliteStore { pool, accounts: AccountCache::default(), clock: options.clock })
+        Ok(SqliteStore {
+            pool,
+            accounts: AccountCache::default(),
+            clock: options.clock,
+            write_gate: tokio::sync::Mutex::new(()),
+        })
     }
 
     /// `BEGIN IMMEDIATE`: takes SQLite's write lock now, so the transaction is the only writer.
@@ -54,6 +60,53 @@ season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);
 
 impl SqliteStore {
+    pub(crate) async fn entries_by_reference(
+        tx: &mut Tx,
+        references: Vec<String>,
+    ) -> Result<Vec<super::sql::EntryRow>, sqlx::Error> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT seq, id, kind, reference, posted_at_us, prev_hash, hash FROM journal_entries WHERE reference IN (",
+        );
+        let mut list = query.separated(", ");
+        for reference in references {
+            list.push_bind(reference);
+        }
+        query.push(")");
+        query.build_query_as().fetch_all(&mut **tx).await
+    }
+
+    pub(crate) async fn balance_rows(
+        tx: &mut Tx,
+        ids: Vec<i64>,
+    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id IN (",
+        );
+        let mut list = query.separated(", ");
+        for id in ids {
+            list.push_bind(id);
+        }
+        query.push(")");
+        query.build_query_as().fetch_all(&mut **tx).await
+    }
+
+    pub(crate) async fn upsert_balance_rows(
+        tx: &mut Tx,
+        rows: &[(i64, i64, i64)],
+    ) -> Result<(), sqlx::Error> {
+        let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO account_balances (account_id, debits_fen, credits_fen) ",
+        );
+        upsert.push_values(rows, |mut row, (id, debits, credits)| {
+            row.push_bind(*id).push_bind(*debits).push_bind(*credits);
+        });
+        upsert.push(
+            " ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
+        );
+        upsert.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+
     /// A multi-row VALUES insert (SQLite has no arrays; statements are parsed in process).
     pub(crate) async fn insert_entry_rows(
         tx: &mut Tx,

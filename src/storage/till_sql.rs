@@ -121,6 +121,8 @@ macro_rules! till_store {
             #[async_trait]
             impl TillStore for $store {
                 async fn insert_merchant(&self, merchant: &Merchant, answer: &IdemRecord) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
@@ -178,6 +180,8 @@ macro_rules! till_store {
                     at: Timestamp,
                     answer: &IdemRecord,
                 ) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
@@ -252,6 +256,8 @@ macro_rules! till_store {
                 }
 
                 async fn insert_qr_key(&self, key: &QrKeyRecord) -> Result<(), StorageError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     sqlx::query("UPDATE qr_keys SET retired_at_us = $1 WHERE retired_at_us IS NULL")
                         .bind(key.valid_from.unix_us())
@@ -282,6 +288,8 @@ macro_rules! till_store {
                 }
 
                 async fn commit_redemption(&self, r: &NewRedemption) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     // Serialize with every other ledger writer first, so the checks below hold.
                     Self::lock_head(&mut tx).await?;
@@ -364,6 +372,8 @@ macro_rules! till_store {
                 }
 
                 async fn commit_reversal(&self, r: &NewReversal) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::lock_head(&mut tx).await?;
                     if Self::answer_exists(&mut tx, &r.answer).await? {
@@ -412,6 +422,8 @@ macro_rules! till_store {
                 }
 
                 async fn save_answer(&self, answer: &IdemRecord) -> Result<(), WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     tx.commit().await?;
