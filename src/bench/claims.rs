@@ -182,21 +182,26 @@ impl ServerEnv {
 }
 
 /// `wenhui serve` as a child process; killed if dropped without [`ServerUnderTest::stop`].
-struct ServerUnderTest {
+pub(crate) struct ServerUnderTest {
     child: Child,
-    base_url: String,
+    pub(crate) base_url: String,
     env: ServerEnv,
 }
 
 impl ServerUnderTest {
-    async fn start(exe: &Path, database_url: &str, data_dir: &Path) -> anyhow::Result<ServerUnderTest> {
+    pub(crate) async fn start(
+        exe: &Path,
+        database_url: &str,
+        data_dir: &Path,
+    ) -> anyhow::Result<ServerUnderTest> {
         let port = free_port()?;
         let vars = vec![
             ("DATABASE_URL", database_url.to_owned()),
             ("WENHUI_LISTEN", format!("127.0.0.1:{port}")),
             ("WENHUI_DATA_DIR", data_dir.display().to_string()),
             ("WENHUI_LOG_FORMAT", "json".to_owned()),
-            ("RUST_LOG", "warn".to_owned()),
+            // WENHUI_BENCH_SERVER_LOG=sqlx::query=debug shows every statement's time (to stderr).
+            ("RUST_LOG", std::env::var("WENHUI_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned())),
         ];
         let env = ServerEnv { exe: exe.to_owned(), vars };
         let child = env
@@ -231,7 +236,7 @@ impl ServerUnderTest {
     }
 
     /// `keys create --role province_admin --region 370000`; the key is its whole stdout.
-    async fn mint_staff_key(&self) -> anyhow::Result<String> {
+    pub(crate) async fn mint_staff_key(&self) -> anyhow::Result<String> {
         let args = ["keys", "create", "--role", "province_admin", "--region", PROVINCE];
         let output = self.env.command(&args).output().await.context("running keys create")?;
         ensure!(
@@ -247,7 +252,7 @@ impl ServerUnderTest {
     }
 
     /// SIGTERM (through `kill`), then SIGKILL if the server has not exited within [`STOP_GRACE`].
-    async fn stop(mut self) -> anyhow::Result<()> {
+    pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         let Some(pid) = self.child.id() else { return Ok(()) };
         match std::process::Command::new("kill").arg(pid.to_string()).status() {
             Ok(status) if status.success() => {}
@@ -427,13 +432,13 @@ impl Answer {
 }
 
 /// The endpoints the bench uses, on one shared HTTP/1.1 keep-alive client.
-struct Api {
-    client: reqwest::Client,
-    base_url: String,
+pub(crate) struct Api {
+    pub(crate) client: reqwest::Client,
+    pub(crate) base_url: String,
 }
 
 impl Api {
-    fn new(base_url: &str, clients: usize) -> anyhow::Result<Api> {
+    pub(crate) fn new(base_url: &str, clients: usize) -> anyhow::Result<Api> {
         let client = reqwest::Client::builder()
             .http1_only()
             .no_proxy()
@@ -446,7 +451,12 @@ impl Api {
     }
 
     /// POSTs `body` with a fresh Idempotency-Key (and `bearer`, if any); expects 201 and JSON.
-    async fn post_created(&self, path: &str, bearer: Option<&str>, body: &Value) -> anyhow::Result<Value> {
+    pub(crate) async fn post_created(
+        &self,
+        path: &str,
+        bearer: Option<&str>,
+        body: &Value,
+    ) -> anyhow::Result<Value> {
         let mut request = self.client.post(format!("{}{path}", self.base_url)).json(body);
         if let Some(token) = bearer {
             request = request.bearer_auth(token);
@@ -462,7 +472,7 @@ impl Api {
         serde_json::from_str(&text).with_context(|| format!("POST {path}: the answer is not JSON: {text}"))
     }
 
-    async fn create_season(&self, staff_key: &str) -> anyhow::Result<String> {
+    pub(crate) async fn create_season(&self, staff_key: &str) -> anyhow::Result<String> {
         let now = Utc::now();
         let body = json!({
             "name": "bench season",
@@ -475,7 +485,12 @@ impl Api {
         string_field(&created, "id").context("the created season")
     }
 
-    async fn create_batch(&self, staff_key: &str, season_id: &str, stock: u32) -> anyhow::Result<String> {
+    pub(crate) async fn create_batch(
+        &self,
+        staff_key: &str,
+        season_id: &str,
+        stock: u32,
+    ) -> anyhow::Result<String> {
         let now = Utc::now();
         let body = json!({
             "name": "满40减10",
@@ -496,7 +511,7 @@ impl Api {
     }
 
     /// Registers citizen `n`; returns its bearer token.
-    async fn register_citizen(&self, n: u32) -> anyhow::Result<String> {
+    pub(crate) async fn register_citizen(&self, n: u32) -> anyhow::Result<String> {
         let body =
             json!({"name": format!("测试{n}"), "id_number": citizen_id_number(n), "phone": citizen_phone(n)});
         let created = self.post_created("/v1/citizens", None, &body).await?;
@@ -548,7 +563,7 @@ fn rfc3339(time: chrono::DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Secs, true)
 }
 
-fn string_field(value: &Value, field: &str) -> anyhow::Result<String> {
+pub(crate) fn string_field(value: &Value, field: &str) -> anyhow::Result<String> {
     match value.get(field) {
         Some(Value::String(s)) => Ok(s.clone()),
         _ => bail!("no string {field:?} in {value}"),

@@ -16,6 +16,7 @@ use crate::domain::money::Fen;
 use crate::storage::{self, ConnectOptions, Storage};
 
 pub mod claims;
+pub mod redemptions;
 
 #[derive(clap::Subcommand, Debug)]
 pub enum BenchCommand {
@@ -44,12 +45,15 @@ pub enum BenchCommand {
     },
     /// The claim rush against a live `wenhui serve`, with pgbench TPC-B as the baseline.
     Claims(claims::ClaimsBench),
+    /// Redemptions at the till against a live `wenhui serve` on PostgreSQL, with pgbench TPC-B.
+    Redemptions(redemptions::RedemptionsBench),
 }
 
 pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
     match command {
         BenchCommand::Ledger { .. } => ledger(command).await,
         BenchCommand::Claims(args) => claims::run(args).await,
+        BenchCommand::Redemptions(args) => redemptions::run(args).await,
     }
 }
 

@@ -56,6 +56,49 @@ season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);
 
 impl PgStore {
+    pub(crate) async fn insert_voucher_rows(
+        tx: &mut Tx,
+        rows: &[crate::domain::season::Voucher],
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::text[], $7::bigint[], \
+             $8::bigint[], $9::bigint[])",
+        )
+        .bind(rows.iter().map(|v| v.id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.batch_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.season_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.citizen_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.slot as i32).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.status.as_str().to_owned()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.value.as_fen()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.claimed_at.unix_us()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|v| v.expires_at.unix_us()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_answer_rows(
+        tx: &mut Tx,
+        rows: &[super::IdemRecord],
+        now_us: i64,
+    ) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at_us) \
+             SELECT s, k, h, st, b, $6 FROM UNNEST($1::text[], $2::text[], $3::bytea[], $4::int[], $5::text[]) AS t(s, k, h, st, b)",
+        )
+        .bind(rows.iter().map(|a| a.scope.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|a| a.key.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|a| a.request_hash.clone()).collect::<Vec<_>>())
+        .bind(rows.iter().map(|a| i32::from(a.status)).collect::<Vec<_>>())
+        .bind(rows.iter().map(|a| a.body.clone()).collect::<Vec<_>>())
+        .bind(now_us)
+        .execute(&mut **tx)
+        .await?;
+        Ok(())
+    }
+
     pub(crate) async fn entries_by_reference(
         tx: &mut Tx,
         references: Vec<String>,

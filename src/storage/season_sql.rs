@@ -238,18 +238,7 @@ macro_rules! season_store {
                 pub(super) async fn insert_answers(tx: &mut Tx, answers: &[IdemRecord]) -> Result<(), WriteError> {
                     let now_us = Timestamp::now().unix_us();
                     for chunk in answers.chunks(INSERT_CHUNK_ROWS) {
-                        let mut insert = QueryBuilder::<$db>::new(
-                            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at_us) ",
-                        );
-                        insert.push_values(chunk, |mut row, a| {
-                            row.push_bind(a.scope.clone())
-                                .push_bind(a.key.clone())
-                                .push_bind(a.request_hash.clone())
-                                .push_bind(i32::from(a.status))
-                                .push_bind(a.body.clone())
-                                .push_bind(now_us);
-                        });
-                        insert.build().execute(&mut **tx).await?;
+                        Self::insert_answer_rows(tx, chunk, now_us).await?;
                     }
                     Ok(())
                 }
@@ -273,21 +262,7 @@ macro_rules! season_store {
 
                 async fn insert_vouchers(tx: &mut Tx, vouchers: &[Voucher]) -> Result<(), WriteError> {
                     for chunk in vouchers.chunks(INSERT_CHUNK_ROWS) {
-                        let mut insert = QueryBuilder::<$db>::new(
-                            "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) ",
-                        );
-                        insert.push_values(chunk, |mut row, v| {
-                            row.push_bind(v.id)
-                                .push_bind(v.batch_id)
-                                .push_bind(v.season_id)
-                                .push_bind(v.citizen_id)
-                                .push_bind(v.slot as i32)
-                                .push_bind(v.status.as_str())
-                                .push_bind(v.value.as_fen())
-                                .push_bind(v.claimed_at.unix_us())
-                                .push_bind(v.expires_at.unix_us());
-                        });
-                        insert.build().execute(&mut **tx).await?;
+                        Self::insert_voucher_rows(tx, chunk).await?;
                     }
                     Ok(())
                 }

@@ -60,6 +60,48 @@ season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);
 
 impl SqliteStore {
+    pub(crate) async fn insert_voucher_rows(
+        tx: &mut Tx,
+        rows: &[crate::domain::season::Voucher],
+    ) -> Result<(), sqlx::Error> {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) ",
+        );
+        insert.push_values(rows, |mut row, v| {
+            row.push_bind(v.id)
+                .push_bind(v.batch_id)
+                .push_bind(v.season_id)
+                .push_bind(v.citizen_id)
+                .push_bind(v.slot as i32)
+                .push_bind(v.status.as_str())
+                .push_bind(v.value.as_fen())
+                .push_bind(v.claimed_at.unix_us())
+                .push_bind(v.expires_at.unix_us());
+        });
+        insert.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+
+    pub(crate) async fn insert_answer_rows(
+        tx: &mut Tx,
+        rows: &[super::IdemRecord],
+        now_us: i64,
+    ) -> Result<(), sqlx::Error> {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at_us) ",
+        );
+        insert.push_values(rows, |mut row, a| {
+            row.push_bind(a.scope.clone())
+                .push_bind(a.key.clone())
+                .push_bind(a.request_hash.clone())
+                .push_bind(i32::from(a.status))
+                .push_bind(a.body.clone())
+                .push_bind(now_us);
+        });
+        insert.build().execute(&mut **tx).await?;
+        Ok(())
+    }
+
     pub(crate) async fn entries_by_reference(
         tx: &mut Tx,
         references: Vec<String>,

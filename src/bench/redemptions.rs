@@ -1,0 +1,208 @@
+//! `wenhui bench redemptions`: redemptions at the till against a live `wenhui serve` on
+//! PostgreSQL, from many terminals over pre-claimed vouchers, with pgbench TPC-B as the
+//! baseline measured in the same run.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use serde_json::json;
+use tokio::task::JoinSet;
+use uuid::Uuid;
+use wenhui_merchant_sdk::client::{ClientOptions, RedeemRequest, TillClient, TillKey, register_terminal};
+use wenhui_merchant_sdk::journal::Journal;
+
+use super::claims::{Api, ServerUnderTest, percentile, string_field};
+
+#[derive(clap::Args, Debug, Clone)]
+pub struct RedemptionsBench {
+    /// Administrative PostgreSQL URL (the bench creates and drops its own database there).
+    #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    pub pg_url: String,
+    /// Vouchers claimed beforehand and then redeemed.
+    #[arg(long, default_value_t = 20_000)]
+    pub vouchers: u32,
+    /// Terminals redeeming at once (each one concurrent client).
+    #[arg(long, default_value_t = 50)]
+    pub terminals: usize,
+    #[arg(long)]
+    pub no_pgbench: bool,
+}
+
+pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
+    println!("machine: {}", super::machine_description());
+    let scratch = super::ScratchDb::create(&args.pg_url, "wenhui_bench_redemptions").await?;
+    let exe = std::env::current_exe().context("locating the wenhui binary")?;
+    let data_dir = tempfile::tempdir()?;
+    let server = ServerUnderTest::start(&exe, &scratch.url, data_dir.path()).await?;
+    let outcome = bench(&server, args).await;
+    server.stop().await?;
+    let rate = outcome?;
+    if !args.no_pgbench {
+        let tps = super::pgbench_tps(&args.pg_url).await?;
+        println!("pgbench TPC-B (-s 10 -c 8 -j 2 -T 20 -M prepared): {tps:.0} tps");
+        println!("ratio redemptions/s / pgbench tps: {:.2}", rate / tps);
+    }
+    scratch.drop_db().await
+}
+
+/// Sets up a season, a merchant, terminals and claimed vouchers; then redeems them all.
+async fn bench(server: &ServerUnderTest, args: &RedemptionsBench) -> anyhow::Result<f64> {
+    let staff = server.mint_staff_key().await?;
+    let api = Arc::new(Api::new(&server.base_url, args.terminals)?);
+    let season = api.create_season(&staff).await?;
+    let batch = api.create_batch(&staff, &season, args.vouchers).await?;
+    let merchant = create_merchant(&api, &staff).await?;
+    let tills = register_tills(&server.base_url, &staff, merchant, args.terminals).await?;
+    let started = Instant::now();
+    let holders = claim_vouchers(&api, &batch, args.vouchers, args.terminals).await?;
+    println!("setup: {} vouchers claimed in {:.1} s", holders.len(), started.elapsed().as_secs_f64());
+    let tokens = issue_qr(&api, holders, args.terminals).await?;
+    let (latencies_us, failures, elapsed_s) = redeem_all(tills, tokens).await;
+    report(latencies_us, failures, elapsed_s)
+}
+
+async fn create_merchant(api: &Api, staff: &str) -> anyhow::Result<Uuid> {
+    let first17 = "91370200MA3BENCH0";
+    let check = crate::domain::merchant::credit_check_char(first17.as_bytes()).context("credit code")?;
+    let body = json!({"name": "bench bookstore", "credit_code": format!("{first17}{check}"), "category": "bookstore",
+        "city": "370200", "settlement_account": {"bank": "bank", "account_no": "62220000111122223", "account_name": "bench"}});
+    let created = api.post_created("/v1/merchants", Some(staff), &body).await?;
+    Ok(string_field(&created, "id")?.parse()?)
+}
+
+async fn register_tills(
+    base: &str,
+    staff: &str,
+    merchant: Uuid,
+    count: usize,
+) -> anyhow::Result<Vec<Arc<TillClient>>> {
+    let mut tills = Vec::with_capacity(count);
+    let options = ClientOptions { timeout: Duration::from_secs(30), max_attempts: 1 };
+    for n in 0..count {
+        let key = TillKey::generate()?;
+        let registration =
+            register_terminal(base, staff, merchant, &key, &format!("till-{n}"), options).await?;
+        tills.push(Arc::new(TillClient::new(
+            base,
+            registration.terminal_id,
+            key,
+            Journal::disabled(),
+            options,
+        )?));
+    }
+    Ok(tills)
+}
+
+/// Registers citizens and claims one voucher each: (citizen token, voucher id).
+async fn claim_vouchers(
+    api: &Arc<Api>,
+    batch: &str,
+    count: u32,
+    clients: usize,
+) -> anyhow::Result<Vec<(String, String)>> {
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..clients {
+        let (api, next, batch) = (api.clone(), next.clone(), batch.to_owned());
+        set.spawn(async move {
+            let mut held = Vec::new();
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                if n >= count as usize {
+                    return anyhow::Ok(held);
+                }
+                let token = api.register_citizen(n as u32).await?;
+                let claimed = api
+                    .post_created(&format!("/v1/batches/{batch}/claims"), Some(&token), &json!({}))
+                    .await?;
+                let voucher = claimed["voucher"]["id"].as_str().context("voucher id")?.to_owned();
+                held.push((token, voucher));
+            }
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = set.join_next().await {
+        all.extend(done??);
+    }
+    Ok(all)
+}
+
+async fn issue_qr(
+    api: &Arc<Api>,
+    holders: Vec<(String, String)>,
+    clients: usize,
+) -> anyhow::Result<Vec<String>> {
+    let holders = Arc::new(holders);
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut set = JoinSet::new();
+    for _ in 0..clients {
+        let (api, next, holders) = (api.clone(), next.clone(), holders.clone());
+        set.spawn(async move {
+            let mut tokens = Vec::new();
+            while let Some((citizen, voucher)) = holders.get(next.fetch_add(1, Ordering::Relaxed)) {
+                let url = format!("{}/v1/vouchers/{voucher}/qr", api.base_url);
+                let answer: serde_json::Value =
+                    api.client.post(url).bearer_auth(citizen).send().await?.json().await?;
+                tokens.push(answer["token"].as_str().context("qr token")?.to_owned());
+            }
+            anyhow::Ok(tokens)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(done) = set.join_next().await {
+        all.extend(done??);
+    }
+    Ok(all)
+}
+
+/// Every terminal redeems from the shared queue of tokens at once.
+async fn redeem_all(tills: Vec<Arc<TillClient>>, tokens: Vec<String>) -> (Vec<u32>, usize, f64) {
+    let tokens = Arc::new(tokens);
+    let next = Arc::new(AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut set = JoinSet::new();
+    for till in tills {
+        let (tokens, next) = (tokens.clone(), next.clone());
+        set.spawn(async move {
+            let (mut latencies_us, mut failures) = (Vec::new(), 0);
+            loop {
+                let n = next.fetch_add(1, Ordering::Relaxed);
+                let Some(qr) = tokens.get(n) else { return (latencies_us, failures) };
+                let request = RedeemRequest {
+                    qr: qr.clone(),
+                    order_amount: "100.00".into(),
+                    order_ref: format!("order-{n}"),
+                    idempotency_key: None,
+                };
+                let sent = Instant::now();
+                match till.redeem(request).await {
+                    Ok(_) => latencies_us.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX)),
+                    Err(error) => {
+                        failures += 1;
+                        tracing::warn!(code = %error.code(), "redemption refused");
+                    }
+                }
+            }
+        });
+    }
+    let (mut latencies_us, mut failures) = (Vec::new(), 0);
+    while let Some(Ok((mine, failed))) = set.join_next().await {
+        latencies_us.extend(mine);
+        failures += failed;
+    }
+    (latencies_us, failures, started.elapsed().as_secs_f64())
+}
+
+fn report(mut latencies_us: Vec<u32>, failures: usize, elapsed_s: f64) -> anyhow::Result<f64> {
+    latencies_us.sort_unstable();
+    let rate = latencies_us.len() as f64 / elapsed_s;
+    let ms = |p| percentile(&latencies_us, p).map(|us| f64::from(us) / 1000.0).unwrap_or(0.0);
+    println!("postgres redemptions: {} in {elapsed_s:.2} s, {failures} refused", latencies_us.len());
+    println!("postgres redemptions/s: {rate:.0}");
+    println!("postgres latency p50: {:.1} ms", ms(50));
+    println!("postgres latency p99: {:.1} ms", ms(99));
+    ensure!(failures == 0, "{failures} redemptions were refused");
+    Ok(rate)
+}
