@@ -104,6 +104,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     crate::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;
     let qr = Arc::new(crate::qr::QrKeys::new(store.clone(), config.data_dir.clone(), config.clock.clone()));
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
+    let redemptions = crate::redeem_writer::RedemptionWriter::spawn(store.clone());
     let sweeper = writer.spawn_sweeper(config.sweep_interval);
     let writer_handle = writer.clone();
     let listener =
@@ -112,8 +113,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let checkpoints =
         spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
-    let services =
-        Services { store: store.clone(), ledger_key: key, clock: config.clock.clone(), citizens, writer, qr };
+    let services = Services {
+        store: store.clone(),
+        ledger_key: key,
+        clock: config.clock.clone(),
+        citizens,
+        writer,
+        qr,
+        redemptions,
+    };
     let app = http::router(AppState::new(services));
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let task = tokio::spawn(async move {

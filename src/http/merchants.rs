@@ -193,6 +193,7 @@ async fn set_status(
     let merchant = load(state, id).await?;
     require_admin_of(staff, merchant.city)?;
     state.store().set_merchant_status(id, status.as_str()).await?;
+    state.inner().tills.clear();
     tracing::info!(merchant = %id, status = status.as_str(), "merchant status changed");
     Ok(Json(json!({"id": id, "status": status.as_str()})))
 }
@@ -270,6 +271,7 @@ pub async fn revoke_terminal(
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
     let revoked = state.store().revoke_terminal(merchant_id, terminal_id, state.clock().now()).await?;
+    state.inner().tills.clear();
     if !revoked && state.store().terminal(terminal_id).await?.is_none_or(|t| t.merchant_id != merchant_id) {
         return Err(ApiError::not_found("terminal_not_found", "no such terminal at this merchant"));
     }

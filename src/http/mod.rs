@@ -22,6 +22,7 @@ use crate::domain::time::Clock;
 use crate::rush::ClaimWriter;
 use crate::signing::SigningKey;
 use crate::storage::Storage;
+use crate::ttl_cache::TtlCache;
 
 mod citizens;
 pub mod error;
@@ -44,7 +45,7 @@ const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 #[derive(Clone)]
 pub struct AppState(Arc<AppInner>);
 
-struct AppInner {
+pub(crate) struct AppInner {
     store: Arc<dyn Storage>,
     ledger_key: Arc<SigningKey>,
     metrics: PrometheusHandle,
@@ -52,7 +53,14 @@ struct AppInner {
     citizens: Arc<Citizens>,
     writer: ClaimWriter,
     qr: Arc<crate::qr::QrKeys>,
+    redemptions: crate::redeem_writer::RedemptionWriter,
+    pub(crate) tills:
+        TtlCache<uuid::Uuid, (crate::storage::TerminalRecord, crate::domain::merchant::Merchant)>,
+    pub(crate) batches: TtlCache<uuid::Uuid, (crate::domain::season::Batch, crate::domain::season::Season)>,
 }
+
+/// How long till-path rows are served from memory.
+const TILL_CACHE_TTL: Duration = Duration::from_secs(2);
 
 /// What the HTTP layer is built from.
 pub struct Services {
@@ -62,20 +70,17 @@ pub struct Services {
     pub citizens: Arc<Citizens>,
     pub writer: ClaimWriter,
     pub qr: Arc<crate::qr::QrKeys>,
+    pub redemptions: crate::redeem_writer::RedemptionWriter,
 }
 
 impl AppState {
     pub fn new(services: Services) -> AppState {
-        let Services { store, ledger_key, clock, citizens, writer, qr } = services;
-        AppState(Arc::new(AppInner {
-            store,
-            ledger_key,
-            metrics: metrics_handle(),
-            clock,
-            citizens,
-            writer,
-            qr,
-        }))
+        let Services { store, ledger_key, clock, citizens, writer, qr, redemptions } = services;
+        let metrics = metrics_handle();
+        let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
+        let inner =
+            AppInner { store, ledger_key, metrics, clock, citizens, writer, qr, redemptions, tills, batches };
+        AppState(Arc::new(inner))
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -92,6 +97,14 @@ impl AppState {
 
     pub fn qr(&self) -> &crate::qr::QrKeys {
         &self.0.qr
+    }
+
+    pub fn redemptions(&self) -> &crate::redeem_writer::RedemptionWriter {
+        &self.0.redemptions
+    }
+
+    pub(crate) fn inner(&self) -> &AppInner {
+        &self.0
     }
 
     pub fn store(&self) -> &dyn Storage {

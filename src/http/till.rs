@@ -58,7 +58,15 @@ pub async fn authenticate(
         .map_err(|_| ApiError::unauthorized("stale_request", "Wenhui-Timestamp must be Unix seconds"))?;
     let nonce = header(headers, HEADER_NONCE)?;
     let signature = header(headers, HEADER_SIGNATURE)?;
-    let terminal = state.store().terminal(terminal_id).await?.ok_or_else(unknown)?;
+    let (terminal, merchant) = match state.inner().tills.get(&terminal_id) {
+        Some(found) => found,
+        None => {
+            let terminal = state.store().terminal(terminal_id).await?.ok_or_else(unknown)?;
+            let merchant = state.store().merchant(terminal.merchant_id).await?.ok_or_else(unknown)?;
+            state.inner().tills.insert(terminal_id, (terminal.clone(), merchant.clone()));
+            (terminal, merchant)
+        }
+    };
     let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or(uri.path());
     let parts = SignedParts { method: method.as_str(), path_and_query, timestamp_s, nonce, body };
     let now = state.clock().now();
@@ -75,7 +83,6 @@ pub async fn authenticate(
     if terminal.revoked {
         return Err(ApiError::forbidden_code("terminal_revoked", "this terminal has been revoked"));
     }
-    let merchant = state.store().merchant(terminal.merchant_id).await?.ok_or_else(unknown)?;
     if merchant.status == MerchantStatus::Suspended {
         return Err(ApiError::forbidden_code("merchant_suspended", "this merchant is suspended"));
     }
@@ -132,12 +139,6 @@ async fn plan(
     if payload.kind != TokenKind::Voucher {
         return Err(ApiError::unprocessable("qr_invalid", "this is not a voucher code"));
     }
-    if state.store().qr_nonce_used(&payload.nonce).await? {
-        return Err(ApiError::conflict(
-            "qr_replayed",
-            "this QR code was already used; refresh it on the phone",
-        ));
-    }
     let voucher = state
         .store()
         .voucher(payload.subject)
@@ -145,10 +146,16 @@ async fn plan(
         .ok_or_else(|| ApiError::not_found("voucher_not_found", "no such voucher"))?;
     let status = voucher.status_at(now);
     if status != VoucherStatus::Active {
+        // A spent token is reported as such; the group re-checks the nonce under the lock.
+        if state.store().qr_nonce_used(&payload.nonce).await? {
+            return Err(ApiError::conflict(
+                "qr_replayed",
+                "this QR code was already used; refresh it on the phone",
+            ));
+        }
         return Err(not_redeemable(status.as_str()));
     }
-    let batch = state.store().batch(voucher.batch_id).await?.ok_or_else(ApiError::internal)?;
-    let season = state.store().season(voucher.season_id).await?.ok_or_else(ApiError::internal)?;
+    let (batch, season) = batch_and_season(state, &voucher).await?;
     if season.status_at(now) != SeasonStatus::Open {
         return Err(ApiError::conflict("season_closed", "the season is not open"));
     }
@@ -164,6 +171,18 @@ async fn plan(
     let discounts = batch.funding.split_within(discount, voucher.value);
     let parts = values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect();
     Ok((Plan { voucher, batch, season, discount, parts }, payload.nonce.to_vec()))
+}
+
+/// The voucher's batch and season, from a short-lived cache (they change rarely; the group
+/// commit re-checks everything that matters for money under the ledger lock).
+async fn batch_and_season(state: &AppState, voucher: &Voucher) -> Result<(Batch, Season), ApiError> {
+    if let Some(found) = state.inner().batches.get(&voucher.batch_id) {
+        return Ok(found);
+    }
+    let batch = state.store().batch(voucher.batch_id).await?.ok_or_else(ApiError::internal)?;
+    let season = state.store().season(voucher.season_id).await?.ok_or_else(ApiError::internal)?;
+    state.inner().batches.insert(voucher.batch_id, (batch.clone(), season.clone()));
+    Ok((batch, season))
 }
 
 fn not_redeemable(state: &str) -> ApiError {
@@ -215,9 +234,8 @@ pub async fn redeem(
     let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
     let scope = format!("terminal:{}", ctx.terminal.id);
     let hash = request_hash("POST", "/v1/redemptions", &body);
-    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
+    // No lookup of the key here: the group commit checks it under the ledger lock, and every
+    // refusal path replays a stored answer when there is one (see `remember_refusal`).
     let request: RedeemBody = parse_json(&body)?;
     let order_ref = request.order_ref.trim().to_owned();
     if order_ref.is_empty() || order_ref.len() > 64 || request.order_amount.0.is_zero() {
@@ -258,6 +276,7 @@ pub async fn redeem(
         season_id: plan.season.id,
         batch_id: plan.batch.id,
         order_slot: order_slot(&plan),
+        provincial: plan.batch.issuer.level() == RegionLevel::Province,
         order_ref,
         order_amount_fen: request.order_amount.0.as_fen(),
         discount_fen: plan.discount.as_fen(),
@@ -267,9 +286,10 @@ pub async fn redeem(
         entry: redemption_entry(&plan, ctx.merchant.id, id),
         answer: record(201, answer.to_string()),
     };
-    match state.store().commit_redemption(&redemption).await {
-        Ok(()) => Ok(json_response(201, redemption.answer.body)),
-        Err(error) => write_refusal(&state, error, &redemption.answer).await,
+    let answer = redemption.answer.clone();
+    match state.redemptions().commit(redemption).await {
+        Ok(()) => Ok(json_response(201, answer.body)),
+        Err(error) => write_refusal(&state, error, &answer).await,
     }
 }
 

@@ -23,6 +23,8 @@ pub struct PgStore {
     accounts: AccountCache,
     clock: Arc<dyn Clock>,
     write_gate: tokio::sync::Mutex<()>,
+    /// Connections with `synchronous_commit = off`, for request nonces only (see `insert_nonce`).
+    relaxed_pool: PgPool,
 }
 
 impl PgStore {
@@ -32,16 +34,22 @@ impl PgStore {
         let connect = PgConnectOptions::from_str(url)?
             .application_name("wenhui")
             .options([("plan_cache_mode", "force_custom_plan")]);
+        let relaxed = connect.clone().options([("synchronous_commit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(options.max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect)
             .await?;
+        let relaxed_pool = PgPoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_lazy_with(relaxed);
         Ok(PgStore {
             pool,
             accounts: AccountCache::default(),
             clock: options.clock,
             write_gate: tokio::sync::Mutex::new(()),
+            relaxed_pool,
         })
     }
 
@@ -56,6 +64,25 @@ season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);
 
 impl PgStore {
+    /// Records a terminal request nonce without waiting for the WAL flush: a nonce lost in a
+    /// crash only reopens a replay window that the request's Idempotency-Key still closes.
+    pub(crate) async fn insert_nonce(
+        &self,
+        terminal: uuid::Uuid,
+        nonce: &str,
+        at: Timestamp,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(terminal)
+        .bind(nonce.to_owned())
+        .bind(at.unix_us())
+        .execute(&self.relaxed_pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub(crate) async fn insert_voucher_rows(
         tx: &mut Tx,
         rows: &[crate::domain::season::Voucher],

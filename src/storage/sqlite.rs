@@ -60,6 +60,23 @@ season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);
 
 impl SqliteStore {
+    pub(crate) async fn insert_nonce(
+        &self,
+        terminal: uuid::Uuid,
+        nonce: &str,
+        at: Timestamp,
+    ) -> Result<bool, sqlx::Error> {
+        let done = sqlx::query(
+            "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(terminal)
+        .bind(nonce.to_owned())
+        .bind(at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     pub(crate) async fn insert_voucher_rows(
         tx: &mut Tx,
         rows: &[crate::domain::season::Voucher],

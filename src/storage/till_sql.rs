@@ -83,6 +83,53 @@ impl RedemptionRow {
     }
 }
 
+/// What a redemption group could collide with, read under the ledger lock.
+#[derive(Default)]
+pub(crate) struct SeenState {
+    pub answers: std::collections::HashSet<(String, String)>,
+    pub nonces: std::collections::HashSet<Vec<u8>>,
+    pub vouchers: std::collections::HashMap<Uuid, String>,
+    /// (merchant, order_ref, slot) -> whether the redeemed voucher was provincial.
+    pub orders: std::collections::HashMap<(Uuid, String, String), bool>,
+}
+
+/// Decides each redemption of a group in order against what the database holds and what the
+/// group itself has already taken: the same checks, in the same order, as a single redemption.
+pub(crate) fn decide_redemptions(
+    group: &[super::NewRedemption],
+    seen: &SeenState,
+) -> Vec<Result<(), String>> {
+    use super::conflict;
+    let mut seen_answers = seen.answers.clone();
+    let mut nonces = seen.nonces.clone();
+    let mut vouchers = seen.vouchers.clone();
+    let mut orders = seen.orders.clone();
+    group
+        .iter()
+        .map(|r| {
+            if !seen_answers.insert((r.answer.scope.clone(), r.answer.key.clone())) {
+                return Err(conflict::IDEMPOTENCY_TAKEN.to_owned());
+            }
+            if !nonces.insert(r.qr_nonce.clone()) {
+                return Err(conflict::QR_REPLAYED.to_owned());
+            }
+            match vouchers.get(&r.voucher_id).map(String::as_str) {
+                Some("active") => {}
+                Some(state) => return Err(format!("{}:{state}", conflict::VOUCHER_STATE)),
+                None => return Err(format!("{}:unknown", conflict::VOUCHER_STATE)),
+            }
+            let order = (r.merchant_id, r.order_ref.clone(), r.order_slot.clone());
+            if let Some(provincial) = orders.get(&order) {
+                let stacking = if *provincial != r.provincial { ":stacking" } else { "" };
+                return Err(format!("{}{stacking}", conflict::ORDER_REF_USED));
+            }
+            vouchers.insert(r.voucher_id, "redeemed".to_owned());
+            orders.insert(order, r.provincial);
+            Ok(())
+        })
+        .collect()
+}
+
 macro_rules! till_store {
     ($store:ident, $db:ty) => {
         mod till_impl {
@@ -96,12 +143,109 @@ macro_rules! till_store {
             use crate::domain::time::Timestamp;
             use crate::storage::season_sql::{VOUCHER_COLUMNS, VoucherRow};
             use crate::storage::till_sql::{MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow};
+            use crate::domain::ledger::NewEntry;
             use crate::storage::{
                 IdemRecord, NewRedemption, NewReversal, QrKeyRecord, RedemptionRecord, StorageError,
                 TerminalRecord, TillStore, WriteError, conflict,
             };
 
             impl $store {
+                /// What the database already holds that a group of redemptions could collide with.
+                async fn redemption_state(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    group: &[NewRedemption],
+                ) -> Result<crate::storage::till_sql::SeenState, WriteError> {
+                    use sqlx::QueryBuilder;
+                    let mut seen = crate::storage::till_sql::SeenState::default();
+                    let mut q = QueryBuilder::<$db>::new("SELECT scope, idem_key FROM idempotency_keys WHERE scope IN (");
+                    let mut list = q.separated(", ");
+                    for r in group {
+                        list.push_bind(r.answer.scope.clone());
+                    }
+                    q.push(") AND idem_key IN (");
+                    let mut list = q.separated(", ");
+                    for r in group {
+                        list.push_bind(r.answer.key.clone());
+                    }
+                    q.push(")");
+                    let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                    seen.answers.extend(rows);
+                    let mut q = QueryBuilder::<$db>::new("SELECT nonce FROM qr_nonces WHERE nonce IN (");
+                    let mut list = q.separated(", ");
+                    for r in group {
+                        list.push_bind(r.qr_nonce.clone());
+                    }
+                    q.push(")");
+                    let rows: Vec<(Vec<u8>,)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                    seen.nonces.extend(rows.into_iter().map(|(n,)| n));
+                    let mut q = QueryBuilder::<$db>::new("SELECT id, status FROM vouchers WHERE id IN (");
+                    let mut list = q.separated(", ");
+                    for r in group {
+                        list.push_bind(r.voucher_id);
+                    }
+                    q.push(")");
+                    let rows: Vec<(Uuid, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                    seen.vouchers.extend(rows);
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer FROM redemptions r \
+                         JOIN batches b ON b.id = r.batch_id WHERE r.reversed_at_us IS NULL AND r.order_ref IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for r in group {
+                        list.push_bind(r.order_ref.clone());
+                    }
+                    q.push(")");
+                    let rows: Vec<(Uuid, String, String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                    for (merchant, order_ref, slot, issuer) in rows {
+                        seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
+                    }
+                    Ok(seen)
+                }
+
+                async fn insert_redemptions(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    accepted: &[&NewRedemption],
+                ) -> Result<(), WriteError> {
+                    use sqlx::QueryBuilder;
+                    let answers: Vec<IdemRecord> = accepted.iter().map(|r| r.answer.clone()).collect();
+                    Self::insert_answers(tx, &answers).await?;
+                    let mut q = QueryBuilder::<$db>::new("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) ");
+                    q.push_values(accepted, |mut row, r| {
+                        row.push_bind(r.qr_nonce.clone()).push_bind(r.voucher_id).push_bind(r.redeemed_at.unix_us());
+                    });
+                    q.build().execute(&mut **tx).await?;
+                    let mut q = QueryBuilder::<$db>::new("UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id IN (");
+                    let mut list = q.separated(", ");
+                    for r in accepted {
+                        list.push_bind(r.voucher_id);
+                    }
+                    q.push(")");
+                    let updated = q.build().execute(&mut **tx).await?;
+                    if updated.rows_affected() != accepted.len() as u64 {
+                        return Err(WriteError::Conflict("a voucher changed state during the group".into()));
+                    }
+                    let mut q = QueryBuilder::<$db>::new(
+                        "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
+                         order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us) ",
+                    );
+                    q.push_values(accepted, |mut row, r| {
+                        row.push_bind(r.id)
+                            .push_bind(r.voucher_id)
+                            .push_bind(r.merchant_id)
+                            .push_bind(r.terminal_id)
+                            .push_bind(r.season_id)
+                            .push_bind(r.batch_id)
+                            .push_bind(r.order_ref.clone())
+                            .push_bind(r.order_slot.clone())
+                            .push_bind(r.order_amount_fen)
+                            .push_bind(r.discount_fen)
+                            .push_bind(r.funders_json.clone())
+                            .push_bind(r.redeemed_at.unix_us());
+                    });
+                    q.build().execute(&mut **tx).await?;
+                    Ok(())
+                }
+
                 /// Whether a request under the same idempotency key committed first (a retry that
                 /// overtook a slow first attempt): it must replay that answer, not refuse.
                 async fn answer_exists(
@@ -227,15 +371,7 @@ macro_rules! till_store {
                 }
 
                 async fn record_nonce(&self, terminal_id: Uuid, nonce: &str, at: Timestamp) -> Result<bool, StorageError> {
-                    let done = sqlx::query(
-                        "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                    )
-                    .bind(terminal_id)
-                    .bind(nonce.to_owned())
-                    .bind(at.unix_us())
-                    .execute(&self.pool)
-                    .await?;
-                    Ok(done.rows_affected() == 1)
+                    Ok(self.insert_nonce(terminal_id, nonce, at).await?)
                 }
 
                 async fn qr_keys(&self) -> Result<Vec<QrKeyRecord>, StorageError> {
@@ -328,6 +464,7 @@ macro_rules! till_store {
                             .await?;
                         let province_level = |code: &str| code.ends_with("0000");
                         let what = if province_level(&used_issuer) != province_level(&mine) { ":stacking" } else { "" };
+                        let _ = r.provincial;
                         return Err(WriteError::Conflict(format!("{}{what}", conflict::ORDER_REF_USED)));
                     }
                     Self::insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
@@ -363,6 +500,29 @@ macro_rules! till_store {
                     tx.commit().await?;
                     self.accounts.extend(opened);
                     Ok(())
+                }
+
+                async fn commit_redemptions(
+                    &self,
+                    group: &[NewRedemption],
+                ) -> Result<Vec<Result<(), String>>, WriteError> {
+                    let _gate = self.write_gate.lock().await;
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_head(&mut tx).await?;
+                    let seen = Self::redemption_state(&mut tx, group).await?;
+                    let outcomes = crate::storage::till_sql::decide_redemptions(group, &seen);
+                    let accepted: Vec<&NewRedemption> =
+                        group.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(r, _)| r).collect();
+                    if !accepted.is_empty() {
+                        Self::insert_redemptions(&mut tx, &accepted).await?;
+                        let entries: Vec<NewEntry> = accepted.iter().map(|r| r.entry.clone()).collect();
+                        let opened = self.post_in(&mut tx, &entries).await?;
+                        tx.commit().await?;
+                        self.accounts.extend(opened);
+                    } else {
+                        tx.commit().await?;
+                    }
+                    Ok(outcomes)
                 }
 
                 async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError> {

@@ -249,6 +249,8 @@ pub struct NewRedemption {
     pub batch_id: Uuid,
     pub order_ref: String,
     pub order_slot: String,
+    /// Whether the voucher's batch was issued by the province (for telling stacking apart).
+    pub provincial: bool,
     pub order_amount_fen: i64,
     pub discount_fen: i64,
     pub funders_json: String,
@@ -298,6 +300,7 @@ pub mod conflict {
     pub const ORDER_REF_USED: &str = "order_ref_used";
     pub const ALREADY_REVERSED: &str = "already_reversed";
     pub const ALREADY_SETTLED: &str = "already_settled";
+    pub const IDEMPOTENCY_TAKEN: &str = "idempotency_taken";
 }
 
 #[async_trait]
@@ -350,6 +353,15 @@ pub trait TillStore: Send + Sync {
     async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError>;
 
     async fn commit_redemption(&self, redemption: &NewRedemption) -> Result<(), WriteError>;
+
+    /// Commits many redemptions in one transaction, re-checking each under the ledger lock.
+    /// Each gets `Ok`, or `Err(code)` with a [`conflict`] code (or `idempotency_taken`) for a
+    /// refusal that was decided inside the transaction and written nothing. A database error
+    /// fails the whole group.
+    async fn commit_redemptions(
+        &self,
+        group: &[NewRedemption],
+    ) -> Result<Vec<Result<(), String>>, WriteError>;
 
     async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError>;
 

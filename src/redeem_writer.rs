@@ -1,0 +1,68 @@
+//! Group commit for redemptions, as for claims (`rush.rs`): handlers verify the terminal, the
+//! token and the voucher with reads, then hand the redemption to one writer task per process,
+//! which commits everything queued in one transaction. Each redemption is re-checked under the
+//! ledger lock inside that transaction (QR nonce, voucher state, order reference, idempotency
+//! key), so a group never lets through what a single transaction would refuse. If the database
+//! refuses the group as a whole, each redemption is retried in a transaction of its own.
+
+use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::storage::{NewRedemption, Storage, WriteError, conflict};
+
+const MAX_GROUP: usize = 256;
+const QUEUE_DEPTH: usize = 8_192;
+
+type Reply = oneshot::Sender<Result<(), WriteError>>;
+
+#[derive(Clone)]
+pub struct RedemptionWriter {
+    queue: mpsc::Sender<(NewRedemption, Reply)>,
+}
+
+impl RedemptionWriter {
+    pub fn spawn(store: Arc<dyn Storage>) -> RedemptionWriter {
+        let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
+        tokio::spawn(run(store, inbox));
+        RedemptionWriter { queue }
+    }
+
+    /// Queues a redemption and waits until its group has committed (or it was refused).
+    pub async fn commit(&self, redemption: NewRedemption) -> Result<(), WriteError> {
+        let (reply, answer) = oneshot::channel();
+        let stopped =
+            || WriteError::Storage(crate::storage::StorageError::Corrupt("redemption writer stopped".into()));
+        self.queue.send((redemption, reply)).await.map_err(|_| stopped())?;
+        answer.await.map_err(|_| stopped())?
+    }
+}
+
+async fn run(store: Arc<dyn Storage>, mut inbox: mpsc::Receiver<(NewRedemption, Reply)>) {
+    while let Some(first) = inbox.recv().await {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match inbox.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let (redemptions, replies): (Vec<NewRedemption>, Vec<Reply>) = group.into_iter().unzip();
+        match store.commit_redemptions(&redemptions).await {
+            Ok(outcomes) => {
+                for (reply, outcome) in replies.into_iter().zip(outcomes) {
+                    let _ = reply.send(outcome.map_err(|code| match code.as_str() {
+                        conflict::IDEMPOTENCY_TAKEN => WriteError::IdempotencyTaken,
+                        _ => WriteError::Conflict(code),
+                    }));
+                }
+            }
+            Err(error) => {
+                tracing::warn!(%error, "redemption group refused; committing one by one");
+                for (redemption, reply) in redemptions.iter().zip(replies) {
+                    let _ = reply.send(store.commit_redemption(redemption).await);
+                }
+            }
+        }
+    }
+}
