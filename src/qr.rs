@@ -23,7 +23,7 @@ use crate::storage::{QrKeyRecord, Storage, StorageError};
 
 /// How long a freshly issued token lives.
 pub const TOKEN_LIFETIME_S: i64 = 90;
-const RELOAD_EVERY: Duration = Duration::from_secs(5);
+const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
 pub fn key_dir(data_dir: &Path) -> PathBuf {
     data_dir.join("keys").join("qr")

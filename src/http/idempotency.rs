@@ -94,3 +94,53 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
         }
     })
 }
+
+/// The start of every keyed staff write: the request hash, the key's scope, and the stored
+/// answer if this key was used before.
+pub enum Prelude {
+    Replay(Response),
+    Fresh { scope: String, hash: Vec<u8> },
+}
+
+pub async fn staff_prelude(
+    store: &dyn Storage,
+    staff_key_id: uuid::Uuid,
+    path: &str,
+    key: &str,
+    body: &[u8],
+) -> Result<Prelude, ApiError> {
+    let hash = request_hash("POST", path, body);
+    let scope = format!("staff:{staff_key_id}");
+    Ok(match replay_if_known(store, &scope, key, &hash).await? {
+        Some(replayed) => Prelude::Replay(replayed),
+        None => Prelude::Fresh { scope, hash },
+    })
+}
+
+/// The answer to a keyed write the storage layer carried out (or refused): the stored answer,
+/// a replay if a twin committed first, or the refusal. `on_conflict` names a constraint refusal.
+pub async fn write_outcome(
+    store: &dyn Storage,
+    outcome: Result<(), crate::storage::WriteError>,
+    record: crate::storage::IdemRecord,
+    on_conflict: impl FnOnce(String) -> ApiError,
+) -> Result<Response, ApiError> {
+    use crate::domain::ledger::LedgerError;
+    use crate::storage::WriteError;
+    match outcome {
+        Ok(()) => Ok(json_response(record.status, record.body)),
+        Err(WriteError::IdempotencyTaken) => {
+            replay_if_known(store, &record.scope, &record.key, &record.request_hash)
+                .await?
+                .ok_or_else(ApiError::internal)
+        }
+        Err(WriteError::Ledger(refusal)) => match refusal.error {
+            LedgerError::LimitExceeded { address, .. } => {
+                Err(ApiError::conflict("budget_exceeded", format!("not enough money left in {address}")))
+            }
+            other => Err(ApiError::unprocessable("ledger_refused", other.to_string())),
+        },
+        Err(WriteError::Conflict(message)) => Err(on_conflict(message)),
+        Err(WriteError::Storage(error)) => Err(error.into()),
+    }
+}

@@ -13,12 +13,12 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Staff};
-use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
+use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::Category;
 use crate::domain::staff::{Role, StaffScope};
-use crate::storage::{IdemRecord, TerminalRecord, WriteError};
+use crate::storage::{IdemRecord, TerminalRecord};
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, message)
@@ -116,11 +116,10 @@ pub async fn create(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-    let hash = request_hash("POST", "/v1/merchants", &body);
-    let scope = format!("staff:{}", staff.1);
-    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
+    let (scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/merchants", &key, &body).await? {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
     let merchant = parse_merchant(parse_json(&body)?)?;
     require_admin_of(&staff, merchant.city)?;
     let record = IdemRecord {
@@ -130,20 +129,11 @@ pub async fn create(
         status: 201,
         body: merchant_json(&merchant).to_string(),
     };
-    match state.store().insert_merchant(&merchant, &record).await {
-        Ok(()) => Ok(json_response(201, record.body)),
-        Err(WriteError::IdempotencyTaken) => {
-            replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
-                .await?
-                .ok_or_else(ApiError::internal)
-        }
-        Err(WriteError::Conflict(_)) => Err(ApiError::conflict(
-            "merchant_exists",
-            "a merchant with this credit code is already registered",
-        )),
-        Err(WriteError::Ledger(e)) => Err(ApiError::unprocessable("ledger_refused", e.to_string())),
-        Err(WriteError::Storage(e)) => Err(e.into()),
-    }
+    let outcome = state.store().insert_merchant(&merchant, &record).await;
+    write_outcome(state.store(), outcome, record, |_| {
+        ApiError::conflict("merchant_exists", "a merchant with this credit code is already registered")
+    })
+    .await
 }
 
 #[derive(Deserialize)]
@@ -232,11 +222,11 @@ pub async fn register_terminal(
 ) -> Result<Response, ApiError> {
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
-    let hash = request_hash("POST", &format!("/v1/merchants/{merchant_id}/terminals"), &body);
-    let scope = format!("staff:{}", staff.1);
-    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
+    let path = format!("/v1/merchants/{merchant_id}/terminals");
+    let (scope, hash) = match staff_prelude(state.store(), staff.1, &path, &key, &body).await? {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
     let request: RegisterTerminal = parse_json(&body)?;
     let public_key = URL_SAFE_NO_PAD
         .decode(request.public_key.trim().trim_end_matches('='))
@@ -248,19 +238,11 @@ pub async fn register_terminal(
         TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
     let answer = json!({"terminal_id": terminal.id, "merchant_id": merchant_id, "label": label});
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
-    match state.store().insert_terminal(&terminal, state.clock().now(), &record).await {
-        Ok(()) => Ok(json_response(201, record.body)),
-        Err(WriteError::IdempotencyTaken) => {
-            replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
-                .await?
-                .ok_or_else(ApiError::internal)
-        }
-        Err(WriteError::Conflict(_)) => {
-            Err(ApiError::conflict("terminal_exists", "this public key is already registered"))
-        }
-        Err(WriteError::Ledger(e)) => Err(ApiError::unprocessable("ledger_refused", e.to_string())),
-        Err(WriteError::Storage(e)) => Err(e.into()),
-    }
+    let outcome = state.store().insert_terminal(&terminal, state.clock().now(), &record).await;
+    write_outcome(state.store(), outcome, record, |_| {
+        ApiError::conflict("terminal_exists", "this public key is already registered")
+    })
+    .await
 }
 
 pub async fn revoke_terminal(

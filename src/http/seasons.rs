@@ -11,16 +11,16 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, Staff};
-use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
+use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::accounts;
 use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::ledger::{LedgerError, NewEntry, NewPosting, Side};
+use crate::domain::ledger::{NewEntry, NewPosting, Side};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{Batch, Category, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release, Season};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
-use crate::storage::{IdemRecord, Storage, WriteError};
+use crate::storage::{IdemRecord, Storage};
 
 const MAX_BUDGETS: usize = 64;
 const MAX_NAME_CHARS: usize = 100;
@@ -42,32 +42,8 @@ fn check_name(name: &str) -> Result<String, ApiError> {
     Ok(name.to_owned())
 }
 
-fn staff_scope_key(staff: &Staff) -> String {
-    format!("staff:{}", staff.1)
-}
-
-/// Maps a storage refusal of a staff write to an answer (replaying if a twin committed first).
-async fn write_outcome(
-    state: &AppState,
-    outcome: Result<(), WriteError>,
-    record: IdemRecord,
-) -> Result<Response, ApiError> {
-    match outcome {
-        Ok(()) => Ok(json_response(record.status, record.body)),
-        Err(WriteError::IdempotencyTaken) => {
-            replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
-                .await?
-                .ok_or_else(ApiError::internal)
-        }
-        Err(WriteError::Ledger(refusal)) => match refusal.error {
-            LedgerError::LimitExceeded { address, .. } => {
-                Err(ApiError::conflict("budget_exceeded", format!("not enough money left in {address}")))
-            }
-            other => Err(ApiError::unprocessable("ledger_refused", other.to_string())),
-        },
-        Err(WriteError::Conflict(message)) => Err(ApiError::conflict("conflict", message)),
-        Err(WriteError::Storage(error)) => Err(error.into()),
-    }
+fn conflict(message: String) -> ApiError {
+    ApiError::conflict("conflict", message)
 }
 
 #[derive(Deserialize)]
@@ -109,11 +85,10 @@ pub async fn create_season(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin])?;
-    let hash = request_hash("POST", "/v1/seasons", &body);
-    let idem_scope = staff_scope_key(&staff);
-    if let Some(replayed) = replay_if_known(state.store(), &idem_scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
+    let (idem_scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/seasons", &key, &body).await? {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
     let request: CreateSeason = parse_json(&body)?;
     let province = parse_region(&request.province, "province")?;
     if province.level() != RegionLevel::Province || !scope.covers(province) {
@@ -167,7 +142,7 @@ pub async fn create_season(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
     let outcome = state.store().create_season(&season, &funders, &entries, &record).await;
-    write_outcome(&state, outcome, record).await
+    write_outcome(state.store(), outcome, record, conflict).await
 }
 
 #[derive(Deserialize)]
@@ -186,11 +161,13 @@ pub async fn add_budget(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-    let hash = request_hash("POST", &format!("/v1/seasons/{season_id}/budgets"), &body);
-    let idem_scope = staff_scope_key(&staff);
-    if let Some(replayed) = replay_if_known(state.store(), &idem_scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
+    let (idem_scope, hash) =
+        match staff_prelude(state.store(), staff.1, &format!("/v1/seasons/{season_id}/budgets"), &key, &body)
+            .await?
+        {
+            Prelude::Replay(replayed) => return Ok(replayed),
+            Prelude::Fresh { scope, hash } => (scope, hash),
+        };
     let request: AddBudget = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
     let funder = parse_region(&request.funder, "funder")?;
@@ -212,7 +189,7 @@ pub async fn add_budget(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: body.to_string() };
     let outcome = state.store().add_budget(season.id, funder, &entry, &record).await;
-    write_outcome(&state, outcome, record).await
+    write_outcome(state.store(), outcome, record, conflict).await
 }
 
 async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
@@ -463,11 +440,13 @@ pub async fn create_batch(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-    let hash = request_hash("POST", &format!("/v1/seasons/{season_id}/batches"), &body);
-    let idem_scope = staff_scope_key(&staff);
-    if let Some(replayed) = replay_if_known(state.store(), &idem_scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
+    let (idem_scope, hash) =
+        match staff_prelude(state.store(), staff.1, &format!("/v1/seasons/{season_id}/batches"), &key, &body)
+            .await?
+        {
+            Prelude::Replay(replayed) => return Ok(replayed),
+            Prelude::Fresh { scope, hash } => (scope, hash),
+        };
     let request: CreateBatch = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
     let issuer = parse_region(&request.issuer, "issuer")?;
@@ -504,7 +483,7 @@ pub async fn create_batch(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
     let outcome = state.store().create_batch(&batch, &entry, &record).await;
-    write_outcome(&state, outcome, record).await
+    write_outcome(state.store(), outcome, record, conflict).await
 }
 
 fn batch_view(batch: &Batch, now: Timestamp) -> Value {

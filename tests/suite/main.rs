@@ -10,3 +10,4 @@ mod http_foundation;
 mod ledger;
 mod ledger_props;
 mod till;
+mod till_cli;
