@@ -156,6 +156,7 @@ pub async fn claim(
 }
 
 /// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
+#[utoipa::path(post, path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{token, expires_at, svg}"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn voucher_qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,

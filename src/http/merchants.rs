@@ -109,6 +109,7 @@ fn parse_merchant(request: CreateMerchant) -> Result<Merchant, ApiError> {
 }
 
 /// Registers a merchant (city_admin of its city, or province_admin).
+#[utoipa::path(post, path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     staff: Staff,
@@ -144,6 +145,7 @@ pub struct ListQuery {
 }
 
 /// Merchants of a city (or of the caller's whole region when no city is given).
+#[utoipa::path(get, path = "/v1/merchants", security(("staff_key" = [])), params(("city" = Option<String>, Query)), responses((status = 200, description = "{\"merchants\": [...]}")))]
 pub async fn list(
     State(state): State<AppState>,
     staff: Staff,
@@ -188,6 +190,7 @@ async fn set_status(
     Ok(Json(json!({"id": id, "status": status.as_str()})))
 }
 
+#[utoipa::path(post, path = "/v1/merchants/{id}/suspend", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
 pub async fn suspend(
     State(state): State<AppState>,
     staff: Staff,
@@ -196,6 +199,7 @@ pub async fn suspend(
     set_status(&state, &staff, id, MerchantStatus::Suspended).await
 }
 
+#[utoipa::path(post, path = "/v1/merchants/{id}/activate", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
 pub async fn activate(
     State(state): State<AppState>,
     staff: Staff,
@@ -213,6 +217,7 @@ struct RegisterTerminal {
 }
 
 /// Registers a till's Ed25519 public key for a merchant; the till keeps its private key.
+#[utoipa::path(post, path = "/v1/merchants/{id}/terminals", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{terminal_id}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn register_terminal(
     State(state): State<AppState>,
     staff: Staff,
@@ -245,6 +250,7 @@ pub async fn register_terminal(
     .await
 }
 
+#[utoipa::path(post, path = "/v1/merchants/{id}/terminals/{terminal_id}/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path), ("terminal_id" = Uuid, Path)), responses((status = 200, description = "{terminal_id, revoked}")))]
 pub async fn revoke_terminal(
     State(state): State<AppState>,
     staff: Staff,

@@ -224,7 +224,11 @@ pub fn status_error(status: StatusCode) -> ApiError {
 #[openapi(
     info(title = "Wenhui", description = "Cultural consumption vouchers and benefit cards"),
     paths(ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me,
-        citizens::register, citizens::sign_in, citizens::my_vouchers, citizens::claim),
+        citizens::register, citizens::sign_in, citizens::my_vouchers, citizens::claim, citizens::voucher_qr,
+        seasons::create_season, seasons::add_budget, seasons::list_seasons, seasons::get_season,
+        seasons::create_batch, seasons::list_batches, merchants::create, merchants::list, merchants::suspend,
+        merchants::activate, merchants::register_terminal, merchants::revoke_terminal, till::keys, till::redeem,
+        till::reverse, till::get),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -78,6 +78,7 @@ fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String
 }
 
 /// Creates a season with each funder's budget (province_admin of that province).
+#[utoipa::path(post, path = "/v1/seasons", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the season with each funder's amounts"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_season(
     State(state): State<AppState>,
     staff: Staff,
@@ -153,6 +154,7 @@ struct AddBudget {
 }
 
 /// Adds to a funder's budget (that funder's admin).
+#[utoipa::path(post, path = "/v1/seasons/{id}/budgets", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the budget added"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn add_budget(
     State(state): State<AppState>,
     staff: Staff,
@@ -229,6 +231,7 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
     }))
 }
 
+#[utoipa::path(get, path = "/v1/seasons", responses((status = 200, description = "{\"seasons\": [...]}")))]
 pub async fn list_seasons(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let now = state.clock().now();
     let mut seasons = Vec::new();
@@ -238,6 +241,7 @@ pub async fn list_seasons(State(state): State<AppState>) -> Result<Json<Value>, 
     Ok(Json(json!({ "seasons": seasons })))
 }
 
+#[utoipa::path(get, path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_season(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<Uuid>,
@@ -432,6 +436,7 @@ fn reserve_entry(batch: &Batch) -> Result<NewEntry, ApiError> {
 }
 
 /// Creates a voucher batch and reserves its money (the issuer's admin).
+#[utoipa::path(post, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_batch(
     State(state): State<AppState>,
     staff: Staff,
@@ -530,6 +535,7 @@ fn batch_view(batch: &Batch, now: Timestamp) -> Value {
 }
 
 /// Open and upcoming batches of a season, with remaining stock and the next release.
+#[utoipa::path(get, path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release")))]
 pub async fn list_batches(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<Uuid>,

@@ -93,6 +93,7 @@ pub async fn authenticate(
 }
 
 /// The published QR verification keys (current and previous), for tills to verify offline.
+#[utoipa::path(get, path = "/v1/keys", responses((status = 200, description = "{\"keys\": [{key_id, public_key, status, valid_from_s, valid_until_s}]}")))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     let ring = state.qr().ring().await?;
     Ok(Json(serde_json::to_value(&ring).map_err(|_| ApiError::internal())?))
@@ -223,6 +224,7 @@ fn order_slot(plan: &Plan) -> String {
 }
 
 /// Redeems a voucher at the till (a signed terminal request with an Idempotency-Key).
+#[utoipa::path(post, path = "/v1/redemptions", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{redemption_id, voucher_id, order_amount, discount, payable, funders}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 410, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn redeem(
     State(state): State<AppState>,
     method: Method,
@@ -399,6 +401,7 @@ fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, reactivate: bool)
 }
 
 /// Reverses a redemption (a refunded sale), signed by a terminal of the same merchant.
+#[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{reversal_id, redemption_id, voucher_id, voucher_status, amount}"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -471,6 +474,7 @@ pub async fn reverse(
 }
 
 /// A redemption, for the merchant's own terminals.
+#[utoipa::path(get, path = "/v1/redemptions/{id}", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path)), responses((status = 200, description = "the redemption"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,
