@@ -63,51 +63,7 @@ sql_store!(PgStore, sqlx::Postgres);
 season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);
 
-/// A stored answer row: scope, key, request hash, status, body.
-type AnswerRow = (String, String, Vec<u8>, i32, String);
-
 impl PgStore {
-    pub(crate) async fn answer_rows(
-        &self,
-        scopes: Vec<String>,
-        keys: Vec<String>,
-    ) -> Result<Vec<AnswerRow>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys \
-             WHERE scope = ANY($1) AND idem_key = ANY($2)",
-        )
-        .bind(scopes)
-        .bind(keys)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    pub(crate) async fn slot_rows(
-        &self,
-        batch: uuid::Uuid,
-        citizens: Vec<uuid::Uuid>,
-    ) -> Result<Vec<(uuid::Uuid, i32)>, sqlx::Error> {
-        sqlx::query_as(
-            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = $1 AND citizen_id = ANY($2)",
-        )
-        .bind(batch)
-        .bind(citizens)
-        .fetch_all(&self.pool)
-        .await
-    }
-
-    pub(crate) async fn total_rows(
-        &self,
-        season: uuid::Uuid,
-        citizens: Vec<uuid::Uuid>,
-    ) -> Result<Vec<(uuid::Uuid, i64)>, sqlx::Error> {
-        sqlx::query_as("SELECT citizen_id, claimed_fen FROM citizen_season_totals WHERE season_id = $1 AND citizen_id = ANY($2)")
-            .bind(season)
-            .bind(citizens)
-            .fetch_all(&self.pool)
-            .await
-    }
-
     /// Records a terminal request nonce without waiting for the WAL flush: a nonce lost in a
     /// crash only reopens a replay window that the request's Idempotency-Key still closes.
     pub(crate) async fn insert_nonce(

@@ -294,9 +294,22 @@ macro_rules! season_store {
                     // primary key serves well; the exact pairs are picked out here.
                     let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
                     for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
-                        let scopes: Vec<String> = chunk.iter().map(|(scope, _)| scope.clone()).collect();
-                        let idem_keys: Vec<String> = chunk.iter().map(|(_, key)| key.clone()).collect();
-                        for (scope, key, request_hash, status, body) in self.answer_rows(scopes, idem_keys).await? {
+                        let mut select = QueryBuilder::<$db>::new(
+                            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE scope IN (",
+                        );
+                        let mut scopes = select.separated(", ");
+                        for (scope, _) in chunk {
+                            scopes.push_bind(scope.clone());
+                        }
+                        select.push(") AND idem_key IN (");
+                        let mut idem_keys = select.separated(", ");
+                        for (_, key) in chunk {
+                            idem_keys.push_bind(key.clone());
+                        }
+                        select.push(")");
+                        let rows: Vec<(String, String, Vec<u8>, i32, String)> =
+                            select.build_query_as().fetch_all(&self.pool).await?;
+                        for (scope, key, request_hash, status, body) in rows {
                             let pair = (scope, key);
                             if wanted.contains(&pair) {
                                 let status = u16::try_from(status).unwrap_or(500);
@@ -543,12 +556,32 @@ macro_rules! season_store {
                     let mut holdings: HashMap<Uuid, CitizenHoldings> =
                         citizens.iter().map(|c| (*c, CitizenHoldings::default())).collect();
                     for chunk in citizens.chunks(INSERT_CHUNK_ROWS) {
-                        for (citizen, slot) in self.slot_rows(batch_id, chunk.to_vec()).await? {
+                        let mut slots = QueryBuilder::<$db>::new(
+                            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
+                        );
+                        slots.push_bind(batch_id).push(" AND citizen_id IN (");
+                        let mut list = slots.separated(", ");
+                        for citizen in chunk {
+                            list.push_bind(*citizen);
+                        }
+                        slots.push(")");
+                        let rows: Vec<(Uuid, i32)> = slots.build_query_as().fetch_all(&self.pool).await?;
+                        for (citizen, slot) in rows {
                             if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen), u32::try_from(slot)) {
                                 h.slots.push(slot);
                             }
                         }
-                        for (citizen, total) in self.total_rows(season_id, chunk.to_vec()).await? {
+                        let mut totals = QueryBuilder::<$db>::new(
+                            "SELECT citizen_id, claimed_fen FROM citizen_season_totals WHERE season_id = ",
+                        );
+                        totals.push_bind(season_id).push(" AND citizen_id IN (");
+                        let mut list = totals.separated(", ");
+                        for citizen in chunk {
+                            list.push_bind(*citizen);
+                        }
+                        totals.push(")");
+                        let rows: Vec<(Uuid, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
+                        for (citizen, total) in rows {
                             if let Some(h) = holdings.get_mut(&citizen) {
                                 h.season_total_fen = total;
                             }

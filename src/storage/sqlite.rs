@@ -59,65 +59,7 @@ sql_store!(SqliteStore, sqlx::Sqlite);
 season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);
 
-/// A stored answer row: scope, key, request hash, status, body.
-type AnswerRow = (String, String, Vec<u8>, i32, String);
-
 impl SqliteStore {
-    pub(crate) async fn answer_rows(
-        &self,
-        scopes: Vec<String>,
-        keys: Vec<String>,
-    ) -> Result<Vec<AnswerRow>, sqlx::Error> {
-        let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE scope IN (",
-        );
-        let mut list = select.separated(", ");
-        for scope in scopes {
-            list.push_bind(scope);
-        }
-        select.push(") AND idem_key IN (");
-        let mut list = select.separated(", ");
-        for key in keys {
-            list.push_bind(key);
-        }
-        select.push(")");
-        select.build_query_as().fetch_all(&self.pool).await
-    }
-
-    pub(crate) async fn slot_rows(
-        &self,
-        batch: uuid::Uuid,
-        citizens: Vec<uuid::Uuid>,
-    ) -> Result<Vec<(uuid::Uuid, i32)>, sqlx::Error> {
-        let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
-        );
-        select.push_bind(batch).push(" AND citizen_id IN (");
-        let mut list = select.separated(", ");
-        for citizen in citizens {
-            list.push_bind(citizen);
-        }
-        select.push(")");
-        select.build_query_as().fetch_all(&self.pool).await
-    }
-
-    pub(crate) async fn total_rows(
-        &self,
-        season: uuid::Uuid,
-        citizens: Vec<uuid::Uuid>,
-    ) -> Result<Vec<(uuid::Uuid, i64)>, sqlx::Error> {
-        let mut select = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT citizen_id, claimed_fen FROM citizen_season_totals WHERE season_id = ",
-        );
-        select.push_bind(season).push(" AND citizen_id IN (");
-        let mut list = select.separated(", ");
-        for citizen in citizens {
-            list.push_bind(citizen);
-        }
-        select.push(")");
-        select.build_query_as().fetch_all(&self.pool).await
-    }
-
     pub(crate) async fn insert_nonce(
         &self,
         terminal: uuid::Uuid,
