@@ -51,18 +51,28 @@ async fn run(store: Arc<dyn Storage>, mut inbox: mpsc::Receiver<(NewRedemption, 
         match store.commit_redemptions(&redemptions).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome.map_err(|code| match code.as_str() {
-                        conflict::IDEMPOTENCY_TAKEN => WriteError::IdempotencyTaken,
-                        _ => WriteError::Conflict(code),
-                    }));
+                    let _ = reply.send(outcome.map_err(refusal));
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "redemption group refused; committing one by one");
                 for (redemption, reply) in redemptions.iter().zip(replies) {
-                    let _ = reply.send(store.commit_redemption(redemption).await);
+                    let _ = reply.send(commit_one(store.as_ref(), redemption).await);
                 }
             }
         }
     }
+}
+
+fn refusal(code: String) -> WriteError {
+    match code.as_str() {
+        conflict::IDEMPOTENCY_TAKEN => WriteError::IdempotencyTaken,
+        _ => WriteError::Conflict(code),
+    }
+}
+
+/// A group of one: the same checks under the lock, in a transaction of its own.
+async fn commit_one(store: &dyn Storage, redemption: &NewRedemption) -> Result<(), WriteError> {
+    let mut outcomes = store.commit_redemptions(std::slice::from_ref(redemption)).await?;
+    outcomes.pop().unwrap_or_else(|| Err(format!("{}:unknown", conflict::VOUCHER_STATE))).map_err(refusal)
 }

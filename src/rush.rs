@@ -378,8 +378,9 @@ impl Writer {
             None => commit.batch_claims.push((batch.id, 1, released)),
         }
         // Apply to the in-memory state now so later claims in the group see it.
-        let (batch, _) = self.caches.batches.get_mut(&request.batch_id).expect("present above");
-        batch.claimed_count += 1;
+        if let Some((batch, _)) = self.caches.batches.get_mut(&request.batch_id) {
+            batch.claimed_count += 1;
+        }
         held.slots.push(slot);
         held.season_total_fen += voucher.value.as_fen();
         self.caches.season_totals.insert((voucher.season_id, request.citizen_id), held.season_total_fen);
@@ -420,10 +421,15 @@ impl Writer {
             return Ok(0);
         }
         let mut commit = ExpiryCommit { expired_at: now, ..ExpiryCommit::default() };
+        let mut rows: HashMap<Uuid, Option<(Batch, Season)>> = HashMap::new();
         for voucher in &due {
-            let Some(batch) = self.store.batch(voucher.batch_id).await? else { continue };
-            let Some(season) = self.store.season(voucher.season_id).await? else { continue };
-            commit.entries.push(expiry_entry(&batch, voucher));
+            if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(voucher.batch_id) {
+                let batch = self.store.batch(voucher.batch_id).await?;
+                let season = self.store.season(voucher.season_id).await?;
+                slot.insert(batch.zip(season));
+            }
+            let Some(Some((batch, season))) = rows.get(&voucher.batch_id) else { continue };
+            commit.entries.push(expiry_entry(batch, voucher));
             commit.voucher_ids.push(voucher.id);
             match commit.batch_returns.iter_mut().find(|(id, _)| *id == batch.id) {
                 Some((_, count)) => *count += 1,

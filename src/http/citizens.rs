@@ -123,11 +123,16 @@ pub async fn my_vouchers(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let now = state.clock().now();
     let mut vouchers = Vec::new();
+    use std::collections::hash_map::{Entry, HashMap};
+    let mut batches = HashMap::new();
     for voucher in state.store().citizen_vouchers(citizen_id, 200).await? {
-        let Some(batch) = state.store().batch(voucher.batch_id).await? else { continue };
+        if let Entry::Vacant(slot) = batches.entry(voucher.batch_id) {
+            slot.insert(state.store().batch(voucher.batch_id).await?);
+        }
+        let Some(Some(batch)) = batches.get(&voucher.batch_id) else { continue };
         let mut shown = voucher.clone();
         shown.status = voucher.status_at(now);
-        let mut body = crate::rush::voucher_json(&shown, &batch);
+        let mut body = crate::rush::voucher_json(&shown, batch);
         body["batch_name"] = serde_json::json!(batch.name);
         vouchers.push(body);
     }

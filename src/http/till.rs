@@ -22,7 +22,7 @@ use super::error::ApiError;
 use super::extract::ApiPath;
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use crate::domain::accounts;
-use crate::domain::ledger::{NewEntry, NewPosting, Side};
+use crate::domain::ledger::{AccountSpec, NewEntry, NewPosting, Side};
 use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::RegionLevel;
@@ -190,17 +190,20 @@ fn not_redeemable(state: &str) -> ApiError {
     ApiError::conflict("voucher_not_redeemable", format!("the voucher is {state}"))
 }
 
+/// Adds a posting unless its amount is zero (a funder's part of a small discount can be).
+fn push_nonzero(postings: &mut Vec<NewPosting>, account: AccountSpec, side: Side, amount_fen: i64) {
+    if amount_fen > 0 {
+        postings.push(NewPosting { account, side, amount_fen });
+    }
+}
+
 /// The voucher's value leaves liability: the discount to the merchant, the rest back to the pool.
 fn redemption_entry(plan: &Plan, merchant: Uuid, redemption: Uuid) -> NewEntry {
     let (season, batch) = (plan.batch.season_id, plan.batch.id);
     let mut postings = Vec::new();
     for (funder, value, discount) in &plan.parts {
         let rest = value.as_fen() - discount.as_fen();
-        let mut push = |account, side, amount_fen: i64| {
-            if amount_fen > 0 {
-                postings.push(NewPosting { account, side, amount_fen });
-            }
-        };
+        let mut push = |account, side, amount_fen| push_nonzero(&mut postings, account, side, amount_fen);
         push(accounts::issued(season, batch, *funder), Side::Debit, value.as_fen());
         push(accounts::payable(season, merchant, *funder), Side::Credit, discount.as_fen());
         push(accounts::pool(season, *funder), Side::Credit, rest);
@@ -376,11 +379,7 @@ fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, reactivate: bool)
     let mut postings = Vec::new();
     for (funder, value, discount) in &plan.parts {
         let rest = value.as_fen() - discount.as_fen();
-        let mut push = |account, side, amount_fen: i64| {
-            if amount_fen > 0 {
-                postings.push(NewPosting { account, side, amount_fen });
-            }
-        };
+        let mut push = |account, side, amount_fen| push_nonzero(&mut postings, account, side, amount_fen);
         push(accounts::payable(season, merchant, *funder), Side::Debit, discount.as_fen());
         if reactivate {
             push(accounts::pool(season, *funder), Side::Debit, rest);

@@ -352,8 +352,6 @@ pub trait TillStore: Send + Sync {
 
     async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError>;
 
-    async fn commit_redemption(&self, redemption: &NewRedemption) -> Result<(), WriteError>;
-
     /// Commits many redemptions in one transaction, re-checking each under the ledger lock.
     /// Each gets `Ok`, or `Err(code)` with a [`conflict`] code (or `idempotency_taken`) for a
     /// refusal that was decided inside the transaction and written nothing. A database error
