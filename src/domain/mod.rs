@@ -6,6 +6,7 @@
 pub mod accounts;
 pub mod checkpoint;
 pub mod citizen;
+pub mod finance;
 pub mod funding;
 pub mod ledger;
 pub mod merchant;

@@ -1,0 +1,258 @@
+//! Finance, the pure part: the figures of a season report, the per-funder identity that
+//! reconciliation checks, settlement lines, and the calendar day a movement belongs to.
+//! No SQL and no HTTP: storage hands in rows, this module says what they add up to.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::accounts::SeasonAccount;
+use super::funding::FundingShares;
+use super::ledger::Balance;
+use super::money::Fen;
+use super::region::RegionCode;
+use super::time::Timestamp;
+
+/// Report days are calendar days in China Standard Time (UTC+8, no daylight saving).
+pub const CST_OFFSET_S: i32 = 8 * 3600;
+const US_PER_DAY: i64 = 86_400_000_000;
+
+/// The day number (days since 1970-01-01 in CST) of an instant: what SQL computes as
+/// `(at_us + 28800000000) / 86400000000` (every instant in a season is after 1970).
+pub fn cst_day_number(at: Timestamp) -> i64 {
+    (at.unix_us() + i64::from(CST_OFFSET_S) * 1_000_000).div_euclid(US_PER_DAY)
+}
+
+/// `2026-11-26` for a day number.
+pub fn day_label(day_number: i64) -> String {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    (epoch + Duration::days(day_number)).format("%Y-%m-%d").to_string()
+}
+
+/// An instant as an RFC 3339 string in CST (`2026-11-26T08:00:00+08:00`), for finance files.
+pub fn cst_rfc3339(at: Timestamp) -> String {
+    let offset = FixedOffset::east_opt(CST_OFFSET_S).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
+    let utc: DateTime<chrono::Utc> = at.to_datetime();
+    utc.with_timezone(&offset).to_rfc3339()
+}
+
+/// One funder's money in a season, in fen. Balances are what is there now; `redeemed`,
+/// `reversed` and `returned_by_expiry` are flows over the season so far.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct FunderFigures {
+    pub appropriated: i64,
+    /// In the funder's pool: appropriated, not reserved for any batch (incl. money returned).
+    pub available: i64,
+    /// Held for batches' unclaimed vouchers.
+    pub reserved: i64,
+    /// Claimed vouchers not yet redeemed or expired (voucher liability).
+    pub outstanding: i64,
+    /// Discounts redeemed (gross, before reversals).
+    pub redeemed: i64,
+    /// Discounts given back by reversals.
+    pub reversed: i64,
+    /// The value of vouchers that expired unredeemed.
+    pub returned_by_expiry: i64,
+    /// Owed to merchants, not yet settled.
+    pub payable: i64,
+    /// Settled into a payout file, not yet paid by the bank.
+    pub settled: i64,
+    pub paid: i64,
+    /// Settled in all (paid or not): the flow into settlement.
+    pub settled_total: i64,
+}
+
+impl FunderFigures {
+    /// `appropriated = available + reserved + outstanding + payable + settled + paid`.
+    pub fn money_identity_gap(&self) -> i64 {
+        self.appropriated
+            - (self.available + self.reserved + self.outstanding + self.payable + self.settled + self.paid)
+    }
+
+    /// `redeemed - reversed - settled_total = payable`: the flows through the payable accounts.
+    pub fn payable_flow_gap(&self) -> i64 {
+        self.redeemed - self.reversed - self.settled_total - self.payable
+    }
+}
+
+fn credit_balance(balance: &Balance) -> i64 {
+    balance.credits_fen - balance.debits_fen
+}
+
+/// Per-funder balances and payable/settlement flows from the season's account rows.
+pub fn funder_figures(season: Uuid, rows: &[(String, Balance)]) -> BTreeMap<RegionCode, FunderFigures> {
+    let mut figures: BTreeMap<RegionCode, FunderFigures> = BTreeMap::new();
+    for (address, balance) in rows {
+        let Some(account) = SeasonAccount::parse(season, address) else { continue };
+        let entry = figures.entry(account.funder()).or_default();
+        match account {
+            SeasonAccount::Appropriation { .. } => entry.appropriated += -credit_balance(balance),
+            SeasonAccount::Pool { .. } => entry.available += credit_balance(balance),
+            SeasonAccount::Reserve { .. } => entry.reserved += credit_balance(balance),
+            SeasonAccount::Issued { .. } => entry.outstanding += credit_balance(balance),
+            SeasonAccount::Payable { .. } => {
+                entry.payable += credit_balance(balance);
+                entry.redeemed += balance.credits_fen;
+                entry.reversed += balance.debits_fen;
+            }
+            SeasonAccount::Settled { .. } => {
+                entry.settled += credit_balance(balance);
+                entry.settled_total += balance.credits_fen;
+            }
+            SeasonAccount::Paid { .. } => entry.paid += credit_balance(balance),
+        }
+    }
+    // Payable is debited by reversals and by settlements; the settlement part is not a reversal.
+    for entry in figures.values_mut() {
+        entry.reversed -= entry.settled_total;
+    }
+    figures
+}
+
+/// Adds each batch's expired vouchers, split between its funders, to `returned_by_expiry`.
+pub fn add_expiry_returns(
+    figures: &mut BTreeMap<RegionCode, FunderFigures>,
+    funding: &FundingShares,
+    voucher_value: Fen,
+    expired_count: i64,
+) {
+    for (funder, part) in funding.split(voucher_value) {
+        figures.entry(funder).or_default().returned_by_expiry += part.as_fen() * expired_count;
+    }
+}
+
+/// One batch's vouchers: counts, and amounts at the voucher's value (`redeemed_discount` is
+/// what was actually paid out, which for percent vouchers is less than the value).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct BatchFigures {
+    pub batch_id: Uuid,
+    pub name: String,
+    pub issuer: String,
+    pub voucher_value: i64,
+    pub stock: i64,
+    pub claimed: i64,
+    pub redeemed: i64,
+    pub expired: i64,
+    pub active: i64,
+    /// Vouchers claimed from stock that expiries gave back: claims beyond the stock.
+    pub reissued: i64,
+    pub redeemed_discount: i64,
+    pub redeemed_order_amount: i64,
+}
+
+impl BatchFigures {
+    pub fn amount(&self, count: i64) -> i64 {
+        count * self.voucher_value
+    }
+}
+
+/// Redemptions grouped by one key (a merchant, a category, a day).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SalesFigures {
+    /// Live (unreversed) redemptions.
+    pub redemptions: i64,
+    pub reversals: i64,
+    /// Discounts paid by the funders on live redemptions.
+    pub discount: i64,
+    /// The order amounts of live redemptions: the spending the vouchers drove.
+    pub order_amount: i64,
+}
+
+/// A settlement line being built: one merchant's unsettled redemptions up to the cut-off.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SettlementLine {
+    pub merchant_id: Uuid,
+    pub redemption_count: i64,
+    pub amount_fen: i64,
+    pub by_funder: BTreeMap<RegionCode, i64>,
+}
+
+impl SettlementLine {
+    /// Adds one redemption's funder parts (which sum to its discount).
+    pub fn add(&mut self, parts: &[(RegionCode, Fen)]) {
+        self.redemption_count += 1;
+        for (funder, amount) in parts {
+            self.amount_fen += amount.as_fen();
+            *self.by_funder.entry(*funder).or_default() += amount.as_fen();
+        }
+    }
+}
+
+/// Reads a redemption's stored funder parts (`[{"funder":"440000","amount":"3.00"}]`).
+pub fn parse_funder_parts(json: &str) -> Option<Vec<(RegionCode, Fen)>> {
+    #[derive(serde::Deserialize)]
+    struct Part {
+        funder: String,
+        amount: String,
+    }
+    let parts: Vec<Part> = serde_json::from_str(json).ok()?;
+    parts
+        .into_iter()
+        .map(|p| Some((p.funder.parse().ok()?, Fen::parse_yuan(&p.amount).ok()?)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::accounts;
+
+    fn region(code: &str) -> RegionCode {
+        code.parse().expect("region")
+    }
+
+    #[test]
+    fn days_are_china_standard_time() {
+        // 2026-11-25T16:00:00Z is midnight on the 26th in Beijing.
+        let midnight = Timestamp::parse_rfc3339("2026-11-25T16:00:00Z").expect("time");
+        assert_eq!(day_label(cst_day_number(midnight)), "2026-11-26");
+        assert_eq!(day_label(cst_day_number(midnight.plus_seconds(-1))), "2026-11-25");
+        assert_eq!(cst_rfc3339(midnight), "2026-11-26T00:00:00+08:00");
+    }
+
+    #[test]
+    fn funder_figures_follow_the_chart() {
+        let (s, b, m) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let f = region("440000");
+        let rows = vec![
+            (accounts::appropriation(s, f).address.as_str().to_owned(), Balance { debits_fen: 10_000, credits_fen: 0 }),
+            (accounts::pool(s, f).address.as_str().to_owned(), Balance { debits_fen: 6_000, credits_fen: 10_000 }),
+            (accounts::reserve(s, b, f).address.as_str().to_owned(), Balance { debits_fen: 3_000, credits_fen: 5_000 }),
+            (accounts::issued(s, b, f).address.as_str().to_owned(), Balance { debits_fen: 2_000, credits_fen: 3_000 }),
+            (accounts::payable(s, m, f).address.as_str().to_owned(), Balance { debits_fen: 1_500, credits_fen: 2_000 }),
+            (accounts::settled(s, m, f).address.as_str().to_owned(), Balance { debits_fen: 800, credits_fen: 1_200 }),
+            (accounts::paid(s, m, f).address.as_str().to_owned(), Balance { debits_fen: 0, credits_fen: 800 }),
+        ];
+        let figures = funder_figures(s, &rows);
+        let got = &figures[&f];
+        assert_eq!(got.appropriated, 10_000);
+        assert_eq!(got.available, 4_000);
+        assert_eq!((got.reserved, got.outstanding, got.payable), (2_000, 1_000, 500));
+        assert_eq!((got.settled, got.paid, got.settled_total), (400, 800, 1_200));
+        assert_eq!((got.redeemed, got.reversed), (2_000, 300));
+        assert_eq!(got.payable_flow_gap(), 0);
+        // 10,000 = 4,000 + 2,000 + 1,000 + 500 + 400 + 800 would need 8,700: a gap of 1,300.
+        assert_eq!(got.money_identity_gap(), 1_300);
+    }
+
+    #[test]
+    fn settlement_lines_sum_their_parts() {
+        let mut line = SettlementLine::default();
+        let (p, c) = (region("440000"), region("440100"));
+        line.add(&[(p, Fen::new(300).expect("fen")), (c, Fen::new(200).expect("fen"))]);
+        line.add(&[(p, Fen::new(1).expect("fen"))]);
+        assert_eq!((line.redemption_count, line.amount_fen), (2, 501));
+        assert_eq!(line.by_funder[&p] + line.by_funder[&c], 501);
+    }
+
+    #[test]
+    fn parses_stored_funder_parts() {
+        let parts = parse_funder_parts(r#"[{"funder":"440000","amount":"3.00"},{"funder":"440100","amount":"0.01"}]"#)
+            .expect("parts");
+        assert_eq!(parts, vec![(region("440000"), Fen::new(300).expect("fen")), (region("440100"), Fen::new(1).expect("fen"))]);
+        assert!(parse_funder_parts("[{\"funder\":\"x\",\"amount\":\"1\"}]").is_none());
+        assert!(parse_funder_parts("not json").is_none());
+    }
+}
