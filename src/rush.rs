@@ -173,7 +173,12 @@ impl ClaimWriter {
                 match writer.sweep().await {
                     Ok(report) if report != SweepReport::default() => {
                         let points = report.points_expired;
-                        tracing::info!(expired = report.expired, closed = report.batches_closed, points, "swept");
+                        tracing::info!(
+                            expired = report.expired,
+                            closed = report.batches_closed,
+                            points,
+                            "swept"
+                        );
                     }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "sweep failed"),
@@ -416,12 +421,14 @@ impl Writer {
         let spent = match &request.exchange {
             None => None,
             Some(exchange) => {
-                let balances = self.cards.get(&exchange.card_id).map(|c| c.balances.as_slice()).unwrap_or(&[]);
+                let balances =
+                    self.cards.get(&exchange.card_id).map(|c| c.balances.as_slice()).unwrap_or(&[]);
                 match crate::domain::card::spend_oldest_first(balances, exchange.points) {
                     Some(parts) => Some((exchange.card_id, parts)),
                     None => {
                         let held: i64 = balances.iter().map(|(_, p)| (*p).max(0)).sum();
-                        let message = format!("this voucher costs {} points; the card holds {held}", exchange.points);
+                        let message =
+                            format!("this voucher costs {} points; the card holds {held}", exchange.points);
                         return Answer::error(409, "insufficient_points", &message);
                     }
                 }
@@ -514,7 +521,8 @@ impl Writer {
         for policy in self.store.unexpired_points_policies(100).await? {
             let Some(season) = self.store.season(policy.season_id).await? else { continue };
             let all = self.store.seasons(Some(season.province), 1_000).await?;
-            let due = crate::domain::card::points_expiry(&season, policy.expire_at, &all).is_some_and(|at| at <= now);
+            let due = crate::domain::card::points_expiry(&season, policy.expire_at, &all)
+                .is_some_and(|at| at <= now);
             if !due {
                 continue;
             }

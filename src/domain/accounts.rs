@@ -95,7 +95,12 @@ pub fn points_earned(season: Uuid) -> AccountSpec {
 }
 
 pub fn points_exchanged(season: Uuid) -> AccountSpec {
-    AccountSpec::credit_limited(AccountAddress::from_segments(&["points", "season", &seg(season), "exchanged"]))
+    AccountSpec::credit_limited(AccountAddress::from_segments(&[
+        "points",
+        "season",
+        &seg(season),
+        "exchanged",
+    ]))
 }
 
 pub fn points_expired(season: Uuid) -> AccountSpec {
@@ -103,7 +108,12 @@ pub fn points_expired(season: Uuid) -> AccountSpec {
 }
 
 pub fn points_reversed(season: Uuid) -> AccountSpec {
-    AccountSpec::credit_limited(AccountAddress::from_segments(&["points", "season", &seg(season), "reversed"]))
+    AccountSpec::credit_limited(AccountAddress::from_segments(&[
+        "points",
+        "season",
+        &seg(season),
+        "reversed",
+    ]))
 }
 
 pub fn card_points(card: Uuid, season: Uuid) -> AccountSpec {

@@ -188,7 +188,10 @@ impl fmt::Display for CardNumber {
 pub enum CardVia {
     Mobile,
     /// The bank card's BIN (6 digits) and last four digits; nothing else of it is kept.
-    BankCard { bin: String, last4: String },
+    BankCard {
+        bin: String,
+        last4: String,
+    },
 }
 
 impl CardVia {
@@ -530,8 +533,8 @@ mod tests {
             entry.postings.iter().map(|p| (p.account.address.to_string(), p.side, p.amount_fen)).collect();
         assert_eq!(lines[1], (accounts::card_points_debt(card, s1).address.to_string(), Side::Credit, 30));
         assert_eq!(lines[3], (accounts::card_points(card, s2).address.to_string(), Side::Credit, 70));
-        let reversal =
-            reversal_entry(Uuid::from_u128(9), card, s2, &earning.repaid, plan_reversal(70, 20)).expect("entry");
+        let reversal = reversal_entry(Uuid::from_u128(9), card, s2, &earning.repaid, plan_reversal(70, 20))
+            .expect("entry");
         reversal.validate().expect("balanced");
         assert_eq!(reversal.postings.len(), 5);
         assert!(earning_entry(Uuid::from_u128(8), card, s2, &Earning::default()).is_none());

@@ -65,17 +65,18 @@ pub async fn issue(
     body: Bytes,
 ) -> Result<Response, ApiError> {
     // Parsed without echoing the input in errors: it may hold a bank card number.
-    let request: IssueCard = serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| {
-        ApiError::unprocessable(
-            "invalid_body",
-            "expected {\"via\": \"mobile\"} or {\"via\": \"bank_card\", \"bank_card_number\": \"...\"}",
-        )
-    })?;
+    let request: IssueCard =
+        serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_body",
+                "expected {\"via\": \"mobile\"} or {\"via\": \"bank_card\", \"bank_card_number\": \"...\"}",
+            )
+        })?;
     let via = match (request.via.as_str(), request.bank_card_number.as_deref()) {
         ("mobile", None) => CardVia::Mobile,
         ("bank_card", Some(number)) => {
-            let number =
-                BankCardNumber::parse(number).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+            let number = BankCardNumber::parse(number)
+                .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
             CardVia::BankCard { bin: number.bin().to_owned(), last4: number.last4().to_owned() }
         }
         _ => {
@@ -128,13 +129,14 @@ async fn card_view(store: &dyn Storage, card: &Card) -> Result<Value, ApiError> 
     for line in store.card_points(card.id).await? {
         points += line.points.max(0);
         debt += line.debt.max(0);
-        let expires_at = match (store.season(line.season_id).await?, store.points_policy(line.season_id).await?) {
-            (Some(season), Some(policy)) => {
-                let all = store.seasons(Some(season.province), 1_000).await?;
-                card::points_expiry(&season, policy.expire_at, &all).map(|t| t.to_string())
-            }
-            _ => None,
-        };
+        let expires_at =
+            match (store.season(line.season_id).await?, store.points_policy(line.season_id).await?) {
+                (Some(season), Some(policy)) => {
+                    let all = store.seasons(Some(season.province), 1_000).await?;
+                    card::points_expiry(&season, policy.expire_at, &all).map(|t| t.to_string())
+                }
+                _ => None,
+            };
         seasons.push(json!({"season_id": line.season_id, "points": line.points, "points_debt": line.debt, "expires_at": expires_at}));
     }
     let bank_card = match &card.via {
@@ -185,7 +187,12 @@ pub async fn qr(
     Ok(Json(json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg})))
 }
 
-async fn set_status(state: &AppState, staff: &Staff, id: Uuid, status: CardStatus) -> Result<Json<Value>, ApiError> {
+async fn set_status(
+    state: &AppState,
+    staff: &Staff,
+    id: Uuid,
+    status: CardStatus,
+) -> Result<Json<Value>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
     let at = state.clock().now();
     if !state.store().set_card_status(id, status, at).await? {
@@ -251,7 +258,10 @@ pub async fn set_terms(
         }
     } else {
         let staff = staff.ok_or_else(|| {
-            ApiError::unauthorized("unauthenticated", "send a staff key, or sign the request as the merchant's terminal")
+            ApiError::unauthorized(
+                "unauthenticated",
+                "send a staff key, or sign the request as the merchant's terminal",
+            )
         })?;
         let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
         if !scope.covers(merchant.city) {
@@ -265,7 +275,9 @@ pub async fn set_terms(
     let terms = MemberTerms::new(request.percent, request.cap.map(|c| c.0))
         .map_err(|m| ApiError::unprocessable("invalid_terms", m))?;
     state.store().set_card_terms(merchant_id, &terms, state.clock().now()).await?;
-    Ok(Json(json!({"merchant_id": merchant_id, "percent": terms.percent, "cap": terms.cap.map(|c| c.to_string())})))
+    Ok(Json(
+        json!({"merchant_id": merchant_id, "percent": terms.percent, "cap": terms.cap.map(|c| c.to_string())}),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -288,17 +300,29 @@ pub async fn set_points_rate(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin])?;
-    let season =
-        state.store().season(season_id).await?.ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))?;
+    let season = state
+        .store()
+        .season(season_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))?;
     if !scope.covers(season.province) {
-        return Err(ApiError::forbidden(format!("a province_admin of {} cannot set {}'s points", scope.region, season.province)));
+        return Err(ApiError::forbidden(format!(
+            "a province_admin of {} cannot set {}'s points",
+            scope.region, season.province
+        )));
     }
     let request: PointsRateBody = parse_json(&body)?;
     if request.points_per_yuan > MAX_POINTS_PER_YUAN {
-        return Err(ApiError::unprocessable("invalid_points_rate", format!("points_per_yuan is 0 to {MAX_POINTS_PER_YUAN}")));
+        return Err(ApiError::unprocessable(
+            "invalid_points_rate",
+            format!("points_per_yuan is 0 to {MAX_POINTS_PER_YUAN}"),
+        ));
     }
     if request.points_expire_at.is_some_and(|at| at < season.ends_at) {
-        return Err(ApiError::unprocessable("invalid_dates", "points cannot expire before their season ends"));
+        return Err(ApiError::unprocessable(
+            "invalid_dates",
+            "points cannot expire before their season ends",
+        ));
     }
     let existing = state.store().points_policy(season_id).await?;
     if existing.is_some_and(|p| p.expired_at.is_some()) {
@@ -327,7 +351,10 @@ struct CardPayBody {
 
 /// The season a payment at this merchant earns points in: the open season of its province that
 /// started last, and its points rate (0 without a policy).
-async fn earning_season(state: &AppState, province: crate::domain::region::RegionCode) -> Result<Option<(Season, u32)>, ApiError> {
+async fn earning_season(
+    state: &AppState,
+    province: crate::domain::region::RegionCode,
+) -> Result<Option<(Season, u32)>, ApiError> {
     let now = state.clock().now();
     let open = state
         .store()
@@ -366,7 +393,10 @@ pub async fn pay(
     let request: CardPayBody = parse_json(&body)?;
     let order_ref = request.order_ref.trim().to_owned();
     if order_ref.is_empty() || order_ref.len() > 64 || request.order_amount.0.is_zero() {
-        return Err(ApiError::unprocessable("invalid_body", "order_ref is 1-64 characters and order_amount above 0.00"));
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "order_ref is 1-64 characters and order_amount above 0.00",
+        ));
     }
     let record = {
         let (scope, key, hash) = (scope.clone(), key.clone(), hash.clone());
@@ -431,7 +461,10 @@ async fn check_card(
     let now_s = state.clock().now().unix_us().div_euclid(1_000_000);
     let payload = ring.verify(&token, now_s).map_err(token_error)?.clone();
     if payload.kind != TokenKind::Card {
-        return Err(ApiError::unprocessable("qr_invalid", "this is a voucher code, not a card code: redeem it instead"));
+        return Err(ApiError::unprocessable(
+            "qr_invalid",
+            "this is a voucher code, not a card code: redeem it instead",
+        ));
     }
     let card = state
         .store()
@@ -442,10 +475,16 @@ async fn check_card(
         return Err(card_frozen());
     }
     if state.store().qr_nonce_used(&payload.nonce).await? {
-        return Err(ApiError::conflict("qr_replayed", "this QR code was already used; refresh it on the phone"));
+        return Err(ApiError::conflict(
+            "qr_replayed",
+            "this QR code was already used; refresh it on the phone",
+        ));
     }
     let terms = state.store().card_terms(merchant.id).await?.ok_or_else(|| {
-        ApiError::conflict("merchant_not_in_card_programme", "this merchant has no member discount terms for the card")
+        ApiError::conflict(
+            "merchant_not_in_card_programme",
+            "this merchant has no member discount terms for the card",
+        )
     })?;
     Ok((card, payload.nonce.to_vec(), terms))
 }
@@ -523,8 +562,9 @@ pub async fn reverse(
         return Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason"));
     }
     let payment = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
-    let payment =
-        payment.ok_or_else(|| ApiError::not_found("card_payment_not_found", "no such card payment at this merchant"))?;
+    let payment = payment.ok_or_else(|| {
+        ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")
+    })?;
     let reversal_id = Uuid::now_v7();
     let record = {
         let (scope, key, hash) = (scope.clone(), key.clone(), hash.clone());
@@ -570,7 +610,9 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
     let p = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
-    let p = p.ok_or_else(|| ApiError::not_found("card_payment_not_found", "no such card payment at this merchant"))?;
+    let p = p.ok_or_else(|| {
+        ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")
+    })?;
     Ok(Json(json!({
         "card_payment_id": p.id, "card_id": p.card_id, "merchant_id": p.merchant_id, "terminal_id": p.terminal_id,
         "season_id": p.season_id, "order_ref": p.order_ref, "order_amount": yuan(p.order_amount_fen),

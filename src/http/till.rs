@@ -281,7 +281,8 @@ pub async fn redeem(
         }
     };
     if basis.is_zero() {
-        let refusal = ApiError::unprocessable("below_min_spend", "nothing is left to pay after the member discount");
+        let refusal =
+            ApiError::unprocessable("below_min_spend", "nothing is left to pay after the member discount");
         return remember_refusal(&state, refusal, record).await;
     }
     let (plan, qr_nonce) = match plan(&state, &ctx.merchant, &request.qr, basis).await {

@@ -127,8 +127,12 @@ pub trait CardStore: Send + Sync {
     /// The card's points and debts per season, oldest season (by start) first.
     async fn card_points(&self, card_id: Uuid) -> Result<Vec<CardPointsLine>, StorageError>;
 
-    async fn set_card_terms(&self, merchant_id: Uuid, terms: &MemberTerms, at: Timestamp)
-    -> Result<(), StorageError>;
+    async fn set_card_terms(
+        &self,
+        merchant_id: Uuid,
+        terms: &MemberTerms,
+        at: Timestamp,
+    ) -> Result<(), StorageError>;
 
     async fn card_terms(&self, merchant_id: Uuid) -> Result<Option<MemberTerms>, StorageError>;
 
@@ -179,7 +183,8 @@ pub trait CardStore: Send + Sync {
     async fn card_breaks(&self, season_id: Uuid) -> Result<Vec<String>, StorageError>;
 }
 
-pub(crate) const CARD_COLUMNS: &str = "id, citizen_id, card_number, via, bank_bin, bank_last4, status, issued_at_us";
+pub(crate) const CARD_COLUMNS: &str =
+    "id, citizen_id, card_number, via, bank_bin, bank_last4, status, issued_at_us";
 pub(crate) const CARD_PAYMENT_COLUMNS: &str = "id, card_id, merchant_id, terminal_id, season_id, order_ref, \
      order_amount_fen, discount_fen, points, debt_repaid, paid_at_us, reversed_at_us, reversal_id, \
      points_taken_back, points_debt_added";
@@ -202,7 +207,9 @@ impl CardRow {
         let corrupt = |what: &str| StorageError::Corrupt(format!("card {}: {what}", self.id));
         let via = match (self.via.as_str(), &self.bank_bin, &self.bank_last4) {
             ("mobile", None, None) => CardVia::Mobile,
-            ("bank_card", Some(bin), Some(last4)) => CardVia::BankCard { bin: bin.clone(), last4: last4.clone() },
+            ("bank_card", Some(bin), Some(last4)) => {
+                CardVia::BankCard { bin: bin.clone(), last4: last4.clone() }
+            }
             _ => return Err(corrupt("via")),
         };
         Ok(Card {
@@ -261,7 +268,10 @@ impl CardPaymentRow {
             order_amount_fen: self.order_amount_fen,
             discount_fen: self.discount_fen,
             points: self.points,
-            debt_repaid: repaid.into_iter().map(|r| PointsDebt { season_id: r.season_id, points: r.points }).collect(),
+            debt_repaid: repaid
+                .into_iter()
+                .map(|r| PointsDebt { season_id: r.season_id, points: r.points })
+                .collect(),
             paid_at: Timestamp::from_unix_us(self.paid_at_us),
             reversed_at: self.reversed_at_us.map(Timestamp::from_unix_us),
             reversal_id: self.reversal_id,
@@ -287,9 +297,15 @@ pub(crate) fn entry_breaks(
         for reference in expect {
             match (entries.get(&reference), *points > 0) {
                 (Some(found), true) if found == points => {}
-                (Some(found), true) => breaks.push(format!("{reference} moved {found} points, its row {points}")),
-                (None, true) => breaks.push(format!("{reference} earned {points} points but has no ledger entry")),
-                (Some(_), false) => breaks.push(format!("{reference} earned no points but has a ledger entry")),
+                (Some(found), true) => {
+                    breaks.push(format!("{reference} moved {found} points, its row {points}"))
+                }
+                (None, true) => {
+                    breaks.push(format!("{reference} earned {points} points but has no ledger entry"))
+                }
+                (Some(_), false) => {
+                    breaks.push(format!("{reference} earned no points but has a ledger entry"))
+                }
                 (None, false) => {}
             }
         }
@@ -870,10 +886,13 @@ mod tests {
         let (a, b, c, r) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), Uuid::from_u128(4));
         let rows = vec![(a, 10, None), (b, 0, None), (c, 5, Some(r))];
         let known: HashSet<Uuid> = [a, b, c, r].into_iter().collect();
-        let mut entries: HashMap<String, i64> =
-            [(format!("card_payment:{a}"), 10), (format!("card_payment:{c}"), 5), (format!("card_reversal:{r}"), 5)]
-                .into_iter()
-                .collect();
+        let mut entries: HashMap<String, i64> = [
+            (format!("card_payment:{a}"), 10),
+            (format!("card_payment:{c}"), 5),
+            (format!("card_reversal:{r}"), 5),
+        ]
+        .into_iter()
+        .collect();
         assert!(super::entry_breaks(&rows, &entries, &known).is_empty());
         entries.insert(format!("card_reversal:{r}"), 4);
         entries.insert(format!("card_payment:{b}"), 1);
