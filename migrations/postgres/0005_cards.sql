@@ -62,5 +62,7 @@ CREATE TABLE card_payments (
 -- One live card payment per order at a merchant; a reversed one frees the order.
 CREATE UNIQUE INDEX card_payments_one_per_order ON card_payments (merchant_id, order_ref)
     WHERE reversed_at_us IS NULL;
+-- The redemption group commit looks up the live card payments of its orders by reference.
+CREATE INDEX card_payments_by_order_ref ON card_payments (order_ref) WHERE reversed_at_us IS NULL;
 CREATE INDEX card_payments_by_season ON card_payments (season_id);
 CREATE INDEX card_payments_by_card ON card_payments (card_id, paid_at_us);
