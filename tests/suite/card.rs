@@ -416,6 +416,11 @@ async fn points_exchange_rush_sells_exactly_the_stock(backend: Backend) {
     assert_eq!(code(&till.exchange(other, &rich, 29, "x2").await.1), "points_price_mismatch");
     let stranger = till.world.citizen(999).await;
     assert_eq!(code(&till.exchange(&stranger, &rich, 30, "x3").await.1), "no_card");
+    let frozen = till.my_card(other).await["id"].as_str().expect("id").to_owned();
+    let path = format!("/v1/cards/{frozen}/freeze");
+    assert_eq!(till.world.app.post(&path, Some(&till.world.province_admin), json!({})).await.0, 200);
+    let (status, body) = till.exchange(other, &rich, 30, "x4").await;
+    assert_eq!((status, code(&body)), (403, "card_frozen"));
     let figures = till.figures().await;
     assert_eq!(figures.points_earned, 20 * 100);
     assert_eq!(figures.points_exchanged, 5 * 60 + 30 * bought);
