@@ -36,7 +36,24 @@ pub struct ClaimRequest {
     pub batch_id: Uuid,
     pub idem_key: String,
     pub request_hash: Vec<u8>,
+    /// A points exchange: the voucher is paid for with the card's points.
+    pub exchange: Option<Exchange>,
     pub reply: oneshot::Sender<Answer>,
+}
+
+/// What a points exchange adds to a claim: the card paying, and the price the citizen agreed to.
+#[derive(Clone, Copy, Debug)]
+pub struct Exchange {
+    pub card_id: Uuid,
+    pub points: i64,
+}
+
+/// A card as an exchange needs it: its state and its points per season, oldest first. Loaded
+/// afresh for every group (card payments and reversals change points outside the writer); the
+/// ledger's limit on each card points account has the last word.
+struct CardPoints {
+    frozen: bool,
+    balances: Vec<(Uuid, i64)>,
 }
 
 /// An HTTP answer: status and JSON body, exactly as stored for replays.
@@ -75,6 +92,8 @@ enum Message {
 pub struct SweepReport {
     pub expired: usize,
     pub batches_closed: usize,
+    /// Cards whose points of a season expired.
+    pub points_expired: usize,
 }
 
 /// The handle the HTTP layer and the sweeper hold.
@@ -86,7 +105,7 @@ pub struct ClaimWriter {
 impl ClaimWriter {
     pub fn spawn(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> ClaimWriter {
         let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer { store, clock, caches: Caches::default() };
+        let writer = Writer { store, clock, caches: Caches::default(), cards: HashMap::new() };
         tokio::spawn(writer.run(inbox));
         ClaimWriter { queue }
     }
@@ -99,8 +118,32 @@ impl ClaimWriter {
         idem_key: String,
         request_hash: Vec<u8>,
     ) -> Answer {
+        self.submit(citizen_id, batch_id, idem_key, request_hash, None).await
+    }
+
+    /// Queues a points exchange (a claim paid for with the card's points) and waits for its
+    /// committed answer: the same stock, limits and rush rules as a claim.
+    pub async fn exchange(
+        &self,
+        citizen_id: Uuid,
+        batch_id: Uuid,
+        exchange: Exchange,
+        idem_key: String,
+        request_hash: Vec<u8>,
+    ) -> Answer {
+        self.submit(citizen_id, batch_id, idem_key, request_hash, Some(exchange)).await
+    }
+
+    async fn submit(
+        &self,
+        citizen_id: Uuid,
+        batch_id: Uuid,
+        idem_key: String,
+        request_hash: Vec<u8>,
+        exchange: Option<Exchange>,
+    ) -> Answer {
         let (reply, answer) = oneshot::channel();
-        let request = ClaimRequest { citizen_id, batch_id, idem_key, request_hash, reply };
+        let request = ClaimRequest { citizen_id, batch_id, idem_key, request_hash, exchange, reply };
         if self.queue.send(Message::Claim(request)).await.is_err() {
             return Answer::unavailable();
         }
@@ -129,7 +172,13 @@ impl ClaimWriter {
                 ticker.tick().await;
                 match writer.sweep().await {
                     Ok(report) if report != SweepReport::default() => {
-                        tracing::info!(expired = report.expired, closed = report.batches_closed, "swept");
+                        let points = report.points_expired;
+                        tracing::info!(
+                            expired = report.expired,
+                            closed = report.batches_closed,
+                            points,
+                            "swept"
+                        );
                     }
                     Ok(_) => {}
                     Err(error) => tracing::warn!(%error, "sweep failed"),
@@ -174,6 +223,8 @@ struct Writer {
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     caches: Caches,
+    /// The cards of the exchanges in the group being decided.
+    cards: HashMap<Uuid, CardPoints>,
 }
 
 /// One claim's fate within a group.
@@ -307,6 +358,17 @@ impl Writer {
                 }
             }
         }
+        self.cards.clear();
+        for exchange in pending.iter().filter_map(|p| p.request.exchange) {
+            if self.cards.contains_key(&exchange.card_id) {
+                continue;
+            }
+            let Some(card) = self.store.card(exchange.card_id).await? else { continue };
+            let lines = self.store.card_points(exchange.card_id).await?;
+            let balances = lines.iter().map(|l| (l.season_id, l.points)).collect();
+            let frozen = card.status != crate::domain::card::CardStatus::Active;
+            self.cards.insert(exchange.card_id, CardPoints { frozen, balances });
+        }
         let mut by_batch: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
         for p in pending {
             by_batch.entry(p.request.batch_id).or_default().push(p.request.citizen_id);
@@ -339,6 +401,11 @@ impl Writer {
         let Some((batch, season)) = self.caches.batches.get(&request.batch_id) else {
             return Answer::error(404, "batch_not_found", "no such batch");
         };
+        if let Some(exchange) = &request.exchange
+            && let Err(refusal) = exchange_allowed(batch, exchange, self.cards.get(&exchange.card_id))
+        {
+            return refusal;
+        }
         if let Err(refusal) = batch.check_open(season, now) {
             return refusal_answer(refusal);
         }
@@ -349,6 +416,23 @@ impl Writer {
         let slot = match held.admit(batch, season) {
             Ok(slot) => slot,
             Err(refusal) => return refusal_answer(refusal),
+        };
+        // Points last: the stock and the limits are the same refusals as for a claim.
+        let spent = match &request.exchange {
+            None => None,
+            Some(exchange) => {
+                let balances =
+                    self.cards.get(&exchange.card_id).map(|c| c.balances.as_slice()).unwrap_or(&[]);
+                match crate::domain::card::spend_oldest_first(balances, exchange.points) {
+                    Some(parts) => Some((exchange.card_id, parts)),
+                    None => {
+                        let held: i64 = balances.iter().map(|(_, p)| (*p).max(0)).sum();
+                        let message =
+                            format!("this voucher costs {} points; the card holds {held}", exchange.points);
+                        return Answer::error(409, "insufficient_points", &message);
+                    }
+                }
+            }
         };
         let voucher = Voucher {
             id: Uuid::now_v7(),
@@ -361,9 +445,22 @@ impl Writer {
             claimed_at: now,
             expires_at: batch.expiry_for(now, season),
         };
-        let answer =
-            Answer { status: 201, body: json!({"voucher": voucher_json(&voucher, batch)}).to_string() };
+        let mut body = json!({"voucher": voucher_json(&voucher, batch)});
         commit.entries.push(claim_entry(batch, &voucher));
+        if let Some((card_id, parts)) = &spent {
+            // Its own entry: points never share an entry with fen.
+            commit.entries.push(crate::domain::card::exchange_entry(voucher.id, *card_id, parts));
+            let mut left = 0;
+            if let Some(card) = self.cards.get_mut(card_id) {
+                for (season, balance) in card.balances.iter_mut() {
+                    *balance -= parts.iter().filter(|(s, _)| s == season).map(|(_, p)| *p).sum::<i64>();
+                }
+                left = card.balances.iter().map(|(_, p)| (*p).max(0)).sum();
+            }
+            body["points_spent"] = json!(parts.iter().map(|(_, p)| *p).sum::<i64>());
+            body["points_balance"] = json!(left);
+        }
+        let answer = Answer { status: 201, body: body.to_string() };
         if let Some(cap) = season.per_citizen_cap {
             commit.season_totals.push(SeasonTotalDelta {
                 season_id: season.id,
@@ -405,6 +502,7 @@ impl Writer {
     async fn sweep(&mut self) -> Result<SweepReport, WriteError> {
         let now = self.clock.now();
         let expired = self.expire_due(now).await?;
+        let points_expired = self.expire_points(now).await?;
         let mut batches_closed = 0;
         for batch in self.store.batches_to_close(now, 100).await? {
             let entry = close_entry(self.store.as_ref(), &batch).await?;
@@ -412,7 +510,33 @@ impl Writer {
             self.caches.batches.remove(&batch.id);
             batches_closed += 1;
         }
-        Ok(SweepReport { expired, batches_closed })
+        Ok(SweepReport { expired, batches_closed, points_expired })
+    }
+
+    /// Expires the points of every season whose points expiry has come (see
+    /// `domain::card::points_expiry`): one entry per card, posted with the season's mark in one
+    /// transaction. Runs in the writer, so exchanges never race it.
+    async fn expire_points(&mut self, now: Timestamp) -> Result<usize, WriteError> {
+        let mut expired = 0;
+        for policy in self.store.unexpired_points_policies(100).await? {
+            let Some(season) = self.store.season(policy.season_id).await? else { continue };
+            let all = self.store.seasons(Some(season.province), 1_000).await?;
+            let due = crate::domain::card::points_expiry(&season, policy.expire_at, &all)
+                .is_some_and(|at| at <= now);
+            if !due {
+                continue;
+            }
+            let entries: Vec<NewEntry> = self
+                .store
+                .season_card_points(season.id)
+                .await?
+                .into_iter()
+                .map(|(card, points)| crate::domain::card::expiry_entry(season.id, card, points))
+                .collect();
+            self.store.commit_points_expiry(season.id, &entries, now).await?;
+            expired += entries.len();
+        }
+        Ok(expired)
     }
 
     async fn expire_due(&mut self, now: Timestamp) -> Result<usize, WriteError> {
@@ -465,6 +589,23 @@ fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Answer {
         Answer::from_stored(stored)
     } else {
         Answer::error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+    }
+}
+
+/// The exchange's own refusals, before the claim's: the batch takes points, at this price, and
+/// the card may pay.
+fn exchange_allowed(batch: &Batch, exchange: &Exchange, card: Option<&CardPoints>) -> Result<(), Answer> {
+    let Some(price) = batch.points_price else {
+        return Err(Answer::error(409, "not_exchangeable", "this batch cannot be exchanged for points"));
+    };
+    if exchange.points != price {
+        let message = format!("a voucher of this batch costs {price} points, not {}", exchange.points);
+        return Err(Answer::error(409, "points_price_mismatch", &message));
+    }
+    match card {
+        None => Err(Answer::error(404, "card_not_found", "no such card")),
+        Some(card) if card.frozen => Err(Answer::error(403, "card_frozen", "the card is frozen")),
+        Some(_) => Ok(()),
     }
 }
 

@@ -183,9 +183,56 @@ pub struct Redemption {
     pub voucher_id: Uuid,
     pub order_amount: String,
     pub discount: String,
-    /// What the customer pays: `order_amount - discount`.
+    /// What the customer pays: `order_amount - member_discount - discount`.
     pub payable: String,
     pub funders: Vec<FunderShare>,
+    /// The card's member discount, when a card payment on the same order came first (the
+    /// voucher then applied to `order_amount - member_discount`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_discount: Option<String>,
+}
+
+/// A payment with the benefit card: `POST /v1/card-payments`. Send the order's full amount; if
+/// a voucher is used on the same order too, pay with the card first, then redeem the voucher
+/// with the same `order_ref` and the same `order_amount`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardPaymentRequest {
+    /// The scanned card QR token (kind 2).
+    pub qr: String,
+    /// The order's total in yuan, e.g. `"100.00"`.
+    pub order_amount: String,
+    pub order_ref: String,
+    /// None: the client makes one (a UUIDv4) and journals it before the first attempt.
+    pub idempotency_key: Option<String>,
+}
+
+/// A card payment as the service recorded it. Amounts are yuan decimal strings.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardPayment {
+    pub card_payment_id: Uuid,
+    pub card_id: Uuid,
+    /// Masked: `9156 **** **** 1234`.
+    pub card_number: String,
+    pub order_amount: String,
+    /// The merchant's member discount (funded by the merchant).
+    pub member_discount: String,
+    /// What is left to pay (before any voucher).
+    pub amount_after_discount: String,
+    pub points_earned: i64,
+    /// The part of `points_earned` that repaid the card's points debt.
+    pub points_debt_repaid: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardReversal {
+    pub reversal_id: Uuid,
+    pub card_payment_id: Uuid,
+    /// The points the payment earned, all taken back.
+    pub points_reversed: i64,
+    /// Taken from the card's balance.
+    pub points_taken_back: i64,
+    /// Recorded as the card's debt (already spent, or repaid a debt).
+    pub points_debt_added: i64,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -572,6 +619,56 @@ impl TillClient {
         let path = format!("/v1/redemptions/{redemption_id}/reversal");
         let call = self.signed_call("reverse", Method::POST, path, Some(json!({"reason": reason})));
         decode(self.write(call, idempotency_key).await?)
+    }
+
+    /// Pays with the benefit card: `POST /v1/card-payments` (member discount and points).
+    pub async fn card_pay(&self, request: CardPaymentRequest) -> Result<CardPayment, ClientError> {
+        let body = RedeemBody {
+            qr: request.qr.trim(),
+            order_amount: request.order_amount.trim(),
+            order_ref: &request.order_ref,
+        };
+        let body = serde_json::to_value(&body).map_err(|e| ClientError::Config(e.to_string()))?;
+        let call = self.signed_call("card_pay", Method::POST, "/v1/card-payments".into(), Some(body));
+        decode(self.write(call, request.idempotency_key).await?)
+    }
+
+    /// Reverses a card payment (a refund): `POST /v1/card-payments/{id}/reversal`. Takes back the
+    /// points it earned. Reverse a voucher redemption on the same order first.
+    pub async fn reverse_card_payment(
+        &self,
+        card_payment_id: Uuid,
+        reason: &str,
+        idempotency_key: Option<String>,
+    ) -> Result<CardReversal, ClientError> {
+        let path = format!("/v1/card-payments/{card_payment_id}/reversal");
+        let call = self.signed_call("reverse_card", Method::POST, path, Some(json!({"reason": reason})));
+        decode(self.write(call, idempotency_key).await?)
+    }
+
+    /// A card payment as the service sees it now: `GET /v1/card-payments/{id}`.
+    pub async fn get_card_payment(&self, card_payment_id: Uuid) -> Result<Value, ClientError> {
+        let path = format!("/v1/card-payments/{card_payment_id}");
+        let call = self.signed_call("get_card_payment", Method::GET, path, None);
+        decode(self.http.call(&call).await?)
+    }
+
+    /// Sets this till's merchant's member discount for card holders (`percent` 0-99, `cap` in
+    /// yuan or none): `PUT /v1/merchants/{id}/card-terms`, signed as the merchant's terminal.
+    /// Safe to repeat (it sets, it does not add).
+    pub async fn set_card_terms(
+        &self,
+        merchant_id: Uuid,
+        percent: u32,
+        cap: Option<&str>,
+    ) -> Result<Value, ClientError> {
+        let mut body = json!({"percent": percent});
+        if let Some(cap) = cap {
+            body["cap"] = json!(cap);
+        }
+        let path = format!("/v1/merchants/{merchant_id}/card-terms");
+        let call = self.signed_call("card_terms", Method::PUT, path, Some(body));
+        decode(self.http.call(&call).await?)
     }
 
     /// A redemption as the service sees it now: `GET /v1/redemptions/{id}`.

@@ -4,7 +4,8 @@
 //!   service's published keys (`GET /v1/keys`).
 //! - [`signing`]: the terminal request signature (version 1) that every till request carries.
 //! - [`client`]: [`TillClient`], an async client that signs, retries safely and journals every
-//!   call: redeem, reverse, get, fetch keys, verify offline.
+//!   call: redeem, reverse, get, pay with the benefit card and reverse that, set the merchant's
+//!   member terms, fetch keys, verify offline (voucher and card tokens alike).
 //! - [`journal`]: the till's own append-only record of every intent, attempt and answer.
 //!
 //! Both formats are specified in `docs/qr-token.md` and `docs/terminal-signing.md` of the
@@ -16,8 +17,8 @@ pub mod signing;
 pub mod token;
 
 pub use client::{
-    ClientError, ClientOptions, FunderShare, RedeemRequest, Redemption, Registration, Reversal, TillClient,
-    TillKey, register_terminal,
+    CardPayment, CardPaymentRequest, CardReversal, ClientError, ClientOptions, FunderShare, RedeemRequest,
+    Redemption, Registration, Reversal, TillClient, TillKey, register_terminal,
 };
 pub use journal::{Journal, JournalError, JournalLine};
 

@@ -302,6 +302,35 @@ mod tests {
         assert_eq!(ring.verify(&parsed, 1_767_225_690), Err(TokenError::Expired(1_767_225_690)));
     }
 
+    /// The card-kind vector in docs/qr-token.md (signature checked independently with OpenSSL 3):
+    /// the voucher vector with payload byte 1 set to 2. Kind is inside the signed payload, so a
+    /// voucher token cannot be turned into a card token.
+    pub(crate) const CARD_VECTOR_TOKEN: &str = "WH1.AQL-gSwS86tM5gAAAAAAAAAAAAAAAAAAACoJCQkJCQkJCQkJCQkJCQkJAAAAAGlVuQAAAAAAaVW5Wg.\
+        MoVhUt8sQELILbeAXYd8zbT571IDDx3_2lQtBg-Zb-igEuU94xHYeEGOhu8SUN3SuJ6V17H4f4Edt2vsZn1SDQ";
+
+    #[test]
+    fn card_test_vector() {
+        let pair = key();
+        let payload = TokenPayload {
+            kind: TokenKind::Card,
+            key_id: key_id_for(pair.public_key().as_ref()),
+            subject: Uuid::from_u128(42),
+            nonce: [9; 16],
+            issued_at_s: 1_767_225_600,
+            expires_at_s: 1_767_225_690,
+        };
+        let token = payload.encode(pair.sign(&payload.signing_input()).as_ref());
+        assert_eq!(token, CARD_VECTOR_TOKEN);
+        let parsed = QrToken::parse(&token).expect("parses");
+        let verified = parsed.verify(pair.public_key().as_ref(), 1_767_225_610).expect("verifies");
+        assert_eq!((verified.kind, verified.subject), (TokenKind::Card, Uuid::from_u128(42)));
+        // The voucher vector's signature does not cover a card payload.
+        let voucher_signature = VECTOR_TOKEN.rsplit('.').next().expect("signature");
+        let forged = format!("{}.{voucher_signature}", token.rsplit_once('.').expect("dot").0);
+        let forged = QrToken::parse(&forged).expect("parses");
+        assert_eq!(forged.verify(pair.public_key().as_ref(), 1_767_225_610), Err(TokenError::BadSignature));
+    }
+
     #[test]
     fn any_changed_byte_fails() {
         let pair = key();

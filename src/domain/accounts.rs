@@ -13,6 +13,29 @@
 //! A funder's money in a season always satisfies
 //! `appropriated = pool + reserved + issued + payable + settled + paid` (balances), which
 //! `wenhui reconcile` checks per funder together with the business rows behind each term.
+//!
+//! # Points (the benefit card)
+//!
+//! Points are a liability of the province that runs the season, kept in accounts of their own
+//! whose unit is **one point, not one fen** (the ledger's amount column is `amount_fen`; for these
+//! accounts it counts points). An entry never mixes fen accounts and points accounts: every
+//! points entry (`card_payment`, `card_reversal`, `points_exchange`, `points_expiry`) touches only
+//! the accounts below, and an exchange writes its voucher's fen `claim` entry separately, in the
+//! same transaction.
+//!
+//! | account | side | limit | meaning |
+//! |---|---|---|---|
+//! | `points:season:S:earned` | D | none | points the province awarded in season S (the source) |
+//! | `card:C:season:S:points` | C | >= 0 | card C's points earned in S, not yet spent, expired or taken back |
+//! | `card:C:season:S:points_debt` | D | >= 0 | points card C owes: a reversal of an S payment found them spent |
+//! | `points:season:S:exchanged` | C | >= 0 | S points spent on vouchers |
+//! | `points:season:S:expired` | C | >= 0 | S points that expired |
+//! | `points:season:S:reversed` | C | >= 0 | S points taken back by reversals (from the card or as debt) |
+//!
+//! New points repay a card's debts first; the repaid part is booked as earned in the season the
+//! debt belongs to, so every season's points close on their own:
+//! `earned - exchanged - expired - reversed = outstanding - debt`, where `outstanding` is the sum
+//! of the cards' `points` accounts and `debt` the sum of their `points_debt` accounts in S.
 
 use uuid::Uuid;
 
@@ -146,6 +169,66 @@ impl SeasonAccount {
     }
 }
 
+pub fn points_earned(season: Uuid) -> AccountSpec {
+    AccountSpec::debit_unlimited(AccountAddress::from_segments(&["points", "season", &seg(season), "earned"]))
+}
+
+pub fn points_exchanged(season: Uuid) -> AccountSpec {
+    AccountSpec::credit_limited(AccountAddress::from_segments(&[
+        "points",
+        "season",
+        &seg(season),
+        "exchanged",
+    ]))
+}
+
+pub fn points_expired(season: Uuid) -> AccountSpec {
+    AccountSpec::credit_limited(AccountAddress::from_segments(&["points", "season", &seg(season), "expired"]))
+}
+
+pub fn points_reversed(season: Uuid) -> AccountSpec {
+    AccountSpec::credit_limited(AccountAddress::from_segments(&[
+        "points",
+        "season",
+        &seg(season),
+        "reversed",
+    ]))
+}
+
+pub fn card_points(card: Uuid, season: Uuid) -> AccountSpec {
+    let (c, s) = (seg(card), seg(season));
+    AccountSpec::credit_limited(AccountAddress::from_segments(&["card", &c, "season", &s, "points"]))
+}
+
+pub fn card_points_debt(card: Uuid, season: Uuid) -> AccountSpec {
+    let (c, s) = (seg(card), seg(season));
+    AccountSpec::debit_limited(AccountAddress::from_segments(&["card", &c, "season", &s, "points_debt"]))
+}
+
+/// A SQL LIKE pattern for one card's points accounts (`kind`: `points` or `points_debt`) across
+/// seasons.
+pub fn card_pattern(card: Uuid, kind: &str) -> String {
+    format!("card:{}:season:%:{kind}", seg(card))
+}
+
+/// A SQL LIKE pattern for every card's points accounts (`kind`: `points` or `points_debt`) of
+/// one season.
+pub fn season_cards_pattern(season: Uuid, kind: &str) -> String {
+    format!("card:%:season:{}:{kind}", seg(season))
+}
+
+/// The card and season a card points account (`card:C:season:S:points` or `..:points_debt`)
+/// belongs to.
+pub fn parse_card_account(address: &str) -> Option<(Uuid, Uuid, &str)> {
+    let mut parts = address.split(':');
+    let (Some("card"), Some(card), Some("season"), Some(season), Some(kind), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    Some((card.parse().ok()?, season.parse().ok()?, kind))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -167,5 +250,16 @@ mod tests {
             assert_eq!(SeasonAccount::parse(s, spec.address.as_str()), Some(expected));
             assert_eq!(SeasonAccount::parse(Uuid::now_v7(), spec.address.as_str()), None);
         }
+    }
+
+    #[test]
+    fn card_accounts_parse_back() {
+        let (card, season) = (Uuid::from_u128(7), Uuid::from_u128(9));
+        let address = card_points(card, season).address;
+        assert_eq!(parse_card_account(address.as_str()), Some((card, season, "points")));
+        let debt = card_points_debt(card, season).address;
+        assert_eq!(parse_card_account(debt.as_str()), Some((card, season, "points_debt")));
+        assert_eq!(parse_card_account(points_earned(season).address.as_str()), None);
+        assert_eq!(card_pattern(card, "points"), format!("card:{card}:season:%:points"));
     }
 }

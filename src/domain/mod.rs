@@ -4,6 +4,7 @@
 //! ("parse, don't validate") and carried as such through the service.
 
 pub mod accounts;
+pub mod card;
 pub mod checkpoint;
 pub mod citizen;
 pub mod finance;

@@ -142,6 +142,9 @@ pub struct Batch {
     pub claimed_count: i64,
     pub returned_count: i64,
     pub reserve_returned: bool,
+    /// Points a card holder pays to get a voucher of this batch instead of claiming it (None: the
+    /// batch cannot be exchanged for points).
+    pub points_price: Option<i64>,
 }
 
 /// Why a claim is refused, in the order the checks run.

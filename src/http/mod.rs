@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, put};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -24,6 +24,7 @@ use crate::signing::SigningKey;
 use crate::storage::Storage;
 use crate::ttl_cache::TtlCache;
 
+mod card;
 mod citizens;
 pub mod error;
 pub mod extract;
@@ -160,6 +161,16 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/redemptions", post(till::redeem))
         .route("/v1/redemptions/{id}", get(till::get))
         .route("/v1/redemptions/{id}/reversal", post(till::reverse))
+        .route("/v1/me/card", post(card::issue).get(card::mine))
+        .route("/v1/me/card/qr", post(card::qr))
+        .route("/v1/me/card/exchanges", post(card::exchange))
+        .route("/v1/cards/{id}/freeze", post(card::freeze))
+        .route("/v1/cards/{id}/unfreeze", post(card::unfreeze))
+        .route("/v1/merchants/{id}/card-terms", put(card::set_terms))
+        .route("/v1/seasons/{id}/points-rate", put(card::set_points_rate))
+        .route("/v1/card-payments", post(card::pay))
+        .route("/v1/card-payments/{id}", get(card::get))
+        .route("/v1/card-payments/{id}/reversal", post(card::reverse))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -228,7 +239,8 @@ pub fn status_error(status: StatusCode) -> ApiError {
         seasons::create_season, seasons::add_budget, seasons::list_seasons, seasons::get_season,
         seasons::create_batch, seasons::list_batches, merchants::create, merchants::list, merchants::suspend,
         merchants::activate, merchants::register_terminal, merchants::revoke_terminal, till::keys, till::redeem,
-        till::reverse, till::get),
+        till::reverse, till::get, card::issue, card::mine, card::qr, card::freeze, card::unfreeze, card::set_terms,
+        card::set_points_rate, card::pay, card::reverse, card::get, card::exchange),
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;

@@ -292,6 +292,9 @@ struct CreateBatch {
     categories: Vec<String>,
     #[serde(default)]
     funding: Option<Vec<FundingLine>>,
+    /// Points a benefit card holder pays to exchange for one voucher (absent: not exchangeable).
+    #[serde(default)]
+    points_price: Option<i64>,
 }
 
 fn batch_terms(request: &CreateBatch) -> Result<VoucherTerms, ApiError> {
@@ -398,6 +401,12 @@ fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), Api
     if request.per_citizen_limit == 0 || request.per_citizen_limit > 100 {
         return Err(invalid("invalid_limit", "per_citizen_limit must be 1 to 100"));
     }
+    if request.points_price.is_some_and(|p| p <= 0 || p > crate::domain::card::MAX_POINTS_PRICE) {
+        return Err(invalid(
+            "invalid_points_price",
+            format!("points_price must be 1 to {}", crate::domain::card::MAX_POINTS_PRICE),
+        ));
+    }
     if request.valid_hours == 0 || request.valid_hours > MAX_VALID_HOURS {
         return Err(invalid("invalid_valid_hours", format!("valid_hours must be 1 to {MAX_VALID_HOURS}")));
     }
@@ -482,6 +491,7 @@ pub async fn create_batch(
         claimed_count: 0,
         returned_count: 0,
         reserve_returned: false,
+        points_price: request.points_price,
     };
     let entry = reserve_entry(&batch)?;
     let view = batch_view(&batch, state.clock().now());
@@ -525,6 +535,7 @@ fn batch_view(batch: &Batch, now: Timestamp) -> Value {
         "claim_closes_at": batch.claim_closes_at.to_string(),
         "categories": categories,
         "funding": funding,
+        "points_price": batch.points_price,
     });
     for field in ["kind", "face_value", "percent", "cap", "step", "min_spend"] {
         if let Some(value) = terms.get(field) {

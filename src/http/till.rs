@@ -1,8 +1,12 @@
 //! The till: signed terminal requests, redemptions, reversals, and the published QR keys.
 //!
 //! Order of application when a benefit card and a voucher meet on one order (documented in
-//! ARCHITECTURE.md): the merchant's member discount applies first, then the government voucher on
-//! what remains; `order_amount` sent here is the amount after any member discount.
+//! ARCHITECTURE.md, "The benefit card"): the merchant's member discount applies first, then the
+//! government voucher on what remains. The till sends the order's full amount to both endpoints;
+//! when a card payment stands on the order, the voucher's threshold and percent apply to
+//! `order_amount - member discount` (and a different `order_amount` is 409
+//! `order_amount_mismatch`). A card payment after a voucher on the same order is refused (409
+//! `card_after_voucher`): the till applies the card first.
 
 use axum::Json;
 use axum::body::Bytes;
@@ -117,7 +121,7 @@ struct Plan {
     parts: Vec<(crate::domain::region::RegionCode, Fen, Fen)>,
 }
 
-fn token_error(error: TokenError) -> ApiError {
+pub(super) fn token_error(error: TokenError) -> ApiError {
     match error {
         TokenError::Expired(_) => {
             ApiError::new(axum::http::StatusCode::GONE, "qr_expired", error.to_string())
@@ -256,7 +260,32 @@ pub async fn redeem(
         status,
         body,
     };
-    let (plan, qr_nonce) = match plan(&state, &ctx.merchant, &request.qr, request.order_amount.0).await {
+    // The member discount first: a card payment on this order sets the voucher's basis.
+    let card_payment = state.store().live_card_payment(ctx.merchant.id, &order_ref).await?;
+    let (basis, member_discount) = match &card_payment {
+        None => (request.order_amount.0, None),
+        Some(paid) if paid.order_amount_fen != request.order_amount.0.as_fen() => {
+            let refusal = ApiError::conflict(
+                "order_amount_mismatch",
+                format!(
+                    "a card payment on this order was for {}; send the same order_amount",
+                    Fen::new(paid.order_amount_fen).map(|f| f.to_string()).unwrap_or_default()
+                ),
+            );
+            return remember_refusal(&state, refusal, record).await;
+        }
+        Some(paid) => {
+            let discount = Fen::new(paid.discount_fen).map_err(|_| ApiError::internal())?;
+            let basis = request.order_amount.0.checked_sub(discount).ok_or_else(ApiError::internal)?;
+            (basis, Some(discount))
+        }
+    };
+    if basis.is_zero() {
+        let refusal =
+            ApiError::unprocessable("below_min_spend", "nothing is left to pay after the member discount");
+        return remember_refusal(&state, refusal, record).await;
+    }
+    let (plan, qr_nonce) = match plan(&state, &ctx.merchant, &request.qr, basis).await {
         Ok(planned) => planned,
         Err(refusal) => return remember_refusal(&state, refusal, record).await,
     };
@@ -267,12 +296,17 @@ pub async fn redeem(
         .filter(|(_, _, d)| !d.is_zero())
         .map(|(funder, _, d)| json!({"funder": funder, "amount": d.to_string()}))
         .collect();
-    let payable = request.order_amount.0.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
-    let answer = json!({
+    let payable = basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
+    let mut answer = json!({
         "redemption_id": id, "voucher_id": plan.voucher.id, "merchant_id": ctx.merchant.id,
         "order_ref": order_ref, "order_amount": request.order_amount.0.to_string(),
         "discount": plan.discount.to_string(), "payable": payable.to_string(), "funders": funders,
     });
+    if let (Some(member_discount), Some(paid)) = (member_discount, &card_payment) {
+        answer["member_discount"] = json!(member_discount.to_string());
+        answer["voucher_basis"] = json!(basis.to_string());
+        answer["card_payment_id"] = json!(paid.id);
+    }
     let redemption = NewRedemption {
         id,
         voucher_id: plan.voucher.id,
@@ -283,11 +317,13 @@ pub async fn redeem(
         order_slot: order_slot(&plan),
         provincial: plan.batch.issuer.level() == RegionLevel::Province,
         order_ref,
-        order_amount_fen: request.order_amount.0.as_fen(),
+        // The amount the voucher applied to: the order after any member discount.
+        order_amount_fen: basis.as_fen(),
         discount_fen: plan.discount.as_fen(),
         funders_json: Value::Array(funders).to_string(),
         redeemed_at: state.clock().now(),
         qr_nonce,
+        card_payment_id: card_payment.as_ref().map(|p| p.id),
         entry: redemption_entry(&plan, ctx.merchant.id, id),
         answer: record(201, answer.to_string()),
     };
@@ -299,7 +335,7 @@ pub async fn redeem(
 }
 
 /// Stores a refusal under the idempotency key so a retry gets the same answer.
-async fn remember_refusal(
+pub(super) async fn remember_refusal(
     state: &AppState,
     refusal: ApiError,
     record: impl Fn(u16, String) -> IdemRecord,
@@ -334,6 +370,10 @@ async fn write_refusal(
             not_redeemable(what.rsplit(':').next().unwrap_or("unknown"))
         }
         WriteError::Conflict(what) if what.starts_with(conflict::ORDER_REF_USED) => order_ref_refusal(&what),
+        WriteError::Conflict(what) if what == conflict::ORDER_CHANGED => ApiError::conflict(
+            "order_changed",
+            "a card payment on this order was recorded or reversed meanwhile; send the redemption again with a new key",
+        ),
         WriteError::Conflict(what) if what == conflict::ALREADY_SETTLED => {
             ApiError::conflict("already_settled", "the redemption has been settled and cannot be reversed")
         }

@@ -16,6 +16,7 @@ use crate::domain::ledger::{
 use crate::domain::staff::StaffScope;
 use crate::domain::time::{Clock, Timestamp};
 
+mod card_sql;
 mod postgres;
 mod season_sql;
 mod sql;
@@ -24,6 +25,11 @@ mod till_sql;
 mod types;
 
 pub use types::*;
+
+pub use card_sql::{
+    CardFigures, CardPaymentRecord, CardPointsLine, CardStore, NewCardPayment, NewCardReversal, PointsPolicy,
+    card_conflict,
+};
 
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
@@ -95,7 +101,7 @@ pub struct StaffKeyRecord {
 }
 
 #[async_trait]
-pub trait Storage: SeasonStore + TillStore + Send + Sync + 'static {
+pub trait Storage: SeasonStore + TillStore + CardStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations for this backend.

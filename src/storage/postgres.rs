@@ -8,6 +8,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::ConnectOptions;
+use super::card_sql::card_store;
 use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
 use super::till_sql::till_store;
@@ -62,6 +63,7 @@ impl PgStore {
 sql_store!(PgStore, sqlx::Postgres);
 season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);
+card_store!(PgStore, sqlx::Postgres);
 
 impl PgStore {
     /// Records a terminal request nonce without waiting for the WAL flush: a nonce lost in a

@@ -14,7 +14,7 @@ pub(crate) const SEASON_COLUMNS: &str =
     "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
-     categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us";
+     categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price";
 pub(crate) const VOUCHER_COLUMNS: &str =
     "id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us";
 
@@ -80,6 +80,7 @@ pub(crate) struct BatchRow {
     claimed_count: i64,
     returned_count: i64,
     reserve_returned_at_us: Option<i64>,
+    points_price: Option<i64>,
 }
 
 /// The columns a batch's terms are stored in: kind, face value, percent, cap, step, min spend.
@@ -162,6 +163,7 @@ impl BatchRow {
             claimed_count: self.claimed_count,
             returned_count: self.returned_count,
             reserve_returned: self.reserve_returned_at_us.is_some(),
+            points_price: self.points_price,
         })
     }
 }
@@ -430,8 +432,8 @@ macro_rules! season_store {
                     sqlx::query(
                         "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
                          min_spend_fen, max_value_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
-                         categories, funding, releases, created_at_us) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)",
+                         categories, funding, releases, created_at_us, points_price) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
                     )
                     .bind(batch.id)
                     .bind(batch.season_id)
@@ -453,6 +455,7 @@ macro_rules! season_store {
                     .bind(funding_text(&batch.funding))
                     .bind(releases)
                     .bind(Timestamp::now().unix_us())
+                    .bind(batch.points_price)
                     .execute(&mut *tx)
                     .await?;
                     let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;

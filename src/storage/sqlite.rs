@@ -11,6 +11,7 @@ use sqlx::sqlite::{
 };
 
 use super::ConnectOptions;
+use super::card_sql::card_store;
 use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
 use super::till_sql::till_store;
@@ -58,6 +59,7 @@ impl SqliteStore {
 sql_store!(SqliteStore, sqlx::Sqlite);
 season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);
+card_store!(SqliteStore, sqlx::Sqlite);
 
 impl SqliteStore {
     pub(crate) async fn insert_nonce(

@@ -91,6 +91,8 @@ pub(crate) struct SeenState {
     pub vouchers: std::collections::HashMap<Uuid, String>,
     /// (merchant, order_ref, slot) -> whether the redeemed voucher was provincial.
     pub orders: std::collections::HashMap<(Uuid, String, String), bool>,
+    /// (merchant, order_ref) -> the live card payment on that order.
+    pub card_orders: std::collections::HashMap<(Uuid, String), Uuid>,
 }
 
 /// Decides each redemption of a group in order against what the database holds and what the
@@ -117,6 +119,9 @@ pub(crate) fn decide_redemptions(
                 Some("active") => {}
                 Some(state) => return Err(format!("{}:{state}", conflict::VOUCHER_STATE)),
                 None => return Err(format!("{}:unknown", conflict::VOUCHER_STATE)),
+            }
+            if seen.card_orders.get(&(r.merchant_id, r.order_ref.clone())) != r.card_payment_id.as_ref() {
+                return Err(conflict::ORDER_CHANGED.to_owned());
             }
             let order = (r.merchant_id, r.order_ref.clone(), r.order_slot.clone());
             if let Some(provincial) = orders.get(&order) {
@@ -198,6 +203,18 @@ macro_rules! till_store {
                     let rows: Vec<(Uuid, String, String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
                     for (merchant, order_ref, slot, issuer) in rows {
                         seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
+                    }
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT merchant_id, order_ref, id FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
+                    );
+                    let mut list = q.separated(", ");
+                    for r in group {
+                        list.push_bind(r.order_ref.clone());
+                    }
+                    q.push(")");
+                    let rows: Vec<(Uuid, String, Uuid)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                    for (merchant, order_ref, id) in rows {
+                        seen.card_orders.insert((merchant, order_ref), id);
                     }
                     Ok(seen)
                 }

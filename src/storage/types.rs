@@ -256,6 +256,9 @@ pub struct NewRedemption {
     pub funders_json: String,
     pub redeemed_at: Timestamp,
     pub qr_nonce: Vec<u8>,
+    /// The live card payment on this order the redemption's basis was computed from (None: no
+    /// card payment); re-checked under the ledger lock (`order_changed` if it differs).
+    pub card_payment_id: Option<Uuid>,
     pub entry: NewEntry,
     pub answer: IdemRecord,
 }
@@ -301,6 +304,8 @@ pub mod conflict {
     pub const ALREADY_REVERSED: &str = "already_reversed";
     pub const ALREADY_SETTLED: &str = "already_settled";
     pub const IDEMPOTENCY_TAKEN: &str = "idempotency_taken";
+    /// A card payment on the order was recorded or reversed after the redemption was planned.
+    pub const ORDER_CHANGED: &str = "order_changed";
 }
 
 #[async_trait]

@@ -3,6 +3,7 @@
 
 mod common;
 
+mod card;
 mod claims;
 mod cli;
 mod crash;

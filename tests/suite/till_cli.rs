@@ -138,6 +138,38 @@ async fn wenhui_till_redeems_against_a_running_server(backend: Backend) {
     let (code, redeemed) =
         till(&work, &["redeem", "--qr", &in_flight, "--amount", "40.00", "--order-ref", "T-3"]);
     assert_eq!(code, 0, "a token signed before the rotation still redeems: {redeemed}");
+
+    // The benefit card at the same till: card-pay and reverse-card.
+    for (path, body) in [
+        (format!("/v1/merchants/{merchant_id}/card-terms"), json!({"percent": 10})),
+        (format!("/v1/seasons/{season_id}/points-rate"), json!({"points_per_yuan": 1})),
+    ] {
+        let response = client.put(format!("{base}{path}")).bearer_auth(&staff).json(&body).send().await;
+        let (status, answer) = read(response.expect("send")).await;
+        assert_eq!(status, 200, "{answer}");
+    }
+    post(&client, format!("{base}/v1/me/card"), &citizen, json!({"via": "mobile"})).await;
+    let card_qr = post(&client, format!("{base}/v1/me/card/qr"), &citizen, json!({})).await;
+    let card_qr = card_qr["token"].as_str().expect("token").to_owned();
+    let (code, verified) = till(&work, &["verify", "--qr", &card_qr]);
+    assert_eq!((code, verified["kind"].as_str()), (0, Some("card")), "{verified}");
+    let (code, paid) =
+        till(&work, &["card-pay", "--qr", &card_qr, "--amount", "88.00", "--order-ref", "T-5"]);
+    assert_eq!(code, 0, "{paid}");
+    assert_eq!(
+        (
+            paid["member_discount"].as_str(),
+            paid["amount_after_discount"].as_str(),
+            paid["points_earned"].as_i64()
+        ),
+        (Some("8.80"), Some("79.20"), Some(79))
+    );
+    let (code, refused) =
+        till(&work, &["card-pay", "--qr", &card_qr, "--amount", "88.00", "--order-ref", "T-6"]);
+    assert_eq!((code, refused["error"]["code"].as_str()), (1, Some("qr_replayed")), "{refused}");
+    let payment = paid["card_payment_id"].as_str().expect("id");
+    let (code, reversed) = till(&work, &["reverse-card", "--payment", payment, "--reason", "refund"]);
+    assert_eq!((code, reversed["points_taken_back"].as_i64()), (0, Some(79)), "{reversed}");
     // The CLI works against the same database while the server runs.
     let verify = wenhui(&dir, &db.url, &["ledger", "verify"]);
     assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));

@@ -20,11 +20,16 @@ use wenhui_merchant_sdk::client::now_s;
 use wenhui_merchant_sdk::journal::unanswered;
 use wenhui_merchant_sdk::token::TokenKind;
 use wenhui_merchant_sdk::{
-    ClientError, ClientOptions, Journal, RedeemRequest, TillClient, TillKey, register_terminal,
+    CardPaymentRequest, ClientError, ClientOptions, Journal, RedeemRequest, TillClient, TillKey,
+    register_terminal,
 };
 
 #[derive(Parser, Debug)]
-#[command(name = "wenhui-till", version, about = "A Wenhui till: register, verify QR codes, redeem, reverse")]
+#[command(
+    name = "wenhui-till",
+    version,
+    about = "A Wenhui till: register, verify QR codes, redeem vouchers, pay with benefit cards, reverse"
+)]
 struct Cli {
     /// The till's configuration file (written by `register`).
     #[arg(long, global = true, default_value = "till.json")]
@@ -75,6 +80,28 @@ enum Command {
         #[arg(long)]
         order_ref: String,
         /// Repeat a write whose outcome is unknown (from a previous error or the journal).
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Pay with a benefit card (a card QR code): the member discount and points. With a voucher
+    /// on the same order, run this first, then `redeem` with the same --amount and --order-ref.
+    CardPay {
+        #[arg(long)]
+        qr: String,
+        /// The order's total in yuan, e.g. 100.00.
+        #[arg(long)]
+        amount: String,
+        #[arg(long)]
+        order_ref: String,
+        #[arg(long)]
+        idempotency_key: Option<String>,
+    },
+    /// Reverse a card payment (takes back its points).
+    ReverseCard {
+        #[arg(long)]
+        payment: Uuid,
+        #[arg(long)]
+        reason: String,
         #[arg(long)]
         idempotency_key: Option<String>,
     },
@@ -239,6 +266,22 @@ async fn till_command(client: &TillClient, command: Command) -> Result<Value, Fa
         Command::Reverse { redemption, reason, idempotency_key } => {
             let key = idempotency_key.unwrap_or_else(|| Uuid::new_v4().to_string());
             let reversed = client.reverse(redemption, &reason, Some(key.clone())).await;
+            to_json(&reversed.map_err(|error| Failure { error, idempotency_key: Some(key) })?)
+        }
+        Command::CardPay { qr, amount, order_ref, idempotency_key } => {
+            let key = idempotency_key.unwrap_or_else(|| Uuid::new_v4().to_string());
+            let request = CardPaymentRequest {
+                qr,
+                order_amount: amount,
+                order_ref,
+                idempotency_key: Some(key.clone()),
+            };
+            let paid = client.card_pay(request).await;
+            to_json(&paid.map_err(|error| Failure { error, idempotency_key: Some(key) })?)
+        }
+        Command::ReverseCard { payment, reason, idempotency_key } => {
+            let key = idempotency_key.unwrap_or_else(|| Uuid::new_v4().to_string());
+            let reversed = client.reverse_card_payment(payment, &reason, Some(key.clone())).await;
             to_json(&reversed.map_err(|error| Failure { error, idempotency_key: Some(key) })?)
         }
         Command::Get { redemption } => Ok(client.get(redemption).await?),

@@ -1,0 +1,656 @@
+//! The cultural benefit card (文惠卡): issuing and freezing cards, the card's QR code, member
+//! discount terms, the season's points rate, card payments at the till and their reversals, and
+//! points exchanges (through the claim writer). See ARCHITECTURE.md, "The benefit card".
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, Uri};
+use axum::response::Response;
+use ring::rand::{SecureRandom, SystemRandom};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wenhui_merchant_sdk::signing::HEADER_TERMINAL;
+use wenhui_merchant_sdk::token::{QrToken, TokenKind};
+
+use super::AppState;
+use super::citizens::CitizenAuth;
+use super::error::ApiError;
+use super::extract::{ApiPath, Staff};
+use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
+use super::till::{authenticate, remember_refusal, token_error};
+use crate::domain::card::{
+    self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
+    MemberTerms,
+};
+use crate::domain::money::{Fen, Yuan};
+use crate::domain::season::{Season, SeasonStatus};
+use crate::domain::staff::Role;
+use crate::domain::time::Timestamp;
+use crate::storage::{
+    IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Storage, WriteError, card_conflict,
+};
+
+fn yuan(fen: i64) -> String {
+    Fen::new(fen).map(|f| f.to_string()).unwrap_or_default()
+}
+
+fn card_frozen() -> ApiError {
+    ApiError::forbidden_code("card_frozen", "the card is frozen; the holder should contact the province")
+}
+
+fn no_card() -> ApiError {
+    ApiError::not_found("no_card", "you have no benefit card yet: POST /v1/me/card")
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct IssueCard {
+    via: String,
+    #[serde(default)]
+    bank_card_number: Option<String>,
+}
+
+/// Issues the citizen's benefit card, once per person: `{via: "mobile"}` or
+/// `{via: "bank_card", bank_card_number}` (Luhn-checked; only its first six and last four digits
+/// are kept). Not keyed, like registration: a retry answers 409 `card_exists`.
+#[utoipa::path(post, path = "/v1/me/card", security(("citizen_token" = [])),
+    responses((status = 201, description = "the card: {id, number, number_masked, via, bank_card, status, points, points_debt}"),
+        (status = 409, body = super::error::ErrorBody, description = "card_exists"),
+        (status = 422, body = super::error::ErrorBody, description = "bank_card_format, bank_card_check_digit, invalid_via")))]
+pub async fn issue(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    // Parsed without echoing the input in errors: it may hold a bank card number.
+    let request: IssueCard =
+        serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| {
+            ApiError::unprocessable(
+                "invalid_body",
+                "expected {\"via\": \"mobile\"} or {\"via\": \"bank_card\", \"bank_card_number\": \"...\"}",
+            )
+        })?;
+    let via = match (request.via.as_str(), request.bank_card_number.as_deref()) {
+        ("mobile", None) => CardVia::Mobile,
+        ("bank_card", Some(number)) => {
+            let number = BankCardNumber::parse(number)
+                .map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+            CardVia::BankCard { bin: number.bin().to_owned(), last4: number.last4().to_owned() }
+        }
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_via",
+                "via is \"mobile\" (no bank card number) or \"bank_card\" with bank_card_number",
+            ));
+        }
+    };
+    if state.store().card_by_citizen(citizen_id).await?.is_some() {
+        return Err(card_exists());
+    }
+    let now = state.clock().now();
+    // A fresh random number; on the (unlikely) collision with an issued one, draw again.
+    for _ in 0..5 {
+        let mut bytes = [0u8; 8];
+        SystemRandom::new().fill(&mut bytes).map_err(|_| ApiError::internal())?;
+        let card = Card {
+            id: Uuid::now_v7(),
+            citizen_id,
+            number: CardNumber::from_random(u64::from_be_bytes(bytes)),
+            via: via.clone(),
+            status: CardStatus::Active,
+            issued_at: now,
+        };
+        match state.store().insert_card(&card).await {
+            Ok(()) => {
+                tracing::info!(card = %card.id, via = card.via.as_str(), "card issued");
+                let view = card_view(state.store(), &card).await?;
+                return Ok(json_response(201, view.to_string()));
+            }
+            Err(WriteError::Conflict(code)) if code == card_conflict::CARD_NUMBER_TAKEN => continue,
+            Err(WriteError::Conflict(_)) => return Err(card_exists()),
+            Err(WriteError::Storage(error)) => return Err(error.into()),
+            Err(_) => return Err(ApiError::internal()),
+        }
+    }
+    Err(ApiError::unavailable("card_number_busy", "could not draw a free card number; retry"))
+}
+
+fn card_exists() -> ApiError {
+    ApiError::conflict("card_exists", "you already have a benefit card: GET /v1/me/card")
+}
+
+/// The card as its holder sees it: the full number (and the masked form shown to others),
+/// status, points per season with their expiry, and any points debt.
+async fn card_view(store: &dyn Storage, card: &Card) -> Result<Value, ApiError> {
+    let mut seasons = Vec::new();
+    let (mut points, mut debt) = (0i64, 0i64);
+    for line in store.card_points(card.id).await? {
+        points += line.points.max(0);
+        debt += line.debt.max(0);
+        let expires_at =
+            match (store.season(line.season_id).await?, store.points_policy(line.season_id).await?) {
+                (Some(season), Some(policy)) => {
+                    let all = store.seasons(Some(season.province), 1_000).await?;
+                    card::points_expiry(&season, policy.expire_at, &all).map(|t| t.to_string())
+                }
+                _ => None,
+            };
+        seasons.push(json!({"season_id": line.season_id, "points": line.points, "points_debt": line.debt, "expires_at": expires_at}));
+    }
+    let bank_card = match &card.via {
+        CardVia::BankCard { bin, last4 } => Some(card::mask_bank_card(bin, last4)),
+        CardVia::Mobile => None,
+    };
+    Ok(json!({
+        "id": card.id,
+        "number": card.number.as_str(),
+        "number_masked": card.number.masked(),
+        "via": card.via.as_str(),
+        "bank_card": bank_card,
+        "status": card.status.as_str(),
+        "issued_at": card.issued_at.to_string(),
+        "points": points,
+        "points_debt": debt,
+        "seasons": seasons,
+    }))
+}
+
+/// The citizen's card: number, status, points balance and debt.
+#[utoipa::path(get, path = "/v1/me/card", security(("citizen_token" = [])),
+    responses((status = 200, description = "{id, number, number_masked, via, bank_card, status, points, points_debt, seasons: [{season_id, points, points_debt, expires_at}]}"),
+        (status = 404, body = super::error::ErrorBody, description = "no_card")))]
+pub async fn mine(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+) -> Result<Json<Value>, ApiError> {
+    let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
+    Ok(Json(card_view(state.store(), &card).await?))
+}
+
+/// A fresh signed QR code of the card (kind 2), same signing, lifetime and single use as a
+/// voucher's.
+#[utoipa::path(post, path = "/v1/me/card/qr", security(("citizen_token" = [])),
+    responses((status = 200, description = "{token, expires_at, svg}"), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
+        (status = 404, body = super::error::ErrorBody, description = "no_card")))]
+pub async fn qr(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+) -> Result<Json<Value>, ApiError> {
+    let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
+    if card.status != CardStatus::Active {
+        return Err(card_frozen());
+    }
+    let (token, expires_at) = state.qr().issue(TokenKind::Card, card.id).await?;
+    let svg = crate::qr::svg(&token).map_err(|_| ApiError::internal())?;
+    Ok(Json(json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg})))
+}
+
+async fn set_status(
+    state: &AppState,
+    staff: &Staff,
+    id: Uuid,
+    status: CardStatus,
+) -> Result<Json<Value>, ApiError> {
+    staff.require(&[Role::ProvinceAdmin])?;
+    let at = state.clock().now();
+    if !state.store().set_card_status(id, status, at).await? {
+        return Err(ApiError::not_found("card_not_found", "no such card"));
+    }
+    tracing::info!(card = %id, status = status.as_str(), "card status changed");
+    Ok(Json(json!({"id": id, "status": status.as_str()})))
+}
+
+/// Freezes a card (lost phone, fraud): it is refused at the till and for exchanges.
+#[utoipa::path(post, path = "/v1/cards/{id}/freeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{id, status}"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn freeze(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(&state, &staff, id, CardStatus::Frozen).await
+}
+
+#[utoipa::path(post, path = "/v1/cards/{id}/unfreeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{id, status}"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn unfreeze(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    set_status(&state, &staff, id, CardStatus::Active).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardTermsBody {
+    percent: u32,
+    #[serde(default)]
+    cap: Option<Yuan>,
+}
+
+/// Sets the merchant's member discount for card holders (and so joins the card programme).
+/// Allowed: a city_admin of the merchant's city, a province_admin of its province, or a signed
+/// request from one of the merchant's own terminals (the merchant acting for itself; there is no
+/// merchant staff role). The merchant funds the discount; no government money moves.
+#[utoipa::path(put, path = "/v1/merchants/{id}/card-terms", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{merchant_id, percent, cap}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn set_terms(
+    State(state): State<AppState>,
+    staff: Option<Staff>,
+    ApiPath(merchant_id): ApiPath<Uuid>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let merchant = state
+        .store()
+        .merchant(merchant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))?;
+    if headers.contains_key(HEADER_TERMINAL) {
+        let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
+        if ctx.merchant.id != merchant_id {
+            return Err(ApiError::forbidden("a terminal sets only its own merchant's terms"));
+        }
+    } else {
+        let staff = staff.ok_or_else(|| {
+            ApiError::unauthorized(
+                "unauthenticated",
+                "send a staff key, or sign the request as the merchant's terminal",
+            )
+        })?;
+        let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+        if !scope.covers(merchant.city) {
+            return Err(ApiError::forbidden(format!(
+                "a {} of {} cannot set the terms of a merchant of {}",
+                scope.role, scope.region, merchant.city
+            )));
+        }
+    }
+    let request: CardTermsBody = parse_json(&body)?;
+    let terms = MemberTerms::new(request.percent, request.cap.map(|c| c.0))
+        .map_err(|m| ApiError::unprocessable("invalid_terms", m))?;
+    state.store().set_card_terms(merchant_id, &terms, state.clock().now()).await?;
+    Ok(Json(
+        json!({"merchant_id": merchant_id, "percent": terms.percent, "cap": terms.cap.map(|c| c.to_string())}),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PointsRateBody {
+    points_per_yuan: u32,
+    /// Overrides the default expiry (the end of the season after next).
+    #[serde(default)]
+    points_expire_at: Option<Timestamp>,
+}
+
+/// Sets the season's points rate (whole points per whole yuan paid, rounded down) and optionally
+/// a fixed expiry of the season's points (province_admin of the season's province).
+#[utoipa::path(put, path = "/v1/seasons/{id}/points-rate", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{season_id, points_per_yuan, points_expire_at}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn set_points_rate(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let scope = staff.require(&[Role::ProvinceAdmin])?;
+    let season = state
+        .store()
+        .season(season_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))?;
+    if !scope.covers(season.province) {
+        return Err(ApiError::forbidden(format!(
+            "a province_admin of {} cannot set {}'s points",
+            scope.region, season.province
+        )));
+    }
+    let request: PointsRateBody = parse_json(&body)?;
+    if request.points_per_yuan > MAX_POINTS_PER_YUAN {
+        return Err(ApiError::unprocessable(
+            "invalid_points_rate",
+            format!("points_per_yuan is 0 to {MAX_POINTS_PER_YUAN}"),
+        ));
+    }
+    if request.points_expire_at.is_some_and(|at| at < season.ends_at) {
+        return Err(ApiError::unprocessable(
+            "invalid_dates",
+            "points cannot expire before their season ends",
+        ));
+    }
+    let existing = state.store().points_policy(season_id).await?;
+    if existing.is_some_and(|p| p.expired_at.is_some()) {
+        return Err(ApiError::conflict("points_expired", "this season's points have already expired"));
+    }
+    let policy = PointsPolicy {
+        season_id,
+        points_per_yuan: request.points_per_yuan,
+        expire_at: request.points_expire_at,
+        expired_at: None,
+    };
+    state.store().set_points_policy(&policy, state.clock().now()).await?;
+    Ok(Json(json!({
+        "season_id": season_id, "points_per_yuan": policy.points_per_yuan,
+        "points_expire_at": policy.expire_at.map(|t| t.to_string()),
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CardPayBody {
+    qr: String,
+    order_amount: Yuan,
+    order_ref: String,
+}
+
+/// The season a payment at this merchant earns points in: the open season of its province that
+/// started last, and its points rate (0 without a policy).
+async fn earning_season(
+    state: &AppState,
+    province: crate::domain::region::RegionCode,
+) -> Result<Option<(Season, u32)>, ApiError> {
+    let now = state.clock().now();
+    let open = state
+        .store()
+        .seasons(Some(province), 1_000)
+        .await?
+        .into_iter()
+        .filter(|s| s.status_at(now) == SeasonStatus::Open)
+        .max_by_key(|s| (s.starts_at, s.id));
+    let Some(season) = open else { return Ok(None) };
+    let rate = state.store().points_policy(season.id).await?.map(|p| p.points_per_yuan).unwrap_or(0);
+    Ok(Some((season, rate)))
+}
+
+/// Pays at the till with the card (a signed terminal request with an Idempotency-Key): applies
+/// the merchant's member discount and awards points on what is paid. Apply the card before any
+/// voucher on the same order.
+#[utoipa::path(post, path = "/v1/card-payments", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, description = "{card_payment_id, card_id, card_number, order_amount, member_discount, amount_after_discount, points_earned, points_debt_repaid}"),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
+        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, merchant_not_in_card_programme, card_after_voucher, order_ref_used"),
+        (status = 410, body = super::error::ErrorBody, description = "qr_expired"), (status = 422, body = super::error::ErrorBody, description = "qr_invalid")))]
+pub async fn pay(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
+    let scope = format!("terminal:{}", ctx.terminal.id);
+    let hash = request_hash("POST", "/v1/card-payments", &body);
+    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: CardPayBody = parse_json(&body)?;
+    let order_ref = request.order_ref.trim().to_owned();
+    if order_ref.is_empty() || order_ref.len() > 64 || request.order_amount.0.is_zero() {
+        return Err(ApiError::unprocessable(
+            "invalid_body",
+            "order_ref is 1-64 characters and order_amount above 0.00",
+        ));
+    }
+    let record = {
+        let (scope, key, hash) = (scope.clone(), key.clone(), hash.clone());
+        move |status: u16, body: String| IdemRecord {
+            scope: scope.clone(),
+            key: key.clone(),
+            request_hash: hash.clone(),
+            status,
+            body,
+        }
+    };
+    let checked = check_card(&state, &ctx.merchant, &request.qr).await;
+    let (card, nonce, terms) = match checked {
+        Ok(found) => found,
+        Err(refusal) => return remember_refusal(&state, refusal, record).await,
+    };
+    let order = request.order_amount.0;
+    let discount = terms.discount(order);
+    let paid = order.checked_sub(discount).unwrap_or(Fen::ZERO);
+    let season = earning_season(&state, ctx.merchant.city.province()).await?;
+    let points = season.as_ref().map(|(_, rate)| card::points_for(paid, *rate)).unwrap_or(0);
+    let id = Uuid::now_v7();
+    let base = json!({
+        "card_payment_id": id, "card_id": card.id, "card_number": card.number.masked(),
+        "merchant_id": ctx.merchant.id, "order_ref": order_ref, "order_amount": order.to_string(),
+        "member_discount": discount.to_string(), "amount_after_discount": paid.to_string(),
+        "points_earned": points, "season_id": season.as_ref().map(|(s, _)| s.id),
+    });
+    let answer_record = record.clone();
+    let payment = NewCardPayment {
+        id,
+        card_id: card.id,
+        merchant_id: ctx.merchant.id,
+        terminal_id: ctx.terminal.id,
+        season_id: season.as_ref().map(|(s, _)| s.id),
+        order_ref,
+        order_amount_fen: order.as_fen(),
+        discount_fen: discount.as_fen(),
+        points,
+        paid_at: state.clock().now(),
+        qr_nonce: nonce,
+        answer: Box::new(move |earning: &Earning| {
+            let mut body = base.clone();
+            body["points_debt_repaid"] = json!(earning.repaid.iter().map(|d| d.points).sum::<i64>());
+            answer_record(201, body.to_string())
+        }),
+    };
+    match state.store().commit_card_payment(&payment).await {
+        Ok(stored) => Ok(json_response(stored.status, stored.body)),
+        Err(error) => card_write_refusal(&state, error, record).await,
+    }
+}
+
+/// Token, card and merchant checks, cheapest first, each with its own code.
+async fn check_card(
+    state: &AppState,
+    merchant: &crate::domain::merchant::Merchant,
+    qr: &str,
+) -> Result<(Card, Vec<u8>, MemberTerms), ApiError> {
+    let token = QrToken::parse(qr).map_err(token_error)?;
+    let ring = state.qr().ring().await?;
+    let now_s = state.clock().now().unix_us().div_euclid(1_000_000);
+    let payload = ring.verify(&token, now_s).map_err(token_error)?.clone();
+    if payload.kind != TokenKind::Card {
+        return Err(ApiError::unprocessable(
+            "qr_invalid",
+            "this is a voucher code, not a card code: redeem it instead",
+        ));
+    }
+    let card = state
+        .store()
+        .card(payload.subject)
+        .await?
+        .ok_or_else(|| ApiError::not_found("card_not_found", "no such card"))?;
+    if card.status != CardStatus::Active {
+        return Err(card_frozen());
+    }
+    if state.store().qr_nonce_used(&payload.nonce).await? {
+        return Err(ApiError::conflict(
+            "qr_replayed",
+            "this QR code was already used; refresh it on the phone",
+        ));
+    }
+    let terms = state.store().card_terms(merchant.id).await?.ok_or_else(|| {
+        ApiError::conflict(
+            "merchant_not_in_card_programme",
+            "this merchant has no member discount terms for the card",
+        )
+    })?;
+    Ok((card, payload.nonce.to_vec(), terms))
+}
+
+/// A refusal decided inside the commit, stored under the key (or the first answer replayed).
+async fn card_write_refusal(
+    state: &AppState,
+    error: WriteError,
+    record: impl Fn(u16, String) -> IdemRecord,
+) -> Result<Response, ApiError> {
+    let refusal = match error {
+        WriteError::IdempotencyTaken => {
+            let probe = record(0, String::new());
+            return replay_if_known(state.store(), &probe.scope, &probe.key, &probe.request_hash)
+                .await?
+                .ok_or_else(ApiError::internal);
+        }
+        WriteError::Conflict(code) => match code.as_str() {
+            card_conflict::QR_REPLAYED => {
+                ApiError::conflict("qr_replayed", "this QR code was already used; refresh it on the phone")
+            }
+            card_conflict::CARD_FROZEN => card_frozen(),
+            card_conflict::CARD_AFTER_VOUCHER => ApiError::conflict(
+                "card_after_voucher",
+                "a voucher was already redeemed on this order: apply the card first (reverse the redemption, pay with the card, redeem again)",
+            ),
+            card_conflict::ORDER_REF_USED => {
+                ApiError::conflict("order_ref_used", "the card was already used on this order")
+            }
+            card_conflict::ALREADY_REVERSED => {
+                ApiError::conflict("already_reversed", "the card payment was already reversed")
+            }
+            card_conflict::REVERSE_VOUCHER_FIRST => ApiError::conflict(
+                "reverse_voucher_first",
+                "a voucher redemption on this order used the member discount: reverse it first",
+            ),
+            _ => ApiError::conflict("conflict", code),
+        },
+        WriteError::Ledger(refusal) => ApiError::conflict("points_refused", refusal.to_string()),
+        WriteError::Storage(error) => return Err(error.into()),
+    };
+    remember_refusal(state, refusal, record).await
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ReverseBody {
+    reason: String,
+}
+
+/// Reverses a card payment (a refund), signed by a terminal of the same merchant: takes back
+/// the points it earned, from the card as far as they are still there, the rest as debt that
+/// future points repay first.
+#[utoipa::path(post, path = "/v1/card-payments/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 201, description = "{reversal_id, card_payment_id, points_reversed, points_taken_back, points_debt_added}"),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "already_reversed, reverse_voucher_first")))]
+pub async fn reverse(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiPath(payment_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
+    let scope = format!("terminal:{}", ctx.terminal.id);
+    let hash = request_hash("POST", &format!("/v1/card-payments/{payment_id}/reversal"), &body);
+    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
+        return Ok(replayed);
+    }
+    let request: ReverseBody = parse_json(&body)?;
+    let reason = request.reason.trim().chars().take(200).collect::<String>();
+    if reason.is_empty() {
+        return Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason"));
+    }
+    let payment = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
+    let payment = payment.ok_or_else(|| {
+        ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")
+    })?;
+    let reversal_id = Uuid::now_v7();
+    let record = {
+        let (scope, key, hash) = (scope.clone(), key.clone(), hash.clone());
+        move |status: u16, body: String| IdemRecord {
+            scope: scope.clone(),
+            key: key.clone(),
+            request_hash: hash.clone(),
+            status,
+            body,
+        }
+    };
+    let answer_record = record.clone();
+    let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
+    let points = payment.points;
+    let reversal = NewCardReversal {
+        payment_id,
+        reversal_id,
+        reason,
+        at: state.clock().now(),
+        answer: Box::new(move |clawback: &Clawback| {
+            let body = json!({
+                "reversal_id": reversal_id, "card_payment_id": payment_id, "points_reversed": points,
+                "points_taken_back": clawback.taken, "points_debt_added": clawback.debt + repaid,
+            });
+            answer_record(201, body.to_string())
+        }),
+    };
+    match state.store().commit_card_reversal(&reversal).await {
+        Ok(stored) => Ok(json_response(stored.status, stored.body)),
+        Err(error) => card_write_refusal(&state, error, record).await,
+    }
+}
+
+/// A card payment, for the merchant's own terminals.
+#[utoipa::path(get, path = "/v1/card-payments/{id}", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path)),
+    responses((status = 200, description = "the card payment"), (status = 404, body = super::error::ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiPath(payment_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
+    let p = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
+    let p = p.ok_or_else(|| {
+        ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")
+    })?;
+    Ok(Json(json!({
+        "card_payment_id": p.id, "card_id": p.card_id, "merchant_id": p.merchant_id, "terminal_id": p.terminal_id,
+        "season_id": p.season_id, "order_ref": p.order_ref, "order_amount": yuan(p.order_amount_fen),
+        "member_discount": yuan(p.discount_fen), "amount_after_discount": yuan(p.order_amount_fen - p.discount_fen),
+        "points_earned": p.points, "paid_at": p.paid_at.to_string(), "reversed": p.reversed_at.is_some(),
+        "reversed_at": p.reversed_at.map(|t| t.to_string()), "reversal_id": p.reversal_id,
+        "points_taken_back": p.points_taken_back, "points_debt_added": p.points_debt_added,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ExchangeBody {
+    batch_id: Uuid,
+    points: i64,
+}
+
+/// Exchanges points for a voucher of a batch that has a points price: a claim paid with points,
+/// through the claim writer (same stock, per-person limits, season cap and rush rules; the
+/// points leave the card in the same transaction as the voucher is written).
+#[utoipa::path(post, path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, description = "{voucher: {...}, points_spent, points_balance}"),
+        (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
+        (status = 404, body = super::error::ErrorBody, description = "no_card, batch_not_found"),
+        (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open, not_exchangeable, points_price_mismatch, insufficient_points")))]
+pub async fn exchange(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let request: ExchangeBody = parse_json(&body)?;
+    if request.points <= 0 || request.points > card::MAX_POINTS_PRICE {
+        return Err(ApiError::unprocessable("invalid_points", "points is the batch's points price, above 0"));
+    }
+    let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
+    let hash = request_hash("POST", "/v1/me/card/exchanges", &body);
+    let exchange = crate::rush::Exchange { card_id: card.id, points: request.points };
+    let answer = state.writer().exchange(citizen_id, request.batch_id, exchange, key, hash).await;
+    Ok(json_response(answer.status, answer.body))
+}
