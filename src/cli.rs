@@ -1,4 +1,5 @@
-//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `bench ...`.
+//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `settle`,
+//! `bench ...`.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -13,6 +14,8 @@ use clap::{Parser, Subcommand};
 use crate::audit::{self, VerifyFailure};
 use crate::bench;
 use crate::domain::checkpoint::parse_public_key;
+use crate::domain::time::Timestamp;
+use crate::finance::{self, FinanceError};
 use crate::server::{self, ServeConfig};
 use crate::staff_keys;
 use crate::telemetry::{self, LogFormat};
@@ -55,6 +58,19 @@ pub enum Command {
     /// Staff API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Reconcile a season; prints the checks as JSON and exits 1 if anything breaks.
+    Reconcile {
+        #[arg(long)]
+        season: uuid::Uuid,
+    },
+    /// Settle a season's unsettled redemptions up to a cut-off (T+1: yesterday's end).
+    Settle {
+        #[arg(long)]
+        season: uuid::Uuid,
+        /// RFC 3339, e.g. 2026-11-25T16:00:00Z (midnight in Beijing).
+        #[arg(long)]
+        cut_off: String,
+    },
     /// Benchmarks (see BENCHMARKS.md).
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -154,7 +170,56 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{key_id}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Reconcile { season } => reconcile(&url, &cli, *season).await,
+        Command::Settle { season, cut_off } => settle(&url, &cli, *season, cut_off).await,
         Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+async fn load_season(
+    store: &dyn crate::storage::Storage,
+    season: uuid::Uuid,
+) -> anyhow::Result<crate::domain::season::Season> {
+    store.season(season).await?.ok_or_else(|| anyhow::anyhow!("no season {season}"))
+}
+
+async fn reconcile(url: &str, cli: &Cli, season: uuid::Uuid) -> anyhow::Result<ExitCode> {
+    let store = server::open_store(url, &cli.data_dir).await?;
+    let season = load_season(store.as_ref(), season).await?;
+    let result = finance::reconcile(store.as_ref(), &season, Timestamp::now()).await?;
+    println!("{}", serde_json::to_string_pretty(&result)?);
+    if result.ok {
+        eprintln!("ok: season {} reconciles", season.id);
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("BROKEN: {} breaks in season {}", result.breaks(), season.id);
+        Ok(ExitCode::from(1))
+    }
+}
+
+async fn settle(url: &str, cli: &Cli, season: uuid::Uuid, cut_off: &str) -> anyhow::Result<ExitCode> {
+    let cut_off =
+        Timestamp::parse_rfc3339(cut_off).ok_or_else(|| anyhow::anyhow!("--cut-off is RFC 3339"))?;
+    let store = server::open_store(url, &cli.data_dir).await?;
+    let season = load_season(store.as_ref(), season).await?;
+    let key = uuid::Uuid::new_v4().to_string();
+    let answer = crate::storage::IdemRecord {
+        scope: "cli:settle".into(),
+        request_hash: key.as_bytes().to_vec(),
+        key,
+        status: 201,
+        body: String::new(),
+    };
+    match finance::settle(store.as_ref(), &season, cut_off, Timestamp::now(), answer).await {
+        Ok(settlement) => {
+            println!("{}", finance::settlement_json(&settlement));
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(FinanceError::NothingToSettle) => {
+            eprintln!("nothing to settle up to {cut_off}");
+            Ok(ExitCode::from(1))
+        }
+        Err(error) => Err(error.into()),
     }
 }
 

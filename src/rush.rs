@@ -611,6 +611,7 @@ fn exchange_allowed(batch: &Batch, exchange: &Exchange, card: Option<&CardPoints
 
 fn refusal_answer(refusal: ClaimRefusal) -> Answer {
     match refusal {
+        ClaimRefusal::SeasonClosed => Answer::error(409, "season_closed", "the season is closed"),
         ClaimRefusal::NotOpen(message) => Answer::error(409, "not_open", &message),
         ClaimRefusal::SoldOut(message) => Answer::error(409, "sold_out", &message),
         ClaimRefusal::LimitReached(message) => Answer::error(409, "limit_reached", &message),

@@ -28,6 +28,8 @@ CREATE TABLE settlement_lines (
 CREATE INDEX settlement_lines_by_merchant ON settlement_lines (merchant_id);
 
 ALTER TABLE redemptions ADD COLUMN settlement_id BLOB;
+-- Reconciliation finds a reversal entry's redemption by its reversal id.
+CREATE INDEX redemptions_by_reversal ON redemptions (reversal_id) WHERE reversal_id IS NOT NULL;
 -- What the next settlement will pick up.
 CREATE INDEX redemptions_unsettled ON redemptions (season_id, redeemed_at_us)
     WHERE settled_at_us IS NULL AND reversed_at_us IS NULL;

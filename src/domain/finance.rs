@@ -8,9 +8,9 @@ use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
 use serde::Serialize;
 use uuid::Uuid;
 
-use super::accounts::SeasonAccount;
+use super::accounts::{self, SeasonAccount};
 use super::funding::FundingShares;
-use super::ledger::Balance;
+use super::ledger::{Balance, NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
@@ -33,7 +33,8 @@ pub fn day_label(day_number: i64) -> String {
 
 /// An instant as an RFC 3339 string in CST (`2026-11-26T08:00:00+08:00`), for finance files.
 pub fn cst_rfc3339(at: Timestamp) -> String {
-    let offset = FixedOffset::east_opt(CST_OFFSET_S).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
+    let offset =
+        FixedOffset::east_opt(CST_OFFSET_S).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
     let utc: DateTime<chrono::Utc> = at.to_datetime();
     utc.with_timezone(&offset).to_rfc3339()
 }
@@ -188,9 +189,38 @@ pub fn parse_funder_parts(json: &str) -> Option<Vec<(RegionCode, Fen)>> {
         amount: String,
     }
     let parts: Vec<Part> = serde_json::from_str(json).ok()?;
-    parts
+    parts.into_iter().map(|p| Some((p.funder.parse().ok()?, Fen::parse_yuan(&p.amount).ok()?))).collect()
+}
+
+/// Closing a season: per batch, one entry that moves whatever is left in its reserve and in its
+/// voucher liability (the vouchers the close expires) back to each funder's pool.
+pub fn season_close_entries(season: Uuid, batch_balances: &[(String, Balance)]) -> Vec<NewEntry> {
+    let mut by_batch: BTreeMap<Uuid, Vec<NewPosting>> = BTreeMap::new();
+    for (address, balance) in batch_balances {
+        let (batch, funder, spec) = match SeasonAccount::parse(season, address) {
+            Some(SeasonAccount::Reserve { batch, funder }) => {
+                (batch, funder, accounts::reserve(season, batch, funder))
+            }
+            Some(SeasonAccount::Issued { batch, funder }) => {
+                (batch, funder, accounts::issued(season, batch, funder))
+            }
+            _ => continue,
+        };
+        let left = credit_balance(balance);
+        if left <= 0 {
+            continue;
+        }
+        let postings = by_batch.entry(batch).or_default();
+        postings.push(NewPosting { account: spec, side: Side::Debit, amount_fen: left });
+        postings.push(NewPosting {
+            account: accounts::pool(season, funder),
+            side: Side::Credit,
+            amount_fen: left,
+        });
+    }
+    by_batch
         .into_iter()
-        .map(|p| Some((p.funder.parse().ok()?, Fen::parse_yuan(&p.amount).ok()?)))
+        .map(|(batch, postings)| NewEntry::new("season_close", format!("season_close:{batch}"), postings))
         .collect()
 }
 
@@ -217,13 +247,34 @@ mod tests {
         let (s, b, m) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
         let f = region("440000");
         let rows = vec![
-            (accounts::appropriation(s, f).address.as_str().to_owned(), Balance { debits_fen: 10_000, credits_fen: 0 }),
-            (accounts::pool(s, f).address.as_str().to_owned(), Balance { debits_fen: 6_000, credits_fen: 10_000 }),
-            (accounts::reserve(s, b, f).address.as_str().to_owned(), Balance { debits_fen: 3_000, credits_fen: 5_000 }),
-            (accounts::issued(s, b, f).address.as_str().to_owned(), Balance { debits_fen: 2_000, credits_fen: 3_000 }),
-            (accounts::payable(s, m, f).address.as_str().to_owned(), Balance { debits_fen: 1_500, credits_fen: 2_000 }),
-            (accounts::settled(s, m, f).address.as_str().to_owned(), Balance { debits_fen: 800, credits_fen: 1_200 }),
-            (accounts::paid(s, m, f).address.as_str().to_owned(), Balance { debits_fen: 0, credits_fen: 800 }),
+            (
+                accounts::appropriation(s, f).address.as_str().to_owned(),
+                Balance { debits_fen: 10_000, credits_fen: 0 },
+            ),
+            (
+                accounts::pool(s, f).address.as_str().to_owned(),
+                Balance { debits_fen: 6_000, credits_fen: 10_000 },
+            ),
+            (
+                accounts::reserve(s, b, f).address.as_str().to_owned(),
+                Balance { debits_fen: 3_000, credits_fen: 5_000 },
+            ),
+            (
+                accounts::issued(s, b, f).address.as_str().to_owned(),
+                Balance { debits_fen: 2_000, credits_fen: 3_000 },
+            ),
+            (
+                accounts::payable(s, m, f).address.as_str().to_owned(),
+                Balance { debits_fen: 1_500, credits_fen: 2_000 },
+            ),
+            (
+                accounts::settled(s, m, f).address.as_str().to_owned(),
+                Balance { debits_fen: 800, credits_fen: 1_200 },
+            ),
+            (
+                accounts::paid(s, m, f).address.as_str().to_owned(),
+                Balance { debits_fen: 0, credits_fen: 800 },
+            ),
         ];
         let figures = funder_figures(s, &rows);
         let got = &figures[&f];
@@ -249,9 +300,17 @@ mod tests {
 
     #[test]
     fn parses_stored_funder_parts() {
-        let parts = parse_funder_parts(r#"[{"funder":"440000","amount":"3.00"},{"funder":"440100","amount":"0.01"}]"#)
-            .expect("parts");
-        assert_eq!(parts, vec![(region("440000"), Fen::new(300).expect("fen")), (region("440100"), Fen::new(1).expect("fen"))]);
+        let parts = parse_funder_parts(
+            r#"[{"funder":"440000","amount":"3.00"},{"funder":"440100","amount":"0.01"}]"#,
+        )
+        .expect("parts");
+        assert_eq!(
+            parts,
+            vec![
+                (region("440000"), Fen::new(300).expect("fen")),
+                (region("440100"), Fen::new(1).expect("fen"))
+            ]
+        );
         assert!(parse_funder_parts("[{\"funder\":\"x\",\"amount\":\"1\"}]").is_none());
         assert!(parse_funder_parts("not json").is_none());
     }

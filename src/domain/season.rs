@@ -150,6 +150,8 @@ pub struct Batch {
 /// Why a claim is refused, in the order the checks run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClaimRefusal {
+    /// The season was closed by finance: nothing more can be claimed in it.
+    SeasonClosed,
     NotOpen(String),
     SoldOut(String),
     LimitReached(String),
@@ -197,6 +199,9 @@ impl Batch {
 
     /// Whether the batch can be claimed from at all at `now` (window, season, release).
     pub fn check_open(&self, season: &Season, now: Timestamp) -> Result<(), ClaimRefusal> {
+        if season.closed_at.is_some() {
+            return Err(ClaimRefusal::SeasonClosed);
+        }
         if season.status_at(now) != SeasonStatus::Open {
             return Err(ClaimRefusal::NotOpen("the season is not open".into()));
         }

@@ -28,6 +28,7 @@ mod card;
 mod citizens;
 pub mod error;
 pub mod extract;
+mod finance;
 pub mod idempotency;
 mod ledger;
 mod merchants;
@@ -171,6 +172,18 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/card-payments", post(card::pay))
         .route("/v1/card-payments/{id}", get(card::get))
         .route("/v1/card-payments/{id}/reversal", post(card::reverse))
+        .route("/v1/seasons/{id}/report", get(finance::report))
+        .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
+        .route(
+            "/v1/seasons/{id}/reconciliation/merchant-journal",
+            post(finance::merchant_journal).layer(DefaultBodyLimit::max(finance::JOURNAL_LIMIT_BYTES)),
+        )
+        .route("/v1/seasons/{id}/close", post(finance::close))
+        .route("/v1/settlements", post(finance::settle))
+        .route("/v1/settlements/{id}", get(finance::get_settlement))
+        .route("/v1/settlements/{id}/payout.csv", get(finance::payout_csv))
+        .route("/v1/settlements/{id}/paid", post(finance::paid))
+        .route("/v1/merchants/{id}/statement", get(finance::statement))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
@@ -234,7 +247,9 @@ pub fn status_error(status: StatusCode) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Wenhui", description = "Cultural consumption vouchers and benefit cards"),
-    paths(ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me,
+    paths(finance::report, finance::reconciliation, finance::merchant_journal, finance::close, finance::settle,
+        finance::get_settlement, finance::payout_csv, finance::paid, finance::statement,
+        ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me,
         citizens::register, citizens::sign_in, citizens::my_vouchers, citizens::claim, citizens::voucher_qr,
         seasons::create_season, seasons::add_budget, seasons::list_seasons, seasons::get_season,
         seasons::create_batch, seasons::list_batches, merchants::create, merchants::list, merchants::suspend,

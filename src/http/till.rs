@@ -190,6 +190,10 @@ async fn batch_and_season(state: &AppState, voucher: &Voucher) -> Result<(Batch,
     Ok((batch, season))
 }
 
+fn season_closed() -> ApiError {
+    ApiError::conflict("season_closed", "the season is closed: no more redemptions or reversals")
+}
+
 fn not_redeemable(state: &str) -> ApiError {
     ApiError::conflict("voucher_not_redeemable", format!("the voucher is {state}"))
 }
@@ -377,6 +381,7 @@ async fn write_refusal(
         WriteError::Conflict(what) if what == conflict::ALREADY_SETTLED => {
             ApiError::conflict("already_settled", "the redemption has been settled and cannot be reversed")
         }
+        WriteError::Conflict(what) if what == conflict::SEASON_CLOSED => season_closed(),
         WriteError::Conflict(what) if what == conflict::ALREADY_REVERSED => {
             ApiError::conflict("already_reversed", "the redemption was already reversed")
         }

@@ -17,6 +17,7 @@ use crate::domain::staff::StaffScope;
 use crate::domain::time::{Clock, Timestamp};
 
 mod card_sql;
+mod finance_sql;
 mod postgres;
 mod season_sql;
 mod sql;
@@ -24,6 +25,10 @@ mod sqlite;
 mod till_sql;
 mod types;
 
+pub use finance_sql::{
+    Closed, DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney,
+    MerchantSales, SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
+};
 pub use types::*;
 
 pub use card_sql::{
@@ -101,7 +106,7 @@ pub struct StaffKeyRecord {
 }
 
 #[async_trait]
-pub trait Storage: SeasonStore + TillStore + CardStore + Send + Sync + 'static {
+pub trait Storage: SeasonStore + TillStore + CardStore + FinanceStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations for this backend.

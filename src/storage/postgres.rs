@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::ConnectOptions;
 use super::card_sql::card_store;
+use super::finance_sql::finance_store;
 use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
 use super::till_sql::till_store;
@@ -64,6 +65,21 @@ sql_store!(PgStore, sqlx::Postgres);
 season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);
 card_store!(PgStore, sqlx::Postgres);
+finance_store!(PgStore, sqlx::Postgres);
+
+impl PgStore {
+    /// SQL: a UUID column as the text `Uuid`'s Display gives (how ledger references name rows).
+    pub(crate) fn uuid_text_sql(col: &str) -> String {
+        format!("{col}::text")
+    }
+
+    /// SQL: the UUID a text expression names, or NULL if it names none.
+    pub(crate) fn uuid_from_text_sql(expr: &str) -> String {
+        format!(
+            "(CASE WHEN {expr} ~ '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$' THEN CAST({expr} AS uuid) END)"
+        )
+    }
+}
 
 impl PgStore {
     /// Records a terminal request nonce without waiting for the WAL flush: a nonce lost in a

@@ -601,7 +601,7 @@ macro_rules! season_store {
                     for (batch_id, count, released_now) in &commit.batch_claims {
                         let updated = sqlx::query(
                             "UPDATE batches SET claimed_count = claimed_count + $1 \
-                             WHERE id = $2 AND claimed_count + $1 - returned_count <= $3",
+                             WHERE id = $2 AND reserve_returned_at_us IS NULL AND claimed_count + $1 - returned_count <= $3",
                         )
                         .bind(*count)
                         .bind(*batch_id)

@@ -12,6 +12,7 @@ use sqlx::sqlite::{
 
 use super::ConnectOptions;
 use super::card_sql::card_store;
+use super::finance_sql::finance_store;
 use super::season_sql::season_store;
 use super::sql::{AccountCache, sql_store};
 use super::till_sql::till_store;
@@ -60,6 +61,21 @@ sql_store!(SqliteStore, sqlx::Sqlite);
 season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);
 card_store!(SqliteStore, sqlx::Sqlite);
+finance_store!(SqliteStore, sqlx::Sqlite);
+
+impl SqliteStore {
+    /// SQL: a UUID column as the text `Uuid`'s Display gives (how ledger references name rows).
+    pub(crate) fn uuid_text_sql(col: &str) -> String {
+        format!(
+            "lower(substr(hex({col}), 1, 8) || '-' || substr(hex({col}), 9, 4) || '-' || substr(hex({col}), 13, 4) || '-' || substr(hex({col}), 17, 4) || '-' || substr(hex({col}), 21, 12))"
+        )
+    }
+
+    /// SQL: the UUID a text expression names, or NULL if it names none.
+    pub(crate) fn uuid_from_text_sql(expr: &str) -> String {
+        format!("unhex(replace({expr}, '-', ''))")
+    }
+}
 
 impl SqliteStore {
     pub(crate) async fn insert_nonce(

@@ -117,6 +117,7 @@ pub(crate) fn decide_redemptions(
             }
             match vouchers.get(&r.voucher_id).map(String::as_str) {
                 Some("active") => {}
+                Some("season_closed") => return Err(conflict::SEASON_CLOSED.to_owned()),
                 Some(state) => return Err(format!("{}:{state}", conflict::VOUCHER_STATE)),
                 None => return Err(format!("{}:unknown", conflict::VOUCHER_STATE)),
             }
@@ -183,7 +184,11 @@ macro_rules! till_store {
                     q.push(")");
                     let rows: Vec<(Vec<u8>,)> = q.build_query_as().fetch_all(&mut **tx).await?;
                     seen.nonces.extend(rows.into_iter().map(|(n,)| n));
-                    let mut q = QueryBuilder::<$db>::new("SELECT id, status FROM vouchers WHERE id IN (");
+                    // A closed season's vouchers are refused as such, whatever their state.
+                    let mut q = QueryBuilder::<$db>::new(
+                        "SELECT v.id, CASE WHEN s.closed_at_us IS NULL THEN v.status ELSE 'season_closed' END \
+                         FROM vouchers v JOIN seasons s ON s.id = v.season_id WHERE v.id IN (",
+                    );
                     let mut list = q.separated(", ");
                     for r in group {
                         list.push_bind(r.voucher_id);
@@ -265,7 +270,7 @@ macro_rules! till_store {
 
                 /// Whether a request under the same idempotency key committed first (a retry that
                 /// overtook a slow first attempt): it must replay that answer, not refuse.
-                async fn answer_exists(
+                pub(super) async fn answer_exists(
                     tx: &mut sqlx::Transaction<'static, $db>,
                     answer: &IdemRecord,
                 ) -> Result<bool, WriteError> {
@@ -477,14 +482,17 @@ macro_rules! till_store {
                     if Self::answer_exists(&mut tx, &r.answer).await? {
                         return Err(WriteError::IdempotencyTaken);
                     }
-                    let state: Option<(Option<i64>, Option<i64>)> =
-                        sqlx::query_as("SELECT reversed_at_us, settled_at_us FROM redemptions WHERE id = $1")
-                            .bind(r.redemption_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
+                    let state: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
+                        "SELECT r.reversed_at_us, r.settled_at_us, s.closed_at_us FROM redemptions r \
+                         JOIN seasons s ON s.id = r.season_id WHERE r.id = $1",
+                    )
+                    .bind(r.redemption_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                     match state {
-                        Some((None, None)) => {}
-                        Some((_, Some(_))) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
+                        Some((_, _, Some(_))) => return Err(WriteError::Conflict(conflict::SEASON_CLOSED.into())),
+                        Some((None, None, None)) => {}
+                        Some((_, Some(_), _)) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
                         _ => return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into())),
                     }
                     Self::insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;

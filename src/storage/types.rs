@@ -304,6 +304,7 @@ pub mod conflict {
     pub const ALREADY_REVERSED: &str = "already_reversed";
     pub const ALREADY_SETTLED: &str = "already_settled";
     pub const IDEMPOTENCY_TAKEN: &str = "idempotency_taken";
+    pub const SEASON_CLOSED: &str = "season_closed";
     /// A card payment on the order was recorded or reversed after the redemption was planned.
     pub const ORDER_CHANGED: &str = "order_changed";
 }

@@ -1,0 +1,740 @@
+//! Finance, the application part: the season report, reconciliation, settlement and closing a
+//! season. Used alike by the HTTP layer and the command line (`wenhui reconcile`, `wenhui settle`).
+//!
+//! The report is built from aggregates the database computes (storage's `FinanceStore`): memory
+//! grows with the number of funders, batches, merchants and days, never with vouchers or
+//! redemptions. Reconciliation reads the same aggregates and checks them against the ledger.
+
+use std::collections::{BTreeMap, HashMap};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::audit;
+use crate::domain::accounts::SeasonAccount;
+use crate::domain::finance::{
+    BatchFigures, FunderFigures, SalesFigures, add_expiry_returns, day_label, funder_figures,
+};
+use crate::domain::region::RegionCode;
+use crate::domain::season::{Batch, Season};
+use crate::domain::time::Timestamp;
+use crate::signing::SigningKey;
+use crate::storage::{
+    CardFigures, FinalReport, IdemRecord, MAX_BREAKS_LISTED, SettlementPlan, SettlementRecord, Storage,
+    StorageError, WriteError,
+};
+
+/// A money figure as the API and the finance files show it: yuan with two places.
+pub fn yuan(fen: i64) -> String {
+    let sign = if fen < 0 { "-" } else { "" };
+    let abs = fen.unsigned_abs();
+    format!("{sign}{}.{:02}", abs / 100, abs % 100)
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FunderRow {
+    pub funder: String,
+    pub appropriated: String,
+    pub available: String,
+    pub reserved: String,
+    pub outstanding: String,
+    pub redeemed: String,
+    pub reversed: String,
+    pub returned_by_expiry: String,
+    pub payable: String,
+    pub settled: String,
+    pub paid: String,
+}
+
+impl FunderRow {
+    fn new(funder: RegionCode, f: &FunderFigures) -> FunderRow {
+        FunderRow {
+            funder: funder.to_string(),
+            appropriated: yuan(f.appropriated),
+            available: yuan(f.available),
+            reserved: yuan(f.reserved),
+            outstanding: yuan(f.outstanding),
+            redeemed: yuan(f.redeemed),
+            reversed: yuan(f.reversed),
+            returned_by_expiry: yuan(f.returned_by_expiry),
+            payable: yuan(f.payable),
+            settled: yuan(f.settled),
+            paid: yuan(f.paid),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRow {
+    pub batch_id: Uuid,
+    pub name: String,
+    pub issuer: String,
+    pub voucher_value: String,
+    pub stock: i64,
+    pub claimed: i64,
+    pub redeemed: i64,
+    pub expired: i64,
+    pub active: i64,
+    pub reissued: i64,
+    pub claimed_amount: String,
+    pub redeemed_amount: String,
+    pub expired_amount: String,
+    pub reissued_amount: String,
+    pub discount_paid: String,
+    pub order_amount: String,
+}
+
+impl BatchRow {
+    fn new(b: &BatchFigures) -> BatchRow {
+        BatchRow {
+            batch_id: b.batch_id,
+            name: b.name.clone(),
+            issuer: b.issuer.clone(),
+            voucher_value: yuan(b.voucher_value),
+            stock: b.stock,
+            claimed: b.claimed,
+            redeemed: b.redeemed,
+            expired: b.expired,
+            active: b.active,
+            reissued: b.reissued,
+            claimed_amount: yuan(b.amount(b.claimed)),
+            redeemed_amount: yuan(b.amount(b.redeemed)),
+            expired_amount: yuan(b.amount(b.expired)),
+            reissued_amount: yuan(b.amount(b.reissued)),
+            discount_paid: yuan(b.redeemed_discount),
+            order_amount: yuan(b.redeemed_order_amount),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SalesRow {
+    /// The merchant id, the category, or the day.
+    pub key: String,
+    pub name: String,
+    pub city: String,
+    pub category: String,
+    pub redemptions: i64,
+    pub reversals: i64,
+    pub discount: String,
+    pub order_amount: String,
+}
+
+impl SalesRow {
+    fn new(key: String, name: String, city: String, category: String, s: &SalesFigures) -> SalesRow {
+        SalesRow {
+            key,
+            name,
+            city,
+            category,
+            redemptions: s.redemptions,
+            reversals: s.reversals,
+            discount: yuan(s.discount),
+            order_amount: yuan(s.order_amount),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DayRow {
+    pub day: String,
+    pub claims: i64,
+    pub claimed_amount: String,
+    pub redemptions: i64,
+    pub reversals: i64,
+    pub discount: String,
+    pub order_amount: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CardRow {
+    pub cards_issued_mobile: i64,
+    pub cards_issued_bank_card: i64,
+    pub member_discount: String,
+    pub points_earned: i64,
+    pub points_exchanged: i64,
+    pub points_expired: i64,
+    pub points_reversed: i64,
+    pub points_outstanding: i64,
+    pub points_debt: i64,
+}
+
+impl CardRow {
+    fn new(c: &CardFigures) -> CardRow {
+        CardRow {
+            cards_issued_mobile: c.cards_issued_mobile,
+            cards_issued_bank_card: c.cards_issued_bank_card,
+            member_discount: yuan(c.member_discount_fen),
+            points_earned: c.points_earned,
+            points_exchanged: c.points_exchanged,
+            points_expired: c.points_expired,
+            points_reversed: c.points_reversed,
+            points_outstanding: c.points_outstanding,
+            points_debt: c.points_debt,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Totals {
+    /// Discounts on live redemptions: the government money the vouchers spent.
+    pub discount: String,
+    /// Order amounts on live redemptions: the spending the vouchers drove.
+    pub order_amount: String,
+    /// order_amount / discount to two places, rounded down ("7.09" means each yuan of vouchers
+    /// went with 7.09 yuan of spending); null when nothing was redeemed.
+    pub leverage: Option<String>,
+}
+
+/// The season report. A closed season's report is stored at close and served as stored.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SeasonReport {
+    pub season_id: Uuid,
+    pub season_name: String,
+    pub generated_at: Timestamp,
+    pub closed_at: Option<Timestamp>,
+    /// True for the report stored when the season closed.
+    pub r#final: bool,
+    /// The city this view is limited to, if any (a city's finance sees its own money and merchants).
+    pub city: Option<String>,
+    pub totals: Totals,
+    pub funders: Vec<FunderRow>,
+    pub batches: Vec<BatchRow>,
+    pub merchants: Vec<SalesRow>,
+    pub categories: Vec<SalesRow>,
+    pub days: Vec<DayRow>,
+    pub cards: Option<CardRow>,
+}
+
+/// The funder figures of a season, with expiry returns from its batches.
+pub async fn season_funder_figures(
+    store: &dyn Storage,
+    season: &Season,
+    batches: &[Batch],
+) -> Result<BTreeMap<RegionCode, FunderFigures>, StorageError> {
+    let balances = store.season_balances(season.id).await?;
+    let mut figures = funder_figures(season.id, &balances);
+    for batch in batches {
+        add_expiry_returns(&mut figures, &batch.funding, batch.voucher_value(), batch.returned_count);
+    }
+    Ok(figures)
+}
+
+async fn batch_figures(
+    store: &dyn Storage,
+    season: &Season,
+    batches: &[Batch],
+) -> Result<Vec<BatchFigures>, StorageError> {
+    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    Ok(batches
+        .iter()
+        .map(|batch| {
+            let sold = sales.get(&batch.id).cloned().unwrap_or_default();
+            let expired = batch.returned_count;
+            BatchFigures {
+                batch_id: batch.id,
+                name: batch.name.clone(),
+                issuer: batch.issuer.to_string(),
+                voucher_value: batch.voucher_value().as_fen(),
+                stock: batch.stock,
+                claimed: batch.claimed_count,
+                redeemed: sold.redemptions,
+                expired,
+                active: batch.claimed_count - expired - sold.redemptions,
+                reissued: (batch.claimed_count - batch.stock).max(0),
+                redeemed_discount: sold.discount,
+                redeemed_order_amount: sold.order_amount,
+            }
+        })
+        .collect())
+}
+
+fn leverage(discount: i64, order_amount: i64) -> Option<String> {
+    (discount > 0).then(|| {
+        let hundredths = i128::from(order_amount) * 100 / i128::from(discount);
+        format!("{}.{:02}", hundredths / 100, hundredths % 100)
+    })
+}
+
+/// Builds the report of a season from the database, limited to `city` if given.
+pub async fn build_report(
+    store: &dyn Storage,
+    season: &Season,
+    city: Option<RegionCode>,
+    now: Timestamp,
+) -> Result<SeasonReport, StorageError> {
+    let batches = store.season_batches(season.id).await?;
+    let funders = season_funder_figures(store, season, &batches).await?;
+    let batch_rows = batch_figures(store, season, &batches).await?;
+    let merchants = store.merchant_sales(season.id, city).await?;
+    let mut categories: BTreeMap<String, SalesFigures> = BTreeMap::new();
+    let mut total = SalesFigures::default();
+    for m in &merchants {
+        let c = categories.entry(m.category.clone()).or_default();
+        for target in [c, &mut total] {
+            target.redemptions += m.sales.redemptions;
+            target.reversals += m.sales.reversals;
+            target.discount += m.sales.discount;
+            target.order_amount += m.sales.order_amount;
+        }
+    }
+    let days = store.day_activity(season.id, city).await?;
+    let in_city = |region: &str| city.is_none_or(|c| c.to_string() == region);
+    Ok(SeasonReport {
+        season_id: season.id,
+        season_name: season.name.clone(),
+        generated_at: now,
+        closed_at: season.closed_at,
+        r#final: false,
+        city: city.map(|c| c.to_string()),
+        totals: Totals {
+            discount: yuan(total.discount),
+            order_amount: yuan(total.order_amount),
+            leverage: leverage(total.discount, total.order_amount),
+        },
+        funders: funders
+            .iter()
+            .filter(|(f, _)| in_city(&f.to_string()))
+            .map(|(f, figures)| FunderRow::new(*f, figures))
+            .collect(),
+        batches: batch_rows.iter().filter(|b| in_city(&b.issuer)).map(BatchRow::new).collect(),
+        merchants: merchants
+            .into_iter()
+            .map(|m| SalesRow::new(m.merchant_id.to_string(), m.name, m.city, m.category.clone(), &m.sales))
+            .collect(),
+        categories: categories
+            .iter()
+            .map(|(c, s)| SalesRow::new(c.clone(), c.clone(), String::new(), c.clone(), s))
+            .collect(),
+        days: days
+            .iter()
+            .map(|d| DayRow {
+                day: day_label(d.day_number),
+                claims: d.claims,
+                claimed_amount: yuan(d.claimed_fen),
+                redemptions: d.sales.redemptions,
+                reversals: d.sales.reversals,
+                discount: yuan(d.sales.discount),
+                order_amount: yuan(d.sales.order_amount),
+            })
+            .collect(),
+        cards: if city.is_none() { Some(CardRow::new(&store.card_figures(season.id).await?)) } else { None },
+    })
+}
+
+/// The report a viewer gets: a closed season's stored report (narrowed to `city`), or a live one.
+pub async fn report_for(
+    store: &dyn Storage,
+    season: &Season,
+    city: Option<RegionCode>,
+    now: Timestamp,
+) -> Result<SeasonReport, StorageError> {
+    let Some(stored) = store.final_report(season.id).await? else {
+        return build_report(store, season, city, now).await;
+    };
+    let mut report: SeasonReport = serde_json::from_str(&stored.report)
+        .map_err(|e| StorageError::Corrupt(format!("stored report of season {}: {e}", season.id)))?;
+    if let Some(city) = city {
+        let live = build_report(store, season, Some(city), now).await?;
+        let code = city.to_string();
+        report.funders.retain(|f| f.funder == code);
+        report.batches.retain(|b| b.issuer == code);
+        report.merchants = live.merchants;
+        report.categories = live.categories;
+        report.days = live.days;
+        report.totals = live.totals;
+        report.city = Some(code);
+        report.cards = None;
+    }
+    Ok(report)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reconciliation
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Check {
+    pub name: String,
+    pub ok: bool,
+    /// How many breaks; the first few are listed.
+    pub breaks: i64,
+    pub listed: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reconciliation {
+    pub season_id: Uuid,
+    pub checked_at: Timestamp,
+    pub ok: bool,
+    pub checks: Vec<Check>,
+}
+
+impl Reconciliation {
+    pub fn breaks(&self) -> i64 {
+        self.checks.iter().map(|c| c.breaks).sum()
+    }
+}
+
+fn check(name: &str, listed_all: Vec<String>) -> Check {
+    let breaks = listed_all.len() as i64;
+    let listed = listed_all.into_iter().take(MAX_BREAKS_LISTED as usize).collect();
+    Check { name: name.to_owned(), ok: breaks == 0, breaks, listed }
+}
+
+/// Checks everything the issue lists (and `docs`/ARCHITECTURE.md "Finance" describes): the
+/// chain, the money identity per funder, voucher counts, the ledger against every voucher,
+/// redemption, reversal and settlement, and the clearing accounts.
+pub async fn reconcile(
+    store: &dyn Storage,
+    season: &Season,
+    now: Timestamp,
+) -> Result<Reconciliation, StorageError> {
+    let mut checks = Vec::new();
+    checks.push(check(
+        "ledger_chain",
+        match audit::verify_store(store).await {
+            Ok(_) => Vec::new(),
+            Err(audit::VerifyFailure::Storage(error)) => return Err(error),
+            Err(failure) => vec![failure.to_string()],
+        },
+    ));
+    let batches = store.season_batches(season.id).await?;
+    let funders = season_funder_figures(store, season, &batches).await?;
+    checks.push(check("funder_identity", funder_breaks(&funders)));
+    let balances = store.season_balances(season.id).await?;
+    checks.push(check("batch_counts", batch_count_breaks(store, season, &batches).await?));
+    checks.push(check("batch_money", batch_money_breaks(store, season, &batches, &balances).await?));
+    checks.push(check("merchant_money", merchant_money_breaks(store, season, &balances).await?));
+    for (name, count, listed) in store.link_breaks(season.id).await? {
+        checks.push(Check { name: name.to_owned(), ok: count == 0, breaks: count, listed });
+    }
+    if season.closed_at.is_some() {
+        checks.push(check("clearing_after_close", clearing_breaks(season, &balances)));
+    }
+    checks.push(check("card_points", store.card_breaks(season.id).await?));
+    let ok = checks.iter().all(|c| c.ok);
+    Ok(Reconciliation { season_id: season.id, checked_at: now, ok, checks })
+}
+
+fn funder_breaks(funders: &BTreeMap<RegionCode, FunderFigures>) -> Vec<String> {
+    let mut breaks = Vec::new();
+    for (funder, f) in funders {
+        let gap = f.money_identity_gap();
+        if gap != 0 {
+            breaks.push(format!(
+                "funder {funder}: appropriated {} <> available {} + reserved {} + outstanding {} + payable {} + settled {} + paid {} (off by {})",
+                yuan(f.appropriated), yuan(f.available), yuan(f.reserved), yuan(f.outstanding),
+                yuan(f.payable), yuan(f.settled), yuan(f.paid), yuan(gap)
+            ));
+        }
+        let flow = f.payable_flow_gap();
+        if flow != 0 {
+            breaks.push(format!(
+                "funder {funder}: redeemed - reversed - settled <> payable (off by {})",
+                yuan(flow)
+            ));
+        }
+    }
+    breaks
+}
+
+async fn batch_count_breaks(
+    store: &dyn Storage,
+    season: &Season,
+    batches: &[Batch],
+) -> Result<Vec<String>, StorageError> {
+    let mut by_status: HashMap<Uuid, HashMap<String, i64>> = HashMap::new();
+    for (batch, status, count) in store.voucher_status_counts(season.id).await? {
+        by_status.entry(batch).or_default().insert(status, count);
+    }
+    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    let mut breaks = Vec::new();
+    for batch in batches {
+        let counts = by_status.remove(&batch.id).unwrap_or_default();
+        let get = |s: &str| counts.get(s).copied().unwrap_or(0);
+        let (active, redeemed, expired) = (get("active"), get("redeemed"), get("expired"));
+        let rows = counts.values().sum::<i64>();
+        if batch.claimed_count != active + redeemed + expired || rows != batch.claimed_count {
+            breaks.push(format!(
+                "batch {}: claimed {} <> redeemed {redeemed} + expired {expired} + active {active}",
+                batch.id, batch.claimed_count
+            ));
+        }
+        if batch.returned_count != expired {
+            breaks.push(format!(
+                "batch {}: {} returned by expiry, {expired} vouchers expired",
+                batch.id, batch.returned_count
+            ));
+        }
+        let live = sales.get(&batch.id).map(|s| s.redemptions).unwrap_or(0);
+        if live != redeemed {
+            breaks.push(format!("batch {}: {redeemed} vouchers redeemed, {live} live redemptions", batch.id));
+        }
+        if batch.claimed_count - batch.returned_count > batch.stock {
+            breaks.push(format!("batch {}: more live vouchers than stock", batch.id));
+        }
+    }
+    for batch in by_status.keys() {
+        breaks.push(format!("vouchers of batch {batch}, which is not a batch of this season"));
+    }
+    Ok(breaks)
+}
+
+/// Per batch and funder: voucher liability equals the active vouchers' value, and the reserve
+/// equals the unclaimed stock's value (zero once the reserve has gone back).
+async fn batch_money_breaks(
+    store: &dyn Storage,
+    season: &Season,
+    batches: &[Batch],
+    balances: &[(String, crate::domain::ledger::Balance)],
+) -> Result<Vec<String>, StorageError> {
+    let mut actual: HashMap<(Uuid, RegionCode, bool), i64> = HashMap::new();
+    for (address, balance) in balances {
+        match SeasonAccount::parse(season.id, address) {
+            Some(SeasonAccount::Reserve { batch, funder }) => {
+                *actual.entry((batch, funder, false)).or_default() +=
+                    balance.credits_fen - balance.debits_fen;
+            }
+            Some(SeasonAccount::Issued { batch, funder }) => {
+                *actual.entry((batch, funder, true)).or_default() += balance.credits_fen - balance.debits_fen;
+            }
+            _ => {}
+        }
+    }
+    let mut active: HashMap<Uuid, i64> = HashMap::new();
+    for (batch, status, count) in store.voucher_status_counts(season.id).await? {
+        if status == "active" {
+            active.insert(batch, count);
+        }
+    }
+    let mut breaks = Vec::new();
+    for batch in batches {
+        let unclaimed = if batch.reserve_returned {
+            0
+        } else {
+            batch.stock - (batch.claimed_count - batch.returned_count)
+        };
+        let live = active.get(&batch.id).copied().unwrap_or(0);
+        for (funder, part) in batch.funding.split(batch.voucher_value()) {
+            for (issued, count, what) in [(true, live, "liability"), (false, unclaimed, "reserve")] {
+                let expected = part.as_fen() * count;
+                let got = actual.remove(&(batch.id, funder, issued)).unwrap_or(0);
+                if got != expected {
+                    breaks.push(format!(
+                        "batch {} funder {funder}: {what} {} in the ledger, {} from {count} vouchers",
+                        batch.id,
+                        yuan(got),
+                        yuan(expected)
+                    ));
+                }
+            }
+        }
+    }
+    for ((batch, funder, issued), fen) in actual {
+        if fen != 0 {
+            breaks.push(format!(
+                "batch {batch} funder {funder}: {} in an account no batch explains (issued: {issued})",
+                yuan(fen)
+            ));
+        }
+    }
+    Ok(breaks)
+}
+
+/// Per merchant: payable equals its unsettled redemptions, settled its unpaid settlement lines,
+/// paid its paid lines.
+async fn merchant_money_breaks(
+    store: &dyn Storage,
+    season: &Season,
+    balances: &[(String, crate::domain::ledger::Balance)],
+) -> Result<Vec<String>, StorageError> {
+    let mut ledger: HashMap<Uuid, [i64; 3]> = HashMap::new();
+    for (address, balance) in balances {
+        let (merchant, slot) = match SeasonAccount::parse(season.id, address) {
+            Some(SeasonAccount::Payable { merchant, .. }) => (merchant, 0),
+            Some(SeasonAccount::Settled { merchant, .. }) => (merchant, 1),
+            Some(SeasonAccount::Paid { merchant, .. }) => (merchant, 2),
+            _ => continue,
+        };
+        ledger.entry(merchant).or_default()[slot] += balance.credits_fen - balance.debits_fen;
+    }
+    let mut breaks = Vec::new();
+    for (merchant, money) in store.merchant_money(season.id).await? {
+        let rows = [money.unsettled_fen, money.settled_unpaid_fen, money.paid_fen];
+        let books = ledger.remove(&merchant).unwrap_or_default();
+        for (index, what) in ["payable", "settled", "paid"].iter().enumerate() {
+            if rows[index] != books[index] {
+                breaks.push(format!(
+                    "merchant {merchant}: {what} {} in the ledger, {} in redemptions and settlements",
+                    yuan(books[index]),
+                    yuan(rows[index])
+                ));
+            }
+        }
+    }
+    for (merchant, books) in ledger {
+        if books.iter().any(|fen| *fen != 0) {
+            breaks.push(format!(
+                "merchant {merchant}: ledger money with no redemption or settlement behind it"
+            ));
+        }
+    }
+    Ok(breaks)
+}
+
+fn clearing_breaks(season: &Season, balances: &[(String, crate::domain::ledger::Balance)]) -> Vec<String> {
+    balances
+        .iter()
+        .filter(|(address, balance)| {
+            matches!(
+                SeasonAccount::parse(season.id, address),
+                Some(SeasonAccount::Reserve { .. } | SeasonAccount::Issued { .. })
+            ) && balance.credits_fen != balance.debits_fen
+        })
+        .map(|(address, balance)| {
+            format!("{address}: {} left after close", yuan(balance.credits_fen - balance.debits_fen))
+        })
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settlement and closing
+
+#[derive(Debug, thiserror::Error)]
+pub enum FinanceError {
+    #[error("nothing to settle up to the cut-off")]
+    NothingToSettle,
+    #[error("the cut-off is in the future")]
+    CutOffInFuture,
+    #[error("the season has not ended yet")]
+    SeasonNotEnded,
+    #[error("the settlement was already paid")]
+    AlreadyPaid,
+    #[error("no such {0}")]
+    NotFound(&'static str),
+    /// The same Idempotency-Key committed first: replay its answer.
+    #[error("answered before")]
+    Replay,
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("{0}")]
+    Write(String),
+}
+
+impl From<WriteError> for FinanceError {
+    fn from(error: WriteError) -> FinanceError {
+        match error {
+            WriteError::IdempotencyTaken => FinanceError::Replay,
+            WriteError::Conflict(what) if what == "nothing_to_settle" => FinanceError::NothingToSettle,
+            WriteError::Conflict(what) if what == "already_paid" => FinanceError::AlreadyPaid,
+            WriteError::Conflict(what) if what == "settlement_not_found" => {
+                FinanceError::NotFound("settlement")
+            }
+            WriteError::Conflict(what) if what == "season_not_found" => FinanceError::NotFound("season"),
+            WriteError::Storage(error) => FinanceError::Storage(error),
+            other => FinanceError::Write(other.to_string()),
+        }
+    }
+}
+
+/// The settlement as the API answers it.
+pub fn settlement_json(s: &SettlementRecord) -> serde_json::Value {
+    serde_json::json!({
+        "settlement_id": s.id,
+        "season_id": s.season_id,
+        "cut_off": s.cut_off,
+        "created_at": s.created_at,
+        "merchants": s.line_count,
+        "total": yuan(s.total_fen),
+        "paid_at": s.paid_at,
+        "payout_ref": s.payout_ref,
+    })
+}
+
+fn render_settlement(s: &SettlementRecord) -> String {
+    settlement_json(s).to_string()
+}
+
+/// Settles the season's unsettled redemptions up to `cut_off`. `answer` carries the
+/// idempotency scope, key and request hash; its body is the settlement.
+pub async fn settle(
+    store: &dyn Storage,
+    season: &Season,
+    cut_off: Timestamp,
+    now: Timestamp,
+    answer: IdemRecord,
+) -> Result<SettlementRecord, FinanceError> {
+    if cut_off > now {
+        return Err(FinanceError::CutOffInFuture);
+    }
+    let plan = SettlementPlan {
+        id: Uuid::now_v7(),
+        season_id: season.id,
+        cut_off,
+        created_at: now,
+        answer: IdemRecord { status: 201, ..answer },
+        render: render_settlement,
+    };
+    Ok(store.commit_settlement(&plan).await?)
+}
+
+/// The answer to closing a season.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CloseOutcome {
+    pub season_id: Uuid,
+    pub closed_at: Timestamp,
+    pub checkpoint_seq: i64,
+    pub reconciled: bool,
+    pub breaks: i64,
+}
+
+/// Closes a season: the closing transaction, then (once, resumable after a crash) the
+/// reconciliation, a signed checkpoint and the stored final report.
+pub async fn close(
+    store: &dyn Storage,
+    key: &SigningKey,
+    season: &Season,
+    now: Timestamp,
+) -> Result<CloseOutcome, FinanceError> {
+    if season.closed_at.is_none() && now < season.ends_at {
+        return Err(FinanceError::SeasonNotEnded);
+    }
+    let closed = store.close_season(season.id, now).await?;
+    if let Some(stored) = store.final_report(season.id).await? {
+        return outcome_of(season.id, closed.closed_at, &stored);
+    }
+    let season = store.season(season.id).await?.ok_or(FinanceError::NotFound("season"))?;
+    let reconciliation = reconcile(store, &season, now).await?;
+    let checkpoint = audit::checkpoint(store, key).await?;
+    let mut report = build_report(store, &season, None, now).await?;
+    report.r#final = true;
+    let encode_error =
+        |e: serde_json::Error| StorageError::Corrupt(format!("encoding the final report: {e}"));
+    let stored = FinalReport {
+        season_id: season.id,
+        report: serde_json::to_string(&report).map_err(encode_error)?,
+        reconciliation: serde_json::to_string(&reconciliation).map_err(encode_error)?,
+        checkpoint_seq: checkpoint.seq,
+        created_at: now,
+    };
+    store.insert_final_report(&stored).await?;
+    // A concurrent close may have stored first: answer with what is stored.
+    let stored = store.final_report(season.id).await?.ok_or(FinanceError::NotFound("final report"))?;
+    outcome_of(season.id, closed.closed_at, &stored)
+}
+
+fn outcome_of(
+    season_id: Uuid,
+    closed_at: Timestamp,
+    stored: &FinalReport,
+) -> Result<CloseOutcome, FinanceError> {
+    let reconciliation: Reconciliation = serde_json::from_str(&stored.reconciliation)
+        .map_err(|e| StorageError::Corrupt(format!("stored reconciliation of season {season_id}: {e}")))?;
+    Ok(CloseOutcome {
+        season_id,
+        closed_at,
+        checkpoint_seq: stored.checkpoint_seq,
+        reconciled: reconciliation.ok,
+        breaks: reconciliation.breaks(),
+    })
+}

@@ -1,0 +1,451 @@
+//! Finance endpoints: the season report (JSON, CSV, xlsx), reconciliation, settlements and
+//! payouts, closing a season, merchant statements and till-journal matching.
+//!
+//! Who sees what: `finance` of the season's province and `auditor`s see the whole season;
+//! `finance` of a city sees its own city's funder figures, batches and merchants. Only the
+//! province's `finance` settles, records payouts and closes. Auditors change nothing.
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::AppState;
+use super::error::ApiError;
+use super::extract::{ApiPath, ApiQuery, Staff};
+use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
+use super::till::authenticate;
+use crate::domain::merchant::Merchant;
+use crate::domain::region::RegionCode;
+use crate::domain::season::Season;
+use crate::domain::staff::{Role, StaffScope};
+use crate::domain::time::Timestamp;
+use crate::finance::{self, FinanceError, settlement_json};
+use crate::report_files;
+use crate::storage::{IdemRecord, MAX_REPORT_ROWS, Storage};
+use wenhui_merchant_sdk::signing::HEADER_TERMINAL;
+
+/// Largest till journal accepted for matching.
+pub const JOURNAL_LIMIT_BYTES: usize = 8 * 1024 * 1024;
+/// Most journal lines read from one upload.
+const MAX_JOURNAL_LINES: usize = 50_000;
+
+async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
+    store.season(id).await?.ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))
+}
+
+/// Whose view of a season a staff key gets: None for all of it, Some(city) for a city's.
+fn viewer_city(staff: &Staff, season: &Season) -> Result<Option<RegionCode>, ApiError> {
+    let scope = staff.require(&[Role::Finance, Role::Auditor])?;
+    if scope.role == Role::Auditor || scope.region == season.province {
+        return Ok(None);
+    }
+    if season.province.contains(scope.region) {
+        return Ok(Some(scope.region));
+    }
+    Err(ApiError::forbidden(format!(
+        "a {} of {} cannot see a season of {}",
+        scope.role, scope.region, season.province
+    )))
+}
+
+/// Settling, payouts and closing: the finance office of the season's province.
+fn require_province_finance(staff: &Staff, season: &Season) -> Result<StaffScope, ApiError> {
+    let scope = staff.require(&[Role::Finance])?;
+    if scope.region != season.province {
+        return Err(ApiError::forbidden(format!(
+            "only the finance office of {} settles and closes this season",
+            season.province
+        )));
+    }
+    Ok(scope)
+}
+
+fn finance_error(error: FinanceError) -> ApiError {
+    match error {
+        FinanceError::NothingToSettle => {
+            ApiError::conflict("nothing_to_settle", "no unsettled redemptions up to the cut-off")
+        }
+        FinanceError::CutOffInFuture => {
+            ApiError::unprocessable("invalid_cut_off", "the cut-off is in the future")
+        }
+        FinanceError::SeasonNotEnded => {
+            ApiError::conflict("season_not_ended", "a season closes after it ends")
+        }
+        FinanceError::AlreadyPaid => ApiError::conflict("already_paid", "the payout was already recorded"),
+        FinanceError::NotFound(what) => ApiError::not_found("not_found", format!("no such {what}")),
+        FinanceError::Storage(error) => error.into(),
+        FinanceError::Replay | FinanceError::Write(_) => ApiError::internal(),
+    }
+}
+
+fn file_response(content_type: &'static str, filename: String, body: Vec<u8>) -> Response {
+    let mut response = body.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(value) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, value);
+    }
+    response
+}
+
+fn file_failed(error: impl std::fmt::Display) -> ApiError {
+    tracing::error!(%error, "writing a finance file failed");
+    ApiError::internal()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    #[serde(default)]
+    format: Option<String>,
+    #[serde(default)]
+    view: Option<String>,
+}
+
+/// The season report: JSON (default), `?format=csv&view=funders|batches|merchants|categories|days|cards|summary`,
+/// or `?format=xlsx` (one sheet per view). A closed season's report is the one stored at close.
+#[utoipa::path(get, path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query)), responses((status = 200, description = "the report"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn report(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ReportQuery>,
+) -> Result<Response, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    let city = viewer_city(&staff, &season)?;
+    let report = finance::report_for(state.store(), &season, city, state.clock().now()).await?;
+    let stem = format!("season-{season_id}-report");
+    match query.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(report).into_response()),
+        "csv" => {
+            let view = query.view.as_deref().unwrap_or("funders");
+            let table = report_files::table(&report, view).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_view",
+                    format!("view is one of {}", report_files::VIEWS.join(", ")),
+                )
+            })?;
+            let body = report_files::csv(&table).map_err(file_failed)?;
+            Ok(file_response("text/csv; charset=utf-8", format!("{stem}-{view}.csv"), body))
+        }
+        "xlsx" => {
+            let body = report_files::xlsx(&report).map_err(file_failed)?;
+            let kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
+            Ok(file_response(kind, format!("{stem}.xlsx"), body))
+        }
+        _ => Err(ApiError::unprocessable("invalid_format", "format is json, csv or xlsx")),
+    }
+}
+
+/// Reconciles the season now and lists every break (a closed season is reconciled afresh too).
+#[utoipa::path(get, path = "/v1/seasons/{id}/reconciliation", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{season_id, checked_at, ok, checks: [{name, ok, breaks, listed}]}"), (status = 403, body = super::error::ErrorBody)))]
+pub async fn reconciliation(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+) -> Result<Json<finance::Reconciliation>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    if viewer_city(&staff, &season)?.is_some() {
+        return Err(ApiError::forbidden(
+            "reconciliation covers the whole season: province finance or an auditor",
+        ));
+    }
+    Ok(Json(finance::reconcile(state.store(), &season, state.clock().now()).await?))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SettleBody {
+    season_id: Uuid,
+    cut_off: Timestamp,
+}
+
+/// Settles every unsettled, unreversed redemption up to the cut-off: one line per merchant.
+#[utoipa::path(post, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 403, body = super::error::ErrorBody)))]
+pub async fn settle(
+    State(state): State<AppState>,
+    staff: Staff,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let (scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/settlements", &key, &body).await? {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
+    let request: SettleBody = parse_json(&body)?;
+    let season = load_season(state.store(), request.season_id).await?;
+    require_province_finance(&staff, &season)?;
+    let answer = IdemRecord { scope, key, request_hash: hash, status: 201, body: String::new() };
+    match finance::settle(state.store(), &season, request.cut_off, state.clock().now(), answer.clone()).await
+    {
+        Ok(settlement) => Ok(json_response(201, settlement_json(&settlement).to_string())),
+        Err(FinanceError::Replay) => replay_answer(&state, &answer).await,
+        Err(error) => Err(finance_error(error)),
+    }
+}
+
+async fn replay_answer(state: &AppState, answer: &IdemRecord) -> Result<Response, ApiError> {
+    super::idempotency::replay_if_known(state.store(), &answer.scope, &answer.key, &answer.request_hash)
+        .await?
+        .ok_or_else(ApiError::internal)
+}
+
+/// A settlement and its lines (a city's finance sees its own city's merchants' lines).
+#[utoipa::path(get, path = "/v1/settlements/{id}", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{settlement, lines}")))]
+pub async fn get_settlement(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(settlement_id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            let funders: Vec<Value> =
+                l.funders.iter().map(|(f, a)| json!({"funder": f, "amount": a.to_string()})).collect();
+            json!({
+                "merchant_id": l.merchant_id, "merchant_name": l.merchant_name, "redemptions": l.redemption_count,
+                "amount": finance::yuan(l.amount_fen), "funders": funders,
+            })
+        })
+        .collect();
+    Ok(Json(json!({"settlement": settlement_json(&settlement), "lines": lines})))
+}
+
+async fn settlement_for(
+    state: &AppState,
+    staff: &Staff,
+    settlement_id: Uuid,
+) -> Result<(crate::storage::SettlementRecord, Vec<crate::storage::SettlementLineRecord>), ApiError> {
+    let settlement = state
+        .store()
+        .settlement(settlement_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("settlement_not_found", "no such settlement"))?;
+    let season = load_season(state.store(), settlement.season_id).await?;
+    let city = viewer_city(staff, &season)?;
+    let mut lines = state.store().settlement_lines(settlement_id).await?;
+    if let Some(city) = city {
+        let mut mine = Vec::new();
+        for line in lines {
+            if state.store().merchant(line.merchant_id).await?.is_some_and(|m| m.city == city) {
+                mine.push(line);
+            }
+        }
+        lines = mine;
+    }
+    Ok((settlement, lines))
+}
+
+/// The payout file for the bank: merchant, account, amount, and the split per funder.
+#[utoipa::path(get, path = "/v1/settlements/{id}/payout.csv", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "text/csv")))]
+pub async fn payout_csv(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(settlement_id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
+    let body = report_files::payout_csv(&settlement, &lines).map_err(file_failed)?;
+    Ok(file_response("text/csv; charset=utf-8", format!("payout-{settlement_id}.csv"), body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PaidBody {
+    /// The bank's reference for the payout batch.
+    payout_ref: String,
+}
+
+/// Records that the bank paid a settlement out (a ledger entry per merchant: settled -> paid).
+#[utoipa::path(post, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid")))]
+pub async fn paid(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(settlement_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let path = format!("/v1/settlements/{settlement_id}/paid");
+    let (scope, hash) = match staff_prelude(state.store(), staff.1, &path, &key, &body).await? {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
+    let request: PaidBody = parse_json(&body)?;
+    let payout_ref = request.payout_ref.trim();
+    if payout_ref.is_empty() || payout_ref.chars().count() > 100 {
+        return Err(ApiError::unprocessable("invalid_payout_ref", "payout_ref is 1-100 characters"));
+    }
+    let settlement = state
+        .store()
+        .settlement(settlement_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("settlement_not_found", "no such settlement"))?;
+    let season = load_season(state.store(), settlement.season_id).await?;
+    require_province_finance(&staff, &season)?;
+    let now = state.clock().now();
+    let paid = crate::storage::SettlementRecord {
+        paid_at: Some(now),
+        payout_ref: Some(payout_ref.to_owned()),
+        ..settlement
+    };
+    let answer =
+        IdemRecord { scope, key, request_hash: hash, status: 201, body: settlement_json(&paid).to_string() };
+    match state.store().commit_payout(settlement_id, payout_ref, now, &answer).await {
+        Ok(()) => Ok(json_response(201, answer.body)),
+        Err(error) => match FinanceError::from(error) {
+            FinanceError::Replay => replay_answer(&state, &answer).await,
+            other => Err(finance_error(other)),
+        },
+    }
+}
+
+/// Closes a season (province finance, after it ends). Idempotent: closing again answers the same.
+#[utoipa::path(post, path = "/v1/seasons/{id}/close", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "{season_id, closed_at, checkpoint_seq, reconciled, breaks}"), (status = 409, body = super::error::ErrorBody, description = "season_not_ended")))]
+pub async fn close(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+    IdempotencyKey(_key): IdempotencyKey,
+) -> Result<Json<finance::CloseOutcome>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    require_province_finance(&staff, &season)?;
+    let outcome = finance::close(state.store(), state.ledger_key(), &season, state.clock().now())
+        .await
+        .map_err(finance_error)?;
+    // Claims decided from memory must see the season closed at once in this process.
+    state.writer().invalidate().await;
+    state.inner().batches.clear();
+    Ok(Json(outcome))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatementQuery {
+    season: Uuid,
+    #[serde(default)]
+    format: Option<String>,
+}
+
+/// Who may read a merchant's money: its own terminals (signed), its city's or province's
+/// finance, an auditor.
+async fn merchant_reader(
+    state: &AppState,
+    staff: Option<Staff>,
+    merchant: &Merchant,
+    request: (&Method, &Uri, &HeaderMap),
+) -> Result<(), ApiError> {
+    let (method, uri, headers) = request;
+    if headers.contains_key(HEADER_TERMINAL) {
+        let ctx = authenticate(state, method, uri, headers, &[]).await?;
+        if ctx.merchant.id != merchant.id {
+            return Err(ApiError::forbidden("a terminal reads only its own merchant's statement"));
+        }
+        return Ok(());
+    }
+    let staff = staff.ok_or_else(|| {
+        ApiError::unauthorized(
+            "unauthenticated",
+            "send a staff key, or sign the request as the merchant's terminal",
+        )
+    })?;
+    let scope = staff.require(&[Role::Finance, Role::Auditor])?;
+    if scope.role == Role::Auditor || scope.covers(merchant.city) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "a {} of {} cannot see a merchant of {}",
+            scope.role, scope.region, merchant.city
+        )))
+    }
+}
+
+/// A merchant's redemptions, reversals, settlements and payouts in a season, with running totals.
+#[utoipa::path(get, path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "{merchant_id, season_id, lines: [...]} or text/csv")))]
+pub async fn statement(
+    State(state): State<AppState>,
+    staff: Option<Staff>,
+    ApiPath(merchant_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<StatementQuery>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let merchant = state
+        .store()
+        .merchant(merchant_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))?;
+    merchant_reader(&state, staff, &merchant, (&method, &uri, &headers)).await?;
+    load_season(state.store(), query.season).await?;
+    let events = state.store().merchant_statement(merchant_id, query.season, MAX_REPORT_ROWS + 1).await?;
+    if events.len() as i64 > MAX_REPORT_ROWS {
+        return Err(ApiError::unprocessable(
+            "statement_too_large",
+            "more than 200,000 lines: ask finance for a file",
+        ));
+    }
+    let lines = report_files::statement_lines(&events);
+    match query.format.as_deref().unwrap_or("json") {
+        "json" => Ok(Json(json!({"merchant_id": merchant_id, "season_id": query.season, "lines": lines}))
+            .into_response()),
+        "csv" => {
+            let body = report_files::statement_csv(&lines).map_err(file_failed)?;
+            Ok(file_response(
+                "text/csv; charset=utf-8",
+                format!("statement-{merchant_id}-{}.csv", query.season),
+                body,
+            ))
+        }
+        _ => Err(ApiError::unprocessable("invalid_format", "format is json or csv")),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JournalQuery {
+    merchant: Uuid,
+}
+
+/// Matches a till's journal (the merchant SDK's JSON-lines file, as the body) against the
+/// server's redemptions: matched, missing on the server, missing in the till, mismatched.
+#[utoipa::path(post, path = "/v1/seasons/{id}/reconciliation/merchant-journal", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant" = Uuid, Query)), responses((status = 200, description = "{matched, missing_on_server, missing_in_till, mismatched}"), (status = 422, body = super::error::ErrorBody)))]
+pub async fn merchant_journal(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<JournalQuery>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    let merchant = state
+        .store()
+        .merchant(query.merchant)
+        .await?
+        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))?;
+    merchant_reader(
+        &state,
+        Some(staff),
+        &merchant,
+        (&Method::GET, &Uri::from_static("/"), &HeaderMap::new()),
+    )
+    .await?;
+    let till = crate::journal_match::read_journal(&body, MAX_JOURNAL_LINES)
+        .map_err(|m| ApiError::unprocessable("invalid_journal", m))?;
+    for terminal in &till.terminals {
+        let of_merchant =
+            state.store().terminal(*terminal).await?.is_some_and(|t| t.merchant_id == merchant.id);
+        if !of_merchant {
+            return Err(ApiError::unprocessable(
+                "invalid_journal",
+                format!("terminal {terminal} in the journal is not a terminal of this merchant"),
+            ));
+        }
+    }
+    let outcome = crate::journal_match::match_journal(state.store(), &season, &till).await?;
+    Ok(Json(serde_json::to_value(outcome).map_err(file_failed)?))
+}

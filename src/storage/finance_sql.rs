@@ -1,0 +1,901 @@
+//! SQL for finance: report aggregates, settlements and payouts, closing a season, merchant
+//! statements, and the reconciliation queries. Shared by both backends and instantiated per
+//! backend by [`finance_store!`] (see `sql.rs` for the pattern). Every report query aggregates in
+//! the database: nothing here loads a season's vouchers or redemptions into memory.
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::{IdemRecord, StorageError, WriteError};
+use crate::domain::finance::SalesFigures;
+use crate::domain::ledger::Balance;
+use crate::domain::money::Fen;
+use crate::domain::region::RegionCode;
+use crate::domain::time::Timestamp;
+
+/// Rows of a report or a statement are capped here; a bigger answer must be narrowed.
+pub const MAX_REPORT_ROWS: i64 = 200_000;
+/// Breaks listed per reconciliation check (the count is always exact).
+pub const MAX_BREAKS_LISTED: i64 = 50;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MerchantSales {
+    pub merchant_id: Uuid,
+    pub name: String,
+    pub city: String,
+    pub category: String,
+    pub sales: SalesFigures,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DayActivity {
+    /// Days since 1970-01-01 in China Standard Time.
+    pub day_number: i64,
+    pub claims: i64,
+    pub claimed_fen: i64,
+    pub sales: SalesFigures,
+}
+
+/// What a settlement run needs; the storage layer finds the lines under the ledger lock.
+#[derive(Clone)]
+pub struct SettlementPlan {
+    pub id: Uuid,
+    pub season_id: Uuid,
+    pub cut_off: Timestamp,
+    pub created_at: Timestamp,
+    /// The stored answer; its body is rendered from the settlement once its lines are known.
+    pub answer: IdemRecord,
+    pub render: fn(&SettlementRecord) -> String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementRecord {
+    pub id: Uuid,
+    pub season_id: Uuid,
+    pub cut_off: Timestamp,
+    pub total_fen: i64,
+    pub line_count: i64,
+    pub created_at: Timestamp,
+    pub paid_at: Option<Timestamp>,
+    pub payout_ref: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SettlementLineRecord {
+    pub merchant_id: Uuid,
+    pub merchant_name: String,
+    pub redemption_count: i64,
+    pub amount_fen: i64,
+    pub funders: Vec<(RegionCode, Fen)>,
+    pub bank: String,
+    pub account_no: String,
+    pub account_name: String,
+}
+
+/// A closed season's stored report and reconciliation (JSON text), written once.
+#[derive(Clone, Debug)]
+pub struct FinalReport {
+    pub season_id: Uuid,
+    pub report: String,
+    pub reconciliation: String,
+    pub checkpoint_seq: i64,
+    pub created_at: Timestamp,
+}
+
+/// One line of a merchant's statement.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatementEvent {
+    pub at: Timestamp,
+    /// `redemption`, `reversal`, `settlement` or `payout`.
+    pub kind: String,
+    pub id: Uuid,
+    pub order_ref: Option<String>,
+    pub order_amount_fen: i64,
+    pub amount_fen: i64,
+}
+
+/// Per merchant: what the business rows say it is owed (unsettled live redemptions), has had
+/// settled and not yet paid, and has been paid.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MerchantMoney {
+    pub unsettled_fen: i64,
+    pub settled_unpaid_fen: i64,
+    pub paid_fen: i64,
+}
+
+/// The result of closing: when the season closed, and whether this call closed it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Closed {
+    pub closed_at: Timestamp,
+    pub now: bool,
+}
+
+#[async_trait]
+pub trait FinanceStore: Send + Sync {
+    /// Every account of the season (`season:S:...`) with its maintained debits and credits.
+    async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError>;
+
+    /// Per batch: its vouchers counted by status (from the voucher rows).
+    async fn voucher_status_counts(&self, season_id: Uuid) -> Result<Vec<(Uuid, String, i64)>, StorageError>;
+
+    /// Per batch: live redemptions and reversals.
+    async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError>;
+
+    /// Per merchant (of `city`, if given), by merchant name.
+    async fn merchant_sales(
+        &self,
+        season_id: Uuid,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<MerchantSales>, StorageError>;
+
+    /// Per CST day: claims (of batches `issuer` funds, if given) and redemptions (at merchants of
+    /// `city`, if given).
+    async fn day_activity(
+        &self,
+        season_id: Uuid,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<DayActivity>, StorageError>;
+
+    /// Settles every unsettled, unreversed redemption of the season up to the cut-off, in one
+    /// transaction with its ledger entries. `Conflict("nothing_to_settle")` if there are none.
+    async fn commit_settlement(&self, plan: &SettlementPlan) -> Result<SettlementRecord, WriteError>;
+
+    async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError>;
+
+    async fn season_settlements(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError>;
+
+    async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError>;
+
+    /// Records the bank's payout of a settlement (ledger entries settled -> paid).
+    /// `Conflict("already_paid")` if it was recorded before.
+    async fn commit_payout(
+        &self,
+        settlement_id: Uuid,
+        payout_ref: &str,
+        at: Timestamp,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError>;
+
+    /// Closes the season: marks it closed, expires every active voucher and returns all issued
+    /// and reserved money to the funders' pools, in one transaction. Idempotent.
+    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Closed, WriteError>;
+
+    async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError>;
+
+    /// Stores a closed season's report unless one is stored already (the first one wins).
+    async fn insert_final_report(&self, report: &FinalReport) -> Result<(), StorageError>;
+
+    /// A merchant's redemptions, reversals, settlements and payouts in a season, in time order.
+    async fn merchant_statement(
+        &self,
+        merchant_id: Uuid,
+        season_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<StatementEvent>, StorageError>;
+
+    /// Redemptions made by these terminals at or after `since`, oldest first.
+    async fn terminal_redemptions(
+        &self,
+        terminals: &[Uuid],
+        since: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<super::RedemptionRecord>, StorageError>;
+
+    async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<super::RedemptionRecord>, StorageError>;
+
+    /// Per merchant of the season: see [`MerchantMoney`].
+    async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError>;
+
+    /// Vouchers whose state disagrees with the ledger or the redemptions, and ledger entries
+    /// (claim, expiry, redemption, reversal) whose voucher or redemption is missing or disagrees:
+    /// `(check, count, first few descriptions)`.
+    async fn link_breaks(
+        &self,
+        season_id: Uuid,
+    ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError>;
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct SettlementRow {
+    id: Uuid,
+    season_id: Uuid,
+    cut_off_us: i64,
+    total_fen: i64,
+    line_count: i32,
+    created_at_us: i64,
+    paid_at_us: Option<i64>,
+    payout_ref: Option<String>,
+}
+
+pub(crate) const SETTLEMENT_COLUMNS: &str =
+    "id, season_id, cut_off_us, total_fen, line_count, created_at_us, paid_at_us, payout_ref";
+
+impl SettlementRow {
+    pub fn into_record(self) -> SettlementRecord {
+        SettlementRecord {
+            id: self.id,
+            season_id: self.season_id,
+            cut_off: Timestamp::from_unix_us(self.cut_off_us),
+            total_fen: self.total_fen,
+            line_count: i64::from(self.line_count),
+            created_at: Timestamp::from_unix_us(self.created_at_us),
+            paid_at: self.paid_at_us.map(Timestamp::from_unix_us),
+            payout_ref: self.payout_ref,
+        }
+    }
+}
+
+/// A redemption's (or line's) stored funder parts, or a corruption error naming it.
+pub(crate) fn funder_parts(json: &str, what: &str) -> Result<Vec<(RegionCode, Fen)>, StorageError> {
+    crate::domain::finance::parse_funder_parts(json)
+        .ok_or_else(|| StorageError::Corrupt(format!("{what}: unreadable funder parts")))
+}
+
+/// `[{"funder":"440000","amount":"3.00"}]`, the format redemptions store.
+pub(crate) fn funder_parts_json(parts: &std::collections::BTreeMap<RegionCode, i64>) -> String {
+    let parts: Vec<serde_json::Value> = parts
+        .iter()
+        .filter(|(_, fen)| **fen > 0)
+        .map(|(funder, fen)| {
+            serde_json::json!({"funder": funder.to_string(), "amount": Fen::from_fen_unchecked(*fen).to_string()})
+        })
+        .collect();
+    serde_json::Value::Array(parts).to_string()
+}
+
+/// SQL: the CST day number of a `*_at_us` column.
+pub(crate) fn day_sql(column: &str) -> String {
+    format!("(({column} + 28800000000) / 86400000000)")
+}
+
+macro_rules! finance_store {
+    ($store:ident, $db:ty) => {
+        mod finance_impl {
+            use std::collections::{BTreeMap, HashMap};
+
+            use async_trait::async_trait;
+            use futures_util::TryStreamExt;
+            use sqlx::QueryBuilder;
+            use uuid::Uuid;
+
+            use super::$store;
+            use crate::domain::accounts;
+            use crate::domain::finance::{SalesFigures, SettlementLine};
+            use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
+            use crate::domain::region::RegionCode;
+            use crate::domain::time::Timestamp;
+            use crate::storage::finance_sql::{
+                Closed, DayActivity, FinalReport, FinanceStore, MerchantMoney, MerchantSales, SETTLEMENT_COLUMNS,
+                SettlementLineRecord, SettlementPlan, SettlementRecord, SettlementRow, StatementEvent, day_sql,
+                funder_parts, funder_parts_json, MAX_BREAKS_LISTED,
+            };
+            use crate::storage::till_sql::{REDEMPTION_COLUMNS, RedemptionRow};
+            use crate::storage::{IdemRecord, RedemptionRecord, StorageError, WriteError};
+
+            type Tx = sqlx::Transaction<'static, $db>;
+
+            fn sales(redemptions: i64, reversals: i64, discount: i64, order_amount: i64) -> SalesFigures {
+                SalesFigures { redemptions, reversals, discount, order_amount }
+            }
+
+            /// The live-redemption aggregate columns shared by the sales queries.
+            const SALES_COLUMNS: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT)";
+            const SALES_COLUMNS_NAMED: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS n, \
+                 CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS rv, \
+                 CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT) AS d, \
+                 CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT) AS o";
+
+            impl $store {
+                /// The season's unsettled, unreversed redemptions up to the cut-off, per merchant.
+                async fn settlement_lines_in(
+                    tx: &mut Tx,
+                    plan: &SettlementPlan,
+                ) -> Result<BTreeMap<Uuid, SettlementLine>, WriteError> {
+                    let mut lines: BTreeMap<Uuid, SettlementLine> = BTreeMap::new();
+                    let mut rows = sqlx::query_as::<_, (Uuid, Uuid, String)>(
+                        "SELECT id, merchant_id, funders FROM redemptions WHERE season_id = $1 \
+                         AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= $2",
+                    )
+                    .bind(plan.season_id)
+                    .bind(plan.cut_off.unix_us())
+                    .fetch(&mut **tx);
+                    while let Some((id, merchant_id, funders)) = rows.try_next().await? {
+                        let parts = funder_parts(&funders, &format!("redemption {id}"))?;
+                        let line = lines.entry(merchant_id).or_insert_with(|| SettlementLine { merchant_id, ..Default::default() });
+                        line.add(&parts);
+                    }
+                    Ok(lines)
+                }
+
+                async fn insert_settlement_lines(
+                    tx: &mut Tx,
+                    settlement_id: Uuid,
+                    lines: &BTreeMap<Uuid, SettlementLine>,
+                ) -> Result<(), WriteError> {
+                    let ids: Vec<Uuid> = lines.keys().copied().collect();
+                    for chunk in ids.chunks(500) {
+                        let mut q = QueryBuilder::<$db>::new(
+                            "SELECT id, bank, account_no, account_name FROM merchants WHERE id IN (",
+                        );
+                        let mut list = q.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        q.push(")");
+                        let accounts: Vec<(Uuid, String, String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                        if accounts.len() != chunk.len() {
+                            return Err(WriteError::Storage(StorageError::Corrupt(
+                                "a redemption names a merchant that does not exist".into(),
+                            )));
+                        }
+                        let mut q = QueryBuilder::<$db>::new(
+                            "INSERT INTO settlement_lines (settlement_id, merchant_id, redemption_count, amount_fen, funders, \
+                             bank, account_no, account_name) ",
+                        );
+                        q.push_values(accounts, |mut row, (id, bank, account_no, account_name)| {
+                            let line = &lines[&id];
+                            row.push_bind(settlement_id)
+                                .push_bind(id)
+                                .push_bind(line.redemption_count)
+                                .push_bind(line.amount_fen)
+                                .push_bind(funder_parts_json(&line.by_funder))
+                                .push_bind(bank)
+                                .push_bind(account_no)
+                                .push_bind(account_name);
+                        });
+                        q.build().execute(&mut **tx).await?;
+                    }
+                    Ok(())
+                }
+
+                /// The season's batch accounts (reserve and issued) with their balances, under the lock.
+                async fn batch_balances_in(tx: &mut Tx, season_id: Uuid) -> Result<Vec<(String, Balance)>, WriteError> {
+                    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                        "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
+                         JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
+                    )
+                    .bind(format!("season:{}:batch:%", season_id.hyphenated()))
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
+                }
+
+                async fn count_breaks(
+                    &self,
+                    sql: String,
+                    season_id: Uuid,
+                ) -> Result<(i64, Vec<String>), StorageError> {
+                    let count_sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM ({sql}) breaks"));
+                    let (count,): (i64,) = sqlx::query_as(count_sql).bind(season_id).fetch_one(&self.pool).await?;
+                    if count == 0 {
+                        return Ok((0, Vec::new()));
+                    }
+                    let list_sql = sqlx::AssertSqlSafe(format!("{sql} LIMIT {MAX_BREAKS_LISTED}"));
+                    let listed: Vec<(String,)> = sqlx::query_as(list_sql).bind(season_id).fetch_all(&self.pool).await?;
+                    Ok((count, listed.into_iter().map(|(d,)| d).collect()))
+                }
+            }
+
+            #[async_trait]
+            impl FinanceStore for $store {
+                async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError> {
+                    let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+                        "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
+                         LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1 ORDER BY a.address",
+                    )
+                    .bind(accounts::season_pattern(season_id))
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
+                }
+
+                async fn voucher_status_counts(&self, season_id: Uuid) -> Result<Vec<(Uuid, String, i64)>, StorageError> {
+                    Ok(sqlx::query_as(
+                        "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 \
+                         GROUP BY batch_id, status",
+                    )
+                    .bind(season_id)
+                    .fetch_all(&self.pool)
+                    .await?)
+                }
+
+                async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT r.batch_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 GROUP BY r.batch_id"
+                    ));
+                    let rows: Vec<(Uuid, i64, i64, i64, i64)> = sqlx::query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+                    Ok(rows.into_iter().map(|(b, n, rv, d, o)| (b, sales(n, rv, d, o))).collect())
+                }
+
+                async fn merchant_sales(
+                    &self,
+                    season_id: Uuid,
+                    city: Option<RegionCode>,
+                ) -> Result<Vec<MerchantSales>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT m.id, m.name, m.city, m.category, s.n, s.rv, s.d, s.o FROM \
+                         (SELECT r.merchant_id, {SALES_COLUMNS_NAMED} FROM redemptions r WHERE r.season_id = $1 \
+                          GROUP BY r.merchant_id) s JOIN merchants m ON m.id = s.merchant_id \
+                         WHERE ($2 = '' OR m.city = $2) ORDER BY m.name, m.id LIMIT {}",
+                        crate::storage::finance_sql::MAX_REPORT_ROWS
+                    ));
+                    let city = city.map(|c| c.to_string()).unwrap_or_default();
+                    let rows: Vec<(Uuid, String, String, String, i64, i64, i64, i64)> =
+                        sqlx::query_as(sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(merchant_id, name, city, category, n, rv, d, o)| MerchantSales {
+                            merchant_id,
+                            name,
+                            city,
+                            category,
+                            sales: sales(n, rv, d, o),
+                        })
+                        .collect())
+                }
+
+                async fn day_activity(
+                    &self,
+                    season_id: Uuid,
+                    city: Option<RegionCode>,
+                ) -> Result<Vec<DayActivity>, StorageError> {
+                    let claims_sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {day}, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(value_fen), 0) AS BIGINT) \
+                         FROM vouchers WHERE season_id = $1 GROUP BY {day}",
+                        day = day_sql("claimed_at_us")
+                    ));
+                    let claims: Vec<(i64, i64, i64)> =
+                        if city.is_none() { sqlx::query_as(claims_sql).bind(season_id).fetch_all(&self.pool).await? } else { Vec::new() };
+                    let redemptions_sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {day}, {SALES_COLUMNS} FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
+                         WHERE r.season_id = $1 AND ($2 = '' OR m.city = $2) GROUP BY {day}",
+                        day = day_sql("r.redeemed_at_us")
+                    ));
+                    let city = city.map(|c| c.to_string()).unwrap_or_default();
+                    let redeemed: Vec<(i64, i64, i64, i64, i64)> =
+                        sqlx::query_as(redemptions_sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
+                    let mut days: BTreeMap<i64, DayActivity> = BTreeMap::new();
+                    let blank = |day_number| DayActivity { day_number, claims: 0, claimed_fen: 0, sales: SalesFigures::default() };
+                    for (day, count, fen) in claims {
+                        let entry = days.entry(day).or_insert_with(|| blank(day));
+                        entry.claims = count;
+                        entry.claimed_fen = fen;
+                    }
+                    for (day, n, rv, d, o) in redeemed {
+                        days.entry(day).or_insert_with(|| blank(day)).sales = sales(n, rv, d, o);
+                    }
+                    Ok(days.into_values().collect())
+                }
+
+                async fn commit_settlement(&self, plan: &SettlementPlan) -> Result<SettlementRecord, WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_head(&mut tx).await?;
+                    if Self::answer_exists(&mut tx, &plan.answer).await? {
+                        return Err(WriteError::IdempotencyTaken);
+                    }
+                    let lines = Self::settlement_lines_in(&mut tx, plan).await?;
+                    if lines.is_empty() {
+                        return Err(WriteError::Conflict("nothing_to_settle".into()));
+                    }
+                    let record = SettlementRecord {
+                        id: plan.id,
+                        season_id: plan.season_id,
+                        cut_off: plan.cut_off,
+                        total_fen: lines.values().map(|l| l.amount_fen).sum(),
+                        line_count: lines.len() as i64,
+                        created_at: plan.created_at,
+                        paid_at: None,
+                        payout_ref: None,
+                    };
+                    sqlx::query(
+                        "INSERT INTO settlements (id, season_id, cut_off_us, total_fen, line_count, created_at_us) \
+                         VALUES ($1, $2, $3, $4, $5, $6)",
+                    )
+                    .bind(record.id)
+                    .bind(record.season_id)
+                    .bind(record.cut_off.unix_us())
+                    .bind(record.total_fen)
+                    .bind(record.line_count as i32)
+                    .bind(record.created_at.unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    Self::insert_settlement_lines(&mut tx, plan.id, &lines).await?;
+                    let updated = sqlx::query(
+                        "UPDATE redemptions SET settled_at_us = $1, settlement_id = $2 WHERE season_id = $3 \
+                         AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= $4",
+                    )
+                    .bind(plan.created_at.unix_us())
+                    .bind(plan.id)
+                    .bind(plan.season_id)
+                    .bind(plan.cut_off.unix_us())
+                    .execute(&mut *tx)
+                    .await?;
+                    let counted: i64 = lines.values().map(|l| l.redemption_count).sum();
+                    if updated.rows_affected() != counted as u64 {
+                        return Err(WriteError::Conflict("redemptions changed during settlement".into()));
+                    }
+                    let entries: Vec<NewEntry> = lines
+                        .values()
+                        .map(|line| {
+                            let postings = move_per_funder(&line.by_funder, |f| {
+                                (accounts::payable(plan.season_id, line.merchant_id, f), accounts::settled(plan.season_id, line.merchant_id, f))
+                            });
+                            NewEntry::new("settlement", format!("settlement:{}:{}", plan.id, line.merchant_id), postings)
+                        })
+                        .collect();
+                    let mut answer = plan.answer.clone();
+                    answer.body = (plan.render)(&record);
+                    Self::insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
+                    let opened = self.post_in(&mut tx, &entries).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(record)
+                }
+
+                async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1"));
+                    let row: Option<SettlementRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    Ok(row.map(SettlementRow::into_record))
+                }
+
+                async fn season_settlements(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE season_id = $1 ORDER BY created_at_us, id LIMIT 10000"
+                    ));
+                    let rows: Vec<SettlementRow> = sqlx::query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+                    Ok(rows.into_iter().map(SettlementRow::into_record).collect())
+                }
+
+                async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError> {
+                    let rows: Vec<(Uuid, String, i64, i64, String, String, String, String)> = sqlx::query_as(
+                        "SELECT l.merchant_id, m.name, l.redemption_count, l.amount_fen, l.funders, l.bank, l.account_no, \
+                         l.account_name FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
+                         WHERE l.settlement_id = $1 ORDER BY m.name, l.merchant_id",
+                    )
+                    .bind(id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    rows.into_iter()
+                        .map(|(merchant_id, merchant_name, redemption_count, amount_fen, funders, bank, account_no, account_name)| {
+                            Ok(SettlementLineRecord {
+                                merchant_id,
+                                merchant_name,
+                                redemption_count,
+                                amount_fen,
+                                funders: funder_parts(&funders, &format!("settlement line {id}/{merchant_id}"))?,
+                                bank,
+                                account_no,
+                                account_name,
+                            })
+                        })
+                        .collect()
+                }
+
+                async fn commit_payout(
+                    &self,
+                    settlement_id: Uuid,
+                    payout_ref: &str,
+                    at: Timestamp,
+                    answer: &IdemRecord,
+                ) -> Result<(), WriteError> {
+                    let lines = self.settlement_lines(settlement_id).await?;
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_head(&mut tx).await?;
+                    if Self::answer_exists(&mut tx, answer).await? {
+                        return Err(WriteError::IdempotencyTaken);
+                    }
+                    let state: Option<(Uuid, Option<i64>)> =
+                        sqlx::query_as("SELECT season_id, paid_at_us FROM settlements WHERE id = $1")
+                            .bind(settlement_id)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                    let season_id = match state {
+                        Some((season_id, None)) => season_id,
+                        Some((_, Some(_))) => return Err(WriteError::Conflict("already_paid".into())),
+                        None => return Err(WriteError::Conflict("settlement_not_found".into())),
+                    };
+                    sqlx::query("UPDATE settlements SET paid_at_us = $1, payout_ref = $2 WHERE id = $3")
+                        .bind(at.unix_us())
+                        .bind(payout_ref.to_owned())
+                        .bind(settlement_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let entries: Vec<NewEntry> = lines
+                        .iter()
+                        .map(|line| {
+                            let by_funder: BTreeMap<RegionCode, i64> =
+                                line.funders.iter().map(|(f, a)| (*f, a.as_fen())).collect();
+                            let postings = move_per_funder(&by_funder, |f| {
+                                (accounts::settled(season_id, line.merchant_id, f), accounts::paid(season_id, line.merchant_id, f))
+                            });
+                            NewEntry::new("payout", format!("payout:{settlement_id}:{}", line.merchant_id), postings)
+                        })
+                        .collect();
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    let opened = self.post_in(&mut tx, &entries).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(())
+                }
+
+                async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Closed, WriteError> {
+                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
+                    let _gate = self.write_gate.lock().await;
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_head(&mut tx).await?;
+                    let closed: Option<(Option<i64>,)> = sqlx::query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+                        .bind(season_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match closed {
+                        None => return Err(WriteError::Conflict("season_not_found".into())),
+                        Some((Some(closed_at),)) => {
+                            return Ok(Closed { closed_at: Timestamp::from_unix_us(closed_at), now: false });
+                        }
+                        Some((None,)) => {}
+                    }
+                    sqlx::query("UPDATE seasons SET closed_at_us = $1 WHERE id = $2")
+                        .bind(at.unix_us())
+                        .bind(season_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    let expiring: Vec<(Uuid, i64)> = sqlx::query_as(
+                        "SELECT batch_id, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 AND status = 'active' GROUP BY batch_id",
+                    )
+                    .bind(season_id)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    sqlx::query("UPDATE vouchers SET status = 'expired', expired_at_us = $1 WHERE season_id = $2 AND status = 'active'")
+                        .bind(at.unix_us())
+                        .bind(season_id)
+                        .execute(&mut *tx)
+                        .await?;
+                    for (batch_id, count) in &expiring {
+                        sqlx::query("UPDATE batches SET returned_count = returned_count + $1 WHERE id = $2")
+                            .bind(*count)
+                            .bind(*batch_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query(
+                        "UPDATE batches SET reserve_returned_at_us = $1 WHERE season_id = $2 AND reserve_returned_at_us IS NULL",
+                    )
+                    .bind(at.unix_us())
+                    .bind(season_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    let balances = Self::batch_balances_in(&mut tx, season_id).await?;
+                    let entries = crate::domain::finance::season_close_entries(season_id, &balances);
+                    let opened = self.post_in(&mut tx, &entries).await?;
+                    tx.commit().await?;
+                    self.accounts.extend(opened);
+                    Ok(Closed { closed_at: at, now: true })
+                }
+
+                async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError> {
+                    let row: Option<(String, String, i64, i64)> = sqlx::query_as(
+                        "SELECT report, reconciliation, checkpoint_seq, created_at_us FROM season_reports WHERE season_id = $1",
+                    )
+                    .bind(season_id)
+                    .fetch_optional(&self.pool)
+                    .await?;
+                    Ok(row.map(|(report, reconciliation, checkpoint_seq, created_at_us)| FinalReport {
+                        season_id,
+                        report,
+                        reconciliation,
+                        checkpoint_seq,
+                        created_at: Timestamp::from_unix_us(created_at_us),
+                    }))
+                }
+
+                async fn insert_final_report(&self, report: &FinalReport) -> Result<(), StorageError> {
+                    sqlx::query(
+                        "INSERT INTO season_reports (season_id, report, reconciliation, checkpoint_seq, created_at_us) \
+                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (season_id) DO NOTHING",
+                    )
+                    .bind(report.season_id)
+                    .bind(report.report.clone())
+                    .bind(report.reconciliation.clone())
+                    .bind(report.checkpoint_seq)
+                    .bind(report.created_at.unix_us())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(())
+                }
+
+                async fn merchant_statement(
+                    &self,
+                    merchant_id: Uuid,
+                    season_id: Uuid,
+                    limit: i64,
+                ) -> Result<Vec<StatementEvent>, StorageError> {
+                    let rows: Vec<(i64, String, Uuid, Option<String>, i64, i64)> = sqlx::query_as(
+                        "SELECT redeemed_at_us AS at, 'redemption' AS kind, id, order_ref, order_amount_fen, discount_fen \
+                           FROM redemptions WHERE merchant_id = $1 AND season_id = $2 \
+                         UNION ALL \
+                         SELECT reversed_at_us, 'reversal', reversal_id, order_ref, order_amount_fen, discount_fen \
+                           FROM redemptions WHERE merchant_id = $1 AND season_id = $2 AND reversed_at_us IS NOT NULL \
+                         UNION ALL \
+                         SELECT s.created_at_us, 'settlement', s.id, NULL, 0, l.amount_fen \
+                           FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+                           WHERE l.merchant_id = $1 AND s.season_id = $2 \
+                         UNION ALL \
+                         SELECT s.paid_at_us, 'payout', s.id, NULL, 0, l.amount_fen \
+                           FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+                           WHERE l.merchant_id = $1 AND s.season_id = $2 AND s.paid_at_us IS NOT NULL \
+                         ORDER BY 1, 2, 3 LIMIT $3",
+                    )
+                    .bind(merchant_id)
+                    .bind(season_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows
+                        .into_iter()
+                        .map(|(at, kind, id, order_ref, order_amount_fen, amount_fen)| StatementEvent {
+                            at: Timestamp::from_unix_us(at),
+                            kind,
+                            id,
+                            order_ref,
+                            order_amount_fen,
+                            amount_fen,
+                        })
+                        .collect())
+                }
+
+                async fn terminal_redemptions(
+                    &self,
+                    terminals: &[Uuid],
+                    since: Timestamp,
+                    limit: i64,
+                ) -> Result<Vec<RedemptionRecord>, StorageError> {
+                    if terminals.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    let mut q = QueryBuilder::<$db>::new(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE redeemed_at_us >= "));
+                    q.push_bind(since.unix_us()).push(" AND terminal_id IN (");
+                    let mut list = q.separated(", ");
+                    for t in terminals {
+                        list.push_bind(*t);
+                    }
+                    q.push(") ORDER BY redeemed_at_us, id LIMIT ").push_bind(limit);
+                    let rows: Vec<RedemptionRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                    Ok(rows.into_iter().map(RedemptionRow::into_record).collect())
+                }
+
+                async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<RedemptionRecord>, StorageError> {
+                    let mut found = Vec::with_capacity(ids.len());
+                    for chunk in ids.chunks(500) {
+                        let mut q = QueryBuilder::<$db>::new(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE id IN ("));
+                        let mut list = q.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        q.push(")");
+                        let rows: Vec<RedemptionRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                        found.extend(rows.into_iter().map(RedemptionRow::into_record));
+                    }
+                    Ok(found)
+                }
+
+                async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError> {
+                    let unsettled: Vec<(Uuid, i64)> = sqlx::query_as(
+                        "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) FROM redemptions WHERE season_id = $1 \
+                         AND reversed_at_us IS NULL AND settled_at_us IS NULL GROUP BY merchant_id",
+                    )
+                    .bind(season_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let settled: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+                        "SELECT l.merchant_id, \
+                         CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT), \
+                         CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) \
+                         FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id WHERE s.season_id = $1 \
+                         GROUP BY l.merchant_id",
+                    )
+                    .bind(season_id)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    let mut money: HashMap<Uuid, MerchantMoney> = HashMap::new();
+                    for (merchant, fen) in unsettled {
+                        money.entry(merchant).or_default().unsettled_fen = fen;
+                    }
+                    for (merchant, unpaid, paid) in settled {
+                        let entry = money.entry(merchant).or_default();
+                        entry.settled_unpaid_fen = unpaid;
+                        entry.paid_fen = paid;
+                    }
+                    Ok(money.into_iter().collect())
+                }
+
+                async fn link_breaks(&self, season_id: Uuid) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
+                    let text = |col: &str| $store::uuid_text_sql(col);
+                    let from_text = |expr: &str| $store::uuid_from_text_sql(expr);
+                    let entry_for = |kind: &str, col: &str| {
+                        format!("EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {})", text(col))
+                    };
+                    let entry_target = |kind: &str| from_text(&format!("substr(e.reference, {})", kind.len() + 2));
+                    let checks: Vec<(&'static str, String)> = vec![
+                        ("voucher_without_claim_entry", format!(
+                            "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND NOT {}",
+                            text("v.id"), entry_for("claim", "v.id"))),
+                        ("expired_voucher_without_entry", format!(
+                            "SELECT 'voucher ' || {} FROM vouchers v JOIN seasons s ON s.id = v.season_id \
+                             WHERE v.season_id = $1 AND v.status = 'expired' AND NOT {} \
+                             AND (s.closed_at_us IS NULL OR v.expired_at_us <> s.closed_at_us) \
+                             AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.voucher_id = v.id AND r.reversed_at_us IS NOT NULL)",
+                            text("v.id"), entry_for("expiry", "v.id"))),
+                        ("redeemed_voucher_without_redemption", format!(
+                            "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND v.status = 'redeemed' \
+                             AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.voucher_id = v.id AND r.reversed_at_us IS NULL)",
+                            text("v.id"))),
+                        ("live_redemption_of_unredeemed_voucher", format!(
+                            "SELECT 'redemption ' || {} FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id \
+                             WHERE r.season_id = $1 AND r.reversed_at_us IS NULL AND v.status <> 'redeemed'",
+                            text("r.id"))),
+                        ("redemption_without_entry", format!(
+                            "SELECT 'redemption ' || {} FROM redemptions r WHERE r.season_id = $1 AND NOT {}",
+                            text("r.id"), entry_for("redemption", "r.id"))),
+                        ("reversal_without_entry", format!(
+                            "SELECT 'reversal ' || {} FROM redemptions r WHERE r.season_id = $1 AND r.reversed_at_us IS NOT NULL \
+                             AND (r.reversal_id IS NULL OR NOT {})",
+                            text("r.reversal_id"), entry_for("reversal", "r.reversal_id"))),
+                        ("settlement_line_without_entry", format!(
+                            "SELECT 'settlement line ' || {} || '/' || {} FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+                             WHERE s.season_id = $1 AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = \
+                             'settlement:' || {} || ':' || {})",
+                            text("s.id"), text("l.merchant_id"), text("s.id"), text("l.merchant_id"))),
+                        // Entries to rows. An entry whose row is missing cannot be placed in a season, so these
+                        // are checked across the ledger; an entry whose row exists must agree with it.
+                        ("claim_entry_without_voucher", format!(
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON v.id = {} \
+                             WHERE e.kind = 'claim' AND v.id IS NULL AND $1 = $1", entry_target("claim"))),
+                        ("expiry_entry_disagrees", format!(
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON v.id = {} \
+                             WHERE e.kind = 'expiry' AND (v.id IS NULL OR (v.season_id = $1 AND v.status <> 'expired'))",
+                            entry_target("expiry"))),
+                        ("redemption_entry_without_redemption", format!(
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON r.id = {} \
+                             WHERE e.kind = 'redemption' AND r.id IS NULL AND $1 = $1", entry_target("redemption"))),
+                        ("reversal_entry_disagrees", format!(
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON r.reversal_id = {} \
+                             WHERE e.kind = 'reversal' AND (r.id IS NULL OR (r.season_id = $1 AND r.reversed_at_us IS NULL))",
+                            entry_target("reversal"))),
+                    ];
+                    let mut found = Vec::with_capacity(checks.len());
+                    for (name, sql) in checks {
+                        let (count, listed) = self.count_breaks(sql, season_id).await?;
+                        found.push((name, count, listed));
+                    }
+                    Ok(found)
+                }
+            }
+
+            /// Postings moving each funder's amount from one account to another.
+            fn move_per_funder(
+                by_funder: &BTreeMap<RegionCode, i64>,
+                accounts: impl Fn(RegionCode) -> (crate::domain::ledger::AccountSpec, crate::domain::ledger::AccountSpec),
+            ) -> Vec<NewPosting> {
+                let mut postings = Vec::new();
+                for (funder, amount_fen) in by_funder {
+                    if *amount_fen <= 0 {
+                        continue;
+                    }
+                    let (from, to) = accounts(*funder);
+                    postings.push(NewPosting { account: from, side: Side::Debit, amount_fen: *amount_fen });
+                    postings.push(NewPosting { account: to, side: Side::Credit, amount_fen: *amount_fen });
+                }
+                postings
+            }
+        }
+    };
+}
+
+pub(crate) use finance_store;
