@@ -671,6 +671,14 @@ impl TillClient {
         decode(self.http.call(&call).await?)
     }
 
+    /// The merchant's statement for a season (redemptions, reversals, settlements, payouts with
+    /// running totals): `GET /v1/merchants/{id}/statement?season=`.
+    pub async fn statement(&self, merchant_id: Uuid, season_id: Uuid) -> Result<Value, ClientError> {
+        let path = format!("/v1/merchants/{merchant_id}/statement?season={season_id}");
+        let call = self.signed_call("statement", Method::GET, path, None);
+        decode(self.http.call(&call).await?)
+    }
+
     /// A redemption as the service sees it now: `GET /v1/redemptions/{id}`.
     pub async fn get(&self, redemption_id: Uuid) -> Result<Value, ClientError> {
         let call = self.signed_call("get", Method::GET, format!("/v1/redemptions/{redemption_id}"), None);

@@ -7,6 +7,7 @@ mod card;
 mod claims;
 mod cli;
 mod crash;
+mod finance;
 mod http_foundation;
 mod ledger;
 mod ledger_props;

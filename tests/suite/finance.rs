@@ -1,0 +1,564 @@
+//! Finance on both backends: a scripted season asserted to the fen, settlements and payouts,
+//! closing, statements, till-journal matching, a tampered ledger, and who may see what.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Value, json};
+use uuid::Uuid;
+use wenhui::domain::finance::{cst_day_number, day_label};
+use wenhui::domain::staff::Role;
+use wenhui::domain::time::Timestamp;
+use wenhui_merchant_sdk::client::{RedeemRequest, TillClient};
+
+use crate::both_backends;
+use crate::claims::World;
+use crate::common::{Backend, code};
+use crate::till::{merchant, terminal};
+
+const HOUR_S: i64 = 3_600;
+
+/// The season of the script: it started three hours ago and ends in an hour, so the tills
+/// (which sign with the real time) can work at "now" while claims and expiries happened earlier.
+struct Script {
+    world: World,
+    t0: Timestamp,
+    now: Timestamp,
+    finance: String,
+    bookstore: (String, TillClient),
+    cinema: (String, TillClient),
+    ktv: (String, TillClient),
+    batches: BTreeMap<&'static str, String>,
+    citizens: BTreeMap<u32, String>,
+    claimed_at: Vec<(Timestamp, i64)>,
+    redeemed_at: std::cell::RefCell<Vec<(Timestamp, i64, i64)>>,
+}
+
+impl Script {
+    async fn new(backend: Backend) -> Script {
+        let now = Timestamp::from_unix_us(Timestamp::now().unix_us() / 1_000_000 * 1_000_000);
+        let t0 = now.plus_seconds(-3 * HOUR_S);
+        let ends_at = now.plus_seconds(HOUR_S).to_string();
+        let world = World::new_at(backend, "100000.00", None, t0.unix_us(), json!({"ends_at": ends_at})).await;
+        let admin = world.province_admin.clone();
+        let dir = world.app.db.dir.path().to_owned();
+        let mut tills = Vec::new();
+        for (seed, category, city) in [(11, "bookstore", "370200"), (12, "cinema", "370100"), (13, "ktv", "370200")] {
+            let id = merchant(&world, &admin, seed, category, city).await;
+            let (client, _, _) = terminal(&world, &admin, &id, &dir).await;
+            tills.push((id, client));
+        }
+        let ktv = tills.pop().expect("ktv");
+        let cinema = tills.pop().expect("cinema");
+        let bookstore = tills.pop().expect("bookstore");
+        let finance = world.app.staff_key(Role::Finance, "370000").await;
+        let mut script = Script {
+            world,
+            t0,
+            now,
+            finance,
+            bookstore,
+            cinema,
+            ktv,
+            batches: BTreeMap::new(),
+            citizens: BTreeMap::new(),
+            claimed_at: Vec::new(),
+            redeemed_at: std::cell::RefCell::new(Vec::new()),
+        };
+        script.create_batches().await;
+        script
+    }
+
+    async fn create_batches(&mut self) {
+        let closes = self.world.at(4 * HOUR_S);
+        let provincial = self
+            .world
+            .batch(json!({"name": "省级满40减10", "claim_closes_at": closes, "categories": ["bookstore", "cinema"]}))
+            .await;
+        let city_admin = self.world.app.staff_key(Role::CityAdmin, "370200").await;
+        let city = self
+            .world
+            .batch_as(
+                &city_admin,
+                json!({"name": "青岛满20减5", "issuer": "370200", "face_value": "5.00", "min_spend": "20.00", "stock": 50,
+                       "claim_closes_at": closes, "categories": ["ktv", "bookstore"]}),
+            )
+            .await;
+        let co_funded = self
+            .world
+            .batch_as(&city_admin, json!({"name": "联合八折", "issuer": "370200", "kind": "percent", "percent": 20, "cap": "30.00", "step": "1.00",
+                          "face_value": null, "min_spend": "0.00", "stock": 10, "claim_closes_at": closes,
+                          "funding": [{"funder": "370000", "share": 70}, {"funder": "370200", "share": 30}]}))
+            .await;
+        let short = self
+            .world
+            .batch(json!({"name": "一小时券", "face_value": "8.00", "min_spend": "10.00", "stock": 2, "valid_hours": 1,
+                          "claim_closes_at": closes, "categories": ["bookstore"]}))
+            .await;
+        for (name, batch) in [("A", provincial), ("B", city), ("C", co_funded), ("E", short)] {
+            self.batches.insert(name, batch["id"].as_str().expect("batch id").to_owned());
+        }
+    }
+
+    async fn claim(&mut self, citizen: u32, batch: &str, value_fen: i64) -> String {
+        let token = match self.citizens.get(&citizen) {
+            Some(token) => token.clone(),
+            None => {
+                let token = self.world.citizen(citizen).await;
+                self.citizens.insert(citizen, token.clone());
+                token
+            }
+        };
+        let batch_id = self.batches[batch].clone();
+        let (status, claim) = self.world.claim(&token, &batch_id, &format!("c{citizen}{batch}")).await;
+        assert_eq!(status, 201, "{claim}");
+        self.claimed_at.push((self.world.clock.now_ts(), value_fen));
+        claim["voucher"]["id"].as_str().expect("voucher id").to_owned()
+    }
+
+    async fn qr(&self, citizen: u32, voucher: &str) -> String {
+        let path = format!("/v1/vouchers/{voucher}/qr");
+        let (status, qr) = self.world.app.post(&path, Some(&self.citizens[&citizen]), json!({})).await;
+        assert!(status == 200 || status == 201, "{qr}");
+        qr["token"].as_str().expect("token").to_owned()
+    }
+
+    async fn redeem(&self, till: &TillClient, citizen: u32, voucher: &str, amount: &str, order: &str) -> Uuid {
+        let qr = self.qr(citizen, voucher).await;
+        let request = RedeemRequest {
+            qr,
+            order_amount: amount.into(),
+            order_ref: order.into(),
+            idempotency_key: None,
+        };
+        let redemption = till.redeem(request).await.expect("redeem");
+        let fen = |yuan: &str| wenhui::domain::money::Fen::parse_yuan(yuan).expect("yuan").as_fen();
+        self.redeemed_at.borrow_mut().push((self.world.clock.now_ts(), fen(&redemption.order_amount), fen(&redemption.discount)));
+        redemption.redemption_id
+    }
+
+    fn set_clock(&self, at: Timestamp) {
+        self.world.clock.set(at);
+    }
+
+    async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+        self.world.app.get(path, Some(key)).await
+    }
+
+    async fn reconciles(&self) -> Value {
+        let (status, reconciliation) =
+            self.get(&format!("/v1/seasons/{}/reconciliation", self.world.season_id), &self.finance).await;
+        assert_eq!(status, 200, "{reconciliation}");
+        assert_eq!(reconciliation["ok"], true, "{reconciliation:#}");
+        reconciliation
+    }
+
+    async fn settle(&self, key: &str) -> (u16, Value) {
+        let body = json!({"season_id": self.world.season_id, "cut_off": self.world.clock.now_ts().to_string()});
+        self.world.app.post_idem("/v1/settlements", Some(&self.finance), key, body).await
+    }
+}
+
+trait NowTs {
+    fn now_ts(&self) -> Timestamp;
+}
+
+impl NowTs for wenhui::domain::time::ManualClock {
+    fn now_ts(&self) -> Timestamp {
+        wenhui::domain::time::Clock::now(self)
+    }
+}
+
+fn row<'a>(rows: &'a Value, field: &str, key: &str) -> &'a Value {
+    rows.as_array()
+        .expect("rows")
+        .iter()
+        .find(|r| r[field] == key)
+        .unwrap_or_else(|| panic!("no row with {field} = {key} in {rows:#}"))
+}
+
+fn assert_funder(report: &Value, funder: &str, expected: [(&str, &str); 10]) {
+    let got = row(&report["funders"], "funder", funder);
+    for (field, value) in expected {
+        assert_eq!(got[field], value, "funder {funder} {field}: {got:#}");
+    }
+}
+
+fn assert_sales(rows: &Value, key: &str, redemptions: i64, reversals: i64, discount: &str, order: &str) {
+    let got = row(rows, "key", key);
+    assert_eq!(
+        (got["redemptions"].as_i64(), got["reversals"].as_i64(), got["discount"].as_str(), got["order_amount"].as_str()),
+        (Some(redemptions), Some(reversals), Some(discount), Some(order)),
+        "{key}: {got:#}"
+    );
+}
+
+async fn scripted_season(backend: Backend) {
+    let mut s = Script::new(backend).await;
+    let season = s.world.season_id.clone();
+    // At the start: claims in every batch; the one-hour batch sells out.
+    let a1 = s.claim(1, "A", 1_000).await;
+    let b1 = s.claim(1, "B", 500).await;
+    let a2 = s.claim(2, "A", 1_000).await;
+    let c3 = s.claim(3, "C", 3_000).await;
+    let b4 = s.claim(4, "B", 500).await;
+    s.claim(5, "E", 800).await;
+    s.claim(6, "E", 800).await;
+    // An hour later both one-hour vouchers expire and their stock is claimed again (re-issued).
+    s.set_clock(s.t0.plus_seconds(HOUR_S + 1));
+    assert_eq!(s.world.app.sweep().await.expired, 2);
+    s.claim(7, "E", 800).await;
+    // Now, at the tills.
+    s.set_clock(s.now);
+    assert_eq!(s.world.app.sweep().await.expired, 1, "the re-issued voucher expired too");
+    s.claim(8, "A", 1_000).await;
+    let (bookstore, cinema, ktv) = (&s.bookstore.1, &s.cinema.1, &s.ktv.1);
+    s.redeem(bookstore, 1, &a1, "100.00", "B-1").await;
+    s.redeem(cinema, 2, &a2, "50.00", "C-1").await;
+    s.redeem(ktv, 1, &b1, "30.00", "K-1").await;
+    s.redeem(bookstore, 3, &c3, "80.00", "B-2").await;
+    let refunded = s.redeem(ktv, 4, &b4, "25.00", "K-2").await;
+    ktv.reverse(refunded, "refund", None).await.expect("reverse");
+    s.reconciles().await;
+
+    // Settlement 1 takes everything so far; a second run with a new key settles nothing twice.
+    s.set_clock(s.now.plus_seconds(10));
+    let (status, first) = s.settle("settle-1").await;
+    assert_eq!(status, 201, "{first}");
+    assert_eq!((first["total"].as_str(), first["merchants"].as_i64()), (Some("41.00"), Some(3)));
+    let (status, again) = s.settle("settle-1").await;
+    assert_eq!((status, &again), (201, &first), "a retry returns the first answer");
+    let (status, twice) = s.settle("settle-1b").await;
+    assert_eq!((status, code(&twice)), (409, "nothing_to_settle"));
+    let settlement_1 = first["settlement_id"].as_str().expect("id").to_owned();
+    // A settled redemption can no longer be reversed.
+    let (_, settled) = s.get(&format!("/v1/settlements/{settlement_1}"), &s.finance).await;
+    assert_eq!(settled["lines"].as_array().map(Vec::len), Some(3));
+    let b1_redemption = s.world.app.store().terminal_redemptions(&[ktv.terminal_id()], s.t0, 10).await.expect("rows");
+    let b1_id = b1_redemption.iter().find(|r| r.order_ref == "K-1").expect("K-1").id;
+    let refused = ktv.reverse(b1_id, "too late", None).await.expect_err("settled");
+    assert_eq!(refused.code(), "already_settled");
+
+    // The refunded voucher is used again; settlement 2 takes it alone.
+    s.set_clock(s.now.plus_seconds(20));
+    s.redeem(ktv, 4, &b4, "40.00", "K-3").await;
+    s.set_clock(s.now.plus_seconds(30));
+    let (status, second) = s.settle("settle-2").await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!((second["total"].as_str(), second["merchants"].as_i64()), (Some("5.00"), Some(1)));
+
+    // The bank pays settlement 1.
+    s.set_clock(s.now.plus_seconds(40));
+    let paid_path = format!("/v1/settlements/{settlement_1}/paid");
+    let (status, paid) =
+        s.world.app.post_idem(&paid_path, Some(&s.finance), "paid-1", json!({"payout_ref": "BANK-0001"})).await;
+    assert_eq!(status, 201, "{paid}");
+    let (status, repaid) =
+        s.world.app.post_idem(&paid_path, Some(&s.finance), "paid-1b", json!({"payout_ref": "BANK-0001"})).await;
+    assert_eq!((status, code(&repaid)), (409, "already_paid"));
+    let payout = s
+        .world
+        .app
+        .client
+        .get(s.world.app.url(&format!("/v1/settlements/{settlement_1}/payout.csv")))
+        .bearer_auth(&s.finance)
+        .send()
+        .await
+        .expect("payout");
+    let payout = payout.text().await.expect("csv");
+    let mut payout_lines: Vec<&str> = payout.lines().collect();
+    assert_eq!(
+        payout_lines.remove(0),
+        "settlement_id,merchant_id,merchant_name,bank,account_no,account_name,redemptions,amount,funder_370000,funder_370200"
+    );
+    let bookstore_line = payout_lines.iter().find(|l| l.contains(&s.bookstore.0)).expect("bookstore line");
+    assert!(bookstore_line.ends_with(",2,26.00,21.20,4.80"), "{bookstore_line}");
+    s.reconciles().await;
+
+    // Closing: not before the season ends, not by an auditor; then idempotent.
+    let close = format!("/v1/seasons/{season}/close");
+    let (status, early) = s.world.app.post_idem(&close, Some(&s.finance), "close-early", json!({})).await;
+    assert_eq!((status, code(&early)), (409, "season_not_ended"));
+    let auditor = s.world.app.staff_key(Role::Auditor, "370000").await;
+    let (status, _) = s.world.app.post_idem(&close, Some(&auditor), "close-auditor", json!({})).await;
+    assert_eq!(status, 403);
+    s.set_clock(s.now.plus_seconds(HOUR_S + 1));
+    let (status, closed) = s.world.app.post_idem(&close, Some(&s.finance), "close-1", json!({})).await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!((closed["reconciled"].as_bool(), closed["breaks"].as_i64()), (Some(true), Some(0)), "{closed}");
+    let (status, closed_again) = s.world.app.post_idem(&close, Some(&s.finance), "close-2", json!({})).await;
+    assert_eq!((status, &closed_again), (200, &closed));
+
+    let reconciliation = s.reconciles().await;
+    let checks: Vec<&str> =
+        reconciliation["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
+    assert!(checks.contains(&"clearing_after_close") && checks.contains(&"funder_identity"), "{checks:?}");
+
+    let (status, report) = s.get(&format!("/v1/seasons/{season}/report"), &s.finance).await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["final"], true);
+    assert_report(&s, &report);
+
+    // Closed: no claims, no redemptions, no reversals (the tills sign with the real time).
+    s.set_clock(s.now.plus_seconds(50));
+    let token = s.citizens[&2].clone();
+    let (status, refused) = s.world.claim(&token, &s.batches["B"], "after-close").await;
+    assert_eq!((status, code(&refused)), (409, "season_closed"));
+    let k3 = s.world.app.store().terminal_redemptions(&[ktv.terminal_id()], s.t0, 10).await.expect("rows");
+    let k3 = k3.iter().find(|r| r.order_ref == "K-3").expect("K-3").id;
+    let refused = ktv.reverse(k3, "after close", None).await.expect_err("closed");
+    assert_eq!(refused.code(), "season_closed");
+
+    // The stored report never changes, in every format.
+    let (_, stored) = s.get(&format!("/v1/seasons/{season}/report"), &s.finance).await;
+    assert_eq!(stored, report);
+    let csv = s
+        .world
+        .app
+        .client
+        .get(s.world.app.url(&format!("/v1/seasons/{season}/report?format=csv&view=categories")))
+        .bearer_auth(&s.finance)
+        .send()
+        .await
+        .expect("csv")
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(
+        csv,
+        "key,name,city,category,redemptions,reversals,discount,order_amount\n\
+         bookstore,bookstore,,bookstore,2,0,26.00,180.00\ncinema,cinema,,cinema,1,0,10.00,50.00\nktv,ktv,,ktv,2,1,10.00,70.00\n"
+    );
+    let xlsx = s
+        .world
+        .app
+        .client
+        .get(s.world.app.url(&format!("/v1/seasons/{season}/report?format=xlsx")))
+        .bearer_auth(&s.finance)
+        .send()
+        .await
+        .expect("xlsx");
+    assert_eq!(
+        xlsx.headers()["content-type"],
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    );
+    let bytes = xlsx.bytes().await.expect("bytes");
+    assert!(bytes.starts_with(b"PK"), "an xlsx file is a zip archive");
+    assert!(bytes.windows(b"xl/worksheets/sheet7.xml".len()).any(|w| w == b"xl/worksheets/sheet7.xml"));
+
+    // The KTV's statement, with running totals.
+    let path = format!("/v1/merchants/{}/statement?season={season}", s.ktv.0);
+    let (status, statement) = s.get(&path, &s.finance).await;
+    assert_eq!(status, 200, "{statement}");
+    let kinds: Vec<&str> = statement["lines"].as_array().expect("lines").iter().filter_map(|l| l["kind"].as_str()).collect();
+    assert_eq!(kinds, ["redemption", "redemption", "reversal", "settlement", "redemption", "settlement", "payout"]);
+    let last = statement["lines"].as_array().and_then(|l| l.last()).expect("last");
+    assert_eq!((last["redeemed_net"].as_str(), last["settled"].as_str(), last["paid"].as_str()), (Some("10.00"), Some("10.00"), Some("5.00")));
+    let from_till = ktv.statement(s.ktv.0.parse().expect("uuid"), season.parse().expect("uuid")).await.expect("till statement");
+    assert_eq!(from_till["lines"], statement["lines"], "the merchant's own terminal reads the same statement");
+}
+
+fn assert_report(s: &Script, report: &Value) {
+    assert_funder(report, "370000", [
+        ("appropriated", "100000.00"), ("available", "99968.80"), ("reserved", "0.00"), ("outstanding", "0.00"),
+        ("redeemed", "31.20"), ("reversed", "0.00"), ("returned_by_expiry", "34.00"), ("payable", "0.00"),
+        ("settled", "0.00"), ("paid", "31.20"),
+    ]);
+    assert_funder(report, "370200", [
+        ("appropriated", "1000.00"), ("available", "985.20"), ("reserved", "0.00"), ("outstanding", "0.00"),
+        ("redeemed", "19.80"), ("reversed", "5.00"), ("returned_by_expiry", "0.00"), ("payable", "0.00"),
+        ("settled", "5.00"), ("paid", "9.80"),
+    ]);
+    let batch = |name: &str| row(&report["batches"], "batch_id", &s.batches[name]).clone();
+    let counts = |b: &Value| {
+        ["stock", "claimed", "redeemed", "expired", "active", "reissued"].map(|f| b[f].as_i64().expect("count"))
+    };
+    assert_eq!(counts(&batch("A")), [100, 3, 2, 1, 0, 0]);
+    assert_eq!(counts(&batch("B")), [50, 2, 2, 0, 0, 0]);
+    assert_eq!(counts(&batch("C")), [10, 1, 1, 0, 0, 0]);
+    assert_eq!(counts(&batch("E")), [2, 3, 0, 3, 0, 1]);
+    let amounts = |b: &Value| {
+        ["claimed_amount", "expired_amount", "reissued_amount", "discount_paid", "order_amount"]
+            .map(|f| b[f].as_str().expect("amount").to_owned())
+    };
+    assert_eq!(amounts(&batch("A")), ["30.00", "10.00", "0.00", "20.00", "150.00"]);
+    assert_eq!(amounts(&batch("B")), ["10.00", "0.00", "0.00", "10.00", "70.00"]);
+    assert_eq!(amounts(&batch("C")), ["30.00", "0.00", "0.00", "16.00", "80.00"]);
+    assert_eq!(amounts(&batch("E")), ["24.00", "24.00", "8.00", "0.00", "0.00"]);
+    assert_sales(&report["merchants"], &s.bookstore.0, 2, 0, "26.00", "180.00");
+    assert_sales(&report["merchants"], &s.cinema.0, 1, 0, "10.00", "50.00");
+    assert_sales(&report["merchants"], &s.ktv.0, 2, 1, "10.00", "70.00");
+    assert_sales(&report["categories"], "bookstore", 2, 0, "26.00", "180.00");
+    assert_sales(&report["categories"], "cinema", 1, 0, "10.00", "50.00");
+    assert_sales(&report["categories"], "ktv", 2, 1, "10.00", "70.00");
+    assert_eq!(report["totals"], json!({"discount": "46.00", "order_amount": "300.00", "leverage": "6.52"}));
+    // Per day, from the times the script recorded (days are Beijing days).
+    let mut days: BTreeMap<String, (i64, i64, i64, i64, i64)> = BTreeMap::new();
+    for (at, value) in &s.claimed_at {
+        let day = days.entry(day_label(cst_day_number(*at))).or_default();
+        day.0 += 1;
+        day.1 += value;
+    }
+    // The reversed K-2 redemption counts as a reversal on its day, not as a redemption.
+    for (index, (at, order, discount)) in s.redeemed_at.borrow().iter().enumerate() {
+        let day = days.entry(day_label(cst_day_number(*at))).or_default();
+        if index == 4 {
+            day.4 += 1;
+        } else {
+            day.2 += 1;
+            day.3 += discount;
+            let _ = order;
+        }
+    }
+    let got: BTreeMap<String, (i64, i64, i64, i64, i64)> = report["days"]
+        .as_array()
+        .expect("days")
+        .iter()
+        .map(|d| {
+            let fen = |f: &str| wenhui::domain::money::Fen::parse_yuan(d[f].as_str().expect("amount")).expect("fen").as_fen();
+            let n = |f: &str| d[f].as_i64().expect("count");
+            (d["day"].as_str().expect("day").to_owned(), (n("claims"), fen("claimed_amount"), n("redemptions"), fen("discount"), n("reversals")))
+        })
+        .collect();
+    assert_eq!(got, days);
+    let cards = &report["cards"];
+    assert_eq!(cards["cards_issued_mobile"], 0, "{cards}");
+}
+
+/// Journal matching: all four outcomes.
+async fn merchant_journal(backend: Backend) {
+    let mut s = Script::new(backend).await;
+    let season = s.world.season_id.clone();
+    let a1 = s.claim(1, "A", 1_000).await;
+    let a2 = s.claim(2, "A", 1_000).await;
+    let a3 = s.claim(3, "A", 1_000).await;
+    s.set_clock(s.now);
+    let bookstore = &s.bookstore.1;
+    let matched = s.redeem(bookstore, 1, &a1, "100.00", "J-1").await;
+    let mismatched = s.redeem(bookstore, 2, &a2, "60.00", "J-2").await;
+    // The same terminal redeems through a second client whose journal the merchant does not upload.
+    let dir = s.world.app.db.dir.path().to_owned();
+    let other_journal = wenhui_merchant_sdk::journal::Journal::open(dir.join("other.jsonl")).expect("journal");
+    let key = wenhui_merchant_sdk::client::TillKey::load(dir.join(format!("{}.key", bookstore.terminal_id()))).expect("key");
+    let other = TillClient::new(&s.world.app.base, bookstore.terminal_id(), key, other_journal, Default::default())
+        .expect("client");
+    let unseen = s.redeem(&other, 3, &a3, "70.00", "J-3").await;
+    let mut journal = std::fs::read_to_string(bookstore.journal().path().expect("journal path")).expect("journal");
+    // The till's copy of J-2 says 60.00 was discounted at 50.00 (a corrupted till record) ...
+    journal = journal.replace("\"order_amount\":\"60.00\"", "\"order_amount\":\"50.00\"");
+    // ... and it holds a redemption the server never made.
+    let phantom = Uuid::now_v7();
+    let line = json!({
+        "at": s.now.to_string(), "terminal_id": bookstore.terminal_id(), "op": "redeem", "phase": "attempt",
+        "path": "/v1/redemptions", "idempotency_key": "phantom", "attempt": 1, "request": {}, "status": 201,
+        "response": {"redemption_id": phantom, "order_ref": "J-9", "order_amount": "20.00", "discount": "10.00"},
+        "error": null,
+    });
+    journal.push_str(&format!("{line}\n"));
+    let response = s
+        .world
+        .app
+        .client
+        .post(s.world.app.url(&format!("/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}", s.bookstore.0)))
+        .bearer_auth(&s.finance)
+        .header("content-type", "application/x-ndjson")
+        .body(journal)
+        .send()
+        .await
+        .expect("post");
+    let (status, outcome) = crate::common::read(response).await;
+    assert_eq!(status, 200, "{outcome}");
+    let ids = |list: &str| -> Vec<String> {
+        outcome[list].as_array().expect("list").iter().map(|r| r["redemption_id"].as_str().expect("id").to_owned()).collect()
+    };
+    assert_eq!(ids("matched"), [matched.to_string()]);
+    assert_eq!(ids("missing_on_server"), [phantom.to_string()]);
+    assert_eq!(ids("missing_in_till"), [unseen.to_string()]);
+    assert_eq!(outcome["mismatched"], json!([{"redemption_id": mismatched, "field": "order_amount", "till": "50.00", "server": "60.00"}]));
+    // A journal naming another merchant's terminal is refused.
+    let foreign = format!("{}\n", json!({"at": s.now.to_string(), "terminal_id": s.ktv.1.terminal_id(), "op": "get",
+        "phase": "intent", "path": "/", "idempotency_key": null, "attempt": 0, "request": {}, "status": null, "response": null, "error": null}));
+    let response = s
+        .world
+        .app
+        .client
+        .post(s.world.app.url(&format!("/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}", s.bookstore.0)))
+        .bearer_auth(&s.finance)
+        .body(foreign)
+        .send()
+        .await
+        .expect("post");
+    let (status, refused) = crate::common::read(response).await;
+    assert_eq!((status, code(&refused)), (422, "invalid_journal"));
+}
+
+/// A ledger tampered with by the database owner: reconcile lists the break and exits non-zero.
+async fn tampered_ledger_breaks_reconciliation(backend: Backend) {
+    let mut s = Script::new(backend).await;
+    let season = s.world.season_id.clone();
+    let a1 = s.claim(1, "A", 1_000).await;
+    s.set_clock(s.now);
+    s.redeem(&s.bookstore.1, 1, &a1, "100.00", "T-1").await;
+    let dir = s.world.app.db.dir.path().to_owned();
+    let url = s.world.app.db.url.clone();
+    let clean = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
+    let head = s.world.app.store().ledger_head().await.expect("head").seq;
+    s.world.app.db.tamper_posting_amount(head, 1).await;
+    let broken = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
+    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
+    let result: Value = serde_json::from_slice(&broken.stdout).expect("json");
+    let failed: Vec<&str> = result["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter(|c| c["ok"] == false)
+        .filter_map(|c| c["name"].as_str())
+        .collect();
+    assert!(failed.contains(&"ledger_chain"), "{failed:?}");
+}
+
+/// Who sees what: a city's finance sees its own money and merchants only; an auditor reads
+/// everything and changes nothing.
+async fn access(backend: Backend) {
+    let mut s = Script::new(backend).await;
+    let season = s.world.season_id.clone();
+    let a1 = s.claim(1, "A", 1_000).await;
+    let b1 = s.claim(1, "B", 500).await;
+    s.set_clock(s.now);
+    s.redeem(&s.bookstore.1, 1, &b1, "30.00", "A-1").await;
+    s.redeem(&s.cinema.1, 1, &a1, "50.00", "A-2").await;
+    let jinan = s.world.app.staff_key(Role::Finance, "370100").await;
+    let qingdao = s.world.app.staff_key(Role::Finance, "370200").await;
+    let auditor = s.world.app.staff_key(Role::Auditor, "370000").await;
+    let statement = |merchant: &str| format!("/v1/merchants/{merchant}/statement?season={season}");
+    assert_eq!(s.get(&statement(&s.bookstore.0), &jinan).await.0, 403, "Jinan's finance cannot see a Qingdao merchant");
+    assert_eq!(s.get(&statement(&s.bookstore.0), &qingdao).await.0, 200);
+    assert_eq!(s.get(&statement(&s.bookstore.0), &auditor).await.0, 200);
+    let (status, report) = s.get(&format!("/v1/seasons/{season}/report"), &qingdao).await;
+    assert_eq!(status, 200, "{report}");
+    let merchants: Vec<&str> = report["merchants"].as_array().expect("m").iter().filter_map(|m| m["key"].as_str()).collect();
+    assert_eq!(merchants, [s.bookstore.0.as_str()]);
+    let funders: Vec<&str> = report["funders"].as_array().expect("f").iter().filter_map(|f| f["funder"].as_str()).collect();
+    assert_eq!(funders, ["370200"]);
+    assert_eq!(s.get(&format!("/v1/seasons/{season}/reconciliation"), &qingdao).await.0, 403);
+    assert_eq!(s.get(&format!("/v1/seasons/{season}/reconciliation"), &auditor).await.0, 200);
+    let body = json!({"season_id": season, "cut_off": s.now.to_string()});
+    for key in [&auditor, &qingdao] {
+        let (status, refused) = s.world.app.post_idem("/v1/settlements", Some(key), "settle-x", body.clone()).await;
+        assert_eq!(status, 403, "{refused}");
+    }
+    let (status, _) = s.world.app.post_idem("/v1/settlements", Some(&s.finance), "settle-ok", body).await;
+    assert_eq!(status, 201);
+    // A city's finance sees only its own city's lines of a settlement.
+    let settlements = s.world.app.store().season_settlements(season.parse().expect("uuid")).await.expect("list");
+    let (_, seen) = s.get(&format!("/v1/settlements/{}", settlements[0].id), &qingdao).await;
+    assert_eq!(seen["lines"].as_array().map(Vec::len), Some(1), "{seen}");
+    let (status, future) = s
+        .world
+        .app
+        .post_idem("/v1/settlements", Some(&s.finance), "settle-future", json!({"season_id": season, "cut_off": s.now.plus_seconds(86_400).to_string()}))
+        .await;
+    assert_eq!((status, code(&future)), (422, "invalid_cut_off"));
+}
+
+both_backends!(scripted_season, merchant_journal, tampered_ledger_breaks_reconciliation, access);
