@@ -38,11 +38,14 @@ impl Script {
         let now = Timestamp::from_unix_us(Timestamp::now().unix_us() / 1_000_000 * 1_000_000);
         let t0 = now.plus_seconds(-3 * HOUR_S);
         let ends_at = now.plus_seconds(HOUR_S).to_string();
-        let world = World::new_at(backend, "100000.00", None, t0.unix_us(), json!({"ends_at": ends_at})).await;
+        let world =
+            World::new_at(backend, "100000.00", None, t0.unix_us(), json!({"ends_at": ends_at})).await;
         let admin = world.province_admin.clone();
         let dir = world.app.db.dir.path().to_owned();
         let mut tills = Vec::new();
-        for (seed, category, city) in [(11, "bookstore", "370200"), (12, "cinema", "370100"), (13, "ktv", "370200")] {
+        for (seed, category, city) in
+            [(11, "bookstore", "370200"), (12, "cinema", "370100"), (13, "ktv", "370200")]
+        {
             let id = merchant(&world, &admin, seed, category, city).await;
             let (client, _, _) = terminal(&world, &admin, &id, &dir).await;
             tills.push((id, client));
@@ -122,17 +125,24 @@ impl Script {
         qr["token"].as_str().expect("token").to_owned()
     }
 
-    async fn redeem(&self, till: &TillClient, citizen: u32, voucher: &str, amount: &str, order: &str) -> Uuid {
+    async fn redeem(
+        &self,
+        till: &TillClient,
+        citizen: u32,
+        voucher: &str,
+        amount: &str,
+        order: &str,
+    ) -> Uuid {
         let qr = self.qr(citizen, voucher).await;
-        let request = RedeemRequest {
-            qr,
-            order_amount: amount.into(),
-            order_ref: order.into(),
-            idempotency_key: None,
-        };
+        let request =
+            RedeemRequest { qr, order_amount: amount.into(), order_ref: order.into(), idempotency_key: None };
         let redemption = till.redeem(request).await.expect("redeem");
         let fen = |yuan: &str| wenhui::domain::money::Fen::parse_yuan(yuan).expect("yuan").as_fen();
-        self.redeemed_at.borrow_mut().push((self.world.clock.now_ts(), fen(&redemption.order_amount), fen(&redemption.discount)));
+        self.redeemed_at.borrow_mut().push((
+            self.world.clock.now_ts(),
+            fen(&redemption.order_amount),
+            fen(&redemption.discount),
+        ));
         redemption.redemption_id
     }
 
@@ -153,7 +163,8 @@ impl Script {
     }
 
     async fn settle(&self, key: &str) -> (u16, Value) {
-        let body = json!({"season_id": self.world.season_id, "cut_off": self.world.clock.now_ts().to_string()});
+        let body =
+            json!({"season_id": self.world.season_id, "cut_off": self.world.clock.now_ts().to_string()});
         self.world.app.post_idem("/v1/settlements", Some(&self.finance), key, body).await
     }
 }
@@ -186,7 +197,12 @@ fn assert_funder(report: &Value, funder: &str, expected: [(&str, &str); 10]) {
 fn assert_sales(rows: &Value, key: &str, redemptions: i64, reversals: i64, discount: &str, order: &str) {
     let got = row(rows, "key", key);
     assert_eq!(
-        (got["redemptions"].as_i64(), got["reversals"].as_i64(), got["discount"].as_str(), got["order_amount"].as_str()),
+        (
+            got["redemptions"].as_i64(),
+            got["reversals"].as_i64(),
+            got["discount"].as_str(),
+            got["order_amount"].as_str()
+        ),
         (Some(redemptions), Some(reversals), Some(discount), Some(order)),
         "{key}: {got:#}"
     );
@@ -233,7 +249,8 @@ async fn scripted_season(backend: Backend) {
     // A settled redemption can no longer be reversed.
     let (_, settled) = s.get(&format!("/v1/settlements/{settlement_1}"), &s.finance).await;
     assert_eq!(settled["lines"].as_array().map(Vec::len), Some(3));
-    let b1_redemption = s.world.app.store().terminal_redemptions(&[ktv.terminal_id()], s.t0, 10).await.expect("rows");
+    let b1_redemption =
+        s.world.app.store().terminal_redemptions(&[ktv.terminal_id()], s.t0, 10).await.expect("rows");
     let b1_id = b1_redemption.iter().find(|r| r.order_ref == "K-1").expect("K-1").id;
     let refused = ktv.reverse(b1_id, "too late", None).await.expect_err("settled");
     assert_eq!(refused.code(), "already_settled");
@@ -249,11 +266,17 @@ async fn scripted_season(backend: Backend) {
     // The bank pays settlement 1.
     s.set_clock(s.now.plus_seconds(40));
     let paid_path = format!("/v1/settlements/{settlement_1}/paid");
-    let (status, paid) =
-        s.world.app.post_idem(&paid_path, Some(&s.finance), "paid-1", json!({"payout_ref": "BANK-0001"})).await;
+    let (status, paid) = s
+        .world
+        .app
+        .post_idem(&paid_path, Some(&s.finance), "paid-1", json!({"payout_ref": "BANK-0001"}))
+        .await;
     assert_eq!(status, 201, "{paid}");
-    let (status, repaid) =
-        s.world.app.post_idem(&paid_path, Some(&s.finance), "paid-1b", json!({"payout_ref": "BANK-0001"})).await;
+    let (status, repaid) = s
+        .world
+        .app
+        .post_idem(&paid_path, Some(&s.finance), "paid-1b", json!({"payout_ref": "BANK-0001"}))
+        .await;
     assert_eq!((status, code(&repaid)), (409, "already_paid"));
     let payout = s
         .world
@@ -284,13 +307,21 @@ async fn scripted_season(backend: Backend) {
     s.set_clock(s.now.plus_seconds(HOUR_S + 1));
     let (status, closed) = s.world.app.post_idem(&close, Some(&s.finance), "close-1", json!({})).await;
     assert_eq!(status, 200, "{closed}");
-    assert_eq!((closed["reconciled"].as_bool(), closed["breaks"].as_i64()), (Some(true), Some(0)), "{closed}");
+    assert_eq!(
+        (closed["reconciled"].as_bool(), closed["breaks"].as_i64()),
+        (Some(true), Some(0)),
+        "{closed}"
+    );
     let (status, closed_again) = s.world.app.post_idem(&close, Some(&s.finance), "close-2", json!({})).await;
     assert_eq!((status, &closed_again), (200, &closed));
 
     let reconciliation = s.reconciles().await;
-    let checks: Vec<&str> =
-        reconciliation["checks"].as_array().expect("checks").iter().filter_map(|c| c["name"].as_str()).collect();
+    let checks: Vec<&str> = reconciliation["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .collect();
     assert!(checks.contains(&"clearing_after_close") && checks.contains(&"funder_identity"), "{checks:?}");
 
     let (status, report) = s.get(&format!("/v1/seasons/{season}/report"), &s.finance).await;
@@ -349,28 +380,64 @@ async fn scripted_season(backend: Backend) {
     let path = format!("/v1/merchants/{}/statement?season={season}", s.ktv.0);
     let (status, statement) = s.get(&path, &s.finance).await;
     assert_eq!(status, 200, "{statement}");
-    let kinds: Vec<&str> = statement["lines"].as_array().expect("lines").iter().filter_map(|l| l["kind"].as_str()).collect();
-    assert_eq!(kinds, ["redemption", "redemption", "reversal", "settlement", "redemption", "settlement", "payout"]);
+    let kinds: Vec<&str> =
+        statement["lines"].as_array().expect("lines").iter().filter_map(|l| l["kind"].as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["redemption", "redemption", "reversal", "settlement", "redemption", "settlement", "payout"]
+    );
     let last = statement["lines"].as_array().and_then(|l| l.last()).expect("last");
-    assert_eq!((last["redeemed_net"].as_str(), last["settled"].as_str(), last["paid"].as_str()), (Some("10.00"), Some("10.00"), Some("5.00")));
-    let from_till = ktv.statement(s.ktv.0.parse().expect("uuid"), season.parse().expect("uuid")).await.expect("till statement");
-    assert_eq!(from_till["lines"], statement["lines"], "the merchant's own terminal reads the same statement");
+    assert_eq!(
+        (last["redeemed_net"].as_str(), last["settled"].as_str(), last["paid"].as_str()),
+        (Some("10.00"), Some("10.00"), Some("5.00"))
+    );
+    let from_till = ktv
+        .statement(s.ktv.0.parse().expect("uuid"), season.parse().expect("uuid"))
+        .await
+        .expect("till statement");
+    assert_eq!(
+        from_till["lines"], statement["lines"],
+        "the merchant's own terminal reads the same statement"
+    );
 }
 
 fn assert_report(s: &Script, report: &Value) {
-    assert_funder(report, "370000", [
-        ("appropriated", "100000.00"), ("available", "99968.80"), ("reserved", "0.00"), ("outstanding", "0.00"),
-        ("redeemed", "31.20"), ("reversed", "0.00"), ("returned_by_expiry", "34.00"), ("payable", "0.00"),
-        ("settled", "0.00"), ("paid", "31.20"),
-    ]);
-    assert_funder(report, "370200", [
-        ("appropriated", "1000.00"), ("available", "985.20"), ("reserved", "0.00"), ("outstanding", "0.00"),
-        ("redeemed", "19.80"), ("reversed", "5.00"), ("returned_by_expiry", "0.00"), ("payable", "0.00"),
-        ("settled", "5.00"), ("paid", "9.80"),
-    ]);
+    assert_funder(
+        report,
+        "370000",
+        [
+            ("appropriated", "100000.00"),
+            ("available", "99968.80"),
+            ("reserved", "0.00"),
+            ("outstanding", "0.00"),
+            ("redeemed", "31.20"),
+            ("reversed", "0.00"),
+            ("returned_by_expiry", "34.00"),
+            ("payable", "0.00"),
+            ("settled", "0.00"),
+            ("paid", "31.20"),
+        ],
+    );
+    assert_funder(
+        report,
+        "370200",
+        [
+            ("appropriated", "1000.00"),
+            ("available", "985.20"),
+            ("reserved", "0.00"),
+            ("outstanding", "0.00"),
+            ("redeemed", "19.80"),
+            ("reversed", "5.00"),
+            ("returned_by_expiry", "0.00"),
+            ("payable", "0.00"),
+            ("settled", "5.00"),
+            ("paid", "9.80"),
+        ],
+    );
     let batch = |name: &str| row(&report["batches"], "batch_id", &s.batches[name]).clone();
     let counts = |b: &Value| {
-        ["stock", "claimed", "redeemed", "expired", "active", "reissued"].map(|f| b[f].as_i64().expect("count"))
+        ["stock", "claimed", "redeemed", "expired", "active", "reissued"]
+            .map(|f| b[f].as_i64().expect("count"))
     };
     assert_eq!(counts(&batch("A")), [100, 3, 2, 1, 0, 0]);
     assert_eq!(counts(&batch("B")), [50, 2, 2, 0, 0, 0]);
@@ -414,9 +481,14 @@ fn assert_report(s: &Script, report: &Value) {
         .expect("days")
         .iter()
         .map(|d| {
-            let fen = |f: &str| wenhui::domain::money::Fen::parse_yuan(d[f].as_str().expect("amount")).expect("fen").as_fen();
+            let fen = |f: &str| {
+                wenhui::domain::money::Fen::parse_yuan(d[f].as_str().expect("amount")).expect("fen").as_fen()
+            };
             let n = |f: &str| d[f].as_i64().expect("count");
-            (d["day"].as_str().expect("day").to_owned(), (n("claims"), fen("claimed_amount"), n("redemptions"), fen("discount"), n("reversals")))
+            (
+                d["day"].as_str().expect("day").to_owned(),
+                (n("claims"), fen("claimed_amount"), n("redemptions"), fen("discount"), n("reversals")),
+            )
         })
         .collect();
     assert_eq!(got, days);
@@ -437,12 +509,17 @@ async fn merchant_journal(backend: Backend) {
     let mismatched = s.redeem(bookstore, 2, &a2, "60.00", "J-2").await;
     // The same terminal redeems through a second client whose journal the merchant does not upload.
     let dir = s.world.app.db.dir.path().to_owned();
-    let other_journal = wenhui_merchant_sdk::journal::Journal::open(dir.join("other.jsonl")).expect("journal");
-    let key = wenhui_merchant_sdk::client::TillKey::load(dir.join(format!("{}.key", bookstore.terminal_id()))).expect("key");
-    let other = TillClient::new(&s.world.app.base, bookstore.terminal_id(), key, other_journal, Default::default())
-        .expect("client");
+    let other_journal =
+        wenhui_merchant_sdk::journal::Journal::open(dir.join("other.jsonl")).expect("journal");
+    let key =
+        wenhui_merchant_sdk::client::TillKey::load(dir.join(format!("{}.key", bookstore.terminal_id())))
+            .expect("key");
+    let other =
+        TillClient::new(&s.world.app.base, bookstore.terminal_id(), key, other_journal, Default::default())
+            .expect("client");
     let unseen = s.redeem(&other, 3, &a3, "70.00", "J-3").await;
-    let mut journal = std::fs::read_to_string(bookstore.journal().path().expect("journal path")).expect("journal");
+    let mut journal =
+        std::fs::read_to_string(bookstore.journal().path().expect("journal path")).expect("journal");
     // The till's copy of J-2 says 60.00 was discounted at 50.00 (a corrupted till record) ...
     journal = journal.replace("\"order_amount\":\"60.00\"", "\"order_amount\":\"50.00\"");
     // ... and it holds a redemption the server never made.
@@ -454,39 +531,56 @@ async fn merchant_journal(backend: Backend) {
         "error": null,
     });
     journal.push_str(&format!("{line}\n"));
-    let response = s
-        .world
-        .app
-        .client
-        .post(s.world.app.url(&format!("/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}", s.bookstore.0)))
-        .bearer_auth(&s.finance)
-        .header("content-type", "application/x-ndjson")
-        .body(journal)
-        .send()
-        .await
-        .expect("post");
+    let response =
+        s.world
+            .app
+            .client
+            .post(s.world.app.url(&format!(
+                "/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}",
+                s.bookstore.0
+            )))
+            .bearer_auth(&s.finance)
+            .header("content-type", "application/x-ndjson")
+            .body(journal)
+            .send()
+            .await
+            .expect("post");
     let (status, outcome) = crate::common::read(response).await;
     assert_eq!(status, 200, "{outcome}");
     let ids = |list: &str| -> Vec<String> {
-        outcome[list].as_array().expect("list").iter().map(|r| r["redemption_id"].as_str().expect("id").to_owned()).collect()
+        outcome[list]
+            .as_array()
+            .expect("list")
+            .iter()
+            .map(|r| r["redemption_id"].as_str().expect("id").to_owned())
+            .collect()
     };
     assert_eq!(ids("matched"), [matched.to_string()]);
     assert_eq!(ids("missing_on_server"), [phantom.to_string()]);
     assert_eq!(ids("missing_in_till"), [unseen.to_string()]);
-    assert_eq!(outcome["mismatched"], json!([{"redemption_id": mismatched, "field": "order_amount", "till": "50.00", "server": "60.00"}]));
+    assert_eq!(
+        outcome["mismatched"],
+        json!([{"redemption_id": mismatched, "field": "order_amount", "till": "50.00", "server": "60.00"}])
+    );
     // A journal naming another merchant's terminal is refused.
-    let foreign = format!("{}\n", json!({"at": s.now.to_string(), "terminal_id": s.ktv.1.terminal_id(), "op": "get",
-        "phase": "intent", "path": "/", "idempotency_key": null, "attempt": 0, "request": {}, "status": null, "response": null, "error": null}));
-    let response = s
-        .world
-        .app
-        .client
-        .post(s.world.app.url(&format!("/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}", s.bookstore.0)))
-        .bearer_auth(&s.finance)
-        .body(foreign)
-        .send()
-        .await
-        .expect("post");
+    let foreign = format!(
+        "{}\n",
+        json!({"at": s.now.to_string(), "terminal_id": s.ktv.1.terminal_id(), "op": "get",
+        "phase": "intent", "path": "/", "idempotency_key": null, "attempt": 0, "request": {}, "status": null, "response": null, "error": null})
+    );
+    let response =
+        s.world
+            .app
+            .client
+            .post(s.world.app.url(&format!(
+                "/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}",
+                s.bookstore.0
+            )))
+            .bearer_auth(&s.finance)
+            .body(foreign)
+            .send()
+            .await
+            .expect("post");
     let (status, refused) = crate::common::read(response).await;
     assert_eq!((status, code(&refused)), (422, "invalid_journal"));
 }
@@ -531,32 +625,45 @@ async fn access(backend: Backend) {
     let qingdao = s.world.app.staff_key(Role::Finance, "370200").await;
     let auditor = s.world.app.staff_key(Role::Auditor, "370000").await;
     let statement = |merchant: &str| format!("/v1/merchants/{merchant}/statement?season={season}");
-    assert_eq!(s.get(&statement(&s.bookstore.0), &jinan).await.0, 403, "Jinan's finance cannot see a Qingdao merchant");
+    assert_eq!(
+        s.get(&statement(&s.bookstore.0), &jinan).await.0,
+        403,
+        "Jinan's finance cannot see a Qingdao merchant"
+    );
     assert_eq!(s.get(&statement(&s.bookstore.0), &qingdao).await.0, 200);
     assert_eq!(s.get(&statement(&s.bookstore.0), &auditor).await.0, 200);
     let (status, report) = s.get(&format!("/v1/seasons/{season}/report"), &qingdao).await;
     assert_eq!(status, 200, "{report}");
-    let merchants: Vec<&str> = report["merchants"].as_array().expect("m").iter().filter_map(|m| m["key"].as_str()).collect();
+    let merchants: Vec<&str> =
+        report["merchants"].as_array().expect("m").iter().filter_map(|m| m["key"].as_str()).collect();
     assert_eq!(merchants, [s.bookstore.0.as_str()]);
-    let funders: Vec<&str> = report["funders"].as_array().expect("f").iter().filter_map(|f| f["funder"].as_str()).collect();
+    let funders: Vec<&str> =
+        report["funders"].as_array().expect("f").iter().filter_map(|f| f["funder"].as_str()).collect();
     assert_eq!(funders, ["370200"]);
     assert_eq!(s.get(&format!("/v1/seasons/{season}/reconciliation"), &qingdao).await.0, 403);
     assert_eq!(s.get(&format!("/v1/seasons/{season}/reconciliation"), &auditor).await.0, 200);
     let body = json!({"season_id": season, "cut_off": s.now.to_string()});
     for key in [&auditor, &qingdao] {
-        let (status, refused) = s.world.app.post_idem("/v1/settlements", Some(key), "settle-x", body.clone()).await;
+        let (status, refused) =
+            s.world.app.post_idem("/v1/settlements", Some(key), "settle-x", body.clone()).await;
         assert_eq!(status, 403, "{refused}");
     }
     let (status, _) = s.world.app.post_idem("/v1/settlements", Some(&s.finance), "settle-ok", body).await;
     assert_eq!(status, 201);
     // A city's finance sees only its own city's lines of a settlement.
-    let settlements = s.world.app.store().season_settlements(season.parse().expect("uuid")).await.expect("list");
+    let settlements =
+        s.world.app.store().season_settlements(season.parse().expect("uuid")).await.expect("list");
     let (_, seen) = s.get(&format!("/v1/settlements/{}", settlements[0].id), &qingdao).await;
     assert_eq!(seen["lines"].as_array().map(Vec::len), Some(1), "{seen}");
     let (status, future) = s
         .world
         .app
-        .post_idem("/v1/settlements", Some(&s.finance), "settle-future", json!({"season_id": season, "cut_off": s.now.plus_seconds(86_400).to_string()}))
+        .post_idem(
+            "/v1/settlements",
+            Some(&s.finance),
+            "settle-future",
+            json!({"season_id": season, "cut_off": s.now.plus_seconds(86_400).to_string()}),
+        )
         .await;
     assert_eq!((status, code(&future)), (422, "invalid_cut_off"));
 }

@@ -8,6 +8,7 @@ mod claims;
 mod cli;
 mod crash;
 mod finance;
+mod finance_props;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
