@@ -75,7 +75,11 @@ pub fn read_journal(body: &[u8], max_lines: usize) -> Result<TillRecord, String>
                 let parsed = (|| {
                     let id = uuid_field(response, "redemption_id")?;
                     let order_ref = response.get("order_ref")?.as_str()?.to_owned();
-                    Some((id, order_ref, fen(response, "order_amount")?, fen(response, "discount")?))
+                    // With a card payment on the order, the server records the amount the voucher
+                    // applied to (after the member discount): compare like with like.
+                    let order_amount =
+                        fen(response, "voucher_basis").or_else(|| fen(response, "order_amount"))?;
+                    Some((id, order_ref, order_amount, fen(response, "discount")?))
                 })();
                 if let Some((id, order_ref, order_amount_fen, discount_fen)) = parsed {
                     record.redemptions.insert(
