@@ -158,6 +158,9 @@ async fn plan(
                 "this QR code was already used; refresh it on the phone",
             ));
         }
+        if batch_and_season(state, &voucher).await?.1.closed_at.is_some() {
+            return Err(season_closed());
+        }
         return Err(not_redeemable(status.as_str()));
     }
     let (batch, season) = batch_and_season(state, &voucher).await?;

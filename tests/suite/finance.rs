@@ -226,7 +226,7 @@ async fn scripted_season(backend: Backend) {
     // Now, at the tills.
     s.set_clock(s.now);
     assert_eq!(s.world.app.sweep().await.expired, 1, "the re-issued voucher expired too");
-    s.claim(8, "A", 1_000).await;
+    let a8 = s.claim(8, "A", 1_000).await;
     let (bookstore, cinema, ktv) = (&s.bookstore.1, &s.cinema.1, &s.ktv.1);
     s.redeem(bookstore, 1, &a1, "100.00", "B-1").await;
     s.redeem(cinema, 2, &a2, "50.00", "C-1").await;
@@ -297,6 +297,8 @@ async fn scripted_season(backend: Backend) {
     assert!(bookstore_line.ends_with(",2,26.00,21.20,4.80"), "{bookstore_line}");
     s.reconciles().await;
 
+    // A code shown just before the close, scanned just after it.
+    let late_qr = s.qr(8, &a8).await;
     // Closing: not before the season ends, not by an auditor; then idempotent.
     let close = format!("/v1/seasons/{season}/close");
     let (status, early) = s.world.app.post_idem(&close, Some(&s.finance), "close-early", json!({})).await;
@@ -337,6 +339,14 @@ async fn scripted_season(backend: Backend) {
     let k3 = s.world.app.store().terminal_redemptions(&[ktv.terminal_id()], s.t0, 10).await.expect("rows");
     let k3 = k3.iter().find(|r| r.order_ref == "K-3").expect("K-3").id;
     let refused = ktv.reverse(k3, "after close", None).await.expect_err("closed");
+    assert_eq!(refused.code(), "season_closed");
+    let late = RedeemRequest {
+        qr: late_qr,
+        order_amount: "100.00".into(),
+        order_ref: "B-late".into(),
+        idempotency_key: None,
+    };
+    let refused = bookstore.redeem(late).await.expect_err("closed");
     assert_eq!(refused.code(), "season_closed");
 
     // The stored report never changes, in every format.
@@ -594,6 +604,14 @@ async fn tampered_ledger_breaks_reconciliation(backend: Backend) {
     s.redeem(&s.bookstore.1, 1, &a1, "100.00", "T-1").await;
     let dir = s.world.app.db.dir.path().to_owned();
     let url = s.world.app.db.url.clone();
+    // Settling from the command line (T+1 in practice; here up to now), once.
+    let cut_off = Timestamp::now().to_string();
+    let settled = crate::cli::wenhui(&dir, &url, &["settle", "--season", &season, "--cut-off", &cut_off]);
+    assert!(settled.status.success(), "{}", String::from_utf8_lossy(&settled.stderr));
+    let settlement: Value = serde_json::from_slice(&settled.stdout).expect("json");
+    assert_eq!((settlement["total"].as_str(), settlement["merchants"].as_i64()), (Some("10.00"), Some(1)));
+    let again = crate::cli::wenhui(&dir, &url, &["settle", "--season", &season, "--cut-off", &cut_off]);
+    assert_eq!(again.status.code(), Some(1), "nothing is settled twice");
     let clean = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
     assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
     let head = s.world.app.store().ledger_head().await.expect("head").seq;
