@@ -19,7 +19,9 @@ use super::citizens::CitizenAuth;
 use super::error::ApiError;
 use super::extract::{ApiPath, Staff};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
-use super::till::{authenticate, remember_refusal, token_error};
+use super::till::{
+    TerminalWrite, authenticate, remember_refusal, reversal_reason, terminal_write, token_error,
+};
 use crate::domain::card::{
     self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
     MemberTerms,
@@ -384,12 +386,11 @@ pub async fn pay(
     IdempotencyKey(key): IdempotencyKey,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
-    let scope = format!("terminal:{}", ctx.terminal.id);
-    let hash = request_hash("POST", "/v1/card-payments", &body);
-    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
+    let (ctx, scope, hash) =
+        match terminal_write(&state, (&method, &uri, &headers), "/v1/card-payments", &key, &body).await? {
+            TerminalWrite::Replay(replayed) => return Ok(replayed),
+            TerminalWrite::Fresh { ctx, scope, hash } => (ctx, scope, hash),
+        };
     let request: CardPayBody = parse_json(&body)?;
     let order_ref = request.order_ref.trim().to_owned();
     if order_ref.is_empty() || order_ref.len() > 64 || request.order_amount.0.is_zero() {
@@ -529,12 +530,6 @@ async fn card_write_refusal(
     remember_refusal(state, refusal, record).await
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReverseBody {
-    reason: String,
-}
-
 /// Reverses a card payment (a refund), signed by a terminal of the same merchant: takes back
 /// the points it earned, from the card as far as they are still there, the rest as debt that
 /// future points repay first.
@@ -550,17 +545,13 @@ pub async fn reverse(
     IdempotencyKey(key): IdempotencyKey,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
-    let scope = format!("terminal:{}", ctx.terminal.id);
-    let hash = request_hash("POST", &format!("/v1/card-payments/{payment_id}/reversal"), &body);
-    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
-    let request: ReverseBody = parse_json(&body)?;
-    let reason = request.reason.trim().chars().take(200).collect::<String>();
-    if reason.is_empty() {
-        return Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason"));
-    }
+    let path = format!("/v1/card-payments/{payment_id}/reversal");
+    let (ctx, scope, hash) =
+        match terminal_write(&state, (&method, &uri, &headers), &path, &key, &body).await? {
+            TerminalWrite::Replay(replayed) => return Ok(replayed),
+            TerminalWrite::Fresh { ctx, scope, hash } => (ctx, scope, hash),
+        };
+    let reason = reversal_reason(&body)?;
     let payment = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
     let payment = payment.ok_or_else(|| {
         ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")

@@ -38,6 +38,16 @@ async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> 
     store.season(id).await?.ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))
 }
 
+async fn load_settlement(
+    store: &dyn Storage,
+    id: Uuid,
+) -> Result<crate::storage::SettlementRecord, ApiError> {
+    store
+        .settlement(id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("settlement_not_found", "no such settlement"))
+}
+
 /// Whose view of a season a staff key gets: None for all of it, Some(city) for a city's.
 fn viewer_city(staff: &Staff, season: &Season) -> Result<Option<RegionCode>, ApiError> {
     let scope = staff.require(&[Role::Finance, Role::Auditor])?;
@@ -222,11 +232,7 @@ async fn settlement_for(
     staff: &Staff,
     settlement_id: Uuid,
 ) -> Result<(crate::storage::SettlementRecord, Vec<crate::storage::SettlementLineRecord>), ApiError> {
-    let settlement = state
-        .store()
-        .settlement(settlement_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("settlement_not_found", "no such settlement"))?;
+    let settlement = load_settlement(state.store(), settlement_id).await?;
     let season = load_season(state.store(), settlement.season_id).await?;
     let city = viewer_city(staff, &season)?;
     let mut lines = state.store().settlement_lines(settlement_id).await?;
@@ -280,11 +286,7 @@ pub async fn paid(
     if payout_ref.is_empty() || payout_ref.chars().count() > 100 {
         return Err(ApiError::unprocessable("invalid_payout_ref", "payout_ref is 1-100 characters"));
     }
-    let settlement = state
-        .store()
-        .settlement(settlement_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("settlement_not_found", "no such settlement"))?;
+    let settlement = load_settlement(state.store(), settlement_id).await?;
     let season = load_season(state.store(), settlement.season_id).await?;
     require_province_finance(&staff, &season)?;
     let now = state.clock().now();

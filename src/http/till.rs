@@ -419,6 +419,40 @@ struct ReverseBody {
     reason: String,
 }
 
+/// The reason of a reversal body: trimmed, at most 200 characters, not empty.
+pub(super) fn reversal_reason(body: &[u8]) -> Result<String, ApiError> {
+    let request: ReverseBody = parse_json(body)?;
+    let reason = request.reason.trim().chars().take(200).collect::<String>();
+    if reason.is_empty() {
+        return Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason"));
+    }
+    Ok(reason)
+}
+
+/// The start of a keyed terminal write: the terminal that signed it, the idempotency scope and
+/// request hash, or the stored answer if this key was used before.
+pub(super) enum TerminalWrite {
+    Replay(Response),
+    Fresh { ctx: TerminalCtx, scope: String, hash: Vec<u8> },
+}
+
+pub(super) async fn terminal_write(
+    state: &AppState,
+    request: (&Method, &Uri, &HeaderMap),
+    path: &str,
+    key: &str,
+    body: &[u8],
+) -> Result<TerminalWrite, ApiError> {
+    let (method, uri, headers) = request;
+    let ctx = authenticate(state, method, uri, headers, body).await?;
+    let scope = format!("terminal:{}", ctx.terminal.id);
+    let hash = request_hash("POST", path, body);
+    Ok(match replay_if_known(state.store(), &scope, key, &hash).await? {
+        Some(replayed) => TerminalWrite::Replay(replayed),
+        None => TerminalWrite::Fresh { ctx, scope, hash },
+    })
+}
+
 /// The compensating entry for a refunded sale. A still-valid voucher gets its full value back in
 /// liability (the discount from the merchant, the unused rest from the pool); an expired one
 /// returns its value and its stock to the batch (or to the pool once the batch has closed).
@@ -458,17 +492,13 @@ pub async fn reverse(
     IdempotencyKey(key): IdempotencyKey,
     body: Bytes,
 ) -> Result<Response, ApiError> {
-    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
-    let scope = format!("terminal:{}", ctx.terminal.id);
-    let hash = request_hash("POST", &format!("/v1/redemptions/{redemption_id}/reversal"), &body);
-    if let Some(replayed) = replay_if_known(state.store(), &scope, &key, &hash).await? {
-        return Ok(replayed);
-    }
-    let request: ReverseBody = parse_json(&body)?;
-    let reason = request.reason.trim().chars().take(200).collect::<String>();
-    if reason.is_empty() {
-        return Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason"));
-    }
+    let path = format!("/v1/redemptions/{redemption_id}/reversal");
+    let (ctx, scope, hash) =
+        match terminal_write(&state, (&method, &uri, &headers), &path, &key, &body).await? {
+            TerminalWrite::Replay(replayed) => return Ok(replayed),
+            TerminalWrite::Fresh { ctx, scope, hash } => (ctx, scope, hash),
+        };
+    let reason = reversal_reason(&body)?;
     let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
     let record = record
         .ok_or_else(|| ApiError::not_found("redemption_not_found", "no such redemption at this merchant"))?;

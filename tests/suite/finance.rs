@@ -162,6 +162,25 @@ impl Script {
         reconciliation
     }
 
+    async fn upload_journal(&self, merchant: &str, journal: String) -> (u16, Value) {
+        let path = format!(
+            "/v1/seasons/{}/reconciliation/merchant-journal?merchant={merchant}",
+            self.world.season_id
+        );
+        let response = self
+            .world
+            .app
+            .client
+            .post(self.world.app.url(&path))
+            .bearer_auth(&self.finance)
+            .header("content-type", "application/x-ndjson")
+            .body(journal)
+            .send()
+            .await
+            .expect("post");
+        crate::common::read(response).await
+    }
+
     async fn settle(&self, key: &str) -> (u16, Value) {
         let body =
             json!({"season_id": self.world.season_id, "cut_off": self.world.clock.now_ts().to_string()});
@@ -509,7 +528,6 @@ fn assert_report(s: &Script, report: &Value) {
 /// Journal matching: all four outcomes.
 async fn merchant_journal(backend: Backend) {
     let mut s = Script::new(backend).await;
-    let season = s.world.season_id.clone();
     let a1 = s.claim(1, "A", 1_000).await;
     let a2 = s.claim(2, "A", 1_000).await;
     let a3 = s.claim(3, "A", 1_000).await;
@@ -541,21 +559,7 @@ async fn merchant_journal(backend: Backend) {
         "error": null,
     });
     journal.push_str(&format!("{line}\n"));
-    let response =
-        s.world
-            .app
-            .client
-            .post(s.world.app.url(&format!(
-                "/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}",
-                s.bookstore.0
-            )))
-            .bearer_auth(&s.finance)
-            .header("content-type", "application/x-ndjson")
-            .body(journal)
-            .send()
-            .await
-            .expect("post");
-    let (status, outcome) = crate::common::read(response).await;
+    let (status, outcome) = s.upload_journal(&s.bookstore.0, journal).await;
     assert_eq!(status, 200, "{outcome}");
     let ids = |list: &str| -> Vec<String> {
         outcome[list]
@@ -578,20 +582,7 @@ async fn merchant_journal(backend: Backend) {
         json!({"at": s.now.to_string(), "terminal_id": s.ktv.1.terminal_id(), "op": "get",
         "phase": "intent", "path": "/", "idempotency_key": null, "attempt": 0, "request": {}, "status": null, "response": null, "error": null})
     );
-    let response =
-        s.world
-            .app
-            .client
-            .post(s.world.app.url(&format!(
-                "/v1/seasons/{season}/reconciliation/merchant-journal?merchant={}",
-                s.bookstore.0
-            )))
-            .bearer_auth(&s.finance)
-            .body(foreign)
-            .send()
-            .await
-            .expect("post");
-    let (status, refused) = crate::common::read(response).await;
+    let (status, refused) = s.upload_journal(&s.bookstore.0, foreign).await;
     assert_eq!((status, code(&refused)), (422, "invalid_journal"));
 }
 
