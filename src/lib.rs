@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bench;
 pub mod citizens;
 pub mod cli;
+pub mod coalesce;
 pub mod domain;
 pub mod finance;
 pub mod http;

@@ -81,7 +81,11 @@ impl IntoResponse for ApiError {
 
 impl From<StorageError> for ApiError {
     fn from(error: StorageError) -> Self {
-        match &error {
+        let cause = match &error {
+            StorageError::Shared(shared) => shared.as_ref(),
+            other => other,
+        };
+        match cause {
             StorageError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!(%error, "database pool exhausted");
                 ApiError::unavailable("database_busy", "the database is busy; retry shortly")

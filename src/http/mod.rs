@@ -18,6 +18,7 @@ use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetReques
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::citizens::Citizens;
+use crate::coalesce::Coalescer;
 use crate::domain::time::Clock;
 use crate::rush::ClaimWriter;
 use crate::signing::SigningKey;
@@ -59,6 +60,34 @@ pub(crate) struct AppInner {
     pub(crate) tills:
         TtlCache<uuid::Uuid, (crate::storage::TerminalRecord, crate::domain::merchant::Merchant)>,
     pub(crate) batches: TtlCache<uuid::Uuid, (crate::domain::season::Batch, crate::domain::season::Season)>,
+    /// The till path's per-request reads and nonce writes, coalesced (`src/coalesce.rs`).
+    pub(crate) till_reads: TillReads,
+}
+
+pub(crate) struct TillReads {
+    pub vouchers: Coalescer<uuid::Uuid, Option<crate::domain::season::Voucher>>,
+    pub nonces: Coalescer<(uuid::Uuid, String), bool>,
+    pub card_payments: Coalescer<(uuid::Uuid, String), Option<crate::storage::CardPaymentRecord>>,
+}
+
+impl TillReads {
+    fn spawn(store: &Arc<dyn Storage>, clock: &Arc<dyn Clock>) -> TillReads {
+        let (s1, s2, s3, clock) = (store.clone(), store.clone(), store.clone(), clock.clone());
+        TillReads {
+            vouchers: Coalescer::spawn(move |ids: Vec<uuid::Uuid>| {
+                let store = s1.clone();
+                async move { store.vouchers(&ids).await }
+            }),
+            nonces: Coalescer::spawn(move |seen: Vec<(uuid::Uuid, String)>| {
+                let (store, at) = (s2.clone(), clock.now());
+                async move { store.record_nonces(&seen, at).await }
+            }),
+            card_payments: Coalescer::spawn(move |orders: Vec<(uuid::Uuid, String)>| {
+                let store = s3.clone();
+                async move { store.live_card_payments(&orders).await }
+            }),
+        }
+    }
 }
 
 /// How long till-path rows are served from memory.
@@ -80,8 +109,20 @@ impl AppState {
         let Services { store, ledger_key, clock, citizens, writer, qr, redemptions } = services;
         let metrics = metrics_handle();
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
-        let inner =
-            AppInner { store, ledger_key, metrics, clock, citizens, writer, qr, redemptions, tills, batches };
+        let till_reads = TillReads::spawn(&store, &clock);
+        let inner = AppInner {
+            store,
+            ledger_key,
+            metrics,
+            clock,
+            citizens,
+            writer,
+            qr,
+            redemptions,
+            tills,
+            batches,
+            till_reads,
+        };
         AppState(Arc::new(inner))
     }
 

@@ -90,7 +90,7 @@ pub async fn authenticate(
     if merchant.status == MerchantStatus::Suspended {
         return Err(ApiError::forbidden_code("merchant_suspended", "this merchant is suspended"));
     }
-    if !state.store().record_nonce(terminal.id, nonce, now).await? {
+    if !state.inner().till_reads.nonces.load((terminal.id, nonce.to_owned())).await? {
         return Err(ApiError::unauthorized("replayed_request", "this nonce was already used"));
     }
     Ok(TerminalCtx { terminal, merchant })
@@ -145,8 +145,10 @@ async fn plan(
         return Err(ApiError::unprocessable("qr_invalid", "this is not a voucher code"));
     }
     let voucher = state
-        .store()
-        .voucher(payload.subject)
+        .inner()
+        .till_reads
+        .vouchers
+        .load(payload.subject)
         .await?
         .ok_or_else(|| ApiError::not_found("voucher_not_found", "no such voucher"))?;
     let status = voucher.status_at(now);
@@ -268,7 +270,8 @@ pub async fn redeem(
         body,
     };
     // The member discount first: a card payment on this order sets the voucher's basis.
-    let card_payment = state.store().live_card_payment(ctx.merchant.id, &order_ref).await?;
+    let card_payment =
+        state.inner().till_reads.card_payments.load((ctx.merchant.id, order_ref.clone())).await?;
     let (basis, member_discount) = match &card_payment {
         None => (request.order_amount.0, None),
         Some(paid) if paid.order_amount_fen != request.order_amount.0.as_fen() => {

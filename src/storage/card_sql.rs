@@ -150,6 +150,12 @@ pub trait CardStore: Send + Sync {
         order_ref: &str,
     ) -> Result<Option<CardPaymentRecord>, StorageError>;
 
+    /// `live_card_payment` for many (merchant, order_ref) pairs in one query, in order.
+    async fn live_card_payments(
+        &self,
+        orders: &[(Uuid, String)],
+    ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError>;
+
     /// Whether a live voucher redemption exists on an order at a merchant.
     async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError>;
 
@@ -566,6 +572,29 @@ macro_rules! card_store {
                         .fetch_optional(&self.pool)
                         .await?;
                     row.map(CardPaymentRow::into_record).transpose()
+                }
+
+                async fn live_card_payments(
+                    &self,
+                    orders: &[(Uuid, String)],
+                ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError> {
+                    let mut found: std::collections::HashMap<(Uuid, String), CardPaymentRecord> = Default::default();
+                    for chunk in orders.chunks(crate::storage::sql::INSERT_CHUNK_ROWS) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(format!(
+                            "SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN ("
+                        ));
+                        let mut list = q.separated(", ");
+                        for (_, order_ref) in chunk {
+                            list.push_bind(order_ref.clone());
+                        }
+                        q.push(")");
+                        let rows: Vec<CardPaymentRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                        for row in rows {
+                            let payment = row.into_record()?;
+                            found.insert((payment.merchant_id, payment.order_ref.clone()), payment);
+                        }
+                    }
+                    Ok(orders.iter().map(|key| found.get(key).cloned()).collect())
                 }
 
                 async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError> {

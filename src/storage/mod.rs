@@ -64,6 +64,9 @@ pub enum StorageError {
     UnsupportedUrl(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
+    /// One failure shared by every request of a coalesced read (`src/coalesce.rs`).
+    #[error(transparent)]
+    Shared(std::sync::Arc<StorageError>),
 }
 
 #[derive(Debug, thiserror::Error)]

@@ -82,23 +82,27 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Records a terminal request nonce without waiting for the WAL flush: a nonce lost in a
-    /// crash only reopens a replay window that the request's Idempotency-Key still closes.
-    pub(crate) async fn insert_nonce(
+    /// Records terminal request nonces in one statement, in order; for each, whether it was new.
+    /// Of two equal nonces in one call only the first is new.
+    /// Written without waiting for the WAL flush: a nonce lost in a crash only reopens a replay
+    /// window that the request's Idempotency-Key still closes.
+    pub(crate) async fn insert_nonces(
         &self,
-        terminal: uuid::Uuid,
-        nonce: &str,
+        seen: &[(uuid::Uuid, String)],
         at: Timestamp,
-    ) -> Result<bool, sqlx::Error> {
-        let done = sqlx::query(
-            "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(terminal)
-        .bind(nonce.to_owned())
-        .bind(at.unix_us())
-        .execute(&self.relaxed_pool)
-        .await?;
-        Ok(done.rows_affected() == 1)
+    ) -> Result<Vec<bool>, sqlx::Error> {
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in seen.chunks(super::sql::INSERT_CHUNK_ROWS) {
+            let mut q =
+                sqlx::QueryBuilder::new("INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ");
+            q.push_values(chunk, |mut row, (terminal, nonce)| {
+                row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at.unix_us());
+            });
+            q.push(" ON CONFLICT DO NOTHING RETURNING terminal_id, nonce");
+            let rows: Vec<(uuid::Uuid, String)> = q.build_query_as().fetch_all(&self.relaxed_pool).await?;
+            inserted.extend(rows);
+        }
+        Ok(seen.iter().map(|key| inserted.remove(key)).collect())
     }
 
     pub(crate) async fn insert_voucher_rows(

@@ -392,8 +392,26 @@ macro_rules! till_store {
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn record_nonce(&self, terminal_id: Uuid, nonce: &str, at: Timestamp) -> Result<bool, StorageError> {
-                    Ok(self.insert_nonce(terminal_id, nonce, at).await?)
+                async fn record_nonces(&self, seen: &[(Uuid, String)], at: Timestamp) -> Result<Vec<bool>, StorageError> {
+                    Ok(self.insert_nonces(seen, at).await?)
+                }
+
+                async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {
+                    let mut found = std::collections::HashMap::new();
+                    for chunk in ids.chunks(crate::storage::sql::INSERT_CHUNK_ROWS) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE id IN ("));
+                        let mut list = q.separated(", ");
+                        for id in chunk {
+                            list.push_bind(*id);
+                        }
+                        q.push(")");
+                        let rows: Vec<VoucherRow> = q.build_query_as().fetch_all(&self.pool).await?;
+                        for row in rows {
+                            let voucher = row.into_voucher()?;
+                            found.insert(voucher.id, voucher);
+                        }
+                    }
+                    Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
                 }
 
                 async fn qr_keys(&self) -> Result<Vec<QrKeyRecord>, StorageError> {

@@ -150,8 +150,31 @@ fn now_s() -> i64 {
 both_backends!(
     whole_path_redeem_reverse_redeem_again,
     every_refusal_has_its_code_and_writes_nothing,
-    two_terminals_one_voucher
+    two_terminals_one_voucher,
+    batched_nonces_and_voucher_reads
 );
+
+/// The batched forms the till path's coalesced reads use: the first of two equal nonces in a
+/// batch is new, a nonce seen before is not, terminals do not share nonces; unknown vouchers
+/// read as none, in order.
+async fn batched_nonces_and_voucher_reads(backend: Backend) {
+    let db = crate::common::TestDb::new(backend).await;
+    let store = db.store().await;
+    let (t, u) = (Uuid::now_v7(), Uuid::now_v7());
+    let now = Timestamp::now();
+    let key = |terminal: Uuid, nonce: &str| (terminal, nonce.to_owned());
+    let first = store
+        .record_nonces(&[key(t, "n-aaaa"), key(t, "n-bbbb"), key(t, "n-aaaa")], now)
+        .await
+        .expect("nonces");
+    assert_eq!(first, [true, true, false]);
+    let second = store.record_nonces(&[key(t, "n-aaaa"), key(u, "n-aaaa")], now).await.expect("nonces");
+    assert_eq!(second, [false, true]);
+    assert!(!store.record_nonce(u, "n-aaaa", now).await.expect("nonce"));
+    let read = store.vouchers(&[Uuid::now_v7(), Uuid::now_v7()]).await.expect("vouchers");
+    assert_eq!(read.len(), 2);
+    assert!(read.iter().all(Option::is_none));
+}
 
 async fn whole_path_redeem_reverse_redeem_again(backend: Backend) {
     let till = Till::new(backend, json!({})).await;
