@@ -1,4 +1,4 @@
-//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `settle`,
+//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `report`, `settle`,
 //! `bench ...`.
 
 use std::fs::File;
@@ -62,6 +62,19 @@ pub enum Command {
     Reconcile {
         #[arg(long)]
         season: uuid::Uuid,
+    },
+    /// Write a season's report (the same as `GET /v1/seasons/{id}/report`, whole province).
+    Report {
+        #[arg(long)]
+        season: uuid::Uuid,
+        #[arg(long, value_parser = ["json", "csv", "xlsx"], default_value = "json")]
+        format: String,
+        /// For csv: summary, funders, batches, merchants, categories, days or cards.
+        #[arg(long, default_value = "funders")]
+        view: String,
+        /// The file to write (default: standard output).
+        #[arg(long)]
+        out: Option<PathBuf>,
     },
     /// Settle a season's unsettled redemptions up to a cut-off (T+1: yesterday's end).
     Settle {
@@ -171,6 +184,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Reconcile { season } => reconcile(&url, &cli, *season).await,
+        Command::Report { season, format, view, out } => {
+            season_report(&url, &cli, *season, format, view, out.as_deref()).await
+        }
         Command::Settle { season, cut_off } => settle(&url, &cli, *season, cut_off).await,
         Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
     }
@@ -195,6 +211,34 @@ async fn reconcile(url: &str, cli: &Cli, season: uuid::Uuid) -> anyhow::Result<E
         eprintln!("BROKEN: {} breaks in season {}", result.breaks(), season.id);
         Ok(ExitCode::from(1))
     }
+}
+
+async fn season_report(
+    url: &str,
+    cli: &Cli,
+    season: uuid::Uuid,
+    format: &str,
+    view: &str,
+    out: Option<&std::path::Path>,
+) -> anyhow::Result<ExitCode> {
+    let store = server::open_store(url, &cli.data_dir).await?;
+    let season = load_season(store.as_ref(), season).await?;
+    let report = finance::report_for(store.as_ref(), &season, None, Timestamp::now()).await?;
+    let bytes = match format {
+        "csv" => {
+            let table = crate::report_files::table(&report, view).ok_or_else(|| {
+                anyhow::anyhow!("--view is one of {}", crate::report_files::VIEWS.join(", "))
+            })?;
+            crate::report_files::csv(&table)?
+        }
+        "xlsx" => crate::report_files::xlsx(&report)?,
+        _ => serde_json::to_vec_pretty(&report)?,
+    };
+    match out {
+        Some(path) => std::fs::write(path, &bytes).with_context(|| format!("writing {}", path.display()))?,
+        None => std::io::Write::write_all(&mut std::io::stdout().lock(), &bytes)?,
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn settle(url: &str, cli: &Cli, season: uuid::Uuid, cut_off: &str) -> anyhow::Result<ExitCode> {

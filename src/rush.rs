@@ -646,7 +646,7 @@ pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> serde_json::Value {
 }
 
 /// A claim moves the voucher's value from the batch reserve to voucher liability, per funder.
-fn claim_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
+pub(crate) fn claim_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
     let mut postings = Vec::new();
     for (funder, part) in batch.funding.split(voucher.value) {
         if part.is_zero() {
@@ -673,7 +673,7 @@ fn claim_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
 }
 
 /// Expiry returns the value to the batch reserve while the batch is claimable, else to the pool.
-fn expiry_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
+pub(crate) fn expiry_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
     let mut postings = Vec::new();
     for (funder, part) in batch.funding.split(voucher.value) {
         if part.is_zero() {
@@ -701,7 +701,10 @@ fn expiry_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
 }
 
 /// At claim close, whatever is left in the batch reserve goes back to each funder's pool.
-async fn close_entry(store: &dyn Storage, batch: &Batch) -> Result<Option<NewEntry>, StorageError> {
+pub(crate) async fn close_entry(
+    store: &dyn Storage,
+    batch: &Batch,
+) -> Result<Option<NewEntry>, StorageError> {
     let mut postings = Vec::new();
     for (funder, _) in batch.funding.iter() {
         let reserve = accounts::reserve(batch.season_id, batch.id, funder);

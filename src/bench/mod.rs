@@ -16,6 +16,7 @@ use crate::domain::money::Fen;
 use crate::storage::{self, ConnectOptions, Storage};
 
 pub mod claims;
+pub mod finance;
 pub mod redemptions;
 
 #[derive(clap::Subcommand, Debug)]
@@ -47,6 +48,8 @@ pub enum BenchCommand {
     Claims(claims::ClaimsBench),
     /// Redemptions at the till against a live `wenhui serve` on PostgreSQL, with pgbench TPC-B.
     Redemptions(redemptions::RedemptionsBench),
+    /// Report and reconcile a generated season of --vouchers and --redemptions on PostgreSQL.
+    Finance(finance::FinanceBench),
 }
 
 pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
@@ -54,6 +57,7 @@ pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Ledger { .. } => ledger(command).await,
         BenchCommand::Claims(args) => claims::run(args).await,
         BenchCommand::Redemptions(args) => redemptions::run(args).await,
+        BenchCommand::Finance(args) => finance::run(args).await,
     }
 }
 

@@ -34,9 +34,9 @@ pub mod idempotency;
 mod ledger;
 mod merchants;
 mod ops;
-mod seasons;
+pub(crate) mod seasons;
 pub mod staff;
-mod till;
+pub(crate) mod till;
 
 pub use error::ApiError;
 

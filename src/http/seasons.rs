@@ -67,7 +67,7 @@ struct CreateSeason {
     allow_stacking: bool,
 }
 
-fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
+pub(crate) fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
     NewEntry::transfer(
         "budget",
         reference,
@@ -420,7 +420,7 @@ fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), Api
 }
 
 /// The reserve entry: stock x each funder's share of one voucher's value, from each pool.
-fn reserve_entry(batch: &Batch) -> Result<NewEntry, ApiError> {
+pub(crate) fn reserve_entry(batch: &Batch) -> Result<NewEntry, ApiError> {
     let mut postings = Vec::new();
     for (funder, part) in batch.funding.split(batch.voucher_value()) {
         let amount =

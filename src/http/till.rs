@@ -112,13 +112,33 @@ struct RedeemBody {
 }
 
 /// What a redemption will write, once every check has passed.
-struct Plan {
-    voucher: Voucher,
-    batch: Batch,
-    season: Season,
-    discount: Fen,
+pub(crate) struct Plan {
+    pub(crate) voucher: Voucher,
+    pub(crate) batch: Batch,
+    pub(crate) season: Season,
+    pub(crate) discount: Fen,
     /// (funder, value part, discount part)
-    parts: Vec<(crate::domain::region::RegionCode, Fen, Fen)>,
+    pub(crate) parts: Vec<(crate::domain::region::RegionCode, Fen, Fen)>,
+}
+
+/// Each funder's part of a voucher's value and of the discount it gave: (funder, value, discount).
+pub(crate) fn plan_parts(
+    batch: &Batch,
+    value: Fen,
+    discount: Fen,
+) -> Vec<(crate::domain::region::RegionCode, Fen, Fen)> {
+    let values = batch.funding.split(value);
+    let discounts = batch.funding.split_within(discount, value);
+    values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect()
+}
+
+/// The funder parts a redemption stores and answers (`[{"funder":"370000","amount":"3.00"}]`).
+pub(crate) fn funder_parts_value(plan: &Plan) -> Vec<Value> {
+    plan.parts
+        .iter()
+        .filter(|(_, _, d)| !d.is_zero())
+        .map(|(funder, _, d)| json!({"funder": funder, "amount": d.to_string()}))
+        .collect()
 }
 
 pub(super) fn token_error(error: TokenError) -> ApiError {
@@ -177,9 +197,7 @@ async fn plan(
     if discount.is_zero() {
         return Err(ApiError::unprocessable("below_min_spend", "the order is too small for any discount"));
     }
-    let values = batch.funding.split(voucher.value);
-    let discounts = batch.funding.split_within(discount, voucher.value);
-    let parts = values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect();
+    let parts = plan_parts(&batch, voucher.value, discount);
     Ok((Plan { voucher, batch, season, discount, parts }, payload.nonce.to_vec()))
 }
 
@@ -211,7 +229,7 @@ fn push_nonzero(postings: &mut Vec<NewPosting>, account: AccountSpec, side: Side
 }
 
 /// The voucher's value leaves liability: the discount to the merchant, the rest back to the pool.
-fn redemption_entry(plan: &Plan, merchant: Uuid, redemption: Uuid) -> NewEntry {
+pub(crate) fn redemption_entry(plan: &Plan, merchant: Uuid, redemption: Uuid) -> NewEntry {
     let (season, batch) = (plan.batch.season_id, plan.batch.id);
     let mut postings = Vec::new();
     for (funder, value, discount) in &plan.parts {
@@ -229,7 +247,7 @@ fn redemption_entry(plan: &Plan, merchant: Uuid, redemption: Uuid) -> NewEntry {
     }
 }
 
-fn order_slot(plan: &Plan) -> String {
+pub(crate) fn order_slot(plan: &Plan) -> String {
     if !plan.season.allow_stacking {
         return "any".into();
     }
@@ -300,12 +318,7 @@ pub async fn redeem(
         Err(refusal) => return remember_refusal(&state, refusal, record).await,
     };
     let id = Uuid::now_v7();
-    let funders: Vec<Value> = plan
-        .parts
-        .iter()
-        .filter(|(_, _, d)| !d.is_zero())
-        .map(|(funder, _, d)| json!({"funder": funder, "amount": d.to_string()}))
-        .collect();
+    let funders = funder_parts_value(&plan);
     let payable = basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
     let mut answer = json!({
         "redemption_id": id, "voucher_id": plan.voucher.id, "merchant_id": ctx.merchant.id,
@@ -459,7 +472,7 @@ pub(super) async fn terminal_write(
 /// The compensating entry for a refunded sale. A still-valid voucher gets its full value back in
 /// liability (the discount from the merchant, the unused rest from the pool); an expired one
 /// returns its value and its stock to the batch (or to the pool once the batch has closed).
-fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, reactivate: bool) -> NewEntry {
+pub(crate) fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, reactivate: bool) -> NewEntry {
     let (season, batch) = (plan.batch.season_id, plan.batch.id);
     let mut postings = Vec::new();
     for (funder, value, discount) in &plan.parts {
@@ -510,9 +523,7 @@ pub async fn reverse(
     let season = state.store().season(record.season_id).await?.ok_or_else(ApiError::internal)?;
     let now = state.clock().now();
     let discount = Fen::new(record.discount_fen).map_err(|_| ApiError::internal())?;
-    let values = batch.funding.split(voucher.value);
-    let discounts = batch.funding.split_within(discount, voucher.value);
-    let parts = values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect();
+    let parts = plan_parts(&batch, voucher.value, discount);
     let reactivate = now < voucher.expires_at && season.status_at(now) == SeasonStatus::Open;
     let plan = Plan { voucher, batch, season, discount, parts };
     let reversal_id = Uuid::now_v7();
