@@ -571,7 +571,6 @@ async fn commit_claims(
     started: Instant,
 ) -> anyhow::Result<()> {
     let mut done = 0;
-    let mut claimed: Vec<i64> = batches.iter().map(|b| b.claimed_count).collect();
     for group in vouchers.chunks(CLAIM_GROUP) {
         let mut commit = ClaimCommit::default();
         for g in group {
@@ -583,13 +582,11 @@ async fn commit_claims(
                 Some((_, count, _)) => *count += 1,
                 None => commit.batch_claims.push((batch.id, 1, batch.stock)),
             }
-            claimed[g.batch] += 1;
         }
         store.commit_claims(&commit).await?;
         done += group.len();
         progress("claims", done, vouchers.len(), started);
     }
-    let _ = claimed;
     Ok(())
 }
 
