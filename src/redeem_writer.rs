@@ -48,7 +48,14 @@ async fn run(store: Arc<dyn Storage>, mut inbox: mpsc::Receiver<(NewRedemption, 
             }
         }
         let (redemptions, replies): (Vec<NewRedemption>, Vec<Reply>) = group.into_iter().unzip();
-        match store.commit_redemptions(&redemptions).await {
+        let started = std::time::Instant::now();
+        let committed = store.commit_redemptions(&redemptions).await;
+        tracing::debug!(
+            size = redemptions.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "redemption group"
+        );
+        match committed {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(outcome.map_err(refusal));

@@ -59,6 +59,7 @@ async fn bench(server: &ServerUnderTest, args: &RedemptionsBench) -> anyhow::Res
     let holders = claim_vouchers(&api, &batch, args.vouchers, args.terminals).await?;
     println!("setup: {} vouchers claimed in {:.1} s", holders.len(), started.elapsed().as_secs_f64());
     let tokens = issue_qr(&api, holders, args.terminals).await?;
+    println!("redeeming: {} QR codes from {} terminals", tokens.len(), args.terminals);
     let (latencies_us, failures, elapsed_s) = redeem_all(tills, tokens).await;
     report(latencies_us, failures, elapsed_s)
 }

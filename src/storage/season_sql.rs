@@ -292,21 +292,17 @@ macro_rules! season_store {
                     keys: &[(String, String)],
                 ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError> {
                     let mut found = HashMap::new();
-                    // scope IN (..) AND key IN (..) is a superset of the wanted pairs that the
-                    // primary key serves well; the exact pairs are picked out here.
+                    // Row values: one primary-key probe per pair (scope IN .. AND key IN .. probes
+                    // every scope with every key).
                     let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
                     for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
                         let mut select = QueryBuilder::<$db>::new(
-                            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE scope IN (",
+                            "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE (scope, idem_key) IN (",
                         );
-                        let mut scopes = select.separated(", ");
-                        for (scope, _) in chunk {
-                            scopes.push_bind(scope.clone());
-                        }
-                        select.push(") AND idem_key IN (");
-                        let mut idem_keys = select.separated(", ");
-                        for (_, key) in chunk {
-                            idem_keys.push_bind(key.clone());
+                        let mut pairs = select.separated(", ");
+                        for (scope, key) in chunk {
+                            pairs.push("(").push_bind_unseparated(scope.clone()).push_unseparated(", ");
+                            pairs.push_bind_unseparated(key.clone()).push_unseparated(")");
                         }
                         select.push(")");
                         let rows: Vec<(String, String, Vec<u8>, i32, String)> =
