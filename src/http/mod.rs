@@ -43,6 +43,8 @@ pub use error::ApiError;
 /// Largest request body accepted anywhere (a claim or a redemption is a few hundred bytes).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// For finance calls that work over a whole season (reconcile, close, settle).
+pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Clone)]
@@ -214,13 +216,10 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/card-payments/{id}", get(card::get))
         .route("/v1/card-payments/{id}/reversal", post(card::reverse))
         .route("/v1/seasons/{id}/report", get(finance::report))
-        .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
         .route(
             "/v1/seasons/{id}/reconciliation/merchant-journal",
             post(finance::merchant_journal).layer(DefaultBodyLimit::max(finance::JOURNAL_LIMIT_BYTES)),
         )
-        .route("/v1/seasons/{id}/close", post(finance::close))
-        .route("/v1/settlements", post(finance::settle))
         .route("/v1/settlements/{id}", get(finance::get_settlement))
         .route("/v1/settlements/{id}/payout.csv", get(finance::payout_csv))
         .route("/v1/settlements/{id}/paid", post(finance::paid))
@@ -229,6 +228,14 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(REQUEST_TIMEOUT))
+        // Finance work over a whole season: reconciling a million vouchers takes ~20 s.
+        .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
+        .route("/v1/seasons/{id}/close", post(finance::close))
+        .route("/v1/settlements", post(finance::settle))
+        .route_layer(
+            ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(LONG_REQUEST_TIMEOUT),
+        )
         .route_layer(middleware::from_fn(record_metrics));
     api.fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
@@ -242,9 +249,7 @@ pub fn router(state: AppState) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
-                .layer(CatchPanicLayer::custom(on_panic))
-                .layer(HandleErrorLayer::new(on_timeout))
-                .timeout(REQUEST_TIMEOUT),
+                .layer(CatchPanicLayer::custom(on_panic)),
         )
         .with_state(state)
 }
