@@ -195,6 +195,18 @@ pub async fn settle(
     {
         Ok(settlement) => Ok(json_response(201, settlement_json(&settlement).to_string())),
         Err(FinanceError::Replay) => replay_answer(&state, &answer).await,
+        Err(FinanceError::NothingToSettle) => {
+            // Stored like a 201, so a retry with this key is told the same even if redemptions
+            // up to the cut-off have appeared since (a late till sync): it settles nothing.
+            let refusal = finance_error(FinanceError::NothingToSettle);
+            let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
+            let record = IdemRecord { status: refusal.status.as_u16(), body, ..answer.clone() };
+            match state.store().save_answer(&record).await {
+                Err(crate::storage::WriteError::IdempotencyTaken) => replay_answer(&state, &answer).await,
+                Err(crate::storage::WriteError::Storage(error)) => Err(error.into()),
+                _ => Err(refusal),
+            }
+        }
         Err(error) => Err(finance_error(error)),
     }
 }

@@ -264,6 +264,8 @@ async fn scripted_season(backend: Backend) {
     assert_eq!((status, &again), (201, &first), "a retry returns the first answer");
     let (status, twice) = s.settle("settle-1b").await;
     assert_eq!((status, code(&twice)), (409, "nothing_to_settle"));
+    let (status, replayed) = s.settle("settle-1b").await;
+    assert_eq!((status, &replayed), (409, &twice), "a refusal is replayed too");
     let settlement_1 = first["settlement_id"].as_str().expect("id").to_owned();
     // A settled redemption can no longer be reversed.
     let (_, settled) = s.get(&format!("/v1/settlements/{settlement_1}"), &s.finance).await;
