@@ -422,6 +422,26 @@ async fn scripted_season(backend: Backend) {
         (last["redeemed_net"].as_str(), last["settled"].as_str(), last["paid"].as_str()),
         (Some("10.00"), Some("10.00"), Some("5.00"))
     );
+    let csv = s
+        .world
+        .app
+        .client
+        .get(s.world.app.url(&format!("{path}&format=csv")))
+        .bearer_auth(&s.finance)
+        .send()
+        .await
+        .expect("statement csv")
+        .text()
+        .await
+        .expect("text");
+    let rows: Vec<&str> = csv.lines().collect();
+    assert_eq!(rows[0], "at,kind,id,order_ref,order_amount,amount,redeemed_net,settled,paid,unsettled");
+    assert_eq!(rows.len(), 8, "{csv}");
+    assert!(
+        rows[7].starts_with(&last["at"].as_str().expect("at").to_string())
+            && rows[7].ends_with(",10.00,10.00,5.00,0.00"),
+        "{csv}"
+    );
     let from_till = ktv
         .statement(s.ktv.0.parse().expect("uuid"), season.parse().expect("uuid"))
         .await
