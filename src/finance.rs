@@ -15,6 +15,7 @@ use crate::domain::accounts::SeasonAccount;
 use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, add_expiry_returns, day_label, funder_figures,
 };
+use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season};
 use crate::domain::time::Timestamp;
@@ -206,18 +207,17 @@ pub struct SeasonReport {
     pub cards: Option<CardRow>,
 }
 
-/// The funder figures of a season, with expiry returns from its batches.
-pub async fn season_funder_figures(
-    store: &dyn Storage,
+/// The funder figures of a season from its account balances, with expiry returns from its batches.
+pub fn season_funder_figures(
     season: &Season,
+    balances: &[(String, Balance)],
     batches: &[Batch],
-) -> Result<BTreeMap<RegionCode, FunderFigures>, StorageError> {
-    let balances = store.season_balances(season.id).await?;
-    let mut figures = funder_figures(season.id, &balances);
+) -> BTreeMap<RegionCode, FunderFigures> {
+    let mut figures = funder_figures(season.id, balances);
     for batch in batches {
         add_expiry_returns(&mut figures, &batch.funding, batch.voucher_value(), batch.returned_count);
     }
-    Ok(figures)
+    figures
 }
 
 async fn batch_figures(
@@ -264,7 +264,7 @@ pub async fn build_report(
     now: Timestamp,
 ) -> Result<SeasonReport, StorageError> {
     let batches = store.season_batches(season.id).await?;
-    let funders = season_funder_figures(store, season, &batches).await?;
+    let funders = season_funder_figures(season, &store.season_balances(season.id).await?, &batches);
     let batch_rows = batch_figures(store, season, &batches).await?;
     let merchants = store.merchant_sales(season.id, city).await?;
     let mut categories: BTreeMap<String, SalesFigures> = BTreeMap::new();
@@ -398,12 +398,18 @@ pub async fn reconcile(
             Err(failure) => vec![failure.to_string()],
         },
     ));
+    // Read once, checked several ways.
     let batches = store.season_batches(season.id).await?;
-    let funders = season_funder_figures(store, season, &batches).await?;
-    checks.push(check("funder_identity", funder_breaks(&funders)));
     let balances = store.season_balances(season.id).await?;
-    checks.push(check("batch_counts", batch_count_breaks(store, season, &batches).await?));
-    checks.push(check("batch_money", batch_money_breaks(store, season, &batches, &balances).await?));
+    let mut by_status: HashMap<Uuid, HashMap<String, i64>> = HashMap::new();
+    for (batch, status, count) in store.voucher_status_counts(season.id).await? {
+        by_status.entry(batch).or_default().insert(status, count);
+    }
+    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    let funders = season_funder_figures(season, &balances, &batches);
+    checks.push(check("funder_identity", funder_breaks(&funders)));
+    checks.push(check("batch_counts", batch_count_breaks(&batches, &by_status, &sales)));
+    checks.push(check("batch_money", batch_money_breaks(season, &batches, &balances, &by_status)));
     checks.push(check("merchant_money", merchant_money_breaks(store, season, &balances).await?));
     for (name, count, listed) in store.link_breaks(season.id).await? {
         checks.push(Check { name: name.to_owned(), ok: count == 0, breaks: count, listed });
@@ -438,19 +444,18 @@ fn funder_breaks(funders: &BTreeMap<RegionCode, FunderFigures>) -> Vec<String> {
     breaks
 }
 
-async fn batch_count_breaks(
-    store: &dyn Storage,
-    season: &Season,
+/// Voucher rows counted by batch and status.
+type StatusCounts = HashMap<Uuid, HashMap<String, i64>>;
+
+fn batch_count_breaks(
     batches: &[Batch],
-) -> Result<Vec<String>, StorageError> {
-    let mut by_status: HashMap<Uuid, HashMap<String, i64>> = HashMap::new();
-    for (batch, status, count) in store.voucher_status_counts(season.id).await? {
-        by_status.entry(batch).or_default().insert(status, count);
-    }
-    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    by_status: &StatusCounts,
+    sales: &HashMap<Uuid, SalesFigures>,
+) -> Vec<String> {
     let mut breaks = Vec::new();
+    let none = HashMap::new();
     for batch in batches {
-        let counts = by_status.remove(&batch.id).unwrap_or_default();
+        let counts = by_status.get(&batch.id).unwrap_or(&none);
         let get = |s: &str| counts.get(s).copied().unwrap_or(0);
         let (active, redeemed, expired) = (get("active"), get("redeemed"), get("expired"));
         let rows = counts.values().sum::<i64>();
@@ -474,20 +479,20 @@ async fn batch_count_breaks(
             breaks.push(format!("batch {}: more live vouchers than stock", batch.id));
         }
     }
-    for batch in by_status.keys() {
+    for batch in by_status.keys().filter(|id| !batches.iter().any(|b| b.id == **id)) {
         breaks.push(format!("vouchers of batch {batch}, which is not a batch of this season"));
     }
-    Ok(breaks)
+    breaks
 }
 
 /// Per batch and funder: voucher liability equals the active vouchers' value, and the reserve
 /// equals the unclaimed stock's value (zero once the reserve has gone back).
-async fn batch_money_breaks(
-    store: &dyn Storage,
+fn batch_money_breaks(
     season: &Season,
     batches: &[Batch],
-    balances: &[(String, crate::domain::ledger::Balance)],
-) -> Result<Vec<String>, StorageError> {
+    balances: &[(String, Balance)],
+    by_status: &StatusCounts,
+) -> Vec<String> {
     let mut actual: HashMap<(Uuid, RegionCode, bool), i64> = HashMap::new();
     for (address, balance) in balances {
         match SeasonAccount::parse(season.id, address) {
@@ -501,12 +506,7 @@ async fn batch_money_breaks(
             _ => {}
         }
     }
-    let mut active: HashMap<Uuid, i64> = HashMap::new();
-    for (batch, status, count) in store.voucher_status_counts(season.id).await? {
-        if status == "active" {
-            active.insert(batch, count);
-        }
-    }
+    let active = |batch: &Uuid| by_status.get(batch).and_then(|c| c.get("active")).copied().unwrap_or(0);
     let mut breaks = Vec::new();
     for batch in batches {
         let unclaimed = if batch.reserve_returned {
@@ -514,7 +514,7 @@ async fn batch_money_breaks(
         } else {
             batch.stock - (batch.claimed_count - batch.returned_count)
         };
-        let live = active.get(&batch.id).copied().unwrap_or(0);
+        let live = active(&batch.id);
         for (funder, part) in batch.funding.split(batch.voucher_value()) {
             for (issued, count, what) in [(true, live, "liability"), (false, unclaimed, "reserve")] {
                 let expected = part.as_fen() * count;
@@ -538,7 +538,7 @@ async fn batch_money_breaks(
             ));
         }
     }
-    Ok(breaks)
+    breaks
 }
 
 /// Per merchant: payable equals its unsettled redemptions, settled its unpaid settlement lines,
@@ -546,7 +546,7 @@ async fn batch_money_breaks(
 async fn merchant_money_breaks(
     store: &dyn Storage,
     season: &Season,
-    balances: &[(String, crate::domain::ledger::Balance)],
+    balances: &[(String, Balance)],
 ) -> Result<Vec<String>, StorageError> {
     let mut ledger: HashMap<Uuid, [i64; 3]> = HashMap::new();
     for (address, balance) in balances {
@@ -582,7 +582,7 @@ async fn merchant_money_breaks(
     Ok(breaks)
 }
 
-fn clearing_breaks(season: &Season, balances: &[(String, crate::domain::ledger::Balance)]) -> Vec<String> {
+fn clearing_breaks(season: &Season, balances: &[(String, Balance)]) -> Vec<String> {
     balances
         .iter()
         .filter(|(address, balance)| {
@@ -699,9 +699,9 @@ pub async fn close(
     if season.closed_at.is_none() && now < season.ends_at {
         return Err(FinanceError::SeasonNotEnded);
     }
-    let closed = store.close_season(season.id, now).await?;
+    let closed_at = store.close_season(season.id, now).await?;
     if let Some(stored) = store.final_report(season.id).await? {
-        return outcome_of(season.id, closed.closed_at, &stored);
+        return outcome_of(season.id, closed_at, &stored);
     }
     let season = store.season(season.id).await?.ok_or(FinanceError::NotFound("season"))?;
     let reconciliation = reconcile(store, &season, now).await?;
@@ -720,7 +720,7 @@ pub async fn close(
     store.insert_final_report(&stored).await?;
     // A concurrent close may have stored first: answer with what is stored.
     let stored = store.final_report(season.id).await?.ok_or(FinanceError::NotFound("final report"))?;
-    outcome_of(season.id, closed.closed_at, &stored)
+    outcome_of(season.id, closed_at, &stored)
 }
 
 fn outcome_of(

@@ -645,7 +645,7 @@ fn new_redemption(
     };
     let id = Uuid::now_v7();
     let order_ref = format!("ORD-{}", id.simple());
-    let funders = serde_json::Value::Array(funder_parts_value(&plan));
+    let funders = funder_parts_value(&plan);
     let body = json!({
         "redemption_id": id, "voucher_id": g.id, "merchant_id": till.merchant.id, "order_ref": order_ref,
         "order_amount": order_amount.to_string(), "discount": discount.to_string(),

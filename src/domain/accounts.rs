@@ -76,21 +76,11 @@ pub fn issued(season: Uuid, batch: Uuid, funder: RegionCode) -> AccountSpec {
     ]))
 }
 
-/// A SQL LIKE pattern matching one kind of per-batch account of a funder across a season's batches.
-pub fn per_batch_pattern(season: Uuid, funder: RegionCode, kind: &str) -> String {
-    format!("season:{}:batch:%:funder:{}:{}", seg(season), funder, kind)
-}
-
 pub fn payable(season: Uuid, merchant: Uuid, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "merchant", &m, "funder", &f, "payable",
     ]))
-}
-
-/// A SQL LIKE pattern matching every merchant's payable account of a funder in a season.
-pub fn payable_pattern(season: Uuid, funder: RegionCode) -> String {
-    format!("season:{}:merchant:%:funder:{}:payable", seg(season), funder)
 }
 
 pub fn settled(season: Uuid, merchant: Uuid, funder: RegionCode) -> AccountSpec {

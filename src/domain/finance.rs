@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Duration, FixedOffset, NaiveDate};
+use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Offset};
 use serde::Serialize;
 use uuid::Uuid;
 
@@ -33,8 +33,7 @@ pub fn day_label(day_number: i64) -> String {
 
 /// An instant as an RFC 3339 string in CST (`2026-11-26T08:00:00+08:00`), for finance files.
 pub fn cst_rfc3339(at: Timestamp) -> String {
-    let offset =
-        FixedOffset::east_opt(CST_OFFSET_S).unwrap_or_else(|| FixedOffset::east_opt(0).expect("UTC"));
+    let offset = FixedOffset::east_opt(CST_OFFSET_S).unwrap_or(chrono::Utc.fix());
     let utc: DateTime<chrono::Utc> = at.to_datetime();
     utc.with_timezone(&offset).to_rfc3339()
 }
@@ -179,6 +178,17 @@ impl SettlementLine {
             *self.by_funder.entry(*funder).or_default() += amount.as_fen();
         }
     }
+}
+
+/// A redemption's (or settlement line's) funder parts as stored and answered:
+/// `[{"funder":"440000","amount":"3.00"}]`, zero parts left out. [`parse_funder_parts`] reads it.
+pub fn funder_parts_json(parts: impl IntoIterator<Item = (RegionCode, Fen)>) -> serde_json::Value {
+    let parts: Vec<serde_json::Value> = parts
+        .into_iter()
+        .filter(|(_, amount)| !amount.is_zero())
+        .map(|(funder, amount)| serde_json::json!({"funder": funder.to_string(), "amount": amount.to_string()}))
+        .collect();
+    serde_json::Value::Array(parts)
 }
 
 /// Reads a redemption's stored funder parts (`[{"funder":"440000","amount":"3.00"}]`).

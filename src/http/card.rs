@@ -11,7 +11,6 @@ use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wenhui_merchant_sdk::signing::HEADER_TERMINAL;
 use wenhui_merchant_sdk::token::{QrToken, TokenKind};
 
 use super::AppState;
@@ -20,7 +19,8 @@ use super::error::ApiError;
 use super::extract::{ApiPath, Staff};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use super::till::{
-    TerminalWrite, authenticate, remember_refusal, reversal_reason, terminal_write, token_error,
+    TerminalWrite, authenticate, merchant_or_staff, remember_refusal, reversal_reason, terminal_write,
+    token_error,
 };
 use crate::domain::card::{
     self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
@@ -248,31 +248,9 @@ pub async fn set_terms(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    let merchant = state
-        .store()
-        .merchant(merchant_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))?;
-    if headers.contains_key(HEADER_TERMINAL) {
-        let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
-        if ctx.merchant.id != merchant_id {
-            return Err(ApiError::forbidden("a terminal sets only its own merchant's terms"));
-        }
-    } else {
-        let staff = staff.ok_or_else(|| {
-            ApiError::unauthorized(
-                "unauthenticated",
-                "send a staff key, or sign the request as the merchant's terminal",
-            )
-        })?;
-        let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-        if !scope.covers(merchant.city) {
-            return Err(ApiError::forbidden(format!(
-                "a {} of {} cannot set the terms of a merchant of {}",
-                scope.role, scope.region, merchant.city
-            )));
-        }
-    }
+    let merchant = super::merchants::load(&state, merchant_id).await?;
+    let roles = [Role::ProvinceAdmin, Role::CityAdmin];
+    merchant_or_staff(&state, staff, &merchant, &roles, (&method, &uri, &headers), &body).await?;
     let request: CardTermsBody = parse_json(&body)?;
     let terms = MemberTerms::new(request.percent, request.cap.map(|c| c.0))
         .map_err(|m| ApiError::unprocessable("invalid_terms", m))?;

@@ -18,8 +18,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Staff};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
-use super::till::authenticate;
-use crate::domain::merchant::Merchant;
+use super::till::{merchant_or_staff, staff_over_merchant};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::staff::{Role, StaffScope};
@@ -27,7 +26,6 @@ use crate::domain::time::Timestamp;
 use crate::finance::{self, FinanceError, settlement_json};
 use crate::report_files;
 use crate::storage::{IdemRecord, MAX_REPORT_ROWS, Storage};
-use wenhui_merchant_sdk::signing::HEADER_TERMINAL;
 
 /// Largest till journal accepted for matching.
 pub const JOURNAL_LIMIT_BYTES: usize = 8 * 1024 * 1024;
@@ -249,13 +247,8 @@ async fn settlement_for(
     let city = viewer_city(staff, &season)?;
     let mut lines = state.store().settlement_lines(settlement_id).await?;
     if let Some(city) = city {
-        let mut mine = Vec::new();
-        for line in lines {
-            if state.store().merchant(line.merchant_id).await?.is_some_and(|m| m.city == city) {
-                mine.push(line);
-            }
-        }
-        lines = mine;
+        let city = city.to_string();
+        lines.retain(|line| line.merchant_city == city);
     }
     Ok((settlement, lines))
 }
@@ -347,36 +340,7 @@ pub struct StatementQuery {
 
 /// Who may read a merchant's money: its own terminals (signed), its city's or province's
 /// finance, an auditor.
-async fn merchant_reader(
-    state: &AppState,
-    staff: Option<Staff>,
-    merchant: &Merchant,
-    request: (&Method, &Uri, &HeaderMap),
-) -> Result<(), ApiError> {
-    let (method, uri, headers) = request;
-    if headers.contains_key(HEADER_TERMINAL) {
-        let ctx = authenticate(state, method, uri, headers, &[]).await?;
-        if ctx.merchant.id != merchant.id {
-            return Err(ApiError::forbidden("a terminal reads only its own merchant's statement"));
-        }
-        return Ok(());
-    }
-    let staff = staff.ok_or_else(|| {
-        ApiError::unauthorized(
-            "unauthenticated",
-            "send a staff key, or sign the request as the merchant's terminal",
-        )
-    })?;
-    let scope = staff.require(&[Role::Finance, Role::Auditor])?;
-    if scope.role == Role::Auditor || scope.covers(merchant.city) {
-        Ok(())
-    } else {
-        Err(ApiError::forbidden(format!(
-            "a {} of {} cannot see a merchant of {}",
-            scope.role, scope.region, merchant.city
-        )))
-    }
-}
+const MERCHANT_READERS: [Role; 2] = [Role::Finance, Role::Auditor];
 
 /// A merchant's redemptions, reversals, settlements and payouts in a season, with running totals.
 #[utoipa::path(get, path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "{merchant_id, season_id, lines: [...]} or text/csv")))]
@@ -389,12 +353,8 @@ pub async fn statement(
     uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let merchant = state
-        .store()
-        .merchant(merchant_id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))?;
-    merchant_reader(&state, staff, &merchant, (&method, &uri, &headers)).await?;
+    let merchant = super::merchants::load(&state, merchant_id).await?;
+    merchant_or_staff(&state, staff, &merchant, &MERCHANT_READERS, (&method, &uri, &headers), &[]).await?;
     load_season(state.store(), query.season).await?;
     let events = state.store().merchant_statement(merchant_id, query.season, MAX_REPORT_ROWS + 1).await?;
     if events.len() as i64 > MAX_REPORT_ROWS {
@@ -436,18 +396,8 @@ pub async fn merchant_journal(
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
-    let merchant = state
-        .store()
-        .merchant(query.merchant)
-        .await?
-        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))?;
-    merchant_reader(
-        &state,
-        Some(staff),
-        &merchant,
-        (&Method::GET, &Uri::from_static("/"), &HeaderMap::new()),
-    )
-    .await?;
+    let merchant = super::merchants::load(&state, query.merchant).await?;
+    staff_over_merchant(&staff, &MERCHANT_READERS, &merchant)?;
     let till = crate::journal_match::read_journal(&body, MAX_JOURNAL_LINES)
         .map_err(|m| ApiError::unprocessable("invalid_journal", m))?;
     for terminal in &till.terminals {

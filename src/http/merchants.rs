@@ -168,7 +168,7 @@ pub async fn list(
     Ok(Json(json!({ "merchants": merchants })))
 }
 
-async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiError> {
+pub(super) async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiError> {
     state
         .store()
         .merchant(id)

@@ -200,22 +200,18 @@ async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> 
 
 /// A season with each funder's appropriated, reserved, committed and available amounts.
 async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Result<Value, ApiError> {
+    // One read of the season's accounts; the chart says what each one is (domain::finance).
+    let figures = crate::domain::finance::funder_figures(season.id, &store.season_balances(season.id).await?);
     let mut funders = Vec::new();
     for funder in store.season_funders(season.id).await? {
-        let appropriated =
-            store.balance(&accounts::appropriation(season.id, funder).address).await?.unwrap_or_default();
-        let pool = store.balance(&accounts::pool(season.id, funder).address).await?.unwrap_or_default();
-        let reserved =
-            store.sum_balances_like(&accounts::per_batch_pattern(season.id, funder, "reserve")).await?;
-        let issued =
-            store.sum_balances_like(&accounts::per_batch_pattern(season.id, funder, "issued")).await?;
+        let f = figures.get(&funder).cloned().unwrap_or_default();
         let yuan = |fen: i64| Fen::new(fen.max(0)).map(|f| f.to_string()).unwrap_or_default();
         funders.push(json!({
             "funder": funder,
-            "appropriated": yuan(appropriated.debits_fen - appropriated.credits_fen),
-            "reserved": yuan(reserved.credits_fen - reserved.debits_fen),
-            "committed": yuan(issued.credits_fen - issued.debits_fen),
-            "available": yuan(pool.credits_fen - pool.debits_fen),
+            "appropriated": yuan(f.appropriated),
+            "reserved": yuan(f.reserved),
+            "committed": yuan(f.outstanding),
+            "available": yuan(f.available),
         }));
     }
     Ok(json!({

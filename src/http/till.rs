@@ -132,13 +132,11 @@ pub(crate) fn plan_parts(
     values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect()
 }
 
-/// The funder parts a redemption stores and answers (`[{"funder":"370000","amount":"3.00"}]`).
-pub(crate) fn funder_parts_value(plan: &Plan) -> Vec<Value> {
-    plan.parts
-        .iter()
-        .filter(|(_, _, d)| !d.is_zero())
-        .map(|(funder, _, d)| json!({"funder": funder, "amount": d.to_string()}))
-        .collect()
+/// The funder parts a redemption stores and answers: each funder's share of the discount.
+pub(crate) fn funder_parts_value(plan: &Plan) -> Value {
+    crate::domain::finance::funder_parts_json(
+        plan.parts.iter().map(|(funder, _, discount)| (*funder, *discount)),
+    )
 }
 
 pub(super) fn token_error(error: TokenError) -> ApiError {
@@ -343,7 +341,7 @@ pub async fn redeem(
         // The amount the voucher applied to: the order after any member discount.
         order_amount_fen: basis.as_fen(),
         discount_fen: plan.discount.as_fen(),
-        funders_json: Value::Array(funders).to_string(),
+        funders_json: funders.to_string(),
         redeemed_at: state.clock().now(),
         qr_nonce,
         card_payment_id: card_payment.as_ref().map(|p| p.id),
@@ -433,6 +431,51 @@ fn order_ref_refusal(what: &str) -> ApiError {
 #[serde(deny_unknown_fields)]
 struct ReverseBody {
     reason: String,
+}
+
+/// Staff holding one of `roles` over the merchant's city (or its province); an auditor holds
+/// every region.
+pub(super) fn staff_over_merchant(
+    staff: &super::extract::Staff,
+    roles: &[crate::domain::staff::Role],
+    merchant: &Merchant,
+) -> Result<crate::domain::staff::StaffScope, ApiError> {
+    let scope = staff.require(roles)?;
+    if scope.role == crate::domain::staff::Role::Auditor || scope.covers(merchant.city) {
+        Ok(scope)
+    } else {
+        Err(ApiError::forbidden(format!(
+            "a {} of {} cannot act for a merchant of {}",
+            scope.role, scope.region, merchant.city
+        )))
+    }
+}
+
+/// A request about a merchant from one of its own terminals (signed; there is no merchant staff
+/// role) or from staff as in [`staff_over_merchant`].
+pub(super) async fn merchant_or_staff(
+    state: &AppState,
+    staff: Option<super::extract::Staff>,
+    merchant: &Merchant,
+    roles: &[crate::domain::staff::Role],
+    request: (&Method, &Uri, &HeaderMap),
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let (method, uri, headers) = request;
+    if headers.contains_key(HEADER_TERMINAL) {
+        let ctx = authenticate(state, method, uri, headers, body).await?;
+        if ctx.merchant.id != merchant.id {
+            return Err(ApiError::forbidden("a terminal acts only for its own merchant"));
+        }
+        return Ok(());
+    }
+    let staff = staff.ok_or_else(|| {
+        ApiError::unauthorized(
+            "unauthenticated",
+            "send a staff key, or sign the request as the merchant's terminal",
+        )
+    })?;
+    staff_over_merchant(&staff, roles, merchant).map(|_| ())
 }
 
 /// The reason of a reversal body: trimmed, at most 200 characters, not empty.

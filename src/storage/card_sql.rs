@@ -143,13 +143,6 @@ pub trait CardStore: Send + Sync {
     /// Policies of seasons whose points have not expired yet.
     async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError>;
 
-    /// The live (not reversed) card payment on an order at a merchant.
-    async fn live_card_payment(
-        &self,
-        merchant_id: Uuid,
-        order_ref: &str,
-    ) -> Result<Option<CardPaymentRecord>, StorageError>;
-
     /// `live_card_payment` for many (merchant, order_ref) pairs in one query, in order.
     async fn live_card_payments(
         &self,
@@ -560,18 +553,6 @@ macro_rules! card_store {
                     .fetch_all(&self.pool)
                     .await?;
                     rows.into_iter().map(Self::policy_from).collect()
-                }
-
-                async fn live_card_payment(&self, merchant_id: Uuid, order_ref: &str) -> Result<Option<CardPaymentRecord>, StorageError> {
-                    let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL"
-                    ));
-                    let row: Option<CardPaymentRow> = sqlx::query_as(sql)
-                        .bind(merchant_id)
-                        .bind(order_ref.to_owned())
-                        .fetch_optional(&self.pool)
-                        .await?;
-                    row.map(CardPaymentRow::into_record).transpose()
                 }
 
                 async fn live_card_payments(

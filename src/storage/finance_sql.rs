@@ -64,6 +64,8 @@ pub struct SettlementRecord {
 pub struct SettlementLineRecord {
     pub merchant_id: Uuid,
     pub merchant_name: String,
+    /// The merchant's city, for a city's finance (who sees its own merchants' lines only).
+    pub merchant_city: String,
     pub redemption_count: i64,
     pub amount_fen: i64,
     pub funders: Vec<(RegionCode, Fen)>,
@@ -101,13 +103,6 @@ pub struct MerchantMoney {
     pub unsettled_fen: i64,
     pub settled_unpaid_fen: i64,
     pub paid_fen: i64,
-}
-
-/// The result of closing: when the season closed, and whether this call closed it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Closed {
-    pub closed_at: Timestamp,
-    pub now: bool,
 }
 
 #[async_trait]
@@ -157,8 +152,9 @@ pub trait FinanceStore: Send + Sync {
     ) -> Result<(), WriteError>;
 
     /// Closes the season: marks it closed, expires every active voucher and returns all issued
-    /// and reserved money to the funders' pools, in one transaction. Idempotent.
-    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Closed, WriteError>;
+    /// and reserved money to the funders' pools, in one transaction. Idempotent: answers when the
+    /// season closed (`at`, or the earlier close).
+    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError>;
 
     async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError>;
 
@@ -231,16 +227,12 @@ pub(crate) fn funder_parts(json: &str, what: &str) -> Result<Vec<(RegionCode, Fe
         .ok_or_else(|| StorageError::Corrupt(format!("{what}: unreadable funder parts")))
 }
 
-/// `[{"funder":"440000","amount":"3.00"}]`, the format redemptions store.
+/// A settlement line's funder parts, in the format redemptions store.
 pub(crate) fn funder_parts_json(parts: &std::collections::BTreeMap<RegionCode, i64>) -> String {
-    let parts: Vec<serde_json::Value> = parts
-        .iter()
-        .filter(|(_, fen)| **fen > 0)
-        .map(|(funder, fen)| {
-            serde_json::json!({"funder": funder.to_string(), "amount": Fen::from_fen_unchecked(*fen).to_string()})
-        })
-        .collect();
-    serde_json::Value::Array(parts).to_string()
+    crate::domain::finance::funder_parts_json(
+        parts.iter().map(|(funder, fen)| (*funder, Fen::from_fen_unchecked(*fen))),
+    )
+    .to_string()
 }
 
 /// SQL: the CST day number of a `*_at_us` column.
@@ -265,7 +257,7 @@ macro_rules! finance_store {
             use crate::domain::region::RegionCode;
             use crate::domain::time::Timestamp;
             use crate::storage::finance_sql::{
-                Closed, DayActivity, FinalReport, FinanceStore, MerchantMoney, MerchantSales, SETTLEMENT_COLUMNS,
+                DayActivity, FinalReport, FinanceStore, MerchantMoney, MerchantSales, SETTLEMENT_COLUMNS,
                 SettlementLineRecord, SettlementPlan, SettlementRecord, SettlementRow, StatementEvent, day_sql,
                 funder_parts, funder_parts_json, MAX_BREAKS_LISTED,
             };
@@ -552,8 +544,8 @@ macro_rules! finance_store {
                 }
 
                 async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError> {
-                    let rows: Vec<(Uuid, String, i64, i64, String, String, String, String)> = sqlx::query_as(
-                        "SELECT l.merchant_id, m.name, l.redemption_count, l.amount_fen, l.funders, l.bank, l.account_no, \
+                    let rows: Vec<(Uuid, String, String, i64, i64, String, String, String, String)> = sqlx::query_as(
+                        "SELECT l.merchant_id, m.name, m.city, l.redemption_count, l.amount_fen, l.funders, l.bank, l.account_no, \
                          l.account_name FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
                          WHERE l.settlement_id = $1 ORDER BY m.name, l.merchant_id",
                     )
@@ -561,10 +553,11 @@ macro_rules! finance_store {
                     .fetch_all(&self.pool)
                     .await?;
                     rows.into_iter()
-                        .map(|(merchant_id, merchant_name, redemption_count, amount_fen, funders, bank, account_no, account_name)| {
+                        .map(|(merchant_id, merchant_name, merchant_city, redemption_count, amount_fen, funders, bank, account_no, account_name)| {
                             Ok(SettlementLineRecord {
                                 merchant_id,
                                 merchant_name,
+                                merchant_city,
                                 redemption_count,
                                 amount_fen,
                                 funders: funder_parts(&funders, &format!("settlement line {id}/{merchant_id}"))?,
@@ -625,7 +618,7 @@ macro_rules! finance_store {
                     Ok(())
                 }
 
-                async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Closed, WriteError> {
+                async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError> {
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
@@ -637,7 +630,7 @@ macro_rules! finance_store {
                     match closed {
                         None => return Err(WriteError::Conflict("season_not_found".into())),
                         Some((Some(closed_at),)) => {
-                            return Ok(Closed { closed_at: Timestamp::from_unix_us(closed_at), now: false });
+                            return Ok(Timestamp::from_unix_us(closed_at));
                         }
                         Some((None,)) => {}
                     }
@@ -676,7 +669,7 @@ macro_rules! finance_store {
                     let opened = self.post_in(&mut tx, &entries).await?;
                     tx.commit().await?;
                     self.accounts.extend(opened);
-                    Ok(Closed { closed_at: at, now: true })
+                    Ok(at)
                 }
 
                 async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError> {
@@ -854,6 +847,7 @@ macro_rules! finance_store {
                             text("s.id"), text("l.merchant_id"), text("s.id"), text("l.merchant_id"))),
                         // Entries to rows. An entry whose row is missing cannot be placed in a season, so these
                         // are checked across the ledger; an entry whose row exists must agree with it.
+                        // (`$1 = $1` keeps the season parameter every check is bound with.)
                         ("claim_entry_without_voucher", format!(
                             "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON v.id = {} \
                              WHERE e.kind = 'claim' AND v.id IS NULL AND $1 = $1", entry_target("claim"))),

@@ -26,8 +26,8 @@ mod till_sql;
 mod types;
 
 pub use finance_sql::{
-    Closed, DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney,
-    MerchantSales, SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
+    DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
+    SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
 };
 pub use types::*;
 

@@ -78,25 +78,9 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Records terminal request nonces in one statement, in order; for each, whether it was new.
-    /// Of two equal nonces in one call only the first is new.
-    pub(crate) async fn insert_nonces(
-        &self,
-        seen: &[(uuid::Uuid, String)],
-        at: Timestamp,
-    ) -> Result<Vec<bool>, sqlx::Error> {
-        let mut inserted = std::collections::HashSet::new();
-        for chunk in seen.chunks(super::sql::INSERT_CHUNK_ROWS) {
-            let mut q =
-                sqlx::QueryBuilder::new("INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ");
-            q.push_values(chunk, |mut row, (terminal, nonce)| {
-                row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at.unix_us());
-            });
-            q.push(" ON CONFLICT DO NOTHING RETURNING terminal_id, nonce");
-            let rows: Vec<(uuid::Uuid, String)> = q.build_query_as().fetch_all(&self.pool).await?;
-            inserted.extend(rows);
-        }
-        Ok(seen.iter().map(|key| inserted.remove(key)).collect())
+    /// Where request nonces are written (the one pool).
+    pub(crate) fn nonce_pool(&self) -> &SqlitePool {
+        &self.pool
     }
 
     pub(crate) async fn insert_voucher_rows(

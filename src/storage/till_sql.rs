@@ -398,7 +398,18 @@ macro_rules! till_store {
                 }
 
                 async fn record_nonces(&self, seen: &[(Uuid, String)], at: Timestamp) -> Result<Vec<bool>, StorageError> {
-                    Ok(self.insert_nonces(seen, at).await?)
+                    // One statement per chunk; of two equal nonces in one call only the first is new.
+                    let mut inserted = std::collections::HashSet::new();
+                    for chunk in seen.chunks(crate::storage::sql::INSERT_CHUNK_ROWS) {
+                        let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ");
+                        q.push_values(chunk, |mut row, (terminal, nonce)| {
+                            row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at.unix_us());
+                        });
+                        q.push(" ON CONFLICT DO NOTHING RETURNING terminal_id, nonce");
+                        let rows: Vec<(Uuid, String)> = q.build_query_as().fetch_all(self.nonce_pool()).await?;
+                        inserted.extend(rows);
+                    }
+                    Ok(seen.iter().map(|key| inserted.remove(key)).collect())
                 }
 
                 async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {

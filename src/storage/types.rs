@@ -348,17 +348,6 @@ pub trait TillStore: Send + Sync {
     /// it before (or earlier in the same call).
     async fn record_nonces(&self, seen: &[(Uuid, String)], at: Timestamp) -> Result<Vec<bool>, StorageError>;
 
-    /// Records one request nonce; false if this terminal used it before.
-    async fn record_nonce(
-        &self,
-        terminal_id: Uuid,
-        nonce: &str,
-        at: Timestamp,
-    ) -> Result<bool, StorageError> {
-        let seen = self.record_nonces(&[(terminal_id, nonce.to_owned())], at).await?;
-        Ok(seen.first().copied().unwrap_or(false))
-    }
-
     /// Vouchers by id, in order (None where there is none).
     async fn vouchers(
         &self,
