@@ -125,7 +125,42 @@ both_backends!(
     expiry_returns_stock_and_releases_open_on_time,
     registration_validates_identity,
     seasons_and_batches_validate_input,
+    the_database_refuses_claims_on_a_closed_batch,
 );
+
+/// Defence in depth below the claim writer: once a batch's reserve has gone back (its claim
+/// window closed, or the season closed), the claim transaction itself refuses its vouchers.
+async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
+    use wenhui::domain::season::{Voucher, VoucherStatus};
+    use wenhui::storage::{ClaimCommit, WriteError};
+    let world = World::new(backend, "100000.00", None).await;
+    let batch = world.batch(json!({"stock": 10})).await;
+    let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let store = world.app.store();
+    let stored = store.batch(batch_id).await.expect("read").expect("batch");
+    let now = Timestamp::from_unix_us(world.t0_us);
+    let claim = |id| ClaimCommit {
+        vouchers: vec![Voucher {
+            id,
+            batch_id,
+            season_id: stored.season_id,
+            citizen_id: uuid::Uuid::now_v7(),
+            slot: 1,
+            status: VoucherStatus::Active,
+            value: stored.voucher_value(),
+            claimed_at: now,
+            expires_at: now.plus_seconds(3_600),
+        }],
+        batch_claims: vec![(batch_id, 1, stored.stock)],
+        ..ClaimCommit::default()
+    };
+    store.commit_claims(&claim(uuid::Uuid::now_v7())).await.expect("an open batch takes the claim");
+    store.close_batch_reserve(batch_id, now, None).await.expect("close the reserve");
+    let refused = store.commit_claims(&claim(uuid::Uuid::now_v7())).await;
+    assert!(matches!(refused, Err(WriteError::Conflict(_))), "{refused:?}");
+    let after = store.batch(batch_id).await.expect("read").expect("batch");
+    assert_eq!(after.claimed_count, 1, "the refused claim wrote nothing");
+}
 
 async fn rush_500_citizens_stock_100_no_oversell(backend: Backend) {
     let world = World::new(backend, "100000.00", None).await;
