@@ -833,6 +833,18 @@ macro_rules! finance_store {
                             "SELECT 'redemption ' || {} FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id \
                              WHERE r.season_id = $1 AND r.reversed_at_us IS NULL AND v.status <> 'redeemed'",
                             text("r.id"))),
+                        // What the foreign keys of `redemptions` held before PostgreSQL dropped them
+                        // (migration 0006), and more: the rows it names exist and agree with it.
+                        ("redemption_with_broken_reference", format!(
+                            "SELECT 'redemption ' || {} FROM redemptions r \
+                             LEFT JOIN vouchers v ON v.id = r.voucher_id \
+                             LEFT JOIN batches b ON b.id = r.batch_id \
+                             LEFT JOIN terminals t ON t.id = r.terminal_id \
+                             LEFT JOIN merchants m ON m.id = r.merchant_id \
+                             WHERE r.season_id = $1 AND (v.id IS NULL OR b.id IS NULL OR t.id IS NULL OR m.id IS NULL \
+                             OR v.batch_id <> r.batch_id OR v.season_id <> r.season_id OR b.season_id <> r.season_id \
+                             OR t.merchant_id <> r.merchant_id)",
+                            text("r.id"))),
                         ("redemption_without_entry", format!(
                             "SELECT 'redemption ' || {} FROM redemptions r WHERE r.season_id = $1 AND NOT {}",
                             text("r.id"), entry_for("redemption", "r.id"))),

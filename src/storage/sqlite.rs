@@ -105,6 +105,25 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// The live redemptions on these (merchant, order_ref) pairs with their batch's issuer, by
+    /// row values: one probe of `redemptions_one_per_order` per pair.
+    pub(crate) async fn live_orders(
+        tx: &mut Tx,
+        pairs: &[(uuid::Uuid, String)],
+    ) -> Result<Vec<(uuid::Uuid, String, String, String)>, sqlx::Error> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer FROM redemptions r \
+             JOIN batches b ON b.id = r.batch_id WHERE r.reversed_at_us IS NULL AND (r.merchant_id, r.order_ref) IN (",
+        );
+        let mut list = q.separated(", ");
+        for (merchant, order_ref) in pairs {
+            list.push("(").push_bind_unseparated(*merchant).push_unseparated(", ");
+            list.push_bind_unseparated(order_ref.clone()).push_unseparated(")");
+        }
+        q.push(")");
+        q.build_query_as().fetch_all(&mut **tx).await
+    }
+
     pub(crate) async fn insert_answer_rows(
         tx: &mut Tx,
         rows: &[super::IdemRecord],

@@ -194,23 +194,8 @@ macro_rules! till_store {
                     q.push(")");
                     let rows: Vec<(Uuid, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
                     seen.vouchers.extend(rows);
-                    // By merchant and order (the leading columns of redemptions_one_per_order): an
-                    // order_ref alone would read the whole index, as the finance benchmark showed.
-                    let mut q = QueryBuilder::<$db>::new(
-                        "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer FROM redemptions r \
-                         JOIN batches b ON b.id = r.batch_id WHERE r.reversed_at_us IS NULL AND r.merchant_id IN (",
-                    );
-                    let mut list = q.separated(", ");
-                    for r in group {
-                        list.push_bind(r.merchant_id);
-                    }
-                    q.push(") AND r.order_ref IN (");
-                    let mut list = q.separated(", ");
-                    for r in group {
-                        list.push_bind(r.order_ref.clone());
-                    }
-                    q.push(")");
-                    let rows: Vec<(Uuid, String, String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
+                    let pairs: Vec<(Uuid, String)> = group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
+                    let rows = Self::live_orders(tx, &pairs).await?;
                     for (merchant, order_ref, slot, issuer) in rows {
                         seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
                     }

@@ -642,6 +642,39 @@ async fn tampered_ledger_breaks_reconciliation(backend: Backend) {
     assert!(failed.contains(&"ledger_chain"), "{failed:?}");
 }
 
+/// A redemption row that no longer agrees with its voucher (here: moved to another batch by
+/// the database owner) is a break: reconciliation does the checking the foreign keys did.
+async fn redemption_with_broken_reference(backend: Backend) {
+    let mut s = Script::new(backend).await;
+    let season = s.world.season_id.clone();
+    let a1 = s.claim(1, "A", 1_000).await;
+    s.claim(1, "B", 500).await;
+    s.set_clock(s.now);
+    s.redeem(&s.bookstore.1, 1, &a1, "100.00", "R-1").await;
+    let dir = s.world.app.db.dir.path().to_owned();
+    let url = s.world.app.db.url.clone();
+    let clean = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
+    assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stdout));
+    let moved = s
+        .world
+        .app
+        .db
+        .raw("UPDATE redemptions SET batch_id = (SELECT v.batch_id FROM vouchers v WHERE v.batch_id <> redemptions.batch_id LIMIT 1)")
+        .await
+        .expect("tamper");
+    assert_eq!(moved, 1);
+    let broken = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
+    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
+    let result: Value = serde_json::from_slice(&broken.stdout).expect("json");
+    let check = result["checks"]
+        .as_array()
+        .expect("checks")
+        .iter()
+        .find(|c| c["name"] == "redemption_with_broken_reference")
+        .expect("the check is listed");
+    assert_eq!((check["ok"].as_bool(), check["breaks"].as_i64()), (Some(false), Some(1)), "{check}");
+}
+
 /// Who sees what: a city's finance sees its own money and merchants only; an auditor reads
 /// everything and changes nothing.
 async fn access(backend: Backend) {
@@ -699,4 +732,10 @@ async fn access(backend: Backend) {
     assert_eq!((status, code(&future)), (422, "invalid_cut_off"));
 }
 
-both_backends!(scripted_season, merchant_journal, tampered_ledger_breaks_reconciliation, access);
+both_backends!(
+    scripted_season,
+    merchant_journal,
+    tampered_ledger_breaks_reconciliation,
+    redemption_with_broken_reference,
+    access
+);
