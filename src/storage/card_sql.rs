@@ -561,16 +561,8 @@ macro_rules! card_store {
                 ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError> {
                     let mut found: std::collections::HashMap<(Uuid, String), CardPaymentRecord> = Default::default();
                     for chunk in orders.chunks(crate::storage::sql::INSERT_CHUNK_ROWS) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(format!(
-                            "SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN ("
-                        ));
-                        let mut list = q.separated(", ");
-                        for (_, order_ref) in chunk {
-                            list.push_bind(order_ref.clone());
-                        }
-                        q.push(")");
-                        let rows: Vec<CardPaymentRow> = q.build_query_as().fetch_all(&self.pool).await?;
-                        for row in rows {
+                        let order_refs: Vec<String> = chunk.iter().map(|(_, order_ref)| order_ref.clone()).collect();
+                        for row in self.live_card_payment_rows(&order_refs).await? {
                             let payment = row.into_record()?;
                             found.insert((payment.merchant_id, payment.order_ref.clone()), payment);
                         }

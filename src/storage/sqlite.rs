@@ -57,6 +57,57 @@ impl SqliteStore {
     }
 }
 
+/// The till's coalesced reads and the request-nonce insert, with `IN (...)` lists (SQLite
+/// prepares and plans a statement in-process, cheaply).
+impl SqliteStore {
+    pub(crate) async fn inserted_nonce_rows(
+        &self,
+        rows: &[(uuid::Uuid, String)],
+        at_us: i64,
+    ) -> Result<Vec<(uuid::Uuid, String)>, sqlx::Error> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ",
+        );
+        q.push_values(rows, |mut row, (terminal, nonce)| {
+            row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at_us);
+        });
+        q.push(" ON CONFLICT DO NOTHING RETURNING terminal_id, nonce");
+        q.build_query_as().fetch_all(self.nonce_pool()).await
+    }
+
+    pub(crate) async fn voucher_rows(
+        &self,
+        ids: &[uuid::Uuid],
+    ) -> Result<Vec<super::season_sql::VoucherRow>, sqlx::Error> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {} FROM vouchers WHERE id IN (",
+            super::season_sql::VOUCHER_COLUMNS
+        ));
+        let mut list = q.separated(", ");
+        for id in ids {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        q.build_query_as().fetch_all(&self.pool).await
+    }
+
+    pub(crate) async fn live_card_payment_rows(
+        &self,
+        order_refs: &[String],
+    ) -> Result<Vec<super::card_sql::CardPaymentRow>, sqlx::Error> {
+        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+            "SELECT {} FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
+            super::card_sql::CARD_PAYMENT_COLUMNS
+        ));
+        let mut list = q.separated(", ");
+        for order_ref in order_refs {
+            list.push_bind(order_ref.clone());
+        }
+        q.push(")");
+        q.build_query_as().fetch_all(&self.pool).await
+    }
+}
+
 sql_store!(SqliteStore, sqlx::Sqlite);
 season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);

@@ -386,13 +386,7 @@ macro_rules! till_store {
                     // One statement per chunk; of two equal nonces in one call only the first is new.
                     let mut inserted = std::collections::HashSet::new();
                     for chunk in seen.chunks(crate::storage::sql::INSERT_CHUNK_ROWS) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new("INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ");
-                        q.push_values(chunk, |mut row, (terminal, nonce)| {
-                            row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at.unix_us());
-                        });
-                        q.push(" ON CONFLICT DO NOTHING RETURNING terminal_id, nonce");
-                        let rows: Vec<(Uuid, String)> = q.build_query_as().fetch_all(self.nonce_pool()).await?;
-                        inserted.extend(rows);
+                        inserted.extend(self.inserted_nonce_rows(chunk, at.unix_us()).await?);
                     }
                     Ok(seen.iter().map(|key| inserted.remove(key)).collect())
                 }
@@ -400,14 +394,7 @@ macro_rules! till_store {
                 async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {
                     let mut found = std::collections::HashMap::new();
                     for chunk in ids.chunks(crate::storage::sql::INSERT_CHUNK_ROWS) {
-                        let mut q = sqlx::QueryBuilder::<$db>::new(format!("SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE id IN ("));
-                        let mut list = q.separated(", ");
-                        for id in chunk {
-                            list.push_bind(*id);
-                        }
-                        q.push(")");
-                        let rows: Vec<VoucherRow> = q.build_query_as().fetch_all(&self.pool).await?;
-                        for row in rows {
+                        for row in self.voucher_rows(chunk).await? {
                             let voucher = row.into_voucher()?;
                             found.insert(voucher.id, voucher);
                         }
