@@ -225,9 +225,20 @@ impl ScratchDb {
 
 /// pgbench TPC-B on the same server: `-i -s 10`, then `-c 8 -j 2 -T 20 -M prepared`.
 pub async fn pgbench_tps(admin_url: &str) -> anyhow::Result<f64> {
+    Ok(pgbench_run(admin_url).await?.tps)
+}
+
+/// One pgbench TPC-B run: its rate, and the machine's CPU time per transaction while it ran
+/// (pgbench itself included, as the load generator is in our own runs).
+pub struct PgbenchRun {
+    pub tps: f64,
+    pub cpu_us_per_transaction: Option<f64>,
+}
+
+pub async fn pgbench_run(admin_url: &str) -> anyhow::Result<PgbenchRun> {
     let scratch = ScratchDb::create(admin_url, "wenhui_bench_pgbench").await?;
     let url = scratch.url.clone();
-    let output = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
+    let output = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Option<f64>)> {
         let init = Command::new("pgbench")
             .args(["-i", "-s", "10", "-q", &url])
             .output()
@@ -235,17 +246,104 @@ pub async fn pgbench_tps(admin_url: &str) -> anyhow::Result<f64> {
         if !init.status.success() {
             bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
         }
+        let cpu = CpuMeter::start();
         let run = Command::new("pgbench")
             .args(["-c", "8", "-j", "2", "-T", "20", "-M", "prepared", &url])
             .output()?;
+        let busy_s = cpu.and_then(|c| c.busy_core_seconds());
         if !run.status.success() {
             bail!("pgbench failed: {}", String::from_utf8_lossy(&run.stderr));
         }
-        Ok(String::from_utf8_lossy(&run.stdout).into_owned())
+        Ok((String::from_utf8_lossy(&run.stdout).into_owned(), busy_s))
     })
     .await??;
     scratch.drop_db().await?;
-    parse_pgbench_tps(&output).context("no tps line in pgbench output")
+    let (output, busy_s) = output;
+    let tps = parse_pgbench_tps(&output).context("no tps line in pgbench output")?;
+    let transactions = parse_pgbench_transactions(&output).map(|n| n as f64).unwrap_or(tps * 20.0);
+    Ok(PgbenchRun { tps, cpu_us_per_transaction: busy_s.map(|s| s * 1e6 / transactions) })
+}
+
+fn parse_pgbench_transactions(output: &str) -> Option<u64> {
+    output
+        .lines()
+        .find_map(|l| l.trim_start().strip_prefix("number of transactions actually processed: "))
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// The whole machine's busy CPU time between `start` and `busy_core_seconds`, from the first
+/// line of `/proc/stat` (Linux; `None` elsewhere). Every process counts: the server, the
+/// database and the load generator share the cores, so this is what one operation costs the box.
+#[derive(Clone, Copy)]
+pub struct CpuMeter {
+    started: Instant,
+    busy: u64,
+    total: u64,
+}
+
+impl CpuMeter {
+    pub fn start() -> Option<CpuMeter> {
+        let (busy, total) = proc_stat_jiffies()?;
+        Some(CpuMeter { started: Instant::now(), busy, total })
+    }
+
+    /// Busy core-seconds since `start`: the busy share of all jiffies, times cores, times seconds.
+    pub fn busy_core_seconds(&self) -> Option<f64> {
+        let (busy, total) = proc_stat_jiffies()?;
+        let cores = std::thread::available_parallelism().ok()?.get() as f64;
+        let share = (busy - self.busy) as f64 / (total - self.total).max(1) as f64;
+        Some(share * cores * self.started.elapsed().as_secs_f64())
+    }
+}
+
+/// (busy, total) jiffies of all CPUs; idle and iowait are not busy.
+fn proc_stat_jiffies() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .filter_map(|f| f.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().take(8).sum();
+    let idle = fields.get(3)? + fields.get(4)?;
+    Some((total - idle, total))
+}
+
+/// Median microseconds of one Ed25519 signature and one verification with ring, as the
+/// service and the tills use it, on this machine, now.
+pub fn ed25519_costs_us() -> (f64, f64) {
+    use ring::signature::{ED25519, Ed25519KeyPair, KeyPair, UnparsedPublicKey};
+    let rng = ring::rand::SystemRandom::new();
+    let Ok(pkcs8) = Ed25519KeyPair::generate_pkcs8(&rng) else { return (f64::NAN, f64::NAN) };
+    let Ok(pair) = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()) else { return (f64::NAN, f64::NAN) };
+    let public = UnparsedPublicKey::new(&ED25519, pair.public_key().as_ref().to_vec());
+    let message = [7u8; 160];
+    let signature = pair.sign(&message);
+    let median = |mut runs: Vec<f64>| {
+        runs.sort_by(f64::total_cmp);
+        runs[runs.len() / 2]
+    };
+    let rounds = 5;
+    let per_round = 400;
+    let mut sign_us = Vec::new();
+    let mut verify_us = Vec::new();
+    for _ in 0..rounds {
+        let started = Instant::now();
+        for _ in 0..per_round {
+            std::hint::black_box(pair.sign(std::hint::black_box(&message)));
+        }
+        sign_us.push(started.elapsed().as_secs_f64() * 1e6 / f64::from(per_round));
+        let started = Instant::now();
+        for _ in 0..per_round {
+            let checked = public.verify(std::hint::black_box(&message), signature.as_ref());
+            std::hint::black_box(checked.is_ok());
+        }
+        verify_us.push(started.elapsed().as_secs_f64() * 1e6 / f64::from(per_round));
+    }
+    (median(sign_us), median(verify_us))
 }
 
 pub fn parse_pgbench_tps(output: &str) -> Option<f64> {
@@ -273,7 +371,9 @@ pub fn machine_description() -> String {
 mod tests {
     #[test]
     fn parses_pgbench_output() {
-        let out = "latency average = 3.9 ms\ntps = 2034.123456 (without initial connection time)\n";
+        let out = "number of transactions actually processed: 40682\n\
+                   latency average = 3.9 ms\ntps = 2034.123456 (without initial connection time)\n";
         assert_eq!(super::parse_pgbench_tps(out), Some(2034.123456));
+        assert_eq!(super::parse_pgbench_transactions(out), Some(40_682));
     }
 }

@@ -38,17 +38,34 @@ pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
     let server = ServerUnderTest::start(&exe, &scratch.url, data_dir.path()).await?;
     let outcome = bench(&server, args).await;
     server.stop().await?;
-    let rate = outcome?;
+    let (rate, cpu_us_per_redemption) = outcome?;
+    let (sign_us, verify_us) = super::ed25519_costs_us();
+    println!("ed25519 (ring) on this machine: sign {sign_us:.1} µs, verify {verify_us:.1} µs");
     if !args.no_pgbench {
-        let tps = super::pgbench_tps(&args.pg_url).await?;
+        let pgbench = super::pgbench_run(&args.pg_url).await?;
+        let tps = pgbench.tps;
         println!("pgbench TPC-B (-s 10 -c 8 -j 2 -T 20 -M prepared): {tps:.0} tps");
         println!("ratio redemptions/s / pgbench tps: {:.2}", rate / tps);
+        if let (Some(ours), Some(theirs)) = (cpu_us_per_redemption, pgbench.cpu_us_per_transaction) {
+            println!(
+                "machine CPU per operation: redemption {ours:.0} µs, TPC-B transaction {theirs:.0} µs (ratio {:.2})",
+                ours / theirs
+            );
+        }
+        // What the target rate would cost in signatures alone: the service verifies the request
+        // and the QR token, the till signs the request.
+        let target = 2.0 * tps;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+        println!(
+            "at the target ({target:.0}/s) two verifications and one signature per redemption need {:.2} of {cores} cores",
+            target * (2.0 * verify_us + sign_us) / 1e6
+        );
     }
     scratch.drop_db().await
 }
 
 /// Sets up a season, a merchant, terminals and claimed vouchers; then redeems them all.
-async fn bench(server: &ServerUnderTest, args: &RedemptionsBench) -> anyhow::Result<f64> {
+async fn bench(server: &ServerUnderTest, args: &RedemptionsBench) -> anyhow::Result<(f64, Option<f64>)> {
     let staff = server.mint_staff_key().await?;
     let api = Arc::new(Api::new(&server.base_url, args.terminals)?);
     let season = api.create_season(&staff).await?;
@@ -60,8 +77,16 @@ async fn bench(server: &ServerUnderTest, args: &RedemptionsBench) -> anyhow::Res
     println!("setup: {} vouchers claimed in {:.1} s", holders.len(), started.elapsed().as_secs_f64());
     let tokens = issue_qr(&api, holders, args.terminals).await?;
     println!("redeeming: {} QR codes from {} terminals", tokens.len(), args.terminals);
+    let cpu = super::CpuMeter::start();
     let (latencies_us, failures, elapsed_s) = redeem_all(tills, tokens).await;
-    report(latencies_us, failures, elapsed_s)
+    let busy_s = cpu.and_then(|c| c.busy_core_seconds());
+    let redeemed = latencies_us.len().max(1) as f64;
+    if let Some(busy_s) = busy_s {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+        println!("machine CPU while redeeming: {:.0}% busy", 100.0 * busy_s / (cores * elapsed_s));
+    }
+    let rate = report(latencies_us, failures, elapsed_s)?;
+    Ok((rate, busy_s.map(|s| s * 1e6 / redeemed)))
 }
 
 async fn create_merchant(api: &Api, staff: &str) -> anyhow::Result<Uuid> {
