@@ -106,6 +106,97 @@ impl PgStore {
     }
 }
 
+/// The redemption writer's per-group statements as fixed array statements (see above): with
+/// `IN (...)` lists each group size was a new statement, prepared (a round trip of its own) and
+/// planned inside the single writer's critical section.
+impl PgStore {
+    pub(crate) async fn group_rows(
+        tx: &mut Tx,
+        group: &[super::NewRedemption],
+    ) -> Result<super::till_sql::GroupRows, sqlx::Error> {
+        let answers = sqlx::query_as(
+            "SELECT i.scope, i.idem_key FROM UNNEST($1::text[], $2::text[]) AS k(scope, idem_key) \
+             CROSS JOIN LATERAL (SELECT scope, idem_key FROM idempotency_keys i \
+                 WHERE i.scope = k.scope AND i.idem_key = k.idem_key OFFSET 0) i",
+        )
+        .bind(group.iter().map(|r| r.answer.scope.clone()).collect::<Vec<_>>())
+        .bind(group.iter().map(|r| r.answer.key.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+        let nonces: Vec<(Vec<u8>,)> =
+            sqlx::query_as("SELECT nonce FROM qr_nonces WHERE nonce = ANY($1::bytea[])")
+                .bind(group.iter().map(|r| r.qr_nonce.clone()).collect::<Vec<_>>())
+                .fetch_all(&mut **tx)
+                .await?;
+        // A closed season's vouchers are refused as such, whatever their state.
+        let vouchers = sqlx::query_as(
+            "SELECT v.id, CASE WHEN s.closed_at_us IS NULL THEN v.status ELSE 'season_closed' END \
+             FROM vouchers v JOIN seasons s ON s.id = v.season_id WHERE v.id = ANY($1::uuid[])",
+        )
+        .bind(group.iter().map(|r| r.voucher_id).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+        let card_orders = sqlx::query_as(
+            "SELECT merchant_id, order_ref, id FROM card_payments WHERE reversed_at_us IS NULL AND order_ref = ANY($1::text[])",
+        )
+        .bind(group.iter().map(|r| r.order_ref.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut **tx)
+        .await?;
+        Ok(super::till_sql::GroupRows {
+            answers,
+            nonces: nonces.into_iter().map(|(n,)| n).collect(),
+            vouchers,
+            card_orders,
+        })
+    }
+
+    /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
+    /// returns how many vouchers changed (all of them, or the caller rolls back).
+    pub(crate) async fn insert_redemption_rows(
+        tx: &mut Tx,
+        accepted: &[&super::NewRedemption],
+    ) -> Result<u64, sqlx::Error> {
+        let column =
+            |f: fn(&super::NewRedemption) -> uuid::Uuid| accepted.iter().map(|r| f(r)).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO qr_nonces (nonce, subject_id, used_at_us) \
+             SELECT * FROM UNNEST($1::bytea[], $2::uuid[], $3::bigint[])",
+        )
+        .bind(accepted.iter().map(|r| r.qr_nonce.clone()).collect::<Vec<_>>())
+        .bind(column(|r| r.voucher_id))
+        .bind(accepted.iter().map(|r| r.redeemed_at.unix_us()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        let updated = sqlx::query(
+            "UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id = ANY($1::uuid[])",
+        )
+        .bind(column(|r| r.voucher_id))
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
+             order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us) \
+             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], \
+             $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::bigint[])",
+        )
+        .bind(column(|r| r.id))
+        .bind(column(|r| r.voucher_id))
+        .bind(column(|r| r.merchant_id))
+        .bind(column(|r| r.terminal_id))
+        .bind(column(|r| r.season_id))
+        .bind(column(|r| r.batch_id))
+        .bind(accepted.iter().map(|r| r.order_ref.clone()).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.order_slot.clone()).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.order_amount_fen).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.discount_fen).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.funders_json.clone()).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.redeemed_at.unix_us()).collect::<Vec<_>>())
+        .execute(&mut **tx)
+        .await?;
+        Ok(updated.rows_affected())
+    }
+}
+
 sql_store!(PgStore, sqlx::Postgres);
 season_store!(PgStore, sqlx::Postgres);
 till_store!(PgStore, sqlx::Postgres);

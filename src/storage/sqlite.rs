@@ -108,6 +108,103 @@ impl SqliteStore {
     }
 }
 
+/// The redemption writer's per-group statements, with `IN` and `VALUES` lists.
+impl SqliteStore {
+    pub(crate) async fn group_rows(
+        tx: &mut Tx,
+        group: &[super::NewRedemption],
+    ) -> Result<super::till_sql::GroupRows, sqlx::Error> {
+        use sqlx::{QueryBuilder, Sqlite};
+        // Row values, so the primary key is probed once per pair.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT scope, idem_key FROM idempotency_keys WHERE (scope, idem_key) IN (",
+        );
+        let mut list = q.separated(", ");
+        for r in group {
+            list.push("(").push_bind_unseparated(r.answer.scope.clone()).push_unseparated(", ");
+            list.push_bind_unseparated(r.answer.key.clone()).push_unseparated(")");
+        }
+        q.push(")");
+        let answers = q.build_query_as().fetch_all(&mut **tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new("SELECT nonce FROM qr_nonces WHERE nonce IN (");
+        let mut list = q.separated(", ");
+        for r in group {
+            list.push_bind(r.qr_nonce.clone());
+        }
+        q.push(")");
+        let nonces: Vec<(Vec<u8>,)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        // A closed season's vouchers are refused as such, whatever their state.
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT v.id, CASE WHEN s.closed_at_us IS NULL THEN v.status ELSE 'season_closed' END \
+             FROM vouchers v JOIN seasons s ON s.id = v.season_id WHERE v.id IN (",
+        );
+        let mut list = q.separated(", ");
+        for r in group {
+            list.push_bind(r.voucher_id);
+        }
+        q.push(")");
+        let vouchers = q.build_query_as().fetch_all(&mut **tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "SELECT merchant_id, order_ref, id FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
+        );
+        let mut list = q.separated(", ");
+        for r in group {
+            list.push_bind(r.order_ref.clone());
+        }
+        q.push(")");
+        let card_orders = q.build_query_as().fetch_all(&mut **tx).await?;
+        Ok(super::till_sql::GroupRows {
+            answers,
+            nonces: nonces.into_iter().map(|(n,)| n).collect(),
+            vouchers,
+            card_orders,
+        })
+    }
+
+    /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
+    /// returns how many vouchers changed (all of them, or the caller rolls back).
+    pub(crate) async fn insert_redemption_rows(
+        tx: &mut Tx,
+        accepted: &[&super::NewRedemption],
+    ) -> Result<u64, sqlx::Error> {
+        use sqlx::{QueryBuilder, Sqlite};
+        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) ");
+        q.push_values(accepted, |mut row, r| {
+            row.push_bind(r.qr_nonce.clone()).push_bind(r.voucher_id).push_bind(r.redeemed_at.unix_us());
+        });
+        q.build().execute(&mut **tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id IN (",
+        );
+        let mut list = q.separated(", ");
+        for r in accepted {
+            list.push_bind(r.voucher_id);
+        }
+        q.push(")");
+        let updated = q.build().execute(&mut **tx).await?;
+        let mut q = QueryBuilder::<Sqlite>::new(
+            "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
+             order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us) ",
+        );
+        q.push_values(accepted, |mut row, r| {
+            row.push_bind(r.id)
+                .push_bind(r.voucher_id)
+                .push_bind(r.merchant_id)
+                .push_bind(r.terminal_id)
+                .push_bind(r.season_id)
+                .push_bind(r.batch_id)
+                .push_bind(r.order_ref.clone())
+                .push_bind(r.order_slot.clone())
+                .push_bind(r.order_amount_fen)
+                .push_bind(r.discount_fen)
+                .push_bind(r.funders_json.clone())
+                .push_bind(r.redeemed_at.unix_us());
+        });
+        q.build().execute(&mut **tx).await?;
+        Ok(updated.rows_affected())
+    }
+}
+
 sql_store!(SqliteStore, sqlx::Sqlite);
 season_store!(SqliteStore, sqlx::Sqlite);
 till_store!(SqliteStore, sqlx::Sqlite);

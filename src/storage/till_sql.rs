@@ -95,6 +95,16 @@ pub(crate) struct SeenState {
     pub card_orders: std::collections::HashMap<(Uuid, String), Uuid>,
 }
 
+/// The rows a redemption group's checks read under the ledger lock (see `SeenState`).
+pub(crate) struct GroupRows {
+    pub answers: Vec<(String, String)>,
+    pub nonces: Vec<Vec<u8>>,
+    /// (voucher, status; `season_closed` when its season is closed).
+    pub vouchers: Vec<(Uuid, String)>,
+    /// (merchant, order_ref, live card payment).
+    pub card_orders: Vec<(Uuid, String, Uuid)>,
+}
+
 /// Decides each redemption of a group in order against what the database holds and what the
 /// group itself has already taken: the same checks, in the same order, as a single redemption.
 pub(crate) fn decide_redemptions(
@@ -161,55 +171,16 @@ macro_rules! till_store {
                     tx: &mut sqlx::Transaction<'static, $db>,
                     group: &[NewRedemption],
                 ) -> Result<crate::storage::till_sql::SeenState, WriteError> {
-                    use sqlx::QueryBuilder;
                     let mut seen = crate::storage::till_sql::SeenState::default();
-                    // Row values, so the primary key is probed once per pair (scope IN .. AND key IN .. made
-                    // PostgreSQL probe every scope with every key: 12.7 ms for a group of 100).
-                    let mut q = QueryBuilder::<$db>::new("SELECT scope, idem_key FROM idempotency_keys WHERE (scope, idem_key) IN (");
-                    let mut list = q.separated(", ");
-                    for r in group {
-                        list.push("(").push_bind_unseparated(r.answer.scope.clone()).push_unseparated(", ");
-                        list.push_bind_unseparated(r.answer.key.clone()).push_unseparated(")");
-                    }
-                    q.push(")");
-                    let rows: Vec<(String, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                    seen.answers.extend(rows);
-                    let mut q = QueryBuilder::<$db>::new("SELECT nonce FROM qr_nonces WHERE nonce IN (");
-                    let mut list = q.separated(", ");
-                    for r in group {
-                        list.push_bind(r.qr_nonce.clone());
-                    }
-                    q.push(")");
-                    let rows: Vec<(Vec<u8>,)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                    seen.nonces.extend(rows.into_iter().map(|(n,)| n));
-                    // A closed season's vouchers are refused as such, whatever their state.
-                    let mut q = QueryBuilder::<$db>::new(
-                        "SELECT v.id, CASE WHEN s.closed_at_us IS NULL THEN v.status ELSE 'season_closed' END \
-                         FROM vouchers v JOIN seasons s ON s.id = v.season_id WHERE v.id IN (",
-                    );
-                    let mut list = q.separated(", ");
-                    for r in group {
-                        list.push_bind(r.voucher_id);
-                    }
-                    q.push(")");
-                    let rows: Vec<(Uuid, String)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                    seen.vouchers.extend(rows);
+                    let rows = Self::group_rows(tx, group).await?;
+                    seen.answers.extend(rows.answers);
+                    seen.nonces.extend(rows.nonces);
+                    seen.vouchers.extend(rows.vouchers);
+                    seen.card_orders.extend(rows.card_orders.into_iter().map(|(merchant, order_ref, id)| ((merchant, order_ref), id)));
                     let pairs: Vec<(Uuid, String)> = group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
                     let rows = Self::live_orders(tx, &pairs).await?;
                     for (merchant, order_ref, slot, issuer) in rows {
                         seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
-                    }
-                    let mut q = QueryBuilder::<$db>::new(
-                        "SELECT merchant_id, order_ref, id FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
-                    );
-                    let mut list = q.separated(", ");
-                    for r in group {
-                        list.push_bind(r.order_ref.clone());
-                    }
-                    q.push(")");
-                    let rows: Vec<(Uuid, String, Uuid)> = q.build_query_as().fetch_all(&mut **tx).await?;
-                    for (merchant, order_ref, id) in rows {
-                        seen.card_orders.insert((merchant, order_ref), id);
                     }
                     Ok(seen)
                 }
@@ -218,43 +189,12 @@ macro_rules! till_store {
                     tx: &mut sqlx::Transaction<'static, $db>,
                     accepted: &[&NewRedemption],
                 ) -> Result<(), WriteError> {
-                    use sqlx::QueryBuilder;
                     let answers: Vec<IdemRecord> = accepted.iter().map(|r| r.answer.clone()).collect();
                     Self::insert_answers(tx, &answers).await?;
-                    let mut q = QueryBuilder::<$db>::new("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) ");
-                    q.push_values(accepted, |mut row, r| {
-                        row.push_bind(r.qr_nonce.clone()).push_bind(r.voucher_id).push_bind(r.redeemed_at.unix_us());
-                    });
-                    q.build().execute(&mut **tx).await?;
-                    let mut q = QueryBuilder::<$db>::new("UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id IN (");
-                    let mut list = q.separated(", ");
-                    for r in accepted {
-                        list.push_bind(r.voucher_id);
-                    }
-                    q.push(")");
-                    let updated = q.build().execute(&mut **tx).await?;
-                    if updated.rows_affected() != accepted.len() as u64 {
+                    let updated = Self::insert_redemption_rows(tx, accepted).await?;
+                    if updated != accepted.len() as u64 {
                         return Err(WriteError::Conflict("a voucher changed state during the group".into()));
                     }
-                    let mut q = QueryBuilder::<$db>::new(
-                        "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
-                         order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us) ",
-                    );
-                    q.push_values(accepted, |mut row, r| {
-                        row.push_bind(r.id)
-                            .push_bind(r.voucher_id)
-                            .push_bind(r.merchant_id)
-                            .push_bind(r.terminal_id)
-                            .push_bind(r.season_id)
-                            .push_bind(r.batch_id)
-                            .push_bind(r.order_ref.clone())
-                            .push_bind(r.order_slot.clone())
-                            .push_bind(r.order_amount_fen)
-                            .push_bind(r.discount_fen)
-                            .push_bind(r.funders_json.clone())
-                            .push_bind(r.redeemed_at.unix_us());
-                    });
-                    q.build().execute(&mut **tx).await?;
                     Ok(())
                 }
 
