@@ -79,32 +79,19 @@ impl SqliteStore {
         &self,
         ids: &[uuid::Uuid],
     ) -> Result<Vec<super::season_sql::VoucherRow>, sqlx::Error> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
-            "SELECT {} FROM vouchers WHERE id IN (",
-            super::season_sql::VOUCHER_COLUMNS
-        ));
-        let mut list = q.separated(", ");
-        for id in ids {
-            list.push_bind(*id);
-        }
-        q.push(")");
-        q.build_query_as().fetch_all(&self.pool).await
+        let prefix = format!("SELECT {} FROM vouchers WHERE id IN (", super::season_sql::VOUCHER_COLUMNS);
+        in_list(prefix, ids.iter().copied()).build_query_as().fetch_all(&self.pool).await
     }
 
     pub(crate) async fn live_card_payment_rows(
         &self,
         order_refs: &[String],
     ) -> Result<Vec<super::card_sql::CardPaymentRow>, sqlx::Error> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(format!(
+        let prefix = format!(
             "SELECT {} FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
             super::card_sql::CARD_PAYMENT_COLUMNS
-        ));
-        let mut list = q.separated(", ");
-        for order_ref in order_refs {
-            list.push_bind(order_ref.clone());
-        }
-        q.push(")");
-        q.build_query_as().fetch_all(&self.pool).await
+        );
+        in_list(prefix, order_refs.iter().cloned()).build_query_as().fetch_all(&self.pool).await
     }
 }
 
@@ -114,44 +101,26 @@ impl SqliteStore {
         tx: &mut Tx,
         group: &[super::NewRedemption],
     ) -> Result<super::till_sql::GroupRows, sqlx::Error> {
-        use sqlx::{QueryBuilder, Sqlite};
         // Row values, so the primary key is probed once per pair.
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = in_pairs(
             "SELECT scope, idem_key FROM idempotency_keys WHERE (scope, idem_key) IN (",
+            group.iter().map(|r| (r.answer.scope.clone(), r.answer.key.clone())),
         );
-        let mut list = q.separated(", ");
-        for r in group {
-            list.push("(").push_bind_unseparated(r.answer.scope.clone()).push_unseparated(", ");
-            list.push_bind_unseparated(r.answer.key.clone()).push_unseparated(")");
-        }
-        q.push(")");
         let answers = q.build_query_as().fetch_all(&mut **tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new("SELECT nonce FROM qr_nonces WHERE nonce IN (");
-        let mut list = q.separated(", ");
-        for r in group {
-            list.push_bind(r.qr_nonce.clone());
-        }
-        q.push(")");
+        let mut q =
+            in_list("SELECT nonce FROM qr_nonces WHERE nonce IN (", group.iter().map(|r| r.qr_nonce.clone()));
         let nonces: Vec<(Vec<u8>,)> = q.build_query_as().fetch_all(&mut **tx).await?;
         // A closed season's vouchers are refused as such, whatever their state.
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = in_list(
             "SELECT v.id, CASE WHEN s.closed_at_us IS NULL THEN v.status ELSE 'season_closed' END \
              FROM vouchers v JOIN seasons s ON s.id = v.season_id WHERE v.id IN (",
+            group.iter().map(|r| r.voucher_id),
         );
-        let mut list = q.separated(", ");
-        for r in group {
-            list.push_bind(r.voucher_id);
-        }
-        q.push(")");
         let vouchers = q.build_query_as().fetch_all(&mut **tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = in_list(
             "SELECT merchant_id, order_ref, id FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
+            group.iter().map(|r| r.order_ref.clone()),
         );
-        let mut list = q.separated(", ");
-        for r in group {
-            list.push_bind(r.order_ref.clone());
-        }
-        q.push(")");
         let card_orders = q.build_query_as().fetch_all(&mut **tx).await?;
         Ok(super::till_sql::GroupRows {
             answers,
@@ -173,14 +142,10 @@ impl SqliteStore {
             row.push_bind(r.qr_nonce.clone()).push_bind(r.voucher_id).push_bind(r.redeemed_at.unix_us());
         });
         q.build().execute(&mut **tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let mut q = in_list(
             "UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id IN (",
+            accepted.iter().map(|r| r.voucher_id),
         );
-        let mut list = q.separated(", ");
-        for r in accepted {
-            list.push_bind(r.voucher_id);
-        }
-        q.push(")");
         let updated = q.build().execute(&mut **tx).await?;
         let mut q = QueryBuilder::<Sqlite>::new(
             "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
@@ -203,6 +168,42 @@ impl SqliteStore {
         q.build().execute(&mut **tx).await?;
         Ok(updated.rows_affected())
     }
+}
+
+/// `prefix` (ending in `IN (`), the values as bound parameters, and `)`.
+fn in_list<T>(
+    prefix: impl Into<String>,
+    values: impl IntoIterator<Item = T>,
+) -> sqlx::QueryBuilder<sqlx::Sqlite>
+where
+    T: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    let mut q = sqlx::QueryBuilder::new(prefix);
+    let mut list = q.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    q.push(")");
+    q
+}
+
+/// `prefix` (ending in `IN (`), the pairs as row values `(?, ?)`, and `)`.
+fn in_pairs<A, B>(
+    prefix: impl Into<String>,
+    pairs: impl IntoIterator<Item = (A, B)>,
+) -> sqlx::QueryBuilder<sqlx::Sqlite>
+where
+    A: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+    B: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
+{
+    let mut q = sqlx::QueryBuilder::new(prefix);
+    let mut list = q.separated(", ");
+    for (a, b) in pairs {
+        list.push("(").push_bind_unseparated(a).push_unseparated(", ");
+        list.push_bind_unseparated(b).push_unseparated(")");
+    }
+    q.push(")");
+    q
 }
 
 sql_store!(SqliteStore, sqlx::Sqlite);
@@ -259,16 +260,11 @@ impl SqliteStore {
         tx: &mut Tx,
         pairs: &[(uuid::Uuid, String)],
     ) -> Result<Vec<(uuid::Uuid, String, String, String)>, sqlx::Error> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut q = in_pairs(
             "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer FROM redemptions r \
              JOIN batches b ON b.id = r.batch_id WHERE r.reversed_at_us IS NULL AND (r.merchant_id, r.order_ref) IN (",
+            pairs.iter().cloned(),
         );
-        let mut list = q.separated(", ");
-        for (merchant, order_ref) in pairs {
-            list.push("(").push_bind_unseparated(*merchant).push_unseparated(", ");
-            list.push_bind_unseparated(order_ref.clone()).push_unseparated(")");
-        }
-        q.push(")");
         q.build_query_as().fetch_all(&mut **tx).await
     }
 
@@ -296,30 +292,21 @@ impl SqliteStore {
         tx: &mut Tx,
         references: Vec<String>,
     ) -> Result<Vec<super::sql::EntryRow>, sqlx::Error> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        in_list(
             "SELECT seq, id, kind, reference, posted_at_us, prev_hash, hash FROM journal_entries WHERE reference IN (",
-        );
-        let mut list = query.separated(", ");
-        for reference in references {
-            list.push_bind(reference);
-        }
-        query.push(")");
-        query.build_query_as().fetch_all(&mut **tx).await
+            references,
+        )
+        .build_query_as().fetch_all(&mut **tx).await
     }
 
     pub(crate) async fn balance_rows(
         tx: &mut Tx,
         ids: Vec<i64>,
     ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id IN (",
-        );
-        let mut list = query.separated(", ");
-        for id in ids {
-            list.push_bind(id);
-        }
-        query.push(")");
-        query.build_query_as().fetch_all(&mut **tx).await
+        in_list("SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id IN (", ids)
+            .build_query_as()
+            .fetch_all(&mut **tx)
+            .await
     }
 
     pub(crate) async fn upsert_balance_rows(
