@@ -167,8 +167,8 @@ pub(super) fn token_error(error: TokenError) -> ApiError {
     }
 }
 
-/// The checks, cheapest first, each with its own code.
-/// The scanned QR token, verified, and the voucher it names.
+/// The scanned QR token, verified, and the voucher it names: the first of `redeem`'s token
+/// checks (form and signature, expiry, kind), each with its own code.
 async fn scanned_voucher(state: &AppState, qr: &str) -> Result<(TokenPayload, Voucher), ApiError> {
     let token = QrToken::parse(qr).map_err(token_error)?;
     let now = state.clock().now();
@@ -187,6 +187,8 @@ async fn scanned_voucher(state: &AppState, qr: &str) -> Result<(TokenPayload, Vo
     Ok((payload, voucher))
 }
 
+/// The rest of the checks on a scanned voucher, cheapest first, each with its own code, and the
+/// discount with its split between the funders.
 async fn plan(
     state: &AppState,
     merchant: &Merchant,
