@@ -252,6 +252,11 @@ impl ServerUnderTest {
     }
 
     /// SIGTERM (through `kill`), then SIGKILL if the server has not exited within [`STOP_GRACE`].
+    /// The server's process id, while it runs.
+    pub(crate) fn pid(&self) -> Option<u32> {
+        self.child.id()
+    }
+
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         let Some(pid) = self.child.id() else { return Ok(()) };
         match std::process::Command::new("kill").arg(pid.to_string()).status() {

@@ -233,12 +233,15 @@ pub async fn pgbench_tps(admin_url: &str) -> anyhow::Result<f64> {
 pub struct PgbenchRun {
     pub tps: f64,
     pub cpu_us_per_transaction: Option<f64>,
+    /// The part of `cpu_us_per_transaction` outside pgbench itself: PostgreSQL (and whatever
+    /// else the machine ran), comparable with the database part of our own operations.
+    pub database_cpu_us_per_transaction: Option<f64>,
 }
 
 pub async fn pgbench_run(admin_url: &str) -> anyhow::Result<PgbenchRun> {
     let scratch = ScratchDb::create(admin_url, "wenhui_bench_pgbench").await?;
     let url = scratch.url.clone();
-    let output = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Option<f64>)> {
+    let output = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Option<CpuUse>)> {
         let init = Command::new("pgbench")
             .args(["-i", "-s", "10", "-q", &url])
             .output()
@@ -250,18 +253,25 @@ pub async fn pgbench_run(admin_url: &str) -> anyhow::Result<PgbenchRun> {
         let run = Command::new("pgbench")
             .args(["-c", "8", "-j", "2", "-T", "20", "-M", "prepared", &url])
             .output()?;
-        let busy_s = cpu.and_then(|c| c.busy_core_seconds());
+        let used = cpu.and_then(|c| c.finish());
         if !run.status.success() {
             bail!("pgbench failed: {}", String::from_utf8_lossy(&run.stderr));
         }
-        Ok((String::from_utf8_lossy(&run.stdout).into_owned(), busy_s))
+        Ok((String::from_utf8_lossy(&run.stdout).into_owned(), used))
     })
     .await??;
     scratch.drop_db().await?;
-    let (output, busy_s) = output;
+    let (output, used) = output;
     let tps = parse_pgbench_tps(&output).context("no tps line in pgbench output")?;
     let transactions = parse_pgbench_transactions(&output).map(|n| n as f64).unwrap_or(tps * 20.0);
-    Ok(PgbenchRun { tps, cpu_us_per_transaction: busy_s.map(|s| s * 1e6 / transactions) })
+    let per_transaction = |s: f64| s * 1e6 / transactions;
+    Ok(PgbenchRun {
+        tps,
+        cpu_us_per_transaction: used.map(|u| per_transaction(u.machine_s)),
+        // pgbench is a waited-for child of this process; this process itself is idle meanwhile.
+        database_cpu_us_per_transaction: used
+            .map(|u| per_transaction(u.machine_s - u.waited_children_s - u.this_process_s)),
+    })
 }
 
 fn parse_pgbench_transactions(output: &str) -> Option<u64> {
@@ -275,17 +285,64 @@ fn parse_pgbench_transactions(output: &str) -> Option<u64> {
 /// The whole machine's busy CPU time between `start` and `busy_core_seconds`, from the first
 /// line of `/proc/stat` (Linux; `None` elsewhere). Every process counts: the server, the
 /// database and the load generator share the cores, so this is what one operation costs the box.
+/// Also splits it by process: this process (the load generator), its waited-for children
+/// (pgbench), and one watched process (the server under test), from `/proc/<pid>/stat`.
 #[derive(Clone, Copy)]
 pub struct CpuMeter {
     started: Instant,
     busy: u64,
     total: u64,
+    this_process: ProcessTicks,
+    watched: Option<(u32, ProcessTicks)>,
+}
+
+/// Where a run's CPU went, in core-seconds.
+#[derive(Clone, Copy, Debug)]
+pub struct CpuUse {
+    /// Every process on the machine.
+    pub machine_s: f64,
+    /// This process's own threads (the load generator).
+    pub this_process_s: f64,
+    /// Children of this process that exited and were waited for during the run (pgbench).
+    pub waited_children_s: f64,
+    /// The watched process (the server under test), if one was given and could be read.
+    pub watched_s: Option<f64>,
+}
+
+impl CpuUse {
+    /// The rest of the machine: PostgreSQL's processes, and anything else that ran.
+    pub fn rest_s(&self) -> f64 {
+        self.machine_s - self.this_process_s - self.waited_children_s - self.watched_s.unwrap_or(0.0)
+    }
 }
 
 impl CpuMeter {
     pub fn start() -> Option<CpuMeter> {
+        CpuMeter::start_watching(None)
+    }
+
+    /// As `start`, and also measures the process `watched_pid` (it must still run at `finish`).
+    pub fn start_watching(watched_pid: Option<u32>) -> Option<CpuMeter> {
         let (busy, total) = proc_stat_jiffies()?;
-        Some(CpuMeter { started: Instant::now(), busy, total })
+        let this_process = ProcessTicks::read("self")?;
+        let watched = watched_pid.and_then(|pid| Some((pid, ProcessTicks::read(&pid.to_string())?)));
+        Some(CpuMeter { started: Instant::now(), busy, total, this_process, watched })
+    }
+
+    /// Where the CPU went since `start`.
+    pub fn finish(&self) -> Option<CpuUse> {
+        let machine_s = self.busy_core_seconds()?;
+        let now = ProcessTicks::read("self")?;
+        let watched_s = self.watched.and_then(|(pid, then)| {
+            let now = ProcessTicks::read(&pid.to_string())?;
+            Some(ticks_s(now.own - then.own))
+        });
+        Some(CpuUse {
+            machine_s,
+            this_process_s: ticks_s(now.own - self.this_process.own),
+            waited_children_s: ticks_s(now.waited_children - self.this_process.waited_children),
+            watched_s,
+        })
     }
 
     /// Busy core-seconds since `start`: the busy share of all jiffies, times cores, times seconds.
@@ -295,6 +352,36 @@ impl CpuMeter {
         let share = (busy - self.busy) as f64 / (total - self.total).max(1) as f64;
         Some(share * cores * self.started.elapsed().as_secs_f64())
     }
+}
+
+/// A process's CPU ticks from `/proc/<pid>/stat`: its own (utime + stime) and its waited-for
+/// children's (cutime + cstime).
+#[derive(Clone, Copy)]
+struct ProcessTicks {
+    own: u64,
+    waited_children: u64,
+}
+
+impl ProcessTicks {
+    fn read(pid: &str) -> Option<ProcessTicks> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        parse_process_ticks(&stat)
+    }
+}
+
+/// Fields 14 to 17 of `/proc/<pid>/stat` (utime, stime, cutime, cstime), counted after the
+/// command name, which is in parentheses and may itself hold spaces or parentheses.
+fn parse_process_ticks(stat: &str) -> Option<ProcessTicks> {
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    let fields: Vec<u64> =
+        after_name.split_whitespace().skip(11).take(4).filter_map(|f| f.parse().ok()).collect();
+    let [utime, stime, cutime, cstime] = fields[..] else { return None };
+    Some(ProcessTicks { own: utime + stime, waited_children: cutime + cstime })
+}
+
+/// `/proc` reports process times in USER_HZ ticks, 100 per second on every Linux platform we run.
+fn ticks_s(ticks: u64) -> f64 {
+    ticks as f64 / 100.0
 }
 
 /// (busy, total) jiffies of all CPUs; idle and iowait are not busy.
@@ -375,5 +462,13 @@ mod tests {
                    latency average = 3.9 ms\ntps = 2034.123456 (without initial connection time)\n";
         assert_eq!(super::parse_pgbench_tps(out), Some(2034.123456));
         assert_eq!(super::parse_pgbench_transactions(out), Some(40_682));
+    }
+
+    #[test]
+    fn parses_process_ticks_after_a_name_with_spaces_and_parentheses() {
+        let stat = "4242 (tokio (rt) worker) S 1 4242 4242 0 -1 4194560 100 0 0 0                     731 129 55 6 20 0 3 0 100 1000 10 18446744073709551615";
+        let ticks = super::parse_process_ticks(stat).expect("parsed");
+        assert_eq!((ticks.own, ticks.waited_children), (731 + 129, 55 + 6));
+        assert!(super::parse_process_ticks("4242 (short) S 1 2").is_none());
     }
 }

@@ -38,7 +38,7 @@ pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
     let server = ServerUnderTest::start(&exe, &scratch.url, data_dir.path()).await?;
     let outcome = bench(&server, args).await;
     server.stop().await?;
-    let (rate, cpu_us_per_redemption) = outcome?;
+    let (rate, cpu_per_redemption) = outcome?;
     let (sign_us, verify_us) = super::ed25519_costs_us();
     println!("ed25519 (ring) on this machine: sign {sign_us:.1} µs, verify {verify_us:.1} µs");
     if !args.no_pgbench {
@@ -46,10 +46,18 @@ pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
         let tps = pgbench.tps;
         println!("pgbench TPC-B (-s 10 -c 8 -j 2 -T 20 -M prepared): {tps:.0} tps");
         println!("ratio redemptions/s / pgbench tps: {:.2}", rate / tps);
-        if let (Some(ours), Some(theirs)) = (cpu_us_per_redemption, pgbench.cpu_us_per_transaction) {
+        if let (Some(ours), Some(theirs)) = (cpu_per_redemption, pgbench.cpu_us_per_transaction) {
             println!(
-                "machine CPU per operation: redemption {ours:.0} µs, TPC-B transaction {theirs:.0} µs (ratio {:.2})",
-                ours / theirs
+                "machine CPU per operation: redemption {:.0} µs, TPC-B transaction {theirs:.0} µs (ratio {:.2})",
+                ours.machine_us,
+                ours.machine_us / theirs
+            );
+        }
+        if let (Some(ours), Some(theirs)) = (cpu_per_redemption, pgbench.database_cpu_us_per_transaction) {
+            println!(
+                "PostgreSQL (and the rest of the machine) per operation: redemption {:.0} µs, TPC-B transaction {theirs:.0} µs (ratio {:.2})",
+                ours.database_us,
+                ours.database_us / theirs
             );
         }
         // What the target rate would cost in signatures alone: the service verifies the request
@@ -64,8 +72,18 @@ pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
     scratch.drop_db().await
 }
 
+/// What one redemption cost in CPU, split by process (microseconds of core time).
+#[derive(Clone, Copy)]
+struct CpuPerRedemption {
+    machine_us: f64,
+    database_us: f64,
+}
+
 /// Sets up a season, a merchant, terminals and claimed vouchers; then redeems them all.
-async fn bench(server: &ServerUnderTest, args: &RedemptionsBench) -> anyhow::Result<(f64, Option<f64>)> {
+async fn bench(
+    server: &ServerUnderTest,
+    args: &RedemptionsBench,
+) -> anyhow::Result<(f64, Option<CpuPerRedemption>)> {
     let staff = server.mint_staff_key().await?;
     let api = Arc::new(Api::new(&server.base_url, args.terminals)?);
     let season = api.create_season(&staff).await?;
@@ -77,16 +95,27 @@ async fn bench(server: &ServerUnderTest, args: &RedemptionsBench) -> anyhow::Res
     println!("setup: {} vouchers claimed in {:.1} s", holders.len(), started.elapsed().as_secs_f64());
     let tokens = issue_qr(&api, holders, args.terminals).await?;
     println!("redeeming: {} QR codes from {} terminals", tokens.len(), args.terminals);
-    let cpu = super::CpuMeter::start();
+    let cpu = super::CpuMeter::start_watching(server.pid());
     let (latencies_us, failures, elapsed_s) = redeem_all(tills, tokens).await;
-    let busy_s = cpu.and_then(|c| c.busy_core_seconds());
+    let used = cpu.and_then(|c| c.finish());
     let redeemed = latencies_us.len().max(1) as f64;
-    if let Some(busy_s) = busy_s {
-        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
-        println!("machine CPU while redeeming: {:.0}% busy", 100.0 * busy_s / (cores * elapsed_s));
-    }
+    let per_redemption = used.map(|u| print_cpu_use(&u, elapsed_s, redeemed));
     let rate = report(latencies_us, failures, elapsed_s)?;
-    Ok((rate, busy_s.map(|s| s * 1e6 / redeemed)))
+    Ok((rate, per_redemption))
+}
+
+/// Prints how busy the machine was and what one redemption cost each process.
+fn print_cpu_use(used: &super::CpuUse, elapsed_s: f64, redeemed: f64) -> CpuPerRedemption {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
+    let us = |s: f64| s * 1e6 / redeemed;
+    println!("machine CPU while redeeming: {:.0}% busy", 100.0 * used.machine_s / (cores * elapsed_s));
+    println!(
+        "CPU per redemption: server {:.0} µs, load generator (tills) {:.0} µs, PostgreSQL and the rest {:.0} µs",
+        used.watched_s.map(us).unwrap_or(f64::NAN),
+        us(used.this_process_s),
+        us(used.rest_s()),
+    );
+    CpuPerRedemption { machine_us: us(used.machine_s), database_us: us(used.rest_s()) }
 }
 
 async fn create_merchant(api: &Api, staff: &str) -> anyhow::Result<Uuid> {
