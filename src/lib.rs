@@ -8,6 +8,7 @@ pub mod cli;
 pub mod coalesce;
 pub mod domain;
 pub mod finance;
+pub mod housekeeping;
 pub mod http;
 pub mod journal_match;
 pub mod qr;

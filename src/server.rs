@@ -28,6 +28,8 @@ pub struct ServeConfig {
     pub checkpoint_interval: Duration,
     /// How often due vouchers are expired and closed batches' reserves returned.
     pub sweep_interval: Duration,
+    /// How often request nonces past their retention are deleted (`housekeeping.rs`).
+    pub nonce_prune_interval: Duration,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -40,6 +42,7 @@ impl ServeConfig {
             ledger_key_path: None,
             checkpoint_interval: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
+            nonce_prune_interval: Duration::from_secs(60),
             clock: Arc::new(SystemClock),
         }
     }
@@ -106,6 +109,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
     let redemptions = crate::redeem_writer::RedemptionWriter::spawn(store.clone());
     let sweeper = writer.spawn_sweeper(config.sweep_interval);
+    let nonce_pruning = crate::housekeeping::spawn_nonce_pruning(
+        store.clone(),
+        config.clock.clone(),
+        config.nonce_prune_interval,
+    );
     let writer_handle = writer.clone();
     let listener =
         TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
@@ -133,6 +141,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .context("serving HTTP")?;
         checkpoints.abort();
         sweeper.abort();
+        nonce_pruning.abort();
         Ok(())
     });
     Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })

@@ -83,6 +83,24 @@ impl PgStore {
         .await
     }
 
+    /// Deletes up to `max_rows` request nonces seen before `before_us` by their row addresses
+    /// (a `(terminal_id, nonce) IN (...)` form hash-joins the whole table on every batch).
+    pub(crate) async fn delete_old_nonce_rows(
+        &self,
+        before_us: i64,
+        max_rows: u32,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM terminal_nonces WHERE seen_at_us < $1 AND ctid = ANY(ARRAY( \
+             SELECT ctid FROM terminal_nonces WHERE seen_at_us < $1 LIMIT $2))",
+        )
+        .bind(before_us)
+        .bind(i64::from(max_rows))
+        .execute(self.nonce_pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub(crate) async fn voucher_rows(
         &self,
         ids: &[uuid::Uuid],

@@ -60,6 +60,24 @@ impl SqliteStore {
 /// The till's coalesced reads and the request-nonce insert, with `IN (...)` lists (SQLite
 /// prepares and plans a statement in-process, cheaply).
 impl SqliteStore {
+    /// Deletes up to `max_rows` request nonces seen before `before_us`, by rowid through the
+    /// covering age index.
+    pub(crate) async fn delete_old_nonce_rows(
+        &self,
+        before_us: i64,
+        max_rows: u32,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM terminal_nonces WHERE rowid IN \
+             (SELECT rowid FROM terminal_nonces WHERE seen_at_us < $1 LIMIT $2)",
+        )
+        .bind(before_us)
+        .bind(i64::from(max_rows))
+        .execute(self.nonce_pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub(crate) async fn inserted_nonce_rows(
         &self,
         rows: &[(uuid::Uuid, String)],

@@ -331,6 +331,10 @@ macro_rules! till_store {
                     Ok(seen.iter().map(|key| inserted.remove(key)).collect())
                 }
 
+                async fn prune_terminal_nonces(&self, seen_before: Timestamp, max_rows: u32) -> Result<u64, StorageError> {
+                    Ok(self.delete_old_nonce_rows(seen_before.unix_us(), max_rows).await?)
+                }
+
                 async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {
                     let mut found = std::collections::HashMap::new();
                     for chunk in ids.chunks(crate::storage::sql::INSERT_CHUNK_ROWS) {

@@ -348,6 +348,10 @@ pub trait TillStore: Send + Sync {
     /// it before (or earlier in the same call).
     async fn record_nonces(&self, seen: &[(Uuid, String)], at: Timestamp) -> Result<Vec<bool>, StorageError>;
 
+    /// Forgets up to `max_rows` request nonces first seen before `seen_before`; returns how many.
+    async fn prune_terminal_nonces(&self, seen_before: Timestamp, max_rows: u32)
+    -> Result<u64, StorageError>;
+
     /// Vouchers by id, in order (None where there is none).
     async fn vouchers(
         &self,

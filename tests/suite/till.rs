@@ -151,8 +151,29 @@ both_backends!(
     whole_path_redeem_reverse_redeem_again,
     every_refusal_has_its_code_and_writes_nothing,
     two_terminals_one_voucher,
-    batched_nonces_and_voucher_reads
+    batched_nonces_and_voucher_reads,
+    request_nonces_are_forgotten_after_their_retention
 );
+
+/// Housekeeping deletes request nonces past their retention (and only those): a nonce seen
+/// 16 minutes ago is new again, one seen 14 minutes ago is still a replay.
+async fn request_nonces_are_forgotten_after_their_retention(backend: Backend) {
+    let db = crate::common::TestDb::new(backend).await;
+    let store = db.store().await;
+    let t = Uuid::now_v7();
+    let now = Timestamp::now();
+    let minutes_ago = |m: i64| Timestamp::from_unix_us(now.unix_us() - m * 60_000_000);
+    let key = |nonce: &str| (t, nonce.to_owned());
+    let old: Vec<_> = (0..12_000).map(|n| key(&format!("old-{n:05}"))).collect();
+    assert!(store.record_nonces(&old, minutes_ago(16)).await.expect("old nonces").iter().all(|new| *new));
+    assert_eq!(store.record_nonces(&[key("recent")], minutes_ago(14)).await.expect("recent"), [true]);
+    let pruned = wenhui::housekeeping::prune_terminal_nonces(store.as_ref(), now).await.expect("pruned");
+    assert_eq!(pruned, 12_000, "every nonce past the retention, over several batches");
+    let again =
+        store.record_nonces(&[key("old-00000"), key("old-11999"), key("recent")], now).await.expect("again");
+    assert_eq!(again, [true, true, false]);
+    assert_eq!(wenhui::housekeeping::prune_terminal_nonces(store.as_ref(), now).await.expect("pruned"), 0);
+}
 
 /// The batched forms the till path's coalesced reads use: the first of two equal nonces in a
 /// batch is new, a nonce seen before is not, terminals do not share nonces; unknown vouchers
