@@ -450,6 +450,7 @@ impl Writer {
         if let Some((card_id, parts)) = &spent {
             // Its own entry: points never share an entry with fen.
             commit.entries.push(crate::domain::card::exchange_entry(voucher.id, *card_id, parts));
+            commit.paying_cards.push(*card_id);
             let mut left = 0;
             if let Some(card) = self.cards.get_mut(card_id) {
                 for (season, balance) in card.balances.iter_mut() {

@@ -476,12 +476,18 @@ macro_rules! card_store {
                 }
 
                 async fn set_card_status(&self, id: Uuid, status: CardStatus, at: Timestamp) -> Result<bool, StorageError> {
+                    // Under the ledger lock, as every card payment and exchange checks the card's
+                    // status: a freeze is ordered before or after each of them, never in between.
+                    let _gate = self.write_gate.lock().await;
+                    let mut tx = self.begin_write().await?;
+                    Self::lock_head(&mut tx).await?;
                     let done = sqlx::query("UPDATE cards SET status = $1, status_changed_at_us = $2 WHERE id = $3")
                         .bind(status.as_str())
                         .bind(at.unix_us())
                         .bind(id)
-                        .execute(&self.pool)
+                        .execute(&mut *tx)
                         .await?;
+                    tx.commit().await?;
                     Ok(done.rows_affected() == 1)
                 }
 

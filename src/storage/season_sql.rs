@@ -593,6 +593,20 @@ macro_rules! season_store {
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
+                    if !commit.paying_cards.is_empty() {
+                        // Under the ledger lock, which a freeze takes too: a card frozen since the
+                        // writer read it refuses the group (the writer then replays it one by one).
+                        Self::lock_head(&mut tx).await?;
+                        for card_id in &commit.paying_cards {
+                            let status: Option<(String,)> = sqlx::query_as("SELECT status FROM cards WHERE id = $1")
+                                .bind(*card_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                            if status.is_none_or(|(s,)| s != crate::domain::card::CardStatus::Active.as_str()) {
+                                return Err(WriteError::Conflict(format!("card {card_id} is no longer active")));
+                            }
+                        }
+                    }
                     Self::insert_answers(&mut tx, &commit.answers).await?;
                     for (batch_id, count, released_now) in &commit.batch_claims {
                         let updated = sqlx::query(

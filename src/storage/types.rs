@@ -126,6 +126,9 @@ pub struct ClaimCommit {
     pub season_totals: Vec<SeasonTotalDelta>,
     pub answers: Vec<IdemRecord>,
     pub entries: Vec<NewEntry>,
+    /// Cards whose points pay for exchanges in this group: the database refuses the group if
+    /// any of them is no longer active under the ledger lock (a freeze since the writer read it).
+    pub paying_cards: Vec<Uuid>,
 }
 
 /// Vouchers that reached their expiry, booked at once.

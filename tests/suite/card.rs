@@ -449,6 +449,27 @@ async fn points_exchange_rush_sells_exactly_the_stock(backend: Backend) {
     assert_eq!(till.world.app.post(&path, Some(&till.world.province_admin), json!({})).await.0, 200);
     let (status, body) = till.exchange(other, &rich, 30, "x4").await;
     assert_eq!((status, code(&body)), (403, "card_frozen"));
+    // The race the writer cannot see: a group decided while the card was active reaches the
+    // database after the freeze. The database refuses the group, and writes none of it.
+    let answer = wenhui::storage::IdemRecord {
+        scope: "citizen:race".into(),
+        key: "x5".into(),
+        request_hash: vec![0; 32],
+        status: 201,
+        body: "{}".into(),
+    };
+    let late = wenhui::storage::ClaimCommit {
+        answers: vec![answer],
+        paying_cards: vec![frozen.parse().expect("card id")],
+        ..Default::default()
+    };
+    let store = till.world.app.store();
+    match store.commit_claims(&late).await {
+        Err(wenhui::storage::WriteError::Conflict(message)) => assert!(message.contains("no longer active")),
+        other => panic!("a group paying with a frozen card was not refused: {other:?}"),
+    }
+    let keys = [("citizen:race".to_owned(), "x5".to_owned())];
+    assert!(store.idempotent_answers(&keys).await.expect("answers").is_empty(), "nothing written");
     let figures = till.figures().await;
     assert_eq!(figures.points_earned, 20 * 100);
     assert_eq!(figures.points_exchanged, 5 * 60 + 30 * bought);
