@@ -131,6 +131,10 @@ pub enum KeysCommand {
     },
     /// Add a new QR signing key and retire the current one; tokens in flight stay valid.
     RotateQr,
+    /// List the staff keys (id, role, region, label, created, revoked) as JSON; never a secret.
+    List,
+    /// Revoke a staff key by id: every request with it is refused from now on (401 invalid_key).
+    Revoke { id: uuid::Uuid },
 }
 
 impl Cli {
@@ -183,6 +187,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{key_id}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Keys(KeysCommand::List) => {
+            let store = server::open_store(&url, &cli.data_dir).await?;
+            let keys: Vec<serde_json::Value> = store.staff_keys().await?.iter().map(staff_key_json).collect();
+            println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "keys": keys }))?);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keys(KeysCommand::Revoke { id }) => {
+            let store = server::open_store(&url, &cli.data_dir).await?;
+            match store.revoke_staff_key(*id, crate::domain::time::Timestamp::now()).await? {
+                Some(key) => {
+                    println!("{}", staff_key_json(&key));
+                    Ok(ExitCode::SUCCESS)
+                }
+                None => {
+                    eprintln!("error: no staff key {id}");
+                    Ok(ExitCode::FAILURE)
+                }
+            }
+        }
         Command::Reconcile { season } => reconcile(&url, &cli, *season).await,
         Command::Report { season, format, view, out } => {
             season_report(&url, &cli, *season, format, view, out.as_deref()).await
@@ -190,6 +213,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Settle { season, cut_off } => settle(&url, &cli, *season, cut_off).await,
         Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
     }
+}
+
+/// A staff key for `keys list` and `keys revoke`: what it may do and whether it still works.
+fn staff_key_json(key: &crate::storage::StaffKeyListing) -> serde_json::Value {
+    serde_json::json!({
+        "id": key.id,
+        "role": key.scope.role.as_str(),
+        "region": key.scope.region.to_string(),
+        "label": key.label,
+        "created_at": key.created_at.to_string(),
+        "revoked_at": key.revoked_at.map(|t| t.to_string()),
+    })
 }
 
 async fn load_season(

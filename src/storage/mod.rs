@@ -108,6 +108,16 @@ pub struct StaffKeyRecord {
     pub revoked: bool,
 }
 
+/// A staff key as `wenhui keys list` shows it: never its secret, nor the secret's hash.
+#[derive(Clone, Debug)]
+pub struct StaffKeyListing {
+    pub id: Uuid,
+    pub scope: StaffScope,
+    pub label: String,
+    pub created_at: Timestamp,
+    pub revoked_at: Option<Timestamp>,
+}
+
 #[async_trait]
 pub trait Storage: SeasonStore + TillStore + CardStore + FinanceStore + Send + Sync + 'static {
     fn backend(&self) -> Backend;
@@ -139,6 +149,17 @@ pub trait Storage: SeasonStore + TillStore + CardStore + FinanceStore + Send + S
     async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError>;
 
     async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError>;
+
+    /// Every staff key, oldest first.
+    async fn staff_keys(&self) -> Result<Vec<StaffKeyListing>, StorageError>;
+
+    /// Revokes a key from `at` on; the key as it now stands (None if there is no such key). A
+    /// key revoked before keeps its first revocation time.
+    async fn revoke_staff_key(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<StaffKeyListing>, StorageError>;
 }
 
 /// Connection settings shared by both backends.

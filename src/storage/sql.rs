@@ -464,6 +464,20 @@ macro_rules! sql_store {
                 })
         }
 
+        /// (id, role, region, label, created_at_us, revoked_at_us)
+        type StaffKeyRow = (Uuid, String, String, String, i64, Option<i64>);
+
+        fn staff_key_listing(row: StaffKeyRow) -> Result<crate::storage::StaffKeyListing, StorageError> {
+            let (id, role, region, label, created_at_us, revoked_at_us) = row;
+            Ok(crate::storage::StaffKeyListing {
+                id,
+                scope: scope_from_db(&role, &region)?,
+                label,
+                created_at: Timestamp::from_unix_us(created_at_us),
+                revoked_at: revoked_at_us.map(Timestamp::from_unix_us),
+            })
+        }
+
         fn scope_from_db(role: &str, region: &str) -> Result<StaffScope, StorageError> {
             let corrupt = || StorageError::Corrupt(format!("staff scope {role}/{region}"));
             let role: Role = role.parse().map_err(|_| corrupt())?;
@@ -619,6 +633,34 @@ macro_rules! sql_store {
                     })
                 })
                 .transpose()
+            }
+
+            async fn staff_keys(&self) -> Result<Vec<crate::storage::StaffKeyListing>, StorageError> {
+                let rows: Vec<StaffKeyRow> = sqlx::query_as(
+                    "SELECT id, role, region, label, created_at_us, revoked_at_us FROM staff_keys ORDER BY created_at_us, id",
+                )
+                .fetch_all(&self.pool)
+                .await?;
+                rows.into_iter().map(staff_key_listing).collect()
+            }
+
+            async fn revoke_staff_key(
+                &self,
+                id: Uuid,
+                at: Timestamp,
+            ) -> Result<Option<crate::storage::StaffKeyListing>, StorageError> {
+                sqlx::query("UPDATE staff_keys SET revoked_at_us = $1 WHERE id = $2 AND revoked_at_us IS NULL")
+                    .bind(at.unix_us())
+                    .bind(id)
+                    .execute(&self.pool)
+                    .await?;
+                let row: Option<StaffKeyRow> = sqlx::query_as(
+                    "SELECT id, role, region, label, created_at_us, revoked_at_us FROM staff_keys WHERE id = $1",
+                )
+                .bind(id)
+                .fetch_optional(&self.pool)
+                .await?;
+                row.map(staff_key_listing).transpose()
             }
         }
     };

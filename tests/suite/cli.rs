@@ -121,13 +121,42 @@ async fn keys_create_prints_a_working_key(backend: Backend) {
     ];
     let mut child = spawn_serve(&dir, &envs, false);
     let client = reqwest::Client::new();
-    let me = client.get(format!("http://{listen}/v1/staff/me")).bearer_auth(key).send().await.expect("send");
+    let me_url = format!("http://{listen}/v1/staff/me");
+    let me = client.get(&me_url).bearer_auth(key).send().await.expect("send");
     let status = me.status().as_u16();
     let body = me.text().await.expect("text");
+
+    // Listed without its secret; revoked, it stops working at once on the running server.
+    let listed = wenhui(&dir, &db.url, &["keys", "list"]);
+    assert!(listed.status.success(), "{}", text(&listed.stderr));
+    let listing = text(&listed.stdout);
+    assert!(!listing.contains(key) && !listing.contains("wh_sk_"), "no secret in the listing: {listing}");
+    let listing: serde_json::Value = serde_json::from_str(&listing).expect("json");
+    let keys = listing["keys"].as_array().expect("keys");
+    assert_eq!(keys.len(), 1);
+    assert_eq!((keys[0]["role"].as_str(), keys[0]["region"].as_str()), (Some("finance"), Some("370200")));
+    assert!(keys[0]["revoked_at"].is_null());
+    let id = keys[0]["id"].as_str().expect("id").to_owned();
+    let revoked = wenhui(&dir, &db.url, &["keys", "revoke", &id]);
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let revoked: serde_json::Value = serde_json::from_slice(&revoked.stdout).expect("json");
+    let revoked_at = revoked["revoked_at"].as_str().expect("revoked_at").to_owned();
+    let after = client.get(&me_url).bearer_auth(key).send().await.expect("send");
+    let after_status = after.status().as_u16();
+    let after_body = after.text().await.expect("text");
     unsafe_kill(&mut child, "TERM");
     child.wait().expect("wait");
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("370200"));
+    assert_eq!(after_status, 401, "{after_body}");
+    assert!(after_body.contains("invalid_key"), "{after_body}");
+    // Revoking twice keeps the first time; an unknown id is an error.
+    let again = wenhui(&dir, &db.url, &["keys", "revoke", &id]);
+    let again: serde_json::Value = serde_json::from_slice(&again.stdout).expect("json");
+    assert_eq!(again["revoked_at"].as_str(), Some(revoked_at.as_str()));
+    let unknown = wenhui(&dir, &db.url, &["keys", "revoke", &uuid::Uuid::now_v7().to_string()]);
+    assert!(!unknown.status.success());
+    assert!(text(&unknown.stderr).contains("no staff key"));
 }
 
 pub fn free_port() -> u16 {
