@@ -12,6 +12,7 @@ pub mod housekeeping;
 pub mod http;
 pub mod journal_match;
 pub mod qr;
+pub mod qr_image;
 pub mod redeem_writer;
 pub mod report_files;
 pub mod rush;

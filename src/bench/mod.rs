@@ -17,6 +17,7 @@ use crate::storage::{self, ConnectOptions, Storage};
 
 pub mod claims;
 pub mod finance;
+pub mod qr;
 pub mod redemptions;
 
 #[derive(clap::Subcommand, Debug)]
@@ -50,6 +51,8 @@ pub enum BenchCommand {
     Redemptions(redemptions::RedemptionsBench),
     /// Report and reconcile a generated season of --vouchers and --redemptions on PostgreSQL.
     Finance(finance::FinanceBench),
+    /// Drawing a token as an SVG QR code, against the qrcode crate's own path as the baseline.
+    Qr(qr::QrBench),
 }
 
 pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
@@ -58,6 +61,7 @@ pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Claims(args) => claims::run(args).await,
         BenchCommand::Redemptions(args) => redemptions::run(args).await,
         BenchCommand::Finance(args) => finance::run(args).await,
+        BenchCommand::Qr(args) => qr::run(args),
     }
 }
 

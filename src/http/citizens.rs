@@ -179,6 +179,9 @@ pub async fn voucher_qr(
     }
     let (token, expires_at) =
         state.qr().issue(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id).await?;
-    let svg = crate::qr::svg(&token).map_err(|_| ApiError::internal())?;
+    let svg = crate::qr::svg(token.clone()).await.map_err(|error| {
+        tracing::error!(%error, "drawing a QR code failed");
+        ApiError::internal()
+    })?;
     Ok(Json(serde_json::json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg})))
 }

@@ -152,7 +152,8 @@ both_backends!(
     every_refusal_has_its_code_and_writes_nothing,
     two_terminals_one_voucher,
     batched_nonces_and_voucher_reads,
-    request_nonces_are_forgotten_after_their_retention
+    request_nonces_are_forgotten_after_their_retention,
+    served_qr_svg_decodes_to_its_token
 );
 
 /// Housekeeping deletes request nonces past their retention (and only those): a nonce seen
@@ -380,27 +381,66 @@ async fn two_terminals_one_voucher(backend: Backend) {
     wenhui::audit::verify_store(till.world.app.store()).await.expect("ledger verifies");
 }
 
-/// The QR code drawn to an image and read back by a real decoder gives the token.
+/// The QR code drawn to an image and read back by a real decoder gives the token: tokens with
+/// many different masks chosen, each drawn as the service's SVG, rasterised and decoded by rqrr.
 #[tokio::test]
 async fn qr_code_image_decodes_to_the_token() {
     let key = Ed25519KeyPair::from_seed_unchecked(&[5u8; 32]).expect("seed");
-    let token = forge(Uuid::now_v7(), &key, now_s(), 90);
-    assert!(QrToken::parse(&token).is_ok());
-    let code =
-        qrcode::QrCode::with_error_correction_level(token.as_bytes(), qrcode::EcLevel::M).expect("encodes");
-    let modules = code.width();
-    let colors = code.to_colors();
-    let (scale, quiet) = (4usize, 4usize);
-    let size = (modules + 2 * quiet) * scale;
-    let mut image = rqrr::PreparedImage::prepare_from_greyscale(size, size, |x, y| {
-        let (mx, my) = ((x / scale).wrapping_sub(quiet), (y / scale).wrapping_sub(quiet));
-        let dark = mx < modules && my < modules && colors[my * modules + mx] == qrcode::Color::Dark;
-        if dark { 0 } else { 255 }
+    let mut masks = std::collections::BTreeSet::new();
+    for n in 0..24u8 {
+        let payload = TokenPayload {
+            kind: TokenKind::Voucher,
+            key_id: key_id_for(key.public_key().as_ref()),
+            subject: Uuid::from_u128(u128::from(n) * 7_919),
+            nonce: [n; 16],
+            issued_at_s: 1_767_225_600,
+            expires_at_s: 1_767_225_690,
+        };
+        let token = payload.encode(key.sign(&payload.signing_input()).as_ref());
+        assert!(QrToken::parse(&token).is_ok());
+        let symbol = wenhui::qr_image::QrSymbol::encode(token.as_bytes()).expect("encodes");
+        masks.insert(symbol.mask);
+        assert_eq!(decode_svg(&symbol.svg()), token, "mask {}", symbol.mask);
+    }
+    assert!(masks.len() >= 4, "the tokens exercise several masks: {masks:?}");
+}
+
+/// The voucher QR endpoint's SVG decodes to the token it returns.
+async fn served_qr_svg_decodes_to_its_token(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let batch = till.world.batch(json!({"stock": 1, "categories": ["bookstore"]})).await;
+    let (citizen, voucher) = till.voucher(1, batch["id"].as_str().expect("id")).await;
+    let (status, qr) =
+        till.world.app.post(&format!("/v1/vouchers/{voucher}/qr"), Some(&citizen), json!({})).await;
+    assert_eq!(status, 200, "{qr}");
+    assert_eq!(decode_svg(qr["svg"].as_str().expect("svg")), qr["token"].as_str().expect("token"));
+}
+
+/// Rasterises the service's SVG (a square `viewBox` in modules, one path of `M x y h w v1 h-w z`
+/// runs) at 4 pixels per module and decodes it with rqrr.
+fn decode_svg(svg: &str) -> String {
+    let side: usize = svg
+        .split("viewBox=\"0 0 ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|n| n.parse().ok())
+        .expect("viewBox");
+    let path = svg.split(" d=\"").nth(1).and_then(|rest| rest.split('"').next()).expect("path");
+    let mut dark = vec![false; side * side];
+    for run in path.split('M').filter(|r| !r.is_empty()) {
+        let numbers: Vec<usize> = run
+            .split(|c: char| !c.is_ascii_digit())
+            .filter(|n| !n.is_empty())
+            .map(|n| n.parse().expect("number"))
+            .collect();
+        let [x, y, width, ..] = numbers[..] else { panic!("run {run}") };
+        dark[y * side + x..y * side + x + width].fill(true);
+    }
+    let scale = 4;
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(side * scale, side * scale, |x, y| {
+        if dark[(y / scale) * side + x / scale] { 0 } else { 255 }
     });
     let grids = image.detect_grids();
-    assert_eq!(grids.len(), 1);
-    let (_, decoded) = grids[0].decode().expect("decodes");
-    assert_eq!(decoded, token);
-    let svg = wenhui::qr::svg(&token).expect("svg");
-    assert!(svg.contains("<svg"));
+    assert_eq!(grids.len(), 1, "one symbol");
+    grids[0].decode().expect("decodes").1
 }
