@@ -30,6 +30,7 @@ pub struct ServeConfig {
     pub sweep_interval: Duration,
     /// How often request nonces past their retention are deleted (`housekeeping.rs`).
     pub nonce_prune_interval: Duration,
+    pub request_timeouts: http::RequestTimeouts,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -43,6 +44,7 @@ impl ServeConfig {
             checkpoint_interval: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
             nonce_prune_interval: Duration::from_secs(60),
+            request_timeouts: http::RequestTimeouts::default(),
             clock: Arc::new(SystemClock),
         }
     }
@@ -130,7 +132,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         qr,
         redemptions,
     };
-    let app = http::router(AppState::new(services));
+    let app = http::router(AppState::new(services), config.request_timeouts);
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let task = tokio::spawn(async move {
         axum::serve(listener, app)

@@ -42,9 +42,20 @@ pub use error::ApiError;
 
 /// Largest request body accepted anywhere (a claim or a redemption is a few hundred bytes).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
-/// For finance calls that work over a whole season (reconcile, close, settle).
-pub const LONG_REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a request may take before it is answered 503 `timeout`.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestTimeouts {
+    /// Every endpoint but the season-wide finance calls.
+    pub request: Duration,
+    /// Finance calls that work over a whole season (reconcile, close, settle).
+    pub season_wide: Duration,
+}
+
+impl Default for RequestTimeouts {
+    fn default() -> RequestTimeouts {
+        RequestTimeouts { request: Duration::from_secs(15), season_wide: Duration::from_secs(300) }
+    }
+}
 const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 
 #[derive(Clone)]
@@ -181,7 +192,7 @@ fn metrics_handle() -> PrometheusHandle {
         .clone()
 }
 
-pub fn router(state: AppState) -> Router {
+pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
     let api = Router::new()
         .route("/v1/ledger/verify", get(ledger::verify))
         .route("/v1/ledger/checkpoints/latest", get(ledger::latest_checkpoint))
@@ -228,13 +239,13 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
-        .route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(REQUEST_TIMEOUT))
+        .route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.request))
         // Finance work over a whole season: reconciling a million vouchers takes ~20 s.
         .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
         .route("/v1/seasons/{id}/close", post(finance::close))
         .route("/v1/settlements", post(finance::settle))
         .route_layer(
-            ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(LONG_REQUEST_TIMEOUT),
+            ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.season_wide),
         )
         .route_layer(middleware::from_fn(record_metrics));
     api.fallback(ops::not_found)

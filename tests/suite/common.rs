@@ -161,6 +161,11 @@ impl TestApp {
     /// A server whose clock the test moves; the background sweeper is effectively off
     /// (tests call [`TestApp::sweep`]).
     pub async fn spawn_with_clock(backend: Backend, clock: Arc<dyn Clock>) -> TestApp {
+        TestApp::spawn_configured(backend, |config| config.clock = clock).await
+    }
+
+    /// A server with the test defaults, then `configure` applied to its configuration.
+    pub async fn spawn_configured(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
         let db = TestDb::new(backend).await;
         let mut config = ServeConfig::new(
             db.url.clone(),
@@ -169,7 +174,7 @@ impl TestApp {
         );
         config.checkpoint_interval = Duration::from_secs(3600);
         config.sweep_interval = Duration::from_secs(3600);
-        config.clock = clock;
+        configure(&mut config);
         let server = wenhui::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");

@@ -6,7 +6,12 @@ use wenhui::domain::staff::Role;
 use crate::both_backends;
 use crate::common::{Backend, TestApp, code};
 
-both_backends!(operational_endpoints, staff_keys_are_checked, bad_input_gets_clear_errors);
+both_backends!(
+    operational_endpoints,
+    staff_keys_are_checked,
+    bad_input_gets_clear_errors,
+    slow_requests_time_out_cleanly
+);
 
 async fn operational_endpoints(backend: Backend) {
     let app = TestApp::spawn(backend).await;
@@ -118,4 +123,29 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
     let response = app.client.delete(app.url("/healthz")).send().await.expect("send");
     let (status, body) = crate::common::read(response).await;
     assert_eq!((status, code(&body)), (405, "method_not_allowed"));
+}
+
+/// A request that outlives its time limit is answered 503 `timeout` (retry with the same
+/// Idempotency-Key) and leaves nothing half written; the season-wide finance calls (reconcile,
+/// close, settle) have their own, longer limit.
+async fn slow_requests_time_out_cleanly(backend: Backend) {
+    let app = TestApp::spawn_configured(backend, |config| {
+        config.request_timeouts.request = std::time::Duration::ZERO;
+    })
+    .await;
+    let admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
+    let body = json!({"name": "书店", "credit_code": crate::till::credit_code(77), "category": "bookstore",
+        "city": "370200", "settlement_account": {"bank": "青岛银行", "account_no": "6222000011112222", "account_name": "某书店"}});
+    for _ in 0..2 {
+        let (status, answer) =
+            app.post_idem("/v1/merchants", Some(&admin), "slow-merchant", body.clone()).await;
+        assert_eq!((status, code(&answer)), (503, "timeout"), "{answer}");
+        assert!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("Idempotency-Key")));
+    }
+    let region = "370000".parse().expect("region");
+    assert!(app.store().merchants_in(region, 10).await.expect("merchants").is_empty(), "nothing written");
+    wenhui::audit::verify_store(app.store()).await.expect("ledger verifies");
+    let unknown = uuid::Uuid::now_v7();
+    let (status, answer) = app.get(&format!("/v1/seasons/{unknown}/reconciliation"), Some(&admin)).await;
+    assert_eq!(status, 404, "the season-wide limit applies, not the short one: {answer}");
 }
