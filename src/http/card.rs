@@ -184,12 +184,7 @@ pub async fn qr(
     if card.status != CardStatus::Active {
         return Err(card_frozen());
     }
-    let (token, expires_at) = state.qr().issue(TokenKind::Card, card.id).await?;
-    let svg = crate::qr::svg(token.clone()).await.map_err(|error| {
-        tracing::error!(%error, "drawing a QR code failed");
-        ApiError::internal()
-    })?;
-    Ok(Json(json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg})))
+    Ok(Json(state.fresh_qr(TokenKind::Card, card.id).await?))
 }
 
 async fn set_status(

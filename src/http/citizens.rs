@@ -177,11 +177,5 @@ pub async fn voucher_qr(
             format!("the voucher is {}", status.as_str()),
         ));
     }
-    let (token, expires_at) =
-        state.qr().issue(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id).await?;
-    let svg = crate::qr::svg(token.clone()).await.map_err(|error| {
-        tracing::error!(%error, "drawing a QR code failed");
-        ApiError::internal()
-    })?;
-    Ok(Json(serde_json::json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg})))
+    Ok(Json(state.fresh_qr(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id).await?))
 }

@@ -155,6 +155,21 @@ impl AppState {
         &self.0.qr
     }
 
+    /// A fresh signed token for `subject` and its drawing: `{token, expires_at, svg}`, the answer
+    /// of both QR endpoints (voucher and card).
+    pub async fn fresh_qr(
+        &self,
+        kind: wenhui_merchant_sdk::token::TokenKind,
+        subject: uuid::Uuid,
+    ) -> Result<serde_json::Value, ApiError> {
+        let (token, expires_at) = self.qr().issue(kind, subject).await?;
+        let svg = crate::qr::svg(token.clone()).await.map_err(|error| {
+            tracing::error!(%error, "drawing a QR code failed");
+            ApiError::internal()
+        })?;
+        Ok(serde_json::json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg}))
+    }
+
     pub fn redemptions(&self) -> &crate::redeem_writer::RedemptionWriter {
         &self.0.redemptions
     }
