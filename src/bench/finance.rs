@@ -89,7 +89,7 @@ pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
             let store = storage::connect(&url, ConnectOptions::default()).await?;
             store.migrate().await?;
             let started = Instant::now();
-            let season = generate(store.as_ref(), &Scale::of(args)?).await?;
+            let season = generate(store.as_ref(), &Scale::of(args)?, &url).await?;
             println!("generated in {:.1} s: season {season}", started.elapsed().as_secs_f64());
             (Some(scratch), url, season)
         }
@@ -240,7 +240,9 @@ fn progress(what: &str, done: usize, total: usize, started: Instant) {
 }
 
 /// Generates the season; returns its id.
-pub async fn generate(store: &dyn Storage, scale: &Scale) -> anyhow::Result<Uuid> {
+/// `url` is the database's, for the probe that measures how long the settlement holds up
+/// other ledger writers.
+pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::Result<Uuid> {
     let started = Instant::now();
     let mut rng = Rng(0x5EA5_0415);
     let (province, city) = (region(PROVINCE)?, region(CITY)?);
@@ -432,6 +434,8 @@ pub async fn generate(store: &dyn Storage, scale: &Scale) -> anyhow::Result<Uuid
 
     // A settlement of everything redeemed up to day 40, and its payout.
     let cut_off = at(start, 40 * DAY_S);
+    let probe = HeadProbe::start(url).await?;
+    let settling = Instant::now();
     let settlement = crate::finance::settle(
         store,
         &season,
@@ -441,6 +445,18 @@ pub async fn generate(store: &dyn Storage, scale: &Scale) -> anyhow::Result<Uuid
     )
     .await
     .map_err(|e| anyhow::anyhow!("settlement: {e}"))?;
+    let settle_s = settling.elapsed().as_secs_f64();
+    let mut waits_ms = probe.stop().await?;
+    let longest_ms = waits_ms.iter().copied().fold(0.0, f64::max);
+    println!(
+        "  settlement of {} redemptions: {settle_s:.2} s; a ledger writer probing every {} ms waited at most \
+         {longest_ms:.1} ms (median {:.2} ms, {} probes): {:.3} of the settlement's time",
+        settlement_count(store, settlement.id).await?,
+        HeadProbe::EVERY.as_millis(),
+        median(&mut waits_ms),
+        waits_ms.len(),
+        longest_ms / 1_000.0 / settle_s,
+    );
     store
         .commit_payout(
             settlement.id,
@@ -456,6 +472,48 @@ pub async fn generate(store: &dyn Storage, scale: &Scale) -> anyhow::Result<Uuid
         started.elapsed().as_secs_f64()
     );
     Ok(season.id)
+}
+
+async fn settlement_count(store: &dyn Storage, id: Uuid) -> anyhow::Result<i64> {
+    Ok(store.settlement_lines(id).await?.iter().map(|line| line.redemption_count).sum())
+}
+
+/// Another ledger writer, as the server is while `wenhui settle` runs: a session of its own
+/// that takes the ledger head (`SELECT ... FOR UPDATE`, then rolls back) every `EVERY` and
+/// records how long each attempt took.
+struct HeadProbe {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    task: tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>,
+}
+
+impl HeadProbe {
+    const EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+
+    async fn start(url: &str) -> anyhow::Result<HeadProbe> {
+        use sqlx::Connection;
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stopped = stop.clone();
+        let task = tokio::spawn(async move {
+            let mut waits_ms = Vec::new();
+            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+                let started = Instant::now();
+                let mut tx = conn.begin().await?;
+                sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
+                tx.rollback().await?;
+                waits_ms.push(started.elapsed().as_secs_f64() * 1_000.0);
+                tokio::time::sleep(Self::EVERY).await;
+            }
+            Ok(waits_ms)
+        });
+        Ok(HeadProbe { stop, task })
+    }
+
+    /// The probes' times in milliseconds.
+    async fn stop(self) -> anyhow::Result<Vec<f64>> {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.task.await?
+    }
 }
 
 fn bench_batches(

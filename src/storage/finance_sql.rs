@@ -281,16 +281,23 @@ macro_rules! finance_store {
                  CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT) AS o";
 
             impl $store {
-                /// The season's unsettled, unreversed redemptions up to the cut-off, per merchant.
-                async fn settlement_lines_in(
+                /// Marks the season's unsettled, unreversed redemptions up to the cut-off as settled
+                /// by `plan` and sums them per merchant. On PostgreSQL the UPDATE locks each row it
+                /// changes: a reversal of one of them waits for this settlement and then finds it
+                /// settled; a reversal or settlement that holds a row first is waited for, and the
+                /// row is then skipped (it no longer matches).
+                async fn settle_redemptions(
                     tx: &mut Tx,
                     plan: &SettlementPlan,
                 ) -> Result<BTreeMap<Uuid, SettlementLine>, WriteError> {
                     let mut lines: BTreeMap<Uuid, SettlementLine> = BTreeMap::new();
                     let mut rows = sqlx::query_as::<_, (Uuid, Uuid, String)>(
-                        "SELECT id, merchant_id, funders FROM redemptions WHERE season_id = $1 \
-                         AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= $2",
+                        "UPDATE redemptions SET settled_at_us = $1, settlement_id = $2 WHERE season_id = $3 \
+                         AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= $4 \
+                         RETURNING id, merchant_id, funders",
                     )
+                    .bind(plan.created_at.unix_us())
+                    .bind(plan.id)
                     .bind(plan.season_id)
                     .bind(plan.cut_off.unix_us())
                     .fetch(&mut **tx);
@@ -463,15 +470,19 @@ macro_rules! finance_store {
                 }
 
                 async fn commit_settlement(&self, plan: &SettlementPlan) -> Result<SettlementRecord, WriteError> {
-                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
-                    let _gate = self.write_gate.lock().await;
-                    let mut tx = self.begin_write().await?;
-                    Self::lock_head(&mut tx).await?;
+                    // The bulk of the work (every redemption row updated, the lines written) runs
+                    // before the write gate and the ledger head are taken (on PostgreSQL; SQLite
+                    // has one writer anyway): tills wait only while the entries are posted.
+                    let (held, mut tx) = self.begin_row_write().await?;
                     if Self::answer_exists(&mut tx, &plan.answer).await? {
                         return Err(WriteError::IdempotencyTaken);
                     }
-                    let lines = Self::settlement_lines_in(&mut tx, plan).await?;
+                    let lines = Self::settle_redemptions(&mut tx, plan).await?;
                     if lines.is_empty() {
+                        // A settlement under the same key may have taken the rows meanwhile.
+                        if Self::answer_exists(&mut tx, &plan.answer).await? {
+                            return Err(WriteError::IdempotencyTaken);
+                        }
                         return Err(WriteError::Conflict("nothing_to_settle".into()));
                     }
                     let record = SettlementRecord {
@@ -497,20 +508,6 @@ macro_rules! finance_store {
                     .execute(&mut *tx)
                     .await?;
                     Self::insert_settlement_lines(&mut tx, plan.id, &lines).await?;
-                    let updated = sqlx::query(
-                        "UPDATE redemptions SET settled_at_us = $1, settlement_id = $2 WHERE season_id = $3 \
-                         AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= $4",
-                    )
-                    .bind(plan.created_at.unix_us())
-                    .bind(plan.id)
-                    .bind(plan.season_id)
-                    .bind(plan.cut_off.unix_us())
-                    .execute(&mut *tx)
-                    .await?;
-                    let counted: i64 = lines.values().map(|l| l.redemption_count).sum();
-                    if updated.rows_affected() != counted as u64 {
-                        return Err(WriteError::Conflict("redemptions changed during settlement".into()));
-                    }
                     let entries: Vec<NewEntry> = lines
                         .values()
                         .map(|line| {
@@ -523,6 +520,7 @@ macro_rules! finance_store {
                     let mut answer = plan.answer.clone();
                     answer.body = (plan.render)(&record);
                     Self::insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
+                    let _gate = self.gate_after_rows(held).await;
                     let opened = self.post_in(&mut tx, &entries).await?;
                     tx.commit().await?;
                     self.accounts.extend(opened);

@@ -17,6 +17,8 @@ use crate::domain::time::Clock;
 
 const BACKEND: Backend = Backend::Postgres;
 const LOCK_HEAD_SQL: &str = "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1 FOR UPDATE";
+/// Appended to a `SELECT` that locks the rows it reads until the transaction ends.
+const FOR_UPDATE: &str = " FOR UPDATE";
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug)]
@@ -58,6 +60,17 @@ impl PgStore {
     /// A transaction for appending; the head row lock is taken by `append`.
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         self.pool.begin().await
+    }
+
+    /// A transaction for a write that changes existing `redemptions` rows (settlement,
+    /// reversal), without the write gate: such a writer locks its rows first and takes the gate
+    /// and the ledger head only to post (`gate_after_rows`). Every writer takes these locks in
+    /// that order (rows, gate, head), so none waits for a row while holding the head, and a
+    /// settlement's long bulk phase runs while tills go on redeeming.
+    pub(crate) async fn begin_row_write(
+        &self,
+    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Tx), sqlx::Error> {
+        Ok((None, self.pool.begin().await?))
     }
 }
 

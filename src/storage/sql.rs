@@ -1,7 +1,9 @@
 //! The SQL shared by both backends, written once and instantiated per backend by
-//! [`sql_store!`]. A backend module supplies a struct with `pool`, `accounts` and `clock` fields,
-//! a `begin_write` method (a transaction that holds the right to append), a `LOCK_HEAD_SQL`
-//! constant, and its `MIGRATOR`.
+//! [`sql_store!`]. A backend module supplies a struct with `pool`, `accounts`, `clock` and
+//! `write_gate` fields, a `begin_write` method (a transaction that holds the right to append), a
+//! `begin_row_write` method (for writers that change existing redemption rows: their row locks
+//! come before the gate and the head), the `LOCK_HEAD_SQL` and `FOR_UPDATE` constants, and its
+//! `MIGRATOR`.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -105,6 +107,18 @@ macro_rules! sql_store {
         }
 
         impl $store {
+            /// The write gate for a transaction from `begin_row_write`, which already holds it
+            /// on SQLite and takes it only now on PostgreSQL, once its rows are locked.
+            pub(crate) async fn gate_after_rows<'a>(
+                &'a self,
+                held: Option<tokio::sync::MutexGuard<'a, ()>>,
+            ) -> tokio::sync::MutexGuard<'a, ()> {
+                match held {
+                    Some(gate) => gate,
+                    None => self.write_gate.lock().await,
+                }
+            }
+
             async fn lock_head(tx: &mut Tx) -> Result<LedgerHead, StorageError> {
                 let (seq, hash, posted_at_us): (i64, Vec<u8>, i64) =
                     sqlx::query_as(LOCK_HEAD_SQL).fetch_one(&mut **tx).await?;

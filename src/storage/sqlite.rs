@@ -20,6 +20,8 @@ use crate::domain::time::Clock;
 
 const BACKEND: Backend = Backend::Sqlite;
 const LOCK_HEAD_SQL: &str = "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1";
+/// SQLite has no row locks: `BEGIN IMMEDIATE` already made the transaction the only writer.
+const FOR_UPDATE: &str = "";
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug)]
@@ -54,6 +56,15 @@ impl SqliteStore {
     /// `BEGIN IMMEDIATE`: takes SQLite's write lock now, so the transaction is the only writer.
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         self.pool.begin_with("BEGIN IMMEDIATE").await
+    }
+
+    /// A transaction for a write that changes existing `redemptions` rows. SQLite has one
+    /// writer at a time, so the gate comes first, as for every write (see the PostgreSQL twin).
+    pub(crate) async fn begin_row_write(
+        &self,
+    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Tx), sqlx::Error> {
+        let gate = self.write_gate.lock().await;
+        Ok((Some(gate), self.begin_write().await?))
     }
 }
 

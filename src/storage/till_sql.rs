@@ -152,7 +152,7 @@ macro_rules! till_store {
             use async_trait::async_trait;
             use uuid::Uuid;
 
-            use super::$store;
+            use super::{$store, FOR_UPDATE};
             use crate::domain::merchant::Merchant;
             use crate::domain::region::{RegionCode, RegionLevel};
             use crate::domain::season::Voucher;
@@ -425,24 +425,30 @@ macro_rules! till_store {
                 }
 
                 async fn commit_reversal(&self, r: &NewReversal) -> Result<(), WriteError> {
-                    // One writer at a time in this process: waiting here is cheaper than on the database lock.
-                    let _gate = self.write_gate.lock().await;
-                    let mut tx = self.begin_write().await?;
+                    // The redemption's row first (locked until commit on PostgreSQL), then the
+                    // write gate and the ledger head: the order a settlement takes them in.
+                    let (held, mut tx) = self.begin_row_write().await?;
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT reversed_at_us, settled_at_us, season_id FROM redemptions WHERE id = $1{FOR_UPDATE}"
+                    ));
+                    let row: Option<(Option<i64>, Option<i64>, Uuid)> =
+                        sqlx::query_as(sql).bind(r.redemption_id).fetch_optional(&mut *tx).await?;
+                    let _gate = self.gate_after_rows(held).await;
                     Self::lock_head(&mut tx).await?;
                     if Self::answer_exists(&mut tx, &r.answer).await? {
                         return Err(WriteError::IdempotencyTaken);
                     }
-                    let state: Option<(Option<i64>, Option<i64>, Option<i64>)> = sqlx::query_as(
-                        "SELECT r.reversed_at_us, r.settled_at_us, s.closed_at_us FROM redemptions r \
-                         JOIN seasons s ON s.id = r.season_id WHERE r.id = $1",
-                    )
-                    .bind(r.redemption_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    match state {
-                        Some((_, _, Some(_))) => return Err(WriteError::Conflict(conflict::SEASON_CLOSED.into())),
-                        Some((None, None, None)) => {}
-                        Some((_, Some(_), _)) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
+                    let Some((reversed_at_us, settled_at_us, season_id)) = row else {
+                        return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into()));
+                    };
+                    let closed: Option<(Option<i64>,)> = sqlx::query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+                        .bind(season_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match (reversed_at_us, settled_at_us, closed) {
+                        (_, _, Some((Some(_),))) => return Err(WriteError::Conflict(conflict::SEASON_CLOSED.into())),
+                        (None, None, Some((None,))) => {}
+                        (_, Some(_), _) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
                         _ => return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into())),
                     }
                     Self::insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
+use sqlx::Connection;
 use uuid::Uuid;
 use wenhui::domain::finance::{cst_day_number, day_label};
 use wenhui::domain::staff::Role;
@@ -732,10 +733,122 @@ async fn access(backend: Backend) {
     assert_eq!((status, code(&future)), (422, "invalid_cut_off"));
 }
 
+/// Reversals racing a settlement: every redemption ends either reversed and unsettled, or
+/// settled with its reversal refused as `already_settled`; the settlement sums exactly what it
+/// took, and the books reconcile. On PostgreSQL this runs the writers' lock order (the
+/// redemption rows, then the write gate, then the ledger head) under contention.
+async fn settlement_races_reversals(backend: Backend) {
+    const REDEMPTIONS: u32 = 6;
+    let mut s = Script::new(backend).await;
+    s.set_clock(s.now);
+    let mut redemptions = Vec::new();
+    for citizen in 1..=REDEMPTIONS {
+        let voucher = s.claim(citizen, "A", 1_000).await;
+        let order = format!("R-{citizen}");
+        redemptions.push(s.redeem(&s.bookstore.1, citizen, &voucher, "100.00", &order).await);
+    }
+    s.set_clock(s.now.plus_seconds(10));
+    let till = &s.bookstore.1;
+    let reversals =
+        futures_util::future::join_all(redemptions.iter().map(|id| till.reverse(*id, "refund", None)));
+    let ((status, settlement), reversals) = tokio::join!(s.settle("settle-race"), reversals);
+    let mut reversed = 0;
+    for outcome in reversals {
+        match outcome {
+            Ok(_) => reversed += 1,
+            Err(refused) => assert_eq!(refused.code(), "already_settled", "{refused:?}"),
+        }
+    }
+    let settled = i64::from(REDEMPTIONS) - reversed;
+    if settled == 0 {
+        assert_eq!((status, code(&settlement)), (409, "nothing_to_settle"));
+    } else {
+        assert_eq!(status, 201, "{settlement}");
+        let total = format!("{settled}0.00");
+        assert_eq!(settlement["total"].as_str(), Some(total.as_str()), "{reversed} reversed: {settlement}");
+    }
+    let mut unsettled = 0;
+    for id in &redemptions {
+        let record = till.get(*id).await.expect("get");
+        let (reversed, settled) = (record["reversed"].as_bool(), record["settled"].as_bool());
+        assert!(
+            matches!((reversed, settled), (Some(true), Some(false)) | (Some(false), Some(true))),
+            "each redemption is reversed or settled: {record}"
+        );
+        unsettled += i64::from(settled == Some(false));
+    }
+    assert_eq!(unsettled, reversed);
+    s.reconciles().await;
+}
+
+/// While a settlement works through the redemption rows (here held up by another session's
+/// lock on one of them), tills go on redeeming: the settlement takes the write gate and the
+/// ledger head only to post its entries. PostgreSQL only: SQLite has one writer at a time, so
+/// there a settlement holds up the tills for its whole run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_in_progress_does_not_hold_up_the_tills() {
+    let mut s = Script::new(Backend::Postgres).await;
+    s.set_clock(s.now);
+    let a1 = s.claim(1, "A", 1_000).await;
+    let a2 = s.claim(2, "A", 1_000).await;
+    let a3 = s.claim(3, "A", 1_000).await;
+    let bookstore = &s.bookstore.1;
+    let held = s.redeem(bookstore, 1, &a1, "100.00", "L-1").await;
+    s.redeem(bookstore, 2, &a2, "100.00", "L-2").await;
+    let url = s.world.app.db.url.clone();
+    let mut holder = sqlx::PgConnection::connect(&url).await.expect("connect");
+    sqlx::raw_sql("BEGIN").execute(&mut holder).await.expect("begin");
+    sqlx::query("SELECT id FROM redemptions WHERE id = $1 FOR UPDATE")
+        .bind(held)
+        .execute(&mut holder)
+        .await
+        .expect("lock the row");
+    s.set_clock(s.now.plus_seconds(10));
+    let tills = async {
+        wait_for_lock_wait(&url, "UPDATE redemptions SET settled_at_us").await;
+        let during = s.redeem(bookstore, 3, &a3, "100.00", "L-3");
+        let redeemed = tokio::time::timeout(std::time::Duration::from_secs(10), during).await;
+        sqlx::raw_sql("ROLLBACK").execute(&mut holder).await.expect("release the row");
+        redeemed
+    };
+    let ((status, settlement), redeemed) = tokio::join!(s.settle("settle-held"), tills);
+    redeemed.expect("a till redeems while the settlement waits for a row");
+    assert_eq!(status, 201, "{settlement}");
+    assert_eq!((settlement["total"].as_str(), settlement["merchants"].as_i64()), (Some("20.00"), Some(1)));
+    // The redemption made meanwhile was not in the settlement's snapshot: the next one takes it.
+    s.set_clock(s.now.plus_seconds(20));
+    let (status, next) = s.settle("settle-next").await;
+    assert_eq!(status, 201, "{next}");
+    assert_eq!(next["total"].as_str(), Some("10.00"));
+    s.reconciles().await;
+}
+
+/// Waits until a session of this database waits for a lock in a statement starting with `query`.
+async fn wait_for_lock_wait(url: &str, query: &str) {
+    let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() \
+             AND wait_event_type = 'Lock' AND starts_with(query, $1)",
+        )
+        .bind(query)
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_stat_activity");
+        if waiting > 0 {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "no session came to wait on a lock in `{query}`");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 both_backends!(
     scripted_season,
     merchant_journal,
     tampered_ledger_breaks_reconciliation,
     redemption_with_broken_reference,
-    access
+    access,
+    settlement_races_reversals
 );
