@@ -52,16 +52,25 @@ pub enum VerifyFailure {
 pub async fn verify_store(store: &dyn Storage) -> Result<VerifyReport, VerifyFailure> {
     let head = store.ledger_head().await?;
     let mut verifier = ChainVerifier::default();
-    let mut after = 0;
-    loop {
-        let page = store.entries_after(after, PAGE_ENTRIES).await?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        for entry in &page {
-            verifier.check(entry)?;
-        }
-        if after >= head.seq {
-            break;
+    let mut page = store.entries_after(0, PAGE_ENTRIES).await?;
+    // Each page is hashed on the blocking pool while the next one is fetched.
+    while let Some(last) = page.last() {
+        let after = last.seq;
+        let hashing = tokio::task::spawn_blocking(move || {
+            page.iter().try_for_each(|entry| verifier.check(entry)).map(|()| verifier)
+        });
+        let next = async {
+            match after < head.seq {
+                true => store.entries_after(after, PAGE_ENTRIES).await.map(Some),
+                false => Ok(None),
+            }
+        };
+        let (hashed, next) = tokio::join!(hashing, next);
+        verifier =
+            hashed.map_err(|e| StorageError::Corrupt(format!("hashing a page of the chain: {e}")))??;
+        match next? {
+            Some(fetched) => page = fetched,
+            None => break,
         }
     }
     if verifier.checked() != head.seq || verifier.head_hash() != head.hash {
