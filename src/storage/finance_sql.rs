@@ -363,17 +363,17 @@ macro_rules! finance_store {
                 }
 
                 async fn count_breaks(
-                    &self,
+                    tx: &mut Tx,
                     sql: String,
                     season_id: Uuid,
                 ) -> Result<(i64, Vec<String>), StorageError> {
                     let count_sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM ({sql}) breaks"));
-                    let (count,): (i64,) = sqlx::query_as(count_sql).bind(season_id).fetch_one(&self.pool).await?;
+                    let (count,): (i64,) = sqlx::query_as(count_sql).bind(season_id).fetch_one(&mut **tx).await?;
                     if count == 0 {
                         return Ok((0, Vec::new()));
                     }
                     let list_sql = sqlx::AssertSqlSafe(format!("{sql} LIMIT {MAX_BREAKS_LISTED}"));
-                    let listed: Vec<(String,)> = sqlx::query_as(list_sql).bind(season_id).fetch_all(&self.pool).await?;
+                    let listed: Vec<(String,)> = sqlx::query_as(list_sql).bind(season_id).fetch_all(&mut **tx).await?;
                     Ok((count, listed.into_iter().map(|(d,)| d).collect()))
                 }
             }
@@ -808,11 +808,10 @@ macro_rules! finance_store {
 
                 async fn link_breaks(&self, season_id: Uuid) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
                     let text = |col: &str| $store::uuid_text_sql(col);
-                    let from_text = |expr: &str| $store::uuid_from_text_sql(expr);
+                    let entry_names = |kind: &str, col: &str| $store::entry_names_sql(kind, col);
                     let entry_for = |kind: &str, col: &str| {
                         format!("EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {})", text(col))
                     };
-                    let entry_target = |kind: &str| from_text(&format!("substr(e.reference, {})", kind.len() + 2));
                     let checks: Vec<(&'static str, String)> = vec![
                         ("voucher_without_claim_entry", format!(
                             "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND NOT {}",
@@ -859,25 +858,27 @@ macro_rules! finance_store {
                         // are checked across the ledger; an entry whose row exists must agree with it.
                         // (`$1 = $1` keeps the season parameter every check is bound with.)
                         ("claim_entry_without_voucher", format!(
-                            "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON v.id = {} \
-                             WHERE e.kind = 'claim' AND v.id IS NULL AND $1 = $1", entry_target("claim"))),
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON {} \
+                             WHERE e.kind = 'claim' AND v.id IS NULL AND $1 = $1", entry_names("claim", "v.id"))),
                         ("expiry_entry_disagrees", format!(
-                            "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON v.id = {} \
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON {} \
                              WHERE e.kind = 'expiry' AND (v.id IS NULL OR (v.season_id = $1 AND v.status <> 'expired'))",
-                            entry_target("expiry"))),
+                            entry_names("expiry", "v.id"))),
                         ("redemption_entry_without_redemption", format!(
-                            "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON r.id = {} \
-                             WHERE e.kind = 'redemption' AND r.id IS NULL AND $1 = $1", entry_target("redemption"))),
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON {} \
+                             WHERE e.kind = 'redemption' AND r.id IS NULL AND $1 = $1", entry_names("redemption", "r.id"))),
                         ("reversal_entry_disagrees", format!(
-                            "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON r.reversal_id = {} \
+                            "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON {} \
                              WHERE e.kind = 'reversal' AND (r.id IS NULL OR (r.season_id = $1 AND r.reversed_at_us IS NULL))",
-                            entry_target("reversal"))),
+                            entry_names("reversal", "r.reversal_id"))),
                     ];
                     let mut found = Vec::with_capacity(checks.len());
+                    let mut tx = self.begin_link_checks().await?;
                     for (name, sql) in checks {
-                        let (count, listed) = self.count_breaks(sql, season_id).await?;
+                        let (count, listed) = Self::count_breaks(&mut tx, sql, season_id).await?;
                         found.push((name, count, listed));
                     }
+                    tx.rollback().await?;
                     Ok(found)
                 }
             }

@@ -240,11 +240,22 @@ impl PgStore {
         format!("{col}::text")
     }
 
-    /// SQL: the UUID a text expression names, or NULL if it names none.
-    pub(crate) fn uuid_from_text_sql(expr: &str) -> String {
-        format!(
-            "(CASE WHEN {expr} ~ '^[0-9a-f]{{8}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{4}}-[0-9a-f]{{12}}$' THEN CAST({expr} AS uuid) END)"
-        )
+    /// SQL: the join condition "journal entry `e` is `kind:<col>`", for the entries-to-rows
+    /// checks. Compared as text, so the join hashes the reference as it is; parsing the UUID
+    /// out of a million references (a regular expression guarding the cast) took 6 µs a row.
+    pub(crate) fn entry_names_sql(kind: &str, col: &str) -> String {
+        format!("e.reference = '{kind}:' || {col}::text")
+    }
+
+    /// The link checks' read transaction: one snapshot for all of them, and hash joins. The
+    /// planner has no statistics on `'claim:' || id::text` and would sort both sides (with
+    /// external merges at a million rows) instead of hashing: 4.5 s against 1.3 s.
+    pub(crate) async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error> {
+        let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
+        sqlx::raw_sql("SET LOCAL work_mem = '64MB'; SET LOCAL enable_mergejoin = off")
+            .execute(&mut *tx)
+            .await?;
+        Ok(tx)
     }
 }
 

@@ -249,9 +249,17 @@ impl SqliteStore {
         )
     }
 
-    /// SQL: the UUID a text expression names, or NULL if it names none.
-    pub(crate) fn uuid_from_text_sql(expr: &str) -> String {
-        format!("unhex(replace({expr}, '-', ''))")
+    /// SQL: the join condition "journal entry `e` is `kind:<col>`", for the entries-to-rows
+    /// checks: the UUID parsed out of the reference (NULL if it names none), so the row is
+    /// found through its primary key.
+    pub(crate) fn entry_names_sql(kind: &str, col: &str) -> String {
+        let from = kind.len() + 2;
+        format!("{col} = unhex(replace(substr(e.reference, {from}), '-', ''))")
+    }
+
+    /// The link checks' read transaction: one snapshot for all of them.
+    pub(crate) async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error> {
+        self.pool.begin().await
     }
 }
 

@@ -733,6 +733,59 @@ async fn access(backend: Backend) {
     assert_eq!((status, code(&future)), (422, "invalid_cut_off"));
 }
 
+/// Ledger entries that name a row which does not exist (or no row at all) are breaks of the
+/// entries-to-rows checks, whose SQL differs per backend (a text join on PostgreSQL, the UUID
+/// parsed out of the reference on SQLite).
+async fn entries_naming_no_row(backend: Backend) {
+    use wenhui::domain::ledger::{AccountAddress, AccountSpec, NewEntry};
+    let mut s = Script::new(backend).await;
+    let season = s.world.season_id.clone();
+    let a1 = s.claim(1, "A", 1_000).await;
+    s.set_clock(s.now);
+    s.redeem(&s.bookstore.1, 1, &a1, "100.00", "R-1").await;
+    let reconciliation = s.reconciles().await;
+    let orphans = [
+        ("claim", format!("claim:{}", Uuid::now_v7())),
+        ("claim", "claim:not-a-uuid".to_owned()),
+        ("expiry", format!("expiry:{}", Uuid::now_v7())),
+        ("redemption", format!("redemption:{}", Uuid::now_v7())),
+        ("reversal", format!("reversal:{}", Uuid::now_v7())),
+    ];
+    let account = |name: &str| AccountAddress::from_segments(&["test", "orphan", name]);
+    for (kind, reference) in orphans {
+        let entry = NewEntry::transfer(
+            kind,
+            reference,
+            AccountSpec::debit_unlimited(account("from")),
+            AccountSpec::credit_limited(account("to")),
+            wenhui::domain::money::Fen::new(1).expect("fen"),
+        );
+        s.world.app.store().post_entries(&[entry]).await.expect("post");
+    }
+    let dir = s.world.app.db.dir.path().to_owned();
+    let broken = crate::cli::wenhui(&dir, &s.world.app.db.url, &["reconcile", "--season", &season]);
+    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
+    let result: Value = serde_json::from_slice(&broken.stdout).expect("json");
+    let breaks = |name: &str| {
+        let check = result["checks"].as_array().expect("checks").iter().find(|c| c["name"] == name);
+        check.and_then(|c| c["breaks"].as_i64()).unwrap_or_else(|| panic!("no check {name}: {result:#}"))
+    };
+    assert_eq!(
+        [
+            breaks("claim_entry_without_voucher"),
+            breaks("expiry_entry_disagrees"),
+            breaks("redemption_entry_without_redemption"),
+            breaks("reversal_entry_disagrees"),
+        ],
+        [2, 1, 1, 1],
+        "{result:#}"
+    );
+    // Nothing else broke: the rows-to-entries checks still find every row's entry.
+    let clean_before = reconciliation["checks"].as_array().expect("checks").len();
+    let failing = result["checks"].as_array().expect("checks").iter().filter(|c| c["ok"] == false).count();
+    assert_eq!((result["checks"].as_array().map(Vec::len), failing), (Some(clean_before), 4), "{result:#}");
+}
+
 /// Reversals racing a settlement: every redemption ends either reversed and unsettled, or
 /// settled with its reversal refused as `already_settled`; the settlement sums exactly what it
 /// took, and the books reconcile. On PostgreSQL this runs the writers' lock order (the
@@ -850,5 +903,6 @@ both_backends!(
     tampered_ledger_breaks_reconciliation,
     redemption_with_broken_reference,
     access,
-    settlement_races_reversals
+    settlement_races_reversals,
+    entries_naming_no_row
 );
