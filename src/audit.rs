@@ -60,10 +60,7 @@ pub async fn verify_store(store: &dyn Storage) -> Result<VerifyReport, VerifyFai
             page.iter().try_for_each(|entry| verifier.check(entry)).map(|()| verifier)
         });
         let next = async {
-            match after < head.seq {
-                true => store.entries_after(after, PAGE_ENTRIES).await.map(Some),
-                false => Ok(None),
-            }
+            if after < head.seq { store.entries_after(after, PAGE_ENTRIES).await.map(Some) } else { Ok(None) }
         };
         let (hashed, next) = tokio::join!(hashing, next);
         verifier =

@@ -21,10 +21,13 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
-use std::time::Instant;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use serde_json::json;
+use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::bench::{ScratchDb, machine_description, median};
@@ -94,7 +97,7 @@ pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
             // What autovacuum does soon after such a load in production (statistics, hint bits,
             // the visibility map); some machines run PostgreSQL with autovacuum off.
             let vacuuming = Instant::now();
-            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&url).await?;
+            let mut conn = sqlx::PgConnection::connect(&url).await?;
             sqlx::raw_sql("VACUUM ANALYZE").execute(&mut conn).await?;
             println!("VACUUM ANALYZE in {:.1} s", vacuuming.elapsed().as_secs_f64());
             (Some(scratch), url, season)
@@ -488,21 +491,20 @@ async fn settlement_count(store: &dyn Storage, id: Uuid) -> anyhow::Result<i64> 
 /// that takes the ledger head (`SELECT ... FOR UPDATE`, then rolls back) every `EVERY` and
 /// records how long each attempt took.
 struct HeadProbe {
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>,
 }
 
 impl HeadProbe {
-    const EVERY: std::time::Duration = std::time::Duration::from_millis(10);
+    const EVERY: Duration = Duration::from_millis(10);
 
     async fn start(url: &str) -> anyhow::Result<HeadProbe> {
-        use sqlx::Connection;
         let mut conn = sqlx::PgConnection::connect(url).await?;
-        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
         let task = tokio::spawn(async move {
             let mut waits_ms = Vec::new();
-            while !stopped.load(std::sync::atomic::Ordering::Relaxed) {
+            while !stopped.load(Ordering::Relaxed) {
                 let started = Instant::now();
                 let mut tx = conn.begin().await?;
                 sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
@@ -517,7 +519,7 @@ impl HeadProbe {
 
     /// The probes' times in milliseconds.
     async fn stop(self) -> anyhow::Result<Vec<f64>> {
-        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.stop.store(true, Ordering::Relaxed);
         self.task.await?
     }
 }

@@ -182,6 +182,29 @@ impl Script {
         crate::common::read(response).await
     }
 
+    /// A fresh season with one redemption: citizen 1's provincial voucher at the bookstore, on
+    /// an order of 100.00 (discount 10.00).
+    async fn with_one_redemption(backend: Backend, order_ref: &str) -> Script {
+        let mut s = Script::new(backend).await;
+        let voucher = s.claim(1, "A", 1_000).await;
+        s.set_clock(s.now);
+        s.redeem(&s.bookstore.1, 1, &voucher, "100.00", order_ref).await;
+        s
+    }
+
+    /// `wenhui reconcile` from the command line.
+    fn reconcile_cli(&self) -> std::process::Output {
+        let (dir, url) = (self.world.app.db.dir.path(), &self.world.app.db.url);
+        crate::cli::wenhui(dir, url, &["reconcile", "--season", &self.world.season_id])
+    }
+
+    /// `wenhui reconcile` from the command line, which must find breaks: its JSON.
+    fn reconcile_cli_breaks(&self) -> Value {
+        let broken = self.reconcile_cli();
+        assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
+        serde_json::from_slice(&broken.stdout).expect("json")
+    }
+
     async fn settle(&self, key: &str) -> (u16, Value) {
         let body =
             json!({"season_id": self.world.season_id, "cut_off": self.world.clock.now_ts().to_string()});
@@ -205,6 +228,11 @@ fn row<'a>(rows: &'a Value, field: &str, key: &str) -> &'a Value {
         .iter()
         .find(|r| r[field] == key)
         .unwrap_or_else(|| panic!("no row with {field} = {key} in {rows:#}"))
+}
+
+/// The check called `name` in a reconciliation's JSON.
+fn check_named<'a>(reconciliation: &'a Value, name: &str) -> &'a Value {
+    row(&reconciliation["checks"], "name", name)
 }
 
 fn assert_funder(report: &Value, funder: &str, expected: [(&str, &str); 10]) {
@@ -611,11 +639,8 @@ async fn merchant_journal(backend: Backend) {
 
 /// A ledger tampered with by the database owner: reconcile lists the break and exits non-zero.
 async fn tampered_ledger_breaks_reconciliation(backend: Backend) {
-    let mut s = Script::new(backend).await;
+    let s = Script::with_one_redemption(backend, "T-1").await;
     let season = s.world.season_id.clone();
-    let a1 = s.claim(1, "A", 1_000).await;
-    s.set_clock(s.now);
-    s.redeem(&s.bookstore.1, 1, &a1, "100.00", "T-1").await;
     let dir = s.world.app.db.dir.path().to_owned();
     let url = s.world.app.db.url.clone();
     // Settling from the command line (T+1 in practice; here up to now), once.
@@ -626,13 +651,11 @@ async fn tampered_ledger_breaks_reconciliation(backend: Backend) {
     assert_eq!((settlement["total"].as_str(), settlement["merchants"].as_i64()), (Some("10.00"), Some(1)));
     let again = crate::cli::wenhui(&dir, &url, &["settle", "--season", &season, "--cut-off", &cut_off]);
     assert_eq!(again.status.code(), Some(1), "nothing is settled twice");
-    let clean = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
+    let clean = s.reconcile_cli();
     assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stderr));
     let head = s.world.app.store().ledger_head().await.expect("head").seq;
     s.world.app.db.tamper_posting_amount(head, 1).await;
-    let broken = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
-    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
-    let result: Value = serde_json::from_slice(&broken.stdout).expect("json");
+    let result = s.reconcile_cli_breaks();
     let failed: Vec<&str> = result["checks"]
         .as_array()
         .expect("checks")
@@ -646,15 +669,9 @@ async fn tampered_ledger_breaks_reconciliation(backend: Backend) {
 /// A redemption row that no longer agrees with its voucher (here: moved to another batch by
 /// the database owner) is a break: reconciliation does the checking the foreign keys did.
 async fn redemption_with_broken_reference(backend: Backend) {
-    let mut s = Script::new(backend).await;
-    let season = s.world.season_id.clone();
-    let a1 = s.claim(1, "A", 1_000).await;
+    let mut s = Script::with_one_redemption(backend, "R-1").await;
     s.claim(1, "B", 500).await;
-    s.set_clock(s.now);
-    s.redeem(&s.bookstore.1, 1, &a1, "100.00", "R-1").await;
-    let dir = s.world.app.db.dir.path().to_owned();
-    let url = s.world.app.db.url.clone();
-    let clean = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
+    let clean = s.reconcile_cli();
     assert!(clean.status.success(), "{}", String::from_utf8_lossy(&clean.stdout));
     let moved = s
         .world
@@ -664,15 +681,8 @@ async fn redemption_with_broken_reference(backend: Backend) {
         .await
         .expect("tamper");
     assert_eq!(moved, 1);
-    let broken = crate::cli::wenhui(&dir, &url, &["reconcile", "--season", &season]);
-    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
-    let result: Value = serde_json::from_slice(&broken.stdout).expect("json");
-    let check = result["checks"]
-        .as_array()
-        .expect("checks")
-        .iter()
-        .find(|c| c["name"] == "redemption_with_broken_reference")
-        .expect("the check is listed");
+    let result = s.reconcile_cli_breaks();
+    let check = check_named(&result, "redemption_with_broken_reference");
     assert_eq!((check["ok"].as_bool(), check["breaks"].as_i64()), (Some(false), Some(1)), "{check}");
 }
 
@@ -738,11 +748,7 @@ async fn access(backend: Backend) {
 /// parsed out of the reference on SQLite).
 async fn entries_naming_no_row(backend: Backend) {
     use wenhui::domain::ledger::{AccountAddress, AccountSpec, NewEntry};
-    let mut s = Script::new(backend).await;
-    let season = s.world.season_id.clone();
-    let a1 = s.claim(1, "A", 1_000).await;
-    s.set_clock(s.now);
-    s.redeem(&s.bookstore.1, 1, &a1, "100.00", "R-1").await;
+    let s = Script::with_one_redemption(backend, "R-1").await;
     let reconciliation = s.reconciles().await;
     let orphans = [
         ("claim", format!("claim:{}", Uuid::now_v7())),
@@ -762,14 +768,8 @@ async fn entries_naming_no_row(backend: Backend) {
         );
         s.world.app.store().post_entries(&[entry]).await.expect("post");
     }
-    let dir = s.world.app.db.dir.path().to_owned();
-    let broken = crate::cli::wenhui(&dir, &s.world.app.db.url, &["reconcile", "--season", &season]);
-    assert_eq!(broken.status.code(), Some(1), "{}", String::from_utf8_lossy(&broken.stdout));
-    let result: Value = serde_json::from_slice(&broken.stdout).expect("json");
-    let breaks = |name: &str| {
-        let check = result["checks"].as_array().expect("checks").iter().find(|c| c["name"] == name);
-        check.and_then(|c| c["breaks"].as_i64()).unwrap_or_else(|| panic!("no check {name}: {result:#}"))
-    };
+    let result = s.reconcile_cli_breaks();
+    let breaks = |name: &str| check_named(&result, name)["breaks"].as_i64().expect("a count of breaks");
     assert_eq!(
         [
             breaks("claim_entry_without_voucher"),

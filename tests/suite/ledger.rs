@@ -50,6 +50,7 @@ both_backends!(
     reference_is_idempotent,
     raw_update_and_delete_refused_by_database,
     tampered_amount_is_found_by_verify,
+    tamper_past_the_first_page_is_found,
     export_verifies_offline_and_edits_fail,
     concurrent_posting_keeps_sequence_gapless,
 );
@@ -224,6 +225,26 @@ async fn tampered_amount_is_found_by_verify(backend: Backend) {
     match audit::verify_store(store.as_ref()).await {
         Err(VerifyFailure::Chain(ChainBreak::HashMismatch { seq: 3, .. })) => {}
         other => panic!("expected a hash mismatch at seq 3, got {other:?}"),
+    }
+}
+
+/// `verify_store` reads the chain in pages of 2,000 entries and hashes each page while it
+/// fetches the next: a chain of several pages verifies whole, and a change in a later page is
+/// found at its place.
+async fn tamper_past_the_first_page_is_found(backend: Backend) {
+    const ENTRIES: usize = 4_500;
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let entries: Vec<NewEntry> = (0..ENTRIES).map(|i| fund(&format!("f{i}"), "a", 100)).collect();
+    for group in entries.chunks(500) {
+        store.post_entries(group).await.expect("fund");
+    }
+    let report = audit::verify_store(store.as_ref()).await.expect("verifies");
+    assert_eq!(report.entries_checked, ENTRIES as i64);
+    db.tamper_posting_amount(4_321, 99_999).await;
+    match audit::verify_store(store.as_ref()).await {
+        Err(VerifyFailure::Chain(ChainBreak::HashMismatch { seq: 4_321, .. })) => {}
+        other => panic!("expected a hash mismatch at seq 4321, got {other:?}"),
     }
 }
 
