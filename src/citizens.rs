@@ -1,12 +1,18 @@
 //! Citizens: registration with real-name identity, sessions, and token verification that costs
 //! no database round trip at rush load (tokens are cached in memory after first use).
 //!
+//! A session can be revoked before it expires (the citizen signs out, or a province_admin revokes
+//! every session of a citizen). The revoking process drops the token from its cache at once;
+//! every other process re-reads a cached token at most [`SESSION_RECHECK`] after it last read it,
+//! so a revocation reaches all of them within that time.
+//!
 //! Identity numbers and phones are never stored in the clear: a keyed hash (HMAC-SHA256 under a
 //! server secret) for uniqueness and a masked form for display.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use base64::Engine;
@@ -22,6 +28,9 @@ use crate::storage::{NewCitizen, NewSession, Storage, StorageError, WriteError};
 pub const TOKEN_TTL_S: i64 = 30 * 24 * 3600;
 const TOKEN_PREFIX: &str = "wh_ct_";
 const TOKEN_CACHE_MAX: usize = 1_000_000;
+
+/// How long a process trusts its cached copy of a session before reading it again.
+pub const SESSION_RECHECK: Duration = Duration::from_secs(60);
 
 /// The real identity check (SMS code, bank-card real-name check) a province plugs in.
 ///
@@ -74,12 +83,21 @@ pub struct Session {
     pub expires_at: Timestamp,
 }
 
+/// A session as this process last read it.
+#[derive(Clone, Copy)]
+struct CachedSession {
+    citizen_id: Uuid,
+    expires_at: Timestamp,
+    read_at: Instant,
+}
+
 pub struct Citizens {
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     secret: Vec<u8>,
     verifier: Arc<dyn IdentityVerifier>,
-    tokens: Mutex<HashMap<[u8; 32], (Uuid, Timestamp)>>,
+    session_recheck: Duration,
+    tokens: Mutex<HashMap<[u8; 32], CachedSession>>,
 }
 
 impl Citizens {
@@ -89,7 +107,20 @@ impl Citizens {
         secret: Vec<u8>,
         verifier: Arc<dyn IdentityVerifier>,
     ) -> Citizens {
-        Citizens { store, clock, secret, verifier, tokens: Mutex::new(HashMap::new()) }
+        Citizens {
+            store,
+            clock,
+            secret,
+            verifier,
+            session_recheck: SESSION_RECHECK,
+            tokens: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Re-read cached sessions after `recheck` instead of [`SESSION_RECHECK`].
+    pub fn with_session_recheck(mut self, recheck: Duration) -> Citizens {
+        self.session_recheck = recheck;
+        self
     }
 
     pub async fn register(
@@ -141,24 +172,48 @@ impl Citizens {
         Ok(Session { citizen_id: record.id, token, expires_at: session.expires_at })
     }
 
-    /// The citizen a token belongs to, if it is valid now. Served from memory after first use.
+    /// The citizen a token belongs to, if it is valid now. Served from memory after first use,
+    /// read again from the database once the cached copy is [`SESSION_RECHECK`] old.
     pub async fn authenticate(&self, token: &str) -> Result<Option<Uuid>, StorageError> {
-        if !token.starts_with(TOKEN_PREFIX) || token.len() != TOKEN_PREFIX.len() + 43 {
-            return Ok(None);
-        }
-        let hash = token_hash(token);
+        let Some(hash) = well_formed_token_hash(token) else { return Ok(None) };
         let now = self.clock.now();
         let cached = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&hash).copied();
-        let (citizen_id, expires_at) = match cached {
-            Some(found) => found,
+        let session = match cached.filter(|s| s.read_at.elapsed() < self.session_recheck) {
+            Some(fresh) => fresh,
             None => {
-                let Some(session) = self.store.session(&hash).await? else { return Ok(None) };
-                let found = (session.citizen_id, session.expires_at);
-                self.insert_token(hash, found);
-                found
+                let Some(record) = self.store.session(&hash).await? else {
+                    self.forget_token(&hash);
+                    return Ok(None);
+                };
+                let read = CachedSession {
+                    citizen_id: record.citizen_id,
+                    expires_at: record.expires_at,
+                    read_at: Instant::now(),
+                };
+                self.insert_token(hash, read);
+                read
             }
         };
-        Ok((now < expires_at).then_some(citizen_id))
+        Ok((now < session.expires_at).then_some(session.citizen_id))
+    }
+
+    /// Signs out: revokes the session of this token. Revoking a token that is unknown, expired
+    /// or already revoked is not an error, so a retried sign-out gets the same answer.
+    pub async fn sign_out(&self, token: &str) -> Result<(), StorageError> {
+        let Some(hash) = well_formed_token_hash(token) else { return Ok(()) };
+        self.store.revoke_session(&hash, self.clock.now()).await?;
+        self.forget_token(&hash);
+        Ok(())
+    }
+
+    /// Revokes every session of a citizen; `None` if there is no such citizen.
+    pub async fn revoke_all(&self, citizen_id: Uuid) -> Result<Option<u64>, StorageError> {
+        let revoked = self.store.revoke_citizen_sessions(citizen_id, self.clock.now()).await?;
+        if revoked.is_some() {
+            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+            tokens.retain(|_, session| session.citizen_id != citizen_id);
+        }
+        Ok(revoked)
     }
 
     fn new_session(&self, citizen_id: Uuid, now: Timestamp) -> Result<(String, NewSession), StorageError> {
@@ -178,17 +233,32 @@ impl Citizens {
 
     fn cache(&self, session: &NewSession) {
         if let Ok(hash) = <[u8; 32]>::try_from(session.token_hash.as_slice()) {
-            self.insert_token(hash, (session.citizen_id, session.expires_at));
+            let read = CachedSession {
+                citizen_id: session.citizen_id,
+                expires_at: session.expires_at,
+                read_at: Instant::now(),
+            };
+            self.insert_token(hash, read);
         }
     }
 
-    fn insert_token(&self, hash: [u8; 32], value: (Uuid, Timestamp)) {
+    fn forget_token(&self, hash: &[u8; 32]) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+    }
+
+    fn insert_token(&self, hash: [u8; 32], value: CachedSession) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if tokens.len() >= TOKEN_CACHE_MAX {
             tokens.clear();
         }
         tokens.insert(hash, value);
     }
+}
+
+/// The hash a token is stored under, if the token has the form this service issues.
+fn well_formed_token_hash(token: &str) -> Option<[u8; 32]> {
+    let well_formed = token.starts_with(TOKEN_PREFIX) && token.len() == TOKEN_PREFIX.len() + 43;
+    well_formed.then(|| token_hash(token))
 }
 
 fn token_hash(token: &str) -> [u8; 32] {

@@ -30,6 +30,8 @@ pub struct ServeConfig {
     pub sweep_interval: Duration,
     /// How often request nonces past their retention are deleted (`housekeeping.rs`).
     pub nonce_prune_interval: Duration,
+    /// How long a cached citizen session is trusted before it is read again (`citizens.rs`).
+    pub session_recheck: Duration,
     pub request_timeouts: http::RequestTimeouts,
     pub clock: Arc<dyn Clock>,
 }
@@ -44,6 +46,7 @@ impl ServeConfig {
             checkpoint_interval: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
             nonce_prune_interval: Duration::from_secs(60),
+            session_recheck: citizens::SESSION_RECHECK,
             request_timeouts: http::RequestTimeouts::default(),
             clock: Arc::new(SystemClock),
         }
@@ -104,8 +107,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let store = open_store_with_clock(&config.database_url, &config.data_dir, config.clock.clone()).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
     let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
-    let citizens =
-        Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, Arc::new(DevIdentityVerifier)));
+    let citizens = Arc::new(
+        Citizens::new(store.clone(), config.clock.clone(), secret, Arc::new(DevIdentityVerifier))
+            .with_session_recheck(config.session_recheck),
+    );
     crate::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;
     let qr = Arc::new(crate::qr::QrKeys::new(store.clone(), config.data_dir.clone(), config.clock.clone()));
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());

@@ -11,10 +11,11 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, bearer_token};
+use super::extract::{ApiJson, ApiPath, Staff, bearer_token};
 use super::idempotency::{IdempotencyKey, json_response, request_hash};
 use crate::citizens::CitizenError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
+use crate::domain::staff::Role;
 
 /// An authenticated citizen (Authorization: Bearer <token>).
 pub struct CitizenAuth(pub Uuid);
@@ -32,6 +33,23 @@ impl FromRequestParts<AppState> for CitizenAuth {
         match state.citizens().authenticate(token).await? {
             Some(citizen_id) => Ok(CitizenAuth(citizen_id)),
             None => Err(ApiError::unauthorized("invalid_token", "the token is not valid or has expired")),
+        }
+    }
+}
+
+/// The citizen token a request presents, valid or not (for signing out).
+pub struct PresentedToken(pub String);
+
+impl FromRequestParts<AppState> for PresentedToken {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
+        match bearer_token(parts) {
+            Some(token) => Ok(PresentedToken(token.to_owned())),
+            None => Err(ApiError::unauthorized(
+                "unauthenticated",
+                "send the citizen token as Authorization: Bearer <token>",
+            )),
         }
     }
 }
@@ -112,6 +130,43 @@ pub async fn sign_in(
     let session =
         state.citizens().sign_in(id, phone, request.code.as_deref()).await.map_err(citizen_error)?;
     Ok(session_response(session))
+}
+
+/// Signs out: the presented token stops working at once on this instance and within
+/// [`SESSION_RECHECK`](crate::citizens::SESSION_RECHECK) on every other. Answers 204 whether or
+/// not the token was still valid, so a retried sign-out gets the same answer.
+#[utoipa::path(delete, path = "/v1/me/session", security(("citizen_token" = [])),
+    responses((status = 204, description = "signed out"), (status = 401, body = super::error::ErrorBody)))]
+pub async fn sign_out(
+    State(state): State<AppState>,
+    PresentedToken(token): PresentedToken,
+) -> Result<StatusCode, ApiError> {
+    state.citizens().sign_out(&token).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct RevokedSessions {
+    pub citizen_id: Uuid,
+    /// Sessions revoked by this call (0 when a retry finds them already revoked).
+    pub revoked: u64,
+}
+
+/// Revokes every session of a citizen (a lost phone, an account taken over): province_admin
+/// only. The citizen signs in again to get a new token.
+#[utoipa::path(post, path = "/v1/citizens/{id}/sessions/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, body = RevokedSessions), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+pub async fn revoke_sessions(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(citizen_id): ApiPath<Uuid>,
+) -> Result<Json<RevokedSessions>, ApiError> {
+    staff.require(&[Role::ProvinceAdmin])?;
+    let Some(revoked) = state.citizens().revoke_all(citizen_id).await? else {
+        return Err(ApiError::not_found("citizen_not_found", "no such citizen"));
+    };
+    tracing::info!(citizen = %citizen_id, revoked, "citizen sessions revoked");
+    Ok(Json(RevokedSessions { citizen_id, revoked }))
 }
 
 /// The citizen's vouchers, newest first, with state and expiry.

@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::{HeaderName, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
+use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -219,6 +219,8 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
         .route("/v1/seasons/{id}/batches", post(seasons::create_batch).get(seasons::list_batches))
         .route("/v1/citizens", post(citizens::register))
         .route("/v1/citizens/sessions", post(citizens::sign_in))
+        .route("/v1/citizens/{id}/sessions/revoke", post(citizens::revoke_sessions))
+        .route("/v1/me/session", delete(citizens::sign_out))
         .route("/v1/me/vouchers", get(citizens::my_vouchers))
         .route("/v1/batches/{id}/claims", post(citizens::claim))
         .route("/v1/vouchers/{id}/qr", post(citizens::voucher_qr))
@@ -322,7 +324,8 @@ pub fn status_error(status: StatusCode) -> ApiError {
     paths(finance::report, finance::reconciliation, finance::merchant_journal, finance::close, finance::settle,
         finance::get_settlement, finance::payout_csv, finance::paid, finance::statement,
         ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me,
-        citizens::register, citizens::sign_in, citizens::my_vouchers, citizens::claim, citizens::voucher_qr,
+        citizens::register, citizens::sign_in, citizens::sign_out, citizens::revoke_sessions, citizens::my_vouchers,
+        citizens::claim, citizens::voucher_qr,
         seasons::create_season, seasons::add_budget, seasons::list_seasons, seasons::get_season,
         seasons::create_batch, seasons::list_batches, merchants::create, merchants::list, merchants::suspend,
         merchants::activate, merchants::register_terminal, merchants::revoke_terminal, till::keys, till::redeem,

@@ -527,14 +527,54 @@ macro_rules! season_store {
 
                 async fn session(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StorageError> {
                     let row: Option<(Uuid, i64)> =
-                        sqlx::query_as("SELECT citizen_id, expires_at_us FROM citizen_sessions WHERE token_hash = $1")
-                            .bind(token_hash.to_vec())
-                            .fetch_optional(&self.pool)
-                            .await?;
+                        sqlx::query_as(
+                            "SELECT citizen_id, expires_at_us FROM citizen_sessions \
+                             WHERE token_hash = $1 AND revoked_at_us IS NULL",
+                        )
+                        .bind(token_hash.to_vec())
+                        .fetch_optional(&self.pool)
+                        .await?;
                     Ok(row.map(|(citizen_id, expires_at_us)| SessionRecord {
                         citizen_id,
                         expires_at: Timestamp::from_unix_us(expires_at_us),
                     }))
+                }
+
+                async fn revoke_session(&self, token_hash: &[u8], at: Timestamp) -> Result<bool, StorageError> {
+                    let done = sqlx::query(
+                        "UPDATE citizen_sessions SET revoked_at_us = $2 \
+                         WHERE token_hash = $1 AND revoked_at_us IS NULL",
+                    )
+                    .bind(token_hash.to_vec())
+                    .bind(at.unix_us())
+                    .execute(&self.pool)
+                    .await?;
+                    Ok(done.rows_affected() == 1)
+                }
+
+                async fn revoke_citizen_sessions(
+                    &self,
+                    citizen_id: Uuid,
+                    at: Timestamp,
+                ) -> Result<Option<u64>, StorageError> {
+                    let done = sqlx::query(
+                        "UPDATE citizen_sessions SET revoked_at_us = $2 \
+                         WHERE citizen_id = $1 AND revoked_at_us IS NULL",
+                    )
+                    .bind(citizen_id)
+                    .bind(at.unix_us())
+                    .execute(&self.pool)
+                    .await?;
+                    if done.rows_affected() == 0 {
+                        let known: Option<(Uuid,)> = sqlx::query_as("SELECT id FROM citizens WHERE id = $1")
+                            .bind(citizen_id)
+                            .fetch_optional(&self.pool)
+                            .await?;
+                        if known.is_none() {
+                            return Ok(None);
+                        }
+                    }
+                    Ok(Some(done.rows_affected()))
                 }
 
                 async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError> {

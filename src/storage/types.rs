@@ -193,7 +193,19 @@ pub trait SeasonStore: Send + Sync {
 
     async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError>;
 
+    /// The session with this token hash, unless it was revoked (expired ones are returned).
     async fn session(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StorageError>;
+
+    /// Marks one session revoked at `at`; false if there is none or it was already revoked.
+    async fn revoke_session(&self, token_hash: &[u8], at: Timestamp) -> Result<bool, StorageError>;
+
+    /// Marks every unrevoked session of a citizen revoked at `at`; `None` if there is no such
+    /// citizen, otherwise how many sessions were revoked.
+    async fn revoke_citizen_sessions(
+        &self,
+        citizen_id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<u64>, StorageError>;
 
     async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError>;
 

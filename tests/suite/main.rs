@@ -12,5 +12,6 @@ mod finance_props;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
+mod sessions;
 mod till;
 mod till_cli;

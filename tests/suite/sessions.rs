@@ -1,0 +1,153 @@
+//! Citizen sessions: signing out, a province_admin revoking every session of a citizen, and a
+//! revocation made elsewhere reaching a server that has the token cached.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wenhui::domain::citizen::synthetic_id_number;
+use wenhui::domain::staff::Role;
+
+use crate::both_backends;
+use crate::common::{Backend, TestApp, code, read};
+
+both_backends!(
+    signing_out_ends_only_that_session,
+    a_province_admin_revokes_every_session_of_a_citizen,
+    a_revocation_made_elsewhere_applies_within_the_recheck,
+);
+
+fn identity(n: u16) -> Value {
+    json!({"id_number": synthetic_id_number("370202", "19900101", n), "phone": format!("139{:08}", n)})
+}
+
+/// Registers citizen `n`; returns its id and first token.
+async fn register(app: &TestApp, n: u16) -> (String, String) {
+    let mut body = identity(n);
+    body["name"] = json!("张三");
+    let (status, answer) = app.post("/v1/citizens", None, body).await;
+    assert_eq!(status, 201, "{answer}");
+    (
+        answer["citizen_id"].as_str().expect("id").to_owned(),
+        answer["token"].as_str().expect("token").to_owned(),
+    )
+}
+
+async fn sign_in(app: &TestApp, n: u16) -> String {
+    let (status, answer) = app.post("/v1/citizens/sessions", None, identity(n)).await;
+    assert_eq!(status, 201, "{answer}");
+    answer["token"].as_str().expect("token").to_owned()
+}
+
+/// The status of an authenticated citizen read, and the error code if refused.
+async fn whoami(app: &TestApp, token: &str) -> (u16, String) {
+    let (status, body) = app.get("/v1/me/vouchers", Some(token)).await;
+    (status, if status == 200 { String::new() } else { code(&body).to_owned() })
+}
+
+async fn sign_out(app: &TestApp, token: Option<&str>) -> (u16, Value) {
+    let mut request = app.client.delete(app.url("/v1/me/session"));
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    read(request.send().await.expect("send")).await
+}
+
+async fn signing_out_ends_only_that_session(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (_, phone_token) = register(&app, 1).await;
+    let tablet_token = sign_in(&app, 1).await;
+    assert_eq!(whoami(&app, &phone_token).await.0, 200);
+
+    let (status, body) = sign_out(&app, Some(&phone_token)).await;
+    assert_eq!(status, 204, "{body}");
+    assert_eq!(whoami(&app, &phone_token).await, (401, "invalid_token".to_owned()));
+    assert_eq!(whoami(&app, &tablet_token).await.0, 200, "the citizen's other session is untouched");
+
+    let (status, body) = sign_out(&app, Some(&phone_token)).await;
+    assert_eq!(status, 204, "a retried sign-out gets the first answer: {body}");
+    let (status, body) = sign_out(&app, None).await;
+    assert_eq!((status, code(&body)), (401, "unauthenticated"));
+    let (status, _) = sign_out(&app, Some("wh_ct_not-a-token")).await;
+    assert_eq!(status, 204, "a malformed token names no session, so there is nothing to end");
+
+    let claim = app.post_idem(
+        "/v1/batches/00000000-0000-0000-0000-000000000000/claims",
+        Some(&phone_token),
+        "k1",
+        json!({}),
+    );
+    let (status, body) = claim.await;
+    assert_eq!((status, code(&body)), (401, "invalid_token"), "a revoked token cannot claim");
+}
+
+async fn a_province_admin_revokes_every_session_of_a_citizen(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let (citizen_id, first) = register(&app, 2).await;
+    let second = sign_in(&app, 2).await;
+    let (_, bystander) = register(&app, 3).await;
+    let path = format!("/v1/citizens/{citizen_id}/sessions/revoke");
+
+    let city_admin = app.staff_key(Role::CityAdmin, "370200").await;
+    let (status, body) = app.post(&path, Some(&city_admin), json!({})).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    assert_eq!(whoami(&app, &first).await.0, 200, "a refused revocation revokes nothing");
+
+    let province_admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
+    let (status, body) = app.post(&path, Some(&province_admin), json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body, json!({"citizen_id": citizen_id, "revoked": 2}));
+    assert_eq!(whoami(&app, &first).await, (401, "invalid_token".to_owned()));
+    assert_eq!(whoami(&app, &second).await, (401, "invalid_token".to_owned()));
+    assert_eq!(whoami(&app, &bystander).await.0, 200, "another citizen is untouched");
+
+    let (status, body) = app.post(&path, Some(&province_admin), json!({})).await;
+    assert_eq!((status, body["revoked"].as_u64()), (200, Some(0)), "a retry finds nothing left to revoke");
+    let unknown = format!("/v1/citizens/{}/sessions/revoke", uuid::Uuid::now_v7());
+    let (status, body) = app.post(&unknown, Some(&province_admin), json!({})).await;
+    assert_eq!((status, code(&body)), (404, "citizen_not_found"));
+
+    let fresh = sign_in(&app, 2).await;
+    assert_eq!(whoami(&app, &fresh).await.0, 200, "signing in again gives a working token");
+}
+
+/// Another instance revoked the session: this server, which has the token cached, refuses it
+/// once its cached copy is older than the recheck interval.
+async fn a_revocation_made_elsewhere_applies_within_the_recheck(backend: Backend) {
+    let recheck = Duration::from_millis(300);
+    let app = TestApp::spawn_configured(backend, |config| config.session_recheck = recheck).await;
+    let (citizen_id, token) = register(&app, 4).await;
+    assert_eq!(whoami(&app, &token).await.0, 200);
+
+    let revoked_elsewhere = app
+        .db
+        .raw(&format!(
+            "UPDATE citizen_sessions SET revoked_at_us = 1 WHERE citizen_id = {}",
+            uuid_literal(backend, &citizen_id)
+        ))
+        .await
+        .expect("revoke behind the server's back");
+    assert_eq!(revoked_elsewhere, 1);
+
+    let deadline = Instant::now() + recheck + Duration::from_secs(10);
+    loop {
+        match whoami(&app, &token).await {
+            (401, code) => {
+                assert_eq!(code, "invalid_token");
+                break;
+            }
+            (200, _) => {
+                assert!(Instant::now() < deadline, "the revoked token still works long after the recheck")
+            }
+            other => panic!("unexpected answer {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A UUID as each backend stores it: PostgreSQL's uuid type, SQLite's 16-byte blob.
+fn uuid_literal(backend: Backend, id: &str) -> String {
+    match backend {
+        Backend::Postgres => format!("'{id}'"),
+        Backend::Sqlite => format!("x'{}'", id.replace('-', "")),
+    }
+}
