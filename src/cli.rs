@@ -49,6 +49,11 @@ pub enum Command {
         /// How often vouchers past expiry are expired and closed batches' reserves returned.
         #[arg(long, env = "WENHUI_SWEEP_INTERVAL_S", default_value_t = 5)]
         sweep_interval_s: u64,
+        /// How many days a citizen's or a till's retried write gets its first answer; staff
+        /// writes keep theirs for ever.
+        #[arg(long, env = "WENHUI_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
+              value_parser = clap::value_parser!(u64).range(1..=3650))]
+        idempotency_retention_days: u64,
     },
     /// Apply the embedded migrations and exit.
     Migrate,
@@ -157,11 +162,18 @@ pub async fn main(cli: Cli) -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.database_url();
     match &cli.command {
-        Command::Serve { listen, ledger_key, checkpoint_interval_s, sweep_interval_s } => {
+        Command::Serve {
+            listen,
+            ledger_key,
+            checkpoint_interval_s,
+            sweep_interval_s,
+            idempotency_retention_days,
+        } => {
             let mut config = ServeConfig::new(url, *listen, cli.data_dir.clone());
             config.ledger_key_path = ledger_key.clone();
             config.checkpoint_interval = Duration::from_secs(*checkpoint_interval_s);
             config.sweep_interval = Duration::from_secs(*sweep_interval_s);
+            config.idempotency_retention = Duration::from_secs(idempotency_retention_days * 86_400);
             server::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }

@@ -1,11 +1,23 @@
-//! Background upkeep of tables that only need to remember for a while: request nonces.
+//! Background upkeep of tables that only need to remember for a while: request nonces and the
+//! stored answers of citizens' and tills' retried writes.
 //!
-//! A terminal request is refused as stale when its timestamp is more than
+//! **Request nonces.** //! A terminal request is refused as stale when its timestamp is more than
 //! [`MAX_SKEW_S`](wenhui_merchant_sdk::signing::MAX_SKEW_S) seconds from the service's clock, so a
 //! request first seen at `t` carries a timestamp of at most `t + 300 s`, and a replay of it is
 //! stale from `t + 600 s` on. Its nonce is kept for [`NONCE_RETENTION_S`] (more than that, for
 //! clock differences between service processes) and then deleted, so `terminal_nonces` holds
 //! minutes of traffic instead of a whole season's.
+//!
+//! **Stored answers** (`idempotency_keys`). A retry returns the first answer for as long as the
+//! answer is kept: [`IDEMPOTENCY_RETENTION`] (7 days) by default for citizen and terminal scopes,
+//! for ever for staff scopes. Phones and tills retry within seconds or minutes; a season's
+//! claims and redemptions would otherwise keep a row each for ever. A retry that comes after its
+//! answer was pruned is decided afresh and can do no harm: a redemption's QR token has long
+//! expired (`qr_expired`) or been spent (`qr_replayed`), a reversal finds the redemption already
+//! reversed, a claim is decided as a new claim, within the per-person limit and the season cap.
+//! (The claim writer also keeps recent answers in memory, bounded, so a process may replay a
+//! little longer.) Staff writes (seasons, batches, settlements) are few, and a finance officer
+//! may retry one days later, so theirs are kept.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -24,6 +36,12 @@ const _: () = assert!(NONCE_RETENTION_S > 2 * MAX_SKEW_S);
 /// Rows deleted per statement, so that no prune holds SQLite's write lock for long.
 const PRUNE_BATCH_ROWS: u32 = 5_000;
 
+/// How long the answer to a citizen's or a till's write is kept for its retries, by default.
+pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(7 * 86_400);
+
+/// The shortest retention the service accepts: a day, far beyond any client's retry window.
+pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(86_400);
+
 /// Deletes every request nonce older than the retention at `now`, in batches; returns how many.
 pub async fn prune_terminal_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
     let seen_before = Timestamp::from_unix_us(now.unix_us() - NONCE_RETENTION_S * 1_000_000);
@@ -37,11 +55,37 @@ pub async fn prune_terminal_nonces(store: &dyn Storage, now: Timestamp) -> Resul
     }
 }
 
-/// Prunes request nonces every `every`, for as long as the task runs.
-pub fn spawn_nonce_pruning(
+/// Deletes the stored answers of citizens' and tills' writes older than `retention` at `now`,
+/// in batches; returns how many.
+///
+/// # Panics
+/// If `retention` is shorter than [`MIN_IDEMPOTENCY_RETENTION`] (a configuration the command
+/// line refuses).
+pub async fn prune_idempotency_answers(
+    store: &dyn Storage,
+    now: Timestamp,
+    retention: Duration,
+) -> Result<u64, StorageError> {
+    assert!(retention >= MIN_IDEMPOTENCY_RETENTION, "idempotency retention below the minimum");
+    let retention_us = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
+    let created_before = Timestamp::from_unix_us(now.unix_us().saturating_sub(retention_us));
+    let mut total = 0;
+    loop {
+        let deleted = store.prune_idempotency_answers(created_before, PRUNE_BATCH_ROWS).await?;
+        total += deleted;
+        if deleted < u64::from(PRUNE_BATCH_ROWS) {
+            return Ok(total);
+        }
+    }
+}
+
+/// Prunes request nonces, and stored answers past `idempotency_retention`, every `every`, for as
+/// long as the task runs.
+pub fn spawn_pruning(
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     every: Duration,
+    idempotency_retention: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
@@ -52,6 +96,11 @@ pub fn spawn_nonce_pruning(
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, "pruned request nonces"),
                 Err(error) => tracing::warn!(%error, "pruning request nonces failed"),
+            }
+            match prune_idempotency_answers(store.as_ref(), clock.now(), idempotency_retention).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "pruned stored answers past their retention"),
+                Err(error) => tracing::warn!(%error, "pruning stored answers failed"),
             }
         }
     })

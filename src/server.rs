@@ -28,8 +28,11 @@ pub struct ServeConfig {
     pub checkpoint_interval: Duration,
     /// How often due vouchers are expired and closed batches' reserves returned.
     pub sweep_interval: Duration,
-    /// How often request nonces past their retention are deleted (`housekeeping.rs`).
+    /// How often request nonces and stored answers past their retention are deleted
+    /// (`housekeeping.rs`).
     pub nonce_prune_interval: Duration,
+    /// How long citizens' and tills' retries get their first answer (at least a day).
+    pub idempotency_retention: Duration,
     /// How long a cached citizen session is trusted before it is read again (`citizens.rs`).
     pub session_recheck: Duration,
     pub request_timeouts: http::RequestTimeouts,
@@ -46,6 +49,7 @@ impl ServeConfig {
             checkpoint_interval: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
             nonce_prune_interval: Duration::from_secs(60),
+            idempotency_retention: crate::housekeeping::IDEMPOTENCY_RETENTION,
             session_recheck: citizens::SESSION_RECHECK,
             request_timeouts: http::RequestTimeouts::default(),
             clock: Arc::new(SystemClock),
@@ -116,10 +120,15 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
     let redemptions = crate::redeem_writer::RedemptionWriter::spawn(store.clone());
     let sweeper = writer.spawn_sweeper(config.sweep_interval);
-    let nonce_pruning = crate::housekeeping::spawn_nonce_pruning(
+    anyhow::ensure!(
+        config.idempotency_retention >= crate::housekeeping::MIN_IDEMPOTENCY_RETENTION,
+        "the idempotency retention must be at least a day"
+    );
+    let pruning = crate::housekeeping::spawn_pruning(
         store.clone(),
         config.clock.clone(),
         config.nonce_prune_interval,
+        config.idempotency_retention,
     );
     let writer_handle = writer.clone();
     let listener =
@@ -148,7 +157,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
             .context("serving HTTP")?;
         checkpoints.abort();
         sweeper.abort();
-        nonce_pruning.abort();
+        pruning.abort();
         Ok(())
     });
     Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })

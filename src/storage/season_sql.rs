@@ -272,6 +272,14 @@ macro_rules! season_store {
 
             #[async_trait]
             impl SeasonStore for $store {
+                async fn prune_idempotency_answers(
+                    &self,
+                    created_before: Timestamp,
+                    max_rows: u32,
+                ) -> Result<u64, StorageError> {
+                    Ok(self.delete_old_answer_rows(created_before.unix_us(), max_rows).await?)
+                }
+
                 async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError> {
                     let row: Option<(Vec<u8>, i32, String)> = sqlx::query_as(
                         "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",

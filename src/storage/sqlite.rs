@@ -73,6 +73,25 @@ impl SqliteStore {
 impl SqliteStore {
     /// Deletes up to `max_rows` request nonces seen before `before_us`, by rowid through the
     /// covering age index.
+    /// Deletes up to `max_rows` stored answers of citizens' and tills' writes made before
+    /// `before_us` (staff writes keep theirs; see `housekeeping.rs`).
+    pub(crate) async fn delete_old_answer_rows(
+        &self,
+        before_us: i64,
+        max_rows: u32,
+    ) -> Result<u64, sqlx::Error> {
+        let done = sqlx::query(
+            "DELETE FROM idempotency_keys WHERE rowid IN \
+             (SELECT rowid FROM idempotency_keys WHERE created_at_us < $1 \
+             AND (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%') LIMIT $2)",
+        )
+        .bind(before_us)
+        .bind(i64::from(max_rows))
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
     pub(crate) async fn delete_old_nonce_rows(
         &self,
         before_us: i64,

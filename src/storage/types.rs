@@ -145,6 +145,14 @@ pub struct ExpiryCommit {
 pub trait SeasonStore: Send + Sync {
     async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError>;
 
+    /// Deletes up to `max_rows` stored answers in citizen and terminal scopes created before
+    /// `created_before`; returns how many. Staff scopes are never pruned.
+    async fn prune_idempotency_answers(
+        &self,
+        created_before: Timestamp,
+        max_rows: u32,
+    ) -> Result<u64, StorageError>;
+
     /// Stored answers for many (scope, key) pairs in one round trip.
     async fn idempotent_answers(
         &self,

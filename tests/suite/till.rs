@@ -153,6 +153,7 @@ both_backends!(
     two_terminals_one_voucher,
     batched_nonces_and_voucher_reads,
     request_nonces_are_forgotten_after_their_retention,
+    stored_answers_are_forgotten_after_their_retention_except_staff,
     served_qr_svg_decodes_to_its_token
 );
 
@@ -174,6 +175,69 @@ async fn request_nonces_are_forgotten_after_their_retention(backend: Backend) {
         store.record_nonces(&[key("old-00000"), key("old-11999"), key("recent")], now).await.expect("again");
     assert_eq!(again, [true, true, false]);
     assert_eq!(wenhui::housekeeping::prune_terminal_nonces(store.as_ref(), now).await.expect("pruned"), 0);
+}
+
+/// Housekeeping forgets the stored answers of citizens' and tills' writes after the retention,
+/// never staff's: until then a retry gets the first answer; after it a retry is decided afresh
+/// and refused (the voucher is spent), while the staff write's retry still replays.
+async fn stored_answers_are_forgotten_after_their_retention_except_staff(backend: Backend) {
+    use wenhui::housekeeping::{IDEMPOTENCY_RETENTION, prune_idempotency_answers};
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let batch = world.batch(json!({})).await;
+    let batch_id = batch["id"].as_str().expect("id");
+    let (citizen, voucher) = till.voucher(1, batch_id).await;
+    let qr = till.qr(&citizen, &voucher).await;
+    let redeem = || {
+        let request = RedeemRequest {
+            qr: qr.clone(),
+            order_amount: "50.00".into(),
+            order_ref: "order-1".into(),
+            idempotency_key: Some("till-txn-1".into()),
+        };
+        till.client.redeem(request)
+    };
+    let first = redeem().await.expect("redeemed");
+    let claim_key = format!("claim-1-{batch_id}");
+    let retention_s = IDEMPOTENCY_RETENTION.as_secs() as i64;
+    let store = world.app.store();
+    let now = Timestamp::now();
+    let holder =
+        store.voucher(voucher.parse().expect("uuid")).await.expect("read").expect("voucher").citizen_id;
+    let claim_scope = wenhui::rush::citizen_scope(holder);
+
+    let early = now.plus_seconds(retention_s - 3_600);
+    assert_eq!(prune_idempotency_answers(store, early, IDEMPOTENCY_RETENTION).await.expect("prune"), 0);
+    assert_eq!(redeem().await.expect("replayed").redemption_id, first.redemption_id);
+    let (status, claim) = world.claim(&citizen, batch_id, &claim_key).await;
+    assert_eq!((status, claim["voucher"]["id"].as_str()), (201, Some(voucher.as_str())), "{claim}");
+    assert!(store.idempotent_answer(&claim_scope, &claim_key).await.expect("read").is_some());
+
+    let late = now.plus_seconds(retention_s + 3_600);
+    let head = till.head().await;
+    let pruned = prune_idempotency_answers(store, late, IDEMPOTENCY_RETENTION).await.expect("prune");
+    assert_eq!(pruned, 2, "the claim's and the redemption's answers; the staff writes' stay");
+    assert_eq!(till.head().await, head, "pruning posts nothing");
+    assert_eq!(redeem().await.map(|r| r.redemption_id).map_err(|e| e.code()), Err("qr_replayed".to_owned()));
+    assert!(store.idempotent_answer(&claim_scope, &claim_key).await.expect("read").is_none());
+    // The claim writer also remembers answers in memory (bounded), so this process may still
+    // replay; one without that memory decides afresh and meets the per-person limit.
+    let (status, claim) = world.claim(&citizen, batch_id, &claim_key).await;
+    let replayed = status == 201 && claim["voucher"]["id"].as_str() == Some(voucher.as_str());
+    assert!(replayed || (status, code(&claim)) == (409, "limit_reached"), "{status} {claim}");
+    let (_, mine) = world.app.get("/v1/me/vouchers", Some(&citizen)).await;
+    assert_eq!(mine["vouchers"].as_array().map(Vec::len), Some(1), "no second voucher: {mine}");
+    let (status, season) = world
+        .app
+        .post_idem(
+            "/v1/seasons",
+            Some(&world.province_admin),
+            "season-1",
+            json!({"name": "a different body"}),
+        )
+        .await;
+    assert_eq!(status, 422, "a staff key's answer is kept: the reused key is still known: {season}");
+    assert_eq!(code(&season), "idempotency_key_reused");
 }
 
 /// The batched forms the till path's coalesced reads use: the first of two equal nonces in a

@@ -1,0 +1,7 @@
+-- Stored answers of citizens' and tills' writes are forgotten after a retention period
+-- (`src/housekeeping.rs`, 7 days by default): a phone or a till retries within seconds or
+-- minutes, and a season's claims and redemptions would otherwise keep one answer row each for
+-- ever. Staff writes keep theirs. The pruning query finds old rows through this index. BRIN:
+-- rows arrive in time order and the index costs next to nothing on the claim and redemption
+-- writers' inserts.
+CREATE INDEX idempotency_keys_by_age ON idempotency_keys USING brin (created_at_us);
