@@ -18,7 +18,7 @@ use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAc
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::Category;
 use crate::domain::staff::{Role, StaffScope};
-use crate::storage::{IdemRecord, TerminalRecord};
+use crate::storage::{AccountChange, AccountChangeOutcome, IdemRecord, TerminalRecord};
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, message)
@@ -89,22 +89,26 @@ fn parse_merchant(request: CreateMerchant) -> Result<Merchant, ApiError> {
     if city.level() != RegionLevel::City {
         return Err(invalid("invalid_region", "a merchant belongs to a city (xxxx00)"));
     }
-    let account_no = request.settlement_account.account_no.trim().to_owned();
-    if !(8..=34).contains(&account_no.len()) || !account_no.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("invalid_account", "account_no must be 8-34 digits"));
-    }
     Ok(Merchant {
         id: Uuid::now_v7(),
         name: text_field(&request.name, "name", 100)?,
         credit_code,
         category,
         city,
-        settlement: SettlementAccount {
-            bank: text_field(&request.settlement_account.bank, "bank", 100)?,
-            account_no,
-            account_name: text_field(&request.settlement_account.account_name, "account_name", 100)?,
-        },
+        settlement: parse_account(&request.settlement_account)?,
         status: MerchantStatus::Active,
+    })
+}
+
+fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
+    let account_no = body.account_no.trim().to_owned();
+    if !(8..=34).contains(&account_no.len()) || !account_no.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid("invalid_account", "account_no must be 8-34 digits"));
+    }
+    Ok(SettlementAccount {
+        bank: text_field(&body.bank, "bank", 100)?,
+        account_no,
+        account_name: text_field(&body.account_name, "account_name", 100)?,
     })
 }
 
@@ -265,3 +269,105 @@ pub async fn revoke_terminal(
     }
     Ok(Json(json!({"terminal_id": terminal_id, "revoked": true})))
 }
+
+fn account_json(account: &SettlementAccount) -> Value {
+    json!({"bank": account.bank, "account_no": account.account_no, "account_name": account.account_name})
+}
+
+fn account_change_json(change: &AccountChange) -> Value {
+    json!({
+        "id": change.id,
+        "changed_at": change.changed_at.to_string(),
+        "changed_by_key": change.changed_by,
+        "reason": change.reason,
+        "from": account_json(&change.from),
+        "to": account_json(&change.to),
+    })
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangeAccount {
+    bank: String,
+    account_no: String,
+    account_name: String,
+    /// Why the account changes (the merchant's letter, a bank merger): kept in the history.
+    reason: String,
+}
+
+/// Changes where the merchant is paid (city_admin of its city, or province_admin). Every change
+/// is kept, append-only, with the staff key, the time and the reason; settlements already made
+/// keep the account they were settled to. Setting the account it already has writes nothing,
+/// so a retry is harmless.
+#[utoipa::path(put, path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{merchant, changed, change}"), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn change_account(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(id): ApiPath<Uuid>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let merchant = load(&state, id).await?;
+    require_admin_of(&staff, merchant.city)?;
+    let request: ChangeAccount = parse_json(&body)?;
+    let to = parse_account(&SettlementBody {
+        bank: request.bank,
+        account_no: request.account_no,
+        account_name: request.account_name,
+    })?;
+    let change = AccountChange {
+        id: Uuid::now_v7(),
+        merchant_id: id,
+        changed_at: state.clock().now(),
+        changed_by: staff.1,
+        reason: text_field(&request.reason, "reason", 500)?,
+        from: merchant.settlement.clone(),
+        to,
+    };
+    let change = match state.store().change_settlement_account(&change).await? {
+        AccountChangeOutcome::NoSuchMerchant => {
+            return Err(ApiError::not_found("merchant_not_found", "no such merchant"));
+        }
+        AccountChangeOutcome::Unchanged => None,
+        AccountChangeOutcome::Changed(change) => Some(*change),
+    };
+    state.inner().tills.clear();
+    if let Some(change) = &change {
+        tracing::info!(merchant = %id, change = %change.id, staff_key = %staff.1, "settlement account changed");
+    }
+    let merchant = load(&state, id).await?;
+    Ok(Json(json!({
+        "merchant": merchant_json(&merchant),
+        "changed": change.is_some(),
+        "change": change.as_ref().map(account_change_json),
+    })))
+}
+
+/// The merchant's settlement account changes, oldest first: its admins, finance and auditors of
+/// its region.
+#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{merchant_id, changes: [...]}"), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)))]
+pub async fn account_changes(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<Value>, ApiError> {
+    let merchant = load(&state, id).await?;
+    let scope = staff.require(&Role::ALL)?;
+    if !scope.covers(merchant.city) {
+        return Err(ApiError::forbidden(format!(
+            "a {} of {} cannot see merchants of {}",
+            scope.role, scope.region, merchant.city
+        )));
+    }
+    let changes = state.store().account_changes(id, ACCOUNT_CHANGES_MAX).await?;
+    Ok(Json(json!({
+        "merchant_id": id,
+        "changes": changes.iter().map(account_change_json).collect::<Vec<_>>(),
+    })))
+}
+
+/// At most this many changes are listed (a merchant changes its account a few times a season).
+const ACCOUNT_CHANGES_MAX: i64 = 1_000;

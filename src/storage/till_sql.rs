@@ -44,6 +44,43 @@ impl MerchantRow {
 }
 
 #[derive(sqlx::FromRow)]
+pub(crate) struct AccountChangeRow {
+    id: Uuid,
+    merchant_id: Uuid,
+    changed_at_us: i64,
+    changed_by: Uuid,
+    reason: String,
+    old_bank: String,
+    old_account_no: String,
+    old_account_name: String,
+    new_bank: String,
+    new_account_no: String,
+    new_account_name: String,
+}
+
+impl AccountChangeRow {
+    pub fn into_change(self) -> super::AccountChange {
+        super::AccountChange {
+            id: self.id,
+            merchant_id: self.merchant_id,
+            changed_at: crate::domain::time::Timestamp::from_unix_us(self.changed_at_us),
+            changed_by: self.changed_by,
+            reason: self.reason,
+            from: SettlementAccount {
+                bank: self.old_bank,
+                account_no: self.old_account_no,
+                account_name: self.old_account_name,
+            },
+            to: SettlementAccount {
+                bank: self.new_bank,
+                account_no: self.new_account_no,
+                account_name: self.new_account_name,
+            },
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
 pub(crate) struct RedemptionRow {
     id: Uuid,
     voucher_id: Uuid,
@@ -158,10 +195,14 @@ macro_rules! till_store {
             use crate::domain::season::Voucher;
             use crate::domain::time::Timestamp;
             use crate::storage::season_sql::{VOUCHER_COLUMNS, VoucherRow};
-            use crate::storage::till_sql::{MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow};
+            use crate::storage::till_sql::{
+                AccountChangeRow, MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow,
+            };
+            use crate::domain::merchant::SettlementAccount;
             use crate::domain::ledger::NewEntry;
             use crate::storage::{
-                IdemRecord, NewRedemption, NewReversal, QrKeyRecord, RedemptionRecord, StorageError,
+                AccountChange, AccountChangeOutcome, IdemRecord, NewRedemption, NewReversal, QrKeyRecord,
+                RedemptionRecord, StorageError,
                 TerminalRecord, TillStore, WriteError, conflict,
             };
 
@@ -268,6 +309,67 @@ macro_rules! till_store {
                         .execute(&self.pool)
                         .await?;
                     Ok(done.rows_affected() == 1)
+                }
+
+                async fn change_settlement_account(
+                    &self,
+                    change: &AccountChange,
+                ) -> Result<AccountChangeOutcome, StorageError> {
+                    let _gate = self.write_gate.lock().await;
+                    let mut tx = self.begin_write().await?;
+                    let current: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{FOR_UPDATE}"
+                    )))
+                    .bind(change.merchant_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some((bank, account_no, account_name)) = current else {
+                        return Ok(AccountChangeOutcome::NoSuchMerchant);
+                    };
+                    let from = SettlementAccount { bank, account_no, account_name };
+                    if from == change.to {
+                        return Ok(AccountChangeOutcome::Unchanged);
+                    }
+                    sqlx::query("UPDATE merchants SET bank = $2, account_no = $3, account_name = $4 WHERE id = $1")
+                        .bind(change.merchant_id)
+                        .bind(change.to.bank.clone())
+                        .bind(change.to.account_no.clone())
+                        .bind(change.to.account_name.clone())
+                        .execute(&mut *tx)
+                        .await?;
+                    sqlx::query(
+                        "INSERT INTO merchant_account_changes (id, merchant_id, changed_at_us, changed_by, reason, \
+                         old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                    )
+                    .bind(change.id)
+                    .bind(change.merchant_id)
+                    .bind(change.changed_at.unix_us())
+                    .bind(change.changed_by)
+                    .bind(change.reason.clone())
+                    .bind(from.bank.clone())
+                    .bind(from.account_no.clone())
+                    .bind(from.account_name.clone())
+                    .bind(change.to.bank.clone())
+                    .bind(change.to.account_no.clone())
+                    .bind(change.to.account_name.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                    tx.commit().await?;
+                    Ok(AccountChangeOutcome::Changed(Box::new(AccountChange { from, ..change.clone() })))
+                }
+
+                async fn account_changes(&self, merchant_id: Uuid, limit: i64) -> Result<Vec<AccountChange>, StorageError> {
+                    let rows: Vec<AccountChangeRow> = sqlx::query_as(
+                        "SELECT id, merchant_id, changed_at_us, changed_by, reason, old_bank, old_account_no, \
+                         old_account_name, new_bank, new_account_no, new_account_name FROM merchant_account_changes \
+                         WHERE merchant_id = $1 ORDER BY changed_at_us, id LIMIT $2",
+                    )
+                    .bind(merchant_id)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(AccountChangeRow::into_change).collect())
                 }
 
                 async fn insert_terminal(

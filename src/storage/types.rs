@@ -242,6 +242,28 @@ pub trait SeasonStore: Send + Sync {
     ) -> Result<(), WriteError>;
 }
 
+/// One change of a merchant's settlement account, as the append-only history keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountChange {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub changed_at: Timestamp,
+    /// The staff key that made the change.
+    pub changed_by: Uuid,
+    pub reason: String,
+    pub from: crate::domain::merchant::SettlementAccount,
+    pub to: crate::domain::merchant::SettlementAccount,
+}
+
+/// What asking for a new settlement account did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountChangeOutcome {
+    NoSuchMerchant,
+    /// The merchant already had this account: nothing was written.
+    Unchanged,
+    Changed(Box<AccountChange>),
+}
+
 /// A terminal as authentication needs it.
 #[derive(Clone, Debug)]
 pub struct TerminalRecord {
@@ -350,6 +372,20 @@ pub trait TillStore: Send + Sync {
     ) -> Result<Vec<crate::domain::merchant::Merchant>, StorageError>;
 
     async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError>;
+
+    /// Sets the merchant's settlement account to `change.to` and appends `change` (with `from`
+    /// read under the row lock) to its history, in one transaction. `change.from` is ignored.
+    async fn change_settlement_account(
+        &self,
+        change: &AccountChange,
+    ) -> Result<AccountChangeOutcome, StorageError>;
+
+    /// The merchant's settlement account changes, oldest first, at most `limit`.
+    async fn account_changes(
+        &self,
+        merchant_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<AccountChange>, StorageError>;
 
     async fn insert_terminal(
         &self,

@@ -904,5 +904,80 @@ both_backends!(
     redemption_with_broken_reference,
     access,
     settlement_races_reversals,
-    entries_naming_no_row
+    entries_naming_no_row,
+    settlement_account_changes
 );
+
+/// A merchant's payout account changes: only its admins may change it, every change is kept
+/// (append-only, with key, time and reason), a settlement already made keeps the old account
+/// and the next one pays the new.
+async fn settlement_account_changes(backend: Backend) {
+    let mut s = Script::with_one_redemption(backend, "T-1").await;
+    let (status, first) = s.settle("settle-1").await;
+    assert_eq!(status, 201, "{first}");
+    let first_id = first["settlement_id"].as_str().expect("id").to_owned();
+    let bookstore = s.bookstore.0.clone();
+    let path = format!("/v1/merchants/{bookstore}/settlement-account");
+    let new_account = json!({"bank": "中国银行", "account_no": "6217000099998888", "account_name": "某书店有限公司",
+                             "reason": "the merchant's letter of 2026-11-20"});
+    let put = |key: String, body: Value| {
+        let request = s.world.app.client.put(s.world.app.url(&path)).bearer_auth(key).json(&body);
+        async move { crate::common::read(request.send().await.expect("send")).await }
+    };
+
+    let jinan_admin = s.world.app.staff_key(Role::CityAdmin, "370100").await;
+    let (status, body) = put(jinan_admin.clone(), new_account.clone()).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "another city's admin: {body}");
+    let admin = s.world.province_admin.clone();
+    let mut bad = new_account.clone();
+    bad["account_no"] = json!("6217-0000");
+    let (status, body) = put(admin.clone(), bad).await;
+    assert_eq!((status, code(&body)), (422, "invalid_account"));
+    let mut unexplained = new_account.clone();
+    unexplained["reason"] = json!("  ");
+    let (status, body) = put(admin.clone(), unexplained).await;
+    assert_eq!((status, code(&body)), (422, "invalid_field"), "a change needs a reason: {body}");
+
+    let (status, changed) = put(admin.clone(), new_account.clone()).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["changed"], true);
+    assert_eq!(changed["merchant"]["settlement_account"]["account_no"], "6217000099998888");
+    assert_eq!(changed["change"]["from"]["account_no"], "6222000011112222");
+    let (status, again) = put(admin.clone(), new_account.clone()).await;
+    assert_eq!((status, &again["changed"], &again["change"]), (200, &json!(false), &Value::Null), "{again}");
+
+    let history_path = format!("{path}/changes");
+    let (status, history) = s.get(&history_path, &s.finance).await;
+    assert_eq!(status, 200, "{history}");
+    let changes = history["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 1, "the repeated PUT wrote nothing: {history}");
+    assert_eq!(changes[0], changed["change"]);
+    assert_eq!(changes[0]["reason"], "the merchant's letter of 2026-11-20");
+    assert!(changes[0]["changed_by_key"].as_str().is_some_and(|k| k.parse::<Uuid>().is_ok()));
+    let (status, body) = s.get(&history_path, &jinan_admin).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"));
+
+    assert_eq!(payout_account(&s, &first_id).await, "6222000011112222", "settled before the change");
+    let voucher = s.claim(2, "A", 1_000).await;
+    s.redeem(&s.bookstore.1, 2, &voucher, "100.00", "T-2").await;
+    let (status, second) = s.settle("settle-2").await;
+    assert_eq!(status, 201, "{second}");
+    let second_id = second["settlement_id"].as_str().expect("id").to_owned();
+    assert_eq!(payout_account(&s, &second_id).await, "6217000099998888", "settled after the change");
+
+    for sql in
+        ["UPDATE merchant_account_changes SET new_account_no = '1'", "DELETE FROM merchant_account_changes"]
+    {
+        assert!(s.world.app.db.raw(sql).await.is_err(), "the history refuses: {sql}");
+    }
+    s.reconciles().await;
+}
+
+/// The bookstore's account number on a settlement's payout file.
+async fn payout_account(s: &Script, settlement: &str) -> String {
+    let url = s.world.app.url(&format!("/v1/settlements/{settlement}/payout.csv"));
+    let response = s.world.app.client.get(url).bearer_auth(&s.finance).send().await.expect("payout");
+    let csv = response.text().await.expect("csv");
+    let line = csv.lines().find(|l| l.contains(&s.bookstore.0)).expect("bookstore line").to_owned();
+    line.split(',').nth(4).expect("account_no column").to_owned()
+}
