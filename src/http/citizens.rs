@@ -148,8 +148,8 @@ pub async fn sign_out(
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RevokedSessions {
     pub citizen_id: Uuid,
-    /// Sessions revoked by this call (0 when a retry finds them already revoked).
-    pub revoked: u64,
+    /// Always true: every session the citizen had is revoked (the same answer on a retry).
+    pub sessions_revoked: bool,
 }
 
 /// Revokes every session of a citizen (a lost phone, an account taken over): province_admin
@@ -166,7 +166,7 @@ pub async fn revoke_sessions(
         return Err(ApiError::not_found("citizen_not_found", "no such citizen"));
     };
     tracing::info!(citizen = %citizen_id, revoked, "citizen sessions revoked");
-    Ok(Json(RevokedSessions { citizen_id, revoked }))
+    Ok(Json(RevokedSessions { citizen_id, sessions_revoked: true }))
 }
 
 /// The citizen's vouchers, newest first, with state and expiry.

@@ -298,9 +298,9 @@ struct ChangeAccount {
 /// Changes where the merchant is paid (city_admin of its city, or province_admin). Every change
 /// is kept, append-only, with the staff key, the time and the reason; settlements already made
 /// keep the account they were settled to. Setting the account it already has writes nothing,
-/// so a retry is harmless.
+/// and the answer (the merchant and its latest change) is the same, so a retry is harmless.
 #[utoipa::path(put, path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{merchant, changed, change}"), (status = 403, body = super::error::ErrorBody),
+    responses((status = 200, description = "{merchant, last_change}"), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn change_account(
     State(state): State<AppState>,
@@ -325,22 +325,22 @@ pub async fn change_account(
         from: merchant.settlement.clone(),
         to,
     };
-    let change = match state.store().change_settlement_account(&change).await? {
+    match state.store().change_settlement_account(&change).await? {
         AccountChangeOutcome::NoSuchMerchant => {
             return Err(ApiError::not_found("merchant_not_found", "no such merchant"));
         }
-        AccountChangeOutcome::Unchanged => None,
-        AccountChangeOutcome::Changed(change) => Some(*change),
-    };
-    state.inner().tills.clear();
-    if let Some(change) = &change {
-        tracing::info!(merchant = %id, change = %change.id, staff_key = %staff.1, "settlement account changed");
+        AccountChangeOutcome::Unchanged => {}
+        AccountChangeOutcome::Changed(change) => {
+            state.inner().tills.clear();
+            tracing::info!(merchant = %id, change = %change.id, staff_key = %staff.1, "settlement account changed");
+        }
     }
+    // The answer is the state, not what this call did, so a retry gets the same answer.
     let merchant = load(&state, id).await?;
+    let changes = state.store().account_changes(id, ACCOUNT_CHANGES_MAX).await?;
     Ok(Json(json!({
         "merchant": merchant_json(&merchant),
-        "changed": change.is_some(),
-        "change": change.as_ref().map(account_change_json),
+        "last_change": changes.last().map(account_change_json),
     })))
 }
 
