@@ -45,14 +45,7 @@ pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(86_400);
 /// Deletes every request nonce older than the retention at `now`, in batches; returns how many.
 pub async fn prune_terminal_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
     let seen_before = Timestamp::from_unix_us(now.unix_us() - NONCE_RETENTION_S * 1_000_000);
-    let mut total = 0;
-    loop {
-        let deleted = store.prune_terminal_nonces(seen_before, PRUNE_BATCH_ROWS).await?;
-        total += deleted;
-        if deleted < u64::from(PRUNE_BATCH_ROWS) {
-            return Ok(total);
-        }
-    }
+    in_batches(|| store.prune_terminal_nonces(seen_before, PRUNE_BATCH_ROWS)).await
 }
 
 /// Deletes the stored answers of citizens' and tills' writes older than `retention` at `now`,
@@ -69,9 +62,19 @@ pub async fn prune_idempotency_answers(
     assert!(retention >= MIN_IDEMPOTENCY_RETENTION, "idempotency retention below the minimum");
     let retention_us = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
     let created_before = Timestamp::from_unix_us(now.unix_us().saturating_sub(retention_us));
+    in_batches(|| store.prune_idempotency_answers(created_before, PRUNE_BATCH_ROWS)).await
+}
+
+/// Runs `delete_batch` (which deletes at most [`PRUNE_BATCH_ROWS`]) until a batch comes back
+/// short; returns how many rows were deleted in all.
+async fn in_batches<F, Fut>(mut delete_batch: F) -> Result<u64, StorageError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<u64, StorageError>>,
+{
     let mut total = 0;
     loop {
-        let deleted = store.prune_idempotency_answers(created_before, PRUNE_BATCH_ROWS).await?;
+        let deleted = delete_batch().await?;
         total += deleted;
         if deleted < u64::from(PRUNE_BATCH_ROWS) {
             return Ok(total);
