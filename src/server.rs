@@ -33,8 +33,9 @@ pub struct ServeConfig {
     pub nonce_prune_interval: Duration,
     /// How long citizens' and tills' retries get their first answer (at least a day).
     pub idempotency_retention: Duration,
-    /// How long a cached citizen session is trusted before it is read again (`citizens.rs`).
-    pub session_recheck: Duration,
+    /// How often the revocation feed is read, to drop revoked citizen tokens from memory
+    /// (`citizens.rs`).
+    pub revocation_poll: Duration,
     pub request_timeouts: http::RequestTimeouts,
     pub clock: Arc<dyn Clock>,
 }
@@ -50,7 +51,7 @@ impl ServeConfig {
             sweep_interval: Duration::from_secs(5),
             nonce_prune_interval: Duration::from_secs(60),
             idempotency_retention: crate::housekeeping::IDEMPOTENCY_RETENTION,
-            session_recheck: citizens::SESSION_RECHECK,
+            revocation_poll: citizens::REVOCATION_POLL,
             request_timeouts: http::RequestTimeouts::default(),
             clock: Arc::new(SystemClock),
         }
@@ -111,10 +112,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let store = open_store_with_clock(&config.database_url, &config.data_dir, config.clock.clone()).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
     let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
-    let citizens = Arc::new(
-        Citizens::new(store.clone(), config.clock.clone(), secret, Arc::new(DevIdentityVerifier))
-            .with_session_recheck(config.session_recheck),
-    );
+    let citizens =
+        Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, Arc::new(DevIdentityVerifier)));
+    let revocations =
+        citizens::spawn_revocation_feed(citizens.clone(), config.clock.clone(), config.revocation_poll);
     crate::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;
     let qr = Arc::new(crate::qr::QrKeys::new(store.clone(), config.data_dir.clone(), config.clock.clone()));
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
@@ -158,6 +159,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         checkpoints.abort();
         sweeper.abort();
         pruning.abort();
+        revocations.abort();
         Ok(())
     });
     Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })

@@ -133,7 +133,7 @@ pub async fn sign_in(
 }
 
 /// Signs out: the presented token stops working at once on this instance and within
-/// [`SESSION_RECHECK`](crate::citizens::SESSION_RECHECK) on every other. Answers 204 whether or
+/// [`REVOCATION_POLL`](crate::citizens::REVOCATION_POLL) on every other. Answers 204 whether or
 /// not the token was still valid, so a retried sign-out gets the same answer.
 #[utoipa::path(delete, path = "/v1/me/session", security(("citizen_token" = [])),
     responses((status = 204, description = "signed out"), (status = 401, body = super::error::ErrorBody)))]

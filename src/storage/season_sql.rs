@@ -585,6 +585,22 @@ macro_rules! season_store {
                     Ok(Some(done.rows_affected()))
                 }
 
+                async fn revoked_sessions_since(
+                    &self,
+                    since: Timestamp,
+                    limit: i64,
+                ) -> Result<Vec<(Vec<u8>, Timestamp)>, StorageError> {
+                    let rows: Vec<(Vec<u8>, i64)> = sqlx::query_as(
+                        "SELECT token_hash, revoked_at_us FROM citizen_sessions \
+                         WHERE revoked_at_us >= $1 ORDER BY revoked_at_us LIMIT $2",
+                    )
+                    .bind(since.unix_us())
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(|(hash, at_us)| (hash, Timestamp::from_unix_us(at_us))).collect())
+                }
+
                 async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError> {
                     let sql = sqlx::AssertSqlSafe(format!(
                         "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE citizen_id = $1 ORDER BY claimed_at_us DESC, id LIMIT $2"

@@ -215,6 +215,14 @@ pub trait SeasonStore: Send + Sync {
         at: Timestamp,
     ) -> Result<Option<u64>, StorageError>;
 
+    /// Token hashes of sessions revoked at or after `since`, with when, oldest first, at most
+    /// `limit`.
+    async fn revoked_sessions_since(
+        &self,
+        since: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<(Vec<u8>, Timestamp)>, StorageError>;
+
     async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError>;
 
     /// What each citizen already holds in a batch and its season.
