@@ -108,7 +108,7 @@ impl PgStore {
         let done = sqlx::query(
             "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
              SELECT ctid FROM idempotency_keys WHERE created_at_us < $1 \
-             AND (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%') LIMIT $2))",
+             AND (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%') ORDER BY created_at_us LIMIT $2))",
         )
         .bind(before_us)
         .bind(i64::from(max_rows))
