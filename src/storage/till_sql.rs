@@ -315,8 +315,10 @@ macro_rules! till_store {
                     &self,
                     change: &AccountChange,
                 ) -> Result<AccountChangeOutcome, StorageError> {
-                    let _gate = self.write_gate.lock().await;
-                    let mut tx = self.begin_write().await?;
+                    // Rows first, as every writer (ARCHITECTURE.md): on PostgreSQL the merchant
+                    // row's lock alone orders changes (no ledger, so no gate); on SQLite the gate,
+                    // then BEGIN IMMEDIATE.
+                    let (_gate, mut tx) = self.begin_row_write().await?;
                     let current: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
                         "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{FOR_UPDATE}"
                     )))

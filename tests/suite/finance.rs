@@ -920,29 +920,25 @@ async fn settlement_account_changes(backend: Backend) {
     let path = format!("/v1/merchants/{bookstore}/settlement-account");
     let new_account = json!({"bank": "中国银行", "account_no": "6217000099998888", "account_name": "某书店有限公司",
                              "reason": "the merchant's letter of 2026-11-20"});
-    let put = |key: String, body: Value| {
-        let request = s.world.app.client.put(s.world.app.url(&path)).bearer_auth(key).json(&body);
-        async move { crate::common::read(request.send().await.expect("send")).await }
-    };
 
     let jinan_admin = s.world.app.staff_key(Role::CityAdmin, "370100").await;
-    let (status, body) = put(jinan_admin.clone(), new_account.clone()).await;
+    let (status, body) = put(&s, &path, &jinan_admin, new_account.clone()).await;
     assert_eq!((status, code(&body)), (403, "forbidden"), "another city's admin: {body}");
     let admin = s.world.province_admin.clone();
     let mut bad = new_account.clone();
     bad["account_no"] = json!("6217-0000");
-    let (status, body) = put(admin.clone(), bad).await;
+    let (status, body) = put(&s, &path, &admin, bad).await;
     assert_eq!((status, code(&body)), (422, "invalid_account"));
     let mut unexplained = new_account.clone();
     unexplained["reason"] = json!("  ");
-    let (status, body) = put(admin.clone(), unexplained).await;
+    let (status, body) = put(&s, &path, &admin, unexplained).await;
     assert_eq!((status, code(&body)), (422, "invalid_field"), "a change needs a reason: {body}");
 
-    let (status, changed) = put(admin.clone(), new_account.clone()).await;
+    let (status, changed) = put(&s, &path, &admin, new_account.clone()).await;
     assert_eq!(status, 200, "{changed}");
     assert_eq!(changed["merchant"]["settlement_account"]["account_no"], "6217000099998888");
     assert_eq!(changed["last_change"]["from"]["account_no"], "6222000011112222");
-    let (status, again) = put(admin.clone(), new_account.clone()).await;
+    let (status, again) = put(&s, &path, &admin, new_account.clone()).await;
     assert_eq!((status, &again), (200, &changed), "a retry gets the first answer");
 
     let history_path = format!("{path}/changes");
@@ -964,6 +960,25 @@ async fn settlement_account_changes(backend: Backend) {
     let second_id = second["settlement_id"].as_str().expect("id").to_owned();
     assert_eq!(payout_account(&s, &second_id).await, "6217000099998888", "settled after the change");
 
+    // Two changes at once: the history stays a chain (each change starts where the last ended).
+    let mut x = new_account.clone();
+    x["account_no"] = json!("6217000011110001");
+    let mut y = new_account.clone();
+    y["account_no"] = json!("6217000011110002");
+    let (first_put, second_put) = tokio::join!(put(&s, &path, &admin, x), put(&s, &path, &admin, y));
+    assert_eq!((first_put.0, second_put.0), (200, 200), "{first_put:?} {second_put:?}");
+    let (_, history) = s.get(&history_path, &s.finance).await;
+    let changes = history["changes"].as_array().expect("changes");
+    assert_eq!(changes.len(), 3, "{history}");
+    assert_eq!(changes[1]["from"], changes[0]["to"]);
+    assert_eq!(changes[2]["from"], changes[1]["to"]);
+    let (_, listed) = s.get("/v1/merchants?city=370200", &admin).await;
+    let now_paid_to = listed["merchants"]
+        .as_array()
+        .and_then(|all| all.iter().find(|m| m["id"] == bookstore.as_str()))
+        .map(|m| m["settlement_account"].clone());
+    assert_eq!(now_paid_to.as_ref(), Some(&changes[2]["to"]), "the account is the last change's");
+
     for sql in
         ["UPDATE merchant_account_changes SET new_account_no = '1'", "DELETE FROM merchant_account_changes"]
     {
@@ -979,4 +994,9 @@ async fn payout_account(s: &Script, settlement: &str) -> String {
     let csv = response.text().await.expect("csv");
     let line = csv.lines().find(|l| l.contains(&s.bookstore.0)).expect("bookstore line").to_owned();
     line.split(',').nth(4).expect("account_no column").to_owned()
+}
+
+async fn put(s: &Script, path: &str, key: &str, body: Value) -> (u16, Value) {
+    let request = s.world.app.client.put(s.world.app.url(path)).bearer_auth(key).json(&body);
+    crate::common::read(request.send().await.expect("send")).await
 }
