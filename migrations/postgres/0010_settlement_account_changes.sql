@@ -6,6 +6,7 @@
 CREATE TABLE merchant_account_changes (
     id               UUID PRIMARY KEY,
     merchant_id      UUID NOT NULL REFERENCES merchants (id),
+    seq              BIGINT NOT NULL,
     changed_at_us    BIGINT NOT NULL,
     changed_by       UUID NOT NULL,
     reason           TEXT NOT NULL,
@@ -16,7 +17,9 @@ CREATE TABLE merchant_account_changes (
     new_account_no   TEXT NOT NULL,
     new_account_name TEXT NOT NULL
 );
-CREATE INDEX merchant_account_changes_by_merchant ON merchant_account_changes (merchant_id, changed_at_us);
+-- Changes are numbered per merchant, 1, 2, 3 ..., under the merchant row's lock: the history's
+-- order is the order the changes were made in, whatever the clocks said.
+CREATE UNIQUE INDEX merchant_account_changes_by_merchant ON merchant_account_changes (merchant_id, seq);
 CREATE TRIGGER merchant_account_changes_append_only BEFORE UPDATE OR DELETE ON merchant_account_changes
     FOR EACH ROW EXECUTE FUNCTION wenhui_refuse_ledger_change();
 CREATE TRIGGER merchant_account_changes_no_truncate BEFORE TRUNCATE ON merchant_account_changes

@@ -6,6 +6,7 @@
 CREATE TABLE merchant_account_changes (
     id               BLOB PRIMARY KEY,
     merchant_id      BLOB NOT NULL REFERENCES merchants (id),
+    seq              INTEGER NOT NULL,
     changed_at_us    INTEGER NOT NULL,
     changed_by       BLOB NOT NULL,
     reason           TEXT NOT NULL,
@@ -16,7 +17,9 @@ CREATE TABLE merchant_account_changes (
     new_account_no   TEXT NOT NULL,
     new_account_name TEXT NOT NULL
 );
-CREATE INDEX merchant_account_changes_by_merchant ON merchant_account_changes (merchant_id, changed_at_us);
+-- Changes are numbered per merchant, 1, 2, 3 ..., under the merchant row's lock: the history's
+-- order is the order the changes were made in, whatever the clocks said.
+CREATE UNIQUE INDEX merchant_account_changes_by_merchant ON merchant_account_changes (merchant_id, seq);
 CREATE TRIGGER merchant_account_changes_no_update BEFORE UPDATE ON merchant_account_changes
 BEGIN SELECT RAISE(ABORT, 'settlement account changes are append-only: UPDATE refused'); END;
 CREATE TRIGGER merchant_account_changes_no_delete BEFORE DELETE ON merchant_account_changes

@@ -277,6 +277,7 @@ fn account_json(account: &SettlementAccount) -> Value {
 fn account_change_json(change: &AccountChange) -> Value {
     json!({
         "id": change.id,
+        "seq": change.seq,
         "changed_at": change.changed_at.to_string(),
         "changed_by_key": change.changed_by,
         "reason": change.reason,
@@ -319,6 +320,7 @@ pub async fn change_account(
     let change = AccountChange {
         id: Uuid::now_v7(),
         merchant_id: id,
+        seq: 0, // the store numbers it
         changed_at: state.clock().now(),
         changed_by: staff.1,
         reason: text_field(&request.reason, "reason", 500)?,
@@ -344,7 +346,7 @@ pub async fn change_account(
     })))
 }
 
-/// The merchant's settlement account changes, oldest first: its admins, finance and auditors of
+/// The merchant's settlement account changes, in the order they were made (`seq`): its admins, finance and auditors of
 /// its region.
 #[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{merchant_id, changes: [...]}"), (status = 403, body = super::error::ErrorBody),

@@ -47,6 +47,7 @@ impl MerchantRow {
 pub(crate) struct AccountChangeRow {
     id: Uuid,
     merchant_id: Uuid,
+    seq: i64,
     changed_at_us: i64,
     changed_by: Uuid,
     reason: String,
@@ -63,6 +64,7 @@ impl AccountChangeRow {
         super::AccountChange {
             id: self.id,
             merchant_id: self.merchant_id,
+            seq: self.seq,
             changed_at: crate::domain::time::Timestamp::from_unix_us(self.changed_at_us),
             changed_by: self.changed_by,
             reason: self.reason,
@@ -339,10 +341,11 @@ macro_rules! till_store {
                         .bind(change.to.account_name.clone())
                         .execute(&mut *tx)
                         .await?;
-                    sqlx::query(
-                        "INSERT INTO merchant_account_changes (id, merchant_id, changed_at_us, changed_by, reason, \
+                    let (seq,): (i64,) = sqlx::query_as(
+                        "INSERT INTO merchant_account_changes (id, merchant_id, seq, changed_at_us, changed_by, reason, \
                          old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                         SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+                         FROM merchant_account_changes WHERE merchant_id = $2 RETURNING seq",
                     )
                     .bind(change.id)
                     .bind(change.merchant_id)
@@ -355,17 +358,17 @@ macro_rules! till_store {
                     .bind(change.to.bank.clone())
                     .bind(change.to.account_no.clone())
                     .bind(change.to.account_name.clone())
-                    .execute(&mut *tx)
+                    .fetch_one(&mut *tx)
                     .await?;
                     tx.commit().await?;
-                    Ok(AccountChangeOutcome::Changed(Box::new(AccountChange { from, ..change.clone() })))
+                    Ok(AccountChangeOutcome::Changed(Box::new(AccountChange { from, seq, ..change.clone() })))
                 }
 
                 async fn account_changes(&self, merchant_id: Uuid, limit: i64) -> Result<Vec<AccountChange>, StorageError> {
                     let rows: Vec<AccountChangeRow> = sqlx::query_as(
-                        "SELECT id, merchant_id, changed_at_us, changed_by, reason, old_bank, old_account_no, \
+                        "SELECT id, merchant_id, seq, changed_at_us, changed_by, reason, old_bank, old_account_no, \
                          old_account_name, new_bank, new_account_no, new_account_name FROM merchant_account_changes \
-                         WHERE merchant_id = $1 ORDER BY changed_at_us, id LIMIT $2",
+                         WHERE merchant_id = $1 ORDER BY seq LIMIT $2",
                     )
                     .bind(merchant_id)
                     .bind(limit)

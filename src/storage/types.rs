@@ -255,6 +255,8 @@ pub trait SeasonStore: Send + Sync {
 pub struct AccountChange {
     pub id: Uuid,
     pub merchant_id: Uuid,
+    /// 1 for the merchant's first change, then 2, 3 ...: the order the changes were made in.
+    pub seq: i64,
     pub changed_at: Timestamp,
     /// The staff key that made the change.
     pub changed_by: Uuid,
@@ -382,7 +384,8 @@ pub trait TillStore: Send + Sync {
     async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError>;
 
     /// Sets the merchant's settlement account to `change.to` and appends `change` (with `from`
-    /// read under the row lock) to its history, in one transaction. `change.from` is ignored.
+    /// read under the row lock, and the next `seq`) to its history, in one transaction.
+    /// `change.from` and `change.seq` are ignored.
     async fn change_settlement_account(
         &self,
         change: &AccountChange,

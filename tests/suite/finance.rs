@@ -970,6 +970,8 @@ async fn settlement_account_changes(backend: Backend) {
     let (_, history) = s.get(&history_path, &s.finance).await;
     let changes = history["changes"].as_array().expect("changes");
     assert_eq!(changes.len(), 3, "{history}");
+    let numbers: Vec<i64> = changes.iter().filter_map(|c| c["seq"].as_i64()).collect();
+    assert_eq!(numbers, [1, 2, 3], "{history}");
     assert_eq!(changes[1]["from"], changes[0]["to"]);
     assert_eq!(changes[2]["from"], changes[1]["to"]);
     let (_, listed) = s.get("/v1/merchants?city=370200", &admin).await;

@@ -130,22 +130,47 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
 /// close, settle) have their own, longer limit.
 async fn slow_requests_time_out_cleanly(backend: Backend) {
     let app = TestApp::spawn_configured(backend, |config| {
-        config.request_timeouts.request = std::time::Duration::ZERO;
+        config.request_timeouts.request = std::time::Duration::from_millis(300);
     })
     .await;
     let admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
     let body = json!({"name": "书店", "credit_code": crate::till::credit_code(77), "category": "bookstore",
         "city": "370200", "settlement_account": {"bank": "青岛银行", "account_no": "6222000011112222", "account_name": "某书店"}});
+    // Another session holds a lock the merchant insert needs, so the request is slow for sure
+    // (a zero time limit raced the handler on a loaded machine).
+    let blocker = hold_merchants_lock(backend, &app.db.url).await;
     for _ in 0..2 {
         let (status, answer) =
             app.post_idem("/v1/merchants", Some(&admin), "slow-merchant", body.clone()).await;
         assert_eq!((status, code(&answer)), (503, "timeout"), "{answer}");
         assert!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("Idempotency-Key")));
     }
+    drop(blocker);
     let region = "370000".parse().expect("region");
     assert!(app.store().merchants_in(region, 10).await.expect("merchants").is_empty(), "nothing written");
     wenhui::audit::verify_store(app.store()).await.expect("ledger verifies");
     let unknown = uuid::Uuid::now_v7();
     let (status, answer) = app.get(&format!("/v1/seasons/{unknown}/reconciliation"), Some(&admin)).await;
     assert_eq!(status, 404, "the season-wide limit applies, not the short one: {answer}");
+}
+
+/// A connection in an open transaction that blocks inserts into `merchants` until dropped:
+/// SQLite's write lock (`BEGIN IMMEDIATE`), or PostgreSQL's `LOCK TABLE ... IN EXCLUSIVE MODE`.
+async fn hold_merchants_lock(backend: Backend, url: &str) -> Box<dyn std::any::Any + Send> {
+    use sqlx::Connection;
+    match backend {
+        Backend::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql("BEGIN IMMEDIATE").execute(&mut conn).await.expect("lock");
+            Box::new(conn)
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await.expect("connect");
+            sqlx::raw_sql("BEGIN; LOCK TABLE merchants IN EXCLUSIVE MODE")
+                .execute(&mut conn)
+                .await
+                .expect("lock");
+            Box::new(conn)
+        }
+    }
 }
