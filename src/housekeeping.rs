@@ -1,7 +1,7 @@
 //! Background upkeep of tables that only need to remember for a while: request nonces and the
 //! stored answers of citizens' and tills' retried writes.
 //!
-//! **Request nonces.** //! A terminal request is refused as stale when its timestamp is more than
+//! **Request nonces.** A terminal request is refused as stale when its timestamp is more than
 //! [`MAX_SKEW_S`](wenhui_merchant_sdk::signing::MAX_SKEW_S) seconds from the service's clock, so a
 //! request first seen at `t` carries a timestamp of at most `t + 300 s`, and a replay of it is
 //! stale from `t + 600 s` on. Its nonce is kept for [`NONCE_RETENTION_S`] (more than that, for

@@ -30,7 +30,7 @@ pub struct ServeConfig {
     pub sweep_interval: Duration,
     /// How often request nonces and stored answers past their retention are deleted
     /// (`housekeeping.rs`).
-    pub nonce_prune_interval: Duration,
+    pub prune_interval: Duration,
     /// How long citizens' and tills' retries get their first answer (at least a day).
     pub idempotency_retention: Duration,
     /// How often the revocation feed is read, to drop revoked citizen tokens from memory
@@ -49,7 +49,7 @@ impl ServeConfig {
             ledger_key_path: None,
             checkpoint_interval: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
-            nonce_prune_interval: Duration::from_secs(60),
+            prune_interval: Duration::from_secs(60),
             idempotency_retention: crate::housekeeping::IDEMPOTENCY_RETENTION,
             revocation_poll: citizens::REVOCATION_POLL,
             request_timeouts: http::RequestTimeouts::default(),
@@ -128,7 +128,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let pruning = crate::housekeeping::spawn_pruning(
         store.clone(),
         config.clock.clone(),
-        config.nonce_prune_interval,
+        config.prune_interval,
         config.idempotency_retention,
     );
     let writer_handle = writer.clone();

@@ -24,13 +24,8 @@ impl FromRequestParts<AppState> for CitizenAuth {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::unauthorized(
-                "unauthenticated",
-                "send the citizen token as Authorization: Bearer <token>",
-            )
-        })?;
-        match state.citizens().authenticate(token).await? {
+        let PresentedToken(token) = PresentedToken::from_request_parts(parts, state).await?;
+        match state.citizens().authenticate(&token).await? {
             Some(citizen_id) => Ok(CitizenAuth(citizen_id)),
             None => Err(ApiError::unauthorized("invalid_token", "the token is not valid or has expired")),
         }
@@ -44,13 +39,13 @@ impl FromRequestParts<AppState> for PresentedToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
-        match bearer_token(parts) {
-            Some(token) => Ok(PresentedToken(token.to_owned())),
-            None => Err(ApiError::unauthorized(
+        let token = bearer_token(parts).ok_or_else(|| {
+            ApiError::unauthorized(
                 "unauthenticated",
                 "send the citizen token as Authorization: Bearer <token>",
-            )),
-        }
+            )
+        })?;
+        Ok(PresentedToken(token.to_owned()))
     }
 }
 

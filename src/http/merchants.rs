@@ -52,11 +52,7 @@ pub fn merchant_json(merchant: &Merchant) -> Value {
         "category": merchant.category.as_str(),
         "city": merchant.city,
         "status": merchant.status.as_str(),
-        "settlement_account": {
-            "bank": merchant.settlement.bank,
-            "account_name": merchant.settlement.account_name,
-            "account_no": merchant.settlement.account_no,
-        },
+        "settlement_account": account_json(&merchant.settlement),
     })
 }
 
@@ -346,8 +342,8 @@ pub async fn change_account(
     })))
 }
 
-/// The merchant's settlement account changes, in the order they were made (`seq`): its admins, finance and auditors of
-/// its region.
+/// The merchant's settlement account changes, in the order they were made (`seq`): its admins,
+/// finance and auditors of its region.
 #[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{merchant_id, changes: [...]}"), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody)))]

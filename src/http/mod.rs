@@ -330,7 +330,8 @@ pub fn status_error(status: StatusCode) -> ApiError {
         citizens::claim, citizens::voucher_qr,
         seasons::create_season, seasons::add_budget, seasons::list_seasons, seasons::get_season,
         seasons::create_batch, seasons::list_batches, merchants::create, merchants::list, merchants::suspend,
-        merchants::activate, merchants::change_account, merchants::account_changes, merchants::register_terminal, merchants::revoke_terminal, till::keys, till::redeem,
+        merchants::activate, merchants::change_account, merchants::account_changes, merchants::register_terminal,
+        merchants::revoke_terminal, till::keys, till::redeem,
         till::reverse, till::get, card::issue, card::mine, card::qr, card::freeze, card::unfreeze, card::set_terms,
         card::set_points_rate, card::pay, card::reverse, card::get, card::exchange),
     modifiers(&SecurityAddon)

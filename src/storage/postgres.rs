@@ -96,8 +96,6 @@ impl PgStore {
         .await
     }
 
-    /// Deletes up to `max_rows` request nonces seen before `before_us` by their row addresses
-    /// (a `(terminal_id, nonce) IN (...)` form hash-joins the whole table on every batch).
     /// Deletes up to `max_rows` stored answers of citizens' and tills' writes made before
     /// `before_us` (staff writes keep theirs; see `housekeeping.rs`).
     pub(crate) async fn delete_old_answer_rows(
@@ -117,6 +115,8 @@ impl PgStore {
         Ok(done.rows_affected())
     }
 
+    /// Deletes up to `max_rows` request nonces seen before `before_us` by their row addresses
+    /// (a `(terminal_id, nonce) IN (...)` form hash-joins the whole table on every batch).
     pub(crate) async fn delete_old_nonce_rows(
         &self,
         before_us: i64,

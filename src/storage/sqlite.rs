@@ -71,8 +71,6 @@ impl SqliteStore {
 /// The till's coalesced reads and the request-nonce insert, with `IN (...)` lists (SQLite
 /// prepares and plans a statement in-process, cheaply).
 impl SqliteStore {
-    /// Deletes up to `max_rows` request nonces seen before `before_us`, by rowid through the
-    /// covering age index.
     /// Deletes up to `max_rows` stored answers of citizens' and tills' writes made before
     /// `before_us` (staff writes keep theirs; see `housekeeping.rs`).
     pub(crate) async fn delete_old_answer_rows(
@@ -92,6 +90,8 @@ impl SqliteStore {
         Ok(done.rows_affected())
     }
 
+    /// Deletes up to `max_rows` request nonces seen before `before_us`, by rowid through the
+    /// covering age index.
     pub(crate) async fn delete_old_nonce_rows(
         &self,
         before_us: i64,

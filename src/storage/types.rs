@@ -391,7 +391,8 @@ pub trait TillStore: Send + Sync {
         change: &AccountChange,
     ) -> Result<AccountChangeOutcome, StorageError>;
 
-    /// The merchant's settlement account changes, oldest first, at most `limit`.
+    /// The merchant's settlement account changes in the order they were made (`seq`), at most
+    /// `limit`.
     async fn account_changes(
         &self,
         merchant_id: Uuid,
