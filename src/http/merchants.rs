@@ -18,7 +18,7 @@ use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAc
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::Category;
 use crate::domain::staff::{Role, StaffScope};
-use crate::storage::{AccountChange, AccountChangeOutcome, IdemRecord, TerminalRecord};
+use crate::storage::{AccountChange, AccountChangeOutcome, IdemRecord, NewAccountChange, TerminalRecord};
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, message)
@@ -142,10 +142,25 @@ pub async fn create(
 pub struct ListQuery {
     #[serde(default)]
     city: Option<String>,
+    /// The `next_after` of the previous page.
+    #[serde(default)]
+    after: Option<Uuid>,
+    #[serde(default)]
+    limit: Option<u32>,
 }
 
-/// Merchants of a city (or of the caller's whole region when no city is given).
-#[utoipa::path(get, path = "/v1/merchants", security(("staff_key" = [])), params(("city" = Option<String>, Query)), responses((status = 200, description = "{\"merchants\": [...]}")))]
+/// Merchants listed per page unless the caller asks for fewer or more.
+const MERCHANTS_PAGE_DEFAULT: u32 = 100;
+/// The most merchants one page holds.
+const MERCHANTS_PAGE_MAX: u32 = 500;
+
+/// Merchants of a city (or of the caller's whole region when no city is given), by name, a page
+/// at a time: `next_after` is the `after` of the next page, null on the last.
+#[utoipa::path(get, path = "/v1/merchants", security(("staff_key" = [])),
+    params(("city" = Option<String>, Query), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"),
+        ("limit" = Option<u32>, Query, description = "1 to 500, 100 by default")),
+    responses((status = 200, description = "{\"merchants\": [...], \"next_after\": id or null}"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_region, invalid_limit, invalid_cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     staff: Staff,
@@ -163,9 +178,38 @@ pub async fn list(
             staff.0.role, staff.0.region
         )));
     }
-    let merchants: Vec<Value> =
-        state.store().merchants_in(region, 500).await?.iter().map(merchant_json).collect();
-    Ok(Json(json!({ "merchants": merchants })))
+    let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
+    if let Some(after) = query.after
+        && state.store().merchant(after).await?.is_none()
+    {
+        return Err(invalid("invalid_cursor", "after names no merchant: pass a page's next_after"));
+    }
+    let mut merchants = state.store().merchants_in(region, query.after, i64::from(limit) + 1).await?;
+    let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
+    Ok(Json(json!({
+        "merchants": merchants.iter().map(merchant_json).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
+}
+
+/// The page size asked for, `default` when none was, refused outside 1..=`max`.
+fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match asked.unwrap_or(default) {
+        limit @ 1.. if limit <= max => Ok(limit),
+        _ => Err(invalid("invalid_limit", format!("limit is 1 to {max}"))),
+    }
+}
+
+/// Given a page read with one row more than `limit`, drops that extra row and returns the
+/// page's last row when there is a next page.
+fn next_cursor<T>(rows: &mut Vec<T>, limit: u32) -> Option<&T> {
+    let limit = limit as usize;
+    if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last()
+    } else {
+        None
+    }
 }
 
 pub(super) async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiError> {
@@ -313,44 +357,62 @@ pub async fn change_account(
         account_no: request.account_no,
         account_name: request.account_name,
     })?;
-    let change = AccountChange {
+    let change = NewAccountChange {
         id: Uuid::now_v7(),
         merchant_id: id,
-        seq: 0, // the store numbers it
         changed_at: state.clock().now(),
         changed_by: staff.1,
         reason: text_field(&request.reason, "reason", 500)?,
-        from: merchant.settlement.clone(),
-        to,
+        to: to.clone(),
     };
-    match state.store().change_settlement_account(&change).await? {
+    // The answer is the state (the merchant now paid to `to`, and the latest change), not what
+    // this call did, so a retry, which changes nothing, gets the same answer.
+    let last_change = match state.store().change_settlement_account(&change).await? {
         AccountChangeOutcome::NoSuchMerchant => {
             return Err(ApiError::not_found("merchant_not_found", "no such merchant"));
         }
-        AccountChangeOutcome::Unchanged => {}
+        AccountChangeOutcome::Unchanged => state.store().latest_account_change(id).await?,
         AccountChangeOutcome::Changed(change) => {
             state.inner().tills.clear();
             tracing::info!(merchant = %id, change = %change.id, staff_key = %staff.1, "settlement account changed");
+            Some(*change)
         }
-    }
-    // The answer is the state, not what this call did, so a retry gets the same answer.
-    let merchant = load(&state, id).await?;
-    let changes = state.store().account_changes(id, ACCOUNT_CHANGES_MAX).await?;
+    };
+    let merchant = Merchant { settlement: to, ..merchant };
     Ok(Json(json!({
         "merchant": merchant_json(&merchant),
-        "last_change": changes.last().map(account_change_json),
+        "last_change": last_change.as_ref().map(account_change_json),
     })))
 }
 
-/// The merchant's settlement account changes, in the order they were made (`seq`): its admins,
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesQuery {
+    /// The `next_after_seq` of the previous page; 0 (the default) starts at the first change.
+    #[serde(default)]
+    after_seq: i64,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// Changes listed per page unless the caller asks for fewer or more.
+const ACCOUNT_CHANGES_PAGE_DEFAULT: u32 = 100;
+/// The most changes one page holds.
+const ACCOUNT_CHANGES_PAGE_MAX: u32 = 1_000;
+
+/// The merchant's settlement account changes, in the order they were made (`seq`), a page at a
+/// time (`next_after_seq` is the `after_seq` of the next page, null on the last): its admins,
 /// finance and auditors of its region.
-#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{merchant_id, changes: [...]}"), (status = 403, body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])),
+    params(("id" = Uuid, Path), ("after_seq" = Option<i64>, Query, description = "next_after_seq of the previous page"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, 100 by default")),
+    responses((status = 200, description = "{merchant_id, changes: [...], next_after_seq}"), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "invalid_limit")))]
 pub async fn account_changes(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let merchant = load(&state, id).await?;
     let scope = staff.require(&Role::ALL)?;
@@ -360,12 +422,12 @@ pub async fn account_changes(
             scope.role, scope.region, merchant.city
         )));
     }
-    let changes = state.store().account_changes(id, ACCOUNT_CHANGES_MAX).await?;
+    let limit = page_limit(query.limit, ACCOUNT_CHANGES_PAGE_DEFAULT, ACCOUNT_CHANGES_PAGE_MAX)?;
+    let mut changes = state.store().account_changes(id, query.after_seq, i64::from(limit) + 1).await?;
+    let next_after_seq = next_cursor(&mut changes, limit).map(|last| last.seq);
     Ok(Json(json!({
         "merchant_id": id,
         "changes": changes.iter().map(account_change_json).collect::<Vec<_>>(),
+        "next_after_seq": next_after_seq,
     })))
 }
-
-/// At most this many changes are listed (a merchant changes its account a few times a season).
-const ACCOUNT_CHANGES_MAX: i64 = 1_000;

@@ -43,6 +43,10 @@ impl MerchantRow {
     }
 }
 
+/// The columns [`AccountChangeRow`] reads, in its order.
+pub(crate) const ACCOUNT_CHANGE_COLUMNS: &str = "id, merchant_id, seq, changed_at_us, changed_by, reason, \
+     old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name";
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountChangeRow {
     id: Uuid,
@@ -198,12 +202,12 @@ macro_rules! till_store {
             use crate::domain::time::Timestamp;
             use crate::storage::season_sql::{VOUCHER_COLUMNS, VoucherRow};
             use crate::storage::till_sql::{
-                AccountChangeRow, MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow,
+                ACCOUNT_CHANGE_COLUMNS, AccountChangeRow, MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow,
             };
             use crate::domain::merchant::SettlementAccount;
             use crate::domain::ledger::NewEntry;
             use crate::storage::{
-                AccountChange, AccountChangeOutcome, IdemRecord, NewRedemption, NewReversal, QrKeyRecord,
+                AccountChange, AccountChangeOutcome, IdemRecord, NewAccountChange, NewRedemption, NewReversal, QrKeyRecord,
                 RedemptionRecord, StorageError,
                 TerminalRecord, TillStore, WriteError, conflict,
             };
@@ -290,17 +294,24 @@ macro_rules! till_store {
                     row.map(MerchantRow::into_merchant).transpose()
                 }
 
-                async fn merchants_in(&self, region: RegionCode, limit: i64) -> Result<Vec<Merchant>, StorageError> {
+                async fn merchants_in(
+                    &self,
+                    region: RegionCode,
+                    after: Option<Uuid>,
+                    limit: i64,
+                ) -> Result<Vec<Merchant>, StorageError> {
                     // A city matches itself; a province matches every city with its two-digit prefix.
                     let pattern = match region.level() {
                         RegionLevel::Province => format!("{}%", &region.to_string()[..2]),
                         _ => region.to_string(),
                     };
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE city LIKE $1 ORDER BY name, id LIMIT $2"
+                        "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE city LIKE $1 \
+                         AND ($2 IS NULL OR (name, id) > (SELECT name, id FROM merchants WHERE id = $2)) \
+                         ORDER BY name, id LIMIT $3"
                     ));
                     let rows: Vec<MerchantRow> =
-                        sqlx::query_as(sql).bind(pattern).bind(limit).fetch_all(&self.pool).await?;
+                        sqlx::query_as(sql).bind(pattern).bind(after).bind(limit).fetch_all(&self.pool).await?;
                     rows.into_iter().map(MerchantRow::into_merchant).collect()
                 }
 
@@ -315,7 +326,7 @@ macro_rules! till_store {
 
                 async fn change_settlement_account(
                     &self,
-                    change: &AccountChange,
+                    change: &NewAccountChange,
                 ) -> Result<AccountChangeOutcome, StorageError> {
                     // Rows first, as every writer (ARCHITECTURE.md): on PostgreSQL the merchant
                     // row's lock alone orders changes (no ledger, so no gate); on SQLite the gate,
@@ -361,20 +372,46 @@ macro_rules! till_store {
                     .fetch_one(&mut *tx)
                     .await?;
                     tx.commit().await?;
-                    Ok(AccountChangeOutcome::Changed(Box::new(AccountChange { from, seq, ..change.clone() })))
+                    let NewAccountChange { id, merchant_id, changed_at, changed_by, reason, to } = change.clone();
+                    Ok(AccountChangeOutcome::Changed(Box::new(AccountChange {
+                        id,
+                        merchant_id,
+                        seq,
+                        changed_at,
+                        changed_by,
+                        reason,
+                        from,
+                        to,
+                    })))
                 }
 
-                async fn account_changes(&self, merchant_id: Uuid, limit: i64) -> Result<Vec<AccountChange>, StorageError> {
-                    let rows: Vec<AccountChangeRow> = sqlx::query_as(
-                        "SELECT id, merchant_id, seq, changed_at_us, changed_by, reason, old_bank, old_account_no, \
-                         old_account_name, new_bank, new_account_no, new_account_name FROM merchant_account_changes \
-                         WHERE merchant_id = $1 ORDER BY seq LIMIT $2",
-                    )
-                    .bind(merchant_id)
-                    .bind(limit)
-                    .fetch_all(&self.pool)
-                    .await?;
+                async fn account_changes(
+                    &self,
+                    merchant_id: Uuid,
+                    after_seq: i64,
+                    limit: i64,
+                ) -> Result<Vec<AccountChange>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
+                         WHERE merchant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+                    ));
+                    let rows: Vec<AccountChangeRow> = sqlx::query_as(sql)
+                        .bind(merchant_id)
+                        .bind(after_seq)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
                     Ok(rows.into_iter().map(AccountChangeRow::into_change).collect())
+                }
+
+                async fn latest_account_change(&self, merchant_id: Uuid) -> Result<Option<AccountChange>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
+                         WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1"
+                    ));
+                    let row: Option<AccountChangeRow> =
+                        sqlx::query_as(sql).bind(merchant_id).fetch_optional(&self.pool).await?;
+                    Ok(row.map(AccountChangeRow::into_change))
                 }
 
                 async fn insert_terminal(

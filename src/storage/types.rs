@@ -265,6 +265,19 @@ pub struct AccountChange {
     pub to: crate::domain::merchant::SettlementAccount,
 }
 
+/// A change of a merchant's settlement account as asked for: the store reads the account it
+/// replaces under the merchant's row lock and numbers the change.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAccountChange {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub changed_at: Timestamp,
+    /// The staff key that makes the change.
+    pub changed_by: Uuid,
+    pub reason: String,
+    pub to: crate::domain::merchant::SettlementAccount,
+}
+
 /// What asking for a new settlement account did.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AccountChangeOutcome {
@@ -374,30 +387,36 @@ pub trait TillStore: Send + Sync {
 
     async fn merchant(&self, id: Uuid) -> Result<Option<crate::domain::merchant::Merchant>, StorageError>;
 
-    /// Merchants within a region (a city, or a whole province), by name.
+    /// Merchants within a region (a city, or a whole province), by name then id, at most
+    /// `limit`; with `after`, only those that come after that merchant in this order.
     async fn merchants_in(
         &self,
         region: RegionCode,
+        after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<crate::domain::merchant::Merchant>, StorageError>;
 
     async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError>;
 
-    /// Sets the merchant's settlement account to `change.to` and appends `change` (with `from`
-    /// read under the row lock, and the next `seq`) to its history, in one transaction.
-    /// `change.from` and `change.seq` are ignored.
+    /// Sets the merchant's settlement account to `change.to` and appends the change (with the
+    /// account it replaces, read under the row lock, and the next `seq`) to its history, in one
+    /// transaction.
     async fn change_settlement_account(
         &self,
-        change: &AccountChange,
+        change: &NewAccountChange,
     ) -> Result<AccountChangeOutcome, StorageError>;
 
-    /// The merchant's settlement account changes in the order they were made (`seq`), at most
-    /// `limit`.
+    /// The merchant's settlement account changes with a `seq` above `after_seq`, in the order
+    /// they were made, at most `limit`.
     async fn account_changes(
         &self,
         merchant_id: Uuid,
+        after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountChange>, StorageError>;
+
+    /// The merchant's latest settlement account change, if it ever had one.
+    async fn latest_account_change(&self, merchant_id: Uuid) -> Result<Option<AccountChange>, StorageError>;
 
     async fn insert_terminal(
         &self,

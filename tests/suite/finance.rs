@@ -974,6 +974,13 @@ async fn settlement_account_changes(backend: Backend) {
     assert_eq!(numbers, [1, 2, 3], "{history}");
     assert_eq!(changes[1]["from"], changes[0]["to"]);
     assert_eq!(changes[2]["from"], changes[1]["to"]);
+    assert_eq!(history["next_after_seq"], Value::Null, "one page holds all three");
+    let (_, first_page) = s.get(&format!("{history_path}?limit=2"), &s.finance).await;
+    assert_eq!(first_page["changes"].as_array().map(Vec::len), Some(2), "{first_page}");
+    assert_eq!(first_page["next_after_seq"], 2, "{first_page}");
+    let (_, last_page) = s.get(&format!("{history_path}?limit=2&after_seq=2"), &s.finance).await;
+    assert_eq!(last_page["changes"], json!([changes[2]]), "{last_page}");
+    assert_eq!(last_page["next_after_seq"], Value::Null, "{last_page}");
     let (_, listed) = s.get("/v1/merchants?city=370200", &admin).await;
     let now_paid_to = listed["merchants"]
         .as_array()

@@ -154,8 +154,49 @@ both_backends!(
     batched_nonces_and_voucher_reads,
     request_nonces_are_forgotten_after_their_retention,
     stored_answers_are_forgotten_after_their_retention_except_staff,
-    served_qr_svg_decodes_to_its_token
+    served_qr_svg_decodes_to_its_token,
+    merchants_are_listed_a_page_at_a_time
 );
+
+/// A city's merchants come a page at a time, by name; every merchant exactly once, and
+/// `next_after` null on the last page. Bad page sizes and cursors are refused.
+async fn merchants_are_listed_a_page_at_a_time(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let admin = &till.qingdao_admin;
+    for seed in 2..=5 {
+        merchant(&till.world, admin, seed, "ktv", "370200").await;
+    }
+    let mut names = Vec::new();
+    let mut path = "/v1/merchants?city=370200&limit=2".to_owned();
+    let mut pages = 0;
+    loop {
+        let (status, page) = till.world.app.get(&path, Some(admin)).await;
+        assert_eq!(status, 200, "{page}");
+        pages += 1;
+        let merchants = page["merchants"].as_array().expect("merchants");
+        assert!(merchants.len() <= 2, "{page}");
+        names.extend(merchants.iter().filter_map(|m| m["name"].as_str().map(str::to_owned)));
+        match page["next_after"].as_str() {
+            Some(after) => path = format!("/v1/merchants?city=370200&limit=2&after={after}"),
+            None => break,
+        }
+    }
+    assert_eq!(names, ["店1", "店2", "店3", "店4", "店5"]);
+    assert_eq!(pages, 3);
+    let (_, whole) = till.world.app.get("/v1/merchants?city=370200", Some(admin)).await;
+    assert_eq!(whole["merchants"].as_array().map(Vec::len), Some(5), "{whole}");
+    assert_eq!(whole["next_after"], Value::Null);
+
+    for (query, status_expected, code_expected) in [
+        ("limit=0", 422, "invalid_limit"),
+        ("limit=501", 422, "invalid_limit"),
+        ("after=0190a0b0-0000-7000-8000-000000000000", 422, "invalid_cursor"),
+        ("after=not-an-id", 400, "invalid_query"),
+    ] {
+        let (status, body) = till.world.app.get(&format!("/v1/merchants?city=370200&{query}"), Some(admin)).await;
+        assert_eq!((status, code(&body)), (status_expected, code_expected), "{query}: {body}");
+    }
+}
 
 /// Housekeeping deletes request nonces past their retention (and only those): a nonce seen
 /// 16 minutes ago is new again, one seen 14 minutes ago is still a replay.
