@@ -1,5 +1,5 @@
-//! Background upkeep of tables that only need to remember for a while: request nonces and the
-//! stored answers of citizens' and tills' retried writes.
+//! Background upkeep of tables that only need to remember for a while: request nonces, spent
+//! QR token nonces and the stored answers of citizens' and tills' retried writes.
 //!
 //! **Request nonces.** A terminal request is refused as stale when its timestamp is more than
 //! [`MAX_SKEW_S`](wenhui_merchant_sdk::signing::MAX_SKEW_S) seconds from the service's clock, so a
@@ -7,6 +7,14 @@
 //! stale from `t + 600 s` on. Its nonce is kept for [`NONCE_RETENTION_S`] (more than that, for
 //! clock differences between service processes) and then deleted, so `terminal_nonces` holds
 //! minutes of traffic instead of a whole season's.
+//!
+//! **Spent QR token nonces** (`qr_nonces`). A token lives at most
+//! [`MAX_LIFETIME_S`](wenhui_merchant_sdk::token::MAX_LIFETIME_S) and is honoured at most
+//! [`CLOCK_SKEW_S`](wenhui_merchant_sdk::token::CLOCK_SKEW_S) before its issue time, so a token
+//! spent at `t` expires by `t + 150 s`, and a replay of it is refused as `qr_expired` before its
+//! nonce is looked at. The nonce is kept for [`QR_NONCE_RETENTION_S`] (an hour, for clock
+//! differences between service processes) and then deleted. Nothing else reads it: a redemption
+//! and a card payment keep their own rows.
 //!
 //! **Stored answers** (`idempotency_keys`). A retry returns the first answer for as long as the
 //! answer is kept: [`IDEMPOTENCY_RETENTION`] (7 days) by default for citizen and terminal scopes,
@@ -23,6 +31,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wenhui_merchant_sdk::signing::MAX_SKEW_S;
+use wenhui_merchant_sdk::token::{CLOCK_SKEW_S, MAX_LIFETIME_S};
 
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{Storage, StorageError};
@@ -32,6 +41,12 @@ pub const NONCE_RETENTION_S: i64 = 2 * MAX_SKEW_S + 300;
 
 // A replay passes the clock check until its timestamp (at most first sight + skew) + skew.
 const _: () = assert!(NONCE_RETENTION_S > 2 * MAX_SKEW_S);
+
+/// How long a spent QR token's nonce is remembered: an hour.
+pub const QR_NONCE_RETENTION_S: i64 = 3_600;
+
+// A replay passes the expiry check until the token expires: at most lifetime + skew after use.
+const _: () = assert!(QR_NONCE_RETENTION_S > MAX_LIFETIME_S + CLOCK_SKEW_S);
 
 /// Rows deleted per statement, so that no prune holds SQLite's write lock for long.
 const PRUNE_BATCH_ROWS: u32 = 5_000;
@@ -46,6 +61,13 @@ pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(86_400);
 pub async fn prune_terminal_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
     let seen_before = Timestamp::from_unix_us(now.unix_us() - NONCE_RETENTION_S * 1_000_000);
     in_batches(|| store.prune_terminal_nonces(seen_before, PRUNE_BATCH_ROWS)).await
+}
+
+/// Deletes every spent QR token nonce older than the retention at `now`, in batches; returns how
+/// many.
+pub async fn prune_qr_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
+    let used_before = Timestamp::from_unix_us(now.unix_us() - QR_NONCE_RETENTION_S * 1_000_000);
+    in_batches(|| store.prune_qr_nonces(used_before, PRUNE_BATCH_ROWS)).await
 }
 
 /// Deletes the stored answers of citizens' and tills' writes older than `retention` at `now`,
@@ -82,8 +104,8 @@ where
     }
 }
 
-/// Prunes request nonces, and stored answers past `idempotency_retention`, every `every`, for as
-/// long as the task runs.
+/// Prunes request nonces, spent QR token nonces, and stored answers past
+/// `idempotency_retention`, every `every`, for as long as the task runs.
 pub fn spawn_pruning(
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
@@ -95,16 +117,22 @@ pub fn spawn_pruning(
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
-            match prune_terminal_nonces(store.as_ref(), clock.now()).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "pruned request nonces"),
-                Err(error) => tracing::warn!(%error, "pruning request nonces failed"),
-            }
-            match prune_idempotency_answers(store.as_ref(), clock.now(), idempotency_retention).await {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "pruned stored answers past their retention"),
-                Err(error) => tracing::warn!(%error, "pruning stored answers failed"),
-            }
+            let store = store.as_ref();
+            logged("request nonces", prune_terminal_nonces(store, clock.now()).await);
+            logged("spent QR token nonces", prune_qr_nonces(store, clock.now()).await);
+            logged(
+                "stored answers",
+                prune_idempotency_answers(store, clock.now(), idempotency_retention).await,
+            );
         }
     })
+}
+
+/// Logs what one prune did: nothing when it deleted nothing.
+fn logged(rows: &'static str, outcome: Result<u64, StorageError>) {
+    match outcome {
+        Ok(0) => {}
+        Ok(deleted) => tracing::info!(deleted, rows, "pruned"),
+        Err(error) => tracing::warn!(%error, rows, "pruning failed"),
+    }
 }

@@ -27,7 +27,7 @@ pub struct PgStore {
     accounts: AccountCache,
     clock: Arc<dyn Clock>,
     write_gate: tokio::sync::Mutex<()>,
-    /// Connections with `synchronous_commit = off`, for request nonces only (see `insert_nonce`).
+    /// Connections with `synchronous_commit = off` (see `relaxed_pool`).
     relaxed_pool: PgPool,
 }
 
@@ -92,44 +92,29 @@ impl PgStore {
         .bind(rows.iter().map(|(terminal, _)| *terminal).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, nonce)| nonce.clone()).collect::<Vec<_>>())
         .bind(at_us)
-        .fetch_all(self.nonce_pool())
+        .fetch_all(self.relaxed_pool())
         .await
     }
 
-    /// Deletes up to `max_rows` stored answers of citizens' and tills' writes made before
-    /// `before_us` (staff writes keep theirs; see `housekeeping.rs`).
-    pub(crate) async fn delete_old_answer_rows(
+    /// Deletes up to `max_rows` rows of `target` older than `cutoff` by their row addresses (a
+    /// key `IN (...)` form hash-joins the whole table on every batch), on the relaxed pool: a
+    /// delete lost in a crash is done again by the next prune.
+    pub(crate) async fn delete_old_rows(
         &self,
-        before_us: i64,
+        target: super::PruneTarget,
+        cutoff: crate::domain::time::Timestamp,
         max_rows: u32,
     ) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE ctid = ANY(ARRAY( \
-             SELECT ctid FROM idempotency_keys WHERE created_at_us < $1 \
-             AND (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%') ORDER BY created_at_us LIMIT $2))",
-        )
-        .bind(before_us)
-        .bind(i64::from(max_rows))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Deletes up to `max_rows` request nonces seen before `before_us` by their row addresses
-    /// (a `(terminal_id, nonce) IN (...)` form hash-joins the whole table on every batch).
-    pub(crate) async fn delete_old_nonce_rows(
-        &self,
-        before_us: i64,
-        max_rows: u32,
-    ) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "DELETE FROM terminal_nonces WHERE seen_at_us < $1 AND ctid = ANY(ARRAY( \
-             SELECT ctid FROM terminal_nonces WHERE seen_at_us < $1 LIMIT $2))",
-        )
-        .bind(before_us)
-        .bind(i64::from(max_rows))
-        .execute(self.nonce_pool())
-        .await?;
+        let super::PruneTarget { table, older, oldest_first } = target;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE {older} AND ctid = ANY(ARRAY( \
+             SELECT ctid FROM {table} WHERE {older} {oldest_first} LIMIT $2))"
+        ));
+        let done = sqlx::query(sql)
+            .bind(cutoff.unix_us())
+            .bind(i64::from(max_rows))
+            .execute(self.relaxed_pool())
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -279,9 +264,10 @@ impl PgStore {
 }
 
 impl PgStore {
-    /// Where request nonces are written: connections that do not wait for the WAL flush. A
-    /// nonce lost in a crash only reopens a replay window the request's Idempotency-Key closes.
-    pub(crate) fn nonce_pool(&self) -> &PgPool {
+    /// Connections that do not wait for the WAL flush, for writes whose loss in a crash does no
+    /// harm: request nonces (a nonce lost only reopens a replay window the request's
+    /// Idempotency-Key closes) and housekeeping's deletes.
+    pub(crate) fn relaxed_pool(&self) -> &PgPool {
         &self.relaxed_pool
     }
 

@@ -277,7 +277,7 @@ macro_rules! season_store {
                     created_before: Timestamp,
                     max_rows: u32,
                 ) -> Result<u64, StorageError> {
-                    Ok(self.delete_old_answer_rows(created_before.unix_us(), max_rows).await?)
+                    Ok(self.delete_old_rows(crate::storage::OLD_CLIENT_ANSWERS, created_before, max_rows).await?)
                 }
 
                 async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError> {

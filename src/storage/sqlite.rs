@@ -71,40 +71,24 @@ impl SqliteStore {
 /// The till's coalesced reads and the request-nonce insert, with `IN (...)` lists (SQLite
 /// prepares and plans a statement in-process, cheaply).
 impl SqliteStore {
-    /// Deletes up to `max_rows` stored answers of citizens' and tills' writes made before
-    /// `before_us` (staff writes keep theirs; see `housekeeping.rs`).
-    pub(crate) async fn delete_old_answer_rows(
+    /// Deletes up to `max_rows` rows of `target` older than `cutoff`, by rowid through the
+    /// target's age index.
+    pub(crate) async fn delete_old_rows(
         &self,
-        before_us: i64,
+        target: super::PruneTarget,
+        cutoff: crate::domain::time::Timestamp,
         max_rows: u32,
     ) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "DELETE FROM idempotency_keys WHERE rowid IN \
-             (SELECT rowid FROM idempotency_keys WHERE created_at_us < $1 \
-             AND (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%') ORDER BY created_at_us LIMIT $2)",
-        )
-        .bind(before_us)
-        .bind(i64::from(max_rows))
-        .execute(&self.pool)
-        .await?;
-        Ok(done.rows_affected())
-    }
-
-    /// Deletes up to `max_rows` request nonces seen before `before_us`, by rowid through the
-    /// covering age index.
-    pub(crate) async fn delete_old_nonce_rows(
-        &self,
-        before_us: i64,
-        max_rows: u32,
-    ) -> Result<u64, sqlx::Error> {
-        let done = sqlx::query(
-            "DELETE FROM terminal_nonces WHERE rowid IN \
-             (SELECT rowid FROM terminal_nonces WHERE seen_at_us < $1 LIMIT $2)",
-        )
-        .bind(before_us)
-        .bind(i64::from(max_rows))
-        .execute(self.nonce_pool())
-        .await?;
+        let super::PruneTarget { table, older, oldest_first } = target;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "DELETE FROM {table} WHERE {older} AND rowid IN \
+             (SELECT rowid FROM {table} WHERE {older} {oldest_first} LIMIT $2)"
+        ));
+        let done = sqlx::query(sql)
+            .bind(cutoff.unix_us())
+            .bind(i64::from(max_rows))
+            .execute(self.relaxed_pool())
+            .await?;
         Ok(done.rows_affected())
     }
 
@@ -120,7 +104,7 @@ impl SqliteStore {
             row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at_us);
         });
         q.push(" ON CONFLICT DO NOTHING RETURNING terminal_id, nonce");
-        q.build_query_as().fetch_all(self.nonce_pool()).await
+        q.build_query_as().fetch_all(self.relaxed_pool()).await
     }
 
     pub(crate) async fn voucher_rows(
@@ -283,8 +267,9 @@ impl SqliteStore {
 }
 
 impl SqliteStore {
-    /// Where request nonces are written (the one pool).
-    pub(crate) fn nonce_pool(&self) -> &SqlitePool {
+    /// Where writes whose loss in a crash does no harm go (the one pool here; see the
+    /// PostgreSQL twin).
+    pub(crate) fn relaxed_pool(&self) -> &SqlitePool {
         &self.pool
     }
 

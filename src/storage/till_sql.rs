@@ -476,7 +476,11 @@ macro_rules! till_store {
                 }
 
                 async fn prune_terminal_nonces(&self, seen_before: Timestamp, max_rows: u32) -> Result<u64, StorageError> {
-                    Ok(self.delete_old_nonce_rows(seen_before.unix_us(), max_rows).await?)
+                    Ok(self.delete_old_rows(crate::storage::OLD_REQUEST_NONCES, seen_before, max_rows).await?)
+                }
+
+                async fn prune_qr_nonces(&self, used_before: Timestamp, max_rows: u32) -> Result<u64, StorageError> {
+                    Ok(self.delete_old_rows(crate::storage::OLD_QR_NONCES, used_before, max_rows).await?)
                 }
 
                 async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {

@@ -265,6 +265,31 @@ pub struct AccountChange {
     pub to: crate::domain::merchant::SettlementAccount,
 }
 
+/// Rows housekeeping deletes by age: those of `table` matching `older` (which compares with `$1`,
+/// the cutoff), oldest first when `oldest_first` names the age column.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PruneTarget {
+    pub table: &'static str,
+    pub older: &'static str,
+    pub oldest_first: &'static str,
+}
+
+/// Request nonces first seen before the cutoff.
+pub(crate) const OLD_REQUEST_NONCES: PruneTarget =
+    PruneTarget { table: "terminal_nonces", older: "seen_at_us < $1", oldest_first: "" };
+
+/// Spent QR token nonces used before the cutoff.
+pub(crate) const OLD_QR_NONCES: PruneTarget =
+    PruneTarget { table: "qr_nonces", older: "used_at_us < $1", oldest_first: "" };
+
+/// Stored answers of citizens' and tills' writes made before the cutoff (staff keep theirs);
+/// the predicate is that of the partial index `idempotency_keys_prunable`.
+pub(crate) const OLD_CLIENT_ANSWERS: PruneTarget = PruneTarget {
+    table: "idempotency_keys",
+    older: "created_at_us < $1 AND (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%')",
+    oldest_first: "ORDER BY created_at_us",
+};
+
 /// A change of a merchant's settlement account as asked for: the store reads the account it
 /// replaces under the merchant's row lock and numbers the change.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -441,6 +466,9 @@ pub trait TillStore: Send + Sync {
     /// Forgets up to `max_rows` request nonces first seen before `seen_before`; returns how many.
     async fn prune_terminal_nonces(&self, seen_before: Timestamp, max_rows: u32)
     -> Result<u64, StorageError>;
+
+    /// Forgets up to `max_rows` spent QR token nonces used before `used_before`; returns how many.
+    async fn prune_qr_nonces(&self, used_before: Timestamp, max_rows: u32) -> Result<u64, StorageError>;
 
     /// Vouchers by id, in order (None where there is none).
     async fn vouchers(

@@ -147,7 +147,10 @@ async fn slow_requests_time_out_cleanly(backend: Backend) {
     }
     drop(blocker);
     let region = "370000".parse().expect("region");
-    assert!(app.store().merchants_in(region, None, 10).await.expect("merchants").is_empty(), "nothing written");
+    assert!(
+        app.store().merchants_in(region, None, 10).await.expect("merchants").is_empty(),
+        "nothing written"
+    );
     wenhui::audit::verify_store(app.store()).await.expect("ledger verifies");
     let unknown = uuid::Uuid::now_v7();
     let (status, answer) = app.get(&format!("/v1/seasons/{unknown}/reconciliation"), Some(&admin)).await;

@@ -1,6 +1,7 @@
 //! Redemption at the till, over HTTP through the merchant SDK, on both backends.
 
 use std::sync::Arc;
+use wenhui::domain::time::Clock;
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
@@ -155,8 +156,43 @@ both_backends!(
     request_nonces_are_forgotten_after_their_retention,
     stored_answers_are_forgotten_after_their_retention_except_staff,
     served_qr_svg_decodes_to_its_token,
-    merchants_are_listed_a_page_at_a_time
+    merchants_are_listed_a_page_at_a_time,
+    spent_qr_nonces_are_forgotten_after_their_retention
 );
+
+/// Housekeeping forgets a spent QR token's nonce after the retention (an hour), not before; by
+/// then the token has long expired, so a replay of it is still refused, as expired.
+async fn spent_qr_nonces_are_forgotten_after_their_retention(backend: Backend) {
+    use wenhui::housekeeping::{QR_NONCE_RETENTION_S, prune_qr_nonces};
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let batch = world.batch(json!({})).await;
+    let (citizen, voucher) = till.voucher(1, batch["id"].as_str().expect("id")).await;
+    let qr = till.qr(&citizen, &voucher).await;
+    let spent_at = world.clock.now();
+    till.redeem(&qr, "50.00", "order-1").await.expect("redeemed");
+    let nonce = QrToken::parse(&qr).expect("token").payload.nonce;
+    let store = world.app.store();
+    let still_known = || async { store.qr_nonce_used(&nonce).await.expect("read") };
+    assert!(still_known().await, "spent");
+
+    let early = spent_at.plus_seconds(QR_NONCE_RETENTION_S - 60);
+    assert_eq!(prune_qr_nonces(store, early).await.expect("prune"), 0);
+    assert!(still_known().await, "kept until the retention");
+    let later = spent_at.plus_seconds(QR_NONCE_RETENTION_S + 1);
+    assert_eq!(prune_qr_nonces(store, later).await.expect("prune"), 1);
+    assert!(!still_known().await, "forgotten after it");
+
+    world.clock.set(later);
+    let before = till.head().await;
+    let body = json!({"qr": qr, "order_amount": "50.00", "order_ref": "order-2"});
+    let later_s = later.unix_us() / 1_000_000;
+    let (status, answer) =
+        signed(world, till.terminal_id, till.key.key_pair(), later_s, "nonce-replay-after-prune", &body)
+            .await;
+    assert_eq!((status, code(&answer)), (410, "qr_expired"), "{answer}");
+    assert_eq!(till.head().await, before, "nothing written");
+}
 
 /// A city's merchants come a page at a time, by name; every merchant exactly once, and
 /// `next_after` null on the last page. Bad page sizes and cursors are refused.
@@ -193,7 +229,8 @@ async fn merchants_are_listed_a_page_at_a_time(backend: Backend) {
         ("after=0190a0b0-0000-7000-8000-000000000000", 422, "invalid_cursor"),
         ("after=not-an-id", 400, "invalid_query"),
     ] {
-        let (status, body) = till.world.app.get(&format!("/v1/merchants?city=370200&{query}"), Some(admin)).await;
+        let (status, body) =
+            till.world.app.get(&format!("/v1/merchants?city=370200&{query}"), Some(admin)).await;
         assert_eq!((status, code(&body)), (status_expected, code_expected), "{query}: {body}");
     }
 }
