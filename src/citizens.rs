@@ -40,7 +40,7 @@ pub const REVOCATION_POLL: Duration = Duration::from_secs(5);
 const REVOCATION_OVERLAP_S: i64 = 120;
 
 /// Revocations read per poll; a poll that finds more clears the whole cache instead.
-const REVOCATION_PAGE: i64 = 10_000;
+pub const REVOCATION_PAGE: i64 = 10_000;
 
 /// The real identity check (SMS code, bank-card real-name check) a province plugs in.
 ///
@@ -197,20 +197,23 @@ impl Citizens {
         Ok(revoked)
     }
 
-    /// Drops from memory every token revoked at or after `since` (by any process).
-    pub async fn drop_revoked_since(&self, since: Timestamp) -> Result<(), StorageError> {
-        let revoked = self.store.revoked_sessions_since(since, REVOCATION_PAGE).await?;
+    /// Drops from memory every token revoked at or after `since` (by any process), reading at
+    /// most `page` revocations: when there are more, it forgets every cached token instead (each
+    /// is then read from the database again on its next use).
+    pub async fn drop_revoked_since(&self, since: Timestamp, page: i64) -> Result<FeedPoll, StorageError> {
+        assert!(page > 0, "a revocation page holds at least one revocation");
+        let revoked = self.store.revoked_sessions_since(since, page).await?;
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        if revoked.len() >= REVOCATION_PAGE as usize {
+        if revoked.len() >= page as usize {
             tokens.clear();
-            return Ok(());
+            return Ok(FeedPoll::ForgotEveryToken);
         }
-        for (hash, _) in revoked {
+        for (hash, _) in &revoked {
             if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
                 tokens.remove(&hash);
             }
         }
-        Ok(())
+        Ok(FeedPoll::Dropped(revoked.len()))
     }
 
     fn new_session(&self, citizen_id: Uuid, now: Timestamp) -> Result<(String, NewSession), StorageError> {
@@ -247,6 +250,15 @@ impl Citizens {
     }
 }
 
+/// What one read of the revocation feed did to the token cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FeedPoll {
+    /// These many revocations were read and their tokens dropped.
+    Dropped(usize),
+    /// More revocations than a page: every cached token was forgotten.
+    ForgotEveryToken,
+}
+
 /// Reads the revocation feed every `every` and drops revoked tokens from `citizens`' memory, for
 /// as long as the task runs. Each poll reads from [`REVOCATION_OVERLAP_S`] before the start of the
 /// last poll that succeeded, so a database outage misses nothing.
@@ -263,8 +275,15 @@ pub fn spawn_revocation_feed(
             ticker.tick().await;
             let started = clock.now();
             let since = last_success.plus_seconds(-REVOCATION_OVERLAP_S);
-            match citizens.drop_revoked_since(since).await {
-                Ok(()) => last_success = started,
+            match citizens.drop_revoked_since(since, REVOCATION_PAGE).await {
+                Ok(FeedPoll::Dropped(_)) => last_success = started,
+                Ok(FeedPoll::ForgotEveryToken) => {
+                    tracing::info!(
+                        page = REVOCATION_PAGE,
+                        "a page of revocations or more: token cache cleared"
+                    );
+                    last_success = started;
+                }
                 Err(error) => tracing::warn!(%error, "reading the session revocation feed failed"),
             }
         }

@@ -15,6 +15,7 @@ both_backends!(
     signing_out_ends_only_that_session,
     a_province_admin_revokes_every_session_of_a_citizen,
     a_revocation_made_elsewhere_applies_within_the_poll,
+    more_revocations_than_a_page_clear_the_token_cache,
 );
 
 fn identity(n: u16) -> Value {
@@ -152,4 +153,48 @@ fn uuid_literal(backend: Backend, id: &str) -> String {
         Backend::Postgres => format!("'{id}'"),
         Backend::Sqlite => format!("x'{}'", id.replace('-', "")),
     }
+}
+
+/// A poll of the revocation feed that finds a page of revocations or more forgets every cached
+/// token instead of dropping them one by one: the revoked tokens are refused, the others are
+/// read from the database again and still work. A poll with room in its page drops only those.
+async fn more_revocations_than_a_page_clear_the_token_cache(backend: Backend) {
+    use std::sync::Arc;
+    use wenhui::citizens::{Citizens, DevIdentityVerifier, FeedPoll};
+    use wenhui::domain::citizen::{CitizenName, IdNumber, Phone};
+    use wenhui::domain::time::{Clock, SystemClock};
+
+    let db = crate::common::TestDb::new(backend).await;
+    let store = db.store().await;
+    let clock: Arc<dyn Clock> = Arc::new(SystemClock);
+    let citizens = Citizens::new(store.clone(), clock.clone(), vec![7; 32], Arc::new(DevIdentityVerifier));
+    let mut sessions = Vec::new();
+    for n in 1..=4 {
+        let id = IdNumber::parse(&synthetic_id_number("370202", "19900101", n)).expect("id number");
+        let phone = Phone::parse(&format!("139{n:08}")).expect("phone");
+        let name = CitizenName::parse("张三").expect("name");
+        sessions.push(citizens.register(name, id, phone).await.expect("registered"));
+    }
+    let signed_in = |token: String| {
+        let citizens = &citizens;
+        async move { citizens.authenticate(&token).await.expect("authenticate").is_some() }
+    };
+    let since = clock.now();
+    for session in &sessions[..3] {
+        // Revoked by another process: this one still has the tokens in memory.
+        store.revoke_citizen_sessions(session.citizen_id, clock.now()).await.expect("revoke");
+    }
+    assert!(signed_in(sessions[0].token.clone()).await, "served from memory until the feed is read");
+
+    let poll = citizens.drop_revoked_since(since, 2).await.expect("poll");
+    assert_eq!(poll, FeedPoll::ForgotEveryToken, "three revocations, a page of two");
+    for (n, session) in sessions.iter().enumerate() {
+        assert_eq!(signed_in(session.token.clone()).await, n == 3, "session {n}");
+    }
+
+    store.revoke_citizen_sessions(sessions[3].citizen_id, clock.now()).await.expect("revoke");
+    assert!(signed_in(sessions[3].token.clone()).await, "cached again after the clear");
+    let poll = citizens.drop_revoked_since(since, 10).await.expect("poll");
+    assert_eq!(poll, FeedPoll::Dropped(4), "room in the page: dropped one by one");
+    assert!(!signed_in(sessions[3].token.clone()).await);
 }
