@@ -2,6 +2,7 @@
 -- a token lives at most 120 s and is honoured at most 30 s before its issue time, so from 150 s
 -- after its use the expiry check refuses a replay before the nonce is looked at, and the table
 -- would otherwise grow by one row per redemption and card payment for ever. The pruning query
--- finds old rows through this index. BRIN: rows arrive in time order and the index costs next to
--- nothing on the redemption writer's insert.
-CREATE INDEX qr_nonces_by_use ON qr_nonces USING brin (used_at_us);
+-- finds old rows through this index. A B-tree, not BRIN: once pruning frees pages, new rows fill
+-- them, the table's physical order stops following time, and a BRIN range's summary never
+-- narrows, so every prune would read the whole table.
+CREATE INDEX qr_nonces_by_use ON qr_nonces (used_at_us);

@@ -2,5 +2,5 @@
 -- a token lives at most 120 s and is honoured at most 30 s before its issue time, so from 150 s
 -- after its use the expiry check refuses a replay before the nonce is looked at, and the table
 -- would otherwise grow by one row per redemption and card payment for ever. The pruning query
--- finds old rows through this index (PostgreSQL uses BRIN; SQLite has only B-trees).
+-- finds old rows through this index.
 CREATE INDEX qr_nonces_by_use ON qr_nonces (used_at_us);
