@@ -6,3 +6,8 @@
 -- them, the table's physical order stops following time, and a BRIN range's summary never
 -- narrows, so every prune would read the whole table.
 CREATE INDEX qr_nonces_by_use ON qr_nonces (used_at_us);
+
+-- Request nonces the same way, for the same reason: the BRIN index of migration 0007 stops
+-- narrowing the prune once the table's freed pages are reused.
+DROP INDEX terminal_nonces_by_age;
+CREATE INDEX terminal_nonces_by_age ON terminal_nonces (seen_at_us);
