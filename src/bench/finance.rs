@@ -1,15 +1,16 @@
 //! `wenhui bench finance`: report and reconcile a whole season (issue #5's benchmark).
 //!
-//! It creates a scratch PostgreSQL database, migrates it and generates a season through the
-//! service's own storage methods and entry builders: the season and its two funders' budgets
-//! (`create_season`), four batches (`create_batch`, threshold and percent, one co-funded 70/30),
-//! merchants in five cities and every category with a terminal each, then the season's life in
-//! big groups: claims (`commit_claims`), redemptions (`commit_redemptions`), reversals
-//! (`commit_reversal`), expiries while the batches are open (`commit_expiries`), re-issued claims
-//! of the stock the expiries gave back, the batches' closing (`close_batch_reserve`), expiries
-//! after closing, a settlement and its payout (`finance::settle`, `commit_payout`). Every ledger
-//! entry comes from the function the service uses (`rush::claim_entry`, `http::till::redemption_entry`,
-//! ...), so reconciliation must find no break.
+//! It creates a scratch PostgreSQL database (or, with `--backend sqlite`, a SQLite file in a
+//! temporary directory), migrates it and generates a season through the service's own storage
+//! methods and entry builders: the season and its two funders' budgets (`create_season`), four
+//! batches (`create_batch`, threshold and percent, one co-funded 70/30), merchants in five cities
+//! and every category with a terminal each, then the season's life in big groups: claims
+//! (`commit_claims`), redemptions (`commit_redemptions`), reversals (`commit_reversal`), expiries
+//! while the batches are open (`commit_expiries`), re-issued claims of the stock the expiries gave
+//! back, the batches' closing (`close_batch_reserve`), expiries after closing, a settlement and its
+//! payout (`finance::settle`, `commit_payout`). Every ledger entry comes from the function the
+//! service uses (`rush::claim_entry`, `http::till::redemption_entry`, ...), so reconciliation must
+//! find no break.
 //!
 //! Left out, because neither the report nor reconciliation reads them: citizen rows (vouchers
 //! carry a citizen id; no foreign key) and the claims' stored idempotency answers.
@@ -21,6 +22,7 @@
 use std::collections::HashMap;
 use std::path::Path;
 use std::process::Stdio;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -55,6 +57,10 @@ const REDEEM_GROUP: usize = 2_000;
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct FinanceBench {
+    /// The database the season is generated in: "postgres" (a scratch database at --pg-url) or
+    /// "sqlite" (a file in a temporary directory).
+    #[arg(long, value_parser = ["postgres", "sqlite"], default_value = "postgres")]
+    pub backend: String,
     /// Administrative PostgreSQL URL (the bench creates its own database there).
     #[arg(long, default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
     pub pg_url: String,
@@ -83,23 +89,16 @@ pub struct FinanceBench {
 pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
     println!("machine: {}", machine_description());
     let exe = std::env::current_exe().context("locating the wenhui executable")?;
+    if args.backend == "sqlite" {
+        return run_sqlite(&exe, args).await;
+    }
     let base = args.pg_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.pg_url);
     let (scratch, url, season_id) = match args.reuse {
         Some(season) => (None, format!("{base}/{}", args.db_name), season),
         None => {
             let scratch = ScratchDb::create(&args.pg_url, &args.db_name).await?;
             let url = scratch.url.clone();
-            let store = storage::connect(&url, ConnectOptions::default()).await?;
-            store.migrate().await?;
-            let started = Instant::now();
-            let season = generate(store.as_ref(), &Scale::of(args)?, &url).await?;
-            println!("generated in {:.1} s: season {season}", started.elapsed().as_secs_f64());
-            // What autovacuum does soon after such a load in production (statistics, hint bits,
-            // the visibility map); some machines run PostgreSQL with autovacuum off.
-            let vacuuming = Instant::now();
-            let mut conn = sqlx::PgConnection::connect(&url).await?;
-            sqlx::raw_sql("VACUUM ANALYZE").execute(&mut conn).await?;
-            println!("VACUUM ANALYZE in {:.1} s", vacuuming.elapsed().as_secs_f64());
+            let season = generate_in(&url, args).await?;
             (Some(scratch), url, season)
         }
     };
@@ -112,6 +111,54 @@ pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
         }
     }
     outcome
+}
+
+/// The SQLite run: a file in a temporary directory, or `<db-name>.db` in the working directory
+/// with `--keep` (and `--reuse`, to measure it again).
+async fn run_sqlite(exe: &Path, args: &FinanceBench) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("a directory for the SQLite database")?;
+    let kept = args.keep || args.reuse.is_some();
+    let file = if kept { format!("{}.db", args.db_name).into() } else { dir.path().join("bench.db") };
+    let url = format!("sqlite://{}", file.display());
+    let season_id = match args.reuse {
+        Some(season) => season,
+        None => {
+            if kept {
+                for suffix in ["", "-wal", "-shm"] {
+                    let _ = std::fs::remove_file(format!("{}{suffix}", file.display()));
+                }
+            }
+            generate_in(&url, args).await?
+        }
+    };
+    if args.keep {
+        println!("kept database {} (re-measure with --reuse {season_id})", file.display());
+    }
+    measure(exe, &url, season_id, args.runs.max(1)).await
+}
+
+/// Migrates the empty database at `url`, generates the season in it and brings the planner's
+/// statistics up to date; returns the season's id.
+async fn generate_in(url: &str, args: &FinanceBench) -> anyhow::Result<Uuid> {
+    let store = storage::connect(url, ConnectOptions::default()).await?;
+    store.migrate().await?;
+    let started = Instant::now();
+    let season = generate(store.as_ref(), &Scale::of(args)?, url).await?;
+    println!("generated in {:.1} s: season {season}", started.elapsed().as_secs_f64());
+    // What autovacuum does soon after such a load in production (statistics, hint bits, the
+    // visibility map; some machines run PostgreSQL with autovacuum off), and on SQLite what
+    // `PRAGMA optimize` would.
+    let vacuuming = Instant::now();
+    if url.starts_with("sqlite:") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        sqlx::raw_sql("ANALYZE").execute(&mut conn).await?;
+        println!("ANALYZE in {:.1} s", vacuuming.elapsed().as_secs_f64());
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        sqlx::raw_sql("VACUUM ANALYZE").execute(&mut conn).await?;
+        println!("VACUUM ANALYZE in {:.1} s", vacuuming.elapsed().as_secs_f64());
+    }
+    Ok(season)
 }
 
 /// How many of each thing the generated season has.
@@ -487,9 +534,33 @@ async fn settlement_count(store: &dyn Storage, id: Uuid) -> anyhow::Result<i64> 
     Ok(store.settlement_lines(id).await?.iter().map(|line| line.redemption_count).sum())
 }
 
+/// The probe's own session.
+enum ProbeConn {
+    Postgres(sqlx::PgConnection),
+    Sqlite(sqlx::SqliteConnection),
+}
+
+impl ProbeConn {
+    /// Takes what a ledger writer takes first (PostgreSQL: the head row's lock; SQLite: the
+    /// write lock), then lets it go.
+    async fn take_and_release(&mut self) -> anyhow::Result<()> {
+        match self {
+            ProbeConn::Postgres(conn) => {
+                let mut tx = conn.begin().await?;
+                sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
+                tx.rollback().await?;
+            }
+            ProbeConn::Sqlite(conn) => {
+                sqlx::raw_sql("BEGIN IMMEDIATE; ROLLBACK").execute(&mut *conn).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Another ledger writer, as the server is while `wenhui settle` runs: a session of its own
-/// that takes the ledger head (`SELECT ... FOR UPDATE`, then rolls back) every `EVERY` and
-/// records how long each attempt took.
+/// that takes the ledger head (PostgreSQL: `SELECT ... FOR UPDATE`; SQLite: `BEGIN IMMEDIATE`),
+/// then rolls back, every `EVERY`, and records how long each attempt took.
 struct HeadProbe {
     stop: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<anyhow::Result<Vec<f64>>>,
@@ -499,16 +570,21 @@ impl HeadProbe {
     const EVERY: Duration = Duration::from_millis(10);
 
     async fn start(url: &str) -> anyhow::Result<HeadProbe> {
-        let mut conn = sqlx::PgConnection::connect(url).await?;
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
+        let mut writer = if url.starts_with("sqlite:") {
+            // SQLite's one writer: what a till's write waits for is the database's write lock.
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::from_str(url)?.busy_timeout(Duration::from_secs(600));
+            ProbeConn::Sqlite(sqlx::SqliteConnection::connect_with(&options).await?)
+        } else {
+            ProbeConn::Postgres(sqlx::PgConnection::connect(url).await?)
+        };
         let task = tokio::spawn(async move {
             let mut waits_ms = Vec::new();
             while !stopped.load(Ordering::Relaxed) {
                 let started = Instant::now();
-                let mut tx = conn.begin().await?;
-                sqlx::query("SELECT seq FROM ledger_head WHERE id = 1 FOR UPDATE").execute(&mut *tx).await?;
-                tx.rollback().await?;
+                writer.take_and_release().await?;
                 waits_ms.push(started.elapsed().as_secs_f64() * 1_000.0);
                 tokio::time::sleep(Self::EVERY).await;
             }
