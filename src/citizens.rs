@@ -40,7 +40,7 @@ pub const REVOCATION_POLL: Duration = Duration::from_secs(5);
 const REVOCATION_OVERLAP_S: i64 = 120;
 
 /// Revocations read per poll; a poll that finds more clears the whole cache instead.
-pub const REVOCATION_PAGE: i64 = 10_000;
+const REVOCATION_PAGE: i64 = 10_000;
 
 /// The real identity check (SMS code, bank-card real-name check) a province plugs in.
 ///
@@ -276,12 +276,13 @@ pub fn spawn_revocation_feed(
             let started = clock.now();
             let since = last_success.plus_seconds(-REVOCATION_OVERLAP_S);
             match citizens.drop_revoked_since(since, REVOCATION_PAGE).await {
-                Ok(FeedPoll::Dropped(_)) => last_success = started,
-                Ok(FeedPoll::ForgotEveryToken) => {
-                    tracing::info!(
-                        page = REVOCATION_PAGE,
-                        "a page of revocations or more: token cache cleared"
-                    );
+                Ok(poll) => {
+                    if poll == FeedPoll::ForgotEveryToken {
+                        tracing::info!(
+                            page = REVOCATION_PAGE,
+                            "a page of revocations or more: token cache cleared"
+                        );
+                    }
                     last_success = started;
                 }
                 Err(error) => tracing::warn!(%error, "reading the session revocation feed failed"),

@@ -59,14 +59,14 @@ pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(86_400);
 
 /// Deletes every request nonce older than the retention at `now`, in batches; returns how many.
 pub async fn prune_terminal_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
-    let seen_before = Timestamp::from_unix_us(now.unix_us() - NONCE_RETENTION_S * 1_000_000);
+    let seen_before = now.plus_seconds(-NONCE_RETENTION_S);
     in_batches(|| store.prune_terminal_nonces(seen_before, PRUNE_BATCH_ROWS)).await
 }
 
 /// Deletes every spent QR token nonce older than the retention at `now`, in batches; returns how
 /// many.
 pub async fn prune_qr_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
-    let used_before = Timestamp::from_unix_us(now.unix_us() - QR_NONCE_RETENTION_S * 1_000_000);
+    let used_before = now.plus_seconds(-QR_NONCE_RETENTION_S);
     in_batches(|| store.prune_qr_nonces(used_before, PRUNE_BATCH_ROWS)).await
 }
 

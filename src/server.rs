@@ -28,8 +28,8 @@ pub struct ServeConfig {
     pub checkpoint_interval: Duration,
     /// How often due vouchers are expired and closed batches' reserves returned.
     pub sweep_interval: Duration,
-    /// How often request nonces and stored answers past their retention are deleted
-    /// (`housekeeping.rs`).
+    /// How often request nonces, spent QR token nonces and stored answers past their retention
+    /// are deleted (`housekeeping.rs`).
     pub prune_interval: Duration,
     /// How long citizens' and tills' retries get their first answer (at least a day).
     pub idempotency_retention: Duration,

@@ -149,7 +149,7 @@ async fn generate_in(url: &str, args: &FinanceBench) -> anyhow::Result<Uuid> {
     // visibility map; some machines run PostgreSQL with autovacuum off), and on SQLite what
     // `PRAGMA optimize` would.
     let vacuuming = Instant::now();
-    if url.starts_with("sqlite:") {
+    if storage::Backend::of_url(url) == Some(storage::Backend::Sqlite) {
         let mut conn = sqlx::SqliteConnection::connect(url).await?;
         sqlx::raw_sql("ANALYZE").execute(&mut conn).await?;
         println!("ANALYZE in {:.1} s", vacuuming.elapsed().as_secs_f64());
@@ -572,7 +572,7 @@ impl HeadProbe {
     async fn start(url: &str) -> anyhow::Result<HeadProbe> {
         let stop = Arc::new(AtomicBool::new(false));
         let stopped = stop.clone();
-        let mut writer = if url.starts_with("sqlite:") {
+        let mut writer = if storage::Backend::of_url(url) == Some(storage::Backend::Sqlite) {
             // SQLite's one writer: what a till's write waits for is the database's write lock.
             let options =
                 sqlx::sqlite::SqliteConnectOptions::from_str(url)?.busy_timeout(Duration::from_secs(600));

@@ -179,12 +179,14 @@ pub async fn list(
         )));
     }
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
-    if let Some(after) = query.after
-        && state.store().merchant(after).await?.is_none()
-    {
-        return Err(invalid("invalid_cursor", "after names no merchant: pass a page's next_after"));
-    }
-    let mut merchants = state.store().merchants_in(region, query.after, i64::from(limit) + 1).await?;
+    let after =
+        match query.after {
+            Some(id) => Some(state.store().merchant(id).await?.ok_or_else(|| {
+                invalid("invalid_cursor", "after names no merchant: pass a page's next_after")
+            })?),
+            None => None,
+        };
+    let mut merchants = state.store().merchants_in(region, after.as_ref(), i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
     Ok(Json(json!({
         "merchants": merchants.iter().map(merchant_json).collect::<Vec<_>>(),

@@ -46,6 +46,17 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// The backend a database URL names: `postgres://` / `postgresql://` or `sqlite:`.
+    pub fn of_url(url: &str) -> Option<Backend> {
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Some(Backend::Postgres)
+        } else if url.starts_with("sqlite:") {
+            Some(Backend::Sqlite)
+        } else {
+            None
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Backend::Postgres => "postgres",
@@ -177,12 +188,10 @@ impl Default for ConnectOptions {
 
 /// Opens the store the URL names: `postgres://` / `postgresql://` or `sqlite://`.
 pub async fn connect(url: &str, options: ConnectOptions) -> Result<Arc<dyn Storage>, StorageError> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(Arc::new(PgStore::connect(url, options).await?))
-    } else if url.starts_with("sqlite:") {
-        Ok(Arc::new(SqliteStore::connect(url, options).await?))
-    } else {
-        Err(StorageError::UnsupportedUrl(redact_url(url)))
+    match Backend::of_url(url) {
+        Some(Backend::Postgres) => Ok(Arc::new(PgStore::connect(url, options).await?)),
+        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::connect(url, options).await?)),
+        None => Err(StorageError::UnsupportedUrl(redact_url(url))),
     }
 }
 
@@ -204,5 +213,15 @@ mod tests {
     fn redacts_passwords() {
         assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");
         assert_eq!(super::redact_url("sqlite://data/w.db"), "sqlite://data/w.db");
+    }
+
+    #[test]
+    fn a_url_names_its_backend() {
+        use super::Backend;
+        assert_eq!(Backend::of_url("postgres://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::of_url("postgresql://u@h/db"), Some(Backend::Postgres));
+        assert_eq!(Backend::of_url("sqlite://data/w.db"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("sqlite:w.db?mode=rwc"), Some(Backend::Sqlite));
+        assert_eq!(Backend::of_url("mysql://u@h/db"), None);
     }
 }

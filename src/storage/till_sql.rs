@@ -297,7 +297,7 @@ macro_rules! till_store {
                 async fn merchants_in(
                     &self,
                     region: RegionCode,
-                    after: Option<Uuid>,
+                    after: Option<&Merchant>,
                     limit: i64,
                 ) -> Result<Vec<Merchant>, StorageError> {
                     // A city matches itself; a province matches every city with its two-digit prefix.
@@ -307,11 +307,15 @@ macro_rules! till_store {
                     };
                     let sql = sqlx::AssertSqlSafe(format!(
                         "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE city LIKE $1 \
-                         AND ($2 IS NULL OR (name, id) > (SELECT name, id FROM merchants WHERE id = $2)) \
-                         ORDER BY name, id LIMIT $3"
+                         AND ($2 IS NULL OR (name, id) > ($2, $3)) ORDER BY name, id LIMIT $4"
                     ));
-                    let rows: Vec<MerchantRow> =
-                        sqlx::query_as(sql).bind(pattern).bind(after).bind(limit).fetch_all(&self.pool).await?;
+                    let rows: Vec<MerchantRow> = sqlx::query_as(sql)
+                        .bind(pattern)
+                        .bind(after.map(|m| m.name.clone()))
+                        .bind(after.map(|m| m.id))
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
                     rows.into_iter().map(MerchantRow::into_merchant).collect()
                 }
 

@@ -417,7 +417,7 @@ pub trait TillStore: Send + Sync {
     async fn merchants_in(
         &self,
         region: RegionCode,
-        after: Option<Uuid>,
+        after: Option<&crate::domain::merchant::Merchant>,
         limit: i64,
     ) -> Result<Vec<crate::domain::merchant::Merchant>, StorageError>;
 

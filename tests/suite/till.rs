@@ -1,14 +1,13 @@
 //! Redemption at the till, over HTTP through the merchant SDK, on both backends.
 
 use std::sync::Arc;
-use wenhui::domain::time::Clock;
 
 use ring::signature::{Ed25519KeyPair, KeyPair};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui::domain::merchant::credit_check_char;
 use wenhui::domain::staff::Role;
-use wenhui::domain::time::Timestamp;
+use wenhui::domain::time::{Clock, Timestamp};
 use wenhui_merchant_sdk::client::{ClientOptions, RedeemRequest, TillClient, TillKey, register_terminal};
 use wenhui_merchant_sdk::journal::Journal;
 use wenhui_merchant_sdk::signing::SignedParts;
