@@ -301,7 +301,8 @@ async fn settle(url: &str, cli: &Cli, season: uuid::Uuid, cut_off: &str) -> anyh
         status: 201,
         body: String::new(),
     };
-    match finance::settle(store.as_ref(), &season, cut_off, Timestamp::now(), answer).await {
+    let chunking = Default::default();
+    match finance::settle(store.as_ref(), &season, cut_off, Timestamp::now(), answer, chunking).await {
         Ok(settlement) => {
             println!("{}", finance::settlement_json(&settlement));
             Ok(ExitCode::SUCCESS)

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::audit;
 use crate::domain::accounts::SeasonAccount;
 use crate::domain::finance::{
-    BatchFigures, FunderFigures, SalesFigures, add_expiry_returns, day_label, funder_figures,
+    BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label, funder_figures,
 };
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
@@ -619,6 +619,11 @@ pub enum FinanceError {
     SeasonNotEnded,
     #[error("the settlement was already paid")]
     AlreadyPaid,
+    #[error("the settlement is still in progress")]
+    InProgress,
+    /// The Idempotency-Key made a settlement of another season or cut-off.
+    #[error("the Idempotency-Key was used for another request")]
+    KeyReused,
     #[error("no such {0}")]
     NotFound(&'static str),
     /// The same Idempotency-Key committed first: replay its answer.
@@ -636,6 +641,8 @@ impl From<WriteError> for FinanceError {
             WriteError::IdempotencyTaken => FinanceError::Replay,
             WriteError::Conflict(what) if what == "nothing_to_settle" => FinanceError::NothingToSettle,
             WriteError::Conflict(what) if what == "already_paid" => FinanceError::AlreadyPaid,
+            WriteError::Conflict(what) if what == "settlement_in_progress" => FinanceError::InProgress,
+            WriteError::Conflict(what) if what == "idempotency_key_reused" => FinanceError::KeyReused,
             WriteError::Conflict(what) if what == "settlement_not_found" => {
                 FinanceError::NotFound("settlement")
             }
@@ -653,6 +660,8 @@ pub fn settlement_json(s: &SettlementRecord) -> serde_json::Value {
         "season_id": s.season_id,
         "cut_off": s.cut_off,
         "created_at": s.created_at,
+        "status": if s.completed_at.is_some() { "complete" } else { "in_progress" },
+        "completed_at": s.completed_at,
         "merchants": s.line_count,
         "total": yuan(s.total_fen),
         "paid_at": s.paid_at,
@@ -664,27 +673,81 @@ fn render_settlement(s: &SettlementRecord) -> String {
     settlement_json(s).to_string()
 }
 
-/// Settles the season's unsettled redemptions up to `cut_off`. `answer` carries the
-/// idempotency scope, key and request hash; its body is the settlement.
+/// The id of the settlement an idempotent request makes: derived from the request's scope and
+/// key, so that a retry after a crash (with the settlement part done) finds it and goes on with it.
+pub fn settlement_id(scope: &str, key: &str) -> Uuid {
+    let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+    for part in ["wenhui settlement", scope, key] {
+        context.update(&(part.len() as u64).to_be_bytes());
+        context.update(part.as_bytes());
+    }
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&context.finish().as_ref()[..16]);
+    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+}
+
+/// Settles the season's unsettled redemptions up to `cut_off`: one line and one ledger entry
+/// per merchant, written a chunk of merchants at a time (`chunking`), then marked complete with
+/// `answer` (scope, key and request hash; its body is the settlement) stored in the same
+/// transaction. Every chunk is a consistent state of its own: a run that stops part way leaves a
+/// settlement in progress (it cannot be paid out) which a retry with the same key finishes, as
+/// does the next settlement of the season under any key.
 pub async fn settle(
     store: &dyn Storage,
     season: &Season,
     cut_off: Timestamp,
     now: Timestamp,
     answer: IdemRecord,
+    chunking: SettlementChunking,
 ) -> Result<SettlementRecord, FinanceError> {
     if cut_off > now {
         return Err(FinanceError::CutOffInFuture);
     }
+    let id = settlement_id(&answer.scope, &answer.key);
+    for left in store.settlements_in_progress(season.id).await? {
+        if left.id != id {
+            tracing::info!(settlement_id = %left.id, "finishing a settlement left in progress");
+            let plan = SettlementPlan {
+                id: left.id,
+                season_id: left.season_id,
+                cut_off: left.cut_off,
+                created_at: left.created_at,
+                answer: None,
+                render: render_settlement,
+            };
+            settle_in_chunks(store, &plan, chunking, now).await?;
+        }
+    }
+    let existing = store.settlement(id).await?;
+    if existing.as_ref().is_some_and(|s| s.season_id != season.id || s.cut_off != cut_off) {
+        return Err(FinanceError::KeyReused);
+    }
     let plan = SettlementPlan {
-        id: Uuid::now_v7(),
+        id,
         season_id: season.id,
         cut_off,
-        created_at: now,
-        answer: IdemRecord { status: 201, ..answer },
+        created_at: existing.as_ref().map_or(now, |s| s.created_at),
+        answer: Some(IdemRecord { status: 201, ..answer }),
         render: render_settlement,
     };
-    Ok(store.commit_settlement(&plan).await?)
+    if existing.is_some_and(|s| s.completed_at.is_some()) {
+        // Made under this key before (its stored answer since pruned): answer with it again.
+        return Ok(store.finish_settlement(&plan, now).await?);
+    }
+    settle_in_chunks(store, &plan, chunking, now).await
+}
+
+async fn settle_in_chunks(
+    store: &dyn Storage,
+    plan: &SettlementPlan,
+    chunking: SettlementChunking,
+    now: Timestamp,
+) -> Result<SettlementRecord, FinanceError> {
+    let counts = store.unsettled_counts(plan.season_id, plan.cut_off).await?;
+    for merchants in chunking.chunks(&counts) {
+        store.settle_merchants(plan, &merchants).await?;
+    }
+    Ok(store.finish_settlement(plan, now).await?)
 }
 
 /// The answer to closing a season.

@@ -498,6 +498,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         cut_off,
         at(start, 70 * DAY_S),
         answer("bench:settle", String::new()),
+        Default::default(),
     )
     .await
     .map_err(|e| anyhow::anyhow!("settlement: {e}"))?;

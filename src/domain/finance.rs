@@ -180,6 +180,50 @@ impl SettlementLine {
     }
 }
 
+/// How big one settlement transaction may grow: a settlement of a whole season settles its
+/// merchants in chunks, each chunk one transaction, so that tills (which wait for the one writer
+/// on SQLite, and for the ledger head while a chunk posts on PostgreSQL) wait for a chunk only.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SettlementChunking {
+    /// Redemption rows per chunk at most; a merchant with more is a chunk of its own (a
+    /// merchant's rows are never split: it has one line and one entry per settlement).
+    pub max_rows: i64,
+    /// Merchants per chunk at most: each is a line and a ledger entry.
+    pub max_merchants: usize,
+}
+
+impl Default for SettlementChunking {
+    /// About 0.1 to 0.2 s of SQLite's write lock per chunk at full size (`BENCHMARKS.md`).
+    fn default() -> SettlementChunking {
+        SettlementChunking { max_rows: 10_000, max_merchants: 200 }
+    }
+}
+
+impl SettlementChunking {
+    /// Groups `(merchant, unsettled rows)` in the given order into chunks: each merchant exactly
+    /// once, a chunk closed before it would pass either limit.
+    pub fn chunks(&self, counts: &[(Uuid, i64)]) -> Vec<Vec<Uuid>> {
+        let mut chunks: Vec<Vec<Uuid>> = Vec::new();
+        let mut rows_in_last = 0i64;
+        for &(merchant, rows) in counts {
+            let fits = chunks.last().is_some_and(|last| {
+                last.len() < self.max_merchants && rows_in_last.saturating_add(rows) <= self.max_rows
+            });
+            match chunks.last_mut() {
+                Some(last) if fits => {
+                    last.push(merchant);
+                    rows_in_last += rows;
+                }
+                _ => {
+                    chunks.push(vec![merchant]);
+                    rows_in_last = rows;
+                }
+            }
+        }
+        chunks
+    }
+}
+
 /// A redemption's (or settlement line's) funder parts as stored and answered:
 /// `[{"funder":"440000","amount":"3.00"}]`, zero parts left out. [`parse_funder_parts`] reads it.
 pub fn funder_parts_json(parts: impl IntoIterator<Item = (RegionCode, Fen)>) -> serde_json::Value {
@@ -323,5 +367,37 @@ mod tests {
         );
         assert!(parse_funder_parts("[{\"funder\":\"x\",\"amount\":\"1\"}]").is_none());
         assert!(parse_funder_parts("not json").is_none());
+    }
+
+    #[test]
+    fn settlement_chunks_keep_to_their_limits() {
+        let m = |n: u128| Uuid::from_u128(n);
+        let chunking = SettlementChunking { max_rows: 10, max_merchants: 2 };
+        let counts = [(m(1), 4), (m(2), 6), (m(3), 1), (m(4), 25), (m(5), 3), (m(6), 3), (m(7), 3)];
+        assert_eq!(
+            chunking.chunks(&counts),
+            vec![vec![m(1), m(2)], vec![m(3)], vec![m(4)], vec![m(5), m(6)], vec![m(7)]]
+        );
+        assert!(chunking.chunks(&[]).is_empty());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn settlement_chunks_take_every_merchant_once(
+            rows in proptest::collection::vec(1i64..5_000, 0..300),
+            max_rows in 1i64..20_000,
+            max_merchants in 1usize..50,
+        ) {
+            let counts: Vec<(Uuid, i64)> =
+                rows.iter().enumerate().map(|(i, n)| (Uuid::from_u128(i as u128), *n)).collect();
+            let chunks = SettlementChunking { max_rows, max_merchants }.chunks(&counts);
+            let flat: Vec<Uuid> = chunks.iter().flatten().copied().collect();
+            proptest::prop_assert_eq!(flat, counts.iter().map(|(m, _)| *m).collect::<Vec<_>>());
+            for chunk in &chunks {
+                let rows: i64 = chunk.iter().map(|m| counts[m.as_u128() as usize].1).sum();
+                proptest::prop_assert!(!chunk.is_empty() && chunk.len() <= max_merchants);
+                proptest::prop_assert!(chunk.len() == 1 || rows <= max_rows, "{} rows in {:?}", rows, chunk);
+            }
+        }
     }
 }

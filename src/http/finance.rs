@@ -85,6 +85,14 @@ fn finance_error(error: FinanceError) -> ApiError {
             ApiError::conflict("season_not_ended", "a season closes after it ends")
         }
         FinanceError::AlreadyPaid => ApiError::conflict("already_paid", "the payout was already recorded"),
+        FinanceError::InProgress => ApiError::conflict(
+            "settlement_in_progress",
+            "the settlement is still in progress: retry it with its Idempotency-Key, or settle again",
+        ),
+        FinanceError::KeyReused => ApiError::unprocessable(
+            "idempotency_key_reused",
+            "this Idempotency-Key was used with a different request",
+        ),
         FinanceError::NotFound(what) => ApiError::not_found("not_found", format!("no such {what}")),
         FinanceError::Storage(error) => error.into(),
         FinanceError::Replay | FinanceError::Write(_) => ApiError::internal(),
@@ -189,7 +197,9 @@ pub async fn settle(
     let season = load_season(state.store(), request.season_id).await?;
     require_province_finance(&staff, &season)?;
     let answer = IdemRecord { scope, key, request_hash: hash, status: 201, body: String::new() };
-    match finance::settle(state.store(), &season, request.cut_off, state.clock().now(), answer.clone()).await
+    let now = state.clock().now();
+    match finance::settle(state.store(), &season, request.cut_off, now, answer.clone(), state.settlement_chunking())
+        .await
     {
         Ok(settlement) => Ok(json_response(201, settlement_json(&settlement).to_string())),
         Err(FinanceError::Replay) => replay_answer(&state, &answer).await,
@@ -261,6 +271,9 @@ pub async fn payout_csv(
     ApiPath(settlement_id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
+    if settlement.completed_at.is_none() {
+        return Err(finance_error(FinanceError::InProgress));
+    }
     let body = report_files::payout_csv(&settlement, &lines).map_err(file_failed)?;
     Ok(file_response("text/csv; charset=utf-8", format!("payout-{settlement_id}.csv"), body))
 }

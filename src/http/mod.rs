@@ -70,6 +70,7 @@ pub(crate) struct AppInner {
     writer: ClaimWriter,
     qr: Arc<crate::qr::QrKeys>,
     redemptions: crate::redeem_writer::RedemptionWriter,
+    settlement_chunking: crate::domain::finance::SettlementChunking,
     pub(crate) tills:
         TtlCache<uuid::Uuid, (crate::storage::TerminalRecord, crate::domain::merchant::Merchant)>,
     pub(crate) batches: TtlCache<uuid::Uuid, (crate::domain::season::Batch, crate::domain::season::Season)>,
@@ -115,11 +116,12 @@ pub struct Services {
     pub writer: ClaimWriter,
     pub qr: Arc<crate::qr::QrKeys>,
     pub redemptions: crate::redeem_writer::RedemptionWriter,
+    pub settlement_chunking: crate::domain::finance::SettlementChunking,
 }
 
 impl AppState {
     pub fn new(services: Services) -> AppState {
-        let Services { store, ledger_key, clock, citizens, writer, qr, redemptions } = services;
+        let Services { store, ledger_key, clock, citizens, writer, qr, redemptions, settlement_chunking } = services;
         let metrics = metrics_handle();
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
         let till_reads = TillReads::spawn(&store, &clock);
@@ -132,6 +134,7 @@ impl AppState {
             writer,
             qr,
             redemptions,
+            settlement_chunking,
             tills,
             batches,
             till_reads,
@@ -180,6 +183,10 @@ impl AppState {
 
     pub fn store(&self) -> &dyn Storage {
         self.0.store.as_ref()
+    }
+
+    pub fn settlement_chunking(&self) -> crate::domain::finance::SettlementChunking {
+        self.0.settlement_chunking
     }
 
     pub fn ledger_key(&self) -> &SigningKey {

@@ -36,15 +36,18 @@ pub struct DayActivity {
     pub sales: SalesFigures,
 }
 
-/// What a settlement run needs; the storage layer finds the lines under the ledger lock.
+/// What a settlement run needs. The run settles its merchants in chunks, each chunk one
+/// transaction (`settle_merchants`), then `finish_settlement` marks it complete.
 #[derive(Clone)]
 pub struct SettlementPlan {
     pub id: Uuid,
     pub season_id: Uuid,
     pub cut_off: Timestamp,
+    /// Also the `settled_at` of every redemption it settles.
     pub created_at: Timestamp,
-    /// The stored answer; its body is rendered from the settlement once its lines are known.
-    pub answer: IdemRecord,
+    /// The answer stored when the settlement completes; its body is rendered from the
+    /// settlement. `None` when a run finishes a settlement that another request began.
+    pub answer: Option<IdemRecord>,
     pub render: fn(&SettlementRecord) -> String,
 }
 
@@ -56,6 +59,8 @@ pub struct SettlementRecord {
     pub total_fen: i64,
     pub line_count: i64,
     pub created_at: Timestamp,
+    /// `None` while the settlement is in progress (more merchants may follow; it cannot be paid).
+    pub completed_at: Option<Timestamp>,
     pub paid_at: Option<Timestamp>,
     pub payout_ref: Option<String>,
 }
@@ -131,9 +136,25 @@ pub trait FinanceStore: Send + Sync {
         city: Option<RegionCode>,
     ) -> Result<Vec<DayActivity>, StorageError>;
 
-    /// Settles every unsettled, unreversed redemption of the season up to the cut-off, in one
-    /// transaction with its ledger entries. `Conflict("nothing_to_settle")` if there are none.
-    async fn commit_settlement(&self, plan: &SettlementPlan) -> Result<SettlementRecord, WriteError>;
+    /// Per merchant, how many unsettled, unreversed redemptions of the season there are up to
+    /// the cut-off (what a settlement run plans its chunks by), in merchant id order.
+    async fn unsettled_counts(&self, season_id: Uuid, cut_off: Timestamp) -> Result<Vec<(Uuid, i64)>, StorageError>;
+
+    /// One chunk of a settlement, in one transaction: settles these merchants' unsettled,
+    /// unreversed redemptions up to the cut-off (a merchant that already has a line in this
+    /// settlement is skipped), adds their lines to the settlement (creating it with the first
+    /// line), and posts a ledger entry per merchant. Returns the number of lines added: 0 if
+    /// the merchants had nothing left, or if the settlement was completed meanwhile.
+    /// `Conflict("idempotency_key_reused")` if the settlement exists with another season or cut-off.
+    async fn settle_merchants(&self, plan: &SettlementPlan, merchants: &[Uuid]) -> Result<usize, WriteError>;
+
+    /// Marks the settlement complete (once) and stores the plan's answer with it.
+    /// `Conflict("nothing_to_settle")` if no chunk added a line; `IdempotencyTaken` if the
+    /// answer's key was answered first.
+    async fn finish_settlement(&self, plan: &SettlementPlan, at: Timestamp) -> Result<SettlementRecord, WriteError>;
+
+    /// The season's settlements still in progress (a run that stopped part way, or one running now).
+    async fn settlements_in_progress(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError>;
 
     async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError>;
 
@@ -142,7 +163,8 @@ pub trait FinanceStore: Send + Sync {
     async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError>;
 
     /// Records the bank's payout of a settlement (ledger entries settled -> paid).
-    /// `Conflict("already_paid")` if it was recorded before.
+    /// `Conflict("already_paid")` if it was recorded before, `Conflict("settlement_in_progress")`
+    /// if the settlement is not complete.
     async fn commit_payout(
         &self,
         settlement_id: Uuid,
@@ -199,12 +221,13 @@ pub(crate) struct SettlementRow {
     total_fen: i64,
     line_count: i32,
     created_at_us: i64,
+    completed_at_us: Option<i64>,
     paid_at_us: Option<i64>,
     payout_ref: Option<String>,
 }
 
 pub(crate) const SETTLEMENT_COLUMNS: &str =
-    "id, season_id, cut_off_us, total_fen, line_count, created_at_us, paid_at_us, payout_ref";
+    "id, season_id, cut_off_us, total_fen, line_count, created_at_us, completed_at_us, paid_at_us, payout_ref";
 
 impl SettlementRow {
     pub fn into_record(self) -> SettlementRecord {
@@ -215,6 +238,7 @@ impl SettlementRow {
             total_fen: self.total_fen,
             line_count: i64::from(self.line_count),
             created_at: Timestamp::from_unix_us(self.created_at_us),
+            completed_at: self.completed_at_us.map(Timestamp::from_unix_us),
             paid_at: self.paid_at_us.map(Timestamp::from_unix_us),
             payout_ref: self.payout_ref,
         }
@@ -250,7 +274,7 @@ macro_rules! finance_store {
             use sqlx::QueryBuilder;
             use uuid::Uuid;
 
-            use super::$store;
+            use super::{$store, SETTLEMENT_LOCK_SQL};
             use crate::domain::accounts;
             use crate::domain::finance::{SalesFigures, SettlementLine};
             use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
@@ -281,32 +305,68 @@ macro_rules! finance_store {
                  CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT) AS o";
 
             impl $store {
-                /// Marks the season's unsettled, unreversed redemptions up to the cut-off as settled
-                /// by `plan` and sums them per merchant. On PostgreSQL the UPDATE locks each row it
-                /// changes: a reversal of one of them waits for this settlement and then finds it
-                /// settled; a reversal or settlement that holds a row first is waited for, and the
-                /// row is then skipped (it no longer matches).
+                /// Marks these merchants' unsettled, unreversed redemptions of the season up to the
+                /// cut-off as settled by `plan` and sums them per merchant; a merchant that already
+                /// has a line in this settlement (a redemption that arrived after its chunk) is left
+                /// for the next settlement. On PostgreSQL the UPDATE locks each row it changes: a
+                /// reversal of one of them waits for this chunk and then finds it settled; a
+                /// reversal or settlement that holds a row first is waited for, and the row is then
+                /// skipped (it no longer matches).
                 async fn settle_redemptions(
                     tx: &mut Tx,
                     plan: &SettlementPlan,
+                    merchants: &[Uuid],
                 ) -> Result<BTreeMap<Uuid, SettlementLine>, WriteError> {
+                    let mut q = QueryBuilder::<$db>::new("UPDATE redemptions SET settled_at_us = ");
+                    q.push_bind(plan.created_at.unix_us())
+                        .push(", settlement_id = ")
+                        .push_bind(plan.id)
+                        .push(" WHERE season_id = ")
+                        .push_bind(plan.season_id)
+                        .push(" AND merchant_id IN (");
+                    let mut list = q.separated(", ");
+                    for merchant in merchants {
+                        list.push_bind(*merchant);
+                    }
+                    q.push(") AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= ")
+                        .push_bind(plan.cut_off.unix_us())
+                        .push(" AND merchant_id NOT IN (SELECT merchant_id FROM settlement_lines WHERE settlement_id = ")
+                        .push_bind(plan.id)
+                        .push(") RETURNING id, merchant_id, funders");
                     let mut lines: BTreeMap<Uuid, SettlementLine> = BTreeMap::new();
-                    let mut rows = sqlx::query_as::<_, (Uuid, Uuid, String)>(
-                        "UPDATE redemptions SET settled_at_us = $1, settlement_id = $2 WHERE season_id = $3 \
-                         AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= $4 \
-                         RETURNING id, merchant_id, funders",
-                    )
-                    .bind(plan.created_at.unix_us())
-                    .bind(plan.id)
-                    .bind(plan.season_id)
-                    .bind(plan.cut_off.unix_us())
-                    .fetch(&mut **tx);
+                    let mut rows = q.build_query_as::<(Uuid, Uuid, String)>().fetch(&mut **tx);
                     while let Some((id, merchant_id, funders)) = rows.try_next().await? {
                         let parts = funder_parts(&funders, &format!("redemption {id}"))?;
                         let line = lines.entry(merchant_id).or_insert_with(|| SettlementLine { merchant_id, ..Default::default() });
                         line.add(&parts);
                     }
                     Ok(lines)
+                }
+
+                /// Orders the transactions of one settlement run (its chunks and its finish) on
+                /// PostgreSQL, so that two runs of the same settlement never line a merchant twice
+                /// or add to it once it is complete; SQLite has one writer at a time anyway.
+                async fn lock_settlement(tx: &mut Tx, id: Uuid) -> Result<(), WriteError> {
+                    if let Some(sql) = SETTLEMENT_LOCK_SQL {
+                        let mut key = [0u8; 8];
+                        key.copy_from_slice(&id.as_bytes()[..8]);
+                        sqlx::query(sql).bind(i64::from_be_bytes(key)).execute(&mut **tx).await?;
+                    }
+                    Ok(())
+                }
+
+                /// The settlement's row under the run's lock; a settlement with this id but another
+                /// season or cut-off means the Idempotency-Key was used for another request.
+                async fn settlement_in(tx: &mut Tx, plan: &SettlementPlan) -> Result<Option<SettlementRecord>, WriteError> {
+                    let sql = sqlx::AssertSqlSafe(format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1"));
+                    let row: Option<SettlementRow> = sqlx::query_as(sql).bind(plan.id).fetch_optional(&mut **tx).await?;
+                    let record = row.map(SettlementRow::into_record);
+                    match record {
+                        Some(ref s) if s.season_id != plan.season_id || s.cut_off != plan.cut_off => {
+                            Err(WriteError::Conflict("idempotency_key_reused".into()))
+                        }
+                        _ => Ok(record),
+                    }
                 }
 
                 async fn insert_settlement_lines(
@@ -469,44 +529,56 @@ macro_rules! finance_store {
                     Ok(days.into_values().collect())
                 }
 
-                async fn commit_settlement(&self, plan: &SettlementPlan) -> Result<SettlementRecord, WriteError> {
-                    // The bulk of the work (every redemption row updated, the lines written) runs
-                    // before the write gate and the ledger head are taken (on PostgreSQL; SQLite
-                    // has one writer anyway): tills wait only while the entries are posted.
-                    let (held, mut tx) = self.begin_row_write().await?;
-                    if Self::answer_exists(&mut tx, &plan.answer).await? {
-                        return Err(WriteError::IdempotencyTaken);
-                    }
-                    let lines = Self::settle_redemptions(&mut tx, plan).await?;
-                    if lines.is_empty() {
-                        // A settlement under the same key may have taken the rows meanwhile.
-                        if Self::answer_exists(&mut tx, &plan.answer).await? {
-                            return Err(WriteError::IdempotencyTaken);
-                        }
-                        return Err(WriteError::Conflict("nothing_to_settle".into()));
-                    }
-                    let record = SettlementRecord {
-                        id: plan.id,
-                        season_id: plan.season_id,
-                        cut_off: plan.cut_off,
-                        total_fen: lines.values().map(|l| l.amount_fen).sum(),
-                        line_count: lines.len() as i64,
-                        created_at: plan.created_at,
-                        paid_at: None,
-                        payout_ref: None,
-                    };
-                    sqlx::query(
-                        "INSERT INTO settlements (id, season_id, cut_off_us, total_fen, line_count, created_at_us) \
-                         VALUES ($1, $2, $3, $4, $5, $6)",
+                async fn unsettled_counts(&self, season_id: Uuid, cut_off: Timestamp) -> Result<Vec<(Uuid, i64)>, StorageError> {
+                    Ok(sqlx::query_as(
+                        "SELECT merchant_id, COUNT(*) FROM redemptions WHERE season_id = $1 AND settled_at_us IS NULL \
+                         AND reversed_at_us IS NULL AND redeemed_at_us <= $2 GROUP BY merchant_id ORDER BY merchant_id",
                     )
-                    .bind(record.id)
-                    .bind(record.season_id)
-                    .bind(record.cut_off.unix_us())
-                    .bind(record.total_fen)
-                    .bind(record.line_count as i32)
-                    .bind(record.created_at.unix_us())
-                    .execute(&mut *tx)
-                    .await?;
+                    .bind(season_id)
+                    .bind(cut_off.unix_us())
+                    .fetch_all(&self.pool)
+                    .await?)
+                }
+
+                async fn settle_merchants(&self, plan: &SettlementPlan, merchants: &[Uuid]) -> Result<usize, WriteError> {
+                    if merchants.is_empty() {
+                        return Ok(0);
+                    }
+                    // The redemption rows are updated and the lines written before the write gate
+                    // and the ledger head are taken (on PostgreSQL; SQLite has one writer anyway):
+                    // tills wait only while the chunk's entries are posted.
+                    let (held, mut tx) = self.begin_row_write().await?;
+                    Self::lock_settlement(&mut tx, plan.id).await?;
+                    let existing = Self::settlement_in(&mut tx, plan).await?;
+                    if existing.as_ref().is_some_and(|s| s.completed_at.is_some()) {
+                        return Ok(0);
+                    }
+                    let lines = Self::settle_redemptions(&mut tx, plan, merchants).await?;
+                    if lines.is_empty() {
+                        return Ok(0);
+                    }
+                    let total_fen: i64 = lines.values().map(|l| l.amount_fen).sum();
+                    let line_count = i32::try_from(lines.len()).map_err(|_| {
+                        WriteError::Storage(StorageError::Corrupt("a settlement chunk of over 2^31 merchants".into()))
+                    })?;
+                    let write = if existing.is_some() {
+                        sqlx::query("UPDATE settlements SET total_fen = total_fen + $1, line_count = line_count + $2 WHERE id = $3")
+                            .bind(total_fen)
+                            .bind(line_count)
+                            .bind(plan.id)
+                    } else {
+                        sqlx::query(
+                            "INSERT INTO settlements (total_fen, line_count, id, season_id, cut_off_us, created_at_us) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(total_fen)
+                        .bind(line_count)
+                        .bind(plan.id)
+                        .bind(plan.season_id)
+                        .bind(plan.cut_off.unix_us())
+                        .bind(plan.created_at.unix_us())
+                    };
+                    write.execute(&mut *tx).await?;
                     Self::insert_settlement_lines(&mut tx, plan.id, &lines).await?;
                     let entries: Vec<NewEntry> = lines
                         .values()
@@ -517,14 +589,47 @@ macro_rules! finance_store {
                             NewEntry::new("settlement", format!("settlement:{}:{}", plan.id, line.merchant_id), postings)
                         })
                         .collect();
-                    let mut answer = plan.answer.clone();
-                    answer.body = (plan.render)(&record);
-                    Self::insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
                     let _gate = self.gate_after_rows(held).await;
                     let opened = self.post_in(&mut tx, &entries).await?;
                     tx.commit().await?;
                     self.accounts.extend(opened);
+                    Ok(lines.len())
+                }
+
+                async fn finish_settlement(&self, plan: &SettlementPlan, at: Timestamp) -> Result<SettlementRecord, WriteError> {
+                    let (_held, mut tx) = self.begin_row_write().await?;
+                    Self::lock_settlement(&mut tx, plan.id).await?;
+                    if let Some(answer) = &plan.answer {
+                        if Self::answer_exists(&mut tx, answer).await? {
+                            return Err(WriteError::IdempotencyTaken);
+                        }
+                    }
+                    let Some(mut record) = Self::settlement_in(&mut tx, plan).await? else {
+                        return Err(WriteError::Conflict("nothing_to_settle".into()));
+                    };
+                    if record.completed_at.is_none() {
+                        sqlx::query("UPDATE settlements SET completed_at_us = $1 WHERE id = $2")
+                            .bind(at.unix_us())
+                            .bind(plan.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        record.completed_at = Some(at);
+                    }
+                    if let Some(answer) = &plan.answer {
+                        let answer = IdemRecord { body: (plan.render)(&record), ..answer.clone() };
+                        Self::insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
+                    }
+                    tx.commit().await?;
                     Ok(record)
+                }
+
+                async fn settlements_in_progress(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE season_id = $1 AND completed_at_us IS NULL \
+                         ORDER BY created_at_us, id LIMIT 100"
+                    ));
+                    let rows: Vec<SettlementRow> = sqlx::query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+                    Ok(rows.into_iter().map(SettlementRow::into_record).collect())
                 }
 
                 async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError> {
@@ -582,14 +687,20 @@ macro_rules! finance_store {
                     if Self::answer_exists(&mut tx, answer).await? {
                         return Err(WriteError::IdempotencyTaken);
                     }
-                    let state: Option<(Uuid, Option<i64>)> =
-                        sqlx::query_as("SELECT season_id, paid_at_us FROM settlements WHERE id = $1")
-                            .bind(settlement_id)
-                            .fetch_optional(&mut *tx)
-                            .await?;
+                    let state: Option<(Uuid, Option<i64>, Option<i64>, i32)> = sqlx::query_as(
+                        "SELECT season_id, paid_at_us, completed_at_us, line_count FROM settlements WHERE id = $1",
+                    )
+                    .bind(settlement_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
                     let season_id = match state {
-                        Some((season_id, None)) => season_id,
-                        Some((_, Some(_))) => return Err(WriteError::Conflict("already_paid".into())),
+                        Some((_, Some(_), _, _)) => return Err(WriteError::Conflict("already_paid".into())),
+                        // Lines read before the settlement completed may be fewer than its last count.
+                        Some((_, None, None, _)) => return Err(WriteError::Conflict("settlement_in_progress".into())),
+                        Some((_, None, Some(_), count)) if usize::try_from(count).ok() != Some(lines.len()) => {
+                            return Err(WriteError::Conflict("settlement_in_progress".into()));
+                        }
+                        Some((season_id, None, Some(_), _)) => season_id,
                         None => return Err(WriteError::Conflict("settlement_not_found".into())),
                     };
                     sqlx::query("UPDATE settlements SET paid_at_us = $1, payout_ref = $2 WHERE id = $3")

@@ -19,6 +19,9 @@ const BACKEND: Backend = Backend::Postgres;
 const LOCK_HEAD_SQL: &str = "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1 FOR UPDATE";
 /// Appended to a `SELECT` that locks the rows it reads until the transaction ends.
 const FOR_UPDATE: &str = " FOR UPDATE";
+/// Orders the transactions of one settlement run: a transaction-scoped advisory lock on the
+/// settlement id (`finance_sql.rs`, `lock_settlement`).
+const SETTLEMENT_LOCK_SQL: Option<&str> = Some("SELECT pg_advisory_xact_lock($1)");
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug)]

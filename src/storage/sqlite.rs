@@ -22,6 +22,8 @@ const BACKEND: Backend = Backend::Sqlite;
 const LOCK_HEAD_SQL: &str = "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1";
 /// SQLite has no row locks: `BEGIN IMMEDIATE` already made the transaction the only writer.
 const FOR_UPDATE: &str = "";
+/// SQLite has one writer at a time: a settlement run's transactions are ordered already.
+const SETTLEMENT_LOCK_SQL: Option<&str> = None;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug)]

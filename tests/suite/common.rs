@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use sqlx::Connection;
 use tempfile::TempDir;
+use wenhui::domain::finance::SettlementChunking;
 use wenhui::domain::staff::{Role, StaffScope};
 use wenhui::domain::time::Clock;
 use wenhui::server::{RunningServer, ServeConfig};
@@ -174,6 +175,8 @@ impl TestApp {
         );
         config.checkpoint_interval = Duration::from_secs(3600);
         config.sweep_interval = Duration::from_secs(3600);
+        // Small settlement chunks, so that every settlement in the tests runs in several.
+        config.settlement_chunking = SettlementChunking { max_rows: 2, max_merchants: 2 };
         configure(&mut config);
         let server = wenhui::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.addr);

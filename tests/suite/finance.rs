@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
-use wenhui::domain::finance::{cst_day_number, day_label};
+use wenhui::domain::finance::{SettlementChunking, cst_day_number, day_label};
 use wenhui::domain::staff::Role;
 use wenhui::domain::time::Timestamp;
+use wenhui::finance::{self, FinanceError};
+use wenhui::storage::{IdemRecord, SettlementPlan};
 use wenhui_merchant_sdk::client::{RedeemRequest, TillClient};
 
 use crate::both_backends;
@@ -837,7 +839,7 @@ async fn settlement_races_reversals(backend: Backend) {
 /// While a settlement works through the redemption rows (here held up by another session's
 /// lock on one of them), tills go on redeeming: the settlement takes the write gate and the
 /// ledger head only to post its entries. PostgreSQL only: SQLite has one writer at a time, so
-/// there a settlement holds up the tills for its whole run.
+/// there a settlement holds up the tills for each of its chunks (one transaction each).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_settlement_in_progress_does_not_hold_up_the_tills() {
     let mut s = Script::new(Backend::Postgres).await;
@@ -897,6 +899,92 @@ async fn wait_for_lock_wait(url: &str, query: &str) {
     }
 }
 
+/// A settlement run that stops part way (here its first chunk is written through storage and
+/// the run goes no further, as a crash would leave it) is a consistent state: the books
+/// reconcile, and the settlement shows as in progress and cannot be paid out. A retry with its
+/// key finishes it under the same id and created_at; the next settlement of the season, under
+/// any key, finishes every other settlement left in progress first.
+async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
+    let mut s = Script::new(backend).await;
+    s.set_clock(s.now);
+    let vouchers = [s.claim(1, "A", 1_000).await, s.claim(2, "A", 1_000).await];
+    let (more, more_2) = (s.claim(3, "A", 1_000).await, s.claim(4, "A", 1_000).await);
+    s.redeem(&s.bookstore.1, 1, &vouchers[0], "100.00", "P-1").await;
+    s.redeem(&s.cinema.1, 2, &vouchers[1], "100.00", "P-2").await;
+    let bookstore: Uuid = s.bookstore.0.parse().expect("uuid");
+    let cinema: Uuid = s.cinema.0.parse().expect("uuid");
+    let season_id: Uuid = s.world.season_id.parse().expect("uuid");
+    let season = s.world.app.store().season(season_id).await.expect("read").expect("season");
+
+    s.set_clock(s.now.plus_seconds(10));
+    let cut_off = s.world.clock.now_ts();
+    let crashed = |key: &str, cut_off: Timestamp| SettlementPlan {
+        id: finance::settlement_id("test:crashed", key),
+        season_id,
+        cut_off,
+        created_at: cut_off,
+        answer: Some(crashed_answer(key)),
+        render: |record| finance::settlement_json(record).to_string(),
+    };
+    let plan = crashed("k1", cut_off);
+    assert_eq!(s.world.app.store().settle_merchants(&plan, &[bookstore]).await.expect("chunk"), 1);
+    let path = format!("/v1/settlements/{}", plan.id);
+    let (status, seen) = s.get(&path, &s.finance).await;
+    assert_eq!(status, 200, "{seen}");
+    let seen = &seen["settlement"];
+    assert_eq!((seen["status"].as_str(), seen["merchants"].as_i64(), seen["total"].as_str()), (Some("in_progress"), Some(1), Some("10.00")));
+    let (status, refused) =
+        s.world.app.post_idem(&format!("{path}/paid"), Some(&s.finance), "pay-early", json!({"payout_ref": "B-1"})).await;
+    assert_eq!((status, code(&refused)), (409, "settlement_in_progress"));
+    let (status, refused) = s.get(&format!("{path}/payout.csv"), &s.finance).await;
+    assert_eq!((status, code(&refused)), (409, "settlement_in_progress"));
+    s.reconciles().await;
+
+    // The retry with its key goes on from where the run stopped.
+    let store = s.world.app.store();
+    let chunking = SettlementChunking::default();
+    let done = finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
+        .await
+        .expect("the retry finishes the settlement");
+    assert_eq!((done.id, done.line_count, done.total_fen, done.created_at), (plan.id, 2, 2_000, cut_off));
+    assert!(done.completed_at.is_some());
+    let stored = store.idempotent_answer("test:crashed", "k1").await.expect("read").expect("answer stored");
+    assert_eq!(stored.body, finance::settlement_json(&done).to_string());
+    let again = finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking).await;
+    assert!(matches!(again, Err(FinanceError::Replay)), "{again:?}");
+    let earlier = cut_off.plus_seconds(-1);
+    let reused = finance::settle(store, &season, earlier, s.world.clock.now_ts(), crashed_answer("k1"), chunking).await;
+    assert!(matches!(reused, Err(FinanceError::KeyReused)), "{reused:?}");
+
+    // Another run stops part way; the next settlement under another key finishes it first.
+    s.set_clock(s.now.plus_seconds(20));
+    s.redeem(&s.bookstore.1, 3, &more, "100.00", "P-3").await;
+    s.redeem(&s.cinema.1, 4, &more_2, "100.00", "P-4").await;
+    s.set_clock(s.now.plus_seconds(30));
+    let plan_2 = crashed("k2", s.world.clock.now_ts());
+    assert_eq!(s.world.app.store().settle_merchants(&plan_2, &[cinema]).await.expect("chunk"), 1);
+    let (status, answer) = s.settle("settle-after-crash").await;
+    assert_eq!((status, code(&answer)), (409, "nothing_to_settle"), "the earlier run took every redemption");
+    let path_2 = format!("/v1/settlements/{}", plan_2.id);
+    let (_, seen) = s.get(&path_2, &s.finance).await;
+    let seen = &seen["settlement"];
+    assert_eq!((seen["status"].as_str(), seen["merchants"].as_i64(), seen["total"].as_str()), (Some("complete"), Some(2), Some("20.00")));
+    let (status, paid) =
+        s.world.app.post_idem(&format!("{path_2}/paid"), Some(&s.finance), "pay-2", json!({"payout_ref": "B-2"})).await;
+    assert_eq!(status, 201, "{paid}");
+    s.reconciles().await;
+}
+
+fn crashed_answer(key: &str) -> IdemRecord {
+    IdemRecord {
+        scope: "test:crashed".into(),
+        key: key.into(),
+        request_hash: key.as_bytes().to_vec(),
+        status: 201,
+        body: String::new(),
+    }
+}
+
 both_backends!(
     scripted_season,
     merchant_journal,
@@ -905,7 +993,8 @@ both_backends!(
     access,
     settlement_races_reversals,
     entries_naming_no_row,
-    settlement_account_changes
+    settlement_account_changes,
+    a_settlement_left_in_progress_is_finished
 );
 
 /// A merchant's payout account changes: only its admins may change it, every change is kept
