@@ -13,7 +13,8 @@ use uuid::Uuid;
 use crate::audit;
 use crate::domain::accounts::SeasonAccount;
 use crate::domain::finance::{
-    BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label, funder_figures,
+    BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
+    funder_figures,
 };
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;

@@ -33,6 +33,7 @@ use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::bench::{ScratchDb, machine_description, median};
+use crate::domain::finance::SettlementChunking;
 use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount, credit_check_char};
 use crate::domain::money::Fen;
@@ -84,6 +85,13 @@ pub struct FinanceBench {
     /// Measure a season generated before (with --keep) in --db-name instead of generating one.
     #[arg(long)]
     pub reuse: Option<Uuid>,
+    /// Redemption rows per settlement transaction at most (the service's default unless given;
+    /// a large number settles in one transaction, as before chunking).
+    #[arg(long)]
+    pub settlement_chunk_rows: Option<i64>,
+    /// Merchants per settlement transaction at most (the service's default unless given).
+    #[arg(long)]
+    pub settlement_chunk_merchants: Option<usize>,
 }
 
 pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
@@ -175,11 +183,17 @@ pub struct Scale {
     pub expired_open: usize,
     /// Vouchers expired after their batch closed (value back to the funder's pool).
     pub expired_closed: usize,
+    /// How the generated season's settlement is cut into transactions.
+    pub settlement_chunking: SettlementChunking,
 }
 
 impl Scale {
     pub fn of(args: &FinanceBench) -> anyhow::Result<Scale> {
-        Scale::new(args.vouchers, args.redemptions, args.merchants)
+        let mut scale = Scale::new(args.vouchers, args.redemptions, args.merchants)?;
+        let chunking = &mut scale.settlement_chunking;
+        chunking.max_rows = args.settlement_chunk_rows.unwrap_or(chunking.max_rows).max(1);
+        chunking.max_merchants = args.settlement_chunk_merchants.unwrap_or(chunking.max_merchants).max(1);
+        Ok(scale)
     }
 
     pub fn new(vouchers: usize, redemptions: usize, merchants: usize) -> anyhow::Result<Scale> {
@@ -195,6 +209,7 @@ impl Scale {
             reversals: redemptions / 100,
             expired_open: vouchers / 25,
             expired_closed: vouchers / 50,
+            settlement_chunking: SettlementChunking::default(),
         };
         ensure!(
             scale.redemptions + scale.expired_open + scale.expired_closed <= scale.stock,
@@ -498,7 +513,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         cut_off,
         at(start, 70 * DAY_S),
         answer("bench:settle", String::new()),
-        Default::default(),
+        scale.settlement_chunking,
     )
     .await
     .map_err(|e| anyhow::anyhow!("settlement: {e}"))?;

@@ -181,8 +181,9 @@ struct SettleBody {
     cut_off: Timestamp,
 }
 
-/// Settles every unsettled, unreversed redemption up to the cut-off: one line per merchant.
-#[utoipa::path(post, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 403, body = super::error::ErrorBody)))]
+/// Settles every unsettled, unreversed redemption up to the cut-off: one line per merchant,
+/// written a chunk of merchants at a time (`finance::settle`).
+#[utoipa::path(post, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, status, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 422, body = super::error::ErrorBody, description = "idempotency_key_reused, invalid_cut_off"), (status = 403, body = super::error::ErrorBody)))]
 pub async fn settle(
     State(state): State<AppState>,
     staff: Staff,
@@ -198,8 +199,15 @@ pub async fn settle(
     require_province_finance(&staff, &season)?;
     let answer = IdemRecord { scope, key, request_hash: hash, status: 201, body: String::new() };
     let now = state.clock().now();
-    match finance::settle(state.store(), &season, request.cut_off, now, answer.clone(), state.settlement_chunking())
-        .await
+    match finance::settle(
+        state.store(),
+        &season,
+        request.cut_off,
+        now,
+        answer.clone(),
+        state.settlement_chunking(),
+    )
+    .await
     {
         Ok(settlement) => Ok(json_response(201, settlement_json(&settlement).to_string())),
         Err(FinanceError::Replay) => replay_answer(&state, &answer).await,
@@ -286,7 +294,7 @@ struct PaidBody {
 }
 
 /// Records that the bank paid a settlement out (a ledger entry per merchant: settled -> paid).
-#[utoipa::path(post, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid")))]
+#[utoipa::path(post, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid, settlement_in_progress")))]
 pub async fn paid(
     State(state): State<AppState>,
     staff: Staff,

@@ -138,7 +138,11 @@ pub trait FinanceStore: Send + Sync {
 
     /// Per merchant, how many unsettled, unreversed redemptions of the season there are up to
     /// the cut-off (what a settlement run plans its chunks by), in merchant id order.
-    async fn unsettled_counts(&self, season_id: Uuid, cut_off: Timestamp) -> Result<Vec<(Uuid, i64)>, StorageError>;
+    async fn unsettled_counts(
+        &self,
+        season_id: Uuid,
+        cut_off: Timestamp,
+    ) -> Result<Vec<(Uuid, i64)>, StorageError>;
 
     /// One chunk of a settlement, in one transaction: settles these merchants' unsettled,
     /// unreversed redemptions up to the cut-off (a merchant that already has a line in this
@@ -151,7 +155,11 @@ pub trait FinanceStore: Send + Sync {
     /// Marks the settlement complete (once) and stores the plan's answer with it.
     /// `Conflict("nothing_to_settle")` if no chunk added a line; `IdempotencyTaken` if the
     /// answer's key was answered first.
-    async fn finish_settlement(&self, plan: &SettlementPlan, at: Timestamp) -> Result<SettlementRecord, WriteError>;
+    async fn finish_settlement(
+        &self,
+        plan: &SettlementPlan,
+        at: Timestamp,
+    ) -> Result<SettlementRecord, WriteError>;
 
     /// The season's settlements still in progress (a run that stopped part way, or one running now).
     async fn settlements_in_progress(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError>;
@@ -226,8 +234,7 @@ pub(crate) struct SettlementRow {
     payout_ref: Option<String>,
 }
 
-pub(crate) const SETTLEMENT_COLUMNS: &str =
-    "id, season_id, cut_off_us, total_fen, line_count, created_at_us, completed_at_us, paid_at_us, payout_ref";
+pub(crate) const SETTLEMENT_COLUMNS: &str = "id, season_id, cut_off_us, total_fen, line_count, created_at_us, completed_at_us, paid_at_us, payout_ref";
 
 impl SettlementRow {
     pub fn into_record(self) -> SettlementRecord {

@@ -932,9 +932,15 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     let (status, seen) = s.get(&path, &s.finance).await;
     assert_eq!(status, 200, "{seen}");
     let seen = &seen["settlement"];
-    assert_eq!((seen["status"].as_str(), seen["merchants"].as_i64(), seen["total"].as_str()), (Some("in_progress"), Some(1), Some("10.00")));
-    let (status, refused) =
-        s.world.app.post_idem(&format!("{path}/paid"), Some(&s.finance), "pay-early", json!({"payout_ref": "B-1"})).await;
+    assert_eq!(
+        (seen["status"].as_str(), seen["merchants"].as_i64(), seen["total"].as_str()),
+        (Some("in_progress"), Some(1), Some("10.00"))
+    );
+    let (status, refused) = s
+        .world
+        .app
+        .post_idem(&format!("{path}/paid"), Some(&s.finance), "pay-early", json!({"payout_ref": "B-1"}))
+        .await;
     assert_eq!((status, code(&refused)), (409, "settlement_in_progress"));
     let (status, refused) = s.get(&format!("{path}/payout.csv"), &s.finance).await;
     assert_eq!((status, code(&refused)), (409, "settlement_in_progress"));
@@ -943,17 +949,22 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     // The retry with its key goes on from where the run stopped.
     let store = s.world.app.store();
     let chunking = SettlementChunking::default();
-    let done = finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
-        .await
-        .expect("the retry finishes the settlement");
+    let done =
+        finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
+            .await
+            .expect("the retry finishes the settlement");
     assert_eq!((done.id, done.line_count, done.total_fen, done.created_at), (plan.id, 2, 2_000, cut_off));
     assert!(done.completed_at.is_some());
     let stored = store.idempotent_answer("test:crashed", "k1").await.expect("read").expect("answer stored");
     assert_eq!(stored.body, finance::settlement_json(&done).to_string());
-    let again = finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking).await;
+    let again =
+        finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
+            .await;
     assert!(matches!(again, Err(FinanceError::Replay)), "{again:?}");
     let earlier = cut_off.plus_seconds(-1);
-    let reused = finance::settle(store, &season, earlier, s.world.clock.now_ts(), crashed_answer("k1"), chunking).await;
+    let reused =
+        finance::settle(store, &season, earlier, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
+            .await;
     assert!(matches!(reused, Err(FinanceError::KeyReused)), "{reused:?}");
 
     // Another run stops part way; the next settlement under another key finishes it first.
@@ -968,9 +979,15 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     let path_2 = format!("/v1/settlements/{}", plan_2.id);
     let (_, seen) = s.get(&path_2, &s.finance).await;
     let seen = &seen["settlement"];
-    assert_eq!((seen["status"].as_str(), seen["merchants"].as_i64(), seen["total"].as_str()), (Some("complete"), Some(2), Some("20.00")));
-    let (status, paid) =
-        s.world.app.post_idem(&format!("{path_2}/paid"), Some(&s.finance), "pay-2", json!({"payout_ref": "B-2"})).await;
+    assert_eq!(
+        (seen["status"].as_str(), seen["merchants"].as_i64(), seen["total"].as_str()),
+        (Some("complete"), Some(2), Some("20.00"))
+    );
+    let (status, paid) = s
+        .world
+        .app
+        .post_idem(&format!("{path_2}/paid"), Some(&s.finance), "pay-2", json!({"payout_ref": "B-2"}))
+        .await;
     assert_eq!(status, 201, "{paid}");
     s.reconciles().await;
 }
