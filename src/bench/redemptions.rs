@@ -1,6 +1,7 @@
 //! `wenhui bench redemptions`: redemptions at the till against a live `wenhui serve` on
 //! PostgreSQL, from many terminals over pre-claimed vouchers, with pgbench TPC-B as the
-//! baseline measured in the same run.
+//! baseline measured in the same run. With `--backend sqlite` the server runs on an SQLite file,
+//! and the same run on PostgreSQL is the baseline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,17 +29,20 @@ pub struct RedemptionsBench {
     pub terminals: usize,
     #[arg(long)]
     pub no_pgbench: bool,
+    /// The database the server runs on: "postgres" (a scratch database at --pg-url), or "sqlite"
+    /// (a file in a temporary directory), followed by the same run on PostgreSQL as the baseline
+    /// (pgbench is not run then).
+    #[arg(long, value_parser = ["postgres", "sqlite"], default_value = "postgres")]
+    pub backend: String,
 }
 
 pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
     println!("machine: {}", super::machine_description());
+    if args.backend == "sqlite" {
+        return run_sqlite(args).await;
+    }
     let scratch = super::ScratchDb::create(&args.pg_url, "wenhui_bench_redemptions").await?;
-    let exe = std::env::current_exe().context("locating the wenhui binary")?;
-    let data_dir = tempfile::tempdir()?;
-    let server = ServerUnderTest::start(&exe, &scratch.url, data_dir.path()).await?;
-    let outcome = bench(&server, args).await;
-    server.stop().await?;
-    let (rate, cpu_per_redemption) = outcome?;
+    let (rate, cpu_per_redemption) = serve_and_bench(&scratch.url, args).await?;
     let (sign_us, verify_us) = super::ed25519_costs_us();
     println!("ed25519 (ring) on this machine: sign {sign_us:.1} µs, verify {verify_us:.1} µs");
     if !args.no_pgbench {
@@ -72,6 +76,35 @@ pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
     scratch.drop_db().await
 }
 
+/// The embedded default: the bench on an SQLite file, then on PostgreSQL as the baseline.
+async fn run_sqlite(args: &RedemptionsBench) -> anyhow::Result<()> {
+    let dir = tempfile::tempdir().context("a directory for the SQLite database")?;
+    let url = format!("sqlite://{}", dir.path().join("bench.db").display());
+    println!("SQLite ({url}):");
+    let (sqlite_rate, _) = serve_and_bench(&url, args).await?;
+    println!("PostgreSQL, the baseline of this run:");
+    let scratch = super::ScratchDb::create(&args.pg_url, "wenhui_bench_redemptions").await?;
+    let outcome = serve_and_bench(&scratch.url, args).await;
+    scratch.drop_db().await?;
+    let (postgres_rate, _) = outcome?;
+    println!("ratio SQLite / PostgreSQL redemptions/s: {:.2}", sqlite_rate / postgres_rate);
+    Ok(())
+}
+
+/// Starts `wenhui serve` on `database_url`, runs the bench against it, and stops it.
+async fn serve_and_bench(
+    database_url: &str,
+    args: &RedemptionsBench,
+) -> anyhow::Result<(f64, Option<CpuPerRedemption>)> {
+    let exe = std::env::current_exe().context("locating the wenhui binary")?;
+    let data_dir = tempfile::tempdir()?;
+    let server = ServerUnderTest::start(&exe, database_url, data_dir.path()).await?;
+    let in_server = crate::storage::Backend::of_url(database_url) == Some(crate::storage::Backend::Sqlite);
+    let outcome = bench(&server, args, in_server).await;
+    server.stop().await?;
+    outcome
+}
+
 /// What one redemption cost in CPU, split by process (microseconds of core time).
 #[derive(Clone, Copy)]
 struct CpuPerRedemption {
@@ -80,9 +113,12 @@ struct CpuPerRedemption {
 }
 
 /// Sets up a season, a merchant, terminals and claimed vouchers; then redeems them all.
+/// `database_in_server`: SQLite runs inside the server, so "the rest" of the machine's CPU is
+/// no database.
 async fn bench(
     server: &ServerUnderTest,
     args: &RedemptionsBench,
+    database_in_server: bool,
 ) -> anyhow::Result<(f64, Option<CpuPerRedemption>)> {
     let staff = server.mint_staff_key().await?;
     let api = Arc::new(Api::new(&server.base_url, args.terminals)?);
@@ -99,18 +135,20 @@ async fn bench(
     let (latencies_us, failures, elapsed_s) = redeem_all(tills, tokens).await;
     let used = cpu.and_then(|c| c.finish());
     let redeemed = latencies_us.len().max(1) as f64;
-    let per_redemption = used.map(|u| print_cpu_use(&u, elapsed_s, redeemed));
+    let rest =
+        if database_in_server { "the rest (SQLite is in the server)" } else { "PostgreSQL and the rest" };
+    let per_redemption = used.map(|u| print_cpu_use(&u, elapsed_s, redeemed, rest));
     let rate = report(latencies_us, failures, elapsed_s)?;
     Ok((rate, per_redemption))
 }
 
 /// Prints how busy the machine was and what one redemption cost each process.
-fn print_cpu_use(used: &super::CpuUse, elapsed_s: f64, redeemed: f64) -> CpuPerRedemption {
+fn print_cpu_use(used: &super::CpuUse, elapsed_s: f64, redeemed: f64, rest: &str) -> CpuPerRedemption {
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1) as f64;
     let us = |s: f64| s * 1e6 / redeemed;
     println!("machine CPU while redeeming: {:.0}% busy", 100.0 * used.machine_s / (cores * elapsed_s));
     println!(
-        "CPU per redemption: server {:.0} µs, load generator (tills) {:.0} µs, PostgreSQL and the rest {:.0} µs",
+        "CPU per redemption: server {:.0} µs, load generator (tills) {:.0} µs, {rest} {:.0} µs",
         used.watched_s.map(us).unwrap_or(f64::NAN),
         us(used.this_process_s),
         us(used.rest_s()),
@@ -254,10 +292,10 @@ fn report(mut latencies_us: Vec<u32>, failures: usize, elapsed_s: f64) -> anyhow
     latencies_us.sort_unstable();
     let rate = latencies_us.len() as f64 / elapsed_s;
     let ms = |p| percentile(&latencies_us, p).map(|us| f64::from(us) / 1000.0).unwrap_or(0.0);
-    println!("postgres redemptions: {} in {elapsed_s:.2} s, {failures} refused", latencies_us.len());
-    println!("postgres redemptions/s: {rate:.0}");
-    println!("postgres latency p50: {:.1} ms", ms(50));
-    println!("postgres latency p99: {:.1} ms", ms(99));
+    println!("redemptions: {} in {elapsed_s:.2} s, {failures} refused", latencies_us.len());
+    println!("redemptions/s: {rate:.0}");
+    println!("latency p50: {:.1} ms", ms(50));
+    println!("latency p99: {:.1} ms", ms(99));
     ensure!(failures == 0, "{failures} redemptions were refused");
     Ok(rate)
 }
