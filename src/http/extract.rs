@@ -82,3 +82,23 @@ impl OptionalFromRequestParts<AppState> for Staff {
         <Staff as FromRequestParts<AppState>>::from_request_parts(parts, state).await.map(Some)
     }
 }
+
+/// The page size asked for, `default` when none was, refused outside 1..=`max`.
+pub(crate) fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
+    match asked.unwrap_or(default) {
+        limit @ 1.. if limit <= max => Ok(limit),
+        _ => Err(ApiError::unprocessable("invalid_limit", format!("limit is 1 to {max}"))),
+    }
+}
+
+/// Given a page read with one row more than `limit`, drops that extra row and returns the
+/// page's last row when there is a next page.
+pub(crate) fn next_cursor<T>(rows: &mut Vec<T>, limit: u32) -> Option<&T> {
+    let limit = limit as usize;
+    if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last()
+    } else {
+        None
+    }
+}

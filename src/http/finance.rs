@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, Staff};
+use super::extract::{ApiPath, ApiQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
 use super::till::{merchant_or_staff, staff_over_merchant};
 use crate::domain::region::RegionCode;
@@ -231,6 +231,48 @@ async fn replay_answer(state: &AppState, answer: &IdemRecord) -> Result<Response
     super::idempotency::replay_if_known(state.store(), &answer.scope, &answer.key, &answer.request_hash)
         .await?
         .ok_or_else(ApiError::internal)
+}
+
+const SETTLEMENTS_PAGE_DEFAULT: u32 = 100;
+const SETTLEMENTS_PAGE_MAX: u32 = 500;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettlementsQuery {
+    /// The `next_after` of the previous page.
+    #[serde(default)]
+    after: Option<Uuid>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// The season's settlements, oldest first, a page at a time: each with its status (complete,
+/// or in progress after a run that stopped part way), total and payout. Finance and auditors.
+#[utoipa::path(get, path = "/v1/seasons/{id}/settlements", security(("staff_key" = [])), params(("id" = Uuid, Path), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "{settlements, next_after}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+pub async fn season_settlements(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<SettlementsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    viewer_city(&staff, &season)?;
+    let limit = page_limit(query.limit, SETTLEMENTS_PAGE_DEFAULT, SETTLEMENTS_PAGE_MAX)?;
+    let after = match query.after {
+        Some(id) => {
+            Some(state.store().settlement(id).await?.filter(|s| s.season_id == season_id).ok_or_else(
+                || ApiError::unprocessable("invalid_cursor", "after names no settlement of this season"),
+            )?)
+        }
+        None => None,
+    };
+    let mut settlements =
+        state.store().season_settlements(season_id, after.as_ref(), i64::from(limit) + 1).await?;
+    let next_after = next_cursor(&mut settlements, limit).map(|last| last.id);
+    Ok(Json(json!({
+        "settlements": settlements.iter().map(settlement_json).collect::<Vec<_>>(),
+        "next_after": next_after,
+    })))
 }
 
 /// A settlement and its lines (a city's finance sees its own city's merchants' lines).

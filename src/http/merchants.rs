@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, Staff};
+use super::extract::{ApiPath, ApiQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount};
 use crate::domain::region::{RegionCode, RegionLevel};
@@ -192,26 +192,6 @@ pub async fn list(
         "merchants": merchants.iter().map(merchant_json).collect::<Vec<_>>(),
         "next_after": next_after,
     })))
-}
-
-/// The page size asked for, `default` when none was, refused outside 1..=`max`.
-fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
-    match asked.unwrap_or(default) {
-        limit @ 1.. if limit <= max => Ok(limit),
-        _ => Err(invalid("invalid_limit", format!("limit is 1 to {max}"))),
-    }
-}
-
-/// Given a page read with one row more than `limit`, drops that extra row and returns the
-/// page's last row when there is a next page.
-fn next_cursor<T>(rows: &mut Vec<T>, limit: u32) -> Option<&T> {
-    let limit = limit as usize;
-    if rows.len() > limit {
-        rows.truncate(limit);
-        rows.last()
-    } else {
-        None
-    }
 }
 
 pub(super) async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiError> {

@@ -271,6 +271,7 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
         .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
         .route("/v1/seasons/{id}/close", post(finance::close))
         .route("/v1/settlements", post(finance::settle))
+        .route("/v1/seasons/{id}/settlements", get(finance::season_settlements))
         .route_layer(
             ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.season_wide),
         )
@@ -331,7 +332,7 @@ pub fn status_error(status: StatusCode) -> ApiError {
 #[derive(utoipa::OpenApi)]
 #[openapi(
     info(title = "Wenhui", description = "Cultural consumption vouchers and benefit cards"),
-    paths(finance::report, finance::reconciliation, finance::merchant_journal, finance::close, finance::settle,
+    paths(finance::report, finance::reconciliation, finance::merchant_journal, finance::close, finance::settle, finance::season_settlements,
         finance::get_settlement, finance::payout_csv, finance::paid, finance::statement,
         ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me,
         citizens::register, citizens::sign_in, citizens::sign_out, citizens::revoke_sessions, citizens::my_vouchers,

@@ -166,7 +166,14 @@ pub trait FinanceStore: Send + Sync {
 
     async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError>;
 
-    async fn season_settlements(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError>;
+    /// The season's settlements in the order they were made, after `after` (a page's last),
+    /// at most `limit`.
+    async fn season_settlements(
+        &self,
+        season_id: Uuid,
+        after: Option<&SettlementRecord>,
+        limit: i64,
+    ) -> Result<Vec<SettlementRecord>, StorageError>;
 
     async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError>;
 
@@ -645,11 +652,23 @@ macro_rules! finance_store {
                     Ok(row.map(SettlementRow::into_record))
                 }
 
-                async fn season_settlements(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError> {
+                async fn season_settlements(
+                    &self,
+                    season_id: Uuid,
+                    after: Option<&SettlementRecord>,
+                    limit: i64,
+                ) -> Result<Vec<SettlementRecord>, StorageError> {
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE season_id = $1 ORDER BY created_at_us, id LIMIT 10000"
+                        "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE season_id = $1 \
+                         AND ($2 IS NULL OR (created_at_us, id) > ($2, $3)) ORDER BY created_at_us, id LIMIT $4"
                     ));
-                    let rows: Vec<SettlementRow> = sqlx::query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+                    let rows: Vec<SettlementRow> = sqlx::query_as(sql)
+                        .bind(season_id)
+                        .bind(after.map(|s| s.created_at.unix_us()))
+                        .bind(after.map(|s| s.id))
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
                     Ok(rows.into_iter().map(SettlementRow::into_record).collect())
                 }
 

@@ -330,6 +330,39 @@ async fn scripted_season(backend: Backend) {
         .post_idem(&paid_path, Some(&s.finance), "paid-1b", json!({"payout_ref": "BANK-0001"}))
         .await;
     assert_eq!((status, code(&repaid)), (409, "already_paid"));
+    // The season's settlements, oldest first, a page at a time.
+    let list = format!("/v1/seasons/{season}/settlements");
+    let (status, page_1) = s.get(&format!("{list}?limit=1"), &s.finance).await;
+    assert_eq!(status, 200, "{page_1}");
+    let listed = |page: &Value| -> Vec<(String, String, bool)> {
+        page["settlements"]
+            .as_array()
+            .expect("settlements")
+            .iter()
+            .map(|s| {
+                (
+                    s["total"].as_str().expect("total").to_owned(),
+                    s["status"].as_str().expect("status").to_owned(),
+                    s["paid_at"].is_null(),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(listed(&page_1), [("41.00".to_owned(), "complete".to_owned(), false)]);
+    assert_eq!(page_1["next_after"].as_str(), Some(settlement_1.as_str()));
+    let (_, page_2) = s.get(&format!("{list}?limit=1&after={settlement_1}"), &s.finance).await;
+    assert_eq!(listed(&page_2), [("5.00".to_owned(), "complete".to_owned(), true)]);
+    assert!(page_2["next_after"].is_null(), "{page_2}");
+    let (_, whole) = s.get(&list, &s.finance).await;
+    assert_eq!(whole["settlements"].as_array().map(Vec::len), Some(2));
+    for (query, expected) in [
+        ("limit=0", "invalid_limit"),
+        ("limit=501", "invalid_limit"),
+        (&format!("after={}", Uuid::nil()), "invalid_cursor"),
+    ] {
+        let (status, refused) = s.get(&format!("{list}?{query}"), &s.finance).await;
+        assert_eq!((status, code(&refused)), (422, expected), "{query}");
+    }
     let payout = s
         .world
         .app
@@ -727,10 +760,11 @@ async fn access(backend: Backend) {
     }
     let (status, _) = s.world.app.post_idem("/v1/settlements", Some(&s.finance), "settle-ok", body).await;
     assert_eq!(status, 201);
-    // A city's finance sees only its own city's lines of a settlement.
-    let settlements =
-        s.world.app.store().season_settlements(season.parse().expect("uuid")).await.expect("list");
-    let (_, seen) = s.get(&format!("/v1/settlements/{}", settlements[0].id), &qingdao).await;
+    // A city's finance sees the season's settlements, and only its own city's lines of one.
+    let (status, listed) = s.get(&format!("/v1/seasons/{season}/settlements"), &qingdao).await;
+    assert_eq!(status, 200, "{listed}");
+    let first = listed["settlements"][0]["settlement_id"].as_str().expect("a settlement");
+    let (_, seen) = s.get(&format!("/v1/settlements/{first}"), &qingdao).await;
     assert_eq!(seen["lines"].as_array().map(Vec::len), Some(1), "{seen}");
     let (status, future) = s
         .world
@@ -944,6 +978,8 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     assert_eq!((status, code(&refused)), (409, "settlement_in_progress"));
     let (status, refused) = s.get(&format!("{path}/payout.csv"), &s.finance).await;
     assert_eq!((status, code(&refused)), (409, "settlement_in_progress"));
+    let (_, listed) = s.get(&format!("/v1/seasons/{season_id}/settlements"), &s.finance).await;
+    assert_eq!(listed["settlements"][0]["status"].as_str(), Some("in_progress"), "{listed}");
     s.reconciles().await;
 
     // The retry with its key goes on from where the run stopped.
