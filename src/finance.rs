@@ -732,7 +732,8 @@ pub async fn settle(
         render: render_settlement,
     };
     if existing.is_some_and(|s| s.completed_at.is_some()) {
-        // Made under this key before (its stored answer since pruned): answer with it again.
+        // Made under this key, and finished by another run (which stored no answer for this
+        // key): store the answer now and give it.
         return Ok(store.finish_settlement(&plan, now).await?);
     }
     settle_in_chunks(store, &plan, chunking, now).await

@@ -1025,6 +1025,15 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
         .post_idem(&format!("{path_2}/paid"), Some(&s.finance), "pay-2", json!({"payout_ref": "B-2"}))
         .await;
     assert_eq!(status, 201, "{paid}");
+    // The first run's retry then answers with the settlement, as finished and paid.
+    let now = s.world.clock.now_ts();
+    let retried = finance::settle(store, &season, plan_2.cut_off, now, crashed_answer("k2"), chunking)
+        .await
+        .expect("the retry answers with the finished settlement");
+    assert_eq!((retried.id, retried.line_count, retried.total_fen), (plan_2.id, 2, 2_000));
+    assert!(retried.paid_at.is_some());
+    let stored = store.idempotent_answer("test:crashed", "k2").await.expect("read").expect("answer stored");
+    assert_eq!(stored.body, finance::settlement_json(&retried).to_string());
     s.reconciles().await;
 }
 
