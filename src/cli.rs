@@ -301,7 +301,7 @@ async fn settle(url: &str, cli: &Cli, season: uuid::Uuid, cut_off: &str) -> anyh
         status: 201,
         body: String::new(),
     };
-    let chunking = Default::default();
+    let chunking = store.backend().settlement_chunking();
     match finance::settle(store.as_ref(), &season, cut_off, Timestamp::now(), answer, chunking).await {
         Ok(settlement) => {
             println!("{}", finance::settlement_json(&settlement));

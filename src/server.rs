@@ -37,8 +37,9 @@ pub struct ServeConfig {
     /// (`citizens.rs`).
     pub revocation_poll: Duration,
     pub request_timeouts: http::RequestTimeouts,
-    /// How many merchants and redemption rows one settlement transaction takes at most.
-    pub settlement_chunking: crate::domain::finance::SettlementChunking,
+    /// How many merchants and redemption rows one settlement transaction takes at most; the
+    /// backend's own (`Backend::settlement_chunking`) if `None`.
+    pub settlement_chunking: Option<crate::domain::finance::SettlementChunking>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -55,7 +56,7 @@ impl ServeConfig {
             idempotency_retention: crate::housekeeping::IDEMPOTENCY_RETENTION,
             revocation_poll: citizens::REVOCATION_POLL,
             request_timeouts: http::RequestTimeouts::default(),
-            settlement_chunking: Default::default(),
+            settlement_chunking: None,
             clock: Arc::new(SystemClock),
         }
     }
@@ -149,7 +150,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         writer,
         qr,
         redemptions,
-        settlement_chunking: config.settlement_chunking,
+        settlement_chunking: config
+            .settlement_chunking
+            .unwrap_or_else(|| store.backend().settlement_chunking()),
     };
     let app = http::router(AppState::new(services), config.request_timeouts);
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");

@@ -190,6 +190,9 @@ pub struct Scale {
 impl Scale {
     pub fn of(args: &FinanceBench) -> anyhow::Result<Scale> {
         let mut scale = Scale::new(args.vouchers, args.redemptions, args.merchants)?;
+        let backend =
+            if args.backend == "sqlite" { storage::Backend::Sqlite } else { storage::Backend::Postgres };
+        scale.settlement_chunking = backend.settlement_chunking();
         let chunking = &mut scale.settlement_chunking;
         chunking.max_rows = args.settlement_chunk_rows.unwrap_or(chunking.max_rows).max(1);
         chunking.max_merchants = args.settlement_chunk_merchants.unwrap_or(chunking.max_merchants).max(1);
@@ -209,7 +212,7 @@ impl Scale {
             reversals: redemptions / 100,
             expired_open: vouchers / 25,
             expired_closed: vouchers / 50,
-            settlement_chunking: SettlementChunking::default(),
+            settlement_chunking: SettlementChunking::ROW_LOCKS,
         };
         ensure!(
             scale.redemptions + scale.expired_open + scale.expired_closed <= scale.stock,

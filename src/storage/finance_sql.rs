@@ -288,7 +288,7 @@ macro_rules! finance_store {
             use sqlx::QueryBuilder;
             use uuid::Uuid;
 
-            use super::{$store, SETTLEMENT_LOCK_SQL};
+            use super::{$store, SETTLEMENT_LOCK_SQL, SETTLEMENT_SCAN_SQL};
             use crate::domain::accounts;
             use crate::domain::finance::{SalesFigures, SettlementLine};
             use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
@@ -567,7 +567,13 @@ macro_rules! finance_store {
                     if existing.as_ref().is_some_and(|s| s.completed_at.is_some()) {
                         return Ok(0);
                     }
+                    if let Some((set, _)) = SETTLEMENT_SCAN_SQL {
+                        sqlx::raw_sql(set).execute(&mut *tx).await?;
+                    }
                     let lines = Self::settle_redemptions(&mut tx, plan, merchants).await?;
+                    if let Some((_, reset)) = SETTLEMENT_SCAN_SQL {
+                        sqlx::raw_sql(reset).execute(&mut *tx).await?;
+                    }
                     if lines.is_empty() {
                         return Ok(0);
                     }

@@ -46,6 +46,15 @@ pub enum Backend {
 }
 
 impl Backend {
+    /// How a settlement on this backend is cut into transactions.
+    pub fn settlement_chunking(self) -> crate::domain::finance::SettlementChunking {
+        use crate::domain::finance::SettlementChunking;
+        match self {
+            Backend::Postgres => SettlementChunking::ROW_LOCKS,
+            Backend::Sqlite => SettlementChunking::ONE_WRITER,
+        }
+    }
+
     /// The backend a database URL names: `postgres://` / `postgresql://` or `sqlite:`.
     pub fn of_url(url: &str) -> Option<Backend> {
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {

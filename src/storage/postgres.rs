@@ -22,6 +22,12 @@ const FOR_UPDATE: &str = " FOR UPDATE";
 /// Orders the transactions of one settlement run: a transaction-scoped advisory lock on the
 /// settlement id (`finance_sql.rs`, `lock_settlement`).
 const SETTLEMENT_LOCK_SQL: Option<&str> = Some("SELECT pg_advisory_xact_lock($1)");
+
+/// Set around a settlement chunk's UPDATE: a bitmap scan, which visits the chunk's rows in
+/// table order, instead of an index scan in merchant order, which visits the table's pages at
+/// random, many of them more than once (`BENCHMARKS.md`, "Settlement in chunks").
+const SETTLEMENT_SCAN_SQL: Option<(&str, &str)> =
+    Some(("SET LOCAL enable_indexscan = off", "SET LOCAL enable_indexscan TO DEFAULT"));
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug)]

@@ -24,6 +24,8 @@ const LOCK_HEAD_SQL: &str = "SELECT seq, hash, posted_at_us FROM ledger_head WHE
 const FOR_UPDATE: &str = "";
 /// SQLite has one writer at a time: a settlement run's transactions are ordered already.
 const SETTLEMENT_LOCK_SQL: Option<&str> = None;
+/// No planner settings around a settlement chunk's UPDATE (see the PostgreSQL twin).
+const SETTLEMENT_SCAN_SQL: Option<(&str, &str)> = None;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug)]

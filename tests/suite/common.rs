@@ -176,7 +176,7 @@ impl TestApp {
         config.checkpoint_interval = Duration::from_secs(3600);
         config.sweep_interval = Duration::from_secs(3600);
         // Small settlement chunks, so that every settlement in the tests runs in several.
-        config.settlement_chunking = SettlementChunking { max_rows: 2, max_merchants: 2 };
+        config.settlement_chunking = Some(SettlementChunking { max_rows: 2, max_merchants: 2 });
         configure(&mut config);
         let server = wenhui::server::start(config).await.expect("server starts");
         let base = format!("http://{}", server.addr);

@@ -984,7 +984,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
 
     // The retry with its key goes on from where the run stopped.
     let store = s.world.app.store();
-    let chunking = SettlementChunking::default();
+    let chunking = SettlementChunking::ONE_WRITER;
     let done =
         finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
             .await
