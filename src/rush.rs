@@ -521,7 +521,7 @@ impl Writer {
         let mut expired = 0;
         for policy in self.store.unexpired_points_policies(100).await? {
             let Some(season) = self.store.season(policy.season_id).await? else { continue };
-            let all = self.store.seasons(Some(season.province), 1_000).await?;
+            let all = self.store.seasons(Some(season.province), None, 1_000).await?;
             let due = crate::domain::card::points_expiry(&season, policy.expire_at, &all)
                 .is_some_and(|at| at <= now);
             if !due {

@@ -134,7 +134,7 @@ async fn card_view(store: &dyn Storage, card: &Card) -> Result<Value, ApiError> 
         let expires_at =
             match (store.season(line.season_id).await?, store.points_policy(line.season_id).await?) {
                 (Some(season), Some(policy)) => {
-                    let all = store.seasons(Some(season.province), 1_000).await?;
+                    let all = store.seasons(Some(season.province), None, 1_000).await?;
                     card::points_expiry(&season, policy.expire_at, &all).map(|t| t.to_string())
                 }
                 _ => None,
@@ -336,7 +336,7 @@ async fn earning_season(
     let now = state.clock().now();
     let open = state
         .store()
-        .seasons(Some(province), 1_000)
+        .seasons(Some(province), None, 1_000)
         .await?
         .into_iter()
         .filter(|s| s.status_at(now) == SeasonStatus::Open)

@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, Staff, bearer_token};
+use super::extract::{ApiJson, ApiPath, ApiQuery, Staff, bearer_token, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, json_response, request_hash};
 use crate::citizens::CitizenError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
@@ -164,18 +164,47 @@ pub async fn revoke_sessions(
     Ok(Json(RevokedSessions { citizen_id, sessions_revoked: true }))
 }
 
-/// The citizen's vouchers, newest first, with state and expiry.
+/// A page of `GET /v1/me/vouchers`: 100 by default, at most 200.
+const VOUCHERS_PAGE_DEFAULT: u32 = 100;
+const VOUCHERS_PAGE_MAX: u32 = 200;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MyVouchersQuery {
+    #[serde(default)]
+    after: Option<Uuid>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// The citizen's vouchers, newest first, with state and expiry, a page at a time.
 #[utoipa::path(get, path = "/v1/me/vouchers", security(("citizen_token" = [])),
-    responses((status = 200, description = "{\"vouchers\": [...]}")))]
+    params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 200, default 100")),
+    responses((status = 200, description = "{\"vouchers\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn my_vouchers(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
+    ApiQuery(query): ApiQuery<MyVouchersQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
+    let after = match query.after {
+        Some(id) => Some(
+            state.store().voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
+                ApiError::unprocessable(
+                    "invalid_cursor",
+                    "after names no voucher of yours: pass a page's next_after",
+                )
+            })?,
+        ),
+        None => None,
+    };
+    let mut page = state.store().citizen_vouchers(citizen_id, after.as_ref(), i64::from(limit) + 1).await?;
+    let next_after = next_cursor(&mut page, limit).map(|last| last.id);
     let now = state.clock().now();
     let mut vouchers = Vec::new();
     use std::collections::hash_map::{Entry, HashMap};
     let mut batches = HashMap::new();
-    for voucher in state.store().citizen_vouchers(citizen_id, 200).await? {
+    for voucher in page {
         if let Entry::Vacant(slot) = batches.entry(voucher.batch_id) {
             slot.insert(state.store().batch(voucher.batch_id).await?);
         }
@@ -186,7 +215,7 @@ pub async fn my_vouchers(
         body["batch_name"] = serde_json::json!(batch.name);
         vouchers.push(body);
     }
-    Ok(Json(serde_json::json!({ "vouchers": vouchers })))
+    Ok(Json(serde_json::json!({ "vouchers": vouchers, "next_after": next_after })))
 }
 
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.

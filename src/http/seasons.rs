@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, Staff};
+use super::extract::{ApiPath, ApiQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::accounts;
 use crate::domain::funding::{FundingShares, VoucherTerms};
@@ -227,14 +227,43 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
     }))
 }
 
-#[utoipa::path(get, path = "/v1/seasons", responses((status = 200, description = "{\"seasons\": [...]}")))]
-pub async fn list_seasons(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+/// A page of `GET /v1/seasons`: 20 by default, at most 100 (each season's view reads its
+/// funders' balances).
+const SEASONS_PAGE_DEFAULT: u32 = 20;
+const SEASONS_PAGE_MAX: u32 = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeasonsQuery {
+    #[serde(default)]
+    after: Option<Uuid>,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// The seasons, latest start first, a page at a time.
+#[utoipa::path(get, path = "/v1/seasons",
+    params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 100, default 20")),
+    responses((status = 200, description = "{\"seasons\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+pub async fn list_seasons(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<SeasonsQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
+    let after = match query.after {
+        Some(id) => Some(state.store().season(id).await?.ok_or_else(|| {
+            ApiError::unprocessable("invalid_cursor", "after names no season: pass a page's next_after")
+        })?),
+        None => None,
+    };
+    let mut page = state.store().seasons(None, after.as_ref(), i64::from(limit) + 1).await?;
+    let next_after = next_cursor(&mut page, limit).map(|last| last.id);
     let now = state.clock().now();
     let mut seasons = Vec::new();
-    for season in state.store().seasons(None, 100).await? {
-        seasons.push(season_view(state.store(), &season, now).await?);
+    for season in &page {
+        seasons.push(season_view(state.store(), season, now).await?);
     }
-    Ok(Json(json!({ "seasons": seasons })))
+    Ok(Json(json!({ "seasons": seasons, "next_after": next_after })))
 }
 
 #[utoipa::path(get, path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts"), (status = 404, body = super::error::ErrorBody)))]

@@ -391,12 +391,20 @@ macro_rules! season_store {
                     row.map(SeasonRow::into_season).transpose()
                 }
 
-                async fn seasons(&self, province: Option<RegionCode>, limit: i64) -> Result<Vec<Season>, StorageError> {
+                async fn seasons(
+                    &self,
+                    province: Option<RegionCode>,
+                    after: Option<&Season>,
+                    limit: i64,
+                ) -> Result<Vec<Season>, StorageError> {
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {SEASON_COLUMNS} FROM seasons WHERE ($1 IS NULL OR province = $1) ORDER BY starts_at_us DESC, id LIMIT $2"
+                        "SELECT {SEASON_COLUMNS} FROM seasons WHERE ($1 IS NULL OR province = $1) \
+                         AND ($2 IS NULL OR (starts_at_us, id) < ($2, $3)) ORDER BY starts_at_us DESC, id DESC LIMIT $4"
                     ));
                     let rows: Vec<SeasonRow> = sqlx::query_as(sql)
                         .bind(province.map(|p| p.to_string()))
+                        .bind(after.map(|s| s.starts_at.unix_us()))
+                        .bind(after.map(|s| s.id))
                         .bind(limit)
                         .fetch_all(&self.pool)
                         .await?;
@@ -601,12 +609,23 @@ macro_rules! season_store {
                     Ok(rows.into_iter().map(|(hash, at_us)| (hash, Timestamp::from_unix_us(at_us))).collect())
                 }
 
-                async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError> {
+                async fn citizen_vouchers(
+                    &self,
+                    citizen_id: Uuid,
+                    after: Option<&Voucher>,
+                    limit: i64,
+                ) -> Result<Vec<Voucher>, StorageError> {
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE citizen_id = $1 ORDER BY claimed_at_us DESC, id LIMIT $2"
+                        "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE citizen_id = $1 \
+                         AND ($2 IS NULL OR (claimed_at_us, id) < ($2, $3)) ORDER BY claimed_at_us DESC, id DESC LIMIT $4"
                     ));
-                    let rows: Vec<VoucherRow> =
-                        sqlx::query_as(sql).bind(citizen_id).bind(limit).fetch_all(&self.pool).await?;
+                    let rows: Vec<VoucherRow> = sqlx::query_as(sql)
+                        .bind(citizen_id)
+                        .bind(after.map(|v| v.claimed_at.unix_us()))
+                        .bind(after.map(|v| v.id))
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
                     rows.into_iter().map(VoucherRow::into_voucher).collect()
                 }
 

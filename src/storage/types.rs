@@ -177,7 +177,14 @@ pub trait SeasonStore: Send + Sync {
 
     async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError>;
 
-    async fn seasons(&self, province: Option<RegionCode>, limit: i64) -> Result<Vec<Season>, StorageError>;
+    /// Seasons (of `province`, or all), latest start first, after `after` (a page's last), at
+    /// most `limit`.
+    async fn seasons(
+        &self,
+        province: Option<RegionCode>,
+        after: Option<&Season>,
+        limit: i64,
+    ) -> Result<Vec<Season>, StorageError>;
 
     async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError>;
 
@@ -223,7 +230,13 @@ pub trait SeasonStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<(Vec<u8>, Timestamp)>, StorageError>;
 
-    async fn citizen_vouchers(&self, citizen_id: Uuid, limit: i64) -> Result<Vec<Voucher>, StorageError>;
+    /// The citizen's vouchers, newest claim first, after `after` (a page's last), at most `limit`.
+    async fn citizen_vouchers(
+        &self,
+        citizen_id: Uuid,
+        after: Option<&Voucher>,
+        limit: i64,
+    ) -> Result<Vec<Voucher>, StorageError>;
 
     /// What each citizen already holds in a batch and its season.
     async fn holdings(

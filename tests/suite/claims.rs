@@ -126,7 +126,89 @@ both_backends!(
     registration_validates_identity,
     seasons_and_batches_validate_input,
     the_database_refuses_claims_on_a_closed_batch,
+    vouchers_and_seasons_come_a_page_at_a_time,
 );
+
+/// Walks a listing's pages (`limit` each) and returns every row's id, in order.
+async fn walk_pages(app: &TestApp, path: &str, field: &str, limit: u32, token: Option<&str>) -> Vec<String> {
+    let (mut ids, mut after) = (Vec::new(), None::<String>);
+    loop {
+        let cursor = after.as_ref().map(|a| format!("&after={a}")).unwrap_or_default();
+        let (status, page) = app.get(&format!("{path}?limit={limit}{cursor}"), token).await;
+        assert_eq!(status, 200, "{page}");
+        let rows = page[field].as_array().expect("rows");
+        assert!(rows.len() <= limit as usize && !rows.is_empty(), "{page}");
+        ids.extend(rows.iter().map(|r| r["id"].as_str().expect("id").to_owned()));
+        match page["next_after"].as_str() {
+            Some(next) => after = Some(next.to_owned()),
+            None => return ids,
+        }
+    }
+}
+
+/// A citizen's vouchers and the seasons are listed newest first, a page at a time: every row
+/// once, in order across pages (ties on the claim time broken by id); bad limits and cursors
+/// (another citizen's voucher) are refused with 422.
+async fn vouchers_and_seasons_come_a_page_at_a_time(backend: Backend) {
+    let world = World::new(backend, "10000.00", None).await;
+    let batch = world.batch(json!({"stock": 10, "per_citizen_limit": 4})).await;
+    let id = batch["id"].as_str().expect("id");
+    let (first, second) = (world.citizen(1).await, world.citizen(2).await);
+    for key in ["a", "b", "c"] {
+        assert_eq!(world.claim(&first, id, key).await.0, 201);
+    }
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(60));
+    assert_eq!(world.claim(&first, id, "d").await.0, 201);
+    let (status, others) = world.claim(&second, id, "e").await;
+    assert_eq!(status, 201, "{others}");
+
+    let (_, all) = world.app.get("/v1/me/vouchers", Some(&first)).await;
+    let all_ids: Vec<&str> =
+        all["vouchers"].as_array().expect("vouchers").iter().filter_map(|v| v["id"].as_str()).collect();
+    assert_eq!((all_ids.len(), &all["next_after"]), (4, &Value::Null), "{all}");
+    for limit in [1, 2, 3] {
+        let paged = walk_pages(&world.app, "/v1/me/vouchers", "vouchers", limit, Some(&first)).await;
+        assert_eq!(paged, all_ids, "pages of {limit}");
+    }
+    let (_, newest) = world.app.get("/v1/me/vouchers?limit=1", Some(&first)).await;
+    assert_eq!(newest["vouchers"][0]["claimed_at"], world.at(60), "newest first: {newest}");
+    let others_voucher = others["voucher"]["id"].as_str().expect("id");
+    for query in
+        ["limit=0", "limit=201", &format!("after={others_voucher}"), &format!("after={}", uuid::Uuid::nil())]
+    {
+        let (status, refused) = world.app.get(&format!("/v1/me/vouchers?{query}"), Some(&first)).await;
+        assert_eq!(status, 422, "{query}: {refused}");
+        assert!(["invalid_limit", "invalid_cursor"].contains(&code(&refused)), "{refused}");
+    }
+
+    for (n, starts_s) in [(2, 86_400), (3, 2 * 86_400), (4, 86_400)] {
+        let body = json!({
+            "name": format!("季 {n}"), "province": "370000", "starts_at": world.at(starts_s), "ends_at": world.at(40 * 86_400),
+            "budgets": [{"funder": "370000", "amount": "100.00"}],
+        });
+        let key = format!("season-{n}");
+        let (status, season) =
+            world.app.post_idem("/v1/seasons", Some(&world.province_admin), &key, body).await;
+        assert_eq!(status, 201, "{season}");
+    }
+    let (_, all) = world.app.get("/v1/seasons", None).await;
+    let seasons = all["seasons"].as_array().expect("seasons");
+    let starts: Vec<&str> = seasons.iter().filter_map(|s| s["starts_at"].as_str()).collect();
+    let expected = [world.at(2 * 86_400), world.at(86_400), world.at(86_400), world.at(0)];
+    assert_eq!(starts, expected, "latest start first");
+    let all_ids: Vec<&str> = seasons.iter().filter_map(|s| s["id"].as_str()).collect();
+    for limit in [1, 3] {
+        assert_eq!(
+            walk_pages(&world.app, "/v1/seasons", "seasons", limit, None).await,
+            all_ids,
+            "pages of {limit}"
+        );
+    }
+    let (status, refused) = world.app.get(&format!("/v1/seasons?after={}", uuid::Uuid::nil()), None).await;
+    assert_eq!((status, code(&refused)), (422, "invalid_cursor"));
+    let (status, refused) = world.app.get("/v1/seasons?limit=101", None).await;
+    assert_eq!((status, code(&refused)), (422, "invalid_limit"));
+}
 
 /// Defence in depth below the claim writer: once a batch's reserve has gone back (its claim
 /// window closed, or the season closed), the claim transaction itself refuses its vouchers.
