@@ -705,20 +705,7 @@ pub async fn settle(
         return Err(FinanceError::CutOffInFuture);
     }
     let id = settlement_id(&answer.scope, &answer.key);
-    for left in store.settlements_in_progress(season.id).await? {
-        if left.id != id {
-            tracing::info!(settlement_id = %left.id, "finishing a settlement left in progress");
-            let plan = SettlementPlan {
-                id: left.id,
-                season_id: left.season_id,
-                cut_off: left.cut_off,
-                created_at: left.created_at,
-                answer: None,
-                render: render_settlement,
-            };
-            settle_in_chunks(store, &plan, chunking, now).await?;
-        }
-    }
+    finish_left_in_progress(store, Some(season.id), Some(id), chunking, now).await?;
     let existing = store.settlement(id).await?;
     if existing.as_ref().is_some_and(|s| s.season_id != season.id || s.cut_off != cut_off) {
         return Err(FinanceError::KeyReused);
@@ -737,6 +724,46 @@ pub async fn settle(
         return Ok(store.finish_settlement(&plan, now).await?);
     }
     settle_in_chunks(store, &plan, chunking, now).await
+}
+
+/// Finishes the settlements that runs left in progress (a crash, a restart, a client that gave
+/// up) in every season, oldest first, and returns how many. The server does this when it starts;
+/// a retry of such a settlement's key, or any later settlement of its season, does it too. Their
+/// answers are stored when their keys are retried.
+pub async fn finish_settlements_in_progress(
+    store: &dyn Storage,
+    chunking: SettlementChunking,
+    now: Timestamp,
+) -> Result<usize, FinanceError> {
+    finish_left_in_progress(store, None, None, chunking, now).await
+}
+
+/// Finishes the settlements in progress of `season_id` (or of every season), but `except`.
+async fn finish_left_in_progress(
+    store: &dyn Storage,
+    season_id: Option<Uuid>,
+    except: Option<Uuid>,
+    chunking: SettlementChunking,
+    now: Timestamp,
+) -> Result<usize, FinanceError> {
+    let mut finished = 0;
+    for left in store.settlements_in_progress(season_id).await? {
+        if Some(left.id) == except {
+            continue;
+        }
+        tracing::info!(settlement_id = %left.id, "finishing a settlement left in progress");
+        let plan = SettlementPlan {
+            id: left.id,
+            season_id: left.season_id,
+            cut_off: left.cut_off,
+            created_at: left.created_at,
+            answer: None,
+            render: render_settlement,
+        };
+        settle_in_chunks(store, &plan, chunking, now).await?;
+        finished += 1;
+    }
+    Ok(finished)
 }
 
 async fn settle_in_chunks(
@@ -762,17 +789,20 @@ pub struct CloseOutcome {
     pub breaks: i64,
 }
 
-/// Closes a season: the closing transaction, then (once, resumable after a crash) the
+/// Closes a season: first finishes its settlements left in progress (so that the final report
+/// holds none half done), then the closing transaction, then (once, resumable after a crash) the
 /// reconciliation, a signed checkpoint and the stored final report.
 pub async fn close(
     store: &dyn Storage,
     key: &SigningKey,
     season: &Season,
     now: Timestamp,
+    chunking: SettlementChunking,
 ) -> Result<CloseOutcome, FinanceError> {
     if season.closed_at.is_none() && now < season.ends_at {
         return Err(FinanceError::SeasonNotEnded);
     }
+    finish_left_in_progress(store, Some(season.id), None, chunking, now).await?;
     let closed_at = store.close_season(season.id, now).await?;
     if let Some(stored) = store.final_report(season.id).await? {
         return outcome_of(season.id, closed_at, &stored);

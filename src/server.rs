@@ -142,6 +142,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let checkpoints =
         spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
+    let settlement_chunking =
+        config.settlement_chunking.unwrap_or_else(|| store.backend().settlement_chunking());
+    let resumed = spawn_settlement_resume(store.clone(), settlement_chunking, config.clock.clone());
     let services = Services {
         store: store.clone(),
         ledger_key: key,
@@ -150,9 +153,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         writer,
         qr,
         redemptions,
-        settlement_chunking: config
-            .settlement_chunking
-            .unwrap_or_else(|| store.backend().settlement_chunking()),
+        settlement_chunking,
     };
     let app = http::router(AppState::new(services), config.request_timeouts);
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
@@ -167,6 +168,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         sweeper.abort();
         pruning.abort();
         revocations.abort();
+        resumed.abort();
         Ok(())
     });
     Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })
@@ -180,6 +182,27 @@ pub async fn run(config: ServeConfig) -> anyhow::Result<()> {
     stop.wait().await;
     tracing::info!("shutting down");
     server.stop().await
+}
+
+/// Finishes, in the background, the settlements a run left in progress before this start (a
+/// crash or a kill part way through): they cannot be paid out until they are complete. Stopping
+/// the server part way rolls back only the chunk being written.
+fn spawn_settlement_resume(
+    store: Arc<dyn Storage>,
+    chunking: crate::domain::finance::SettlementChunking,
+    clock: Arc<dyn Clock>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        match crate::finance::finish_settlements_in_progress(store.as_ref(), chunking, clock.now()).await {
+            Ok(0) => {}
+            Ok(finished) => tracing::info!(finished, "finished the settlements left in progress"),
+            Err(error) => tracing::warn!(
+                %error,
+                "could not finish the settlements left in progress: a retry of their keys, or the \
+                 next settlement of their season, will"
+            ),
+        }
+    })
 }
 
 fn spawn_checkpoints(

@@ -384,9 +384,11 @@ pub async fn close(
 ) -> Result<Json<finance::CloseOutcome>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     require_province_finance(&staff, &season)?;
-    let outcome = finance::close(state.store(), state.ledger_key(), &season, state.clock().now())
-        .await
-        .map_err(finance_error)?;
+    let now = state.clock().now();
+    let outcome =
+        finance::close(state.store(), state.ledger_key(), &season, now, state.settlement_chunking())
+            .await
+            .map_err(finance_error)?;
     // Claims decided from memory must see the season closed at once in this process.
     state.writer().invalidate().await;
     state.inner().batches.clear();

@@ -161,8 +161,12 @@ pub trait FinanceStore: Send + Sync {
         at: Timestamp,
     ) -> Result<SettlementRecord, WriteError>;
 
-    /// The season's settlements still in progress (a run that stopped part way, or one running now).
-    async fn settlements_in_progress(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError>;
+    /// The settlements still in progress (a run that stopped part way, or one running now) of
+    /// one season, or of every season: the oldest 100.
+    async fn settlements_in_progress(
+        &self,
+        season_id: Option<Uuid>,
+    ) -> Result<Vec<SettlementRecord>, StorageError>;
 
     async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError>;
 
@@ -355,6 +359,36 @@ macro_rules! finance_store {
                         line.add(&parts);
                     }
                     Ok(lines)
+                }
+
+                /// A settlement's lines, through the pool or inside a transaction.
+                async fn lines_of<'e, E>(executor: E, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError>
+                where
+                    E: sqlx::Executor<'e, Database = $db>,
+                {
+                    let rows: Vec<(Uuid, String, String, i64, i64, String, String, String, String)> = sqlx::query_as(
+                        "SELECT l.merchant_id, m.name, m.city, l.redemption_count, l.amount_fen, l.funders, l.bank, l.account_no, \
+                         l.account_name FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
+                         WHERE l.settlement_id = $1 ORDER BY m.name, l.merchant_id",
+                    )
+                    .bind(id)
+                    .fetch_all(executor)
+                    .await?;
+                    rows.into_iter()
+                        .map(|(merchant_id, merchant_name, merchant_city, redemption_count, amount_fen, funders, bank, account_no, account_name)| {
+                            Ok(SettlementLineRecord {
+                                merchant_id,
+                                merchant_name,
+                                merchant_city,
+                                redemption_count,
+                                amount_fen,
+                                funders: funder_parts(&funders, &format!("settlement line {id}/{merchant_id}"))?,
+                                bank,
+                                account_no,
+                                account_name,
+                            })
+                        })
+                        .collect()
                 }
 
                 /// Orders the transactions of one settlement run (its chunks and its finish) on
@@ -643,10 +677,10 @@ macro_rules! finance_store {
                     Ok(record)
                 }
 
-                async fn settlements_in_progress(&self, season_id: Uuid) -> Result<Vec<SettlementRecord>, StorageError> {
+                async fn settlements_in_progress(&self, season_id: Option<Uuid>) -> Result<Vec<SettlementRecord>, StorageError> {
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE season_id = $1 AND completed_at_us IS NULL \
-                         ORDER BY created_at_us, id LIMIT 100"
+                        "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE ($1 IS NULL OR season_id = $1) \
+                         AND completed_at_us IS NULL ORDER BY created_at_us, id LIMIT 100"
                     ));
                     let rows: Vec<SettlementRow> = sqlx::query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
                     Ok(rows.into_iter().map(SettlementRow::into_record).collect())
@@ -679,29 +713,7 @@ macro_rules! finance_store {
                 }
 
                 async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError> {
-                    let rows: Vec<(Uuid, String, String, i64, i64, String, String, String, String)> = sqlx::query_as(
-                        "SELECT l.merchant_id, m.name, m.city, l.redemption_count, l.amount_fen, l.funders, l.bank, l.account_no, \
-                         l.account_name FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
-                         WHERE l.settlement_id = $1 ORDER BY m.name, l.merchant_id",
-                    )
-                    .bind(id)
-                    .fetch_all(&self.pool)
-                    .await?;
-                    rows.into_iter()
-                        .map(|(merchant_id, merchant_name, merchant_city, redemption_count, amount_fen, funders, bank, account_no, account_name)| {
-                            Ok(SettlementLineRecord {
-                                merchant_id,
-                                merchant_name,
-                                merchant_city,
-                                redemption_count,
-                                amount_fen,
-                                funders: funder_parts(&funders, &format!("settlement line {id}/{merchant_id}"))?,
-                                bank,
-                                account_no,
-                                account_name,
-                            })
-                        })
-                        .collect()
+                    Self::lines_of(&self.pool, id).await
                 }
 
                 async fn commit_payout(
@@ -711,7 +723,6 @@ macro_rules! finance_store {
                     at: Timestamp,
                     answer: &IdemRecord,
                 ) -> Result<(), WriteError> {
-                    let lines = self.settlement_lines(settlement_id).await?;
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
@@ -719,22 +730,21 @@ macro_rules! finance_store {
                     if Self::answer_exists(&mut tx, answer).await? {
                         return Err(WriteError::IdempotencyTaken);
                     }
-                    let state: Option<(Uuid, Option<i64>, Option<i64>, i32)> = sqlx::query_as(
-                        "SELECT season_id, paid_at_us, completed_at_us, line_count FROM settlements WHERE id = $1",
+                    let state: Option<(Uuid, Option<i64>, Option<i64>)> = sqlx::query_as(
+                        "SELECT season_id, paid_at_us, completed_at_us FROM settlements WHERE id = $1",
                     )
                     .bind(settlement_id)
                     .fetch_optional(&mut *tx)
                     .await?;
                     let season_id = match state {
-                        Some((_, Some(_), _, _)) => return Err(WriteError::Conflict("already_paid".into())),
-                        // Lines read before the settlement completed may be fewer than its last count.
-                        Some((_, None, None, _)) => return Err(WriteError::Conflict("settlement_in_progress".into())),
-                        Some((_, None, Some(_), count)) if usize::try_from(count).ok() != Some(lines.len()) => {
-                            return Err(WriteError::Conflict("settlement_in_progress".into()));
-                        }
-                        Some((season_id, None, Some(_), _)) => season_id,
+                        Some((_, Some(_), _)) => return Err(WriteError::Conflict("already_paid".into())),
+                        Some((_, None, None)) => return Err(WriteError::Conflict("settlement_in_progress".into())),
+                        Some((season_id, None, Some(_))) => season_id,
                         None => return Err(WriteError::Conflict("settlement_not_found".into())),
                     };
+                    // Complete: no chunk adds a line any more (`settle_merchants` checks), so the
+                    // lines read here are all of them.
+                    let lines = Self::lines_of(&mut *tx, settlement_id).await?;
                     sqlx::query("UPDATE settlements SET paid_at_us = $1, payout_ref = $2 WHERE id = $3")
                         .bind(at.unix_us())
                         .bind(payout_ref.to_owned())

@@ -152,6 +152,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     pub db: TestDb,
     pub server: Option<RunningServer>,
+    config: ServeConfig,
 }
 
 impl TestApp {
@@ -178,10 +179,24 @@ impl TestApp {
         // Small settlement chunks, so that every settlement in the tests runs in several.
         config.settlement_chunking = Some(SettlementChunking { max_rows: 2, max_merchants: 2 });
         configure(&mut config);
-        let server = wenhui::server::start(config).await.expect("server starts");
+        let server = wenhui::server::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
-        TestApp { base, client, db, server: Some(server) }
+        TestApp { base, client, db, server: Some(server), config }
+    }
+
+    /// Stops the server and starts it again over the same database and data directory, on the
+    /// same address.
+    pub async fn restart(&mut self) {
+        let server = self.server.take().expect("running");
+        let addr = server.addr;
+        server.stop().await.expect("server stops");
+        let mut config = self.config.clone();
+        config.listen = addr;
+        let server = wenhui::server::start(config).await.expect("server starts again");
+        self.server = Some(server);
+        // Connections kept alive to the stopped server are gone.
+        self.client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
     }
 
     pub fn store(&self) -> &dyn Storage {

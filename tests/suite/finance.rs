@@ -2,6 +2,7 @@
 //! closing, statements, till-journal matching, a tampered ledger, and who may see what.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use serde_json::{Value, json};
 use sqlx::Connection;
@@ -1037,6 +1038,73 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     s.reconciles().await;
 }
 
+/// The server finishes settlements left in progress when it starts, and closing a season
+/// finishes the season's before it closes: no settlement waits for its key's retry.
+async fn restart_and_close_finish_settlements_left_in_progress(backend: Backend) {
+    let mut s = Script::new(backend).await;
+    s.set_clock(s.now);
+    let vouchers = [s.claim(1, "A", 1_000).await, s.claim(2, "A", 1_000).await];
+    let (more, more_2) = (s.claim(3, "A", 1_000).await, s.claim(4, "A", 1_000).await);
+    s.redeem(&s.bookstore.1, 1, &vouchers[0], "100.00", "P-1").await;
+    s.redeem(&s.cinema.1, 2, &vouchers[1], "100.00", "P-2").await;
+    let season_id: Uuid = s.world.season_id.parse().expect("uuid");
+    let merchant_id = |till: &(String, TillClient)| -> Uuid { till.0.parse().expect("uuid") };
+    let crashed = |key: &str, cut_off: Timestamp| SettlementPlan {
+        id: finance::settlement_id("test:crashed", key),
+        season_id,
+        cut_off,
+        created_at: cut_off,
+        answer: Some(crashed_answer(key)),
+        render: |record| finance::settlement_json(record).to_string(),
+    };
+
+    s.set_clock(s.now.plus_seconds(10));
+    let plan = crashed("k1", s.world.clock.now_ts());
+    let written = s.world.app.store().settle_merchants(&plan, &[merchant_id(&s.bookstore)]).await;
+    assert_eq!(written.expect("chunk"), 1);
+    s.world.app.restart().await;
+    let path = format!("/v1/settlements/{}", plan.id);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let finished = loop {
+        let (status, seen) = s.get(&path, &s.finance).await;
+        assert_eq!(status, 200, "{seen}");
+        if seen["settlement"]["status"] == "complete" || std::time::Instant::now() > deadline {
+            break seen["settlement"].clone();
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(
+        (finished["status"].as_str(), finished["merchants"].as_i64(), finished["total"].as_str()),
+        (Some("complete"), Some(2), Some("20.00")),
+        "the restarted server finishes the settlement"
+    );
+    s.reconciles().await;
+
+    // Another run stops part way; the season's close finishes it before closing.
+    s.set_clock(s.now.plus_seconds(20));
+    s.redeem(&s.cinema.1, 3, &more, "100.00", "P-3").await;
+    s.redeem(&s.bookstore.1, 4, &more_2, "100.00", "P-4").await;
+    s.set_clock(s.now.plus_seconds(30));
+    let plan_2 = crashed("k2", s.world.clock.now_ts());
+    let written = s.world.app.store().settle_merchants(&plan_2, &[merchant_id(&s.cinema)]).await;
+    assert_eq!(written.expect("chunk"), 1);
+    s.set_clock(s.now.plus_seconds(HOUR_S + 1));
+    let close = format!("/v1/seasons/{season_id}/close");
+    let (status, closed) = s.world.app.post_idem(&close, Some(&s.finance), "close-1", json!({})).await;
+    assert_eq!(status, 200, "{closed}");
+    assert_eq!((closed["reconciled"].as_bool(), closed["breaks"].as_i64()), (Some(true), Some(0)));
+    let (_, seen) = s.get(&format!("/v1/settlements/{}", plan_2.id), &s.finance).await;
+    let seen = &seen["settlement"];
+    assert_eq!(
+        (seen["status"].as_str(), seen["merchants"].as_i64(), seen["total"].as_str()),
+        (Some("complete"), Some(2), Some("20.00"))
+    );
+    let (_, listed) = s.get(&format!("/v1/seasons/{season_id}/settlements"), &s.finance).await;
+    let statuses: Vec<&str> =
+        listed["settlements"].as_array().expect("list").iter().filter_map(|l| l["status"].as_str()).collect();
+    assert_eq!(statuses, ["complete", "complete"], "{listed}");
+}
+
 fn crashed_answer(key: &str) -> IdemRecord {
     IdemRecord {
         scope: "test:crashed".into(),
@@ -1056,7 +1124,8 @@ both_backends!(
     settlement_races_reversals,
     entries_naming_no_row,
     settlement_account_changes,
-    a_settlement_left_in_progress_is_finished
+    a_settlement_left_in_progress_is_finished,
+    restart_and_close_finish_settlements_left_in_progress
 );
 
 /// A merchant's payout account changes: only its admins may change it, every change is kept
