@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::region::{RegionCode, RegionLevel};
 use super::season::{Batch, Category};
+use super::time::Timestamp;
 
 /// The 31 characters of GB 32100 codes (no I, O, S, V, Z), in value order.
 const CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -108,6 +109,91 @@ pub struct SettlementAccount {
     pub account_name: String,
 }
 
+/// How long a request to change a settlement account waits for its second key: a week.
+pub const ACCOUNT_REQUEST_TTL_S: i64 = 7 * 86_400;
+
+/// A request to change where a merchant is paid. It takes effect only when a staff key other
+/// than the one that made it approves it (four eyes); either may reject it, and undecided it
+/// lapses at `expires_at`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountRequest {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    /// 1 for the merchant's first request, then 2, 3 ...
+    pub seq: i64,
+    pub requested_at: Timestamp,
+    /// The staff key that asked.
+    pub requested_by: Uuid,
+    pub reason: String,
+    pub to: SettlementAccount,
+    pub expires_at: Timestamp,
+    pub decision: Option<AccountDecision>,
+}
+
+/// What a second key decided about an [`AccountRequest`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AccountDecision {
+    pub approved: bool,
+    pub decided_at: Timestamp,
+    pub decided_by: Uuid,
+    pub note: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AccountRequestStatus {
+    Pending,
+    Approved,
+    Rejected,
+    Expired,
+}
+
+impl AccountRequestStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AccountRequestStatus::Pending => "pending",
+            AccountRequestStatus::Approved => "approved",
+            AccountRequestStatus::Rejected => "rejected",
+            AccountRequestStatus::Expired => "expired",
+        }
+    }
+}
+
+/// Why a decision about an [`AccountRequest`] cannot be made.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DecisionRefused {
+    /// It was decided before (the other way, or by a retry that the caller answers itself).
+    AlreadyDecided,
+    Expired,
+    /// The key that asked cannot approve its own request.
+    SameKey,
+}
+
+impl AccountRequest {
+    pub fn status_at(&self, now: Timestamp) -> AccountRequestStatus {
+        match &self.decision {
+            Some(d) if d.approved => AccountRequestStatus::Approved,
+            Some(_) => AccountRequestStatus::Rejected,
+            None if now >= self.expires_at => AccountRequestStatus::Expired,
+            None => AccountRequestStatus::Pending,
+        }
+    }
+
+    /// Whether `key` may decide (`approve`: approve, else reject) the request at `now`. The key
+    /// that asked may withdraw its request (reject it) but never approve it.
+    pub fn may_decide(&self, key: Uuid, approve: bool, now: Timestamp) -> Result<(), DecisionRefused> {
+        match self.status_at(now) {
+            AccountRequestStatus::Approved | AccountRequestStatus::Rejected => {
+                Err(DecisionRefused::AlreadyDecided)
+            }
+            AccountRequestStatus::Expired => Err(DecisionRefused::Expired),
+            AccountRequestStatus::Pending if approve && key == self.requested_by => {
+                Err(DecisionRefused::SameKey)
+            }
+            AccountRequestStatus::Pending => Ok(()),
+        }
+    }
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Merchant {
     pub id: Uuid,
@@ -156,6 +242,41 @@ mod tests {
         );
         assert_eq!(CreditCode::parse("1110000000001312").err(), Some(CreditCodeError::Length));
         assert_eq!(CreditCode::parse("1110000000001312IO").err(), Some(CreditCodeError::Charset));
+    }
+
+    #[test]
+    fn an_account_request_needs_a_second_key_in_time() {
+        let (asker, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let at = Timestamp::from_unix_us(1_000_000);
+        let account =
+            SettlementAccount { bank: "b".into(), account_no: "1".into(), account_name: "n".into() };
+        let mut request = AccountRequest {
+            id: Uuid::from_u128(3),
+            merchant_id: Uuid::from_u128(4),
+            seq: 1,
+            requested_at: at,
+            requested_by: asker,
+            reason: "letter".into(),
+            to: account,
+            expires_at: at.plus_seconds(ACCOUNT_REQUEST_TTL_S),
+            decision: None,
+        };
+        let before_expiry = at.plus_seconds(ACCOUNT_REQUEST_TTL_S - 1);
+        assert_eq!(request.status_at(before_expiry), AccountRequestStatus::Pending);
+        assert_eq!(request.may_decide(asker, true, at), Err(DecisionRefused::SameKey));
+        assert_eq!(request.may_decide(asker, false, at), Ok(()), "the asker may withdraw");
+        assert_eq!(request.may_decide(other, true, before_expiry), Ok(()));
+        let expired = at.plus_seconds(ACCOUNT_REQUEST_TTL_S);
+        assert_eq!(request.status_at(expired), AccountRequestStatus::Expired);
+        assert_eq!(request.may_decide(other, true, expired), Err(DecisionRefused::Expired));
+        request.decision =
+            Some(AccountDecision { approved: false, decided_at: at, decided_by: other, note: String::new() });
+        assert_eq!(
+            request.status_at(expired),
+            AccountRequestStatus::Rejected,
+            "a decision outlives the expiry"
+        );
+        assert_eq!(request.may_decide(other, true, at), Err(DecisionRefused::AlreadyDecided));
     }
 
     proptest! {

@@ -13,12 +13,19 @@ use uuid::Uuid;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiPath, ApiQuery, Staff, next_cursor, page_limit};
-use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
-use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount};
+use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude, write_outcome};
+use crate::domain::merchant::{
+    ACCOUNT_REQUEST_TTL_S, AccountDecision, AccountRequest, CreditCode, DecisionRefused, Merchant,
+    MerchantStatus, SettlementAccount,
+};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::Category;
 use crate::domain::staff::{Role, StaffScope};
-use crate::storage::{AccountChange, AccountChangeOutcome, IdemRecord, NewAccountChange, TerminalRecord};
+use crate::domain::time::Timestamp;
+use crate::storage::{
+    AccountChange, AccountDecisionOutcome, AccountRequestOutcome, IdemRecord, NewAccountDecision,
+    NewAccountRequest, TerminalRecord,
+};
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, message)
@@ -30,6 +37,18 @@ fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, ApiEr
         return Err(invalid("invalid_field", format!("{what} must be 1-{max_chars} characters")));
     }
     Ok(value.to_owned())
+}
+
+/// Any staff role over the merchant's city may see its account history.
+fn require_viewer_of(staff: &Staff, city: RegionCode) -> Result<StaffScope, ApiError> {
+    let scope = staff.require(&Role::ALL)?;
+    if !scope.covers(city) {
+        return Err(ApiError::forbidden(format!(
+            "a {} of {} cannot see merchants of {city}",
+            scope.role, scope.region
+        )));
+    }
+    Ok(scope)
 }
 
 /// City admins manage their own city's merchants; province admins their province's.
@@ -302,9 +321,32 @@ fn account_change_json(change: &AccountChange) -> Value {
         "seq": change.seq,
         "changed_at": change.changed_at.to_string(),
         "changed_by_key": change.changed_by,
+        "request_id": change.request.map(|(id, _)| id),
+        "requested_by_key": change.request.map(|(_, by)| by),
         "reason": change.reason,
         "from": account_json(&change.from),
         "to": account_json(&change.to),
+    })
+}
+
+fn account_request_json(request: &AccountRequest, now: Timestamp) -> Value {
+    let decision = request.decision.as_ref().map(|d| {
+        json!({
+            "decided_at": d.decided_at.to_string(),
+            "decided_by_key": d.decided_by,
+            "note": d.note,
+        })
+    });
+    json!({
+        "id": request.id,
+        "seq": request.seq,
+        "status": request.status_at(now).as_str(),
+        "requested_at": request.requested_at.to_string(),
+        "requested_by_key": request.requested_by,
+        "reason": request.reason,
+        "to": account_json(&request.to),
+        "expires_at": request.expires_at.to_string(),
+        "decision": decision,
     })
 }
 
@@ -318,19 +360,23 @@ struct ChangeAccount {
     reason: String,
 }
 
-/// Changes where the merchant is paid (city_admin of its city, or province_admin). Every change
-/// is kept, append-only, with the staff key, the time and the reason; settlements already made
-/// keep the account they were settled to. Setting the account it already has writes nothing,
-/// and the answer (the merchant and its latest change) is the same, so a retry is harmless.
+/// Asks to change where the merchant is paid (city_admin of its city, or province_admin). The
+/// change takes effect only when another staff key approves it (four eyes: `.../requests/{id}/approve`);
+/// until then the merchant is paid to its current account. 202 with the request waiting. Asking
+/// again for the account already waiting answers with that request, so a retry is harmless;
+/// another account while one waits is 409 `change_pending`; the account the merchant already
+/// has (with nothing waiting) is 200 with the merchant and its latest change.
 #[utoipa::path(put, path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{merchant, last_change}"), (status = 403, body = super::error::ErrorBody),
-        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 202, description = "{merchant, request}: the request waiting for a second key"),
+        (status = 200, description = "{merchant, last_change}: the merchant already has this account"),
+        (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
+        (status = 409, body = super::error::ErrorBody, description = "change_pending"), (status = 422, body = super::error::ErrorBody)))]
 pub async fn change_account(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
     body: Bytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let merchant = load(&state, id).await?;
     require_admin_of(&staff, merchant.city)?;
     let request: ChangeAccount = parse_json(&body)?;
@@ -339,32 +385,158 @@ pub async fn change_account(
         account_no: request.account_no,
         account_name: request.account_name,
     })?;
-    let change = NewAccountChange {
+    let now = state.clock().now();
+    let asked = NewAccountRequest {
         id: Uuid::now_v7(),
         merchant_id: id,
-        changed_at: state.clock().now(),
-        changed_by: staff.1,
+        requested_at: now,
+        requested_by: staff.1,
         reason: text_field(&request.reason, "reason", 500)?,
-        to: to.clone(),
+        to,
+        expires_at: now.plus_seconds(ACCOUNT_REQUEST_TTL_S),
     };
-    // The answer is the state (the merchant now paid to `to`, and the latest change), not what
-    // this call did, so a retry, which changes nothing, gets the same answer.
-    let last_change = match state.store().change_settlement_account(&change).await? {
-        AccountChangeOutcome::NoSuchMerchant => {
-            return Err(ApiError::not_found("merchant_not_found", "no such merchant"));
+    match state.store().request_account_change(&asked).await? {
+        AccountRequestOutcome::NoSuchMerchant => {
+            Err(ApiError::not_found("merchant_not_found", "no such merchant"))
         }
-        AccountChangeOutcome::Unchanged => state.store().latest_account_change(id).await?,
-        AccountChangeOutcome::Changed(change) => {
+        AccountRequestOutcome::Unchanged => {
+            let last_change = state.store().latest_account_change(id).await?;
+            let body = json!({
+                "merchant": merchant_json(&merchant),
+                "last_change": last_change.as_ref().map(account_change_json),
+            });
+            Ok(json_response(200, body.to_string()))
+        }
+        AccountRequestOutcome::OtherPending(waiting) => Err(ApiError::conflict(
+            "change_pending",
+            format!(
+                "request {} for another account is waiting for a second key: approve or reject it first",
+                waiting.id
+            ),
+        )),
+        AccountRequestOutcome::Requested(waiting) => {
+            if waiting.id == asked.id {
+                tracing::info!(merchant = %id, request = %waiting.id, staff_key = %staff.1, "settlement account change requested");
+            }
+            let body =
+                json!({"merchant": merchant_json(&merchant), "request": account_request_json(&waiting, now)});
+            Ok(json_response(202, body.to_string()))
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Decide {
+    /// Why (a call to the merchant, a check of the letter): kept with the decision.
+    #[serde(default)]
+    note: Option<String>,
+}
+
+/// Approves a request to change the merchant's settlement account: an admin over the merchant
+/// (city_admin of its city, or province_admin) with a key other than the one that asked (403
+/// `same_approver`). The merchant is paid to the new account from now on and the change joins
+/// the history. A retry gets the same answer; 409 `request_decided` if it was rejected, 409
+/// `request_expired` after a week undecided.
+#[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
+    params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
+    responses((status = 200, description = "{merchant, request}"), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver"),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
+pub async fn approve_account_request(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request = decide(&state, &staff, id, request_id, &body, true).await?;
+    let merchant = load(&state, id).await?;
+    Ok(Json(
+        json!({"merchant": merchant_json(&merchant), "request": account_request_json(&request, state.clock().now())}),
+    ))
+}
+
+/// Rejects a request to change the merchant's settlement account (an admin over the merchant;
+/// the key that asked may withdraw its own). A retry gets the same answer; 409
+/// `request_decided` if it was approved, 409 `request_expired` after a week undecided.
+#[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject", security(("staff_key" = [])),
+    params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
+    responses((status = 200, description = "{request}"), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
+pub async fn reject_account_request(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let request = decide(&state, &staff, id, request_id, &body, false).await?;
+    Ok(Json(json!({"request": account_request_json(&request, state.clock().now())})))
+}
+
+/// Records `staff`'s decision (`approve`, else reject) on the request, and answers with the
+/// request as decided; the same decision made before (a retry) answers the same.
+async fn decide(
+    state: &AppState,
+    staff: &Staff,
+    merchant_id: Uuid,
+    request_id: Uuid,
+    body: &Bytes,
+    approve: bool,
+) -> Result<AccountRequest, ApiError> {
+    let merchant = load(state, merchant_id).await?;
+    require_admin_of(staff, merchant.city)?;
+    let asked: Decide = if body.is_empty() { Decide { note: None } } else { parse_json(body)? };
+    let note = match asked.note.as_deref() {
+        Some(note) => text_field(note, "note", 500)?,
+        None => String::new(),
+    };
+    let decision = NewAccountDecision {
+        request_id,
+        merchant_id,
+        decision: AccountDecision {
+            approved: approve,
+            decided_at: state.clock().now(),
+            decided_by: staff.1,
+            note,
+        },
+        change_id: Uuid::now_v7(),
+    };
+    match state.store().decide_account_request(&decision).await? {
+        AccountDecisionOutcome::NoSuchRequest => {
+            Err(ApiError::not_found("request_not_found", "no such request for this merchant's account"))
+        }
+        AccountDecisionOutcome::Approved(request, change) => {
             state.inner().tills.clear();
-            tracing::info!(merchant = %id, change = %change.id, staff_key = %staff.1, "settlement account changed");
-            Some(*change)
+            tracing::info!(merchant = %merchant_id, request = %request.id, change = %change.id, staff_key = %staff.1,
+                "settlement account change approved");
+            Ok(*request)
         }
-    };
-    let merchant = Merchant { settlement: to, ..merchant };
-    Ok(Json(json!({
-        "merchant": merchant_json(&merchant),
-        "last_change": last_change.as_ref().map(account_change_json),
-    })))
+        AccountDecisionOutcome::Rejected(request) => {
+            tracing::info!(merchant = %merchant_id, request = %request.id, staff_key = %staff.1,
+                "settlement account change rejected");
+            Ok(*request)
+        }
+        AccountDecisionOutcome::Refused(refused, request) => match refused {
+            DecisionRefused::AlreadyDecided
+                if request.decision.as_ref().is_some_and(|d| d.approved == approve) =>
+            {
+                Ok(*request)
+            }
+            DecisionRefused::AlreadyDecided => Err(ApiError::conflict(
+                "request_decided",
+                format!(
+                    "the request was {} already",
+                    request.status_at(decision.decision.decided_at).as_str()
+                ),
+            )),
+            DecisionRefused::Expired => {
+                Err(ApiError::conflict("request_expired", "the request waited a week undecided; ask again"))
+            }
+            DecisionRefused::SameKey => Err(ApiError::forbidden_code(
+                "same_approver",
+                "a change of settlement account needs a second key: the key that asked cannot approve",
+            )),
+        },
+    }
 }
 
 #[derive(Deserialize)]
@@ -397,19 +569,40 @@ pub async fn account_changes(
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let merchant = load(&state, id).await?;
-    let scope = staff.require(&Role::ALL)?;
-    if !scope.covers(merchant.city) {
-        return Err(ApiError::forbidden(format!(
-            "a {} of {} cannot see merchants of {}",
-            scope.role, scope.region, merchant.city
-        )));
-    }
+    require_viewer_of(&staff, merchant.city)?;
     let limit = page_limit(query.limit, ACCOUNT_CHANGES_PAGE_DEFAULT, ACCOUNT_CHANGES_PAGE_MAX)?;
     let mut changes = state.store().account_changes(id, query.after_seq, i64::from(limit) + 1).await?;
     let next_after_seq = next_cursor(&mut changes, limit).map(|last| last.seq);
     Ok(Json(json!({
         "merchant_id": id,
         "changes": changes.iter().map(account_change_json).collect::<Vec<_>>(),
+        "next_after_seq": next_after_seq,
+    })))
+}
+
+/// The merchant's requests to change its settlement account (waiting, approved, rejected or
+/// expired), in the order they were made, a page at a time: its admins, finance and auditors of
+/// its region.
+#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/requests", security(("staff_key" = [])),
+    params(("id" = Uuid, Path), ("after_seq" = Option<i64>, Query, description = "next_after_seq of the previous page"),
+        ("limit" = Option<u32>, Query, description = "1 to 1000, 100 by default")),
+    responses((status = 200, description = "{merchant_id, requests: [...], next_after_seq}"), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "invalid_limit")))]
+pub async fn account_requests(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<ChangesQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let merchant = load(&state, id).await?;
+    require_viewer_of(&staff, merchant.city)?;
+    let limit = page_limit(query.limit, ACCOUNT_CHANGES_PAGE_DEFAULT, ACCOUNT_CHANGES_PAGE_MAX)?;
+    let mut requests = state.store().account_requests(id, query.after_seq, i64::from(limit) + 1).await?;
+    let next_after_seq = next_cursor(&mut requests, limit).map(|last| last.seq);
+    let now = state.clock().now();
+    Ok(Json(json!({
+        "merchant_id": id,
+        "requests": requests.iter().map(|r| account_request_json(r, now)).collect::<Vec<_>>(),
         "next_after_seq": next_after_seq,
     })))
 }

@@ -238,6 +238,15 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
         .route("/v1/merchants/{id}/activate", post(merchants::activate))
         .route("/v1/merchants/{id}/settlement-account", put(merchants::change_account))
         .route("/v1/merchants/{id}/settlement-account/changes", get(merchants::account_changes))
+        .route("/v1/merchants/{id}/settlement-account/requests", get(merchants::account_requests))
+        .route(
+            "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve",
+            post(merchants::approve_account_request),
+        )
+        .route(
+            "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject",
+            post(merchants::reject_account_request),
+        )
         .route("/v1/merchants/{id}/terminals", post(merchants::register_terminal))
         .route("/v1/merchants/{id}/terminals/{terminal_id}/revoke", post(merchants::revoke_terminal))
         .route("/v1/redemptions", post(till::redeem))
@@ -339,7 +348,8 @@ pub fn status_error(status: StatusCode) -> ApiError {
         citizens::claim, citizens::voucher_qr,
         seasons::create_season, seasons::add_budget, seasons::list_seasons, seasons::get_season,
         seasons::create_batch, seasons::list_batches, merchants::create, merchants::list, merchants::suspend,
-        merchants::activate, merchants::change_account, merchants::account_changes, merchants::register_terminal,
+        merchants::activate, merchants::change_account, merchants::account_changes,
+        merchants::account_requests, merchants::approve_account_request, merchants::reject_account_request, merchants::register_terminal,
         merchants::revoke_terminal, till::keys, till::redeem,
         till::reverse, till::get, card::issue, card::mine, card::qr, card::freeze, card::unfreeze, card::set_terms,
         card::set_points_rate, card::pay, card::reverse, card::get, card::exchange),

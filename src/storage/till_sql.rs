@@ -4,7 +4,9 @@
 use uuid::Uuid;
 
 use super::StorageError;
-use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount};
+use crate::domain::merchant::{
+    AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
+};
 
 pub(crate) const MERCHANT_COLUMNS: &str =
     "id, name, credit_code, category, city, bank, account_no, account_name, status";
@@ -45,7 +47,7 @@ impl MerchantRow {
 
 /// The columns [`AccountChangeRow`] reads, in its order.
 pub(crate) const ACCOUNT_CHANGE_COLUMNS: &str = "id, merchant_id, seq, changed_at_us, changed_by, reason, \
-     old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name";
+     old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name, request_id, requested_by";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountChangeRow {
@@ -61,6 +63,8 @@ pub(crate) struct AccountChangeRow {
     new_bank: String,
     new_account_no: String,
     new_account_name: String,
+    request_id: Option<Uuid>,
+    requested_by: Option<Uuid>,
 }
 
 impl AccountChangeRow {
@@ -82,7 +86,68 @@ impl AccountChangeRow {
                 account_no: self.new_account_no,
                 account_name: self.new_account_name,
             },
+            request: self.request_id.zip(self.requested_by),
         }
+    }
+}
+
+/// The columns [`AccountRequestRow`] reads, in its order, from [`ACCOUNT_REQUEST_FROM`].
+pub(crate) const ACCOUNT_REQUEST_COLUMNS: &str = "r.id, r.merchant_id, r.seq, r.requested_at_us, r.requested_by, \
+     r.reason, r.new_bank, r.new_account_no, r.new_account_name, r.expires_at_us, \
+     d.decision, d.decided_at_us, d.decided_by, d.note";
+
+/// A request with its decision, if any.
+pub(crate) const ACCOUNT_REQUEST_FROM: &str =
+    "merchant_account_requests r LEFT JOIN merchant_account_decisions d ON d.request_id = r.id";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountRequestRow {
+    id: Uuid,
+    merchant_id: Uuid,
+    seq: i64,
+    requested_at_us: i64,
+    requested_by: Uuid,
+    reason: String,
+    new_bank: String,
+    new_account_no: String,
+    new_account_name: String,
+    expires_at_us: i64,
+    decision: Option<String>,
+    decided_at_us: Option<i64>,
+    decided_by: Option<Uuid>,
+    note: Option<String>,
+}
+
+impl AccountRequestRow {
+    pub fn into_request(self) -> Result<AccountRequest, StorageError> {
+        use crate::domain::time::Timestamp;
+        let decision = match (self.decision.as_deref(), self.decided_at_us, self.decided_by, self.note) {
+            (None, ..) => None,
+            (Some(decision @ ("approved" | "rejected")), Some(at_us), Some(decided_by), Some(note)) => {
+                Some(AccountDecision {
+                    approved: decision == "approved",
+                    decided_at: Timestamp::from_unix_us(at_us),
+                    decided_by,
+                    note,
+                })
+            }
+            _ => return Err(StorageError::Corrupt(format!("decision on account request {}", self.id))),
+        };
+        Ok(AccountRequest {
+            id: self.id,
+            merchant_id: self.merchant_id,
+            seq: self.seq,
+            requested_at: Timestamp::from_unix_us(self.requested_at_us),
+            requested_by: self.requested_by,
+            reason: self.reason,
+            to: SettlementAccount {
+                bank: self.new_bank,
+                account_no: self.new_account_no,
+                account_name: self.new_account_name,
+            },
+            expires_at: Timestamp::from_unix_us(self.expires_at_us),
+            decision,
+        })
     }
 }
 
@@ -202,17 +267,72 @@ macro_rules! till_store {
             use crate::domain::time::Timestamp;
             use crate::storage::season_sql::{VOUCHER_COLUMNS, VoucherRow};
             use crate::storage::till_sql::{
-                ACCOUNT_CHANGE_COLUMNS, AccountChangeRow, MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow,
+                ACCOUNT_CHANGE_COLUMNS, ACCOUNT_REQUEST_COLUMNS, ACCOUNT_REQUEST_FROM, AccountChangeRow, AccountRequestRow,
+                MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow,
             };
-            use crate::domain::merchant::SettlementAccount;
+            use crate::domain::merchant::{AccountRequest, SettlementAccount};
             use crate::domain::ledger::NewEntry;
             use crate::storage::{
-                AccountChange, AccountChangeOutcome, IdemRecord, NewAccountChange, NewRedemption, NewReversal, QrKeyRecord,
+                AccountChange, AccountDecisionOutcome, AccountRequestOutcome, IdemRecord, NewAccountDecision,
+                NewAccountRequest, NewRedemption, NewReversal, QrKeyRecord,
                 RedemptionRecord, StorageError,
                 TerminalRecord, TillStore, WriteError, conflict,
             };
 
             impl $store {
+                /// The merchant's settlement account, its row locked (PostgreSQL; SQLite holds
+                /// the write lock already).
+                async fn locked_account(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    merchant_id: Uuid,
+                ) -> Result<Option<SettlementAccount>, StorageError> {
+                    let current: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                        "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{FOR_UPDATE}"
+                    )))
+                    .bind(merchant_id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+                    Ok(current.map(|(bank, account_no, account_name)| SettlementAccount { bank, account_no, account_name }))
+                }
+
+                /// Sets the merchant's account to `change.to` and appends `change` to the history
+                /// with the next `seq`, which it returns.
+                async fn apply_account_change(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    change: &AccountChange,
+                ) -> Result<i64, StorageError> {
+                    sqlx::query("UPDATE merchants SET bank = $2, account_no = $3, account_name = $4 WHERE id = $1")
+                        .bind(change.merchant_id)
+                        .bind(change.to.bank.clone())
+                        .bind(change.to.account_no.clone())
+                        .bind(change.to.account_name.clone())
+                        .execute(&mut **tx)
+                        .await?;
+                    let (seq,): (i64,) = sqlx::query_as(
+                        "INSERT INTO merchant_account_changes (id, merchant_id, seq, changed_at_us, changed_by, reason, \
+                         old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name, \
+                         request_id, requested_by) \
+                         SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+                         FROM merchant_account_changes WHERE merchant_id = $2 RETURNING seq",
+                    )
+                    .bind(change.id)
+                    .bind(change.merchant_id)
+                    .bind(change.changed_at.unix_us())
+                    .bind(change.changed_by)
+                    .bind(change.reason.clone())
+                    .bind(change.from.bank.clone())
+                    .bind(change.from.account_no.clone())
+                    .bind(change.from.account_name.clone())
+                    .bind(change.to.bank.clone())
+                    .bind(change.to.account_no.clone())
+                    .bind(change.to.account_name.clone())
+                    .bind(change.request.map(|(id, _)| id))
+                    .bind(change.request.map(|(_, by)| by))
+                    .fetch_one(&mut **tx)
+                    .await?;
+                    Ok(seq)
+                }
+
                 /// What the database already holds that a group of redemptions could collide with.
                 async fn redemption_state(
                     tx: &mut sqlx::Transaction<'static, $db>,
@@ -328,65 +448,151 @@ macro_rules! till_store {
                     Ok(done.rows_affected() == 1)
                 }
 
-                async fn change_settlement_account(
+                async fn request_account_change(
                     &self,
-                    change: &NewAccountChange,
-                ) -> Result<AccountChangeOutcome, StorageError> {
+                    request: &NewAccountRequest,
+                ) -> Result<AccountRequestOutcome, StorageError> {
                     // Rows first, as every writer (ARCHITECTURE.md): on PostgreSQL the merchant
-                    // row's lock alone orders changes (no ledger, so no gate); on SQLite the gate,
-                    // then BEGIN IMMEDIATE.
+                    // row's lock alone orders requests and decisions (no ledger, so no gate); on
+                    // SQLite the gate, then BEGIN IMMEDIATE.
                     let (_gate, mut tx) = self.begin_row_write().await?;
-                    let current: Option<(String, String, String)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
-                        "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{FOR_UPDATE}"
-                    )))
-                    .bind(change.merchant_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-                    let Some((bank, account_no, account_name)) = current else {
-                        return Ok(AccountChangeOutcome::NoSuchMerchant);
+                    let Some(current) = Self::locked_account(&mut tx, request.merchant_id).await? else {
+                        return Ok(AccountRequestOutcome::NoSuchMerchant);
                     };
-                    let from = SettlementAccount { bank, account_no, account_name };
-                    if from == change.to {
-                        return Ok(AccountChangeOutcome::Unchanged);
-                    }
-                    sqlx::query("UPDATE merchants SET bank = $2, account_no = $3, account_name = $4 WHERE id = $1")
-                        .bind(change.merchant_id)
-                        .bind(change.to.bank.clone())
-                        .bind(change.to.account_no.clone())
-                        .bind(change.to.account_name.clone())
-                        .execute(&mut *tx)
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.merchant_id = $1 \
+                         AND d.request_id IS NULL AND r.expires_at_us > $2 ORDER BY r.seq DESC LIMIT 1"
+                    ));
+                    let waiting: Option<AccountRequestRow> = sqlx::query_as(sql)
+                        .bind(request.merchant_id)
+                        .bind(request.requested_at.unix_us())
+                        .fetch_optional(&mut *tx)
                         .await?;
+                    if let Some(waiting) = waiting {
+                        let waiting = Box::new(waiting.into_request()?);
+                        return Ok(if waiting.to == request.to {
+                            AccountRequestOutcome::Requested(waiting)
+                        } else {
+                            AccountRequestOutcome::OtherPending(waiting)
+                        });
+                    }
+                    if current == request.to {
+                        return Ok(AccountRequestOutcome::Unchanged);
+                    }
                     let (seq,): (i64,) = sqlx::query_as(
-                        "INSERT INTO merchant_account_changes (id, merchant_id, seq, changed_at_us, changed_by, reason, \
-                         old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name) \
-                         SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
-                         FROM merchant_account_changes WHERE merchant_id = $2 RETURNING seq",
+                        "INSERT INTO merchant_account_requests (id, merchant_id, seq, requested_at_us, requested_by, reason, \
+                         new_bank, new_account_no, new_account_name, expires_at_us) \
+                         SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9 \
+                         FROM merchant_account_requests WHERE merchant_id = $2 RETURNING seq",
                     )
-                    .bind(change.id)
-                    .bind(change.merchant_id)
-                    .bind(change.changed_at.unix_us())
-                    .bind(change.changed_by)
-                    .bind(change.reason.clone())
-                    .bind(from.bank.clone())
-                    .bind(from.account_no.clone())
-                    .bind(from.account_name.clone())
-                    .bind(change.to.bank.clone())
-                    .bind(change.to.account_no.clone())
-                    .bind(change.to.account_name.clone())
+                    .bind(request.id)
+                    .bind(request.merchant_id)
+                    .bind(request.requested_at.unix_us())
+                    .bind(request.requested_by)
+                    .bind(request.reason.clone())
+                    .bind(request.to.bank.clone())
+                    .bind(request.to.account_no.clone())
+                    .bind(request.to.account_name.clone())
+                    .bind(request.expires_at.unix_us())
                     .fetch_one(&mut *tx)
                     .await?;
                     tx.commit().await?;
-                    let NewAccountChange { id, merchant_id, changed_at, changed_by, reason, to } = change.clone();
-                    Ok(AccountChangeOutcome::Changed(Box::new(AccountChange {
+                    let NewAccountRequest { id, merchant_id, requested_at, requested_by, reason, to, expires_at } =
+                        request.clone();
+                    Ok(AccountRequestOutcome::Requested(Box::new(AccountRequest {
                         id,
                         merchant_id,
                         seq,
-                        changed_at,
-                        changed_by,
+                        requested_at,
+                        requested_by,
                         reason,
-                        from,
                         to,
+                        expires_at,
+                        decision: None,
                     })))
+                }
+
+                async fn decide_account_request(
+                    &self,
+                    decision: &NewAccountDecision,
+                ) -> Result<AccountDecisionOutcome, StorageError> {
+                    let (_gate, mut tx) = self.begin_row_write().await?;
+                    let Some(from) = Self::locked_account(&mut tx, decision.merchant_id).await? else {
+                        return Ok(AccountDecisionOutcome::NoSuchRequest);
+                    };
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.id = $1 AND r.merchant_id = $2"
+                    ));
+                    let row: Option<AccountRequestRow> = sqlx::query_as(sql)
+                        .bind(decision.request_id)
+                        .bind(decision.merchant_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    let Some(row) = row else {
+                        return Ok(AccountDecisionOutcome::NoSuchRequest);
+                    };
+                    let mut request = row.into_request()?;
+                    let made = &decision.decision;
+                    if let Err(refused) = request.may_decide(made.decided_by, made.approved, made.decided_at) {
+                        return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
+                    }
+                    sqlx::query(
+                        "INSERT INTO merchant_account_decisions (request_id, decision, decided_at_us, decided_by, note) \
+                         VALUES ($1, $2, $3, $4, $5)",
+                    )
+                    .bind(request.id)
+                    .bind(if made.approved { "approved" } else { "rejected" })
+                    .bind(made.decided_at.unix_us())
+                    .bind(made.decided_by)
+                    .bind(made.note.clone())
+                    .execute(&mut *tx)
+                    .await?;
+                    request.decision = Some(made.clone());
+                    if !made.approved {
+                        tx.commit().await?;
+                        return Ok(AccountDecisionOutcome::Rejected(Box::new(request)));
+                    }
+                    let change = AccountChange {
+                        id: decision.change_id,
+                        merchant_id: request.merchant_id,
+                        seq: 0,
+                        changed_at: made.decided_at,
+                        changed_by: made.decided_by,
+                        reason: request.reason.clone(),
+                        from,
+                        to: request.to.clone(),
+                        request: Some((request.id, request.requested_by)),
+                    };
+                    let seq = Self::apply_account_change(&mut tx, &change).await?;
+                    tx.commit().await?;
+                    Ok(AccountDecisionOutcome::Approved(Box::new(request), Box::new(AccountChange { seq, ..change })))
+                }
+
+                async fn account_request(&self, id: Uuid) -> Result<Option<AccountRequest>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.id = $1"
+                    ));
+                    let row: Option<AccountRequestRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+                    row.map(AccountRequestRow::into_request).transpose()
+                }
+
+                async fn account_requests(
+                    &self,
+                    merchant_id: Uuid,
+                    after_seq: i64,
+                    limit: i64,
+                ) -> Result<Vec<AccountRequest>, StorageError> {
+                    let sql = sqlx::AssertSqlSafe(format!(
+                        "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} \
+                         WHERE r.merchant_id = $1 AND r.seq > $2 ORDER BY r.seq LIMIT $3"
+                    ));
+                    let rows: Vec<AccountRequestRow> = sqlx::query_as(sql)
+                        .bind(merchant_id)
+                        .bind(after_seq)
+                        .bind(limit)
+                        .fetch_all(&self.pool)
+                        .await?;
+                    rows.into_iter().map(AccountRequestRow::into_request).collect()
                 }
 
                 async fn account_changes(

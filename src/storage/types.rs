@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{PostError, StorageError};
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
+use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, CitizenHoldings, Season, Voucher};
 use crate::domain::time::Timestamp;
@@ -271,11 +272,14 @@ pub struct AccountChange {
     /// 1 for the merchant's first change, then 2, 3 ...: the order the changes were made in.
     pub seq: i64,
     pub changed_at: Timestamp,
-    /// The staff key that made the change.
+    /// The staff key that made the change: the approving key of its request.
     pub changed_by: Uuid,
     pub reason: String,
     pub from: crate::domain::merchant::SettlementAccount,
     pub to: crate::domain::merchant::SettlementAccount,
+    /// The request it carried out, and the key that asked; `None` for changes made with one key
+    /// before requests needed a second (migration 0014).
+    pub request: Option<(Uuid, Uuid)>,
 }
 
 /// Rows housekeeping deletes by age: those of `table` matching `older` (which compares with `$1`,
@@ -303,26 +307,49 @@ pub(crate) const OLD_CLIENT_ANSWERS: PruneTarget = PruneTarget {
     oldest_first: "ORDER BY created_at_us",
 };
 
-/// A change of a merchant's settlement account as asked for: the store reads the account it
-/// replaces under the merchant's row lock and numbers the change.
+/// A request to change a merchant's settlement account, as asked: the store numbers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NewAccountChange {
+pub struct NewAccountRequest {
     pub id: Uuid,
     pub merchant_id: Uuid,
-    pub changed_at: Timestamp,
-    /// The staff key that makes the change.
-    pub changed_by: Uuid,
+    pub requested_at: Timestamp,
+    pub requested_by: Uuid,
     pub reason: String,
     pub to: crate::domain::merchant::SettlementAccount,
+    pub expires_at: Timestamp,
 }
 
 /// What asking for a new settlement account did.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum AccountChangeOutcome {
+pub enum AccountRequestOutcome {
     NoSuchMerchant,
-    /// The merchant already had this account: nothing was written.
+    /// The merchant already has this account and nothing is waiting: nothing was written.
     Unchanged,
-    Changed(Box<AccountChange>),
+    /// The request waiting for a second key: this one, or the same account asked for before.
+    Requested(Box<AccountRequest>),
+    /// Another account is waiting for a second key: it must be decided first.
+    OtherPending(Box<AccountRequest>),
+}
+
+/// A second key's decision about a request, as made.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NewAccountDecision {
+    pub request_id: Uuid,
+    pub merchant_id: Uuid,
+    pub decision: AccountDecision,
+    /// The id of the change an approval makes.
+    pub change_id: Uuid,
+}
+
+/// What deciding about a request did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccountDecisionOutcome {
+    NoSuchRequest,
+    /// Nothing was written; the request as it stands.
+    Refused(DecisionRefused, Box<AccountRequest>),
+    /// Approved: the merchant is paid to the new account from now on.
+    Approved(Box<AccountRequest>, Box<AccountChange>),
+    Rejected(Box<AccountRequest>),
 }
 
 /// A terminal as authentication needs it.
@@ -436,13 +463,32 @@ pub trait TillStore: Send + Sync {
 
     async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError>;
 
-    /// Sets the merchant's settlement account to `change.to` and appends the change (with the
-    /// account it replaces, read under the row lock, and the next `seq`) to its history, in one
-    /// transaction.
-    async fn change_settlement_account(
+    /// Records a request to change the merchant's settlement account, under the merchant's row
+    /// lock: at most one request waits per merchant, and asking again for the account already
+    /// waiting answers with that request.
+    async fn request_account_change(
         &self,
-        change: &NewAccountChange,
-    ) -> Result<AccountChangeOutcome, StorageError>;
+        request: &NewAccountRequest,
+    ) -> Result<AccountRequestOutcome, StorageError>;
+
+    /// Records a decision about a request under the merchant's row lock (checked there with
+    /// [`AccountRequest::may_decide`]). An approval also sets the merchant's account and appends
+    /// the change (with the account it replaces) to the history, in the same transaction.
+    async fn decide_account_request(
+        &self,
+        decision: &NewAccountDecision,
+    ) -> Result<AccountDecisionOutcome, StorageError>;
+
+    async fn account_request(&self, id: Uuid) -> Result<Option<AccountRequest>, StorageError>;
+
+    /// The merchant's settlement account requests with a `seq` above `after_seq`, in the order
+    /// they were made, at most `limit`.
+    async fn account_requests(
+        &self,
+        merchant_id: Uuid,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AccountRequest>, StorageError>;
 
     /// The merchant's settlement account changes with a `seq` above `after_seq`, in the order
     /// they were made, at most `limit`.

@@ -1128,9 +1128,10 @@ both_backends!(
     restart_and_close_finish_settlements_left_in_progress
 );
 
-/// A merchant's payout account changes: only its admins may change it, every change is kept
-/// (append-only, with key, time and reason), a settlement already made keeps the old account
-/// and the next one pays the new.
+/// A merchant's payout account changes only with four eyes: one admin's key asks, another's
+/// approves (the asker cannot), either may reject; a request lapses after a week; one waits at a
+/// time. Every request, decision and change is kept (append-only, with keys, times and reasons);
+/// a settlement already made keeps the old account and the next one pays the new.
 async fn settlement_account_changes(backend: Backend) {
     let mut s = Script::with_one_redemption(backend, "T-1").await;
     let (status, first) = s.settle("settle-1").await;
@@ -1138,8 +1139,11 @@ async fn settlement_account_changes(backend: Backend) {
     let first_id = first["settlement_id"].as_str().expect("id").to_owned();
     let bookstore = s.bookstore.0.clone();
     let path = format!("/v1/merchants/{bookstore}/settlement-account");
-    let new_account = json!({"bank": "中国银行", "account_no": "6217000099998888", "account_name": "某书店有限公司",
-                             "reason": "the merchant's letter of 2026-11-20"});
+    let account = |no: &str| {
+        json!({"bank": "中国银行", "account_no": no, "account_name": "某书店有限公司",
+               "reason": "the merchant's letter of 2026-11-20"})
+    };
+    let new_account = account("6217000099998888");
 
     let jinan_admin = s.world.app.staff_key(Role::CityAdmin, "370100").await;
     let (status, body) = put(&s, &path, &jinan_admin, new_account.clone()).await;
@@ -1154,21 +1158,52 @@ async fn settlement_account_changes(backend: Backend) {
     let (status, body) = put(&s, &path, &admin, unexplained).await;
     assert_eq!((status, code(&body)), (422, "invalid_field"), "a change needs a reason: {body}");
 
-    let (status, changed) = put(&s, &path, &admin, new_account.clone()).await;
-    assert_eq!(status, 200, "{changed}");
-    assert_eq!(changed["merchant"]["settlement_account"]["account_no"], "6217000099998888");
-    assert_eq!(changed["last_change"]["from"]["account_no"], "6222000011112222");
+    // One key asks: nothing changes yet; asking again answers the same; another account waits.
+    let (status, asked) = put(&s, &path, &admin, new_account.clone()).await;
+    assert_eq!(status, 202, "{asked}");
+    assert_eq!(asked["request"]["status"], "pending");
+    assert_eq!(asked["merchant"]["settlement_account"]["account_no"], "6222000011112222", "not yet");
     let (status, again) = put(&s, &path, &admin, new_account.clone()).await;
-    assert_eq!((status, &again), (200, &changed), "a retry gets the first answer");
+    assert_eq!((status, &again), (202, &asked), "a retry gets the first answer");
+    let (status, body) = put(&s, &path, &admin, account("6217000011110009")).await;
+    assert_eq!((status, code(&body)), (409, "change_pending"), "{body}");
+    let request_id = asked["request"]["id"].as_str().expect("id").to_owned();
+    let decide = |verb: &str| format!("{path}/requests/{request_id}/{verb}");
+    let (status, body) = s.world.app.post(&decide("approve"), Some(&admin), json!({})).await;
+    assert_eq!((status, code(&body)), (403, "same_approver"), "{body}");
+    let (status, body) = s.world.app.post(&decide("approve"), Some(&jinan_admin), json!({})).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"), "{body}");
+    let (status, body) =
+        s.world.app.post(&format!("{path}/requests/{}/approve", Uuid::nil()), Some(&admin), json!({})).await;
+    assert_eq!((status, code(&body)), (404, "request_not_found"), "{body}");
+    assert_eq!(payout_account(&s, &first_id).await, "6222000011112222");
+
+    // A second key approves: from now on the merchant is paid to the new account.
+    let qingdao_admin = s.world.app.staff_key(Role::CityAdmin, "370200").await;
+    let note = json!({"note": "called the merchant back on its registered number"});
+    let (status, approved) = s.world.app.post(&decide("approve"), Some(&qingdao_admin), note.clone()).await;
+    assert_eq!(status, 200, "{approved}");
+    assert_eq!(approved["merchant"]["settlement_account"]["account_no"], "6217000099998888");
+    assert_eq!(approved["request"]["status"], "approved");
+    assert_eq!(approved["request"]["decision"]["note"], "called the merchant back on its registered number");
+    let (status, again) = s.world.app.post(&decide("approve"), Some(&qingdao_admin), note).await;
+    assert_eq!((status, &again), (200, &approved), "a retry gets the same answer");
+    let (status, body) = s.world.app.post(&decide("reject"), Some(&admin), json!({})).await;
+    assert_eq!((status, code(&body)), (409, "request_decided"), "{body}");
 
     let history_path = format!("{path}/changes");
     let (status, history) = s.get(&history_path, &s.finance).await;
     assert_eq!(status, 200, "{history}");
-    let changes = history["changes"].as_array().expect("changes");
-    assert_eq!(changes.len(), 1, "the repeated PUT wrote nothing: {history}");
-    assert_eq!(changes[0], changed["last_change"]);
+    let changes = history["changes"].as_array().expect("changes").clone();
+    assert_eq!(changes.len(), 1, "{history}");
     assert_eq!(changes[0]["reason"], "the merchant's letter of 2026-11-20");
-    assert!(changes[0]["changed_by_key"].as_str().is_some_and(|k| k.parse::<Uuid>().is_ok()));
+    assert_eq!(changes[0]["from"]["account_no"], "6222000011112222");
+    assert_eq!(changes[0]["request_id"], request_id.as_str());
+    assert_eq!(changes[0]["requested_by_key"], asked["request"]["requested_by_key"]);
+    assert_eq!(changes[0]["changed_by_key"], approved["request"]["decision"]["decided_by_key"]);
+    assert_ne!(changes[0]["changed_by_key"], changes[0]["requested_by_key"], "two keys");
+    let (status, same) = put(&s, &path, &admin, new_account.clone()).await;
+    assert_eq!((status, &same["last_change"]), (200, &changes[0]), "the account it has: nothing to ask");
     let (status, body) = s.get(&history_path, &jinan_admin).await;
     assert_eq!((status, code(&body)), (403, "forbidden"));
 
@@ -1180,37 +1215,72 @@ async fn settlement_account_changes(backend: Backend) {
     let second_id = second["settlement_id"].as_str().expect("id").to_owned();
     assert_eq!(payout_account(&s, &second_id).await, "6217000099998888", "settled after the change");
 
-    // Two changes at once: the history stays a chain (each change starts where the last ended).
-    let mut x = new_account.clone();
-    x["account_no"] = json!("6217000011110001");
-    let mut y = new_account.clone();
-    y["account_no"] = json!("6217000011110002");
-    let (first_put, second_put) = tokio::join!(put(&s, &path, &admin, x), put(&s, &path, &admin, y));
-    assert_eq!((first_put.0, second_put.0), (200, 200), "{first_put:?} {second_put:?}");
+    // The asker withdraws a request; two at once: one waits, the other is refused.
+    let (_, withdrawn) = put(&s, &path, &admin, account("6217000011110001")).await;
+    let withdraw = format!("{path}/requests/{}/reject", withdrawn["request"]["id"].as_str().expect("id"));
+    let (status, body) =
+        s.world.app.post(&withdraw, Some(&admin), json!({"note": "typed the wrong number"})).await;
+    assert_eq!((status, body["request"]["status"].as_str()), (200, Some("rejected")), "{body}");
+    let (first_put, second_put) = tokio::join!(
+        put(&s, &path, &admin, account("6217000011110002")),
+        put(&s, &path, &admin, account("6217000011110003"))
+    );
+    let mut statuses = [first_put.0, second_put.0];
+    statuses.sort_unstable();
+    assert_eq!(statuses, [202, 409], "{first_put:?} {second_put:?}");
+    let waiting = if first_put.0 == 202 { &first_put.1 } else { &second_put.1 };
+    let approve_waiting =
+        format!("{path}/requests/{}/approve", waiting["request"]["id"].as_str().expect("id"));
+    let (status, body) = s.world.app.post(&approve_waiting, Some(&qingdao_admin), json!({})).await;
+    assert_eq!(status, 200, "{body}");
     let (_, history) = s.get(&history_path, &s.finance).await;
     let changes = history["changes"].as_array().expect("changes");
-    assert_eq!(changes.len(), 3, "{history}");
     let numbers: Vec<i64> = changes.iter().filter_map(|c| c["seq"].as_i64()).collect();
-    assert_eq!(numbers, [1, 2, 3], "{history}");
-    assert_eq!(changes[1]["from"], changes[0]["to"]);
-    assert_eq!(changes[2]["from"], changes[1]["to"]);
-    assert_eq!(history["next_after_seq"], Value::Null, "one page holds all three");
-    let (_, first_page) = s.get(&format!("{history_path}?limit=2"), &s.finance).await;
-    assert_eq!(first_page["changes"].as_array().map(Vec::len), Some(2), "{first_page}");
-    assert_eq!(first_page["next_after_seq"], 2, "{first_page}");
-    let (_, last_page) = s.get(&format!("{history_path}?limit=2&after_seq=2"), &s.finance).await;
-    assert_eq!(last_page["changes"], json!([changes[2]]), "{last_page}");
-    assert_eq!(last_page["next_after_seq"], Value::Null, "{last_page}");
+    assert_eq!(numbers, [1, 2], "{history}");
+    assert_eq!(changes[1]["from"], changes[0]["to"], "each change starts where the last ended");
+    let (_, first_page) = s.get(&format!("{history_path}?limit=1"), &s.finance).await;
+    assert_eq!(
+        (first_page["changes"].as_array().map(Vec::len), &first_page["next_after_seq"]),
+        (Some(1), &json!(1))
+    );
     let (_, listed) = s.get("/v1/merchants?city=370200", &admin).await;
     let now_paid_to = listed["merchants"]
         .as_array()
         .and_then(|all| all.iter().find(|m| m["id"] == bookstore.as_str()))
         .map(|m| m["settlement_account"].clone());
-    assert_eq!(now_paid_to.as_ref(), Some(&changes[2]["to"]), "the account is the last change's");
+    assert_eq!(now_paid_to.as_ref(), Some(&changes[1]["to"]), "the account is the last change's");
 
-    for sql in
-        ["UPDATE merchant_account_changes SET new_account_no = '1'", "DELETE FROM merchant_account_changes"]
-    {
+    // A request nobody decides lapses after a week, and no longer blocks the next.
+    let (_, lapsing) = put(&s, &path, &admin, account("6217000011110004")).await;
+    s.set_clock(s.world.clock.now_ts().plus_seconds(7 * 86_400));
+    let lapsed = format!("{path}/requests/{}/approve", lapsing["request"]["id"].as_str().expect("id"));
+    let (status, body) = s.world.app.post(&lapsed, Some(&qingdao_admin), json!({})).await;
+    assert_eq!((status, code(&body)), (409, "request_expired"), "{body}");
+    let (status, next) = put(&s, &path, &admin, account("6217000011110005")).await;
+    assert_eq!(status, 202, "{next}");
+    let (status, requests) = s.get(&format!("{path}/requests"), &s.finance).await;
+    assert_eq!(status, 200, "{requests}");
+    let statuses: Vec<&str> = requests["requests"]
+        .as_array()
+        .expect("requests")
+        .iter()
+        .filter_map(|r| r["status"].as_str())
+        .collect();
+    assert_eq!(statuses, ["approved", "rejected", "approved", "expired", "pending"], "{requests}");
+    let (_, page) = s.get(&format!("{path}/requests?limit=2&after_seq=2"), &s.finance).await;
+    assert_eq!(page["requests"].as_array().map(Vec::len), Some(2), "{page}");
+    assert_eq!(page["next_after_seq"], 4, "{page}");
+    let (status, body) = s.get(&format!("{path}/requests"), &jinan_admin).await;
+    assert_eq!((status, code(&body)), (403, "forbidden"));
+
+    for sql in [
+        "UPDATE merchant_account_changes SET new_account_no = '1'",
+        "DELETE FROM merchant_account_changes",
+        "UPDATE merchant_account_requests SET new_account_no = '1'",
+        "DELETE FROM merchant_account_requests",
+        "UPDATE merchant_account_decisions SET decision = 'approved'",
+        "DELETE FROM merchant_account_decisions",
+    ] {
         assert!(s.world.app.db.raw(sql).await.is_err(), "the history refuses: {sql}");
     }
     s.reconciles().await;
