@@ -187,6 +187,18 @@ impl Script {
 
     /// A fresh season with one redemption: citizen 1's provincial voucher at the bookstore, on
     /// an order of 100.00 (discount 10.00).
+    /// Four vouchers claimed at the start; the first redeemed at the bookstore and the second at
+    /// the cinema; returns the script and the other two vouchers, still active.
+    async fn two_redeemed_two_claimed(backend: Backend) -> (Script, String, String) {
+        let mut s = Script::new(backend).await;
+        s.set_clock(s.now);
+        let vouchers = [s.claim(1, "A", 1_000).await, s.claim(2, "A", 1_000).await];
+        let (more, more_2) = (s.claim(3, "A", 1_000).await, s.claim(4, "A", 1_000).await);
+        s.redeem(&s.bookstore.1, 1, &vouchers[0], "100.00", "P-1").await;
+        s.redeem(&s.cinema.1, 2, &vouchers[1], "100.00", "P-2").await;
+        (s, more, more_2)
+    }
+
     async fn with_one_redemption(backend: Backend, order_ref: &str) -> Script {
         let mut s = Script::new(backend).await;
         let voucher = s.claim(1, "A", 1_000).await;
@@ -940,12 +952,7 @@ async fn wait_for_lock_wait(url: &str, query: &str) {
 /// key finishes it under the same id and created_at; the next settlement of the season, under
 /// any key, finishes every other settlement left in progress first.
 async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
-    let mut s = Script::new(backend).await;
-    s.set_clock(s.now);
-    let vouchers = [s.claim(1, "A", 1_000).await, s.claim(2, "A", 1_000).await];
-    let (more, more_2) = (s.claim(3, "A", 1_000).await, s.claim(4, "A", 1_000).await);
-    s.redeem(&s.bookstore.1, 1, &vouchers[0], "100.00", "P-1").await;
-    s.redeem(&s.cinema.1, 2, &vouchers[1], "100.00", "P-2").await;
+    let (s, more, more_2) = Script::two_redeemed_two_claimed(backend).await;
     let bookstore: Uuid = s.bookstore.0.parse().expect("uuid");
     let cinema: Uuid = s.cinema.0.parse().expect("uuid");
     let season_id: Uuid = s.world.season_id.parse().expect("uuid");
@@ -953,14 +960,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
 
     s.set_clock(s.now.plus_seconds(10));
     let cut_off = s.world.clock.now_ts();
-    let crashed = |key: &str, cut_off: Timestamp| SettlementPlan {
-        id: finance::settlement_id("test:crashed", key),
-        season_id,
-        cut_off,
-        created_at: cut_off,
-        answer: Some(crashed_answer(key)),
-        render: |record| finance::settlement_json(record).to_string(),
-    };
+    let crashed = |key: &str, cut_off: Timestamp| crashed_plan(season_id, key, cut_off);
     let plan = crashed("k1", cut_off);
     assert_eq!(s.world.app.store().settle_merchants(&plan, &[bookstore]).await.expect("chunk"), 1);
     let path = format!("/v1/settlements/{}", plan.id);
@@ -1041,22 +1041,10 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
 /// The server finishes settlements left in progress when it starts, and closing a season
 /// finishes the season's before it closes: no settlement waits for its key's retry.
 async fn restart_and_close_finish_settlements_left_in_progress(backend: Backend) {
-    let mut s = Script::new(backend).await;
-    s.set_clock(s.now);
-    let vouchers = [s.claim(1, "A", 1_000).await, s.claim(2, "A", 1_000).await];
-    let (more, more_2) = (s.claim(3, "A", 1_000).await, s.claim(4, "A", 1_000).await);
-    s.redeem(&s.bookstore.1, 1, &vouchers[0], "100.00", "P-1").await;
-    s.redeem(&s.cinema.1, 2, &vouchers[1], "100.00", "P-2").await;
+    let (mut s, more, more_2) = Script::two_redeemed_two_claimed(backend).await;
     let season_id: Uuid = s.world.season_id.parse().expect("uuid");
     let merchant_id = |till: &(String, TillClient)| -> Uuid { till.0.parse().expect("uuid") };
-    let crashed = |key: &str, cut_off: Timestamp| SettlementPlan {
-        id: finance::settlement_id("test:crashed", key),
-        season_id,
-        cut_off,
-        created_at: cut_off,
-        answer: Some(crashed_answer(key)),
-        render: |record| finance::settlement_json(record).to_string(),
-    };
+    let crashed = |key: &str, cut_off: Timestamp| crashed_plan(season_id, key, cut_off);
 
     s.set_clock(s.now.plus_seconds(10));
     let plan = crashed("k1", s.world.clock.now_ts());
@@ -1103,6 +1091,18 @@ async fn restart_and_close_finish_settlements_left_in_progress(backend: Backend)
     let statuses: Vec<&str> =
         listed["settlements"].as_array().expect("list").iter().filter_map(|l| l["status"].as_str()).collect();
     assert_eq!(statuses, ["complete", "complete"], "{listed}");
+}
+
+/// The plan of a settlement run under `key` (scope `test:crashed`) that a test stops part way.
+fn crashed_plan(season_id: Uuid, key: &str, cut_off: Timestamp) -> SettlementPlan {
+    SettlementPlan {
+        id: finance::settlement_id("test:crashed", key),
+        season_id,
+        cut_off,
+        created_at: cut_off,
+        answer: Some(crashed_answer(key)),
+        render: |record| finance::settlement_json(record).to_string(),
+    }
 }
 
 fn crashed_answer(key: &str) -> IdemRecord {
