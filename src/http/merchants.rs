@@ -554,6 +554,18 @@ const ACCOUNT_CHANGES_PAGE_DEFAULT: u32 = 100;
 /// The most changes one page holds.
 const ACCOUNT_CHANGES_PAGE_MAX: u32 = 1_000;
 
+/// The page size asked for a merchant's account history, once `staff` may see the merchant.
+async fn history_page_limit(
+    state: &AppState,
+    staff: &Staff,
+    id: Uuid,
+    query: &ChangesQuery,
+) -> Result<u32, ApiError> {
+    let merchant = load(state, id).await?;
+    require_viewer_of(staff, merchant.city)?;
+    page_limit(query.limit, ACCOUNT_CHANGES_PAGE_DEFAULT, ACCOUNT_CHANGES_PAGE_MAX)
+}
+
 /// The merchant's settlement account changes, in the order they were made (`seq`), a page at a
 /// time (`next_after_seq` is the `after_seq` of the next page, null on the last): its admins,
 /// finance and auditors of its region.
@@ -568,9 +580,7 @@ pub async fn account_changes(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let merchant = load(&state, id).await?;
-    require_viewer_of(&staff, merchant.city)?;
-    let limit = page_limit(query.limit, ACCOUNT_CHANGES_PAGE_DEFAULT, ACCOUNT_CHANGES_PAGE_MAX)?;
+    let limit = history_page_limit(&state, &staff, id, &query).await?;
     let mut changes = state.store().account_changes(id, query.after_seq, i64::from(limit) + 1).await?;
     let next_after_seq = next_cursor(&mut changes, limit).map(|last| last.seq);
     Ok(Json(json!({
@@ -594,9 +604,7 @@ pub async fn account_requests(
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<Value>, ApiError> {
-    let merchant = load(&state, id).await?;
-    require_viewer_of(&staff, merchant.city)?;
-    let limit = page_limit(query.limit, ACCOUNT_CHANGES_PAGE_DEFAULT, ACCOUNT_CHANGES_PAGE_MAX)?;
+    let limit = history_page_limit(&state, &staff, id, &query).await?;
     let mut requests = state.store().account_requests(id, query.after_seq, i64::from(limit) + 1).await?;
     let next_after_seq = next_cursor(&mut requests, limit).map(|last| last.seq);
     let now = state.clock().now();
