@@ -101,8 +101,9 @@ pub enum LedgerCommand {
         /// Verify this export file instead of the database (needs --public-key).
         #[arg(long, requires = "public_key")]
         file: Option<PathBuf>,
-        /// The checkpoint public key: base64url or hex, or a file holding it.
-        #[arg(long)]
+        /// The checkpoint public key: base64url or hex, or a file holding it. Base64url may
+        /// begin with '-', so the value is taken as it is.
+        #[arg(long, allow_hyphen_values = true)]
         public_key: Option<String>,
     },
     /// Write every entry, with postings and hashes, and the latest checkpoint as JSON lines.
@@ -368,5 +369,32 @@ fn report(result: Result<audit::VerifyReport, VerifyFailure>) -> anyhow::Result<
             println!("BROKEN: {failure}");
             Ok(ExitCode::from(1))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::{Cli, Command, LedgerCommand};
+
+    /// One public key in 64 starts with '-' in base64url: it is a value, not a flag.
+    #[test]
+    fn a_public_key_may_begin_with_a_hyphen() {
+        let key = "-BcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQ";
+        let cli = Cli::try_parse_from([
+            "wenhui",
+            "ledger",
+            "verify",
+            "--file",
+            "export.jsonl",
+            "--public-key",
+            key,
+        ])
+        .expect("parses");
+        let Command::Ledger(LedgerCommand::Verify { public_key, .. }) = cli.command else {
+            panic!("not ledger verify");
+        };
+        assert_eq!(public_key.as_deref(), Some(key));
     }
 }
