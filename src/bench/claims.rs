@@ -317,7 +317,7 @@ impl RushParams {
 pub async fn rush(base_url: &str, staff_key: &str, params: RushParams) -> anyhow::Result<RushReport> {
     params.validate()?;
     let api = Arc::new(Api::new(base_url, params.clients)?);
-    let season_id = api.create_season(staff_key).await?;
+    let season_id = api.create_season(staff_key, json!({})).await?;
     let batch_id = api.create_batch(staff_key, &season_id, params.stock).await?;
     tracing::info!(citizens = params.citizens, "registering citizens");
     let registration_started = Instant::now();
@@ -477,15 +477,19 @@ impl Api {
         serde_json::from_str(&text).with_context(|| format!("POST {path}: the answer is not JSON: {text}"))
     }
 
-    pub(crate) async fn create_season(&self, staff_key: &str) -> anyhow::Result<String> {
+    /// A season open for 30 days; `rules` adds season fields (`merchant_redemption_limit`).
+    pub(crate) async fn create_season(&self, staff_key: &str, rules: Value) -> anyhow::Result<String> {
         let now = Utc::now();
-        let body = json!({
+        let mut body = json!({
             "name": "bench season",
             "province": PROVINCE,
             "starts_at": rfc3339(now - TimeDelta::hours(1)),
             "ends_at": rfc3339(now + TimeDelta::days(30)),
             "budgets": [{"funder": PROVINCE, "amount": "100000000.00"}],
         });
+        for (field, value) in rules.as_object().into_iter().flatten() {
+            body[field] = value.clone();
+        }
         let created = self.post_created("/v1/seasons", Some(staff_key), &body).await?;
         string_field(&created, "id").context("the created season")
     }

@@ -330,6 +330,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         ends_at: at(start, 90 * DAY_S),
         per_citizen_cap: None,
         allow_stacking: false,
+        merchant_redemption_limit: None,
         closed_at: None,
     };
     let mut batches = bench_batches(&season, scale, province, city)?;
@@ -828,6 +829,8 @@ fn new_redemption(
         redeemed_at,
         qr_nonce: rng.bytes(16),
         card_payment_id: None,
+        citizen_id: plan.voucher.citizen_id,
+        merchant_redemption_limit: None,
         entry: redemption_entry(&plan, till.merchant.id, id),
         answer: answer(&format!("terminal:{}", till.terminal), body.to_string()),
     })

@@ -34,6 +34,10 @@ pub struct RedemptionsBench {
     /// (pgbench is not run then).
     #[arg(long, value_parser = ["postgres", "sqlite"], default_value = "postgres")]
     pub backend: String,
+    /// Sets the season's per-merchant redemption limit (each citizen holds one voucher, so it
+    /// never refuses): measures what counting a citizen's redemptions at the merchant costs.
+    #[arg(long)]
+    pub merchant_redemption_limit: Option<u32>,
 }
 
 pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
@@ -122,7 +126,11 @@ async fn bench(
 ) -> anyhow::Result<(f64, Option<CpuPerRedemption>)> {
     let staff = server.mint_staff_key().await?;
     let api = Arc::new(Api::new(&server.base_url, args.terminals)?);
-    let season = api.create_season(&staff).await?;
+    let rules = match args.merchant_redemption_limit {
+        Some(limit) => json!({"merchant_redemption_limit": limit}),
+        None => json!({}),
+    };
+    let season = api.create_season(&staff, rules).await?;
     let batch = api.create_batch(&staff, &season, args.vouchers).await?;
     let merchant = create_merchant(&api, &staff).await?;
     let tills = register_tills(&server.base_url, &staff, merchant, args.terminals).await?;

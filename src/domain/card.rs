@@ -505,6 +505,7 @@ mod tests {
             ends_at: start.plus_seconds(days * 86_400),
             per_citizen_cap: None,
             allow_stacking: false,
+            merchant_redemption_limit: None,
             closed_at: None,
         }
     }

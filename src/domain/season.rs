@@ -25,6 +25,9 @@ pub struct Season {
     pub per_citizen_cap: Option<Fen>,
     /// Whether a provincial and a city voucher may be used on one order (off by default).
     pub allow_stacking: bool,
+    /// At most this many of a citizen's vouchers redeemed (and not reversed) at one merchant in
+    /// the season (Shandong 2020: 5); `None`, no limit.
+    pub merchant_redemption_limit: Option<u32>,
     pub closed_at: Option<Timestamp>,
 }
 

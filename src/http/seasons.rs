@@ -23,6 +23,8 @@ use crate::domain::time::Timestamp;
 use crate::storage::{IdemRecord, Storage};
 
 const MAX_BUDGETS: usize = 64;
+/// The highest per-merchant redemption limit a season takes.
+const MAX_MERCHANT_REDEMPTION_LIMIT: u32 = 1_000;
 const MAX_NAME_CHARS: usize = 100;
 
 fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
@@ -65,6 +67,9 @@ struct CreateSeason {
     per_citizen_cap: Option<Yuan>,
     #[serde(default)]
     allow_stacking: bool,
+    /// At most this many of a citizen's vouchers at one merchant in the season (1 to 1,000).
+    #[serde(default)]
+    merchant_redemption_limit: Option<u32>,
 }
 
 pub(crate) fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
@@ -101,6 +106,13 @@ pub async fn create_season(
     if request.ends_at <= request.starts_at {
         return Err(invalid("invalid_dates", "ends_at must be after starts_at"));
     }
+    let merchant_redemption_limit = match request.merchant_redemption_limit {
+        Some(1..=MAX_MERCHANT_REDEMPTION_LIMIT) | None => request.merchant_redemption_limit,
+        Some(_) => {
+            let message = format!("merchant_redemption_limit is 1 to {MAX_MERCHANT_REDEMPTION_LIMIT}");
+            return Err(invalid("invalid_merchant_redemption_limit", message));
+        }
+    };
     let season = Season {
         id: Uuid::now_v7(),
         name: check_name(&request.name)?,
@@ -109,6 +121,7 @@ pub async fn create_season(
         ends_at: request.ends_at,
         per_citizen_cap: request.per_citizen_cap.map(|y| y.0).filter(|c| !c.is_zero()),
         allow_stacking: request.allow_stacking,
+        merchant_redemption_limit,
         closed_at: None,
     };
     if request.budgets.is_empty() || request.budgets.len() > MAX_BUDGETS {
@@ -223,6 +236,7 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
         "ends_at": season.ends_at.to_string(),
         "per_citizen_cap": season.per_citizen_cap.map(|c| c.to_string()),
         "allow_stacking": season.allow_stacking,
+        "merchant_redemption_limit": season.merchant_redemption_limit,
         "funders": funders,
     }))
 }

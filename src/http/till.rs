@@ -397,6 +397,8 @@ pub async fn redeem(
         redeemed_at: state.clock().now(),
         qr_nonce,
         card_payment_id: card_payment.as_ref().map(|p| p.id),
+        citizen_id: plan.voucher.citizen_id,
+        merchant_redemption_limit: plan.season.merchant_redemption_limit,
         entry: redemption_entry(&plan, ctx.merchant.id, id),
         answer: record(201, answer.to_string()),
     };
@@ -451,6 +453,10 @@ async fn write_refusal(
             ApiError::conflict("already_settled", "the redemption has been settled and cannot be reversed")
         }
         WriteError::Conflict(what) if what == conflict::SEASON_CLOSED => season_closed(),
+        WriteError::Conflict(what) if what == conflict::MERCHANT_LIMIT => ApiError::conflict(
+            "merchant_limit_reached",
+            "this citizen has used as many vouchers at this merchant as the season allows",
+        ),
         WriteError::Conflict(what) if what == conflict::ALREADY_REVERSED => {
             ApiError::conflict("already_reversed", "the redemption was already reversed")
         }

@@ -10,8 +10,8 @@ use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Category, Release, Season, Voucher, VoucherStatus};
 use crate::domain::time::Timestamp;
 
-pub(crate) const SEASON_COLUMNS: &str =
-    "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us";
+pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
+     merchant_redemption_limit";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price";
@@ -40,6 +40,7 @@ pub(crate) struct SeasonRow {
     per_citizen_cap_fen: Option<i64>,
     allow_stacking: i32,
     closed_at_us: Option<i64>,
+    merchant_redemption_limit: Option<i32>,
 }
 
 impl SeasonRow {
@@ -52,6 +53,12 @@ impl SeasonRow {
             ends_at: Timestamp::from_unix_us(self.ends_at_us),
             per_citizen_cap: self.per_citizen_cap_fen.map(|c| fen(c, "season cap")).transpose()?,
             allow_stacking: self.allow_stacking != 0,
+            merchant_redemption_limit: self
+                .merchant_redemption_limit
+                .map(|n| {
+                    u32::try_from(n).map_err(|_| StorageError::Corrupt("merchant_redemption_limit".into()))
+                })
+                .transpose()?,
             closed_at: self.closed_at_us.map(Timestamp::from_unix_us),
         })
     }
@@ -338,7 +345,8 @@ macro_rules! season_store {
                     let mut tx = self.begin_write().await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
-                        "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                        "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
+                         created_at_us, merchant_redemption_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
                     .bind(season.id)
                     .bind(season.name.clone())
@@ -348,6 +356,7 @@ macro_rules! season_store {
                     .bind(season.per_citizen_cap.map(|c| c.as_fen()))
                     .bind(i32::from(season.allow_stacking))
                     .bind(Timestamp::now().unix_us())
+                    .bind(season.merchant_redemption_limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
                     .execute(&mut *tx)
                     .await?;
                     for funder in funders {

@@ -201,6 +201,9 @@ pub(crate) struct SeenState {
     pub orders: std::collections::HashMap<(Uuid, String, String), bool>,
     /// (merchant, order_ref) -> the live card payment on that order.
     pub card_orders: std::collections::HashMap<(Uuid, String), Uuid>,
+    /// (citizen, merchant, season) -> live redemptions, for the group's redemptions whose season
+    /// limits them (`NewRedemption::merchant_redemption_limit`).
+    pub merchant_counts: std::collections::HashMap<(Uuid, Uuid, Uuid), i64>,
 }
 
 /// The rows a redemption group's checks read under the ledger lock (see `SeenState`).
@@ -224,6 +227,7 @@ pub(crate) fn decide_redemptions(
     let mut nonces = seen.nonces.clone();
     let mut vouchers = seen.vouchers.clone();
     let mut orders = seen.orders.clone();
+    let mut merchant_counts = seen.merchant_counts.clone();
     group
         .iter()
         .map(|r| {
@@ -246,6 +250,13 @@ pub(crate) fn decide_redemptions(
             if let Some(provincial) = orders.get(&order) {
                 let stacking = if *provincial != r.provincial { ":stacking" } else { "" };
                 return Err(format!("{}{stacking}", conflict::ORDER_REF_USED));
+            }
+            if let Some(limit) = r.merchant_redemption_limit {
+                let count = merchant_counts.entry((r.citizen_id, r.merchant_id, r.season_id)).or_insert(0);
+                if *count >= i64::from(limit) {
+                    return Err(conflict::MERCHANT_LIMIT.to_owned());
+                }
+                *count += 1;
             }
             vouchers.insert(r.voucher_id, "redeemed".to_owned());
             orders.insert(order, r.provincial);
@@ -349,7 +360,47 @@ macro_rules! till_store {
                     for (merchant, order_ref, slot, issuer) in rows {
                         seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
                     }
+                    seen.merchant_counts = Self::merchant_counts(tx, group).await?;
                     Ok(seen)
+                }
+
+                /// Live redemptions per (citizen, merchant, season) of the citizens in the group
+                /// whose season limits them; no query when none does. One statement for the group,
+                /// one branch per citizen, each an equality on `vouchers_by_citizen` (a citizen
+                /// holds a handful of vouchers) with one probe of `redemptions_one_per_voucher` per
+                /// voucher. Neither a list nor a join: without table statistics PostgreSQL planned
+                /// those as scans of every redemption (measured: 6,400 and 700 µs of database CPU
+                /// per redemption, against 300).
+                async fn merchant_counts(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    group: &[NewRedemption],
+                ) -> Result<std::collections::HashMap<(Uuid, Uuid, Uuid), i64>, WriteError> {
+                    let mut citizens: Vec<Uuid> =
+                        group.iter().filter(|r| r.merchant_redemption_limit.is_some()).map(|r| r.citizen_id).collect();
+                    citizens.sort_unstable();
+                    citizens.dedup();
+                    let mut counts = std::collections::HashMap::new();
+                    if citizens.is_empty() {
+                        return Ok(counts);
+                    }
+                    let mut query = sqlx::QueryBuilder::<$db>::new("");
+                    for (n, citizen) in citizens.iter().enumerate() {
+                        if n > 0 {
+                            query.push(" UNION ALL ");
+                        }
+                        query.push(
+                            "SELECT v.citizen_id, v.season_id, (SELECT r.merchant_id FROM redemptions r \
+                             WHERE r.voucher_id = v.id AND r.reversed_at_us IS NULL) FROM vouchers v WHERE v.citizen_id = ",
+                        );
+                        query.push_bind(*citizen);
+                    }
+                    let rows: Vec<(Uuid, Uuid, Option<Uuid>)> = query.build_query_as().fetch_all(&mut **tx).await?;
+                    for (citizen, season, merchant) in rows {
+                        if let Some(merchant) = merchant {
+                            *counts.entry((citizen, merchant, season)).or_insert(0) += 1;
+                        }
+                    }
+                    Ok(counts)
                 }
 
                 async fn insert_redemptions(
@@ -855,3 +906,83 @@ macro_rules! till_store {
 }
 
 pub(crate) use till_store;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::Timestamp;
+    use crate::storage::{IdemRecord, NewRedemption, conflict};
+
+    fn redemption(
+        n: u8,
+        citizen: Uuid,
+        merchant: Uuid,
+        order_ref: &str,
+        limit: Option<u32>,
+    ) -> NewRedemption {
+        NewRedemption {
+            id: Uuid::from_u128(u128::from(n)),
+            voucher_id: Uuid::from_u128(1_000 + u128::from(n)),
+            merchant_id: merchant,
+            terminal_id: Uuid::nil(),
+            season_id: Uuid::from_u128(7),
+            batch_id: Uuid::from_u128(8),
+            order_ref: order_ref.into(),
+            order_slot: "any".into(),
+            provincial: true,
+            order_amount_fen: 5_000,
+            discount_fen: 1_000,
+            funders_json: "[]".into(),
+            redeemed_at: Timestamp::from_unix_us(0),
+            qr_nonce: vec![n],
+            card_payment_id: None,
+            citizen_id: citizen,
+            merchant_redemption_limit: limit,
+            entry: crate::domain::ledger::NewEntry::new("redemption", format!("r{n}"), Vec::new()),
+            answer: IdemRecord {
+                scope: "terminal:t".into(),
+                key: format!("k{n}"),
+                request_hash: Vec::new(),
+                status: 201,
+                body: String::new(),
+            },
+        }
+    }
+
+    /// The per-merchant limit counts what the database holds plus what the group has already
+    /// taken; a redemption refused for another reason takes no place, and other citizens and
+    /// merchants have their own count.
+    #[test]
+    fn a_group_keeps_to_the_merchant_limit() {
+        let (citizen, other_citizen) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (bookstore, cinema) = (Uuid::from_u128(3), Uuid::from_u128(4));
+        let limit = Some(2);
+        let group = [
+            redemption(1, citizen, bookstore, "o-1", limit),
+            redemption(2, citizen, bookstore, "o-1", limit),
+            redemption(3, citizen, bookstore, "o-3", limit),
+            redemption(4, citizen, bookstore, "o-4", limit),
+            redemption(5, other_citizen, bookstore, "o-5", limit),
+            redemption(6, citizen, cinema, "o-6", limit),
+            redemption(7, citizen, bookstore, "o-7", None),
+        ];
+        let mut seen = SeenState::default();
+        for r in &group {
+            seen.vouchers.insert(r.voucher_id, "active".into());
+        }
+        seen.merchant_counts.insert((citizen, bookstore, Uuid::from_u128(7)), 1);
+        let outcomes = decide_redemptions(&group, &seen);
+        let limited = Err(conflict::MERCHANT_LIMIT.to_owned());
+        assert_eq!(outcomes[0], Ok(()), "one held before, one now");
+        assert_eq!(
+            outcomes[1],
+            Err(conflict::ORDER_REF_USED.to_owned()),
+            "refused on its order, before the limit"
+        );
+        assert_eq!(outcomes[2], limited);
+        assert_eq!(outcomes[3], limited);
+        assert_eq!(outcomes[4], Ok(()), "another citizen");
+        assert_eq!(outcomes[5], Ok(()), "another merchant");
+        assert_eq!(outcomes[6], Ok(()), "a season without a limit");
+    }
+}

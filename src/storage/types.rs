@@ -392,6 +392,10 @@ pub struct NewRedemption {
     /// The live card payment on this order the redemption's basis was computed from (None: no
     /// card payment); re-checked under the ledger lock (`order_changed` if it differs).
     pub card_payment_id: Option<Uuid>,
+    /// The voucher's holder, and the season's limit on their redemptions at one merchant
+    /// (`Season::merchant_redemption_limit`), counted under the ledger lock.
+    pub citizen_id: Uuid,
+    pub merchant_redemption_limit: Option<u32>,
     pub entry: NewEntry,
     pub answer: IdemRecord,
 }
@@ -440,6 +444,8 @@ pub mod conflict {
     pub const SEASON_CLOSED: &str = "season_closed";
     /// A card payment on the order was recorded or reversed after the redemption was planned.
     pub const ORDER_CHANGED: &str = "order_changed";
+    /// The citizen has used as many vouchers at this merchant as the season allows.
+    pub const MERCHANT_LIMIT: &str = "merchant_limit_reached";
 }
 
 #[async_trait]

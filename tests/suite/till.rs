@@ -156,8 +156,84 @@ both_backends!(
     stored_answers_are_forgotten_after_their_retention_except_staff,
     served_qr_svg_decodes_to_its_token,
     merchants_are_listed_a_page_at_a_time,
-    spent_qr_nonces_are_forgotten_after_their_retention
+    spent_qr_nonces_are_forgotten_after_their_retention,
+    a_season_limits_a_citizen_at_one_merchant
 );
+
+/// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
+async fn redeem_with(
+    till: &Till,
+    client: &TillClient,
+    citizen: &str,
+    voucher: &str,
+    order_ref: &str,
+) -> Result<wenhui_merchant_sdk::client::Redemption, String> {
+    let qr = till.qr(citizen, voucher).await;
+    let request = RedeemRequest {
+        qr,
+        order_amount: "50.00".into(),
+        order_ref: order_ref.into(),
+        idempotency_key: None,
+    };
+    client.redeem(request).await.map_err(|e| e.code())
+}
+
+/// A season's `merchant_redemption_limit` (Shandong: at most 5 purchases per person at one
+/// merchant) caps a citizen's live redemptions at each merchant: the next is refused with
+/// `merchant_limit_reached` and writes nothing; other citizens and other merchants are not
+/// affected; a reversal frees its place; two at once for the last place: exactly one.
+async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
+    let till = Till::new(backend, json!({"merchant_redemption_limit": 2})).await;
+    let world = &till.world;
+    assert_eq!(world.season().await["merchant_redemption_limit"], 2);
+    let batch = world.batch(json!({"stock": 10, "per_citizen_limit": 4})).await;
+    let batch_id = batch["id"].as_str().expect("id");
+    let citizen = world.citizen(1).await;
+    let mut vouchers = Vec::new();
+    for n in 0..4 {
+        let (status, claim) = world.claim(&citizen, batch_id, &format!("claim-{n}")).await;
+        assert_eq!(status, 201, "{claim}");
+        vouchers.push(claim["voucher"]["id"].as_str().expect("id").to_owned());
+    }
+    let first = redeem_with(&till, &till.client, &citizen, &vouchers[0], "o-1").await.expect("first");
+    redeem_with(&till, &till.client, &citizen, &vouchers[1], "o-2").await.expect("second");
+    let head = till.head().await;
+    let refused = redeem_with(&till, &till.client, &citizen, &vouchers[2], "o-3").await;
+    assert_eq!(refused.err().as_deref(), Some("merchant_limit_reached"));
+    assert_eq!(till.head().await, head, "the refusal wrote nothing");
+
+    let (other_citizen, other_voucher) = till.voucher(2, batch_id).await;
+    let qr = till.qr(&other_citizen, &other_voucher).await;
+    till.redeem(&qr, "50.00", "o-4").await.expect("another citizen at the same merchant");
+    let cinema = merchant(world, &till.qingdao_admin, 2, "cinema", "370200").await;
+    let dir = world.app.db.dir.path().to_owned();
+    let (cinema_till, _, _) = terminal(world, &till.qingdao_admin, &cinema, &dir).await;
+    redeem_with(&till, &cinema_till, &citizen, &vouchers[2], "c-1")
+        .await
+        .expect("the same citizen at another merchant");
+
+    till.client.reverse(first.redemption_id, "refund", None).await.expect("reversed");
+    let fourth = redeem_with(&till, &till.client, &citizen, &vouchers[3], "o-5")
+        .await
+        .expect("the reversal freed a place");
+    // Free one place again, and redeem the citizen's two active vouchers at once from two tills.
+    till.client.reverse(fourth.redemption_id, "refund", None).await.expect("reversed");
+    let (second_till, _, _) = terminal(world, &till.qingdao_admin, &till.bookstore, &dir).await;
+    let (a, b) = tokio::join!(
+        redeem_with(&till, &till.client, &citizen, &vouchers[0], "o-6"),
+        redeem_with(&till, &second_till, &citizen, &vouchers[3], "o-7")
+    );
+    let mut outcomes = [a.err(), b.err()];
+    outcomes.sort();
+    assert_eq!(outcomes, [None, Some("merchant_limit_reached".to_owned())], "exactly one of two");
+
+    let body = json!({"name": "季", "province": "370000", "starts_at": world.at(0), "ends_at": world.at(86_400),
+        "budgets": [{"funder": "370000", "amount": "100.00"}], "merchant_redemption_limit": 0});
+    let (status, refused) =
+        world.app.post_idem("/v1/seasons", Some(&world.province_admin), "s-0", body).await;
+    assert_eq!((status, code(&refused)), (422, "invalid_merchant_redemption_limit"), "{refused}");
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
 
 /// Housekeeping forgets a spent QR token's nonce after the retention (an hour), not before; by
 /// then the token has long expired, so a replay of it is still refused, as expired.
