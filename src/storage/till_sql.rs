@@ -364,43 +364,80 @@ macro_rules! till_store {
                     Ok(seen)
                 }
 
-                /// Live redemptions per (citizen, merchant, season) of the citizens in the group
-                /// whose season limits them; no query when none does. One statement for the group,
-                /// one branch per citizen, each an equality on `vouchers_by_citizen` (a citizen
-                /// holds a handful of vouchers) with one probe of `redemptions_one_per_voucher` per
-                /// voucher. Neither a list nor a join: without table statistics PostgreSQL planned
-                /// those as scans of every redemption (measured: 6,400 and 700 µs of database CPU
-                /// per redemption, against 300).
+                /// The group's limited (citizen, merchant, season) triples, each once.
+                fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, Uuid, Uuid), u32, i64)> {
+                    let mut triples: Vec<((Uuid, Uuid, Uuid), u32, i64)> = Vec::new();
+                    for r in group {
+                        let Some(limit) = r.merchant_redemption_limit else { continue };
+                        let key = (r.citizen_id, r.merchant_id, r.season_id);
+                        match triples.iter_mut().find(|(k, _, _)| *k == key) {
+                            Some((_, _, n)) => *n += 1,
+                            None => triples.push((key, limit, 1)),
+                        }
+                    }
+                    triples
+                }
+
+                /// Live redemptions per (citizen, merchant, season) for the group's limited
+                /// redemptions, from `merchant_redemption_counts`; no query when none is limited.
+                /// One statement, a primary-key equality per triple (`UNION ALL`), so that the
+                /// plan never depends on table statistics: a join of vouchers and redemptions,
+                /// tried first, was planned as a scan of every redemption (BENCHMARKS).
                 async fn merchant_counts(
                     tx: &mut sqlx::Transaction<'static, $db>,
                     group: &[NewRedemption],
                 ) -> Result<std::collections::HashMap<(Uuid, Uuid, Uuid), i64>, WriteError> {
-                    let mut citizens: Vec<Uuid> =
-                        group.iter().filter(|r| r.merchant_redemption_limit.is_some()).map(|r| r.citizen_id).collect();
-                    citizens.sort_unstable();
-                    citizens.dedup();
+                    let all: Vec<&NewRedemption> = group.iter().collect();
+                    let triples = Self::limited_triples(&all);
                     let mut counts = std::collections::HashMap::new();
-                    if citizens.is_empty() {
+                    if triples.is_empty() {
                         return Ok(counts);
                     }
                     let mut query = sqlx::QueryBuilder::<$db>::new("");
-                    for (n, citizen) in citizens.iter().enumerate() {
+                    for (n, ((citizen, merchant, season), _, _)) in triples.iter().enumerate() {
                         if n > 0 {
                             query.push(" UNION ALL ");
                         }
                         query.push(
-                            "SELECT v.citizen_id, v.season_id, (SELECT r.merchant_id FROM redemptions r \
-                             WHERE r.voucher_id = v.id AND r.reversed_at_us IS NULL) FROM vouchers v WHERE v.citizen_id = ",
+                            "SELECT citizen_id, merchant_id, season_id, live_count FROM merchant_redemption_counts \
+                             WHERE season_id = ",
                         );
-                        query.push_bind(*citizen);
+                        query.push_bind(*season).push(" AND citizen_id = ").push_bind(*citizen);
+                        query.push(" AND merchant_id = ").push_bind(*merchant);
                     }
-                    let rows: Vec<(Uuid, Uuid, Option<Uuid>)> = query.build_query_as().fetch_all(&mut **tx).await?;
-                    for (citizen, season, merchant) in rows {
-                        if let Some(merchant) = merchant {
-                            *counts.entry((citizen, merchant, season)).or_insert(0) += 1;
-                        }
+                    let rows: Vec<(Uuid, Uuid, Uuid, i32)> = query.build_query_as().fetch_all(&mut **tx).await?;
+                    for (citizen, merchant, season, live) in rows {
+                        counts.insert((citizen, merchant, season), i64::from(live));
                     }
                     Ok(counts)
+                }
+
+                /// Adds the accepted limited redemptions to `merchant_redemption_counts` (whose
+                /// CHECK refuses a count above the limit: the database's own word on it).
+                async fn count_merchant_redemptions(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    accepted: &[&NewRedemption],
+                ) -> Result<(), WriteError> {
+                    let triples = Self::limited_triples(accepted);
+                    if triples.is_empty() {
+                        return Ok(());
+                    }
+                    let mut query = sqlx::QueryBuilder::<$db>::new(
+                        "INSERT INTO merchant_redemption_counts (season_id, citizen_id, merchant_id, live_count, limit_count) ",
+                    );
+                    query.push_values(&triples, |mut row, ((citizen, merchant, season), limit, n)| {
+                        row.push_bind(*season)
+                            .push_bind(*citizen)
+                            .push_bind(*merchant)
+                            .push_bind(i32::try_from(*n).unwrap_or(i32::MAX))
+                            .push_bind(i32::try_from(*limit).unwrap_or(i32::MAX));
+                    });
+                    query.push(
+                        " ON CONFLICT (season_id, citizen_id, merchant_id) \
+                         DO UPDATE SET live_count = merchant_redemption_counts.live_count + excluded.live_count",
+                    );
+                    query.build().execute(&mut **tx).await?;
+                    Ok(())
                 }
 
                 async fn insert_redemptions(
@@ -817,6 +854,7 @@ macro_rules! till_store {
                         group.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(r, _)| r).collect();
                     if !accepted.is_empty() {
                         Self::insert_redemptions(&mut tx, &accepted).await?;
+                        Self::count_merchant_redemptions(&mut tx, &accepted).await?;
                         let entries: Vec<NewEntry> = accepted.iter().map(|r| r.entry.clone()).collect();
                         let opened = self.post_in(&mut tx, &entries).await?;
                         tx.commit().await?;
@@ -886,6 +924,18 @@ macro_rules! till_store {
                     if let Some(delta) = &r.season_total {
                         Self::apply_season_totals(&mut tx, std::slice::from_ref(delta)).await?;
                     }
+                    // The reversal frees its place under the season's per-merchant limit (no row
+                    // when the season has none).
+                    sqlx::query(
+                        "UPDATE merchant_redemption_counts SET live_count = live_count - 1 WHERE season_id = $1 \
+                         AND citizen_id = (SELECT citizen_id FROM vouchers WHERE id = $2) \
+                         AND merchant_id = (SELECT merchant_id FROM redemptions WHERE id = $3)",
+                    )
+                    .bind(season_id)
+                    .bind(r.voucher_id)
+                    .bind(r.redemption_id)
+                    .execute(&mut *tx)
+                    .await?;
                     let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
                     tx.commit().await?;
                     self.accounts.extend(opened);

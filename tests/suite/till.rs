@@ -226,6 +226,12 @@ async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
     let mut outcomes = [a.err(), b.err()];
     outcomes.sort();
     assert_eq!(outcomes, [None, Some("merchant_limit_reached".to_owned())], "exactly one of two");
+    // The counts the group keeps: the citizen at the bookstore is at the limit (and only they
+    // are), and the database itself refuses a count above it.
+    let at_limit = "UPDATE merchant_redemption_counts SET live_count = live_count WHERE live_count = 2";
+    assert_eq!(world.app.db.raw(at_limit).await, Ok(1));
+    let over = "UPDATE merchant_redemption_counts SET live_count = live_count + 1 WHERE live_count = 2";
+    assert!(world.app.db.raw(over).await.is_err(), "the CHECK refuses a count above the limit");
 
     let body = json!({"name": "季", "province": "370000", "starts_at": world.at(0), "ends_at": world.at(86_400),
         "budgets": [{"funder": "370000", "amount": "100.00"}], "merchant_redemption_limit": 0});
