@@ -11,7 +11,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery, Staff, bearer_token, next_cursor, page_limit};
+use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, Staff, bearer_token, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, json_response, request_hash};
 use crate::citizens::CitizenError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
@@ -168,15 +168,6 @@ pub async fn revoke_sessions(
 const VOUCHERS_PAGE_DEFAULT: u32 = 100;
 const VOUCHERS_PAGE_MAX: u32 = 200;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MyVouchersQuery {
-    #[serde(default)]
-    after: Option<Uuid>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
 /// The citizen's vouchers, newest first, with state and expiry, a page at a time.
 #[utoipa::path(get, path = "/v1/me/vouchers", security(("citizen_token" = [])),
     params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 200, default 100")),
@@ -184,7 +175,7 @@ pub struct MyVouchersQuery {
 pub async fn my_vouchers(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiQuery(query): ApiQuery<MyVouchersQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
     let after = match query.after {

@@ -84,6 +84,16 @@ impl OptionalFromRequestParts<AppState> for Staff {
 }
 
 /// The page size asked for, `default` when none was, refused outside 1..=`max`.
+/// The query of a list paged by a row's id: `after` (the previous page's `next_after`) and `limit`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PageQuery {
+    #[serde(default)]
+    pub after: Option<uuid::Uuid>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
 pub(crate) fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     match asked.unwrap_or(default) {
         limit @ 1.. if limit <= max => Ok(limit),

@@ -16,7 +16,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, Staff, next_cursor, page_limit};
+use super::extract::{ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
 use super::till::{merchant_or_staff, staff_over_merchant};
 use crate::domain::region::RegionCode;
@@ -236,16 +236,6 @@ async fn replay_answer(state: &AppState, answer: &IdemRecord) -> Result<Response
 const SETTLEMENTS_PAGE_DEFAULT: u32 = 100;
 const SETTLEMENTS_PAGE_MAX: u32 = 500;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SettlementsQuery {
-    /// The `next_after` of the previous page.
-    #[serde(default)]
-    after: Option<Uuid>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
 /// The season's settlements, oldest first, a page at a time: each with its status (complete,
 /// or in progress after a run that stopped part way), total and payout. Finance and auditors.
 #[utoipa::path(get, path = "/v1/seasons/{id}/settlements", security(("staff_key" = [])), params(("id" = Uuid, Path), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "{settlements, next_after}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
@@ -253,7 +243,7 @@ pub async fn season_settlements(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
-    ApiQuery(query): ApiQuery<SettlementsQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     viewer_city(&staff, &season)?;

@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, Staff, next_cursor, page_limit};
+use super::extract::{ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::accounts;
 use crate::domain::funding::{FundingShares, VoucherTerms};
@@ -246,22 +246,13 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
 const SEASONS_PAGE_DEFAULT: u32 = 20;
 const SEASONS_PAGE_MAX: u32 = 100;
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SeasonsQuery {
-    #[serde(default)]
-    after: Option<Uuid>,
-    #[serde(default)]
-    limit: Option<u32>,
-}
-
 /// The seasons, latest start first, a page at a time.
 #[utoipa::path(get, path = "/v1/seasons",
     params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 100, default 20")),
     responses((status = 200, description = "{\"seasons\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn list_seasons(
     State(state): State<AppState>,
-    ApiQuery(query): ApiQuery<SeasonsQuery>,
+    ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
     let after = match query.after {
