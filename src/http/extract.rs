@@ -83,7 +83,6 @@ impl OptionalFromRequestParts<AppState> for Staff {
     }
 }
 
-/// The page size asked for, `default` when none was, refused outside 1..=`max`.
 /// The query of a list paged by a row's id: `after` (the previous page's `next_after`) and `limit`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,6 +93,7 @@ pub struct PageQuery {
     pub limit: Option<u32>,
 }
 
+/// The page size asked for, `default` when none was, refused outside 1..=`max`.
 pub(crate) fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     match asked.unwrap_or(default) {
         limit @ 1.. if limit <= max => Ok(limit),

@@ -656,14 +656,6 @@ macro_rules! till_store {
                     Ok(AccountDecisionOutcome::Approved(Box::new(request), Box::new(AccountChange { seq, ..change })))
                 }
 
-                async fn account_request(&self, id: Uuid) -> Result<Option<AccountRequest>, StorageError> {
-                    let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.id = $1"
-                    ));
-                    let row: Option<AccountRequestRow> = sqlx::query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-                    row.map(AccountRequestRow::into_request).transpose()
-                }
-
                 async fn account_requests(
                     &self,
                     merchant_id: Uuid,

@@ -485,8 +485,6 @@ pub trait TillStore: Send + Sync {
         decision: &NewAccountDecision,
     ) -> Result<AccountDecisionOutcome, StorageError>;
 
-    async fn account_request(&self, id: Uuid) -> Result<Option<AccountRequest>, StorageError>;
-
     /// The merchant's settlement account requests with a `seq` above `after_seq`, in the order
     /// they were made, at most `limit`.
     async fn account_requests(
