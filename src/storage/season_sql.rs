@@ -252,19 +252,45 @@ macro_rules! season_store {
                     Ok(())
                 }
 
+                /// Applies the claim group's, the sweeper's or a reversal's changes to citizens'
+                /// season totals, summed per citizen first. A rise is an upsert (a citizen's
+                /// first claim creates the row). A fall is a plain UPDATE: as an upsert its
+                /// negative insert row fails the table's CHECK on both backends, which check it
+                /// before they find the conflict. The row it lowers exists: the claim made it.
                 pub(super) async fn apply_season_totals(tx: &mut Tx, deltas: &[SeasonTotalDelta]) -> Result<(), WriteError> {
-                    for chunk in deltas.chunks(INSERT_CHUNK_ROWS) {
+                    let mut summed: std::collections::BTreeMap<(Uuid, Uuid), (i64, i64)> = Default::default();
+                    for d in deltas {
+                        let entry = summed.entry((d.season_id, d.citizen_id)).or_insert((0, d.cap_fen));
+                        entry.0 += d.delta_fen;
+                    }
+                    let rises: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta > 0).collect();
+                    let falls: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta < 0).collect();
+                    for chunk in rises.chunks(INSERT_CHUNK_ROWS) {
                         let mut upsert = QueryBuilder::<$db>::new(
                             "INSERT INTO citizen_season_totals (season_id, citizen_id, claimed_fen, cap_fen) ",
                         );
-                        upsert.push_values(chunk, |mut row, d| {
-                            row.push_bind(d.season_id).push_bind(d.citizen_id).push_bind(d.delta_fen).push_bind(d.cap_fen);
+                        upsert.push_values(chunk, |mut row, ((season_id, citizen_id), (delta_fen, cap_fen))| {
+                            row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*delta_fen).push_bind(*cap_fen);
                         });
                         upsert.push(
                             " ON CONFLICT (season_id, citizen_id) DO UPDATE SET \
                              claimed_fen = citizen_season_totals.claimed_fen + excluded.claimed_fen",
                         );
                         upsert.build().execute(&mut **tx).await?;
+                    }
+                    for chunk in falls.chunks(INSERT_CHUNK_ROWS) {
+                        // `column1..3`: the names both backends give a VALUES list's columns.
+                        let mut update = QueryBuilder::<$db>::new(
+                            "UPDATE citizen_season_totals SET claimed_fen = claimed_fen + d.column3 FROM (",
+                        );
+                        update.push_values(chunk, |mut row, ((season_id, citizen_id), (delta_fen, _))| {
+                            row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*delta_fen);
+                        });
+                        update.push(
+                            ") AS d WHERE citizen_season_totals.season_id = d.column1 \
+                             AND citizen_season_totals.citizen_id = d.column2",
+                        );
+                        update.build().execute(&mut **tx).await?;
                     }
                     Ok(())
                 }

@@ -369,6 +369,12 @@ async fn season_cap_and_budget_exceeded(backend: Backend) {
     assert_eq!(funder(&season, "370000")["committed"], "20.00");
     let (_, batches) = world.app.get(&path, None).await;
     assert_eq!(batches.as_array().expect("list").len(), 2, "the refused batch was not written");
+    // Expired vouchers no longer count against the cap: the sweeper lowers the citizen's season
+    // total (an UPDATE: as an upsert, its negative row broke the table's CHECK).
+    world.clock.advance_us(49 * 3_600 * 1_000_000);
+    assert_eq!(world.app.sweep().await.expired, 2);
+    let (status, body) = world.claim(&token, b, "k4").await;
+    assert_eq!(status, 201, "the cap counts live vouchers only: {body}");
 }
 
 async fn expiry_returns_stock_and_releases_open_on_time(backend: Backend) {
