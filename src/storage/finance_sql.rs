@@ -223,8 +223,9 @@ pub trait FinanceStore: Send + Sync {
     /// Per merchant of the season: see [`MerchantMoney`].
     async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError>;
 
-    /// Vouchers whose state disagrees with the ledger or the redemptions, and ledger entries
-    /// (claim, expiry, redemption, reversal) whose voucher or redemption is missing or disagrees:
+    /// Vouchers whose state disagrees with the ledger or the redemptions, ledger entries
+    /// (claim, expiry, redemption, reversal) whose voucher or redemption is missing or disagrees,
+    /// and the per-person limit counters that disagree with what they count:
     /// `(check, count, first few descriptions)`.
     async fn link_breaks(
         &self,
@@ -468,6 +469,55 @@ macro_rules! finance_store {
                     .fetch_all(&mut **tx)
                     .await?;
                     Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
+                }
+
+                /// The claim and redemption paths keep two counters whose CHECKs hold the
+                /// season's per-person limits: `citizen_season_totals` (the season cap) and
+                /// `merchant_redemption_counts` (the per-merchant limit). Each must equal what
+                /// the rows it counts add up to, and carry the season's limit, or a limit holds
+                /// against a wrong number. Both ways: a counted group must have its counter, and
+                /// a non-zero counter must have rows behind it.
+                fn counter_checks() -> Vec<(&'static str, String)> {
+                    let text = |col: &str| $store::uuid_text_sql(col);
+                    // The vouchers counted against the cap: live ones, and those the close expired
+                    // (closing leaves the counter as it was; the season is over).
+                    let held = "SELECT v.citizen_id, SUM(v.value_fen) AS held_fen FROM vouchers v \
+                                JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
+                                AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id";
+                    let live = "SELECT v.citizen_id, r.merchant_id, COUNT(*) AS live FROM redemptions r \
+                                JOIN vouchers v ON v.id = r.voucher_id WHERE r.season_id = $1 \
+                                AND r.reversed_at_us IS NULL GROUP BY v.citizen_id, r.merchant_id";
+                    vec![
+                        ("citizen_season_total_disagrees", format!(
+                            "SELECT 'citizen ' || {citizen} || ': counter ' || COALESCE(t.claimed_fen, -1) || ' fen (cap ' \
+                             || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' || s.per_citizen_cap_fen || ')' \
+                             FROM ({held}) h JOIN seasons s ON s.id = $1 \
+                             LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id \
+                             WHERE s.per_citizen_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL OR t.claimed_fen <> h.held_fen \
+                             OR t.cap_fen <> s.per_citizen_cap_fen) \
+                             UNION ALL \
+                             SELECT 'citizen ' || {counted} || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
+                             FROM citizen_season_totals t LEFT JOIN ({held}) h ON h.citizen_id = t.citizen_id \
+                             WHERE t.season_id = $1 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
+                            citizen = text("h.citizen_id"), counted = text("t.citizen_id"))),
+                        ("merchant_redemption_count_disagrees", format!(
+                            "SELECT 'citizen ' || {citizen} || ' at merchant ' || {merchant} || ': counter ' \
+                             || COALESCE(c.live_count, -1) || ' (limit ' || COALESCE(c.limit_count, -1) || '), live redemptions ' \
+                             || l.live || ' (limit ' || s.merchant_redemption_limit || ')' \
+                             FROM ({live}) l JOIN seasons s ON s.id = $1 \
+                             LEFT JOIN merchant_redemption_counts c ON c.season_id = $1 AND c.citizen_id = l.citizen_id \
+                             AND c.merchant_id = l.merchant_id \
+                             WHERE s.merchant_redemption_limit IS NOT NULL AND (c.live_count IS NULL OR c.live_count <> l.live \
+                             OR c.limit_count <> s.merchant_redemption_limit) \
+                             UNION ALL \
+                             SELECT 'citizen ' || {counted} || ' at merchant ' || {counted_at} || ': counter ' || c.live_count \
+                             || ', no live redemptions' \
+                             FROM merchant_redemption_counts c LEFT JOIN ({live}) l ON l.citizen_id = c.citizen_id \
+                             AND l.merchant_id = c.merchant_id \
+                             WHERE c.season_id = $1 AND c.live_count <> 0 AND l.live IS NULL",
+                            citizen = text("l.citizen_id"), merchant = text("l.merchant_id"),
+                            counted = text("c.citizen_id"), counted_at = text("c.merchant_id"))),
+                    ]
                 }
 
                 async fn count_breaks(
@@ -965,7 +1015,7 @@ macro_rules! finance_store {
                     let entry_for = |kind: &str, col: &str| {
                         format!("EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {})", text(col))
                     };
-                    let checks: Vec<(&'static str, String)> = vec![
+                    let mut checks: Vec<(&'static str, String)> = vec![
                         ("voucher_without_claim_entry", format!(
                             "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND NOT {}",
                             text("v.id"), entry_for("claim", "v.id"))),
@@ -1025,6 +1075,7 @@ macro_rules! finance_store {
                              WHERE e.kind = 'reversal' AND (r.id IS NULL OR (r.season_id = $1 AND r.reversed_at_us IS NULL))",
                             entry_names("reversal", "r.reversal_id"))),
                     ];
+                    checks.extend(Self::counter_checks());
                     let mut found = Vec::with_capacity(checks.len());
                     let mut tx = self.begin_link_checks().await?;
                     for (name, sql) in checks {

@@ -58,7 +58,10 @@ impl Season {
             "100000.00",
             None,
             t0,
-            json!({"ends_at": Timestamp::from_unix_us(t0).plus_seconds(10 * 86_400).to_string()}),
+            // Both per-person limits, tight enough to refuse some claims and redemptions, so
+            // that their counters are reconciled through every step too.
+            json!({"ends_at": Timestamp::from_unix_us(t0).plus_seconds(10 * 86_400).to_string(),
+                   "per_citizen_cap": "40.00", "merchant_redemption_limit": 2}),
         )
         .await;
         let city_admin = world.app.staff_key(Role::CityAdmin, "370200").await;

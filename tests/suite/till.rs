@@ -109,7 +109,7 @@ impl Till {
     }
 }
 
-/// A raw signed request, for the refusals the SDK would never produce.
+/// A raw signed redemption request, for the refusals the SDK would never produce.
 pub async fn signed(
     world: &World,
     terminal: Uuid,
@@ -118,18 +118,27 @@ pub async fn signed(
     nonce: &str,
     body: &Value,
 ) -> (u16, Value) {
+    signed_to(world, "/v1/redemptions", terminal, key, ts, nonce, body).await
+}
+
+/// A raw signed POST to `path`, at a timestamp of the test's choosing (the SDK signs at the
+/// real time, the service may run on a manual clock).
+pub async fn signed_to(
+    world: &World,
+    path: &str,
+    terminal: Uuid,
+    key: &Ed25519KeyPair,
+    ts: i64,
+    nonce: &str,
+    body: &Value,
+) -> (u16, Value) {
     let body = body.to_string();
-    let parts = SignedParts {
-        method: "POST",
-        path_and_query: "/v1/redemptions",
-        timestamp_s: ts,
-        nonce,
-        body: body.as_bytes(),
-    };
+    let parts =
+        SignedParts { method: "POST", path_and_query: path, timestamp_s: ts, nonce, body: body.as_bytes() };
     let response = world
         .app
         .client
-        .post(world.app.url("/v1/redemptions"))
+        .post(world.app.url(path))
         .header("content-type", "application/json")
         .header("idempotency-key", Uuid::new_v4().to_string())
         .header("wenhui-terminal", terminal.to_string())
@@ -157,7 +166,8 @@ both_backends!(
     served_qr_svg_decodes_to_its_token,
     merchants_are_listed_a_page_at_a_time,
     spent_qr_nonces_are_forgotten_after_their_retention,
-    a_season_limits_a_citizen_at_one_merchant
+    a_season_limits_a_citizen_at_one_merchant,
+    reconciliation_checks_the_limit_counters
 );
 
 /// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
@@ -239,6 +249,82 @@ async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
         world.app.post_idem("/v1/seasons", Some(&world.province_admin), "s-0", body).await;
     assert_eq!((status, code(&refused)), (422, "invalid_merchant_redemption_limit"), "{refused}");
     wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+/// The two counters behind the per-person limits (`citizen_season_totals` for the season cap,
+/// `merchant_redemption_counts` for the per-merchant limit) reconcile with the vouchers and
+/// redemptions they count, through claims, redemptions and a reversal; a counter changed behind
+/// the service's back, missing, stray, or carrying another limit is a break of its check.
+async fn reconciliation_checks_the_limit_counters(backend: Backend) {
+    let till = Till::new(backend, json!({"merchant_redemption_limit": 3, "per_citizen_cap": "100.00"})).await;
+    let world = &till.world;
+    let batch = world.batch(json!({"stock": 10, "per_citizen_limit": 3})).await;
+    let batch_id = batch["id"].as_str().expect("id");
+    let citizen = world.citizen(1).await;
+    let mut vouchers = Vec::new();
+    for n in 0..3 {
+        let (status, claim) = world.claim(&citizen, batch_id, &format!("claim-{n}")).await;
+        assert_eq!(status, 201, "{claim}");
+        vouchers.push(claim["voucher"]["id"].as_str().expect("id").to_owned());
+    }
+    let first = redeem_with(&till, &till.client, &citizen, &vouchers[0], "o-1").await.expect("first");
+    redeem_with(&till, &till.client, &citizen, &vouchers[1], "o-2").await.expect("second");
+    till.client.reverse(first.redemption_id, "refund", None).await.expect("reversed");
+    let (other, other_voucher) = till.voucher(2, batch_id).await;
+    let other_redemption =
+        redeem_with(&till, &till.client, &other, &other_voucher, "o-3").await.expect("another citizen");
+
+    // The other citizen's voucher expires (valid 48 hours) while redeemed; reversing the
+    // redemption then expires it, which lowers their season total too.
+    world.clock.advance_us(49 * 3_600 * 1_000_000);
+    let later_s = world.clock.now().unix_us() / 1_000_000;
+    let path = format!("/v1/redemptions/{}/reversal", other_redemption.redemption_id);
+    let (status, reversed) = signed_to(
+        world,
+        &path,
+        till.terminal_id,
+        till.key.key_pair(),
+        later_s,
+        "late-reversal-nonce-1",
+        &json!({"reason": "refund"}),
+    )
+    .await;
+    assert_eq!((status, reversed["voucher_status"].as_str()), (201, Some("expired")), "{reversed}");
+    world.app.sweep().await;
+
+    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let breaks = || async {
+        let store = world.app.store();
+        let season = store.season(season_id).await.expect("read").expect("season");
+        let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+        let count = |name: &str| result.checks.iter().find(|c| c.name == name).map(|c| c.breaks);
+        (count("citizen_season_total_disagrees"), count("merchant_redemption_count_disagrees"), result.ok)
+    };
+    assert_eq!(breaks().await, (Some(0), Some(0), true), "the counters agree with the rows");
+    // Citizen 1 holds one redeemed voucher (1,000 fen; a live count of 1 at the bookstore);
+    // citizen 2 holds none (a total of 0; a count of 0). Each change adds a break, but the
+    // re-inserted count, which mends the one deleted before it.
+    let tampered = [
+        ("UPDATE citizen_season_totals SET cap_fen = 20000 WHERE claimed_fen = 1000", (1, 0)),
+        ("UPDATE citizen_season_totals SET claimed_fen = 700 WHERE claimed_fen = 0", (2, 0)),
+        ("DELETE FROM merchant_redemption_counts WHERE live_count = 1", (2, 1)),
+        (
+            "INSERT INTO merchant_redemption_counts SELECT r.season_id, v.citizen_id, r.merchant_id, 1, 3 \
+          FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id WHERE r.reversed_at_us IS NULL",
+            (2, 0),
+        ),
+        ("UPDATE merchant_redemption_counts SET limit_count = 5 WHERE live_count = 1", (2, 1)),
+        ("UPDATE merchant_redemption_counts SET live_count = 2 WHERE live_count = 0", (2, 2)),
+        (
+            "INSERT INTO merchant_redemption_counts SELECT season_id, citizen_id, season_id, 1, 3 \
+          FROM citizen_season_totals LIMIT 1",
+            (2, 3),
+        ),
+    ];
+    for (sql, (citizen_breaks, merchant_breaks)) in tampered {
+        assert_eq!(world.app.db.raw(sql).await, Ok(1), "{sql}");
+        assert_eq!(breaks().await, (Some(citizen_breaks), Some(merchant_breaks), false), "after {sql}");
+    }
 }
 
 /// Housekeeping forgets a spent QR token's nonce after the retention (an hour), not before; by
