@@ -137,7 +137,7 @@ pub enum KeysCommand {
     },
     /// Add a new QR signing key and retire the current one; tokens in flight stay valid.
     RotateQr,
-    /// List the staff keys (id, role, region, label, created, revoked) as JSON; never a secret.
+    /// List the staff keys (id, role, region, label, created, revoked, minted_by) as JSON; never a secret.
     List,
     /// Revoke a staff key by id: every request with it is refused from now on (401 invalid_key).
     Revoke { id: uuid::Uuid },
@@ -188,7 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let scope =
                 crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
             let store = server::open_store(&url, &cli.data_dir).await?;
-            let minted = staff_keys::mint(store.as_ref(), scope, label).await?;
+            let minted = staff_keys::mint(store.as_ref(), scope, label, None).await?;
             println!("{}", minted.secret);
             Ok(ExitCode::SUCCESS)
         }
@@ -237,6 +237,7 @@ fn staff_key_json(key: &crate::storage::StaffKeyListing) -> serde_json::Value {
         "label": key.label,
         "created_at": key.created_at.to_string(),
         "revoked_at": key.revoked_at.map(|t| t.to_string()),
+        "minted_by": key.minted_by,
     })
 }
 

@@ -34,7 +34,14 @@ pub fn looks_like_key(secret: &str) -> bool {
     secret.len() == PREFIX.len() + 43 && secret.starts_with(PREFIX)
 }
 
-pub async fn mint(store: &dyn Storage, scope: StaffScope, label: &str) -> Result<MintedKey, StorageError> {
+/// Mints a key for `scope`. `minted_by`: the staff key that asked for it through the API (it
+/// sees the secret, so the two may be one person), None at the command line.
+pub async fn mint(
+    store: &dyn Storage,
+    scope: StaffScope,
+    label: &str,
+    minted_by: Option<Uuid>,
+) -> Result<MintedKey, StorageError> {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
@@ -49,6 +56,7 @@ pub async fn mint(store: &dyn Storage, scope: StaffScope, label: &str) -> Result
             scope,
             label,
             created_at: Timestamp::now(),
+            minted_by,
         })
         .await?;
     Ok(MintedKey { id, secret })

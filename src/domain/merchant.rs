@@ -6,6 +6,7 @@ use uuid::Uuid;
 
 use super::region::{RegionCode, RegionLevel};
 use super::season::{Batch, Category};
+use super::staff::KeyLineage;
 use super::time::Timestamp;
 
 /// The 31 characters of GB 32100 codes (no I, O, S, V, Z), in value order.
@@ -164,8 +165,9 @@ pub enum DecisionRefused {
     /// It was decided before (the other way, or by a retry that the caller answers itself).
     AlreadyDecided,
     Expired,
-    /// The key that asked cannot approve its own request.
-    SameKey,
+    /// The key that asked cannot approve its own request, nor can a key it minted or one of
+    /// the keys that minted it (see [`KeyLineage::may_share_holder`]).
+    RelatedKey,
 }
 
 impl AccountRequest {
@@ -178,16 +180,24 @@ impl AccountRequest {
         }
     }
 
-    /// Whether `key` may decide (`approve`: approve, else reject) the request at `now`. The key
-    /// that asked may withdraw its request (reject it) but never approve it.
-    pub fn may_decide(&self, key: Uuid, approve: bool, now: Timestamp) -> Result<(), DecisionRefused> {
+    /// Whether `decider` may decide (`approve`: approve, else reject) the request at `now`;
+    /// `asker` is the lineage of the key that asked. The key that asked may withdraw its request
+    /// (reject it); neither it nor a key related to it may approve it.
+    pub fn may_decide(
+        &self,
+        decider: &KeyLineage,
+        asker: &KeyLineage,
+        approve: bool,
+        now: Timestamp,
+    ) -> Result<(), DecisionRefused> {
+        assert_eq!(asker.key, self.requested_by, "the asker's lineage is the requesting key's");
         match self.status_at(now) {
             AccountRequestStatus::Approved | AccountRequestStatus::Rejected => {
                 Err(DecisionRefused::AlreadyDecided)
             }
             AccountRequestStatus::Expired => Err(DecisionRefused::Expired),
-            AccountRequestStatus::Pending if approve && key == self.requested_by => {
-                Err(DecisionRefused::SameKey)
+            AccountRequestStatus::Pending if approve && decider.may_share_holder(asker) => {
+                Err(DecisionRefused::RelatedKey)
             }
             AccountRequestStatus::Pending => Ok(()),
         }
@@ -246,7 +256,12 @@ mod tests {
 
     #[test]
     fn an_account_request_needs_a_second_key_in_time() {
-        let (asker, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (asker_key, other_key) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let asker = KeyLineage { key: asker_key, minted_by: vec![Uuid::from_u128(9)] };
+        let other = KeyLineage { key: other_key, minted_by: vec![Uuid::from_u128(9)] };
+        let minted_by_asker =
+            KeyLineage { key: Uuid::from_u128(5), minted_by: vec![asker_key, Uuid::from_u128(9)] };
+        let minter = KeyLineage { key: Uuid::from_u128(9), minted_by: vec![] };
         let at = Timestamp::from_unix_us(1_000_000);
         let account =
             SettlementAccount { bank: "b".into(), account_no: "1".into(), account_name: "n".into() };
@@ -255,7 +270,7 @@ mod tests {
             merchant_id: Uuid::from_u128(4),
             seq: 1,
             requested_at: at,
-            requested_by: asker,
+            requested_by: asker_key,
             reason: "letter".into(),
             to: account,
             expires_at: at.plus_seconds(ACCOUNT_REQUEST_TTL_S),
@@ -263,20 +278,26 @@ mod tests {
         };
         let before_expiry = at.plus_seconds(ACCOUNT_REQUEST_TTL_S - 1);
         assert_eq!(request.status_at(before_expiry), AccountRequestStatus::Pending);
-        assert_eq!(request.may_decide(asker, true, at), Err(DecisionRefused::SameKey));
-        assert_eq!(request.may_decide(asker, false, at), Ok(()), "the asker may withdraw");
-        assert_eq!(request.may_decide(other, true, before_expiry), Ok(()));
+        for related in [&asker, &minted_by_asker, &minter] {
+            assert_eq!(request.may_decide(related, &asker, true, at), Err(DecisionRefused::RelatedKey));
+        }
+        assert_eq!(request.may_decide(&asker, &asker, false, at), Ok(()), "the asker may withdraw");
+        assert_eq!(request.may_decide(&other, &asker, true, before_expiry), Ok(()), "a key minted beside it");
         let expired = at.plus_seconds(ACCOUNT_REQUEST_TTL_S);
         assert_eq!(request.status_at(expired), AccountRequestStatus::Expired);
-        assert_eq!(request.may_decide(other, true, expired), Err(DecisionRefused::Expired));
-        request.decision =
-            Some(AccountDecision { approved: false, decided_at: at, decided_by: other, note: String::new() });
+        assert_eq!(request.may_decide(&other, &asker, true, expired), Err(DecisionRefused::Expired));
+        request.decision = Some(AccountDecision {
+            approved: false,
+            decided_at: at,
+            decided_by: other_key,
+            note: String::new(),
+        });
         assert_eq!(
             request.status_at(expired),
             AccountRequestStatus::Rejected,
             "a decision outlives the expiry"
         );
-        assert_eq!(request.may_decide(other, true, at), Err(DecisionRefused::AlreadyDecided));
+        assert_eq!(request.may_decide(&other, &asker, true, at), Err(DecisionRefused::AlreadyDecided));
     }
 
     proptest! {

@@ -89,9 +89,45 @@ impl StaffScope {
     }
 }
 
+/// The most minters a lineage follows. Keys are minted by people, a few levels deep
+/// (operator, province, city); the bound only keeps a corrupt cycle finite.
+pub const MAX_LINEAGE_DEPTH: usize = 32;
+
+/// A staff key and the keys that minted it, nearest first, up to a key minted at the command
+/// line. Whoever minted a key saw its secret, and so could use it and every key minted from it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyLineage {
+    pub key: uuid::Uuid,
+    pub minted_by: Vec<uuid::Uuid>,
+}
+
+impl KeyLineage {
+    /// Whether one person may hold both keys: the same key, or one minted from the other at any
+    /// depth. Two keys minted by a third are not related here: the third is neither of them.
+    pub fn may_share_holder(&self, other: &KeyLineage) -> bool {
+        self.key == other.key || self.minted_by.contains(&other.key) || other.minted_by.contains(&self.key)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_key_shares_a_holder_with_its_minters_and_what_it_minted() {
+        let key = |n: u128| uuid::Uuid::from_u128(n);
+        // Operator -> 1 (province admin) -> 2 (city admin) -> 3 (its second key); 1 -> 4 (another city).
+        let province = KeyLineage { key: key(1), minted_by: vec![] };
+        let city = KeyLineage { key: key(2), minted_by: vec![key(1)] };
+        let second = KeyLineage { key: key(3), minted_by: vec![key(2), key(1)] };
+        let other_city = KeyLineage { key: key(4), minted_by: vec![key(1)] };
+        assert!(city.may_share_holder(&city));
+        assert!(city.may_share_holder(&second) && second.may_share_holder(&city));
+        assert!(province.may_share_holder(&second) && second.may_share_holder(&province));
+        assert!(!city.may_share_holder(&other_city) && !other_city.may_share_holder(&second));
+        let elsewhere = KeyLineage { key: key(5), minted_by: vec![] };
+        assert!(!elsewhere.may_share_holder(&province));
+    }
 
     fn region(code: &str) -> RegionCode {
         code.parse().expect("valid region")

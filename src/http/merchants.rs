@@ -434,8 +434,8 @@ struct Decide {
 }
 
 /// Approves a request to change the merchant's settlement account: an admin over the merchant
-/// (city_admin of its city, or province_admin) with a key other than the one that asked (403
-/// `same_approver`). The merchant is paid to the new account from now on and the change joins
+/// (city_admin of its city, or province_admin) with a key unrelated to the one that asked: not
+/// that key, one it minted, or one that minted it, at any depth (403 `same_approver`). The merchant is paid to the new account from now on and the change joins
 /// the history. A retry gets the same answer; 409 `request_decided` if it was rejected, 409
 /// `request_expired` after a week undecided.
 #[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
@@ -531,9 +531,10 @@ async fn decide(
             DecisionRefused::Expired => {
                 Err(ApiError::conflict("request_expired", "the request waited a week undecided; ask again"))
             }
-            DecisionRefused::SameKey => Err(ApiError::forbidden_code(
+            DecisionRefused::RelatedKey => Err(ApiError::forbidden_code(
                 "same_approver",
-                "a change of settlement account needs a second key: the key that asked cannot approve",
+                "a change of settlement account needs a second person: the key that asked, the keys \
+                 it minted and the keys that minted it cannot approve",
             )),
         },
     }

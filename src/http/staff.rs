@@ -65,7 +65,7 @@ pub async fn create_key(
             granter.role, granter.region, scope.region
         )));
     }
-    let minted = staff_keys::mint(state.store(), scope, &request.label).await?;
+    let minted = staff_keys::mint(state.store(), scope, &request.label, Some(staff.1)).await?;
     tracing::info!(key_id = %minted.id, role = %scope.role, region = %scope.region, "staff key minted");
     let body = CreateKeyResponse {
         id: minted.id,

@@ -118,6 +118,8 @@ pub struct NewStaffKey {
     pub scope: StaffScope,
     pub label: String,
     pub created_at: Timestamp,
+    /// The key that minted it through the API; None at the command line.
+    pub minted_by: Option<Uuid>,
 }
 
 #[derive(Clone, Debug)]
@@ -136,6 +138,7 @@ pub struct StaffKeyListing {
     pub label: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
+    pub minted_by: Option<Uuid>,
 }
 
 #[async_trait]

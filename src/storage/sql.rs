@@ -478,17 +478,21 @@ macro_rules! sql_store {
                 })
         }
 
-        /// (id, role, region, label, created_at_us, revoked_at_us)
-        type StaffKeyRow = (Uuid, String, String, String, i64, Option<i64>);
+        /// (id, role, region, label, created_at_us, revoked_at_us, minted_by)
+        type StaffKeyRow = (Uuid, String, String, String, i64, Option<i64>, Option<Uuid>);
+
+        /// The columns of a [`StaffKeyRow`].
+        const STAFF_KEY_COLUMNS: &str = "id, role, region, label, created_at_us, revoked_at_us, minted_by";
 
         fn staff_key_listing(row: StaffKeyRow) -> Result<crate::storage::StaffKeyListing, StorageError> {
-            let (id, role, region, label, created_at_us, revoked_at_us) = row;
+            let (id, role, region, label, created_at_us, revoked_at_us, minted_by) = row;
             Ok(crate::storage::StaffKeyListing {
                 id,
                 scope: scope_from_db(&role, &region)?,
                 label,
                 created_at: Timestamp::from_unix_us(created_at_us),
                 revoked_at: revoked_at_us.map(Timestamp::from_unix_us),
+                minted_by,
             })
         }
 
@@ -618,7 +622,8 @@ macro_rules! sql_store {
 
             async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError> {
                 sqlx::query(
-                    "INSERT INTO staff_keys (id, key_hash, role, region, label, created_at_us) VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO staff_keys (id, key_hash, role, region, label, created_at_us, minted_by) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(key.id)
                 .bind(key.key_hash.clone())
@@ -626,6 +631,7 @@ macro_rules! sql_store {
                 .bind(key.scope.region.to_string())
                 .bind(key.label.clone())
                 .bind(key.created_at.unix_us())
+                .bind(key.minted_by)
                 .execute(&self.pool)
                 .await?;
                 Ok(())
@@ -650,9 +656,8 @@ macro_rules! sql_store {
             }
 
             async fn staff_keys(&self) -> Result<Vec<crate::storage::StaffKeyListing>, StorageError> {
-                let rows: Vec<StaffKeyRow> = sqlx::query_as(
-                    "SELECT id, role, region, label, created_at_us, revoked_at_us FROM staff_keys ORDER BY created_at_us, id",
-                )
+                let sql = format!("SELECT {STAFF_KEY_COLUMNS} FROM staff_keys ORDER BY created_at_us, id");
+                let rows: Vec<StaffKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .fetch_all(&self.pool)
                 .await?;
                 rows.into_iter().map(staff_key_listing).collect()
@@ -668,9 +673,8 @@ macro_rules! sql_store {
                     .bind(id)
                     .execute(&self.pool)
                     .await?;
-                let row: Option<StaffKeyRow> = sqlx::query_as(
-                    "SELECT id, role, region, label, created_at_us, revoked_at_us FROM staff_keys WHERE id = $1",
-                )
+                let sql = format!("SELECT {STAFF_KEY_COLUMNS} FROM staff_keys WHERE id = $1");
+                let row: Option<StaffKeyRow> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;

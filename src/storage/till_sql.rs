@@ -291,6 +291,27 @@ macro_rules! till_store {
             };
 
             impl $store {
+                /// The staff key and the keys that minted it, nearest first (one recursive
+                /// query; at most `MAX_LINEAGE_DEPTH` minters).
+                async fn key_lineage(
+                    tx: &mut sqlx::Transaction<'static, $db>,
+                    key: Uuid,
+                ) -> Result<crate::domain::staff::KeyLineage, StorageError> {
+                    let minted_by: Vec<(Uuid,)> = sqlx::query_as(
+                        "WITH RECURSIVE lineage (id, depth) AS ( \
+                           SELECT minted_by, 1 FROM staff_keys WHERE id = $1 \
+                           UNION ALL \
+                           SELECT k.minted_by, l.depth + 1 FROM staff_keys k JOIN lineage l ON k.id = l.id \
+                           WHERE l.depth < $2) \
+                         SELECT id FROM lineage WHERE id IS NOT NULL ORDER BY depth",
+                    )
+                    .bind(key)
+                    .bind(crate::domain::staff::MAX_LINEAGE_DEPTH as i64)
+                    .fetch_all(&mut **tx)
+                    .await?;
+                    Ok(crate::domain::staff::KeyLineage { key, minted_by: minted_by.into_iter().map(|(id,)| id).collect() })
+                }
+
                 /// The merchant's settlement account, its row locked (PostgreSQL; SQLite holds
                 /// the write lock already).
                 async fn locked_account(
@@ -621,7 +642,9 @@ macro_rules! till_store {
                     };
                     let mut request = row.into_request()?;
                     let made = &decision.decision;
-                    if let Err(refused) = request.may_decide(made.decided_by, made.approved, made.decided_at) {
+                    let decider = Self::key_lineage(&mut tx, made.decided_by).await?;
+                    let asker = Self::key_lineage(&mut tx, request.requested_by).await?;
+                    if let Err(refused) = request.may_decide(&decider, &asker, made.approved, made.decided_at) {
                         return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
                     }
                     sqlx::query(

@@ -136,6 +136,7 @@ async fn keys_create_prints_a_working_key(backend: Backend) {
     assert_eq!(keys.len(), 1);
     assert_eq!((keys[0]["role"].as_str(), keys[0]["region"].as_str()), (Some("finance"), Some("370200")));
     assert!(keys[0]["revoked_at"].is_null());
+    assert!(keys[0]["minted_by"].is_null(), "minted at the command line: {}", keys[0]);
     let id = keys[0]["id"].as_str().expect("id").to_owned();
     let revoked = wenhui(&dir, &db.url, &["keys", "revoke", &id]);
     assert!(revoked.status.success(), "{}", text(&revoked.stderr));

@@ -229,7 +229,7 @@ impl TestApp {
     /// Mints a staff key directly through the service's own code.
     pub async fn staff_key(&self, role: Role, region: &str) -> String {
         let scope = StaffScope::new(role, region.parse().expect("region")).expect("scope");
-        wenhui::staff_keys::mint(self.store(), scope, "test").await.expect("mint").secret
+        wenhui::staff_keys::mint(self.store(), scope, "test", None).await.expect("mint").secret
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {

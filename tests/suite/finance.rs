@@ -1273,6 +1273,43 @@ async fn settlement_account_changes(backend: Backend) {
     let (status, body) = s.get(&format!("{path}/requests"), &jinan_admin).await;
     assert_eq!((status, code(&body)), (403, "forbidden"));
 
+    // A second key is no second person when the asker minted it (it saw the secret), at any
+    // depth, nor when it minted the asker.
+    let mint = |minter: String| {
+        let app = &s.world.app;
+        async move {
+            let body = json!({"role": "city_admin", "region": "370200", "label": "second"});
+            let (status, minted) = app.post("/v1/staff/keys", Some(&minter), body).await;
+            assert_eq!(status, 201, "{minted}");
+            minted["key"].as_str().expect("key").to_owned()
+        }
+    };
+    let own_second = mint(admin.clone()).await;
+    let own_third = mint(own_second.clone()).await;
+    let approve_next = format!("{path}/requests/{}/approve", next["request"]["id"].as_str().expect("id"));
+    for related in [&own_second, &own_third] {
+        let (status, body) = s.world.app.post(&approve_next, Some(related), json!({})).await;
+        assert_eq!((status, code(&body)), (403, "same_approver"), "{body}");
+    }
+    let reject_next = format!("{path}/requests/{}/reject", next["request"]["id"].as_str().expect("id"));
+    let (status, _) = s.world.app.post(&reject_next, Some(&own_third), json!({})).await;
+    assert_eq!(status, 200, "any admin over the merchant may reject");
+    let (status, asked_by_minted) = put(&s, &path, &own_third, account("6217000011110006")).await;
+    assert_eq!(status, 202, "{asked_by_minted}");
+    let approve =
+        format!("{path}/requests/{}/approve", asked_by_minted["request"]["id"].as_str().expect("id"));
+    for related in [&admin, &own_second] {
+        let (status, body) = s.world.app.post(&approve, Some(related), json!({})).await;
+        assert_eq!((status, code(&body)), (403, "same_approver"), "its minters: {body}");
+    }
+    let (status, body) = s.world.app.post(&approve, Some(&qingdao_admin), json!({})).await;
+    assert_eq!(status, 200, "a key minted elsewhere: {body}");
+    // Each key records its minter: the two minted here, one by the other.
+    let keys = s.world.app.store().staff_keys().await.expect("keys");
+    let minted: Vec<_> = keys.iter().filter(|k| k.label == "second").collect();
+    assert_eq!(minted.len(), 2);
+    assert!(minted[0].minted_by.is_some() && minted[1].minted_by == Some(minted[0].id), "{minted:?}");
+
     for sql in [
         "UPDATE merchant_account_changes SET new_account_no = '1'",
         "DELETE FROM merchant_account_changes",
