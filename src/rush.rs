@@ -500,10 +500,22 @@ impl Writer {
         }
     }
 
+    /// Expires due vouchers, expires due points and closes the reserves of batches whose claim
+    /// window closed. Each stage runs whatever became of the others (a voucher the database
+    /// refuses must not keep a batch's reserve from going back); the first failure is returned.
     async fn sweep(&mut self) -> Result<SweepReport, WriteError> {
         let now = self.clock.now();
-        let expired = self.expire_due(now).await?;
-        let points_expired = self.expire_points(now).await?;
+        let expired = self.expire_due(now).await;
+        let points_expired = self.expire_points(now).await;
+        let batches_closed = self.close_batches(now).await;
+        Ok(SweepReport {
+            expired: expired?,
+            batches_closed: batches_closed?,
+            points_expired: points_expired?,
+        })
+    }
+
+    async fn close_batches(&mut self, now: Timestamp) -> Result<usize, WriteError> {
         let mut batches_closed = 0;
         for batch in self.store.batches_to_close(now, 100).await? {
             let entry = close_entry(self.store.as_ref(), &batch).await?;
@@ -511,7 +523,7 @@ impl Writer {
             self.caches.batches.remove(&batch.id);
             batches_closed += 1;
         }
-        Ok(SweepReport { expired, batches_closed, points_expired })
+        Ok(batches_closed)
     }
 
     /// Expires the points of every season whose points expiry has come (see
@@ -540,12 +552,14 @@ impl Writer {
         Ok(expired)
     }
 
+    /// Expires up to `SWEEP_LIMIT` due vouchers in one transaction. If the database refuses the
+    /// group, each voucher is tried alone, so that one it refuses (a bug, or a row changed behind
+    /// the service's back) is logged and skipped instead of holding back every expiry after it.
     async fn expire_due(&mut self, now: Timestamp) -> Result<usize, WriteError> {
         let due = self.store.due_vouchers(now, SWEEP_LIMIT).await?;
         if due.is_empty() {
             return Ok(0);
         }
-        let mut commit = ExpiryCommit { expired_at: now, ..ExpiryCommit::default() };
         let mut rows: HashMap<Uuid, Option<(Batch, Season)>> = HashMap::new();
         for voucher in &due {
             if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(voucher.batch_id) {
@@ -553,29 +567,61 @@ impl Writer {
                 let season = self.store.season(voucher.season_id).await?;
                 slot.insert(batch.zip(season));
             }
-            let Some(Some((batch, season))) = rows.get(&voucher.batch_id) else { continue };
-            commit.entries.push(expiry_entry(batch, voucher));
-            commit.voucher_ids.push(voucher.id);
-            match commit.batch_returns.iter_mut().find(|(id, _)| *id == batch.id) {
-                Some((_, count)) => *count += 1,
-                None => commit.batch_returns.push((batch.id, 1)),
-            }
-            if let Some(cap) = season.per_citizen_cap {
-                commit.season_totals.push(SeasonTotalDelta {
-                    season_id: season.id,
-                    citizen_id: voucher.citizen_id,
-                    delta_fen: -voucher.value.as_fen(),
-                    cap_fen: cap.as_fen(),
-                });
-            }
         }
-        self.store.commit_expiries(&commit).await?;
-        // Expiry changes counters and holdings: reload them on next use.
+        let group = expiry_commit(now, &due, &rows);
+        let result = self.store.commit_expiries(&group).await;
+        // Expiry changes counters and holdings (and a refusal may leave them stale): reload them
+        // on next use.
         self.caches.batches.clear();
         self.caches.holdings.clear();
         self.caches.season_totals.clear();
-        Ok(commit.voucher_ids.len())
+        let group_error = match result {
+            Ok(()) => return Ok(group.voucher_ids.len()),
+            Err(error) if due.len() == 1 => return Err(error),
+            Err(error) => error,
+        };
+        tracing::error!(error = %group_error, vouchers = due.len(), "expiry group refused; expiring one at a time");
+        let mut expired = 0;
+        for voucher in &due {
+            let one = expiry_commit(now, std::slice::from_ref(voucher), &rows);
+            if one.voucher_ids.is_empty() {
+                continue;
+            }
+            match self.store.commit_expiries(&one).await {
+                Ok(()) => expired += 1,
+                Err(error) => tracing::error!(%error, voucher = %voucher.id, "voucher expiry refused"),
+            }
+        }
+        if expired == 0 { Err(group_error) } else { Ok(expired) }
     }
+}
+
+/// The expiry of `vouchers` at `now`: entries, counters and season totals. A voucher whose
+/// batch or season row is missing (`rows`) is left out.
+fn expiry_commit(
+    now: Timestamp,
+    vouchers: &[Voucher],
+    rows: &HashMap<Uuid, Option<(Batch, Season)>>,
+) -> ExpiryCommit {
+    let mut commit = ExpiryCommit { expired_at: now, ..ExpiryCommit::default() };
+    for voucher in vouchers {
+        let Some(Some((batch, season))) = rows.get(&voucher.batch_id) else { continue };
+        commit.entries.push(expiry_entry(batch, voucher));
+        commit.voucher_ids.push(voucher.id);
+        match commit.batch_returns.iter_mut().find(|(id, _)| *id == batch.id) {
+            Some((_, count)) => *count += 1,
+            None => commit.batch_returns.push((batch.id, 1)),
+        }
+        if let Some(cap) = season.per_citizen_cap {
+            commit.season_totals.push(SeasonTotalDelta {
+                season_id: season.id,
+                citizen_id: voucher.citizen_id,
+                delta_fen: -voucher.value.as_fen(),
+                cap_fen: cap.as_fen(),
+            });
+        }
+    }
+    commit
 }
 
 fn reply_all(pending: Vec<Pending>) {

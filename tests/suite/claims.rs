@@ -123,6 +123,7 @@ both_backends!(
     one_citizen_concurrent_claims_limit_one,
     season_cap_and_budget_exceeded,
     expiry_returns_stock_and_releases_open_on_time,
+    a_refused_expiry_holds_back_no_other,
     registration_validates_identity,
     seasons_and_batches_validate_input,
     the_database_refuses_claims_on_a_closed_batch,
@@ -375,6 +376,37 @@ async fn season_cap_and_budget_exceeded(backend: Backend) {
     assert_eq!(world.app.sweep().await.expired, 2);
     let (status, body) = world.claim(&token, b, "k4").await;
     assert_eq!(status, 201, "the cap counts live vouchers only: {body}");
+}
+
+/// A voucher whose expiry the database refuses (here: its holder's season total was lowered
+/// behind the service's back, so the decrement breaks the CHECK) is skipped: the sweeper
+/// expires the other due vouchers and closes the batch's reserve, and expires it once mended.
+async fn a_refused_expiry_holds_back_no_other(backend: Backend) {
+    let world = World::new(backend, "1000.00", Some("100.00")).await;
+    let batch = world.batch(json!({"stock": 10, "valid_hours": 4, "claim_closes_at": at(2 * 3600)})).await;
+    let id = batch["id"].as_str().expect("id");
+    let (first, second) = (world.citizen(1).await, world.citizen(2).await);
+    assert_eq!(world.claim(&first, id, "a").await.0, 201);
+    assert_eq!(world.claim(&second, id, "b").await.0, 201);
+    let (_, mine) = world.app.get("/v1/me/vouchers", Some(&first)).await;
+    let poisoned = mine["vouchers"][0]["id"].as_str().expect("id").to_owned();
+    let lower = format!(
+        "UPDATE citizen_season_totals SET claimed_fen = 0 WHERE citizen_id = \
+         (SELECT citizen_id FROM vouchers WHERE {})",
+        world.app.db.uuid_equals("id", &poisoned)
+    );
+    assert_eq!(world.app.db.raw(&lower).await, Ok(1));
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(5 * 3600));
+    let report = world.app.sweep().await;
+    assert_eq!((report.expired, report.batches_closed), (1, 1), "the other voucher, and the batch");
+    // (The API shows a voucher past its expiry as expired; the rows say what the sweeper did.)
+    let still_active = "UPDATE vouchers SET status = status WHERE status = 'active'";
+    assert_eq!(world.app.db.raw(still_active).await, Ok(1), "the refused one");
+    let mend = lower.replace("claimed_fen = 0", "claimed_fen = 1000");
+    assert_eq!(world.app.db.raw(&mend).await, Ok(1));
+    assert_eq!(world.app.sweep().await.expired, 1, "mended, it expires");
+    assert_eq!(world.app.db.raw(still_active).await, Ok(0));
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 async fn expiry_returns_stock_and_releases_open_on_time(backend: Backend) {

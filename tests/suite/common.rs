@@ -89,6 +89,15 @@ impl TestDb {
         store
     }
 
+    /// SQL: `column` equals the UUID `id`, in this backend's storage of UUIDs (for `raw`).
+    pub fn uuid_equals(&self, column: &str, id: &str) -> String {
+        let id: uuid::Uuid = id.parse().expect("a uuid");
+        match self.backend {
+            Backend::Sqlite => format!("{column} = X'{}'", id.simple()),
+            Backend::Postgres => format!("{column} = '{id}'::uuid"),
+        }
+    }
+
     /// Runs raw SQL as the database owner, bypassing the service.
     pub async fn raw(&self, sql: &str) -> Result<u64, String> {
         let sql = sqlx::AssertSqlSafe(sql.to_owned());
