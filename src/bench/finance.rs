@@ -331,6 +331,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         per_citizen_cap: None,
         allow_stacking: false,
         merchant_redemption_limit: None,
+        subsidy_ceilings: Default::default(),
         closed_at: None,
     };
     let mut batches = bench_batches(&season, scale, province, city)?;

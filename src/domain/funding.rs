@@ -265,16 +265,29 @@ impl VoucherTerms {
     /// What the voucher takes off an order of `order_amount`. Never more than the order amount
     /// nor [`max_value`](Self::max_value); a percent discount is a multiple of the step.
     pub fn discount(&self, order_amount: Fen) -> Result<Fen, BelowMinSpend> {
+        self.discount_within(order_amount, None)
+    }
+
+    /// [`discount`](Self::discount) under a subsidy ceiling of `ceiling_percent` of the order
+    /// (the season's for the merchant's category), which is rounded down to the fen. A percent
+    /// voucher applies the ceiling before its cap and step, so its discount stays a multiple of
+    /// the step; a threshold voucher takes the lesser of its face value and the ceiling.
+    pub fn discount_within(
+        &self,
+        order_amount: Fen,
+        ceiling_percent: Option<u32>,
+    ) -> Result<Fen, BelowMinSpend> {
         let min_spend = self.min_spend();
         if order_amount < min_spend {
             return Err(BelowMinSpend { min_spend, order_amount });
         }
         let order = i128::from(order_amount.as_fen());
+        let ceiling = ceiling_percent.map_or(order, |percent| order * i128::from(percent.min(100)) / 100);
         let off = match *self {
-            VoucherTerms::Threshold { face_value, .. } => i128::from(face_value.as_fen()).min(order),
+            VoucherTerms::Threshold { face_value, .. } => i128::from(face_value.as_fen()).min(ceiling),
             VoucherTerms::Percent { percent, cap, step, .. } => {
                 let proportional = order * i128::from(percent) / 100;
-                let capped = proportional.min(i128::from(cap.as_fen())).min(order);
+                let capped = proportional.min(i128::from(cap.as_fen())).min(ceiling);
                 round_down_to_step(capped, step)
             }
         };
@@ -369,6 +382,13 @@ mod tests {
         assert_eq!(no_minimum.validate(), Ok(()));
         assert_eq!(no_minimum.discount(fen(600)), Ok(fen(600)));
         assert_eq!(no_minimum.discount(Fen::ZERO), Ok(Fen::ZERO));
+
+        // Under a 20% ceiling (Shandong 2020, other than performances) 满100减30 takes 20.00 off
+        // an order of 100.00, 30.00 only from 150.00; the ceiling rounds down to the fen.
+        assert_eq!(terms.discount_within(fen(10_000), Some(20)), Ok(fen(2000)));
+        assert_eq!(terms.discount_within(fen(15_000), Some(20)), Ok(fen(3000)));
+        assert_eq!(terms.discount_within(fen(10_001), Some(20)), Ok(fen(2000))); // 20.002 -> 20.00
+        assert_eq!(terms.discount_within(fen(30_000), Some(50)), Ok(fen(3000)));
     }
 
     #[test]
@@ -393,6 +413,11 @@ mod tests {
         let all = VoucherTerms::Percent { percent: 100, cap: fen(2000), step: fen(1), min_spend: Fen::ZERO };
         assert_eq!(all.validate(), Ok(()));
         assert_eq!(all.discount(fen(1234)), Ok(fen(1234)));
+
+        // Under a 15% ceiling (a cinema's, say): 15.00 of an order of 100.00, a multiple of the step.
+        assert_eq!(terms.discount_within(fen(10_000), Some(15)), Ok(fen(1500)));
+        assert_eq!(terms.discount_within(fen(1299), Some(15)), Ok(fen(100))); // 1.9485 -> 1.94 -> 1.00
+        assert_eq!(terms.discount_within(fen(100_000), Some(100)), Ok(fen(5000)), "100%: no ceiling");
 
         for bad in [
             VoucherTerms::Percent { percent: 0, cap: fen(5000), step: fen(100), min_spend: Fen::ZERO },
@@ -503,15 +528,23 @@ mod tests {
         }
 
         #[test]
-        fn discounts_stay_within_bounds(terms in any_terms(), order in prop_oneof![0..=MAX_AMOUNT_FEN, 0i64..200_000]) {
+        fn discounts_stay_within_bounds(
+            terms in any_terms(),
+            order in prop_oneof![0..=MAX_AMOUNT_FEN, 0i64..200_000],
+            ceiling in proptest::option::of(1..=100u32),
+        ) {
             let _ = terms.validate();
             let order = fen(order);
-            match terms.discount(order) {
+            match terms.discount_within(order, ceiling) {
                 Err(below) => prop_assert!(order < below.min_spend),
                 Ok(off) => {
                     prop_assert!(order >= terms.min_spend());
                     prop_assert!(off <= order);
                     prop_assert!(off <= terms.max_value());
+                    // Never above the ceiling's share of the order, nor above the discount without it.
+                    let share = i128::from(order.as_fen()) * i128::from(ceiling.unwrap_or(100)) / 100;
+                    prop_assert!(i128::from(off.as_fen()) <= share);
+                    prop_assert!(terms.discount(order).is_ok_and(|plain| off <= plain));
                     if let VoucherTerms::Percent { step, .. } = terms {
                         if step.is_zero() {
                             prop_assert!(off.is_zero());

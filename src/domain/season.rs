@@ -28,7 +28,37 @@ pub struct Season {
     /// At most this many of a citizen's vouchers redeemed (and not reversed) at one merchant in
     /// the season (Shandong 2020: 5); `None`, no limit.
     pub merchant_redemption_limit: Option<u32>,
+    /// The most of an order the season's vouchers may pay, per merchant category.
+    pub subsidy_ceilings: SubsidyCeilings,
     pub closed_at: Option<Timestamp>,
+}
+
+/// The most of an order a season's vouchers may pay at a merchant of a category, in percent of
+/// the order (Shandong 2020: 50% for performances, 20% for other items). A category not listed
+/// has no ceiling. Set when the season is created; never changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SubsidyCeilings(std::collections::BTreeMap<Category, u32>);
+
+impl SubsidyCeilings {
+    /// Each percent is 1 to 100.
+    pub fn new(ceilings: impl IntoIterator<Item = (Category, u32)>) -> Result<SubsidyCeilings, String> {
+        let mut map = std::collections::BTreeMap::new();
+        for (category, percent) in ceilings {
+            if !(1..=100).contains(&percent) {
+                return Err(format!("the subsidy ceiling of {category} is 1 to 100 percent; got {percent}"));
+            }
+            map.insert(category, percent);
+        }
+        Ok(SubsidyCeilings(map))
+    }
+
+    pub fn percent_for(&self, category: Category) -> Option<u32> {
+        self.0.get(&category).copied()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Category, u32)> + '_ {
+        self.0.iter().map(|(c, p)| (*c, *p))
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
@@ -307,5 +337,21 @@ impl Voucher {
         } else {
             self.status
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subsidy_ceilings_are_one_to_a_hundred_percent() {
+        let ceilings =
+            SubsidyCeilings::new([(Category::Performance, 50), (Category::Bookstore, 20)]).expect("ok");
+        assert_eq!(ceilings.percent_for(Category::Performance), Some(50));
+        assert_eq!(ceilings.percent_for(Category::Cinema), None, "not listed: no ceiling");
+        assert!(SubsidyCeilings::new([(Category::Ktv, 0)]).is_err());
+        assert!(SubsidyCeilings::new([(Category::Ktv, 101)]).is_err());
+        assert_eq!(SubsidyCeilings::default().iter().count(), 0);
     }
 }

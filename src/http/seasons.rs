@@ -17,7 +17,9 @@ use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::ledger::{NewEntry, NewPosting, Side};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
-use crate::domain::season::{Batch, Category, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release, Season};
+use crate::domain::season::{
+    Batch, Category, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release, Season, SubsidyCeilings,
+};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
 use crate::storage::{IdemRecord, Storage};
@@ -70,6 +72,22 @@ struct CreateSeason {
     /// At most this many of a citizen's vouchers at one merchant in the season (1 to 1,000).
     #[serde(default)]
     merchant_redemption_limit: Option<u32>,
+    /// The most of an order the vouchers may pay, in percent (1 to 100), per merchant category:
+    /// `{"performance": 50, "bookstore": 20}`. A category not listed has no ceiling.
+    #[serde(default)]
+    subsidy_ceilings: std::collections::BTreeMap<String, u32>,
+}
+
+/// A season's subsidy ceilings from the request: known categories, 1 to 100 percent each (422
+/// `invalid_subsidy_ceiling`).
+fn parse_ceilings(asked: &std::collections::BTreeMap<String, u32>) -> Result<SubsidyCeilings, ApiError> {
+    let mut pairs = Vec::with_capacity(asked.len());
+    for (category, percent) in asked {
+        let category: Category =
+            category.parse().map_err(|m: String| invalid("invalid_subsidy_ceiling", m))?;
+        pairs.push((category, *percent));
+    }
+    SubsidyCeilings::new(pairs).map_err(|m| invalid("invalid_subsidy_ceiling", m))
 }
 
 pub(crate) fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
@@ -113,6 +131,7 @@ pub async fn create_season(
             return Err(invalid("invalid_merchant_redemption_limit", message));
         }
     };
+    let subsidy_ceilings = parse_ceilings(&request.subsidy_ceilings)?;
     let season = Season {
         id: Uuid::now_v7(),
         name: check_name(&request.name)?,
@@ -122,6 +141,7 @@ pub async fn create_season(
         per_citizen_cap: request.per_citizen_cap.map(|y| y.0).filter(|c| !c.is_zero()),
         allow_stacking: request.allow_stacking,
         merchant_redemption_limit,
+        subsidy_ceilings,
         closed_at: None,
     };
     if request.budgets.is_empty() || request.budgets.len() > MAX_BUDGETS {
@@ -237,6 +257,9 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
         "per_citizen_cap": season.per_citizen_cap.map(|c| c.to_string()),
         "allow_stacking": season.allow_stacking,
         "merchant_redemption_limit": season.merchant_redemption_limit,
+        "subsidy_ceilings": season.subsidy_ceilings.iter()
+            .map(|(category, percent)| (category.to_string(), json!(percent)))
+            .collect::<serde_json::Map<_, _>>(),
         "funders": funders,
     }))
 }

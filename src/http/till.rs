@@ -216,9 +216,10 @@ async fn plan(
         return Err(ApiError::conflict("season_closed", "the season is not open"));
     }
     merchant.eligible_for(&batch).map_err(|m| ApiError::forbidden_code("merchant_not_eligible", m))?;
+    let ceiling = season.subsidy_ceilings.percent_for(merchant.category);
     let discount = batch
         .terms
-        .discount(order_amount)
+        .discount_within(order_amount, ceiling)
         .map_err(|e| ApiError::unprocessable("below_min_spend", e.to_string()))?;
     if discount.is_zero() {
         return Err(ApiError::unprocessable("below_min_spend", "the order is too small for any discount"));

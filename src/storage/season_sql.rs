@@ -7,11 +7,11 @@ use super::StorageError;
 use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
-use crate::domain::season::{Batch, Category, Release, Season, Voucher, VoucherStatus};
+use crate::domain::season::{Batch, Category, Release, Season, SubsidyCeilings, Voucher, VoucherStatus};
 use crate::domain::time::Timestamp;
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
-     merchant_redemption_limit";
+     merchant_redemption_limit, subsidy_ceilings";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price";
@@ -41,6 +41,7 @@ pub(crate) struct SeasonRow {
     allow_stacking: i32,
     closed_at_us: Option<i64>,
     merchant_redemption_limit: Option<i32>,
+    subsidy_ceilings: Option<String>,
 }
 
 impl SeasonRow {
@@ -59,6 +60,7 @@ impl SeasonRow {
                     u32::try_from(n).map_err(|_| StorageError::Corrupt("merchant_redemption_limit".into()))
                 })
                 .transpose()?,
+            subsidy_ceilings: parse_ceilings(self.subsidy_ceilings.as_deref().unwrap_or(""))?,
             closed_at: self.closed_at_us.map(Timestamp::from_unix_us),
         })
     }
@@ -111,6 +113,23 @@ pub(crate) fn term_columns(terms: &VoucherTerms) -> TermColumns {
 
 pub(crate) fn funding_text(funding: &FundingShares) -> String {
     funding.iter().map(|(funder, share)| format!("{funder}:{share}")).collect::<Vec<_>>().join(",")
+}
+
+/// `category:percent` pairs joined by commas; None when there are none.
+pub(crate) fn ceilings_text(ceilings: &SubsidyCeilings) -> Option<String> {
+    let pairs: Vec<String> =
+        ceilings.iter().map(|(category, percent)| format!("{category}:{percent}")).collect();
+    (!pairs.is_empty()).then(|| pairs.join(","))
+}
+
+fn parse_ceilings(text: &str) -> Result<SubsidyCeilings, StorageError> {
+    let mut pairs = Vec::new();
+    for part in text.split(',').filter(|p| !p.is_empty()) {
+        let (category, percent) = part.split_once(':').ok_or_else(|| corrupt("subsidy ceiling"))?;
+        let category: Category = category.parse().map_err(|_| corrupt("subsidy ceiling category"))?;
+        pairs.push((category, percent.parse().map_err(|_| corrupt("subsidy ceiling percent"))?));
+    }
+    SubsidyCeilings::new(pairs).map_err(|_| corrupt("subsidy ceilings"))
 }
 
 pub(crate) fn categories_text(categories: &[Category]) -> String {
@@ -372,7 +391,7 @@ macro_rules! season_store {
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
                         "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
-                         created_at_us, merchant_redemption_limit) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+                         created_at_us, merchant_redemption_limit, subsidy_ceilings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     )
                     .bind(season.id)
                     .bind(season.name.clone())
@@ -383,6 +402,7 @@ macro_rules! season_store {
                     .bind(i32::from(season.allow_stacking))
                     .bind(Timestamp::now().unix_us())
                     .bind(season.merchant_redemption_limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+                    .bind(crate::storage::season_sql::ceilings_text(&season.subsidy_ceilings))
                     .execute(&mut *tx)
                     .await?;
                     for funder in funders {

@@ -167,7 +167,8 @@ both_backends!(
     merchants_are_listed_a_page_at_a_time,
     spent_qr_nonces_are_forgotten_after_their_retention,
     a_season_limits_a_citizen_at_one_merchant,
-    reconciliation_checks_the_limit_counters
+    reconciliation_checks_the_limit_counters,
+    a_season_ceiling_caps_the_subsidy_by_category
 );
 
 /// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
@@ -249,6 +250,70 @@ async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
         world.app.post_idem("/v1/seasons", Some(&world.province_admin), "s-0", body).await;
     assert_eq!((status, code(&refused)), (422, "invalid_merchant_redemption_limit"), "{refused}");
     wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+/// Citizen `n` claims a voucher of `batch` and redeems it through `client` on an order of `amount`.
+async fn redeem_new(
+    till: &Till,
+    batch: &str,
+    n: u32,
+    client: &TillClient,
+    amount: &str,
+) -> wenhui_merchant_sdk::client::Redemption {
+    let (citizen, voucher) = till.voucher(n, batch).await;
+    let qr = till.qr(&citizen, &voucher).await;
+    let request = RedeemRequest {
+        qr,
+        order_amount: amount.into(),
+        order_ref: format!("order-{n}"),
+        idempotency_key: None,
+    };
+    client.redeem(request).await.expect("redeemed")
+}
+
+/// A season's subsidy ceiling (Shandong 2020: 20% of a transaction for other than
+/// performances) caps what a voucher pays at a merchant of that category: 满40减10 takes 8.00
+/// off 40.00 at a bookstore, split between its funders, and the whole 10.00 from 50.00, or at
+/// a cinema, which has no ceiling. Ceilings out of range or of unknown categories are refused.
+async fn a_season_ceiling_caps_the_subsidy_by_category(backend: Backend) {
+    let till = Till::new(backend, json!({"subsidy_ceilings": {"bookstore": 20}})).await;
+    let world = &till.world;
+    assert_eq!(world.season().await["subsidy_ceilings"], json!({"bookstore": 20}));
+    let batch = world
+        .batch_as(
+            &till.qingdao_admin,
+            json!({"issuer": "370200", "funding": [{"funder": "370000", "share": 70}, {"funder": "370200", "share": 30}]}),
+        )
+        .await;
+    let batch_id = batch["id"].as_str().expect("id");
+    let parts = |r: &wenhui_merchant_sdk::client::Redemption| {
+        r.funders.iter().map(|f| (f.funder.clone(), f.amount.clone())).collect::<Vec<_>>()
+    };
+    let capped = redeem_new(&till, batch_id, 1, &till.client, "40.00").await;
+    assert_eq!((capped.discount.as_str(), capped.payable.as_str()), ("8.00", "32.00"));
+    assert_eq!(
+        parts(&capped),
+        [("370000".to_owned(), "5.60".to_owned()), ("370200".to_owned(), "2.40".to_owned())]
+    );
+    let whole = redeem_new(&till, batch_id, 2, &till.client, "50.00").await;
+    assert_eq!((whole.discount.as_str(), whole.payable.as_str()), ("10.00", "40.00"));
+    let cinema = merchant(world, &till.qingdao_admin, 2, "cinema", "370200").await;
+    let (cinema_till, _, _) = terminal(world, &till.qingdao_admin, &cinema, world.app.db.dir.path()).await;
+    let uncapped = redeem_new(&till, batch_id, 3, &cinema_till, "40.00").await;
+    assert_eq!(uncapped.discount, "10.00", "no ceiling for cinemas in this season");
+
+    for (ceilings, n) in [(json!({"opera": 20}), 1), (json!({"ktv": 0}), 2), (json!({"ktv": 101}), 3)] {
+        let body = json!({"name": "季", "province": "370000", "starts_at": world.at(0), "ends_at": world.at(86_400),
+            "budgets": [{"funder": "370000", "amount": "100.00"}], "subsidy_ceilings": ceilings});
+        let (status, refused) =
+            world.app.post_idem("/v1/seasons", Some(&world.province_admin), &format!("s-{n}"), body).await;
+        assert_eq!((status, code(&refused)), (422, "invalid_subsidy_ceiling"), "{refused}");
+    }
+    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let store = world.app.store();
+    let season = store.season(season_id).await.expect("read").expect("season");
+    let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+    assert!(result.ok, "{:?}", result.checks.iter().filter(|c| !c.ok).collect::<Vec<_>>());
 }
 
 /// The two counters behind the per-person limits (`citizen_season_totals` for the season cap,
