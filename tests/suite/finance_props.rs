@@ -59,9 +59,11 @@ impl Season {
             None,
             t0,
             // Both per-person limits, tight enough to refuse some claims and redemptions, so
-            // that their counters are reconciled through every step too.
+            // that their counters are reconciled through every step too; and a subsidy ceiling
+            // that cuts some discounts short, leaving part of a voucher's value to go back.
             json!({"ends_at": Timestamp::from_unix_us(t0).plus_seconds(10 * 86_400).to_string(),
-                   "per_citizen_cap": "40.00", "merchant_redemption_limit": 2}),
+                   "per_citizen_cap": "40.00", "merchant_redemption_limit": 2,
+                   "subsidy_ceilings": {"bookstore": 20}}),
         )
         .await;
         let city_admin = world.app.staff_key(Role::CityAdmin, "370200").await;
