@@ -18,7 +18,9 @@ use uuid::Uuid;
 
 use crate::domain::accounts;
 use crate::domain::ledger::{NewEntry, NewPosting, Side};
-use crate::domain::season::{Batch, CitizenHoldings, ClaimRefusal, Season, Voucher, VoucherStatus};
+use crate::domain::season::{
+    Batch, CitizenHoldings, ClaimRefusal, SEASON_PERIOD, Season, Voucher, VoucherStatus,
+};
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{
     ClaimCommit, ExpiryCommit, IdemRecord, SeasonTotalDelta, Storage, StorageError, StoredAnswer, WriteError,
@@ -198,7 +200,8 @@ pub fn citizen_scope(citizen_id: Uuid) -> String {
 struct Caches {
     batches: HashMap<Uuid, (Batch, Season)>,
     holdings: HashMap<(Uuid, Uuid), CitizenHoldings>,
-    season_totals: HashMap<(Uuid, Uuid), i64>,
+    /// (season, citizen, period): see `SeasonTotalDelta`.
+    season_totals: HashMap<(Uuid, Uuid, i32), i64>,
     answers: HashMap<(Uuid, String), StoredAnswer>,
 }
 
@@ -299,7 +302,7 @@ impl Writer {
         mut pending: Vec<Pending>,
     ) -> (Vec<Pending>, Result<(), WriteError>) {
         let now = self.clock.now();
-        if let Err(error) = self.load_context(&pending).await {
+        if let Err(error) = self.load_context(&pending, now).await {
             return (pending, Err(WriteError::Storage(error)));
         }
         let mut commit = ClaimCommit::default();
@@ -343,7 +346,7 @@ impl Writer {
     }
 
     /// Loads what the group needs and the caches lack: stored answers, batches, holdings.
-    async fn load_context(&mut self, pending: &[Pending]) -> Result<(), StorageError> {
+    async fn load_context(&mut self, pending: &[Pending], now: Timestamp) -> Result<(), StorageError> {
         let missing_keys: Vec<(String, String)> = pending
             .iter()
             .filter(|p| {
@@ -381,15 +384,22 @@ impl Writer {
             }
             let Some((batch, _)) = self.caches.batches.get(&batch_id) else { continue };
             let season_id = batch.season_id;
+            // A new month starts each citizen's monthly total afresh: read it, even with the
+            // batch's holdings cached.
+            let month = crate::domain::finance::cst_month(now);
             let unknown: Vec<Uuid> = citizens
                 .into_iter()
-                .filter(|c| !self.caches.holdings.contains_key(&(batch_id, *c)))
+                .filter(|c| {
+                    !self.caches.holdings.contains_key(&(batch_id, *c))
+                        || !self.caches.season_totals.contains_key(&(season_id, *c, month))
+                })
                 .collect();
             if unknown.is_empty() {
                 continue;
             }
-            for (citizen, held) in self.store.holdings(batch_id, season_id, &unknown).await? {
-                self.caches.season_totals.insert((season_id, citizen), held.season_total_fen);
+            for (citizen, held) in self.store.holdings(batch_id, season_id, month, &unknown).await? {
+                self.caches.season_totals.insert((season_id, citizen, SEASON_PERIOD), held.season_total_fen);
+                self.caches.season_totals.insert((season_id, citizen, month), held.month_total_fen);
                 self.caches.holdings.insert((batch_id, citizen), held);
             }
         }
@@ -411,8 +421,12 @@ impl Writer {
         }
         let held_key = (batch.id, request.citizen_id);
         let mut held = self.caches.holdings.get(&held_key).cloned().unwrap_or_default();
-        held.season_total_fen =
-            *self.caches.season_totals.get(&(season.id, request.citizen_id)).unwrap_or(&0);
+        let month = crate::domain::finance::cst_month(now);
+        let total = |period: i32| {
+            *self.caches.season_totals.get(&(season.id, request.citizen_id, period)).unwrap_or(&0)
+        };
+        held.season_total_fen = total(SEASON_PERIOD);
+        held.month_total_fen = total(month);
         let slot = match held.admit(batch, season) {
             Ok(slot) => slot,
             Err(refusal) => return refusal_answer(refusal),
@@ -462,14 +476,7 @@ impl Writer {
             body["points_balance"] = json!(left);
         }
         let answer = Answer { status: 201, body: body.to_string() };
-        if let Some(cap) = season.per_citizen_cap {
-            commit.season_totals.push(SeasonTotalDelta {
-                season_id: season.id,
-                citizen_id: request.citizen_id,
-                delta_fen: voucher.value.as_fen(),
-                cap_fen: cap.as_fen(),
-            });
-        }
+        commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, &voucher, true));
         let released = batch.released_at(now);
         match commit.batch_claims.iter_mut().find(|(id, _, _)| *id == batch.id) {
             Some((_, count, _)) => *count += 1,
@@ -481,7 +488,13 @@ impl Writer {
         }
         held.slots.push(slot);
         held.season_total_fen += voucher.value.as_fen();
-        self.caches.season_totals.insert((voucher.season_id, request.citizen_id), held.season_total_fen);
+        held.month_total_fen += voucher.value.as_fen();
+        self.caches
+            .season_totals
+            .insert((voucher.season_id, request.citizen_id, SEASON_PERIOD), held.season_total_fen);
+        self.caches
+            .season_totals
+            .insert((voucher.season_id, request.citizen_id, month), held.month_total_fen);
         self.caches.holdings.insert(held_key, held);
         commit.vouchers.push(voucher);
         answer
@@ -612,14 +625,7 @@ fn expiry_commit(
             Some((_, count)) => *count += 1,
             None => commit.batch_returns.push((batch.id, 1)),
         }
-        if let Some(cap) = season.per_citizen_cap {
-            commit.season_totals.push(SeasonTotalDelta {
-                season_id: season.id,
-                citizen_id: voucher.citizen_id,
-                delta_fen: -voucher.value.as_fen(),
-                cap_fen: cap.as_fen(),
-            });
-        }
+        commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, voucher, false));
     }
     commit
 }

@@ -329,6 +329,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         starts_at: start,
         ends_at: at(start, 90 * DAY_S),
         per_citizen_cap: None,
+        per_citizen_monthly_cap: None,
         allow_stacking: false,
         merchant_redemption_limit: None,
         subsidy_ceilings: Default::default(),
@@ -450,7 +451,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
             reason: "refund".into(),
             at: r.redeemed_at.plus_seconds(3_600),
             voucher_status: status,
-            season_total: None,
+            season_totals: Vec::new(),
             entry: reversal_entry(&plan, r.merchant_id, reversal_id, reactivate),
             answer: answer(
                 &r.answer.scope,

@@ -504,6 +504,7 @@ mod tests {
             starts_at: start,
             ends_at: start.plus_seconds(days * 86_400),
             per_citizen_cap: None,
+            per_citizen_monthly_cap: None,
             allow_stacking: false,
             merchant_redemption_limit: None,
             subsidy_ceilings: Default::default(),

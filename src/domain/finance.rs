@@ -25,6 +25,14 @@ pub fn cst_day_number(at: Timestamp) -> i64 {
     (at.unix_us() + i64::from(CST_OFFSET_S) * 1_000_000).div_euclid(US_PER_DAY)
 }
 
+/// The calendar month of an instant in CST as `YYYYMM` (202611): what SQL computes from
+/// `(at_us + 28800000000) / 1000000` seconds (`cst_month_sql`).
+pub fn cst_month(at: Timestamp) -> i32 {
+    let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();
+    let day = epoch + Duration::days(cst_day_number(at));
+    chrono::Datelike::year(&day) * 100 + i32::try_from(chrono::Datelike::month(&day)).unwrap_or(0)
+}
+
 /// `2026-11-26` for a day number.
 pub fn day_label(day_number: i64) -> String {
     let epoch = NaiveDate::from_ymd_opt(1970, 1, 1).unwrap_or_default();

@@ -23,6 +23,9 @@ pub struct Season {
     pub starts_at: Timestamp,
     pub ends_at: Timestamp,
     pub per_citizen_cap: Option<Fen>,
+    /// At most this much face value claimed per person per calendar month (CST), live
+    /// vouchers only (Wuhan: 100 yuan a month); `None`, no monthly cap.
+    pub per_citizen_monthly_cap: Option<Fen>,
     /// Whether a provincial and a city voucher may be used on one order (off by default).
     pub allow_stacking: bool,
     /// At most this many of a citizen's vouchers redeemed (and not reversed) at one merchant in
@@ -70,7 +73,24 @@ pub enum SeasonStatus {
     Closed,
 }
 
+/// The period of a citizen's total a cap applies to: the whole season, or a calendar month.
+pub const SEASON_PERIOD: i32 = 0;
+
 impl Season {
+    /// The totals a voucher claimed at `claimed_at` counts toward, each with its cap:
+    /// `(SEASON_PERIOD, season cap)` and `(YYYYMM of the claim in CST, monthly cap)`, for the
+    /// caps the season sets. A claim adds its face value to each; an expiry takes it back.
+    pub fn capped_periods(&self, claimed_at: Timestamp) -> Vec<(i32, Fen)> {
+        let mut periods = Vec::with_capacity(2);
+        if let Some(cap) = self.per_citizen_cap {
+            periods.push((SEASON_PERIOD, cap));
+        }
+        if let Some(cap) = self.per_citizen_monthly_cap {
+            periods.push((super::finance::cst_month(claimed_at), cap));
+        }
+        periods
+    }
+
     pub fn status_at(&self, now: Timestamp) -> SeasonStatus {
         if self.closed_at.is_some() {
             SeasonStatus::Closed
@@ -268,10 +288,13 @@ pub struct CitizenHoldings {
     pub slots: Vec<u32>,
     /// Value of this citizen's live (active or redeemed) vouchers across the season.
     pub season_total_fen: i64,
+    /// Value of this citizen's live vouchers claimed in the current calendar month (CST).
+    pub month_total_fen: i64,
 }
 
 impl CitizenHoldings {
-    /// Checks the per-batch limit and the season cap; returns the slot the new voucher takes.
+    /// Checks the per-batch limit, the season cap and the monthly cap; returns the slot the new
+    /// voucher takes.
     /// Live vouchers count; expired ones do not (their value went back to the pool).
     pub fn admit(&self, batch: &Batch, season: &Season) -> Result<u32, ClaimRefusal> {
         let slot = (1..=batch.per_citizen_limit).find(|s| !self.slots.contains(s)).ok_or_else(|| {
@@ -285,6 +308,13 @@ impl CitizenHoldings {
         {
             return Err(ClaimRefusal::LimitReached(format!(
                 "the season allows at most {cap} yuan per person"
+            )));
+        }
+        if let Some(cap) = season.per_citizen_monthly_cap
+            && self.month_total_fen + batch.voucher_value().as_fen() > cap.as_fen()
+        {
+            return Err(ClaimRefusal::LimitReached(format!(
+                "the season allows at most {cap} yuan per person a month"
             )));
         }
         Ok(slot)
@@ -353,5 +383,31 @@ mod tests {
         assert!(SubsidyCeilings::new([(Category::Ktv, 0)]).is_err());
         assert!(SubsidyCeilings::new([(Category::Ktv, 101)]).is_err());
         assert_eq!(SubsidyCeilings::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn a_voucher_counts_toward_the_season_and_its_claim_month() {
+        let fen = |n: i64| Fen::new(n).expect("fen");
+        let mut season = Season {
+            id: Uuid::nil(),
+            name: "s".into(),
+            province: "370000".parse().expect("region"),
+            starts_at: Timestamp::from_unix_us(0),
+            ends_at: Timestamp::from_unix_us(1),
+            per_citizen_cap: None,
+            per_citizen_monthly_cap: None,
+            allow_stacking: false,
+            merchant_redemption_limit: None,
+            subsidy_ceilings: SubsidyCeilings::default(),
+            closed_at: None,
+        };
+        // 2026-11-30T16:30:00Z is 2026-12-01 00:30 in CST: December's.
+        let at = Timestamp::parse_rfc3339("2026-11-30T16:30:00Z").expect("time");
+        assert!(season.capped_periods(at).is_empty());
+        season.per_citizen_cap = Some(fen(50_000));
+        season.per_citizen_monthly_cap = Some(fen(10_000));
+        assert_eq!(season.capped_periods(at), [(SEASON_PERIOD, fen(50_000)), (202612, fen(10_000))]);
+        let before = Timestamp::parse_rfc3339("2026-11-30T15:59:59Z").expect("time");
+        assert_eq!(season.capped_periods(before)[1], (202611, fen(10_000)));
     }
 }

@@ -67,6 +67,9 @@ struct CreateSeason {
     budgets: Vec<BudgetLine>,
     #[serde(default)]
     per_citizen_cap: Option<Yuan>,
+    /// At most this much face value claimed per person per calendar month (CST).
+    #[serde(default)]
+    per_citizen_monthly_cap: Option<Yuan>,
     #[serde(default)]
     allow_stacking: bool,
     /// At most this many of a citizen's vouchers at one merchant in the season (1 to 1,000).
@@ -139,6 +142,7 @@ pub async fn create_season(
         starts_at: request.starts_at,
         ends_at: request.ends_at,
         per_citizen_cap: request.per_citizen_cap.map(|y| y.0).filter(|c| !c.is_zero()),
+        per_citizen_monthly_cap: request.per_citizen_monthly_cap.map(|y| y.0).filter(|c| !c.is_zero()),
         allow_stacking: request.allow_stacking,
         merchant_redemption_limit,
         subsidy_ceilings,
@@ -255,6 +259,7 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
         "starts_at": season.starts_at.to_string(),
         "ends_at": season.ends_at.to_string(),
         "per_citizen_cap": season.per_citizen_cap.map(|c| c.to_string()),
+        "per_citizen_monthly_cap": season.per_citizen_monthly_cap.map(|c| c.to_string()),
         "allow_stacking": season.allow_stacking,
         "merchant_redemption_limit": season.merchant_redemption_limit,
         "subsidy_ceilings": season.subsidy_ceilings.iter()

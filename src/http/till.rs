@@ -634,14 +634,11 @@ pub async fn reverse(
         "reversal_id": reversal_id, "redemption_id": redemption_id, "voucher_id": plan.voucher.id,
         "voucher_status": voucher_status, "amount": discount.to_string(),
     });
-    let season_total = match (reactivate, plan.season.per_citizen_cap) {
-        (false, Some(cap)) => Some(SeasonTotalDelta {
-            season_id: plan.season.id,
-            citizen_id: plan.voucher.citizen_id,
-            delta_fen: -plan.voucher.value.as_fen(),
-            cap_fen: cap.as_fen(),
-        }),
-        _ => None,
+    // Expired by the reversal, the voucher no longer counts toward its holder's caps.
+    let season_totals = if reactivate {
+        Vec::new()
+    } else {
+        SeasonTotalDelta::for_voucher(&plan.season, &plan.voucher, false)
     };
     let reversal = NewReversal {
         redemption_id,
@@ -651,7 +648,7 @@ pub async fn reverse(
         reason,
         at: now,
         voucher_status,
-        season_total,
+        season_totals,
         entry: reversal_entry(&plan, ctx.merchant.id, reversal_id, reactivate),
         answer: IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() },
     };

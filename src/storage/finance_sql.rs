@@ -472,8 +472,9 @@ macro_rules! finance_store {
                 }
 
                 /// The claim and redemption paths keep two counters whose CHECKs hold the
-                /// season's per-person limits: `citizen_season_totals` (the season cap) and
-                /// `merchant_redemption_counts` (the per-merchant limit). Each must equal what
+                /// season's per-person limits: `citizen_season_totals` (the season cap, and the
+                /// monthly cap per month of claim) and `merchant_redemption_counts` (the
+                /// per-merchant limit). Each must equal what
                 /// the rows it counts add up to, and carry the season's limit, or a limit holds
                 /// against a wrong number. Both ways: a counted group must have its counter, and
                 /// a non-zero counter must have rows behind it.
@@ -484,6 +485,12 @@ macro_rules! finance_store {
                     let held = "SELECT v.citizen_id, SUM(v.value_fen) AS held_fen FROM vouchers v \
                                 JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
                                 AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id";
+                    let month = $store::cst_month_sql("v.claimed_at_us");
+                    let held_by_month = format!(
+                        "SELECT v.citizen_id, {month} AS period, SUM(v.value_fen) AS held_fen FROM vouchers v \
+                         JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
+                         AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id, {month}"
+                    );
                     let live = "SELECT v.citizen_id, r.merchant_id, COUNT(*) AS live FROM redemptions r \
                                 JOIN vouchers v ON v.id = r.voucher_id WHERE r.season_id = $1 \
                                 AND r.reversed_at_us IS NULL GROUP BY v.citizen_id, r.merchant_id";
@@ -492,13 +499,28 @@ macro_rules! finance_store {
                             "SELECT 'citizen ' || {citizen} || ': counter ' || COALESCE(t.claimed_fen, -1) || ' fen (cap ' \
                              || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' || s.per_citizen_cap_fen || ')' \
                              FROM ({held}) h JOIN seasons s ON s.id = $1 \
-                             LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id \
+                             LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id AND t.period = 0 \
                              WHERE s.per_citizen_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL OR t.claimed_fen <> h.held_fen \
                              OR t.cap_fen <> s.per_citizen_cap_fen) \
                              UNION ALL \
                              SELECT 'citizen ' || {counted} || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
                              FROM citizen_season_totals t LEFT JOIN ({held}) h ON h.citizen_id = t.citizen_id \
-                             WHERE t.season_id = $1 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
+                             WHERE t.season_id = $1 AND t.period = 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
+                            citizen = text("h.citizen_id"), counted = text("t.citizen_id"))),
+                        ("citizen_month_total_disagrees", format!(
+                            "SELECT 'citizen ' || {citizen} || ' in ' || h.period || ': counter ' || COALESCE(t.claimed_fen, -1) \
+                             || ' fen (cap ' || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' \
+                             || s.per_citizen_monthly_cap_fen || ')' \
+                             FROM ({held_by_month}) h JOIN seasons s ON s.id = $1 \
+                             LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id \
+                             AND t.period = h.period \
+                             WHERE s.per_citizen_monthly_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL \
+                             OR t.claimed_fen <> h.held_fen OR t.cap_fen <> s.per_citizen_monthly_cap_fen) \
+                             UNION ALL \
+                             SELECT 'citizen ' || {counted} || ' in ' || t.period || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
+                             FROM citizen_season_totals t LEFT JOIN ({held_by_month}) h ON h.citizen_id = t.citizen_id \
+                             AND h.period = t.period \
+                             WHERE t.season_id = $1 AND t.period <> 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
                             citizen = text("h.citizen_id"), counted = text("t.citizen_id"))),
                         ("merchant_redemption_count_disagrees", format!(
                             "SELECT 'citizen ' || {citizen} || ' at merchant ' || {merchant} || ': counter ' \

@@ -249,6 +249,14 @@ finance_store!(PgStore, sqlx::Postgres);
 
 impl PgStore {
     /// SQL: a UUID column as the text `Uuid`'s Display gives (how ledger references name rows).
+    /// SQL: the calendar month in CST of a `*_at_us` column as an integer YYYYMM
+    /// (`domain::finance::cst_month`).
+    pub(crate) fn cst_month_sql(col: &str) -> String {
+        format!(
+            "CAST(to_char(to_timestamp(({col} + 28800000000) / 1000000) AT TIME ZONE 'UTC', 'YYYYMM') AS INTEGER)"
+        )
+    }
+
     pub(crate) fn uuid_text_sql(col: &str) -> String {
         format!("{col}::text")
     }

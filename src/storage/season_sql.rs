@@ -11,7 +11,7 @@ use crate::domain::season::{Batch, Category, Release, Season, SubsidyCeilings, V
 use crate::domain::time::Timestamp;
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
-     merchant_redemption_limit, subsidy_ceilings";
+     merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price";
@@ -42,6 +42,7 @@ pub(crate) struct SeasonRow {
     closed_at_us: Option<i64>,
     merchant_redemption_limit: Option<i32>,
     subsidy_ceilings: Option<String>,
+    per_citizen_monthly_cap_fen: Option<i64>,
 }
 
 impl SeasonRow {
@@ -53,6 +54,10 @@ impl SeasonRow {
             starts_at: Timestamp::from_unix_us(self.starts_at_us),
             ends_at: Timestamp::from_unix_us(self.ends_at_us),
             per_citizen_cap: self.per_citizen_cap_fen.map(|c| fen(c, "season cap")).transpose()?,
+            per_citizen_monthly_cap: self
+                .per_citizen_monthly_cap_fen
+                .map(|c| fen(c, "monthly cap"))
+                .transpose()?,
             allow_stacking: self.allow_stacking != 0,
             merchant_redemption_limit: self
                 .merchant_redemption_limit
@@ -277,37 +282,41 @@ macro_rules! season_store {
                 /// negative insert row fails the table's CHECK on both backends, which check it
                 /// before they find the conflict. The row it lowers exists: the claim made it.
                 pub(super) async fn apply_season_totals(tx: &mut Tx, deltas: &[SeasonTotalDelta]) -> Result<(), WriteError> {
-                    let mut summed: std::collections::BTreeMap<(Uuid, Uuid), (i64, i64)> = Default::default();
+                    let mut summed: std::collections::BTreeMap<(Uuid, Uuid, i32), (i64, i64)> = Default::default();
                     for d in deltas {
-                        let entry = summed.entry((d.season_id, d.citizen_id)).or_insert((0, d.cap_fen));
+                        let entry = summed.entry((d.season_id, d.citizen_id, d.period)).or_insert((0, d.cap_fen));
                         entry.0 += d.delta_fen;
                     }
                     let rises: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta > 0).collect();
                     let falls: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta < 0).collect();
                     for chunk in rises.chunks(INSERT_CHUNK_ROWS) {
                         let mut upsert = QueryBuilder::<$db>::new(
-                            "INSERT INTO citizen_season_totals (season_id, citizen_id, claimed_fen, cap_fen) ",
+                            "INSERT INTO citizen_season_totals (season_id, citizen_id, period, claimed_fen, cap_fen) ",
                         );
-                        upsert.push_values(chunk, |mut row, ((season_id, citizen_id), (delta_fen, cap_fen))| {
-                            row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*delta_fen).push_bind(*cap_fen);
+                        upsert.push_values(chunk, |mut row, ((season_id, citizen_id, period), (delta_fen, cap_fen))| {
+                            row.push_bind(*season_id)
+                                .push_bind(*citizen_id)
+                                .push_bind(*period)
+                                .push_bind(*delta_fen)
+                                .push_bind(*cap_fen);
                         });
                         upsert.push(
-                            " ON CONFLICT (season_id, citizen_id) DO UPDATE SET \
+                            " ON CONFLICT (season_id, citizen_id, period) DO UPDATE SET \
                              claimed_fen = citizen_season_totals.claimed_fen + excluded.claimed_fen",
                         );
                         upsert.build().execute(&mut **tx).await?;
                     }
                     for chunk in falls.chunks(INSERT_CHUNK_ROWS) {
-                        // `column1..3`: the names both backends give a VALUES list's columns.
+                        // `column1..4`: the names both backends give a VALUES list's columns.
                         let mut update = QueryBuilder::<$db>::new(
-                            "UPDATE citizen_season_totals SET claimed_fen = claimed_fen + d.column3 FROM (",
+                            "UPDATE citizen_season_totals SET claimed_fen = claimed_fen + d.column4 FROM (",
                         );
-                        update.push_values(chunk, |mut row, ((season_id, citizen_id), (delta_fen, _))| {
-                            row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*delta_fen);
+                        update.push_values(chunk, |mut row, ((season_id, citizen_id, period), (delta_fen, _))| {
+                            row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*period).push_bind(*delta_fen);
                         });
                         update.push(
                             ") AS d WHERE citizen_season_totals.season_id = d.column1 \
-                             AND citizen_season_totals.citizen_id = d.column2",
+                             AND citizen_season_totals.citizen_id = d.column2 AND citizen_season_totals.period = d.column3",
                         );
                         update.build().execute(&mut **tx).await?;
                     }
@@ -391,7 +400,8 @@ macro_rules! season_store {
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
                         "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
-                         created_at_us, merchant_redemption_limit, subsidy_ceilings) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                         created_at_us, merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
                     )
                     .bind(season.id)
                     .bind(season.name.clone())
@@ -403,6 +413,7 @@ macro_rules! season_store {
                     .bind(Timestamp::now().unix_us())
                     .bind(season.merchant_redemption_limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
                     .bind(crate::storage::season_sql::ceilings_text(&season.subsidy_ceilings))
+                    .bind(season.per_citizen_monthly_cap.map(|c| c.as_fen()))
                     .execute(&mut *tx)
                     .await?;
                     for funder in funders {
@@ -688,6 +699,7 @@ macro_rules! season_store {
                     &self,
                     batch_id: Uuid,
                     season_id: Uuid,
+                    month: i32,
                     citizens: &[Uuid],
                 ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError> {
                     let mut holdings: HashMap<Uuid, CitizenHoldings> =
@@ -709,18 +721,23 @@ macro_rules! season_store {
                             }
                         }
                         let mut totals = QueryBuilder::<$db>::new(
-                            "SELECT citizen_id, claimed_fen FROM citizen_season_totals WHERE season_id = ",
+                            "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE season_id = ",
                         );
-                        totals.push_bind(season_id).push(" AND citizen_id IN (");
+                        totals.push_bind(season_id).push(" AND period IN (0, ").push_bind(month);
+                        totals.push(") AND citizen_id IN (");
                         let mut list = totals.separated(", ");
                         for citizen in chunk {
                             list.push_bind(*citizen);
                         }
                         totals.push(")");
-                        let rows: Vec<(Uuid, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
-                        for (citizen, total) in rows {
+                        let rows: Vec<(Uuid, i32, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
+                        for (citizen, period, total) in rows {
                             if let Some(h) = holdings.get_mut(&citizen) {
-                                h.season_total_fen = total;
+                                if period == crate::domain::season::SEASON_PERIOD {
+                                    h.season_total_fen = total;
+                                } else {
+                                    h.month_total_fen = total;
+                                }
                             }
                         }
                     }

@@ -250,6 +250,12 @@ finance_store!(SqliteStore, sqlx::Sqlite);
 
 impl SqliteStore {
     /// SQL: a UUID column as the text `Uuid`'s Display gives (how ledger references name rows).
+    /// SQL: the calendar month in CST of a `*_at_us` column as an integer YYYYMM
+    /// (`domain::finance::cst_month`).
+    pub(crate) fn cst_month_sql(col: &str) -> String {
+        format!("CAST(strftime('%Y%m', ({col} + 28800000000) / 1000000, 'unixepoch') AS INTEGER)")
+    }
+
     pub(crate) fn uuid_text_sql(col: &str) -> String {
         format!(
             "lower(substr(hex({col}), 1, 8) || '-' || substr(hex({col}), 9, 4) || '-' || substr(hex({col}), 13, 4) || '-' || substr(hex({col}), 17, 4) || '-' || substr(hex({col}), 21, 12))"

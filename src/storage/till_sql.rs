@@ -936,9 +936,7 @@ macro_rules! till_store {
                             .execute(&mut *tx)
                             .await?;
                     }
-                    if let Some(delta) = &r.season_total {
-                        Self::apply_season_totals(&mut tx, std::slice::from_ref(delta)).await?;
-                    }
+                    Self::apply_season_totals(&mut tx, &r.season_totals).await?;
                     // The reversal frees its place under the season's per-merchant limit (no row
                     // when the season has none).
                     sqlx::query(

@@ -108,13 +108,34 @@ pub struct SessionRecord {
     pub expires_at: Timestamp,
 }
 
-/// A change to one citizen's season total (the cap the database enforces travels with it).
+/// A change to one citizen's total for a period of the season (`SEASON_PERIOD`, or a month
+/// as YYYYMM); the cap the database enforces travels with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeasonTotalDelta {
     pub season_id: Uuid,
     pub citizen_id: Uuid,
+    pub period: i32,
     pub delta_fen: i64,
     pub cap_fen: i64,
+}
+
+impl SeasonTotalDelta {
+    /// The changes a voucher of `season` makes to its holder's capped totals: `+` its face value
+    /// when claimed, `-` when it expires (see `Season::capped_periods`).
+    pub fn for_voucher(season: &Season, voucher: &Voucher, claimed: bool) -> Vec<SeasonTotalDelta> {
+        let value = voucher.value.as_fen();
+        season
+            .capped_periods(voucher.claimed_at)
+            .into_iter()
+            .map(|(period, cap)| SeasonTotalDelta {
+                season_id: season.id,
+                citizen_id: voucher.citizen_id,
+                period,
+                delta_fen: if claimed { value } else { -value },
+                cap_fen: cap.as_fen(),
+            })
+            .collect()
+    }
 }
 
 /// A group of accepted claims (and the stored answers of refused ones), committed at once.
@@ -239,11 +260,13 @@ pub trait SeasonStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<Voucher>, StorageError>;
 
-    /// What each citizen already holds in a batch and its season.
+    /// What each citizen already holds in a batch and its season, with the season's totals for
+    /// the whole season and for `month` (YYYYMM in CST).
     async fn holdings(
         &self,
         batch_id: Uuid,
         season_id: Uuid,
+        month: i32,
         citizens: &[Uuid],
     ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError>;
 
@@ -428,7 +451,8 @@ pub struct NewReversal {
     pub at: Timestamp,
     /// "active" (still valid) or "expired" (its value and stock go back to the batch).
     pub voucher_status: &'static str,
-    pub season_total: Option<SeasonTotalDelta>,
+    /// The voucher's capped totals, lowered when the reversal expires it.
+    pub season_totals: Vec<SeasonTotalDelta>,
     pub entry: NewEntry,
     pub answer: IdemRecord,
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use wenhui::domain::citizen::synthetic_id_number;
 use wenhui::domain::staff::Role;
-use wenhui::domain::time::{ManualClock, Timestamp};
+use wenhui::domain::time::{Clock, ManualClock, Timestamp};
 
 use crate::both_backends;
 use crate::common::{Backend, TestApp, code};
@@ -124,6 +124,7 @@ both_backends!(
     season_cap_and_budget_exceeded,
     expiry_returns_stock_and_releases_open_on_time,
     a_refused_expiry_holds_back_no_other,
+    a_monthly_cap_starts_afresh_each_calendar_month,
     registration_validates_identity,
     seasons_and_batches_validate_input,
     the_database_refuses_claims_on_a_closed_batch,
@@ -376,6 +377,48 @@ async fn season_cap_and_budget_exceeded(backend: Backend) {
     assert_eq!(world.app.sweep().await.expired, 2);
     let (status, body) = world.claim(&token, b, "k4").await;
     assert_eq!(status, 201, "the cap counts live vouchers only: {body}");
+}
+
+/// A season's monthly cap (Wuhan: at most 100 yuan a month) counts the face value of a
+/// citizen's live vouchers claimed in the calendar month in China Standard Time: the next claim
+/// past it is refused until midnight CST, expiry gives it back, and reconciliation checks each
+/// month's counter against the vouchers, with the month computed in SQL.
+async fn a_monthly_cap_starts_afresh_each_calendar_month(backend: Backend) {
+    let t0 = Timestamp::parse_rfc3339("2026-03-31T15:00:00Z").expect("t0"); // 23:00 in CST
+    let extra = json!({"per_citizen_monthly_cap": "20.00", "ends_at": Timestamp::from_unix_us(t0.unix_us()).plus_seconds(30 * 86_400).to_string()});
+    let world = World::new_at(backend, "1000.00", Some("50.00"), t0.unix_us(), extra).await;
+    assert_eq!(world.season().await["per_citizen_monthly_cap"], "20.00");
+    let batch = world.batch(json!({"stock": 20, "face_value": "10.00", "per_citizen_limit": 6})).await;
+    let id = batch["id"].as_str().expect("id");
+    let token = world.citizen(1).await;
+    let claim = |key: &'static str| world.claim(&token, id, key);
+    assert_eq!((claim("m1").await.0, claim("m2").await.0), (201, 201));
+    let (status, refused) = claim("m3").await;
+    assert_eq!((status, code(&refused)), (409, "limit_reached"), "{refused}");
+    assert!(refused["error"]["message"].as_str().is_some_and(|m| m.contains("a month")), "{refused}");
+
+    world.clock.set(t0.plus_seconds(3_600)); // 2026-04-01 00:00 in CST
+    assert_eq!((claim("m4").await.0, claim("m5").await.0), (201, 201), "April starts afresh");
+    assert_eq!(claim("m6").await.0, 409);
+    let season_id: uuid::Uuid = world.season_id.parse().expect("uuid");
+    let breaks = || async {
+        let store = world.app.store();
+        let season = store.season(season_id).await.expect("read").expect("season");
+        let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+        let check = result.checks.iter().find(|c| c.name == "citizen_month_total_disagrees").expect("check");
+        (check.breaks, result.ok)
+    };
+    assert_eq!(breaks().await, (0, true), "the counters of March and April agree with the vouchers");
+
+    // Expired (valid 48 hours), the vouchers give both months back; April's cap allows 20 again.
+    world.clock.set(t0.plus_seconds(50 * 3_600));
+    assert_eq!(world.app.sweep().await.expired, 4);
+    assert_eq!((claim("m7").await.0, claim("m8").await.0), (201, 201));
+    assert_eq!(claim("m9").await.0, 409);
+    assert_eq!(breaks().await, (0, true));
+    let tamper = "UPDATE citizen_season_totals SET claimed_fen = 500 WHERE period = 202603";
+    assert_eq!(world.app.db.raw(tamper).await, Ok(1));
+    assert_eq!(breaks().await, (1, false), "a month's counter without vouchers behind it");
 }
 
 /// A voucher whose expiry the database refuses (here: its holder's season total was lowered

@@ -58,11 +58,11 @@ impl Season {
             "100000.00",
             None,
             t0,
-            // Both per-person limits, tight enough to refuse some claims and redemptions, so
+            // The per-person limits, tight enough to refuse some claims and redemptions, so
             // that their counters are reconciled through every step too; and a subsidy ceiling
             // that cuts some discounts short, leaving part of a voucher's value to go back.
             json!({"ends_at": Timestamp::from_unix_us(t0).plus_seconds(10 * 86_400).to_string(),
-                   "per_citizen_cap": "40.00", "merchant_redemption_limit": 2,
+                   "per_citizen_cap": "40.00", "per_citizen_monthly_cap": "30.00", "merchant_redemption_limit": 2,
                    "subsidy_ceilings": {"bookstore": 20}}),
         )
         .await;
