@@ -422,7 +422,7 @@ async fn business_checks(store: &dyn Storage, season: &Season) -> Result<Vec<Che
     checks.push(check("batch_counts", batch_count_breaks(&batches, &by_status, &sales)));
     checks.push(check("batch_money", batch_money_breaks(season, &batches, &balances, &by_status)));
     checks.push(check("merchant_money", merchant_money_breaks(store, season, &balances).await?));
-    for (name, count, listed) in store.link_breaks(season.id).await? {
+    for (name, count, listed) in store.link_breaks(season).await? {
         checks.push(Check { name: name.to_owned(), ok: count == 0, breaks: count, listed });
     }
     if season.closed_at.is_some() {

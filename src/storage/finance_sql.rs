@@ -229,7 +229,7 @@ pub trait FinanceStore: Send + Sync {
     /// `(check, count, first few descriptions)`.
     async fn link_breaks(
         &self,
-        season_id: Uuid,
+        season: &crate::domain::season::Season,
     ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError>;
 }
 
@@ -478,7 +478,7 @@ macro_rules! finance_store {
                 /// the rows it counts add up to, and carry the season's limit, or a limit holds
                 /// against a wrong number. Both ways: a counted group must have its counter, and
                 /// a non-zero counter must have rows behind it.
-                fn counter_checks() -> Vec<(&'static str, String)> {
+                fn counter_checks(season: &crate::domain::season::Season) -> Vec<(&'static str, String)> {
                     let text = |col: &str| $store::uuid_text_sql(col);
                     // The vouchers counted against the cap: live ones, and those the close expired
                     // (closing leaves the counter as it was; the season is over).
@@ -494,8 +494,11 @@ macro_rules! finance_store {
                     let live = "SELECT v.citizen_id, r.merchant_id, COUNT(*) AS live FROM redemptions r \
                                 JOIN vouchers v ON v.id = r.voucher_id WHERE r.season_id = $1 \
                                 AND r.reversed_at_us IS NULL GROUP BY v.citizen_id, r.merchant_id";
-                    vec![
-                        ("citizen_season_total_disagrees", format!(
+                    // Only the season's own rules: the aggregates cost a pass over its vouchers
+                    // or redemptions, and a season without the rule never reads its counter.
+                    let mut checks = Vec::new();
+                    if season.per_citizen_cap.is_some() {
+                        checks.push(("citizen_season_total_disagrees", format!(
                             "SELECT 'citizen ' || {citizen} || ': counter ' || COALESCE(t.claimed_fen, -1) || ' fen (cap ' \
                              || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' || s.per_citizen_cap_fen || ')' \
                              FROM ({held}) h JOIN seasons s ON s.id = $1 \
@@ -506,8 +509,10 @@ macro_rules! finance_store {
                              SELECT 'citizen ' || {counted} || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
                              FROM citizen_season_totals t LEFT JOIN ({held}) h ON h.citizen_id = t.citizen_id \
                              WHERE t.season_id = $1 AND t.period = 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
-                            citizen = text("h.citizen_id"), counted = text("t.citizen_id"))),
-                        ("citizen_month_total_disagrees", format!(
+                            citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
+                    }
+                    if season.per_citizen_monthly_cap.is_some() {
+                        checks.push(("citizen_month_total_disagrees", format!(
                             "SELECT 'citizen ' || {citizen} || ' in ' || h.period || ': counter ' || COALESCE(t.claimed_fen, -1) \
                              || ' fen (cap ' || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' \
                              || s.per_citizen_monthly_cap_fen || ')' \
@@ -521,8 +526,10 @@ macro_rules! finance_store {
                              FROM citizen_season_totals t LEFT JOIN ({held_by_month}) h ON h.citizen_id = t.citizen_id \
                              AND h.period = t.period \
                              WHERE t.season_id = $1 AND t.period <> 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
-                            citizen = text("h.citizen_id"), counted = text("t.citizen_id"))),
-                        ("merchant_redemption_count_disagrees", format!(
+                            citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
+                    }
+                    if season.merchant_redemption_limit.is_some() {
+                        checks.push(("merchant_redemption_count_disagrees", format!(
                             "SELECT 'citizen ' || {citizen} || ' at merchant ' || {merchant} || ': counter ' \
                              || COALESCE(c.live_count, -1) || ' (limit ' || COALESCE(c.limit_count, -1) || '), live redemptions ' \
                              || l.live || ' (limit ' || s.merchant_redemption_limit || ')' \
@@ -538,8 +545,9 @@ macro_rules! finance_store {
                              AND l.merchant_id = c.merchant_id \
                              WHERE c.season_id = $1 AND c.live_count <> 0 AND l.live IS NULL",
                             citizen = text("l.citizen_id"), merchant = text("l.merchant_id"),
-                            counted = text("c.citizen_id"), counted_at = text("c.merchant_id"))),
-                    ]
+                            counted = text("c.citizen_id"), counted_at = text("c.merchant_id"))));
+                    }
+                    checks
                 }
 
                 async fn count_breaks(
@@ -1031,7 +1039,11 @@ macro_rules! finance_store {
                     Ok(money.into_iter().collect())
                 }
 
-                async fn link_breaks(&self, season_id: Uuid) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
+                async fn link_breaks(
+                    &self,
+                    season: &crate::domain::season::Season,
+                ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
+                    let season_id = season.id;
                     let text = |col: &str| $store::uuid_text_sql(col);
                     let entry_names = |kind: &str, col: &str| $store::entry_names_sql(kind, col);
                     let entry_for = |kind: &str, col: &str| {
@@ -1097,7 +1109,7 @@ macro_rules! finance_store {
                              WHERE e.kind = 'reversal' AND (r.id IS NULL OR (r.season_id = $1 AND r.reversed_at_us IS NULL))",
                             entry_names("reversal", "r.reversal_id"))),
                     ];
-                    checks.extend(Self::counter_checks());
+                    checks.extend(Self::counter_checks(season));
                     let mut found = Vec::with_capacity(checks.len());
                     let mut tx = self.begin_link_checks().await?;
                     for (name, sql) in checks {
