@@ -180,6 +180,7 @@ pub async fn qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
 ) -> Result<Json<Value>, ApiError> {
+    state.citizen_rates().qr_code(citizen_id)?;
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     if card.status != CardStatus::Active {
         return Err(card_frozen());
@@ -611,6 +612,8 @@ pub async fn exchange(
     IdempotencyKey(key): IdempotencyKey,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // An exchange is a claim paid with points: the claim writer's rate.
+    state.citizen_rates().claim(citizen_id)?;
     let request: ExchangeBody = parse_json(&body)?;
     if request.points <= 0 || request.points > card::MAX_POINTS_PRICE {
         return Err(ApiError::unprocessable("invalid_points", "points is the batch's points price, above 0"));

@@ -220,6 +220,7 @@ pub async fn claim(
     IdempotencyKey(key): IdempotencyKey,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    state.citizen_rates().claim(citizen_id)?;
     #[derive(Deserialize)]
     #[serde(deny_unknown_fields)]
     struct ClaimBody {}
@@ -237,6 +238,7 @@ pub async fn voucher_qr(
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(voucher_id): ApiPath<Uuid>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    state.citizen_rates().qr_code(citizen_id)?;
     let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
     let voucher =
         voucher.ok_or_else(|| ApiError::not_found("voucher_not_found", "no such voucher of yours"))?;

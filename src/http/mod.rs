@@ -34,6 +34,7 @@ pub mod idempotency;
 mod ledger;
 mod merchants;
 mod ops;
+pub mod rate_limit;
 pub(crate) mod seasons;
 pub mod staff;
 pub(crate) mod till;
@@ -76,6 +77,8 @@ pub(crate) struct AppInner {
     pub(crate) batches: TtlCache<uuid::Uuid, (crate::domain::season::Batch, crate::domain::season::Season)>,
     /// The till path's per-request reads and nonce writes, coalesced (`src/coalesce.rs`).
     pub(crate) till_reads: TillReads,
+    /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`).
+    pub(crate) citizen_rates: std::sync::Arc<rate_limit::CitizenRates>,
 }
 
 pub(crate) struct TillReads {
@@ -126,6 +129,8 @@ impl AppState {
         let metrics = metrics_handle();
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
         let till_reads = TillReads::spawn(&store, &clock);
+        let citizen_rates = std::sync::Arc::new(rate_limit::CitizenRates::default());
+        spawn_forget_idle(&citizen_rates);
         let inner = AppInner {
             store,
             ledger_key,
@@ -139,8 +144,13 @@ impl AppState {
             tills,
             batches,
             till_reads,
+            citizen_rates,
         };
         AppState(Arc::new(inner))
+    }
+
+    pub fn citizen_rates(&self) -> &rate_limit::CitizenRates {
+        &self.0.citizen_rates
     }
 
     pub fn clock(&self) -> &dyn Clock {
@@ -370,4 +380,17 @@ impl utoipa::Modify for SecurityAddon {
             );
         }
     }
+}
+
+/// Forgets idle citizens' rate buckets every minute, for as long as the state lives.
+fn spawn_forget_idle(rates: &std::sync::Arc<rate_limit::CitizenRates>) {
+    let rates = std::sync::Arc::downgrade(rates);
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(rate_limit::FORGET_IDLE_EVERY);
+        loop {
+            ticker.tick().await;
+            let Some(rates) = rates.upgrade() else { return };
+            rates.forget_idle();
+        }
+    });
 }

@@ -125,6 +125,7 @@ both_backends!(
     expiry_returns_stock_and_releases_open_on_time,
     a_refused_expiry_holds_back_no_other,
     a_monthly_cap_starts_afresh_each_calendar_month,
+    a_citizen_past_the_rate_gets_429_and_nothing_is_written,
     registration_validates_identity,
     seasons_and_batches_validate_input,
     the_database_refuses_claims_on_a_closed_batch,
@@ -377,6 +378,59 @@ async fn season_cap_and_budget_exceeded(backend: Backend) {
     assert_eq!(world.app.sweep().await.expired, 2);
     let (status, body) = world.claim(&token, b, "k4").await;
     assert_eq!(status, 201, "the cap counts live vouchers only: {body}");
+}
+
+/// One account hammering the claim path (a bot behind a real name) gets its burst, then 429
+/// `rate_limited` with `Retry-After`; nothing is stored for a refused request, so the same key
+/// sent again later gets a real answer. Other citizens are unaffected; QR codes have their own.
+async fn a_citizen_past_the_rate_gets_429_and_nothing_is_written(backend: Backend) {
+    use wenhui::http::rate_limit::{CLAIM_BURST, QR_BURST};
+    let world = World::new(backend, "10000.00", None).await;
+    let batch = world.batch(json!({"stock": 50})).await;
+    let id = batch["id"].as_str().expect("id");
+    let bot = world.citizen(1).await;
+    let post = |key: String| {
+        let request = world.app.client.post(world.app.url(&format!("/v1/batches/{id}/claims")));
+        request.bearer_auth(&bot).header("idempotency-key", key).json(&json!({})).send()
+    };
+    let mut statuses = Vec::new();
+    let mut limited = None;
+    for n in 0..CLAIM_BURST + 10 {
+        let response = post(format!("bot-{n}")).await.expect("send");
+        if response.status() == 429 {
+            let retry_after =
+                response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+            let (_, body) = crate::common::read(response).await;
+            limited = Some((n, retry_after, body));
+            break;
+        }
+        statuses.push(response.status().as_u16());
+    }
+    let (n, retry_after, body) = limited.expect("the bot is limited");
+    assert!(statuses.len() >= CLAIM_BURST as usize, "the burst first: {statuses:?}");
+    assert_eq!(statuses[0], 201);
+    assert!(statuses[1..].iter().all(|s| *s == 409), "the per-person limit: {statuses:?}");
+    assert_eq!(code(&body), "rate_limited", "{body}");
+    let wait_s: u64 = retry_after.as_deref().and_then(|s| s.parse().ok()).expect("Retry-After in seconds");
+    assert!((1..=2).contains(&wait_s), "{wait_s}");
+    assert_eq!(
+        world.claim(&world.citizen(2).await, id, "someone-else").await.0,
+        201,
+        "others are not limited"
+    );
+    tokio::time::sleep(std::time::Duration::from_secs(wait_s)).await;
+    let (status, again) = crate::common::read(post(format!("bot-{n}")).await.expect("send")).await;
+    assert_eq!((status, code(&again)), (409, "limit_reached"), "a real answer for the refused key: {again}");
+
+    let (_, mine) = world.app.get("/v1/me/vouchers", Some(&bot)).await;
+    let voucher = mine["vouchers"][0]["id"].as_str().expect("id").to_owned();
+    let mut qr_statuses = Vec::new();
+    for _ in 0..QR_BURST + 5 {
+        let (status, _) = world.app.post(&format!("/v1/vouchers/{voucher}/qr"), Some(&bot), json!({})).await;
+        qr_statuses.push(status);
+    }
+    assert!(qr_statuses[..QR_BURST as usize].iter().all(|s| *s == 200), "{qr_statuses:?}");
+    assert_eq!(qr_statuses.last(), Some(&429), "{qr_statuses:?}");
 }
 
 /// A season's monthly cap (Wuhan: at most 100 yuan a month) counts the face value of a
