@@ -80,6 +80,17 @@ impl ApiError {
         ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
     }
 
+    /// 409 `conflict` for a write a database constraint refused that no more specific code
+    /// names. The constraint's own text is logged, not sent: database details never reach the
+    /// client. Nothing was written.
+    pub fn constraint_refusal(detail: &str) -> ApiError {
+        tracing::warn!(detail, "write refused by a database constraint");
+        ApiError::conflict(
+            "conflict",
+            "the write conflicts with the data as it now stands and was not made; read again and retry",
+        )
+    }
+
     pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }

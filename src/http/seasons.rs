@@ -47,7 +47,7 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 }
 
 fn conflict(message: String) -> ApiError {
-    ApiError::conflict("conflict", message)
+    ApiError::constraint_refusal(&message)
 }
 
 #[derive(Deserialize)]

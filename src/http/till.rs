@@ -461,7 +461,7 @@ async fn write_refusal(
         WriteError::Conflict(what) if what == conflict::ALREADY_REVERSED => {
             ApiError::conflict("already_reversed", "the redemption was already reversed")
         }
-        WriteError::Conflict(what) => ApiError::conflict("conflict", what),
+        WriteError::Conflict(what) => ApiError::constraint_refusal(&what),
         WriteError::Ledger(refusal) => ApiError::conflict("budget_exceeded", refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
     };

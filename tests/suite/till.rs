@@ -333,7 +333,7 @@ async fn reconciliation_checks_the_limit_counters(backend: Backend) {
         vouchers.push(claim["voucher"]["id"].as_str().expect("id").to_owned());
     }
     let first = redeem_with(&till, &till.client, &citizen, &vouchers[0], "o-1").await.expect("first");
-    redeem_with(&till, &till.client, &citizen, &vouchers[1], "o-2").await.expect("second");
+    let second = redeem_with(&till, &till.client, &citizen, &vouchers[1], "o-2").await.expect("second");
     till.client.reverse(first.redemption_id, "refund", None).await.expect("reversed");
     let (other, other_voucher) = till.voucher(2, batch_id).await;
     let other_redemption =
@@ -390,6 +390,26 @@ async fn reconciliation_checks_the_limit_counters(backend: Backend) {
         assert_eq!(world.app.db.raw(sql).await, Ok(1), "{sql}");
         assert_eq!(breaks().await, (Some(citizen_breaks), Some(merchant_breaks), false), "after {sql}");
     }
+
+    // A write a constraint refuses (here: reversing citizen 1's redemption would take their
+    // tampered total below zero) is 409 `conflict`, without the database's own words.
+    let lowered = "UPDATE citizen_season_totals SET claimed_fen = 0 WHERE cap_fen = 20000";
+    assert_eq!(world.app.db.raw(lowered).await, Ok(1));
+    let path = format!("/v1/redemptions/{}/reversal", second.redemption_id);
+    let key = till.key.key_pair();
+    let (status, refused) = signed_to(
+        world,
+        &path,
+        till.terminal_id,
+        key,
+        later_s,
+        "late-reversal-nonce-2",
+        &json!({"reason": "refund"}),
+    )
+    .await;
+    assert_eq!((status, code(&refused)), (409, "conflict"), "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap_or_default().to_lowercase();
+    assert!(!message.contains("check") && !message.contains("citizen_season_totals"), "{refused}");
 }
 
 /// Housekeeping forgets a spent QR token's nonce after the retention (an hour), not before; by
