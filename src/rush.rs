@@ -382,16 +382,17 @@ impl Writer {
                 let Some(season) = self.store.season(batch.season_id).await? else { continue };
                 self.caches.batches.insert(batch_id, (batch, season));
             }
-            let Some((batch, _)) = self.caches.batches.get(&batch_id) else { continue };
+            let Some((batch, season)) = self.caches.batches.get(&batch_id) else { continue };
             let season_id = batch.season_id;
-            // A new month starts each citizen's monthly total afresh: read it, even with the
-            // batch's holdings cached.
+            // A new month starts each citizen's monthly total afresh: in a season with a
+            // monthly cap, read it even with the batch's holdings cached.
             let month = crate::domain::finance::cst_month(now);
+            let monthly = season.per_citizen_monthly_cap.is_some();
             let unknown: Vec<Uuid> = citizens
                 .into_iter()
                 .filter(|c| {
                     !self.caches.holdings.contains_key(&(batch_id, *c))
-                        || !self.caches.season_totals.contains_key(&(season_id, *c, month))
+                        || (monthly && !self.caches.season_totals.contains_key(&(season_id, *c, month)))
                 })
                 .collect();
             if unknown.is_empty() {
@@ -399,7 +400,9 @@ impl Writer {
             }
             for (citizen, held) in self.store.holdings(batch_id, season_id, month, &unknown).await? {
                 self.caches.season_totals.insert((season_id, citizen, SEASON_PERIOD), held.season_total_fen);
-                self.caches.season_totals.insert((season_id, citizen, month), held.month_total_fen);
+                if monthly {
+                    self.caches.season_totals.insert((season_id, citizen, month), held.month_total_fen);
+                }
                 self.caches.holdings.insert((batch_id, citizen), held);
             }
         }
@@ -477,6 +480,7 @@ impl Writer {
         }
         let answer = Answer { status: 201, body: body.to_string() };
         commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, &voucher, true));
+        let monthly = season.per_citizen_monthly_cap.is_some();
         let released = batch.released_at(now);
         match commit.batch_claims.iter_mut().find(|(id, _, _)| *id == batch.id) {
             Some((_, count, _)) => *count += 1,
@@ -492,9 +496,11 @@ impl Writer {
         self.caches
             .season_totals
             .insert((voucher.season_id, request.citizen_id, SEASON_PERIOD), held.season_total_fen);
-        self.caches
-            .season_totals
-            .insert((voucher.season_id, request.citizen_id, month), held.month_total_fen);
+        if monthly {
+            self.caches
+                .season_totals
+                .insert((voucher.season_id, request.citizen_id, month), held.month_total_fen);
+        }
         self.caches.holdings.insert(held_key, held);
         commit.vouchers.push(voucher);
         answer
