@@ -497,6 +497,23 @@ macro_rules! finance_store {
                     // Only the season's own rules: the aggregates cost a pass over its vouchers
                     // or redemptions, and a season without the rule never reads its counter.
                     let mut checks = Vec::new();
+                    // Every redemption at a merchant of a capped category kept to the ceiling's
+                    // share of its order (the basis the voucher applied to). Categories and
+                    // percents are the season's own typed values, written into the SQL.
+                    let over_ceiling: Vec<String> = season
+                        .subsidy_ceilings
+                        .iter()
+                        .map(|(category, percent)| {
+                            format!("(m.category = '{category}' AND r.discount_fen * 100 > r.order_amount_fen * {percent})")
+                        })
+                        .collect();
+                    if !over_ceiling.is_empty() {
+                        checks.push(("redemption_over_subsidy_ceiling", format!(
+                            "SELECT 'redemption ' || {id} || ': ' || r.discount_fen || ' fen off ' || r.order_amount_fen \
+                             || ' fen at a ' || m.category FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
+                             WHERE r.season_id = $1 AND ({})",
+                            over_ceiling.join(" OR "), id = text("r.id"))));
+                    }
                     if season.per_citizen_cap.is_some() {
                         checks.push(("citizen_season_total_disagrees", format!(
                             "SELECT 'citizen ' || {citizen} || ': counter ' || COALESCE(t.claimed_fen, -1) || ' fen (cap ' \

@@ -310,10 +310,19 @@ async fn a_season_ceiling_caps_the_subsidy_by_category(backend: Backend) {
         assert_eq!((status, code(&refused)), (422, "invalid_subsidy_ceiling"), "{refused}");
     }
     let season_id: Uuid = world.season_id.parse().expect("uuid");
-    let store = world.app.store();
-    let season = store.season(season_id).await.expect("read").expect("season");
-    let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
-    assert!(result.ok, "{:?}", result.checks.iter().filter(|c| !c.ok).collect::<Vec<_>>());
+    let over_ceiling = || async {
+        let store = world.app.store();
+        let season = store.season(season_id).await.expect("read").expect("season");
+        let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+        let check =
+            result.checks.iter().find(|c| c.name == "redemption_over_subsidy_ceiling").expect("check");
+        (check.breaks, result.ok)
+    };
+    assert_eq!(over_ceiling().await, (0, true));
+    // A discount above the ceiling, written behind the service's back, is a break (8.01 of 40.00).
+    let raised = "UPDATE redemptions SET discount_fen = 801 WHERE discount_fen = 800";
+    assert_eq!(world.app.db.raw(raised).await, Ok(1));
+    assert_eq!(over_ceiling().await.0, 1);
 }
 
 /// The two counters behind the per-person limits (`citizen_season_totals` for the season cap,
