@@ -88,6 +88,8 @@ enum Message {
     Sweep(oneshot::Sender<Result<SweepReport, String>>),
     /// Another path changed claim state (a reversal expired a voucher): reload on next use.
     Invalidate,
+    /// Issue a drawn lottery batch's vouchers to its winners, in draw order.
+    Draw(Uuid, Vec<Uuid>, oneshot::Sender<Result<usize, String>>),
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -157,6 +159,18 @@ impl ClaimWriter {
     pub async fn sweep(&self) -> Result<SweepReport, String> {
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Sweep(reply)).await.map_err(|_| "writer stopped".to_owned())?;
+        answer.await.map_err(|_| "writer stopped".to_owned())?
+    }
+
+    /// Issues a drawn lottery batch's vouchers: to `winners` in draw order, as long as stock
+    /// lasts, skipping a winner a per-person cap refuses or who holds one already (a draw
+    /// issued again after a failure part way). How many were issued now.
+    pub async fn issue_drawn(&self, batch_id: Uuid, winners: Vec<Uuid>) -> Result<usize, String> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Message::Draw(batch_id, winners, reply))
+            .await
+            .map_err(|_| "writer stopped".to_owned())?;
         answer.await.map_err(|_| "writer stopped".to_owned())?
     }
 
@@ -247,6 +261,10 @@ impl Writer {
                     Message::Claim(request) => claims.push(request),
                     Message::Sweep(reply) => sweeps.push(reply),
                     Message::Invalidate => self.caches.clear(),
+                    Message::Draw(batch_id, winners, reply) => {
+                        let issued = self.issue_drawn(batch_id, &winners).await.map_err(|e| e.to_string());
+                        let _ = reply.send(issued);
+                    }
                 }
                 if claims.len() < MAX_GROUP {
                     next = inbox.try_recv().ok();
@@ -419,6 +437,10 @@ impl Writer {
         {
             return refusal;
         }
+        if batch.lottery.is_some() {
+            let message = "this batch is given out by lottery: enter the draw at /v1/batches/{id}/entries";
+            return Answer::error(409, "lottery_batch", message);
+        }
         if let Err(refusal) = batch.check_open(season, now) {
             return refusal_answer(refusal);
         }
@@ -451,19 +473,8 @@ impl Writer {
                 }
             }
         };
-        let voucher = Voucher {
-            id: Uuid::now_v7(),
-            batch_id: batch.id,
-            season_id: season.id,
-            citizen_id: request.citizen_id,
-            slot,
-            status: VoucherStatus::Active,
-            value: batch.voucher_value(),
-            claimed_at: now,
-            expires_at: batch.expiry_for(now, season),
-        };
+        let voucher = add_claimed(batch, season, request.citizen_id, slot, now, commit);
         let mut body = json!({"voucher": voucher_json(&voucher, batch)});
-        commit.entries.push(claim_entry(batch, &voucher));
         if let Some((card_id, parts)) = &spent {
             // Its own entry: points never share an entry with fen.
             commit.entries.push(crate::domain::card::exchange_entry(voucher.id, *card_id, parts));
@@ -479,7 +490,6 @@ impl Writer {
             body["points_balance"] = json!(left);
         }
         let answer = Answer { status: 201, body: body.to_string() };
-        commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, &voucher, true));
         let monthly = season.per_citizen_monthly_cap.is_some();
         let released = batch.released_at(now);
         match commit.batch_claims.iter_mut().find(|(id, _, _)| *id == batch.id) {
@@ -502,7 +512,6 @@ impl Writer {
                 .insert((voucher.season_id, request.citizen_id, month), held.month_total_fen);
         }
         self.caches.holdings.insert(held_key, held);
-        commit.vouchers.push(voucher);
         answer
     }
 
@@ -571,6 +580,45 @@ impl Writer {
         Ok(expired)
     }
 
+    /// See `ClaimWriter::issue_drawn`. In groups of `DRAW_GROUP` winners, each one transaction.
+    async fn issue_drawn(&mut self, batch_id: Uuid, winners: &[Uuid]) -> Result<usize, WriteError> {
+        const DRAW_GROUP: usize = 1_000;
+        let now = self.clock.now();
+        let missing = || WriteError::Conflict("batch_not_found".into());
+        let batch = self.store.batch(batch_id).await?.ok_or_else(missing)?;
+        let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
+        // The rows as they are now, not as cached: claims of other batches share the totals.
+        self.caches.clear();
+        let month = crate::domain::finance::cst_month(now);
+        let mut left = batch.stock - batch.outstanding();
+        let mut issued = 0;
+        for group in winners.chunks(DRAW_GROUP) {
+            if left <= 0 {
+                break;
+            }
+            let holdings = self.store.holdings(batch.id, season.id, month, group).await?;
+            let mut commit = ClaimCommit::default();
+            for citizen in group {
+                if left <= 0 {
+                    break;
+                }
+                let held = holdings.get(citizen).cloned().unwrap_or_default();
+                let Ok(slot) = held.admit(&batch, &season) else { continue };
+                add_claimed(&batch, &season, *citizen, slot, now, &mut commit);
+                left -= 1;
+            }
+            if commit.vouchers.is_empty() {
+                continue;
+            }
+            let count = i64::try_from(commit.vouchers.len()).unwrap_or(i64::MAX);
+            commit.batch_claims.push((batch.id, count, batch.stock));
+            self.store.commit_claims(&commit).await?;
+            issued += commit.vouchers.len();
+        }
+        self.caches.clear();
+        Ok(issued)
+    }
+
     /// Expires up to `SWEEP_LIMIT` due vouchers in one transaction. If the database refuses the
     /// group, each voucher is tried alone, so that one it refuses (a bug, or a row changed behind
     /// the service's back) is logged and skipped instead of holding back every expiry after it.
@@ -613,6 +661,34 @@ impl Writer {
         }
         if expired == 0 { Err(group_error) } else { Ok(expired) }
     }
+}
+
+/// Adds a voucher of `batch` for `citizen` in `slot`, claimed at `now`, to the commit: the
+/// voucher, its claim entry and the capped totals it counts toward (the caller counts it
+/// against the batch's stock).
+fn add_claimed(
+    batch: &Batch,
+    season: &Season,
+    citizen: Uuid,
+    slot: u32,
+    now: Timestamp,
+    commit: &mut ClaimCommit,
+) -> Voucher {
+    let voucher = Voucher {
+        id: Uuid::now_v7(),
+        batch_id: batch.id,
+        season_id: season.id,
+        citizen_id: citizen,
+        slot,
+        status: VoucherStatus::Active,
+        value: batch.voucher_value(),
+        claimed_at: now,
+        expires_at: batch.expiry_for(now, season),
+    };
+    commit.entries.push(claim_entry(batch, &voucher));
+    commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, &voucher, true));
+    commit.vouchers.push(voucher.clone());
+    voucher
 }
 
 /// The expiry of `vouchers` at `now`: entries, counters and season totals. A voucher whose

@@ -688,6 +688,7 @@ fn bench_batches(
             returned_count: 0,
             reserve_returned: false,
             points_price: None,
+            lottery: None,
         })
         .collect())
 }

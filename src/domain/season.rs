@@ -198,6 +198,97 @@ pub struct Batch {
     /// Points a card holder pays to get a voucher of this batch instead of claiming it (None: the
     /// batch cannot be exchanged for points).
     pub points_price: Option<i64>,
+    /// Given out by lottery instead of a rush (None: first come, first served).
+    pub lottery: Option<Lottery>,
+}
+
+/// A batch given out by lottery (摇号; Beijing 2021: 200,000 x 200 yuan): citizens enter during
+/// the claim window, one entry each, and after it the issuer draws with a seed whose SHA-256 it
+/// published when it created the batch, so that nobody, the issuer included, can choose the
+/// winners: each entry ranks by SHA-256(seed || citizen id), lowest first, and anyone with the
+/// entries and the seed can check the draw.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Lottery {
+    pub seed_sha256: [u8; 32],
+    /// When the issuer drew (the seed is revealed then); None before.
+    pub drawn_at: Option<Timestamp>,
+}
+
+/// The longest seed a draw accepts, in bytes.
+pub const MAX_SEED_LEN: usize = 256;
+
+impl Lottery {
+    /// A commitment written as 64 hexadecimal digits (either case).
+    pub fn parse_commitment(hex: &str) -> Option<[u8; 32]> {
+        if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return None;
+        }
+        let mut bytes = [0u8; 32];
+        for (i, byte) in bytes.iter_mut().enumerate() {
+            *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()?;
+        }
+        Some(bytes)
+    }
+
+    /// The commitment as 64 lowercase hexadecimal digits.
+    pub fn commitment_hex(&self) -> String {
+        self.seed_sha256.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `seed` is the one committed to.
+    pub fn seed_matches(&self, seed: &str) -> bool {
+        ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref() == self.seed_sha256
+    }
+
+    /// An entry's place in the draw: SHA-256 of the seed's bytes then the citizen id's 16 bytes.
+    pub fn rank(seed: &str, citizen: Uuid) -> [u8; 32] {
+        let mut context = ring::digest::Context::new(&ring::digest::SHA256);
+        context.update(seed.as_bytes());
+        context.update(citizen.as_bytes());
+        let mut rank = [0u8; 32];
+        rank.copy_from_slice(context.finish().as_ref());
+        rank
+    }
+
+    /// The first `keep` of `entries` in draw order, lowest rank first.
+    pub fn draw(seed: &str, entries: impl IntoIterator<Item = Uuid>, keep: usize) -> Vec<Uuid> {
+        let mut draw = Draw::new(seed, keep);
+        entries.into_iter().for_each(|citizen| draw.add(citizen));
+        draw.finish()
+    }
+}
+
+/// A draw fed its entries a page at a time: memory for the `keep` best ranks however many
+/// entries there are.
+pub struct Draw<'a> {
+    seed: &'a str,
+    keep: usize,
+    best: std::collections::BinaryHeap<([u8; 32], Uuid)>,
+    entries: u64,
+}
+
+impl<'a> Draw<'a> {
+    pub fn new(seed: &'a str, keep: usize) -> Draw<'a> {
+        Draw { seed, keep, best: std::collections::BinaryHeap::new(), entries: 0 }
+    }
+
+    pub fn add(&mut self, citizen: Uuid) {
+        self.entries += 1;
+        self.best.push((Lottery::rank(self.seed, citizen), citizen));
+        if self.best.len() > self.keep {
+            self.best.pop();
+        }
+    }
+
+    /// How many entries were added.
+    pub fn entries(&self) -> u64 {
+        self.entries
+    }
+
+    /// The best `keep`, lowest rank first.
+    pub fn finish(self) -> Vec<Uuid> {
+        self.best.into_sorted_vec().into_iter().map(|(_, citizen)| citizen).collect()
+    }
 }
 
 /// Why a claim is refused, in the order the checks run.
@@ -383,6 +474,26 @@ mod tests {
         assert!(SubsidyCeilings::new([(Category::Ktv, 0)]).is_err());
         assert!(SubsidyCeilings::new([(Category::Ktv, 101)]).is_err());
         assert_eq!(SubsidyCeilings::default().iter().count(), 0);
+    }
+
+    #[test]
+    fn a_draw_keeps_the_lowest_ranks_in_order() {
+        let seed = "2026-12-01 province lottery";
+        let commitment: [u8; 32] =
+            ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref().try_into().expect("32");
+        let lottery = Lottery { seed_sha256: commitment, drawn_at: None };
+        assert!(lottery.seed_matches(seed) && !lottery.seed_matches("another seed"));
+        let entries: Vec<Uuid> = (1..=50u128).map(Uuid::from_u128).collect();
+        let mut by_rank = entries.clone();
+        by_rank.sort_by_key(|c| Lottery::rank(seed, *c));
+        assert_eq!(Lottery::draw(seed, entries.iter().copied(), 7), by_rank[..7]);
+        assert_eq!(
+            Lottery::draw(seed, entries.iter().rev().copied(), 7),
+            by_rank[..7],
+            "entry order does not matter"
+        );
+        assert_eq!(Lottery::draw(seed, entries.iter().copied(), 80), by_rank, "fewer entries than places");
+        assert_ne!(Lottery::draw("another seed", entries, 7), by_rank[..7]);
     }
 
     #[test]

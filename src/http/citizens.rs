@@ -231,6 +231,34 @@ pub async fn claim(
     Ok(json_response(answer.status, answer.body))
 }
 
+/// Enters the citizen in a lottery batch's draw, during its claim window. Once: entering again
+/// answers the same (`entered_at` is the first entry's), so no Idempotency-Key is needed. 409
+/// `not_a_lottery` for a batch claimed in a rush, `not_open` outside the window.
+#[utoipa::path(post, path = "/v1/batches/{id}/entries", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{batch_id, entered_at}"), (status = 409, body = super::error::ErrorBody)))]
+pub async fn enter_lottery(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    ApiPath(batch_id): ApiPath<Uuid>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    state.citizen_rates().claim(citizen_id)?;
+    let not_found = || ApiError::not_found("batch_not_found", "no such batch");
+    let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
+    if batch.lottery.is_none() {
+        return Err(ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn"));
+    }
+    let season = state.store().season(batch.season_id).await?.ok_or_else(ApiError::internal)?;
+    let now = state.clock().now();
+    let window = match batch.check_open(&season, now) {
+        Err(crate::domain::season::ClaimRefusal::SeasonClosed) => Err("the season is closed".to_owned()),
+        Err(crate::domain::season::ClaimRefusal::NotOpen(message)) => Err(message),
+        _ => Ok(()),
+    };
+    window.map_err(|message| ApiError::conflict("not_open", message))?;
+    let entered_at = state.store().enter_lottery(batch.id, citizen_id, now).await?;
+    Ok(Json(serde_json::json!({"batch_id": batch.id, "entered_at": entered_at.to_string()})))
+}
+
 /// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
 #[utoipa::path(post, path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{token, expires_at, svg}"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn voucher_qr(

@@ -18,7 +18,7 @@ use crate::domain::ledger::{NewEntry, NewPosting, Side};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{
-    Batch, Category, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release, Season, SubsidyCeilings,
+    Batch, Category, Lottery, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release, Season, SubsidyCeilings,
 };
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
@@ -353,6 +353,35 @@ struct CreateBatch {
     /// Points a benefit card holder pays to exchange for one voucher (absent: not exchangeable).
     #[serde(default)]
     points_price: Option<i64>,
+    /// Given out by lottery: `{"seed_sha256": "<64 hex digits>"}`, the SHA-256 of the seed the
+    /// issuer will reveal when it draws (absent: a rush).
+    #[serde(default)]
+    lottery: Option<LotteryRequest>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LotteryRequest {
+    seed_sha256: String,
+}
+
+/// A lottery batch's terms: a well-formed commitment; one voucher per person; no releases and
+/// no points exchange (both are ways of claiming, which a lottery replaces). 422 `invalid_lottery`.
+fn batch_lottery(request: &CreateBatch) -> Result<Option<Lottery>, ApiError> {
+    let Some(asked) = &request.lottery else { return Ok(None) };
+    let seed_sha256 = Lottery::parse_commitment(&asked.seed_sha256).ok_or_else(|| {
+        invalid("invalid_lottery", "seed_sha256 is the SHA-256 of the seed, as 64 hex digits")
+    })?;
+    if request.per_citizen_limit != 1 {
+        return Err(invalid(
+            "invalid_lottery",
+            "a lottery gives at most one voucher per person: per_citizen_limit 1",
+        ));
+    }
+    if request.releases.is_some() || request.daily_release.is_some() || request.points_price.is_some() {
+        return Err(invalid("invalid_lottery", "a lottery batch has no releases and no points price"));
+    }
+    Ok(Some(Lottery { seed_sha256, drawn_at: None }))
 }
 
 fn batch_terms(request: &CreateBatch) -> Result<VoucherTerms, ApiError> {
@@ -502,6 +531,105 @@ pub(crate) fn reserve_entry(batch: &Batch) -> Result<NewEntry, ApiError> {
     Ok(NewEntry::new("batch_reserve", format!("batch_reserve:{}", batch.id), postings))
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DrawRequest {
+    /// The seed whose SHA-256 the batch published.
+    seed: String,
+}
+
+/// Draws a lottery batch (its issuer's admin, once its claim window has closed): the seed must
+/// hash to the batch's `seed_sha256` (422 `seed_mismatch`); every entry ranks by SHA-256(seed ||
+/// citizen id), lowest first, and the stock goes to the first in that order, a voucher each,
+/// skipping a winner a per-person cap refuses. 409 `not_a_lottery`, `draw_too_early`,
+/// `already_drawn`, `season_closed`. Answers `{batch_id, seed, seed_sha256, entries, issued,
+/// drawn_at}`; the unissued stock goes back to the pool when the sweeper closes the batch.
+#[utoipa::path(post, path = "/v1/batches/{id}/draw", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 200, description = "the draw"), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+pub async fn draw(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(batch_id): ApiPath<Uuid>,
+    IdempotencyKey(key): IdempotencyKey,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    let path = format!("/v1/batches/{batch_id}/draw");
+    let (idem_scope, hash) = match staff_prelude(state.store(), staff.1, &path, &key, &body).await? {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
+    let request: DrawRequest = parse_json(&body)?;
+    let batch = state
+        .store()
+        .batch(batch_id)
+        .await?
+        .ok_or_else(|| ApiError::not_found("batch_not_found", "no such batch"))?;
+    if scope.region != batch.issuer {
+        return Err(ApiError::forbidden(format!("only the admin of {} draws its batches", batch.issuer)));
+    }
+    let lottery = check_drawable(&state, &batch, &request.seed).await?;
+    let now = state.clock().now();
+    let mut ranking = crate::domain::season::Draw::new(&request.seed, draw_places(batch.stock));
+    let mut after = None;
+    loop {
+        let page = state.store().lottery_entrants(batch.id, after, 10_000).await?;
+        page.iter().for_each(|citizen| ranking.add(*citizen));
+        match page.last() {
+            Some(last) if page.len() == 10_000 => after = Some(*last),
+            _ => break,
+        }
+    }
+    let entries = ranking.entries();
+    let issued = state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
+        tracing::error!(%error, batch = %batch.id, "issuing a draw's vouchers failed part way; draw again to finish");
+        ApiError::unavailable("draw_unfinished", "the draw stopped part way; send it again to finish it")
+    })?;
+    let answer = json!({"batch_id": batch.id, "seed": request.seed, "seed_sha256": lottery.commitment_hex(),
+        "entries": entries, "issued": issued, "drawn_at": now.to_string()});
+    let record =
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 200, body: answer.to_string() };
+    let recorded =
+        state.store().record_draw(batch.id, &request.seed, now, &record).await.map_err(|e| match e {
+            crate::storage::WriteError::Storage(error) => ApiError::from(error),
+            other => ApiError::constraint_refusal(&other.to_string()),
+        })?;
+    if !recorded {
+        return Err(ApiError::conflict("already_drawn", "the batch was drawn already"));
+    }
+    tracing::info!(batch = %batch.id, entries, issued, "lottery drawn");
+    Ok(super::idempotency::json_response(200, answer.to_string()))
+}
+
+/// The lottery of a batch that may be drawn now with `seed`, or why not.
+async fn check_drawable(state: &AppState, batch: &Batch, seed: &str) -> Result<Lottery, ApiError> {
+    let Some(lottery) = batch.lottery.clone() else {
+        return Err(ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn"));
+    };
+    if lottery.drawn_at.is_some() {
+        return Err(ApiError::conflict("already_drawn", "the batch was drawn already"));
+    }
+    if load_season(state.store(), batch.season_id).await?.closed_at.is_some() {
+        return Err(ApiError::conflict("season_closed", "the season is closed"));
+    }
+    if state.clock().now() < batch.claim_closes_at {
+        let message = format!("entries close at {}; draw after that", batch.claim_closes_at);
+        return Err(ApiError::conflict("draw_too_early", message));
+    }
+    if seed.len() > crate::domain::season::MAX_SEED_LEN || !lottery.seed_matches(seed) {
+        return Err(invalid("seed_mismatch", "the seed does not hash to the batch's seed_sha256"));
+    }
+    Ok(lottery)
+}
+
+/// How many of the best-ranked entries a draw keeps: the stock, and a tenth more (at least
+/// 1,000) for winners a per-person cap refuses. Should more be refused than that, the rest of
+/// the stock goes back to the pool with the batch's close.
+fn draw_places(stock: i64) -> usize {
+    let stock = usize::try_from(stock).unwrap_or(0);
+    stock.saturating_add((stock / 10).max(1_000))
+}
+
 /// Creates a voucher batch and reserves its money (the issuer's admin).
 #[utoipa::path(post, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_batch(
@@ -550,6 +678,7 @@ pub async fn create_batch(
         returned_count: 0,
         reserve_returned: false,
         points_price: request.points_price,
+        lottery: batch_lottery(&request)?,
     };
     let entry = reserve_entry(&batch)?;
     let view = batch_view(&batch, state.clock().now());
@@ -594,6 +723,10 @@ fn batch_view(batch: &Batch, now: Timestamp) -> Value {
         "categories": categories,
         "funding": funding,
         "points_price": batch.points_price,
+        "lottery": batch.lottery.as_ref().map(|l| json!({
+            "seed_sha256": l.commitment_hex(),
+            "drawn_at": l.drawn_at.map(|t| t.to_string()),
+        })),
     });
     for field in ["kind", "face_value", "percent", "cap", "step", "min_spend"] {
         if let Some(value) = terms.get(field) {

@@ -7,14 +7,17 @@ use super::StorageError;
 use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
-use crate::domain::season::{Batch, Category, Release, Season, SubsidyCeilings, Voucher, VoucherStatus};
+use crate::domain::season::{
+    Batch, Category, Lottery, Release, Season, SubsidyCeilings, Voucher, VoucherStatus,
+};
 use crate::domain::time::Timestamp;
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
      merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
-     categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price";
+     categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price, \
+     lottery_seed_sha256, drawn_at_us";
 pub(crate) const VOUCHER_COLUMNS: &str =
     "id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us";
 
@@ -95,6 +98,8 @@ pub(crate) struct BatchRow {
     returned_count: i64,
     reserve_returned_at_us: Option<i64>,
     points_price: Option<i64>,
+    lottery_seed_sha256: Option<String>,
+    drawn_at_us: Option<i64>,
 }
 
 /// The columns a batch's terms are stored in: kind, face value, percent, cap, step, min spend.
@@ -195,6 +200,17 @@ impl BatchRow {
             returned_count: self.returned_count,
             reserve_returned: self.reserve_returned_at_us.is_some(),
             points_price: self.points_price,
+            lottery: self
+                .lottery_seed_sha256
+                .map(|hex| {
+                    let seed_sha256 =
+                        Lottery::parse_commitment(&hex).ok_or_else(|| corrupt("lottery seed hash"))?;
+                    Ok::<_, StorageError>(Lottery {
+                        seed_sha256,
+                        drawn_at: self.drawn_at_us.map(Timestamp::from_unix_us),
+                    })
+                })
+                .transpose()?,
         })
     }
 }
@@ -510,8 +526,8 @@ macro_rules! season_store {
                     sqlx::query(
                         "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
                          min_spend_fen, max_value_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
-                         categories, funding, releases, created_at_us, points_price) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)",
+                         categories, funding, releases, created_at_us, points_price, lottery_seed_sha256) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
                     )
                     .bind(batch.id)
                     .bind(batch.season_id)
@@ -534,6 +550,7 @@ macro_rules! season_store {
                     .bind(releases)
                     .bind(Timestamp::now().unix_us())
                     .bind(batch.points_price)
+                    .bind(batch.lottery.as_ref().map(|l| l.commitment_hex()))
                     .execute(&mut *tx)
                     .await?;
                     let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
@@ -695,6 +712,70 @@ macro_rules! season_store {
                     rows.into_iter().map(VoucherRow::into_voucher).collect()
                 }
 
+                async fn enter_lottery(&self, batch_id: Uuid, citizen_id: Uuid, at: Timestamp) -> Result<Timestamp, StorageError> {
+                    sqlx::query(
+                        "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us) VALUES ($1, $2, $3) \
+                         ON CONFLICT (batch_id, citizen_id) DO NOTHING",
+                    )
+                    .bind(batch_id)
+                    .bind(citizen_id)
+                    .bind(at.unix_us())
+                    .execute(&self.pool)
+                    .await?;
+                    let (entered_at_us,): (i64,) = sqlx::query_as(
+                        "SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2",
+                    )
+                    .bind(batch_id)
+                    .bind(citizen_id)
+                    .fetch_one(&self.pool)
+                    .await?;
+                    Ok(Timestamp::from_unix_us(entered_at_us))
+                }
+
+                async fn lottery_entrants(
+                    &self,
+                    batch_id: Uuid,
+                    after: Option<Uuid>,
+                    limit: i64,
+                ) -> Result<Vec<Uuid>, StorageError> {
+                    let rows: Vec<(Uuid,)> = sqlx::query_as(
+                        "SELECT citizen_id FROM lottery_entries WHERE batch_id = $1 AND ($2 IS NULL OR citizen_id > $2) \
+                         ORDER BY citizen_id LIMIT $3",
+                    )
+                    .bind(batch_id)
+                    .bind(after)
+                    .bind(limit)
+                    .fetch_all(&self.pool)
+                    .await?;
+                    Ok(rows.into_iter().map(|(id,)| id).collect())
+                }
+
+                async fn record_draw(
+                    &self,
+                    batch_id: Uuid,
+                    seed: &str,
+                    at: Timestamp,
+                    answer: &IdemRecord,
+                ) -> Result<bool, WriteError> {
+                    let _gate = self.write_gate.lock().await;
+                    let mut tx = self.begin_write().await?;
+                    let done = sqlx::query(
+                        "UPDATE batches SET lottery_seed = $1, drawn_at_us = $2 \
+                         WHERE id = $3 AND lottery_seed_sha256 IS NOT NULL AND drawn_at_us IS NULL",
+                    )
+                    .bind(seed)
+                    .bind(at.unix_us())
+                    .bind(batch_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if done.rows_affected() != 1 {
+                        return Ok(false);
+                    }
+                    Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+                    tx.commit().await?;
+                    Ok(true)
+                }
+
                 async fn holdings(
                     &self,
                     batch_id: Uuid,
@@ -827,7 +908,8 @@ macro_rules! season_store {
 
                 async fn batches_to_close(&self, now: Timestamp, limit: i64) -> Result<Vec<Batch>, StorageError> {
                     let sql = sqlx::AssertSqlSafe(format!(
-                        "SELECT {BATCH_COLUMNS} FROM batches WHERE reserve_returned_at_us IS NULL AND claim_closes_at_us <= $1 ORDER BY claim_closes_at_us LIMIT $2"
+                        "SELECT {BATCH_COLUMNS} FROM batches WHERE reserve_returned_at_us IS NULL AND claim_closes_at_us <= $1 \
+                         AND (lottery_seed_sha256 IS NULL OR drawn_at_us IS NOT NULL) ORDER BY claim_closes_at_us LIMIT $2"
                     ));
                     let rows: Vec<BatchRow> =
                         sqlx::query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;

@@ -220,6 +220,33 @@ pub trait SeasonStore: Send + Sync {
         answer: &IdemRecord,
     ) -> Result<(), WriteError>;
 
+    /// Enters `citizen` in a lottery batch's draw at `at`, once: the time of their entry (the
+    /// first one's, if they had entered before).
+    async fn enter_lottery(
+        &self,
+        batch_id: Uuid,
+        citizen_id: Uuid,
+        at: Timestamp,
+    ) -> Result<Timestamp, StorageError>;
+
+    /// Up to `limit` entrants of a lottery batch after `after`, by citizen id.
+    async fn lottery_entrants(
+        &self,
+        batch_id: Uuid,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, StorageError>;
+
+    /// Records the draw of a lottery batch (its seed and time) with the draw's answer, once:
+    /// false if it was drawn before.
+    async fn record_draw(
+        &self,
+        batch_id: Uuid,
+        seed: &str,
+        at: Timestamp,
+        answer: &IdemRecord,
+    ) -> Result<bool, WriteError>;
+
     async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError>;
 
     async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError>;

@@ -126,6 +126,7 @@ both_backends!(
     a_refused_expiry_holds_back_no_other,
     a_monthly_cap_starts_afresh_each_calendar_month,
     a_citizen_past_the_rate_gets_429_and_nothing_is_written,
+    a_lottery_batch_is_entered_then_drawn_with_the_committed_seed,
     registration_validates_identity,
     seasons_and_batches_validate_input,
     the_database_refuses_claims_on_a_closed_batch,
@@ -379,6 +380,109 @@ async fn season_cap_and_budget_exceeded(backend: Backend) {
     assert_eq!(world.app.sweep().await.expired, 2);
     let (status, body) = world.claim(&token, b, "k4").await;
     assert_eq!(status, 201, "the cap counts live vouchers only: {body}");
+}
+
+/// A lottery batch (Beijing 2021, 摇号): citizens enter during the window, once each; claims
+/// are refused; after the window the issuer draws with the seed it committed to, and the stock
+/// goes to the entries with the lowest SHA-256(seed || citizen id), which the test recomputes,
+/// skipping one a per-person cap refuses.
+async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: Backend) {
+    // A season cap of one voucher's worth: a winner who holds a voucher already is skipped.
+    let world = World::new(backend, "10000.00", Some("10.00")).await;
+    let rush = world.batch(json!({})).await;
+    let seed = "2026-03-01 draw of the Shandong culture season";
+    let sha = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec();
+    let hex: String = sha(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let lottery = json!({"stock": 3, "per_citizen_limit": 1, "claim_closes_at": at(3_600), "lottery": {"seed_sha256": hex}});
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    for (bad, n) in [(json!({"per_citizen_limit": 2}), 1), (json!({"lottery": {"seed_sha256": "+f"}}), 2)] {
+        let mut body = json!({"name": "摇号", "issuer": "370000", "kind": "threshold", "face_value": "10.00",
+            "min_spend": "40.00", "stock": 3, "per_citizen_limit": 1, "valid_hours": 48, "claim_opens_at": at(0),
+            "claim_closes_at": at(3_600), "categories": ["bookstore"], "lottery": {"seed_sha256": hex}});
+        for (field, value) in bad.as_object().expect("object") {
+            body[field] = value.clone();
+        }
+        let (status, refused) =
+            world.app.post_idem(&path, Some(&world.province_admin), &format!("bad-{n}"), body).await;
+        assert_eq!((status, code(&refused)), (422, "invalid_lottery"), "{refused}");
+    }
+    let batch = world.batch(lottery).await;
+    let id = batch["id"].as_str().expect("id").to_owned();
+    assert_eq!(
+        (batch["lottery"]["seed_sha256"].as_str(), &batch["lottery"]["drawn_at"]),
+        (Some(hex.as_str()), &Value::Null)
+    );
+
+    let mut entrants = Vec::new();
+    for n in 0..6u32 {
+        let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19910101", 500 + n as u16),
+            "phone": format!("138{:08}", n)});
+        let (status, registered) = world.app.post("/v1/citizens", None, body).await;
+        assert_eq!(status, 201, "{registered}");
+        let citizen: uuid::Uuid = registered["citizen_id"].as_str().expect("id").parse().expect("uuid");
+        let token = registered["token"].as_str().expect("token").to_owned();
+        let entries = format!("/v1/batches/{id}/entries");
+        let (status, entered) = world.app.post(&entries, Some(&token), json!({})).await;
+        assert_eq!(status, 200, "{entered}");
+        let (_, again) = world.app.post(&entries, Some(&token), json!({})).await;
+        assert_eq!(again, entered, "entering again answers the same");
+        entrants.push((citizen, token));
+    }
+    let (status, refused) = world.claim(&entrants[0].1, &id, "a-claim").await;
+    assert_eq!((status, code(&refused)), (409, "lottery_batch"), "{refused}");
+    // The draw order, recomputed here: SHA-256(seed || citizen id), lowest first. The first in
+    // it claims a voucher in the rush, which fills their season cap.
+    let mut ranked: Vec<(Vec<u8>, uuid::Uuid)> = entrants
+        .iter()
+        .map(|(citizen, _)| (sha(&[seed.as_bytes(), citizen.as_bytes().as_slice()].concat()), *citizen))
+        .collect();
+    ranked.sort();
+    let first = entrants.iter().find(|(c, _)| *c == ranked[0].1).expect("entrant");
+    assert_eq!(world.claim(&first.1, rush["id"].as_str().expect("id"), "rush").await.0, 201);
+    let draw = format!("/v1/batches/{id}/draw");
+    let (status, early) =
+        world.app.post_idem(&draw, Some(&world.province_admin), "early", json!({"seed": seed})).await;
+    assert_eq!((status, code(&early)), (409, "draw_too_early"), "{early}");
+
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(3_600));
+    let late = world.app.post(&format!("/v1/batches/{id}/entries"), Some(&entrants[0].1), json!({})).await;
+    assert_eq!((late.0, code(&late.1)), (409, "not_open"), "{}", late.1);
+    let (status, wrong) =
+        world.app.post_idem(&draw, Some(&world.province_admin), "wrong", json!({"seed": "a guess"})).await;
+    assert_eq!((status, code(&wrong)), (422, "seed_mismatch"), "{wrong}");
+    let (status, drawn) =
+        world.app.post_idem(&draw, Some(&world.province_admin), "draw", json!({"seed": seed})).await;
+    assert_eq!(status, 200, "{drawn}");
+    assert_eq!(
+        (drawn["entries"].as_u64(), drawn["issued"].as_u64(), drawn["seed"].as_str()),
+        (Some(6), Some(3), Some(seed))
+    );
+
+    // The winners: the next three in draw order after the capped first.
+    let winners: HashSet<uuid::Uuid> = ranked[1..4].iter().map(|(_, c)| *c).collect();
+    for (citizen, token) in &entrants {
+        let (_, mine) = world.app.get("/v1/me/vouchers", Some(token)).await;
+        let held = mine["vouchers"]
+            .as_array()
+            .expect("vouchers")
+            .iter()
+            .filter(|v| v["batch_id"] == id.as_str())
+            .count();
+        assert_eq!(held, usize::from(winners.contains(citizen)), "citizen {citizen}: {mine}");
+    }
+    let (status, replayed) =
+        world.app.post_idem(&draw, Some(&world.province_admin), "draw", json!({"seed": seed})).await;
+    assert_eq!((status, &replayed), (200, &drawn), "a retry gets the first answer");
+    let (status, twice) =
+        world.app.post_idem(&draw, Some(&world.province_admin), "again", json!({"seed": seed})).await;
+    assert_eq!((status, code(&twice)), (409, "already_drawn"), "{twice}");
+    assert_eq!(world.app.sweep().await.batches_closed, 1, "drawn, the batch closes");
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    let season_id: uuid::Uuid = world.season_id.parse().expect("uuid");
+    let season = world.app.store().season(season_id).await.expect("read").expect("season");
+    let reconciled =
+        wenhui::finance::reconcile(world.app.store(), &season, world.clock.now()).await.expect("reconcile");
+    assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| !c.ok).collect::<Vec<_>>());
 }
 
 /// One account hammering the claim path (a bot behind a real name) gets its burst, then 429
