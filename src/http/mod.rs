@@ -242,7 +242,6 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
         .route("/v1/me/vouchers", get(citizens::my_vouchers))
         .route("/v1/batches/{id}/claims", post(citizens::claim))
         .route("/v1/batches/{id}/entries", post(citizens::enter_lottery))
-        .route("/v1/batches/{id}/draw", post(seasons::draw))
         .route("/v1/vouchers/{id}/qr", post(citizens::voucher_qr))
         .route("/v1/keys", get(till::keys))
         .route("/v1/merchants", post(merchants::create).get(merchants::list))
@@ -293,6 +292,8 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
         .route("/v1/seasons/{id}/close", post(finance::close))
         .route("/v1/settlements", post(finance::settle))
         .route("/v1/seasons/{id}/settlements", get(finance::season_settlements))
+        // A draw issues a batch's whole stock (200,000 vouchers for Beijing 2021's).
+        .route("/v1/batches/{id}/draw", post(seasons::draw))
         .route_layer(
             ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.season_wide),
         )
