@@ -609,10 +609,14 @@ async fn check_drawable(state: &AppState, batch: &Batch, seed: &str) -> Result<L
     if lottery.drawn_at.is_some() {
         return Err(ApiError::conflict("already_drawn", "the batch was drawn already"));
     }
-    if load_season(state.store(), batch.season_id).await?.closed_at.is_some() {
-        return Err(ApiError::conflict("season_closed", "the season is closed"));
+    let now = state.clock().now();
+    // Vouchers drawn after the season's end would be born expired.
+    if load_season(state.store(), batch.season_id).await?.status_at(now)
+        != crate::domain::season::SeasonStatus::Open
+    {
+        return Err(ApiError::conflict("season_closed", "the season is not open"));
     }
-    if state.clock().now() < batch.claim_closes_at {
+    if now < batch.claim_closes_at {
         let message = format!("entries close at {}; draw after that", batch.claim_closes_at);
         return Err(ApiError::conflict("draw_too_early", message));
     }

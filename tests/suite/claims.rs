@@ -406,8 +406,9 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
             world.app.post_idem(&path, Some(&world.province_admin), &format!("bad-{n}"), body).await;
         assert_eq!((status, code(&refused)), (422, "invalid_lottery"), "{refused}");
     }
-    let batch = world.batch(lottery).await;
+    let batch = world.batch(lottery.clone()).await;
     let id = batch["id"].as_str().expect("id").to_owned();
+    let undrawn = world.batch(lottery).await;
     assert_eq!(
         (batch["lottery"]["seed_sha256"].as_str(), &batch["lottery"]["drawn_at"]),
         (Some(hex.as_str()), &Value::Null)
@@ -476,7 +477,16 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     let (status, twice) =
         world.app.post_idem(&draw, Some(&world.province_admin), "again", json!({"seed": seed})).await;
     assert_eq!((status, code(&twice)), (409, "already_drawn"), "{twice}");
-    assert_eq!(world.app.sweep().await.batches_closed, 1, "drawn, the batch closes");
+    assert_eq!(
+        world.app.sweep().await.batches_closed,
+        1,
+        "drawn, the batch closes; the undrawn one stays open"
+    );
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(31 * 86_400));
+    let late_draw = format!("/v1/batches/{}/draw", undrawn["id"].as_str().expect("id"));
+    let (status, refused) =
+        world.app.post_idem(&late_draw, Some(&world.province_admin), "late", json!({"seed": seed})).await;
+    assert_eq!((status, code(&refused)), (409, "season_closed"), "after the season's end: {refused}");
     wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
     let season_id: uuid::Uuid = world.season_id.parse().expect("uuid");
     let season = world.app.store().season(season_id).await.expect("read").expect("season");
