@@ -241,7 +241,7 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
         .route("/v1/me/session", delete(citizens::sign_out))
         .route("/v1/me/vouchers", get(citizens::my_vouchers))
         .route("/v1/batches/{id}/claims", post(citizens::claim))
-        .route("/v1/batches/{id}/entries", post(citizens::enter_lottery))
+        .route("/v1/batches/{id}/entries", post(citizens::enter_lottery).get(seasons::lottery_entrants))
         .route("/v1/vouchers/{id}/qr", post(citizens::voucher_qr))
         .route("/v1/keys", get(till::keys))
         .route("/v1/merchants", post(merchants::create).get(merchants::list))

@@ -601,6 +601,32 @@ pub async fn draw(
     Ok(super::idempotency::json_response(200, answer.to_string()))
 }
 
+/// A lottery batch's entrants, by citizen id, a page at a time (1,000 by default, at most
+/// 10,000): with the seed the draw reveals, anyone allowed to read them recomputes the draw.
+/// Staff of the batch's region (admins, finance, auditors); citizen ids, nothing else.
+#[utoipa::path(get, path = "/v1/batches/{id}/entries", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "{entries: [citizen_id], next_after}"), (status = 403, body = super::error::ErrorBody)))]
+pub async fn lottery_entrants(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiQuery(page): ApiQuery<PageQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
+    let limit = page_limit(page.limit, 1_000, 10_000)?;
+    let not_found = || ApiError::not_found("batch_not_found", "no such batch");
+    let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
+    if !scope.covers(batch.issuer) {
+        return Err(ApiError::forbidden(format!("the batch is {}'s", batch.issuer)));
+    }
+    if batch.lottery.is_none() {
+        return Err(ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn"));
+    }
+    let mut entrants = state.store().lottery_entrants(batch.id, page.after, i64::from(limit) + 1).await?;
+    let next_after = next_cursor(&mut entrants, limit).copied();
+    Ok(Json(json!({"entries": entrants, "next_after": next_after})))
+}
+
 /// The lottery of a batch that may be drawn now with `seed`, or why not.
 async fn check_drawable(state: &AppState, batch: &Batch, seed: &str) -> Result<Lottery, ApiError> {
     let Some(lottery) = batch.lottery.clone() else {

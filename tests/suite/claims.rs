@@ -471,6 +471,26 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
             .count();
         assert_eq!(held, usize::from(winners.contains(citizen)), "citizen {citizen}: {mine}");
     }
+    // An auditor reads the entrants a page at a time (all an outside check of the draw needs,
+    // with the seed); a city's staff cannot read a provincial batch's.
+    let auditor = world.app.staff_key(Role::Auditor, "370000").await;
+    let (mut listed, mut after) = (Vec::new(), String::new());
+    loop {
+        let (status, page) =
+            world.app.get(&format!("/v1/batches/{id}/entries?limit=4{after}"), Some(&auditor)).await;
+        assert_eq!(status, 200, "{page}");
+        let ids = page["entries"].as_array().expect("entries").iter();
+        listed.extend(ids.map(|e| e.as_str().expect("id").parse::<uuid::Uuid>().expect("uuid")));
+        match page["next_after"].as_str() {
+            Some(next) => after = format!("&after={next}"),
+            None => break,
+        }
+    }
+    let mut expected: Vec<uuid::Uuid> = entrants.iter().map(|(c, _)| *c).collect();
+    expected.sort();
+    assert_eq!(listed, expected, "every entrant once, by id");
+    let jinan = world.app.staff_key(Role::Finance, "370100").await;
+    assert_eq!(world.app.get(&format!("/v1/batches/{id}/entries"), Some(&jinan)).await.0, 403);
     let (status, replayed) =
         world.app.post_idem(&draw, Some(&world.province_admin), "draw", json!({"seed": seed})).await;
     assert_eq!((status, &replayed), (200, &drawn), "a retry gets the first answer");
