@@ -89,7 +89,17 @@ enum Message {
     /// Another path changed claim state (a reversal expired a voucher): reload on next use.
     Invalidate,
     /// Issue a drawn lottery batch's vouchers to its winners, in draw order.
-    Draw(Uuid, Vec<Uuid>, oneshot::Sender<Result<usize, String>>),
+    Draw(DrawJob),
+}
+
+/// A draw's issuance in progress: one group of winners a turn, then back in the queue, so that
+/// claims queued meanwhile are not kept waiting for the whole draw.
+struct DrawJob {
+    batch_id: Uuid,
+    /// The winners not yet reached, in draw order.
+    winners: std::collections::VecDeque<Uuid>,
+    issued: usize,
+    reply: oneshot::Sender<Result<usize, String>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -109,7 +119,8 @@ pub struct ClaimWriter {
 impl ClaimWriter {
     pub fn spawn(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> ClaimWriter {
         let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
-        let writer = Writer { store, clock, caches: Caches::default(), cards: HashMap::new() };
+        let writer =
+            Writer { me: queue.downgrade(), store, clock, caches: Caches::default(), cards: HashMap::new() };
         tokio::spawn(writer.run(inbox));
         ClaimWriter { queue }
     }
@@ -167,10 +178,8 @@ impl ClaimWriter {
     /// issued again after a failure part way). How many were issued now.
     pub async fn issue_drawn(&self, batch_id: Uuid, winners: Vec<Uuid>) -> Result<usize, String> {
         let (reply, answer) = oneshot::channel();
-        self.queue
-            .send(Message::Draw(batch_id, winners, reply))
-            .await
-            .map_err(|_| "writer stopped".to_owned())?;
+        let job = DrawJob { batch_id, winners: winners.into(), issued: 0, reply };
+        self.queue.send(Message::Draw(job)).await.map_err(|_| "writer stopped".to_owned())?;
         answer.await.map_err(|_| "writer stopped".to_owned())?
     }
 
@@ -237,6 +246,9 @@ impl Caches {
 }
 
 struct Writer {
+    /// The writer's own queue, for a draw to put its next turn back in line; weak, so that
+    /// the writer still stops when every handle is dropped.
+    me: mpsc::WeakSender<Message>,
     store: Arc<dyn Storage>,
     clock: Arc<dyn Clock>,
     caches: Caches,
@@ -257,16 +269,18 @@ impl Writer {
             let mut sweeps = Vec::new();
             let mut next = Some(first);
             while let Some(message) = next.take() {
+                // After a draw's turn the claims gathered so far are decided before its next.
+                let mut drew = false;
                 match message {
                     Message::Claim(request) => claims.push(request),
                     Message::Sweep(reply) => sweeps.push(reply),
                     Message::Invalidate => self.caches.clear(),
-                    Message::Draw(batch_id, winners, reply) => {
-                        let issued = self.issue_drawn(batch_id, &winners).await.map_err(|e| e.to_string());
-                        let _ = reply.send(issued);
+                    Message::Draw(job) => {
+                        self.draw_turn(job).await;
+                        drew = true;
                     }
                 }
-                if claims.len() < MAX_GROUP {
+                if claims.len() < MAX_GROUP && !drew {
                     next = inbox.try_recv().ok();
                 }
             }
@@ -580,43 +594,65 @@ impl Writer {
         Ok(expired)
     }
 
-    /// See `ClaimWriter::issue_drawn`. In groups of `DRAW_GROUP` winners, each one transaction.
-    async fn issue_drawn(&mut self, batch_id: Uuid, winners: &[Uuid]) -> Result<usize, WriteError> {
+    /// One turn of a draw's issuance (see `ClaimWriter::issue_drawn`): the next group of
+    /// winners in one transaction; then the job goes back to the end of the queue, or, when the
+    /// stock or the winners run out (or on an error), its answer is sent.
+    async fn draw_turn(&mut self, mut job: DrawJob) {
+        match self.issue_draw_group(&mut job).await {
+            Ok(true) => {
+                let issued = job.issued;
+                let _ = job.reply.send(Ok(issued));
+            }
+            Ok(false) => {
+                let Some(queue) = self.me.upgrade() else { return };
+                if let Err(refused) = queue.try_send(Message::Draw(job)) {
+                    // The queue is full (or closing): carry on now rather than wait on ourselves.
+                    if let Message::Draw(job) = refused.into_inner() {
+                        Box::pin(self.draw_turn(job)).await;
+                    }
+                }
+            }
+            Err(error) => {
+                let _ = job.reply.send(Err(error.to_string()));
+            }
+        }
+    }
+
+    /// Issues vouchers to the next `DRAW_GROUP` winners, as long as stock lasts, skipping a
+    /// winner a per-person cap refuses or who holds one already. Whether the draw is done.
+    async fn issue_draw_group(&mut self, job: &mut DrawJob) -> Result<bool, WriteError> {
         const DRAW_GROUP: usize = 1_000;
         let now = self.clock.now();
         let missing = || WriteError::Conflict("batch_not_found".into());
-        let batch = self.store.batch(batch_id).await?.ok_or_else(missing)?;
-        let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
         // The rows as they are now, not as cached: claims of other batches share the totals.
+        let batch = self.store.batch(job.batch_id).await?.ok_or_else(missing)?;
+        let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
         self.caches.clear();
-        let month = crate::domain::finance::cst_month(now);
         let mut left = batch.stock - batch.outstanding();
-        let mut issued = 0;
-        for group in winners.chunks(DRAW_GROUP) {
+        let group: Vec<Uuid> = job.winners.drain(..DRAW_GROUP.min(job.winners.len())).collect();
+        if left <= 0 || group.is_empty() {
+            return Ok(true);
+        }
+        let month = crate::domain::finance::cst_month(now);
+        let holdings = self.store.holdings(batch.id, season.id, month, &group).await?;
+        let mut commit = ClaimCommit::default();
+        for citizen in &group {
             if left <= 0 {
                 break;
             }
-            let holdings = self.store.holdings(batch.id, season.id, month, group).await?;
-            let mut commit = ClaimCommit::default();
-            for citizen in group {
-                if left <= 0 {
-                    break;
-                }
-                let held = holdings.get(citizen).cloned().unwrap_or_default();
-                let Ok(slot) = held.admit(&batch, &season) else { continue };
-                add_claimed(&batch, &season, *citizen, slot, now, &mut commit);
-                left -= 1;
-            }
-            if commit.vouchers.is_empty() {
-                continue;
-            }
+            let held = holdings.get(citizen).cloned().unwrap_or_default();
+            let Ok(slot) = held.admit(&batch, &season) else { continue };
+            add_claimed(&batch, &season, *citizen, slot, now, &mut commit);
+            left -= 1;
+        }
+        if !commit.vouchers.is_empty() {
             let count = i64::try_from(commit.vouchers.len()).unwrap_or(i64::MAX);
             commit.batch_claims.push((batch.id, count, batch.stock));
             self.store.commit_claims(&commit).await?;
-            issued += commit.vouchers.len();
+            job.issued += commit.vouchers.len();
         }
         self.caches.clear();
-        Ok(issued)
+        Ok(left <= 0 || job.winners.is_empty())
     }
 
     /// Expires up to `SWEEP_LIMIT` due vouchers in one transaction. If the database refuses the

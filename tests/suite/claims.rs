@@ -388,7 +388,7 @@ async fn season_cap_and_budget_exceeded(backend: Backend) {
 /// skipping one a per-person cap refuses.
 async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: Backend) {
     // A season cap of one voucher's worth: a winner who holds a voucher already is skipped.
-    let world = World::new(backend, "10000.00", Some("10.00")).await;
+    let world = World::new(backend, "100000.00", Some("10.00")).await;
     let rush = world.batch(json!({})).await;
     let seed = "2026-03-01 draw of the Shandong culture season";
     let sha = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec();
@@ -408,7 +408,24 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     }
     let batch = world.batch(lottery.clone()).await;
     let id = batch["id"].as_str().expect("id").to_owned();
-    let undrawn = world.batch(lottery).await;
+    let undrawn = world.batch(lottery.clone()).await;
+    // A draw of several groups (the writer issues 1,000 winners a turn): 3,000 entries written
+    // straight into the table, 2,500 vouchers.
+    let mut big = lottery;
+    big["stock"] = json!(2_500);
+    let big = world.batch(big).await;
+    let big_id: uuid::Uuid = big["id"].as_str().expect("id").parse().expect("uuid");
+    let entries_sql = match world.app.db.backend {
+        Backend::Sqlite => format!(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
+             INSERT INTO lottery_entries SELECT X'{}', randomblob(16), 0 FROM n",
+            big_id.simple()
+        ),
+        Backend::Postgres => format!(
+            "INSERT INTO lottery_entries SELECT '{big_id}'::uuid, gen_random_uuid(), 0 FROM generate_series(1, 3000)"
+        ),
+    };
+    assert_eq!(world.app.db.raw(&entries_sql).await, Ok(3_000));
     assert_eq!(
         (batch["lottery"]["seed_sha256"].as_str(), &batch["lottery"]["drawn_at"]),
         (Some(hex.as_str()), &Value::Null)
@@ -471,6 +488,19 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
             .count();
         assert_eq!(held, usize::from(winners.contains(citizen)), "citizen {citizen}: {mine}");
     }
+    let big_draw = format!("/v1/batches/{big_id}/draw");
+    let (status, drawn_big) =
+        world.app.post_idem(&big_draw, Some(&world.province_admin), "big", json!({"seed": seed})).await;
+    assert_eq!(
+        (status, drawn_big["entries"].as_u64(), drawn_big["issued"].as_u64()),
+        (200, Some(3_000), Some(2_500)),
+        "{drawn_big}"
+    );
+    let issued_sql = format!(
+        "UPDATE vouchers SET status = status WHERE {}",
+        world.app.db.uuid_equals("batch_id", &big_id.to_string())
+    );
+    assert_eq!(world.app.db.raw(&issued_sql).await, Ok(2_500));
     // An auditor reads the entrants a page at a time (all an outside check of the draw needs,
     // with the seed); a city's staff cannot read a provincial batch's.
     let auditor = world.app.staff_key(Role::Auditor, "370000").await;
@@ -499,8 +529,8 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     assert_eq!((status, code(&twice)), (409, "already_drawn"), "{twice}");
     assert_eq!(
         world.app.sweep().await.batches_closed,
-        1,
-        "drawn, the batch closes; the undrawn one stays open"
+        2,
+        "drawn, the batches close; the undrawn one stays open"
     );
     world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(31 * 86_400));
     let late_draw = format!("/v1/batches/{}/draw", undrawn["id"].as_str().expect("id"));
