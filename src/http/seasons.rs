@@ -581,10 +581,13 @@ pub async fn draw(
         }
     }
     let entries = ranking.entries();
-    let issued = state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
+    state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
         tracing::error!(%error, batch = %batch.id, "issuing a draw's vouchers failed part way; draw again to finish");
         ApiError::unavailable("draw_unfinished", "the draw stopped part way; send it again to finish it")
     })?;
+    // Every voucher the draw gave, also those of an earlier attempt stopped part way (or of a
+    // twin request running beside this one): a lottery batch's vouchers come from draws only.
+    let issued = state.store().batch(batch.id).await?.map_or(0, |b| b.claimed_count);
     let answer = json!({"batch_id": batch.id, "seed": request.seed, "seed_sha256": lottery.commitment_hex(),
         "entries": entries, "issued": issued, "drawn_at": now.to_string()});
     let record =
@@ -595,7 +598,14 @@ pub async fn draw(
             other => ApiError::constraint_refusal(&other.to_string()),
         })?;
     if !recorded {
-        return Err(ApiError::conflict("already_drawn", "the batch was drawn already"));
+        // Drawn meanwhile: by a twin of this request (same key), whose answer is this one's too.
+        let twin = super::idempotency::replay_if_known(
+            state.store(),
+            &record.scope,
+            &record.key,
+            &record.request_hash,
+        );
+        return twin.await?.ok_or_else(|| ApiError::conflict("already_drawn", "the batch was drawn already"));
     }
     tracing::info!(batch = %batch.id, entries, issued, "lottery drawn");
     Ok(super::idempotency::json_response(200, answer.to_string()))

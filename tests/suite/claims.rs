@@ -411,21 +411,29 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     let undrawn = world.batch(lottery.clone()).await;
     // A draw of several groups (the writer issues 1,000 winners a turn): 3,000 entries written
     // straight into the table, 2,500 vouchers.
-    let mut big = lottery;
+    let mut big = lottery.clone();
     big["stock"] = json!(2_500);
     let big = world.batch(big).await;
     let big_id: uuid::Uuid = big["id"].as_str().expect("id").parse().expect("uuid");
-    let entries_sql = match world.app.db.backend {
-        Backend::Sqlite => format!(
-            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3000) \
-             INSERT INTO lottery_entries SELECT X'{}', randomblob(16), 0 FROM n",
-            big_id.simple()
-        ),
-        Backend::Postgres => format!(
-            "INSERT INTO lottery_entries SELECT '{big_id}'::uuid, gen_random_uuid(), 0 FROM generate_series(1, 3000)"
-        ),
+    // And one drawn by two twin requests at once (the same key).
+    let mut twin = lottery;
+    twin["stock"] = json!(2);
+    let twin_id = world.batch(twin).await["id"].as_str().expect("id").to_owned();
+    let entries_sql = |batch: &str, count: u32| {
+        let batch: uuid::Uuid = batch.parse().expect("uuid");
+        match world.app.db.backend {
+            Backend::Sqlite => format!(
+                "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
+                 INSERT INTO lottery_entries SELECT X'{}', randomblob(16), 0 FROM n",
+                batch.simple()
+            ),
+            Backend::Postgres => format!(
+                "INSERT INTO lottery_entries SELECT '{batch}'::uuid, gen_random_uuid(), 0 FROM generate_series(1, {count})"
+            ),
+        }
     };
-    assert_eq!(world.app.db.raw(&entries_sql).await, Ok(3_000));
+    assert_eq!(world.app.db.raw(&entries_sql(&big_id.to_string(), 3_000)).await, Ok(3_000));
+    assert_eq!(world.app.db.raw(&entries_sql(&twin_id, 3)).await, Ok(3));
     assert_eq!(
         (batch["lottery"]["seed_sha256"].as_str(), &batch["lottery"]["drawn_at"]),
         (Some(hex.as_str()), &Value::Null)
@@ -501,6 +509,14 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
         world.app.db.uuid_equals("batch_id", &big_id.to_string())
     );
     assert_eq!(world.app.db.raw(&issued_sql).await, Ok(2_500));
+    let twin_draw = format!("/v1/batches/{twin_id}/draw");
+    let (first, second) = tokio::join!(
+        world.app.post_idem(&twin_draw, Some(&world.province_admin), "twin", json!({"seed": seed})),
+        world.app.post_idem(&twin_draw, Some(&world.province_admin), "twin", json!({"seed": seed}))
+    );
+    assert_eq!((first.0, second.0), (200, 200), "{first:?} {second:?}");
+    assert_eq!(first.1, second.1, "twins get one answer");
+    assert_eq!(first.1["issued"].as_u64(), Some(2), "the whole stock, once: {}", first.1);
     // An auditor reads the entrants a page at a time (all an outside check of the draw needs,
     // with the seed); a city's staff cannot read a provincial batch's.
     let auditor = world.app.staff_key(Role::Auditor, "370000").await;
@@ -529,7 +545,7 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     assert_eq!((status, code(&twice)), (409, "already_drawn"), "{twice}");
     assert_eq!(
         world.app.sweep().await.batches_closed,
-        2,
+        3,
         "drawn, the batches close; the undrawn one stays open"
     );
     world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(31 * 86_400));
