@@ -98,8 +98,7 @@ struct DrawJob {
     batch_id: Uuid,
     /// The winners not yet reached, in draw order.
     winners: std::collections::VecDeque<Uuid>,
-    issued: usize,
-    reply: oneshot::Sender<Result<usize, String>>,
+    reply: oneshot::Sender<Result<(), String>>,
 }
 
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -175,10 +174,10 @@ impl ClaimWriter {
 
     /// Issues a drawn lottery batch's vouchers: to `winners` in draw order, as long as stock
     /// lasts, skipping a winner a per-person cap refuses or who holds one already (a draw
-    /// issued again after a failure part way). How many were issued now.
-    pub async fn issue_drawn(&self, batch_id: Uuid, winners: Vec<Uuid>) -> Result<usize, String> {
+    /// issued again after a failure part way). The batch's claimed count says how many in all.
+    pub async fn issue_drawn(&self, batch_id: Uuid, winners: Vec<Uuid>) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
-        let job = DrawJob { batch_id, winners: winners.into(), issued: 0, reply };
+        let job = DrawJob { batch_id, winners: winners.into(), reply };
         self.queue.send(Message::Draw(job)).await.map_err(|_| "writer stopped".to_owned())?;
         answer.await.map_err(|_| "writer stopped".to_owned())?
     }
@@ -600,8 +599,7 @@ impl Writer {
     async fn draw_turn(&mut self, mut job: DrawJob) {
         match self.issue_draw_group(&mut job).await {
             Ok(true) => {
-                let issued = job.issued;
-                let _ = job.reply.send(Ok(issued));
+                let _ = job.reply.send(Ok(()));
             }
             Ok(false) => {
                 let Some(queue) = self.me.upgrade() else { return };
@@ -627,7 +625,6 @@ impl Writer {
         // The rows as they are now, not as cached: claims of other batches share the totals.
         let batch = self.store.batch(job.batch_id).await?.ok_or_else(missing)?;
         let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
-        self.caches.clear();
         let mut left = batch.stock - batch.outstanding();
         let group: Vec<Uuid> = job.winners.drain(..DRAW_GROUP.min(job.winners.len())).collect();
         if left <= 0 || group.is_empty() {
@@ -649,9 +646,9 @@ impl Writer {
             let count = i64::try_from(commit.vouchers.len()).unwrap_or(i64::MAX);
             commit.batch_claims.push((batch.id, count, batch.stock));
             self.store.commit_claims(&commit).await?;
-            job.issued += commit.vouchers.len();
+            // The winners' totals changed under the writer's caches.
+            self.caches.clear();
         }
-        self.caches.clear();
         Ok(left <= 0 || job.winners.is_empty())
     }
 

@@ -249,13 +249,6 @@ impl Lottery {
         rank.copy_from_slice(context.finish().as_ref());
         rank
     }
-
-    /// The first `keep` of `entries` in draw order, lowest rank first.
-    pub fn draw(seed: &str, entries: impl IntoIterator<Item = Uuid>, keep: usize) -> Vec<Uuid> {
-        let mut draw = Draw::new(seed, keep);
-        entries.into_iter().for_each(|citizen| draw.add(citizen));
-        draw.finish()
-    }
 }
 
 /// A draw fed its entries a page at a time: memory for the `keep` best ranks however many
@@ -483,17 +476,23 @@ mod tests {
             ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref().try_into().expect("32");
         let lottery = Lottery { seed_sha256: commitment, drawn_at: None };
         assert!(lottery.seed_matches(seed) && !lottery.seed_matches("another seed"));
+        let draw = |seed: &str, entries: &mut dyn Iterator<Item = Uuid>, keep: usize| {
+            let mut draw = Draw::new(seed, keep);
+            entries.for_each(|citizen| draw.add(citizen));
+            assert_eq!(draw.entries(), 50);
+            draw.finish()
+        };
         let entries: Vec<Uuid> = (1..=50u128).map(Uuid::from_u128).collect();
         let mut by_rank = entries.clone();
         by_rank.sort_by_key(|c| Lottery::rank(seed, *c));
-        assert_eq!(Lottery::draw(seed, entries.iter().copied(), 7), by_rank[..7]);
+        assert_eq!(draw(seed, &mut entries.iter().copied(), 7), by_rank[..7]);
         assert_eq!(
-            Lottery::draw(seed, entries.iter().rev().copied(), 7),
+            draw(seed, &mut entries.iter().rev().copied(), 7),
             by_rank[..7],
             "entry order does not matter"
         );
-        assert_eq!(Lottery::draw(seed, entries.iter().copied(), 80), by_rank, "fewer entries than places");
-        assert_ne!(Lottery::draw("another seed", entries, 7), by_rank[..7]);
+        assert_eq!(draw(seed, &mut entries.iter().copied(), 80), by_rank, "fewer entries than places");
+        assert_ne!(draw("another seed", &mut entries.into_iter(), 7), by_rank[..7]);
     }
 
     #[test]

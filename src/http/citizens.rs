@@ -245,7 +245,7 @@ pub async fn enter_lottery(
     let not_found = || ApiError::not_found("batch_not_found", "no such batch");
     let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
     if batch.lottery.is_none() {
-        return Err(ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn"));
+        return Err(super::seasons::not_a_lottery());
     }
     let season = state.store().season(batch.season_id).await?.ok_or_else(ApiError::internal)?;
     let now = state.clock().now();

@@ -568,7 +568,12 @@ pub async fn draw(
     if scope.region != batch.issuer {
         return Err(ApiError::forbidden(format!("only the admin of {} draws its batches", batch.issuer)));
     }
-    let lottery = check_drawable(&state, &batch, &request.seed).await?;
+    let lottery = match check_drawable(&state, &batch, &request.seed).await {
+        Err(refused) if refused.code == "already_drawn" => {
+            return drawn_already(&state, &idem_scope, &key, &hash).await;
+        }
+        checked => checked?,
+    };
     let now = state.clock().now();
     let mut ranking = crate::domain::season::Draw::new(&request.seed, draw_places(batch.stock));
     let mut after = None;
@@ -598,14 +603,7 @@ pub async fn draw(
             other => ApiError::constraint_refusal(&other.to_string()),
         })?;
     if !recorded {
-        // Drawn meanwhile: by a twin of this request (same key), whose answer is this one's too.
-        let twin = super::idempotency::replay_if_known(
-            state.store(),
-            &record.scope,
-            &record.key,
-            &record.request_hash,
-        );
-        return twin.await?.ok_or_else(|| ApiError::conflict("already_drawn", "the batch was drawn already"));
+        return drawn_already(&state, &record.scope, &record.key, &record.request_hash).await;
     }
     tracing::info!(batch = %batch.id, entries, issued, "lottery drawn");
     Ok(super::idempotency::json_response(200, answer.to_string()))
@@ -630,17 +628,29 @@ pub async fn lottery_entrants(
         return Err(ApiError::forbidden(format!("the batch is {}'s", batch.issuer)));
     }
     if batch.lottery.is_none() {
-        return Err(ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn"));
+        return Err(not_a_lottery());
     }
     let mut entrants = state.store().lottery_entrants(batch.id, page.after, i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut entrants, limit).copied();
     Ok(Json(json!({"entries": entrants, "next_after": next_after})))
 }
 
+/// The answer to a draw of a batch drawn already: the stored answer when a twin of this
+/// request (the same key, sent at once) made the draw, else 409 `already_drawn`.
+async fn drawn_already(state: &AppState, scope: &str, key: &str, hash: &[u8]) -> Result<Response, ApiError> {
+    let twin = super::idempotency::replay_if_known(state.store(), scope, key, hash).await?;
+    twin.ok_or_else(|| ApiError::conflict("already_drawn", "the batch was drawn already"))
+}
+
+/// 409 `not_a_lottery`: entries and draws are for lottery batches only.
+pub(crate) fn not_a_lottery() -> ApiError {
+    ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn")
+}
+
 /// The lottery of a batch that may be drawn now with `seed`, or why not.
 async fn check_drawable(state: &AppState, batch: &Batch, seed: &str) -> Result<Lottery, ApiError> {
     let Some(lottery) = batch.lottery.clone() else {
-        return Err(ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn"));
+        return Err(not_a_lottery());
     };
     if lottery.drawn_at.is_some() {
         return Err(ApiError::conflict("already_drawn", "the batch was drawn already"));

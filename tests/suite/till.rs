@@ -189,6 +189,17 @@ async fn redeem_with(
     client.redeem(request).await.map_err(|e| e.code())
 }
 
+/// `count` vouchers of `batch` claimed by `citizen`: their ids.
+async fn claim_vouchers(world: &World, citizen: &str, batch: &str, count: u32) -> Vec<String> {
+    let mut vouchers = Vec::new();
+    for n in 0..count {
+        let (status, claim) = world.claim(citizen, batch, &format!("claim-{n}")).await;
+        assert_eq!(status, 201, "{claim}");
+        vouchers.push(claim["voucher"]["id"].as_str().expect("id").to_owned());
+    }
+    vouchers
+}
+
 /// A season's `merchant_redemption_limit` (Shandong: at most 5 purchases per person at one
 /// merchant) caps a citizen's live redemptions at each merchant: the next is refused with
 /// `merchant_limit_reached` and writes nothing; other citizens and other merchants are not
@@ -200,12 +211,7 @@ async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
     let batch = world.batch(json!({"stock": 10, "per_citizen_limit": 4})).await;
     let batch_id = batch["id"].as_str().expect("id");
     let citizen = world.citizen(1).await;
-    let mut vouchers = Vec::new();
-    for n in 0..4 {
-        let (status, claim) = world.claim(&citizen, batch_id, &format!("claim-{n}")).await;
-        assert_eq!(status, 201, "{claim}");
-        vouchers.push(claim["voucher"]["id"].as_str().expect("id").to_owned());
-    }
+    let vouchers = claim_vouchers(world, &citizen, batch_id, 4).await;
     let first = redeem_with(&till, &till.client, &citizen, &vouchers[0], "o-1").await.expect("first");
     redeem_with(&till, &till.client, &citizen, &vouchers[1], "o-2").await.expect("second");
     let head = till.head().await;
@@ -335,12 +341,7 @@ async fn reconciliation_checks_the_limit_counters(backend: Backend) {
     let batch = world.batch(json!({"stock": 10, "per_citizen_limit": 3})).await;
     let batch_id = batch["id"].as_str().expect("id");
     let citizen = world.citizen(1).await;
-    let mut vouchers = Vec::new();
-    for n in 0..3 {
-        let (status, claim) = world.claim(&citizen, batch_id, &format!("claim-{n}")).await;
-        assert_eq!(status, 201, "{claim}");
-        vouchers.push(claim["voucher"]["id"].as_str().expect("id").to_owned());
-    }
+    let vouchers = claim_vouchers(world, &citizen, batch_id, 3).await;
     let first = redeem_with(&till, &till.client, &citizen, &vouchers[0], "o-1").await.expect("first");
     let second = redeem_with(&till, &till.client, &citizen, &vouchers[1], "o-2").await.expect("second");
     till.client.reverse(first.redemption_id, "refund", None).await.expect("reversed");
