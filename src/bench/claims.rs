@@ -403,8 +403,8 @@ async fn claim_all(
 /// How a claim ended: an HTTP answer (`status`, and the error code or the voucher's shape), or a
 /// transport error (`status` 0, `code` its kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
-struct Answer {
-    status: u16,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
     code: String,
 }
 
@@ -527,7 +527,7 @@ impl Api {
         string_field(&created, "token").with_context(|| format!("registering citizen {n}"))
     }
 
-    async fn claim(&self, url: &str, token: &str) -> Answer {
+    pub(crate) async fn claim(&self, url: &str, token: &str) -> Answer {
         let sent = self
             .client
             .post(url)

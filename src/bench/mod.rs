@@ -17,6 +17,7 @@ use crate::storage::{self, ConnectOptions, Storage};
 
 pub mod claims;
 pub mod finance;
+pub mod lottery;
 pub mod qr;
 pub mod redemptions;
 
@@ -51,6 +52,9 @@ pub enum BenchCommand {
     Redemptions(redemptions::RedemptionsBench),
     /// Report and reconcile a generated season of --vouchers and --redemptions on PostgreSQL.
     Finance(finance::FinanceBench),
+    /// A lottery draw against a live `wenhui serve`, with claims of another batch decided
+    /// meanwhile; their latency without a draw, in the same run, is the baseline.
+    Lottery(lottery::LotteryBench),
     /// Drawing a token as an SVG QR code, against the qrcode crate's own path as the baseline.
     Qr(qr::QrBench),
 }
@@ -61,6 +65,7 @@ pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Claims(args) => claims::run(args).await,
         BenchCommand::Redemptions(args) => redemptions::run(args).await,
         BenchCommand::Finance(args) => finance::run(args).await,
+        BenchCommand::Lottery(args) => lottery::run(args).await,
         BenchCommand::Qr(args) => qr::run(args),
     }
 }
