@@ -244,6 +244,40 @@ impl Caches {
     }
 }
 
+/// What the writer does in one turn, gathered from its queue.
+#[derive(Default)]
+struct Turn {
+    /// Decided together, in one group.
+    claims: Vec<ClaimRequest>,
+    sweeps: Vec<oneshot::Sender<Result<SweepReport, String>>>,
+    /// The caches are dropped before the group is decided.
+    invalidate: bool,
+    /// A draw's next group of winners, issued last: a draw's group takes far longer than a
+    /// group of claims, so the claims queued before it are decided first.
+    draw: Option<DrawJob>,
+}
+
+impl Turn {
+    /// Takes `first` and then whatever `next` yields without waiting, up to [`MAX_GROUP`]
+    /// claims or a draw, whichever comes first; the rest stays queued for the next turn.
+    fn gather(first: Message, mut next: impl FnMut() -> Option<Message>) -> Turn {
+        let mut turn = Turn::default();
+        let mut message = Some(first);
+        while let Some(taken) = message.take() {
+            match taken {
+                Message::Claim(request) => turn.claims.push(request),
+                Message::Sweep(reply) => turn.sweeps.push(reply),
+                Message::Invalidate => turn.invalidate = true,
+                Message::Draw(job) => turn.draw = Some(job),
+            }
+            if turn.claims.len() < MAX_GROUP && turn.draw.is_none() {
+                message = next();
+            }
+        }
+        turn
+    }
+}
+
 struct Writer {
     /// The writer's own queue, for a draw to put its next turn back in line; weak, so that
     /// the writer still stops when every handle is dropped.
@@ -264,31 +298,19 @@ struct Pending {
 impl Writer {
     async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
         while let Some(first) = inbox.recv().await {
-            let mut claims = Vec::new();
-            let mut sweeps = Vec::new();
-            let mut next = Some(first);
-            while let Some(message) = next.take() {
-                // After a draw's turn the claims gathered so far are decided before its next.
-                let mut drew = false;
-                match message {
-                    Message::Claim(request) => claims.push(request),
-                    Message::Sweep(reply) => sweeps.push(reply),
-                    Message::Invalidate => self.caches.clear(),
-                    Message::Draw(job) => {
-                        self.draw_turn(job).await;
-                        drew = true;
-                    }
-                }
-                if claims.len() < MAX_GROUP && !drew {
-                    next = inbox.try_recv().ok();
-                }
+            let turn = Turn::gather(first, || inbox.try_recv().ok());
+            if turn.invalidate {
+                self.caches.clear();
             }
-            if !claims.is_empty() {
-                self.process_group(claims).await;
+            if !turn.claims.is_empty() {
+                self.process_group(turn.claims).await;
             }
-            for reply in sweeps {
+            for reply in turn.sweeps {
                 let report = self.sweep().await.map_err(|e| e.to_string());
                 let _ = reply.send(report);
+            }
+            if let Some(job) = turn.draw {
+                self.draw_turn(job).await;
             }
             self.caches.trim();
         }
@@ -892,4 +914,52 @@ pub(crate) async fn close_entry(
         reference: format!("batch_close:{}", batch.id),
         postings,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claim(n: u128) -> Message {
+        let (reply, _) = oneshot::channel();
+        Message::Claim(ClaimRequest {
+            citizen_id: Uuid::from_u128(n),
+            batch_id: Uuid::from_u128(0),
+            idem_key: format!("key-{n}"),
+            request_hash: Vec::new(),
+            exchange: None,
+            reply,
+        })
+    }
+
+    fn draw() -> Message {
+        let (reply, _) = oneshot::channel();
+        Message::Draw(DrawJob { batch_id: Uuid::from_u128(9), winners: [Uuid::from_u128(1)].into(), reply })
+    }
+
+    fn citizens(turn: &Turn) -> Vec<u128> {
+        turn.claims.iter().map(|c| c.citizen_id.as_u128()).collect()
+    }
+
+    #[test]
+    fn a_draw_ends_the_gathering_and_goes_after_the_claims_before_it() {
+        let mut queue: std::collections::VecDeque<Message> =
+            [draw(), claim(3), Message::Invalidate, claim(4)].into();
+        let turn = Turn::gather(claim(1), || queue.pop_front());
+        assert_eq!((citizens(&turn), turn.draw.is_some(), turn.invalidate), (vec![1], true, false));
+        assert_eq!(queue.len(), 3, "the claims after the draw wait for the next turn");
+        let first = queue.pop_front().expect("queued");
+        let next = Turn::gather(first, || queue.pop_front());
+        assert_eq!((citizens(&next), next.draw.is_none(), next.invalidate), (vec![3, 4], true, true));
+    }
+
+    #[test]
+    fn a_group_stops_at_max_group_claims() {
+        let mut queue: std::collections::VecDeque<Message> = (1..=MAX_GROUP as u128 + 5).map(claim).collect();
+        let first = queue.pop_front().expect("queued");
+        let turn = Turn::gather(first, || queue.pop_front());
+        assert_eq!((turn.claims.len(), queue.len()), (MAX_GROUP, 5));
+        let sweep_only = Turn::gather(Message::Sweep(oneshot::channel().0), || None);
+        assert_eq!((sweep_only.sweeps.len(), sweep_only.claims.len()), (1, 0));
+    }
 }

@@ -252,24 +252,28 @@ impl Lottery {
 }
 
 /// A draw fed its entries a page at a time: memory for the `keep` best ranks however many
-/// entries there are.
-pub struct Draw<'a> {
-    seed: &'a str,
+/// entries there are. Owns its seed, so that pages can be ranked off the request workers.
+pub struct Draw {
+    seed: String,
     keep: usize,
     best: std::collections::BinaryHeap<([u8; 32], Uuid)>,
     entries: u64,
 }
 
-impl<'a> Draw<'a> {
-    pub fn new(seed: &'a str, keep: usize) -> Draw<'a> {
-        Draw { seed, keep, best: std::collections::BinaryHeap::new(), entries: 0 }
+impl Draw {
+    pub fn new(seed: &str, keep: usize) -> Draw {
+        Draw { seed: seed.to_owned(), keep, best: std::collections::BinaryHeap::new(), entries: 0 }
     }
 
     pub fn add(&mut self, citizen: Uuid) {
         self.entries += 1;
-        self.best.push((Lottery::rank(self.seed, citizen), citizen));
-        if self.best.len() > self.keep {
-            self.best.pop();
+        let ranked = (Lottery::rank(&self.seed, citizen), citizen);
+        if self.best.len() < self.keep {
+            self.best.push(ranked);
+        } else if let Some(mut worst) = self.best.peek_mut()
+            && ranked < *worst
+        {
+            *worst = ranked;
         }
     }
 
