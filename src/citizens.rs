@@ -142,6 +142,12 @@ impl Citizens {
         Ok(Session { citizen_id: citizen.id, token, expires_at: session.expires_at })
     }
 
+    /// What registration and sign-in attempts are counted by (`http::rate_limit`): the keyed
+    /// hashes of the ID number and of the phone.
+    pub fn identity_keys(&self, id: &IdNumber, phone: &Phone) -> [[u8; 32]; 2] {
+        [id.keyed_hash(&self.secret), phone.keyed_hash(&self.secret)]
+    }
+
     pub async fn sign_in(
         &self,
         id: IdNumber,

@@ -102,7 +102,8 @@ fn session_response(session: crate::citizens::Session) -> (StatusCode, Json<Sess
 
 /// Registers a citizen by real name; one account per ID number.
 #[utoipa::path(post, path = "/v1/citizens", request_body = RegisterRequest,
-    responses((status = 201, body = SessionResponse), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+    responses((status = 201, body = SessionResponse), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -110,18 +111,22 @@ pub async fn register(
     let name =
         CitizenName::parse(&request.name).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
+    state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone))?;
     let session = state.citizens().register(name, id, phone).await.map_err(citizen_error)?;
     Ok(session_response(session))
 }
 
-/// Issues a new token to a registered citizen.
+/// Issues a new token to a registered citizen. Attempts are limited per ID number and per
+/// phone (`http::rate_limit`), so a one-time code cannot be guessed.
 #[utoipa::path(post, path = "/v1/citizens/sessions", request_body = SignInRequest,
-    responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody)))]
+    responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody),
+        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<SignInRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
+    state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone))?;
     let session =
         state.citizens().sign_in(id, phone, request.code.as_deref()).await.map_err(citizen_error)?;
     Ok(session_response(session))

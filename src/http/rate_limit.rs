@@ -1,4 +1,5 @@
-//! Per-citizen request rates on the citizen paths a bot would hammer: claims and QR codes.
+//! Per-citizen request rates on the citizen paths a bot would hammer: claims and QR codes;
+//! and per-identity rates on registration and sign-in, which come before any account.
 //!
 //! The per-person limits already make a second claim worthless, but each attempt still costs
 //! the claim writer a decision and a stored answer, and each QR code an Ed25519 signature: one
@@ -7,6 +8,11 @@
 //! the authenticated citizen (never by IP: mobile carriers put many phones behind one
 //! address). A refusal is 429 `rate_limited` with `Retry-After`, checked before anything is
 //! read or written, so the request may simply be sent again later with the same key.
+//!
+//! Registration and sign-in have no account to key by yet. Each asks an outside service (the
+//! real-name register, the SMS code) about an ID number and a phone, and sign-in is where a
+//! one-time code would be guessed. So each attempt counts against both the ID number and the
+//! phone, keyed by their keyed hashes (never the numbers themselves).
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -25,10 +31,19 @@ pub const CLAIMS_PER_MINUTE: u32 = 60;
 /// then one every two seconds, covers reopening the page and several vouchers.
 pub const QR_BURST: u32 = 20;
 pub const QR_CODES_PER_MINUTE: u32 = 30;
+/// Registering or signing in with one ID number or one phone: 5 at once (a mistyped code or
+/// two), then one a minute. A six-digit code living five minutes then falls to a guesser about
+/// once in 100,000 codes.
+pub const IDENTITY_BURST: u32 = 5;
+pub const IDENTITY_ATTEMPTS_PER_MINUTE: u32 = 1;
+
+/// The keyed hash of an ID number or a phone: what identity attempts are counted by.
+pub type IdentityKey = [u8; 32];
 
 pub struct CitizenRates {
     claims: DefaultKeyedRateLimiter<Uuid>,
     qr_codes: DefaultKeyedRateLimiter<Uuid>,
+    identities: DefaultKeyedRateLimiter<IdentityKey>,
     clock: DefaultClock,
 }
 
@@ -37,6 +52,7 @@ impl Default for CitizenRates {
         CitizenRates {
             claims: RateLimiter::keyed(quota(CLAIMS_PER_MINUTE, CLAIM_BURST)),
             qr_codes: RateLimiter::keyed(quota(QR_CODES_PER_MINUTE, QR_BURST)),
+            identities: RateLimiter::keyed(quota(IDENTITY_ATTEMPTS_PER_MINUTE, IDENTITY_BURST)),
             clock: DefaultClock::default(),
         }
     }
@@ -58,8 +74,17 @@ impl CitizenRates {
         self.check(&self.qr_codes, citizen)
     }
 
-    fn check(&self, limiter: &DefaultKeyedRateLimiter<Uuid>, citizen: Uuid) -> Result<(), ApiError> {
-        limiter.check_key(&citizen).map_err(|not_until| {
+    /// One registration or sign-in naming these identities (the ID number's and the phone's
+    /// keyed hashes), or 429 `rate_limited` if any of them is past its rate.
+    pub fn identity_attempt(&self, keys: &[IdentityKey]) -> Result<(), ApiError> {
+        keys.iter().try_for_each(|key| self.check(&self.identities, *key))
+    }
+
+    fn check<K>(&self, limiter: &DefaultKeyedRateLimiter<K>, key: K) -> Result<(), ApiError>
+    where
+        K: std::hash::Hash + Eq + Clone,
+    {
+        limiter.check_key(&key).map_err(|not_until| {
             metrics::counter!("wenhui_rate_limited_total").increment(1);
             ApiError::rate_limited(not_until.wait_time_from(self.clock.now()))
         })
@@ -72,11 +97,13 @@ impl CitizenRates {
             limiter.retain_recent();
             limiter.shrink_to_fit();
         }
+        self.identities.retain_recent();
+        self.identities.shrink_to_fit();
     }
 
-    /// Citizens with a bucket not yet full, on either path.
+    /// Citizens and identities with a bucket not yet full, on any path.
     pub fn tracked(&self) -> usize {
-        self.claims.len() + self.qr_codes.len()
+        self.claims.len() + self.qr_codes.len() + self.identities.len()
     }
 }
 
@@ -101,5 +128,23 @@ mod tests {
         assert_eq!(rates.qr_code(one), Ok(()), "and so has another path");
         rates.forget_idle();
         assert!(rates.tracked() >= 1, "a bucket in use is kept");
+    }
+
+    #[test]
+    fn an_identity_is_limited_by_its_id_number_or_its_phone() {
+        let rates = CitizenRates::default();
+        let (id, phone, other_phone, other_id) = ([1u8; 32], [2u8; 32], [3u8; 32], [4u8; 32]);
+        for _ in 0..IDENTITY_BURST {
+            assert_eq!(rates.identity_attempt(&[id, phone]), Ok(()));
+        }
+        let refused = rates.identity_attempt(&[id, phone]).expect_err("past the burst");
+        assert_eq!((refused.status.as_u16(), refused.code), (429, "rate_limited"));
+        assert!(refused.retry_after_s.is_some_and(|s| (1..=60).contains(&s)), "{refused:?}");
+        assert!(
+            rates.identity_attempt(&[id, other_phone]).is_err(),
+            "the ID number is limited with any phone"
+        );
+        assert!(rates.identity_attempt(&[other_id, phone]).is_err(), "and the phone with any ID number");
+        assert_eq!(rates.identity_attempt(&[other_id, [5u8; 32]]), Ok(()));
     }
 }

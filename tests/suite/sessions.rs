@@ -16,6 +16,7 @@ both_backends!(
     a_province_admin_revokes_every_session_of_a_citizen,
     a_revocation_made_elsewhere_applies_within_the_poll,
     more_revocations_than_a_page_clear_the_token_cache,
+    sign_in_attempts_are_limited_per_id_number_and_per_phone,
 );
 
 fn identity(n: u16) -> Value {
@@ -32,6 +33,50 @@ async fn register(app: &TestApp, n: u16) -> (String, String) {
         answer["citizen_id"].as_str().expect("id").to_owned(),
         answer["token"].as_str().expect("token").to_owned(),
     )
+}
+
+/// A guesser at the sign-in (a one-time code, a phone for a known ID number) gets the burst,
+/// then 429 `rate_limited` with `Retry-After`, whatever phone it tries with the ID number.
+async fn sign_in_attempts_are_limited_per_id_number_and_per_phone(backend: Backend) {
+    use wenhui::http::rate_limit::IDENTITY_BURST;
+    let app = TestApp::spawn(backend).await;
+    let (citizen, _) = register(&app, 7).await;
+    let mut answers = Vec::new();
+    for attempt in 1..IDENTITY_BURST + 3 {
+        let mut guess = identity(7);
+        if attempt % 2 == 0 {
+            guess["phone"] = json!(format!("137{attempt:08}"));
+        }
+        let response =
+            app.client.post(app.url("/v1/citizens/sessions")).json(&guess).send().await.expect("send");
+        let retry_after =
+            response.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let (status, body) = read(response).await;
+        answers.push((status, code(&body).to_owned(), retry_after));
+    }
+    // Registration was the first attempt with this ID number and phone.
+    let burst = IDENTITY_BURST as usize - 1;
+    for (n, (status, code, _)) in answers[..burst].iter().enumerate() {
+        let expected = if n % 2 == 0 { (201, "<no error code>") } else { (401, "unknown_citizen") };
+        assert_eq!((*status, code.as_str()), expected, "attempt {}: {answers:?}", n + 1);
+    }
+    for (status, code, retry_after) in &answers[burst..] {
+        assert_eq!((*status, code.as_str()), (429, "rate_limited"), "{answers:?}");
+        let wait_s: u64 =
+            retry_after.as_deref().and_then(|s| s.parse().ok()).expect("Retry-After in seconds");
+        assert!((1..=60).contains(&wait_s), "{wait_s}");
+    }
+    let (status, refused) = app.post("/v1/citizens/sessions", None, identity(7)).await;
+    assert_eq!((status, code(&refused)), (429, "rate_limited"), "the right phone too: {refused}");
+    let (status, answer) = app.post("/v1/citizens/sessions", None, identity(8)).await;
+    assert_eq!(
+        (status, code(&answer)),
+        (401, "unknown_citizen"),
+        "another identity has its own bucket: {answer}"
+    );
+    let (_, other) = register(&app, 9).await;
+    assert_eq!(whoami(&app, &other).await.0, 200, "and registers");
+    assert!(!citizen.is_empty());
 }
 
 async fn sign_in(app: &TestApp, n: u16) -> String {
