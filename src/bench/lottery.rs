@@ -318,3 +318,35 @@ fn report(
     ensure!(!during.latencies_us.is_empty(), "no claim was decided during the draw");
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> LotteryBench {
+        LotteryBench {
+            pg_url: String::new(),
+            backend: "postgres".into(),
+            entries: 1_000,
+            stock: 100,
+            claims_per_s: 10,
+            baseline_s: 2,
+            citizens: 50,
+            window_s: 5,
+        }
+    }
+
+    #[test]
+    fn the_shape_of_a_run_is_checked_before_anything_starts() {
+        assert!(args().validate().is_ok());
+        let mut more_stock_than_entries = args();
+        more_stock_than_entries.stock = 1_001;
+        assert!(more_stock_than_entries.validate().is_err());
+        let mut no_citizens_left_for_the_draw = args();
+        no_citizens_left_for_the_draw.citizens = 20;
+        assert!(no_citizens_left_for_the_draw.validate().is_err(), "the baseline alone sends 20 claims");
+        let mut no_rate = args();
+        no_rate.claims_per_s = 0;
+        assert!(no_rate.validate().is_err());
+    }
+}

@@ -194,6 +194,30 @@ impl PgStore {
         })
     }
 
+    /// `merchant_redemption_counts` rows of these (citizen, merchant, season) keys: one fixed
+    /// statement whatever the group's size, a primary-key probe per key (`LATERAL ... LIMIT 1`
+    /// keeps the planner from turning it into a join).
+    pub(crate) async fn merchant_count_rows(
+        tx: &mut Tx,
+        keys: &[(uuid::Uuid, uuid::Uuid, uuid::Uuid)],
+    ) -> Result<Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid, i32)>, sqlx::Error> {
+        let column = |f: fn(&(uuid::Uuid, uuid::Uuid, uuid::Uuid)) -> uuid::Uuid| {
+            keys.iter().map(f).collect::<Vec<_>>()
+        };
+        sqlx::query_as(
+            "SELECT c.citizen_id, c.merchant_id, c.season_id, c.live_count \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS k(citizen_id, merchant_id, season_id) \
+             CROSS JOIN LATERAL (SELECT citizen_id, merchant_id, season_id, live_count \
+                 FROM merchant_redemption_counts m WHERE m.season_id = k.season_id \
+                 AND m.citizen_id = k.citizen_id AND m.merchant_id = k.merchant_id LIMIT 1) c",
+        )
+        .bind(column(|k| k.0))
+        .bind(column(|k| k.1))
+        .bind(column(|k| k.2))
+        .fetch_all(&mut **tx)
+        .await
+    }
+
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).
     pub(crate) async fn insert_redemption_rows(

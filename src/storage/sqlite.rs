@@ -166,6 +166,27 @@ impl SqliteStore {
         })
     }
 
+    /// `merchant_redemption_counts` rows of these (citizen, merchant, season) keys: a
+    /// primary-key equality per key, `UNION ALL` (SQLite prepares a statement cheaply).
+    pub(crate) async fn merchant_count_rows(
+        tx: &mut Tx,
+        keys: &[(uuid::Uuid, uuid::Uuid, uuid::Uuid)],
+    ) -> Result<Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid, i32)>, sqlx::Error> {
+        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        for (n, (citizen, merchant, season)) in keys.iter().enumerate() {
+            if n > 0 {
+                query.push(" UNION ALL ");
+            }
+            query.push(
+                "SELECT citizen_id, merchant_id, season_id, live_count FROM merchant_redemption_counts \
+                 WHERE season_id = ",
+            );
+            query.push_bind(*season).push(" AND citizen_id = ").push_bind(*citizen);
+            query.push(" AND merchant_id = ").push_bind(*merchant);
+        }
+        query.build_query_as().fetch_all(&mut **tx).await
+    }
+
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).
     pub(crate) async fn insert_redemption_rows(

@@ -401,9 +401,9 @@ macro_rules! till_store {
 
                 /// Live redemptions per (citizen, merchant, season) for the group's limited
                 /// redemptions, from `merchant_redemption_counts`; no query when none is limited.
-                /// One statement, a primary-key equality per triple (`UNION ALL`), so that the
-                /// plan never depends on table statistics: a join of vouchers and redemptions,
-                /// tried first, was planned as a scan of every redemption (BENCHMARKS).
+                /// One statement of primary-key lookups (`merchant_count_rows`), so that the plan
+                /// never depends on table statistics: a join of vouchers and redemptions, tried
+                /// first, was planned as a scan of every redemption (BENCHMARKS).
                 async fn merchant_counts(
                     tx: &mut sqlx::Transaction<'static, $db>,
                     group: &[NewRedemption],
@@ -414,20 +414,8 @@ macro_rules! till_store {
                     if triples.is_empty() {
                         return Ok(counts);
                     }
-                    let mut query = sqlx::QueryBuilder::<$db>::new("");
-                    for (n, ((citizen, merchant, season), _, _)) in triples.iter().enumerate() {
-                        if n > 0 {
-                            query.push(" UNION ALL ");
-                        }
-                        query.push(
-                            "SELECT citizen_id, merchant_id, season_id, live_count FROM merchant_redemption_counts \
-                             WHERE season_id = ",
-                        );
-                        query.push_bind(*season).push(" AND citizen_id = ").push_bind(*citizen);
-                        query.push(" AND merchant_id = ").push_bind(*merchant);
-                    }
-                    let rows: Vec<(Uuid, Uuid, Uuid, i32)> = query.build_query_as().fetch_all(&mut **tx).await?;
-                    for (citizen, merchant, season, live) in rows {
+                    let keys: Vec<(Uuid, Uuid, Uuid)> = triples.iter().map(|(key, _, _)| *key).collect();
+                    for (citizen, merchant, season, live) in Self::merchant_count_rows(tx, &keys).await? {
                         counts.insert((citizen, merchant, season), i64::from(live));
                     }
                     Ok(counts)
