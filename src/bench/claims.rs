@@ -332,7 +332,11 @@ pub async fn rush(base_url: &str, staff_key: &str, params: RushParams) -> anyhow
 }
 
 /// Registers citizens 0..`citizens` from `clients` tasks; returns their tokens, indexed by citizen.
-async fn register_citizens(api: &Arc<Api>, citizens: u32, clients: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn register_citizens(
+    api: &Arc<Api>,
+    citizens: u32,
+    clients: usize,
+) -> anyhow::Result<Vec<String>> {
     let next = Arc::new(AtomicU32::new(0));
     let mut tasks = JoinSet::new();
     for _ in 0..clients {

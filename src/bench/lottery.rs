@@ -20,7 +20,7 @@ use sqlx::Connection;
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use super::claims::{Api, ServerUnderTest, percentile, string_field};
+use super::claims::{Api, ServerUnderTest, percentile, register_citizens, string_field};
 
 /// The draw's own timeout in the server is 300 s; the bench waits a little longer for its answer.
 const DRAW_REQUEST_TIMEOUT: Duration = Duration::from_secs(330);
@@ -107,7 +107,7 @@ async fn bench(server: &ServerUnderTest, database_url: &str, args: &LotteryBench
     let started = Instant::now();
     write_entries(database_url, lottery, args.entries).await?;
     println!("setup: {} entries written in {:.1} s", args.entries, started.elapsed().as_secs_f64());
-    let tokens = register(&api, args.citizens).await?;
+    let tokens = register_citizens(&api, args.citizens, 32).await?;
     let wait = (window_closes - Utc::now()).to_std().unwrap_or_default() + Duration::from_secs(1);
     println!(
         "setup: {} citizens registered; waiting {:.1} s for the window to close",
@@ -137,8 +137,7 @@ async fn create_lottery_batch(
     seed: &str,
     closes: chrono::DateTime<Utc>,
 ) -> anyhow::Result<Uuid> {
-    let digest = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
-    let seed_sha256: String = digest.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    let seed_sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()));
     let opens = Utc::now() - TimeDelta::minutes(1);
     let body = json!({
         "name": "摇号 bench", "issuer": "370000", "kind": "threshold", "face_value": "10.00",
@@ -180,27 +179,6 @@ async fn write_entries(database_url: &str, batch: Uuid, entries: u32) -> anyhow:
         }
     }
     Ok(())
-}
-
-async fn register(api: &Arc<Api>, citizens: u32) -> anyhow::Result<Vec<String>> {
-    let mut set = JoinSet::new();
-    let per_task = citizens.div_ceil(32);
-    for first in (0..citizens).step_by(per_task as usize) {
-        let api = api.clone();
-        set.spawn(async move {
-            let mut tokens = Vec::new();
-            for n in first..(first + per_task).min(citizens) {
-                tokens.push((n, api.register_citizen(n).await?));
-            }
-            anyhow::Ok(tokens)
-        });
-    }
-    let mut all = Vec::with_capacity(citizens as usize);
-    while let Some(done) = set.join_next().await {
-        all.extend(done.context("a registration task panicked")??);
-    }
-    all.sort_unstable_by_key(|(n, _)| *n);
-    Ok(all.into_iter().map(|(_, token)| token).collect())
 }
 
 /// Sends claims, one citizen each, at a steady rate.

@@ -583,6 +583,7 @@ pub async fn draw(
         tracing::error!(%error, batch = %batch.id, "issuing a draw's vouchers failed part way; draw again to finish");
         ApiError::unavailable("draw_unfinished", "the draw stopped part way; send it again to finish it")
     })?;
+    let issued_s = started.elapsed().as_secs_f64() - ranked_s;
     // Every voucher the draw gave, also those of an earlier attempt stopped part way (or of a
     // twin request running beside this one): a lottery batch's vouchers come from draws only.
     let issued = state.store().batch(batch.id).await?.map_or(0, |b| b.claimed_count);
@@ -598,7 +599,6 @@ pub async fn draw(
     if !recorded {
         return drawn_already(&state, &record.scope, &record.key, &record.request_hash).await;
     }
-    let issued_s = started.elapsed().as_secs_f64() - ranked_s;
     tracing::info!(batch = %batch.id, entries, issued, ranked_s, issued_s, "lottery drawn");
     Ok(super::idempotency::json_response(200, answer.to_string()))
 }

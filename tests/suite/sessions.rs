@@ -40,7 +40,7 @@ async fn register(app: &TestApp, n: u16) -> (String, String) {
 async fn sign_in_attempts_are_limited_per_id_number_and_per_phone(backend: Backend) {
     use wenhui::http::rate_limit::IDENTITY_BURST;
     let app = TestApp::spawn(backend).await;
-    let (citizen, _) = register(&app, 7).await;
+    register(&app, 7).await;
     let mut answers = Vec::new();
     for attempt in 1..IDENTITY_BURST + 3 {
         let mut guess = identity(7);
@@ -76,7 +76,6 @@ async fn sign_in_attempts_are_limited_per_id_number_and_per_phone(backend: Backe
     );
     let (_, other) = register(&app, 9).await;
     assert_eq!(whoami(&app, &other).await.0, 200, "and registers");
-    assert!(!citizen.is_empty());
 }
 
 async fn sign_in(app: &TestApp, n: u16) -> String {

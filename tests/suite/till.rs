@@ -240,6 +240,7 @@ async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
         redeem_with(&till, &till.client, &citizen, &vouchers[0], "o-6"),
         redeem_with(&till, &second_till, &citizen, &vouchers[3], "o-7")
     );
+    let still_active = if a.is_err() { &vouchers[0] } else { &vouchers[3] };
     let mut outcomes = [a.err(), b.err()];
     outcomes.sort();
     assert_eq!(outcomes, [None, Some("merchant_limit_reached".to_owned())], "exactly one of two");
@@ -249,6 +250,18 @@ async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
     assert_eq!(world.app.db.raw(at_limit).await, Ok(1));
     let over = "UPDATE merchant_redemption_counts SET live_count = live_count + 1 WHERE live_count = 2";
     assert!(world.app.db.raw(over).await.is_err(), "the CHECK refuses a count above the limit");
+    // Two citizens at once, one at the limit and one under it, so that one group may read
+    // both counters: the one at the limit is refused, the other takes its last place.
+    let (status, claimed) = world.claim(&other_citizen, batch_id, "other-second").await;
+    assert_eq!(status, 201, "{claimed}");
+    let other_second = claimed["voucher"]["id"].as_str().expect("id").to_owned();
+    let (at_limit_again, under) = tokio::join!(
+        redeem_with(&till, &till.client, &citizen, still_active, "o-8"),
+        redeem_with(&till, &second_till, &other_citizen, &other_second, "o-9")
+    );
+    assert_eq!(at_limit_again.err().as_deref(), Some("merchant_limit_reached"));
+    under.expect("the other citizen's second redemption at the bookstore");
+    assert_eq!(world.app.db.raw(at_limit).await, Ok(2), "both citizens are now at the limit");
 
     let body = json!({"name": "季", "province": "370000", "starts_at": world.at(0), "ends_at": world.at(86_400),
         "budgets": [{"funder": "370000", "amount": "100.00"}], "merchant_redemption_limit": 0});
