@@ -48,7 +48,8 @@ pub async fn mint(
         .map_err(|_| StorageError::Corrupt("system random source failed".into()))?;
     let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
     let id = Uuid::now_v7();
-    let label: String = label.chars().take(100).collect();
+    // The HTTP layer refuses control characters; the CLI's label is cleaned of them here.
+    let label: String = label.trim().chars().filter(|c| !c.is_control()).take(100).collect();
     store
         .insert_staff_key(&NewStaffKey {
             id,

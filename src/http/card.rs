@@ -3,7 +3,6 @@
 //! points exchanges (through the claim writer). See ARCHITECTURE.md, "The benefit card".
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
@@ -16,11 +15,11 @@ use wenhui_merchant_sdk::token::{QrToken, TokenKind};
 use super::AppState;
 use super::citizens::CitizenAuth;
 use super::error::ApiError;
-use super::extract::{ApiPath, Staff};
+use super::extract::{ApiBytes, ApiPath, Staff};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use super::till::{
-    TerminalWrite, authenticate, merchant_or_staff, remember_refusal, reversal_reason, terminal_write,
-    token_error,
+    ORDER_FIELDS_RULE, TerminalWrite, authenticate, merchant_or_staff, order_ref, remember_refusal,
+    reversal_reason, terminal_write, token_error,
 };
 use crate::domain::card::{
     self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
@@ -64,7 +63,7 @@ struct IssueCard {
 pub async fn issue(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     // Parsed without echoing the input in errors: it may hold a bank card number.
     let request: IssueCard =
@@ -245,7 +244,7 @@ pub async fn set_terms(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
     let merchant = super::merchants::load(&state, merchant_id).await?;
     let roles = [Role::ProvinceAdmin, Role::CityAdmin];
@@ -276,7 +275,7 @@ pub async fn set_points_rate(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin])?;
     let season = state
@@ -361,7 +360,7 @@ pub async fn pay(
     uri: Uri,
     headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let (ctx, scope, hash) =
         match terminal_write(&state, (&method, &uri, &headers), "/v1/card-payments", &key, &body).await? {
@@ -369,13 +368,10 @@ pub async fn pay(
             TerminalWrite::Fresh { ctx, scope, hash } => (ctx, scope, hash),
         };
     let request: CardPayBody = parse_json(&body)?;
-    let order_ref = request.order_ref.trim().to_owned();
-    if order_ref.is_empty() || order_ref.len() > 64 || request.order_amount.0.is_zero() {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            "order_ref is 1-64 characters and order_amount above 0.00",
-        ));
-    }
+    let order_ref = match order_ref(&request.order_ref) {
+        Some(order_ref) if !request.order_amount.0.is_zero() => order_ref,
+        _ => return Err(ApiError::unprocessable("invalid_body", ORDER_FIELDS_RULE)),
+    };
     let record = {
         let (scope, key, hash) = (scope.clone(), key.clone(), hash.clone());
         move |status: u16, body: String| IdemRecord {
@@ -520,7 +516,7 @@ pub async fn reverse(
     headers: HeaderMap,
     ApiPath(payment_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let path = format!("/v1/card-payments/{payment_id}/reversal");
     let (ctx, scope, hash) =
@@ -610,7 +606,7 @@ pub async fn exchange(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     // An exchange is a claim paid with points: the claim writer's rate.
     state.citizen_rates().claim(citizen_id)?;

@@ -1,7 +1,6 @@
 //! Citizens: registration, sessions, their vouchers, and claiming.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::{FromRequestParts, State};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
@@ -11,7 +10,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, ApiPath, ApiQuery, PageQuery, Staff, bearer_token, next_cursor, page_limit};
+use super::extract::{
+    ApiBytes, ApiJson, ApiPath, ApiQuery, PageQuery, Staff, bearer_token, next_cursor, page_limit,
+};
 use super::idempotency::{IdempotencyKey, json_response, request_hash};
 use crate::citizens::CitizenError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
@@ -223,7 +224,7 @@ pub async fn claim(
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(batch_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
     #[derive(Deserialize)]

@@ -2,7 +2,7 @@
 //! with the matching status. Database details never reach the client; they are logged once, here.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -150,6 +150,16 @@ impl From<JsonRejection> for ApiError {
                 ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large")
             }
             other => ApiError::new(other.status(), "bad_request", message),
+        }
+    }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large")
+        } else {
+            ApiError::new(rejection.status(), "unreadable_body", "the request body could not be read")
         }
     }
 }

@@ -1,7 +1,8 @@
 //! Extractors: JSON, query and path whose rejections speak our error format, and the staff
 //! principal from `Authorization: Bearer <key>`.
 
-use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts};
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, OptionalFromRequestParts, Request};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 
@@ -14,6 +15,18 @@ use crate::staff_keys;
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
+/// The raw body (kept as bytes so it can be hashed for idempotency and request signatures),
+/// whose rejections (over the size limit, a broken stream) speak our error format.
+pub struct ApiBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state).await.map(ApiBytes).map_err(ApiError::from)
+    }
+}
+
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
@@ -21,6 +34,17 @@ pub struct ApiQuery<T>(pub T);
 #[derive(FromRequestParts)]
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
+
+/// Free text from a request body (a label, an order reference, a reason): trimmed, and `None`
+/// when it is longer than `max_chars` characters or holds a control character. PostgreSQL
+/// refuses NUL in text (a 500 otherwise, and, in a coalesced read, for every request sharing
+/// the statement), and no till, report or CSV wants the others. Empty text passes: the caller
+/// decides whether it may be.
+pub(crate) fn plain_text(value: &str, max_chars: usize) -> Option<&str> {
+    let value = value.trim();
+    let fits = value.chars().count() <= max_chars && !value.chars().any(char::is_control);
+    fits.then_some(value)
+}
 
 /// An authenticated member of staff.
 #[derive(Clone, Copy, Debug)]

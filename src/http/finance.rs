@@ -6,7 +6,6 @@
 //! province's `finance` settles, records payouts and closes. Auditors change nothing.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -16,7 +15,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit};
+use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
 use super::till::{merchant_or_staff, staff_over_merchant};
 use crate::domain::region::RegionCode;
@@ -188,7 +187,7 @@ pub async fn settle(
     State(state): State<AppState>,
     staff: Staff,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let (scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/settlements", &key, &body).await? {
         Prelude::Replay(replayed) => return Ok(replayed),
@@ -332,7 +331,7 @@ pub async fn paid(
     staff: Staff,
     ApiPath(settlement_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let path = format!("/v1/settlements/{settlement_id}/paid");
     let (scope, hash) = match staff_prelude(state.store(), staff.1, &path, &key, &body).await? {
@@ -340,10 +339,15 @@ pub async fn paid(
         Prelude::Fresh { scope, hash } => (scope, hash),
     };
     let request: PaidBody = parse_json(&body)?;
-    let payout_ref = request.payout_ref.trim();
-    if payout_ref.is_empty() || payout_ref.chars().count() > 100 {
-        return Err(ApiError::unprocessable("invalid_payout_ref", "payout_ref is 1-100 characters"));
-    }
+    let payout_ref = match plain_text(&request.payout_ref, 100) {
+        Some(payout_ref) if !payout_ref.is_empty() => payout_ref,
+        _ => {
+            return Err(ApiError::unprocessable(
+                "invalid_payout_ref",
+                "payout_ref is 1-100 characters, none of them control characters",
+            ));
+        }
+    };
     let settlement = load_settlement(state.store(), settlement_id).await?;
     let season = load_season(state.store(), settlement.season_id).await?;
     require_province_finance(&staff, &season)?;
@@ -448,7 +452,7 @@ pub async fn merchant_journal(
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<JournalQuery>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     let merchant = super::merchants::load(&state, query.merchant).await?;

@@ -12,7 +12,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, Staff, next_cursor, page_limit};
+use super::extract::{ApiBytes, ApiPath, ApiQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude, write_outcome};
 use crate::domain::merchant::{
     ACCOUNT_REQUEST_TTL_S, AccountDecision, AccountRequest, CreditCode, DecisionRefused, Merchant,
@@ -32,11 +32,13 @@ fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
 }
 
 fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, ApiError> {
-    let value = value.trim();
-    if value.is_empty() || value.chars().count() > max_chars || value.chars().any(char::is_control) {
-        return Err(invalid("invalid_field", format!("{what} must be 1-{max_chars} characters")));
+    match plain_text(value, max_chars) {
+        Some(value) if !value.is_empty() => Ok(value.to_owned()),
+        _ => Err(invalid(
+            "invalid_field",
+            format!("{what} must be 1-{max_chars} characters, none of them control characters"),
+        )),
     }
-    Ok(value.to_owned())
 }
 
 /// Any staff role over the merchant's city may see its account history.
@@ -133,7 +135,7 @@ pub async fn create(
     State(state): State<AppState>,
     staff: Staff,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let (scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/merchants", &key, &body).await? {
@@ -268,7 +270,7 @@ pub async fn register_terminal(
     staff: Staff,
     ApiPath(merchant_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
@@ -283,7 +285,11 @@ pub async fn register_terminal(
         .ok()
         .filter(|k| k.len() == 32)
         .ok_or_else(|| invalid("invalid_public_key", "public_key must be 32 bytes of base64url"))?;
-    let label: String = request.label.trim().chars().take(100).collect();
+    let label = plain_text(&request.label, 100)
+        .ok_or_else(|| {
+            invalid("invalid_field", "label is at most 100 characters, none of them control characters")
+        })?
+        .to_owned();
     let terminal =
         TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
     let answer = json!({"terminal_id": terminal.id, "merchant_id": merchant_id, "label": label});
@@ -375,7 +381,7 @@ pub async fn change_account(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let merchant = load(&state, id).await?;
     require_admin_of(&staff, merchant.city)?;
@@ -446,7 +452,7 @@ pub async fn approve_account_request(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, true).await?;
     let merchant = load(&state, id).await?;
@@ -466,7 +472,7 @@ pub async fn reject_account_request(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, false).await?;
     Ok(Json(json!({"request": account_request_json(&request, state.clock().now())})))

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
-use axum::http::{HeaderName, StatusCode};
+use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -344,11 +344,6 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels[..2])
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-/// Turns a status into our error body for responses produced outside the handlers.
-pub fn status_error(status: StatusCode) -> ApiError {
-    ApiError::new(status, "error", status.canonical_reason().unwrap_or("error"))
 }
 
 #[derive(utoipa::OpenApi)]

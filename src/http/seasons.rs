@@ -1,7 +1,6 @@
 //! Seasons, budgets and voucher batches.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
@@ -10,7 +9,7 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit};
+use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::accounts;
 use crate::domain::funding::{FundingShares, VoucherTerms};
@@ -39,11 +38,10 @@ fn parse_region(text: &str, what: &str) -> Result<RegionCode, ApiError> {
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {
-    let name = name.trim();
-    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS || name.chars().any(char::is_control) {
-        return Err(invalid("invalid_name", "a name is 1-100 characters"));
+    match plain_text(name, MAX_NAME_CHARS) {
+        Some(name) if !name.is_empty() => Ok(name.to_owned()),
+        _ => Err(invalid("invalid_name", "a name is 1-100 characters, none of them control characters")),
     }
-    Ok(name.to_owned())
 }
 
 fn conflict(message: String) -> ApiError {
@@ -109,7 +107,7 @@ pub async fn create_season(
     State(state): State<AppState>,
     staff: Staff,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin])?;
     let (idem_scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/seasons", &key, &body).await? {
@@ -197,7 +195,7 @@ pub async fn add_budget(
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let (idem_scope, hash) =
@@ -415,8 +413,11 @@ fn batch_releases(request: &CreateBatch) -> Result<Vec<Release>, ApiError> {
         (None, None) => return Ok(Vec::new()),
         (Some(list), None) => list.clone(),
         (None, Some(daily)) => {
-            if daily.quantity <= 0 {
-                return Err(invalid("invalid_releases", "daily_release.quantity must be positive"));
+            if !(1..=MAX_STOCK).contains(&daily.quantity) {
+                return Err(invalid(
+                    "invalid_releases",
+                    format!("daily_release.quantity is 1 to {MAX_STOCK}"),
+                ));
             }
             let days = (request.stock + daily.quantity - 1) / daily.quantity;
             (0..days.min(MAX_RELEASES as i64 + 1))
@@ -430,12 +431,13 @@ fn batch_releases(request: &CreateBatch) -> Result<Vec<Release>, ApiError> {
     if releases.is_empty() || releases.len() > MAX_RELEASES {
         return Err(invalid("invalid_releases", format!("1 to {MAX_RELEASES} releases")));
     }
-    if releases.iter().any(|r| r.quantity <= 0 || !in_window(r.at)) {
+    if releases.iter().any(|r| !(1..=MAX_STOCK).contains(&r.quantity) || !in_window(r.at)) {
         return Err(invalid(
             "invalid_releases",
-            "each release needs a positive quantity inside the claim window",
+            format!("each release needs a quantity of 1 to {MAX_STOCK} inside the claim window"),
         ));
     }
+    // At most MAX_RELEASES quantities of at most MAX_STOCK each: the sum cannot overflow.
     let total: i64 = releases.iter().map(|r| r.quantity).sum();
     if total < request.stock || (request.releases.is_some() && total != request.stock) {
         return Err(invalid(
@@ -551,7 +553,7 @@ pub async fn draw(
     staff: Staff,
     ApiPath(batch_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let path = format!("/v1/batches/{batch_id}/draw");
@@ -690,6 +692,10 @@ async fn check_drawable(state: &AppState, batch: &Batch, seed: &str) -> Result<L
         let message = format!("entries close at {}; draw after that", batch.claim_closes_at);
         return Err(ApiError::conflict("draw_too_early", message));
     }
+    if seed.chars().any(char::is_control) {
+        // Stored as text with the draw: PostgreSQL refuses NUL in text. A seed is printable.
+        return Err(invalid("invalid_seed", "a seed holds no control characters"));
+    }
     if seed.len() > crate::domain::season::MAX_SEED_LEN || !lottery.seed_matches(seed) {
         return Err(invalid("seed_mismatch", "the seed does not hash to the batch's seed_sha256"));
     }
@@ -711,7 +717,7 @@ pub async fn create_batch(
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let (idem_scope, hash) =

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiJson, Staff};
+use super::extract::{ApiJson, Staff, plain_text};
 use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
 use crate::staff_keys;
@@ -59,13 +59,19 @@ pub async fn create_key(
 ) -> Result<(StatusCode, Json<CreateKeyResponse>), ApiError> {
     let granter = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let scope = parse_scope(&request.role, &request.region)?;
+    let label = plain_text(&request.label, 100).ok_or_else(|| {
+        ApiError::unprocessable(
+            "invalid_label",
+            "label is at most 100 characters, none of them control characters",
+        )
+    })?;
     if !granter.may_grant(&scope) {
         return Err(ApiError::forbidden(format!(
             "a {} of {} cannot mint keys for region {}",
             granter.role, granter.region, scope.region
         )));
     }
-    let minted = staff_keys::mint(state.store(), scope, &request.label, Some(staff.1)).await?;
+    let minted = staff_keys::mint(state.store(), scope, label, Some(staff.1)).await?;
     tracing::info!(key_id = %minted.id, role = %scope.role, region = %scope.region, "staff key minted");
     let body = CreateKeyResponse {
         id: minted.id,

@@ -9,7 +9,6 @@
 //! `card_after_voucher`): the till applies the card first.
 
 use axum::Json;
-use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
@@ -23,7 +22,7 @@ use wenhui_merchant_sdk::token::{QrToken, TokenError, TokenKind, TokenPayload};
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::ApiPath;
+use super::extract::{ApiBytes, ApiPath, plain_text};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use crate::domain::accounts;
 use crate::domain::ledger::{AccountSpec, NewEntry, NewPosting, Side};
@@ -292,7 +291,7 @@ pub async fn redeem(
     uri: Uri,
     headers: HeaderMap,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let (ctx, nonce) = verify_terminal(&state, &method, &uri, &headers, &body).await?;
     let scope = format!("terminal:{}", ctx.terminal.id);
@@ -300,8 +299,9 @@ pub async fn redeem(
     // No lookup of the key here: the group commit checks it under the ledger lock, and every
     // refusal path replays a stored answer when there is one (see `remember_refusal`).
     let parsed: Result<RedeemBody, ApiError> = parse_json(&body);
-    let order_ref = parsed.as_ref().map(|r| r.order_ref.trim().to_owned()).unwrap_or_default();
-    let order_ref_ok = !order_ref.is_empty() && order_ref.len() <= 64;
+    let order_ref = parsed.as_ref().ok().and_then(|r| order_ref(&r.order_ref));
+    let order_ref_ok = order_ref.is_some();
+    let order_ref = order_ref.unwrap_or_default();
     // Three independent reads in one wait instead of three in a row: the request nonce, the card
     // payment on the order and the scanned voucher. Their outcomes are applied below in the order
     // the checks have always had (the nonce first), so the answers do not change.
@@ -322,10 +322,7 @@ pub async fn redeem(
     fresh?;
     let request = parsed?;
     if !order_ref_ok || request.order_amount.0.is_zero() {
-        return Err(ApiError::unprocessable(
-            "invalid_body",
-            "order_ref is 1-64 characters and order_amount above 0.00",
-        ));
+        return Err(ApiError::unprocessable("invalid_body", ORDER_FIELDS_RULE));
     }
     let record = |status: u16, body: String| IdemRecord {
         scope: scope.clone(),
@@ -537,14 +534,25 @@ pub(super) async fn merchant_or_staff(
     staff_over_merchant(&staff, roles, merchant).map(|_| ())
 }
 
-/// The reason of a reversal body: trimmed, at most 200 characters, not empty.
+/// What `order_ref` and `order_amount` must be, for the refusal of either.
+pub(super) const ORDER_FIELDS_RULE: &str =
+    "order_ref is 1-64 bytes with no control characters, and order_amount above 0.00";
+
+/// A till's order reference: trimmed, 1 to 64 bytes, no control characters.
+pub(super) fn order_ref(text: &str) -> Option<String> {
+    plain_text(text, 64).filter(|r| !r.is_empty() && r.len() <= 64).map(str::to_owned)
+}
+
+/// The reason of a reversal body: trimmed, at most 200 characters (longer ones are cut), not
+/// empty, no control characters.
 pub(super) fn reversal_reason(body: &[u8]) -> Result<String, ApiError> {
     let request: ReverseBody = parse_json(body)?;
     let reason = request.reason.trim().chars().take(200).collect::<String>();
-    if reason.is_empty() {
-        return Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason"));
+    match plain_text(&reason, 200) {
+        Some(reason) if !reason.is_empty() => Ok(reason.to_owned()),
+        Some(_) => Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason")),
+        None => Err(ApiError::unprocessable("invalid_body", "the reason holds a control character")),
     }
-    Ok(reason)
 }
 
 /// The start of a keyed terminal write: the terminal that signed it, the idempotency scope and
@@ -608,7 +616,7 @@ pub async fn reverse(
     headers: HeaderMap,
     ApiPath(redemption_id): ApiPath<Uuid>,
     IdempotencyKey(key): IdempotencyKey,
-    body: Bytes,
+    ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let path = format!("/v1/redemptions/{redemption_id}/reversal");
     let (ctx, scope, hash) =

@@ -807,6 +807,13 @@ async fn seasons_and_batches_validate_input(backend: Backend) {
         (json!({"funding": [{"funder": "370200", "share": 60}]}), "funding_shares_sum"),
         (json!({"kind": "lottery"}), "invalid_kind"),
         (json!({"releases": [{"at": at(10), "quantity": 3}]}), "invalid_releases"),
+        // Two huge quantities and 12 wrap to the stock (10) in unchecked i64 arithmetic.
+        (
+            json!({"releases": [{"at": at(10), "quantity": i64::MAX}, {"at": at(20), "quantity": i64::MAX},
+                {"at": at(30), "quantity": 12}]}),
+            "invalid_releases",
+        ),
+        (json!({"daily_release": {"first_at": at(10), "quantity": i64::MAX}}), "invalid_releases"),
     ];
     for (change, expected) in bad_cases {
         let mut body = base.clone();

@@ -168,7 +168,8 @@ both_backends!(
     spent_qr_nonces_are_forgotten_after_their_retention,
     a_season_limits_a_citizen_at_one_merchant,
     reconciliation_checks_the_limit_counters,
-    a_season_ceiling_caps_the_subsidy_by_category
+    a_season_ceiling_caps_the_subsidy_by_category,
+    control_characters_and_huge_bodies_get_a_code_not_a_500
 );
 
 /// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
@@ -769,6 +770,83 @@ async fn every_refusal_has_its_code_and_writes_nothing(backend: Backend) {
         Some("stacking_not_allowed")
     );
     assert_eq!(till.head().await, before, "refused redemptions wrote nothing");
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+/// Free text holding a NUL (which PostgreSQL refuses in text) is refused with its code on both
+/// backends, and a redemption whose order_ref holds one, sent at the same moment as a good one
+/// from another terminal, does not fail the good one (their order lookups share a coalesced
+/// statement). Bodies over the limit get the JSON 413 on the routes that read raw bytes too.
+async fn control_characters_and_huge_bodies_get_a_code_not_a_500(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let batch = world.batch(json!({"stock": 10})).await;
+    let batch = batch["id"].as_str().expect("id").to_owned();
+    let (citizen1, voucher1) = till.voucher(1, &batch).await;
+    let (citizen2, voucher2) = till.voucher(2, &batch).await;
+    let (qr1, qr2) = (till.qr(&citizen1, &voucher1).await, till.qr(&citizen2, &voucher2).await);
+    let dir = world.app.db.dir.path().to_owned();
+    let (other_till, other_id, other_key) = terminal(world, &till.qingdao_admin, &till.bookstore, &dir).await;
+    let before = till.head().await;
+    let nul_order = json!({"qr": qr1, "order_amount": "100.00", "order_ref": "A\u{0}1"});
+    let good = RedeemRequest {
+        qr: qr2,
+        order_amount: "100.00".into(),
+        order_ref: "good-1".into(),
+        idempotency_key: None,
+    };
+    let ((status, answer), redeemed) = tokio::join!(
+        signed(world, other_id, other_key.key_pair(), now_s(), "nonce-nul-order-ref-0001", &nul_order),
+        till.client.redeem(good)
+    );
+    assert_eq!((status, code(&answer)), (422, "invalid_body"), "{answer}");
+    let redeemed = redeemed.expect("the good redemption is not failed by its neighbour");
+    assert_eq!(till.head().await, before + 1, "only the good redemption wrote");
+    let redeemed_again =
+        till.redeem(&qr1, "100.00", "A1").await.expect("the refused voucher is still active");
+    assert_eq!(redeemed_again.discount, "10.00");
+
+    let reversal = format!("/v1/redemptions/{}/reversal", redeemed.redemption_id);
+    let nul_reason = json!({"reason": "refund\u{0}"});
+    let (status, answer) = signed_to(
+        world,
+        &reversal,
+        other_id,
+        other_key.key_pair(),
+        now_s(),
+        "nonce-nul-reason-00001",
+        &nul_reason,
+    )
+    .await;
+    assert_eq!((status, code(&answer)), (422, "invalid_body"), "{answer}");
+    drop(other_till);
+
+    let terminals = format!("/v1/merchants/{}/terminals", till.bookstore);
+    let public_key = TillKey::generate().expect("key").public_key_base64url();
+    let body = json!({"public_key": public_key, "label": "front\u{0}till"});
+    let (status, answer) =
+        world.app.post_idem(&terminals, Some(&till.qingdao_admin), "nul-label", body).await;
+    assert_eq!((status, code(&answer)), (422, "invalid_field"), "{answer}");
+    let body = json!({"role": "finance", "region": "370200", "label": "a\u{7}b"});
+    let (status, answer) = world.app.post("/v1/staff/keys", Some(&till.qingdao_admin), body).await;
+    assert_eq!((status, code(&answer)), (422, "invalid_label"), "{answer}");
+
+    let huge = json!({"name": "x".repeat(100 * 1024)}).to_string();
+    let response = world
+        .app
+        .client
+        .post(world.app.url("/v1/seasons"))
+        .bearer_auth(&world.province_admin)
+        .header("content-type", "application/json")
+        .header("idempotency-key", "huge-body")
+        .header("connection", "close")
+        .body(huge)
+        .send()
+        .await
+        .expect("send");
+    let (status, answer) = read(response).await;
+    assert_eq!((status, code(&answer)), (413, "body_too_large"), "{answer}");
+    assert_eq!(till.head().await, before + 2, "the refusals wrote nothing");
     wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
