@@ -90,7 +90,7 @@ impl SignedParts<'_> {
         UnparsedPublicKey::new(&ED25519, public_key)
             .verify(self.canonical_string().as_bytes(), &signature)
             .map_err(|_| SignatureError::BadSignature)?;
-        if (now_s - self.timestamp_s).abs() > MAX_SKEW_S {
+        if now_s.abs_diff(self.timestamp_s) > MAX_SKEW_S.unsigned_abs() {
             return Err(SignatureError::Stale);
         }
         Ok(())
@@ -174,6 +174,25 @@ mod tests {
         assert_eq!(other_body.verify(public, &signature, 1_767_225_600), Err(SignatureError::BadSignature));
         let short_nonce = SignedParts { nonce: "short", ..request.clone() };
         assert_eq!(short_nonce.verify(public, &signature, 1_767_225_600), Err(SignatureError::BadNonce));
+    }
+
+    #[test]
+    fn extreme_timestamps_are_stale_not_a_panic() {
+        // Validly signed, so the freshness check is reached: `now - timestamp` would overflow.
+        let key = Ed25519KeyPair::from_seed_unchecked(&[1u8; 32]).expect("seed");
+        let public = key.public_key().as_ref();
+        let now_s: i64 = 1_767_225_600;
+        for timestamp_s in [i64::MIN, i64::MIN + 1, now_s.wrapping_add(i64::MIN), i64::MAX] {
+            let request = SignedParts { timestamp_s, ..parts(b"{}") };
+            let signature = request.sign(&key);
+            assert_eq!(
+                request.verify(public, &signature, now_s),
+                Err(SignatureError::Stale),
+                "{timestamp_s}"
+            );
+        }
+        let edge = SignedParts { timestamp_s: now_s - MAX_SKEW_S, ..parts(b"{}") };
+        assert_eq!(edge.verify(public, &edge.sign(&key), now_s), Ok(()));
     }
 
     proptest! {

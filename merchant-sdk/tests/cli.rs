@@ -20,6 +20,7 @@ async fn till(dir: &Path, args: &[&str]) -> (i32, Value) {
         std::process::Command::new(env!("CARGO_BIN_EXE_wenhui-till"))
             .args(&args)
             .current_dir(&dir)
+            .env("WENHUI_STAFF_KEY", STAFF_KEY)
             .output()
             .expect("run wenhui-till")
     })
@@ -42,6 +43,8 @@ async fn a_till_from_keygen_to_journal() {
 
     let (code, journal) = till(d, &["journal"]).await;
     assert_eq!(code, 0);
+    let journal_mode = std::fs::metadata(d.join("till-journal.jsonl")).expect("journal").permissions().mode();
+    assert_eq!(journal_mode & 0o777, 0o600, "the journal holds scanned tokens: the till's user only");
     let ops: Vec<_> =
         journal.as_array().expect("array").iter().map(|l| l["op"].as_str().unwrap_or("")).collect();
     assert_eq!(ops, [&["redeem"; 8][..], &["reverse", "reverse", "get"]].concat());
@@ -58,17 +61,7 @@ async fn keygen_and_register(d: &Path, mock: &Mock) {
     assert_eq!((code, again["error"]["code"].as_str()), (2, Some("config_error")));
 
     let merchant = Uuid::new_v4().to_string();
-    let register = [
-        "register",
-        "--server",
-        &mock.url,
-        "--staff-key",
-        STAFF_KEY,
-        "--merchant",
-        &merchant,
-        "--label",
-        "till 1",
-    ];
+    let register = ["register", "--server", &mock.url, "--merchant", &merchant, "--label", "till 1"];
     let (code, registered) = till(d, &register).await;
     assert_eq!(code, 0, "{registered}");
     let terminal_id = mock.state().terminal.as_ref().map(|(id, _)| id.to_string());

@@ -22,7 +22,13 @@ fn till_binary() -> std::path::PathBuf {
 }
 
 fn till(dir: &Path, args: &[&str]) -> (i32, Value) {
-    let output = Command::new(till_binary()).args(args).current_dir(dir).output().expect("run wenhui-till");
+    till_with_env(dir, args, &[])
+}
+
+fn till_with_env(dir: &Path, args: &[&str], env: &[(&str, &str)]) -> (i32, Value) {
+    let mut command = Command::new(till_binary());
+    command.args(args).current_dir(dir).env_remove("WENHUI_STAFF_KEY").envs(env.iter().copied());
+    let output = command.output().expect("run wenhui-till");
     let stdout = String::from_utf8_lossy(&output.stdout);
     let json = serde_json::from_str(stdout.trim()).unwrap_or(Value::String(stdout.into_owned()));
     (output.status.code().unwrap_or(-1), json)
@@ -102,8 +108,14 @@ async fn wenhui_till_redeems_against_a_running_server(backend: Backend) {
     let (code, key) = till(&work, &["keygen"]);
     assert_eq!(code, 0, "{key}");
     let merchant_id = merchant["id"].as_str().expect("id");
-    let (code, registered) =
-        till(&work, &["register", "--server", &base, "--staff-key", &staff, "--merchant", merchant_id]);
+    let register = ["register", "--server", &base, "--merchant", merchant_id];
+    // The staff key comes from the environment only: on the command line `ps` would show it.
+    let (code, refused) = till(&work, &["register", "--server", &base, "--staff-key", &staff]);
+    assert_ne!(code, 0, "{refused}");
+    let (code, refused) = till(&work, &register);
+    assert_ne!(code, 0, "{refused}");
+    assert!(refused.to_string().contains("WENHUI_STAFF_KEY"), "{refused}");
+    let (code, registered) = till_with_env(&work, &register, &[("WENHUI_STAFF_KEY", &staff)]);
     assert_eq!(code, 0, "{registered}");
     let (code, verified) = till(&work, &["verify", "--qr", &qr]);
     assert_eq!((code, verified["valid"].as_bool()), (0, Some(true)), "{verified}");

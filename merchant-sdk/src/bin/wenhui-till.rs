@@ -24,6 +24,9 @@ use wenhui_merchant_sdk::{
     register_terminal,
 };
 
+/// The environment variable `register` reads the staff key from.
+const STAFF_KEY_ENV: &str = "WENHUI_STAFF_KEY";
+
 #[derive(Parser, Debug)]
 #[command(
     name = "wenhui-till",
@@ -51,13 +54,12 @@ enum Command {
         #[arg(long, default_value = "till.key")]
         key_file: PathBuf,
     },
-    /// Register this till's key with a merchant (a staff key of the merchant's city or province)
-    /// and write the configuration file.
+    /// Register this till's key with a merchant and write the configuration file. The staff key
+    /// (of the merchant's city or province) is read from WENHUI_STAFF_KEY, never from the command
+    /// line, where `ps` would show it.
     Register {
         #[arg(long)]
         server: String,
-        #[arg(long)]
-        staff_key: String,
         #[arg(long)]
         merchant: Uuid,
         #[arg(long, default_value = "")]
@@ -228,7 +230,10 @@ async fn run(cli: Cli) -> Result<Value, Failure> {
     let options = options(&cli);
     match cli.command {
         Command::Keygen { key_file } => keygen(&key_file),
-        Command::Register { server, staff_key, merchant, label, key_file } => {
+        Command::Register { server, merchant, label, key_file } => {
+            let staff_key = std::env::var(STAFF_KEY_ENV).map_err(|_| {
+                config_error(format!("set {STAFF_KEY_ENV} to a staff key of the merchant's city or province"))
+            })?;
             let registration = Registration { server, staff_key, merchant, label, key_file };
             register(&cli.config, registration, options).await
         }
