@@ -46,8 +46,38 @@ fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
     })
 }
 
+impl TerminalCtx {
+    /// A revoked terminal or a suspended merchant is refused (403). Keyed writes check this
+    /// after the stored answer: a retry of a write answered before the revocation or the
+    /// suspension gets its first answer, as every retry does, not a refusal that would leave the
+    /// till's journal disagreeing with the service.
+    fn standing(&self) -> Result<(), ApiError> {
+        if self.terminal.revoked {
+            return Err(ApiError::forbidden_code("terminal_revoked", "this terminal has been revoked"));
+        }
+        if self.merchant.status == MerchantStatus::Suspended {
+            return Err(ApiError::forbidden_code("merchant_suspended", "this merchant is suspended"));
+        }
+        Ok(())
+    }
+}
+
 /// Checks a terminal request's signature, freshness, nonce, and standing.
 pub async fn authenticate(
+    state: &AppState,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<TerminalCtx, ApiError> {
+    let ctx = authenticate_signature(state, method, uri, headers, body).await?;
+    ctx.standing()?;
+    Ok(ctx)
+}
+
+/// [`authenticate`] without the standing: for keyed writes, which look up the stored answer
+/// before they check it.
+async fn authenticate_signature(
     state: &AppState,
     method: &Method,
     uri: &Uri,
@@ -59,8 +89,9 @@ pub async fn authenticate(
     Ok(ctx)
 }
 
-/// Everything [`authenticate`] checks except the request nonce (a database round trip, which
-/// `redeem` overlaps with its other reads): returns the nonce still to be checked.
+/// The signature and freshness of a terminal request, but neither its nonce (a database round
+/// trip, which `redeem` overlaps with its other reads) nor its standing: returns the nonce
+/// still to be checked.
 async fn verify_terminal(
     state: &AppState,
     method: &Method,
@@ -96,12 +127,6 @@ async fn verify_terminal(
             ));
         }
         Err(error) => return Err(ApiError::unauthorized("bad_signature", error.to_string())),
-    }
-    if terminal.revoked {
-        return Err(ApiError::forbidden_code("terminal_revoked", "this terminal has been revoked"));
-    }
-    if merchant.status == MerchantStatus::Suspended {
-        return Err(ApiError::forbidden_code("merchant_suspended", "this merchant is suspended"));
     }
     Ok((TerminalCtx { terminal, merchant }, nonce.to_owned()))
 }
@@ -296,6 +321,13 @@ pub async fn redeem(
     let (ctx, nonce) = verify_terminal(&state, &method, &uri, &headers, &body).await?;
     let scope = format!("terminal:{}", ctx.terminal.id);
     let hash = request_hash("POST", "/v1/redemptions", &body);
+    if let Err(refusal) = ctx.standing() {
+        check_nonce(&state, ctx.terminal.id, nonce).await?;
+        return match replay_if_known(state.store(), &scope, &key, &hash).await? {
+            Some(first_answer) => Ok(first_answer),
+            None => Err(refusal),
+        };
+    }
     // No lookup of the key here: the group commit checks it under the ledger lock, and every
     // refusal path replays a stored answer when there is one (see `remember_refusal`).
     let parsed: Result<RedeemBody, ApiError> = parse_json(&body);
@@ -570,12 +602,15 @@ pub(super) async fn terminal_write(
     body: &[u8],
 ) -> Result<TerminalWrite, ApiError> {
     let (method, uri, headers) = request;
-    let ctx = authenticate(state, method, uri, headers, body).await?;
+    let ctx = authenticate_signature(state, method, uri, headers, body).await?;
     let scope = format!("terminal:{}", ctx.terminal.id);
     let hash = request_hash("POST", path, body);
     Ok(match replay_if_known(state.store(), &scope, key, &hash).await? {
         Some(replayed) => TerminalWrite::Replay(replayed),
-        None => TerminalWrite::Fresh { ctx, scope, hash },
+        None => {
+            ctx.standing()?;
+            TerminalWrite::Fresh { ctx, scope, hash }
+        }
     })
 }
 

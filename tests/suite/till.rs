@@ -169,7 +169,8 @@ both_backends!(
     a_season_limits_a_citizen_at_one_merchant,
     reconciliation_checks_the_limit_counters,
     a_season_ceiling_caps_the_subsidy_by_category,
-    control_characters_and_huge_bodies_get_a_code_not_a_500
+    control_characters_and_huge_bodies_get_a_code_not_a_500,
+    a_retry_after_suspension_or_revocation_gets_the_first_answer
 );
 
 /// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
@@ -847,6 +848,51 @@ async fn control_characters_and_huge_bodies_get_a_code_not_a_500(backend: Backen
     let (status, answer) = read(response).await;
     assert_eq!((status, code(&answer)), (413, "body_too_large"), "{answer}");
     assert_eq!(till.head().await, before + 2, "the refusals wrote nothing");
+    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+/// A till whose 201 was lost retries with the same Idempotency-Key: it gets that first answer
+/// even if the merchant was suspended or the terminal revoked in between (its journal must
+/// agree with the service); a new write is refused.
+async fn a_retry_after_suspension_or_revocation_gets_the_first_answer(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let batch = world.batch(json!({"stock": 10})).await;
+    let batch = batch["id"].as_str().expect("id").to_owned();
+    let (citizen, voucher) = till.voucher(1, &batch).await;
+    let (citizen2, voucher2) = till.voucher(2, &batch).await;
+    let request = RedeemRequest {
+        qr: till.qr(&citizen, &voucher).await,
+        order_amount: "100.00".into(),
+        order_ref: "retry-1".into(),
+        idempotency_key: Some("till-txn-1".into()),
+    };
+    let first = till.client.redeem(request.clone()).await.expect("redeemed");
+    let merchant = format!("/v1/merchants/{}", till.bookstore);
+    let (status, _) =
+        world.app.post(&format!("{merchant}/suspend"), Some(&till.qingdao_admin), json!({})).await;
+    assert_eq!(status, 200);
+    let retried = till.client.redeem(request).await.expect("a retry gets the first answer");
+    assert_eq!(retried, first);
+    let qr2 = till.qr(&citizen2, &voucher2).await;
+    assert_eq!(till.redeem(&qr2, "100.00", "retry-2").await.err().as_deref(), Some("merchant_suspended"));
+    let (status, _) =
+        world.app.post(&format!("{merchant}/activate"), Some(&till.qingdao_admin), json!({})).await;
+    assert_eq!(status, 200);
+
+    let reversal = till
+        .client
+        .reverse(first.redemption_id, "refund", Some("till-txn-2".into()))
+        .await
+        .expect("reversed");
+    let revoke = format!("{merchant}/terminals/{}/revoke", till.terminal_id);
+    assert_eq!(world.app.post(&revoke, Some(&till.qingdao_admin), json!({})).await.0, 200);
+    let again = till.client.reverse(first.redemption_id, "refund", Some("till-txn-2".into())).await;
+    assert_eq!(again.expect("a retry gets the first answer").reversal_id, reversal.reversal_id);
+    let fresh = till.client.reverse(first.redemption_id, "refund", Some("till-txn-3".into())).await;
+    assert_eq!(fresh.expect_err("a new write is refused").code(), "terminal_revoked");
+    let read = till.client.get(first.redemption_id).await;
+    assert_eq!(read.expect_err("reads are refused").code(), "terminal_revoked");
     wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
