@@ -135,9 +135,36 @@ impl From<PostError> for ApiError {
     }
 }
 
+/// A serde message without the values it quotes: "invalid type: integer `13812345678`, expected
+/// a string" becomes "invalid type: integer, expected a string". A phone, an ID number or an
+/// account number sent as a JSON number would otherwise come back in the error (and in any log
+/// or proxy that keeps error bodies). Field names, which are not secret, stay.
+pub(crate) fn withhold_values(message: &str) -> String {
+    let mut kept = String::with_capacity(message.len());
+    let mut rest = message;
+    loop {
+        let marker = ["invalid type: ", "invalid value: ", "invalid length "]
+            .iter()
+            .filter_map(|m| rest.find(m).map(|at| at + m.len()))
+            .min();
+        let Some(after) = marker else {
+            kept.push_str(rest);
+            return kept;
+        };
+        kept.push_str(&rest[..after]);
+        let tail = &rest[after..];
+        let Some(end) = tail.find(", expected") else {
+            kept.push_str("(value withheld)");
+            return kept;
+        };
+        kept.push_str(tail[..end].split(['`', '"']).next().unwrap_or_default().trim_end());
+        rest = &tail[end..];
+    }
+}
+
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
-        let message = rejection.body_text();
+        let message = withhold_values(&rejection.body_text());
         match rejection {
             JsonRejection::JsonDataError(_) => ApiError::unprocessable("invalid_body", message),
             JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("malformed_json", message),
@@ -173,5 +200,40 @@ impl From<QueryRejection> for ApiError {
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::not_found("not_found", rejection.body_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::withhold_values;
+
+    #[test]
+    fn serde_messages_keep_field_names_and_lose_values() {
+        let cases = [
+            (
+                "phone: invalid type: integer `13812345678`, expected a string at line 1 column 22",
+                "phone: invalid type: integer, expected a string at line 1 column 22",
+            ),
+            (
+                "invalid value: string \"370202199001011234\", expected a region code",
+                "invalid value: string, expected a region code",
+            ),
+            (
+                "invalid type: floating point `1.5`, expected i64",
+                "invalid type: floating point, expected i64",
+            ),
+            ("invalid length 3, expected 2 elements", "invalid length 3, expected 2 elements"),
+            ("missing field `phone` at line 1 column 2", "missing field `phone` at line 1 column 2"),
+            ("unknown field `pin`, expected one of `via`", "unknown field `pin`, expected one of `via`"),
+            ("invalid type: integer `1` and no expectation", "invalid type: (value withheld)"),
+        ];
+        for (serde, expected) in cases {
+            assert_eq!(withhold_values(serde), expected);
+        }
+        let twice = "a: invalid type: integer `111`, expected x; b: invalid type: integer `222`, expected y";
+        assert_eq!(
+            withhold_values(twice),
+            "a: invalid type: integer, expected x; b: invalid type: integer, expected y"
+        );
     }
 }

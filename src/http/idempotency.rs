@@ -90,7 +90,9 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
             Category::Syntax | Category::Eof | Category::Io => {
                 ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {error}"))
             }
-            Category::Data => ApiError::unprocessable("invalid_body", error.to_string()),
+            Category::Data => {
+                ApiError::unprocessable("invalid_body", super::error::withhold_values(&error.to_string()))
+            }
         }
     })
 }

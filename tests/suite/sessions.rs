@@ -17,7 +17,27 @@ both_backends!(
     a_revocation_made_elsewhere_applies_within_the_poll,
     more_revocations_than_a_page_clear_the_token_cache,
     sign_in_attempts_are_limited_per_id_number_and_per_phone,
+    a_phone_sent_as_a_number_is_not_echoed_back,
 );
+
+/// serde's message quotes the value of a field of the wrong type; for a phone or an ID number
+/// that would send it back in the error body. The field's name stays, the value goes.
+async fn a_phone_sent_as_a_number_is_not_echoed_back(backend: Backend) {
+    let app = TestApp::spawn(backend).await;
+    let mut body = identity(8);
+    body["name"] = json!("张三");
+    body["phone"] = json!(13_912_345_678_u64);
+    for path in ["/v1/citizens", "/v1/citizens/sessions"] {
+        let mut body = body.clone();
+        if path.ends_with("sessions") {
+            body.as_object_mut().expect("object").remove("name");
+        }
+        let (status, answer) = app.post(path, None, body).await;
+        assert_eq!((status, code(&answer)), (422, "invalid_body"), "{answer}");
+        let message = answer["error"]["message"].as_str().expect("message");
+        assert!(message.contains("phone") && !message.contains("13912345678"), "{message}");
+    }
+}
 
 fn identity(n: u16) -> Value {
     json!({"id_number": synthetic_id_number("370202", "19900101", n), "phone": format!("139{:08}", n)})
