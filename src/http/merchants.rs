@@ -130,7 +130,7 @@ fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
 }
 
 /// Registers a merchant (city_admin of its city, or province_admin).
-#[utoipa::path(post, path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}, the account number masked but its last four digits"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     staff: Staff,
@@ -144,13 +144,11 @@ pub async fn create(
     };
     let merchant = parse_merchant(parse_json(&body)?)?;
     require_admin_of(&staff, merchant.city)?;
-    let record = IdemRecord {
-        scope,
-        key,
-        request_hash: hash,
-        status: 201,
-        body: merchant_json(&merchant).to_string(),
-    };
+    // The answer is kept for retries as long as the key's other answers: it shows the account
+    // number masked, which the creator just sent anyway (the merchant's GET shows it whole).
+    let mut answer = merchant_json(&merchant);
+    answer["settlement_account"]["account_no"] = json!(masked_account_no(&merchant.settlement.account_no));
+    let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
     let outcome = state.store().insert_merchant(&merchant, &record).await;
     write_outcome(state.store(), outcome, record, |_| {
         ApiError::conflict("merchant_exists", "a merchant with this credit code is already registered")
@@ -315,6 +313,12 @@ pub async fn revoke_terminal(
         return Err(ApiError::not_found("terminal_not_found", "no such terminal at this merchant"));
     }
     Ok(Json(json!({"terminal_id": terminal_id, "revoked": true})))
+}
+
+/// All but the last four characters as `*`: `************2222`.
+fn masked_account_no(account_no: &str) -> String {
+    let count = account_no.chars().count();
+    account_no.chars().enumerate().map(|(n, c)| if n + 4 < count { '*' } else { c }).collect()
 }
 
 fn account_json(account: &SettlementAccount) -> Value {
