@@ -368,13 +368,15 @@ pub async fn paid(
     }
 }
 
-/// Closes a season (province finance, after it ends). Idempotent: closing again answers the same.
+/// Closes a season (province finance, after it ends). Idempotent by itself: closing again
+/// answers the outcome stored at the first close. The Idempotency-Key is required, as on every
+/// write, but nothing is stored under it: the season's own record is the answer.
 #[utoipa::path(post, path = "/v1/seasons/{id}/close", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "{season_id, closed_at, checkpoint_seq, reconciled, breaks}"), (status = 409, body = super::error::ErrorBody, description = "season_not_ended")))]
 pub async fn close(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
-    IdempotencyKey(_key): IdempotencyKey,
+    IdempotencyKey(_unused_the_season_is_the_record): IdempotencyKey,
 ) -> Result<Json<finance::CloseOutcome>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     require_province_finance(&staff, &season)?;
