@@ -47,7 +47,7 @@ const REVOCATION_PAGE: i64 = 10_000;
 /// A deployment implements this trait against its provider and passes it to
 /// [`Citizens::new`]; [`DevIdentityVerifier`] is the development stand-in.
 #[async_trait]
-pub trait IdentityVerifier: Send + Sync {
+pub trait IdentityVerifier: Send + Sync + std::fmt::Debug {
     /// Registration: does this person exist and own this phone?
     async fn verify_registration(
         &self,
@@ -57,6 +57,10 @@ pub trait IdentityVerifier: Send + Sync {
     ) -> Result<(), String>;
     /// Sign-in: is the one-time code right for this phone?
     async fn verify_sign_in(&self, phone: &Phone, code: Option<&str>) -> Result<(), String>;
+    /// True only for a stand-in that checks nothing (the server warns at start).
+    fn is_development(&self) -> bool {
+        false
+    }
 }
 
 /// Development identity checks: any well-formed identity registers; sign-in needs no code.
@@ -72,6 +76,10 @@ impl IdentityVerifier for DevIdentityVerifier {
 
     async fn verify_sign_in(&self, _: &Phone, _: Option<&str>) -> Result<(), String> {
         Ok(())
+    }
+
+    fn is_development(&self) -> bool {
+        true
     }
 }
 

@@ -40,6 +40,10 @@ pub struct ServeConfig {
     /// How many merchants and redemption rows one settlement transaction takes at most; the
     /// backend's own (`Backend::settlement_chunking`) if `None`.
     pub settlement_chunking: Option<crate::domain::finance::SettlementChunking>,
+    /// The province's identity checks (real-name register, SMS one-time codes). The default,
+    /// [`DevIdentityVerifier`], accepts any well-formed identity and needs no code: the
+    /// server warns at start while it is in use. A deployment sets its own here.
+    pub identity_verifier: Arc<dyn citizens::IdentityVerifier>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -57,6 +61,7 @@ impl ServeConfig {
             revocation_poll: citizens::REVOCATION_POLL,
             request_timeouts: http::RequestTimeouts::default(),
             settlement_chunking: None,
+            identity_verifier: Arc::new(DevIdentityVerifier),
             clock: Arc::new(SystemClock),
         }
     }
@@ -116,8 +121,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let store = open_store_with_clock(&config.database_url, &config.data_dir, config.clock.clone()).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
     let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
-    let citizens =
-        Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, Arc::new(DevIdentityVerifier)));
+    if config.identity_verifier.is_development() {
+        tracing::warn!(
+            "identity checks: the development verifier (any well-formed identity registers, sign-in \
+             needs no one-time code); not for production: set ServeConfig::identity_verifier"
+        );
+    }
+    let verifier = config.identity_verifier.clone();
+    let citizens = Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, verifier));
     let revocations =
         citizens::spawn_revocation_feed(citizens.clone(), config.clock.clone(), config.revocation_poll);
     crate::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;

@@ -18,7 +18,61 @@ both_backends!(
     more_revocations_than_a_page_clear_the_token_cache,
     sign_in_attempts_are_limited_per_id_number_and_per_phone,
     a_phone_sent_as_a_number_is_not_echoed_back,
+    a_plugged_in_identity_verifier_decides_registration_and_sign_in,
 );
+
+/// A province's verifier: knows one person, and one code for that person's phone.
+#[derive(Debug)]
+struct OneCodeVerifier {
+    phone: String,
+}
+
+#[async_trait::async_trait]
+impl wenhui::citizens::IdentityVerifier for OneCodeVerifier {
+    async fn verify_registration(
+        &self,
+        _: &wenhui::domain::citizen::CitizenName,
+        _: &wenhui::domain::citizen::IdNumber,
+        phone: &wenhui::domain::citizen::Phone,
+    ) -> Result<(), String> {
+        (phone.as_str() == self.phone)
+            .then_some(())
+            .ok_or_else(|| "the phone is not in this person's name".into())
+    }
+
+    async fn verify_sign_in(
+        &self,
+        _: &wenhui::domain::citizen::Phone,
+        code: Option<&str>,
+    ) -> Result<(), String> {
+        (code == Some("246810")).then_some(()).ok_or_else(|| "wrong or missing one-time code".into())
+    }
+}
+
+/// `ServeConfig::identity_verifier` is where a deployment plugs in its real-name and SMS
+/// checks: registration and sign-in go through it, and a refusal is 422 `identity_rejected`.
+async fn a_plugged_in_identity_verifier_decides_registration_and_sign_in(backend: Backend) {
+    let phone = identity(9)["phone"].as_str().expect("phone").to_owned();
+    let verifier = std::sync::Arc::new(OneCodeVerifier { phone });
+    let app = TestApp::spawn_configured(backend, |config| config.identity_verifier = verifier).await;
+    let mut stranger = identity(10);
+    stranger["name"] = json!("李四");
+    let (status, answer) = app.post("/v1/citizens", None, stranger).await;
+    assert_eq!((status, code(&answer)), (422, "identity_rejected"), "{answer}");
+    register(&app, 9).await;
+    for wrong in [None, Some("000000")] {
+        let mut sign_in = identity(9);
+        if let Some(wrong) = wrong {
+            sign_in["code"] = json!(wrong);
+        }
+        let (status, answer) = app.post("/v1/citizens/sessions", None, sign_in).await;
+        assert_eq!((status, code(&answer)), (422, "identity_rejected"), "{answer}");
+    }
+    let mut sign_in = identity(9);
+    sign_in["code"] = json!("246810");
+    let (status, answer) = app.post("/v1/citizens/sessions", None, sign_in).await;
+    assert_eq!(status, 201, "{answer}");
+}
 
 /// serde's message quotes the value of a field of the wrong type; for a phone or an ID number
 /// that would send it back in the error body. The field's name stays, the value goes.
