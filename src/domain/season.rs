@@ -13,6 +13,9 @@ use super::time::Timestamp;
 /// Most tranches one batch may have (a daily release over a year).
 pub const MAX_RELEASES: usize = 400;
 pub const MAX_STOCK: i64 = 10_000_000;
+/// Most batches one season may have: its public list of open batches is one unpaged answer
+/// (a province's season has 16 cities' rounds of a few batches each: a few hundred).
+pub const MAX_BATCHES_PER_SEASON: usize = 1_000;
 pub const MAX_VALID_HOURS: u32 = 24 * 366;
 
 #[derive(Clone, Debug, PartialEq, Eq)]

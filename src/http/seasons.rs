@@ -17,7 +17,8 @@ use crate::domain::ledger::{NewEntry, NewPosting, Side};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{
-    Batch, Category, Lottery, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release, Season, SubsidyCeilings,
+    Batch, Category, Lottery, MAX_BATCHES_PER_SEASON, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release,
+    Season, SubsidyCeilings,
 };
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
@@ -740,6 +741,13 @@ pub async fn create_batch(
         return Err(ApiError::forbidden(format!("only the admin of {issuer} issues its batches")));
     }
     check_batch_numbers(&request, &season)?;
+    // A size guard, read outside the write: concurrent creations may pass it by a few.
+    if state.store().season_batches(season_id).await?.len() >= MAX_BATCHES_PER_SEASON {
+        return Err(ApiError::conflict(
+            "too_many_batches",
+            format!("a season has at most {MAX_BATCHES_PER_SEASON} batches"),
+        ));
+    }
     let batch = Batch {
         id: Uuid::now_v7(),
         season_id,

@@ -131,7 +131,29 @@ both_backends!(
     seasons_and_batches_validate_input,
     the_database_refuses_claims_on_a_closed_batch,
     vouchers_and_seasons_come_a_page_at_a_time,
+    a_season_holds_at_most_max_batches,
 );
+
+/// The public list of a season's open batches is one unpaged answer, so a season's batches are
+/// bounded: the one past `MAX_BATCHES_PER_SEASON` is 409 `too_many_batches`, and writes nothing.
+async fn a_season_holds_at_most_max_batches(backend: Backend) {
+    use wenhui::domain::season::MAX_BATCHES_PER_SEASON;
+    let world = World::new(backend, "100000.00", None).await;
+    for _ in 0..MAX_BATCHES_PER_SEASON {
+        world.batch(json!({"stock": 1})).await;
+    }
+    let head = world.app.store().ledger_head().await.expect("head").seq;
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    let (_, listed) = world.app.get(&path, None).await;
+    assert_eq!(listed.as_array().map(Vec::len), Some(MAX_BATCHES_PER_SEASON));
+    let one_more = json!({"name": "one more", "issuer": "370000", "kind": "threshold", "face_value": "10.00",
+        "min_spend": "40.00", "stock": 1, "per_citizen_limit": 1, "valid_hours": 48,
+        "claim_opens_at": world.at(0), "claim_closes_at": world.at(86_400), "categories": ["bookstore"]});
+    let (status, answer) =
+        world.app.post_idem(&path, Some(&world.province_admin), "one-more", one_more).await;
+    assert_eq!((status, code(&answer)), (409, "too_many_batches"), "{answer}");
+    assert_eq!(world.app.store().ledger_head().await.expect("head").seq, head, "nothing reserved");
+}
 
 /// Walks a listing's pages (`limit` each) and returns every row's id, in order.
 async fn walk_pages(app: &TestApp, path: &str, field: &str, limit: u32, token: Option<&str>) -> Vec<String> {
