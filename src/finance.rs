@@ -18,7 +18,7 @@ use crate::domain::finance::{
 };
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
-use crate::domain::season::{Batch, Season};
+use crate::domain::season::{Batch, Season, VoucherStatus};
 use crate::domain::time::Timestamp;
 use crate::signing::SigningKey;
 use crate::storage::{
@@ -76,6 +76,9 @@ pub struct BatchRow {
     pub claimed: i64,
     pub redeemed: i64,
     pub expired: i64,
+    /// Absent from reports stored before forfeiture existed: none were forfeited then.
+    #[serde(default)]
+    pub forfeited: i64,
     pub active: i64,
     pub reissued: i64,
     pub claimed_amount: String,
@@ -97,6 +100,7 @@ impl BatchRow {
             claimed: b.claimed,
             redeemed: b.redeemed,
             expired: b.expired,
+            forfeited: b.forfeited,
             active: b.active,
             reissued: b.reissued,
             claimed_amount: yuan(b.amount(b.claimed)),
@@ -227,11 +231,21 @@ async fn batch_figures(
     batches: &[Batch],
 ) -> Result<Vec<BatchFigures>, StorageError> {
     let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    // Forfeits have no counter of their own: counted from the rows, in the seasons that have them.
+    let mut forfeits: HashMap<Uuid, i64> = HashMap::new();
+    if season.refund_forfeits_voucher {
+        for (batch, status, count) in store.voucher_status_counts(season.id).await? {
+            if status == VoucherStatus::Forfeited.as_str() {
+                forfeits.insert(batch, count);
+            }
+        }
+    }
     Ok(batches
         .iter()
         .map(|batch| {
             let sold = sales.get(&batch.id).cloned().unwrap_or_default();
             let expired = batch.returned_count;
+            let forfeited = forfeits.get(&batch.id).copied().unwrap_or(0);
             BatchFigures {
                 batch_id: batch.id,
                 name: batch.name.clone(),
@@ -241,7 +255,8 @@ async fn batch_figures(
                 claimed: batch.claimed_count,
                 redeemed: sold.redemptions,
                 expired,
-                active: batch.claimed_count - expired - sold.redemptions,
+                forfeited,
+                active: batch.claimed_count - expired - forfeited - sold.redemptions,
                 reissued: (batch.claimed_count - batch.stock).max(0),
                 redeemed_discount: sold.discount,
                 redeemed_order_amount: sold.order_amount,
@@ -468,10 +483,12 @@ fn batch_count_breaks(
         let counts = by_status.get(&batch.id).unwrap_or(&none);
         let get = |s: &str| counts.get(s).copied().unwrap_or(0);
         let (active, redeemed, expired) = (get("active"), get("redeemed"), get("expired"));
+        let forfeited = get(VoucherStatus::Forfeited.as_str());
         let rows = counts.values().sum::<i64>();
-        if batch.claimed_count != active + redeemed + expired || rows != batch.claimed_count {
+        if batch.claimed_count != active + redeemed + expired + forfeited || rows != batch.claimed_count {
             breaks.push(format!(
-                "batch {}: claimed {} <> redeemed {redeemed} + expired {expired} + active {active}",
+                "batch {}: claimed {} <> redeemed {redeemed} + expired {expired} + forfeited {forfeited} \
+                 + active {active}",
                 batch.id, batch.claimed_count
             ));
         }

@@ -240,7 +240,8 @@ pub struct Reversal {
     pub reversal_id: Uuid,
     pub redemption_id: Uuid,
     pub voucher_id: Uuid,
-    /// `"active"` (usable again) or `"expired"`.
+    /// `"active"` (usable again), `"expired"`, or `"forfeited"` (the season's refunds forfeit
+    /// the voucher).
     pub voucher_status: String,
     /// The discount given back, in yuan.
     pub amount: String,

@@ -40,7 +40,9 @@ use crate::domain::money::Fen;
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{Batch, Category, Season, Voucher, VoucherStatus};
 use crate::domain::time::Timestamp;
-use crate::http::till::{Plan, funder_parts_value, order_slot, plan_parts, redemption_entry, reversal_entry};
+use crate::http::till::{
+    AfterReversal, Plan, funder_parts_value, order_slot, plan_parts, redemption_entry, reversal_entry,
+};
 use crate::storage::{
     self, ClaimCommit, ConnectOptions, ExpiryCommit, IdemRecord, NewRedemption, NewReversal, Storage,
     TerminalRecord,
@@ -331,6 +333,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         per_citizen_cap: None,
         per_citizen_monthly_cap: None,
         allow_stacking: false,
+        refund_forfeits_voucher: false,
         merchant_redemption_limit: None,
         subsidy_ceilings: Default::default(),
         closed_at: None,
@@ -442,7 +445,8 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
             parts: plan_parts(batch, batch.voucher_value(), fen(r.discount_fen)?),
         };
         let reversal_id = Uuid::now_v7();
-        let status = if reactivate { "active" } else { "expired" };
+        let after = if reactivate { AfterReversal::Active } else { AfterReversal::Expired };
+        let status = after.status().as_str();
         let reversal = NewReversal {
             redemption_id: r.id,
             reversal_id,
@@ -452,7 +456,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
             at: r.redeemed_at.plus_seconds(3_600),
             voucher_status: status,
             season_totals: Vec::new(),
-            entry: reversal_entry(&plan, r.merchant_id, reversal_id, reactivate),
+            entry: reversal_entry(&plan, r.merchant_id, reversal_id, after),
             answer: answer(
                 &r.answer.scope,
                 json!({"reversal_id": reversal_id, "voucher_status": status}).to_string(),

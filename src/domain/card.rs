@@ -506,6 +506,7 @@ mod tests {
             per_citizen_cap: None,
             per_citizen_monthly_cap: None,
             allow_stacking: false,
+            refund_forfeits_voucher: false,
             merchant_redemption_limit: None,
             subsidy_ceilings: Default::default(),
             closed_at: None,

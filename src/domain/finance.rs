@@ -143,6 +143,8 @@ pub struct BatchFigures {
     pub claimed: i64,
     pub redeemed: i64,
     pub expired: i64,
+    /// Given up by a refund in a season whose refunds forfeit the voucher.
+    pub forfeited: i64,
     pub active: i64,
     /// Vouchers claimed from stock that expiries gave back: claims beyond the stock.
     pub reissued: i64,

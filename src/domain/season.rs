@@ -31,6 +31,12 @@ pub struct Season {
     pub per_citizen_monthly_cap: Option<Fen>,
     /// Whether a provincial and a city voucher may be used on one order (off by default).
     pub allow_stacking: bool,
+    /// What a refunded sale (a reversal) does to its voucher. Off (Shandong: vouchers may be
+    /// returned within their validity): the voucher is active again, or expired if its time or
+    /// the season is over. On (Guangzhou: a refund forfeits the voucher): it is forfeited; its
+    /// subsidy goes back to the funders' pools, and it keeps its holder's claim slot and caps,
+    /// so "redeem, then refund, then claim again" gains nothing.
+    pub refund_forfeits_voucher: bool,
     /// At most this many of a citizen's vouchers redeemed (and not reversed) at one merchant in
     /// the season (Shandong 2020: 5); `None`, no limit.
     pub merchant_redemption_limit: Option<u32>,
@@ -418,6 +424,9 @@ pub enum VoucherStatus {
     Active,
     Redeemed,
     Expired,
+    /// Given up by a reversal in a season whose refunds forfeit the voucher: spent for the
+    /// holder (slot and caps kept), its value back in the pools.
+    Forfeited,
 }
 
 impl VoucherStatus {
@@ -426,11 +435,12 @@ impl VoucherStatus {
             VoucherStatus::Active => "active",
             VoucherStatus::Redeemed => "redeemed",
             VoucherStatus::Expired => "expired",
+            VoucherStatus::Forfeited => "forfeited",
         }
     }
 
     pub fn parse(text: &str) -> Option<VoucherStatus> {
-        [VoucherStatus::Active, VoucherStatus::Redeemed, VoucherStatus::Expired]
+        [VoucherStatus::Active, VoucherStatus::Redeemed, VoucherStatus::Expired, VoucherStatus::Forfeited]
             .into_iter()
             .find(|s| s.as_str() == text)
     }
@@ -514,6 +524,7 @@ mod tests {
             per_citizen_cap: None,
             per_citizen_monthly_cap: None,
             allow_stacking: false,
+            refund_forfeits_voucher: false,
             merchant_redemption_limit: None,
             subsidy_ceilings: SubsidyCeilings::default(),
             closed_at: None,

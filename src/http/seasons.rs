@@ -71,6 +71,9 @@ struct CreateSeason {
     per_citizen_monthly_cap: Option<Yuan>,
     #[serde(default)]
     allow_stacking: bool,
+    /// A refunded sale forfeits its voucher (Guangzhou) instead of giving it back (off).
+    #[serde(default)]
+    refund_forfeits_voucher: bool,
     /// At most this many of a citizen's vouchers at one merchant in the season (1 to 1,000).
     #[serde(default)]
     merchant_redemption_limit: Option<u32>,
@@ -143,6 +146,7 @@ pub async fn create_season(
         per_citizen_cap: request.per_citizen_cap.map(|y| y.0).filter(|c| !c.is_zero()),
         per_citizen_monthly_cap: request.per_citizen_monthly_cap.map(|y| y.0).filter(|c| !c.is_zero()),
         allow_stacking: request.allow_stacking,
+        refund_forfeits_voucher: request.refund_forfeits_voucher,
         merchant_redemption_limit,
         subsidy_ceilings,
         closed_at: None,
@@ -260,6 +264,7 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
         "per_citizen_cap": season.per_citizen_cap.map(|c| c.to_string()),
         "per_citizen_monthly_cap": season.per_citizen_monthly_cap.map(|c| c.to_string()),
         "allow_stacking": season.allow_stacking,
+        "refund_forfeits_voucher": season.refund_forfeits_voucher,
         "merchant_redemption_limit": season.merchant_redemption_limit,
         "subsidy_ceilings": season.subsidy_ceilings.iter()
             .map(|(category, percent)| (category.to_string(), json!(percent)))

@@ -614,17 +614,55 @@ pub(super) async fn terminal_write(
     })
 }
 
+/// What a reversal leaves of its voucher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum AfterReversal {
+    /// Still valid in an open season: usable again.
+    Active,
+    /// Past its validity, or the season is over: expired, its stock back to the batch.
+    Expired,
+    /// The season's refunds forfeit the voucher (Guangzhou): spent for its holder.
+    Forfeited,
+}
+
+impl AfterReversal {
+    pub(crate) fn of(
+        season: &Season,
+        voucher: &Voucher,
+        now: crate::domain::time::Timestamp,
+    ) -> AfterReversal {
+        if season.refund_forfeits_voucher {
+            AfterReversal::Forfeited
+        } else if now < voucher.expires_at && season.status_at(now) == SeasonStatus::Open {
+            AfterReversal::Active
+        } else {
+            AfterReversal::Expired
+        }
+    }
+
+    pub(crate) fn status(self) -> VoucherStatus {
+        match self {
+            AfterReversal::Active => VoucherStatus::Active,
+            AfterReversal::Expired => VoucherStatus::Expired,
+            AfterReversal::Forfeited => VoucherStatus::Forfeited,
+        }
+    }
+}
+
 /// The compensating entry for a refunded sale. A still-valid voucher gets its full value back in
 /// liability (the discount from the merchant, the unused rest from the pool); an expired one
-/// returns its value and its stock to the batch (or to the pool once the batch has closed).
-pub(crate) fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, reactivate: bool) -> NewEntry {
+/// returns its value and its stock to the batch (or to the pool once the batch has closed); a
+/// forfeited one returns the discount to the pool, where the redemption put the rest.
+pub(crate) fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, after: AfterReversal) -> NewEntry {
     let (season, batch) = (plan.batch.season_id, plan.batch.id);
     let mut postings = Vec::new();
     for (funder, value, discount) in &plan.parts {
         let rest = value.as_fen() - discount.as_fen();
         let mut push = |account, side, amount_fen| push_nonzero(&mut postings, account, side, amount_fen);
         push(accounts::payable(season, merchant, *funder), Side::Debit, discount.as_fen());
-        if reactivate {
+        if after == AfterReversal::Forfeited {
+            push(accounts::pool(season, *funder), Side::Credit, discount.as_fen());
+        } else if after == AfterReversal::Active {
             push(accounts::pool(season, *funder), Side::Debit, rest);
             push(accounts::issued(season, batch, *funder), Side::Credit, value.as_fen());
         } else if plan.batch.reserve_returned {
@@ -643,7 +681,7 @@ pub(crate) fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, reacti
 }
 
 /// Reverses a redemption (a refunded sale), signed by a terminal of the same merchant.
-#[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{reversal_id, redemption_id, voucher_id, voucher_status, amount}"), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{reversal_id, redemption_id, voucher_id, voucher_status (active, expired or forfeited), amount}"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -669,19 +707,20 @@ pub async fn reverse(
     let now = state.clock().now();
     let discount = Fen::new(record.discount_fen).map_err(|_| ApiError::internal())?;
     let parts = plan_parts(&batch, voucher.value, discount);
-    let reactivate = now < voucher.expires_at && season.status_at(now) == SeasonStatus::Open;
+    let after = AfterReversal::of(&season, &voucher, now);
     let plan = Plan { voucher, batch, season, discount, parts };
     let reversal_id = Uuid::now_v7();
-    let voucher_status = if reactivate { "active" } else { "expired" };
+    let voucher_status = after.status().as_str();
     let answer = json!({
         "reversal_id": reversal_id, "redemption_id": redemption_id, "voucher_id": plan.voucher.id,
         "voucher_status": voucher_status, "amount": discount.to_string(),
     });
-    // Expired by the reversal, the voucher no longer counts toward its holder's caps.
-    let season_totals = if reactivate {
-        Vec::new()
-    } else {
+    // Expired by the reversal, the voucher no longer counts toward its holder's caps; active
+    // again or forfeited, it still does.
+    let season_totals = if after == AfterReversal::Expired {
         SeasonTotalDelta::for_voucher(&plan.season, &plan.voucher, false)
+    } else {
+        Vec::new()
     };
     let reversal = NewReversal {
         redemption_id,
@@ -692,12 +731,12 @@ pub async fn reverse(
         at: now,
         voucher_status,
         season_totals,
-        entry: reversal_entry(&plan, ctx.merchant.id, reversal_id, reactivate),
+        entry: reversal_entry(&plan, ctx.merchant.id, reversal_id, after),
         answer: IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() },
     };
     match state.store().commit_reversal(&reversal).await {
         Ok(()) => {
-            if !reactivate {
+            if after == AfterReversal::Expired {
                 state.writer().invalidate().await;
             }
             Ok(json_response(201, reversal.answer.body))

@@ -13,7 +13,7 @@ use crate::domain::season::{
 use crate::domain::time::Timestamp;
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
-     merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen";
+     merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, refund_forfeits_voucher";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price, \
@@ -46,6 +46,7 @@ pub(crate) struct SeasonRow {
     merchant_redemption_limit: Option<i32>,
     subsidy_ceilings: Option<String>,
     per_citizen_monthly_cap_fen: Option<i64>,
+    refund_forfeits_voucher: i32,
 }
 
 impl SeasonRow {
@@ -62,6 +63,7 @@ impl SeasonRow {
                 .map(|c| fen(c, "monthly cap"))
                 .transpose()?,
             allow_stacking: self.allow_stacking != 0,
+            refund_forfeits_voucher: self.refund_forfeits_voucher != 0,
             merchant_redemption_limit: self
                 .merchant_redemption_limit
                 .map(|n| {
@@ -416,8 +418,8 @@ macro_rules! season_store {
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
                         "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
-                         created_at_us, merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                         created_at_us, merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, \
+                         refund_forfeits_voucher) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
                     )
                     .bind(season.id)
                     .bind(season.name.clone())
@@ -430,6 +432,7 @@ macro_rules! season_store {
                     .bind(season.merchant_redemption_limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
                     .bind(crate::storage::season_sql::ceilings_text(&season.subsidy_ceilings))
                     .bind(season.per_citizen_monthly_cap.map(|c| c.as_fen()))
+                    .bind(i32::from(season.refund_forfeits_voucher))
                     .execute(&mut *tx)
                     .await?;
                     for funder in funders {

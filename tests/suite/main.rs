@@ -12,6 +12,7 @@ mod finance_props;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
+mod migrations;
 mod sessions;
 mod till;
 mod till_cli;

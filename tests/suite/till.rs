@@ -171,7 +171,8 @@ both_backends!(
     reconciliation_checks_the_limit_counters,
     a_season_ceiling_caps_the_subsidy_by_category,
     control_characters_and_huge_bodies_get_a_code_not_a_500,
-    a_retry_after_suspension_or_revocation_gets_the_first_answer
+    a_retry_after_suspension_or_revocation_gets_the_first_answer,
+    a_refund_forfeits_the_voucher_when_the_season_says_so
 );
 
 /// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
@@ -897,6 +898,60 @@ async fn a_retry_after_suspension_or_revocation_gets_the_first_answer(backend: B
     let read = till.client.get(first.redemption_id).await;
     assert_eq!(read.expect_err("reads are refused").code(), "terminal_revoked");
     wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+}
+
+/// Guangzhou: a refund forfeits the voucher. In a season with `refund_forfeits_voucher` the
+/// reversal leaves the voucher `forfeited`: it cannot be shown or redeemed again, it keeps its
+/// holder's slot (a second claim meets the per-person limit), the stock does not come back,
+/// and the discount goes back to the pool. The report counts it and reconciliation agrees.
+async fn a_refund_forfeits_the_voucher_when_the_season_says_so(backend: Backend) {
+    let till = Till::new(backend, json!({"refund_forfeits_voucher": true})).await;
+    let world = &till.world;
+    let season_path = format!("/v1/seasons/{}", world.season_id);
+    let (_, season) = world.app.get(&season_path, Some(&world.province_admin)).await;
+    assert_eq!(season["refund_forfeits_voucher"], true);
+    let available =
+        |season: &Value| season["funders"][0]["available"].as_str().expect("available").to_owned();
+    let batch = world.batch(json!({"stock": 2})).await;
+    let batch = batch["id"].as_str().expect("id").to_owned();
+    let (citizen, voucher) = till.voucher(1, &batch).await;
+    let redeemed = till.redeem(&till.qr(&citizen, &voucher).await, "100.00", "f-1").await.expect("redeemed");
+    assert_eq!(redeemed.discount, "10.00");
+    let (_, before) = world.app.get(&season_path, Some(&world.province_admin)).await;
+
+    let reversal = till.client.reverse(redeemed.redemption_id, "refund", None).await.expect("reversed");
+    assert_eq!((reversal.voucher_status.as_str(), reversal.amount.as_str()), ("forfeited", "10.00"));
+    let (_, after) = world.app.get(&season_path, Some(&world.province_admin)).await;
+    let cents = |yuan: String| yuan.replace('.', "").parse::<i64>().expect("amount");
+    assert_eq!(
+        cents(available(&after)) - cents(available(&before)),
+        1_000,
+        "the discount is back in the pool"
+    );
+    let (_, mine) = world.app.get("/v1/me/vouchers", Some(&citizen)).await;
+    assert_eq!(mine["vouchers"][0]["status"], "forfeited");
+    let (status, answer) =
+        world.app.post(&format!("/v1/vouchers/{voucher}/qr"), Some(&citizen), json!({})).await;
+    assert_eq!((status, code(&answer)), (409, "voucher_not_redeemable"), "{answer}");
+    let (status, answer) = world.claim(&citizen, &batch, "claim-again").await;
+    assert_eq!(
+        (status, code(&answer)),
+        (409, "limit_reached"),
+        "the forfeited voucher holds its slot: {answer}"
+    );
+    assert_eq!(world.batch_state(&batch).await["remaining"], 1, "the stock does not come back");
+    till.voucher(2, &batch).await;
+
+    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let store = world.app.store();
+    let season = store.season(season_id).await.expect("read").expect("season");
+    let now = world.clock.now();
+    let report = wenhui::finance::build_report(store, &season, None, now).await.expect("report");
+    let row = report.batches.iter().find(|b| b.batch_id.to_string() == batch).expect("the batch");
+    assert_eq!((row.claimed, row.redeemed, row.forfeited, row.expired, row.active), (2, 0, 1, 0, 1));
+    let reconciled = wenhui::finance::reconcile(store, &season, now).await.expect("reconcile");
+    assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| c.breaks > 0).collect::<Vec<_>>());
+    wenhui::audit::verify_store(store).await.expect("ledger verifies");
 }
 
 async fn two_terminals_one_voucher(backend: Backend) {

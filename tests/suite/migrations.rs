@@ -1,0 +1,109 @@
+//! Migrations that rebuild or re-constrain a table, applied to a database that already holds
+//! rows: the rows survive, and what the rebuilt table enforced it still enforces.
+
+use std::str::FromStr;
+
+use sqlx::Connection;
+
+use crate::both_backends;
+use crate::common::{Backend, TestDb};
+
+both_backends!(migration_0021_keeps_the_vouchers_and_what_refers_to_them);
+
+const VOUCHER: &str = "0190f5a2000070008000000000000001";
+
+async fn migration_0021_keeps_the_vouchers_and_what_refers_to_them(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    match backend {
+        Backend::Sqlite => sqlite_0021(&db).await,
+        Backend::Postgres => postgres_0021(&db).await,
+    }
+}
+
+/// SQLite rebuilds `vouchers` (a CHECK cannot change in place), with foreign keys off while
+/// the old table is dropped: `redemptions.voucher_id` must name the rebuilt table afterwards.
+async fn sqlite_0021(db: &TestDb) {
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(&db.url)
+        .expect("url")
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
+    let migrator = sqlx::migrate!("./migrations/sqlite");
+    migrator.run_to(20, &mut conn).await.expect("up to 0020");
+    // A redeemed voucher and its redemption; the redemption's other parents are not the point,
+    // so the rows go in with foreign keys off.
+    let rows = format!(
+        "PRAGMA foreign_keys = OFF; \
+         INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) \
+         VALUES (X'{VOUCHER}', X'02', X'03', X'04', 1, 'redeemed', 1000, 1, 2); \
+         INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, order_slot, \
+         order_amount_fen, discount_fen, funders, redeemed_at_us) \
+         VALUES (X'05', X'{VOUCHER}', X'06', X'07', X'03', X'02', 'A-1', 'any', 5000, 1000, '[]', 1); \
+         PRAGMA foreign_keys = ON;"
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(rows)).execute(&mut conn).await.expect("rows");
+    migrator.run(&mut conn).await.expect("0021");
+
+    let kept: (String, i64, i64) = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT status, value_fen, slot FROM vouchers WHERE id = X'{VOUCHER}'"
+    )))
+    .fetch_one(&mut conn)
+    .await
+    .expect("the voucher is kept");
+    assert_eq!(kept, ("redeemed".to_owned(), 1000, 1));
+    let foreign_keys: i64 =
+        sqlx::query_scalar("PRAGMA foreign_keys").fetch_one(&mut conn).await.expect("pragma");
+    assert_eq!(foreign_keys, 1, "the migration switches foreign keys back on");
+    let refused = sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DELETE FROM vouchers WHERE id = X'{VOUCHER}'")))
+        .execute(&mut conn)
+        .await
+        .expect_err("the redemption still refers to the voucher, in the rebuilt table");
+    assert!(refused.to_string().contains("FOREIGN KEY"), "{refused}");
+    check_statuses(&mut conn, &format!("X'{VOUCHER}'")).await;
+    let second_live = "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, \
+                       claimed_at_us, expires_at_us) VALUES (X'08', X'02', X'03', X'04', 1, 'active', 1000, 1, 2)";
+    let refused =
+        sqlx::raw_sql(second_live).execute(&mut conn).await.expect_err("the live-slot index is back");
+    assert!(refused.to_string().contains("UNIQUE"), "{refused}");
+}
+
+/// PostgreSQL swaps the CHECK on `vouchers.status`.
+async fn postgres_0021(db: &TestDb) {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let migrator = sqlx::migrate!("./migrations/postgres");
+    migrator.run_to(20, &mut conn).await.expect("up to 0020");
+    let id = uuid::Uuid::parse_str(VOUCHER).expect("uuid");
+    sqlx::query(
+        "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) \
+         VALUES ($1, $2, $2, $2, 1, 'redeemed', 1000, 1, 2)",
+    )
+    .bind(id)
+    .bind(uuid::Uuid::now_v7())
+    .execute(&mut conn)
+    .await
+    .expect("a voucher");
+    migrator.run(&mut conn).await.expect("0021");
+    let kept: (String, i64) = sqlx::query_as("SELECT status, value_fen FROM vouchers WHERE id = $1")
+        .bind(id)
+        .fetch_one(&mut conn)
+        .await
+        .expect("the voucher is kept");
+    assert_eq!(kept, ("redeemed".to_owned(), 1000));
+    check_statuses(&mut conn, &format!("'{id}'::uuid")).await;
+}
+
+/// 'forfeited' is a voucher status now; a made-up one still is not.
+async fn check_statuses<C>(conn: &mut C, id_sql: &str)
+where
+    for<'c> &'c mut C: sqlx::Executor<'c>,
+{
+    let set = |status: &str| format!("UPDATE vouchers SET status = '{status}' WHERE id = {id_sql}");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(set("forfeited")))
+        .execute(&mut *conn)
+        .await
+        .expect("forfeited is allowed");
+    match sqlx::raw_sql(sqlx::AssertSqlSafe(set("lost"))).execute(&mut *conn).await {
+        Ok(_) => panic!("a made-up status was stored"),
+        Err(refused) => assert!(refused.to_string().to_lowercase().contains("check"), "{refused}"),
+    }
+}
