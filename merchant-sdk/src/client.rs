@@ -157,7 +157,7 @@ impl Default for ClientOptions {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RedeemRequest {
     /// The scanned QR token (surrounding whitespace is dropped).
     pub qr: String,
@@ -174,6 +174,38 @@ pub struct FunderShare {
     /// The funding region's code, e.g. `"370000"`.
     pub funder: String,
     pub amount: String,
+}
+
+/// A scanned token in `Debug`: its length only. The journal keeps the token (the service's
+/// request hash covers it); a log line of the till's needs no copy that could still be used.
+struct ScannedToken<'a>(&'a str);
+
+impl std::fmt::Debug for ScannedToken<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "<token, {} characters>", self.0.len())
+    }
+}
+
+impl std::fmt::Debug for RedeemRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedeemRequest")
+            .field("qr", &ScannedToken(&self.qr))
+            .field("order_amount", &self.order_amount)
+            .field("order_ref", &self.order_ref)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CardPaymentRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CardPaymentRequest")
+            .field("qr", &ScannedToken(&self.qr))
+            .field("order_amount", &self.order_amount)
+            .field("order_ref", &self.order_ref)
+            .field("idempotency_key", &self.idempotency_key)
+            .finish()
+    }
 }
 
 /// A redemption as the service recorded it. Amounts are yuan decimal strings.
@@ -195,7 +227,7 @@ pub struct Redemption {
 /// A payment with the benefit card: `POST /v1/card-payments`. Send the order's full amount; if
 /// a voucher is used on the same order too, pay with the card first, then redeem the voucher
 /// with the same `order_ref` and the same `order_amount`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CardPaymentRequest {
     /// The scanned card QR token (kind 2).
     pub qr: String,
@@ -761,6 +793,26 @@ async fn save_key_cache(path: &Path, ring: &KeyRing) -> Result<(), ClientError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn debug_shows_no_scanned_token() {
+        let token = "WH1.AQABAgMEBQYHCAkKCwwNDg8Q.c2lnbmF0dXJl";
+        let redeem = RedeemRequest {
+            qr: token.into(),
+            order_amount: "100.00".into(),
+            order_ref: "A-1".into(),
+            idempotency_key: None,
+        };
+        let card = CardPaymentRequest {
+            qr: token.into(),
+            order_amount: "100.00".into(),
+            order_ref: "A-1".into(),
+            idempotency_key: None,
+        };
+        for shown in [format!("{redeem:?}"), format!("{card:?}")] {
+            assert!(!shown.contains("AQAB") && shown.contains("A-1"), "{shown}");
+        }
+    }
 
     #[test]
     fn backoff_doubles_caps_and_jitters() {

@@ -64,11 +64,18 @@ pub struct TokenPayload {
 }
 
 /// A token parsed but not yet verified.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct QrToken {
     pub payload: TokenPayload,
     payload_bytes: Vec<u8>,
     signature: Vec<u8>,
+}
+
+/// The payload (what the token says), without the signature that, with it, is the token.
+impl std::fmt::Debug for QrToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("QrToken").field("payload", &self.payload).finish_non_exhaustive()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]

@@ -103,11 +103,30 @@ impl MerchantStatus {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct SettlementAccount {
     pub bank: String,
     pub account_no: String,
     pub account_name: String,
+}
+
+impl SettlementAccount {
+    /// The account number with all but its last four characters as `*`: `************2222`.
+    pub fn masked_account_no(&self) -> String {
+        let count = self.account_no.chars().count();
+        self.account_no.chars().enumerate().map(|(n, c)| if n + 4 < count { '*' } else { c }).collect()
+    }
+}
+
+/// Masked: a merchant, a request or a change in a log line shows no whole account number.
+impl fmt::Debug for SettlementAccount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SettlementAccount")
+            .field("bank", &self.bank)
+            .field("account_no", &self.masked_account_no())
+            .field("account_name", &self.account_name)
+            .finish()
+    }
 }
 
 /// How long a request to change a settlement account waits for its second key: a week.
@@ -237,6 +256,20 @@ impl Merchant {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn an_account_number_is_masked_in_debug() {
+        let account = SettlementAccount {
+            bank: "青岛银行".into(),
+            account_no: "6222000011112222".into(),
+            account_name: "某书店".into(),
+        };
+        assert_eq!(account.masked_account_no(), "************2222");
+        let shown = format!("{account:?}");
+        assert!(shown.contains("************2222") && !shown.contains("62220000"), "{shown}");
+        let short = SettlementAccount { account_no: "123".into(), ..account };
+        assert_eq!(short.masked_account_no(), "123");
+    }
 
     #[test]
     fn known_codes() {

@@ -147,7 +147,7 @@ pub async fn create(
     // The answer is kept for retries as long as the key's other answers: it shows the account
     // number masked, which the creator just sent anyway (the merchant's GET shows it whole).
     let mut answer = merchant_json(&merchant);
-    answer["settlement_account"]["account_no"] = json!(masked_account_no(&merchant.settlement.account_no));
+    answer["settlement_account"]["account_no"] = json!(merchant.settlement.masked_account_no());
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
     let outcome = state.store().insert_merchant(&merchant, &record).await;
     write_outcome(state.store(), outcome, record, |_| {
@@ -313,12 +313,6 @@ pub async fn revoke_terminal(
         return Err(ApiError::not_found("terminal_not_found", "no such terminal at this merchant"));
     }
     Ok(Json(json!({"terminal_id": terminal_id, "revoked": true})))
-}
-
-/// All but the last four characters as `*`: `************2222`.
-fn masked_account_no(account_no: &str) -> String {
-    let count = account_no.chars().count();
-    account_no.chars().enumerate().map(|(n, c)| if n + 4 < count { '*' } else { c }).collect()
 }
 
 fn account_json(account: &SettlementAccount) -> Value {

@@ -13,7 +13,7 @@ use crate::domain::season::{Batch, CitizenHoldings, Season, Voucher};
 use crate::domain::time::Timestamp;
 
 /// An answer to store under an idempotency key, written in the same transaction as its effect.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct IdemRecord {
     pub scope: String,
     pub key: String,
@@ -22,11 +22,33 @@ pub struct IdemRecord {
     pub body: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Without the body: an answer may hold personal data (a citizen's masked identity, a
+/// merchant's settlement account), which no log line needs.
+impl std::fmt::Debug for IdemRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IdemRecord")
+            .field("scope", &self.scope)
+            .field("key", &self.key)
+            .field("status", &self.status)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
 pub struct StoredAnswer {
     pub request_hash: Vec<u8>,
     pub status: u16,
     pub body: String,
+}
+
+impl std::fmt::Debug for StoredAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredAnswer")
+            .field("status", &self.status)
+            .field("body_bytes", &self.body.len())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Why a write that carries its own checks did not happen.
