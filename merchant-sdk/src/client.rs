@@ -6,9 +6,14 @@
 //! journaled before the first attempt), so a retry can never redeem twice.
 //!
 //! Retries happen only where they are safe: after a transport error (the request may or may not
-//! have arrived) and after 502, 503 or 504, with exponential backoff (200 ms × 2^n, capped at
-//! 2 s, plus 0-100 % random jitter), up to [`ClientOptions::max_attempts`]. Any other answer is
-//! final.
+//! have arrived) and after 502, 503 or 504, and, for writes, after a 500 (the service stores no
+//! answer for a server error, and a write's outcome behind one may be either: its key makes the
+//! retry safe), with exponential backoff (200 ms × 2^n, capped at 2 s, plus 0-100 % random
+//! jitter), up to [`ClientOptions::max_attempts`]. Any other answer is final.
+//!
+//! HTTPS is built in (rustls, with the Mozilla root certificates); use it for every server that
+//! is not on the till's own machine. Redirects are never followed: a signed request goes to the
+//! server it was signed for or nowhere.
 
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
@@ -149,12 +154,36 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Attempts in all, the first included (0 counts as 1).
     pub max_attempts: u32,
+    /// At most one refetch of the verification keys in this time, however many tokens name a
+    /// key the till does not know: a stream of forged tokens with made-up key ids must not
+    /// become a stream of `GET /v1/keys` (each holding up the till's other verifications).
+    pub key_refresh_interval: Duration,
 }
 
 impl Default for ClientOptions {
     fn default() -> Self {
-        ClientOptions { timeout: Duration::from_secs(5), max_attempts: 4 }
+        ClientOptions {
+            timeout: Duration::from_secs(5),
+            max_attempts: 4,
+            key_refresh_interval: Duration::from_secs(30),
+        }
     }
+}
+
+/// Whether an answer leaves the outcome open, so that the call may be retried (with the same
+/// Idempotency-Key, for a write): 502, 503 and 504 always; 500 for a write, whose effect may
+/// have been committed before the error (the service stores no answer for a server error, so
+/// the retry either replays the first answer or does the write).
+pub fn outcome_unknown(status: u16, write: bool) -> bool {
+    matches!(status, 502..=504) || (write && status == 500)
+}
+
+/// A fresh Idempotency-Key (a UUIDv4), for a caller that wants to know its key before the
+/// first attempt: to retry an outcome left unknown (a transport error, a 5xx after the last
+/// attempt) with the same key later. [`Journal::unanswered`](crate::journal::unanswered) gives
+/// the keys of a journaled till's unknown outcomes too.
+pub fn new_idempotency_key() -> String {
+    Uuid::new_v4().to_string()
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -364,6 +393,7 @@ impl Http {
         let client = reqwest::Client::builder()
             .timeout(options.timeout)
             .connect_timeout(options.timeout)
+            .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| ClientError::Config(format!("HTTP client: {e}")))?;
         Ok(Http { client, base, options, random: SystemRandom::new() })
@@ -378,7 +408,7 @@ impl Http {
             let outcome = self.attempt(call).await;
             self.journal_attempt(call, attempt, &outcome).await;
             let retryable = match &outcome {
-                Ok(answer) => matches!(answer.status, 502..=504),
+                Ok(answer) => outcome_unknown(answer.status, call.idempotency_key.is_some()),
                 Err(error) => matches!(error, ClientError::Transport(_)),
             };
             if !retryable || attempt >= attempts {
@@ -562,6 +592,8 @@ pub struct TillClient {
     key: TillKey,
     journal: Journal,
     keys: Mutex<Option<KeyRing>>,
+    /// When the keys were last fetched (see [`ClientOptions::key_refresh_interval`]).
+    keys_fetched_at: std::sync::Mutex<Option<std::time::Instant>>,
     key_cache: Option<PathBuf>,
 }
 
@@ -584,7 +616,15 @@ impl TillClient {
         options: ClientOptions,
     ) -> Result<TillClient, ClientError> {
         let http = Http::new(base_url, options)?;
-        Ok(TillClient { http, terminal_id, key, journal, keys: Mutex::new(None), key_cache: None })
+        Ok(TillClient {
+            http,
+            terminal_id,
+            key,
+            journal,
+            keys: Mutex::new(None),
+            keys_fetched_at: std::sync::Mutex::new(None),
+            key_cache: None,
+        })
     }
 
     /// Keeps the verification keys in `path` (JSON, the shape of `GET /v1/keys`), so that
@@ -621,7 +661,7 @@ impl TillClient {
         mut call: Call<'_>,
         idempotency_key: Option<String>,
     ) -> Result<Answer, ClientError> {
-        let key = idempotency_key.unwrap_or_else(|| Uuid::new_v4().to_string());
+        let key = idempotency_key.unwrap_or_else(new_idempotency_key);
         check_idempotency_key(&key)?;
         call.idempotency_key = Some(key);
         let intent = call.journal_line(self.terminal_id, "intent", 0);
@@ -734,6 +774,7 @@ impl TillClient {
 
     /// Fetches the keys, keeps them in memory and in the cache file (if any).
     async fn refresh_keys(&self) -> Result<KeyRing, ClientError> {
+        *self.keys_fetched_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
         let ring = self.fetch_keys().await?;
         if let Some(path) = &self.key_cache {
             save_key_cache(path, &ring).await?;
@@ -741,9 +782,16 @@ impl TillClient {
         Ok(ring)
     }
 
+    /// Whether the keys were fetched less than [`ClientOptions::key_refresh_interval`] ago.
+    fn keys_fetched_recently(&self) -> bool {
+        let fetched_at = *self.keys_fetched_at.lock().unwrap_or_else(|p| p.into_inner());
+        fetched_at.is_some_and(|at| at.elapsed() < self.http.options.key_refresh_interval)
+    }
+
     /// Verifies a QR token offline at `now_s` with the cached keys, fetching them if there are
-    /// none, and refreshing them once if the token names an unknown key. Only a pre-check: the
-    /// service decides at redemption (a token can verify and still be spent or revoked).
+    /// none, and refreshing them once if the token names an unknown key (at most once per
+    /// [`ClientOptions::key_refresh_interval`]). Only a pre-check: the service decides at
+    /// redemption (a token can verify and still be spent or revoked).
     pub async fn verify_offline(&self, qr: &str, now_s: i64) -> Result<TokenPayload, ClientError> {
         let token = QrToken::parse(qr)?;
         let mut held = self.keys.lock().await;
@@ -759,13 +807,15 @@ impl TillClient {
             },
         };
         let ring = match ring.verify(&token, now_s) {
-            Err(TokenError::UnknownKey(_)) if !fetched => match self.refresh_keys().await {
-                Ok(fresh) => fresh,
-                Err(error) => {
-                    *held = Some(ring);
-                    return Err(error);
+            Err(TokenError::UnknownKey(_)) if !fetched && !self.keys_fetched_recently() => {
+                match self.refresh_keys().await {
+                    Ok(fresh) => fresh,
+                    Err(error) => {
+                        *held = Some(ring);
+                        return Err(error);
+                    }
                 }
-            },
+            }
             _ => ring,
         };
         let verified = ring.verify(&token, now_s).cloned().map_err(ClientError::from);

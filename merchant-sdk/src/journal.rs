@@ -47,10 +47,11 @@ pub struct JournalLine {
 }
 
 impl JournalLine {
-    /// Whether this attempt settled the outcome: the service answered with something other than
-    /// a "try again" status (502, 503, 504).
+    /// Whether this attempt settled the outcome: the service answered with something that does
+    /// not leave it open ([`crate::client::outcome_unknown`]: 502, 503, 504, and 500 on a write).
     pub fn is_final_answer(&self) -> bool {
-        self.phase == "attempt" && self.status.is_some_and(|s| !matches!(s, 502..=504))
+        let write = self.idempotency_key.is_some();
+        self.phase == "attempt" && self.status.is_some_and(|s| !crate::client::outcome_unknown(s, write))
     }
 }
 
@@ -126,7 +127,7 @@ impl Journal {
         bytes.push(b'\n');
         let mut file = inner.file.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         file.lock().map_err(io)?;
-        let written = file.write_all(&bytes).and_then(|()| file.flush()).and_then(|()| file.sync_data());
+        let written = append_line(&mut file, &bytes);
         let unlocked = file.unlock();
         written.map_err(io)?;
         unlocked.map_err(io)
@@ -173,6 +174,27 @@ impl Journal {
 
 /// Makes the file end at a line boundary: a whole line missing only its newline gets one; a
 /// torn fragment is cut off.
+/// Appends one line under the file lock. A torn tail (a writer in another process died
+/// mid-line) is mended first, or this line would be glued to it and the journal unreadable;
+/// a write that fails part way is cut back off, so it leaves no fragment for the next line.
+fn append_line(file: &mut File, bytes: &[u8]) -> std::io::Result<()> {
+    let len = file.seek(SeekFrom::End(0))?;
+    if len > 0 {
+        file.seek(SeekFrom::End(-1))?;
+        let mut last = [0u8];
+        file.read_exact(&mut last)?;
+        if last != *b"\n" {
+            repair_tail(file)?;
+        }
+    }
+    let start = file.seek(SeekFrom::End(0))?;
+    let written = file.write_all(bytes).and_then(|()| file.flush()).and_then(|()| file.sync_data());
+    if written.is_err() {
+        let _ = file.set_len(start);
+    }
+    written
+}
+
 fn repair_tail(file: &mut File) -> std::io::Result<()> {
     let len = file.seek(SeekFrom::End(0))?;
     if len == 0 {
@@ -238,6 +260,20 @@ mod tests {
             response: status.map(|_| json!({"redemption_id": Uuid::from_u128(2)})),
             error: None,
         }
+    }
+
+    #[test]
+    fn a_torn_line_left_by_another_writer_is_mended_before_the_next() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("journal.jsonl");
+        let journal = Journal::open(&path).expect("open");
+        journal.append(&line("intent", "k1", 0, None)).expect("append");
+        // Another process sharing the file dies half way through its line.
+        let mut sibling = OpenOptions::new().append(true).open(&path).expect("sibling");
+        sibling.write_all(br#"{"at":"2026-11-27T00:00:00Z","terminal_id":"#).expect("torn write");
+        journal.append(&line("attempt", "k1", 1, Some(201))).expect("append after the torn line");
+        let read = Journal::read(&path).expect("still readable");
+        assert_eq!(read.iter().map(|l| l.phase.as_str()).collect::<Vec<_>>(), ["intent", "attempt"]);
     }
 
     #[test]

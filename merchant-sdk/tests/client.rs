@@ -71,6 +71,59 @@ async fn a_503_is_retried_with_the_same_key_and_a_fresh_nonce() {
 }
 
 #[tokio::test]
+async fn a_500_on_a_write_is_retried_with_the_same_key() {
+    // The service stores no answer for a server error, and the write may have committed before
+    // it: the retry with the same key replays the first answer or does the write.
+    let mock = Mock::start().await;
+    let till = till(&mock, ClientOptions::default());
+    mock.answer(500, json!({"error": {"code": "internal", "message": "internal error"}}));
+    mock.answer(201, redemption_json());
+    let redemption = till.client.redeem(redeem_request(None)).await.expect("redeemed on the retry");
+    assert_eq!(redemption.redemption_id, Uuid::from_u128(100));
+    let seen = mock.seen();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(seen[0].idempotency_key, seen[1].idempotency_key);
+    let lines = Journal::read(&till.journal_path).expect("journal");
+    assert!(!lines[1].is_final_answer() && lines[2].is_final_answer(), "the 500 left the outcome open");
+
+    // A read is not retried after a 500: it changes nothing, and the answer is the answer.
+    mock.answer(500, json!({"error": {"code": "internal", "message": "internal error"}}));
+    let read = till.client.get(Uuid::new_v4()).await.expect_err("a 500");
+    assert_eq!((read.status(), mock.seen().len()), (Some(500), 3));
+}
+
+#[tokio::test]
+async fn forged_key_ids_refetch_the_keys_at_most_once_per_interval() {
+    let mock = Mock::start().await;
+    let known = qr_key(7);
+    mock.state().ring = KeyRing { keys: vec![verification_key(&known)] };
+    let till = till(&mock, ClientOptions::default());
+    let now = ISSUED_AT + 10;
+    till.client.verify_offline(&token(&known, ISSUED_AT), now).await.expect("valid");
+    for seed in 20..30 {
+        let forged = till.client.verify_offline(&token(&qr_key(seed), ISSUED_AT), now).await;
+        assert!(matches!(forged, Err(ClientError::Token(TokenError::UnknownKey(_)))), "{forged:?}");
+    }
+    assert_eq!(mock.state().key_fetches, 1, "the first fetch was just now: no refetch in the interval");
+}
+
+#[tokio::test]
+async fn https_is_spoken() {
+    // The mock speaks plain HTTP: over https:// the client must attempt a TLS handshake (and
+    // fail it), not refuse the scheme as a client built without TLS does.
+    let mock = Mock::start().await;
+    let https = mock.url.replacen("http://", "https://", 1);
+    let once = ClientOptions { max_attempts: 1, ..ClientOptions::default() };
+    let client =
+        TillClient::new(&https, Uuid::new_v4(), TillKey::generate().expect("key"), Journal::disabled(), once)
+            .expect("an https server is accepted");
+    let error = client.fetch_keys().await.expect_err("not TLS on the other side");
+    assert_eq!(error.code(), "transport_error");
+    assert!(!format!("{error:?}").contains("scheme is not http"), "{error:?}");
+    assert_eq!(mock.seen().len(), 0, "nothing reached the handler");
+}
+
+#[tokio::test]
 async fn a_refusal_is_final_and_its_code_surfaces() {
     let mock = Mock::start().await;
     let till = till(&mock, ClientOptions::default());
@@ -93,16 +146,21 @@ async fn a_refusal_is_final_and_its_code_surfaces() {
     assert_eq!(lines[1].status, Some(409));
     assert!(unanswered(&lines).is_empty(), "a refusal is a final answer");
 
+    // A 500 is not a refusal: a write's outcome behind it is open. Retried with the same key
+    // (the mock answers 500 to every attempt), then reported, and left unanswered in the journal.
     mock.answer(500, json!({"error": {"code": "internal", "message": "logged"}}));
     let internal = till.client.redeem(redeem_request(None)).await.expect_err("500");
-    assert_eq!((internal.code(), internal.status()), ("internal".to_owned(), Some(500)));
-    assert_eq!(mock.seen().len(), 2, "a 500 is not retried");
+    assert_eq!((internal.code(), internal.status()), ("unscripted".to_owned(), Some(500)), "the last");
+    assert_eq!(mock.seen().len(), 1 + 4, "four attempts in all");
+    let lines = Journal::read(&till.journal_path).expect("journal");
+    assert_eq!(unanswered(&lines).len(), 1, "the 500's outcome is unknown");
 }
 
 #[tokio::test]
 async fn a_timeout_is_retried_then_reported_and_left_unanswered() {
     let mock = Mock::start().await;
-    let options = ClientOptions { timeout: Duration::from_millis(150), max_attempts: 2 };
+    let options =
+        ClientOptions { timeout: Duration::from_millis(150), max_attempts: 2, ..ClientOptions::default() };
     let till = till(&mock, options);
     mock.answer_after(201, redemption_json(), Duration::from_secs(3));
     mock.answer_after(201, redemption_json(), Duration::from_secs(3));
@@ -127,7 +185,8 @@ async fn a_timeout_is_retried_then_reported_and_left_unanswered() {
 #[tokio::test]
 async fn no_server_is_a_transport_error() {
     let mock = Mock::start().await;
-    let options = ClientOptions { timeout: Duration::from_millis(500), max_attempts: 2 };
+    let options =
+        ClientOptions { timeout: Duration::from_millis(500), max_attempts: 2, ..ClientOptions::default() };
     let till = till(&mock, options);
     let client = TillClient::new(
         &dead_url().await,
@@ -191,7 +250,8 @@ async fn offline_verification_fetches_refreshes_once_and_caches() {
     let mock = Mock::start().await;
     let (old, new) = (qr_key(7), qr_key(8));
     mock.state().ring = KeyRing { keys: vec![verification_key(&old)] };
-    let till = till(&mock, ClientOptions::default());
+    let eager = ClientOptions { key_refresh_interval: Duration::ZERO, ..ClientOptions::default() };
+    let till = till(&mock, eager);
     let now = ISSUED_AT + 10;
 
     let payload = till.client.verify_offline(&token(&old, ISSUED_AT), now).await.expect("valid");

@@ -180,7 +180,8 @@ async fn register_tills(
     count: usize,
 ) -> anyhow::Result<Vec<Arc<TillClient>>> {
     let mut tills = Vec::with_capacity(count);
-    let options = ClientOptions { timeout: Duration::from_secs(30), max_attempts: 1 };
+    let options =
+        ClientOptions { timeout: Duration::from_secs(30), max_attempts: 1, ..ClientOptions::default() };
     for n in 0..count {
         let key = TillKey::generate()?;
         let registration =

@@ -190,11 +190,11 @@ fn main() -> ExitCode {
 }
 
 /// Whether a write that failed this way may still have happened: no answer, an answer that could
-/// not be read, or a gateway/unavailable answer after the last retry.
+/// not be read, or a server error or gateway/unavailable answer after the last retry.
 fn outcome_unknown(error: &ClientError) -> bool {
     match error {
         ClientError::Transport(_) | ClientError::BadResponse(_) => true,
-        ClientError::Refused { status, .. } => matches!(status, 502..=504),
+        ClientError::Refused { status, .. } => wenhui_merchant_sdk::client::outcome_unknown(*status, true),
         _ => false,
     }
 }
@@ -223,6 +223,7 @@ fn options(cli: &Cli) -> ClientOptions {
     ClientOptions {
         timeout: Duration::from_millis(cli.timeout_ms.max(1)),
         max_attempts: cli.max_attempts.max(1),
+        ..ClientOptions::default()
     }
 }
 
