@@ -46,7 +46,14 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 }
 
 fn conflict(message: String) -> ApiError {
+    if message == crate::storage::conflict::SEASON_CLOSED {
+        return season_closed();
+    }
     ApiError::constraint_refusal(&message)
+}
+
+fn season_closed() -> ApiError {
+    ApiError::conflict("season_closed", "the season is closed: it takes no more budgets or batches")
 }
 
 #[derive(Deserialize)]
@@ -218,6 +225,9 @@ pub async fn add_budget(
             "invalid_funder",
             format!("{funder} cannot fund a season of {}", season.province),
         ));
+    }
+    if season.closed_at.is_some() {
+        return Err(season_closed());
     }
     if scope.region != funder {
         return Err(ApiError::forbidden(format!("only the admin of {funder} adds to its budget")));
@@ -744,6 +754,9 @@ pub async fn create_batch(
     }
     if scope.region != issuer {
         return Err(ApiError::forbidden(format!("only the admin of {issuer} issues its batches")));
+    }
+    if season.closed_at.is_some() {
+        return Err(season_closed());
     }
     check_batch_numbers(&request, &season)?;
     // A size guard, read outside the write: concurrent creations may pass it by a few.

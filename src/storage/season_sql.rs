@@ -458,6 +458,17 @@ macro_rules! season_store {
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
+                    // A closed season takes no more money: checked under the ledger head, which
+                    // the close holds while it returns every reserve (a batch or a budget added
+                    // after it would be stranded in a season nobody closes again).
+                    Self::lock_head(&mut tx).await?;
+                    let closed: Option<(Option<i64>,)> = sqlx::query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+                        .bind(season_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if matches!(closed, Some((Some(_),))) {
+                        return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
+                    }
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(season_id)
@@ -525,6 +536,17 @@ macro_rules! season_store {
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
+                    // A closed season takes no more money: checked under the ledger head, which
+                    // the close holds while it returns every reserve (a batch or a budget added
+                    // after it would be stranded in a season nobody closes again).
+                    Self::lock_head(&mut tx).await?;
+                    let closed: Option<(Option<i64>,)> = sqlx::query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+                        .bind(batch.season_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    if matches!(closed, Some((Some(_),))) {
+                        return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
+                    }
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
                         "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \

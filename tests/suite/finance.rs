@@ -414,6 +414,44 @@ async fn scripted_season(backend: Backend) {
     );
     let (status, closed_again) = s.world.app.post_idem(&close, Some(&s.finance), "close-2", json!({})).await;
     assert_eq!((status, &closed_again), (200, &closed));
+    // A closed season takes no more money: a budget or a batch would be stranded in it.
+    let head = s.world.app.store().ledger_head().await.expect("head").seq;
+    let admin = s.world.province_admin.clone();
+    let budget = json!({"funder": "370000", "amount": "100.00"});
+    let path = format!("/v1/seasons/{season}/budgets");
+    let (status, answer) = s.world.app.post_idem(&path, Some(&admin), "late-budget", budget).await;
+    assert_eq!((status, code(&answer)), (409, "season_closed"), "{answer}");
+    let batch = json!({"name": "late", "issuer": "370000", "kind": "threshold", "face_value": "10.00",
+        "min_spend": "40.00", "stock": 1, "per_citizen_limit": 1, "valid_hours": 48,
+        "claim_opens_at": s.world.at(0), "claim_closes_at": s.world.at(60), "categories": ["bookstore"]});
+    let path = format!("/v1/seasons/{season}/batches");
+    let (status, answer) = s.world.app.post_idem(&path, Some(&admin), "late-batch", batch).await;
+    assert_eq!((status, code(&answer)), (409, "season_closed"), "{answer}");
+    // Past the handler's check too: the write itself reads the season under the ledger head, so
+    // a budget that raced the close is refused.
+    let season_id: Uuid = season.parse().expect("uuid");
+    let funder = "370000".parse().expect("region");
+    let amount = wenhui::domain::money::Fen::new(10_000).expect("fen");
+    let entry = wenhui::domain::ledger::NewEntry::transfer(
+        "budget",
+        "budget:raced-the-close",
+        wenhui::domain::accounts::appropriation(season_id, funder),
+        wenhui::domain::accounts::pool(season_id, funder),
+        amount,
+    );
+    let record = IdemRecord {
+        scope: "test:raced".into(),
+        key: "raced".into(),
+        request_hash: vec![1],
+        status: 201,
+        body: "{}".into(),
+    };
+    let raced = s.world.app.store().add_budget(season_id, funder, &entry, &record).await;
+    assert!(
+        matches!(&raced, Err(wenhui::storage::WriteError::Conflict(what)) if what == "season_closed"),
+        "{raced:?}"
+    );
+    assert_eq!(s.world.app.store().ledger_head().await.expect("head").seq, head, "nothing posted");
 
     let reconciliation = s.reconciles().await;
     let checks: Vec<&str> = reconciliation["checks"]
