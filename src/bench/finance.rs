@@ -455,6 +455,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
             reason: "refund".into(),
             at: r.redeemed_at.plus_seconds(3_600),
             voucher_status: status,
+            reserve_returned: batch.reserve_returned,
             season_totals: Vec::new(),
             entry: reversal_entry(&plan, r.merchant_id, reversal_id, after),
             answer: answer(

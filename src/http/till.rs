@@ -701,6 +701,36 @@ pub async fn reverse(
     let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
     let record = record
         .ok_or_else(|| ApiError::not_found("redemption_not_found", "no such redemption at this merchant"))?;
+    let answer = IdemRecord { scope, key, request_hash: hash, status: 201, body: String::new() };
+    // Planned from the batch as read now; planned again, once, if the batch closed before the
+    // commit (a batch closes once, so the second plan sees it as it stays).
+    let mut planned_again = false;
+    loop {
+        let (reversal, after) =
+            plan_reversal(&state, &record, ctx.merchant.id, &reason, answer.clone()).await?;
+        match state.store().commit_reversal(&reversal).await {
+            Ok(()) => {
+                if after == AfterReversal::Expired {
+                    state.writer().invalidate().await;
+                }
+                return Ok(json_response(201, reversal.answer.body));
+            }
+            Err(WriteError::Conflict(what)) if what == conflict::BATCH_CLOSED_MEANWHILE && !planned_again => {
+                planned_again = true;
+            }
+            Err(error) => return write_refusal(&state, error, &reversal.answer).await,
+        }
+    }
+}
+
+/// The reversal of `record` as of now: the voucher's fate, the compensating entry, the answer.
+async fn plan_reversal(
+    state: &AppState,
+    record: &crate::storage::RedemptionRecord,
+    merchant_id: Uuid,
+    reason: &str,
+    mut answer: IdemRecord,
+) -> Result<(NewReversal, AfterReversal), ApiError> {
     let voucher = state.store().voucher(record.voucher_id).await?.ok_or_else(ApiError::internal)?;
     let batch = state.store().batch(record.batch_id).await?.ok_or_else(ApiError::internal)?;
     let season = state.store().season(record.season_id).await?.ok_or_else(ApiError::internal)?;
@@ -711,10 +741,11 @@ pub async fn reverse(
     let plan = Plan { voucher, batch, season, discount, parts };
     let reversal_id = Uuid::now_v7();
     let voucher_status = after.status().as_str();
-    let answer = json!({
-        "reversal_id": reversal_id, "redemption_id": redemption_id, "voucher_id": plan.voucher.id,
+    answer.body = json!({
+        "reversal_id": reversal_id, "redemption_id": record.id, "voucher_id": plan.voucher.id,
         "voucher_status": voucher_status, "amount": discount.to_string(),
-    });
+    })
+    .to_string();
     // Expired by the reversal, the voucher no longer counts toward its holder's caps; active
     // again or forfeited, it still does.
     let season_totals = if after == AfterReversal::Expired {
@@ -723,26 +754,19 @@ pub async fn reverse(
         Vec::new()
     };
     let reversal = NewReversal {
-        redemption_id,
+        redemption_id: record.id,
         reversal_id,
         voucher_id: plan.voucher.id,
         batch_id: plan.batch.id,
-        reason,
+        reason: reason.to_owned(),
         at: now,
         voucher_status,
+        reserve_returned: plan.batch.reserve_returned,
         season_totals,
-        entry: reversal_entry(&plan, ctx.merchant.id, reversal_id, after),
-        answer: IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() },
+        entry: reversal_entry(&plan, merchant_id, reversal_id, after),
+        answer,
     };
-    match state.store().commit_reversal(&reversal).await {
-        Ok(()) => {
-            if after == AfterReversal::Expired {
-                state.writer().invalidate().await;
-            }
-            Ok(json_response(201, reversal.answer.body))
-        }
-        Err(error) => write_refusal(&state, error, &reversal.answer).await,
-    }
+    Ok((reversal, after))
 }
 
 /// A redemption, for the merchant's own terminals.

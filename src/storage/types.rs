@@ -498,8 +498,13 @@ pub struct NewReversal {
     pub batch_id: Uuid,
     pub reason: String,
     pub at: Timestamp,
-    /// "active" (still valid) or "expired" (its value and stock go back to the batch).
+    /// "active" (still valid), "expired" (its value and stock go back to the batch) or
+    /// "forfeited" (the season's refunds forfeit the voucher).
     pub voucher_status: &'static str,
+    /// Whether the batch's reserve had gone back when the entry was planned: an expired
+    /// voucher's value goes to the reserve while it has not, to the pool once it has. The
+    /// commit refuses (`BATCH_CLOSED_MEANWHILE`) if the batch has closed since.
+    pub reserve_returned: bool,
     /// The voucher's capped totals, lowered when the reversal expires it.
     pub season_totals: Vec<SeasonTotalDelta>,
     pub entry: NewEntry,
@@ -519,6 +524,8 @@ pub mod conflict {
     pub const ORDER_CHANGED: &str = "order_changed";
     /// The citizen has used as many vouchers at this merchant as the season allows.
     pub const MERCHANT_LIMIT: &str = "merchant_limit_reached";
+    /// The batch's reserve went back to the pool after a reversal was planned: plan it again.
+    pub const BATCH_CLOSED_MEANWHILE: &str = "batch_closed_meanwhile";
 }
 
 #[async_trait]

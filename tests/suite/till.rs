@@ -172,7 +172,8 @@ both_backends!(
     a_season_ceiling_caps_the_subsidy_by_category,
     control_characters_and_huge_bodies_get_a_code_not_a_500,
     a_retry_after_suspension_or_revocation_gets_the_first_answer,
-    a_refund_forfeits_the_voucher_when_the_season_says_so
+    a_refund_forfeits_the_voucher_when_the_season_says_so,
+    a_reversal_planned_before_its_batch_closed_is_planned_again
 );
 
 /// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
@@ -952,6 +953,85 @@ async fn a_refund_forfeits_the_voucher_when_the_season_says_so(backend: Backend)
     let reconciled = wenhui::finance::reconcile(store, &season, now).await.expect("reconcile");
     assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| c.breaks > 0).collect::<Vec<_>>());
     wenhui::audit::verify_store(store).await.expect("ledger verifies");
+}
+
+/// An expired voucher's value goes back to its batch's reserve while the batch is open, to the
+/// pool once it has closed. A reversal planned before the close and committed after it would
+/// credit a closed batch's reserve: the commit reads the batch under the ledger head and
+/// refuses, and the service plans again.
+async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Backend) {
+    use wenhui::domain::accounts;
+    use wenhui::domain::ledger::{NewEntry, NewPosting, Side};
+    use wenhui::storage::{IdemRecord, NewReversal, WriteError};
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let batch = world.batch(json!({"stock": 2, "claim_closes_at": world.at(86_400)})).await;
+    let batch_id: Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let (citizen, voucher) = till.voucher(1, &batch_id.to_string()).await;
+    let redeemed =
+        till.redeem(&till.qr(&citizen, &voucher).await, "100.00", "late-1").await.expect("redeemed");
+    world.clock.advance_us(3 * 86_400 * 1_000_000);
+    let record =
+        world.app.store().redemption(redeemed.redemption_id).await.expect("read").expect("redemption");
+
+    // Planned while the batch was open: the voucher expires, its value back to the reserve.
+    let funder = "370000".parse().expect("region");
+    let posting = |account, side, amount_fen| NewPosting { account, side, amount_fen };
+    let reversal_id = Uuid::now_v7();
+    let stale = NewReversal {
+        redemption_id: record.id,
+        reversal_id,
+        voucher_id: record.voucher_id,
+        batch_id,
+        reason: "refund".into(),
+        at: world.clock.now(),
+        voucher_status: "expired",
+        reserve_returned: false,
+        season_totals: Vec::new(),
+        entry: NewEntry::new(
+            "reversal",
+            format!("reversal:{reversal_id}"),
+            vec![
+                posting(accounts::payable(record.season_id, record.merchant_id, funder), Side::Debit, 1_000),
+                posting(accounts::reserve(record.season_id, batch_id, funder), Side::Credit, 1_000),
+            ],
+        ),
+        answer: IdemRecord {
+            scope: format!("terminal:{}", till.terminal_id),
+            key: "planned-before-the-close".into(),
+            request_hash: vec![1],
+            status: 201,
+            body: "{}".into(),
+        },
+    };
+    world.app.sweep().await;
+    let (_, closed) = world.app.get(&format!("/v1/seasons/{}/batches", world.season_id), None).await;
+    assert!(closed.as_array().is_some_and(|b| b.is_empty()), "the batch has closed: {closed}");
+    let refused = world.app.store().commit_reversal(&stale).await;
+    assert!(
+        matches!(&refused, Err(WriteError::Conflict(what)) if what == "batch_closed_meanwhile"),
+        "{refused:?}"
+    );
+    // Through the service (signed at its clock, three days on): planned afresh, to the pool.
+    let path = format!("/v1/redemptions/{}/reversal", redeemed.redemption_id);
+    let later_s = world.clock.now().unix_us() / 1_000_000;
+    let body = json!({"reason": "refund"});
+    let (status, reversal) = signed_to(
+        world,
+        &path,
+        till.terminal_id,
+        till.key.key_pair(),
+        later_s,
+        "after-the-close-nonce-1",
+        &body,
+    )
+    .await;
+    assert_eq!((status, reversal["voucher_status"].as_str()), (201, Some("expired")), "{reversal}");
+    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let store = world.app.store();
+    let season = store.season(season_id).await.expect("read").expect("season");
+    let reconciled = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+    assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| c.breaks > 0).collect::<Vec<_>>());
 }
 
 async fn two_terminals_one_voucher(backend: Backend) {
