@@ -891,10 +891,7 @@ pub(crate) fn expiry_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
 }
 
 /// At claim close, whatever is left in the batch reserve goes back to each funder's pool.
-pub(crate) async fn close_entry(
-    store: &dyn Storage,
-    batch: &Batch,
-) -> Result<Option<NewEntry>, StorageError> {
+pub async fn close_entry(store: &dyn Storage, batch: &Batch) -> Result<Option<NewEntry>, StorageError> {
     let mut postings = Vec::new();
     for (funder, _) in batch.funding.iter() {
         let reserve = accounts::reserve(batch.season_id, batch.id, funder);

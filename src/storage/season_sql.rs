@@ -950,15 +950,42 @@ macro_rules! season_store {
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
-                    let done = sqlx::query(
-                        "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL",
+                    let season: Option<(Uuid,)> = sqlx::query_as(
+                        "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL \
+                         RETURNING season_id",
                     )
                     .bind(now.unix_us())
                     .bind(batch_id)
-                    .execute(&mut *tx)
+                    .fetch_optional(&mut *tx)
                     .await?;
-                    if done.rows_affected() != 1 {
+                    let Some((season_id,)) = season else {
                         return Err(WriteError::Conflict(format!("batch {batch_id} was already closed")));
+                    };
+                    // The entry was made from balances read before this transaction: under the
+                    // head, the reserves must still hold exactly what it moves (a reversal or an
+                    // expiry may have credited one since), or the close would leave money in a
+                    // closed batch's reserve. The next sweep plans it again.
+                    Self::lock_head(&mut tx).await?;
+                    let reserves: Vec<(String, i64, i64)> = sqlx::query_as(
+                        "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
+                         JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
+                    )
+                    .bind(format!("season:{}:batch:{}:funder:%:reserve", season_id.hyphenated(), batch_id.hyphenated()))
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let moved: HashMap<&str, i64> = entry
+                        .iter()
+                        .flat_map(|e| e.postings.iter())
+                        .filter(|p| p.side == crate::domain::ledger::Side::Debit)
+                        .map(|p| (p.account.address.as_str(), p.amount_fen))
+                        .collect();
+                    let held_now = |address: &str| {
+                        reserves.iter().find(|(a, _, _)| a == address).map(|(_, d, c)| c - d).unwrap_or(0)
+                    };
+                    let stale = reserves.iter().any(|(a, d, c)| c - d != moved.get(a.as_str()).copied().unwrap_or(0))
+                        || moved.iter().any(|(a, amount)| held_now(a) != *amount);
+                    if stale {
+                        return Err(WriteError::Conflict(format!("batch {batch_id}: its reserve changed while its close was planned")));
                     }
                     let opened = match entry {
                         Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,

@@ -263,7 +263,12 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
         ..ClaimCommit::default()
     };
     store.commit_claims(&claim(uuid::Uuid::now_v7())).await.expect("an open batch takes the claim");
-    store.close_batch_reserve(batch_id, now, None).await.expect("close the reserve");
+    // A close planned from nothing left is refused: the reserve still holds the unclaimed stock.
+    let refused = store.close_batch_reserve(batch_id, now, None).await;
+    assert!(matches!(refused, Err(WriteError::Conflict(_))), "{refused:?}");
+    let stored = store.batch(batch_id).await.expect("read").expect("batch");
+    let entry = wenhui::rush::close_entry(store, &stored).await.expect("the close's entry");
+    store.close_batch_reserve(batch_id, now, entry.as_ref()).await.expect("close the reserve");
     let refused = store.commit_claims(&claim(uuid::Uuid::now_v7())).await;
     assert!(matches!(refused, Err(WriteError::Conflict(_))), "{refused:?}");
     let after = store.batch(batch_id).await.expect("read").expect("batch");
