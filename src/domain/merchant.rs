@@ -187,6 +187,9 @@ pub enum DecisionRefused {
     /// The key that asked cannot approve its own request, nor can a key it minted or one of
     /// the keys that minted it (see [`KeyLineage::may_share_holder`]).
     RelatedKey,
+    /// The deciding key was revoked after it authenticated the request, or the key that asked
+    /// has been revoked since (a leaked key's request is not approved; it may be rejected).
+    RevokedKey,
 }
 
 impl AccountRequest {

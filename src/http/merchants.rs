@@ -444,7 +444,7 @@ struct Decide {
 /// `request_expired` after a week undecided.
 #[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
-    responses((status = 200, description = "{merchant, request}"), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver"),
+    responses((status = 200, description = "{merchant, request}"), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver, key_revoked"),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
 pub async fn approve_account_request(
     State(state): State<AppState>,
@@ -535,6 +535,10 @@ async fn decide(
             DecisionRefused::Expired => {
                 Err(ApiError::conflict("request_expired", "the request waited a week undecided; ask again"))
             }
+            DecisionRefused::RevokedKey => Err(ApiError::forbidden_code(
+                "key_revoked",
+                "a revoked key neither decides nor has its request approved; ask again with a valid key",
+            )),
             DecisionRefused::RelatedKey => Err(ApiError::forbidden_code(
                 "same_approver",
                 "a change of settlement account needs a second person: the key that asked, the keys \

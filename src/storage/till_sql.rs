@@ -635,6 +635,20 @@ macro_rules! till_store {
                     if let Err(refused) = request.may_decide(&decider, &asker, made.approved, made.decided_at) {
                         return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
                     }
+                    // Revocation is checked when a request is authenticated; read again here,
+                    // under the merchant's row lock, for a key revoked since (either one).
+                    let revoked: Vec<(Uuid,)> = sqlx::query_as(
+                        "SELECT id FROM staff_keys WHERE id IN ($1, $2) AND revoked_at_us IS NOT NULL",
+                    )
+                    .bind(made.decided_by)
+                    .bind(request.requested_by)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let decider_revoked = revoked.iter().any(|(id,)| *id == made.decided_by);
+                    if decider_revoked || (made.approved && !revoked.is_empty()) {
+                        let refused = crate::domain::merchant::DecisionRefused::RevokedKey;
+                        return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
+                    }
                     sqlx::query(
                         "INSERT INTO merchant_account_decisions (request_id, decision, decided_at_us, decided_by, note) \
                          VALUES ($1, $2, $3, $4, $5)",

@@ -1162,6 +1162,7 @@ both_backends!(
     settlement_races_reversals,
     entries_naming_no_row,
     settlement_account_changes,
+    a_revoked_keys_account_request_is_not_approved,
     a_settlement_left_in_progress_is_finished,
     restart_and_close_finish_settlements_left_in_progress
 );
@@ -1368,6 +1369,33 @@ async fn payout_account(s: &Script, settlement: &str) -> String {
     let csv = response.text().await.expect("csv");
     let line = csv.lines().find(|l| l.contains(&s.bookstore.0)).expect("bookstore line").to_owned();
     line.split(',').nth(4).expect("account_no column").to_owned()
+}
+
+/// A key's revocation is checked when it authenticates; the decision on a settlement account
+/// change reads it again in its transaction: a request asked by a key revoked since (a leaked
+/// key's, say) is not approved, though it may be rejected.
+async fn a_revoked_keys_account_request_is_not_approved(backend: Backend) {
+    let world = World::new(backend, "1000.00", None).await;
+    let body = json!({"role": "city_admin", "region": "370200", "label": "qingdao admin"});
+    let (status, minted) = world.app.post("/v1/staff/keys", Some(&world.province_admin), body).await;
+    assert_eq!(status, 201, "{minted}");
+    let asker = minted["key"].as_str().expect("key").to_owned();
+    let asker_id: Uuid = minted["id"].as_str().expect("id").parse().expect("uuid");
+    let approver = world.app.staff_key(Role::ProvinceAdmin, "370000").await;
+    let merchant_id = merchant(&world, &asker, 31, "bookstore", "370200").await;
+    let path = format!("/v1/merchants/{merchant_id}/settlement-account");
+    let account = json!({"bank": "中国银行", "account_no": "6217000099998888", "account_name": "某书店有限公司",
+        "reason": "the merchant's letter"});
+    let request = world.app.client.put(world.app.url(&path)).bearer_auth(&asker).json(&account);
+    let (status, asked) = crate::common::read(request.send().await.expect("send")).await;
+    assert_eq!(status, 202, "{asked}");
+    let request_id = asked["request"]["id"].as_str().expect("id");
+    world.app.store().revoke_staff_key(asker_id, Timestamp::now()).await.expect("revoke").expect("the key");
+    let decide = |verb: &str| format!("{path}/requests/{request_id}/{verb}");
+    let (status, body) = world.app.post(&decide("approve"), Some(&approver), json!({})).await;
+    assert_eq!((status, code(&body)), (403, "key_revoked"), "{body}");
+    let (status, body) = world.app.post(&decide("reject"), Some(&approver), json!({})).await;
+    assert_eq!((status, body["request"]["status"].as_str()), (200, Some("rejected")), "{body}");
 }
 
 async fn put(s: &Script, path: &str, key: &str, body: Value) -> (u16, Value) {
