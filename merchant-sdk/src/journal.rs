@@ -25,7 +25,9 @@ pub struct JournalLine {
     /// When the line was written, RFC 3339 in UTC.
     pub at: String,
     pub terminal_id: Uuid,
-    /// `"redeem"`, `"reverse"` or `"get"`.
+    /// The call: `"redeem"`, `"reverse"`, `"card_pay"`, `"reverse_card"` (writes); `"get"`,
+    /// `"get_card_payment"`, `"statement"`, `"card_terms"`; `"register"` and `"keys"` are not
+    /// journaled by a till's client.
     pub op: String,
     /// `"intent"` (before the first attempt) or `"attempt"` (after each attempt's outcome).
     pub phase: String,
@@ -221,19 +223,20 @@ fn repair_tail(file: &mut File) -> std::io::Result<()> {
 }
 
 /// The intents that have no final answer: for each, the intent line. Retry each with its
-/// idempotency key and the same request (`request`, `path`) to learn what happened.
+/// idempotency key and the same request (`request`, `path`) to learn what happened. An answer
+/// counts for an intent only if it answered that very request: the same key sent with another
+/// request (422 `idempotency_key_reused`) says nothing of the first.
 pub fn unanswered(lines: &[JournalLine]) -> Vec<&JournalLine> {
-    lines
-        .iter()
-        .filter(|line| line.phase == "intent")
-        .filter(|intent| {
-            !lines.iter().any(|line| {
-                line.is_final_answer()
-                    && line.idempotency_key == intent.idempotency_key
-                    && line.op == intent.op
-            })
-        })
-        .collect()
+    let answered: std::collections::HashSet<Asked<'_>> =
+        lines.iter().filter(|line| line.is_final_answer()).map(asked).collect();
+    lines.iter().filter(|line| line.phase == "intent" && !answered.contains(&asked(line))).collect()
+}
+
+/// What a line asked: its key, operation, path and request body.
+type Asked<'a> = (Option<&'a str>, &'a str, &'a str, String);
+
+fn asked(line: &JournalLine) -> Asked<'_> {
+    (line.idempotency_key.as_deref(), line.op.as_str(), line.path.as_str(), line.request.to_string())
 }
 
 /// The current time as RFC 3339 in UTC, with milliseconds.
@@ -274,6 +277,18 @@ mod tests {
         journal.append(&line("attempt", "k1", 1, Some(201))).expect("append after the torn line");
         let read = Journal::read(&path).expect("still readable");
         assert_eq!(read.iter().map(|l| l.phase.as_str()).collect::<Vec<_>>(), ["intent", "attempt"]);
+    }
+
+    #[test]
+    fn an_answer_to_another_request_under_the_same_key_leaves_the_intent_open() {
+        let intent = line("intent", "k1", 0, None);
+        let mut other = line("attempt", "k1", 1, Some(422));
+        other.request = json!({"qr": "WH1.other.token", "order_amount": "100.00", "order_ref": "A-1"});
+        other.response = Some(json!({"error": {"code": "idempotency_key_reused"}}));
+        let lines = [intent.clone(), other];
+        assert_eq!(unanswered(&lines), [&intent]);
+        let answered = [intent.clone(), line("attempt", "k1", 1, Some(201))];
+        assert!(unanswered(&answered).is_empty());
     }
 
     #[test]
