@@ -342,7 +342,9 @@ async fn earning_season(
         .filter(|s| s.status_at(now) == SeasonStatus::Open)
         .max_by_key(|s| (s.starts_at, s.id));
     let Some(season) = open else { return Ok(None) };
-    let rate = state.store().points_policy(season.id).await?.map(|p| p.points_per_yuan).unwrap_or(0);
+    let policy = state.store().points_policy(season.id).await?;
+    // A season whose points have expired earns none.
+    let rate = policy.filter(|p| p.expired_at.is_none()).map(|p| p.points_per_yuan).unwrap_or(0);
     Ok(Some((season, rate)))
 }
 
@@ -390,37 +392,45 @@ pub async fn pay(
     let order = request.order_amount.0;
     let discount = terms.discount(order);
     let paid = order.checked_sub(discount).unwrap_or(Fen::ZERO);
-    let season = earning_season(&state, ctx.merchant.city.province()).await?;
-    let points = season.as_ref().map(|(_, rate)| card::points_for(paid, *rate)).unwrap_or(0);
-    let id = Uuid::now_v7();
-    let base = json!({
-        "card_payment_id": id, "card_id": card.id, "card_number": card.number.masked(),
-        "merchant_id": ctx.merchant.id, "order_ref": order_ref, "order_amount": order.to_string(),
-        "member_discount": discount.to_string(), "amount_after_discount": paid.to_string(),
-        "points_earned": points, "season_id": season.as_ref().map(|(s, _)| s.id),
-    });
-    let answer_record = record.clone();
-    let payment = NewCardPayment {
-        id,
-        card_id: card.id,
-        merchant_id: ctx.merchant.id,
-        terminal_id: ctx.terminal.id,
-        season_id: season.as_ref().map(|(s, _)| s.id),
-        order_ref,
-        order_amount_fen: order.as_fen(),
-        discount_fen: discount.as_fen(),
-        points,
-        paid_at: state.clock().now(),
-        qr_nonce: nonce,
-        answer: Box::new(move |earning: &Earning| {
-            let mut body = base.clone();
-            body["points_debt_repaid"] = json!(earning.repaid.iter().map(|d| d.points).sum::<i64>());
-            answer_record(201, body.to_string())
-        }),
-    };
-    match state.store().commit_card_payment(&payment).await {
-        Ok(stored) => Ok(json_response(stored.status, stored.body)),
-        Err(error) => card_write_refusal(&state, error, record).await,
+    // Planned with the season's points as read now; planned once more if they expired before
+    // the commit (the season has ended by then, so the second plan earns elsewhere or nothing).
+    let mut planned_again = false;
+    loop {
+        let season = earning_season(&state, ctx.merchant.city.province()).await?;
+        let points = season.as_ref().map(|(_, rate)| card::points_for(paid, *rate)).unwrap_or(0);
+        let id = Uuid::now_v7();
+        let base = json!({
+            "card_payment_id": id, "card_id": card.id, "card_number": card.number.masked(),
+            "merchant_id": ctx.merchant.id, "order_ref": order_ref, "order_amount": order.to_string(),
+            "member_discount": discount.to_string(), "amount_after_discount": paid.to_string(),
+            "points_earned": points, "season_id": season.as_ref().map(|(s, _)| s.id),
+        });
+        let answer_record = record.clone();
+        let payment = NewCardPayment {
+            id,
+            card_id: card.id,
+            merchant_id: ctx.merchant.id,
+            terminal_id: ctx.terminal.id,
+            season_id: season.as_ref().map(|(s, _)| s.id),
+            order_ref: order_ref.clone(),
+            order_amount_fen: order.as_fen(),
+            discount_fen: discount.as_fen(),
+            points,
+            paid_at: state.clock().now(),
+            qr_nonce: nonce.clone(),
+            answer: Box::new(move |earning: &Earning| {
+                let mut body = base.clone();
+                body["points_debt_repaid"] = json!(earning.repaid.iter().map(|d| d.points).sum::<i64>());
+                answer_record(201, body.to_string())
+            }),
+        };
+        match state.store().commit_card_payment(&payment).await {
+            Ok(stored) => return Ok(json_response(stored.status, stored.body)),
+            Err(WriteError::Conflict(what)) if what == card_conflict::POINTS_EXPIRED && !planned_again => {
+                planned_again = true;
+            }
+            Err(error) => return card_write_refusal(&state, error, record).await,
+        }
     }
 }
 

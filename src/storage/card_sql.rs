@@ -105,6 +105,8 @@ pub mod card_conflict {
     pub const REVERSE_VOUCHER_FIRST: &str = "reverse_voucher_first";
     pub const CARD_EXISTS: &str = "card_exists";
     pub const CARD_NUMBER_TAKEN: &str = "card_number_taken";
+    /// The season's points expired after the payment was planned to earn some there.
+    pub const POINTS_EXPIRED: &str = "points_expired_meanwhile";
 }
 
 #[async_trait]
@@ -618,6 +620,18 @@ macro_rules! card_store {
                     .await?;
                     if taken.is_some() {
                         return Err(WriteError::Conflict(card_conflict::ORDER_REF_USED.into()));
+                    }
+                    if let (Some(season_id), true) = (p.season_id, p.points > 0) {
+                        // Read under the head, which the points expiry holds: points earned into a
+                        // season whose points have just expired would never expire.
+                        let expired: Option<(Option<i64>,)> =
+                            sqlx::query_as("SELECT expired_at_us FROM season_points WHERE season_id = $1")
+                                .bind(season_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        if matches!(expired, Some((Some(_),))) {
+                            return Err(WriteError::Conflict(card_conflict::POINTS_EXPIRED.into()));
+                        }
                     }
                     let debts: Vec<PointsDebt> = if p.points > 0 {
                         Self::points_lines_on(&mut tx, p.card_id)

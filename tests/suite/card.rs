@@ -581,6 +581,35 @@ async fn points_expire_at_the_end_of_the_season_after_next(backend: Backend) {
     let path = format!("/v1/seasons/{}/points-rate", till.world.season_id);
     let (status, body) = put(&till, &path, &till.world.province_admin, json!({"points_per_yuan": 3})).await;
     assert_eq!((status, code(&body)), (409, "points_expired"));
+    // A payment planned to earn in the season just before its points expired, committed after:
+    // refused under the ledger head (points earned there would never expire); the service
+    // plans it again.
+    let late = wenhui::storage::NewCardPayment {
+        id: Uuid::now_v7(),
+        card_id,
+        merchant_id: till.bookstore.parse().expect("uuid"),
+        terminal_id: till.terminal_id,
+        season_id: Some(till.world.season_id.parse().expect("uuid")),
+        order_ref: "planned-before-expiry".into(),
+        order_amount_fen: 10_000,
+        discount_fen: 0,
+        points: 100,
+        paid_at: wenhui::domain::time::Clock::now(till.world.clock.as_ref()),
+        qr_nonce: Uuid::new_v4().as_bytes().to_vec(),
+        answer: Box::new(|_| wenhui::storage::IdemRecord {
+            scope: "test:late".into(),
+            key: "late".into(),
+            request_hash: vec![1],
+            status: 201,
+            body: "{}".into(),
+        }),
+    };
+    let refused = till.world.app.store().commit_card_payment(&late).await;
+    assert!(
+        matches!(&refused, Err(wenhui::storage::WriteError::Conflict(what)) if what == "points_expired_meanwhile"),
+        "{:?}",
+        refused.err()
+    );
     let figures = till.figures().await;
     assert_eq!((figures.points_earned, figures.points_expired, figures.points_outstanding), (100, 100, 0));
     till.assert_reconciles().await;
