@@ -215,25 +215,33 @@ impl std::fmt::Debug for ScannedToken<'_> {
     }
 }
 
+/// The fields of a scanned order request (a redemption or a card payment), token withheld.
+fn debug_scanned_order(
+    f: &mut std::fmt::Formatter<'_>,
+    name: &str,
+    (qr, order_amount, order_ref, idempotency_key): (&str, &str, &str, &Option<String>),
+) -> std::fmt::Result {
+    f.debug_struct(name)
+        .field("qr", &ScannedToken(qr))
+        .field("order_amount", &order_amount)
+        .field("order_ref", &order_ref)
+        .field("idempotency_key", idempotency_key)
+        .finish()
+}
+
 impl std::fmt::Debug for RedeemRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedeemRequest")
-            .field("qr", &ScannedToken(&self.qr))
-            .field("order_amount", &self.order_amount)
-            .field("order_ref", &self.order_ref)
-            .field("idempotency_key", &self.idempotency_key)
-            .finish()
+        let fields =
+            (self.qr.as_str(), self.order_amount.as_str(), self.order_ref.as_str(), &self.idempotency_key);
+        debug_scanned_order(f, "RedeemRequest", fields)
     }
 }
 
 impl std::fmt::Debug for CardPaymentRequest {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CardPaymentRequest")
-            .field("qr", &ScannedToken(&self.qr))
-            .field("order_amount", &self.order_amount)
-            .field("order_ref", &self.order_ref)
-            .field("idempotency_key", &self.idempotency_key)
-            .finish()
+        let fields =
+            (self.qr.as_str(), self.order_amount.as_str(), self.order_ref.as_str(), &self.idempotency_key);
+        debug_scanned_order(f, "CardPaymentRequest", fields)
     }
 }
 
