@@ -760,7 +760,10 @@ fn expiry_commit(
         commit.voucher_ids.push(voucher.id);
         match commit.batch_returns.iter_mut().find(|(id, _)| *id == batch.id) {
             Some((_, count)) => *count += 1,
-            None => commit.batch_returns.push((batch.id, 1)),
+            None => {
+                commit.batch_returns.push((batch.id, 1));
+                commit.planned_reserves.push((batch.id, batch.reserve_returned));
+            }
         }
         commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, voucher, false));
     }

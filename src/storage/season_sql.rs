@@ -925,6 +925,24 @@ macro_rules! season_store {
                             .await?;
                     }
                     Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
+                    // Every row is ours now, then the head (a batch's close takes its row and
+                    // then the head too): a close that committed since the entries were planned
+                    // is seen here, and the sweep plans them again.
+                    if !commit.planned_reserves.is_empty() {
+                        Self::lock_head(&mut tx).await?;
+                    }
+                    for (batch_id, planned) in &commit.planned_reserves {
+                        let returned: Option<(Option<i64>,)> =
+                            sqlx::query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
+                                .bind(*batch_id)
+                                .fetch_optional(&mut *tx)
+                                .await?;
+                        if matches!(returned, Some((Some(_),))) != *planned {
+                            return Err(WriteError::Conflict(format!(
+                                "batch {batch_id} closed while its expiries were planned"
+                            )));
+                        }
+                    }
                     let opened = self.post_in(&mut tx, &commit.entries).await?;
                     tx.commit().await?;
                     self.accounts.extend(opened);

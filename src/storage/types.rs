@@ -181,6 +181,10 @@ pub struct ExpiryCommit {
     pub voucher_ids: Vec<Uuid>,
     pub expired_at: Timestamp,
     pub batch_returns: Vec<(Uuid, i64)>,
+    /// Each batch's `reserve_returned` as the entries were planned (an expired voucher's value
+    /// goes to the batch's reserve while it is open, to the pool once it has closed): the
+    /// commit refuses if one has changed since. Empty: not checked.
+    pub planned_reserves: Vec<(Uuid, bool)>,
     pub season_totals: Vec<SeasonTotalDelta>,
     pub entries: Vec<NewEntry>,
 }

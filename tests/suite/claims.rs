@@ -132,7 +132,56 @@ both_backends!(
     the_database_refuses_claims_on_a_closed_batch,
     vouchers_and_seasons_come_a_page_at_a_time,
     a_season_holds_at_most_max_batches,
+    an_expiry_planned_before_its_batch_closed_is_refused,
 );
+
+/// An expired voucher's value goes back to its batch's reserve while the batch is open, to the
+/// pool once it has closed. Expiries planned while the batch was open and committed after its
+/// close (another process's sweep, say) are refused under the ledger head; the next sweep plans
+/// them again, to the pool, and the season reconciles.
+async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) {
+    use wenhui::domain::accounts;
+    use wenhui::domain::ledger::{NewEntry, NewPosting, Side};
+    use wenhui::storage::{ExpiryCommit, WriteError};
+    let world = World::new(backend, "10000.00", None).await;
+    let batch = world.batch(json!({"stock": 2, "valid_hours": 1, "claim_closes_at": world.at(3_600)})).await;
+    let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let citizen = world.citizen(1).await;
+    let (status, claim) = world.claim(&citizen, &batch_id.to_string(), "c-1").await;
+    assert_eq!(status, 201, "{claim}");
+    let voucher_id: uuid::Uuid = claim["voucher"]["id"].as_str().expect("id").parse().expect("uuid");
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(2 * 3_600));
+    let store = world.app.store();
+    let open = store.batch(batch_id).await.expect("read").expect("batch");
+    let (season_id, funder) = (open.season_id, "370000".parse().expect("region"));
+    let posting = |account, side| NewPosting { account, side, amount_fen: 1_000 };
+    let planned_open = ExpiryCommit {
+        voucher_ids: vec![voucher_id],
+        expired_at: world.clock.now(),
+        batch_returns: vec![(batch_id, 1)],
+        planned_reserves: vec![(batch_id, false)],
+        season_totals: Vec::new(),
+        entries: vec![NewEntry::new(
+            "expiry",
+            format!("expiry:{voucher_id}"),
+            vec![
+                posting(accounts::issued(season_id, batch_id, funder), Side::Debit),
+                posting(accounts::reserve(season_id, batch_id, funder), Side::Credit),
+            ],
+        )],
+    };
+    let entry = wenhui::rush::close_entry(store, &open).await.expect("close entry");
+    store.close_batch_reserve(batch_id, world.clock.now(), entry.as_ref()).await.expect("closed");
+    let refused = store.commit_expiries(&planned_open).await;
+    assert!(
+        matches!(&refused, Err(WriteError::Conflict(what)) if what.contains("closed while")),
+        "{refused:?}"
+    );
+    assert_eq!(world.app.sweep().await.expired, 1, "planned again, to the pool");
+    let season = store.season(season_id).await.expect("read").expect("season");
+    let reconciled = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+    assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| c.breaks > 0).collect::<Vec<_>>());
+}
 
 /// The public list of a season's open batches is one unpaged answer, so a season's batches are
 /// bounded: the one past `MAX_BATCHES_PER_SEASON` is 409 `too_many_batches`, and writes nothing.
