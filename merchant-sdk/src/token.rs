@@ -88,6 +88,13 @@ pub enum TokenError {
     UnknownKey(String),
     #[error("the signature does not verify")]
     BadSignature,
+    /// The token names a known key but was issued outside the time that key signed tokens
+    /// (before it was current, or after it was retired).
+    #[error("the token was issued outside its key's validity window")]
+    KeyNotValidAtIssue,
+    /// The cached or fetched key itself is not 32 bytes of base64url: refetch the keys.
+    #[error("the verification key {0} is not a valid public key; refresh the keys")]
+    BadKey(String),
     #[error("the token expired at {0} (Unix seconds)")]
     Expired(i64),
     #[error("the token is not valid yet")]
@@ -232,11 +239,12 @@ impl KeyRing {
     pub fn verify<'t>(&self, token: &'t QrToken, now_s: i64) -> Result<&'t TokenPayload, TokenError> {
         let key_id = token.key_id_hex();
         let key = self.keys.iter().find(|k| k.key_id == key_id).ok_or(TokenError::UnknownKey(key_id))?;
-        let public_key = URL_SAFE_NO_PAD.decode(&key.public_key).map_err(|_| TokenError::BadSignature)?;
+        let public_key =
+            URL_SAFE_NO_PAD.decode(&key.public_key).map_err(|_| TokenError::BadKey(key.key_id.clone()))?;
         let payload = token.verify(&public_key, now_s)?;
         let issued = payload.issued_at_s;
         if issued + CLOCK_SKEW_S < key.valid_from_s || key.valid_until_s.is_some_and(|until| issued > until) {
-            return Err(TokenError::BadSignature);
+            return Err(TokenError::KeyNotValidAtIssue);
         }
         Ok(payload)
     }
@@ -350,6 +358,30 @@ mod tests {
                 QrToken::parse(&changed).and_then(|t| t.verify(pair.public_key().as_ref(), 1_010).cloned());
             assert!(verified.is_err() || changed == text, "byte {index} changed and still verified");
         }
+    }
+
+    #[test]
+    fn a_token_issued_outside_its_keys_window_says_so() {
+        let pair = key();
+        let token = QrToken::parse(&sample(&pair, 1_000)).expect("parses");
+        let verification = |valid_from_s, valid_until_s| VerificationKey {
+            key_id: token.key_id_hex(),
+            public_key: URL_SAFE_NO_PAD.encode(pair.public_key().as_ref()),
+            status: "previous".into(),
+            valid_from_s,
+            valid_until_s,
+        };
+        let ring = |k| KeyRing { keys: vec![k] };
+        assert!(ring(verification(0, None)).verify(&token, 1_010).is_ok());
+        let retired = ring(verification(0, Some(900))).verify(&token, 1_010);
+        assert_eq!(retired, Err(TokenError::KeyNotValidAtIssue));
+        let later = ring(verification(2_000, None)).verify(&token, 1_010);
+        assert_eq!(later, Err(TokenError::KeyNotValidAtIssue));
+        let mut broken = verification(0, None);
+        broken.public_key = "not base64!".into();
+        let refused = ring(broken).verify(&token, 1_010);
+        assert!(matches!(&refused, Err(TokenError::BadKey(_))), "{refused:?}");
+        assert_eq!(refused.map(|_| ()).unwrap_err().code(), "qr_invalid");
     }
 
     #[test]
