@@ -376,7 +376,7 @@ pub async fn close(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
-    IdempotencyKey(_unused_the_season_is_the_record): IdempotencyKey,
+    IdempotencyKey(_key): IdempotencyKey,
 ) -> Result<Json<finance::CloseOutcome>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     require_province_finance(&staff, &season)?;

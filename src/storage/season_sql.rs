@@ -286,6 +286,31 @@ macro_rules! season_store {
                     Ok(opened)
                 }
 
+/// Refuses (`SEASON_CLOSED`) a write to a closed season. The caller holds the ledger head,
+                /// which a season's close holds while it returns every reserve and liability.
+                pub(super) async fn refuse_closed_season(tx: &mut Tx, season_id: Uuid) -> Result<(), WriteError> {
+                    let closed: Option<(Option<i64>,)> = sqlx::query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+                        .bind(season_id)
+                        .fetch_optional(&mut **tx)
+                        .await?;
+                    if matches!(closed, Some((Some(_),))) {
+                        return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
+                    }
+                    Ok(())
+                }
+
+                /// Whether the batch's reserve has gone back to the pools. The caller holds the
+                /// ledger head, which a batch's close holds while it returns the reserve, so a
+                /// write planned for the batch open or closed can check it still is.
+                pub(super) async fn reserve_returned_in(tx: &mut Tx, batch_id: Uuid) -> Result<bool, WriteError> {
+                    let returned: Option<(Option<i64>,)> =
+                        sqlx::query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
+                            .bind(batch_id)
+                            .fetch_optional(&mut **tx)
+                            .await?;
+                    Ok(matches!(returned, Some((Some(_),))))
+                }
+
                 pub(super) async fn insert_answers(tx: &mut Tx, answers: &[IdemRecord]) -> Result<(), WriteError> {
                     let now_us = Timestamp::now().unix_us();
                     for chunk in answers.chunks(INSERT_CHUNK_ROWS) {
@@ -458,17 +483,10 @@ macro_rules! season_store {
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
-                    // A closed season takes no more money: checked under the ledger head, which
-                    // the close holds while it returns every reserve (a batch or a budget added
-                    // after it would be stranded in a season nobody closes again).
+                    // A closed season takes no more money (a batch or a budget added after the
+                    // close would be stranded in a season nobody closes again).
                     Self::lock_head(&mut tx).await?;
-                    let closed: Option<(Option<i64>,)> = sqlx::query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
-                        .bind(season_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if matches!(closed, Some((Some(_),))) {
-                        return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
-                    }
+                    Self::refuse_closed_season(&mut tx, season_id).await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                         .bind(season_id)
@@ -536,17 +554,10 @@ macro_rules! season_store {
                     // One writer at a time in this process: waiting here is cheaper than on the database lock.
                     let _gate = self.write_gate.lock().await;
                     let mut tx = self.begin_write().await?;
-                    // A closed season takes no more money: checked under the ledger head, which
-                    // the close holds while it returns every reserve (a batch or a budget added
-                    // after it would be stranded in a season nobody closes again).
+                    // A closed season takes no more money (a batch or a budget added after the
+                    // close would be stranded in a season nobody closes again).
                     Self::lock_head(&mut tx).await?;
-                    let closed: Option<(Option<i64>,)> = sqlx::query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
-                        .bind(batch.season_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
-                    if matches!(closed, Some((Some(_),))) {
-                        return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
-                    }
+                    Self::refuse_closed_season(&mut tx, batch.season_id).await?;
                     Self::insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
                     sqlx::query(
                         "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
@@ -932,12 +943,7 @@ macro_rules! season_store {
                         Self::lock_head(&mut tx).await?;
                     }
                     for (batch_id, planned) in &commit.planned_reserves {
-                        let returned: Option<(Option<i64>,)> =
-                            sqlx::query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
-                                .bind(*batch_id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        if matches!(returned, Some((Some(_),))) != *planned {
+                        if Self::reserve_returned_in(&mut tx, *batch_id).await? != *planned {
                             return Err(WriteError::Conflict(format!(
                                 "batch {batch_id} closed while its expiries were planned"
                             )));
@@ -991,18 +997,16 @@ macro_rules! season_store {
                     .bind(format!("season:{}:batch:{}:funder:%:reserve", season_id.hyphenated(), batch_id.hyphenated()))
                     .fetch_all(&mut *tx)
                     .await?;
+                    // What each reserve holds now, against what the entry takes out of each.
+                    let held: HashMap<&str, i64> =
+                        reserves.iter().map(|(a, d, c)| (a.as_str(), c - d)).filter(|(_, left)| *left != 0).collect();
                     let moved: HashMap<&str, i64> = entry
                         .iter()
                         .flat_map(|e| e.postings.iter())
                         .filter(|p| p.side == crate::domain::ledger::Side::Debit)
                         .map(|p| (p.account.address.as_str(), p.amount_fen))
                         .collect();
-                    let held_now = |address: &str| {
-                        reserves.iter().find(|(a, _, _)| a == address).map(|(_, d, c)| c - d).unwrap_or(0)
-                    };
-                    let stale = reserves.iter().any(|(a, d, c)| c - d != moved.get(a.as_str()).copied().unwrap_or(0))
-                        || moved.iter().any(|(a, amount)| held_now(a) != *amount);
-                    if stale {
+                    if held != moved {
                         return Err(WriteError::Conflict(format!("batch {batch_id}: its reserve changed while its close was planned")));
                     }
                     let opened = match entry {

@@ -915,17 +915,9 @@ macro_rules! till_store {
                         (_, Some(_), _) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
                         _ => return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into())),
                     }
-                    if r.voucher_status == "expired" {
-                        // Read under the head, which a batch's close holds while it returns the
-                        // reserve: the entry was planned for the batch as it was then.
-                        let returned: Option<(Option<i64>,)> =
-                            sqlx::query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
-                                .bind(r.batch_id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                        if matches!(returned, Some((Some(_),))) != r.reserve_returned {
-                            return Err(WriteError::Conflict(conflict::BATCH_CLOSED_MEANWHILE.into()));
-                        }
+                    // The entry was planned for the batch as it was then (open or closed).
+                    if r.voucher_status == "expired" && Self::reserve_returned_in(&mut tx, r.batch_id).await? != r.reserve_returned {
+                        return Err(WriteError::Conflict(conflict::BATCH_CLOSED_MEANWHILE.into()));
                     }
                     Self::insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
                     sqlx::query(
