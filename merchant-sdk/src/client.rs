@@ -593,15 +593,21 @@ pub async fn register_terminal(
     decode(http.call(&call).await?)
 }
 
+/// The verification keys in memory, and when they were last fetched (see
+/// [`ClientOptions::key_refresh_interval`]).
+#[derive(Default)]
+struct HeldKeys {
+    ring: Option<KeyRing>,
+    fetched_at: Option<std::time::Instant>,
+}
+
 /// A till's client: signed, retried, journaled calls, and offline QR verification.
 pub struct TillClient {
     http: Http,
     terminal_id: Uuid,
     key: TillKey,
     journal: Journal,
-    keys: Mutex<Option<KeyRing>>,
-    /// When the keys were last fetched (see [`ClientOptions::key_refresh_interval`]).
-    keys_fetched_at: std::sync::Mutex<Option<std::time::Instant>>,
+    keys: Mutex<HeldKeys>,
     key_cache: Option<PathBuf>,
 }
 
@@ -629,8 +635,7 @@ impl TillClient {
             terminal_id,
             key,
             journal,
-            keys: Mutex::new(None),
-            keys_fetched_at: std::sync::Mutex::new(None),
+            keys: Mutex::new(HeldKeys::default()),
             key_cache: None,
         })
     }
@@ -780,20 +785,14 @@ impl TillClient {
         decode(self.http.call(&call).await?)
     }
 
-    /// Fetches the keys, keeps them in memory and in the cache file (if any).
-    async fn refresh_keys(&self) -> Result<KeyRing, ClientError> {
-        *self.keys_fetched_at.lock().unwrap_or_else(|p| p.into_inner()) = Some(std::time::Instant::now());
+    /// Fetches the keys (noting when in `held`) and keeps them in the cache file (if any).
+    async fn refresh_keys(&self, held: &mut HeldKeys) -> Result<KeyRing, ClientError> {
+        held.fetched_at = Some(std::time::Instant::now());
         let ring = self.fetch_keys().await?;
         if let Some(path) = &self.key_cache {
             save_key_cache(path, &ring).await?;
         }
         Ok(ring)
-    }
-
-    /// Whether the keys were fetched less than [`ClientOptions::key_refresh_interval`] ago.
-    fn keys_fetched_recently(&self) -> bool {
-        let fetched_at = *self.keys_fetched_at.lock().unwrap_or_else(|p| p.into_inner());
-        fetched_at.is_some_and(|at| at.elapsed() < self.http.options.key_refresh_interval)
     }
 
     /// Verifies a QR token offline at `now_s` with the cached keys, fetching them if there are
@@ -804,30 +803,30 @@ impl TillClient {
         let token = QrToken::parse(qr)?;
         let mut held = self.keys.lock().await;
         let mut fetched = false;
-        let ring = match held.take() {
+        let ring = match held.ring.take() {
             Some(ring) => ring,
             None => match self.load_key_cache().await {
                 Some(ring) => ring,
                 None => {
                     fetched = true;
-                    self.refresh_keys().await?
+                    self.refresh_keys(&mut held).await?
                 }
             },
         };
+        let interval = self.http.options.key_refresh_interval;
+        let fetched_recently = fetched || held.fetched_at.is_some_and(|at| at.elapsed() < interval);
         let ring = match ring.verify(&token, now_s) {
-            Err(TokenError::UnknownKey(_)) if !fetched && !self.keys_fetched_recently() => {
-                match self.refresh_keys().await {
-                    Ok(fresh) => fresh,
-                    Err(error) => {
-                        *held = Some(ring);
-                        return Err(error);
-                    }
+            Err(TokenError::UnknownKey(_)) if !fetched_recently => match self.refresh_keys(&mut held).await {
+                Ok(fresh) => fresh,
+                Err(error) => {
+                    held.ring = Some(ring);
+                    return Err(error);
                 }
-            }
+            },
             _ => ring,
         };
         let verified = ring.verify(&token, now_s).cloned().map_err(ClientError::from);
-        *held = Some(ring);
+        held.ring = Some(ring);
         verified
     }
 
