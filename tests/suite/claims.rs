@@ -552,6 +552,11 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     let (status, wrong) =
         world.app.post_idem(&draw, Some(&world.province_admin), "wrong", json!({"seed": "a guess"})).await;
     assert_eq!((status, code(&wrong)), (422, "seed_mismatch"), "{wrong}");
+    // Stored as text with the draw: a NUL is refused on both backends, not a 500 on PostgreSQL.
+    let nul_seed = json!({"seed": "seed\u{0}"});
+    let (status, refused) =
+        world.app.post_idem(&draw, Some(&world.province_admin), "nul-seed", nul_seed).await;
+    assert_eq!((status, code(&refused)), (422, "invalid_seed"), "{refused}");
     let (status, drawn) =
         world.app.post_idem(&draw, Some(&world.province_admin), "draw", json!({"seed": seed})).await;
     assert_eq!(status, 200, "{drawn}");

@@ -331,6 +331,9 @@ async fn scripted_season(backend: Backend) {
     // The bank pays settlement 1.
     s.set_clock(s.now.plus_seconds(40));
     let paid_path = format!("/v1/settlements/{settlement_1}/paid");
+    let nul_ref = json!({"payout_ref": "BANK\u{0}0001"});
+    let (status, refused) = s.world.app.post_idem(&paid_path, Some(&s.finance), "paid-nul", nul_ref).await;
+    assert_eq!((status, code(&refused)), (422, "invalid_payout_ref"), "{refused}");
     let (status, paid) = s
         .world
         .app
