@@ -1,8 +1,11 @@
-//! Storage: one trait, two implementations (PostgreSQL and SQLite), chosen by the URL scheme.
+//! Storage: the traits the application uses, and one store ([`SqlStore`]) that implements them
+//! on either backend, chosen by the URL scheme.
 //!
-//! Both implementations are generated from the same source (`sql.rs`): the SQL text is shared
-//! (SQLite accepts `$N` placeholders), and the few differences (how a write transaction begins,
-//! how the chain head is locked) are supplied by each backend module.
+//! The logic is written once, in plain Rust, against `db.rs` (statements that run on either
+//! backend; SQLite accepts the same `$N` placeholders): `ledger.rs`, `seasons.rs`, `till.rs`,
+//! `card.rs`, `finance.rs`. What differs by backend (how a write transaction begins, how the
+//! chain head is locked, the statements whose fast form differs) is the `SqlBackend` trait
+//! (`backend.rs`), implemented in `postgres/` and `sqlite/`.
 
 use std::sync::Arc;
 
@@ -16,28 +19,28 @@ use crate::domain::ledger::{
 use crate::domain::staff::StaffScope;
 use crate::domain::time::{Clock, Timestamp};
 
-mod card_sql;
-mod finance_sql;
+mod backend;
+mod card;
+mod db;
+mod finance;
+mod ledger;
 mod postgres;
-mod season_sql;
-mod sql;
+mod seasons;
 mod sqlite;
-mod till_sql;
+mod till;
 mod types;
 
-pub use finance_sql::{
+pub use backend::SqlStore;
+pub use finance::{
     DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
     SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
 };
 pub use types::*;
 
-pub use card_sql::{
+pub use card::{
     CardFigures, CardPaymentRecord, CardPointsLine, CardStore, NewCardPayment, NewCardReversal, PointsPolicy,
     card_conflict,
 };
-
-pub use postgres::PgStore;
-pub use sqlite::SqliteStore;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Backend {
@@ -201,8 +204,14 @@ impl Default for ConnectOptions {
 /// Opens the store the URL names: `postgres://` / `postgresql://` or `sqlite://`.
 pub async fn connect(url: &str, options: ConnectOptions) -> Result<Arc<dyn Storage>, StorageError> {
     match Backend::of_url(url) {
-        Some(Backend::Postgres) => Ok(Arc::new(PgStore::connect(url, options).await?)),
-        Some(Backend::Sqlite) => Ok(Arc::new(SqliteStore::connect(url, options).await?)),
+        Some(Backend::Postgres) => {
+            let backend = postgres::PgBackend::connect(url, options.max_connections).await?;
+            Ok(Arc::new(SqlStore::new(Box::new(backend), options.clock)))
+        }
+        Some(Backend::Sqlite) => {
+            let backend = sqlite::SqliteBackend::connect(url, options.max_connections).await?;
+            Ok(Arc::new(SqlStore::new(Box::new(backend), options.clock)))
+        }
         None => Err(StorageError::UnsupportedUrl(redact_url(url))),
     }
 }

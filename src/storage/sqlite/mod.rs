@@ -3,41 +3,29 @@
 //! waits for the single writer's lock instead of failing with SQLITE_BUSY halfway through.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
+use uuid::Uuid;
 
-use super::ConnectOptions;
-use super::card_sql::card_store;
-use super::finance_sql::finance_store;
-use super::season_sql::season_store;
-use super::sql::{AccountCache, sql_store};
-use super::till_sql::till_store;
-use crate::domain::time::Clock;
+use super::backend::SqlBackend;
+use super::db::{Bind, Pool, QueryBuilder, Tx, query};
+use super::{Backend, StorageError};
 
-const BACKEND: Backend = Backend::Sqlite;
-const LOCK_HEAD_SQL: &str = "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1";
-/// SQLite has no row locks: `BEGIN IMMEDIATE` already made the transaction the only writer.
-const FOR_UPDATE: &str = "";
-/// SQLite has one writer at a time: a settlement run's transactions are ordered already.
-const SETTLEMENT_LOCK_SQL: Option<&str> = None;
-/// No planner settings around a settlement chunk's UPDATE (see the PostgreSQL twin).
-const SETTLEMENT_SCAN_SQL: Option<(&str, &str)> = None;
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
 #[derive(Debug)]
-pub struct SqliteStore {
-    pub(crate) pool: SqlitePool,
-    accounts: AccountCache,
-    clock: Arc<dyn Clock>,
-    write_gate: tokio::sync::Mutex<()>,
+pub(crate) struct SqliteBackend {
+    pool: SqlitePool,
+    /// The same pool, as the shared logic takes it.
+    any_pool: Pool,
 }
 
-impl SqliteStore {
-    pub async fn connect(url: &str, options: ConnectOptions) -> Result<SqliteStore, StorageError> {
+impl SqliteBackend {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<SqliteBackend, StorageError> {
         let connect = SqliteConnectOptions::from_str(url)?
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
@@ -45,39 +33,65 @@ impl SqliteStore {
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
         let pool = SqlitePoolOptions::new()
-            .max_connections(options.max_connections.clamp(1, 16))
+            .max_connections(max_connections.clamp(1, 16))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await?;
-        Ok(SqliteStore {
-            pool,
-            accounts: AccountCache::default(),
-            clock: options.clock,
-            write_gate: tokio::sync::Mutex::new(()),
-        })
-    }
-
-    /// `BEGIN IMMEDIATE`: takes SQLite's write lock now, so the transaction is the only writer.
-    pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin_with("BEGIN IMMEDIATE").await
-    }
-
-    /// A transaction for a write that changes existing `redemptions` rows. SQLite has one
-    /// writer at a time, so the gate comes first, as for every write (see the PostgreSQL twin).
-    pub(crate) async fn begin_row_write(
-        &self,
-    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Tx), sqlx::Error> {
-        let gate = self.write_gate.lock().await;
-        Ok((Some(gate), self.begin_write().await?))
+        Ok(SqliteBackend { any_pool: Pool::Sqlite(pool.clone()), pool })
     }
 }
 
-/// The till's coalesced reads and the request-nonce insert, with `IN (...)` lists (SQLite
-/// prepares and plans a statement in-process, cheaply).
-impl SqliteStore {
+#[async_trait]
+impl SqlBackend for SqliteBackend {
+    fn kind(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.any_pool
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// `BEGIN IMMEDIATE`: takes SQLite's write lock now, so the transaction is the only writer
+    /// and waits for the lock instead of failing with SQLITE_BUSY halfway through.
+    async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        Ok(Tx::Sqlite(self.pool.begin_with("BEGIN IMMEDIATE").await?))
+    }
+
+    /// SQLite has one writer at a time, so the gate comes first, as for every write.
+    fn gate_before_row_locks(&self) -> bool {
+        true
+    }
+
+    /// No lock to take: `BEGIN IMMEDIATE` already made the transaction the only writer.
+    fn lock_head_sql(&self) -> &'static str {
+        "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1"
+    }
+
+    /// SQLite has no row locks: `BEGIN IMMEDIATE` already made the transaction the only writer.
+    fn for_update(&self) -> &'static str {
+        ""
+    }
+
+    /// SQLite has one writer at a time: a settlement run's transactions are ordered already.
+    fn settlement_lock_sql(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// No planner settings around a settlement chunk's UPDATE (see the PostgreSQL twin).
+    fn settlement_scan_sql(&self) -> Option<(&'static str, &'static str)> {
+        None
+    }
+
+    // The till's coalesced reads and the request-nonce insert, with `IN (...)` lists (SQLite
+    // prepares and plans a statement in-process, cheaply).
     /// Deletes up to `max_rows` rows of `target` older than `cutoff`, by rowid through the
     /// target's age index.
-    pub(crate) async fn delete_old_rows(
+    async fn delete_old_rows(
         &self,
         target: super::PruneTarget,
         cutoff: crate::domain::time::Timestamp,
@@ -88,77 +102,68 @@ impl SqliteStore {
             "DELETE FROM {table} WHERE {older} AND rowid IN \
              (SELECT rowid FROM {table} WHERE {older} {oldest_first} LIMIT $2)"
         ));
-        let done = sqlx::query(sql)
-            .bind(cutoff.unix_us())
-            .bind(i64::from(max_rows))
-            .execute(self.relaxed_pool())
-            .await?;
+        let done =
+            query(sql).bind(cutoff.unix_us()).bind(i64::from(max_rows)).execute(&self.any_pool).await?;
         Ok(done.rows_affected())
     }
 
-    pub(crate) async fn inserted_nonce_rows(
+    async fn inserted_nonce_rows(
         &self,
-        rows: &[(uuid::Uuid, String)],
+        rows: &[(Uuid, String)],
         at_us: i64,
-    ) -> Result<Vec<(uuid::Uuid, String)>, sqlx::Error> {
-        let mut q = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ",
-        );
+    ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+        let mut q = QueryBuilder::new("INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ");
         q.push_values(rows, |mut row, (terminal, nonce)| {
             row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at_us);
         });
         q.push(" ON CONFLICT DO NOTHING RETURNING terminal_id, nonce");
-        q.build_query_as().fetch_all(self.relaxed_pool()).await
+        q.build_query_as().fetch_all(&self.any_pool).await
     }
 
-    pub(crate) async fn voucher_rows(
-        &self,
-        ids: &[uuid::Uuid],
-    ) -> Result<Vec<super::season_sql::VoucherRow>, sqlx::Error> {
-        let prefix = format!("SELECT {} FROM vouchers WHERE id IN (", super::season_sql::VOUCHER_COLUMNS);
-        in_list(prefix, ids.iter().copied()).build_query_as().fetch_all(&self.pool).await
+    async fn voucher_rows(&self, ids: &[Uuid]) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
+        let prefix = format!("SELECT {} FROM vouchers WHERE id IN (", super::seasons::VOUCHER_COLUMNS);
+        in_list(prefix, ids.iter().copied()).build_query_as().fetch_all(&self.any_pool).await
     }
 
-    pub(crate) async fn live_card_payment_rows(
+    async fn live_card_payment_rows(
         &self,
         order_refs: &[String],
-    ) -> Result<Vec<super::card_sql::CardPaymentRow>, sqlx::Error> {
+    ) -> Result<Vec<super::card::CardPaymentRow>, sqlx::Error> {
         let prefix = format!(
             "SELECT {} FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
-            super::card_sql::CARD_PAYMENT_COLUMNS
+            super::card::CARD_PAYMENT_COLUMNS
         );
-        in_list(prefix, order_refs.iter().cloned()).build_query_as().fetch_all(&self.pool).await
+        in_list(prefix, order_refs.iter().cloned()).build_query_as().fetch_all(&self.any_pool).await
     }
-}
 
-/// The redemption writer's per-group statements, with `IN` and `VALUES` lists.
-impl SqliteStore {
-    pub(crate) async fn group_rows(
+    // The redemption writer's per-group statements, with `IN` and `VALUES` lists.
+    async fn group_rows(
+        &self,
         tx: &mut Tx,
         group: &[super::NewRedemption],
-    ) -> Result<super::till_sql::GroupRows, sqlx::Error> {
+    ) -> Result<super::till::GroupRows, sqlx::Error> {
         // Row values, so the primary key is probed once per pair.
         let mut q = in_pairs(
             "SELECT scope, idem_key FROM idempotency_keys WHERE (scope, idem_key) IN (",
             group.iter().map(|r| (r.answer.scope.clone(), r.answer.key.clone())),
         );
-        let answers = q.build_query_as().fetch_all(&mut **tx).await?;
+        let answers = q.build_query_as().fetch_all(&mut *tx).await?;
         let mut q =
             in_list("SELECT nonce FROM qr_nonces WHERE nonce IN (", group.iter().map(|r| r.qr_nonce.clone()));
-        let nonces: Vec<(Vec<u8>,)> = q.build_query_as().fetch_all(&mut **tx).await?;
+        let nonces: Vec<(Vec<u8>,)> = q.build_query_as().fetch_all(&mut *tx).await?;
         // A closed season's vouchers are refused as such, whatever their state.
         let mut q = in_list(
             "SELECT v.id, CASE WHEN s.closed_at_us IS NULL THEN v.status ELSE 'season_closed' END \
              FROM vouchers v JOIN seasons s ON s.id = v.season_id WHERE v.id IN (",
             group.iter().map(|r| r.voucher_id),
         );
-        let vouchers = q.build_query_as().fetch_all(&mut **tx).await?;
+        let vouchers = q.build_query_as().fetch_all(&mut *tx).await?;
         let mut q = in_list(
             "SELECT merchant_id, order_ref, id FROM card_payments WHERE reversed_at_us IS NULL AND order_ref IN (",
             group.iter().map(|r| r.order_ref.clone()),
         );
-        let card_orders = q.build_query_as().fetch_all(&mut **tx).await?;
-        Ok(super::till_sql::GroupRows {
+        let card_orders = q.build_query_as().fetch_all(&mut *tx).await?;
+        Ok(super::till::GroupRows {
             answers,
             nonces: nonces.into_iter().map(|(n,)| n).collect(),
             vouchers,
@@ -168,11 +173,12 @@ impl SqliteStore {
 
     /// `merchant_redemption_counts` rows of these (citizen, merchant, season) keys: a
     /// primary-key equality per key, `UNION ALL` (SQLite prepares a statement cheaply).
-    pub(crate) async fn merchant_count_rows(
+    async fn merchant_count_rows(
+        &self,
         tx: &mut Tx,
-        keys: &[(uuid::Uuid, uuid::Uuid, uuid::Uuid)],
-    ) -> Result<Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid, i32)>, sqlx::Error> {
-        let mut query = sqlx::QueryBuilder::<sqlx::Sqlite>::new("");
+        keys: &[(Uuid, Uuid, Uuid)],
+    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error> {
+        let mut query = QueryBuilder::new("");
         for (n, (citizen, merchant, season)) in keys.iter().enumerate() {
             if n > 0 {
                 query.push(" UNION ALL ");
@@ -184,27 +190,27 @@ impl SqliteStore {
             query.push_bind(*season).push(" AND citizen_id = ").push_bind(*citizen);
             query.push(" AND merchant_id = ").push_bind(*merchant);
         }
-        query.build_query_as().fetch_all(&mut **tx).await
+        query.build_query_as().fetch_all(&mut *tx).await
     }
 
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).
-    pub(crate) async fn insert_redemption_rows(
+    async fn insert_redemption_rows(
+        &self,
         tx: &mut Tx,
         accepted: &[&super::NewRedemption],
     ) -> Result<u64, sqlx::Error> {
-        use sqlx::{QueryBuilder, Sqlite};
-        let mut q = QueryBuilder::<Sqlite>::new("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) ");
+        let mut q = QueryBuilder::new("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) ");
         q.push_values(accepted, |mut row, r| {
             row.push_bind(r.qr_nonce.clone()).push_bind(r.voucher_id).push_bind(r.redeemed_at.unix_us());
         });
-        q.build().execute(&mut **tx).await?;
+        q.build().execute(&mut *tx).await?;
         let mut q = in_list(
             "UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id IN (",
             accepted.iter().map(|r| r.voucher_id),
         );
-        let updated = q.build().execute(&mut **tx).await?;
-        let mut q = QueryBuilder::<Sqlite>::new(
+        let updated = q.build().execute(&mut *tx).await?;
+        let mut q = QueryBuilder::new(
             "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
              order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us) ",
         );
@@ -222,62 +228,18 @@ impl SqliteStore {
                 .push_bind(r.funders_json.clone())
                 .push_bind(r.redeemed_at.unix_us());
         });
-        q.build().execute(&mut **tx).await?;
+        q.build().execute(&mut *tx).await?;
         Ok(updated.rows_affected())
     }
-}
 
-/// `prefix` (ending in `IN (`), the values as bound parameters, and `)`.
-fn in_list<T>(
-    prefix: impl Into<String>,
-    values: impl IntoIterator<Item = T>,
-) -> sqlx::QueryBuilder<sqlx::Sqlite>
-where
-    T: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    let mut q = sqlx::QueryBuilder::new(prefix);
-    let mut list = q.separated(", ");
-    for value in values {
-        list.push_bind(value);
-    }
-    q.push(")");
-    q
-}
-
-/// `prefix` (ending in `IN (`), the pairs as row values `(?, ?)`, and `)`.
-fn in_pairs<A, B>(
-    prefix: impl Into<String>,
-    pairs: impl IntoIterator<Item = (A, B)>,
-) -> sqlx::QueryBuilder<sqlx::Sqlite>
-where
-    A: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-    B: for<'t> sqlx::Encode<'t, sqlx::Sqlite> + sqlx::Type<sqlx::Sqlite>,
-{
-    let mut q = sqlx::QueryBuilder::new(prefix);
-    let mut list = q.separated(", ");
-    for (a, b) in pairs {
-        list.push("(").push_bind_unseparated(a).push_unseparated(", ");
-        list.push_bind_unseparated(b).push_unseparated(")");
-    }
-    q.push(")");
-    q
-}
-
-sql_store!(SqliteStore, sqlx::Sqlite);
-season_store!(SqliteStore, sqlx::Sqlite);
-till_store!(SqliteStore, sqlx::Sqlite);
-card_store!(SqliteStore, sqlx::Sqlite);
-finance_store!(SqliteStore, sqlx::Sqlite);
-
-impl SqliteStore {
     /// SQL: a UUID column as the text `Uuid`'s Display gives (how ledger references name rows).
     /// SQL: the calendar month in CST of a `*_at_us` column as an integer YYYYMM
     /// (`domain::finance::cst_month`).
-    pub(crate) fn cst_month_sql(col: &str) -> String {
+    fn cst_month_sql(&self, col: &str) -> String {
         format!("CAST(strftime('%Y%m', ({col} + 28800000000) / 1000000, 'unixepoch') AS INTEGER)")
     }
 
-    pub(crate) fn uuid_text_sql(col: &str) -> String {
+    fn uuid_text_sql(&self, col: &str) -> String {
         format!(
             "lower(substr(hex({col}), 1, 8) || '-' || substr(hex({col}), 9, 4) || '-' || substr(hex({col}), 13, 4) || '-' || substr(hex({col}), 17, 4) || '-' || substr(hex({col}), 21, 12))"
         )
@@ -286,29 +248,22 @@ impl SqliteStore {
     /// SQL: the join condition "journal entry `e` is `kind:<col>`", for the entries-to-rows
     /// checks: the UUID parsed out of the reference (NULL if it names none), so the row is
     /// found through its primary key.
-    pub(crate) fn entry_names_sql(kind: &str, col: &str) -> String {
+    fn entry_names_sql(&self, kind: &str, col: &str) -> String {
         let from = kind.len() + 2;
         format!("{col} = unhex(replace(substr(e.reference, {from}), '-', ''))")
     }
 
     /// The link checks' read transaction: one snapshot for all of them.
-    pub(crate) async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
-    }
-}
-
-impl SqliteStore {
-    /// Where writes whose loss in a crash does no harm go (the one pool here; see the
-    /// PostgreSQL twin).
-    pub(crate) fn relaxed_pool(&self) -> &SqlitePool {
-        &self.pool
+    async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error> {
+        Ok(Tx::Sqlite(self.pool.begin().await?))
     }
 
-    pub(crate) async fn insert_voucher_rows(
+    async fn insert_voucher_rows(
+        &self,
         tx: &mut Tx,
         rows: &[crate::domain::season::Voucher],
     ) -> Result<(), sqlx::Error> {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut insert = QueryBuilder::new(
             "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) ",
         );
         insert.push_values(rows, |mut row, v| {
@@ -322,30 +277,32 @@ impl SqliteStore {
                 .push_bind(v.claimed_at.unix_us())
                 .push_bind(v.expires_at.unix_us());
         });
-        insert.build().execute(&mut **tx).await?;
+        insert.build().execute(&mut *tx).await?;
         Ok(())
     }
 
     /// The live redemptions on these (merchant, order_ref) pairs with their batch's issuer, by
     /// row values: one probe of `redemptions_one_per_order` per pair.
-    pub(crate) async fn live_orders(
+    async fn live_orders(
+        &self,
         tx: &mut Tx,
-        pairs: &[(uuid::Uuid, String)],
-    ) -> Result<Vec<(uuid::Uuid, String, String, String)>, sqlx::Error> {
+        pairs: &[(Uuid, String)],
+    ) -> Result<Vec<(Uuid, String, String, String)>, sqlx::Error> {
         let mut q = in_pairs(
             "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer FROM redemptions r \
              JOIN batches b ON b.id = r.batch_id WHERE r.reversed_at_us IS NULL AND (r.merchant_id, r.order_ref) IN (",
             pairs.iter().cloned(),
         );
-        q.build_query_as().fetch_all(&mut **tx).await
+        q.build_query_as().fetch_all(&mut *tx).await
     }
 
-    pub(crate) async fn insert_answer_rows(
+    async fn insert_answer_rows(
+        &self,
         tx: &mut Tx,
         rows: &[super::IdemRecord],
         now_us: i64,
     ) -> Result<(), sqlx::Error> {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut insert = QueryBuilder::new(
             "INSERT INTO idempotency_keys (scope, idem_key, request_hash, status, body, created_at_us) ",
         );
         insert.push_values(rows, |mut row, a| {
@@ -356,54 +313,49 @@ impl SqliteStore {
                 .push_bind(a.body.clone())
                 .push_bind(now_us);
         });
-        insert.build().execute(&mut **tx).await?;
+        insert.build().execute(&mut *tx).await?;
         Ok(())
     }
 
-    pub(crate) async fn entries_by_reference(
+    async fn entries_by_reference(
+        &self,
         tx: &mut Tx,
         references: Vec<String>,
-    ) -> Result<Vec<super::sql::EntryRow>, sqlx::Error> {
+    ) -> Result<Vec<super::ledger::EntryRow>, sqlx::Error> {
         in_list(
             "SELECT seq, id, kind, reference, posted_at_us, prev_hash, hash FROM journal_entries WHERE reference IN (",
             references,
         )
-        .build_query_as().fetch_all(&mut **tx).await
+        .build_query_as().fetch_all(&mut *tx).await
     }
 
-    pub(crate) async fn balance_rows(
-        tx: &mut Tx,
-        ids: Vec<i64>,
-    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
         in_list("SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id IN (", ids)
             .build_query_as()
-            .fetch_all(&mut **tx)
+            .fetch_all(&mut *tx)
             .await
     }
 
-    pub(crate) async fn upsert_balance_rows(
-        tx: &mut Tx,
-        rows: &[(i64, i64, i64)],
-    ) -> Result<(), sqlx::Error> {
-        let mut upsert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO account_balances (account_id, debits_fen, credits_fen) ",
-        );
+    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[(i64, i64, i64)]) -> Result<(), sqlx::Error> {
+        let mut upsert =
+            QueryBuilder::new("INSERT INTO account_balances (account_id, debits_fen, credits_fen) ");
         upsert.push_values(rows, |mut row, (id, debits, credits)| {
             row.push_bind(*id).push_bind(*debits).push_bind(*credits);
         });
         upsert.push(
             " ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
         );
-        upsert.build().execute(&mut **tx).await?;
+        upsert.build().execute(&mut *tx).await?;
         Ok(())
     }
 
     /// A multi-row VALUES insert (SQLite has no arrays; statements are parsed in process).
-    pub(crate) async fn insert_entry_rows(
+    async fn insert_entry_rows(
+        &self,
         tx: &mut Tx,
-        rows: &[super::sql::EntryInsert],
+        rows: &[super::ledger::EntryInsert],
     ) -> Result<(), sqlx::Error> {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+        let mut insert = QueryBuilder::new(
             "INSERT INTO journal_entries (seq, id, kind, reference, posted_at_us, prev_hash, hash) ",
         );
         insert.push_values(rows, |mut row, r| {
@@ -415,17 +367,17 @@ impl SqliteStore {
                 .push_bind(r.prev_hash.clone())
                 .push_bind(r.hash.clone());
         });
-        insert.build().execute(&mut **tx).await?;
+        insert.build().execute(&mut *tx).await?;
         Ok(())
     }
 
-    pub(crate) async fn insert_posting_rows(
+    async fn insert_posting_rows(
+        &self,
         tx: &mut Tx,
-        rows: &[super::sql::PostingInsert],
+        rows: &[super::ledger::PostingInsert],
     ) -> Result<(), sqlx::Error> {
-        let mut insert = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) ",
-        );
+        let mut insert =
+            QueryBuilder::new("INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) ");
         insert.push_values(rows, |mut row, r| {
             row.push_bind(r.entry_seq)
                 .push_bind(r.idx)
@@ -433,7 +385,33 @@ impl SqliteStore {
                 .push_bind(r.side)
                 .push_bind(r.amount_fen);
         });
-        insert.build().execute(&mut **tx).await?;
+        insert.build().execute(&mut *tx).await?;
         Ok(())
     }
+}
+
+/// `prefix` (ending in `IN (`), the values as bound parameters, and `)`.
+fn in_list<T: Bind>(prefix: impl Into<String>, values: impl IntoIterator<Item = T>) -> QueryBuilder {
+    let mut q = QueryBuilder::new(prefix);
+    let mut list = q.separated(", ");
+    for value in values {
+        list.push_bind(value);
+    }
+    q.push(")");
+    q
+}
+
+/// `prefix` (ending in `IN (`), the pairs as row values `($1, $2)`, and `)`.
+fn in_pairs<A: Bind, B: Bind>(
+    prefix: impl Into<String>,
+    pairs: impl IntoIterator<Item = (A, B)>,
+) -> QueryBuilder {
+    let mut q = QueryBuilder::new(prefix);
+    let mut list = q.separated(", ");
+    for (a, b) in pairs {
+        list.push("(").push_bind_unseparated(a).push_unseparated(", ");
+        list.push_bind_unseparated(b).push_unseparated(")");
+    }
+    q.push(")");
+    q
 }

@@ -2,46 +2,31 @@
 //! (`SELECT ... FOR UPDATE`), which is what keeps sequence numbers gapless across processes.
 
 use std::str::FromStr;
-use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use uuid::Uuid;
 
-use super::ConnectOptions;
-use super::card_sql::card_store;
-use super::finance_sql::finance_store;
-use super::season_sql::season_store;
-use super::sql::{AccountCache, sql_store};
-use super::till_sql::till_store;
-use crate::domain::time::Clock;
+use super::backend::SqlBackend;
+use super::db::{Pool, Tx};
+use super::{Backend, StorageError};
 
-const BACKEND: Backend = Backend::Postgres;
-const LOCK_HEAD_SQL: &str = "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1 FOR UPDATE";
-/// Appended to a `SELECT` that locks the rows it reads until the transaction ends.
-const FOR_UPDATE: &str = " FOR UPDATE";
-/// Orders the transactions of one settlement run: a transaction-scoped advisory lock on the
-/// settlement id (`finance_sql.rs`, `lock_settlement`).
-const SETTLEMENT_LOCK_SQL: Option<&str> = Some("SELECT pg_advisory_xact_lock($1)");
-
-/// Set around a settlement chunk's UPDATE: a bitmap scan, which visits the chunk's rows in
-/// table order, instead of an index scan in merchant order, which visits the table's pages at
-/// random, many of them more than once (`BENCHMARKS.md`, "Settlement in chunks").
-const SETTLEMENT_SCAN_SQL: Option<(&str, &str)> =
-    Some(("SET LOCAL enable_indexscan = off", "SET LOCAL enable_indexscan TO DEFAULT"));
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
 #[derive(Debug)]
-pub struct PgStore {
-    pub(crate) pool: PgPool,
-    accounts: AccountCache,
-    clock: Arc<dyn Clock>,
-    write_gate: tokio::sync::Mutex<()>,
-    /// Connections with `synchronous_commit = off` (see `relaxed_pool`).
+pub(crate) struct PgBackend {
+    pool: PgPool,
+    /// Connections with `synchronous_commit = off`, for writes whose loss in a crash does no
+    /// harm: request nonces (a nonce lost only reopens a replay window the request's
+    /// Idempotency-Key closes) and housekeeping's deletes.
     relaxed_pool: PgPool,
+    /// The main pool, as the shared logic takes it.
+    any_pool: Pool,
 }
 
-impl PgStore {
-    pub async fn connect(url: &str, options: ConnectOptions) -> Result<PgStore, StorageError> {
+impl PgBackend {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PgBackend, StorageError> {
         // Custom plans for every execution: a generic plan cached while a table was small (a
         // sequential scan) would otherwise stay in use as the ledger grows.
         let connect = PgConnectOptions::from_str(url)?
@@ -49,7 +34,7 @@ impl PgStore {
             .options([("plan_cache_mode", "force_custom_plan")]);
         let relaxed = connect.clone().options([("synchronous_commit", "off")]);
         let pool = PgPoolOptions::new()
-            .max_connections(options.max_connections)
+            .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect)
             .await?;
@@ -57,42 +42,68 @@ impl PgStore {
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(relaxed);
-        Ok(PgStore {
-            pool,
-            accounts: AccountCache::default(),
-            clock: options.clock,
-            write_gate: tokio::sync::Mutex::new(()),
-            relaxed_pool,
-        })
-    }
-
-    /// A transaction for appending; the head row lock is taken by `append`.
-    pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
-        self.pool.begin().await
-    }
-
-    /// A transaction for a write that changes existing `redemptions` rows (settlement,
-    /// reversal), without the write gate: such a writer locks its rows first and takes the gate
-    /// and the ledger head only to post (`gate_after_rows`). Every writer takes these locks in
-    /// that order (rows, gate, head), so none waits for a row while holding the head, and a
-    /// settlement's long bulk phase runs while tills go on redeeming.
-    pub(crate) async fn begin_row_write(
-        &self,
-    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Tx), sqlx::Error> {
-        Ok((None, self.pool.begin().await?))
+        Ok(PgBackend { any_pool: Pool::Pg(pool.clone()), pool, relaxed_pool })
     }
 }
 
-/// The till's coalesced reads and the request-nonce insert as one fixed statement each, arrays
-/// through `= ANY` and `UNNEST`: prepared once per connection and planned once. Built with an
-/// `IN (...)` list, every batch size was its own statement, and re-preparing and re-planning them
-/// was about a tenth of the machine's CPU in `wenhui bench redemptions` (perf).
-impl PgStore {
-    pub(crate) async fn inserted_nonce_rows(
+#[async_trait]
+impl SqlBackend for PgBackend {
+    fn kind(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    fn pool(&self) -> &Pool {
+        &self.any_pool
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// A transaction for appending; the head row lock is taken by `append`.
+    async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        Ok(Tx::Pg(self.pool.begin().await?))
+    }
+
+    /// Row writers (settlement, reversal) lock their rows first and take the gate and the
+    /// ledger head only to post, so a settlement's long bulk phase runs while tills go on
+    /// redeeming.
+    fn gate_before_row_locks(&self) -> bool {
+        false
+    }
+
+    /// Writers serialize on the `ledger_head` row, which keeps sequence numbers gapless
+    /// across processes.
+    fn lock_head_sql(&self) -> &'static str {
+        "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1 FOR UPDATE"
+    }
+
+    fn for_update(&self) -> &'static str {
+        " FOR UPDATE"
+    }
+
+    /// A transaction-scoped advisory lock on the settlement id (`finance.rs`, `lock_settlement`).
+    fn settlement_lock_sql(&self) -> Option<&'static str> {
+        Some("SELECT pg_advisory_xact_lock($1)")
+    }
+
+    /// Set around a settlement chunk's UPDATE: a bitmap scan, which visits the chunk's rows in
+    /// table order, instead of an index scan in merchant order, which visits the table's pages at
+    /// random, many of them more than once (`BENCHMARKS.md`, "Settlement in chunks").
+    fn settlement_scan_sql(&self) -> Option<(&'static str, &'static str)> {
+        Some(("SET LOCAL enable_indexscan = off", "SET LOCAL enable_indexscan TO DEFAULT"))
+    }
+
+    // The till's coalesced reads and the request-nonce insert as one fixed statement each, arrays
+    // through `= ANY` and `UNNEST`: prepared once per connection and planned once. Built with an
+    // `IN (...)` list, every batch size was its own statement, and re-preparing and re-planning them
+    // was about a tenth of the machine's CPU in `wenhui bench redemptions` (perf).
+    async fn inserted_nonce_rows(
         &self,
-        rows: &[(uuid::Uuid, String)],
+        rows: &[(Uuid, String)],
         at_us: i64,
-    ) -> Result<Vec<(uuid::Uuid, String)>, sqlx::Error> {
+    ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
         sqlx::query_as(
             "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) \
              SELECT t, n, $3 FROM UNNEST($1::uuid[], $2::text[]) AS k(t, n) \
@@ -101,14 +112,14 @@ impl PgStore {
         .bind(rows.iter().map(|(terminal, _)| *terminal).collect::<Vec<_>>())
         .bind(rows.iter().map(|(_, nonce)| nonce.clone()).collect::<Vec<_>>())
         .bind(at_us)
-        .fetch_all(self.relaxed_pool())
+        .fetch_all(&self.relaxed_pool)
         .await
     }
 
     /// Deletes up to `max_rows` rows of `target` older than `cutoff` by their row addresses (a
     /// key `IN (...)` form hash-joins the whole table on every batch), on the relaxed pool: a
     /// delete lost in a crash is done again by the next prune.
-    pub(crate) async fn delete_old_rows(
+    async fn delete_old_rows(
         &self,
         target: super::PruneTarget,
         cutoff: crate::domain::time::Timestamp,
@@ -122,42 +133,38 @@ impl PgStore {
         let done = sqlx::query(sql)
             .bind(cutoff.unix_us())
             .bind(i64::from(max_rows))
-            .execute(self.relaxed_pool())
+            .execute(&self.relaxed_pool)
             .await?;
         Ok(done.rows_affected())
     }
 
-    pub(crate) async fn voucher_rows(
-        &self,
-        ids: &[uuid::Uuid],
-    ) -> Result<Vec<super::season_sql::VoucherRow>, sqlx::Error> {
+    async fn voucher_rows(&self, ids: &[Uuid]) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM vouchers WHERE id = ANY($1::uuid[])",
-            super::season_sql::VOUCHER_COLUMNS
+            super::seasons::VOUCHER_COLUMNS
         ));
         sqlx::query_as(sql).bind(ids.to_vec()).fetch_all(&self.pool).await
     }
 
-    pub(crate) async fn live_card_payment_rows(
+    async fn live_card_payment_rows(
         &self,
         order_refs: &[String],
-    ) -> Result<Vec<super::card_sql::CardPaymentRow>, sqlx::Error> {
+    ) -> Result<Vec<super::card::CardPaymentRow>, sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM card_payments WHERE reversed_at_us IS NULL AND order_ref = ANY($1::text[])",
-            super::card_sql::CARD_PAYMENT_COLUMNS
+            super::card::CARD_PAYMENT_COLUMNS
         ));
         sqlx::query_as(sql).bind(order_refs.to_vec()).fetch_all(&self.pool).await
     }
-}
 
-/// The redemption writer's per-group statements as fixed array statements (see above): with
-/// `IN (...)` lists each group size was a new statement, prepared (a round trip of its own) and
-/// planned inside the single writer's critical section.
-impl PgStore {
-    pub(crate) async fn group_rows(
+    // The redemption writer's per-group statements as fixed array statements (see above): with
+    // `IN (...)` lists each group size was a new statement, prepared (a round trip of its own) and
+    // planned inside the single writer's critical section.
+    async fn group_rows(
+        &self,
         tx: &mut Tx,
         group: &[super::NewRedemption],
-    ) -> Result<super::till_sql::GroupRows, sqlx::Error> {
+    ) -> Result<super::till::GroupRows, sqlx::Error> {
         let answers = sqlx::query_as(
             "SELECT i.scope, i.idem_key FROM UNNEST($1::text[], $2::text[]) AS k(scope, idem_key) \
              CROSS JOIN LATERAL (SELECT scope, idem_key FROM idempotency_keys i \
@@ -165,12 +172,12 @@ impl PgStore {
         )
         .bind(group.iter().map(|r| r.answer.scope.clone()).collect::<Vec<_>>())
         .bind(group.iter().map(|r| r.answer.key.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.pg()?)
         .await?;
         let nonces: Vec<(Vec<u8>,)> =
             sqlx::query_as("SELECT nonce FROM qr_nonces WHERE nonce = ANY($1::bytea[])")
                 .bind(group.iter().map(|r| r.qr_nonce.clone()).collect::<Vec<_>>())
-                .fetch_all(&mut **tx)
+                .fetch_all(tx.pg()?)
                 .await?;
         // A closed season's vouchers are refused as such, whatever their state.
         let vouchers = sqlx::query_as(
@@ -178,15 +185,15 @@ impl PgStore {
              FROM vouchers v JOIN seasons s ON s.id = v.season_id WHERE v.id = ANY($1::uuid[])",
         )
         .bind(group.iter().map(|r| r.voucher_id).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.pg()?)
         .await?;
         let card_orders = sqlx::query_as(
             "SELECT merchant_id, order_ref, id FROM card_payments WHERE reversed_at_us IS NULL AND order_ref = ANY($1::text[])",
         )
         .bind(group.iter().map(|r| r.order_ref.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.pg()?)
         .await?;
-        Ok(super::till_sql::GroupRows {
+        Ok(super::till::GroupRows {
             answers,
             nonces: nonces.into_iter().map(|(n,)| n).collect(),
             vouchers,
@@ -197,13 +204,12 @@ impl PgStore {
     /// `merchant_redemption_counts` rows of these (citizen, merchant, season) keys: one fixed
     /// statement whatever the group's size, a primary-key probe per key (`LATERAL ... LIMIT 1`
     /// keeps the planner from turning it into a join).
-    pub(crate) async fn merchant_count_rows(
+    async fn merchant_count_rows(
+        &self,
         tx: &mut Tx,
-        keys: &[(uuid::Uuid, uuid::Uuid, uuid::Uuid)],
-    ) -> Result<Vec<(uuid::Uuid, uuid::Uuid, uuid::Uuid, i32)>, sqlx::Error> {
-        let column = |f: fn(&(uuid::Uuid, uuid::Uuid, uuid::Uuid)) -> uuid::Uuid| {
-            keys.iter().map(f).collect::<Vec<_>>()
-        };
+        keys: &[(Uuid, Uuid, Uuid)],
+    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error> {
+        let column = |f: fn(&(Uuid, Uuid, Uuid)) -> Uuid| keys.iter().map(f).collect::<Vec<_>>();
         sqlx::query_as(
             "SELECT c.citizen_id, c.merchant_id, c.season_id, c.live_count \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS k(citizen_id, merchant_id, season_id) \
@@ -214,18 +220,18 @@ impl PgStore {
         .bind(column(|k| k.0))
         .bind(column(|k| k.1))
         .bind(column(|k| k.2))
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.pg()?)
         .await
     }
 
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).
-    pub(crate) async fn insert_redemption_rows(
+    async fn insert_redemption_rows(
+        &self,
         tx: &mut Tx,
         accepted: &[&super::NewRedemption],
     ) -> Result<u64, sqlx::Error> {
-        let column =
-            |f: fn(&super::NewRedemption) -> uuid::Uuid| accepted.iter().map(|r| f(r)).collect::<Vec<_>>();
+        let column = |f: fn(&super::NewRedemption) -> Uuid| accepted.iter().map(|r| f(r)).collect::<Vec<_>>();
         sqlx::query(
             "INSERT INTO qr_nonces (nonce, subject_id, used_at_us) \
              SELECT * FROM UNNEST($1::bytea[], $2::uuid[], $3::bigint[])",
@@ -233,13 +239,13 @@ impl PgStore {
         .bind(accepted.iter().map(|r| r.qr_nonce.clone()).collect::<Vec<_>>())
         .bind(column(|r| r.voucher_id))
         .bind(accepted.iter().map(|r| r.redeemed_at.unix_us()).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         let updated = sqlx::query(
             "UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id = ANY($1::uuid[])",
         )
         .bind(column(|r| r.voucher_id))
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         sqlx::query(
             "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
@@ -259,60 +265,43 @@ impl PgStore {
         .bind(accepted.iter().map(|r| r.discount_fen).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.funders_json.clone()).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.redeemed_at.unix_us()).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         Ok(updated.rows_affected())
     }
-}
 
-sql_store!(PgStore, sqlx::Postgres);
-season_store!(PgStore, sqlx::Postgres);
-till_store!(PgStore, sqlx::Postgres);
-card_store!(PgStore, sqlx::Postgres);
-finance_store!(PgStore, sqlx::Postgres);
-
-impl PgStore {
-    /// SQL: a UUID column as the text `Uuid`'s Display gives (how ledger references name rows).
     /// SQL: the calendar month in CST of a `*_at_us` column as an integer YYYYMM
     /// (`domain::finance::cst_month`).
-    pub(crate) fn cst_month_sql(col: &str) -> String {
+    fn cst_month_sql(&self, col: &str) -> String {
         format!(
             "CAST(to_char(to_timestamp(({col} + 28800000000) / 1000000) AT TIME ZONE 'UTC', 'YYYYMM') AS INTEGER)"
         )
     }
 
-    pub(crate) fn uuid_text_sql(col: &str) -> String {
+    fn uuid_text_sql(&self, col: &str) -> String {
         format!("{col}::text")
     }
 
     /// SQL: the join condition "journal entry `e` is `kind:<col>`", for the entries-to-rows
     /// checks. Compared as text, so the join hashes the reference as it is; parsing the UUID
     /// out of a million references (a regular expression guarding the cast) took 6 µs a row.
-    pub(crate) fn entry_names_sql(kind: &str, col: &str) -> String {
+    fn entry_names_sql(&self, kind: &str, col: &str) -> String {
         format!("e.reference = '{kind}:' || {col}::text")
     }
 
     /// The link checks' read transaction: one snapshot for all of them, and hash joins. The
     /// planner has no statistics on `'claim:' || id::text` and would sort both sides (with
     /// external merges at a million rows) instead of hashing: 4.5 s against 1.3 s.
-    pub(crate) async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error> {
+    async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error> {
         let mut tx = self.pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY").await?;
         sqlx::raw_sql("SET LOCAL work_mem = '64MB'; SET LOCAL enable_mergejoin = off")
             .execute(&mut *tx)
             .await?;
-        Ok(tx)
-    }
-}
-
-impl PgStore {
-    /// Connections that do not wait for the WAL flush, for writes whose loss in a crash does no
-    /// harm: request nonces (a nonce lost only reopens a replay window the request's
-    /// Idempotency-Key closes) and housekeeping's deletes.
-    pub(crate) fn relaxed_pool(&self) -> &PgPool {
-        &self.relaxed_pool
+        Ok(Tx::Pg(tx))
     }
 
-    pub(crate) async fn insert_voucher_rows(
+    async fn insert_voucher_rows(
+        &self,
         tx: &mut Tx,
         rows: &[crate::domain::season::Voucher],
     ) -> Result<(), sqlx::Error> {
@@ -330,7 +319,7 @@ impl PgStore {
         .bind(rows.iter().map(|v| v.value.as_fen()).collect::<Vec<_>>())
         .bind(rows.iter().map(|v| v.claimed_at.unix_us()).collect::<Vec<_>>())
         .bind(rows.iter().map(|v| v.expires_at.unix_us()).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         Ok(())
     }
@@ -340,10 +329,11 @@ impl PgStore {
     /// keeps it from being flattened into a join). A plain join planned while the table had few
     /// rows and no statistics (the first minutes of a season) hash-joined every live redemption:
     /// 6 ms a group in `wenhui bench redemptions`, against 0.3 ms for this shape.
-    pub(crate) async fn live_orders(
+    async fn live_orders(
+        &self,
         tx: &mut Tx,
-        pairs: &[(uuid::Uuid, String)],
-    ) -> Result<Vec<(uuid::Uuid, String, String, String)>, sqlx::Error> {
+        pairs: &[(Uuid, String)],
+    ) -> Result<Vec<(Uuid, String, String, String)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer \
              FROM UNNEST($1::uuid[], $2::text[]) AS k(merchant_id, order_ref) \
@@ -353,11 +343,12 @@ impl PgStore {
         )
         .bind(pairs.iter().map(|(merchant, _)| *merchant).collect::<Vec<_>>())
         .bind(pairs.iter().map(|(_, order_ref)| order_ref.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.pg()?)
         .await
     }
 
-    pub(crate) async fn insert_answer_rows(
+    async fn insert_answer_rows(
+        &self,
         tx: &mut Tx,
         rows: &[super::IdemRecord],
         now_us: i64,
@@ -372,39 +363,34 @@ impl PgStore {
         .bind(rows.iter().map(|a| i32::from(a.status)).collect::<Vec<_>>())
         .bind(rows.iter().map(|a| a.body.clone()).collect::<Vec<_>>())
         .bind(now_us)
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         Ok(())
     }
 
-    pub(crate) async fn entries_by_reference(
+    async fn entries_by_reference(
+        &self,
         tx: &mut Tx,
         references: Vec<String>,
-    ) -> Result<Vec<super::sql::EntryRow>, sqlx::Error> {
+    ) -> Result<Vec<super::ledger::EntryRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT seq, id, kind, reference, posted_at_us, prev_hash, hash FROM journal_entries WHERE reference = ANY($1)",
         )
         .bind(references)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.pg()?)
         .await
     }
 
-    pub(crate) async fn balance_rows(
-        tx: &mut Tx,
-        ids: Vec<i64>,
-    ) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id = ANY($1)",
         )
         .bind(ids)
-        .fetch_all(&mut **tx)
+        .fetch_all(tx.pg()?)
         .await
     }
 
-    pub(crate) async fn upsert_balance_rows(
-        tx: &mut Tx,
-        rows: &[(i64, i64, i64)],
-    ) -> Result<(), sqlx::Error> {
+    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[(i64, i64, i64)]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO account_balances (account_id, debits_fen, credits_fen) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) \
@@ -413,16 +399,17 @@ impl PgStore {
         .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         Ok(())
     }
 
     /// One fixed statement for any number of rows (arrays through UNNEST): prepared once per
     /// connection, and far less for the server to parse than a VALUES list.
-    pub(crate) async fn insert_entry_rows(
+    async fn insert_entry_rows(
+        &self,
         tx: &mut Tx,
-        rows: &[super::sql::EntryInsert],
+        rows: &[super::ledger::EntryInsert],
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO journal_entries (seq, id, kind, reference, posted_at_us, prev_hash, hash) \
@@ -435,14 +422,15 @@ impl PgStore {
         .bind(rows.iter().map(|r| r.posted_at_us).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.prev_hash.clone()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.hash.clone()).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         Ok(())
     }
 
-    pub(crate) async fn insert_posting_rows(
+    async fn insert_posting_rows(
+        &self,
         tx: &mut Tx,
-        rows: &[super::sql::PostingInsert],
+        rows: &[super::ledger::PostingInsert],
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) \
@@ -453,7 +441,7 @@ impl PgStore {
         .bind(rows.iter().map(|r| r.account_id).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.side.to_owned()).collect::<Vec<_>>())
         .bind(rows.iter().map(|r| r.amount_fen).collect::<Vec<_>>())
-        .execute(&mut **tx)
+        .execute(tx.pg()?)
         .await?;
         Ok(())
     }

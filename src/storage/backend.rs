@@ -1,0 +1,189 @@
+//! What a backend must supply, as a trait the compiler checks, and the one store built on it.
+//!
+//! The storage logic (append, accounts, claims, redemptions, settlement, reports) is written
+//! once, as methods of [`SqlStore`] in `ledger.rs`, `seasons.rs`, `till.rs`, `card.rs` and
+//! `finance.rs`, running the same SQL text on either backend through `db.rs`. A backend
+//! (`postgres/`, `sqlite/`) implements [`SqlBackend`]: how a write transaction begins, how the
+//! chain head is locked, the SQL that differs by dialect, and the row operations whose fast
+//! form differs (arrays through `UNNEST` on PostgreSQL, `IN` and `VALUES` lists on SQLite).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use super::card::CardPaymentRow;
+use super::db::{Pool, Tx};
+use super::ledger::{AccountCache, EntryInsert, EntryRow, PostingInsert};
+use super::seasons::VoucherRow;
+use super::till::GroupRows;
+use super::{Backend, IdemRecord, NewRedemption, PruneTarget, StorageError};
+use crate::domain::season::Voucher;
+use crate::domain::time::{Clock, Timestamp};
+
+/// The contract of a backend. Row operations take the transaction the caller began with
+/// [`SqlBackend::begin_write`] and run one statement, or one small fixed group of them.
+#[async_trait]
+pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
+    fn kind(&self) -> Backend;
+
+    /// The pool every statement of the shared logic runs on.
+    fn pool(&self) -> &Pool;
+
+    async fn migrate(&self) -> Result<(), StorageError>;
+
+    /// A transaction that may append to the ledger (the head row is locked by `lock_head_sql`).
+    async fn begin_write(&self) -> Result<Tx, sqlx::Error>;
+
+    /// Whether a writer that changes existing rows takes the process's write gate before its
+    /// row locks (SQLite: one writer at a time) or only once they are held (PostgreSQL).
+    fn gate_before_row_locks(&self) -> bool;
+
+    /// The read transaction of the reconciliation's link checks: one snapshot for them all.
+    async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error>;
+
+    /// Reads (and, where the backend has row locks, locks) the ledger head:
+    /// `seq, hash, posted_at_us`.
+    fn lock_head_sql(&self) -> &'static str;
+
+    /// Appended to a `SELECT` that locks the rows it reads until the transaction ends.
+    fn for_update(&self) -> &'static str;
+
+    /// Orders the transactions of one settlement run (a statement taking the settlement's
+    /// lock key as `$1`), where the backend needs it.
+    fn settlement_lock_sql(&self) -> Option<&'static str>;
+
+    /// Statements set before and after a settlement chunk's UPDATE, where the backend needs them.
+    fn settlement_scan_sql(&self) -> Option<(&'static str, &'static str)>;
+
+    /// SQL: the calendar month in CST of a `*_at_us` column as an integer YYYYMM.
+    fn cst_month_sql(&self, col: &str) -> String;
+
+    /// SQL: a UUID column as the text `Uuid`'s Display gives (how ledger references name rows).
+    fn uuid_text_sql(&self, col: &str) -> String;
+
+    /// SQL: the join condition "journal entry `e` is `kind:<col>`".
+    fn entry_names_sql(&self, kind: &str, col: &str) -> String;
+
+    async fn inserted_nonce_rows(
+        &self,
+        rows: &[(Uuid, String)],
+        at_us: i64,
+    ) -> Result<Vec<(Uuid, String)>, sqlx::Error>;
+
+    async fn delete_old_rows(
+        &self,
+        target: PruneTarget,
+        cutoff: Timestamp,
+        max_rows: u32,
+    ) -> Result<u64, sqlx::Error>;
+
+    async fn voucher_rows(&self, ids: &[Uuid]) -> Result<Vec<VoucherRow>, sqlx::Error>;
+
+    async fn live_card_payment_rows(&self, order_refs: &[String])
+    -> Result<Vec<CardPaymentRow>, sqlx::Error>;
+
+    async fn group_rows(&self, tx: &mut Tx, group: &[NewRedemption]) -> Result<GroupRows, sqlx::Error>;
+
+    async fn merchant_count_rows(
+        &self,
+        tx: &mut Tx,
+        keys: &[(Uuid, Uuid, Uuid)],
+    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error>;
+
+    /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
+    /// returns how many vouchers changed (all of them, or the caller rolls back).
+    async fn insert_redemption_rows(
+        &self,
+        tx: &mut Tx,
+        accepted: &[&NewRedemption],
+    ) -> Result<u64, sqlx::Error>;
+
+    async fn insert_voucher_rows(&self, tx: &mut Tx, rows: &[Voucher]) -> Result<(), sqlx::Error>;
+
+    /// The live redemptions on these (merchant, order_ref) pairs: merchant, order_ref,
+    /// order_slot and the batch's issuer.
+    async fn live_orders(
+        &self,
+        tx: &mut Tx,
+        pairs: &[(Uuid, String)],
+    ) -> Result<Vec<(Uuid, String, String, String)>, sqlx::Error>;
+
+    async fn insert_answer_rows(
+        &self,
+        tx: &mut Tx,
+        rows: &[IdemRecord],
+        now_us: i64,
+    ) -> Result<(), sqlx::Error>;
+
+    async fn entries_by_reference(
+        &self,
+        tx: &mut Tx,
+        references: Vec<String>,
+    ) -> Result<Vec<EntryRow>, sqlx::Error>;
+
+    /// `account_id, debits_fen, credits_fen` of these accounts.
+    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<(i64, i64, i64)>, sqlx::Error>;
+
+    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[(i64, i64, i64)]) -> Result<(), sqlx::Error>;
+
+    async fn insert_entry_rows(&self, tx: &mut Tx, rows: &[EntryInsert]) -> Result<(), sqlx::Error>;
+
+    async fn insert_posting_rows(&self, tx: &mut Tx, rows: &[PostingInsert]) -> Result<(), sqlx::Error>;
+}
+
+/// The store: the shared logic over one backend. Implements [`Storage`](super::Storage) and
+/// the narrower stores.
+#[derive(Debug)]
+pub struct SqlStore {
+    pub(crate) backend: Box<dyn SqlBackend>,
+    /// The backend's pool, for the shared logic's statements.
+    pub(crate) pool: Pool,
+    pub(crate) accounts: AccountCache,
+    pub(crate) clock: Arc<dyn Clock>,
+    /// One writer at a time in this process: waiting here is cheaper than on the database lock.
+    pub(crate) write_gate: tokio::sync::Mutex<()>,
+}
+
+impl SqlStore {
+    pub(crate) fn new(backend: Box<dyn SqlBackend>, clock: Arc<dyn Clock>) -> SqlStore {
+        let pool = backend.pool().clone();
+        SqlStore {
+            backend,
+            pool,
+            accounts: AccountCache::default(),
+            clock,
+            write_gate: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
+        self.backend.begin_write().await
+    }
+
+    /// A transaction for a write that changes existing `redemptions` rows (settlement,
+    /// reversal). Every such writer takes its locks in one order (rows, gate, head), so none
+    /// waits for a row while holding the head: on PostgreSQL the gate is taken only to post
+    /// (`gate_after_rows`), on SQLite (one writer) it comes first, as for every write.
+    pub(crate) async fn begin_row_write(
+        &self,
+    ) -> Result<(Option<tokio::sync::MutexGuard<'_, ()>>, Tx), sqlx::Error> {
+        let gate = match self.backend.gate_before_row_locks() {
+            true => Some(self.write_gate.lock().await),
+            false => None,
+        };
+        Ok((gate, self.backend.begin_write().await?))
+    }
+
+    /// The write gate for a transaction from `begin_row_write`, which already holds it on
+    /// SQLite and takes it only now on PostgreSQL, once its rows are locked.
+    pub(crate) async fn gate_after_rows<'a>(
+        &'a self,
+        held: Option<tokio::sync::MutexGuard<'a, ()>>,
+    ) -> tokio::sync::MutexGuard<'a, ()> {
+        match held {
+            Some(gate) => gate,
+            None => self.write_gate.lock().await,
+        }
+    }
+}

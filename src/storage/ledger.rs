@@ -1,0 +1,650 @@
+//! The ledger on either backend: appending entries to the hash chain (with their accounts and
+//! balances), reading entries, balances and checkpoints, and staff keys.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use uuid::Uuid;
+
+use crate::domain::checkpoint::Checkpoint;
+use crate::domain::ledger::{
+    AccountAddress, AccountFlags, AccountSpec, Balance, EntryHash, HashInput, LedgerError, LedgerHead,
+    MAX_ENTRIES_PER_BATCH, NewEntry, PostReceipt, PostedEntry, Posting, Side, entry_hash,
+};
+use crate::domain::staff::{Role, StaffScope};
+use crate::domain::time::Timestamp;
+use crate::storage::db::{Exec, QueryBuilder, Tx, query, query_as};
+use crate::storage::{
+    Backend, BalanceMismatch, NewStaffKey, PostError, SqlStore, StaffKeyRecord, Storage, StorageError,
+};
+
+/// Rows per multi-row INSERT: keeps every statement under SQLite's 32,766 bound parameters.
+pub(crate) const INSERT_CHUNK_ROWS: usize = 1_000;
+const ACCOUNT_CACHE_MAX: usize = 200_000;
+
+/// An account as the database knows it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct KnownAccount {
+    pub id: i64,
+    pub normal_side: Side,
+    pub flags: AccountFlags,
+}
+
+impl KnownAccount {
+    pub fn matches(&self, spec: &AccountSpec) -> bool {
+        self.normal_side == spec.normal_side && self.flags == spec.flags
+    }
+}
+
+/// Accounts never change once opened, so their ids and specs are cached in process. Only
+/// committed accounts enter the cache.
+#[derive(Debug, Default)]
+pub(crate) struct AccountCache(Mutex<HashMap<String, KnownAccount>>);
+
+impl AccountCache {
+    pub fn get(&self, address: &str) -> Option<KnownAccount> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(address).cloned()
+    }
+
+    pub fn extend(&self, accounts: HashMap<String, KnownAccount>) {
+        let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() + accounts.len() > ACCOUNT_CACHE_MAX {
+            cache.clear();
+        }
+        cache.extend(accounts);
+    }
+}
+
+/// A journal entry row as read: seq, id, kind, reference, posted_at_us, prev_hash, hash.
+pub(crate) type EntryRow = (i64, uuid::Uuid, String, String, i64, Vec<u8>, Vec<u8>);
+
+/// A journal entry row as inserted.
+pub(crate) struct EntryInsert {
+    pub seq: i64,
+    pub id: uuid::Uuid,
+    pub kind: String,
+    pub reference: String,
+    pub posted_at_us: i64,
+    pub prev_hash: Vec<u8>,
+    pub hash: Vec<u8>,
+}
+
+/// A posting row as inserted.
+pub(crate) struct PostingInsert {
+    pub entry_seq: i64,
+    pub idx: i32,
+    pub account_id: i64,
+    pub side: &'static str,
+    pub amount_fen: i64,
+}
+
+pub(crate) fn side_from_db(code: &str) -> Result<Side, crate::storage::StorageError> {
+    Side::from_code(code).ok_or_else(|| crate::storage::StorageError::Corrupt(format!("bad side {code:?}")))
+}
+
+/// An entry ready to insert: its place in the chain is fixed.
+struct Sealed<'a> {
+    entry: &'a NewEntry,
+    seq: i64,
+    posted_at: Timestamp,
+    prev_hash: EntryHash,
+    hash: EntryHash,
+}
+
+impl SqlStore {
+    pub(crate) async fn lock_head(&self, tx: &mut Tx) -> Result<LedgerHead, StorageError> {
+        let (seq, hash, posted_at_us): (i64, Vec<u8>, i64) =
+            query_as(self.backend.lock_head_sql()).fetch_one(&mut *tx).await?;
+        let hash =
+            EntryHash::from_slice(&hash).ok_or_else(|| StorageError::Corrupt("ledger head hash".into()))?;
+        Ok(LedgerHead { seq, hash, posted_at: Timestamp::from_unix_us(posted_at_us) })
+    }
+
+    /// Appends `entries` inside `tx`, which the caller commits. The caller must have begun
+    /// `tx` with `begin_write`. Returns one receipt per entry, in order, and the accounts
+    /// it opened (to be cached once the transaction commits).
+    pub(crate) async fn append(
+        &self,
+        tx: &mut Tx,
+        entries: &[NewEntry],
+    ) -> Result<(Vec<PostReceipt>, HashMap<String, KnownAccount>), PostError> {
+        check_batch(entries)?;
+        let head = self.lock_head(tx).await?;
+        let existing = self.find_existing(tx, entries).await?;
+        let fresh: Vec<(usize, &NewEntry)> =
+            entries.iter().enumerate().filter(|(_, e)| !existing.contains_key(&e.reference)).collect();
+        let accounts = self.resolve_accounts(tx, &fresh).await?;
+        let sealed = self.seal(tx, &head, &fresh, &accounts).await?;
+        self.insert_entries(tx, &sealed, &accounts).await?;
+        if let Some(last) = sealed.last() {
+            query("UPDATE ledger_head SET seq = $1, hash = $2, posted_at_us = $3 WHERE id = 1")
+                .bind(last.seq)
+                .bind(last.hash.0.to_vec())
+                .bind(last.posted_at.unix_us())
+                .execute(&mut *tx)
+                .await?;
+        }
+        let mut by_reference: HashMap<&str, PostReceipt> = existing
+            .into_iter()
+            .map(|(reference, receipt)| {
+                let key = entries
+                    .iter()
+                    .find(|e| e.reference == reference)
+                    .map(|e| e.reference.as_str())
+                    .unwrap_or_default();
+                (key, receipt)
+            })
+            .collect();
+        for s in &sealed {
+            by_reference.insert(
+                s.entry.reference.as_str(),
+                PostReceipt {
+                    entry_id: s.entry.id,
+                    seq: s.seq,
+                    hash: s.hash,
+                    posted_at: s.posted_at,
+                    newly_posted: true,
+                },
+            );
+        }
+        let receipts = entries
+            .iter()
+            .map(|e| by_reference.remove(e.reference.as_str()))
+            .collect::<Option<Vec<_>>>()
+            .ok_or_else(|| StorageError::Corrupt("a receipt went missing".into()))?;
+        Ok((receipts, accounts))
+    }
+
+    /// Entries whose reference is already in the ledger: the same content is a no-op
+    /// returning the first receipt; different content is refused.
+    async fn find_existing(
+        &self,
+        tx: &mut Tx,
+        entries: &[NewEntry],
+    ) -> Result<HashMap<String, PostReceipt>, PostError> {
+        let mut found = HashMap::new();
+        for chunk in entries.chunks(INSERT_CHUNK_ROWS) {
+            let references: Vec<String> = chunk.iter().map(|e| e.reference.clone()).collect();
+            let rows: Vec<EntryRow> = self.backend.entries_by_reference(tx, references).await?;
+            for row in rows {
+                let recorded = Self::with_postings(&mut *tx, vec![row]).await?;
+                for posted in recorded {
+                    found.insert(posted.reference.clone(), posted);
+                }
+            }
+        }
+        let mut receipts = HashMap::new();
+        for (index, entry) in entries.iter().enumerate() {
+            if let Some(posted) = found.get(&entry.reference) {
+                if !same_content(entry, posted) {
+                    let reference = entry.reference.clone();
+                    return Err(LedgerError::ReferenceConflict { reference }.with_index(index).into());
+                }
+                receipts.insert(
+                    entry.reference.clone(),
+                    PostReceipt {
+                        entry_id: posted.id,
+                        seq: posted.seq,
+                        hash: posted.hash,
+                        posted_at: posted.posted_at,
+                        newly_posted: false,
+                    },
+                );
+            }
+        }
+        Ok(receipts)
+    }
+
+    /// Finds or opens every account the entries touch; refuses a spec that differs from
+    /// the account's recorded side or flags.
+    async fn resolve_accounts(
+        &self,
+        tx: &mut Tx,
+        fresh: &[(usize, &NewEntry)],
+    ) -> Result<HashMap<String, KnownAccount>, PostError> {
+        let mut wanted: Vec<(usize, &AccountSpec)> = Vec::new();
+        let mut seen = HashSet::new();
+        let mut known = HashMap::new();
+        for (index, entry) in fresh {
+            for posting in &entry.postings {
+                let spec = &posting.account;
+                if !seen.insert(spec.address.as_str()) {
+                    continue;
+                }
+                match self.accounts.get(spec.address.as_str()) {
+                    Some(account) => {
+                        known.insert(spec.address.as_str().to_owned(), account);
+                    }
+                    None => wanted.push((*index, spec)),
+                }
+            }
+        }
+        let now_us = self.clock.now().unix_us();
+        for chunk in wanted.chunks(INSERT_CHUNK_ROWS) {
+            let mut insert =
+                QueryBuilder::new("INSERT INTO accounts (address, normal_side, flags, created_at_us) ");
+            insert.push_values(chunk, |mut row, (_, spec)| {
+                row.push_bind(spec.address.as_str().to_owned())
+                    .push_bind(spec.normal_side.code())
+                    .push_bind(spec.flags.bits() as i32)
+                    .push_bind(now_us);
+            });
+            insert.push(" ON CONFLICT (address) DO NOTHING");
+            insert.build().execute(&mut *tx).await?;
+            let mut select =
+                QueryBuilder::new("SELECT address, id, normal_side, flags FROM accounts WHERE address IN (");
+            let mut list = select.separated(", ");
+            for (_, spec) in chunk {
+                list.push_bind(spec.address.as_str().to_owned());
+            }
+            select.push(")");
+            let rows: Vec<(String, i64, String, i32)> = select.build_query_as().fetch_all(&mut *tx).await?;
+            for (address, id, side, flags) in rows {
+                let flags = AccountFlags::from_bits(flags as u32)
+                    .ok_or_else(|| StorageError::Corrupt(format!("flags of {address}")))?;
+                let account = KnownAccount { id, normal_side: side_from_db(&side)?, flags };
+                known.insert(address, account);
+            }
+        }
+        for (index, spec) in wanted {
+            let account = known
+                .get(spec.address.as_str())
+                .ok_or_else(|| StorageError::Corrupt(format!("account {} not found", spec.address)))?;
+            if !account.matches(spec) {
+                let address = spec.address.to_string();
+                return Err(LedgerError::AccountSpecConflict { address }.with_index(index).into());
+            }
+        }
+        for (index, entry) in fresh {
+            for posting in &entry.postings {
+                let spec = &posting.account;
+                let matches = known.get(spec.address.as_str()).is_some_and(|a| a.matches(spec));
+                if !matches {
+                    let address = spec.address.to_string();
+                    return Err(LedgerError::AccountSpecConflict { address }.with_index(*index).into());
+                }
+            }
+        }
+        Ok(known)
+    }
+
+    /// Applies the entries to the balances in order, refusing any that breaks a limit,
+    /// writes the new balances, and fixes each entry's place in the chain.
+    async fn seal<'a>(
+        &self,
+        tx: &mut Tx,
+        head: &LedgerHead,
+        fresh: &[(usize, &'a NewEntry)],
+        accounts: &HashMap<String, KnownAccount>,
+    ) -> Result<Vec<Sealed<'a>>, PostError> {
+        let mut balances = self.load_balances(tx, accounts).await?;
+        let posted_at = self.clock.now().max(head.posted_at);
+        let (mut seq, mut prev_hash) = (head.seq, head.hash);
+        let mut sealed = Vec::with_capacity(fresh.len());
+        for (index, entry) in fresh {
+            // Limits hold for the state after the whole entry: an entry is atomic.
+            for posting in &entry.postings {
+                let address = posting.account.address.as_str();
+                let balance = balances.entry(accounts[address].id).or_default();
+                if balance.apply(posting.side, posting.amount_fen).is_none() {
+                    let address = address.to_owned();
+                    return Err(LedgerError::LimitExceeded { index: *index, address }
+                        .with_index(*index)
+                        .into());
+                }
+            }
+            for posting in &entry.postings {
+                let address = posting.account.address.as_str();
+                if balances[&accounts[address].id].violates(posting.account.flags) {
+                    let address = address.to_owned();
+                    return Err(LedgerError::LimitExceeded { index: *index, address }
+                        .with_index(*index)
+                        .into());
+                }
+            }
+            seq += 1;
+            let postings: Vec<(&str, Side, i64)> =
+                entry.postings.iter().map(|p| (p.account.address.as_str(), p.side, p.amount_fen)).collect();
+            let input = HashInput {
+                seq,
+                id: entry.id,
+                kind: &entry.kind,
+                reference: &entry.reference,
+                posted_at,
+                postings: &postings,
+            };
+            let hash = entry_hash(&prev_hash, &input);
+            sealed.push(Sealed { entry, seq, posted_at, prev_hash, hash });
+            prev_hash = hash;
+        }
+        self.store_balances(tx, &balances).await?;
+        Ok(sealed)
+    }
+
+    async fn load_balances(
+        &self,
+        tx: &mut Tx,
+        accounts: &HashMap<String, KnownAccount>,
+    ) -> Result<HashMap<i64, Balance>, StorageError> {
+        let ids: Vec<i64> = accounts.values().map(|a| a.id).collect();
+        let mut balances = HashMap::with_capacity(ids.len());
+        for chunk in ids.chunks(INSERT_CHUNK_ROWS) {
+            for (id, debits_fen, credits_fen) in self.backend.balance_rows(tx, chunk.to_vec()).await? {
+                balances.insert(id, Balance { debits_fen, credits_fen });
+            }
+        }
+        Ok(balances)
+    }
+
+    async fn store_balances(
+        &self,
+        tx: &mut Tx,
+        balances: &HashMap<i64, Balance>,
+    ) -> Result<(), StorageError> {
+        let rows: Vec<(i64, i64, i64)> =
+            balances.iter().map(|(id, b)| (*id, b.debits_fen, b.credits_fen)).collect();
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            self.backend.upsert_balance_rows(tx, chunk).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_entries(
+        &self,
+        tx: &mut Tx,
+        sealed: &[Sealed<'_>],
+        accounts: &HashMap<String, KnownAccount>,
+    ) -> Result<(), StorageError> {
+        let entries: Vec<EntryInsert> = sealed
+            .iter()
+            .map(|s| EntryInsert {
+                seq: s.seq,
+                id: s.entry.id,
+                kind: s.entry.kind.clone(),
+                reference: s.entry.reference.clone(),
+                posted_at_us: s.posted_at.unix_us(),
+                prev_hash: s.prev_hash.0.to_vec(),
+                hash: s.hash.0.to_vec(),
+            })
+            .collect();
+        let postings: Vec<PostingInsert> = sealed
+            .iter()
+            .flat_map(|s| {
+                s.entry.postings.iter().enumerate().map(move |(idx, p)| PostingInsert {
+                    entry_seq: s.seq,
+                    idx: idx as i32,
+                    account_id: accounts[p.account.address.as_str()].id,
+                    side: p.side.code(),
+                    amount_fen: p.amount_fen,
+                })
+            })
+            .collect();
+        for chunk in entries.chunks(INSERT_CHUNK_ROWS) {
+            self.backend.insert_entry_rows(tx, chunk).await?;
+        }
+        for chunk in postings.chunks(INSERT_CHUNK_ROWS) {
+            self.backend.insert_posting_rows(tx, chunk).await?;
+        }
+        Ok(())
+    }
+
+    /// Attaches postings (with account addresses) to entry rows.
+    pub(crate) async fn with_postings<'e>(
+        executor: impl Into<Exec<'e>>,
+        rows: Vec<EntryRow>,
+    ) -> Result<Vec<PostedEntry>, StorageError> {
+        let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
+            return Ok(Vec::new());
+        };
+        let (first_seq, last_seq) = (first.0, last.0);
+        let postings: Vec<(i64, String, String, i64)> = query_as(
+            "SELECT p.entry_seq, a.address, p.side, p.amount_fen FROM postings p JOIN accounts a ON a.id = p.account_id WHERE p.entry_seq >= $1 AND p.entry_seq <= $2 ORDER BY p.entry_seq, p.idx",
+        )
+        .bind(first_seq)
+        .bind(last_seq)
+        .fetch_all(executor)
+        .await?;
+        let mut by_seq: HashMap<i64, Vec<Posting>> = HashMap::with_capacity(rows.len());
+        for (seq, account, side, amount_fen) in postings {
+            let side = side_from_db(&side)?;
+            by_seq.entry(seq).or_default().push(Posting { account, side, amount_fen });
+        }
+        rows.into_iter()
+            .map(|(seq, id, kind, reference, posted_at_us, prev_hash, hash)| {
+                let corrupt = || StorageError::Corrupt(format!("hash of entry {seq}"));
+                Ok(PostedEntry {
+                    seq,
+                    id,
+                    kind,
+                    reference,
+                    posted_at: Timestamp::from_unix_us(posted_at_us),
+                    prev_hash: EntryHash::from_slice(&prev_hash).ok_or_else(corrupt)?,
+                    hash: EntryHash::from_slice(&hash).ok_or_else(corrupt)?,
+                    postings: by_seq.remove(&seq).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
+
+fn check_batch(entries: &[NewEntry]) -> Result<(), PostError> {
+    if entries.is_empty() || entries.len() > MAX_ENTRIES_PER_BATCH {
+        return Err(LedgerError::BadBatchSize.with_index(0).into());
+    }
+    let mut references = HashSet::with_capacity(entries.len());
+    for (index, entry) in entries.iter().enumerate() {
+        entry.validate().map_err(|e| e.with_index(index))?;
+        if !references.insert(entry.reference.as_str()) {
+            let reference = entry.reference.clone();
+            return Err(LedgerError::DuplicateInBatch { reference }.with_index(index).into());
+        }
+    }
+    Ok(())
+}
+
+fn same_content(entry: &NewEntry, posted: &PostedEntry) -> bool {
+    entry.kind == posted.kind
+        && entry.postings.len() == posted.postings.len()
+        && entry.postings.iter().zip(&posted.postings).all(|(a, b)| {
+            a.account.address.as_str() == b.account && a.side == b.side && a.amount_fen == b.amount_fen
+        })
+}
+
+/// (id, role, region, label, created_at_us, revoked_at_us, minted_by)
+type StaffKeyRow = (Uuid, String, String, String, i64, Option<i64>, Option<Uuid>);
+
+/// The columns of a [`StaffKeyRow`].
+const STAFF_KEY_COLUMNS: &str = "id, role, region, label, created_at_us, revoked_at_us, minted_by";
+
+fn staff_key_listing(row: StaffKeyRow) -> Result<crate::storage::StaffKeyListing, StorageError> {
+    let (id, role, region, label, created_at_us, revoked_at_us, minted_by) = row;
+    Ok(crate::storage::StaffKeyListing {
+        id,
+        scope: scope_from_db(&role, &region)?,
+        label,
+        created_at: Timestamp::from_unix_us(created_at_us),
+        revoked_at: revoked_at_us.map(Timestamp::from_unix_us),
+        minted_by,
+    })
+}
+
+fn scope_from_db(role: &str, region: &str) -> Result<StaffScope, StorageError> {
+    let corrupt = || StorageError::Corrupt(format!("staff scope {role}/{region}"));
+    let role: Role = role.parse().map_err(|_| corrupt())?;
+    let region = region.parse().map_err(|_| corrupt())?;
+    StaffScope::new(role, region).map_err(|_| corrupt())
+}
+
+#[async_trait]
+impl Storage for SqlStore {
+    fn backend(&self) -> Backend {
+        self.backend.kind()
+    }
+
+    async fn migrate(&self) -> Result<(), StorageError> {
+        self.backend.migrate().await
+    }
+
+    async fn ping(&self) -> Result<(), StorageError> {
+        query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn post_entries(&self, entries: &[NewEntry]) -> Result<Vec<PostReceipt>, PostError> {
+        check_batch(entries)?;
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        let (receipts, opened) = self.append(&mut tx, entries).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(receipts)
+    }
+
+    async fn ledger_head(&self) -> Result<LedgerHead, StorageError> {
+        let (seq, hash, posted_at_us): (i64, Vec<u8>, i64) =
+            query_as("SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1")
+                .fetch_one(&self.pool)
+                .await?;
+        let hash =
+            EntryHash::from_slice(&hash).ok_or_else(|| StorageError::Corrupt("ledger head hash".into()))?;
+        Ok(LedgerHead { seq, hash, posted_at: Timestamp::from_unix_us(posted_at_us) })
+    }
+
+    async fn entries_after(&self, after_seq: i64, limit: i64) -> Result<Vec<PostedEntry>, StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows: Vec<EntryRow> = query_as(
+            "SELECT seq, id, kind, reference, posted_at_us, prev_hash, hash FROM journal_entries WHERE seq > $1 ORDER BY seq LIMIT $2",
+        )
+        .bind(after_seq)
+        .bind(limit.clamp(1, 10_000))
+        .fetch_all(&mut conn)
+        .await?;
+        Self::with_postings(&mut conn, rows).await
+    }
+
+    async fn balance(&self, address: &AccountAddress) -> Result<Option<Balance>, StorageError> {
+        let row: Option<(Option<i64>, Option<i64>)> = query_as(
+            "SELECT b.debits_fen, b.credits_fen FROM accounts a LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address = $1",
+        )
+        .bind(address.as_str().to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(debits, credits)| Balance {
+            debits_fen: debits.unwrap_or(0),
+            credits_fen: credits.unwrap_or(0),
+        }))
+    }
+
+    async fn balance_mismatches(&self) -> Result<Vec<BalanceMismatch>, StorageError> {
+        let rows: Vec<(String, i64, i64, i64, i64)> = query_as(
+            "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0), \
+                    COALESCE(s.debits_fen, 0), COALESCE(s.credits_fen, 0) \
+             FROM accounts a \
+             LEFT JOIN account_balances b ON b.account_id = a.id \
+             LEFT JOIN (SELECT account_id, \
+                           CAST(SUM(CASE WHEN side = 'D' THEN amount_fen ELSE 0 END) AS BIGINT) AS debits_fen, \
+                           CAST(SUM(CASE WHEN side = 'C' THEN amount_fen ELSE 0 END) AS BIGINT) AS credits_fen \
+                        FROM postings GROUP BY account_id) s ON s.account_id = a.id \
+             WHERE COALESCE(b.debits_fen, 0) <> COALESCE(s.debits_fen, 0) \
+                OR COALESCE(b.credits_fen, 0) <> COALESCE(s.credits_fen, 0) \
+             ORDER BY a.address LIMIT 1000",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(address, bd, bc, pd, pc)| BalanceMismatch {
+                address,
+                maintained: Balance { debits_fen: bd, credits_fen: bc },
+                from_postings: Balance { debits_fen: pd, credits_fen: pc },
+            })
+            .collect())
+    }
+
+    async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StorageError> {
+        query(
+            "INSERT INTO ledger_checkpoints (seq, head_hash, signed_at_us, key_id, signature) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(checkpoint.seq)
+        .bind(checkpoint.head_hash.clone())
+        .bind(checkpoint.signed_at.unix_us())
+        .bind(checkpoint.key_id.clone())
+        .bind(checkpoint.signature.clone())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError> {
+        let row: Option<(i64, String, i64, String, String)> = query_as(
+            "SELECT seq, head_hash, signed_at_us, key_id, signature FROM ledger_checkpoints ORDER BY id DESC LIMIT 1",
+        )
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(seq, head_hash, signed_at_us, key_id, signature)| Checkpoint {
+            seq,
+            head_hash,
+            signed_at: Timestamp::from_unix_us(signed_at_us),
+            key_id,
+            signature,
+        }))
+    }
+
+    async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError> {
+        query(
+            "INSERT INTO staff_keys (id, key_hash, role, region, label, created_at_us, minted_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(key.id)
+        .bind(key.key_hash.clone())
+        .bind(key.scope.role.as_str())
+        .bind(key.scope.region.to_string())
+        .bind(key.label.clone())
+        .bind(key.created_at.unix_us())
+        .bind(key.minted_by)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError> {
+        let row: Option<(Uuid, String, String, String, Option<i64>)> =
+            query_as("SELECT id, role, region, label, revoked_at_us FROM staff_keys WHERE key_hash = $1")
+                .bind(key_hash.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
+        row.map(|(id, role, region, label, revoked_at_us)| {
+            Ok(StaffKeyRecord {
+                id,
+                scope: scope_from_db(&role, &region)?,
+                label,
+                revoked: revoked_at_us.is_some(),
+            })
+        })
+        .transpose()
+    }
+
+    async fn staff_keys(&self) -> Result<Vec<crate::storage::StaffKeyListing>, StorageError> {
+        let sql = format!("SELECT {STAFF_KEY_COLUMNS} FROM staff_keys ORDER BY created_at_us, id");
+        let rows: Vec<StaffKeyRow> = query_as(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        rows.into_iter().map(staff_key_listing).collect()
+    }
+
+    async fn revoke_staff_key(
+        &self,
+        id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<crate::storage::StaffKeyListing>, StorageError> {
+        query("UPDATE staff_keys SET revoked_at_us = $1 WHERE id = $2 AND revoked_at_us IS NULL")
+            .bind(at.unix_us())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        let sql = format!("SELECT {STAFF_KEY_COLUMNS} FROM staff_keys WHERE id = $1");
+        let row: Option<StaffKeyRow> =
+            query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        row.map(staff_key_listing).transpose()
+    }
+}
