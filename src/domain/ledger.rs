@@ -24,6 +24,7 @@
 //! where `str` is a u32 BE byte length followed by the UTF-8 bytes. Every field has a fixed width
 //! or a length prefix, so no two different entries encode to the same bytes.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use ring::digest;
@@ -528,6 +529,79 @@ fn check_balanced(entry: &PostedEntry) -> Result<(), String> {
     Ok(())
 }
 
+/// An entry whose place in the chain is fixed: ready to be written.
+#[derive(Debug)]
+pub struct Sealed<'a> {
+    pub entry: &'a NewEntry,
+    pub seq: i64,
+    pub posted_at: Timestamp,
+    pub prev_hash: EntryHash,
+    pub hash: EntryHash,
+}
+
+/// Applies `fresh` (each with its index in the caller's batch) to `balances`, keyed by account
+/// address, in order, and chains them after `head`, all posted at `posted_at`.
+///
+/// An entry is atomic: account limits hold for the balances after the whole entry, not between
+/// its postings. The first entry that would take an account past its limit (or overflow a
+/// total) refuses the whole batch; `balances` is then partly applied and must be dropped.
+/// Accounts missing from `balances` start at zero.
+pub fn seal<'a>(
+    head: &LedgerHead,
+    posted_at: Timestamp,
+    fresh: &[(usize, &'a NewEntry)],
+    balances: &mut HashMap<&'a str, Balance>,
+) -> Result<Vec<Sealed<'a>>, IndexedLedgerError> {
+    let (mut seq, mut prev_hash) = (head.seq, head.hash);
+    let mut sealed = Vec::with_capacity(fresh.len());
+    for &(index, entry) in fresh {
+        apply_within_limits(entry, balances).map_err(|address| {
+            LedgerError::LimitExceeded { index, address: address.to_owned() }.with_index(index)
+        })?;
+        seq += 1;
+        let hash = entry_hash(&prev_hash, &entry.hash_input(seq, posted_at, &entry.posting_triples()));
+        sealed.push(Sealed { entry, seq, posted_at, prev_hash, hash });
+        prev_hash = hash;
+    }
+    Ok(sealed)
+}
+
+/// Adds `entry`'s postings to `balances`; the address of the first account past its limit
+/// (or whose total would overflow) if any.
+fn apply_within_limits<'a>(
+    entry: &'a NewEntry,
+    balances: &mut HashMap<&'a str, Balance>,
+) -> Result<(), &'a str> {
+    for posting in &entry.postings {
+        let address = posting.account.address.as_str();
+        let balance = balances.entry(address).or_default();
+        balance.apply(posting.side, posting.amount_fen).ok_or(address)?;
+    }
+    for posting in &entry.postings {
+        let address = posting.account.address.as_str();
+        if balances.get(address).is_some_and(|b| b.violates(posting.account.flags)) {
+            return Err(address);
+        }
+    }
+    Ok(())
+}
+
+impl NewEntry {
+    /// The postings as the hash takes them: address, side, amount.
+    fn posting_triples(&self) -> Vec<(&str, Side, i64)> {
+        self.postings.iter().map(|p| (p.account.address.as_str(), p.side, p.amount_fen)).collect()
+    }
+
+    fn hash_input<'a>(
+        &'a self,
+        seq: i64,
+        posted_at: Timestamp,
+        postings: &'a [(&'a str, Side, i64)],
+    ) -> HashInput<'a> {
+        HashInput { seq, id: self.id, kind: &self.kind, reference: &self.reference, posted_at, postings }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -538,6 +612,82 @@ mod tests {
 
     fn posting(name: &str, side: Side, amount_fen: i64) -> NewPosting {
         NewPosting { account: account(name), side, amount_fen }
+    }
+
+    /// A posting to a debit-normal account with no limit: a source of funds.
+    fn source(name: &str, side: Side, amount_fen: i64) -> NewPosting {
+        let account = AccountSpec::debit_unlimited(AccountAddress::parse(name).expect("valid"));
+        NewPosting { account, side, amount_fen }
+    }
+
+    fn entry(reference: &str, postings: Vec<NewPosting>) -> NewEntry {
+        NewEntry::new("t", reference, postings)
+    }
+
+    #[test]
+    fn seal_chains_entries_after_the_head() {
+        let a = entry("r1", vec![source("x", Side::Debit, 5), posting("b", Side::Credit, 5)]);
+        let b = entry("r2", vec![posting("b", Side::Debit, 3), source("x", Side::Credit, 3)]);
+        let at = Timestamp::from_unix_us(1_000);
+        let mut balances = HashMap::from([("b", Balance { debits_fen: 0, credits_fen: 10 })]);
+        let sealed = seal(&LedgerHead::GENESIS, at, &[(0, &a), (1, &b)], &mut balances).expect("sealed");
+        assert_eq!(sealed.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(sealed[0].prev_hash, GENESIS_HASH);
+        assert_eq!(sealed[1].prev_hash, sealed[0].hash);
+        let postings = a.posting_triples();
+        assert_eq!(sealed[0].hash, entry_hash(&GENESIS_HASH, &a.hash_input(1, at, &postings)));
+        assert!(sealed.iter().all(|s| s.posted_at == at));
+        assert_eq!(balances["x"], Balance { debits_fen: 5, credits_fen: 3 });
+        assert_eq!(balances["b"], Balance { debits_fen: 3, credits_fen: 15 });
+    }
+
+    #[test]
+    fn seal_refuses_the_first_entry_past_a_limit_with_its_batch_index() {
+        // "a" is credit limited: its debits may not exceed its credits.
+        let fine = entry("r1", vec![posting("a", Side::Credit, 5), source("x", Side::Debit, 5)]);
+        let over = entry("r2", vec![posting("a", Side::Debit, 6), source("x", Side::Credit, 6)]);
+        let mut balances = HashMap::new();
+        let refused = seal(&LedgerHead::GENESIS, Timestamp::EPOCH, &[(3, &fine), (7, &over)], &mut balances)
+            .expect_err("a goes to -1");
+        assert_eq!(refused.index, 7);
+        assert_eq!(refused.error, LedgerError::LimitExceeded { index: 7, address: "a".into() });
+    }
+
+    #[test]
+    fn seal_judges_limits_after_the_whole_entry() {
+        // Debiting "a" before crediting it within one entry is fine: the entry is atomic.
+        let swap = entry(
+            "r1",
+            vec![
+                posting("a", Side::Debit, 4),
+                posting("a", Side::Credit, 4),
+                source("x", Side::Debit, 1),
+                posting("y", Side::Credit, 1),
+            ],
+        );
+        let mut balances = HashMap::new();
+        assert!(seal(&LedgerHead::GENESIS, Timestamp::EPOCH, &[(0, &swap)], &mut balances).is_ok());
+        // A debit-limited account may not take more credits than debits.
+        let limited = AccountSpec::debit_limited(AccountAddress::parse("d").expect("valid"));
+        let over = entry(
+            "r2",
+            vec![
+                NewPosting { account: limited, side: Side::Credit, amount_fen: 2 },
+                source("x", Side::Debit, 2),
+            ],
+        );
+        let refused = seal(&LedgerHead::GENESIS, Timestamp::EPOCH, &[(0, &over)], &mut balances);
+        let refused = refused.expect_err("d past its limit");
+        assert_eq!(refused.error, LedgerError::LimitExceeded { index: 0, address: "d".into() });
+    }
+
+    #[test]
+    fn seal_refuses_a_total_that_would_overflow() {
+        let big = entry("r1", vec![source("x", Side::Debit, 1), posting("y", Side::Credit, 1)]);
+        let mut balances = HashMap::from([("x", Balance { debits_fen: i64::MAX, credits_fen: 0 })]);
+        let refused = seal(&LedgerHead::GENESIS, Timestamp::EPOCH, &[(0, &big)], &mut balances);
+        let refused = refused.expect_err("overflow");
+        assert_eq!(refused.error, LedgerError::LimitExceeded { index: 0, address: "x".into() });
     }
 
     #[test]

@@ -9,8 +9,8 @@ use uuid::Uuid;
 
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ledger::{
-    AccountAddress, AccountFlags, AccountSpec, Balance, EntryHash, HashInput, LedgerError, LedgerHead,
-    MAX_ENTRIES_PER_BATCH, NewEntry, PostReceipt, PostedEntry, Posting, Side, entry_hash,
+    AccountAddress, AccountFlags, AccountSpec, Balance, EntryHash, LedgerError, LedgerHead,
+    MAX_ENTRIES_PER_BATCH, NewEntry, PostReceipt, PostedEntry, Posting, Sealed, Side, seal,
 };
 use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
@@ -81,15 +81,6 @@ pub(crate) struct PostingInsert {
 
 pub(crate) fn side_from_db(code: &str) -> Result<Side, crate::storage::StorageError> {
     Side::from_code(code).ok_or_else(|| crate::storage::StorageError::Corrupt(format!("bad side {code:?}")))
-}
-
-/// An entry ready to insert: its place in the chain is fixed.
-struct Sealed<'a> {
-    entry: &'a NewEntry,
-    seq: i64,
-    posted_at: Timestamp,
-    prev_hash: EntryHash,
-    hash: EntryHash,
 }
 
 impl SqlStore {
@@ -269,8 +260,9 @@ impl SqlStore {
         Ok(known)
     }
 
-    /// Applies the entries to the balances in order, refusing any that breaks a limit,
-    /// writes the new balances, and fixes each entry's place in the chain.
+    /// Applies the entries to the balances in order, refusing any that breaks a limit
+    /// (`domain::ledger::seal`), writes the new balances, and fixes each entry's place in the
+    /// chain.
     async fn seal<'a>(
         &self,
         tx: &mut Tx,
@@ -278,47 +270,28 @@ impl SqlStore {
         fresh: &[(usize, &'a NewEntry)],
         accounts: &HashMap<String, KnownAccount>,
     ) -> Result<Vec<Sealed<'a>>, PostError> {
-        let mut balances = self.load_balances(tx, accounts).await?;
-        let posted_at = self.clock.now().max(head.posted_at);
-        let (mut seq, mut prev_hash) = (head.seq, head.hash);
-        let mut sealed = Vec::with_capacity(fresh.len());
-        for (index, entry) in fresh {
-            // Limits hold for the state after the whole entry: an entry is atomic.
-            for posting in &entry.postings {
-                let address = posting.account.address.as_str();
-                let balance = balances.entry(accounts[address].id).or_default();
-                if balance.apply(posting.side, posting.amount_fen).is_none() {
-                    let address = address.to_owned();
-                    return Err(LedgerError::LimitExceeded { index: *index, address }
-                        .with_index(*index)
-                        .into());
-                }
+        let by_id = self.load_balances(tx, accounts).await?;
+        let mut balances: HashMap<&'a str, Balance> = HashMap::with_capacity(by_id.len());
+        for posting in fresh.iter().flat_map(|(_, entry)| &entry.postings) {
+            let address = posting.account.address.as_str();
+            if let Some(balance) = accounts.get(address).and_then(|a| by_id.get(&a.id)) {
+                balances.insert(address, *balance);
             }
-            for posting in &entry.postings {
-                let address = posting.account.address.as_str();
-                if balances[&accounts[address].id].violates(posting.account.flags) {
-                    let address = address.to_owned();
-                    return Err(LedgerError::LimitExceeded { index: *index, address }
-                        .with_index(*index)
-                        .into());
-                }
-            }
-            seq += 1;
-            let postings: Vec<(&str, Side, i64)> =
-                entry.postings.iter().map(|p| (p.account.address.as_str(), p.side, p.amount_fen)).collect();
-            let input = HashInput {
-                seq,
-                id: entry.id,
-                kind: &entry.kind,
-                reference: &entry.reference,
-                posted_at,
-                postings: &postings,
-            };
-            let hash = entry_hash(&prev_hash, &input);
-            sealed.push(Sealed { entry, seq, posted_at, prev_hash, hash });
-            prev_hash = hash;
         }
-        self.store_balances(tx, &balances).await?;
+        let posted_at = self.clock.now().max(head.posted_at);
+        let sealed = seal(head, posted_at, fresh, &mut balances)?;
+        let rows = balances
+            .into_iter()
+            .map(|(address, b)| {
+                let account = accounts
+                    .get(address)
+                    .ok_or_else(|| StorageError::Corrupt(format!("account {address}")))?;
+                Ok((account.id, b.debits_fen, b.credits_fen))
+            })
+            .collect::<Result<Vec<_>, StorageError>>()?;
+        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
+            self.backend.upsert_balance_rows(tx, chunk).await?;
+        }
         Ok(sealed)
     }
 
@@ -335,19 +308,6 @@ impl SqlStore {
             }
         }
         Ok(balances)
-    }
-
-    async fn store_balances(
-        &self,
-        tx: &mut Tx,
-        balances: &HashMap<i64, Balance>,
-    ) -> Result<(), StorageError> {
-        let rows: Vec<(i64, i64, i64)> =
-            balances.iter().map(|(id, b)| (*id, b.debits_fen, b.credits_fen)).collect();
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            self.backend.upsert_balance_rows(tx, chunk).await?;
-        }
-        Ok(())
     }
 
     async fn insert_entries(
