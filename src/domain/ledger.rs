@@ -180,7 +180,7 @@ impl AccountFlags {
 }
 
 /// A structured account address: `:`-separated segments of `[a-z0-9_-]`, such as
-/// `season:0190c0de-....:pool:370000`.
+/// `season:0190c0de-7a1b-7c3d-8e4f-0123456789ab:funder:370000:pool` (the chart is `accounts.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountAddress(String);
 
