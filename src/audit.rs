@@ -184,7 +184,8 @@ fn write_line(out: &mut dyn Write, line: &ExportLine) -> Result<(), VerifyFailur
 }
 
 /// Verifies an export with no database: the chain, every entry's balance in each unit (the same
-/// rule as online and on the write path), and the checkpoint's signature under `public_key` and its agreement with the chain.
+/// rule as online and on the write path), and the checkpoint's signature under `public_key` and
+/// its agreement with the chain.
 pub fn verify_export(input: impl BufRead, public_key: &[u8]) -> Result<VerifyReport, VerifyFailure> {
     let mut verifier = ChainVerifier::default();
     let mut checkpoint: Option<Checkpoint> = None;

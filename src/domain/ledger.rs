@@ -618,7 +618,8 @@ mod tests {
     #[test]
     fn the_unit_of_an_account_follows_the_chart() {
         use crate::domain::accounts;
-        let (season, card, batch) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (season, card) = (Uuid::now_v7(), Uuid::now_v7());
+        let (batch, merchant) = (Uuid::now_v7(), Uuid::now_v7());
         let funder = "370000".parse().expect("region");
         let points = [
             accounts::points_earned(season),
@@ -636,7 +637,9 @@ mod tests {
             accounts::pool(season, funder),
             accounts::reserve(season, batch, funder),
             accounts::issued(season, batch, funder),
-            accounts::payable(season, card, funder),
+            accounts::payable(season, merchant, funder),
+            accounts::settled(season, merchant, funder),
+            accounts::paid(season, merchant, funder),
         ];
         for spec in fen {
             assert_eq!(Unit::of(spec.address.as_str()), Unit::Fen, "{}", spec.address);
