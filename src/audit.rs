@@ -47,7 +47,8 @@ pub enum VerifyFailure {
     Io(#[from] std::io::Error),
 }
 
-/// Recomputes the chain from the first entry, checks every entry balances, that the head row
+/// Recomputes the chain from the first entry, checks every entry balances in each unit (fen and
+/// points separately, [`crate::domain::ledger::balance_per_unit`]), that the head row
 /// agrees, and that every maintained balance equals the sum of its postings.
 pub async fn verify_store(store: &dyn Storage) -> Result<VerifyReport, VerifyFailure> {
     let head = store.ledger_head().await?;
@@ -182,8 +183,9 @@ fn write_line(out: &mut dyn Write, line: &ExportLine) -> Result<(), VerifyFailur
     Ok(())
 }
 
-/// Verifies an export with no database: the chain, every entry's balance, and the checkpoint's
-/// signature under `public_key` and its agreement with the chain.
+/// Verifies an export with no database: the chain, every entry's balance in each unit (the same
+/// rule as online and on the write path), and the checkpoint's signature under `public_key` and
+/// its agreement with the chain.
 pub fn verify_export(input: impl BufRead, public_key: &[u8]) -> Result<VerifyReport, VerifyFailure> {
     let mut verifier = ChainVerifier::default();
     let mut checkpoint: Option<Checkpoint> = None;

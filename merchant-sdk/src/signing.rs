@@ -5,7 +5,7 @@
 //! | header | value |
 //! |---|---|
 //! | `Wenhui-Terminal` | the terminal id (UUID) returned at registration |
-//! | `Wenhui-Timestamp` | Unix seconds when the request was signed |
+//! | `Wenhui-Timestamp` | Unix seconds when the request was signed: ASCII digits, no sign, no leading zero ([`parse_timestamp`]) |
 //! | `Wenhui-Nonce` | 16-64 characters of `[A-Za-z0-9_-]`, never reused by this terminal |
 //! | `Wenhui-Signature` | base64url (no padding) Ed25519 signature over the canonical string |
 //!
@@ -15,12 +15,13 @@
 //! WENHUI-TERMINAL-V1
 //! <METHOD, upper case>
 //! <path and query exactly as sent, e.g. /v1/redemptions>
-//! <timestamp, decimal>
+//! <timestamp, decimal: the header's text, which has one form only>
 //! <nonce>
 //! <SHA-256 of the body bytes, lower-case hex (of the empty string for no body)>
 //! ```
 //!
-//! The service refuses a bad signature (401 `bad_signature`), a timestamp more than 300 seconds
+//! The service refuses a timestamp in any other form (401 `timestamp_malformed`), a bad signature
+//! (401 `bad_signature`), a timestamp more than 300 seconds
 //! from its clock (401 `stale_request`), a nonce it has seen from this terminal (401
 //! `replayed_request`), a revoked terminal (403 `terminal_revoked`) and a suspended merchant
 //! (403 `merchant_suspended`).
@@ -55,11 +56,27 @@ pub enum SignatureError {
     BadSignature,
     #[error("the timestamp is more than {MAX_SKEW_S} seconds from the server's clock")]
     Stale,
+    #[error("Wenhui-Timestamp must be Unix seconds as ASCII digits, with no sign and no leading zero")]
+    MalformedTimestamp,
 }
 
 pub fn nonce_is_valid(nonce: &str) -> bool {
     (16..=64).contains(&nonce.len())
         && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The `Wenhui-Timestamp` header's value as Unix seconds. It has one form: ASCII decimal digits,
+/// no sign, no leading zero (`0` alone aside), at most `i64::MAX`. That text is exactly the
+/// integer's decimal form, so the canonical string a till signs from the header as sent and the
+/// one the service rebuilds from the integer are the same; any other form (`01767225600`,
+/// `+1767225600`, ` 1767225600`) is refused rather than failing the signature check.
+pub fn parse_timestamp(text: &str) -> Result<i64, SignatureError> {
+    let digits_only = !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    let leading_zero = text.len() > 1 && text.starts_with('0');
+    if !digits_only || leading_zero {
+        return Err(SignatureError::MalformedTimestamp);
+    }
+    text.parse().map_err(|_| SignatureError::MalformedTimestamp)
 }
 
 impl SignedParts<'_> {
@@ -195,7 +212,47 @@ mod tests {
         assert_eq!(edge.verify(public, &edge.sign(&key), now_s), Ok(()));
     }
 
+    #[test]
+    fn a_timestamp_has_one_form() {
+        assert_eq!(parse_timestamp("1767225600"), Ok(1_767_225_600));
+        assert_eq!(parse_timestamp("0"), Ok(0));
+        assert_eq!(parse_timestamp("9223372036854775807"), Ok(i64::MAX));
+        for refused in [
+            "01767225600",
+            "00",
+            "+1767225600",
+            "-1767225600",
+            "-0",
+            "",
+            " 1767225600",
+            "1767225600 ",
+            "1767225600.0",
+            "1e9",
+            "0x10",
+            "\u{661}\u{662}",
+            "9223372036854775808",
+            "99999999999999999999999",
+        ] {
+            assert_eq!(parse_timestamp(refused), Err(SignatureError::MalformedTimestamp), "{refused:?}");
+        }
+    }
+
     proptest! {
+        /// Accepted exactly when the text is the decimal form of a non-negative i64: what the
+        /// canonical string holds.
+        #[test]
+        fn a_timestamp_is_accepted_in_its_decimal_form_only(text in "[-+0-9 ]{0,21}") {
+            match parse_timestamp(&text) {
+                Ok(seconds) => prop_assert!(seconds >= 0 && seconds.to_string() == text),
+                Err(_) => prop_assert!(text.parse::<i64>().map_or(true, |n| n < 0 || n.to_string() != text)),
+            }
+        }
+
+        #[test]
+        fn every_non_negative_i64_round_trips(seconds in 0..=i64::MAX) {
+            prop_assert_eq!(parse_timestamp(&seconds.to_string()), Ok(seconds));
+        }
+
         #[test]
         fn verifier_never_panics(signature in ".{0,120}", nonce in ".{0,80}", body in proptest::collection::vec(any::<u8>(), 0..64)) {
             let key = Ed25519KeyPair::from_seed_unchecked(&[1u8; 32]).expect("seed");

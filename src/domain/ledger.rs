@@ -98,6 +98,64 @@ impl Side {
     }
 }
 
+/// What an account counts. The chart of accounts (`accounts.rs`) keeps the benefit card's points
+/// under addresses whose first segment is `points` or `card`; every other account counts fen.
+/// An entry balances in each unit separately: one that debits 5 points and credits 5 fen balances
+/// in neither.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Unit {
+    Fen,
+    Points,
+}
+
+impl Unit {
+    pub fn of(address: &str) -> Unit {
+        match address.split(':').next() {
+            Some("points" | "card") => Unit::Points,
+            _ => Unit::Fen,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Unit::Fen => "fen",
+            Unit::Points => "points",
+        }
+    }
+}
+
+/// The first unit (fen, then points) in which an entry's debits and credits differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("debits {debits} {} != credits {credits} {}", .unit.name(), .unit.name())]
+pub struct UnitImbalance {
+    pub unit: Unit,
+    pub debits: i128,
+    pub credits: i128,
+}
+
+/// Sums debits and credits per unit over `(account, side, amount)` postings; `Err` names the first
+/// unit that does not balance. The one balance rule of the write path and of both verifiers.
+pub fn balance_per_unit<'a>(
+    postings: impl IntoIterator<Item = (&'a str, Side, i64)>,
+) -> Result<(), UnitImbalance> {
+    let mut fen = UnitImbalance { unit: Unit::Fen, debits: 0, credits: 0 };
+    let mut points = UnitImbalance { unit: Unit::Points, debits: 0, credits: 0 };
+    for (account, side, amount) in postings {
+        let totals = match Unit::of(account) {
+            Unit::Fen => &mut fen,
+            Unit::Points => &mut points,
+        };
+        match side {
+            Side::Debit => totals.debits += i128::from(amount),
+            Side::Credit => totals.credits += i128::from(amount),
+        }
+    }
+    match [fen, points].into_iter().find(|totals| totals.debits != totals.credits) {
+        Some(imbalance) => Err(imbalance),
+        None => Ok(()),
+    }
+}
+
 /// Balance limits, after TigerBeetle's account flags.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
 pub struct AccountFlags(u32);
@@ -123,7 +181,7 @@ impl AccountFlags {
 }
 
 /// A structured account address: `:`-separated segments of `[a-z0-9_-]`, such as
-/// `season:0190c0de-....:pool:370000`.
+/// `season:0190c0de-7a1b-7c3d-8e4f-0123456789ab:funder:370000:pool` (the chart is `accounts.rs`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct AccountAddress(String);
 
@@ -265,7 +323,8 @@ impl NewEntry {
         if debits != credits {
             return Err(LedgerError::Unbalanced { debits_fen: debits, credits_fen: credits });
         }
-        Ok(())
+        let postings = self.postings.iter().map(|p| (p.account.address.as_str(), p.side, p.amount_fen));
+        balance_per_unit(postings).map_err(LedgerError::UnbalancedUnit)
     }
 }
 
@@ -357,6 +416,8 @@ pub enum LedgerError {
     BadAmount(i64),
     #[error("debits ({debits_fen} fen) do not equal credits ({credits_fen} fen)")]
     Unbalanced { debits_fen: i64, credits_fen: i64 },
+    #[error("debits and credits must balance in each unit: {0}")]
+    UnbalancedUnit(UnitImbalance),
     #[error("entry kind must be 1-64 characters of [a-z0-9_]")]
     BadKind,
     #[error("entry reference must be 1-200 bytes")]
@@ -513,20 +574,15 @@ fn check_balanced(entry: &PostedEntry) -> Result<(), String> {
     if entry.postings.len() < 2 {
         return Err("fewer than two postings".into());
     }
-    let (mut debits, mut credits) = (0i128, 0i128);
-    for posting in &entry.postings {
-        if posting.amount_fen <= 0 {
-            return Err(format!("non-positive amount {} fen", posting.amount_fen));
-        }
-        match posting.side {
-            Side::Debit => debits += i128::from(posting.amount_fen),
-            Side::Credit => credits += i128::from(posting.amount_fen),
-        }
+    if let Some(posting) = entry.postings.iter().find(|p| p.amount_fen <= 0) {
+        return Err(format!(
+            "non-positive amount {} {}",
+            posting.amount_fen,
+            Unit::of(&posting.account).name()
+        ));
     }
-    if debits != credits {
-        return Err(format!("debits {debits} fen != credits {credits} fen"));
-    }
-    Ok(())
+    balance_per_unit(entry.postings.iter().map(|p| (p.account.as_str(), p.side, p.amount_fen)))
+        .map_err(|imbalance| imbalance.to_string())
 }
 
 /// An entry whose place in the chain is fixed: ready to be written.
@@ -707,6 +763,105 @@ mod tests {
         assert_eq!(negative.validate(), Err(LedgerError::BadAmount(-5)));
         let empty = NewEntry::new("t", "r", vec![]);
         assert_eq!(empty.validate(), Err(LedgerError::TooFewPostings));
+    }
+
+    #[test]
+    fn the_unit_of_an_account_follows_the_chart() {
+        use crate::domain::accounts;
+        let (season, card) = (Uuid::now_v7(), Uuid::now_v7());
+        let (batch, merchant) = (Uuid::now_v7(), Uuid::now_v7());
+        let funder = "370000".parse().expect("region");
+        let points = [
+            accounts::points_earned(season),
+            accounts::points_exchanged(season),
+            accounts::points_expired(season),
+            accounts::points_reversed(season),
+            accounts::card_points(card, season),
+            accounts::card_points_debt(card, season),
+        ];
+        for spec in points {
+            assert_eq!(Unit::of(spec.address.as_str()), Unit::Points, "{}", spec.address);
+        }
+        let fen = [
+            accounts::appropriation(season, funder),
+            accounts::pool(season, funder),
+            accounts::reserve(season, batch, funder),
+            accounts::issued(season, batch, funder),
+            accounts::payable(season, merchant, funder),
+            accounts::settled(season, merchant, funder),
+            accounts::paid(season, merchant, funder),
+        ];
+        for spec in fen {
+            assert_eq!(Unit::of(spec.address.as_str()), Unit::Fen, "{}", spec.address);
+        }
+        // A fen account whose name merely contains "points" stays fen.
+        assert_eq!(Unit::of("season:s:pointsless"), Unit::Fen);
+    }
+
+    /// Debits 5 points, credits 5 fen: the totals agree, each unit does not.
+    fn mixed_postings() -> Vec<NewPosting> {
+        let card_points =
+            AccountSpec::credit_limited(AccountAddress::from_segments(&["card", "c", "points"]));
+        vec![
+            NewPosting { account: card_points, side: Side::Debit, amount_fen: 5 },
+            posting("season:s:pool", Side::Credit, 5),
+        ]
+    }
+
+    #[test]
+    fn an_entry_balances_in_each_unit_separately() {
+        let mixed = NewEntry::new("t", "r", mixed_postings());
+        assert_eq!(
+            mixed.validate(),
+            Err(LedgerError::UnbalancedUnit(UnitImbalance { unit: Unit::Fen, debits: 0, credits: 5 }))
+        );
+        let points = |name: &str, side| {
+            let account = AccountSpec::credit_limited(AccountAddress::parse(name).expect("valid"));
+            NewPosting { account, side, amount_fen: 7 }
+        };
+        let both_balanced = NewEntry::new(
+            "t",
+            "r",
+            vec![
+                points("points:s:earned", Side::Debit),
+                points("card:c:season:s:points", Side::Credit),
+                posting("a", Side::Debit, 3),
+                posting("b", Side::Credit, 3),
+            ],
+        );
+        assert_eq!(both_balanced.validate(), Ok(()));
+    }
+
+    #[test]
+    fn the_chain_verifier_refuses_a_well_chained_entry_that_mixes_units() {
+        let postings: Vec<Posting> = mixed_postings()
+            .into_iter()
+            .map(|p| Posting {
+                account: p.account.address.to_string(),
+                side: p.side,
+                amount_fen: p.amount_fen,
+            })
+            .collect();
+        let mut entry = PostedEntry {
+            seq: 1,
+            id: Uuid::nil(),
+            kind: "forged".into(),
+            reference: "forged:1".into(),
+            posted_at: Timestamp::EPOCH,
+            prev_hash: GENESIS_HASH,
+            hash: GENESIS_HASH,
+            postings,
+        };
+        entry.hash = entry.compute_hash(&GENESIS_HASH);
+        let refused = ChainVerifier::default().check(&entry);
+        assert_eq!(
+            refused,
+            Err(ChainBreak::Malformed {
+                seq: 1,
+                id: Uuid::nil(),
+                reason: "debits 0 fen != credits 5 fen".into()
+            })
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::accounts;
+use crate::domain::finance::FunderFigures;
 use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::ledger::{NewEntry, NewPosting, Side};
 use crate::domain::money::{Fen, Yuan};
@@ -182,11 +183,9 @@ pub async fn create_season(
         ));
         funders.push(funder);
     }
-    let mut view = season_view(state.store(), &season, state.clock().now()).await?;
-    for (funder_view, line) in view["funders"].as_array_mut().into_iter().flatten().zip(&request.budgets) {
-        funder_view["appropriated"] = json!(line.amount.0.to_string());
-        funder_view["available"] = json!(line.amount.0.to_string());
-    }
+    // The answer is stored with the season, so it is built before the funders exist in storage:
+    // from the budgets, as a GET right after reads them.
+    let view = season_json(&season, state.clock().now(), &opening_figures(&funders, &request.budgets));
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
     let outcome = state.store().create_season(&season, &funders, &entries, &record).await;
@@ -249,19 +248,46 @@ async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> 
 async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Result<Value, ApiError> {
     // One read of the season's accounts; the chart says what each one is (domain::finance).
     let figures = crate::domain::finance::funder_figures(season.id, &store.season_balances(season.id).await?);
-    let mut funders = Vec::new();
-    for funder in store.season_funders(season.id).await? {
-        let f = figures.get(&funder).cloned().unwrap_or_default();
-        let yuan = |fen: i64| Fen::new(fen.max(0)).map(|f| f.to_string()).unwrap_or_default();
-        funders.push(json!({
-            "funder": funder,
-            "appropriated": yuan(f.appropriated),
-            "reserved": yuan(f.reserved),
-            "committed": yuan(f.outstanding),
-            "available": yuan(f.available),
-        }));
-    }
-    Ok(json!({
+    let funders: Vec<(RegionCode, FunderFigures)> = store
+        .season_funders(season.id)
+        .await?
+        .into_iter()
+        .map(|funder| (funder, figures.get(&funder).cloned().unwrap_or_default()))
+        .collect();
+    Ok(season_json(season, now, &funders))
+}
+
+/// Each funder's figures in a new season: its whole budget appropriated and available, in the
+/// order storage lists a season's funders (by code).
+fn opening_figures(funders: &[RegionCode], budgets: &[BudgetLine]) -> Vec<(RegionCode, FunderFigures)> {
+    let mut figures: Vec<(RegionCode, FunderFigures)> = funders
+        .iter()
+        .zip(budgets)
+        .map(|(funder, line)| {
+            let amount_fen = line.amount.0.as_fen();
+            (*funder, FunderFigures { appropriated: amount_fen, available: amount_fen, ..Default::default() })
+        })
+        .collect();
+    figures.sort_by_key(|(funder, _)| *funder);
+    figures
+}
+
+/// The answer for a season, given each funder's figures in the order to list them.
+fn season_json(season: &Season, now: Timestamp, funder_figures: &[(RegionCode, FunderFigures)]) -> Value {
+    let yuan = |fen: i64| Fen::new(fen.max(0)).map(|f| f.to_string()).unwrap_or_default();
+    let funders: Vec<Value> = funder_figures
+        .iter()
+        .map(|(funder, f)| {
+            json!({
+                "funder": funder,
+                "appropriated": yuan(f.appropriated),
+                "reserved": yuan(f.reserved),
+                "committed": yuan(f.outstanding),
+                "available": yuan(f.available),
+            })
+        })
+        .collect();
+    json!({
         "id": season.id,
         "name": season.name,
         "province": season.province,
@@ -277,7 +303,7 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
             .map(|(category, percent)| (category.to_string(), json!(percent)))
             .collect::<serde_json::Map<_, _>>(),
         "funders": funders,
-    }))
+    })
 }
 
 /// A page of `GET /v1/seasons`: 20 by default, at most 100 (each season's view reads its

@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui_merchant_sdk::signing::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, SignatureError, SignedParts,
+    parse_timestamp,
 };
 use wenhui_merchant_sdk::token::{QrToken, TokenError, TokenKind, TokenPayload};
 
@@ -101,9 +102,8 @@ async fn verify_terminal(
 ) -> Result<(TerminalCtx, String), ApiError> {
     let unknown = || ApiError::unauthorized("unknown_terminal", "no such terminal");
     let terminal_id: Uuid = header(headers, HEADER_TERMINAL)?.parse().map_err(|_| unknown())?;
-    let timestamp_s: i64 = header(headers, HEADER_TIMESTAMP)?
-        .parse()
-        .map_err(|_| ApiError::unauthorized("stale_request", "Wenhui-Timestamp must be Unix seconds"))?;
+    let timestamp_s = parse_timestamp(header(headers, HEADER_TIMESTAMP)?)
+        .map_err(|e| ApiError::unauthorized("timestamp_malformed", e.to_string()))?;
     let nonce = header(headers, HEADER_NONCE)?;
     let signature = header(headers, HEADER_SIGNATURE)?;
     let (terminal, merchant) = match state.inner().tills.get(&terminal_id) {

@@ -133,7 +133,35 @@ both_backends!(
     vouchers_and_seasons_come_a_page_at_a_time,
     a_season_holds_at_most_max_batches,
     an_expiry_planned_before_its_batch_closed_is_refused,
+    a_new_season_answers_with_its_funders_as_a_get_does,
 );
+
+/// The 201 of `POST /v1/seasons` is the season as a GET right after shows it: each funder with
+/// its budget appropriated and available, listed by code whatever the order of the budgets; a
+/// replay of the same key answers the same.
+async fn a_new_season_answers_with_its_funders_as_a_get_does(backend: Backend) {
+    let clock = Arc::new(ManualClock::new(Timestamp::from_unix_us(T0_US)));
+    let app = TestApp::spawn_with_clock(backend, clock).await;
+    let province_admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
+    let body = json!({
+        "name": "2026 文化消费季", "province": "370000", "starts_at": at(0), "ends_at": at(30 * 86_400),
+        "budgets": [{"funder": "370200", "amount": "1000.00"}, {"funder": "370000", "amount": "2500.50"}],
+    });
+    let (status, created) = app.post_idem("/v1/seasons", Some(&province_admin), "s-1", body.clone()).await;
+    assert_eq!(status, 201, "{created}");
+    let expected_funders = json!([
+        {"funder": "370000", "appropriated": "2500.50", "reserved": "0.00", "committed": "0.00", "available": "2500.50"},
+        {"funder": "370200", "appropriated": "1000.00", "reserved": "0.00", "committed": "0.00", "available": "1000.00"},
+    ]);
+    assert_eq!(created["funders"], expected_funders, "{created}");
+    let id = created["id"].as_str().expect("id");
+    let (status, read) = app.get(&format!("/v1/seasons/{id}"), None).await;
+    assert_eq!(status, 200, "{read}");
+    assert_eq!(created["funders"], read["funders"]);
+    assert_eq!(created, read, "the whole answer, not only the funders");
+    let (status, replayed) = app.post_idem("/v1/seasons", Some(&province_admin), "s-1", body).await;
+    assert_eq!((status, &replayed), (201, &created));
+}
 
 /// An expired voucher's value goes back to its batch's reserve while the batch is open, to the
 /// pool once it has closed. Expiries planned while the batch was open and committed after its

@@ -190,8 +190,14 @@ async fn verify_export_and_tamper_from_the_command_line(backend: Backend) {
     };
     let good = offline(&export_path);
     assert!(good.status.success(), "{}{}", text(&good.stdout), text(&good.stderr));
-    let edited_path = dir.join("edited.jsonl");
     let exported = std::fs::read_to_string(&export_path).expect("read");
+    let forged_path = dir.join("forged.jsonl");
+    std::fs::write(&forged_path, crate::ledger::append_mixed_unit_entry(&exported)).expect("write");
+    let forged = offline(&forged_path);
+    assert_eq!(forged.status.code(), Some(1), "5 points for 5 fen must fail: {}", text(&forged.stdout));
+    let said = text(&forged.stdout);
+    assert!(said.contains("seq 7") && said.contains("debits 0 fen != credits 5 fen"), "{said}");
+    let edited_path = dir.join("edited.jsonl");
     std::fs::write(&edited_path, exported.replacen("\"amount_fen\":103", "\"amount_fen\":104", 1))
         .expect("write");
     let bad = offline(&edited_path);

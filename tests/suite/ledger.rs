@@ -52,6 +52,7 @@ both_backends!(
     tampered_amount_is_found_by_verify,
     tamper_past_the_first_page_is_found,
     export_verifies_offline_and_edits_fail,
+    an_appended_entry_mixing_points_and_fen_fails_offline,
     concurrent_posting_keeps_sequence_gapless,
 );
 
@@ -293,6 +294,80 @@ async fn export_verifies_offline_and_edits_fail(backend: Backend) {
         audit::verify_export(dropped.as_bytes(), key.public_key()),
         Err(VerifyFailure::Chain(ChainBreak::SequenceGap { .. }))
     ));
+}
+
+/// An export with one more entry appended to its chain, correctly hashed, that debits 5 points
+/// (a card's points account) and credits 5 fen: only the per-unit balance rule can catch it.
+pub fn append_mixed_unit_entry(export: &str) -> String {
+    use wenhui::audit::ExportLine;
+    use wenhui::domain::ledger::{EntryHash, PostedEntry, Posting};
+    let last = export
+        .lines()
+        .rev()
+        .find_map(|line| match serde_json::from_str(line) {
+            Ok(ExportLine::Entry(entry)) => Some(entry),
+            _ => None,
+        })
+        .expect("the export holds an entry");
+    let prev_hash = EntryHash::from_hex(&last.hash).expect("hash");
+    let card = uuid::Uuid::now_v7();
+    let points = wenhui::domain::accounts::card_points(card, uuid::Uuid::now_v7()).address.to_string();
+    let mut forged = PostedEntry {
+        seq: last.seq + 1,
+        id: uuid::Uuid::now_v7(),
+        kind: "forged".into(),
+        reference: format!("forged:{card}"),
+        posted_at: Timestamp::from_unix_us(last.posted_at_us + 1),
+        prev_hash,
+        hash: prev_hash,
+        postings: vec![
+            Posting { account: points, side: Side::Debit, amount_fen: 5 },
+            Posting { account: pool("a").address.to_string(), side: Side::Credit, amount_fen: 5 },
+        ],
+    };
+    forged.hash = forged.compute_hash(&prev_hash);
+    let line = serde_json::to_string(&ExportLine::Entry((&forged).into())).expect("json");
+    format!("{}\n{line}\n", export.trim_end())
+}
+
+/// Offline verification balances each unit separately, as the write path does: an appended,
+/// well-chained entry that debits 5 points and credits 5 fen is refused, and names its seq.
+async fn an_appended_entry_mixing_points_and_fen_fails_offline(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    let key = SigningKey::from_pkcs8(&test_key()).expect("key");
+    for i in 0..3 {
+        store.post_entries(&[fund(&format!("f{i}"), "a", 100)]).await.expect("fund");
+    }
+    audit::checkpoint(store.as_ref(), &key).await.expect("checkpoint");
+    let mut export = Vec::new();
+    audit::export(store.as_ref(), &mut export).await.expect("export");
+    let export = String::from_utf8(export).expect("utf8");
+    audit::verify_export(export.as_bytes(), key.public_key()).expect("the export verifies");
+
+    let forged = append_mixed_unit_entry(&export);
+    match audit::verify_export(forged.as_bytes(), key.public_key()) {
+        Err(VerifyFailure::Chain(ChainBreak::Malformed { seq: 4, reason, .. })) => {
+            assert_eq!(reason, "debits 0 fen != credits 5 fen");
+        }
+        other => panic!("expected entry 4 refused as unbalanced per unit, got {other:?}"),
+    }
+    // The write path refuses the same postings: such an entry is never in a true ledger.
+    let mixed = NewEntry::new(
+        "forged",
+        "forged:online",
+        vec![
+            NewPosting {
+                account: wenhui::domain::accounts::card_points(uuid::Uuid::now_v7(), uuid::Uuid::now_v7()),
+                side: Side::Debit,
+                amount_fen: 5,
+            },
+            NewPosting { account: pool("a"), side: Side::Credit, amount_fen: 5 },
+        ],
+    );
+    let error = refusal(store.post_entries(&[mixed]).await);
+    assert!(matches!(error, LedgerError::UnbalancedUnit(_)), "{error:?}");
+    assert_eq!(entry_count(store.as_ref()).await, 3, "nothing written");
 }
 
 async fn concurrent_posting_keeps_sequence_gapless(backend: Backend) {

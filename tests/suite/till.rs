@@ -173,8 +173,57 @@ both_backends!(
     control_characters_and_huge_bodies_get_a_code_not_a_500,
     a_retry_after_suspension_or_revocation_gets_the_first_answer,
     a_refund_forfeits_the_voucher_when_the_season_says_so,
-    a_reversal_planned_before_its_batch_closed_is_planned_again
+    a_reversal_planned_before_its_batch_closed_is_planned_again,
+    a_timestamp_in_another_form_is_refused_as_malformed,
 );
+
+/// A redemption whose `Wenhui-Timestamp` header is `sent`, signed over `signed_ts` in the
+/// canonical string (the header as sent, or another text to sign).
+async fn signed_with_timestamp_text(till: &Till, sent: &str, signed_ts: &str, nonce: &str) -> (u16, Value) {
+    use base64::Engine;
+    let world = &till.world;
+    let body = json!({"qr": "WH1.x.y", "order_amount": "100.00", "order_ref": nonce}).to_string();
+    let body_hash = hex::encode(ring::digest::digest(&ring::digest::SHA256, body.as_bytes()));
+    let canonical = format!("WENHUI-TERMINAL-V1\nPOST\n/v1/redemptions\n{signed_ts}\n{nonce}\n{body_hash}");
+    let signature = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .encode(till.key.key_pair().sign(canonical.as_bytes()));
+    let response = world
+        .app
+        .client
+        .post(world.app.url("/v1/redemptions"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", Uuid::new_v4().to_string())
+        .header("wenhui-terminal", till.terminal_id.to_string())
+        .header("wenhui-timestamp", sent)
+        .header("wenhui-nonce", nonce)
+        .header("wenhui-signature", signature)
+        .body(body)
+        .send()
+        .await
+        .expect("send");
+    read(response).await
+}
+
+/// `Wenhui-Timestamp` has one form (digits, no sign, no leading zero): the canonical string holds
+/// it as sent, which is then also the integer's decimal form. `0<ts>` and `+<ts>`, signed as sent
+/// or over the plain digits, are 401 `timestamp_malformed` (not `bad_signature`), before the nonce
+/// is recorded: the same nonce then serves a well-formed request.
+async fn a_timestamp_in_another_form_is_refused_as_malformed(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let ts = now_s().to_string();
+    let nonce = "nonce-timestamp-form-0001";
+    for sent in [format!("0{ts}"), format!("+{ts}"), format!("{ts}.0"), format!("-{ts}"), "now".to_owned()] {
+        for signed_ts in [sent.as_str(), ts.as_str()] {
+            let (status, answer) = signed_with_timestamp_text(&till, &sent, signed_ts, nonce).await;
+            assert_eq!((status, code(&answer)), (401, "timestamp_malformed"), "{sent} signed as {signed_ts}");
+            assert!(answer["error"]["message"].as_str().is_some_and(|m| m.contains("no leading zero")));
+        }
+    }
+    let (status, answer) = signed_with_timestamp_text(&till, &ts, &ts, nonce).await;
+    assert_eq!((status, code(&answer)), (422, "qr_invalid"), "the documented form passes: {answer}");
+    let (status, answer) = signed_with_timestamp_text(&till, &ts, &ts, nonce).await;
+    assert_eq!((status, code(&answer)), (401, "replayed_request"), "{answer}");
+}
 
 /// Redeems the citizen's voucher for 50.00 on a fresh QR code through `client`.
 async fn redeem_with(
