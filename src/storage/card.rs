@@ -1,15 +1,20 @@
 //! The benefit card's storage: cards, member discount terms, the points policy of a season, card
 //! payments and their reversals, points expiry, and the finance figures and checks of the
-//! points accounts. The trait and its shapes are here; the SQL is written once in
-//! [`card_store!`] and instantiated per backend (see `sql.rs` for the pattern).
+//! points accounts: the trait, its shapes, and its implementation on either backend.
+
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::{IdemRecord, StorageError, WriteError};
-use crate::domain::card::{Card, Clawback, Earning, MemberTerms, PointsDebt};
-use crate::domain::ledger::NewEntry;
+use crate::domain::accounts;
+use crate::domain::card::{self, Card, CardStatus, CardVia, Clawback, Earning, MemberTerms, PointsDebt};
+use crate::domain::ledger::{Balance, NewEntry};
+use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
+use crate::storage::db::{AsExec, QueryBuilder, query, query_as};
+use crate::storage::ledger::INSERT_CHUNK_ROWS;
+use crate::storage::{IdemRecord, SeasonStore, SqlStore, Storage, StorageError, WriteError};
 
 /// A card's points in one season: what it holds and what it owes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -321,621 +326,591 @@ pub(crate) fn entry_breaks(
     breaks
 }
 
-mod card_impl {
-    use std::collections::{HashMap, HashSet};
-
-    use crate::storage::db::{AsExec, QueryBuilder, query, query_as};
-    use async_trait::async_trait;
-    use uuid::Uuid;
-
-    use crate::domain::accounts;
-    use crate::domain::card::{self, Card, CardStatus, CardVia, MemberTerms, PointsDebt};
-    use crate::domain::ledger::{Balance, NewEntry};
-    use crate::domain::money::Fen;
-    use crate::domain::time::Timestamp;
-    use crate::storage::SqlStore;
-    use crate::storage::card::{
-        CARD_COLUMNS, CARD_PAYMENT_COLUMNS, CardFigures, CardPaymentRecord, CardPaymentRow, CardPointsLine,
-        CardRow, CardStore, NewCardPayment, NewCardReversal, PointsPolicy, card_conflict, entry_breaks,
-        repaid_json,
-    };
-    use crate::storage::ledger::INSERT_CHUNK_ROWS;
-    use crate::storage::{IdemRecord, SeasonStore, Storage, StorageError, WriteError};
-
-    impl SqlStore {
-        /// Maintained balances of the given addresses (absent accounts are absent).
-        async fn balances_on(
-            conn: &mut impl AsExec,
-            addresses: &[String],
-        ) -> Result<HashMap<String, Balance>, sqlx::Error> {
-            let mut found = HashMap::new();
-            for chunk in addresses.chunks(INSERT_CHUNK_ROWS) {
-                let mut q = QueryBuilder::new(
-                    "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
-                     LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address IN (",
-                );
-                let mut list = q.separated(", ");
-                for address in chunk {
-                    list.push_bind(address.clone());
-                }
-                q.push(")");
-                let rows: Vec<(String, i64, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
-                for (address, debits_fen, credits_fen) in rows {
-                    found.insert(address, Balance { debits_fen, credits_fen });
-                }
+impl SqlStore {
+    /// Maintained balances of the given addresses (absent accounts are absent).
+    async fn balances_on(
+        conn: &mut impl AsExec,
+        addresses: &[String],
+    ) -> Result<HashMap<String, Balance>, sqlx::Error> {
+        let mut found = HashMap::new();
+        for chunk in addresses.chunks(INSERT_CHUNK_ROWS) {
+            let mut q = QueryBuilder::new(
+                "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
+                 LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address IN (",
+            );
+            let mut list = q.separated(", ");
+            for address in chunk {
+                list.push_bind(address.clone());
             }
-            Ok(found)
-        }
-
-        /// The card's points and debts per season, oldest season first. Points only ever
-        /// land in seasons the card has payments in, so those name every account.
-        async fn points_lines_on(
-            conn: &mut impl AsExec,
-            card_id: Uuid,
-        ) -> Result<Vec<CardPointsLine>, sqlx::Error> {
-            let seasons: Vec<(Uuid, i64)> = query_as(
-                "SELECT DISTINCT p.season_id, s.starts_at_us FROM card_payments p JOIN seasons s ON s.id = p.season_id \
-                 WHERE p.card_id = $1 ORDER BY s.starts_at_us, p.season_id",
-            )
-            .bind(card_id)
-            .fetch_all(&mut *conn)
-            .await?;
-            let mut addresses = Vec::new();
-            for (season, _) in &seasons {
-                addresses.push(accounts::card_points(card_id, *season).address.to_string());
-                addresses.push(accounts::card_points_debt(card_id, *season).address.to_string());
+            q.push(")");
+            let rows: Vec<(String, i64, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
+            for (address, debits_fen, credits_fen) in rows {
+                found.insert(address, Balance { debits_fen, credits_fen });
             }
-            let balances = Self::balances_on(conn, &addresses).await?;
-            Ok(seasons
-                .into_iter()
-                .map(|(season, _)| {
-                    let held = balances
-                        .get(accounts::card_points(card_id, season).address.as_str())
-                        .copied()
-                        .unwrap_or_default();
-                    let owed = balances
-                        .get(accounts::card_points_debt(card_id, season).address.as_str())
-                        .copied()
-                        .unwrap_or_default();
-                    CardPointsLine {
-                        season_id: season,
-                        points: held.credits_fen - held.debits_fen,
-                        debt: owed.debits_fen - owed.credits_fen,
-                    }
-                })
-                .collect())
         }
+        Ok(found)
+    }
 
-        async fn card_answer_exists(
-            conn: &mut impl AsExec,
-            answer_scope: &str,
-            key: &str,
-        ) -> Result<bool, sqlx::Error> {
-            let row: Option<(i32,)> =
-                query_as("SELECT status FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
-                    .bind(answer_scope.to_owned())
-                    .bind(key.to_owned())
-                    .fetch_optional(&mut *conn)
-                    .await?;
-            Ok(row.is_some())
+    /// The card's points and debts per season, oldest season first. Points only ever
+    /// land in seasons the card has payments in, so those name every account.
+    async fn points_lines_on(
+        conn: &mut impl AsExec,
+        card_id: Uuid,
+    ) -> Result<Vec<CardPointsLine>, sqlx::Error> {
+        let seasons: Vec<(Uuid, i64)> = query_as(
+            "SELECT DISTINCT p.season_id, s.starts_at_us FROM card_payments p JOIN seasons s ON s.id = p.season_id \
+             WHERE p.card_id = $1 ORDER BY s.starts_at_us, p.season_id",
+        )
+        .bind(card_id)
+        .fetch_all(&mut *conn)
+        .await?;
+        let mut addresses = Vec::new();
+        for (season, _) in &seasons {
+            addresses.push(accounts::card_points(card_id, *season).address.to_string());
+            addresses.push(accounts::card_points_debt(card_id, *season).address.to_string());
         }
-
-        async fn live_redemption_on_conn(
-            conn: &mut impl AsExec,
-            merchant_id: Uuid,
-            order_ref: &str,
-        ) -> Result<bool, sqlx::Error> {
-            let row: Option<(Uuid,)> = query_as(
-                "SELECT id FROM redemptions WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL LIMIT 1",
-            )
-            .bind(merchant_id)
-            .bind(order_ref.to_owned())
-            .fetch_optional(&mut *conn)
-            .await?;
-            Ok(row.is_some())
-        }
-
-        fn policy_from(row: (Uuid, i32, Option<i64>, Option<i64>)) -> Result<PointsPolicy, StorageError> {
-            let (season_id, rate, expire_at, expired_at) = row;
-            Ok(PointsPolicy {
-                season_id,
-                points_per_yuan: u32::try_from(rate)
-                    .map_err(|_| StorageError::Corrupt("points rate".into()))?,
-                expire_at: expire_at.map(Timestamp::from_unix_us),
-                expired_at: expired_at.map(Timestamp::from_unix_us),
+        let balances = Self::balances_on(conn, &addresses).await?;
+        Ok(seasons
+            .into_iter()
+            .map(|(season, _)| {
+                let held = balances
+                    .get(accounts::card_points(card_id, season).address.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                let owed = balances
+                    .get(accounts::card_points_debt(card_id, season).address.as_str())
+                    .copied()
+                    .unwrap_or_default();
+                CardPointsLine {
+                    season_id: season,
+                    points: held.credits_fen - held.debits_fen,
+                    debt: owed.debits_fen - owed.credits_fen,
+                }
             })
-        }
+            .collect())
+    }
 
-        async fn balance_of(
-            &self,
-            spec: crate::domain::ledger::AccountSpec,
-        ) -> Result<Balance, StorageError> {
-            Ok(Storage::balance(self, &spec.address).await?.unwrap_or_default())
+    async fn card_answer_exists(
+        conn: &mut impl AsExec,
+        answer_scope: &str,
+        key: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let row: Option<(i32,)> =
+            query_as("SELECT status FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+                .bind(answer_scope.to_owned())
+                .bind(key.to_owned())
+                .fetch_optional(&mut *conn)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    async fn live_redemption_on_conn(
+        conn: &mut impl AsExec,
+        merchant_id: Uuid,
+        order_ref: &str,
+    ) -> Result<bool, sqlx::Error> {
+        let row: Option<(Uuid,)> = query_as(
+            "SELECT id FROM redemptions WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL LIMIT 1",
+        )
+        .bind(merchant_id)
+        .bind(order_ref.to_owned())
+        .fetch_optional(&mut *conn)
+        .await?;
+        Ok(row.is_some())
+    }
+
+    fn policy_from(row: (Uuid, i32, Option<i64>, Option<i64>)) -> Result<PointsPolicy, StorageError> {
+        let (season_id, rate, expire_at, expired_at) = row;
+        Ok(PointsPolicy {
+            season_id,
+            points_per_yuan: u32::try_from(rate).map_err(|_| StorageError::Corrupt("points rate".into()))?,
+            expire_at: expire_at.map(Timestamp::from_unix_us),
+            expired_at: expired_at.map(Timestamp::from_unix_us),
+        })
+    }
+
+    async fn balance_of(&self, spec: crate::domain::ledger::AccountSpec) -> Result<Balance, StorageError> {
+        Ok(Storage::balance(self, &spec.address).await?.unwrap_or_default())
+    }
+}
+
+#[async_trait]
+impl CardStore for SqlStore {
+    async fn insert_card(&self, card: &Card) -> Result<(), WriteError> {
+        let (bin, last4) = match &card.via {
+            CardVia::Mobile => (None, None),
+            CardVia::BankCard { bin, last4 } => (Some(bin.clone()), Some(last4.clone())),
+        };
+        let done = query(
+            "INSERT INTO cards (id, citizen_id, card_number, via, bank_bin, bank_last4, status, issued_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(card.id)
+        .bind(card.citizen_id)
+        .bind(card.number.as_str().to_owned())
+        .bind(card.via.as_str())
+        .bind(bin)
+        .bind(last4)
+        .bind(card.status.as_str())
+        .bind(card.issued_at.unix_us())
+        .execute(&self.pool)
+        .await;
+        match done.map_err(WriteError::from) {
+            Ok(_) => Ok(()),
+            Err(WriteError::Conflict(text)) if text.contains("card_number") => {
+                Err(WriteError::Conflict(card_conflict::CARD_NUMBER_TAKEN.into()))
+            }
+            Err(WriteError::Conflict(_)) => Err(WriteError::Conflict(card_conflict::CARD_EXISTS.into())),
+            Err(other) => Err(other),
         }
     }
 
-    #[async_trait]
-    impl CardStore for SqlStore {
-        async fn insert_card(&self, card: &Card) -> Result<(), WriteError> {
-            let (bin, last4) = match &card.via {
-                CardVia::Mobile => (None, None),
-                CardVia::BankCard { bin, last4 } => (Some(bin.clone()), Some(last4.clone())),
-            };
-            let done = query(
-                "INSERT INTO cards (id, citizen_id, card_number, via, bank_bin, bank_last4, status, issued_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            )
-            .bind(card.id)
-            .bind(card.citizen_id)
-            .bind(card.number.as_str().to_owned())
-            .bind(card.via.as_str())
-            .bind(bin)
-            .bind(last4)
-            .bind(card.status.as_str())
-            .bind(card.issued_at.unix_us())
-            .execute(&self.pool)
-            .await;
-            match done.map_err(WriteError::from) {
-                Ok(_) => Ok(()),
-                Err(WriteError::Conflict(text)) if text.contains("card_number") => {
-                    Err(WriteError::Conflict(card_conflict::CARD_NUMBER_TAKEN.into()))
-                }
-                Err(WriteError::Conflict(_)) => Err(WriteError::Conflict(card_conflict::CARD_EXISTS.into())),
-                Err(other) => Err(other),
-            }
-        }
+    async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {CARD_COLUMNS} FROM cards WHERE id = $1"));
+        let row: Option<CardRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(CardRow::into_card).transpose()
+    }
 
-        async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT {CARD_COLUMNS} FROM cards WHERE id = $1"));
-            let row: Option<CardRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            row.map(CardRow::into_card).transpose()
-        }
+    async fn card_by_citizen(&self, citizen_id: Uuid) -> Result<Option<Card>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {CARD_COLUMNS} FROM cards WHERE citizen_id = $1"));
+        let row: Option<CardRow> = query_as(sql).bind(citizen_id).fetch_optional(&self.pool).await?;
+        row.map(CardRow::into_card).transpose()
+    }
 
-        async fn card_by_citizen(&self, citizen_id: Uuid) -> Result<Option<Card>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT {CARD_COLUMNS} FROM cards WHERE citizen_id = $1"));
-            let row: Option<CardRow> = query_as(sql).bind(citizen_id).fetch_optional(&self.pool).await?;
-            row.map(CardRow::into_card).transpose()
-        }
-
-        async fn set_card_status(
-            &self,
-            id: Uuid,
-            status: CardStatus,
-            at: Timestamp,
-        ) -> Result<bool, StorageError> {
-            // Under the ledger lock, as every card payment and exchange checks the card's
-            // status: a freeze is ordered before or after each of them, never in between.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.lock_head(&mut tx).await?;
-            let done = query("UPDATE cards SET status = $1, status_changed_at_us = $2 WHERE id = $3")
-                .bind(status.as_str())
-                .bind(at.unix_us())
-                .bind(id)
-                .execute(&mut tx)
-                .await?;
-            tx.commit().await?;
-            Ok(done.rows_affected() == 1)
-        }
-
-        async fn card_points(&self, card_id: Uuid) -> Result<Vec<CardPointsLine>, StorageError> {
-            let mut conn = self.pool.acquire().await?;
-            Ok(Self::points_lines_on(&mut conn, card_id).await?)
-        }
-
-        async fn set_card_terms(
-            &self,
-            merchant_id: Uuid,
-            terms: &MemberTerms,
-            at: Timestamp,
-        ) -> Result<(), StorageError> {
-            query(
-                "INSERT INTO merchant_card_terms (merchant_id, percent, cap_fen, updated_at_us) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (merchant_id) DO UPDATE SET percent = excluded.percent, cap_fen = excluded.cap_fen, \
-                 updated_at_us = excluded.updated_at_us",
-            )
-            .bind(merchant_id)
-            .bind(terms.percent as i32)
-            .bind(terms.cap.map(Fen::as_fen))
+    async fn set_card_status(
+        &self,
+        id: Uuid,
+        status: CardStatus,
+        at: Timestamp,
+    ) -> Result<bool, StorageError> {
+        // Under the ledger lock, as every card payment and exchange checks the card's
+        // status: a freeze is ordered before or after each of them, never in between.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.lock_head(&mut tx).await?;
+        let done = query("UPDATE cards SET status = $1, status_changed_at_us = $2 WHERE id = $3")
+            .bind(status.as_str())
             .bind(at.unix_us())
-            .execute(&self.pool)
+            .bind(id)
+            .execute(&mut tx)
             .await?;
-            Ok(())
-        }
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-        async fn card_terms(&self, merchant_id: Uuid) -> Result<Option<MemberTerms>, StorageError> {
-            let row: Option<(i32, Option<i64>)> =
-                query_as("SELECT percent, cap_fen FROM merchant_card_terms WHERE merchant_id = $1")
-                    .bind(merchant_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            let corrupt = || StorageError::Corrupt(format!("card terms of merchant {merchant_id}"));
-            row.map(|(percent, cap)| {
-                let cap = cap.map(Fen::new).transpose().map_err(|_| corrupt())?;
-                MemberTerms::new(u32::try_from(percent).map_err(|_| corrupt())?, cap).map_err(|_| corrupt())
-            })
-            .transpose()
-        }
+    async fn card_points(&self, card_id: Uuid) -> Result<Vec<CardPointsLine>, StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(Self::points_lines_on(&mut conn, card_id).await?)
+    }
 
-        async fn set_points_policy(&self, policy: &PointsPolicy, at: Timestamp) -> Result<(), StorageError> {
-            query(
-                "INSERT INTO season_points (season_id, points_per_yuan, expire_at_us, updated_at_us) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (season_id) DO UPDATE SET points_per_yuan = excluded.points_per_yuan, \
-                 expire_at_us = excluded.expire_at_us, updated_at_us = excluded.updated_at_us",
-            )
-            .bind(policy.season_id)
-            .bind(policy.points_per_yuan as i32)
-            .bind(policy.expire_at.map(Timestamp::unix_us))
-            .bind(at.unix_us())
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        }
+    async fn set_card_terms(
+        &self,
+        merchant_id: Uuid,
+        terms: &MemberTerms,
+        at: Timestamp,
+    ) -> Result<(), StorageError> {
+        query(
+            "INSERT INTO merchant_card_terms (merchant_id, percent, cap_fen, updated_at_us) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (merchant_id) DO UPDATE SET percent = excluded.percent, cap_fen = excluded.cap_fen, \
+             updated_at_us = excluded.updated_at_us",
+        )
+        .bind(merchant_id)
+        .bind(terms.percent as i32)
+        .bind(terms.cap.map(Fen::as_fen))
+        .bind(at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
 
-        async fn points_policy(&self, season_id: Uuid) -> Result<Option<PointsPolicy>, StorageError> {
-            let row: Option<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
-                "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points WHERE season_id = $1",
-            )
-            .bind(season_id)
-            .fetch_optional(&self.pool)
-            .await?;
-            row.map(Self::policy_from).transpose()
-        }
-
-        async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError> {
-            let rows: Vec<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
-                "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points \
-                 WHERE expired_at_us IS NULL ORDER BY season_id LIMIT $1",
-            )
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            rows.into_iter().map(Self::policy_from).collect()
-        }
-
-        async fn live_card_payments(
-            &self,
-            orders: &[(Uuid, String)],
-        ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError> {
-            let mut found: std::collections::HashMap<(Uuid, String), CardPaymentRecord> = Default::default();
-            for chunk in orders.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
-                let order_refs: Vec<String> = chunk.iter().map(|(_, order_ref)| order_ref.clone()).collect();
-                for row in self.backend.live_card_payment_rows(&order_refs).await? {
-                    let payment = row.into_record()?;
-                    found.insert((payment.merchant_id, payment.order_ref.clone()), payment);
-                }
-            }
-            Ok(orders.iter().map(|key| found.get(key).cloned()).collect())
-        }
-
-        async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError> {
-            let mut conn = self.pool.acquire().await?;
-            Ok(Self::live_redemption_on_conn(&mut conn, merchant_id, order_ref).await?)
-        }
-
-        async fn commit_card_payment(&self, p: &NewCardPayment) -> Result<IdemRecord, WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            // The ledger lock first: card payments, redemptions and reversals of one order
-            // are decided one after another.
-            self.lock_head(&mut tx).await?;
-            let probe = (p.answer)(&card::Earning::default());
-            if Self::card_answer_exists(&mut tx, &probe.scope, &probe.key).await? {
-                return Err(WriteError::IdempotencyTaken);
-            }
-            let nonce: Option<(i64,)> = query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
-                .bind(p.qr_nonce.clone())
-                .fetch_optional(&mut tx)
+    async fn card_terms(&self, merchant_id: Uuid) -> Result<Option<MemberTerms>, StorageError> {
+        let row: Option<(i32, Option<i64>)> =
+            query_as("SELECT percent, cap_fen FROM merchant_card_terms WHERE merchant_id = $1")
+                .bind(merchant_id)
+                .fetch_optional(&self.pool)
                 .await?;
-            if nonce.is_some() {
-                return Err(WriteError::Conflict(card_conflict::QR_REPLAYED.into()));
+        let corrupt = || StorageError::Corrupt(format!("card terms of merchant {merchant_id}"));
+        row.map(|(percent, cap)| {
+            let cap = cap.map(Fen::new).transpose().map_err(|_| corrupt())?;
+            MemberTerms::new(u32::try_from(percent).map_err(|_| corrupt())?, cap).map_err(|_| corrupt())
+        })
+        .transpose()
+    }
+
+    async fn set_points_policy(&self, policy: &PointsPolicy, at: Timestamp) -> Result<(), StorageError> {
+        query(
+            "INSERT INTO season_points (season_id, points_per_yuan, expire_at_us, updated_at_us) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (season_id) DO UPDATE SET points_per_yuan = excluded.points_per_yuan, \
+             expire_at_us = excluded.expire_at_us, updated_at_us = excluded.updated_at_us",
+        )
+        .bind(policy.season_id)
+        .bind(policy.points_per_yuan as i32)
+        .bind(policy.expire_at.map(Timestamp::unix_us))
+        .bind(at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn points_policy(&self, season_id: Uuid) -> Result<Option<PointsPolicy>, StorageError> {
+        let row: Option<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
+            "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points WHERE season_id = $1",
+        )
+        .bind(season_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(Self::policy_from).transpose()
+    }
+
+    async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError> {
+        let rows: Vec<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
+            "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points \
+             WHERE expired_at_us IS NULL ORDER BY season_id LIMIT $1",
+        )
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.into_iter().map(Self::policy_from).collect()
+    }
+
+    async fn live_card_payments(
+        &self,
+        orders: &[(Uuid, String)],
+    ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError> {
+        let mut found: std::collections::HashMap<(Uuid, String), CardPaymentRecord> = Default::default();
+        for chunk in orders.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
+            let order_refs: Vec<String> = chunk.iter().map(|(_, order_ref)| order_ref.clone()).collect();
+            for row in self.backend.live_card_payment_rows(&order_refs).await? {
+                let payment = row.into_record()?;
+                found.insert((payment.merchant_id, payment.order_ref.clone()), payment);
             }
-            let status: Option<(String,)> = query_as("SELECT status FROM cards WHERE id = $1")
-                .bind(p.card_id)
-                .fetch_optional(&mut tx)
-                .await?;
-            if status.is_none_or(|(s,)| s != CardStatus::Active.as_str()) {
-                return Err(WriteError::Conflict(card_conflict::CARD_FROZEN.into()));
-            }
-            if Self::live_redemption_on_conn(&mut tx, p.merchant_id, &p.order_ref).await? {
-                return Err(WriteError::Conflict(card_conflict::CARD_AFTER_VOUCHER.into()));
-            }
-            let taken: Option<(Uuid,)> = query_as(
-                "SELECT id FROM card_payments WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL",
-            )
-            .bind(p.merchant_id)
-            .bind(p.order_ref.clone())
+        }
+        Ok(orders.iter().map(|key| found.get(key).cloned()).collect())
+    }
+
+    async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        Ok(Self::live_redemption_on_conn(&mut conn, merchant_id, order_ref).await?)
+    }
+
+    async fn commit_card_payment(&self, p: &NewCardPayment) -> Result<IdemRecord, WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        // The ledger lock first: card payments, redemptions and reversals of one order
+        // are decided one after another.
+        self.lock_head(&mut tx).await?;
+        let probe = (p.answer)(&card::Earning::default());
+        if Self::card_answer_exists(&mut tx, &probe.scope, &probe.key).await? {
+            return Err(WriteError::IdempotencyTaken);
+        }
+        let nonce: Option<(i64,)> = query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
+            .bind(p.qr_nonce.clone())
             .fetch_optional(&mut tx)
             .await?;
-            if taken.is_some() {
-                return Err(WriteError::Conflict(card_conflict::ORDER_REF_USED.into()));
-            }
-            if let (Some(season_id), true) = (p.season_id, p.points > 0) {
-                // Read under the head, which the points expiry holds: points earned into a
-                // season whose points have just expired would never expire.
-                let expired: Option<(Option<i64>,)> =
-                    query_as("SELECT expired_at_us FROM season_points WHERE season_id = $1")
-                        .bind(season_id)
-                        .fetch_optional(&mut tx)
-                        .await?;
-                if matches!(expired, Some((Some(_),))) {
-                    return Err(WriteError::Conflict(card_conflict::POINTS_EXPIRED.into()));
-                }
-            }
-            let debts: Vec<PointsDebt> = if p.points > 0 {
-                Self::points_lines_on(&mut tx, p.card_id)
-                    .await?
-                    .into_iter()
-                    .filter(|l| l.debt > 0)
-                    .map(|l| PointsDebt { season_id: l.season_id, points: l.debt })
-                    .collect()
-            } else {
-                Vec::new()
-            };
-            let earning = card::plan_earning(p.points, &debts);
-            let answer = (p.answer)(&earning);
-            self.insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
-            query("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) VALUES ($1, $2, $3)")
-                .bind(p.qr_nonce.clone())
-                .bind(p.card_id)
-                .bind(p.paid_at.unix_us())
-                .execute(&mut tx)
-                .await?;
-            query(
-                "INSERT INTO card_payments (id, card_id, merchant_id, terminal_id, season_id, order_ref, order_amount_fen, \
-                 discount_fen, points, debt_repaid, paid_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            )
-            .bind(p.id)
+        if nonce.is_some() {
+            return Err(WriteError::Conflict(card_conflict::QR_REPLAYED.into()));
+        }
+        let status: Option<(String,)> = query_as("SELECT status FROM cards WHERE id = $1")
             .bind(p.card_id)
-            .bind(p.merchant_id)
-            .bind(p.terminal_id)
-            .bind(p.season_id)
-            .bind(p.order_ref.clone())
-            .bind(p.order_amount_fen)
-            .bind(p.discount_fen)
-            .bind(p.points)
-            .bind(repaid_json(&earning.repaid))
+            .fetch_optional(&mut tx)
+            .await?;
+        if status.is_none_or(|(s,)| s != CardStatus::Active.as_str()) {
+            return Err(WriteError::Conflict(card_conflict::CARD_FROZEN.into()));
+        }
+        if Self::live_redemption_on_conn(&mut tx, p.merchant_id, &p.order_ref).await? {
+            return Err(WriteError::Conflict(card_conflict::CARD_AFTER_VOUCHER.into()));
+        }
+        let taken: Option<(Uuid,)> = query_as(
+            "SELECT id FROM card_payments WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL",
+        )
+        .bind(p.merchant_id)
+        .bind(p.order_ref.clone())
+        .fetch_optional(&mut tx)
+        .await?;
+        if taken.is_some() {
+            return Err(WriteError::Conflict(card_conflict::ORDER_REF_USED.into()));
+        }
+        if let (Some(season_id), true) = (p.season_id, p.points > 0) {
+            // Read under the head, which the points expiry holds: points earned into a
+            // season whose points have just expired would never expire.
+            let expired: Option<(Option<i64>,)> =
+                query_as("SELECT expired_at_us FROM season_points WHERE season_id = $1")
+                    .bind(season_id)
+                    .fetch_optional(&mut tx)
+                    .await?;
+            if matches!(expired, Some((Some(_),))) {
+                return Err(WriteError::Conflict(card_conflict::POINTS_EXPIRED.into()));
+            }
+        }
+        let debts: Vec<PointsDebt> = if p.points > 0 {
+            Self::points_lines_on(&mut tx, p.card_id)
+                .await?
+                .into_iter()
+                .filter(|l| l.debt > 0)
+                .map(|l| PointsDebt { season_id: l.season_id, points: l.debt })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let earning = card::plan_earning(p.points, &debts);
+        let answer = (p.answer)(&earning);
+        self.insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
+        query("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) VALUES ($1, $2, $3)")
+            .bind(p.qr_nonce.clone())
+            .bind(p.card_id)
             .bind(p.paid_at.unix_us())
             .execute(&mut tx)
             .await?;
-            let entry = p.season_id.and_then(|season| card::earning_entry(p.id, p.card_id, season, &earning));
-            let opened = match entry {
-                Some(entry) => self.post_in(&mut tx, std::slice::from_ref(&entry)).await?,
-                None => HashMap::new(),
-            };
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(answer)
-        }
+        query(
+            "INSERT INTO card_payments (id, card_id, merchant_id, terminal_id, season_id, order_ref, order_amount_fen, \
+             discount_fen, points, debt_repaid, paid_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(p.id)
+        .bind(p.card_id)
+        .bind(p.merchant_id)
+        .bind(p.terminal_id)
+        .bind(p.season_id)
+        .bind(p.order_ref.clone())
+        .bind(p.order_amount_fen)
+        .bind(p.discount_fen)
+        .bind(p.points)
+        .bind(repaid_json(&earning.repaid))
+        .bind(p.paid_at.unix_us())
+        .execute(&mut tx)
+        .await?;
+        let entry = p.season_id.and_then(|season| card::earning_entry(p.id, p.card_id, season, &earning));
+        let opened = match entry {
+            Some(entry) => self.post_in(&mut tx, std::slice::from_ref(&entry)).await?,
+            None => HashMap::new(),
+        };
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(answer)
+    }
 
-        async fn card_payment(&self, id: Uuid) -> Result<Option<CardPaymentRecord>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE id = $1"
-            ));
-            let row: Option<CardPaymentRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            row.map(CardPaymentRow::into_record).transpose()
-        }
+    async fn card_payment(&self, id: Uuid) -> Result<Option<CardPaymentRecord>, StorageError> {
+        let sql =
+            sqlx::AssertSqlSafe(format!("SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE id = $1"));
+        let row: Option<CardPaymentRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(CardPaymentRow::into_record).transpose()
+    }
 
-        async fn commit_card_reversal(&self, r: &NewCardReversal) -> Result<IdemRecord, WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.lock_head(&mut tx).await?;
-            let probe = (r.answer)(&card::Clawback::default());
-            if Self::card_answer_exists(&mut tx, &probe.scope, &probe.key).await? {
-                return Err(WriteError::IdempotencyTaken);
+    async fn commit_card_reversal(&self, r: &NewCardReversal) -> Result<IdemRecord, WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.lock_head(&mut tx).await?;
+        let probe = (r.answer)(&card::Clawback::default());
+        if Self::card_answer_exists(&mut tx, &probe.scope, &probe.key).await? {
+            return Err(WriteError::IdempotencyTaken);
+        }
+        let sql =
+            sqlx::AssertSqlSafe(format!("SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE id = $1"));
+        let row: Option<CardPaymentRow> = query_as(sql).bind(r.payment_id).fetch_optional(&mut tx).await?;
+        let payment = row.map(CardPaymentRow::into_record).transpose()?;
+        let Some(payment) = payment.filter(|p| p.reversed_at.is_none()) else {
+            return Err(WriteError::Conflict(card_conflict::ALREADY_REVERSED.into()));
+        };
+        if Self::live_redemption_on_conn(&mut tx, payment.merchant_id, &payment.order_ref).await? {
+            return Err(WriteError::Conflict(card_conflict::REVERSE_VOUCHER_FIRST.into()));
+        }
+        let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
+        let kept = payment.points - repaid;
+        let clawback = match payment.season_id {
+            Some(season) if kept > 0 => {
+                let address = accounts::card_points(payment.card_id, season).address.to_string();
+                let balances = Self::balances_on(&mut tx, std::slice::from_ref(&address)).await?;
+                let held = balances.get(&address).map(|b| b.credits_fen - b.debits_fen).unwrap_or(0);
+                card::plan_reversal(kept, held)
             }
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE id = $1"
-            ));
-            let row: Option<CardPaymentRow> =
-                query_as(sql).bind(r.payment_id).fetch_optional(&mut tx).await?;
-            let payment = row.map(CardPaymentRow::into_record).transpose()?;
-            let Some(payment) = payment.filter(|p| p.reversed_at.is_none()) else {
-                return Err(WriteError::Conflict(card_conflict::ALREADY_REVERSED.into()));
-            };
-            if Self::live_redemption_on_conn(&mut tx, payment.merchant_id, &payment.order_ref).await? {
-                return Err(WriteError::Conflict(card_conflict::REVERSE_VOUCHER_FIRST.into()));
-            }
-            let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
-            let kept = payment.points - repaid;
-            let clawback = match payment.season_id {
-                Some(season) if kept > 0 => {
-                    let address = accounts::card_points(payment.card_id, season).address.to_string();
-                    let balances = Self::balances_on(&mut tx, std::slice::from_ref(&address)).await?;
-                    let held = balances.get(&address).map(|b| b.credits_fen - b.debits_fen).unwrap_or(0);
-                    card::plan_reversal(kept, held)
-                }
-                _ => card::Clawback::default(),
-            };
-            let answer = (r.answer)(&clawback);
-            self.insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
-            query(
-                "UPDATE card_payments SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3, \
-                 points_taken_back = $4, points_debt_added = $5 WHERE id = $6 AND reversed_at_us IS NULL",
-            )
-            .bind(r.at.unix_us())
-            .bind(r.reversal_id)
-            .bind(r.reason.clone())
-            .bind(clawback.taken)
-            .bind(clawback.debt + repaid)
-            .bind(r.payment_id)
-            .execute(&mut tx)
-            .await?;
-            let entry = payment.season_id.and_then(|season| {
-                card::reversal_entry(r.reversal_id, payment.card_id, season, &payment.debt_repaid, clawback)
-            });
-            let opened = match entry {
-                Some(entry) => self.post_in(&mut tx, std::slice::from_ref(&entry)).await?,
-                None => HashMap::new(),
-            };
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(answer)
-        }
+            _ => card::Clawback::default(),
+        };
+        let answer = (r.answer)(&clawback);
+        self.insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
+        query(
+            "UPDATE card_payments SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3, \
+             points_taken_back = $4, points_debt_added = $5 WHERE id = $6 AND reversed_at_us IS NULL",
+        )
+        .bind(r.at.unix_us())
+        .bind(r.reversal_id)
+        .bind(r.reason.clone())
+        .bind(clawback.taken)
+        .bind(clawback.debt + repaid)
+        .bind(r.payment_id)
+        .execute(&mut tx)
+        .await?;
+        let entry = payment.season_id.and_then(|season| {
+            card::reversal_entry(r.reversal_id, payment.card_id, season, &payment.debt_repaid, clawback)
+        });
+        let opened = match entry {
+            Some(entry) => self.post_in(&mut tx, std::slice::from_ref(&entry)).await?,
+            None => HashMap::new(),
+        };
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(answer)
+    }
 
-        async fn season_card_points(&self, season_id: Uuid) -> Result<Vec<(Uuid, i64)>, StorageError> {
-            let mut conn = self.pool.acquire().await?;
-            let cards: Vec<(Uuid,)> =
-                query_as("SELECT DISTINCT card_id FROM card_payments WHERE season_id = $1 ORDER BY card_id")
-                    .bind(season_id)
-                    .fetch_all(&mut conn)
-                    .await?;
-            let addresses: Vec<String> =
-                cards.iter().map(|(c,)| accounts::card_points(*c, season_id).address.to_string()).collect();
-            let balances = Self::balances_on(&mut conn, &addresses).await?;
-            Ok(cards
-                .into_iter()
-                .zip(addresses)
-                .filter_map(|((card,), address)| {
-                    let points = balances.get(&address).map(|b| b.credits_fen - b.debits_fen).unwrap_or(0);
-                    (points > 0).then_some((card, points))
-                })
-                .collect())
-        }
-
-        async fn commit_points_expiry(
-            &self,
-            season_id: Uuid,
-            entries: &[NewEntry],
-            at: Timestamp,
-        ) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            let done = query(
-                "UPDATE season_points SET expired_at_us = $1 WHERE season_id = $2 AND expired_at_us IS NULL",
-            )
-            .bind(at.unix_us())
-            .bind(season_id)
-            .execute(&mut tx)
-            .await?;
-            if done.rows_affected() != 1 {
-                return Err(WriteError::Conflict(format!(
-                    "the points of season {season_id} already expired"
-                )));
-            }
-            let mut opened = HashMap::new();
-            for chunk in entries.chunks(crate::domain::ledger::MAX_ENTRIES_PER_BATCH) {
-                opened.extend(self.post_in(&mut tx, chunk).await?);
-            }
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
-        }
-
-        async fn card_figures(&self, season_id: Uuid) -> Result<CardFigures, StorageError> {
-            let mut figures = CardFigures::default();
-            if let Some(season) = SeasonStore::season(self, season_id).await? {
-                let rows: Vec<(String, i64)> = query_as(
-                    "SELECT via, COUNT(*) FROM cards WHERE issued_at_us >= $1 AND issued_at_us < $2 GROUP BY via",
-                )
-                .bind(season.starts_at.unix_us())
-                .bind(season.ends_at.unix_us())
-                .fetch_all(&self.pool)
+    async fn season_card_points(&self, season_id: Uuid) -> Result<Vec<(Uuid, i64)>, StorageError> {
+        let mut conn = self.pool.acquire().await?;
+        let cards: Vec<(Uuid,)> =
+            query_as("SELECT DISTINCT card_id FROM card_payments WHERE season_id = $1 ORDER BY card_id")
+                .bind(season_id)
+                .fetch_all(&mut conn)
                 .await?;
-                for (via, count) in rows {
-                    match via.as_str() {
-                        "mobile" => figures.cards_issued_mobile = count,
-                        _ => figures.cards_issued_bank_card = count,
-                    }
-                }
-            }
-            let (discount,): (i64,) = query_as(
-                "SELECT CAST(COALESCE(SUM(discount_fen), 0) AS BIGINT) FROM card_payments \
-                 WHERE season_id = $1 AND reversed_at_us IS NULL",
-            )
-            .bind(season_id)
-            .fetch_one(&self.pool)
-            .await?;
-            figures.member_discount_fen = discount;
-            let credit = |b: Balance| b.credits_fen - b.debits_fen;
-            let debit = |b: Balance| b.debits_fen - b.credits_fen;
-            figures.points_earned = debit(self.balance_of(accounts::points_earned(season_id)).await?);
-            figures.points_exchanged = credit(self.balance_of(accounts::points_exchanged(season_id)).await?);
-            figures.points_expired = credit(self.balance_of(accounts::points_expired(season_id)).await?);
-            figures.points_reversed = credit(self.balance_of(accounts::points_reversed(season_id)).await?);
-            let outstanding =
-                SeasonStore::sum_balances_like(self, &accounts::season_cards_pattern(season_id, "points"))
-                    .await?;
-            figures.points_outstanding = credit(outstanding);
-            let debt = SeasonStore::sum_balances_like(
-                self,
-                &accounts::season_cards_pattern(season_id, "points_debt"),
-            )
-            .await?;
-            figures.points_debt = debit(debt);
-            Ok(figures)
-        }
+        let addresses: Vec<String> =
+            cards.iter().map(|(c,)| accounts::card_points(*c, season_id).address.to_string()).collect();
+        let balances = Self::balances_on(&mut conn, &addresses).await?;
+        Ok(cards
+            .into_iter()
+            .zip(addresses)
+            .filter_map(|((card,), address)| {
+                let points = balances.get(&address).map(|b| b.credits_fen - b.debits_fen).unwrap_or(0);
+                (points > 0).then_some((card, points))
+            })
+            .collect())
+    }
 
-        async fn card_breaks(&self, season_id: Uuid) -> Result<Vec<String>, StorageError> {
-            let mut breaks = Vec::new();
-            let f = self.card_figures(season_id).await?;
-            let left = f.points_earned - f.points_exchanged - f.points_expired - f.points_reversed;
-            let right = f.points_outstanding - f.points_debt;
-            if left != right {
-                breaks.push(format!(
-                    "points of season {season_id}: earned {} - exchanged {} - expired {} - reversed {} = {left}, \
-                     but outstanding {} - debt {} = {right}",
-                    f.points_earned, f.points_exchanged, f.points_expired, f.points_reversed,
-                    f.points_outstanding, f.points_debt
-                ));
-            }
-            for kind in ["points", "points_debt"] {
-                let rows: Vec<(String, i64, i64, i64, i64)> = query_as(
-                    "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0), \
-                            COALESCE(s.debits_fen, 0), COALESCE(s.credits_fen, 0) \
-                     FROM accounts a \
-                     LEFT JOIN account_balances b ON b.account_id = a.id \
-                     LEFT JOIN (SELECT p.account_id, \
-                                   CAST(SUM(CASE WHEN p.side = 'D' THEN p.amount_fen ELSE 0 END) AS BIGINT) AS debits_fen, \
-                                   CAST(SUM(CASE WHEN p.side = 'C' THEN p.amount_fen ELSE 0 END) AS BIGINT) AS credits_fen \
-                                FROM postings p JOIN accounts pa ON pa.id = p.account_id WHERE pa.address LIKE $1 \
-                                GROUP BY p.account_id) s ON s.account_id = a.id \
-                     WHERE a.address LIKE $1 AND (COALESCE(b.debits_fen, 0) <> COALESCE(s.debits_fen, 0) \
-                        OR COALESCE(b.credits_fen, 0) <> COALESCE(s.credits_fen, 0)) \
-                     ORDER BY a.address LIMIT 1000",
-                )
-                .bind(accounts::season_cards_pattern(season_id, kind))
-                .fetch_all(&self.pool)
-                .await?;
-                for (address, bd, bc, pd, pc) in rows {
-                    breaks.push(format!(
-                        "{address}: maintained {bd} debits / {bc} credits, postings {pd} / {pc}"
-                    ));
-                }
-            }
-            let rows: Vec<(Uuid, i64, Option<Uuid>)> =
-                query_as("SELECT id, points, reversal_id FROM card_payments WHERE season_id = $1")
-                    .bind(season_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-            let entries: Vec<(String, i64)> = query_as(
-                "SELECT e.reference, CAST(SUM(p.amount_fen) AS BIGINT) FROM journal_entries e \
-                 JOIN postings p ON p.entry_seq = e.seq \
-                 WHERE e.kind IN ('card_payment', 'card_reversal') AND p.side = 'C' GROUP BY e.reference",
+    async fn commit_points_expiry(
+        &self,
+        season_id: Uuid,
+        entries: &[NewEntry],
+        at: Timestamp,
+    ) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        let done = query(
+            "UPDATE season_points SET expired_at_us = $1 WHERE season_id = $2 AND expired_at_us IS NULL",
+        )
+        .bind(at.unix_us())
+        .bind(season_id)
+        .execute(&mut tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(WriteError::Conflict(format!("the points of season {season_id} already expired")));
+        }
+        let mut opened = HashMap::new();
+        for chunk in entries.chunks(crate::domain::ledger::MAX_ENTRIES_PER_BATCH) {
+            opened.extend(self.post_in(&mut tx, chunk).await?);
+        }
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
+
+    async fn card_figures(&self, season_id: Uuid) -> Result<CardFigures, StorageError> {
+        let mut figures = CardFigures::default();
+        if let Some(season) = SeasonStore::season(self, season_id).await? {
+            let rows: Vec<(String, i64)> = query_as(
+                "SELECT via, COUNT(*) FROM cards WHERE issued_at_us >= $1 AND issued_at_us < $2 GROUP BY via",
             )
+            .bind(season.starts_at.unix_us())
+            .bind(season.ends_at.unix_us())
             .fetch_all(&self.pool)
             .await?;
-            let known: Vec<(Uuid, Option<Uuid>)> =
-                query_as("SELECT id, reversal_id FROM card_payments").fetch_all(&self.pool).await?;
-            let known: HashSet<Uuid> =
-                known.into_iter().flat_map(|(id, reversal)| std::iter::once(id).chain(reversal)).collect();
-            let entries: HashMap<String, i64> = entries.into_iter().collect();
-            let season_ids: HashSet<Uuid> =
-                rows.iter().flat_map(|(id, _, r)| std::iter::once(*id).chain(*r)).collect();
-            // Entries of this season's payments, and entries of no payment at all.
-            let relevant: HashMap<String, i64> = entries
-                .into_iter()
-                .filter(|(reference, _)| {
-                    let id = reference.split_once(':').and_then(|(_, id)| id.parse::<Uuid>().ok());
-                    id.is_none_or(|id| season_ids.contains(&id) || !known.contains(&id))
-                })
-                .collect();
-            breaks.extend(entry_breaks(&rows, &relevant, &known));
-            Ok(breaks)
+            for (via, count) in rows {
+                match via.as_str() {
+                    "mobile" => figures.cards_issued_mobile = count,
+                    _ => figures.cards_issued_bank_card = count,
+                }
+            }
         }
+        let (discount,): (i64,) = query_as(
+            "SELECT CAST(COALESCE(SUM(discount_fen), 0) AS BIGINT) FROM card_payments \
+             WHERE season_id = $1 AND reversed_at_us IS NULL",
+        )
+        .bind(season_id)
+        .fetch_one(&self.pool)
+        .await?;
+        figures.member_discount_fen = discount;
+        let credit = |b: Balance| b.credits_fen - b.debits_fen;
+        let debit = |b: Balance| b.debits_fen - b.credits_fen;
+        figures.points_earned = debit(self.balance_of(accounts::points_earned(season_id)).await?);
+        figures.points_exchanged = credit(self.balance_of(accounts::points_exchanged(season_id)).await?);
+        figures.points_expired = credit(self.balance_of(accounts::points_expired(season_id)).await?);
+        figures.points_reversed = credit(self.balance_of(accounts::points_reversed(season_id)).await?);
+        let outstanding =
+            SeasonStore::sum_balances_like(self, &accounts::season_cards_pattern(season_id, "points"))
+                .await?;
+        figures.points_outstanding = credit(outstanding);
+        let debt =
+            SeasonStore::sum_balances_like(self, &accounts::season_cards_pattern(season_id, "points_debt"))
+                .await?;
+        figures.points_debt = debit(debt);
+        Ok(figures)
+    }
+
+    async fn card_breaks(&self, season_id: Uuid) -> Result<Vec<String>, StorageError> {
+        let mut breaks = Vec::new();
+        let f = self.card_figures(season_id).await?;
+        let left = f.points_earned - f.points_exchanged - f.points_expired - f.points_reversed;
+        let right = f.points_outstanding - f.points_debt;
+        if left != right {
+            breaks.push(format!(
+                "points of season {season_id}: earned {} - exchanged {} - expired {} - reversed {} = {left}, \
+                 but outstanding {} - debt {} = {right}",
+                f.points_earned,
+                f.points_exchanged,
+                f.points_expired,
+                f.points_reversed,
+                f.points_outstanding,
+                f.points_debt
+            ));
+        }
+        for kind in ["points", "points_debt"] {
+            let rows: Vec<(String, i64, i64, i64, i64)> = query_as(
+                "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0), \
+                        COALESCE(s.debits_fen, 0), COALESCE(s.credits_fen, 0) \
+                 FROM accounts a \
+                 LEFT JOIN account_balances b ON b.account_id = a.id \
+                 LEFT JOIN (SELECT p.account_id, \
+                               CAST(SUM(CASE WHEN p.side = 'D' THEN p.amount_fen ELSE 0 END) AS BIGINT) AS debits_fen, \
+                               CAST(SUM(CASE WHEN p.side = 'C' THEN p.amount_fen ELSE 0 END) AS BIGINT) AS credits_fen \
+                            FROM postings p JOIN accounts pa ON pa.id = p.account_id WHERE pa.address LIKE $1 \
+                            GROUP BY p.account_id) s ON s.account_id = a.id \
+                 WHERE a.address LIKE $1 AND (COALESCE(b.debits_fen, 0) <> COALESCE(s.debits_fen, 0) \
+                    OR COALESCE(b.credits_fen, 0) <> COALESCE(s.credits_fen, 0)) \
+                 ORDER BY a.address LIMIT 1000",
+            )
+            .bind(accounts::season_cards_pattern(season_id, kind))
+            .fetch_all(&self.pool)
+            .await?;
+            for (address, bd, bc, pd, pc) in rows {
+                breaks
+                    .push(format!("{address}: maintained {bd} debits / {bc} credits, postings {pd} / {pc}"));
+            }
+        }
+        let rows: Vec<(Uuid, i64, Option<Uuid>)> =
+            query_as("SELECT id, points, reversal_id FROM card_payments WHERE season_id = $1")
+                .bind(season_id)
+                .fetch_all(&self.pool)
+                .await?;
+        let entries: Vec<(String, i64)> = query_as(
+            "SELECT e.reference, CAST(SUM(p.amount_fen) AS BIGINT) FROM journal_entries e \
+             JOIN postings p ON p.entry_seq = e.seq \
+             WHERE e.kind IN ('card_payment', 'card_reversal') AND p.side = 'C' GROUP BY e.reference",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let known: Vec<(Uuid, Option<Uuid>)> =
+            query_as("SELECT id, reversal_id FROM card_payments").fetch_all(&self.pool).await?;
+        let known: HashSet<Uuid> =
+            known.into_iter().flat_map(|(id, reversal)| std::iter::once(id).chain(reversal)).collect();
+        let entries: HashMap<String, i64> = entries.into_iter().collect();
+        let season_ids: HashSet<Uuid> =
+            rows.iter().flat_map(|(id, _, r)| std::iter::once(*id).chain(*r)).collect();
+        // Entries of this season's payments, and entries of no payment at all.
+        let relevant: HashMap<String, i64> = entries
+            .into_iter()
+            .filter(|(reference, _)| {
+                let id = reference.split_once(':').and_then(|(_, id)| id.parse::<Uuid>().ok());
+                id.is_none_or(|id| season_ids.contains(&id) || !known.contains(&id))
+            })
+            .collect();
+        breaks.extend(entry_breaks(&rows, &relevant, &known));
+        Ok(breaks)
     }
 }
 

@@ -1,17 +1,22 @@
 //! SQL for finance: report aggregates, settlements and payouts, closing a season, merchant
-//! statements, and the reconciliation queries. Shared by both backends and instantiated per
-//! backend by [`finance_store!`] (see `sql.rs` for the pattern). Every report query aggregates in
-//! the database: nothing here loads a season's vouchers or redemptions into memory.
+//! statements, and the reconciliation queries, on either backend. Every report query aggregates
+//! in the database: nothing here loads a season's vouchers or redemptions into memory.
+
+use std::collections::{BTreeMap, HashMap};
 
 use async_trait::async_trait;
+use futures_util::TryStreamExt;
 use uuid::Uuid;
 
-use super::{IdemRecord, StorageError, WriteError};
-use crate::domain::finance::SalesFigures;
-use crate::domain::ledger::Balance;
+use crate::domain::accounts;
+use crate::domain::finance::{SalesFigures, SettlementLine};
+use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::time::Timestamp;
+use crate::storage::db::{Exec, QueryBuilder, Tx, execute_raw, query, query_as};
+use crate::storage::till::{REDEMPTION_COLUMNS, RedemptionRow};
+use crate::storage::{IdemRecord, RedemptionRecord, SqlStore, StorageError, WriteError};
 
 /// Rows of a report or a statement are capped here; a bigger answer must be narrowed.
 pub const MAX_REPORT_ROWS: i64 = 200_000;
@@ -314,970 +319,927 @@ impl SettlementLineRow {
     }
 }
 
-mod finance_impl {
-    use super::SettlementLineRow;
-    use std::collections::{BTreeMap, HashMap};
+fn sales(redemptions: i64, reversals: i64, discount: i64, order_amount: i64) -> SalesFigures {
+    SalesFigures { redemptions, reversals, discount, order_amount }
+}
 
-    use crate::storage::db::{Exec, QueryBuilder, Tx, execute_raw, query, query_as};
-    use async_trait::async_trait;
-    use futures_util::TryStreamExt;
-    use uuid::Uuid;
+/// The live-redemption aggregate columns shared by the sales queries.
+const SALES_COLUMNS: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT), \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT)";
+const SALES_COLUMNS_NAMED: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS n, \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS rv, \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT) AS d, \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT) AS o";
 
-    use crate::domain::accounts;
-    use crate::domain::finance::{SalesFigures, SettlementLine};
-    use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
-    use crate::domain::region::RegionCode;
-    use crate::domain::time::Timestamp;
-    use crate::storage::SqlStore;
-    use crate::storage::finance::{
-        DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MerchantMoney, MerchantSales,
-        SETTLEMENT_COLUMNS, SettlementLineRecord, SettlementPlan, SettlementRecord, SettlementRow,
-        StatementEvent, day_sql, funder_parts, funder_parts_json,
-    };
-    use crate::storage::till::{REDEMPTION_COLUMNS, RedemptionRow};
-    use crate::storage::{IdemRecord, RedemptionRecord, StorageError, WriteError};
-
-    fn sales(redemptions: i64, reversals: i64, discount: i64, order_amount: i64) -> SalesFigures {
-        SalesFigures { redemptions, reversals, discount, order_amount }
+impl SqlStore {
+    /// Marks these merchants' unsettled, unreversed redemptions of the season up to the
+    /// cut-off as settled by `plan` and sums them per merchant; a merchant that already
+    /// has a line in this settlement (a redemption that arrived after its chunk) is left
+    /// for the next settlement. On PostgreSQL the UPDATE locks each row it changes: a
+    /// reversal of one of them waits for this chunk and then finds it settled; a
+    /// reversal or settlement that holds a row first is waited for, and the row is then
+    /// skipped (it no longer matches).
+    async fn settle_redemptions(
+        tx: &mut Tx,
+        plan: &SettlementPlan,
+        merchants: &[Uuid],
+    ) -> Result<BTreeMap<Uuid, SettlementLine>, WriteError> {
+        let mut q = QueryBuilder::new("UPDATE redemptions SET settled_at_us = ");
+        q.push_bind(plan.created_at.unix_us())
+            .push(", settlement_id = ")
+            .push_bind(plan.id)
+            .push(" WHERE season_id = ")
+            .push_bind(plan.season_id)
+            .push(" AND merchant_id IN (");
+        let mut list = q.separated(", ");
+        for merchant in merchants {
+            list.push_bind(*merchant);
+        }
+        q.push(") AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= ")
+            .push_bind(plan.cut_off.unix_us())
+            .push(" AND merchant_id NOT IN (SELECT merchant_id FROM settlement_lines WHERE settlement_id = ")
+            .push_bind(plan.id)
+            .push(") RETURNING id, merchant_id, funders");
+        let mut lines: BTreeMap<Uuid, SettlementLine> = BTreeMap::new();
+        let mut rows = q.build_query_as::<(Uuid, Uuid, String)>().fetch(&mut *tx);
+        while let Some((id, merchant_id, funders)) = rows.try_next().await? {
+            let parts = funder_parts(&funders, &format!("redemption {id}"))?;
+            let line = lines
+                .entry(merchant_id)
+                .or_insert_with(|| SettlementLine { merchant_id, ..Default::default() });
+            line.add(&parts);
+        }
+        Ok(lines)
     }
 
-    /// The live-redemption aggregate columns shared by the sales queries.
-    const SALES_COLUMNS: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT), \
-         CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT)";
-    const SALES_COLUMNS_NAMED: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS n, \
-         CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS rv, \
-         CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT) AS d, \
-         CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT) AS o";
+    /// A settlement's lines, through the pool or inside a transaction.
+    async fn lines_of<'e>(
+        executor: impl Into<Exec<'e>>,
+        id: Uuid,
+    ) -> Result<Vec<SettlementLineRecord>, StorageError> {
+        let rows: Vec<SettlementLineRow> = query_as(
+            "SELECT l.merchant_id, m.name AS merchant_name, m.city AS merchant_city, l.redemption_count, \
+             l.amount_fen, l.funders, l.bank, l.account_no, l.account_name \
+             FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
+             WHERE l.settlement_id = $1 ORDER BY m.name, l.merchant_id",
+        )
+        .bind(id)
+        .fetch_all(executor)
+        .await?;
+        rows.into_iter().map(|row| row.into_record(id)).collect()
+    }
 
-    impl SqlStore {
-        /// Marks these merchants' unsettled, unreversed redemptions of the season up to the
-        /// cut-off as settled by `plan` and sums them per merchant; a merchant that already
-        /// has a line in this settlement (a redemption that arrived after its chunk) is left
-        /// for the next settlement. On PostgreSQL the UPDATE locks each row it changes: a
-        /// reversal of one of them waits for this chunk and then finds it settled; a
-        /// reversal or settlement that holds a row first is waited for, and the row is then
-        /// skipped (it no longer matches).
-        async fn settle_redemptions(
-            tx: &mut Tx,
-            plan: &SettlementPlan,
-            merchants: &[Uuid],
-        ) -> Result<BTreeMap<Uuid, SettlementLine>, WriteError> {
-            let mut q = QueryBuilder::new("UPDATE redemptions SET settled_at_us = ");
-            q.push_bind(plan.created_at.unix_us())
-                .push(", settlement_id = ")
-                .push_bind(plan.id)
-                .push(" WHERE season_id = ")
-                .push_bind(plan.season_id)
-                .push(" AND merchant_id IN (");
+    /// Orders the transactions of one settlement run (its chunks and its finish) on
+    /// PostgreSQL, so that two runs of the same settlement never line a merchant twice
+    /// or add to it once it is complete; SQLite has one writer at a time anyway.
+    async fn lock_settlement(&self, tx: &mut Tx, id: Uuid) -> Result<(), WriteError> {
+        if let Some(sql) = self.backend.settlement_lock_sql() {
+            let mut key = [0u8; 8];
+            key.copy_from_slice(&id.as_bytes()[..8]);
+            query(sql).bind(i64::from_be_bytes(key)).execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    /// The settlement's row under the run's lock; a settlement with this id but another
+    /// season or cut-off means the Idempotency-Key was used for another request.
+    async fn settlement_in(
+        tx: &mut Tx,
+        plan: &SettlementPlan,
+    ) -> Result<Option<SettlementRecord>, WriteError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1"));
+        let row: Option<SettlementRow> = query_as(sql).bind(plan.id).fetch_optional(&mut *tx).await?;
+        let record = row.map(SettlementRow::into_record);
+        match record {
+            Some(ref s) if s.season_id != plan.season_id || s.cut_off != plan.cut_off => {
+                Err(WriteError::Conflict("idempotency_key_reused".into()))
+            }
+            _ => Ok(record),
+        }
+    }
+
+    async fn insert_settlement_lines(
+        tx: &mut Tx,
+        settlement_id: Uuid,
+        lines: &BTreeMap<Uuid, SettlementLine>,
+    ) -> Result<(), WriteError> {
+        let ids: Vec<Uuid> = lines.keys().copied().collect();
+        for chunk in ids.chunks(500) {
+            let mut q =
+                QueryBuilder::new("SELECT id, bank, account_no, account_name FROM merchants WHERE id IN (");
             let mut list = q.separated(", ");
-            for merchant in merchants {
-                list.push_bind(*merchant);
+            for id in chunk {
+                list.push_bind(*id);
             }
-            q.push(") AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= ")
-                .push_bind(plan.cut_off.unix_us())
-                .push(" AND merchant_id NOT IN (SELECT merchant_id FROM settlement_lines WHERE settlement_id = ")
-                .push_bind(plan.id)
-                .push(") RETURNING id, merchant_id, funders");
-            let mut lines: BTreeMap<Uuid, SettlementLine> = BTreeMap::new();
-            let mut rows = q.build_query_as::<(Uuid, Uuid, String)>().fetch(&mut *tx);
-            while let Some((id, merchant_id, funders)) = rows.try_next().await? {
-                let parts = funder_parts(&funders, &format!("redemption {id}"))?;
-                let line = lines
-                    .entry(merchant_id)
-                    .or_insert_with(|| SettlementLine { merchant_id, ..Default::default() });
-                line.add(&parts);
+            q.push(")");
+            let accounts: Vec<(Uuid, String, String, String)> =
+                q.build_query_as().fetch_all(&mut *tx).await?;
+            if accounts.len() != chunk.len() {
+                return Err(WriteError::Storage(StorageError::Corrupt(
+                    "a redemption names a merchant that does not exist".into(),
+                )));
             }
-            Ok(lines)
-        }
-
-        /// A settlement's lines, through the pool or inside a transaction.
-        async fn lines_of<'e>(
-            executor: impl Into<Exec<'e>>,
-            id: Uuid,
-        ) -> Result<Vec<SettlementLineRecord>, StorageError> {
-            let rows: Vec<SettlementLineRow> = query_as(
-                "SELECT l.merchant_id, m.name AS merchant_name, m.city AS merchant_city, l.redemption_count, \
-                 l.amount_fen, l.funders, l.bank, l.account_no, l.account_name \
-                 FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
-                 WHERE l.settlement_id = $1 ORDER BY m.name, l.merchant_id",
-            )
-            .bind(id)
-            .fetch_all(executor)
-            .await?;
-            rows.into_iter().map(|row| row.into_record(id)).collect()
-        }
-
-        /// Orders the transactions of one settlement run (its chunks and its finish) on
-        /// PostgreSQL, so that two runs of the same settlement never line a merchant twice
-        /// or add to it once it is complete; SQLite has one writer at a time anyway.
-        async fn lock_settlement(&self, tx: &mut Tx, id: Uuid) -> Result<(), WriteError> {
-            if let Some(sql) = self.backend.settlement_lock_sql() {
-                let mut key = [0u8; 8];
-                key.copy_from_slice(&id.as_bytes()[..8]);
-                query(sql).bind(i64::from_be_bytes(key)).execute(&mut *tx).await?;
-            }
-            Ok(())
-        }
-
-        /// The settlement's row under the run's lock; a settlement with this id but another
-        /// season or cut-off means the Idempotency-Key was used for another request.
-        async fn settlement_in(
-            tx: &mut Tx,
-            plan: &SettlementPlan,
-        ) -> Result<Option<SettlementRecord>, WriteError> {
-            let sql =
-                sqlx::AssertSqlSafe(format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1"));
-            let row: Option<SettlementRow> = query_as(sql).bind(plan.id).fetch_optional(&mut *tx).await?;
-            let record = row.map(SettlementRow::into_record);
-            match record {
-                Some(ref s) if s.season_id != plan.season_id || s.cut_off != plan.cut_off => {
-                    Err(WriteError::Conflict("idempotency_key_reused".into()))
-                }
-                _ => Ok(record),
-            }
-        }
-
-        async fn insert_settlement_lines(
-            tx: &mut Tx,
-            settlement_id: Uuid,
-            lines: &BTreeMap<Uuid, SettlementLine>,
-        ) -> Result<(), WriteError> {
-            let ids: Vec<Uuid> = lines.keys().copied().collect();
-            for chunk in ids.chunks(500) {
-                let mut q = QueryBuilder::new(
-                    "SELECT id, bank, account_no, account_name FROM merchants WHERE id IN (",
-                );
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                let accounts: Vec<(Uuid, String, String, String)> =
-                    q.build_query_as().fetch_all(&mut *tx).await?;
-                if accounts.len() != chunk.len() {
-                    return Err(WriteError::Storage(StorageError::Corrupt(
-                        "a redemption names a merchant that does not exist".into(),
-                    )));
-                }
-                let mut q = QueryBuilder::new(
-                    "INSERT INTO settlement_lines (settlement_id, merchant_id, redemption_count, amount_fen, funders, \
-                     bank, account_no, account_name) ",
-                );
-                q.push_values(accounts, |mut row, (id, bank, account_no, account_name)| {
-                    let line = &lines[&id];
-                    row.push_bind(settlement_id)
-                        .push_bind(id)
-                        .push_bind(line.redemption_count)
-                        .push_bind(line.amount_fen)
-                        .push_bind(funder_parts_json(&line.by_funder))
-                        .push_bind(bank)
-                        .push_bind(account_no)
-                        .push_bind(account_name);
-                });
-                q.build().execute(&mut *tx).await?;
-            }
-            Ok(())
-        }
-
-        /// The season's batch accounts (reserve and issued) with their balances, under the lock.
-        async fn batch_balances_in(
-            tx: &mut Tx,
-            season_id: Uuid,
-        ) -> Result<Vec<(String, Balance)>, WriteError> {
-            let rows: Vec<(String, i64, i64)> = query_as(
-                "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
-                 JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
-            )
-            .bind(format!("season:{}:batch:%", season_id.hyphenated()))
-            .fetch_all(&mut *tx)
-            .await?;
-            Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
-        }
-
-        /// The claim and redemption paths keep two counters whose CHECKs hold the
-        /// season's per-person limits: `citizen_season_totals` (the season cap, and the
-        /// monthly cap per month of claim) and `merchant_redemption_counts` (the
-        /// per-merchant limit). Each must equal what
-        /// the rows it counts add up to, and carry the season's limit, or a limit holds
-        /// against a wrong number. Both ways: a counted group must have its counter, and
-        /// a non-zero counter must have rows behind it.
-        fn counter_checks(&self, season: &crate::domain::season::Season) -> Vec<(&'static str, String)> {
-            let text = |col: &str| self.backend.uuid_text_sql(col);
-            // The vouchers counted against the cap: live ones, and those the close expired
-            // (closing leaves the counter as it was; the season is over).
-            let held = "SELECT v.citizen_id, SUM(v.value_fen) AS held_fen FROM vouchers v \
-                        JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
-                        AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id";
-            let month = self.backend.cst_month_sql("v.claimed_at_us");
-            let held_by_month = format!(
-                "SELECT v.citizen_id, {month} AS period, SUM(v.value_fen) AS held_fen FROM vouchers v \
-                 JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
-                 AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id, {month}"
+            let mut q = QueryBuilder::new(
+                "INSERT INTO settlement_lines (settlement_id, merchant_id, redemption_count, amount_fen, funders, \
+                 bank, account_no, account_name) ",
             );
-            let live = "SELECT v.citizen_id, r.merchant_id, COUNT(*) AS live FROM redemptions r \
-                        JOIN vouchers v ON v.id = r.voucher_id WHERE r.season_id = $1 \
-                        AND r.reversed_at_us IS NULL GROUP BY v.citizen_id, r.merchant_id";
-            // Only the season's own rules: the aggregates cost a pass over its vouchers
-            // or redemptions, and a season without the rule never reads its counter.
-            let mut checks = Vec::new();
-            // Every redemption at a merchant of a capped category kept to the ceiling's
-            // share of its order (the basis the voucher applied to). Categories and
-            // percents are the season's own typed values, written into the SQL.
-            let over_ceiling: Vec<String> = season
-                .subsidy_ceilings
-                .iter()
-                .map(|(category, percent)| {
-                    format!("(m.category = '{category}' AND r.discount_fen * 100 > r.order_amount_fen * {percent})")
-                })
-                .collect();
-            if !over_ceiling.is_empty() {
-                checks.push(("redemption_over_subsidy_ceiling", format!(
-                    "SELECT 'redemption ' || {id} || ': ' || r.discount_fen || ' fen off ' || r.order_amount_fen \
-                     || ' fen at a ' || m.category FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
-                     WHERE r.season_id = $1 AND ({})",
-                    over_ceiling.join(" OR "), id = text("r.id"))));
-            }
-            if season.per_citizen_cap.is_some() {
-                checks.push(("citizen_season_total_disagrees", format!(
-                    "SELECT 'citizen ' || {citizen} || ': counter ' || COALESCE(t.claimed_fen, -1) || ' fen (cap ' \
-                     || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' || s.per_citizen_cap_fen || ')' \
-                     FROM ({held}) h JOIN seasons s ON s.id = $1 \
-                     LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id AND t.period = 0 \
-                     WHERE s.per_citizen_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL OR t.claimed_fen <> h.held_fen \
-                     OR t.cap_fen <> s.per_citizen_cap_fen) \
-                     UNION ALL \
-                     SELECT 'citizen ' || {counted} || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
-                     FROM citizen_season_totals t LEFT JOIN ({held}) h ON h.citizen_id = t.citizen_id \
-                     WHERE t.season_id = $1 AND t.period = 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
-                    citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
-            }
-            if season.per_citizen_monthly_cap.is_some() {
-                checks.push(("citizen_month_total_disagrees", format!(
-                    "SELECT 'citizen ' || {citizen} || ' in ' || h.period || ': counter ' || COALESCE(t.claimed_fen, -1) \
-                     || ' fen (cap ' || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' \
-                     || s.per_citizen_monthly_cap_fen || ')' \
-                     FROM ({held_by_month}) h JOIN seasons s ON s.id = $1 \
-                     LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id \
-                     AND t.period = h.period \
-                     WHERE s.per_citizen_monthly_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL \
-                     OR t.claimed_fen <> h.held_fen OR t.cap_fen <> s.per_citizen_monthly_cap_fen) \
-                     UNION ALL \
-                     SELECT 'citizen ' || {counted} || ' in ' || t.period || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
-                     FROM citizen_season_totals t LEFT JOIN ({held_by_month}) h ON h.citizen_id = t.citizen_id \
-                     AND h.period = t.period \
-                     WHERE t.season_id = $1 AND t.period <> 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
-                    citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
-            }
-            if season.merchant_redemption_limit.is_some() {
-                checks.push(("merchant_redemption_count_disagrees", format!(
-                    "SELECT 'citizen ' || {citizen} || ' at merchant ' || {merchant} || ': counter ' \
-                     || COALESCE(c.live_count, -1) || ' (limit ' || COALESCE(c.limit_count, -1) || '), live redemptions ' \
-                     || l.live || ' (limit ' || s.merchant_redemption_limit || ')' \
-                     FROM ({live}) l JOIN seasons s ON s.id = $1 \
-                     LEFT JOIN merchant_redemption_counts c ON c.season_id = $1 AND c.citizen_id = l.citizen_id \
-                     AND c.merchant_id = l.merchant_id \
-                     WHERE s.merchant_redemption_limit IS NOT NULL AND (c.live_count IS NULL OR c.live_count <> l.live \
-                     OR c.limit_count <> s.merchant_redemption_limit) \
-                     UNION ALL \
-                     SELECT 'citizen ' || {counted} || ' at merchant ' || {counted_at} || ': counter ' || c.live_count \
-                     || ', no live redemptions' \
-                     FROM merchant_redemption_counts c LEFT JOIN ({live}) l ON l.citizen_id = c.citizen_id \
-                     AND l.merchant_id = c.merchant_id \
-                     WHERE c.season_id = $1 AND c.live_count <> 0 AND l.live IS NULL",
-                    citizen = text("l.citizen_id"), merchant = text("l.merchant_id"),
-                    counted = text("c.citizen_id"), counted_at = text("c.merchant_id"))));
-            }
-            checks
+            q.push_values(accounts, |mut row, (id, bank, account_no, account_name)| {
+                let line = &lines[&id];
+                row.push_bind(settlement_id)
+                    .push_bind(id)
+                    .push_bind(line.redemption_count)
+                    .push_bind(line.amount_fen)
+                    .push_bind(funder_parts_json(&line.by_funder))
+                    .push_bind(bank)
+                    .push_bind(account_no)
+                    .push_bind(account_name);
+            });
+            q.build().execute(&mut *tx).await?;
         }
-
-        async fn count_breaks(
-            tx: &mut Tx,
-            sql: String,
-            season_id: Uuid,
-        ) -> Result<(i64, Vec<String>), StorageError> {
-            let count_sql =
-                sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM ({sql}) breaks"));
-            let (count,): (i64,) = query_as(count_sql).bind(season_id).fetch_one(&mut *tx).await?;
-            if count == 0 {
-                return Ok((0, Vec::new()));
-            }
-            let list_sql = sqlx::AssertSqlSafe(format!("{sql} LIMIT {MAX_BREAKS_LISTED}"));
-            let listed: Vec<(String,)> = query_as(list_sql).bind(season_id).fetch_all(&mut *tx).await?;
-            Ok((count, listed.into_iter().map(|(d,)| d).collect()))
-        }
+        Ok(())
     }
 
-    #[async_trait]
-    impl FinanceStore for SqlStore {
-        async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError> {
-            let rows: Vec<(String, i64, i64)> = query_as(
-                "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
-                 LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1 ORDER BY a.address",
-            )
-            .bind(accounts::season_pattern(season_id))
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
-        }
+    /// The season's batch accounts (reserve and issued) with their balances, under the lock.
+    async fn batch_balances_in(tx: &mut Tx, season_id: Uuid) -> Result<Vec<(String, Balance)>, WriteError> {
+        let rows: Vec<(String, i64, i64)> = query_as(
+            "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
+             JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
+        )
+        .bind(format!("season:{}:batch:%", season_id.hyphenated()))
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
+    }
 
-        async fn voucher_status_counts(
-            &self,
-            season_id: Uuid,
-        ) -> Result<Vec<(Uuid, String, i64)>, StorageError> {
-            Ok(query_as(
-                "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 \
-                 GROUP BY batch_id, status",
-            )
-            .bind(season_id)
-            .fetch_all(&self.pool)
-            .await?)
-        }
-
-        async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT r.batch_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 GROUP BY r.batch_id"
-            ));
-            let rows: Vec<(Uuid, i64, i64, i64, i64)> =
-                query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
-            Ok(rows.into_iter().map(|(b, n, rv, d, o)| (b, sales(n, rv, d, o))).collect())
-        }
-
-        async fn merchant_sales(
-            &self,
-            season_id: Uuid,
-            city: Option<RegionCode>,
-        ) -> Result<Vec<MerchantSales>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT m.id, m.name, m.city, m.category, s.n, s.rv, s.d, s.o FROM \
-                 (SELECT r.merchant_id, {SALES_COLUMNS_NAMED} FROM redemptions r WHERE r.season_id = $1 \
-                  GROUP BY r.merchant_id) s JOIN merchants m ON m.id = s.merchant_id \
-                 WHERE ($2 = '' OR m.city = $2) ORDER BY m.name, m.id LIMIT {}",
-                crate::storage::finance::MAX_REPORT_ROWS
-            ));
-            let city = city.map(|c| c.to_string()).unwrap_or_default();
-            let rows: Vec<(Uuid, String, String, String, i64, i64, i64, i64)> =
-                query_as(sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
-            Ok(rows
-                .into_iter()
-                .map(|(merchant_id, name, city, category, n, rv, d, o)| MerchantSales {
-                    merchant_id,
-                    name,
-                    city,
-                    category,
-                    sales: sales(n, rv, d, o),
-                })
-                .collect())
-        }
-
-        async fn day_activity(
-            &self,
-            season_id: Uuid,
-            city: Option<RegionCode>,
-        ) -> Result<Vec<DayActivity>, StorageError> {
-            let claims_sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {day}, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(value_fen), 0) AS BIGINT) \
-                 FROM vouchers WHERE season_id = $1 GROUP BY {day}",
-                day = day_sql("claimed_at_us")
-            ));
-            let claims: Vec<(i64, i64, i64)> = if city.is_none() {
-                query_as(claims_sql).bind(season_id).fetch_all(&self.pool).await?
-            } else {
-                Vec::new()
-            };
-            let redemptions_sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {day}, {SALES_COLUMNS} FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
-                 WHERE r.season_id = $1 AND ($2 = '' OR m.city = $2) GROUP BY {day}",
-                day = day_sql("r.redeemed_at_us")
-            ));
-            let city = city.map(|c| c.to_string()).unwrap_or_default();
-            let redeemed: Vec<(i64, i64, i64, i64, i64)> =
-                query_as(redemptions_sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
-            let mut days: BTreeMap<i64, DayActivity> = BTreeMap::new();
-            let blank = |day_number| DayActivity {
-                day_number,
-                claims: 0,
-                claimed_fen: 0,
-                sales: SalesFigures::default(),
-            };
-            for (day, count, fen) in claims {
-                let entry = days.entry(day).or_insert_with(|| blank(day));
-                entry.claims = count;
-                entry.claimed_fen = fen;
-            }
-            for (day, n, rv, d, o) in redeemed {
-                days.entry(day).or_insert_with(|| blank(day)).sales = sales(n, rv, d, o);
-            }
-            Ok(days.into_values().collect())
-        }
-
-        async fn unsettled_counts(
-            &self,
-            season_id: Uuid,
-            cut_off: Timestamp,
-        ) -> Result<Vec<(Uuid, i64)>, StorageError> {
-            Ok(query_as(
-                "SELECT merchant_id, COUNT(*) FROM redemptions WHERE season_id = $1 AND settled_at_us IS NULL \
-                 AND reversed_at_us IS NULL AND redeemed_at_us <= $2 GROUP BY merchant_id ORDER BY merchant_id",
-            )
-            .bind(season_id)
-            .bind(cut_off.unix_us())
-            .fetch_all(&self.pool)
-            .await?)
-        }
-
-        async fn settle_merchants(
-            &self,
-            plan: &SettlementPlan,
-            merchants: &[Uuid],
-        ) -> Result<usize, WriteError> {
-            if merchants.is_empty() {
-                return Ok(0);
-            }
-            // The redemption rows are updated and the lines written before the write gate
-            // and the ledger head are taken (on PostgreSQL; SQLite has one writer anyway):
-            // tills wait only while the chunk's entries are posted.
-            let (held, mut tx) = self.begin_row_write().await?;
-            self.lock_settlement(&mut tx, plan.id).await?;
-            let existing = Self::settlement_in(&mut tx, plan).await?;
-            if existing.as_ref().is_some_and(|s| s.completed_at.is_some()) {
-                return Ok(0);
-            }
-            if let Some((set, _)) = self.backend.settlement_scan_sql() {
-                execute_raw(set, &mut tx).await?;
-            }
-            let lines = Self::settle_redemptions(&mut tx, plan, merchants).await?;
-            if let Some((_, reset)) = self.backend.settlement_scan_sql() {
-                execute_raw(reset, &mut tx).await?;
-            }
-            if lines.is_empty() {
-                return Ok(0);
-            }
-            let total_fen: i64 = lines.values().map(|l| l.amount_fen).sum();
-            let line_count = i32::try_from(lines.len()).map_err(|_| {
-                WriteError::Storage(StorageError::Corrupt("a settlement chunk of over 2^31 merchants".into()))
-            })?;
-            let write = if existing.is_some() {
-                query("UPDATE settlements SET total_fen = total_fen + $1, line_count = line_count + $2 WHERE id = $3")
-                    .bind(total_fen)
-                    .bind(line_count)
-                    .bind(plan.id)
-            } else {
-                query(
-                    "INSERT INTO settlements (total_fen, line_count, id, season_id, cut_off_us, created_at_us) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+    /// The claim and redemption paths keep two counters whose CHECKs hold the
+    /// season's per-person limits: `citizen_season_totals` (the season cap, and the
+    /// monthly cap per month of claim) and `merchant_redemption_counts` (the
+    /// per-merchant limit). Each must equal what
+    /// the rows it counts add up to, and carry the season's limit, or a limit holds
+    /// against a wrong number. Both ways: a counted group must have its counter, and
+    /// a non-zero counter must have rows behind it.
+    fn counter_checks(&self, season: &crate::domain::season::Season) -> Vec<(&'static str, String)> {
+        let text = |col: &str| self.backend.uuid_text_sql(col);
+        // The vouchers counted against the cap: live ones, and those the close expired
+        // (closing leaves the counter as it was; the season is over).
+        let held = "SELECT v.citizen_id, SUM(v.value_fen) AS held_fen FROM vouchers v \
+                    JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
+                    AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id";
+        let month = self.backend.cst_month_sql("v.claimed_at_us");
+        let held_by_month = format!(
+            "SELECT v.citizen_id, {month} AS period, SUM(v.value_fen) AS held_fen FROM vouchers v \
+             JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
+             AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id, {month}"
+        );
+        let live = "SELECT v.citizen_id, r.merchant_id, COUNT(*) AS live FROM redemptions r \
+                    JOIN vouchers v ON v.id = r.voucher_id WHERE r.season_id = $1 \
+                    AND r.reversed_at_us IS NULL GROUP BY v.citizen_id, r.merchant_id";
+        // Only the season's own rules: the aggregates cost a pass over its vouchers
+        // or redemptions, and a season without the rule never reads its counter.
+        let mut checks = Vec::new();
+        // Every redemption at a merchant of a capped category kept to the ceiling's
+        // share of its order (the basis the voucher applied to). Categories and
+        // percents are the season's own typed values, written into the SQL.
+        let over_ceiling: Vec<String> = season
+            .subsidy_ceilings
+            .iter()
+            .map(|(category, percent)| {
+                format!(
+                    "(m.category = '{category}' AND r.discount_fen * 100 > r.order_amount_fen * {percent})"
                 )
+            })
+            .collect();
+        if !over_ceiling.is_empty() {
+            checks.push(("redemption_over_subsidy_ceiling", format!(
+                "SELECT 'redemption ' || {id} || ': ' || r.discount_fen || ' fen off ' || r.order_amount_fen \
+                 || ' fen at a ' || m.category FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
+                 WHERE r.season_id = $1 AND ({})",
+                over_ceiling.join(" OR "), id = text("r.id"))));
+        }
+        if season.per_citizen_cap.is_some() {
+            checks.push(("citizen_season_total_disagrees", format!(
+                "SELECT 'citizen ' || {citizen} || ': counter ' || COALESCE(t.claimed_fen, -1) || ' fen (cap ' \
+                 || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' || s.per_citizen_cap_fen || ')' \
+                 FROM ({held}) h JOIN seasons s ON s.id = $1 \
+                 LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id AND t.period = 0 \
+                 WHERE s.per_citizen_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL OR t.claimed_fen <> h.held_fen \
+                 OR t.cap_fen <> s.per_citizen_cap_fen) \
+                 UNION ALL \
+                 SELECT 'citizen ' || {counted} || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
+                 FROM citizen_season_totals t LEFT JOIN ({held}) h ON h.citizen_id = t.citizen_id \
+                 WHERE t.season_id = $1 AND t.period = 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
+                citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
+        }
+        if season.per_citizen_monthly_cap.is_some() {
+            checks.push(("citizen_month_total_disagrees", format!(
+                "SELECT 'citizen ' || {citizen} || ' in ' || h.period || ': counter ' || COALESCE(t.claimed_fen, -1) \
+                 || ' fen (cap ' || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' \
+                 || s.per_citizen_monthly_cap_fen || ')' \
+                 FROM ({held_by_month}) h JOIN seasons s ON s.id = $1 \
+                 LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id \
+                 AND t.period = h.period \
+                 WHERE s.per_citizen_monthly_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL \
+                 OR t.claimed_fen <> h.held_fen OR t.cap_fen <> s.per_citizen_monthly_cap_fen) \
+                 UNION ALL \
+                 SELECT 'citizen ' || {counted} || ' in ' || t.period || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
+                 FROM citizen_season_totals t LEFT JOIN ({held_by_month}) h ON h.citizen_id = t.citizen_id \
+                 AND h.period = t.period \
+                 WHERE t.season_id = $1 AND t.period <> 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
+                citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
+        }
+        if season.merchant_redemption_limit.is_some() {
+            checks.push(("merchant_redemption_count_disagrees", format!(
+                "SELECT 'citizen ' || {citizen} || ' at merchant ' || {merchant} || ': counter ' \
+                 || COALESCE(c.live_count, -1) || ' (limit ' || COALESCE(c.limit_count, -1) || '), live redemptions ' \
+                 || l.live || ' (limit ' || s.merchant_redemption_limit || ')' \
+                 FROM ({live}) l JOIN seasons s ON s.id = $1 \
+                 LEFT JOIN merchant_redemption_counts c ON c.season_id = $1 AND c.citizen_id = l.citizen_id \
+                 AND c.merchant_id = l.merchant_id \
+                 WHERE s.merchant_redemption_limit IS NOT NULL AND (c.live_count IS NULL OR c.live_count <> l.live \
+                 OR c.limit_count <> s.merchant_redemption_limit) \
+                 UNION ALL \
+                 SELECT 'citizen ' || {counted} || ' at merchant ' || {counted_at} || ': counter ' || c.live_count \
+                 || ', no live redemptions' \
+                 FROM merchant_redemption_counts c LEFT JOIN ({live}) l ON l.citizen_id = c.citizen_id \
+                 AND l.merchant_id = c.merchant_id \
+                 WHERE c.season_id = $1 AND c.live_count <> 0 AND l.live IS NULL",
+                citizen = text("l.citizen_id"), merchant = text("l.merchant_id"),
+                counted = text("c.citizen_id"), counted_at = text("c.merchant_id"))));
+        }
+        checks
+    }
+
+    async fn count_breaks(
+        tx: &mut Tx,
+        sql: String,
+        season_id: Uuid,
+    ) -> Result<(i64, Vec<String>), StorageError> {
+        let count_sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM ({sql}) breaks"));
+        let (count,): (i64,) = query_as(count_sql).bind(season_id).fetch_one(&mut *tx).await?;
+        if count == 0 {
+            return Ok((0, Vec::new()));
+        }
+        let list_sql = sqlx::AssertSqlSafe(format!("{sql} LIMIT {MAX_BREAKS_LISTED}"));
+        let listed: Vec<(String,)> = query_as(list_sql).bind(season_id).fetch_all(&mut *tx).await?;
+        Ok((count, listed.into_iter().map(|(d,)| d).collect()))
+    }
+}
+
+#[async_trait]
+impl FinanceStore for SqlStore {
+    async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError> {
+        let rows: Vec<(String, i64, i64)> = query_as(
+            "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
+             LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1 ORDER BY a.address",
+        )
+        .bind(accounts::season_pattern(season_id))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
+    }
+
+    async fn voucher_status_counts(&self, season_id: Uuid) -> Result<Vec<(Uuid, String, i64)>, StorageError> {
+        Ok(query_as(
+            "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 \
+             GROUP BY batch_id, status",
+        )
+        .bind(season_id)
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT r.batch_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 GROUP BY r.batch_id"
+        ));
+        let rows: Vec<(Uuid, i64, i64, i64, i64)> =
+            query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|(b, n, rv, d, o)| (b, sales(n, rv, d, o))).collect())
+    }
+
+    async fn merchant_sales(
+        &self,
+        season_id: Uuid,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<MerchantSales>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT m.id, m.name, m.city, m.category, s.n, s.rv, s.d, s.o FROM \
+             (SELECT r.merchant_id, {SALES_COLUMNS_NAMED} FROM redemptions r WHERE r.season_id = $1 \
+              GROUP BY r.merchant_id) s JOIN merchants m ON m.id = s.merchant_id \
+             WHERE ($2 = '' OR m.city = $2) ORDER BY m.name, m.id LIMIT {}",
+            crate::storage::finance::MAX_REPORT_ROWS
+        ));
+        let city = city.map(|c| c.to_string()).unwrap_or_default();
+        let rows: Vec<(Uuid, String, String, String, i64, i64, i64, i64)> =
+            query_as(sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
+        Ok(rows
+            .into_iter()
+            .map(|(merchant_id, name, city, category, n, rv, d, o)| MerchantSales {
+                merchant_id,
+                name,
+                city,
+                category,
+                sales: sales(n, rv, d, o),
+            })
+            .collect())
+    }
+
+    async fn day_activity(
+        &self,
+        season_id: Uuid,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<DayActivity>, StorageError> {
+        let claims_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {day}, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(value_fen), 0) AS BIGINT) \
+             FROM vouchers WHERE season_id = $1 GROUP BY {day}",
+            day = day_sql("claimed_at_us")
+        ));
+        let claims: Vec<(i64, i64, i64)> = if city.is_none() {
+            query_as(claims_sql).bind(season_id).fetch_all(&self.pool).await?
+        } else {
+            Vec::new()
+        };
+        let redemptions_sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {day}, {SALES_COLUMNS} FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
+             WHERE r.season_id = $1 AND ($2 = '' OR m.city = $2) GROUP BY {day}",
+            day = day_sql("r.redeemed_at_us")
+        ));
+        let city = city.map(|c| c.to_string()).unwrap_or_default();
+        let redeemed: Vec<(i64, i64, i64, i64, i64)> =
+            query_as(redemptions_sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
+        let mut days: BTreeMap<i64, DayActivity> = BTreeMap::new();
+        let blank = |day_number| DayActivity {
+            day_number,
+            claims: 0,
+            claimed_fen: 0,
+            sales: SalesFigures::default(),
+        };
+        for (day, count, fen) in claims {
+            let entry = days.entry(day).or_insert_with(|| blank(day));
+            entry.claims = count;
+            entry.claimed_fen = fen;
+        }
+        for (day, n, rv, d, o) in redeemed {
+            days.entry(day).or_insert_with(|| blank(day)).sales = sales(n, rv, d, o);
+        }
+        Ok(days.into_values().collect())
+    }
+
+    async fn unsettled_counts(
+        &self,
+        season_id: Uuid,
+        cut_off: Timestamp,
+    ) -> Result<Vec<(Uuid, i64)>, StorageError> {
+        Ok(query_as(
+            "SELECT merchant_id, COUNT(*) FROM redemptions WHERE season_id = $1 AND settled_at_us IS NULL \
+             AND reversed_at_us IS NULL AND redeemed_at_us <= $2 GROUP BY merchant_id ORDER BY merchant_id",
+        )
+        .bind(season_id)
+        .bind(cut_off.unix_us())
+        .fetch_all(&self.pool)
+        .await?)
+    }
+
+    async fn settle_merchants(&self, plan: &SettlementPlan, merchants: &[Uuid]) -> Result<usize, WriteError> {
+        if merchants.is_empty() {
+            return Ok(0);
+        }
+        // The redemption rows are updated and the lines written before the write gate
+        // and the ledger head are taken (on PostgreSQL; SQLite has one writer anyway):
+        // tills wait only while the chunk's entries are posted.
+        let (held, mut tx) = self.begin_row_write().await?;
+        self.lock_settlement(&mut tx, plan.id).await?;
+        let existing = Self::settlement_in(&mut tx, plan).await?;
+        if existing.as_ref().is_some_and(|s| s.completed_at.is_some()) {
+            return Ok(0);
+        }
+        if let Some((set, _)) = self.backend.settlement_scan_sql() {
+            execute_raw(set, &mut tx).await?;
+        }
+        let lines = Self::settle_redemptions(&mut tx, plan, merchants).await?;
+        if let Some((_, reset)) = self.backend.settlement_scan_sql() {
+            execute_raw(reset, &mut tx).await?;
+        }
+        if lines.is_empty() {
+            return Ok(0);
+        }
+        let total_fen: i64 = lines.values().map(|l| l.amount_fen).sum();
+        let line_count = i32::try_from(lines.len()).map_err(|_| {
+            WriteError::Storage(StorageError::Corrupt("a settlement chunk of over 2^31 merchants".into()))
+        })?;
+        let write = if existing.is_some() {
+            query("UPDATE settlements SET total_fen = total_fen + $1, line_count = line_count + $2 WHERE id = $3")
                 .bind(total_fen)
                 .bind(line_count)
                 .bind(plan.id)
-                .bind(plan.season_id)
-                .bind(plan.cut_off.unix_us())
-                .bind(plan.created_at.unix_us())
-            };
-            write.execute(&mut tx).await?;
-            Self::insert_settlement_lines(&mut tx, plan.id, &lines).await?;
-            let entries: Vec<NewEntry> = lines
-                .values()
-                .map(|line| {
-                    let postings = move_per_funder(&line.by_funder, |f| {
-                        (
-                            accounts::payable(plan.season_id, line.merchant_id, f),
-                            accounts::settled(plan.season_id, line.merchant_id, f),
-                        )
-                    });
-                    NewEntry::new(
-                        "settlement",
-                        format!("settlement:{}:{}", plan.id, line.merchant_id),
-                        postings,
+        } else {
+            query(
+                "INSERT INTO settlements (total_fen, line_count, id, season_id, cut_off_us, created_at_us) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(total_fen)
+            .bind(line_count)
+            .bind(plan.id)
+            .bind(plan.season_id)
+            .bind(plan.cut_off.unix_us())
+            .bind(plan.created_at.unix_us())
+        };
+        write.execute(&mut tx).await?;
+        Self::insert_settlement_lines(&mut tx, plan.id, &lines).await?;
+        let entries: Vec<NewEntry> = lines
+            .values()
+            .map(|line| {
+                let postings = move_per_funder(&line.by_funder, |f| {
+                    (
+                        accounts::payable(plan.season_id, line.merchant_id, f),
+                        accounts::settled(plan.season_id, line.merchant_id, f),
                     )
-                })
-                .collect();
-            let _gate = self.gate_after_rows(held).await;
-            let opened = self.post_in(&mut tx, &entries).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(lines.len())
-        }
+                });
+                NewEntry::new("settlement", format!("settlement:{}:{}", plan.id, line.merchant_id), postings)
+            })
+            .collect();
+        let _gate = self.gate_after_rows(held).await;
+        let opened = self.post_in(&mut tx, &entries).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(lines.len())
+    }
 
-        async fn finish_settlement(
-            &self,
-            plan: &SettlementPlan,
-            at: Timestamp,
-        ) -> Result<SettlementRecord, WriteError> {
-            let (_held, mut tx) = self.begin_row_write().await?;
-            self.lock_settlement(&mut tx, plan.id).await?;
-            if let Some(answer) = &plan.answer
-                && Self::answer_exists(&mut tx, answer).await?
-            {
-                return Err(WriteError::IdempotencyTaken);
-            }
-            let Some(mut record) = Self::settlement_in(&mut tx, plan).await? else {
-                return Err(WriteError::Conflict("nothing_to_settle".into()));
-            };
-            if record.completed_at.is_none() {
-                query("UPDATE settlements SET completed_at_us = $1 WHERE id = $2")
-                    .bind(at.unix_us())
-                    .bind(plan.id)
-                    .execute(&mut tx)
-                    .await?;
-                record.completed_at = Some(at);
-            }
-            if let Some(answer) = &plan.answer {
-                let answer = IdemRecord { body: (plan.render)(&record), ..answer.clone() };
-                self.insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
-            }
-            tx.commit().await?;
-            Ok(record)
+    async fn finish_settlement(
+        &self,
+        plan: &SettlementPlan,
+        at: Timestamp,
+    ) -> Result<SettlementRecord, WriteError> {
+        let (_held, mut tx) = self.begin_row_write().await?;
+        self.lock_settlement(&mut tx, plan.id).await?;
+        if let Some(answer) = &plan.answer
+            && Self::answer_exists(&mut tx, answer).await?
+        {
+            return Err(WriteError::IdempotencyTaken);
         }
-
-        async fn settlements_in_progress(
-            &self,
-            season_id: Option<Uuid>,
-        ) -> Result<Vec<SettlementRecord>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE ($1 IS NULL OR season_id = $1) \
-                 AND completed_at_us IS NULL ORDER BY created_at_us, id LIMIT 100"
-            ));
-            let rows: Vec<SettlementRow> = query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
-            Ok(rows.into_iter().map(SettlementRow::into_record).collect())
-        }
-
-        async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError> {
-            let sql =
-                sqlx::AssertSqlSafe(format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1"));
-            let row: Option<SettlementRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            Ok(row.map(SettlementRow::into_record))
-        }
-
-        async fn season_settlements(
-            &self,
-            season_id: Uuid,
-            after: Option<&SettlementRecord>,
-            limit: i64,
-        ) -> Result<Vec<SettlementRecord>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE season_id = $1 \
-                 AND ($2 IS NULL OR (created_at_us, id) > ($2, $3)) ORDER BY created_at_us, id LIMIT $4"
-            ));
-            let rows: Vec<SettlementRow> = query_as(sql)
-                .bind(season_id)
-                .bind(after.map(|s| s.created_at.unix_us()))
-                .bind(after.map(|s| s.id))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            Ok(rows.into_iter().map(SettlementRow::into_record).collect())
-        }
-
-        async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError> {
-            Self::lines_of(&self.pool, id).await
-        }
-
-        async fn commit_payout(
-            &self,
-            settlement_id: Uuid,
-            payout_ref: &str,
-            at: Timestamp,
-            answer: &IdemRecord,
-        ) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.lock_head(&mut tx).await?;
-            if Self::answer_exists(&mut tx, answer).await? {
-                return Err(WriteError::IdempotencyTaken);
-            }
-            let state: Option<(Uuid, Option<i64>, Option<i64>)> =
-                query_as("SELECT season_id, paid_at_us, completed_at_us FROM settlements WHERE id = $1")
-                    .bind(settlement_id)
-                    .fetch_optional(&mut tx)
-                    .await?;
-            let season_id = match state {
-                Some((_, Some(_), _)) => return Err(WriteError::Conflict("already_paid".into())),
-                Some((_, None, None)) => return Err(WriteError::Conflict("settlement_in_progress".into())),
-                Some((season_id, None, Some(_))) => season_id,
-                None => return Err(WriteError::Conflict("settlement_not_found".into())),
-            };
-            // Complete: no chunk adds a line any more (`settle_merchants` checks), so the
-            // lines read here are all of them.
-            let lines = Self::lines_of(&mut tx, settlement_id).await?;
-            query("UPDATE settlements SET paid_at_us = $1, payout_ref = $2 WHERE id = $3")
+        let Some(mut record) = Self::settlement_in(&mut tx, plan).await? else {
+            return Err(WriteError::Conflict("nothing_to_settle".into()));
+        };
+        if record.completed_at.is_none() {
+            query("UPDATE settlements SET completed_at_us = $1 WHERE id = $2")
                 .bind(at.unix_us())
-                .bind(payout_ref.to_owned())
-                .bind(settlement_id)
+                .bind(plan.id)
                 .execute(&mut tx)
                 .await?;
-            let entries: Vec<NewEntry> = lines
-                .iter()
-                .map(|line| {
-                    let by_funder: BTreeMap<RegionCode, i64> =
-                        line.funders.iter().map(|(f, a)| (*f, a.as_fen())).collect();
-                    let postings = move_per_funder(&by_funder, |f| {
-                        (
-                            accounts::settled(season_id, line.merchant_id, f),
-                            accounts::paid(season_id, line.merchant_id, f),
-                        )
-                    });
-                    NewEntry::new("payout", format!("payout:{settlement_id}:{}", line.merchant_id), postings)
-                })
-                .collect();
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            let opened = self.post_in(&mut tx, &entries).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
+            record.completed_at = Some(at);
         }
+        if let Some(answer) = &plan.answer {
+            let answer = IdemRecord { body: (plan.render)(&record), ..answer.clone() };
+            self.insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
+        }
+        tx.commit().await?;
+        Ok(record)
+    }
 
-        async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.lock_head(&mut tx).await?;
-            let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
-                .bind(season_id)
+    async fn settlements_in_progress(
+        &self,
+        season_id: Option<Uuid>,
+    ) -> Result<Vec<SettlementRecord>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE ($1 IS NULL OR season_id = $1) \
+             AND completed_at_us IS NULL ORDER BY created_at_us, id LIMIT 100"
+        ));
+        let rows: Vec<SettlementRow> = query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(SettlementRow::into_record).collect())
+    }
+
+    async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1"));
+        let row: Option<SettlementRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(SettlementRow::into_record))
+    }
+
+    async fn season_settlements(
+        &self,
+        season_id: Uuid,
+        after: Option<&SettlementRecord>,
+        limit: i64,
+    ) -> Result<Vec<SettlementRecord>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE season_id = $1 \
+             AND ($2 IS NULL OR (created_at_us, id) > ($2, $3)) ORDER BY created_at_us, id LIMIT $4"
+        ));
+        let rows: Vec<SettlementRow> = query_as(sql)
+            .bind(season_id)
+            .bind(after.map(|s| s.created_at.unix_us()))
+            .bind(after.map(|s| s.id))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.into_iter().map(SettlementRow::into_record).collect())
+    }
+
+    async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError> {
+        Self::lines_of(&self.pool, id).await
+    }
+
+    async fn commit_payout(
+        &self,
+        settlement_id: Uuid,
+        payout_ref: &str,
+        at: Timestamp,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.lock_head(&mut tx).await?;
+        if Self::answer_exists(&mut tx, answer).await? {
+            return Err(WriteError::IdempotencyTaken);
+        }
+        let state: Option<(Uuid, Option<i64>, Option<i64>)> =
+            query_as("SELECT season_id, paid_at_us, completed_at_us FROM settlements WHERE id = $1")
+                .bind(settlement_id)
                 .fetch_optional(&mut tx)
                 .await?;
-            match closed {
-                None => return Err(WriteError::Conflict("season_not_found".into())),
-                Some((Some(closed_at),)) => {
-                    return Ok(Timestamp::from_unix_us(closed_at));
-                }
-                Some((None,)) => {}
-            }
-            query("UPDATE seasons SET closed_at_us = $1 WHERE id = $2")
-                .bind(at.unix_us())
-                .bind(season_id)
-                .execute(&mut tx)
-                .await?;
-            let expiring: Vec<(Uuid, i64)> = query_as(
-                "SELECT batch_id, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 AND status = 'active' GROUP BY batch_id",
-            )
-            .bind(season_id)
-            .fetch_all(&mut tx)
+        let season_id = match state {
+            Some((_, Some(_), _)) => return Err(WriteError::Conflict("already_paid".into())),
+            Some((_, None, None)) => return Err(WriteError::Conflict("settlement_in_progress".into())),
+            Some((season_id, None, Some(_))) => season_id,
+            None => return Err(WriteError::Conflict("settlement_not_found".into())),
+        };
+        // Complete: no chunk adds a line any more (`settle_merchants` checks), so the
+        // lines read here are all of them.
+        let lines = Self::lines_of(&mut tx, settlement_id).await?;
+        query("UPDATE settlements SET paid_at_us = $1, payout_ref = $2 WHERE id = $3")
+            .bind(at.unix_us())
+            .bind(payout_ref.to_owned())
+            .bind(settlement_id)
+            .execute(&mut tx)
             .await?;
-            query("UPDATE vouchers SET status = 'expired', expired_at_us = $1 WHERE season_id = $2 AND status = 'active'")
-                .bind(at.unix_us())
-                .bind(season_id)
-                .execute(&mut tx)
-                .await?;
-            for (batch_id, count) in &expiring {
-                query("UPDATE batches SET returned_count = returned_count + $1 WHERE id = $2")
-                    .bind(*count)
-                    .bind(*batch_id)
-                    .execute(&mut tx)
-                    .await?;
+        let entries: Vec<NewEntry> = lines
+            .iter()
+            .map(|line| {
+                let by_funder: BTreeMap<RegionCode, i64> =
+                    line.funders.iter().map(|(f, a)| (*f, a.as_fen())).collect();
+                let postings = move_per_funder(&by_funder, |f| {
+                    (
+                        accounts::settled(season_id, line.merchant_id, f),
+                        accounts::paid(season_id, line.merchant_id, f),
+                    )
+                });
+                NewEntry::new("payout", format!("payout:{settlement_id}:{}", line.merchant_id), postings)
+            })
+            .collect();
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        let opened = self.post_in(&mut tx, &entries).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
+
+    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.lock_head(&mut tx).await?;
+        let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+            .bind(season_id)
+            .fetch_optional(&mut tx)
+            .await?;
+        match closed {
+            None => return Err(WriteError::Conflict("season_not_found".into())),
+            Some((Some(closed_at),)) => {
+                return Ok(Timestamp::from_unix_us(closed_at));
             }
-            query(
-                "UPDATE batches SET reserve_returned_at_us = $1 WHERE season_id = $2 AND reserve_returned_at_us IS NULL",
-            )
+            Some((None,)) => {}
+        }
+        query("UPDATE seasons SET closed_at_us = $1 WHERE id = $2")
             .bind(at.unix_us())
             .bind(season_id)
             .execute(&mut tx)
             .await?;
-            let balances = Self::batch_balances_in(&mut tx, season_id).await?;
-            let entries = crate::domain::finance::season_close_entries(season_id, &balances);
-            let opened = self.post_in(&mut tx, &entries).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(at)
-        }
-
-        async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError> {
-            let row: Option<(String, String, i64, i64)> = query_as(
-                "SELECT report, reconciliation, checkpoint_seq, created_at_us FROM season_reports WHERE season_id = $1",
-            )
+        let expiring: Vec<(Uuid, i64)> = query_as(
+            "SELECT batch_id, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 AND status = 'active' GROUP BY batch_id",
+        )
+        .bind(season_id)
+        .fetch_all(&mut tx)
+        .await?;
+        query("UPDATE vouchers SET status = 'expired', expired_at_us = $1 WHERE season_id = $2 AND status = 'active'")
+            .bind(at.unix_us())
             .bind(season_id)
-            .fetch_optional(&self.pool)
+            .execute(&mut tx)
             .await?;
-            Ok(row.map(|(report, reconciliation, checkpoint_seq, created_at_us)| FinalReport {
-                season_id,
-                report,
-                reconciliation,
-                checkpoint_seq,
-                created_at: Timestamp::from_unix_us(created_at_us),
-            }))
+        for (batch_id, count) in &expiring {
+            query("UPDATE batches SET returned_count = returned_count + $1 WHERE id = $2")
+                .bind(*count)
+                .bind(*batch_id)
+                .execute(&mut tx)
+                .await?;
         }
+        query(
+            "UPDATE batches SET reserve_returned_at_us = $1 WHERE season_id = $2 AND reserve_returned_at_us IS NULL",
+        )
+        .bind(at.unix_us())
+        .bind(season_id)
+        .execute(&mut tx)
+        .await?;
+        let balances = Self::batch_balances_in(&mut tx, season_id).await?;
+        let entries = crate::domain::finance::season_close_entries(season_id, &balances);
+        let opened = self.post_in(&mut tx, &entries).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(at)
+    }
 
-        async fn insert_final_report(&self, report: &FinalReport) -> Result<(), StorageError> {
-            query(
-                "INSERT INTO season_reports (season_id, report, reconciliation, checkpoint_seq, created_at_us) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (season_id) DO NOTHING",
-            )
-            .bind(report.season_id)
-            .bind(report.report.clone())
-            .bind(report.reconciliation.clone())
-            .bind(report.checkpoint_seq)
-            .bind(report.created_at.unix_us())
-            .execute(&self.pool)
-            .await?;
-            Ok(())
+    async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError> {
+        let row: Option<(String, String, i64, i64)> = query_as(
+            "SELECT report, reconciliation, checkpoint_seq, created_at_us FROM season_reports WHERE season_id = $1",
+        )
+        .bind(season_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(report, reconciliation, checkpoint_seq, created_at_us)| FinalReport {
+            season_id,
+            report,
+            reconciliation,
+            checkpoint_seq,
+            created_at: Timestamp::from_unix_us(created_at_us),
+        }))
+    }
+
+    async fn insert_final_report(&self, report: &FinalReport) -> Result<(), StorageError> {
+        query(
+            "INSERT INTO season_reports (season_id, report, reconciliation, checkpoint_seq, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (season_id) DO NOTHING",
+        )
+        .bind(report.season_id)
+        .bind(report.report.clone())
+        .bind(report.reconciliation.clone())
+        .bind(report.checkpoint_seq)
+        .bind(report.created_at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn merchant_statement(
+        &self,
+        merchant_id: Uuid,
+        season_id: Uuid,
+        limit: i64,
+    ) -> Result<Vec<StatementEvent>, StorageError> {
+        let rows: Vec<(i64, String, Uuid, Option<String>, i64, i64)> = query_as(
+            "SELECT redeemed_at_us AS at, 'redemption' AS kind, id, order_ref, order_amount_fen, discount_fen \
+               FROM redemptions WHERE merchant_id = $1 AND season_id = $2 \
+             UNION ALL \
+             SELECT reversed_at_us, 'reversal', reversal_id, order_ref, order_amount_fen, discount_fen \
+               FROM redemptions WHERE merchant_id = $1 AND season_id = $2 AND reversed_at_us IS NOT NULL \
+             UNION ALL \
+             SELECT s.created_at_us, 'settlement', s.id, NULL, 0, l.amount_fen \
+               FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+               WHERE l.merchant_id = $1 AND s.season_id = $2 \
+             UNION ALL \
+             SELECT s.paid_at_us, 'payout', s.id, NULL, 0, l.amount_fen \
+               FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+               WHERE l.merchant_id = $1 AND s.season_id = $2 AND s.paid_at_us IS NOT NULL \
+             ORDER BY 1, 2, 3 LIMIT $3",
+        )
+        .bind(merchant_id)
+        .bind(season_id)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(at, kind, id, order_ref, order_amount_fen, amount_fen)| StatementEvent {
+                at: Timestamp::from_unix_us(at),
+                kind,
+                id,
+                order_ref,
+                order_amount_fen,
+                amount_fen,
+            })
+            .collect())
+    }
+
+    async fn terminal_redemptions(
+        &self,
+        terminals: &[Uuid],
+        since: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<RedemptionRecord>, StorageError> {
+        if terminals.is_empty() {
+            return Ok(Vec::new());
         }
-
-        async fn merchant_statement(
-            &self,
-            merchant_id: Uuid,
-            season_id: Uuid,
-            limit: i64,
-        ) -> Result<Vec<StatementEvent>, StorageError> {
-            let rows: Vec<(i64, String, Uuid, Option<String>, i64, i64)> = query_as(
-                "SELECT redeemed_at_us AS at, 'redemption' AS kind, id, order_ref, order_amount_fen, discount_fen \
-                   FROM redemptions WHERE merchant_id = $1 AND season_id = $2 \
-                 UNION ALL \
-                 SELECT reversed_at_us, 'reversal', reversal_id, order_ref, order_amount_fen, discount_fen \
-                   FROM redemptions WHERE merchant_id = $1 AND season_id = $2 AND reversed_at_us IS NOT NULL \
-                 UNION ALL \
-                 SELECT s.created_at_us, 'settlement', s.id, NULL, 0, l.amount_fen \
-                   FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
-                   WHERE l.merchant_id = $1 AND s.season_id = $2 \
-                 UNION ALL \
-                 SELECT s.paid_at_us, 'payout', s.id, NULL, 0, l.amount_fen \
-                   FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
-                   WHERE l.merchant_id = $1 AND s.season_id = $2 AND s.paid_at_us IS NOT NULL \
-                 ORDER BY 1, 2, 3 LIMIT $3",
-            )
-            .bind(merchant_id)
-            .bind(season_id)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(at, kind, id, order_ref, order_amount_fen, amount_fen)| StatementEvent {
-                    at: Timestamp::from_unix_us(at),
-                    kind,
-                    id,
-                    order_ref,
-                    order_amount_fen,
-                    amount_fen,
-                })
-                .collect())
+        let mut q = QueryBuilder::new(format!(
+            "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE redeemed_at_us >= "
+        ));
+        q.push_bind(since.unix_us()).push(" AND terminal_id IN (");
+        let mut list = q.separated(", ");
+        for t in terminals {
+            list.push_bind(*t);
         }
+        q.push(") ORDER BY redeemed_at_us, id LIMIT ").push_bind(limit);
+        let rows: Vec<RedemptionRow> = q.build_query_as().fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(RedemptionRow::into_record).collect())
+    }
 
-        async fn terminal_redemptions(
-            &self,
-            terminals: &[Uuid],
-            since: Timestamp,
-            limit: i64,
-        ) -> Result<Vec<RedemptionRecord>, StorageError> {
-            if terminals.is_empty() {
-                return Ok(Vec::new());
-            }
-            let mut q = QueryBuilder::new(format!(
-                "SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE redeemed_at_us >= "
-            ));
-            q.push_bind(since.unix_us()).push(" AND terminal_id IN (");
+    async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<RedemptionRecord>, StorageError> {
+        let mut found = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(500) {
+            let mut q =
+                QueryBuilder::new(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE id IN ("));
             let mut list = q.separated(", ");
-            for t in terminals {
-                list.push_bind(*t);
+            for id in chunk {
+                list.push_bind(*id);
             }
-            q.push(") ORDER BY redeemed_at_us, id LIMIT ").push_bind(limit);
+            q.push(")");
             let rows: Vec<RedemptionRow> = q.build_query_as().fetch_all(&self.pool).await?;
-            Ok(rows.into_iter().map(RedemptionRow::into_record).collect())
+            found.extend(rows.into_iter().map(RedemptionRow::into_record));
         }
+        Ok(found)
+    }
 
-        async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<RedemptionRecord>, StorageError> {
-            let mut found = Vec::with_capacity(ids.len());
-            for chunk in ids.chunks(500) {
-                let mut q =
-                    QueryBuilder::new(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE id IN ("));
-                let mut list = q.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                q.push(")");
-                let rows: Vec<RedemptionRow> = q.build_query_as().fetch_all(&self.pool).await?;
-                found.extend(rows.into_iter().map(RedemptionRow::into_record));
-            }
-            Ok(found)
+    async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError> {
+        let unsettled: Vec<(Uuid, i64)> = query_as(
+            "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) FROM redemptions WHERE season_id = $1 \
+             AND reversed_at_us IS NULL AND settled_at_us IS NULL GROUP BY merchant_id",
+        )
+        .bind(season_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let settled: Vec<(Uuid, i64, i64)> = query_as(
+            "SELECT l.merchant_id, \
+             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT), \
+             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) \
+             FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id WHERE s.season_id = $1 \
+             GROUP BY l.merchant_id",
+        )
+        .bind(season_id)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut money: HashMap<Uuid, MerchantMoney> = HashMap::new();
+        for (merchant, fen) in unsettled {
+            money.entry(merchant).or_default().unsettled_fen = fen;
         }
-
-        async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError> {
-            let unsettled: Vec<(Uuid, i64)> = query_as(
-                "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) FROM redemptions WHERE season_id = $1 \
-                 AND reversed_at_us IS NULL AND settled_at_us IS NULL GROUP BY merchant_id",
-            )
-            .bind(season_id)
-            .fetch_all(&self.pool)
-            .await?;
-            let settled: Vec<(Uuid, i64, i64)> = query_as(
-                "SELECT l.merchant_id, \
-                 CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT), \
-                 CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) \
-                 FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id WHERE s.season_id = $1 \
-                 GROUP BY l.merchant_id",
-            )
-            .bind(season_id)
-            .fetch_all(&self.pool)
-            .await?;
-            let mut money: HashMap<Uuid, MerchantMoney> = HashMap::new();
-            for (merchant, fen) in unsettled {
-                money.entry(merchant).or_default().unsettled_fen = fen;
-            }
-            for (merchant, unpaid, paid) in settled {
-                let entry = money.entry(merchant).or_default();
-                entry.settled_unpaid_fen = unpaid;
-                entry.paid_fen = paid;
-            }
-            Ok(money.into_iter().collect())
+        for (merchant, unpaid, paid) in settled {
+            let entry = money.entry(merchant).or_default();
+            entry.settled_unpaid_fen = unpaid;
+            entry.paid_fen = paid;
         }
+        Ok(money.into_iter().collect())
+    }
 
-        async fn link_breaks(
-            &self,
-            season: &crate::domain::season::Season,
-        ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
-            let season_id = season.id;
-            let text = |col: &str| self.backend.uuid_text_sql(col);
-            let entry_names = |kind: &str, col: &str| self.backend.entry_names_sql(kind, col);
-            let entry_for = |kind: &str, col: &str| {
+    async fn link_breaks(
+        &self,
+        season: &crate::domain::season::Season,
+    ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
+        let season_id = season.id;
+        let text = |col: &str| self.backend.uuid_text_sql(col);
+        let entry_names = |kind: &str, col: &str| self.backend.entry_names_sql(kind, col);
+        let entry_for = |kind: &str, col: &str| {
+            format!("EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {})", text(col))
+        };
+        let mut checks: Vec<(&'static str, String)> = vec![
+            (
+                "voucher_without_claim_entry",
                 format!(
-                    "EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {})",
-                    text(col)
-                )
-            };
-            let mut checks: Vec<(&'static str, String)> = vec![
-                (
-                    "voucher_without_claim_entry",
-                    format!(
-                        "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND NOT {}",
-                        text("v.id"),
-                        entry_for("claim", "v.id")
-                    ),
+                    "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND NOT {}",
+                    text("v.id"),
+                    entry_for("claim", "v.id")
                 ),
-                (
-                    "expired_voucher_without_entry",
-                    format!(
-                        "SELECT 'voucher ' || {} FROM vouchers v JOIN seasons s ON s.id = v.season_id \
-                     WHERE v.season_id = $1 AND v.status = 'expired' AND NOT {} \
-                     AND (s.closed_at_us IS NULL OR v.expired_at_us <> s.closed_at_us) \
-                     AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.voucher_id = v.id AND r.reversed_at_us IS NOT NULL)",
-                        text("v.id"),
-                        entry_for("expiry", "v.id")
-                    ),
+            ),
+            (
+                "expired_voucher_without_entry",
+                format!(
+                    "SELECT 'voucher ' || {} FROM vouchers v JOIN seasons s ON s.id = v.season_id \
+                 WHERE v.season_id = $1 AND v.status = 'expired' AND NOT {} \
+                 AND (s.closed_at_us IS NULL OR v.expired_at_us <> s.closed_at_us) \
+                 AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.voucher_id = v.id AND r.reversed_at_us IS NOT NULL)",
+                    text("v.id"),
+                    entry_for("expiry", "v.id")
                 ),
-                (
-                    "redeemed_voucher_without_redemption",
-                    format!(
-                        "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND v.status = 'redeemed' \
-                     AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.voucher_id = v.id AND r.reversed_at_us IS NULL)",
-                        text("v.id")
-                    ),
+            ),
+            (
+                "redeemed_voucher_without_redemption",
+                format!(
+                    "SELECT 'voucher ' || {} FROM vouchers v WHERE v.season_id = $1 AND v.status = 'redeemed' \
+                 AND NOT EXISTS (SELECT 1 FROM redemptions r WHERE r.voucher_id = v.id AND r.reversed_at_us IS NULL)",
+                    text("v.id")
                 ),
-                (
-                    "live_redemption_of_unredeemed_voucher",
-                    format!(
-                        "SELECT 'redemption ' || {} FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id \
-                     WHERE r.season_id = $1 AND r.reversed_at_us IS NULL AND v.status <> 'redeemed'",
-                        text("r.id")
-                    ),
+            ),
+            (
+                "live_redemption_of_unredeemed_voucher",
+                format!(
+                    "SELECT 'redemption ' || {} FROM redemptions r JOIN vouchers v ON v.id = r.voucher_id \
+                 WHERE r.season_id = $1 AND r.reversed_at_us IS NULL AND v.status <> 'redeemed'",
+                    text("r.id")
                 ),
-                // What the foreign keys of `redemptions` held before PostgreSQL dropped them
-                // (migration 0006), and more: the rows it names exist and agree with it.
-                (
-                    "redemption_with_broken_reference",
-                    format!(
-                        "SELECT 'redemption ' || {} FROM redemptions r \
-                     LEFT JOIN vouchers v ON v.id = r.voucher_id \
-                     LEFT JOIN batches b ON b.id = r.batch_id \
-                     LEFT JOIN terminals t ON t.id = r.terminal_id \
-                     LEFT JOIN merchants m ON m.id = r.merchant_id \
-                     WHERE r.season_id = $1 AND (v.id IS NULL OR b.id IS NULL OR t.id IS NULL OR m.id IS NULL \
-                     OR v.batch_id <> r.batch_id OR v.season_id <> r.season_id OR b.season_id <> r.season_id \
-                     OR t.merchant_id <> r.merchant_id)",
-                        text("r.id")
-                    ),
+            ),
+            // What the foreign keys of `redemptions` held before PostgreSQL dropped them
+            // (migration 0006), and more: the rows it names exist and agree with it.
+            (
+                "redemption_with_broken_reference",
+                format!(
+                    "SELECT 'redemption ' || {} FROM redemptions r \
+                 LEFT JOIN vouchers v ON v.id = r.voucher_id \
+                 LEFT JOIN batches b ON b.id = r.batch_id \
+                 LEFT JOIN terminals t ON t.id = r.terminal_id \
+                 LEFT JOIN merchants m ON m.id = r.merchant_id \
+                 WHERE r.season_id = $1 AND (v.id IS NULL OR b.id IS NULL OR t.id IS NULL OR m.id IS NULL \
+                 OR v.batch_id <> r.batch_id OR v.season_id <> r.season_id OR b.season_id <> r.season_id \
+                 OR t.merchant_id <> r.merchant_id)",
+                    text("r.id")
                 ),
-                (
-                    "redemption_without_entry",
-                    format!(
-                        "SELECT 'redemption ' || {} FROM redemptions r WHERE r.season_id = $1 AND NOT {}",
-                        text("r.id"),
-                        entry_for("redemption", "r.id")
-                    ),
+            ),
+            (
+                "redemption_without_entry",
+                format!(
+                    "SELECT 'redemption ' || {} FROM redemptions r WHERE r.season_id = $1 AND NOT {}",
+                    text("r.id"),
+                    entry_for("redemption", "r.id")
                 ),
-                (
-                    "reversal_without_entry",
-                    format!(
-                        "SELECT 'reversal ' || {} FROM redemptions r WHERE r.season_id = $1 AND r.reversed_at_us IS NOT NULL \
-                     AND (r.reversal_id IS NULL OR NOT {})",
-                        text("r.reversal_id"),
-                        entry_for("reversal", "r.reversal_id")
-                    ),
+            ),
+            (
+                "reversal_without_entry",
+                format!(
+                    "SELECT 'reversal ' || {} FROM redemptions r WHERE r.season_id = $1 AND r.reversed_at_us IS NOT NULL \
+                 AND (r.reversal_id IS NULL OR NOT {})",
+                    text("r.reversal_id"),
+                    entry_for("reversal", "r.reversal_id")
                 ),
-                (
-                    "settlement_line_without_entry",
-                    format!(
-                        "SELECT 'settlement line ' || {} || '/' || {} FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
-                     WHERE s.season_id = $1 AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = \
-                     'settlement:' || {} || ':' || {})",
-                        text("s.id"),
-                        text("l.merchant_id"),
-                        text("s.id"),
-                        text("l.merchant_id")
-                    ),
+            ),
+            (
+                "settlement_line_without_entry",
+                format!(
+                    "SELECT 'settlement line ' || {} || '/' || {} FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+                 WHERE s.season_id = $1 AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = \
+                 'settlement:' || {} || ':' || {})",
+                    text("s.id"),
+                    text("l.merchant_id"),
+                    text("s.id"),
+                    text("l.merchant_id")
                 ),
-                // Entries to rows. An entry whose row is missing cannot be placed in a season, so these
-                // are checked across the ledger; an entry whose row exists must agree with it.
-                // (`$1 = $1` keeps the season parameter every check is bound with.)
-                (
-                    "claim_entry_without_voucher",
-                    format!(
-                        "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON {} \
-                     WHERE e.kind = 'claim' AND v.id IS NULL AND $1 = $1",
-                        entry_names("claim", "v.id")
-                    ),
+            ),
+            // Entries to rows. An entry whose row is missing cannot be placed in a season, so these
+            // are checked across the ledger; an entry whose row exists must agree with it.
+            // (`$1 = $1` keeps the season parameter every check is bound with.)
+            (
+                "claim_entry_without_voucher",
+                format!(
+                    "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON {} \
+                 WHERE e.kind = 'claim' AND v.id IS NULL AND $1 = $1",
+                    entry_names("claim", "v.id")
                 ),
-                (
-                    "expiry_entry_disagrees",
-                    format!(
-                        "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON {} \
-                     WHERE e.kind = 'expiry' AND (v.id IS NULL OR (v.season_id = $1 AND v.status <> 'expired'))",
-                        entry_names("expiry", "v.id")
-                    ),
+            ),
+            (
+                "expiry_entry_disagrees",
+                format!(
+                    "SELECT e.reference FROM journal_entries e LEFT JOIN vouchers v ON {} \
+                 WHERE e.kind = 'expiry' AND (v.id IS NULL OR (v.season_id = $1 AND v.status <> 'expired'))",
+                    entry_names("expiry", "v.id")
                 ),
-                (
-                    "redemption_entry_without_redemption",
-                    format!(
-                        "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON {} \
-                     WHERE e.kind = 'redemption' AND r.id IS NULL AND $1 = $1",
-                        entry_names("redemption", "r.id")
-                    ),
+            ),
+            (
+                "redemption_entry_without_redemption",
+                format!(
+                    "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON {} \
+                 WHERE e.kind = 'redemption' AND r.id IS NULL AND $1 = $1",
+                    entry_names("redemption", "r.id")
                 ),
-                (
-                    "reversal_entry_disagrees",
-                    format!(
-                        "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON {} \
-                     WHERE e.kind = 'reversal' AND (r.id IS NULL OR (r.season_id = $1 AND r.reversed_at_us IS NULL))",
-                        entry_names("reversal", "r.reversal_id")
-                    ),
+            ),
+            (
+                "reversal_entry_disagrees",
+                format!(
+                    "SELECT e.reference FROM journal_entries e LEFT JOIN redemptions r ON {} \
+                 WHERE e.kind = 'reversal' AND (r.id IS NULL OR (r.season_id = $1 AND r.reversed_at_us IS NULL))",
+                    entry_names("reversal", "r.reversal_id")
                 ),
-            ];
-            checks.extend(self.counter_checks(season));
-            let mut found = Vec::with_capacity(checks.len());
-            let mut tx = self.backend.begin_link_checks().await?;
-            for (name, sql) in checks {
-                let (count, listed) = Self::count_breaks(&mut tx, sql, season_id).await?;
-                found.push((name, count, listed));
-            }
-            tx.rollback().await?;
-            Ok(found)
+            ),
+        ];
+        checks.extend(self.counter_checks(season));
+        let mut found = Vec::with_capacity(checks.len());
+        let mut tx = self.backend.begin_link_checks().await?;
+        for (name, sql) in checks {
+            let (count, listed) = Self::count_breaks(&mut tx, sql, season_id).await?;
+            found.push((name, count, listed));
         }
+        tx.rollback().await?;
+        Ok(found)
     }
+}
 
-    /// Postings moving each funder's amount from one account to another.
-    fn move_per_funder(
-        by_funder: &BTreeMap<RegionCode, i64>,
-        accounts: impl Fn(RegionCode) -> (crate::domain::ledger::AccountSpec, crate::domain::ledger::AccountSpec),
-    ) -> Vec<NewPosting> {
-        let mut postings = Vec::new();
-        for (funder, amount_fen) in by_funder {
-            if *amount_fen <= 0 {
-                continue;
-            }
-            let (from, to) = accounts(*funder);
-            postings.push(NewPosting { account: from, side: Side::Debit, amount_fen: *amount_fen });
-            postings.push(NewPosting { account: to, side: Side::Credit, amount_fen: *amount_fen });
+/// Postings moving each funder's amount from one account to another.
+fn move_per_funder(
+    by_funder: &BTreeMap<RegionCode, i64>,
+    accounts: impl Fn(RegionCode) -> (crate::domain::ledger::AccountSpec, crate::domain::ledger::AccountSpec),
+) -> Vec<NewPosting> {
+    let mut postings = Vec::new();
+    for (funder, amount_fen) in by_funder {
+        if *amount_fen <= 0 {
+            continue;
         }
-        postings
+        let (from, to) = accounts(*funder);
+        postings.push(NewPosting { account: from, side: Side::Debit, amount_fen: *amount_fen });
+        postings.push(NewPosting { account: to, side: Side::Credit, amount_fen: *amount_fen });
     }
+    postings
 }

@@ -1,16 +1,24 @@
-//! SQL for seasons, batches, citizens, vouchers and idempotency keys, shared by both backends
-//! and instantiated per backend by [`season_store!`] (see `sql.rs` for the pattern).
+//! Seasons, batches, citizens, vouchers and idempotency keys on either backend (`SeasonStore`).
 
+use std::collections::HashMap;
+
+use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::StorageError;
 use crate::domain::funding::{FundingShares, VoucherTerms};
+use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
-    Batch, Category, Lottery, Release, Season, SubsidyCeilings, Voucher, VoucherStatus,
+    Batch, Category, CitizenHoldings, Lottery, Release, Season, SubsidyCeilings, Voucher, VoucherStatus,
 };
 use crate::domain::time::Timestamp;
+use crate::storage::db::{QueryBuilder, Tx, query, query_as};
+use crate::storage::ledger::INSERT_CHUNK_ROWS;
+use crate::storage::{
+    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, NewCitizen, NewSession, SeasonStore,
+    SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
+};
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
      merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, refund_forfeits_voucher";
@@ -246,806 +254,758 @@ impl VoucherRow {
     }
 }
 
-mod season_impl {
-    use std::collections::HashMap;
-
-    use crate::storage::db::{QueryBuilder, Tx, query, query_as};
-    use async_trait::async_trait;
-    use uuid::Uuid;
-
-    use crate::domain::ledger::{Balance, NewEntry};
-    use crate::domain::region::RegionCode;
-    use crate::domain::season::{Batch, CitizenHoldings, Season, Voucher};
-    use crate::domain::time::Timestamp;
-    use crate::storage::SqlStore;
-    use crate::storage::ledger::INSERT_CHUNK_ROWS;
-    use crate::storage::seasons::{
-        BATCH_COLUMNS, BatchRow, SEASON_COLUMNS, SeasonRow, VOUCHER_COLUMNS, VoucherRow, categories_text,
-        funding_text, term_columns,
-    };
-    use crate::storage::{
-        CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, NewCitizen, NewSession, SeasonStore,
-        SeasonTotalDelta, SessionRecord, StorageError, StoredAnswer, WriteError,
-    };
-
-    impl SqlStore {
-        /// Appends ledger entries inside `tx` and returns the accounts to cache on commit.
-        pub(crate) async fn post_in(
-            &self,
-            tx: &mut Tx,
-            entries: &[NewEntry],
-        ) -> Result<HashMap<String, crate::storage::ledger::KnownAccount>, WriteError> {
-            if entries.is_empty() {
-                return Ok(HashMap::new());
-            }
-            let (_, opened) = self.append(tx, entries).await?;
-            Ok(opened)
+impl SqlStore {
+    /// Appends ledger entries inside `tx` and returns the accounts to cache on commit.
+    pub(crate) async fn post_in(
+        &self,
+        tx: &mut Tx,
+        entries: &[NewEntry],
+    ) -> Result<HashMap<String, crate::storage::ledger::KnownAccount>, WriteError> {
+        if entries.is_empty() {
+            return Ok(HashMap::new());
         }
-
-        /// Refuses (`SEASON_CLOSED`) a write to a closed season. The caller holds the ledger head,
-        /// which a season's close holds while it returns every reserve and liability.
-        pub(crate) async fn refuse_closed_season(tx: &mut Tx, season_id: Uuid) -> Result<(), WriteError> {
-            let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
-                .bind(season_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            if matches!(closed, Some((Some(_),))) {
-                return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
-            }
-            Ok(())
-        }
-
-        /// Whether the batch's reserve has gone back to the pools. The caller holds the
-        /// ledger head, which a batch's close holds while it returns the reserve, so a
-        /// write planned for the batch open or closed can check it still is.
-        pub(crate) async fn reserve_returned_in(tx: &mut Tx, batch_id: Uuid) -> Result<bool, WriteError> {
-            let returned: Option<(Option<i64>,)> =
-                query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
-                    .bind(batch_id)
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            Ok(matches!(returned, Some((Some(_),))))
-        }
-
-        pub(crate) async fn insert_answers(
-            &self,
-            tx: &mut Tx,
-            answers: &[IdemRecord],
-        ) -> Result<(), WriteError> {
-            let now_us = Timestamp::now().unix_us();
-            for chunk in answers.chunks(INSERT_CHUNK_ROWS) {
-                self.backend.insert_answer_rows(tx, chunk, now_us).await?;
-            }
-            Ok(())
-        }
-
-        /// Applies the claim group's, the sweeper's or a reversal's changes to citizens'
-        /// season totals, summed per citizen first. A rise is an upsert (a citizen's
-        /// first claim creates the row). A fall is a plain UPDATE: as an upsert its
-        /// negative insert row fails the table's CHECK on both backends, which check it
-        /// before they find the conflict. The row it lowers exists: the claim made it.
-        pub(crate) async fn apply_season_totals(
-            tx: &mut Tx,
-            deltas: &[SeasonTotalDelta],
-        ) -> Result<(), WriteError> {
-            let mut summed: std::collections::BTreeMap<(Uuid, Uuid, i32), (i64, i64)> = Default::default();
-            for d in deltas {
-                let entry = summed.entry((d.season_id, d.citizen_id, d.period)).or_insert((0, d.cap_fen));
-                entry.0 += d.delta_fen;
-            }
-            let rises: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta > 0).collect();
-            let falls: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta < 0).collect();
-            for chunk in rises.chunks(INSERT_CHUNK_ROWS) {
-                let mut upsert = QueryBuilder::new(
-                    "INSERT INTO citizen_season_totals (season_id, citizen_id, period, claimed_fen, cap_fen) ",
-                );
-                upsert.push_values(
-                    chunk,
-                    |mut row, ((season_id, citizen_id, period), (delta_fen, cap_fen))| {
-                        row.push_bind(*season_id)
-                            .push_bind(*citizen_id)
-                            .push_bind(*period)
-                            .push_bind(*delta_fen)
-                            .push_bind(*cap_fen);
-                    },
-                );
-                upsert.push(
-                    " ON CONFLICT (season_id, citizen_id, period) DO UPDATE SET \
-                     claimed_fen = citizen_season_totals.claimed_fen + excluded.claimed_fen",
-                );
-                upsert.build().execute(&mut *tx).await?;
-            }
-            for chunk in falls.chunks(INSERT_CHUNK_ROWS) {
-                // `column1..4`: the names both backends give a VALUES list's columns.
-                let mut update = QueryBuilder::new(
-                    "UPDATE citizen_season_totals SET claimed_fen = claimed_fen + d.column4 FROM (",
-                );
-                update.push_values(chunk, |mut row, ((season_id, citizen_id, period), (delta_fen, _))| {
-                    row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*period).push_bind(*delta_fen);
-                });
-                update.push(
-                    ") AS d WHERE citizen_season_totals.season_id = d.column1 \
-                     AND citizen_season_totals.citizen_id = d.column2 AND citizen_season_totals.period = d.column3",
-                );
-                update.build().execute(&mut *tx).await?;
-            }
-            Ok(())
-        }
-
-        async fn insert_vouchers(&self, tx: &mut Tx, vouchers: &[Voucher]) -> Result<(), WriteError> {
-            for chunk in vouchers.chunks(INSERT_CHUNK_ROWS) {
-                self.backend.insert_voucher_rows(tx, chunk).await?;
-            }
-            Ok(())
-        }
+        let (_, opened) = self.append(tx, entries).await?;
+        Ok(opened)
     }
 
-    #[async_trait]
-    impl SeasonStore for SqlStore {
-        async fn prune_idempotency_answers(
-            &self,
-            created_before: Timestamp,
-            max_rows: u32,
-        ) -> Result<u64, StorageError> {
-            Ok(self
-                .backend
-                .delete_old_rows(crate::storage::OLD_CLIENT_ANSWERS, created_before, max_rows)
-                .await?)
-        }
-
-        async fn idempotent_answer(
-            &self,
-            scope: &str,
-            key: &str,
-        ) -> Result<Option<StoredAnswer>, StorageError> {
-            let row: Option<(Vec<u8>, i32, String)> = query_as(
-                "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
-            )
-            .bind(scope.to_owned())
-            .bind(key.to_owned())
-            .fetch_optional(&self.pool)
+    /// Refuses (`SEASON_CLOSED`) a write to a closed season. The caller holds the ledger head,
+    /// which a season's close holds while it returns every reserve and liability.
+    pub(crate) async fn refuse_closed_season(tx: &mut Tx, season_id: Uuid) -> Result<(), WriteError> {
+        let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+            .bind(season_id)
+            .fetch_optional(&mut *tx)
             .await?;
-            Ok(row.map(|(request_hash, status, body)| StoredAnswer {
-                request_hash,
-                status: u16::try_from(status).unwrap_or(500),
-                body,
-            }))
+        if matches!(closed, Some((Some(_),))) {
+            return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
         }
+        Ok(())
+    }
 
-        async fn idempotent_answers(
-            &self,
-            keys: &[(String, String)],
-        ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError> {
-            let mut found = HashMap::new();
-            // Row values: one primary-key probe per pair (scope IN .. AND key IN .. probes
-            // every scope with every key).
-            let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
-            for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
-                let mut select = QueryBuilder::new(
-                    "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE (scope, idem_key) IN (",
-                );
-                let mut pairs = select.separated(", ");
-                for (scope, key) in chunk {
-                    pairs.push("(").push_bind_unseparated(scope.clone()).push_unseparated(", ");
-                    pairs.push_bind_unseparated(key.clone()).push_unseparated(")");
-                }
-                select.push(")");
-                let rows: Vec<(String, String, Vec<u8>, i32, String)> =
-                    select.build_query_as().fetch_all(&self.pool).await?;
-                for (scope, key, request_hash, status, body) in rows {
-                    let pair = (scope, key);
-                    if wanted.contains(&pair) {
-                        let status = u16::try_from(status).unwrap_or(500);
-                        found.insert(pair, StoredAnswer { request_hash, status, body });
-                    }
+    /// Whether the batch's reserve has gone back to the pools. The caller holds the
+    /// ledger head, which a batch's close holds while it returns the reserve, so a
+    /// write planned for the batch open or closed can check it still is.
+    pub(crate) async fn reserve_returned_in(tx: &mut Tx, batch_id: Uuid) -> Result<bool, WriteError> {
+        let returned: Option<(Option<i64>,)> =
+            query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
+                .bind(batch_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        Ok(matches!(returned, Some((Some(_),))))
+    }
+
+    pub(crate) async fn insert_answers(&self, tx: &mut Tx, answers: &[IdemRecord]) -> Result<(), WriteError> {
+        let now_us = Timestamp::now().unix_us();
+        for chunk in answers.chunks(INSERT_CHUNK_ROWS) {
+            self.backend.insert_answer_rows(tx, chunk, now_us).await?;
+        }
+        Ok(())
+    }
+
+    /// Applies the claim group's, the sweeper's or a reversal's changes to citizens'
+    /// season totals, summed per citizen first. A rise is an upsert (a citizen's
+    /// first claim creates the row). A fall is a plain UPDATE: as an upsert its
+    /// negative insert row fails the table's CHECK on both backends, which check it
+    /// before they find the conflict. The row it lowers exists: the claim made it.
+    pub(crate) async fn apply_season_totals(
+        tx: &mut Tx,
+        deltas: &[SeasonTotalDelta],
+    ) -> Result<(), WriteError> {
+        let mut summed: std::collections::BTreeMap<(Uuid, Uuid, i32), (i64, i64)> = Default::default();
+        for d in deltas {
+            let entry = summed.entry((d.season_id, d.citizen_id, d.period)).or_insert((0, d.cap_fen));
+            entry.0 += d.delta_fen;
+        }
+        let rises: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta > 0).collect();
+        let falls: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta < 0).collect();
+        for chunk in rises.chunks(INSERT_CHUNK_ROWS) {
+            let mut upsert = QueryBuilder::new(
+                "INSERT INTO citizen_season_totals (season_id, citizen_id, period, claimed_fen, cap_fen) ",
+            );
+            upsert.push_values(chunk, |mut row, ((season_id, citizen_id, period), (delta_fen, cap_fen))| {
+                row.push_bind(*season_id)
+                    .push_bind(*citizen_id)
+                    .push_bind(*period)
+                    .push_bind(*delta_fen)
+                    .push_bind(*cap_fen);
+            });
+            upsert.push(
+                " ON CONFLICT (season_id, citizen_id, period) DO UPDATE SET \
+                 claimed_fen = citizen_season_totals.claimed_fen + excluded.claimed_fen",
+            );
+            upsert.build().execute(&mut *tx).await?;
+        }
+        for chunk in falls.chunks(INSERT_CHUNK_ROWS) {
+            // `column1..4`: the names both backends give a VALUES list's columns.
+            let mut update = QueryBuilder::new(
+                "UPDATE citizen_season_totals SET claimed_fen = claimed_fen + d.column4 FROM (",
+            );
+            update.push_values(chunk, |mut row, ((season_id, citizen_id, period), (delta_fen, _))| {
+                row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*period).push_bind(*delta_fen);
+            });
+            update.push(
+                ") AS d WHERE citizen_season_totals.season_id = d.column1 \
+                 AND citizen_season_totals.citizen_id = d.column2 AND citizen_season_totals.period = d.column3",
+            );
+            update.build().execute(&mut *tx).await?;
+        }
+        Ok(())
+    }
+
+    async fn insert_vouchers(&self, tx: &mut Tx, vouchers: &[Voucher]) -> Result<(), WriteError> {
+        for chunk in vouchers.chunks(INSERT_CHUNK_ROWS) {
+            self.backend.insert_voucher_rows(tx, chunk).await?;
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl SeasonStore for SqlStore {
+    async fn prune_idempotency_answers(
+        &self,
+        created_before: Timestamp,
+        max_rows: u32,
+    ) -> Result<u64, StorageError> {
+        Ok(self.backend.delete_old_rows(crate::storage::OLD_CLIENT_ANSWERS, created_before, max_rows).await?)
+    }
+
+    async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError> {
+        let row: Option<(Vec<u8>, i32, String)> = query_as(
+            "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
+        )
+        .bind(scope.to_owned())
+        .bind(key.to_owned())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(request_hash, status, body)| StoredAnswer {
+            request_hash,
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+        }))
+    }
+
+    async fn idempotent_answers(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError> {
+        let mut found = HashMap::new();
+        // Row values: one primary-key probe per pair (scope IN .. AND key IN .. probes
+        // every scope with every key).
+        let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
+        for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
+            let mut select = QueryBuilder::new(
+                "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE (scope, idem_key) IN (",
+            );
+            let mut pairs = select.separated(", ");
+            for (scope, key) in chunk {
+                pairs.push("(").push_bind_unseparated(scope.clone()).push_unseparated(", ");
+                pairs.push_bind_unseparated(key.clone()).push_unseparated(")");
+            }
+            select.push(")");
+            let rows: Vec<(String, String, Vec<u8>, i32, String)> =
+                select.build_query_as().fetch_all(&self.pool).await?;
+            for (scope, key, request_hash, status, body) in rows {
+                let pair = (scope, key);
+                if wanted.contains(&pair) {
+                    let status = u16::try_from(status).unwrap_or(500);
+                    found.insert(pair, StoredAnswer { request_hash, status, body });
                 }
             }
-            Ok(found)
         }
+        Ok(found)
+    }
 
-        async fn create_season(
-            &self,
-            season: &Season,
-            funders: &[RegionCode],
-            entries: &[NewEntry],
-            answer: &IdemRecord,
-        ) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            query(
-                "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
-                 created_at_us, merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, \
-                 refund_forfeits_voucher) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
-            )
-            .bind(season.id)
-            .bind(season.name.clone())
-            .bind(season.province.to_string())
-            .bind(season.starts_at.unix_us())
-            .bind(season.ends_at.unix_us())
-            .bind(season.per_citizen_cap.map(|c| c.as_fen()))
-            .bind(i32::from(season.allow_stacking))
-            .bind(Timestamp::now().unix_us())
-            .bind(season.merchant_redemption_limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
-            .bind(crate::storage::seasons::ceilings_text(&season.subsidy_ceilings))
-            .bind(season.per_citizen_monthly_cap.map(|c| c.as_fen()))
-            .bind(i32::from(season.refund_forfeits_voucher))
-            .execute(&mut tx)
-            .await?;
-            for funder in funders {
-                query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2)")
-                    .bind(season.id)
-                    .bind(funder.to_string())
-                    .execute(&mut tx)
-                    .await?;
-            }
-            let opened = self.post_in(&mut tx, entries).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
-        }
-
-        async fn add_budget(
-            &self,
-            season_id: Uuid,
-            funder: RegionCode,
-            entry: &NewEntry,
-            answer: &IdemRecord,
-        ) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            // A closed season takes no more money (a batch or a budget added after the
-            // close would be stranded in a season nobody closes again).
-            self.lock_head(&mut tx).await?;
-            Self::refuse_closed_season(&mut tx, season_id).await?;
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2) ON CONFLICT DO NOTHING")
-                .bind(season_id)
+    async fn create_season(
+        &self,
+        season: &Season,
+        funders: &[RegionCode],
+        entries: &[NewEntry],
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        query(
+            "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
+             created_at_us, merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, \
+             refund_forfeits_voucher) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+        )
+        .bind(season.id)
+        .bind(season.name.clone())
+        .bind(season.province.to_string())
+        .bind(season.starts_at.unix_us())
+        .bind(season.ends_at.unix_us())
+        .bind(season.per_citizen_cap.map(|c| c.as_fen()))
+        .bind(i32::from(season.allow_stacking))
+        .bind(Timestamp::now().unix_us())
+        .bind(season.merchant_redemption_limit.map(|n| i32::try_from(n).unwrap_or(i32::MAX)))
+        .bind(crate::storage::seasons::ceilings_text(&season.subsidy_ceilings))
+        .bind(season.per_citizen_monthly_cap.map(|c| c.as_fen()))
+        .bind(i32::from(season.refund_forfeits_voucher))
+        .execute(&mut tx)
+        .await?;
+        for funder in funders {
+            query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2)")
+                .bind(season.id)
                 .bind(funder.to_string())
                 .execute(&mut tx)
                 .await?;
-            let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
         }
+        let opened = self.post_in(&mut tx, entries).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
 
-        async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT {SEASON_COLUMNS} FROM seasons WHERE id = $1"));
-            let row: Option<SeasonRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            row.map(SeasonRow::into_season).transpose()
-        }
+    async fn add_budget(
+        &self,
+        season_id: Uuid,
+        funder: RegionCode,
+        entry: &NewEntry,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        // A closed season takes no more money (a batch or a budget added after the
+        // close would be stranded in a season nobody closes again).
+        self.lock_head(&mut tx).await?;
+        Self::refuse_closed_season(&mut tx, season_id).await?;
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        query("INSERT INTO season_funders (season_id, funder) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(season_id)
+            .bind(funder.to_string())
+            .execute(&mut tx)
+            .await?;
+        let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
 
-        async fn seasons(
-            &self,
-            province: Option<RegionCode>,
-            after: Option<&Season>,
-            limit: i64,
-        ) -> Result<Vec<Season>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {SEASON_COLUMNS} FROM seasons WHERE ($1 IS NULL OR province = $1) \
-                 AND ($2 IS NULL OR (starts_at_us, id) < ($2, $3)) ORDER BY starts_at_us DESC, id DESC LIMIT $4"
-            ));
-            let rows: Vec<SeasonRow> = query_as(sql)
-                .bind(province.map(|p| p.to_string()))
-                .bind(after.map(|s| s.starts_at.unix_us()))
-                .bind(after.map(|s| s.id))
-                .bind(limit)
+    async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {SEASON_COLUMNS} FROM seasons WHERE id = $1"));
+        let row: Option<SeasonRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(SeasonRow::into_season).transpose()
+    }
+
+    async fn seasons(
+        &self,
+        province: Option<RegionCode>,
+        after: Option<&Season>,
+        limit: i64,
+    ) -> Result<Vec<Season>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {SEASON_COLUMNS} FROM seasons WHERE ($1 IS NULL OR province = $1) \
+             AND ($2 IS NULL OR (starts_at_us, id) < ($2, $3)) ORDER BY starts_at_us DESC, id DESC LIMIT $4"
+        ));
+        let rows: Vec<SeasonRow> = query_as(sql)
+            .bind(province.map(|p| p.to_string()))
+            .bind(after.map(|s| s.starts_at.unix_us()))
+            .bind(after.map(|s| s.id))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(SeasonRow::into_season).collect()
+    }
+
+    async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError> {
+        let rows: Vec<(String,)> =
+            query_as("SELECT funder FROM season_funders WHERE season_id = $1 ORDER BY funder")
+                .bind(season_id)
                 .fetch_all(&self.pool)
                 .await?;
-            rows.into_iter().map(SeasonRow::into_season).collect()
-        }
+        rows.into_iter().map(|(f,)| f.parse().map_err(|_| StorageError::Corrupt("funder".into()))).collect()
+    }
 
-        async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError> {
-            let rows: Vec<(String,)> =
-                query_as("SELECT funder FROM season_funders WHERE season_id = $1 ORDER BY funder")
-                    .bind(season_id)
-                    .fetch_all(&self.pool)
-                    .await?;
-            rows.into_iter()
-                .map(|(f,)| f.parse().map_err(|_| StorageError::Corrupt("funder".into())))
-                .collect()
-        }
+    async fn sum_balances_like(&self, pattern: &str) -> Result<Balance, StorageError> {
+        let (debits_fen, credits_fen): (i64, i64) = query_as(
+            "SELECT CAST(COALESCE(SUM(b.debits_fen), 0) AS BIGINT), CAST(COALESCE(SUM(b.credits_fen), 0) AS BIGINT) \
+             FROM accounts a JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
+        )
+        .bind(pattern.to_owned())
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(Balance { debits_fen, credits_fen })
+    }
 
-        async fn sum_balances_like(&self, pattern: &str) -> Result<Balance, StorageError> {
-            let (debits_fen, credits_fen): (i64, i64) = query_as(
-                "SELECT CAST(COALESCE(SUM(b.debits_fen), 0) AS BIGINT), CAST(COALESCE(SUM(b.credits_fen), 0) AS BIGINT) \
-                 FROM accounts a JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
-            )
-            .bind(pattern.to_owned())
-            .fetch_one(&self.pool)
-            .await?;
-            Ok(Balance { debits_fen, credits_fen })
-        }
+    async fn create_batch(
+        &self,
+        batch: &Batch,
+        entry: &NewEntry,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError> {
+        let (kind, face, percent, cap, step, min_spend) = term_columns(&batch.terms);
+        let releases =
+            serde_json::to_string(&batch.releases).map_err(|e| StorageError::Corrupt(e.to_string()))?;
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        // A closed season takes no more money (a batch or a budget added after the
+        // close would be stranded in a season nobody closes again).
+        self.lock_head(&mut tx).await?;
+        Self::refuse_closed_season(&mut tx, batch.season_id).await?;
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        query(
+            "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
+             min_spend_fen, max_value_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
+             categories, funding, releases, created_at_us, points_price, lottery_seed_sha256) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+        )
+        .bind(batch.id)
+        .bind(batch.season_id)
+        .bind(batch.name.clone())
+        .bind(batch.issuer.to_string())
+        .bind(kind)
+        .bind(face)
+        .bind(percent)
+        .bind(cap)
+        .bind(step)
+        .bind(min_spend)
+        .bind(batch.voucher_value().as_fen())
+        .bind(batch.stock)
+        .bind(batch.per_citizen_limit as i32)
+        .bind(batch.valid_hours as i32)
+        .bind(batch.claim_opens_at.unix_us())
+        .bind(batch.claim_closes_at.unix_us())
+        .bind(categories_text(&batch.categories))
+        .bind(funding_text(&batch.funding))
+        .bind(releases)
+        .bind(Timestamp::now().unix_us())
+        .bind(batch.points_price)
+        .bind(batch.lottery.as_ref().map(|l| l.commitment_hex()))
+        .execute(&mut tx)
+        .await?;
+        let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
 
-        async fn create_batch(
-            &self,
-            batch: &Batch,
-            entry: &NewEntry,
-            answer: &IdemRecord,
-        ) -> Result<(), WriteError> {
-            let (kind, face, percent, cap, step, min_spend) = term_columns(&batch.terms);
-            let releases =
-                serde_json::to_string(&batch.releases).map_err(|e| StorageError::Corrupt(e.to_string()))?;
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            // A closed season takes no more money (a batch or a budget added after the
-            // close would be stranded in a season nobody closes again).
-            self.lock_head(&mut tx).await?;
-            Self::refuse_closed_season(&mut tx, batch.season_id).await?;
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            query(
-                "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
-                 min_spend_fen, max_value_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
-                 categories, funding, releases, created_at_us, points_price, lottery_seed_sha256) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
-            )
-            .bind(batch.id)
-            .bind(batch.season_id)
-            .bind(batch.name.clone())
-            .bind(batch.issuer.to_string())
-            .bind(kind)
-            .bind(face)
-            .bind(percent)
-            .bind(cap)
-            .bind(step)
-            .bind(min_spend)
-            .bind(batch.voucher_value().as_fen())
-            .bind(batch.stock)
-            .bind(batch.per_citizen_limit as i32)
-            .bind(batch.valid_hours as i32)
-            .bind(batch.claim_opens_at.unix_us())
-            .bind(batch.claim_closes_at.unix_us())
-            .bind(categories_text(&batch.categories))
-            .bind(funding_text(&batch.funding))
-            .bind(releases)
-            .bind(Timestamp::now().unix_us())
-            .bind(batch.points_price)
-            .bind(batch.lottery.as_ref().map(|l| l.commitment_hex()))
-            .execute(&mut tx)
-            .await?;
-            let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
-        }
+    async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1"));
+        let row: Option<BatchRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(BatchRow::into_batch).transpose()
+    }
 
-        async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1"));
-            let row: Option<BatchRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            row.map(BatchRow::into_batch).transpose()
-        }
+    async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE season_id = $1 ORDER BY claim_opens_at_us, id LIMIT 1000"
+        ));
+        let rows: Vec<BatchRow> = query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+        rows.into_iter().map(BatchRow::into_batch).collect()
+    }
 
-        async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {BATCH_COLUMNS} FROM batches WHERE season_id = $1 ORDER BY claim_opens_at_us, id LIMIT 1000"
-            ));
-            let rows: Vec<BatchRow> = query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
-            rows.into_iter().map(BatchRow::into_batch).collect()
-        }
+    async fn insert_citizen(&self, citizen: &NewCitizen, session: &NewSession) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        query(
+            "INSERT INTO citizens (id, id_hash, id_masked, name_masked, phone_hash, phone_masked, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(citizen.id)
+        .bind(citizen.id_hash.clone())
+        .bind(citizen.id_masked.clone())
+        .bind(citizen.name_masked.clone())
+        .bind(citizen.phone_hash.clone())
+        .bind(citizen.phone_masked.clone())
+        .bind(citizen.created_at.unix_us())
+        .execute(&mut tx)
+        .await?;
+        query(
+            "INSERT INTO citizen_sessions (token_hash, citizen_id, expires_at_us, created_at_us) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(session.token_hash.clone())
+        .bind(session.citizen_id)
+        .bind(session.expires_at.unix_us())
+        .bind(session.created_at.unix_us())
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-        async fn insert_citizen(&self, citizen: &NewCitizen, session: &NewSession) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            query(
-                "INSERT INTO citizens (id, id_hash, id_masked, name_masked, phone_hash, phone_masked, created_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(citizen.id)
-            .bind(citizen.id_hash.clone())
-            .bind(citizen.id_masked.clone())
-            .bind(citizen.name_masked.clone())
-            .bind(citizen.phone_hash.clone())
-            .bind(citizen.phone_masked.clone())
-            .bind(citizen.created_at.unix_us())
-            .execute(&mut tx)
-            .await?;
-            query(
-                "INSERT INTO citizen_sessions (token_hash, citizen_id, expires_at_us, created_at_us) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(session.token_hash.clone())
-            .bind(session.citizen_id)
-            .bind(session.expires_at.unix_us())
-            .bind(session.created_at.unix_us())
-            .execute(&mut tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        }
-
-        async fn citizen_by_id_hash(&self, id_hash: &[u8]) -> Result<Option<CitizenRecord>, StorageError> {
-            let row: Option<(Uuid, Vec<u8>)> =
-                query_as("SELECT id, phone_hash FROM citizens WHERE id_hash = $1")
-                    .bind(id_hash.to_vec())
-                    .fetch_optional(&self.pool)
-                    .await?;
-            Ok(row.map(|(id, phone_hash)| CitizenRecord { id, phone_hash }))
-        }
-
-        async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError> {
-            query(
-                "INSERT INTO citizen_sessions (token_hash, citizen_id, expires_at_us, created_at_us) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(session.token_hash.clone())
-            .bind(session.citizen_id)
-            .bind(session.expires_at.unix_us())
-            .bind(session.created_at.unix_us())
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        }
-
-        async fn session(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StorageError> {
-            let row: Option<(Uuid, i64)> = query_as(
-                "SELECT citizen_id, expires_at_us FROM citizen_sessions \
-                     WHERE token_hash = $1 AND revoked_at_us IS NULL",
-            )
-            .bind(token_hash.to_vec())
+    async fn citizen_by_id_hash(&self, id_hash: &[u8]) -> Result<Option<CitizenRecord>, StorageError> {
+        let row: Option<(Uuid, Vec<u8>)> = query_as("SELECT id, phone_hash FROM citizens WHERE id_hash = $1")
+            .bind(id_hash.to_vec())
             .fetch_optional(&self.pool)
             .await?;
-            Ok(row.map(|(citizen_id, expires_at_us)| SessionRecord {
-                citizen_id,
-                expires_at: Timestamp::from_unix_us(expires_at_us),
-            }))
-        }
+        Ok(row.map(|(id, phone_hash)| CitizenRecord { id, phone_hash }))
+    }
 
-        async fn revoke_session(&self, token_hash: &[u8], at: Timestamp) -> Result<bool, StorageError> {
-            let done = query(
-                "UPDATE citizen_sessions SET revoked_at_us = $2 \
+    async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError> {
+        query(
+            "INSERT INTO citizen_sessions (token_hash, citizen_id, expires_at_us, created_at_us) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(session.token_hash.clone())
+        .bind(session.citizen_id)
+        .bind(session.expires_at.unix_us())
+        .bind(session.created_at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn session(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StorageError> {
+        let row: Option<(Uuid, i64)> = query_as(
+            "SELECT citizen_id, expires_at_us FROM citizen_sessions \
                  WHERE token_hash = $1 AND revoked_at_us IS NULL",
-            )
-            .bind(token_hash.to_vec())
-            .bind(at.unix_us())
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        }
+        )
+        .bind(token_hash.to_vec())
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.map(|(citizen_id, expires_at_us)| SessionRecord {
+            citizen_id,
+            expires_at: Timestamp::from_unix_us(expires_at_us),
+        }))
+    }
 
-        async fn revoke_citizen_sessions(
-            &self,
-            citizen_id: Uuid,
-            at: Timestamp,
-        ) -> Result<Option<u64>, StorageError> {
-            let done = query(
-                "UPDATE citizen_sessions SET revoked_at_us = $2 \
-                 WHERE citizen_id = $1 AND revoked_at_us IS NULL",
-            )
+    async fn revoke_session(&self, token_hash: &[u8], at: Timestamp) -> Result<bool, StorageError> {
+        let done = query(
+            "UPDATE citizen_sessions SET revoked_at_us = $2 \
+             WHERE token_hash = $1 AND revoked_at_us IS NULL",
+        )
+        .bind(token_hash.to_vec())
+        .bind(at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn revoke_citizen_sessions(
+        &self,
+        citizen_id: Uuid,
+        at: Timestamp,
+    ) -> Result<Option<u64>, StorageError> {
+        let done = query(
+            "UPDATE citizen_sessions SET revoked_at_us = $2 \
+             WHERE citizen_id = $1 AND revoked_at_us IS NULL",
+        )
+        .bind(citizen_id)
+        .bind(at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        if done.rows_affected() == 0 {
+            let known: Option<(Uuid,)> = query_as("SELECT id FROM citizens WHERE id = $1")
+                .bind(citizen_id)
+                .fetch_optional(&self.pool)
+                .await?;
+            if known.is_none() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(done.rows_affected()))
+    }
+
+    async fn revoked_sessions_since(
+        &self,
+        since: Timestamp,
+        limit: i64,
+    ) -> Result<Vec<(Vec<u8>, Timestamp)>, StorageError> {
+        let rows: Vec<(Vec<u8>, i64)> = query_as(
+            "SELECT token_hash, revoked_at_us FROM citizen_sessions \
+             WHERE revoked_at_us >= $1 ORDER BY revoked_at_us LIMIT $2",
+        )
+        .bind(since.unix_us())
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(hash, at_us)| (hash, Timestamp::from_unix_us(at_us))).collect())
+    }
+
+    async fn citizen_vouchers(
+        &self,
+        citizen_id: Uuid,
+        after: Option<&Voucher>,
+        limit: i64,
+    ) -> Result<Vec<Voucher>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE citizen_id = $1 \
+             AND ($2 IS NULL OR (claimed_at_us, id) < ($2, $3)) ORDER BY claimed_at_us DESC, id DESC LIMIT $4"
+        ));
+        let rows: Vec<VoucherRow> = query_as(sql)
             .bind(citizen_id)
-            .bind(at.unix_us())
-            .execute(&self.pool)
+            .bind(after.map(|v| v.claimed_at.unix_us()))
+            .bind(after.map(|v| v.id))
+            .bind(limit)
+            .fetch_all(&self.pool)
             .await?;
-            if done.rows_affected() == 0 {
-                let known: Option<(Uuid,)> = query_as("SELECT id FROM citizens WHERE id = $1")
-                    .bind(citizen_id)
-                    .fetch_optional(&self.pool)
-                    .await?;
-                if known.is_none() {
-                    return Ok(None);
+        rows.into_iter().map(VoucherRow::into_voucher).collect()
+    }
+
+    async fn enter_lottery(
+        &self,
+        batch_id: Uuid,
+        citizen_id: Uuid,
+        at: Timestamp,
+    ) -> Result<Timestamp, StorageError> {
+        query(
+            "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (batch_id, citizen_id) DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(citizen_id)
+        .bind(at.unix_us())
+        .execute(&self.pool)
+        .await?;
+        let (entered_at_us,): (i64,) =
+            query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
+                .bind(batch_id)
+                .bind(citizen_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Timestamp::from_unix_us(entered_at_us))
+    }
+
+    async fn lottery_entrants(
+        &self,
+        batch_id: Uuid,
+        after: Option<Uuid>,
+        limit: i64,
+    ) -> Result<Vec<Uuid>, StorageError> {
+        let rows: Vec<(Uuid,)> = query_as(
+            "SELECT citizen_id FROM lottery_entries WHERE batch_id = $1 AND ($2 IS NULL OR citizen_id > $2) \
+             ORDER BY citizen_id LIMIT $3",
+        )
+        .bind(batch_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn record_draw(
+        &self,
+        batch_id: Uuid,
+        seed: &str,
+        at: Timestamp,
+        answer: &IdemRecord,
+    ) -> Result<bool, WriteError> {
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        let done = query(
+            "UPDATE batches SET lottery_seed = $1, drawn_at_us = $2 \
+             WHERE id = $3 AND lottery_seed_sha256 IS NOT NULL AND drawn_at_us IS NULL",
+        )
+        .bind(seed)
+        .bind(at.unix_us())
+        .bind(batch_id)
+        .execute(&mut tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn holdings(
+        &self,
+        batch_id: Uuid,
+        season_id: Uuid,
+        month: i32,
+        citizens: &[Uuid],
+    ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError> {
+        let mut holdings: HashMap<Uuid, CitizenHoldings> =
+            citizens.iter().map(|c| (*c, CitizenHoldings::default())).collect();
+        for chunk in citizens.chunks(INSERT_CHUNK_ROWS) {
+            let mut slots = QueryBuilder::new(
+                "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
+            );
+            slots.push_bind(batch_id).push(" AND citizen_id IN (");
+            let mut list = slots.separated(", ");
+            for citizen in chunk {
+                list.push_bind(*citizen);
+            }
+            slots.push(")");
+            let rows: Vec<(Uuid, i32)> = slots.build_query_as().fetch_all(&self.pool).await?;
+            for (citizen, slot) in rows {
+                if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen), u32::try_from(slot)) {
+                    h.slots.push(slot);
                 }
             }
-            Ok(Some(done.rows_affected()))
+            let mut totals = QueryBuilder::new(
+                "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE season_id = ",
+            );
+            totals.push_bind(season_id).push(" AND period IN (0, ").push_bind(month);
+            totals.push(") AND citizen_id IN (");
+            let mut list = totals.separated(", ");
+            for citizen in chunk {
+                list.push_bind(*citizen);
+            }
+            totals.push(")");
+            let rows: Vec<(Uuid, i32, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
+            for (citizen, period, total) in rows {
+                if let Some(h) = holdings.get_mut(&citizen) {
+                    if period == crate::domain::season::SEASON_PERIOD {
+                        h.season_total_fen = total;
+                    } else {
+                        h.month_total_fen = total;
+                    }
+                }
+            }
         }
+        Ok(holdings)
+    }
 
-        async fn revoked_sessions_since(
-            &self,
-            since: Timestamp,
-            limit: i64,
-        ) -> Result<Vec<(Vec<u8>, Timestamp)>, StorageError> {
-            let rows: Vec<(Vec<u8>, i64)> = query_as(
-                "SELECT token_hash, revoked_at_us FROM citizen_sessions \
-                 WHERE revoked_at_us >= $1 ORDER BY revoked_at_us LIMIT $2",
-            )
-            .bind(since.unix_us())
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows.into_iter().map(|(hash, at_us)| (hash, Timestamp::from_unix_us(at_us))).collect())
-        }
-
-        async fn citizen_vouchers(
-            &self,
-            citizen_id: Uuid,
-            after: Option<&Voucher>,
-            limit: i64,
-        ) -> Result<Vec<Voucher>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE citizen_id = $1 \
-                 AND ($2 IS NULL OR (claimed_at_us, id) < ($2, $3)) ORDER BY claimed_at_us DESC, id DESC LIMIT $4"
-            ));
-            let rows: Vec<VoucherRow> = query_as(sql)
-                .bind(citizen_id)
-                .bind(after.map(|v| v.claimed_at.unix_us()))
-                .bind(after.map(|v| v.id))
-                .bind(limit)
-                .fetch_all(&self.pool)
-                .await?;
-            rows.into_iter().map(VoucherRow::into_voucher).collect()
-        }
-
-        async fn enter_lottery(
-            &self,
-            batch_id: Uuid,
-            citizen_id: Uuid,
-            at: Timestamp,
-        ) -> Result<Timestamp, StorageError> {
-            query(
-                "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us) VALUES ($1, $2, $3) \
-                 ON CONFLICT (batch_id, citizen_id) DO NOTHING",
-            )
-            .bind(batch_id)
-            .bind(citizen_id)
-            .bind(at.unix_us())
-            .execute(&self.pool)
-            .await?;
-            let (entered_at_us,): (i64,) =
-                query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
-                    .bind(batch_id)
-                    .bind(citizen_id)
-                    .fetch_one(&self.pool)
+    async fn commit_claims(&self, commit: &ClaimCommit) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        if !commit.paying_cards.is_empty() {
+            // Under the ledger lock, which a freeze takes too: a card frozen since the
+            // writer read it refuses the group (the writer then replays it one by one).
+            self.lock_head(&mut tx).await?;
+            for card_id in &commit.paying_cards {
+                let status: Option<(String,)> = query_as("SELECT status FROM cards WHERE id = $1")
+                    .bind(*card_id)
+                    .fetch_optional(&mut tx)
                     .await?;
-            Ok(Timestamp::from_unix_us(entered_at_us))
+                if status.is_none_or(|(s,)| s != crate::domain::card::CardStatus::Active.as_str()) {
+                    return Err(WriteError::Conflict(format!("card {card_id} is no longer active")));
+                }
+            }
         }
-
-        async fn lottery_entrants(
-            &self,
-            batch_id: Uuid,
-            after: Option<Uuid>,
-            limit: i64,
-        ) -> Result<Vec<Uuid>, StorageError> {
-            let rows: Vec<(Uuid,)> = query_as(
-                "SELECT citizen_id FROM lottery_entries WHERE batch_id = $1 AND ($2 IS NULL OR citizen_id > $2) \
-                 ORDER BY citizen_id LIMIT $3",
+        self.insert_answers(&mut tx, &commit.answers).await?;
+        for (batch_id, count, released_now) in &commit.batch_claims {
+            let updated = query(
+                "UPDATE batches SET claimed_count = claimed_count + $1 \
+                 WHERE id = $2 AND reserve_returned_at_us IS NULL AND claimed_count + $1 - returned_count <= $3",
             )
-            .bind(batch_id)
-            .bind(after)
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-            Ok(rows.into_iter().map(|(id,)| id).collect())
-        }
-
-        async fn record_draw(
-            &self,
-            batch_id: Uuid,
-            seed: &str,
-            at: Timestamp,
-            answer: &IdemRecord,
-        ) -> Result<bool, WriteError> {
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            let done = query(
-                "UPDATE batches SET lottery_seed = $1, drawn_at_us = $2 \
-                 WHERE id = $3 AND lottery_seed_sha256 IS NOT NULL AND drawn_at_us IS NULL",
-            )
-            .bind(seed)
-            .bind(at.unix_us())
-            .bind(batch_id)
+            .bind(*count)
+            .bind(*batch_id)
+            .bind(*released_now)
             .execute(&mut tx)
             .await?;
-            if done.rows_affected() != 1 {
-                return Ok(false);
+            if updated.rows_affected() != 1 {
+                return Err(WriteError::Conflict(format!("batch {batch_id} has fewer vouchers left")));
             }
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            tx.commit().await?;
-            Ok(true)
         }
+        self.insert_vouchers(&mut tx, &commit.vouchers).await?;
+        Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
+        let opened = self.post_in(&mut tx, &commit.entries).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
 
-        async fn holdings(
-            &self,
-            batch_id: Uuid,
-            season_id: Uuid,
-            month: i32,
-            citizens: &[Uuid],
-        ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError> {
-            let mut holdings: HashMap<Uuid, CitizenHoldings> =
-                citizens.iter().map(|c| (*c, CitizenHoldings::default())).collect();
-            for chunk in citizens.chunks(INSERT_CHUNK_ROWS) {
-                let mut slots = QueryBuilder::new(
-                    "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
-                );
-                slots.push_bind(batch_id).push(" AND citizen_id IN (");
-                let mut list = slots.separated(", ");
-                for citizen in chunk {
-                    list.push_bind(*citizen);
-                }
-                slots.push(")");
-                let rows: Vec<(Uuid, i32)> = slots.build_query_as().fetch_all(&self.pool).await?;
-                for (citizen, slot) in rows {
-                    if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen), u32::try_from(slot)) {
-                        h.slots.push(slot);
-                    }
-                }
-                let mut totals = QueryBuilder::new(
-                    "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE season_id = ",
-                );
-                totals.push_bind(season_id).push(" AND period IN (0, ").push_bind(month);
-                totals.push(") AND citizen_id IN (");
-                let mut list = totals.separated(", ");
-                for citizen in chunk {
-                    list.push_bind(*citizen);
-                }
-                totals.push(")");
-                let rows: Vec<(Uuid, i32, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
-                for (citizen, period, total) in rows {
-                    if let Some(h) = holdings.get_mut(&citizen) {
-                        if period == crate::domain::season::SEASON_PERIOD {
-                            h.season_total_fen = total;
-                        } else {
-                            h.month_total_fen = total;
-                        }
-                    }
-                }
+    async fn due_vouchers(&self, now: Timestamp, limit: i64) -> Result<Vec<Voucher>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE status = 'active' AND expires_at_us <= $1 ORDER BY expires_at_us LIMIT $2"
+        ));
+        let rows: Vec<VoucherRow> =
+            query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;
+        rows.into_iter().map(VoucherRow::into_voucher).collect()
+    }
+
+    async fn commit_expiries(&self, commit: &ExpiryCommit) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        for chunk in commit.voucher_ids.chunks(INSERT_CHUNK_ROWS) {
+            let mut update = QueryBuilder::new("UPDATE vouchers SET status = 'expired', expired_at_us = ");
+            update.push_bind(commit.expired_at.unix_us()).push(" WHERE status = 'active' AND id IN (");
+            let mut list = update.separated(", ");
+            for id in chunk {
+                list.push_bind(*id);
             }
-            Ok(holdings)
+            update.push(")");
+            let done = update.build().execute(&mut tx).await?;
+            if done.rows_affected() != chunk.len() as u64 {
+                return Err(WriteError::Conflict("a voucher changed state before it could expire".into()));
+            }
         }
-
-        async fn commit_claims(&self, commit: &ClaimCommit) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            if !commit.paying_cards.is_empty() {
-                // Under the ledger lock, which a freeze takes too: a card frozen since the
-                // writer read it refuses the group (the writer then replays it one by one).
-                self.lock_head(&mut tx).await?;
-                for card_id in &commit.paying_cards {
-                    let status: Option<(String,)> = query_as("SELECT status FROM cards WHERE id = $1")
-                        .bind(*card_id)
-                        .fetch_optional(&mut tx)
-                        .await?;
-                    if status.is_none_or(|(s,)| s != crate::domain::card::CardStatus::Active.as_str()) {
-                        return Err(WriteError::Conflict(format!("card {card_id} is no longer active")));
-                    }
-                }
-            }
-            self.insert_answers(&mut tx, &commit.answers).await?;
-            for (batch_id, count, released_now) in &commit.batch_claims {
-                let updated = query(
-                    "UPDATE batches SET claimed_count = claimed_count + $1 \
-                     WHERE id = $2 AND reserve_returned_at_us IS NULL AND claimed_count + $1 - returned_count <= $3",
-                )
+        for (batch_id, count) in &commit.batch_returns {
+            query("UPDATE batches SET returned_count = returned_count + $1 WHERE id = $2")
                 .bind(*count)
                 .bind(*batch_id)
-                .bind(*released_now)
                 .execute(&mut tx)
                 .await?;
-                if updated.rows_affected() != 1 {
-                    return Err(WriteError::Conflict(format!("batch {batch_id} has fewer vouchers left")));
-                }
-            }
-            self.insert_vouchers(&mut tx, &commit.vouchers).await?;
-            Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
-            let opened = self.post_in(&mut tx, &commit.entries).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
         }
-
-        async fn due_vouchers(&self, now: Timestamp, limit: i64) -> Result<Vec<Voucher>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE status = 'active' AND expires_at_us <= $1 ORDER BY expires_at_us LIMIT $2"
-            ));
-            let rows: Vec<VoucherRow> =
-                query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;
-            rows.into_iter().map(VoucherRow::into_voucher).collect()
-        }
-
-        async fn commit_expiries(&self, commit: &ExpiryCommit) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            for chunk in commit.voucher_ids.chunks(INSERT_CHUNK_ROWS) {
-                let mut update =
-                    QueryBuilder::new("UPDATE vouchers SET status = 'expired', expired_at_us = ");
-                update.push_bind(commit.expired_at.unix_us()).push(" WHERE status = 'active' AND id IN (");
-                let mut list = update.separated(", ");
-                for id in chunk {
-                    list.push_bind(*id);
-                }
-                update.push(")");
-                let done = update.build().execute(&mut tx).await?;
-                if done.rows_affected() != chunk.len() as u64 {
-                    return Err(WriteError::Conflict(
-                        "a voucher changed state before it could expire".into(),
-                    ));
-                }
-            }
-            for (batch_id, count) in &commit.batch_returns {
-                query("UPDATE batches SET returned_count = returned_count + $1 WHERE id = $2")
-                    .bind(*count)
-                    .bind(*batch_id)
-                    .execute(&mut tx)
-                    .await?;
-            }
-            Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
-            // Every row is ours now, then the head (a batch's close takes its row and
-            // then the head too): a close that committed since the entries were planned
-            // is seen here, and the sweep plans them again.
-            if !commit.planned_reserves.is_empty() {
-                self.lock_head(&mut tx).await?;
-            }
-            for (batch_id, planned) in &commit.planned_reserves {
-                if Self::reserve_returned_in(&mut tx, *batch_id).await? != *planned {
-                    return Err(WriteError::Conflict(format!(
-                        "batch {batch_id} closed while its expiries were planned"
-                    )));
-                }
-            }
-            let opened = self.post_in(&mut tx, &commit.entries).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
-        }
-
-        async fn batches_to_close(&self, now: Timestamp, limit: i64) -> Result<Vec<Batch>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {BATCH_COLUMNS} FROM batches WHERE reserve_returned_at_us IS NULL AND claim_closes_at_us <= $1 \
-                 AND (lottery_seed_sha256 IS NULL OR drawn_at_us IS NOT NULL) ORDER BY claim_closes_at_us LIMIT $2"
-            ));
-            let rows: Vec<BatchRow> =
-                query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;
-            rows.into_iter().map(BatchRow::into_batch).collect()
-        }
-
-        async fn close_batch_reserve(
-            &self,
-            batch_id: Uuid,
-            now: Timestamp,
-            entry: Option<&NewEntry>,
-        ) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            let season: Option<(Uuid,)> = query_as(
-                "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL \
-                 RETURNING season_id",
-            )
-            .bind(now.unix_us())
-            .bind(batch_id)
-            .fetch_optional(&mut tx)
-            .await?;
-            let Some((season_id,)) = season else {
-                return Err(WriteError::Conflict(format!("batch {batch_id} was already closed")));
-            };
-            // The entry was made from balances read before this transaction: under the
-            // head, the reserves must still hold exactly what it moves (a reversal or an
-            // expiry may have credited one since), or the close would leave money in a
-            // closed batch's reserve. The next sweep plans it again.
+        Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
+        // Every row is ours now, then the head (a batch's close takes its row and
+        // then the head too): a close that committed since the entries were planned
+        // is seen here, and the sweep plans them again.
+        if !commit.planned_reserves.is_empty() {
             self.lock_head(&mut tx).await?;
-            let reserves: Vec<(String, i64, i64)> = query_as(
-                "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
-                 JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
-            )
-            .bind(format!(
-                "season:{}:batch:{}:funder:%:reserve",
-                season_id.hyphenated(),
-                batch_id.hyphenated()
-            ))
-            .fetch_all(&mut tx)
-            .await?;
-            // What each reserve holds now, against what the entry takes out of each.
-            let held: HashMap<&str, i64> =
-                reserves.iter().map(|(a, d, c)| (a.as_str(), c - d)).filter(|(_, left)| *left != 0).collect();
-            let moved: HashMap<&str, i64> = entry
-                .iter()
-                .flat_map(|e| e.postings.iter())
-                .filter(|p| p.side == crate::domain::ledger::Side::Debit)
-                .map(|p| (p.account.address.as_str(), p.amount_fen))
-                .collect();
-            if held != moved {
+        }
+        for (batch_id, planned) in &commit.planned_reserves {
+            if Self::reserve_returned_in(&mut tx, *batch_id).await? != *planned {
                 return Err(WriteError::Conflict(format!(
-                    "batch {batch_id}: its reserve changed while its close was planned"
+                    "batch {batch_id} closed while its expiries were planned"
                 )));
             }
-            let opened = match entry {
-                Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,
-                None => HashMap::new(),
-            };
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
         }
+        let opened = self.post_in(&mut tx, &commit.entries).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
+
+    async fn batches_to_close(&self, now: Timestamp, limit: i64) -> Result<Vec<Batch>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {BATCH_COLUMNS} FROM batches WHERE reserve_returned_at_us IS NULL AND claim_closes_at_us <= $1 \
+             AND (lottery_seed_sha256 IS NULL OR drawn_at_us IS NOT NULL) ORDER BY claim_closes_at_us LIMIT $2"
+        ));
+        let rows: Vec<BatchRow> = query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;
+        rows.into_iter().map(BatchRow::into_batch).collect()
+    }
+
+    async fn close_batch_reserve(
+        &self,
+        batch_id: Uuid,
+        now: Timestamp,
+        entry: Option<&NewEntry>,
+    ) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        let season: Option<(Uuid,)> = query_as(
+            "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL \
+             RETURNING season_id",
+        )
+        .bind(now.unix_us())
+        .bind(batch_id)
+        .fetch_optional(&mut tx)
+        .await?;
+        let Some((season_id,)) = season else {
+            return Err(WriteError::Conflict(format!("batch {batch_id} was already closed")));
+        };
+        // The entry was made from balances read before this transaction: under the
+        // head, the reserves must still hold exactly what it moves (a reversal or an
+        // expiry may have credited one since), or the close would leave money in a
+        // closed batch's reserve. The next sweep plans it again.
+        self.lock_head(&mut tx).await?;
+        let reserves: Vec<(String, i64, i64)> = query_as(
+            "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
+             JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
+        )
+        .bind(format!("season:{}:batch:{}:funder:%:reserve", season_id.hyphenated(), batch_id.hyphenated()))
+        .fetch_all(&mut tx)
+        .await?;
+        // What each reserve holds now, against what the entry takes out of each.
+        let held: HashMap<&str, i64> =
+            reserves.iter().map(|(a, d, c)| (a.as_str(), c - d)).filter(|(_, left)| *left != 0).collect();
+        let moved: HashMap<&str, i64> = entry
+            .iter()
+            .flat_map(|e| e.postings.iter())
+            .filter(|p| p.side == crate::domain::ledger::Side::Debit)
+            .map(|p| (p.account.address.as_str(), p.amount_fen))
+            .collect();
+        if held != moved {
+            return Err(WriteError::Conflict(format!(
+                "batch {batch_id}: its reserve changed while its close was planned"
+            )));
+        }
+        let opened = match entry {
+            Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,
+            None => HashMap::new(),
+        };
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
     }
 }

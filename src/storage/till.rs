@@ -1,11 +1,21 @@
-//! SQL for merchants, terminals, QR keys and redemptions, shared by both backends and
-//! instantiated per backend by [`till_store!`] (see `sql.rs` for the pattern).
+//! Merchants, terminals, QR keys and redemptions on either backend (`TillStore`).
 
+use async_trait::async_trait;
 use uuid::Uuid;
 
-use super::StorageError;
+use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
+};
+use crate::domain::region::{RegionCode, RegionLevel};
+use crate::domain::season::Voucher;
+use crate::domain::time::Timestamp;
+use crate::storage::db::{QueryBuilder, Tx, query, query_as};
+use crate::storage::seasons::{VOUCHER_COLUMNS, VoucherRow};
+use crate::storage::{
+    AccountChange, AccountDecisionOutcome, AccountRequestOutcome, IdemRecord, NewAccountDecision,
+    NewAccountRequest, NewRedemption, NewReversal, QrKeyRecord, RedemptionRecord, SqlStore, StorageError,
+    TerminalRecord, TillStore, WriteError, conflict,
 };
 
 pub(crate) const MERCHANT_COLUMNS: &str =
@@ -265,733 +275,684 @@ pub(crate) fn decide_redemptions(
         .collect()
 }
 
-mod till_impl {
-    use async_trait::async_trait;
-    use uuid::Uuid;
+impl SqlStore {
+    /// The staff key and the keys that minted it, nearest first (one recursive
+    /// query; at most `MAX_LINEAGE_DEPTH` minters).
+    async fn key_lineage(tx: &mut Tx, key: Uuid) -> Result<crate::domain::staff::KeyLineage, StorageError> {
+        let minted_by: Vec<(Uuid,)> = query_as(
+            "WITH RECURSIVE lineage (id, depth) AS ( \
+               SELECT minted_by, 1 FROM staff_keys WHERE id = $1 \
+               UNION ALL \
+               SELECT k.minted_by, l.depth + 1 FROM staff_keys k JOIN lineage l ON k.id = l.id \
+               WHERE l.depth < $2) \
+             SELECT id FROM lineage WHERE id IS NOT NULL ORDER BY depth",
+        )
+        .bind(key)
+        .bind(crate::domain::staff::MAX_LINEAGE_DEPTH as i64)
+        .fetch_all(&mut *tx)
+        .await?;
+        Ok(crate::domain::staff::KeyLineage {
+            key,
+            minted_by: minted_by.into_iter().map(|(id,)| id).collect(),
+        })
+    }
 
-    use crate::domain::ledger::NewEntry;
-    use crate::domain::merchant::Merchant;
-    use crate::domain::merchant::{AccountRequest, SettlementAccount};
-    use crate::domain::region::{RegionCode, RegionLevel};
-    use crate::domain::season::Voucher;
-    use crate::domain::time::Timestamp;
-    use crate::storage::SqlStore;
-    use crate::storage::db::{QueryBuilder, Tx, query, query_as};
-    use crate::storage::seasons::{VOUCHER_COLUMNS, VoucherRow};
-    use crate::storage::till::{
-        ACCOUNT_CHANGE_COLUMNS, ACCOUNT_REQUEST_COLUMNS, ACCOUNT_REQUEST_FROM, AccountChangeRow,
-        AccountRequestRow, MERCHANT_COLUMNS, MerchantRow, REDEMPTION_COLUMNS, RedemptionRow,
-    };
-    use crate::storage::{
-        AccountChange, AccountDecisionOutcome, AccountRequestOutcome, IdemRecord, NewAccountDecision,
-        NewAccountRequest, NewRedemption, NewReversal, QrKeyRecord, RedemptionRecord, StorageError,
-        TerminalRecord, TillStore, WriteError, conflict,
-    };
+    /// The merchant's settlement account, its row locked (PostgreSQL; SQLite holds
+    /// the write lock already).
+    async fn locked_account(
+        &self,
+        tx: &mut Tx,
+        merchant_id: Uuid,
+    ) -> Result<Option<SettlementAccount>, StorageError> {
+        let current: Option<(String, String, String)> = query_as(sqlx::AssertSqlSafe(format!(
+            "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{}",
+            self.backend.for_update()
+        )))
+        .bind(merchant_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        Ok(current.map(|(bank, account_no, account_name)| SettlementAccount {
+            bank,
+            account_no,
+            account_name,
+        }))
+    }
 
-    impl SqlStore {
-        /// The staff key and the keys that minted it, nearest first (one recursive
-        /// query; at most `MAX_LINEAGE_DEPTH` minters).
-        async fn key_lineage(
-            tx: &mut Tx,
-            key: Uuid,
-        ) -> Result<crate::domain::staff::KeyLineage, StorageError> {
-            let minted_by: Vec<(Uuid,)> = query_as(
-                "WITH RECURSIVE lineage (id, depth) AS ( \
-                   SELECT minted_by, 1 FROM staff_keys WHERE id = $1 \
-                   UNION ALL \
-                   SELECT k.minted_by, l.depth + 1 FROM staff_keys k JOIN lineage l ON k.id = l.id \
-                   WHERE l.depth < $2) \
-                 SELECT id FROM lineage WHERE id IS NOT NULL ORDER BY depth",
-            )
-            .bind(key)
-            .bind(crate::domain::staff::MAX_LINEAGE_DEPTH as i64)
-            .fetch_all(&mut *tx)
-            .await?;
-            Ok(crate::domain::staff::KeyLineage {
-                key,
-                minted_by: minted_by.into_iter().map(|(id,)| id).collect(),
-            })
-        }
-
-        /// The merchant's settlement account, its row locked (PostgreSQL; SQLite holds
-        /// the write lock already).
-        async fn locked_account(
-            &self,
-            tx: &mut Tx,
-            merchant_id: Uuid,
-        ) -> Result<Option<SettlementAccount>, StorageError> {
-            let current: Option<(String, String, String)> = query_as(sqlx::AssertSqlSafe(format!(
-                "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{}",
-                self.backend.for_update()
-            )))
-            .bind(merchant_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            Ok(current.map(|(bank, account_no, account_name)| SettlementAccount {
-                bank,
-                account_no,
-                account_name,
-            }))
-        }
-
-        /// Sets the merchant's account to `change.to` and appends `change` to the history
-        /// with the next `seq`, which it returns.
-        async fn apply_account_change(tx: &mut Tx, change: &AccountChange) -> Result<i64, StorageError> {
-            query("UPDATE merchants SET bank = $2, account_no = $3, account_name = $4 WHERE id = $1")
-                .bind(change.merchant_id)
-                .bind(change.to.bank.clone())
-                .bind(change.to.account_no.clone())
-                .bind(change.to.account_name.clone())
-                .execute(&mut *tx)
-                .await?;
-            let (seq,): (i64,) = query_as(
-                "INSERT INTO merchant_account_changes (id, merchant_id, seq, changed_at_us, changed_by, reason, \
-                 old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name, \
-                 request_id, requested_by) \
-                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
-                 FROM merchant_account_changes WHERE merchant_id = $2 RETURNING seq",
-            )
-            .bind(change.id)
+    /// Sets the merchant's account to `change.to` and appends `change` to the history
+    /// with the next `seq`, which it returns.
+    async fn apply_account_change(tx: &mut Tx, change: &AccountChange) -> Result<i64, StorageError> {
+        query("UPDATE merchants SET bank = $2, account_no = $3, account_name = $4 WHERE id = $1")
             .bind(change.merchant_id)
-            .bind(change.changed_at.unix_us())
-            .bind(change.changed_by)
-            .bind(change.reason.clone())
-            .bind(change.from.bank.clone())
-            .bind(change.from.account_no.clone())
-            .bind(change.from.account_name.clone())
             .bind(change.to.bank.clone())
             .bind(change.to.account_no.clone())
             .bind(change.to.account_name.clone())
-            .bind(change.request.map(|(id, _)| id))
-            .bind(change.request.map(|(_, by)| by))
-            .fetch_one(&mut *tx)
+            .execute(&mut *tx)
             .await?;
-            Ok(seq)
-        }
-
-        /// What the database already holds that a group of redemptions could collide with.
-        async fn redemption_state(
-            &self,
-            tx: &mut Tx,
-            group: &[NewRedemption],
-        ) -> Result<crate::storage::till::SeenState, WriteError> {
-            let mut seen = crate::storage::till::SeenState::default();
-            let rows = self.backend.group_rows(tx, group).await?;
-            seen.answers.extend(rows.answers);
-            seen.nonces.extend(rows.nonces);
-            seen.vouchers.extend(rows.vouchers);
-            seen.card_orders.extend(
-                rows.card_orders.into_iter().map(|(merchant, order_ref, id)| ((merchant, order_ref), id)),
-            );
-            let pairs: Vec<(Uuid, String)> =
-                group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
-            let rows = self.backend.live_orders(tx, &pairs).await?;
-            for (merchant, order_ref, slot, issuer) in rows {
-                seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
-            }
-            seen.merchant_counts = self.merchant_counts(tx, group).await?;
-            Ok(seen)
-        }
-
-        /// The group's limited (citizen, merchant, season) triples, each once.
-        fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, Uuid, Uuid), u32, i64)> {
-            let mut triples: Vec<((Uuid, Uuid, Uuid), u32, i64)> = Vec::new();
-            for r in group {
-                let Some(limit) = r.merchant_redemption_limit else { continue };
-                let key = (r.citizen_id, r.merchant_id, r.season_id);
-                match triples.iter_mut().find(|(k, _, _)| *k == key) {
-                    Some((_, _, n)) => *n += 1,
-                    None => triples.push((key, limit, 1)),
-                }
-            }
-            triples
-        }
-
-        /// Live redemptions per (citizen, merchant, season) for the group's limited
-        /// redemptions, from `merchant_redemption_counts`; no query when none is limited.
-        /// One statement of primary-key lookups (`merchant_count_rows`), so that the plan
-        /// never depends on table statistics: a join of vouchers and redemptions, tried
-        /// first, was planned as a scan of every redemption (BENCHMARKS).
-        async fn merchant_counts(
-            &self,
-            tx: &mut Tx,
-            group: &[NewRedemption],
-        ) -> Result<std::collections::HashMap<(Uuid, Uuid, Uuid), i64>, WriteError> {
-            let all: Vec<&NewRedemption> = group.iter().collect();
-            let triples = Self::limited_triples(&all);
-            let mut counts = std::collections::HashMap::new();
-            if triples.is_empty() {
-                return Ok(counts);
-            }
-            let keys: Vec<(Uuid, Uuid, Uuid)> = triples.iter().map(|(key, _, _)| *key).collect();
-            for (citizen, merchant, season, live) in self.backend.merchant_count_rows(tx, &keys).await? {
-                counts.insert((citizen, merchant, season), i64::from(live));
-            }
-            Ok(counts)
-        }
-
-        /// Adds the accepted limited redemptions to `merchant_redemption_counts` (whose
-        /// CHECK refuses a count above the limit: the database's own word on it).
-        async fn count_merchant_redemptions(
-            tx: &mut Tx,
-            accepted: &[&NewRedemption],
-        ) -> Result<(), WriteError> {
-            let triples = Self::limited_triples(accepted);
-            if triples.is_empty() {
-                return Ok(());
-            }
-            let mut query = QueryBuilder::new(
-                "INSERT INTO merchant_redemption_counts (season_id, citizen_id, merchant_id, live_count, limit_count) ",
-            );
-            query.push_values(&triples, |mut row, ((citizen, merchant, season), limit, n)| {
-                row.push_bind(*season)
-                    .push_bind(*citizen)
-                    .push_bind(*merchant)
-                    .push_bind(i32::try_from(*n).unwrap_or(i32::MAX))
-                    .push_bind(i32::try_from(*limit).unwrap_or(i32::MAX));
-            });
-            query.push(
-                " ON CONFLICT (season_id, citizen_id, merchant_id) \
-                 DO UPDATE SET live_count = merchant_redemption_counts.live_count + excluded.live_count",
-            );
-            query.build().execute(&mut *tx).await?;
-            Ok(())
-        }
-
-        async fn insert_redemptions(
-            &self,
-            tx: &mut Tx,
-            accepted: &[&NewRedemption],
-        ) -> Result<(), WriteError> {
-            let answers: Vec<IdemRecord> = accepted.iter().map(|r| r.answer.clone()).collect();
-            self.insert_answers(tx, &answers).await?;
-            let updated = self.backend.insert_redemption_rows(tx, accepted).await?;
-            if updated != accepted.len() as u64 {
-                return Err(WriteError::Conflict("a voucher changed state during the group".into()));
-            }
-            Ok(())
-        }
-
-        /// Whether a request under the same idempotency key committed first (a retry that
-        /// overtook a slow first attempt): it must replay that answer, not refuse.
-        pub(crate) async fn answer_exists(tx: &mut Tx, answer: &IdemRecord) -> Result<bool, WriteError> {
-            let row: Option<(i32,)> =
-                query_as("SELECT status FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
-                    .bind(answer.scope.clone())
-                    .bind(answer.key.clone())
-                    .fetch_optional(&mut *tx)
-                    .await?;
-            Ok(row.is_some())
-        }
+        let (seq,): (i64,) = query_as(
+            "INSERT INTO merchant_account_changes (id, merchant_id, seq, changed_at_us, changed_by, reason, \
+             old_bank, old_account_no, old_account_name, new_bank, new_account_no, new_account_name, \
+             request_id, requested_by) \
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13 \
+             FROM merchant_account_changes WHERE merchant_id = $2 RETURNING seq",
+        )
+        .bind(change.id)
+        .bind(change.merchant_id)
+        .bind(change.changed_at.unix_us())
+        .bind(change.changed_by)
+        .bind(change.reason.clone())
+        .bind(change.from.bank.clone())
+        .bind(change.from.account_no.clone())
+        .bind(change.from.account_name.clone())
+        .bind(change.to.bank.clone())
+        .bind(change.to.account_no.clone())
+        .bind(change.to.account_name.clone())
+        .bind(change.request.map(|(id, _)| id))
+        .bind(change.request.map(|(_, by)| by))
+        .fetch_one(&mut *tx)
+        .await?;
+        Ok(seq)
     }
 
-    #[async_trait]
-    impl TillStore for SqlStore {
-        async fn insert_merchant(&self, merchant: &Merchant, answer: &IdemRecord) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            query(
-                "INSERT INTO merchants (id, name, credit_code, category, city, bank, account_no, account_name, status, created_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-            )
-            .bind(merchant.id)
-            .bind(merchant.name.clone())
-            .bind(merchant.credit_code.as_str().to_owned())
-            .bind(merchant.category.as_str())
-            .bind(merchant.city.to_string())
-            .bind(merchant.settlement.bank.clone())
-            .bind(merchant.settlement.account_no.clone())
-            .bind(merchant.settlement.account_name.clone())
-            .bind(merchant.status.as_str())
-            .bind(Timestamp::now().unix_us())
-            .execute(&mut tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
+    /// What the database already holds that a group of redemptions could collide with.
+    async fn redemption_state(
+        &self,
+        tx: &mut Tx,
+        group: &[NewRedemption],
+    ) -> Result<crate::storage::till::SeenState, WriteError> {
+        let mut seen = crate::storage::till::SeenState::default();
+        let rows = self.backend.group_rows(tx, group).await?;
+        seen.answers.extend(rows.answers);
+        seen.nonces.extend(rows.nonces);
+        seen.vouchers.extend(rows.vouchers);
+        seen.card_orders.extend(
+            rows.card_orders.into_iter().map(|(merchant, order_ref, id)| ((merchant, order_ref), id)),
+        );
+        let pairs: Vec<(Uuid, String)> = group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
+        let rows = self.backend.live_orders(tx, &pairs).await?;
+        for (merchant, order_ref, slot, issuer) in rows {
+            seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
         }
+        seen.merchant_counts = self.merchant_counts(tx, group).await?;
+        Ok(seen)
+    }
 
-        async fn merchant(&self, id: Uuid) -> Result<Option<Merchant>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1"));
-            let row: Option<MerchantRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            row.map(MerchantRow::into_merchant).transpose()
+    /// The group's limited (citizen, merchant, season) triples, each once.
+    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, Uuid, Uuid), u32, i64)> {
+        let mut triples: Vec<((Uuid, Uuid, Uuid), u32, i64)> = Vec::new();
+        for r in group {
+            let Some(limit) = r.merchant_redemption_limit else { continue };
+            let key = (r.citizen_id, r.merchant_id, r.season_id);
+            match triples.iter_mut().find(|(k, _, _)| *k == key) {
+                Some((_, _, n)) => *n += 1,
+                None => triples.push((key, limit, 1)),
+            }
         }
+        triples
+    }
 
-        async fn merchants_in(
-            &self,
-            region: RegionCode,
-            after: Option<&Merchant>,
-            limit: i64,
-        ) -> Result<Vec<Merchant>, StorageError> {
-            // A city matches itself; a province matches every city with its two-digit prefix.
-            let pattern = match region.level() {
-                RegionLevel::Province => format!("{}%", &region.to_string()[..2]),
-                _ => region.to_string(),
-            };
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE city LIKE $1 \
-                 AND ($2 IS NULL OR (name, id) > ($2, $3)) ORDER BY name, id LIMIT $4"
-            ));
-            let rows: Vec<MerchantRow> = query_as(sql)
-                .bind(pattern)
-                .bind(after.map(|m| m.name.clone()))
-                .bind(after.map(|m| m.id))
-                .bind(limit)
-                .fetch_all(&self.pool)
+    /// Live redemptions per (citizen, merchant, season) for the group's limited
+    /// redemptions, from `merchant_redemption_counts`; no query when none is limited.
+    /// One statement of primary-key lookups (`merchant_count_rows`), so that the plan
+    /// never depends on table statistics: a join of vouchers and redemptions, tried
+    /// first, was planned as a scan of every redemption (BENCHMARKS).
+    async fn merchant_counts(
+        &self,
+        tx: &mut Tx,
+        group: &[NewRedemption],
+    ) -> Result<std::collections::HashMap<(Uuid, Uuid, Uuid), i64>, WriteError> {
+        let all: Vec<&NewRedemption> = group.iter().collect();
+        let triples = Self::limited_triples(&all);
+        let mut counts = std::collections::HashMap::new();
+        if triples.is_empty() {
+            return Ok(counts);
+        }
+        let keys: Vec<(Uuid, Uuid, Uuid)> = triples.iter().map(|(key, _, _)| *key).collect();
+        for (citizen, merchant, season, live) in self.backend.merchant_count_rows(tx, &keys).await? {
+            counts.insert((citizen, merchant, season), i64::from(live));
+        }
+        Ok(counts)
+    }
+
+    /// Adds the accepted limited redemptions to `merchant_redemption_counts` (whose
+    /// CHECK refuses a count above the limit: the database's own word on it).
+    async fn count_merchant_redemptions(tx: &mut Tx, accepted: &[&NewRedemption]) -> Result<(), WriteError> {
+        let triples = Self::limited_triples(accepted);
+        if triples.is_empty() {
+            return Ok(());
+        }
+        let mut query = QueryBuilder::new(
+            "INSERT INTO merchant_redemption_counts (season_id, citizen_id, merchant_id, live_count, limit_count) ",
+        );
+        query.push_values(&triples, |mut row, ((citizen, merchant, season), limit, n)| {
+            row.push_bind(*season)
+                .push_bind(*citizen)
+                .push_bind(*merchant)
+                .push_bind(i32::try_from(*n).unwrap_or(i32::MAX))
+                .push_bind(i32::try_from(*limit).unwrap_or(i32::MAX));
+        });
+        query.push(
+            " ON CONFLICT (season_id, citizen_id, merchant_id) \
+             DO UPDATE SET live_count = merchant_redemption_counts.live_count + excluded.live_count",
+        );
+        query.build().execute(&mut *tx).await?;
+        Ok(())
+    }
+
+    async fn insert_redemptions(&self, tx: &mut Tx, accepted: &[&NewRedemption]) -> Result<(), WriteError> {
+        let answers: Vec<IdemRecord> = accepted.iter().map(|r| r.answer.clone()).collect();
+        self.insert_answers(tx, &answers).await?;
+        let updated = self.backend.insert_redemption_rows(tx, accepted).await?;
+        if updated != accepted.len() as u64 {
+            return Err(WriteError::Conflict("a voucher changed state during the group".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether a request under the same idempotency key committed first (a retry that
+    /// overtook a slow first attempt): it must replay that answer, not refuse.
+    pub(crate) async fn answer_exists(tx: &mut Tx, answer: &IdemRecord) -> Result<bool, WriteError> {
+        let row: Option<(i32,)> =
+            query_as("SELECT status FROM idempotency_keys WHERE scope = $1 AND idem_key = $2")
+                .bind(answer.scope.clone())
+                .bind(answer.key.clone())
+                .fetch_optional(&mut *tx)
                 .await?;
-            rows.into_iter().map(MerchantRow::into_merchant).collect()
-        }
+        Ok(row.is_some())
+    }
+}
 
-        async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError> {
-            let done = query("UPDATE merchants SET status = $1 WHERE id = $2")
-                .bind(status.to_owned())
-                .bind(id)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        }
+#[async_trait]
+impl TillStore for SqlStore {
+    async fn insert_merchant(&self, merchant: &Merchant, answer: &IdemRecord) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        query(
+            "INSERT INTO merchants (id, name, credit_code, category, city, bank, account_no, account_name, status, created_at_us) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(merchant.id)
+        .bind(merchant.name.clone())
+        .bind(merchant.credit_code.as_str().to_owned())
+        .bind(merchant.category.as_str())
+        .bind(merchant.city.to_string())
+        .bind(merchant.settlement.bank.clone())
+        .bind(merchant.settlement.account_no.clone())
+        .bind(merchant.settlement.account_name.clone())
+        .bind(merchant.status.as_str())
+        .bind(Timestamp::now().unix_us())
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
 
-        async fn request_account_change(
-            &self,
-            request: &NewAccountRequest,
-        ) -> Result<AccountRequestOutcome, StorageError> {
-            // Rows first, as every writer (ARCHITECTURE.md): on PostgreSQL the merchant
-            // row's lock alone orders requests and decisions (no ledger, so no gate); on
-            // SQLite the gate, then BEGIN IMMEDIATE.
-            let (_gate, mut tx) = self.begin_row_write().await?;
-            let Some(current) = self.locked_account(&mut tx, request.merchant_id).await? else {
-                return Ok(AccountRequestOutcome::NoSuchMerchant);
-            };
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.merchant_id = $1 \
-                 AND d.request_id IS NULL AND r.expires_at_us > $2 ORDER BY r.seq DESC LIMIT 1"
-            ));
-            let waiting: Option<AccountRequestRow> = query_as(sql)
-                .bind(request.merchant_id)
-                .bind(request.requested_at.unix_us())
-                .fetch_optional(&mut tx)
-                .await?;
-            if let Some(waiting) = waiting {
-                let waiting = Box::new(waiting.into_request()?);
-                return Ok(if waiting.to == request.to {
-                    AccountRequestOutcome::Requested(waiting)
-                } else {
-                    AccountRequestOutcome::OtherPending(waiting)
-                });
-            }
-            if current == request.to {
-                return Ok(AccountRequestOutcome::Unchanged);
-            }
-            let (seq,): (i64,) = query_as(
-                "INSERT INTO merchant_account_requests (id, merchant_id, seq, requested_at_us, requested_by, reason, \
-                 new_bank, new_account_no, new_account_name, expires_at_us) \
-                 SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9 \
-                 FROM merchant_account_requests WHERE merchant_id = $2 RETURNING seq",
-            )
-            .bind(request.id)
-            .bind(request.merchant_id)
-            .bind(request.requested_at.unix_us())
-            .bind(request.requested_by)
-            .bind(request.reason.clone())
-            .bind(request.to.bank.clone())
-            .bind(request.to.account_no.clone())
-            .bind(request.to.account_name.clone())
-            .bind(request.expires_at.unix_us())
-            .fetch_one(&mut tx)
-            .await?;
-            tx.commit().await?;
-            let NewAccountRequest { id, merchant_id, requested_at, requested_by, reason, to, expires_at } =
-                request.clone();
-            Ok(AccountRequestOutcome::Requested(Box::new(AccountRequest {
-                id,
-                merchant_id,
-                seq,
-                requested_at,
-                requested_by,
-                reason,
-                to,
-                expires_at,
-                decision: None,
-            })))
-        }
+    async fn merchant(&self, id: Uuid) -> Result<Option<Merchant>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1"));
+        let row: Option<MerchantRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(MerchantRow::into_merchant).transpose()
+    }
 
-        async fn decide_account_request(
-            &self,
-            decision: &NewAccountDecision,
-        ) -> Result<AccountDecisionOutcome, StorageError> {
-            let (_gate, mut tx) = self.begin_row_write().await?;
-            let Some(from) = self.locked_account(&mut tx, decision.merchant_id).await? else {
-                return Ok(AccountDecisionOutcome::NoSuchRequest);
-            };
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.id = $1 AND r.merchant_id = $2"
-            ));
-            let row: Option<AccountRequestRow> = query_as(sql)
-                .bind(decision.request_id)
-                .bind(decision.merchant_id)
-                .fetch_optional(&mut tx)
-                .await?;
-            let Some(row) = row else {
-                return Ok(AccountDecisionOutcome::NoSuchRequest);
-            };
-            let mut request = row.into_request()?;
-            let made = &decision.decision;
-            let decider = Self::key_lineage(&mut tx, made.decided_by).await?;
-            let asker = Self::key_lineage(&mut tx, request.requested_by).await?;
-            if let Err(refused) = request.may_decide(&decider, &asker, made.approved, made.decided_at) {
-                return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
-            }
-            // Revocation is checked when a request is authenticated; read again here,
-            // under the merchant's row lock, for a key revoked since (either one).
-            let revoked: Vec<(Uuid,)> =
-                query_as("SELECT id FROM staff_keys WHERE id IN ($1, $2) AND revoked_at_us IS NOT NULL")
-                    .bind(made.decided_by)
-                    .bind(request.requested_by)
-                    .fetch_all(&mut tx)
-                    .await?;
-            let decider_revoked = revoked.iter().any(|(id,)| *id == made.decided_by);
-            if decider_revoked || (made.approved && !revoked.is_empty()) {
-                let refused = crate::domain::merchant::DecisionRefused::RevokedKey;
-                return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
-            }
-            query(
-                "INSERT INTO merchant_account_decisions (request_id, decision, decided_at_us, decided_by, note) \
-                 VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(request.id)
-            .bind(if made.approved { "approved" } else { "rejected" })
-            .bind(made.decided_at.unix_us())
-            .bind(made.decided_by)
-            .bind(made.note.clone())
-            .execute(&mut tx)
-            .await?;
-            request.decision = Some(made.clone());
-            if !made.approved {
-                tx.commit().await?;
-                return Ok(AccountDecisionOutcome::Rejected(Box::new(request)));
-            }
-            let change = AccountChange {
-                id: decision.change_id,
-                merchant_id: request.merchant_id,
-                seq: 0,
-                changed_at: made.decided_at,
-                changed_by: made.decided_by,
-                reason: request.reason.clone(),
-                from,
-                to: request.to.clone(),
-                request: Some((request.id, request.requested_by)),
-            };
-            let seq = Self::apply_account_change(&mut tx, &change).await?;
-            tx.commit().await?;
-            Ok(AccountDecisionOutcome::Approved(Box::new(request), Box::new(AccountChange { seq, ..change })))
-        }
-
-        async fn account_requests(
-            &self,
-            merchant_id: Uuid,
-            after_seq: i64,
-            limit: i64,
-        ) -> Result<Vec<AccountRequest>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} \
-                 WHERE r.merchant_id = $1 AND r.seq > $2 ORDER BY r.seq LIMIT $3"
-            ));
-            let rows: Vec<AccountRequestRow> =
-                query_as(sql).bind(merchant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?;
-            rows.into_iter().map(AccountRequestRow::into_request).collect()
-        }
-
-        async fn account_changes(
-            &self,
-            merchant_id: Uuid,
-            after_seq: i64,
-            limit: i64,
-        ) -> Result<Vec<AccountChange>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
-                 WHERE merchant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-            ));
-            let rows: Vec<AccountChangeRow> =
-                query_as(sql).bind(merchant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?;
-            Ok(rows.into_iter().map(AccountChangeRow::into_change).collect())
-        }
-
-        async fn latest_account_change(
-            &self,
-            merchant_id: Uuid,
-        ) -> Result<Option<AccountChange>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
-                 WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1"
-            ));
-            let row: Option<AccountChangeRow> =
-                query_as(sql).bind(merchant_id).fetch_optional(&self.pool).await?;
-            Ok(row.map(AccountChangeRow::into_change))
-        }
-
-        async fn insert_terminal(
-            &self,
-            terminal: &TerminalRecord,
-            at: Timestamp,
-            answer: &IdemRecord,
-        ) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            query(
-                "INSERT INTO terminals (id, merchant_id, public_key, label, created_at_us) VALUES ($1, $2, $3, $4, $5)",
-            )
-            .bind(terminal.id)
-            .bind(terminal.merchant_id)
-            .bind(terminal.public_key.clone())
-            .bind(terminal.label.clone())
-            .bind(at.unix_us())
-            .execute(&mut tx)
-            .await?;
-            tx.commit().await?;
-            Ok(())
-        }
-
-        async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError> {
-            let row: Option<(Uuid, Uuid, Vec<u8>, String, Option<i64>)> = query_as(
-                "SELECT id, merchant_id, public_key, label, revoked_at_us FROM terminals WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-            Ok(row.map(|(id, merchant_id, public_key, label, revoked)| TerminalRecord {
-                id,
-                merchant_id,
-                public_key,
-                label,
-                revoked: revoked.is_some(),
-            }))
-        }
-
-        async fn revoke_terminal(
-            &self,
-            merchant_id: Uuid,
-            terminal_id: Uuid,
-            at: Timestamp,
-        ) -> Result<bool, StorageError> {
-            let done = query(
-                "UPDATE terminals SET revoked_at_us = $1 WHERE id = $2 AND merchant_id = $3 AND revoked_at_us IS NULL",
-            )
-            .bind(at.unix_us())
-            .bind(terminal_id)
-            .bind(merchant_id)
-            .execute(&self.pool)
-            .await?;
-            Ok(done.rows_affected() == 1)
-        }
-
-        async fn record_nonces(
-            &self,
-            seen: &[(Uuid, String)],
-            at: Timestamp,
-        ) -> Result<Vec<bool>, StorageError> {
-            // One statement per chunk; of two equal nonces in one call only the first is new.
-            let mut inserted = std::collections::HashSet::new();
-            for chunk in seen.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
-                inserted.extend(self.backend.inserted_nonce_rows(chunk, at.unix_us()).await?);
-            }
-            Ok(seen.iter().map(|key| inserted.remove(key)).collect())
-        }
-
-        async fn prune_terminal_nonces(
-            &self,
-            seen_before: Timestamp,
-            max_rows: u32,
-        ) -> Result<u64, StorageError> {
-            Ok(self
-                .backend
-                .delete_old_rows(crate::storage::OLD_REQUEST_NONCES, seen_before, max_rows)
-                .await?)
-        }
-
-        async fn prune_qr_nonces(&self, used_before: Timestamp, max_rows: u32) -> Result<u64, StorageError> {
-            Ok(self.backend.delete_old_rows(crate::storage::OLD_QR_NONCES, used_before, max_rows).await?)
-        }
-
-        async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {
-            let mut found = std::collections::HashMap::new();
-            for chunk in ids.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
-                for row in self.backend.voucher_rows(chunk).await? {
-                    let voucher = row.into_voucher()?;
-                    found.insert(voucher.id, voucher);
-                }
-            }
-            Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
-        }
-
-        async fn qr_keys(&self) -> Result<Vec<QrKeyRecord>, StorageError> {
-            let rows: Vec<(String, Vec<u8>, i64, Option<i64>)> = query_as(
-                "SELECT key_id, public_key, valid_from_us, retired_at_us FROM qr_keys ORDER BY valid_from_us DESC, key_id LIMIT 10",
-            )
+    async fn merchants_in(
+        &self,
+        region: RegionCode,
+        after: Option<&Merchant>,
+        limit: i64,
+    ) -> Result<Vec<Merchant>, StorageError> {
+        // A city matches itself; a province matches every city with its two-digit prefix.
+        let pattern = match region.level() {
+            RegionLevel::Province => format!("{}%", &region.to_string()[..2]),
+            _ => region.to_string(),
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {MERCHANT_COLUMNS} FROM merchants WHERE city LIKE $1 \
+             AND ($2 IS NULL OR (name, id) > ($2, $3)) ORDER BY name, id LIMIT $4"
+        ));
+        let rows: Vec<MerchantRow> = query_as(sql)
+            .bind(pattern)
+            .bind(after.map(|m| m.name.clone()))
+            .bind(after.map(|m| m.id))
+            .bind(limit)
             .fetch_all(&self.pool)
             .await?;
-            Ok(rows
-                .into_iter()
-                .map(|(key_id, public_key, from, retired)| QrKeyRecord {
-                    key_id,
-                    public_key,
-                    valid_from: Timestamp::from_unix_us(from),
-                    retired_at: retired.map(Timestamp::from_unix_us),
-                })
-                .collect())
-        }
+        rows.into_iter().map(MerchantRow::into_merchant).collect()
+    }
 
-        async fn insert_qr_key(&self, key: &QrKeyRecord) -> Result<(), StorageError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            query("UPDATE qr_keys SET retired_at_us = $1 WHERE retired_at_us IS NULL")
-                .bind(key.valid_from.unix_us())
-                .execute(&mut tx)
+    async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError> {
+        let done = query("UPDATE merchants SET status = $1 WHERE id = $2")
+            .bind(status.to_owned())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn request_account_change(
+        &self,
+        request: &NewAccountRequest,
+    ) -> Result<AccountRequestOutcome, StorageError> {
+        // Rows first, as every writer (ARCHITECTURE.md): on PostgreSQL the merchant
+        // row's lock alone orders requests and decisions (no ledger, so no gate); on
+        // SQLite the gate, then BEGIN IMMEDIATE.
+        let (_gate, mut tx) = self.begin_row_write().await?;
+        let Some(current) = self.locked_account(&mut tx, request.merchant_id).await? else {
+            return Ok(AccountRequestOutcome::NoSuchMerchant);
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.merchant_id = $1 \
+             AND d.request_id IS NULL AND r.expires_at_us > $2 ORDER BY r.seq DESC LIMIT 1"
+        ));
+        let waiting: Option<AccountRequestRow> = query_as(sql)
+            .bind(request.merchant_id)
+            .bind(request.requested_at.unix_us())
+            .fetch_optional(&mut tx)
+            .await?;
+        if let Some(waiting) = waiting {
+            let waiting = Box::new(waiting.into_request()?);
+            return Ok(if waiting.to == request.to {
+                AccountRequestOutcome::Requested(waiting)
+            } else {
+                AccountRequestOutcome::OtherPending(waiting)
+            });
+        }
+        if current == request.to {
+            return Ok(AccountRequestOutcome::Unchanged);
+        }
+        let (seq,): (i64,) = query_as(
+            "INSERT INTO merchant_account_requests (id, merchant_id, seq, requested_at_us, requested_by, reason, \
+             new_bank, new_account_no, new_account_name, expires_at_us) \
+             SELECT $1, $2, COALESCE(MAX(seq), 0) + 1, $3, $4, $5, $6, $7, $8, $9 \
+             FROM merchant_account_requests WHERE merchant_id = $2 RETURNING seq",
+        )
+        .bind(request.id)
+        .bind(request.merchant_id)
+        .bind(request.requested_at.unix_us())
+        .bind(request.requested_by)
+        .bind(request.reason.clone())
+        .bind(request.to.bank.clone())
+        .bind(request.to.account_no.clone())
+        .bind(request.to.account_name.clone())
+        .bind(request.expires_at.unix_us())
+        .fetch_one(&mut tx)
+        .await?;
+        tx.commit().await?;
+        let NewAccountRequest { id, merchant_id, requested_at, requested_by, reason, to, expires_at } =
+            request.clone();
+        Ok(AccountRequestOutcome::Requested(Box::new(AccountRequest {
+            id,
+            merchant_id,
+            seq,
+            requested_at,
+            requested_by,
+            reason,
+            to,
+            expires_at,
+            decision: None,
+        })))
+    }
+
+    async fn decide_account_request(
+        &self,
+        decision: &NewAccountDecision,
+    ) -> Result<AccountDecisionOutcome, StorageError> {
+        let (_gate, mut tx) = self.begin_row_write().await?;
+        let Some(from) = self.locked_account(&mut tx, decision.merchant_id).await? else {
+            return Ok(AccountDecisionOutcome::NoSuchRequest);
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} WHERE r.id = $1 AND r.merchant_id = $2"
+        ));
+        let row: Option<AccountRequestRow> = query_as(sql)
+            .bind(decision.request_id)
+            .bind(decision.merchant_id)
+            .fetch_optional(&mut tx)
+            .await?;
+        let Some(row) = row else {
+            return Ok(AccountDecisionOutcome::NoSuchRequest);
+        };
+        let mut request = row.into_request()?;
+        let made = &decision.decision;
+        let decider = Self::key_lineage(&mut tx, made.decided_by).await?;
+        let asker = Self::key_lineage(&mut tx, request.requested_by).await?;
+        if let Err(refused) = request.may_decide(&decider, &asker, made.approved, made.decided_at) {
+            return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
+        }
+        // Revocation is checked when a request is authenticated; read again here,
+        // under the merchant's row lock, for a key revoked since (either one).
+        let revoked: Vec<(Uuid,)> =
+            query_as("SELECT id FROM staff_keys WHERE id IN ($1, $2) AND revoked_at_us IS NOT NULL")
+                .bind(made.decided_by)
+                .bind(request.requested_by)
+                .fetch_all(&mut tx)
                 .await?;
-            query("INSERT INTO qr_keys (key_id, public_key, valid_from_us) VALUES ($1, $2, $3)")
-                .bind(key.key_id.clone())
-                .bind(key.public_key.clone())
-                .bind(key.valid_from.unix_us())
-                .execute(&mut tx)
-                .await?;
+        let decider_revoked = revoked.iter().any(|(id,)| *id == made.decided_by);
+        if decider_revoked || (made.approved && !revoked.is_empty()) {
+            let refused = crate::domain::merchant::DecisionRefused::RevokedKey;
+            return Ok(AccountDecisionOutcome::Refused(refused, Box::new(request)));
+        }
+        query(
+            "INSERT INTO merchant_account_decisions (request_id, decision, decided_at_us, decided_by, note) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(request.id)
+        .bind(if made.approved { "approved" } else { "rejected" })
+        .bind(made.decided_at.unix_us())
+        .bind(made.decided_by)
+        .bind(made.note.clone())
+        .execute(&mut tx)
+        .await?;
+        request.decision = Some(made.clone());
+        if !made.approved {
             tx.commit().await?;
-            Ok(())
+            return Ok(AccountDecisionOutcome::Rejected(Box::new(request)));
         }
+        let change = AccountChange {
+            id: decision.change_id,
+            merchant_id: request.merchant_id,
+            seq: 0,
+            changed_at: made.decided_at,
+            changed_by: made.decided_by,
+            reason: request.reason.clone(),
+            from,
+            to: request.to.clone(),
+            request: Some((request.id, request.requested_by)),
+        };
+        let seq = Self::apply_account_change(&mut tx, &change).await?;
+        tx.commit().await?;
+        Ok(AccountDecisionOutcome::Approved(Box::new(request), Box::new(AccountChange { seq, ..change })))
+    }
 
-        async fn qr_nonce_used(&self, nonce: &[u8]) -> Result<bool, StorageError> {
-            let row: Option<(i64,)> = query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
-                .bind(nonce.to_vec())
+    async fn account_requests(
+        &self,
+        merchant_id: Uuid,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AccountRequest>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_REQUEST_COLUMNS} FROM {ACCOUNT_REQUEST_FROM} \
+             WHERE r.merchant_id = $1 AND r.seq > $2 ORDER BY r.seq LIMIT $3"
+        ));
+        let rows: Vec<AccountRequestRow> =
+            query_as(sql).bind(merchant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?;
+        rows.into_iter().map(AccountRequestRow::into_request).collect()
+    }
+
+    async fn account_changes(
+        &self,
+        merchant_id: Uuid,
+        after_seq: i64,
+        limit: i64,
+    ) -> Result<Vec<AccountChange>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
+             WHERE merchant_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
+        ));
+        let rows: Vec<AccountChangeRow> =
+            query_as(sql).bind(merchant_id).bind(after_seq).bind(limit).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(AccountChangeRow::into_change).collect())
+    }
+
+    async fn latest_account_change(&self, merchant_id: Uuid) -> Result<Option<AccountChange>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
+             WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1"
+        ));
+        let row: Option<AccountChangeRow> =
+            query_as(sql).bind(merchant_id).fetch_optional(&self.pool).await?;
+        Ok(row.map(AccountChangeRow::into_change))
+    }
+
+    async fn insert_terminal(
+        &self,
+        terminal: &TerminalRecord,
+        at: Timestamp,
+        answer: &IdemRecord,
+    ) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        query(
+            "INSERT INTO terminals (id, merchant_id, public_key, label, created_at_us) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(terminal.id)
+        .bind(terminal.merchant_id)
+        .bind(terminal.public_key.clone())
+        .bind(terminal.label.clone())
+        .bind(at.unix_us())
+        .execute(&mut tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError> {
+        let row: Option<(Uuid, Uuid, Vec<u8>, String, Option<i64>)> =
+            query_as("SELECT id, merchant_id, public_key, label, revoked_at_us FROM terminals WHERE id = $1")
+                .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-            Ok(row.is_some())
-        }
+        Ok(row.map(|(id, merchant_id, public_key, label, revoked)| TerminalRecord {
+            id,
+            merchant_id,
+            public_key,
+            label,
+            revoked: revoked.is_some(),
+        }))
+    }
 
-        async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError> {
-            let sql = sqlx::AssertSqlSafe(format!("SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE id = $1"));
-            let row: Option<VoucherRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            row.map(VoucherRow::into_voucher).transpose()
-        }
+    async fn revoke_terminal(
+        &self,
+        merchant_id: Uuid,
+        terminal_id: Uuid,
+        at: Timestamp,
+    ) -> Result<bool, StorageError> {
+        let done = query(
+            "UPDATE terminals SET revoked_at_us = $1 WHERE id = $2 AND merchant_id = $3 AND revoked_at_us IS NULL",
+        )
+        .bind(at.unix_us())
+        .bind(terminal_id)
+        .bind(merchant_id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
 
-        async fn commit_redemptions(
-            &self,
-            group: &[NewRedemption],
-        ) -> Result<Vec<Result<(), String>>, WriteError> {
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.lock_head(&mut tx).await?;
-            let seen = self.redemption_state(&mut tx, group).await?;
-            let outcomes = crate::storage::till::decide_redemptions(group, &seen);
-            let accepted: Vec<&NewRedemption> =
-                group.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(r, _)| r).collect();
-            if !accepted.is_empty() {
-                self.insert_redemptions(&mut tx, &accepted).await?;
-                Self::count_merchant_redemptions(&mut tx, &accepted).await?;
-                let entries: Vec<NewEntry> = accepted.iter().map(|r| r.entry.clone()).collect();
-                let opened = self.post_in(&mut tx, &entries).await?;
-                tx.commit().await?;
-                self.accounts.extend(opened);
-            } else {
-                tx.commit().await?;
-            }
-            Ok(outcomes)
+    async fn record_nonces(&self, seen: &[(Uuid, String)], at: Timestamp) -> Result<Vec<bool>, StorageError> {
+        // One statement per chunk; of two equal nonces in one call only the first is new.
+        let mut inserted = std::collections::HashSet::new();
+        for chunk in seen.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
+            inserted.extend(self.backend.inserted_nonce_rows(chunk, at.unix_us()).await?);
         }
+        Ok(seen.iter().map(|key| inserted.remove(key)).collect())
+    }
 
-        async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError> {
-            let sql =
-                sqlx::AssertSqlSafe(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE id = $1"));
-            let row: Option<RedemptionRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
-            Ok(row.map(RedemptionRow::into_record))
+    async fn prune_terminal_nonces(
+        &self,
+        seen_before: Timestamp,
+        max_rows: u32,
+    ) -> Result<u64, StorageError> {
+        Ok(self.backend.delete_old_rows(crate::storage::OLD_REQUEST_NONCES, seen_before, max_rows).await?)
+    }
+
+    async fn prune_qr_nonces(&self, used_before: Timestamp, max_rows: u32) -> Result<u64, StorageError> {
+        Ok(self.backend.delete_old_rows(crate::storage::OLD_QR_NONCES, used_before, max_rows).await?)
+    }
+
+    async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {
+        let mut found = std::collections::HashMap::new();
+        for chunk in ids.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
+            for row in self.backend.voucher_rows(chunk).await? {
+                let voucher = row.into_voucher()?;
+                found.insert(voucher.id, voucher);
+            }
         }
+        Ok(ids.iter().map(|id| found.get(id).cloned()).collect())
+    }
 
-        async fn commit_reversal(&self, r: &NewReversal) -> Result<(), WriteError> {
-            // The redemption's row first (locked until commit on PostgreSQL), then the
-            // write gate and the ledger head: the order a settlement takes them in.
-            let (held, mut tx) = self.begin_row_write().await?;
-            let sql = sqlx::AssertSqlSafe(format!(
-                "SELECT reversed_at_us, settled_at_us, season_id FROM redemptions WHERE id = $1{}",
-                self.backend.for_update()
-            ));
-            let row: Option<(Option<i64>, Option<i64>, Uuid)> =
-                query_as(sql).bind(r.redemption_id).fetch_optional(&mut tx).await?;
-            let _gate = self.gate_after_rows(held).await;
-            self.lock_head(&mut tx).await?;
-            if Self::answer_exists(&mut tx, &r.answer).await? {
-                return Err(WriteError::IdempotencyTaken);
-            }
-            let Some((reversed_at_us, settled_at_us, season_id)) = row else {
-                return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into()));
-            };
-            let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
-                .bind(season_id)
-                .fetch_optional(&mut tx)
-                .await?;
-            match (reversed_at_us, settled_at_us, closed) {
-                (_, _, Some((Some(_),))) => return Err(WriteError::Conflict(conflict::SEASON_CLOSED.into())),
-                (None, None, Some((None,))) => {}
-                (_, Some(_), _) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
-                _ => return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into())),
-            }
-            // The entry was planned for the batch as it was then (open or closed).
-            if r.voucher_status == "expired"
-                && Self::reserve_returned_in(&mut tx, r.batch_id).await? != r.reserve_returned
-            {
-                return Err(WriteError::Conflict(conflict::BATCH_CLOSED_MEANWHILE.into()));
-            }
-            self.insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
-            query(
-                "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
-            )
-            .bind(r.at.unix_us())
-            .bind(r.reversal_id)
-            .bind(r.reason.clone())
-            .bind(r.redemption_id)
+    async fn qr_keys(&self) -> Result<Vec<QrKeyRecord>, StorageError> {
+        let rows: Vec<(String, Vec<u8>, i64, Option<i64>)> = query_as(
+            "SELECT key_id, public_key, valid_from_us, retired_at_us FROM qr_keys ORDER BY valid_from_us DESC, key_id LIMIT 10",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(key_id, public_key, from, retired)| QrKeyRecord {
+                key_id,
+                public_key,
+                valid_from: Timestamp::from_unix_us(from),
+                retired_at: retired.map(Timestamp::from_unix_us),
+            })
+            .collect())
+    }
+
+    async fn insert_qr_key(&self, key: &QrKeyRecord) -> Result<(), StorageError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        query("UPDATE qr_keys SET retired_at_us = $1 WHERE retired_at_us IS NULL")
+            .bind(key.valid_from.unix_us())
             .execute(&mut tx)
             .await?;
-            let expired_at = (r.voucher_status == "expired").then_some(r.at.unix_us());
-            query(
-                "UPDATE vouchers SET status = $1, expired_at_us = $2 WHERE id = $3 AND status = 'redeemed'",
-            )
+        query("INSERT INTO qr_keys (key_id, public_key, valid_from_us) VALUES ($1, $2, $3)")
+            .bind(key.key_id.clone())
+            .bind(key.public_key.clone())
+            .bind(key.valid_from.unix_us())
+            .execute(&mut tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn qr_nonce_used(&self, nonce: &[u8]) -> Result<bool, StorageError> {
+        let row: Option<(i64,)> = query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
+            .bind(nonce.to_vec())
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.is_some())
+    }
+
+    async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE id = $1"));
+        let row: Option<VoucherRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        row.map(VoucherRow::into_voucher).transpose()
+    }
+
+    async fn commit_redemptions(
+        &self,
+        group: &[NewRedemption],
+    ) -> Result<Vec<Result<(), String>>, WriteError> {
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.lock_head(&mut tx).await?;
+        let seen = self.redemption_state(&mut tx, group).await?;
+        let outcomes = crate::storage::till::decide_redemptions(group, &seen);
+        let accepted: Vec<&NewRedemption> =
+            group.iter().zip(&outcomes).filter(|(_, o)| o.is_ok()).map(|(r, _)| r).collect();
+        if !accepted.is_empty() {
+            self.insert_redemptions(&mut tx, &accepted).await?;
+            Self::count_merchant_redemptions(&mut tx, &accepted).await?;
+            let entries: Vec<NewEntry> = accepted.iter().map(|r| r.entry.clone()).collect();
+            let opened = self.post_in(&mut tx, &entries).await?;
+            tx.commit().await?;
+            self.accounts.extend(opened);
+        } else {
+            tx.commit().await?;
+        }
+        Ok(outcomes)
+    }
+
+    async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE id = $1"));
+        let row: Option<RedemptionRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
+        Ok(row.map(RedemptionRow::into_record))
+    }
+
+    async fn commit_reversal(&self, r: &NewReversal) -> Result<(), WriteError> {
+        // The redemption's row first (locked until commit on PostgreSQL), then the
+        // write gate and the ledger head: the order a settlement takes them in.
+        let (held, mut tx) = self.begin_row_write().await?;
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT reversed_at_us, settled_at_us, season_id FROM redemptions WHERE id = $1{}",
+            self.backend.for_update()
+        ));
+        let row: Option<(Option<i64>, Option<i64>, Uuid)> =
+            query_as(sql).bind(r.redemption_id).fetch_optional(&mut tx).await?;
+        let _gate = self.gate_after_rows(held).await;
+        self.lock_head(&mut tx).await?;
+        if Self::answer_exists(&mut tx, &r.answer).await? {
+            return Err(WriteError::IdempotencyTaken);
+        }
+        let Some((reversed_at_us, settled_at_us, season_id)) = row else {
+            return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into()));
+        };
+        let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+            .bind(season_id)
+            .fetch_optional(&mut tx)
+            .await?;
+        match (reversed_at_us, settled_at_us, closed) {
+            (_, _, Some((Some(_),))) => return Err(WriteError::Conflict(conflict::SEASON_CLOSED.into())),
+            (None, None, Some((None,))) => {}
+            (_, Some(_), _) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
+            _ => return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into())),
+        }
+        // The entry was planned for the batch as it was then (open or closed).
+        if r.voucher_status == "expired"
+            && Self::reserve_returned_in(&mut tx, r.batch_id).await? != r.reserve_returned
+        {
+            return Err(WriteError::Conflict(conflict::BATCH_CLOSED_MEANWHILE.into()));
+        }
+        self.insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
+        query(
+            "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
+        )
+        .bind(r.at.unix_us())
+        .bind(r.reversal_id)
+        .bind(r.reason.clone())
+        .bind(r.redemption_id)
+        .execute(&mut tx)
+        .await?;
+        let expired_at = (r.voucher_status == "expired").then_some(r.at.unix_us());
+        query("UPDATE vouchers SET status = $1, expired_at_us = $2 WHERE id = $3 AND status = 'redeemed'")
             .bind(r.voucher_status)
             .bind(expired_at)
             .bind(r.voucher_id)
             .execute(&mut tx)
             .await?;
-            if r.voucher_status == "expired" {
-                query("UPDATE batches SET returned_count = returned_count + 1 WHERE id = $1")
-                    .bind(r.batch_id)
-                    .execute(&mut tx)
-                    .await?;
-            }
-            Self::apply_season_totals(&mut tx, &r.season_totals).await?;
-            // The reversal frees its place under the season's per-merchant limit (no row
-            // when the season has none).
-            query(
-                "UPDATE merchant_redemption_counts SET live_count = live_count - 1 WHERE season_id = $1 \
-                 AND citizen_id = (SELECT citizen_id FROM vouchers WHERE id = $2) \
-                 AND merchant_id = (SELECT merchant_id FROM redemptions WHERE id = $3)",
-            )
-            .bind(season_id)
-            .bind(r.voucher_id)
-            .bind(r.redemption_id)
-            .execute(&mut tx)
-            .await?;
-            let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
-            Ok(())
+        if r.voucher_status == "expired" {
+            query("UPDATE batches SET returned_count = returned_count + 1 WHERE id = $1")
+                .bind(r.batch_id)
+                .execute(&mut tx)
+                .await?;
         }
+        Self::apply_season_totals(&mut tx, &r.season_totals).await?;
+        // The reversal frees its place under the season's per-merchant limit (no row
+        // when the season has none).
+        query(
+            "UPDATE merchant_redemption_counts SET live_count = live_count - 1 WHERE season_id = $1 \
+             AND citizen_id = (SELECT citizen_id FROM vouchers WHERE id = $2) \
+             AND merchant_id = (SELECT merchant_id FROM redemptions WHERE id = $3)",
+        )
+        .bind(season_id)
+        .bind(r.voucher_id)
+        .bind(r.redemption_id)
+        .execute(&mut tx)
+        .await?;
+        let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
 
-        async fn save_answer(&self, answer: &IdemRecord) -> Result<(), WriteError> {
-            // One writer at a time in this process: waiting here is cheaper than on the database lock.
-            let _gate = self.write_gate.lock().await;
-            let mut tx = self.begin_write().await?;
-            self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
-            tx.commit().await?;
-            Ok(())
-        }
+    async fn save_answer(&self, answer: &IdemRecord) -> Result<(), WriteError> {
+        // One writer at a time in this process: waiting here is cheaper than on the database lock.
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
+        tx.commit().await?;
+        Ok(())
     }
 }
 
