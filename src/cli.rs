@@ -1,6 +1,12 @@
 //! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `report`, `settle`,
 //! `bench ...`.
 
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line answers on stdout and stderr"
+)]
+
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::SocketAddr;

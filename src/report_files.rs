@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
 use uuid::Uuid;
 
-use crate::finance::{SeasonReport, yuan};
+use crate::finance::{SalesRow, SeasonReport, yuan};
 use crate::storage::{SettlementLineRecord, SettlementRecord, StatementEvent};
 
 /// A cell of a finance table.
@@ -51,188 +51,208 @@ fn money(value: &str) -> Cell {
 
 /// One view of the report as a table; None for an unknown view name.
 pub fn table(report: &SeasonReport, view: &str) -> Option<Table> {
-    let sales_headers =
-        vec!["key", "name", "city", "category", "redemptions", "reversals", "discount", "order_amount"];
-    let sales_rows = |rows: &[crate::finance::SalesRow]| {
-        rows.iter()
-            .map(|r| {
-                vec![
-                    text(&r.key),
-                    text(&r.name),
-                    text(&r.city),
-                    text(&r.category),
-                    Cell::Count(r.redemptions),
-                    Cell::Count(r.reversals),
-                    money(&r.discount),
-                    money(&r.order_amount),
-                ]
-            })
-            .collect()
-    };
     Some(match view {
-        "summary" => Table {
-            name: "summary",
-            headers: vec!["item", "value"],
-            rows: vec![
-                vec![text("season_id"), text(report.season_id.to_string())],
-                vec![text("season"), text(&report.season_name)],
-                vec![text("generated_at"), text(report.generated_at.to_string())],
-                vec![text("closed_at"), text(report.closed_at.map(|t| t.to_string()).unwrap_or_default())],
-                vec![text("final"), text(report.r#final.to_string())],
-                vec![text("city"), text(report.city.clone().unwrap_or_default())],
-                vec![text("discount"), money(&report.totals.discount)],
-                vec![text("order_amount"), money(&report.totals.order_amount)],
-                vec![text("leverage"), text(report.totals.leverage.clone().unwrap_or_default())],
-            ],
-        },
-        "funders" => Table {
-            name: "funders",
-            headers: vec![
-                "funder",
-                "appropriated",
-                "available",
-                "reserved",
-                "outstanding",
-                "redeemed",
-                "reversed",
-                "returned_by_expiry",
-                "payable",
-                "settled",
-                "paid",
-            ],
-            rows: report
-                .funders
-                .iter()
-                .map(|f| {
-                    vec![
-                        text(&f.funder),
-                        money(&f.appropriated),
-                        money(&f.available),
-                        money(&f.reserved),
-                        money(&f.outstanding),
-                        money(&f.redeemed),
-                        money(&f.reversed),
-                        money(&f.returned_by_expiry),
-                        money(&f.payable),
-                        money(&f.settled),
-                        money(&f.paid),
-                    ]
-                })
-                .collect(),
-        },
-        "batches" => Table {
-            name: "batches",
-            headers: vec![
-                "batch_id",
-                "name",
-                "issuer",
-                "voucher_value",
-                "stock",
-                "claimed",
-                "redeemed",
-                "expired",
-                "forfeited",
-                "active",
-                "reissued",
-                "claimed_amount",
-                "redeemed_amount",
-                "expired_amount",
-                "reissued_amount",
-                "discount_paid",
-                "order_amount",
-            ],
-            rows: report
-                .batches
-                .iter()
-                .map(|b| {
-                    vec![
-                        text(b.batch_id.to_string()),
-                        text(&b.name),
-                        text(&b.issuer),
-                        money(&b.voucher_value),
-                        Cell::Count(b.stock),
-                        Cell::Count(b.claimed),
-                        Cell::Count(b.redeemed),
-                        Cell::Count(b.expired),
-                        Cell::Count(b.forfeited),
-                        Cell::Count(b.active),
-                        Cell::Count(b.reissued),
-                        money(&b.claimed_amount),
-                        money(&b.redeemed_amount),
-                        money(&b.expired_amount),
-                        money(&b.reissued_amount),
-                        money(&b.discount_paid),
-                        money(&b.order_amount),
-                    ]
-                })
-                .collect(),
-        },
-        "merchants" => {
-            Table { name: "merchants", headers: sales_headers, rows: sales_rows(&report.merchants) }
-        }
-        "categories" => {
-            Table { name: "categories", headers: sales_headers, rows: sales_rows(&report.categories) }
-        }
-        "days" => Table {
-            name: "days",
-            headers: vec![
-                "day",
-                "claims",
-                "claimed_amount",
-                "redemptions",
-                "reversals",
-                "discount",
-                "order_amount",
-            ],
-            rows: report
-                .days
-                .iter()
-                .map(|d| {
-                    vec![
-                        text(&d.day),
-                        Cell::Count(d.claims),
-                        money(&d.claimed_amount),
-                        Cell::Count(d.redemptions),
-                        Cell::Count(d.reversals),
-                        money(&d.discount),
-                        money(&d.order_amount),
-                    ]
-                })
-                .collect(),
-        },
-        "cards" => Table {
-            name: "cards",
-            headers: vec![
-                "cards_issued_mobile",
-                "cards_issued_bank_card",
-                "member_discount",
-                "points_earned",
-                "points_exchanged",
-                "points_expired",
-                "points_reversed",
-                "points_outstanding",
-                "points_debt",
-            ],
-            rows: report
-                .cards
-                .iter()
-                .map(|c| {
-                    vec![
-                        Cell::Count(c.cards_issued_mobile),
-                        Cell::Count(c.cards_issued_bank_card),
-                        money(&c.member_discount),
-                        Cell::Count(c.points_earned),
-                        Cell::Count(c.points_exchanged),
-                        Cell::Count(c.points_expired),
-                        Cell::Count(c.points_reversed),
-                        Cell::Count(c.points_outstanding),
-                        Cell::Count(c.points_debt),
-                    ]
-                })
-                .collect(),
-        },
+        "summary" => summary_table(report),
+        "funders" => funders_table(report),
+        "batches" => batches_table(report),
+        "merchants" => sales_table("merchants", &report.merchants),
+        "categories" => sales_table("categories", &report.categories),
+        "days" => days_table(report),
+        "cards" => cards_table(report),
         _ => return None,
     })
+}
+
+fn summary_table(report: &SeasonReport) -> Table {
+    Table {
+        name: "summary",
+        headers: vec!["item", "value"],
+        rows: vec![
+            vec![text("season_id"), text(report.season_id.to_string())],
+            vec![text("season"), text(&report.season_name)],
+            vec![text("generated_at"), text(report.generated_at.to_string())],
+            vec![text("closed_at"), text(report.closed_at.map(|t| t.to_string()).unwrap_or_default())],
+            vec![text("final"), text(report.r#final.to_string())],
+            vec![text("city"), text(report.city.clone().unwrap_or_default())],
+            vec![text("discount"), money(&report.totals.discount)],
+            vec![text("order_amount"), money(&report.totals.order_amount)],
+            vec![text("leverage"), text(report.totals.leverage.clone().unwrap_or_default())],
+        ],
+    }
+}
+
+fn funders_table(report: &SeasonReport) -> Table {
+    Table {
+        name: "funders",
+        headers: vec![
+            "funder",
+            "appropriated",
+            "available",
+            "reserved",
+            "outstanding",
+            "redeemed",
+            "reversed",
+            "returned_by_expiry",
+            "payable",
+            "settled",
+            "paid",
+        ],
+        rows: report
+            .funders
+            .iter()
+            .map(|f| {
+                vec![
+                    text(&f.funder),
+                    money(&f.appropriated),
+                    money(&f.available),
+                    money(&f.reserved),
+                    money(&f.outstanding),
+                    money(&f.redeemed),
+                    money(&f.reversed),
+                    money(&f.returned_by_expiry),
+                    money(&f.payable),
+                    money(&f.settled),
+                    money(&f.paid),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn batches_table(report: &SeasonReport) -> Table {
+    Table {
+        name: "batches",
+        headers: vec![
+            "batch_id",
+            "name",
+            "issuer",
+            "voucher_value",
+            "stock",
+            "claimed",
+            "redeemed",
+            "expired",
+            "forfeited",
+            "active",
+            "reissued",
+            "claimed_amount",
+            "redeemed_amount",
+            "expired_amount",
+            "reissued_amount",
+            "discount_paid",
+            "order_amount",
+        ],
+        rows: report
+            .batches
+            .iter()
+            .map(|b| {
+                vec![
+                    text(b.batch_id.to_string()),
+                    text(&b.name),
+                    text(&b.issuer),
+                    money(&b.voucher_value),
+                    Cell::Count(b.stock),
+                    Cell::Count(b.claimed),
+                    Cell::Count(b.redeemed),
+                    Cell::Count(b.expired),
+                    Cell::Count(b.forfeited),
+                    Cell::Count(b.active),
+                    Cell::Count(b.reissued),
+                    money(&b.claimed_amount),
+                    money(&b.redeemed_amount),
+                    money(&b.expired_amount),
+                    money(&b.reissued_amount),
+                    money(&b.discount_paid),
+                    money(&b.order_amount),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// The merchants' or the categories' sales: the same columns, keyed by merchant or category.
+fn sales_table(name: &'static str, rows: &[SalesRow]) -> Table {
+    let headers =
+        vec!["key", "name", "city", "category", "redemptions", "reversals", "discount", "order_amount"];
+    let rows = rows
+        .iter()
+        .map(|r| {
+            vec![
+                text(&r.key),
+                text(&r.name),
+                text(&r.city),
+                text(&r.category),
+                Cell::Count(r.redemptions),
+                Cell::Count(r.reversals),
+                money(&r.discount),
+                money(&r.order_amount),
+            ]
+        })
+        .collect();
+    Table { name, headers, rows }
+}
+
+fn days_table(report: &SeasonReport) -> Table {
+    Table {
+        name: "days",
+        headers: vec![
+            "day",
+            "claims",
+            "claimed_amount",
+            "redemptions",
+            "reversals",
+            "discount",
+            "order_amount",
+        ],
+        rows: report
+            .days
+            .iter()
+            .map(|d| {
+                vec![
+                    text(&d.day),
+                    Cell::Count(d.claims),
+                    money(&d.claimed_amount),
+                    Cell::Count(d.redemptions),
+                    Cell::Count(d.reversals),
+                    money(&d.discount),
+                    money(&d.order_amount),
+                ]
+            })
+            .collect(),
+    }
+}
+
+fn cards_table(report: &SeasonReport) -> Table {
+    Table {
+        name: "cards",
+        headers: vec![
+            "cards_issued_mobile",
+            "cards_issued_bank_card",
+            "member_discount",
+            "points_earned",
+            "points_exchanged",
+            "points_expired",
+            "points_reversed",
+            "points_outstanding",
+            "points_debt",
+        ],
+        rows: report
+            .cards
+            .iter()
+            .map(|c| {
+                vec![
+                    Cell::Count(c.cards_issued_mobile),
+                    Cell::Count(c.cards_issued_bank_card),
+                    money(&c.member_discount),
+                    Cell::Count(c.points_earned),
+                    Cell::Count(c.points_exchanged),
+                    Cell::Count(c.points_expired),
+                    Cell::Count(c.points_reversed),
+                    Cell::Count(c.points_outstanding),
+                    Cell::Count(c.points_debt),
+                ]
+            })
+            .collect(),
+    }
 }
 
 /// A table as CSV text (RFC 4180, with a header row).

@@ -4,6 +4,8 @@
 //! one entry per transaction and 100 per transaction, and on PostgreSQL also runs pgbench TPC-B
 //! on the same server, printing the ratio (the baseline measured in the same run).
 
+#![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
+
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;

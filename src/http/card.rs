@@ -18,8 +18,8 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, Staff};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use super::till::{
-    ORDER_FIELDS_RULE, TerminalWrite, authenticate, merchant_or_staff, order_ref, remember_refusal,
-    reversal_reason, terminal_write, token_error,
+    ORDER_FIELDS_RULE, TerminalCtx, TerminalWrite, authenticate, merchant_or_staff, order_ref,
+    remember_refusal, reversal_reason, terminal_write, token_error,
 };
 use crate::domain::card::{
     self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
@@ -374,56 +374,22 @@ pub async fn pay(
         Some(order_ref) if !request.order_amount.0.is_zero() => order_ref,
         _ => return Err(ApiError::unprocessable("invalid_body", ORDER_FIELDS_RULE)),
     };
-    let record = {
-        let (scope, key, hash) = (scope.clone(), key.clone(), hash.clone());
-        move |status: u16, body: String| IdemRecord {
-            scope: scope.clone(),
-            key: key.clone(),
-            request_hash: hash.clone(),
-            status,
-            body,
-        }
-    };
+    let record = idem_recorder(scope, key, hash);
     let checked = check_card(&state, &ctx.merchant, &request.qr).await;
     let (card, nonce, terms) = match checked {
         Ok(found) => found,
         Err(refusal) => return remember_refusal(&state, refusal, record).await,
     };
-    let order = request.order_amount.0;
-    let discount = terms.discount(order);
-    let paid = order.checked_sub(discount).unwrap_or(Fen::ZERO);
+    let amount = request.order_amount.0;
+    let discount = terms.discount(amount);
+    let paid = amount.checked_sub(discount).unwrap_or(Fen::ZERO);
+    let order = CardOrder { card, nonce, order_ref, amount, discount, paid };
     // Planned with the season's points as read now; planned once more if they expired before
     // the commit (the season has ended by then, so the second plan earns elsewhere or nothing).
     let mut planned_again = false;
     loop {
         let season = earning_season(&state, ctx.merchant.city.province()).await?;
-        let points = season.as_ref().map(|(_, rate)| card::points_for(paid, *rate)).unwrap_or(0);
-        let id = Uuid::now_v7();
-        let base = json!({
-            "card_payment_id": id, "card_id": card.id, "card_number": card.number.masked(),
-            "merchant_id": ctx.merchant.id, "order_ref": order_ref, "order_amount": order.to_string(),
-            "member_discount": discount.to_string(), "amount_after_discount": paid.to_string(),
-            "points_earned": points, "season_id": season.as_ref().map(|(s, _)| s.id),
-        });
-        let answer_record = record.clone();
-        let payment = NewCardPayment {
-            id,
-            card_id: card.id,
-            merchant_id: ctx.merchant.id,
-            terminal_id: ctx.terminal.id,
-            season_id: season.as_ref().map(|(s, _)| s.id),
-            order_ref: order_ref.clone(),
-            order_amount_fen: order.as_fen(),
-            discount_fen: discount.as_fen(),
-            points,
-            paid_at: state.clock().now(),
-            qr_nonce: nonce.clone(),
-            answer: Box::new(move |earning: &Earning| {
-                let mut body = base.clone();
-                body["points_debt_repaid"] = json!(earning.repaid.iter().map(|d| d.points).sum::<i64>());
-                answer_record(201, body.to_string())
-            }),
-        };
+        let payment = planned_payment(&state, &ctx, &order, season, record.clone());
         match state.store().commit_card_payment(&payment).await {
             Ok(stored) => return Ok(json_response(stored.status, stored.body)),
             Err(WriteError::Conflict(what)) if what == card_conflict::POINTS_EXPIRED && !planned_again => {
@@ -431,6 +397,69 @@ pub async fn pay(
             }
             Err(error) => return card_write_refusal(&state, error, record).await,
         }
+    }
+}
+
+/// What a card payment pays, known before its earning season is chosen.
+struct CardOrder {
+    card: Card,
+    /// The QR token's nonce, spent by the commit.
+    nonce: Vec<u8>,
+    order_ref: String,
+    amount: Fen,
+    discount: Fen,
+    /// The amount after the member discount, on which points are earned.
+    paid: Fen,
+}
+
+/// The card payment of `order`, earning points in `season` at its rate (none without a season).
+fn planned_payment(
+    state: &AppState,
+    ctx: &TerminalCtx,
+    order: &CardOrder,
+    season: Option<(Season, u32)>,
+    record: impl Fn(u16, String) -> IdemRecord + Send + Sync + 'static,
+) -> NewCardPayment {
+    let points = season.as_ref().map(|(_, rate)| card::points_for(order.paid, *rate)).unwrap_or(0);
+    let id = Uuid::now_v7();
+    let base = json!({
+        "card_payment_id": id, "card_id": order.card.id, "card_number": order.card.number.masked(),
+        "merchant_id": ctx.merchant.id, "order_ref": order.order_ref, "order_amount": order.amount.to_string(),
+        "member_discount": order.discount.to_string(), "amount_after_discount": order.paid.to_string(),
+        "points_earned": points, "season_id": season.as_ref().map(|(s, _)| s.id),
+    });
+    NewCardPayment {
+        id,
+        card_id: order.card.id,
+        merchant_id: ctx.merchant.id,
+        terminal_id: ctx.terminal.id,
+        season_id: season.as_ref().map(|(s, _)| s.id),
+        order_ref: order.order_ref.clone(),
+        order_amount_fen: order.amount.as_fen(),
+        discount_fen: order.discount.as_fen(),
+        points,
+        paid_at: state.clock().now(),
+        qr_nonce: order.nonce.clone(),
+        answer: Box::new(move |earning: &Earning| {
+            let mut body = base.clone();
+            body["points_debt_repaid"] = json!(earning.repaid.iter().map(|d| d.points).sum::<i64>());
+            record(201, body.to_string())
+        }),
+    }
+}
+
+/// The idempotency record of a terminal write's answer, under its scope, key and request hash.
+fn idem_recorder(
+    scope: String,
+    key: String,
+    hash: Vec<u8>,
+) -> impl Fn(u16, String) -> IdemRecord + Clone + Send + Sync + 'static {
+    move |status: u16, body: String| IdemRecord {
+        scope: scope.clone(),
+        key: key.clone(),
+        request_hash: hash.clone(),
+        status,
+        body,
     }
 }
 
@@ -540,16 +569,7 @@ pub async fn reverse(
         ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")
     })?;
     let reversal_id = Uuid::now_v7();
-    let record = {
-        let (scope, key, hash) = (scope.clone(), key.clone(), hash.clone());
-        move |status: u16, body: String| IdemRecord {
-            scope: scope.clone(),
-            key: key.clone(),
-            request_hash: hash.clone(),
-            status,
-            body,
-        }
-    };
+    let record = idem_recorder(scope, key, hash);
     let answer_record = record.clone();
     let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
     let points = payment.points;

@@ -227,73 +227,16 @@ fn metrics_handle() -> PrometheusHandle {
 
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
     let api = Router::new()
-        .route("/v1/ledger/verify", get(ledger::verify))
-        .route("/v1/ledger/checkpoints/latest", get(ledger::latest_checkpoint))
-        .route("/v1/staff/keys", post(staff::create_key))
-        .route("/v1/staff/me", get(staff::me))
-        .route("/v1/seasons", post(seasons::create_season).get(seasons::list_seasons))
-        .route("/v1/seasons/{id}", get(seasons::get_season))
-        .route("/v1/seasons/{id}/budgets", post(seasons::add_budget))
-        .route("/v1/seasons/{id}/batches", post(seasons::create_batch).get(seasons::list_batches))
-        .route("/v1/citizens", post(citizens::register))
-        .route("/v1/citizens/sessions", post(citizens::sign_in))
-        .route("/v1/citizens/{id}/sessions/revoke", post(citizens::revoke_sessions))
-        .route("/v1/me/session", delete(citizens::sign_out))
-        .route("/v1/me/vouchers", get(citizens::my_vouchers))
-        .route("/v1/batches/{id}/claims", post(citizens::claim))
-        .route("/v1/batches/{id}/entries", post(citizens::enter_lottery).get(seasons::lottery_entrants))
-        .route("/v1/vouchers/{id}/qr", post(citizens::voucher_qr))
-        .route("/v1/keys", get(till::keys))
-        .route("/v1/merchants", post(merchants::create).get(merchants::list))
-        .route("/v1/merchants/{id}/suspend", post(merchants::suspend))
-        .route("/v1/merchants/{id}/activate", post(merchants::activate))
-        .route("/v1/merchants/{id}/settlement-account", put(merchants::change_account))
-        .route("/v1/merchants/{id}/settlement-account/changes", get(merchants::account_changes))
-        .route("/v1/merchants/{id}/settlement-account/requests", get(merchants::account_requests))
-        .route(
-            "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve",
-            post(merchants::approve_account_request),
-        )
-        .route(
-            "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject",
-            post(merchants::reject_account_request),
-        )
-        .route("/v1/merchants/{id}/terminals", post(merchants::register_terminal))
-        .route("/v1/merchants/{id}/terminals/{terminal_id}/revoke", post(merchants::revoke_terminal))
-        .route("/v1/redemptions", post(till::redeem))
-        .route("/v1/redemptions/{id}", get(till::get))
-        .route("/v1/redemptions/{id}/reversal", post(till::reverse))
-        .route("/v1/me/card", post(card::issue).get(card::mine))
-        .route("/v1/me/card/qr", post(card::qr))
-        .route("/v1/me/card/exchanges", post(card::exchange))
-        .route("/v1/cards/{id}/freeze", post(card::freeze))
-        .route("/v1/cards/{id}/unfreeze", post(card::unfreeze))
-        .route("/v1/merchants/{id}/card-terms", put(card::set_terms))
-        .route("/v1/seasons/{id}/points-rate", put(card::set_points_rate))
-        .route("/v1/card-payments", post(card::pay))
-        .route("/v1/card-payments/{id}", get(card::get))
-        .route("/v1/card-payments/{id}/reversal", post(card::reverse))
-        .route("/v1/seasons/{id}/report", get(finance::report))
-        .route(
-            "/v1/seasons/{id}/reconciliation/merchant-journal",
-            post(finance::merchant_journal).layer(DefaultBodyLimit::max(finance::JOURNAL_LIMIT_BYTES)),
-        )
-        .route("/v1/settlements/{id}", get(finance::get_settlement))
-        .route("/v1/settlements/{id}/payout.csv", get(finance::payout_csv))
-        .route("/v1/settlements/{id}/paid", post(finance::paid))
-        .route("/v1/merchants/{id}/statement", get(finance::statement))
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+        .merge(ledger_staff_and_season_routes())
+        .merge(citizen_routes())
+        .merge(merchant_routes())
+        .merge(till_and_card_routes())
+        .merge(finance_routes())
+        .merge(ops_routes())
         .route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.request))
-        // Finance work over a whole season: reconciling a million vouchers takes ~20 s.
-        .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
-        .route("/v1/seasons/{id}/close", post(finance::close))
-        .route("/v1/settlements", post(finance::settle))
-        .route("/v1/seasons/{id}/settlements", get(finance::season_settlements))
-        // A draw issues a batch's whole stock (200,000 vouchers for Beijing 2021's).
-        .route("/v1/batches/{id}/draw", post(seasons::draw))
+        .merge(season_wide_routes())
+        // A route layer wraps every route added before it: this one wraps the routes above too,
+        // outside their shorter request timeout.
         .route_layer(
             ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.season_wide),
         )
@@ -313,6 +256,102 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
                 .layer(CatchPanicLayer::custom(on_panic)),
         )
         .with_state(state)
+}
+
+fn ledger_staff_and_season_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/ledger/verify", get(ledger::verify))
+        .route("/v1/ledger/checkpoints/latest", get(ledger::latest_checkpoint))
+        .route("/v1/staff/keys", post(staff::create_key))
+        .route("/v1/staff/me", get(staff::me))
+        .route("/v1/seasons", post(seasons::create_season).get(seasons::list_seasons))
+        .route("/v1/seasons/{id}", get(seasons::get_season))
+        .route("/v1/seasons/{id}/budgets", post(seasons::add_budget))
+        .route("/v1/seasons/{id}/batches", post(seasons::create_batch).get(seasons::list_batches))
+}
+
+fn citizen_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/citizens", post(citizens::register))
+        .route("/v1/citizens/sessions", post(citizens::sign_in))
+        .route("/v1/citizens/{id}/sessions/revoke", post(citizens::revoke_sessions))
+        .route("/v1/me/session", delete(citizens::sign_out))
+        .route("/v1/me/vouchers", get(citizens::my_vouchers))
+        .route("/v1/batches/{id}/claims", post(citizens::claim))
+        .route("/v1/batches/{id}/entries", post(citizens::enter_lottery).get(seasons::lottery_entrants))
+        .route("/v1/vouchers/{id}/qr", post(citizens::voucher_qr))
+}
+
+fn merchant_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/merchants", post(merchants::create).get(merchants::list))
+        .route("/v1/merchants/{id}/suspend", post(merchants::suspend))
+        .route("/v1/merchants/{id}/activate", post(merchants::activate))
+        .route("/v1/merchants/{id}/settlement-account", put(merchants::change_account))
+        .route("/v1/merchants/{id}/settlement-account/changes", get(merchants::account_changes))
+        .route("/v1/merchants/{id}/settlement-account/requests", get(merchants::account_requests))
+        .route(
+            "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve",
+            post(merchants::approve_account_request),
+        )
+        .route(
+            "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject",
+            post(merchants::reject_account_request),
+        )
+        .route("/v1/merchants/{id}/terminals", post(merchants::register_terminal))
+        .route("/v1/merchants/{id}/terminals/{terminal_id}/revoke", post(merchants::revoke_terminal))
+}
+
+fn till_and_card_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/keys", get(till::keys))
+        .route("/v1/redemptions", post(till::redeem))
+        .route("/v1/redemptions/{id}", get(till::get))
+        .route("/v1/redemptions/{id}/reversal", post(till::reverse))
+        .route("/v1/me/card", post(card::issue).get(card::mine))
+        .route("/v1/me/card/qr", post(card::qr))
+        .route("/v1/me/card/exchanges", post(card::exchange))
+        .route("/v1/cards/{id}/freeze", post(card::freeze))
+        .route("/v1/cards/{id}/unfreeze", post(card::unfreeze))
+        .route("/v1/merchants/{id}/card-terms", put(card::set_terms))
+        .route("/v1/seasons/{id}/points-rate", put(card::set_points_rate))
+        .route("/v1/card-payments", post(card::pay))
+        .route("/v1/card-payments/{id}", get(card::get))
+        .route("/v1/card-payments/{id}/reversal", post(card::reverse))
+}
+
+/// Finance routes under the request timeout; the season-wide ones are [`season_wide_routes`].
+fn finance_routes() -> Router<AppState> {
+    Router::new()
+        .route("/v1/seasons/{id}/report", get(finance::report))
+        .route(
+            "/v1/seasons/{id}/reconciliation/merchant-journal",
+            post(finance::merchant_journal).layer(DefaultBodyLimit::max(finance::JOURNAL_LIMIT_BYTES)),
+        )
+        .route("/v1/settlements/{id}", get(finance::get_settlement))
+        .route("/v1/settlements/{id}/payout.csv", get(finance::payout_csv))
+        .route("/v1/settlements/{id}/paid", post(finance::paid))
+        .route("/v1/merchants/{id}/statement", get(finance::statement))
+}
+
+fn ops_routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
+}
+
+/// Routes under the season-wide timeout instead of the request timeout.
+fn season_wide_routes() -> Router<AppState> {
+    Router::new()
+        // Finance work over a whole season: reconciling a million vouchers takes ~20 s.
+        .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
+        .route("/v1/seasons/{id}/close", post(finance::close))
+        .route("/v1/settlements", post(finance::settle))
+        .route("/v1/seasons/{id}/settlements", get(finance::season_settlements))
+        // A draw issues a batch's whole stock (200,000 vouchers for Beijing 2021's).
+        .route("/v1/batches/{id}/draw", post(seasons::draw))
 }
 
 fn make_span(request: &Request) -> tracing::Span {

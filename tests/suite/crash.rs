@@ -69,6 +69,7 @@ async fn setup(client: &reqwest::Client, server: &Server, staff: &str) -> (Strin
 
 both_backends!(sigkill_mid_rush_loses_no_acknowledged_claim);
 
+#[allow(clippy::print_stderr, reason = "it reports what the kill cut off, for whoever reads the test output")]
 async fn sigkill_mid_rush_loses_no_acknowledged_claim(backend: Backend) {
     let db = TestDb::new(backend).await;
     let dir = db.dir.path().to_owned();

@@ -1,6 +1,7 @@
 //! Migrations that rebuild or re-constrain a table, applied to a database that already holds
 //! rows: the rows survive, and what the rebuilt table enforced it still enforces.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::str::FromStr;
 
 use sqlx::Connection;
@@ -106,4 +107,102 @@ where
         Ok(_) => panic!("a made-up status was stored"),
         Err(refused) => assert!(refused.to_string().to_lowercase().contains("check"), "{refused}"),
     }
+}
+
+/// The two migration folders hold the same migrations: the same version under the same name.
+#[test]
+fn both_migration_folders_hold_the_same_versions_and_names() {
+    let postgres = migration_file_names("postgres");
+    let sqlite = migration_file_names("sqlite");
+    assert!(!postgres.is_empty(), "no migrations found");
+    assert_eq!(postgres, sqlite, "migrations/postgres and migrations/sqlite differ");
+    for name in &postgres {
+        let (version, rest) = name.split_once('_').unwrap_or_else(|| panic!("{name}: no version"));
+        assert!(version.len() == 4 && version.bytes().all(|b| b.is_ascii_digit()), "{name}: version");
+        assert!(rest.ends_with(".sql") && !rest.ends_with(".down.sql"), "{name}: not an up migration");
+    }
+}
+
+fn migration_file_names(backend: &str) -> Vec<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations").join(backend);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.expect("a directory entry").file_name().into_string().expect("a UTF-8 name"))
+        .collect();
+    names.sort();
+    names
+}
+
+/// Table name to its column names.
+type Schema = BTreeMap<String, BTreeSet<String>>;
+
+/// Known differences between the migrated schemas, each `(table, column)` present on one
+/// backend only, with the reason. Empty: the two schemas have the same tables and columns.
+const ONLY_ON_POSTGRES: &[(&str, &str)] = &[];
+const ONLY_ON_SQLITE: &[(&str, &str)] = &[];
+
+/// Migrated, both backends have the same tables with the same columns (names only: types,
+/// constraints and indexes are each backend's own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_migrated_schemas_have_the_same_tables_and_columns() {
+    let postgres_db = TestDb::new(Backend::Postgres).await;
+    let sqlite_db = TestDb::new(Backend::Sqlite).await;
+    postgres_db.store().await;
+    sqlite_db.store().await;
+    let postgres = postgres_schema(&postgres_db).await;
+    let sqlite = sqlite_schema(&sqlite_db).await;
+    for schema in [&postgres, &sqlite] {
+        let postings = schema.get("postings").expect("the ledger's postings table");
+        assert!(postings.contains("amount_fen") && schema.len() > 20, "{schema:?}");
+    }
+
+    let only_on_postgres = difference(&postgres, &sqlite);
+    let only_on_sqlite = difference(&sqlite, &postgres);
+    assert_eq!(only_on_postgres, allowed(ONLY_ON_POSTGRES), "tables or columns only PostgreSQL has");
+    assert_eq!(only_on_sqlite, allowed(ONLY_ON_SQLITE), "tables or columns only SQLite has");
+}
+
+async fn postgres_schema(db: &TestDb) -> Schema {
+    let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_name::text, column_name::text FROM information_schema.columns \
+         WHERE table_schema = 'public' AND table_name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("columns");
+    schema(rows)
+}
+
+async fn sqlite_schema(db: &TestDb) -> Schema {
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.expect("connect");
+    let rows: Vec<(String, String)> = sqlx::query_as(
+        "SELECT m.name, p.name FROM sqlite_master AS m, pragma_table_info(m.name) AS p \
+         WHERE m.type = 'table' AND m.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' \
+         AND m.name <> '_sqlx_migrations'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .expect("columns");
+    schema(rows)
+}
+
+fn schema(rows: Vec<(String, String)>) -> Schema {
+    let mut schema = Schema::new();
+    for (table, column) in rows {
+        schema.entry(table).or_default().insert(column);
+    }
+    schema
+}
+
+/// `(table, column)` pairs of `a` that `b` lacks; a missing table shows as all its columns.
+fn difference(a: &Schema, b: &Schema) -> BTreeSet<(String, String)> {
+    a.iter()
+        .flat_map(|(table, columns)| columns.iter().map(move |column| (table.clone(), column.clone())))
+        .filter(|(table, column)| !b.get(table).is_some_and(|columns| columns.contains(column)))
+        .collect()
+}
+
+fn allowed(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
+    pairs.iter().map(|(table, column)| ((*table).to_owned(), (*column).to_owned())).collect()
 }

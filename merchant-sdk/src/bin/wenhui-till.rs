@@ -8,6 +8,8 @@
 //! A write that may or may not have happened (those last two cases) also names its
 //! `idempotency_key`: run the same command again with `--idempotency-key` to learn the outcome.
 
+#![allow(clippy::print_stdout, clippy::print_stderr, reason = "the till answers on stdout and stderr")]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
