@@ -354,16 +354,39 @@ impl Done {
     }
 }
 
+/// A statement's text: one for both backends (`$N` placeholders, which SQLite also reads), or
+/// one per backend, as [`QueryBuilder`] writes it.
+enum SqlText {
+    Shared(SqlStr),
+    PerBackend { pg: String, sqlite: String },
+}
+
+impl SqlText {
+    fn pg(self) -> SqlStr {
+        match self {
+            SqlText::Shared(sql) => sql,
+            SqlText::PerBackend { pg, .. } => sqlx::AssertSqlSafe(pg).into_sql_str(),
+        }
+    }
+
+    fn sqlite(self) -> SqlStr {
+        match self {
+            SqlText::Shared(sql) => sql,
+            SqlText::PerBackend { sqlite, .. } => sqlx::AssertSqlSafe(sqlite).into_sql_str(),
+        }
+    }
+}
+
 /// A statement whose rows, if any, are not read.
 #[must_use = "a query does nothing until it is executed"]
 pub(crate) struct Query {
-    sql: SqlStr,
+    sql: SqlText,
     args: Vec<Arg>,
 }
 
 /// A statement with `$N` placeholders.
 pub(crate) fn query(sql: impl SqlSafeStr) -> Query {
-    Query { sql: sql.into_sql_str(), args: Vec::new() }
+    Query { sql: SqlText::Shared(sql.into_sql_str()), args: Vec::new() }
 }
 
 impl Query {
@@ -375,10 +398,10 @@ impl Query {
     pub async fn execute<'e>(self, on: impl Into<Exec<'e>>) -> Result<Done, sqlx::Error> {
         let Query { sql, args } = self;
         let done = match on.into() {
-            Exec::PgPool(pool) => pg_query(sql, args)?.execute(pool).await?.rows_affected(),
-            Exec::PgConn(conn) => pg_query(sql, args)?.execute(conn).await?.rows_affected(),
-            Exec::SqlitePool(pool) => sqlite_query(sql, args)?.execute(pool).await?.rows_affected(),
-            Exec::SqliteConn(conn) => sqlite_query(sql, args)?.execute(conn).await?.rows_affected(),
+            Exec::PgPool(pool) => pg_query(sql.pg(), args)?.execute(pool).await?.rows_affected(),
+            Exec::PgConn(conn) => pg_query(sql.pg(), args)?.execute(conn).await?.rows_affected(),
+            Exec::SqlitePool(pool) => sqlite_query(sql.sqlite(), args)?.execute(pool).await?.rows_affected(),
+            Exec::SqliteConn(conn) => sqlite_query(sql.sqlite(), args)?.execute(conn).await?.rows_affected(),
         };
         Ok(Done { rows_affected: done })
     }
@@ -408,14 +431,14 @@ impl<T> Record for T where
 /// A statement whose rows are read as `O`.
 #[must_use = "a query does nothing until it is fetched"]
 pub(crate) struct QueryAs<O> {
-    sql: SqlStr,
+    sql: SqlText,
     args: Vec<Arg>,
     rows: PhantomData<fn() -> O>,
 }
 
 /// A statement with `$N` placeholders whose rows are read as `O`.
 pub(crate) fn query_as<O: Record>(sql: impl SqlSafeStr) -> QueryAs<O> {
-    QueryAs { sql: sql.into_sql_str(), args: Vec::new(), rows: PhantomData }
+    QueryAs { sql: SqlText::Shared(sql.into_sql_str()), args: Vec::new(), rows: PhantomData }
 }
 
 impl<O: Record> QueryAs<O> {
@@ -427,20 +450,20 @@ impl<O: Record> QueryAs<O> {
     pub async fn fetch_all<'e>(self, on: impl Into<Exec<'e>>) -> Result<Vec<O>, sqlx::Error> {
         let QueryAs { sql, args, .. } = self;
         match on.into() {
-            Exec::PgPool(pool) => pg_query_as(sql, args)?.fetch_all(pool).await,
-            Exec::PgConn(conn) => pg_query_as(sql, args)?.fetch_all(conn).await,
-            Exec::SqlitePool(pool) => sqlite_query_as(sql, args)?.fetch_all(pool).await,
-            Exec::SqliteConn(conn) => sqlite_query_as(sql, args)?.fetch_all(conn).await,
+            Exec::PgPool(pool) => pg_query_as(sql.pg(), args)?.fetch_all(pool).await,
+            Exec::PgConn(conn) => pg_query_as(sql.pg(), args)?.fetch_all(conn).await,
+            Exec::SqlitePool(pool) => sqlite_query_as(sql.sqlite(), args)?.fetch_all(pool).await,
+            Exec::SqliteConn(conn) => sqlite_query_as(sql.sqlite(), args)?.fetch_all(conn).await,
         }
     }
 
     pub async fn fetch_optional<'e>(self, on: impl Into<Exec<'e>>) -> Result<Option<O>, sqlx::Error> {
         let QueryAs { sql, args, .. } = self;
         match on.into() {
-            Exec::PgPool(pool) => pg_query_as(sql, args)?.fetch_optional(pool).await,
-            Exec::PgConn(conn) => pg_query_as(sql, args)?.fetch_optional(conn).await,
-            Exec::SqlitePool(pool) => sqlite_query_as(sql, args)?.fetch_optional(pool).await,
-            Exec::SqliteConn(conn) => sqlite_query_as(sql, args)?.fetch_optional(conn).await,
+            Exec::PgPool(pool) => pg_query_as(sql.pg(), args)?.fetch_optional(pool).await,
+            Exec::PgConn(conn) => pg_query_as(sql.pg(), args)?.fetch_optional(conn).await,
+            Exec::SqlitePool(pool) => sqlite_query_as(sql.sqlite(), args)?.fetch_optional(pool).await,
+            Exec::SqliteConn(conn) => sqlite_query_as(sql.sqlite(), args)?.fetch_optional(conn).await,
         }
     }
 
@@ -453,8 +476,10 @@ impl<O: Record> QueryAs<O> {
         let QueryAs { sql, args, .. } = self;
         let on = on.into();
         let built = match &on {
-            Exec::PgPool(_) | Exec::PgConn(_) => pg_query_as(sql, args).map(Either::Left),
-            Exec::SqlitePool(_) | Exec::SqliteConn(_) => sqlite_query_as(sql, args).map(Either::Right),
+            Exec::PgPool(_) | Exec::PgConn(_) => pg_query_as(sql.pg(), args).map(Either::Left),
+            Exec::SqlitePool(_) | Exec::SqliteConn(_) => {
+                sqlite_query_as(sql.sqlite(), args).map(Either::Right)
+            }
         };
         match (built, on) {
             (Err(error), _) => futures_util::stream::once(async { Err(error) }).boxed(),
@@ -481,29 +506,35 @@ fn sqlite_query_as<O: Record>(
     Ok(sqlx::query_as_with(sql, sqlite_arguments(args).map_err(sqlx::Error::Encode)?))
 }
 
-/// Builds a statement of a size known only at run time (multi-row `VALUES`, `IN` lists), with
-/// `$N` placeholders numbered as values are pushed. Mirrors the parts of `sqlx::QueryBuilder`
-/// the storage uses.
+/// Builds a statement of a size known only at run time (multi-row `VALUES`, `IN` lists). It
+/// writes the text twice as values are pushed: with `$N` placeholders for PostgreSQL, and with
+/// anonymous `?` for SQLite, whose parser looks every named parameter (`$N` is one) up in a
+/// list, so that a statement with thousands of them costs quadratic time to prepare. Mirrors
+/// the parts of `sqlx::QueryBuilder` the storage uses.
 #[derive(Debug, Default)]
 pub(crate) struct QueryBuilder {
-    sql: String,
+    pg: String,
+    sqlite: String,
     args: Vec<Arg>,
 }
 
 impl QueryBuilder {
     pub fn new(init: impl Into<String>) -> QueryBuilder {
-        QueryBuilder { sql: init.into(), args: Vec::new() }
+        let pg = init.into();
+        QueryBuilder { sqlite: pg.clone(), pg, args: Vec::new() }
     }
 
     pub fn push(&mut self, sql: impl Display) -> &mut Self {
         // Writing to a String cannot fail.
-        let _ = write!(self.sql, "{sql}");
+        let _ = write!(self.pg, "{sql}");
+        let _ = write!(self.sqlite, "{sql}");
         self
     }
 
     pub fn push_bind(&mut self, value: impl Bind) -> &mut Self {
         self.args.push(value.into_arg());
-        let _ = write!(self.sql, "${}", self.args.len());
+        let _ = write!(self.pg, "${}", self.args.len());
+        self.sqlite.push('?');
         self
     }
 
@@ -529,16 +560,21 @@ impl QueryBuilder {
         self
     }
 
+    fn take(&mut self) -> (SqlText, Vec<Arg>) {
+        let QueryBuilder { pg, sqlite, args } = std::mem::take(self);
+        (SqlText::PerBackend { pg, sqlite }, args)
+    }
+
     /// The statement built so far; the builder is left empty.
     pub fn build(&mut self) -> Query {
-        let QueryBuilder { sql, args } = std::mem::take(self);
-        Query { sql: sqlx::AssertSqlSafe(sql).into_sql_str(), args }
+        let (sql, args) = self.take();
+        Query { sql, args }
     }
 
     /// The statement built so far, its rows read as `O`; the builder is left empty.
     pub fn build_query_as<O: Record>(&mut self) -> QueryAs<O> {
-        let QueryBuilder { sql, args } = std::mem::take(self);
-        QueryAs { sql: sqlx::AssertSqlSafe(sql).into_sql_str(), args, rows: PhantomData }
+        let (sql, args) = self.take();
+        QueryAs { sql, args, rows: PhantomData }
     }
 }
 
@@ -591,7 +627,8 @@ mod tests {
             row.push_bind(a).push_bind(b);
         });
         q.push(" ON CONFLICT DO NOTHING");
-        assert_eq!(q.sql, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING");
+        assert_eq!(q.pg, "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING");
+        assert_eq!(q.sqlite, "INSERT INTO t (a, b) VALUES (?, ?), (?, ?) ON CONFLICT DO NOTHING");
         assert_eq!(q.args.len(), 4);
     }
 
@@ -603,10 +640,13 @@ mod tests {
             list.push_bind(id);
         }
         list.push_unseparated(")");
-        assert_eq!(q.sql, "SELECT * FROM t WHERE id IN ($1, $2, $3)");
+        assert_eq!(q.pg, "SELECT * FROM t WHERE id IN ($1, $2, $3)");
         let built = q.build();
-        assert_eq!(built.sql.as_str(), "SELECT * FROM t WHERE id IN ($1, $2, $3)");
-        assert!(q.sql.is_empty() && q.args.is_empty(), "build leaves the builder empty");
+        assert_eq!(built.sql.sqlite().as_str(), "SELECT * FROM t WHERE id IN (?, ?, ?)");
+        assert!(
+            q.pg.is_empty() && q.sqlite.is_empty() && q.args.is_empty(),
+            "build leaves the builder empty"
+        );
     }
 
     #[test]
