@@ -471,6 +471,18 @@ impl Voucher {
     }
 }
 
+/// The slot a redemption takes on its order: one voucher per order ("any"), or, when the season
+/// allows stacking, one provincial and one city voucher ("province", "city").
+pub fn order_slot(season: &Season, batch: &Batch) -> String {
+    if !season.allow_stacking {
+        return "any".into();
+    }
+    match batch.issuer.level() {
+        super::region::RegionLevel::Province => "province".into(),
+        _ => "city".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
