@@ -1,5 +1,5 @@
-//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `report`, `settle`,
-//! `bench ...`.
+//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `report`, `settle`.
+//! The benchmarks are a binary of their own, `wenhui-bench` (see BENCHMARKS.md).
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
@@ -12,7 +12,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::audit::{self, VerifyFailure};
-use crate::bench;
 use crate::domain::checkpoint::parse_public_key;
 use crate::domain::time::Timestamp;
 use crate::finance::{self, FinanceError};
@@ -89,9 +88,6 @@ pub enum Command {
         #[arg(long)]
         cut_off: String,
     },
-    /// Benchmarks (see BENCHMARKS.md).
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -224,7 +220,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             season_report(&url, &cli, *season, format, view, out.as_deref()).await
         }
         Command::Settle { season, cut_off } => settle(&url, &cli, *season, cut_off).await,
-        Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
     }
 }
 

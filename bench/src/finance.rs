@@ -1,4 +1,4 @@
-//! `wenhui bench finance`: report and reconcile a whole season (issue #5's benchmark).
+//! `wenhui-bench finance`: report and reconcile a whole season (issue #5's benchmark).
 //!
 //! It creates a scratch PostgreSQL database (or, with `--backend sqlite`, a SQLite file in a
 //! temporary directory), migrates it and generates a season through the service's own storage
@@ -32,19 +32,19 @@ use serde_json::json;
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::bench::{ScratchDb, machine_description, median};
-use crate::domain::entries::{
+use crate::{ScratchDb, machine_description, median};
+use wenhui::domain::entries::{
     AfterReversal, budget_entry, claim_entry, expiry_entry, funder_parts, redemption_entry, reserve_entry,
     reversal_entry,
 };
-use crate::domain::finance::{SettlementChunking, funder_parts_json};
-use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount, credit_check_char};
-use crate::domain::money::Fen;
-use crate::domain::region::{RegionCode, RegionLevel};
-use crate::domain::season::{Batch, Category, Season, Voucher, VoucherStatus, order_slot};
-use crate::domain::time::Timestamp;
-use crate::storage::{
+use wenhui::domain::finance::{SettlementChunking, funder_parts_json};
+use wenhui::domain::funding::{FundingShares, VoucherTerms};
+use wenhui::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount, credit_check_char};
+use wenhui::domain::money::Fen;
+use wenhui::domain::region::{RegionCode, RegionLevel};
+use wenhui::domain::season::{Batch, Category, Season, Voucher, VoucherStatus, order_slot};
+use wenhui::domain::time::Timestamp;
+use wenhui::storage::{
     self, ClaimCommit, ConnectOptions, ExpiryCommit, IdemRecord, NewRedemption, NewReversal, Storage,
     TerminalRecord,
 };
@@ -97,11 +97,11 @@ pub struct FinanceBench {
     pub settlement_chunk_merchants: Option<usize>,
 }
 
-pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
+/// Runs the benchmark; `exe` is the wenhui binary whose `reconcile` and `report` are measured.
+pub async fn run(args: &FinanceBench, exe: &Path) -> anyhow::Result<()> {
     println!("machine: {}", machine_description());
-    let exe = std::env::current_exe().context("locating the wenhui executable")?;
     if args.backend == "sqlite" {
-        return run_sqlite(&exe, args).await;
+        return run_sqlite(exe, args).await;
     }
     let base = args.pg_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.pg_url);
     let (scratch, url, season_id) = match args.reuse {
@@ -113,7 +113,7 @@ pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
             (Some(scratch), url, season)
         }
     };
-    let outcome = measure(&exe, &url, season_id, args.runs.max(1)).await;
+    let outcome = measure(exe, &url, season_id, args.runs.max(1)).await;
     if let Some(scratch) = scratch {
         if args.keep {
             println!("kept database {} (re-measure with --reuse {season_id})", args.db_name);
@@ -498,7 +498,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     // Claims close on day 60: each batch's reserve goes back to its funders' pools.
     for batch in &batches {
         let fresh = store.batch(batch.id).await?.context("batch")?;
-        let entry = crate::rush::close_entry(store, &fresh).await?;
+        let entry = wenhui::rush::close_entry(store, &fresh).await?;
         store.close_batch_reserve(batch.id, at(start, 60 * DAY_S), entry.as_ref()).await?;
     }
     for batch in batches.iter_mut() {
@@ -513,7 +513,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     let cut_off = at(start, 40 * DAY_S);
     let probe = HeadProbe::start(url).await?;
     let settling = Instant::now();
-    let settlement = crate::finance::settle(
+    let settlement = wenhui::finance::settle(
         store,
         &season,
         cut_off,
