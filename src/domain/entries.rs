@@ -393,4 +393,32 @@ mod tests {
         let expired_closed = reversal_entry(&b, &parts, merchant, id, AfterReversal::Expired);
         assert_eq!(lines(&expired_closed), lines(&forfeited));
     }
+
+    #[test]
+    fn a_reversal_leaves_the_voucher_as_the_season_says() {
+        let b = batch(7);
+        let v = voucher(&b);
+        let mut season = Season {
+            id: b.season_id,
+            name: "s".into(),
+            province: region(PROVINCE),
+            starts_at: Timestamp::from_unix_us(0),
+            ends_at: Timestamp::from_unix_us(100),
+            per_citizen_cap: None,
+            per_citizen_monthly_cap: None,
+            allow_stacking: false,
+            refund_forfeits_voucher: false,
+            merchant_redemption_limit: None,
+            subsidy_ceilings: crate::domain::season::SubsidyCeilings::default(),
+            closed_at: None,
+        };
+        let (valid, past_expiry) = (Timestamp::from_unix_us(15), Timestamp::from_unix_us(20));
+        assert_eq!(AfterReversal::of(&season, &v, valid), AfterReversal::Active);
+        assert_eq!(AfterReversal::of(&season, &v, past_expiry), AfterReversal::Expired);
+        season.closed_at = Some(Timestamp::from_unix_us(12));
+        assert_eq!(AfterReversal::of(&season, &v, valid), AfterReversal::Expired);
+        season.refund_forfeits_voucher = true;
+        assert_eq!(AfterReversal::of(&season, &v, valid), AfterReversal::Forfeited);
+        assert_eq!(AfterReversal::Forfeited.status(), VoucherStatus::Forfeited);
+    }
 }
