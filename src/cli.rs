@@ -1,5 +1,5 @@
-//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `report`, `settle`,
-//! `bench ...`.
+//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `report`, `settle`.
+//! The benchmarks are a binary of their own, `wenhui-bench` (see BENCHMARKS.md).
 
 #![allow(
     clippy::print_stdout,
@@ -18,7 +18,6 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::audit::{self, VerifyFailure};
-use crate::bench;
 use crate::domain::checkpoint::parse_public_key;
 use crate::domain::time::Timestamp;
 use crate::finance::{self, FinanceError};
@@ -95,9 +94,6 @@ pub enum Command {
         #[arg(long)]
         cut_off: String,
     },
-    /// Benchmarks (see BENCHMARKS.md).
-    #[command(subcommand)]
-    Bench(bench::BenchCommand),
 }
 
 #[derive(Subcommand, Debug)]
@@ -230,7 +226,6 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             season_report(&url, &cli, *season, format, view, out.as_deref()).await
         }
         Command::Settle { season, cut_off } => settle(&url, &cli, *season, cut_off).await,
-        Command::Bench(command) => bench::run(command).await.map(|()| ExitCode::SUCCESS),
     }
 }
 

@@ -2,7 +2,6 @@
 //! See ARCHITECTURE.md for the bird's-eye view and the code map.
 
 pub mod audit;
-pub mod bench;
 pub mod citizens;
 pub mod cli;
 pub mod coalesce;

@@ -17,7 +17,9 @@ use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::domain::accounts;
-use crate::domain::ledger::{NewEntry, NewPosting, Side};
+use crate::domain::entries::{self, claim_entry, expiry_entry};
+use crate::domain::ledger::NewEntry;
+use crate::domain::region::RegionCode;
 use crate::domain::season::{
     Batch, CitizenHoldings, ClaimRefusal, SEASON_PERIOD, Season, Voucher, VoucherStatus,
 };
@@ -838,82 +840,21 @@ pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> serde_json::Value {
     body
 }
 
-/// A claim moves the voucher's value from the batch reserve to voucher liability, per funder.
-pub(crate) fn claim_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
-    let mut postings = Vec::new();
-    for (funder, part) in batch.funding.split(voucher.value) {
-        if part.is_zero() {
-            continue;
-        }
-        let amount_fen = part.as_fen();
-        postings.push(NewPosting {
-            account: accounts::reserve(batch.season_id, batch.id, funder),
-            side: Side::Debit,
-            amount_fen,
-        });
-        postings.push(NewPosting {
-            account: accounts::issued(batch.season_id, batch.id, funder),
-            side: Side::Credit,
-            amount_fen,
-        });
-    }
-    NewEntry {
-        id: Uuid::now_v7(),
-        kind: "claim".into(),
-        reference: format!("claim:{}", voucher.id),
-        postings,
-    }
-}
-
-/// Expiry returns the value to the batch reserve while the batch is claimable, else to the pool.
-pub(crate) fn expiry_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
-    let mut postings = Vec::new();
-    for (funder, part) in batch.funding.split(voucher.value) {
-        if part.is_zero() {
-            continue;
-        }
-        let amount_fen = part.as_fen();
-        let destination = if batch.reserve_returned {
-            accounts::pool(batch.season_id, funder)
-        } else {
-            accounts::reserve(batch.season_id, batch.id, funder)
-        };
-        postings.push(NewPosting {
-            account: accounts::issued(batch.season_id, batch.id, funder),
-            side: Side::Debit,
-            amount_fen,
-        });
-        postings.push(NewPosting { account: destination, side: Side::Credit, amount_fen });
-    }
-    NewEntry {
-        id: Uuid::now_v7(),
-        kind: "expiry".into(),
-        reference: format!("expiry:{}", voucher.id),
-        postings,
-    }
-}
-
-/// At claim close, whatever is left in the batch reserve goes back to each funder's pool.
+/// The batch close entry ([`entries::close_entry`]), built from each funder's reserve balance as
+/// read now; `None` when nothing is left.
 pub async fn close_entry(store: &dyn Storage, batch: &Batch) -> Result<Option<NewEntry>, StorageError> {
-    let mut postings = Vec::new();
+    Ok(entries::close_entry(batch, &reserve_left(store, batch).await?))
+}
+
+/// What is left in each funder's part of the batch reserve (credits minus debits).
+async fn reserve_left(store: &dyn Storage, batch: &Batch) -> Result<Vec<(RegionCode, i64)>, StorageError> {
+    let mut left = Vec::new();
     for (funder, _) in batch.funding.iter() {
         let reserve = accounts::reserve(batch.season_id, batch.id, funder);
-        let left = store.balance(&reserve.address).await?.map(|b| b.credits_fen - b.debits_fen).unwrap_or(0);
-        if left > 0 {
-            postings.push(NewPosting { account: reserve, side: Side::Debit, amount_fen: left });
-            postings.push(NewPosting {
-                account: accounts::pool(batch.season_id, funder),
-                side: Side::Credit,
-                amount_fen: left,
-            });
-        }
+        let balance = store.balance(&reserve.address).await?;
+        left.push((funder, balance.map(|b| b.credits_fen - b.debits_fen).unwrap_or(0)));
     }
-    Ok((!postings.is_empty()).then(|| NewEntry {
-        id: Uuid::now_v7(),
-        kind: "batch_close".into(),
-        reference: format!("batch_close:{}", batch.id),
-        postings,
-    }))
+    Ok(left)
 }
 
 #[cfg(test)]

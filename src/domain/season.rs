@@ -471,6 +471,18 @@ impl Voucher {
     }
 }
 
+/// The slot a redemption takes on its order: one voucher per order ("any"), or, when the season
+/// allows stacking, one provincial and one city voucher ("province", "city").
+pub fn order_slot(season: &Season, batch: &Batch) -> String {
+    if !season.allow_stacking {
+        return "any".into();
+    }
+    match batch.issuer.level() {
+        super::region::RegionLevel::Province => "province".into(),
+        _ => "city".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -537,5 +549,53 @@ mod tests {
         assert_eq!(season.capped_periods(at), [(SEASON_PERIOD, fen(50_000)), (202612, fen(10_000))]);
         let before = Timestamp::parse_rfc3339("2026-11-30T15:59:59Z").expect("time");
         assert_eq!(season.capped_periods(before)[1], (202611, fen(10_000)));
+    }
+
+    #[test]
+    fn an_order_takes_one_slot_or_one_per_level_when_stacking() {
+        let province: RegionCode = "370000".parse().expect("region");
+        let city: RegionCode = "370200".parse().expect("region");
+        let mut season = Season {
+            id: Uuid::nil(),
+            name: "s".into(),
+            province,
+            starts_at: Timestamp::from_unix_us(0),
+            ends_at: Timestamp::from_unix_us(1),
+            per_citizen_cap: None,
+            per_citizen_monthly_cap: None,
+            allow_stacking: false,
+            refund_forfeits_voucher: false,
+            merchant_redemption_limit: None,
+            subsidy_ceilings: SubsidyCeilings::default(),
+            closed_at: None,
+        };
+        let mut batch = Batch {
+            id: Uuid::nil(),
+            season_id: Uuid::nil(),
+            name: "b".into(),
+            issuer: province,
+            terms: crate::domain::funding::VoucherTerms::Threshold {
+                face_value: Fen::from_fen_unchecked(1_000),
+                min_spend: Fen::from_fen_unchecked(5_000),
+            },
+            stock: 1,
+            per_citizen_limit: 1,
+            valid_hours: 1,
+            claim_opens_at: Timestamp::from_unix_us(0),
+            claim_closes_at: Timestamp::from_unix_us(1),
+            categories: Vec::new(),
+            funding: crate::domain::funding::FundingShares::single(province),
+            releases: Vec::new(),
+            claimed_count: 0,
+            returned_count: 0,
+            reserve_returned: false,
+            points_price: None,
+            lottery: None,
+        };
+        assert_eq!(order_slot(&season, &batch), "any");
+        season.allow_stacking = true;
+        assert_eq!(order_slot(&season, &batch), "province");
+        batch.issuer = city;
+        assert_eq!(order_slot(&season, &batch), "city");
     }
 }

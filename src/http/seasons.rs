@@ -11,10 +11,9 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
-use crate::domain::accounts;
+use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::finance::FunderFigures;
 use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::ledger::{NewEntry, NewPosting, Side};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{
@@ -101,16 +100,6 @@ fn parse_ceilings(asked: &std::collections::BTreeMap<String, u32>) -> Result<Sub
         pairs.push((category, *percent));
     }
     SubsidyCeilings::new(pairs).map_err(|m| invalid("invalid_subsidy_ceiling", m))
-}
-
-pub(crate) fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
-    NewEntry::transfer(
-        "budget",
-        reference,
-        accounts::appropriation(season, funder),
-        accounts::pool(season, funder),
-        amount,
-    )
 }
 
 /// Creates a season with each funder's budget (province_admin of that province).
@@ -547,31 +536,6 @@ fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), Api
     Ok(())
 }
 
-/// The reserve entry: stock x each funder's share of one voucher's value, from each pool.
-pub(crate) fn reserve_entry(batch: &Batch) -> Result<NewEntry, ApiError> {
-    let mut postings = Vec::new();
-    for (funder, part) in batch.funding.split(batch.voucher_value()) {
-        let amount =
-            part.checked_mul(batch.stock).filter(|a| a.as_fen() <= crate::domain::money::MAX_AMOUNT_FEN);
-        let amount = amount.ok_or_else(|| invalid("invalid_stock", "stock x value is too large"))?;
-        if amount.is_zero() {
-            continue;
-        }
-        let amount_fen = amount.as_fen();
-        postings.push(NewPosting {
-            account: accounts::pool(batch.season_id, funder),
-            side: Side::Debit,
-            amount_fen,
-        });
-        postings.push(NewPosting {
-            account: accounts::reserve(batch.season_id, batch.id, funder),
-            side: Side::Credit,
-            amount_fen,
-        });
-    }
-    Ok(NewEntry::new("batch_reserve", format!("batch_reserve:{}", batch.id), postings))
-}
-
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DrawRequest {
@@ -806,7 +770,7 @@ pub async fn create_batch(
         points_price: request.points_price,
         lottery: batch_lottery(&request)?,
     };
-    let entry = reserve_entry(&batch)?;
+    let entry = reserve_entry(&batch).map_err(|e| invalid("invalid_stock", e.to_string()))?;
     let view = batch_view(&batch, state.clock().now());
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };

@@ -25,12 +25,11 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, plain_text};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
-use crate::domain::accounts;
-use crate::domain::ledger::{AccountSpec, NewEntry, NewPosting, Side};
+use crate::domain::entries::{AfterReversal, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::RegionLevel;
-use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
+use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus, order_slot};
 use crate::storage::{
     IdemRecord, NewRedemption, NewReversal, SeasonTotalDelta, TerminalRecord, WriteError, conflict,
 };
@@ -164,17 +163,6 @@ pub(crate) struct Plan {
     pub(crate) parts: Vec<(crate::domain::region::RegionCode, Fen, Fen)>,
 }
 
-/// Each funder's part of a voucher's value and of the discount it gave: (funder, value, discount).
-pub(crate) fn plan_parts(
-    batch: &Batch,
-    value: Fen,
-    discount: Fen,
-) -> Vec<(crate::domain::region::RegionCode, Fen, Fen)> {
-    let values = batch.funding.split(value);
-    let discounts = batch.funding.split_within(discount, value);
-    values.iter().zip(&discounts).map(|((funder, v), (_, d))| (*funder, *v, *d)).collect()
-}
-
 /// The funder parts a redemption stores and answers: each funder's share of the discount.
 pub(crate) fn funder_parts_value(plan: &Plan) -> Value {
     crate::domain::finance::funder_parts_json(
@@ -248,7 +236,7 @@ async fn plan(
     if discount.is_zero() {
         return Err(ApiError::unprocessable("below_min_spend", "the order is too small for any discount"));
     }
-    let parts = plan_parts(&batch, voucher.value, discount);
+    let parts = funder_parts(&batch, voucher.value, discount);
     Ok((Plan { voucher, batch, season, discount, parts }, payload.nonce.to_vec()))
 }
 
@@ -270,42 +258,6 @@ fn season_closed() -> ApiError {
 
 fn not_redeemable(state: &str) -> ApiError {
     ApiError::conflict("voucher_not_redeemable", format!("the voucher is {state}"))
-}
-
-/// Adds a posting unless its amount is zero (a funder's part of a small discount can be).
-fn push_nonzero(postings: &mut Vec<NewPosting>, account: AccountSpec, side: Side, amount_fen: i64) {
-    if amount_fen > 0 {
-        postings.push(NewPosting { account, side, amount_fen });
-    }
-}
-
-/// The voucher's value leaves liability: the discount to the merchant, the rest back to the pool.
-pub(crate) fn redemption_entry(plan: &Plan, merchant: Uuid, redemption: Uuid) -> NewEntry {
-    let (season, batch) = (plan.batch.season_id, plan.batch.id);
-    let mut postings = Vec::new();
-    for (funder, value, discount) in &plan.parts {
-        let rest = value.as_fen() - discount.as_fen();
-        let mut push = |account, side, amount_fen| push_nonzero(&mut postings, account, side, amount_fen);
-        push(accounts::issued(season, batch, *funder), Side::Debit, value.as_fen());
-        push(accounts::payable(season, merchant, *funder), Side::Credit, discount.as_fen());
-        push(accounts::pool(season, *funder), Side::Credit, rest);
-    }
-    NewEntry {
-        id: Uuid::now_v7(),
-        kind: "redemption".into(),
-        reference: format!("redemption:{redemption}"),
-        postings,
-    }
-}
-
-pub(crate) fn order_slot(plan: &Plan) -> String {
-    if !plan.season.allow_stacking {
-        return "any".into();
-    }
-    match plan.batch.issuer.level() {
-        RegionLevel::Province => "province".into(),
-        _ => "city".into(),
-    }
 }
 
 /// Redeems a voucher at the till (a signed terminal request with an Idempotency-Key).
@@ -417,7 +369,7 @@ pub async fn redeem(
         terminal_id: ctx.terminal.id,
         season_id: plan.season.id,
         batch_id: plan.batch.id,
-        order_slot: order_slot(&plan),
+        order_slot: order_slot(&plan.season, &plan.batch),
         provincial: plan.batch.issuer.level() == RegionLevel::Province,
         order_ref,
         // The amount the voucher applied to: the order after any member discount.
@@ -429,7 +381,7 @@ pub async fn redeem(
         card_payment_id: card_payment.as_ref().map(|p| p.id),
         citizen_id: plan.voucher.citizen_id,
         merchant_redemption_limit: plan.season.merchant_redemption_limit,
-        entry: redemption_entry(&plan, ctx.merchant.id, id),
+        entry: redemption_entry(&plan.batch, &plan.parts, ctx.merchant.id, id),
         answer: record(201, answer.to_string()),
     };
     let answer = redemption.answer.clone();
@@ -614,72 +566,6 @@ pub(super) async fn terminal_write(
     })
 }
 
-/// What a reversal leaves of its voucher.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum AfterReversal {
-    /// Still valid in an open season: usable again.
-    Active,
-    /// Past its validity, or the season is over: expired, its stock back to the batch.
-    Expired,
-    /// The season's refunds forfeit the voucher (Guangzhou): spent for its holder.
-    Forfeited,
-}
-
-impl AfterReversal {
-    pub(crate) fn of(
-        season: &Season,
-        voucher: &Voucher,
-        now: crate::domain::time::Timestamp,
-    ) -> AfterReversal {
-        if season.refund_forfeits_voucher {
-            AfterReversal::Forfeited
-        } else if now < voucher.expires_at && season.status_at(now) == SeasonStatus::Open {
-            AfterReversal::Active
-        } else {
-            AfterReversal::Expired
-        }
-    }
-
-    pub(crate) fn status(self) -> VoucherStatus {
-        match self {
-            AfterReversal::Active => VoucherStatus::Active,
-            AfterReversal::Expired => VoucherStatus::Expired,
-            AfterReversal::Forfeited => VoucherStatus::Forfeited,
-        }
-    }
-}
-
-/// The compensating entry for a refunded sale. A still-valid voucher gets its full value back in
-/// liability (the discount from the merchant, the unused rest from the pool); an expired one
-/// returns its value and its stock to the batch (or to the pool once the batch has closed); a
-/// forfeited one returns the discount to the pool, where the redemption put the rest.
-pub(crate) fn reversal_entry(plan: &Plan, merchant: Uuid, reversal: Uuid, after: AfterReversal) -> NewEntry {
-    let (season, batch) = (plan.batch.season_id, plan.batch.id);
-    let mut postings = Vec::new();
-    for (funder, value, discount) in &plan.parts {
-        let rest = value.as_fen() - discount.as_fen();
-        let mut push = |account, side, amount_fen| push_nonzero(&mut postings, account, side, amount_fen);
-        push(accounts::payable(season, merchant, *funder), Side::Debit, discount.as_fen());
-        if after == AfterReversal::Forfeited {
-            push(accounts::pool(season, *funder), Side::Credit, discount.as_fen());
-        } else if after == AfterReversal::Active {
-            push(accounts::pool(season, *funder), Side::Debit, rest);
-            push(accounts::issued(season, batch, *funder), Side::Credit, value.as_fen());
-        } else if plan.batch.reserve_returned {
-            push(accounts::pool(season, *funder), Side::Credit, discount.as_fen());
-        } else {
-            push(accounts::pool(season, *funder), Side::Debit, rest);
-            push(accounts::reserve(season, batch, *funder), Side::Credit, value.as_fen());
-        }
-    }
-    NewEntry {
-        id: Uuid::now_v7(),
-        kind: "reversal".into(),
-        reference: format!("reversal:{reversal}"),
-        postings,
-    }
-}
-
 /// Reverses a redemption (a refunded sale), signed by a terminal of the same merchant.
 #[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{reversal_id, redemption_id, voucher_id, voucher_status (active, expired or forfeited), amount}"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn reverse(
@@ -736,7 +622,7 @@ async fn plan_reversal(
     let season = state.store().season(record.season_id).await?.ok_or_else(ApiError::internal)?;
     let now = state.clock().now();
     let discount = Fen::new(record.discount_fen).map_err(|_| ApiError::internal())?;
-    let parts = plan_parts(&batch, voucher.value, discount);
+    let parts = funder_parts(&batch, voucher.value, discount);
     let after = AfterReversal::of(&season, &voucher, now);
     let plan = Plan { voucher, batch, season, discount, parts };
     let reversal_id = Uuid::now_v7();
@@ -763,7 +649,7 @@ async fn plan_reversal(
         voucher_status,
         reserve_returned: plan.batch.reserve_returned,
         season_totals,
-        entry: reversal_entry(&plan, merchant_id, reversal_id, after),
+        entry: reversal_entry(&plan.batch, &plan.parts, merchant_id, reversal_id, after),
         answer,
     };
     Ok((reversal, after))

@@ -1,8 +1,9 @@
-//! `wenhui bench redemptions`: redemptions at the till against a live `wenhui serve` on
+//! `wenhui-bench redemptions`: redemptions at the till against a live `wenhui serve` on
 //! PostgreSQL, from many terminals over pre-claimed vouchers, with pgbench TPC-B as the
 //! baseline measured in the same run. With `--backend sqlite` the server runs on an SQLite file,
 //! and the same run on PostgreSQL is the baseline.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -40,13 +41,14 @@ pub struct RedemptionsBench {
     pub merchant_redemption_limit: Option<u32>,
 }
 
-pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
+/// Runs the benchmark against `exe serve` (the wenhui binary).
+pub async fn run(args: &RedemptionsBench, exe: &Path) -> anyhow::Result<()> {
     println!("machine: {}", super::machine_description());
     if args.backend == "sqlite" {
-        return run_sqlite(args).await;
+        return run_sqlite(args, exe).await;
     }
     let scratch = super::ScratchDb::create(&args.pg_url, "wenhui_bench_redemptions").await?;
-    let (rate, cpu_per_redemption) = serve_and_bench(&scratch.url, args).await?;
+    let (rate, cpu_per_redemption) = serve_and_bench(exe, &scratch.url, args).await?;
     let (sign_us, verify_us) = super::ed25519_costs_us();
     println!("ed25519 (ring) on this machine: sign {sign_us:.1} µs, verify {verify_us:.1} µs");
     if !args.no_pgbench {
@@ -81,14 +83,14 @@ pub async fn run(args: &RedemptionsBench) -> anyhow::Result<()> {
 }
 
 /// The embedded default: the bench on an SQLite file, then on PostgreSQL as the baseline.
-async fn run_sqlite(args: &RedemptionsBench) -> anyhow::Result<()> {
+async fn run_sqlite(args: &RedemptionsBench, exe: &Path) -> anyhow::Result<()> {
     let dir = tempfile::tempdir().context("a directory for the SQLite database")?;
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
     println!("SQLite ({url}):");
-    let (sqlite_rate, _) = serve_and_bench(&url, args).await?;
+    let (sqlite_rate, _) = serve_and_bench(exe, &url, args).await?;
     println!("PostgreSQL, the baseline of this run:");
     let scratch = super::ScratchDb::create(&args.pg_url, "wenhui_bench_redemptions").await?;
-    let outcome = serve_and_bench(&scratch.url, args).await;
+    let outcome = serve_and_bench(exe, &scratch.url, args).await;
     scratch.drop_db().await?;
     let (postgres_rate, _) = outcome?;
     println!("ratio SQLite / PostgreSQL redemptions/s: {:.2}", sqlite_rate / postgres_rate);
@@ -97,13 +99,13 @@ async fn run_sqlite(args: &RedemptionsBench) -> anyhow::Result<()> {
 
 /// Starts `wenhui serve` on `database_url`, runs the bench against it, and stops it.
 async fn serve_and_bench(
+    exe: &Path,
     database_url: &str,
     args: &RedemptionsBench,
 ) -> anyhow::Result<(f64, Option<CpuPerRedemption>)> {
-    let exe = std::env::current_exe().context("locating the wenhui binary")?;
     let data_dir = tempfile::tempdir()?;
-    let server = ServerUnderTest::start(&exe, database_url, data_dir.path()).await?;
-    let in_server = crate::storage::Backend::of_url(database_url) == Some(crate::storage::Backend::Sqlite);
+    let server = ServerUnderTest::start(exe, database_url, data_dir.path()).await?;
+    let in_server = wenhui::storage::Backend::of_url(database_url) == Some(wenhui::storage::Backend::Sqlite);
     let outcome = bench(&server, args, in_server).await;
     server.stop().await?;
     outcome
@@ -166,7 +168,7 @@ fn print_cpu_use(used: &super::CpuUse, elapsed_s: f64, redeemed: f64, rest: &str
 
 async fn create_merchant(api: &Api, staff: &str) -> anyhow::Result<Uuid> {
     let first17 = "91370200MA3BENCH0";
-    let check = crate::domain::merchant::credit_check_char(first17.as_bytes()).context("credit code")?;
+    let check = wenhui::domain::merchant::credit_check_char(first17.as_bytes()).context("credit code")?;
     let body = json!({"name": "bench bookstore", "credit_code": format!("{first17}{check}"), "category": "bookstore",
         "city": "370200", "settlement_account": {"bank": "bank", "account_no": "62220000111122223", "account_name": "bench"}});
     let created = api.post_created("/v1/merchants", Some(staff), &body).await?;

@@ -1,30 +1,80 @@
-//! Benchmarks, run from the command line so that anyone can reproduce BENCHMARKS.md.
+//! `wenhui-bench`: Wenhui's benchmarks, run from the command line so that anyone can reproduce
+//! BENCHMARKS.md. They use the library's public API (`wenhui::...`) and, for the server under
+//! test, the `wenhui` binary over HTTP.
 //!
-//! `wenhui bench ledger` posts two-posting entries through the storage trait on each backend,
+//! `wenhui-bench ledger` posts two-posting entries through the storage trait on each backend,
 //! one entry per transaction and 100 per transaction, and on PostgreSQL also runs pgbench TPC-B
 //! on the same server, printing the ratio (the baseline measured in the same run).
 
-#![allow(clippy::print_stdout, reason = "a benchmark prints its results")]
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a benchmark prints its results and its errors"
+)]
 
-use std::process::Command;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
 use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
+use clap::Parser;
 use sqlx::Connection;
+use wenhui::domain::ledger::{AccountAddress, AccountSpec, NewEntry};
+use wenhui::domain::money::Fen;
+use wenhui::storage::{self, ConnectOptions, Storage};
 
-use crate::domain::ledger::{AccountAddress, AccountSpec, NewEntry};
-use crate::domain::money::Fen;
-use crate::storage::{self, ConnectOptions, Storage};
+mod claims;
+mod finance;
+mod lottery;
+mod qr;
+mod redemptions;
 
-pub mod claims;
-pub mod finance;
-pub mod lottery;
-pub mod qr;
-pub mod redemptions;
+#[derive(Parser, Debug)]
+#[command(name = "wenhui-bench", version, about = "Wenhui's benchmarks (see BENCHMARKS.md)")]
+struct Cli {
+    /// The `wenhui` binary that the claims, redemptions, finance and lottery benchmarks run as
+    /// the server (or command) under test; default: `wenhui` beside this executable (the same
+    /// target directory).
+    #[arg(long, global = true)]
+    wenhui: Option<PathBuf>,
+    #[command(subcommand)]
+    command: BenchCommand,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    wenhui::telemetry::init(wenhui::telemetry::LogFormat::Text);
+    match run(&cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// The `wenhui` binary to run: `--wenhui`, else the sibling of this executable.
+fn wenhui_exe(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let exe = match flag {
+        Some(path) => path.to_owned(),
+        None => {
+            let own = std::env::current_exe().context("locating the wenhui-bench executable")?;
+            own.with_file_name(format!("wenhui{}", std::env::consts::EXE_SUFFIX))
+        }
+    };
+    if !exe.is_file() {
+        bail!(
+            "no wenhui binary at {} (build it with `cargo build --release -p wenhui`, or pass --wenhui PATH)",
+            exe.display()
+        );
+    }
+    Ok(exe)
+}
 
 #[derive(clap::Subcommand, Debug)]
-pub enum BenchCommand {
+enum BenchCommand {
     /// Ledger append throughput, single and batched, with pgbench TPC-B as the baseline.
     Ledger {
         /// Administrative PostgreSQL URL; the bench creates and drops its own databases there.
@@ -61,13 +111,14 @@ pub enum BenchCommand {
     Qr(qr::QrBench),
 }
 
-pub async fn run(command: &BenchCommand) -> anyhow::Result<()> {
-    match command {
-        BenchCommand::Ledger { .. } => ledger(command).await,
-        BenchCommand::Claims(args) => claims::run(args).await,
-        BenchCommand::Redemptions(args) => redemptions::run(args).await,
-        BenchCommand::Finance(args) => finance::run(args).await,
-        BenchCommand::Lottery(args) => lottery::run(args).await,
+async fn run(cli: &Cli) -> anyhow::Result<()> {
+    let wenhui = || wenhui_exe(cli.wenhui.as_deref());
+    match &cli.command {
+        command @ BenchCommand::Ledger { .. } => ledger(command).await,
+        BenchCommand::Claims(args) => claims::run(args, &wenhui()?).await,
+        BenchCommand::Redemptions(args) => redemptions::run(args, &wenhui()?).await,
+        BenchCommand::Finance(args) => finance::run(args, &wenhui()?).await,
+        BenchCommand::Lottery(args) => lottery::run(args, &wenhui()?).await,
         BenchCommand::Qr(args) => qr::run(args),
     }
 }

@@ -1,4 +1,4 @@
-//! `wenhui bench qr`: drawing a voucher token as an SVG QR code, the service's encoder
+//! `wenhui-bench qr`: drawing a voucher token as an SVG QR code, the service's encoder
 //! (`qr_image`: `qrcode` with our mask choice and SVG writer) against the `qrcode` crate's own
 //! `with_error_correction_level` and SVG renderer as the baseline, alternating, on the same fresh
 //! tokens, in one thread.
@@ -11,7 +11,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use uuid::Uuid;
 use wenhui_merchant_sdk::token::{TokenKind, TokenPayload, key_id_for};
 
-use crate::qr_image::QrSymbol;
+use wenhui::qr_image::QrSymbol;
 
 #[derive(clap::Args, Debug)]
 pub struct QrBench {
@@ -67,7 +67,7 @@ fn fresh_tokens(count: usize) -> anyhow::Result<Vec<String>> {
     let rng = SystemRandom::new();
     let pkcs8 = Ed25519KeyPair::generate_pkcs8(&rng).ok().context("key generation")?;
     let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).ok().context("key")?;
-    let now_s = crate::domain::time::Timestamp::now().unix_us().div_euclid(1_000_000);
+    let now_s = wenhui::domain::time::Timestamp::now().unix_us().div_euclid(1_000_000);
     (0..count)
         .map(|_| {
             let mut nonce = [0u8; 16];
@@ -78,7 +78,7 @@ fn fresh_tokens(count: usize) -> anyhow::Result<Vec<String>> {
                 subject: Uuid::now_v7(),
                 nonce,
                 issued_at_s: now_s,
-                expires_at_s: now_s + crate::qr::TOKEN_LIFETIME_S,
+                expires_at_s: now_s + wenhui::qr::TOKEN_LIFETIME_S,
             };
             Ok(payload.encode(key.sign(&payload.signing_input()).as_ref()))
         })

@@ -1,4 +1,4 @@
-//! `wenhui bench finance`: report and reconcile a whole season (issue #5's benchmark).
+//! `wenhui-bench finance`: report and reconcile a whole season (issue #5's benchmark).
 //!
 //! It creates a scratch PostgreSQL database (or, with `--backend sqlite`, a SQLite file in a
 //! temporary directory), migrates it and generates a season through the service's own storage
@@ -9,7 +9,7 @@
 //! while the batches are open (`commit_expiries`), re-issued claims of the stock the expiries gave
 //! back, the batches' closing (`close_batch_reserve`), expiries after closing, a settlement and its
 //! payout (`finance::settle`, `commit_payout`). Every ledger entry comes from the function the
-//! service uses (`rush::claim_entry`, `http::till::redemption_entry`, ...), so reconciliation must
+//! service uses (`domain::entries::claim_entry`, `domain::entries::redemption_entry`, ...), so reconciliation must
 //! find no break.
 //!
 //! Left out, because neither the report nor reconciliation reads them: citizen rows (vouchers
@@ -32,18 +32,19 @@ use serde_json::json;
 use sqlx::Connection;
 use uuid::Uuid;
 
-use crate::bench::{ScratchDb, machine_description, median};
-use crate::domain::finance::SettlementChunking;
-use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount, credit_check_char};
-use crate::domain::money::Fen;
-use crate::domain::region::{RegionCode, RegionLevel};
-use crate::domain::season::{Batch, Category, Season, Voucher, VoucherStatus};
-use crate::domain::time::Timestamp;
-use crate::http::till::{
-    AfterReversal, Plan, funder_parts_value, order_slot, plan_parts, redemption_entry, reversal_entry,
+use crate::{ScratchDb, machine_description, median};
+use wenhui::domain::entries::{
+    AfterReversal, budget_entry, claim_entry, expiry_entry, funder_parts, redemption_entry, reserve_entry,
+    reversal_entry,
 };
-use crate::storage::{
+use wenhui::domain::finance::{SettlementChunking, funder_parts_json};
+use wenhui::domain::funding::{FundingShares, VoucherTerms};
+use wenhui::domain::merchant::{CreditCode, Merchant, MerchantStatus, SettlementAccount, credit_check_char};
+use wenhui::domain::money::Fen;
+use wenhui::domain::region::{RegionCode, RegionLevel};
+use wenhui::domain::season::{Batch, Category, Season, Voucher, VoucherStatus, order_slot};
+use wenhui::domain::time::Timestamp;
+use wenhui::storage::{
     self, ClaimCommit, ConnectOptions, ExpiryCommit, IdemRecord, NewRedemption, NewReversal, Storage,
     TerminalRecord,
 };
@@ -96,11 +97,11 @@ pub struct FinanceBench {
     pub settlement_chunk_merchants: Option<usize>,
 }
 
-pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
+/// Runs the benchmark; `exe` is the wenhui binary whose `reconcile` and `report` are measured.
+pub async fn run(args: &FinanceBench, exe: &Path) -> anyhow::Result<()> {
     println!("machine: {}", machine_description());
-    let exe = std::env::current_exe().context("locating the wenhui executable")?;
     if args.backend == "sqlite" {
-        return run_sqlite(&exe, args).await;
+        return run_sqlite(exe, args).await;
     }
     let base = args.pg_url.rsplit_once('/').map(|(b, _)| b).unwrap_or(&args.pg_url);
     let (scratch, url, season_id) = match args.reuse {
@@ -112,7 +113,7 @@ pub async fn run(args: &FinanceBench) -> anyhow::Result<()> {
             (Some(scratch), url, season)
         }
     };
-    let outcome = measure(&exe, &url, season_id, args.runs.max(1)).await;
+    let outcome = measure(exe, &url, season_id, args.runs.max(1)).await;
     if let Some(scratch) = scratch {
         if args.keep {
             println!("kept database {} (re-measure with --reuse {season_id})", args.db_name);
@@ -350,7 +351,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     let mut entries = Vec::new();
     for funder in &funders {
         let amount = needed.get(funder).copied().unwrap_or(0);
-        entries.push(crate::http::seasons::budget_entry(
+        entries.push(budget_entry(
             season.id,
             *funder,
             fen(amount + amount / 4 + 100)?,
@@ -359,7 +360,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     }
     store.create_season(&season, &funders, &entries, &answer("bench:season", "{}".into())).await?;
     for batch in &batches {
-        let entry = crate::http::seasons::reserve_entry(batch)
+        let entry = reserve_entry(batch)
             .map_err(|_| anyhow::anyhow!("batch {}: stock x value too large", batch.name))?;
         store.create_batch(batch, &entry, &answer("bench:batch", "{}".into())).await?;
     }
@@ -437,13 +438,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         let g = vouchers[*i];
         let batch = &batches[g.batch];
         let reactivate = n % (5 * step) != 5 * step - 1;
-        let plan = Plan {
-            voucher: g.voucher(batch, VoucherStatus::Redeemed),
-            batch: batch.clone(),
-            season: season.clone(),
-            discount: fen(r.discount_fen)?,
-            parts: plan_parts(batch, batch.voucher_value(), fen(r.discount_fen)?),
-        };
+        let parts = funder_parts(batch, batch.voucher_value(), fen(r.discount_fen)?);
         let reversal_id = Uuid::now_v7();
         let after = if reactivate { AfterReversal::Active } else { AfterReversal::Expired };
         let status = after.status().as_str();
@@ -457,7 +452,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
             voucher_status: status,
             reserve_returned: batch.reserve_returned,
             season_totals: Vec::new(),
-            entry: reversal_entry(&plan, r.merchant_id, reversal_id, after),
+            entry: reversal_entry(batch, &parts, r.merchant_id, reversal_id, after),
             answer: answer(
                 &r.answer.scope,
                 json!({"reversal_id": reversal_id, "voucher_status": status}).to_string(),
@@ -503,7 +498,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     // Claims close on day 60: each batch's reserve goes back to its funders' pools.
     for batch in &batches {
         let fresh = store.batch(batch.id).await?.context("batch")?;
-        let entry = crate::rush::close_entry(store, &fresh).await?;
+        let entry = wenhui::rush::close_entry(store, &fresh).await?;
         store.close_batch_reserve(batch.id, at(start, 60 * DAY_S), entry.as_ref()).await?;
     }
     for batch in batches.iter_mut() {
@@ -518,7 +513,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     let cut_off = at(start, 40 * DAY_S);
     let probe = HeadProbe::start(url).await?;
     let settling = Instant::now();
-    let settlement = crate::finance::settle(
+    let settlement = wenhui::finance::settle(
         store,
         &season,
         cut_off,
@@ -746,7 +741,7 @@ async fn commit_claims(
         for g in group {
             let batch = &batches[g.batch];
             let voucher = g.voucher(batch, VoucherStatus::Active);
-            commit.entries.push(crate::rush::claim_entry(batch, &voucher));
+            commit.entries.push(claim_entry(batch, &voucher));
             commit.vouchers.push(voucher);
             match commit.batch_claims.iter_mut().find(|(id, _, _)| *id == batch.id) {
                 Some((_, count, _)) => *count += 1,
@@ -776,7 +771,7 @@ async fn expire(
         for &i in group {
             let g = vouchers[i];
             let batch = &batches[g.batch];
-            commit.entries.push(crate::rush::expiry_entry(batch, &g.voucher(batch, VoucherStatus::Active)));
+            commit.entries.push(expiry_entry(batch, &g.voucher(batch, VoucherStatus::Active)));
             commit.voucher_ids.push(g.id);
             match commit.batch_returns.iter_mut().find(|(id, _)| *id == batch.id) {
                 Some((_, count)) => *count += 1,
@@ -806,16 +801,10 @@ fn new_redemption(
     let order_amount = fen(batch.terms.min_spend().as_fen() + 100 + rng.below(30_000) as i64)?;
     let discount = batch.terms.discount(order_amount).map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(!discount.is_zero(), "a generated order gets no discount");
-    let plan = Plan {
-        voucher: g.voucher(batch, VoucherStatus::Active),
-        batch: batch.clone(),
-        season: season.clone(),
-        discount,
-        parts: plan_parts(batch, batch.voucher_value(), discount),
-    };
+    let parts = funder_parts(batch, batch.voucher_value(), discount);
     let id = Uuid::now_v7();
     let order_ref = format!("ORD-{}", id.simple());
-    let funders = funder_parts_value(&plan);
+    let funders = funder_parts_json(parts.iter().map(|(funder, _, discount)| (*funder, *discount)));
     let body = json!({
         "redemption_id": id, "voucher_id": g.id, "merchant_id": till.merchant.id, "order_ref": order_ref,
         "order_amount": order_amount.to_string(), "discount": discount.to_string(),
@@ -828,7 +817,7 @@ fn new_redemption(
         terminal_id: till.terminal,
         season_id: season.id,
         batch_id: batch.id,
-        order_slot: order_slot(&plan),
+        order_slot: order_slot(season, batch),
         provincial: batch.issuer.level() == RegionLevel::Province,
         order_ref,
         order_amount_fen: order_amount.as_fen(),
@@ -837,9 +826,9 @@ fn new_redemption(
         redeemed_at,
         qr_nonce: rng.bytes(16),
         card_payment_id: None,
-        citizen_id: plan.voucher.citizen_id,
+        citizen_id: g.citizen,
         merchant_redemption_limit: None,
-        entry: redemption_entry(&plan, till.merchant.id, id),
+        entry: redemption_entry(batch, &parts, till.merchant.id, id),
         answer: answer(&format!("terminal:{}", till.terminal), body.to_string()),
     })
 }

@@ -1,4 +1,4 @@
-//! `wenhui bench claims`: a flash crowd claiming vouchers from one batch.
+//! `wenhui-bench claims`: a flash crowd claiming vouchers from one batch.
 //!
 //! For each backend it runs `wenhui serve` as a child process on a scratch database, mints a staff
 //! key with `wenhui keys create`, creates a season and a batch of `--stock` vouchers, registers
@@ -25,7 +25,7 @@ use tokio::process::{Child, Command};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
-use crate::bench::{ScratchDb, machine_description, pgbench_tps};
+use crate::{ScratchDb, machine_description, pgbench_tps};
 
 /// How long the server may take to answer 200 on `/readyz`.
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
@@ -68,14 +68,9 @@ impl ClaimsBench {
     }
 }
 
-/// Runs the benchmark, spawning this executable (`serve`, `keys create`) as the server under test.
-pub async fn run(args: &ClaimsBench) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the wenhui executable")?;
-    run_with_server(args, &exe).await
-}
-
-/// [`run`] with another server executable; it must understand `serve` and `keys create` like wenhui.
-pub async fn run_with_server(args: &ClaimsBench, server_exe: &Path) -> anyhow::Result<()> {
+/// Runs the benchmark, spawning `server_exe` (`serve`, `keys create`: the wenhui binary, or another
+/// that understands them like it) as the server under test.
+pub async fn run(args: &ClaimsBench, server_exe: &Path) -> anyhow::Result<()> {
     let backends = Backend::parse_choice(&args.backend)?;
     args.rush_params().validate()?;
     println!("machine: {}", machine_description());

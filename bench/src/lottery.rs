@@ -1,4 +1,4 @@
-//! `wenhui bench lottery`: a lottery draw (`POST /v1/batches/{id}/draw`) against a live
+//! `wenhui-bench lottery`: a lottery draw (`POST /v1/batches/{id}/draw`) against a live
 //! `wenhui serve`, and what it does to the claims of another batch decided meanwhile.
 //!
 //! The bench creates a season, a rush batch and a lottery batch whose claim window closes
@@ -9,6 +9,7 @@
 //! run), then while the issuer draws. It prints the draw's time and rate and the claims' latency
 //! in both phases, and fails unless the draw issued the whole stock and every claim was granted.
 
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,25 +72,25 @@ impl LotteryBench {
     }
 }
 
-pub async fn run(args: &LotteryBench) -> anyhow::Result<()> {
+/// Runs the benchmark against `exe serve` (the wenhui binary).
+pub async fn run(args: &LotteryBench, exe: &Path) -> anyhow::Result<()> {
     args.validate()?;
     println!("machine: {}", super::machine_description());
     if args.backend == "sqlite" {
         let dir = tempfile::tempdir().context("a directory for the SQLite database")?;
         let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-        return serve_and_bench(&url, args).await;
+        return serve_and_bench(exe, &url, args).await;
     }
     let scratch = super::ScratchDb::create(&args.pg_url, "wenhui_bench_lottery").await?;
-    let outcome = serve_and_bench(&scratch.url, args).await;
+    let outcome = serve_and_bench(exe, &scratch.url, args).await;
     let dropped = scratch.drop_db().await;
     outcome?;
     dropped
 }
 
-async fn serve_and_bench(database_url: &str, args: &LotteryBench) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the wenhui binary")?;
+async fn serve_and_bench(exe: &Path, database_url: &str, args: &LotteryBench) -> anyhow::Result<()> {
     let data_dir = tempfile::tempdir()?;
-    let server = ServerUnderTest::start(&exe, database_url, data_dir.path()).await?;
+    let server = ServerUnderTest::start(exe, database_url, data_dir.path()).await?;
     let outcome = bench(&server, database_url, args).await;
     server.stop().await?;
     outcome
@@ -152,8 +153,8 @@ async fn create_lottery_batch(
 
 /// `entries` entries with random citizen ids, in one statement on the server's own database.
 async fn write_entries(database_url: &str, batch: Uuid, entries: u32) -> anyhow::Result<()> {
-    match crate::storage::Backend::of_url(database_url) {
-        Some(crate::storage::Backend::Sqlite) => {
+    match wenhui::storage::Backend::of_url(database_url) {
+        Some(wenhui::storage::Backend::Sqlite) => {
             let mut conn = sqlx::SqliteConnection::connect(database_url).await?;
             sqlx::query("PRAGMA busy_timeout = 30000").execute(&mut conn).await?;
             sqlx::query(
