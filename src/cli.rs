@@ -17,12 +17,12 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use crate::audit::{self, VerifyFailure};
+use crate::app::audit::{self, VerifyFailure};
+use crate::app::finance::{self, FinanceError};
+use crate::app::staff;
 use crate::domain::checkpoint::parse_public_key;
 use crate::domain::time::Timestamp;
-use crate::finance::{self, FinanceError};
 use crate::server::{self, ServeConfig};
-use crate::staff_keys;
 use crate::telemetry::{self, LogFormat};
 
 #[derive(Parser, Debug)]
@@ -190,14 +190,14 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let scope =
                 crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
             let store = server::open_store(&url, &cli.data_dir).await?;
-            let minted = staff_keys::mint(store.as_ref(), scope, label, None).await?;
+            let minted = staff::mint(store.as_ref(), scope, label, None).await?;
             println!("{}", minted.secret);
             Ok(ExitCode::SUCCESS)
         }
         Command::Keys(KeysCommand::RotateQr) => {
             let store = server::open_store(&url, &cli.data_dir).await?;
             let key_id =
-                crate::qr::rotate(store.as_ref(), &cli.data_dir, crate::domain::time::Timestamp::now())
+                crate::app::qr::rotate(store.as_ref(), &cli.data_dir, crate::domain::time::Timestamp::now())
                     .await?;
             println!("{key_id}");
             Ok(ExitCode::SUCCESS)
@@ -276,12 +276,12 @@ async fn season_report(
     let report = finance::report_for(store.as_ref(), &season, None, Timestamp::now()).await?;
     let bytes = match format {
         "csv" => {
-            let table = crate::report_files::table(&report, view).ok_or_else(|| {
-                anyhow::anyhow!("--view is one of {}", crate::report_files::VIEWS.join(", "))
+            let table = crate::app::finance::report_files::table(&report, view).ok_or_else(|| {
+                anyhow::anyhow!("--view is one of {}", crate::app::finance::report_files::VIEWS.join(", "))
             })?;
-            crate::report_files::csv(&table)?
+            crate::app::finance::report_files::csv(&table)?
         }
-        "xlsx" => crate::report_files::xlsx(&report)?,
+        "xlsx" => crate::app::finance::report_files::xlsx(&report)?,
         _ => serde_json::to_vec_pretty(&report)?,
     };
     match out {

@@ -11,12 +11,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::audit;
-use crate::citizens::{self, Citizens, DevIdentityVerifier};
+use crate::app::audit;
+use crate::app::citizens::{self, Citizens, DevIdentityVerifier};
+use crate::app::claims::ClaimWriter;
+use crate::app::signing::{self, SigningKey};
 use crate::domain::time::{Clock, SystemClock};
 use crate::http::{self, AppState, Services};
-use crate::rush::ClaimWriter;
-use crate::signing::{self, SigningKey};
 use crate::storage::{self, ConnectOptions, Storage};
 
 #[derive(Clone, Debug)]
@@ -29,7 +29,7 @@ pub struct ServeConfig {
     /// How often due vouchers are expired and closed batches' reserves returned.
     pub sweep_interval: Duration,
     /// How often request nonces, spent QR token nonces and stored answers past their retention
-    /// are deleted (`housekeeping.rs`).
+    /// are deleted (`app/housekeeping.rs`).
     pub prune_interval: Duration,
     /// How long citizens' and tills' retries get their first answer (at least a day).
     pub idempotency_retention: Duration,
@@ -57,7 +57,7 @@ impl ServeConfig {
             checkpoint_interval: Duration::from_secs(300),
             sweep_interval: Duration::from_secs(5),
             prune_interval: Duration::from_secs(60),
-            idempotency_retention: crate::housekeeping::IDEMPOTENCY_RETENTION,
+            idempotency_retention: crate::app::housekeeping::IDEMPOTENCY_RETENTION,
             revocation_poll: citizens::REVOCATION_POLL,
             request_timeouts: http::RequestTimeouts::default(),
             settlement_chunking: None,
@@ -131,16 +131,17 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let citizens = Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, verifier));
     let revocations =
         citizens::spawn_revocation_feed(citizens.clone(), config.clock.clone(), config.revocation_poll);
-    crate::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;
-    let qr = Arc::new(crate::qr::QrKeys::new(store.clone(), config.data_dir.clone(), config.clock.clone()));
+    crate::app::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;
+    let qr =
+        Arc::new(crate::app::qr::QrKeys::new(store.clone(), config.data_dir.clone(), config.clock.clone()));
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
-    let redemptions = crate::redeem_writer::RedemptionWriter::spawn(store.clone());
+    let redemptions = crate::app::till::writer::RedemptionWriter::spawn(store.clone());
     let sweeper = writer.spawn_sweeper(config.sweep_interval);
     anyhow::ensure!(
-        config.idempotency_retention >= crate::housekeeping::MIN_IDEMPOTENCY_RETENTION,
+        config.idempotency_retention >= crate::app::housekeeping::MIN_IDEMPOTENCY_RETENTION,
         "the idempotency retention must be at least a day"
     );
-    let pruning = crate::housekeeping::spawn_pruning(
+    let pruning = crate::app::housekeeping::spawn_pruning(
         store.clone(),
         config.clock.clone(),
         config.prune_interval,
@@ -204,7 +205,8 @@ fn spawn_settlement_resume(
     clock: Arc<dyn Clock>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        match crate::finance::finish_settlements_in_progress(store.as_ref(), chunking, clock.now()).await {
+        match crate::app::finance::finish_settlements_in_progress(store.as_ref(), chunking, clock.now()).await
+        {
             Ok(0) => {}
             Ok(finished) => tracing::info!(finished, "finished the settlements left in progress"),
             Err(error) => tracing::warn!(

@@ -498,7 +498,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     // Claims close on day 60: each batch's reserve goes back to its funders' pools.
     for batch in &batches {
         let fresh = store.batch(batch.id).await?.context("batch")?;
-        let entry = wenhui::rush::close_entry(store, &fresh).await?;
+        let entry = wenhui::app::claims::close_entry(store, &fresh).await?;
         store.close_batch_reserve(batch.id, at(start, 60 * DAY_S), entry.as_ref()).await?;
     }
     for batch in batches.iter_mut() {
@@ -513,7 +513,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     let cut_off = at(start, 40 * DAY_S);
     let probe = HeadProbe::start(url).await?;
     let settling = Instant::now();
-    let settlement = wenhui::finance::settle(
+    let settlement = wenhui::app::finance::settle(
         store,
         &season,
         cut_off,

@@ -11,7 +11,7 @@ use ring::signature::{Ed25519KeyPair, KeyPair};
 use uuid::Uuid;
 use wenhui_merchant_sdk::token::{TokenKind, TokenPayload, key_id_for};
 
-use wenhui::qr_image::QrSymbol;
+use wenhui::app::qr::image::QrSymbol;
 
 #[derive(clap::Args, Debug)]
 pub struct QrBench {
@@ -78,7 +78,7 @@ fn fresh_tokens(count: usize) -> anyhow::Result<Vec<String>> {
                 subject: Uuid::now_v7(),
                 nonce,
                 issued_at_s: now_s,
-                expires_at_s: now_s + wenhui::qr::TOKEN_LIFETIME_S,
+                expires_at_s: now_s + wenhui::app::qr::TOKEN_LIFETIME_S,
             };
             Ok(payload.encode(key.sign(&payload.signing_input()).as_ref()))
         })

@@ -646,7 +646,7 @@ pub async fn exchange(
     }
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     let hash = request_hash("POST", "/v1/me/card/exchanges", &body);
-    let exchange = crate::rush::Exchange { card_id: card.id, points: request.points };
+    let exchange = crate::app::claims::Exchange { card_id: card.id, points: request.points };
     let answer = state.writer().exchange(citizen_id, request.batch_id, exchange, key, hash).await;
     Ok(json_response(answer.status, answer.body))
 }

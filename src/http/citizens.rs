@@ -14,7 +14,7 @@ use super::extract::{
     ApiBytes, ApiJson, ApiPath, ApiQuery, PageQuery, Staff, bearer_token, next_cursor, page_limit,
 };
 use super::idempotency::{IdempotencyKey, json_response, request_hash};
-use crate::citizens::CitizenError;
+use crate::app::citizens::CitizenError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::staff::Role;
 
@@ -92,7 +92,7 @@ fn citizen_error(error: CitizenError) -> ApiError {
     }
 }
 
-fn session_response(session: crate::citizens::Session) -> (StatusCode, Json<SessionResponse>) {
+fn session_response(session: crate::app::citizens::Session) -> (StatusCode, Json<SessionResponse>) {
     let body = SessionResponse {
         citizen_id: session.citizen_id,
         token: session.token,
@@ -134,7 +134,7 @@ pub async fn sign_in(
 }
 
 /// Signs out: the presented token stops working at once on this instance and within
-/// [`REVOCATION_POLL`](crate::citizens::REVOCATION_POLL) on every other. Answers 204 whether or
+/// [`REVOCATION_POLL`](crate::app::citizens::REVOCATION_POLL) on every other. Answers 204 whether or
 /// not the token was still valid, so a retried sign-out gets the same answer.
 #[utoipa::path(delete, path = "/v1/me/session", security(("citizen_token" = [])),
     responses((status = 204, description = "signed out"), (status = 401, body = super::error::ErrorBody)))]
@@ -208,7 +208,7 @@ pub async fn my_vouchers(
         let Some(Some(batch)) = batches.get(&voucher.batch_id) else { continue };
         let mut shown = voucher.clone();
         shown.status = voucher.status_at(now);
-        let mut body = crate::rush::voucher_json(&shown, batch);
+        let mut body = crate::app::claims::voucher_json(&shown, batch);
         body["batch_name"] = serde_json::json!(batch.name);
         vouchers.push(body);
     }

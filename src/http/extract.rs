@@ -8,8 +8,8 @@ use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
+use crate::app::staff;
 use crate::domain::staff::{Role, StaffScope};
-use crate::staff_keys;
 
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
@@ -80,12 +80,12 @@ impl FromRequestParts<AppState> for Staff {
             ApiError::unauthorized("unauthenticated", "send a staff key as Authorization: Bearer <key>")
         })?;
         let invalid = || ApiError::unauthorized("invalid_key", "the staff key is not valid");
-        if !staff_keys::looks_like_key(token) {
+        if !staff::looks_like_key(token) {
             return Err(invalid());
         }
         let record = state
             .store()
-            .staff_key_by_hash(&staff_keys::hash_key(token))
+            .staff_key_by_hash(&staff::hash_key(token))
             .await?
             .filter(|r| !r.revoked)
             .ok_or_else(invalid)?;

@@ -18,12 +18,12 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
 use super::till::{merchant_or_staff, staff_over_merchant};
+use crate::app::finance::report_files;
+use crate::app::finance::{self, FinanceError, settlement_json};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
-use crate::finance::{self, FinanceError, settlement_json};
-use crate::report_files;
 use crate::storage::{IdemRecord, MAX_REPORT_ROWS, Storage};
 
 /// Largest till journal accepted for matching.
@@ -459,7 +459,7 @@ pub async fn merchant_journal(
     let season = load_season(state.store(), season_id).await?;
     let merchant = super::merchants::load(&state, query.merchant).await?;
     staff_over_merchant(&staff, &MERCHANT_READERS, &merchant)?;
-    let till = crate::journal_match::read_journal(&body, MAX_JOURNAL_LINES)
+    let till = crate::app::till::journal_match::read_journal(&body, MAX_JOURNAL_LINES)
         .map_err(|m| ApiError::unprocessable("invalid_journal", m))?;
     for terminal in &till.terminals {
         let of_merchant =
@@ -471,6 +471,6 @@ pub async fn merchant_journal(
             ));
         }
     }
-    let outcome = crate::journal_match::match_journal(state.store(), &season, &till).await?;
+    let outcome = crate::app::till::journal_match::match_journal(state.store(), &season, &till).await?;
     Ok(Json(serde_json::to_value(outcome).map_err(file_failed)?))
 }

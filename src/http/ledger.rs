@@ -7,7 +7,7 @@ use serde::Serialize;
 use super::AppState;
 use super::error::ApiError;
 use super::extract::Staff;
-use crate::audit::{self, VerifyFailure};
+use crate::app::audit::{self, VerifyFailure};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::staff::Role;
 

@@ -17,13 +17,13 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
-use crate::citizens::Citizens;
-use crate::coalesce::Coalescer;
+use crate::app::citizens::Citizens;
+use crate::app::claims::ClaimWriter;
+use crate::app::signing::SigningKey;
+use crate::app::till::coalesce::Coalescer;
+use crate::app::till::ttl_cache::TtlCache;
 use crate::domain::time::Clock;
-use crate::rush::ClaimWriter;
-use crate::signing::SigningKey;
 use crate::storage::Storage;
-use crate::ttl_cache::TtlCache;
 
 mod card;
 mod citizens;
@@ -69,13 +69,13 @@ pub(crate) struct AppInner {
     clock: Arc<dyn Clock>,
     citizens: Arc<Citizens>,
     writer: ClaimWriter,
-    qr: Arc<crate::qr::QrKeys>,
-    redemptions: crate::redeem_writer::RedemptionWriter,
+    qr: Arc<crate::app::qr::QrKeys>,
+    redemptions: crate::app::till::writer::RedemptionWriter,
     settlement_chunking: crate::domain::finance::SettlementChunking,
     pub(crate) tills:
         TtlCache<uuid::Uuid, (crate::storage::TerminalRecord, crate::domain::merchant::Merchant)>,
     pub(crate) batches: TtlCache<uuid::Uuid, (crate::domain::season::Batch, crate::domain::season::Season)>,
-    /// The till path's per-request reads and nonce writes, coalesced (`src/coalesce.rs`).
+    /// The till path's per-request reads and nonce writes, coalesced (`src/app/till/coalesce.rs`).
     pub(crate) till_reads: TillReads,
     /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`).
     pub(crate) citizen_rates: std::sync::Arc<rate_limit::CitizenRates>,
@@ -117,8 +117,8 @@ pub struct Services {
     pub clock: Arc<dyn Clock>,
     pub citizens: Arc<Citizens>,
     pub writer: ClaimWriter,
-    pub qr: Arc<crate::qr::QrKeys>,
-    pub redemptions: crate::redeem_writer::RedemptionWriter,
+    pub qr: Arc<crate::app::qr::QrKeys>,
+    pub redemptions: crate::app::till::writer::RedemptionWriter,
     pub settlement_chunking: crate::domain::finance::SettlementChunking,
 }
 
@@ -165,7 +165,7 @@ impl AppState {
         &self.0.writer
     }
 
-    pub fn qr(&self) -> &crate::qr::QrKeys {
+    pub fn qr(&self) -> &crate::app::qr::QrKeys {
         &self.0.qr
     }
 
@@ -177,14 +177,14 @@ impl AppState {
         subject: uuid::Uuid,
     ) -> Result<serde_json::Value, ApiError> {
         let (token, expires_at) = self.qr().issue(kind, subject).await?;
-        let svg = crate::qr::svg(token.clone()).await.map_err(|error| {
+        let svg = crate::app::qr::svg(token.clone()).await.map_err(|error| {
             tracing::error!(%error, "drawing a QR code failed");
             ApiError::internal()
         })?;
         Ok(serde_json::json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg}))
     }
 
-    pub fn redemptions(&self) -> &crate::redeem_writer::RedemptionWriter {
+    pub fn redemptions(&self) -> &crate::app::till::writer::RedemptionWriter {
         &self.0.redemptions
     }
 

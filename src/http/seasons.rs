@@ -779,7 +779,7 @@ pub async fn create_batch(
 }
 
 fn batch_view(batch: &Batch, now: Timestamp) -> Value {
-    let terms = crate::rush::voucher_json(
+    let terms = crate::app::claims::voucher_json(
         &crate::domain::season::Voucher {
             id: Uuid::nil(),
             batch_id: batch.id,

@@ -11,9 +11,9 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Staff, plain_text};
+use crate::app::staff;
 use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
-use crate::staff_keys;
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -71,7 +71,7 @@ pub async fn create_key(
             granter.role, granter.region, scope.region
         )));
     }
-    let minted = staff_keys::mint(state.store(), scope, label, Some(staff.1)).await?;
+    let minted = staff::mint(state.store(), scope, label, Some(staff.1)).await?;
     tracing::info!(key_id = %minted.id, role = %scope.role, region = %scope.region, "staff key minted");
     let body = CreateKeyResponse {
         id: minted.id,

@@ -119,7 +119,7 @@ impl Till {
         let season = self.world.app.store().season(season).await.expect("season").expect("exists");
         let clock = wenhui::domain::time::Clock::now(self.world.clock.as_ref());
         let result =
-            wenhui::finance::reconcile(self.world.app.store(), &season, clock).await.expect("reconcile");
+            wenhui::app::finance::reconcile(self.world.app.store(), &season, clock).await.expect("reconcile");
         let broken: Vec<_> = result.checks.iter().filter(|c| !c.ok).collect();
         assert!(broken.is_empty(), "the season does not reconcile: {broken:#?}");
     }

@@ -198,7 +198,7 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
             ],
         )],
     };
-    let entry = wenhui::rush::close_entry(store, &open).await.expect("close entry");
+    let entry = wenhui::app::claims::close_entry(store, &open).await.expect("close entry");
     store.close_batch_reserve(batch_id, world.clock.now(), entry.as_ref()).await.expect("closed");
     let refused = store.commit_expiries(&planned_open).await;
     assert!(
@@ -207,7 +207,8 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
     );
     assert_eq!(world.app.sweep().await.expired, 1, "planned again, to the pool");
     let season = store.season(season_id).await.expect("read").expect("season");
-    let reconciled = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+    let reconciled =
+        wenhui::app::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
     assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| c.breaks > 0).collect::<Vec<_>>());
 }
 
@@ -344,7 +345,7 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
     let refused = store.close_batch_reserve(batch_id, now, None).await;
     assert!(matches!(refused, Err(WriteError::Conflict(_))), "{refused:?}");
     let stored = store.batch(batch_id).await.expect("read").expect("batch");
-    let entry = wenhui::rush::close_entry(store, &stored).await.expect("the close's entry");
+    let entry = wenhui::app::claims::close_entry(store, &stored).await.expect("the close's entry");
     store.close_batch_reserve(batch_id, now, entry.as_ref()).await.expect("close the reserve");
     let refused = store.commit_claims(&claim(uuid::Uuid::now_v7())).await;
     assert!(matches!(refused, Err(WriteError::Conflict(_))), "{refused:?}");
@@ -394,7 +395,7 @@ async fn rush_500_citizens_stock_100_no_oversell(backend: Backend) {
     assert_eq!(province["reserved"], "0.00");
     assert_eq!(province["committed"], "1000.00");
     assert_eq!(province["available"], "99000.00");
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 async fn one_citizen_concurrent_claims_limit_one(backend: Backend) {
@@ -449,7 +450,7 @@ async fn one_citizen_concurrent_claims_limit_one(backend: Backend) {
     let (status, body) = crate::common::read(response).await;
     assert_eq!((status, code(&body)), (400, "missing_idempotency_key"));
     assert_eq!(world.batch_state(&batch_id).await["remaining"], 48);
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 async fn season_cap_and_budget_exceeded(backend: Backend) {
@@ -662,11 +663,12 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     let (status, refused) =
         world.app.post_idem(&late_draw, Some(&world.province_admin), "late", json!({"seed": seed})).await;
     assert_eq!((status, code(&refused)), (409, "season_closed"), "after the season's end: {refused}");
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
     let season_id: uuid::Uuid = world.season_id.parse().expect("uuid");
     let season = world.app.store().season(season_id).await.expect("read").expect("season");
-    let reconciled =
-        wenhui::finance::reconcile(world.app.store(), &season, world.clock.now()).await.expect("reconcile");
+    let reconciled = wenhui::app::finance::reconcile(world.app.store(), &season, world.clock.now())
+        .await
+        .expect("reconcile");
     assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| !c.ok).collect::<Vec<_>>());
 }
 
@@ -748,7 +750,8 @@ async fn a_monthly_cap_starts_afresh_each_calendar_month(backend: Backend) {
     let breaks = || async {
         let store = world.app.store();
         let season = store.season(season_id).await.expect("read").expect("season");
-        let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+        let result =
+            wenhui::app::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
         let check = result.checks.iter().find(|c| c.name == "citizen_month_total_disagrees").expect("check");
         (check.breaks, result.ok)
     };
@@ -793,7 +796,7 @@ async fn a_refused_expiry_holds_back_no_other(backend: Backend) {
     assert_eq!(world.app.db.raw(&mend).await, Ok(1));
     assert_eq!(world.app.sweep().await.expired, 1, "mended, it expires");
     assert_eq!(world.app.db.raw(still_active).await, Ok(0));
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 async fn expiry_returns_stock_and_releases_open_on_time(backend: Backend) {
@@ -830,7 +833,7 @@ async fn expiry_returns_stock_and_releases_open_on_time(backend: Backend) {
     let season = world.season().await;
     assert_eq!(funder(&season, "370000")["available"], "10000.00");
     assert_eq!(funder(&season, "370000")["committed"], "0.00");
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 async fn registration_validates_identity(backend: Backend) {

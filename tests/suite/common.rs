@@ -213,7 +213,7 @@ impl TestApp {
     }
 
     /// Runs the expiry and batch-close sweep now.
-    pub async fn sweep(&self) -> wenhui::rush::SweepReport {
+    pub async fn sweep(&self) -> wenhui::app::claims::SweepReport {
         self.server.as_ref().expect("running").writer.sweep().await.expect("sweep")
     }
 
@@ -238,7 +238,7 @@ impl TestApp {
     /// Mints a staff key directly through the service's own code.
     pub async fn staff_key(&self, role: Role, region: &str) -> String {
         let scope = StaffScope::new(role, region.parse().expect("region")).expect("scope");
-        wenhui::staff_keys::mint(self.store(), scope, "test", None).await.expect("mint").secret
+        wenhui::app::staff::mint(self.store(), scope, "test", None).await.expect("mint").secret
     }
 
     pub async fn get(&self, path: &str, key: Option<&str>) -> (u16, serde_json::Value) {

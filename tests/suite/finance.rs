@@ -7,10 +7,10 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sqlx::Connection;
 use uuid::Uuid;
+use wenhui::app::finance::{self, FinanceError};
 use wenhui::domain::finance::{SettlementChunking, cst_day_number, day_label};
 use wenhui::domain::staff::Role;
 use wenhui::domain::time::Timestamp;
-use wenhui::finance::{self, FinanceError};
 use wenhui::storage::{IdemRecord, SettlementPlan};
 use wenhui_merchant_sdk::client::{RedeemRequest, TillClient};
 

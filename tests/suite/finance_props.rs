@@ -239,7 +239,7 @@ impl Season {
     async fn reconciles(&self) -> Result<(), TestCaseError> {
         let season_id: Uuid = self.world.season_id.parse().expect("uuid");
         let season = self.world.app.store().season(season_id).await.expect("season").expect("exists");
-        let result = wenhui::finance::reconcile(self.world.app.store(), &season, self.world.clock.now())
+        let result = wenhui::app::finance::reconcile(self.world.app.store(), &season, self.world.clock.now())
             .await
             .map_err(|e| TestCaseError::fail(e.to_string()))?;
         let broken: Vec<_> = result.checks.iter().filter(|c| !c.ok).collect();

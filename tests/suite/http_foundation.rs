@@ -151,7 +151,7 @@ async fn slow_requests_time_out_cleanly(backend: Backend) {
         app.store().merchants_in(region, None, 10).await.expect("merchants").is_empty(),
         "nothing written"
     );
-    wenhui::audit::verify_store(app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(app.store()).await.expect("ledger verifies");
     let unknown = uuid::Uuid::now_v7();
     let (status, answer) = app.get(&format!("/v1/seasons/{unknown}/reconciliation"), Some(&admin)).await;
     assert_eq!(status, 404, "the season-wide limit applies, not the short one: {answer}");

@@ -2,13 +2,13 @@
 
 use std::sync::Arc;
 
-use wenhui::audit::{self, VerifyFailure};
+use wenhui::app::audit::{self, VerifyFailure};
+use wenhui::app::signing::SigningKey;
 use wenhui::domain::ledger::{
     AccountAddress, AccountSpec, ChainBreak, LedgerError, NewEntry, NewPosting, Side,
 };
 use wenhui::domain::money::Fen;
 use wenhui::domain::time::{ManualClock, Timestamp};
-use wenhui::signing::SigningKey;
 use wenhui::storage::{PostError, Storage};
 
 use crate::both_backends;
@@ -299,7 +299,7 @@ async fn export_verifies_offline_and_edits_fail(backend: Backend) {
 /// An export with one more entry appended to its chain, correctly hashed, that debits 5 points
 /// (a card's points account) and credits 5 fen: only the per-unit balance rule can catch it.
 pub fn append_mixed_unit_entry(export: &str) -> String {
-    use wenhui::audit::ExportLine;
+    use wenhui::app::audit::ExportLine;
     use wenhui::domain::ledger::{EntryHash, PostedEntry, Posting};
     let last = export
         .lines()

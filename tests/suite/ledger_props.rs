@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use proptest::prelude::*;
-use wenhui::audit;
+use wenhui::app::audit;
 use wenhui::domain::ledger::{AccountAddress, AccountSpec, NewEntry, NewPosting, Side};
 use wenhui::storage::Storage;
 

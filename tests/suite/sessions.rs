@@ -28,7 +28,7 @@ struct OneCodeVerifier {
 }
 
 #[async_trait::async_trait]
-impl wenhui::citizens::IdentityVerifier for OneCodeVerifier {
+impl wenhui::app::citizens::IdentityVerifier for OneCodeVerifier {
     async fn verify_registration(
         &self,
         _: &wenhui::domain::citizen::CitizenName,
@@ -278,7 +278,7 @@ fn uuid_literal(backend: Backend, id: &str) -> String {
 /// read from the database again and still work. A poll with room in its page drops only those.
 async fn more_revocations_than_a_page_clear_the_token_cache(backend: Backend) {
     use std::sync::Arc;
-    use wenhui::citizens::{Citizens, DevIdentityVerifier, FeedPoll};
+    use wenhui::app::citizens::{Citizens, DevIdentityVerifier, FeedPoll};
     use wenhui::domain::citizen::{CitizenName, IdNumber, Phone};
     use wenhui::domain::time::{Clock, SystemClock};
 

@@ -322,7 +322,7 @@ async fn a_season_limits_a_citizen_at_one_merchant(backend: Backend) {
     let (status, refused) =
         world.app.post_idem("/v1/seasons", Some(&world.province_admin), "s-0", body).await;
     assert_eq!((status, code(&refused)), (422, "invalid_merchant_redemption_limit"), "{refused}");
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 /// Citizen `n` claims a voucher of `batch` and redeems it through `client` on an order of `amount`.
@@ -386,7 +386,8 @@ async fn a_season_ceiling_caps_the_subsidy_by_category(backend: Backend) {
     let over_ceiling = || async {
         let store = world.app.store();
         let season = store.season(season_id).await.expect("read").expect("season");
-        let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+        let result =
+            wenhui::app::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
         let check =
             result.checks.iter().find(|c| c.name == "redemption_over_subsidy_ceiling").expect("check");
         (check.breaks, result.ok)
@@ -438,7 +439,8 @@ async fn reconciliation_checks_the_limit_counters(backend: Backend) {
     let breaks = || async {
         let store = world.app.store();
         let season = store.season(season_id).await.expect("read").expect("season");
-        let result = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+        let result =
+            wenhui::app::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
         let count = |name: &str| result.checks.iter().find(|c| c.name == name).map(|c| c.breaks);
         (count("citizen_season_total_disagrees"), count("merchant_redemption_count_disagrees"), result.ok)
     };
@@ -492,7 +494,7 @@ async fn reconciliation_checks_the_limit_counters(backend: Backend) {
 /// Housekeeping forgets a spent QR token's nonce after the retention (an hour), not before; by
 /// then the token has long expired, so a replay of it is still refused, as expired.
 async fn spent_qr_nonces_are_forgotten_after_their_retention(backend: Backend) {
-    use wenhui::housekeeping::{QR_NONCE_RETENTION_S, prune_qr_nonces};
+    use wenhui::app::housekeeping::{QR_NONCE_RETENTION_S, prune_qr_nonces};
     let till = Till::new(backend, json!({})).await;
     let world = &till.world;
     let batch = world.batch(json!({})).await;
@@ -578,19 +580,22 @@ async fn request_nonces_are_forgotten_after_their_retention(backend: Backend) {
     let old: Vec<_> = (0..12_000).map(|n| key(&format!("old-{n:05}"))).collect();
     assert!(store.record_nonces(&old, minutes_ago(16)).await.expect("old nonces").iter().all(|new| *new));
     assert_eq!(store.record_nonces(&[key("recent")], minutes_ago(14)).await.expect("recent"), [true]);
-    let pruned = wenhui::housekeeping::prune_terminal_nonces(store.as_ref(), now).await.expect("pruned");
+    let pruned = wenhui::app::housekeeping::prune_terminal_nonces(store.as_ref(), now).await.expect("pruned");
     assert_eq!(pruned, 12_000, "every nonce past the retention, over several batches");
     let again =
         store.record_nonces(&[key("old-00000"), key("old-11999"), key("recent")], now).await.expect("again");
     assert_eq!(again, [true, true, false]);
-    assert_eq!(wenhui::housekeeping::prune_terminal_nonces(store.as_ref(), now).await.expect("pruned"), 0);
+    assert_eq!(
+        wenhui::app::housekeeping::prune_terminal_nonces(store.as_ref(), now).await.expect("pruned"),
+        0
+    );
 }
 
 /// Housekeeping forgets the stored answers of citizens' and tills' writes after the retention,
 /// never staff's: until then a retry gets the first answer; after it a retry is decided afresh
 /// and refused (the voucher is spent), while the staff write's retry still replays.
 async fn stored_answers_are_forgotten_after_their_retention_except_staff(backend: Backend) {
-    use wenhui::housekeeping::{IDEMPOTENCY_RETENTION, prune_idempotency_answers};
+    use wenhui::app::housekeeping::{IDEMPOTENCY_RETENTION, prune_idempotency_answers};
     let till = Till::new(backend, json!({})).await;
     let world = &till.world;
     let batch = world.batch(json!({})).await;
@@ -613,7 +618,7 @@ async fn stored_answers_are_forgotten_after_their_retention_except_staff(backend
     let now = Timestamp::now();
     let holder =
         store.voucher(voucher.parse().expect("uuid")).await.expect("read").expect("voucher").citizen_id;
-    let claim_scope = wenhui::rush::citizen_scope(holder);
+    let claim_scope = wenhui::app::claims::citizen_scope(holder);
 
     let early = now.plus_seconds(retention_s - 3_600);
     assert_eq!(prune_idempotency_answers(store, early, IDEMPOTENCY_RETENTION).await.expect("prune"), 0);
@@ -698,7 +703,7 @@ async fn whole_path_redeem_reverse_redeem_again(backend: Backend) {
         lines.iter().filter(|l| l.op == "redeem").count() >= 4,
         "intent and attempt lines for each redeem"
     );
-    wenhui::audit::verify_store(till.world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(till.world.app.store()).await.expect("ledger verifies");
 }
 
 fn forge(subject: Uuid, key: &Ed25519KeyPair, issued_at_s: i64, lifetime_s: i64) -> String {
@@ -825,7 +830,7 @@ async fn every_refusal_has_its_code_and_writes_nothing(backend: Backend) {
         Some("stacking_not_allowed")
     );
     assert_eq!(till.head().await, before, "refused redemptions wrote nothing");
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 /// Free text holding a NUL (which PostgreSQL refuses in text) is refused with its code on both
@@ -902,7 +907,7 @@ async fn control_characters_and_huge_bodies_get_a_code_not_a_500(backend: Backen
     let (status, answer) = read(response).await;
     assert_eq!((status, code(&answer)), (413, "body_too_large"), "{answer}");
     assert_eq!(till.head().await, before + 2, "the refusals wrote nothing");
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 /// A till whose 201 was lost retries with the same Idempotency-Key: it gets that first answer
@@ -947,7 +952,7 @@ async fn a_retry_after_suspension_or_revocation_gets_the_first_answer(backend: B
     assert_eq!(fresh.expect_err("a new write is refused").code(), "terminal_revoked");
     let read = till.client.get(first.redemption_id).await;
     assert_eq!(read.expect_err("reads are refused").code(), "terminal_revoked");
-    wenhui::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
 }
 
 /// Guangzhou: a refund forfeits the voucher. In a season with `refund_forfeits_voucher` the
@@ -996,12 +1001,12 @@ async fn a_refund_forfeits_the_voucher_when_the_season_says_so(backend: Backend)
     let store = world.app.store();
     let season = store.season(season_id).await.expect("read").expect("season");
     let now = world.clock.now();
-    let report = wenhui::finance::build_report(store, &season, None, now).await.expect("report");
+    let report = wenhui::app::finance::build_report(store, &season, None, now).await.expect("report");
     let row = report.batches.iter().find(|b| b.batch_id.to_string() == batch).expect("the batch");
     assert_eq!((row.claimed, row.redeemed, row.forfeited, row.expired, row.active), (2, 0, 1, 0, 1));
-    let reconciled = wenhui::finance::reconcile(store, &season, now).await.expect("reconcile");
+    let reconciled = wenhui::app::finance::reconcile(store, &season, now).await.expect("reconcile");
     assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| c.breaks > 0).collect::<Vec<_>>());
-    wenhui::audit::verify_store(store).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(store).await.expect("ledger verifies");
 }
 
 /// An expired voucher's value goes back to its batch's reserve while the batch is open, to the
@@ -1079,7 +1084,8 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
     let season_id: Uuid = world.season_id.parse().expect("uuid");
     let store = world.app.store();
     let season = store.season(season_id).await.expect("read").expect("season");
-    let reconciled = wenhui::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
+    let reconciled =
+        wenhui::app::finance::reconcile(store, &season, world.clock.now()).await.expect("reconcile");
     assert!(reconciled.ok, "{:?}", reconciled.checks.iter().filter(|c| c.breaks > 0).collect::<Vec<_>>());
 }
 
@@ -1106,7 +1112,7 @@ async fn two_terminals_one_voucher(backend: Backend) {
         "{}",
         refused.code()
     );
-    wenhui::audit::verify_store(till.world.app.store()).await.expect("ledger verifies");
+    wenhui::app::audit::verify_store(till.world.app.store()).await.expect("ledger verifies");
 }
 
 /// The QR code drawn to an image and read back by a real decoder gives the token: tokens with
@@ -1126,7 +1132,7 @@ async fn qr_code_image_decodes_to_the_token() {
         };
         let token = payload.encode(key.sign(&payload.signing_input()).as_ref());
         assert!(QrToken::parse(&token).is_ok());
-        let symbol = wenhui::qr_image::QrSymbol::encode(token.as_bytes()).expect("encodes");
+        let symbol = wenhui::app::qr::image::QrSymbol::encode(token.as_bytes()).expect("encodes");
         masks.insert(symbol.mask);
         assert_eq!(decode_svg(&symbol.svg()), token, "mask {}", symbol.mask);
     }

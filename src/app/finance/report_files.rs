@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use rust_xlsxwriter::{Format, Workbook, XlsxError};
 use uuid::Uuid;
 
-use crate::finance::{SalesRow, SeasonReport, yuan};
+use crate::app::finance::{SalesRow, SeasonReport, yuan};
 use crate::storage::{SettlementLineRecord, SettlementRecord, StatementEvent};
 
 /// A cell of a finance table.

@@ -6,6 +6,8 @@
 //! and retires the previous one: tokens it signed before retirement stay valid until they expire
 //! (at most 120 s), so a rotation never breaks a token in flight.
 
+pub mod image;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -17,8 +19,8 @@ use ring::rand::{SecureRandom, SystemRandom};
 use uuid::Uuid;
 use wenhui_merchant_sdk::token::{KeyRing, MAX_LIFETIME_S, TokenKind, TokenPayload, VerificationKey};
 
+use crate::app::signing::SigningKey;
 use crate::domain::time::{Clock, Timestamp};
-use crate::signing::SigningKey;
 use crate::storage::{QrKeyRecord, Storage, StorageError};
 
 /// How long a freshly issued token lives.
@@ -147,7 +149,7 @@ impl QrKeys {
 /// The token drawn as a QR code, as SVG. Drawing takes about half a millisecond of CPU, so it
 /// runs on the blocking pool instead of holding a request worker through a rush of refreshes.
 pub async fn svg(token: String) -> anyhow::Result<String> {
-    let draw = move || crate::qr_image::QrSymbol::encode(token.as_bytes()).map(|symbol| symbol.svg());
+    let draw = move || crate::app::qr::image::QrSymbol::encode(token.as_bytes()).map(|symbol| symbol.svg());
     let drawn = tokio::task::spawn_blocking(draw).await.context("QR drawing task")?;
     drawn.map_err(|e| anyhow::anyhow!("QR encoding: {e}"))
 }

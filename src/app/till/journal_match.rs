@@ -13,10 +13,10 @@ use serde::Serialize;
 use uuid::Uuid;
 use wenhui_merchant_sdk::journal::JournalLine;
 
+use crate::app::finance::yuan;
 use crate::domain::money::Fen;
 use crate::domain::season::Season;
 use crate::domain::time::Timestamp;
-use crate::finance::yuan;
 use crate::storage::{RedemptionRecord, Storage, StorageError};
 
 /// The allowed clock difference between a till and the service.

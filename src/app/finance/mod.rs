@@ -5,12 +5,15 @@
 //! grows with the number of funders, batches, merchants and days, never with vouchers or
 //! redemptions. Reconciliation reads the same aggregates and checks them against the ledger.
 
+pub mod report_files;
+
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::audit;
+use crate::app::audit;
+use crate::app::signing::SigningKey;
 use crate::domain::accounts::SeasonAccount;
 use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
@@ -20,7 +23,6 @@ use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
 use crate::domain::time::Timestamp;
-use crate::signing::SigningKey;
 use crate::storage::{
     CardFigures, FinalReport, IdemRecord, MAX_BREAKS_LISTED, SettlementPlan, SettlementRecord, Storage,
     StorageError, WriteError,

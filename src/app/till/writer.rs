@@ -1,4 +1,4 @@
-//! Group commit for redemptions, as for claims (`rush.rs`): handlers verify the terminal, the
+//! Group commit for redemptions, as for claims (`app/claims.rs`): handlers verify the terminal, the
 //! token and the voucher with reads, then hand the redemption to one writer task per process,
 //! which commits everything queued in one transaction. Each redemption is re-checked under the
 //! ledger lock inside that transaction (QR nonce, voucher state, order reference, idempotency

@@ -6,10 +6,10 @@ use std::io::{BufRead, Write};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::app::signing::SigningKey;
 use crate::domain::checkpoint::{Checkpoint, CheckpointError};
 use crate::domain::ledger::{ChainBreak, ChainVerifier, EntryHash, PostedEntry, Posting};
 use crate::domain::time::Timestamp;
-use crate::signing::SigningKey;
 use crate::storage::{BalanceMismatch, Storage, StorageError};
 
 const PAGE_ENTRIES: i64 = 2_000;

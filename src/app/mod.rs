@@ -1,0 +1,17 @@
+//! The application: what the service does, between the HTTP layer and the command line above
+//! and the domain and storage below. It knows neither axum nor SQL: it takes parsed values,
+//! applies the domain's rules, and reads and writes through the storage traits.
+//!
+//! One module per capability: `claims` (the claim rush's writer and the sweeper), `till`,
+//! `finance`, `audit` (the ledger's verification, export and checkpoints), `citizens`, `staff`,
+//! `qr`, `housekeeping`, and `signing` (the service's own Ed25519 keys).
+
+pub mod audit;
+pub mod citizens;
+pub mod claims;
+pub mod finance;
+pub mod housekeeping;
+pub mod qr;
+pub mod signing;
+pub mod staff;
+pub mod till;

@@ -1,0 +1,8 @@
+//! The till: redemptions decided in groups (`writer`), the reads they coalesce (`coalesce`) and
+//! cache (`ttl_cache`), and a till's journal matched against the server's record
+//! (`journal_match`).
+
+pub mod coalesce;
+pub mod journal_match;
+pub mod ttl_cache;
+pub mod writer;
