@@ -3,6 +3,7 @@
 
 mod common;
 
+mod architecture;
 mod card;
 mod claims;
 mod cli;
