@@ -142,7 +142,7 @@ pub enum KeysCommand {
     /// List the staff keys (id, role, region, label, created, revoked, minted_by) as JSON; never a secret.
     List,
     /// Revoke a staff key by id: every request with it is refused from now on (401 invalid_key).
-    Revoke { id: uuid::Uuid },
+    Revoke { id: crate::domain::ids::StaffKeyId },
 }
 
 impl Cli {

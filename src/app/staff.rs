@@ -5,7 +5,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
-use uuid::Uuid;
+
+use crate::domain::ids::StaffKeyId;
 
 use crate::domain::staff::StaffScope;
 use crate::domain::time::Timestamp;
@@ -15,7 +16,7 @@ const PREFIX: &str = "wh_sk_";
 
 /// A freshly minted key: the secret exists only in this value.
 pub struct MintedKey {
-    pub id: Uuid,
+    pub id: StaffKeyId,
     pub secret: String,
 }
 
@@ -40,14 +41,14 @@ pub async fn mint(
     store: &dyn Storage,
     scope: StaffScope,
     label: &str,
-    minted_by: Option<Uuid>,
+    minted_by: Option<StaffKeyId>,
 ) -> Result<MintedKey, StorageError> {
     let mut bytes = [0u8; 32];
     SystemRandom::new()
         .fill(&mut bytes)
         .map_err(|_| StorageError::Corrupt("system random source failed".into()))?;
     let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
-    let id = Uuid::now_v7();
+    let id = StaffKeyId::new_v7();
     // The HTTP layer refuses control characters; the CLI's label is cleaned of them here.
     let label: String = label.trim().chars().filter(|c| !c.is_control()).take(100).collect();
     store

@@ -4,6 +4,7 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use super::ids::StaffKeyId;
 use super::region::{RegionCode, RegionLevel};
 use super::season::{Batch, Category};
 use super::staff::KeyLineage;
@@ -143,7 +144,7 @@ pub struct AccountRequest {
     pub seq: i64,
     pub requested_at: Timestamp,
     /// The staff key that asked.
-    pub requested_by: Uuid,
+    pub requested_by: StaffKeyId,
     pub reason: String,
     pub to: SettlementAccount,
     pub expires_at: Timestamp,
@@ -155,7 +156,7 @@ pub struct AccountRequest {
 pub struct AccountDecision {
     pub approved: bool,
     pub decided_at: Timestamp,
-    pub decided_by: Uuid,
+    pub decided_by: StaffKeyId,
     pub note: String,
 }
 
@@ -292,12 +293,12 @@ mod tests {
 
     #[test]
     fn an_account_request_needs_a_second_key_in_time() {
-        let (asker_key, other_key) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let asker = KeyLineage { key: asker_key, minted_by: vec![Uuid::from_u128(9)] };
-        let other = KeyLineage { key: other_key, minted_by: vec![Uuid::from_u128(9)] };
-        let minted_by_asker =
-            KeyLineage { key: Uuid::from_u128(5), minted_by: vec![asker_key, Uuid::from_u128(9)] };
-        let minter = KeyLineage { key: Uuid::from_u128(9), minted_by: vec![] };
+        let key = |n: u128| StaffKeyId::from_uuid(Uuid::from_u128(n));
+        let (asker_key, other_key) = (key(1), key(2));
+        let asker = KeyLineage { key: asker_key, minted_by: vec![key(9)] };
+        let other = KeyLineage { key: other_key, minted_by: vec![key(9)] };
+        let minted_by_asker = KeyLineage { key: key(5), minted_by: vec![asker_key, key(9)] };
+        let minter = KeyLineage { key: key(9), minted_by: vec![] };
         let at = Timestamp::from_unix_us(1_000_000);
         let account =
             SettlementAccount { bank: "b".into(), account_no: "1".into(), account_name: "n".into() };

@@ -10,6 +10,7 @@ pub mod citizen;
 pub mod entries;
 pub mod finance;
 pub mod funding;
+pub mod ids;
 pub mod ledger;
 pub mod merchant;
 pub mod money;

@@ -3,6 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use super::ids::StaffKeyId;
 use super::region::{RegionCode, RegionLevel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -97,8 +98,8 @@ pub const MAX_LINEAGE_DEPTH: usize = 32;
 /// line. Whoever minted a key saw its secret, and so could use it and every key minted from it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLineage {
-    pub key: uuid::Uuid,
-    pub minted_by: Vec<uuid::Uuid>,
+    pub key: StaffKeyId,
+    pub minted_by: Vec<StaffKeyId>,
 }
 
 impl KeyLineage {
@@ -115,7 +116,7 @@ mod tests {
 
     #[test]
     fn a_key_shares_a_holder_with_its_minters_and_what_it_minted() {
-        let key = |n: u128| uuid::Uuid::from_u128(n);
+        let key = |n: u128| StaffKeyId::from_uuid(uuid::Uuid::from_u128(n));
         // Operator -> 1 (province admin) -> 2 (city admin) -> 3 (its second key); 1 -> 4 (another city).
         let province = KeyLineage { key: key(1), minted_by: vec![] };
         let city = KeyLineage { key: key(2), minted_by: vec![key(1)] };

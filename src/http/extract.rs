@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::error::ApiError;
 use crate::app::staff;
+use crate::domain::ids::StaffKeyId;
 use crate::domain::staff::{Role, StaffScope};
 
 #[derive(FromRequest)]
@@ -48,19 +49,22 @@ pub(crate) fn plain_text(value: &str, max_chars: usize) -> Option<&str> {
 
 /// An authenticated member of staff.
 #[derive(Clone, Copy, Debug)]
-pub struct Staff(pub StaffScope, pub uuid::Uuid);
+pub struct Staff {
+    pub scope: StaffScope,
+    pub key_id: StaffKeyId,
+}
 
 impl Staff {
     /// Refuses with 403 unless the key holds one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<StaffScope, ApiError> {
-        if roles.contains(&self.0.role) {
-            Ok(self.0)
+        if roles.contains(&self.scope.role) {
+            Ok(self.scope)
         } else {
             let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
             Err(ApiError::forbidden(format!(
                 "this needs one of the roles {}; the key is {}",
                 allowed.join(", "),
-                self.0.role
+                self.scope.role
             )))
         }
     }
@@ -89,7 +93,7 @@ impl FromRequestParts<AppState> for Staff {
             .await?
             .filter(|r| !r.revoked)
             .ok_or_else(invalid)?;
-        Ok(Staff(record.scope, record.id))
+        Ok(Staff { scope: record.scope, key_id: record.id })
     }
 }
 

@@ -189,10 +189,11 @@ pub async fn settle(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let (scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/settlements", &key, &body).await? {
-        Prelude::Replay(replayed) => return Ok(replayed),
-        Prelude::Fresh { scope, hash } => (scope, hash),
-    };
+    let (scope, hash) =
+        match staff_prelude(state.store(), staff.key_id, "/v1/settlements", &key, &body).await? {
+            Prelude::Replay(replayed) => return Ok(replayed),
+            Prelude::Fresh { scope, hash } => (scope, hash),
+        };
     let request: SettleBody = parse_json(&body)?;
     let season = load_season(state.store(), request.season_id).await?;
     require_province_finance(&staff, &season)?;
@@ -334,7 +335,7 @@ pub async fn paid(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let path = format!("/v1/settlements/{settlement_id}/paid");
-    let (scope, hash) = match staff_prelude(state.store(), staff.1, &path, &key, &body).await? {
+    let (scope, hash) = match staff_prelude(state.store(), staff.key_id, &path, &key, &body).await? {
         Prelude::Replay(replayed) => return Ok(replayed),
         Prelude::Fresh { scope, hash } => (scope, hash),
     };

@@ -106,7 +106,7 @@ pub enum Prelude {
 
 pub async fn staff_prelude(
     store: &dyn Storage,
-    staff_key_id: uuid::Uuid,
+    staff_key_id: crate::domain::ids::StaffKeyId,
     path: &str,
     key: &str,
     body: &[u8],

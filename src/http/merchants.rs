@@ -138,7 +138,8 @@ pub async fn create(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-    let (scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/merchants", &key, &body).await? {
+    let (scope, hash) = match staff_prelude(state.store(), staff.key_id, "/v1/merchants", &key, &body).await?
+    {
         Prelude::Replay(replayed) => return Ok(replayed),
         Prelude::Fresh { scope, hash } => (scope, hash),
     };
@@ -189,12 +190,12 @@ pub async fn list(
         Some(city) => city
             .parse()
             .map_err(|e: crate::domain::region::RegionError| invalid("invalid_region", e.to_string()))?,
-        None => staff.0.region,
+        None => staff.scope.region,
     };
-    if !staff.0.covers(region) {
+    if !staff.scope.covers(region) {
         return Err(ApiError::forbidden(format!(
             "a {} of {} cannot see merchants of {region}",
-            staff.0.role, staff.0.region
+            staff.scope.role, staff.scope.region
         )));
     }
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
@@ -273,7 +274,7 @@ pub async fn register_terminal(
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
     let path = format!("/v1/merchants/{merchant_id}/terminals");
-    let (scope, hash) = match staff_prelude(state.store(), staff.1, &path, &key, &body).await? {
+    let (scope, hash) = match staff_prelude(state.store(), staff.key_id, &path, &key, &body).await? {
         Prelude::Replay(replayed) => return Ok(replayed),
         Prelude::Fresh { scope, hash } => (scope, hash),
     };
@@ -394,7 +395,7 @@ pub async fn change_account(
         id: Uuid::now_v7(),
         merchant_id: id,
         requested_at: now,
-        requested_by: staff.1,
+        requested_by: staff.key_id,
         reason: text_field(&request.reason, "reason", 500)?,
         to,
         expires_at: now.plus_seconds(ACCOUNT_REQUEST_TTL_S),
@@ -420,7 +421,7 @@ pub async fn change_account(
         )),
         AccountRequestOutcome::Requested(waiting) => {
             if waiting.id == asked.id {
-                tracing::info!(merchant = %id, request = %waiting.id, staff_key = %staff.1, "settlement account change requested");
+                tracing::info!(merchant = %id, request = %waiting.id, staff_key = %staff.key_id, "settlement account change requested");
             }
             let body =
                 json!({"merchant": merchant_json(&merchant), "request": account_request_json(&waiting, now)});
@@ -499,7 +500,7 @@ async fn decide(
         decision: AccountDecision {
             approved: approve,
             decided_at: state.clock().now(),
-            decided_by: staff.1,
+            decided_by: staff.key_id,
             note,
         },
         change_id: Uuid::now_v7(),
@@ -510,12 +511,12 @@ async fn decide(
         }
         AccountDecisionOutcome::Approved(request, change) => {
             state.inner().tills.clear();
-            tracing::info!(merchant = %merchant_id, request = %request.id, change = %change.id, staff_key = %staff.1,
+            tracing::info!(merchant = %merchant_id, request = %request.id, change = %change.id, staff_key = %staff.key_id,
                 "settlement account change approved");
             Ok(*request)
         }
         AccountDecisionOutcome::Rejected(request) => {
-            tracing::info!(merchant = %merchant_id, request = %request.id, staff_key = %staff.1,
+            tracing::info!(merchant = %merchant_id, request = %request.id, staff_key = %staff.key_id,
                 "settlement account change rejected");
             Ok(*request)
         }

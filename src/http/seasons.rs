@@ -111,10 +111,11 @@ pub async fn create_season(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin])?;
-    let (idem_scope, hash) = match staff_prelude(state.store(), staff.1, "/v1/seasons", &key, &body).await? {
-        Prelude::Replay(replayed) => return Ok(replayed),
-        Prelude::Fresh { scope, hash } => (scope, hash),
-    };
+    let (idem_scope, hash) =
+        match staff_prelude(state.store(), staff.key_id, "/v1/seasons", &key, &body).await? {
+            Prelude::Replay(replayed) => return Ok(replayed),
+            Prelude::Fresh { scope, hash } => (scope, hash),
+        };
     let request: CreateSeason = parse_json(&body)?;
     let province = parse_region(&request.province, "province")?;
     if province.level() != RegionLevel::Province || !scope.covers(province) {
@@ -198,13 +199,18 @@ pub async fn add_budget(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-    let (idem_scope, hash) =
-        match staff_prelude(state.store(), staff.1, &format!("/v1/seasons/{season_id}/budgets"), &key, &body)
-            .await?
-        {
-            Prelude::Replay(replayed) => return Ok(replayed),
-            Prelude::Fresh { scope, hash } => (scope, hash),
-        };
+    let (idem_scope, hash) = match staff_prelude(
+        state.store(),
+        staff.key_id,
+        &format!("/v1/seasons/{season_id}/budgets"),
+        &key,
+        &body,
+    )
+    .await?
+    {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
     let request: AddBudget = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
     let funder = parse_region(&request.funder, "funder")?;
@@ -560,7 +566,7 @@ pub async fn draw(
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let path = format!("/v1/batches/{batch_id}/draw");
-    let (idem_scope, hash) = match staff_prelude(state.store(), staff.1, &path, &key, &body).await? {
+    let (idem_scope, hash) = match staff_prelude(state.store(), staff.key_id, &path, &key, &body).await? {
         Prelude::Replay(replayed) => return Ok(replayed),
         Prelude::Fresh { scope, hash } => (scope, hash),
     };
@@ -723,13 +729,18 @@ pub async fn create_batch(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-    let (idem_scope, hash) =
-        match staff_prelude(state.store(), staff.1, &format!("/v1/seasons/{season_id}/batches"), &key, &body)
-            .await?
-        {
-            Prelude::Replay(replayed) => return Ok(replayed),
-            Prelude::Fresh { scope, hash } => (scope, hash),
-        };
+    let (idem_scope, hash) = match staff_prelude(
+        state.store(),
+        staff.key_id,
+        &format!("/v1/seasons/{season_id}/batches"),
+        &key,
+        &body,
+    )
+    .await?
+    {
+        Prelude::Replay(replayed) => return Ok(replayed),
+        Prelude::Fresh { scope, hash } => (scope, hash),
+    };
     let request: CreateBatch = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
     let issuer = parse_region(&request.issuer, "issuer")?;

@@ -71,10 +71,10 @@ pub async fn create_key(
             granter.role, granter.region, scope.region
         )));
     }
-    let minted = staff::mint(state.store(), scope, label, Some(staff.1)).await?;
+    let minted = staff::mint(state.store(), scope, label, Some(staff.key_id)).await?;
     tracing::info!(key_id = %minted.id, role = %scope.role, region = %scope.region, "staff key minted");
     let body = CreateKeyResponse {
-        id: minted.id,
+        id: minted.id.as_uuid(),
         key: minted.secret,
         role: scope.role,
         region: scope.region.to_string(),
@@ -85,5 +85,5 @@ pub async fn create_key(
 /// Who the presented key speaks for.
 #[utoipa::path(get, path = "/v1/staff/me", security(("staff_key" = [])), responses((status = 200, body = WhoAmI)))]
 pub async fn me(staff: Staff) -> Json<WhoAmI> {
-    Json(WhoAmI { role: staff.0.role, region: staff.0.region.to_string() })
+    Json(WhoAmI { role: staff.scope.role, region: staff.scope.region.to_string() })
 }

@@ -23,6 +23,8 @@ use sqlx::sqlite::{SqliteArguments, SqliteConnection, SqlitePool, SqliteRow};
 use sqlx::{Arguments, FromRow, Postgres, SqlSafeStr, SqlStr, Sqlite, Transaction};
 use uuid::Uuid;
 
+use crate::domain::ids::Id;
+
 /// A connection pool of either backend.
 #[derive(Clone, Debug)]
 pub(crate) enum Pool {
@@ -308,6 +310,54 @@ impl Bind for &Uuid {
 
 impl Nullable for &Uuid {
     const NULL: Arg = Arg::Uuid(None);
+}
+
+impl<K> Bind for Id<K> {
+    fn into_arg(self) -> Arg {
+        Arg::Uuid(Some(self.as_uuid()))
+    }
+}
+
+impl<K> Nullable for Id<K> {
+    const NULL: Arg = Arg::Uuid(None);
+}
+
+impl<K> Bind for &Id<K> {
+    fn into_arg(self) -> Arg {
+        Arg::Uuid(Some(self.as_uuid()))
+    }
+}
+
+// A typed id is its UUID in the database, on either backend: rows decode straight into it.
+impl<K, DB: sqlx::Database> sqlx::Type<DB> for Id<K>
+where
+    Uuid: sqlx::Type<DB>,
+{
+    fn type_info() -> DB::TypeInfo {
+        <Uuid as sqlx::Type<DB>>::type_info()
+    }
+
+    fn compatible(ty: &DB::TypeInfo) -> bool {
+        <Uuid as sqlx::Type<DB>>::compatible(ty)
+    }
+}
+
+impl<'q, K, DB: sqlx::Database> sqlx::Encode<'q, DB> for Id<K>
+where
+    Uuid: sqlx::Encode<'q, DB>,
+{
+    fn encode_by_ref(&self, buf: &mut DB::ArgumentBuffer) -> Result<sqlx::encode::IsNull, BoxDynError> {
+        self.as_uuid().encode_by_ref(buf)
+    }
+}
+
+impl<'r, K, DB: sqlx::Database> sqlx::Decode<'r, DB> for Id<K>
+where
+    Uuid: sqlx::Decode<'r, DB>,
+{
+    fn decode(value: DB::ValueRef<'r>) -> Result<Self, BoxDynError> {
+        Uuid::decode(value).map(Id::from_uuid)
+    }
 }
 
 fn pg_arguments(args: Vec<Arg>) -> Result<PgArguments, BoxDynError> {

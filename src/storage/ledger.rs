@@ -5,9 +5,9 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use crate::domain::checkpoint::Checkpoint;
+use crate::domain::ids::StaffKeyId;
 use crate::domain::ledger::{
     AccountAddress, AccountFlags, AccountSpec, Balance, EntryHash, LedgerError, LedgerHead,
     MAX_ENTRIES_PER_BATCH, NewEntry, PostReceipt, PostedEntry, Posting, Sealed, Side, seal,
@@ -412,7 +412,7 @@ fn same_content(entry: &NewEntry, posted: &PostedEntry) -> bool {
 }
 
 /// (id, role, region, label, created_at_us, revoked_at_us, minted_by)
-type StaffKeyRow = (Uuid, String, String, String, i64, Option<i64>, Option<Uuid>);
+type StaffKeyRow = (StaffKeyId, String, String, String, i64, Option<i64>, Option<StaffKeyId>);
 
 /// The columns of a [`StaffKeyRow`].
 const STAFF_KEY_COLUMNS: &str = "id, role, region, label, created_at_us, revoked_at_us, minted_by";
@@ -570,7 +570,7 @@ impl Storage for SqlStore {
     }
 
     async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError> {
-        let row: Option<(Uuid, String, String, String, Option<i64>)> =
+        let row: Option<(StaffKeyId, String, String, String, Option<i64>)> =
             query_as("SELECT id, role, region, label, revoked_at_us FROM staff_keys WHERE key_hash = $1")
                 .bind(key_hash.to_vec())
                 .fetch_optional(&self.pool)
@@ -594,7 +594,7 @@ impl Storage for SqlStore {
 
     async fn revoke_staff_key(
         &self,
-        id: Uuid,
+        id: StaffKeyId,
         at: Timestamp,
     ) -> Result<Option<crate::storage::StaffKeyListing>, StorageError> {
         query("UPDATE staff_keys SET revoked_at_us = $1 WHERE id = $2 AND revoked_at_us IS NULL")

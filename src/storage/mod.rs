@@ -10,9 +10,9 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use crate::domain::checkpoint::Checkpoint;
+use crate::domain::ids::StaffKeyId;
 use crate::domain::ledger::{
     AccountAddress, Balance, IndexedLedgerError, LedgerHead, NewEntry, PostReceipt, PostedEntry,
 };
@@ -116,18 +116,18 @@ pub struct BalanceMismatch {
 
 #[derive(Clone, Debug)]
 pub struct NewStaffKey {
-    pub id: Uuid,
+    pub id: StaffKeyId,
     pub key_hash: Vec<u8>,
     pub scope: StaffScope,
     pub label: String,
     pub created_at: Timestamp,
     /// The key that minted it through the API; None at the command line.
-    pub minted_by: Option<Uuid>,
+    pub minted_by: Option<StaffKeyId>,
 }
 
 #[derive(Clone, Debug)]
 pub struct StaffKeyRecord {
-    pub id: Uuid,
+    pub id: StaffKeyId,
     pub scope: StaffScope,
     pub label: String,
     pub revoked: bool,
@@ -136,12 +136,12 @@ pub struct StaffKeyRecord {
 /// A staff key as `wenhui keys list` shows it: never its secret, nor the secret's hash.
 #[derive(Clone, Debug)]
 pub struct StaffKeyListing {
-    pub id: Uuid,
+    pub id: StaffKeyId,
     pub scope: StaffScope,
     pub label: String,
     pub created_at: Timestamp,
     pub revoked_at: Option<Timestamp>,
-    pub minted_by: Option<Uuid>,
+    pub minted_by: Option<StaffKeyId>,
 }
 
 #[async_trait]
@@ -183,7 +183,7 @@ pub trait Storage: SeasonStore + TillStore + CardStore + FinanceStore + Send + S
     /// key revoked before keeps its first revocation time.
     async fn revoke_staff_key(
         &self,
-        id: Uuid,
+        id: StaffKeyId,
         at: Timestamp,
     ) -> Result<Option<StaffKeyListing>, StorageError>;
 }

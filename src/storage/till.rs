@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::domain::ids::StaffKeyId;
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
@@ -65,7 +66,7 @@ pub(crate) struct AccountChangeRow {
     merchant_id: Uuid,
     seq: i64,
     changed_at_us: i64,
-    changed_by: Uuid,
+    changed_by: StaffKeyId,
     reason: String,
     old_bank: String,
     old_account_no: String,
@@ -74,7 +75,7 @@ pub(crate) struct AccountChangeRow {
     new_account_no: String,
     new_account_name: String,
     request_id: Option<Uuid>,
-    requested_by: Option<Uuid>,
+    requested_by: Option<StaffKeyId>,
 }
 
 impl AccountChangeRow {
@@ -116,7 +117,7 @@ pub(crate) struct AccountRequestRow {
     merchant_id: Uuid,
     seq: i64,
     requested_at_us: i64,
-    requested_by: Uuid,
+    requested_by: StaffKeyId,
     reason: String,
     new_bank: String,
     new_account_no: String,
@@ -124,7 +125,7 @@ pub(crate) struct AccountRequestRow {
     expires_at_us: i64,
     decision: Option<String>,
     decided_at_us: Option<i64>,
-    decided_by: Option<Uuid>,
+    decided_by: Option<StaffKeyId>,
     note: Option<String>,
 }
 
@@ -278,8 +279,11 @@ pub(crate) fn decide_redemptions(
 impl SqlStore {
     /// The staff key and the keys that minted it, nearest first (one recursive
     /// query; at most `MAX_LINEAGE_DEPTH` minters).
-    async fn key_lineage(tx: &mut Tx, key: Uuid) -> Result<crate::domain::staff::KeyLineage, StorageError> {
-        let minted_by: Vec<(Uuid,)> = query_as(
+    async fn key_lineage(
+        tx: &mut Tx,
+        key: StaffKeyId,
+    ) -> Result<crate::domain::staff::KeyLineage, StorageError> {
+        let minted_by: Vec<(StaffKeyId,)> = query_as(
             "WITH RECURSIVE lineage (id, depth) AS ( \
                SELECT minted_by, 1 FROM staff_keys WHERE id = $1 \
                UNION ALL \
@@ -620,7 +624,7 @@ impl TillStore for SqlStore {
         }
         // Revocation is checked when a request is authenticated; read again here,
         // under the merchant's row lock, for a key revoked since (either one).
-        let revoked: Vec<(Uuid,)> =
+        let revoked: Vec<(StaffKeyId,)> =
             query_as("SELECT id FROM staff_keys WHERE id IN ($1, $2) AND revoked_at_us IS NOT NULL")
                 .bind(made.decided_by)
                 .bind(request.requested_by)

@@ -349,13 +349,13 @@ pub struct AccountChange {
     pub seq: i64,
     pub changed_at: Timestamp,
     /// The staff key that made the change: the approving key of its request.
-    pub changed_by: Uuid,
+    pub changed_by: crate::domain::ids::StaffKeyId,
     pub reason: String,
     pub from: crate::domain::merchant::SettlementAccount,
     pub to: crate::domain::merchant::SettlementAccount,
     /// The request it carried out, and the key that asked; `None` for changes made with one key
     /// before requests needed a second (migration 0014).
-    pub request: Option<(Uuid, Uuid)>,
+    pub request: Option<(Uuid, crate::domain::ids::StaffKeyId)>,
 }
 
 /// Rows housekeeping deletes by age: those of `table` matching `older` (which compares with `$1`,
@@ -389,7 +389,7 @@ pub struct NewAccountRequest {
     pub id: Uuid,
     pub merchant_id: Uuid,
     pub requested_at: Timestamp,
-    pub requested_by: Uuid,
+    pub requested_by: crate::domain::ids::StaffKeyId,
     pub reason: String,
     pub to: crate::domain::merchant::SettlementAccount,
     pub expires_at: Timestamp,
