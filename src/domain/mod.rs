@@ -7,6 +7,7 @@ pub mod accounts;
 pub mod card;
 pub mod checkpoint;
 pub mod citizen;
+pub mod error_code;
 pub mod finance;
 pub mod funding;
 pub mod ledger;

@@ -19,6 +19,7 @@ use tower_http::trace::{DefaultOnResponse, TraceLayer};
 
 use crate::citizens::Citizens;
 use crate::coalesce::Coalescer;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::time::Clock;
 use crate::rush::ClaimWriter;
 use crate::signing::SigningKey;
@@ -360,7 +361,10 @@ fn make_span(request: &Request) -> tracing::Span {
 }
 
 async fn on_timeout(_: tower::BoxError) -> ApiError {
-    ApiError::unavailable("timeout", "the request took too long; retry with the same Idempotency-Key")
+    ApiError::unavailable(
+        ErrorCode::Timeout,
+        "the request took too long; retry with the same Idempotency-Key",
+    )
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
