@@ -31,7 +31,7 @@ use crate::domain::season::{Season, SeasonStatus};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Storage, WriteError, card_conflict,
+    Constraint, IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Storage, WriteError, card_conflict,
 };
 
 fn yuan(fen: i64) -> String {
@@ -113,8 +113,11 @@ pub async fn issue(
                 let view = card_view(state.store(), &card).await?;
                 return Ok(json_response(201, view.to_string()));
             }
-            Err(WriteError::Conflict(code)) if code == card_conflict::CARD_NUMBER_TAKEN => continue,
-            Err(WriteError::Conflict(_)) => return Err(card_exists()),
+            Err(WriteError::Constraint(Constraint::CardNumber)) => continue,
+            Err(WriteError::Constraint(Constraint::CardPerCitizen)) => return Err(card_exists()),
+            Err(WriteError::Constraint(other)) => {
+                return Err(ApiError::constraint_refusal(&other.to_string()));
+            }
             Err(WriteError::Storage(error)) => return Err(error.into()),
             Err(_) => return Err(ApiError::internal()),
         }
@@ -544,6 +547,7 @@ async fn card_write_refusal(
             ),
             _ => ApiError::conflict(ErrorCode::Conflict, code),
         },
+        WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
         WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::PointsRefused, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
     };

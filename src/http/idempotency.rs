@@ -126,12 +126,13 @@ pub async fn staff_prelude(
 }
 
 /// The answer to a keyed write the storage layer carried out (or refused): the stored answer,
-/// a replay if a twin committed first, or the refusal. `on_conflict` names a constraint refusal.
+/// a replay if a twin committed first, or the refusal. `on_conflict` answers a refusal the storage
+/// decided or a constraint refused (`WriteError::Refused` or `WriteError::Constraint`).
 pub async fn write_outcome(
     store: &dyn Storage,
     outcome: Result<(), crate::storage::WriteError>,
     record: crate::storage::IdemRecord,
-    on_conflict: impl FnOnce(String) -> ApiError,
+    on_conflict: impl FnOnce(crate::storage::WriteError) -> ApiError,
 ) -> Result<Response, ApiError> {
     use crate::domain::ledger::LedgerError;
     use crate::storage::WriteError;
@@ -149,7 +150,7 @@ pub async fn write_outcome(
             )),
             other => Err(ApiError::unprocessable(ErrorCode::LedgerRefused, other.to_string())),
         },
-        Err(WriteError::Conflict(message)) => Err(on_conflict(message)),
+        Err(refused @ (WriteError::Conflict(_) | WriteError::Constraint(_))) => Err(on_conflict(refused)),
         Err(WriteError::Storage(error)) => Err(error.into()),
     }
 }

@@ -24,8 +24,8 @@ use crate::domain::season::Category;
 use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    AccountChange, AccountDecisionOutcome, AccountRequestOutcome, IdemRecord, NewAccountDecision,
-    NewAccountRequest, TerminalRecord,
+    AccountChange, AccountDecisionOutcome, AccountRequestOutcome, Constraint, IdemRecord, NewAccountDecision,
+    NewAccountRequest, TerminalRecord, WriteError,
 };
 
 fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
@@ -152,11 +152,12 @@ pub async fn create(
     answer["settlement_account"]["account_no"] = json!(merchant.settlement.masked_account_no());
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
     let outcome = state.store().insert_merchant(&merchant, &record).await;
-    write_outcome(state.store(), outcome, record, |_| {
-        ApiError::conflict(
+    write_outcome(state.store(), outcome, record, |refused| match refused {
+        WriteError::Constraint(Constraint::MerchantCreditCode) => ApiError::conflict(
             ErrorCode::MerchantExists,
             "a merchant with this credit code is already registered",
-        )
+        ),
+        other => ApiError::constraint_refusal(&other.to_string()),
     })
     .await
 }
@@ -300,8 +301,11 @@ pub async fn register_terminal(
     let answer = json!({"terminal_id": terminal.id, "merchant_id": merchant_id, "label": label});
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
     let outcome = state.store().insert_terminal(&terminal, state.clock().now(), &record).await;
-    write_outcome(state.store(), outcome, record, |_| {
-        ApiError::conflict(ErrorCode::TerminalExists, "this public key is already registered")
+    write_outcome(state.store(), outcome, record, |refused| match refused {
+        WriteError::Constraint(Constraint::TerminalPublicKey) => {
+            ApiError::conflict(ErrorCode::TerminalExists, "this public key is already registered")
+        }
+        other => ApiError::constraint_refusal(&other.to_string()),
     })
     .await
 }

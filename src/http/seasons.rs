@@ -51,11 +51,13 @@ fn check_name(name: &str) -> Result<String, ApiError> {
     }
 }
 
-fn conflict(message: String) -> ApiError {
-    if message == crate::storage::conflict::SEASON_CLOSED {
-        return season_closed();
+fn conflict(refused: crate::storage::WriteError) -> ApiError {
+    match refused {
+        crate::storage::WriteError::Conflict(what) if what == crate::storage::conflict::SEASON_CLOSED => {
+            season_closed()
+        }
+        other => ApiError::constraint_refusal(&other.to_string()),
     }
-    ApiError::constraint_refusal(&message)
 }
 
 fn season_closed() -> ApiError {

@@ -505,6 +505,7 @@ async fn write_refusal(
             ApiError::conflict(ErrorCode::AlreadyReversed, "the redemption was already reversed")
         }
         WriteError::Conflict(what) => ApiError::constraint_refusal(&what),
+        WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
         WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::BudgetExceeded, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
     };

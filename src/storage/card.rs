@@ -108,16 +108,14 @@ pub mod card_conflict {
     pub const ORDER_REF_USED: &str = "order_ref_used";
     pub const ALREADY_REVERSED: &str = "already_reversed";
     pub const REVERSE_VOUCHER_FIRST: &str = "reverse_voucher_first";
-    pub const CARD_EXISTS: &str = "card_exists";
-    pub const CARD_NUMBER_TAKEN: &str = "card_number_taken";
     /// The season's points expired after the payment was planned to earn some there.
     pub const POINTS_EXPIRED: &str = "points_expired_meanwhile";
 }
 
 #[async_trait]
 pub trait CardStore: Send + Sync {
-    /// Issues a card; `Conflict(card_exists)` if the citizen has one (the database's UNIQUE),
-    /// `Conflict(card_number_taken)` if the random number collided (draw another).
+    /// Issues a card; `Constraint(CardPerCitizen)` if the citizen has one (the database's UNIQUE),
+    /// `Constraint(CardNumber)` if the random number collided (draw another).
     async fn insert_card(&self, card: &Card) -> Result<(), WriteError>;
 
     async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError>;
@@ -455,14 +453,8 @@ impl CardStore for SqlStore {
         .bind(card.issued_at.unix_us())
         .execute(&self.pool)
         .await;
-        match done.map_err(WriteError::from) {
-            Ok(_) => Ok(()),
-            Err(WriteError::Conflict(text)) if text.contains("card_number") => {
-                Err(WriteError::Conflict(card_conflict::CARD_NUMBER_TAKEN.into()))
-            }
-            Err(WriteError::Conflict(_)) => Err(WriteError::Conflict(card_conflict::CARD_EXISTS.into())),
-            Err(other) => Err(other),
-        }
+        done.map_err(WriteError::from)?;
+        Ok(())
     }
 
     async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError> {

@@ -57,9 +57,12 @@ pub enum WriteError {
     /// Another request with the same idempotency key committed first.
     #[error("the idempotency key was used by a request that committed first")]
     IdempotencyTaken,
-    /// A constraint refused the write (unique or check): the caller's view was stale.
-    #[error("refused by a database constraint: {0}")]
+    /// A business rule checked inside the transaction refused the write; nothing was written.
+    #[error("refused: {0}")]
     Conflict(String),
+    /// A unique or check constraint refused the write: the caller's view was stale.
+    #[error("refused by the database's {0}")]
+    Constraint(super::constraint::Constraint),
     #[error(transparent)]
     Ledger(IndexedLedgerError),
     #[error(transparent)]
@@ -68,14 +71,13 @@ pub enum WriteError {
 
 impl From<sqlx::Error> for WriteError {
     fn from(error: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &error {
-            let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
-            if db.is_unique_violation() && text.contains("idempotency_keys") {
-                return WriteError::IdempotencyTaken;
-            }
-            if db.is_unique_violation() || db.is_check_violation() {
-                return WriteError::Conflict(text);
-            }
+        if let sqlx::Error::Database(db) = &error
+            && (db.is_unique_violation() || db.is_check_violation())
+        {
+            return match super::constraint::Constraint::of(db.as_ref()) {
+                super::constraint::Constraint::IdempotencyKey => WriteError::IdempotencyTaken,
+                other => WriteError::Constraint(other),
+            };
         }
         WriteError::Storage(StorageError::Database(error))
     }
