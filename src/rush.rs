@@ -24,7 +24,8 @@ use crate::domain::season::{
 };
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{
-    ClaimCommit, ExpiryCommit, IdemRecord, SeasonTotalDelta, Storage, StorageError, StoredAnswer, WriteError,
+    ClaimCommit, ExpiryCommit, IdemRecord, Refusal, SeasonTotalDelta, Storage, StorageError, StoredAnswer,
+    WriteError,
 };
 
 /// Most claims decided and committed in one transaction.
@@ -644,7 +645,7 @@ impl Writer {
     async fn issue_draw_group(&mut self, job: &mut DrawJob) -> Result<bool, WriteError> {
         const DRAW_GROUP: usize = 1_000;
         let now = self.clock.now();
-        let missing = || WriteError::Conflict("batch_not_found".into());
+        let missing = || WriteError::Refused(Refusal::Code(ErrorCode::BatchNotFound));
         // The rows as they are now, not as cached: claims of other batches share the totals.
         let batch = self.store.batch(job.batch_id).await?.ok_or_else(missing)?;
         let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;

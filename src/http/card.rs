@@ -31,7 +31,7 @@ use crate::domain::season::{Season, SeasonStatus};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    Constraint, IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Storage, WriteError, card_conflict,
+    Constraint, IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Refusal, Storage, WriteError,
 };
 
 fn yuan(fen: i64) -> String {
@@ -402,7 +402,7 @@ pub async fn pay(
         let payment = planned_payment(&state, &ctx, &order, season, record.clone());
         match state.store().commit_card_payment(&payment).await {
             Ok(stored) => return Ok(json_response(stored.status, stored.body)),
-            Err(WriteError::Conflict(what)) if what == card_conflict::POINTS_EXPIRED && !planned_again => {
+            Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile)) if !planned_again => {
                 planned_again = true;
             }
             Err(error) => return card_write_refusal(&state, error, record).await,
@@ -525,28 +525,29 @@ async fn card_write_refusal(
                 .await?
                 .ok_or_else(ApiError::internal);
         }
-        WriteError::Conflict(code) => match code.as_str() {
-            card_conflict::QR_REPLAYED => ApiError::conflict(
+        WriteError::Refused(Refusal::Code(code)) => match code {
+            ErrorCode::QrReplayed => ApiError::conflict(
                 ErrorCode::QrReplayed,
                 "this QR code was already used; refresh it on the phone",
             ),
-            card_conflict::CARD_FROZEN => card_frozen(),
-            card_conflict::CARD_AFTER_VOUCHER => ApiError::conflict(
+            ErrorCode::CardFrozen => card_frozen(),
+            ErrorCode::CardAfterVoucher => ApiError::conflict(
                 ErrorCode::CardAfterVoucher,
                 "a voucher was already redeemed on this order: apply the card first (reverse the redemption, pay with the card, redeem again)",
             ),
-            card_conflict::ORDER_REF_USED => {
+            ErrorCode::OrderRefUsed => {
                 ApiError::conflict(ErrorCode::OrderRefUsed, "the card was already used on this order")
             }
-            card_conflict::ALREADY_REVERSED => {
+            ErrorCode::AlreadyReversed => {
                 ApiError::conflict(ErrorCode::AlreadyReversed, "the card payment was already reversed")
             }
-            card_conflict::REVERSE_VOUCHER_FIRST => ApiError::conflict(
+            ErrorCode::ReverseVoucherFirst => ApiError::conflict(
                 ErrorCode::ReverseVoucherFirst,
                 "a voucher redemption on this order used the member discount: reverse it first",
             ),
-            _ => ApiError::conflict(ErrorCode::Conflict, code),
+            other => ApiError::conflict(ErrorCode::Conflict, other.as_str()),
         },
+        WriteError::Refused(other) => ApiError::conflict(other.code(), other.to_string()),
         WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
         WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::PointsRefused, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),

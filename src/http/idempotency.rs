@@ -150,7 +150,7 @@ pub async fn write_outcome(
             )),
             other => Err(ApiError::unprocessable(ErrorCode::LedgerRefused, other.to_string())),
         },
-        Err(refused @ (WriteError::Conflict(_) | WriteError::Constraint(_))) => Err(on_conflict(refused)),
+        Err(refused @ (WriteError::Refused(_) | WriteError::Constraint(_))) => Err(on_conflict(refused)),
         Err(WriteError::Storage(error)) => Err(error.into()),
     }
 }

@@ -53,7 +53,7 @@ fn check_name(name: &str) -> Result<String, ApiError> {
 
 fn conflict(refused: crate::storage::WriteError) -> ApiError {
     match refused {
-        crate::storage::WriteError::Conflict(what) if what == crate::storage::conflict::SEASON_CLOSED => {
+        crate::storage::WriteError::Refused(crate::storage::Refusal::Code(ErrorCode::SeasonClosed)) => {
             season_closed()
         }
         other => ApiError::constraint_refusal(&other.to_string()),

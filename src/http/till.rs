@@ -33,7 +33,7 @@ use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::RegionLevel;
 use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
 use crate::storage::{
-    IdemRecord, NewRedemption, NewReversal, SeasonTotalDelta, TerminalRecord, WriteError, conflict,
+    IdemRecord, NewRedemption, NewReversal, Refusal, SeasonTotalDelta, TerminalRecord, WriteError,
 };
 
 /// A verified terminal request.
@@ -480,31 +480,9 @@ async fn write_refusal(
                 .await?
                 .ok_or_else(ApiError::internal);
         }
-        WriteError::Conflict(what) if what == conflict::QR_REPLAYED => ApiError::conflict(
-            ErrorCode::QrReplayed,
-            "this QR code was already used; refresh it on the phone",
-        ),
-        WriteError::Conflict(what) if what.starts_with(conflict::VOUCHER_STATE) => {
-            not_redeemable(what.rsplit(':').next().unwrap_or("unknown"))
-        }
-        WriteError::Conflict(what) if what.starts_with(conflict::ORDER_REF_USED) => order_ref_refusal(&what),
-        WriteError::Conflict(what) if what == conflict::ORDER_CHANGED => ApiError::conflict(
-            ErrorCode::OrderChanged,
-            "a card payment on this order was recorded or reversed meanwhile; send the redemption again with a new key",
-        ),
-        WriteError::Conflict(what) if what == conflict::ALREADY_SETTLED => ApiError::conflict(
-            ErrorCode::AlreadySettled,
-            "the redemption has been settled and cannot be reversed",
-        ),
-        WriteError::Conflict(what) if what == conflict::SEASON_CLOSED => season_closed(),
-        WriteError::Conflict(what) if what == conflict::MERCHANT_LIMIT => ApiError::conflict(
-            ErrorCode::MerchantLimitReached,
-            "this citizen has used as many vouchers at this merchant as the season allows",
-        ),
-        WriteError::Conflict(what) if what == conflict::ALREADY_REVERSED => {
-            ApiError::conflict(ErrorCode::AlreadyReversed, "the redemption was already reversed")
-        }
-        WriteError::Conflict(what) => ApiError::constraint_refusal(&what),
+        WriteError::Refused(Refusal::Code(code)) => till_refusal(code),
+        WriteError::Refused(Refusal::VoucherState(state)) => not_redeemable(&state),
+        WriteError::Refused(other) => ApiError::constraint_refusal(&other.to_string()),
         WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
         WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::BudgetExceeded, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
@@ -519,15 +497,24 @@ async fn write_refusal(
     Err(refusal)
 }
 
-fn order_ref_refusal(what: &str) -> ApiError {
-    if what.ends_with(":stacking") {
-        ApiError::conflict(
-            ErrorCode::StackingNotAllowed,
-            "provincial and city vouchers cannot be combined on one order",
-        )
-    } else {
-        ApiError::conflict(ErrorCode::OrderRefUsed, "a voucher was already redeemed on this order")
-    }
+/// The answer to a redemption or reversal the storage refused with `code`.
+fn till_refusal(code: ErrorCode) -> ApiError {
+    let message = match code {
+        ErrorCode::QrReplayed => "this QR code was already used; refresh it on the phone",
+        ErrorCode::StackingNotAllowed => "provincial and city vouchers cannot be combined on one order",
+        ErrorCode::OrderRefUsed => "a voucher was already redeemed on this order",
+        ErrorCode::OrderChanged => {
+            "a card payment on this order was recorded or reversed meanwhile; send the redemption again with a new key"
+        }
+        ErrorCode::AlreadySettled => "the redemption has been settled and cannot be reversed",
+        ErrorCode::SeasonClosed => return season_closed(),
+        ErrorCode::MerchantLimitReached => {
+            "this citizen has used as many vouchers at this merchant as the season allows"
+        }
+        ErrorCode::AlreadyReversed => "the redemption was already reversed",
+        other => return ApiError::constraint_refusal(other.as_str()),
+    };
+    ApiError::conflict(code, message)
 }
 
 #[derive(Deserialize)]
@@ -731,7 +718,7 @@ pub async fn reverse(
                 }
                 return Ok(json_response(201, reversal.answer.body));
             }
-            Err(WriteError::Conflict(what)) if what == conflict::BATCH_CLOSED_MEANWHILE && !planned_again => {
+            Err(WriteError::Refused(Refusal::BatchClosedMeanwhile)) if !planned_again => {
                 planned_again = true;
             }
             Err(error) => return write_refusal(&state, error, &reversal.answer).await,

@@ -41,7 +41,6 @@ pub use types::*;
 
 pub use card::{
     CardFigures, CardPaymentRecord, CardPointsLine, CardStore, NewCardPayment, NewCardReversal, PointsPolicy,
-    card_conflict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

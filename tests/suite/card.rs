@@ -465,7 +465,9 @@ async fn points_exchange_rush_sells_exactly_the_stock(backend: Backend) {
     };
     let store = till.world.app.store();
     match store.commit_claims(&late).await {
-        Err(wenhui::storage::WriteError::Conflict(message)) => assert!(message.contains("no longer active")),
+        Err(wenhui::storage::WriteError::Refused(wenhui::storage::Refusal::Changed(message))) => {
+            assert!(message.contains("no longer active"))
+        }
         other => panic!("a group paying with a frozen card was not refused: {other:?}"),
     }
     let keys = [("citizen:race".to_owned(), "x5".to_owned())];
@@ -606,7 +608,10 @@ async fn points_expire_at_the_end_of_the_season_after_next(backend: Backend) {
     };
     let refused = till.world.app.store().commit_card_payment(&late).await;
     assert!(
-        matches!(&refused, Err(wenhui::storage::WriteError::Conflict(what)) if what == "points_expired_meanwhile"),
+        matches!(
+            &refused,
+            Err(wenhui::storage::WriteError::Refused(wenhui::storage::Refusal::PointsExpiredMeanwhile))
+        ),
         "{:?}",
         refused.err()
     );

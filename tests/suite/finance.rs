@@ -451,7 +451,12 @@ async fn scripted_season(backend: Backend) {
     };
     let raced = s.world.app.store().add_budget(season_id, funder, &entry, &record).await;
     assert!(
-        matches!(&raced, Err(wenhui::storage::WriteError::Conflict(what)) if what == "season_closed"),
+        matches!(
+            &raced,
+            Err(wenhui::storage::WriteError::Refused(wenhui::storage::Refusal::Code(
+                wenhui::domain::error_code::ErrorCode::SeasonClosed
+            )))
+        ),
         "{raced:?}"
     );
     assert_eq!(s.world.app.store().ledger_head().await.expect("head").seq, head, "nothing posted");

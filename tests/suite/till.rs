@@ -1011,7 +1011,7 @@ async fn a_refund_forfeits_the_voucher_when_the_season_says_so(backend: Backend)
 async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Backend) {
     use wenhui::domain::accounts;
     use wenhui::domain::ledger::{NewEntry, NewPosting, Side};
-    use wenhui::storage::{IdemRecord, NewReversal, WriteError};
+    use wenhui::storage::{IdemRecord, NewReversal, Refusal, WriteError};
     let till = Till::new(backend, json!({})).await;
     let world = &till.world;
     let batch = world.batch(json!({"stock": 2, "claim_closes_at": world.at(86_400)})).await;
@@ -1057,10 +1057,7 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
     let (_, closed) = world.app.get(&format!("/v1/seasons/{}/batches", world.season_id), None).await;
     assert!(closed.as_array().is_some_and(|b| b.is_empty()), "the batch has closed: {closed}");
     let refused = world.app.store().commit_reversal(&stale).await;
-    assert!(
-        matches!(&refused, Err(WriteError::Conflict(what)) if what == "batch_closed_meanwhile"),
-        "{refused:?}"
-    );
+    assert!(matches!(&refused, Err(WriteError::Refused(Refusal::BatchClosedMeanwhile))), "{refused:?}");
     // Through the service (signed at its clock, three days on): planned afresh, to the pool.
     let path = format!("/v1/redemptions/{}/reversal", redeemed.redemption_id);
     let later_s = world.clock.now().unix_us() / 1_000_000;
