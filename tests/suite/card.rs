@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wenhui::domain::card::{CardVia, luhn_valid};
+use wenhui::domain::card::{Card, CardNumber, CardVia, luhn_valid};
+use wenhui::domain::citizen::synthetic_id_number;
 use wenhui::domain::staff::Role;
 use wenhui::domain::time::Timestamp;
-use wenhui::storage::CardFigures;
+use wenhui::storage::{CardFigures, Constraint, WriteError};
 use wenhui_merchant_sdk::client::{CardPayment, CardPaymentRequest};
 use wenhui_merchant_sdk::token::TokenKind;
 
@@ -189,6 +190,20 @@ async fn cards_issue_both_ways_once_per_citizen(backend: Backend) {
     let stored = till.world.app.store().card(card["id"].as_str().expect("id").parse().expect("uuid")).await;
     let stored = stored.expect("read").expect("card");
     assert_eq!(stored.via, CardVia::BankCard { bin: "622202".into(), last4: "0128".into() });
+    // The store names which UNIQUE refused a card: the citizen's (a second card), or the
+    // number's (a drawn number that collided, which the handler draws again for).
+    let store = till.world.app.store();
+    let second = Card { id: Uuid::now_v7(), number: CardNumber::from_random(7), ..stored.clone() };
+    let refused = store.insert_card(&second).await;
+    assert!(matches!(refused, Err(WriteError::Constraint(Constraint::CardPerCitizen))), "{refused:?}");
+    let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19900101", 77), "phone": "13900000077"});
+    let (status, registered) = till.world.app.post("/v1/citizens", None, body).await;
+    assert_eq!(status, 201, "{registered}");
+    let citizen_id: Uuid = registered["citizen_id"].as_str().expect("citizen_id").parse().expect("uuid");
+    let twin = Card { id: Uuid::now_v7(), citizen_id, ..stored.clone() };
+    let refused = store.insert_card(&twin).await;
+    assert!(matches!(refused, Err(WriteError::Constraint(Constraint::CardNumber))), "{refused:?}");
+    assert_eq!(store.card(twin.id).await.expect("read"), None, "nothing written");
     if backend == Backend::Sqlite {
         // Nothing on disk holds the full bank card number.
         let dir = till.world.app.db.dir.path().to_owned();

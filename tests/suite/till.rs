@@ -1169,3 +1169,26 @@ fn decode_svg(svg: &str) -> String {
     assert_eq!(grids.len(), 1, "one symbol");
     grids[0].decode().expect("decodes").1
 }
+
+both_backends!(a_taken_credit_code_or_terminal_key_gets_its_code);
+
+/// The database's unique constraints on a merchant's credit code and a terminal's public key are
+/// recognised by name (PostgreSQL) or table and column (SQLite) and answered with their codes;
+/// nothing is written.
+async fn a_taken_credit_code_or_terminal_key_gets_its_code(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let admin = Some(till.qingdao_admin.as_str());
+    let body = json!({"name": "另一家店", "credit_code": credit_code(1), "category": "cinema", "city": "370200",
+        "settlement_account": {"bank": "青岛银行", "account_no": "6222000033334444", "account_name": "某影院"}});
+    let (status, answer) = world.app.post_idem("/v1/merchants", admin, "same-credit-code", body).await;
+    assert_eq!((status, code(&answer)), (409, "merchant_exists"), "{answer}");
+    let (status, listed) = world.app.get("/v1/merchants?city=370200", admin).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["merchants"].as_array().map(Vec::len), Some(1), "{listed}");
+
+    let terminals = format!("/v1/merchants/{}/terminals", till.bookstore);
+    let body = json!({"public_key": till.key.public_key_base64url(), "label": "second till"});
+    let (status, answer) = world.app.post_idem(&terminals, admin, "same-public-key", body).await;
+    assert_eq!((status, code(&answer)), (409, "terminal_exists"), "{answer}");
+}
