@@ -25,7 +25,7 @@ use uuid::Uuid;
 
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::time::{Clock, Timestamp};
-use crate::storage::{NewCitizen, NewSession, Storage, StorageError, WriteError};
+use crate::storage::{Constraint, NewCitizen, NewSession, Storage, StorageError, WriteError};
 
 pub const TOKEN_TTL_S: i64 = 30 * 24 * 3600;
 const TOKEN_PREFIX: &str = "wh_ct_";
@@ -142,7 +142,9 @@ impl Citizens {
         let (token, session) = self.new_session(citizen.id, now)?;
         match self.store.insert_citizen(&citizen, &session).await {
             Ok(()) => {}
-            Err(WriteError::Conflict(_)) => return Err(CitizenError::AlreadyRegistered),
+            Err(WriteError::Constraint(Constraint::CitizenIdNumber)) => {
+                return Err(CitizenError::AlreadyRegistered);
+            }
             Err(WriteError::Storage(e)) => return Err(e.into()),
             Err(other) => return Err(StorageError::Corrupt(other.to_string()).into()),
         }

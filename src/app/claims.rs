@@ -18,6 +18,7 @@ use uuid::Uuid;
 
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::ledger::NewEntry;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
@@ -25,7 +26,8 @@ use crate::domain::season::{
 };
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{
-    ClaimCommit, ExpiryCommit, IdemRecord, SeasonTotalDelta, Storage, StorageError, StoredAnswer, WriteError,
+    ClaimCommit, ExpiryCommit, IdemRecord, Refusal, SeasonTotalDelta, Storage, StorageError, StoredAnswer,
+    WriteError,
 };
 
 /// Most claims decided and committed in one transaction.
@@ -68,7 +70,7 @@ pub struct Answer {
 }
 
 impl Answer {
-    fn error(status: u16, code: &str, message: &str) -> Answer {
+    fn error(status: u16, code: ErrorCode, message: &str) -> Answer {
         Answer { status, body: json!({"error": {"code": code, "message": message}}).to_string() }
     }
 
@@ -79,7 +81,7 @@ impl Answer {
     fn unavailable() -> Answer {
         Answer::error(
             503,
-            "database_unavailable",
+            ErrorCode::DatabaseUnavailable,
             "the claim could not be recorded; retry with the same Idempotency-Key",
         )
     }
@@ -467,7 +469,7 @@ impl Writer {
     /// Decides one claim against the in-memory state and, if accepted, adds it to the commit.
     fn decide(&mut self, request: &ClaimRequest, now: Timestamp, commit: &mut ClaimCommit) -> Answer {
         let Some((batch, season)) = self.caches.batches.get(&request.batch_id) else {
-            return Answer::error(404, "batch_not_found", "no such batch");
+            return Answer::error(404, ErrorCode::BatchNotFound, "no such batch");
         };
         if let Some(exchange) = &request.exchange
             && let Err(refusal) = exchange_allowed(batch, exchange, self.cards.get(&exchange.card_id))
@@ -476,7 +478,7 @@ impl Writer {
         }
         if batch.lottery.is_some() {
             let message = "this batch is given out by lottery: enter the draw at /v1/batches/{id}/entries";
-            return Answer::error(409, "lottery_batch", message);
+            return Answer::error(409, ErrorCode::LotteryBatch, message);
         }
         if let Err(refusal) = batch.check_open(season, now) {
             return refusal_answer(refusal);
@@ -505,7 +507,7 @@ impl Writer {
                         let held: i64 = balances.iter().map(|(_, p)| (*p).max(0)).sum();
                         let message =
                             format!("this voucher costs {} points; the card holds {held}", exchange.points);
-                        return Answer::error(409, "insufficient_points", &message);
+                        return Answer::error(409, ErrorCode::InsufficientPoints, &message);
                     }
                 }
             }
@@ -645,7 +647,7 @@ impl Writer {
     async fn issue_draw_group(&mut self, job: &mut DrawJob) -> Result<bool, WriteError> {
         const DRAW_GROUP: usize = 1_000;
         let now = self.clock.now();
-        let missing = || WriteError::Conflict("batch_not_found".into());
+        let missing = || WriteError::Refused(Refusal::Code(ErrorCode::BatchNotFound));
         // The rows as they are now, not as cached: claims of other batches share the totals.
         let batch = self.store.batch(job.batch_id).await?.ok_or_else(missing)?;
         let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
@@ -783,7 +785,11 @@ fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Answer {
     if stored.request_hash == request_hash {
         Answer::from_stored(stored)
     } else {
-        Answer::error(422, "idempotency_key_reused", "this Idempotency-Key was used with a different request")
+        Answer::error(
+            422,
+            ErrorCode::IdempotencyKeyReused,
+            "this Idempotency-Key was used with a different request",
+        )
     }
 }
 
@@ -791,25 +797,29 @@ fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Answer {
 /// the card may pay.
 fn exchange_allowed(batch: &Batch, exchange: &Exchange, card: Option<&CardPoints>) -> Result<(), Answer> {
     let Some(price) = batch.points_price else {
-        return Err(Answer::error(409, "not_exchangeable", "this batch cannot be exchanged for points"));
+        return Err(Answer::error(
+            409,
+            ErrorCode::NotExchangeable,
+            "this batch cannot be exchanged for points",
+        ));
     };
     if exchange.points != price {
         let message = format!("a voucher of this batch costs {price} points, not {}", exchange.points);
-        return Err(Answer::error(409, "points_price_mismatch", &message));
+        return Err(Answer::error(409, ErrorCode::PointsPriceMismatch, &message));
     }
     match card {
-        None => Err(Answer::error(404, "card_not_found", "no such card")),
-        Some(card) if card.frozen => Err(Answer::error(403, "card_frozen", "the card is frozen")),
+        None => Err(Answer::error(404, ErrorCode::CardNotFound, "no such card")),
+        Some(card) if card.frozen => Err(Answer::error(403, ErrorCode::CardFrozen, "the card is frozen")),
         Some(_) => Ok(()),
     }
 }
 
 fn refusal_answer(refusal: ClaimRefusal) -> Answer {
     match refusal {
-        ClaimRefusal::SeasonClosed => Answer::error(409, "season_closed", "the season is closed"),
-        ClaimRefusal::NotOpen(message) => Answer::error(409, "not_open", &message),
-        ClaimRefusal::SoldOut(message) => Answer::error(409, "sold_out", &message),
-        ClaimRefusal::LimitReached(message) => Answer::error(409, "limit_reached", &message),
+        ClaimRefusal::SeasonClosed => Answer::error(409, ErrorCode::SeasonClosed, "the season is closed"),
+        ClaimRefusal::NotOpen(message) => Answer::error(409, ErrorCode::NotOpen, &message),
+        ClaimRefusal::SoldOut(message) => Answer::error(409, ErrorCode::SoldOut, &message),
+        ClaimRefusal::LimitReached(message) => Answer::error(409, ErrorCode::LimitReached, &message),
     }
 }
 

@@ -24,6 +24,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
+use crate::domain::error_code::ErrorCode;
+
 use super::accounts;
 use super::ledger::{NewEntry, NewPosting, Side};
 use super::money::Fen;
@@ -81,12 +83,12 @@ pub enum CardNumberError {
 }
 
 impl CardNumberError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CardNumberError::BankCardFormat => "bank_card_format",
-            CardNumberError::BankCardCheckDigit => "bank_card_check_digit",
-            CardNumberError::CardFormat => "card_number_format",
-            CardNumberError::CardCheckDigit => "card_number_check_digit",
+            CardNumberError::BankCardFormat => ErrorCode::BankCardFormat,
+            CardNumberError::BankCardCheckDigit => ErrorCode::BankCardCheckDigit,
+            CardNumberError::CardFormat => ErrorCode::CardNumberFormat,
+            CardNumberError::CardCheckDigit => ErrorCode::CardNumberCheckDigit,
         }
     }
 }

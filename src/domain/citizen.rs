@@ -10,6 +10,8 @@ use std::fmt;
 use chrono::{NaiveDate, Utc};
 use ring::hmac;
 
+use crate::domain::error_code::ErrorCode;
+
 use super::region::RegionCode;
 
 /// ISO 7064 MOD 11-2 weights for the first 17 characters (2^(18-i) mod 11).
@@ -78,16 +80,16 @@ pub enum IdNumberError {
 
 impl IdNumberError {
     /// The machine-readable error code for API responses.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
             IdNumberError::WrongLength(_) | IdNumberError::NotDigits | IdNumberError::BadLastCharacter => {
-                "id_number_format"
+                ErrorCode::IdNumberFormat
             }
-            IdNumberError::UnknownRegion => "id_number_region",
+            IdNumberError::UnknownRegion => ErrorCode::IdNumberRegion,
             IdNumberError::NotADate | IdNumberError::BornBefore1900 | IdNumberError::BornInFuture => {
-                "id_number_birth_date"
+                ErrorCode::IdNumberBirthDate
             }
-            IdNumberError::CheckDigit => "id_number_check_digit",
+            IdNumberError::CheckDigit => ErrorCode::IdNumberCheckDigit,
         }
     }
 }
@@ -208,8 +210,8 @@ pub enum PhoneError {
 
 impl PhoneError {
     /// The machine-readable error code for API responses.
-    pub fn code(&self) -> &'static str {
-        "phone_format"
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::PhoneFormat
     }
 }
 
@@ -284,8 +286,8 @@ pub enum NameError {
 
 impl NameError {
     /// The machine-readable error code for API responses.
-    pub fn code(&self) -> &'static str {
-        "name_format"
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::NameFormat
     }
 }
 
@@ -348,7 +350,7 @@ mod tests {
     }
 
     fn code_of(text: &str) -> &'static str {
-        parse(text).expect_err("should be refused").code()
+        parse(text).expect_err("should be refused").code().as_str()
     }
 
     #[test]
@@ -481,7 +483,7 @@ mod tests {
         assert_eq!(Phone::parse("+1 138 1234 1234"), Err(PhoneError::NotDigits));
         assert_eq!(Phone::parse("138.1234.1234"), Err(PhoneError::NotDigits));
         assert_eq!(Phone::parse(""), Err(PhoneError::WrongLength(0)));
-        assert_eq!(Phone::parse("１3812341234").map_err(|e| e.code()), Err("phone_format"));
+        assert_eq!(Phone::parse("１3812341234").map_err(|e| e.code().as_str()), Err("phone_format"));
     }
 
     #[test]
@@ -500,7 +502,7 @@ mod tests {
         assert_eq!(CitizenName::parse(&"张".repeat(50)).map(|n| n.as_str().chars().count()), Ok(50));
         assert_eq!(CitizenName::parse(&"张".repeat(51)), Err(NameError::TooLong(51)));
         assert_eq!(CitizenName::parse("张\n三"), Err(NameError::ControlCharacter));
-        assert_eq!(CitizenName::parse("张\u{0}").map_err(|e| e.code()), Err("name_format"));
+        assert_eq!(CitizenName::parse("张\u{0}").map_err(|e| e.code().as_str()), Err("name_format"));
     }
 
     const PREFIXES: [&str; 34] = [

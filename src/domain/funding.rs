@@ -33,6 +33,8 @@
 
 use std::cmp::Reverse;
 
+use crate::domain::error_code::ErrorCode;
+
 use super::money::Fen;
 use super::region::RegionCode;
 
@@ -57,13 +59,13 @@ pub enum FundingError {
 
 impl FundingError {
     /// The machine-readable error code for API responses.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            FundingError::Empty => "funding_empty",
-            FundingError::TooMany(_) => "funding_too_many",
-            FundingError::DuplicateFunder(_) => "funding_duplicate_funder",
-            FundingError::ShareOutOfRange { .. } | FundingError::SharesSum(_) => "funding_shares_sum",
-            FundingError::TermsInvalid(_) => "terms_invalid",
+            FundingError::Empty => ErrorCode::FundingEmpty,
+            FundingError::TooMany(_) => ErrorCode::FundingTooMany,
+            FundingError::DuplicateFunder(_) => ErrorCode::FundingDuplicateFunder,
+            FundingError::ShareOutOfRange { .. } | FundingError::SharesSum(_) => ErrorCode::FundingSharesSum,
+            FundingError::TermsInvalid(_) => ErrorCode::TermsInvalid,
         }
     }
 }
@@ -196,8 +198,8 @@ pub struct BelowMinSpend {
 
 impl BelowMinSpend {
     /// The machine-readable error code for API responses.
-    pub fn code(&self) -> &'static str {
-        "below_min_spend"
+    pub fn code(&self) -> ErrorCode {
+        ErrorCode::BelowMinSpend
     }
 }
 
@@ -337,7 +339,7 @@ mod tests {
     #[test]
     fn refuses_bad_shares() {
         let (sd, qd, jn) = (region("370000"), region("370200"), region("370100"));
-        let code = |shares: Vec<(RegionCode, u32)>| FundingShares::new(shares).map_err(|e| e.code());
+        let code = |shares: Vec<(RegionCode, u32)>| FundingShares::new(shares).map_err(|e| e.code().as_str());
         assert_eq!(code(vec![]), Err("funding_empty"));
         assert_eq!(code(vec![(sd, 50), (qd, 40)]), Err("funding_shares_sum"));
         assert_eq!(code(vec![(sd, 50), (qd, 60)]), Err("funding_shares_sum"));
@@ -375,9 +377,9 @@ mod tests {
             Ok(())
         );
         let bad = VoucherTerms::Threshold { face_value: fen(6000), min_spend: fen(5000) };
-        assert_eq!(bad.validate().map_err(|e| e.code()), Err("terms_invalid"));
+        assert_eq!(bad.validate().map_err(|e| e.code().as_str()), Err("terms_invalid"));
         let zero = VoucherTerms::Threshold { face_value: Fen::ZERO, min_spend: fen(5000) };
-        assert_eq!(zero.validate().map_err(|e| e.code()), Err("terms_invalid"));
+        assert_eq!(zero.validate().map_err(|e| e.code().as_str()), Err("terms_invalid"));
         let no_minimum = VoucherTerms::Threshold { face_value: fen(1000), min_spend: Fen::ZERO };
         assert_eq!(no_minimum.validate(), Ok(()));
         assert_eq!(no_minimum.discount(fen(600)), Ok(fen(600)));
@@ -426,7 +428,7 @@ mod tests {
             VoucherTerms::Percent { percent: 20, cap: fen(5000), step: Fen::ZERO, min_spend: Fen::ZERO },
             VoucherTerms::Percent { percent: 20, cap: fen(50), step: fen(100), min_spend: Fen::ZERO },
         ] {
-            assert_eq!(bad.validate().map_err(|e| e.code()), Err("terms_invalid"), "{bad:?}");
+            assert_eq!(bad.validate().map_err(|e| e.code().as_str()), Err("terms_invalid"), "{bad:?}");
         }
     }
 

@@ -9,6 +9,7 @@ use super::region::{RegionCode, RegionLevel};
 use super::season::{Batch, Category};
 use super::staff::KeyLineage;
 use super::time::Timestamp;
+use crate::domain::error_code::ErrorCode;
 
 /// The 31 characters of GB 32100 codes (no I, O, S, V, Z), in value order.
 const CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -29,10 +30,10 @@ pub enum CreditCodeError {
 }
 
 impl CreditCodeError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> ErrorCode {
         match self {
-            CreditCodeError::CheckCharacter => "credit_code_check",
-            _ => "credit_code_format",
+            CreditCodeError::CheckCharacter => ErrorCode::CreditCodeCheck,
+            _ => ErrorCode::CreditCodeFormat,
         }
     }
 }
@@ -284,7 +285,7 @@ mod tests {
         assert!(CreditCode::parse(&full).is_ok());
         assert!(CreditCode::parse("11100000000013127D").is_ok(), "SAMR's code");
         assert_eq!(
-            CreditCode::parse("11100000000013127E").err().map(|e| e.code()),
+            CreditCode::parse("11100000000013127E").err().map(|e| e.code().as_str()),
             Some("credit_code_check")
         );
         assert_eq!(CreditCode::parse("1110000000001312").err(), Some(CreditCodeError::Length));

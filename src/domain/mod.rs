@@ -8,6 +8,7 @@ pub mod card;
 pub mod checkpoint;
 pub mod citizen;
 pub mod entries;
+pub mod error_code;
 pub mod finance;
 pub mod funding;
 pub mod ids;

@@ -25,12 +25,13 @@ use crate::domain::card::{
     self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
     MemberTerms,
 };
+use crate::domain::error_code::ErrorCode;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::season::{Season, SeasonStatus};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Storage, WriteError, card_conflict,
+    Constraint, IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Refusal, Storage, WriteError,
 };
 
 fn yuan(fen: i64) -> String {
@@ -38,11 +39,14 @@ fn yuan(fen: i64) -> String {
 }
 
 fn card_frozen() -> ApiError {
-    ApiError::forbidden_code("card_frozen", "the card is frozen; the holder should contact the province")
+    ApiError::forbidden_code(
+        ErrorCode::CardFrozen,
+        "the card is frozen; the holder should contact the province",
+    )
 }
 
 fn no_card() -> ApiError {
-    ApiError::not_found("no_card", "you have no benefit card yet: POST /v1/me/card")
+    ApiError::not_found(ErrorCode::NoCard, "you have no benefit card yet: POST /v1/me/card")
 }
 
 #[derive(Deserialize)]
@@ -69,7 +73,7 @@ pub async fn issue(
     let request: IssueCard =
         serde_json::from_slice(if body.is_empty() { b"{}" } else { &body }).map_err(|_| {
             ApiError::unprocessable(
-                "invalid_body",
+                ErrorCode::InvalidBody,
                 "expected {\"via\": \"mobile\"} or {\"via\": \"bank_card\", \"bank_card_number\": \"...\"}",
             )
         })?;
@@ -82,7 +86,7 @@ pub async fn issue(
         }
         _ => {
             return Err(ApiError::unprocessable(
-                "invalid_via",
+                ErrorCode::InvalidVia,
                 "via is \"mobile\" (no bank card number) or \"bank_card\" with bank_card_number",
             ));
         }
@@ -109,17 +113,20 @@ pub async fn issue(
                 let view = card_view(state.store(), &card).await?;
                 return Ok(json_response(201, view.to_string()));
             }
-            Err(WriteError::Conflict(code)) if code == card_conflict::CARD_NUMBER_TAKEN => continue,
-            Err(WriteError::Conflict(_)) => return Err(card_exists()),
+            Err(WriteError::Constraint(Constraint::CardNumber)) => continue,
+            Err(WriteError::Constraint(Constraint::CardPerCitizen)) => return Err(card_exists()),
+            Err(WriteError::Constraint(other)) => {
+                return Err(ApiError::constraint_refusal(&other.to_string()));
+            }
             Err(WriteError::Storage(error)) => return Err(error.into()),
             Err(_) => return Err(ApiError::internal()),
         }
     }
-    Err(ApiError::unavailable("card_number_busy", "could not draw a free card number; retry"))
+    Err(ApiError::unavailable(ErrorCode::CardNumberBusy, "could not draw a free card number; retry"))
 }
 
 fn card_exists() -> ApiError {
-    ApiError::conflict("card_exists", "you already have a benefit card: GET /v1/me/card")
+    ApiError::conflict(ErrorCode::CardExists, "you already have a benefit card: GET /v1/me/card")
 }
 
 /// The card as its holder sees it: the full number (and the masked form shown to others),
@@ -196,7 +203,7 @@ async fn set_status(
     staff.require(&[Role::ProvinceAdmin])?;
     let at = state.clock().now();
     if !state.store().set_card_status(id, status, at).await? {
-        return Err(ApiError::not_found("card_not_found", "no such card"));
+        return Err(ApiError::not_found(ErrorCode::CardNotFound, "no such card"));
     }
     tracing::info!(card = %id, status = status.as_str(), "card status changed");
     Ok(Json(json!({"id": id, "status": status.as_str()})))
@@ -251,7 +258,7 @@ pub async fn set_terms(
     merchant_or_staff(&state, staff, &merchant, &roles, (&method, &uri, &headers), &body).await?;
     let request: CardTermsBody = parse_json(&body)?;
     let terms = MemberTerms::new(request.percent, request.cap.map(|c| c.0))
-        .map_err(|m| ApiError::unprocessable("invalid_terms", m))?;
+        .map_err(|m| ApiError::unprocessable(ErrorCode::InvalidTerms, m))?;
     state.store().set_card_terms(merchant_id, &terms, state.clock().now()).await?;
     Ok(Json(
         json!({"merchant_id": merchant_id, "percent": terms.percent, "cap": terms.cap.map(|c| c.to_string())}),
@@ -282,7 +289,7 @@ pub async fn set_points_rate(
         .store()
         .season(season_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))?;
     if !scope.covers(season.province) {
         return Err(ApiError::forbidden(format!(
             "a province_admin of {} cannot set {}'s points",
@@ -292,19 +299,22 @@ pub async fn set_points_rate(
     let request: PointsRateBody = parse_json(&body)?;
     if request.points_per_yuan > MAX_POINTS_PER_YUAN {
         return Err(ApiError::unprocessable(
-            "invalid_points_rate",
+            ErrorCode::InvalidPointsRate,
             format!("points_per_yuan is 0 to {MAX_POINTS_PER_YUAN}"),
         ));
     }
     if request.points_expire_at.is_some_and(|at| at < season.ends_at) {
         return Err(ApiError::unprocessable(
-            "invalid_dates",
+            ErrorCode::InvalidDates,
             "points cannot expire before their season ends",
         ));
     }
     let existing = state.store().points_policy(season_id).await?;
     if existing.is_some_and(|p| p.expired_at.is_some()) {
-        return Err(ApiError::conflict("points_expired", "this season's points have already expired"));
+        return Err(ApiError::conflict(
+            ErrorCode::PointsExpired,
+            "this season's points have already expired",
+        ));
     }
     let policy = PointsPolicy {
         season_id,
@@ -372,7 +382,7 @@ pub async fn pay(
     let request: CardPayBody = parse_json(&body)?;
     let order_ref = match order_ref(&request.order_ref) {
         Some(order_ref) if !request.order_amount.0.is_zero() => order_ref,
-        _ => return Err(ApiError::unprocessable("invalid_body", ORDER_FIELDS_RULE)),
+        _ => return Err(ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE)),
     };
     let record = idem_recorder(scope, key, hash);
     let checked = check_card(&state, &ctx.merchant, &request.qr).await;
@@ -392,7 +402,7 @@ pub async fn pay(
         let payment = planned_payment(&state, &ctx, &order, season, record.clone());
         match state.store().commit_card_payment(&payment).await {
             Ok(stored) => return Ok(json_response(stored.status, stored.body)),
-            Err(WriteError::Conflict(what)) if what == card_conflict::POINTS_EXPIRED && !planned_again => {
+            Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile)) if !planned_again => {
                 planned_again = true;
             }
             Err(error) => return card_write_refusal(&state, error, record).await,
@@ -475,7 +485,7 @@ async fn check_card(
     let payload = ring.verify(&token, now_s).map_err(token_error)?.clone();
     if payload.kind != TokenKind::Card {
         return Err(ApiError::unprocessable(
-            "qr_invalid",
+            ErrorCode::QrInvalid,
             "this is a voucher code, not a card code: redeem it instead",
         ));
     }
@@ -483,19 +493,19 @@ async fn check_card(
         .store()
         .card(payload.subject)
         .await?
-        .ok_or_else(|| ApiError::not_found("card_not_found", "no such card"))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::CardNotFound, "no such card"))?;
     if card.status != CardStatus::Active {
         return Err(card_frozen());
     }
     if state.store().qr_nonce_used(&payload.nonce).await? {
         return Err(ApiError::conflict(
-            "qr_replayed",
+            ErrorCode::QrReplayed,
             "this QR code was already used; refresh it on the phone",
         ));
     }
     let terms = state.store().card_terms(merchant.id).await?.ok_or_else(|| {
         ApiError::conflict(
-            "merchant_not_in_card_programme",
+            ErrorCode::MerchantNotInCardProgramme,
             "this merchant has no member discount terms for the card",
         )
     })?;
@@ -515,28 +525,31 @@ async fn card_write_refusal(
                 .await?
                 .ok_or_else(ApiError::internal);
         }
-        WriteError::Conflict(code) => match code.as_str() {
-            card_conflict::QR_REPLAYED => {
-                ApiError::conflict("qr_replayed", "this QR code was already used; refresh it on the phone")
-            }
-            card_conflict::CARD_FROZEN => card_frozen(),
-            card_conflict::CARD_AFTER_VOUCHER => ApiError::conflict(
-                "card_after_voucher",
+        WriteError::Refused(Refusal::Code(code)) => match code {
+            ErrorCode::QrReplayed => ApiError::conflict(
+                ErrorCode::QrReplayed,
+                "this QR code was already used; refresh it on the phone",
+            ),
+            ErrorCode::CardFrozen => card_frozen(),
+            ErrorCode::CardAfterVoucher => ApiError::conflict(
+                ErrorCode::CardAfterVoucher,
                 "a voucher was already redeemed on this order: apply the card first (reverse the redemption, pay with the card, redeem again)",
             ),
-            card_conflict::ORDER_REF_USED => {
-                ApiError::conflict("order_ref_used", "the card was already used on this order")
+            ErrorCode::OrderRefUsed => {
+                ApiError::conflict(ErrorCode::OrderRefUsed, "the card was already used on this order")
             }
-            card_conflict::ALREADY_REVERSED => {
-                ApiError::conflict("already_reversed", "the card payment was already reversed")
+            ErrorCode::AlreadyReversed => {
+                ApiError::conflict(ErrorCode::AlreadyReversed, "the card payment was already reversed")
             }
-            card_conflict::REVERSE_VOUCHER_FIRST => ApiError::conflict(
-                "reverse_voucher_first",
+            ErrorCode::ReverseVoucherFirst => ApiError::conflict(
+                ErrorCode::ReverseVoucherFirst,
                 "a voucher redemption on this order used the member discount: reverse it first",
             ),
-            _ => ApiError::conflict("conflict", code),
+            other => ApiError::conflict(ErrorCode::Conflict, other.as_str()),
         },
-        WriteError::Ledger(refusal) => ApiError::conflict("points_refused", refusal.to_string()),
+        WriteError::Refused(other) => ApiError::conflict(other.code(), other.to_string()),
+        WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
+        WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::PointsRefused, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
     };
     remember_refusal(state, refusal, record).await
@@ -566,7 +579,7 @@ pub async fn reverse(
     let reason = reversal_reason(&body)?;
     let payment = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
     let payment = payment.ok_or_else(|| {
-        ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")
+        ApiError::not_found(ErrorCode::CardPaymentNotFound, "no such card payment at this merchant")
     })?;
     let reversal_id = Uuid::now_v7();
     let record = idem_recorder(scope, key, hash);
@@ -605,7 +618,7 @@ pub async fn get(
     let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
     let p = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
     let p = p.ok_or_else(|| {
-        ApiError::not_found("card_payment_not_found", "no such card payment at this merchant")
+        ApiError::not_found(ErrorCode::CardPaymentNotFound, "no such card payment at this merchant")
     })?;
     Ok(Json(json!({
         "card_payment_id": p.id, "card_id": p.card_id, "merchant_id": p.merchant_id, "terminal_id": p.terminal_id,
@@ -642,7 +655,10 @@ pub async fn exchange(
     state.citizen_rates().claim(citizen_id)?;
     let request: ExchangeBody = parse_json(&body)?;
     if request.points <= 0 || request.points > card::MAX_POINTS_PRICE {
-        return Err(ApiError::unprocessable("invalid_points", "points is the batch's points price, above 0"));
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidPoints,
+            "points is the batch's points price, above 0",
+        ));
     }
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     let hash = request_hash("POST", "/v1/me/card/exchanges", &body);

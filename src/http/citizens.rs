@@ -16,6 +16,7 @@ use super::extract::{
 use super::idempotency::{IdempotencyKey, json_response, request_hash};
 use crate::app::citizens::CitizenError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::staff::Role;
 
 /// An authenticated citizen (Authorization: Bearer <token>).
@@ -28,7 +29,9 @@ impl FromRequestParts<AppState> for CitizenAuth {
         let PresentedToken(token) = PresentedToken::from_request_parts(parts, state).await?;
         match state.citizens().authenticate(&token).await? {
             Some(citizen_id) => Ok(CitizenAuth(citizen_id)),
-            None => Err(ApiError::unauthorized("invalid_token", "the token is not valid or has expired")),
+            None => {
+                Err(ApiError::unauthorized(ErrorCode::InvalidToken, "the token is not valid or has expired"))
+            }
         }
     }
 }
@@ -42,7 +45,7 @@ impl FromRequestParts<AppState> for PresentedToken {
     async fn from_request_parts(parts: &mut Parts, _: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or_else(|| {
             ApiError::unauthorized(
-                "unauthenticated",
+                ErrorCode::Unauthenticated,
                 "send the citizen token as Authorization: Bearer <token>",
             )
         })?;
@@ -85,9 +88,13 @@ fn parse_identity(id_number: &str, phone: &str) -> Result<(IdNumber, Phone), Api
 
 fn citizen_error(error: CitizenError) -> ApiError {
     match error {
-        CitizenError::AlreadyRegistered => ApiError::conflict("already_registered", error.to_string()),
-        CitizenError::IdentityRejected(_) => ApiError::unprocessable("identity_rejected", error.to_string()),
-        CitizenError::UnknownCitizen => ApiError::unauthorized("unknown_citizen", error.to_string()),
+        CitizenError::AlreadyRegistered => {
+            ApiError::conflict(ErrorCode::AlreadyRegistered, error.to_string())
+        }
+        CitizenError::IdentityRejected(_) => {
+            ApiError::unprocessable(ErrorCode::IdentityRejected, error.to_string())
+        }
+        CitizenError::UnknownCitizen => ApiError::unauthorized(ErrorCode::UnknownCitizen, error.to_string()),
         CitizenError::Storage(storage) => storage.into(),
     }
 }
@@ -164,7 +171,7 @@ pub async fn revoke_sessions(
 ) -> Result<Json<RevokedSessions>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
     let Some(revoked) = state.citizens().revoke_all(citizen_id).await? else {
-        return Err(ApiError::not_found("citizen_not_found", "no such citizen"));
+        return Err(ApiError::not_found(ErrorCode::CitizenNotFound, "no such citizen"));
     };
     tracing::info!(citizen = %citizen_id, revoked, "citizen sessions revoked");
     Ok(Json(RevokedSessions { citizen_id, sessions_revoked: true }))
@@ -188,7 +195,7 @@ pub async fn my_vouchers(
         Some(id) => Some(
             state.store().voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
                 ApiError::unprocessable(
-                    "invalid_cursor",
+                    ErrorCode::InvalidCursor,
                     "after names no voucher of yours: pass a page's next_after",
                 )
             })?,
@@ -248,7 +255,7 @@ pub async fn enter_lottery(
     ApiPath(batch_id): ApiPath<Uuid>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
-    let not_found = || ApiError::not_found("batch_not_found", "no such batch");
+    let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
     let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
     if batch.lottery.is_none() {
         return Err(super::seasons::not_a_lottery());
@@ -260,7 +267,7 @@ pub async fn enter_lottery(
         Err(crate::domain::season::ClaimRefusal::NotOpen(message)) => Err(message),
         _ => Ok(()),
     };
-    window.map_err(|message| ApiError::conflict("not_open", message))?;
+    window.map_err(|message| ApiError::conflict(ErrorCode::NotOpen, message))?;
     let entered_at = state.store().enter_lottery(batch.id, citizen_id, now).await?;
     Ok(Json(serde_json::json!({"batch_id": batch.id, "entered_at": entered_at.to_string()})))
 }
@@ -275,11 +282,11 @@ pub async fn voucher_qr(
     state.citizen_rates().qr_code(citizen_id)?;
     let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
     let voucher =
-        voucher.ok_or_else(|| ApiError::not_found("voucher_not_found", "no such voucher of yours"))?;
+        voucher.ok_or_else(|| ApiError::not_found(ErrorCode::VoucherNotFound, "no such voucher of yours"))?;
     let status = voucher.status_at(state.clock().now());
     if status != crate::domain::season::VoucherStatus::Active {
         return Err(ApiError::conflict(
-            "voucher_not_redeemable",
+            ErrorCode::VoucherNotRedeemable,
             format!("the voucher is {}", status.as_str()),
         ));
     }

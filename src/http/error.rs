@@ -7,12 +7,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::domain::error_code::ErrorCode;
 use crate::storage::{PostError, StorageError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiError {
     pub status: StatusCode,
-    pub code: &'static str,
+    pub code: ErrorCode,
     pub message: String,
     /// Sent as `Retry-After` (seconds), with 429.
     pub retry_after_s: Option<u64>,
@@ -25,14 +26,29 @@ pub struct ErrorBody {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct ErrorDetail {
-    /// Machine-readable, snake_case.
-    pub code: String,
+    /// Machine-readable, snake_case; one of the stable codes.
+    pub code: ErrorCode,
     /// For people.
     pub message: String,
 }
 
+/// The codes as a string schema whose `enum` lists every [`ErrorCode`] (written here, not derived
+/// in `domain`, so the domain stays free of the OpenAPI library).
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        let codes = ErrorCode::ALL.iter().map(|code| code.as_str());
+        utoipa::openapi::schema::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .description(Some("A stable, machine-readable error code."))
+            .enum_values(Some(codes))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for ErrorCode {}
+
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn new(status: StatusCode, code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), retry_after_s: None }
     }
 
@@ -43,41 +59,45 @@ impl ApiError {
         let message = format!("too many requests from this account; retry in {seconds} s");
         ApiError {
             retry_after_s: Some(seconds),
-            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message)
+            ..ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::RateLimited, message)
         }
     }
 
-    pub fn bad_request(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn bad_request(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, code, message)
     }
 
-    pub fn unprocessable(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn unprocessable(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, code, message)
     }
 
-    pub fn conflict(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn conflict(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::CONFLICT, code, message)
     }
 
-    pub fn unauthorized(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn unauthorized(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::UNAUTHORIZED, code, message)
     }
 
     pub fn forbidden(message: impl Into<String>) -> ApiError {
-        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
     }
 
     /// 403 with a specific code.
-    pub fn forbidden_code(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn forbidden_code(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, code, message)
     }
 
-    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn not_found(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
     pub fn internal() -> ApiError {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error; it has been logged")
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            "internal error; it has been logged",
+        )
     }
 
     /// 409 `conflict` for a write a database constraint refused that no more specific code
@@ -86,19 +106,19 @@ impl ApiError {
     pub fn constraint_refusal(detail: &str) -> ApiError {
         tracing::warn!(detail, "write refused by a database constraint");
         ApiError::conflict(
-            "conflict",
+            ErrorCode::Conflict,
             "the write conflicts with the data as it now stands and was not made; read again and retry",
         )
     }
 
-    pub fn unavailable(code: &'static str, message: impl Into<String>) -> ApiError {
+    pub fn unavailable(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = ErrorBody { error: ErrorDetail { code: self.code.to_owned(), message: self.message } };
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message } };
         let mut response = (self.status, Json(body)).into_response();
         if let Some(seconds) = self.retry_after_s {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, seconds.into());
@@ -116,7 +136,7 @@ impl From<StorageError> for ApiError {
         match cause {
             StorageError::Database(sqlx::Error::PoolTimedOut) => {
                 tracing::warn!(%error, "database pool exhausted");
-                ApiError::unavailable("database_busy", "the database is busy; retry shortly")
+                ApiError::unavailable(ErrorCode::DatabaseBusy, "the database is busy; retry shortly")
             }
             _ => {
                 tracing::error!(%error, "storage error");
@@ -129,7 +149,9 @@ impl From<StorageError> for ApiError {
 impl From<PostError> for ApiError {
     fn from(error: PostError) -> Self {
         match error {
-            PostError::Refused(refusal) => ApiError::unprocessable("ledger_refused", refusal.to_string()),
+            PostError::Refused(refusal) => {
+                ApiError::unprocessable(ErrorCode::LedgerRefused, refusal.to_string())
+            }
             PostError::Storage(storage) => storage.into(),
         }
     }
@@ -166,17 +188,19 @@ impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         let message = withhold_values(&rejection.body_text());
         match rejection {
-            JsonRejection::JsonDataError(_) => ApiError::unprocessable("invalid_body", message),
-            JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("malformed_json", message),
+            JsonRejection::JsonDataError(_) => ApiError::unprocessable(ErrorCode::InvalidBody, message),
+            JsonRejection::JsonSyntaxError(_) => ApiError::bad_request(ErrorCode::MalformedJson, message),
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
+                ErrorCode::UnsupportedMediaType,
                 "expected Content-Type: application/json",
             ),
-            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
-                ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large")
-            }
-            other => ApiError::new(other.status(), "bad_request", message),
+            other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                ErrorCode::BodyTooLarge,
+                "request body is too large",
+            ),
+            other => ApiError::new(other.status(), ErrorCode::BadRequest, message),
         }
     }
 }
@@ -184,28 +208,49 @@ impl From<JsonRejection> for ApiError {
 impl From<BytesRejection> for ApiError {
     fn from(rejection: BytesRejection) -> Self {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "body_too_large", "request body is too large")
+            ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, ErrorCode::BodyTooLarge, "request body is too large")
         } else {
-            ApiError::new(rejection.status(), "unreadable_body", "the request body could not be read")
+            ApiError::new(rejection.status(), ErrorCode::UnreadableBody, "the request body could not be read")
         }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
-        ApiError::bad_request("invalid_query", rejection.body_text())
+        ApiError::bad_request(ErrorCode::InvalidQuery, rejection.body_text())
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        ApiError::not_found("not_found", rejection.body_text())
+        ApiError::not_found(ErrorCode::NotFound, rejection.body_text())
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::withhold_values;
+    use crate::domain::error_code::ErrorCode;
+
+    #[test]
+    fn the_openapi_document_lists_every_code_as_an_enum() {
+        let document = serde_json::to_value(<crate::http::ApiDoc as utoipa::OpenApi>::openapi())
+            .expect("the document serialises");
+        let schemas = &document["components"]["schemas"];
+        assert_eq!(schemas["ErrorDetail"]["properties"]["code"]["$ref"], "#/components/schemas/ErrorCode");
+        let listed = schemas["ErrorCode"]["enum"].as_array().expect("ErrorCode has an enum");
+        let expected: Vec<&str> = ErrorCode::ALL.iter().map(|code| code.as_str()).collect();
+        assert_eq!(listed, &expected);
+    }
+
+    #[test]
+    fn the_body_carries_the_code_string() {
+        let answer = super::ApiError::conflict(ErrorCode::SeasonClosed, "closed");
+        let body =
+            super::ErrorBody { error: super::ErrorDetail { code: answer.code, message: answer.message } };
+        let json = serde_json::to_value(body).expect("the body serialises");
+        assert_eq!(json, serde_json::json!({"error": {"code": "season_closed", "message": "closed"}}));
+    }
 
     #[test]
     fn serde_messages_keep_field_names_and_lose_values() {

@@ -9,6 +9,7 @@ use axum::http::request::Parts;
 use super::AppState;
 use super::error::ApiError;
 use crate::app::staff;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::StaffKeyId;
 use crate::domain::staff::{Role, StaffScope};
 
@@ -81,9 +82,12 @@ impl FromRequestParts<AppState> for Staff {
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
         let token = bearer_token(parts).ok_or_else(|| {
-            ApiError::unauthorized("unauthenticated", "send a staff key as Authorization: Bearer <key>")
+            ApiError::unauthorized(
+                ErrorCode::Unauthenticated,
+                "send a staff key as Authorization: Bearer <key>",
+            )
         })?;
-        let invalid = || ApiError::unauthorized("invalid_key", "the staff key is not valid");
+        let invalid = || ApiError::unauthorized(ErrorCode::InvalidKey, "the staff key is not valid");
         if !staff::looks_like_key(token) {
             return Err(invalid());
         }
@@ -125,7 +129,7 @@ pub struct PageQuery {
 pub(crate) fn page_limit(asked: Option<u32>, default: u32, max: u32) -> Result<u32, ApiError> {
     match asked.unwrap_or(default) {
         limit @ 1.. if limit <= max => Ok(limit),
-        _ => Err(ApiError::unprocessable("invalid_limit", format!("limit is 1 to {max}"))),
+        _ => Err(ApiError::unprocessable(ErrorCode::InvalidLimit, format!("limit is 1 to {max}"))),
     }
 }
 

@@ -20,6 +20,7 @@ use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, sta
 use super::till::{merchant_or_staff, staff_over_merchant};
 use crate::app::finance::report_files;
 use crate::app::finance::{self, FinanceError, settlement_json};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::staff::{Role, StaffScope};
@@ -32,7 +33,7 @@ pub const JOURNAL_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 const MAX_JOURNAL_LINES: usize = 50_000;
 
 async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
-    store.season(id).await?.ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))
+    store.season(id).await?.ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))
 }
 
 async fn load_settlement(
@@ -42,7 +43,7 @@ async fn load_settlement(
     store
         .settlement(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("settlement_not_found", "no such settlement"))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::SettlementNotFound, "no such settlement"))
 }
 
 /// Whose view of a season a staff key gets: None for all of it, Some(city) for a city's.
@@ -75,24 +76,26 @@ fn require_province_finance(staff: &Staff, season: &Season) -> Result<StaffScope
 fn finance_error(error: FinanceError) -> ApiError {
     match error {
         FinanceError::NothingToSettle => {
-            ApiError::conflict("nothing_to_settle", "no unsettled redemptions up to the cut-off")
+            ApiError::conflict(ErrorCode::NothingToSettle, "no unsettled redemptions up to the cut-off")
         }
         FinanceError::CutOffInFuture => {
-            ApiError::unprocessable("invalid_cut_off", "the cut-off is in the future")
+            ApiError::unprocessable(ErrorCode::InvalidCutOff, "the cut-off is in the future")
         }
         FinanceError::SeasonNotEnded => {
-            ApiError::conflict("season_not_ended", "a season closes after it ends")
+            ApiError::conflict(ErrorCode::SeasonNotEnded, "a season closes after it ends")
         }
-        FinanceError::AlreadyPaid => ApiError::conflict("already_paid", "the payout was already recorded"),
+        FinanceError::AlreadyPaid => {
+            ApiError::conflict(ErrorCode::AlreadyPaid, "the payout was already recorded")
+        }
         FinanceError::InProgress => ApiError::conflict(
-            "settlement_in_progress",
+            ErrorCode::SettlementInProgress,
             "the settlement is still in progress: retry it with its Idempotency-Key, or settle again",
         ),
         FinanceError::KeyReused => ApiError::unprocessable(
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request",
         ),
-        FinanceError::NotFound(what) => ApiError::not_found("not_found", format!("no such {what}")),
+        FinanceError::NotFound(what) => ApiError::not_found(ErrorCode::NotFound, format!("no such {what}")),
         FinanceError::Storage(error) => error.into(),
         FinanceError::Replay | FinanceError::Write(_) => ApiError::internal(),
     }
@@ -141,7 +144,7 @@ pub async fn report(
             let view = query.view.as_deref().unwrap_or("funders");
             let table = report_files::table(&report, view).ok_or_else(|| {
                 ApiError::unprocessable(
-                    "invalid_view",
+                    ErrorCode::InvalidView,
                     format!("view is one of {}", report_files::VIEWS.join(", ")),
                 )
             })?;
@@ -153,7 +156,7 @@ pub async fn report(
             let kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
             Ok(file_response(kind, format!("{stem}.xlsx"), body))
         }
-        _ => Err(ApiError::unprocessable("invalid_format", "format is json, csv or xlsx")),
+        _ => Err(ApiError::unprocessable(ErrorCode::InvalidFormat, "format is json, csv or xlsx")),
     }
 }
 
@@ -249,11 +252,11 @@ pub async fn season_settlements(
     viewer_city(&staff, &season)?;
     let limit = page_limit(query.limit, SETTLEMENTS_PAGE_DEFAULT, SETTLEMENTS_PAGE_MAX)?;
     let after = match query.after {
-        Some(id) => {
-            Some(state.store().settlement(id).await?.filter(|s| s.season_id == season_id).ok_or_else(
-                || ApiError::unprocessable("invalid_cursor", "after names no settlement of this season"),
-            )?)
-        }
+        Some(id) => Some(
+            state.store().settlement(id).await?.filter(|s| s.season_id == season_id).ok_or_else(|| {
+                ApiError::unprocessable(ErrorCode::InvalidCursor, "after names no settlement of this season")
+            })?,
+        ),
         None => None,
     };
     let mut settlements =
@@ -344,7 +347,7 @@ pub async fn paid(
         Some(payout_ref) if !payout_ref.is_empty() => payout_ref,
         _ => {
             return Err(ApiError::unprocessable(
-                "invalid_payout_ref",
+                ErrorCode::InvalidPayoutRef,
                 "payout_ref is 1-100 characters, none of them control characters",
             ));
         }
@@ -421,7 +424,7 @@ pub async fn statement(
     let events = state.store().merchant_statement(merchant_id, query.season, MAX_REPORT_ROWS + 1).await?;
     if events.len() as i64 > MAX_REPORT_ROWS {
         return Err(ApiError::unprocessable(
-            "statement_too_large",
+            ErrorCode::StatementTooLarge,
             "more than 200,000 lines: ask finance for a file",
         ));
     }
@@ -437,7 +440,7 @@ pub async fn statement(
                 body,
             ))
         }
-        _ => Err(ApiError::unprocessable("invalid_format", "format is json or csv")),
+        _ => Err(ApiError::unprocessable(ErrorCode::InvalidFormat, "format is json or csv")),
     }
 }
 
@@ -461,13 +464,13 @@ pub async fn merchant_journal(
     let merchant = super::merchants::load(&state, query.merchant).await?;
     staff_over_merchant(&staff, &MERCHANT_READERS, &merchant)?;
     let till = crate::app::till::journal_match::read_journal(&body, MAX_JOURNAL_LINES)
-        .map_err(|m| ApiError::unprocessable("invalid_journal", m))?;
+        .map_err(|m| ApiError::unprocessable(ErrorCode::InvalidJournal, m))?;
     for terminal in &till.terminals {
         let of_merchant =
             state.store().terminal(*terminal).await?.is_some_and(|t| t.merchant_id == merchant.id);
         if !of_merchant {
             return Err(ApiError::unprocessable(
-                "invalid_journal",
+                ErrorCode::InvalidJournal,
                 format!("terminal {terminal} in the journal is not a terminal of this merchant"),
             ));
         }

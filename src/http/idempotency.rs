@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use ring::digest;
 
 use super::error::ApiError;
+use crate::domain::error_code::ErrorCode;
 use crate::storage::{Storage, StoredAnswer};
 
 pub const MAX_KEY_LEN: usize = 128;
@@ -21,7 +22,10 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
         let value = parts.headers.get("idempotency-key").ok_or_else(|| {
-            ApiError::bad_request("missing_idempotency_key", "this write needs an Idempotency-Key header")
+            ApiError::bad_request(
+                ErrorCode::MissingIdempotencyKey,
+                "this write needs an Idempotency-Key header",
+            )
         })?;
         let key = value
             .to_str()
@@ -29,7 +33,7 @@ impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
             .filter(|k| !k.is_empty() && k.len() <= MAX_KEY_LEN && k.bytes().all(|b| b.is_ascii_graphic()));
         key.map(|k| IdempotencyKey(k.to_owned())).ok_or_else(|| {
             ApiError::bad_request(
-                "invalid_idempotency_key",
+                ErrorCode::InvalidIdempotencyKey,
                 "Idempotency-Key must be 1-128 visible ASCII characters",
             )
         })
@@ -62,7 +66,7 @@ pub fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Result<Response, Ap
         Ok(response)
     } else {
         Err(ApiError::unprocessable(
-            "idempotency_key_reused",
+            ErrorCode::IdempotencyKeyReused,
             "this Idempotency-Key was used with a different request",
         ))
     }
@@ -87,12 +91,14 @@ pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiE
     serde_json::from_slice(body).map_err(|error| {
         use serde_json::error::Category;
         match error.classify() {
-            Category::Syntax | Category::Eof | Category::Io => {
-                ApiError::bad_request("malformed_json", format!("the body is not valid JSON: {error}"))
-            }
-            Category::Data => {
-                ApiError::unprocessable("invalid_body", super::error::withhold_values(&error.to_string()))
-            }
+            Category::Syntax | Category::Eof | Category::Io => ApiError::bad_request(
+                ErrorCode::MalformedJson,
+                format!("the body is not valid JSON: {error}"),
+            ),
+            Category::Data => ApiError::unprocessable(
+                ErrorCode::InvalidBody,
+                super::error::withhold_values(&error.to_string()),
+            ),
         }
     })
 }
@@ -120,12 +126,13 @@ pub async fn staff_prelude(
 }
 
 /// The answer to a keyed write the storage layer carried out (or refused): the stored answer,
-/// a replay if a twin committed first, or the refusal. `on_conflict` names a constraint refusal.
+/// a replay if a twin committed first, or the refusal. `on_conflict` answers a refusal the storage
+/// decided or a constraint refused (`WriteError::Refused` or `WriteError::Constraint`).
 pub async fn write_outcome(
     store: &dyn Storage,
     outcome: Result<(), crate::storage::WriteError>,
     record: crate::storage::IdemRecord,
-    on_conflict: impl FnOnce(String) -> ApiError,
+    on_conflict: impl FnOnce(crate::storage::WriteError) -> ApiError,
 ) -> Result<Response, ApiError> {
     use crate::domain::ledger::LedgerError;
     use crate::storage::WriteError;
@@ -137,12 +144,13 @@ pub async fn write_outcome(
                 .ok_or_else(ApiError::internal)
         }
         Err(WriteError::Ledger(refusal)) => match refusal.error {
-            LedgerError::LimitExceeded { address, .. } => {
-                Err(ApiError::conflict("budget_exceeded", format!("not enough money left in {address}")))
-            }
-            other => Err(ApiError::unprocessable("ledger_refused", other.to_string())),
+            LedgerError::LimitExceeded { address, .. } => Err(ApiError::conflict(
+                ErrorCode::BudgetExceeded,
+                format!("not enough money left in {address}"),
+            )),
+            other => Err(ApiError::unprocessable(ErrorCode::LedgerRefused, other.to_string())),
         },
-        Err(WriteError::Conflict(message)) => Err(on_conflict(message)),
+        Err(refused @ (WriteError::Refused(_) | WriteError::Constraint(_))) => Err(on_conflict(refused)),
         Err(WriteError::Storage(error)) => Err(error.into()),
     }
 }

@@ -9,6 +9,7 @@ use super::error::ApiError;
 use super::extract::Staff;
 use crate::app::audit::{self, VerifyFailure};
 use crate::domain::checkpoint::Checkpoint;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::staff::Role;
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -63,11 +64,10 @@ pub async fn latest_checkpoint(
     State(state): State<AppState>,
     _staff: Staff,
 ) -> Result<Json<CheckpointResponse>, ApiError> {
-    let checkpoint: Checkpoint = state
-        .store()
-        .latest_checkpoint()
-        .await?
-        .ok_or_else(|| ApiError::not_found("no_checkpoint", "no checkpoint has been signed yet"))?;
+    let checkpoint: Checkpoint =
+        state.store().latest_checkpoint().await?.ok_or_else(|| {
+            ApiError::not_found(ErrorCode::NoCheckpoint, "no checkpoint has been signed yet")
+        })?;
     Ok(Json(CheckpointResponse {
         seq: checkpoint.seq,
         head_hash: checkpoint.head_hash,

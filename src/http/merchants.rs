@@ -14,6 +14,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude, write_outcome};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::merchant::{
     ACCOUNT_REQUEST_TTL_S, AccountDecision, AccountRequest, CreditCode, DecisionRefused, Merchant,
     MerchantStatus, SettlementAccount,
@@ -23,11 +24,11 @@ use crate::domain::season::Category;
 use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    AccountChange, AccountDecisionOutcome, AccountRequestOutcome, IdemRecord, NewAccountDecision,
-    NewAccountRequest, TerminalRecord,
+    AccountChange, AccountDecisionOutcome, AccountRequestOutcome, Constraint, IdemRecord, NewAccountDecision,
+    NewAccountRequest, TerminalRecord, WriteError,
 };
 
-fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, message)
 }
 
@@ -35,7 +36,7 @@ fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, ApiEr
     match plain_text(value, max_chars) {
         Some(value) if !value.is_empty() => Ok(value.to_owned()),
         _ => Err(invalid(
-            "invalid_field",
+            ErrorCode::InvalidField,
             format!("{what} must be 1-{max_chars} characters, none of them control characters"),
         )),
     }
@@ -98,13 +99,14 @@ struct CreateMerchant {
 fn parse_merchant(request: CreateMerchant) -> Result<Merchant, ApiError> {
     let credit_code =
         CreditCode::parse(&request.credit_code).map_err(|e| invalid(e.code(), e.to_string()))?;
-    let category: Category = request.category.parse().map_err(|e: String| invalid("invalid_category", e))?;
+    let category: Category =
+        request.category.parse().map_err(|e: String| invalid(ErrorCode::InvalidCategory, e))?;
     let city: RegionCode = request
         .city
         .parse()
-        .map_err(|e: crate::domain::region::RegionError| invalid("invalid_region", e.to_string()))?;
+        .map_err(|e: crate::domain::region::RegionError| invalid(ErrorCode::InvalidRegion, e.to_string()))?;
     if city.level() != RegionLevel::City {
-        return Err(invalid("invalid_region", "a merchant belongs to a city (xxxx00)"));
+        return Err(invalid(ErrorCode::InvalidRegion, "a merchant belongs to a city (xxxx00)"));
     }
     Ok(Merchant {
         id: Uuid::now_v7(),
@@ -120,7 +122,7 @@ fn parse_merchant(request: CreateMerchant) -> Result<Merchant, ApiError> {
 fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
     let account_no = body.account_no.trim().to_owned();
     if !(8..=34).contains(&account_no.len()) || !account_no.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid("invalid_account", "account_no must be 8-34 digits"));
+        return Err(invalid(ErrorCode::InvalidAccount, "account_no must be 8-34 digits"));
     }
     Ok(SettlementAccount {
         bank: text_field(&body.bank, "bank", 100)?,
@@ -151,8 +153,12 @@ pub async fn create(
     answer["settlement_account"]["account_no"] = json!(merchant.settlement.masked_account_no());
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
     let outcome = state.store().insert_merchant(&merchant, &record).await;
-    write_outcome(state.store(), outcome, record, |_| {
-        ApiError::conflict("merchant_exists", "a merchant with this credit code is already registered")
+    write_outcome(state.store(), outcome, record, |refused| match refused {
+        WriteError::Constraint(Constraint::MerchantCreditCode) => ApiError::conflict(
+            ErrorCode::MerchantExists,
+            "a merchant with this credit code is already registered",
+        ),
+        other => ApiError::constraint_refusal(&other.to_string()),
     })
     .await
 }
@@ -187,9 +193,9 @@ pub async fn list(
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let region = match &query.city {
-        Some(city) => city
-            .parse()
-            .map_err(|e: crate::domain::region::RegionError| invalid("invalid_region", e.to_string()))?,
+        Some(city) => city.parse().map_err(|e: crate::domain::region::RegionError| {
+            invalid(ErrorCode::InvalidRegion, e.to_string())
+        })?,
         None => staff.scope.region,
     };
     if !staff.scope.covers(region) {
@@ -199,13 +205,12 @@ pub async fn list(
         )));
     }
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
-    let after =
-        match query.after {
-            Some(id) => Some(state.store().merchant(id).await?.ok_or_else(|| {
-                invalid("invalid_cursor", "after names no merchant: pass a page's next_after")
-            })?),
-            None => None,
-        };
+    let after = match query.after {
+        Some(id) => Some(state.store().merchant(id).await?.ok_or_else(|| {
+            invalid(ErrorCode::InvalidCursor, "after names no merchant: pass a page's next_after")
+        })?),
+        None => None,
+    };
     let mut merchants = state.store().merchants_in(region, after.as_ref(), i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
     Ok(Json(json!({
@@ -219,7 +224,7 @@ pub(super) async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiErro
         .store()
         .merchant(id)
         .await?
-        .ok_or_else(|| ApiError::not_found("merchant_not_found", "no such merchant"))
+        .ok_or_else(|| ApiError::not_found(ErrorCode::MerchantNotFound, "no such merchant"))
 }
 
 async fn set_status(
@@ -283,10 +288,13 @@ pub async fn register_terminal(
         .decode(request.public_key.trim().trim_end_matches('='))
         .ok()
         .filter(|k| k.len() == 32)
-        .ok_or_else(|| invalid("invalid_public_key", "public_key must be 32 bytes of base64url"))?;
+        .ok_or_else(|| invalid(ErrorCode::InvalidPublicKey, "public_key must be 32 bytes of base64url"))?;
     let label = plain_text(&request.label, 100)
         .ok_or_else(|| {
-            invalid("invalid_field", "label is at most 100 characters, none of them control characters")
+            invalid(
+                ErrorCode::InvalidField,
+                "label is at most 100 characters, none of them control characters",
+            )
         })?
         .to_owned();
     let terminal =
@@ -294,8 +302,11 @@ pub async fn register_terminal(
     let answer = json!({"terminal_id": terminal.id, "merchant_id": merchant_id, "label": label});
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
     let outcome = state.store().insert_terminal(&terminal, state.clock().now(), &record).await;
-    write_outcome(state.store(), outcome, record, |_| {
-        ApiError::conflict("terminal_exists", "this public key is already registered")
+    write_outcome(state.store(), outcome, record, |refused| match refused {
+        WriteError::Constraint(Constraint::TerminalPublicKey) => {
+            ApiError::conflict(ErrorCode::TerminalExists, "this public key is already registered")
+        }
+        other => ApiError::constraint_refusal(&other.to_string()),
     })
     .await
 }
@@ -311,7 +322,7 @@ pub async fn revoke_terminal(
     let revoked = state.store().revoke_terminal(merchant_id, terminal_id, state.clock().now()).await?;
     state.inner().tills.clear();
     if !revoked && state.store().terminal(terminal_id).await?.is_none_or(|t| t.merchant_id != merchant_id) {
-        return Err(ApiError::not_found("terminal_not_found", "no such terminal at this merchant"));
+        return Err(ApiError::not_found(ErrorCode::TerminalNotFound, "no such terminal at this merchant"));
     }
     Ok(Json(json!({"terminal_id": terminal_id, "revoked": true})))
 }
@@ -402,7 +413,7 @@ pub async fn change_account(
     };
     match state.store().request_account_change(&asked).await? {
         AccountRequestOutcome::NoSuchMerchant => {
-            Err(ApiError::not_found("merchant_not_found", "no such merchant"))
+            Err(ApiError::not_found(ErrorCode::MerchantNotFound, "no such merchant"))
         }
         AccountRequestOutcome::Unchanged => {
             let last_change = state.store().latest_account_change(id).await?;
@@ -413,7 +424,7 @@ pub async fn change_account(
             Ok(json_response(200, body.to_string()))
         }
         AccountRequestOutcome::OtherPending(waiting) => Err(ApiError::conflict(
-            "change_pending",
+            ErrorCode::ChangePending,
             format!(
                 "request {} for another account is waiting for a second key: approve or reject it first",
                 waiting.id
@@ -506,9 +517,10 @@ async fn decide(
         change_id: Uuid::now_v7(),
     };
     match state.store().decide_account_request(&decision).await? {
-        AccountDecisionOutcome::NoSuchRequest => {
-            Err(ApiError::not_found("request_not_found", "no such request for this merchant's account"))
-        }
+        AccountDecisionOutcome::NoSuchRequest => Err(ApiError::not_found(
+            ErrorCode::RequestNotFound,
+            "no such request for this merchant's account",
+        )),
         AccountDecisionOutcome::Approved(request, change) => {
             state.inner().tills.clear();
             tracing::info!(merchant = %merchant_id, request = %request.id, change = %change.id, staff_key = %staff.key_id,
@@ -527,21 +539,22 @@ async fn decide(
                 Ok(*request)
             }
             DecisionRefused::AlreadyDecided => Err(ApiError::conflict(
-                "request_decided",
+                ErrorCode::RequestDecided,
                 format!(
                     "the request was {} already",
                     request.status_at(decision.decision.decided_at).as_str()
                 ),
             )),
-            DecisionRefused::Expired => {
-                Err(ApiError::conflict("request_expired", "the request waited a week undecided; ask again"))
-            }
+            DecisionRefused::Expired => Err(ApiError::conflict(
+                ErrorCode::RequestExpired,
+                "the request waited a week undecided; ask again",
+            )),
             DecisionRefused::RevokedKey => Err(ApiError::forbidden_code(
-                "key_revoked",
+                ErrorCode::KeyRevoked,
                 "a revoked key neither decides nor has its request approved; ask again with a valid key",
             )),
             DecisionRefused::RelatedKey => Err(ApiError::forbidden_code(
-                "same_approver",
+                ErrorCode::SameApprover,
                 "a change of settlement account needs a second person: the key that asked, the keys \
                  it minted and the keys that minted it cannot approve",
             )),

@@ -22,6 +22,7 @@ use crate::app::claims::ClaimWriter;
 use crate::app::signing::SigningKey;
 use crate::app::till::coalesce::Coalescer;
 use crate::app::till::ttl_cache::TtlCache;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::time::Clock;
 use crate::storage::Storage;
 
@@ -360,7 +361,10 @@ fn make_span(request: &Request) -> tracing::Span {
 }
 
 async fn on_timeout(_: tower::BoxError) -> ApiError {
-    ApiError::unavailable("timeout", "the request took too long; retry with the same Idempotency-Key")
+    ApiError::unavailable(
+        ErrorCode::Timeout,
+        "the request took too long; retry with the same Idempotency-Key",
+    )
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {

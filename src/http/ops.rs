@@ -7,6 +7,8 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use utoipa::OpenApi;
 
+use crate::domain::error_code::ErrorCode;
+
 use super::AppState;
 use super::error::ApiError;
 
@@ -28,7 +30,7 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
         Ok(()) => Ok(Json(Health { status: "ready" })),
         Err(error) => {
             tracing::warn!(%error, "readiness check failed");
-            Err(ApiError::unavailable("database_unavailable", "the database does not answer"))
+            Err(ApiError::unavailable(ErrorCode::DatabaseUnavailable, "the database does not answer"))
         }
     }
 }
@@ -44,9 +46,13 @@ pub async fn openapi() -> impl IntoResponse {
 }
 
 pub async fn not_found() -> ApiError {
-    ApiError::not_found("not_found", "no such endpoint")
+    ApiError::not_found(ErrorCode::NotFound, "no such endpoint")
 }
 
 pub async fn method_not_allowed() -> ApiError {
-    ApiError::new(axum::http::StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed here")
+    ApiError::new(
+        axum::http::StatusCode::METHOD_NOT_ALLOWED,
+        ErrorCode::MethodNotAllowed,
+        "method not allowed here",
+    )
 }

@@ -113,6 +113,7 @@ pub const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::error_code::ErrorCode;
 
     #[test]
     fn a_citizen_gets_the_burst_then_waits_and_others_are_unaffected() {
@@ -122,7 +123,7 @@ mod tests {
             assert_eq!(rates.claim(one), Ok(()));
         }
         let refused = rates.claim(one).expect_err("past the burst");
-        assert_eq!((refused.status.as_u16(), refused.code), (429, "rate_limited"));
+        assert_eq!((refused.status.as_u16(), refused.code), (429, ErrorCode::RateLimited));
         assert!(refused.retry_after_s.is_some_and(|s| (1..=2).contains(&s)), "{refused:?}");
         assert_eq!(rates.claim(other), Ok(()), "another citizen has a bucket of its own");
         assert_eq!(rates.qr_code(one), Ok(()), "and so has another path");
@@ -138,7 +139,7 @@ mod tests {
             assert_eq!(rates.identity_attempt(&[id, phone]), Ok(()));
         }
         let refused = rates.identity_attempt(&[id, phone]).expect_err("past the burst");
-        assert_eq!((refused.status.as_u16(), refused.code), (429, "rate_limited"));
+        assert_eq!((refused.status.as_u16(), refused.code), (429, ErrorCode::RateLimited));
         assert!(refused.retry_after_s.is_some_and(|s| (1..=60).contains(&s)), "{refused:?}");
         assert!(
             rates.identity_attempt(&[id, other_phone]).is_err(),

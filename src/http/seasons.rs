@@ -12,6 +12,7 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::domain::entries::{budget_entry, reserve_entry};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
 use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::money::{Fen, Yuan};
@@ -29,31 +30,37 @@ const MAX_BUDGETS: usize = 64;
 const MAX_MERCHANT_REDEMPTION_LIMIT: u32 = 1_000;
 const MAX_NAME_CHARS: usize = 100;
 
-fn invalid(code: &'static str, message: impl Into<String>) -> ApiError {
+fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, message)
 }
 
 fn parse_region(text: &str, what: &str) -> Result<RegionCode, ApiError> {
-    text.parse()
-        .map_err(|e: crate::domain::region::RegionError| invalid("invalid_region", format!("{what}: {e}")))
+    text.parse().map_err(|e: crate::domain::region::RegionError| {
+        invalid(ErrorCode::InvalidRegion, format!("{what}: {e}"))
+    })
 }
 
 fn check_name(name: &str) -> Result<String, ApiError> {
     match plain_text(name, MAX_NAME_CHARS) {
         Some(name) if !name.is_empty() => Ok(name.to_owned()),
-        _ => Err(invalid("invalid_name", "a name is 1-100 characters, none of them control characters")),
+        _ => Err(invalid(
+            ErrorCode::InvalidName,
+            "a name is 1-100 characters, none of them control characters",
+        )),
     }
 }
 
-fn conflict(message: String) -> ApiError {
-    if message == crate::storage::conflict::SEASON_CLOSED {
-        return season_closed();
+fn conflict(refused: crate::storage::WriteError) -> ApiError {
+    match refused {
+        crate::storage::WriteError::Refused(crate::storage::Refusal::Code(ErrorCode::SeasonClosed)) => {
+            season_closed()
+        }
+        other => ApiError::constraint_refusal(&other.to_string()),
     }
-    ApiError::constraint_refusal(&message)
 }
 
 fn season_closed() -> ApiError {
-    ApiError::conflict("season_closed", "the season is closed: it takes no more budgets or batches")
+    ApiError::conflict(ErrorCode::SeasonClosed, "the season is closed: it takes no more budgets or batches")
 }
 
 #[derive(Deserialize)]
@@ -96,10 +103,10 @@ fn parse_ceilings(asked: &std::collections::BTreeMap<String, u32>) -> Result<Sub
     let mut pairs = Vec::with_capacity(asked.len());
     for (category, percent) in asked {
         let category: Category =
-            category.parse().map_err(|m: String| invalid("invalid_subsidy_ceiling", m))?;
+            category.parse().map_err(|m: String| invalid(ErrorCode::InvalidSubsidyCeiling, m))?;
         pairs.push((category, *percent));
     }
-    SubsidyCeilings::new(pairs).map_err(|m| invalid("invalid_subsidy_ceiling", m))
+    SubsidyCeilings::new(pairs).map_err(|m| invalid(ErrorCode::InvalidSubsidyCeiling, m))
 }
 
 /// Creates a season with each funder's budget (province_admin of that province).
@@ -125,13 +132,13 @@ pub async fn create_season(
         )));
     }
     if request.ends_at <= request.starts_at {
-        return Err(invalid("invalid_dates", "ends_at must be after starts_at"));
+        return Err(invalid(ErrorCode::InvalidDates, "ends_at must be after starts_at"));
     }
     let merchant_redemption_limit = match request.merchant_redemption_limit {
         Some(1..=MAX_MERCHANT_REDEMPTION_LIMIT) | None => request.merchant_redemption_limit,
         Some(_) => {
             let message = format!("merchant_redemption_limit is 1 to {MAX_MERCHANT_REDEMPTION_LIMIT}");
-            return Err(invalid("invalid_merchant_redemption_limit", message));
+            return Err(invalid(ErrorCode::InvalidMerchantRedemptionLimit, message));
         }
     };
     let subsidy_ceilings = parse_ceilings(&request.subsidy_ceilings)?;
@@ -150,7 +157,7 @@ pub async fn create_season(
         closed_at: None,
     };
     if request.budgets.is_empty() || request.budgets.len() > MAX_BUDGETS {
-        return Err(invalid("invalid_budgets", "a season needs 1 to 64 budgets"));
+        return Err(invalid(ErrorCode::InvalidBudgets, "a season needs 1 to 64 budgets"));
     }
     let mut funders = Vec::new();
     let mut entries = Vec::new();
@@ -158,12 +165,12 @@ pub async fn create_season(
         let funder = parse_region(&line.funder, "funder")?;
         if !season.accepts_funder(funder) || funders.contains(&funder) {
             return Err(invalid(
-                "invalid_funder",
+                ErrorCode::InvalidFunder,
                 format!("{funder} is not a distinct funder of province {province}"),
             ));
         }
         if line.amount.0.is_zero() {
-            return Err(invalid("invalid_amount", "a budget must be more than 0.00"));
+            return Err(invalid(ErrorCode::InvalidAmount, "a budget must be more than 0.00"));
         }
         entries.push(budget_entry(
             season.id,
@@ -216,7 +223,7 @@ pub async fn add_budget(
     let funder = parse_region(&request.funder, "funder")?;
     if !season.accepts_funder(funder) {
         return Err(invalid(
-            "invalid_funder",
+            ErrorCode::InvalidFunder,
             format!("{funder} cannot fund a season of {}", season.province),
         ));
     }
@@ -224,7 +231,7 @@ pub async fn add_budget(
         return Err(ApiError::forbidden(format!("only the admin of {funder} adds to its budget")));
     }
     if request.amount.0.is_zero() {
-        return Err(invalid("invalid_amount", "a budget must be more than 0.00"));
+        return Err(invalid(ErrorCode::InvalidAmount, "a budget must be more than 0.00"));
     }
     let entry =
         budget_entry(season.id, funder, request.amount.0, format!("budget:{}:{}", season.id, Uuid::now_v7()));
@@ -236,7 +243,7 @@ pub async fn add_budget(
 }
 
 async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
-    store.season(id).await?.ok_or_else(|| ApiError::not_found("season_not_found", "no such season"))
+    store.season(id).await?.ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))
 }
 
 /// A season with each funder's appropriated, reserved, committed and available amounts.
@@ -317,7 +324,10 @@ pub async fn list_seasons(
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(state.store().season(id).await?.ok_or_else(|| {
-            ApiError::unprocessable("invalid_cursor", "after names no season: pass a page's next_after")
+            ApiError::unprocessable(
+                ErrorCode::InvalidCursor,
+                "after names no season: pass a page's next_after",
+            )
         })?),
         None => None,
     };
@@ -402,23 +412,26 @@ struct LotteryRequest {
 fn batch_lottery(request: &CreateBatch) -> Result<Option<Lottery>, ApiError> {
     let Some(asked) = &request.lottery else { return Ok(None) };
     let seed_sha256 = Lottery::parse_commitment(&asked.seed_sha256).ok_or_else(|| {
-        invalid("invalid_lottery", "seed_sha256 is the SHA-256 of the seed, as 64 hex digits")
+        invalid(ErrorCode::InvalidLottery, "seed_sha256 is the SHA-256 of the seed, as 64 hex digits")
     })?;
     if request.per_citizen_limit != 1 {
         return Err(invalid(
-            "invalid_lottery",
+            ErrorCode::InvalidLottery,
             "a lottery gives at most one voucher per person: per_citizen_limit 1",
         ));
     }
     if request.releases.is_some() || request.daily_release.is_some() || request.points_price.is_some() {
-        return Err(invalid("invalid_lottery", "a lottery batch has no releases and no points price"));
+        return Err(invalid(
+            ErrorCode::InvalidLottery,
+            "a lottery batch has no releases and no points price",
+        ));
     }
     Ok(Some(Lottery { seed_sha256, drawn_at: None }))
 }
 
 fn batch_terms(request: &CreateBatch) -> Result<VoucherTerms, ApiError> {
     let min_spend = request.min_spend.map(|y| y.0).unwrap_or(Fen::ZERO);
-    let missing = |field: &str| invalid("invalid_terms", format!("{} needs {field}", request.kind));
+    let missing = |field: &str| invalid(ErrorCode::InvalidTerms, format!("{} needs {field}", request.kind));
     let terms = match request.kind.as_str() {
         "threshold" => VoucherTerms::Threshold {
             face_value: request.face_value.ok_or_else(|| missing("face_value"))?.0,
@@ -431,10 +444,13 @@ fn batch_terms(request: &CreateBatch) -> Result<VoucherTerms, ApiError> {
             min_spend,
         },
         other => {
-            return Err(invalid("invalid_kind", format!("kind must be threshold or percent, not {other:?}")));
+            return Err(invalid(
+                ErrorCode::InvalidKind,
+                format!("kind must be threshold or percent, not {other:?}"),
+            ));
         }
     };
-    terms.validate().map_err(|e| invalid("invalid_terms", e.to_string()))?;
+    terms.validate().map_err(|e| invalid(ErrorCode::InvalidTerms, e.to_string()))?;
     Ok(terms)
 }
 
@@ -442,14 +458,14 @@ fn batch_releases(request: &CreateBatch) -> Result<Vec<Release>, ApiError> {
     let in_window = |at: Timestamp| at >= request.claim_opens_at && at < request.claim_closes_at;
     let releases = match (&request.releases, &request.daily_release) {
         (Some(_), Some(_)) => {
-            return Err(invalid("invalid_releases", "give releases or daily_release, not both"));
+            return Err(invalid(ErrorCode::InvalidReleases, "give releases or daily_release, not both"));
         }
         (None, None) => return Ok(Vec::new()),
         (Some(list), None) => list.clone(),
         (None, Some(daily)) => {
             if !(1..=MAX_STOCK).contains(&daily.quantity) {
                 return Err(invalid(
-                    "invalid_releases",
+                    ErrorCode::InvalidReleases,
                     format!("daily_release.quantity is 1 to {MAX_STOCK}"),
                 ));
             }
@@ -463,11 +479,11 @@ fn batch_releases(request: &CreateBatch) -> Result<Vec<Release>, ApiError> {
         }
     };
     if releases.is_empty() || releases.len() > MAX_RELEASES {
-        return Err(invalid("invalid_releases", format!("1 to {MAX_RELEASES} releases")));
+        return Err(invalid(ErrorCode::InvalidReleases, format!("1 to {MAX_RELEASES} releases")));
     }
     if releases.iter().any(|r| !(1..=MAX_STOCK).contains(&r.quantity) || !in_window(r.at)) {
         return Err(invalid(
-            "invalid_releases",
+            ErrorCode::InvalidReleases,
             format!("each release needs a quantity of 1 to {MAX_STOCK} inside the claim window"),
         ));
     }
@@ -475,7 +491,7 @@ fn batch_releases(request: &CreateBatch) -> Result<Vec<Release>, ApiError> {
     let total: i64 = releases.iter().map(|r| r.quantity).sum();
     if total < request.stock || (request.releases.is_some() && total != request.stock) {
         return Err(invalid(
-            "invalid_releases",
+            ErrorCode::InvalidReleases,
             format!("releases add up to {total}, the stock is {}", request.stock),
         ));
     }
@@ -494,7 +510,7 @@ fn batch_funding(
         let allowed = funder == issuer || (funder == season.province && issuer.level() == RegionLevel::City);
         if !allowed {
             return Err(invalid(
-                "invalid_funding",
+                ErrorCode::InvalidFunding,
                 format!("{funder} cannot co-fund a batch issued by {issuer}"),
             ));
         }
@@ -506,38 +522,41 @@ fn batch_funding(
 fn batch_categories(request: &CreateBatch) -> Result<Vec<Category>, ApiError> {
     let mut categories = Vec::new();
     for text in &request.categories {
-        let category: Category = text.parse().map_err(|e: String| invalid("invalid_category", e))?;
+        let category: Category = text.parse().map_err(|e: String| invalid(ErrorCode::InvalidCategory, e))?;
         if !categories.contains(&category) {
             categories.push(category);
         }
     }
     if categories.is_empty() {
-        return Err(invalid("invalid_category", "a batch needs at least one category"));
+        return Err(invalid(ErrorCode::InvalidCategory, "a batch needs at least one category"));
     }
     Ok(categories)
 }
 
 fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), ApiError> {
     if request.stock <= 0 || request.stock > MAX_STOCK {
-        return Err(invalid("invalid_stock", format!("stock must be 1 to {MAX_STOCK}")));
+        return Err(invalid(ErrorCode::InvalidStock, format!("stock must be 1 to {MAX_STOCK}")));
     }
     if request.per_citizen_limit == 0 || request.per_citizen_limit > 100 {
-        return Err(invalid("invalid_limit", "per_citizen_limit must be 1 to 100"));
+        return Err(invalid(ErrorCode::InvalidLimit, "per_citizen_limit must be 1 to 100"));
     }
     if request.points_price.is_some_and(|p| p <= 0 || p > crate::domain::card::MAX_POINTS_PRICE) {
         return Err(invalid(
-            "invalid_points_price",
+            ErrorCode::InvalidPointsPrice,
             format!("points_price must be 1 to {}", crate::domain::card::MAX_POINTS_PRICE),
         ));
     }
     if request.valid_hours == 0 || request.valid_hours > MAX_VALID_HOURS {
-        return Err(invalid("invalid_valid_hours", format!("valid_hours must be 1 to {MAX_VALID_HOURS}")));
+        return Err(invalid(
+            ErrorCode::InvalidValidHours,
+            format!("valid_hours must be 1 to {MAX_VALID_HOURS}"),
+        ));
     }
     let window_ok = request.claim_opens_at < request.claim_closes_at
         && request.claim_opens_at >= season.starts_at
         && request.claim_closes_at <= season.ends_at;
     if !window_ok {
-        return Err(invalid("invalid_dates", "the claim window must lie inside the season"));
+        return Err(invalid(ErrorCode::InvalidDates, "the claim window must lie inside the season"));
     }
     Ok(())
 }
@@ -575,12 +594,12 @@ pub async fn draw(
         .store()
         .batch(batch_id)
         .await?
-        .ok_or_else(|| ApiError::not_found("batch_not_found", "no such batch"))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
     if scope.region != batch.issuer {
         return Err(ApiError::forbidden(format!("only the admin of {} draws its batches", batch.issuer)));
     }
     let lottery = match check_drawable(&state, &batch, &request.seed).await {
-        Err(refused) if refused.code == "already_drawn" => {
+        Err(refused) if refused.code == ErrorCode::AlreadyDrawn => {
             return drawn_already(&state, &idem_scope, &key, &hash).await;
         }
         checked => checked?,
@@ -592,7 +611,7 @@ pub async fn draw(
     let entries = ranking.entries();
     state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
         tracing::error!(%error, batch = %batch.id, "issuing a draw's vouchers failed part way; draw again to finish");
-        ApiError::unavailable("draw_unfinished", "the draw stopped part way; send it again to finish it")
+        ApiError::unavailable(ErrorCode::DrawUnfinished, "the draw stopped part way; send it again to finish it")
     })?;
     let issued_s = started.elapsed().as_secs_f64() - ranked_s;
     // Every voucher the draw gave, also those of an earlier attempt stopped part way (or of a
@@ -657,7 +676,7 @@ pub async fn lottery_entrants(
 ) -> Result<Json<Value>, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
     let limit = page_limit(page.limit, 1_000, 10_000)?;
-    let not_found = || ApiError::not_found("batch_not_found", "no such batch");
+    let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
     let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
     if !scope.covers(batch.issuer) {
         return Err(ApiError::forbidden(format!("the batch is {}'s", batch.issuer)));
@@ -674,12 +693,12 @@ pub async fn lottery_entrants(
 /// request (the same key, sent at once) made the draw, else 409 `already_drawn`.
 async fn drawn_already(state: &AppState, scope: &str, key: &str, hash: &[u8]) -> Result<Response, ApiError> {
     let twin = super::idempotency::replay_if_known(state.store(), scope, key, hash).await?;
-    twin.ok_or_else(|| ApiError::conflict("already_drawn", "the batch was drawn already"))
+    twin.ok_or_else(|| ApiError::conflict(ErrorCode::AlreadyDrawn, "the batch was drawn already"))
 }
 
 /// 409 `not_a_lottery`: entries and draws are for lottery batches only.
 pub(crate) fn not_a_lottery() -> ApiError {
-    ApiError::conflict("not_a_lottery", "this batch is claimed in a rush, not drawn")
+    ApiError::conflict(ErrorCode::NotALottery, "this batch is claimed in a rush, not drawn")
 }
 
 /// The lottery of a batch that may be drawn now with `seed`, or why not.
@@ -688,25 +707,25 @@ async fn check_drawable(state: &AppState, batch: &Batch, seed: &str) -> Result<L
         return Err(not_a_lottery());
     };
     if lottery.drawn_at.is_some() {
-        return Err(ApiError::conflict("already_drawn", "the batch was drawn already"));
+        return Err(ApiError::conflict(ErrorCode::AlreadyDrawn, "the batch was drawn already"));
     }
     let now = state.clock().now();
     // Vouchers drawn after the season's end would be born expired.
     if load_season(state.store(), batch.season_id).await?.status_at(now)
         != crate::domain::season::SeasonStatus::Open
     {
-        return Err(ApiError::conflict("season_closed", "the season is not open"));
+        return Err(ApiError::conflict(ErrorCode::SeasonClosed, "the season is not open"));
     }
     if now < batch.claim_closes_at {
         let message = format!("entries close at {}; draw after that", batch.claim_closes_at);
-        return Err(ApiError::conflict("draw_too_early", message));
+        return Err(ApiError::conflict(ErrorCode::DrawTooEarly, message));
     }
     if seed.chars().any(char::is_control) {
         // Stored as text with the draw: PostgreSQL refuses NUL in text. A seed is printable.
-        return Err(invalid("invalid_seed", "a seed holds no control characters"));
+        return Err(invalid(ErrorCode::InvalidSeed, "a seed holds no control characters"));
     }
     if seed.len() > crate::domain::season::MAX_SEED_LEN || !lottery.seed_matches(seed) {
-        return Err(invalid("seed_mismatch", "the seed does not hash to the batch's seed_sha256"));
+        return Err(invalid(ErrorCode::SeedMismatch, "the seed does not hash to the batch's seed_sha256"));
     }
     Ok(lottery)
 }
@@ -746,7 +765,7 @@ pub async fn create_batch(
     let issuer = parse_region(&request.issuer, "issuer")?;
     if !season.accepts_funder(issuer) {
         return Err(invalid(
-            "invalid_issuer",
+            ErrorCode::InvalidIssuer,
             format!("{issuer} is not the province or a city of {}", season.province),
         ));
     }
@@ -757,7 +776,7 @@ pub async fn create_batch(
     // A size guard, read outside the write: concurrent creations may pass it by a few.
     if state.store().season_batches(season_id).await?.len() >= MAX_BATCHES_PER_SEASON {
         return Err(ApiError::conflict(
-            "too_many_batches",
+            ErrorCode::TooManyBatches,
             format!("a season has at most {MAX_BATCHES_PER_SEASON} batches"),
         ));
     }
@@ -781,7 +800,7 @@ pub async fn create_batch(
         points_price: request.points_price,
         lottery: batch_lottery(&request)?,
     };
-    let entry = reserve_entry(&batch).map_err(|e| invalid("invalid_stock", e.to_string()))?;
+    let entry = reserve_entry(&batch).map_err(|e| invalid(ErrorCode::InvalidStock, e.to_string()))?;
     let view = batch_view(&batch, state.clock().now());
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };

@@ -12,6 +12,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiJson, Staff, plain_text};
 use crate::app::staff;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
 
@@ -41,12 +42,12 @@ pub struct WhoAmI {
 
 pub fn parse_scope(role: &str, region: &str) -> Result<StaffScope, ApiError> {
     let role: Role = role.parse().map_err(|e: crate::domain::staff::StaffError| {
-        ApiError::unprocessable("invalid_role", e.to_string())
+        ApiError::unprocessable(ErrorCode::InvalidRole, e.to_string())
     })?;
     let region: RegionCode = region.parse().map_err(|e: crate::domain::region::RegionError| {
-        ApiError::unprocessable("invalid_region", e.to_string())
+        ApiError::unprocessable(ErrorCode::InvalidRegion, e.to_string())
     })?;
-    StaffScope::new(role, region).map_err(|e| ApiError::unprocessable("invalid_scope", e.to_string()))
+    StaffScope::new(role, region).map_err(|e| ApiError::unprocessable(ErrorCode::InvalidScope, e.to_string()))
 }
 
 /// Mints a staff key (province_admin for its province and cities; city_admin for its city).
@@ -61,7 +62,7 @@ pub async fn create_key(
     let scope = parse_scope(&request.role, &request.region)?;
     let label = plain_text(&request.label, 100).ok_or_else(|| {
         ApiError::unprocessable(
-            "invalid_label",
+            ErrorCode::InvalidLabel,
             "label is at most 100 characters, none of them control characters",
         )
     })?;

@@ -26,12 +26,13 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, plain_text};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use crate::domain::entries::{AfterReversal, funder_parts, redemption_entry, reversal_entry};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::RegionLevel;
 use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus, order_slot};
 use crate::storage::{
-    IdemRecord, NewRedemption, NewReversal, SeasonTotalDelta, TerminalRecord, WriteError, conflict,
+    IdemRecord, NewRedemption, NewReversal, Refusal, SeasonTotalDelta, TerminalRecord, WriteError,
 };
 
 /// A verified terminal request.
@@ -42,7 +43,10 @@ pub struct TerminalCtx {
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Result<&'a str, ApiError> {
     headers.get(name).and_then(|v| v.to_str().ok()).ok_or_else(|| {
-        ApiError::unauthorized("missing_signature", format!("terminal requests need the {name} header"))
+        ApiError::unauthorized(
+            ErrorCode::MissingSignature,
+            format!("terminal requests need the {name} header"),
+        )
     })
 }
 
@@ -53,10 +57,13 @@ impl TerminalCtx {
     /// till's journal disagreeing with the service.
     fn standing(&self) -> Result<(), ApiError> {
         if self.terminal.revoked {
-            return Err(ApiError::forbidden_code("terminal_revoked", "this terminal has been revoked"));
+            return Err(ApiError::forbidden_code(
+                ErrorCode::TerminalRevoked,
+                "this terminal has been revoked",
+            ));
         }
         if self.merchant.status == MerchantStatus::Suspended {
-            return Err(ApiError::forbidden_code("merchant_suspended", "this merchant is suspended"));
+            return Err(ApiError::forbidden_code(ErrorCode::MerchantSuspended, "this merchant is suspended"));
         }
         Ok(())
     }
@@ -99,10 +106,10 @@ async fn verify_terminal(
     headers: &HeaderMap,
     body: &[u8],
 ) -> Result<(TerminalCtx, String), ApiError> {
-    let unknown = || ApiError::unauthorized("unknown_terminal", "no such terminal");
+    let unknown = || ApiError::unauthorized(ErrorCode::UnknownTerminal, "no such terminal");
     let terminal_id: Uuid = header(headers, HEADER_TERMINAL)?.parse().map_err(|_| unknown())?;
     let timestamp_s = parse_timestamp(header(headers, HEADER_TIMESTAMP)?)
-        .map_err(|e| ApiError::unauthorized("timestamp_malformed", e.to_string()))?;
+        .map_err(|e| ApiError::unauthorized(ErrorCode::TimestampMalformed, e.to_string()))?;
     let nonce = header(headers, HEADER_NONCE)?;
     let signature = header(headers, HEADER_SIGNATURE)?;
     let (terminal, merchant) = match state.inner().tills.get(&terminal_id) {
@@ -121,11 +128,11 @@ async fn verify_terminal(
         Ok(()) => {}
         Err(SignatureError::Stale) => {
             return Err(ApiError::unauthorized(
-                "stale_request",
+                ErrorCode::StaleRequest,
                 "the request timestamp is more than 5 minutes off",
             ));
         }
-        Err(error) => return Err(ApiError::unauthorized("bad_signature", error.to_string())),
+        Err(error) => return Err(ApiError::unauthorized(ErrorCode::BadSignature, error.to_string())),
     }
     Ok((TerminalCtx { terminal, merchant }, nonce.to_owned()))
 }
@@ -133,7 +140,7 @@ async fn verify_terminal(
 /// Records the request nonce; refuses it if the terminal used it before.
 async fn check_nonce(state: &AppState, terminal_id: Uuid, nonce: String) -> Result<(), ApiError> {
     if !state.inner().till_reads.nonces.load((terminal_id, nonce)).await? {
-        return Err(ApiError::unauthorized("replayed_request", "this nonce was already used"));
+        return Err(ApiError::unauthorized(ErrorCode::ReplayedRequest, "this nonce was already used"));
     }
     Ok(())
 }
@@ -173,9 +180,9 @@ pub(crate) fn funder_parts_value(plan: &Plan) -> Value {
 pub(super) fn token_error(error: TokenError) -> ApiError {
     match error {
         TokenError::Expired(_) => {
-            ApiError::new(axum::http::StatusCode::GONE, "qr_expired", error.to_string())
+            ApiError::new(axum::http::StatusCode::GONE, ErrorCode::QrExpired, error.to_string())
         }
-        other => ApiError::unprocessable("qr_invalid", other.to_string()),
+        other => ApiError::unprocessable(ErrorCode::QrInvalid, other.to_string()),
     }
 }
 
@@ -187,7 +194,7 @@ async fn scanned_voucher(state: &AppState, qr: &str) -> Result<(TokenPayload, Vo
     let ring = state.qr().ring().await?;
     let payload = ring.verify(&token, now.unix_us().div_euclid(1_000_000)).map_err(token_error)?.clone();
     if payload.kind != TokenKind::Voucher {
-        return Err(ApiError::unprocessable("qr_invalid", "this is not a voucher code"));
+        return Err(ApiError::unprocessable(ErrorCode::QrInvalid, "this is not a voucher code"));
     }
     let voucher = state
         .inner()
@@ -195,7 +202,7 @@ async fn scanned_voucher(state: &AppState, qr: &str) -> Result<(TokenPayload, Vo
         .vouchers
         .load(payload.subject)
         .await?
-        .ok_or_else(|| ApiError::not_found("voucher_not_found", "no such voucher"))?;
+        .ok_or_else(|| ApiError::not_found(ErrorCode::VoucherNotFound, "no such voucher"))?;
     Ok((payload, voucher))
 }
 
@@ -214,7 +221,7 @@ async fn plan(
         // A spent token is reported as such; the group re-checks the nonce under the lock.
         if state.store().qr_nonce_used(&payload.nonce).await? {
             return Err(ApiError::conflict(
-                "qr_replayed",
+                ErrorCode::QrReplayed,
                 "this QR code was already used; refresh it on the phone",
             ));
         }
@@ -225,16 +232,19 @@ async fn plan(
     }
     let (batch, season) = batch_and_season(state, &voucher).await?;
     if season.status_at(now) != SeasonStatus::Open {
-        return Err(ApiError::conflict("season_closed", "the season is not open"));
+        return Err(ApiError::conflict(ErrorCode::SeasonClosed, "the season is not open"));
     }
-    merchant.eligible_for(&batch).map_err(|m| ApiError::forbidden_code("merchant_not_eligible", m))?;
+    merchant.eligible_for(&batch).map_err(|m| ApiError::forbidden_code(ErrorCode::MerchantNotEligible, m))?;
     let ceiling = season.subsidy_ceilings.percent_for(merchant.category);
     let discount = batch
         .terms
         .discount_within(order_amount, ceiling)
-        .map_err(|e| ApiError::unprocessable("below_min_spend", e.to_string()))?;
+        .map_err(|e| ApiError::unprocessable(ErrorCode::BelowMinSpend, e.to_string()))?;
     if discount.is_zero() {
-        return Err(ApiError::unprocessable("below_min_spend", "the order is too small for any discount"));
+        return Err(ApiError::unprocessable(
+            ErrorCode::BelowMinSpend,
+            "the order is too small for any discount",
+        ));
     }
     let parts = funder_parts(&batch, voucher.value, discount);
     Ok((Plan { voucher, batch, season, discount, parts }, payload.nonce.to_vec()))
@@ -253,11 +263,11 @@ async fn batch_and_season(state: &AppState, voucher: &Voucher) -> Result<(Batch,
 }
 
 fn season_closed() -> ApiError {
-    ApiError::conflict("season_closed", "the season is closed: no more redemptions or reversals")
+    ApiError::conflict(ErrorCode::SeasonClosed, "the season is closed: no more redemptions or reversals")
 }
 
 fn not_redeemable(state: &str) -> ApiError {
-    ApiError::conflict("voucher_not_redeemable", format!("the voucher is {state}"))
+    ApiError::conflict(ErrorCode::VoucherNotRedeemable, format!("the voucher is {state}"))
 }
 
 /// Redeems a voucher at the till (a signed terminal request with an Idempotency-Key).
@@ -306,7 +316,7 @@ pub async fn redeem(
     fresh?;
     let request = parsed?;
     if !order_ref_ok || request.order_amount.0.is_zero() {
-        return Err(ApiError::unprocessable("invalid_body", ORDER_FIELDS_RULE));
+        return Err(ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE));
     }
     let record = |status: u16, body: String| IdemRecord {
         scope: scope.clone(),
@@ -321,7 +331,7 @@ pub async fn redeem(
         None => (request.order_amount.0, None),
         Some(paid) if paid.order_amount_fen != request.order_amount.0.as_fen() => {
             let refusal = ApiError::conflict(
-                "order_amount_mismatch",
+                ErrorCode::OrderAmountMismatch,
                 format!(
                     "a card payment on this order was for {}; send the same order_amount",
                     Fen::new(paid.order_amount_fen).map(|f| f.to_string()).unwrap_or_default()
@@ -336,8 +346,10 @@ pub async fn redeem(
         }
     };
     if basis.is_zero() {
-        let refusal =
-            ApiError::unprocessable("below_min_spend", "nothing is left to pay after the member discount");
+        let refusal = ApiError::unprocessable(
+            ErrorCode::BelowMinSpend,
+            "nothing is left to pay after the member discount",
+        );
         return remember_refusal(&state, refusal, record).await;
     }
     let planned = match scanned {
@@ -420,30 +432,11 @@ async fn write_refusal(
                 .await?
                 .ok_or_else(ApiError::internal);
         }
-        WriteError::Conflict(what) if what == conflict::QR_REPLAYED => {
-            ApiError::conflict("qr_replayed", "this QR code was already used; refresh it on the phone")
-        }
-        WriteError::Conflict(what) if what.starts_with(conflict::VOUCHER_STATE) => {
-            not_redeemable(what.rsplit(':').next().unwrap_or("unknown"))
-        }
-        WriteError::Conflict(what) if what.starts_with(conflict::ORDER_REF_USED) => order_ref_refusal(&what),
-        WriteError::Conflict(what) if what == conflict::ORDER_CHANGED => ApiError::conflict(
-            "order_changed",
-            "a card payment on this order was recorded or reversed meanwhile; send the redemption again with a new key",
-        ),
-        WriteError::Conflict(what) if what == conflict::ALREADY_SETTLED => {
-            ApiError::conflict("already_settled", "the redemption has been settled and cannot be reversed")
-        }
-        WriteError::Conflict(what) if what == conflict::SEASON_CLOSED => season_closed(),
-        WriteError::Conflict(what) if what == conflict::MERCHANT_LIMIT => ApiError::conflict(
-            "merchant_limit_reached",
-            "this citizen has used as many vouchers at this merchant as the season allows",
-        ),
-        WriteError::Conflict(what) if what == conflict::ALREADY_REVERSED => {
-            ApiError::conflict("already_reversed", "the redemption was already reversed")
-        }
-        WriteError::Conflict(what) => ApiError::constraint_refusal(&what),
-        WriteError::Ledger(refusal) => ApiError::conflict("budget_exceeded", refusal.to_string()),
+        WriteError::Refused(Refusal::Code(code)) => till_refusal(code),
+        WriteError::Refused(Refusal::VoucherState(state)) => not_redeemable(&state),
+        WriteError::Refused(other) => ApiError::constraint_refusal(&other.to_string()),
+        WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
+        WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::BudgetExceeded, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
     };
     let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
@@ -456,15 +449,24 @@ async fn write_refusal(
     Err(refusal)
 }
 
-fn order_ref_refusal(what: &str) -> ApiError {
-    if what.ends_with(":stacking") {
-        ApiError::conflict(
-            "stacking_not_allowed",
-            "provincial and city vouchers cannot be combined on one order",
-        )
-    } else {
-        ApiError::conflict("order_ref_used", "a voucher was already redeemed on this order")
-    }
+/// The answer to a redemption or reversal the storage refused with `code`.
+fn till_refusal(code: ErrorCode) -> ApiError {
+    let message = match code {
+        ErrorCode::QrReplayed => "this QR code was already used; refresh it on the phone",
+        ErrorCode::StackingNotAllowed => "provincial and city vouchers cannot be combined on one order",
+        ErrorCode::OrderRefUsed => "a voucher was already redeemed on this order",
+        ErrorCode::OrderChanged => {
+            "a card payment on this order was recorded or reversed meanwhile; send the redemption again with a new key"
+        }
+        ErrorCode::AlreadySettled => "the redemption has been settled and cannot be reversed",
+        ErrorCode::SeasonClosed => return season_closed(),
+        ErrorCode::MerchantLimitReached => {
+            "this citizen has used as many vouchers at this merchant as the season allows"
+        }
+        ErrorCode::AlreadyReversed => "the redemption was already reversed",
+        other => return ApiError::constraint_refusal(other.as_str()),
+    };
+    ApiError::conflict(code, message)
 }
 
 #[derive(Deserialize)]
@@ -511,7 +513,7 @@ pub(super) async fn merchant_or_staff(
     }
     let staff = staff.ok_or_else(|| {
         ApiError::unauthorized(
-            "unauthenticated",
+            ErrorCode::Unauthenticated,
             "send a staff key, or sign the request as the merchant's terminal",
         )
     })?;
@@ -534,8 +536,8 @@ pub(super) fn reversal_reason(body: &[u8]) -> Result<String, ApiError> {
     let reason = request.reason.trim().chars().take(200).collect::<String>();
     match plain_text(&reason, 200) {
         Some(reason) if !reason.is_empty() => Ok(reason.to_owned()),
-        Some(_) => Err(ApiError::unprocessable("invalid_body", "a reversal needs a reason")),
-        None => Err(ApiError::unprocessable("invalid_body", "the reason holds a control character")),
+        Some(_) => Err(ApiError::unprocessable(ErrorCode::InvalidBody, "a reversal needs a reason")),
+        None => Err(ApiError::unprocessable(ErrorCode::InvalidBody, "the reason holds a control character")),
     }
 }
 
@@ -585,8 +587,9 @@ pub async fn reverse(
         };
     let reason = reversal_reason(&body)?;
     let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
-    let record = record
-        .ok_or_else(|| ApiError::not_found("redemption_not_found", "no such redemption at this merchant"))?;
+    let record = record.ok_or_else(|| {
+        ApiError::not_found(ErrorCode::RedemptionNotFound, "no such redemption at this merchant")
+    })?;
     let answer = IdemRecord { scope, key, request_hash: hash, status: 201, body: String::new() };
     // Planned from the batch as read now; planned again, once, if the batch closed before the
     // commit (a batch closes once, so the second plan sees it as it stays).
@@ -601,7 +604,7 @@ pub async fn reverse(
                 }
                 return Ok(json_response(201, reversal.answer.body));
             }
-            Err(WriteError::Conflict(what)) if what == conflict::BATCH_CLOSED_MEANWHILE && !planned_again => {
+            Err(WriteError::Refused(Refusal::BatchClosedMeanwhile)) if !planned_again => {
                 planned_again = true;
             }
             Err(error) => return write_refusal(&state, error, &reversal.answer).await,
@@ -666,8 +669,9 @@ pub async fn get(
 ) -> Result<Json<Value>, ApiError> {
     let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
     let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
-    let r = record
-        .ok_or_else(|| ApiError::not_found("redemption_not_found", "no such redemption at this merchant"))?;
+    let r = record.ok_or_else(|| {
+        ApiError::not_found(ErrorCode::RedemptionNotFound, "no such redemption at this merchant")
+    })?;
     let yuan = |fen: i64| Fen::new(fen).map(|f| f.to_string()).unwrap_or_default();
     let funders: Value = serde_json::from_str(&r.funders_json).unwrap_or(Value::Null);
     Ok(Json(json!({

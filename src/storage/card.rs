@@ -9,12 +9,13 @@ use uuid::Uuid;
 
 use crate::domain::accounts;
 use crate::domain::card::{self, Card, CardStatus, CardVia, Clawback, Earning, MemberTerms, PointsDebt};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{AsExec, QueryBuilder, query, query_as};
 use crate::storage::ledger::INSERT_CHUNK_ROWS;
-use crate::storage::{IdemRecord, SeasonStore, SqlStore, Storage, StorageError, WriteError};
+use crate::storage::{IdemRecord, Refusal, SeasonStore, SqlStore, Storage, StorageError, WriteError};
 
 /// A card's points in one season: what it holds and what it owes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -100,24 +101,10 @@ pub struct CardFigures {
     pub points_debt: i64,
 }
 
-/// Refusals a card payment or reversal transaction can end with (in `WriteError::Conflict`).
-pub mod card_conflict {
-    pub const QR_REPLAYED: &str = "qr_replayed";
-    pub const CARD_FROZEN: &str = "card_frozen";
-    pub const CARD_AFTER_VOUCHER: &str = "card_after_voucher";
-    pub const ORDER_REF_USED: &str = "order_ref_used";
-    pub const ALREADY_REVERSED: &str = "already_reversed";
-    pub const REVERSE_VOUCHER_FIRST: &str = "reverse_voucher_first";
-    pub const CARD_EXISTS: &str = "card_exists";
-    pub const CARD_NUMBER_TAKEN: &str = "card_number_taken";
-    /// The season's points expired after the payment was planned to earn some there.
-    pub const POINTS_EXPIRED: &str = "points_expired_meanwhile";
-}
-
 #[async_trait]
 pub trait CardStore: Send + Sync {
-    /// Issues a card; `Conflict(card_exists)` if the citizen has one (the database's UNIQUE),
-    /// `Conflict(card_number_taken)` if the random number collided (draw another).
+    /// Issues a card; `Constraint(CardPerCitizen)` if the citizen has one (the database's UNIQUE),
+    /// `Constraint(CardNumber)` if the random number collided (draw another).
     async fn insert_card(&self, card: &Card) -> Result<(), WriteError>;
 
     async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError>;
@@ -455,14 +442,8 @@ impl CardStore for SqlStore {
         .bind(card.issued_at.unix_us())
         .execute(&self.pool)
         .await;
-        match done.map_err(WriteError::from) {
-            Ok(_) => Ok(()),
-            Err(WriteError::Conflict(text)) if text.contains("card_number") => {
-                Err(WriteError::Conflict(card_conflict::CARD_NUMBER_TAKEN.into()))
-            }
-            Err(WriteError::Conflict(_)) => Err(WriteError::Conflict(card_conflict::CARD_EXISTS.into())),
-            Err(other) => Err(other),
-        }
+        done.map_err(WriteError::from)?;
+        Ok(())
     }
 
     async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError> {
@@ -609,17 +590,17 @@ impl CardStore for SqlStore {
             .fetch_optional(&mut tx)
             .await?;
         if nonce.is_some() {
-            return Err(WriteError::Conflict(card_conflict::QR_REPLAYED.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::QrReplayed)));
         }
         let status: Option<(String,)> = query_as("SELECT status FROM cards WHERE id = $1")
             .bind(p.card_id)
             .fetch_optional(&mut tx)
             .await?;
         if status.is_none_or(|(s,)| s != CardStatus::Active.as_str()) {
-            return Err(WriteError::Conflict(card_conflict::CARD_FROZEN.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::CardFrozen)));
         }
         if Self::live_redemption_on_conn(&mut tx, p.merchant_id, &p.order_ref).await? {
-            return Err(WriteError::Conflict(card_conflict::CARD_AFTER_VOUCHER.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::CardAfterVoucher)));
         }
         let taken: Option<(Uuid,)> = query_as(
             "SELECT id FROM card_payments WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL",
@@ -629,7 +610,7 @@ impl CardStore for SqlStore {
         .fetch_optional(&mut tx)
         .await?;
         if taken.is_some() {
-            return Err(WriteError::Conflict(card_conflict::ORDER_REF_USED.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::OrderRefUsed)));
         }
         if let (Some(season_id), true) = (p.season_id, p.points > 0) {
             // Read under the head, which the points expiry holds: points earned into a
@@ -640,7 +621,7 @@ impl CardStore for SqlStore {
                     .fetch_optional(&mut tx)
                     .await?;
             if matches!(expired, Some((Some(_),))) {
-                return Err(WriteError::Conflict(card_conflict::POINTS_EXPIRED.into()));
+                return Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile));
             }
         }
         let debts: Vec<PointsDebt> = if p.points > 0 {
@@ -710,10 +691,10 @@ impl CardStore for SqlStore {
         let row: Option<CardPaymentRow> = query_as(sql).bind(r.payment_id).fetch_optional(&mut tx).await?;
         let payment = row.map(CardPaymentRow::into_record).transpose()?;
         let Some(payment) = payment.filter(|p| p.reversed_at.is_none()) else {
-            return Err(WriteError::Conflict(card_conflict::ALREADY_REVERSED.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed)));
         };
         if Self::live_redemption_on_conn(&mut tx, payment.merchant_id, &payment.order_ref).await? {
-            return Err(WriteError::Conflict(card_conflict::REVERSE_VOUCHER_FIRST.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::ReverseVoucherFirst)));
         }
         let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
         let kept = payment.points - repaid;
@@ -789,7 +770,9 @@ impl CardStore for SqlStore {
         .execute(&mut tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(WriteError::Conflict(format!("the points of season {season_id} already expired")));
+            return Err(WriteError::Refused(Refusal::Changed(format!(
+                "the points of season {season_id} already expired"
+            ))));
         }
         let mut opened = HashMap::new();
         for chunk in entries.chunks(crate::domain::ledger::MAX_ENTRIES_PER_BATCH) {

@@ -9,6 +9,7 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use crate::domain::accounts;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{SalesFigures, SettlementLine};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
@@ -16,7 +17,7 @@ use crate::domain::region::RegionCode;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{Exec, QueryBuilder, Tx, execute_raw, query, query_as};
 use crate::storage::till::{REDEMPTION_COLUMNS, RedemptionRow};
-use crate::storage::{IdemRecord, RedemptionRecord, SqlStore, StorageError, WriteError};
+use crate::storage::{IdemRecord, RedemptionRecord, Refusal, SqlStore, StorageError, WriteError};
 
 /// Rows of a report or a statement are capped here; a bigger answer must be narrowed.
 pub const MAX_REPORT_ROWS: i64 = 200_000;
@@ -154,11 +155,11 @@ pub trait FinanceStore: Send + Sync {
     /// settlement is skipped), adds their lines to the settlement (creating it with the first
     /// line), and posts a ledger entry per merchant. Returns the number of lines added: 0 if
     /// the merchants had nothing left, or if the settlement was completed meanwhile.
-    /// `Conflict("idempotency_key_reused")` if the settlement exists with another season or cut-off.
+    /// `Refused(idempotency_key_reused)` if the settlement exists with another season or cut-off.
     async fn settle_merchants(&self, plan: &SettlementPlan, merchants: &[Uuid]) -> Result<usize, WriteError>;
 
     /// Marks the settlement complete (once) and stores the plan's answer with it.
-    /// `Conflict("nothing_to_settle")` if no chunk added a line; `IdempotencyTaken` if the
+    /// `Refused(nothing_to_settle)` if no chunk added a line; `IdempotencyTaken` if the
     /// answer's key was answered first.
     async fn finish_settlement(
         &self,
@@ -187,7 +188,7 @@ pub trait FinanceStore: Send + Sync {
     async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError>;
 
     /// Records the bank's payout of a settlement (ledger entries settled -> paid).
-    /// `Conflict("already_paid")` if it was recorded before, `Conflict("settlement_in_progress")`
+    /// `Refused(already_paid)` if it was recorded before, `Refused(settlement_in_progress)`
     /// if the settlement is not complete.
     async fn commit_payout(
         &self,
@@ -414,7 +415,7 @@ impl SqlStore {
         let record = row.map(SettlementRow::into_record);
         match record {
             Some(ref s) if s.season_id != plan.season_id || s.cut_off != plan.cut_off => {
-                Err(WriteError::Conflict("idempotency_key_reused".into()))
+                Err(WriteError::Refused(Refusal::Code(ErrorCode::IdempotencyKeyReused)))
             }
             _ => Ok(record),
         }
@@ -780,7 +781,7 @@ impl FinanceStore for SqlStore {
             return Err(WriteError::IdempotencyTaken);
         }
         let Some(mut record) = Self::settlement_in(&mut tx, plan).await? else {
-            return Err(WriteError::Conflict("nothing_to_settle".into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::NothingToSettle)));
         };
         if record.completed_at.is_none() {
             query("UPDATE settlements SET completed_at_us = $1 WHERE id = $2")
@@ -860,10 +861,12 @@ impl FinanceStore for SqlStore {
                 .fetch_optional(&mut tx)
                 .await?;
         let season_id = match state {
-            Some((_, Some(_), _)) => return Err(WriteError::Conflict("already_paid".into())),
-            Some((_, None, None)) => return Err(WriteError::Conflict("settlement_in_progress".into())),
+            Some((_, Some(_), _)) => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyPaid))),
+            Some((_, None, None)) => {
+                return Err(WriteError::Refused(Refusal::Code(ErrorCode::SettlementInProgress)));
+            }
             Some((season_id, None, Some(_))) => season_id,
-            None => return Err(WriteError::Conflict("settlement_not_found".into())),
+            None => return Err(WriteError::Refused(Refusal::Code(ErrorCode::SettlementNotFound))),
         };
         // Complete: no chunk adds a line any more (`settle_merchants` checks), so the
         // lines read here are all of them.
@@ -905,7 +908,7 @@ impl FinanceStore for SqlStore {
             .fetch_optional(&mut tx)
             .await?;
         match closed {
-            None => return Err(WriteError::Conflict("season_not_found".into())),
+            None => return Err(WriteError::Refused(Refusal::Code(ErrorCode::SeasonNotFound))),
             Some((Some(closed_at),)) => {
                 return Ok(Timestamp::from_unix_us(closed_at));
             }

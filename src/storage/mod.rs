@@ -21,6 +21,7 @@ use crate::domain::time::{Clock, Timestamp};
 
 mod backend;
 mod card;
+mod constraint;
 mod db;
 mod finance;
 mod ledger;
@@ -31,6 +32,7 @@ mod till;
 mod types;
 
 pub use backend::SqlStore;
+pub use constraint::Constraint;
 pub use finance::{
     DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
     SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
@@ -39,7 +41,6 @@ pub use types::*;
 
 pub use card::{
     CardFigures, CardPaymentRecord, CardPointsLine, CardStore, NewCardPayment, NewCardReversal, PointsPolicy,
-    card_conflict,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
@@ -16,7 +17,7 @@ use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::ledger::INSERT_CHUNK_ROWS;
 use crate::storage::{
-    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, NewCitizen, NewSession, SeasonStore,
+    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, NewCitizen, NewSession, Refusal, SeasonStore,
     SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
 };
 
@@ -276,7 +277,7 @@ impl SqlStore {
             .fetch_optional(&mut *tx)
             .await?;
         if matches!(closed, Some((Some(_),))) {
-            return Err(WriteError::Conflict(crate::storage::conflict::SEASON_CLOSED.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::SeasonClosed)));
         }
         Ok(())
     }
@@ -865,7 +866,9 @@ impl SeasonStore for SqlStore {
                     .fetch_optional(&mut tx)
                     .await?;
                 if status.is_none_or(|(s,)| s != crate::domain::card::CardStatus::Active.as_str()) {
-                    return Err(WriteError::Conflict(format!("card {card_id} is no longer active")));
+                    return Err(WriteError::Refused(Refusal::Changed(format!(
+                        "card {card_id} is no longer active"
+                    ))));
                 }
             }
         }
@@ -881,7 +884,9 @@ impl SeasonStore for SqlStore {
             .execute(&mut tx)
             .await?;
             if updated.rows_affected() != 1 {
-                return Err(WriteError::Conflict(format!("batch {batch_id} has fewer vouchers left")));
+                return Err(WriteError::Refused(Refusal::Changed(format!(
+                    "batch {batch_id} has fewer vouchers left"
+                ))));
             }
         }
         self.insert_vouchers(&mut tx, &commit.vouchers).await?;
@@ -915,7 +920,9 @@ impl SeasonStore for SqlStore {
             update.push(")");
             let done = update.build().execute(&mut tx).await?;
             if done.rows_affected() != chunk.len() as u64 {
-                return Err(WriteError::Conflict("a voucher changed state before it could expire".into()));
+                return Err(WriteError::Refused(Refusal::Changed(
+                    "a voucher changed state before it could expire".into(),
+                )));
             }
         }
         for (batch_id, count) in &commit.batch_returns {
@@ -934,9 +941,9 @@ impl SeasonStore for SqlStore {
         }
         for (batch_id, planned) in &commit.planned_reserves {
             if Self::reserve_returned_in(&mut tx, *batch_id).await? != *planned {
-                return Err(WriteError::Conflict(format!(
+                return Err(WriteError::Refused(Refusal::Changed(format!(
                     "batch {batch_id} closed while its expiries were planned"
-                )));
+                ))));
             }
         }
         let opened = self.post_in(&mut tx, &commit.entries).await?;
@@ -972,7 +979,9 @@ impl SeasonStore for SqlStore {
         .fetch_optional(&mut tx)
         .await?;
         let Some((season_id,)) = season else {
-            return Err(WriteError::Conflict(format!("batch {batch_id} was already closed")));
+            return Err(WriteError::Refused(Refusal::Changed(format!(
+                "batch {batch_id} was already closed"
+            ))));
         };
         // The entry was made from balances read before this transaction: under the
         // head, the reserves must still hold exactly what it moves (a reversal or an
@@ -996,9 +1005,9 @@ impl SeasonStore for SqlStore {
             .map(|p| (p.account.address.as_str(), p.amount_fen))
             .collect();
         if held != moved {
-            return Err(WriteError::Conflict(format!(
+            return Err(WriteError::Refused(Refusal::Changed(format!(
                 "batch {batch_id}: its reserve changed while its close was planned"
-            )));
+            ))));
         }
         let opened = match entry {
             Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,

@@ -3,6 +3,7 @@
 use async_trait::async_trait;
 use uuid::Uuid;
 
+use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::StaffKeyId;
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
@@ -15,8 +16,8 @@ use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::seasons::{VOUCHER_COLUMNS, VoucherRow};
 use crate::storage::{
     AccountChange, AccountDecisionOutcome, AccountRequestOutcome, IdemRecord, NewAccountDecision,
-    NewAccountRequest, NewRedemption, NewReversal, QrKeyRecord, RedemptionRecord, SqlStore, StorageError,
-    TerminalRecord, TillStore, WriteError, conflict,
+    NewAccountRequest, NewRedemption, NewReversal, QrKeyRecord, RedemptionRecord, Refusal, SqlStore,
+    StorageError, TerminalRecord, TillStore, WriteError,
 };
 
 pub(crate) const MERCHANT_COLUMNS: &str =
@@ -232,8 +233,7 @@ pub(crate) struct GroupRows {
 pub(crate) fn decide_redemptions(
     group: &[super::NewRedemption],
     seen: &SeenState,
-) -> Vec<Result<(), String>> {
-    use super::conflict;
+) -> Vec<Result<(), Refusal>> {
     let mut seen_answers = seen.answers.clone();
     let mut nonces = seen.nonces.clone();
     let mut vouchers = seen.vouchers.clone();
@@ -243,29 +243,30 @@ pub(crate) fn decide_redemptions(
         .iter()
         .map(|r| {
             if !seen_answers.insert((r.answer.scope.clone(), r.answer.key.clone())) {
-                return Err(conflict::IDEMPOTENCY_TAKEN.to_owned());
+                return Err(Refusal::IdempotencyTaken);
             }
             if !nonces.insert(r.qr_nonce.clone()) {
-                return Err(conflict::QR_REPLAYED.to_owned());
+                return Err(Refusal::Code(ErrorCode::QrReplayed));
             }
             match vouchers.get(&r.voucher_id).map(String::as_str) {
                 Some("active") => {}
-                Some("season_closed") => return Err(conflict::SEASON_CLOSED.to_owned()),
-                Some(state) => return Err(format!("{}:{state}", conflict::VOUCHER_STATE)),
-                None => return Err(format!("{}:unknown", conflict::VOUCHER_STATE)),
+                Some("season_closed") => return Err(Refusal::Code(ErrorCode::SeasonClosed)),
+                Some(state) => return Err(Refusal::VoucherState(state.to_owned())),
+                None => return Err(Refusal::VoucherState("unknown".to_owned())),
             }
             if seen.card_orders.get(&(r.merchant_id, r.order_ref.clone())) != r.card_payment_id.as_ref() {
-                return Err(conflict::ORDER_CHANGED.to_owned());
+                return Err(Refusal::Code(ErrorCode::OrderChanged));
             }
             let order = (r.merchant_id, r.order_ref.clone(), r.order_slot.clone());
             if let Some(provincial) = orders.get(&order) {
-                let stacking = if *provincial != r.provincial { ":stacking" } else { "" };
-                return Err(format!("{}{stacking}", conflict::ORDER_REF_USED));
+                let stacking = *provincial != r.provincial;
+                let code = if stacking { ErrorCode::StackingNotAllowed } else { ErrorCode::OrderRefUsed };
+                return Err(Refusal::Code(code));
             }
             if let Some(limit) = r.merchant_redemption_limit {
                 let count = merchant_counts.entry((r.citizen_id, r.merchant_id, r.season_id)).or_insert(0);
                 if *count >= i64::from(limit) {
-                    return Err(conflict::MERCHANT_LIMIT.to_owned());
+                    return Err(Refusal::Code(ErrorCode::MerchantLimitReached));
                 }
                 *count += 1;
             }
@@ -447,7 +448,9 @@ impl SqlStore {
         self.insert_answers(tx, &answers).await?;
         let updated = self.backend.insert_redemption_rows(tx, accepted).await?;
         if updated != accepted.len() as u64 {
-            return Err(WriteError::Conflict("a voucher changed state during the group".into()));
+            return Err(WriteError::Refused(Refusal::Changed(
+                "a voucher changed state during the group".into(),
+            )));
         }
         Ok(())
     }
@@ -847,7 +850,7 @@ impl TillStore for SqlStore {
     async fn commit_redemptions(
         &self,
         group: &[NewRedemption],
-    ) -> Result<Vec<Result<(), String>>, WriteError> {
+    ) -> Result<Vec<Result<(), Refusal>>, WriteError> {
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
         self.lock_head(&mut tx).await?;
@@ -890,23 +893,25 @@ impl TillStore for SqlStore {
             return Err(WriteError::IdempotencyTaken);
         }
         let Some((reversed_at_us, settled_at_us, season_id)) = row else {
-            return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into()));
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed)));
         };
         let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
             .bind(season_id)
             .fetch_optional(&mut tx)
             .await?;
         match (reversed_at_us, settled_at_us, closed) {
-            (_, _, Some((Some(_),))) => return Err(WriteError::Conflict(conflict::SEASON_CLOSED.into())),
+            (_, _, Some((Some(_),))) => {
+                return Err(WriteError::Refused(Refusal::Code(ErrorCode::SeasonClosed)));
+            }
             (None, None, Some((None,))) => {}
-            (_, Some(_), _) => return Err(WriteError::Conflict(conflict::ALREADY_SETTLED.into())),
-            _ => return Err(WriteError::Conflict(conflict::ALREADY_REVERSED.into())),
+            (_, Some(_), _) => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadySettled))),
+            _ => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed))),
         }
         // The entry was planned for the batch as it was then (open or closed).
         if r.voucher_status == "expired"
             && Self::reserve_returned_in(&mut tx, r.batch_id).await? != r.reserve_returned
         {
-            return Err(WriteError::Conflict(conflict::BATCH_CLOSED_MEANWHILE.into()));
+            return Err(WriteError::Refused(Refusal::BatchClosedMeanwhile));
         }
         self.insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
         query(
@@ -964,7 +969,7 @@ impl TillStore for SqlStore {
 mod tests {
     use super::*;
     use crate::domain::time::Timestamp;
-    use crate::storage::{IdemRecord, NewRedemption, conflict};
+    use crate::storage::{IdemRecord, NewRedemption};
 
     fn redemption(
         n: u8,
@@ -1025,11 +1030,11 @@ mod tests {
         }
         seen.merchant_counts.insert((citizen, bookstore, Uuid::from_u128(7)), 1);
         let outcomes = decide_redemptions(&group, &seen);
-        let limited = Err(conflict::MERCHANT_LIMIT.to_owned());
+        let limited = Err(Refusal::Code(ErrorCode::MerchantLimitReached));
         assert_eq!(outcomes[0], Ok(()), "one held before, one now");
         assert_eq!(
             outcomes[1],
-            Err(conflict::ORDER_REF_USED.to_owned()),
+            Err(Refusal::Code(ErrorCode::OrderRefUsed)),
             "refused on its order, before the limit"
         );
         assert_eq!(outcomes[2], limited);

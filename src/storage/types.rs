@@ -6,6 +6,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use super::{PostError, StorageError};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
 use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
 use crate::domain::region::RegionCode;
@@ -57,9 +58,12 @@ pub enum WriteError {
     /// Another request with the same idempotency key committed first.
     #[error("the idempotency key was used by a request that committed first")]
     IdempotencyTaken,
-    /// A constraint refused the write (unique or check): the caller's view was stale.
-    #[error("refused by a database constraint: {0}")]
-    Conflict(String),
+    /// A business rule checked inside the transaction refused the write; nothing was written.
+    #[error("refused: {0}")]
+    Refused(Refusal),
+    /// A unique or check constraint refused the write: the caller's view was stale.
+    #[error("refused by the database's {0}")]
+    Constraint(super::constraint::Constraint),
     #[error(transparent)]
     Ledger(IndexedLedgerError),
     #[error(transparent)]
@@ -68,14 +72,13 @@ pub enum WriteError {
 
 impl From<sqlx::Error> for WriteError {
     fn from(error: sqlx::Error) -> Self {
-        if let sqlx::Error::Database(db) = &error {
-            let text = format!("{} {}", db.message(), db.constraint().unwrap_or(""));
-            if db.is_unique_violation() && text.contains("idempotency_keys") {
-                return WriteError::IdempotencyTaken;
-            }
-            if db.is_unique_violation() || db.is_check_violation() {
-                return WriteError::Conflict(text);
-            }
+        if let sqlx::Error::Database(db) = &error
+            && (db.is_unique_violation() || db.is_check_violation())
+        {
+            return match super::constraint::Constraint::of(db.as_ref()) {
+                super::constraint::Constraint::IdempotencyKey => WriteError::IdempotencyTaken,
+                other => WriteError::Constraint(other),
+            };
         }
         WriteError::Storage(StorageError::Database(error))
     }
@@ -515,21 +518,46 @@ pub struct NewReversal {
     pub answer: IdemRecord,
 }
 
-/// Refusals a redemption or reversal transaction can end with (carried in `WriteError::Conflict`).
-pub mod conflict {
-    pub const QR_REPLAYED: &str = "qr_replayed";
-    pub const VOUCHER_STATE: &str = "voucher_not_redeemable";
-    pub const ORDER_REF_USED: &str = "order_ref_used";
-    pub const ALREADY_REVERSED: &str = "already_reversed";
-    pub const ALREADY_SETTLED: &str = "already_settled";
-    pub const IDEMPOTENCY_TAKEN: &str = "idempotency_taken";
-    pub const SEASON_CLOSED: &str = "season_closed";
-    /// A card payment on the order was recorded or reversed after the redemption was planned.
-    pub const ORDER_CHANGED: &str = "order_changed";
-    /// The citizen has used as many vouchers at this merchant as the season allows.
-    pub const MERCHANT_LIMIT: &str = "merchant_limit_reached";
+/// A refusal a storage transaction decided by its own checks (carried in `WriteError::Refused`,
+/// or per redemption by `commit_redemptions`); nothing was written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refusal {
+    /// Answered with this code; the caller words the message. For example `qr_replayed`,
+    /// `season_closed`, `order_ref_used` or `stacking_not_allowed`, `order_changed` (a card
+    /// payment on the order was recorded or reversed after the redemption was planned),
+    /// `merchant_limit_reached`, `already_reversed`, `already_settled`, `already_paid`,
+    /// `nothing_to_settle`, `settlement_in_progress`, `card_frozen`, `card_after_voucher`.
+    #[error("{0}")]
+    Code(ErrorCode),
+    /// The voucher is not redeemable in its state (its status, or `unknown` if there is none).
+    #[error("voucher_not_redeemable: {0}")]
+    VoucherState(String),
+    /// An earlier redemption of the same group carries the same idempotency key.
+    #[error("the idempotency key is used earlier in the group")]
+    IdempotencyTaken,
     /// The batch's reserve went back to the pool after a reversal was planned: plan it again.
-    pub const BATCH_CLOSED_MEANWHILE: &str = "batch_closed_meanwhile";
+    #[error("the batch closed after the reversal was planned")]
+    BatchClosedMeanwhile,
+    /// The season's points expired after the payment was planned to earn some there: plan again.
+    #[error("the season's points expired after the payment was planned")]
+    PointsExpiredMeanwhile,
+    /// What the write read changed before it could commit (says what; logged, not sent).
+    #[error("{0}")]
+    Changed(String),
+}
+
+impl Refusal {
+    /// The code the API answers this refusal with when the caller has no more specific answer.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refusal::Code(code) => *code,
+            Refusal::VoucherState(_) => ErrorCode::VoucherNotRedeemable,
+            Refusal::IdempotencyTaken
+            | Refusal::BatchClosedMeanwhile
+            | Refusal::PointsExpiredMeanwhile
+            | Refusal::Changed(_) => ErrorCode::Conflict,
+        }
+    }
 }
 
 #[async_trait]
@@ -634,13 +662,13 @@ pub trait TillStore: Send + Sync {
     async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError>;
 
     /// Commits many redemptions in one transaction, re-checking each under the ledger lock.
-    /// Each gets `Ok`, or `Err(code)` with a [`conflict`] code (or `idempotency_taken`) for a
-    /// refusal that was decided inside the transaction and written nothing. A database error
+    /// Each gets `Ok`, or `Err` with the [`Refusal`] decided inside the transaction, which
+    /// wrote nothing for it. A database error
     /// fails the whole group.
     async fn commit_redemptions(
         &self,
         group: &[NewRedemption],
-    ) -> Result<Vec<Result<(), String>>, WriteError>;
+    ) -> Result<Vec<Result<(), Refusal>>, WriteError>;
 
     async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError>;
 

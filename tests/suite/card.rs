@@ -6,10 +6,11 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
-use wenhui::domain::card::{CardVia, luhn_valid};
+use wenhui::domain::card::{Card, CardNumber, CardVia, luhn_valid};
+use wenhui::domain::citizen::synthetic_id_number;
 use wenhui::domain::staff::Role;
 use wenhui::domain::time::Timestamp;
-use wenhui::storage::CardFigures;
+use wenhui::storage::{CardFigures, Constraint, WriteError};
 use wenhui_merchant_sdk::client::{CardPayment, CardPaymentRequest};
 use wenhui_merchant_sdk::token::TokenKind;
 
@@ -189,6 +190,20 @@ async fn cards_issue_both_ways_once_per_citizen(backend: Backend) {
     let stored = till.world.app.store().card(card["id"].as_str().expect("id").parse().expect("uuid")).await;
     let stored = stored.expect("read").expect("card");
     assert_eq!(stored.via, CardVia::BankCard { bin: "622202".into(), last4: "0128".into() });
+    // The store names which UNIQUE refused a card: the citizen's (a second card), or the
+    // number's (a drawn number that collided, which the handler draws again for).
+    let store = till.world.app.store();
+    let second = Card { id: Uuid::now_v7(), number: CardNumber::from_random(7), ..stored.clone() };
+    let refused = store.insert_card(&second).await;
+    assert!(matches!(refused, Err(WriteError::Constraint(Constraint::CardPerCitizen))), "{refused:?}");
+    let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19900101", 77), "phone": "13900000077"});
+    let (status, registered) = till.world.app.post("/v1/citizens", None, body).await;
+    assert_eq!(status, 201, "{registered}");
+    let citizen_id: Uuid = registered["citizen_id"].as_str().expect("citizen_id").parse().expect("uuid");
+    let twin = Card { id: Uuid::now_v7(), citizen_id, ..stored.clone() };
+    let refused = store.insert_card(&twin).await;
+    assert!(matches!(refused, Err(WriteError::Constraint(Constraint::CardNumber))), "{refused:?}");
+    assert_eq!(store.card(twin.id).await.expect("read"), None, "nothing written");
     if backend == Backend::Sqlite {
         // Nothing on disk holds the full bank card number.
         let dir = till.world.app.db.dir.path().to_owned();
@@ -465,7 +480,9 @@ async fn points_exchange_rush_sells_exactly_the_stock(backend: Backend) {
     };
     let store = till.world.app.store();
     match store.commit_claims(&late).await {
-        Err(wenhui::storage::WriteError::Conflict(message)) => assert!(message.contains("no longer active")),
+        Err(wenhui::storage::WriteError::Refused(wenhui::storage::Refusal::Changed(message))) => {
+            assert!(message.contains("no longer active"))
+        }
         other => panic!("a group paying with a frozen card was not refused: {other:?}"),
     }
     let keys = [("citizen:race".to_owned(), "x5".to_owned())];
@@ -606,7 +623,10 @@ async fn points_expire_at_the_end_of_the_season_after_next(backend: Backend) {
     };
     let refused = till.world.app.store().commit_card_payment(&late).await;
     assert!(
-        matches!(&refused, Err(wenhui::storage::WriteError::Conflict(what)) if what == "points_expired_meanwhile"),
+        matches!(
+            &refused,
+            Err(wenhui::storage::WriteError::Refused(wenhui::storage::Refusal::PointsExpiredMeanwhile))
+        ),
         "{:?}",
         refused.err()
     );

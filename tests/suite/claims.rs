@@ -170,7 +170,7 @@ async fn a_new_season_answers_with_its_funders_as_a_get_does(backend: Backend) {
 async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) {
     use wenhui::domain::accounts;
     use wenhui::domain::ledger::{NewEntry, NewPosting, Side};
-    use wenhui::storage::{ExpiryCommit, WriteError};
+    use wenhui::storage::{ExpiryCommit, Refusal, WriteError};
     let world = World::new(backend, "10000.00", None).await;
     let batch = world.batch(json!({"stock": 2, "valid_hours": 1, "claim_closes_at": world.at(3_600)})).await;
     let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
@@ -202,7 +202,7 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
     store.close_batch_reserve(batch_id, world.clock.now(), entry.as_ref()).await.expect("closed");
     let refused = store.commit_expiries(&planned_open).await;
     assert!(
-        matches!(&refused, Err(WriteError::Conflict(what)) if what.contains("closed while")),
+        matches!(&refused, Err(WriteError::Refused(Refusal::Changed(what))) if what.contains("closed while")),
         "{refused:?}"
     );
     assert_eq!(world.app.sweep().await.expired, 1, "planned again, to the pool");
@@ -318,7 +318,7 @@ async fn vouchers_and_seasons_come_a_page_at_a_time(backend: Backend) {
 /// window closed, or the season closed), the claim transaction itself refuses its vouchers.
 async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
     use wenhui::domain::season::{Voucher, VoucherStatus};
-    use wenhui::storage::{ClaimCommit, WriteError};
+    use wenhui::storage::{ClaimCommit, Refusal, WriteError};
     let world = World::new(backend, "100000.00", None).await;
     let batch = world.batch(json!({"stock": 10})).await;
     let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
@@ -343,12 +343,12 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
     store.commit_claims(&claim(uuid::Uuid::now_v7())).await.expect("an open batch takes the claim");
     // A close planned from nothing left is refused: the reserve still holds the unclaimed stock.
     let refused = store.close_batch_reserve(batch_id, now, None).await;
-    assert!(matches!(refused, Err(WriteError::Conflict(_))), "{refused:?}");
+    assert!(matches!(refused, Err(WriteError::Refused(Refusal::Changed(_)))), "{refused:?}");
     let stored = store.batch(batch_id).await.expect("read").expect("batch");
     let entry = wenhui::app::claims::close_entry(store, &stored).await.expect("the close's entry");
     store.close_batch_reserve(batch_id, now, entry.as_ref()).await.expect("close the reserve");
     let refused = store.commit_claims(&claim(uuid::Uuid::now_v7())).await;
-    assert!(matches!(refused, Err(WriteError::Conflict(_))), "{refused:?}");
+    assert!(matches!(refused, Err(WriteError::Refused(Refusal::Changed(_)))), "{refused:?}");
     let after = store.batch(batch_id).await.expect("read").expect("batch");
     assert_eq!(after.claimed_count, 1, "the refused claim wrote nothing");
 }

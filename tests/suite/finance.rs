@@ -451,7 +451,12 @@ async fn scripted_season(backend: Backend) {
     };
     let raced = s.world.app.store().add_budget(season_id, funder, &entry, &record).await;
     assert!(
-        matches!(&raced, Err(wenhui::storage::WriteError::Conflict(what)) if what == "season_closed"),
+        matches!(
+            &raced,
+            Err(wenhui::storage::WriteError::Refused(wenhui::storage::Refusal::Code(
+                wenhui::domain::error_code::ErrorCode::SeasonClosed
+            )))
+        ),
         "{raced:?}"
     );
     assert_eq!(s.world.app.store().ledger_head().await.expect("head").seq, head, "nothing posted");
@@ -1393,7 +1398,13 @@ async fn a_revoked_keys_account_request_is_not_approved(backend: Backend) {
     let (status, asked) = crate::common::read(request.send().await.expect("send")).await;
     assert_eq!(status, 202, "{asked}");
     let request_id = asked["request"]["id"].as_str().expect("id");
-    world.app.store().revoke_staff_key(asker_id.into(), Timestamp::now()).await.expect("revoke").expect("the key");
+    world
+        .app
+        .store()
+        .revoke_staff_key(asker_id.into(), Timestamp::now())
+        .await
+        .expect("revoke")
+        .expect("the key");
     let decide = |verb: &str| format!("{path}/requests/{request_id}/{verb}");
     let (status, body) = world.app.post(&decide("approve"), Some(&approver), json!({})).await;
     assert_eq!((status, code(&body)), (403, "key_revoked"), "{body}");

@@ -1016,7 +1016,7 @@ async fn a_refund_forfeits_the_voucher_when_the_season_says_so(backend: Backend)
 async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Backend) {
     use wenhui::domain::accounts;
     use wenhui::domain::ledger::{NewEntry, NewPosting, Side};
-    use wenhui::storage::{IdemRecord, NewReversal, WriteError};
+    use wenhui::storage::{IdemRecord, NewReversal, Refusal, WriteError};
     let till = Till::new(backend, json!({})).await;
     let world = &till.world;
     let batch = world.batch(json!({"stock": 2, "claim_closes_at": world.at(86_400)})).await;
@@ -1062,10 +1062,7 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
     let (_, closed) = world.app.get(&format!("/v1/seasons/{}/batches", world.season_id), None).await;
     assert!(closed.as_array().is_some_and(|b| b.is_empty()), "the batch has closed: {closed}");
     let refused = world.app.store().commit_reversal(&stale).await;
-    assert!(
-        matches!(&refused, Err(WriteError::Conflict(what)) if what == "batch_closed_meanwhile"),
-        "{refused:?}"
-    );
+    assert!(matches!(&refused, Err(WriteError::Refused(Refusal::BatchClosedMeanwhile))), "{refused:?}");
     // Through the service (signed at its clock, three days on): planned afresh, to the pool.
     let path = format!("/v1/redemptions/{}/reversal", redeemed.redemption_id);
     let later_s = world.clock.now().unix_us() / 1_000_000;
@@ -1177,4 +1174,27 @@ fn decode_svg(svg: &str) -> String {
     let grids = image.detect_grids();
     assert_eq!(grids.len(), 1, "one symbol");
     grids[0].decode().expect("decodes").1
+}
+
+both_backends!(a_taken_credit_code_or_terminal_key_gets_its_code);
+
+/// The database's unique constraints on a merchant's credit code and a terminal's public key are
+/// recognised by name (PostgreSQL) or table and column (SQLite) and answered with their codes;
+/// nothing is written.
+async fn a_taken_credit_code_or_terminal_key_gets_its_code(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    let world = &till.world;
+    let admin = Some(till.qingdao_admin.as_str());
+    let body = json!({"name": "另一家店", "credit_code": credit_code(1), "category": "cinema", "city": "370200",
+        "settlement_account": {"bank": "青岛银行", "account_no": "6222000033334444", "account_name": "某影院"}});
+    let (status, answer) = world.app.post_idem("/v1/merchants", admin, "same-credit-code", body).await;
+    assert_eq!((status, code(&answer)), (409, "merchant_exists"), "{answer}");
+    let (status, listed) = world.app.get("/v1/merchants?city=370200", admin).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["merchants"].as_array().map(Vec::len), Some(1), "{listed}");
+
+    let terminals = format!("/v1/merchants/{}/terminals", till.bookstore);
+    let body = json!({"public_key": till.key.public_key_base64url(), "label": "second till"});
+    let (status, answer) = world.app.post_idem(&terminals, admin, "same-public-key", body).await;
+    assert_eq!((status, code(&answer)), (409, "terminal_exists"), "{answer}");
 }

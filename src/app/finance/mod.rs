@@ -15,6 +15,7 @@ use uuid::Uuid;
 use crate::app::audit;
 use crate::app::signing::SigningKey;
 use crate::domain::accounts::SeasonAccount;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
     funder_figures,
@@ -24,8 +25,8 @@ use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    CardFigures, FinalReport, IdemRecord, MAX_BREAKS_LISTED, SettlementPlan, SettlementRecord, Storage,
-    StorageError, WriteError,
+    CardFigures, FinalReport, IdemRecord, MAX_BREAKS_LISTED, Refusal, SettlementPlan, SettlementRecord,
+    Storage, StorageError, WriteError,
 };
 
 /// A money figure as the API and the finance files show it: yuan with two places.
@@ -659,14 +660,15 @@ impl From<WriteError> for FinanceError {
     fn from(error: WriteError) -> FinanceError {
         match error {
             WriteError::IdempotencyTaken => FinanceError::Replay,
-            WriteError::Conflict(what) if what == "nothing_to_settle" => FinanceError::NothingToSettle,
-            WriteError::Conflict(what) if what == "already_paid" => FinanceError::AlreadyPaid,
-            WriteError::Conflict(what) if what == "settlement_in_progress" => FinanceError::InProgress,
-            WriteError::Conflict(what) if what == "idempotency_key_reused" => FinanceError::KeyReused,
-            WriteError::Conflict(what) if what == "settlement_not_found" => {
-                FinanceError::NotFound("settlement")
-            }
-            WriteError::Conflict(what) if what == "season_not_found" => FinanceError::NotFound("season"),
+            WriteError::Refused(Refusal::Code(code)) => match code {
+                ErrorCode::NothingToSettle => FinanceError::NothingToSettle,
+                ErrorCode::AlreadyPaid => FinanceError::AlreadyPaid,
+                ErrorCode::SettlementInProgress => FinanceError::InProgress,
+                ErrorCode::IdempotencyKeyReused => FinanceError::KeyReused,
+                ErrorCode::SettlementNotFound => FinanceError::NotFound("settlement"),
+                ErrorCode::SeasonNotFound => FinanceError::NotFound("season"),
+                other => FinanceError::Write(other.to_string()),
+            },
             WriteError::Storage(error) => FinanceError::Storage(error),
             other => FinanceError::Write(other.to_string()),
         }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::storage::{NewRedemption, Storage, WriteError, conflict};
+use crate::storage::{NewRedemption, Refusal, Storage, WriteError};
 
 const MAX_GROUP: usize = 256;
 const QUEUE_DEPTH: usize = 8_192;
@@ -71,15 +71,15 @@ async fn run(store: Arc<dyn Storage>, mut inbox: mpsc::Receiver<(NewRedemption, 
     }
 }
 
-fn refusal(code: String) -> WriteError {
-    match code.as_str() {
-        conflict::IDEMPOTENCY_TAKEN => WriteError::IdempotencyTaken,
-        _ => WriteError::Conflict(code),
+fn refusal(refused: Refusal) -> WriteError {
+    match refused {
+        Refusal::IdempotencyTaken => WriteError::IdempotencyTaken,
+        other => WriteError::Refused(other),
     }
 }
 
 /// A group of one: the same checks under the lock, in a transaction of its own.
 async fn commit_one(store: &dyn Storage, redemption: &NewRedemption) -> Result<(), WriteError> {
     let mut outcomes = store.commit_redemptions(std::slice::from_ref(redemption)).await?;
-    outcomes.pop().unwrap_or_else(|| Err(format!("{}:unknown", conflict::VOUCHER_STATE))).map_err(refusal)
+    outcomes.pop().unwrap_or_else(|| Err(Refusal::VoucherState("unknown".into()))).map_err(refusal)
 }
