@@ -211,11 +211,18 @@ async fn reverse_and_get_are_signed() {
         "voucher_status": "active", "amount": "10.00",
     });
     mock.answer(201, reversal);
-    mock.answer(200, json!({"redemption_id": redemption_id, "reversed": true}));
+    let mut got = redemption_json();
+    got["terminal_id"] = json!(Uuid::from_u128(8));
+    got["redeemed_at"] = json!("2026-01-01T00:00:00.000000Z");
+    got["reversed"] = json!(true);
+    got["reversed_at"] = json!("2026-01-01T00:05:00.000000Z");
+    got["reversal_id"] = json!(Uuid::from_u128(101));
+    got["settled"] = json!(false);
+    mock.answer(200, got);
     let reversed = till.client.reverse(redemption_id, "order cancelled", None).await.expect("reversed");
     assert_eq!((reversed.voucher_status.as_str(), reversed.amount.as_str()), ("active", "10.00"));
     let got = till.client.get(redemption_id).await.expect("got");
-    assert_eq!(got["reversed"], json!(true));
+    assert!(got.reversed && got.reversal_id == Some(Uuid::from_u128(101)), "{got:?}");
 
     let seen = mock.seen();
     assert!(seen.iter().all(|s| s.signed_ok));

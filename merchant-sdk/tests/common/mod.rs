@@ -249,6 +249,8 @@ pub fn redemption_json() -> Value {
     json!({
         "redemption_id": Uuid::from_u128(100),
         "voucher_id": Uuid::from_u128(42),
+        "merchant_id": Uuid::from_u128(7),
+        "order_ref": "A-1",
         "order_amount": "100.00",
         "discount": "10.00",
         "payable": "90.00",
