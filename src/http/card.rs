@@ -11,7 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui_merchant_sdk::token::{QrToken, TokenKind};
-use wenhui_merchant_sdk::wire::{CardPayment, CardPaymentView, CardReversal};
+use wenhui_merchant_sdk::wire::{CardPayment, CardPaymentView, CardReversal, OrderBody, ReasonBody};
 
 use super::AppState;
 use super::citizens::CitizenAuth;
@@ -344,11 +344,19 @@ async fn earning_season(
 /// Pays at the till with the card (a signed terminal request with an Idempotency-Key): applies
 /// the merchant's member discount and awards points on what is paid. Apply the card before any
 /// voucher on the same order.
-#[utoipa::path(post, path = "/v1/card-payments", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, description = "{card_payment_id, card_id, card_number, order_amount, member_discount, amount_after_discount, points_earned, points_debt_repaid}"),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
-        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, merchant_not_in_card_programme, card_after_voucher, order_ref_used"),
-        (status = 410, body = super::error::ErrorBody, description = "qr_expired"), (status = 422, body = super::error::ErrorBody, description = "qr_invalid")))]
+#[utoipa::path(post, path = "/v1/card-payments", operation_id = "pay_by_card", security(("terminal_signature" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = OrderBody,
+    responses((status = 201, body = CardPayment, description = "the card payment"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended, card_frozen"),
+        (status = 404, body = super::error::ErrorBody, description = "card_not_found"),
+        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, merchant_not_in_card_programme, card_after_voucher, order_ref_used, points_refused"),
+        (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn pay(
     State(state): State<AppState>,
     method: Method,
@@ -564,9 +572,18 @@ async fn card_write_refusal(
 /// Reverses a card payment (a refund), signed by a terminal of the same merchant: takes back
 /// the points it earned, from the card as far as they are still there, the rest as debt that
 /// future points repay first.
-#[utoipa::path(post, path = "/v1/card-payments/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, description = "{reversal_id, card_payment_id, points_reversed, points_taken_back, points_debt_added}"),
-        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "already_reversed, reverse_voucher_first")))]
+#[utoipa::path(post, path = "/v1/card-payments/{id}/reversal", operation_id = "reverse_card_payment", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = ReasonBody,
+    responses((status = 201, body = CardReversal, description = "the reversal"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "card_payment_not_found; not_found for an id that is not a UUID"),
+        (status = 409, body = super::error::ErrorBody, description = "already_reversed, reverse_voucher_first, points_refused"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -617,8 +634,13 @@ pub async fn reverse(
 }
 
 /// A card payment, for the merchant's own terminals.
-#[utoipa::path(get, path = "/v1/card-payments/{id}", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path)),
-    responses((status = 200, description = "the card payment"), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/card-payments/{id}", operation_id = "get_card_payment", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = CardPaymentView, description = "the card payment as it stands"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "card_payment_not_found; not_found for an id that is not a UUID"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,

@@ -140,7 +140,9 @@ async fn check_nonce(state: &AppState, terminal_id: Uuid, nonce: String) -> Resu
 }
 
 /// The published QR verification keys (current and previous), for tills to verify offline.
-#[utoipa::path(get, path = "/v1/keys", responses((status = 200, description = "{\"keys\": [{key_id, public_key, status, valid_from_s, valid_until_s}]}")))]
+#[utoipa::path(get, path = "/v1/keys", operation_id = "get_keys",
+    responses((status = 200, body = KeyRing, description = "the current key and the previous one, if any"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<KeyRing>, ApiError> {
     Ok(Json(state.qr().ring().await?))
 }
@@ -277,7 +279,19 @@ fn not_redeemable(state: &str) -> ApiError {
 }
 
 /// Redeems a voucher at the till (a signed terminal request with an Idempotency-Key).
-#[utoipa::path(post, path = "/v1/redemptions", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{redemption_id, voucher_id, order_amount, discount, payable, funders}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 410, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/redemptions", operation_id = "redeem", security(("terminal_signature" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = OrderBody,
+    responses((status = 201, body = Redemption, description = "the redemption"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended, merchant_not_eligible"),
+        (status = 404, body = super::error::ErrorBody, description = "voucher_not_found"),
+        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, voucher_not_redeemable, season_closed, order_ref_used, stacking_not_allowed, order_amount_mismatch, order_changed, merchant_limit_reached, budget_exceeded"),
+        (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, below_min_spend, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn redeem(
     State(state): State<AppState>,
     method: Method,
@@ -583,7 +597,18 @@ pub(super) async fn terminal_write(
 }
 
 /// Reverses a redemption (a refunded sale), signed by a terminal of the same merchant.
-#[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{reversal_id, redemption_id, voucher_id, voucher_status (active, expired or forfeited), amount}"), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", operation_id = "reverse_redemption", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = ReasonBody,
+    responses((status = 201, body = Reversal, description = "the reversal"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "redemption_not_found; not_found for an id that is not a UUID"),
+        (status = 409, body = super::error::ErrorBody, description = "already_reversed, already_settled, season_closed"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -674,7 +699,13 @@ async fn plan_reversal(
 }
 
 /// A redemption, for the merchant's own terminals.
-#[utoipa::path(get, path = "/v1/redemptions/{id}", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path)), responses((status = 200, description = "the redemption"), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/redemptions/{id}", operation_id = "get_redemption", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = RedemptionView, description = "the redemption as it stands"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "redemption_not_found; not_found for an id that is not a UUID"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,
@@ -706,4 +737,89 @@ pub async fn get(
         reversal_id: r.reversal_id,
         settled: r.settled,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use utoipa::OpenApi;
+
+    /// The terminal-signed operations declare what the merchant SDK relies on: their own
+    /// operation id, the terminal signature scheme (not header parameters), the wire types of
+    /// body and answer, and their error statuses with the error body.
+    #[test]
+    fn terminal_operations_declare_their_contract() {
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).expect("the document serializes");
+        let operations = [
+            ("/v1/redemptions", "post", "redeem", Some("OrderBody"), "201", "Redemption"),
+            (
+                "/v1/redemptions/{id}/reversal",
+                "post",
+                "reverse_redemption",
+                Some("ReasonBody"),
+                "201",
+                "Reversal",
+            ),
+            ("/v1/redemptions/{id}", "get", "get_redemption", None, "200", "RedemptionView"),
+            ("/v1/card-payments", "post", "pay_by_card", Some("OrderBody"), "201", "CardPayment"),
+            (
+                "/v1/card-payments/{id}/reversal",
+                "post",
+                "reverse_card_payment",
+                Some("ReasonBody"),
+                "201",
+                "CardReversal",
+            ),
+            ("/v1/card-payments/{id}", "get", "get_card_payment", None, "200", "CardPaymentView"),
+        ];
+        for (path, method, id, body, success, answer) in operations {
+            let op = &doc["paths"][path][method];
+            assert_eq!(op["operationId"], id, "{path}");
+            assert_eq!(op["security"], serde_json::json!([{"terminal_signature": []}]), "{path}");
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            assert!(
+                params.iter().all(|p| !p["name"].as_str().unwrap_or_default().starts_with("Wenhui-")),
+                "{path}"
+            );
+            let request = &op["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(
+                request.as_str(),
+                body.map(|b| format!("#/components/schemas/{b}")).as_deref(),
+                "{path}"
+            );
+            let responses = &op["responses"];
+            let schema =
+                |status: &str| responses[status]["content"]["application/json"]["schema"]["$ref"].clone();
+            assert_eq!(schema(success), format!("#/components/schemas/{answer}"), "{path}");
+            let writes = ["400", "401", "403", "404", "409", "413", "422", "503"];
+            let statuses: &[&str] = if body.is_some() { &writes } else { &["401", "403", "404", "503"] };
+            for status in statuses {
+                assert_eq!(schema(status), "#/components/schemas/ErrorBody", "{path} {status}");
+            }
+            assert!(doc["components"]["schemas"][answer].is_object(), "{answer} is in the document");
+        }
+        let keys = &doc["paths"]["/v1/keys"]["get"];
+        assert_eq!(keys["operationId"], "get_keys");
+        assert_eq!(
+            keys["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/KeyRing"
+        );
+        let ids: Vec<&Value> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| &op["operationId"]))
+            .collect();
+        for id in [
+            "redeem",
+            "reverse_redemption",
+            "get_redemption",
+            "get_keys",
+            "pay_by_card",
+            "get_card_payment",
+            "reverse_card_payment",
+        ] {
+            assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id} is unique");
+        }
+    }
 }
