@@ -4,7 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{ISSUED_AT, Mock, dead_url, qr_key, redemption_json, token, verification_key};
+use common::{
+    ISSUED_AT, Mock, dead_url, qr_key, redemption_json, redemption_view_json, token, verification_key,
+};
 use ring::signature::KeyPair;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -211,14 +213,7 @@ async fn reverse_and_get_are_signed() {
         "voucher_status": "active", "amount": "10.00",
     });
     mock.answer(201, reversal);
-    let mut got = redemption_json();
-    got["terminal_id"] = json!(Uuid::from_u128(8));
-    got["redeemed_at"] = json!("2026-01-01T00:00:00.000000Z");
-    got["reversed"] = json!(true);
-    got["reversed_at"] = json!("2026-01-01T00:05:00.000000Z");
-    got["reversal_id"] = json!(Uuid::from_u128(101));
-    got["settled"] = json!(false);
-    mock.answer(200, got);
+    mock.answer(200, redemption_view_json());
     let reversed = till.client.reverse(redemption_id, "order cancelled", None).await.expect("reversed");
     assert_eq!((reversed.voucher_status.as_str(), reversed.amount.as_str()), ("active", "10.00"));
     let got = till.client.get(redemption_id).await.expect("got");
