@@ -33,6 +33,12 @@ use uuid::Uuid;
 use crate::journal::{Journal, JournalLine, now_rfc3339};
 use crate::signing::{HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, SignedParts};
 use crate::token::{KeyRing, QrToken, TokenError, TokenPayload};
+// The answers are defined once, in `wire`, with the service; re-exported here for the callers
+// that name them by their old paths.
+pub use crate::wire::{
+    CardPayment, CardPaymentView, CardReversal, FunderShare, Redemption, RedemptionView, Reversal,
+};
+use crate::wire::{OrderBody, ReasonBody};
 
 pub const HEADER_IDEMPOTENCY_KEY: &str = "idempotency-key";
 const BACKOFF_BASE: Duration = Duration::from_millis(200);
@@ -198,13 +204,6 @@ pub struct RedeemRequest {
     pub idempotency_key: Option<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct FunderShare {
-    /// The funding region's code, e.g. `"370000"`.
-    pub funder: String,
-    pub amount: String,
-}
-
 /// A scanned token in `Debug`: its length only. The journal keeps the token (the service's
 /// request hash covers it); a log line of the till's needs no copy that could still be used.
 struct ScannedToken<'a>(&'a str);
@@ -245,22 +244,6 @@ impl std::fmt::Debug for CardPaymentRequest {
     }
 }
 
-/// A redemption as the service recorded it. Amounts are yuan decimal strings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Redemption {
-    pub redemption_id: Uuid,
-    pub voucher_id: Uuid,
-    pub order_amount: String,
-    pub discount: String,
-    /// What the customer pays: `order_amount - member_discount - discount`.
-    pub payable: String,
-    pub funders: Vec<FunderShare>,
-    /// The card's member discount, when a card payment on the same order came first (the
-    /// voucher then applied to `order_amount - member_discount`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub member_discount: Option<String>,
-}
-
 /// A payment with the benefit card: `POST /v1/card-payments`. Send the order's full amount; if
 /// a voucher is used on the same order too, pay with the card first, then redeem the voucher
 /// with the same `order_ref` and the same `order_amount`.
@@ -275,47 +258,6 @@ pub struct CardPaymentRequest {
     pub idempotency_key: Option<String>,
 }
 
-/// A card payment as the service recorded it. Amounts are yuan decimal strings.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CardPayment {
-    pub card_payment_id: Uuid,
-    pub card_id: Uuid,
-    /// Masked: `9156 **** **** 1234`.
-    pub card_number: String,
-    pub order_amount: String,
-    /// The merchant's member discount (funded by the merchant).
-    pub member_discount: String,
-    /// What is left to pay (before any voucher).
-    pub amount_after_discount: String,
-    pub points_earned: i64,
-    /// The part of `points_earned` that repaid the card's points debt.
-    pub points_debt_repaid: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CardReversal {
-    pub reversal_id: Uuid,
-    pub card_payment_id: Uuid,
-    /// The points the payment earned, all taken back.
-    pub points_reversed: i64,
-    /// Taken from the card's balance.
-    pub points_taken_back: i64,
-    /// Recorded as the card's debt (already spent, or repaid a debt).
-    pub points_debt_added: i64,
-}
-
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Reversal {
-    pub reversal_id: Uuid,
-    pub redemption_id: Uuid,
-    pub voucher_id: Uuid,
-    /// `"active"` (usable again), `"expired"`, or `"forfeited"` (the season's refunds forfeit
-    /// the voucher).
-    pub voucher_status: String,
-    /// The discount given back, in yuan.
-    pub amount: String,
-}
-
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registration {
     pub terminal_id: Uuid,
@@ -325,11 +267,20 @@ pub struct Registration {
     pub label: Option<String>,
 }
 
-#[derive(Serialize)]
-struct RedeemBody<'a> {
-    qr: &'a str,
-    order_amount: &'a str,
-    order_ref: &'a str,
+/// The body of a redemption or a card payment (token and amount trimmed), as JSON.
+fn order_body(qr: &str, order_amount: &str, order_ref: &str) -> Result<Value, ClientError> {
+    let body = OrderBody {
+        qr: qr.trim().to_owned(),
+        order_amount: order_amount.trim().to_owned(),
+        order_ref: order_ref.to_owned(),
+    };
+    serde_json::to_value(&body).map_err(|e| ClientError::Config(e.to_string()))
+}
+
+/// The body of a reversal, as JSON.
+fn reason_body(reason: &str) -> Result<Value, ClientError> {
+    serde_json::to_value(ReasonBody { reason: reason.to_owned() })
+        .map_err(|e| ClientError::Config(e.to_string()))
 }
 
 /// How a request authenticates.
@@ -684,12 +635,7 @@ impl TillClient {
 
     /// Redeems a scanned voucher against an order: `POST /v1/redemptions`.
     pub async fn redeem(&self, request: RedeemRequest) -> Result<Redemption, ClientError> {
-        let body = RedeemBody {
-            qr: request.qr.trim(),
-            order_amount: request.order_amount.trim(),
-            order_ref: &request.order_ref,
-        };
-        let body = serde_json::to_value(&body).map_err(|e| ClientError::Config(e.to_string()))?;
+        let body = order_body(&request.qr, &request.order_amount, &request.order_ref)?;
         let call = self.signed_call("redeem", Method::POST, "/v1/redemptions".into(), Some(body));
         decode(self.write(call, request.idempotency_key).await?)
     }
@@ -703,18 +649,13 @@ impl TillClient {
         idempotency_key: Option<String>,
     ) -> Result<Reversal, ClientError> {
         let path = format!("/v1/redemptions/{redemption_id}/reversal");
-        let call = self.signed_call("reverse", Method::POST, path, Some(json!({"reason": reason})));
+        let call = self.signed_call("reverse", Method::POST, path, Some(reason_body(reason)?));
         decode(self.write(call, idempotency_key).await?)
     }
 
     /// Pays with the benefit card: `POST /v1/card-payments` (member discount and points).
     pub async fn card_pay(&self, request: CardPaymentRequest) -> Result<CardPayment, ClientError> {
-        let body = RedeemBody {
-            qr: request.qr.trim(),
-            order_amount: request.order_amount.trim(),
-            order_ref: &request.order_ref,
-        };
-        let body = serde_json::to_value(&body).map_err(|e| ClientError::Config(e.to_string()))?;
+        let body = order_body(&request.qr, &request.order_amount, &request.order_ref)?;
         let call = self.signed_call("card_pay", Method::POST, "/v1/card-payments".into(), Some(body));
         decode(self.write(call, request.idempotency_key).await?)
     }
@@ -728,12 +669,12 @@ impl TillClient {
         idempotency_key: Option<String>,
     ) -> Result<CardReversal, ClientError> {
         let path = format!("/v1/card-payments/{card_payment_id}/reversal");
-        let call = self.signed_call("reverse_card", Method::POST, path, Some(json!({"reason": reason})));
+        let call = self.signed_call("reverse_card", Method::POST, path, Some(reason_body(reason)?));
         decode(self.write(call, idempotency_key).await?)
     }
 
     /// A card payment as the service sees it now: `GET /v1/card-payments/{id}`.
-    pub async fn get_card_payment(&self, card_payment_id: Uuid) -> Result<Value, ClientError> {
+    pub async fn get_card_payment(&self, card_payment_id: Uuid) -> Result<CardPaymentView, ClientError> {
         let path = format!("/v1/card-payments/{card_payment_id}");
         let call = self.signed_call("get_card_payment", Method::GET, path, None);
         decode(self.http.call(&call).await?)
@@ -766,7 +707,7 @@ impl TillClient {
     }
 
     /// A redemption as the service sees it now: `GET /v1/redemptions/{id}`.
-    pub async fn get(&self, redemption_id: Uuid) -> Result<Value, ClientError> {
+    pub async fn get(&self, redemption_id: Uuid) -> Result<RedemptionView, ClientError> {
         let call = self.signed_call("get", Method::GET, format!("/v1/redemptions/{redemption_id}"), None);
         decode(self.http.call(&call).await?)
     }

@@ -7,6 +7,8 @@
 //!   call: redeem, reverse, get, pay with the benefit card and reverse that, set the merchant's
 //!   member terms, fetch keys, verify offline (voucher and card tokens alike).
 //! - [`journal`]: the till's own append-only record of every intent, attempt and answer.
+//! - [`wire`]: the request bodies and answers of the terminal-signed endpoints, the one
+//!   definition the service builds and parses too (with `ToSchema` behind the `openapi` feature).
 //!
 //! Both formats are specified in `docs/qr-token.md` and `docs/terminal-signing.md` of the
 //! Wenhui repository, with test vectors, so a till vendor can implement them in any language.
@@ -15,12 +17,17 @@ pub mod client;
 pub mod journal;
 pub mod signing;
 pub mod token;
+pub mod wire;
 
 pub use client::{
-    CardPayment, CardPaymentRequest, CardReversal, ClientError, ClientOptions, FunderShare, RedeemRequest,
-    Redemption, Registration, Reversal, TillClient, TillKey, register_terminal,
+    CardPaymentRequest, ClientError, ClientOptions, RedeemRequest, Registration, TillClient, TillKey,
+    register_terminal,
 };
 pub use journal::{Journal, JournalError, JournalLine};
+pub use wire::{
+    CardPayment, CardPaymentView, CardReversal, FunderShare, KeyRing, OrderBody, ReasonBody, Redemption,
+    RedemptionView, Reversal, VerificationKey,
+};
 
 /// Compiles the README's Rust example as a doctest (it is not run).
 #[cfg(doctest)]

@@ -216,6 +216,7 @@ impl QrToken {
 
 /// A verification key as published at `GET /v1/keys`.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerificationKey {
     pub key_id: String,
     /// Raw 32-byte Ed25519 public key, base64url without padding.
@@ -229,6 +230,7 @@ pub struct VerificationKey {
 
 /// The keys a till verifies tokens with, fetched from `GET /v1/keys` and cached.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct KeyRing {
     pub keys: Vec<VerificationKey>,
 }

@@ -6,7 +6,9 @@ mod common;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use common::{Mock, STAFF_KEY, dead_url, qr_key, redemption_json, token, verification_key};
+use common::{
+    Mock, STAFF_KEY, dead_url, qr_key, redemption_json, redemption_view_json, token, verification_key,
+};
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui_merchant_sdk::client::now_s;
@@ -131,9 +133,9 @@ async fn redeem_reverse_get(d: &Path, mock: &Mock, qr: &str) {
     let (code, reversed) =
         till(d, &["reverse", "--redemption", &redemption_id, "--reason", "cancelled"]).await;
     assert_eq!((code, reversed), (0, reversal));
-    mock.answer(200, json!({"redemption_id": redemption_id}));
+    mock.answer(200, redemption_view_json());
     let (code, got) = till(d, &["get", "--redemption", &redemption_id]).await;
-    assert_eq!((code, got["redemption_id"].as_str()), (0, Some(redemption_id.as_str())));
+    assert_eq!((code, got), (0, redemption_view_json()), "printed as answered");
     assert!(mock.seen().iter().all(|s| s.signed_ok));
 }
 

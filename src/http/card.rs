@@ -11,6 +11,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui_merchant_sdk::token::{QrToken, TokenKind};
+use wenhui_merchant_sdk::wire::{CardPayment, CardPaymentView, CardReversal, OrderBody, ReasonBody};
 
 use super::AppState;
 use super::citizens::CitizenAuth;
@@ -18,8 +19,8 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, Staff};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use super::till::{
-    ORDER_FIELDS_RULE, TerminalCtx, TerminalWrite, authenticate, merchant_or_staff, order_ref,
-    remember_refusal, reversal_reason, terminal_write, token_error,
+    ORDER_FIELDS_RULE, Order, TerminalCtx, TerminalWrite, answer_text, authenticate, merchant_or_staff,
+    order_ref, remember_refusal, reversal_reason, terminal_write, token_error,
 };
 use crate::domain::card::{
     self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
@@ -329,14 +330,6 @@ pub async fn set_points_rate(
     })))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CardPayBody {
-    qr: String,
-    order_amount: Yuan,
-    order_ref: String,
-}
-
 /// The season a payment at this merchant earns points in: the open season of its province that
 /// started last, and its points rate (0 without a policy).
 async fn earning_season(
@@ -361,11 +354,19 @@ async fn earning_season(
 /// Pays at the till with the card (a signed terminal request with an Idempotency-Key): applies
 /// the merchant's member discount and awards points on what is paid. Apply the card before any
 /// voucher on the same order.
-#[utoipa::path(post, path = "/v1/card-payments", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, description = "{card_payment_id, card_id, card_number, order_amount, member_discount, amount_after_discount, points_earned, points_debt_repaid}"),
-        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
-        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, merchant_not_in_card_programme, card_after_voucher, order_ref_used"),
-        (status = 410, body = super::error::ErrorBody, description = "qr_expired"), (status = 422, body = super::error::ErrorBody, description = "qr_invalid")))]
+#[utoipa::path(post, path = "/v1/card-payments", operation_id = "pay_by_card", security(("terminal_signature" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = OrderBody,
+    responses((status = 201, body = CardPayment, description = "the card payment"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended, card_frozen"),
+        (status = 404, body = super::error::ErrorBody, description = "card_not_found"),
+        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, merchant_not_in_card_programme, card_after_voucher, order_ref_used, points_refused"),
+        (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn pay(
     State(state): State<AppState>,
     method: Method,
@@ -379,9 +380,9 @@ pub async fn pay(
             TerminalWrite::Replay(replayed) => return Ok(replayed),
             TerminalWrite::Fresh { ctx, scope, hash } => (ctx, scope, hash),
         };
-    let request: CardPayBody = parse_json(&body)?;
+    let request: Order = parse_json(&body)?;
     let order_ref = match order_ref(&request.order_ref) {
-        Some(order_ref) if !request.order_amount.0.is_zero() => order_ref,
+        Some(order_ref) if !request.order_amount.is_zero() => order_ref,
         _ => return Err(ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE)),
     };
     let record = idem_recorder(scope, key, hash);
@@ -390,7 +391,7 @@ pub async fn pay(
         Ok(found) => found,
         Err(refusal) => return remember_refusal(&state, refusal, record).await,
     };
-    let amount = request.order_amount.0;
+    let amount = request.order_amount;
     let discount = terms.discount(amount);
     let paid = amount.checked_sub(discount).unwrap_or(Fen::ZERO);
     let order = CardOrder { card, nonce, order_ref, amount, discount, paid };
@@ -399,7 +400,7 @@ pub async fn pay(
     let mut planned_again = false;
     loop {
         let season = earning_season(&state, ctx.merchant.city.province()).await?;
-        let payment = planned_payment(&state, &ctx, &order, season, record.clone());
+        let payment = planned_payment(&state, &ctx, &order, season, record.clone())?;
         match state.store().commit_card_payment(&payment).await {
             Ok(stored) => return Ok(json_response(stored.status, stored.body)),
             Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile)) if !planned_again => {
@@ -429,16 +430,27 @@ fn planned_payment(
     order: &CardOrder,
     season: Option<(Season, u32)>,
     record: impl Fn(u16, String) -> IdemRecord + Send + Sync + 'static,
-) -> NewCardPayment {
+) -> Result<NewCardPayment, ApiError> {
     let points = season.as_ref().map(|(_, rate)| card::points_for(order.paid, *rate)).unwrap_or(0);
     let id = Uuid::now_v7();
-    let base = json!({
-        "card_payment_id": id, "card_id": order.card.id, "card_number": order.card.number.masked(),
-        "merchant_id": ctx.merchant.id, "order_ref": order.order_ref, "order_amount": order.amount.to_string(),
-        "member_discount": order.discount.to_string(), "amount_after_discount": order.paid.to_string(),
-        "points_earned": points, "season_id": season.as_ref().map(|(s, _)| s.id),
-    });
-    NewCardPayment {
+    let answer = CardPayment {
+        card_payment_id: id,
+        card_id: order.card.id,
+        card_number: order.card.number.masked(),
+        merchant_id: ctx.merchant.id,
+        order_ref: order.order_ref.clone(),
+        order_amount: order.amount.to_string(),
+        member_discount: order.discount.to_string(),
+        amount_after_discount: order.paid.to_string(),
+        points_earned: points,
+        season_id: season.as_ref().map(|(s, _)| s.id),
+        points_debt_repaid: 0,
+    };
+    // The repaid debt is decided under the ledger lock: the commit renders the answer with it.
+    let render = answer_renderer(answer, |answer: &mut CardPayment, earning: &Earning| {
+        answer.points_debt_repaid = earning.repaid.iter().map(|d| d.points).sum();
+    })?;
+    Ok(NewCardPayment {
         id,
         card_id: order.card.id,
         merchant_id: ctx.merchant.id,
@@ -450,12 +462,27 @@ fn planned_payment(
         points,
         paid_at: state.clock().now(),
         qr_nonce: order.nonce.clone(),
-        answer: Box::new(move |earning: &Earning| {
-            let mut body = base.clone();
-            body["points_debt_repaid"] = json!(earning.repaid.iter().map(|d| d.points).sum::<i64>());
-            record(201, body.to_string())
-        }),
-    }
+        answer: Box::new(move |earning: &Earning| record(201, render(earning))),
+    })
+}
+
+/// The JSON text of a terminal write's `answer` with what the commit decided set by `decided`.
+/// Serializing a wire answer (strings, ids, integers) cannot fail once it has succeeded: it is
+/// tried here, before the commit, so that the closure the commit calls needs no error path (on
+/// the impossible failure there, the answer checked here is sent).
+fn answer_renderer<T, D>(
+    answer: T,
+    decided: impl Fn(&mut T, &D) + Send + Sync,
+) -> Result<impl Fn(&D) -> String + Send + Sync, ApiError>
+where
+    T: serde::Serialize + Clone + Send + Sync,
+{
+    let checked = answer_text(&answer)?;
+    Ok(move |outcome: &D| {
+        let mut answer = answer.clone();
+        decided(&mut answer, outcome);
+        serde_json::to_string(&answer).unwrap_or_else(|_| checked.clone())
+    })
 }
 
 /// The idempotency record of a terminal write's answer, under its scope, key and request hash.
@@ -558,9 +585,18 @@ async fn card_write_refusal(
 /// Reverses a card payment (a refund), signed by a terminal of the same merchant: takes back
 /// the points it earned, from the card as far as they are still there, the rest as debt that
 /// future points repay first.
-#[utoipa::path(post, path = "/v1/card-payments/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 201, description = "{reversal_id, card_payment_id, points_reversed, points_taken_back, points_debt_added}"),
-        (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "already_reversed, reverse_voucher_first")))]
+#[utoipa::path(post, path = "/v1/card-payments/{id}/reversal", operation_id = "reverse_card_payment", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = ReasonBody,
+    responses((status = 201, body = CardReversal, description = "the reversal"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "card_payment_not_found; not_found for an id that is not a UUID"),
+        (status = 409, body = super::error::ErrorBody, description = "already_reversed, reverse_voucher_first, points_refused"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -585,19 +621,24 @@ pub async fn reverse(
     let record = idem_recorder(scope, key, hash);
     let answer_record = record.clone();
     let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
-    let points = payment.points;
+    let answer = CardReversal {
+        reversal_id,
+        card_payment_id: payment_id,
+        points_reversed: payment.points,
+        points_taken_back: 0,
+        points_debt_added: 0,
+    };
+    // How many points come back and how many become debt is decided under the ledger lock.
+    let render = answer_renderer(answer, move |answer: &mut CardReversal, clawback: &Clawback| {
+        answer.points_taken_back = clawback.taken;
+        answer.points_debt_added = clawback.debt + repaid;
+    })?;
     let reversal = NewCardReversal {
         payment_id,
         reversal_id,
         reason,
         at: state.clock().now(),
-        answer: Box::new(move |clawback: &Clawback| {
-            let body = json!({
-                "reversal_id": reversal_id, "card_payment_id": payment_id, "points_reversed": points,
-                "points_taken_back": clawback.taken, "points_debt_added": clawback.debt + repaid,
-            });
-            answer_record(201, body.to_string())
-        }),
+        answer: Box::new(move |clawback: &Clawback| answer_record(201, render(clawback))),
     };
     match state.store().commit_card_reversal(&reversal).await {
         Ok(stored) => Ok(json_response(stored.status, stored.body)),
@@ -606,28 +647,43 @@ pub async fn reverse(
 }
 
 /// A card payment, for the merchant's own terminals.
-#[utoipa::path(get, path = "/v1/card-payments/{id}", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path)),
-    responses((status = 200, description = "the card payment"), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/card-payments/{id}", operation_id = "get_card_payment", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = CardPaymentView, description = "the card payment as it stands"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "card_payment_not_found; not_found for an id that is not a UUID"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     ApiPath(payment_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardPaymentView>, ApiError> {
     let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
     let p = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
     let p = p.ok_or_else(|| {
         ApiError::not_found(ErrorCode::CardPaymentNotFound, "no such card payment at this merchant")
     })?;
-    Ok(Json(json!({
-        "card_payment_id": p.id, "card_id": p.card_id, "merchant_id": p.merchant_id, "terminal_id": p.terminal_id,
-        "season_id": p.season_id, "order_ref": p.order_ref, "order_amount": yuan(p.order_amount_fen),
-        "member_discount": yuan(p.discount_fen), "amount_after_discount": yuan(p.order_amount_fen - p.discount_fen),
-        "points_earned": p.points, "paid_at": p.paid_at.to_string(), "reversed": p.reversed_at.is_some(),
-        "reversed_at": p.reversed_at.map(|t| t.to_string()), "reversal_id": p.reversal_id,
-        "points_taken_back": p.points_taken_back, "points_debt_added": p.points_debt_added,
-    })))
+    Ok(Json(CardPaymentView {
+        card_payment_id: p.id,
+        card_id: p.card_id,
+        merchant_id: p.merchant_id,
+        terminal_id: p.terminal_id,
+        season_id: p.season_id,
+        order_amount: yuan(p.order_amount_fen),
+        member_discount: yuan(p.discount_fen),
+        amount_after_discount: yuan(p.order_amount_fen - p.discount_fen),
+        order_ref: p.order_ref,
+        points_earned: p.points,
+        paid_at: p.paid_at.to_string(),
+        reversed: p.reversed_at.is_some(),
+        reversed_at: p.reversed_at.map(|t| t.to_string()),
+        reversal_id: p.reversal_id,
+        points_taken_back: p.points_taken_back,
+        points_debt_added: p.points_debt_added,
+    }))
 }
 
 #[derive(Deserialize)]

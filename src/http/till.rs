@@ -12,14 +12,15 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use serde::Deserialize;
-use serde_json::{Value, json};
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::json;
 use uuid::Uuid;
 use wenhui_merchant_sdk::signing::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, SignatureError, SignedParts,
     parse_timestamp,
 };
-use wenhui_merchant_sdk::token::{QrToken, TokenError, TokenKind, TokenPayload};
+use wenhui_merchant_sdk::token::{KeyRing, QrToken, TokenError, TokenKind, TokenPayload};
+use wenhui_merchant_sdk::wire::{FunderShare, OrderBody, ReasonBody, Redemption, RedemptionView, Reversal};
 
 use super::AppState;
 use super::error::ApiError;
@@ -28,7 +29,7 @@ use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_kn
 use crate::domain::entries::{AfterReversal, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::merchant::{Merchant, MerchantStatus};
-use crate::domain::money::{Fen, Yuan};
+use crate::domain::money::Fen;
 use crate::domain::region::RegionLevel;
 use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus, order_slot};
 use crate::storage::{
@@ -146,18 +147,33 @@ async fn check_nonce(state: &AppState, terminal_id: Uuid, nonce: String) -> Resu
 }
 
 /// The published QR verification keys (current and previous), for tills to verify offline.
-#[utoipa::path(get, path = "/v1/keys", responses((status = 200, description = "{\"keys\": [{key_id, public_key, status, valid_from_s, valid_until_s}]}")))]
-pub async fn keys(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
-    let ring = state.qr().ring().await?;
-    Ok(Json(serde_json::to_value(&ring).map_err(|_| ApiError::internal())?))
+#[utoipa::path(get, path = "/v1/keys", operation_id = "get_keys",
+    responses((status = 200, body = KeyRing, description = "the current key and the previous one, if any"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+pub async fn keys(State(state): State<AppState>) -> Result<Json<KeyRing>, ApiError> {
+    Ok(Json(state.qr().ring().await?))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RedeemBody {
-    qr: String,
-    order_amount: Yuan,
-    order_ref: String,
+/// The body of a redemption or a card payment ([`OrderBody`]) with its amount read as yuan (at
+/// most two places), so that a bad amount is refused by [`parse_json`] like any ill-formed field.
+pub(super) struct Order {
+    pub(super) qr: String,
+    pub(super) order_amount: Fen,
+    pub(super) order_ref: String,
+}
+
+impl<'de> Deserialize<'de> for Order {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let body = OrderBody::deserialize(deserializer)?;
+        let order_amount = Fen::parse_yuan(&body.order_amount)
+            .map_err(|e| serde::de::Error::custom(format_args!("order_amount: {e}")))?;
+        Ok(Order { qr: body.qr, order_amount, order_ref: body.order_ref })
+    }
+}
+
+/// A wire answer as the JSON text the service sends and stores.
+pub(super) fn answer_text(answer: &impl Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(answer).map_err(|_| ApiError::internal())
 }
 
 /// What a redemption will write, once every check has passed.
@@ -170,11 +186,13 @@ pub(crate) struct Plan {
     pub(crate) parts: Vec<(crate::domain::region::RegionCode, Fen, Fen)>,
 }
 
-/// The funder parts a redemption stores and answers: each funder's share of the discount.
-pub(crate) fn funder_parts_value(plan: &Plan) -> Value {
-    crate::domain::finance::funder_parts_json(
-        plan.parts.iter().map(|(funder, _, discount)| (*funder, *discount)),
-    )
+/// The funder parts a redemption stores and answers: each funder's share of the discount (a
+/// share of 0.00 is left out).
+fn funder_shares(plan: &Plan) -> Vec<FunderShare> {
+    let parts = plan.parts.iter().filter(|(_, _, discount)| !discount.is_zero());
+    parts
+        .map(|(funder, _, discount)| FunderShare { funder: funder.to_string(), amount: discount.to_string() })
+        .collect()
 }
 
 pub(super) fn token_error(error: TokenError) -> ApiError {
@@ -271,7 +289,19 @@ fn not_redeemable(state: &str) -> ApiError {
 }
 
 /// Redeems a voucher at the till (a signed terminal request with an Idempotency-Key).
-#[utoipa::path(post, path = "/v1/redemptions", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{redemption_id, voucher_id, order_amount, discount, payable, funders}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody), (status = 410, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/redemptions", operation_id = "redeem", security(("terminal_signature" = [])),
+    params(("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = OrderBody,
+    responses((status = 201, body = Redemption, description = "the redemption"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended, merchant_not_eligible"),
+        (status = 404, body = super::error::ErrorBody, description = "voucher_not_found"),
+        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, voucher_not_redeemable, season_closed, order_ref_used, stacking_not_allowed, order_amount_mismatch, order_changed, merchant_limit_reached, budget_exceeded"),
+        (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, below_min_spend, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn redeem(
     State(state): State<AppState>,
     method: Method,
@@ -292,7 +322,7 @@ pub async fn redeem(
     }
     // No lookup of the key here: the group commit checks it under the ledger lock, and every
     // refusal path replays a stored answer when there is one (see `remember_refusal`).
-    let parsed: Result<RedeemBody, ApiError> = parse_json(&body);
+    let parsed: Result<Order, ApiError> = parse_json(&body);
     let order_ref = parsed.as_ref().ok().and_then(|r| order_ref(&r.order_ref));
     let order_ref_ok = order_ref.is_some();
     let order_ref = order_ref.unwrap_or_default();
@@ -315,7 +345,7 @@ pub async fn redeem(
         tokio::join!(check_nonce(&state, ctx.terminal.id, nonce), card_lookup, scan);
     fresh?;
     let request = parsed?;
-    if !order_ref_ok || request.order_amount.0.is_zero() {
+    if !order_ref_ok || request.order_amount.is_zero() {
         return Err(ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE));
     }
     let record = |status: u16, body: String| IdemRecord {
@@ -328,8 +358,8 @@ pub async fn redeem(
     // The member discount first: a card payment on this order sets the voucher's basis.
     let card_payment = card_payment?;
     let (basis, member_discount) = match &card_payment {
-        None => (request.order_amount.0, None),
-        Some(paid) if paid.order_amount_fen != request.order_amount.0.as_fen() => {
+        None => (request.order_amount, None),
+        Some(paid) if paid.order_amount_fen != request.order_amount.as_fen() => {
             let refusal = ApiError::conflict(
                 ErrorCode::OrderAmountMismatch,
                 format!(
@@ -341,7 +371,7 @@ pub async fn redeem(
         }
         Some(paid) => {
             let discount = Fen::new(paid.discount_fen).map_err(|_| ApiError::internal())?;
-            let basis = request.order_amount.0.checked_sub(discount).ok_or_else(ApiError::internal)?;
+            let basis = request.order_amount.checked_sub(discount).ok_or_else(ApiError::internal)?;
             (basis, Some(discount))
         }
     };
@@ -362,18 +392,24 @@ pub async fn redeem(
         Err(refusal) => return remember_refusal(&state, refusal, record).await,
     };
     let id = Uuid::now_v7();
-    let funders = funder_parts_value(&plan);
+    let funders = funder_shares(&plan);
+    let funders_json = answer_text(&funders)?;
     let payable = basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
-    let mut answer = json!({
-        "redemption_id": id, "voucher_id": plan.voucher.id, "merchant_id": ctx.merchant.id,
-        "order_ref": order_ref, "order_amount": request.order_amount.0.to_string(),
-        "discount": plan.discount.to_string(), "payable": payable.to_string(), "funders": funders,
-    });
-    if let (Some(member_discount), Some(paid)) = (member_discount, &card_payment) {
-        answer["member_discount"] = json!(member_discount.to_string());
-        answer["voucher_basis"] = json!(basis.to_string());
-        answer["card_payment_id"] = json!(paid.id);
-    }
+    // With a card payment on the order: its member discount, and the basis the voucher applied to.
+    let card = member_discount.zip(card_payment.as_ref());
+    let answer = Redemption {
+        redemption_id: id,
+        voucher_id: plan.voucher.id,
+        merchant_id: ctx.merchant.id,
+        order_ref: order_ref.clone(),
+        order_amount: request.order_amount.to_string(),
+        discount: plan.discount.to_string(),
+        payable: payable.to_string(),
+        funders,
+        member_discount: card.map(|(discount, _)| discount.to_string()),
+        voucher_basis: card.map(|_| basis.to_string()),
+        card_payment_id: card.map(|(_, paid)| paid.id),
+    };
     let redemption = NewRedemption {
         id,
         voucher_id: plan.voucher.id,
@@ -387,14 +423,14 @@ pub async fn redeem(
         // The amount the voucher applied to: the order after any member discount.
         order_amount_fen: basis.as_fen(),
         discount_fen: plan.discount.as_fen(),
-        funders_json: funders.to_string(),
+        funders_json,
         redeemed_at: state.clock().now(),
         qr_nonce,
         card_payment_id: card_payment.as_ref().map(|p| p.id),
         citizen_id: plan.voucher.citizen_id,
         merchant_redemption_limit: plan.season.merchant_redemption_limit,
         entry: redemption_entry(&plan.batch, &plan.parts, ctx.merchant.id, id),
-        answer: record(201, answer.to_string()),
+        answer: record(201, answer_text(&answer)?),
     };
     let answer = redemption.answer.clone();
     match state.redemptions().commit(redemption).await {
@@ -469,12 +505,6 @@ fn till_refusal(code: ErrorCode) -> ApiError {
     ApiError::conflict(code, message)
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ReverseBody {
-    reason: String,
-}
-
 /// Staff holding one of `roles` over the merchant's city (or its province); an auditor holds
 /// every region.
 pub(super) fn staff_over_merchant(
@@ -532,7 +562,7 @@ pub(super) fn order_ref(text: &str) -> Option<String> {
 /// The reason of a reversal body: trimmed, at most 200 characters (longer ones are cut), not
 /// empty, no control characters.
 pub(super) fn reversal_reason(body: &[u8]) -> Result<String, ApiError> {
-    let request: ReverseBody = parse_json(body)?;
+    let request: ReasonBody = parse_json(body)?;
     let reason = request.reason.trim().chars().take(200).collect::<String>();
     match plain_text(&reason, 200) {
         Some(reason) if !reason.is_empty() => Ok(reason.to_owned()),
@@ -569,7 +599,18 @@ pub(super) async fn terminal_write(
 }
 
 /// Reverses a redemption (a refunded sale), signed by a terminal of the same merchant.
-#[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{reversal_id, redemption_id, voucher_id, voucher_status (active, expired or forfeited), amount}"), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, path = "/v1/redemptions/{id}/reversal", operation_id = "reverse_redemption", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
+    request_body = ReasonBody,
+    responses((status = 201, body = Reversal, description = "the reversal"),
+        (status = 400, body = super::error::ErrorBody, description = "missing_idempotency_key, invalid_idempotency_key, malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "redemption_not_found; not_found for an id that is not a UUID"),
+        (status = 409, body = super::error::ErrorBody, description = "already_reversed, already_settled, season_closed"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, idempotency_key_reused"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -630,11 +671,13 @@ async fn plan_reversal(
     let plan = Plan { voucher, batch, season, discount, parts };
     let reversal_id = Uuid::now_v7();
     let voucher_status = after.status().as_str();
-    answer.body = json!({
-        "reversal_id": reversal_id, "redemption_id": record.id, "voucher_id": plan.voucher.id,
-        "voucher_status": voucher_status, "amount": discount.to_string(),
-    })
-    .to_string();
+    answer.body = answer_text(&Reversal {
+        reversal_id,
+        redemption_id: record.id,
+        voucher_id: plan.voucher.id,
+        voucher_status: voucher_status.to_owned(),
+        amount: discount.to_string(),
+    })?;
     // Expired by the reversal, the voucher no longer counts toward its holder's caps; active
     // again or forfeited, it still does.
     let season_totals = if after == AfterReversal::Expired {
@@ -659,26 +702,128 @@ async fn plan_reversal(
 }
 
 /// A redemption, for the merchant's own terminals.
-#[utoipa::path(get, path = "/v1/redemptions/{id}", params(("Wenhui-Terminal" = String, Header), ("Wenhui-Timestamp" = String, Header), ("Wenhui-Nonce" = String, Header), ("Wenhui-Signature" = String, Header), ("id" = Uuid, Path)), responses((status = 200, description = "the redemption"), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, path = "/v1/redemptions/{id}", operation_id = "get_redemption", security(("terminal_signature" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = RedemptionView, description = "the redemption as it stands"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
+        (status = 404, body = super::error::ErrorBody, description = "redemption_not_found; not_found for an id that is not a UUID"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
     ApiPath(redemption_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RedemptionView>, ApiError> {
     let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
     let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
     let r = record.ok_or_else(|| {
         ApiError::not_found(ErrorCode::RedemptionNotFound, "no such redemption at this merchant")
     })?;
     let yuan = |fen: i64| Fen::new(fen).map(|f| f.to_string()).unwrap_or_default();
-    let funders: Value = serde_json::from_str(&r.funders_json).unwrap_or(Value::Null);
-    Ok(Json(json!({
-        "redemption_id": r.id, "voucher_id": r.voucher_id, "merchant_id": r.merchant_id, "terminal_id": r.terminal_id,
-        "order_ref": r.order_ref, "order_amount": yuan(r.order_amount_fen), "discount": yuan(r.discount_fen),
-        "payable": yuan(r.order_amount_fen - r.discount_fen), "funders": funders,
-        "redeemed_at": r.redeemed_at.to_string(), "reversed": r.reversed_at.is_some(),
-        "reversed_at": r.reversed_at.map(|t| t.to_string()), "reversal_id": r.reversal_id, "settled": r.settled,
-    })))
+    // Stored as the redemption answered them; unreadable, they are a fault of ours (500).
+    let funders: Vec<FunderShare> =
+        serde_json::from_str(&r.funders_json).map_err(|_| ApiError::internal())?;
+    Ok(Json(RedemptionView {
+        redemption_id: r.id,
+        voucher_id: r.voucher_id,
+        merchant_id: r.merchant_id,
+        terminal_id: r.terminal_id,
+        order_amount: yuan(r.order_amount_fen),
+        discount: yuan(r.discount_fen),
+        payable: yuan(r.order_amount_fen - r.discount_fen),
+        order_ref: r.order_ref,
+        funders,
+        redeemed_at: r.redeemed_at.to_string(),
+        reversed: r.reversed_at.is_some(),
+        reversed_at: r.reversed_at.map(|t| t.to_string()),
+        reversal_id: r.reversal_id,
+        settled: r.settled,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+    use utoipa::OpenApi;
+
+    /// The terminal-signed operations declare what the merchant SDK relies on: their own
+    /// operation id, the terminal signature scheme (not header parameters), the wire types of
+    /// body and answer, and their error statuses with the error body.
+    #[test]
+    fn terminal_operations_declare_their_contract() {
+        let doc = serde_json::to_value(super::super::ApiDoc::openapi()).expect("the document serializes");
+        let operations = [
+            ("/v1/redemptions", "post", "redeem", Some("OrderBody"), "201", "Redemption"),
+            (
+                "/v1/redemptions/{id}/reversal",
+                "post",
+                "reverse_redemption",
+                Some("ReasonBody"),
+                "201",
+                "Reversal",
+            ),
+            ("/v1/redemptions/{id}", "get", "get_redemption", None, "200", "RedemptionView"),
+            ("/v1/card-payments", "post", "pay_by_card", Some("OrderBody"), "201", "CardPayment"),
+            (
+                "/v1/card-payments/{id}/reversal",
+                "post",
+                "reverse_card_payment",
+                Some("ReasonBody"),
+                "201",
+                "CardReversal",
+            ),
+            ("/v1/card-payments/{id}", "get", "get_card_payment", None, "200", "CardPaymentView"),
+        ];
+        for (path, method, id, body, success, answer) in operations {
+            let op = &doc["paths"][path][method];
+            assert_eq!(op["operationId"], id, "{path}");
+            assert_eq!(op["security"], serde_json::json!([{"terminal_signature": []}]), "{path}");
+            let params = op["parameters"].as_array().cloned().unwrap_or_default();
+            assert!(
+                params.iter().all(|p| !p["name"].as_str().unwrap_or_default().starts_with("Wenhui-")),
+                "{path}"
+            );
+            let request = &op["requestBody"]["content"]["application/json"]["schema"]["$ref"];
+            assert_eq!(
+                request.as_str(),
+                body.map(|b| format!("#/components/schemas/{b}")).as_deref(),
+                "{path}"
+            );
+            let responses = &op["responses"];
+            let schema =
+                |status: &str| responses[status]["content"]["application/json"]["schema"]["$ref"].clone();
+            assert_eq!(schema(success), format!("#/components/schemas/{answer}"), "{path}");
+            let writes = ["400", "401", "403", "404", "409", "413", "422", "503"];
+            let statuses: &[&str] = if body.is_some() { &writes } else { &["401", "403", "404", "503"] };
+            for status in statuses {
+                assert_eq!(schema(status), "#/components/schemas/ErrorBody", "{path} {status}");
+            }
+            assert!(doc["components"]["schemas"][answer].is_object(), "{answer} is in the document");
+        }
+        let keys = &doc["paths"]["/v1/keys"]["get"];
+        assert_eq!(keys["operationId"], "get_keys");
+        assert_eq!(
+            keys["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
+            "#/components/schemas/KeyRing"
+        );
+        let ids: Vec<&Value> = doc["paths"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| &op["operationId"]))
+            .collect();
+        for id in [
+            "redeem",
+            "reverse_redemption",
+            "get_redemption",
+            "get_keys",
+            "pay_by_card",
+            "get_card_payment",
+            "reverse_card_payment",
+        ] {
+            assert_eq!(ids.iter().filter(|i| **i == id).count(), 1, "{id} is unique");
+        }
+    }
 }

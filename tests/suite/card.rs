@@ -342,7 +342,7 @@ async fn voucher_and_card_on_one_order_in_either_call_order(backend: Backend) {
     assert_eq!((redeemed.discount.as_str(), redeemed.payable.as_str()), ("10.00", "70.00"));
     assert_eq!(redeemed.member_discount.as_deref(), Some("20.00"));
     let fetched = till.client.get(redeemed.redemption_id).await.expect("get");
-    assert_eq!(fetched["order_amount"], "80.00", "the redemption records the voucher's basis");
+    assert_eq!(fetched.order_amount, "80.00", "the redemption records the voucher's basis");
     let refused = till.client.reverse_card_payment(paid.card_payment_id, "refund", None).await;
     assert_eq!(refused.err().map(|e| e.code()).as_deref(), Some("reverse_voucher_first"));
     // The threshold is checked on the basis: 45.00 - 9.00 = 36.00 is below the 40.00 minimum.
@@ -530,10 +530,7 @@ async fn reversals_take_points_back_and_record_debt(backend: Backend) {
     let card = till.my_card(&citizen).await;
     assert_eq!((card["points"].as_i64(), card["points_debt"].as_i64()), (Some(0), Some(20)));
     let fetched = till.client.get_card_payment(p4.card_payment_id).await.expect("get");
-    assert_eq!(
-        (fetched["reversed"].as_bool(), fetched["points_debt_added"].as_i64()),
-        (Some(true), Some(20))
-    );
+    assert_eq!((Some(fetched.reversed), fetched.points_debt_added), (Some(true), Some(20)));
 
     let figures = till.figures().await;
     assert_eq!(

@@ -918,10 +918,10 @@ async fn settlement_races_reversals(backend: Backend) {
     let mut unsettled = 0;
     for id in &redemptions {
         let record = till.get(*id).await.expect("get");
-        let (reversed, settled) = (record["reversed"].as_bool(), record["settled"].as_bool());
+        let (reversed, settled) = (Some(record.reversed), Some(record.settled));
         assert!(
             matches!((reversed, settled), (Some(true), Some(false)) | (Some(false), Some(true))),
-            "each redemption is reversed or settled: {record}"
+            "each redemption is reversed or settled: {record:?}"
         );
         unsettled += i64::from(settled == Some(false));
     }

@@ -690,7 +690,7 @@ async fn whole_path_redeem_reverse_redeem_again(backend: Backend) {
     let (_, mine) = till.world.app.get("/v1/me/vouchers", Some(&citizen)).await;
     assert_eq!(mine["vouchers"][0]["status"], "redeemed");
     let fetched = till.client.get(first.redemption_id).await.expect("get");
-    assert_eq!(fetched["discount"], "10.00");
+    assert_eq!(fetched.discount, "10.00");
     let reversal = till.client.reverse(first.redemption_id, "refund", None).await.expect("reversed");
     assert_eq!(reversal.voucher_status, "active");
     let again = till.client.reverse(first.redemption_id, "refund", None).await.expect_err("twice");

@@ -292,7 +292,7 @@ async fn till_command(client: &TillClient, command: Command) -> Result<Value, Fa
             let reversed = client.reverse_card_payment(payment, &reason, Some(key.clone())).await;
             to_json(&reversed.map_err(|error| Failure { error, idempotency_key: Some(key) })?)
         }
-        Command::Get { redemption } => Ok(client.get(redemption).await?),
+        Command::Get { redemption } => to_json(&client.get(redemption).await?),
         Command::Keygen { .. } | Command::Register { .. } | Command::Journal { .. } => {
             Err(config_error("not a till command"))
         }

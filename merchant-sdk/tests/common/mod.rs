@@ -245,10 +245,24 @@ pub fn token(pair: &Ed25519KeyPair, issued_at_s: i64) -> String {
     payload.encode(pair.sign(&payload.signing_input()).as_ref())
 }
 
+/// The redemption of [`redemption_json`] as `GET /v1/redemptions/{id}` answers it, reversed.
+pub fn redemption_view_json() -> Value {
+    let mut view = redemption_json();
+    view["terminal_id"] = json!(Uuid::from_u128(8));
+    view["redeemed_at"] = json!("2026-01-01T00:00:00.000000Z");
+    view["reversed"] = json!(true);
+    view["reversed_at"] = json!("2026-01-01T00:05:00.000000Z");
+    view["reversal_id"] = json!(Uuid::from_u128(101));
+    view["settled"] = json!(false);
+    view
+}
+
 pub fn redemption_json() -> Value {
     json!({
         "redemption_id": Uuid::from_u128(100),
         "voucher_id": Uuid::from_u128(42),
+        "merchant_id": Uuid::from_u128(7),
+        "order_ref": "A-1",
         "order_amount": "100.00",
         "discount": "10.00",
         "payable": "90.00",
