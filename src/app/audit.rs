@@ -10,7 +10,7 @@ use crate::app::signing::SigningKey;
 use crate::domain::checkpoint::{Checkpoint, CheckpointError};
 use crate::domain::ledger::{ChainBreak, ChainVerifier, EntryHash, PostedEntry, Posting};
 use crate::domain::time::Timestamp;
-use crate::storage::{BalanceMismatch, Storage, StorageError};
+use crate::storage::{BalanceMismatch, LedgerStore, StorageError};
 
 const PAGE_ENTRIES: i64 = 2_000;
 pub const EXPORT_FORMAT: &str = "wenhui-ledger-export";
@@ -50,7 +50,7 @@ pub enum VerifyFailure {
 /// Recomputes the chain from the first entry, checks every entry balances in each unit (fen and
 /// points separately, [`crate::domain::ledger::balance_per_unit`]), that the head row
 /// agrees, and that every maintained balance equals the sum of its postings.
-pub async fn verify_store(store: &dyn Storage) -> Result<VerifyReport, VerifyFailure> {
+pub async fn verify_store(store: &dyn LedgerStore) -> Result<VerifyReport, VerifyFailure> {
     let head = store.ledger_head().await?;
     let mut verifier = ChainVerifier::default();
     let mut page = store.entries_after(0, PAGE_ENTRIES).await?;
@@ -91,7 +91,7 @@ pub async fn verify_store(store: &dyn Storage) -> Result<VerifyReport, VerifyFai
 }
 
 /// Signs the current head and records the checkpoint.
-pub async fn checkpoint(store: &dyn Storage, key: &SigningKey) -> Result<Checkpoint, StorageError> {
+pub async fn checkpoint(store: &dyn LedgerStore, key: &SigningKey) -> Result<Checkpoint, StorageError> {
     let head = store.ledger_head().await?;
     let checkpoint = key.sign_checkpoint(&head, Timestamp::now());
     store.insert_checkpoint(&checkpoint).await?;
@@ -153,7 +153,7 @@ impl ExportEntry {
 
 /// Writes the header, the latest checkpoint, then every entry in order, as JSON lines.
 /// Streams page by page: memory does not grow with the ledger.
-pub async fn export(store: &dyn Storage, out: &mut dyn Write) -> Result<i64, VerifyFailure> {
+pub async fn export(store: &dyn LedgerStore, out: &mut dyn Write) -> Result<i64, VerifyFailure> {
     let header = ExportLine::Header {
         format: EXPORT_FORMAT.into(),
         version: EXPORT_VERSION,

@@ -26,8 +26,8 @@ use crate::domain::season::{
 };
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{
-    ClaimCommit, ExpiryCommit, IdemRecord, Refusal, SeasonTotalDelta, Storage, StorageError, StoredAnswer,
-    WriteError,
+    ClaimCommit, ExpiryCommit, IdemRecord, LedgerStore, Refusal, SeasonTotalDelta, Storage, StorageError,
+    StoredAnswer, WriteError,
 };
 
 /// Most claims decided and committed in one transaction.
@@ -852,12 +852,15 @@ pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> serde_json::Value {
 
 /// The batch close entry ([`entries::close_entry`]), built from each funder's reserve balance as
 /// read now; `None` when nothing is left.
-pub async fn close_entry(store: &dyn Storage, batch: &Batch) -> Result<Option<NewEntry>, StorageError> {
+pub async fn close_entry(store: &dyn LedgerStore, batch: &Batch) -> Result<Option<NewEntry>, StorageError> {
     Ok(entries::close_entry(batch, &reserve_left(store, batch).await?))
 }
 
 /// What is left in each funder's part of the batch reserve (credits minus debits).
-async fn reserve_left(store: &dyn Storage, batch: &Batch) -> Result<Vec<(RegionCode, i64)>, StorageError> {
+async fn reserve_left(
+    store: &dyn LedgerStore,
+    batch: &Batch,
+) -> Result<Vec<(RegionCode, i64)>, StorageError> {
     let mut left = Vec::new();
     for (funder, _) in batch.funding.iter() {
         let reserve = accounts::reserve(batch.season_id, batch.id, funder);

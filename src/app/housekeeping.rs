@@ -34,7 +34,7 @@ use wenhui_merchant_sdk::signing::MAX_SKEW_S;
 use wenhui_merchant_sdk::token::{CLOCK_SKEW_S, MAX_LIFETIME_S};
 
 use crate::domain::time::{Clock, Timestamp};
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Storage, StorageError, TillStore};
 
 /// How long a request nonce is remembered: twice the allowed clock skew, plus five minutes.
 pub const NONCE_RETENTION_S: i64 = 2 * MAX_SKEW_S + 300;
@@ -58,14 +58,14 @@ pub const IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(7 * 86_400);
 pub const MIN_IDEMPOTENCY_RETENTION: Duration = Duration::from_secs(86_400);
 
 /// Deletes every request nonce older than the retention at `now`, in batches; returns how many.
-pub async fn prune_terminal_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
+pub async fn prune_terminal_nonces(store: &dyn TillStore, now: Timestamp) -> Result<u64, StorageError> {
     let seen_before = now.plus_seconds(-NONCE_RETENTION_S);
     in_batches(|| store.prune_terminal_nonces(seen_before, PRUNE_BATCH_ROWS)).await
 }
 
 /// Deletes every spent QR token nonce older than the retention at `now`, in batches; returns how
 /// many.
-pub async fn prune_qr_nonces(store: &dyn Storage, now: Timestamp) -> Result<u64, StorageError> {
+pub async fn prune_qr_nonces(store: &dyn TillStore, now: Timestamp) -> Result<u64, StorageError> {
     let used_before = now.plus_seconds(-QR_NONCE_RETENTION_S);
     in_batches(|| store.prune_qr_nonces(used_before, PRUNE_BATCH_ROWS)).await
 }

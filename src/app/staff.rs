@@ -10,7 +10,7 @@ use crate::domain::ids::StaffKeyId;
 
 use crate::domain::staff::StaffScope;
 use crate::domain::time::Timestamp;
-use crate::storage::{NewStaffKey, Storage, StorageError};
+use crate::storage::{NewStaffKey, StaffStore, StorageError};
 
 const PREFIX: &str = "wh_sk_";
 
@@ -38,7 +38,7 @@ pub fn looks_like_key(secret: &str) -> bool {
 /// Mints a key for `scope`. `minted_by`: the staff key that asked for it through the API (it
 /// sees the secret, so the two may be one person), None at the command line.
 pub async fn mint(
-    store: &dyn Storage,
+    store: &dyn StaffStore,
     scope: StaffScope,
     label: &str,
     minted_by: Option<StaffKeyId>,

@@ -15,7 +15,7 @@ use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{AsExec, QueryBuilder, query, query_as};
 use crate::storage::ledger::INSERT_CHUNK_ROWS;
-use crate::storage::{IdemRecord, Refusal, SeasonStore, SqlStore, Storage, StorageError, WriteError};
+use crate::storage::{IdemRecord, LedgerStore, Refusal, SeasonStore, SqlStore, StorageError, WriteError};
 
 /// A card's points in one season: what it holds and what it owes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -417,7 +417,7 @@ impl SqlStore {
     }
 
     async fn balance_of(&self, spec: crate::domain::ledger::AccountSpec) -> Result<Balance, StorageError> {
-        Ok(Storage::balance(self, &spec.address).await?.unwrap_or_default())
+        Ok(LedgerStore::balance(self, &spec.address).await?.unwrap_or_default())
     }
 }
 

@@ -16,7 +16,8 @@ use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
 use crate::storage::db::{Exec, QueryBuilder, Tx, query, query_as};
 use crate::storage::{
-    Backend, BalanceMismatch, NewStaffKey, PostError, SqlStore, StaffKeyRecord, Storage, StorageError,
+    Backend, BalanceMismatch, LedgerStore, NewStaffKey, PostError, SqlStore, StaffKeyRecord, StaffStore,
+    Storage, StorageError,
 };
 
 /// Rows per multi-row INSERT: keeps every statement under SQLite's 32,766 bound parameters.
@@ -450,7 +451,10 @@ impl Storage for SqlStore {
         query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+}
 
+#[async_trait]
+impl LedgerStore for SqlStore {
     async fn post_entries(&self, entries: &[NewEntry]) -> Result<Vec<PostReceipt>, PostError> {
         check_batch(entries)?;
         // One writer at a time in this process: waiting here is cheaper than on the database lock.
@@ -551,7 +555,10 @@ impl Storage for SqlStore {
             signature,
         }))
     }
+}
 
+#[async_trait]
+impl StaffStore for SqlStore {
     async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError> {
         query(
             "INSERT INTO staff_keys (id, key_hash, role, region, label, created_at_us, minted_by) \

@@ -145,8 +145,13 @@ pub struct StaffKeyListing {
     pub minted_by: Option<StaffKeyId>,
 }
 
+/// Everything the service stores, on one backend: the narrow stores together, and the
+/// database itself. A caller that needs one part takes that part (`&dyn LedgerStore`, ...);
+/// `&dyn Storage` coerces to any of them.
 #[async_trait]
-pub trait Storage: SeasonStore + TillStore + CardStore + FinanceStore + Send + Sync + 'static {
+pub trait Storage:
+    LedgerStore + StaffStore + SeasonStore + TillStore + CardStore + FinanceStore + Send + Sync + 'static
+{
     fn backend(&self) -> Backend;
 
     /// Applies the embedded migrations for this backend.
@@ -154,7 +159,12 @@ pub trait Storage: SeasonStore + TillStore + CardStore + FinanceStore + Send + S
 
     /// One cheap round trip: is the database reachable?
     async fn ping(&self) -> Result<(), StorageError>;
+}
 
+/// The ledger: the hash chain of journal entries, the maintained balances, and the signed
+/// checkpoints of the chain's head.
+#[async_trait]
+pub trait LedgerStore: Send + Sync {
     /// Posts a batch of entries atomically and in order, in one database transaction: either every
     /// entry is appended to the chain (or recognised as already posted) or nothing is written.
     async fn post_entries(&self, entries: &[NewEntry]) -> Result<Vec<PostReceipt>, PostError>;
@@ -172,7 +182,11 @@ pub trait Storage: SeasonStore + TillStore + CardStore + FinanceStore + Send + S
     async fn insert_checkpoint(&self, checkpoint: &Checkpoint) -> Result<(), StorageError>;
 
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError>;
+}
 
+/// Staff API keys: their hashes, scopes, lineage and revocation.
+#[async_trait]
+pub trait StaffStore: Send + Sync {
     async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError>;
 
     async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError>;

@@ -21,7 +21,7 @@ use wenhui_merchant_sdk::token::{KeyRing, MAX_LIFETIME_S, TokenKind, TokenPayloa
 
 use crate::app::signing::SigningKey;
 use crate::domain::time::{Clock, Timestamp};
-use crate::storage::{QrKeyRecord, Storage, StorageError};
+use crate::storage::{QrKeyRecord, Storage, StorageError, TillStore};
 
 /// How long a freshly issued token lives.
 pub const TOKEN_LIFETIME_S: i64 = 90;
@@ -32,7 +32,7 @@ pub fn key_dir(data_dir: &Path) -> PathBuf {
 }
 
 /// Generates a key, stores its file and its public record (retiring the previous key).
-pub async fn rotate(store: &dyn Storage, data_dir: &Path, now: Timestamp) -> anyhow::Result<String> {
+pub async fn rotate(store: &dyn TillStore, data_dir: &Path, now: Timestamp) -> anyhow::Result<String> {
     let dir = key_dir(data_dir);
     let staging = dir.join(format!("new-{}.pk8", Uuid::new_v4()));
     let key = SigningKey::load_or_create(&staging)?;
@@ -49,7 +49,7 @@ pub async fn rotate(store: &dyn Storage, data_dir: &Path, now: Timestamp) -> any
 }
 
 /// Makes sure a current QR key exists (first start).
-pub async fn ensure_key(store: &dyn Storage, data_dir: &Path, now: Timestamp) -> anyhow::Result<()> {
+pub async fn ensure_key(store: &dyn TillStore, data_dir: &Path, now: Timestamp) -> anyhow::Result<()> {
     let keys = store.qr_keys().await?;
     let current = keys.iter().find(|k| k.retired_at.is_none());
     match current {

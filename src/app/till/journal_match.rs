@@ -17,7 +17,7 @@ use crate::app::finance::yuan;
 use crate::domain::money::Fen;
 use crate::domain::season::Season;
 use crate::domain::time::Timestamp;
-use crate::storage::{RedemptionRecord, Storage, StorageError};
+use crate::storage::{FinanceStore, RedemptionRecord, StorageError};
 
 /// The allowed clock difference between a till and the service.
 const SKEW_S: i64 = 300;
@@ -195,7 +195,7 @@ pub fn compare(
 }
 
 pub async fn match_journal(
-    store: &dyn Storage,
+    store: &dyn FinanceStore,
     season: &Season,
     till: &TillRecord,
 ) -> Result<MatchOutcome, StorageError> {
