@@ -360,8 +360,17 @@ where
     }
 }
 
-fn pg_arguments(args: Vec<Arg>) -> Result<PgArguments, BoxDynError> {
-    let mut out = PgArguments::default();
+/// The values, encoded for backend `DB` in order.
+fn arguments<DB: sqlx::Database>(args: Vec<Arg>) -> Result<DB::Arguments, BoxDynError>
+where
+    Option<i64>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<i32>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<bool>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<String>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<Vec<u8>>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+    Option<Uuid>: for<'t> sqlx::Encode<'t, DB> + sqlx::Type<DB>,
+{
+    let mut out = DB::Arguments::default();
     out.reserve(args.len(), 0);
     for arg in args {
         match arg {
@@ -376,20 +385,12 @@ fn pg_arguments(args: Vec<Arg>) -> Result<PgArguments, BoxDynError> {
     Ok(out)
 }
 
+fn pg_arguments(args: Vec<Arg>) -> Result<PgArguments, BoxDynError> {
+    arguments::<Postgres>(args)
+}
+
 fn sqlite_arguments(args: Vec<Arg>) -> Result<SqliteArguments, BoxDynError> {
-    let mut out = SqliteArguments::default();
-    out.reserve(args.len(), 0);
-    for arg in args {
-        match arg {
-            Arg::I64(v) => out.add(v)?,
-            Arg::I32(v) => out.add(v)?,
-            Arg::Bool(v) => out.add(v)?,
-            Arg::Text(v) => out.add(v)?,
-            Arg::Bytes(v) => out.add(v)?,
-            Arg::Uuid(v) => out.add(v)?,
-        }
-    }
-    Ok(out)
+    arguments::<Sqlite>(args)
 }
 
 /// What a statement that returns no rows did.
