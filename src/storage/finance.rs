@@ -1095,13 +1095,47 @@ impl FinanceStore for SqlStore {
         &self,
         season: &crate::domain::season::Season,
     ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
-        let season_id = season.id;
+        let mut checks = self.rows_to_entries_checks();
+        checks.extend(self.entries_to_rows_checks());
+        checks.extend(self.counter_checks(season));
+        let mut found = Vec::with_capacity(checks.len());
+        let mut tx = self.backend.begin_link_checks().await?;
+        for (name, sql) in checks {
+            let (count, listed) = Self::count_breaks(&mut tx, sql, season.id).await?;
+            found.push((name, count, listed));
+        }
+        tx.rollback().await?;
+        Ok(found)
+    }
+}
+
+/// Postings moving each funder's amount from one account to another.
+fn move_per_funder(
+    by_funder: &BTreeMap<RegionCode, i64>,
+    accounts: impl Fn(RegionCode) -> (crate::domain::ledger::AccountSpec, crate::domain::ledger::AccountSpec),
+) -> Vec<NewPosting> {
+    let mut postings = Vec::new();
+    for (funder, amount_fen) in by_funder {
+        if *amount_fen <= 0 {
+            continue;
+        }
+        let (from, to) = accounts(*funder);
+        postings.push(NewPosting { account: from, side: Side::Debit, amount_fen: *amount_fen });
+        postings.push(NewPosting { account: to, side: Side::Credit, amount_fen: *amount_fen });
+    }
+    postings
+}
+
+impl SqlStore {
+    /// Rows to entries: every voucher, redemption, reversal and settlement line of the season
+    /// has its journal entry, and the rows agree with each other. Each statement lists the
+    /// rows at fault, with `$1` the season.
+    fn rows_to_entries_checks(&self) -> Vec<(&'static str, String)> {
         let text = |col: &str| self.backend.uuid_text_sql(col);
-        let entry_names = |kind: &str, col: &str| self.backend.entry_names_sql(kind, col);
         let entry_for = |kind: &str, col: &str| {
             format!("EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {})", text(col))
         };
-        let mut checks: Vec<(&'static str, String)> = vec![
+        vec![
             (
                 "voucher_without_claim_entry",
                 format!(
@@ -1182,9 +1216,15 @@ impl FinanceStore for SqlStore {
                     text("l.merchant_id")
                 ),
             ),
-            // Entries to rows. An entry whose row is missing cannot be placed in a season, so these
-            // are checked across the ledger; an entry whose row exists must agree with it.
-            // (`$1 = $1` keeps the season parameter every check is bound with.)
+        ]
+    }
+
+    /// Entries to rows. An entry whose row is missing cannot be placed in a season, so these
+    /// are checked across the ledger; an entry whose row exists must agree with it.
+    /// (`$1 = $1` keeps the season parameter every check is bound with.)
+    fn entries_to_rows_checks(&self) -> Vec<(&'static str, String)> {
+        let entry_names = |kind: &str, col: &str| self.backend.entry_names_sql(kind, col);
+        vec![
             (
                 "claim_entry_without_voucher",
                 format!(
@@ -1217,32 +1257,6 @@ impl FinanceStore for SqlStore {
                     entry_names("reversal", "r.reversal_id")
                 ),
             ),
-        ];
-        checks.extend(self.counter_checks(season));
-        let mut found = Vec::with_capacity(checks.len());
-        let mut tx = self.backend.begin_link_checks().await?;
-        for (name, sql) in checks {
-            let (count, listed) = Self::count_breaks(&mut tx, sql, season_id).await?;
-            found.push((name, count, listed));
-        }
-        tx.rollback().await?;
-        Ok(found)
+        ]
     }
-}
-
-/// Postings moving each funder's amount from one account to another.
-fn move_per_funder(
-    by_funder: &BTreeMap<RegionCode, i64>,
-    accounts: impl Fn(RegionCode) -> (crate::domain::ledger::AccountSpec, crate::domain::ledger::AccountSpec),
-) -> Vec<NewPosting> {
-    let mut postings = Vec::new();
-    for (funder, amount_fen) in by_funder {
-        if *amount_fen <= 0 {
-            continue;
-        }
-        let (from, to) = accounts(*funder);
-        postings.push(NewPosting { account: from, side: Side::Debit, amount_fen: *amount_fen });
-        postings.push(NewPosting { account: to, side: Side::Credit, amount_fen: *amount_fen });
-    }
-    postings
 }
