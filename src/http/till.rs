@@ -33,7 +33,8 @@ use crate::domain::money::Fen;
 use crate::domain::region::RegionLevel;
 use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus, order_slot};
 use crate::storage::{
-    IdemRecord, NewRedemption, NewReversal, Refusal, SeasonTotalDelta, TerminalRecord, WriteError,
+    CardPaymentRecord, IdemRecord, NewRedemption, NewReversal, Refusal, SeasonTotalDelta, TerminalRecord,
+    WriteError,
 };
 
 /// A verified terminal request.
@@ -357,31 +358,10 @@ pub async fn redeem(
     };
     // The member discount first: a card payment on this order sets the voucher's basis.
     let card_payment = card_payment?;
-    let (basis, member_discount) = match &card_payment {
-        None => (request.order_amount, None),
-        Some(paid) if paid.order_amount_fen != request.order_amount.as_fen() => {
-            let refusal = ApiError::conflict(
-                ErrorCode::OrderAmountMismatch,
-                format!(
-                    "a card payment on this order was for {}; send the same order_amount",
-                    Fen::new(paid.order_amount_fen).map(|f| f.to_string()).unwrap_or_default()
-                ),
-            );
-            return remember_refusal(&state, refusal, record).await;
-        }
-        Some(paid) => {
-            let discount = Fen::new(paid.discount_fen).map_err(|_| ApiError::internal())?;
-            let basis = request.order_amount.checked_sub(discount).ok_or_else(ApiError::internal)?;
-            (basis, Some(discount))
-        }
+    let (basis, member_discount) = match voucher_basis(request.order_amount, card_payment.as_ref()) {
+        Ok(basis) => basis,
+        Err(refusal) => return remember_refusal(&state, refusal, record).await,
     };
-    if basis.is_zero() {
-        let refusal = ApiError::unprocessable(
-            ErrorCode::BelowMinSpend,
-            "nothing is left to pay after the member discount",
-        );
-        return remember_refusal(&state, refusal, record).await;
-    }
     let planned = match scanned {
         Some(Ok(scanned)) => plan(&state, &ctx.merchant, scanned, basis).await,
         Some(Err(refusal)) => Err(refusal),
@@ -391,26 +371,87 @@ pub async fn redeem(
         Ok(planned) => planned,
         Err(refusal) => return remember_refusal(&state, refusal, record).await,
     };
+    let priced = Priced { order_amount: request.order_amount, basis, member_discount, card_payment };
+    let redemption = new_redemption(&state, &ctx, plan, priced, order_ref, qr_nonce, record)?;
+    let answer = redemption.answer.clone();
+    match state.redemptions().commit(redemption).await {
+        Ok(()) => Ok(json_response(201, answer.body)),
+        Err(error) => write_refusal(&state, error, &answer).await,
+    }
+}
+
+/// What the voucher applies to: the order after the member discount of a card payment on the
+/// same order (and that discount), or the whole order. Refused when the card payment was for
+/// another amount, or when nothing is left to pay.
+fn voucher_basis(
+    order_amount: Fen,
+    card_payment: Option<&CardPaymentRecord>,
+) -> Result<(Fen, Option<Fen>), ApiError> {
+    let (basis, member_discount) = match card_payment {
+        None => (order_amount, None),
+        Some(paid) if paid.order_amount_fen != order_amount.as_fen() => {
+            return Err(ApiError::conflict(
+                ErrorCode::OrderAmountMismatch,
+                format!(
+                    "a card payment on this order was for {}; send the same order_amount",
+                    Fen::new(paid.order_amount_fen).map(|f| f.to_string()).unwrap_or_default()
+                ),
+            ));
+        }
+        Some(paid) => {
+            let discount = Fen::new(paid.discount_fen).map_err(|_| ApiError::internal())?;
+            let basis = order_amount.checked_sub(discount).ok_or_else(ApiError::internal)?;
+            (basis, Some(discount))
+        }
+    };
+    if basis.is_zero() {
+        return Err(ApiError::unprocessable(
+            ErrorCode::BelowMinSpend,
+            "nothing is left to pay after the member discount",
+        ));
+    }
+    Ok((basis, member_discount))
+}
+
+/// The amounts of an order as priced before the voucher: what was asked, what the voucher
+/// applies to, and the card payment that set the difference, if any.
+struct Priced {
+    order_amount: Fen,
+    basis: Fen,
+    member_discount: Option<Fen>,
+    card_payment: Option<CardPaymentRecord>,
+}
+
+/// The redemption to commit, with its entry and the answer stored with it.
+fn new_redemption(
+    state: &AppState,
+    ctx: &TerminalCtx,
+    plan: Plan,
+    priced: Priced,
+    order_ref: String,
+    qr_nonce: Vec<u8>,
+    record: impl Fn(u16, String) -> IdemRecord,
+) -> Result<NewRedemption, ApiError> {
     let id = Uuid::now_v7();
     let funders = funder_shares(&plan);
     let funders_json = answer_text(&funders)?;
-    let payable = basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
+    let payable = priced.basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
     // With a card payment on the order: its member discount, and the basis the voucher applied to.
-    let card = member_discount.zip(card_payment.as_ref());
+    let card = priced.member_discount.zip(priced.card_payment.as_ref());
     let answer = Redemption {
         redemption_id: id,
         voucher_id: plan.voucher.id,
         merchant_id: ctx.merchant.id,
         order_ref: order_ref.clone(),
-        order_amount: request.order_amount.to_string(),
+        order_amount: priced.order_amount.to_string(),
         discount: plan.discount.to_string(),
         payable: payable.to_string(),
         funders,
         member_discount: card.map(|(discount, _)| discount.to_string()),
-        voucher_basis: card.map(|_| basis.to_string()),
+        voucher_basis: card.map(|_| priced.basis.to_string()),
         card_payment_id: card.map(|(_, paid)| paid.id),
     };
-    let redemption = NewRedemption {
+    Ok(NewRedemption {
         id,
         voucher_id: plan.voucher.id,
         merchant_id: ctx.merchant.id,
@@ -421,22 +462,17 @@ pub async fn redeem(
         provincial: plan.batch.issuer.level() == RegionLevel::Province,
         order_ref,
         // The amount the voucher applied to: the order after any member discount.
-        order_amount_fen: basis.as_fen(),
+        order_amount_fen: priced.basis.as_fen(),
         discount_fen: plan.discount.as_fen(),
         funders_json,
         redeemed_at: state.clock().now(),
         qr_nonce,
-        card_payment_id: card_payment.as_ref().map(|p| p.id),
+        card_payment_id: priced.card_payment.as_ref().map(|p| p.id),
         citizen_id: plan.voucher.citizen_id,
         merchant_redemption_limit: plan.season.merchant_redemption_limit,
         entry: redemption_entry(&plan.batch, &plan.parts, ctx.merchant.id, id),
         answer: record(201, answer_text(&answer)?),
-    };
-    let answer = redemption.answer.clone();
-    match state.redemptions().commit(redemption).await {
-        Ok(()) => Ok(json_response(201, answer.body)),
-        Err(error) => write_refusal(&state, error, &answer).await,
-    }
+    })
 }
 
 /// Stores a refusal under the idempotency key so a retry gets the same answer.
