@@ -56,7 +56,7 @@ struct IssueCard {
 /// Issues the citizen's benefit card, once per person: `{via: "mobile"}` or
 /// `{via: "bank_card", bank_card_number}` (Luhn-checked; only its first six and last four digits
 /// are kept). Not keyed, like registration: a retry answers 409 `card_exists`.
-#[utoipa::path(post, path = "/v1/me/card", security(("citizen_token" = [])),
+#[utoipa::path(post, operation_id = "issue_card", path = "/v1/me/card", security(("citizen_token" = [])),
     responses((status = 201, description = "the card: {id, number, number_masked, via, bank_card, status, points, points_debt}"),
         (status = 409, body = super::error::ErrorBody, description = "card_exists"),
         (status = 422, body = super::error::ErrorBody, description = "bank_card_format, bank_card_check_digit, invalid_via")))]
@@ -159,7 +159,7 @@ async fn card_view(store: &dyn Storage, card: &Card) -> Result<Value, ApiError> 
 }
 
 /// The citizen's card: number, status, points balance and debt.
-#[utoipa::path(get, path = "/v1/me/card", security(("citizen_token" = [])),
+#[utoipa::path(get, operation_id = "my_card", path = "/v1/me/card", security(("citizen_token" = [])),
     responses((status = 200, description = "{id, number, number_masked, via, bank_card, status, points, points_debt, seasons: [{season_id, points, points_debt, expires_at}]}"),
         (status = 404, body = super::error::ErrorBody, description = "no_card")))]
 pub async fn mine(
@@ -172,7 +172,7 @@ pub async fn mine(
 
 /// A fresh signed QR code of the card (kind 2), same signing, lifetime and single use as a
 /// voucher's.
-#[utoipa::path(post, path = "/v1/me/card/qr", security(("citizen_token" = [])),
+#[utoipa::path(post, operation_id = "card_qr", path = "/v1/me/card/qr", security(("citizen_token" = [])),
     responses((status = 200, description = "{token, expires_at, svg}"), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
         (status = 404, body = super::error::ErrorBody, description = "no_card")))]
 pub async fn qr(
@@ -203,7 +203,7 @@ async fn set_status(
 }
 
 /// Freezes a card (lost phone, fraud): it is refused at the till and for exchanges.
-#[utoipa::path(post, path = "/v1/cards/{id}/freeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "freeze_card", path = "/v1/cards/{id}/freeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{id, status}"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn freeze(
     State(state): State<AppState>,
@@ -213,7 +213,7 @@ pub async fn freeze(
     set_status(&state, &staff, id, CardStatus::Frozen).await
 }
 
-#[utoipa::path(post, path = "/v1/cards/{id}/unfreeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "unfreeze_card", path = "/v1/cards/{id}/unfreeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{id, status}"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn unfreeze(
     State(state): State<AppState>,
@@ -235,7 +235,7 @@ struct CardTermsBody {
 /// Allowed: a city_admin of the merchant's city, a province_admin of its province, or a signed
 /// request from one of the merchant's own terminals (the merchant acting for itself; there is no
 /// merchant staff role). The merchant funds the discount; no government money moves.
-#[utoipa::path(put, path = "/v1/merchants/{id}/card-terms", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(put, operation_id = "set_card_terms", path = "/v1/merchants/{id}/card-terms", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{merchant_id, percent, cap}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn set_terms(
     State(state): State<AppState>,
@@ -269,7 +269,7 @@ struct PointsRateBody {
 
 /// Sets the season's points rate (whole points per whole yuan paid, rounded down) and optionally
 /// a fixed expiry of the season's points (province_admin of the season's province).
-#[utoipa::path(put, path = "/v1/seasons/{id}/points-rate", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(put, operation_id = "set_points_rate", path = "/v1/seasons/{id}/points-rate", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{season_id, points_per_yuan, points_expire_at}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn set_points_rate(
     State(state): State<AppState>,
@@ -627,7 +627,7 @@ struct ExchangeBody {
 /// Exchanges points for a voucher of a batch that has a points price: a claim paid with points,
 /// through the claim writer (same stock, per-person limits, season cap and rush rules; the
 /// points leave the card in the same transaction as the voucher is written).
-#[utoipa::path(post, path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, operation_id = "exchange_for_card_points", path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
     responses((status = 201, description = "{voucher: {...}, points_spent, points_balance}"),
         (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
         (status = 404, body = super::error::ErrorBody, description = "no_card, batch_not_found"),

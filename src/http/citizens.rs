@@ -102,7 +102,7 @@ fn session_response(session: crate::app::citizens::Session) -> (StatusCode, Json
 }
 
 /// Registers a citizen by real name; one account per ID number.
-#[utoipa::path(post, path = "/v1/citizens", request_body = RegisterRequest,
+#[utoipa::path(post, operation_id = "register_citizen", path = "/v1/citizens", request_body = RegisterRequest,
     responses((status = 201, body = SessionResponse), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
 pub async fn register(
@@ -119,7 +119,7 @@ pub async fn register(
 
 /// Issues a new token to a registered citizen. Attempts are limited per ID number and per
 /// phone (`http::rate_limit`), so a one-time code cannot be guessed.
-#[utoipa::path(post, path = "/v1/citizens/sessions", request_body = SignInRequest,
+#[utoipa::path(post, operation_id = "sign_in", path = "/v1/citizens/sessions", request_body = SignInRequest,
     responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
 pub async fn sign_in(
@@ -136,7 +136,7 @@ pub async fn sign_in(
 /// Signs out: the presented token stops working at once on this instance and within
 /// [`REVOCATION_POLL`](crate::app::citizens::REVOCATION_POLL) on every other. Answers 204 whether or
 /// not the token was still valid, so a retried sign-out gets the same answer.
-#[utoipa::path(delete, path = "/v1/me/session", security(("citizen_token" = [])),
+#[utoipa::path(delete, operation_id = "sign_out", path = "/v1/me/session", security(("citizen_token" = [])),
     responses((status = 204, description = "signed out"), (status = 401, body = super::error::ErrorBody)))]
 pub async fn sign_out(
     State(state): State<AppState>,
@@ -155,7 +155,7 @@ pub struct RevokedSessions {
 
 /// Revokes every session of a citizen (a lost phone, an account taken over): province_admin
 /// only. The citizen signs in again to get a new token.
-#[utoipa::path(post, path = "/v1/citizens/{id}/sessions/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "revoke_citizen_sessions", path = "/v1/citizens/{id}/sessions/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = RevokedSessions), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn revoke_sessions(
     State(state): State<AppState>,
@@ -175,7 +175,7 @@ const VOUCHERS_PAGE_DEFAULT: u32 = 100;
 const VOUCHERS_PAGE_MAX: u32 = 200;
 
 /// The citizen's vouchers, newest first, with state and expiry, a page at a time.
-#[utoipa::path(get, path = "/v1/me/vouchers", security(("citizen_token" = [])),
+#[utoipa::path(get, operation_id = "my_vouchers", path = "/v1/me/vouchers", security(("citizen_token" = [])),
     params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 200, default 100")),
     responses((status = 200, description = "{\"vouchers\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn my_vouchers(
@@ -216,7 +216,7 @@ pub async fn my_vouchers(
 }
 
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.
-#[utoipa::path(post, path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
+#[utoipa::path(post, operation_id = "claim_voucher", path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
     params(("id" = Uuid, Path, description = "batch id"), ("Idempotency-Key" = String, Header, description = "one per attempt")),
     responses((status = 201, description = "{\"voucher\": {...}}"), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open")))]
 pub async fn claim(
@@ -240,7 +240,7 @@ pub async fn claim(
 /// Enters the citizen in a lottery batch's draw, during its claim window. Once: entering again
 /// answers the same (`entered_at` is the first entry's), so no Idempotency-Key is needed. 409
 /// `not_a_lottery` for a batch claimed in a rush, `not_open` outside the window.
-#[utoipa::path(post, path = "/v1/batches/{id}/entries", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "enter_lottery", path = "/v1/batches/{id}/entries", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{batch_id, entered_at}"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn enter_lottery(
     State(state): State<AppState>,
@@ -266,7 +266,7 @@ pub async fn enter_lottery(
 }
 
 /// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
-#[utoipa::path(post, path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{token, expires_at, svg}"), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "voucher_qr", path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{token, expires_at, svg}"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn voucher_qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,

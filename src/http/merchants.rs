@@ -130,7 +130,7 @@ fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
 }
 
 /// Registers a merchant (city_admin of its city, or province_admin).
-#[utoipa::path(post, path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}, the account number masked but its last four digits"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_merchant", path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}, the account number masked but its last four digits"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     staff: Staff,
@@ -175,7 +175,7 @@ const MERCHANTS_PAGE_MAX: u32 = 500;
 
 /// Merchants of a city (or of the caller's whole region when no city is given), by name, a page
 /// at a time: `next_after` is the `after` of the next page, null on the last.
-#[utoipa::path(get, path = "/v1/merchants", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "list_merchants", path = "/v1/merchants", security(("staff_key" = [])),
     params(("city" = Option<String>, Query), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 500, 100 by default")),
     responses((status = 200, description = "{\"merchants\": [...], \"next_after\": id or null}"),
@@ -235,7 +235,7 @@ async fn set_status(
     Ok(Json(json!({"id": id, "status": status.as_str()})))
 }
 
-#[utoipa::path(post, path = "/v1/merchants/{id}/suspend", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
+#[utoipa::path(post, operation_id = "suspend_merchant", path = "/v1/merchants/{id}/suspend", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
 pub async fn suspend(
     State(state): State<AppState>,
     staff: Staff,
@@ -244,7 +244,7 @@ pub async fn suspend(
     set_status(&state, &staff, id, MerchantStatus::Suspended).await
 }
 
-#[utoipa::path(post, path = "/v1/merchants/{id}/activate", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
+#[utoipa::path(post, operation_id = "activate_merchant", path = "/v1/merchants/{id}/activate", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
 pub async fn activate(
     State(state): State<AppState>,
     staff: Staff,
@@ -262,7 +262,7 @@ struct RegisterTerminal {
 }
 
 /// Registers a till's Ed25519 public key for a merchant; the till keeps its private key.
-#[utoipa::path(post, path = "/v1/merchants/{id}/terminals", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{terminal_id}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "register_terminal", path = "/v1/merchants/{id}/terminals", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{terminal_id}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn register_terminal(
     State(state): State<AppState>,
     staff: Staff,
@@ -299,7 +299,7 @@ pub async fn register_terminal(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/merchants/{id}/terminals/{terminal_id}/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path), ("terminal_id" = Uuid, Path)), responses((status = 200, description = "{terminal_id, revoked}")))]
+#[utoipa::path(post, operation_id = "revoke_terminal", path = "/v1/merchants/{id}/terminals/{terminal_id}/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path), ("terminal_id" = Uuid, Path)), responses((status = 200, description = "{terminal_id, revoked}")))]
 pub async fn revoke_terminal(
     State(state): State<AppState>,
     staff: Staff,
@@ -370,7 +370,7 @@ struct ChangeAccount {
 /// again for the account already waiting answers with that request, so a retry is harmless;
 /// another account while one waits is 409 `change_pending`; the account the merchant already
 /// has (with nothing waiting) is 200 with the merchant and its latest change.
-#[utoipa::path(put, path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(put, operation_id = "change_settlement_account", path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 202, description = "{merchant, request}: the request waiting for a second key"),
         (status = 200, description = "{merchant, last_change}: the merchant already has this account"),
         (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
@@ -442,7 +442,7 @@ struct Decide {
 /// that key, one it minted, or one that minted it, at any depth (403 `same_approver`). The merchant is paid to the new account from now on and the change joins
 /// the history. A retry gets the same answer; 409 `request_decided` if it was rejected, 409
 /// `request_expired` after a week undecided.
-#[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
+#[utoipa::path(post, operation_id = "approve_settlement_account_request", path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
     responses((status = 200, description = "{merchant, request}"), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver, key_revoked"),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
@@ -462,7 +462,7 @@ pub async fn approve_account_request(
 /// Rejects a request to change the merchant's settlement account (an admin over the merchant;
 /// the key that asked may withdraw its own). A retry gets the same answer; 409
 /// `request_decided` if it was approved, 409 `request_expired` after a week undecided.
-#[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject", security(("staff_key" = [])),
+#[utoipa::path(post, operation_id = "reject_settlement_account_request", path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
     responses((status = 200, description = "{request}"), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
@@ -578,7 +578,7 @@ async fn history_page_limit(
 /// The merchant's settlement account changes, in the order they were made (`seq`), a page at a
 /// time (`next_after_seq` is the `after_seq` of the next page, null on the last): its admins,
 /// finance and auditors of its region.
-#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "list_settlement_account_changes", path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("after_seq" = Option<i64>, Query, description = "next_after_seq of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, 100 by default")),
     responses((status = 200, description = "{merchant_id, changes: [...], next_after_seq}"), (status = 403, body = super::error::ErrorBody),
@@ -602,7 +602,7 @@ pub async fn account_changes(
 /// The merchant's requests to change its settlement account (waiting, approved, rejected or
 /// expired), in the order they were made, a page at a time: its admins, finance and auditors of
 /// its region.
-#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/requests", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "list_settlement_account_requests", path = "/v1/merchants/{id}/settlement-account/requests", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("after_seq" = Option<i64>, Query, description = "next_after_seq of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, 100 by default")),
     responses((status = 200, description = "{merchant_id, requests: [...], next_after_seq}"), (status = 403, body = super::error::ErrorBody),

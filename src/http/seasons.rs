@@ -103,7 +103,7 @@ fn parse_ceilings(asked: &std::collections::BTreeMap<String, u32>) -> Result<Sub
 }
 
 /// Creates a season with each funder's budget (province_admin of that province).
-#[utoipa::path(post, path = "/v1/seasons", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the season with each funder's amounts"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_season", path = "/v1/seasons", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the season with each funder's amounts"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_season(
     State(state): State<AppState>,
     staff: Staff,
@@ -189,7 +189,7 @@ struct AddBudget {
 }
 
 /// Adds to a funder's budget (that funder's admin).
-#[utoipa::path(post, path = "/v1/seasons/{id}/budgets", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the budget added"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "add_budget", path = "/v1/seasons/{id}/budgets", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the budget added"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn add_budget(
     State(state): State<AppState>,
     staff: Staff,
@@ -301,7 +301,7 @@ const SEASONS_PAGE_DEFAULT: u32 = 20;
 const SEASONS_PAGE_MAX: u32 = 100;
 
 /// The seasons, latest start first, a page at a time.
-#[utoipa::path(get, path = "/v1/seasons",
+#[utoipa::path(get, operation_id = "list_seasons", path = "/v1/seasons",
     params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 100, default 20")),
     responses((status = 200, description = "{\"seasons\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn list_seasons(
@@ -325,7 +325,7 @@ pub async fn list_seasons(
     Ok(Json(json!({ "seasons": seasons, "next_after": next_after })))
 }
 
-#[utoipa::path(get, path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts"), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "get_season", path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_season(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<Uuid>,
@@ -549,7 +549,7 @@ struct DrawRequest {
 /// skipping a winner a per-person cap refuses. 409 `not_a_lottery`, `draw_too_early`,
 /// `already_drawn`, `season_closed`. Answers `{batch_id, seed, seed_sha256, entries, issued,
 /// drawn_at}`; the unissued stock goes back to the pool when the sweeper closes the batch.
-#[utoipa::path(post, path = "/v1/batches/{id}/draw", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, operation_id = "draw_lottery", path = "/v1/batches/{id}/draw", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
     responses((status = 200, description = "the draw"), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn draw(
     State(state): State<AppState>,
@@ -641,7 +641,7 @@ async fn rank_entries(
 /// A lottery batch's entrants, by citizen id, a page at a time (1,000 by default, at most
 /// 10,000): with the seed the draw reveals, anyone allowed to read them recomputes the draw.
 /// Staff of the batch's region (admins, finance, auditors); citizen ids, nothing else.
-#[utoipa::path(get, path = "/v1/batches/{id}/entries", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(get, operation_id = "list_lottery_entrants", path = "/v1/batches/{id}/entries", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{entries: [citizen_id], next_after}"), (status = 403, body = super::error::ErrorBody)))]
 pub async fn lottery_entrants(
     State(state): State<AppState>,
@@ -714,7 +714,7 @@ fn draw_places(stock: i64) -> usize {
 }
 
 /// Creates a voucher batch and reserves its money (the issuer's admin).
-#[utoipa::path(post, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_batch", path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_batch(
     State(state): State<AppState>,
     staff: Staff,
@@ -827,7 +827,7 @@ fn batch_view(batch: &Batch, now: Timestamp) -> Value {
 }
 
 /// Open and upcoming batches of a season, with remaining stock and the next release.
-#[utoipa::path(get, path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release")))]
+#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release")))]
 pub async fn list_batches(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<Uuid>,
