@@ -45,7 +45,7 @@ fn no_card() -> ApiError {
     ApiError::not_found("no_card", "you have no benefit card yet: POST /v1/me/card")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueCard {
     via: String,
@@ -56,7 +56,7 @@ struct IssueCard {
 /// Issues the citizen's benefit card, once per person: `{via: "mobile"}` or
 /// `{via: "bank_card", bank_card_number}` (Luhn-checked; only its first six and last four digits
 /// are kept). Not keyed, like registration: a retry answers 409 `card_exists`.
-#[utoipa::path(post, operation_id = "issue_card", path = "/v1/me/card", security(("citizen_token" = [])),
+#[utoipa::path(post, operation_id = "issue_card", request_body = Option<IssueCard>, path = "/v1/me/card", security(("citizen_token" = [])),
     responses((status = 201, description = "the card: {id, number, number_masked, via, bank_card, status, points, points_debt}"),
         (status = 409, body = super::error::ErrorBody, description = "card_exists"),
         (status = 422, body = super::error::ErrorBody, description = "bank_card_format, bank_card_check_digit, invalid_via")))]
@@ -223,7 +223,7 @@ pub async fn unfreeze(
     set_status(&state, &staff, id, CardStatus::Active).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CardTermsBody {
     percent: u32,
@@ -235,7 +235,7 @@ struct CardTermsBody {
 /// Allowed: a city_admin of the merchant's city, a province_admin of its province, or a signed
 /// request from one of the merchant's own terminals (the merchant acting for itself; there is no
 /// merchant staff role). The merchant funds the discount; no government money moves.
-#[utoipa::path(put, operation_id = "set_card_terms", path = "/v1/merchants/{id}/card-terms", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(put, operation_id = "set_card_terms", request_body = CardTermsBody, path = "/v1/merchants/{id}/card-terms", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{merchant_id, percent, cap}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn set_terms(
     State(state): State<AppState>,
@@ -258,18 +258,19 @@ pub async fn set_terms(
     ))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PointsRateBody {
     points_per_yuan: u32,
     /// Overrides the default expiry (the end of the season after next).
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     points_expire_at: Option<Timestamp>,
 }
 
 /// Sets the season's points rate (whole points per whole yuan paid, rounded down) and optionally
 /// a fixed expiry of the season's points (province_admin of the season's province).
-#[utoipa::path(put, operation_id = "set_points_rate", path = "/v1/seasons/{id}/points-rate", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(put, operation_id = "set_points_rate", request_body = PointsRateBody, path = "/v1/seasons/{id}/points-rate", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, description = "{season_id, points_per_yuan, points_expire_at}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn set_points_rate(
     State(state): State<AppState>,
@@ -617,7 +618,7 @@ pub async fn get(
     })))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExchangeBody {
     batch_id: Uuid,
@@ -627,7 +628,7 @@ struct ExchangeBody {
 /// Exchanges points for a voucher of a batch that has a points price: a claim paid with points,
 /// through the claim writer (same stock, per-person limits, season cap and rush rules; the
 /// points leave the card in the same transaction as the voucher is written).
-#[utoipa::path(post, operation_id = "exchange_for_card_points", path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, operation_id = "exchange_for_card_points", request_body = ExchangeBody, path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
     responses((status = 201, description = "{voucher: {...}, points_spent, points_balance}"),
         (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
         (status = 404, body = super::error::ErrorBody, description = "no_card, batch_not_found"),

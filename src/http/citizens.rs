@@ -216,7 +216,7 @@ pub async fn my_vouchers(
 }
 
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.
-#[utoipa::path(post, operation_id = "claim_voucher", path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
+#[utoipa::path(post, operation_id = "claim_voucher", request_body = Option<ClaimBody>, path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
     params(("id" = Uuid, Path, description = "batch id"), ("Idempotency-Key" = String, Header, description = "one per attempt")),
     responses((status = 201, description = "{\"voucher\": {...}}"), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open")))]
 pub async fn claim(
@@ -227,15 +227,17 @@ pub async fn claim(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ClaimBody {}
     let _: ClaimBody = super::idempotency::parse_json(&body)?;
     let path = format!("/v1/batches/{batch_id}/claims");
     let hash = request_hash("POST", &path, &body);
     let answer = state.writer().claim(citizen_id, batch_id, key, hash).await;
     Ok(json_response(answer.status, answer.body))
 }
+
+/// A claim's body: an empty object (or no body); the batch is in the path.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {}
 
 /// Enters the citizen in a lottery batch's draw, during its claim window. Once: entering again
 /// answers the same (`entered_at` is the first entry's), so no Idempotency-Key is needed. 409

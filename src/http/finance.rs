@@ -173,16 +173,17 @@ pub async fn reconciliation(
     Ok(Json(finance::reconcile(state.store(), &season, state.clock().now()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettleBody {
     season_id: Uuid,
+    #[schema(value_type = String, format = DateTime)]
     cut_off: Timestamp,
 }
 
 /// Settles every unsettled, unreversed redemption up to the cut-off: one line per merchant,
 /// written a chunk of merchants at a time (`finance::settle`).
-#[utoipa::path(post, operation_id = "settle", path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, status, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 422, body = super::error::ErrorBody, description = "idempotency_key_reused, invalid_cut_off"), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "settle", request_body = SettleBody, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, status, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 422, body = super::error::ErrorBody, description = "idempotency_key_reused, invalid_cut_off"), (status = 403, body = super::error::ErrorBody)))]
 pub async fn settle(
     State(state): State<AppState>,
     staff: Staff,
@@ -317,7 +318,7 @@ pub async fn payout_csv(
     Ok(file_response("text/csv; charset=utf-8", format!("payout-{settlement_id}.csv"), body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PaidBody {
     /// The bank's reference for the payout batch.
@@ -325,7 +326,7 @@ struct PaidBody {
 }
 
 /// Records that the bank paid a settlement out (a ledger entry per merchant: settled -> paid).
-#[utoipa::path(post, operation_id = "mark_settlement_paid", path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid, settlement_in_progress")))]
+#[utoipa::path(post, operation_id = "mark_settlement_paid", request_body = PaidBody, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid, settlement_in_progress")))]
 pub async fn paid(
     State(state): State<AppState>,
     staff: Staff,
@@ -448,7 +449,7 @@ pub struct JournalQuery {
 
 /// Matches a till's journal (the merchant SDK's JSON-lines file, as the body) against the
 /// server's redemptions: matched, missing on the server, missing in the till, mismatched.
-#[utoipa::path(post, operation_id = "reconcile_merchant_journal", path = "/v1/seasons/{id}/reconciliation/merchant-journal", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant" = Uuid, Query)), responses((status = 200, description = "{matched, missing_on_server, missing_in_till, mismatched}"), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "reconcile_merchant_journal", request_body(content = String, content_type = "application/x-ndjson", description = "the till's journal: the merchant SDK's JSON-lines file"), path = "/v1/seasons/{id}/reconciliation/merchant-journal", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant" = Uuid, Query)), responses((status = 200, description = "{matched, missing_on_server, missing_in_till, mismatched}"), (status = 422, body = super::error::ErrorBody)))]
 pub async fn merchant_journal(
     State(state): State<AppState>,
     staff: Staff,

@@ -77,7 +77,7 @@ pub fn merchant_json(merchant: &Merchant) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettlementBody {
     bank: String,
@@ -85,7 +85,7 @@ struct SettlementBody {
     account_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateMerchant {
     name: String,
@@ -130,7 +130,7 @@ fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
 }
 
 /// Registers a merchant (city_admin of its city, or province_admin).
-#[utoipa::path(post, operation_id = "create_merchant", path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}, the account number masked but its last four digits"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_merchant", request_body = CreateMerchant, path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}, the account number masked but its last four digits"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     staff: Staff,
@@ -253,7 +253,7 @@ pub async fn activate(
     set_status(&state, &staff, id, MerchantStatus::Active).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterTerminal {
     public_key: String,
@@ -262,7 +262,7 @@ struct RegisterTerminal {
 }
 
 /// Registers a till's Ed25519 public key for a merchant; the till keeps its private key.
-#[utoipa::path(post, operation_id = "register_terminal", path = "/v1/merchants/{id}/terminals", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{terminal_id}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "register_terminal", request_body = RegisterTerminal, path = "/v1/merchants/{id}/terminals", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{terminal_id}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn register_terminal(
     State(state): State<AppState>,
     staff: Staff,
@@ -354,7 +354,7 @@ fn account_request_json(request: &AccountRequest, now: Timestamp) -> Value {
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeAccount {
     bank: String,
@@ -370,7 +370,7 @@ struct ChangeAccount {
 /// again for the account already waiting answers with that request, so a retry is harmless;
 /// another account while one waits is 409 `change_pending`; the account the merchant already
 /// has (with nothing waiting) is 200 with the merchant and its latest change.
-#[utoipa::path(put, operation_id = "change_settlement_account", path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(put, operation_id = "change_settlement_account", request_body = ChangeAccount, path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 202, description = "{merchant, request}: the request waiting for a second key"),
         (status = 200, description = "{merchant, last_change}: the merchant already has this account"),
         (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
@@ -429,7 +429,7 @@ pub async fn change_account(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Decide {
     /// Why (a call to the merchant, a check of the letter): kept with the decision.
@@ -442,7 +442,7 @@ struct Decide {
 /// that key, one it minted, or one that minted it, at any depth (403 `same_approver`). The merchant is paid to the new account from now on and the change joins
 /// the history. A retry gets the same answer; 409 `request_decided` if it was rejected, 409
 /// `request_expired` after a week undecided.
-#[utoipa::path(post, operation_id = "approve_settlement_account_request", path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
+#[utoipa::path(post, operation_id = "approve_settlement_account_request", request_body = Option<Decide>, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
     responses((status = 200, description = "{merchant, request}"), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver, key_revoked"),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
@@ -462,7 +462,7 @@ pub async fn approve_account_request(
 /// Rejects a request to change the merchant's settlement account (an admin over the merchant;
 /// the key that asked may withdraw its own). A retry gets the same answer; 409
 /// `request_decided` if it was approved, 409 `request_expired` after a week undecided.
-#[utoipa::path(post, operation_id = "reject_settlement_account_request", path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject", security(("staff_key" = [])),
+#[utoipa::path(post, operation_id = "reject_settlement_account_request", request_body = Option<Decide>, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
     responses((status = 200, description = "{request}"), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]

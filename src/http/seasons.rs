@@ -56,19 +56,21 @@ fn season_closed() -> ApiError {
     ApiError::conflict("season_closed", "the season is closed: it takes no more budgets or batches")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BudgetLine {
     funder: String,
     amount: Yuan,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateSeason {
     name: String,
     province: String,
+    #[schema(value_type = String, format = DateTime)]
     starts_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     ends_at: Timestamp,
     budgets: Vec<BudgetLine>,
     #[serde(default)]
@@ -103,7 +105,7 @@ fn parse_ceilings(asked: &std::collections::BTreeMap<String, u32>) -> Result<Sub
 }
 
 /// Creates a season with each funder's budget (province_admin of that province).
-#[utoipa::path(post, operation_id = "create_season", path = "/v1/seasons", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the season with each funder's amounts"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_season", request_body = CreateSeason, path = "/v1/seasons", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the season with each funder's amounts"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_season(
     State(state): State<AppState>,
     staff: Staff,
@@ -181,7 +183,7 @@ pub async fn create_season(
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddBudget {
     funder: String,
@@ -189,7 +191,7 @@ struct AddBudget {
 }
 
 /// Adds to a funder's budget (that funder's admin).
-#[utoipa::path(post, operation_id = "add_budget", path = "/v1/seasons/{id}/budgets", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the budget added"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "add_budget", request_body = AddBudget, path = "/v1/seasons/{id}/budgets", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the budget added"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn add_budget(
     State(state): State<AppState>,
     staff: Staff,
@@ -334,21 +336,22 @@ pub async fn get_season(
     Ok(Json(season_view(state.store(), &season, state.clock().now()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FundingLine {
     funder: String,
     share: u32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DailyRelease {
+    #[schema(value_type = String, format = DateTime)]
     first_at: Timestamp,
     quantity: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBatch {
     name: String,
@@ -367,9 +370,12 @@ struct CreateBatch {
     stock: i64,
     per_citizen_limit: u32,
     valid_hours: u32,
+    #[schema(value_type = String, format = DateTime)]
     claim_opens_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     claim_closes_at: Timestamp,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     releases: Option<Vec<Release>>,
     #[serde(default)]
     daily_release: Option<DailyRelease>,
@@ -385,7 +391,7 @@ struct CreateBatch {
     lottery: Option<LotteryRequest>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LotteryRequest {
     seed_sha256: String,
@@ -536,7 +542,7 @@ fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), Api
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DrawRequest {
     /// The seed whose SHA-256 the batch published.
@@ -549,7 +555,7 @@ struct DrawRequest {
 /// skipping a winner a per-person cap refuses. 409 `not_a_lottery`, `draw_too_early`,
 /// `already_drawn`, `season_closed`. Answers `{batch_id, seed, seed_sha256, entries, issued,
 /// drawn_at}`; the unissued stock goes back to the pool when the sweeper closes the batch.
-#[utoipa::path(post, operation_id = "draw_lottery", path = "/v1/batches/{id}/draw", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+#[utoipa::path(post, operation_id = "draw_lottery", request_body = DrawRequest, path = "/v1/batches/{id}/draw", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
     responses((status = 200, description = "the draw"), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn draw(
     State(state): State<AppState>,
@@ -714,7 +720,7 @@ fn draw_places(stock: i64) -> usize {
 }
 
 /// Creates a voucher batch and reserves its money (the issuer's admin).
-#[utoipa::path(post, operation_id = "create_batch", path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_batch", request_body = CreateBatch, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_batch(
     State(state): State<AppState>,
     staff: Staff,

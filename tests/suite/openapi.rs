@@ -12,8 +12,19 @@ use crate::common::{Backend, TestApp};
 const NON_JSON_ANSWERS: [(&str, &str); 3] =
     [("metrics", "text/plain"), ("payout_csv", "text/csv"), ("openapi", "application/json")];
 
-/// Writes that take no body at all.
-const BODILESS_WRITES: [&str; 0] = [];
+/// Writes that take no body at all (the path says what to do; a body sent is not read).
+const BODILESS_WRITES: [&str; 10] = [
+    "suspend_merchant",
+    "activate_merchant",
+    "revoke_terminal",
+    "freeze_card",
+    "unfreeze_card",
+    "card_qr",
+    "close_season",
+    "enter_lottery",
+    "voucher_qr",
+    "revoke_citizen_sessions",
+];
 
 /// Operations whose success answer is not yet a typed schema (issue 21 item 5, under way):
 /// the test fails when one of them gets typed and stays listed, so the list only shrinks.
@@ -70,40 +81,8 @@ const UNTYPED_ANSWERS: &[&str] = &[
     "voucher_qr",
 ];
 
-/// Writes whose JSON request body is not yet declared (same rule as [`UNTYPED_ANSWERS`]).
-const UNDECLARED_BODIES: &[&str] = &[
-    "claim_voucher",
-    "draw_lottery",
-    "enter_lottery",
-    "pay_by_card",
-    "reverse_card_payment",
-    "freeze_card",
-    "unfreeze_card",
-    "revoke_citizen_sessions",
-    "issue_card",
-    "exchange_for_card_points",
-    "card_qr",
-    "create_merchant",
-    "activate_merchant",
-    "set_card_terms",
-    "change_settlement_account",
-    "approve_settlement_account_request",
-    "reject_settlement_account_request",
-    "suspend_merchant",
-    "register_terminal",
-    "revoke_terminal",
-    "redeem",
-    "reverse_redemption",
-    "create_season",
-    "create_batch",
-    "add_budget",
-    "close_season",
-    "set_points_rate",
-    "reconcile_merchant_journal",
-    "settle",
-    "mark_settlement_paid",
-    "voucher_qr",
-];
+/// Writes whose request body is not yet declared (same rule as [`UNTYPED_ANSWERS`]).
+const UNDECLARED_BODIES: &[&str] = &["pay_by_card", "redeem", "reverse_card_payment", "reverse_redemption"];
 
 /// The document, fetched from a spawned server (the backend does not change it).
 async fn document() -> Value {
@@ -192,8 +171,10 @@ async fn every_operation_declares_its_success_answer_and_its_body() {
         }
         let writes = method == "post" || method == "put";
         if writes && !BODILESS_WRITES.contains(&id(&operation)) {
-            let body = &operation["requestBody"]["content"]["application/json"]["schema"];
-            if !body.is_object() {
+            let content = operation["requestBody"]["content"].as_object();
+            let declared =
+                content.is_some_and(|c| !c.is_empty() && c.values().all(|m| m["schema"].is_object()));
+            if !declared {
                 bodiless.insert(id(&operation).to_owned());
             }
         }
