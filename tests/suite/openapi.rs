@@ -32,8 +32,6 @@ const BODILESS_WRITES: [&str; 10] = [
 /// `pay_by_card`, `get_card_payment`, `reverse_card_payment`) are typed with the till's SDK types.
 const UNTYPED_ANSWERS: &[&str] = &[
     "claim_voucher",
-    "draw_lottery",
-    "list_lottery_entrants",
     "enter_lottery",
     "pay_by_card",
     "get_card_payment",
@@ -63,12 +61,8 @@ const UNTYPED_ANSWERS: &[&str] = &[
     "redeem",
     "get_redemption",
     "reverse_redemption",
-    "list_seasons",
-    "create_season",
-    "get_season",
     "list_batches",
     "create_batch",
-    "add_budget",
     "close_season",
     "set_points_rate",
     "reconcile_season",
