@@ -239,16 +239,24 @@ pub async fn claim(
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {}
 
+/// A citizen's entry in a lottery batch's draw.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LotteryEntry {
+    batch_id: Uuid,
+    #[schema(format = DateTime)]
+    entered_at: String,
+}
+
 /// Enters the citizen in a lottery batch's draw, during its claim window. Once: entering again
 /// answers the same (`entered_at` is the first entry's), so no Idempotency-Key is needed. 409
 /// `not_a_lottery` for a batch claimed in a rush, `not_open` outside the window.
 #[utoipa::path(post, operation_id = "enter_lottery", path = "/v1/batches/{id}/entries", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{batch_id, entered_at}"), (status = 409, body = super::error::ErrorBody)))]
+    responses((status = 200, description = "the citizen is entered in the draw", body = LotteryEntry), (status = 429, body = super::error::ErrorBody, description = "rate_limited"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn enter_lottery(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(batch_id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LotteryEntry>, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
     let not_found = || ApiError::not_found("batch_not_found", "no such batch");
     let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
@@ -264,16 +272,16 @@ pub async fn enter_lottery(
     };
     window.map_err(|message| ApiError::conflict("not_open", message))?;
     let entered_at = state.store().enter_lottery(batch.id, citizen_id, now).await?;
-    Ok(Json(serde_json::json!({"batch_id": batch.id, "entered_at": entered_at.to_string()})))
+    Ok(Json(LotteryEntry { batch_id: batch.id, entered_at: entered_at.to_string() }))
 }
 
 /// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
-#[utoipa::path(post, operation_id = "voucher_qr", path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{token, expires_at, svg}"), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "voucher_qr", path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the voucher's QR code", body = super::QrAnswer), (status = 409, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody, description = "rate_limited")))]
 pub async fn voucher_qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(voucher_id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<super::QrAnswer>, ApiError> {
     state.citizen_rates().qr_code(citizen_id)?;
     let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
     let voucher =

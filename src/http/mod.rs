@@ -110,6 +110,17 @@ impl TillReads {
     }
 }
 
+/// A signed QR token and its drawing: the answer of both QR endpoints (voucher and card).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct QrAnswer {
+    /// What the till scans.
+    pub token: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The token drawn as an SVG image.
+    pub svg: String,
+}
+
 /// How long till-path rows are served from memory.
 const TILL_CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -178,13 +189,13 @@ impl AppState {
         &self,
         kind: wenhui_merchant_sdk::token::TokenKind,
         subject: uuid::Uuid,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<QrAnswer, ApiError> {
         let (token, expires_at) = self.qr().issue(kind, subject).await?;
         let svg = crate::app::qr::svg(token.clone()).await.map_err(|error| {
             tracing::error!(%error, "drawing a QR code failed");
             ApiError::internal()
         })?;
-        Ok(serde_json::json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg}))
+        Ok(QrAnswer { token, expires_at: expires_at.to_string(), svg })
     }
 
     pub fn redemptions(&self) -> &crate::app::till::writer::RedemptionWriter {

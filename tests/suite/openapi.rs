@@ -32,20 +32,13 @@ const BODILESS_WRITES: [&str; 10] = [
 /// `pay_by_card`, `get_card_payment`, `reverse_card_payment`) are typed with the till's SDK types.
 const UNTYPED_ANSWERS: &[&str] = &[
     "claim_voucher",
-    "enter_lottery",
     "pay_by_card",
     "get_card_payment",
     "reverse_card_payment",
-    "freeze_card",
-    "unfreeze_card",
     "list_qr_keys",
-    "my_card",
-    "issue_card",
     "exchange_for_card_points",
-    "card_qr",
     "sign_out",
     "my_vouchers",
-    "set_card_terms",
     "merchant_statement",
     "redeem",
     "get_redemption",
@@ -53,7 +46,6 @@ const UNTYPED_ANSWERS: &[&str] = &[
     "list_batches",
     "create_batch",
     "close_season",
-    "set_points_rate",
     "reconcile_season",
     "reconcile_merchant_journal",
     "season_report",
@@ -61,7 +53,6 @@ const UNTYPED_ANSWERS: &[&str] = &[
     "settle",
     "get_settlement",
     "mark_settlement_paid",
-    "voucher_qr",
 ];
 
 /// Writes whose request body is not yet declared (same rule as [`UNTYPED_ANSWERS`]).
