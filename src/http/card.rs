@@ -690,7 +690,7 @@ struct ExchangeBody {
 /// through the claim writer (same stock, per-person limits, season cap and rush rules; the
 /// points leave the card in the same transaction as the voucher is written).
 #[utoipa::path(post, operation_id = "exchange_for_card_points", request_body = ExchangeBody, path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
-    responses((status = 201, description = "{voucher: {...}, points_spent, points_balance}"),
+    responses((status = 201, description = "the voucher, the points spent and the points left", body = crate::app::claims::ClaimAnswer),
         (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
         (status = 404, body = super::error::ErrorBody, description = "no_card, batch_not_found"),
         (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open, not_exchangeable, points_price_mismatch, insufficient_points")))]

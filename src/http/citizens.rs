@@ -177,12 +177,12 @@ const VOUCHERS_PAGE_MAX: u32 = 200;
 /// The citizen's vouchers, newest first, with state and expiry, a page at a time.
 #[utoipa::path(get, operation_id = "my_vouchers", path = "/v1/me/vouchers", security(("citizen_token" = [])),
     params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 200, default 100")),
-    responses((status = 200, description = "{\"vouchers\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+    responses((status = 200, description = "a page of the citizen's vouchers", body = MyVouchersPage), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn my_vouchers(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MyVouchersPage>, ApiError> {
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
@@ -208,17 +208,16 @@ pub async fn my_vouchers(
         let Some(Some(batch)) = batches.get(&voucher.batch_id) else { continue };
         let mut shown = voucher.clone();
         shown.status = voucher.status_at(now);
-        let mut body = crate::app::claims::voucher_json(&shown, batch);
-        body["batch_name"] = serde_json::json!(batch.name);
-        vouchers.push(body);
+        let voucher = crate::app::claims::voucher_json(&shown, batch);
+        vouchers.push(MyVoucher { voucher, batch_name: batch.name.clone() });
     }
-    Ok(Json(serde_json::json!({ "vouchers": vouchers, "next_after": next_after })))
+    Ok(Json(MyVouchersPage { vouchers, next_after }))
 }
 
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.
 #[utoipa::path(post, operation_id = "claim_voucher", request_body = Option<ClaimBody>, path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
     params(("id" = Uuid, Path, description = "batch id"), ("Idempotency-Key" = String, Header, description = "one per attempt")),
-    responses((status = 201, description = "{\"voucher\": {...}}"), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open")))]
+    responses((status = 201, description = "the voucher claimed", body = crate::app::claims::ClaimAnswer), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open")))]
 pub async fn claim(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
@@ -232,6 +231,21 @@ pub async fn claim(
     let hash = request_hash("POST", &path, &body);
     let answer = state.writer().claim(citizen_id, batch_id, key, hash).await;
     Ok(json_response(answer.status, answer.body))
+}
+
+/// One of the citizen's vouchers, with its batch's name.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyVoucher {
+    #[serde(flatten)]
+    voucher: crate::app::claims::VoucherAnswer,
+    batch_name: String,
+}
+
+/// A page of the citizen's vouchers; `next_after` is null on the last page.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyVouchersPage {
+    vouchers: Vec<MyVoucher>,
+    next_after: Option<Uuid>,
 }
 
 /// A claim's body: an empty object (or no body); the batch is in the path.

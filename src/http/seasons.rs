@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
@@ -809,7 +808,7 @@ fn draw_places(stock: i64) -> usize {
 }
 
 /// Creates a voucher batch and reserves its money (the issuer's admin).
-#[utoipa::path(post, operation_id = "create_batch", request_body = CreateBatch, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_batch", request_body = CreateBatch, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch", body = BatchAnswer), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_batch(
     State(state): State<AppState>,
     staff: Staff,
@@ -868,68 +867,92 @@ pub async fn create_batch(
     let entry = reserve_entry(&batch).map_err(|e| invalid("invalid_stock", e.to_string()))?;
     let view = batch_view(&batch, state.clock().now());
     let record =
-        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_batch(&batch, &entry, &record).await;
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
-fn batch_view(batch: &Batch, now: Timestamp) -> Value {
-    let terms = crate::app::claims::voucher_json(
-        &crate::domain::season::Voucher {
-            id: Uuid::nil(),
-            batch_id: batch.id,
-            season_id: batch.season_id,
-            citizen_id: Uuid::nil(),
-            slot: 1,
-            status: crate::domain::season::VoucherStatus::Active,
-            value: batch.voucher_value(),
-            claimed_at: now,
-            expires_at: now,
-        },
-        batch,
-    );
-    let funding: Vec<Value> = batch.funding.iter().map(|(f, s)| json!({"funder": f, "share": s})).collect();
-    let categories: Vec<&str> = batch.categories.iter().map(|c| c.as_str()).collect();
-    let mut view = json!({
-        "id": batch.id,
-        "season_id": batch.season_id,
-        "name": batch.name,
-        "issuer": batch.issuer,
-        "stock": batch.stock,
-        "claimed": batch.claimed_count,
-        "returned": batch.returned_count,
-        "released": batch.released_at(now),
-        "remaining": batch.remaining_at(now),
-        "next_release_at": batch.next_release_after(now).map(|t| t.to_string()),
-        "per_citizen_limit": batch.per_citizen_limit,
-        "valid_hours": batch.valid_hours,
-        "claim_opens_at": batch.claim_opens_at.to_string(),
-        "claim_closes_at": batch.claim_closes_at.to_string(),
-        "categories": categories,
-        "funding": funding,
-        "points_price": batch.points_price,
-        "lottery": batch.lottery.as_ref().map(|l| json!({
-            "seed_sha256": l.commitment_hex(),
-            "drawn_at": l.drawn_at.map(|t| t.to_string()),
-        })),
-    });
-    for field in ["kind", "face_value", "percent", "cap", "step", "min_spend"] {
-        if let Some(value) = terms.get(field) {
-            view[field] = value.clone();
-        }
+/// A batch: its terms, stock and claims so far, release schedule, funding and lottery.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BatchAnswer {
+    id: Uuid,
+    season_id: Uuid,
+    name: String,
+    #[schema(value_type = String)]
+    issuer: RegionCode,
+    stock: i64,
+    claimed: i64,
+    returned: i64,
+    released: i64,
+    remaining: i64,
+    #[schema(format = DateTime)]
+    next_release_at: Option<String>,
+    per_citizen_limit: u32,
+    valid_hours: u32,
+    #[schema(format = DateTime)]
+    claim_opens_at: String,
+    #[schema(format = DateTime)]
+    claim_closes_at: String,
+    categories: Vec<&'static str>,
+    funding: Vec<FundingAnswer>,
+    points_price: Option<i64>,
+    lottery: Option<LotteryAnswer>,
+    #[serde(flatten)]
+    terms: crate::app::claims::TermsAnswer,
+}
+
+/// A funder's share of a batch's subsidy, in percent.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FundingAnswer {
+    #[schema(value_type = String)]
+    funder: RegionCode,
+    share: u32,
+}
+
+/// A lottery batch's commitment, and when it was drawn.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LotteryAnswer {
+    seed_sha256: String,
+    #[schema(format = DateTime)]
+    drawn_at: Option<String>,
+}
+
+fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
+    BatchAnswer {
+        id: batch.id,
+        season_id: batch.season_id,
+        name: batch.name.clone(),
+        issuer: batch.issuer,
+        stock: batch.stock,
+        claimed: batch.claimed_count,
+        returned: batch.returned_count,
+        released: batch.released_at(now),
+        remaining: batch.remaining_at(now),
+        next_release_at: batch.next_release_after(now).map(|t| t.to_string()),
+        per_citizen_limit: batch.per_citizen_limit,
+        valid_hours: batch.valid_hours,
+        claim_opens_at: batch.claim_opens_at.to_string(),
+        claim_closes_at: batch.claim_closes_at.to_string(),
+        categories: batch.categories.iter().map(|c| c.as_str()).collect(),
+        funding: batch.funding.iter().map(|(funder, share)| FundingAnswer { funder, share }).collect(),
+        points_price: batch.points_price,
+        lottery: batch.lottery.as_ref().map(|l| LotteryAnswer {
+            seed_sha256: l.commitment_hex(),
+            drawn_at: l.drawn_at.map(|t| t.to_string()),
+        }),
+        terms: crate::app::claims::TermsAnswer::of(batch),
     }
-    view
 }
 
 /// Open and upcoming batches of a season, with remaining stock and the next release.
-#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release")))]
+#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release", body = Vec<BatchAnswer>)))]
 pub async fn list_batches(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<BatchAnswer>>, ApiError> {
     load_season(state.store(), season_id).await?;
     let now = state.clock().now();
-    let batches: Vec<Value> = state
+    let batches = state
         .store()
         .season_batches(season_id)
         .await?
@@ -937,5 +960,5 @@ pub async fn list_batches(
         .filter(|b| b.claim_closes_at > now)
         .map(|b| batch_view(b, now))
         .collect();
-    Ok(Json(Value::Array(batches)))
+    Ok(Json(batches))
 }
