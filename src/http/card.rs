@@ -236,7 +236,7 @@ pub async fn mine(
 /// voucher's.
 #[utoipa::path(post, operation_id = "card_qr", path = "/v1/me/card/qr", security(("citizen_token" = [])),
     responses((status = 200, description = "the card's QR code", body = super::QrAnswer), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
-        (status = 404, body = super::error::ErrorBody, description = "no_card")))]
+        (status = 404, body = super::error::ErrorBody, description = "no_card"), (status = 429, body = super::error::ErrorBody, description = "rate_limited: too many QR codes for this citizen; see Retry-After")))]
 pub async fn qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
@@ -693,7 +693,7 @@ struct ExchangeBody {
     responses((status = 201, description = "the voucher, the points spent and the points left", body = crate::app::claims::ClaimAnswer),
         (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
         (status = 404, body = super::error::ErrorBody, description = "no_card, batch_not_found"),
-        (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open, not_exchangeable, points_price_mismatch, insufficient_points")))]
+        (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open, not_exchangeable, points_price_mismatch, insufficient_points"), (status = 429, body = super::error::ErrorBody, description = "rate_limited: too many claims from this citizen; see Retry-After")))]
 pub async fn exchange(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,

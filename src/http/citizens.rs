@@ -104,7 +104,7 @@ fn session_response(session: crate::app::citizens::Session) -> (StatusCode, Json
 /// Registers a citizen by real name; one account per ID number.
 #[utoipa::path(post, operation_id = "register_citizen", path = "/v1/citizens", request_body = RegisterRequest,
     responses((status = 201, body = SessionResponse), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
+        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate"), (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -121,7 +121,7 @@ pub async fn register(
 /// phone (`http::rate_limit`), so a one-time code cannot be guessed.
 #[utoipa::path(post, operation_id = "sign_in", path = "/v1/citizens/sessions", request_body = SignInRequest,
     responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
+        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate"), (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<SignInRequest>,
@@ -217,7 +217,7 @@ pub async fn my_vouchers(
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.
 #[utoipa::path(post, operation_id = "claim_voucher", request_body = Option<ClaimBody>, path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
     params(("id" = Uuid, Path, description = "batch id"), ("Idempotency-Key" = String, Header, description = "one per attempt")),
-    responses((status = 201, description = "the voucher claimed", body = crate::app::claims::ClaimAnswer), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open")))]
+    responses((status = 201, description = "the voucher claimed", body = crate::app::claims::ClaimAnswer), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open"), (status = 429, body = super::error::ErrorBody, description = "rate_limited: too many claims from this citizen; see Retry-After")))]
 pub async fn claim(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,

@@ -52,6 +52,20 @@ const UNTYPED_ANSWERS: &[&str] = &[
 /// Writes whose request body is not yet declared (same rule as [`UNTYPED_ANSWERS`]).
 const UNDECLARED_BODIES: &[&str] = &["pay_by_card", "redeem", "reverse_card_payment", "reverse_redemption"];
 
+/// Operations under a per-citizen or per-identity rate (`src/http/rate_limit.rs`): they answer 429.
+const RATE_LIMITED: [&str; 7] = [
+    "register_citizen",
+    "sign_in",
+    "claim_voucher",
+    "exchange_for_card_points",
+    "card_qr",
+    "voucher_qr",
+    "enter_lottery",
+];
+
+/// Operations whose body is read with `ApiJson`, which refuses another Content-Type with 415.
+const JSON_CONTENT_TYPE_REQUIRED: [&str; 3] = ["register_citizen", "sign_in", "create_staff_key"];
+
 /// The document, fetched from a spawned server (the backend does not change it).
 async fn document() -> Value {
     let app = TestApp::spawn(Backend::Sqlite).await;
@@ -111,6 +125,16 @@ async fn operation_ids_are_unique_and_every_route_is_listed() {
         assert!(document["paths"][path][method].is_object(), "{method} {path} is not in the document");
     }
     assert!(operations.len() >= 60, "only {} operations", operations.len());
+    let named = RATE_LIMITED
+        .iter()
+        .chain(&JSON_CONTENT_TYPE_REQUIRED)
+        .chain(&BODILESS_WRITES)
+        .chain(UNTYPED_ANSWERS)
+        .chain(UNDECLARED_BODIES)
+        .chain(NON_JSON_ANSWERS.iter().map(|(name, _)| name));
+    for name in named {
+        assert!(seen.contains(*name), "this test names {name}, which is no operation id");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -204,6 +228,12 @@ async fn every_operation_declares_the_errors_of_what_it_takes() {
         }
         if parameters_in(&operation, "header").any(|h| h.eq_ignore_ascii_case("idempotency-key")) {
             needed.extend(["400", "409"]);
+        }
+        if RATE_LIMITED.contains(&id(&operation)) {
+            needed.push("429");
+        }
+        if JSON_CONTENT_TYPE_REQUIRED.contains(&id(&operation)) {
+            needed.push("415");
         }
         for status in needed {
             assert!(declared.contains(status), "{method} {path} does not declare {status}");
