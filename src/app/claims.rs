@@ -513,7 +513,8 @@ impl Writer {
             }
         };
         let voucher = add_claimed(batch, season, request.citizen_id, slot, now, commit);
-        let mut body = json!({"voucher": voucher_json(&voucher, batch)});
+        let mut body =
+            ClaimAnswer { voucher: voucher_json(&voucher, batch), points_spent: None, points_balance: None };
         if let Some((card_id, parts)) = &spent {
             // Its own entry: points never share an entry with fen.
             commit.entries.push(crate::domain::card::exchange_entry(voucher.id, *card_id, parts));
@@ -525,10 +526,13 @@ impl Writer {
                 }
                 left = card.balances.iter().map(|(_, p)| (*p).max(0)).sum();
             }
-            body["points_spent"] = json!(parts.iter().map(|(_, p)| *p).sum::<i64>());
-            body["points_balance"] = json!(left);
+            body.points_spent = Some(parts.iter().map(|(_, p)| *p).sum::<i64>());
+            body.points_balance = Some(left);
         }
-        let answer = Answer { status: 201, body: body.to_string() };
+        let answer = match serde_json::to_string(&body) {
+            Ok(body) => Answer { status: 201, body },
+            Err(_) => Answer::error(500, "internal", "internal error; it has been logged"),
+        };
         let monthly = season.per_citizen_monthly_cap.is_some();
         let released = batch.released_at(now);
         match commit.batch_claims.iter_mut().find(|(id, _, _)| *id == batch.id) {
@@ -824,30 +828,70 @@ fn refusal_answer(refusal: ClaimRefusal) -> Answer {
 }
 
 /// The voucher as the API shows it.
-pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> serde_json::Value {
-    use crate::domain::funding::VoucherTerms;
-    let mut body = json!({
-        "id": voucher.id,
-        "batch_id": voucher.batch_id,
-        "status": voucher.status.as_str(),
-        "claimed_at": voucher.claimed_at.to_string(),
-        "expires_at": voucher.expires_at.to_string(),
-    });
-    match &batch.terms {
-        VoucherTerms::Threshold { face_value, min_spend } => {
-            body["kind"] = json!("threshold");
-            body["face_value"] = json!(face_value.to_string());
-            body["min_spend"] = json!(min_spend.to_string());
-        }
-        VoucherTerms::Percent { percent, cap, step, min_spend } => {
-            body["kind"] = json!("percent");
-            body["percent"] = json!(percent);
-            body["cap"] = json!(cap.to_string());
-            body["step"] = json!(step.to_string());
-            body["min_spend"] = json!(min_spend.to_string());
+pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> VoucherAnswer {
+    VoucherAnswer {
+        id: voucher.id,
+        batch_id: voucher.batch_id,
+        status: voucher.status.as_str(),
+        claimed_at: voucher.claimed_at.to_string(),
+        expires_at: voucher.expires_at.to_string(),
+        terms: TermsAnswer::of(batch),
+    }
+}
+
+/// A voucher as its holder sees it: its batch's terms and its own dates.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct VoucherAnswer {
+    pub id: Uuid,
+    pub batch_id: Uuid,
+    /// active, used, expired or forfeited.
+    pub status: &'static str,
+    #[schema(format = DateTime)]
+    pub claimed_at: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    #[serde(flatten)]
+    pub terms: TermsAnswer,
+}
+
+/// A batch's voucher terms, by `kind`; amounts in yuan.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TermsAnswer {
+    /// `face_value` off an order of at least `min_spend`.
+    Threshold { face_value: String, min_spend: String },
+    /// `percent` off, at most `cap`, in steps of `step`, on an order of at least `min_spend`.
+    Percent { percent: u32, cap: String, step: String, min_spend: String },
+}
+
+impl TermsAnswer {
+    pub fn of(batch: &Batch) -> TermsAnswer {
+        use crate::domain::funding::VoucherTerms;
+        match &batch.terms {
+            VoucherTerms::Threshold { face_value, min_spend } => TermsAnswer::Threshold {
+                face_value: face_value.to_string(),
+                min_spend: min_spend.to_string(),
+            },
+            VoucherTerms::Percent { percent, cap, step, min_spend } => TermsAnswer::Percent {
+                percent: *percent,
+                cap: cap.to_string(),
+                step: step.to_string(),
+                min_spend: min_spend.to_string(),
+            },
         }
     }
-    body
+}
+
+/// The answer to a claim (and to a points exchange, which adds what the card paid and kept).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct ClaimAnswer {
+    pub voucher: VoucherAnswer,
+    /// Points the card paid (an exchange only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_spent: Option<i64>,
+    /// Points the card holds after paying (an exchange only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub points_balance: Option<i64>,
 }
 
 /// The batch close entry ([`entries::close_entry`]), built from each funder's reserve balance as

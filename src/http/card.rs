@@ -50,7 +50,7 @@ fn no_card() -> ApiError {
     ApiError::not_found(ErrorCode::NoCard, "you have no benefit card yet: POST /v1/me/card")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct IssueCard {
     via: String,
@@ -61,8 +61,8 @@ struct IssueCard {
 /// Issues the citizen's benefit card, once per person: `{via: "mobile"}` or
 /// `{via: "bank_card", bank_card_number}` (Luhn-checked; only its first six and last four digits
 /// are kept). Not keyed, like registration: a retry answers 409 `card_exists`.
-#[utoipa::path(post, path = "/v1/me/card", security(("citizen_token" = [])),
-    responses((status = 201, description = "the card: {id, number, number_masked, via, bank_card, status, points, points_debt}"),
+#[utoipa::path(post, operation_id = "issue_card", request_body = Option<IssueCard>, path = "/v1/me/card", security(("citizen_token" = [])),
+    responses((status = 201, description = "the card", body = CardAnswer),
         (status = 409, body = super::error::ErrorBody, description = "card_exists"),
         (status = 422, body = super::error::ErrorBody, description = "bank_card_format, bank_card_check_digit, invalid_via")))]
 pub async fn issue(
@@ -112,7 +112,10 @@ pub async fn issue(
             Ok(()) => {
                 tracing::info!(card = %card.id, via = card.via.as_str(), "card issued");
                 let view = card_view(state.store(), &card).await?;
-                return Ok(json_response(201, view.to_string()));
+                return Ok(axum::response::IntoResponse::into_response((
+                    axum::http::StatusCode::CREATED,
+                    Json(view),
+                )));
             }
             Err(WriteError::Constraint(Constraint::CardNumber)) => continue,
             Err(WriteError::Constraint(Constraint::CardPerCitizen)) => return Err(card_exists()),
@@ -130,9 +133,63 @@ fn card_exists() -> ApiError {
     ApiError::conflict(ErrorCode::CardExists, "you already have a benefit card: GET /v1/me/card")
 }
 
+/// A benefit card as its holder sees it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CardAnswer {
+    id: Uuid,
+    number: String,
+    number_masked: String,
+    /// mobile or bank_card.
+    via: &'static str,
+    /// The bank card's number masked, when issued on one.
+    bank_card: Option<String>,
+    /// active or frozen.
+    status: &'static str,
+    #[schema(format = DateTime)]
+    issued_at: String,
+    points: i64,
+    points_debt: i64,
+    seasons: Vec<SeasonPoints>,
+}
+
+/// A card's points earned in one season, and when they expire.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SeasonPoints {
+    season_id: Uuid,
+    points: i64,
+    points_debt: i64,
+    #[schema(format = DateTime)]
+    expires_at: Option<String>,
+}
+
+/// A card's new status.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CardStatusAnswer {
+    id: Uuid,
+    status: &'static str,
+}
+
+/// A merchant's member terms for card holders.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct CardTermsAnswer {
+    merchant_id: Uuid,
+    percent: u32,
+    /// Yuan, when the discount is capped.
+    cap: Option<String>,
+}
+
+/// A season's points rate.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct PointsRateAnswer {
+    season_id: Uuid,
+    points_per_yuan: u32,
+    #[schema(format = DateTime)]
+    points_expire_at: Option<String>,
+}
+
 /// The card as its holder sees it: the full number (and the masked form shown to others),
 /// status, points per season with their expiry, and any points debt.
-async fn card_view(store: &dyn Storage, card: &Card) -> Result<Value, ApiError> {
+async fn card_view(store: &dyn Storage, card: &Card) -> Result<CardAnswer, ApiError> {
     let mut seasons = Vec::new();
     let (mut points, mut debt) = (0i64, 0i64);
     for line in store.card_points(card.id).await? {
@@ -146,47 +203,52 @@ async fn card_view(store: &dyn Storage, card: &Card) -> Result<Value, ApiError> 
                 }
                 _ => None,
             };
-        seasons.push(json!({"season_id": line.season_id, "points": line.points, "points_debt": line.debt, "expires_at": expires_at}));
+        seasons.push(SeasonPoints {
+            season_id: line.season_id,
+            points: line.points,
+            points_debt: line.debt,
+            expires_at,
+        });
     }
     let bank_card = match &card.via {
         CardVia::BankCard { bin, last4 } => Some(card::mask_bank_card(bin, last4)),
         CardVia::Mobile => None,
     };
-    Ok(json!({
-        "id": card.id,
-        "number": card.number.as_str(),
-        "number_masked": card.number.masked(),
-        "via": card.via.as_str(),
-        "bank_card": bank_card,
-        "status": card.status.as_str(),
-        "issued_at": card.issued_at.to_string(),
-        "points": points,
-        "points_debt": debt,
-        "seasons": seasons,
-    }))
+    Ok(CardAnswer {
+        id: card.id,
+        number: card.number.as_str().to_owned(),
+        number_masked: card.number.masked(),
+        via: card.via.as_str(),
+        bank_card,
+        status: card.status.as_str(),
+        issued_at: card.issued_at.to_string(),
+        points,
+        points_debt: debt,
+        seasons,
+    })
 }
 
 /// The citizen's card: number, status, points balance and debt.
-#[utoipa::path(get, path = "/v1/me/card", security(("citizen_token" = [])),
-    responses((status = 200, description = "{id, number, number_masked, via, bank_card, status, points, points_debt, seasons: [{season_id, points, points_debt, expires_at}]}"),
+#[utoipa::path(get, operation_id = "my_card", path = "/v1/me/card", security(("citizen_token" = [])),
+    responses((status = 200, description = "the card", body = CardAnswer),
         (status = 404, body = super::error::ErrorBody, description = "no_card")))]
 pub async fn mine(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardAnswer>, ApiError> {
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     Ok(Json(card_view(state.store(), &card).await?))
 }
 
 /// A fresh signed QR code of the card (kind 2), same signing, lifetime and single use as a
 /// voucher's.
-#[utoipa::path(post, path = "/v1/me/card/qr", security(("citizen_token" = [])),
-    responses((status = 200, description = "{token, expires_at, svg}"), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
-        (status = 404, body = super::error::ErrorBody, description = "no_card")))]
+#[utoipa::path(post, operation_id = "card_qr", path = "/v1/me/card/qr", security(("citizen_token" = [])),
+    responses((status = 200, description = "the card's QR code", body = super::QrAnswer), (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
+        (status = 404, body = super::error::ErrorBody, description = "no_card"), (status = 429, body = super::error::ErrorBody, description = "rate_limited: too many QR codes for this citizen; see Retry-After")))]
 pub async fn qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<super::QrAnswer>, ApiError> {
     state.citizen_rates().qr_code(citizen_id)?;
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     if card.status != CardStatus::Active {
@@ -200,38 +262,38 @@ async fn set_status(
     staff: &Staff,
     id: Uuid,
     status: CardStatus,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardStatusAnswer>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
     let at = state.clock().now();
     if !state.store().set_card_status(id, status, at).await? {
         return Err(ApiError::not_found(ErrorCode::CardNotFound, "no such card"));
     }
     tracing::info!(card = %id, status = status.as_str(), "card status changed");
-    Ok(Json(json!({"id": id, "status": status.as_str()})))
+    Ok(Json(CardStatusAnswer { id, status: status.as_str() }))
 }
 
 /// Freezes a card (lost phone, fraud): it is refused at the till and for exchanges.
-#[utoipa::path(post, path = "/v1/cards/{id}/freeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{id, status}"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "freeze_card", path = "/v1/cards/{id}/freeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the card's new status", body = CardStatusAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn freeze(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, CardStatus::Frozen).await
 }
 
-#[utoipa::path(post, path = "/v1/cards/{id}/unfreeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{id, status}"), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "unfreeze_card", path = "/v1/cards/{id}/unfreeze", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the card's new status", body = CardStatusAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn unfreeze(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, CardStatus::Active).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CardTermsBody {
     percent: u32,
@@ -243,8 +305,8 @@ struct CardTermsBody {
 /// Allowed: a city_admin of the merchant's city, a province_admin of its province, or a signed
 /// request from one of the merchant's own terminals (the merchant acting for itself; there is no
 /// merchant staff role). The merchant funds the discount; no government money moves.
-#[utoipa::path(put, path = "/v1/merchants/{id}/card-terms", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{merchant_id, percent, cap}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(put, operation_id = "set_card_terms", request_body = CardTermsBody, path = "/v1/merchants/{id}/card-terms", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the merchant's member terms", body = CardTermsAnswer), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn set_terms(
     State(state): State<AppState>,
     staff: Option<Staff>,
@@ -253,7 +315,7 @@ pub async fn set_terms(
     uri: Uri,
     headers: HeaderMap,
     ApiBytes(body): ApiBytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<CardTermsAnswer>, ApiError> {
     let merchant = super::merchants::load(&state, merchant_id).await?;
     let roles = [Role::ProvinceAdmin, Role::CityAdmin];
     merchant_or_staff(&state, staff, &merchant, &roles, (&method, &uri, &headers), &body).await?;
@@ -261,30 +323,29 @@ pub async fn set_terms(
     let terms = MemberTerms::new(request.percent, request.cap.map(|c| c.0))
         .map_err(|m| ApiError::unprocessable(ErrorCode::InvalidTerms, m))?;
     state.store().set_card_terms(merchant_id, &terms, state.clock().now()).await?;
-    Ok(Json(
-        json!({"merchant_id": merchant_id, "percent": terms.percent, "cap": terms.cap.map(|c| c.to_string())}),
-    ))
+    Ok(Json(CardTermsAnswer { merchant_id, percent: terms.percent, cap: terms.cap.map(|c| c.to_string()) }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PointsRateBody {
     points_per_yuan: u32,
     /// Overrides the default expiry (the end of the season after next).
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = DateTime)]
     points_expire_at: Option<Timestamp>,
 }
 
 /// Sets the season's points rate (whole points per whole yuan paid, rounded down) and optionally
 /// a fixed expiry of the season's points (province_admin of the season's province).
-#[utoipa::path(put, path = "/v1/seasons/{id}/points-rate", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{season_id, points_per_yuan, points_expire_at}"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(put, operation_id = "set_points_rate", request_body = PointsRateBody, path = "/v1/seasons/{id}/points-rate", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the season's points rate", body = PointsRateAnswer), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn set_points_rate(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
     ApiBytes(body): ApiBytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<PointsRateAnswer>, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin])?;
     let season = state
         .store()
@@ -324,10 +385,11 @@ pub async fn set_points_rate(
         expired_at: None,
     };
     state.store().set_points_policy(&policy, state.clock().now()).await?;
-    Ok(Json(json!({
-        "season_id": season_id, "points_per_yuan": policy.points_per_yuan,
-        "points_expire_at": policy.expire_at.map(|t| t.to_string()),
-    })))
+    Ok(Json(PointsRateAnswer {
+        season_id,
+        points_per_yuan: policy.points_per_yuan,
+        points_expire_at: policy.expire_at.map(|t| t.to_string()),
+    }))
 }
 
 /// The season a payment at this merchant earns points in: the open season of its province that
@@ -686,7 +748,7 @@ pub async fn get(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExchangeBody {
     batch_id: Uuid,
@@ -696,11 +758,11 @@ struct ExchangeBody {
 /// Exchanges points for a voucher of a batch that has a points price: a claim paid with points,
 /// through the claim writer (same stock, per-person limits, season cap and rush rules; the
 /// points leave the card in the same transaction as the voucher is written).
-#[utoipa::path(post, path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
-    responses((status = 201, description = "{voucher: {...}, points_spent, points_balance}"),
+#[utoipa::path(post, operation_id = "exchange_for_card_points", request_body = ExchangeBody, path = "/v1/me/card/exchanges", security(("citizen_token" = [])), params(("Idempotency-Key" = String, Header)),
+    responses((status = 201, description = "the voucher, the points spent and the points left", body = crate::app::claims::ClaimAnswer),
         (status = 403, body = super::error::ErrorBody, description = "card_frozen"),
         (status = 404, body = super::error::ErrorBody, description = "no_card, batch_not_found"),
-        (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open, not_exchangeable, points_price_mismatch, insufficient_points")))]
+        (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open, not_exchangeable, points_price_mismatch, insufficient_points"), (status = 429, body = super::error::ErrorBody, description = "rate_limited: too many claims from this citizen; see Retry-After")))]
 pub async fn exchange(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,

@@ -109,9 +109,9 @@ fn session_response(session: crate::app::citizens::Session) -> (StatusCode, Json
 }
 
 /// Registers a citizen by real name; one account per ID number.
-#[utoipa::path(post, path = "/v1/citizens", request_body = RegisterRequest,
+#[utoipa::path(post, operation_id = "register_citizen", path = "/v1/citizens", request_body = RegisterRequest,
     responses((status = 201, body = SessionResponse), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
+        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate"), (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
 pub async fn register(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<RegisterRequest>,
@@ -126,9 +126,9 @@ pub async fn register(
 
 /// Issues a new token to a registered citizen. Attempts are limited per ID number and per
 /// phone (`http::rate_limit`), so a one-time code cannot be guessed.
-#[utoipa::path(post, path = "/v1/citizens/sessions", request_body = SignInRequest,
+#[utoipa::path(post, operation_id = "sign_in", path = "/v1/citizens/sessions", request_body = SignInRequest,
     responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody),
-        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate")))]
+        (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate"), (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<SignInRequest>,
@@ -143,7 +143,7 @@ pub async fn sign_in(
 /// Signs out: the presented token stops working at once on this instance and within
 /// [`REVOCATION_POLL`](crate::app::citizens::REVOCATION_POLL) on every other. Answers 204 whether or
 /// not the token was still valid, so a retried sign-out gets the same answer.
-#[utoipa::path(delete, path = "/v1/me/session", security(("citizen_token" = [])),
+#[utoipa::path(delete, operation_id = "sign_out", path = "/v1/me/session", security(("citizen_token" = [])),
     responses((status = 204, description = "signed out"), (status = 401, body = super::error::ErrorBody)))]
 pub async fn sign_out(
     State(state): State<AppState>,
@@ -162,7 +162,7 @@ pub struct RevokedSessions {
 
 /// Revokes every session of a citizen (a lost phone, an account taken over): province_admin
 /// only. The citizen signs in again to get a new token.
-#[utoipa::path(post, path = "/v1/citizens/{id}/sessions/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+#[utoipa::path(post, operation_id = "revoke_citizen_sessions", path = "/v1/citizens/{id}/sessions/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = RevokedSessions), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn revoke_sessions(
     State(state): State<AppState>,
@@ -182,14 +182,14 @@ const VOUCHERS_PAGE_DEFAULT: u32 = 100;
 const VOUCHERS_PAGE_MAX: u32 = 200;
 
 /// The citizen's vouchers, newest first, with state and expiry, a page at a time.
-#[utoipa::path(get, path = "/v1/me/vouchers", security(("citizen_token" = [])),
+#[utoipa::path(get, operation_id = "my_vouchers", path = "/v1/me/vouchers", security(("citizen_token" = [])),
     params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 200, default 100")),
-    responses((status = 200, description = "{\"vouchers\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+    responses((status = 200, description = "a page of the citizen's vouchers", body = MyVouchersPage), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn my_vouchers(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<MyVouchersPage>, ApiError> {
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
@@ -215,17 +215,16 @@ pub async fn my_vouchers(
         let Some(Some(batch)) = batches.get(&voucher.batch_id) else { continue };
         let mut shown = voucher.clone();
         shown.status = voucher.status_at(now);
-        let mut body = crate::app::claims::voucher_json(&shown, batch);
-        body["batch_name"] = serde_json::json!(batch.name);
-        vouchers.push(body);
+        let voucher = crate::app::claims::voucher_json(&shown, batch);
+        vouchers.push(MyVoucher { voucher, batch_name: batch.name.clone() });
     }
-    Ok(Json(serde_json::json!({ "vouchers": vouchers, "next_after": next_after })))
+    Ok(Json(MyVouchersPage { vouchers, next_after }))
 }
 
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.
-#[utoipa::path(post, path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
+#[utoipa::path(post, operation_id = "claim_voucher", request_body = Option<ClaimBody>, path = "/v1/batches/{id}/claims", security(("citizen_token" = [])),
     params(("id" = Uuid, Path, description = "batch id"), ("Idempotency-Key" = String, Header, description = "one per attempt")),
-    responses((status = 201, description = "{\"voucher\": {...}}"), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open")))]
+    responses((status = 201, description = "the voucher claimed", body = crate::app::claims::ClaimAnswer), (status = 409, body = super::error::ErrorBody, description = "sold_out, limit_reached, not_open"), (status = 429, body = super::error::ErrorBody, description = "rate_limited: too many claims from this citizen; see Retry-After")))]
 pub async fn claim(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
@@ -234,9 +233,6 @@ pub async fn claim(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
-    #[derive(Deserialize)]
-    #[serde(deny_unknown_fields)]
-    struct ClaimBody {}
     let _: ClaimBody = super::idempotency::parse_json(&body)?;
     let path = format!("/v1/batches/{batch_id}/claims");
     let hash = request_hash("POST", &path, &body);
@@ -244,16 +240,44 @@ pub async fn claim(
     Ok(json_response(answer.status, answer.body))
 }
 
+/// One of the citizen's vouchers, with its batch's name.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyVoucher {
+    #[serde(flatten)]
+    voucher: crate::app::claims::VoucherAnswer,
+    batch_name: String,
+}
+
+/// A page of the citizen's vouchers; `next_after` is null on the last page.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct MyVouchersPage {
+    vouchers: Vec<MyVoucher>,
+    next_after: Option<Uuid>,
+}
+
+/// A claim's body: an empty object (or no body); the batch is in the path.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {}
+
+/// A citizen's entry in a lottery batch's draw.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LotteryEntry {
+    batch_id: Uuid,
+    #[schema(format = DateTime)]
+    entered_at: String,
+}
+
 /// Enters the citizen in a lottery batch's draw, during its claim window. Once: entering again
 /// answers the same (`entered_at` is the first entry's), so no Idempotency-Key is needed. 409
 /// `not_a_lottery` for a batch claimed in a rush, `not_open` outside the window.
-#[utoipa::path(post, path = "/v1/batches/{id}/entries", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{batch_id, entered_at}"), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "enter_lottery", path = "/v1/batches/{id}/entries", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the citizen is entered in the draw", body = LotteryEntry), (status = 429, body = super::error::ErrorBody, description = "rate_limited"), (status = 409, body = super::error::ErrorBody)))]
 pub async fn enter_lottery(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(batch_id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<LotteryEntry>, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
     let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
     let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
@@ -269,16 +293,16 @@ pub async fn enter_lottery(
     };
     window.map_err(|message| ApiError::conflict(ErrorCode::NotOpen, message))?;
     let entered_at = state.store().enter_lottery(batch.id, citizen_id, now).await?;
-    Ok(Json(serde_json::json!({"batch_id": batch.id, "entered_at": entered_at.to_string()})))
+    Ok(Json(LotteryEntry { batch_id: batch.id, entered_at: entered_at.to_string() }))
 }
 
 /// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
-#[utoipa::path(post, path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{token, expires_at, svg}"), (status = 409, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "voucher_qr", path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the voucher's QR code", body = super::QrAnswer), (status = 409, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody, description = "rate_limited")))]
 pub async fn voucher_qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(voucher_id): ApiPath<Uuid>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+) -> Result<Json<super::QrAnswer>, ApiError> {
     state.citizen_rates().qr_code(citizen_id)?;
     let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
     let voucher =

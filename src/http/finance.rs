@@ -127,7 +127,7 @@ pub struct ReportQuery {
 
 /// The season report: JSON (default), `?format=csv&view=funders|batches|merchants|categories|days|cards|summary`,
 /// or `?format=xlsx` (one sheet per view). A closed season's report is the one stored at close.
-#[utoipa::path(get, path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query)), responses((status = 200, description = "the report"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query)), responses((status = 200, description = "the report"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     staff: Staff,
@@ -161,7 +161,7 @@ pub async fn report(
 }
 
 /// Reconciles the season now and lists every break (a closed season is reconciled afresh too).
-#[utoipa::path(get, path = "/v1/seasons/{id}/reconciliation", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{season_id, checked_at, ok, checks: [{name, ok, breaks, listed}]}"), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "reconcile_season", path = "/v1/seasons/{id}/reconciliation", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{season_id, checked_at, ok, checks: [{name, ok, breaks, listed}]}"), (status = 403, body = super::error::ErrorBody)))]
 pub async fn reconciliation(
     State(state): State<AppState>,
     staff: Staff,
@@ -176,16 +176,17 @@ pub async fn reconciliation(
     Ok(Json(finance::reconcile(state.store(), &season, state.clock().now()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettleBody {
     season_id: Uuid,
+    #[schema(value_type = String, format = DateTime)]
     cut_off: Timestamp,
 }
 
 /// Settles every unsettled, unreversed redemption up to the cut-off: one line per merchant,
 /// written a chunk of merchants at a time (`finance::settle`).
-#[utoipa::path(post, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, status, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 422, body = super::error::ErrorBody, description = "idempotency_key_reused, invalid_cut_off"), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "settle", request_body = SettleBody, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, status, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 422, body = super::error::ErrorBody, description = "idempotency_key_reused, invalid_cut_off"), (status = 403, body = super::error::ErrorBody)))]
 pub async fn settle(
     State(state): State<AppState>,
     staff: Staff,
@@ -241,7 +242,7 @@ const SETTLEMENTS_PAGE_MAX: u32 = 500;
 
 /// The season's settlements, oldest first, a page at a time: each with its status (complete,
 /// or in progress after a run that stopped part way), total and payout. Finance and auditors.
-#[utoipa::path(get, path = "/v1/seasons/{id}/settlements", security(("staff_key" = [])), params(("id" = Uuid, Path), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "{settlements, next_after}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+#[utoipa::path(get, operation_id = "list_season_settlements", path = "/v1/seasons/{id}/settlements", security(("staff_key" = [])), params(("id" = Uuid, Path), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "{settlements, next_after}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn season_settlements(
     State(state): State<AppState>,
     staff: Staff,
@@ -269,7 +270,7 @@ pub async fn season_settlements(
 }
 
 /// A settlement and its lines (a city's finance sees its own city's merchants' lines).
-#[utoipa::path(get, path = "/v1/settlements/{id}", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{settlement, lines}")))]
+#[utoipa::path(get, operation_id = "get_settlement", path = "/v1/settlements/{id}", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{settlement, lines}")))]
 pub async fn get_settlement(
     State(state): State<AppState>,
     staff: Staff,
@@ -307,7 +308,7 @@ async fn settlement_for(
 }
 
 /// The payout file for the bank: merchant, account, amount, and the split per funder.
-#[utoipa::path(get, path = "/v1/settlements/{id}/payout.csv", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "text/csv")))]
+#[utoipa::path(get, operation_id = "payout_csv", path = "/v1/settlements/{id}/payout.csv", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the payout file", content_type = "text/csv", body = String)))]
 pub async fn payout_csv(
     State(state): State<AppState>,
     staff: Staff,
@@ -321,7 +322,7 @@ pub async fn payout_csv(
     Ok(file_response("text/csv; charset=utf-8", format!("payout-{settlement_id}.csv"), body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct PaidBody {
     /// The bank's reference for the payout batch.
@@ -329,7 +330,7 @@ struct PaidBody {
 }
 
 /// Records that the bank paid a settlement out (a ledger entry per merchant: settled -> paid).
-#[utoipa::path(post, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid, settlement_in_progress")))]
+#[utoipa::path(post, operation_id = "mark_settlement_paid", request_body = PaidBody, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid, settlement_in_progress")))]
 pub async fn paid(
     State(state): State<AppState>,
     staff: Staff,
@@ -375,7 +376,7 @@ pub async fn paid(
 /// Closes a season (province finance, after it ends). Idempotent by itself: closing again
 /// answers the outcome stored at the first close. The Idempotency-Key is required, as on every
 /// write, but nothing is stored under it: the season's own record is the answer.
-#[utoipa::path(post, path = "/v1/seasons/{id}/close", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "{season_id, closed_at, checkpoint_seq, reconciled, breaks}"), (status = 409, body = super::error::ErrorBody, description = "season_not_ended")))]
+#[utoipa::path(post, operation_id = "close_season", path = "/v1/seasons/{id}/close", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "{season_id, closed_at, checkpoint_seq, reconciled, breaks}"), (status = 409, body = super::error::ErrorBody, description = "season_not_ended")))]
 pub async fn close(
     State(state): State<AppState>,
     staff: Staff,
@@ -408,7 +409,7 @@ pub struct StatementQuery {
 const MERCHANT_READERS: [Role; 2] = [Role::Finance, Role::Auditor];
 
 /// A merchant's redemptions, reversals, settlements and payouts in a season, with running totals.
-#[utoipa::path(get, path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "{merchant_id, season_id, lines: [...]} or text/csv")))]
+#[utoipa::path(get, operation_id = "merchant_statement", path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "{merchant_id, season_id, lines: [...]} or text/csv")))]
 pub async fn statement(
     State(state): State<AppState>,
     staff: Option<Staff>,
@@ -452,7 +453,7 @@ pub struct JournalQuery {
 
 /// Matches a till's journal (the merchant SDK's JSON-lines file, as the body) against the
 /// server's redemptions: matched, missing on the server, missing in the till, mismatched.
-#[utoipa::path(post, path = "/v1/seasons/{id}/reconciliation/merchant-journal", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant" = Uuid, Query)), responses((status = 200, description = "{matched, missing_on_server, missing_in_till, mismatched}"), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "reconcile_merchant_journal", request_body(content = String, content_type = "application/x-ndjson", description = "the till's journal: the merchant SDK's JSON-lines file"), path = "/v1/seasons/{id}/reconciliation/merchant-journal", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant" = Uuid, Query)), responses((status = 200, description = "{matched, missing_on_server, missing_in_till, mismatched}"), (status = 422, body = super::error::ErrorBody)))]
 pub async fn merchant_journal(
     State(state): State<AppState>,
     staff: Staff,

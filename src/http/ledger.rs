@@ -22,7 +22,7 @@ pub struct VerifyResponse {
 }
 
 /// Recomputes the hash chain and balances now (finance, auditor).
-#[utoipa::path(get, path = "/v1/ledger/verify", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "verify_ledger", path = "/v1/ledger/verify", security(("staff_key" = [])),
     responses((status = 200, body = VerifyResponse), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn verify(State(state): State<AppState>, staff: Staff) -> Result<Json<VerifyResponse>, ApiError> {
     staff.require(&[Role::Finance, Role::Auditor])?;
@@ -58,7 +58,7 @@ pub struct CheckpointResponse {
 }
 
 /// The latest signed checkpoint of the ledger (any staff role).
-#[utoipa::path(get, path = "/v1/ledger/checkpoints/latest", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "latest_checkpoint", path = "/v1/ledger/checkpoints/latest", security(("staff_key" = [])),
     responses((status = 200, body = CheckpointResponse), (status = 404, body = super::error::ErrorBody)))]
 pub async fn latest_checkpoint(
     State(state): State<AppState>,

@@ -7,7 +7,6 @@ use axum::response::Response;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
@@ -66,19 +65,155 @@ fn require_admin_of(staff: &Staff, city: RegionCode) -> Result<StaffScope, ApiEr
     Ok(scope)
 }
 
-pub fn merchant_json(merchant: &Merchant) -> Value {
-    json!({
-        "id": merchant.id,
-        "name": merchant.name,
-        "credit_code": merchant.credit_code.as_str(),
-        "category": merchant.category.as_str(),
-        "city": merchant.city,
-        "status": merchant.status.as_str(),
-        "settlement_account": account_json(&merchant.settlement),
+/// A merchant as the API shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MerchantAnswer {
+    id: Uuid,
+    name: String,
+    credit_code: String,
+    category: String,
+    #[schema(value_type = String)]
+    city: RegionCode,
+    /// active or suspended.
+    status: &'static str,
+    settlement_account: AccountAnswer,
+}
+
+/// Where a merchant is paid.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountAnswer {
+    bank: String,
+    account_no: String,
+    account_name: String,
+}
+
+pub fn merchant_json(merchant: &Merchant) -> MerchantAnswer {
+    MerchantAnswer {
+        id: merchant.id,
+        name: merchant.name.clone(),
+        credit_code: merchant.credit_code.as_str().to_owned(),
+        category: merchant.category.as_str().to_owned(),
+        city: merchant.city,
+        status: merchant.status.as_str(),
+        settlement_account: account_json(&merchant.settlement),
+    }
+}
+
+/// A page of merchants; `next_after` is null on the last page.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MerchantPage {
+    merchants: Vec<MerchantAnswer>,
+    next_after: Option<Uuid>,
+}
+
+/// A merchant's new status.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MerchantStatusAnswer {
+    id: Uuid,
+    status: &'static str,
+}
+
+/// A terminal registered.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TerminalAnswer {
+    terminal_id: Uuid,
+    merchant_id: Uuid,
+    label: String,
+}
+
+/// A terminal revoked (revoking again answers the same).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct TerminalRevokedAnswer {
+    terminal_id: Uuid,
+    revoked: bool,
+}
+
+/// A change of settlement account made.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountChangeAnswer {
+    id: Uuid,
+    seq: i64,
+    #[schema(format = DateTime)]
+    changed_at: String,
+    changed_by_key: Uuid,
+    request_id: Option<Uuid>,
+    requested_by_key: Option<Uuid>,
+    reason: String,
+    from: AccountAnswer,
+    to: AccountAnswer,
+}
+
+/// A request to change a settlement account, waiting for or given its decision.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountRequestAnswer {
+    id: Uuid,
+    seq: i64,
+    /// waiting, approved, rejected or expired.
+    status: &'static str,
+    #[schema(format = DateTime)]
+    requested_at: String,
+    requested_by_key: Uuid,
+    reason: String,
+    to: AccountAnswer,
+    #[schema(format = DateTime)]
+    expires_at: String,
+    decision: Option<DecisionAnswer>,
+}
+
+/// Who decided a request, and when.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DecisionAnswer {
+    #[schema(format = DateTime)]
+    decided_at: String,
+    decided_by_key: Uuid,
+    note: String,
+}
+
+/// The merchant, with the account it already has and its latest change.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountUnchanged {
+    merchant: MerchantAnswer,
+    last_change: Option<AccountChangeAnswer>,
+}
+
+/// The merchant, with a request about its account.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MerchantAndRequest {
+    merchant: MerchantAnswer,
+    request: AccountRequestAnswer,
+}
+
+/// A request as decided.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct RequestAnswer {
+    request: AccountRequestAnswer,
+}
+
+/// A page of a merchant's account changes; `next_after_seq` is null on the last page.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountChangesPage {
+    merchant_id: Uuid,
+    changes: Vec<AccountChangeAnswer>,
+    next_after_seq: Option<i64>,
+}
+
+/// A page of a merchant's account requests; `next_after_seq` is null on the last page.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct AccountRequestsPage {
+    merchant_id: Uuid,
+    requests: Vec<AccountRequestAnswer>,
+    next_after_seq: Option<i64>,
+}
+
+/// An answer as the text stored with an idempotent write.
+fn answer_text(answer: &impl serde::Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(answer).map_err(|error| {
+        tracing::error!(%error, "an answer did not serialise");
+        ApiError::internal()
     })
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettlementBody {
     bank: String,
@@ -86,7 +221,7 @@ struct SettlementBody {
     account_name: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateMerchant {
     name: String,
@@ -132,7 +267,7 @@ fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
 }
 
 /// Registers a merchant (city_admin of its city, or province_admin).
-#[utoipa::path(post, path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{id, status: active, ...}, the account number masked but its last four digits"), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_merchant", request_body = CreateMerchant, path = "/v1/merchants", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the merchant, its account number masked but its last four digits", body = MerchantAnswer), (status = 409, body = super::error::ErrorBody), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create(
     State(state): State<AppState>,
     staff: Staff,
@@ -150,8 +285,8 @@ pub async fn create(
     // The answer is kept for retries as long as the key's other answers: it shows the account
     // number masked, which the creator just sent anyway (the merchant's GET shows it whole).
     let mut answer = merchant_json(&merchant);
-    answer["settlement_account"]["account_no"] = json!(merchant.settlement.masked_account_no());
-    let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
+    answer.settlement_account.account_no = merchant.settlement.masked_account_no();
+    let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
     let outcome = state.store().insert_merchant(&merchant, &record).await;
     write_outcome(state.store(), outcome, record, |refused| match refused {
         WriteError::Constraint(Constraint::MerchantCreditCode) => ApiError::conflict(
@@ -182,16 +317,16 @@ const MERCHANTS_PAGE_MAX: u32 = 500;
 
 /// Merchants of a city (or of the caller's whole region when no city is given), by name, a page
 /// at a time: `next_after` is the `after` of the next page, null on the last.
-#[utoipa::path(get, path = "/v1/merchants", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "list_merchants", path = "/v1/merchants", security(("staff_key" = [])),
     params(("city" = Option<String>, Query), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 500, 100 by default")),
-    responses((status = 200, description = "{\"merchants\": [...], \"next_after\": id or null}"),
+    responses((status = 200, description = "a page of merchants", body = MerchantPage),
         (status = 422, body = super::error::ErrorBody, description = "invalid_region, invalid_limit, invalid_cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     staff: Staff,
     ApiQuery(query): ApiQuery<ListQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MerchantPage>, ApiError> {
     let region = match &query.city {
         Some(city) => city.parse().map_err(|e: crate::domain::region::RegionError| {
             invalid(ErrorCode::InvalidRegion, e.to_string())
@@ -213,10 +348,7 @@ pub async fn list(
     };
     let mut merchants = state.store().merchants_in(region, after.as_ref(), i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
-    Ok(Json(json!({
-        "merchants": merchants.iter().map(merchant_json).collect::<Vec<_>>(),
-        "next_after": next_after,
-    })))
+    Ok(Json(MerchantPage { merchants: merchants.iter().map(merchant_json).collect(), next_after }))
 }
 
 pub(super) async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiError> {
@@ -232,34 +364,34 @@ async fn set_status(
     staff: &Staff,
     id: Uuid,
     status: MerchantStatus,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MerchantStatusAnswer>, ApiError> {
     let merchant = load(state, id).await?;
     require_admin_of(staff, merchant.city)?;
     state.store().set_merchant_status(id, status.as_str()).await?;
     state.inner().tills.clear();
     tracing::info!(merchant = %id, status = status.as_str(), "merchant status changed");
-    Ok(Json(json!({"id": id, "status": status.as_str()})))
+    Ok(Json(MerchantStatusAnswer { id, status: status.as_str() }))
 }
 
-#[utoipa::path(post, path = "/v1/merchants/{id}/suspend", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
+#[utoipa::path(post, operation_id = "suspend_merchant", path = "/v1/merchants/{id}/suspend", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the merchant's new status", body = MerchantStatusAnswer)))]
 pub async fn suspend(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MerchantStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, MerchantStatus::Suspended).await
 }
 
-#[utoipa::path(post, path = "/v1/merchants/{id}/activate", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{id, status}")))]
+#[utoipa::path(post, operation_id = "activate_merchant", path = "/v1/merchants/{id}/activate", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the merchant's new status", body = MerchantStatusAnswer)))]
 pub async fn activate(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MerchantStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, MerchantStatus::Active).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct RegisterTerminal {
     public_key: String,
@@ -268,7 +400,7 @@ struct RegisterTerminal {
 }
 
 /// Registers a till's Ed25519 public key for a merchant; the till keeps its private key.
-#[utoipa::path(post, path = "/v1/merchants/{id}/terminals", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "{terminal_id}"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "register_terminal", request_body = RegisterTerminal, path = "/v1/merchants/{id}/terminals", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the terminal", body = TerminalAnswer), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn register_terminal(
     State(state): State<AppState>,
     staff: Staff,
@@ -299,8 +431,8 @@ pub async fn register_terminal(
         .to_owned();
     let terminal =
         TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
-    let answer = json!({"terminal_id": terminal.id, "merchant_id": merchant_id, "label": label});
-    let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer.to_string() };
+    let answer = TerminalAnswer { terminal_id: terminal.id, merchant_id, label };
+    let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
     let outcome = state.store().insert_terminal(&terminal, state.clock().now(), &record).await;
     write_outcome(state.store(), outcome, record, |refused| match refused {
         WriteError::Constraint(Constraint::TerminalPublicKey) => {
@@ -311,12 +443,12 @@ pub async fn register_terminal(
     .await
 }
 
-#[utoipa::path(post, path = "/v1/merchants/{id}/terminals/{terminal_id}/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path), ("terminal_id" = Uuid, Path)), responses((status = 200, description = "{terminal_id, revoked}")))]
+#[utoipa::path(post, operation_id = "revoke_terminal", path = "/v1/merchants/{id}/terminals/{terminal_id}/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path), ("terminal_id" = Uuid, Path)), responses((status = 200, description = "the terminal revoked", body = TerminalRevokedAnswer)))]
 pub async fn revoke_terminal(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath((merchant_id, terminal_id)): ApiPath<(Uuid, Uuid)>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<TerminalRevokedAnswer>, ApiError> {
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
     let revoked = state.store().revoke_terminal(merchant_id, terminal_id, state.clock().now()).await?;
@@ -324,49 +456,51 @@ pub async fn revoke_terminal(
     if !revoked && state.store().terminal(terminal_id).await?.is_none_or(|t| t.merchant_id != merchant_id) {
         return Err(ApiError::not_found(ErrorCode::TerminalNotFound, "no such terminal at this merchant"));
     }
-    Ok(Json(json!({"terminal_id": terminal_id, "revoked": true})))
+    Ok(Json(TerminalRevokedAnswer { terminal_id, revoked: true }))
 }
 
-fn account_json(account: &SettlementAccount) -> Value {
-    json!({"bank": account.bank, "account_no": account.account_no, "account_name": account.account_name})
+fn account_json(account: &SettlementAccount) -> AccountAnswer {
+    AccountAnswer {
+        bank: account.bank.clone(),
+        account_no: account.account_no.clone(),
+        account_name: account.account_name.clone(),
+    }
 }
 
-fn account_change_json(change: &AccountChange) -> Value {
-    json!({
-        "id": change.id,
-        "seq": change.seq,
-        "changed_at": change.changed_at.to_string(),
-        "changed_by_key": change.changed_by,
-        "request_id": change.request.map(|(id, _)| id),
-        "requested_by_key": change.request.map(|(_, by)| by),
-        "reason": change.reason,
-        "from": account_json(&change.from),
-        "to": account_json(&change.to),
-    })
+fn account_change_json(change: &AccountChange) -> AccountChangeAnswer {
+    AccountChangeAnswer {
+        id: change.id,
+        seq: change.seq,
+        changed_at: change.changed_at.to_string(),
+        changed_by_key: change.changed_by,
+        request_id: change.request.map(|(id, _)| id),
+        requested_by_key: change.request.map(|(_, by)| by),
+        reason: change.reason.clone(),
+        from: account_json(&change.from),
+        to: account_json(&change.to),
+    }
 }
 
-fn account_request_json(request: &AccountRequest, now: Timestamp) -> Value {
-    let decision = request.decision.as_ref().map(|d| {
-        json!({
-            "decided_at": d.decided_at.to_string(),
-            "decided_by_key": d.decided_by,
-            "note": d.note,
-        })
+fn account_request_json(request: &AccountRequest, now: Timestamp) -> AccountRequestAnswer {
+    let decision = request.decision.as_ref().map(|d| DecisionAnswer {
+        decided_at: d.decided_at.to_string(),
+        decided_by_key: d.decided_by,
+        note: d.note.clone(),
     });
-    json!({
-        "id": request.id,
-        "seq": request.seq,
-        "status": request.status_at(now).as_str(),
-        "requested_at": request.requested_at.to_string(),
-        "requested_by_key": request.requested_by,
-        "reason": request.reason,
-        "to": account_json(&request.to),
-        "expires_at": request.expires_at.to_string(),
-        "decision": decision,
-    })
+    AccountRequestAnswer {
+        id: request.id,
+        seq: request.seq,
+        status: request.status_at(now).as_str(),
+        requested_at: request.requested_at.to_string(),
+        requested_by_key: request.requested_by,
+        reason: request.reason.clone(),
+        to: account_json(&request.to),
+        expires_at: request.expires_at.to_string(),
+        decision,
+    }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ChangeAccount {
     bank: String,
@@ -382,9 +516,9 @@ struct ChangeAccount {
 /// again for the account already waiting answers with that request, so a retry is harmless;
 /// another account while one waits is 409 `change_pending`; the account the merchant already
 /// has (with nothing waiting) is 200 with the merchant and its latest change.
-#[utoipa::path(put, path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 202, description = "{merchant, request}: the request waiting for a second key"),
-        (status = 200, description = "{merchant, last_change}: the merchant already has this account"),
+#[utoipa::path(put, operation_id = "change_settlement_account", request_body = ChangeAccount, path = "/v1/merchants/{id}/settlement-account", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 202, description = "the merchant and the request waiting for a second key", body = MerchantAndRequest),
+        (status = 200, description = "the merchant already has this account: it and its latest change", body = AccountUnchanged),
         (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody),
         (status = 409, body = super::error::ErrorBody, description = "change_pending"), (status = 422, body = super::error::ErrorBody)))]
 pub async fn change_account(
@@ -417,11 +551,11 @@ pub async fn change_account(
         }
         AccountRequestOutcome::Unchanged => {
             let last_change = state.store().latest_account_change(id).await?;
-            let body = json!({
-                "merchant": merchant_json(&merchant),
-                "last_change": last_change.as_ref().map(account_change_json),
-            });
-            Ok(json_response(200, body.to_string()))
+            let body = AccountUnchanged {
+                merchant: merchant_json(&merchant),
+                last_change: last_change.as_ref().map(account_change_json),
+            };
+            Ok(json_response(200, answer_text(&body)?))
         }
         AccountRequestOutcome::OtherPending(waiting) => Err(ApiError::conflict(
             ErrorCode::ChangePending,
@@ -434,14 +568,16 @@ pub async fn change_account(
             if waiting.id == asked.id {
                 tracing::info!(merchant = %id, request = %waiting.id, staff_key = %staff.key_id, "settlement account change requested");
             }
-            let body =
-                json!({"merchant": merchant_json(&merchant), "request": account_request_json(&waiting, now)});
-            Ok(json_response(202, body.to_string()))
+            let body = MerchantAndRequest {
+                merchant: merchant_json(&merchant),
+                request: account_request_json(&waiting, now),
+            };
+            Ok(json_response(202, answer_text(&body)?))
         }
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Decide {
     /// Why (a call to the merchant, a check of the letter): kept with the decision.
@@ -454,38 +590,37 @@ struct Decide {
 /// that key, one it minted, or one that minted it, at any depth (403 `same_approver`). The merchant is paid to the new account from now on and the change joins
 /// the history. A retry gets the same answer; 409 `request_decided` if it was rejected, 409
 /// `request_expired` after a week undecided.
-#[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
+#[utoipa::path(post, operation_id = "approve_settlement_account_request", request_body = Option<Decide>, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
-    responses((status = 200, description = "{merchant, request}"), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver, key_revoked"),
+    responses((status = 200, description = "the merchant and the request approved", body = MerchantAndRequest), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver, key_revoked"),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
 pub async fn approve_account_request(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
     ApiBytes(body): ApiBytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<MerchantAndRequest>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, true).await?;
     let merchant = load(&state, id).await?;
-    Ok(Json(
-        json!({"merchant": merchant_json(&merchant), "request": account_request_json(&request, state.clock().now())}),
-    ))
+    let request = account_request_json(&request, state.clock().now());
+    Ok(Json(MerchantAndRequest { merchant: merchant_json(&merchant), request }))
 }
 
 /// Rejects a request to change the merchant's settlement account (an admin over the merchant;
 /// the key that asked may withdraw its own). A retry gets the same answer; 409
 /// `request_decided` if it was approved, 409 `request_expired` after a week undecided.
-#[utoipa::path(post, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject", security(("staff_key" = [])),
+#[utoipa::path(post, operation_id = "reject_settlement_account_request", request_body = Option<Decide>, path = "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("request_id" = Uuid, Path)),
-    responses((status = 200, description = "{request}"), (status = 403, body = super::error::ErrorBody),
+    responses((status = 200, description = "the request rejected", body = RequestAnswer), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 409, body = super::error::ErrorBody, description = "request_decided, request_expired")))]
 pub async fn reject_account_request(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
     ApiBytes(body): ApiBytes,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<RequestAnswer>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, false).await?;
-    Ok(Json(json!({"request": account_request_json(&request, state.clock().now())})))
+    Ok(Json(RequestAnswer { request: account_request_json(&request, state.clock().now()) }))
 }
 
 /// Records `staff`'s decision (`approve`, else reject) on the request, and answers with the
@@ -592,48 +727,45 @@ async fn history_page_limit(
 /// The merchant's settlement account changes, in the order they were made (`seq`), a page at a
 /// time (`next_after_seq` is the `after_seq` of the next page, null on the last): its admins,
 /// finance and auditors of its region.
-#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "list_settlement_account_changes", path = "/v1/merchants/{id}/settlement-account/changes", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("after_seq" = Option<i64>, Query, description = "next_after_seq of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, 100 by default")),
-    responses((status = 200, description = "{merchant_id, changes: [...], next_after_seq}"), (status = 403, body = super::error::ErrorBody),
+    responses((status = 200, description = "a page of changes", body = AccountChangesPage), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "invalid_limit")))]
 pub async fn account_changes(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountChangesPage>, ApiError> {
     let limit = history_page_limit(&state, &staff, id, &query).await?;
     let mut changes = state.store().account_changes(id, query.after_seq, i64::from(limit) + 1).await?;
     let next_after_seq = next_cursor(&mut changes, limit).map(|last| last.seq);
-    Ok(Json(json!({
-        "merchant_id": id,
-        "changes": changes.iter().map(account_change_json).collect::<Vec<_>>(),
-        "next_after_seq": next_after_seq,
-    })))
+    Ok(Json(AccountChangesPage {
+        merchant_id: id,
+        changes: changes.iter().map(account_change_json).collect(),
+        next_after_seq,
+    }))
 }
 
 /// The merchant's requests to change its settlement account (waiting, approved, rejected or
 /// expired), in the order they were made, a page at a time: its admins, finance and auditors of
 /// its region.
-#[utoipa::path(get, path = "/v1/merchants/{id}/settlement-account/requests", security(("staff_key" = [])),
+#[utoipa::path(get, operation_id = "list_settlement_account_requests", path = "/v1/merchants/{id}/settlement-account/requests", security(("staff_key" = [])),
     params(("id" = Uuid, Path), ("after_seq" = Option<i64>, Query, description = "next_after_seq of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 1000, 100 by default")),
-    responses((status = 200, description = "{merchant_id, requests: [...], next_after_seq}"), (status = 403, body = super::error::ErrorBody),
+    responses((status = 200, description = "a page of requests", body = AccountRequestsPage), (status = 403, body = super::error::ErrorBody),
         (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "invalid_limit")))]
 pub async fn account_requests(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<AccountRequestsPage>, ApiError> {
     let limit = history_page_limit(&state, &staff, id, &query).await?;
     let mut requests = state.store().account_requests(id, query.after_seq, i64::from(limit) + 1).await?;
     let next_after_seq = next_cursor(&mut requests, limit).map(|last| last.seq);
     let now = state.clock().now();
-    Ok(Json(json!({
-        "merchant_id": id,
-        "requests": requests.iter().map(|r| account_request_json(r, now)).collect::<Vec<_>>(),
-        "next_after_seq": next_after_seq,
-    })))
+    let requests = requests.iter().map(|r| account_request_json(r, now)).collect();
+    Ok(Json(AccountRequestsPage { merchant_id: id, requests, next_after_seq }))
 }

@@ -10,12 +10,13 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 use crate::app::citizens::Citizens;
 use crate::app::claims::ClaimWriter;
@@ -25,6 +26,7 @@ use crate::app::till::ttl_cache::TtlCache;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::time::Clock;
 use crate::storage::Storage;
+use openapi::{operation_id, terminal_signed};
 
 mod card;
 mod citizens;
@@ -34,6 +36,7 @@ mod finance;
 pub mod idempotency;
 mod ledger;
 mod merchants;
+pub mod openapi;
 mod ops;
 pub mod rate_limit;
 pub(crate) mod seasons;
@@ -108,6 +111,17 @@ impl TillReads {
     }
 }
 
+/// A signed QR token and its drawing: the answer of both QR endpoints (voucher and card).
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct QrAnswer {
+    /// What the till scans.
+    pub token: String,
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// The token drawn as an SVG image.
+    pub svg: String,
+}
+
 /// How long till-path rows are served from memory.
 const TILL_CACHE_TTL: Duration = Duration::from_secs(2);
 
@@ -176,13 +190,13 @@ impl AppState {
         &self,
         kind: wenhui_merchant_sdk::token::TokenKind,
         subject: uuid::Uuid,
-    ) -> Result<serde_json::Value, ApiError> {
+    ) -> Result<QrAnswer, ApiError> {
         let (token, expires_at) = self.qr().issue(kind, subject).await?;
         let svg = crate::app::qr::svg(token.clone()).await.map_err(|error| {
             tracing::error!(%error, "drawing a QR code failed");
             ApiError::internal()
         })?;
-        Ok(serde_json::json!({"token": token, "expires_at": expires_at.to_string(), "svg": svg}))
+        Ok(QrAnswer { token, expires_at: expires_at.to_string(), svg })
     }
 
     pub fn redemptions(&self) -> &crate::app::till::writer::RedemptionWriter {
@@ -227,21 +241,7 @@ fn metrics_handle() -> PrometheusHandle {
 }
 
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
-    let api = Router::new()
-        .merge(ledger_staff_and_season_routes())
-        .merge(citizen_routes())
-        .merge(merchant_routes())
-        .merge(till_and_card_routes())
-        .merge(finance_routes())
-        .merge(ops_routes())
-        .route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.request))
-        .merge(season_wide_routes())
-        // A route layer wraps every route added before it: this one wraps the routes above too,
-        // outside their shorter request timeout.
-        .route_layer(
-            ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.season_wide),
-        )
-        .route_layer(middleware::from_fn(record_metrics));
+    let (api, _) = api_routes(timeouts).split_for_parts();
     api.fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -259,100 +259,123 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
         .with_state(state)
 }
 
-fn ledger_staff_and_season_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/ledger/verify", get(ledger::verify))
-        .route("/v1/ledger/checkpoints/latest", get(ledger::latest_checkpoint))
-        .route("/v1/staff/keys", post(staff::create_key))
-        .route("/v1/staff/me", get(staff::me))
-        .route("/v1/seasons", post(seasons::create_season).get(seasons::list_seasons))
-        .route("/v1/seasons/{id}", get(seasons::get_season))
-        .route("/v1/seasons/{id}/budgets", post(seasons::add_budget))
-        .route("/v1/seasons/{id}/batches", post(seasons::create_batch).get(seasons::list_batches))
+/// The OpenAPI document: built from the same declarations as the router ([`api_routes`]), so a
+/// route cannot be served without being documented.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    let mut document = api_routes(RequestTimeouts::default()).into_openapi();
+    utoipa::Modify::modify(&openapi::ErrorResponses, &mut document);
+    document
 }
 
-fn citizen_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/citizens", post(citizens::register))
-        .route("/v1/citizens/sessions", post(citizens::sign_in))
-        .route("/v1/citizens/{id}/sessions/revoke", post(citizens::revoke_sessions))
-        .route("/v1/me/session", delete(citizens::sign_out))
-        .route("/v1/me/vouchers", get(citizens::my_vouchers))
-        .route("/v1/batches/{id}/claims", post(citizens::claim))
-        .route("/v1/batches/{id}/entries", post(citizens::enter_lottery).get(seasons::lottery_entrants))
-        .route("/v1/vouchers/{id}/qr", post(citizens::voucher_qr))
-}
-
-fn merchant_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/merchants", post(merchants::create).get(merchants::list))
-        .route("/v1/merchants/{id}/suspend", post(merchants::suspend))
-        .route("/v1/merchants/{id}/activate", post(merchants::activate))
-        .route("/v1/merchants/{id}/settlement-account", put(merchants::change_account))
-        .route("/v1/merchants/{id}/settlement-account/changes", get(merchants::account_changes))
-        .route("/v1/merchants/{id}/settlement-account/requests", get(merchants::account_requests))
-        .route(
-            "/v1/merchants/{id}/settlement-account/requests/{request_id}/approve",
-            post(merchants::approve_account_request),
+/// Every documented route, each added with `routes!` from its handler's `#[utoipa::path]`
+/// (never with a bare `.route`, which would serve a path the document does not list).
+fn api_routes(timeouts: RequestTimeouts) -> OpenApiRouter<AppState> {
+    use utoipa::OpenApi;
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .merge(ledger_staff_and_season_routes())
+        .merge(citizen_routes())
+        .merge(merchant_routes())
+        .merge(till_and_card_routes())
+        .merge(finance_routes())
+        .merge(ops_routes())
+        .route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.request))
+        .merge(season_wide_routes())
+        // A route layer wraps every route added before it: this one wraps the routes above too,
+        // outside their shorter request timeout.
+        .route_layer(
+            ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.season_wide),
         )
-        .route(
-            "/v1/merchants/{id}/settlement-account/requests/{request_id}/reject",
-            post(merchants::reject_account_request),
-        )
-        .route("/v1/merchants/{id}/terminals", post(merchants::register_terminal))
-        .route("/v1/merchants/{id}/terminals/{terminal_id}/revoke", post(merchants::revoke_terminal))
+        .route_layer(middleware::from_fn(record_metrics))
 }
 
-fn till_and_card_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/keys", get(till::keys))
-        .route("/v1/redemptions", post(till::redeem))
-        .route("/v1/redemptions/{id}", get(till::get))
-        .route("/v1/redemptions/{id}/reversal", post(till::reverse))
-        .route("/v1/me/card", post(card::issue).get(card::mine))
-        .route("/v1/me/card/qr", post(card::qr))
-        .route("/v1/me/card/exchanges", post(card::exchange))
-        .route("/v1/cards/{id}/freeze", post(card::freeze))
-        .route("/v1/cards/{id}/unfreeze", post(card::unfreeze))
-        .route("/v1/merchants/{id}/card-terms", put(card::set_terms))
-        .route("/v1/seasons/{id}/points-rate", put(card::set_points_rate))
-        .route("/v1/card-payments", post(card::pay))
-        .route("/v1/card-payments/{id}", get(card::get))
-        .route("/v1/card-payments/{id}/reversal", post(card::reverse))
+fn ledger_staff_and_season_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ledger::verify))
+        .routes(routes!(ledger::latest_checkpoint))
+        .routes(routes!(staff::create_key))
+        .routes(routes!(staff::me))
+        .routes(routes!(seasons::create_season, seasons::list_seasons))
+        .routes(routes!(seasons::get_season))
+        .routes(routes!(seasons::add_budget))
+        .routes(routes!(seasons::create_batch, seasons::list_batches))
+}
+
+fn citizen_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(citizens::register))
+        .routes(routes!(citizens::sign_in))
+        .routes(routes!(citizens::revoke_sessions))
+        .routes(routes!(citizens::sign_out))
+        .routes(routes!(citizens::my_vouchers))
+        .routes(routes!(citizens::claim))
+        .routes(routes!(citizens::enter_lottery, seasons::lottery_entrants))
+        .routes(routes!(citizens::voucher_qr))
+}
+
+fn merchant_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(merchants::create, merchants::list))
+        .routes(routes!(merchants::suspend))
+        .routes(routes!(merchants::activate))
+        .routes(routes!(merchants::change_account))
+        .routes(routes!(merchants::account_changes))
+        .routes(routes!(merchants::account_requests))
+        .routes(routes!(merchants::approve_account_request))
+        .routes(routes!(merchants::reject_account_request))
+        .routes(routes!(merchants::register_terminal))
+        .routes(routes!(merchants::revoke_terminal))
+}
+
+/// The till's and the card's routes. The terminal-signed handlers' annotations belong with the
+/// till; the operation ids are set here, where the names `get` and `reverse` would clash.
+fn till_and_card_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(operation_id(routes!(till::keys), "list_qr_keys"))
+        .routes(terminal_signed(operation_id(routes!(till::redeem), "redeem")))
+        .routes(terminal_signed(operation_id(routes!(till::get), "get_redemption")))
+        .routes(terminal_signed(operation_id(routes!(till::reverse), "reverse_redemption")))
+        .routes(routes!(card::issue, card::mine))
+        .routes(routes!(card::qr))
+        .routes(routes!(card::exchange))
+        .routes(routes!(card::freeze))
+        .routes(routes!(card::unfreeze))
+        .routes(routes!(card::set_terms))
+        .routes(routes!(card::set_points_rate))
+        .routes(terminal_signed(operation_id(routes!(card::pay), "pay_by_card")))
+        .routes(terminal_signed(operation_id(routes!(card::get), "get_card_payment")))
+        .routes(terminal_signed(operation_id(routes!(card::reverse), "reverse_card_payment")))
 }
 
 /// Finance routes under the request timeout; the season-wide ones are [`season_wide_routes`].
-fn finance_routes() -> Router<AppState> {
-    Router::new()
-        .route("/v1/seasons/{id}/report", get(finance::report))
-        .route(
-            "/v1/seasons/{id}/reconciliation/merchant-journal",
-            post(finance::merchant_journal).layer(DefaultBodyLimit::max(finance::JOURNAL_LIMIT_BYTES)),
-        )
-        .route("/v1/settlements/{id}", get(finance::get_settlement))
-        .route("/v1/settlements/{id}/payout.csv", get(finance::payout_csv))
-        .route("/v1/settlements/{id}/paid", post(finance::paid))
-        .route("/v1/merchants/{id}/statement", get(finance::statement))
+fn finance_routes() -> OpenApiRouter<AppState> {
+    let journal_limit = DefaultBodyLimit::max(finance::JOURNAL_LIMIT_BYTES);
+    OpenApiRouter::new()
+        .routes(routes!(finance::report))
+        .routes(routes!(finance::merchant_journal).layer(journal_limit))
+        .routes(routes!(finance::get_settlement))
+        .routes(routes!(finance::payout_csv))
+        .routes(routes!(finance::paid))
+        .routes(routes!(finance::statement))
 }
 
-fn ops_routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(ops::healthz))
-        .route("/readyz", get(ops::readyz))
-        .route("/metrics", get(ops::metrics))
-        .route("/openapi.json", get(ops::openapi))
+fn ops_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(ops::healthz))
+        .routes(routes!(ops::readyz))
+        .routes(routes!(ops::metrics))
+        .routes(routes!(ops::openapi))
 }
 
 /// Routes under the season-wide timeout instead of the request timeout.
-fn season_wide_routes() -> Router<AppState> {
-    Router::new()
+fn season_wide_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
         // Finance work over a whole season: reconciling a million vouchers takes ~20 s.
-        .route("/v1/seasons/{id}/reconciliation", get(finance::reconciliation))
-        .route("/v1/seasons/{id}/close", post(finance::close))
-        .route("/v1/settlements", post(finance::settle))
-        .route("/v1/seasons/{id}/settlements", get(finance::season_settlements))
+        .routes(routes!(finance::reconciliation))
+        .routes(routes!(finance::close))
+        .routes(routes!(finance::settle))
+        .routes(routes!(finance::season_settlements))
         // A draw issues a batch's whole stock (200,000 vouchers for Beijing 2021's).
-        .route("/v1/batches/{id}/draw", post(seasons::draw))
+        .routes(routes!(seasons::draw))
 }
 
 fn make_span(request: &Request) -> tracing::Span {
@@ -387,40 +410,6 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     metrics::histogram!("http_request_duration_seconds", &labels[..2])
         .record(started.elapsed().as_secs_f64());
     response
-}
-
-#[derive(utoipa::OpenApi)]
-#[openapi(
-    info(title = "Wenhui", description = "Cultural consumption vouchers and benefit cards"),
-    paths(finance::report, finance::reconciliation, finance::merchant_journal, finance::close, finance::settle, finance::season_settlements,
-        finance::get_settlement, finance::payout_csv, finance::paid, finance::statement,
-        ops::healthz, ops::readyz, ops::metrics, ledger::verify, ledger::latest_checkpoint, staff::create_key, staff::me,
-        citizens::register, citizens::sign_in, citizens::sign_out, citizens::revoke_sessions, citizens::my_vouchers,
-        citizens::claim, citizens::voucher_qr,
-        seasons::create_season, seasons::add_budget, seasons::list_seasons, seasons::get_season,
-        seasons::create_batch, seasons::list_batches, merchants::create, merchants::list, merchants::suspend,
-        merchants::activate, merchants::change_account, merchants::account_changes,
-        merchants::account_requests, merchants::approve_account_request, merchants::reject_account_request, merchants::register_terminal,
-        merchants::revoke_terminal, till::keys, till::redeem,
-        till::reverse, till::get, card::issue, card::mine, card::qr, card::freeze, card::unfreeze, card::set_terms,
-        card::set_points_rate, card::pay, card::reverse, card::get, card::exchange),
-    modifiers(&SecurityAddon)
-)]
-pub struct ApiDoc;
-
-struct SecurityAddon;
-
-impl utoipa::Modify for SecurityAddon {
-    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
-        let components = openapi.components.get_or_insert_with(Default::default);
-        for name in ["staff_key", "citizen_token"] {
-            components.add_security_scheme(
-                name,
-                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
-            );
-        }
-    }
 }
 
 /// Forgets idle citizens' rate buckets every minute, for as long as the state lives.

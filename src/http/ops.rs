@@ -5,7 +5,6 @@ use axum::extract::State;
 use axum::http::header::CONTENT_TYPE;
 use axum::response::IntoResponse;
 use serde::Serialize;
-use utoipa::OpenApi;
 
 use crate::domain::error_code::ErrorCode;
 
@@ -18,13 +17,13 @@ pub struct Health {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", responses((status = 200, body = Health)))]
+#[utoipa::path(get, operation_id = "healthz", path = "/healthz", responses((status = 200, body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
 /// The database answers.
-#[utoipa::path(get, path = "/readyz", responses((status = 200, body = Health), (status = 503, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", responses((status = 200, body = Health), (status = 503, body = super::error::ErrorBody)))]
 pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     match state.store().ping().await {
         Ok(()) => Ok(Json(Health { status: "ready" })),
@@ -36,13 +35,17 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiEr
 }
 
 /// Prometheus text format: request counts and latencies by route.
-#[utoipa::path(get, path = "/metrics", responses((status = 200, content_type = "text/plain")))]
+#[utoipa::path(get, operation_id = "metrics", path = "/metrics", responses((status = 200, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     ([(CONTENT_TYPE, "text/plain; version=0.0.4")], state.0.metrics.render())
 }
 
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", operation_id = "openapi",
+    responses((status = 200, description = "the OpenAPI 3.1 document of this service", content_type = "application/json")))]
 pub async fn openapi() -> impl IntoResponse {
-    Json(super::ApiDoc::openapi())
+    static DOCUMENT: std::sync::OnceLock<utoipa::openapi::OpenApi> = std::sync::OnceLock::new();
+    Json(DOCUMENT.get_or_init(super::openapi).clone())
 }
 
 pub async fn not_found() -> ApiError {

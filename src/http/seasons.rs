@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
@@ -63,19 +62,21 @@ fn season_closed() -> ApiError {
     ApiError::conflict(ErrorCode::SeasonClosed, "the season is closed: it takes no more budgets or batches")
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BudgetLine {
     funder: String,
     amount: Yuan,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateSeason {
     name: String,
     province: String,
+    #[schema(value_type = String, format = DateTime)]
     starts_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     ends_at: Timestamp,
     budgets: Vec<BudgetLine>,
     #[serde(default)]
@@ -110,7 +111,7 @@ fn parse_ceilings(asked: &std::collections::BTreeMap<String, u32>) -> Result<Sub
 }
 
 /// Creates a season with each funder's budget (province_admin of that province).
-#[utoipa::path(post, path = "/v1/seasons", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the season with each funder's amounts"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_season", request_body = CreateSeason, path = "/v1/seasons", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the season with each funder's amounts", body = SeasonAnswer), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_season(
     State(state): State<AppState>,
     staff: Staff,
@@ -184,12 +185,12 @@ pub async fn create_season(
     // from the budgets, as a GET right after reads them.
     let view = season_json(&season, state.clock().now(), &opening_figures(&funders, &request.budgets));
     let record =
-        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_season(&season, &funders, &entries, &record).await;
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct AddBudget {
     funder: String,
@@ -197,7 +198,7 @@ struct AddBudget {
 }
 
 /// Adds to a funder's budget (that funder's admin).
-#[utoipa::path(post, path = "/v1/seasons/{id}/budgets", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the budget added"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "add_budget", request_body = AddBudget, path = "/v1/seasons/{id}/budgets", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the budget added", body = BudgetAnswer), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn add_budget(
     State(state): State<AppState>,
     staff: Staff,
@@ -235,11 +236,28 @@ pub async fn add_budget(
     }
     let entry =
         budget_entry(season.id, funder, request.amount.0, format!("budget:{}:{}", season.id, Uuid::now_v7()));
-    let body = json!({"season_id": season.id, "funder": funder, "amount": request.amount.0.to_string()});
+    let answer = BudgetAnswer { season_id: season.id, funder, amount: request.amount.0.to_string() };
     let record =
-        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: body.to_string() };
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
     let outcome = state.store().add_budget(season.id, funder, &entry, &record).await;
     write_outcome(state.store(), outcome, record, conflict).await
+}
+
+/// A budget added to a funder, in yuan.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BudgetAnswer {
+    season_id: Uuid,
+    #[schema(value_type = String)]
+    funder: RegionCode,
+    amount: String,
+}
+
+/// An answer as the text stored with an idempotent write.
+fn answer_text(answer: &impl serde::Serialize) -> Result<String, ApiError> {
+    serde_json::to_string(answer).map_err(|error| {
+        tracing::error!(%error, "an answer did not serialise");
+        ApiError::internal()
+    })
 }
 
 async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
@@ -247,7 +265,7 @@ async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> 
 }
 
 /// A season with each funder's appropriated, reserved, committed and available amounts.
-async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Result<Value, ApiError> {
+async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Result<SeasonAnswer, ApiError> {
     // One read of the season's accounts; the chart says what each one is (domain::finance).
     let figures = crate::domain::finance::funder_figures(season.id, &store.season_balances(season.id).await?);
     let funders: Vec<(RegionCode, FunderFigures)> = store
@@ -274,38 +292,83 @@ fn opening_figures(funders: &[RegionCode], budgets: &[BudgetLine]) -> Vec<(Regio
     figures
 }
 
+/// A season with each funder's figures: the answer of `POST /v1/seasons`, `GET /v1/seasons/{id}`
+/// and each item of `GET /v1/seasons`. Amounts are yuan as decimal strings.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SeasonAnswer {
+    id: Uuid,
+    name: String,
+    #[schema(value_type = String)]
+    province: RegionCode,
+    status: crate::domain::season::SeasonStatus,
+    #[schema(format = DateTime)]
+    starts_at: String,
+    #[schema(format = DateTime)]
+    ends_at: String,
+    per_citizen_cap: Option<String>,
+    per_citizen_monthly_cap: Option<String>,
+    allow_stacking: bool,
+    refund_forfeits_voucher: bool,
+    merchant_redemption_limit: Option<u32>,
+    /// Per category, the highest subsidy percent.
+    subsidy_ceilings: std::collections::BTreeMap<String, u32>,
+    funders: Vec<FunderAnswer>,
+}
+
+/// One funder's figures in a season, in yuan.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FunderAnswer {
+    #[schema(value_type = String)]
+    funder: RegionCode,
+    appropriated: String,
+    reserved: String,
+    committed: String,
+    available: String,
+}
+
 /// The answer for a season, given each funder's figures in the order to list them.
-fn season_json(season: &Season, now: Timestamp, funder_figures: &[(RegionCode, FunderFigures)]) -> Value {
+fn season_json(
+    season: &Season,
+    now: Timestamp,
+    funder_figures: &[(RegionCode, FunderFigures)],
+) -> SeasonAnswer {
     let yuan = |fen: i64| Fen::new(fen.max(0)).map(|f| f.to_string()).unwrap_or_default();
-    let funders: Vec<Value> = funder_figures
+    let funders = funder_figures
         .iter()
-        .map(|(funder, f)| {
-            json!({
-                "funder": funder,
-                "appropriated": yuan(f.appropriated),
-                "reserved": yuan(f.reserved),
-                "committed": yuan(f.outstanding),
-                "available": yuan(f.available),
-            })
+        .map(|(funder, f)| FunderAnswer {
+            funder: *funder,
+            appropriated: yuan(f.appropriated),
+            reserved: yuan(f.reserved),
+            committed: yuan(f.outstanding),
+            available: yuan(f.available),
         })
         .collect();
-    json!({
-        "id": season.id,
-        "name": season.name,
-        "province": season.province,
-        "status": season.status_at(now),
-        "starts_at": season.starts_at.to_string(),
-        "ends_at": season.ends_at.to_string(),
-        "per_citizen_cap": season.per_citizen_cap.map(|c| c.to_string()),
-        "per_citizen_monthly_cap": season.per_citizen_monthly_cap.map(|c| c.to_string()),
-        "allow_stacking": season.allow_stacking,
-        "refund_forfeits_voucher": season.refund_forfeits_voucher,
-        "merchant_redemption_limit": season.merchant_redemption_limit,
-        "subsidy_ceilings": season.subsidy_ceilings.iter()
-            .map(|(category, percent)| (category.to_string(), json!(percent)))
-            .collect::<serde_json::Map<_, _>>(),
-        "funders": funders,
-    })
+    SeasonAnswer {
+        id: season.id,
+        name: season.name.clone(),
+        province: season.province,
+        status: season.status_at(now),
+        starts_at: season.starts_at.to_string(),
+        ends_at: season.ends_at.to_string(),
+        per_citizen_cap: season.per_citizen_cap.map(|c| c.to_string()),
+        per_citizen_monthly_cap: season.per_citizen_monthly_cap.map(|c| c.to_string()),
+        allow_stacking: season.allow_stacking,
+        refund_forfeits_voucher: season.refund_forfeits_voucher,
+        merchant_redemption_limit: season.merchant_redemption_limit,
+        subsidy_ceilings: season
+            .subsidy_ceilings
+            .iter()
+            .map(|(c, percent)| (c.to_string(), percent))
+            .collect(),
+        funders,
+    }
+}
+
+/// A page of seasons; `next_after` is the cursor of the next page, null on the last.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SeasonPage {
+    seasons: Vec<SeasonAnswer>,
+    next_after: Option<Uuid>,
 }
 
 /// A page of `GET /v1/seasons`: 20 by default, at most 100 (each season's view reads its
@@ -314,13 +377,13 @@ const SEASONS_PAGE_DEFAULT: u32 = 20;
 const SEASONS_PAGE_MAX: u32 = 100;
 
 /// The seasons, latest start first, a page at a time.
-#[utoipa::path(get, path = "/v1/seasons",
+#[utoipa::path(get, operation_id = "list_seasons", path = "/v1/seasons",
     params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 100, default 20")),
-    responses((status = 200, description = "{\"seasons\": [...], \"next_after\"}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+    responses((status = 200, description = "a page of seasons, latest start first", body = SeasonPage), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn list_seasons(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SeasonPage>, ApiError> {
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(state.store().season(id).await?.ok_or_else(|| {
@@ -338,33 +401,34 @@ pub async fn list_seasons(
     for season in &page {
         seasons.push(season_view(state.store(), season, now).await?);
     }
-    Ok(Json(json!({ "seasons": seasons, "next_after": next_after })))
+    Ok(Json(SeasonPage { seasons, next_after }))
 }
 
-#[utoipa::path(get, path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts"), (status = 404, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "get_season", path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts", body = SeasonAnswer), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_season(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SeasonAnswer>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     Ok(Json(season_view(state.store(), &season, state.clock().now()).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct FundingLine {
     funder: String,
     share: u32,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DailyRelease {
+    #[schema(value_type = String, format = DateTime)]
     first_at: Timestamp,
     quantity: i64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct CreateBatch {
     name: String,
@@ -383,9 +447,12 @@ struct CreateBatch {
     stock: i64,
     per_citizen_limit: u32,
     valid_hours: u32,
+    #[schema(value_type = String, format = DateTime)]
     claim_opens_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
     claim_closes_at: Timestamp,
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Object>>)]
     releases: Option<Vec<Release>>,
     #[serde(default)]
     daily_release: Option<DailyRelease>,
@@ -401,7 +468,7 @@ struct CreateBatch {
     lottery: Option<LotteryRequest>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct LotteryRequest {
     seed_sha256: String,
@@ -561,7 +628,7 @@ fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), Api
     Ok(())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct DrawRequest {
     /// The seed whose SHA-256 the batch published.
@@ -574,8 +641,8 @@ struct DrawRequest {
 /// skipping a winner a per-person cap refuses. 409 `not_a_lottery`, `draw_too_early`,
 /// `already_drawn`, `season_closed`. Answers `{batch_id, seed, seed_sha256, entries, issued,
 /// drawn_at}`; the unissued stock goes back to the pool when the sweeper closes the batch.
-#[utoipa::path(post, path = "/v1/batches/{id}/draw", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
-    responses((status = 200, description = "the draw"), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "draw_lottery", request_body = DrawRequest, path = "/v1/batches/{id}/draw", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)),
+    responses((status = 200, description = "the draw", body = DrawAnswer), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn draw(
     State(state): State<AppState>,
     staff: Staff,
@@ -617,10 +684,16 @@ pub async fn draw(
     // Every voucher the draw gave, also those of an earlier attempt stopped part way (or of a
     // twin request running beside this one): a lottery batch's vouchers come from draws only.
     let issued = state.store().batch(batch.id).await?.map_or(0, |b| b.claimed_count);
-    let answer = json!({"batch_id": batch.id, "seed": request.seed, "seed_sha256": lottery.commitment_hex(),
-        "entries": entries, "issued": issued, "drawn_at": now.to_string()});
+    let answer = DrawAnswer {
+        batch_id: batch.id,
+        seed: request.seed.clone(),
+        seed_sha256: lottery.commitment_hex(),
+        entries,
+        issued,
+        drawn_at: now.to_string(),
+    };
     let record =
-        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 200, body: answer.to_string() };
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 200, body: answer_text(&answer)? };
     let recorded =
         state.store().record_draw(batch.id, &request.seed, now, &record).await.map_err(|e| match e {
             crate::storage::WriteError::Storage(error) => ApiError::from(error),
@@ -630,7 +703,7 @@ pub async fn draw(
         return drawn_already(&state, &record.scope, &record.key, &record.request_hash).await;
     }
     tracing::info!(batch = %batch.id, entries, issued, ranked_s, issued_s, "lottery drawn");
-    Ok(super::idempotency::json_response(200, answer.to_string()))
+    Ok(super::idempotency::json_response(200, record.body))
 }
 
 /// Reads a lottery batch's entries 10,000 a page and ranks each page on the blocking pool:
@@ -666,14 +739,15 @@ async fn rank_entries(
 /// A lottery batch's entrants, by citizen id, a page at a time (1,000 by default, at most
 /// 10,000): with the seed the draw reveals, anyone allowed to read them recomputes the draw.
 /// Staff of the batch's region (admins, finance, auditors); citizen ids, nothing else.
-#[utoipa::path(get, path = "/v1/batches/{id}/entries", security(("staff_key" = [])), params(("id" = Uuid, Path)),
-    responses((status = 200, description = "{entries: [citizen_id], next_after}"), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "list_lottery_entrants", path = "/v1/batches/{id}/entries", security(("staff_key" = [])),
+    params(("id" = Uuid, Path), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 10,000, default 1,000")),
+    responses((status = 200, description = "a page of entrants", body = EntrantsPage), (status = 409, body = super::error::ErrorBody, description = "not_a_lottery")))]
 pub async fn lottery_entrants(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(batch_id): ApiPath<Uuid>,
     ApiQuery(page): ApiQuery<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<EntrantsPage>, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
     let limit = page_limit(page.limit, 1_000, 10_000)?;
     let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
@@ -686,7 +760,27 @@ pub async fn lottery_entrants(
     }
     let mut entrants = state.store().lottery_entrants(batch.id, page.after, i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut entrants, limit).copied();
-    Ok(Json(json!({"entries": entrants, "next_after": next_after})))
+    Ok(Json(EntrantsPage { entries: entrants, next_after }))
+}
+
+/// A lottery's draw: the revealed seed, its published SHA-256, how many entered and how many
+/// vouchers the draw issued.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct DrawAnswer {
+    batch_id: Uuid,
+    seed: String,
+    seed_sha256: String,
+    entries: u64,
+    issued: i64,
+    #[schema(format = DateTime)]
+    drawn_at: String,
+}
+
+/// A page of a lottery batch's entrants (citizen ids); `next_after` is null on the last page.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct EntrantsPage {
+    entries: Vec<Uuid>,
+    next_after: Option<Uuid>,
 }
 
 /// The answer to a draw of a batch drawn already: the stored answer when a twin of this
@@ -739,7 +833,7 @@ fn draw_places(stock: i64) -> usize {
 }
 
 /// Creates a voucher batch and reserves its money (the issuer's admin).
-#[utoipa::path(post, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch"), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_batch", request_body = CreateBatch, path = "/v1/seasons/{id}/batches", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the batch", body = BatchAnswer), (status = 409, body = super::error::ErrorBody, description = "budget_exceeded"), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn create_batch(
     State(state): State<AppState>,
     staff: Staff,
@@ -803,68 +897,92 @@ pub async fn create_batch(
     let entry = reserve_entry(&batch).map_err(|e| invalid(ErrorCode::InvalidStock, e.to_string()))?;
     let view = batch_view(&batch, state.clock().now());
     let record =
-        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: view.to_string() };
+        IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_batch(&batch, &entry, &record).await;
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
-fn batch_view(batch: &Batch, now: Timestamp) -> Value {
-    let terms = crate::app::claims::voucher_json(
-        &crate::domain::season::Voucher {
-            id: Uuid::nil(),
-            batch_id: batch.id,
-            season_id: batch.season_id,
-            citizen_id: Uuid::nil(),
-            slot: 1,
-            status: crate::domain::season::VoucherStatus::Active,
-            value: batch.voucher_value(),
-            claimed_at: now,
-            expires_at: now,
-        },
-        batch,
-    );
-    let funding: Vec<Value> = batch.funding.iter().map(|(f, s)| json!({"funder": f, "share": s})).collect();
-    let categories: Vec<&str> = batch.categories.iter().map(|c| c.as_str()).collect();
-    let mut view = json!({
-        "id": batch.id,
-        "season_id": batch.season_id,
-        "name": batch.name,
-        "issuer": batch.issuer,
-        "stock": batch.stock,
-        "claimed": batch.claimed_count,
-        "returned": batch.returned_count,
-        "released": batch.released_at(now),
-        "remaining": batch.remaining_at(now),
-        "next_release_at": batch.next_release_after(now).map(|t| t.to_string()),
-        "per_citizen_limit": batch.per_citizen_limit,
-        "valid_hours": batch.valid_hours,
-        "claim_opens_at": batch.claim_opens_at.to_string(),
-        "claim_closes_at": batch.claim_closes_at.to_string(),
-        "categories": categories,
-        "funding": funding,
-        "points_price": batch.points_price,
-        "lottery": batch.lottery.as_ref().map(|l| json!({
-            "seed_sha256": l.commitment_hex(),
-            "drawn_at": l.drawn_at.map(|t| t.to_string()),
-        })),
-    });
-    for field in ["kind", "face_value", "percent", "cap", "step", "min_spend"] {
-        if let Some(value) = terms.get(field) {
-            view[field] = value.clone();
-        }
+/// A batch: its terms, stock and claims so far, release schedule, funding and lottery.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct BatchAnswer {
+    id: Uuid,
+    season_id: Uuid,
+    name: String,
+    #[schema(value_type = String)]
+    issuer: RegionCode,
+    stock: i64,
+    claimed: i64,
+    returned: i64,
+    released: i64,
+    remaining: i64,
+    #[schema(format = DateTime)]
+    next_release_at: Option<String>,
+    per_citizen_limit: u32,
+    valid_hours: u32,
+    #[schema(format = DateTime)]
+    claim_opens_at: String,
+    #[schema(format = DateTime)]
+    claim_closes_at: String,
+    categories: Vec<&'static str>,
+    funding: Vec<FundingAnswer>,
+    points_price: Option<i64>,
+    lottery: Option<LotteryAnswer>,
+    #[serde(flatten)]
+    terms: crate::app::claims::TermsAnswer,
+}
+
+/// A funder's share of a batch's subsidy, in percent.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FundingAnswer {
+    #[schema(value_type = String)]
+    funder: RegionCode,
+    share: u32,
+}
+
+/// A lottery batch's commitment, and when it was drawn.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct LotteryAnswer {
+    seed_sha256: String,
+    #[schema(format = DateTime)]
+    drawn_at: Option<String>,
+}
+
+fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
+    BatchAnswer {
+        id: batch.id,
+        season_id: batch.season_id,
+        name: batch.name.clone(),
+        issuer: batch.issuer,
+        stock: batch.stock,
+        claimed: batch.claimed_count,
+        returned: batch.returned_count,
+        released: batch.released_at(now),
+        remaining: batch.remaining_at(now),
+        next_release_at: batch.next_release_after(now).map(|t| t.to_string()),
+        per_citizen_limit: batch.per_citizen_limit,
+        valid_hours: batch.valid_hours,
+        claim_opens_at: batch.claim_opens_at.to_string(),
+        claim_closes_at: batch.claim_closes_at.to_string(),
+        categories: batch.categories.iter().map(|c| c.as_str()).collect(),
+        funding: batch.funding.iter().map(|(funder, share)| FundingAnswer { funder, share }).collect(),
+        points_price: batch.points_price,
+        lottery: batch.lottery.as_ref().map(|l| LotteryAnswer {
+            seed_sha256: l.commitment_hex(),
+            drawn_at: l.drawn_at.map(|t| t.to_string()),
+        }),
+        terms: crate::app::claims::TermsAnswer::of(batch),
     }
-    view
 }
 
 /// Open and upcoming batches of a season, with remaining stock and the next release.
-#[utoipa::path(get, path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release")))]
+#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release", body = Vec<BatchAnswer>)))]
 pub async fn list_batches(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Vec<BatchAnswer>>, ApiError> {
     load_season(state.store(), season_id).await?;
     let now = state.clock().now();
-    let batches: Vec<Value> = state
+    let batches = state
         .store()
         .season_batches(season_id)
         .await?
@@ -872,5 +990,5 @@ pub async fn list_batches(
         .filter(|b| b.claim_closes_at > now)
         .map(|b| batch_view(b, now))
         .collect();
-    Ok(Json(Value::Array(batches)))
+    Ok(Json(batches))
 }

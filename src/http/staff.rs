@@ -51,8 +51,8 @@ pub fn parse_scope(role: &str, region: &str) -> Result<StaffScope, ApiError> {
 }
 
 /// Mints a staff key (province_admin for its province and cities; city_admin for its city).
-#[utoipa::path(post, path = "/v1/staff/keys", security(("staff_key" = [])), request_body = CreateKeyRequest,
-    responses((status = 201, body = CreateKeyResponse), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "create_staff_key", path = "/v1/staff/keys", security(("staff_key" = [])), request_body = CreateKeyRequest,
+    responses((status = 201, body = CreateKeyResponse), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody), (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
 pub async fn create_key(
     State(state): State<AppState>,
     staff: Staff,
@@ -84,7 +84,7 @@ pub async fn create_key(
 }
 
 /// Who the presented key speaks for.
-#[utoipa::path(get, path = "/v1/staff/me", security(("staff_key" = [])), responses((status = 200, body = WhoAmI)))]
+#[utoipa::path(get, operation_id = "staff_me", path = "/v1/staff/me", security(("staff_key" = [])), responses((status = 200, body = WhoAmI)))]
 pub async fn me(staff: Staff) -> Json<WhoAmI> {
     Json(WhoAmI { role: staff.scope.role, region: staff.scope.region.to_string() })
 }

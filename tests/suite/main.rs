@@ -14,6 +14,7 @@ mod http_foundation;
 mod ledger;
 mod ledger_props;
 mod migrations;
+mod openapi;
 mod sessions;
 mod till;
 mod till_cli;
