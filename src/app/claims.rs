@@ -531,7 +531,7 @@ impl Writer {
         }
         let answer = match serde_json::to_string(&body) {
             Ok(body) => Answer { status: 201, body },
-            Err(_) => Answer::error(500, "internal", "internal error; it has been logged"),
+            Err(_) => Answer::error(500, ErrorCode::Internal, "internal error; it has been logged"),
         };
         let monthly = season.per_citizen_monthly_cap.is_some();
         let released = batch.released_at(now);

@@ -8,7 +8,6 @@ use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui_merchant_sdk::token::{QrToken, TokenKind};
 use wenhui_merchant_sdk::wire::{CardPayment, CardPaymentView, CardReversal, OrderBody, ReasonBody};

@@ -472,9 +472,9 @@ fn account_change_json(change: &AccountChange) -> AccountChangeAnswer {
         id: change.id,
         seq: change.seq,
         changed_at: change.changed_at.to_string(),
-        changed_by_key: change.changed_by,
+        changed_by_key: change.changed_by.as_uuid(),
         request_id: change.request.map(|(id, _)| id),
-        requested_by_key: change.request.map(|(_, by)| by),
+        requested_by_key: change.request.map(|(_, by)| by.as_uuid()),
         reason: change.reason.clone(),
         from: account_json(&change.from),
         to: account_json(&change.to),
@@ -484,7 +484,7 @@ fn account_change_json(change: &AccountChange) -> AccountChangeAnswer {
 fn account_request_json(request: &AccountRequest, now: Timestamp) -> AccountRequestAnswer {
     let decision = request.decision.as_ref().map(|d| DecisionAnswer {
         decided_at: d.decided_at.to_string(),
-        decided_by_key: d.decided_by,
+        decided_by_key: d.decided_by.as_uuid(),
         note: d.note.clone(),
     });
     AccountRequestAnswer {
@@ -492,7 +492,7 @@ fn account_request_json(request: &AccountRequest, now: Timestamp) -> AccountRequ
         seq: request.seq,
         status: request.status_at(now).as_str(),
         requested_at: request.requested_at.to_string(),
-        requested_by_key: request.requested_by,
+        requested_by_key: request.requested_by.as_uuid(),
         reason: request.reason.clone(),
         to: account_json(&request.to),
         expires_at: request.expires_at.to_string(),
