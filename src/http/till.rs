@@ -148,7 +148,7 @@ async fn check_nonce(state: &AppState, terminal_id: Uuid, nonce: String) -> Resu
 }
 
 /// The published QR verification keys (current and previous), for tills to verify offline.
-#[utoipa::path(get, path = "/v1/keys", operation_id = "get_keys",
+#[utoipa::path(get, path = "/v1/keys", operation_id = "list_qr_keys",
     responses((status = 200, body = KeyRing, description = "the current key and the previous one, if any"),
         (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn keys(State(state): State<AppState>) -> Result<Json<KeyRing>, ApiError> {
@@ -814,7 +814,10 @@ mod tests {
         for (path, method, id, body, success, answer) in operations {
             let op = &doc["paths"][path][method];
             assert_eq!(op["operationId"], id, "{path}");
-            assert_eq!(op["security"], serde_json::json!([{"terminal_signature": []}]), "{path}");
+            // The four signed headers, one apiKey scheme each, required together (`http::openapi`).
+            let signed = serde_json::json!([{"terminal_id": [], "terminal_nonce": [], "terminal_signature": [],
+                "terminal_timestamp": []}]);
+            assert_eq!(op["security"], signed, "{path}");
             let params = op["parameters"].as_array().cloned().unwrap_or_default();
             assert!(
                 params.iter().all(|p| !p["name"].as_str().unwrap_or_default().starts_with("Wenhui-")),
@@ -838,7 +841,7 @@ mod tests {
             assert!(doc["components"]["schemas"][answer].is_object(), "{answer} is in the document");
         }
         let keys = &doc["paths"]["/v1/keys"]["get"];
-        assert_eq!(keys["operationId"], "get_keys");
+        assert_eq!(keys["operationId"], "list_qr_keys");
         assert_eq!(
             keys["responses"]["200"]["content"]["application/json"]["schema"]["$ref"],
             "#/components/schemas/KeyRing"
@@ -853,7 +856,7 @@ mod tests {
             "redeem",
             "reverse_redemption",
             "get_redemption",
-            "get_keys",
+            "list_qr_keys",
             "pay_by_card",
             "get_card_payment",
             "reverse_card_payment",
