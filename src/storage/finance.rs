@@ -482,27 +482,27 @@ impl SqlStore {
     /// against a wrong number. Both ways: a counted group must have its counter, and
     /// a non-zero counter must have rows behind it.
     fn counter_checks(&self, season: &crate::domain::season::Season) -> Vec<(&'static str, String)> {
-        let text = |col: &str| self.backend.uuid_text_sql(col);
-        // The vouchers counted against the cap: live ones, and those the close expired
-        // (closing leaves the counter as it was; the season is over).
-        let held = "SELECT v.citizen_id, SUM(v.value_fen) AS held_fen FROM vouchers v \
-                    JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
-                    AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id";
-        let month = self.backend.cst_month_sql("v.claimed_at_us");
-        let held_by_month = format!(
-            "SELECT v.citizen_id, {month} AS period, SUM(v.value_fen) AS held_fen FROM vouchers v \
-             JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
-             AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id, {month}"
-        );
-        let live = "SELECT v.citizen_id, r.merchant_id, COUNT(*) AS live FROM redemptions r \
-                    JOIN vouchers v ON v.id = r.voucher_id WHERE r.season_id = $1 \
-                    AND r.reversed_at_us IS NULL GROUP BY v.citizen_id, r.merchant_id";
         // Only the season's own rules: the aggregates cost a pass over its vouchers
         // or redemptions, and a season without the rule never reads its counter.
-        let mut checks = Vec::new();
-        // Every redemption at a merchant of a capped category kept to the ceiling's
-        // share of its order (the basis the voucher applied to). Categories and
-        // percents are the season's own typed values, written into the SQL.
+        [
+            self.subsidy_ceiling_check(season),
+            season.per_citizen_cap.map(|_| self.season_total_check()),
+            season.per_citizen_monthly_cap.map(|_| self.month_total_check()),
+            season.merchant_redemption_limit.map(|_| self.merchant_count_check()),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// Every redemption at a merchant of a capped category kept to the ceiling's share of its
+    /// order (the basis the voucher applied to). Categories and percents are the season's own
+    /// typed values, written into the SQL.
+    fn subsidy_ceiling_check(
+        &self,
+        season: &crate::domain::season::Season,
+    ) -> Option<(&'static str, String)> {
+        let text = |col: &str| self.backend.uuid_text_sql(col);
         let over_ceiling: Vec<String> = season
             .subsidy_ceilings
             .iter()
@@ -512,64 +512,108 @@ impl SqlStore {
                 )
             })
             .collect();
-        if !over_ceiling.is_empty() {
-            checks.push(("redemption_over_subsidy_ceiling", format!(
+        if over_ceiling.is_empty() {
+            return None;
+        }
+        Some((
+            "redemption_over_subsidy_ceiling",
+            format!(
                 "SELECT 'redemption ' || {id} || ': ' || r.discount_fen || ' fen off ' || r.order_amount_fen \
-                 || ' fen at a ' || m.category FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
-                 WHERE r.season_id = $1 AND ({})",
-                over_ceiling.join(" OR "), id = text("r.id"))));
-        }
-        if season.per_citizen_cap.is_some() {
-            checks.push(("citizen_season_total_disagrees", format!(
+             || ' fen at a ' || m.category FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
+             WHERE r.season_id = $1 AND ({})",
+                over_ceiling.join(" OR "),
+                id = text("r.id")
+            ),
+        ))
+    }
+
+    /// A citizen's season counter equals the vouchers counted against the cap.
+    fn season_total_check(&self) -> (&'static str, String) {
+        let text = |col: &str| self.backend.uuid_text_sql(col);
+        // The vouchers counted against the cap: live ones, and those the close expired
+        // (closing leaves the counter as it was; the season is over).
+        let held = "SELECT v.citizen_id, SUM(v.value_fen) AS held_fen FROM vouchers v \
+                    JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
+                    AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id";
+        (
+            "citizen_season_total_disagrees",
+            format!(
                 "SELECT 'citizen ' || {citizen} || ': counter ' || COALESCE(t.claimed_fen, -1) || ' fen (cap ' \
-                 || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' || s.per_citizen_cap_fen || ')' \
-                 FROM ({held}) h JOIN seasons s ON s.id = $1 \
-                 LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id AND t.period = 0 \
-                 WHERE s.per_citizen_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL OR t.claimed_fen <> h.held_fen \
-                 OR t.cap_fen <> s.per_citizen_cap_fen) \
-                 UNION ALL \
-                 SELECT 'citizen ' || {counted} || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
-                 FROM citizen_season_totals t LEFT JOIN ({held}) h ON h.citizen_id = t.citizen_id \
-                 WHERE t.season_id = $1 AND t.period = 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
-                citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
-        }
-        if season.per_citizen_monthly_cap.is_some() {
-            checks.push(("citizen_month_total_disagrees", format!(
+             || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' || s.per_citizen_cap_fen || ')' \
+             FROM ({held}) h JOIN seasons s ON s.id = $1 \
+             LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id AND t.period = 0 \
+             WHERE s.per_citizen_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL OR t.claimed_fen <> h.held_fen \
+             OR t.cap_fen <> s.per_citizen_cap_fen) \
+             UNION ALL \
+             SELECT 'citizen ' || {counted} || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
+             FROM citizen_season_totals t LEFT JOIN ({held}) h ON h.citizen_id = t.citizen_id \
+             WHERE t.season_id = $1 AND t.period = 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
+                citizen = text("h.citizen_id"),
+                counted = text("t.citizen_id")
+            ),
+        )
+    }
+
+    /// A citizen's monthly counters equal the vouchers claimed in each month.
+    fn month_total_check(&self) -> (&'static str, String) {
+        let text = |col: &str| self.backend.uuid_text_sql(col);
+        let month = self.backend.cst_month_sql("v.claimed_at_us");
+        let held_by_month = format!(
+            "SELECT v.citizen_id, {month} AS period, SUM(v.value_fen) AS held_fen FROM vouchers v \
+             JOIN seasons s ON s.id = v.season_id WHERE v.season_id = $1 \
+             AND (v.status <> 'expired' OR v.expired_at_us = s.closed_at_us) GROUP BY v.citizen_id, {month}"
+        );
+        (
+            "citizen_month_total_disagrees",
+            format!(
                 "SELECT 'citizen ' || {citizen} || ' in ' || h.period || ': counter ' || COALESCE(t.claimed_fen, -1) \
-                 || ' fen (cap ' || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' \
-                 || s.per_citizen_monthly_cap_fen || ')' \
-                 FROM ({held_by_month}) h JOIN seasons s ON s.id = $1 \
-                 LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id \
-                 AND t.period = h.period \
-                 WHERE s.per_citizen_monthly_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL \
-                 OR t.claimed_fen <> h.held_fen OR t.cap_fen <> s.per_citizen_monthly_cap_fen) \
-                 UNION ALL \
-                 SELECT 'citizen ' || {counted} || ' in ' || t.period || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
-                 FROM citizen_season_totals t LEFT JOIN ({held_by_month}) h ON h.citizen_id = t.citizen_id \
-                 AND h.period = t.period \
-                 WHERE t.season_id = $1 AND t.period <> 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
-                citizen = text("h.citizen_id"), counted = text("t.citizen_id"))));
-        }
-        if season.merchant_redemption_limit.is_some() {
-            checks.push(("merchant_redemption_count_disagrees", format!(
+             || ' fen (cap ' || COALESCE(t.cap_fen, -1) || '), vouchers ' || h.held_fen || ' fen (cap ' \
+             || s.per_citizen_monthly_cap_fen || ')' \
+             FROM ({held_by_month}) h JOIN seasons s ON s.id = $1 \
+             LEFT JOIN citizen_season_totals t ON t.season_id = $1 AND t.citizen_id = h.citizen_id \
+             AND t.period = h.period \
+             WHERE s.per_citizen_monthly_cap_fen IS NOT NULL AND (t.claimed_fen IS NULL \
+             OR t.claimed_fen <> h.held_fen OR t.cap_fen <> s.per_citizen_monthly_cap_fen) \
+             UNION ALL \
+             SELECT 'citizen ' || {counted} || ' in ' || t.period || ': counter ' || t.claimed_fen || ' fen, no vouchers' \
+             FROM citizen_season_totals t LEFT JOIN ({held_by_month}) h ON h.citizen_id = t.citizen_id \
+             AND h.period = t.period \
+             WHERE t.season_id = $1 AND t.period <> 0 AND t.claimed_fen <> 0 AND h.held_fen IS NULL",
+                citizen = text("h.citizen_id"),
+                counted = text("t.citizen_id")
+            ),
+        )
+    }
+
+    /// A citizen's count at a merchant equals the live redemptions there.
+    fn merchant_count_check(&self) -> (&'static str, String) {
+        let text = |col: &str| self.backend.uuid_text_sql(col);
+        let live = "SELECT v.citizen_id, r.merchant_id, COUNT(*) AS live FROM redemptions r \
+                    JOIN vouchers v ON v.id = r.voucher_id WHERE r.season_id = $1 \
+                    AND r.reversed_at_us IS NULL GROUP BY v.citizen_id, r.merchant_id";
+        (
+            "merchant_redemption_count_disagrees",
+            format!(
                 "SELECT 'citizen ' || {citizen} || ' at merchant ' || {merchant} || ': counter ' \
-                 || COALESCE(c.live_count, -1) || ' (limit ' || COALESCE(c.limit_count, -1) || '), live redemptions ' \
-                 || l.live || ' (limit ' || s.merchant_redemption_limit || ')' \
-                 FROM ({live}) l JOIN seasons s ON s.id = $1 \
-                 LEFT JOIN merchant_redemption_counts c ON c.season_id = $1 AND c.citizen_id = l.citizen_id \
-                 AND c.merchant_id = l.merchant_id \
-                 WHERE s.merchant_redemption_limit IS NOT NULL AND (c.live_count IS NULL OR c.live_count <> l.live \
-                 OR c.limit_count <> s.merchant_redemption_limit) \
-                 UNION ALL \
-                 SELECT 'citizen ' || {counted} || ' at merchant ' || {counted_at} || ': counter ' || c.live_count \
-                 || ', no live redemptions' \
-                 FROM merchant_redemption_counts c LEFT JOIN ({live}) l ON l.citizen_id = c.citizen_id \
-                 AND l.merchant_id = c.merchant_id \
-                 WHERE c.season_id = $1 AND c.live_count <> 0 AND l.live IS NULL",
-                citizen = text("l.citizen_id"), merchant = text("l.merchant_id"),
-                counted = text("c.citizen_id"), counted_at = text("c.merchant_id"))));
-        }
-        checks
+             || COALESCE(c.live_count, -1) || ' (limit ' || COALESCE(c.limit_count, -1) || '), live redemptions ' \
+             || l.live || ' (limit ' || s.merchant_redemption_limit || ')' \
+             FROM ({live}) l JOIN seasons s ON s.id = $1 \
+             LEFT JOIN merchant_redemption_counts c ON c.season_id = $1 AND c.citizen_id = l.citizen_id \
+             AND c.merchant_id = l.merchant_id \
+             WHERE s.merchant_redemption_limit IS NOT NULL AND (c.live_count IS NULL OR c.live_count <> l.live \
+             OR c.limit_count <> s.merchant_redemption_limit) \
+             UNION ALL \
+             SELECT 'citizen ' || {counted} || ' at merchant ' || {counted_at} || ': counter ' || c.live_count \
+             || ', no live redemptions' \
+             FROM merchant_redemption_counts c LEFT JOIN ({live}) l ON l.citizen_id = c.citizen_id \
+             AND l.merchant_id = c.merchant_id \
+             WHERE c.season_id = $1 AND c.live_count <> 0 AND l.live IS NULL",
+                citizen = text("l.citizen_id"),
+                merchant = text("l.merchant_id"),
+                counted = text("c.citizen_id"),
+                counted_at = text("c.merchant_id")
+            ),
+        )
     }
 
     async fn count_breaks(
