@@ -889,66 +889,9 @@ impl TillStore for SqlStore {
             query_as(sql).bind(r.redemption_id).fetch_optional(&mut tx).await?;
         let _gate = self.gate_after_rows(held).await;
         self.lock_head(&mut tx).await?;
-        if Self::answer_exists(&mut tx, &r.answer).await? {
-            return Err(WriteError::IdempotencyTaken);
-        }
-        let Some((reversed_at_us, settled_at_us, season_id)) = row else {
-            return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed)));
-        };
-        let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
-            .bind(season_id)
-            .fetch_optional(&mut tx)
-            .await?;
-        match (reversed_at_us, settled_at_us, closed) {
-            (_, _, Some((Some(_),))) => {
-                return Err(WriteError::Refused(Refusal::Code(ErrorCode::SeasonClosed)));
-            }
-            (None, None, Some((None,))) => {}
-            (_, Some(_), _) => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadySettled))),
-            _ => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed))),
-        }
-        // The entry was planned for the batch as it was then (open or closed).
-        if r.voucher_status == "expired"
-            && Self::reserve_returned_in(&mut tx, r.batch_id).await? != r.reserve_returned
-        {
-            return Err(WriteError::Refused(Refusal::BatchClosedMeanwhile));
-        }
+        let season_id = Self::reversible(&mut tx, r, row).await?;
         self.insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
-        query(
-            "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
-        )
-        .bind(r.at.unix_us())
-        .bind(r.reversal_id)
-        .bind(r.reason.clone())
-        .bind(r.redemption_id)
-        .execute(&mut tx)
-        .await?;
-        let expired_at = (r.voucher_status == "expired").then_some(r.at.unix_us());
-        query("UPDATE vouchers SET status = $1, expired_at_us = $2 WHERE id = $3 AND status = 'redeemed'")
-            .bind(r.voucher_status)
-            .bind(expired_at)
-            .bind(r.voucher_id)
-            .execute(&mut tx)
-            .await?;
-        if r.voucher_status == "expired" {
-            query("UPDATE batches SET returned_count = returned_count + 1 WHERE id = $1")
-                .bind(r.batch_id)
-                .execute(&mut tx)
-                .await?;
-        }
-        Self::apply_season_totals(&mut tx, &r.season_totals).await?;
-        // The reversal frees its place under the season's per-merchant limit (no row
-        // when the season has none).
-        query(
-            "UPDATE merchant_redemption_counts SET live_count = live_count - 1 WHERE season_id = $1 \
-             AND citizen_id = (SELECT citizen_id FROM vouchers WHERE id = $2) \
-             AND merchant_id = (SELECT merchant_id FROM redemptions WHERE id = $3)",
-        )
-        .bind(season_id)
-        .bind(r.voucher_id)
-        .bind(r.redemption_id)
-        .execute(&mut tx)
-        .await?;
+        Self::mark_reversed(&mut tx, r, season_id).await?;
         let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
         tx.commit().await?;
         self.accounts.extend(opened);
@@ -961,6 +904,85 @@ impl TillStore for SqlStore {
         let mut tx = self.begin_write().await?;
         self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
         tx.commit().await?;
+        Ok(())
+    }
+}
+
+impl SqlStore {
+    /// Whether the redemption (its row as locked: reversed, settled, season) may be reversed
+    /// now: not answered already, not reversed or settled, its season open, and, for a voucher
+    /// that expires on reversal, its batch's reserve as the entry was planned. Its season.
+    async fn reversible(
+        tx: &mut Tx,
+        r: &NewReversal,
+        row: Option<(Option<i64>, Option<i64>, Uuid)>,
+    ) -> Result<Uuid, WriteError> {
+        if Self::answer_exists(tx, &r.answer).await? {
+            return Err(WriteError::IdempotencyTaken);
+        }
+        let Some((reversed_at_us, settled_at_us, season_id)) = row else {
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed)));
+        };
+        let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
+            .bind(season_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        match (reversed_at_us, settled_at_us, closed) {
+            (_, _, Some((Some(_),))) => {
+                return Err(WriteError::Refused(Refusal::Code(ErrorCode::SeasonClosed)));
+            }
+            (None, None, Some((None,))) => {}
+            (_, Some(_), _) => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadySettled))),
+            _ => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed))),
+        }
+        // The entry was planned for the batch as it was then (open or closed).
+        if r.voucher_status == "expired"
+            && Self::reserve_returned_in(tx, r.batch_id).await? != r.reserve_returned
+        {
+            return Err(WriteError::Refused(Refusal::BatchClosedMeanwhile));
+        }
+        Ok(season_id)
+    }
+
+    /// Marks the redemption reversed and its voucher as the reversal leaves it, and gives back
+    /// what the redemption counted: the batch's stock when the voucher expires, the caps, and
+    /// its place under the per-merchant limit.
+    async fn mark_reversed(tx: &mut Tx, r: &NewReversal, season_id: Uuid) -> Result<(), WriteError> {
+        query(
+            "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
+        )
+        .bind(r.at.unix_us())
+        .bind(r.reversal_id)
+        .bind(r.reason.clone())
+        .bind(r.redemption_id)
+        .execute(&mut *tx)
+        .await?;
+        let expired_at = (r.voucher_status == "expired").then_some(r.at.unix_us());
+        query("UPDATE vouchers SET status = $1, expired_at_us = $2 WHERE id = $3 AND status = 'redeemed'")
+            .bind(r.voucher_status)
+            .bind(expired_at)
+            .bind(r.voucher_id)
+            .execute(&mut *tx)
+            .await?;
+        if r.voucher_status == "expired" {
+            query("UPDATE batches SET returned_count = returned_count + 1 WHERE id = $1")
+                .bind(r.batch_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Self::apply_season_totals(tx, &r.season_totals).await?;
+        // The reversal frees its place under the season's per-merchant limit (no row
+        // when the season has none).
+        query(
+            "UPDATE merchant_redemption_counts SET live_count = live_count - 1 WHERE season_id = $1 \
+             AND citizen_id = (SELECT citizen_id FROM vouchers WHERE id = $2) \
+             AND merchant_id = (SELECT merchant_id FROM redemptions WHERE id = $3)",
+        )
+        .bind(season_id)
+        .bind(r.voucher_id)
+        .bind(r.redemption_id)
+        .execute(&mut *tx)
+        .await?;
         Ok(())
     }
 }
