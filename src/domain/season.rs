@@ -527,7 +527,20 @@ mod tests {
     #[test]
     fn a_voucher_counts_toward_the_season_and_its_claim_month() {
         let fen = |n: i64| Fen::new(n).expect("fen");
-        let mut season = Season {
+        let mut season = bare_season();
+        // 2026-11-30T16:30:00Z is 2026-12-01 00:30 in CST: December's.
+        let at = Timestamp::parse_rfc3339("2026-11-30T16:30:00Z").expect("time");
+        assert!(season.capped_periods(at).is_empty());
+        season.per_citizen_cap = Some(fen(50_000));
+        season.per_citizen_monthly_cap = Some(fen(10_000));
+        assert_eq!(season.capped_periods(at), [(SEASON_PERIOD, fen(50_000)), (202612, fen(10_000))]);
+        let before = Timestamp::parse_rfc3339("2026-11-30T15:59:59Z").expect("time");
+        assert_eq!(season.capped_periods(before)[1], (202611, fen(10_000)));
+    }
+
+    /// A season of province 370000 with no caps, limits or stacking.
+    fn bare_season() -> Season {
+        Season {
             id: Uuid::nil(),
             name: "s".into(),
             province: "370000".parse().expect("region"),
@@ -540,35 +553,14 @@ mod tests {
             merchant_redemption_limit: None,
             subsidy_ceilings: SubsidyCeilings::default(),
             closed_at: None,
-        };
-        // 2026-11-30T16:30:00Z is 2026-12-01 00:30 in CST: December's.
-        let at = Timestamp::parse_rfc3339("2026-11-30T16:30:00Z").expect("time");
-        assert!(season.capped_periods(at).is_empty());
-        season.per_citizen_cap = Some(fen(50_000));
-        season.per_citizen_monthly_cap = Some(fen(10_000));
-        assert_eq!(season.capped_periods(at), [(SEASON_PERIOD, fen(50_000)), (202612, fen(10_000))]);
-        let before = Timestamp::parse_rfc3339("2026-11-30T15:59:59Z").expect("time");
-        assert_eq!(season.capped_periods(before)[1], (202611, fen(10_000)));
+        }
     }
 
     #[test]
     fn an_order_takes_one_slot_or_one_per_level_when_stacking() {
         let province: RegionCode = "370000".parse().expect("region");
         let city: RegionCode = "370200".parse().expect("region");
-        let mut season = Season {
-            id: Uuid::nil(),
-            name: "s".into(),
-            province,
-            starts_at: Timestamp::from_unix_us(0),
-            ends_at: Timestamp::from_unix_us(1),
-            per_citizen_cap: None,
-            per_citizen_monthly_cap: None,
-            allow_stacking: false,
-            refund_forfeits_voucher: false,
-            merchant_redemption_limit: None,
-            subsidy_ceilings: SubsidyCeilings::default(),
-            closed_at: None,
-        };
+        let mut season = bare_season();
         let mut batch = Batch {
             id: Uuid::nil(),
             season_id: Uuid::nil(),
