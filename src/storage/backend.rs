@@ -157,6 +157,18 @@ impl SqlStore {
         }
     }
 
+    /// Commits `tx`, then caches the accounts it opened: only committed accounts enter the
+    /// cache (a rolled-back account id would name another account later).
+    pub(crate) async fn commit_and_cache(
+        &self,
+        tx: Tx,
+        opened: std::collections::HashMap<String, super::ledger::KnownAccount>,
+    ) -> Result<(), sqlx::Error> {
+        tx.commit().await?;
+        self.accounts.extend(opened);
+        Ok(())
+    }
+
     pub(crate) async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         self.backend.begin_write().await
     }

@@ -665,8 +665,7 @@ impl CardStore for SqlStore {
             Some(entry) => self.post_in(&mut tx, std::slice::from_ref(&entry)).await?,
             None => HashMap::new(),
         };
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(answer)
     }
 
@@ -728,8 +727,7 @@ impl CardStore for SqlStore {
             Some(entry) => self.post_in(&mut tx, std::slice::from_ref(&entry)).await?,
             None => HashMap::new(),
         };
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(answer)
     }
 
@@ -778,8 +776,7 @@ impl CardStore for SqlStore {
         for chunk in entries.chunks(crate::domain::ledger::MAX_ENTRIES_PER_BATCH) {
             opened.extend(self.post_in(&mut tx, chunk).await?);
         }
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 

@@ -807,8 +807,7 @@ impl FinanceStore for SqlStore {
             .collect();
         let _gate = self.gate_after_rows(held).await;
         let opened = self.post_in(&mut tx, &entries).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(lines.len())
     }
 
@@ -937,8 +936,7 @@ impl FinanceStore for SqlStore {
             .collect();
         self.insert_answers(&mut tx, std::slice::from_ref(answer)).await?;
         let opened = self.post_in(&mut tx, &entries).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 
@@ -991,8 +989,7 @@ impl FinanceStore for SqlStore {
         let balances = Self::batch_balances_in(&mut tx, season_id).await?;
         let entries = crate::domain::finance::season_close_entries(season_id, &balances);
         let opened = self.post_in(&mut tx, &entries).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(at)
     }
 

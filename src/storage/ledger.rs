@@ -461,8 +461,7 @@ impl LedgerStore for SqlStore {
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
         let (receipts, opened) = self.append(&mut tx, entries).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(receipts)
     }
 

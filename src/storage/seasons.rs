@@ -454,8 +454,7 @@ impl SeasonStore for SqlStore {
                 .await?;
         }
         let opened = self.post_in(&mut tx, entries).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 
@@ -480,8 +479,7 @@ impl SeasonStore for SqlStore {
             .execute(&mut tx)
             .await?;
         let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 
@@ -579,8 +577,7 @@ impl SeasonStore for SqlStore {
         .execute(&mut tx)
         .await?;
         let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 
@@ -892,8 +889,7 @@ impl SeasonStore for SqlStore {
         self.insert_vouchers(&mut tx, &commit.vouchers).await?;
         Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
         let opened = self.post_in(&mut tx, &commit.entries).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 
@@ -947,8 +943,7 @@ impl SeasonStore for SqlStore {
             }
         }
         let opened = self.post_in(&mut tx, &commit.entries).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 
@@ -1013,8 +1008,7 @@ impl SeasonStore for SqlStore {
             Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,
             None => HashMap::new(),
         };
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 }

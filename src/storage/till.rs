@@ -863,8 +863,7 @@ impl TillStore for SqlStore {
             Self::count_merchant_redemptions(&mut tx, &accepted).await?;
             let entries: Vec<NewEntry> = accepted.iter().map(|r| r.entry.clone()).collect();
             let opened = self.post_in(&mut tx, &entries).await?;
-            tx.commit().await?;
-            self.accounts.extend(opened);
+            self.commit_and_cache(tx, opened).await?;
         } else {
             tx.commit().await?;
         }
@@ -893,8 +892,7 @@ impl TillStore for SqlStore {
         self.insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
         Self::mark_reversed(&mut tx, r, season_id).await?;
         let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
-        tx.commit().await?;
-        self.accounts.extend(opened);
+        self.commit_and_cache(tx, opened).await?;
         Ok(())
     }
 
