@@ -10,6 +10,7 @@ mod cli;
 mod crash;
 mod finance;
 mod finance_props;
+mod hardening;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
