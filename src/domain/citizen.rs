@@ -155,6 +155,12 @@ impl IdNumber {
         &self.text
     }
 
+    /// The citizen's home region: the city (or, for `xx00`, the province) of the first four
+    /// digits, which the masked form keeps too ([`home_region_of_masked`]).
+    pub fn home_region(&self) -> Option<RegionCode> {
+        home_region_of_masked(&self.masked())
+    }
+
     /// The first four and last four characters, ten asterisks between: `3702**********123X`.
     pub fn masked(&self) -> String {
         let head: String = self.text.chars().take(4).collect();
@@ -330,6 +336,13 @@ impl fmt::Debug for CitizenName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_tuple("CitizenName").field(&self.masked()).finish()
     }
+}
+
+/// The home region of a citizen from the stored masked ID number (`3702**********123X`): its
+/// first four digits and `00`, a city, or the province when the city digits are `00`.
+pub fn home_region_of_masked(masked: &str) -> Option<RegionCode> {
+    let head = masked.get(..4).filter(|h| h.bytes().all(|b| b.is_ascii_digit()))?;
+    format!("{head}00").parse().ok()
 }
 
 #[cfg(test)]

@@ -281,3 +281,9 @@ mod tests {
         );
     }
 }
+
+impl From<crate::domain::access::Denied> for ApiError {
+    fn from(denied: crate::domain::access::Denied) -> ApiError {
+        ApiError::forbidden(denied.0)
+    }
+}
