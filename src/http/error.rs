@@ -227,6 +227,12 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+impl From<crate::domain::access::Denied> for ApiError {
+    fn from(denied: crate::domain::access::Denied) -> ApiError {
+        ApiError::forbidden(denied.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::withhold_values;
@@ -279,11 +285,5 @@ mod tests {
             withhold_values(twice),
             "a: invalid type: integer, expected x; b: invalid type: integer, expected y"
         );
-    }
-}
-
-impl From<crate::domain::access::Denied> for ApiError {
-    fn from(denied: crate::domain::access::Denied) -> ApiError {
-        ApiError::forbidden(denied.0)
     }
 }

@@ -161,12 +161,18 @@ async fn put(s: &Script, path: &str, key: &str, body: Value) -> (u16, Value) {
     read(app.client.put(app.url(path)).bearer_auth(key).json(&body).send().await.expect("send")).await
 }
 
+type Request = (&'static str, String, Option<Value>);
+
 /// The request an operation makes: method, path, body (JSON unless the path is the journal's).
-fn request(op: &str, seed: &Seed) -> (&'static str, String, Option<Value>) {
-    let (season, settlement, merchant) = (&seed.season, &seed.settlement, &seed.merchant);
+fn request(op: &str, seed: &Seed) -> Request {
+    season_request(op, seed).unwrap_or_else(|| other_request(op, seed))
+}
+
+/// The requests about the season, its money and its batches.
+fn season_request(op: &str, seed: &Seed) -> Option<Request> {
+    let (season, settlement) = (&seed.season, &seed.settlement);
     let now = seed.s.now;
-    let account = || json!({"bank": "农业银行", "account_no": "6222000055556666", "account_name": "某书店", "reason": "再换"});
-    match op {
+    Some(match op {
         "season_report" => ("GET", format!("/v1/seasons/{season}/report"), None),
         "reconcile_season" => ("GET", format!("/v1/seasons/{season}/reconciliation"), None),
         "list_season_settlements" => ("GET", format!("/v1/seasons/{season}/settlements"), None),
@@ -201,6 +207,15 @@ fn request(op: &str, seed: &Seed) -> (&'static str, String, Option<Value>) {
         }
         "draw_lottery" => ("POST", format!("/v1/batches/{}/draw", seed.lottery), Some(json!({"seed": "x"}))),
         "list_lottery_entrants" => ("GET", format!("/v1/batches/{}/entries", seed.lottery), None),
+        _ => return None,
+    })
+}
+
+/// The requests about the merchant, the citizen, keys and the ledger.
+fn other_request(op: &str, seed: &Seed) -> Request {
+    let (season, merchant) = (&seed.season, &seed.merchant);
+    let account = || json!({"bank": "农业银行", "account_no": "6222000055556666", "account_name": "某书店", "reason": "再换"});
+    match op {
         "list_merchants" => ("GET", "/v1/merchants?city=370200".into(), None),
         "create_merchant" => {
             let body = json!({"name": "矩阵店", "credit_code": crate::till::credit_code(901), "category": "bookstore",
