@@ -350,6 +350,15 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn the_home_region_is_the_city_of_the_first_four_digits() {
+        let id = IdNumber::parse(&synthetic_id_number("370202", "19900101", 1)).expect("valid");
+        assert_eq!(id.home_region(), "370200".parse().ok());
+        assert_eq!(home_region_of_masked("1100**********123X"), "110000".parse().ok());
+        assert_eq!(home_region_of_masked("99**"), None);
+        assert_eq!(home_region_of_masked(""), None);
+    }
+
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).expect("valid date")
     }
