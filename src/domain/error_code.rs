@@ -34,6 +34,8 @@ pub enum ErrorCode {
     CardPaymentNotFound,
     ChangePending,
     CitizenNotFound,
+    CodeFormat,
+    CodeLocked,
     Conflict,
     CreditCodeCheck,
     CreditCodeFormat,
@@ -57,6 +59,7 @@ pub enum ErrorCode {
     InvalidAccount,
     InvalidAmount,
     InvalidBody,
+    InvalidCode,
     InvalidBudgets,
     InvalidCategory,
     InvalidCursor,
@@ -123,6 +126,7 @@ pub enum ErrorCode {
     PointsExpired,
     PointsPriceMismatch,
     PointsRefused,
+    ProviderUnavailable,
     QrExpired,
     QrInvalid,
     QrReplayed,
@@ -186,6 +190,8 @@ impl ErrorCode {
         ErrorCode::CardPaymentNotFound,
         ErrorCode::ChangePending,
         ErrorCode::CitizenNotFound,
+        ErrorCode::CodeFormat,
+        ErrorCode::CodeLocked,
         ErrorCode::Conflict,
         ErrorCode::CreditCodeCheck,
         ErrorCode::CreditCodeFormat,
@@ -209,6 +215,7 @@ impl ErrorCode {
         ErrorCode::InvalidAccount,
         ErrorCode::InvalidAmount,
         ErrorCode::InvalidBody,
+        ErrorCode::InvalidCode,
         ErrorCode::InvalidBudgets,
         ErrorCode::InvalidCategory,
         ErrorCode::InvalidCursor,
@@ -275,6 +282,7 @@ impl ErrorCode {
         ErrorCode::PointsExpired,
         ErrorCode::PointsPriceMismatch,
         ErrorCode::PointsRefused,
+        ErrorCode::ProviderUnavailable,
         ErrorCode::QrExpired,
         ErrorCode::QrInvalid,
         ErrorCode::QrReplayed,
@@ -338,6 +346,8 @@ impl ErrorCode {
             ErrorCode::CardPaymentNotFound => "card_payment_not_found",
             ErrorCode::ChangePending => "change_pending",
             ErrorCode::CitizenNotFound => "citizen_not_found",
+            ErrorCode::CodeFormat => "code_format",
+            ErrorCode::CodeLocked => "code_locked",
             ErrorCode::Conflict => "conflict",
             ErrorCode::CreditCodeCheck => "credit_code_check",
             ErrorCode::CreditCodeFormat => "credit_code_format",
@@ -361,6 +371,7 @@ impl ErrorCode {
             ErrorCode::InvalidAccount => "invalid_account",
             ErrorCode::InvalidAmount => "invalid_amount",
             ErrorCode::InvalidBody => "invalid_body",
+            ErrorCode::InvalidCode => "invalid_code",
             ErrorCode::InvalidBudgets => "invalid_budgets",
             ErrorCode::InvalidCategory => "invalid_category",
             ErrorCode::InvalidCursor => "invalid_cursor",
@@ -427,6 +438,7 @@ impl ErrorCode {
             ErrorCode::PointsExpired => "points_expired",
             ErrorCode::PointsPriceMismatch => "points_price_mismatch",
             ErrorCode::PointsRefused => "points_refused",
+            ErrorCode::ProviderUnavailable => "provider_unavailable",
             ErrorCode::QrExpired => "qr_expired",
             ErrorCode::QrInvalid => "qr_invalid",
             ErrorCode::QrReplayed => "qr_replayed",
@@ -506,6 +518,8 @@ mod tests {
             | ErrorCode::CardPaymentNotFound
             | ErrorCode::ChangePending
             | ErrorCode::CitizenNotFound
+            | ErrorCode::CodeFormat
+            | ErrorCode::CodeLocked
             | ErrorCode::Conflict
             | ErrorCode::CreditCodeCheck
             | ErrorCode::CreditCodeFormat
@@ -529,6 +543,7 @@ mod tests {
             | ErrorCode::InvalidAccount
             | ErrorCode::InvalidAmount
             | ErrorCode::InvalidBody
+            | ErrorCode::InvalidCode
             | ErrorCode::InvalidBudgets
             | ErrorCode::InvalidCategory
             | ErrorCode::InvalidCursor
@@ -595,6 +610,7 @@ mod tests {
             | ErrorCode::PointsExpired
             | ErrorCode::PointsPriceMismatch
             | ErrorCode::PointsRefused
+            | ErrorCode::ProviderUnavailable
             | ErrorCode::QrExpired
             | ErrorCode::QrInvalid
             | ErrorCode::QrReplayed

@@ -7,6 +7,7 @@ mod architecture;
 mod card;
 mod claims;
 mod cli;
+mod codes;
 mod crash;
 mod finance;
 mod finance_props;
