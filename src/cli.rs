@@ -142,7 +142,12 @@ pub struct ProviderArgs {
 }
 
 impl ProviderArgs {
-    fn http(&self, what: &str, url: Option<&String>, secret: Option<&PathBuf>) -> anyhow::Result<HttpProviderConfig> {
+    fn http(
+        &self,
+        what: &str,
+        url: Option<&String>,
+        secret: Option<&PathBuf>,
+    ) -> anyhow::Result<HttpProviderConfig> {
         let url = url.with_context(|| format!("--{what}-provider http needs --{what}-url"))?;
         let secret = secret.with_context(|| format!("--{what}-provider http needs --{what}-secret-file"))?;
         let timeout = Duration::from_millis(self.provider_timeout_ms);
@@ -156,7 +161,8 @@ impl ProviderArgs {
             config.sms_sender = Arc::new(HttpSms::new(http)?);
         }
         if self.identity_provider == ProviderKind::Http {
-            let http = self.http("identity", self.identity_url.as_ref(), self.identity_secret_file.as_ref())?;
+            let http =
+                self.http("identity", self.identity_url.as_ref(), self.identity_secret_file.as_ref())?;
             config.identity_verifier = Arc::new(HttpIdentityVerifier::new(http)?);
         }
         Ok(())
@@ -242,7 +248,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             providers,
         } => {
             let mut config = ServeConfig::new(url, *listen, cli.data_dir.clone());
-            config.production = *production || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production");
+            config.production =
+                *production || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production");
             providers.apply(&mut config)?;
             config.ledger_key_path = ledger_key.clone();
             config.checkpoint_interval = Duration::from_secs(*checkpoint_interval_s);

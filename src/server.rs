@@ -13,9 +13,9 @@ use tokio::task::JoinHandle;
 
 use crate::app::audit;
 use crate::app::citizens::{self, Citizens};
+use crate::app::claims::ClaimWriter;
 use crate::app::codes::Codes;
 use crate::app::providers::{DevIdentityVerifier, DevSms, IdentityVerifier, SmsSender};
-use crate::app::claims::ClaimWriter;
 use crate::app::signing::{self, SigningKey};
 use crate::domain::one_time_code::CodePolicy;
 use crate::domain::time::{Clock, SystemClock};
@@ -133,7 +133,8 @@ impl RunningServer {
 fn check_providers(config: &ServeConfig) -> anyhow::Result<()> {
     let mut development = Vec::new();
     if config.sms_sender.is_development() {
-        development.push("--sms-provider dev (codes are kept in memory and shown at /v1/dev/sms, never sent)");
+        development
+            .push("--sms-provider dev (codes are kept in memory and shown at /v1/dev/sms, never sent)");
     }
     if config.identity_verifier.is_development() {
         development.push("--identity-provider dev (any well-formed identity passes the real-name check)");
@@ -156,8 +157,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let store = open_store_with_clock(&config.database_url, &config.data_dir, config.clock.clone()).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
     let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
-    let codes =
-        Codes::new(store.clone(), config.clock.clone(), &secret, config.sms_sender.clone(), config.code_policy);
+    let codes = Codes::new(
+        store.clone(),
+        config.clock.clone(),
+        &secret,
+        config.sms_sender.clone(),
+        config.code_policy,
+    );
     let verifier = config.identity_verifier.clone();
     let citizens = Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, verifier, codes));
     let revocations =

@@ -69,7 +69,12 @@ pub struct DevIdentityVerifier;
 
 #[async_trait]
 impl IdentityVerifier for DevIdentityVerifier {
-    async fn verify_registration(&self, _: &CitizenName, _: &IdNumber, _: &Phone) -> Result<(), ProviderError> {
+    async fn verify_registration(
+        &self,
+        _: &CitizenName,
+        _: &IdNumber,
+        _: &Phone,
+    ) -> Result<(), ProviderError> {
         Ok(())
     }
 

@@ -141,7 +141,9 @@ pub enum IssueRefusal {
 impl IssueRefusal {
     pub fn retry_after_s(self) -> i64 {
         match self {
-            IssueRefusal::TooSoon { retry_after_s } | IssueRefusal::DailyCap { retry_after_s } => retry_after_s,
+            IssueRefusal::TooSoon { retry_after_s } | IssueRefusal::DailyCap { retry_after_s } => {
+                retry_after_s
+            }
         }
     }
 }

@@ -18,8 +18,8 @@ use crate::app::citizens::CitizenError;
 use crate::app::codes::CodeError;
 use crate::app::providers::SentCode;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
-use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
 use crate::domain::staff::Role;
 
 /// An authenticated citizen (Authorization: Bearer <token>).
@@ -172,7 +172,8 @@ pub async fn send_code(
 ) -> Result<(StatusCode, Json<CodeSentResponse>), ApiError> {
     let phone = Phone::parse(&request.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let sent = state.citizens().codes().send(&phone, request.purpose).await.map_err(code_error)?;
-    let body = CodeSentResponse { expires_at: sent.expires_at.to_string(), resend_after_s: sent.resend_after_s };
+    let body =
+        CodeSentResponse { expires_at: sent.expires_at.to_string(), resend_after_s: sent.resend_after_s };
     Ok((StatusCode::ACCEPTED, Json(body)))
 }
 

@@ -30,22 +30,24 @@ both_backends!(
 
 const SECRET: &[u8] = b"a secret shared with the provider";
 
+/// How a fake provider answers a signed call: a status and a JSON body.
+type Answerer = Arc<dyn Fn(&Value) -> (u16, Value) + Send + Sync>;
+
 /// A provider's side: checks each call's signature and keeps the bodies of the signed ones.
 #[derive(Clone)]
 struct FakeProvider {
     calls: Arc<Mutex<Vec<Value>>>,
     badly_signed: Arc<Mutex<u32>>,
     /// What it answers a signed call.
-    answer: Arc<dyn Fn(&Value) -> (u16, Value) + Send + Sync>,
+    answer: Answerer,
 }
 
 impl FakeProvider {
-    async fn spawn(answer: impl Fn(&Value) -> (u16, Value) + Send + Sync + 'static) -> (FakeProvider, String) {
-        let fake = FakeProvider {
-            calls: Arc::default(),
-            badly_signed: Arc::default(),
-            answer: Arc::new(answer),
-        };
+    async fn spawn(
+        answer: impl Fn(&Value) -> (u16, Value) + Send + Sync + 'static,
+    ) -> (FakeProvider, String) {
+        let fake =
+            FakeProvider { calls: Arc::default(), badly_signed: Arc::default(), answer: Arc::new(answer) };
         let app = axum::Router::new().fallback(receive).with_state(fake.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}/call", listener.local_addr().expect("addr"));
@@ -75,7 +77,12 @@ async fn receive(State(fake): State<FakeProvider>, headers: HeaderMap, body: Byt
 }
 
 fn http(url: &str) -> HttpProviderConfig {
-    HttpProviderConfig { url: url.to_owned(), secret: SECRET.to_vec(), timeout: Duration::from_secs(2), retries: 1 }
+    HttpProviderConfig {
+        url: url.to_owned(),
+        secret: SECRET.to_vec(),
+        timeout: Duration::from_secs(2),
+        retries: 1,
+    }
 }
 
 fn person(n: u16, phone: &str) -> Value {
@@ -105,9 +112,10 @@ async fn with_code(app: &TestApp, path: &str, mut body: Value, code: &str) -> (u
 async fn codes_travel_through_signed_http_providers(backend: Backend) {
     const KNOWN: &str = "13912340001";
     let (gateway, sms_url) = FakeProvider::spawn(|_| (200, json!({"queued": true}))).await;
-    let (register, register_url) =
-        FakeProvider::spawn(|call| (200, json!({"match": call["phone"] == KNOWN, "reason": "not in the register"})))
-            .await;
+    let (register, register_url) = FakeProvider::spawn(|call| {
+        (200, json!({"match": call["phone"] == KNOWN, "reason": "not in the register"}))
+    })
+    .await;
     let sms = Arc::new(HttpSms::new(http(&sms_url)).expect("client"));
     let verifier = Arc::new(HttpIdentityVerifier::new(http(&register_url)).expect("client"));
     let app = TestApp::spawn_configured(backend, |config| {
@@ -123,7 +131,10 @@ async fn codes_travel_through_signed_http_providers(backend: Backend) {
     let code = sent_code(&gateway, KNOWN);
     assert!(code.len() == 6 && code.bytes().all(|b| b.is_ascii_digit()), "{code}");
     assert!(!answer.to_string().contains(&code), "the answer never holds the code: {answer}");
-    assert_eq!(gateway.calls()[0], json!({"phone": KNOWN, "purpose": "register", "code": code, "ttl_s": 300}));
+    assert_eq!(
+        gateway.calls()[0],
+        json!({"phone": KNOWN, "purpose": "register", "code": code, "ttl_s": 300})
+    );
 
     let (status, registered) = with_code(&app, "/v1/citizens", person(1, KNOWN), &code).await;
     assert_eq!(status, 201, "{registered}");
@@ -138,7 +149,8 @@ async fn codes_travel_through_signed_http_providers(backend: Backend) {
     assert_eq!(ask_code(&app, KNOWN, "register").await.0, 202);
     let for_registration = sent_code(&gateway, KNOWN);
     let sign_in = json!({"id_number": person(1, KNOWN)["id_number"], "phone": KNOWN});
-    let (status, refused) = with_code(&app, "/v1/citizens/sessions", sign_in.clone(), &for_registration).await;
+    let (status, refused) =
+        with_code(&app, "/v1/citizens/sessions", sign_in.clone(), &for_registration).await;
     assert_eq!((status, error_code(&refused)), (401, "invalid_code"), "{refused}");
     assert_eq!(ask_code(&app, KNOWN, "sign_in").await.0, 202);
     let for_sign_in = sent_code(&gateway, KNOWN);
@@ -296,6 +308,9 @@ fn the_binary_refuses_development_providers_in_production() {
         std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut stderr).expect("read");
         assert!(!status.success(), "{status}");
         assert!(stderr.contains("refusing to start in production"), "{stderr}");
-        assert!(stderr.contains("--sms-provider dev") && stderr.contains("--identity-provider dev"), "{stderr}");
+        assert!(
+            stderr.contains("--sms-provider dev") && stderr.contains("--identity-provider dev"),
+            "{stderr}"
+        );
     }
 }

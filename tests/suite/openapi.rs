@@ -59,7 +59,8 @@ const RATE_LIMITED: [&str; 8] = [
 ];
 
 /// Operations whose body is read with `ApiJson`, which refuses another Content-Type with 415.
-const JSON_CONTENT_TYPE_REQUIRED: [&str; 4] = ["register_citizen", "sign_in", "send_code", "create_staff_key"];
+const JSON_CONTENT_TYPE_REQUIRED: [&str; 4] =
+    ["register_citizen", "sign_in", "send_code", "create_staff_key"];
 
 /// The document, fetched from a spawned server (the backend does not change it).
 async fn document() -> Value {
