@@ -59,9 +59,9 @@ pub enum ErrorCode {
     InvalidAccount,
     InvalidAmount,
     InvalidBody,
-    InvalidCode,
     InvalidBudgets,
     InvalidCategory,
+    InvalidCode,
     InvalidCursor,
     InvalidCutOff,
     InvalidDates,
@@ -215,9 +215,9 @@ impl ErrorCode {
         ErrorCode::InvalidAccount,
         ErrorCode::InvalidAmount,
         ErrorCode::InvalidBody,
-        ErrorCode::InvalidCode,
         ErrorCode::InvalidBudgets,
         ErrorCode::InvalidCategory,
+        ErrorCode::InvalidCode,
         ErrorCode::InvalidCursor,
         ErrorCode::InvalidCutOff,
         ErrorCode::InvalidDates,
@@ -371,9 +371,9 @@ impl ErrorCode {
             ErrorCode::InvalidAccount => "invalid_account",
             ErrorCode::InvalidAmount => "invalid_amount",
             ErrorCode::InvalidBody => "invalid_body",
-            ErrorCode::InvalidCode => "invalid_code",
             ErrorCode::InvalidBudgets => "invalid_budgets",
             ErrorCode::InvalidCategory => "invalid_category",
+            ErrorCode::InvalidCode => "invalid_code",
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::InvalidCutOff => "invalid_cut_off",
             ErrorCode::InvalidDates => "invalid_dates",
@@ -543,9 +543,9 @@ mod tests {
             | ErrorCode::InvalidAccount
             | ErrorCode::InvalidAmount
             | ErrorCode::InvalidBody
-            | ErrorCode::InvalidCode
             | ErrorCode::InvalidBudgets
             | ErrorCode::InvalidCategory
+            | ErrorCode::InvalidCode
             | ErrorCode::InvalidCursor
             | ErrorCode::InvalidCutOff
             | ErrorCode::InvalidDates
