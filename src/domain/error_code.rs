@@ -34,6 +34,8 @@ pub enum ErrorCode {
     CardPaymentNotFound,
     ChangePending,
     CitizenNotFound,
+    CodeFormat,
+    CodeLocked,
     Conflict,
     CreditCodeCheck,
     CreditCodeFormat,
@@ -61,6 +63,7 @@ pub enum ErrorCode {
     InvalidBody,
     InvalidBudgets,
     InvalidCategory,
+    InvalidCode,
     InvalidCursor,
     InvalidCutOff,
     InvalidDates,
@@ -125,6 +128,7 @@ pub enum ErrorCode {
     PointsExpired,
     PointsPriceMismatch,
     PointsRefused,
+    ProviderUnavailable,
     QrExpired,
     QrInvalid,
     QrReplayed,
@@ -188,6 +192,8 @@ impl ErrorCode {
         ErrorCode::CardPaymentNotFound,
         ErrorCode::ChangePending,
         ErrorCode::CitizenNotFound,
+        ErrorCode::CodeFormat,
+        ErrorCode::CodeLocked,
         ErrorCode::Conflict,
         ErrorCode::CreditCodeCheck,
         ErrorCode::CreditCodeFormat,
@@ -214,6 +220,7 @@ impl ErrorCode {
         ErrorCode::InvalidBody,
         ErrorCode::InvalidBudgets,
         ErrorCode::InvalidCategory,
+        ErrorCode::InvalidCode,
         ErrorCode::InvalidCursor,
         ErrorCode::InvalidCutOff,
         ErrorCode::InvalidDates,
@@ -278,6 +285,7 @@ impl ErrorCode {
         ErrorCode::PointsExpired,
         ErrorCode::PointsPriceMismatch,
         ErrorCode::PointsRefused,
+        ErrorCode::ProviderUnavailable,
         ErrorCode::QrExpired,
         ErrorCode::QrInvalid,
         ErrorCode::QrReplayed,
@@ -341,6 +349,8 @@ impl ErrorCode {
             ErrorCode::CardPaymentNotFound => "card_payment_not_found",
             ErrorCode::ChangePending => "change_pending",
             ErrorCode::CitizenNotFound => "citizen_not_found",
+            ErrorCode::CodeFormat => "code_format",
+            ErrorCode::CodeLocked => "code_locked",
             ErrorCode::Conflict => "conflict",
             ErrorCode::CreditCodeCheck => "credit_code_check",
             ErrorCode::CreditCodeFormat => "credit_code_format",
@@ -367,6 +377,7 @@ impl ErrorCode {
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::InvalidBudgets => "invalid_budgets",
             ErrorCode::InvalidCategory => "invalid_category",
+            ErrorCode::InvalidCode => "invalid_code",
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::InvalidCutOff => "invalid_cut_off",
             ErrorCode::InvalidDates => "invalid_dates",
@@ -431,6 +442,7 @@ impl ErrorCode {
             ErrorCode::PointsExpired => "points_expired",
             ErrorCode::PointsPriceMismatch => "points_price_mismatch",
             ErrorCode::PointsRefused => "points_refused",
+            ErrorCode::ProviderUnavailable => "provider_unavailable",
             ErrorCode::QrExpired => "qr_expired",
             ErrorCode::QrInvalid => "qr_invalid",
             ErrorCode::QrReplayed => "qr_replayed",
@@ -510,6 +522,8 @@ mod tests {
             | ErrorCode::CardPaymentNotFound
             | ErrorCode::ChangePending
             | ErrorCode::CitizenNotFound
+            | ErrorCode::CodeFormat
+            | ErrorCode::CodeLocked
             | ErrorCode::Conflict
             | ErrorCode::CreditCodeCheck
             | ErrorCode::CreditCodeFormat
@@ -536,6 +550,7 @@ mod tests {
             | ErrorCode::InvalidBody
             | ErrorCode::InvalidBudgets
             | ErrorCode::InvalidCategory
+            | ErrorCode::InvalidCode
             | ErrorCode::InvalidCursor
             | ErrorCode::InvalidCutOff
             | ErrorCode::InvalidDates
@@ -600,6 +615,7 @@ mod tests {
             | ErrorCode::PointsExpired
             | ErrorCode::PointsPriceMismatch
             | ErrorCode::PointsRefused
+            | ErrorCode::ProviderUnavailable
             | ErrorCode::QrExpired
             | ErrorCode::QrInvalid
             | ErrorCode::QrReplayed
