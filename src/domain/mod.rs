@@ -18,4 +18,5 @@ pub mod money;
 pub mod region;
 pub mod season;
 pub mod staff;
+pub mod text;
 pub mod time;

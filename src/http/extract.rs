@@ -37,16 +37,7 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// Free text from a request body (a label, an order reference, a reason): trimmed, and `None`
-/// when it is longer than `max_chars` characters or holds a control character. PostgreSQL
-/// refuses NUL in text (a 500 otherwise, and, in a coalesced read, for every request sharing
-/// the statement), and no till, report or CSV wants the others. Empty text passes: the caller
-/// decides whether it may be.
-pub(crate) fn plain_text(value: &str, max_chars: usize) -> Option<&str> {
-    let value = value.trim();
-    let fits = value.chars().count() <= max_chars && !value.chars().any(char::is_control);
-    fits.then_some(value)
-}
+pub(crate) use crate::domain::text::plain_text;
 
 /// An authenticated member of staff.
 #[derive(Clone, Copy, Debug)]
