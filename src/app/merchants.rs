@@ -1,4 +1,4 @@
-//! Merchants: the four-eyes change of a settlement account (asked by one key, decided by an
+//! Merchants: a new merchant and its settlement account checked, and the four-eyes change of a settlement account (asked by one key, decided by an
 //! unrelated one) and what each outcome answers. See [docs/staff.md](../../docs/staff.md).
 
 use uuid::Uuid;
@@ -6,7 +6,11 @@ use uuid::Uuid;
 use crate::app::error::AppError;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::StaffKeyId;
-use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
+use crate::domain::merchant::{
+    AccountDecision, AccountRequest, CreditCode, DecisionRefused, Merchant, MerchantStatus, SettlementAccount,
+};
+use crate::domain::region::{RegionCode, RegionError, RegionLevel};
+use crate::domain::season::Category;
 use crate::domain::text::plain_text;
 use crate::domain::time::Timestamp;
 use crate::storage::{
@@ -22,6 +26,58 @@ pub fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, A
             format!("{what} must be 1-{max_chars} characters, none of them control characters"),
         )),
     }
+}
+
+/// A settlement account as asked, in the request's words.
+pub struct AccountAsked<'a> {
+    pub bank: &'a str,
+    pub account_no: &'a str,
+    pub account_name: &'a str,
+}
+
+/// A settlement account, checked: 8 to 34 digits (422 `invalid_account`), a bank and a name.
+pub fn settlement_account(asked: &AccountAsked<'_>) -> Result<SettlementAccount, AppError> {
+    let account_no = asked.account_no.trim().to_owned();
+    if !(8..=34).contains(&account_no.len()) || !account_no.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(AppError::invalid(ErrorCode::InvalidAccount, "account_no must be 8-34 digits"));
+    }
+    Ok(SettlementAccount {
+        bank: text_field(asked.bank, "bank", 100)?,
+        account_no,
+        account_name: text_field(asked.account_name, "account_name", 100)?,
+    })
+}
+
+/// A merchant as asked, in the request's words.
+pub struct MerchantAsked<'a> {
+    pub name: &'a str,
+    pub credit_code: &'a str,
+    pub category: &'a str,
+    pub city: &'a str,
+    pub account: AccountAsked<'a>,
+}
+
+/// A new merchant, checked: its credit code, category, city (a city, not a province), name and
+/// settlement account, in that order.
+pub fn new_merchant(asked: &MerchantAsked<'_>) -> Result<Merchant, AppError> {
+    let invalid = AppError::invalid;
+    let credit_code = CreditCode::parse(asked.credit_code).map_err(|e| invalid(e.code(), e.to_string()))?;
+    let category: Category =
+        asked.category.parse().map_err(|e: String| invalid(ErrorCode::InvalidCategory, e))?;
+    let city: RegionCode =
+        asked.city.parse().map_err(|e: RegionError| invalid(ErrorCode::InvalidRegion, e.to_string()))?;
+    if city.level() != RegionLevel::City {
+        return Err(AppError::invalid(ErrorCode::InvalidRegion, "a merchant belongs to a city (xxxx00)"));
+    }
+    Ok(Merchant {
+        id: Uuid::now_v7(),
+        name: text_field(asked.name, "name", 100)?,
+        credit_code,
+        category,
+        city,
+        settlement: settlement_account(&asked.account)?,
+        status: MerchantStatus::Active,
+    })
 }
 
 /// What asking for a change of account did.

@@ -16,10 +16,9 @@ use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, sta
 use crate::app::merchants::{self, Asked};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::merchant::{
-    ACCOUNT_REQUEST_TTL_S, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
+    ACCOUNT_REQUEST_TTL_S, AccountRequest, Merchant, MerchantStatus, SettlementAccount,
 };
-use crate::domain::region::{RegionCode, RegionLevel};
-use crate::domain::season::Category;
+use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
 use crate::storage::{AccountChange, Constraint, IdemRecord, NewAccountRequest, TerminalRecord, WriteError};
@@ -223,38 +222,18 @@ struct CreateMerchant {
 }
 
 fn parse_merchant(request: CreateMerchant) -> Result<Merchant, ApiError> {
-    let credit_code =
-        CreditCode::parse(&request.credit_code).map_err(|e| invalid(e.code(), e.to_string()))?;
-    let category: Category =
-        request.category.parse().map_err(|e: String| invalid(ErrorCode::InvalidCategory, e))?;
-    let city: RegionCode = request
-        .city
-        .parse()
-        .map_err(|e: crate::domain::region::RegionError| invalid(ErrorCode::InvalidRegion, e.to_string()))?;
-    if city.level() != RegionLevel::City {
-        return Err(invalid(ErrorCode::InvalidRegion, "a merchant belongs to a city (xxxx00)"));
-    }
-    Ok(Merchant {
-        id: Uuid::now_v7(),
-        name: text_field(&request.name, "name", 100)?,
-        credit_code,
-        category,
-        city,
-        settlement: parse_account(&request.settlement_account)?,
-        status: MerchantStatus::Active,
-    })
-}
-
-fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
-    let account_no = body.account_no.trim().to_owned();
-    if !(8..=34).contains(&account_no.len()) || !account_no.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(ErrorCode::InvalidAccount, "account_no must be 8-34 digits"));
-    }
-    Ok(SettlementAccount {
-        bank: text_field(&body.bank, "bank", 100)?,
-        account_no,
-        account_name: text_field(&body.account_name, "account_name", 100)?,
-    })
+    let account = &request.settlement_account;
+    Ok(merchants::new_merchant(&merchants::MerchantAsked {
+        name: &request.name,
+        credit_code: &request.credit_code,
+        category: &request.category,
+        city: &request.city,
+        account: merchants::AccountAsked {
+            bank: &account.bank,
+            account_no: &account.account_no,
+            account_name: &account.account_name,
+        },
+    })?)
 }
 
 /// Registers a merchant (city_admin of its city, or province_admin).
@@ -521,10 +500,10 @@ pub async fn change_account(
     let merchant = load(&state, id).await?;
     require_admin_of(&staff, merchant.city)?;
     let request: ChangeAccount = parse_json(&body)?;
-    let to = parse_account(&SettlementBody {
-        bank: request.bank,
-        account_no: request.account_no,
-        account_name: request.account_name,
+    let to = merchants::settlement_account(&merchants::AccountAsked {
+        bank: &request.bank,
+        account_no: &request.account_no,
+        account_name: &request.account_name,
     })?;
     let now = state.clock().now();
     let asked = NewAccountRequest {
