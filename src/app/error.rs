@@ -34,6 +34,13 @@ pub enum AppError {
     Internal(String),
 }
 
+/// A capability of `domain::access` not held: 403 `forbidden`.
+impl From<crate::domain::access::Denied> for AppError {
+    fn from(denied: crate::domain::access::Denied) -> AppError {
+        AppError::forbidden(ErrorCode::Forbidden, denied.0)
+    }
+}
+
 impl AppError {
     pub fn refused(kind: Kind, code: ErrorCode, message: impl Into<String>) -> AppError {
         AppError::Refused { kind, code, message: message.into() }

@@ -5,6 +5,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::app::error::AppError;
+use crate::domain::access;
 use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
@@ -319,10 +320,6 @@ fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), App
     Ok(())
 }
 
-fn forbidden(message: String) -> AppError {
-    AppError::forbidden(ErrorCode::Forbidden, message)
-}
-
 /// A season as asked, checked, with its initial budget entries (one per funder) and each
 /// funder's amount, in the order asked.
 pub struct SeasonPlan {
@@ -335,12 +332,7 @@ pub struct SeasonPlan {
 /// A new season from the request of `scope` (a province_admin of that province), checked.
 pub fn plan_season(scope: &StaffScope, request: &CreateSeason) -> Result<SeasonPlan, AppError> {
     let province = parse_region(&request.province, "province")?;
-    if province.level() != RegionLevel::Province || !scope.covers(province) {
-        return Err(forbidden(format!(
-            "a province_admin of {} cannot open a season for {province}",
-            scope.region
-        )));
-    }
+    access::open_season(scope, province)?;
     if request.ends_at <= request.starts_at {
         return Err(invalid(ErrorCode::InvalidDates, "ends_at must be after starts_at"));
     }
@@ -407,9 +399,7 @@ pub fn plan_budget(
             format!("{funder} cannot fund a season of {}", season.province),
         ));
     }
-    if scope.region != funder {
-        return Err(forbidden(format!("only the admin of {funder} adds to its budget")));
-    }
+    access::act_as_funder(scope, funder)?;
     if request.amount.0.is_zero() {
         return Err(invalid(ErrorCode::InvalidAmount, "a budget must be more than 0.00"));
     }
@@ -432,9 +422,7 @@ pub async fn plan_batch(
             format!("{issuer} is not the province or a city of {}", season.province),
         ));
     }
-    if scope.region != issuer {
-        return Err(forbidden(format!("only the admin of {issuer} issues its batches")));
-    }
+    access::act_as_funder(scope, issuer)?;
     check_batch_numbers(request, season)?;
     // A size guard, read outside the write: concurrent creations may pass it by a few.
     if store.season_batches(season.id).await?.len() >= MAX_BATCHES_PER_SEASON {

@@ -11,6 +11,7 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
 use crate::app::seasons::{self, AddBudget, CreateBatch, CreateSeason};
+use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
 use crate::domain::money::Fen;
@@ -37,14 +38,14 @@ pub async fn create_season(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin])?;
+    staff.require(&[Role::ProvinceAdmin])?;
     let (idem_scope, hash) =
         match staff_prelude(state.store(), staff.key_id, "/v1/seasons", &key, &body).await? {
             Prelude::Replay(replayed) => return Ok(replayed),
             Prelude::Fresh { scope, hash } => (scope, hash),
         };
     let request: CreateSeason = parse_json(&body)?;
-    let plan = seasons::plan_season(&scope, &request)?;
+    let plan = seasons::plan_season(&staff.scope, &request)?;
     let (season, funders, entries) = (plan.season, plan.funders, plan.entries);
     // The answer is stored with the season, so it is built before the funders exist in storage:
     // from the budgets, as a GET right after reads them.
@@ -64,7 +65,7 @@ pub async fn add_budget(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let (idem_scope, hash) = match staff_prelude(
         state.store(),
         staff.key_id,
@@ -79,7 +80,7 @@ pub async fn add_budget(
     };
     let request: AddBudget = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
-    let (funder, entry) = seasons::plan_budget(&scope, &season, &request)?;
+    let (funder, entry) = seasons::plan_budget(&staff.scope, &season, &request)?;
     let answer = BudgetAnswer { season_id: season.id, funder, amount: request.amount.0.to_string() };
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
@@ -279,7 +280,7 @@ pub async fn draw(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let path = format!("/v1/batches/{batch_id}/draw");
     let (idem_scope, hash) = match staff_prelude(state.store(), staff.key_id, &path, &key, &body).await? {
         Prelude::Replay(replayed) => return Ok(replayed),
@@ -291,9 +292,7 @@ pub async fn draw(
         .batch(batch_id)
         .await?
         .ok_or_else(|| ApiError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
-    if scope.region != batch.issuer {
-        return Err(ApiError::forbidden(format!("only the admin of {} draws its batches", batch.issuer)));
-    }
+    staff.may(access::act_as_funder, batch.issuer)?;
     let now = state.clock().now();
     let lottery = match seasons::check_drawable(state.store(), &batch, &request.seed, now).await {
         Err(refused) if refused.code() == Some(ErrorCode::AlreadyDrawn) => {
@@ -348,13 +347,11 @@ pub async fn lottery_entrants(
     ApiPath(batch_id): ApiPath<Uuid>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<EntrantsPage>, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
     let limit = page_limit(page.limit, 1_000, 10_000)?;
     let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
     let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
-    if !scope.covers(batch.issuer) {
-        return Err(ApiError::forbidden(format!("the batch is {}'s", batch.issuer)));
-    }
+    staff.may(access::read_batch_entrants, batch.issuer)?;
     if batch.lottery.is_none() {
         return Err(not_a_lottery());
     }
@@ -404,7 +401,7 @@ pub async fn create_batch(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let (idem_scope, hash) = match staff_prelude(
         state.store(),
         staff.key_id,
@@ -419,7 +416,7 @@ pub async fn create_batch(
     };
     let request: CreateBatch = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
-    let (batch, entry) = seasons::plan_batch(state.store(), &scope, &season, &request).await?;
+    let (batch, entry) = seasons::plan_batch(state.store(), &staff.scope, &season, &request).await?;
     let view = batch_view(&batch, state.clock().now());
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
