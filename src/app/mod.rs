@@ -15,3 +15,4 @@ pub mod qr;
 pub mod signing;
 pub mod staff;
 pub mod till;
+pub mod zh;
