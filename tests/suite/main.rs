@@ -4,6 +4,7 @@
 mod common;
 
 mod architecture;
+mod browser;
 mod card;
 mod claims;
 mod cli;
@@ -15,6 +16,7 @@ mod ledger;
 mod ledger_props;
 mod migrations;
 mod openapi;
+mod pages;
 mod sessions;
 mod till;
 mod till_cli;
