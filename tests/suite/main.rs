@@ -9,6 +9,7 @@ mod browser;
 mod card;
 mod claims;
 mod cli;
+mod codes;
 mod crash;
 mod finance;
 mod finance_props;
