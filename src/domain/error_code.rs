@@ -43,6 +43,8 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     DrawTooEarly,
     DrawUnfinished,
+    /// More than one Idempotency-Key header: which one the client meant is unknown.
+    DuplicateIdempotencyKey,
     Forbidden,
     FundingDuplicateFunder,
     FundingEmpty,
@@ -199,6 +201,7 @@ impl ErrorCode {
         ErrorCode::DatabaseUnavailable,
         ErrorCode::DrawTooEarly,
         ErrorCode::DrawUnfinished,
+        ErrorCode::DuplicateIdempotencyKey,
         ErrorCode::Forbidden,
         ErrorCode::FundingDuplicateFunder,
         ErrorCode::FundingEmpty,
@@ -355,6 +358,7 @@ impl ErrorCode {
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::DrawTooEarly => "draw_too_early",
             ErrorCode::DrawUnfinished => "draw_unfinished",
+            ErrorCode::DuplicateIdempotencyKey => "duplicate_idempotency_key",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::FundingDuplicateFunder => "funding_duplicate_funder",
             ErrorCode::FundingEmpty => "funding_empty",
@@ -527,6 +531,7 @@ mod tests {
             | ErrorCode::DatabaseUnavailable
             | ErrorCode::DrawTooEarly
             | ErrorCode::DrawUnfinished
+            | ErrorCode::DuplicateIdempotencyKey
             | ErrorCode::Forbidden
             | ErrorCode::FundingDuplicateFunder
             | ErrorCode::FundingEmpty

@@ -63,11 +63,11 @@ pub async fn create_key(
     let label = plain_text(&request.label, 100).ok_or_else(|| {
         ApiError::unprocessable(
             ErrorCode::InvalidLabel,
-            "label is at most 100 characters, none of them control characters",
+            format!("label is at most 100 characters, {}", super::extract::PLAIN_TEXT_RULE),
         )
     })?;
     crate::domain::access::mint_key(&staff.scope, &scope)?;
-    let minted = staff::mint(state.store(), scope, label, Some(staff.key_id)).await?;
+    let minted = staff::mint(state.store(), scope, label.as_str(), Some(staff.key_id)).await?;
     tracing::info!(key_id = %minted.id, role = %scope.role, region = %scope.region, "staff key minted");
     let body = CreateKeyResponse {
         id: minted.id.as_uuid(),

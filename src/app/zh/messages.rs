@@ -41,6 +41,7 @@ pub fn message(code: ErrorCode) -> &'static str {
         E::DrawTooEarly => "还没到开奖时间。",
         E::DrawUnfinished => "开奖还没有完成，请稍后再试。",
         E::Forbidden => "你没有权限做这件事。",
+        E::DuplicateIdempotencyKey => "请求编号重复了，请刷新页面后重试。",
         E::FundingDuplicateFunder => "同一个出资方列了两次。",
         E::FundingEmpty => "请至少填写一个出资方。",
         E::FundingSharesSum => "各出资方的比例加起来必须是 100%。",
