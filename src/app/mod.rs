@@ -25,3 +25,4 @@ pub mod seasons;
 pub mod signing;
 pub mod staff;
 pub mod till;
+pub mod zh;

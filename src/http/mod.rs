@@ -245,7 +245,8 @@ fn metrics_handle() -> PrometheusHandle {
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
     let dev_sms = state.citizens().codes().sms().dev_outbox().is_some();
     let (api, _) = api_routes(timeouts, dev_sms).split_for_parts();
-    api.fallback(ops::not_found)
+    api.merge(crate::web::router())
+        .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(

@@ -5,6 +5,7 @@ mod common;
 
 mod architecture;
 mod authz_matrix;
+mod browser;
 mod card;
 mod claims;
 mod cli;
@@ -18,6 +19,7 @@ mod ledger;
 mod ledger_props;
 mod migrations;
 mod openapi;
+mod pages;
 mod sessions;
 mod till;
 mod till_cli;
