@@ -43,6 +43,9 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     DrawTooEarly,
     DrawUnfinished,
+    EnrolmentClaimed,
+    EnrolmentExpired,
+    EnrolmentNotFound,
     Forbidden,
     FundingDuplicateFunder,
     FundingEmpty,
@@ -199,6 +202,9 @@ impl ErrorCode {
         ErrorCode::DatabaseUnavailable,
         ErrorCode::DrawTooEarly,
         ErrorCode::DrawUnfinished,
+        ErrorCode::EnrolmentClaimed,
+        ErrorCode::EnrolmentExpired,
+        ErrorCode::EnrolmentNotFound,
         ErrorCode::Forbidden,
         ErrorCode::FundingDuplicateFunder,
         ErrorCode::FundingEmpty,
@@ -355,6 +361,9 @@ impl ErrorCode {
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::DrawTooEarly => "draw_too_early",
             ErrorCode::DrawUnfinished => "draw_unfinished",
+            ErrorCode::EnrolmentClaimed => "enrolment_claimed",
+            ErrorCode::EnrolmentExpired => "enrolment_expired",
+            ErrorCode::EnrolmentNotFound => "enrolment_not_found",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::FundingDuplicateFunder => "funding_duplicate_funder",
             ErrorCode::FundingEmpty => "funding_empty",
@@ -527,6 +536,9 @@ mod tests {
             | ErrorCode::DatabaseUnavailable
             | ErrorCode::DrawTooEarly
             | ErrorCode::DrawUnfinished
+            | ErrorCode::EnrolmentClaimed
+            | ErrorCode::EnrolmentExpired
+            | ErrorCode::EnrolmentNotFound
             | ErrorCode::Forbidden
             | ErrorCode::FundingDuplicateFunder
             | ErrorCode::FundingEmpty

@@ -107,19 +107,13 @@ both_backends!(
 /// `wenhui keys revoke` reaches every key minted below the key, at any depth, and nothing else:
 /// not the key's minter, nor a sibling minted by the same minter.
 async fn revoking_a_key_revokes_every_key_minted_below_it(backend: Backend) {
-    use serde_json::json;
     use wenhui::domain::staff::{Role, StaffScope};
     let app = crate::common::TestApp::spawn(backend).await;
     let scope = StaffScope::new(Role::ProvinceAdmin, "370000".parse().expect("region")).expect("scope");
     let root = wenhui::app::staff::mint(app.store(), scope, "root", None).await.expect("mint").secret;
     let mint = |by: String, role: &'static str, region: &'static str| {
         let app = &app;
-        async move {
-            let body = json!({"role": role, "region": region, "label": "person"});
-            let (status, key) = app.post("/v1/staff/keys", Some(&by), body).await;
-            assert_eq!(status, 201, "{key}");
-            (key["id"].as_str().expect("id").to_owned(), key["key"].as_str().expect("key").to_owned())
-        }
+        async move { app.enrol_key(&by, role, region).await }
     };
     let (city_id, city) = mint(root.clone(), "city_admin", "370200").await;
     let (child_id, child) = mint(city.clone(), "city_admin", "370200").await;

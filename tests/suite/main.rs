@@ -18,5 +18,6 @@ mod ledger_props;
 mod migrations;
 mod openapi;
 mod sessions;
+mod staff_people;
 mod till;
 mod till_cli;
