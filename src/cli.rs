@@ -45,28 +45,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP service (applies migrations first).
-    Serve {
-        #[arg(long, env = "WENHUI_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The ledger checkpoint key (PKCS#8); generated in the data directory if not given.
-        #[arg(long, env = "WENHUI_LEDGER_KEY")]
-        ledger_key: Option<PathBuf>,
-        #[arg(long, env = "WENHUI_CHECKPOINT_INTERVAL_S", default_value_t = 300)]
-        checkpoint_interval_s: u64,
-        /// How often vouchers past expiry are expired and closed batches' reserves returned.
-        #[arg(long, env = "WENHUI_SWEEP_INTERVAL_S", default_value_t = 5)]
-        sweep_interval_s: u64,
-        /// How many days a citizen's or a till's retried write gets its first answer; staff
-        /// writes keep theirs for ever.
-        #[arg(long, env = "WENHUI_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
-              value_parser = clap::value_parser!(u64).range(1..=3650))]
-        idempotency_retention_days: u64,
-        /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
-        #[arg(long)]
-        production: bool,
-        #[command(flatten)]
-        providers: ProviderArgs,
-    },
+    Serve(ServeArgs),
     /// Apply the embedded migrations and exit.
     Migrate,
     /// Verify, export and checkpoint the ledger.
@@ -101,6 +80,64 @@ pub enum Command {
         #[arg(long)]
         cut_off: String,
     },
+}
+
+/// `wenhui serve`'s settings.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "WENHUI_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The ledger checkpoint key (PKCS#8); generated in the data directory if not given.
+    #[arg(long, env = "WENHUI_LEDGER_KEY")]
+    ledger_key: Option<PathBuf>,
+    #[arg(long, env = "WENHUI_CHECKPOINT_INTERVAL_S", default_value_t = 300)]
+    checkpoint_interval_s: u64,
+    /// How often vouchers past expiry are expired and closed batches' reserves returned.
+    #[arg(long, env = "WENHUI_SWEEP_INTERVAL_S", default_value_t = 5)]
+    sweep_interval_s: u64,
+    /// How many days a citizen's or a till's retried write gets its first answer; staff
+    /// writes keep theirs for ever.
+    #[arg(long, env = "WENHUI_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    idempotency_retention_days: u64,
+    /// Seconds a client has to send a request's head (request line and headers): from a
+    /// new connection, or from the first byte of the next request on a kept-alive one.
+    #[arg(long, env = "WENHUI_HEADER_READ_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_s: u64,
+    /// Seconds a kept-alive connection may wait, silent, for its next request.
+    #[arg(long, env = "WENHUI_KEEP_ALIVE_IDLE_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    keep_alive_idle_s: u64,
+    /// Connections open at once; more wait in the listen backlog until one closes. Keep it
+    /// below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "WENHUI_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
+    #[arg(long)]
+    production: bool,
+    #[command(flatten)]
+    providers: ProviderArgs,
+}
+
+impl ServeArgs {
+    fn config(&self, url: String, data_dir: PathBuf) -> anyhow::Result<ServeConfig> {
+        let mut config = ServeConfig::new(url, self.listen, data_dir);
+        config.production =
+            self.production || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production");
+        self.providers.apply(&mut config)?;
+        config.ledger_key_path = self.ledger_key.clone();
+        config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_s);
+        config.sweep_interval = Duration::from_secs(self.sweep_interval_s);
+        config.idempotency_retention = Duration::from_secs(self.idempotency_retention_days * 86_400);
+        config.connection_limits = crate::http::ConnectionLimits {
+            header_read: Duration::from_secs(self.header_read_timeout_s),
+            keep_alive_idle: Duration::from_secs(self.keep_alive_idle_s),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        };
+        Ok(config)
+    }
 }
 
 /// Which implementation of an outside provider the service uses.
@@ -263,24 +300,8 @@ pub async fn main(cli: Cli) -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.database_url();
     match &cli.command {
-        Command::Serve {
-            listen,
-            ledger_key,
-            checkpoint_interval_s,
-            sweep_interval_s,
-            idempotency_retention_days,
-            production,
-            providers,
-        } => {
-            let mut config = ServeConfig::new(url, *listen, cli.data_dir.clone());
-            config.production =
-                *production || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production");
-            providers.apply(&mut config)?;
-            config.ledger_key_path = ledger_key.clone();
-            config.checkpoint_interval = Duration::from_secs(*checkpoint_interval_s);
-            config.sweep_interval = Duration::from_secs(*sweep_interval_s);
-            config.idempotency_retention = Duration::from_secs(idempotency_retention_days * 86_400);
-            server::run(config).await?;
+        Command::Serve(args) => {
+            server::run(args.config(url, cli.data_dir.clone())?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -486,6 +507,32 @@ mod tests {
     use clap::Parser;
 
     use super::{Cli, Command, LedgerCommand};
+
+    /// The connection bounds have sane defaults and are set by flag.
+    #[test]
+    fn serve_bounds_connections() {
+        let Command::Serve(args) = Cli::try_parse_from(["wenhui", "serve"]).expect("parses").command else {
+            panic!("not serve");
+        };
+        let limits = args.config("sqlite://x".into(), "data".into()).expect("config").connection_limits;
+        assert_eq!(
+            (limits.header_read.as_secs(), limits.keep_alive_idle.as_secs(), limits.max_connections),
+            (10, 60, 10_000)
+        );
+        let flags = ["wenhui", "serve", "--header-read-timeout-s", "3", "--keep-alive-idle-s", "7"];
+        let Command::Serve(args) = Cli::try_parse_from(flags.into_iter().chain(["--max-connections", "50"]))
+            .expect("parses")
+            .command
+        else {
+            panic!("not serve");
+        };
+        let limits = args.config("sqlite://x".into(), "data".into()).expect("config").connection_limits;
+        assert_eq!(
+            (limits.header_read.as_secs(), limits.keep_alive_idle.as_secs(), limits.max_connections),
+            (3, 7, 50)
+        );
+        assert!(Cli::try_parse_from(["wenhui", "serve", "--header-read-timeout-s", "0"]).is_err());
+    }
 
     /// One public key in 64 starts with '-' in base64url: it is a value, not a flag.
     #[test]

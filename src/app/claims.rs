@@ -67,15 +67,18 @@ struct CardPoints {
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    /// The first answer to this Idempotency-Key, given again (`idempotent-replayed: true`).
+    pub replayed: bool,
 }
 
 impl Answer {
     fn error(status: u16, code: ErrorCode, message: &str) -> Answer {
-        Answer { status, body: json!({"error": {"code": code, "message": message}}).to_string() }
+        let body = json!({"error": {"code": code, "message": message}}).to_string();
+        Answer { status, body, replayed: false }
     }
 
     fn from_stored(stored: &StoredAnswer) -> Answer {
-        Answer { status: stored.status, body: stored.body.clone() }
+        Answer { status: stored.status, body: stored.body.clone(), replayed: true }
     }
 
     fn unavailable() -> Answer {
@@ -377,8 +380,11 @@ impl Writer {
                 };
                 let stored = StoredAnswer { request_hash: stored_hash, status: 0, body: String::new() };
                 let same = stored.request_hash == pending[index].request.request_hash;
-                pending[index].answer =
-                    if same { answer } else { Some(replay(&stored, &pending[index].request.request_hash)) };
+                pending[index].answer = if same {
+                    answer.map(|first| Answer { replayed: true, ..first })
+                } else {
+                    Some(replay(&stored, &pending[index].request.request_hash))
+                };
                 continue;
             }
             let answer = self.decide(&pending[index].request, now, &mut commit);
@@ -530,7 +536,7 @@ impl Writer {
             body.points_balance = Some(left);
         }
         let answer = match serde_json::to_string(&body) {
-            Ok(body) => Answer { status: 201, body },
+            Ok(body) => Answer { status: 201, body, replayed: false },
             Err(_) => Answer::error(500, ErrorCode::Internal, "internal error; it has been logged"),
         };
         let monthly = season.per_citizen_monthly_cap.is_some();

@@ -43,6 +43,8 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     DrawTooEarly,
     DrawUnfinished,
+    /// More than one Idempotency-Key header: which one the client meant is unknown.
+    DuplicateIdempotencyKey,
     EnrolmentClaimed,
     EnrolmentExpired,
     EnrolmentNotFound,
@@ -202,6 +204,7 @@ impl ErrorCode {
         ErrorCode::DatabaseUnavailable,
         ErrorCode::DrawTooEarly,
         ErrorCode::DrawUnfinished,
+        ErrorCode::DuplicateIdempotencyKey,
         ErrorCode::EnrolmentClaimed,
         ErrorCode::EnrolmentExpired,
         ErrorCode::EnrolmentNotFound,
@@ -361,6 +364,7 @@ impl ErrorCode {
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::DrawTooEarly => "draw_too_early",
             ErrorCode::DrawUnfinished => "draw_unfinished",
+            ErrorCode::DuplicateIdempotencyKey => "duplicate_idempotency_key",
             ErrorCode::EnrolmentClaimed => "enrolment_claimed",
             ErrorCode::EnrolmentExpired => "enrolment_expired",
             ErrorCode::EnrolmentNotFound => "enrolment_not_found",
@@ -536,6 +540,7 @@ mod tests {
             | ErrorCode::DatabaseUnavailable
             | ErrorCode::DrawTooEarly
             | ErrorCode::DrawUnfinished
+            | ErrorCode::DuplicateIdempotencyKey
             | ErrorCode::EnrolmentClaimed
             | ErrorCode::EnrolmentExpired
             | ErrorCode::EnrolmentNotFound

@@ -369,6 +369,12 @@ pub async fn set_points_rate(
             "points cannot expire before their season ends",
         ));
     }
+    if request.points_expire_at.is_some_and(|at| at > crate::domain::season::SEASON_LATEST) {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidDates,
+            "points expire by the end of 2100 at the latest",
+        ));
+    }
     let existing = state.store().points_policy(season_id).await?;
     if existing.is_some_and(|p| p.expired_at.is_some()) {
         return Err(ApiError::conflict(
@@ -780,5 +786,5 @@ pub async fn exchange(
     let hash = request_hash("POST", "/v1/me/card/exchanges", &body);
     let exchange = crate::app::claims::Exchange { card_id: card.id, points: request.points };
     let answer = state.writer().exchange(citizen_id, request.batch_id, exchange, key, hash).await;
-    Ok(json_response(answer.status, answer.body))
+    Ok(super::idempotency::writer_response(answer))
 }

@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{
     ApiBytes, ApiJson, ApiPath, ApiQuery, PageQuery, Staff, bearer_token, next_cursor, page_limit,
 };
-use super::idempotency::{IdempotencyKey, json_response, request_hash};
+use super::idempotency::{IdempotencyKey, request_hash};
 use crate::app::citizens::CitizenError;
 use crate::app::codes::CodeError;
 use crate::app::providers::SentCode;
@@ -349,7 +349,7 @@ pub async fn claim(
     let path = format!("/v1/batches/{batch_id}/claims");
     let hash = request_hash("POST", &path, &body);
     let answer = state.writer().claim(citizen_id, batch_id, key, hash).await;
-    Ok(json_response(answer.status, answer.body))
+    Ok(super::idempotency::writer_response(answer))
 }
 
 /// One of the citizen's vouchers, with its batch's name.

@@ -332,7 +332,7 @@ pub async fn paid(
         _ => {
             return Err(ApiError::unprocessable(
                 ErrorCode::InvalidPayoutRef,
-                "payout_ref is 1-100 characters, none of them control characters",
+                format!("payout_ref is 1-100 characters, {}", super::extract::PLAIN_TEXT_RULE),
             ));
         }
     };
@@ -342,12 +342,12 @@ pub async fn paid(
     let now = state.clock().now();
     let paid = crate::storage::SettlementRecord {
         paid_at: Some(now),
-        payout_ref: Some(payout_ref.to_owned()),
+        payout_ref: Some(payout_ref.as_str().to_owned()),
         ..settlement
     };
     let answer =
         IdemRecord { scope, key, request_hash: hash, status: 201, body: settlement_json(&paid).to_string() };
-    match state.store().commit_payout(settlement_id, payout_ref, now, &answer).await {
+    match state.store().commit_payout(settlement_id, payout_ref.as_str(), now, &answer).await {
         Ok(()) => Ok(json_response(201, answer.body)),
         Err(error) => match FinanceError::from(error) {
             FinanceError::Replay => replay_answer(&state, &answer).await,
@@ -440,7 +440,7 @@ pub async fn merchant_journal(
     staff: Staff,
     ApiPath(season_id): ApiPath<Uuid>,
     ApiQuery(query): ApiQuery<JournalQuery>,
-    ApiBytes(body): ApiBytes,
+    super::extract::ApiRawBytes(body): super::extract::ApiRawBytes,
 ) -> Result<Json<Value>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     let merchant = super::merchants::load(&state, query.merchant).await?;

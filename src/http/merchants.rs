@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiBytes, ApiPath, ApiQuery, Staff, next_cursor, page_limit, plain_text};
+use super::extract::{
+    ApiBytes, ApiPath, ApiQuery, PLAIN_TEXT_RULE, Staff, next_cursor, page_limit, plain_text,
+};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude, write_outcome};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
@@ -34,10 +36,10 @@ fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
 
 fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, ApiError> {
     match plain_text(value, max_chars) {
-        Some(value) if !value.is_empty() => Ok(value.to_owned()),
+        Some(value) if !value.is_empty() => Ok(value.into_string()),
         _ => Err(invalid(
             ErrorCode::InvalidField,
-            format!("{what} must be 1-{max_chars} characters, none of them control characters"),
+            format!("{what} must be 1-{max_chars} characters, {PLAIN_TEXT_RULE}"),
         )),
     }
 }
@@ -405,12 +407,9 @@ pub async fn register_terminal(
         .ok_or_else(|| invalid(ErrorCode::InvalidPublicKey, "public_key must be 32 bytes of base64url"))?;
     let label = plain_text(&request.label, 100)
         .ok_or_else(|| {
-            invalid(
-                ErrorCode::InvalidField,
-                "label is at most 100 characters, none of them control characters",
-            )
+            invalid(ErrorCode::InvalidField, format!("label is at most 100 characters, {PLAIN_TEXT_RULE}"))
         })?
-        .to_owned();
+        .into_string();
     let terminal =
         TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
     let answer = TerminalAnswer { terminal_id: terminal.id, merchant_id, label };

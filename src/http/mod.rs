@@ -40,10 +40,12 @@ pub mod openapi;
 mod ops;
 pub mod rate_limit;
 pub(crate) mod seasons;
+pub mod serve;
 pub mod staff;
 pub(crate) mod till;
 
 pub use error::ApiError;
+pub use serve::ConnectionLimits;
 
 /// Largest request body accepted anywhere (a claim or a redemption is a few hundred bytes).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -255,6 +257,7 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(serve::close_if_body_unread))
                 .layer(CatchPanicLayer::custom(on_panic)),
         )
         .with_state(state)

@@ -42,10 +42,10 @@ fn parse_region(text: &str, what: &str) -> Result<RegionCode, ApiError> {
 
 fn check_name(name: &str) -> Result<String, ApiError> {
     match plain_text(name, MAX_NAME_CHARS) {
-        Some(name) if !name.is_empty() => Ok(name.to_owned()),
+        Some(name) if !name.is_empty() => Ok(name.into_string()),
         _ => Err(invalid(
             ErrorCode::InvalidName,
-            "a name is 1-100 characters, none of them control characters",
+            format!("a name is 1-100 characters, {}", super::extract::PLAIN_TEXT_RULE),
         )),
     }
 }
@@ -128,9 +128,8 @@ pub async fn create_season(
     let request: CreateSeason = parse_json(&body)?;
     let province = parse_region(&request.province, "province")?;
     staff.may(access::open_season, province)?;
-    if request.ends_at <= request.starts_at {
-        return Err(invalid(ErrorCode::InvalidDates, "ends_at must be after starts_at"));
-    }
+    crate::domain::season::check_season_dates(request.starts_at, request.ends_at)
+        .map_err(|message| invalid(ErrorCode::InvalidDates, message))?;
     let merchant_redemption_limit = match request.merchant_redemption_limit {
         Some(1..=MAX_MERCHANT_REDEMPTION_LIMIT) | None => request.merchant_redemption_limit,
         Some(_) => {

@@ -96,21 +96,22 @@ pub async fn create_key(
     let label = plain_text(&request.label, 100).ok_or_else(|| {
         ApiError::unprocessable(
             ErrorCode::InvalidLabel,
-            "label is at most 100 characters, none of them control characters",
+            format!("label is at most 100 characters, {}", super::extract::PLAIN_TEXT_RULE),
         )
     })?;
     let name = plain_text(&request.name, 50).filter(|n| !n.is_empty()).ok_or_else(|| {
         ApiError::unprocessable(
             ErrorCode::InvalidName,
-            "name is 1 to 50 characters, none of them control characters",
+            format!("name is 1 to 50 characters, {}", super::extract::PLAIN_TEXT_RULE),
         )
     })?;
     let phone = Phone::parse(&request.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     crate::domain::access::mint_key(&staff.scope, &scope)?;
-    let person = staff::Person { name, phone: &phone };
+    let person = staff::Person { name: &name, phone: &phone };
     let codes = state.citizens().codes();
-    let enrolled =
-        staff::enrol(state.store(), codes, scope, label, &person, staff.key_id).await.map_err(enrol_error)?;
+    let enrolled = staff::enrol(state.store(), codes, scope, &label, &person, staff.key_id)
+        .await
+        .map_err(enrol_error)?;
     tracing::info!(enrolment = %enrolled.id, role = %scope.role, region = %scope.region, minted_by = %staff.key_id, "staff key enrolment sent");
     let body = EnrolmentResponse {
         enrolment_id: enrolled.id.as_uuid(),

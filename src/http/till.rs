@@ -32,6 +32,7 @@ use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionLevel;
 use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus, order_slot};
+use crate::domain::text::PlainText;
 use crate::storage::{
     CardPaymentRecord, IdemRecord, NewRedemption, NewReversal, Refusal, SeasonTotalDelta, TerminalRecord,
     WriteError,
@@ -574,11 +575,11 @@ pub(super) async fn merchant_or_staff(
 
 /// What `order_ref` and `order_amount` must be, for the refusal of either.
 pub(super) const ORDER_FIELDS_RULE: &str =
-    "order_ref is 1-64 bytes with no control characters, and order_amount above 0.00";
+    "order_ref is 1-64 bytes with no control or invisible formatting characters, and order_amount above 0.00";
 
-/// A till's order reference: trimmed, 1 to 64 bytes, no control characters.
+/// A till's order reference: trimmed, 1 to 64 bytes, plain text (`domain::text`).
 pub(super) fn order_ref(text: &str) -> Option<String> {
-    plain_text(text, 64).filter(|r| !r.is_empty() && r.len() <= 64).map(str::to_owned)
+    plain_text(text, 64).filter(|r| !r.is_empty() && r.as_str().len() <= 64).map(PlainText::into_string)
 }
 
 /// The reason of a reversal body: trimmed, at most 200 characters (longer ones are cut), not
@@ -587,9 +588,12 @@ pub(super) fn reversal_reason(body: &[u8]) -> Result<String, ApiError> {
     let request: ReasonBody = parse_json(body)?;
     let reason = request.reason.trim().chars().take(200).collect::<String>();
     match plain_text(&reason, 200) {
-        Some(reason) if !reason.is_empty() => Ok(reason.to_owned()),
+        Some(reason) if !reason.is_empty() => Ok(reason.into_string()),
         Some(_) => Err(ApiError::unprocessable(ErrorCode::InvalidBody, "a reversal needs a reason")),
-        None => Err(ApiError::unprocessable(ErrorCode::InvalidBody, "the reason holds a control character")),
+        None => Err(ApiError::unprocessable(
+            ErrorCode::InvalidBody,
+            "the reason holds a control or invisible formatting character",
+        )),
     }
 }
 

@@ -12,6 +12,7 @@ mod codes;
 mod crash;
 mod finance;
 mod finance_props;
+mod hardening;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
