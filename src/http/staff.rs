@@ -107,9 +107,9 @@ pub async fn create_key(
     })?;
     let phone = Phone::parse(&request.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     crate::domain::access::mint_key(&staff.scope, &scope)?;
-    let person = staff::Person { name: &name, phone: &phone };
+    let person = staff::Person { name: name.as_str(), phone: &phone };
     let codes = state.citizens().codes();
-    let enrolled = staff::enrol(state.store(), codes, scope, &label, &person, staff.key_id)
+    let enrolled = staff::enrol(state.store(), codes, scope, label.as_str(), &person, staff.key_id)
         .await
         .map_err(enrol_error)?;
     tracing::info!(enrolment = %enrolled.id, role = %scope.role, region = %scope.region, minted_by = %staff.key_id, "staff key enrolment sent");
