@@ -238,7 +238,8 @@ pub enum LedgerCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// Mint a staff API key; prints it alone on stdout, once.
+    /// Mint a staff API key; prints it alone on stdout, once. The console is the root of the
+    /// tree: admins' keys minted here enrol everyone else through the API.
     Create {
         #[arg(long)]
         role: String,
@@ -246,6 +247,13 @@ pub enum KeysCommand {
         region: String,
         #[arg(long, default_value = "")]
         label: String,
+        /// The person the key belongs to (with --phone). Without both, the key is its own
+        /// person for four eyes: name the people of admin keys.
+        #[arg(long, requires = "phone")]
+        name: Option<String>,
+        /// The person's mobile number (with --name): one phone, one person.
+        #[arg(long, requires = "name")]
+        phone: Option<String>,
     },
     /// Add a new QR signing key and retire the current one; tokens in flight stay valid.
     RotateQr,
@@ -254,6 +262,22 @@ pub enum KeysCommand {
     /// Revoke a staff key by id, and every key minted below it at any depth: every request with
     /// any of them is refused from now on (401 invalid_key).
     Revoke { id: crate::domain::ids::StaffKeyId },
+}
+
+/// The person a console key is for: the name, and the phone's keyed hash under the server's
+/// citizen secret (as the API's enrolments store it).
+fn console_person(
+    data_dir: &std::path::Path,
+    name: Option<&str>,
+    phone: Option<&str>,
+) -> anyhow::Result<Option<crate::storage::NewStaffPerson>> {
+    let (Some(name), Some(phone)) = (name, phone) else { return Ok(None) };
+    let phone = crate::domain::citizen::Phone::parse(phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
+    anyhow::ensure!(!name.trim().is_empty(), "--name is empty");
+    let secret =
+        crate::app::citizens::load_or_create_secret(&data_dir.join("keys").join("citizen-hmac.key"))?;
+    let person = staff::Person { name, phone: &phone };
+    Ok(Some(staff::new_person(&person, phone.keyed_hash(&secret))))
 }
 
 impl Cli {
@@ -286,11 +310,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger(command) => ledger(command, &url, &cli).await,
-        Command::Keys(KeysCommand::Create { role, region, label }) => {
+        Command::Keys(KeysCommand::Create { role, region, label, name, phone }) => {
             let scope =
                 crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
+            let person = console_person(&cli.data_dir, name.as_deref(), phone.as_deref())?;
             let store = server::open_store(&url, &cli.data_dir).await?;
-            let minted = staff::mint(store.as_ref(), scope, label, None).await?;
+            let minted = staff::mint_for(store.as_ref(), scope, label, person).await?;
             println!("{}", minted.secret);
             Ok(ExitCode::SUCCESS)
         }

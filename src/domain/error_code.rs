@@ -45,6 +45,9 @@ pub enum ErrorCode {
     DrawUnfinished,
     /// More than one Idempotency-Key header: which one the client meant is unknown.
     DuplicateIdempotencyKey,
+    EnrolmentClaimed,
+    EnrolmentExpired,
+    EnrolmentNotFound,
     Forbidden,
     FundingDuplicateFunder,
     FundingEmpty,
@@ -202,6 +205,9 @@ impl ErrorCode {
         ErrorCode::DrawTooEarly,
         ErrorCode::DrawUnfinished,
         ErrorCode::DuplicateIdempotencyKey,
+        ErrorCode::EnrolmentClaimed,
+        ErrorCode::EnrolmentExpired,
+        ErrorCode::EnrolmentNotFound,
         ErrorCode::Forbidden,
         ErrorCode::FundingDuplicateFunder,
         ErrorCode::FundingEmpty,
@@ -359,6 +365,9 @@ impl ErrorCode {
             ErrorCode::DrawTooEarly => "draw_too_early",
             ErrorCode::DrawUnfinished => "draw_unfinished",
             ErrorCode::DuplicateIdempotencyKey => "duplicate_idempotency_key",
+            ErrorCode::EnrolmentClaimed => "enrolment_claimed",
+            ErrorCode::EnrolmentExpired => "enrolment_expired",
+            ErrorCode::EnrolmentNotFound => "enrolment_not_found",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::FundingDuplicateFunder => "funding_duplicate_funder",
             ErrorCode::FundingEmpty => "funding_empty",
@@ -532,6 +541,9 @@ mod tests {
             | ErrorCode::DrawTooEarly
             | ErrorCode::DrawUnfinished
             | ErrorCode::DuplicateIdempotencyKey
+            | ErrorCode::EnrolmentClaimed
+            | ErrorCode::EnrolmentExpired
+            | ErrorCode::EnrolmentNotFound
             | ErrorCode::Forbidden
             | ErrorCode::FundingDuplicateFunder
             | ErrorCode::FundingEmpty

@@ -108,11 +108,11 @@ fn parse_identity(id_number: &str, phone: &str) -> Result<(IdNumber, Phone), Api
     Ok((id, phone))
 }
 
-fn parse_code(code: &str) -> Result<OneTimeCode, ApiError> {
+pub(super) fn parse_code(code: &str) -> Result<OneTimeCode, ApiError> {
     OneTimeCode::parse(code).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))
 }
 
-fn code_error(error: CodeError) -> ApiError {
+pub(super) fn code_error(error: CodeError) -> ApiError {
     match error {
         CodeError::NotNow(refusal) => {
             let wait = std::time::Duration::from_secs(refusal.retry_after_s().max(1).unsigned_abs());
@@ -171,6 +171,10 @@ pub async fn send_code(
     ApiJson(request): ApiJson<CodeRequest>,
 ) -> Result<(StatusCode, Json<CodeSentResponse>), ApiError> {
     let phone = Phone::parse(&request.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    if request.purpose == CodePurpose::StaffEnrol {
+        let why = "a staff enrolment's code is sent when an admin enrols the person, not asked for";
+        return Err(ApiError::unprocessable(ErrorCode::InvalidField, why));
+    }
     let sent = state.citizens().codes().send(&phone, request.purpose).await.map_err(code_error)?;
     let body =
         CodeSentResponse { expires_at: sent.expires_at.to_string(), resend_after_s: sent.resend_after_s };

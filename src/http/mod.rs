@@ -305,6 +305,7 @@ fn ledger_staff_and_season_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::verify))
         .routes(routes!(ledger::latest_checkpoint))
         .routes(routes!(staff::create_key))
+        .routes(routes!(staff::claim))
         .routes(routes!(staff::me))
         .routes(routes!(seasons::create_season, seasons::list_seasons))
         .routes(routes!(seasons::get_season))

@@ -1320,15 +1320,14 @@ async fn settlement_account_changes(backend: Backend) {
     let (status, body) = s.get(&format!("{path}/requests"), &jinan_admin).await;
     assert_eq!((status, code(&body)), (403, "forbidden"));
 
-    // A second key is no second person when the asker minted it (it saw the secret), at any
-    // depth, nor when it minted the asker.
+    // A second person is no approver when the asker minted their key, at any depth, nor when
+    // they minted the asker's.
     let mint = |minter: String| {
         let app = &s.world.app;
         async move {
-            let body = json!({"role": "city_admin", "region": "370200", "label": "second"});
-            let (status, minted) = app.post("/v1/staff/keys", Some(&minter), body).await;
-            assert_eq!(status, 201, "{minted}");
-            minted["key"].as_str().expect("key").to_owned()
+            let phone = crate::common::fresh_phone();
+            let body = json!({"role": "city_admin", "region": "370200", "label": "second", "name": "某人", "phone": phone});
+            app.enrol_key_for(&minter, body).await["key"].as_str().expect("key").to_owned()
         }
     };
     let own_second = mint(admin.clone()).await;
@@ -1384,11 +1383,8 @@ async fn payout_account(s: &Script, settlement: &str) -> String {
 /// key's, say) is not approved, though it may be rejected.
 async fn a_revoked_keys_account_request_is_not_approved(backend: Backend) {
     let world = World::new(backend, "1000.00", None).await;
-    let body = json!({"role": "city_admin", "region": "370200", "label": "qingdao admin"});
-    let (status, minted) = world.app.post("/v1/staff/keys", Some(&world.province_admin), body).await;
-    assert_eq!(status, 201, "{minted}");
-    let asker = minted["key"].as_str().expect("key").to_owned();
-    let asker_id: Uuid = minted["id"].as_str().expect("id").parse().expect("uuid");
+    let (asker_id, asker) = world.app.enrol_key(&world.province_admin, "city_admin", "370200").await;
+    let asker_id: Uuid = asker_id.parse().expect("uuid");
     let approver = world.app.staff_key(Role::ProvinceAdmin, "370000").await;
     let merchant_id = merchant(&world, &asker, 31, "bookstore", "370200").await;
     let path = format!("/v1/merchants/{merchant_id}/settlement-account");

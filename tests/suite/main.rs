@@ -21,5 +21,6 @@ mod migrations;
 mod openapi;
 mod pages;
 mod sessions;
+mod staff_people;
 mod till;
 mod till_cli;
