@@ -295,11 +295,17 @@ async fn a_citizen_signs_up_claims_at_the_opening_and_shows_the_qr_code(backend:
                       "categories": ["bookstore"], "claim_opens_at": world.at(600)}))
         .await;
     let batch_id = batch["id"].as_str().expect("id").to_owned();
+    let open = world
+        .batch(json!({"name": "全省影院券", "face_value": "10.00", "min_spend": "40.00", "stock": 5,
+                                  "categories": ["cinema"]}))
+        .await;
+    let open_id = open["id"].as_str().expect("id").to_owned();
+    let button = format!("button.claim[data-batch-id=\"{batch_id}\"]");
     let base = world.app.base.clone();
     let shot = |step: &str| format!("journey-{step}-{backend:?}").to_lowercase();
     browser.viewport(360, 740).await;
     browser.client.goto(&format!("{base}/")).await.expect("load the citizen's page");
-    browser.wait_for("button.claim[disabled]").await;
+    browser.wait_for(&format!("{button}[disabled]")).await;
     browser.screenshot(&shot("1-batches")).await;
     sign_up(&browser, &world, &shot("2-sign-up")).await;
     // Three seconds before the opening, by the server's clock: the button waits, then goes live
@@ -307,14 +313,14 @@ async fn a_citizen_signs_up_claims_at_the_opening_and_shows_the_qr_code(backend:
     let opens = Timestamp::from_unix_us(world.t0_us).plus_seconds(600);
     world.clock.set(opens.plus_seconds(-3));
     browser.client.goto(&format!("{base}/")).await.expect("reload");
-    assert_eq!(browser.text("button.claim").await, "未开抢");
+    assert_eq!(browser.text(&button).await, "未开抢");
     browser.screenshot(&shot("3-before-opening")).await;
     world.clock.set(opens.plus_seconds(1));
     let live = browser
         .client
         .wait()
         .at_most(Duration::from_secs(10))
-        .for_element(Locator::Css("button.claim:not([disabled])"))
+        .for_element(Locator::Css(&format!("{button}:not([disabled])")))
         .await
         .expect("the claim button goes live");
     // A double tap: one intent, one voucher.
@@ -333,10 +339,26 @@ async fn a_citizen_signs_up_claims_at_the_opening_and_shows_the_qr_code(backend:
     assert_eq!(status, 200, "{mine}");
     assert_eq!(mine["vouchers"].as_array().map(Vec::len), Some(1), "a double tap gives one voucher: {mine}");
     assert_eq!(mine["vouchers"][0]["batch_id"], batch_id.as_str());
+    // An intent whose answer a reload lost is sent again with its key: the server's first
+    // answer (here, given to that key already) and still one voucher of the batch.
+    let (status, first) = world.claim(&token, &open_id, "intent-before-reload").await;
+    assert_eq!(status, 201, "{first}");
+    let keep =
+        format!("sessionStorage.setItem('wenhui.claim.{open_id}', 'intent-before-reload'); return true");
+    browser.client.execute(&keep, vec![]).await.expect("an unanswered intent");
+    browser.client.goto(&format!("{base}/")).await.expect("reload");
+    let resumed =
+        browser.text(&format!("button.claim[data-batch-id=\"{open_id}\"] + .claim-message.ok")).await;
+    assert!(resumed.starts_with("领取成功"), "{resumed}");
+    let read = format!("return sessionStorage.getItem('wenhui.claim.{open_id}')");
+    let left = browser.client.execute(&read, vec![]).await.expect("storage");
+    assert_eq!(left, Value::Null, "an answered intent is forgotten");
+    let (_, mine) = world.app.get("/v1/me/vouchers", Some(&token)).await;
+    assert_eq!(mine["vouchers"].as_array().map(Vec::len), Some(2), "{mine}");
     // Tapping again is refused in plain Chinese (the limit is one a citizen).
     let (_, messages) = world.app.get("/assets/messages.json", None).await;
     browser.client.goto(&format!("{base}/")).await.expect("reload");
-    browser.wait_for("button.claim:not([disabled])").await.click().await.expect("tap again");
+    browser.wait_for(&format!("{button}:not([disabled])")).await.click().await.expect("tap again");
     let refused = browser.text(".claim-message.refused").await;
     assert_eq!(refused, messages["limit_reached"].as_str().expect("a message"));
     browser.screenshot(&shot("5-limit-reached")).await;
@@ -398,10 +420,13 @@ async fn sent(browser: &Browser) -> bool {
 /// the till redeems.
 async fn show_the_qr_code(browser: &Browser, world: &World, list: &str, full: &str) {
     browser.client.find(Locator::Css("#to-mine")).await.expect("tab").click().await.expect("tap");
-    let card = browser.wait_for("button.voucher.active").await;
-    assert_eq!(browser.text(".voucher .terms").await, "满100减30");
-    assert_eq!(browser.text(".voucher .where").await, "山东省内通用 · 书店");
-    assert!(browser.text(".voucher .status").await.starts_with("可使用"));
+    browser.wait_for("button.voucher.active").await;
+    let terms = browser.texts(".voucher .terms").await;
+    let at = terms.iter().position(|t| t == "满100减30").expect("the bookstore voucher");
+    assert_eq!(browser.texts(".voucher .where").await[at], "山东省内通用 · 书店");
+    assert!(browser.texts(".voucher .status").await.iter().all(|s| s.starts_with("可使用")));
+    let cards = browser.client.find_all(Locator::Css("button.voucher.active")).await.expect("cards");
+    let card = cards.into_iter().nth(at).expect("the card");
     browser.screenshot(list).await;
     card.click().await.expect("open the voucher");
     browser.wait_for("#qr:not([hidden]) #qr-image[src]").await;

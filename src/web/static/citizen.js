@@ -154,6 +154,9 @@
   const views = { batches: main, account: $('account'), mine: $('mine') };
   const show = (name) => {
     for (const [key, node] of Object.entries(views)) node.hidden = key !== name;
+    for (const tab of document.querySelectorAll('.tabs button')) {
+      tab.setAttribute('aria-current', tab.id === `to-${name}` ? 'page' : 'false');
+    }
     if (name === 'mine') loadMine().catch(showMineError);
     if (name === 'account') refreshAccount();
   };
@@ -241,8 +244,11 @@
     const opens = Date.parse(batch.claim_opens_at);
     const before = wenhui.now() < opens;
     const out = !before && batch.remaining <= 0;
-    const button = el('button', { type: 'button', class: 'claim', 'data-batch-id': batch.id, disabled: before || out,
-      'data-opens-at': before ? opens : null }, before ? '未开抢' : out ? '已领完' : '立即领取');
+    // An intent still waiting for its answer (the list was read again meanwhile) stays busy.
+    const pending = !before && session() && sessionStorage.getItem(INTENT + batch.id);
+    const button = el('button', { type: 'button', class: 'claim', 'data-batch-id': batch.id, disabled: before || out || pending,
+      'data-opens-at': before ? opens : null, 'data-busy': pending ? '1' : null },
+    pending ? '正在领取…' : before ? '未开抢' : out ? '已领完' : '立即领取');
     button.addEventListener('click', () => claim(batch.id, button));
     return el('div', { class: 'claim-row' }, button, el('p', { class: 'claim-message', role: 'alert', hidden: true }));
   }
@@ -385,6 +391,7 @@
 
   setMode('sign_in');
   refreshHeader();
+  show('batches');
   setInterval(tick, 200);
   load()
     .then(resumeIntents)
