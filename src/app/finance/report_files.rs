@@ -356,8 +356,9 @@ pub fn payout_csv(
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// A statement line with its running totals (fen).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A statement line with its running totals (yuan); also a row of the statement's CSV, in
+/// this order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StatementLine {
     pub at: String,
     pub kind: String,
