@@ -9,18 +9,66 @@ use maud::{DOCTYPE, Markup, html};
 
 use crate::http::AppState;
 
-/// `GET /`: the citizen's page (mobile first): open and upcoming batches.
+/// `GET /`: the citizen's page (mobile first): open and upcoming batches with their claim
+/// buttons, sign-up and sign-in with a one-time code, the citizen's vouchers, and a voucher's QR
+/// code full screen. The script (`citizen.js`) shows one view at a time.
 pub async fn citizen(State(state): State<AppState>) -> Response {
     let body = html! {
         header.bar {
             h1 { "文惠" small { "文化消费券" } }
+            nav.tabs {
+                button #to-batches type="button" { "领券" }
+                button #to-mine type="button" { "我的券" }
+                button #to-account type="button" { "登录" }
+            }
         }
         main #batches aria-live="polite" aria-busy="true" {
             p.note { "正在加载本期消费券…" }
         }
+        main #account hidden { (account_form()) }
+        main #mine hidden aria-live="polite" {}
+        section #qr.qr hidden role="dialog" aria-modal="true" aria-labelledby="qr-title" {
+            h2 #qr-title {}
+            p #qr-name.note {}
+            div.qr-frame { img #qr-image alt="消费券二维码"; }
+            p.qr-show { "请向收银员出示" }
+            p #qr-state.note aria-live="polite" {}
+            button #qr-close type="button" { "关闭" }
+        }
         footer { "开抢时间以服务器的北京时间为准" }
     };
     page(&state, "文惠 · 文化消费券", "citizen", &["citizen.js"], body)
+}
+
+/// Sign-up and sign-in in one form: the script shows the name field for a sign-up only.
+fn account_form() -> Markup {
+    html! {
+        form #auth.card data-mode="sign_in" {
+            h2 #auth-title { "登录" }
+            label for="phone" { "手机号" }
+            input #phone name="phone" type="tel" inputmode="numeric" autocomplete="tel" required
+                maxlength="16" placeholder="11位手机号";
+            div.code-row {
+                input #code name="code" inputmode="numeric" autocomplete="one-time-code" maxlength="6"
+                    required placeholder="6位验证码" aria-label="验证码";
+                button #send-code type="button" { "获取验证码" }
+            }
+            p #code-sent.note aria-live="polite" {}
+            label.register for="name" { "姓名" }
+            input #name.register name="name" autocomplete="name" maxlength="50" placeholder="与身份证一致";
+            label for="id-number" { "身份证号" }
+            input #id-number name="id_number" autocomplete="off" maxlength="18" spellcheck="false"
+                placeholder="18位身份证号";
+            p #auth-error.error role="alert" hidden {}
+            button #auth-submit type="submit" { "登录" }
+            button #switch-mode.link type="button" { "还没有账号？注册" }
+        }
+        section #signed-in.card hidden {
+            p #who.who {}
+            button #sign-out type="button" { "退出登录" }
+            p.note { "登录信息保存在本机浏览器中，退出登录即清除。" }
+        }
+    }
 }
 
 /// `GET /console/`: the finance console's sign-in (a staff key, kept in the tab's session

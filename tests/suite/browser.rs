@@ -14,6 +14,9 @@ use tempfile::TempDir;
 use tokio::process::{Child, Command};
 use wenhui::domain::staff::Role;
 
+use wenhui::domain::citizen::synthetic_id_number;
+use wenhui::domain::time::{Clock, Timestamp};
+
 use crate::both_backends;
 use crate::claims::World;
 use crate::common::{Backend, code};
@@ -277,4 +280,190 @@ async fn console_page(browser: &Browser, world: &World, backend: Backend) {
     assert_eq!(browser.errors().await, Vec::<Value>::new(), "the browser logged errors");
     let requested = browser.requested().await;
     assert!(requested.iter().all(|u| u.starts_with(&format!("{base}/"))), "another origin: {requested:?}");
+}
+
+both_backends!(a_citizen_signs_up_claims_at_the_opening_and_shows_the_qr_code);
+
+/// The citizen's journey at 360 px: sign up with a one-time code (read from the dev SMS
+/// route), wait for an opening on the server's clock, double-tap 立即领取 (one voucher), open it
+/// full screen, and read its QR code from a screenshot with rqrr: the till accepts the token.
+async fn a_citizen_signs_up_claims_at_the_opening_and_shows_the_qr_code(backend: Backend) {
+    let Some(browser) = Browser::start().await else { return };
+    let world = World::new(backend, "100000.00", None).await;
+    let batch = world
+        .batch(json!({"name": "全省书店券", "face_value": "30.00", "min_spend": "100.00", "stock": 5,
+                      "categories": ["bookstore"], "claim_opens_at": world.at(600)}))
+        .await;
+    let batch_id = batch["id"].as_str().expect("id").to_owned();
+    let open = world
+        .batch(json!({"name": "全省影院券", "face_value": "10.00", "min_spend": "40.00", "stock": 5,
+                                  "categories": ["cinema"]}))
+        .await;
+    let open_id = open["id"].as_str().expect("id").to_owned();
+    let button = format!("button.claim[data-batch-id=\"{batch_id}\"]");
+    let base = world.app.base.clone();
+    let shot = |step: &str| format!("journey-{step}-{backend:?}").to_lowercase();
+    browser.viewport(360, 740).await;
+    browser.client.goto(&format!("{base}/")).await.expect("load the citizen's page");
+    browser.wait_for(&format!("{button}[disabled]")).await;
+    browser.screenshot(&shot("1-batches")).await;
+    sign_up(&browser, &world, &shot("2-sign-up")).await;
+    // Three seconds before the opening, by the server's clock: the button waits, then goes live
+    // at the opening second on the page's own count (the server is moved past it meanwhile).
+    let opens = Timestamp::from_unix_us(world.t0_us).plus_seconds(600);
+    world.clock.set(opens.plus_seconds(-3));
+    browser.client.goto(&format!("{base}/")).await.expect("reload");
+    assert_eq!(browser.text(&button).await, "未开抢");
+    browser.screenshot(&shot("3-before-opening")).await;
+    world.clock.set(opens.plus_seconds(1));
+    let live = browser
+        .client
+        .wait()
+        .at_most(Duration::from_secs(10))
+        .for_element(Locator::Css(&format!("{button}:not([disabled])")))
+        .await
+        .expect("the claim button goes live");
+    // A double tap: one intent, one voucher.
+    let script = "const b = arguments[0]; b.click(); b.click(); return true";
+    browser.client.execute(script, vec![serde_json::to_value(&live).expect("element")]).await.expect("tap");
+    let message = browser.text(".claim-message.ok").await;
+    assert!(message.starts_with("领取成功"), "{message}");
+    browser.screenshot(&shot("4-claimed")).await;
+    let token = browser
+        .client
+        .execute("return JSON.parse(localStorage.getItem('wenhui.citizen')).token", vec![])
+        .await
+        .expect("the citizen's token");
+    let token = token.as_str().expect("a token").to_owned();
+    let (status, mine) = world.app.get("/v1/me/vouchers", Some(&token)).await;
+    assert_eq!(status, 200, "{mine}");
+    assert_eq!(mine["vouchers"].as_array().map(Vec::len), Some(1), "a double tap gives one voucher: {mine}");
+    assert_eq!(mine["vouchers"][0]["batch_id"], batch_id.as_str());
+    // An intent whose answer a reload lost is sent again with its key: the server's first
+    // answer (here, given to that key already) and still one voucher of the batch.
+    let (status, first) = world.claim(&token, &open_id, "intent-before-reload").await;
+    assert_eq!(status, 201, "{first}");
+    let keep =
+        format!("sessionStorage.setItem('wenhui.claim.{open_id}', 'intent-before-reload'); return true");
+    browser.client.execute(&keep, vec![]).await.expect("an unanswered intent");
+    browser.client.goto(&format!("{base}/")).await.expect("reload");
+    let resumed =
+        browser.text(&format!("button.claim[data-batch-id=\"{open_id}\"] + .claim-message.ok")).await;
+    assert!(resumed.starts_with("领取成功"), "{resumed}");
+    let read = format!("return sessionStorage.getItem('wenhui.claim.{open_id}')");
+    let left = browser.client.execute(&read, vec![]).await.expect("storage");
+    assert_eq!(left, Value::Null, "an answered intent is forgotten");
+    let (_, mine) = world.app.get("/v1/me/vouchers", Some(&token)).await;
+    assert_eq!(mine["vouchers"].as_array().map(Vec::len), Some(2), "{mine}");
+    // Tapping again is refused in plain Chinese (the limit is one a citizen).
+    let (_, messages) = world.app.get("/assets/messages.json", None).await;
+    browser.client.goto(&format!("{base}/")).await.expect("reload");
+    browser.wait_for(&format!("{button}:not([disabled])")).await.click().await.expect("tap again");
+    let refused = browser.text(".claim-message.refused").await;
+    assert_eq!(refused, messages["limit_reached"].as_str().expect("a message"));
+    browser.screenshot(&shot("5-limit-reached")).await;
+    show_the_qr_code(&browser, &world, &shot("6-vouchers"), &shot("7-qr")).await;
+    assert_eq!(browser.errors().await.iter().filter(|e| !is_expected_refusal(e)).count(), 0);
+    let requested = browser.requested().await;
+    assert!(requested.iter().all(|u| u.starts_with(&format!("{base}/"))), "another origin: {requested:?}");
+    // Signing out ends the session on the server.
+    browser.client.find(Locator::Css("#to-account")).await.expect("tab").click().await.expect("tap");
+    browser.wait_for("#sign-out").await.click().await.expect("sign out");
+    browser.wait_for("#auth:not([hidden])").await;
+    let (status, _) = world.app.get("/v1/me/vouchers", Some(&token)).await;
+    assert_eq!(status, 401, "the token is revoked");
+    browser.client.clone().close().await.expect("close the browser");
+}
+
+/// The 409 of the refused second claim is logged by the browser as a failed load.
+fn is_expected_refusal(entry: &Value) -> bool {
+    entry["message"].as_str().is_some_and(|m| m.contains("/claims") && m.contains("409"))
+}
+
+async fn sign_up(browser: &Browser, world: &World, screenshot: &str) {
+    browser.client.find(Locator::Css("#to-account")).await.expect("tab").click().await.expect("tap");
+    browser.wait_for("#switch-mode").await.click().await.expect("to sign-up");
+    let phone = "13912345678";
+    browser.wait_for("#name").await.send_keys("张三").await.expect("type");
+    browser.wait_for("#phone").await.send_keys(phone).await.expect("type");
+    browser
+        .wait_for("#id-number")
+        .await
+        .send_keys(&synthetic_id_number("370202", "19900101", 7))
+        .await
+        .expect("type");
+    browser.client.find(Locator::Css("#send-code")).await.expect("button").click().await.expect("tap");
+    assert!(browser.text("#code-sent").await.contains("验证码已发送") || sent(browser).await);
+    let (status, outbox) = world.app.get(&format!("/v1/dev/sms?phone={phone}"), None).await;
+    assert_eq!(status, 200, "{outbox}");
+    let code = outbox["messages"][0]["code"].as_str().expect("a code").to_owned();
+    assert_eq!(outbox["messages"][0]["purpose"], "register");
+    browser.wait_for("#code").await.send_keys(&code).await.expect("type");
+    browser.screenshot(screenshot).await;
+    browser.client.find(Locator::Css("#auth-submit")).await.expect("button").click().await.expect("tap");
+    browser.wait_for("#batches:not([hidden])").await;
+    assert_eq!(browser.text("#to-account").await, "账户", "signed in");
+}
+
+/// The note under the code field appears once the code is sent (waited for).
+async fn sent(browser: &Browser) -> bool {
+    for _ in 0..50 {
+        if browser.text("#code-sent").await.contains("验证码已发送") {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// My vouchers, then the voucher full screen: its QR code, read from a screenshot, is a token
+/// the till redeems.
+async fn show_the_qr_code(browser: &Browser, world: &World, list: &str, full: &str) {
+    browser.client.find(Locator::Css("#to-mine")).await.expect("tab").click().await.expect("tap");
+    browser.wait_for("button.voucher.active").await;
+    let terms = browser.texts(".voucher .terms").await;
+    let at = terms.iter().position(|t| t == "满100减30").expect("the bookstore voucher");
+    assert_eq!(browser.texts(".voucher .where").await[at], "山东省内通用 · 书店");
+    assert!(browser.texts(".voucher .status").await.iter().all(|s| s.starts_with("可使用")));
+    let cards = browser.client.find_all(Locator::Css("button.voucher.active")).await.expect("cards");
+    let card = cards.into_iter().nth(at).expect("the card");
+    browser.screenshot(list).await;
+    card.click().await.expect("open the voucher");
+    browser.wait_for("#qr:not([hidden]) #qr-image[src]").await;
+    assert_eq!(browser.text(".qr-show").await, "请向收银员出示");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let png = browser.screenshot(full).await;
+    let token = decode_qr_png(&png);
+    let shown = browser.client.execute("return document.getElementById('qr').dataset.token", vec![]).await;
+    assert_eq!(shown.expect("token").as_str(), Some(token.as_str()), "the QR code is the served token");
+    let admin = world.app.staff_key(Role::CityAdmin, "370200").await;
+    let shop = crate::till::merchant(world, &admin, 1, "bookstore", "370200").await;
+    let dir = world.app.db.dir.path().to_owned();
+    let (_, terminal, key) = crate::till::terminal(world, &admin, &shop, &dir).await;
+    let body = json!({"qr": token, "order_amount": "120.00", "order_ref": "browser-1"});
+    let ts = world.clock.now().unix_us() / 1_000_000;
+    let (status, answer) =
+        crate::till::signed(world, terminal, key.key_pair(), ts, "nonce-browser-qr-0000001", &body).await;
+    assert!(status == 200 || status == 201, "the till accepts the token: {answer}");
+    browser.client.find(Locator::Css("#qr-close")).await.expect("close").click().await.expect("tap");
+}
+
+/// The QR code in a PNG screenshot (decoded with `png`, read with `rqrr`).
+fn decode_qr_png(path: &std::path::Path) -> String {
+    let file = std::fs::File::open(path).expect("the screenshot");
+    let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
+    decoder.set_transformations(png::Transformations::normalize_to_color8());
+    let mut reader = decoder.read_info().expect("a PNG");
+    let mut pixels = vec![0; reader.output_buffer_size().expect("a size")];
+    let frame = reader.next_frame(&mut pixels).expect("a frame");
+    let channels = frame.color_type.samples();
+    let (width, height) = (frame.width as usize, frame.height as usize);
+    let mut image = rqrr::PreparedImage::prepare_from_greyscale(width, height, |x, y| {
+        let at = (y * width + x) * channels;
+        let rgb = &pixels[at..at + channels.min(3)];
+        (rgb.iter().map(|&v| u32::from(v)).sum::<u32>() / rgb.len() as u32) as u8
+    });
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code on the screen");
+    grids[0].decode().expect("the QR code decodes").1
 }

@@ -12,10 +12,12 @@ const wenhui = (() => {
   const now = () => served + (performance.now() - anchor);
 
   class ApiError extends Error {
-    constructor(status, code, message) {
+    constructor(status, code, message, retryAfter = null) {
       super(message);
       this.status = status;
       this.code = code;
+      // Seconds to wait before the same request again (a 429's Retry-After), or null.
+      this.retryAfter = retryAfter;
     }
   }
 
@@ -38,9 +40,10 @@ const wenhui = (() => {
   const messageFor = async (code) => (await messages())[code] || UNKNOWN;
 
   // A call to the JSON API; a refusal becomes an ApiError carrying the Chinese message.
-  const api = async (path, { method = 'GET', key = null, body = undefined } = {}) => {
+  const api = async (path, { method = 'GET', key = null, body = undefined, idempotencyKey = null } = {}) => {
     const headers = { Accept: 'application/json' };
     if (key) headers.Authorization = `Bearer ${key}`;
+    if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let response;
     try {
@@ -57,7 +60,8 @@ const wenhui = (() => {
     }
     if (!response.ok) {
       const code = (parsed && parsed.error && parsed.error.code) || 'internal';
-      throw new ApiError(response.status, code, await messageFor(code));
+      const retry = Number(response.headers.get('Retry-After'));
+      throw new ApiError(response.status, code, await messageFor(code), Number.isFinite(retry) && retry > 0 ? retry : null);
     }
     return parsed;
   };
@@ -114,5 +118,8 @@ const wenhui = (() => {
     return node;
   };
 
-  return { now, api, ApiError, messageFor, names, yuan, plain, isZero, cst, countdown, el };
+  // A fresh random key (hex), for an Idempotency-Key.
+  const randomKey = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
+
+  return { now, api, randomKey, ApiError, messageFor, names, yuan, plain, isZero, cst, countdown, el };
 })();
