@@ -19,8 +19,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::audit::{self, VerifyFailure};
-use crate::app::finance::{self, FinanceError};
 use crate::app::finance::report_files::Lang;
+use crate::app::finance::{self, FinanceError};
 use crate::app::staff;
 use crate::domain::checkpoint::parse_public_key;
 use crate::domain::time::Timestamp;

@@ -116,7 +116,8 @@ pub struct ReportQuery {
 
 /// The `lang` of a finance file: Chinese (default) or `en`.
 fn file_lang(lang: Option<&str>) -> Result<Lang, ApiError> {
-    Lang::parse(lang).ok_or_else(|| ApiError::unprocessable(ErrorCode::InvalidFormat, "lang is zh (default) or en"))
+    Lang::parse(lang)
+        .ok_or_else(|| ApiError::unprocessable(ErrorCode::InvalidFormat, "lang is zh (default) or en"))
 }
 
 #[derive(Deserialize)]

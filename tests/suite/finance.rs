@@ -582,7 +582,10 @@ async fn scripted_season(backend: Backend) {
     let zh_rows: Vec<&str> = statement_zh.lines().collect();
     assert!(zh_rows[0].starts_with("时间（北京时间）,类型,流水ID,订单号,"), "{statement_zh}");
     assert_eq!(zh_rows.len(), 8, "{statement_zh}");
-    assert!(zh_rows[7].contains(",付款,") && zh_rows[7].ends_with(",10.00,10.00,5.00,0.00"), "{statement_zh}");
+    assert!(
+        zh_rows[7].contains(",付款,") && zh_rows[7].ends_with(",10.00,10.00,5.00,0.00"),
+        "{statement_zh}"
+    );
     let from_till = ktv
         .statement(s.ktv.0.parse().expect("uuid"), season.parse().expect("uuid"))
         .await

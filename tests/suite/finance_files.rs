@@ -21,7 +21,8 @@ pub(crate) async fn download(s: &Script, path: &str) -> Vec<u8> {
 
 /// A Chinese CSV file as text: it must begin with the UTF-8 byte-order mark.
 pub(crate) fn chinese_csv(bytes: &[u8]) -> String {
-    let text = bytes.strip_prefix(BOM).unwrap_or_else(|| panic!("no BOM: {:?}", &bytes[..bytes.len().min(16)]));
+    let text =
+        bytes.strip_prefix(BOM).unwrap_or_else(|| panic!("no BOM: {:?}", &bytes[..bytes.len().min(16)]));
     String::from_utf8(text.to_vec()).expect("utf-8")
 }
 
@@ -78,7 +79,9 @@ pub(crate) async fn check_report_files(s: &Script, season: &str, report: &Value)
         .collect();
     assert!(positions.is_sorted(), "the sheets in order: {workbook}");
     let strings = &xlsx["xl/sharedStrings.xml"];
-    for header in ["出资方代码", "山东省", "青岛市", "核销笔数", "优惠金额", "书店", "电影院", "合计", "杠杆率"] {
+    for header in
+        ["出资方代码", "山东省", "青岛市", "核销笔数", "优惠金额", "书店", "电影院", "合计", "杠杆率"]
+    {
         assert!(strings.contains(header), "{header} in {strings}");
     }
     for index in 1..=7 {
@@ -90,7 +93,11 @@ pub(crate) async fn check_report_files(s: &Script, season: &str, report: &Value)
     // The totals rows equal the JSON report's totals: categories (E, F) and merchants (H, I).
     for (sheet, [discount_col, order_col]) in [(5, ["E", "F"]), (4, ["H", "I"])] {
         let totals = last_row_values(&xlsx[&format!("xl/worksheets/sheet{sheet}.xml")]);
-        assert_eq!((fen(&totals[discount_col]), fen(&totals[order_col])), (discount, order_amount), "sheet{sheet}");
+        assert_eq!(
+            (fen(&totals[discount_col]), fen(&totals[order_col])),
+            (discount, order_amount),
+            "sheet{sheet}"
+        );
     }
     // The leverage is a number cell (the summary's last row), not text.
     let leverage = last_row_values(&xlsx["xl/worksheets/sheet1.xml"]);
@@ -109,7 +116,8 @@ pub(crate) async fn check_report_files(s: &Script, season: &str, report: &Value)
          bookstore,书店,2,0,26.00,180.00\ncinema,电影院,1,0,10.00,50.00\nktv,KTV,2,1,10.00,70.00\n\
          合计,,5,1,46.00,300.00\n"
     );
-    let summary = chinese_csv(&download(s, &format!("/v1/seasons/{season}/report?format=csv&view=summary")).await);
+    let summary =
+        chinese_csv(&download(s, &format!("/v1/seasons/{season}/report?format=csv&view=summary")).await);
     let generated = summary.lines().find(|l| l.starts_with("生成时间（北京时间）,")).expect("generated at");
     let shown = generated.split_once(',').expect("value").1;
     assert!(shown.len() == 19 && shown.as_bytes()[10] == b' ', "a CST time to the second: {shown}");

@@ -438,7 +438,9 @@ fn write_row(
         match cell {
             Cell::Text(t) => sheet.write_string_with_format(r, c, t, &formats.text[style])?,
             Cell::Count(n) => sheet.write_number_with_format(r, c, *n as f64, &formats.count[style])?,
-            Cell::Money(fen) => sheet.write_number_with_format(r, c, xlsx_amount(*fen), &formats.amount[style])?,
+            Cell::Money(fen) => {
+                sheet.write_number_with_format(r, c, xlsx_amount(*fen), &formats.amount[style])?
+            }
             Cell::Ratio(d) => {
                 sheet.write_number_with_format(r, c, d.to_f64().unwrap_or(0.0), &formats.ratio[style])?
             }
@@ -512,7 +514,8 @@ fn payout_table(settlement: &SettlementRecord, lines: &[SettlementLineRecord], l
                 Cell::Money(line.amount_fen),
             ];
             for funder in &funders {
-                let part = line.funders.iter().find(|(f, _)| f.to_string() == *funder).map(|(_, a)| a.as_fen());
+                let part =
+                    line.funders.iter().find(|(f, _)| f.to_string() == *funder).map(|(_, a)| a.as_fen());
                 row.push(Cell::Money(part.unwrap_or(0)));
             }
             row
@@ -637,8 +640,13 @@ mod tests {
             assert_eq!(csv_text(plain), plain);
         }
         let rows = vec![vec![text("=HYPERLINK(\"http://x/\")"), money("-30.00"), Cell::Count(-2)]];
-        let mut table =
-            Table { name: "t", headers: strings(&["name", "amount", "count"]), rows, totals: None, lang: Lang::En };
+        let mut table = Table {
+            name: "t",
+            headers: strings(&["name", "amount", "count"]),
+            rows,
+            totals: None,
+            lang: Lang::En,
+        };
         let csv_en = String::from_utf8(csv(&table).expect("csv")).expect("utf8");
         assert_eq!(csv_en, "name,amount,count\n\"'=HYPERLINK(\"\"http://x/\"\")\",-30.00,-2\n");
         table.lang = Lang::Zh;

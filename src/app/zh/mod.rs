@@ -105,7 +105,10 @@ mod tests {
     fn times_are_shown_in_china_standard_time() {
         let at = Timestamp::parse_rfc3339("2026-11-30T16:30:00Z").unwrap();
         assert_eq!(cst_minute(at), "2026-12-01 00:30");
-        assert_eq!(cst_second(Timestamp::parse_rfc3339("2026-12-02T14:04:05.9Z").unwrap()), "2026-12-02 22:04:05");
+        assert_eq!(
+            cst_second(Timestamp::parse_rfc3339("2026-12-02T14:04:05.9Z").unwrap()),
+            "2026-12-02 22:04:05"
+        );
         assert_eq!(cst_date(at), "2026年12月1日");
         let noon = Timestamp::parse_rfc3339("2026-03-01T10:00:59+08:00").unwrap();
         assert_eq!(cst_minute(noon), "2026-03-01 10:00");

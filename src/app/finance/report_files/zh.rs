@@ -172,7 +172,8 @@ fn batches_table(report: &SeasonReport) -> Table {
         .batches
         .iter()
         .map(|b| {
-            let mut row = vec![text(b.batch_id.to_string()), text(&b.name), text(&b.issuer), text(region(&b.issuer))];
+            let mut row =
+                vec![text(b.batch_id.to_string()), text(&b.name), text(&b.issuer), text(region(&b.issuer))];
             row.push(money(&b.voucher_value));
             let counts = [b.stock, b.claimed, b.redeemed, b.expired, b.forfeited, b.active, b.reissued];
             row.extend(counts.into_iter().map(Cell::Count));
@@ -228,7 +229,8 @@ fn categories_table(categories: &[SalesRow]) -> Table {
 }
 
 fn days_table(report: &SeasonReport) -> Table {
-    let headers = ["日期（北京时间）", "领取张数", "领取金额", "核销笔数", "冲正笔数", "优惠金额", "订单金额"];
+    let headers =
+        ["日期（北京时间）", "领取张数", "领取金额", "核销笔数", "冲正笔数", "优惠金额", "订单金额"];
     let rows: Vec<Vec<Cell>> = report
         .days
         .iter()
