@@ -415,7 +415,7 @@ async fn settle(url: &str, cli: &Cli, season: uuid::Uuid, cut_off: &str) -> anyh
     let chunking = store.backend().settlement_chunking();
     match finance::settle(store.as_ref(), &season, cut_off, Timestamp::now(), answer, chunking).await {
         Ok(settlement) => {
-            println!("{}", finance::settlement_json(&settlement));
+            println!("{}", finance::SettlementAnswer::text(&settlement));
             Ok(ExitCode::SUCCESS)
         }
         Err(FinanceError::NothingToSettle) => {

@@ -45,6 +45,15 @@ fn is_invisible_format(c: char) -> bool {
     )
 }
 
+/// How the refusal of a text field ends: "none of them ...".
+pub const PLAIN_TEXT_RULE: &str =
+    "none of them control or invisible formatting characters, and not only white space";
+
+/// [`PlainText::parse`], for callers that only need to know whether the text passed.
+pub fn plain_text(value: &str, max_chars: usize) -> Option<PlainText> {
+    PlainText::parse(value, max_chars).ok()
+}
+
 impl PlainText {
     /// `value`, trimmed, if it keeps the rule of the module, with at most `max_chars` characters.
     pub fn parse(value: &str, max_chars: usize) -> Result<PlainText, TextError> {

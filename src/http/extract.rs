@@ -13,7 +13,6 @@ use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::StaffKeyId;
 use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
-use crate::domain::text::PlainText;
 
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
@@ -71,17 +70,7 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// Free text from a request body (a name, a label, an order reference, a reason), parsed by the
-/// one rule of [`PlainText`]: `None` when it is longer than `max_chars` characters, holds a
-/// control or invisible formatting character, or is only white space. Empty text passes: the
-/// caller decides whether it may be.
-pub(crate) fn plain_text(value: &str, max_chars: usize) -> Option<PlainText> {
-    PlainText::parse(value, max_chars).ok()
-}
-
-/// How the refusal of a text field ends: "none of them ...".
-pub(crate) const PLAIN_TEXT_RULE: &str =
-    "none of them control or invisible formatting characters, and not only white space";
+pub(crate) use crate::domain::text::{PLAIN_TEXT_RULE, plain_text};
 
 /// An authenticated member of staff.
 #[derive(Clone, Copy, Debug)]

@@ -1060,7 +1060,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     assert_eq!((done.id, done.line_count, done.total_fen, done.created_at), (plan.id, 2, 2_000, cut_off));
     assert!(done.completed_at.is_some());
     let stored = store.idempotent_answer("test:crashed", "k1").await.expect("read").expect("answer stored");
-    assert_eq!(stored.body, finance::settlement_json(&done).to_string());
+    assert_eq!(stored.body, finance::SettlementAnswer::text(&done));
     let again =
         finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
             .await;
@@ -1101,7 +1101,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     assert_eq!((retried.id, retried.line_count, retried.total_fen), (plan_2.id, 2, 2_000));
     assert!(retried.paid_at.is_some());
     let stored = store.idempotent_answer("test:crashed", "k2").await.expect("read").expect("answer stored");
-    assert_eq!(stored.body, finance::settlement_json(&retried).to_string());
+    assert_eq!(stored.body, finance::SettlementAnswer::text(&retried));
     s.reconciles().await;
 }
 
@@ -1168,7 +1168,7 @@ fn crashed_plan(season_id: Uuid, key: &str, cut_off: Timestamp) -> SettlementPla
         cut_off,
         created_at: cut_off,
         answer: Some(crashed_answer(key)),
-        render: |record| finance::settlement_json(record).to_string(),
+        render: finance::SettlementAnswer::text,
     }
 }
 

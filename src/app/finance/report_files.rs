@@ -525,8 +525,9 @@ fn payout_table(settlement: &SettlementRecord, lines: &[SettlementLineRecord], l
     Table { name: "payout", headers, rows, totals, lang }
 }
 
-/// A statement line with its running totals (fen).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A statement line with its running totals (yuan); also a row of the statement's CSV, in
+/// this order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StatementLine {
     pub at: String,
     pub kind: String,
