@@ -19,6 +19,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use crate::app::audit::{self, VerifyFailure};
+use crate::app::finance::report_files::Lang;
 use crate::app::finance::{self, FinanceError};
 use crate::app::staff;
 use crate::domain::checkpoint::parse_public_key;
@@ -68,6 +69,9 @@ pub enum Command {
         /// For csv: summary, funders, batches, merchants, categories, days or cards.
         #[arg(long, default_value = "funders")]
         view: String,
+        /// For csv and xlsx: zh (Chinese, the default) or en (English snake_case headers).
+        #[arg(long, value_parser = ["zh", "en"], default_value = "zh")]
+        lang: String,
         /// The file to write (default: standard output).
         #[arg(long)]
         out: Option<PathBuf>,
@@ -350,8 +354,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Reconcile { season } => reconcile(&url, &cli, *season).await,
-        Command::Report { season, format, view, out } => {
-            season_report(&url, &cli, *season, format, view, out.as_deref()).await
+        Command::Report { season, format, view, lang, out } => {
+            let lang = Lang::parse(Some(lang)).unwrap_or_default();
+            season_report(&url, &cli, *season, format, (view, lang), out.as_deref()).await
         }
         Command::Settle { season, cut_off } => settle(&url, &cli, *season, cut_off).await,
     }
@@ -396,7 +401,7 @@ async fn season_report(
     cli: &Cli,
     season: uuid::Uuid,
     format: &str,
-    view: &str,
+    (view, lang): (&str, Lang),
     out: Option<&std::path::Path>,
 ) -> anyhow::Result<ExitCode> {
     let store = server::open_store(url, &cli.data_dir).await?;
@@ -404,12 +409,12 @@ async fn season_report(
     let report = finance::report_for(store.as_ref(), &season, None, Timestamp::now()).await?;
     let bytes = match format {
         "csv" => {
-            let table = crate::app::finance::report_files::table(&report, view).ok_or_else(|| {
+            let table = crate::app::finance::report_files::table(&report, view, lang).ok_or_else(|| {
                 anyhow::anyhow!("--view is one of {}", crate::app::finance::report_files::VIEWS.join(", "))
             })?;
             crate::app::finance::report_files::csv(&table)?
         }
-        "xlsx" => crate::app::finance::report_files::xlsx(&report)?,
+        "xlsx" => crate::app::finance::report_files::xlsx(&report, lang)?,
         _ => serde_json::to_vec_pretty(&report)?,
     };
     match out {

@@ -17,8 +17,7 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
 use super::till::merchant_or_staff;
-use crate::app::finance::report_files;
-use crate::app::finance::report_files::StatementLine;
+use crate::app::finance::report_files::{self, Lang, StatementLine};
 use crate::app::finance::{self, CloseOutcome, FinanceError, Reconciliation, SeasonReport, SettlementAnswer};
 use crate::app::till::journal_match::MatchOutcome;
 use crate::domain::access::{self, SeasonView};
@@ -111,11 +110,26 @@ pub struct ReportQuery {
     format: Option<String>,
     #[serde(default)]
     view: Option<String>,
+    #[serde(default)]
+    lang: Option<String>,
+}
+
+/// The `lang` of a finance file: Chinese (default) or `en`.
+fn file_lang(lang: Option<&str>) -> Result<Lang, ApiError> {
+    Lang::parse(lang)
+        .ok_or_else(|| ApiError::unprocessable(ErrorCode::InvalidFormat, "lang is zh (default) or en"))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LangQuery {
+    #[serde(default)]
+    lang: Option<String>,
 }
 
 /// The season report: JSON (default), `?format=csv&view=funders|batches|merchants|categories|days|cards|summary`,
 /// or `?format=xlsx` (one sheet per view). A closed season's report is the one stored at close.
-#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query)), responses((status = 200, description = "the report: JSON, or a CSV view, or an xlsx workbook", content((SeasonReport = "application/json"), (String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query), ("lang" = Option<String>, Query, description = "zh (default) or en")), responses((status = 200, description = "the report: JSON, or a CSV view, or an xlsx workbook", content((SeasonReport = "application/json"), (String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     staff: Staff,
@@ -126,11 +140,12 @@ pub async fn report(
     let city = viewer_city(&staff, &season)?;
     let report = finance::report_for(state.store(), &season, city, state.clock().now()).await?;
     let stem = format!("season-{season_id}-report");
+    let lang = file_lang(query.lang.as_deref())?;
     match query.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(report).into_response()),
         "csv" => {
             let view = query.view.as_deref().unwrap_or("funders");
-            let table = report_files::table(&report, view).ok_or_else(|| {
+            let table = report_files::table(&report, view, lang).ok_or_else(|| {
                 ApiError::unprocessable(
                     ErrorCode::InvalidView,
                     format!("view is one of {}", report_files::VIEWS.join(", ")),
@@ -140,7 +155,7 @@ pub async fn report(
             Ok(file_response("text/csv; charset=utf-8", format!("{stem}-{view}.csv"), body))
         }
         "xlsx" => {
-            let body = report_files::xlsx(&report).map_err(file_failed)?;
+            let body = report_files::xlsx(&report, lang).map_err(file_failed)?;
             let kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
             Ok(file_response(kind, format!("{stem}.xlsx"), body))
         }
@@ -328,17 +343,19 @@ async fn settlement_for(
 }
 
 /// The payout file for the bank: merchant, account, amount, and the split per funder.
-#[utoipa::path(get, operation_id = "payout_csv", path = "/v1/settlements/{id}/payout.csv", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the payout file", content_type = "text/csv", body = String)))]
+#[utoipa::path(get, operation_id = "payout_csv", path = "/v1/settlements/{id}/payout.csv", security(("staff_key" = [])), params(("id" = Uuid, Path), ("lang" = Option<String>, Query, description = "zh (default) or en")), responses((status = 200, description = "the payout file", content_type = "text/csv", body = String)))]
 pub async fn payout_csv(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(settlement_id): ApiPath<Uuid>,
+    ApiQuery(query): ApiQuery<LangQuery>,
 ) -> Result<Response, ApiError> {
     let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
+    let lang = file_lang(query.lang.as_deref())?;
     if settlement.completed_at.is_none() {
         return Err(finance_error(FinanceError::InProgress));
     }
-    let body = report_files::payout_csv(&settlement, &lines).map_err(file_failed)?;
+    let body = report_files::payout_csv(&settlement, &lines, lang).map_err(file_failed)?;
     Ok(file_response("text/csv; charset=utf-8", format!("payout-{settlement_id}.csv"), body))
 }
 
@@ -422,10 +439,12 @@ pub struct StatementQuery {
     season: Uuid,
     #[serde(default)]
     format: Option<String>,
+    #[serde(default)]
+    lang: Option<String>,
 }
 
 /// A merchant's redemptions, reversals, settlements and payouts in a season, with running totals.
-#[utoipa::path(get, operation_id = "merchant_statement", path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "the statement, as JSON or CSV", content((Statement = "application/json"), (String = "text/csv")))))]
+#[utoipa::path(get, operation_id = "merchant_statement", path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query), ("lang" = Option<String>, Query, description = "zh (default) or en")), responses((status = 200, description = "the statement, as JSON or CSV", content((Statement = "application/json"), (String = "text/csv")))))]
 pub async fn statement(
     State(state): State<AppState>,
     staff: Option<Staff>,
@@ -439,6 +458,7 @@ pub async fn statement(
     // Its own terminals (signed), or finance and auditors over its city.
     let rule = access::read_merchant_money;
     merchant_or_staff(&state, staff, &merchant, rule, (&method, &uri, &headers), &[]).await?;
+    let lang = file_lang(query.lang.as_deref())?;
     load_season(state.store(), query.season).await?;
     let events = state.store().merchant_statement(merchant_id, query.season, MAX_REPORT_ROWS + 1).await?;
     if events.len() as i64 > MAX_REPORT_ROWS {
@@ -451,7 +471,7 @@ pub async fn statement(
     match query.format.as_deref().unwrap_or("json") {
         "json" => Ok(Json(Statement { lines, merchant_id, season_id: query.season }).into_response()),
         "csv" => {
-            let body = report_files::statement_csv(&lines).map_err(file_failed)?;
+            let body = report_files::statement_csv(&lines, lang).map_err(file_failed)?;
             Ok(file_response(
                 "text/csv; charset=utf-8",
                 format!("statement-{merchant_id}-{}.csv", query.season),

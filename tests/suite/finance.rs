@@ -17,6 +17,7 @@ use wenhui_merchant_sdk::client::{RedeemRequest, TillClient};
 use crate::both_backends;
 use crate::claims::World;
 use crate::common::{Backend, code};
+use crate::finance_files::{check_report_files, chinese_csv, download};
 use crate::till::{merchant, terminal};
 
 const HOUR_S: i64 = 3_600;
@@ -383,7 +384,7 @@ async fn scripted_season(backend: Backend) {
         .world
         .app
         .client
-        .get(s.world.app.url(&format!("/v1/settlements/{settlement_1}/payout.csv")))
+        .get(s.world.app.url(&format!("/v1/settlements/{settlement_1}/payout.csv?lang=en")))
         .bearer_auth(&s.finance)
         .send()
         .await
@@ -396,6 +397,17 @@ async fn scripted_season(backend: Backend) {
     );
     let bookstore_line = payout_lines.iter().find(|l| l.contains(&s.bookstore.0)).expect("bookstore line");
     assert!(bookstore_line.ends_with(",2,26.00,21.20,4.80"), "{bookstore_line}");
+    let payout_zh = download(&s, &format!("/v1/settlements/{settlement_1}/payout.csv")).await;
+    let payout_zh = chinese_csv(&payout_zh);
+    let zh_lines: Vec<&str> = payout_zh.lines().collect();
+    assert_eq!(
+        zh_lines[0],
+        "结算单ID,商户ID,商户名称,开户银行,银行账号,账户名称,核销笔数,结算金额,山东省 (370000),青岛市 (370200)"
+    );
+    assert!(zh_lines.iter().any(|l| l.contains(&s.bookstore.0) && l.ends_with(",2,26.00,21.20,4.80")));
+    let totals = zh_lines.last().expect("totals");
+    assert!(totals.starts_with("合计,,,,,,"), "{payout_zh}");
+    assert_eq!(totals.split(',').nth(7), Some(settled_total(&payout).as_str()), "{payout_zh}");
     s.reconciles().await;
 
     // A code shown just before the close, scanned just after it.
@@ -500,7 +512,7 @@ async fn scripted_season(backend: Backend) {
         .world
         .app
         .client
-        .get(s.world.app.url(&format!("/v1/seasons/{season}/report?format=csv&view=categories")))
+        .get(s.world.app.url(&format!("/v1/seasons/{season}/report?format=csv&view=categories&lang=en")))
         .bearer_auth(&s.finance)
         .send()
         .await
@@ -529,6 +541,7 @@ async fn scripted_season(backend: Backend) {
     let bytes = xlsx.bytes().await.expect("bytes");
     assert!(bytes.starts_with(b"PK"), "an xlsx file is a zip archive");
     assert!(bytes.windows(b"xl/worksheets/sheet7.xml".len()).any(|w| w == b"xl/worksheets/sheet7.xml"));
+    check_report_files(&s, &season, &stored).await;
 
     // The KTV's statement, with running totals.
     let path = format!("/v1/merchants/{}/statement?season={season}", s.ktv.0);
@@ -549,7 +562,7 @@ async fn scripted_season(backend: Backend) {
         .world
         .app
         .client
-        .get(s.world.app.url(&format!("{path}&format=csv")))
+        .get(s.world.app.url(&format!("{path}&format=csv&lang=en")))
         .bearer_auth(&s.finance)
         .send()
         .await
@@ -564,6 +577,14 @@ async fn scripted_season(backend: Backend) {
         rows[7].starts_with(&last["at"].as_str().expect("at").to_string())
             && rows[7].ends_with(",10.00,10.00,5.00,0.00"),
         "{csv}"
+    );
+    let statement_zh = chinese_csv(&download(&s, &format!("{path}&format=csv")).await);
+    let zh_rows: Vec<&str> = statement_zh.lines().collect();
+    assert!(zh_rows[0].starts_with("时间（北京时间）,类型,流水ID,订单号,"), "{statement_zh}");
+    assert_eq!(zh_rows.len(), 8, "{statement_zh}");
+    assert!(
+        zh_rows[7].contains(",付款,") && zh_rows[7].ends_with(",10.00,10.00,5.00,0.00"),
+        "{statement_zh}"
     );
     let from_till = ktv
         .statement(s.ktv.0.parse().expect("uuid"), season.parse().expect("uuid"))
@@ -1367,6 +1388,20 @@ async fn settlement_account_changes(backend: Backend) {
         assert!(s.world.app.db.raw(sql).await.is_err(), "the history refuses: {sql}");
     }
     s.reconciles().await;
+}
+
+/// The sum of the amount column (the 8th) of an English payout file, as yuan text, summed in fen.
+fn settled_total(payout: &str) -> String {
+    let fen: i64 = payout
+        .lines()
+        .skip(1)
+        .map(|l| {
+            let amount = l.split(',').nth(7).expect("amount");
+            let (whole, places) = amount.split_once('.').expect("two places");
+            whole.parse::<i64>().expect("yuan") * 100 + places.parse::<i64>().expect("fen")
+        })
+        .sum();
+    format!("{}.{:02}", fen / 100, fen % 100)
 }
 
 /// The bookstore's account number on a settlement's payout file.

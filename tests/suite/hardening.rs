@@ -86,12 +86,16 @@ async fn exports_do_not_run_formulas(backend: Backend) {
     let season = &world.season_id;
     let path = format!("/v1/merchants/{merchant}/statement?season={season}&format=csv");
     let statement = csv_rows(&get_text(&world.app, &path, &finance).await);
-    assert_eq!(statement[0][3], "order_ref");
-    let redemption = statement.iter().find(|r| r[1] == "redemption").expect("the redemption");
+    assert_eq!(statement[0][3], "订单号");
+    let redemption = statement.iter().find(|r| r[1] == "核销").expect("the redemption");
     assert_eq!((redemption[3].as_str(), redemption[5].as_str()), ("'=2+3", "10.00"));
 
     let path = format!("/v1/seasons/{season}/report?format=csv&view=merchants");
     let report = csv_rows(&get_text(&world.app, &path, &finance).await);
+    let row = report.iter().find(|r| r[0] == merchant).expect("the merchant's row");
+    assert_eq!((row[1].as_str(), row[7].as_str()), (format!("'{FORMULA_NAME}").as_str(), "10.00"));
+    // In English (lang=en) too.
+    let report = csv_rows(&get_text(&world.app, &format!("{path}&lang=en"), &finance).await);
     let row = report.iter().find(|r| r[0] == merchant).expect("the merchant's row");
     assert_eq!((row[1].as_str(), row[6].as_str()), (format!("'{FORMULA_NAME}").as_str(), "10.00"));
 

@@ -12,6 +12,7 @@ mod cli;
 mod codes;
 mod crash;
 mod finance;
+mod finance_files;
 mod finance_props;
 mod hardening;
 mod http_foundation;

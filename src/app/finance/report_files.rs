@@ -1,33 +1,67 @@
 //! Finance files: the season report as CSV (one view at a time) and as an `.xlsx` workbook (one
 //! sheet per view), the bank's payout file, and a merchant's statement as CSV.
 //!
-//! Amounts are written from their exact decimal text ("30.00"). In CSV they stay text. An xlsx
-//! number cell is an IEEE double by the file format's definition (it has no other number type),
-//! so for the workbook the exact text is parsed into the nearest double at this boundary only,
-//! with a two-decimal number format; the JSON and CSV forms remain the exact record.
+//! Two languages ([`Lang`]): Chinese by default ([`zh`]: Chinese sheet names and headers, region
+//! and category names beside their codes, totals rows, times in China Standard Time, CSV with a
+//! UTF-8 byte-order mark so that Excel on a Chinese system reads it), and `lang=en`, the English
+//! snake_case files as they were before (no byte-order mark, no totals row, codes only).
+//!
+//! Money is exact: a [`Cell::Money`] holds integer fen, totals are summed in fen. In CSV an
+//! amount is the decimal text (`30.00`). An xlsx number cell is an IEEE double by the file
+//! format's definition (it has no other number type), so for the workbook, and only there, the
+//! fen become `Decimal::new(fen, 2)` (exact) and then the nearest double ([`xlsx_amount`]), shown
+//! with the number format `#,##0.00`; the JSON and CSV forms remain the exact record.
 //!
 //! Every CSV this module writes is opened in a spreadsheet by finance, so a text cell (a name, a
 //! bank, an account name, an order reference, a label) that begins with `=`, `+`, `-`, `@`, a tab
 //! or a carriage return is written with a leading `'` ([`csv_text`], the OWASP rule against
 //! formula injection). Amounts and counts are numbers the service wrote itself and stay as they
 //! are, a negative amount (`-30.00`) included. The workbook writes text as string cells, never
-//! as formulas.
+//! as formulas, and its totals are numbers summed here, not formulas.
+
+mod zh;
 
 use std::collections::BTreeSet;
 
-use rust_xlsxwriter::{Format, Workbook, XlsxError};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 use uuid::Uuid;
 
 use crate::app::finance::{SalesRow, SeasonReport, yuan};
+use crate::domain::money::Fen;
 use crate::storage::{SettlementLineRecord, SettlementRecord, StatementEvent};
+
+/// The language of a finance file: Chinese unless `lang=en` is asked.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Lang {
+    #[default]
+    Zh,
+    En,
+}
+
+impl Lang {
+    /// The `lang` query parameter: absent, `zh` or `zh-CN` for Chinese, `en` for English; None
+    /// for anything else.
+    pub fn parse(text: Option<&str>) -> Option<Lang> {
+        match text {
+            None | Some("zh" | "zh-CN") => Some(Lang::Zh),
+            Some("en") => Some(Lang::En),
+            Some(_) => None,
+        }
+    }
+}
 
 /// A cell of a finance table.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Cell {
     Text(String),
     Count(i64),
-    /// Yuan with two places, as text.
-    Money(String),
+    /// An amount in fen, shown as yuan with two places.
+    Money(i64),
+    /// A plain decimal number such as the leverage (`7.09`).
+    Ratio(Decimal),
+    Empty,
 }
 
 impl Cell {
@@ -35,8 +69,22 @@ impl Cell {
     fn csv_text(&self) -> String {
         match self {
             Cell::Text(t) => csv_text(t),
-            Cell::Money(t) => t.clone(),
+            Cell::Money(fen) => yuan(*fen),
             Cell::Count(n) => n.to_string(),
+            Cell::Ratio(d) => d.to_string(),
+            Cell::Empty => String::new(),
+        }
+    }
+
+    /// About how many character widths the cell takes shown in a spreadsheet (a Chinese
+    /// character two).
+    fn shown_width(&self) -> usize {
+        match self {
+            Cell::Text(t) => text_width(t),
+            Cell::Money(fen) => crate::app::zh::yuan_text(*fen).chars().count(),
+            Cell::Count(n) => n.to_string().len(),
+            Cell::Ratio(d) => d.to_string().len(),
+            Cell::Empty => 0,
         }
     }
 }
@@ -47,10 +95,30 @@ pub fn csv_text(text: &str) -> String {
     if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() }
 }
 
+fn text_width(text: &str) -> usize {
+    text.chars().map(|c| if c.is_ascii() { 1 } else { 2 }).sum()
+}
+
 pub struct Table {
+    /// The sheet's name in the workbook.
     pub name: &'static str,
-    pub headers: Vec<&'static str>,
+    pub headers: Vec<String>,
     pub rows: Vec<Vec<Cell>>,
+    /// The totals row (合计), after the rows; only in the Chinese files.
+    pub totals: Option<Vec<Cell>>,
+    pub lang: Lang,
+}
+
+fn strings(headers: &[&str]) -> Vec<String> {
+    headers.iter().map(|h| (*h).to_owned()).collect()
+}
+
+/// An amount as the report writes it (`30.00`, `-0.50`) in fen; None if it is not one.
+pub fn parse_fen(text: &str) -> Option<i64> {
+    match text.strip_prefix('-') {
+        Some(positive) => Fen::parse_yuan(positive).ok().map(|f| -f.as_fen()),
+        None => Fen::parse_yuan(text).ok().map(Fen::as_fen),
+    }
 }
 
 /// The views of a report, in the order of the workbook's sheets.
@@ -60,12 +128,20 @@ fn text(value: impl Into<String>) -> Cell {
     Cell::Text(value.into())
 }
 
+/// An amount of the report as a cell: its fen, or the text as it is if it were not an amount.
 fn money(value: &str) -> Cell {
-    Cell::Money(value.to_owned())
+    parse_fen(value).map_or_else(|| Cell::Text(value.to_owned()), Cell::Money)
 }
 
 /// One view of the report as a table; None for an unknown view name.
-pub fn table(report: &SeasonReport, view: &str) -> Option<Table> {
+pub fn table(report: &SeasonReport, view: &str, lang: Lang) -> Option<Table> {
+    match lang {
+        Lang::Zh => zh::table(report, view),
+        Lang::En => english_table(report, view),
+    }
+}
+
+fn english_table(report: &SeasonReport, view: &str) -> Option<Table> {
     Some(match view {
         "summary" => summary_table(report),
         "funders" => funders_table(report),
@@ -81,7 +157,7 @@ pub fn table(report: &SeasonReport, view: &str) -> Option<Table> {
 fn summary_table(report: &SeasonReport) -> Table {
     Table {
         name: "summary",
-        headers: vec!["item", "value"],
+        headers: strings(&["item", "value"]),
         rows: vec![
             vec![text("season_id"), text(report.season_id.to_string())],
             vec![text("season"), text(&report.season_name)],
@@ -93,13 +169,15 @@ fn summary_table(report: &SeasonReport) -> Table {
             vec![text("order_amount"), money(&report.totals.order_amount)],
             vec![text("leverage"), text(report.totals.leverage.clone().unwrap_or_default())],
         ],
+        totals: None,
+        lang: Lang::En,
     }
 }
 
 fn funders_table(report: &SeasonReport) -> Table {
     Table {
         name: "funders",
-        headers: vec![
+        headers: strings(&[
             "funder",
             "appropriated",
             "available",
@@ -111,7 +189,7 @@ fn funders_table(report: &SeasonReport) -> Table {
             "payable",
             "settled",
             "paid",
-        ],
+        ]),
         rows: report
             .funders
             .iter()
@@ -131,13 +209,15 @@ fn funders_table(report: &SeasonReport) -> Table {
                 ]
             })
             .collect(),
+        totals: None,
+        lang: Lang::En,
     }
 }
 
 fn batches_table(report: &SeasonReport) -> Table {
     Table {
         name: "batches",
-        headers: vec![
+        headers: strings(&[
             "batch_id",
             "name",
             "issuer",
@@ -155,7 +235,7 @@ fn batches_table(report: &SeasonReport) -> Table {
             "reissued_amount",
             "discount_paid",
             "order_amount",
-        ],
+        ]),
         rows: report
             .batches
             .iter()
@@ -181,13 +261,15 @@ fn batches_table(report: &SeasonReport) -> Table {
                 ]
             })
             .collect(),
+        totals: None,
+        lang: Lang::En,
     }
 }
 
 /// The merchants' or the categories' sales: the same columns, keyed by merchant or category.
 fn sales_table(name: &'static str, rows: &[SalesRow]) -> Table {
     let headers =
-        vec!["key", "name", "city", "category", "redemptions", "reversals", "discount", "order_amount"];
+        strings(&["key", "name", "city", "category", "redemptions", "reversals", "discount", "order_amount"]);
     let rows = rows
         .iter()
         .map(|r| {
@@ -203,13 +285,13 @@ fn sales_table(name: &'static str, rows: &[SalesRow]) -> Table {
             ]
         })
         .collect();
-    Table { name, headers, rows }
+    Table { name, headers, rows, totals: None, lang: Lang::En }
 }
 
 fn days_table(report: &SeasonReport) -> Table {
     Table {
         name: "days",
-        headers: vec![
+        headers: strings(&[
             "day",
             "claims",
             "claimed_amount",
@@ -217,7 +299,7 @@ fn days_table(report: &SeasonReport) -> Table {
             "reversals",
             "discount",
             "order_amount",
-        ],
+        ]),
         rows: report
             .days
             .iter()
@@ -233,13 +315,15 @@ fn days_table(report: &SeasonReport) -> Table {
                 ]
             })
             .collect(),
+        totals: None,
+        lang: Lang::En,
     }
 }
 
 fn cards_table(report: &SeasonReport) -> Table {
     Table {
         name: "cards",
-        headers: vec![
+        headers: strings(&[
             "cards_issued_mobile",
             "cards_issued_bank_card",
             "member_discount",
@@ -249,7 +333,7 @@ fn cards_table(report: &SeasonReport) -> Table {
             "points_reversed",
             "points_outstanding",
             "points_debt",
-        ],
+        ]),
         rows: report
             .cards
             .iter()
@@ -267,93 +351,178 @@ fn cards_table(report: &SeasonReport) -> Table {
                 ]
             })
             .collect(),
+        totals: None,
+        lang: Lang::En,
     }
 }
 
-/// A table as CSV text (RFC 4180, with a header row).
+/// The byte-order mark that tells a spreadsheet a CSV file is UTF-8.
+pub const UTF8_BOM: &[u8] = b"\xEF\xBB\xBF";
+
+/// A table as CSV text (RFC 4180, with a header row, and the totals row if any); a Chinese
+/// file begins with the UTF-8 byte-order mark.
 pub fn csv(table: &Table) -> Result<Vec<u8>, csv::Error> {
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    writer.write_record(&table.headers)?;
-    for row in &table.rows {
+    let start = if table.lang == Lang::Zh { UTF8_BOM.to_vec() } else { Vec::new() };
+    let mut writer = csv::Writer::from_writer(start);
+    writer.write_record(table.headers.iter().map(|h| csv_text(h)))?;
+    for row in table.rows.iter().chain(&table.totals) {
         writer.write_record(row.iter().map(Cell::csv_text))?;
     }
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// The whole report as a workbook, one sheet per view.
-pub fn xlsx(report: &SeasonReport) -> Result<Vec<u8>, XlsxError> {
+/// The report's views as tables, in the order of the workbook's sheets.
+pub fn tables(report: &SeasonReport, lang: Lang) -> Vec<Table> {
+    VIEWS.iter().filter_map(|view| table(report, view, lang)).collect()
+}
+
+/// The cell formats of a sheet, plain and for the header and totals rows (bold).
+struct Formats {
+    header: Format,
+    text: [Format; 2],
+    count: [Format; 2],
+    amount: [Format; 2],
+    ratio: [Format; 2],
+}
+
+impl Formats {
+    fn new() -> Formats {
+        let both = |f: Format| [f.clone(), f.set_bold()];
+        Formats {
+            header: Format::new().set_bold().set_text_wrap(),
+            text: both(Format::new()),
+            count: both(Format::new().set_num_format("#,##0")),
+            amount: both(Format::new().set_num_format("#,##0.00")),
+            ratio: both(Format::new().set_num_format("0.00")),
+        }
+    }
+}
+
+/// The whole report as a workbook, one sheet per view: a bold header row, frozen and repeated
+/// on every printed page, columns as wide as their widest cell, A4 landscape one page wide.
+pub fn xlsx(report: &SeasonReport, lang: Lang) -> Result<Vec<u8>, XlsxError> {
     let mut workbook = Workbook::new();
-    let bold = Format::new().set_bold();
-    let amount = Format::new().set_num_format("#,##0.00");
-    for view in VIEWS {
-        let Some(table) = table(report, view) else { continue };
+    let formats = Formats::new();
+    for table in tables(report, lang) {
         let sheet = workbook.add_worksheet();
         sheet.set_name(table.name)?;
         for (col, header) in table.headers.iter().enumerate() {
-            sheet.write_string_with_format(0, col as u16, *header, &bold)?;
+            sheet.write_string_with_format(0, col as u16, header, &formats.header)?;
         }
         for (index, row) in table.rows.iter().enumerate() {
-            let r = index as u32 + 1;
-            for (col, cell) in row.iter().enumerate() {
-                let c = col as u16;
-                match cell {
-                    Cell::Text(t) => sheet.write_string(r, c, t)?,
-                    Cell::Count(n) => sheet.write_number(r, c, *n as f64)?,
-                    Cell::Money(t) => match xlsx_amount(t) {
-                        Some(number) => sheet.write_number_with_format(r, c, number, &amount)?,
-                        None => sheet.write_string(r, c, t)?,
-                    },
-                };
-            }
+            write_row(sheet, index as u32 + 1, row, &formats, 0)?;
+        }
+        if let Some(totals) = &table.totals {
+            write_row(sheet, table.rows.len() as u32 + 1, totals, &formats, 1)?;
+        }
+        for (col, width) in column_widths(&table).into_iter().enumerate() {
+            sheet.set_column_width(col as u16, width)?;
         }
         sheet.set_freeze_panes(1, 0)?;
+        sheet.set_repeat_rows(0, 0)?;
+        sheet.set_landscape().set_paper_size(9).set_print_fit_to_pages(1, 0);
     }
     workbook.save_to_buffer()
 }
 
-/// The exact decimal text of an amount as the xlsx format's number (see the module docs).
-fn xlsx_amount(exact: &str) -> Option<f64> {
-    exact.parse::<f64>().ok()
+/// One row of cells; `style` 0 plain, 1 bold. Text is always a string cell, never a formula.
+fn write_row(
+    sheet: &mut Worksheet,
+    r: u32,
+    row: &[Cell],
+    formats: &Formats,
+    style: usize,
+) -> Result<(), XlsxError> {
+    for (col, cell) in row.iter().enumerate() {
+        let c = col as u16;
+        match cell {
+            Cell::Text(t) => sheet.write_string_with_format(r, c, t, &formats.text[style])?,
+            Cell::Count(n) => sheet.write_number_with_format(r, c, *n as f64, &formats.count[style])?,
+            Cell::Money(fen) => {
+                sheet.write_number_with_format(r, c, xlsx_amount(*fen), &formats.amount[style])?
+            }
+            Cell::Ratio(d) => {
+                sheet.write_number_with_format(r, c, d.to_f64().unwrap_or(0.0), &formats.ratio[style])?
+            }
+            Cell::Empty => continue,
+        };
+    }
+    Ok(())
 }
 
-/// The bank's payout file: one row per merchant, with the split per funder.
+/// Each column's width in characters: its widest cell or header and a margin, within 8 to 60
+/// (a long name wraps rather than widening its column past that).
+fn column_widths(table: &Table) -> Vec<f64> {
+    let mut widths: Vec<usize> = table.headers.iter().map(|h| text_width(h)).collect();
+    for row in table.rows.iter().chain(&table.totals) {
+        for (col, cell) in row.iter().enumerate() {
+            if let Some(width) = widths.get_mut(col) {
+                *width = (*width).max(cell.shown_width());
+            }
+        }
+    }
+    widths.into_iter().map(|w| (w + 2).clamp(8, 60) as f64).collect()
+}
+
+/// An amount in fen as the xlsx format's number (see the module docs): the exact decimal
+/// `fen / 100`, then the double nearest to it.
+fn xlsx_amount(fen: i64) -> f64 {
+    Decimal::new(fen, 2).to_f64().unwrap_or(0.0)
+}
+
+/// The bank's payout file: one row per merchant, with the split per funder; in Chinese with the
+/// funders' names in their columns' headers and a totals row.
 pub fn payout_csv(
     settlement: &SettlementRecord,
     lines: &[SettlementLineRecord],
+    lang: Lang,
 ) -> Result<Vec<u8>, csv::Error> {
+    csv(&payout_table(settlement, lines, lang))
+}
+
+fn payout_table(settlement: &SettlementRecord, lines: &[SettlementLineRecord], lang: Lang) -> Table {
     let funders: BTreeSet<String> =
         lines.iter().flat_map(|l| l.funders.iter().map(|(f, _)| f.to_string())).collect();
-    let mut writer = csv::Writer::from_writer(Vec::new());
-    let mut header = vec![
-        "settlement_id".to_owned(),
-        "merchant_id".into(),
-        "merchant_name".into(),
-        "bank".into(),
-        "account_no".into(),
-        "account_name".into(),
-        "redemptions".into(),
-        "amount".into(),
-    ];
-    header.extend(funders.iter().map(|f| format!("funder_{f}")));
-    writer.write_record(&header)?;
-    for line in lines {
-        let mut row = vec![
-            settlement.id.to_string(),
-            line.merchant_id.to_string(),
-            csv_text(&line.merchant_name),
-            csv_text(&line.bank),
-            csv_text(&line.account_no),
-            csv_text(&line.account_name),
-            line.redemption_count.to_string(),
-            yuan(line.amount_fen),
-        ];
-        for funder in &funders {
-            let part = line.funders.iter().find(|(f, _)| f.to_string() == *funder).map(|(_, a)| a.as_fen());
-            row.push(yuan(part.unwrap_or(0)));
-        }
-        writer.write_record(&row)?;
-    }
-    writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
+    let mut headers = match lang {
+        Lang::En => strings(&[
+            "settlement_id",
+            "merchant_id",
+            "merchant_name",
+            "bank",
+            "account_no",
+            "account_name",
+            "redemptions",
+            "amount",
+        ]),
+        Lang::Zh => strings(&zh::PAYOUT_HEADERS),
+    };
+    headers.extend(funders.iter().map(|f| match lang {
+        Lang::En => format!("funder_{f}"),
+        Lang::Zh => zh::funder_header(f),
+    }));
+    let rows: Vec<Vec<Cell>> = lines
+        .iter()
+        .map(|line| {
+            let mut row = vec![
+                text(settlement.id.to_string()),
+                text(line.merchant_id.to_string()),
+                text(&line.merchant_name),
+                text(&line.bank),
+                text(&line.account_no),
+                text(&line.account_name),
+                Cell::Count(line.redemption_count),
+                Cell::Money(line.amount_fen),
+            ];
+            for funder in &funders {
+                let part =
+                    line.funders.iter().find(|(f, _)| f.to_string() == *funder).map(|(_, a)| a.as_fen());
+                row.push(Cell::Money(part.unwrap_or(0)));
+            }
+            row
+        })
+        .collect();
+    let totals = (lang == Lang::Zh).then(|| zh::totals_row(&rows, 6, &[])).flatten();
+    Table { name: "payout", headers, rows, totals, lang }
 }
 
 /// A statement line with its running totals (yuan); also a row of the statement's CSV, in
@@ -403,7 +572,12 @@ pub fn statement_lines(events: &[StatementEvent]) -> Vec<StatementLine> {
 }
 
 /// A statement as CSV: the order reference, the one text a till wrote, neutralised ([`csv_text`]).
-pub fn statement_csv(lines: &[StatementLine]) -> Result<Vec<u8>, csv::Error> {
+/// In Chinese: Chinese headers and kinds, times as Beijing wall-clock seconds, and no totals row
+/// (each line carries the running totals; the last line is the statement's total).
+pub fn statement_csv(lines: &[StatementLine], lang: Lang) -> Result<Vec<u8>, csv::Error> {
+    if lang == Lang::Zh {
+        return csv(&zh::statement_table(lines));
+    }
     let mut writer = csv::Writer::from_writer(Vec::new());
     for line in lines {
         let order_ref = line.order_ref.as_deref().map(csv_text);
@@ -444,11 +618,18 @@ mod tests {
         );
         assert_eq!(lines[2].unsettled, "30.00");
         assert_eq!(lines[3].unsettled, "0.00");
-        let csv = String::from_utf8(statement_csv(&lines).expect("csv")).expect("utf8");
+        let csv = String::from_utf8(statement_csv(&lines, Lang::En).expect("csv")).expect("utf8");
         assert!(
             csv.starts_with("at,kind,id,order_ref,order_amount,amount,redeemed_net,settled,paid,unsettled\n")
         );
         assert_eq!(csv.lines().count(), 6);
+        let zh = statement_csv(&lines, Lang::Zh).expect("csv");
+        let zh = String::from_utf8(zh.strip_prefix(UTF8_BOM).expect("a BOM").to_vec()).expect("utf8");
+        assert!(zh.starts_with("时间（北京时间）,类型,流水ID,订单号,"), "{zh}");
+        let rows: Vec<&str> = zh.lines().collect();
+        assert_eq!(rows.len(), 6, "no totals row on a statement");
+        assert!(rows[1].starts_with("1970-01-01 08:00:01,核销,"), "{zh}");
+        assert!(rows[5].ends_with(",30.00,30.00,30.00,0.00"), "{zh}");
     }
 
     #[test]
@@ -459,18 +640,40 @@ mod tests {
         for plain in ["书店", "P-1", "a=b", "'quoted", ""] {
             assert_eq!(csv_text(plain), plain);
         }
-        let table = Table {
+        let rows = vec![vec![text("=HYPERLINK(\"http://x/\")"), money("-30.00"), Cell::Count(-2)]];
+        let mut table = Table {
             name: "t",
-            headers: vec!["name", "amount", "count"],
-            rows: vec![vec![text("=HYPERLINK(\"http://x/\")"), money("-30.00"), Cell::Count(-2)]],
+            headers: strings(&["name", "amount", "count"]),
+            rows,
+            totals: None,
+            lang: Lang::En,
         };
-        let csv = String::from_utf8(csv(&table).expect("csv")).expect("utf8");
-        assert_eq!(csv, "name,amount,count\n\"'=HYPERLINK(\"\"http://x/\"\")\",-30.00,-2\n");
+        let csv_en = String::from_utf8(csv(&table).expect("csv")).expect("utf8");
+        assert_eq!(csv_en, "name,amount,count\n\"'=HYPERLINK(\"\"http://x/\"\")\",-30.00,-2\n");
+        table.lang = Lang::Zh;
+        table.totals = zh::totals_row(&table.rows, 1, &[]);
+        let csv_zh = csv(&table).expect("csv");
+        assert_eq!(csv_zh[..3], *UTF8_BOM);
+        assert_eq!(csv_zh[3..], *format!("{csv_en}合计,-30.00,-2\n").as_bytes());
     }
 
     #[test]
-    fn xlsx_amounts_come_from_the_exact_text() {
-        assert_eq!(xlsx_amount("30.10"), Some(30.1));
-        assert_eq!(xlsx_amount("not money"), None);
+    fn totals_are_summed_in_fen_per_column() {
+        let rows = vec![
+            vec![text("a"), text("x"), money("0.10"), Cell::Count(1), money("7.00")],
+            vec![text("b"), text("y"), money("0.20"), Cell::Count(2), money("-0.05")],
+        ];
+        let totals = zh::totals_row(&rows, 2, &[4]).expect("rows");
+        assert_eq!(totals, [text("合计"), Cell::Empty, Cell::Money(30), Cell::Count(3), Cell::Empty]);
+        assert_eq!(zh::totals_row(&[], 1, &[]), None);
+        assert_eq!(parse_fen("-0.05"), Some(-5));
+        assert_eq!(money("n/a"), text("n/a"));
+    }
+
+    #[test]
+    fn xlsx_amounts_come_from_exact_fen() {
+        assert_eq!(xlsx_amount(3_010), 30.1);
+        assert_eq!(xlsx_amount(-5), -0.05);
+        assert_eq!(xlsx_amount(123_456_789_012), 1_234_567_890.12);
     }
 }

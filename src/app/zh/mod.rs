@@ -63,6 +63,12 @@ pub fn cst_minute(at: Timestamp) -> String {
     cst(at).format("%Y-%m-%d %H:%M").to_string()
 }
 
+/// An instant as a Beijing wall-clock time to the second, as the finance files show it:
+/// `2026-12-02 22:04:05`.
+pub fn cst_second(at: Timestamp) -> String {
+    cst(at).format("%Y-%m-%d %H:%M:%S").to_string()
+}
+
 /// An instant as a Beijing date: `2026年3月1日`.
 pub fn cst_date(at: Timestamp) -> String {
     cst(at).format("%Y年%-m月%-d日").to_string()
@@ -99,6 +105,10 @@ mod tests {
     fn times_are_shown_in_china_standard_time() {
         let at = Timestamp::parse_rfc3339("2026-11-30T16:30:00Z").unwrap();
         assert_eq!(cst_minute(at), "2026-12-01 00:30");
+        assert_eq!(
+            cst_second(Timestamp::parse_rfc3339("2026-12-02T14:04:05.9Z").unwrap()),
+            "2026-12-02 22:04:05"
+        );
         assert_eq!(cst_date(at), "2026年12月1日");
         let noon = Timestamp::parse_rfc3339("2026-03-01T10:00:59+08:00").unwrap();
         assert_eq!(cst_minute(noon), "2026-03-01 10:00");
