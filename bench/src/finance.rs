@@ -326,7 +326,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     // 2025-10-01 00:00 in Beijing; the season runs 90 days, claims the first 60.
     let start = Timestamp::parse_rfc3339("2025-09-30T16:00:00Z").context("start time")?;
     let season = Season {
-        id: Uuid::now_v7(),
+        id: Uuid::now_v7().into(),
         name: "Bench season".into(),
         province,
         starts_at: start,
@@ -549,7 +549,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         settlement.total_fen,
         started.elapsed().as_secs_f64()
     );
-    Ok(season.id)
+    Ok(season.id.as_uuid())
 }
 
 async fn settlement_count(store: &dyn Storage, id: Uuid) -> anyhow::Result<i64> {

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::SeasonId;
 use crate::domain::ledger::NewEntry;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
@@ -59,7 +60,7 @@ pub struct Exchange {
 /// ledger's limit on each card points account has the last word.
 struct CardPoints {
     frozen: bool,
-    balances: Vec<(Uuid, i64)>,
+    balances: Vec<(SeasonId, i64)>,
 }
 
 /// An HTTP answer: status and JSON body, exactly as stored for replays.
@@ -227,7 +228,7 @@ struct Caches {
     batches: HashMap<Uuid, (Batch, Season)>,
     holdings: HashMap<(Uuid, Uuid), CitizenHoldings>,
     /// (season, citizen, period): see `SeasonTotalDelta`.
-    season_totals: HashMap<(Uuid, Uuid, i32), i64>,
+    season_totals: HashMap<(SeasonId, Uuid, i32), i64>,
     answers: HashMap<(Uuid, String), StoredAnswer>,
 }
 

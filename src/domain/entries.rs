@@ -21,6 +21,7 @@ use super::money::{Fen, MAX_AMOUNT_FEN};
 use super::region::RegionCode;
 use super::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
 use super::time::Timestamp;
+use crate::domain::ids::SeasonId;
 
 /// One funder's part of a redeemed voucher: (funder, its part of the value, its part of the
 /// discount).
@@ -34,7 +35,7 @@ pub fn funder_parts(batch: &Batch, value: Fen, discount: Fen) -> Vec<FunderPart>
 }
 
 /// A budget: `amount` from the funder's appropriation into its pool for the season.
-pub fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
+pub fn budget_entry(season: SeasonId, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
     NewEntry::transfer(
         "budget",
         reference,
@@ -207,7 +208,7 @@ mod tests {
         let funding = FundingShares::new(vec![(region(PROVINCE), 60), (region(CITY), 40)]).expect("shares");
         Batch {
             id: Uuid::from_u128(2),
-            season_id: Uuid::from_u128(1),
+            season_id: SeasonId::from_uuid(Uuid::from_u128(1)),
             name: "batch".into(),
             issuer: region(PROVINCE),
             terms: VoucherTerms::Threshold {
@@ -256,7 +257,7 @@ mod tests {
 
     #[test]
     fn budget_moves_the_appropriation_into_the_pool() {
-        let (season, funder) = (Uuid::from_u128(1), region(CITY));
+        let (season, funder) = (SeasonId::from_uuid(Uuid::from_u128(1)), region(CITY));
         let entry = budget_entry(season, funder, Fen::from_fen_unchecked(500), "budget:x".into());
         assert_eq!((entry.kind.as_str(), entry.reference.as_str()), ("budget", "budget:x"));
         assert_eq!(

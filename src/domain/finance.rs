@@ -14,6 +14,7 @@ use super::ledger::{Balance, NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
+use crate::domain::ids::SeasonId;
 
 /// Report days are calendar days in China Standard Time (UTC+8, no daylight saving).
 pub const CST_OFFSET_S: i32 = 8 * 3600;
@@ -90,7 +91,7 @@ fn credit_balance(balance: &Balance) -> i64 {
 }
 
 /// Per-funder balances and payable/settlement flows from the season's account rows.
-pub fn funder_figures(season: Uuid, rows: &[(String, Balance)]) -> BTreeMap<RegionCode, FunderFigures> {
+pub fn funder_figures(season: SeasonId, rows: &[(String, Balance)]) -> BTreeMap<RegionCode, FunderFigures> {
     let mut figures: BTreeMap<RegionCode, FunderFigures> = BTreeMap::new();
     for (address, balance) in rows {
         let Some(account) = SeasonAccount::parse(season, address) else { continue };
@@ -260,7 +261,7 @@ pub fn parse_funder_parts(json: &str) -> Option<Vec<(RegionCode, Fen)>> {
 
 /// Closing a season: per batch, one entry that moves whatever is left in its reserve and in its
 /// voucher liability (the vouchers the close expires) back to each funder's pool.
-pub fn season_close_entries(season: Uuid, batch_balances: &[(String, Balance)]) -> Vec<NewEntry> {
+pub fn season_close_entries(season: SeasonId, batch_balances: &[(String, Balance)]) -> Vec<NewEntry> {
     let mut by_batch: BTreeMap<Uuid, Vec<NewPosting>> = BTreeMap::new();
     for (address, balance) in batch_balances {
         let (batch, funder, spec) = match SeasonAccount::parse(season, address) {
@@ -310,7 +311,7 @@ mod tests {
 
     #[test]
     fn funder_figures_follow_the_chart() {
-        let (s, b, m) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (s, b, m) = (SeasonId::new_v7(), Uuid::now_v7(), Uuid::now_v7());
         let f = region("440000");
         let rows = vec![
             (

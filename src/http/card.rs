@@ -26,6 +26,7 @@ use crate::domain::card::{
     MemberTerms,
 };
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::SeasonId;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::season::{Season, SeasonStatus};
 use crate::domain::staff::Role;
@@ -154,7 +155,7 @@ pub struct CardAnswer {
 /// A card's points earned in one season, and when they expire.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SeasonPoints {
-    season_id: Uuid,
+    season_id: SeasonId,
     points: i64,
     points_debt: i64,
     #[schema(format = DateTime)]
@@ -180,7 +181,7 @@ pub struct CardTermsAnswer {
 /// A season's points rate.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct PointsRateAnswer {
-    season_id: Uuid,
+    season_id: SeasonId,
     points_per_yuan: u32,
     #[schema(format = DateTime)]
     points_expire_at: Option<String>,
@@ -342,7 +343,7 @@ struct PointsRateBody {
 pub async fn set_points_rate(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<PointsRateAnswer>, ApiError> {
     let scope = staff.require(&[Role::ProvinceAdmin])?;
@@ -504,7 +505,7 @@ fn planned_payment(
         member_discount: order.discount.to_string(),
         amount_after_discount: order.paid.to_string(),
         points_earned: points,
-        season_id: season.as_ref().map(|(s, _)| s.id),
+        season_id: season.as_ref().map(|(s, _)| s.id.as_uuid()),
         points_debt_repaid: 0,
     };
     // The repaid debt is decided under the ledger lock: the commit renders the answer with it.
@@ -732,7 +733,7 @@ pub async fn get(
         card_id: p.card_id,
         merchant_id: p.merchant_id,
         terminal_id: p.terminal_id,
-        season_id: p.season_id,
+        season_id: p.season_id.map(Uuid::from),
         order_amount: yuan(p.order_amount_fen),
         member_discount: yuan(p.discount_fen),
         amount_after_discount: yuan(p.order_amount_fen - p.discount_fen),

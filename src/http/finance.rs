@@ -21,6 +21,7 @@ use super::till::{merchant_or_staff, staff_over_merchant};
 use crate::app::finance::report_files;
 use crate::app::finance::{self, FinanceError, settlement_json};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::SeasonId;
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::staff::{Role, StaffScope};
@@ -32,7 +33,7 @@ pub const JOURNAL_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 /// Most journal lines read from one upload.
 const MAX_JOURNAL_LINES: usize = 50_000;
 
-async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
+async fn load_season(store: &dyn Storage, id: SeasonId) -> Result<Season, ApiError> {
     store.season(id).await?.ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))
 }
 
@@ -131,7 +132,7 @@ pub struct ReportQuery {
 pub async fn report(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let season = load_season(state.store(), season_id).await?;
@@ -165,7 +166,7 @@ pub async fn report(
 pub async fn reconciliation(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<finance::Reconciliation>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     if viewer_city(&staff, &season)?.is_some() {
@@ -179,7 +180,7 @@ pub async fn reconciliation(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettleBody {
-    season_id: Uuid,
+    season_id: SeasonId,
     #[schema(value_type = String, format = DateTime)]
     cut_off: Timestamp,
 }
@@ -246,7 +247,7 @@ const SETTLEMENTS_PAGE_MAX: u32 = 500;
 pub async fn season_settlements(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
@@ -380,7 +381,7 @@ pub async fn paid(
 pub async fn close(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     IdempotencyKey(_key): IdempotencyKey,
 ) -> Result<Json<finance::CloseOutcome>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
@@ -399,7 +400,7 @@ pub async fn close(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatementQuery {
-    season: Uuid,
+    season: SeasonId,
     #[serde(default)]
     format: Option<String>,
 }
@@ -457,7 +458,7 @@ pub struct JournalQuery {
 pub async fn merchant_journal(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<JournalQuery>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<Value>, ApiError> {

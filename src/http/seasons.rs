@@ -14,6 +14,7 @@ use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
 use crate::domain::funding::{FundingShares, VoucherTerms};
+use crate::domain::ids::SeasonId;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{
@@ -144,7 +145,7 @@ pub async fn create_season(
     };
     let subsidy_ceilings = parse_ceilings(&request.subsidy_ceilings)?;
     let season = Season {
-        id: Uuid::now_v7(),
+        id: SeasonId::new_v7(),
         name: check_name(&request.name)?,
         province,
         starts_at: request.starts_at,
@@ -202,7 +203,7 @@ struct AddBudget {
 pub async fn add_budget(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -246,7 +247,7 @@ pub async fn add_budget(
 /// A budget added to a funder, in yuan.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct BudgetAnswer {
-    season_id: Uuid,
+    season_id: SeasonId,
     #[schema(value_type = String)]
     funder: RegionCode,
     amount: String,
@@ -260,7 +261,7 @@ fn answer_text(answer: &impl serde::Serialize) -> Result<String, ApiError> {
     })
 }
 
-async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
+async fn load_season(store: &dyn Storage, id: SeasonId) -> Result<Season, ApiError> {
     store.season(id).await?.ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))
 }
 
@@ -296,7 +297,7 @@ fn opening_figures(funders: &[RegionCode], budgets: &[BudgetLine]) -> Vec<(Regio
 /// and each item of `GET /v1/seasons`. Amounts are yuan as decimal strings.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SeasonAnswer {
-    id: Uuid,
+    id: SeasonId,
     name: String,
     #[schema(value_type = String)]
     province: RegionCode,
@@ -368,7 +369,7 @@ fn season_json(
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SeasonPage {
     seasons: Vec<SeasonAnswer>,
-    next_after: Option<Uuid>,
+    next_after: Option<SeasonId>,
 }
 
 /// A page of `GET /v1/seasons`: 20 by default, at most 100 (each season's view reads its
@@ -386,7 +387,7 @@ pub async fn list_seasons(
 ) -> Result<Json<SeasonPage>, ApiError> {
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
     let after = match query.after {
-        Some(id) => Some(state.store().season(id).await?.ok_or_else(|| {
+        Some(id) => Some(state.store().season(id.into()).await?.ok_or_else(|| {
             ApiError::unprocessable(
                 ErrorCode::InvalidCursor,
                 "after names no season: pass a page's next_after",
@@ -407,7 +408,7 @@ pub async fn list_seasons(
 #[utoipa::path(get, operation_id = "get_season", path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts", body = SeasonAnswer), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_season(
     State(state): State<AppState>,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<SeasonAnswer>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     Ok(Json(season_view(state.store(), &season, state.clock().now()).await?))
@@ -837,7 +838,7 @@ fn draw_places(stock: i64) -> usize {
 pub async fn create_batch(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -906,7 +907,7 @@ pub async fn create_batch(
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct BatchAnswer {
     id: Uuid,
-    season_id: Uuid,
+    season_id: SeasonId,
     name: String,
     #[schema(value_type = String)]
     issuer: RegionCode,
@@ -978,7 +979,7 @@ fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
 #[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release", body = Vec<BatchAnswer>)))]
 pub async fn list_batches(
     State(state): State<AppState>,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<Vec<BatchAnswer>>, ApiError> {
     load_season(state.store(), season_id).await?;
     let now = state.clock().now();

@@ -18,6 +18,7 @@ use super::ledger::{AccountCache, EntryInsert, EntryRow, PostingInsert};
 use super::seasons::VoucherRow;
 use super::till::GroupRows;
 use super::{Backend, IdemRecord, NewRedemption, PruneTarget, StorageError};
+use crate::domain::ids::SeasonId;
 use crate::domain::season::Voucher;
 use crate::domain::time::{Clock, Timestamp};
 
@@ -88,8 +89,8 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, Uuid, Uuid)],
-    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error>;
+        keys: &[(Uuid, Uuid, SeasonId)],
+    ) -> Result<Vec<(Uuid, Uuid, SeasonId, i32)>, sqlx::Error>;
 
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).

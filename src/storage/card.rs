@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::card::{self, Card, CardStatus, CardVia, Clawback, Earning, MemberTerms, PointsDebt};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::SeasonId;
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
@@ -20,7 +21,7 @@ use crate::storage::{IdemRecord, LedgerStore, Refusal, SeasonStore, SqlStore, St
 /// A card's points in one season: what it holds and what it owes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CardPointsLine {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub points: i64,
     pub debt: i64,
 }
@@ -28,7 +29,7 @@ pub struct CardPointsLine {
 /// The province's points policy for a season.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PointsPolicy {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub points_per_yuan: u32,
     /// A moment the province fixed for the season's points to expire (None: the default rule).
     pub expire_at: Option<Timestamp>,
@@ -44,7 +45,7 @@ pub struct NewCardPayment {
     pub card_id: Uuid,
     pub merchant_id: Uuid,
     pub terminal_id: Uuid,
-    pub season_id: Option<Uuid>,
+    pub season_id: Option<SeasonId>,
     pub order_ref: String,
     pub order_amount_fen: i64,
     pub discount_fen: i64,
@@ -60,7 +61,7 @@ pub struct CardPaymentRecord {
     pub card_id: Uuid,
     pub merchant_id: Uuid,
     pub terminal_id: Uuid,
-    pub season_id: Option<Uuid>,
+    pub season_id: Option<SeasonId>,
     pub order_ref: String,
     pub order_amount_fen: i64,
     pub discount_fen: i64,
@@ -132,7 +133,7 @@ pub trait CardStore: Send + Sync {
 
     async fn set_points_policy(&self, policy: &PointsPolicy, at: Timestamp) -> Result<(), StorageError>;
 
-    async fn points_policy(&self, season_id: Uuid) -> Result<Option<PointsPolicy>, StorageError>;
+    async fn points_policy(&self, season_id: SeasonId) -> Result<Option<PointsPolicy>, StorageError>;
 
     /// Policies of seasons whose points have not expired yet.
     async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError>;
@@ -155,25 +156,25 @@ pub trait CardStore: Send + Sync {
     async fn commit_card_reversal(&self, reversal: &NewCardReversal) -> Result<IdemRecord, WriteError>;
 
     /// Every card's positive points balance of a season: (card, points).
-    async fn season_card_points(&self, season_id: Uuid) -> Result<Vec<(Uuid, i64)>, StorageError>;
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(Uuid, i64)>, StorageError>;
 
     /// Posts a season's points expiry entries and marks the season's points expired, at once.
     async fn commit_points_expiry(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         entries: &[NewEntry],
         at: Timestamp,
     ) -> Result<(), WriteError>;
 
     /// The season report's card figures (for `GET /v1/seasons/{id}/report`).
-    async fn card_figures(&self, season_id: Uuid) -> Result<CardFigures, StorageError>;
+    async fn card_figures(&self, season_id: SeasonId) -> Result<CardFigures, StorageError>;
 
     /// What does not reconcile in the season's points (empty: everything does): the points
     /// identity `earned - exchanged - expired - reversed = outstanding - debt`; every card points
     /// account's maintained balance against its postings; every card payment and reversal that
     /// moved points against exactly one ledger entry of the same points, and every such entry
     /// against its payment.
-    async fn card_breaks(&self, season_id: Uuid) -> Result<Vec<String>, StorageError>;
+    async fn card_breaks(&self, season_id: SeasonId) -> Result<Vec<String>, StorageError>;
 }
 
 pub(crate) const CARD_COLUMNS: &str =
@@ -222,7 +223,7 @@ pub(crate) struct CardPaymentRow {
     card_id: Uuid,
     merchant_id: Uuid,
     terminal_id: Uuid,
-    season_id: Option<Uuid>,
+    season_id: Option<SeasonId>,
     order_ref: String,
     order_amount_fen: i64,
     discount_fen: i64,
@@ -237,7 +238,7 @@ pub(crate) struct CardPaymentRow {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RepaidJson {
-    season_id: Uuid,
+    season_id: SeasonId,
     points: i64,
 }
 
@@ -344,7 +345,7 @@ impl SqlStore {
         conn: &mut impl AsExec,
         card_id: Uuid,
     ) -> Result<Vec<CardPointsLine>, sqlx::Error> {
-        let seasons: Vec<(Uuid, i64)> = query_as(
+        let seasons: Vec<(SeasonId, i64)> = query_as(
             "SELECT DISTINCT p.season_id, s.starts_at_us FROM card_payments p JOIN seasons s ON s.id = p.season_id \
              WHERE p.card_id = $1 ORDER BY s.starts_at_us, p.season_id",
         )
@@ -406,7 +407,7 @@ impl SqlStore {
         Ok(row.is_some())
     }
 
-    fn policy_from(row: (Uuid, i32, Option<i64>, Option<i64>)) -> Result<PointsPolicy, StorageError> {
+    fn policy_from(row: (SeasonId, i32, Option<i64>, Option<i64>)) -> Result<PointsPolicy, StorageError> {
         let (season_id, rate, expire_at, expired_at) = row;
         Ok(PointsPolicy {
             season_id,
@@ -533,8 +534,8 @@ impl CardStore for SqlStore {
         Ok(())
     }
 
-    async fn points_policy(&self, season_id: Uuid) -> Result<Option<PointsPolicy>, StorageError> {
-        let row: Option<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
+    async fn points_policy(&self, season_id: SeasonId) -> Result<Option<PointsPolicy>, StorageError> {
+        let row: Option<(SeasonId, i32, Option<i64>, Option<i64>)> = query_as(
             "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points WHERE season_id = $1",
         )
         .bind(season_id)
@@ -544,7 +545,7 @@ impl CardStore for SqlStore {
     }
 
     async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError> {
-        let rows: Vec<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
+        let rows: Vec<(SeasonId, i32, Option<i64>, Option<i64>)> = query_as(
             "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points \
              WHERE expired_at_us IS NULL ORDER BY season_id LIMIT $1",
         )
@@ -731,7 +732,7 @@ impl CardStore for SqlStore {
         Ok(answer)
     }
 
-    async fn season_card_points(&self, season_id: Uuid) -> Result<Vec<(Uuid, i64)>, StorageError> {
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(Uuid, i64)>, StorageError> {
         let mut conn = self.pool.acquire().await?;
         let cards: Vec<(Uuid,)> =
             query_as("SELECT DISTINCT card_id FROM card_payments WHERE season_id = $1 ORDER BY card_id")
@@ -753,7 +754,7 @@ impl CardStore for SqlStore {
 
     async fn commit_points_expiry(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         entries: &[NewEntry],
         at: Timestamp,
     ) -> Result<(), WriteError> {
@@ -780,7 +781,7 @@ impl CardStore for SqlStore {
         Ok(())
     }
 
-    async fn card_figures(&self, season_id: Uuid) -> Result<CardFigures, StorageError> {
+    async fn card_figures(&self, season_id: SeasonId) -> Result<CardFigures, StorageError> {
         let mut figures = CardFigures::default();
         if let Some(season) = SeasonStore::season(self, season_id).await? {
             let rows: Vec<(String, i64)> = query_as(
@@ -822,7 +823,7 @@ impl CardStore for SqlStore {
         Ok(figures)
     }
 
-    async fn card_breaks(&self, season_id: Uuid) -> Result<Vec<String>, StorageError> {
+    async fn card_breaks(&self, season_id: SeasonId) -> Result<Vec<String>, StorageError> {
         let mut breaks = Vec::new();
         let f = self.card_figures(season_id).await?;
         let left = f.points_earned - f.points_exchanged - f.points_expired - f.points_reversed;

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{SalesFigures, SettlementLine};
+use crate::domain::ids::SeasonId;
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -47,7 +48,7 @@ pub struct DayActivity {
 #[derive(Clone)]
 pub struct SettlementPlan {
     pub id: Uuid,
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub cut_off: Timestamp,
     /// Also the `settled_at` of every redemption it settles.
     pub created_at: Timestamp,
@@ -60,7 +61,7 @@ pub struct SettlementPlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementRecord {
     pub id: Uuid,
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub cut_off: Timestamp,
     pub total_fen: i64,
     pub line_count: i64,
@@ -88,7 +89,7 @@ pub struct SettlementLineRecord {
 /// A closed season's stored report and reconciliation (JSON text), written once.
 #[derive(Clone, Debug)]
 pub struct FinalReport {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub report: String,
     pub reconciliation: String,
     pub checkpoint_seq: i64,
@@ -119,18 +120,21 @@ pub struct MerchantMoney {
 #[async_trait]
 pub trait FinanceStore: Send + Sync {
     /// Every account of the season (`season:S:...`) with its maintained debits and credits.
-    async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError>;
+    async fn season_balances(&self, season_id: SeasonId) -> Result<Vec<(String, Balance)>, StorageError>;
 
     /// Per batch: its vouchers counted by status (from the voucher rows).
-    async fn voucher_status_counts(&self, season_id: Uuid) -> Result<Vec<(Uuid, String, i64)>, StorageError>;
+    async fn voucher_status_counts(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(Uuid, String, i64)>, StorageError>;
 
     /// Per batch: live redemptions and reversals.
-    async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError>;
+    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(Uuid, SalesFigures)>, StorageError>;
 
     /// Per merchant (of `city`, if given), by merchant name.
     async fn merchant_sales(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<MerchantSales>, StorageError>;
 
@@ -138,7 +142,7 @@ pub trait FinanceStore: Send + Sync {
     /// `city`, if given).
     async fn day_activity(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<DayActivity>, StorageError>;
 
@@ -146,7 +150,7 @@ pub trait FinanceStore: Send + Sync {
     /// the cut-off (what a settlement run plans its chunks by), in merchant id order.
     async fn unsettled_counts(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         cut_off: Timestamp,
     ) -> Result<Vec<(Uuid, i64)>, StorageError>;
 
@@ -171,7 +175,7 @@ pub trait FinanceStore: Send + Sync {
     /// one season, or of every season: the oldest 100.
     async fn settlements_in_progress(
         &self,
-        season_id: Option<Uuid>,
+        season_id: Option<SeasonId>,
     ) -> Result<Vec<SettlementRecord>, StorageError>;
 
     async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError>;
@@ -180,7 +184,7 @@ pub trait FinanceStore: Send + Sync {
     /// at most `limit`.
     async fn season_settlements(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         after: Option<&SettlementRecord>,
         limit: i64,
     ) -> Result<Vec<SettlementRecord>, StorageError>;
@@ -201,9 +205,9 @@ pub trait FinanceStore: Send + Sync {
     /// Closes the season: marks it closed, expires every active voucher and returns all issued
     /// and reserved money to the funders' pools, in one transaction. Idempotent: answers when the
     /// season closed (`at`, or the earlier close).
-    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError>;
+    async fn close_season(&self, season_id: SeasonId, at: Timestamp) -> Result<Timestamp, WriteError>;
 
-    async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError>;
+    async fn final_report(&self, season_id: SeasonId) -> Result<Option<FinalReport>, StorageError>;
 
     /// Stores a closed season's report unless one is stored already (the first one wins).
     async fn insert_final_report(&self, report: &FinalReport) -> Result<(), StorageError>;
@@ -212,7 +216,7 @@ pub trait FinanceStore: Send + Sync {
     async fn merchant_statement(
         &self,
         merchant_id: Uuid,
-        season_id: Uuid,
+        season_id: SeasonId,
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError>;
 
@@ -227,7 +231,7 @@ pub trait FinanceStore: Send + Sync {
     async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<super::RedemptionRecord>, StorageError>;
 
     /// Per merchant of the season: see [`MerchantMoney`].
-    async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError>;
+    async fn merchant_money(&self, season_id: SeasonId) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError>;
 
     /// Vouchers whose state disagrees with the ledger or the redemptions, ledger entries
     /// (claim, expiry, redemption, reversal) whose voucher or redemption is missing or disagrees,
@@ -242,7 +246,7 @@ pub trait FinanceStore: Send + Sync {
 #[derive(sqlx::FromRow)]
 pub(crate) struct SettlementRow {
     id: Uuid,
-    season_id: Uuid,
+    season_id: SeasonId,
     cut_off_us: i64,
     total_fen: i64,
     line_count: i32,
@@ -463,12 +467,15 @@ impl SqlStore {
     }
 
     /// The season's batch accounts (reserve and issued) with their balances, under the lock.
-    async fn batch_balances_in(tx: &mut Tx, season_id: Uuid) -> Result<Vec<(String, Balance)>, WriteError> {
+    async fn batch_balances_in(
+        tx: &mut Tx,
+        season_id: SeasonId,
+    ) -> Result<Vec<(String, Balance)>, WriteError> {
         let rows: Vec<(String, i64, i64)> = query_as(
             "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
              JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
         )
-        .bind(format!("season:{}:batch:%", season_id.hyphenated()))
+        .bind(format!("season:{}:batch:%", season_id.as_uuid().hyphenated()))
         .fetch_all(&mut *tx)
         .await?;
         Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
@@ -619,7 +626,7 @@ impl SqlStore {
     async fn count_breaks(
         tx: &mut Tx,
         sql: String,
-        season_id: Uuid,
+        season_id: SeasonId,
     ) -> Result<(i64, Vec<String>), StorageError> {
         let count_sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM ({sql}) breaks"));
         let (count,): (i64,) = query_as(count_sql).bind(season_id).fetch_one(&mut *tx).await?;
@@ -634,7 +641,7 @@ impl SqlStore {
 
 #[async_trait]
 impl FinanceStore for SqlStore {
-    async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError> {
+    async fn season_balances(&self, season_id: SeasonId) -> Result<Vec<(String, Balance)>, StorageError> {
         let rows: Vec<(String, i64, i64)> = query_as(
             "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
              LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1 ORDER BY a.address",
@@ -645,7 +652,10 @@ impl FinanceStore for SqlStore {
         Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
     }
 
-    async fn voucher_status_counts(&self, season_id: Uuid) -> Result<Vec<(Uuid, String, i64)>, StorageError> {
+    async fn voucher_status_counts(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(Uuid, String, i64)>, StorageError> {
         Ok(query_as(
             "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 \
              GROUP BY batch_id, status",
@@ -655,7 +665,7 @@ impl FinanceStore for SqlStore {
         .await?)
     }
 
-    async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError> {
+    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(Uuid, SalesFigures)>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT r.batch_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 GROUP BY r.batch_id"
         ));
@@ -666,7 +676,7 @@ impl FinanceStore for SqlStore {
 
     async fn merchant_sales(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<MerchantSales>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
@@ -693,7 +703,7 @@ impl FinanceStore for SqlStore {
 
     async fn day_activity(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<DayActivity>, StorageError> {
         let claims_sql = sqlx::AssertSqlSafe(format!(
@@ -734,7 +744,7 @@ impl FinanceStore for SqlStore {
 
     async fn unsettled_counts(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         cut_off: Timestamp,
     ) -> Result<Vec<(Uuid, i64)>, StorageError> {
         Ok(query_as(
@@ -844,7 +854,7 @@ impl FinanceStore for SqlStore {
 
     async fn settlements_in_progress(
         &self,
-        season_id: Option<Uuid>,
+        season_id: Option<SeasonId>,
     ) -> Result<Vec<SettlementRecord>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE ($1 IS NULL OR season_id = $1) \
@@ -862,7 +872,7 @@ impl FinanceStore for SqlStore {
 
     async fn season_settlements(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         after: Option<&SettlementRecord>,
         limit: i64,
     ) -> Result<Vec<SettlementRecord>, StorageError> {
@@ -898,7 +908,7 @@ impl FinanceStore for SqlStore {
         if Self::answer_exists(&mut tx, answer).await? {
             return Err(WriteError::IdempotencyTaken);
         }
-        let state: Option<(Uuid, Option<i64>, Option<i64>)> =
+        let state: Option<(SeasonId, Option<i64>, Option<i64>)> =
             query_as("SELECT season_id, paid_at_us, completed_at_us FROM settlements WHERE id = $1")
                 .bind(settlement_id)
                 .fetch_optional(&mut tx)
@@ -940,7 +950,7 @@ impl FinanceStore for SqlStore {
         Ok(())
     }
 
-    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError> {
+    async fn close_season(&self, season_id: SeasonId, at: Timestamp) -> Result<Timestamp, WriteError> {
         // One writer at a time in this process: waiting here is cheaper than on the database lock.
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
@@ -993,7 +1003,7 @@ impl FinanceStore for SqlStore {
         Ok(at)
     }
 
-    async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError> {
+    async fn final_report(&self, season_id: SeasonId) -> Result<Option<FinalReport>, StorageError> {
         let row: Option<(String, String, i64, i64)> = query_as(
             "SELECT report, reconciliation, checkpoint_seq, created_at_us FROM season_reports WHERE season_id = $1",
         )
@@ -1027,7 +1037,7 @@ impl FinanceStore for SqlStore {
     async fn merchant_statement(
         &self,
         merchant_id: Uuid,
-        season_id: Uuid,
+        season_id: SeasonId,
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError> {
         let rows: Vec<(i64, String, Uuid, Option<String>, i64, i64)> = query_as(
@@ -1102,7 +1112,7 @@ impl FinanceStore for SqlStore {
         Ok(found)
     }
 
-    async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError> {
+    async fn merchant_money(&self, season_id: SeasonId) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError> {
         let unsettled: Vec<(Uuid, i64)> = query_as(
             "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) FROM redemptions WHERE season_id = $1 \
              AND reversed_at_us IS NULL AND settled_at_us IS NULL GROUP BY merchant_id",

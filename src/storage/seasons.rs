@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
+use crate::domain::ids::SeasonId;
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -44,7 +45,7 @@ fn region(text: &str) -> Result<RegionCode, StorageError> {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SeasonRow {
-    id: Uuid,
+    id: SeasonId,
     name: String,
     province: String,
     starts_at_us: i64,
@@ -88,7 +89,7 @@ impl SeasonRow {
 #[derive(sqlx::FromRow)]
 pub(crate) struct BatchRow {
     id: Uuid,
-    season_id: Uuid,
+    season_id: SeasonId,
     name: String,
     issuer: String,
     kind: String,
@@ -230,7 +231,7 @@ impl BatchRow {
 pub(crate) struct VoucherRow {
     id: Uuid,
     batch_id: Uuid,
-    season_id: Uuid,
+    season_id: SeasonId,
     citizen_id: Uuid,
     slot: i32,
     status: String,
@@ -271,7 +272,7 @@ impl SqlStore {
 
     /// Refuses (`SEASON_CLOSED`) a write to a closed season. The caller holds the ledger head,
     /// which a season's close holds while it returns every reserve and liability.
-    pub(crate) async fn refuse_closed_season(tx: &mut Tx, season_id: Uuid) -> Result<(), WriteError> {
+    pub(crate) async fn refuse_closed_season(tx: &mut Tx, season_id: SeasonId) -> Result<(), WriteError> {
         let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
             .bind(season_id)
             .fetch_optional(&mut *tx)
@@ -311,7 +312,7 @@ impl SqlStore {
         tx: &mut Tx,
         deltas: &[SeasonTotalDelta],
     ) -> Result<(), WriteError> {
-        let mut summed: std::collections::BTreeMap<(Uuid, Uuid, i32), (i64, i64)> = Default::default();
+        let mut summed: std::collections::BTreeMap<(SeasonId, Uuid, i32), (i64, i64)> = Default::default();
         for d in deltas {
             let entry = summed.entry((d.season_id, d.citizen_id, d.period)).or_insert((0, d.cap_fen));
             entry.0 += d.delta_fen;
@@ -460,7 +461,7 @@ impl SeasonStore for SqlStore {
 
     async fn add_budget(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         funder: RegionCode,
         entry: &NewEntry,
         answer: &IdemRecord,
@@ -483,7 +484,7 @@ impl SeasonStore for SqlStore {
         Ok(())
     }
 
-    async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError> {
+    async fn season(&self, id: SeasonId) -> Result<Option<Season>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {SEASON_COLUMNS} FROM seasons WHERE id = $1"));
         let row: Option<SeasonRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(SeasonRow::into_season).transpose()
@@ -509,7 +510,7 @@ impl SeasonStore for SqlStore {
         rows.into_iter().map(SeasonRow::into_season).collect()
     }
 
-    async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError> {
+    async fn season_funders(&self, season_id: SeasonId) -> Result<Vec<RegionCode>, StorageError> {
         let rows: Vec<(String,)> =
             query_as("SELECT funder FROM season_funders WHERE season_id = $1 ORDER BY funder")
                 .bind(season_id)
@@ -587,7 +588,7 @@ impl SeasonStore for SqlStore {
         row.map(BatchRow::into_batch).transpose()
     }
 
-    async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError> {
+    async fn season_batches(&self, season_id: SeasonId) -> Result<Vec<Batch>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE season_id = $1 ORDER BY claim_opens_at_us, id LIMIT 1000"
         ));
@@ -803,7 +804,7 @@ impl SeasonStore for SqlStore {
     async fn holdings(
         &self,
         batch_id: Uuid,
-        season_id: Uuid,
+        season_id: SeasonId,
         month: i32,
         citizens: &[Uuid],
     ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError> {

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::StaffKeyId;
+use crate::domain::ids::{SeasonId, StaffKeyId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
@@ -169,7 +169,7 @@ pub(crate) struct RedemptionRow {
     voucher_id: Uuid,
     merchant_id: Uuid,
     terminal_id: Uuid,
-    season_id: Uuid,
+    season_id: SeasonId,
     batch_id: Uuid,
     order_ref: String,
     order_amount_fen: i64,
@@ -215,7 +215,7 @@ pub(crate) struct SeenState {
     pub card_orders: std::collections::HashMap<(Uuid, String), Uuid>,
     /// (citizen, merchant, season) -> live redemptions, for the group's redemptions whose season
     /// limits them (`NewRedemption::merchant_redemption_limit`).
-    pub merchant_counts: std::collections::HashMap<(Uuid, Uuid, Uuid), i64>,
+    pub merchant_counts: std::collections::HashMap<(Uuid, Uuid, SeasonId), i64>,
 }
 
 /// The rows a redemption group's checks read under the ledger lock (see `SeenState`).
@@ -382,8 +382,8 @@ impl SqlStore {
     }
 
     /// The group's limited (citizen, merchant, season) triples, each once.
-    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, Uuid, Uuid), u32, i64)> {
-        let mut triples: Vec<((Uuid, Uuid, Uuid), u32, i64)> = Vec::new();
+    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, Uuid, SeasonId), u32, i64)> {
+        let mut triples: Vec<((Uuid, Uuid, SeasonId), u32, i64)> = Vec::new();
         for r in group {
             let Some(limit) = r.merchant_redemption_limit else { continue };
             let key = (r.citizen_id, r.merchant_id, r.season_id);
@@ -404,14 +404,14 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         group: &[NewRedemption],
-    ) -> Result<std::collections::HashMap<(Uuid, Uuid, Uuid), i64>, WriteError> {
+    ) -> Result<std::collections::HashMap<(Uuid, Uuid, SeasonId), i64>, WriteError> {
         let all: Vec<&NewRedemption> = group.iter().collect();
         let triples = Self::limited_triples(&all);
         let mut counts = std::collections::HashMap::new();
         if triples.is_empty() {
             return Ok(counts);
         }
-        let keys: Vec<(Uuid, Uuid, Uuid)> = triples.iter().map(|(key, _, _)| *key).collect();
+        let keys: Vec<(Uuid, Uuid, SeasonId)> = triples.iter().map(|(key, _, _)| *key).collect();
         for (citizen, merchant, season, live) in self.backend.merchant_count_rows(tx, &keys).await? {
             counts.insert((citizen, merchant, season), i64::from(live));
         }
@@ -884,7 +884,7 @@ impl TillStore for SqlStore {
             "SELECT reversed_at_us, settled_at_us, season_id FROM redemptions WHERE id = $1{}",
             self.backend.for_update()
         ));
-        let row: Option<(Option<i64>, Option<i64>, Uuid)> =
+        let row: Option<(Option<i64>, Option<i64>, SeasonId)> =
             query_as(sql).bind(r.redemption_id).fetch_optional(&mut tx).await?;
         let _gate = self.gate_after_rows(held).await;
         self.lock_head(&mut tx).await?;
@@ -913,8 +913,8 @@ impl SqlStore {
     async fn reversible(
         tx: &mut Tx,
         r: &NewReversal,
-        row: Option<(Option<i64>, Option<i64>, Uuid)>,
-    ) -> Result<Uuid, WriteError> {
+        row: Option<(Option<i64>, Option<i64>, SeasonId)>,
+    ) -> Result<SeasonId, WriteError> {
         if Self::answer_exists(tx, &r.answer).await? {
             return Err(WriteError::IdempotencyTaken);
         }
@@ -945,7 +945,7 @@ impl SqlStore {
     /// Marks the redemption reversed and its voucher as the reversal leaves it, and gives back
     /// what the redemption counted: the batch's stock when the voucher expires, the caps, and
     /// its place under the per-merchant limit.
-    async fn mark_reversed(tx: &mut Tx, r: &NewReversal, season_id: Uuid) -> Result<(), WriteError> {
+    async fn mark_reversed(tx: &mut Tx, r: &NewReversal, season_id: SeasonId) -> Result<(), WriteError> {
         query(
             "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
         )
@@ -1003,7 +1003,7 @@ mod tests {
             voucher_id: Uuid::from_u128(1_000 + u128::from(n)),
             merchant_id: merchant,
             terminal_id: Uuid::nil(),
-            season_id: Uuid::from_u128(7),
+            season_id: SeasonId::from_uuid(Uuid::from_u128(7)),
             batch_id: Uuid::from_u128(8),
             order_ref: order_ref.into(),
             order_slot: "any".into(),
@@ -1048,7 +1048,7 @@ mod tests {
         for r in &group {
             seen.vouchers.insert(r.voucher_id, "active".into());
         }
-        seen.merchant_counts.insert((citizen, bookstore, Uuid::from_u128(7)), 1);
+        seen.merchant_counts.insert((citizen, bookstore, SeasonId::from_uuid(Uuid::from_u128(7))), 1);
         let outcomes = decide_redemptions(&group, &seen);
         let limited = Err(Refusal::Code(ErrorCode::MerchantLimitReached));
         assert_eq!(outcomes[0], Ok(()), "one held before, one now");

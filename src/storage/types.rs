@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{PostError, StorageError};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::SeasonId;
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
 use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
 use crate::domain::region::RegionCode;
@@ -137,7 +138,7 @@ pub struct SessionRecord {
 /// as YYYYMM); the cap the database enforces travels with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeasonTotalDelta {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub citizen_id: Uuid,
     pub period: i32,
     pub delta_fen: i64,
@@ -220,13 +221,13 @@ pub trait SeasonStore: Send + Sync {
 
     async fn add_budget(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         funder: RegionCode,
         entry: &NewEntry,
         answer: &IdemRecord,
     ) -> Result<(), WriteError>;
 
-    async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError>;
+    async fn season(&self, id: SeasonId) -> Result<Option<Season>, StorageError>;
 
     /// Seasons (of `province`, or all), latest start first, after `after` (a page's last), at
     /// most `limit`.
@@ -237,7 +238,7 @@ pub trait SeasonStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<Season>, StorageError>;
 
-    async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError>;
+    async fn season_funders(&self, season_id: SeasonId) -> Result<Vec<RegionCode>, StorageError>;
 
     /// The summed balance of every account whose address matches a LIKE pattern.
     async fn sum_balances_like(&self, pattern: &str) -> Result<Balance, StorageError>;
@@ -278,7 +279,7 @@ pub trait SeasonStore: Send + Sync {
 
     async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError>;
 
-    async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError>;
+    async fn season_batches(&self, season_id: SeasonId) -> Result<Vec<Batch>, StorageError>;
 
     async fn insert_citizen(&self, citizen: &NewCitizen, session: &NewSession) -> Result<(), WriteError>;
 
@@ -321,7 +322,7 @@ pub trait SeasonStore: Send + Sync {
     async fn holdings(
         &self,
         batch_id: Uuid,
-        season_id: Uuid,
+        season_id: SeasonId,
         month: i32,
         citizens: &[Uuid],
     ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError>;
@@ -457,7 +458,7 @@ pub struct NewRedemption {
     pub voucher_id: Uuid,
     pub merchant_id: Uuid,
     pub terminal_id: Uuid,
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub batch_id: Uuid,
     pub order_ref: String,
     pub order_slot: String,
@@ -485,7 +486,7 @@ pub struct RedemptionRecord {
     pub voucher_id: Uuid,
     pub merchant_id: Uuid,
     pub terminal_id: Uuid,
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub batch_id: Uuid,
     pub order_ref: String,
     pub order_amount_fen: i64,

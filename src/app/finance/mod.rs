@@ -20,6 +20,7 @@ use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
     funder_figures,
 };
+use crate::domain::ids::SeasonId;
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
@@ -198,7 +199,7 @@ pub struct Totals {
 /// The season report. A closed season's report is stored at close and served as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SeasonReport {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub season_name: String,
     pub generated_at: Timestamp,
     pub closed_at: Option<Timestamp>,
@@ -382,7 +383,7 @@ pub struct Check {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconciliation {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub checked_at: Timestamp,
     pub ok: bool,
     pub checks: Vec<Check>,
@@ -762,7 +763,7 @@ pub async fn finish_settlements_in_progress(
 /// Finishes the settlements in progress of `season_id` (or of every season), but `except`.
 async fn finish_left_in_progress(
     store: &dyn Storage,
-    season_id: Option<Uuid>,
+    season_id: Option<SeasonId>,
     except: Option<Uuid>,
     chunking: SettlementChunking,
     now: Timestamp,
@@ -803,7 +804,7 @@ async fn settle_in_chunks(
 /// The answer to closing a season.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloseOutcome {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub closed_at: Timestamp,
     pub checkpoint_seq: i64,
     pub reconciled: bool,
@@ -849,7 +850,7 @@ pub async fn close(
 }
 
 fn outcome_of(
-    season_id: Uuid,
+    season_id: SeasonId,
     closed_at: Timestamp,
     stored: &FinalReport,
 ) -> Result<CloseOutcome, FinanceError> {

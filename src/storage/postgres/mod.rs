@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::backend::SqlBackend;
 use super::db::{Pool, Tx};
 use super::{Backend, StorageError};
+use crate::domain::ids::SeasonId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -207,9 +208,8 @@ impl SqlBackend for PgBackend {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, Uuid, Uuid)],
-    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error> {
-        let column = |f: fn(&(Uuid, Uuid, Uuid)) -> Uuid| keys.iter().map(f).collect::<Vec<_>>();
+        keys: &[(Uuid, Uuid, SeasonId)],
+    ) -> Result<Vec<(Uuid, Uuid, SeasonId, i32)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT c.citizen_id, c.merchant_id, c.season_id, c.live_count \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS k(citizen_id, merchant_id, season_id) \
@@ -217,9 +217,9 @@ impl SqlBackend for PgBackend {
                  FROM merchant_redemption_counts m WHERE m.season_id = k.season_id \
                  AND m.citizen_id = k.citizen_id AND m.merchant_id = k.merchant_id LIMIT 1) c",
         )
-        .bind(column(|k| k.0))
-        .bind(column(|k| k.1))
-        .bind(column(|k| k.2))
+        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
         .fetch_all(tx.pg()?)
         .await
     }
@@ -257,7 +257,7 @@ impl SqlBackend for PgBackend {
         .bind(column(|r| r.voucher_id))
         .bind(column(|r| r.merchant_id))
         .bind(column(|r| r.terminal_id))
-        .bind(column(|r| r.season_id))
+        .bind(accepted.iter().map(|r| r.season_id).collect::<Vec<_>>())
         .bind(column(|r| r.batch_id))
         .bind(accepted.iter().map(|r| r.order_ref.clone()).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.order_slot.clone()).collect::<Vec<_>>())

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::backend::SqlBackend;
 use super::db::{Bind, Pool, QueryBuilder, Tx, query};
 use super::{Backend, StorageError};
+use crate::domain::ids::SeasonId;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -176,8 +177,8 @@ impl SqlBackend for SqliteBackend {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, Uuid, Uuid)],
-    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error> {
+        keys: &[(Uuid, Uuid, SeasonId)],
+    ) -> Result<Vec<(Uuid, Uuid, SeasonId, i32)>, sqlx::Error> {
         let mut query = QueryBuilder::new("");
         for (n, (citizen, merchant, season)) in keys.iter().enumerate() {
             if n > 0 {
