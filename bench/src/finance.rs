@@ -701,7 +701,7 @@ async fn create_tills(store: &dyn Storage, count: usize, rng: &mut Rng) -> anyho
         let check = credit_check_char(first17.as_bytes()).context("credit code")?;
         let name = format!("Merchant {m:05}");
         let merchant = Merchant {
-            id: Uuid::now_v7(),
+            id: Uuid::now_v7().into(),
             name: name.clone(),
             credit_code: CreditCode::parse(&format!("{first17}{check}"))
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?,

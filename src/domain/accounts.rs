@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use super::ledger::{AccountAddress, AccountSpec};
 use super::region::RegionCode;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 
 fn seg(id: impl Into<Uuid>) -> String {
     id.into().hyphenated().to_string()
@@ -77,21 +77,21 @@ pub fn issued(season: SeasonId, batch: Uuid, funder: RegionCode) -> AccountSpec 
     ]))
 }
 
-pub fn payable(season: SeasonId, merchant: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn payable(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "merchant", &m, "funder", &f, "payable",
     ]))
 }
 
-pub fn settled(season: SeasonId, merchant: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn settled(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "merchant", &m, "funder", &f, "settled",
     ]))
 }
 
-pub fn paid(season: SeasonId, merchant: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn paid(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "merchant", &m, "funder", &f, "paid",
@@ -110,9 +110,9 @@ pub enum SeasonAccount {
     Pool { funder: RegionCode },
     Reserve { batch: Uuid, funder: RegionCode },
     Issued { batch: Uuid, funder: RegionCode },
-    Payable { merchant: Uuid, funder: RegionCode },
-    Settled { merchant: Uuid, funder: RegionCode },
-    Paid { merchant: Uuid, funder: RegionCode },
+    Payable { merchant: MerchantId, funder: RegionCode },
+    Settled { merchant: MerchantId, funder: RegionCode },
+    Paid { merchant: MerchantId, funder: RegionCode },
 }
 
 impl SeasonAccount {
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_season_account_parses_back() {
-        let (s, b, m) = (SeasonId::new_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (s, b, m) = (SeasonId::new_v7(), Uuid::now_v7(), MerchantId::new_v7());
         let f: RegionCode = "440000".parse().expect("region");
         let cases = [
             (appropriation(s, f), SeasonAccount::Appropriation { funder: f }),

@@ -14,7 +14,7 @@ use super::ledger::{Balance, NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 
 /// Report days are calendar days in China Standard Time (UTC+8, no daylight saving).
 pub const CST_OFFSET_S: i32 = 8 * 3600;
@@ -172,15 +172,20 @@ pub struct SalesFigures {
 }
 
 /// A settlement line being built: one merchant's unsettled redemptions up to the cut-off.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementLine {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub redemption_count: i64,
     pub amount_fen: i64,
     pub by_funder: BTreeMap<RegionCode, i64>,
 }
 
 impl SettlementLine {
+    /// A line of `merchant_id` with no redemption yet.
+    pub fn new(merchant_id: MerchantId) -> SettlementLine {
+        SettlementLine { merchant_id, redemption_count: 0, amount_fen: 0, by_funder: BTreeMap::new() }
+    }
+
     /// Adds one redemption's funder parts (which sum to its discount).
     pub fn add(&mut self, parts: &[(RegionCode, Fen)]) {
         self.redemption_count += 1;
@@ -311,7 +316,7 @@ mod tests {
 
     #[test]
     fn funder_figures_follow_the_chart() {
-        let (s, b, m) = (SeasonId::new_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (s, b, m) = (SeasonId::new_v7(), Uuid::now_v7(), MerchantId::new_v7());
         let f = region("440000");
         let rows = vec![
             (
@@ -357,7 +362,7 @@ mod tests {
 
     #[test]
     fn settlement_lines_sum_their_parts() {
-        let mut line = SettlementLine::default();
+        let mut line = SettlementLine::new(MerchantId::from_uuid(Uuid::nil()));
         let (p, c) = (region("440000"), region("440100"));
         line.add(&[(p, Fen::new(300).expect("fen")), (c, Fen::new(200).expect("fen"))]);
         line.add(&[(p, Fen::new(1).expect("fen"))]);

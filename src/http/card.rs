@@ -26,7 +26,7 @@ use crate::domain::card::{
     MemberTerms,
 };
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::season::{Season, SeasonStatus};
 use crate::domain::staff::Role;
@@ -172,7 +172,7 @@ pub struct CardStatusAnswer {
 /// A merchant's member terms for card holders.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct CardTermsAnswer {
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     percent: u32,
     /// Yuan, when the discount is capped.
     cap: Option<String>,
@@ -310,7 +310,7 @@ struct CardTermsBody {
 pub async fn set_terms(
     State(state): State<AppState>,
     staff: Option<Staff>,
-    ApiPath(merchant_id): ApiPath<Uuid>,
+    ApiPath(merchant_id): ApiPath<MerchantId>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -499,7 +499,7 @@ fn planned_payment(
         card_payment_id: id,
         card_id: order.card.id,
         card_number: order.card.number.masked(),
-        merchant_id: ctx.merchant.id,
+        merchant_id: ctx.merchant.id.as_uuid(),
         order_ref: order.order_ref.clone(),
         order_amount: order.amount.to_string(),
         member_discount: order.discount.to_string(),
@@ -731,7 +731,7 @@ pub async fn get(
     Ok(Json(CardPaymentView {
         card_payment_id: p.id,
         card_id: p.card_id,
-        merchant_id: p.merchant_id,
+        merchant_id: p.merchant_id.as_uuid(),
         terminal_id: p.terminal_id,
         season_id: p.season_id.map(Uuid::from),
         order_amount: yuan(p.order_amount_fen),

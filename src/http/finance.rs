@@ -21,7 +21,7 @@ use super::till::{merchant_or_staff, staff_over_merchant};
 use crate::app::finance::report_files;
 use crate::app::finance::{self, FinanceError, settlement_json};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::staff::{Role, StaffScope};
@@ -414,7 +414,7 @@ const MERCHANT_READERS: [Role; 2] = [Role::Finance, Role::Auditor];
 pub async fn statement(
     State(state): State<AppState>,
     staff: Option<Staff>,
-    ApiPath(merchant_id): ApiPath<Uuid>,
+    ApiPath(merchant_id): ApiPath<MerchantId>,
     ApiQuery(query): ApiQuery<StatementQuery>,
     method: Method,
     uri: Uri,
@@ -449,7 +449,7 @@ pub async fn statement(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalQuery {
-    merchant: Uuid,
+    merchant: MerchantId,
 }
 
 /// Matches a till's journal (the merchant SDK's JSON-lines file, as the body) against the

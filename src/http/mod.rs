@@ -88,7 +88,8 @@ pub(crate) struct AppInner {
 pub(crate) struct TillReads {
     pub vouchers: Coalescer<uuid::Uuid, Option<crate::domain::season::Voucher>>,
     pub nonces: Coalescer<(uuid::Uuid, String), bool>,
-    pub card_payments: Coalescer<(uuid::Uuid, String), Option<crate::storage::CardPaymentRecord>>,
+    pub card_payments:
+        Coalescer<(crate::domain::ids::MerchantId, String), Option<crate::storage::CardPaymentRecord>>,
 }
 
 impl TillReads {
@@ -103,7 +104,7 @@ impl TillReads {
                 let (store, at) = (s2.clone(), clock.now());
                 async move { store.record_nonces(&seen, at).await }
             }),
-            card_payments: Coalescer::spawn(move |orders: Vec<(uuid::Uuid, String)>| {
+            card_payments: Coalescer::spawn(move |orders: Vec<(crate::domain::ids::MerchantId, String)>| {
                 let store = s3.clone();
                 async move { store.live_card_payments(&orders).await }
             }),

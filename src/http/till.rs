@@ -28,6 +28,7 @@ use super::extract::{ApiBytes, ApiPath, plain_text};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use crate::domain::entries::{AfterReversal, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::MerchantId;
 use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionLevel;
@@ -441,7 +442,7 @@ fn new_redemption(
     let answer = Redemption {
         redemption_id: id,
         voucher_id: plan.voucher.id,
-        merchant_id: ctx.merchant.id,
+        merchant_id: ctx.merchant.id.as_uuid(),
         order_ref: order_ref.clone(),
         order_amount: priced.order_amount.to_string(),
         discount: plan.discount.to_string(),
@@ -693,7 +694,7 @@ pub async fn reverse(
 async fn plan_reversal(
     state: &AppState,
     record: &crate::storage::RedemptionRecord,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     reason: &str,
     mut answer: IdemRecord,
 ) -> Result<(NewReversal, AfterReversal), ApiError> {
@@ -764,7 +765,7 @@ pub async fn get(
     Ok(Json(RedemptionView {
         redemption_id: r.id,
         voucher_id: r.voucher_id,
-        merchant_id: r.merchant_id,
+        merchant_id: r.merchant_id.as_uuid(),
         terminal_id: r.terminal_id,
         order_amount: yuan(r.order_amount_fen),
         discount: yuan(r.discount_fen),

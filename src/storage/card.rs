@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::card::{self, Card, CardStatus, CardVia, Clawback, Earning, MemberTerms, PointsDebt};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
@@ -43,7 +43,7 @@ pub struct PointsPolicy {
 pub struct NewCardPayment {
     pub id: Uuid,
     pub card_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
     pub season_id: Option<SeasonId>,
     pub order_ref: String,
@@ -59,7 +59,7 @@ pub struct NewCardPayment {
 pub struct CardPaymentRecord {
     pub id: Uuid,
     pub card_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
     pub season_id: Option<SeasonId>,
     pub order_ref: String,
@@ -124,12 +124,12 @@ pub trait CardStore: Send + Sync {
 
     async fn set_card_terms(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terms: &MemberTerms,
         at: Timestamp,
     ) -> Result<(), StorageError>;
 
-    async fn card_terms(&self, merchant_id: Uuid) -> Result<Option<MemberTerms>, StorageError>;
+    async fn card_terms(&self, merchant_id: MerchantId) -> Result<Option<MemberTerms>, StorageError>;
 
     async fn set_points_policy(&self, policy: &PointsPolicy, at: Timestamp) -> Result<(), StorageError>;
 
@@ -141,11 +141,15 @@ pub trait CardStore: Send + Sync {
     /// `live_card_payment` for many (merchant, order_ref) pairs in one query, in order.
     async fn live_card_payments(
         &self,
-        orders: &[(Uuid, String)],
+        orders: &[(MerchantId, String)],
     ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError>;
 
     /// Whether a live voucher redemption exists on an order at a merchant.
-    async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError>;
+    async fn live_redemption_on(
+        &self,
+        merchant_id: MerchantId,
+        order_ref: &str,
+    ) -> Result<bool, StorageError>;
 
     /// Commits a card payment under the ledger lock and returns the answer it stored.
     async fn commit_card_payment(&self, payment: &NewCardPayment) -> Result<IdemRecord, WriteError>;
@@ -221,7 +225,7 @@ impl CardRow {
 pub(crate) struct CardPaymentRow {
     id: Uuid,
     card_id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     terminal_id: Uuid,
     season_id: Option<SeasonId>,
     order_ref: String,
@@ -394,7 +398,7 @@ impl SqlStore {
 
     async fn live_redemption_on_conn(
         conn: &mut impl AsExec,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         order_ref: &str,
     ) -> Result<bool, sqlx::Error> {
         let row: Option<(Uuid,)> = query_as(
@@ -487,7 +491,7 @@ impl CardStore for SqlStore {
 
     async fn set_card_terms(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terms: &MemberTerms,
         at: Timestamp,
     ) -> Result<(), StorageError> {
@@ -505,7 +509,7 @@ impl CardStore for SqlStore {
         Ok(())
     }
 
-    async fn card_terms(&self, merchant_id: Uuid) -> Result<Option<MemberTerms>, StorageError> {
+    async fn card_terms(&self, merchant_id: MerchantId) -> Result<Option<MemberTerms>, StorageError> {
         let row: Option<(i32, Option<i64>)> =
             query_as("SELECT percent, cap_fen FROM merchant_card_terms WHERE merchant_id = $1")
                 .bind(merchant_id)
@@ -557,9 +561,10 @@ impl CardStore for SqlStore {
 
     async fn live_card_payments(
         &self,
-        orders: &[(Uuid, String)],
+        orders: &[(MerchantId, String)],
     ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError> {
-        let mut found: std::collections::HashMap<(Uuid, String), CardPaymentRecord> = Default::default();
+        let mut found: std::collections::HashMap<(MerchantId, String), CardPaymentRecord> =
+            Default::default();
         for chunk in orders.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
             let order_refs: Vec<String> = chunk.iter().map(|(_, order_ref)| order_ref.clone()).collect();
             for row in self.backend.live_card_payment_rows(&order_refs).await? {
@@ -570,7 +575,11 @@ impl CardStore for SqlStore {
         Ok(orders.iter().map(|key| found.get(key).cloned()).collect())
     }
 
-    async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError> {
+    async fn live_redemption_on(
+        &self,
+        merchant_id: MerchantId,
+        order_ref: &str,
+    ) -> Result<bool, StorageError> {
         let mut conn = self.pool.acquire().await?;
         Ok(Self::live_redemption_on_conn(&mut conn, merchant_id, order_ref).await?)
     }

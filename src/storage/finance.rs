@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{SalesFigures, SettlementLine};
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -27,7 +27,7 @@ pub const MAX_BREAKS_LISTED: i64 = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MerchantSales {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub name: String,
     pub city: String,
     pub category: String,
@@ -74,7 +74,7 @@ pub struct SettlementRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementLineRecord {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub merchant_name: String,
     /// The merchant's city, for a city's finance (who sees its own merchants' lines only).
     pub merchant_city: String,
@@ -215,7 +215,7 @@ pub trait FinanceStore: Send + Sync {
     /// A merchant's redemptions, reversals, settlements and payouts in a season, in time order.
     async fn merchant_statement(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         season_id: SeasonId,
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError>;
@@ -231,7 +231,10 @@ pub trait FinanceStore: Send + Sync {
     async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<super::RedemptionRecord>, StorageError>;
 
     /// Per merchant of the season: see [`MerchantMoney`].
-    async fn merchant_money(&self, season_id: SeasonId) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError>;
+    async fn merchant_money(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(MerchantId, MerchantMoney)>, StorageError>;
 
     /// Vouchers whose state disagrees with the ledger or the redemptions, ledger entries
     /// (claim, expiry, redemption, reversal) whose voucher or redemption is missing or disagrees,
@@ -296,7 +299,7 @@ pub(crate) fn day_sql(column: &str) -> String {
 /// A settlement line as read, with its merchant's name and city.
 #[derive(sqlx::FromRow)]
 struct SettlementLineRow {
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     merchant_name: String,
     merchant_city: String,
     redemption_count: i64,
@@ -350,7 +353,7 @@ impl SqlStore {
         tx: &mut Tx,
         plan: &SettlementPlan,
         merchants: &[Uuid],
-    ) -> Result<BTreeMap<Uuid, SettlementLine>, WriteError> {
+    ) -> Result<BTreeMap<MerchantId, SettlementLine>, WriteError> {
         let mut q = QueryBuilder::new("UPDATE redemptions SET settled_at_us = ");
         q.push_bind(plan.created_at.unix_us())
             .push(", settlement_id = ")
@@ -367,13 +370,11 @@ impl SqlStore {
             .push(" AND merchant_id NOT IN (SELECT merchant_id FROM settlement_lines WHERE settlement_id = ")
             .push_bind(plan.id)
             .push(") RETURNING id, merchant_id, funders");
-        let mut lines: BTreeMap<Uuid, SettlementLine> = BTreeMap::new();
-        let mut rows = q.build_query_as::<(Uuid, Uuid, String)>().fetch(&mut *tx);
+        let mut lines: BTreeMap<MerchantId, SettlementLine> = BTreeMap::new();
+        let mut rows = q.build_query_as::<(Uuid, MerchantId, String)>().fetch(&mut *tx);
         while let Some((id, merchant_id, funders)) = rows.try_next().await? {
             let parts = funder_parts(&funders, &format!("redemption {id}"))?;
-            let line = lines
-                .entry(merchant_id)
-                .or_insert_with(|| SettlementLine { merchant_id, ..Default::default() });
+            let line = lines.entry(merchant_id).or_insert_with(|| SettlementLine::new(merchant_id));
             line.add(&parts);
         }
         Ok(lines)
@@ -428,9 +429,9 @@ impl SqlStore {
     async fn insert_settlement_lines(
         tx: &mut Tx,
         settlement_id: Uuid,
-        lines: &BTreeMap<Uuid, SettlementLine>,
+        lines: &BTreeMap<MerchantId, SettlementLine>,
     ) -> Result<(), WriteError> {
-        let ids: Vec<Uuid> = lines.keys().copied().collect();
+        let ids: Vec<MerchantId> = lines.keys().copied().collect();
         for chunk in ids.chunks(500) {
             let mut q =
                 QueryBuilder::new("SELECT id, bank, account_no, account_name FROM merchants WHERE id IN (");
@@ -439,7 +440,7 @@ impl SqlStore {
                 list.push_bind(*id);
             }
             q.push(")");
-            let accounts: Vec<(Uuid, String, String, String)> =
+            let accounts: Vec<(MerchantId, String, String, String)> =
                 q.build_query_as().fetch_all(&mut *tx).await?;
             if accounts.len() != chunk.len() {
                 return Err(WriteError::Storage(StorageError::Corrupt(
@@ -687,7 +688,7 @@ impl FinanceStore for SqlStore {
             crate::storage::finance::MAX_REPORT_ROWS
         ));
         let city = city.map(|c| c.to_string()).unwrap_or_default();
-        let rows: Vec<(Uuid, String, String, String, i64, i64, i64, i64)> =
+        let rows: Vec<(MerchantId, String, String, String, i64, i64, i64, i64)> =
             query_as(sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
@@ -1036,7 +1037,7 @@ impl FinanceStore for SqlStore {
 
     async fn merchant_statement(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         season_id: SeasonId,
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError> {
@@ -1112,15 +1113,18 @@ impl FinanceStore for SqlStore {
         Ok(found)
     }
 
-    async fn merchant_money(&self, season_id: SeasonId) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError> {
-        let unsettled: Vec<(Uuid, i64)> = query_as(
+    async fn merchant_money(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(MerchantId, MerchantMoney)>, StorageError> {
+        let unsettled: Vec<(MerchantId, i64)> = query_as(
             "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) FROM redemptions WHERE season_id = $1 \
              AND reversed_at_us IS NULL AND settled_at_us IS NULL GROUP BY merchant_id",
         )
         .bind(season_id)
         .fetch_all(&self.pool)
         .await?;
-        let settled: Vec<(Uuid, i64, i64)> = query_as(
+        let settled: Vec<(MerchantId, i64, i64)> = query_as(
             "SELECT l.merchant_id, \
              CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT), \
              CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) \
@@ -1130,7 +1134,7 @@ impl FinanceStore for SqlStore {
         .bind(season_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut money: HashMap<Uuid, MerchantMoney> = HashMap::new();
+        let mut money: HashMap<MerchantId, MerchantMoney> = HashMap::new();
         for (merchant, fen) in unsettled {
             money.entry(merchant).or_default().unsettled_fen = fen;
         }

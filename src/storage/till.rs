@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{SeasonId, StaffKeyId};
+use crate::domain::ids::{MerchantId, SeasonId, StaffKeyId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
@@ -27,7 +27,7 @@ pub(crate) const REDEMPTION_COLUMNS: &str = "id, voucher_id, merchant_id, termin
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct MerchantRow {
-    id: Uuid,
+    id: MerchantId,
     name: String,
     credit_code: String,
     category: String,
@@ -64,7 +64,7 @@ pub(crate) const ACCOUNT_CHANGE_COLUMNS: &str = "id, merchant_id, seq, changed_a
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountChangeRow {
     id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     seq: i64,
     changed_at_us: i64,
     changed_by: StaffKeyId,
@@ -115,7 +115,7 @@ pub(crate) const ACCOUNT_REQUEST_FROM: &str =
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountRequestRow {
     id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     seq: i64,
     requested_at_us: i64,
     requested_by: StaffKeyId,
@@ -167,7 +167,7 @@ impl AccountRequestRow {
 pub(crate) struct RedemptionRow {
     id: Uuid,
     voucher_id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     terminal_id: Uuid,
     season_id: SeasonId,
     batch_id: Uuid,
@@ -210,12 +210,12 @@ pub(crate) struct SeenState {
     pub nonces: std::collections::HashSet<Vec<u8>>,
     pub vouchers: std::collections::HashMap<Uuid, String>,
     /// (merchant, order_ref, slot) -> whether the redeemed voucher was provincial.
-    pub orders: std::collections::HashMap<(Uuid, String, String), bool>,
+    pub orders: std::collections::HashMap<(MerchantId, String, String), bool>,
     /// (merchant, order_ref) -> the live card payment on that order.
-    pub card_orders: std::collections::HashMap<(Uuid, String), Uuid>,
+    pub card_orders: std::collections::HashMap<(MerchantId, String), Uuid>,
     /// (citizen, merchant, season) -> live redemptions, for the group's redemptions whose season
     /// limits them (`NewRedemption::merchant_redemption_limit`).
-    pub merchant_counts: std::collections::HashMap<(Uuid, Uuid, SeasonId), i64>,
+    pub merchant_counts: std::collections::HashMap<(Uuid, MerchantId, SeasonId), i64>,
 }
 
 /// The rows a redemption group's checks read under the ledger lock (see `SeenState`).
@@ -225,7 +225,7 @@ pub(crate) struct GroupRows {
     /// (voucher, status; `season_closed` when its season is closed).
     pub vouchers: Vec<(Uuid, String)>,
     /// (merchant, order_ref, live card payment).
-    pub card_orders: Vec<(Uuid, String, Uuid)>,
+    pub card_orders: Vec<(MerchantId, String, Uuid)>,
 }
 
 /// Decides each redemption of a group in order against what the database holds and what the
@@ -307,7 +307,7 @@ impl SqlStore {
     async fn locked_account(
         &self,
         tx: &mut Tx,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
     ) -> Result<Option<SettlementAccount>, StorageError> {
         let current: Option<(String, String, String)> = query_as(sqlx::AssertSqlSafe(format!(
             "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{}",
@@ -372,7 +372,8 @@ impl SqlStore {
         seen.card_orders.extend(
             rows.card_orders.into_iter().map(|(merchant, order_ref, id)| ((merchant, order_ref), id)),
         );
-        let pairs: Vec<(Uuid, String)> = group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
+        let pairs: Vec<(MerchantId, String)> =
+            group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
         let rows = self.backend.live_orders(tx, &pairs).await?;
         for (merchant, order_ref, slot, issuer) in rows {
             seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
@@ -382,8 +383,8 @@ impl SqlStore {
     }
 
     /// The group's limited (citizen, merchant, season) triples, each once.
-    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, Uuid, SeasonId), u32, i64)> {
-        let mut triples: Vec<((Uuid, Uuid, SeasonId), u32, i64)> = Vec::new();
+    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, MerchantId, SeasonId), u32, i64)> {
+        let mut triples: Vec<((Uuid, MerchantId, SeasonId), u32, i64)> = Vec::new();
         for r in group {
             let Some(limit) = r.merchant_redemption_limit else { continue };
             let key = (r.citizen_id, r.merchant_id, r.season_id);
@@ -404,14 +405,14 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         group: &[NewRedemption],
-    ) -> Result<std::collections::HashMap<(Uuid, Uuid, SeasonId), i64>, WriteError> {
+    ) -> Result<std::collections::HashMap<(Uuid, MerchantId, SeasonId), i64>, WriteError> {
         let all: Vec<&NewRedemption> = group.iter().collect();
         let triples = Self::limited_triples(&all);
         let mut counts = std::collections::HashMap::new();
         if triples.is_empty() {
             return Ok(counts);
         }
-        let keys: Vec<(Uuid, Uuid, SeasonId)> = triples.iter().map(|(key, _, _)| *key).collect();
+        let keys: Vec<(Uuid, MerchantId, SeasonId)> = triples.iter().map(|(key, _, _)| *key).collect();
         for (citizen, merchant, season, live) in self.backend.merchant_count_rows(tx, &keys).await? {
             counts.insert((citizen, merchant, season), i64::from(live));
         }
@@ -495,7 +496,7 @@ impl TillStore for SqlStore {
         Ok(())
     }
 
-    async fn merchant(&self, id: Uuid) -> Result<Option<Merchant>, StorageError> {
+    async fn merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1"));
         let row: Option<MerchantRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(MerchantRow::into_merchant).transpose()
@@ -526,7 +527,7 @@ impl TillStore for SqlStore {
         rows.into_iter().map(MerchantRow::into_merchant).collect()
     }
 
-    async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError> {
+    async fn set_merchant_status(&self, id: MerchantId, status: &str) -> Result<bool, StorageError> {
         let done = query("UPDATE merchants SET status = $1 WHERE id = $2")
             .bind(status.to_owned())
             .bind(id)
@@ -672,7 +673,7 @@ impl TillStore for SqlStore {
 
     async fn account_requests(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountRequest>, StorageError> {
@@ -687,7 +688,7 @@ impl TillStore for SqlStore {
 
     async fn account_changes(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountChange>, StorageError> {
@@ -700,7 +701,10 @@ impl TillStore for SqlStore {
         Ok(rows.into_iter().map(AccountChangeRow::into_change).collect())
     }
 
-    async fn latest_account_change(&self, merchant_id: Uuid) -> Result<Option<AccountChange>, StorageError> {
+    async fn latest_account_change(
+        &self,
+        merchant_id: MerchantId,
+    ) -> Result<Option<AccountChange>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
              WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1"
@@ -735,7 +739,7 @@ impl TillStore for SqlStore {
     }
 
     async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError> {
-        let row: Option<(Uuid, Uuid, Vec<u8>, String, Option<i64>)> =
+        let row: Option<(Uuid, MerchantId, Vec<u8>, String, Option<i64>)> =
             query_as("SELECT id, merchant_id, public_key, label, revoked_at_us FROM terminals WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
@@ -751,7 +755,7 @@ impl TillStore for SqlStore {
 
     async fn revoke_terminal(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terminal_id: Uuid,
         at: Timestamp,
     ) -> Result<bool, StorageError> {
@@ -994,7 +998,7 @@ mod tests {
     fn redemption(
         n: u8,
         citizen: Uuid,
-        merchant: Uuid,
+        merchant: MerchantId,
         order_ref: &str,
         limit: Option<u32>,
     ) -> NewRedemption {
@@ -1033,7 +1037,8 @@ mod tests {
     #[test]
     fn a_group_keeps_to_the_merchant_limit() {
         let (citizen, other_citizen) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let (bookstore, cinema) = (Uuid::from_u128(3), Uuid::from_u128(4));
+        let (bookstore, cinema) =
+            (MerchantId::from_uuid(Uuid::from_u128(3)), MerchantId::from_uuid(Uuid::from_u128(4)));
         let limit = Some(2);
         let group = [
             redemption(1, citizen, bookstore, "o-1", limit),

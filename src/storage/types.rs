@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{PostError, StorageError};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
 use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
 use crate::domain::region::RegionCode;
@@ -348,7 +348,7 @@ pub trait SeasonStore: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountChange {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     /// 1 for the merchant's first change, then 2, 3 ...: the order the changes were made in.
     pub seq: i64,
     pub changed_at: Timestamp,
@@ -391,7 +391,7 @@ pub(crate) const OLD_CLIENT_ANSWERS: PruneTarget = PruneTarget {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccountRequest {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub requested_at: Timestamp,
     pub requested_by: crate::domain::ids::StaffKeyId,
     pub reason: String,
@@ -415,7 +415,7 @@ pub enum AccountRequestOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccountDecision {
     pub request_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub decision: AccountDecision,
     /// The id of the change an approval makes.
     pub change_id: Uuid,
@@ -436,7 +436,7 @@ pub enum AccountDecisionOutcome {
 #[derive(Clone, Debug)]
 pub struct TerminalRecord {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub public_key: Vec<u8>,
     pub label: String,
     pub revoked: bool,
@@ -456,7 +456,7 @@ pub struct QrKeyRecord {
 pub struct NewRedemption {
     pub id: Uuid,
     pub voucher_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
     pub season_id: SeasonId,
     pub batch_id: Uuid,
@@ -484,7 +484,7 @@ pub struct NewRedemption {
 pub struct RedemptionRecord {
     pub id: Uuid,
     pub voucher_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
     pub season_id: SeasonId,
     pub batch_id: Uuid,
@@ -569,7 +569,10 @@ pub trait TillStore: Send + Sync {
         answer: &IdemRecord,
     ) -> Result<(), WriteError>;
 
-    async fn merchant(&self, id: Uuid) -> Result<Option<crate::domain::merchant::Merchant>, StorageError>;
+    async fn merchant(
+        &self,
+        id: MerchantId,
+    ) -> Result<Option<crate::domain::merchant::Merchant>, StorageError>;
 
     /// Merchants within a region (a city, or a whole province), by name then id, at most
     /// `limit`; with `after`, only those that come after that merchant in this order.
@@ -580,7 +583,7 @@ pub trait TillStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<crate::domain::merchant::Merchant>, StorageError>;
 
-    async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError>;
+    async fn set_merchant_status(&self, id: MerchantId, status: &str) -> Result<bool, StorageError>;
 
     /// Records a request to change the merchant's settlement account, under the merchant's row
     /// lock: at most one request waits per merchant, and asking again for the account already
@@ -602,7 +605,7 @@ pub trait TillStore: Send + Sync {
     /// they were made, at most `limit`.
     async fn account_requests(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountRequest>, StorageError>;
@@ -611,13 +614,16 @@ pub trait TillStore: Send + Sync {
     /// they were made, at most `limit`.
     async fn account_changes(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountChange>, StorageError>;
 
     /// The merchant's latest settlement account change, if it ever had one.
-    async fn latest_account_change(&self, merchant_id: Uuid) -> Result<Option<AccountChange>, StorageError>;
+    async fn latest_account_change(
+        &self,
+        merchant_id: MerchantId,
+    ) -> Result<Option<AccountChange>, StorageError>;
 
     async fn insert_terminal(
         &self,
@@ -630,7 +636,7 @@ pub trait TillStore: Send + Sync {
 
     async fn revoke_terminal(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terminal_id: Uuid,
         at: Timestamp,
     ) -> Result<bool, StorageError>;

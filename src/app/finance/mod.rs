@@ -20,7 +20,7 @@ use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
     funder_figures,
 };
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
@@ -579,7 +579,7 @@ async fn merchant_money_breaks(
     season: &Season,
     balances: &[(String, Balance)],
 ) -> Result<Vec<String>, StorageError> {
-    let mut ledger: HashMap<Uuid, [i64; 3]> = HashMap::new();
+    let mut ledger: HashMap<MerchantId, [i64; 3]> = HashMap::new();
     for (address, balance) in balances {
         let (merchant, slot) = match SeasonAccount::parse(season.id, address) {
             Some(SeasonAccount::Payable { merchant, .. }) => (merchant, 0),
