@@ -141,7 +141,8 @@ pub enum KeysCommand {
     RotateQr,
     /// List the staff keys (id, role, region, label, created, revoked, minted_by) as JSON; never a secret.
     List,
-    /// Revoke a staff key by id: every request with it is refused from now on (401 invalid_key).
+    /// Revoke a staff key by id, and every key minted below it at any depth: every request with
+    /// any of them is refused from now on (401 invalid_key).
     Revoke { id: crate::domain::ids::StaffKeyId },
 }
 
@@ -211,8 +212,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(KeysCommand::Revoke { id }) => {
             let store = server::open_store(&url, &cli.data_dir).await?;
             match store.revoke_staff_key(*id, crate::domain::time::Timestamp::now()).await? {
-                Some(key) => {
-                    println!("{}", staff_key_json(&key));
+                Some(revoked) => {
+                    let mut answer = staff_key_json(&revoked.key);
+                    let below: Vec<String> = revoked.below.iter().map(|k| k.id.to_string()).collect();
+                    answer["revoked_below"] = serde_json::json!(below);
+                    println!("{answer}");
                     Ok(ExitCode::SUCCESS)
                 }
                 None => {

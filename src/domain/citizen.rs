@@ -155,6 +155,12 @@ impl IdNumber {
         &self.text
     }
 
+    /// The citizen's home region: the city (or, for `xx00`, the province) of the first four
+    /// digits, which the masked form keeps too ([`home_region_of_masked`]).
+    pub fn home_region(&self) -> Option<RegionCode> {
+        home_region_of_masked(&self.masked())
+    }
+
     /// The first four and last four characters, ten asterisks between: `3702**********123X`.
     pub fn masked(&self) -> String {
         let head: String = self.text.chars().take(4).collect();
@@ -332,10 +338,26 @@ impl fmt::Debug for CitizenName {
     }
 }
 
+/// The home region of a citizen from the stored masked ID number (`3702**********123X`): its
+/// first four digits and `00`, a city, or the province when the city digits are `00`.
+pub fn home_region_of_masked(masked: &str) -> Option<RegionCode> {
+    let head = masked.get(..4).filter(|h| h.bytes().all(|b| b.is_ascii_digit()))?;
+    format!("{head}00").parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn the_home_region_is_the_city_of_the_first_four_digits() {
+        let id = IdNumber::parse(&synthetic_id_number("370202", "19900101", 1)).expect("valid");
+        assert_eq!(id.home_region(), "370200".parse().ok());
+        assert_eq!(home_region_of_masked("1100**********123X"), "110000".parse().ok());
+        assert_eq!(home_region_of_masked("99**"), None);
+        assert_eq!(home_region_of_masked(""), None);
+    }
 
     fn date(y: i32, m: u32, d: u32) -> NaiveDate {
         NaiveDate::from_ymd_opt(y, m, d).expect("valid date")

@@ -3,6 +3,7 @@
 //! Nothing in here knows about HTTP or SQL. Values are parsed once at the edge into these types
 //! ("parse, don't validate") and carried as such through the service.
 
+pub mod access;
 pub mod accounts;
 pub mod card;
 pub mod checkpoint;

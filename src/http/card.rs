@@ -264,9 +264,13 @@ async fn set_status(
     status: CardStatus,
 ) -> Result<Json<CardStatusAnswer>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
+    let not_found = || ApiError::not_found(ErrorCode::CardNotFound, "no such card");
+    let card = state.store().card(id).await?.ok_or_else(not_found)?;
+    let home = state.store().citizen_home(card.citizen_id).await?.ok_or_else(not_found)?;
+    staff.may(crate::domain::access::act_for_citizen, home)?;
     let at = state.clock().now();
     if !state.store().set_card_status(id, status, at).await? {
-        return Err(ApiError::not_found(ErrorCode::CardNotFound, "no such card"));
+        return Err(not_found());
     }
     tracing::info!(card = %id, status = status.as_str(), "card status changed");
     Ok(Json(CardStatusAnswer { id, status: status.as_str() }))
@@ -317,8 +321,8 @@ pub async fn set_terms(
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<CardTermsAnswer>, ApiError> {
     let merchant = super::merchants::load(&state, merchant_id).await?;
-    let roles = [Role::ProvinceAdmin, Role::CityAdmin];
-    merchant_or_staff(&state, staff, &merchant, &roles, (&method, &uri, &headers), &body).await?;
+    let rule = crate::domain::access::manage_merchant;
+    merchant_or_staff(&state, staff, &merchant, rule, (&method, &uri, &headers), &body).await?;
     let request: CardTermsBody = parse_json(&body)?;
     let terms = MemberTerms::new(request.percent, request.cap.map(|c| c.0))
         .map_err(|m| ApiError::unprocessable(ErrorCode::InvalidTerms, m))?;
@@ -346,18 +350,13 @@ pub async fn set_points_rate(
     ApiPath(season_id): ApiPath<SeasonId>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<PointsRateAnswer>, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin])?;
+    staff.require(&[Role::ProvinceAdmin])?;
     let season = state
         .store()
         .season(season_id)
         .await?
         .ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))?;
-    if !scope.covers(season.province) {
-        return Err(ApiError::forbidden(format!(
-            "a province_admin of {} cannot set {}'s points",
-            scope.region, season.province
-        )));
-    }
+    staff.may(crate::domain::access::set_season_points, season.province)?;
     let request: PointsRateBody = parse_json(&body)?;
     if request.points_per_yuan > MAX_POINTS_PER_YUAN {
         return Err(ApiError::unprocessable(

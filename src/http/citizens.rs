@@ -160,8 +160,8 @@ pub struct RevokedSessions {
     pub sessions_revoked: bool,
 }
 
-/// Revokes every session of a citizen (a lost phone, an account taken over): province_admin
-/// only. The citizen signs in again to get a new token.
+/// Revokes every session of a citizen (a lost phone, an account taken over): the
+/// province_admin of the citizen's home province only. The citizen signs in again to get a new token.
 #[utoipa::path(post, operation_id = "revoke_citizen_sessions", path = "/v1/citizens/{id}/sessions/revoke", security(("staff_key" = [])), params(("id" = Uuid, Path)),
     responses((status = 200, body = RevokedSessions), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody)))]
 pub async fn revoke_sessions(
@@ -170,6 +170,9 @@ pub async fn revoke_sessions(
     ApiPath(citizen_id): ApiPath<Uuid>,
 ) -> Result<Json<RevokedSessions>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
+    let not_found = || ApiError::not_found(ErrorCode::CitizenNotFound, "no such citizen");
+    let home = state.store().citizen_home(citizen_id).await?.ok_or_else(not_found)?;
+    staff.may(crate::domain::access::act_for_citizen, home)?;
     let Some(revoked) = state.citizens().revoke_all(citizen_id).await? else {
         return Err(ApiError::not_found(ErrorCode::CitizenNotFound, "no such citizen"));
     };

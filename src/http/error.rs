@@ -227,6 +227,12 @@ impl From<PathRejection> for ApiError {
     }
 }
 
+impl From<crate::domain::access::Denied> for ApiError {
+    fn from(denied: crate::domain::access::Denied) -> ApiError {
+        ApiError::forbidden(denied.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::withhold_values;

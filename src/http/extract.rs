@@ -11,6 +11,7 @@ use super::error::ApiError;
 use crate::app::staff;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::StaffKeyId;
+use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
 
 #[derive(FromRequest)]
@@ -58,16 +59,17 @@ pub struct Staff {
 impl Staff {
     /// Refuses with 403 unless the key holds one of `roles`.
     pub fn require(&self, roles: &[Role]) -> Result<StaffScope, ApiError> {
-        if roles.contains(&self.scope.role) {
-            Ok(self.scope)
-        } else {
-            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
-            Err(ApiError::forbidden(format!(
-                "this needs one of the roles {}; the key is {}",
-                allowed.join(", "),
-                self.scope.role
-            )))
-        }
+        crate::domain::access::holds(&self.scope, roles)?;
+        Ok(self.scope)
+    }
+
+    /// Asks `rule` (a capability of `crate::domain::access`) about the resource's region.
+    pub fn may<T>(
+        &self,
+        rule: fn(&StaffScope, RegionCode) -> Result<T, crate::domain::access::Denied>,
+        region: RegionCode,
+    ) -> Result<T, ApiError> {
+        Ok(rule(&self.scope, region)?)
     }
 }
 

@@ -1,9 +1,9 @@
 //! Finance endpoints: the season report (JSON, CSV, xlsx), reconciliation, settlements and
 //! payouts, closing a season, merchant statements and till-journal matching.
 //!
-//! Who sees what: `finance` of the season's province and `auditor`s see the whole season;
-//! `finance` of a city sees its own city's funder figures, batches and merchants. Only the
-//! province's `finance` settles, records payouts and closes. Auditors change nothing.
+//! Who sees what (`crate::domain::access`): `finance` and `auditor`s of the season's province see
+//! the whole season; those of a city see its own city's funder figures, batches and merchants.
+//! Only the province's `finance` settles, records payouts and closes. Auditors change nothing.
 
 use axum::Json;
 use axum::extract::State;
@@ -17,14 +17,14 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
-use super::till::{merchant_or_staff, staff_over_merchant};
+use super::till::merchant_or_staff;
 use crate::app::finance::report_files;
 use crate::app::finance::{self, FinanceError, settlement_json};
+use crate::domain::access::{self, SeasonView};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
-use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
 use crate::storage::{IdemRecord, MAX_REPORT_ROWS, Storage};
 
@@ -47,31 +47,18 @@ async fn load_settlement(
         .ok_or_else(|| ApiError::not_found(ErrorCode::SettlementNotFound, "no such settlement"))
 }
 
-/// Whose view of a season a staff key gets: None for all of it, Some(city) for a city's.
+/// Whose view of a season a staff key gets: None for all of it, Some(city) for a city's
+/// (`access::read_season_finance`).
 fn viewer_city(staff: &Staff, season: &Season) -> Result<Option<RegionCode>, ApiError> {
-    let scope = staff.require(&[Role::Finance, Role::Auditor])?;
-    if scope.role == Role::Auditor || scope.region == season.province {
-        return Ok(None);
+    match staff.may(access::read_season_finance, season.province)? {
+        SeasonView::Whole => Ok(None),
+        SeasonView::City(city) => Ok(Some(city)),
     }
-    if season.province.contains(scope.region) {
-        return Ok(Some(scope.region));
-    }
-    Err(ApiError::forbidden(format!(
-        "a {} of {} cannot see a season of {}",
-        scope.role, scope.region, season.province
-    )))
 }
 
 /// Settling, payouts and closing: the finance office of the season's province.
-fn require_province_finance(staff: &Staff, season: &Season) -> Result<StaffScope, ApiError> {
-    let scope = staff.require(&[Role::Finance])?;
-    if scope.region != season.province {
-        return Err(ApiError::forbidden(format!(
-            "only the finance office of {} settles and closes this season",
-            season.province
-        )));
-    }
-    Ok(scope)
+fn require_province_finance(staff: &Staff, season: &Season) -> Result<(), ApiError> {
+    staff.may(access::settle_season, season.province)
 }
 
 fn finance_error(error: FinanceError) -> ApiError {
@@ -169,11 +156,7 @@ pub async fn reconciliation(
     ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<finance::Reconciliation>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
-    if viewer_city(&staff, &season)?.is_some() {
-        return Err(ApiError::forbidden(
-            "reconciliation covers the whole season: province finance or an auditor",
-        ));
-    }
+    staff.may(access::reconcile_season, season.province)?;
     Ok(Json(finance::reconcile(state.store(), &season, state.clock().now()).await?))
 }
 
@@ -405,10 +388,6 @@ pub struct StatementQuery {
     format: Option<String>,
 }
 
-/// Who may read a merchant's money: its own terminals (signed), its city's or province's
-/// finance, an auditor.
-const MERCHANT_READERS: [Role; 2] = [Role::Finance, Role::Auditor];
-
 /// A merchant's redemptions, reversals, settlements and payouts in a season, with running totals.
 #[utoipa::path(get, operation_id = "merchant_statement", path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "{merchant_id, season_id, lines: [...]} or text/csv")))]
 pub async fn statement(
@@ -421,7 +400,9 @@ pub async fn statement(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let merchant = super::merchants::load(&state, merchant_id).await?;
-    merchant_or_staff(&state, staff, &merchant, &MERCHANT_READERS, (&method, &uri, &headers), &[]).await?;
+    // Its own terminals (signed), or finance and auditors over its city.
+    let rule = access::read_merchant_money;
+    merchant_or_staff(&state, staff, &merchant, rule, (&method, &uri, &headers), &[]).await?;
     load_season(state.store(), query.season).await?;
     let events = state.store().merchant_statement(merchant_id, query.season, MAX_REPORT_ROWS + 1).await?;
     if events.len() as i64 > MAX_REPORT_ROWS {
@@ -464,7 +445,7 @@ pub async fn merchant_journal(
 ) -> Result<Json<Value>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     let merchant = super::merchants::load(&state, query.merchant).await?;
-    staff_over_merchant(&staff, &MERCHANT_READERS, &merchant)?;
+    staff.may(access::match_till_journal, merchant.city)?;
     let till = crate::app::till::journal_match::read_journal(&body, MAX_JOURNAL_LINES)
         .map_err(|m| ApiError::unprocessable(ErrorCode::InvalidJournal, m))?;
     for terminal in &till.terminals {

@@ -10,7 +10,6 @@ use super::extract::Staff;
 use crate::app::audit::{self, VerifyFailure};
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::staff::Role;
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct VerifyResponse {
@@ -25,7 +24,7 @@ pub struct VerifyResponse {
 #[utoipa::path(get, operation_id = "verify_ledger", path = "/v1/ledger/verify", security(("staff_key" = [])),
     responses((status = 200, body = VerifyResponse), (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)))]
 pub async fn verify(State(state): State<AppState>, staff: Staff) -> Result<Json<VerifyResponse>, ApiError> {
-    staff.require(&[Role::Finance, Role::Auditor])?;
+    crate::domain::access::verify_ledger(&staff.scope)?;
     match audit::verify_store(state.store()).await {
         Ok(report) => Ok(Json(VerifyResponse {
             ok: true,

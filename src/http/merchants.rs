@@ -13,6 +13,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude, write_outcome};
+use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::{
@@ -21,7 +22,7 @@ use crate::domain::merchant::{
 };
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::Category;
-use crate::domain::staff::{Role, StaffScope};
+use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
 use crate::storage::{
     AccountChange, AccountDecisionOutcome, AccountRequestOutcome, Constraint, IdemRecord, NewAccountDecision,
@@ -43,27 +44,13 @@ fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, ApiEr
 }
 
 /// Any staff role over the merchant's city may see its account history.
-fn require_viewer_of(staff: &Staff, city: RegionCode) -> Result<StaffScope, ApiError> {
-    let scope = staff.require(&Role::ALL)?;
-    if !scope.covers(city) {
-        return Err(ApiError::forbidden(format!(
-            "a {} of {} cannot see merchants of {city}",
-            scope.role, scope.region
-        )));
-    }
-    Ok(scope)
+fn require_viewer_of(staff: &Staff, city: RegionCode) -> Result<(), ApiError> {
+    staff.may(access::see_merchants, city)
 }
 
 /// City admins manage their own city's merchants; province admins their province's.
-fn require_admin_of(staff: &Staff, city: RegionCode) -> Result<StaffScope, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
-    if !scope.covers(city) {
-        return Err(ApiError::forbidden(format!(
-            "a {} of {} cannot manage merchants of {city}",
-            scope.role, scope.region
-        )));
-    }
-    Ok(scope)
+fn require_admin_of(staff: &Staff, city: RegionCode) -> Result<(), ApiError> {
+    staff.may(access::manage_merchant, city)
 }
 
 /// A merchant as the API shows it.
@@ -334,12 +321,7 @@ pub async fn list(
         })?,
         None => staff.scope.region,
     };
-    if !staff.scope.covers(region) {
-        return Err(ApiError::forbidden(format!(
-            "a {} of {} cannot see merchants of {region}",
-            staff.scope.role, staff.scope.region
-        )));
-    }
+    staff.may(access::see_merchants, region)?;
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(state.store().merchant(id.into()).await?.ok_or_else(|| {

@@ -10,6 +10,7 @@ use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
+use crate::domain::access;
 use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
@@ -119,7 +120,7 @@ pub async fn create_season(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin])?;
+    staff.require(&[Role::ProvinceAdmin])?;
     let (idem_scope, hash) =
         match staff_prelude(state.store(), staff.key_id, "/v1/seasons", &key, &body).await? {
             Prelude::Replay(replayed) => return Ok(replayed),
@@ -127,12 +128,7 @@ pub async fn create_season(
         };
     let request: CreateSeason = parse_json(&body)?;
     let province = parse_region(&request.province, "province")?;
-    if province.level() != RegionLevel::Province || !scope.covers(province) {
-        return Err(ApiError::forbidden(format!(
-            "a province_admin of {} cannot open a season for {province}",
-            scope.region
-        )));
-    }
+    staff.may(access::open_season, province)?;
     if request.ends_at <= request.starts_at {
         return Err(invalid(ErrorCode::InvalidDates, "ends_at must be after starts_at"));
     }
@@ -207,7 +203,7 @@ pub async fn add_budget(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let (idem_scope, hash) = match staff_prelude(
         state.store(),
         staff.key_id,
@@ -229,9 +225,7 @@ pub async fn add_budget(
             format!("{funder} cannot fund a season of {}", season.province),
         ));
     }
-    if scope.region != funder {
-        return Err(ApiError::forbidden(format!("only the admin of {funder} adds to its budget")));
-    }
+    staff.may(access::act_as_funder, funder)?;
     if request.amount.0.is_zero() {
         return Err(invalid(ErrorCode::InvalidAmount, "a budget must be more than 0.00"));
     }
@@ -651,7 +645,7 @@ pub async fn draw(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let path = format!("/v1/batches/{batch_id}/draw");
     let (idem_scope, hash) = match staff_prelude(state.store(), staff.key_id, &path, &key, &body).await? {
         Prelude::Replay(replayed) => return Ok(replayed),
@@ -663,9 +657,7 @@ pub async fn draw(
         .batch(batch_id)
         .await?
         .ok_or_else(|| ApiError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
-    if scope.region != batch.issuer {
-        return Err(ApiError::forbidden(format!("only the admin of {} draws its batches", batch.issuer)));
-    }
+    staff.may(access::act_as_funder, batch.issuer)?;
     let lottery = match check_drawable(&state, &batch, &request.seed).await {
         Err(refused) if refused.code == ErrorCode::AlreadyDrawn => {
             return drawn_already(&state, &idem_scope, &key, &hash).await;
@@ -749,13 +741,11 @@ pub async fn lottery_entrants(
     ApiPath(batch_id): ApiPath<Uuid>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<EntrantsPage>, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
     let limit = page_limit(page.limit, 1_000, 10_000)?;
     let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
     let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
-    if !scope.covers(batch.issuer) {
-        return Err(ApiError::forbidden(format!("the batch is {}'s", batch.issuer)));
-    }
+    staff.may(access::read_batch_entrants, batch.issuer)?;
     if batch.lottery.is_none() {
         return Err(not_a_lottery());
     }
@@ -842,7 +832,7 @@ pub async fn create_batch(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    let scope = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let (idem_scope, hash) = match staff_prelude(
         state.store(),
         staff.key_id,
@@ -864,9 +854,7 @@ pub async fn create_batch(
             format!("{issuer} is not the province or a city of {}", season.province),
         ));
     }
-    if scope.region != issuer {
-        return Err(ApiError::forbidden(format!("only the admin of {issuer} issues its batches")));
-    }
+    staff.may(access::act_as_funder, issuer)?;
     check_batch_numbers(&request, &season)?;
     // A size guard, read outside the write: concurrent creations may pass it by a few.
     if state.store().season_batches(season_id).await?.len() >= MAX_BATCHES_PER_SEASON {

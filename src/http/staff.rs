@@ -58,7 +58,7 @@ pub async fn create_key(
     staff: Staff,
     ApiJson(request): ApiJson<CreateKeyRequest>,
 ) -> Result<(StatusCode, Json<CreateKeyResponse>), ApiError> {
-    let granter = staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin])?;
     let scope = parse_scope(&request.role, &request.region)?;
     let label = plain_text(&request.label, 100).ok_or_else(|| {
         ApiError::unprocessable(
@@ -66,12 +66,7 @@ pub async fn create_key(
             "label is at most 100 characters, none of them control characters",
         )
     })?;
-    if !granter.may_grant(&scope) {
-        return Err(ApiError::forbidden(format!(
-            "a {} of {} cannot mint keys for region {}",
-            granter.role, granter.region, scope.region
-        )));
-    }
+    crate::domain::access::mint_key(&staff.scope, &scope)?;
     let minted = staff::mint(state.store(), scope, label, Some(staff.key_id)).await?;
     tracing::info!(key_id = %minted.id, role = %scope.role, region = %scope.region, "staff key minted");
     let body = CreateKeyResponse {

@@ -542,31 +542,17 @@ fn till_refusal(code: ErrorCode) -> ApiError {
     ApiError::conflict(code, message)
 }
 
-/// Staff holding one of `roles` over the merchant's city (or its province); an auditor holds
-/// every region.
-pub(super) fn staff_over_merchant(
-    staff: &super::extract::Staff,
-    roles: &[crate::domain::staff::Role],
-    merchant: &Merchant,
-) -> Result<crate::domain::staff::StaffScope, ApiError> {
-    let scope = staff.require(roles)?;
-    if scope.role == crate::domain::staff::Role::Auditor || scope.covers(merchant.city) {
-        Ok(scope)
-    } else {
-        Err(ApiError::forbidden(format!(
-            "a {} of {} cannot act for a merchant of {}",
-            scope.role, scope.region, merchant.city
-        )))
-    }
-}
-
 /// A request about a merchant from one of its own terminals (signed; there is no merchant staff
-/// role) or from staff as in [`staff_over_merchant`].
+/// role) or from staff that `rule` (a capability of `crate::domain::access`) lets act for the
+/// merchant's city.
 pub(super) async fn merchant_or_staff(
     state: &AppState,
     staff: Option<super::extract::Staff>,
     merchant: &Merchant,
-    roles: &[crate::domain::staff::Role],
+    rule: fn(
+        &crate::domain::staff::StaffScope,
+        crate::domain::region::RegionCode,
+    ) -> Result<(), crate::domain::access::Denied>,
     request: (&Method, &Uri, &HeaderMap),
     body: &[u8],
 ) -> Result<(), ApiError> {
@@ -584,7 +570,7 @@ pub(super) async fn merchant_or_staff(
             "send a staff key, or sign the request as the merchant's terminal",
         )
     })?;
-    staff_over_merchant(&staff, roles, merchant).map(|_| ())
+    staff.may(rule, merchant.city)
 }
 
 /// What `order_ref` and `order_amount` must be, for the refusal of either.

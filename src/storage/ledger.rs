@@ -416,6 +416,9 @@ fn same_content(entry: &NewEntry, posted: &PostedEntry) -> bool {
 type StaffKeyRow = (StaffKeyId, String, String, String, i64, Option<i64>, Option<StaffKeyId>);
 
 /// The columns of a [`StaffKeyRow`].
+/// The key `$1` and every key minted below it, at any depth.
+const KEY_TREE: &str = "WITH RECURSIVE tree(id) AS (SELECT id FROM staff_keys WHERE id = $1 \
+     UNION SELECT k.id FROM staff_keys k JOIN tree t ON k.minted_by = t.id)";
 const STAFF_KEY_COLUMNS: &str = "id, role, region, label, created_at_us, revoked_at_us, minted_by";
 
 fn staff_key_listing(row: StaffKeyRow) -> Result<crate::storage::StaffKeyListing, StorageError> {
@@ -602,15 +605,24 @@ impl StaffStore for SqlStore {
         &self,
         id: StaffKeyId,
         at: Timestamp,
-    ) -> Result<Option<crate::storage::StaffKeyListing>, StorageError> {
-        query("UPDATE staff_keys SET revoked_at_us = $1 WHERE id = $2 AND revoked_at_us IS NULL")
-            .bind(at.unix_us())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        let sql = format!("SELECT {STAFF_KEY_COLUMNS} FROM staff_keys WHERE id = $1");
-        let row: Option<StaffKeyRow> =
-            query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
-        row.map(staff_key_listing).transpose()
+    ) -> Result<Option<crate::storage::RevokedKeys>, StorageError> {
+        // One statement: the key and its descendants (UNION stops at a corrupt cycle).
+        let sql = format!(
+            "{KEY_TREE} UPDATE staff_keys SET revoked_at_us = $2 \
+             WHERE id IN (SELECT id FROM tree) AND revoked_at_us IS NULL"
+        );
+        query(sqlx::AssertSqlSafe(sql)).bind(id).bind(at.unix_us()).execute(&self.pool).await?;
+        let sql = format!(
+            "{KEY_TREE} SELECT {STAFF_KEY_COLUMNS} FROM staff_keys WHERE id IN (SELECT id FROM tree) \
+             ORDER BY created_at_us, id"
+        );
+        let rows: Vec<StaffKeyRow> =
+            query_as(sqlx::AssertSqlSafe(sql)).bind(id).fetch_all(&self.pool).await?;
+        let mut keys = rows.into_iter().map(staff_key_listing).collect::<Result<Vec<_>, _>>()?;
+        let Some(index) = keys.iter().position(|k| k.id == id) else {
+            return Ok(None);
+        };
+        let key = keys.remove(index);
+        Ok(Some(crate::storage::RevokedKeys { key, below: keys }))
     }
 }

@@ -145,6 +145,13 @@ pub struct StaffKeyListing {
     pub minted_by: Option<StaffKeyId>,
 }
 
+/// A revoked key and every key minted below it, all revoked now.
+#[derive(Clone, Debug)]
+pub struct RevokedKeys {
+    pub key: StaffKeyListing,
+    pub below: Vec<StaffKeyListing>,
+}
+
 /// Everything the service stores, on one backend: the narrow stores together, and the
 /// database itself. A caller that needs one part takes that part (`&dyn LedgerStore`, ...);
 /// `&dyn Storage` coerces to any of them.
@@ -194,13 +201,15 @@ pub trait StaffStore: Send + Sync {
     /// Every staff key, oldest first.
     async fn staff_keys(&self) -> Result<Vec<StaffKeyListing>, StorageError>;
 
-    /// Revokes a key from `at` on; the key as it now stands (None if there is no such key). A
-    /// key revoked before keeps its first revocation time.
+    /// Revokes a key from `at` on, and with it every key minted below it at any depth (whoever
+    /// holds a key could have handed out those it minted): the key as it now stands and the
+    /// keys below it (None if there is no such key). A key revoked before keeps its first
+    /// revocation time.
     async fn revoke_staff_key(
         &self,
         id: StaffKeyId,
         at: Timestamp,
-    ) -> Result<Option<StaffKeyListing>, StorageError>;
+    ) -> Result<Option<RevokedKeys>, StorageError>;
 }
 
 /// Connection settings shared by both backends.

@@ -633,6 +633,18 @@ impl SeasonStore for SqlStore {
         Ok(row.map(|(id, phone_hash)| CitizenRecord { id, phone_hash }))
     }
 
+    async fn citizen_home(&self, citizen_id: Uuid) -> Result<Option<RegionCode>, StorageError> {
+        let row: Option<(String,)> = query_as("SELECT id_masked FROM citizens WHERE id = $1")
+            .bind(citizen_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|(masked,)| {
+            crate::domain::citizen::home_region_of_masked(&masked)
+                .ok_or_else(|| StorageError::Corrupt(format!("citizen {citizen_id}'s ID number")))
+        })
+        .transpose()
+    }
+
     async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError> {
         query(
             "INSERT INTO citizen_sessions (token_hash, citizen_id, expires_at_us, created_at_us) VALUES ($1, $2, $3, $4)",

@@ -285,6 +285,9 @@ pub trait SeasonStore: Send + Sync {
 
     async fn citizen_by_id_hash(&self, id_hash: &[u8]) -> Result<Option<CitizenRecord>, StorageError>;
 
+    /// A citizen's home region, from the first digits of their ID number (None: no such citizen).
+    async fn citizen_home(&self, citizen_id: Uuid) -> Result<Option<RegionCode>, StorageError>;
+
     async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError>;
 
     /// The session with this token hash, unless it was revoked (expired ones are returned).

@@ -98,7 +98,50 @@ pub fn unsafe_kill(child: &mut Child, signal: &str) {
     assert!(status.success());
 }
 
-both_backends!(keys_create_prints_a_working_key, verify_export_and_tamper_from_the_command_line);
+both_backends!(
+    keys_create_prints_a_working_key,
+    verify_export_and_tamper_from_the_command_line,
+    revoking_a_key_revokes_every_key_minted_below_it
+);
+
+/// `wenhui keys revoke` reaches every key minted below the key, at any depth, and nothing else:
+/// not the key's minter, nor a sibling minted by the same minter.
+async fn revoking_a_key_revokes_every_key_minted_below_it(backend: Backend) {
+    use serde_json::json;
+    use wenhui::domain::staff::{Role, StaffScope};
+    let app = crate::common::TestApp::spawn(backend).await;
+    let scope = StaffScope::new(Role::ProvinceAdmin, "370000".parse().expect("region")).expect("scope");
+    let root = wenhui::app::staff::mint(app.store(), scope, "root", None).await.expect("mint").secret;
+    let mint = |by: String, role: &'static str, region: &'static str| {
+        let app = &app;
+        async move {
+            let body = json!({"role": role, "region": region, "label": "person"});
+            let (status, key) = app.post("/v1/staff/keys", Some(&by), body).await;
+            assert_eq!(status, 201, "{key}");
+            (key["id"].as_str().expect("id").to_owned(), key["key"].as_str().expect("key").to_owned())
+        }
+    };
+    let (city_id, city) = mint(root.clone(), "city_admin", "370200").await;
+    let (child_id, child) = mint(city.clone(), "city_admin", "370200").await;
+    let (grandchild_id, grandchild) = mint(child.clone(), "finance", "370200").await;
+    let (_, sibling) = mint(root.clone(), "city_admin", "370100").await;
+    let revoked = wenhui(app.db.dir.path(), &app.db.url, &["keys", "revoke", &city_id]);
+    assert!(revoked.status.success(), "{}", text(&revoked.stderr));
+    let revoked: serde_json::Value = serde_json::from_slice(&revoked.stdout).expect("json");
+    let mut below: Vec<&str> =
+        revoked["revoked_below"].as_array().expect("below").iter().filter_map(|v| v.as_str()).collect();
+    below.sort_unstable();
+    let mut expected = vec![child_id.as_str(), grandchild_id.as_str()];
+    expected.sort_unstable();
+    assert_eq!(below, expected);
+    for key in [&city, &child, &grandchild] {
+        let (status, body) = app.get("/v1/staff/me", Some(key)).await;
+        assert_eq!((status, crate::common::code(&body)), (401, "invalid_key"), "{body}");
+    }
+    for key in [&root, &sibling] {
+        assert_eq!(app.get("/v1/staff/me", Some(key)).await.0, 200);
+    }
+}
 
 async fn keys_create_prints_a_working_key(backend: Backend) {
     let db = TestDb::new(backend).await;

@@ -24,18 +24,18 @@ const HOUR_S: i64 = 3_600;
 
 /// The season of the script: it started three hours ago and ends in an hour, so the tills
 /// (which sign with the real time) can work at "now" while claims and expiries happened earlier.
-struct Script {
-    world: World,
-    t0: Timestamp,
-    now: Timestamp,
-    finance: String,
-    bookstore: (String, TillClient),
-    cinema: (String, TillClient),
-    ktv: (String, TillClient),
-    batches: BTreeMap<&'static str, String>,
-    citizens: BTreeMap<u32, String>,
-    claimed_at: Vec<(Timestamp, i64)>,
-    redeemed_at: std::cell::RefCell<Vec<(Timestamp, i64, i64)>>,
+pub(crate) struct Script {
+    pub(crate) world: World,
+    pub(crate) t0: Timestamp,
+    pub(crate) now: Timestamp,
+    pub(crate) finance: String,
+    pub(crate) bookstore: (String, TillClient),
+    pub(crate) cinema: (String, TillClient),
+    pub(crate) ktv: (String, TillClient),
+    pub(crate) batches: BTreeMap<&'static str, String>,
+    pub(crate) citizens: BTreeMap<u32, String>,
+    pub(crate) claimed_at: Vec<(Timestamp, i64)>,
+    pub(crate) redeemed_at: std::cell::RefCell<Vec<(Timestamp, i64, i64)>>,
 }
 
 impl Script {
@@ -190,7 +190,7 @@ impl Script {
     /// an order of 100.00 (discount 10.00).
     /// Four vouchers claimed at the start; the first redeemed at the bookstore and the second at
     /// the cinema; returns the script and the other two vouchers, still active.
-    async fn two_redeemed_two_claimed(backend: Backend) -> (Script, String, String) {
+    pub(crate) async fn two_redeemed_two_claimed(backend: Backend) -> (Script, String, String) {
         let mut s = Script::new(backend).await;
         s.set_clock(s.now);
         let vouchers = [s.claim(1, "A", 1_000).await, s.claim(2, "A", 1_000).await];
@@ -221,7 +221,7 @@ impl Script {
         serde_json::from_slice(&broken.stdout).expect("json")
     }
 
-    async fn settle(&self, key: &str) -> (u16, Value) {
+    pub(crate) async fn settle(&self, key: &str) -> (u16, Value) {
         let body =
             json!({"season_id": self.world.season_id, "cut_off": self.world.clock.now_ts().to_string()});
         self.world.app.post_idem("/v1/settlements", Some(&self.finance), key, body).await

@@ -4,6 +4,7 @@
 mod common;
 
 mod architecture;
+mod authz_matrix;
 mod card;
 mod claims;
 mod cli;
