@@ -671,7 +671,7 @@ fn bench_batches(
         .into_iter()
         .zip(stocks)
         .map(|((name, issuer, terms, categories, funding), stock)| Batch {
-            id: Uuid::now_v7(),
+            id: Uuid::now_v7().into(),
             season_id: season.id,
             name: name.into(),
             issuer,

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use super::ledger::{AccountAddress, AccountSpec};
 use super::region::RegionCode;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 
 fn seg(id: impl Into<Uuid>) -> String {
     id.into().hyphenated().to_string()
@@ -63,14 +63,14 @@ pub fn pool(season: SeasonId, funder: RegionCode) -> AccountSpec {
     AccountSpec::credit_limited(AccountAddress::from_segments(&["season", &s, "funder", &f, "pool"]))
 }
 
-pub fn reserve(season: SeasonId, batch: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn reserve(season: SeasonId, batch: BatchId, funder: RegionCode) -> AccountSpec {
     let (s, b, f) = (seg(season), seg(batch), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "batch", &b, "funder", &f, "reserve",
     ]))
 }
 
-pub fn issued(season: SeasonId, batch: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn issued(season: SeasonId, batch: BatchId, funder: RegionCode) -> AccountSpec {
     let (s, b, f) = (seg(season), seg(batch), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "batch", &b, "funder", &f, "issued",
@@ -108,8 +108,8 @@ pub fn season_pattern(season: SeasonId) -> String {
 pub enum SeasonAccount {
     Appropriation { funder: RegionCode },
     Pool { funder: RegionCode },
-    Reserve { batch: Uuid, funder: RegionCode },
-    Issued { batch: Uuid, funder: RegionCode },
+    Reserve { batch: BatchId, funder: RegionCode },
+    Issued { batch: BatchId, funder: RegionCode },
     Payable { merchant: MerchantId, funder: RegionCode },
     Settled { merchant: MerchantId, funder: RegionCode },
     Paid { merchant: MerchantId, funder: RegionCode },
@@ -226,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_season_account_parses_back() {
-        let (s, b, m) = (SeasonId::new_v7(), Uuid::now_v7(), MerchantId::new_v7());
+        let (s, b, m) = (SeasonId::new_v7(), BatchId::new_v7(), MerchantId::new_v7());
         let f: RegionCode = "440000".parse().expect("region");
         let cases = [
             (appropriation(s, f), SeasonAccount::Appropriation { funder: f }),

@@ -212,7 +212,7 @@ mod tests {
     fn batch(stock: i64) -> Batch {
         let funding = FundingShares::new(vec![(region(PROVINCE), 60), (region(CITY), 40)]).expect("shares");
         Batch {
-            id: Uuid::from_u128(2),
+            id: crate::domain::ids::BatchId::from_uuid(Uuid::from_u128(2)),
             season_id: SeasonId::from_uuid(Uuid::from_u128(1)),
             name: "batch".into(),
             issuer: region(PROVINCE),

@@ -14,7 +14,7 @@ use super::ledger::{Balance, NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 
 /// Report days are calendar days in China Standard Time (UTC+8, no daylight saving).
 pub const CST_OFFSET_S: i32 = 8 * 3600;
@@ -134,9 +134,9 @@ pub fn add_expiry_returns(
 
 /// One batch's vouchers: counts, and amounts at the voucher's value (`redeemed_discount` is
 /// what was actually paid out, which for percent vouchers is less than the value).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BatchFigures {
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub name: String,
     pub issuer: String,
     pub voucher_value: i64,
@@ -267,7 +267,7 @@ pub fn parse_funder_parts(json: &str) -> Option<Vec<(RegionCode, Fen)>> {
 /// Closing a season: per batch, one entry that moves whatever is left in its reserve and in its
 /// voucher liability (the vouchers the close expires) back to each funder's pool.
 pub fn season_close_entries(season: SeasonId, batch_balances: &[(String, Balance)]) -> Vec<NewEntry> {
-    let mut by_batch: BTreeMap<Uuid, Vec<NewPosting>> = BTreeMap::new();
+    let mut by_batch: BTreeMap<BatchId, Vec<NewPosting>> = BTreeMap::new();
     for (address, balance) in batch_balances {
         let (batch, funder, spec) = match SeasonAccount::parse(season, address) {
             Some(SeasonAccount::Reserve { batch, funder }) => {
@@ -316,7 +316,7 @@ mod tests {
 
     #[test]
     fn funder_figures_follow_the_chart() {
-        let (s, b, m) = (SeasonId::new_v7(), Uuid::now_v7(), MerchantId::new_v7());
+        let (s, b, m) = (SeasonId::new_v7(), BatchId::new_v7(), MerchantId::new_v7());
         let f = region("440000");
         let rows = vec![
             (

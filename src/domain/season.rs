@@ -9,7 +9,7 @@ use super::funding::{FundingShares, VoucherTerms};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{BatchId, SeasonId};
 
 /// Most tranches one batch may have (a daily release over a year).
 pub const MAX_RELEASES: usize = 400;
@@ -188,7 +188,7 @@ pub struct Release {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
-    pub id: Uuid,
+    pub id: BatchId,
     pub season_id: SeasonId,
     pub name: String,
     pub issuer: RegionCode,
@@ -450,7 +450,7 @@ impl VoucherStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Voucher {
     pub id: Uuid,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub season_id: SeasonId,
     pub citizen_id: Uuid,
     pub slot: u32,
@@ -563,7 +563,7 @@ mod tests {
         let city: RegionCode = "370200".parse().expect("region");
         let mut season = bare_season();
         let mut batch = Batch {
-            id: Uuid::nil(),
+            id: BatchId::from_uuid(Uuid::nil()),
             season_id: SeasonId::from_uuid(Uuid::nil()),
             name: "b".into(),
             issuer: province,

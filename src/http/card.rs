@@ -26,7 +26,7 @@ use crate::domain::card::{
     MemberTerms,
 };
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::season::{Season, SeasonStatus};
 use crate::domain::staff::Role;
@@ -750,7 +750,7 @@ pub async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExchangeBody {
-    batch_id: Uuid,
+    batch_id: BatchId,
     points: i64,
 }
 

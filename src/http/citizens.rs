@@ -17,6 +17,7 @@ use super::idempotency::{IdempotencyKey, json_response, request_hash};
 use crate::app::citizens::CitizenError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::BatchId;
 use crate::domain::staff::Role;
 
 /// An authenticated citizen (Authorization: Bearer <token>).
@@ -231,7 +232,7 @@ pub async fn my_vouchers(
 pub async fn claim(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -266,7 +267,7 @@ pub struct ClaimBody {}
 /// A citizen's entry in a lottery batch's draw.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct LotteryEntry {
-    batch_id: Uuid,
+    batch_id: BatchId,
     #[schema(format = DateTime)]
     entered_at: String,
 }
@@ -279,7 +280,7 @@ pub struct LotteryEntry {
 pub async fn enter_lottery(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
 ) -> Result<Json<LotteryEntry>, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
     let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");

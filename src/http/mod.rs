@@ -78,7 +78,8 @@ pub(crate) struct AppInner {
     settlement_chunking: crate::domain::finance::SettlementChunking,
     pub(crate) tills:
         TtlCache<uuid::Uuid, (crate::storage::TerminalRecord, crate::domain::merchant::Merchant)>,
-    pub(crate) batches: TtlCache<uuid::Uuid, (crate::domain::season::Batch, crate::domain::season::Season)>,
+    pub(crate) batches:
+        TtlCache<crate::domain::ids::BatchId, (crate::domain::season::Batch, crate::domain::season::Season)>,
     /// The till path's per-request reads and nonce writes, coalesced (`src/app/till/coalesce.rs`).
     pub(crate) till_reads: TillReads,
     /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`).

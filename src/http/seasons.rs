@@ -15,7 +15,7 @@ use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
 use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{BatchId, SeasonId};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{
@@ -641,7 +641,7 @@ struct DrawRequest {
 pub async fn draw(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -704,7 +704,7 @@ pub async fn draw(
 /// hold up the claims and redemptions sharing it.
 async fn rank_entries(
     state: &AppState,
-    batch_id: Uuid,
+    batch_id: BatchId,
     seed: &str,
     keep: usize,
 ) -> Result<crate::domain::season::Draw, ApiError> {
@@ -738,7 +738,7 @@ async fn rank_entries(
 pub async fn lottery_entrants(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<EntrantsPage>, ApiError> {
     staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
@@ -758,7 +758,7 @@ pub async fn lottery_entrants(
 /// vouchers the draw issued.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct DrawAnswer {
-    batch_id: Uuid,
+    batch_id: BatchId,
     seed: String,
     seed_sha256: String,
     entries: u64,
@@ -864,7 +864,7 @@ pub async fn create_batch(
         ));
     }
     let batch = Batch {
-        id: Uuid::now_v7(),
+        id: BatchId::new_v7(),
         season_id,
         name: check_name(&request.name)?,
         issuer,
@@ -894,7 +894,7 @@ pub async fn create_batch(
 /// A batch: its terms, stock and claims so far, release schedule, funding and lottery.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct BatchAnswer {
-    id: Uuid,
+    id: BatchId,
     season_id: SeasonId,
     name: String,
     #[schema(value_type = String)]

@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{SalesFigures, SettlementLine};
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -126,10 +126,10 @@ pub trait FinanceStore: Send + Sync {
     async fn voucher_status_counts(
         &self,
         season_id: SeasonId,
-    ) -> Result<Vec<(Uuid, String, i64)>, StorageError>;
+    ) -> Result<Vec<(BatchId, String, i64)>, StorageError>;
 
     /// Per batch: live redemptions and reversals.
-    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(Uuid, SalesFigures)>, StorageError>;
+    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(BatchId, SalesFigures)>, StorageError>;
 
     /// Per merchant (of `city`, if given), by merchant name.
     async fn merchant_sales(
@@ -656,7 +656,7 @@ impl FinanceStore for SqlStore {
     async fn voucher_status_counts(
         &self,
         season_id: SeasonId,
-    ) -> Result<Vec<(Uuid, String, i64)>, StorageError> {
+    ) -> Result<Vec<(BatchId, String, i64)>, StorageError> {
         Ok(query_as(
             "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 \
              GROUP BY batch_id, status",
@@ -666,11 +666,11 @@ impl FinanceStore for SqlStore {
         .await?)
     }
 
-    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(Uuid, SalesFigures)>, StorageError> {
+    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(BatchId, SalesFigures)>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT r.batch_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 GROUP BY r.batch_id"
         ));
-        let rows: Vec<(Uuid, i64, i64, i64, i64)> =
+        let rows: Vec<(BatchId, i64, i64, i64, i64)> =
             query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|(b, n, rv, d, o)| (b, sales(n, rv, d, o))).collect())
     }

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{BatchId, SeasonId};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -88,7 +88,7 @@ impl SeasonRow {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct BatchRow {
-    id: Uuid,
+    id: BatchId,
     season_id: SeasonId,
     name: String,
     issuer: String,
@@ -230,7 +230,7 @@ impl BatchRow {
 #[derive(sqlx::FromRow)]
 pub(crate) struct VoucherRow {
     id: Uuid,
-    batch_id: Uuid,
+    batch_id: BatchId,
     season_id: SeasonId,
     citizen_id: Uuid,
     slot: i32,
@@ -286,7 +286,7 @@ impl SqlStore {
     /// Whether the batch's reserve has gone back to the pools. The caller holds the
     /// ledger head, which a batch's close holds while it returns the reserve, so a
     /// write planned for the batch open or closed can check it still is.
-    pub(crate) async fn reserve_returned_in(tx: &mut Tx, batch_id: Uuid) -> Result<bool, WriteError> {
+    pub(crate) async fn reserve_returned_in(tx: &mut Tx, batch_id: BatchId) -> Result<bool, WriteError> {
         let returned: Option<(Option<i64>,)> =
             query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
                 .bind(batch_id)
@@ -582,7 +582,7 @@ impl SeasonStore for SqlStore {
         Ok(())
     }
 
-    async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError> {
+    async fn batch(&self, id: BatchId) -> Result<Option<Batch>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1"));
         let row: Option<BatchRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(BatchRow::into_batch).transpose()
@@ -747,7 +747,7 @@ impl SeasonStore for SqlStore {
 
     async fn enter_lottery(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         citizen_id: Uuid,
         at: Timestamp,
     ) -> Result<Timestamp, StorageError> {
@@ -771,7 +771,7 @@ impl SeasonStore for SqlStore {
 
     async fn lottery_entrants(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, StorageError> {
@@ -789,7 +789,7 @@ impl SeasonStore for SqlStore {
 
     async fn record_draw(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         seed: &str,
         at: Timestamp,
         answer: &IdemRecord,
@@ -815,7 +815,7 @@ impl SeasonStore for SqlStore {
 
     async fn holdings(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         season_id: SeasonId,
         month: i32,
         citizens: &[Uuid],
@@ -971,14 +971,14 @@ impl SeasonStore for SqlStore {
 
     async fn close_batch_reserve(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         now: Timestamp,
         entry: Option<&NewEntry>,
     ) -> Result<(), WriteError> {
         // One writer at a time in this process: waiting here is cheaper than on the database lock.
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
-        let season: Option<(Uuid,)> = query_as(
+        let season: Option<(SeasonId,)> = query_as(
             "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL \
              RETURNING season_id",
         )
@@ -1000,7 +1000,11 @@ impl SeasonStore for SqlStore {
             "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
              JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
         )
-        .bind(format!("season:{}:batch:{}:funder:%:reserve", season_id.hyphenated(), batch_id.hyphenated()))
+        .bind(format!(
+            "season:{}:batch:{}:funder:%:reserve",
+            season_id.as_uuid().hyphenated(),
+            batch_id.as_uuid().hyphenated()
+        ))
         .fetch_all(&mut tx)
         .await?;
         // What each reserve holds now, against what the entry takes out of each.

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, SeasonId, StaffKeyId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId, StaffKeyId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
@@ -170,7 +170,7 @@ pub(crate) struct RedemptionRow {
     merchant_id: MerchantId,
     terminal_id: Uuid,
     season_id: SeasonId,
-    batch_id: Uuid,
+    batch_id: BatchId,
     order_ref: String,
     order_amount_fen: i64,
     discount_fen: i64,
@@ -1008,7 +1008,7 @@ mod tests {
             merchant_id: merchant,
             terminal_id: Uuid::nil(),
             season_id: SeasonId::from_uuid(Uuid::from_u128(7)),
-            batch_id: Uuid::from_u128(8),
+            batch_id: BatchId::from_uuid(Uuid::from_u128(8)),
             order_ref: order_ref.into(),
             order_slot: "any".into(),
             provincial: true,

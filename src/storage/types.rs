@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::{PostError, StorageError};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
 use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
 use crate::domain::region::RegionCode;
@@ -170,7 +170,7 @@ pub struct ClaimCommit {
     pub vouchers: Vec<Voucher>,
     /// (batch, vouchers claimed now, vouchers released at this moment): the database refuses
     /// the update if live vouchers would exceed what is released.
-    pub batch_claims: Vec<(Uuid, i64, i64)>,
+    pub batch_claims: Vec<(BatchId, i64, i64)>,
     pub season_totals: Vec<SeasonTotalDelta>,
     pub answers: Vec<IdemRecord>,
     pub entries: Vec<NewEntry>,
@@ -184,11 +184,11 @@ pub struct ClaimCommit {
 pub struct ExpiryCommit {
     pub voucher_ids: Vec<Uuid>,
     pub expired_at: Timestamp,
-    pub batch_returns: Vec<(Uuid, i64)>,
+    pub batch_returns: Vec<(BatchId, i64)>,
     /// Each batch's `reserve_returned` as the entries were planned (an expired voucher's value
     /// goes to the batch's reserve while it is open, to the pool once it has closed): the
     /// commit refuses if one has changed since. Empty: not checked.
-    pub planned_reserves: Vec<(Uuid, bool)>,
+    pub planned_reserves: Vec<(BatchId, bool)>,
     pub season_totals: Vec<SeasonTotalDelta>,
     pub entries: Vec<NewEntry>,
 }
@@ -254,7 +254,7 @@ pub trait SeasonStore: Send + Sync {
     /// first one's, if they had entered before).
     async fn enter_lottery(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         citizen_id: Uuid,
         at: Timestamp,
     ) -> Result<Timestamp, StorageError>;
@@ -262,7 +262,7 @@ pub trait SeasonStore: Send + Sync {
     /// Up to `limit` entrants of a lottery batch after `after`, by citizen id.
     async fn lottery_entrants(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, StorageError>;
@@ -271,13 +271,13 @@ pub trait SeasonStore: Send + Sync {
     /// false if it was drawn before.
     async fn record_draw(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         seed: &str,
         at: Timestamp,
         answer: &IdemRecord,
     ) -> Result<bool, WriteError>;
 
-    async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError>;
+    async fn batch(&self, id: BatchId) -> Result<Option<Batch>, StorageError>;
 
     async fn season_batches(&self, season_id: SeasonId) -> Result<Vec<Batch>, StorageError>;
 
@@ -324,7 +324,7 @@ pub trait SeasonStore: Send + Sync {
     /// the whole season and for `month` (YYYYMM in CST).
     async fn holdings(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         season_id: SeasonId,
         month: i32,
         citizens: &[Uuid],
@@ -341,7 +341,7 @@ pub trait SeasonStore: Send + Sync {
 
     async fn close_batch_reserve(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         now: Timestamp,
         entry: Option<&NewEntry>,
     ) -> Result<(), WriteError>;
@@ -462,7 +462,7 @@ pub struct NewRedemption {
     pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
     pub season_id: SeasonId,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub order_ref: String,
     pub order_slot: String,
     /// Whether the voucher's batch was issued by the province (for telling stacking apart).
@@ -490,7 +490,7 @@ pub struct RedemptionRecord {
     pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
     pub season_id: SeasonId,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub order_ref: String,
     pub order_amount_fen: i64,
     pub discount_fen: i64,
@@ -506,7 +506,7 @@ pub struct NewReversal {
     pub redemption_id: Uuid,
     pub reversal_id: Uuid,
     pub voucher_id: Uuid,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub reason: String,
     pub at: Timestamp,
     /// "active" (still valid), "expired" (its value and stock go back to the batch) or

@@ -173,7 +173,7 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
     use wenhui::storage::{ExpiryCommit, Refusal, WriteError};
     let world = World::new(backend, "10000.00", None).await;
     let batch = world.batch(json!({"stock": 2, "valid_hours": 1, "claim_closes_at": world.at(3_600)})).await;
-    let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let batch_id: wenhui::domain::ids::BatchId = batch["id"].as_str().expect("id").parse().expect("uuid");
     let citizen = world.citizen(1).await;
     let (status, claim) = world.claim(&citizen, &batch_id.to_string(), "c-1").await;
     assert_eq!(status, 201, "{claim}");
@@ -321,7 +321,7 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
     use wenhui::storage::{ClaimCommit, Refusal, WriteError};
     let world = World::new(backend, "100000.00", None).await;
     let batch = world.batch(json!({"stock": 10})).await;
-    let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let batch_id: wenhui::domain::ids::BatchId = batch["id"].as_str().expect("id").parse().expect("uuid");
     let store = world.app.store();
     let stored = store.batch(batch_id).await.expect("read").expect("batch");
     let now = Timestamp::from_unix_us(world.t0_us);

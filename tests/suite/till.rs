@@ -16,7 +16,7 @@ use wenhui_merchant_sdk::token::{QrToken, TokenKind, TokenPayload, key_id_for};
 use crate::both_backends;
 use crate::claims::World;
 use crate::common::{Backend, code, read};
-use wenhui::domain::ids::SeasonId;
+use wenhui::domain::ids::{BatchId, SeasonId};
 
 pub fn credit_code(seed: u32) -> String {
     let first = format!("9137020{:010}", seed);
@@ -1021,7 +1021,7 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
     let till = Till::new(backend, json!({})).await;
     let world = &till.world;
     let batch = world.batch(json!({"stock": 2, "claim_closes_at": world.at(86_400)})).await;
-    let batch_id: Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let batch_id: BatchId = batch["id"].as_str().expect("id").parse().expect("uuid");
     let (citizen, voucher) = till.voucher(1, &batch_id.to_string()).await;
     let redeemed =
         till.redeem(&till.qr(&citizen, &voucher).await, "100.00", "late-1").await.expect("redeemed");

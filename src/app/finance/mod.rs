@@ -20,7 +20,7 @@ use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
     funder_figures,
 };
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
@@ -72,7 +72,7 @@ impl FunderRow {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRow {
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub name: String,
     pub issuer: String,
     pub voucher_value: String,
@@ -234,9 +234,9 @@ async fn batch_figures(
     season: &Season,
     batches: &[Batch],
 ) -> Result<Vec<BatchFigures>, StorageError> {
-    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    let sales: HashMap<BatchId, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
     // Forfeits have no counter of their own: counted from the rows, in the seasons that have them.
-    let mut forfeits: HashMap<Uuid, i64> = HashMap::new();
+    let mut forfeits: HashMap<BatchId, i64> = HashMap::new();
     if season.refund_forfeits_voucher {
         for (batch, status, count) in store.voucher_status_counts(season.id).await? {
             if status == VoucherStatus::Forfeited.as_str() {
@@ -431,11 +431,11 @@ async fn business_checks(store: &dyn Storage, season: &Season) -> Result<Vec<Che
     // Read once, checked several ways.
     let batches = store.season_batches(season.id).await?;
     let balances = store.season_balances(season.id).await?;
-    let mut by_status: HashMap<Uuid, HashMap<String, i64>> = HashMap::new();
+    let mut by_status: StatusCounts = HashMap::new();
     for (batch, status, count) in store.voucher_status_counts(season.id).await? {
         by_status.entry(batch).or_default().insert(status, count);
     }
-    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    let sales: HashMap<BatchId, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
     let funders = season_funder_figures(season, &balances, &batches);
     checks.push(check("funder_identity", funder_breaks(&funders)));
     checks.push(check("batch_counts", batch_count_breaks(&batches, &by_status, &sales)));
@@ -474,12 +474,12 @@ fn funder_breaks(funders: &BTreeMap<RegionCode, FunderFigures>) -> Vec<String> {
 }
 
 /// Voucher rows counted by batch and status.
-type StatusCounts = HashMap<Uuid, HashMap<String, i64>>;
+type StatusCounts = HashMap<BatchId, HashMap<String, i64>>;
 
 fn batch_count_breaks(
     batches: &[Batch],
     by_status: &StatusCounts,
-    sales: &HashMap<Uuid, SalesFigures>,
+    sales: &HashMap<BatchId, SalesFigures>,
 ) -> Vec<String> {
     let mut breaks = Vec::new();
     let none = HashMap::new();
@@ -524,7 +524,7 @@ fn batch_money_breaks(
     balances: &[(String, Balance)],
     by_status: &StatusCounts,
 ) -> Vec<String> {
-    let mut actual: HashMap<(Uuid, RegionCode, bool), i64> = HashMap::new();
+    let mut actual: HashMap<(BatchId, RegionCode, bool), i64> = HashMap::new();
     for (address, balance) in balances {
         match SeasonAccount::parse(season.id, address) {
             Some(SeasonAccount::Reserve { batch, funder }) => {
@@ -537,7 +537,7 @@ fn batch_money_breaks(
             _ => {}
         }
     }
-    let active = |batch: &Uuid| by_status.get(batch).and_then(|c| c.get("active")).copied().unwrap_or(0);
+    let active = |batch: &BatchId| by_status.get(batch).and_then(|c| c.get("active")).copied().unwrap_or(0);
     let mut breaks = Vec::new();
     for batch in batches {
         let unclaimed = if batch.reserve_returned {
