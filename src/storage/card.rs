@@ -102,6 +102,15 @@ pub struct CardFigures {
     pub points_debt: i64,
 }
 
+/// A `season_points` row.
+#[derive(sqlx::FromRow)]
+struct PointsPolicyRow {
+    season_id: SeasonId,
+    points_per_yuan: i32,
+    expire_at_us: Option<i64>,
+    expired_at_us: Option<i64>,
+}
+
 #[async_trait]
 pub trait CardStore: Send + Sync {
     /// Issues a card; `Constraint(CardPerCitizen)` if the citizen has one (the database's UNIQUE),
@@ -411,13 +420,14 @@ impl SqlStore {
         Ok(row.is_some())
     }
 
-    fn policy_from(row: (SeasonId, i32, Option<i64>, Option<i64>)) -> Result<PointsPolicy, StorageError> {
-        let (season_id, rate, expire_at, expired_at) = row;
+    fn policy_from(row: PointsPolicyRow) -> Result<PointsPolicy, StorageError> {
+        let rate =
+            u32::try_from(row.points_per_yuan).map_err(|_| StorageError::Corrupt("points rate".into()))?;
         Ok(PointsPolicy {
-            season_id,
-            points_per_yuan: u32::try_from(rate).map_err(|_| StorageError::Corrupt("points rate".into()))?,
-            expire_at: expire_at.map(Timestamp::from_unix_us),
-            expired_at: expired_at.map(Timestamp::from_unix_us),
+            season_id: row.season_id,
+            points_per_yuan: rate,
+            expire_at: row.expire_at_us.map(Timestamp::from_unix_us),
+            expired_at: row.expired_at_us.map(Timestamp::from_unix_us),
         })
     }
 
@@ -539,7 +549,7 @@ impl CardStore for SqlStore {
     }
 
     async fn points_policy(&self, season_id: SeasonId) -> Result<Option<PointsPolicy>, StorageError> {
-        let row: Option<(SeasonId, i32, Option<i64>, Option<i64>)> = query_as(
+        let row: Option<PointsPolicyRow> = query_as(
             "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points WHERE season_id = $1",
         )
         .bind(season_id)
@@ -549,7 +559,7 @@ impl CardStore for SqlStore {
     }
 
     async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError> {
-        let rows: Vec<(SeasonId, i32, Option<i64>, Option<i64>)> = query_as(
+        let rows: Vec<PointsPolicyRow> = query_as(
             "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points \
              WHERE expired_at_us IS NULL ORDER BY season_id LIMIT $1",
         )

@@ -117,6 +117,39 @@ pub struct MerchantMoney {
     pub paid_fen: i64,
 }
 
+/// One merchant's sales in a season, with the merchant's name, city and category.
+#[derive(sqlx::FromRow)]
+struct MerchantSalesRow {
+    id: MerchantId,
+    name: String,
+    city: String,
+    category: String,
+    n: i64,
+    rv: i64,
+    d: i64,
+    o: i64,
+}
+
+/// A `season_reports` row, without its season.
+#[derive(sqlx::FromRow)]
+struct FinalReportRow {
+    report: String,
+    reconciliation: String,
+    checkpoint_seq: i64,
+    created_at_us: i64,
+}
+
+/// One event of a merchant's statement; `discount_fen` is the amount of a settlement or a payout.
+#[derive(sqlx::FromRow)]
+struct StatementRow {
+    at: i64,
+    kind: String,
+    id: Uuid,
+    order_ref: Option<String>,
+    order_amount_fen: i64,
+    discount_fen: i64,
+}
+
 #[async_trait]
 pub trait FinanceStore: Send + Sync {
     /// Every account of the season (`season:S:...`) with its maintained debits and credits.
@@ -688,16 +721,16 @@ impl FinanceStore for SqlStore {
             crate::storage::finance::MAX_REPORT_ROWS
         ));
         let city = city.map(|c| c.to_string()).unwrap_or_default();
-        let rows: Vec<(MerchantId, String, String, String, i64, i64, i64, i64)> =
+        let rows: Vec<MerchantSalesRow> =
             query_as(sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(merchant_id, name, city, category, n, rv, d, o)| MerchantSales {
-                merchant_id,
-                name,
-                city,
-                category,
-                sales: sales(n, rv, d, o),
+            .map(|r| MerchantSales {
+                merchant_id: r.id,
+                name: r.name,
+                city: r.city,
+                category: r.category,
+                sales: sales(r.n, r.rv, r.d, r.o),
             })
             .collect())
     }
@@ -1005,18 +1038,18 @@ impl FinanceStore for SqlStore {
     }
 
     async fn final_report(&self, season_id: SeasonId) -> Result<Option<FinalReport>, StorageError> {
-        let row: Option<(String, String, i64, i64)> = query_as(
+        let row: Option<FinalReportRow> = query_as(
             "SELECT report, reconciliation, checkpoint_seq, created_at_us FROM season_reports WHERE season_id = $1",
         )
         .bind(season_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(report, reconciliation, checkpoint_seq, created_at_us)| FinalReport {
+        Ok(row.map(|row| FinalReport {
             season_id,
-            report,
-            reconciliation,
-            checkpoint_seq,
-            created_at: Timestamp::from_unix_us(created_at_us),
+            report: row.report,
+            reconciliation: row.reconciliation,
+            checkpoint_seq: row.checkpoint_seq,
+            created_at: Timestamp::from_unix_us(row.created_at_us),
         }))
     }
 
@@ -1041,7 +1074,7 @@ impl FinanceStore for SqlStore {
         season_id: SeasonId,
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError> {
-        let rows: Vec<(i64, String, Uuid, Option<String>, i64, i64)> = query_as(
+        let rows: Vec<StatementRow> = query_as(
             "SELECT redeemed_at_us AS at, 'redemption' AS kind, id, order_ref, order_amount_fen, discount_fen \
                FROM redemptions WHERE merchant_id = $1 AND season_id = $2 \
              UNION ALL \
@@ -1064,13 +1097,13 @@ impl FinanceStore for SqlStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(at, kind, id, order_ref, order_amount_fen, amount_fen)| StatementEvent {
-                at: Timestamp::from_unix_us(at),
-                kind,
-                id,
-                order_ref,
-                order_amount_fen,
-                amount_fen,
+            .map(|row| StatementEvent {
+                at: Timestamp::from_unix_us(row.at),
+                kind: row.kind,
+                id: row.id,
+                order_ref: row.order_ref,
+                order_amount_fen: row.order_amount_fen,
+                amount_fen: row.discount_fen,
             })
             .collect())
     }

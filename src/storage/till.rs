@@ -25,6 +25,16 @@ pub(crate) const MERCHANT_COLUMNS: &str =
 pub(crate) const REDEMPTION_COLUMNS: &str = "id, voucher_id, merchant_id, terminal_id, season_id, batch_id, \
      order_ref, order_amount_fen, discount_fen, funders, redeemed_at_us, reversed_at_us, reversal_id, settled_at_us";
 
+/// A `terminals` row as authentication reads it.
+#[derive(sqlx::FromRow)]
+struct TerminalRow {
+    id: Uuid,
+    merchant_id: MerchantId,
+    public_key: Vec<u8>,
+    label: String,
+    revoked_at_us: Option<i64>,
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct MerchantRow {
     id: MerchantId,
@@ -739,17 +749,17 @@ impl TillStore for SqlStore {
     }
 
     async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError> {
-        let row: Option<(Uuid, MerchantId, Vec<u8>, String, Option<i64>)> =
+        let row: Option<TerminalRow> =
             query_as("SELECT id, merchant_id, public_key, label, revoked_at_us FROM terminals WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(id, merchant_id, public_key, label, revoked)| TerminalRecord {
-            id,
-            merchant_id,
-            public_key,
-            label,
-            revoked: revoked.is_some(),
+        Ok(row.map(|row| TerminalRecord {
+            id: row.id,
+            merchant_id: row.merchant_id,
+            public_key: row.public_key,
+            label: row.label,
+            revoked: row.revoked_at_us.is_some(),
         }))
     }
 

@@ -217,9 +217,9 @@ impl SqlBackend for PgBackend {
                  FROM merchant_redemption_counts m WHERE m.season_id = k.season_id \
                  AND m.citizen_id = k.citizen_id AND m.merchant_id = k.merchant_id LIMIT 1) c",
         )
-        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-        .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(citizen, _, _)| *citizen).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, merchant, _)| *merchant).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, _, season)| *season).collect::<Vec<_>>())
         .fetch_all(tx.pg()?)
         .await
     }
@@ -395,9 +395,9 @@ impl SqlBackend for PgBackend {
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) \
              ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
         )
-        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(account, _, _)| *account).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, debits, _)| *debits).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, credits)| *credits).collect::<Vec<_>>())
         .execute(tx.pg()?)
         .await?;
         Ok(())
