@@ -12,6 +12,7 @@ use std::io::{BufReader, BufWriter, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -22,6 +23,7 @@ use crate::app::finance::{self, FinanceError};
 use crate::app::staff;
 use crate::domain::checkpoint::parse_public_key;
 use crate::domain::time::Timestamp;
+use crate::providers::{HttpIdentityVerifier, HttpProviderConfig, HttpSms};
 use crate::server::{self, ServeConfig};
 use crate::telemetry::{self, LogFormat};
 
@@ -59,6 +61,11 @@ pub enum Command {
         #[arg(long, env = "WENHUI_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
               value_parser = clap::value_parser!(u64).range(1..=3650))]
         idempotency_retention_days: u64,
+        /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
+        #[arg(long)]
+        production: bool,
+        #[command(flatten)]
+        providers: ProviderArgs,
     },
     /// Apply the embedded migrations and exit.
     Migrate,
@@ -94,6 +101,72 @@ pub enum Command {
         #[arg(long)]
         cut_off: String,
     },
+}
+
+/// Which implementation of an outside provider the service uses.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProviderKind {
+    /// Development stand-in: SMS codes kept in memory, any identity accepted.
+    Dev,
+    /// The provider's HTTP API, each call signed with a shared secret (docs/citizens.md).
+    Http,
+}
+
+/// The SMS gateway and the real-name register (docs/citizens.md, "Providers").
+#[derive(clap::Args, Debug)]
+pub struct ProviderArgs {
+    #[arg(long, env = "WENHUI_SMS_PROVIDER", value_enum, default_value = "dev")]
+    pub sms_provider: ProviderKind,
+    /// The SMS gateway's URL (with --sms-provider http).
+    #[arg(long, env = "WENHUI_SMS_URL")]
+    pub sms_url: Option<String>,
+    /// A file holding the secret shared with the SMS gateway (with --sms-provider http).
+    #[arg(long, env = "WENHUI_SMS_SECRET_FILE")]
+    pub sms_secret_file: Option<PathBuf>,
+    #[arg(long, env = "WENHUI_IDENTITY_PROVIDER", value_enum, default_value = "dev")]
+    pub identity_provider: ProviderKind,
+    /// The real-name register's URL (with --identity-provider http).
+    #[arg(long, env = "WENHUI_IDENTITY_URL")]
+    pub identity_url: Option<String>,
+    /// A file holding the secret shared with the real-name register.
+    #[arg(long, env = "WENHUI_IDENTITY_SECRET_FILE")]
+    pub identity_secret_file: Option<PathBuf>,
+    /// How long one call to a provider may take.
+    #[arg(long, env = "WENHUI_PROVIDER_TIMEOUT_MS", default_value_t = 3000,
+          value_parser = clap::value_parser!(u64).range(1..=60_000))]
+    pub provider_timeout_ms: u64,
+    /// How many times a failed call to a provider is tried again.
+    #[arg(long, env = "WENHUI_PROVIDER_RETRIES", default_value_t = 2,
+          value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub provider_retries: u32,
+}
+
+impl ProviderArgs {
+    fn http(
+        &self,
+        what: &str,
+        url: Option<&String>,
+        secret: Option<&PathBuf>,
+    ) -> anyhow::Result<HttpProviderConfig> {
+        let url = url.with_context(|| format!("--{what}-provider http needs --{what}-url"))?;
+        let secret = secret.with_context(|| format!("--{what}-provider http needs --{what}-secret-file"))?;
+        let timeout = Duration::from_millis(self.provider_timeout_ms);
+        HttpProviderConfig::from_file(url.clone(), secret, timeout, self.provider_retries)
+    }
+
+    /// Sets the configured providers on `config`.
+    pub fn apply(&self, config: &mut ServeConfig) -> anyhow::Result<()> {
+        if self.sms_provider == ProviderKind::Http {
+            let http = self.http("sms", self.sms_url.as_ref(), self.sms_secret_file.as_ref())?;
+            config.sms_sender = Arc::new(HttpSms::new(http)?);
+        }
+        if self.identity_provider == ProviderKind::Http {
+            let http =
+                self.http("identity", self.identity_url.as_ref(), self.identity_secret_file.as_ref())?;
+            config.identity_verifier = Arc::new(HttpIdentityVerifier::new(http)?);
+        }
+        Ok(())
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -172,8 +245,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             checkpoint_interval_s,
             sweep_interval_s,
             idempotency_retention_days,
+            production,
+            providers,
         } => {
             let mut config = ServeConfig::new(url, *listen, cli.data_dir.clone());
+            config.production =
+                *production || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production");
+            providers.apply(&mut config)?;
             config.ledger_key_path = ledger_key.clone();
             config.checkpoint_interval = Duration::from_secs(*checkpoint_interval_s);
             config.sweep_interval = Duration::from_secs(*sweep_interval_s);

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod domain;
 pub mod http;
+pub mod providers;
 pub mod server;
 pub mod storage;
 pub mod telemetry;

@@ -12,9 +12,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::app::audit;
-use crate::app::citizens::{self, Citizens, DevIdentityVerifier};
+use crate::app::citizens::{self, Citizens};
 use crate::app::claims::ClaimWriter;
+use crate::app::codes::Codes;
+use crate::app::providers::{DevIdentityVerifier, DevSms, IdentityVerifier, SmsSender};
 use crate::app::signing::{self, SigningKey};
+use crate::domain::one_time_code::CodePolicy;
 use crate::domain::time::{Clock, SystemClock};
 use crate::http::{self, AppState, Services};
 use crate::storage::{self, ConnectOptions, Storage};
@@ -40,10 +43,16 @@ pub struct ServeConfig {
     /// How many merchants and redemption rows one settlement transaction takes at most; the
     /// backend's own (`Backend::settlement_chunking`) if `None`.
     pub settlement_chunking: Option<crate::domain::finance::SettlementChunking>,
-    /// The province's identity checks (real-name register, SMS one-time codes). The default,
-    /// [`DevIdentityVerifier`], accepts any well-formed identity and needs no code: the
-    /// server warns at start while it is in use. A deployment sets its own here.
-    pub identity_verifier: Arc<dyn citizens::IdentityVerifier>,
+    /// The real-name check at registration (`--identity-provider`). The default,
+    /// [`DevIdentityVerifier`], accepts any well-formed identity; refused in production.
+    pub identity_verifier: Arc<dyn IdentityVerifier>,
+    /// Delivers one-time codes (`--sms-provider`). The default, [`DevSms`], keeps them in memory
+    /// and shows them at `GET /v1/dev/sms`; refused in production.
+    pub sms_sender: Arc<dyn SmsSender>,
+    /// How long a one-time code lives, its tries, how often and how many a phone gets.
+    pub code_policy: CodePolicy,
+    /// `--production` or `WENHUI_ENV=production`: a development provider stops the start.
+    pub production: bool,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -62,6 +71,9 @@ impl ServeConfig {
             request_timeouts: http::RequestTimeouts::default(),
             settlement_chunking: None,
             identity_verifier: Arc::new(DevIdentityVerifier),
+            sms_sender: Arc::new(DevSms::default()),
+            code_policy: CodePolicy::default(),
+            production: false,
             clock: Arc::new(SystemClock),
         }
     }
@@ -117,18 +129,43 @@ impl RunningServer {
     }
 }
 
+/// Refuses a development provider in production, and warns about one elsewhere.
+fn check_providers(config: &ServeConfig) -> anyhow::Result<()> {
+    let mut development = Vec::new();
+    if config.sms_sender.is_development() {
+        development
+            .push("--sms-provider dev (codes are kept in memory and shown at /v1/dev/sms, never sent)");
+    }
+    if config.identity_verifier.is_development() {
+        development.push("--identity-provider dev (any well-formed identity passes the real-name check)");
+    }
+    if development.is_empty() {
+        return Ok(());
+    }
+    let which = development.join("; ");
+    anyhow::ensure!(
+        !config.production,
+        "refusing to start in production with a development provider: {which}. Configure \
+         --sms-provider http and --identity-provider http (see docs/citizens.md)"
+    );
+    tracing::warn!("development providers in use, not for production: {which}");
+    Ok(())
+}
+
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
+    check_providers(&config)?;
     let store = open_store_with_clock(&config.database_url, &config.data_dir, config.clock.clone()).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
     let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
-    if config.identity_verifier.is_development() {
-        tracing::warn!(
-            "identity checks: the development verifier (any well-formed identity registers, sign-in \
-             needs no one-time code); not for production: set ServeConfig::identity_verifier"
-        );
-    }
+    let codes = Codes::new(
+        store.clone(),
+        config.clock.clone(),
+        &secret,
+        config.sms_sender.clone(),
+        config.code_policy,
+    );
     let verifier = config.identity_verifier.clone();
-    let citizens = Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, verifier));
+    let citizens = Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, verifier, codes));
     let revocations =
         citizens::spawn_revocation_feed(citizens.clone(), config.clock.clone(), config.revocation_poll);
     crate::app::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;

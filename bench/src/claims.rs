@@ -518,12 +518,27 @@ impl Api {
         string_field(&created, "id").context("the created batch")
     }
 
-    /// Registers citizen `n`; returns its bearer token.
+    /// Registers citizen `n` with a one-time code read from the dev SMS provider (the server
+    /// under test runs `--sms-provider dev`); returns its bearer token.
     pub(crate) async fn register_citizen(&self, n: u32) -> anyhow::Result<String> {
-        let body =
-            json!({"name": format!("测试{n}"), "id_number": citizen_id_number(n), "phone": citizen_phone(n)});
+        let phone = citizen_phone(n);
+        let code = self.dev_sms_code(&phone).await.with_context(|| format!("a code for citizen {n}"))?;
+        let body = json!({"name": format!("测试{n}"), "id_number": citizen_id_number(n), "phone": phone,
+            "code": code});
         let created = self.post_created("/v1/citizens", None, &body).await?;
         string_field(&created, "token").with_context(|| format!("registering citizen {n}"))
+    }
+
+    /// Asks for a registration code for `phone` and reads it at `GET /v1/dev/sms`.
+    async fn dev_sms_code(&self, phone: &str) -> anyhow::Result<String> {
+        let body = json!({"phone": phone, "purpose": "register"});
+        let url = format!("{}/v1/citizens/codes", self.base_url);
+        let sent = self.client.post(url).json(&body).send().await.context("POST /v1/citizens/codes")?;
+        ensure!(sent.status() == StatusCode::ACCEPTED, "POST /v1/citizens/codes: {}", sent.status());
+        let url = format!("{}/v1/dev/sms?phone={phone}", self.base_url);
+        let outbox: Value = self.client.get(url).send().await.context("GET /v1/dev/sms")?.json().await?;
+        let newest = outbox["messages"].get(0).context("no code in the dev SMS outbox")?;
+        string_field(newest, "code")
     }
 
     pub(crate) async fn claim(&self, url: &str, token: &str) -> Answer {

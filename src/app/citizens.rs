@@ -16,14 +16,16 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use async_trait::async_trait;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 use uuid::Uuid;
 
+use super::codes::{CodeError, Codes};
+use super::providers::ProviderError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
+use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{Constraint, NewCitizen, NewSession, Storage, StorageError, WriteError};
 
@@ -42,46 +44,7 @@ const REVOCATION_OVERLAP_S: i64 = 120;
 /// Revocations read per poll; a poll that finds more clears the whole cache instead.
 const REVOCATION_PAGE: i64 = 10_000;
 
-/// The real identity check (SMS code, bank-card real-name check) a province plugs in.
-///
-/// A deployment implements this trait against its provider and passes it to
-/// [`Citizens::new`]; [`DevIdentityVerifier`] is the development stand-in.
-#[async_trait]
-pub trait IdentityVerifier: Send + Sync + std::fmt::Debug {
-    /// Registration: does this person exist and own this phone?
-    async fn verify_registration(
-        &self,
-        name: &CitizenName,
-        id: &IdNumber,
-        phone: &Phone,
-    ) -> Result<(), String>;
-    /// Sign-in: is the one-time code right for this phone?
-    async fn verify_sign_in(&self, phone: &Phone, code: Option<&str>) -> Result<(), String>;
-    /// True only for a stand-in that checks nothing (the server warns at start).
-    fn is_development(&self) -> bool {
-        false
-    }
-}
-
-/// Development identity checks: any well-formed identity registers; sign-in needs no code.
-/// Never use in production.
-#[derive(Debug, Default)]
-pub struct DevIdentityVerifier;
-
-#[async_trait]
-impl IdentityVerifier for DevIdentityVerifier {
-    async fn verify_registration(&self, _: &CitizenName, _: &IdNumber, _: &Phone) -> Result<(), String> {
-        Ok(())
-    }
-
-    async fn verify_sign_in(&self, _: &Phone, _: Option<&str>) -> Result<(), String> {
-        Ok(())
-    }
-
-    fn is_development(&self) -> bool {
-        true
-    }
-}
+pub use super::providers::{DevIdentityVerifier, IdentityVerifier};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CitizenError {
@@ -89,6 +52,10 @@ pub enum CitizenError {
     AlreadyRegistered,
     #[error("identity check failed: {0}")]
     IdentityRejected(String),
+    #[error("the real-name register is unavailable; retry later")]
+    IdentityUnavailable(String),
+    #[error(transparent)]
+    Code(#[from] CodeError),
     #[error("no citizen with this ID number and phone")]
     UnknownCitizen,
     #[error(transparent)]
@@ -106,6 +73,7 @@ pub struct Citizens {
     clock: Arc<dyn Clock>,
     secret: Vec<u8>,
     verifier: Arc<dyn IdentityVerifier>,
+    codes: Codes,
     tokens: Mutex<HashMap<[u8; 32], (Uuid, Timestamp)>>,
 }
 
@@ -115,20 +83,31 @@ impl Citizens {
         clock: Arc<dyn Clock>,
         secret: Vec<u8>,
         verifier: Arc<dyn IdentityVerifier>,
+        codes: Codes,
     ) -> Citizens {
-        Citizens { store, clock, secret, verifier, tokens: Mutex::new(HashMap::new()) }
+        Citizens { store, clock, secret, verifier, codes, tokens: Mutex::new(HashMap::new()) }
     }
 
+    /// One-time codes: sending them (`POST /v1/citizens/codes`), and the SMS provider.
+    pub fn codes(&self) -> &Codes {
+        &self.codes
+    }
+
+    /// Registers a citizen who holds `code`, sent to `phone` for registration, once the
+    /// real-name register knows them. The code is used up only if the check passes.
     pub async fn register(
         &self,
         name: CitizenName,
         id: IdNumber,
         phone: Phone,
+        code: &OneTimeCode,
     ) -> Result<Session, CitizenError> {
-        self.verifier
-            .verify_registration(&name, &id, &phone)
-            .await
-            .map_err(CitizenError::IdentityRejected)?;
+        let matched = self.codes.check(&phone, CodePurpose::Register, code).await?;
+        self.verifier.verify_registration(&name, &id, &phone).await.map_err(|error| match error {
+            ProviderError::Refused(why) => CitizenError::IdentityRejected(why),
+            ProviderError::Unavailable(why) => CitizenError::IdentityUnavailable(why),
+        })?;
+        self.codes.spend(matched).await?;
         let now = self.clock.now();
         let citizen = NewCitizen {
             id: Uuid::now_v7(),
@@ -162,14 +141,15 @@ impl Citizens {
         &self,
         id: IdNumber,
         phone: Phone,
-        code: Option<&str>,
+        code: &OneTimeCode,
     ) -> Result<Session, CitizenError> {
-        self.verifier.verify_sign_in(&phone, code).await.map_err(CitizenError::IdentityRejected)?;
+        let matched = self.codes.check(&phone, CodePurpose::SignIn, code).await?;
         let record = self.store.citizen_by_id_hash(&id.keyed_hash(&self.secret)).await?;
         let record = record.ok_or(CitizenError::UnknownCitizen)?;
         if record.phone_hash != phone.keyed_hash(&self.secret) {
             return Err(CitizenError::UnknownCitizen);
         }
+        self.codes.spend(matched).await?;
         let (token, session) = self.new_session(record.id, self.clock.now())?;
         self.store.insert_session(&session).await?;
         self.cache(&session);

@@ -3,14 +3,17 @@
 //! applies the domain's rules, and reads and writes through the storage traits.
 //!
 //! One module per capability: `claims` (the claim rush's writer and the sweeper), `till`,
-//! `finance`, `audit` (the ledger's verification, export and checkpoints), `citizens`, `staff`,
-//! `qr`, `housekeeping`, and `signing` (the service's own Ed25519 keys).
+//! `finance`, `audit` (the ledger's verification, export and checkpoints), `citizens`, `codes`
+//! (one-time codes by SMS), `providers` (the SMS gateway and the real-name check, as traits),
+//! `staff`, `qr`, `housekeeping`, and `signing` (the service's own Ed25519 keys).
 
 pub mod audit;
 pub mod citizens;
 pub mod claims;
+pub mod codes;
 pub mod finance;
 pub mod housekeeping;
+pub mod providers;
 pub mod qr;
 pub mod signing;
 pub mod staff;

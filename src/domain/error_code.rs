@@ -34,6 +34,8 @@ pub enum ErrorCode {
     CardPaymentNotFound,
     ChangePending,
     CitizenNotFound,
+    CodeFormat,
+    CodeLocked,
     Conflict,
     CreditCodeCheck,
     CreditCodeFormat,
@@ -59,6 +61,7 @@ pub enum ErrorCode {
     InvalidBody,
     InvalidBudgets,
     InvalidCategory,
+    InvalidCode,
     InvalidCursor,
     InvalidCutOff,
     InvalidDates,
@@ -123,6 +126,7 @@ pub enum ErrorCode {
     PointsExpired,
     PointsPriceMismatch,
     PointsRefused,
+    ProviderUnavailable,
     QrExpired,
     QrInvalid,
     QrReplayed,
@@ -186,6 +190,8 @@ impl ErrorCode {
         ErrorCode::CardPaymentNotFound,
         ErrorCode::ChangePending,
         ErrorCode::CitizenNotFound,
+        ErrorCode::CodeFormat,
+        ErrorCode::CodeLocked,
         ErrorCode::Conflict,
         ErrorCode::CreditCodeCheck,
         ErrorCode::CreditCodeFormat,
@@ -211,6 +217,7 @@ impl ErrorCode {
         ErrorCode::InvalidBody,
         ErrorCode::InvalidBudgets,
         ErrorCode::InvalidCategory,
+        ErrorCode::InvalidCode,
         ErrorCode::InvalidCursor,
         ErrorCode::InvalidCutOff,
         ErrorCode::InvalidDates,
@@ -275,6 +282,7 @@ impl ErrorCode {
         ErrorCode::PointsExpired,
         ErrorCode::PointsPriceMismatch,
         ErrorCode::PointsRefused,
+        ErrorCode::ProviderUnavailable,
         ErrorCode::QrExpired,
         ErrorCode::QrInvalid,
         ErrorCode::QrReplayed,
@@ -338,6 +346,8 @@ impl ErrorCode {
             ErrorCode::CardPaymentNotFound => "card_payment_not_found",
             ErrorCode::ChangePending => "change_pending",
             ErrorCode::CitizenNotFound => "citizen_not_found",
+            ErrorCode::CodeFormat => "code_format",
+            ErrorCode::CodeLocked => "code_locked",
             ErrorCode::Conflict => "conflict",
             ErrorCode::CreditCodeCheck => "credit_code_check",
             ErrorCode::CreditCodeFormat => "credit_code_format",
@@ -363,6 +373,7 @@ impl ErrorCode {
             ErrorCode::InvalidBody => "invalid_body",
             ErrorCode::InvalidBudgets => "invalid_budgets",
             ErrorCode::InvalidCategory => "invalid_category",
+            ErrorCode::InvalidCode => "invalid_code",
             ErrorCode::InvalidCursor => "invalid_cursor",
             ErrorCode::InvalidCutOff => "invalid_cut_off",
             ErrorCode::InvalidDates => "invalid_dates",
@@ -427,6 +438,7 @@ impl ErrorCode {
             ErrorCode::PointsExpired => "points_expired",
             ErrorCode::PointsPriceMismatch => "points_price_mismatch",
             ErrorCode::PointsRefused => "points_refused",
+            ErrorCode::ProviderUnavailable => "provider_unavailable",
             ErrorCode::QrExpired => "qr_expired",
             ErrorCode::QrInvalid => "qr_invalid",
             ErrorCode::QrReplayed => "qr_replayed",
@@ -506,6 +518,8 @@ mod tests {
             | ErrorCode::CardPaymentNotFound
             | ErrorCode::ChangePending
             | ErrorCode::CitizenNotFound
+            | ErrorCode::CodeFormat
+            | ErrorCode::CodeLocked
             | ErrorCode::Conflict
             | ErrorCode::CreditCodeCheck
             | ErrorCode::CreditCodeFormat
@@ -531,6 +545,7 @@ mod tests {
             | ErrorCode::InvalidBody
             | ErrorCode::InvalidBudgets
             | ErrorCode::InvalidCategory
+            | ErrorCode::InvalidCode
             | ErrorCode::InvalidCursor
             | ErrorCode::InvalidCutOff
             | ErrorCode::InvalidDates
@@ -595,6 +610,7 @@ mod tests {
             | ErrorCode::PointsExpired
             | ErrorCode::PointsPriceMismatch
             | ErrorCode::PointsRefused
+            | ErrorCode::ProviderUnavailable
             | ErrorCode::QrExpired
             | ErrorCode::QrInvalid
             | ErrorCode::QrReplayed

@@ -16,6 +16,7 @@ pub mod ids;
 pub mod ledger;
 pub mod merchant;
 pub mod money;
+pub mod one_time_code;
 pub mod region;
 pub mod season;
 pub mod staff;

@@ -15,9 +15,12 @@ use super::extract::{
 };
 use super::idempotency::{IdempotencyKey, json_response, request_hash};
 use crate::app::citizens::CitizenError;
+use crate::app::codes::CodeError;
+use crate::app::providers::SentCode;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::BatchId;
+use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
 use crate::domain::staff::Role;
 
 /// An authenticated citizen (Authorization: Bearer <token>).
@@ -62,6 +65,8 @@ pub struct RegisterRequest {
     pub id_number: String,
     /// 11-digit mainland mobile number.
     pub phone: String,
+    /// The one-time code sent to the phone for `register` (`POST /v1/citizens/codes`).
+    pub code: String,
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -69,9 +74,26 @@ pub struct RegisterRequest {
 pub struct SignInRequest {
     pub id_number: String,
     pub phone: String,
-    /// The one-time code sent to the phone (checked by the identity provider).
-    #[serde(default)]
-    pub code: Option<String>,
+    /// The one-time code sent to the phone for `sign_in` (`POST /v1/citizens/codes`).
+    pub code: String,
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CodeRequest {
+    /// 11-digit mainland mobile number.
+    pub phone: String,
+    pub purpose: CodePurpose,
+}
+
+/// A code is on its way. The code itself is only in the SMS.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct CodeSentResponse {
+    /// When the code stops working.
+    #[schema(format = DateTime)]
+    pub expires_at: String,
+    /// How soon a new code for this phone and purpose may be asked for.
+    pub resend_after_s: i64,
 }
 
 #[derive(Serialize, utoipa::ToSchema)]
@@ -87,14 +109,42 @@ fn parse_identity(id_number: &str, phone: &str) -> Result<(IdNumber, Phone), Api
     Ok((id, phone))
 }
 
+fn parse_code(code: &str) -> Result<OneTimeCode, ApiError> {
+    OneTimeCode::parse(code).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))
+}
+
+fn code_error(error: CodeError) -> ApiError {
+    match error {
+        CodeError::NotNow(refusal) => {
+            let wait = std::time::Duration::from_secs(refusal.retry_after_s().max(1).unsigned_abs());
+            ApiError { message: error.to_string(), ..ApiError::rate_limited(wait) }
+        }
+        CodeError::Unavailable(_) | CodeError::Refused(_) => {
+            ApiError::unavailable(ErrorCode::ProviderUnavailable, error.to_string())
+        }
+        CodeError::Invalid => ApiError::unauthorized(ErrorCode::InvalidCode, error.to_string()),
+        CodeError::Locked => ApiError::unauthorized(ErrorCode::CodeLocked, error.to_string()),
+        CodeError::Storage(storage) => storage.into(),
+    }
+}
+
 fn citizen_error(error: CitizenError) -> ApiError {
     match error {
         CitizenError::AlreadyRegistered => {
             ApiError::conflict(ErrorCode::AlreadyRegistered, error.to_string())
         }
-        CitizenError::IdentityRejected(_) => {
-            ApiError::unprocessable(ErrorCode::IdentityRejected, error.to_string())
+        CitizenError::IdentityRejected(why) => {
+            tracing::info!(why, "the real-name register refused a registration");
+            ApiError::unprocessable(
+                ErrorCode::IdentityRejected,
+                "the real-name register does not confirm this name, ID number and phone",
+            )
         }
+        CitizenError::IdentityUnavailable(ref why) => {
+            tracing::warn!(why, "the real-name register is unavailable");
+            ApiError::unavailable(ErrorCode::ProviderUnavailable, error.to_string())
+        }
+        CitizenError::Code(code) => code_error(code),
         CitizenError::UnknownCitizen => ApiError::unauthorized(ErrorCode::UnknownCitizen, error.to_string()),
         CitizenError::Storage(storage) => storage.into(),
     }
@@ -109,9 +159,61 @@ fn session_response(session: crate::app::citizens::Session) -> (StatusCode, Json
     (StatusCode::CREATED, Json(body))
 }
 
-/// Registers a citizen by real name; one account per ID number.
+/// Sends a one-time code to a phone, for registration or sign-in: 202, and the code only in the
+/// SMS. A phone gets a new code for a purpose at most once a minute and ten times a day (429
+/// with Retry-After); a provider that cannot be reached is 503 and nothing is stored.
+#[utoipa::path(post, operation_id = "send_code", path = "/v1/citizens/codes", request_body = CodeRequest,
+    responses((status = 202, body = CodeSentResponse), (status = 422, body = super::error::ErrorBody, description = "phone_format"),
+        (status = 429, body = super::error::ErrorBody, description = "rate_limited: a code was sent to this phone less than a minute ago, or ten today"),
+        (status = 503, body = super::error::ErrorBody, description = "provider_unavailable: the SMS gateway did not answer"),
+        (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
+pub async fn send_code(
+    State(state): State<AppState>,
+    ApiJson(request): ApiJson<CodeRequest>,
+) -> Result<(StatusCode, Json<CodeSentResponse>), ApiError> {
+    let phone = Phone::parse(&request.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let sent = state.citizens().codes().send(&phone, request.purpose).await.map_err(code_error)?;
+    let body =
+        CodeSentResponse { expires_at: sent.expires_at.to_string(), resend_after_s: sent.resend_after_s };
+    Ok((StatusCode::ACCEPTED, Json(body)))
+}
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct DevSmsQuery {
+    /// The phone whose codes to show.
+    pub phone: String,
+}
+
+/// The codes the development SMS provider kept for a phone.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct DevSmsPage {
+    /// Newest first.
+    pub messages: Vec<SentCode>,
+}
+
+/// Development only: the codes the `dev` SMS provider kept for a phone, newest first. The route
+/// exists only when the server runs with `--sms-provider dev` (never in production).
+#[utoipa::path(get, operation_id = "dev_sms", path = "/v1/dev/sms", params(DevSmsQuery),
+    responses((status = 200, body = DevSmsPage), (status = 422, body = super::error::ErrorBody, description = "phone_format"),
+        (status = 404, body = super::error::ErrorBody, description = "not_found: the server does not run the dev SMS provider")))]
+pub async fn dev_sms(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<DevSmsQuery>,
+) -> Result<Json<DevSmsPage>, ApiError> {
+    let phone = Phone::parse(&query.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let outbox = state.citizens().codes().sms().dev_outbox();
+    let outbox = outbox.ok_or_else(|| ApiError::not_found(ErrorCode::NotFound, "no such endpoint"))?;
+    Ok(Json(DevSmsPage { messages: outbox.sent_to(&phone) }))
+}
+
+/// Registers a citizen by real name, with the one-time code sent to the phone for `register`;
+/// one account per ID number.
 #[utoipa::path(post, operation_id = "register_citizen", path = "/v1/citizens", request_body = RegisterRequest,
     responses((status = 201, body = SessionResponse), (status = 409, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody),
+        (status = 401, body = super::error::ErrorBody, description = "invalid_code, code_locked"),
+        (status = 503, body = super::error::ErrorBody, description = "provider_unavailable: the real-name register did not answer"),
         (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate"), (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
 pub async fn register(
     State(state): State<AppState>,
@@ -120,24 +222,27 @@ pub async fn register(
     let name =
         CitizenName::parse(&request.name).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
+    let code = parse_code(&request.code)?;
     state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone))?;
-    let session = state.citizens().register(name, id, phone).await.map_err(citizen_error)?;
+    let session = state.citizens().register(name, id, phone, &code).await.map_err(citizen_error)?;
     Ok(session_response(session))
 }
 
-/// Issues a new token to a registered citizen. Attempts are limited per ID number and per
-/// phone (`http::rate_limit`), so a one-time code cannot be guessed.
+/// Issues a new token to a registered citizen with the one-time code sent to the phone for
+/// `sign_in`. Attempts are limited per ID number and per phone (`http::rate_limit`), and a code
+/// takes five tries, so a code cannot be guessed.
 #[utoipa::path(post, operation_id = "sign_in", path = "/v1/citizens/sessions", request_body = SignInRequest,
-    responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody),
+    responses((status = 201, body = SessionResponse), (status = 401, body = super::error::ErrorBody, description = "unknown_citizen, invalid_code, code_locked"),
+        (status = 422, body = super::error::ErrorBody),
         (status = 429, body = super::error::ErrorBody, description = "rate_limited: the ID number or the phone is past its rate"), (status = 415, body = super::error::ErrorBody, description = "unsupported_media_type: send Content-Type: application/json")))]
 pub async fn sign_in(
     State(state): State<AppState>,
     ApiJson(request): ApiJson<SignInRequest>,
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
+    let code = parse_code(&request.code)?;
     state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone))?;
-    let session =
-        state.citizens().sign_in(id, phone, request.code.as_deref()).await.map_err(citizen_error)?;
+    let session = state.citizens().sign_in(id, phone, &code).await.map_err(citizen_error)?;
     Ok(session_response(session))
 }
 

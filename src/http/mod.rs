@@ -243,7 +243,8 @@ fn metrics_handle() -> PrometheusHandle {
 }
 
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
-    let (api, _) = api_routes(timeouts).split_for_parts();
+    let dev_sms = state.citizens().codes().sms().dev_outbox().is_some();
+    let (api, _) = api_routes(timeouts, dev_sms).split_for_parts();
     api.fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
@@ -264,18 +265,25 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
 /// The OpenAPI document: built from the same declarations as the router ([`api_routes`]), so a
 /// route cannot be served without being documented.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    let mut document = api_routes(RequestTimeouts::default()).into_openapi();
+    // The development route is documented, marked as such, though only a dev server serves it.
+    let mut document = api_routes(RequestTimeouts::default(), true).into_openapi();
     utoipa::Modify::modify(&openapi::ErrorResponses, &mut document);
     document
 }
 
 /// Every documented route, each added with `routes!` from its handler's `#[utoipa::path]`
 /// (never with a bare `.route`, which would serve a path the document does not list).
-fn api_routes(timeouts: RequestTimeouts) -> OpenApiRouter<AppState> {
+/// `dev_sms`: whether `GET /v1/dev/sms` is served (the `dev` SMS provider only).
+fn api_routes(timeouts: RequestTimeouts, dev_sms: bool) -> OpenApiRouter<AppState> {
     use utoipa::OpenApi;
+    let dev = match dev_sms {
+        true => OpenApiRouter::new().routes(routes!(citizens::dev_sms)),
+        false => OpenApiRouter::new(),
+    };
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ledger_staff_and_season_routes())
         .merge(citizen_routes())
+        .merge(dev)
         .merge(merchant_routes())
         .merge(till_and_card_routes())
         .merge(finance_routes())
@@ -305,6 +313,7 @@ fn ledger_staff_and_season_routes() -> OpenApiRouter<AppState> {
 fn citizen_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(routes!(citizens::register))
+        .routes(routes!(citizens::send_code))
         .routes(routes!(citizens::sign_in))
         .routes(routes!(citizens::revoke_sessions))
         .routes(routes!(citizens::sign_out))

@@ -3,9 +3,9 @@
 //!
 //! The logic is written once, in plain Rust, against `db.rs` (statements that run on either
 //! backend; SQLite accepts the same `$N` placeholders): `ledger.rs`, `seasons.rs`, `till.rs`,
-//! `card.rs`, `finance.rs`. What differs by backend (how a write transaction begins, how the
-//! chain head is locked, the statements whose fast form differs) is the `SqlBackend` trait
-//! (`backend.rs`), implemented in `postgres/` and `sqlite/`.
+//! `card.rs`, `finance.rs`, `codes.rs`. What differs by backend (how a write transaction
+//! begins, how the chain head is locked, the statements whose fast form differs) is the
+//! `SqlBackend` trait (`backend.rs`), implemented in `postgres/` and `sqlite/`.
 
 use std::sync::Arc;
 
@@ -21,6 +21,7 @@ use crate::domain::time::{Clock, Timestamp};
 
 mod backend;
 mod card;
+mod codes;
 mod constraint;
 mod db;
 mod finance;
@@ -32,6 +33,7 @@ mod till;
 mod types;
 
 pub use backend::SqlStore;
+pub use codes::{CodeStore, CodeTry, NewCode};
 pub use constraint::Constraint;
 pub use finance::{
     DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
@@ -157,7 +159,16 @@ pub struct RevokedKeys {
 /// `&dyn Storage` coerces to any of them.
 #[async_trait]
 pub trait Storage:
-    LedgerStore + StaffStore + SeasonStore + TillStore + CardStore + FinanceStore + Send + Sync + 'static
+    LedgerStore
+    + StaffStore
+    + SeasonStore
+    + TillStore
+    + CardStore
+    + FinanceStore
+    + CodeStore
+    + Send
+    + Sync
+    + 'static
 {
     fn backend(&self) -> Backend;
 

@@ -125,7 +125,7 @@ async fn seed(backend: Backend) -> Seed {
     // A citizen of Qingdao (370202...) with a card.
     let id_number = wenhui::domain::citizen::synthetic_id_number("370202", "19850505", 77);
     let body = json!({"name": "李四", "id_number": id_number, "phone": "13700000077"});
-    let (status, citizen) = s.world.app.post("/v1/citizens", None, body).await;
+    let (status, citizen) = s.world.app.register_citizen(body).await;
     assert_eq!(status, 201, "{citizen}");
     let token = citizen["token"].as_str().expect("token").to_owned();
     let citizen = citizen["citizen_id"].as_str().expect("citizen").to_owned();

@@ -198,7 +198,7 @@ async fn cards_issue_both_ways_once_per_citizen(backend: Backend) {
     let refused = store.insert_card(&second).await;
     assert!(matches!(refused, Err(WriteError::Constraint(Constraint::CardPerCitizen))), "{refused:?}");
     let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19900101", 77), "phone": "13900000077"});
-    let (status, registered) = till.world.app.post("/v1/citizens", None, body).await;
+    let (status, registered) = till.world.app.register_citizen(body).await;
     assert_eq!(status, 201, "{registered}");
     let citizen_id: Uuid = registered["citizen_id"].as_str().expect("citizen_id").parse().expect("uuid");
     let twin = Card { id: Uuid::now_v7(), citizen_id, ..stored.clone() };

@@ -95,7 +95,7 @@ impl World {
             id_number
         };
         let body = json!({"name": "张三", "id_number": id_number, "phone": format!("139{:08}", n)});
-        let (status, answer) = self.app.post("/v1/citizens", None, body).await;
+        let (status, answer) = self.app.register_citizen(body).await;
         assert_eq!(status, 201, "{answer}");
         answer["token"].as_str().expect("token").to_owned()
     }
@@ -548,7 +548,7 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     for n in 0..6u32 {
         let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19910101", 500 + n as u16),
             "phone": format!("138{:08}", n)});
-        let (status, registered) = world.app.post("/v1/citizens", None, body).await;
+        let (status, registered) = world.app.register_citizen(body).await;
         assert_eq!(status, 201, "{registered}");
         let citizen: uuid::Uuid = registered["citizen_id"].as_str().expect("id").parse().expect("uuid");
         let token = registered["token"].as_str().expect("token").to_owned();
@@ -857,26 +857,22 @@ async fn registration_validates_identity(backend: Backend) {
         (json!({"name": "李四", "id_number": good, "phone": "12800138000"}), "phone_format"),
         (json!({"name": "", "id_number": good, "phone": "13800138000"}), "name_format"),
     ];
-    for (body, expected) in cases {
+    for (mut body, expected) in cases {
+        body["code"] = json!("000000");
         let (status, answer) = world.app.post("/v1/citizens", None, body.clone()).await;
         assert_eq!((status, code(&answer)), (422, expected), "{body}");
     }
     let body = json!({"name": "李四", "id_number": good, "phone": "13800138000"});
-    let (status, first) = world.app.post("/v1/citizens", None, body.clone()).await;
+    let (status, first) = world.app.register_citizen(body.clone()).await;
     assert_eq!(status, 201, "{first}");
-    let (status, again) = world.app.post("/v1/citizens", None, body).await;
+    let (status, again) = world.app.register_citizen(body).await;
     assert_eq!((status, code(&again)), (409, "already_registered"));
-    let (status, session) = world
-        .app
-        .post("/v1/citizens/sessions", None, json!({"id_number": good, "phone": "13800138000"}))
-        .await;
+    let (status, session) =
+        world.app.sign_in_citizen(json!({"id_number": good, "phone": "13800138000"})).await;
     assert_eq!(status, 201);
     assert_eq!(session["citizen_id"], first["citizen_id"]);
-    let (status, _) = world
-        .app
-        .post("/v1/citizens/sessions", None, json!({"id_number": good, "phone": "13900000000"}))
-        .await;
-    assert_eq!(status, 401, "wrong phone");
+    let (status, wrong) = world.app.sign_in_citizen(json!({"id_number": good, "phone": "13900000000"})).await;
+    assert_eq!((status, code(&wrong)), (401, "unknown_citizen"), "wrong phone");
     let (status, _) =
         world.app.get("/v1/me/vouchers", Some("wh_ct_not-a-real-token-at-all-0000000000000000000")).await;
     assert_eq!(status, 401);

@@ -187,6 +187,9 @@ impl TestApp {
         config.sweep_interval = Duration::from_secs(3600);
         // Small settlement chunks, so that every settlement in the tests runs in several.
         config.settlement_chunking = Some(SettlementChunking { max_rows: 2, max_merchants: 2 });
+        // A phone may get one-time codes back to back (tests sign the same citizen in again);
+        // the one-a-minute rule itself is tested with the default policy (tests/suite/codes.rs).
+        config.code_policy.resend_after_s = 0;
         configure(&mut config);
         let server = wenhui::server::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", server.addr);
@@ -206,6 +209,11 @@ impl TestApp {
         self.server = Some(server);
         // Connections kept alive to the stopped server are gone.
         self.client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+    }
+
+    /// Changes the configuration the next [`TestApp::restart`] starts with.
+    pub fn reconfigure(&mut self, change: impl FnOnce(&mut ServeConfig)) {
+        change(&mut self.config);
     }
 
     pub fn store(&self) -> &dyn Storage {
@@ -263,6 +271,42 @@ impl TestApp {
         let response = request.send().await.expect("send");
         read(response).await
     }
+}
+
+impl TestApp {
+    /// Asks for a one-time code for `phone` and `purpose` ("register", "sign_in") and reads it
+    /// from the development SMS provider's route.
+    pub async fn sms_code(&self, phone: &str, purpose: &str) -> String {
+        dev_code(&self.client, &self.base, phone, purpose).await
+    }
+
+    /// `POST /v1/citizens` with `body` (name, id_number, phone) and a fresh registration code.
+    pub async fn register_citizen(&self, mut body: serde_json::Value) -> (u16, serde_json::Value) {
+        let phone = body["phone"].as_str().expect("phone").to_owned();
+        body["code"] = self.sms_code(&phone, "register").await.into();
+        self.post("/v1/citizens", None, body).await
+    }
+
+    /// `POST /v1/citizens/sessions` with `body` (id_number, phone) and a fresh sign-in code.
+    pub async fn sign_in_citizen(&self, mut body: serde_json::Value) -> (u16, serde_json::Value) {
+        let phone = body["phone"].as_str().expect("phone").to_owned();
+        body["code"] = self.sms_code(&phone, "sign_in").await.into();
+        self.post("/v1/citizens/sessions", None, body).await
+    }
+}
+
+/// Asks the server at `base` for a one-time code and reads it from `GET /v1/dev/sms`.
+pub async fn dev_code(client: &reqwest::Client, base: &str, phone: &str, purpose: &str) -> String {
+    let body = serde_json::json!({"phone": phone, "purpose": purpose});
+    let sent = client.post(format!("{base}/v1/citizens/codes")).json(&body).send().await.expect("send");
+    let (status, answer) = read(sent).await;
+    assert_eq!(status, 202, "a code is sent: {answer}");
+    let outbox = client.get(format!("{base}/v1/dev/sms?phone={phone}")).send().await.expect("send");
+    let (status, outbox) = read(outbox).await;
+    assert_eq!(status, 200, "{outbox}");
+    let messages = outbox["messages"].as_array().expect("messages");
+    let newest = messages.iter().find(|m| m["purpose"] == purpose).expect("a code for the purpose");
+    newest["code"].as_str().expect("code").to_owned()
 }
 
 pub async fn read(response: reqwest::Response) -> (u16, serde_json::Value) {

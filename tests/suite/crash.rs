@@ -56,8 +56,10 @@ async fn setup(client: &reqwest::Client, server: &Server, staff: &str) -> (Strin
     assert_eq!(status, 201, "{batch}");
     let mut tokens = Vec::new();
     for n in 0..CITIZENS {
-        let body = json!({"name": "王五", "id_number": synthetic_id_number("370202", "19800101", n as u16),
+        let mut body = json!({"name": "王五", "id_number": synthetic_id_number("370202", "19800101", n as u16),
             "phone": format!("137{:08}", n)});
+        let phone = body["phone"].as_str().expect("phone").to_owned();
+        body["code"] = crate::common::dev_code(client, &server.base, &phone, "register").await.into();
         let response =
             client.post(format!("{}/v1/citizens", server.base)).json(&body).send().await.expect("send");
         let (status, answer) = read(response).await;

@@ -8,6 +8,7 @@ mod authz_matrix;
 mod card;
 mod claims;
 mod cli;
+mod codes;
 mod crash;
 mod finance;
 mod finance_props;

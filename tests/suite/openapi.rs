@@ -47,8 +47,9 @@ const UNTYPED_ANSWERS: &[&str] = &[
 const UNDECLARED_BODIES: &[&str] = &[];
 
 /// Operations under a per-citizen or per-identity rate (`src/http/rate_limit.rs`): they answer 429.
-const RATE_LIMITED: [&str; 7] = [
+const RATE_LIMITED: [&str; 8] = [
     "register_citizen",
+    "send_code",
     "sign_in",
     "claim_voucher",
     "exchange_for_card_points",
@@ -58,7 +59,8 @@ const RATE_LIMITED: [&str; 7] = [
 ];
 
 /// Operations whose body is read with `ApiJson`, which refuses another Content-Type with 415.
-const JSON_CONTENT_TYPE_REQUIRED: [&str; 3] = ["register_citizen", "sign_in", "create_staff_key"];
+const JSON_CONTENT_TYPE_REQUIRED: [&str; 4] =
+    ["register_citizen", "sign_in", "send_code", "create_staff_key"];
 
 /// The document, fetched from a spawned server (the backend does not change it).
 async fn document() -> Value {

@@ -84,10 +84,11 @@ async fn wenhui_till_redeems_against_a_running_server(backend: Backend) {
         "settlement_account": {"bank": "b", "account_no": "6222000011112222", "account_name": "n"}}),
     )
     .await;
+    let code = crate::common::dev_code(&client, &base, "13600000005", "register").await;
     let citizen = client
         .post(format!("{base}/v1/citizens"))
         .json(&json!({"name": "赵六",
-        "id_number": synthetic_id_number("370202", "19700101", 5), "phone": "13600000005"}))
+        "id_number": synthetic_id_number("370202", "19700101", 5), "phone": "13600000005", "code": code}))
         .send()
         .await
         .expect("send");
