@@ -45,28 +45,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP service (applies migrations first).
-    Serve {
-        #[arg(long, env = "WENHUI_LISTEN", default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// The ledger checkpoint key (PKCS#8); generated in the data directory if not given.
-        #[arg(long, env = "WENHUI_LEDGER_KEY")]
-        ledger_key: Option<PathBuf>,
-        #[arg(long, env = "WENHUI_CHECKPOINT_INTERVAL_S", default_value_t = 300)]
-        checkpoint_interval_s: u64,
-        /// How often vouchers past expiry are expired and closed batches' reserves returned.
-        #[arg(long, env = "WENHUI_SWEEP_INTERVAL_S", default_value_t = 5)]
-        sweep_interval_s: u64,
-        /// How many days a citizen's or a till's retried write gets its first answer; staff
-        /// writes keep theirs for ever.
-        #[arg(long, env = "WENHUI_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
-              value_parser = clap::value_parser!(u64).range(1..=3650))]
-        idempotency_retention_days: u64,
-        /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
-        #[arg(long)]
-        production: bool,
-        #[command(flatten)]
-        providers: ProviderArgs,
-    },
+    Serve(ServeArgs),
     /// Apply the embedded migrations and exit.
     Migrate,
     /// Verify, export and checkpoint the ledger.
@@ -101,6 +80,64 @@ pub enum Command {
         #[arg(long)]
         cut_off: String,
     },
+}
+
+/// `wenhui serve`'s settings.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    #[arg(long, env = "WENHUI_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// The ledger checkpoint key (PKCS#8); generated in the data directory if not given.
+    #[arg(long, env = "WENHUI_LEDGER_KEY")]
+    ledger_key: Option<PathBuf>,
+    #[arg(long, env = "WENHUI_CHECKPOINT_INTERVAL_S", default_value_t = 300)]
+    checkpoint_interval_s: u64,
+    /// How often vouchers past expiry are expired and closed batches' reserves returned.
+    #[arg(long, env = "WENHUI_SWEEP_INTERVAL_S", default_value_t = 5)]
+    sweep_interval_s: u64,
+    /// How many days a citizen's or a till's retried write gets its first answer; staff
+    /// writes keep theirs for ever.
+    #[arg(long, env = "WENHUI_IDEMPOTENCY_RETENTION_DAYS", default_value_t = 7,
+          value_parser = clap::value_parser!(u64).range(1..=3650))]
+    idempotency_retention_days: u64,
+    /// Seconds a client has to send a request's head (request line and headers): from a
+    /// new connection, or from the first byte of the next request on a kept-alive one.
+    #[arg(long, env = "WENHUI_HEADER_READ_TIMEOUT_S", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_read_timeout_s: u64,
+    /// Seconds a kept-alive connection may wait, silent, for its next request.
+    #[arg(long, env = "WENHUI_KEEP_ALIVE_IDLE_S", default_value_t = 60,
+          value_parser = clap::value_parser!(u64).range(1..=3600))]
+    keep_alive_idle_s: u64,
+    /// Connections open at once; more wait in the listen backlog until one closes. Keep it
+    /// below the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "WENHUI_MAX_CONNECTIONS", default_value_t = 10_000,
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    max_connections: u64,
+    /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
+    #[arg(long)]
+    production: bool,
+    #[command(flatten)]
+    providers: ProviderArgs,
+}
+
+impl ServeArgs {
+    fn config(&self, url: String, data_dir: PathBuf) -> anyhow::Result<ServeConfig> {
+        let mut config = ServeConfig::new(url, self.listen, data_dir);
+        config.production =
+            self.production || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production");
+        self.providers.apply(&mut config)?;
+        config.ledger_key_path = self.ledger_key.clone();
+        config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_s);
+        config.sweep_interval = Duration::from_secs(self.sweep_interval_s);
+        config.idempotency_retention = Duration::from_secs(self.idempotency_retention_days * 86_400);
+        config.connection_limits = crate::http::ConnectionLimits {
+            header_read: Duration::from_secs(self.header_read_timeout_s),
+            keep_alive_idle: Duration::from_secs(self.keep_alive_idle_s),
+            max_connections: usize::try_from(self.max_connections).unwrap_or(usize::MAX),
+        };
+        Ok(config)
+    }
 }
 
 /// Which implementation of an outside provider the service uses.
@@ -201,7 +238,8 @@ pub enum LedgerCommand {
 
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
-    /// Mint a staff API key; prints it alone on stdout, once.
+    /// Mint a staff API key; prints it alone on stdout, once. The console is the root of the
+    /// tree: admins' keys minted here enrol everyone else through the API.
     Create {
         #[arg(long)]
         role: String,
@@ -209,6 +247,13 @@ pub enum KeysCommand {
         region: String,
         #[arg(long, default_value = "")]
         label: String,
+        /// The person the key belongs to (with --phone). Without both, the key is its own
+        /// person for four eyes: name the people of admin keys.
+        #[arg(long, requires = "phone")]
+        name: Option<String>,
+        /// The person's mobile number (with --name): one phone, one person.
+        #[arg(long, requires = "name")]
+        phone: Option<String>,
     },
     /// Add a new QR signing key and retire the current one; tokens in flight stay valid.
     RotateQr,
@@ -217,6 +262,22 @@ pub enum KeysCommand {
     /// Revoke a staff key by id, and every key minted below it at any depth: every request with
     /// any of them is refused from now on (401 invalid_key).
     Revoke { id: crate::domain::ids::StaffKeyId },
+}
+
+/// The person a console key is for: the name, and the phone's keyed hash under the server's
+/// citizen secret (as the API's enrolments store it).
+fn console_person(
+    data_dir: &std::path::Path,
+    name: Option<&str>,
+    phone: Option<&str>,
+) -> anyhow::Result<Option<crate::storage::NewStaffPerson>> {
+    let (Some(name), Some(phone)) = (name, phone) else { return Ok(None) };
+    let phone = crate::domain::citizen::Phone::parse(phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
+    anyhow::ensure!(!name.trim().is_empty(), "--name is empty");
+    let secret =
+        crate::app::citizens::load_or_create_secret(&data_dir.join("keys").join("citizen-hmac.key"))?;
+    let person = staff::Person { name, phone: &phone };
+    Ok(Some(staff::new_person(&person, phone.keyed_hash(&secret))))
 }
 
 impl Cli {
@@ -239,24 +300,8 @@ pub async fn main(cli: Cli) -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.database_url();
     match &cli.command {
-        Command::Serve {
-            listen,
-            ledger_key,
-            checkpoint_interval_s,
-            sweep_interval_s,
-            idempotency_retention_days,
-            production,
-            providers,
-        } => {
-            let mut config = ServeConfig::new(url, *listen, cli.data_dir.clone());
-            config.production =
-                *production || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production");
-            providers.apply(&mut config)?;
-            config.ledger_key_path = ledger_key.clone();
-            config.checkpoint_interval = Duration::from_secs(*checkpoint_interval_s);
-            config.sweep_interval = Duration::from_secs(*sweep_interval_s);
-            config.idempotency_retention = Duration::from_secs(idempotency_retention_days * 86_400);
-            server::run(config).await?;
+        Command::Serve(args) => {
+            server::run(args.config(url, cli.data_dir.clone())?).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {
@@ -265,11 +310,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger(command) => ledger(command, &url, &cli).await,
-        Command::Keys(KeysCommand::Create { role, region, label }) => {
+        Command::Keys(KeysCommand::Create { role, region, label, name, phone }) => {
             let scope =
                 crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
+            let person = console_person(&cli.data_dir, name.as_deref(), phone.as_deref())?;
             let store = server::open_store(&url, &cli.data_dir).await?;
-            let minted = staff::mint(store.as_ref(), scope, label, None).await?;
+            let minted = staff::mint_for(store.as_ref(), scope, label, person).await?;
             println!("{}", minted.secret);
             Ok(ExitCode::SUCCESS)
         }
@@ -394,7 +440,7 @@ async fn settle(
     let chunking = store.backend().settlement_chunking();
     match finance::settle(store.as_ref(), &season, cut_off, Timestamp::now(), answer, chunking).await {
         Ok(settlement) => {
-            println!("{}", finance::settlement_json(&settlement));
+            println!("{}", finance::SettlementAnswer::text(&settlement));
             Ok(ExitCode::SUCCESS)
         }
         Err(FinanceError::NothingToSettle) => {
@@ -466,6 +512,32 @@ mod tests {
     use clap::Parser;
 
     use super::{Cli, Command, LedgerCommand};
+
+    /// The connection bounds have sane defaults and are set by flag.
+    #[test]
+    fn serve_bounds_connections() {
+        let Command::Serve(args) = Cli::try_parse_from(["wenhui", "serve"]).expect("parses").command else {
+            panic!("not serve");
+        };
+        let limits = args.config("sqlite://x".into(), "data".into()).expect("config").connection_limits;
+        assert_eq!(
+            (limits.header_read.as_secs(), limits.keep_alive_idle.as_secs(), limits.max_connections),
+            (10, 60, 10_000)
+        );
+        let flags = ["wenhui", "serve", "--header-read-timeout-s", "3", "--keep-alive-idle-s", "7"];
+        let Command::Serve(args) = Cli::try_parse_from(flags.into_iter().chain(["--max-connections", "50"]))
+            .expect("parses")
+            .command
+        else {
+            panic!("not serve");
+        };
+        let limits = args.config("sqlite://x".into(), "data".into()).expect("config").connection_limits;
+        assert_eq!(
+            (limits.header_read.as_secs(), limits.keep_alive_idle.as_secs(), limits.max_connections),
+            (3, 7, 50)
+        );
+        assert!(Cli::try_parse_from(["wenhui", "serve", "--header-read-timeout-s", "0"]).is_err());
+    }
 
     /// One public key in 64 starts with '-' in base64url: it is a value, not a flag.
     #[test]

@@ -9,3 +9,4 @@ pub mod providers;
 pub mod server;
 pub mod storage;
 pub mod telemetry;
+pub mod web;

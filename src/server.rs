@@ -40,6 +40,9 @@ pub struct ServeConfig {
     /// (`citizens.rs`).
     pub revocation_poll: Duration,
     pub request_timeouts: http::RequestTimeouts,
+    /// How long a request head may take, a kept-alive connection idle, and how many
+    /// connections at once (`http::serve`).
+    pub connection_limits: http::ConnectionLimits,
     /// How many merchants and redemption rows one settlement transaction takes at most; the
     /// backend's own (`Backend::settlement_chunking`) if `None`.
     pub settlement_chunking: Option<crate::domain::finance::SettlementChunking>,
@@ -69,6 +72,7 @@ impl ServeConfig {
             idempotency_retention: crate::app::housekeeping::IDEMPOTENCY_RETENTION,
             revocation_poll: citizens::REVOCATION_POLL,
             request_timeouts: http::RequestTimeouts::default(),
+            connection_limits: http::ConnectionLimits::default(),
             settlement_chunking: None,
             identity_verifier: Arc::new(DevIdentityVerifier),
             sms_sender: Arc::new(DevSms::default()),
@@ -206,13 +210,12 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     };
     let app = http::router(AppState::new(services), config.request_timeouts);
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
+    let limits = config.connection_limits;
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
-            .with_graceful_shutdown(async move {
-                let _ = shutdown_rx.wait_for(|stop| *stop).await;
-            })
-            .await
-            .context("serving HTTP")?;
+        http::serve::serve(listener, app, limits, async move {
+            let _ = shutdown_rx.wait_for(|stop| *stop).await;
+        })
+        .await;
         checkpoints.abort();
         sweeper.abort();
         pruning.abort();

@@ -316,12 +316,44 @@ fn progress(what: &str, done: usize, total: usize, started: Instant) {
     }
 }
 
+/// What the generator has made so far.
+struct World {
+    season: Season,
+    batches: Vec<Batch>,
+    tills: Vec<Till>,
+    /// Per batch, the tills whose merchants may redeem its vouchers.
+    eligible: Vec<Vec<usize>>,
+    vouchers: Vec<Gen>,
+    /// How many of `vouchers` are the first claims (the rest are re-issued).
+    claimed: usize,
+    start: Timestamp,
+    started: Instant,
+}
+
 /// Generates the season; returns its id.
 /// `url` is the database's, for the probe that measures how long the settlement holds up
 /// other ledger writers.
 pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::Result<Uuid> {
-    let started = Instant::now();
     let mut rng = Rng(0x5EA5_0415);
+    let mut world = create_world(store, scale, &mut rng).await?;
+    claim_stock(store, &mut world).await?;
+    let redeemed = redeem_some(store, scale, &mut world, &mut rng).await?;
+    reverse_some(store, scale, &mut world, &redeemed).await?;
+    drop(redeemed);
+    // Expiries while the batches are open: the earliest active vouchers.
+    expire_active(store, &mut world, scale.expired_open).await?;
+    reissue(store, scale, &mut world).await?;
+    close_claims(store, &mut world).await?;
+    // Expiries after closing: the value goes to the pools.
+    expire_active(store, &mut world, scale.expired_closed).await?;
+    settle_and_pay(store, scale, &world, url).await?;
+    Ok(world.season.id.as_uuid())
+}
+
+/// The season with its budgets (what the batches reserve plus a quarter), its batches, and the
+/// merchants with their terminals.
+async fn create_world(store: &dyn Storage, scale: &Scale, rng: &mut Rng) -> anyhow::Result<World> {
+    let started = Instant::now();
     let (province, city) = (region(PROVINCE)?, region(CITY)?);
     // 2025-10-01 00:00 in Beijing; the season runs 90 days, claims the first 60.
     let start = Timestamp::parse_rfc3339("2025-09-30T16:00:00Z").context("start time")?;
@@ -339,8 +371,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         subsidy_ceilings: Default::default(),
         closed_at: None,
     };
-    let mut batches = bench_batches(&season, scale, province, city)?;
-    // Budgets: what the batches reserve plus a quarter.
+    let batches = bench_batches(&season, scale, province, city)?;
     let mut needed: HashMap<RegionCode, i64> = HashMap::new();
     for batch in &batches {
         for (funder, part) in batch.funding.split(batch.voucher_value()) {
@@ -351,12 +382,8 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     let mut entries = Vec::new();
     for funder in &funders {
         let amount = needed.get(funder).copied().unwrap_or(0);
-        entries.push(budget_entry(
-            season.id,
-            *funder,
-            fen(amount + amount / 4 + 100)?,
-            format!("budget:{}:{funder}:initial", season.id),
-        ));
+        let memo = format!("budget:{}:{funder}:initial", season.id);
+        entries.push(budget_entry(season.id, *funder, fen(amount + amount / 4 + 100)?, memo));
     }
     store.create_season(&season, &funders, &entries, &answer("bench:season", "{}".into())).await?;
     for batch in &batches {
@@ -364,7 +391,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
             .map_err(|_| anyhow::anyhow!("batch {}: stock x value too large", batch.name))?;
         store.create_batch(batch, &entry, &answer("bench:batch", "{}".into())).await?;
     }
-    let tills = create_tills(store, scale.merchants, &mut rng).await?;
+    let tills = create_tills(store, scale.merchants, rng).await?;
     let eligible: Vec<Vec<usize>> = batches
         .iter()
         .map(|b| (0..tills.len()).filter(|i| tills[*i].merchant.eligible_for(b).is_ok()).collect())
@@ -374,26 +401,39 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         tills.len(),
         started.elapsed().as_secs_f64()
     );
+    Ok(World { season, batches, tills, eligible, vouchers: Vec::new(), claimed: 0, start, started })
+}
 
-    // Claims of the whole stock, spread over the first 45 days.
-    let mut vouchers: Vec<Gen> = Vec::with_capacity(scale.stock + scale.reissued);
-    for (b, batch) in batches.iter().enumerate() {
+/// Claims of the whole stock, spread over the first 45 days.
+async fn claim_stock(store: &dyn Storage, world: &mut World) -> anyhow::Result<()> {
+    let mut vouchers = Vec::new();
+    for (b, batch) in world.batches.iter().enumerate() {
         for k in 0..batch.stock {
-            let claimed_at = at(start, k * 45 * DAY_S / batch.stock + b as i64 * 60);
+            let claimed_at = at(world.start, k * 45 * DAY_S / batch.stock + b as i64 * 60);
             vouchers.push(Gen {
                 id: Uuid::now_v7(),
                 batch: b,
                 citizen: Uuid::from_u128(0xC171_2E40_0000_0000_0000_0000_0000_0000 | k as u128),
                 claimed_at: claimed_at.unix_us(),
-                expires_at: batch.expiry_for(claimed_at, &season).unix_us(),
+                expires_at: batch.expiry_for(claimed_at, &world.season).unix_us(),
                 state: GenState::Active,
             });
         }
     }
-    commit_claims(store, &batches, &vouchers, started).await?;
+    commit_claims(store, &world.batches, &vouchers, world.started).await?;
+    world.claimed = vouchers.len();
+    world.vouchers = vouchers;
+    Ok(())
+}
 
-    // Redemptions, spread evenly over the claimed vouchers.
-    let stock = vouchers.len();
+/// Redemptions, spread evenly over the claimed vouchers, each at a merchant eligible for it.
+async fn redeem_some(
+    store: &dyn Storage,
+    scale: &Scale,
+    world: &mut World,
+    rng: &mut Rng,
+) -> anyhow::Result<Vec<(usize, NewRedemption)>> {
+    let stock = world.vouchers.len();
     let chosen: Vec<usize> =
         (0..stock).filter(|i| (i + 1) * scale.redemptions / stock > i * scale.redemptions / stock).collect();
     let mut redeemed: Vec<(usize, NewRedemption)> = Vec::with_capacity(chosen.len());
@@ -401,42 +441,43 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     for group in chosen.chunks(REDEEM_GROUP) {
         let mut news = Vec::with_capacity(group.len());
         for &i in group {
-            let g = &vouchers[i];
-            let batch = &batches[g.batch];
-            let list = &eligible[g.batch];
-            let till = &tills[list[rng.below(list.len() as u64) as usize]];
+            let g = &world.vouchers[i];
+            let list = &world.eligible[g.batch];
+            let till = &world.tills[list[rng.below(list.len() as u64) as usize]];
             let redeemed_at = g.claimed_at + (3_600 + rng.below(10 * DAY_S as u64) as i64) * 1_000_000;
-            news.push(new_redemption(
-                &season,
-                batch,
-                g,
-                till,
-                Timestamp::from_unix_us(redeemed_at),
-                &mut rng,
-            )?);
+            let redeemed_at = Timestamp::from_unix_us(redeemed_at);
+            news.push(new_redemption(&world.season, &world.batches[g.batch], g, till, redeemed_at, rng)?);
         }
         let outcomes = store.commit_redemptions(&news).await?;
         if let Some(Err(refusal)) = outcomes.iter().find(|o| o.is_err()) {
             bail!("a generated redemption was refused: {refusal}");
         }
         for (&i, news) in group.iter().zip(news) {
-            vouchers[i].state = GenState::Redeemed;
+            world.vouchers[i].state = GenState::Redeemed;
             redeemed.push((i, news));
         }
         done += group.len();
-        progress("redemptions", done, chosen.len(), started);
+        progress("redemptions", done, chosen.len(), world.started);
     }
+    Ok(redeemed)
+}
 
-    // Reversals: every hundredth redemption; four in five give the voucher back to its holder,
-    // the fifth returns it (and its stock) to the batch.
+/// Reversals: every hundredth redemption; four in five give the voucher back to its holder,
+/// the fifth returns it (and its stock) to the batch.
+async fn reverse_some(
+    store: &dyn Storage,
+    scale: &Scale,
+    world: &mut World,
+    redeemed: &[(usize, NewRedemption)],
+) -> anyhow::Result<()> {
     let step = (redeemed.len() / scale.reversals.max(1)).max(1);
     let mut reversed = 0;
     for (n, (i, r)) in redeemed.iter().enumerate().filter(|(n, _)| n % step == step - 1) {
         if reversed == scale.reversals {
             break;
         }
-        let g = vouchers[*i];
-        let batch = &batches[g.batch];
+        let g = world.vouchers[*i];
+        let batch = &world.batches[g.batch];
         let reactivate = n % (5 * step) != 5 * step - 1;
         let parts = funder_parts(batch, batch.voucher_value(), fen(r.discount_fen)?);
         let reversal_id = Uuid::now_v7();
@@ -459,63 +500,71 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
             ),
         };
         store.commit_reversal(&reversal).await?;
-        vouchers[*i].state = if reactivate { GenState::Active } else { GenState::Expired };
+        world.vouchers[*i].state = if reactivate { GenState::Active } else { GenState::Expired };
         if !reactivate {
-            batches[g.batch].returned_count += 1;
+            world.batches[g.batch].returned_count += 1;
         }
         reversed += 1;
     }
-    println!("  reversals: {reversed} ({:.0} s)", started.elapsed().as_secs_f64());
-    drop(redeemed);
+    println!("  reversals: {reversed} ({:.0} s)", world.started.elapsed().as_secs_f64());
+    Ok(())
+}
 
-    // Expiries while the batches are open: the earliest active vouchers.
+/// Expires the first `count` active vouchers of the claims (not the re-issued ones).
+async fn expire_active(store: &dyn Storage, world: &mut World, count: usize) -> anyhow::Result<()> {
     let due: Vec<usize> =
-        (0..stock).filter(|i| vouchers[*i].state == GenState::Active).take(scale.expired_open).collect();
-    expire(store, &mut batches, &mut vouchers, &due, started).await?;
+        (0..world.claimed).filter(|i| world.vouchers[*i].state == GenState::Active).take(count).collect();
+    expire(store, &mut world.batches, &mut world.vouchers, &due, world.started).await
+}
 
-    // Re-issue: the stock the expiries gave back is claimed again on day 50.
+/// Re-issue: the stock the expiries gave back is claimed again on day 50.
+async fn reissue(store: &dyn Storage, scale: &Scale, world: &mut World) -> anyhow::Result<()> {
     let mut reissue = Vec::new();
     let mut left = scale.reissued;
-    for (b, batch) in batches.iter().enumerate() {
+    for (b, batch) in world.batches.iter().enumerate() {
         let room = (batch.stock - (batch.claimed_count - batch.returned_count)).max(0) as usize;
         for k in 0..room.min(left) {
-            let claimed_at = at(start, 50 * DAY_S + k as i64);
+            let claimed_at = at(world.start, 50 * DAY_S + k as i64);
             reissue.push(Gen {
                 id: Uuid::now_v7(),
                 batch: b,
                 citizen: Uuid::from_u128(0xC171_2E41_0000_0000_0000_0000_0000_0000 | k as u128),
                 claimed_at: claimed_at.unix_us(),
-                expires_at: batch.expiry_for(claimed_at, &season).unix_us(),
+                expires_at: batch.expiry_for(claimed_at, &world.season).unix_us(),
                 state: GenState::Active,
             });
         }
         left -= room.min(left);
     }
     ensure!(left == 0, "expiries gave back too little stock to re-issue {} vouchers", scale.reissued);
-    commit_claims(store, &batches, &reissue, started).await?;
-    vouchers.extend(reissue);
+    commit_claims(store, &world.batches, &reissue, world.started).await?;
+    world.vouchers.extend(reissue);
+    Ok(())
+}
 
-    // Claims close on day 60: each batch's reserve goes back to its funders' pools.
-    for batch in &batches {
+/// Claims close on day 60: each batch's reserve goes back to its funders' pools.
+async fn close_claims(store: &dyn Storage, world: &mut World) -> anyhow::Result<()> {
+    for batch in &world.batches {
         let fresh = store.batch(batch.id).await?.context("batch")?;
         let entry = wenhui::app::claims::close_entry(store, &fresh).await?;
-        store.close_batch_reserve(batch.id, at(start, 60 * DAY_S), entry.as_ref()).await?;
+        store.close_batch_reserve(batch.id, at(world.start, 60 * DAY_S), entry.as_ref()).await?;
     }
-    for batch in batches.iter_mut() {
+    for batch in world.batches.iter_mut() {
         *batch = store.batch(batch.id).await?.context("batch")?;
     }
-    // Expiries after closing: the value goes to the pools.
-    let due: Vec<usize> =
-        (0..stock).filter(|i| vouchers[*i].state == GenState::Active).take(scale.expired_closed).collect();
-    expire(store, &mut batches, &mut vouchers, &due, started).await?;
+    Ok(())
+}
 
-    // A settlement of everything redeemed up to day 40, and its payout.
+/// A settlement of everything redeemed up to day 40 (timed, with a probe of how long it holds
+/// up other ledger writers), and its payout.
+async fn settle_and_pay(store: &dyn Storage, scale: &Scale, world: &World, url: &str) -> anyhow::Result<()> {
+    let start = world.start;
     let cut_off = at(start, 40 * DAY_S);
     let probe = HeadProbe::start(url).await?;
     let settling = Instant::now();
     let settlement = wenhui::app::finance::settle(
         store,
-        &season,
+        &world.season,
         cut_off,
         at(start, 70 * DAY_S),
         answer("bench:settle", String::new()),
@@ -535,21 +584,15 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
         waits_ms.len(),
         longest_ms / 1_000.0 / settle_s,
     );
-    store
-        .commit_payout(
-            settlement.id,
-            "BANK-BENCH-1",
-            at(start, 72 * DAY_S),
-            &answer("bench:payout", "{}".into()),
-        )
-        .await?;
+    let payout = answer("bench:payout", "{}".into());
+    store.commit_payout(settlement.id, "BANK-BENCH-1", at(start, 72 * DAY_S), &payout).await?;
     println!(
         "  settlement of {} merchants, {} fen, paid ({:.0} s)",
         settlement.line_count,
         settlement.total_fen,
-        started.elapsed().as_secs_f64()
+        world.started.elapsed().as_secs_f64()
     );
-    Ok(season.id.as_uuid())
+    Ok(())
 }
 
 async fn settlement_count(store: &dyn Storage, id: Uuid) -> anyhow::Result<i64> {

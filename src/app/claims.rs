@@ -68,15 +68,18 @@ struct CardPoints {
 pub struct Answer {
     pub status: u16,
     pub body: String,
+    /// The first answer to this Idempotency-Key, given again (`idempotent-replayed: true`).
+    pub replayed: bool,
 }
 
 impl Answer {
     fn error(status: u16, code: ErrorCode, message: &str) -> Answer {
-        Answer { status, body: json!({"error": {"code": code, "message": message}}).to_string() }
+        let body = json!({"error": {"code": code, "message": message}}).to_string();
+        Answer { status, body, replayed: false }
     }
 
     fn from_stored(stored: &StoredAnswer) -> Answer {
-        Answer { status: stored.status, body: stored.body.clone() }
+        Answer { status: stored.status, body: stored.body.clone(), replayed: true }
     }
 
     fn unavailable() -> Answer {
@@ -378,8 +381,11 @@ impl Writer {
                 };
                 let stored = StoredAnswer { request_hash: stored_hash, status: 0, body: String::new() };
                 let same = stored.request_hash == pending[index].request.request_hash;
-                pending[index].answer =
-                    if same { answer } else { Some(replay(&stored, &pending[index].request.request_hash)) };
+                pending[index].answer = if same {
+                    answer.map(|first| Answer { replayed: true, ..first })
+                } else {
+                    Some(replay(&stored, &pending[index].request.request_hash))
+                };
                 continue;
             }
             let answer = self.decide(&pending[index].request, now, &mut commit);
@@ -497,41 +503,20 @@ impl Writer {
             Err(refusal) => return refusal_answer(refusal),
         };
         // Points last: the stock and the limits are the same refusals as for a claim.
-        let spent = match &request.exchange {
-            None => None,
-            Some(exchange) => {
-                let balances =
-                    self.cards.get(&exchange.card_id).map(|c| c.balances.as_slice()).unwrap_or(&[]);
-                match crate::domain::card::spend_oldest_first(balances, exchange.points) {
-                    Some(parts) => Some((exchange.card_id, parts)),
-                    None => {
-                        let held: i64 = balances.iter().map(|(_, p)| (*p).max(0)).sum();
-                        let message =
-                            format!("this voucher costs {} points; the card holds {held}", exchange.points);
-                        return Answer::error(409, ErrorCode::InsufficientPoints, &message);
-                    }
-                }
-            }
+        let spent = match self.points_to_spend(request) {
+            Ok(spent) => spent,
+            Err(refusal) => return refusal,
         };
         let voucher = add_claimed(batch, season, request.citizen_id, slot, now, commit);
         let mut body =
             ClaimAnswer { voucher: voucher_json(&voucher, batch), points_spent: None, points_balance: None };
         if let Some((card_id, parts)) = &spent {
-            // Its own entry: points never share an entry with fen.
-            commit.entries.push(crate::domain::card::exchange_entry(voucher.id, *card_id, parts));
-            commit.paying_cards.push(*card_id);
-            let mut left = 0;
-            if let Some(card) = self.cards.get_mut(card_id) {
-                for (season, balance) in card.balances.iter_mut() {
-                    *balance -= parts.iter().filter(|(s, _)| s == season).map(|(_, p)| *p).sum::<i64>();
-                }
-                left = card.balances.iter().map(|(_, p)| (*p).max(0)).sum();
-            }
+            let left = spend_points(&mut self.cards, voucher.id, *card_id, parts, commit);
             body.points_spent = Some(parts.iter().map(|(_, p)| *p).sum::<i64>());
             body.points_balance = Some(left);
         }
         let answer = match serde_json::to_string(&body) {
-            Ok(body) => Answer { status: 201, body },
+            Ok(body) => Answer { status: 201, body, replayed: false },
             Err(_) => Answer::error(500, ErrorCode::Internal, "internal error; it has been logged"),
         };
         let monthly = season.per_citizen_monthly_cap.is_some();
@@ -540,23 +525,41 @@ impl Writer {
             Some((_, count, _)) => *count += 1,
             None => commit.batch_claims.push((batch.id, 1, released)),
         }
-        // Apply to the in-memory state now so later claims in the group see it.
-        if let Some((batch, _)) = self.caches.batches.get_mut(&request.batch_id) {
+        held.slots.push(slot);
+        self.note_claimed(&voucher, held, if monthly { Some(month) } else { None });
+        answer
+    }
+
+    /// The points an exchange spends, oldest season first (none for a plain claim); 409
+    /// `insufficient_points` when the card holds too few.
+    fn points_to_spend(&self, request: &ClaimRequest) -> Result<Option<Spent>, Answer> {
+        let Some(exchange) = &request.exchange else { return Ok(None) };
+        let balances = self.cards.get(&exchange.card_id).map(|c| c.balances.as_slice()).unwrap_or(&[]);
+        match crate::domain::card::spend_oldest_first(balances, exchange.points) {
+            Some(parts) => Ok(Some((exchange.card_id, parts))),
+            None => {
+                let held: i64 = balances.iter().map(|(_, p)| (*p).max(0)).sum();
+                let message = format!("this voucher costs {} points; the card holds {held}", exchange.points);
+                Err(Answer::error(409, ErrorCode::InsufficientPoints, &message))
+            }
+        }
+    }
+
+    /// Applies a claimed voucher to the in-memory state now, so later claims in the group see
+    /// it: the batch's count, the holder's slots (already in `held`) and totals (of the season,
+    /// and of `month` when the season has a monthly cap).
+    fn note_claimed(&mut self, voucher: &Voucher, mut held: CitizenHoldings, month: Option<i32>) {
+        if let Some((batch, _)) = self.caches.batches.get_mut(&voucher.batch_id) {
             batch.claimed_count += 1;
         }
-        held.slots.push(slot);
         held.season_total_fen += voucher.value.as_fen();
         held.month_total_fen += voucher.value.as_fen();
-        self.caches
-            .season_totals
-            .insert((voucher.season_id, request.citizen_id, SEASON_PERIOD), held.season_total_fen);
-        if monthly {
-            self.caches
-                .season_totals
-                .insert((voucher.season_id, request.citizen_id, month), held.month_total_fen);
+        let citizen = voucher.citizen_id;
+        self.caches.season_totals.insert((voucher.season_id, citizen, SEASON_PERIOD), held.season_total_fen);
+        if let Some(month) = month {
+            self.caches.season_totals.insert((voucher.season_id, citizen, month), held.month_total_fen);
         }
-        self.caches.holdings.insert(held_key, held);
-        answer
+        self.caches.holdings.insert((voucher.batch_id, citizen), held);
     }
 
     fn remember(&mut self, commit: &ClaimCommit) {
@@ -796,6 +799,28 @@ fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Answer {
             "this Idempotency-Key was used with a different request",
         )
     }
+}
+
+/// The card an exchange pays with, and the points it spends per season.
+type Spent = (Uuid, Vec<(SeasonId, i64)>);
+
+/// Adds the exchange's points entry to the commit and takes the points off the card in
+/// memory; returns the points the card has left.
+fn spend_points(
+    cards: &mut HashMap<Uuid, CardPoints>,
+    voucher_id: Uuid,
+    card_id: Uuid,
+    parts: &[(SeasonId, i64)],
+    commit: &mut ClaimCommit,
+) -> i64 {
+    // Its own entry: points never share an entry with fen.
+    commit.entries.push(crate::domain::card::exchange_entry(voucher_id, card_id, parts));
+    commit.paying_cards.push(card_id);
+    let Some(card) = cards.get_mut(&card_id) else { return 0 };
+    for (season, balance) in card.balances.iter_mut() {
+        *balance -= parts.iter().filter(|(s, _)| s == season).map(|(_, p)| *p).sum::<i64>();
+    }
+    card.balances.iter().map(|(_, p)| (*p).max(0)).sum()
 }
 
 /// The exchange's own refusals, before the claim's: the batch takes points, at this price, and

@@ -118,6 +118,43 @@ impl Codes {
         Ok(CodeSent { expires_at, resend_after_s: self.policy.resend_after_s })
     }
 
+    /// The keyed hash of a phone, as `citizens` and `staff_people` store it.
+    pub fn phone_hash(&self, phone: &Phone) -> [u8; 32] {
+        phone.keyed_hash(&self.phone_secret)
+    }
+
+    /// The time now, on the service's clock.
+    pub fn now(&self) -> Timestamp {
+        self.clock.now()
+    }
+
+    /// Sends a fresh code to a staff person for `enrolment` and returns its keyed hash, bound to
+    /// the enrolment, for the enrolment's row. Not counted against the phone's citizen codes:
+    /// only an admin's authenticated request sends one. Nothing is to be stored if it fails.
+    pub async fn send_enrolment_code(
+        &self,
+        phone: &Phone,
+        enrolment: uuid::Uuid,
+        ttl_s: i64,
+    ) -> Result<Vec<u8>, CodeError> {
+        let code = random_code()?;
+        let purpose = CodePurpose::StaffEnrol;
+        self.sms.send_code(phone, purpose, &code, ttl_s).await.map_err(|error| {
+            tracing::warn!(%error, purpose = purpose.as_str(), "sending a one-time code failed");
+            match error {
+                ProviderError::Refused(why) => CodeError::Refused(why),
+                ProviderError::Unavailable(why) => CodeError::Unavailable(why),
+            }
+        })?;
+        tracing::info!(phone = %phone.masked(), purpose = purpose.as_str(), "one-time code sent");
+        Ok(code.enrolment_hash(&self.key, enrolment).to_vec())
+    }
+
+    /// Whether `code` is the one sent for `enrolment` (`stored`: its hash), in constant time.
+    pub fn enrolment_code_matches(&self, enrolment: uuid::Uuid, code: &OneTimeCode, stored: &[u8]) -> bool {
+        code.matches_enrolment(&self.key, enrolment, stored)
+    }
+
     /// Counts a try at `code` and compares it in constant time with the code sent; the code
     /// stays until [`Codes::spend`].
     pub async fn check(

@@ -2,19 +2,27 @@
 //! and the domain and storage below. It knows neither axum nor SQL: it takes parsed values,
 //! applies the domain's rules, and reads and writes through the storage traits.
 //!
-//! One module per capability: `claims` (the claim rush's writer and the sweeper), `till`,
-//! `finance`, `audit` (the ledger's verification, export and checkpoints), `citizens`, `codes`
-//! (one-time codes by SMS), `providers` (the SMS gateway and the real-name check, as traits),
-//! `staff`, `qr`, `housekeeping`, and `signing` (the service's own Ed25519 keys).
+//! One module per capability: `claims` (the claim rush's writer and the sweeper), `seasons`
+//! (seasons, budgets, batches, lottery draws), `till` (redemptions and reversals), `card` (the
+//! benefit card), `merchants` (settlement account changes), `finance`, `audit` (the ledger's
+//! verification, export and checkpoints), `citizens`, `codes` (one-time codes by SMS),
+//! `providers` (the SMS gateway and the real-name check, as traits), `staff`, `qr`,
+//! `housekeeping`, and `signing` (the service's own Ed25519 keys). What they refuse is an
+//! [`error::AppError`].
 
 pub mod audit;
+pub mod card;
 pub mod citizens;
 pub mod claims;
 pub mod codes;
+pub mod error;
 pub mod finance;
 pub mod housekeeping;
+pub mod merchants;
 pub mod providers;
 pub mod qr;
+pub mod seasons;
 pub mod signing;
 pub mod staff;
 pub mod till;
+pub mod zh;

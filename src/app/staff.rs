@@ -1,16 +1,24 @@
 //! Staff API keys: `wh_sk_` followed by 32 random bytes in base64url. Shown once; the database
 //! keeps only the SHA-256 of the key (a hash is enough: the key has 256 bits of entropy).
+//!
+//! Keys belong to named people. At the console a key is minted at once (`mint_for`); through the
+//! API an admin enrols a person (`enrol`: a one-time code to the person's phone) and the person
+//! claims the key with the code (`claim`), so only the claimant ever sees its secret.
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::domain::ids::StaffKeyId;
-
-use crate::domain::staff::StaffScope;
+use super::codes::{CodeError, Codes};
+use crate::domain::citizen::Phone;
+use crate::domain::ids::{StaffEnrolmentId, StaffKeyId};
+use crate::domain::one_time_code::OneTimeCode;
+use crate::domain::staff::{ENROLMENT_MAX_TRIES, ENROLMENT_TTL_S, StaffScope};
 use crate::domain::time::Timestamp;
-use crate::storage::{NewStaffKey, StaffStore, StorageError};
+use crate::storage::{
+    ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffKey, NewStaffPerson, StaffStore, StorageError,
+};
 
 const PREFIX: &str = "wh_sk_";
 
@@ -35,31 +43,148 @@ pub fn looks_like_key(secret: &str) -> bool {
     secret.len() == PREFIX.len() + 43 && secret.starts_with(PREFIX)
 }
 
-/// Mints a key for `scope`. `minted_by`: the staff key that asked for it through the API (it
-/// sees the secret, so the two may be one person), None at the command line.
+/// A new secret and its hash.
+fn new_secret() -> Result<(String, Vec<u8>), StorageError> {
+    let mut bytes = [0u8; 32];
+    SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| StorageError::Corrupt("system random source failed".into()))?;
+    let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let hash = hash_key(&secret);
+    Ok((secret, hash))
+}
+
+/// The HTTP layer refuses control characters; the CLI's text is cleaned of them here.
+fn clean_label(label: &str) -> String {
+    label.trim().chars().filter(|c| !c.is_control()).take(100).collect()
+}
+
+/// Mints a key for `scope` with no person (tests and the console without `--name`/`--phone`).
+/// `minted_by`: a minting key, for tests of keys from before enrolment; None at the console.
 pub async fn mint(
     store: &dyn StaffStore,
     scope: StaffScope,
     label: &str,
     minted_by: Option<StaffKeyId>,
 ) -> Result<MintedKey, StorageError> {
-    let mut bytes = [0u8; 32];
-    SystemRandom::new()
-        .fill(&mut bytes)
-        .map_err(|_| StorageError::Corrupt("system random source failed".into()))?;
-    let secret = format!("{PREFIX}{}", URL_SAFE_NO_PAD.encode(bytes));
+    let (secret, key_hash) = new_secret()?;
     let id = StaffKeyId::new_v7();
-    // The HTTP layer refuses control characters; the CLI's label is cleaned of them here.
-    let label: String = label.trim().chars().filter(|c| !c.is_control()).take(100).collect();
     store
         .insert_staff_key(&NewStaffKey {
             id,
-            key_hash: hash_key(&secret),
+            key_hash,
             scope,
-            label,
+            label: clean_label(label),
             created_at: Timestamp::now(),
             minted_by,
+            person: None,
         })
         .await?;
     Ok(MintedKey { id, secret })
+}
+
+/// A person's enrolment for a key, waiting for the person's claim.
+#[derive(Clone, Copy, Debug)]
+pub struct Enrolled {
+    pub id: StaffEnrolmentId,
+    pub expires_at: Timestamp,
+}
+
+/// Who a key is for, as the enrolment and the console take it.
+pub struct Person<'a> {
+    pub name: &'a str,
+    pub phone: &'a Phone,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnrolError {
+    #[error("no such enrolment")]
+    NotFound,
+    #[error("the enrolment was claimed already; its key is shown only to the claimant, once")]
+    Claimed,
+    #[error("the enrolment has expired; ask an admin for a new one")]
+    Expired,
+    #[error("the key that enrolled this person has been revoked; no key comes of the enrolment")]
+    MinterRevoked,
+    #[error(transparent)]
+    Code(#[from] CodeError),
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+}
+
+/// The stored form of a person: the name cleaned as a label is, and the phone's keyed hash.
+pub fn new_person(person: &Person<'_>, phone_hash: [u8; 32]) -> NewStaffPerson {
+    NewStaffPerson { name: clean_label(person.name), phone_hash: phone_hash.to_vec() }
+}
+
+/// Mints a key at the console for a named person (found by phone, made if new).
+pub async fn mint_for(
+    store: &dyn StaffStore,
+    scope: StaffScope,
+    label: &str,
+    person: Option<NewStaffPerson>,
+) -> Result<MintedKey, StorageError> {
+    let (secret, key_hash) = new_secret()?;
+    let id = StaffKeyId::new_v7();
+    let created_at = Timestamp::now();
+    let key =
+        NewStaffKey { id, key_hash, scope, label: clean_label(label), created_at, minted_by: None, person };
+    store.insert_staff_key(&key).await?;
+    Ok(MintedKey { id, secret })
+}
+
+/// Enrols `person` for a key of `scope`, minted by `minted_by`: sends the one-time code to the
+/// person's phone and stores the enrolment. No key exists until the person claims it.
+pub async fn enrol(
+    store: &dyn StaffStore,
+    codes: &Codes,
+    scope: StaffScope,
+    label: &str,
+    person: &Person<'_>,
+    minted_by: StaffKeyId,
+) -> Result<Enrolled, EnrolError> {
+    let id = StaffEnrolmentId::new_v7();
+    let now = codes.now();
+    let expires_at = now.plus_seconds(ENROLMENT_TTL_S);
+    let code_hash = codes.send_enrolment_code(person.phone, id.as_uuid(), ENROLMENT_TTL_S).await?;
+    let enrolment = NewEnrolment {
+        id,
+        person: new_person(person, codes.phone_hash(person.phone)),
+        scope,
+        label: clean_label(label),
+        minted_by,
+        created_at: now,
+        expires_at,
+        code_hash,
+    };
+    store.insert_enrolment(&enrolment).await?;
+    Ok(Enrolled { id, expires_at })
+}
+
+/// The person claims their enrolment with the code sent to their phone: the key, minted now,
+/// shown to them alone. Every claim counts a try; a wrong code is `CodeError::Invalid`.
+pub async fn claim(
+    store: &dyn StaffStore,
+    codes: &Codes,
+    id: StaffEnrolmentId,
+    code: &OneTimeCode,
+) -> Result<(MintedKey, StaffScope), EnrolError> {
+    let now = codes.now();
+    let code_hash = match store.try_enrolment(id, now, ENROLMENT_MAX_TRIES).await? {
+        EnrolmentTry::Counted { code_hash } => code_hash,
+        EnrolmentTry::NotFound => return Err(EnrolError::NotFound),
+        EnrolmentTry::Claimed => return Err(EnrolError::Claimed),
+        EnrolmentTry::Expired => return Err(EnrolError::Expired),
+        EnrolmentTry::Locked => return Err(CodeError::Locked.into()),
+    };
+    if !codes.enrolment_code_matches(id.as_uuid(), code, &code_hash) {
+        return Err(CodeError::Invalid.into());
+    }
+    let (secret, key_hash) = new_secret()?;
+    let key_id = StaffKeyId::new_v7();
+    match store.claim_enrolment(id, key_id, &key_hash, now).await? {
+        ClaimOutcome::Claimed { scope, .. } => Ok((MintedKey { id: key_id, secret }, scope)),
+        ClaimOutcome::Gone => Err(EnrolError::Claimed),
+        ClaimOutcome::MinterRevoked => Err(EnrolError::MinterRevoked),
+    }
 }

@@ -288,6 +288,10 @@ pub enum NameError {
     TooLong(usize),
     #[error("a name must not contain control characters (such as line breaks or tabs)")]
     ControlCharacter,
+    #[error(
+        "a name must not contain invisible formatting characters (direction overrides, zero-width characters, byte-order marks)"
+    )]
+    Invisible,
 }
 
 impl NameError {
@@ -307,10 +311,12 @@ impl CitizenName {
         if length > MAX_NAME_CHARS {
             return Err(NameError::TooLong(length));
         }
-        if trimmed.chars().any(char::is_control) {
-            return Err(NameError::ControlCharacter);
+        // The rule of all free text (`domain::text`), on the length checked above.
+        match super::text::PlainText::parse(trimmed, MAX_NAME_CHARS) {
+            Err(super::text::TextError::Invisible) => Err(NameError::Invisible),
+            Err(_) => Err(NameError::ControlCharacter),
+            Ok(name) => Ok(CitizenName(name.into_string())),
         }
-        Ok(CitizenName(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {

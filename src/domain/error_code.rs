@@ -43,6 +43,11 @@ pub enum ErrorCode {
     DatabaseUnavailable,
     DrawTooEarly,
     DrawUnfinished,
+    /// More than one Idempotency-Key header: which one the client meant is unknown.
+    DuplicateIdempotencyKey,
+    EnrolmentClaimed,
+    EnrolmentExpired,
+    EnrolmentNotFound,
     Forbidden,
     FundingDuplicateFunder,
     FundingEmpty,
@@ -199,6 +204,10 @@ impl ErrorCode {
         ErrorCode::DatabaseUnavailable,
         ErrorCode::DrawTooEarly,
         ErrorCode::DrawUnfinished,
+        ErrorCode::DuplicateIdempotencyKey,
+        ErrorCode::EnrolmentClaimed,
+        ErrorCode::EnrolmentExpired,
+        ErrorCode::EnrolmentNotFound,
         ErrorCode::Forbidden,
         ErrorCode::FundingDuplicateFunder,
         ErrorCode::FundingEmpty,
@@ -355,6 +364,10 @@ impl ErrorCode {
             ErrorCode::DatabaseUnavailable => "database_unavailable",
             ErrorCode::DrawTooEarly => "draw_too_early",
             ErrorCode::DrawUnfinished => "draw_unfinished",
+            ErrorCode::DuplicateIdempotencyKey => "duplicate_idempotency_key",
+            ErrorCode::EnrolmentClaimed => "enrolment_claimed",
+            ErrorCode::EnrolmentExpired => "enrolment_expired",
+            ErrorCode::EnrolmentNotFound => "enrolment_not_found",
             ErrorCode::Forbidden => "forbidden",
             ErrorCode::FundingDuplicateFunder => "funding_duplicate_funder",
             ErrorCode::FundingEmpty => "funding_empty",
@@ -527,6 +540,10 @@ mod tests {
             | ErrorCode::DatabaseUnavailable
             | ErrorCode::DrawTooEarly
             | ErrorCode::DrawUnfinished
+            | ErrorCode::DuplicateIdempotencyKey
+            | ErrorCode::EnrolmentClaimed
+            | ErrorCode::EnrolmentExpired
+            | ErrorCode::EnrolmentNotFound
             | ErrorCode::Forbidden
             | ErrorCode::FundingDuplicateFunder
             | ErrorCode::FundingEmpty

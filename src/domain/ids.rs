@@ -126,6 +126,10 @@ pub mod kind {
 
     /// A staff member's API key (its id, never its secret).
     pub enum StaffKey {}
+    /// A named person who holds staff keys (one phone, one person).
+    pub enum StaffPerson {}
+    /// An admin's enrolment of a person for a key, claimed with a one-time code.
+    pub enum StaffEnrolment {}
     pub enum Season {}
     pub enum Batch {}
     pub enum Voucher {}
@@ -138,6 +142,12 @@ pub mod kind {
 
     impl IdKind for StaffKey {
         const NAME: &'static str = "StaffKeyId";
+    }
+    impl IdKind for StaffPerson {
+        const NAME: &'static str = "StaffPersonId";
+    }
+    impl IdKind for StaffEnrolment {
+        const NAME: &'static str = "StaffEnrolmentId";
     }
     impl IdKind for Season {
         const NAME: &'static str = "SeasonId";
@@ -169,6 +179,8 @@ pub mod kind {
 }
 
 pub type StaffKeyId = Id<kind::StaffKey>;
+pub type StaffPersonId = Id<kind::StaffPerson>;
+pub type StaffEnrolmentId = Id<kind::StaffEnrolment>;
 pub type SeasonId = Id<kind::Season>;
 pub type BatchId = Id<kind::Batch>;
 pub type VoucherId = Id<kind::Voucher>;

@@ -187,8 +187,9 @@ pub enum DecisionRefused {
     /// It was decided before (the other way, or by a retry that the caller answers itself).
     AlreadyDecided,
     Expired,
-    /// The key that asked cannot approve its own request, nor can a key it minted or one of
-    /// the keys that minted it (see [`KeyLineage::may_share_holder`]).
+    /// The person who asked cannot approve their own request (with any of their keys), nor can
+    /// a person who minted the asker's key, nor one whose key the asker minted, at any depth
+    /// (see [`KeyLineage::may_share_holder`]).
     RelatedKey,
     /// The deciding key was revoked after it authenticated the request, or the key that asked
     /// has been revoked since (a leaked key's request is not approved; it may be rejected).
@@ -261,6 +262,7 @@ impl Merchant {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::domain::staff::Holder;
     use proptest::prelude::*;
 
     #[test]
@@ -297,10 +299,15 @@ mod tests {
     fn an_account_request_needs_a_second_key_in_time() {
         let key = |n: u128| StaffKeyId::from_uuid(Uuid::from_u128(n));
         let (asker_key, other_key) = (key(1), key(2));
-        let asker = KeyLineage { key: asker_key, minted_by: vec![key(9)] };
-        let other = KeyLineage { key: other_key, minted_by: vec![key(9)] };
-        let minted_by_asker = KeyLineage { key: key(5), minted_by: vec![asker_key, key(9)] };
-        let minter = KeyLineage { key: key(9), minted_by: vec![] };
+        let person =
+            |n: u128| Holder::Person(crate::domain::ids::StaffPersonId::from_uuid(Uuid::from_u128(n)));
+        let (asker_person, minter_person) = (person(1), person(9));
+        let asker = KeyLineage { key: asker_key, holder: asker_person, minters: vec![minter_person] };
+        let other = KeyLineage { key: other_key, holder: person(2), minters: vec![minter_person] };
+        let minted_by_asker =
+            KeyLineage { key: key(5), holder: person(5), minters: vec![asker_person, minter_person] };
+        let minter = KeyLineage { key: key(9), holder: minter_person, minters: vec![] };
+        let asker_again = KeyLineage { key: key(6), holder: asker_person, minters: vec![minter_person] };
         let at = Timestamp::from_unix_us(1_000_000);
         let account =
             SettlementAccount { bank: "b".into(), account_no: "1".into(), account_name: "n".into() };
@@ -317,7 +324,7 @@ mod tests {
         };
         let before_expiry = at.plus_seconds(ACCOUNT_REQUEST_TTL_S - 1);
         assert_eq!(request.status_at(before_expiry), AccountRequestStatus::Pending);
-        for related in [&asker, &minted_by_asker, &minter] {
+        for related in [&asker, &minted_by_asker, &minter, &asker_again] {
             assert_eq!(request.may_decide(related, &asker, true, at), Err(DecisionRefused::RelatedKey));
         }
         assert_eq!(request.may_decide(&asker, &asker, false, at), Ok(()), "the asker may withdraw");

@@ -20,4 +20,5 @@ pub mod one_time_code;
 pub mod region;
 pub mod season;
 pub mod staff;
+pub mod text;
 pub mod time;

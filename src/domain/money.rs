@@ -73,25 +73,25 @@ impl Fen {
 
     /// Parses yuan as written at the API: `"30"`, `"30.5"`, `"30.00"`: ASCII digits, then at
     /// most two decimal places after a point. Nothing else is a yuan amount here: no sign, no
-    /// exponent, no digit separators (`1_000`), no bare point (`.5`, `5.`), and no third place,
-    /// even a zero (`1.230`): an amount that is not written exactly is refused, never rounded.
+    /// exponent, no digit separators (`1_000`), no bare point (`.5`, `5.`), no white space
+    /// around it (`" 100.00"`), and no third place, even a zero (`1.230`): an amount that is not
+    /// written exactly is refused, never rounded.
     pub fn parse_yuan(text: &str) -> Result<Fen, MoneyError> {
-        let trimmed = text.trim();
-        if trimmed.len() > 32 {
+        if text.len() > 32 {
             return Err(MoneyError::NotDecimal);
         }
-        if trimmed.starts_with('-') {
+        if text.starts_with('-') {
             return Err(MoneyError::Negative);
         }
         let digits = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
-        let (whole, places) = trimmed.split_once('.').map_or((trimmed, None), |(w, p)| (w, Some(p)));
+        let (whole, places) = text.split_once('.').map_or((text, None), |(w, p)| (w, Some(p)));
         if !digits(whole) || places.is_some_and(|p| !digits(p)) {
             return Err(MoneyError::NotDecimal);
         }
         if places.is_some_and(|p| p.len() > 2) {
             return Err(MoneyError::TooPrecise);
         }
-        let decimal = Decimal::from_str(trimmed).map_err(|_| MoneyError::NotDecimal)?;
+        let decimal = Decimal::from_str(text).map_err(|_| MoneyError::NotDecimal)?;
         Fen::from_yuan_decimal(decimal)
     }
 
@@ -161,7 +161,6 @@ mod tests {
         assert_eq!(Fen::parse_yuan("30"), Ok(Fen(3000)));
         assert_eq!(Fen::parse_yuan("0.01"), Ok(Fen(1)));
         assert_eq!(Fen::parse_yuan("12.5"), Ok(Fen(1250)));
-        assert_eq!(Fen::parse_yuan(" 7.05 "), Ok(Fen(705)));
         assert_eq!(Fen::parse_yuan("0"), Ok(Fen(0)));
     }
 
@@ -174,7 +173,10 @@ mod tests {
         assert_eq!(Fen::parse_yuan("1e3"), Err(MoneyError::NotDecimal));
         assert_eq!(Fen::parse_yuan("1.230"), Err(MoneyError::TooPrecise), "a third place, even a zero");
         assert_eq!(Fen::parse_yuan("-0.00"), Err(MoneyError::Negative));
-        for not_yuan in ["1_000.00", "+5", ".5", "5.", "1.2.3", "１２", "1,000", "0x10", " ", "NaN"] {
+        for not_yuan in [
+            "1_000.00", "+5", ".5", "5.", "1.2.3", "１２", "1,000", "0x10", " ", "NaN", " 100.00", "100.00 ",
+            "\t1",
+        ] {
             assert_eq!(Fen::parse_yuan(not_yuan), Err(MoneyError::NotDecimal), "{not_yuan}");
         }
         assert_eq!(Fen::parse_yuan("10000000000.01"), Err(MoneyError::TooLarge));

@@ -20,15 +20,19 @@ pub enum CodePurpose {
     Register,
     /// `POST /v1/citizens/sessions`.
     SignIn,
+    /// `POST /v1/staff/enrolments/{id}/claim`: a staff person claims the key an admin enrolled
+    /// them for. Sent by the service itself, never asked for at `POST /v1/citizens/codes`.
+    StaffEnrol,
 }
 
 impl CodePurpose {
-    pub const ALL: [CodePurpose; 2] = [CodePurpose::Register, CodePurpose::SignIn];
+    pub const ALL: [CodePurpose; 3] = [CodePurpose::Register, CodePurpose::SignIn, CodePurpose::StaffEnrol];
 
     pub fn as_str(self) -> &'static str {
         match self {
             CodePurpose::Register => "register",
             CodePurpose::SignIn => "sign_in",
+            CodePurpose::StaffEnrol => "staff_enrol",
         }
     }
 
@@ -85,6 +89,30 @@ impl OneTimeCode {
     pub fn matches(&self, key: &hmac::Key, phone: &Phone, purpose: CodePurpose, stored: &[u8]) -> bool {
         hmac::verify(key, &hash_input(self, phone, purpose), stored).is_ok()
     }
+}
+
+impl OneTimeCode {
+    /// A staff enrolment's code is bound to the enrolment rather than to the phone (kept only as
+    /// its keyed hash): HMAC-SHA256 under `key` of the purpose, the enrolment's id and the code.
+    pub fn enrolment_hash(&self, key: &hmac::Key, enrolment: uuid::Uuid) -> [u8; 32] {
+        let mut out = [0u8; 32];
+        out.copy_from_slice(hmac::sign(key, &enrolment_input(self, enrolment)).as_ref());
+        out
+    }
+
+    /// Whether `stored` is this code's enrolment hash, compared in constant time.
+    pub fn matches_enrolment(&self, key: &hmac::Key, enrolment: uuid::Uuid, stored: &[u8]) -> bool {
+        hmac::verify(key, &enrolment_input(self, enrolment), stored).is_ok()
+    }
+}
+
+fn enrolment_input(code: &OneTimeCode, enrolment: uuid::Uuid) -> Vec<u8> {
+    let mut input = Vec::with_capacity(48);
+    input.extend_from_slice(CodePurpose::StaffEnrol.as_str().as_bytes());
+    input.push(0);
+    input.extend_from_slice(enrolment.as_bytes());
+    input.extend_from_slice(code.as_str().as_bytes());
+    input
 }
 
 fn hash_input(code: &OneTimeCode, phone: &Phone, purpose: CodePurpose) -> Vec<u8> {

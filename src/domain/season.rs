@@ -18,6 +18,28 @@ pub const MAX_STOCK: i64 = 10_000_000;
 /// (a province's season has 16 cities' rounds of a few batches each: a few hundred).
 pub const MAX_BATCHES_PER_SEASON: usize = 1_000;
 pub const MAX_VALID_HOURS: u32 = 24 * 366;
+/// The earliest a season may start: 2000-01-01T00:00:00Z.
+pub const SEASON_EARLIEST: Timestamp = Timestamp::from_unix_us(946_684_800 * 1_000_000);
+/// The latest a season (or anything dated by one, such as its points' expiry) may end:
+/// 2101-01-01T00:00:00Z, the end of the year 2100.
+pub const SEASON_LATEST: Timestamp = Timestamp::from_unix_us(4_133_980_800 * 1_000_000);
+/// The longest a season may last: five years (of 366 days).
+pub const MAX_SEASON_DAYS: i64 = 5 * 366;
+
+/// A season's dates, checked: it ends after it starts, lasts at most [`MAX_SEASON_DAYS`], and
+/// lies between [`SEASON_EARLIEST`] and [`SEASON_LATEST`]. The message says what is wrong.
+pub fn check_season_dates(starts_at: Timestamp, ends_at: Timestamp) -> Result<(), &'static str> {
+    if ends_at <= starts_at {
+        return Err("ends_at must be after starts_at");
+    }
+    if starts_at < SEASON_EARLIEST || ends_at > SEASON_LATEST {
+        return Err("a season lies between 2000-01-01 and the end of 2100 (UTC)");
+    }
+    if ends_at.unix_us() - starts_at.unix_us() > MAX_SEASON_DAYS * 86_400 * 1_000_000 {
+        return Err("a season lasts at most five years");
+    }
+    Ok(())
+}
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Season {
@@ -487,6 +509,22 @@ pub fn order_slot(season: &Season, batch: &Batch) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn season_dates_are_bounded() {
+        let at = |text: &str| Timestamp::parse_rfc3339(text).expect("a time");
+        assert!(check_season_dates(at("2026-01-01T00:00:00Z"), at("2026-12-31T00:00:00Z")).is_ok());
+        assert!(check_season_dates(at("2000-01-01T00:00:00Z"), at("2004-12-31T00:00:00Z")).is_ok());
+        for (starts, ends) in [
+            ("2026-02-01T00:00:00Z", "2026-01-01T00:00:00Z"),
+            ("0000-01-01T00:00:00Z", "9999-12-31T23:59:59Z"),
+            ("1999-12-31T23:59:59Z", "2000-06-01T00:00:00Z"),
+            ("2100-06-01T00:00:00Z", "2101-01-01T00:00:01Z"),
+            ("2026-01-01T00:00:00Z", "2031-01-06T00:00:00Z"),
+        ] {
+            assert!(check_season_dates(at(starts), at(ends)).is_err(), "{starts} to {ends}");
+        }
+    }
 
     #[test]
     fn subsidy_ceilings_are_one_to_a_hundred_percent() {

@@ -3,7 +3,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::ids::StaffKeyId;
+use super::ids::{StaffKeyId, StaffPersonId};
 use super::region::{RegionCode, RegionLevel};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, utoipa::ToSchema)]
@@ -94,19 +94,63 @@ impl StaffScope {
 /// (operator, province, city); the bound only keeps a corrupt cycle finite.
 pub const MAX_LINEAGE_DEPTH: usize = 32;
 
-/// A staff key and the keys that minted it, nearest first, up to a key minted at the command
-/// line. Whoever minted a key saw its secret, and so could use it and every key minted from it.
+/// How long an enrolment waits to be claimed: a day. Its one-time code lives as long (six
+/// digits, five tries: a guess has at most a 1 in 200,000 chance).
+pub const ENROLMENT_TTL_S: i64 = 86_400;
+
+/// How many claims an enrolment takes before it is locked (`code_locked`).
+pub const ENROLMENT_MAX_TRIES: i32 = 5;
+
+/// Who holds a staff key, as four eyes sees it: the named person it belongs to, or, for a key
+/// from before keys named people, the key itself (its own person).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Holder {
+    Person(StaffPersonId),
+    Key(StaffKeyId),
+}
+
+/// One link of a key's chain as stored: the key and its person, if it names one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChainLink {
+    pub key: StaffKeyId,
+    pub person: Option<StaffPersonId>,
+}
+
+/// A staff key's holder and the holders of the keys that minted it, nearest first, up to a key
+/// minted at the command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyLineage {
     pub key: StaffKeyId,
-    pub minted_by: Vec<StaffKeyId>,
+    pub holder: Holder,
+    pub minters: Vec<Holder>,
 }
 
 impl KeyLineage {
-    /// Whether one person may hold both keys: the same key, or one minted from the other at any
-    /// depth. Two keys minted by a third are not related here: the third is neither of them.
+    /// From the key's chain, the key first and its minters after it, nearest first. A key with no
+    /// person is held by its minter's holder when it has a minter (minted through the API before
+    /// enrolment, its minter saw the secret), else by itself.
+    pub fn from_chain(chain: &[ChainLink]) -> Option<KeyLineage> {
+        let first = chain.first()?;
+        let mut holders: Vec<Holder> = Vec::with_capacity(chain.len());
+        for link in chain.iter().rev() {
+            let holder = match (link.person, holders.last()) {
+                (Some(person), _) => Holder::Person(person),
+                (None, Some(minter)) => *minter,
+                (None, None) => Holder::Key(link.key),
+            };
+            holders.push(holder);
+        }
+        holders.reverse();
+        Some(KeyLineage { key: first.key, holder: holders[0], minters: holders[1..].to_vec() })
+    }
+
+    /// Whether one person may hold both keys: the same holder, or the holder of one minted the
+    /// other (at any depth). Two keys minted by a third for two people are not related: the
+    /// third is neither of them, though it may not approve for either.
     pub fn may_share_holder(&self, other: &KeyLineage) -> bool {
-        self.key == other.key || self.minted_by.contains(&other.key) || other.minted_by.contains(&self.key)
+        self.holder == other.holder
+            || self.minters.contains(&other.holder)
+            || other.minters.contains(&self.holder)
     }
 }
 
@@ -117,17 +161,29 @@ mod tests {
     #[test]
     fn a_key_shares_a_holder_with_its_minters_and_what_it_minted() {
         let key = |n: u128| StaffKeyId::from_uuid(uuid::Uuid::from_u128(n));
-        // Operator -> 1 (province admin) -> 2 (city admin) -> 3 (its second key); 1 -> 4 (another city).
-        let province = KeyLineage { key: key(1), minted_by: vec![] };
-        let city = KeyLineage { key: key(2), minted_by: vec![key(1)] };
-        let second = KeyLineage { key: key(3), minted_by: vec![key(2), key(1)] };
-        let other_city = KeyLineage { key: key(4), minted_by: vec![key(1)] };
+        let person = |n: u128| Some(StaffPersonId::from_uuid(uuid::Uuid::from_u128(100 + n)));
+        let link = |k: u128, p: Option<StaffPersonId>| ChainLink { key: key(k), person: p };
+        let lineage = |links: &[ChainLink]| KeyLineage::from_chain(links).expect("a chain");
+        // Operator -> 1 (province admin, person A) -> 2 (city admin, B) -> 3 and 6 (people C, D);
+        // 1 -> 4 (another city, E); 2 -> 7 (C again: the same phone).
+        let province = lineage(&[link(1, person(1))]);
+        let city = lineage(&[link(2, person(2)), link(1, person(1))]);
+        let third = lineage(&[link(3, person(3)), link(2, person(2)), link(1, person(1))]);
+        let sibling = lineage(&[link(6, person(4)), link(2, person(2)), link(1, person(1))]);
+        let same_phone = lineage(&[link(7, person(3)), link(2, person(2)), link(1, person(1))]);
+        let other_city = lineage(&[link(4, person(5)), link(1, person(1))]);
         assert!(city.may_share_holder(&city));
-        assert!(city.may_share_holder(&second) && second.may_share_holder(&city));
-        assert!(province.may_share_holder(&second) && second.may_share_holder(&province));
-        assert!(!city.may_share_holder(&other_city) && !other_city.may_share_holder(&second));
-        let elsewhere = KeyLineage { key: key(5), minted_by: vec![] };
-        assert!(!elsewhere.may_share_holder(&province));
+        assert!(city.may_share_holder(&third) && third.may_share_holder(&city));
+        assert!(province.may_share_holder(&third) && third.may_share_holder(&province));
+        assert!(!third.may_share_holder(&sibling), "siblings held by two people");
+        assert!(third.may_share_holder(&same_phone), "one phone, one person");
+        assert!(!city.may_share_holder(&other_city) && !other_city.may_share_holder(&third));
+        // Before enrolment: a key minted through the API is its minter's; one at the console its own.
+        let legacy_root = lineage(&[link(8, None)]);
+        let legacy_a = lineage(&[link(9, None), link(8, None)]);
+        let legacy_b = lineage(&[link(10, None), link(8, None)]);
+        assert!(legacy_a.may_share_holder(&legacy_b), "legacy siblings: their minter saw both");
+        assert!(!legacy_root.may_share_holder(&province));
     }
 
     fn region(code: &str) -> RegionCode {

@@ -12,7 +12,7 @@ pub struct Timestamp(i64);
 impl Timestamp {
     pub const EPOCH: Timestamp = Timestamp(0);
 
-    pub fn from_unix_us(us: i64) -> Timestamp {
+    pub const fn from_unix_us(us: i64) -> Timestamp {
         Timestamp(us)
     }
 

@@ -6,10 +6,9 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use ring::rand::{SecureRandom, SystemRandom};
 use serde::Deserialize;
 use uuid::Uuid;
-use wenhui_merchant_sdk::token::{QrToken, TokenKind};
+use wenhui_merchant_sdk::token::TokenKind;
 use wenhui_merchant_sdk::wire::{CardPayment, CardPaymentView, CardReversal, OrderBody, ReasonBody};
 
 use super::AppState;
@@ -18,32 +17,24 @@ use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, Staff};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
 use super::till::{
-    ORDER_FIELDS_RULE, Order, TerminalCtx, TerminalWrite, answer_text, authenticate, merchant_or_staff,
-    order_ref, remember_refusal, reversal_reason, terminal_write, token_error,
+    ORDER_FIELDS_RULE, Order, TerminalWrite, authenticate, merchant_or_staff, order_ref, remember_refusal,
+    reversal_reason, terminal_write,
 };
-use crate::domain::card::{
-    self, BankCardNumber, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN,
-    MemberTerms,
-};
+use crate::app::card as app_card;
+use crate::domain::card::{self, BankCardNumber, Card, CardStatus, CardVia};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::money::{Fen, Yuan};
-use crate::domain::season::{Season, SeasonStatus};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
-use crate::storage::{
-    Constraint, IdemRecord, NewCardPayment, NewCardReversal, PointsPolicy, Refusal, Storage, WriteError,
-};
+use crate::storage::{IdemRecord, Refusal, Storage, WriteError};
 
 fn yuan(fen: i64) -> String {
     Fen::new(fen).map(|f| f.to_string()).unwrap_or_default()
 }
 
 fn card_frozen() -> ApiError {
-    ApiError::forbidden_code(
-        ErrorCode::CardFrozen,
-        "the card is frozen; the holder should contact the province",
-    )
+    app_card::card_frozen().into()
 }
 
 fn no_card() -> ApiError {
@@ -92,45 +83,9 @@ pub async fn issue(
             ));
         }
     };
-    if state.store().card_by_citizen(citizen_id).await?.is_some() {
-        return Err(card_exists());
-    }
-    let now = state.clock().now();
-    // A fresh random number; on the (unlikely) collision with an issued one, draw again.
-    for _ in 0..5 {
-        let mut bytes = [0u8; 8];
-        SystemRandom::new().fill(&mut bytes).map_err(|_| ApiError::internal())?;
-        let card = Card {
-            id: Uuid::now_v7(),
-            citizen_id,
-            number: CardNumber::from_random(u64::from_be_bytes(bytes)),
-            via: via.clone(),
-            status: CardStatus::Active,
-            issued_at: now,
-        };
-        match state.store().insert_card(&card).await {
-            Ok(()) => {
-                tracing::info!(card = %card.id, via = card.via.as_str(), "card issued");
-                let view = card_view(state.store(), &card).await?;
-                return Ok(axum::response::IntoResponse::into_response((
-                    axum::http::StatusCode::CREATED,
-                    Json(view),
-                )));
-            }
-            Err(WriteError::Constraint(Constraint::CardNumber)) => continue,
-            Err(WriteError::Constraint(Constraint::CardPerCitizen)) => return Err(card_exists()),
-            Err(WriteError::Constraint(other)) => {
-                return Err(ApiError::constraint_refusal(&other.to_string()));
-            }
-            Err(WriteError::Storage(error)) => return Err(error.into()),
-            Err(_) => return Err(ApiError::internal()),
-        }
-    }
-    Err(ApiError::unavailable(ErrorCode::CardNumberBusy, "could not draw a free card number; retry"))
-}
-
-fn card_exists() -> ApiError {
-    ApiError::conflict(ErrorCode::CardExists, "you already have a benefit card: GET /v1/me/card")
+    let card = app_card::issue(state.store(), citizen_id, via, state.clock().now()).await?;
+    let view = card_view(state.store(), &card).await?;
+    Ok(axum::response::IntoResponse::into_response((axum::http::StatusCode::CREATED, Json(view))))
 }
 
 /// A benefit card as its holder sees it.
@@ -324,8 +279,7 @@ pub async fn set_terms(
     let rule = crate::domain::access::manage_merchant;
     merchant_or_staff(&state, staff, &merchant, rule, (&method, &uri, &headers), &body).await?;
     let request: CardTermsBody = parse_json(&body)?;
-    let terms = MemberTerms::new(request.percent, request.cap.map(|c| c.0))
-        .map_err(|m| ApiError::unprocessable(ErrorCode::InvalidTerms, m))?;
+    let terms = app_card::member_terms(request.percent, request.cap.map(|c| c.0))?;
     state.store().set_card_terms(merchant_id, &terms, state.clock().now()).await?;
     Ok(Json(CardTermsAnswer { merchant_id, percent: terms.percent, cap: terms.cap.map(|c| c.to_string()) }))
 }
@@ -358,58 +312,15 @@ pub async fn set_points_rate(
         .ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))?;
     staff.may(crate::domain::access::set_season_points, season.province)?;
     let request: PointsRateBody = parse_json(&body)?;
-    if request.points_per_yuan > MAX_POINTS_PER_YUAN {
-        return Err(ApiError::unprocessable(
-            ErrorCode::InvalidPointsRate,
-            format!("points_per_yuan is 0 to {MAX_POINTS_PER_YUAN}"),
-        ));
-    }
-    if request.points_expire_at.is_some_and(|at| at < season.ends_at) {
-        return Err(ApiError::unprocessable(
-            ErrorCode::InvalidDates,
-            "points cannot expire before their season ends",
-        ));
-    }
-    let existing = state.store().points_policy(season_id).await?;
-    if existing.is_some_and(|p| p.expired_at.is_some()) {
-        return Err(ApiError::conflict(
-            ErrorCode::PointsExpired,
-            "this season's points have already expired",
-        ));
-    }
-    let policy = PointsPolicy {
-        season_id,
-        points_per_yuan: request.points_per_yuan,
-        expire_at: request.points_expire_at,
-        expired_at: None,
-    };
+    let policy =
+        app_card::points_policy(state.store(), &season, request.points_per_yuan, request.points_expire_at)
+            .await?;
     state.store().set_points_policy(&policy, state.clock().now()).await?;
     Ok(Json(PointsRateAnswer {
         season_id,
         points_per_yuan: policy.points_per_yuan,
         points_expire_at: policy.expire_at.map(|t| t.to_string()),
     }))
-}
-
-/// The season a payment at this merchant earns points in: the open season of its province that
-/// started last, and its points rate (0 without a policy).
-async fn earning_season(
-    state: &AppState,
-    province: crate::domain::region::RegionCode,
-) -> Result<Option<(Season, u32)>, ApiError> {
-    let now = state.clock().now();
-    let open = state
-        .store()
-        .seasons(Some(province), None, 1_000)
-        .await?
-        .into_iter()
-        .filter(|s| s.status_at(now) == SeasonStatus::Open)
-        .max_by_key(|s| (s.starts_at, s.id));
-    let Some(season) = open else { return Ok(None) };
-    let policy = state.store().points_policy(season.id).await?;
-    // A season whose points have expired earns none.
-    let rate = policy.filter(|p| p.expired_at.is_none()).map(|p| p.points_per_yuan).unwrap_or(0);
-    Ok(Some((season, rate)))
 }
 
 /// Pays at the till with the card (a signed terminal request with an Idempotency-Key): applies
@@ -447,21 +358,20 @@ pub async fn pay(
         _ => return Err(ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE)),
     };
     let record = idem_recorder(scope, key, hash);
-    let checked = check_card(&state, &ctx.merchant, &request.qr).await;
-    let (card, nonce, terms) = match checked {
-        Ok(found) => found,
-        Err(refusal) => return remember_refusal(&state, refusal, record).await,
+    let now = state.clock().now();
+    let asked = (request.qr.as_str(), order_ref, request.order_amount);
+    let order = match app_card::card_order(state.store(), state.qr(), now, ctx.merchant.id, asked).await {
+        Ok(order) => order,
+        Err(refusal) => return remember_refusal(&state, refusal.into(), record).await,
     };
-    let amount = request.order_amount;
-    let discount = terms.discount(amount);
-    let paid = amount.checked_sub(discount).unwrap_or(Fen::ZERO);
-    let order = CardOrder { card, nonce, order_ref, amount, discount, paid };
+    let till = app_card::AtTill { merchant_id: ctx.merchant.id, terminal_id: ctx.terminal.id };
     // Planned with the season's points as read now; planned once more if they expired before
     // the commit (the season has ended by then, so the second plan earns elsewhere or nothing).
     let mut planned_again = false;
     loop {
-        let season = earning_season(&state, ctx.merchant.city.province()).await?;
-        let payment = planned_payment(&state, &ctx, &order, season, record.clone())?;
+        let now = state.clock().now();
+        let season = app_card::earning_season(state.store(), ctx.merchant.city.province(), now).await?;
+        let payment = app_card::planned_payment(till, &order, season, now, record.clone())?;
         match state.store().commit_card_payment(&payment).await {
             Ok(stored) => return Ok(json_response(stored.status, stored.body)),
             Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile)) if !planned_again => {
@@ -470,80 +380,6 @@ pub async fn pay(
             Err(error) => return card_write_refusal(&state, error, record).await,
         }
     }
-}
-
-/// What a card payment pays, known before its earning season is chosen.
-struct CardOrder {
-    card: Card,
-    /// The QR token's nonce, spent by the commit.
-    nonce: Vec<u8>,
-    order_ref: String,
-    amount: Fen,
-    discount: Fen,
-    /// The amount after the member discount, on which points are earned.
-    paid: Fen,
-}
-
-/// The card payment of `order`, earning points in `season` at its rate (none without a season).
-fn planned_payment(
-    state: &AppState,
-    ctx: &TerminalCtx,
-    order: &CardOrder,
-    season: Option<(Season, u32)>,
-    record: impl Fn(u16, String) -> IdemRecord + Send + Sync + 'static,
-) -> Result<NewCardPayment, ApiError> {
-    let points = season.as_ref().map(|(_, rate)| card::points_for(order.paid, *rate)).unwrap_or(0);
-    let id = Uuid::now_v7();
-    let answer = CardPayment {
-        card_payment_id: id,
-        card_id: order.card.id,
-        card_number: order.card.number.masked(),
-        merchant_id: ctx.merchant.id.as_uuid(),
-        order_ref: order.order_ref.clone(),
-        order_amount: order.amount.to_string(),
-        member_discount: order.discount.to_string(),
-        amount_after_discount: order.paid.to_string(),
-        points_earned: points,
-        season_id: season.as_ref().map(|(s, _)| s.id.as_uuid()),
-        points_debt_repaid: 0,
-    };
-    // The repaid debt is decided under the ledger lock: the commit renders the answer with it.
-    let render = answer_renderer(answer, |answer: &mut CardPayment, earning: &Earning| {
-        answer.points_debt_repaid = earning.repaid.iter().map(|d| d.points).sum();
-    })?;
-    Ok(NewCardPayment {
-        id,
-        card_id: order.card.id,
-        merchant_id: ctx.merchant.id,
-        terminal_id: ctx.terminal.id,
-        season_id: season.as_ref().map(|(s, _)| s.id),
-        order_ref: order.order_ref.clone(),
-        order_amount_fen: order.amount.as_fen(),
-        discount_fen: order.discount.as_fen(),
-        points,
-        paid_at: state.clock().now(),
-        qr_nonce: order.nonce.clone(),
-        answer: Box::new(move |earning: &Earning| record(201, render(earning))),
-    })
-}
-
-/// The JSON text of a terminal write's `answer` with what the commit decided set by `decided`.
-/// Serializing a wire answer (strings, ids, integers) cannot fail once it has succeeded: it is
-/// tried here, before the commit, so that the closure the commit calls needs no error path (on
-/// the impossible failure there, the answer checked here is sent).
-fn answer_renderer<T, D>(
-    answer: T,
-    decided: impl Fn(&mut T, &D) + Send + Sync,
-) -> Result<impl Fn(&D) -> String + Send + Sync, ApiError>
-where
-    T: serde::Serialize + Clone + Send + Sync,
-{
-    let checked = answer_text(&answer)?;
-    Ok(move |outcome: &D| {
-        let mut answer = answer.clone();
-        decided(&mut answer, outcome);
-        serde_json::to_string(&answer).unwrap_or_else(|_| checked.clone())
-    })
 }
 
 /// The idempotency record of a terminal write's answer, under its scope, key and request hash.
@@ -561,45 +397,6 @@ fn idem_recorder(
     }
 }
 
-/// Token, card and merchant checks, cheapest first, each with its own code.
-async fn check_card(
-    state: &AppState,
-    merchant: &crate::domain::merchant::Merchant,
-    qr: &str,
-) -> Result<(Card, Vec<u8>, MemberTerms), ApiError> {
-    let token = QrToken::parse(qr).map_err(token_error)?;
-    let ring = state.qr().ring().await?;
-    let now_s = state.clock().now().unix_us().div_euclid(1_000_000);
-    let payload = ring.verify(&token, now_s).map_err(token_error)?.clone();
-    if payload.kind != TokenKind::Card {
-        return Err(ApiError::unprocessable(
-            ErrorCode::QrInvalid,
-            "this is a voucher code, not a card code: redeem it instead",
-        ));
-    }
-    let card = state
-        .store()
-        .card(payload.subject)
-        .await?
-        .ok_or_else(|| ApiError::not_found(ErrorCode::CardNotFound, "no such card"))?;
-    if card.status != CardStatus::Active {
-        return Err(card_frozen());
-    }
-    if state.store().qr_nonce_used(&payload.nonce).await? {
-        return Err(ApiError::conflict(
-            ErrorCode::QrReplayed,
-            "this QR code was already used; refresh it on the phone",
-        ));
-    }
-    let terms = state.store().card_terms(merchant.id).await?.ok_or_else(|| {
-        ApiError::conflict(
-            ErrorCode::MerchantNotInCardProgramme,
-            "this merchant has no member discount terms for the card",
-        )
-    })?;
-    Ok((card, payload.nonce.to_vec(), terms))
-}
-
 /// A refusal decided inside the commit, stored under the key (or the first answer replayed).
 async fn card_write_refusal(
     state: &AppState,
@@ -613,29 +410,7 @@ async fn card_write_refusal(
                 .await?
                 .ok_or_else(ApiError::internal);
         }
-        WriteError::Refused(Refusal::Code(code)) => match code {
-            ErrorCode::QrReplayed => ApiError::conflict(
-                ErrorCode::QrReplayed,
-                "this QR code was already used; refresh it on the phone",
-            ),
-            ErrorCode::CardFrozen => card_frozen(),
-            ErrorCode::CardAfterVoucher => ApiError::conflict(
-                ErrorCode::CardAfterVoucher,
-                "a voucher was already redeemed on this order: apply the card first (reverse the redemption, pay with the card, redeem again)",
-            ),
-            ErrorCode::OrderRefUsed => {
-                ApiError::conflict(ErrorCode::OrderRefUsed, "the card was already used on this order")
-            }
-            ErrorCode::AlreadyReversed => {
-                ApiError::conflict(ErrorCode::AlreadyReversed, "the card payment was already reversed")
-            }
-            ErrorCode::ReverseVoucherFirst => ApiError::conflict(
-                ErrorCode::ReverseVoucherFirst,
-                "a voucher redemption on this order used the member discount: reverse it first",
-            ),
-            other => ApiError::conflict(ErrorCode::Conflict, other.as_str()),
-        },
-        WriteError::Refused(other) => ApiError::conflict(other.code(), other.to_string()),
+        WriteError::Refused(refusal) => app_card::card_refusal(refusal).into(),
         WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
         WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::PointsRefused, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
@@ -678,29 +453,8 @@ pub async fn reverse(
     let payment = payment.ok_or_else(|| {
         ApiError::not_found(ErrorCode::CardPaymentNotFound, "no such card payment at this merchant")
     })?;
-    let reversal_id = Uuid::now_v7();
     let record = idem_recorder(scope, key, hash);
-    let answer_record = record.clone();
-    let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
-    let answer = CardReversal {
-        reversal_id,
-        card_payment_id: payment_id,
-        points_reversed: payment.points,
-        points_taken_back: 0,
-        points_debt_added: 0,
-    };
-    // How many points come back and how many become debt is decided under the ledger lock.
-    let render = answer_renderer(answer, move |answer: &mut CardReversal, clawback: &Clawback| {
-        answer.points_taken_back = clawback.taken;
-        answer.points_debt_added = clawback.debt + repaid;
-    })?;
-    let reversal = NewCardReversal {
-        payment_id,
-        reversal_id,
-        reason,
-        at: state.clock().now(),
-        answer: Box::new(move |clawback: &Clawback| answer_record(201, render(clawback))),
-    };
+    let reversal = app_card::planned_reversal(&payment, reason, state.clock().now(), record.clone())?;
     match state.store().commit_card_reversal(&reversal).await {
         Ok(stored) => Ok(json_response(stored.status, stored.body)),
         Err(error) => card_write_refusal(&state, error, record).await,
@@ -781,5 +535,5 @@ pub async fn exchange(
     let hash = request_hash("POST", "/v1/me/card/exchanges", &body);
     let exchange = crate::app::claims::Exchange { card_id: card.id, points: request.points };
     let answer = state.writer().exchange(citizen_id, request.batch_id, exchange, key, hash).await;
-    Ok(json_response(answer.status, answer.body))
+    Ok(super::idempotency::writer_response(answer))
 }

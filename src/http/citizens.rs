@@ -13,7 +13,7 @@ use super::error::ApiError;
 use super::extract::{
     ApiBytes, ApiJson, ApiPath, ApiQuery, PageQuery, Staff, bearer_token, next_cursor, page_limit,
 };
-use super::idempotency::{IdempotencyKey, json_response, request_hash};
+use super::idempotency::{IdempotencyKey, request_hash};
 use crate::app::citizens::CitizenError;
 use crate::app::codes::CodeError;
 use crate::app::providers::SentCode;
@@ -109,11 +109,11 @@ fn parse_identity(id_number: &str, phone: &str) -> Result<(IdNumber, Phone), Api
     Ok((id, phone))
 }
 
-fn parse_code(code: &str) -> Result<OneTimeCode, ApiError> {
+pub(super) fn parse_code(code: &str) -> Result<OneTimeCode, ApiError> {
     OneTimeCode::parse(code).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))
 }
 
-fn code_error(error: CodeError) -> ApiError {
+pub(super) fn code_error(error: CodeError) -> ApiError {
     match error {
         CodeError::NotNow(refusal) => {
             let wait = std::time::Duration::from_secs(refusal.retry_after_s().max(1).unsigned_abs());
@@ -172,6 +172,10 @@ pub async fn send_code(
     ApiJson(request): ApiJson<CodeRequest>,
 ) -> Result<(StatusCode, Json<CodeSentResponse>), ApiError> {
     let phone = Phone::parse(&request.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    if request.purpose == CodePurpose::StaffEnrol {
+        let why = "a staff enrolment's code is sent when an admin enrols the person, not asked for";
+        return Err(ApiError::unprocessable(ErrorCode::InvalidField, why));
+    }
     let sent = state.citizens().codes().send(&phone, request.purpose).await.map_err(code_error)?;
     let body =
         CodeSentResponse { expires_at: sent.expires_at.to_string(), resend_after_s: sent.resend_after_s };
@@ -346,7 +350,7 @@ pub async fn claim(
     let path = format!("/v1/batches/{batch_id}/claims");
     let hash = request_hash("POST", &path, &body);
     let answer = state.writer().claim(citizen_id, batch_id, key, hash).await;
-    Ok(json_response(answer.status, answer.body))
+    Ok(super::idempotency::writer_response(answer))
 }
 
 /// One of the citizen's vouchers, with its batch's name.

@@ -7,6 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
+use crate::app::error::{AppError, Kind};
 use crate::domain::error_code::ErrorCode;
 use crate::storage::{PostError, StorageError};
 
@@ -114,6 +115,12 @@ impl ApiError {
     pub fn unavailable(code: ErrorCode, message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
+
+    /// The error body as JSON text, as stored for the replay of a refused keyed write.
+    pub fn body_text(&self) -> String {
+        let body = ErrorBody { error: ErrorDetail { code: self.code, message: self.message.clone() } };
+        serde_json::to_string(&body).unwrap_or_default()
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -140,6 +147,30 @@ impl From<StorageError> for ApiError {
             }
             _ => {
                 tracing::error!(%error, "storage error");
+                ApiError::internal()
+            }
+        }
+    }
+}
+
+impl From<AppError> for ApiError {
+    fn from(error: AppError) -> Self {
+        match error {
+            AppError::Refused { kind, code, message } => {
+                let status = match kind {
+                    Kind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+                    Kind::Forbidden => StatusCode::FORBIDDEN,
+                    Kind::NotFound => StatusCode::NOT_FOUND,
+                    Kind::Conflict => StatusCode::CONFLICT,
+                    Kind::Gone => StatusCode::GONE,
+                    Kind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+                };
+                ApiError::new(status, code, message)
+            }
+            AppError::Constraint(detail) => ApiError::constraint_refusal(&detail),
+            AppError::Storage(error) => error.into(),
+            AppError::Internal(detail) => {
+                tracing::error!(detail, "internal error");
                 ApiError::internal()
             }
         }

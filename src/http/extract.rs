@@ -18,15 +18,47 @@ use crate::domain::staff::{Role, StaffScope};
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
 
-/// The raw body (kept as bytes so it can be hashed for idempotency and request signatures),
-/// whose rejections (over the size limit, a broken stream) speak our error format.
+/// A JSON body as bytes (kept as bytes so it can be hashed for idempotency and request
+/// signatures), whose rejections (over the size limit, a broken stream) speak our error format.
+/// A body that is not empty must say `Content-Type: application/json` (or `application/*+json`),
+/// as [`ApiJson`] requires: 415 `unsupported_media_type` otherwise.
 pub struct ApiBytes(pub Bytes);
 
 impl<S: Send + Sync> FromRequest<S> for ApiBytes {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        Bytes::from_request(request, state).await.map(ApiBytes).map_err(ApiError::from)
+        let json = is_json(request.headers());
+        let ApiRawBytes(body) = ApiRawBytes::from_request(request, state).await?;
+        if !body.is_empty() && !json {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                ErrorCode::UnsupportedMediaType,
+                "expected Content-Type: application/json",
+            ));
+        }
+        Ok(ApiBytes(body))
+    }
+}
+
+/// Whether the request says its body is JSON: `application/json` or `application/*+json`.
+fn is_json(headers: &axum::http::HeaderMap) -> bool {
+    let Some(value) = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()) else {
+        return false;
+    };
+    let essence = value.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    essence == "application/json"
+        || essence.strip_prefix("application/").is_some_and(|sub| sub.ends_with("+json"))
+}
+
+/// A body of any type as bytes (a till's JSON-lines journal), with our error format.
+pub struct ApiRawBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for ApiRawBytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        Bytes::from_request(request, state).await.map(ApiRawBytes).map_err(ApiError::from)
     }
 }
 
@@ -38,16 +70,7 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// Free text from a request body (a label, an order reference, a reason): trimmed, and `None`
-/// when it is longer than `max_chars` characters or holds a control character. PostgreSQL
-/// refuses NUL in text (a 500 otherwise, and, in a coalesced read, for every request sharing
-/// the statement), and no till, report or CSV wants the others. Empty text passes: the caller
-/// decides whether it may be.
-pub(crate) fn plain_text(value: &str, max_chars: usize) -> Option<&str> {
-    let value = value.trim();
-    let fits = value.chars().count() <= max_chars && !value.chars().any(char::is_control);
-    fits.then_some(value)
-}
+pub(crate) use crate::domain::text::{PLAIN_TEXT_RULE, plain_text};
 
 /// An authenticated member of staff.
 #[derive(Clone, Copy, Debug)]

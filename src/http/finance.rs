@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::AppState;
@@ -19,7 +18,9 @@ use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor,
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
 use super::till::merchant_or_staff;
 use crate::app::finance::report_files;
-use crate::app::finance::{self, FinanceError, settlement_json};
+use crate::app::finance::report_files::StatementLine;
+use crate::app::finance::{self, CloseOutcome, FinanceError, Reconciliation, SeasonReport, SettlementAnswer};
+use crate::app::till::journal_match::MatchOutcome;
 use crate::domain::access::{self, SeasonView};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{MerchantId, SeasonId};
@@ -115,7 +116,7 @@ pub struct ReportQuery {
 
 /// The season report: JSON (default), `?format=csv&view=funders|batches|merchants|categories|days|cards|summary`,
 /// or `?format=xlsx` (one sheet per view). A closed season's report is the one stored at close.
-#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query)), responses((status = 200, description = "the report"), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query)), responses((status = 200, description = "the report: JSON, or a CSV view, or an xlsx workbook", content((SeasonReport = "application/json"), (String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     staff: Staff,
@@ -149,12 +150,12 @@ pub async fn report(
 }
 
 /// Reconciles the season now and lists every break (a closed season is reconciled afresh too).
-#[utoipa::path(get, operation_id = "reconcile_season", path = "/v1/seasons/{id}/reconciliation", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{season_id, checked_at, ok, checks: [{name, ok, breaks, listed}]}"), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(get, operation_id = "reconcile_season", path = "/v1/seasons/{id}/reconciliation", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "every check and its breaks", body = Reconciliation), (status = 403, body = super::error::ErrorBody)))]
 pub async fn reconciliation(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<SeasonId>,
-) -> Result<Json<finance::Reconciliation>, ApiError> {
+) -> Result<Json<Reconciliation>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     staff.may(access::reconcile_season, season.province)?;
     Ok(Json(finance::reconcile(state.store(), &season, state.clock().now()).await?))
@@ -170,7 +171,7 @@ struct SettleBody {
 
 /// Settles every unsettled, unreversed redemption up to the cut-off: one line per merchant,
 /// written a chunk of merchants at a time (`finance::settle`).
-#[utoipa::path(post, operation_id = "settle", request_body = SettleBody, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "{settlement_id, season_id, cut_off, status, merchants, total}"), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 422, body = super::error::ErrorBody, description = "idempotency_key_reused, invalid_cut_off"), (status = 403, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "settle", request_body = SettleBody, path = "/v1/settlements", security(("staff_key" = [])), params(("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement", body = SettlementAnswer), (status = 409, body = super::error::ErrorBody, description = "nothing_to_settle"), (status = 422, body = super::error::ErrorBody, description = "idempotency_key_reused, invalid_cut_off"), (status = 403, body = super::error::ErrorBody)))]
 pub async fn settle(
     State(state): State<AppState>,
     staff: Staff,
@@ -197,14 +198,14 @@ pub async fn settle(
     )
     .await
     {
-        Ok(settlement) => Ok(json_response(201, settlement_json(&settlement).to_string())),
+        Ok(settlement) => Ok(json_response(201, SettlementAnswer::text(&settlement))),
         Err(FinanceError::Replay) => replay_answer(&state, &answer).await,
         Err(FinanceError::NothingToSettle) => {
             // Stored like a 201, so a retry with this key is told the same even if redemptions
             // up to the cut-off have appeared since (a late till sync): it settles nothing.
             let refusal = finance_error(FinanceError::NothingToSettle);
-            let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
-            let record = IdemRecord { status: refusal.status.as_u16(), body, ..answer.clone() };
+            let record =
+                IdemRecord { status: refusal.status.as_u16(), body: refusal.body_text(), ..answer.clone() };
             match state.store().save_answer(&record).await {
                 Err(crate::storage::WriteError::IdempotencyTaken) => replay_answer(&state, &answer).await,
                 Err(crate::storage::WriteError::Storage(error)) => Err(error.into()),
@@ -226,13 +227,13 @@ const SETTLEMENTS_PAGE_MAX: u32 = 500;
 
 /// The season's settlements, oldest first, a page at a time: each with its status (complete,
 /// or in progress after a run that stopped part way), total and payout. Finance and auditors.
-#[utoipa::path(get, operation_id = "list_season_settlements", path = "/v1/seasons/{id}/settlements", security(("staff_key" = [])), params(("id" = Uuid, Path), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "{settlements, next_after}"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+#[utoipa::path(get, operation_id = "list_season_settlements", path = "/v1/seasons/{id}/settlements", security(("staff_key" = [])), params(("id" = Uuid, Path), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "a page of settlements, oldest first", body = SettlementPage), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn season_settlements(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SettlementPage>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     viewer_city(&staff, &season)?;
     let limit = page_limit(query.limit, SETTLEMENTS_PAGE_DEFAULT, SETTLEMENTS_PAGE_MAX)?;
@@ -247,32 +248,68 @@ pub async fn season_settlements(
     let mut settlements =
         state.store().season_settlements(season_id, after.as_ref(), i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut settlements, limit).map(|last| last.id);
-    Ok(Json(json!({
-        "settlements": settlements.iter().map(settlement_json).collect::<Vec<_>>(),
-        "next_after": next_after,
-    })))
+    Ok(Json(SettlementPage {
+        next_after,
+        settlements: settlements.iter().map(SettlementAnswer::of).collect(),
+    }))
+}
+
+/// A page of a season's settlements; `next_after` is the cursor of the next page, null on the
+/// last. (Fields in alphabetical order, as the answer always had them.)
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SettlementPage {
+    next_after: Option<Uuid>,
+    settlements: Vec<SettlementAnswer>,
+}
+
+/// A settlement with its lines.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SettlementWithLines {
+    lines: Vec<SettlementLineAnswer>,
+    settlement: SettlementAnswer,
+}
+
+/// What a settlement pays one merchant, in yuan, and each funder's part of it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SettlementLineAnswer {
+    amount: String,
+    funders: Vec<FunderAmount>,
+    merchant_id: MerchantId,
+    merchant_name: String,
+    redemptions: i64,
+}
+
+/// A funder's part of an amount, in yuan.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct FunderAmount {
+    amount: String,
+    #[schema(value_type = String)]
+    funder: RegionCode,
 }
 
 /// A settlement and its lines (a city's finance sees its own city's merchants' lines).
-#[utoipa::path(get, operation_id = "get_settlement", path = "/v1/settlements/{id}", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "{settlement, lines}")))]
+#[utoipa::path(get, operation_id = "get_settlement", path = "/v1/settlements/{id}", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the settlement and its lines", body = SettlementWithLines)))]
 pub async fn get_settlement(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(settlement_id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<SettlementWithLines>, ApiError> {
     let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
-    let lines: Vec<Value> = lines
+    let lines = lines
         .iter()
-        .map(|l| {
-            let funders: Vec<Value> =
-                l.funders.iter().map(|(f, a)| json!({"funder": f, "amount": a.to_string()})).collect();
-            json!({
-                "merchant_id": l.merchant_id, "merchant_name": l.merchant_name, "redemptions": l.redemption_count,
-                "amount": finance::yuan(l.amount_fen), "funders": funders,
-            })
+        .map(|l| SettlementLineAnswer {
+            amount: finance::yuan(l.amount_fen),
+            funders: l
+                .funders
+                .iter()
+                .map(|(f, a)| FunderAmount { amount: a.to_string(), funder: *f })
+                .collect(),
+            merchant_id: l.merchant_id,
+            merchant_name: l.merchant_name.clone(),
+            redemptions: l.redemption_count,
         })
         .collect();
-    Ok(Json(json!({"settlement": settlement_json(&settlement), "lines": lines})))
+    Ok(Json(SettlementWithLines { lines, settlement: SettlementAnswer::of(&settlement) }))
 }
 
 async fn settlement_for(
@@ -314,7 +351,7 @@ struct PaidBody {
 }
 
 /// Records that the bank paid a settlement out (a ledger entry per merchant: settled -> paid).
-#[utoipa::path(post, operation_id = "mark_settlement_paid", request_body = PaidBody, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid"), (status = 409, body = super::error::ErrorBody, description = "already_paid, settlement_in_progress")))]
+#[utoipa::path(post, operation_id = "mark_settlement_paid", request_body = PaidBody, path = "/v1/settlements/{id}/paid", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the settlement, paid", body = SettlementAnswer), (status = 409, body = super::error::ErrorBody, description = "already_paid, settlement_in_progress")))]
 pub async fn paid(
     State(state): State<AppState>,
     staff: Staff,
@@ -333,7 +370,7 @@ pub async fn paid(
         _ => {
             return Err(ApiError::unprocessable(
                 ErrorCode::InvalidPayoutRef,
-                "payout_ref is 1-100 characters, none of them control characters",
+                format!("payout_ref is 1-100 characters, {}", super::extract::PLAIN_TEXT_RULE),
             ));
         }
     };
@@ -343,12 +380,12 @@ pub async fn paid(
     let now = state.clock().now();
     let paid = crate::storage::SettlementRecord {
         paid_at: Some(now),
-        payout_ref: Some(payout_ref.to_owned()),
+        payout_ref: Some(payout_ref.as_str().to_owned()),
         ..settlement
     };
     let answer =
-        IdemRecord { scope, key, request_hash: hash, status: 201, body: settlement_json(&paid).to_string() };
-    match state.store().commit_payout(settlement_id, payout_ref, now, &answer).await {
+        IdemRecord { scope, key, request_hash: hash, status: 201, body: SettlementAnswer::text(&paid) };
+    match state.store().commit_payout(settlement_id, payout_ref.as_str(), now, &answer).await {
         Ok(()) => Ok(json_response(201, answer.body)),
         Err(error) => match FinanceError::from(error) {
             FinanceError::Replay => replay_answer(&state, &answer).await,
@@ -360,13 +397,13 @@ pub async fn paid(
 /// Closes a season (province finance, after it ends). Idempotent by itself: closing again
 /// answers the outcome stored at the first close. The Idempotency-Key is required, as on every
 /// write, but nothing is stored under it: the season's own record is the answer.
-#[utoipa::path(post, operation_id = "close_season", path = "/v1/seasons/{id}/close", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "{season_id, closed_at, checkpoint_seq, reconciled, breaks}"), (status = 409, body = super::error::ErrorBody, description = "season_not_ended")))]
+#[utoipa::path(post, operation_id = "close_season", path = "/v1/seasons/{id}/close", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "the season closed: its checkpoint and reconciliation", body = CloseOutcome), (status = 409, body = super::error::ErrorBody, description = "season_not_ended")))]
 pub async fn close(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<SeasonId>,
     IdempotencyKey(_key): IdempotencyKey,
-) -> Result<Json<finance::CloseOutcome>, ApiError> {
+) -> Result<Json<CloseOutcome>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     require_province_finance(&staff, &season)?;
     let now = state.clock().now();
@@ -389,7 +426,7 @@ pub struct StatementQuery {
 }
 
 /// A merchant's redemptions, reversals, settlements and payouts in a season, with running totals.
-#[utoipa::path(get, operation_id = "merchant_statement", path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "{merchant_id, season_id, lines: [...]} or text/csv")))]
+#[utoipa::path(get, operation_id = "merchant_statement", path = "/v1/merchants/{id}/statement", security(("staff_key" = [])), params(("id" = Uuid, Path), ("season" = Uuid, Query), ("format" = Option<String>, Query)), responses((status = 200, description = "the statement, as JSON or CSV", content((Statement = "application/json"), (String = "text/csv")))))]
 pub async fn statement(
     State(state): State<AppState>,
     staff: Option<Staff>,
@@ -413,8 +450,7 @@ pub async fn statement(
     }
     let lines = report_files::statement_lines(&events);
     match query.format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(json!({"merchant_id": merchant_id, "season_id": query.season, "lines": lines}))
-            .into_response()),
+        "json" => Ok(Json(Statement { lines, merchant_id, season_id: query.season }).into_response()),
         "csv" => {
             let body = report_files::statement_csv(&lines).map_err(file_failed)?;
             Ok(file_response(
@@ -427,6 +463,15 @@ pub async fn statement(
     }
 }
 
+/// A merchant's statement of a season: each redemption, reversal, settlement and payout, with
+/// running totals.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct Statement {
+    lines: Vec<StatementLine>,
+    merchant_id: MerchantId,
+    season_id: SeasonId,
+}
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalQuery {
@@ -435,14 +480,14 @@ pub struct JournalQuery {
 
 /// Matches a till's journal (the merchant SDK's JSON-lines file, as the body) against the
 /// server's redemptions: matched, missing on the server, missing in the till, mismatched.
-#[utoipa::path(post, operation_id = "reconcile_merchant_journal", request_body(content = String, content_type = "application/x-ndjson", description = "the till's journal: the merchant SDK's JSON-lines file"), path = "/v1/seasons/{id}/reconciliation/merchant-journal", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant" = Uuid, Query)), responses((status = 200, description = "{matched, missing_on_server, missing_in_till, mismatched}"), (status = 422, body = super::error::ErrorBody)))]
+#[utoipa::path(post, operation_id = "reconcile_merchant_journal", request_body(content = String, content_type = "application/x-ndjson", description = "the till's journal: the merchant SDK's JSON-lines file"), path = "/v1/seasons/{id}/reconciliation/merchant-journal", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant" = Uuid, Query)), responses((status = 200, description = "matched, missing on the server, missing in the till, mismatched", body = MatchOutcome), (status = 422, body = super::error::ErrorBody)))]
 pub async fn merchant_journal(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<JournalQuery>,
-    ApiBytes(body): ApiBytes,
-) -> Result<Json<Value>, ApiError> {
+    super::extract::ApiRawBytes(body): super::extract::ApiRawBytes,
+) -> Result<Json<MatchOutcome>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     let merchant = super::merchants::load(&state, query.merchant).await?;
     staff.may(access::match_till_journal, merchant.city)?;
@@ -459,5 +504,5 @@ pub async fn merchant_journal(
         }
     }
     let outcome = crate::app::till::journal_match::match_journal(state.store(), &season, &till).await?;
-    Ok(Json(serde_json::to_value(outcome).map_err(file_failed)?))
+    Ok(Json(outcome))
 }

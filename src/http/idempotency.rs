@@ -14,19 +14,27 @@ use crate::storage::{Storage, StoredAnswer};
 
 pub const MAX_KEY_LEN: usize = 128;
 
-/// The required `Idempotency-Key` header: 1-128 visible ASCII characters.
+/// The required `Idempotency-Key` header: 1-128 visible ASCII characters, sent once (400
+/// `duplicate_idempotency_key` for two or more).
 pub struct IdempotencyKey(pub String);
 
 impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get("idempotency-key").ok_or_else(|| {
+        let mut values = parts.headers.get_all("idempotency-key").iter();
+        let value = values.next().ok_or_else(|| {
             ApiError::bad_request(
                 ErrorCode::MissingIdempotencyKey,
                 "this write needs an Idempotency-Key header",
             )
         })?;
+        if values.next().is_some() {
+            return Err(ApiError::bad_request(
+                ErrorCode::DuplicateIdempotencyKey,
+                "send one Idempotency-Key header, not several",
+            ));
+        }
         let key = value
             .to_str()
             .ok()
@@ -59,11 +67,25 @@ pub fn json_response(status: u16, body: String) -> Response {
     response
 }
 
+/// A replayed answer: the stored one, marked `idempotent-replayed: true`.
+fn replayed_response(status: u16, body: String) -> Response {
+    let mut response = json_response(status, body);
+    response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
+    response
+}
+
+/// The claim writer's answer (a claim, a points exchange), marked when it is a replay.
+pub fn writer_response(answer: crate::app::claims::Answer) -> Response {
+    if answer.replayed {
+        replayed_response(answer.status, answer.body)
+    } else {
+        json_response(answer.status, answer.body)
+    }
+}
+
 pub fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Result<Response, ApiError> {
     if stored.request_hash == request_hash {
-        let mut response = json_response(stored.status, stored.body.clone());
-        response.headers_mut().insert("idempotent-replayed", HeaderValue::from_static("true"));
-        Ok(response)
+        Ok(replayed_response(stored.status, stored.body.clone()))
     } else {
         Err(ApiError::unprocessable(
             ErrorCode::IdempotencyKeyReused,

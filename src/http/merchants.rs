@@ -11,36 +11,28 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiBytes, ApiPath, ApiQuery, Staff, next_cursor, page_limit, plain_text};
+use super::extract::{
+    ApiBytes, ApiPath, ApiQuery, PLAIN_TEXT_RULE, Staff, next_cursor, page_limit, plain_text,
+};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude, write_outcome};
+use crate::app::merchants::{self, Asked};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::MerchantId;
 use crate::domain::merchant::{
-    ACCOUNT_REQUEST_TTL_S, AccountDecision, AccountRequest, CreditCode, DecisionRefused, Merchant,
-    MerchantStatus, SettlementAccount,
+    ACCOUNT_REQUEST_TTL_S, AccountRequest, Merchant, MerchantStatus, SettlementAccount,
 };
-use crate::domain::region::{RegionCode, RegionLevel};
-use crate::domain::season::Category;
+use crate::domain::region::RegionCode;
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
-use crate::storage::{
-    AccountChange, AccountDecisionOutcome, AccountRequestOutcome, Constraint, IdemRecord, NewAccountDecision,
-    NewAccountRequest, TerminalRecord, WriteError,
-};
+use crate::storage::{AccountChange, Constraint, IdemRecord, NewAccountRequest, TerminalRecord, WriteError};
 
 fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
     ApiError::unprocessable(code, message)
 }
 
 fn text_field(value: &str, what: &str, max_chars: usize) -> Result<String, ApiError> {
-    match plain_text(value, max_chars) {
-        Some(value) if !value.is_empty() => Ok(value.to_owned()),
-        _ => Err(invalid(
-            ErrorCode::InvalidField,
-            format!("{what} must be 1-{max_chars} characters, none of them control characters"),
-        )),
-    }
+    Ok(merchants::text_field(value, what, max_chars)?)
 }
 
 /// Any staff role over the merchant's city may see its account history.
@@ -220,38 +212,18 @@ struct CreateMerchant {
 }
 
 fn parse_merchant(request: CreateMerchant) -> Result<Merchant, ApiError> {
-    let credit_code =
-        CreditCode::parse(&request.credit_code).map_err(|e| invalid(e.code(), e.to_string()))?;
-    let category: Category =
-        request.category.parse().map_err(|e: String| invalid(ErrorCode::InvalidCategory, e))?;
-    let city: RegionCode = request
-        .city
-        .parse()
-        .map_err(|e: crate::domain::region::RegionError| invalid(ErrorCode::InvalidRegion, e.to_string()))?;
-    if city.level() != RegionLevel::City {
-        return Err(invalid(ErrorCode::InvalidRegion, "a merchant belongs to a city (xxxx00)"));
-    }
-    Ok(Merchant {
-        id: MerchantId::new_v7(),
-        name: text_field(&request.name, "name", 100)?,
-        credit_code,
-        category,
-        city,
-        settlement: parse_account(&request.settlement_account)?,
-        status: MerchantStatus::Active,
-    })
-}
-
-fn parse_account(body: &SettlementBody) -> Result<SettlementAccount, ApiError> {
-    let account_no = body.account_no.trim().to_owned();
-    if !(8..=34).contains(&account_no.len()) || !account_no.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid(ErrorCode::InvalidAccount, "account_no must be 8-34 digits"));
-    }
-    Ok(SettlementAccount {
-        bank: text_field(&body.bank, "bank", 100)?,
-        account_no,
-        account_name: text_field(&body.account_name, "account_name", 100)?,
-    })
+    let account = &request.settlement_account;
+    Ok(merchants::new_merchant(&merchants::MerchantAsked {
+        name: &request.name,
+        credit_code: &request.credit_code,
+        category: &request.category,
+        city: &request.city,
+        account: merchants::AccountAsked {
+            bank: &account.bank,
+            account_no: &account.account_no,
+            account_name: &account.account_name,
+        },
+    })?)
 }
 
 /// Registers a merchant (city_admin of its city, or province_admin).
@@ -406,12 +378,9 @@ pub async fn register_terminal(
         .ok_or_else(|| invalid(ErrorCode::InvalidPublicKey, "public_key must be 32 bytes of base64url"))?;
     let label = plain_text(&request.label, 100)
         .ok_or_else(|| {
-            invalid(
-                ErrorCode::InvalidField,
-                "label is at most 100 characters, none of them control characters",
-            )
+            invalid(ErrorCode::InvalidField, format!("label is at most 100 characters, {PLAIN_TEXT_RULE}"))
         })?
-        .to_owned();
+        .into_string();
     let terminal =
         TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
     let answer = TerminalAnswer { terminal_id: terminal.id, merchant_id, label };
@@ -513,10 +482,10 @@ pub async fn change_account(
     let merchant = load(&state, id).await?;
     require_admin_of(&staff, merchant.city)?;
     let request: ChangeAccount = parse_json(&body)?;
-    let to = parse_account(&SettlementBody {
-        bank: request.bank,
-        account_no: request.account_no,
-        account_name: request.account_name,
+    let to = merchants::settlement_account(&merchants::AccountAsked {
+        bank: &request.bank,
+        account_no: &request.account_no,
+        account_name: &request.account_name,
     })?;
     let now = state.clock().now();
     let asked = NewAccountRequest {
@@ -528,11 +497,8 @@ pub async fn change_account(
         to,
         expires_at: now.plus_seconds(ACCOUNT_REQUEST_TTL_S),
     };
-    match state.store().request_account_change(&asked).await? {
-        AccountRequestOutcome::NoSuchMerchant => {
-            Err(ApiError::not_found(ErrorCode::MerchantNotFound, "no such merchant"))
-        }
-        AccountRequestOutcome::Unchanged => {
+    match merchants::request_change(state.store(), &asked).await? {
+        Asked::Unchanged => {
             let last_change = state.store().latest_account_change(id).await?;
             let body = AccountUnchanged {
                 merchant: merchant_json(&merchant),
@@ -540,17 +506,7 @@ pub async fn change_account(
             };
             Ok(json_response(200, answer_text(&body)?))
         }
-        AccountRequestOutcome::OtherPending(waiting) => Err(ApiError::conflict(
-            ErrorCode::ChangePending,
-            format!(
-                "request {} for another account is waiting for a second key: approve or reject it first",
-                waiting.id
-            ),
-        )),
-        AccountRequestOutcome::Requested(waiting) => {
-            if waiting.id == asked.id {
-                tracing::info!(merchant = %id, request = %waiting.id, staff_key = %staff.key_id, "settlement account change requested");
-            }
+        Asked::Waiting(waiting) => {
             let body = MerchantAndRequest {
                 merchant: merchant_json(&merchant),
                 request: account_request_json(&waiting, now),
@@ -623,61 +579,19 @@ async fn decide(
         Some(note) => text_field(note, "note", 500)?,
         None => String::new(),
     };
-    let decision = NewAccountDecision {
-        request_id,
+    let asked = merchants::Decision {
         merchant_id,
-        decision: AccountDecision {
-            approved: approve,
-            decided_at: state.clock().now(),
-            decided_by: staff.key_id,
-            note,
-        },
-        change_id: Uuid::now_v7(),
+        request_id,
+        approve,
+        by: staff.key_id,
+        at: state.clock().now(),
+        note,
     };
-    match state.store().decide_account_request(&decision).await? {
-        AccountDecisionOutcome::NoSuchRequest => Err(ApiError::not_found(
-            ErrorCode::RequestNotFound,
-            "no such request for this merchant's account",
-        )),
-        AccountDecisionOutcome::Approved(request, change) => {
-            state.inner().tills.clear();
-            tracing::info!(merchant = %merchant_id, request = %request.id, change = %change.id, staff_key = %staff.key_id,
-                "settlement account change approved");
-            Ok(*request)
-        }
-        AccountDecisionOutcome::Rejected(request) => {
-            tracing::info!(merchant = %merchant_id, request = %request.id, staff_key = %staff.key_id,
-                "settlement account change rejected");
-            Ok(*request)
-        }
-        AccountDecisionOutcome::Refused(refused, request) => match refused {
-            DecisionRefused::AlreadyDecided
-                if request.decision.as_ref().is_some_and(|d| d.approved == approve) =>
-            {
-                Ok(*request)
-            }
-            DecisionRefused::AlreadyDecided => Err(ApiError::conflict(
-                ErrorCode::RequestDecided,
-                format!(
-                    "the request was {} already",
-                    request.status_at(decision.decision.decided_at).as_str()
-                ),
-            )),
-            DecisionRefused::Expired => Err(ApiError::conflict(
-                ErrorCode::RequestExpired,
-                "the request waited a week undecided; ask again",
-            )),
-            DecisionRefused::RevokedKey => Err(ApiError::forbidden_code(
-                ErrorCode::KeyRevoked,
-                "a revoked key neither decides nor has its request approved; ask again with a valid key",
-            )),
-            DecisionRefused::RelatedKey => Err(ApiError::forbidden_code(
-                ErrorCode::SameApprover,
-                "a change of settlement account needs a second person: the key that asked, the keys \
-                 it minted and the keys that minted it cannot approve",
-            )),
-        },
+    let decided = merchants::decide(state.store(), asked).await?;
+    if decided.approved_now {
+        state.inner().tills.clear();
     }
+    Ok(decided.request)
 }
 
 #[derive(Deserialize)]

@@ -40,10 +40,12 @@ pub mod openapi;
 mod ops;
 pub mod rate_limit;
 pub(crate) mod seasons;
+pub mod serve;
 pub mod staff;
 pub(crate) mod till;
 
 pub use error::ApiError;
+pub use serve::ConnectionLimits;
 
 /// Largest request body accepted anywhere (a claim or a redemption is a few hundred bytes).
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
@@ -245,7 +247,8 @@ fn metrics_handle() -> PrometheusHandle {
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
     let dev_sms = state.citizens().codes().sms().dev_outbox().is_some();
     let (api, _) = api_routes(timeouts, dev_sms).split_for_parts();
-    api.fallback(ops::not_found)
+    api.merge(crate::web::router())
+        .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(
@@ -257,6 +260,7 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
                         .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
                 )
                 .layer(PropagateRequestIdLayer::new(REQUEST_ID))
+                .layer(middleware::from_fn(serve::close_if_body_unread))
                 .layer(CatchPanicLayer::custom(on_panic)),
         )
         .with_state(state)
@@ -303,6 +307,7 @@ fn ledger_staff_and_season_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(ledger::verify))
         .routes(routes!(ledger::latest_checkpoint))
         .routes(routes!(staff::create_key))
+        .routes(routes!(staff::claim))
         .routes(routes!(staff::me))
         .routes(routes!(seasons::create_season, seasons::list_seasons))
         .routes(routes!(seasons::get_season))

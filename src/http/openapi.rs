@@ -158,6 +158,7 @@ fn implied_errors(operation: &Operation) -> Vec<(u16, &'static str)> {
     if operation.request_body.is_some() {
         errors.push((400, "malformed_json"));
         errors.push((413, "body_too_large"));
+        errors.push((415, "unsupported_media_type: the body is not of the Content-Type the operation takes"));
         errors.push((422, "invalid_body, or a field out of its range"));
     }
     if takes(ParameterIn::Query).next().is_some() {
@@ -165,7 +166,7 @@ fn implied_errors(operation: &Operation) -> Vec<(u16, &'static str)> {
         errors.push((422, "a query value out of its range, such as invalid_limit"));
     }
     if takes(ParameterIn::Header).any(|name| name.eq_ignore_ascii_case("idempotency-key")) {
-        errors.push((400, "missing_idempotency_key, invalid_idempotency_key"));
+        errors.push((400, "missing_idempotency_key, invalid_idempotency_key, duplicate_idempotency_key"));
         errors.push((409, "the write conflicts with the data as it now stands"));
         errors.push((422, "idempotency_key_reused with a different request"));
     }

@@ -8,108 +8,27 @@ use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
-use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
+use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
+use crate::app::seasons::{self, AddBudget, CreateBatch, CreateSeason};
 use crate::domain::access;
-use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
-use crate::domain::funding::{FundingShares, VoucherTerms};
 use crate::domain::ids::{BatchId, SeasonId};
-use crate::domain::money::{Fen, Yuan};
-use crate::domain::region::{RegionCode, RegionLevel};
-use crate::domain::season::{
-    Batch, Category, Lottery, MAX_BATCHES_PER_SEASON, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release,
-    Season, SubsidyCeilings,
-};
+use crate::domain::money::Fen;
+use crate::domain::region::RegionCode;
+use crate::domain::season::{Batch, Season};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
 use crate::storage::{IdemRecord, Storage};
 
-const MAX_BUDGETS: usize = 64;
-/// The highest per-merchant redemption limit a season takes.
-const MAX_MERCHANT_REDEMPTION_LIMIT: u32 = 1_000;
-const MAX_NAME_CHARS: usize = 100;
-
-fn invalid(code: ErrorCode, message: impl Into<String>) -> ApiError {
-    ApiError::unprocessable(code, message)
-}
-
-fn parse_region(text: &str, what: &str) -> Result<RegionCode, ApiError> {
-    text.parse().map_err(|e: crate::domain::region::RegionError| {
-        invalid(ErrorCode::InvalidRegion, format!("{what}: {e}"))
-    })
-}
-
-fn check_name(name: &str) -> Result<String, ApiError> {
-    match plain_text(name, MAX_NAME_CHARS) {
-        Some(name) if !name.is_empty() => Ok(name.to_owned()),
-        _ => Err(invalid(
-            ErrorCode::InvalidName,
-            "a name is 1-100 characters, none of them control characters",
-        )),
-    }
-}
-
 fn conflict(refused: crate::storage::WriteError) -> ApiError {
     match refused {
         crate::storage::WriteError::Refused(crate::storage::Refusal::Code(ErrorCode::SeasonClosed)) => {
-            season_closed()
+            seasons::season_closed().into()
         }
         other => ApiError::constraint_refusal(&other.to_string()),
     }
-}
-
-fn season_closed() -> ApiError {
-    ApiError::conflict(ErrorCode::SeasonClosed, "the season is closed: it takes no more budgets or batches")
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct BudgetLine {
-    funder: String,
-    amount: Yuan,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateSeason {
-    name: String,
-    province: String,
-    #[schema(value_type = String, format = DateTime)]
-    starts_at: Timestamp,
-    #[schema(value_type = String, format = DateTime)]
-    ends_at: Timestamp,
-    budgets: Vec<BudgetLine>,
-    #[serde(default)]
-    per_citizen_cap: Option<Yuan>,
-    /// At most this much face value claimed per person per calendar month (CST).
-    #[serde(default)]
-    per_citizen_monthly_cap: Option<Yuan>,
-    #[serde(default)]
-    allow_stacking: bool,
-    /// A refunded sale forfeits its voucher (Guangzhou) instead of giving it back (off).
-    #[serde(default)]
-    refund_forfeits_voucher: bool,
-    /// At most this many of a citizen's vouchers at one merchant in the season (1 to 1,000).
-    #[serde(default)]
-    merchant_redemption_limit: Option<u32>,
-    /// The most of an order the vouchers may pay, in percent (1 to 100), per merchant category:
-    /// `{"performance": 50, "bookstore": 20}`. A category not listed has no ceiling.
-    #[serde(default)]
-    subsidy_ceilings: std::collections::BTreeMap<String, u32>,
-}
-
-/// A season's subsidy ceilings from the request: known categories, 1 to 100 percent each (422
-/// `invalid_subsidy_ceiling`).
-fn parse_ceilings(asked: &std::collections::BTreeMap<String, u32>) -> Result<SubsidyCeilings, ApiError> {
-    let mut pairs = Vec::with_capacity(asked.len());
-    for (category, percent) in asked {
-        let category: Category =
-            category.parse().map_err(|m: String| invalid(ErrorCode::InvalidSubsidyCeiling, m))?;
-        pairs.push((category, *percent));
-    }
-    SubsidyCeilings::new(pairs).map_err(|m| invalid(ErrorCode::InvalidSubsidyCeiling, m))
 }
 
 /// Creates a season with each funder's budget (province_admin of that province).
@@ -127,71 +46,15 @@ pub async fn create_season(
             Prelude::Fresh { scope, hash } => (scope, hash),
         };
     let request: CreateSeason = parse_json(&body)?;
-    let province = parse_region(&request.province, "province")?;
-    staff.may(access::open_season, province)?;
-    if request.ends_at <= request.starts_at {
-        return Err(invalid(ErrorCode::InvalidDates, "ends_at must be after starts_at"));
-    }
-    let merchant_redemption_limit = match request.merchant_redemption_limit {
-        Some(1..=MAX_MERCHANT_REDEMPTION_LIMIT) | None => request.merchant_redemption_limit,
-        Some(_) => {
-            let message = format!("merchant_redemption_limit is 1 to {MAX_MERCHANT_REDEMPTION_LIMIT}");
-            return Err(invalid(ErrorCode::InvalidMerchantRedemptionLimit, message));
-        }
-    };
-    let subsidy_ceilings = parse_ceilings(&request.subsidy_ceilings)?;
-    let season = Season {
-        id: SeasonId::new_v7(),
-        name: check_name(&request.name)?,
-        province,
-        starts_at: request.starts_at,
-        ends_at: request.ends_at,
-        per_citizen_cap: request.per_citizen_cap.map(|y| y.0).filter(|c| !c.is_zero()),
-        per_citizen_monthly_cap: request.per_citizen_monthly_cap.map(|y| y.0).filter(|c| !c.is_zero()),
-        allow_stacking: request.allow_stacking,
-        refund_forfeits_voucher: request.refund_forfeits_voucher,
-        merchant_redemption_limit,
-        subsidy_ceilings,
-        closed_at: None,
-    };
-    if request.budgets.is_empty() || request.budgets.len() > MAX_BUDGETS {
-        return Err(invalid(ErrorCode::InvalidBudgets, "a season needs 1 to 64 budgets"));
-    }
-    let mut funders = Vec::new();
-    let mut entries = Vec::new();
-    for line in &request.budgets {
-        let funder = parse_region(&line.funder, "funder")?;
-        if !season.accepts_funder(funder) || funders.contains(&funder) {
-            return Err(invalid(
-                ErrorCode::InvalidFunder,
-                format!("{funder} is not a distinct funder of province {province}"),
-            ));
-        }
-        if line.amount.0.is_zero() {
-            return Err(invalid(ErrorCode::InvalidAmount, "a budget must be more than 0.00"));
-        }
-        entries.push(budget_entry(
-            season.id,
-            funder,
-            line.amount.0,
-            format!("budget:{}:{funder}:initial", season.id),
-        ));
-        funders.push(funder);
-    }
+    let plan = seasons::plan_season(&staff.scope, &request)?;
+    let (season, funders, entries) = (plan.season, plan.funders, plan.entries);
     // The answer is stored with the season, so it is built before the funders exist in storage:
     // from the budgets, as a GET right after reads them.
-    let view = season_json(&season, state.clock().now(), &opening_figures(&funders, &request.budgets));
+    let view = season_json(&season, state.clock().now(), &opening_figures(&funders, &plan.amounts));
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_season(&season, &funders, &entries, &record).await;
     write_outcome(state.store(), outcome, record, conflict).await
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct AddBudget {
-    funder: String,
-    amount: Yuan,
 }
 
 /// Adds to a funder's budget (that funder's admin).
@@ -218,19 +81,7 @@ pub async fn add_budget(
     };
     let request: AddBudget = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
-    let funder = parse_region(&request.funder, "funder")?;
-    if !season.accepts_funder(funder) {
-        return Err(invalid(
-            ErrorCode::InvalidFunder,
-            format!("{funder} cannot fund a season of {}", season.province),
-        ));
-    }
-    staff.may(access::act_as_funder, funder)?;
-    if request.amount.0.is_zero() {
-        return Err(invalid(ErrorCode::InvalidAmount, "a budget must be more than 0.00"));
-    }
-    let entry =
-        budget_entry(season.id, funder, request.amount.0, format!("budget:{}:{}", season.id, Uuid::now_v7()));
+    let (funder, entry) = seasons::plan_budget(&staff.scope, &season, &request)?;
     let answer = BudgetAnswer { season_id: season.id, funder, amount: request.amount.0.to_string() };
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
@@ -274,12 +125,12 @@ async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Re
 
 /// Each funder's figures in a new season: its whole budget appropriated and available, in the
 /// order storage lists a season's funders (by code).
-fn opening_figures(funders: &[RegionCode], budgets: &[BudgetLine]) -> Vec<(RegionCode, FunderFigures)> {
+fn opening_figures(funders: &[RegionCode], amounts: &[Fen]) -> Vec<(RegionCode, FunderFigures)> {
     let mut figures: Vec<(RegionCode, FunderFigures)> = funders
         .iter()
-        .zip(budgets)
-        .map(|(funder, line)| {
-            let amount_fen = line.amount.0.as_fen();
+        .zip(amounts)
+        .map(|(funder, amount)| {
+            let amount_fen = amount.as_fen();
             (*funder, FunderFigures { appropriated: amount_fen, available: amount_fen, ..Default::default() })
         })
         .collect();
@@ -410,221 +261,6 @@ pub async fn get_season(
 
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct FundingLine {
-    funder: String,
-    share: u32,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct DailyRelease {
-    #[schema(value_type = String, format = DateTime)]
-    first_at: Timestamp,
-    quantity: i64,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct CreateBatch {
-    name: String,
-    issuer: String,
-    kind: String,
-    #[serde(default)]
-    face_value: Option<Yuan>,
-    #[serde(default)]
-    percent: Option<u32>,
-    #[serde(default)]
-    cap: Option<Yuan>,
-    #[serde(default)]
-    step: Option<Yuan>,
-    #[serde(default)]
-    min_spend: Option<Yuan>,
-    stock: i64,
-    per_citizen_limit: u32,
-    valid_hours: u32,
-    #[schema(value_type = String, format = DateTime)]
-    claim_opens_at: Timestamp,
-    #[schema(value_type = String, format = DateTime)]
-    claim_closes_at: Timestamp,
-    #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
-    releases: Option<Vec<Release>>,
-    #[serde(default)]
-    daily_release: Option<DailyRelease>,
-    categories: Vec<String>,
-    #[serde(default)]
-    funding: Option<Vec<FundingLine>>,
-    /// Points a benefit card holder pays to exchange for one voucher (absent: not exchangeable).
-    #[serde(default)]
-    points_price: Option<i64>,
-    /// Given out by lottery: `{"seed_sha256": "<64 hex digits>"}`, the SHA-256 of the seed the
-    /// issuer will reveal when it draws (absent: a rush).
-    #[serde(default)]
-    lottery: Option<LotteryRequest>,
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
-struct LotteryRequest {
-    seed_sha256: String,
-}
-
-/// A lottery batch's terms: a well-formed commitment; one voucher per person; no releases and
-/// no points exchange (both are ways of claiming, which a lottery replaces). 422 `invalid_lottery`.
-fn batch_lottery(request: &CreateBatch) -> Result<Option<Lottery>, ApiError> {
-    let Some(asked) = &request.lottery else { return Ok(None) };
-    let seed_sha256 = Lottery::parse_commitment(&asked.seed_sha256).ok_or_else(|| {
-        invalid(ErrorCode::InvalidLottery, "seed_sha256 is the SHA-256 of the seed, as 64 hex digits")
-    })?;
-    if request.per_citizen_limit != 1 {
-        return Err(invalid(
-            ErrorCode::InvalidLottery,
-            "a lottery gives at most one voucher per person: per_citizen_limit 1",
-        ));
-    }
-    if request.releases.is_some() || request.daily_release.is_some() || request.points_price.is_some() {
-        return Err(invalid(
-            ErrorCode::InvalidLottery,
-            "a lottery batch has no releases and no points price",
-        ));
-    }
-    Ok(Some(Lottery { seed_sha256, drawn_at: None }))
-}
-
-fn batch_terms(request: &CreateBatch) -> Result<VoucherTerms, ApiError> {
-    let min_spend = request.min_spend.map(|y| y.0).unwrap_or(Fen::ZERO);
-    let missing = |field: &str| invalid(ErrorCode::InvalidTerms, format!("{} needs {field}", request.kind));
-    let terms = match request.kind.as_str() {
-        "threshold" => VoucherTerms::Threshold {
-            face_value: request.face_value.ok_or_else(|| missing("face_value"))?.0,
-            min_spend,
-        },
-        "percent" => VoucherTerms::Percent {
-            percent: request.percent.ok_or_else(|| missing("percent"))?,
-            cap: request.cap.ok_or_else(|| missing("cap"))?.0,
-            step: request.step.ok_or_else(|| missing("step"))?.0,
-            min_spend,
-        },
-        other => {
-            return Err(invalid(
-                ErrorCode::InvalidKind,
-                format!("kind must be threshold or percent, not {other:?}"),
-            ));
-        }
-    };
-    terms.validate().map_err(|e| invalid(ErrorCode::InvalidTerms, e.to_string()))?;
-    Ok(terms)
-}
-
-fn batch_releases(request: &CreateBatch) -> Result<Vec<Release>, ApiError> {
-    let in_window = |at: Timestamp| at >= request.claim_opens_at && at < request.claim_closes_at;
-    let releases = match (&request.releases, &request.daily_release) {
-        (Some(_), Some(_)) => {
-            return Err(invalid(ErrorCode::InvalidReleases, "give releases or daily_release, not both"));
-        }
-        (None, None) => return Ok(Vec::new()),
-        (Some(list), None) => list.clone(),
-        (None, Some(daily)) => {
-            if !(1..=MAX_STOCK).contains(&daily.quantity) {
-                return Err(invalid(
-                    ErrorCode::InvalidReleases,
-                    format!("daily_release.quantity is 1 to {MAX_STOCK}"),
-                ));
-            }
-            let days = (request.stock + daily.quantity - 1) / daily.quantity;
-            (0..days.min(MAX_RELEASES as i64 + 1))
-                .map(|day| Release {
-                    at: daily.first_at.plus_seconds(day * 86_400),
-                    quantity: daily.quantity,
-                })
-                .collect()
-        }
-    };
-    if releases.is_empty() || releases.len() > MAX_RELEASES {
-        return Err(invalid(ErrorCode::InvalidReleases, format!("1 to {MAX_RELEASES} releases")));
-    }
-    if releases.iter().any(|r| !(1..=MAX_STOCK).contains(&r.quantity) || !in_window(r.at)) {
-        return Err(invalid(
-            ErrorCode::InvalidReleases,
-            format!("each release needs a quantity of 1 to {MAX_STOCK} inside the claim window"),
-        ));
-    }
-    // At most MAX_RELEASES quantities of at most MAX_STOCK each: the sum cannot overflow.
-    let total: i64 = releases.iter().map(|r| r.quantity).sum();
-    if total < request.stock || (request.releases.is_some() && total != request.stock) {
-        return Err(invalid(
-            ErrorCode::InvalidReleases,
-            format!("releases add up to {total}, the stock is {}", request.stock),
-        ));
-    }
-    Ok(releases)
-}
-
-fn batch_funding(
-    request: &CreateBatch,
-    issuer: RegionCode,
-    season: &Season,
-) -> Result<FundingShares, ApiError> {
-    let Some(lines) = &request.funding else { return Ok(FundingShares::single(issuer)) };
-    let mut shares = Vec::new();
-    for line in lines {
-        let funder = parse_region(&line.funder, "funder")?;
-        let allowed = funder == issuer || (funder == season.province && issuer.level() == RegionLevel::City);
-        if !allowed {
-            return Err(invalid(
-                ErrorCode::InvalidFunding,
-                format!("{funder} cannot co-fund a batch issued by {issuer}"),
-            ));
-        }
-        shares.push((funder, line.share));
-    }
-    FundingShares::new(shares).map_err(|e| invalid(e.code(), e.to_string()))
-}
-
-fn batch_categories(request: &CreateBatch) -> Result<Vec<Category>, ApiError> {
-    let mut categories = Vec::new();
-    for text in &request.categories {
-        let category: Category = text.parse().map_err(|e: String| invalid(ErrorCode::InvalidCategory, e))?;
-        if !categories.contains(&category) {
-            categories.push(category);
-        }
-    }
-    if categories.is_empty() {
-        return Err(invalid(ErrorCode::InvalidCategory, "a batch needs at least one category"));
-    }
-    Ok(categories)
-}
-
-fn check_batch_numbers(request: &CreateBatch, season: &Season) -> Result<(), ApiError> {
-    if request.stock <= 0 || request.stock > MAX_STOCK {
-        return Err(invalid(ErrorCode::InvalidStock, format!("stock must be 1 to {MAX_STOCK}")));
-    }
-    if request.per_citizen_limit == 0 || request.per_citizen_limit > 100 {
-        return Err(invalid(ErrorCode::InvalidLimit, "per_citizen_limit must be 1 to 100"));
-    }
-    if request.points_price.is_some_and(|p| p <= 0 || p > crate::domain::card::MAX_POINTS_PRICE) {
-        return Err(invalid(
-            ErrorCode::InvalidPointsPrice,
-            format!("points_price must be 1 to {}", crate::domain::card::MAX_POINTS_PRICE),
-        ));
-    }
-    if request.valid_hours == 0 || request.valid_hours > MAX_VALID_HOURS {
-        return Err(invalid(
-            ErrorCode::InvalidValidHours,
-            format!("valid_hours must be 1 to {MAX_VALID_HOURS}"),
-        ));
-    }
-    let window_ok = request.claim_opens_at < request.claim_closes_at
-        && request.claim_opens_at >= season.starts_at
-        && request.claim_closes_at <= season.ends_at;
-    if !window_ok {
-        return Err(invalid(ErrorCode::InvalidDates, "the claim window must lie inside the season"));
-    }
-    Ok(())
-}
-
-#[derive(Deserialize, utoipa::ToSchema)]
-#[serde(deny_unknown_fields)]
 struct DrawRequest {
     /// The seed whose SHA-256 the batch published.
     seed: String,
@@ -658,15 +294,16 @@ pub async fn draw(
         .await?
         .ok_or_else(|| ApiError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
     staff.may(access::act_as_funder, batch.issuer)?;
-    let lottery = match check_drawable(&state, &batch, &request.seed).await {
-        Err(refused) if refused.code == ErrorCode::AlreadyDrawn => {
+    let now = state.clock().now();
+    let lottery = match seasons::check_drawable(state.store(), &batch, &request.seed, now).await {
+        Err(refused) if refused.code() == Some(ErrorCode::AlreadyDrawn) => {
             return drawn_already(&state, &idem_scope, &key, &hash).await;
         }
         checked => checked?,
     };
-    let now = state.clock().now();
     let started = std::time::Instant::now();
-    let ranking = rank_entries(&state, batch.id, &request.seed, draw_places(batch.stock)).await?;
+    let places = seasons::draw_places(batch.stock);
+    let ranking = seasons::rank_entries(state.store(), batch.id, &request.seed, places).await?;
     let ranked_s = started.elapsed().as_secs_f64();
     let entries = ranking.entries();
     state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
@@ -697,36 +334,6 @@ pub async fn draw(
     }
     tracing::info!(batch = %batch.id, entries, issued, ranked_s, issued_s, "lottery drawn");
     Ok(super::idempotency::json_response(200, record.body))
-}
-
-/// Reads a lottery batch's entries 10,000 a page and ranks each page on the blocking pool:
-/// ranking is a SHA-256 per entry, about 5 ms of CPU a page, which on a request worker would
-/// hold up the claims and redemptions sharing it.
-async fn rank_entries(
-    state: &AppState,
-    batch_id: BatchId,
-    seed: &str,
-    keep: usize,
-) -> Result<crate::domain::season::Draw, ApiError> {
-    const PAGE: usize = 10_000;
-    let mut ranking = crate::domain::season::Draw::new(seed, keep);
-    let mut after = None;
-    loop {
-        let page = state.store().lottery_entrants(batch_id, after, PAGE as i64).await?;
-        let last = if page.len() == PAGE { page.last().copied() } else { None };
-        let rank_page = move || {
-            page.iter().for_each(|citizen| ranking.add(*citizen));
-            ranking
-        };
-        ranking = tokio::task::spawn_blocking(rank_page).await.map_err(|error| {
-            tracing::error!(%error, "ranking a page of lottery entries failed");
-            ApiError::internal()
-        })?;
-        match last {
-            Some(last) => after = Some(last),
-            None => return Ok(ranking),
-        }
-    }
 }
 
 /// A lottery batch's entrants, by citizen id, a page at a time (1,000 by default, at most
@@ -778,49 +385,12 @@ pub struct EntrantsPage {
 /// request (the same key, sent at once) made the draw, else 409 `already_drawn`.
 async fn drawn_already(state: &AppState, scope: &str, key: &str, hash: &[u8]) -> Result<Response, ApiError> {
     let twin = super::idempotency::replay_if_known(state.store(), scope, key, hash).await?;
-    twin.ok_or_else(|| ApiError::conflict(ErrorCode::AlreadyDrawn, "the batch was drawn already"))
+    twin.ok_or_else(|| seasons::already_drawn().into())
 }
 
 /// 409 `not_a_lottery`: entries and draws are for lottery batches only.
 pub(crate) fn not_a_lottery() -> ApiError {
-    ApiError::conflict(ErrorCode::NotALottery, "this batch is claimed in a rush, not drawn")
-}
-
-/// The lottery of a batch that may be drawn now with `seed`, or why not.
-async fn check_drawable(state: &AppState, batch: &Batch, seed: &str) -> Result<Lottery, ApiError> {
-    let Some(lottery) = batch.lottery.clone() else {
-        return Err(not_a_lottery());
-    };
-    if lottery.drawn_at.is_some() {
-        return Err(ApiError::conflict(ErrorCode::AlreadyDrawn, "the batch was drawn already"));
-    }
-    let now = state.clock().now();
-    // Vouchers drawn after the season's end would be born expired.
-    if load_season(state.store(), batch.season_id).await?.status_at(now)
-        != crate::domain::season::SeasonStatus::Open
-    {
-        return Err(ApiError::conflict(ErrorCode::SeasonClosed, "the season is not open"));
-    }
-    if now < batch.claim_closes_at {
-        let message = format!("entries close at {}; draw after that", batch.claim_closes_at);
-        return Err(ApiError::conflict(ErrorCode::DrawTooEarly, message));
-    }
-    if seed.chars().any(char::is_control) {
-        // Stored as text with the draw: PostgreSQL refuses NUL in text. A seed is printable.
-        return Err(invalid(ErrorCode::InvalidSeed, "a seed holds no control characters"));
-    }
-    if seed.len() > crate::domain::season::MAX_SEED_LEN || !lottery.seed_matches(seed) {
-        return Err(invalid(ErrorCode::SeedMismatch, "the seed does not hash to the batch's seed_sha256"));
-    }
-    Ok(lottery)
-}
-
-/// How many of the best-ranked entries a draw keeps: the stock, and a tenth more (at least
-/// 1,000) for winners a per-person cap refuses. Should more be refused than that, the rest of
-/// the stock goes back to the pool with the batch's close.
-fn draw_places(stock: i64) -> usize {
-    let stock = usize::try_from(stock).unwrap_or(0);
-    stock.saturating_add((stock / 10).max(1_000))
+    seasons::not_a_lottery().into()
 }
 
 /// Creates a voucher batch and reserves its money (the issuer's admin).
@@ -847,43 +417,7 @@ pub async fn create_batch(
     };
     let request: CreateBatch = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
-    let issuer = parse_region(&request.issuer, "issuer")?;
-    if !season.accepts_funder(issuer) {
-        return Err(invalid(
-            ErrorCode::InvalidIssuer,
-            format!("{issuer} is not the province or a city of {}", season.province),
-        ));
-    }
-    staff.may(access::act_as_funder, issuer)?;
-    check_batch_numbers(&request, &season)?;
-    // A size guard, read outside the write: concurrent creations may pass it by a few.
-    if state.store().season_batches(season_id).await?.len() >= MAX_BATCHES_PER_SEASON {
-        return Err(ApiError::conflict(
-            ErrorCode::TooManyBatches,
-            format!("a season has at most {MAX_BATCHES_PER_SEASON} batches"),
-        ));
-    }
-    let batch = Batch {
-        id: BatchId::new_v7(),
-        season_id,
-        name: check_name(&request.name)?,
-        issuer,
-        terms: batch_terms(&request)?,
-        stock: request.stock,
-        per_citizen_limit: request.per_citizen_limit,
-        valid_hours: request.valid_hours,
-        claim_opens_at: request.claim_opens_at,
-        claim_closes_at: request.claim_closes_at,
-        categories: batch_categories(&request)?,
-        funding: batch_funding(&request, issuer, &season)?,
-        releases: batch_releases(&request)?,
-        claimed_count: 0,
-        returned_count: 0,
-        reserve_returned: false,
-        points_price: request.points_price,
-        lottery: batch_lottery(&request)?,
-    };
-    let entry = reserve_entry(&batch).map_err(|e| invalid(ErrorCode::InvalidStock, e.to_string()))?;
+    let (batch, entry) = seasons::plan_batch(state.store(), &staff.scope, &season, &request).await?;
     let view = batch_view(&batch, state.clock().now());
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };

@@ -1,42 +1,33 @@
-//! The till: signed terminal requests, redemptions, reversals, and the published QR keys.
-//!
-//! Order of application when a benefit card and a voucher meet on one order (documented in
-//! ARCHITECTURE.md, "The benefit card"): the merchant's member discount applies first, then the
-//! government voucher on what remains. The till sends the order's full amount to both endpoints;
-//! when a card payment stands on the order, the voucher's threshold and percent apply to
-//! `order_amount - member discount` (and a different `order_amount` is 409
-//! `order_amount_mismatch`). A card payment after a voucher on the same order is refused (409
-//! `card_after_voucher`): the till applies the card first.
+//! The till: signed terminal requests, redemptions, reversals, and the published QR keys. The
+//! handlers authenticate and parse; what a redemption or reversal checks and writes is decided
+//! in `app::till::redeem`.
 
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
-use serde::{Deserialize, Deserializer, Serialize};
-use serde_json::json;
+use serde::{Deserialize, Deserializer};
 use uuid::Uuid;
 use wenhui_merchant_sdk::signing::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, SignatureError, SignedParts,
     parse_timestamp,
 };
-use wenhui_merchant_sdk::token::{KeyRing, QrToken, TokenError, TokenKind, TokenPayload};
+use wenhui_merchant_sdk::token::{KeyRing, TokenPayload};
 use wenhui_merchant_sdk::wire::{FunderShare, OrderBody, ReasonBody, Redemption, RedemptionView, Reversal};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, plain_text};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
-use crate::domain::entries::{AfterReversal, funder_parts, redemption_entry, reversal_entry};
+use crate::app::error::AppError;
+use crate::app::till::redeem;
+use crate::domain::entries::AfterReversal;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::MerchantId;
 use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::Fen;
-use crate::domain::region::RegionLevel;
-use crate::domain::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus, order_slot};
-use crate::storage::{
-    CardPaymentRecord, IdemRecord, NewRedemption, NewReversal, Refusal, SeasonTotalDelta, TerminalRecord,
-    WriteError,
-};
+use crate::domain::season::Voucher;
+use crate::domain::text::PlainText;
+use crate::storage::{CardPaymentRecord, IdemRecord, Refusal, TerminalRecord, WriteError};
 
 /// A verified terminal request.
 pub struct TerminalCtx {
@@ -173,123 +164,6 @@ impl<'de> Deserialize<'de> for Order {
     }
 }
 
-/// A wire answer as the JSON text the service sends and stores.
-pub(super) fn answer_text(answer: &impl Serialize) -> Result<String, ApiError> {
-    serde_json::to_string(answer).map_err(|_| ApiError::internal())
-}
-
-/// What a redemption will write, once every check has passed.
-pub(crate) struct Plan {
-    pub(crate) voucher: Voucher,
-    pub(crate) batch: Batch,
-    pub(crate) season: Season,
-    pub(crate) discount: Fen,
-    /// (funder, value part, discount part)
-    pub(crate) parts: Vec<(crate::domain::region::RegionCode, Fen, Fen)>,
-}
-
-/// The funder parts a redemption stores and answers: each funder's share of the discount (a
-/// share of 0.00 is left out).
-fn funder_shares(plan: &Plan) -> Vec<FunderShare> {
-    let parts = plan.parts.iter().filter(|(_, _, discount)| !discount.is_zero());
-    parts
-        .map(|(funder, _, discount)| FunderShare { funder: funder.to_string(), amount: discount.to_string() })
-        .collect()
-}
-
-pub(super) fn token_error(error: TokenError) -> ApiError {
-    match error {
-        TokenError::Expired(_) => {
-            ApiError::new(axum::http::StatusCode::GONE, ErrorCode::QrExpired, error.to_string())
-        }
-        other => ApiError::unprocessable(ErrorCode::QrInvalid, other.to_string()),
-    }
-}
-
-/// The scanned QR token, verified, and the voucher it names: the first of `redeem`'s token
-/// checks (form and signature, expiry, kind), each with its own code.
-async fn scanned_voucher(state: &AppState, qr: &str) -> Result<(TokenPayload, Voucher), ApiError> {
-    let token = QrToken::parse(qr).map_err(token_error)?;
-    let now = state.clock().now();
-    let ring = state.qr().ring().await?;
-    let payload = ring.verify(&token, now.unix_us().div_euclid(1_000_000)).map_err(token_error)?.clone();
-    if payload.kind != TokenKind::Voucher {
-        return Err(ApiError::unprocessable(ErrorCode::QrInvalid, "this is not a voucher code"));
-    }
-    let voucher = state
-        .inner()
-        .till_reads
-        .vouchers
-        .load(payload.subject)
-        .await?
-        .ok_or_else(|| ApiError::not_found(ErrorCode::VoucherNotFound, "no such voucher"))?;
-    Ok((payload, voucher))
-}
-
-/// The rest of the checks on a scanned voucher, cheapest first, each with its own code, and the
-/// discount with its split between the funders.
-async fn plan(
-    state: &AppState,
-    merchant: &Merchant,
-    scanned: (TokenPayload, Voucher),
-    order_amount: Fen,
-) -> Result<(Plan, Vec<u8>), ApiError> {
-    let (payload, voucher) = scanned;
-    let now = state.clock().now();
-    let status = voucher.status_at(now);
-    if status != VoucherStatus::Active {
-        // A spent token is reported as such; the group re-checks the nonce under the lock.
-        if state.store().qr_nonce_used(&payload.nonce).await? {
-            return Err(ApiError::conflict(
-                ErrorCode::QrReplayed,
-                "this QR code was already used; refresh it on the phone",
-            ));
-        }
-        if batch_and_season(state, &voucher).await?.1.closed_at.is_some() {
-            return Err(season_closed());
-        }
-        return Err(not_redeemable(status.as_str()));
-    }
-    let (batch, season) = batch_and_season(state, &voucher).await?;
-    if season.status_at(now) != SeasonStatus::Open {
-        return Err(ApiError::conflict(ErrorCode::SeasonClosed, "the season is not open"));
-    }
-    merchant.eligible_for(&batch).map_err(|m| ApiError::forbidden_code(ErrorCode::MerchantNotEligible, m))?;
-    let ceiling = season.subsidy_ceilings.percent_for(merchant.category);
-    let discount = batch
-        .terms
-        .discount_within(order_amount, ceiling)
-        .map_err(|e| ApiError::unprocessable(ErrorCode::BelowMinSpend, e.to_string()))?;
-    if discount.is_zero() {
-        return Err(ApiError::unprocessable(
-            ErrorCode::BelowMinSpend,
-            "the order is too small for any discount",
-        ));
-    }
-    let parts = funder_parts(&batch, voucher.value, discount);
-    Ok((Plan { voucher, batch, season, discount, parts }, payload.nonce.to_vec()))
-}
-
-/// The voucher's batch and season, from a short-lived cache (they change rarely; the group
-/// commit re-checks everything that matters for money under the ledger lock).
-async fn batch_and_season(state: &AppState, voucher: &Voucher) -> Result<(Batch, Season), ApiError> {
-    if let Some(found) = state.inner().batches.get(&voucher.batch_id) {
-        return Ok(found);
-    }
-    let batch = state.store().batch(voucher.batch_id).await?.ok_or_else(ApiError::internal)?;
-    let season = state.store().season(voucher.season_id).await?.ok_or_else(ApiError::internal)?;
-    state.inner().batches.insert(voucher.batch_id, (batch.clone(), season.clone()));
-    Ok((batch, season))
-}
-
-fn season_closed() -> ApiError {
-    ApiError::conflict(ErrorCode::SeasonClosed, "the season is closed: no more redemptions or reversals")
-}
-
-fn not_redeemable(state: &str) -> ApiError {
-    ApiError::conflict(ErrorCode::VoucherNotRedeemable, format!("the voucher is {state}"))
-}
-
 /// Redeems a voucher at the till (a signed terminal request with an Idempotency-Key).
 #[utoipa::path(post, path = "/v1/redemptions", operation_id = "redeem", security(("terminal_signature" = [])),
     params(("Idempotency-Key" = String, Header, description = "1-128 visible ASCII characters, the same on every retry")),
@@ -337,9 +211,15 @@ pub async fn redeem(
         }
         state.inner().till_reads.card_payments.load((ctx.merchant.id, order_ref.clone())).await
     };
+    let reads = redeem::Reads {
+        store: state.store(),
+        batches: &state.inner().batches,
+        vouchers: &state.inner().till_reads.vouchers,
+        now: state.clock().now(),
+    };
     let scan = async {
         match &parsed {
-            Ok(request) => Some(scanned_voucher(&state, &request.qr).await),
+            Ok(request) => Some(reads.scanned_voucher(state.qr(), &request.qr).await),
             Err(_) => None,
         }
     };
@@ -357,123 +237,44 @@ pub async fn redeem(
         status,
         body,
     };
-    // The member discount first: a card payment on this order sets the voucher's basis.
-    let card_payment = card_payment?;
-    let (basis, member_discount) = match voucher_basis(request.order_amount, card_payment.as_ref()) {
-        Ok(basis) => basis,
-        Err(refusal) => return remember_refusal(&state, refusal, record).await,
+    let order = (request.order_amount, order_ref);
+    commit_redemption(&state, &ctx, &reads, order, (card_payment?, scanned), record).await
+}
+
+/// A scanned voucher token, verified, and its voucher (none when the body did not parse).
+type Scanned = Result<(TokenPayload, Voucher), AppError>;
+
+/// The card payment on the order and the scanned voucher, as read, applied in their order (the
+/// member discount first: a card payment on the order sets the voucher's basis), then the
+/// redemption planned and committed by the group writer. A refusal is stored under the key.
+async fn commit_redemption(
+    state: &AppState,
+    ctx: &TerminalCtx,
+    reads: &redeem::Reads<'_>,
+    (order_amount, order_ref): (Fen, String),
+    (card_payment, scanned): (Option<CardPaymentRecord>, Option<Scanned>),
+    record: impl Fn(u16, String) -> IdemRecord,
+) -> Result<Response, ApiError> {
+    let priced = match redeem::priced(order_amount, card_payment) {
+        Ok(priced) => priced,
+        Err(refusal) => return remember_refusal(state, refusal.into(), record).await,
     };
     let planned = match scanned {
-        Some(Ok(scanned)) => plan(&state, &ctx.merchant, scanned, basis).await,
+        Some(Ok(scanned)) => reads.plan(&ctx.merchant, scanned, priced.basis).await,
         Some(Err(refusal)) => Err(refusal),
-        None => Err(ApiError::internal()),
+        None => Err(AppError::internal("a parsed redemption was not scanned")),
     };
-    let (plan, qr_nonce) = match planned {
+    let planned = match planned {
         Ok(planned) => planned,
-        Err(refusal) => return remember_refusal(&state, refusal, record).await,
+        Err(refusal) => return remember_refusal(state, refusal.into(), record).await,
     };
-    let priced = Priced { order_amount: request.order_amount, basis, member_discount, card_payment };
-    let redemption = new_redemption(&state, &ctx, plan, priced, order_ref, qr_nonce, record)?;
+    let till = redeem::AtTill { merchant_id: ctx.merchant.id, terminal_id: ctx.terminal.id };
+    let redemption = redeem::new_redemption(till, planned, priced, order_ref, reads.now, record)?;
     let answer = redemption.answer.clone();
     match state.redemptions().commit(redemption).await {
         Ok(()) => Ok(json_response(201, answer.body)),
-        Err(error) => write_refusal(&state, error, &answer).await,
+        Err(error) => write_refusal(state, error, &answer).await,
     }
-}
-
-/// What the voucher applies to: the order after the member discount of a card payment on the
-/// same order (and that discount), or the whole order. Refused when the card payment was for
-/// another amount, or when nothing is left to pay.
-fn voucher_basis(
-    order_amount: Fen,
-    card_payment: Option<&CardPaymentRecord>,
-) -> Result<(Fen, Option<Fen>), ApiError> {
-    let (basis, member_discount) = match card_payment {
-        None => (order_amount, None),
-        Some(paid) if paid.order_amount_fen != order_amount.as_fen() => {
-            return Err(ApiError::conflict(
-                ErrorCode::OrderAmountMismatch,
-                format!(
-                    "a card payment on this order was for {}; send the same order_amount",
-                    Fen::new(paid.order_amount_fen).map(|f| f.to_string()).unwrap_or_default()
-                ),
-            ));
-        }
-        Some(paid) => {
-            let discount = Fen::new(paid.discount_fen).map_err(|_| ApiError::internal())?;
-            let basis = order_amount.checked_sub(discount).ok_or_else(ApiError::internal)?;
-            (basis, Some(discount))
-        }
-    };
-    if basis.is_zero() {
-        return Err(ApiError::unprocessable(
-            ErrorCode::BelowMinSpend,
-            "nothing is left to pay after the member discount",
-        ));
-    }
-    Ok((basis, member_discount))
-}
-
-/// The amounts of an order as priced before the voucher: what was asked, what the voucher
-/// applies to, and the card payment that set the difference, if any.
-struct Priced {
-    order_amount: Fen,
-    basis: Fen,
-    member_discount: Option<Fen>,
-    card_payment: Option<CardPaymentRecord>,
-}
-
-/// The redemption to commit, with its entry and the answer stored with it.
-fn new_redemption(
-    state: &AppState,
-    ctx: &TerminalCtx,
-    plan: Plan,
-    priced: Priced,
-    order_ref: String,
-    qr_nonce: Vec<u8>,
-    record: impl Fn(u16, String) -> IdemRecord,
-) -> Result<NewRedemption, ApiError> {
-    let id = Uuid::now_v7();
-    let funders = funder_shares(&plan);
-    let funders_json = answer_text(&funders)?;
-    let payable = priced.basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
-    // With a card payment on the order: its member discount, and the basis the voucher applied to.
-    let card = priced.member_discount.zip(priced.card_payment.as_ref());
-    let answer = Redemption {
-        redemption_id: id,
-        voucher_id: plan.voucher.id,
-        merchant_id: ctx.merchant.id.as_uuid(),
-        order_ref: order_ref.clone(),
-        order_amount: priced.order_amount.to_string(),
-        discount: plan.discount.to_string(),
-        payable: payable.to_string(),
-        funders,
-        member_discount: card.map(|(discount, _)| discount.to_string()),
-        voucher_basis: card.map(|_| priced.basis.to_string()),
-        card_payment_id: card.map(|(_, paid)| paid.id),
-    };
-    Ok(NewRedemption {
-        id,
-        voucher_id: plan.voucher.id,
-        merchant_id: ctx.merchant.id,
-        terminal_id: ctx.terminal.id,
-        season_id: plan.season.id,
-        batch_id: plan.batch.id,
-        order_slot: order_slot(&plan.season, &plan.batch),
-        provincial: plan.batch.issuer.level() == RegionLevel::Province,
-        order_ref,
-        // The amount the voucher applied to: the order after any member discount.
-        order_amount_fen: priced.basis.as_fen(),
-        discount_fen: plan.discount.as_fen(),
-        funders_json,
-        redeemed_at: state.clock().now(),
-        qr_nonce,
-        card_payment_id: priced.card_payment.as_ref().map(|p| p.id),
-        citizen_id: plan.voucher.citizen_id,
-        merchant_redemption_limit: plan.season.merchant_redemption_limit,
-        entry: redemption_entry(&plan.batch, &plan.parts, ctx.merchant.id, id),
-        answer: record(201, answer_text(&answer)?),
-    })
 }
 
 /// Stores a refusal under the idempotency key so a retry gets the same answer.
@@ -483,8 +284,7 @@ pub(super) async fn remember_refusal(
     record: impl Fn(u16, String) -> IdemRecord,
 ) -> Result<Response, ApiError> {
     if refusal.status.is_client_error() {
-        let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
-        let stored = record(refusal.status.as_u16(), body);
+        let stored = record(refusal.status.as_u16(), refusal.body_text());
         if let Err(WriteError::IdempotencyTaken) = state.store().save_answer(&stored).await {
             return replay_if_known(state.store(), &stored.scope, &stored.key, &stored.request_hash)
                 .await?
@@ -505,41 +305,20 @@ async fn write_refusal(
                 .await?
                 .ok_or_else(ApiError::internal);
         }
-        WriteError::Refused(Refusal::Code(code)) => till_refusal(code),
-        WriteError::Refused(Refusal::VoucherState(state)) => not_redeemable(&state),
+        WriteError::Refused(Refusal::Code(code)) => redeem::till_refusal(code).into(),
+        WriteError::Refused(Refusal::VoucherState(state)) => redeem::not_redeemable(&state).into(),
         WriteError::Refused(other) => ApiError::constraint_refusal(&other.to_string()),
         WriteError::Constraint(constraint) => ApiError::constraint_refusal(&constraint.to_string()),
         WriteError::Ledger(refusal) => ApiError::conflict(ErrorCode::BudgetExceeded, refusal.to_string()),
         WriteError::Storage(error) => return Err(error.into()),
     };
-    let body = json!({"error": {"code": refusal.code, "message": refusal.message}}).to_string();
-    let record = IdemRecord { status: refusal.status.as_u16(), body, ..stored.clone() };
+    let record = IdemRecord { status: refusal.status.as_u16(), body: refusal.body_text(), ..stored.clone() };
     if let Err(WriteError::IdempotencyTaken) = state.store().save_answer(&record).await {
         return replay_if_known(state.store(), &record.scope, &record.key, &record.request_hash)
             .await?
             .ok_or_else(ApiError::internal);
     }
     Err(refusal)
-}
-
-/// The answer to a redemption or reversal the storage refused with `code`.
-fn till_refusal(code: ErrorCode) -> ApiError {
-    let message = match code {
-        ErrorCode::QrReplayed => "this QR code was already used; refresh it on the phone",
-        ErrorCode::StackingNotAllowed => "provincial and city vouchers cannot be combined on one order",
-        ErrorCode::OrderRefUsed => "a voucher was already redeemed on this order",
-        ErrorCode::OrderChanged => {
-            "a card payment on this order was recorded or reversed meanwhile; send the redemption again with a new key"
-        }
-        ErrorCode::AlreadySettled => "the redemption has been settled and cannot be reversed",
-        ErrorCode::SeasonClosed => return season_closed(),
-        ErrorCode::MerchantLimitReached => {
-            "this citizen has used as many vouchers at this merchant as the season allows"
-        }
-        ErrorCode::AlreadyReversed => "the redemption was already reversed",
-        other => return ApiError::constraint_refusal(other.as_str()),
-    };
-    ApiError::conflict(code, message)
 }
 
 /// A request about a merchant from one of its own terminals (signed; there is no merchant staff
@@ -575,11 +354,11 @@ pub(super) async fn merchant_or_staff(
 
 /// What `order_ref` and `order_amount` must be, for the refusal of either.
 pub(super) const ORDER_FIELDS_RULE: &str =
-    "order_ref is 1-64 bytes with no control characters, and order_amount above 0.00";
+    "order_ref is 1-64 bytes with no control or invisible formatting characters, and order_amount above 0.00";
 
-/// A till's order reference: trimmed, 1 to 64 bytes, no control characters.
+/// A till's order reference: trimmed, 1 to 64 bytes, plain text (`domain::text`).
 pub(super) fn order_ref(text: &str) -> Option<String> {
-    plain_text(text, 64).filter(|r| !r.is_empty() && r.len() <= 64).map(str::to_owned)
+    plain_text(text, 64).filter(|r| !r.is_empty() && r.as_str().len() <= 64).map(PlainText::into_string)
 }
 
 /// The reason of a reversal body: trimmed, at most 200 characters (longer ones are cut), not
@@ -588,9 +367,12 @@ pub(super) fn reversal_reason(body: &[u8]) -> Result<String, ApiError> {
     let request: ReasonBody = parse_json(body)?;
     let reason = request.reason.trim().chars().take(200).collect::<String>();
     match plain_text(&reason, 200) {
-        Some(reason) if !reason.is_empty() => Ok(reason.to_owned()),
+        Some(reason) if !reason.is_empty() => Ok(reason.into_string()),
         Some(_) => Err(ApiError::unprocessable(ErrorCode::InvalidBody, "a reversal needs a reason")),
-        None => Err(ApiError::unprocessable(ErrorCode::InvalidBody, "the reason holds a control character")),
+        None => Err(ApiError::unprocessable(
+            ErrorCode::InvalidBody,
+            "the reason holds a control or invisible formatting character",
+        )),
     }
 }
 
@@ -659,8 +441,9 @@ pub async fn reverse(
     // commit (a batch closes once, so the second plan sees it as it stays).
     let mut planned_again = false;
     loop {
+        let now = state.clock().now();
         let (reversal, after) =
-            plan_reversal(&state, &record, ctx.merchant.id, &reason, answer.clone()).await?;
+            redeem::plan_reversal(state.store(), &record, &reason, now, answer.clone()).await?;
         match state.store().commit_reversal(&reversal).await {
             Ok(()) => {
                 if after == AfterReversal::Expired {
@@ -674,54 +457,6 @@ pub async fn reverse(
             Err(error) => return write_refusal(&state, error, &reversal.answer).await,
         }
     }
-}
-
-/// The reversal of `record` as of now: the voucher's fate, the compensating entry, the answer.
-async fn plan_reversal(
-    state: &AppState,
-    record: &crate::storage::RedemptionRecord,
-    merchant_id: MerchantId,
-    reason: &str,
-    mut answer: IdemRecord,
-) -> Result<(NewReversal, AfterReversal), ApiError> {
-    let voucher = state.store().voucher(record.voucher_id).await?.ok_or_else(ApiError::internal)?;
-    let batch = state.store().batch(record.batch_id).await?.ok_or_else(ApiError::internal)?;
-    let season = state.store().season(record.season_id).await?.ok_or_else(ApiError::internal)?;
-    let now = state.clock().now();
-    let discount = Fen::new(record.discount_fen).map_err(|_| ApiError::internal())?;
-    let parts = funder_parts(&batch, voucher.value, discount);
-    let after = AfterReversal::of(&season, &voucher, now);
-    let plan = Plan { voucher, batch, season, discount, parts };
-    let reversal_id = Uuid::now_v7();
-    let voucher_status = after.status().as_str();
-    answer.body = answer_text(&Reversal {
-        reversal_id,
-        redemption_id: record.id,
-        voucher_id: plan.voucher.id,
-        voucher_status: voucher_status.to_owned(),
-        amount: discount.to_string(),
-    })?;
-    // Expired by the reversal, the voucher no longer counts toward its holder's caps; active
-    // again or forfeited, it still does.
-    let season_totals = if after == AfterReversal::Expired {
-        SeasonTotalDelta::for_voucher(&plan.season, &plan.voucher, false)
-    } else {
-        Vec::new()
-    };
-    let reversal = NewReversal {
-        redemption_id: record.id,
-        reversal_id,
-        voucher_id: plan.voucher.id,
-        batch_id: plan.batch.id,
-        reason: reason.to_owned(),
-        at: now,
-        voucher_status,
-        reserve_returned: plan.batch.reserve_returned,
-        season_totals,
-        entry: reversal_entry(&plan.batch, &plan.parts, merchant_id, reversal_id, after),
-        answer,
-    };
-    Ok((reversal, after))
 }
 
 /// A redemption, for the merchant's own terminals.

@@ -420,6 +420,84 @@ impl SqlStore {
         Ok(row.is_some())
     }
 
+    /// A card payment's checks under the ledger lock, each refused with its own code: the QR
+    /// token unspent, the card active, no live voucher redemption and no live card payment on
+    /// the order, and the earning season's points not expired meanwhile.
+    async fn card_payment_checks(conn: &mut impl AsExec, p: &NewCardPayment) -> Result<(), WriteError> {
+        let nonce: Option<(i64,)> = query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
+            .bind(p.qr_nonce.clone())
+            .fetch_optional(&mut *conn)
+            .await?;
+        if nonce.is_some() {
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::QrReplayed)));
+        }
+        let status: Option<(String,)> = query_as("SELECT status FROM cards WHERE id = $1")
+            .bind(p.card_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        if status.is_none_or(|(s,)| s != CardStatus::Active.as_str()) {
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::CardFrozen)));
+        }
+        if Self::live_redemption_on_conn(&mut *conn, p.merchant_id, &p.order_ref).await? {
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::CardAfterVoucher)));
+        }
+        let taken: Option<(Uuid,)> = query_as(
+            "SELECT id FROM card_payments WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL",
+        )
+        .bind(p.merchant_id)
+        .bind(p.order_ref.clone())
+        .fetch_optional(&mut *conn)
+        .await?;
+        if taken.is_some() {
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::OrderRefUsed)));
+        }
+        if let (Some(season_id), true) = (p.season_id, p.points > 0) {
+            // Read under the head, which the points expiry holds: points earned into a
+            // season whose points have just expired would never expire.
+            let expired: Option<(Option<i64>,)> =
+                query_as("SELECT expired_at_us FROM season_points WHERE season_id = $1")
+                    .bind(season_id)
+                    .fetch_optional(&mut *conn)
+                    .await?;
+            if matches!(expired, Some((Some(_),))) {
+                return Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile));
+            }
+        }
+        Ok(())
+    }
+
+    /// A card payment's rows: its QR nonce, spent, and the payment with the debts it repaid.
+    async fn insert_card_payment(
+        conn: &mut impl AsExec,
+        p: &NewCardPayment,
+        earning: &Earning,
+    ) -> Result<(), sqlx::Error> {
+        query("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) VALUES ($1, $2, $3)")
+            .bind(p.qr_nonce.clone())
+            .bind(p.card_id)
+            .bind(p.paid_at.unix_us())
+            .execute(&mut *conn)
+            .await?;
+        query(
+            "INSERT INTO card_payments (id, card_id, merchant_id, terminal_id, season_id, order_ref, order_amount_fen, \
+             discount_fen, points, debt_repaid, paid_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(p.id)
+        .bind(p.card_id)
+        .bind(p.merchant_id)
+        .bind(p.terminal_id)
+        .bind(p.season_id)
+        .bind(p.order_ref.clone())
+        .bind(p.order_amount_fen)
+        .bind(p.discount_fen)
+        .bind(p.points)
+        .bind(repaid_json(&earning.repaid))
+        .bind(p.paid_at.unix_us())
+        .execute(&mut *conn)
+        .await?;
+        Ok(())
+    }
+
     fn policy_from(row: PointsPolicyRow) -> Result<PointsPolicy, StorageError> {
         let rate =
             u32::try_from(row.points_per_yuan).map_err(|_| StorageError::Corrupt("points rate".into()))?;
@@ -605,45 +683,7 @@ impl CardStore for SqlStore {
         if Self::card_answer_exists(&mut tx, &probe.scope, &probe.key).await? {
             return Err(WriteError::IdempotencyTaken);
         }
-        let nonce: Option<(i64,)> = query_as("SELECT used_at_us FROM qr_nonces WHERE nonce = $1")
-            .bind(p.qr_nonce.clone())
-            .fetch_optional(&mut tx)
-            .await?;
-        if nonce.is_some() {
-            return Err(WriteError::Refused(Refusal::Code(ErrorCode::QrReplayed)));
-        }
-        let status: Option<(String,)> = query_as("SELECT status FROM cards WHERE id = $1")
-            .bind(p.card_id)
-            .fetch_optional(&mut tx)
-            .await?;
-        if status.is_none_or(|(s,)| s != CardStatus::Active.as_str()) {
-            return Err(WriteError::Refused(Refusal::Code(ErrorCode::CardFrozen)));
-        }
-        if Self::live_redemption_on_conn(&mut tx, p.merchant_id, &p.order_ref).await? {
-            return Err(WriteError::Refused(Refusal::Code(ErrorCode::CardAfterVoucher)));
-        }
-        let taken: Option<(Uuid,)> = query_as(
-            "SELECT id FROM card_payments WHERE merchant_id = $1 AND order_ref = $2 AND reversed_at_us IS NULL",
-        )
-        .bind(p.merchant_id)
-        .bind(p.order_ref.clone())
-        .fetch_optional(&mut tx)
-        .await?;
-        if taken.is_some() {
-            return Err(WriteError::Refused(Refusal::Code(ErrorCode::OrderRefUsed)));
-        }
-        if let (Some(season_id), true) = (p.season_id, p.points > 0) {
-            // Read under the head, which the points expiry holds: points earned into a
-            // season whose points have just expired would never expire.
-            let expired: Option<(Option<i64>,)> =
-                query_as("SELECT expired_at_us FROM season_points WHERE season_id = $1")
-                    .bind(season_id)
-                    .fetch_optional(&mut tx)
-                    .await?;
-            if matches!(expired, Some((Some(_),))) {
-                return Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile));
-            }
-        }
+        Self::card_payment_checks(&mut tx, p).await?;
         let debts: Vec<PointsDebt> = if p.points > 0 {
             Self::points_lines_on(&mut tx, p.card_id)
                 .await?
@@ -657,29 +697,7 @@ impl CardStore for SqlStore {
         let earning = card::plan_earning(p.points, &debts);
         let answer = (p.answer)(&earning);
         self.insert_answers(&mut tx, std::slice::from_ref(&answer)).await?;
-        query("INSERT INTO qr_nonces (nonce, subject_id, used_at_us) VALUES ($1, $2, $3)")
-            .bind(p.qr_nonce.clone())
-            .bind(p.card_id)
-            .bind(p.paid_at.unix_us())
-            .execute(&mut tx)
-            .await?;
-        query(
-            "INSERT INTO card_payments (id, card_id, merchant_id, terminal_id, season_id, order_ref, order_amount_fen, \
-             discount_fen, points, debt_repaid, paid_at_us) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-        )
-        .bind(p.id)
-        .bind(p.card_id)
-        .bind(p.merchant_id)
-        .bind(p.terminal_id)
-        .bind(p.season_id)
-        .bind(p.order_ref.clone())
-        .bind(p.order_amount_fen)
-        .bind(p.discount_fen)
-        .bind(p.points)
-        .bind(repaid_json(&earning.repaid))
-        .bind(p.paid_at.unix_us())
-        .execute(&mut tx)
-        .await?;
+        Self::insert_card_payment(&mut tx, p, &earning).await?;
         let entry = p.season_id.and_then(|season| card::earning_entry(p.id, p.card_id, season, &earning));
         let opened = match entry {
             Some(entry) => self.post_in(&mut tx, std::slice::from_ref(&entry)).await?,

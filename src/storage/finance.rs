@@ -1219,10 +1219,21 @@ impl SqlStore {
     /// has its journal entry, and the rows agree with each other. Each statement lists the
     /// rows at fault, with `$1` the season.
     fn rows_to_entries_checks(&self) -> Vec<(&'static str, String)> {
+        let mut checks = self.voucher_rows_checks();
+        checks.extend(self.redemption_rows_checks());
+        checks
+    }
+
+    /// An `EXISTS` condition: the entry `<kind>:<col>` is in the journal.
+    fn entry_for(&self, kind: &str, col: &str) -> String {
+        let text = self.backend.uuid_text_sql(col);
+        format!("EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {text})")
+    }
+
+    /// Rows to entries, of the season's vouchers.
+    fn voucher_rows_checks(&self) -> Vec<(&'static str, String)> {
         let text = |col: &str| self.backend.uuid_text_sql(col);
-        let entry_for = |kind: &str, col: &str| {
-            format!("EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = '{kind}:' || {})", text(col))
-        };
+        let entry_for = |kind: &str, col: &str| self.entry_for(kind, col);
         vec![
             (
                 "voucher_without_claim_entry",
@@ -1251,6 +1262,14 @@ impl SqlStore {
                     text("v.id")
                 ),
             ),
+        ]
+    }
+
+    /// Rows to entries, of the season's redemptions, reversals and settlement lines.
+    fn redemption_rows_checks(&self) -> Vec<(&'static str, String)> {
+        let text = |col: &str| self.backend.uuid_text_sql(col);
+        let entry_for = |kind: &str, col: &str| self.entry_for(kind, col);
+        vec![
             (
                 "live_redemption_of_unredeemed_voucher",
                 format!(

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 
 use crate::domain::checkpoint::Checkpoint;
-use crate::domain::ids::StaffKeyId;
+use crate::domain::ids::{StaffEnrolmentId, StaffKeyId};
 use crate::domain::ledger::{
     AccountAddress, AccountFlags, AccountSpec, Balance, EntryHash, LedgerError, LedgerHead,
     MAX_ENTRIES_PER_BATCH, NewEntry, PostReceipt, PostedEntry, Posting, Sealed, Side, seal,
@@ -16,8 +16,8 @@ use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
 use crate::storage::db::{Exec, QueryBuilder, Tx, query, query_as};
 use crate::storage::{
-    Backend, BalanceMismatch, LedgerStore, NewStaffKey, PostError, SqlStore, StaffKeyRecord, StaffStore,
-    Storage, StorageError,
+    Backend, BalanceMismatch, ClaimOutcome, EnrolmentTry, LedgerStore, NewEnrolment, NewStaffKey, PostError,
+    SqlStore, StaffKeyRecord, StaffStore, Storage, StorageError,
 };
 
 /// Rows per multi-row INSERT: keeps every statement under SQLite's 32,766 bound parameters.
@@ -470,7 +470,7 @@ fn staff_key_listing(row: StaffKeyRow) -> Result<crate::storage::StaffKeyListing
     })
 }
 
-fn scope_from_db(role: &str, region: &str) -> Result<StaffScope, StorageError> {
+pub(crate) fn scope_from_db(role: &str, region: &str) -> Result<StaffScope, StorageError> {
     let corrupt = || StorageError::Corrupt(format!("staff scope {role}/{region}"));
     let role: Role = role.parse().map_err(|_| corrupt())?;
     let region = region.parse().map_err(|_| corrupt())?;
@@ -599,9 +599,14 @@ impl LedgerStore for SqlStore {
 #[async_trait]
 impl StaffStore for SqlStore {
     async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError> {
+        let mut tx = self.begin_write().await?;
+        let person = match &key.person {
+            Some(person) => Some(Self::person_for(&mut tx, person, key.created_at).await?),
+            None => None,
+        };
         query(
-            "INSERT INTO staff_keys (id, key_hash, role, region, label, created_at_us, minted_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO staff_keys (id, key_hash, role, region, label, created_at_us, minted_by, person_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(key.id)
         .bind(key.key_hash.clone())
@@ -610,9 +615,34 @@ impl StaffStore for SqlStore {
         .bind(key.label.clone())
         .bind(key.created_at.unix_us())
         .bind(key.minted_by)
-        .execute(&self.pool)
+        .bind(person)
+        .execute(&mut tx)
         .await?;
+        tx.commit().await?;
         Ok(())
+    }
+
+    async fn insert_enrolment(&self, enrolment: &NewEnrolment) -> Result<(), StorageError> {
+        self.insert_enrolment_row(enrolment).await
+    }
+
+    async fn try_enrolment(
+        &self,
+        id: StaffEnrolmentId,
+        now: Timestamp,
+        max_tries: i32,
+    ) -> Result<EnrolmentTry, StorageError> {
+        self.try_enrolment_row(id, now, max_tries).await
+    }
+
+    async fn claim_enrolment(
+        &self,
+        id: StaffEnrolmentId,
+        key_id: StaffKeyId,
+        key_hash: &[u8],
+        at: Timestamp,
+    ) -> Result<ClaimOutcome, StorageError> {
+        self.claim_enrolment_row(id, key_id, key_hash, at).await
     }
 
     async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError> {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::domain::checkpoint::Checkpoint;
-use crate::domain::ids::StaffKeyId;
+use crate::domain::ids::{StaffEnrolmentId, StaffKeyId};
 use crate::domain::ledger::{
     AccountAddress, Balance, IndexedLedgerError, LedgerHead, NewEntry, PostReceipt, PostedEntry,
 };
@@ -29,6 +29,7 @@ mod ledger;
 mod postgres;
 mod seasons;
 mod sqlite;
+mod staff;
 mod till;
 mod types;
 
@@ -39,6 +40,7 @@ pub use finance::{
     DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
     SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
 };
+pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
 
 pub use card::{
@@ -126,6 +128,9 @@ pub struct NewStaffKey {
     pub created_at: Timestamp,
     /// The key that minted it through the API; None at the command line.
     pub minted_by: Option<StaffKeyId>,
+    /// The person it belongs to (found by phone, made if new); None for a console key minted
+    /// without `--name` and `--phone`.
+    pub person: Option<NewStaffPerson>,
 }
 
 #[derive(Clone, Debug)]
@@ -208,6 +213,27 @@ pub trait StaffStore: Send + Sync {
     async fn insert_staff_key(&self, key: &NewStaffKey) -> Result<(), StorageError>;
 
     async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError>;
+
+    /// Stores an admin's enrolment of a person for a key (no key exists until it is claimed).
+    async fn insert_enrolment(&self, enrolment: &NewEnrolment) -> Result<(), StorageError>;
+
+    /// Counts a claim at an enrolment at `now`, if it is unclaimed, unexpired and has taken fewer
+    /// than `max_tries`: the code's hash to compare with.
+    async fn try_enrolment(
+        &self,
+        id: StaffEnrolmentId,
+        now: Timestamp,
+        max_tries: i32,
+    ) -> Result<EnrolmentTry, StorageError>;
+
+    /// Claims a matched enrolment: mints its key for its person and marks it claimed, at most once.
+    async fn claim_enrolment(
+        &self,
+        id: StaffEnrolmentId,
+        key_id: StaffKeyId,
+        key_hash: &[u8],
+        at: Timestamp,
+    ) -> Result<ClaimOutcome, StorageError>;
 
     /// Every staff key, oldest first.
     async fn staff_keys(&self) -> Result<Vec<StaffKeyListing>, StorageError>;

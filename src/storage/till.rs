@@ -288,30 +288,6 @@ pub(crate) fn decide_redemptions(
 }
 
 impl SqlStore {
-    /// The staff key and the keys that minted it, nearest first (one recursive
-    /// query; at most `MAX_LINEAGE_DEPTH` minters).
-    async fn key_lineage(
-        tx: &mut Tx,
-        key: StaffKeyId,
-    ) -> Result<crate::domain::staff::KeyLineage, StorageError> {
-        let minted_by: Vec<(StaffKeyId,)> = query_as(
-            "WITH RECURSIVE lineage (id, depth) AS ( \
-               SELECT minted_by, 1 FROM staff_keys WHERE id = $1 \
-               UNION ALL \
-               SELECT k.minted_by, l.depth + 1 FROM staff_keys k JOIN lineage l ON k.id = l.id \
-               WHERE l.depth < $2) \
-             SELECT id FROM lineage WHERE id IS NOT NULL ORDER BY depth",
-        )
-        .bind(key)
-        .bind(crate::domain::staff::MAX_LINEAGE_DEPTH as i64)
-        .fetch_all(&mut *tx)
-        .await?;
-        Ok(crate::domain::staff::KeyLineage {
-            key,
-            minted_by: minted_by.into_iter().map(|(id,)| id).collect(),
-        })
-    }
-
     /// The merchant's settlement account, its row locked (PostgreSQL; SQLite holds
     /// the write lock already).
     async fn locked_account(

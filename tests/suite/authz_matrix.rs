@@ -268,7 +268,9 @@ fn other_request(op: &str, seed: &Seed) -> Request {
         "create_staff_key" => (
             "POST",
             "/v1/staff/keys".into(),
-            Some(json!({"role": "finance", "region": "370200", "label": "matrix"})),
+            Some(
+                json!({"role": "finance", "region": "370200", "label": "matrix", "name": "某人", "phone": "13800138000"}),
+            ),
         ),
         "verify_ledger" => ("GET", "/v1/ledger/verify".into(), None),
         "latest_checkpoint" => ("GET", "/v1/ledger/checkpoints/latest".into(), None),

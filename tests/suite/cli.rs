@@ -101,25 +101,62 @@ pub fn unsafe_kill(child: &mut Child, signal: &str) {
 both_backends!(
     keys_create_prints_a_working_key,
     verify_export_and_tamper_from_the_command_line,
-    revoking_a_key_revokes_every_key_minted_below_it
+    revoking_a_key_revokes_every_key_minted_below_it,
+    a_console_key_belongs_to_its_person
 );
+
+/// `keys create --name --phone` names the console key's person: a second console key for the
+/// same phone is the same person, who may not approve a request of a key they enrolled; a
+/// console key of another person may.
+async fn a_console_key_belongs_to_its_person(backend: Backend) {
+    use serde_json::json;
+    let app = crate::common::TestApp::spawn(backend).await;
+    let dir = app.db.dir.path();
+    let create = |extra: &[&str]| {
+        let mut args = vec!["keys", "create", "--role", "province_admin", "--region", "370000"];
+        args.extend_from_slice(extra);
+        let output = wenhui(dir, &app.db.url, &args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        text(&output.stdout).trim().to_owned()
+    };
+    let person = ["--name", "省管理员", "--phone", "13900000001"];
+    let root = create(&person);
+    let same_person = create(&person);
+    let other_person = create(&["--name", "另一人", "--phone", "13900000002"]);
+    let half = wenhui(
+        dir,
+        &app.db.url,
+        &["keys", "create", "--role", "auditor", "--region", "370000", "--name", "x"],
+    );
+    assert!(!half.status.success(), "--name needs --phone");
+    let (_, asker) = app.enrol_key(&root, "city_admin", "370200").await;
+    let body = json!({"name": "店", "credit_code": crate::till::credit_code(7), "category": "bookstore", "city": "370200",
+        "settlement_account": {"bank": "青岛银行", "account_no": "6222000011112222", "account_name": "某书店"}});
+    let (status, merchant) = app.post_idem("/v1/merchants", Some(&asker), "m-cli", body).await;
+    assert_eq!(status, 201, "{merchant}");
+    let path = format!("/v1/merchants/{}/settlement-account", merchant["id"].as_str().expect("id"));
+    let account = json!({"bank": "中国银行", "account_no": "6217000099998888", "account_name": "某书店有限公司",
+        "reason": "the merchant's letter"});
+    let request = app.client.put(app.url(&path)).bearer_auth(&asker).json(&account);
+    let (status, asked) = crate::common::read(request.send().await.expect("send")).await;
+    assert_eq!(status, 202, "{asked}");
+    let approve = format!("{path}/requests/{}/approve", asked["request"]["id"].as_str().expect("id"));
+    let (status, body) = app.post(&approve, Some(&same_person), json!({})).await;
+    assert_eq!((status, crate::common::code(&body)), (403, "same_approver"), "{body}");
+    let (status, body) = app.post(&approve, Some(&other_person), json!({})).await;
+    assert_eq!((status, body["request"]["status"].as_str()), (200, Some("approved")), "{body}");
+}
 
 /// `wenhui keys revoke` reaches every key minted below the key, at any depth, and nothing else:
 /// not the key's minter, nor a sibling minted by the same minter.
 async fn revoking_a_key_revokes_every_key_minted_below_it(backend: Backend) {
-    use serde_json::json;
     use wenhui::domain::staff::{Role, StaffScope};
     let app = crate::common::TestApp::spawn(backend).await;
     let scope = StaffScope::new(Role::ProvinceAdmin, "370000".parse().expect("region")).expect("scope");
     let root = wenhui::app::staff::mint(app.store(), scope, "root", None).await.expect("mint").secret;
     let mint = |by: String, role: &'static str, region: &'static str| {
         let app = &app;
-        async move {
-            let body = json!({"role": role, "region": region, "label": "person"});
-            let (status, key) = app.post("/v1/staff/keys", Some(&by), body).await;
-            assert_eq!(status, 201, "{key}");
-            (key["id"].as_str().expect("id").to_owned(), key["key"].as_str().expect("key").to_owned())
-        }
+        async move { app.enrol_key(&by, role, region).await }
     };
     let (city_id, city) = mint(root.clone(), "city_admin", "370200").await;
     let (child_id, child) = mint(city.clone(), "city_admin", "370200").await;

@@ -295,6 +295,52 @@ impl TestApp {
     }
 }
 
+/// A mobile number no other staff person of this test process has (`199` and eight digits).
+pub fn fresh_phone() -> String {
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(1);
+    format!("199{:08}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed))
+}
+
+impl TestApp {
+    /// The newest staff enrolment code the development SMS provider kept for `phone`.
+    pub async fn staff_code(&self, phone: &str) -> String {
+        let (status, outbox) = self.get(&format!("/v1/dev/sms?phone={phone}"), None).await;
+        assert_eq!(status, 200, "{outbox}");
+        let messages = outbox["messages"].as_array().expect("messages");
+        let newest = messages.iter().find(|m| m["purpose"] == "staff_enrol").expect("an enrolment code");
+        newest["code"].as_str().expect("code").to_owned()
+    }
+
+    /// `POST /v1/staff/enrolments/{id}/claim` with the code sent to `phone`.
+    pub async fn claim_enrolment(&self, enrolment_id: &str, phone: &str) -> (u16, serde_json::Value) {
+        let code = self.staff_code(phone).await;
+        let path = format!("/v1/staff/enrolments/{enrolment_id}/claim");
+        self.post(&path, None, serde_json::json!({ "code": code })).await
+    }
+
+    /// `POST /v1/staff/keys` by `by` with `body` (role, region, label?, name, phone), then the
+    /// person's claim with the code from the development SMS provider: the claim's answer (id,
+    /// key, role, region).
+    pub async fn enrol_key_for(&self, by: &str, body: serde_json::Value) -> serde_json::Value {
+        let phone = body["phone"].as_str().expect("phone").to_owned();
+        let (status, enrolment) = self.post("/v1/staff/keys", Some(by), body).await;
+        assert_eq!(status, 202, "an enrolment: {enrolment}");
+        let id = enrolment["enrolment_id"].as_str().expect("enrolment_id");
+        let (status, claimed) = self.claim_enrolment(id, &phone).await;
+        assert_eq!(status, 201, "a claim: {claimed}");
+        claimed
+    }
+
+    /// A key of `role` over `region` enrolled by `by` for a new person (a fresh phone) and
+    /// claimed: its id and its secret.
+    pub async fn enrol_key(&self, by: &str, role: &str, region: &str) -> (String, String) {
+        let phone = fresh_phone();
+        let body = serde_json::json!({"role": role, "region": region, "label": "person", "name": "某人", "phone": phone});
+        let claimed = self.enrol_key_for(by, body).await;
+        (claimed["id"].as_str().expect("id").to_owned(), claimed["key"].as_str().expect("key").to_owned())
+    }
+}
+
 /// Asks the server at `base` for a one-time code and reads it from `GET /v1/dev/sms`.
 pub async fn dev_code(client: &reqwest::Client, base: &str, phone: &str, purpose: &str) -> String {
     let body = serde_json::json!({"phone": phone, "purpose": purpose});

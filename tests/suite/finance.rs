@@ -1040,7 +1040,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     assert_eq!((done.id, done.line_count, done.total_fen, done.created_at), (plan.id, 2, 2_000, cut_off));
     assert!(done.completed_at.is_some());
     let stored = store.idempotent_answer("test:crashed", "k1").await.expect("read").expect("answer stored");
-    assert_eq!(stored.body, finance::settlement_json(&done).to_string());
+    assert_eq!(stored.body, finance::SettlementAnswer::text(&done));
     let again =
         finance::settle(store, &season, cut_off, s.world.clock.now_ts(), crashed_answer("k1"), chunking)
             .await;
@@ -1081,7 +1081,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     assert_eq!((retried.id, retried.line_count, retried.total_fen), (plan_2.id, 2, 2_000));
     assert!(retried.paid_at.is_some());
     let stored = store.idempotent_answer("test:crashed", "k2").await.expect("read").expect("answer stored");
-    assert_eq!(stored.body, finance::settlement_json(&retried).to_string());
+    assert_eq!(stored.body, finance::SettlementAnswer::text(&retried));
     s.reconciles().await;
 }
 
@@ -1148,7 +1148,7 @@ fn crashed_plan(season_id: SeasonId, key: &str, cut_off: Timestamp) -> Settlemen
         cut_off,
         created_at: cut_off,
         answer: Some(crashed_answer(key)),
-        render: |record| finance::settlement_json(record).to_string(),
+        render: finance::SettlementAnswer::text,
     }
 }
 
@@ -1321,15 +1321,14 @@ async fn settlement_account_changes(backend: Backend) {
     let (status, body) = s.get(&format!("{path}/requests"), &jinan_admin).await;
     assert_eq!((status, code(&body)), (403, "forbidden"));
 
-    // A second key is no second person when the asker minted it (it saw the secret), at any
-    // depth, nor when it minted the asker.
+    // A second person is no approver when the asker minted their key, at any depth, nor when
+    // they minted the asker's.
     let mint = |minter: String| {
         let app = &s.world.app;
         async move {
-            let body = json!({"role": "city_admin", "region": "370200", "label": "second"});
-            let (status, minted) = app.post("/v1/staff/keys", Some(&minter), body).await;
-            assert_eq!(status, 201, "{minted}");
-            minted["key"].as_str().expect("key").to_owned()
+            let phone = crate::common::fresh_phone();
+            let body = json!({"role": "city_admin", "region": "370200", "label": "second", "name": "某人", "phone": phone});
+            app.enrol_key_for(&minter, body).await["key"].as_str().expect("key").to_owned()
         }
     };
     let own_second = mint(admin.clone()).await;
@@ -1385,11 +1384,8 @@ async fn payout_account(s: &Script, settlement: &str) -> String {
 /// key's, say) is not approved, though it may be rejected.
 async fn a_revoked_keys_account_request_is_not_approved(backend: Backend) {
     let world = World::new(backend, "1000.00", None).await;
-    let body = json!({"role": "city_admin", "region": "370200", "label": "qingdao admin"});
-    let (status, minted) = world.app.post("/v1/staff/keys", Some(&world.province_admin), body).await;
-    assert_eq!(status, 201, "{minted}");
-    let asker = minted["key"].as_str().expect("key").to_owned();
-    let asker_id: Uuid = minted["id"].as_str().expect("id").parse().expect("uuid");
+    let (asker_id, asker) = world.app.enrol_key(&world.province_admin, "city_admin", "370200").await;
+    let asker_id: Uuid = asker_id.parse().expect("uuid");
     let approver = world.app.staff_key(Role::ProvinceAdmin, "370000").await;
     let merchant_id = merchant(&world, &asker, 31, "bookstore", "370200").await;
     let path = format!("/v1/merchants/{merchant_id}/settlement-account");

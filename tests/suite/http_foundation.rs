@@ -47,32 +47,34 @@ async fn staff_keys_are_checked(backend: Backend) {
     let qingdao_admin = app.staff_key(Role::CityAdmin, "370200").await;
     let (status, body) = app.get("/v1/ledger/verify", Some(&qingdao_admin)).await;
     assert_eq!((status, code(&body)), (403, "forbidden"), "wrong role");
-    let (status, _) =
-        app.post("/v1/staff/keys", Some(&auditor), json!({"role": "auditor", "region": "370000"})).await;
+    let (status, _) = app
+        .post(
+            "/v1/staff/keys",
+            Some(&auditor),
+            json!({"role": "auditor", "region": "370000", "name": "某人", "phone": "13800138000"}),
+        )
+        .await;
     assert_eq!(status, 403, "auditors change nothing");
 
     // A city admin cannot act for another city or for the province.
     for (role, region) in [("finance", "370100"), ("finance", "370000"), ("province_admin", "370000")] {
-        let (status, body) =
-            app.post("/v1/staff/keys", Some(&qingdao_admin), json!({"role": role, "region": region})).await;
+        let (status, body) = app
+            .post(
+                "/v1/staff/keys",
+                Some(&qingdao_admin),
+                json!({"role": role, "region": region, "name": "某人", "phone": "13800138000"}),
+            )
+            .await;
         assert_eq!((status, code(&body)), (403, "forbidden"), "{role} {region}");
     }
-    let (status, body) = app
-        .post("/v1/staff/keys", Some(&qingdao_admin), json!({"role": "finance", "region": "370200"}))
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let minted = body["key"].as_str().expect("key").to_owned();
+    let (_, minted) = app.enrol_key(&qingdao_admin, "finance", "370200").await;
     let (status, me) = app.get("/v1/staff/me", Some(&minted)).await;
     assert_eq!((status, me["role"].as_str(), me["region"].as_str()), (200, Some("finance"), Some("370200")));
 
     let province_admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
-    let (status, _) = app
-        .post("/v1/staff/keys", Some(&province_admin), json!({"role": "city_admin", "region": "370200"}))
-        .await;
-    assert_eq!(status, 201);
-    let (status, _) = app
-        .post("/v1/staff/keys", Some(&province_admin), json!({"role": "city_admin", "region": "110100"}))
-        .await;
+    app.enrol_key(&province_admin, "city_admin", "370200").await;
+    let person = json!({"role": "city_admin", "region": "110100", "name": "某人", "phone": "13800138000"});
+    let (status, _) = app.post("/v1/staff/keys", Some(&province_admin), person).await;
     assert_eq!(status, 403, "another province");
 }
 
@@ -84,10 +86,17 @@ async fn bad_input_gets_clear_errors(backend: Backend) {
         (json!({"role": "finance", "region": "990000"}), 422, "invalid_region"),
         (json!({"role": "wizard", "region": "370000"}), 422, "invalid_role"),
         (json!({"role": "city_admin", "region": "370000"}), 422, "invalid_scope"),
+        (json!({"role": "finance", "region": "370000", "phone": "12345"}), 422, "phone_format"),
+        (json!({"role": "finance", "region": "370000", "name": " "}), 422, "invalid_name"),
         (json!({"role": "finance"}), 422, "invalid_body"),
         (json!({"role": "finance", "region": "370000", "extra": 1}), 422, "invalid_body"),
     ];
-    for (body, status, expected) in cases {
+    for (mut body, status, expected) in cases {
+        for (field, value) in [("name", "某人"), ("phone", "13800138000")] {
+            if body.get("role").is_some() && body.get("region").is_some() && body.get(field).is_none() {
+                body[field] = value.into();
+            }
+        }
         let (got, answer) = app.post("/v1/staff/keys", Some(&admin), body.clone()).await;
         assert_eq!((got, code(&answer)), (status, expected), "{body}");
     }

@@ -888,7 +888,7 @@ async fn control_characters_and_huge_bodies_get_a_code_not_a_500(backend: Backen
     let (status, answer) =
         world.app.post_idem(&terminals, Some(&till.qingdao_admin), "nul-label", body).await;
     assert_eq!((status, code(&answer)), (422, "invalid_field"), "{answer}");
-    let body = json!({"role": "finance", "region": "370200", "label": "a\u{7}b"});
+    let body = json!({"role": "finance", "region": "370200", "label": "a\u{7}b", "name": "某人", "phone": "13800138000"});
     let (status, answer) = world.app.post("/v1/staff/keys", Some(&till.qingdao_admin), body).await;
     assert_eq!((status, code(&answer)), (422, "invalid_label"), "{answer}");
 

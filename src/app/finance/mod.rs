@@ -37,7 +37,7 @@ pub fn yuan(fen: i64) -> String {
     format!("{sign}{}.{:02}", abs / 100, abs % 100)
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct FunderRow {
     pub funder: String,
     pub appropriated: String,
@@ -70,7 +70,7 @@ impl FunderRow {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchRow {
     pub batch_id: BatchId,
     pub name: String,
@@ -117,7 +117,7 @@ impl BatchRow {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SalesRow {
     /// The merchant id, the category, or the day.
     pub key: String,
@@ -145,7 +145,7 @@ impl SalesRow {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct DayRow {
     pub day: String,
     pub claims: i64,
@@ -156,7 +156,7 @@ pub struct DayRow {
     pub order_amount: String,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CardRow {
     pub cards_issued_mobile: i64,
     pub cards_issued_bank_card: i64,
@@ -185,7 +185,7 @@ impl CardRow {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Totals {
     /// Discounts on live redemptions: the government money the vouchers spent.
     pub discount: String,
@@ -197,11 +197,13 @@ pub struct Totals {
 }
 
 /// The season report. A closed season's report is stored at close and served as stored.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SeasonReport {
     pub season_id: SeasonId,
     pub season_name: String,
+    #[schema(value_type = String, format = DateTime)]
     pub generated_at: Timestamp,
+    #[schema(value_type = Option<String>, format = DateTime)]
     pub closed_at: Option<Timestamp>,
     /// True for the report stored when the season closed.
     pub r#final: bool,
@@ -372,7 +374,7 @@ pub async fn report_for(
 // ---------------------------------------------------------------------------------------------
 // Reconciliation
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Check {
     pub name: String,
     pub ok: bool,
@@ -381,9 +383,10 @@ pub struct Check {
     pub listed: Vec<String>,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reconciliation {
     pub season_id: SeasonId,
+    #[schema(value_type = String, format = DateTime)]
     pub checked_at: Timestamp,
     pub ok: bool,
     pub checks: Vec<Check>,
@@ -676,24 +679,54 @@ impl From<WriteError> for FinanceError {
     }
 }
 
-/// The settlement as the API answers it.
-pub fn settlement_json(s: &SettlementRecord) -> serde_json::Value {
-    serde_json::json!({
-        "settlement_id": s.id,
-        "season_id": s.season_id,
-        "cut_off": s.cut_off,
-        "created_at": s.created_at,
-        "status": if s.completed_at.is_some() { "complete" } else { "in_progress" },
-        "completed_at": s.completed_at,
-        "merchants": s.line_count,
-        "total": yuan(s.total_fen),
-        "paid_at": s.paid_at,
-        "payout_ref": s.payout_ref,
-    })
+/// A settlement as the API answers it (amounts in yuan). The fields are in alphabetical order,
+/// the order of the answers stored before this type existed, so a replay reads the same.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, utoipa::ToSchema)]
+pub struct SettlementAnswer {
+    /// When its last chunk was written; null while it is in progress.
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub completed_at: Option<Timestamp>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Timestamp,
+    #[schema(value_type = String, format = DateTime)]
+    pub cut_off: Timestamp,
+    /// How many merchants it pays (one line each).
+    pub merchants: i64,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub paid_at: Option<Timestamp>,
+    pub payout_ref: Option<String>,
+    pub season_id: SeasonId,
+    pub settlement_id: Uuid,
+    /// complete or in_progress.
+    pub status: &'static str,
+    pub total: String,
+}
+
+impl SettlementAnswer {
+    pub fn of(s: &SettlementRecord) -> SettlementAnswer {
+        SettlementAnswer {
+            completed_at: s.completed_at,
+            created_at: s.created_at,
+            cut_off: s.cut_off,
+            merchants: s.line_count,
+            paid_at: s.paid_at,
+            payout_ref: s.payout_ref.clone(),
+            season_id: s.season_id,
+            settlement_id: s.id,
+            status: if s.completed_at.is_some() { "complete" } else { "in_progress" },
+            total: yuan(s.total_fen),
+        }
+    }
+
+    /// The answer as the JSON text the service sends and stores.
+    pub fn text(s: &SettlementRecord) -> String {
+        // Strings, ids, integers and timestamps: serializing cannot fail.
+        serde_json::to_string(&SettlementAnswer::of(s)).unwrap_or_default()
+    }
 }
 
 fn render_settlement(s: &SettlementRecord) -> String {
-    settlement_json(s).to_string()
+    SettlementAnswer::text(s)
 }
 
 /// The id of the settlement an idempotent request makes: derived from the request's scope and
@@ -802,9 +835,10 @@ async fn settle_in_chunks(
 }
 
 /// The answer to closing a season.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CloseOutcome {
     pub season_id: SeasonId,
+    #[schema(value_type = String, format = DateTime)]
     pub closed_at: Timestamp,
     pub checkpoint_seq: i64,
     pub reconciled: bool,

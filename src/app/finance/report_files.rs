@@ -5,6 +5,13 @@
 //! number cell is an IEEE double by the file format's definition (it has no other number type),
 //! so for the workbook the exact text is parsed into the nearest double at this boundary only,
 //! with a two-decimal number format; the JSON and CSV forms remain the exact record.
+//!
+//! Every CSV this module writes is opened in a spreadsheet by finance, so a text cell (a name, a
+//! bank, an account name, an order reference, a label) that begins with `=`, `+`, `-`, `@`, a tab
+//! or a carriage return is written with a leading `'` ([`csv_text`], the OWASP rule against
+//! formula injection). Amounts and counts are numbers the service wrote itself and stay as they
+//! are, a negative amount (`-30.00`) included. The workbook writes text as string cells, never
+//! as formulas.
 
 use std::collections::BTreeSet;
 
@@ -24,12 +31,20 @@ pub enum Cell {
 }
 
 impl Cell {
-    fn text(&self) -> String {
+    /// The cell as CSV text: text neutralised ([`csv_text`]), numbers as written.
+    fn csv_text(&self) -> String {
         match self {
-            Cell::Text(t) | Cell::Money(t) => t.clone(),
+            Cell::Text(t) => csv_text(t),
+            Cell::Money(t) => t.clone(),
             Cell::Count(n) => n.to_string(),
         }
     }
+}
+
+/// A text cell as a CSV file carries it: prefixed with `'` when a spreadsheet would otherwise
+/// read it as a formula (it begins with `=`, `+`, `-`, `@`, a tab or a carriage return).
+pub fn csv_text(text: &str) -> String {
+    if text.starts_with(['=', '+', '-', '@', '\t', '\r']) { format!("'{text}") } else { text.to_owned() }
 }
 
 pub struct Table {
@@ -260,7 +275,7 @@ pub fn csv(table: &Table) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     writer.write_record(&table.headers)?;
     for row in &table.rows {
-        writer.write_record(row.iter().map(Cell::text))?;
+        writer.write_record(row.iter().map(Cell::csv_text))?;
     }
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
@@ -325,10 +340,10 @@ pub fn payout_csv(
         let mut row = vec![
             settlement.id.to_string(),
             line.merchant_id.to_string(),
-            line.merchant_name.clone(),
-            line.bank.clone(),
-            line.account_no.clone(),
-            line.account_name.clone(),
+            csv_text(&line.merchant_name),
+            csv_text(&line.bank),
+            csv_text(&line.account_no),
+            csv_text(&line.account_name),
             line.redemption_count.to_string(),
             yuan(line.amount_fen),
         ];
@@ -341,8 +356,9 @@ pub fn payout_csv(
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
-/// A statement line with its running totals (fen).
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+/// A statement line with its running totals (yuan); also a row of the statement's CSV, in
+/// this order.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct StatementLine {
     pub at: String,
     pub kind: String,
@@ -386,10 +402,12 @@ pub fn statement_lines(events: &[StatementEvent]) -> Vec<StatementLine> {
         .collect()
 }
 
+/// A statement as CSV: the order reference, the one text a till wrote, neutralised ([`csv_text`]).
 pub fn statement_csv(lines: &[StatementLine]) -> Result<Vec<u8>, csv::Error> {
     let mut writer = csv::Writer::from_writer(Vec::new());
     for line in lines {
-        writer.serialize(line)?;
+        let order_ref = line.order_ref.as_deref().map(csv_text);
+        writer.serialize(StatementLine { order_ref, ..line.clone() })?;
     }
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
@@ -431,6 +449,23 @@ mod tests {
             csv.starts_with("at,kind,id,order_ref,order_amount,amount,redeemed_net,settled,paid,unsettled\n")
         );
         assert_eq!(csv.lines().count(), 6);
+    }
+
+    #[test]
+    fn text_that_a_spreadsheet_would_run_is_neutralised() {
+        for formula in ["=2+3", "+cmd|' /C calc'!A0", "-1+1", "@SUM(1+1)", "\tx", "\rx"] {
+            assert_eq!(csv_text(formula), format!("'{formula}"));
+        }
+        for plain in ["书店", "P-1", "a=b", "'quoted", ""] {
+            assert_eq!(csv_text(plain), plain);
+        }
+        let table = Table {
+            name: "t",
+            headers: vec!["name", "amount", "count"],
+            rows: vec![vec![text("=HYPERLINK(\"http://x/\")"), money("-30.00"), Cell::Count(-2)]],
+        };
+        let csv = String::from_utf8(csv(&table).expect("csv")).expect("utf8");
+        assert_eq!(csv, "name,amount,count\n\"'=HYPERLINK(\"\"http://x/\"\")\",-30.00,-2\n");
     }
 
     #[test]

@@ -105,29 +105,34 @@ pub fn read_journal(body: &[u8], max_lines: usize) -> Result<TillRecord, String>
     Ok(record)
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+// The answer's fields are in alphabetical order, the order it had as a JSON map.
+
+/// A redemption as the till or the server records it (amounts in yuan).
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MatchedRecord {
-    pub redemption_id: Uuid,
-    pub order_ref: String,
-    pub order_amount: String,
     pub discount: String,
+    pub order_amount: String,
+    pub order_ref: String,
+    pub redemption_id: Uuid,
     pub reversed: bool,
 }
 
-#[derive(Clone, Debug, Serialize, PartialEq, Eq)]
+/// A field on which the till and the server disagree about a redemption.
+#[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Mismatch {
-    pub redemption_id: Uuid,
     pub field: &'static str,
-    pub till: String,
+    pub redemption_id: Uuid,
     pub server: String,
+    pub till: String,
 }
 
-#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq)]
+/// A till's journal matched against the server's redemptions.
+#[derive(Clone, Debug, Default, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct MatchOutcome {
     pub matched: Vec<MatchedRecord>,
-    pub missing_on_server: Vec<MatchedRecord>,
-    pub missing_in_till: Vec<MatchedRecord>,
     pub mismatched: Vec<Mismatch>,
+    pub missing_in_till: Vec<MatchedRecord>,
+    pub missing_on_server: Vec<MatchedRecord>,
 }
 
 fn till_view(id: Uuid, r: &TillRedemption) -> MatchedRecord {

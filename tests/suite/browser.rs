@@ -1,0 +1,280 @@
+//! The pages in a real browser: Debian's `chromium` driven through `chromedriver` (WebDriver,
+//! with the `fantoccini` client), headless, on a fresh profile. Each test spawns the server over
+//! a seeded season, loads the citizen's page at 360×740 and the console at 1280×800, checks
+//! what a person sees, that the browser logged no error and asked no other origin, and writes
+//! screenshots under `target/screenshots/`. Under CI a browser that cannot start fails the test;
+//! elsewhere the test says so and passes.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+use wenhui::domain::staff::Role;
+
+use crate::both_backends;
+use crate::claims::World;
+use crate::common::{Backend, code};
+
+/// What the browser runs with: no sandbox (containers), nothing fetched in the background.
+const CHROMIUM_ARGS: [&str; 8] = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+];
+
+/// A headless Chromium behind its own chromedriver; both end when this is dropped.
+pub struct Browser {
+    pub client: Client,
+    driver_url: String,
+    session: String,
+    _driver: Child,
+    _profile: TempDir,
+}
+
+fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+fn installed(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
+}
+
+fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    listener.local_addr().expect("address").port()
+}
+
+impl Browser {
+    /// The browser, or `None` outside CI when chromium or chromedriver is not installed.
+    #[expect(clippy::print_stderr, reason = "outside CI, says that the browser test was not run")]
+    pub async fn start() -> Option<Browser> {
+        let (Some(driver), Some(chromium)) = (installed("chromedriver"), installed("chromium")) else {
+            assert!(
+                !in_ci(),
+                "chromium and chromium-driver must be installed under CI (.ci/run installs them)"
+            );
+            eprintln!("chromium or chromedriver is not installed: the browser test did not run");
+            return None;
+        };
+        Some(Browser::launch(driver, chromium).await)
+    }
+
+    async fn launch(driver: PathBuf, chromium: PathBuf) -> Browser {
+        let port = free_port();
+        let child = Command::new(driver)
+            .arg(format!("--port={port}"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("start chromedriver");
+        let driver_url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let mut ready = false;
+        for _ in 0..100 {
+            if http.get(format!("{driver_url}/status")).send().await.is_ok_and(|r| r.status().is_success()) {
+                ready = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(ready, "chromedriver did not answer on {driver_url}");
+        let profile = tempfile::tempdir().expect("a profile directory");
+        let mut args: Vec<String> = CHROMIUM_ARGS.iter().map(|a| (*a).to_owned()).collect();
+        args.push(format!("--user-data-dir={}", profile.path().display()));
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {"binary": chromium, "args": args},
+            "goog:loggingPrefs": {"browser": "ALL"},
+        });
+        let capabilities = capabilities.as_object().cloned().unwrap_or_default();
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(capabilities)
+            .connect(&driver_url)
+            .await
+            .expect("a browser session");
+        let session = client.session_id().await.expect("session id").expect("a session");
+        Browser { client, driver_url, session, _driver: child, _profile: profile }
+    }
+
+    /// Sets the viewport (the window, less what the browser keeps of it for itself) and checks it.
+    pub async fn viewport(&self, width: u32, height: u32) {
+        self.client.set_window_size(width, height).await.expect("window size");
+        let inner = self.inner_size().await;
+        let outer = (2 * width).saturating_sub(inner.0);
+        self.client.set_window_size(outer, (2 * height).saturating_sub(inner.1)).await.expect("window size");
+        assert_eq!(self.inner_size().await, (width, height), "the viewport");
+    }
+
+    async fn inner_size(&self) -> (u32, u32) {
+        let inner = self.client.execute("return [innerWidth, innerHeight]", vec![]).await.expect("size");
+        let side = |i: usize| inner[i].as_u64().and_then(|v| u32::try_from(v).ok()).expect("a size");
+        (side(0), side(1))
+    }
+
+    /// The browser's console entries since the last call (chromedriver's log endpoint).
+    pub async fn log(&self) -> Vec<Value> {
+        let url = format!("{}/session/{}/se/log", self.driver_url, self.session);
+        let answer: Value = reqwest::Client::new()
+            .post(url)
+            .json(&json!({"type": "browser"}))
+            .send()
+            .await
+            .expect("read the browser log")
+            .json()
+            .await
+            .expect("a log");
+        answer["value"].as_array().cloned().unwrap_or_default()
+    }
+
+    /// The errors the browser logged since the last call (script errors, CSP refusals, failed
+    /// loads).
+    pub async fn errors(&self) -> Vec<Value> {
+        self.log().await.into_iter().filter(|entry| entry["level"] == "SEVERE").collect()
+    }
+
+    /// Every URL the page loaded (itself and its resources).
+    pub async fn requested(&self) -> Vec<String> {
+        let script =
+            "return [location.href].concat(performance.getEntriesByType('resource').map(e => e.name))";
+        let urls = self.client.execute(script, vec![]).await.expect("resource entries");
+        urls.as_array().into_iter().flatten().filter_map(Value::as_str).map(str::to_owned).collect()
+    }
+
+    /// Writes a PNG of the viewport to `target/screenshots/{name}.png`.
+    pub async fn screenshot(&self, name: &str) -> PathBuf {
+        let png = self.client.screenshot().await.expect("a screenshot");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target"));
+        let dir = target.join("screenshots");
+        std::fs::create_dir_all(&dir).expect("the screenshot folder");
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).expect("write a screenshot");
+        path
+    }
+
+    pub async fn text(&self, css: &str) -> String {
+        let element = self.wait_for(css).await;
+        element.text().await.expect("text")
+    }
+
+    pub async fn texts(&self, css: &str) -> Vec<String> {
+        let mut texts = Vec::new();
+        for element in self.client.find_all(Locator::Css(css)).await.expect("find") {
+            texts.push(element.text().await.expect("text"));
+        }
+        texts
+    }
+
+    pub async fn wait_for(&self, css: &str) -> fantoccini::elements::Element {
+        self.client
+            .wait()
+            .at_most(Duration::from_secs(15))
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("{css} did not appear: {e}"))
+    }
+}
+
+/// `00:01:29` or `2天 00:01:29` → seconds.
+fn seconds(countdown: &str) -> i64 {
+    let clock = countdown.rsplit(' ').next().unwrap_or_default();
+    let parts: Vec<i64> = clock.split(':').map(|p| p.parse().expect("a number")).collect();
+    assert_eq!(parts.len(), 3, "{countdown}");
+    parts[0] * 3600 + parts[1] * 60 + parts[2]
+}
+
+both_backends!(the_pages_in_a_real_browser);
+
+/// A season on the server's (manual) clock, which is months behind the phone's: a threshold
+/// batch open now, a city's percent batch opening in 90 seconds. The citizen's page shows both
+/// in plain words and counts down on the server's clock; the console signs a staff key in.
+async fn the_pages_in_a_real_browser(backend: Backend) {
+    let Some(browser) = Browser::start().await else { return };
+    let world = World::new(backend, "100000.00", None).await;
+    world
+        .batch(json!({"name": "全省书店KTV券", "face_value": "30.00", "min_spend": "100.00",
+                      "categories": ["bookstore", "ktv"]}))
+        .await;
+    let city_admin = world.app.staff_key(Role::CityAdmin, "370200").await;
+    let percent = json!({"name": "青岛观影八折券", "issuer": "370200", "kind": "percent", "percent": 20,
+        "cap": "50.00", "step": "1.00", "face_value": null, "min_spend": "0.00", "stock": 10,
+        "claim_opens_at": world.at(90), "categories": ["cinema", "internet_cafe"]});
+    world.batch_as(&city_admin, percent).await;
+    citizen_page(&browser, &world, backend).await;
+    console_page(&browser, &world, backend).await;
+    browser.client.clone().close().await.expect("close the browser");
+}
+
+async fn citizen_page(browser: &Browser, world: &World, backend: Backend) {
+    let base = &world.app.base;
+    browser.viewport(360, 740).await;
+    browser.client.goto(&format!("{base}/")).await.expect("load the citizen's page");
+    browser.wait_for(".countdown").await;
+    assert_eq!(browser.client.title().await.expect("title"), "文惠 · 文化消费券");
+    assert_eq!(browser.texts(".season h2").await, ["2026 文化消费季"]);
+    let terms = browser.texts(".batch .terms").await;
+    assert_eq!(terms, ["满100减30", "8折 最高减50"]);
+    let wheres = browser.texts(".batch .where").await;
+    assert_eq!(wheres, ["山东省内通用 · 书店、KTV", "限青岛市 · 电影院、网吧"]);
+    assert_eq!(browser.texts(".batch .stock").await, ["剩余 100 张 / 共 100 张", "共 10 张"]);
+    let states = browser.texts(".batch .state").await;
+    assert!(states[0].starts_with("正在领取"), "{states:?}");
+    assert!(states[1].ends_with("3月1日 09:01 开抢"), "the opening in Beijing time: {states:?}");
+    // The countdown runs on the server's clock (2026-03-01), not the phone's, and it ticks.
+    let first = seconds(&browser.text(".countdown").await);
+    assert!((80..=90).contains(&first), "{first} s to the opening");
+    tokio::time::sleep(Duration::from_millis(2_100)).await;
+    let later = seconds(&browser.text(".countdown").await);
+    assert!((1..=3).contains(&(first - later)), "the countdown went from {first} to {later}");
+    browser.screenshot(&format!("citizen-{backend:?}").to_lowercase()).await;
+    assert_eq!(browser.errors().await, Vec::<Value>::new(), "the browser logged errors");
+    let requested = browser.requested().await;
+    assert!(requested.iter().any(|u| u.ends_with("/v1/seasons")), "{requested:?}");
+    assert!(requested.iter().all(|u| u.starts_with(&format!("{base}/"))), "another origin: {requested:?}");
+}
+
+async fn console_page(browser: &Browser, world: &World, backend: Backend) {
+    let base = &world.app.base;
+    browser.viewport(1280, 800).await;
+    browser.client.goto(&format!("{base}/console/")).await.expect("load the console");
+    let input = browser.wait_for("#staff-key").await;
+    browser.screenshot(&format!("console-sign-in-{backend:?}").to_lowercase()).await;
+    assert_eq!(browser.errors().await, Vec::<Value>::new(), "the browser logged errors");
+    // A wrong key: the API's refusal, in Chinese.
+    let (status, refusal) = world.app.get("/v1/staff/me", Some("not-a-key")).await;
+    assert_eq!(status, 401, "{refusal}");
+    let (_, messages) = world.app.get("/assets/messages.json", None).await;
+    input.send_keys("not-a-key").await.expect("type");
+    browser.client.find(Locator::Css("#sign-in button")).await.expect("button").click().await.expect("click");
+    let shown = browser.text("#sign-in-error:not([hidden])").await;
+    assert_eq!(shown, messages[code(&refusal)].as_str().expect("a message"), "{refusal}");
+    browser.screenshot(&format!("console-refused-{backend:?}").to_lowercase()).await;
+    let errors = browser.errors().await;
+    assert!(
+        errors
+            .iter()
+            .all(|e| e["message"].as_str().is_some_and(|m| m.contains("/v1/staff/me") && m.contains("401"))),
+        "{errors:?}"
+    );
+    // A finance officer of Qingdao.
+    let key = world.app.staff_key(Role::Finance, "370200").await;
+    input.clear().await.expect("clear");
+    input.send_keys(&key).await.expect("type");
+    browser.client.find(Locator::Css("#sign-in button")).await.expect("button").click().await.expect("click");
+    assert_eq!(browser.text("#who:not([hidden]) .who").await, "青岛市（370200） · 财务");
+    browser.screenshot(&format!("console-{backend:?}").to_lowercase()).await;
+    assert_eq!(browser.errors().await, Vec::<Value>::new(), "the browser logged errors");
+    let requested = browser.requested().await;
+    assert!(requested.iter().all(|u| u.starts_with(&format!("{base}/"))), "another origin: {requested:?}");
+}
