@@ -58,12 +58,12 @@ pub enum Command {
     /// Reconcile a season; prints the checks as JSON and exits 1 if anything breaks.
     Reconcile {
         #[arg(long)]
-        season: uuid::Uuid,
+        season: crate::domain::ids::SeasonId,
     },
     /// Write a season's report (the same as `GET /v1/seasons/{id}/report`, whole province).
     Report {
         #[arg(long)]
-        season: uuid::Uuid,
+        season: crate::domain::ids::SeasonId,
         #[arg(long, value_parser = ["json", "csv", "xlsx"], default_value = "json")]
         format: String,
         /// For csv: summary, funders, batches, merchants, categories, days or cards.
@@ -79,7 +79,7 @@ pub enum Command {
     /// Settle a season's unsettled redemptions up to a cut-off (T+1: yesterday's end).
     Settle {
         #[arg(long)]
-        season: uuid::Uuid,
+        season: crate::domain::ids::SeasonId,
         /// RFC 3339, e.g. 2026-11-25T16:00:00Z (midnight in Beijing).
         #[arg(long)]
         cut_off: String,
@@ -377,12 +377,12 @@ fn staff_key_json(key: &crate::storage::StaffKeyListing) -> serde_json::Value {
 
 async fn load_season(
     store: &dyn crate::storage::Storage,
-    season: uuid::Uuid,
+    season: crate::domain::ids::SeasonId,
 ) -> anyhow::Result<crate::domain::season::Season> {
     store.season(season).await?.ok_or_else(|| anyhow::anyhow!("no season {season}"))
 }
 
-async fn reconcile(url: &str, cli: &Cli, season: uuid::Uuid) -> anyhow::Result<ExitCode> {
+async fn reconcile(url: &str, cli: &Cli, season: crate::domain::ids::SeasonId) -> anyhow::Result<ExitCode> {
     let store = server::open_store(url, &cli.data_dir).await?;
     let season = load_season(store.as_ref(), season).await?;
     let result = finance::reconcile(store.as_ref(), &season, Timestamp::now()).await?;
@@ -399,7 +399,7 @@ async fn reconcile(url: &str, cli: &Cli, season: uuid::Uuid) -> anyhow::Result<E
 async fn season_report(
     url: &str,
     cli: &Cli,
-    season: uuid::Uuid,
+    season: crate::domain::ids::SeasonId,
     format: &str,
     (view, lang): (&str, Lang),
     out: Option<&std::path::Path>,
@@ -424,7 +424,12 @@ async fn season_report(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn settle(url: &str, cli: &Cli, season: uuid::Uuid, cut_off: &str) -> anyhow::Result<ExitCode> {
+async fn settle(
+    url: &str,
+    cli: &Cli,
+    season: crate::domain::ids::SeasonId,
+    cut_off: &str,
+) -> anyhow::Result<ExitCode> {
     let cut_off =
         Timestamp::parse_rfc3339(cut_off).ok_or_else(|| anyhow::anyhow!("--cut-off is RFC 3339"))?;
     let store = server::open_store(url, &cli.data_dir).await?;

@@ -347,7 +347,7 @@ pub async fn generate(store: &dyn Storage, scale: &Scale, url: &str) -> anyhow::
     // Expiries after closing: the value goes to the pools.
     expire_active(store, &mut world, scale.expired_closed).await?;
     settle_and_pay(store, scale, &world, url).await?;
-    Ok(world.season.id)
+    Ok(world.season.id.as_uuid())
 }
 
 /// The season with its budgets (what the batches reserve plus a quarter), its batches, and the
@@ -358,7 +358,7 @@ async fn create_world(store: &dyn Storage, scale: &Scale, rng: &mut Rng) -> anyh
     // 2025-10-01 00:00 in Beijing; the season runs 90 days, claims the first 60.
     let start = Timestamp::parse_rfc3339("2025-09-30T16:00:00Z").context("start time")?;
     let season = Season {
-        id: Uuid::now_v7(),
+        id: Uuid::now_v7().into(),
         name: "Bench season".into(),
         province,
         starts_at: start,
@@ -714,7 +714,7 @@ fn bench_batches(
         .into_iter()
         .zip(stocks)
         .map(|((name, issuer, terms, categories, funding), stock)| Batch {
-            id: Uuid::now_v7(),
+            id: Uuid::now_v7().into(),
             season_id: season.id,
             name: name.into(),
             issuer,
@@ -744,7 +744,7 @@ async fn create_tills(store: &dyn Storage, count: usize, rng: &mut Rng) -> anyho
         let check = credit_check_char(first17.as_bytes()).context("credit code")?;
         let name = format!("Merchant {m:05}");
         let merchant = Merchant {
-            id: Uuid::now_v7(),
+            id: Uuid::now_v7().into(),
             name: name.clone(),
             credit_code: CreditCode::parse(&format!("{first17}{check}"))
                 .map_err(|e| anyhow::anyhow!("{e:?}"))?,

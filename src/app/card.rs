@@ -14,6 +14,7 @@ use crate::domain::card::{
     self, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN, MemberTerms,
 };
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::MerchantId;
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Season, SeasonStatus};
@@ -91,7 +92,7 @@ pub async fn card_order(
     store: &dyn Storage,
     keys: &QrKeys,
     now: Timestamp,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     (qr, order_ref, amount): (&str, String, Fen),
 ) -> Result<CardOrder, AppError> {
     let payload = verified_token(keys, qr, now).await?;
@@ -145,7 +146,7 @@ pub async fn earning_season(
 /// Who is paid: the merchant and the terminal that signed the request.
 #[derive(Clone, Copy)]
 pub struct AtTill {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
 }
 
@@ -163,13 +164,13 @@ pub fn planned_payment(
         card_payment_id: id,
         card_id: order.card.id,
         card_number: order.card.number.masked(),
-        merchant_id: till.merchant_id,
+        merchant_id: till.merchant_id.as_uuid(),
         order_ref: order.order_ref.clone(),
         order_amount: order.amount.to_string(),
         member_discount: order.discount.to_string(),
         amount_after_discount: order.paid.to_string(),
         points_earned: points,
-        season_id: season.as_ref().map(|(s, _)| s.id),
+        season_id: season.as_ref().map(|(s, _)| s.id.as_uuid()),
         points_debt_repaid: 0,
     };
     // The repaid debt is decided under the ledger lock: the commit renders the answer with it.

@@ -19,6 +19,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::{BatchId, SeasonId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
@@ -39,7 +40,7 @@ const SWEEP_LIMIT: i64 = 2_000;
 /// A claim as the HTTP layer hands it over.
 pub struct ClaimRequest {
     pub citizen_id: Uuid,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub idem_key: String,
     pub request_hash: Vec<u8>,
     /// A points exchange: the voucher is paid for with the card's points.
@@ -59,7 +60,7 @@ pub struct Exchange {
 /// ledger's limit on each card points account has the last word.
 struct CardPoints {
     frozen: bool,
-    balances: Vec<(Uuid, i64)>,
+    balances: Vec<(SeasonId, i64)>,
 }
 
 /// An HTTP answer: status and JSON body, exactly as stored for replays.
@@ -102,7 +103,7 @@ enum Message {
 /// A draw's issuance in progress: one group of winners a turn, then back in the queue, so that
 /// claims queued meanwhile are not kept waiting for the whole draw.
 struct DrawJob {
-    batch_id: Uuid,
+    batch_id: BatchId,
     /// The winners not yet reached, in draw order.
     winners: std::collections::VecDeque<Uuid>,
     reply: oneshot::Sender<Result<(), String>>,
@@ -135,7 +136,7 @@ impl ClaimWriter {
     pub async fn claim(
         &self,
         citizen_id: Uuid,
-        batch_id: Uuid,
+        batch_id: BatchId,
         idem_key: String,
         request_hash: Vec<u8>,
     ) -> Answer {
@@ -147,7 +148,7 @@ impl ClaimWriter {
     pub async fn exchange(
         &self,
         citizen_id: Uuid,
-        batch_id: Uuid,
+        batch_id: BatchId,
         exchange: Exchange,
         idem_key: String,
         request_hash: Vec<u8>,
@@ -158,7 +159,7 @@ impl ClaimWriter {
     async fn submit(
         &self,
         citizen_id: Uuid,
-        batch_id: Uuid,
+        batch_id: BatchId,
         idem_key: String,
         request_hash: Vec<u8>,
         exchange: Option<Exchange>,
@@ -182,7 +183,7 @@ impl ClaimWriter {
     /// Issues a drawn lottery batch's vouchers: to `winners` in draw order, as long as stock
     /// lasts, skipping a winner a per-person cap refuses or who holds one already (a draw
     /// issued again after a failure part way). The batch's claimed count says how many in all.
-    pub async fn issue_drawn(&self, batch_id: Uuid, winners: Vec<Uuid>) -> Result<(), String> {
+    pub async fn issue_drawn(&self, batch_id: BatchId, winners: Vec<Uuid>) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
         let job = DrawJob { batch_id, winners: winners.into(), reply };
         self.queue.send(Message::Draw(job)).await.map_err(|_| "writer stopped".to_owned())?;
@@ -227,10 +228,10 @@ pub fn citizen_scope(citizen_id: Uuid) -> String {
 /// the only writer; on any database refusal they are dropped and reloaded.
 #[derive(Default)]
 struct Caches {
-    batches: HashMap<Uuid, (Batch, Season)>,
-    holdings: HashMap<(Uuid, Uuid), CitizenHoldings>,
+    batches: HashMap<BatchId, (Batch, Season)>,
+    holdings: HashMap<(BatchId, Uuid), CitizenHoldings>,
     /// (season, citizen, period): see `SeasonTotalDelta`.
-    season_totals: HashMap<(Uuid, Uuid, i32), i64>,
+    season_totals: HashMap<(SeasonId, Uuid, i32), i64>,
     answers: HashMap<(Uuid, String), StoredAnswer>,
 }
 
@@ -435,7 +436,7 @@ impl Writer {
             let frozen = card.status != crate::domain::card::CardStatus::Active;
             self.cards.insert(exchange.card_id, CardPoints { frozen, balances });
         }
-        let mut by_batch: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        let mut by_batch: HashMap<BatchId, Vec<Uuid>> = HashMap::new();
         for p in pending {
             by_batch.entry(p.request.batch_id).or_default().push(p.request.citizen_id);
         }
@@ -693,7 +694,7 @@ impl Writer {
         if due.is_empty() {
             return Ok(0);
         }
-        let mut rows: HashMap<Uuid, Option<(Batch, Season)>> = HashMap::new();
+        let mut rows: HashMap<BatchId, Option<(Batch, Season)>> = HashMap::new();
         for voucher in &due {
             if let std::collections::hash_map::Entry::Vacant(slot) = rows.entry(voucher.batch_id) {
                 let batch = self.store.batch(voucher.batch_id).await?;
@@ -762,7 +763,7 @@ fn add_claimed(
 fn expiry_commit(
     now: Timestamp,
     vouchers: &[Voucher],
-    rows: &HashMap<Uuid, Option<(Batch, Season)>>,
+    rows: &HashMap<BatchId, Option<(Batch, Season)>>,
 ) -> ExpiryCommit {
     let mut commit = ExpiryCommit { expired_at: now, ..ExpiryCommit::default() };
     for voucher in vouchers {
@@ -801,7 +802,7 @@ fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Answer {
 }
 
 /// The card an exchange pays with, and the points it spends per season.
-type Spent = (Uuid, Vec<(Uuid, i64)>);
+type Spent = (Uuid, Vec<(SeasonId, i64)>);
 
 /// Adds the exchange's points entry to the commit and takes the points off the card in
 /// memory; returns the points the card has left.
@@ -809,7 +810,7 @@ fn spend_points(
     cards: &mut HashMap<Uuid, CardPoints>,
     voucher_id: Uuid,
     card_id: Uuid,
-    parts: &[(Uuid, i64)],
+    parts: &[(SeasonId, i64)],
     commit: &mut ClaimCommit,
 ) -> i64 {
     // Its own entry: points never share an entry with fen.
@@ -868,7 +869,7 @@ pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> VoucherAnswer {
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct VoucherAnswer {
     pub id: Uuid,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     /// active, used, expired or forfeited.
     pub status: &'static str,
     #[schema(format = DateTime)]
@@ -947,7 +948,7 @@ mod tests {
         let (reply, _) = oneshot::channel();
         Message::Claim(ClaimRequest {
             citizen_id: Uuid::from_u128(n),
-            batch_id: Uuid::from_u128(0),
+            batch_id: BatchId::from_uuid(Uuid::from_u128(0)),
             idem_key: format!("key-{n}"),
             request_hash: Vec::new(),
             exchange: None,
@@ -957,7 +958,11 @@ mod tests {
 
     fn draw() -> Message {
         let (reply, _) = oneshot::channel();
-        Message::Draw(DrawJob { batch_id: Uuid::from_u128(9), winners: [Uuid::from_u128(1)].into(), reply })
+        Message::Draw(DrawJob {
+            batch_id: BatchId::from_uuid(Uuid::from_u128(9)),
+            winners: [Uuid::from_u128(1)].into(),
+            reply,
+        })
     }
 
     fn citizens(turn: &Turn) -> Vec<u128> {

@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::app::error::AppError;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::StaffKeyId;
+use crate::domain::ids::{MerchantId, StaffKeyId};
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, DecisionRefused, Merchant, MerchantStatus, SettlementAccount,
 };
@@ -70,7 +70,7 @@ pub fn new_merchant(asked: &MerchantAsked<'_>) -> Result<Merchant, AppError> {
         return Err(AppError::invalid(ErrorCode::InvalidRegion, "a merchant belongs to a city (xxxx00)"));
     }
     Ok(Merchant {
-        id: Uuid::now_v7(),
+        id: MerchantId::new_v7(),
         name: text_field(asked.name, "name", 100)?,
         credit_code,
         category,
@@ -114,7 +114,7 @@ pub async fn request_change(store: &dyn Storage, asked: &NewAccountRequest) -> R
 
 /// A decision on a request, as asked: by which key, when, approving or not, with what note.
 pub struct Decision {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub request_id: Uuid,
     pub approve: bool,
     pub by: StaffKeyId,

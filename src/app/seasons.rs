@@ -9,6 +9,7 @@ use crate::domain::access;
 use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
+use crate::domain::ids::{BatchId, SeasonId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
@@ -341,7 +342,7 @@ pub fn plan_season(scope: &StaffScope, request: &CreateSeason) -> Result<SeasonP
     };
     let subsidy_ceilings = parse_ceilings(&request.subsidy_ceilings)?;
     let season = Season {
-        id: Uuid::now_v7(),
+        id: SeasonId::new_v7(),
         name: check_name(&request.name)?,
         province,
         starts_at: request.starts_at,
@@ -428,7 +429,7 @@ pub async fn plan_batch(
         ));
     }
     let batch = Batch {
-        id: Uuid::now_v7(),
+        id: BatchId::new_v7(),
         season_id: season.id,
         name: check_name(&request.name)?,
         issuer,
@@ -509,7 +510,7 @@ pub fn draw_places(stock: i64) -> usize {
 /// hold up the claims and redemptions sharing it.
 pub async fn rank_entries(
     store: &dyn Storage,
-    batch_id: Uuid,
+    batch_id: BatchId,
     seed: &str,
     keep: usize,
 ) -> Result<crate::domain::season::Draw, AppError> {

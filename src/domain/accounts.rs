@@ -41,12 +41,13 @@ use uuid::Uuid;
 
 use super::ledger::{AccountAddress, AccountSpec};
 use super::region::RegionCode;
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 
-fn seg(id: Uuid) -> String {
-    id.hyphenated().to_string()
+fn seg(id: impl Into<Uuid>) -> String {
+    id.into().hyphenated().to_string()
 }
 
-pub fn appropriation(season: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn appropriation(season: SeasonId, funder: RegionCode) -> AccountSpec {
     let (s, f) = (seg(season), funder.to_string());
     AccountSpec::debit_unlimited(AccountAddress::from_segments(&[
         "season",
@@ -57,40 +58,40 @@ pub fn appropriation(season: Uuid, funder: RegionCode) -> AccountSpec {
     ]))
 }
 
-pub fn pool(season: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn pool(season: SeasonId, funder: RegionCode) -> AccountSpec {
     let (s, f) = (seg(season), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&["season", &s, "funder", &f, "pool"]))
 }
 
-pub fn reserve(season: Uuid, batch: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn reserve(season: SeasonId, batch: BatchId, funder: RegionCode) -> AccountSpec {
     let (s, b, f) = (seg(season), seg(batch), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "batch", &b, "funder", &f, "reserve",
     ]))
 }
 
-pub fn issued(season: Uuid, batch: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn issued(season: SeasonId, batch: BatchId, funder: RegionCode) -> AccountSpec {
     let (s, b, f) = (seg(season), seg(batch), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "batch", &b, "funder", &f, "issued",
     ]))
 }
 
-pub fn payable(season: Uuid, merchant: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn payable(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "merchant", &m, "funder", &f, "payable",
     ]))
 }
 
-pub fn settled(season: Uuid, merchant: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn settled(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "merchant", &m, "funder", &f, "settled",
     ]))
 }
 
-pub fn paid(season: Uuid, merchant: Uuid, funder: RegionCode) -> AccountSpec {
+pub fn paid(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "season", &s, "merchant", &m, "funder", &f, "paid",
@@ -98,7 +99,7 @@ pub fn paid(season: Uuid, merchant: Uuid, funder: RegionCode) -> AccountSpec {
 }
 
 /// A SQL LIKE pattern matching every account of a season.
-pub fn season_pattern(season: Uuid) -> String {
+pub fn season_pattern(season: SeasonId) -> String {
     format!("season:{}:%", seg(season))
 }
 
@@ -107,16 +108,16 @@ pub fn season_pattern(season: Uuid) -> String {
 pub enum SeasonAccount {
     Appropriation { funder: RegionCode },
     Pool { funder: RegionCode },
-    Reserve { batch: Uuid, funder: RegionCode },
-    Issued { batch: Uuid, funder: RegionCode },
-    Payable { merchant: Uuid, funder: RegionCode },
-    Settled { merchant: Uuid, funder: RegionCode },
-    Paid { merchant: Uuid, funder: RegionCode },
+    Reserve { batch: BatchId, funder: RegionCode },
+    Issued { batch: BatchId, funder: RegionCode },
+    Payable { merchant: MerchantId, funder: RegionCode },
+    Settled { merchant: MerchantId, funder: RegionCode },
+    Paid { merchant: MerchantId, funder: RegionCode },
 }
 
 impl SeasonAccount {
     /// Parses `address` if it is one of `season`'s accounts in this chart.
-    pub fn parse(season: Uuid, address: &str) -> Option<SeasonAccount> {
+    pub fn parse(season: SeasonId, address: &str) -> Option<SeasonAccount> {
         let parts: Vec<&str> = address.split(':').collect();
         if parts.first() != Some(&"season") || parts.get(1) != Some(&seg(season).as_str()) {
             return None;
@@ -159,11 +160,11 @@ impl SeasonAccount {
     }
 }
 
-pub fn points_earned(season: Uuid) -> AccountSpec {
+pub fn points_earned(season: SeasonId) -> AccountSpec {
     AccountSpec::debit_unlimited(AccountAddress::from_segments(&["points", "season", &seg(season), "earned"]))
 }
 
-pub fn points_exchanged(season: Uuid) -> AccountSpec {
+pub fn points_exchanged(season: SeasonId) -> AccountSpec {
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "points",
         "season",
@@ -172,11 +173,11 @@ pub fn points_exchanged(season: Uuid) -> AccountSpec {
     ]))
 }
 
-pub fn points_expired(season: Uuid) -> AccountSpec {
+pub fn points_expired(season: SeasonId) -> AccountSpec {
     AccountSpec::credit_limited(AccountAddress::from_segments(&["points", "season", &seg(season), "expired"]))
 }
 
-pub fn points_reversed(season: Uuid) -> AccountSpec {
+pub fn points_reversed(season: SeasonId) -> AccountSpec {
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
         "points",
         "season",
@@ -185,12 +186,12 @@ pub fn points_reversed(season: Uuid) -> AccountSpec {
     ]))
 }
 
-pub fn card_points(card: Uuid, season: Uuid) -> AccountSpec {
+pub fn card_points(card: Uuid, season: SeasonId) -> AccountSpec {
     let (c, s) = (seg(card), seg(season));
     AccountSpec::credit_limited(AccountAddress::from_segments(&["card", &c, "season", &s, "points"]))
 }
 
-pub fn card_points_debt(card: Uuid, season: Uuid) -> AccountSpec {
+pub fn card_points_debt(card: Uuid, season: SeasonId) -> AccountSpec {
     let (c, s) = (seg(card), seg(season));
     AccountSpec::debit_limited(AccountAddress::from_segments(&["card", &c, "season", &s, "points_debt"]))
 }
@@ -203,13 +204,13 @@ pub fn card_pattern(card: Uuid, kind: &str) -> String {
 
 /// A SQL LIKE pattern for every card's points accounts (`kind`: `points` or `points_debt`) of
 /// one season.
-pub fn season_cards_pattern(season: Uuid, kind: &str) -> String {
+pub fn season_cards_pattern(season: SeasonId, kind: &str) -> String {
     format!("card:%:season:{}:{kind}", seg(season))
 }
 
 /// The card and season a card points account (`card:C:season:S:points` or `..:points_debt`)
 /// belongs to.
-pub fn parse_card_account(address: &str) -> Option<(Uuid, Uuid, &str)> {
+pub fn parse_card_account(address: &str) -> Option<(Uuid, SeasonId, &str)> {
     let mut parts = address.split(':');
     let (Some("card"), Some(card), Some("season"), Some(season), Some(kind), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
@@ -225,7 +226,7 @@ mod tests {
 
     #[test]
     fn every_season_account_parses_back() {
-        let (s, b, m) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (s, b, m) = (SeasonId::new_v7(), BatchId::new_v7(), MerchantId::new_v7());
         let f: RegionCode = "440000".parse().expect("region");
         let cases = [
             (appropriation(s, f), SeasonAccount::Appropriation { funder: f }),
@@ -238,13 +239,13 @@ mod tests {
         ];
         for (spec, expected) in cases {
             assert_eq!(SeasonAccount::parse(s, spec.address.as_str()), Some(expected));
-            assert_eq!(SeasonAccount::parse(Uuid::now_v7(), spec.address.as_str()), None);
+            assert_eq!(SeasonAccount::parse(SeasonId::new_v7(), spec.address.as_str()), None);
         }
     }
 
     #[test]
     fn card_accounts_parse_back() {
-        let (card, season) = (Uuid::from_u128(7), Uuid::from_u128(9));
+        let (card, season) = (Uuid::from_u128(7), SeasonId::from_uuid(Uuid::from_u128(9)));
         let address = card_points(card, season).address;
         assert_eq!(parse_card_account(address.as_str()), Some((card, season, "points")));
         let debt = card_points_debt(card, season).address;

@@ -31,6 +31,7 @@ use super::ledger::{NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::season::Season;
 use super::time::Timestamp;
+use crate::domain::ids::SeasonId;
 
 /// The service's card-number prefix (an issuer identification of our own).
 pub const CARD_PREFIX: &str = "9156";
@@ -279,7 +280,7 @@ pub fn points_for(paid: Fen, points_per_yuan: u32) -> i64 {
 /// A debt of points a card owes, booked against the season whose reversal created it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PointsDebt {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub points: i64,
 }
 
@@ -322,7 +323,7 @@ pub fn plan_reversal(kept: i64, balance: i64) -> Clawback {
 }
 
 /// Spends `price` points from balances ordered oldest first; `None` if they do not reach.
-pub fn spend_oldest_first(balances: &[(Uuid, i64)], price: i64) -> Option<Vec<(Uuid, i64)>> {
+pub fn spend_oldest_first(balances: &[(SeasonId, i64)], price: i64) -> Option<Vec<(SeasonId, i64)>> {
     let mut left = price;
     let mut parts = Vec::new();
     for (season, balance) in balances {
@@ -356,7 +357,7 @@ pub fn points_expiry(season: &Season, fixed: Option<Timestamp>, all: &[Season]) 
 
 /// The entry for the points a card payment earned (`None` when it earned none): debts repaid
 /// first (booked as earned in the debt's season), the rest onto the card's balance for `season`.
-pub fn earning_entry(payment: Uuid, card: Uuid, season: Uuid, earning: &Earning) -> Option<NewEntry> {
+pub fn earning_entry(payment: Uuid, card: Uuid, season: SeasonId, earning: &Earning) -> Option<NewEntry> {
     let mut postings = Vec::new();
     for debt in earning.repaid.iter().filter(|d| d.points > 0) {
         postings.push(posting(accounts::points_earned(debt.season_id), Side::Debit, debt.points));
@@ -374,7 +375,7 @@ pub fn earning_entry(payment: Uuid, card: Uuid, season: Uuid, earning: &Earning)
 pub fn reversal_entry(
     reversal: Uuid,
     card: Uuid,
-    season: Uuid,
+    season: SeasonId,
     repaid: &[PointsDebt],
     clawback: Clawback,
 ) -> Option<NewEntry> {
@@ -398,7 +399,7 @@ pub fn reversal_entry(
 }
 
 /// Points spent on a voucher, oldest season first: `parts` are (season, points).
-pub fn exchange_entry(voucher: Uuid, card: Uuid, parts: &[(Uuid, i64)]) -> NewEntry {
+pub fn exchange_entry(voucher: Uuid, card: Uuid, parts: &[(SeasonId, i64)]) -> NewEntry {
     let mut postings = Vec::new();
     for (season, points) in parts.iter().filter(|(_, p)| *p > 0) {
         postings.push(posting(accounts::card_points(card, *season), Side::Debit, *points));
@@ -408,7 +409,7 @@ pub fn exchange_entry(voucher: Uuid, card: Uuid, parts: &[(Uuid, i64)]) -> NewEn
 }
 
 /// One card's remaining points of `season` expire.
-pub fn expiry_entry(season: Uuid, card: Uuid, points: i64) -> NewEntry {
+pub fn expiry_entry(season: SeasonId, card: Uuid, points: i64) -> NewEntry {
     NewEntry::new(
         "points_expiry",
         format!("points_expiry:{season}:{card}"),
@@ -485,7 +486,7 @@ mod tests {
 
     #[test]
     fn earning_repays_debt_oldest_first() {
-        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (a, b) = (SeasonId::from_uuid(Uuid::from_u128(1)), SeasonId::from_uuid(Uuid::from_u128(2)));
         let debts = [PointsDebt { season_id: a, points: 30 }, PointsDebt { season_id: b, points: 50 }];
         let earning = plan_earning(60, &debts);
         assert_eq!(earning.repaid, vec![debts[0], PointsDebt { season_id: b, points: 30 }]);
@@ -500,7 +501,7 @@ mod tests {
     fn season(n: u128, province: &str, starts_day: i64, days: i64) -> Season {
         let start = Timestamp::from_unix_us(0).plus_seconds(starts_day * 86_400);
         Season {
-            id: Uuid::from_u128(n),
+            id: SeasonId::from_uuid(Uuid::from_u128(n)),
             name: format!("s{n}"),
             province: province.parse().expect("province"),
             starts_at: start,
@@ -531,7 +532,11 @@ mod tests {
 
     #[test]
     fn entries_balance_and_name_their_accounts() {
-        let (card, s1, s2) = (Uuid::from_u128(5), Uuid::from_u128(1), Uuid::from_u128(2));
+        let (card, s1, s2) = (
+            Uuid::from_u128(5),
+            SeasonId::from_uuid(Uuid::from_u128(1)),
+            SeasonId::from_uuid(Uuid::from_u128(2)),
+        );
         let earning = plan_earning(100, &[PointsDebt { season_id: s1, points: 30 }]);
         let entry = earning_entry(Uuid::from_u128(8), card, s2, &earning).expect("entry");
         entry.validate().expect("balanced");
@@ -557,7 +562,7 @@ mod tests {
                                        balance in 0i64..2_000_000,
                                        paid_fen in 0i64..100_000_000, rate in 0u32..=100) {
             let debts: Vec<PointsDebt> = debts.iter().enumerate()
-                .map(|(i, p)| PointsDebt { season_id: Uuid::from_u128(i as u128), points: *p }).collect();
+                .map(|(i, p)| PointsDebt { season_id: SeasonId::from_uuid(Uuid::from_u128(i as u128)), points: *p }).collect();
             let earning = plan_earning(points, &debts);
             let repaid: i64 = earning.repaid.iter().map(|d| d.points).sum();
             prop_assert_eq!(repaid + earning.kept, points);

@@ -21,6 +21,7 @@ use super::money::{Fen, MAX_AMOUNT_FEN};
 use super::region::RegionCode;
 use super::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
 use super::time::Timestamp;
+use crate::domain::ids::{MerchantId, SeasonId};
 
 /// One funder's part of a redeemed voucher: (funder, its part of the value, its part of the
 /// discount).
@@ -34,7 +35,7 @@ pub fn funder_parts(batch: &Batch, value: Fen, discount: Fen) -> Vec<FunderPart>
 }
 
 /// A budget: `amount` from the funder's appropriation into its pool for the season.
-pub fn budget_entry(season: Uuid, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
+pub fn budget_entry(season: SeasonId, funder: RegionCode, amount: Fen, reference: String) -> NewEntry {
     NewEntry::transfer(
         "budget",
         reference,
@@ -106,7 +107,12 @@ pub fn close_entry(batch: &Batch, reserve_left: &[(RegionCode, i64)]) -> Option<
 }
 
 /// The voucher's value leaves liability: the discount to the merchant, the rest back to the pool.
-pub fn redemption_entry(batch: &Batch, parts: &[FunderPart], merchant: Uuid, redemption: Uuid) -> NewEntry {
+pub fn redemption_entry(
+    batch: &Batch,
+    parts: &[FunderPart],
+    merchant: MerchantId,
+    redemption: Uuid,
+) -> NewEntry {
     let (season, batch) = (batch.season_id, batch.id);
     let mut postings = Vec::new();
     for (funder, value, discount) in parts {
@@ -157,7 +163,7 @@ impl AfterReversal {
 pub fn reversal_entry(
     batch: &Batch,
     parts: &[FunderPart],
-    merchant: Uuid,
+    merchant: MerchantId,
     reversal: Uuid,
     after: AfterReversal,
 ) -> NewEntry {
@@ -206,8 +212,8 @@ mod tests {
     fn batch(stock: i64) -> Batch {
         let funding = FundingShares::new(vec![(region(PROVINCE), 60), (region(CITY), 40)]).expect("shares");
         Batch {
-            id: Uuid::from_u128(2),
-            season_id: Uuid::from_u128(1),
+            id: crate::domain::ids::BatchId::from_uuid(Uuid::from_u128(2)),
+            season_id: SeasonId::from_uuid(Uuid::from_u128(1)),
             name: "batch".into(),
             issuer: region(PROVINCE),
             terms: VoucherTerms::Threshold {
@@ -256,7 +262,7 @@ mod tests {
 
     #[test]
     fn budget_moves_the_appropriation_into_the_pool() {
-        let (season, funder) = (Uuid::from_u128(1), region(CITY));
+        let (season, funder) = (SeasonId::from_uuid(Uuid::from_u128(1)), region(CITY));
         let entry = budget_entry(season, funder, Fen::from_fen_unchecked(500), "budget:x".into());
         assert_eq!((entry.kind.as_str(), entry.reference.as_str()), ("budget", "budget:x"));
         assert_eq!(
@@ -342,7 +348,8 @@ mod tests {
     #[test]
     fn redemption_pays_the_discount_to_the_merchant_and_the_rest_to_the_pool() {
         let b = batch(7);
-        let (s, p, c, merchant) = (b.season_id, region(PROVINCE), region(CITY), Uuid::from_u128(9));
+        let (s, p, c, merchant) =
+            (b.season_id, region(PROVINCE), region(CITY), MerchantId::from_uuid(Uuid::from_u128(9)));
         let parts = funder_parts(&b, b.voucher_value(), Fen::from_fen_unchecked(500));
         assert_eq!(
             parts,
@@ -372,7 +379,7 @@ mod tests {
     #[test]
     fn reversal_undoes_the_redemption_as_the_voucher_ends() {
         let mut b = batch(7);
-        let (s, p, merchant) = (b.season_id, region(PROVINCE), Uuid::from_u128(9));
+        let (s, p, merchant) = (b.season_id, region(PROVINCE), MerchantId::from_uuid(Uuid::from_u128(9)));
         let parts = funder_parts(&b, b.voucher_value(), Fen::from_fen_unchecked(500));
         let id = Uuid::from_u128(11);
         let active = reversal_entry(&b, &parts, merchant, id, AfterReversal::Active);

@@ -14,6 +14,7 @@ use super::ledger::{Balance, NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 
 /// Report days are calendar days in China Standard Time (UTC+8, no daylight saving).
 pub const CST_OFFSET_S: i32 = 8 * 3600;
@@ -90,7 +91,7 @@ fn credit_balance(balance: &Balance) -> i64 {
 }
 
 /// Per-funder balances and payable/settlement flows from the season's account rows.
-pub fn funder_figures(season: Uuid, rows: &[(String, Balance)]) -> BTreeMap<RegionCode, FunderFigures> {
+pub fn funder_figures(season: SeasonId, rows: &[(String, Balance)]) -> BTreeMap<RegionCode, FunderFigures> {
     let mut figures: BTreeMap<RegionCode, FunderFigures> = BTreeMap::new();
     for (address, balance) in rows {
         let Some(account) = SeasonAccount::parse(season, address) else { continue };
@@ -133,9 +134,9 @@ pub fn add_expiry_returns(
 
 /// One batch's vouchers: counts, and amounts at the voucher's value (`redeemed_discount` is
 /// what was actually paid out, which for percent vouchers is less than the value).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct BatchFigures {
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub name: String,
     pub issuer: String,
     pub voucher_value: i64,
@@ -171,15 +172,20 @@ pub struct SalesFigures {
 }
 
 /// A settlement line being built: one merchant's unsettled redemptions up to the cut-off.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementLine {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub redemption_count: i64,
     pub amount_fen: i64,
     pub by_funder: BTreeMap<RegionCode, i64>,
 }
 
 impl SettlementLine {
+    /// A line of `merchant_id` with no redemption yet.
+    pub fn new(merchant_id: MerchantId) -> SettlementLine {
+        SettlementLine { merchant_id, redemption_count: 0, amount_fen: 0, by_funder: BTreeMap::new() }
+    }
+
     /// Adds one redemption's funder parts (which sum to its discount).
     pub fn add(&mut self, parts: &[(RegionCode, Fen)]) {
         self.redemption_count += 1;
@@ -260,8 +266,8 @@ pub fn parse_funder_parts(json: &str) -> Option<Vec<(RegionCode, Fen)>> {
 
 /// Closing a season: per batch, one entry that moves whatever is left in its reserve and in its
 /// voucher liability (the vouchers the close expires) back to each funder's pool.
-pub fn season_close_entries(season: Uuid, batch_balances: &[(String, Balance)]) -> Vec<NewEntry> {
-    let mut by_batch: BTreeMap<Uuid, Vec<NewPosting>> = BTreeMap::new();
+pub fn season_close_entries(season: SeasonId, batch_balances: &[(String, Balance)]) -> Vec<NewEntry> {
+    let mut by_batch: BTreeMap<BatchId, Vec<NewPosting>> = BTreeMap::new();
     for (address, balance) in batch_balances {
         let (batch, funder, spec) = match SeasonAccount::parse(season, address) {
             Some(SeasonAccount::Reserve { batch, funder }) => {
@@ -310,7 +316,7 @@ mod tests {
 
     #[test]
     fn funder_figures_follow_the_chart() {
-        let (s, b, m) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+        let (s, b, m) = (SeasonId::new_v7(), BatchId::new_v7(), MerchantId::new_v7());
         let f = region("440000");
         let rows = vec![
             (
@@ -356,7 +362,7 @@ mod tests {
 
     #[test]
     fn settlement_lines_sum_their_parts() {
-        let mut line = SettlementLine::default();
+        let mut line = SettlementLine::new(MerchantId::from_uuid(Uuid::nil()));
         let (p, c) = (region("440000"), region("440100"));
         line.add(&[(p, Fen::new(300).expect("fen")), (c, Fen::new(200).expect("fen"))]);
         line.add(&[(p, Fen::new(1).expect("fen"))]);

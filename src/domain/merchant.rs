@@ -10,6 +10,7 @@ use super::season::{Batch, Category};
 use super::staff::KeyLineage;
 use super::time::Timestamp;
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::MerchantId;
 
 /// The 31 characters of GB 32100 codes (no I, O, S, V, Z), in value order.
 const CHARSET: &[u8; 31] = b"0123456789ABCDEFGHJKLMNPQRTUWXY";
@@ -140,7 +141,7 @@ pub const ACCOUNT_REQUEST_TTL_S: i64 = 7 * 86_400;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRequest {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     /// 1 for the merchant's first request, then 2, 3 ...
     pub seq: i64,
     pub requested_at: Timestamp,
@@ -231,7 +232,7 @@ impl AccountRequest {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Merchant {
-    pub id: Uuid,
+    pub id: MerchantId,
     pub name: String,
     pub credit_code: CreditCode,
     pub category: Category,
@@ -312,7 +313,7 @@ mod tests {
             SettlementAccount { bank: "b".into(), account_no: "1".into(), account_name: "n".into() };
         let mut request = AccountRequest {
             id: Uuid::from_u128(3),
-            merchant_id: Uuid::from_u128(4),
+            merchant_id: MerchantId::from_uuid(Uuid::from_u128(4)),
             seq: 1,
             requested_at: at,
             requested_by: asker_key,

@@ -9,6 +9,7 @@ use super::funding::{FundingShares, VoucherTerms};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
+use crate::domain::ids::{BatchId, SeasonId};
 
 /// Most tranches one batch may have (a daily release over a year).
 pub const MAX_RELEASES: usize = 400;
@@ -42,7 +43,7 @@ pub fn check_season_dates(starts_at: Timestamp, ends_at: Timestamp) -> Result<()
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Season {
-    pub id: Uuid,
+    pub id: SeasonId,
     pub name: String,
     pub province: RegionCode,
     pub starts_at: Timestamp,
@@ -209,8 +210,8 @@ pub struct Release {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Batch {
-    pub id: Uuid,
-    pub season_id: Uuid,
+    pub id: BatchId,
+    pub season_id: SeasonId,
     pub name: String,
     pub issuer: RegionCode,
     pub terms: VoucherTerms,
@@ -471,8 +472,8 @@ impl VoucherStatus {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Voucher {
     pub id: Uuid,
-    pub batch_id: Uuid,
-    pub season_id: Uuid,
+    pub batch_id: BatchId,
+    pub season_id: SeasonId,
     pub citizen_id: Uuid,
     pub slot: u32,
     pub status: VoucherStatus,
@@ -579,7 +580,7 @@ mod tests {
     /// A season of province 370000 with no caps, limits or stacking.
     fn bare_season() -> Season {
         Season {
-            id: Uuid::nil(),
+            id: SeasonId::from_uuid(Uuid::nil()),
             name: "s".into(),
             province: "370000".parse().expect("region"),
             starts_at: Timestamp::from_unix_us(0),
@@ -600,8 +601,8 @@ mod tests {
         let city: RegionCode = "370200".parse().expect("region");
         let mut season = bare_season();
         let mut batch = Batch {
-            id: Uuid::nil(),
-            season_id: Uuid::nil(),
+            id: BatchId::from_uuid(Uuid::nil()),
+            season_id: SeasonId::from_uuid(Uuid::nil()),
             name: "b".into(),
             issuer: province,
             terms: crate::domain::funding::VoucherTerms::Threshold {

@@ -23,6 +23,7 @@ use super::till::{
 use crate::app::card as app_card;
 use crate::domain::card::{self, BankCardNumber, Card, CardStatus, CardVia};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
@@ -109,7 +110,7 @@ pub struct CardAnswer {
 /// A card's points earned in one season, and when they expire.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SeasonPoints {
-    season_id: Uuid,
+    season_id: SeasonId,
     points: i64,
     points_debt: i64,
     #[schema(format = DateTime)]
@@ -126,7 +127,7 @@ pub struct CardStatusAnswer {
 /// A merchant's member terms for card holders.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct CardTermsAnswer {
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     percent: u32,
     /// Yuan, when the discount is capped.
     cap: Option<String>,
@@ -135,7 +136,7 @@ pub struct CardTermsAnswer {
 /// A season's points rate.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct PointsRateAnswer {
-    season_id: Uuid,
+    season_id: SeasonId,
     points_per_yuan: u32,
     #[schema(format = DateTime)]
     points_expire_at: Option<String>,
@@ -268,7 +269,7 @@ struct CardTermsBody {
 pub async fn set_terms(
     State(state): State<AppState>,
     staff: Option<Staff>,
-    ApiPath(merchant_id): ApiPath<Uuid>,
+    ApiPath(merchant_id): ApiPath<MerchantId>,
     method: Method,
     uri: Uri,
     headers: HeaderMap,
@@ -300,7 +301,7 @@ struct PointsRateBody {
 pub async fn set_points_rate(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<PointsRateAnswer>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
@@ -483,9 +484,9 @@ pub async fn get(
     Ok(Json(CardPaymentView {
         card_payment_id: p.id,
         card_id: p.card_id,
-        merchant_id: p.merchant_id,
+        merchant_id: p.merchant_id.as_uuid(),
         terminal_id: p.terminal_id,
-        season_id: p.season_id,
+        season_id: p.season_id.map(Uuid::from),
         order_amount: yuan(p.order_amount_fen),
         member_discount: yuan(p.discount_fen),
         amount_after_discount: yuan(p.order_amount_fen - p.discount_fen),
@@ -503,7 +504,7 @@ pub async fn get(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct ExchangeBody {
-    batch_id: Uuid,
+    batch_id: BatchId,
     points: i64,
 }
 

@@ -19,6 +19,7 @@ use crate::app::codes::CodeError;
 use crate::app::providers::SentCode;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::BatchId;
 use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
 use crate::domain::staff::Role;
 
@@ -340,7 +341,7 @@ pub async fn my_vouchers(
 pub async fn claim(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -375,7 +376,7 @@ pub struct ClaimBody {}
 /// A citizen's entry in a lottery batch's draw.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct LotteryEntry {
-    batch_id: Uuid,
+    batch_id: BatchId,
     #[schema(format = DateTime)]
     entered_at: String,
 }
@@ -388,7 +389,7 @@ pub struct LotteryEntry {
 pub async fn enter_lottery(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
 ) -> Result<Json<LotteryEntry>, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
     let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");

@@ -22,6 +22,7 @@ use crate::app::finance::{self, CloseOutcome, FinanceError, Reconciliation, Seas
 use crate::app::till::journal_match::MatchOutcome;
 use crate::domain::access::{self, SeasonView};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::time::Timestamp;
@@ -32,7 +33,7 @@ pub const JOURNAL_LIMIT_BYTES: usize = 8 * 1024 * 1024;
 /// Most journal lines read from one upload.
 const MAX_JOURNAL_LINES: usize = 50_000;
 
-async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
+async fn load_season(store: &dyn Storage, id: SeasonId) -> Result<Season, ApiError> {
     store.season(id).await?.ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))
 }
 
@@ -133,7 +134,7 @@ pub struct LangQuery {
 pub async fn report(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
     let season = load_season(state.store(), season_id).await?;
@@ -168,7 +169,7 @@ pub async fn report(
 pub async fn reconciliation(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<Reconciliation>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     staff.may(access::reconcile_season, season.province)?;
@@ -178,7 +179,7 @@ pub async fn reconciliation(
 #[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct SettleBody {
-    season_id: Uuid,
+    season_id: SeasonId,
     #[schema(value_type = String, format = DateTime)]
     cut_off: Timestamp,
 }
@@ -245,7 +246,7 @@ const SETTLEMENTS_PAGE_MAX: u32 = 500;
 pub async fn season_settlements(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<SettlementPage>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
@@ -288,7 +289,7 @@ pub struct SettlementWithLines {
 pub struct SettlementLineAnswer {
     amount: String,
     funders: Vec<FunderAmount>,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     merchant_name: String,
     redemptions: i64,
 }
@@ -417,7 +418,7 @@ pub async fn paid(
 pub async fn close(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     IdempotencyKey(_key): IdempotencyKey,
 ) -> Result<Json<CloseOutcome>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
@@ -436,7 +437,7 @@ pub async fn close(
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StatementQuery {
-    season: Uuid,
+    season: SeasonId,
     #[serde(default)]
     format: Option<String>,
     #[serde(default)]
@@ -448,7 +449,7 @@ pub struct StatementQuery {
 pub async fn statement(
     State(state): State<AppState>,
     staff: Option<Staff>,
-    ApiPath(merchant_id): ApiPath<Uuid>,
+    ApiPath(merchant_id): ApiPath<MerchantId>,
     ApiQuery(query): ApiQuery<StatementQuery>,
     method: Method,
     uri: Uri,
@@ -487,14 +488,14 @@ pub async fn statement(
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Statement {
     lines: Vec<StatementLine>,
-    merchant_id: Uuid,
-    season_id: Uuid,
+    merchant_id: MerchantId,
+    season_id: SeasonId,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct JournalQuery {
-    merchant: Uuid,
+    merchant: MerchantId,
 }
 
 /// Matches a till's journal (the merchant SDK's JSON-lines file, as the body) against the
@@ -503,7 +504,7 @@ pub struct JournalQuery {
 pub async fn merchant_journal(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<JournalQuery>,
     super::extract::ApiRawBytes(body): super::extract::ApiRawBytes,
 ) -> Result<Json<MatchOutcome>, ApiError> {

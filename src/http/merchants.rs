@@ -18,6 +18,7 @@ use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, sta
 use crate::app::merchants::{self, Asked};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::MerchantId;
 use crate::domain::merchant::{
     ACCOUNT_REQUEST_TTL_S, AccountRequest, Merchant, MerchantStatus, SettlementAccount,
 };
@@ -47,7 +48,7 @@ fn require_admin_of(staff: &Staff, city: RegionCode) -> Result<(), ApiError> {
 /// A merchant as the API shows it.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct MerchantAnswer {
-    id: Uuid,
+    id: MerchantId,
     name: String,
     credit_code: String,
     category: String,
@@ -82,13 +83,13 @@ pub fn merchant_json(merchant: &Merchant) -> MerchantAnswer {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct MerchantPage {
     merchants: Vec<MerchantAnswer>,
-    next_after: Option<Uuid>,
+    next_after: Option<MerchantId>,
 }
 
 /// A merchant's new status.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct MerchantStatusAnswer {
-    id: Uuid,
+    id: MerchantId,
     status: &'static str,
 }
 
@@ -96,7 +97,7 @@ pub struct MerchantStatusAnswer {
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct TerminalAnswer {
     terminal_id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     label: String,
 }
 
@@ -171,7 +172,7 @@ pub struct RequestAnswer {
 /// A page of a merchant's account changes; `next_after_seq` is null on the last page.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AccountChangesPage {
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     changes: Vec<AccountChangeAnswer>,
     next_after_seq: Option<i64>,
 }
@@ -179,7 +180,7 @@ pub struct AccountChangesPage {
 /// A page of a merchant's account requests; `next_after_seq` is null on the last page.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AccountRequestsPage {
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     requests: Vec<AccountRequestAnswer>,
     next_after_seq: Option<i64>,
 }
@@ -295,7 +296,7 @@ pub async fn list(
     staff.may(access::see_merchants, region)?;
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
     let after = match query.after {
-        Some(id) => Some(state.store().merchant(id).await?.ok_or_else(|| {
+        Some(id) => Some(state.store().merchant(id.into()).await?.ok_or_else(|| {
             invalid(ErrorCode::InvalidCursor, "after names no merchant: pass a page's next_after")
         })?),
         None => None,
@@ -305,7 +306,7 @@ pub async fn list(
     Ok(Json(MerchantPage { merchants: merchants.iter().map(merchant_json).collect(), next_after }))
 }
 
-pub(super) async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiError> {
+pub(super) async fn load(state: &AppState, id: MerchantId) -> Result<Merchant, ApiError> {
     state
         .store()
         .merchant(id)
@@ -316,7 +317,7 @@ pub(super) async fn load(state: &AppState, id: Uuid) -> Result<Merchant, ApiErro
 async fn set_status(
     state: &AppState,
     staff: &Staff,
-    id: Uuid,
+    id: MerchantId,
     status: MerchantStatus,
 ) -> Result<Json<MerchantStatusAnswer>, ApiError> {
     let merchant = load(state, id).await?;
@@ -331,7 +332,7 @@ async fn set_status(
 pub async fn suspend(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<MerchantId>,
 ) -> Result<Json<MerchantStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, MerchantStatus::Suspended).await
 }
@@ -340,7 +341,7 @@ pub async fn suspend(
 pub async fn activate(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<MerchantId>,
 ) -> Result<Json<MerchantStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, MerchantStatus::Active).await
 }
@@ -358,7 +359,7 @@ struct RegisterTerminal {
 pub async fn register_terminal(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(merchant_id): ApiPath<Uuid>,
+    ApiPath(merchant_id): ApiPath<MerchantId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -398,7 +399,7 @@ pub async fn register_terminal(
 pub async fn revoke_terminal(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath((merchant_id, terminal_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((merchant_id, terminal_id)): ApiPath<(MerchantId, Uuid)>,
 ) -> Result<Json<TerminalRevokedAnswer>, ApiError> {
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
@@ -475,7 +476,7 @@ struct ChangeAccount {
 pub async fn change_account(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<MerchantId>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     let merchant = load(&state, id).await?;
@@ -535,7 +536,7 @@ struct Decide {
 pub async fn approve_account_request(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((id, request_id)): ApiPath<(MerchantId, Uuid)>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<MerchantAndRequest>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, true).await?;
@@ -554,7 +555,7 @@ pub async fn approve_account_request(
 pub async fn reject_account_request(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath((id, request_id)): ApiPath<(Uuid, Uuid)>,
+    ApiPath((id, request_id)): ApiPath<(MerchantId, Uuid)>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<RequestAnswer>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, false).await?;
@@ -566,7 +567,7 @@ pub async fn reject_account_request(
 async fn decide(
     state: &AppState,
     staff: &Staff,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     request_id: Uuid,
     body: &Bytes,
     approve: bool,
@@ -612,7 +613,7 @@ const ACCOUNT_CHANGES_PAGE_MAX: u32 = 1_000;
 async fn history_page_limit(
     state: &AppState,
     staff: &Staff,
-    id: Uuid,
+    id: MerchantId,
     query: &ChangesQuery,
 ) -> Result<u32, ApiError> {
     let merchant = load(state, id).await?;
@@ -631,7 +632,7 @@ async fn history_page_limit(
 pub async fn account_changes(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<MerchantId>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<AccountChangesPage>, ApiError> {
     let limit = history_page_limit(&state, &staff, id, &query).await?;
@@ -655,7 +656,7 @@ pub async fn account_changes(
 pub async fn account_requests(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<MerchantId>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<AccountRequestsPage>, ApiError> {
     let limit = history_page_limit(&state, &staff, id, &query).await?;

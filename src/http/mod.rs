@@ -80,7 +80,8 @@ pub(crate) struct AppInner {
     settlement_chunking: crate::domain::finance::SettlementChunking,
     pub(crate) tills:
         TtlCache<uuid::Uuid, (crate::storage::TerminalRecord, crate::domain::merchant::Merchant)>,
-    pub(crate) batches: TtlCache<uuid::Uuid, (crate::domain::season::Batch, crate::domain::season::Season)>,
+    pub(crate) batches:
+        TtlCache<crate::domain::ids::BatchId, (crate::domain::season::Batch, crate::domain::season::Season)>,
     /// The till path's per-request reads and nonce writes, coalesced (`src/app/till/coalesce.rs`).
     pub(crate) till_reads: TillReads,
     /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`).
@@ -90,7 +91,8 @@ pub(crate) struct AppInner {
 pub(crate) struct TillReads {
     pub vouchers: Coalescer<uuid::Uuid, Option<crate::domain::season::Voucher>>,
     pub nonces: Coalescer<(uuid::Uuid, String), bool>,
-    pub card_payments: Coalescer<(uuid::Uuid, String), Option<crate::storage::CardPaymentRecord>>,
+    pub card_payments:
+        Coalescer<(crate::domain::ids::MerchantId, String), Option<crate::storage::CardPaymentRecord>>,
 }
 
 impl TillReads {
@@ -105,7 +107,7 @@ impl TillReads {
                 let (store, at) = (s2.clone(), clock.now());
                 async move { store.record_nonces(&seen, at).await }
             }),
-            card_payments: Coalescer::spawn(move |orders: Vec<(uuid::Uuid, String)>| {
+            card_payments: Coalescer::spawn(move |orders: Vec<(crate::domain::ids::MerchantId, String)>| {
                 let store = s3.clone();
                 async move { store.live_card_payments(&orders).await }
             }),

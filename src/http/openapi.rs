@@ -12,6 +12,7 @@ use utoipa_axum::router::UtoipaMethodRouter;
 
 use super::AppState;
 use super::error::ErrorBody;
+use crate::domain::ids::{Id, IdKind};
 
 /// What the document holds besides the routes: its title, the error body, the security schemes.
 #[derive(utoipa::OpenApi)]
@@ -21,6 +22,25 @@ use super::error::ErrorBody;
     modifiers(&SecurityAddon)
 )]
 pub struct ApiDoc;
+
+/// A typed id is a bare UUID on the wire: its schema is `Uuid`'s (`string`, `format: uuid`),
+/// named after its kind (`SeasonId`, `MerchantId`, ...) so the document says which id a field
+/// holds. Here rather than in `domain::ids`, which knows nothing of the API document.
+impl<K: IdKind> utoipa::PartialSchema for Id<K> {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::String)
+            .format(Some(SchemaFormat::KnownFormat(KnownFormat::Uuid)))
+            .into()
+    }
+}
+
+impl<K: IdKind> utoipa::ToSchema for Id<K> {
+    fn name() -> std::borrow::Cow<'static, str> {
+        std::borrow::Cow::Borrowed(K::NAME)
+    }
+}
 
 /// The security scheme of a staff key (`Authorization: Bearer <key>`).
 pub const STAFF_KEY: &str = "staff_key";

@@ -14,6 +14,7 @@ use crate::app::seasons::{self, AddBudget, CreateBatch, CreateSeason};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
+use crate::domain::ids::{BatchId, SeasonId};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season};
@@ -61,7 +62,7 @@ pub async fn create_season(
 pub async fn add_budget(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -91,7 +92,7 @@ pub async fn add_budget(
 /// A budget added to a funder, in yuan.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct BudgetAnswer {
-    season_id: Uuid,
+    season_id: SeasonId,
     #[schema(value_type = String)]
     funder: RegionCode,
     amount: String,
@@ -105,7 +106,7 @@ fn answer_text(answer: &impl serde::Serialize) -> Result<String, ApiError> {
     })
 }
 
-async fn load_season(store: &dyn Storage, id: Uuid) -> Result<Season, ApiError> {
+async fn load_season(store: &dyn Storage, id: SeasonId) -> Result<Season, ApiError> {
     store.season(id).await?.ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))
 }
 
@@ -141,7 +142,7 @@ fn opening_figures(funders: &[RegionCode], amounts: &[Fen]) -> Vec<(RegionCode, 
 /// and each item of `GET /v1/seasons`. Amounts are yuan as decimal strings.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SeasonAnswer {
-    id: Uuid,
+    id: SeasonId,
     name: String,
     #[schema(value_type = String)]
     province: RegionCode,
@@ -213,7 +214,7 @@ fn season_json(
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SeasonPage {
     seasons: Vec<SeasonAnswer>,
-    next_after: Option<Uuid>,
+    next_after: Option<SeasonId>,
 }
 
 /// A page of `GET /v1/seasons`: 20 by default, at most 100 (each season's view reads its
@@ -231,7 +232,7 @@ pub async fn list_seasons(
 ) -> Result<Json<SeasonPage>, ApiError> {
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
     let after = match query.after {
-        Some(id) => Some(state.store().season(id).await?.ok_or_else(|| {
+        Some(id) => Some(state.store().season(id.into()).await?.ok_or_else(|| {
             ApiError::unprocessable(
                 ErrorCode::InvalidCursor,
                 "after names no season: pass a page's next_after",
@@ -252,7 +253,7 @@ pub async fn list_seasons(
 #[utoipa::path(get, operation_id = "get_season", path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts", body = SeasonAnswer), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_season(
     State(state): State<AppState>,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<SeasonAnswer>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     Ok(Json(season_view(state.store(), &season, state.clock().now()).await?))
@@ -276,7 +277,7 @@ struct DrawRequest {
 pub async fn draw(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -344,7 +345,7 @@ pub async fn draw(
 pub async fn lottery_entrants(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(batch_id): ApiPath<Uuid>,
+    ApiPath(batch_id): ApiPath<BatchId>,
     ApiQuery(page): ApiQuery<PageQuery>,
 ) -> Result<Json<EntrantsPage>, ApiError> {
     staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
@@ -364,7 +365,7 @@ pub async fn lottery_entrants(
 /// vouchers the draw issued.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct DrawAnswer {
-    batch_id: Uuid,
+    batch_id: BatchId,
     seed: String,
     seed_sha256: String,
     entries: u64,
@@ -397,7 +398,7 @@ pub(crate) fn not_a_lottery() -> ApiError {
 pub async fn create_batch(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -427,8 +428,8 @@ pub async fn create_batch(
 /// A batch: its terms, stock and claims so far, release schedule, funding and lottery.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct BatchAnswer {
-    id: Uuid,
-    season_id: Uuid,
+    id: BatchId,
+    season_id: SeasonId,
     name: String,
     #[schema(value_type = String)]
     issuer: RegionCode,
@@ -500,7 +501,7 @@ fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
 #[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release", body = Vec<BatchAnswer>)))]
 pub async fn list_batches(
     State(state): State<AppState>,
-    ApiPath(season_id): ApiPath<Uuid>,
+    ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<Vec<BatchAnswer>>, ApiError> {
     load_season(state.store(), season_id).await?;
     let now = state.clock().now();

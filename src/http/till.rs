@@ -486,7 +486,7 @@ pub async fn get(
     Ok(Json(RedemptionView {
         redemption_id: r.id,
         voucher_id: r.voucher_id,
-        merchant_id: r.merchant_id,
+        merchant_id: r.merchant_id.as_uuid(),
         terminal_id: r.terminal_id,
         order_amount: yuan(r.order_amount_fen),
         discount: yuan(r.discount_fen),

@@ -18,6 +18,7 @@ use super::ledger::{AccountCache, EntryInsert, EntryRow, PostingInsert};
 use super::seasons::VoucherRow;
 use super::till::GroupRows;
 use super::{Backend, IdemRecord, NewRedemption, PruneTarget, StorageError};
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::season::Voucher;
 use crate::domain::time::{Clock, Timestamp};
 
@@ -88,8 +89,8 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, Uuid, Uuid)],
-    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error>;
+        keys: &[(Uuid, MerchantId, SeasonId)],
+    ) -> Result<Vec<(Uuid, MerchantId, SeasonId, i32)>, sqlx::Error>;
 
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).
@@ -106,8 +107,8 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn live_orders(
         &self,
         tx: &mut Tx,
-        pairs: &[(Uuid, String)],
-    ) -> Result<Vec<(Uuid, String, String, String)>, sqlx::Error>;
+        pairs: &[(MerchantId, String)],
+    ) -> Result<Vec<(MerchantId, String, String, String)>, sqlx::Error>;
 
     async fn insert_answer_rows(
         &self,

@@ -10,6 +10,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::card::{self, Card, CardStatus, CardVia, Clawback, Earning, MemberTerms, PointsDebt};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
@@ -20,7 +21,7 @@ use crate::storage::{IdemRecord, LedgerStore, Refusal, SeasonStore, SqlStore, St
 /// A card's points in one season: what it holds and what it owes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct CardPointsLine {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub points: i64,
     pub debt: i64,
 }
@@ -28,7 +29,7 @@ pub struct CardPointsLine {
 /// The province's points policy for a season.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PointsPolicy {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub points_per_yuan: u32,
     /// A moment the province fixed for the season's points to expire (None: the default rule).
     pub expire_at: Option<Timestamp>,
@@ -42,9 +43,9 @@ pub struct PointsPolicy {
 pub struct NewCardPayment {
     pub id: Uuid,
     pub card_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
-    pub season_id: Option<Uuid>,
+    pub season_id: Option<SeasonId>,
     pub order_ref: String,
     pub order_amount_fen: i64,
     pub discount_fen: i64,
@@ -58,9 +59,9 @@ pub struct NewCardPayment {
 pub struct CardPaymentRecord {
     pub id: Uuid,
     pub card_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
-    pub season_id: Option<Uuid>,
+    pub season_id: Option<SeasonId>,
     pub order_ref: String,
     pub order_amount_fen: i64,
     pub discount_fen: i64,
@@ -101,6 +102,15 @@ pub struct CardFigures {
     pub points_debt: i64,
 }
 
+/// A `season_points` row.
+#[derive(sqlx::FromRow)]
+struct PointsPolicyRow {
+    season_id: SeasonId,
+    points_per_yuan: i32,
+    expire_at_us: Option<i64>,
+    expired_at_us: Option<i64>,
+}
+
 #[async_trait]
 pub trait CardStore: Send + Sync {
     /// Issues a card; `Constraint(CardPerCitizen)` if the citizen has one (the database's UNIQUE),
@@ -123,16 +133,16 @@ pub trait CardStore: Send + Sync {
 
     async fn set_card_terms(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terms: &MemberTerms,
         at: Timestamp,
     ) -> Result<(), StorageError>;
 
-    async fn card_terms(&self, merchant_id: Uuid) -> Result<Option<MemberTerms>, StorageError>;
+    async fn card_terms(&self, merchant_id: MerchantId) -> Result<Option<MemberTerms>, StorageError>;
 
     async fn set_points_policy(&self, policy: &PointsPolicy, at: Timestamp) -> Result<(), StorageError>;
 
-    async fn points_policy(&self, season_id: Uuid) -> Result<Option<PointsPolicy>, StorageError>;
+    async fn points_policy(&self, season_id: SeasonId) -> Result<Option<PointsPolicy>, StorageError>;
 
     /// Policies of seasons whose points have not expired yet.
     async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError>;
@@ -140,11 +150,15 @@ pub trait CardStore: Send + Sync {
     /// `live_card_payment` for many (merchant, order_ref) pairs in one query, in order.
     async fn live_card_payments(
         &self,
-        orders: &[(Uuid, String)],
+        orders: &[(MerchantId, String)],
     ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError>;
 
     /// Whether a live voucher redemption exists on an order at a merchant.
-    async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError>;
+    async fn live_redemption_on(
+        &self,
+        merchant_id: MerchantId,
+        order_ref: &str,
+    ) -> Result<bool, StorageError>;
 
     /// Commits a card payment under the ledger lock and returns the answer it stored.
     async fn commit_card_payment(&self, payment: &NewCardPayment) -> Result<IdemRecord, WriteError>;
@@ -155,25 +169,25 @@ pub trait CardStore: Send + Sync {
     async fn commit_card_reversal(&self, reversal: &NewCardReversal) -> Result<IdemRecord, WriteError>;
 
     /// Every card's positive points balance of a season: (card, points).
-    async fn season_card_points(&self, season_id: Uuid) -> Result<Vec<(Uuid, i64)>, StorageError>;
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(Uuid, i64)>, StorageError>;
 
     /// Posts a season's points expiry entries and marks the season's points expired, at once.
     async fn commit_points_expiry(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         entries: &[NewEntry],
         at: Timestamp,
     ) -> Result<(), WriteError>;
 
     /// The season report's card figures (for `GET /v1/seasons/{id}/report`).
-    async fn card_figures(&self, season_id: Uuid) -> Result<CardFigures, StorageError>;
+    async fn card_figures(&self, season_id: SeasonId) -> Result<CardFigures, StorageError>;
 
     /// What does not reconcile in the season's points (empty: everything does): the points
     /// identity `earned - exchanged - expired - reversed = outstanding - debt`; every card points
     /// account's maintained balance against its postings; every card payment and reversal that
     /// moved points against exactly one ledger entry of the same points, and every such entry
     /// against its payment.
-    async fn card_breaks(&self, season_id: Uuid) -> Result<Vec<String>, StorageError>;
+    async fn card_breaks(&self, season_id: SeasonId) -> Result<Vec<String>, StorageError>;
 }
 
 pub(crate) const CARD_COLUMNS: &str =
@@ -220,9 +234,9 @@ impl CardRow {
 pub(crate) struct CardPaymentRow {
     id: Uuid,
     card_id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     terminal_id: Uuid,
-    season_id: Option<Uuid>,
+    season_id: Option<SeasonId>,
     order_ref: String,
     order_amount_fen: i64,
     discount_fen: i64,
@@ -237,7 +251,7 @@ pub(crate) struct CardPaymentRow {
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct RepaidJson {
-    season_id: Uuid,
+    season_id: SeasonId,
     points: i64,
 }
 
@@ -344,7 +358,7 @@ impl SqlStore {
         conn: &mut impl AsExec,
         card_id: Uuid,
     ) -> Result<Vec<CardPointsLine>, sqlx::Error> {
-        let seasons: Vec<(Uuid, i64)> = query_as(
+        let seasons: Vec<(SeasonId, i64)> = query_as(
             "SELECT DISTINCT p.season_id, s.starts_at_us FROM card_payments p JOIN seasons s ON s.id = p.season_id \
              WHERE p.card_id = $1 ORDER BY s.starts_at_us, p.season_id",
         )
@@ -393,7 +407,7 @@ impl SqlStore {
 
     async fn live_redemption_on_conn(
         conn: &mut impl AsExec,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         order_ref: &str,
     ) -> Result<bool, sqlx::Error> {
         let row: Option<(Uuid,)> = query_as(
@@ -484,13 +498,14 @@ impl SqlStore {
         Ok(())
     }
 
-    fn policy_from(row: (Uuid, i32, Option<i64>, Option<i64>)) -> Result<PointsPolicy, StorageError> {
-        let (season_id, rate, expire_at, expired_at) = row;
+    fn policy_from(row: PointsPolicyRow) -> Result<PointsPolicy, StorageError> {
+        let rate =
+            u32::try_from(row.points_per_yuan).map_err(|_| StorageError::Corrupt("points rate".into()))?;
         Ok(PointsPolicy {
-            season_id,
-            points_per_yuan: u32::try_from(rate).map_err(|_| StorageError::Corrupt("points rate".into()))?,
-            expire_at: expire_at.map(Timestamp::from_unix_us),
-            expired_at: expired_at.map(Timestamp::from_unix_us),
+            season_id: row.season_id,
+            points_per_yuan: rate,
+            expire_at: row.expire_at_us.map(Timestamp::from_unix_us),
+            expired_at: row.expired_at_us.map(Timestamp::from_unix_us),
         })
     }
 
@@ -564,7 +579,7 @@ impl CardStore for SqlStore {
 
     async fn set_card_terms(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terms: &MemberTerms,
         at: Timestamp,
     ) -> Result<(), StorageError> {
@@ -582,7 +597,7 @@ impl CardStore for SqlStore {
         Ok(())
     }
 
-    async fn card_terms(&self, merchant_id: Uuid) -> Result<Option<MemberTerms>, StorageError> {
+    async fn card_terms(&self, merchant_id: MerchantId) -> Result<Option<MemberTerms>, StorageError> {
         let row: Option<(i32, Option<i64>)> =
             query_as("SELECT percent, cap_fen FROM merchant_card_terms WHERE merchant_id = $1")
                 .bind(merchant_id)
@@ -611,8 +626,8 @@ impl CardStore for SqlStore {
         Ok(())
     }
 
-    async fn points_policy(&self, season_id: Uuid) -> Result<Option<PointsPolicy>, StorageError> {
-        let row: Option<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
+    async fn points_policy(&self, season_id: SeasonId) -> Result<Option<PointsPolicy>, StorageError> {
+        let row: Option<PointsPolicyRow> = query_as(
             "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points WHERE season_id = $1",
         )
         .bind(season_id)
@@ -622,7 +637,7 @@ impl CardStore for SqlStore {
     }
 
     async fn unexpired_points_policies(&self, limit: i64) -> Result<Vec<PointsPolicy>, StorageError> {
-        let rows: Vec<(Uuid, i32, Option<i64>, Option<i64>)> = query_as(
+        let rows: Vec<PointsPolicyRow> = query_as(
             "SELECT season_id, points_per_yuan, expire_at_us, expired_at_us FROM season_points \
              WHERE expired_at_us IS NULL ORDER BY season_id LIMIT $1",
         )
@@ -634,9 +649,10 @@ impl CardStore for SqlStore {
 
     async fn live_card_payments(
         &self,
-        orders: &[(Uuid, String)],
+        orders: &[(MerchantId, String)],
     ) -> Result<Vec<Option<CardPaymentRecord>>, StorageError> {
-        let mut found: std::collections::HashMap<(Uuid, String), CardPaymentRecord> = Default::default();
+        let mut found: std::collections::HashMap<(MerchantId, String), CardPaymentRecord> =
+            Default::default();
         for chunk in orders.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
             let order_refs: Vec<String> = chunk.iter().map(|(_, order_ref)| order_ref.clone()).collect();
             for row in self.backend.live_card_payment_rows(&order_refs).await? {
@@ -647,7 +663,11 @@ impl CardStore for SqlStore {
         Ok(orders.iter().map(|key| found.get(key).cloned()).collect())
     }
 
-    async fn live_redemption_on(&self, merchant_id: Uuid, order_ref: &str) -> Result<bool, StorageError> {
+    async fn live_redemption_on(
+        &self,
+        merchant_id: MerchantId,
+        order_ref: &str,
+    ) -> Result<bool, StorageError> {
         let mut conn = self.pool.acquire().await?;
         Ok(Self::live_redemption_on_conn(&mut conn, merchant_id, order_ref).await?)
     }
@@ -749,7 +769,7 @@ impl CardStore for SqlStore {
         Ok(answer)
     }
 
-    async fn season_card_points(&self, season_id: Uuid) -> Result<Vec<(Uuid, i64)>, StorageError> {
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(Uuid, i64)>, StorageError> {
         let mut conn = self.pool.acquire().await?;
         let cards: Vec<(Uuid,)> =
             query_as("SELECT DISTINCT card_id FROM card_payments WHERE season_id = $1 ORDER BY card_id")
@@ -771,7 +791,7 @@ impl CardStore for SqlStore {
 
     async fn commit_points_expiry(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         entries: &[NewEntry],
         at: Timestamp,
     ) -> Result<(), WriteError> {
@@ -798,7 +818,7 @@ impl CardStore for SqlStore {
         Ok(())
     }
 
-    async fn card_figures(&self, season_id: Uuid) -> Result<CardFigures, StorageError> {
+    async fn card_figures(&self, season_id: SeasonId) -> Result<CardFigures, StorageError> {
         let mut figures = CardFigures::default();
         if let Some(season) = SeasonStore::season(self, season_id).await? {
             let rows: Vec<(String, i64)> = query_as(
@@ -840,7 +860,7 @@ impl CardStore for SqlStore {
         Ok(figures)
     }
 
-    async fn card_breaks(&self, season_id: Uuid) -> Result<Vec<String>, StorageError> {
+    async fn card_breaks(&self, season_id: SeasonId) -> Result<Vec<String>, StorageError> {
         let mut breaks = Vec::new();
         let f = self.card_figures(season_id).await?;
         let left = f.points_earned - f.points_exchanged - f.points_expired - f.points_reversed;

@@ -360,6 +360,13 @@ where
     }
 }
 
+// A list of typed ids binds as PostgreSQL's `uuid[]`, as a list of UUIDs does.
+impl<K> sqlx::postgres::PgHasArrayType for Id<K> {
+    fn array_type_info() -> sqlx::postgres::PgTypeInfo {
+        <Uuid as sqlx::postgres::PgHasArrayType>::array_type_info()
+    }
+}
+
 /// The values, encoded for backend `DB` in order.
 fn arguments<DB: sqlx::Database>(args: Vec<Arg>) -> Result<DB::Arguments, BoxDynError>
 where

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{SalesFigures, SettlementLine};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -26,7 +27,7 @@ pub const MAX_BREAKS_LISTED: i64 = 50;
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct MerchantSales {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub name: String,
     pub city: String,
     pub category: String,
@@ -47,7 +48,7 @@ pub struct DayActivity {
 #[derive(Clone)]
 pub struct SettlementPlan {
     pub id: Uuid,
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub cut_off: Timestamp,
     /// Also the `settled_at` of every redemption it settles.
     pub created_at: Timestamp,
@@ -60,7 +61,7 @@ pub struct SettlementPlan {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementRecord {
     pub id: Uuid,
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub cut_off: Timestamp,
     pub total_fen: i64,
     pub line_count: i64,
@@ -73,7 +74,7 @@ pub struct SettlementRecord {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementLineRecord {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub merchant_name: String,
     /// The merchant's city, for a city's finance (who sees its own merchants' lines only).
     pub merchant_city: String,
@@ -88,7 +89,7 @@ pub struct SettlementLineRecord {
 /// A closed season's stored report and reconciliation (JSON text), written once.
 #[derive(Clone, Debug)]
 pub struct FinalReport {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub report: String,
     pub reconciliation: String,
     pub checkpoint_seq: i64,
@@ -116,21 +117,57 @@ pub struct MerchantMoney {
     pub paid_fen: i64,
 }
 
+/// One merchant's sales in a season, with the merchant's name, city and category.
+#[derive(sqlx::FromRow)]
+struct MerchantSalesRow {
+    id: MerchantId,
+    name: String,
+    city: String,
+    category: String,
+    n: i64,
+    rv: i64,
+    d: i64,
+    o: i64,
+}
+
+/// A `season_reports` row, without its season.
+#[derive(sqlx::FromRow)]
+struct FinalReportRow {
+    report: String,
+    reconciliation: String,
+    checkpoint_seq: i64,
+    created_at_us: i64,
+}
+
+/// One event of a merchant's statement; `discount_fen` is the amount of a settlement or a payout.
+#[derive(sqlx::FromRow)]
+struct StatementRow {
+    at: i64,
+    kind: String,
+    id: Uuid,
+    order_ref: Option<String>,
+    order_amount_fen: i64,
+    discount_fen: i64,
+}
+
 #[async_trait]
 pub trait FinanceStore: Send + Sync {
     /// Every account of the season (`season:S:...`) with its maintained debits and credits.
-    async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError>;
+    async fn season_balances(&self, season_id: SeasonId) -> Result<Vec<(String, Balance)>, StorageError>;
 
     /// Per batch: its vouchers counted by status (from the voucher rows).
-    async fn voucher_status_counts(&self, season_id: Uuid) -> Result<Vec<(Uuid, String, i64)>, StorageError>;
+    async fn voucher_status_counts(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(BatchId, String, i64)>, StorageError>;
 
     /// Per batch: live redemptions and reversals.
-    async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError>;
+    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(BatchId, SalesFigures)>, StorageError>;
 
     /// Per merchant (of `city`, if given), by merchant name.
     async fn merchant_sales(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<MerchantSales>, StorageError>;
 
@@ -138,7 +175,7 @@ pub trait FinanceStore: Send + Sync {
     /// `city`, if given).
     async fn day_activity(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<DayActivity>, StorageError>;
 
@@ -146,7 +183,7 @@ pub trait FinanceStore: Send + Sync {
     /// the cut-off (what a settlement run plans its chunks by), in merchant id order.
     async fn unsettled_counts(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         cut_off: Timestamp,
     ) -> Result<Vec<(Uuid, i64)>, StorageError>;
 
@@ -171,7 +208,7 @@ pub trait FinanceStore: Send + Sync {
     /// one season, or of every season: the oldest 100.
     async fn settlements_in_progress(
         &self,
-        season_id: Option<Uuid>,
+        season_id: Option<SeasonId>,
     ) -> Result<Vec<SettlementRecord>, StorageError>;
 
     async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError>;
@@ -180,7 +217,7 @@ pub trait FinanceStore: Send + Sync {
     /// at most `limit`.
     async fn season_settlements(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         after: Option<&SettlementRecord>,
         limit: i64,
     ) -> Result<Vec<SettlementRecord>, StorageError>;
@@ -201,9 +238,9 @@ pub trait FinanceStore: Send + Sync {
     /// Closes the season: marks it closed, expires every active voucher and returns all issued
     /// and reserved money to the funders' pools, in one transaction. Idempotent: answers when the
     /// season closed (`at`, or the earlier close).
-    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError>;
+    async fn close_season(&self, season_id: SeasonId, at: Timestamp) -> Result<Timestamp, WriteError>;
 
-    async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError>;
+    async fn final_report(&self, season_id: SeasonId) -> Result<Option<FinalReport>, StorageError>;
 
     /// Stores a closed season's report unless one is stored already (the first one wins).
     async fn insert_final_report(&self, report: &FinalReport) -> Result<(), StorageError>;
@@ -211,8 +248,8 @@ pub trait FinanceStore: Send + Sync {
     /// A merchant's redemptions, reversals, settlements and payouts in a season, in time order.
     async fn merchant_statement(
         &self,
-        merchant_id: Uuid,
-        season_id: Uuid,
+        merchant_id: MerchantId,
+        season_id: SeasonId,
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError>;
 
@@ -227,7 +264,10 @@ pub trait FinanceStore: Send + Sync {
     async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<super::RedemptionRecord>, StorageError>;
 
     /// Per merchant of the season: see [`MerchantMoney`].
-    async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError>;
+    async fn merchant_money(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(MerchantId, MerchantMoney)>, StorageError>;
 
     /// Vouchers whose state disagrees with the ledger or the redemptions, ledger entries
     /// (claim, expiry, redemption, reversal) whose voucher or redemption is missing or disagrees,
@@ -242,7 +282,7 @@ pub trait FinanceStore: Send + Sync {
 #[derive(sqlx::FromRow)]
 pub(crate) struct SettlementRow {
     id: Uuid,
-    season_id: Uuid,
+    season_id: SeasonId,
     cut_off_us: i64,
     total_fen: i64,
     line_count: i32,
@@ -292,7 +332,7 @@ pub(crate) fn day_sql(column: &str) -> String {
 /// A settlement line as read, with its merchant's name and city.
 #[derive(sqlx::FromRow)]
 struct SettlementLineRow {
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     merchant_name: String,
     merchant_city: String,
     redemption_count: i64,
@@ -346,7 +386,7 @@ impl SqlStore {
         tx: &mut Tx,
         plan: &SettlementPlan,
         merchants: &[Uuid],
-    ) -> Result<BTreeMap<Uuid, SettlementLine>, WriteError> {
+    ) -> Result<BTreeMap<MerchantId, SettlementLine>, WriteError> {
         let mut q = QueryBuilder::new("UPDATE redemptions SET settled_at_us = ");
         q.push_bind(plan.created_at.unix_us())
             .push(", settlement_id = ")
@@ -363,13 +403,11 @@ impl SqlStore {
             .push(" AND merchant_id NOT IN (SELECT merchant_id FROM settlement_lines WHERE settlement_id = ")
             .push_bind(plan.id)
             .push(") RETURNING id, merchant_id, funders");
-        let mut lines: BTreeMap<Uuid, SettlementLine> = BTreeMap::new();
-        let mut rows = q.build_query_as::<(Uuid, Uuid, String)>().fetch(&mut *tx);
+        let mut lines: BTreeMap<MerchantId, SettlementLine> = BTreeMap::new();
+        let mut rows = q.build_query_as::<(Uuid, MerchantId, String)>().fetch(&mut *tx);
         while let Some((id, merchant_id, funders)) = rows.try_next().await? {
             let parts = funder_parts(&funders, &format!("redemption {id}"))?;
-            let line = lines
-                .entry(merchant_id)
-                .or_insert_with(|| SettlementLine { merchant_id, ..Default::default() });
+            let line = lines.entry(merchant_id).or_insert_with(|| SettlementLine::new(merchant_id));
             line.add(&parts);
         }
         Ok(lines)
@@ -424,9 +462,9 @@ impl SqlStore {
     async fn insert_settlement_lines(
         tx: &mut Tx,
         settlement_id: Uuid,
-        lines: &BTreeMap<Uuid, SettlementLine>,
+        lines: &BTreeMap<MerchantId, SettlementLine>,
     ) -> Result<(), WriteError> {
-        let ids: Vec<Uuid> = lines.keys().copied().collect();
+        let ids: Vec<MerchantId> = lines.keys().copied().collect();
         for chunk in ids.chunks(500) {
             let mut q =
                 QueryBuilder::new("SELECT id, bank, account_no, account_name FROM merchants WHERE id IN (");
@@ -435,7 +473,7 @@ impl SqlStore {
                 list.push_bind(*id);
             }
             q.push(")");
-            let accounts: Vec<(Uuid, String, String, String)> =
+            let accounts: Vec<(MerchantId, String, String, String)> =
                 q.build_query_as().fetch_all(&mut *tx).await?;
             if accounts.len() != chunk.len() {
                 return Err(WriteError::Storage(StorageError::Corrupt(
@@ -463,12 +501,15 @@ impl SqlStore {
     }
 
     /// The season's batch accounts (reserve and issued) with their balances, under the lock.
-    async fn batch_balances_in(tx: &mut Tx, season_id: Uuid) -> Result<Vec<(String, Balance)>, WriteError> {
+    async fn batch_balances_in(
+        tx: &mut Tx,
+        season_id: SeasonId,
+    ) -> Result<Vec<(String, Balance)>, WriteError> {
         let rows: Vec<(String, i64, i64)> = query_as(
             "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
              JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
         )
-        .bind(format!("season:{}:batch:%", season_id.hyphenated()))
+        .bind(format!("season:{}:batch:%", season_id.as_uuid().hyphenated()))
         .fetch_all(&mut *tx)
         .await?;
         Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
@@ -619,7 +660,7 @@ impl SqlStore {
     async fn count_breaks(
         tx: &mut Tx,
         sql: String,
-        season_id: Uuid,
+        season_id: SeasonId,
     ) -> Result<(i64, Vec<String>), StorageError> {
         let count_sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM ({sql}) breaks"));
         let (count,): (i64,) = query_as(count_sql).bind(season_id).fetch_one(&mut *tx).await?;
@@ -634,7 +675,7 @@ impl SqlStore {
 
 #[async_trait]
 impl FinanceStore for SqlStore {
-    async fn season_balances(&self, season_id: Uuid) -> Result<Vec<(String, Balance)>, StorageError> {
+    async fn season_balances(&self, season_id: SeasonId) -> Result<Vec<(String, Balance)>, StorageError> {
         let rows: Vec<(String, i64, i64)> = query_as(
             "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
              LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1 ORDER BY a.address",
@@ -645,7 +686,10 @@ impl FinanceStore for SqlStore {
         Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
     }
 
-    async fn voucher_status_counts(&self, season_id: Uuid) -> Result<Vec<(Uuid, String, i64)>, StorageError> {
+    async fn voucher_status_counts(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(BatchId, String, i64)>, StorageError> {
         Ok(query_as(
             "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 \
              GROUP BY batch_id, status",
@@ -655,18 +699,18 @@ impl FinanceStore for SqlStore {
         .await?)
     }
 
-    async fn batch_sales(&self, season_id: Uuid) -> Result<Vec<(Uuid, SalesFigures)>, StorageError> {
+    async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(BatchId, SalesFigures)>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT r.batch_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 GROUP BY r.batch_id"
         ));
-        let rows: Vec<(Uuid, i64, i64, i64, i64)> =
+        let rows: Vec<(BatchId, i64, i64, i64, i64)> =
             query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
         Ok(rows.into_iter().map(|(b, n, rv, d, o)| (b, sales(n, rv, d, o))).collect())
     }
 
     async fn merchant_sales(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<MerchantSales>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
@@ -677,23 +721,23 @@ impl FinanceStore for SqlStore {
             crate::storage::finance::MAX_REPORT_ROWS
         ));
         let city = city.map(|c| c.to_string()).unwrap_or_default();
-        let rows: Vec<(Uuid, String, String, String, i64, i64, i64, i64)> =
+        let rows: Vec<MerchantSalesRow> =
             query_as(sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
         Ok(rows
             .into_iter()
-            .map(|(merchant_id, name, city, category, n, rv, d, o)| MerchantSales {
-                merchant_id,
-                name,
-                city,
-                category,
-                sales: sales(n, rv, d, o),
+            .map(|r| MerchantSales {
+                merchant_id: r.id,
+                name: r.name,
+                city: r.city,
+                category: r.category,
+                sales: sales(r.n, r.rv, r.d, r.o),
             })
             .collect())
     }
 
     async fn day_activity(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         city: Option<RegionCode>,
     ) -> Result<Vec<DayActivity>, StorageError> {
         let claims_sql = sqlx::AssertSqlSafe(format!(
@@ -734,7 +778,7 @@ impl FinanceStore for SqlStore {
 
     async fn unsettled_counts(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         cut_off: Timestamp,
     ) -> Result<Vec<(Uuid, i64)>, StorageError> {
         Ok(query_as(
@@ -844,7 +888,7 @@ impl FinanceStore for SqlStore {
 
     async fn settlements_in_progress(
         &self,
-        season_id: Option<Uuid>,
+        season_id: Option<SeasonId>,
     ) -> Result<Vec<SettlementRecord>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE ($1 IS NULL OR season_id = $1) \
@@ -862,7 +906,7 @@ impl FinanceStore for SqlStore {
 
     async fn season_settlements(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         after: Option<&SettlementRecord>,
         limit: i64,
     ) -> Result<Vec<SettlementRecord>, StorageError> {
@@ -898,7 +942,7 @@ impl FinanceStore for SqlStore {
         if Self::answer_exists(&mut tx, answer).await? {
             return Err(WriteError::IdempotencyTaken);
         }
-        let state: Option<(Uuid, Option<i64>, Option<i64>)> =
+        let state: Option<(SeasonId, Option<i64>, Option<i64>)> =
             query_as("SELECT season_id, paid_at_us, completed_at_us FROM settlements WHERE id = $1")
                 .bind(settlement_id)
                 .fetch_optional(&mut tx)
@@ -940,7 +984,7 @@ impl FinanceStore for SqlStore {
         Ok(())
     }
 
-    async fn close_season(&self, season_id: Uuid, at: Timestamp) -> Result<Timestamp, WriteError> {
+    async fn close_season(&self, season_id: SeasonId, at: Timestamp) -> Result<Timestamp, WriteError> {
         // One writer at a time in this process: waiting here is cheaper than on the database lock.
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
@@ -993,19 +1037,19 @@ impl FinanceStore for SqlStore {
         Ok(at)
     }
 
-    async fn final_report(&self, season_id: Uuid) -> Result<Option<FinalReport>, StorageError> {
-        let row: Option<(String, String, i64, i64)> = query_as(
+    async fn final_report(&self, season_id: SeasonId) -> Result<Option<FinalReport>, StorageError> {
+        let row: Option<FinalReportRow> = query_as(
             "SELECT report, reconciliation, checkpoint_seq, created_at_us FROM season_reports WHERE season_id = $1",
         )
         .bind(season_id)
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(report, reconciliation, checkpoint_seq, created_at_us)| FinalReport {
+        Ok(row.map(|row| FinalReport {
             season_id,
-            report,
-            reconciliation,
-            checkpoint_seq,
-            created_at: Timestamp::from_unix_us(created_at_us),
+            report: row.report,
+            reconciliation: row.reconciliation,
+            checkpoint_seq: row.checkpoint_seq,
+            created_at: Timestamp::from_unix_us(row.created_at_us),
         }))
     }
 
@@ -1026,11 +1070,11 @@ impl FinanceStore for SqlStore {
 
     async fn merchant_statement(
         &self,
-        merchant_id: Uuid,
-        season_id: Uuid,
+        merchant_id: MerchantId,
+        season_id: SeasonId,
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError> {
-        let rows: Vec<(i64, String, Uuid, Option<String>, i64, i64)> = query_as(
+        let rows: Vec<StatementRow> = query_as(
             "SELECT redeemed_at_us AS at, 'redemption' AS kind, id, order_ref, order_amount_fen, discount_fen \
                FROM redemptions WHERE merchant_id = $1 AND season_id = $2 \
              UNION ALL \
@@ -1053,13 +1097,13 @@ impl FinanceStore for SqlStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(at, kind, id, order_ref, order_amount_fen, amount_fen)| StatementEvent {
-                at: Timestamp::from_unix_us(at),
-                kind,
-                id,
-                order_ref,
-                order_amount_fen,
-                amount_fen,
+            .map(|row| StatementEvent {
+                at: Timestamp::from_unix_us(row.at),
+                kind: row.kind,
+                id: row.id,
+                order_ref: row.order_ref,
+                order_amount_fen: row.order_amount_fen,
+                amount_fen: row.discount_fen,
             })
             .collect())
     }
@@ -1102,15 +1146,18 @@ impl FinanceStore for SqlStore {
         Ok(found)
     }
 
-    async fn merchant_money(&self, season_id: Uuid) -> Result<Vec<(Uuid, MerchantMoney)>, StorageError> {
-        let unsettled: Vec<(Uuid, i64)> = query_as(
+    async fn merchant_money(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<(MerchantId, MerchantMoney)>, StorageError> {
+        let unsettled: Vec<(MerchantId, i64)> = query_as(
             "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) FROM redemptions WHERE season_id = $1 \
              AND reversed_at_us IS NULL AND settled_at_us IS NULL GROUP BY merchant_id",
         )
         .bind(season_id)
         .fetch_all(&self.pool)
         .await?;
-        let settled: Vec<(Uuid, i64, i64)> = query_as(
+        let settled: Vec<(MerchantId, i64, i64)> = query_as(
             "SELECT l.merchant_id, \
              CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT), \
              CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) \
@@ -1120,7 +1167,7 @@ impl FinanceStore for SqlStore {
         .bind(season_id)
         .fetch_all(&self.pool)
         .await?;
-        let mut money: HashMap<Uuid, MerchantMoney> = HashMap::new();
+        let mut money: HashMap<MerchantId, MerchantMoney> = HashMap::new();
         for (merchant, fen) in unsettled {
             money.entry(merchant).or_default().unsettled_fen = fen;
         }

@@ -57,8 +57,26 @@ impl AccountCache {
     }
 }
 
-/// A journal entry row as read: seq, id, kind, reference, posted_at_us, prev_hash, hash.
-pub(crate) type EntryRow = (i64, uuid::Uuid, String, String, i64, Vec<u8>, Vec<u8>);
+/// A journal entry row as read.
+#[derive(sqlx::FromRow)]
+pub(crate) struct EntryRow {
+    seq: i64,
+    id: uuid::Uuid,
+    kind: String,
+    reference: String,
+    posted_at_us: i64,
+    prev_hash: Vec<u8>,
+    hash: Vec<u8>,
+}
+
+/// A posting row as read, with its account's address.
+#[derive(sqlx::FromRow)]
+struct PostingRow {
+    entry_seq: i64,
+    address: String,
+    side: String,
+    amount_fen: i64,
+}
 
 /// A journal entry row as inserted.
 pub(crate) struct EntryInsert {
@@ -358,8 +376,8 @@ impl SqlStore {
         let (Some(first), Some(last)) = (rows.first(), rows.last()) else {
             return Ok(Vec::new());
         };
-        let (first_seq, last_seq) = (first.0, last.0);
-        let postings: Vec<(i64, String, String, i64)> = query_as(
+        let (first_seq, last_seq) = (first.seq, last.seq);
+        let postings: Vec<PostingRow> = query_as(
             "SELECT p.entry_seq, a.address, p.side, p.amount_fen FROM postings p JOIN accounts a ON a.id = p.account_id WHERE p.entry_seq >= $1 AND p.entry_seq <= $2 ORDER BY p.entry_seq, p.idx",
         )
         .bind(first_seq)
@@ -367,22 +385,23 @@ impl SqlStore {
         .fetch_all(executor)
         .await?;
         let mut by_seq: HashMap<i64, Vec<Posting>> = HashMap::with_capacity(rows.len());
-        for (seq, account, side, amount_fen) in postings {
-            let side = side_from_db(&side)?;
-            by_seq.entry(seq).or_default().push(Posting { account, side, amount_fen });
+        for row in postings {
+            let side = side_from_db(&row.side)?;
+            let posting = Posting { account: row.address, side, amount_fen: row.amount_fen };
+            by_seq.entry(row.entry_seq).or_default().push(posting);
         }
         rows.into_iter()
-            .map(|(seq, id, kind, reference, posted_at_us, prev_hash, hash)| {
-                let corrupt = || StorageError::Corrupt(format!("hash of entry {seq}"));
+            .map(|row| {
+                let corrupt = || StorageError::Corrupt(format!("hash of entry {}", row.seq));
                 Ok(PostedEntry {
-                    seq,
-                    id,
-                    kind,
-                    reference,
-                    posted_at: Timestamp::from_unix_us(posted_at_us),
-                    prev_hash: EntryHash::from_slice(&prev_hash).ok_or_else(corrupt)?,
-                    hash: EntryHash::from_slice(&hash).ok_or_else(corrupt)?,
-                    postings: by_seq.remove(&seq).unwrap_or_default(),
+                    seq: row.seq,
+                    id: row.id,
+                    kind: row.kind,
+                    reference: row.reference,
+                    posted_at: Timestamp::from_unix_us(row.posted_at_us),
+                    prev_hash: EntryHash::from_slice(&row.prev_hash).ok_or_else(corrupt)?,
+                    hash: EntryHash::from_slice(&row.hash).ok_or_else(corrupt)?,
+                    postings: by_seq.remove(&row.seq).unwrap_or_default(),
                 })
             })
             .collect()
@@ -412,8 +431,27 @@ fn same_content(entry: &NewEntry, posted: &PostedEntry) -> bool {
         })
 }
 
-/// (id, role, region, label, created_at_us, revoked_at_us, minted_by)
-type StaffKeyRow = (StaffKeyId, String, String, String, i64, Option<i64>, Option<StaffKeyId>);
+/// A `staff_keys` row as listings read it ([`STAFF_KEY_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+struct StaffKeyRow {
+    id: StaffKeyId,
+    role: String,
+    region: String,
+    label: String,
+    created_at_us: i64,
+    revoked_at_us: Option<i64>,
+    minted_by: Option<StaffKeyId>,
+}
+
+/// A `staff_keys` row as authentication reads it.
+#[derive(sqlx::FromRow)]
+struct StaffKeyAuthRow {
+    id: StaffKeyId,
+    role: String,
+    region: String,
+    label: String,
+    revoked_at_us: Option<i64>,
+}
 
 /// The columns of a [`StaffKeyRow`].
 /// The key `$1` and every key minted below it, at any depth.
@@ -422,14 +460,13 @@ const KEY_TREE: &str = "WITH RECURSIVE tree(id) AS (SELECT id FROM staff_keys WH
 const STAFF_KEY_COLUMNS: &str = "id, role, region, label, created_at_us, revoked_at_us, minted_by";
 
 fn staff_key_listing(row: StaffKeyRow) -> Result<crate::storage::StaffKeyListing, StorageError> {
-    let (id, role, region, label, created_at_us, revoked_at_us, minted_by) = row;
     Ok(crate::storage::StaffKeyListing {
-        id,
-        scope: scope_from_db(&role, &region)?,
-        label,
-        created_at: Timestamp::from_unix_us(created_at_us),
-        revoked_at: revoked_at_us.map(Timestamp::from_unix_us),
-        minted_by,
+        id: row.id,
+        scope: scope_from_db(&row.role, &row.region)?,
+        label: row.label,
+        created_at: Timestamp::from_unix_us(row.created_at_us),
+        revoked_at: row.revoked_at_us.map(Timestamp::from_unix_us),
+        minted_by: row.minted_by,
     })
 }
 
@@ -609,17 +646,17 @@ impl StaffStore for SqlStore {
     }
 
     async fn staff_key_by_hash(&self, key_hash: &[u8]) -> Result<Option<StaffKeyRecord>, StorageError> {
-        let row: Option<(StaffKeyId, String, String, String, Option<i64>)> =
+        let row: Option<StaffKeyAuthRow> =
             query_as("SELECT id, role, region, label, revoked_at_us FROM staff_keys WHERE key_hash = $1")
                 .bind(key_hash.to_vec())
                 .fetch_optional(&self.pool)
                 .await?;
-        row.map(|(id, role, region, label, revoked_at_us)| {
+        row.map(|row| {
             Ok(StaffKeyRecord {
-                id,
-                scope: scope_from_db(&role, &region)?,
-                label,
-                revoked: revoked_at_us.is_some(),
+                id: row.id,
+                scope: scope_from_db(&row.role, &row.region)?,
+                label: row.label,
+                revoked: row.revoked_at_us.is_some(),
             })
         })
         .transpose()

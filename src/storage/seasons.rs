@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
+use crate::domain::ids::{BatchId, SeasonId};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -44,7 +45,7 @@ fn region(text: &str) -> Result<RegionCode, StorageError> {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SeasonRow {
-    id: Uuid,
+    id: SeasonId,
     name: String,
     province: String,
     starts_at_us: i64,
@@ -87,8 +88,8 @@ impl SeasonRow {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct BatchRow {
-    id: Uuid,
-    season_id: Uuid,
+    id: BatchId,
+    season_id: SeasonId,
     name: String,
     issuer: String,
     kind: String,
@@ -229,8 +230,8 @@ impl BatchRow {
 #[derive(sqlx::FromRow)]
 pub(crate) struct VoucherRow {
     id: Uuid,
-    batch_id: Uuid,
-    season_id: Uuid,
+    batch_id: BatchId,
+    season_id: SeasonId,
     citizen_id: Uuid,
     slot: i32,
     status: String,
@@ -271,7 +272,7 @@ impl SqlStore {
 
     /// Refuses (`SEASON_CLOSED`) a write to a closed season. The caller holds the ledger head,
     /// which a season's close holds while it returns every reserve and liability.
-    pub(crate) async fn refuse_closed_season(tx: &mut Tx, season_id: Uuid) -> Result<(), WriteError> {
+    pub(crate) async fn refuse_closed_season(tx: &mut Tx, season_id: SeasonId) -> Result<(), WriteError> {
         let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
             .bind(season_id)
             .fetch_optional(&mut *tx)
@@ -285,7 +286,7 @@ impl SqlStore {
     /// Whether the batch's reserve has gone back to the pools. The caller holds the
     /// ledger head, which a batch's close holds while it returns the reserve, so a
     /// write planned for the batch open or closed can check it still is.
-    pub(crate) async fn reserve_returned_in(tx: &mut Tx, batch_id: Uuid) -> Result<bool, WriteError> {
+    pub(crate) async fn reserve_returned_in(tx: &mut Tx, batch_id: BatchId) -> Result<bool, WriteError> {
         let returned: Option<(Option<i64>,)> =
             query_as("SELECT reserve_returned_at_us FROM batches WHERE id = $1")
                 .bind(batch_id)
@@ -311,7 +312,7 @@ impl SqlStore {
         tx: &mut Tx,
         deltas: &[SeasonTotalDelta],
     ) -> Result<(), WriteError> {
-        let mut summed: std::collections::BTreeMap<(Uuid, Uuid, i32), (i64, i64)> = Default::default();
+        let mut summed: std::collections::BTreeMap<(SeasonId, Uuid, i32), (i64, i64)> = Default::default();
         for d in deltas {
             let entry = summed.entry((d.season_id, d.citizen_id, d.period)).or_insert((0, d.cap_fen));
             entry.0 += d.delta_fen;
@@ -460,7 +461,7 @@ impl SeasonStore for SqlStore {
 
     async fn add_budget(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         funder: RegionCode,
         entry: &NewEntry,
         answer: &IdemRecord,
@@ -483,7 +484,7 @@ impl SeasonStore for SqlStore {
         Ok(())
     }
 
-    async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError> {
+    async fn season(&self, id: SeasonId) -> Result<Option<Season>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {SEASON_COLUMNS} FROM seasons WHERE id = $1"));
         let row: Option<SeasonRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(SeasonRow::into_season).transpose()
@@ -509,7 +510,7 @@ impl SeasonStore for SqlStore {
         rows.into_iter().map(SeasonRow::into_season).collect()
     }
 
-    async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError> {
+    async fn season_funders(&self, season_id: SeasonId) -> Result<Vec<RegionCode>, StorageError> {
         let rows: Vec<(String,)> =
             query_as("SELECT funder FROM season_funders WHERE season_id = $1 ORDER BY funder")
                 .bind(season_id)
@@ -581,13 +582,13 @@ impl SeasonStore for SqlStore {
         Ok(())
     }
 
-    async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError> {
+    async fn batch(&self, id: BatchId) -> Result<Option<Batch>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {BATCH_COLUMNS} FROM batches WHERE id = $1"));
         let row: Option<BatchRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(BatchRow::into_batch).transpose()
     }
 
-    async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError> {
+    async fn season_batches(&self, season_id: SeasonId) -> Result<Vec<Batch>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE season_id = $1 ORDER BY claim_opens_at_us, id LIMIT 1000"
         ));
@@ -746,7 +747,7 @@ impl SeasonStore for SqlStore {
 
     async fn enter_lottery(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         citizen_id: Uuid,
         at: Timestamp,
     ) -> Result<Timestamp, StorageError> {
@@ -770,7 +771,7 @@ impl SeasonStore for SqlStore {
 
     async fn lottery_entrants(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, StorageError> {
@@ -788,7 +789,7 @@ impl SeasonStore for SqlStore {
 
     async fn record_draw(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         seed: &str,
         at: Timestamp,
         answer: &IdemRecord,
@@ -814,8 +815,8 @@ impl SeasonStore for SqlStore {
 
     async fn holdings(
         &self,
-        batch_id: Uuid,
-        season_id: Uuid,
+        batch_id: BatchId,
+        season_id: SeasonId,
         month: i32,
         citizens: &[Uuid],
     ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError> {
@@ -970,14 +971,14 @@ impl SeasonStore for SqlStore {
 
     async fn close_batch_reserve(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         now: Timestamp,
         entry: Option<&NewEntry>,
     ) -> Result<(), WriteError> {
         // One writer at a time in this process: waiting here is cheaper than on the database lock.
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
-        let season: Option<(Uuid,)> = query_as(
+        let season: Option<(SeasonId,)> = query_as(
             "UPDATE batches SET reserve_returned_at_us = $1 WHERE id = $2 AND reserve_returned_at_us IS NULL \
              RETURNING season_id",
         )
@@ -999,7 +1000,11 @@ impl SeasonStore for SqlStore {
             "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
              JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
         )
-        .bind(format!("season:{}:batch:{}:funder:%:reserve", season_id.hyphenated(), batch_id.hyphenated()))
+        .bind(format!(
+            "season:{}:batch:{}:funder:%:reserve",
+            season_id.as_uuid().hyphenated(),
+            batch_id.as_uuid().hyphenated()
+        ))
         .fetch_all(&mut tx)
         .await?;
         // What each reserve holds now, against what the entry takes out of each.

@@ -4,7 +4,7 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::StaffKeyId;
+use crate::domain::ids::{BatchId, MerchantId, SeasonId, StaffKeyId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
@@ -25,9 +25,19 @@ pub(crate) const MERCHANT_COLUMNS: &str =
 pub(crate) const REDEMPTION_COLUMNS: &str = "id, voucher_id, merchant_id, terminal_id, season_id, batch_id, \
      order_ref, order_amount_fen, discount_fen, funders, redeemed_at_us, reversed_at_us, reversal_id, settled_at_us";
 
+/// A `terminals` row as authentication reads it.
+#[derive(sqlx::FromRow)]
+struct TerminalRow {
+    id: Uuid,
+    merchant_id: MerchantId,
+    public_key: Vec<u8>,
+    label: String,
+    revoked_at_us: Option<i64>,
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct MerchantRow {
-    id: Uuid,
+    id: MerchantId,
     name: String,
     credit_code: String,
     category: String,
@@ -64,7 +74,7 @@ pub(crate) const ACCOUNT_CHANGE_COLUMNS: &str = "id, merchant_id, seq, changed_a
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountChangeRow {
     id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     seq: i64,
     changed_at_us: i64,
     changed_by: StaffKeyId,
@@ -115,7 +125,7 @@ pub(crate) const ACCOUNT_REQUEST_FROM: &str =
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountRequestRow {
     id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     seq: i64,
     requested_at_us: i64,
     requested_by: StaffKeyId,
@@ -167,10 +177,10 @@ impl AccountRequestRow {
 pub(crate) struct RedemptionRow {
     id: Uuid,
     voucher_id: Uuid,
-    merchant_id: Uuid,
+    merchant_id: MerchantId,
     terminal_id: Uuid,
-    season_id: Uuid,
-    batch_id: Uuid,
+    season_id: SeasonId,
+    batch_id: BatchId,
     order_ref: String,
     order_amount_fen: i64,
     discount_fen: i64,
@@ -210,12 +220,12 @@ pub(crate) struct SeenState {
     pub nonces: std::collections::HashSet<Vec<u8>>,
     pub vouchers: std::collections::HashMap<Uuid, String>,
     /// (merchant, order_ref, slot) -> whether the redeemed voucher was provincial.
-    pub orders: std::collections::HashMap<(Uuid, String, String), bool>,
+    pub orders: std::collections::HashMap<(MerchantId, String, String), bool>,
     /// (merchant, order_ref) -> the live card payment on that order.
-    pub card_orders: std::collections::HashMap<(Uuid, String), Uuid>,
+    pub card_orders: std::collections::HashMap<(MerchantId, String), Uuid>,
     /// (citizen, merchant, season) -> live redemptions, for the group's redemptions whose season
     /// limits them (`NewRedemption::merchant_redemption_limit`).
-    pub merchant_counts: std::collections::HashMap<(Uuid, Uuid, Uuid), i64>,
+    pub merchant_counts: std::collections::HashMap<(Uuid, MerchantId, SeasonId), i64>,
 }
 
 /// The rows a redemption group's checks read under the ledger lock (see `SeenState`).
@@ -225,7 +235,7 @@ pub(crate) struct GroupRows {
     /// (voucher, status; `season_closed` when its season is closed).
     pub vouchers: Vec<(Uuid, String)>,
     /// (merchant, order_ref, live card payment).
-    pub card_orders: Vec<(Uuid, String, Uuid)>,
+    pub card_orders: Vec<(MerchantId, String, Uuid)>,
 }
 
 /// Decides each redemption of a group in order against what the database holds and what the
@@ -283,7 +293,7 @@ impl SqlStore {
     async fn locked_account(
         &self,
         tx: &mut Tx,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
     ) -> Result<Option<SettlementAccount>, StorageError> {
         let current: Option<(String, String, String)> = query_as(sqlx::AssertSqlSafe(format!(
             "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{}",
@@ -348,7 +358,8 @@ impl SqlStore {
         seen.card_orders.extend(
             rows.card_orders.into_iter().map(|(merchant, order_ref, id)| ((merchant, order_ref), id)),
         );
-        let pairs: Vec<(Uuid, String)> = group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
+        let pairs: Vec<(MerchantId, String)> =
+            group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
         let rows = self.backend.live_orders(tx, &pairs).await?;
         for (merchant, order_ref, slot, issuer) in rows {
             seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
@@ -358,8 +369,8 @@ impl SqlStore {
     }
 
     /// The group's limited (citizen, merchant, season) triples, each once.
-    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, Uuid, Uuid), u32, i64)> {
-        let mut triples: Vec<((Uuid, Uuid, Uuid), u32, i64)> = Vec::new();
+    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, MerchantId, SeasonId), u32, i64)> {
+        let mut triples: Vec<((Uuid, MerchantId, SeasonId), u32, i64)> = Vec::new();
         for r in group {
             let Some(limit) = r.merchant_redemption_limit else { continue };
             let key = (r.citizen_id, r.merchant_id, r.season_id);
@@ -380,14 +391,14 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         group: &[NewRedemption],
-    ) -> Result<std::collections::HashMap<(Uuid, Uuid, Uuid), i64>, WriteError> {
+    ) -> Result<std::collections::HashMap<(Uuid, MerchantId, SeasonId), i64>, WriteError> {
         let all: Vec<&NewRedemption> = group.iter().collect();
         let triples = Self::limited_triples(&all);
         let mut counts = std::collections::HashMap::new();
         if triples.is_empty() {
             return Ok(counts);
         }
-        let keys: Vec<(Uuid, Uuid, Uuid)> = triples.iter().map(|(key, _, _)| *key).collect();
+        let keys: Vec<(Uuid, MerchantId, SeasonId)> = triples.iter().map(|(key, _, _)| *key).collect();
         for (citizen, merchant, season, live) in self.backend.merchant_count_rows(tx, &keys).await? {
             counts.insert((citizen, merchant, season), i64::from(live));
         }
@@ -471,7 +482,7 @@ impl TillStore for SqlStore {
         Ok(())
     }
 
-    async fn merchant(&self, id: Uuid) -> Result<Option<Merchant>, StorageError> {
+    async fn merchant(&self, id: MerchantId) -> Result<Option<Merchant>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {MERCHANT_COLUMNS} FROM merchants WHERE id = $1"));
         let row: Option<MerchantRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(MerchantRow::into_merchant).transpose()
@@ -502,7 +513,7 @@ impl TillStore for SqlStore {
         rows.into_iter().map(MerchantRow::into_merchant).collect()
     }
 
-    async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError> {
+    async fn set_merchant_status(&self, id: MerchantId, status: &str) -> Result<bool, StorageError> {
         let done = query("UPDATE merchants SET status = $1 WHERE id = $2")
             .bind(status.to_owned())
             .bind(id)
@@ -648,7 +659,7 @@ impl TillStore for SqlStore {
 
     async fn account_requests(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountRequest>, StorageError> {
@@ -663,7 +674,7 @@ impl TillStore for SqlStore {
 
     async fn account_changes(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountChange>, StorageError> {
@@ -676,7 +687,10 @@ impl TillStore for SqlStore {
         Ok(rows.into_iter().map(AccountChangeRow::into_change).collect())
     }
 
-    async fn latest_account_change(&self, merchant_id: Uuid) -> Result<Option<AccountChange>, StorageError> {
+    async fn latest_account_change(
+        &self,
+        merchant_id: MerchantId,
+    ) -> Result<Option<AccountChange>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {ACCOUNT_CHANGE_COLUMNS} FROM merchant_account_changes \
              WHERE merchant_id = $1 ORDER BY seq DESC LIMIT 1"
@@ -711,23 +725,23 @@ impl TillStore for SqlStore {
     }
 
     async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError> {
-        let row: Option<(Uuid, Uuid, Vec<u8>, String, Option<i64>)> =
+        let row: Option<TerminalRow> =
             query_as("SELECT id, merchant_id, public_key, label, revoked_at_us FROM terminals WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
-        Ok(row.map(|(id, merchant_id, public_key, label, revoked)| TerminalRecord {
-            id,
-            merchant_id,
-            public_key,
-            label,
-            revoked: revoked.is_some(),
+        Ok(row.map(|row| TerminalRecord {
+            id: row.id,
+            merchant_id: row.merchant_id,
+            public_key: row.public_key,
+            label: row.label,
+            revoked: row.revoked_at_us.is_some(),
         }))
     }
 
     async fn revoke_terminal(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terminal_id: Uuid,
         at: Timestamp,
     ) -> Result<bool, StorageError> {
@@ -860,7 +874,7 @@ impl TillStore for SqlStore {
             "SELECT reversed_at_us, settled_at_us, season_id FROM redemptions WHERE id = $1{}",
             self.backend.for_update()
         ));
-        let row: Option<(Option<i64>, Option<i64>, Uuid)> =
+        let row: Option<(Option<i64>, Option<i64>, SeasonId)> =
             query_as(sql).bind(r.redemption_id).fetch_optional(&mut tx).await?;
         let _gate = self.gate_after_rows(held).await;
         self.lock_head(&mut tx).await?;
@@ -889,8 +903,8 @@ impl SqlStore {
     async fn reversible(
         tx: &mut Tx,
         r: &NewReversal,
-        row: Option<(Option<i64>, Option<i64>, Uuid)>,
-    ) -> Result<Uuid, WriteError> {
+        row: Option<(Option<i64>, Option<i64>, SeasonId)>,
+    ) -> Result<SeasonId, WriteError> {
         if Self::answer_exists(tx, &r.answer).await? {
             return Err(WriteError::IdempotencyTaken);
         }
@@ -921,7 +935,7 @@ impl SqlStore {
     /// Marks the redemption reversed and its voucher as the reversal leaves it, and gives back
     /// what the redemption counted: the batch's stock when the voucher expires, the caps, and
     /// its place under the per-merchant limit.
-    async fn mark_reversed(tx: &mut Tx, r: &NewReversal, season_id: Uuid) -> Result<(), WriteError> {
+    async fn mark_reversed(tx: &mut Tx, r: &NewReversal, season_id: SeasonId) -> Result<(), WriteError> {
         query(
             "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
         )
@@ -970,7 +984,7 @@ mod tests {
     fn redemption(
         n: u8,
         citizen: Uuid,
-        merchant: Uuid,
+        merchant: MerchantId,
         order_ref: &str,
         limit: Option<u32>,
     ) -> NewRedemption {
@@ -979,8 +993,8 @@ mod tests {
             voucher_id: Uuid::from_u128(1_000 + u128::from(n)),
             merchant_id: merchant,
             terminal_id: Uuid::nil(),
-            season_id: Uuid::from_u128(7),
-            batch_id: Uuid::from_u128(8),
+            season_id: SeasonId::from_uuid(Uuid::from_u128(7)),
+            batch_id: BatchId::from_uuid(Uuid::from_u128(8)),
             order_ref: order_ref.into(),
             order_slot: "any".into(),
             provincial: true,
@@ -1009,7 +1023,8 @@ mod tests {
     #[test]
     fn a_group_keeps_to_the_merchant_limit() {
         let (citizen, other_citizen) = (Uuid::from_u128(1), Uuid::from_u128(2));
-        let (bookstore, cinema) = (Uuid::from_u128(3), Uuid::from_u128(4));
+        let (bookstore, cinema) =
+            (MerchantId::from_uuid(Uuid::from_u128(3)), MerchantId::from_uuid(Uuid::from_u128(4)));
         let limit = Some(2);
         let group = [
             redemption(1, citizen, bookstore, "o-1", limit),
@@ -1024,7 +1039,7 @@ mod tests {
         for r in &group {
             seen.vouchers.insert(r.voucher_id, "active".into());
         }
-        seen.merchant_counts.insert((citizen, bookstore, Uuid::from_u128(7)), 1);
+        seen.merchant_counts.insert((citizen, bookstore, SeasonId::from_uuid(Uuid::from_u128(7))), 1);
         let outcomes = decide_redemptions(&group, &seen);
         let limited = Err(Refusal::Code(ErrorCode::MerchantLimitReached));
         assert_eq!(outcomes[0], Ok(()), "one held before, one now");

@@ -7,6 +7,7 @@ use uuid::Uuid;
 
 use super::{PostError, StorageError};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
 use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
 use crate::domain::region::RegionCode;
@@ -137,7 +138,7 @@ pub struct SessionRecord {
 /// as YYYYMM); the cap the database enforces travels with it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeasonTotalDelta {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub citizen_id: Uuid,
     pub period: i32,
     pub delta_fen: i64,
@@ -169,7 +170,7 @@ pub struct ClaimCommit {
     pub vouchers: Vec<Voucher>,
     /// (batch, vouchers claimed now, vouchers released at this moment): the database refuses
     /// the update if live vouchers would exceed what is released.
-    pub batch_claims: Vec<(Uuid, i64, i64)>,
+    pub batch_claims: Vec<(BatchId, i64, i64)>,
     pub season_totals: Vec<SeasonTotalDelta>,
     pub answers: Vec<IdemRecord>,
     pub entries: Vec<NewEntry>,
@@ -183,11 +184,11 @@ pub struct ClaimCommit {
 pub struct ExpiryCommit {
     pub voucher_ids: Vec<Uuid>,
     pub expired_at: Timestamp,
-    pub batch_returns: Vec<(Uuid, i64)>,
+    pub batch_returns: Vec<(BatchId, i64)>,
     /// Each batch's `reserve_returned` as the entries were planned (an expired voucher's value
     /// goes to the batch's reserve while it is open, to the pool once it has closed): the
     /// commit refuses if one has changed since. Empty: not checked.
-    pub planned_reserves: Vec<(Uuid, bool)>,
+    pub planned_reserves: Vec<(BatchId, bool)>,
     pub season_totals: Vec<SeasonTotalDelta>,
     pub entries: Vec<NewEntry>,
 }
@@ -220,13 +221,13 @@ pub trait SeasonStore: Send + Sync {
 
     async fn add_budget(
         &self,
-        season_id: Uuid,
+        season_id: SeasonId,
         funder: RegionCode,
         entry: &NewEntry,
         answer: &IdemRecord,
     ) -> Result<(), WriteError>;
 
-    async fn season(&self, id: Uuid) -> Result<Option<Season>, StorageError>;
+    async fn season(&self, id: SeasonId) -> Result<Option<Season>, StorageError>;
 
     /// Seasons (of `province`, or all), latest start first, after `after` (a page's last), at
     /// most `limit`.
@@ -237,7 +238,7 @@ pub trait SeasonStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<Season>, StorageError>;
 
-    async fn season_funders(&self, season_id: Uuid) -> Result<Vec<RegionCode>, StorageError>;
+    async fn season_funders(&self, season_id: SeasonId) -> Result<Vec<RegionCode>, StorageError>;
 
     /// The summed balance of every account whose address matches a LIKE pattern.
     async fn sum_balances_like(&self, pattern: &str) -> Result<Balance, StorageError>;
@@ -253,7 +254,7 @@ pub trait SeasonStore: Send + Sync {
     /// first one's, if they had entered before).
     async fn enter_lottery(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         citizen_id: Uuid,
         at: Timestamp,
     ) -> Result<Timestamp, StorageError>;
@@ -261,7 +262,7 @@ pub trait SeasonStore: Send + Sync {
     /// Up to `limit` entrants of a lottery batch after `after`, by citizen id.
     async fn lottery_entrants(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, StorageError>;
@@ -270,15 +271,15 @@ pub trait SeasonStore: Send + Sync {
     /// false if it was drawn before.
     async fn record_draw(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         seed: &str,
         at: Timestamp,
         answer: &IdemRecord,
     ) -> Result<bool, WriteError>;
 
-    async fn batch(&self, id: Uuid) -> Result<Option<Batch>, StorageError>;
+    async fn batch(&self, id: BatchId) -> Result<Option<Batch>, StorageError>;
 
-    async fn season_batches(&self, season_id: Uuid) -> Result<Vec<Batch>, StorageError>;
+    async fn season_batches(&self, season_id: SeasonId) -> Result<Vec<Batch>, StorageError>;
 
     async fn insert_citizen(&self, citizen: &NewCitizen, session: &NewSession) -> Result<(), WriteError>;
 
@@ -323,8 +324,8 @@ pub trait SeasonStore: Send + Sync {
     /// the whole season and for `month` (YYYYMM in CST).
     async fn holdings(
         &self,
-        batch_id: Uuid,
-        season_id: Uuid,
+        batch_id: BatchId,
+        season_id: SeasonId,
         month: i32,
         citizens: &[Uuid],
     ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError>;
@@ -340,7 +341,7 @@ pub trait SeasonStore: Send + Sync {
 
     async fn close_batch_reserve(
         &self,
-        batch_id: Uuid,
+        batch_id: BatchId,
         now: Timestamp,
         entry: Option<&NewEntry>,
     ) -> Result<(), WriteError>;
@@ -350,7 +351,7 @@ pub trait SeasonStore: Send + Sync {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountChange {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     /// 1 for the merchant's first change, then 2, 3 ...: the order the changes were made in.
     pub seq: i64,
     pub changed_at: Timestamp,
@@ -393,7 +394,7 @@ pub(crate) const OLD_CLIENT_ANSWERS: PruneTarget = PruneTarget {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccountRequest {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub requested_at: Timestamp,
     pub requested_by: crate::domain::ids::StaffKeyId,
     pub reason: String,
@@ -417,7 +418,7 @@ pub enum AccountRequestOutcome {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccountDecision {
     pub request_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub decision: AccountDecision,
     /// The id of the change an approval makes.
     pub change_id: Uuid,
@@ -438,7 +439,7 @@ pub enum AccountDecisionOutcome {
 #[derive(Clone, Debug)]
 pub struct TerminalRecord {
     pub id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub public_key: Vec<u8>,
     pub label: String,
     pub revoked: bool,
@@ -458,10 +459,10 @@ pub struct QrKeyRecord {
 pub struct NewRedemption {
     pub id: Uuid,
     pub voucher_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
-    pub season_id: Uuid,
-    pub batch_id: Uuid,
+    pub season_id: SeasonId,
+    pub batch_id: BatchId,
     pub order_ref: String,
     pub order_slot: String,
     /// Whether the voucher's batch was issued by the province (for telling stacking apart).
@@ -486,10 +487,10 @@ pub struct NewRedemption {
 pub struct RedemptionRecord {
     pub id: Uuid,
     pub voucher_id: Uuid,
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
-    pub season_id: Uuid,
-    pub batch_id: Uuid,
+    pub season_id: SeasonId,
+    pub batch_id: BatchId,
     pub order_ref: String,
     pub order_amount_fen: i64,
     pub discount_fen: i64,
@@ -505,7 +506,7 @@ pub struct NewReversal {
     pub redemption_id: Uuid,
     pub reversal_id: Uuid,
     pub voucher_id: Uuid,
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub reason: String,
     pub at: Timestamp,
     /// "active" (still valid), "expired" (its value and stock go back to the batch) or
@@ -571,7 +572,10 @@ pub trait TillStore: Send + Sync {
         answer: &IdemRecord,
     ) -> Result<(), WriteError>;
 
-    async fn merchant(&self, id: Uuid) -> Result<Option<crate::domain::merchant::Merchant>, StorageError>;
+    async fn merchant(
+        &self,
+        id: MerchantId,
+    ) -> Result<Option<crate::domain::merchant::Merchant>, StorageError>;
 
     /// Merchants within a region (a city, or a whole province), by name then id, at most
     /// `limit`; with `after`, only those that come after that merchant in this order.
@@ -582,7 +586,7 @@ pub trait TillStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<crate::domain::merchant::Merchant>, StorageError>;
 
-    async fn set_merchant_status(&self, id: Uuid, status: &str) -> Result<bool, StorageError>;
+    async fn set_merchant_status(&self, id: MerchantId, status: &str) -> Result<bool, StorageError>;
 
     /// Records a request to change the merchant's settlement account, under the merchant's row
     /// lock: at most one request waits per merchant, and asking again for the account already
@@ -604,7 +608,7 @@ pub trait TillStore: Send + Sync {
     /// they were made, at most `limit`.
     async fn account_requests(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountRequest>, StorageError>;
@@ -613,13 +617,16 @@ pub trait TillStore: Send + Sync {
     /// they were made, at most `limit`.
     async fn account_changes(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         after_seq: i64,
         limit: i64,
     ) -> Result<Vec<AccountChange>, StorageError>;
 
     /// The merchant's latest settlement account change, if it ever had one.
-    async fn latest_account_change(&self, merchant_id: Uuid) -> Result<Option<AccountChange>, StorageError>;
+    async fn latest_account_change(
+        &self,
+        merchant_id: MerchantId,
+    ) -> Result<Option<AccountChange>, StorageError>;
 
     async fn insert_terminal(
         &self,
@@ -632,7 +639,7 @@ pub trait TillStore: Send + Sync {
 
     async fn revoke_terminal(
         &self,
-        merchant_id: Uuid,
+        merchant_id: MerchantId,
         terminal_id: Uuid,
         at: Timestamp,
     ) -> Result<bool, StorageError>;

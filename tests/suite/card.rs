@@ -17,6 +17,7 @@ use wenhui_merchant_sdk::token::TokenKind;
 use crate::both_backends;
 use crate::common::{Backend, code, read};
 use crate::till::{Till, merchant, terminal};
+use wenhui::domain::ids::SeasonId;
 
 const BANK_CARD: &str = "6222021234567890128";
 
@@ -87,7 +88,7 @@ impl Till {
 
     /// The card figures, as the store computes them and as the season report shows them.
     async fn figures(&self) -> CardFigures {
-        let season: Uuid = self.world.season_id.parse().expect("uuid");
+        let season: SeasonId = self.world.season_id.parse().expect("uuid");
         let figures = self.world.app.store().card_figures(season).await.expect("figures");
         let finance = self.world.app.staff_key(wenhui::domain::staff::Role::Finance, "370000").await;
         let (status, report) =
@@ -114,7 +115,7 @@ impl Till {
 
     /// Every finance check of the season holds (the card's points identities among them).
     async fn assert_reconciles(&self) {
-        let season: Uuid = self.world.season_id.parse().expect("uuid");
+        let season: SeasonId = self.world.season_id.parse().expect("uuid");
         let breaks = self.world.app.store().card_breaks(season).await.expect("breaks");
         assert!(breaks.is_empty(), "points do not reconcile: {breaks:?}");
         let season = self.world.app.store().season(season).await.expect("season").expect("exists");

@@ -173,7 +173,7 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
     use wenhui::storage::{ExpiryCommit, Refusal, WriteError};
     let world = World::new(backend, "10000.00", None).await;
     let batch = world.batch(json!({"stock": 2, "valid_hours": 1, "claim_closes_at": world.at(3_600)})).await;
-    let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let batch_id: wenhui::domain::ids::BatchId = batch["id"].as_str().expect("id").parse().expect("uuid");
     let citizen = world.citizen(1).await;
     let (status, claim) = world.claim(&citizen, &batch_id.to_string(), "c-1").await;
     assert_eq!(status, 201, "{claim}");
@@ -321,7 +321,7 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
     use wenhui::storage::{ClaimCommit, Refusal, WriteError};
     let world = World::new(backend, "100000.00", None).await;
     let batch = world.batch(json!({"stock": 10})).await;
-    let batch_id: uuid::Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let batch_id: wenhui::domain::ids::BatchId = batch["id"].as_str().expect("id").parse().expect("uuid");
     let store = world.app.store();
     let stored = store.batch(batch_id).await.expect("read").expect("batch");
     let now = Timestamp::from_unix_us(world.t0_us);
@@ -664,7 +664,7 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
         world.app.post_idem(&late_draw, Some(&world.province_admin), "late", json!({"seed": seed})).await;
     assert_eq!((status, code(&refused)), (409, "season_closed"), "after the season's end: {refused}");
     wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
-    let season_id: uuid::Uuid = world.season_id.parse().expect("uuid");
+    let season_id: wenhui::domain::ids::SeasonId = world.season_id.parse().expect("uuid");
     let season = world.app.store().season(season_id).await.expect("read").expect("season");
     let reconciled = wenhui::app::finance::reconcile(world.app.store(), &season, world.clock.now())
         .await
@@ -746,7 +746,7 @@ async fn a_monthly_cap_starts_afresh_each_calendar_month(backend: Backend) {
     world.clock.set(t0.plus_seconds(3_600)); // 2026-04-01 00:00 in CST
     assert_eq!((claim("m4").await.0, claim("m5").await.0), (201, 201), "April starts afresh");
     assert_eq!(claim("m6").await.0, 409);
-    let season_id: uuid::Uuid = world.season_id.parse().expect("uuid");
+    let season_id: wenhui::domain::ids::SeasonId = world.season_id.parse().expect("uuid");
     let breaks = || async {
         let store = world.app.store();
         let season = store.season(season_id).await.expect("read").expect("season");

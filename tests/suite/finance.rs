@@ -19,6 +19,7 @@ use crate::claims::World;
 use crate::common::{Backend, code};
 use crate::finance_files::{check_report_files, chinese_csv, download};
 use crate::till::{merchant, terminal};
+use wenhui::domain::ids::SeasonId;
 
 const HOUR_S: i64 = 3_600;
 
@@ -444,7 +445,7 @@ async fn scripted_season(backend: Backend) {
     assert_eq!((status, code(&answer)), (409, "season_closed"), "{answer}");
     // Past the handler's check too: the write itself reads the season under the ledger head, so
     // a budget that raced the close is refused.
-    let season_id: Uuid = season.parse().expect("uuid");
+    let season_id: SeasonId = season.parse().expect("uuid");
     let funder = "370000".parse().expect("region");
     let amount = wenhui::domain::money::Fen::new(10_000).expect("fen");
     let entry = wenhui::domain::ledger::NewEntry::transfer(
@@ -1022,7 +1023,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     let (s, more, more_2) = Script::two_redeemed_two_claimed(backend).await;
     let bookstore: Uuid = s.bookstore.0.parse().expect("uuid");
     let cinema: Uuid = s.cinema.0.parse().expect("uuid");
-    let season_id: Uuid = s.world.season_id.parse().expect("uuid");
+    let season_id: SeasonId = s.world.season_id.parse().expect("uuid");
     let season = s.world.app.store().season(season_id).await.expect("read").expect("season");
 
     s.set_clock(s.now.plus_seconds(10));
@@ -1109,7 +1110,7 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
 /// finishes the season's before it closes: no settlement waits for its key's retry.
 async fn restart_and_close_finish_settlements_left_in_progress(backend: Backend) {
     let (mut s, more, more_2) = Script::two_redeemed_two_claimed(backend).await;
-    let season_id: Uuid = s.world.season_id.parse().expect("uuid");
+    let season_id: SeasonId = s.world.season_id.parse().expect("uuid");
     let merchant_id = |till: &(String, TillClient)| -> Uuid { till.0.parse().expect("uuid") };
     let crashed = |key: &str, cut_off: Timestamp| crashed_plan(season_id, key, cut_off);
 
@@ -1161,7 +1162,7 @@ async fn restart_and_close_finish_settlements_left_in_progress(backend: Backend)
 }
 
 /// The plan of a settlement run under `key` (scope `test:crashed`) that a test stops part way.
-fn crashed_plan(season_id: Uuid, key: &str, cut_off: Timestamp) -> SettlementPlan {
+fn crashed_plan(season_id: SeasonId, key: &str, cut_off: Timestamp) -> SettlementPlan {
     SettlementPlan {
         id: finance::settlement_id("test:crashed", key),
         season_id,

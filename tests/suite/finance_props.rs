@@ -14,6 +14,7 @@ use wenhui_merchant_sdk::signing::SignedParts;
 use crate::claims::World;
 use crate::common::{Backend, read};
 use crate::till::merchant;
+use wenhui::domain::ids::SeasonId;
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -237,7 +238,7 @@ impl Season {
     }
 
     async fn reconciles(&self) -> Result<(), TestCaseError> {
-        let season_id: Uuid = self.world.season_id.parse().expect("uuid");
+        let season_id: SeasonId = self.world.season_id.parse().expect("uuid");
         let season = self.world.app.store().season(season_id).await.expect("season").expect("exists");
         let result = wenhui::app::finance::reconcile(self.world.app.store(), &season, self.world.clock.now())
             .await

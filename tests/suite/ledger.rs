@@ -311,7 +311,9 @@ pub fn append_mixed_unit_entry(export: &str) -> String {
         .expect("the export holds an entry");
     let prev_hash = EntryHash::from_hex(&last.hash).expect("hash");
     let card = uuid::Uuid::now_v7();
-    let points = wenhui::domain::accounts::card_points(card, uuid::Uuid::now_v7()).address.to_string();
+    let points = wenhui::domain::accounts::card_points(card, wenhui::domain::ids::SeasonId::new_v7())
+        .address
+        .to_string();
     let mut forged = PostedEntry {
         seq: last.seq + 1,
         id: uuid::Uuid::now_v7(),
@@ -358,7 +360,10 @@ async fn an_appended_entry_mixing_points_and_fen_fails_offline(backend: Backend)
         "forged:online",
         vec![
             NewPosting {
-                account: wenhui::domain::accounts::card_points(uuid::Uuid::now_v7(), uuid::Uuid::now_v7()),
+                account: wenhui::domain::accounts::card_points(
+                    uuid::Uuid::now_v7(),
+                    wenhui::domain::ids::SeasonId::new_v7(),
+                ),
                 side: Side::Debit,
                 amount_fen: 5,
             },

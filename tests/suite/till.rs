@@ -16,6 +16,7 @@ use wenhui_merchant_sdk::token::{QrToken, TokenKind, TokenPayload, key_id_for};
 use crate::both_backends;
 use crate::claims::World;
 use crate::common::{Backend, code, read};
+use wenhui::domain::ids::{BatchId, SeasonId};
 
 pub fn credit_code(seed: u32) -> String {
     let first = format!("9137020{:010}", seed);
@@ -382,7 +383,7 @@ async fn a_season_ceiling_caps_the_subsidy_by_category(backend: Backend) {
             world.app.post_idem("/v1/seasons", Some(&world.province_admin), &format!("s-{n}"), body).await;
         assert_eq!((status, code(&refused)), (422, "invalid_subsidy_ceiling"), "{refused}");
     }
-    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let season_id: SeasonId = world.season_id.parse().expect("uuid");
     let over_ceiling = || async {
         let store = world.app.store();
         let season = store.season(season_id).await.expect("read").expect("season");
@@ -435,7 +436,7 @@ async fn reconciliation_checks_the_limit_counters(backend: Backend) {
     assert_eq!((status, reversed["voucher_status"].as_str()), (201, Some("expired")), "{reversed}");
     world.app.sweep().await;
 
-    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let season_id: SeasonId = world.season_id.parse().expect("uuid");
     let breaks = || async {
         let store = world.app.store();
         let season = store.season(season_id).await.expect("read").expect("season");
@@ -997,7 +998,7 @@ async fn a_refund_forfeits_the_voucher_when_the_season_says_so(backend: Backend)
     assert_eq!(world.batch_state(&batch).await["remaining"], 1, "the stock does not come back");
     till.voucher(2, &batch).await;
 
-    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let season_id: SeasonId = world.season_id.parse().expect("uuid");
     let store = world.app.store();
     let season = store.season(season_id).await.expect("read").expect("season");
     let now = world.clock.now();
@@ -1020,7 +1021,7 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
     let till = Till::new(backend, json!({})).await;
     let world = &till.world;
     let batch = world.batch(json!({"stock": 2, "claim_closes_at": world.at(86_400)})).await;
-    let batch_id: Uuid = batch["id"].as_str().expect("id").parse().expect("uuid");
+    let batch_id: BatchId = batch["id"].as_str().expect("id").parse().expect("uuid");
     let (citizen, voucher) = till.voucher(1, &batch_id.to_string()).await;
     let redeemed =
         till.redeem(&till.qr(&citizen, &voucher).await, "100.00", "late-1").await.expect("redeemed");
@@ -1078,7 +1079,7 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
     )
     .await;
     assert_eq!((status, reversal["voucher_status"].as_str()), (201, Some("expired")), "{reversal}");
-    let season_id: Uuid = world.season_id.parse().expect("uuid");
+    let season_id: SeasonId = world.season_id.parse().expect("uuid");
     let store = world.app.store();
     let season = store.season(season_id).await.expect("read").expect("season");
     let reconciled =

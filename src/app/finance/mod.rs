@@ -20,6 +20,7 @@ use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
     funder_figures,
 };
+use crate::domain::ids::{BatchId, MerchantId, SeasonId};
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
@@ -71,7 +72,7 @@ impl FunderRow {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct BatchRow {
-    pub batch_id: Uuid,
+    pub batch_id: BatchId,
     pub name: String,
     pub issuer: String,
     pub voucher_value: String,
@@ -198,7 +199,7 @@ pub struct Totals {
 /// The season report. A closed season's report is stored at close and served as stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SeasonReport {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub season_name: String,
     #[schema(value_type = String, format = DateTime)]
     pub generated_at: Timestamp,
@@ -235,9 +236,9 @@ async fn batch_figures(
     season: &Season,
     batches: &[Batch],
 ) -> Result<Vec<BatchFigures>, StorageError> {
-    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    let sales: HashMap<BatchId, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
     // Forfeits have no counter of their own: counted from the rows, in the seasons that have them.
-    let mut forfeits: HashMap<Uuid, i64> = HashMap::new();
+    let mut forfeits: HashMap<BatchId, i64> = HashMap::new();
     if season.refund_forfeits_voucher {
         for (batch, status, count) in store.voucher_status_counts(season.id).await? {
             if status == VoucherStatus::Forfeited.as_str() {
@@ -384,7 +385,7 @@ pub struct Check {
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Reconciliation {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     #[schema(value_type = String, format = DateTime)]
     pub checked_at: Timestamp,
     pub ok: bool,
@@ -433,11 +434,11 @@ async fn business_checks(store: &dyn Storage, season: &Season) -> Result<Vec<Che
     // Read once, checked several ways.
     let batches = store.season_batches(season.id).await?;
     let balances = store.season_balances(season.id).await?;
-    let mut by_status: HashMap<Uuid, HashMap<String, i64>> = HashMap::new();
+    let mut by_status: StatusCounts = HashMap::new();
     for (batch, status, count) in store.voucher_status_counts(season.id).await? {
         by_status.entry(batch).or_default().insert(status, count);
     }
-    let sales: HashMap<Uuid, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
+    let sales: HashMap<BatchId, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
     let funders = season_funder_figures(season, &balances, &batches);
     checks.push(check("funder_identity", funder_breaks(&funders)));
     checks.push(check("batch_counts", batch_count_breaks(&batches, &by_status, &sales)));
@@ -476,12 +477,12 @@ fn funder_breaks(funders: &BTreeMap<RegionCode, FunderFigures>) -> Vec<String> {
 }
 
 /// Voucher rows counted by batch and status.
-type StatusCounts = HashMap<Uuid, HashMap<String, i64>>;
+type StatusCounts = HashMap<BatchId, HashMap<String, i64>>;
 
 fn batch_count_breaks(
     batches: &[Batch],
     by_status: &StatusCounts,
-    sales: &HashMap<Uuid, SalesFigures>,
+    sales: &HashMap<BatchId, SalesFigures>,
 ) -> Vec<String> {
     let mut breaks = Vec::new();
     let none = HashMap::new();
@@ -526,7 +527,7 @@ fn batch_money_breaks(
     balances: &[(String, Balance)],
     by_status: &StatusCounts,
 ) -> Vec<String> {
-    let mut actual: HashMap<(Uuid, RegionCode, bool), i64> = HashMap::new();
+    let mut actual: HashMap<(BatchId, RegionCode, bool), i64> = HashMap::new();
     for (address, balance) in balances {
         match SeasonAccount::parse(season.id, address) {
             Some(SeasonAccount::Reserve { batch, funder }) => {
@@ -539,7 +540,7 @@ fn batch_money_breaks(
             _ => {}
         }
     }
-    let active = |batch: &Uuid| by_status.get(batch).and_then(|c| c.get("active")).copied().unwrap_or(0);
+    let active = |batch: &BatchId| by_status.get(batch).and_then(|c| c.get("active")).copied().unwrap_or(0);
     let mut breaks = Vec::new();
     for batch in batches {
         let unclaimed = if batch.reserve_returned {
@@ -581,7 +582,7 @@ async fn merchant_money_breaks(
     season: &Season,
     balances: &[(String, Balance)],
 ) -> Result<Vec<String>, StorageError> {
-    let mut ledger: HashMap<Uuid, [i64; 3]> = HashMap::new();
+    let mut ledger: HashMap<MerchantId, [i64; 3]> = HashMap::new();
     for (address, balance) in balances {
         let (merchant, slot) = match SeasonAccount::parse(season.id, address) {
             Some(SeasonAccount::Payable { merchant, .. }) => (merchant, 0),
@@ -694,7 +695,7 @@ pub struct SettlementAnswer {
     #[schema(value_type = Option<String>, format = DateTime)]
     pub paid_at: Option<Timestamp>,
     pub payout_ref: Option<String>,
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     pub settlement_id: Uuid,
     /// complete or in_progress.
     pub status: &'static str,
@@ -795,7 +796,7 @@ pub async fn finish_settlements_in_progress(
 /// Finishes the settlements in progress of `season_id` (or of every season), but `except`.
 async fn finish_left_in_progress(
     store: &dyn Storage,
-    season_id: Option<Uuid>,
+    season_id: Option<SeasonId>,
     except: Option<Uuid>,
     chunking: SettlementChunking,
     now: Timestamp,
@@ -836,7 +837,7 @@ async fn settle_in_chunks(
 /// The answer to closing a season.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CloseOutcome {
-    pub season_id: Uuid,
+    pub season_id: SeasonId,
     #[schema(value_type = String, format = DateTime)]
     pub closed_at: Timestamp,
     pub checkpoint_seq: i64,
@@ -883,7 +884,7 @@ pub async fn close(
 }
 
 fn outcome_of(
-    season_id: Uuid,
+    season_id: SeasonId,
     closed_at: Timestamp,
     stored: &FinalReport,
 ) -> Result<CloseOutcome, FinanceError> {

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use wenhui_merchant_sdk::journal::JournalLine;
 
 use crate::app::finance::yuan;
+use crate::domain::ids::SeasonId;
 use crate::domain::money::Fen;
 use crate::domain::season::Season;
 use crate::domain::time::Timestamp;
@@ -170,7 +171,7 @@ fn differences(id: Uuid, till: &TillRedemption, server: &RedemptionRecord) -> Ve
 
 /// Pure matching of a till record against the server's redemptions of the season.
 pub fn compare(
-    season_id: Uuid,
+    season_id: SeasonId,
     till: &TillRecord,
     by_id: &[RedemptionRecord],
     recent: &[RedemptionRecord],

@@ -16,6 +16,7 @@ use crate::app::error::{AppError, Kind};
 use crate::app::qr::QrKeys;
 use crate::domain::entries::{AfterReversal, FunderPart, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::{BatchId, MerchantId};
 use crate::domain::merchant::Merchant;
 use crate::domain::money::Fen;
 use crate::domain::region::RegionLevel;
@@ -75,7 +76,7 @@ pub fn qr_replayed() -> AppError {
 /// seasons and its coalesced voucher reads, and the time of the request.
 pub struct Reads<'a> {
     pub store: &'a dyn Storage,
-    pub batches: &'a TtlCache<Uuid, (Batch, Season)>,
+    pub batches: &'a TtlCache<BatchId, (Batch, Season)>,
     pub vouchers: &'a Coalescer<Uuid, Option<Voucher>>,
     pub now: Timestamp,
 }
@@ -205,7 +206,7 @@ pub fn priced(order_amount: Fen, card_payment: Option<CardPaymentRecord>) -> Res
 /// Who redeems: the merchant and the terminal that signed the request.
 #[derive(Clone, Copy)]
 pub struct AtTill {
-    pub merchant_id: Uuid,
+    pub merchant_id: MerchantId,
     pub terminal_id: Uuid,
 }
 
@@ -227,7 +228,7 @@ pub fn new_redemption(
     let answer = Redemption {
         redemption_id: id,
         voucher_id: plan.voucher.id,
-        merchant_id: till.merchant_id,
+        merchant_id: till.merchant_id.as_uuid(),
         order_ref: order_ref.clone(),
         order_amount: priced.order_amount.to_string(),
         discount: plan.discount.to_string(),

@@ -11,6 +11,7 @@ use uuid::Uuid;
 use super::backend::SqlBackend;
 use super::db::{Pool, Tx};
 use super::{Backend, StorageError};
+use crate::domain::ids::{MerchantId, SeasonId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -207,9 +208,8 @@ impl SqlBackend for PgBackend {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, Uuid, Uuid)],
-    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error> {
-        let column = |f: fn(&(Uuid, Uuid, Uuid)) -> Uuid| keys.iter().map(f).collect::<Vec<_>>();
+        keys: &[(Uuid, MerchantId, SeasonId)],
+    ) -> Result<Vec<(Uuid, MerchantId, SeasonId, i32)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT c.citizen_id, c.merchant_id, c.season_id, c.live_count \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS k(citizen_id, merchant_id, season_id) \
@@ -217,9 +217,9 @@ impl SqlBackend for PgBackend {
                  FROM merchant_redemption_counts m WHERE m.season_id = k.season_id \
                  AND m.citizen_id = k.citizen_id AND m.merchant_id = k.merchant_id LIMIT 1) c",
         )
-        .bind(column(|k| k.0))
-        .bind(column(|k| k.1))
-        .bind(column(|k| k.2))
+        .bind(keys.iter().map(|(citizen, _, _)| *citizen).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, merchant, _)| *merchant).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, _, season)| *season).collect::<Vec<_>>())
         .fetch_all(tx.pg()?)
         .await
     }
@@ -231,20 +231,19 @@ impl SqlBackend for PgBackend {
         tx: &mut Tx,
         accepted: &[&super::NewRedemption],
     ) -> Result<u64, sqlx::Error> {
-        let column = |f: fn(&super::NewRedemption) -> Uuid| accepted.iter().map(|r| f(r)).collect::<Vec<_>>();
         sqlx::query(
             "INSERT INTO qr_nonces (nonce, subject_id, used_at_us) \
              SELECT * FROM UNNEST($1::bytea[], $2::uuid[], $3::bigint[])",
         )
         .bind(accepted.iter().map(|r| r.qr_nonce.clone()).collect::<Vec<_>>())
-        .bind(column(|r| r.voucher_id))
+        .bind(accepted.iter().map(|r| r.voucher_id).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.redeemed_at.unix_us()).collect::<Vec<_>>())
         .execute(tx.pg()?)
         .await?;
         let updated = sqlx::query(
             "UPDATE vouchers SET status = 'redeemed' WHERE status = 'active' AND id = ANY($1::uuid[])",
         )
-        .bind(column(|r| r.voucher_id))
+        .bind(accepted.iter().map(|r| r.voucher_id).collect::<Vec<_>>())
         .execute(tx.pg()?)
         .await?;
         sqlx::query(
@@ -253,12 +252,12 @@ impl SqlBackend for PgBackend {
              SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], \
              $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::bigint[])",
         )
-        .bind(column(|r| r.id))
-        .bind(column(|r| r.voucher_id))
-        .bind(column(|r| r.merchant_id))
-        .bind(column(|r| r.terminal_id))
-        .bind(column(|r| r.season_id))
-        .bind(column(|r| r.batch_id))
+        .bind(accepted.iter().map(|r| r.id).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.voucher_id).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.merchant_id).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.terminal_id).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.season_id).collect::<Vec<_>>())
+        .bind(accepted.iter().map(|r| r.batch_id).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.order_ref.clone()).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.order_slot.clone()).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.order_amount_fen).collect::<Vec<_>>())
@@ -332,8 +331,8 @@ impl SqlBackend for PgBackend {
     async fn live_orders(
         &self,
         tx: &mut Tx,
-        pairs: &[(Uuid, String)],
-    ) -> Result<Vec<(Uuid, String, String, String)>, sqlx::Error> {
+        pairs: &[(MerchantId, String)],
+    ) -> Result<Vec<(MerchantId, String, String, String)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer \
              FROM UNNEST($1::uuid[], $2::text[]) AS k(merchant_id, order_ref) \
@@ -396,9 +395,9 @@ impl SqlBackend for PgBackend {
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) \
              ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
         )
-        .bind(rows.iter().map(|r| r.0).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.1).collect::<Vec<_>>())
-        .bind(rows.iter().map(|r| r.2).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(account, _, _)| *account).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, debits, _)| *debits).collect::<Vec<_>>())
+        .bind(rows.iter().map(|(_, _, credits)| *credits).collect::<Vec<_>>())
         .execute(tx.pg()?)
         .await?;
         Ok(())

@@ -14,6 +14,7 @@ use uuid::Uuid;
 use super::backend::SqlBackend;
 use super::db::{Bind, Pool, QueryBuilder, Tx, query};
 use super::{Backend, StorageError};
+use crate::domain::ids::{MerchantId, SeasonId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -176,8 +177,8 @@ impl SqlBackend for SqliteBackend {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, Uuid, Uuid)],
-    ) -> Result<Vec<(Uuid, Uuid, Uuid, i32)>, sqlx::Error> {
+        keys: &[(Uuid, MerchantId, SeasonId)],
+    ) -> Result<Vec<(Uuid, MerchantId, SeasonId, i32)>, sqlx::Error> {
         let mut query = QueryBuilder::new("");
         for (n, (citizen, merchant, season)) in keys.iter().enumerate() {
             if n > 0 {
@@ -286,8 +287,8 @@ impl SqlBackend for SqliteBackend {
     async fn live_orders(
         &self,
         tx: &mut Tx,
-        pairs: &[(Uuid, String)],
-    ) -> Result<Vec<(Uuid, String, String, String)>, sqlx::Error> {
+        pairs: &[(MerchantId, String)],
+    ) -> Result<Vec<(MerchantId, String, String, String)>, sqlx::Error> {
         let mut q = in_pairs(
             "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer FROM redemptions r \
              JOIN batches b ON b.id = r.batch_id WHERE r.reversed_at_us IS NULL AND (r.merchant_id, r.order_ref) IN (",
