@@ -18,8 +18,8 @@ use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::ledger::INSERT_CHUNK_ROWS;
 use crate::storage::{
-    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen, NewSession, Refusal, SeasonStore,
-    SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
+    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen, NewSession, Refusal,
+    SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
 };
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \

@@ -380,7 +380,7 @@ fn is_expected_refusal(entry: &Value) -> bool {
     entry["message"].as_str().is_some_and(|m| m.contains("/claims") && m.contains("409"))
 }
 
-async fn sign_up(browser: &Browser, world: &World, screenshot: &str) {
+pub(crate) async fn sign_up(browser: &Browser, world: &World, screenshot: &str) {
     browser.client.find(Locator::Css("#to-account")).await.expect("tab").click().await.expect("tap");
     browser.wait_for("#switch-mode").await.click().await.expect("to sign-up");
     let phone = "13912345678";
@@ -449,7 +449,7 @@ async fn show_the_qr_code(browser: &Browser, world: &World, list: &str, full: &s
 }
 
 /// The QR code in a PNG screenshot (decoded with `png`, read with `rqrr`).
-fn decode_qr_png(path: &std::path::Path) -> String {
+pub(crate) fn decode_qr_png(path: &std::path::Path) -> String {
     let file = std::fs::File::open(path).expect("the screenshot");
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::normalize_to_color8());

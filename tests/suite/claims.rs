@@ -965,13 +965,18 @@ async fn a_citizen_learns_whether_they_won_a_lottery(backend: Backend) {
         .await;
     let id = batch["id"].as_str().expect("id").to_owned();
     let mine = format!("/v1/batches/{id}/entries/me");
-    let standing = |answer: &Value| (answer["result"].as_str().map(str::to_owned), answer["voucher_id"].clone());
+    let standing =
+        |answer: &Value| (answer["result"].as_str().map(str::to_owned), answer["voucher_id"].clone());
     let (status, answer) = world.app.get(&mine, Some(&citizens[0].1)).await;
     assert_eq!(status, 200, "{answer}");
     assert_eq!(standing(&answer), (Some("not_entered".to_owned()), Value::Null));
-    assert_eq!((&answer["batch_name"], &answer["entered_at"], &answer["drawn_at"]), (&json!("摇号券"), &Value::Null, &Value::Null));
+    assert_eq!(
+        (&answer["batch_name"], &answer["entered_at"], &answer["drawn_at"]),
+        (&json!("摇号券"), &Value::Null, &Value::Null)
+    );
     for (_, token) in &citizens[..2] {
-        let (status, entered) = world.app.post(&format!("/v1/batches/{id}/entries"), Some(token), json!({})).await;
+        let (status, entered) =
+            world.app.post(&format!("/v1/batches/{id}/entries"), Some(token), json!({})).await;
         assert_eq!(status, 200, "{entered}");
         let (_, answer) = world.app.get(&mine, Some(token)).await;
         assert_eq!(standing(&answer), (Some("pending".to_owned()), Value::Null), "{answer}");
@@ -979,11 +984,15 @@ async fn a_citizen_learns_whether_they_won_a_lottery(backend: Backend) {
     }
     // Not a lottery, no such batch, no citizen.
     let rush = world.batch(json!({})).await;
-    let (status, refused) =
-        world.app.get(&format!("/v1/batches/{}/entries/me", rush["id"].as_str().expect("id")), Some(&citizens[0].1)).await;
+    let (status, refused) = world
+        .app
+        .get(&format!("/v1/batches/{}/entries/me", rush["id"].as_str().expect("id")), Some(&citizens[0].1))
+        .await;
     assert_eq!((status, code(&refused)), (409, "not_a_lottery"), "{refused}");
-    let (status, refused) =
-        world.app.get(&format!("/v1/batches/{}/entries/me", uuid::Uuid::new_v4()), Some(&citizens[0].1)).await;
+    let (status, refused) = world
+        .app
+        .get(&format!("/v1/batches/{}/entries/me", uuid::Uuid::new_v4()), Some(&citizens[0].1))
+        .await;
     assert_eq!((status, code(&refused)), (404, "batch_not_found"), "{refused}");
     let (status, _) = world.app.get(&mine, None).await;
     assert_eq!(status, 401);
@@ -991,12 +1000,21 @@ async fn a_citizen_learns_whether_they_won_a_lottery(backend: Backend) {
     world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(3_601));
     let (status, drawn) = world
         .app
-        .post_idem(&format!("/v1/batches/{id}/draw"), Some(&world.province_admin), "draw", json!({"seed": seed}))
+        .post_idem(
+            &format!("/v1/batches/{id}/draw"),
+            Some(&world.province_admin),
+            "draw",
+            json!({"seed": seed}),
+        )
         .await;
     assert_eq!((status, drawn["issued"].as_u64()), (200, Some(1)), "{drawn}");
     let (_, won) = world.app.get(&mine, Some(&citizens[0].1)).await;
     let (_, vouchers) = world.app.get("/v1/me/vouchers", Some(&citizens[0].1)).await;
-    assert_eq!(standing(&won), (Some("won".to_owned()), vouchers["vouchers"][0]["id"].clone()), "{won} {vouchers}");
+    assert_eq!(
+        standing(&won),
+        (Some("won".to_owned()), vouchers["vouchers"][0]["id"].clone()),
+        "{won} {vouchers}"
+    );
     assert_eq!(won["drawn_at"], drawn["drawn_at"]);
     let (_, lost) = world.app.get(&mine, Some(&citizens[1].1)).await;
     assert_eq!(standing(&lost), (Some("lost".to_owned()), Value::Null), "{lost}");
