@@ -51,10 +51,9 @@ pub struct Sheet<R: 'static> {
 impl<R: 'static> Sheet<R> {
     /// The sheet of `rows` in `lang`: the language's columns, and its totals row.
     pub fn table(&self, rows: &[R], lang: Lang) -> Table {
-        let columns: Vec<(&'static str, fn(&R) -> Cell)> =
-            self.columns.iter().filter_map(|c| Some((c.header(lang)?, c.cell))).collect();
+        let columns: Vec<&Column<R>> = self.columns.iter().filter(|c| c.header(lang).is_some()).collect();
         let rows: Vec<Vec<Cell>> =
-            rows.iter().map(|row| columns.iter().map(|(_, cell)| cell(row)).collect()).collect();
+            rows.iter().map(|row| columns.iter().map(|column| (column.cell)(row)).collect()).collect();
         let totals = match lang {
             Lang::Zh => self.zh_totals_from.and_then(|from| totals_row(&rows, from, &[])),
             Lang::En => None,
@@ -63,7 +62,7 @@ impl<R: 'static> Sheet<R> {
             Lang::En => self.en,
             Lang::Zh => self.zh,
         };
-        let headers = columns.iter().map(|(header, _)| (*header).to_owned()).collect();
+        let headers = columns.iter().filter_map(|column| column.header(lang)).map(str::to_owned).collect();
         Table { name, headers, rows, totals, lang }
     }
 }
