@@ -107,6 +107,8 @@ async fn a_double_tap_gives_one_voucher_and_sold_out_says_so(backend: Backend) {
     let vouchers = my_vouchers(&world, &token).await;
     assert_eq!(vouchers.len(), 1, "a double tap gives one voucher: {vouchers:?}");
     assert_eq!(browser.text(&button).await, "已领取");
+    let stock = format!("article.batch[data-batch-id=\"{open}\"] .stock");
+    assert_eq!(browser.text(&stock).await, "剩余 4 张 / 共 5 张");
     // Someone else takes the last voucher while the page still shows one left.
     let other = world.citizen(5).await;
     assert_eq!(world.claim(&other, &last, "the-last-one").await.0, 201);
@@ -115,6 +117,14 @@ async fn a_double_tap_gives_one_voucher_and_sold_out_says_so(backend: Backend) {
     let refused = browser.text(&format!("{last_button} + .claim-message.refused")).await;
     assert_eq!(refused, messages(&world).await["sold_out"].as_str().expect("a message"));
     assert_eq!(refused, "这批券已经领完了。");
+    let stock = format!("article.batch[data-batch-id=\"{last}\"] .stock");
+    assert_eq!(browser.text(&stock).await, "剩余 0 张 / 共 1 张");
+    assert_eq!(browser.text(&last_button).await, "已领完");
+    assert_eq!(browser.text(&format!("article.batch[data-batch-id=\"{last}\"] .state")).await, "已领完");
+    let center = format!(
+        "document.querySelector('{last_button} + .claim-message').scrollIntoView({{block: 'center'}}); return true"
+    );
+    browser.client.execute(&center, vec![]).await.expect("scroll");
     assert_fits(&browser, "sold out").await;
     browser.screenshot(&shot("sold-out", backend)).await;
     assert_eq!(my_vouchers(&world, &token).await.len(), 1);

@@ -345,9 +345,28 @@
         (ms) => say(batchId, `排队中，${Math.ceil(ms / 1000)}秒后自动重试…`, 'wait'));
       busy(true, '已领取');
       say(batchId, '领取成功，可在“我的券”中查看。', 'ok');
+      stockLeft(batchId, (n) => n - 1);
     } catch (error) {
-      busy(false, '立即领取');
+      if (error.code === 'sold_out') {
+        busy(true, '已领完');
+        stockLeft(batchId, () => 0);
+      } else {
+        busy(false, '立即领取');
+      }
       say(batchId, error.message, 'refused');
+    }
+  };
+  // The stock shown under a batch, moved by what a claim learnt (the list is read again later).
+  const stockLeft = (batchId, change) => {
+    const count = main.querySelector(`article.batch[data-batch-id="${batchId}"] .stock strong`);
+    const batch = batchesById.get(batchId);
+    if (!count || !batch || wenhui.now() < Date.parse(batch.claim_opens_at)) return;
+    const left = Math.max(0, change(Number(count.textContent)));
+    count.textContent = String(left);
+    const line = count.closest('article.batch').querySelector('.state');
+    if (left === 0 && line) {
+      line.className = 'state out';
+      line.textContent = '已领完';
     }
   };
   // Intents a reload interrupted: sent again with their own keys.
