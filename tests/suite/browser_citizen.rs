@@ -153,22 +153,47 @@ async fn a_429_is_waited_out_and_the_claim_sent_again(backend: Backend) {
     browser.client.execute(watch, vec![]).await.expect("watch");
     // The citizen's claim rate, spent by the same citizen elsewhere (the per-citizen bucket:
     // 20 at once, then one a second), until the server answers 429.
-    let mut limited = false;
-    for n in 0..60 {
-        let path = format!("/v1/batches/{}/claims", uuid::Uuid::new_v4());
-        let (status, _) = world.app.post_idem(&path, Some(&token), &format!("spend-{n}"), json!({})).await;
-        if status == 429 {
-            limited = true;
-            break;
+    let (client, base, spender_token) = (world.app.client.clone(), world.app.base.clone(), token.clone());
+    let spend = move |n: u32| {
+        let (client, base, token) = (client.clone(), base.clone(), spender_token.clone());
+        async move {
+            let path = format!("{base}/v1/batches/{}/claims", uuid::Uuid::new_v4());
+            let sent = client
+                .post(path)
+                .bearer_auth(token)
+                .header("Idempotency-Key", format!("spend-{n}"))
+                .json(&json!({}));
+            sent.send().await.expect("send").status().as_u16()
         }
+    };
+    let mut n = 0;
+    while spend(n).await != 429 {
+        n += 1;
+        assert!(n < 60, "the citizen's claims are rate limited");
     }
-    assert!(limited, "the citizen's claims are rate limited");
+    // The bucket is kept empty (each token refilled is spent at once) until the page has said it
+    // waits, so its first claim is surely answered 429, however slow the machine.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let spender = {
+        let stop = stop.clone();
+        let spend = spend.clone();
+        tokio::spawn(async move {
+            let mut n = 1_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                spend(n).await;
+                n += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
     browser
         .client
         .execute("arguments[0].click(); return true", vec![serde_json::to_value(&live).expect("element")])
         .await
         .expect("tap");
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    browser.wait_for(&format!("{button} + .claim-message.wait")).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    spender.await.expect("the spender");
     browser.screenshot(&shot("rate-limited-waiting", backend)).await;
     let claimed = browser.text(&format!("{button} + .claim-message.ok")).await;
     assert!(claimed.starts_with("领取成功"), "{claimed}");
