@@ -128,7 +128,7 @@ pub struct AccountChangeAnswer {
 pub struct AccountRequestAnswer {
     id: Uuid,
     seq: i64,
-    /// waiting, approved, rejected or expired.
+    /// pending, approved, rejected or expired.
     status: &'static str,
     #[schema(format = DateTime)]
     requested_at: String,

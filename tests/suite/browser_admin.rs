@@ -181,11 +181,7 @@ async fn seasons_and_batches(
 /// A lottery batch of the first season, entered by two citizens, drawn after its entries close
 /// with the seed the page made: the result is shown.
 async fn lottery(browser: &Browser, world: &World, shot: &impl Fn(&str) -> String) {
-    let script = "const p = document.getElementById('season-pick'); p.value = arguments[0]; \
-                  p.dispatchEvent(new Event('change')); return true";
-    let option = format!("#season-pick option[value=\"{}\"]", world.season_id);
-    browser.wait_for(&option).await;
-    browser.client.execute(script, vec![json!(world.season_id)]).await.expect("pick the season");
+    pick_season(browser, &world.season_id).await;
     text_when(browser, "#section-seasons", |t| t.contains("这个活动还没有批次")).await;
     click(browser, "#open-batch-form").await;
     type_into(browser, "#new-batch-name", "书店抽签券").await;
@@ -213,8 +209,7 @@ async fn lottery(browser: &Browser, world: &World, shot: &impl Fn(&str) -> Strin
     // The entries close; the page, loaded again, offers the draw with the seed it kept.
     world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(4 * 3600));
     sign_in(browser, world, &world.province_admin).await;
-    browser.wait_for(&option).await;
-    browser.client.execute(script, vec![json!(world.season_id)]).await.expect("pick the season");
+    pick_season(browser, &world.season_id).await;
     click(browser, &format!("#draw-{id} button[type=submit]")).await;
     let result = text_when(browser, &format!("tr[data-batch-id=\"{id}\"] .result"), |t| !t.is_empty()).await;
     assert!(result.starts_with("“书店抽签券”已开奖：2 人报名，发出 2 张。"), "{result}");
@@ -223,6 +218,14 @@ async fn lottery(browser: &Browser, world: &World, shot: &impl Fn(&str) -> Strin
     let (_, batches) =
         world.app.get(&format!("/v1/seasons/{}/batches?ended=true", world.season_id), None).await;
     assert_eq!(batches[0]["claimed"], 2, "{batches}");
+}
+
+/// Picks a season in the console's season list, once the list holds it.
+async fn pick_season(browser: &Browser, id: &str) {
+    browser.wait_for(&format!("#season-pick option[value=\"{id}\"]")).await;
+    let script = "const p = document.getElementById('season-pick'); p.value = arguments[0]; \
+                  p.dispatchEvent(new Event('change')); return true";
+    browser.client.execute(script, vec![json!(id)]).await.expect("pick the season");
 }
 
 async fn merchant(world: &World, admin: &str, seed: u32, name: &str, category: &str, city: &str) -> String {
@@ -295,6 +298,40 @@ async fn merchants(browser: &Browser, world: &World, messages: &Value, shot: &im
         world.app.get("/v1/merchants?city=370200&name=%E4%B9%A6%E5%9F%8E", Some(&qingdao)).await;
     assert_eq!(listed["merchants"][0]["settlement_account"]["account_no"], "6228000099998888", "{listed}");
 
+    // The asker withdraws a second request (a rejection).
+    let form = format!("#account-{shop}");
+    type_into(browser, &format!("{form}-bank"), "青岛银行").await;
+    type_into(browser, &format!("{form}-account_no"), "6222000011113333").await;
+    type_into(browser, &format!("{form}-account_name"), "青岛书城有限公司").await;
+    type_into(browser, &format!("{form}-reason"), "误填，撤回").await;
+    click(browser, &format!("{form} button[type=submit]")).await;
+    click(browser, "li.request.pending button.reject").await;
+    text_when(browser, "#section-merchants p.ok", |t| t == "已驳回。").await;
+    text_when(browser, "li.request.rejected", |t| t.contains("6222000011113333")).await;
+
+    // A co-funded batch of Qingdao, shared with the province.
+    click(browser, "nav.sections button[data-section=seasons]").await;
+    pick_season(browser, &world.season_id).await;
+    click(browser, "#open-batch-form").await;
+    type_into(browser, "#new-batch-name", "青岛书店满50减10").await;
+    type_into(browser, "#new-batch-face_value", "10.00").await;
+    type_into(browser, "#new-batch-min_spend", "50.00").await;
+    type_into(browser, "#new-batch-stock", "20").await;
+    click(browser, "#new-batch input[value=bookstore]").await;
+    click(browser, "#new-batch-cofund").await;
+    type_into(browser, "#new-batch-funding", "60").await;
+    click(browser, "#new-batch button[type=submit]").await;
+    text_when(browser, "#section-seasons p.ok", |t| t.starts_with("已创建批次“青岛书店满50减10”")).await;
+    text_when(browser, "#batch-table", |t| t.contains("青岛市60% + 山东省40%")).await;
+    browser.screenshot(&shot("8-cofunded")).await;
+    let (_, batches) = world.app.get(&format!("/v1/seasons/{}/batches", world.season_id), None).await;
+    let made =
+        batches.as_array().expect("batches").iter().find(|b| b["name"] == "青岛书店满50减10").expect("made");
+    assert_eq!(
+        made["funding"],
+        json!([{"funder": "370200", "share": 60}, {"funder": "370000", "share": 40}])
+    );
+
     // A finance officer of Qingdao: Qingdao's merchants only, and nothing to do to them.
     let finance = world.app.staff_key(Role::Finance, "370200").await;
     sign_in(browser, world, &finance).await;
@@ -307,7 +344,7 @@ async fn merchants(browser: &Browser, world: &World, messages: &Value, shot: &im
     assert!(
         browser.texts("#merchant-table button.suspend, #merchant-table button.activate").await.is_empty()
     );
-    browser.screenshot(&shot("8-finance")).await;
+    browser.screenshot(&shot("9-finance")).await;
     click(browser, "nav.sections button[data-section=seasons]").await;
     browser.wait_for("#season-pick").await;
     let offers = browser.texts("#open-season-form, #open-batch-form, form.draw").await;
