@@ -241,7 +241,7 @@ async fn merchants(browser: &Browser, world: &World, messages: &Value, shot: &im
     let second = world.app.staff_key(Role::CityAdmin, "370200").await;
     let jinan = world.app.staff_key(Role::CityAdmin, "370100").await;
     let shop = merchant(world, &qingdao, 11, "青岛书城", "bookstore", "370200").await;
-    merchant(world, &qingdao, 12, "青岛KTV城", "ktv", "370200").await;
+    let ktv = merchant(world, &qingdao, 12, "青岛KTV城", "ktv", "370200").await;
     merchant(world, &jinan, 13, "济南书店", "bookstore", "370100").await;
     let row = format!("tr[data-merchant-id=\"{shop}\"]");
 
@@ -281,8 +281,29 @@ async fn merchants(browser: &Browser, world: &World, messages: &Value, shot: &im
     assert_eq!(shown, expected);
     browser.screenshot(&shot("6-same-approver")).await;
 
-    // A second admin's key approves it.
+    // An intent of the second admin's key whose answer a reload lost (a suspension): the page
+    // sends it again with its Idempotency-Key once that key signs in, and forgets it when answered.
+    let intent = json!({"path": format!("/v1/merchants/{ktv}/suspend"), "method": "POST", "body": {},
+        "key": "intent-before-reload", "owner": second[second.len() - 12..]});
+    let keep = "sessionStorage.setItem(arguments[0], arguments[1]); return true";
+    let name = format!("wenhui.admin.intent.suspend.{ktv}");
+    browser.client.execute(keep, vec![json!(name), json!(intent.to_string())]).await.expect("an intent");
+    // A second admin's key approves the change.
     sign_in(browser, world, &second).await;
+    let (mut suspended, mut forgotten) = (false, false);
+    for _ in 0..100 {
+        let (_, listed) = world.app.get("/v1/merchants?city=370200&name=KTV", Some(&second)).await;
+        suspended = listed["merchants"][0]["status"] == "suspended";
+        let left =
+            browser.client.execute("return sessionStorage.getItem(arguments[0])", vec![json!(name)]).await;
+        forgotten = left.expect("storage") == Value::Null;
+        if suspended && forgotten {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(suspended, "the kept intent was sent again");
+    assert!(forgotten, "an answered intent is forgotten");
     click(browser, "nav.sections button[data-section=merchants]").await;
     click(browser, &format!("{row} button.account")).await;
     click(browser, "li.request.pending button.approve").await;

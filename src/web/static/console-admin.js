@@ -96,9 +96,9 @@
     } catch (_) {
       kept = null;
     }
-    const same = kept && kept.path === path && JSON.stringify(kept.body) === JSON.stringify(body);
+    const same = kept && kept.owner === owner(key) && kept.path === path && JSON.stringify(kept.body) === JSON.stringify(body);
     const idempotencyKey = same ? kept.key : wenhui.randomKey();
-    sessionStorage.setItem(INTENT + intent, JSON.stringify({ path, method, body, key: idempotencyKey }));
+    sessionStorage.setItem(INTENT + intent, JSON.stringify({ path, method, body, key: idempotencyKey, owner: owner(key) }));
     try {
       const answer = await wenhui.api(path, { method, key, body, idempotencyKey });
       sessionStorage.removeItem(INTENT + intent);
@@ -110,8 +110,13 @@
       throw error;
     }
   };
+  // Which staff key an intent was made with (the end of the key, which this tab holds anyway):
+  // another key signed in later does not send it.
+  function owner(key) {
+    return String(key).slice(-12);
+  }
   // Intents a reload interrupted: sent again with their own keys (answers are not shown: the
-  // lists drawn afterwards show what was made).
+  // lists drawn afterwards show what was made). Another key's intents are dropped.
   const resume = async (key) => {
     const pending = [];
     for (let i = 0; i < sessionStorage.length; i += 1) {
@@ -121,6 +126,10 @@
     for (const intent of pending) {
       try {
         const kept = JSON.parse(sessionStorage.getItem(INTENT + intent));
+        if (!kept || kept.owner !== owner(key)) {
+          sessionStorage.removeItem(INTENT + intent);
+          continue;
+        }
         await write(intent, key, kept.path, { method: kept.method, body: kept.body });
       } catch (_) {
         // Refused or still unanswered: the person sees the lists and acts again.
