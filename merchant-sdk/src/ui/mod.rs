@@ -598,6 +598,54 @@ mod tests {
         assert!(!same_secret(b"", b"a"));
     }
 
+    fn till_with(messages: &[(&str, &str)]) -> Till {
+        let key = crate::TillKey::generate().expect("key");
+        let client = TillClient::new(
+            "http://127.0.0.1:1",
+            Uuid::from_u128(1),
+            key,
+            Journal::disabled(),
+            Default::default(),
+        )
+        .expect("client");
+        let table = messages.iter().map(|(code, text)| ((*code).to_owned(), (*text).to_owned())).collect();
+        Till {
+            client,
+            token: "t".into(),
+            hosts: vec![],
+            page: String::new(),
+            messages: RwLock::new(table),
+            messages_cache: None,
+            in_flight: Mutex::new(HashSet::new()),
+        }
+    }
+
+    #[test]
+    fn refusals_read_from_the_services_table_and_unknown_outcomes_are_pending() {
+        let till = till_with(&[
+            ("qr_expired", "二维码已过期，请让顾客刷新。"),
+            ("qr_replayed", "这个二维码已经用过了。"),
+        ]);
+        let expired = till.failure(&ClientError::Token(crate::token::TokenError::Expired(0)));
+        assert_eq!(
+            expired,
+            json!({"status": "refused", "code": "qr_expired", "message": "二维码已过期，请让顾客刷新。"})
+        );
+        let used = ClientError::Refused { status: 409, code: "qr_replayed".into(), message: "used".into() };
+        assert_eq!(till.failure(&used)["message"], "这个二维码已经用过了。");
+        let unknown_code =
+            ClientError::Refused { status: 422, code: "new_code".into(), message: "as sent".into() };
+        assert_eq!(till.failure(&unknown_code)["message"], "as sent", "the service's own words, not nothing");
+        let offline = till.failure(&ClientError::Transport("could not connect".into()));
+        assert_eq!(
+            (offline["status"].as_str(), offline["code"].as_str()),
+            (Some("pending"), Some("transport_error"))
+        );
+        assert!(offline["message"].as_str().is_some_and(|m| m.starts_with("连不上文惠服务器")));
+        let busy = ClientError::Refused { status: 503, code: "database_busy".into(), message: "busy".into() };
+        assert_eq!(till.failure(&busy)["status"], "pending", "a write behind a 503 may have happened");
+    }
+
     #[test]
     fn the_till_names_its_own_codes_in_chinese() {
         for code in ["transport_error", "amount_invalid", "nothing_scanned", "card_not_paid", "card_pending"]
