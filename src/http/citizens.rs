@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
@@ -19,12 +18,12 @@ use crate::app::codes::CodeError;
 use crate::app::providers::SentCode;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::BatchId;
+use crate::domain::ids::{BatchId, CitizenId, VoucherId};
 use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
 use crate::domain::staff::Role;
 
 /// An authenticated citizen (Authorization: Bearer <token>).
-pub struct CitizenAuth(pub Uuid);
+pub struct CitizenAuth(pub CitizenId);
 
 impl FromRequestParts<AppState> for CitizenAuth {
     type Rejection = ApiError;
@@ -98,7 +97,7 @@ pub struct CodeSentResponse {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionResponse {
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub token: String,
     pub token_expires_at: String,
 }
@@ -265,7 +264,7 @@ pub async fn sign_out(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RevokedSessions {
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     /// Always true: every session the citizen had is revoked (the same answer on a retry).
     pub sessions_revoked: bool,
 }
@@ -277,7 +276,7 @@ pub struct RevokedSessions {
 pub async fn revoke_sessions(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(citizen_id): ApiPath<Uuid>,
+    ApiPath(citizen_id): ApiPath<CitizenId>,
 ) -> Result<Json<RevokedSessions>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
     let not_found = || ApiError::not_found(ErrorCode::CitizenNotFound, "no such citizen");
@@ -306,12 +305,17 @@ pub async fn my_vouchers(
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
-            state.store().voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
-                ApiError::unprocessable(
-                    ErrorCode::InvalidCursor,
-                    "after names no voucher of yours: pass a page's next_after",
-                )
-            })?,
+            state
+                .store()
+                .voucher(VoucherId::from(id))
+                .await?
+                .filter(|v| v.citizen_id == citizen_id)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        ErrorCode::InvalidCursor,
+                        "after names no voucher of yours: pass a page's next_after",
+                    )
+                })?,
         ),
         None => None,
     };
@@ -365,7 +369,7 @@ pub struct MyVoucher {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MyVouchersPage {
     vouchers: Vec<MyVoucher>,
-    next_after: Option<Uuid>,
+    next_after: Option<VoucherId>,
 }
 
 /// A claim's body: an empty object (or no body); the batch is in the path.
@@ -414,7 +418,7 @@ pub async fn enter_lottery(
 pub async fn voucher_qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiPath(voucher_id): ApiPath<Uuid>,
+    ApiPath(voucher_id): ApiPath<VoucherId>,
 ) -> Result<Json<super::QrAnswer>, ApiError> {
     state.citizen_rates().qr_code(citizen_id)?;
     let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
@@ -427,5 +431,5 @@ pub async fn voucher_qr(
             format!("the voucher is {}", status.as_str()),
         ));
     }
-    Ok(Json(state.fresh_qr(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id).await?))
+    Ok(Json(state.fresh_qr(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id.as_uuid()).await?))
 }

@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
@@ -22,7 +21,7 @@ use crate::app::finance::{self, CloseOutcome, FinanceError, Reconciliation, Seas
 use crate::app::till::journal_match::MatchOutcome;
 use crate::domain::access::{self, SeasonView};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{MerchantId, SeasonId, SettlementId};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::time::Timestamp;
@@ -39,7 +38,7 @@ async fn load_season(store: &dyn Storage, id: SeasonId) -> Result<Season, ApiErr
 
 async fn load_settlement(
     store: &dyn Storage,
-    id: Uuid,
+    id: SettlementId,
 ) -> Result<crate::storage::SettlementRecord, ApiError> {
     store
         .settlement(id)
@@ -254,9 +253,17 @@ pub async fn season_settlements(
     let limit = page_limit(query.limit, SETTLEMENTS_PAGE_DEFAULT, SETTLEMENTS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
-            state.store().settlement(id).await?.filter(|s| s.season_id == season_id).ok_or_else(|| {
-                ApiError::unprocessable(ErrorCode::InvalidCursor, "after names no settlement of this season")
-            })?,
+            state
+                .store()
+                .settlement(SettlementId::from(id))
+                .await?
+                .filter(|s| s.season_id == season_id)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        ErrorCode::InvalidCursor,
+                        "after names no settlement of this season",
+                    )
+                })?,
         ),
         None => None,
     };
@@ -273,7 +280,7 @@ pub async fn season_settlements(
 /// last. (Fields in alphabetical order, as the answer always had them.)
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SettlementPage {
-    next_after: Option<Uuid>,
+    next_after: Option<SettlementId>,
     settlements: Vec<SettlementAnswer>,
 }
 
@@ -307,7 +314,7 @@ pub struct FunderAmount {
 pub async fn get_settlement(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(settlement_id): ApiPath<Uuid>,
+    ApiPath(settlement_id): ApiPath<SettlementId>,
 ) -> Result<Json<SettlementWithLines>, ApiError> {
     let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
     let lines = lines
@@ -330,7 +337,7 @@ pub async fn get_settlement(
 async fn settlement_for(
     state: &AppState,
     staff: &Staff,
-    settlement_id: Uuid,
+    settlement_id: SettlementId,
 ) -> Result<(crate::storage::SettlementRecord, Vec<crate::storage::SettlementLineRecord>), ApiError> {
     let settlement = load_settlement(state.store(), settlement_id).await?;
     let season = load_season(state.store(), settlement.season_id).await?;
@@ -348,7 +355,7 @@ async fn settlement_for(
 pub async fn payout_csv(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(settlement_id): ApiPath<Uuid>,
+    ApiPath(settlement_id): ApiPath<SettlementId>,
     ApiQuery(query): ApiQuery<LangQuery>,
 ) -> Result<Response, ApiError> {
     let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
@@ -372,7 +379,7 @@ struct PaidBody {
 pub async fn paid(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(settlement_id): ApiPath<Uuid>,
+    ApiPath(settlement_id): ApiPath<SettlementId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {

@@ -18,7 +18,7 @@ use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, sta
 use crate::app::merchants::{self, Asked};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::MerchantId;
+use crate::domain::ids::{MerchantId, TerminalId};
 use crate::domain::merchant::{
     ACCOUNT_REQUEST_TTL_S, AccountRequest, Merchant, MerchantStatus, SettlementAccount,
 };
@@ -96,7 +96,7 @@ pub struct MerchantStatusAnswer {
 /// A terminal registered.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct TerminalAnswer {
-    terminal_id: Uuid,
+    terminal_id: TerminalId,
     merchant_id: MerchantId,
     label: String,
 }
@@ -104,7 +104,7 @@ pub struct TerminalAnswer {
 /// A terminal revoked (revoking again answers the same).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct TerminalRevokedAnswer {
-    terminal_id: Uuid,
+    terminal_id: TerminalId,
     revoked: bool,
 }
 
@@ -381,8 +381,13 @@ pub async fn register_terminal(
             invalid(ErrorCode::InvalidField, format!("label is at most 100 characters, {PLAIN_TEXT_RULE}"))
         })?
         .into_string();
-    let terminal =
-        TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
+    let terminal = TerminalRecord {
+        id: TerminalId::new_v7(),
+        merchant_id,
+        public_key,
+        label: label.clone(),
+        revoked: false,
+    };
     let answer = TerminalAnswer { terminal_id: terminal.id, merchant_id, label };
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
     let outcome = state.store().insert_terminal(&terminal, state.clock().now(), &record).await;
@@ -399,7 +404,7 @@ pub async fn register_terminal(
 pub async fn revoke_terminal(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath((merchant_id, terminal_id)): ApiPath<(MerchantId, Uuid)>,
+    ApiPath((merchant_id, terminal_id)): ApiPath<(MerchantId, TerminalId)>,
 ) -> Result<Json<TerminalRevokedAnswer>, ApiError> {
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
