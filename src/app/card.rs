@@ -310,3 +310,29 @@ pub async fn points_policy(
 pub fn member_terms(percent: u32, cap: Option<Fen>) -> Result<MemberTerms, AppError> {
     MemberTerms::new(percent, cap).map_err(|m| AppError::invalid(ErrorCode::InvalidTerms, m))
 }
+
+/// The points an exchange offers, before the batch is read: above 0 and at most
+/// [`card::MAX_POINTS_PRICE`], or 422 `invalid_points`.
+pub fn exchange_points(points: i64) -> Result<i64, AppError> {
+    if points <= 0 || points > card::MAX_POINTS_PRICE {
+        return Err(AppError::invalid(
+            ErrorCode::InvalidPoints,
+            "points is the batch's points price, above 0",
+        ));
+    }
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_points_are_positive_and_bounded() {
+        assert_eq!(exchange_points(1).expect("one"), 1);
+        assert_eq!(exchange_points(card::MAX_POINTS_PRICE).expect("max"), card::MAX_POINTS_PRICE);
+        for bad in [0, -5, card::MAX_POINTS_PRICE + 1, i64::MIN] {
+            assert_eq!(exchange_points(bad).expect_err("refused").code(), Some(ErrorCode::InvalidPoints));
+        }
+    }
+}

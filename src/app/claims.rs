@@ -15,6 +15,7 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::app::error::AppError;
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
 use crate::domain::error_code::ErrorCode;
@@ -939,10 +940,90 @@ async fn reserve_left(
     Ok(left)
 }
 
+/// Enters the citizen in a lottery batch's draw, during its claim window (409 `not_a_lottery` for
+/// a batch claimed in a rush, `not_open` outside the window), once: when they first entered.
+pub async fn enter_lottery(
+    store: &dyn Storage,
+    batch_id: BatchId,
+    citizen_id: CitizenId,
+    now: Timestamp,
+) -> Result<Timestamp, AppError> {
+    let batch = store
+        .batch(batch_id)
+        .await?
+        .ok_or_else(|| AppError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
+    if batch.lottery.is_none() {
+        return Err(crate::app::seasons::not_a_lottery());
+    }
+    let season = store
+        .season(batch.season_id)
+        .await?
+        .ok_or_else(|| AppError::internal("a batch without its season"))?;
+    let window = match batch.check_open(&season, now) {
+        Err(ClaimRefusal::SeasonClosed) => Err("the season is closed".to_owned()),
+        Err(ClaimRefusal::NotOpen(message)) => Err(message),
+        _ => Ok(()),
+    };
+    window.map_err(|message| AppError::conflict(ErrorCode::NotOpen, message))?;
+    Ok(store.enter_lottery(batch.id, citizen_id, now).await?)
+}
+
+/// The voucher a QR code may be drawn for: the citizen's own (404 `voucher_not_found` for
+/// another's, as for none) and active now (409 `voucher_not_redeemable`).
+pub fn voucher_for_qr(
+    found: Option<Voucher>,
+    citizen_id: CitizenId,
+    now: Timestamp,
+) -> Result<Voucher, AppError> {
+    let voucher = found
+        .filter(|v| v.citizen_id == citizen_id)
+        .ok_or_else(|| AppError::not_found(ErrorCode::VoucherNotFound, "no such voucher of yours"))?;
+    let status = voucher.status_at(now);
+    if status != VoucherStatus::Active {
+        return Err(AppError::conflict(
+            ErrorCode::VoucherNotRedeemable,
+            format!("the voucher is {}", status.as_str()),
+        ));
+    }
+    Ok(voucher)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use uuid::Uuid;
+
+    #[test]
+    fn a_qr_code_is_for_ones_own_active_voucher() {
+        let holder = CitizenId::from_uuid(Uuid::from_u128(1));
+        let voucher = Voucher {
+            id: VoucherId::from_uuid(Uuid::from_u128(2)),
+            batch_id: BatchId::from_uuid(Uuid::from_u128(3)),
+            season_id: SeasonId::from_uuid(Uuid::from_u128(4)),
+            citizen_id: holder,
+            slot: 1,
+            status: VoucherStatus::Active,
+            value: crate::domain::money::Fen::from_fen_unchecked(1_000),
+            claimed_at: Timestamp::from_unix_us(0),
+            expires_at: Timestamp::from_unix_us(100),
+        };
+        let now = Timestamp::from_unix_us(50);
+        assert_eq!(voucher_for_qr(Some(voucher.clone()), holder, now).expect("own, active"), voucher);
+        let code = |result: Result<Voucher, AppError>| result.expect_err("refused").code();
+        let stranger = CitizenId::from_uuid(Uuid::from_u128(9));
+        assert_eq!(
+            code(voucher_for_qr(Some(voucher.clone()), stranger, now)),
+            Some(ErrorCode::VoucherNotFound)
+        );
+        assert_eq!(code(voucher_for_qr(None, holder, now)), Some(ErrorCode::VoucherNotFound));
+        let late = Timestamp::from_unix_us(100);
+        assert_eq!(
+            code(voucher_for_qr(Some(voucher.clone()), holder, late)),
+            Some(ErrorCode::VoucherNotRedeemable)
+        );
+        let used = Voucher { status: VoucherStatus::Redeemed, ..voucher };
+        assert_eq!(code(voucher_for_qr(Some(used), holder, now)), Some(ErrorCode::VoucherNotRedeemable));
+    }
 
     fn claim(n: u128) -> Message {
         let (reply, _) = oneshot::channel();

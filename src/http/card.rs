@@ -525,15 +525,10 @@ pub async fn exchange(
     // An exchange is a claim paid with points: the claim writer's rate.
     state.citizen_rates().claim(citizen_id)?;
     let request: ExchangeBody = parse_json(&body)?;
-    if request.points <= 0 || request.points > card::MAX_POINTS_PRICE {
-        return Err(ApiError::unprocessable(
-            ErrorCode::InvalidPoints,
-            "points is the batch's points price, above 0",
-        ));
-    }
+    let points = app_card::exchange_points(request.points)?;
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     let hash = request_hash("POST", "/v1/me/card/exchanges", &body);
-    let exchange = crate::app::claims::Exchange { card_id: card.id, points: request.points };
+    let exchange = crate::app::claims::Exchange { card_id: card.id, points };
     let answer = state.writer().exchange(citizen_id, request.batch_id, exchange, key, hash).await;
     Ok(super::idempotency::writer_response(answer))
 }

@@ -396,21 +396,9 @@ pub async fn enter_lottery(
     ApiPath(batch_id): ApiPath<BatchId>,
 ) -> Result<Json<LotteryEntry>, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
-    let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
-    let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
-    if batch.lottery.is_none() {
-        return Err(super::seasons::not_a_lottery());
-    }
-    let season = state.store().season(batch.season_id).await?.ok_or_else(ApiError::internal)?;
     let now = state.clock().now();
-    let window = match batch.check_open(&season, now) {
-        Err(crate::domain::season::ClaimRefusal::SeasonClosed) => Err("the season is closed".to_owned()),
-        Err(crate::domain::season::ClaimRefusal::NotOpen(message)) => Err(message),
-        _ => Ok(()),
-    };
-    window.map_err(|message| ApiError::conflict(ErrorCode::NotOpen, message))?;
-    let entered_at = state.store().enter_lottery(batch.id, citizen_id, now).await?;
-    Ok(Json(LotteryEntry { batch_id: batch.id, entered_at: entered_at.to_string() }))
+    let entered_at = crate::app::claims::enter_lottery(state.store(), batch_id, citizen_id, now).await?;
+    Ok(Json(LotteryEntry { batch_id, entered_at: entered_at.to_string() }))
 }
 
 /// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
@@ -421,15 +409,7 @@ pub async fn voucher_qr(
     ApiPath(voucher_id): ApiPath<VoucherId>,
 ) -> Result<Json<super::QrAnswer>, ApiError> {
     state.citizen_rates().qr_code(citizen_id)?;
-    let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
-    let voucher =
-        voucher.ok_or_else(|| ApiError::not_found(ErrorCode::VoucherNotFound, "no such voucher of yours"))?;
-    let status = voucher.status_at(state.clock().now());
-    if status != crate::domain::season::VoucherStatus::Active {
-        return Err(ApiError::conflict(
-            ErrorCode::VoucherNotRedeemable,
-            format!("the voucher is {}", status.as_str()),
-        ));
-    }
+    let found = state.store().voucher(voucher_id).await?;
+    let voucher = crate::app::claims::voucher_for_qr(found, citizen_id, state.clock().now())?;
     Ok(Json(state.fresh_qr(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id.as_uuid()).await?))
 }

@@ -371,11 +371,7 @@ pub async fn register_terminal(
         Prelude::Fresh { scope, hash } => (scope, hash),
     };
     let request: RegisterTerminal = parse_json(&body)?;
-    let public_key = URL_SAFE_NO_PAD
-        .decode(request.public_key.trim().trim_end_matches('='))
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| invalid(ErrorCode::InvalidPublicKey, "public_key must be 32 bytes of base64url"))?;
+    let public_key = crate::app::merchants::terminal_public_key(&request.public_key)?;
     let label = plain_text(&request.label, 100)
         .ok_or_else(|| {
             invalid(ErrorCode::InvalidField, format!("label is at most 100 characters, {PLAIN_TEXT_RULE}"))
