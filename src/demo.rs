@@ -97,7 +97,7 @@ enum BatchName {
 }
 
 /// A redemption of the plan: the citizen (index in [`CITIZENS`]), the batch of their voucher,
-/// the till (index in [`MERCHANTS`]), and the order's amount in fen.
+/// the till (index in [`MERCHANTS`]), and the order's amount in fen (`12_800` is ¥128.00).
 struct PlannedRedemption {
     citizen: usize,
     batch: BatchName,
@@ -111,19 +111,19 @@ const fn redeem(citizen: usize, batch: BatchName, till: usize, order_fen: i64) -
 
 /// Redeemed, then settled.
 const BEFORE_SETTLEMENT: [PlannedRedemption; 8] = [
-    redeem(0, BatchName::Province, 0, 128_00),
-    redeem(1, BatchName::Province, 1, 168_00),
-    redeem(2, BatchName::JinanPercent, 2, 80_00),
-    redeem(3, BatchName::JinanPercent, 1, 300_00),
-    redeem(6, BatchName::Province, 3, 100_00),
-    redeem(7, BatchName::QingdaoCoFunded, 5, 58_00),
-    redeem(8, BatchName::QingdaoCoFunded, 4, 120_00),
-    redeem(9, BatchName::Province, 4, 236_00),
+    redeem(0, BatchName::Province, 0, 12_800),
+    redeem(1, BatchName::Province, 1, 16_800),
+    redeem(2, BatchName::JinanPercent, 2, 8_000),
+    redeem(3, BatchName::JinanPercent, 1, 30_000),
+    redeem(6, BatchName::Province, 3, 10_000),
+    redeem(7, BatchName::QingdaoCoFunded, 5, 5_800),
+    redeem(8, BatchName::QingdaoCoFunded, 4, 12_000),
+    redeem(9, BatchName::Province, 4, 23_600),
 ];
 
 /// Redeemed after the settlement: waiting for the next one.
 const AFTER_SETTLEMENT: [PlannedRedemption; 2] =
-    [redeem(4, BatchName::JinanPercent, 0, 45_00), redeem(10, BatchName::QingdaoCoFunded, 3, 66_00)];
+    [redeem(4, BatchName::JinanPercent, 0, 4_500), redeem(10, BatchName::QingdaoCoFunded, 3, 6_600)];
 
 /// `wenhui demo`'s settings.
 pub struct DemoConfig {
@@ -193,9 +193,14 @@ fn client_base(addr: SocketAddr) -> String {
     format!("http://{}", SocketAddr::new(ip, addr.port()))
 }
 
-/// An amount as the API takes it: `128.00`.
+/// An amount in fen as the API takes it: `128.00`.
 fn yuan(fen: i64) -> String {
     Fen::from_fen_unchecked(fen).to_string()
+}
+
+/// A whole number of yuan as the API takes it: `30.00`.
+fn whole_yuan(yuan: i64) -> String {
+    format!("{yuan}.00")
 }
 
 fn fen(answer: &Value, field: &str) -> anyhow::Result<i64> {
@@ -392,8 +397,8 @@ async fn seed(server: &RunningServer, data_dir: &Path) -> anyhow::Result<Seeded>
     let season_body = json!({
         "name": SEASON_NAME, "province": PROVINCE,
         "starts_at": now.plus_seconds(-86_400).to_string(), "ends_at": now.plus_seconds(60 * 86_400).to_string(),
-        "budgets": [{"funder": PROVINCE, "amount": yuan(300_000_00)}, {"funder": JINAN, "amount": yuan(100_000_00)},
-                    {"funder": QINGDAO, "amount": yuan(100_000_00)}],
+        "budgets": [{"funder": PROVINCE, "amount": whole_yuan(300_000)}, {"funder": JINAN, "amount": whole_yuan(100_000)},
+                    {"funder": QINGDAO, "amount": whole_yuan(100_000)}],
     });
     let season = api.post("/v1/seasons", Some(province_admin), "demo-season", season_body).await?;
     let season_id = text_field(&season, "id")?;
@@ -507,27 +512,27 @@ async fn create_batches(
         (
             BatchName::Province,
             province_admin,
-            json!({"name": "全省满100减30", "issuer": PROVINCE, "kind": "threshold", "face_value": yuan(30_00),
-                   "min_spend": yuan(100_00), "stock": 2_000}),
+            json!({"name": "山东省文化消费券", "issuer": PROVINCE, "kind": "threshold", "face_value": whole_yuan(30),
+                   "min_spend": whole_yuan(100), "stock": 2_000}),
         ),
         (
             BatchName::JinanPercent,
             jinan_admin,
-            json!({"name": "济南8折券", "issuer": JINAN, "kind": "percent", "percent": 20, "cap": yuan(50_00),
-                   "step": yuan(1_00), "min_spend": yuan(0), "stock": 1_000}),
+            json!({"name": "济南文化惠民券", "issuer": JINAN, "kind": "percent", "percent": 20, "cap": whole_yuan(50),
+                   "step": whole_yuan(1), "min_spend": whole_yuan(0), "stock": 1_000}),
         ),
         (
             BatchName::QingdaoCoFunded,
             qingdao_admin,
-            json!({"name": "青岛省市联合满50减15", "issuer": QINGDAO, "kind": "threshold", "face_value": yuan(15_00),
-                   "min_spend": yuan(50_00), "stock": 1_000,
+            json!({"name": "青岛省市联合消费券", "issuer": QINGDAO, "kind": "threshold", "face_value": whole_yuan(15),
+                   "min_spend": whole_yuan(50), "stock": 1_000,
                    "funding": [{"funder": PROVINCE, "share": 40}, {"funder": QINGDAO, "share": 60}]}),
         ),
         (
             BatchName::Rush,
             province_admin,
-            json!({"name": "周末抢券满200减60", "issuer": PROVINCE, "kind": "threshold", "face_value": yuan(60_00),
-                   "min_spend": yuan(200_00), "stock": 500, "claim_opens_at": rush_opens_at.to_string()}),
+            json!({"name": "周末抢券", "issuer": PROVINCE, "kind": "threshold", "face_value": whole_yuan(60),
+                   "min_spend": whole_yuan(200), "stock": 500, "claim_opens_at": rush_opens_at.to_string()}),
         ),
     ];
     let mut batches = Vec::new();

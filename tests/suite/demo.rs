@@ -48,7 +48,7 @@ fn printed_keys(stdout: &str) -> Vec<(String, String, String)> {
 /// The word after `label` on the line that starts with it (after indentation).
 fn printed(stdout: &str, label: &str) -> String {
     let line = stdout.lines().map(str::trim).find(|l| l.starts_with(label)).unwrap_or_default();
-    line[label.len().min(line.len())..].trim().split_whitespace().next().unwrap_or_default().to_owned()
+    line[label.len().min(line.len())..].split_whitespace().next().unwrap_or_default().to_owned()
 }
 
 #[test]
@@ -179,7 +179,7 @@ async fn served(base: &str, season_id: &str, keys: &[(String, String, String)], 
             yuan.parse::<i64>().expect("yuan") * 100 + fen.parse::<i64>().expect("fen")
         })
         .sum();
-    assert_eq!(settled_fen, 216_00, "{report}");
+    assert_eq!(settled_fen, 21_600, "{report}");
     let (status, settlements) =
         get(format!("/v1/seasons/{season_id}/settlements"), Some(finance.clone())).await;
     assert_eq!(status, 200, "{settlements}");
