@@ -92,7 +92,7 @@ pub async fn console(State(state): State<AppState>) -> Response {
             section #who.card hidden aria-live="polite" {}
         }
     };
-    page(&state, "文惠 · 财务与管理", "console", &["console.js"], body)
+    page(&state, "文惠 · 财务与管理", "console", &["console.js", "console-admin.js"], body)
 }
 
 /// The frame every page shares: the head, the server time, our stylesheet and scripts.

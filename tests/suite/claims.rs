@@ -119,6 +119,7 @@ pub fn funder<'a>(season: &'a Value, region: &str) -> &'a Value {
 }
 
 both_backends!(
+    ended_batches_are_listed_when_asked,
     rush_500_citizens_stock_100_no_oversell,
     one_citizen_concurrent_claims_limit_one,
     season_cap_and_budget_exceeded,
@@ -935,4 +936,30 @@ async fn seasons_and_batches_validate_input(backend: Backend) {
     let (status, answer) =
         world.app.post("/v1/seasons", Some(&world.province_admin), json!({"name": "no key"})).await;
     assert_eq!((status, code(&answer)), (400, "missing_idempotency_key"));
+}
+
+/// A batch whose claim window has closed leaves the season's list, unless `ended=true` asks
+/// for it too (the console finds a lottery waiting for its draw so).
+async fn ended_batches_are_listed_when_asked(backend: Backend) {
+    let world = World::new(backend, "10000.00", None).await;
+    let ended = world.batch(json!({"name": "一分钟券", "claim_closes_at": world.at(60)})).await;
+    let open = world.batch(json!({"name": "十天券"})).await;
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(120));
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array().expect("batches").iter().filter_map(|b| b["id"].as_str().map(str::to_owned)).collect()
+    };
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    let (status, listed) = world.app.get(&path, None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(ids(&listed), [open["id"].as_str().expect("id")]);
+    let (status, all) = world.app.get(&format!("{path}?ended=true"), None).await;
+    assert_eq!(status, 200, "{all}");
+    let mut every = ids(&all);
+    every.sort();
+    let mut expected =
+        vec![ended["id"].as_str().expect("id").to_owned(), open["id"].as_str().expect("id").to_owned()];
+    expected.sort();
+    assert_eq!(every, expected);
+    let (status, refused) = world.app.get(&format!("{path}?ended=perhaps"), None).await;
+    assert_eq!((status, code(&refused)), (400, "invalid_query"), "{refused}");
 }
