@@ -7,6 +7,8 @@ mod architecture;
 mod authz_matrix;
 mod browser;
 mod browser_admin;
+mod browser_citizen;
+mod browser_till;
 mod card;
 mod claims;
 mod cli;
