@@ -352,7 +352,10 @@ impl Seeded {
              the citizen page; the dev SMS route above shows it)"
         );
         let _ = writeln!(out);
-        let _ = writeln!(out, "tills (wenhui-till --config <till.json> verify|redeem|reverse|journal ...):");
+        let _ = writeln!(
+            out,
+            "tills (`wenhui-till --config <till.json> ui` serves the till page on 127.0.0.1:8700; also redeem, reverse, journal):"
+        );
         for (merchant, category, city, config) in &self.tills {
             let _ = writeln!(out, "  {merchant} ({city} {category})  {}", config.display());
         }
