@@ -14,6 +14,7 @@ mod claims;
 mod cli;
 mod codes;
 mod crash;
+mod demo;
 mod finance;
 mod finance_files;
 mod finance_props;
