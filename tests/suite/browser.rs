@@ -36,8 +36,8 @@ const CHROMIUM_ARGS: [&str; 8] = [
 /// A headless Chromium behind its own chromedriver; both end when this is dropped.
 pub struct Browser {
     pub client: Client,
-    driver_url: String,
-    session: String,
+    pub(crate) driver_url: String,
+    pub(crate) session: String,
     _driver: Child,
     _profile: TempDir,
 }

@@ -6,6 +6,7 @@ mod common;
 mod architecture;
 mod authz_matrix;
 mod browser;
+mod browser_console;
 mod card;
 mod claims;
 mod cli;
