@@ -113,6 +113,20 @@ async fn charts_drawn(browser: &Browser) {
     panic!("the five charts were not drawn");
 }
 
+/// Whether the element `css` comes to contain `text` within 10 s (read in the page, so a section
+/// drawn again meanwhile is read afresh).
+async fn shows(browser: &Browser, css: &str, text: &str) -> bool {
+    let script = "const e = document.querySelector(arguments[0]); return e ? e.textContent : ''";
+    for _ in 0..100 {
+        let now = browser.client.execute(script, vec![json!(css)]).await.expect("read");
+        if now.as_str().is_some_and(|t| t.contains(text)) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
 async fn nav(browser: &Browser) -> Vec<String> {
     browser.texts("#sections button").await
 }
@@ -120,7 +134,12 @@ async fn nav(browser: &Browser) -> Vec<String> {
 /// Requests the page made, less the charts' and the payout file's in-page URLs (data:, blob:),
 /// which are not requests to any origin.
 async fn requested(browser: &Browser) -> Vec<String> {
-    browser.requested().await.into_iter().filter(|u| !u.starts_with("data:") && !u.starts_with("blob:")).collect()
+    browser
+        .requested()
+        .await
+        .into_iter()
+        .filter(|u| !u.starts_with("data:") && !u.starts_with("blob:"))
+        .collect()
 }
 
 async fn clean(browser: &Browser, base: &str) {
@@ -170,7 +189,10 @@ async fn the_finance_console_in_a_real_browser(backend: Backend) {
     assert_eq!(status, 200, "{report}");
     let shown = figures(&browser).await;
     let tile = |field: &str| format!(".tiles [data-field=\"{field}\"]");
-    assert_eq!(plain(&browser.text(&tile("discount")).await), report["totals"]["discount"].as_str().expect("discount"));
+    assert_eq!(
+        plain(&browser.text(&tile("discount")).await),
+        report["totals"]["discount"].as_str().expect("discount")
+    );
     assert_eq!(report["totals"]["discount"], "20.00", "two vouchers of 10.00 redeemed");
     assert_eq!(
         plain(&browser.text(&tile("order_amount")).await),
@@ -205,15 +227,29 @@ async fn the_finance_console_in_a_real_browser(backend: Backend) {
     assert_eq!(row(&shown, "各出资方资金", "370000")["funder"], "山东省（370000）");
     // The charts are the API's, behind its access checks, labelled in Chinese.
     let chart = format!("/v1/seasons/{season}/report?format=svg&view=funders");
-    let svg = s.world.app.client.get(s.world.app.url(&chart)).bearer_auth(&s.finance).send().await.expect("chart");
+    let svg =
+        s.world.app.client.get(s.world.app.url(&chart)).bearer_auth(&s.finance).send().await.expect("chart");
     assert_eq!(svg.status(), 200);
     assert_eq!(svg.headers()["content-type"], "image/svg+xml; charset=utf-8");
     let svg = svg.text().await.expect("svg");
-    assert!(svg.starts_with("<svg") && svg.contains("山东省") && svg.contains("青岛市") && svg.contains("拨付"));
+    assert!(
+        svg.starts_with("<svg") && svg.contains("山东省") && svg.contains("青岛市") && svg.contains("拨付")
+    );
     assert!(svg.contains("¥"), "amounts in yuan: {svg}");
     let (status, _) = s.world.app.get(&chart, None).await;
     assert_eq!(status, 401, "a chart needs a staff key");
+    let nope = format!("/v1/seasons/{season}/report?format=svg&view=nope");
+    let (status, refusal) = s.world.app.get(&nope, Some(&s.finance)).await;
+    assert_eq!((status, crate::common::code(&refusal)), (422, "invalid_view"), "{refusal}");
+    let other = s.world.app.staff_key(Role::Finance, "330000").await;
+    let (status, _) = s.world.app.get(&chart, Some(&other)).await;
+    assert_eq!(status, 403, "another province's finance sees no chart of this season");
     browser.screenshot(&shot("dashboard")).await;
+    let scroll = "document.querySelector(arguments[0]).scrollIntoView(); return true";
+    browser.client.execute(scroll, vec![json!(".charts .chart:nth-child(2)")]).await.expect("scroll");
+    browser.screenshot(&shot("dashboard-charts")).await;
+    browser.client.execute(scroll, vec![json!("table.figures")]).await.expect("scroll");
+    browser.screenshot(&shot("dashboard-tables")).await;
     clean(&browser, &base).await;
 
     // Reconciliation: every check passes.
@@ -267,20 +303,25 @@ async fn the_finance_console_in_a_real_browser(backend: Backend) {
     assert_eq!(text.lines().filter(|l| l.contains("10.00")).count(), 2, "a line per merchant: {text}");
     assert!(text.lines().next().is_some_and(|h| h.contains("商户")), "Chinese headers: {text}");
     // The bank's payout, recorded once.
-    browser.wait_for("form[data-action=\"paid\"] input").await.send_keys("BANK-2026-001").await.expect("type");
-    browser.client.find(Locator::Css("form[data-action=\"paid\"] button")).await.expect("button").click().await.expect("record");
-    browser.wait_for(&format!("tr[data-key=\"{id}\"] td[data-field=\"paid\"]")).await;
-    for _ in 0..50 {
-        if browser.text(&format!("tr[data-key=\"{id}\"] td[data-field=\"paid\"]")).await.contains("BANK-2026-001") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    browser
+        .wait_for("form[data-action=\"paid\"] input")
+        .await
+        .send_keys("BANK-2026-001")
+        .await
+        .expect("type");
+    browser
+        .client
+        .find(Locator::Css("form[data-action=\"paid\"] button"))
+        .await
+        .expect("button")
+        .click()
+        .await
+        .expect("record");
+    let paid_cell = format!("tr[data-key=\"{id}\"] td[data-field=\"paid\"]");
+    assert!(shows(&browser, &paid_cell, "BANK-2026-001").await, "the payout is shown");
     let (_, paid) = s.world.app.get(&format!("/v1/settlements/{id}"), Some(&s.finance)).await;
     assert_eq!(paid["settlement"]["payout_ref"], "BANK-2026-001", "{paid}");
-    assert!(
-        browser.text(&format!("tr[data-key=\"{id}\"] td[data-field=\"paid\"]")).await.contains("BANK-2026-001")
-    );
+
     assert_eq!(browser.texts("form[data-action=\"paid\"]").await.len(), 0, "paid: no second payout offered");
     browser.screenshot(&shot("settlements")).await;
     open(&browser, "reconciliation").await;
@@ -307,7 +348,10 @@ async fn the_finance_console_in_a_real_browser(backend: Backend) {
     assert!(!shown["商户"].contains_key(&s.cinema.0));
     let page_text = browser.text("#view").await;
     assert!(!page_text.contains("济南"), "nothing of Jinan: {page_text}");
-    assert_eq!(plain(&browser.text(&tile("discount")).await), city_report["totals"]["discount"].as_str().expect("discount"));
+    assert_eq!(
+        plain(&browser.text(&tile("discount")).await),
+        city_report["totals"]["discount"].as_str().expect("discount")
+    );
     browser.screenshot(&shot("city")).await;
     open(&browser, "settlements").await;
     assert_eq!(browser.texts("#run-settlement").await.len(), 0, "a city's finance does not settle");

@@ -20,8 +20,10 @@ use crate::domain::season::Category;
 /// The charts there are, by `view`.
 pub const VIEWS: [&str; 5] = ["funders", "days", "categories", "cities", "leverage"];
 
-const WIDTH: u32 = 960;
-const HEIGHT: u32 = 360;
+/// The wide chart (money per funder) and the others, which the console shows two abreast: drawn
+/// smaller, with larger text, so that their text reads at the same size on the page.
+const WIDE: (u32, u32) = (960, 360);
+const HALF: (u32, u32) = (600, 360);
 const FONT: &str = "sans-serif";
 /// The series' colours: the page's red, then calm tones that tell apart in print.
 const PALETTE: [RGBColor; 6] = [
@@ -58,6 +60,7 @@ struct Bars {
     series: Vec<(String, Vec<i64>)>,
     /// Write each bar's value above it (few bars only).
     values_on_bars: bool,
+    size: (u32, u32),
 }
 
 /// The chart `view` of the report, as an SVG document; `None` for a view that does not exist.
@@ -110,6 +113,7 @@ fn funders(report: &SeasonReport) -> Bars {
             measure("可用", |f| &f.available),
         ],
         values_on_bars: false,
+        size: WIDE,
     }
 }
 
@@ -123,6 +127,7 @@ fn days(report: &SeasonReport) -> Bars {
             ("核销".into(), report.days.iter().map(|d| d.redemptions).collect()),
         ],
         values_on_bars: report.days.len() <= 16,
+        size: HALF,
     }
 }
 
@@ -156,6 +161,7 @@ fn sales(title: &str, rows: &Sales) -> Bars {
         labels: rows.iter().map(|(name, n, _, _)| format!("{name}（{n}笔）")).collect(),
         series: vec![("财政补贴".into(), rows.iter().map(|r| r.2).collect())],
         values_on_bars: rows.len() <= 12,
+        size: HALF,
     }
 }
 
@@ -167,16 +173,11 @@ fn leverage(report: &SeasonReport) -> Bars {
         unit: Unit::Fen,
         labels: rows.iter().map(|r| r.0.clone()).chain(["合计".to_owned()]).collect(),
         series: vec![
-            (
-                "财政补贴".into(),
-                rows.iter().map(|r| r.2).chain([fen(&report.totals.discount)]).collect(),
-            ),
-            (
-                "带动消费".into(),
-                rows.iter().map(|r| r.3).chain([fen(&report.totals.order_amount)]).collect(),
-            ),
+            ("财政补贴".into(), rows.iter().map(|r| r.2).chain([fen(&report.totals.discount)]).collect()),
+            ("带动消费".into(), rows.iter().map(|r| r.3).chain([fen(&report.totals.order_amount)]).collect()),
         ],
         values_on_bars: rows.len() <= 8,
+        size: HALF,
     }
 }
 
@@ -192,25 +193,31 @@ fn draw(bars: &Bars) -> String {
 }
 
 fn draw_into(svg: &mut String, bars: &Bars) -> Result<(), Box<dyn std::error::Error>> {
-    let root = SVGBackend::with_string(svg, (WIDTH, HEIGHT)).into_drawing_area();
+    let root = SVGBackend::with_string(svg, bars.size).into_drawing_area();
+    // Text scaled so that it shows at about the same size on the page whichever width the
+    // chart is drawn at (a half chart is shown at about 470 px of its 600).
+    let scaled = |size: u32| if bars.size == WIDE { size } else { size * 128 / 100 };
+    let text = |size: u32| f64::from(scaled(size));
     root.fill(&WHITE)?;
-    let per_group = i64::try_from(bars.series.len()).unwrap_or(1).max(1) + 1;
+    // Each bar is two units wide and a group is its bars with a bar's width of space split
+    // either side, so that a group's middle falls on a whole unit, where its name is written.
+    let series = i64::try_from(bars.series.len()).unwrap_or(1).max(1);
+    let per_group = 2 * series + 2;
     let groups = i64::try_from(bars.labels.len()).unwrap_or(0).max(1);
     let top = bars.series.iter().flat_map(|(_, values)| values.iter().copied()).max().unwrap_or(0).max(1);
     // Headroom for the value labels and the legend.
     let top = top + top / 4 + 1;
     let mut chart = ChartBuilder::on(&root)
-        .caption(&bars.title, (FONT, 20).into_font().color(&BLACK))
+        .caption(&bars.title, (FONT, text(20)).into_font().color(&BLACK))
         .margin(12)
         .x_label_area_size(36)
-        .y_label_area_size(if bars.unit == Unit::Fen { 110 } else { 50 })
+        .y_label_area_size(scaled(if bars.unit == Unit::Fen { 110 } else { 50 }))
         .build_cartesian_2d(0..groups * per_group, 0..top)?;
     let labels = &bars.labels;
     let unit = bars.unit;
     let label_at = |slot: &i64| {
         // A group's name under the middle of its bars.
-        let middle = (per_group - 1) / 2;
-        if slot % per_group == middle && per_group > 2 || per_group == 2 && slot % per_group == 0 {
+        if slot % per_group == 1 + series {
             usize::try_from(slot / per_group).ok().and_then(|i| labels.get(i)).cloned().unwrap_or_default()
         } else {
             String::new()
@@ -223,25 +230,26 @@ fn draw_into(svg: &mut String, bars: &Bars) -> Result<(), Box<dyn std::error::Er
         .x_label_formatter(&label_at)
         .y_labels(6)
         .y_label_formatter(&|v: &i64| unit.label(*v))
-        .label_style((FONT, 13))
+        .label_style((FONT, text(13)))
         .light_line_style(RGBColor(238, 234, 228))
         .draw()?;
     for (s, (name, values)) in bars.series.iter().enumerate() {
         let color = PALETTE[s % PALETTE.len()];
-        let offset = i64::try_from(s).unwrap_or(0);
+        let offset = 1 + 2 * i64::try_from(s).unwrap_or(0);
         let rects = values.iter().enumerate().map(move |(g, value)| {
             let x = i64::try_from(g).unwrap_or(0) * per_group + offset;
-            Rectangle::new([(x, 0), (x + 1, *value)], color.filled())
+            Rectangle::new([(x, 0), (x + 2, *value)], color.filled())
         });
         chart
             .draw_series(rects)?
             .label(name.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], color.filled()));
         if bars.values_on_bars {
-            let label_style = (FONT, 11).into_font().color(&BLACK).pos(Pos::new(HPos::Left, VPos::Bottom));
+            let label_style =
+                (FONT, text(12)).into_font().color(&BLACK).pos(Pos::new(HPos::Center, VPos::Bottom));
             let texts = values.iter().enumerate().map(move |(g, value)| {
                 let x = i64::try_from(g).unwrap_or(0) * per_group + offset;
-                Text::new(unit.label(*value), (x, *value), label_style.clone())
+                Text::new(unit.label(*value), (x + 1, *value), label_style.clone())
             });
             chart.draw_series(texts)?;
         }
@@ -251,7 +259,7 @@ fn draw_into(svg: &mut String, bars: &Bars) -> Result<(), Box<dyn std::error::Er
         .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.9))
         .border_style(RGBColor(200, 195, 188))
-        .label_font((FONT, 13))
+        .label_font((FONT, text(13)))
         .draw()?;
     root.present()?;
     Ok(())

@@ -279,6 +279,7 @@
       error.hidden = true;
       try {
         const outcome = await ctx.write(`close:${season.id}`, `/v1/seasons/${season.id}/close`);
+        season.status = 'closed';
         box.replaceWith(el('p', { class: outcome.reconciled && outcome.breaks === 0 ? 'banner ok' : 'banner broken', 'data-field': 'closed' },
           `已结季（${when(outcome.closed_at)}），账本检查点 #${outcome.checkpoint_seq}，`,
           outcome.breaks === 0 ? '对账无差异。' : `对账发现 ${outcome.breaks} 处差异。`));
