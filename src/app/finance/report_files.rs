@@ -19,6 +19,7 @@
 //! are, a negative amount (`-30.00`) included. The workbook writes text as string cells, never
 //! as formulas, and its totals are numbers summed here, not formulas.
 
+mod sheets;
 mod zh;
 
 use std::collections::BTreeSet;
@@ -28,7 +29,7 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 use uuid::Uuid;
 
-use crate::app::finance::{SalesRow, SeasonReport, yuan};
+use crate::app::finance::{SeasonReport, yuan};
 use crate::domain::money::Fen;
 use crate::storage::{SettlementLineRecord, SettlementRecord, StatementEvent};
 
@@ -135,25 +136,22 @@ fn money(value: &str) -> Cell {
 
 /// One view of the report as a table; None for an unknown view name.
 pub fn table(report: &SeasonReport, view: &str, lang: Lang) -> Option<Table> {
-    match lang {
-        Lang::Zh => zh::table(report, view),
-        Lang::En => english_table(report, view),
-    }
-}
-
-fn english_table(report: &SeasonReport, view: &str) -> Option<Table> {
     Some(match view {
-        "summary" => summary_table(report),
-        "funders" => funders_table(report),
-        "batches" => batches_table(report),
-        "merchants" => sales_table("merchants", &report.merchants),
-        "categories" => sales_table("categories", &report.categories),
-        "days" => days_table(report),
-        "cards" => cards_table(report),
+        "summary" => match lang {
+            Lang::Zh => zh::summary_table(report),
+            Lang::En => summary_table(report),
+        },
+        "funders" => sheets::FUNDERS.table(&report.funders, lang),
+        "batches" => sheets::BATCHES.table(&report.batches, lang),
+        "merchants" => sheets::MERCHANTS.table(&report.merchants, lang),
+        "categories" => sheets::CATEGORIES.table(&report.categories, lang),
+        "days" => sheets::DAYS.table(&report.days, lang),
+        "cards" => sheets::CARDS.table(report.cards.as_slice(), lang),
         _ => return None,
     })
 }
 
+/// The report's summary in English: one item a row.
 fn summary_table(report: &SeasonReport) -> Table {
     Table {
         name: "summary",
@@ -169,188 +167,6 @@ fn summary_table(report: &SeasonReport) -> Table {
             vec![text("order_amount"), money(&report.totals.order_amount)],
             vec![text("leverage"), text(report.totals.leverage.clone().unwrap_or_default())],
         ],
-        totals: None,
-        lang: Lang::En,
-    }
-}
-
-fn funders_table(report: &SeasonReport) -> Table {
-    Table {
-        name: "funders",
-        headers: strings(&[
-            "funder",
-            "appropriated",
-            "available",
-            "reserved",
-            "outstanding",
-            "redeemed",
-            "reversed",
-            "returned_by_expiry",
-            "payable",
-            "settled",
-            "paid",
-        ]),
-        rows: report
-            .funders
-            .iter()
-            .map(|f| {
-                vec![
-                    text(&f.funder),
-                    money(&f.appropriated),
-                    money(&f.available),
-                    money(&f.reserved),
-                    money(&f.outstanding),
-                    money(&f.redeemed),
-                    money(&f.reversed),
-                    money(&f.returned_by_expiry),
-                    money(&f.payable),
-                    money(&f.settled),
-                    money(&f.paid),
-                ]
-            })
-            .collect(),
-        totals: None,
-        lang: Lang::En,
-    }
-}
-
-fn batches_table(report: &SeasonReport) -> Table {
-    Table {
-        name: "batches",
-        headers: strings(&[
-            "batch_id",
-            "name",
-            "issuer",
-            "voucher_value",
-            "stock",
-            "claimed",
-            "redeemed",
-            "expired",
-            "forfeited",
-            "active",
-            "reissued",
-            "claimed_amount",
-            "redeemed_amount",
-            "expired_amount",
-            "reissued_amount",
-            "discount_paid",
-            "order_amount",
-        ]),
-        rows: report
-            .batches
-            .iter()
-            .map(|b| {
-                vec![
-                    text(b.batch_id.to_string()),
-                    text(&b.name),
-                    text(&b.issuer),
-                    money(&b.voucher_value),
-                    Cell::Count(b.stock),
-                    Cell::Count(b.claimed),
-                    Cell::Count(b.redeemed),
-                    Cell::Count(b.expired),
-                    Cell::Count(b.forfeited),
-                    Cell::Count(b.active),
-                    Cell::Count(b.reissued),
-                    money(&b.claimed_amount),
-                    money(&b.redeemed_amount),
-                    money(&b.expired_amount),
-                    money(&b.reissued_amount),
-                    money(&b.discount_paid),
-                    money(&b.order_amount),
-                ]
-            })
-            .collect(),
-        totals: None,
-        lang: Lang::En,
-    }
-}
-
-/// The merchants' or the categories' sales: the same columns, keyed by merchant or category.
-fn sales_table(name: &'static str, rows: &[SalesRow]) -> Table {
-    let headers =
-        strings(&["key", "name", "city", "category", "redemptions", "reversals", "discount", "order_amount"]);
-    let rows = rows
-        .iter()
-        .map(|r| {
-            vec![
-                text(&r.key),
-                text(&r.name),
-                text(&r.city),
-                text(&r.category),
-                Cell::Count(r.redemptions),
-                Cell::Count(r.reversals),
-                money(&r.discount),
-                money(&r.order_amount),
-            ]
-        })
-        .collect();
-    Table { name, headers, rows, totals: None, lang: Lang::En }
-}
-
-fn days_table(report: &SeasonReport) -> Table {
-    Table {
-        name: "days",
-        headers: strings(&[
-            "day",
-            "claims",
-            "claimed_amount",
-            "redemptions",
-            "reversals",
-            "discount",
-            "order_amount",
-        ]),
-        rows: report
-            .days
-            .iter()
-            .map(|d| {
-                vec![
-                    text(&d.day),
-                    Cell::Count(d.claims),
-                    money(&d.claimed_amount),
-                    Cell::Count(d.redemptions),
-                    Cell::Count(d.reversals),
-                    money(&d.discount),
-                    money(&d.order_amount),
-                ]
-            })
-            .collect(),
-        totals: None,
-        lang: Lang::En,
-    }
-}
-
-fn cards_table(report: &SeasonReport) -> Table {
-    Table {
-        name: "cards",
-        headers: strings(&[
-            "cards_issued_mobile",
-            "cards_issued_bank_card",
-            "member_discount",
-            "points_earned",
-            "points_exchanged",
-            "points_expired",
-            "points_reversed",
-            "points_outstanding",
-            "points_debt",
-        ]),
-        rows: report
-            .cards
-            .iter()
-            .map(|c| {
-                vec![
-                    Cell::Count(c.cards_issued_mobile),
-                    Cell::Count(c.cards_issued_bank_card),
-                    money(&c.member_discount),
-                    Cell::Count(c.points_earned),
-                    Cell::Count(c.points_exchanged),
-                    Cell::Count(c.points_expired),
-                    Cell::Count(c.points_reversed),
-                    Cell::Count(c.points_outstanding),
-                    Cell::Count(c.points_debt),
-                ]
-            })
-            .collect(),
         totals: None,
         lang: Lang::En,
     }

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use rust_decimal::Decimal;
 
 use super::{Cell, Lang, StatementLine, Table, money, strings, text};
-use crate::app::finance::{SalesRow, SeasonReport};
+use crate::app::finance::SeasonReport;
 use crate::app::zh;
 use crate::domain::region::RegionCode;
 use crate::domain::season::Category;
@@ -20,20 +20,6 @@ pub const PAYOUT_HEADERS: [&str; 8] =
 /// The label of a totals row, in its first column.
 pub const TOTALS: &str = "合计";
 
-/// One view of the report as a Chinese table; None for an unknown view name.
-pub fn table(report: &SeasonReport, view: &str) -> Option<Table> {
-    Some(match view {
-        "summary" => summary_table(report),
-        "funders" => funders_table(report),
-        "batches" => batches_table(report),
-        "merchants" => merchants_table(&report.merchants),
-        "categories" => categories_table(&report.categories),
-        "days" => days_table(report),
-        "cards" => cards_table(report),
-        _ => return None,
-    })
-}
-
 fn zh_table(name: &'static str, headers: &[&str], rows: Vec<Vec<Cell>>, totals: Option<Vec<Cell>>) -> Table {
     Table { name, headers: strings(headers), rows, totals, lang: Lang::Zh }
 }
@@ -44,7 +30,7 @@ pub fn region(code: &str) -> String {
 }
 
 /// A category slug's Chinese name (`internet_cafe` → 网吧); the slug itself if unknown.
-fn category(slug: &str) -> String {
+pub fn category(slug: &str) -> String {
     Category::from_str(slug).map_or_else(|_| slug.to_owned(), |c| zh::category_name(c).to_owned())
 }
 
@@ -89,7 +75,8 @@ fn cst_time(at: Timestamp) -> String {
     zh::cst_second(at)
 }
 
-fn summary_table(report: &SeasonReport) -> Table {
+/// The report's summary in Chinese: one item a row.
+pub fn summary_table(report: &SeasonReport) -> Table {
     let city = report.city.clone().unwrap_or_default();
     let leverage = report.totals.leverage.as_deref().and_then(|l| Decimal::from_str(l).ok());
     let rows = vec![
@@ -105,182 +92,6 @@ fn summary_table(report: &SeasonReport) -> Table {
         vec![text("杠杆率（每元补贴带动消费）"), leverage.map_or(Cell::Empty, Cell::Ratio)],
     ];
     zh_table("概要", &["项目", "数值"], rows, None)
-}
-
-fn funders_table(report: &SeasonReport) -> Table {
-    let headers = [
-        "出资方代码",
-        "出资方",
-        "拨付",
-        "可用余额",
-        "已预留",
-        "已领未核销",
-        "已核销",
-        "已冲正",
-        "过期退回",
-        "应付商户",
-        "已结算",
-        "已付款",
-    ];
-    let rows: Vec<Vec<Cell>> = report
-        .funders
-        .iter()
-        .map(|f| {
-            let amounts = [
-                &f.appropriated,
-                &f.available,
-                &f.reserved,
-                &f.outstanding,
-                &f.redeemed,
-                &f.reversed,
-                &f.returned_by_expiry,
-                &f.payable,
-                &f.settled,
-                &f.paid,
-            ];
-            let mut row = vec![text(&f.funder), text(region(&f.funder))];
-            row.extend(amounts.into_iter().map(|a| money(a)));
-            row
-        })
-        .collect();
-    let totals = totals_row(&rows, 2, &[]);
-    zh_table("出资方", &headers, rows, totals)
-}
-
-fn batches_table(report: &SeasonReport) -> Table {
-    let headers = [
-        "批次ID",
-        "批次名称",
-        "发放方代码",
-        "发放方",
-        "券面额",
-        "发行量",
-        "已领取",
-        "已核销",
-        "已过期",
-        "已作废",
-        "未使用",
-        "已补发",
-        "领取金额",
-        "核销金额",
-        "过期金额",
-        "补发金额",
-        "实付优惠",
-        "带动消费",
-    ];
-    let rows: Vec<Vec<Cell>> = report
-        .batches
-        .iter()
-        .map(|b| {
-            let mut row =
-                vec![text(b.batch_id.to_string()), text(&b.name), text(&b.issuer), text(region(&b.issuer))];
-            row.push(money(&b.voucher_value));
-            let counts = [b.stock, b.claimed, b.redeemed, b.expired, b.forfeited, b.active, b.reissued];
-            row.extend(counts.into_iter().map(Cell::Count));
-            let amounts = [
-                &b.claimed_amount,
-                &b.redeemed_amount,
-                &b.expired_amount,
-                &b.reissued_amount,
-                &b.discount_paid,
-                &b.order_amount,
-            ];
-            row.extend(amounts.into_iter().map(|a| money(a)));
-            row
-        })
-        .collect();
-    // A voucher's value is not a flow: no total.
-    let totals = totals_row(&rows, 5, &[]);
-    zh_table("批次", &headers, rows, totals)
-}
-
-fn sales_cells(r: &SalesRow) -> [Cell; 4] {
-    [Cell::Count(r.redemptions), Cell::Count(r.reversals), money(&r.discount), money(&r.order_amount)]
-}
-
-fn merchants_table(merchants: &[SalesRow]) -> Table {
-    let headers =
-        ["商户ID", "商户名称", "城市代码", "城市", "类别", "核销笔数", "冲正笔数", "优惠金额", "订单金额"];
-    let rows: Vec<Vec<Cell>> = merchants
-        .iter()
-        .map(|r| {
-            let mut row = vec![text(&r.key), text(&r.name), text(&r.city), text(region(&r.city))];
-            row.push(text(category(&r.category)));
-            row.extend(sales_cells(r));
-            row
-        })
-        .collect();
-    let totals = totals_row(&rows, 5, &[]);
-    zh_table("商户", &headers, rows, totals)
-}
-
-fn categories_table(categories: &[SalesRow]) -> Table {
-    let headers = ["类别代码", "类别", "核销笔数", "冲正笔数", "优惠金额", "订单金额"];
-    let rows: Vec<Vec<Cell>> = categories
-        .iter()
-        .map(|r| {
-            let mut row = vec![text(&r.key), text(category(&r.key))];
-            row.extend(sales_cells(r));
-            row
-        })
-        .collect();
-    let totals = totals_row(&rows, 2, &[]);
-    zh_table("类别", &headers, rows, totals)
-}
-
-fn days_table(report: &SeasonReport) -> Table {
-    let headers =
-        ["日期（北京时间）", "领取张数", "领取金额", "核销笔数", "冲正笔数", "优惠金额", "订单金额"];
-    let rows: Vec<Vec<Cell>> = report
-        .days
-        .iter()
-        .map(|d| {
-            vec![
-                text(&d.day),
-                Cell::Count(d.claims),
-                money(&d.claimed_amount),
-                Cell::Count(d.redemptions),
-                Cell::Count(d.reversals),
-                money(&d.discount),
-                money(&d.order_amount),
-            ]
-        })
-        .collect();
-    let totals = totals_row(&rows, 1, &[]);
-    zh_table("每日", &headers, rows, totals)
-}
-
-/// The benefit cards' figures: one row, so no totals row.
-fn cards_table(report: &SeasonReport) -> Table {
-    let headers = [
-        "开卡数（手机号）",
-        "开卡数（银行卡）",
-        "会员优惠金额",
-        "获得积分",
-        "兑换积分",
-        "过期积分",
-        "冲正积分",
-        "积分余额",
-        "积分欠额",
-    ];
-    let rows = report
-        .cards
-        .iter()
-        .map(|c| {
-            vec![
-                Cell::Count(c.cards_issued_mobile),
-                Cell::Count(c.cards_issued_bank_card),
-                money(&c.member_discount),
-                Cell::Count(c.points_earned),
-                Cell::Count(c.points_exchanged),
-                Cell::Count(c.points_expired),
-                Cell::Count(c.points_reversed),
-                Cell::Count(c.points_outstanding),
-                Cell::Count(c.points_debt),
-            ]
-        })
-        .collect();
-    zh_table("惠民卡", &headers, rows, None)
 }
 
 /// A statement line's kind in Chinese.
