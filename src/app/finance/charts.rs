@@ -205,8 +205,8 @@ fn draw_into(svg: &mut String, bars: &Bars) -> Result<(), Box<dyn std::error::Er
     let per_group = 2 * series + 2;
     let groups = i64::try_from(bars.labels.len()).unwrap_or(0).max(1);
     let top = bars.series.iter().flat_map(|(_, values)| values.iter().copied()).max().unwrap_or(0).max(1);
-    // Headroom for the value labels and the legend.
-    let top = top + top / 4 + 1;
+    // Headroom for the value labels and the legend (upper right), clear of the tallest bar.
+    let top = top + top / 2 + 1;
     let mut chart = ChartBuilder::on(&root)
         .caption(&bars.title, (FONT, text(20)).into_font().color(&BLACK))
         .margin(12)
