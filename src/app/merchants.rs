@@ -202,3 +202,48 @@ fn refusal(
         )),
     }
 }
+
+/// The longest name a merchant search takes, in characters.
+const MAX_SEARCH_CHARS: usize = 50;
+/// Merchants read from storage at a time while searching by name.
+const SEARCH_SCAN_PAGE: i64 = 500;
+
+/// A name to search merchants by: what a person typed, trimmed; none when empty; otherwise 1 to
+/// 50 characters by the rule of `domain::text` (422 `invalid_field`).
+pub fn search_name(typed: Option<&str>) -> Result<Option<String>, AppError> {
+    match typed.map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => Ok(Some(text_field(text, "name", MAX_SEARCH_CHARS)?)),
+    }
+}
+
+/// Merchants of `region` (a city, or a whole province) in the storage's order (by name, then
+/// id), after `after`, at most `limit`; with `name`, only those whose name contains it (letters
+/// compared without case). A search reads the region's merchants a page at a time until it has
+/// `limit` matches: a region holds some thousands of merchants, and a search is a person typing.
+pub async fn search(
+    store: &dyn Storage,
+    region: RegionCode,
+    name: Option<&str>,
+    after: Option<&Merchant>,
+    limit: i64,
+) -> Result<Vec<Merchant>, AppError> {
+    let Some(name) = name else {
+        return Ok(store.merchants_in(region, after, limit).await?);
+    };
+    let wanted = name.to_lowercase();
+    let keep = usize::try_from(limit).unwrap_or(0);
+    let mut found = Vec::new();
+    let mut cursor = after.cloned();
+    while found.len() < keep {
+        let page = store.merchants_in(region, cursor.as_ref(), SEARCH_SCAN_PAGE).await?;
+        let last_page = page.len() < usize::try_from(SEARCH_SCAN_PAGE).unwrap_or(usize::MAX);
+        cursor = page.last().cloned();
+        found.extend(page.into_iter().filter(|m| m.name.to_lowercase().contains(&wanted)));
+        if last_page || cursor.is_none() {
+            break;
+        }
+    }
+    found.truncate(keep);
+    Ok(found)
+}

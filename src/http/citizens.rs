@@ -409,6 +409,41 @@ pub async fn enter_lottery(
     Ok(Json(LotteryEntry { batch_id: batch.id, entered_at: entered_at.to_string() }))
 }
 
+/// The citizen's standing in a lottery batch.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MyLotteryEntry {
+    batch_id: BatchId,
+    batch_name: String,
+    /// not_entered, pending (entered, not drawn yet), won or lost.
+    result: &'static str,
+    #[schema(format = DateTime)]
+    entered_at: Option<String>,
+    #[schema(format = DateTime)]
+    drawn_at: Option<String>,
+    /// The voucher the draw gave (in `GET /v1/me/vouchers`), when won.
+    voucher_id: Option<Uuid>,
+}
+
+/// Whether the citizen entered a lottery batch's draw, and after the draw whether they won (the
+/// voucher) or lost. 409 `not_a_lottery` for a batch claimed in a rush.
+#[utoipa::path(get, operation_id = "my_lottery_entry", path = "/v1/batches/{id}/entries/me", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the citizen's standing in the draw", body = MyLotteryEntry), (status = 404, body = super::error::ErrorBody, description = "batch_not_found"), (status = 409, body = super::error::ErrorBody, description = "not_a_lottery")))]
+pub async fn my_lottery_entry(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    ApiPath(batch_id): ApiPath<BatchId>,
+) -> Result<Json<MyLotteryEntry>, ApiError> {
+    let view = crate::app::seasons::lottery_standing(state.store(), citizen_id, batch_id).await?;
+    Ok(Json(MyLotteryEntry {
+        batch_id: view.batch_id,
+        batch_name: view.batch_name,
+        result: view.result.as_str(),
+        entered_at: view.entered_at.map(|t| t.to_string()),
+        drawn_at: view.drawn_at.map(|t| t.to_string()),
+        voucher_id: view.voucher_id,
+    }))
+}
+
 /// A fresh signed QR code for one of the citizen's own active vouchers (the phone refreshes it).
 #[utoipa::path(post, operation_id = "voucher_qr", path = "/v1/vouchers/{id}/qr", security(("citizen_token" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the voucher's QR code", body = super::QrAnswer), (status = 409, body = super::error::ErrorBody), (status = 429, body = super::error::ErrorBody, description = "rate_limited")))]
 pub async fn voucher_qr(

@@ -128,7 +128,7 @@ pub struct AccountChangeAnswer {
 pub struct AccountRequestAnswer {
     id: Uuid,
     seq: i64,
-    /// waiting, approved, rejected or expired.
+    /// pending, approved, rejected or expired.
     status: &'static str,
     #[schema(format = DateTime)]
     requested_at: String,
@@ -263,6 +263,9 @@ pub async fn create(
 pub struct ListQuery {
     #[serde(default)]
     city: Option<String>,
+    /// A part of the merchant's name (letters compared without case).
+    #[serde(default)]
+    name: Option<String>,
     /// The `next_after` of the previous page.
     #[serde(default)]
     after: Option<Uuid>,
@@ -276,12 +279,13 @@ const MERCHANTS_PAGE_DEFAULT: u32 = 100;
 const MERCHANTS_PAGE_MAX: u32 = 500;
 
 /// Merchants of a city (or of the caller's whole region when no city is given), by name, a page
-/// at a time: `next_after` is the `after` of the next page, null on the last.
+/// at a time: `next_after` is the `after` of the next page, null on the last. With `name`, only
+/// those whose name contains it.
 #[utoipa::path(get, operation_id = "list_merchants", path = "/v1/merchants", security(("staff_key" = [])),
-    params(("city" = Option<String>, Query), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"),
+    params(("city" = Option<String>, Query), ("name" = Option<String>, Query, description = "a part of the name, 1 to 50 characters"), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"),
         ("limit" = Option<u32>, Query, description = "1 to 500, 100 by default")),
     responses((status = 200, description = "a page of merchants", body = MerchantPage),
-        (status = 422, body = super::error::ErrorBody, description = "invalid_region, invalid_limit, invalid_cursor")))]
+        (status = 422, body = super::error::ErrorBody, description = "invalid_region, invalid_field, invalid_limit, invalid_cursor")))]
 pub async fn list(
     State(state): State<AppState>,
     staff: Staff,
@@ -295,13 +299,16 @@ pub async fn list(
     };
     staff.may(access::see_merchants, region)?;
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
+    let name = merchants::search_name(query.name.as_deref())?;
     let after = match query.after {
         Some(id) => Some(state.store().merchant(id.into()).await?.ok_or_else(|| {
             invalid(ErrorCode::InvalidCursor, "after names no merchant: pass a page's next_after")
         })?),
         None => None,
     };
-    let mut merchants = state.store().merchants_in(region, after.as_ref(), i64::from(limit) + 1).await?;
+    let mut merchants =
+        merchants::search(state.store(), region, name.as_deref(), after.as_ref(), i64::from(limit) + 1)
+            .await?;
     let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
     Ok(Json(MerchantPage { merchants: merchants.iter().map(merchant_json).collect(), next_after }))
 }

@@ -325,6 +325,7 @@ fn citizen_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(citizens::my_vouchers))
         .routes(routes!(citizens::claim))
         .routes(routes!(citizens::enter_lottery, seasons::lottery_entrants))
+        .routes(routes!(citizens::my_lottery_entry))
         .routes(routes!(citizens::voucher_qr))
 }
 

@@ -497,11 +497,22 @@ fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
     }
 }
 
-/// Open and upcoming batches of a season, with remaining stock and the next release.
-#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path)), responses((status = 200, description = "open and upcoming batches with remaining stock and the next release", body = Vec<BatchAnswer>)))]
+/// Which batches `GET /v1/seasons/{id}/batches` lists.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BatchesQuery {
+    /// Also the batches whose claim window has closed (a lottery waiting for its draw).
+    #[serde(default)]
+    ended: bool,
+}
+
+/// Open and upcoming batches of a season, with remaining stock and the next release; with
+/// `ended=true`, also those whose claim window has closed.
+#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path), ("ended" = Option<bool>, Query, description = "also the batches whose claim window has closed")), responses((status = 200, description = "the season's batches with remaining stock and the next release", body = Vec<BatchAnswer>)))]
 pub async fn list_batches(
     State(state): State<AppState>,
     ApiPath(season_id): ApiPath<SeasonId>,
+    ApiQuery(query): ApiQuery<BatchesQuery>,
 ) -> Result<Json<Vec<BatchAnswer>>, ApiError> {
     load_season(state.store(), season_id).await?;
     let now = state.clock().now();
@@ -510,7 +521,7 @@ pub async fn list_batches(
         .season_batches(season_id)
         .await?
         .iter()
-        .filter(|b| b.claim_closes_at > now)
+        .filter(|b| query.ended || b.claim_closes_at > now)
         .map(|b| batch_view(b, now))
         .collect();
     Ok(Json(batches))

@@ -18,8 +18,8 @@ use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::ledger::INSERT_CHUNK_ROWS;
 use crate::storage::{
-    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, NewCitizen, NewSession, Refusal, SeasonStore,
-    SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
+    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen, NewSession, Refusal,
+    SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
 };
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
@@ -785,6 +785,30 @@ impl SeasonStore for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn lottery_standing(
+        &self,
+        batch_id: BatchId,
+        citizen_id: Uuid,
+    ) -> Result<Option<LotteryStanding>, StorageError> {
+        let entry: Option<(i64,)> =
+            query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
+                .bind(batch_id)
+                .bind(citizen_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        let Some((entered_at_us,)) = entry else { return Ok(None) };
+        let voucher: Option<(Uuid,)> =
+            query_as("SELECT id FROM vouchers WHERE batch_id = $1 AND citizen_id = $2 ORDER BY id LIMIT 1")
+                .bind(batch_id)
+                .bind(citizen_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(Some(LotteryStanding {
+            entered_at: Timestamp::from_unix_us(entered_at_us),
+            voucher_id: voucher.map(|(id,)| id),
+        }))
     }
 
     async fn record_draw(

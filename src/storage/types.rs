@@ -14,6 +14,13 @@ use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, CitizenHoldings, Season, Voucher};
 use crate::domain::time::Timestamp;
 
+/// A citizen's entry in a lottery batch, and the voucher its draw gave them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LotteryStanding {
+    pub entered_at: Timestamp,
+    pub voucher_id: Option<Uuid>,
+}
+
 /// An answer to store under an idempotency key, written in the same transaction as its effect.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdemRecord {
@@ -266,6 +273,14 @@ pub trait SeasonStore: Send + Sync {
         after: Option<Uuid>,
         limit: i64,
     ) -> Result<Vec<Uuid>, StorageError>;
+
+    /// A citizen's standing in a lottery batch: when they entered and the voucher the draw gave
+    /// them (if any); `None` if they did not enter.
+    async fn lottery_standing(
+        &self,
+        batch_id: BatchId,
+        citizen_id: Uuid,
+    ) -> Result<Option<LotteryStanding>, StorageError>;
 
     /// Records the draw of a lottery batch (its seed and time) with the draw's answer, once:
     /// false if it was drawn before.

@@ -40,7 +40,7 @@ impl Till {
         (citizen, card["id"].as_str().expect("id").to_owned())
     }
 
-    async fn card_qr(&self, citizen: &str) -> String {
+    pub(crate) async fn card_qr(&self, citizen: &str) -> String {
         let (status, qr) = self.world.app.post("/v1/me/card/qr", Some(citizen), json!({})).await;
         assert_eq!(status, 200, "{qr}");
         assert!(qr["svg"].as_str().is_some_and(|s| s.contains("<svg")));
@@ -53,7 +53,7 @@ impl Till {
         card
     }
 
-    async fn terms(&self, percent: u32, cap: Option<&str>) {
+    pub(crate) async fn terms(&self, percent: u32, cap: Option<&str>) {
         let mut body = json!({"percent": percent});
         if let Some(cap) = cap {
             body["cap"] = json!(cap);
@@ -70,7 +70,7 @@ impl Till {
         assert_eq!(status, 200, "{answer}");
     }
 
-    async fn pay(&self, qr: &str, amount: &str, order_ref: &str) -> Result<CardPayment, String> {
+    pub(crate) async fn pay(&self, qr: &str, amount: &str, order_ref: &str) -> Result<CardPayment, String> {
         let request = CardPaymentRequest {
             qr: qr.into(),
             order_amount: amount.into(),

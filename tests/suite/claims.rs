@@ -119,6 +119,7 @@ pub fn funder<'a>(season: &'a Value, region: &str) -> &'a Value {
 }
 
 both_backends!(
+    ended_batches_are_listed_when_asked,
     rush_500_citizens_stock_100_no_oversell,
     one_citizen_concurrent_claims_limit_one,
     season_cap_and_budget_exceeded,
@@ -935,4 +936,116 @@ async fn seasons_and_batches_validate_input(backend: Backend) {
     let (status, answer) =
         world.app.post("/v1/seasons", Some(&world.province_admin), json!({"name": "no key"})).await;
     assert_eq!((status, code(&answer)), (400, "missing_idempotency_key"));
+}
+
+both_backends!(a_citizen_learns_whether_they_won_a_lottery);
+
+/// `GET /v1/batches/{id}/entries/me`: a citizen learns whether they entered a lottery batch,
+/// and after the draw whether they won (the voucher, also in their vouchers) or lost.
+async fn a_citizen_learns_whether_they_won_a_lottery(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let mut citizens = Vec::new();
+    for n in 0..3u32 {
+        let body = json!({"name": "王五", "id_number": synthetic_id_number("370202", "19920101", 700 + n as u16),
+            "phone": format!("137{:08}", n)});
+        let (status, registered) = world.app.register_citizen(body).await;
+        assert_eq!(status, 201, "{registered}");
+        let id: uuid::Uuid = registered["citizen_id"].as_str().expect("id").parse().expect("uuid");
+        citizens.push((id, registered["token"].as_str().expect("token").to_owned()));
+    }
+    // A seed under which the first citizen ranks before the second: one voucher, two entries.
+    let sha = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec();
+    let rank = |seed: &str, who: uuid::Uuid| sha(&[seed.as_bytes(), who.as_bytes().as_slice()].concat());
+    let seed = (0..)
+        .map(|n| format!("seed-{n}"))
+        .find(|seed| rank(seed, citizens[0].0) < rank(seed, citizens[1].0))
+        .expect("a seed");
+    let hex: String = sha(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let batch = world
+        .batch(json!({"name": "摇号券", "stock": 1, "claim_closes_at": at(3_600), "lottery": {"seed_sha256": hex}}))
+        .await;
+    let id = batch["id"].as_str().expect("id").to_owned();
+    let mine = format!("/v1/batches/{id}/entries/me");
+    let standing =
+        |answer: &Value| (answer["result"].as_str().map(str::to_owned), answer["voucher_id"].clone());
+    let (status, answer) = world.app.get(&mine, Some(&citizens[0].1)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(standing(&answer), (Some("not_entered".to_owned()), Value::Null));
+    assert_eq!(
+        (&answer["batch_name"], &answer["entered_at"], &answer["drawn_at"]),
+        (&json!("摇号券"), &Value::Null, &Value::Null)
+    );
+    for (_, token) in &citizens[..2] {
+        let (status, entered) =
+            world.app.post(&format!("/v1/batches/{id}/entries"), Some(token), json!({})).await;
+        assert_eq!(status, 200, "{entered}");
+        let (_, answer) = world.app.get(&mine, Some(token)).await;
+        assert_eq!(standing(&answer), (Some("pending".to_owned()), Value::Null), "{answer}");
+        assert_eq!(answer["entered_at"], entered["entered_at"]);
+    }
+    // Not a lottery, no such batch, no citizen.
+    let rush = world.batch(json!({})).await;
+    let (status, refused) = world
+        .app
+        .get(&format!("/v1/batches/{}/entries/me", rush["id"].as_str().expect("id")), Some(&citizens[0].1))
+        .await;
+    assert_eq!((status, code(&refused)), (409, "not_a_lottery"), "{refused}");
+    let (status, refused) = world
+        .app
+        .get(&format!("/v1/batches/{}/entries/me", uuid::Uuid::new_v4()), Some(&citizens[0].1))
+        .await;
+    assert_eq!((status, code(&refused)), (404, "batch_not_found"), "{refused}");
+    let (status, _) = world.app.get(&mine, None).await;
+    assert_eq!(status, 401);
+    // The draw, after the window: the first citizen won, the second lost, the third never entered.
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(3_601));
+    let (status, drawn) = world
+        .app
+        .post_idem(
+            &format!("/v1/batches/{id}/draw"),
+            Some(&world.province_admin),
+            "draw",
+            json!({"seed": seed}),
+        )
+        .await;
+    assert_eq!((status, drawn["issued"].as_u64()), (200, Some(1)), "{drawn}");
+    let (_, won) = world.app.get(&mine, Some(&citizens[0].1)).await;
+    let (_, vouchers) = world.app.get("/v1/me/vouchers", Some(&citizens[0].1)).await;
+    assert_eq!(
+        standing(&won),
+        (Some("won".to_owned()), vouchers["vouchers"][0]["id"].clone()),
+        "{won} {vouchers}"
+    );
+    assert_eq!(won["drawn_at"], drawn["drawn_at"]);
+    let (_, lost) = world.app.get(&mine, Some(&citizens[1].1)).await;
+    assert_eq!(standing(&lost), (Some("lost".to_owned()), Value::Null), "{lost}");
+    assert_eq!(lost["drawn_at"], drawn["drawn_at"]);
+    let (_, absent) = world.app.get(&mine, Some(&citizens[2].1)).await;
+    assert_eq!(standing(&absent), (Some("not_entered".to_owned()), Value::Null), "{absent}");
+}
+
+/// A batch whose claim window has closed leaves the season's list, unless `ended=true` asks
+/// for it too (the console finds a lottery waiting for its draw so).
+async fn ended_batches_are_listed_when_asked(backend: Backend) {
+    let world = World::new(backend, "10000.00", None).await;
+    let ended = world.batch(json!({"name": "一分钟券", "claim_closes_at": world.at(60)})).await;
+    let open = world.batch(json!({"name": "十天券"})).await;
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(120));
+    let ids = |list: &Value| -> Vec<String> {
+        list.as_array().expect("batches").iter().filter_map(|b| b["id"].as_str().map(str::to_owned)).collect()
+    };
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    let (status, listed) = world.app.get(&path, None).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(ids(&listed), [open["id"].as_str().expect("id")]);
+    let (status, all) = world.app.get(&format!("{path}?ended=true"), None).await;
+    assert_eq!(status, 200, "{all}");
+    let mut every = ids(&all);
+    every.sort();
+    let mut expected =
+        vec![ended["id"].as_str().expect("id").to_owned(), open["id"].as_str().expect("id").to_owned()];
+    expected.sort();
+    assert_eq!(every, expected);
+    let (status, refused) = world.app.get(&format!("{path}?ended=perhaps"), None).await;
+    assert_eq!((status, code(&refused)), (400, "invalid_query"), "{refused}");
 }

@@ -557,6 +557,42 @@ async fn merchants_are_listed_a_page_at_a_time(backend: Backend) {
     let account = &whole["merchants"][0]["settlement_account"]["account_no"];
     assert_eq!(account, "6222000011112222", "staff reading the merchant see the whole number");
 
+    // A part of the name, letters without case, a page at a time like the rest.
+    let body = json!({"name": "Sunny Books", "credit_code": credit_code(9), "category": "bookstore", "city": "370200",
+        "settlement_account": {"bank": "青岛银行", "account_no": "6222000011112222", "account_name": "Sunny"}});
+    let (status, sunny) = till.world.app.post_idem("/v1/merchants", Some(admin), "m-sunny", body).await;
+    assert_eq!(status, 201, "{sunny}");
+    let named = |page: &Value| -> Vec<String> {
+        page["merchants"]
+            .as_array()
+            .expect("merchants")
+            .iter()
+            .filter_map(|m| m["name"].as_str().map(str::to_owned))
+            .collect()
+    };
+    let (status, found) = till.world.app.get("/v1/merchants?city=370200&name=sUNNY", Some(admin)).await;
+    assert_eq!(status, 200, "{found}");
+    assert_eq!(named(&found), ["Sunny Books"]);
+    let (_, first) =
+        till.world.app.get("/v1/merchants?city=370200&name=%E5%BA%97&limit=3", Some(admin)).await;
+    assert_eq!(named(&first), ["店1", "店2", "店3"], "{first}");
+    let after = first["next_after"].as_str().expect("a next page");
+    let (_, rest) = till
+        .world
+        .app
+        .get(&format!("/v1/merchants?city=370200&name=%E5%BA%97&limit=3&after={after}"), Some(admin))
+        .await;
+    assert_eq!(named(&rest), ["店4", "店5"], "{rest}");
+    assert_eq!(rest["next_after"], Value::Null);
+    let (_, none) = till.world.app.get("/v1/merchants?city=370200&name=KTV%E5%9F%8E", Some(admin)).await;
+    assert_eq!(named(&none), Vec::<String>::new());
+    let (_, blank) = till.world.app.get("/v1/merchants?city=370200&name=%20", Some(admin)).await;
+    assert_eq!(named(&blank).len(), 6, "a blank name lists them all: {blank}");
+    let long = "a".repeat(51);
+    let (status, refused) =
+        till.world.app.get(&format!("/v1/merchants?city=370200&name={long}"), Some(admin)).await;
+    assert_eq!((status, code(&refused)), (422, "invalid_field"), "{refused}");
+
     for (query, status_expected, code_expected) in [
         ("limit=0", 422, "invalid_limit"),
         ("limit=501", 422, "invalid_limit"),

@@ -12,10 +12,12 @@ const wenhui = (() => {
   const now = () => served + (performance.now() - anchor);
 
   class ApiError extends Error {
-    constructor(status, code, message, retryAfter = null) {
+    constructor(status, code, message, retryAfter = null, detail = '') {
       super(message);
       this.status = status;
       this.code = code;
+      // The API's own words (English): which field it refused, for a hint next to that field.
+      this.detail = detail;
       // Seconds to wait before the same request again (a 429's Retry-After), or null.
       this.retryAfter = retryAfter;
     }
@@ -61,7 +63,8 @@ const wenhui = (() => {
     if (!response.ok) {
       const code = (parsed && parsed.error && parsed.error.code) || 'internal';
       const retry = Number(response.headers.get('Retry-After'));
-      throw new ApiError(response.status, code, await messageFor(code), Number.isFinite(retry) && retry > 0 ? retry : null);
+      const detail = (parsed && parsed.error && parsed.error.message) || '';
+      throw new ApiError(response.status, code, await messageFor(code), Number.isFinite(retry) && retry > 0 ? retry : null, detail);
     }
     return parsed;
   };
