@@ -101,7 +101,7 @@ wenhui.console = (() => {
     current = chosen.name;
     if (window.location.hash !== `#${current}`) window.history.replaceState(null, '', `#${current}`);
     drawNav();
-    const pane = el('div', { class: 'pane', 'data-section': current, 'aria-busy': 'true' });
+    const pane = el('div', { class: 'pane', id: `section-${current}`, 'data-section': current, 'aria-busy': 'true' });
     view.replaceChildren(el('h2', {}, chosen.title), pane);
     const picked = season();
     if (chosen.season && !picked) {
