@@ -184,6 +184,8 @@ async fn the_finance_console_in_a_real_browser(backend: Backend) {
     sign_in(&browser, &base, &s.finance).await;
     let offered = nav(&browser).await;
     assert_eq!(offered[..4], ["活动看板", "对账", "结算", "结季"], "the money sections first: {offered:?}");
+    // Finance opens no season or batch: the admin side's seasons section is not offered.
+    assert!(!offered.iter().any(|s| s == "活动与批次"), "{offered:?}");
     browser.wait_for(".pane[data-section=\"dashboard\"]:not([aria-busy])").await;
     charts_drawn(&browser).await;
     let (status, report) = s.world.app.get(&format!("/v1/seasons/{season}/report"), Some(&s.finance)).await;
