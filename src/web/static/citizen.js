@@ -102,11 +102,17 @@
     }
   };
 
-  const load = async () => {
-    const [names, page] = await Promise.all([wenhui.names(), wenhui.api('/v1/seasons')]);
+  // The lists carry ETags: the browser's cache answers a poll within a second and revalidates
+  // after (304 when unchanged). After an opening, `fresh` revalidates at once: a list cached
+  // before the opening would show the batch sold out.
+  const load = async (fresh = false) => {
+    const cache = fresh ? 'no-cache' : 'default';
+    const [names, page] = await Promise.all([wenhui.names(), wenhui.api('/v1/seasons', { cache })]);
     namesCache = names;
     const current = page.seasons.filter((s) => s.status === 'open' || s.status === 'scheduled');
-    const batches = await Promise.all(current.map((s) => wenhui.api(`/v1/seasons/${s.id}/batches`)));
+    const batches = await Promise.all(current.map((s) => wenhui.api(`/v1/seasons/${s.id}/batches`, { cache })));
+    const listed = batches.flat();
+    if (listed.length) wenhui.observe(listed[0].server_time);
     batchesById = new Map(batches.flat().map((b) => [b.id, b]));
     main.replaceChildren(...(current.length
       ? current.map((s, i) => season(s, batches[i], names))
@@ -118,7 +124,7 @@
   const reload = () => {
     if (reloading) return;
     reloading = true;
-    setTimeout(() => load().catch(() => {}).finally(() => { reloading = false; }), 1000);
+    setTimeout(() => load(true).catch(() => {}).finally(() => { reloading = false; }), 1000);
   };
 
   // ---- The citizen's session -------------------------------------------------------------
