@@ -198,7 +198,11 @@ impl PublicReads {
                 Some(id) => match store.season(id).await? {
                     Some(season) => Some(season),
                     None => {
-                        return Ok(SeasonsPage { cursor_known: false, seasons: Vec::new(), next_after: None });
+                        return Ok(SeasonsPage {
+                            cursor_known: false,
+                            seasons: Vec::new(),
+                            next_after: None,
+                        });
                     }
                 },
                 None => None,
