@@ -9,7 +9,7 @@ use crate::domain::access;
 use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::ids::{BatchId, SeasonId};
+use crate::domain::ids::{BatchId, CitizenId, SeasonId, VoucherId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
@@ -455,6 +455,75 @@ pub async fn plan_batch(
 /// 409 `not_a_lottery`: entries and draws are for lottery batches only.
 pub fn not_a_lottery() -> AppError {
     AppError::conflict(ErrorCode::NotALottery, "this batch is claimed in a rush, not drawn")
+}
+
+/// Where a citizen stands in a lottery batch's draw.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LotteryResult {
+    /// The citizen did not enter.
+    NotEntered,
+    /// Entered; the batch is not drawn yet.
+    Pending,
+    /// Drawn, and the draw gave the citizen a voucher.
+    Won,
+    /// Drawn, and the citizen was not among the winners.
+    Lost,
+}
+
+impl LotteryResult {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LotteryResult::NotEntered => "not_entered",
+            LotteryResult::Pending => "pending",
+            LotteryResult::Won => "won",
+            LotteryResult::Lost => "lost",
+        }
+    }
+}
+
+/// A citizen's entry in a lottery batch and its outcome.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LotteryStandingView {
+    pub batch_id: BatchId,
+    pub batch_name: String,
+    pub result: LotteryResult,
+    pub entered_at: Option<Timestamp>,
+    pub drawn_at: Option<Timestamp>,
+    /// The voucher the draw gave, when won.
+    pub voucher_id: Option<VoucherId>,
+}
+
+/// What a citizen learns of a lottery batch they may have entered: entered or not, and after
+/// the draw, won (with the voucher) or lost. The draw records its time only once every winner's
+/// voucher is written, so a drawn batch without a voucher for the citizen is a loss.
+pub async fn lottery_standing(
+    store: &dyn Storage,
+    citizen_id: CitizenId,
+    batch_id: BatchId,
+) -> Result<LotteryStandingView, AppError> {
+    let batch = store
+        .batch(batch_id)
+        .await?
+        .ok_or_else(|| AppError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
+    let Some(lottery) = &batch.lottery else {
+        return Err(not_a_lottery());
+    };
+    let standing = store.lottery_standing(batch.id, citizen_id).await?;
+    let drawn_at = lottery.drawn_at;
+    let result = match (&standing, drawn_at) {
+        (None, _) => LotteryResult::NotEntered,
+        (Some(_), None) => LotteryResult::Pending,
+        (Some(entry), Some(_)) if entry.voucher_id.is_some() => LotteryResult::Won,
+        (Some(_), Some(_)) => LotteryResult::Lost,
+    };
+    Ok(LotteryStandingView {
+        batch_id: batch.id,
+        batch_name: batch.name.clone(),
+        result,
+        entered_at: standing.as_ref().map(|s| s.entered_at),
+        drawn_at,
+        voucher_id: standing.and_then(|s| s.voucher_id).filter(|_| result == LotteryResult::Won),
+    })
 }
 
 /// 409 `already_drawn`.

@@ -10,8 +10,9 @@ use maud::{DOCTYPE, Markup, html};
 use crate::http::AppState;
 
 /// `GET /`: the citizen's page (mobile first): open and upcoming batches with their claim
-/// buttons, sign-up and sign-in with a one-time code, the citizen's vouchers, and a voucher's QR
-/// code full screen. The script (`citizen.js`) shows one view at a time.
+/// buttons (or, for a lottery, its entry and result), sign-up and sign-in with a one-time code,
+/// the citizen's vouchers, the benefit card (taking it, points, exchanges), and a voucher's or
+/// the card's QR code full screen. The script (`citizen.js`) shows one view at a time.
 pub async fn citizen(State(state): State<AppState>) -> Response {
     let body = html! {
         header.bar {
@@ -19,6 +20,7 @@ pub async fn citizen(State(state): State<AppState>) -> Response {
             nav.tabs {
                 button #to-batches type="button" { "领券" }
                 button #to-mine type="button" { "我的券" }
+                button #to-card type="button" { "文惠卡" }
                 button #to-account type="button" { "登录" }
             }
         }
@@ -27,6 +29,7 @@ pub async fn citizen(State(state): State<AppState>) -> Response {
         }
         main #account hidden { (account_form()) }
         main #mine hidden aria-live="polite" {}
+        main #card hidden aria-live="polite" {}
         section #qr.qr hidden role="dialog" aria-modal="true" aria-labelledby="qr-title" {
             h2 #qr-title {}
             p #qr-name.note {}

@@ -234,12 +234,13 @@ async fn citizen_page(browser: &Browser, world: &World, backend: Backend) {
     let states = browser.texts(".batch .state").await;
     assert!(states[0].starts_with("正在领取"), "{states:?}");
     assert!(states[1].ends_with("3月1日 09:01 开抢"), "the opening in Beijing time: {states:?}");
-    // The countdown runs on the server's clock (2026-03-01), not the phone's, and it ticks.
+    // The countdown runs on the server's clock (2026-03-01), not the phone's, and it ticks. It
+    // starts at 90 s when the page is answered; a loaded machine may take many seconds to show it.
     let first = seconds(&browser.text(".countdown").await);
-    assert!((80..=90).contains(&first), "{first} s to the opening");
+    assert!((45..=90).contains(&first), "{first} s to the opening");
     tokio::time::sleep(Duration::from_millis(2_100)).await;
     let later = seconds(&browser.text(".countdown").await);
-    assert!((1..=3).contains(&(first - later)), "the countdown went from {first} to {later}");
+    assert!((1..=6).contains(&(first - later)), "the countdown went from {first} to {later}");
     browser.screenshot(&format!("citizen-{backend:?}").to_lowercase()).await;
     assert_eq!(browser.errors().await, Vec::<Value>::new(), "the browser logged errors");
     let requested = browser.requested().await;
@@ -380,7 +381,7 @@ fn is_expected_refusal(entry: &Value) -> bool {
     entry["message"].as_str().is_some_and(|m| m.contains("/claims") && m.contains("409"))
 }
 
-async fn sign_up(browser: &Browser, world: &World, screenshot: &str) {
+pub(crate) async fn sign_up(browser: &Browser, world: &World, screenshot: &str) {
     browser.client.find(Locator::Css("#to-account")).await.expect("tab").click().await.expect("tap");
     browser.wait_for("#switch-mode").await.click().await.expect("to sign-up");
     let phone = "13912345678";
@@ -449,7 +450,7 @@ async fn show_the_qr_code(browser: &Browser, world: &World, list: &str, full: &s
 }
 
 /// The QR code in a PNG screenshot (decoded with `png`, read with `rqrr`).
-fn decode_qr_png(path: &std::path::Path) -> String {
+pub(crate) fn decode_qr_png(path: &std::path::Path) -> String {
     let file = std::fs::File::open(path).expect("the screenshot");
     let mut decoder = png::Decoder::new(std::io::BufReader::new(file));
     decoder.set_transformations(png::Transformations::normalize_to_color8());

@@ -178,7 +178,8 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
     let citizen = world.citizen(1).await;
     let (status, claim) = world.claim(&citizen, &batch_id.to_string(), "c-1").await;
     assert_eq!(status, 201, "{claim}");
-    let voucher_id: uuid::Uuid = claim["voucher"]["id"].as_str().expect("id").parse().expect("uuid");
+    let voucher_id: wenhui::domain::ids::VoucherId =
+        claim["voucher"]["id"].as_str().expect("id").parse().expect("uuid");
     world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(2 * 3_600));
     let store = world.app.store();
     let open = store.batch(batch_id).await.expect("read").expect("batch");
@@ -331,7 +332,7 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
             id,
             batch_id,
             season_id: stored.season_id,
-            citizen_id: uuid::Uuid::now_v7(),
+            citizen_id: wenhui::domain::ids::CitizenId::new_v7(),
             slot: 1,
             status: VoucherStatus::Active,
             value: stored.voucher_value(),
@@ -341,14 +342,17 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
         batch_claims: vec![(batch_id, 1, stored.stock)],
         ..ClaimCommit::default()
     };
-    store.commit_claims(&claim(uuid::Uuid::now_v7())).await.expect("an open batch takes the claim");
+    store
+        .commit_claims(&claim(wenhui::domain::ids::VoucherId::new_v7()))
+        .await
+        .expect("an open batch takes the claim");
     // A close planned from nothing left is refused: the reserve still holds the unclaimed stock.
     let refused = store.close_batch_reserve(batch_id, now, None).await;
     assert!(matches!(refused, Err(WriteError::Refused(Refusal::Changed(_)))), "{refused:?}");
     let stored = store.batch(batch_id).await.expect("read").expect("batch");
     let entry = wenhui::app::claims::close_entry(store, &stored).await.expect("the close's entry");
     store.close_batch_reserve(batch_id, now, entry.as_ref()).await.expect("close the reserve");
-    let refused = store.commit_claims(&claim(uuid::Uuid::now_v7())).await;
+    let refused = store.commit_claims(&claim(wenhui::domain::ids::VoucherId::new_v7())).await;
     assert!(matches!(refused, Err(WriteError::Refused(Refusal::Changed(_)))), "{refused:?}");
     let after = store.batch(batch_id).await.expect("read").expect("batch");
     assert_eq!(after.claimed_count, 1, "the refused claim wrote nothing");
@@ -936,6 +940,92 @@ async fn seasons_and_batches_validate_input(backend: Backend) {
     let (status, answer) =
         world.app.post("/v1/seasons", Some(&world.province_admin), json!({"name": "no key"})).await;
     assert_eq!((status, code(&answer)), (400, "missing_idempotency_key"));
+}
+
+both_backends!(a_citizen_learns_whether_they_won_a_lottery);
+
+/// `GET /v1/batches/{id}/entries/me`: a citizen learns whether they entered a lottery batch,
+/// and after the draw whether they won (the voucher, also in their vouchers) or lost.
+async fn a_citizen_learns_whether_they_won_a_lottery(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let mut citizens = Vec::new();
+    for n in 0..3u32 {
+        let body = json!({"name": "王五", "id_number": synthetic_id_number("370202", "19920101", 700 + n as u16),
+            "phone": format!("137{:08}", n)});
+        let (status, registered) = world.app.register_citizen(body).await;
+        assert_eq!(status, 201, "{registered}");
+        let id: uuid::Uuid = registered["citizen_id"].as_str().expect("id").parse().expect("uuid");
+        citizens.push((id, registered["token"].as_str().expect("token").to_owned()));
+    }
+    // A seed under which the first citizen ranks before the second: one voucher, two entries.
+    let sha = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec();
+    let rank = |seed: &str, who: uuid::Uuid| sha(&[seed.as_bytes(), who.as_bytes().as_slice()].concat());
+    let seed = (0..)
+        .map(|n| format!("seed-{n}"))
+        .find(|seed| rank(seed, citizens[0].0) < rank(seed, citizens[1].0))
+        .expect("a seed");
+    let hex: String = sha(seed.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    let batch = world
+        .batch(json!({"name": "摇号券", "stock": 1, "claim_closes_at": at(3_600), "lottery": {"seed_sha256": hex}}))
+        .await;
+    let id = batch["id"].as_str().expect("id").to_owned();
+    let mine = format!("/v1/batches/{id}/entries/me");
+    let standing =
+        |answer: &Value| (answer["result"].as_str().map(str::to_owned), answer["voucher_id"].clone());
+    let (status, answer) = world.app.get(&mine, Some(&citizens[0].1)).await;
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(standing(&answer), (Some("not_entered".to_owned()), Value::Null));
+    assert_eq!(
+        (&answer["batch_name"], &answer["entered_at"], &answer["drawn_at"]),
+        (&json!("摇号券"), &Value::Null, &Value::Null)
+    );
+    for (_, token) in &citizens[..2] {
+        let (status, entered) =
+            world.app.post(&format!("/v1/batches/{id}/entries"), Some(token), json!({})).await;
+        assert_eq!(status, 200, "{entered}");
+        let (_, answer) = world.app.get(&mine, Some(token)).await;
+        assert_eq!(standing(&answer), (Some("pending".to_owned()), Value::Null), "{answer}");
+        assert_eq!(answer["entered_at"], entered["entered_at"]);
+    }
+    // Not a lottery, no such batch, no citizen.
+    let rush = world.batch(json!({})).await;
+    let (status, refused) = world
+        .app
+        .get(&format!("/v1/batches/{}/entries/me", rush["id"].as_str().expect("id")), Some(&citizens[0].1))
+        .await;
+    assert_eq!((status, code(&refused)), (409, "not_a_lottery"), "{refused}");
+    let (status, refused) = world
+        .app
+        .get(&format!("/v1/batches/{}/entries/me", uuid::Uuid::new_v4()), Some(&citizens[0].1))
+        .await;
+    assert_eq!((status, code(&refused)), (404, "batch_not_found"), "{refused}");
+    let (status, _) = world.app.get(&mine, None).await;
+    assert_eq!(status, 401);
+    // The draw, after the window: the first citizen won, the second lost, the third never entered.
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(3_601));
+    let (status, drawn) = world
+        .app
+        .post_idem(
+            &format!("/v1/batches/{id}/draw"),
+            Some(&world.province_admin),
+            "draw",
+            json!({"seed": seed}),
+        )
+        .await;
+    assert_eq!((status, drawn["issued"].as_u64()), (200, Some(1)), "{drawn}");
+    let (_, won) = world.app.get(&mine, Some(&citizens[0].1)).await;
+    let (_, vouchers) = world.app.get("/v1/me/vouchers", Some(&citizens[0].1)).await;
+    assert_eq!(
+        standing(&won),
+        (Some("won".to_owned()), vouchers["vouchers"][0]["id"].clone()),
+        "{won} {vouchers}"
+    );
+    assert_eq!(won["drawn_at"], drawn["drawn_at"]);
+    let (_, lost) = world.app.get(&mine, Some(&citizens[1].1)).await;
+    assert_eq!(standing(&lost), (Some("lost".to_owned()), Value::Null), "{lost}");
+    assert_eq!(lost["drawn_at"], drawn["drawn_at"]);
+    let (_, absent) = world.app.get(&mine, Some(&citizens[2].1)).await;
+    assert_eq!(standing(&absent), (Some("not_entered".to_owned()), Value::Null), "{absent}");
 }
 
 /// A batch whose claim window has closed leaves the season's list, unless `ended=true` asks

@@ -72,7 +72,7 @@ pub(crate) async fn check_report_files(s: &Script, season: &str, report: &Value)
 
     let xlsx = parts(&download(s, &format!("/v1/seasons/{season}/report?format=xlsx")).await);
     let workbook = &xlsx["xl/workbook.xml"];
-    let names = ["概要", "出资方", "批次", "商户", "类别", "每日", "惠民卡"];
+    let names = ["概要", "出资方", "批次", "商户", "类别", "每日", "文惠卡"];
     let positions: Vec<usize> = names
         .iter()
         .map(|n| workbook.find(&format!("<sheet name=\"{n}\"")).unwrap_or_else(|| panic!("{n}: {workbook}")))

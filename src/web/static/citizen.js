@@ -2,7 +2,9 @@
 // The citizen's page: the open and upcoming batches of the current seasons, their terms in plain
 // words, where they can be used, the stock left, and a countdown to each opening on the
 // server's clock; sign-up and sign-in with a one-time code; claiming (one Idempotency-Key per
-// intent, kept in sessionStorage until answered); the citizen's vouchers and a voucher's QR code.
+// intent, kept in sessionStorage until answered); lottery batches (entering, and the result after
+// the draw); the citizen's vouchers and a voucher's QR code; the benefit card (文惠卡): taking it,
+// its QR code, points and their expiry, and exchanging points for a voucher (keyed like a claim).
 //
 // The citizen's token is kept in localStorage ('wenhui.citizen'): on their own phone a citizen
 // stays signed in for the token's 30 days; 退出登录 ends the session on the server and forgets it.
@@ -12,7 +14,9 @@
   const $ = (id) => document.getElementById(id);
   const SESSION = 'wenhui.citizen';
   const INTENT = 'wenhui.claim.';
+  const EXCHANGE = 'wenhui.exchange.';
   let batchesById = new Map();
+  let seasonsById = new Map();
   let namesCache = null;
 
   // 满100减30, 无门槛减5; 8折 最高减50 (percent is the share taken off: 20 → 8折).
@@ -39,17 +43,27 @@
     return `${area} · ${categories}`;
   };
 
+  // Who pays the subsidy, when more than one government does: 青岛市、山东省共同出资.
+  const funded = (batch, names) => {
+    const funders = (batch.funding || []).filter((f) => f.share > 0).map((f) => names.regions[f.funder] || f.funder);
+    return funders.length > 1 ? el('p', { class: 'funded' }, `${funders.join('、')}共同出资`) : null;
+  };
+
   // What the batch is doing now: counting down to its opening, open, or given by lottery.
   const state = (batch) => {
     const opens = Date.parse(batch.claim_opens_at);
     const closes = Date.parse(batch.claim_closes_at);
-    if (batch.lottery) {
-      return el('p', { class: 'state' }, `抽签发放 · ${cst(closes)} 截止报名`);
-    }
+    const label = batch.lottery ? '距报名' : '距开抢';
     if (wenhui.now() < opens) {
       return el('p', { class: 'state soon' },
-        el('span', { class: 'countdown', 'data-opens-at': opens }, `距开抢 ${countdown(opens - wenhui.now())}`),
-        el('span', { class: 'when' }, `${cst(opens)} 开抢`));
+        el('span', { class: 'countdown', 'data-opens-at': opens, 'data-label': label }, `${label} ${countdown(opens - wenhui.now())}`),
+        el('span', { class: 'when' }, `${cst(opens)} ${batch.lottery ? '开始报名' : '开抢'}`));
+    }
+    if (batch.lottery) {
+      if (batch.lottery.drawn_at) return el('p', { class: 'state' }, `已开奖 · ${cst(Date.parse(batch.lottery.drawn_at))}`);
+      return wenhui.now() < closes
+        ? el('p', { class: 'state open' }, `抽签报名中 · ${cst(closes)} 截止`)
+        : el('p', { class: 'state' }, '报名已截止，等待开奖');
     }
     if (batch.remaining <= 0) {
       const next = batch.next_release_at ? `，${cst(Date.parse(batch.next_release_at))} 补放` : '';
@@ -58,8 +72,11 @@
     return el('p', { class: 'state open' }, `正在领取 · ${cst(closes)} 截止`);
   };
 
-  // Before the opening nothing is released yet: the whole stock is what will be given.
-  const stock = (batch) => (wenhui.now() < Date.parse(batch.claim_opens_at)
+  // Before the opening nothing is released yet: the whole stock is what will be given. A
+  // lottery gives its whole stock by the draw.
+  const stock = (batch) => (batch.lottery
+    ? el('p', { class: 'stock' }, '共 ', el('strong', {}, String(batch.stock)), ' 张 · 报名后抽签发放')
+    : wenhui.now() < Date.parse(batch.claim_opens_at)
     ? el('p', { class: 'stock' }, '共 ', el('strong', {}, String(batch.stock)), ' 张')
     : el('p', { class: 'stock' }, '剩余 ', el('strong', {}, String(Math.max(0, batch.remaining))), ` 张 / 共 ${batch.stock} 张`));
 
@@ -68,10 +85,11 @@
     el('h3', {}, batch.name),
     el('p', { class: 'condition' }, condition(batch)),
     el('p', { class: 'where' }, where(batch, names)),
+    funded(batch, names),
     stock(batch),
-    batch.points_price ? el('p', { class: 'points' }, `也可用 ${batch.points_price} 积分兑换`) : null,
+    batch.points_price ? el('p', { class: 'points' }, `也可用 ${batch.points_price} 积分兑换（见“文惠卡”）`) : null,
     state(batch),
-    batch.lottery ? null : claimRow(batch));
+    batch.lottery ? lotteryRow(batch) : claimRow(batch));
 
   const season = (item, batches, names) => el('section', { class: 'season', 'data-season-id': item.id },
     el('h2', {}, item.name),
@@ -83,21 +101,26 @@
     for (const node of main.querySelectorAll('.countdown')) {
       const left = Number(node.dataset.opensAt) - wenhui.now();
       if (left > 0) {
-        const text = `距开抢 ${countdown(left)}`;
+        const text = `${node.dataset.label} ${countdown(left)}`;
         if (node.textContent !== text) node.textContent = text;
       } else {
         const line = node.parentElement;
         line.className = 'state open';
-        line.textContent = '正在领取';
+        line.textContent = node.dataset.label === '距报名' ? '抽签报名中' : '正在领取';
         reload();
       }
     }
-    // The claim button is live at the opening second (server time), before the list reloads.
-    for (const button of main.querySelectorAll('button.claim[data-opens-at]')) {
+    for (const node of document.querySelectorAll('#mine .expires[data-expires-at]')) {
+      const text = expiry({ status: 'active', expires_at: new Date(Number(node.dataset.expiresAt)).toISOString() });
+      if (node.textContent !== text) node.textContent = text;
+    }
+    // The claim (or entry) button is live at the opening second (server time), before the list
+    // reloads.
+    for (const button of main.querySelectorAll('button[data-opens-at]')) {
       if (Number(button.dataset.opensAt) <= wenhui.now() && button.dataset.busy !== '1') {
         button.removeAttribute('data-opens-at');
         button.disabled = false;
-        button.textContent = '立即领取';
+        button.textContent = button.dataset.live || '立即领取';
       }
     }
   };
@@ -109,6 +132,7 @@
     const cache = fresh ? 'no-cache' : 'default';
     const [names, page] = await Promise.all([wenhui.names(), wenhui.api('/v1/seasons', { cache })]);
     namesCache = names;
+    seasonsById = new Map(page.seasons.map((s) => [s.id, s]));
     const current = page.seasons.filter((s) => s.status === 'open' || s.status === 'scheduled');
     const batches = await Promise.all(current.map((s) => wenhui.api(`/v1/seasons/${s.id}/batches`, { cache })));
     const listed = batches.flat();
@@ -157,13 +181,14 @@
   };
 
   // ---- Views: one at a time ----------------------------------------------------------------
-  const views = { batches: main, account: $('account'), mine: $('mine') };
+  const views = { batches: main, account: $('account'), mine: $('mine'), card: $('card') };
   const show = (name) => {
     for (const [key, node] of Object.entries(views)) node.hidden = key !== name;
     for (const tab of document.querySelectorAll('.tabs button')) {
       tab.setAttribute('aria-current', tab.id === `to-${name}` ? 'page' : 'false');
     }
     if (name === 'mine') loadMine().catch(showMineError);
+    if (name === 'card') loadCard().catch(showCardError);
     if (name === 'account') refreshAccount();
   };
   const refreshHeader = () => {
@@ -267,19 +292,49 @@
     line.className = `claim-message ${kind}`;
     line.hidden = !text;
   };
-  // One intent, one Idempotency-Key, kept in sessionStorage until the server answers: a retry
-  // (after a 429 or a lost connection) or a reload re-sends the same key, so it gives one voucher.
+  // A retried call: a 429 waits its Retry-After, a lost connection or a 5xx a growing moment,
+  // and the same request goes again (`wait(ms)` says so first). Other refusals are thrown.
+  const RETRY_ATTEMPTS = 20;
+  const retrying = async (call, wait) => {
+    for (let attempt = 0; attempt < RETRY_ATTEMPTS; attempt += 1) {
+      try {
+        return await call();
+      } catch (error) {
+        if (error.status === 429 || error.status === 0 || error.status >= 500) {
+          const ms = error.retryAfter ? error.retryAfter * 1000 : 1000 + attempt * 500;
+          wait(ms);
+          await sleep(ms);
+          continue;
+        }
+        throw error;
+      }
+    }
+    throw new wenhui.ApiError(0, 'busy', '网络繁忙，请稍后再点一次（不会重复领取）。');
+  };
+  // One intent, one Idempotency-Key, kept in sessionStorage (under `name`) until the server
+  // answers: a retry (after a 429 or a lost connection) or a reload re-sends the same key, so the
+  // intent gives one voucher. A refusal ends the intent (a 401 keeps it for after sign-in).
+  const keptIntent = async (name, call, wait) => {
+    let key = sessionStorage.getItem(name);
+    if (!key) {
+      key = wenhui.randomKey();
+      sessionStorage.setItem(name, key);
+    }
+    try {
+      const answer = await retrying(() => call(key), wait);
+      sessionStorage.removeItem(name);
+      return answer;
+    } catch (error) {
+      if (error.status !== 401 && error.code !== 'busy') sessionStorage.removeItem(name);
+      throw error;
+    }
+  };
   const claim = async (batchId, button) => {
     if (!session()) {
       show('account');
       return;
     }
     if (button && button.dataset.busy === '1') return;
-    let key = sessionStorage.getItem(INTENT + batchId);
-    if (!key) {
-      key = wenhui.randomKey();
-      sessionStorage.setItem(INTENT + batchId, key);
-    }
     const current = () => buttonOf(batchId);
     const busy = (on, text) => {
       const b = current();
@@ -290,28 +345,35 @@
     };
     busy(true, '正在领取…');
     say(batchId, '', '');
-    for (let attempt = 0; attempt < 20; attempt += 1) {
-      try {
-        await asCitizen(`/v1/batches/${batchId}/claims`, { method: 'POST', body: {}, idempotencyKey: key });
-        sessionStorage.removeItem(INTENT + batchId);
-        busy(true, '已领取');
-        say(batchId, '领取成功，可在“我的券”中查看。', 'ok');
-        return;
-      } catch (error) {
-        if (error.status === 429 || error.status === 0 || error.status >= 500) {
-          const wait = error.retryAfter ? error.retryAfter * 1000 : 1000 + attempt * 500;
-          say(batchId, `排队中，${Math.ceil(wait / 1000)}秒后自动重试…`, 'wait');
-          await sleep(wait);
-          continue;
-        }
-        if (error.status !== 401) sessionStorage.removeItem(INTENT + batchId);
+    try {
+      await keptIntent(INTENT + batchId,
+        (key) => asCitizen(`/v1/batches/${batchId}/claims`, { method: 'POST', body: {}, idempotencyKey: key }),
+        (ms) => say(batchId, `排队中，${Math.ceil(ms / 1000)}秒后自动重试…`, 'wait'));
+      busy(true, '已领取');
+      say(batchId, '领取成功，可在“我的券”中查看。', 'ok');
+      stockLeft(batchId, (n) => n - 1);
+    } catch (error) {
+      if (error.code === 'sold_out') {
+        busy(true, '已领完');
+        stockLeft(batchId, () => 0);
+      } else {
         busy(false, '立即领取');
-        say(batchId, error.message, 'refused');
-        return;
       }
+      say(batchId, error.message, 'refused');
     }
-    busy(false, '立即领取');
-    say(batchId, '网络繁忙，请稍后再点一次（不会重复领取）。', 'refused');
+  };
+  // The stock shown under a batch, moved by what a claim learnt (the list is read again later).
+  const stockLeft = (batchId, change) => {
+    const count = main.querySelector(`article.batch[data-batch-id="${batchId}"] .stock strong`);
+    const batch = batchesById.get(batchId);
+    if (!count || !batch || wenhui.now() < Date.parse(batch.claim_opens_at)) return;
+    const left = Math.max(0, change(Number(count.textContent)));
+    count.textContent = String(left);
+    const line = count.closest('article.batch').querySelector('.state');
+    if (left === 0 && line) {
+      line.className = 'state out';
+      line.textContent = '已领完';
+    }
   };
   // Intents a reload interrupted: sent again with their own keys.
   const resumeIntents = () => {
@@ -322,10 +384,100 @@
     }
   };
 
+  // ---- Lotteries ----------------------------------------------------------------------------
+  // Entering is once per citizen on the server (entering again answers the same), so it needs no
+  // key. The batches a citizen entered are remembered on this phone, so that their results stay
+  // listed under “我的券” once the batch has left the list of open batches.
+  const LOTTERIES = 'wenhui.lottery.';
+  const enteredKey = () => LOTTERIES + ((session() || {}).citizen_id || '');
+  const entered = () => {
+    try {
+      return JSON.parse(localStorage.getItem(enteredKey()) || '[]');
+    } catch (_) {
+      return [];
+    }
+  };
+  const rememberEntry = (batchId) => {
+    const ids = entered();
+    if (!ids.includes(batchId)) localStorage.setItem(enteredKey(), JSON.stringify([batchId, ...ids].slice(0, 50)));
+  };
+  const standing = (batchId) => asCitizen(`/v1/batches/${batchId}/entries/me`);
+  const RESULT = {
+    pending: ['已报名，等待开奖', 'ok'],
+    won: ['恭喜中签！券已放入“我的券”。', 'ok'],
+    lost: ['很遗憾，这次没有中签。', 'refused'],
+  };
+  const resultText = (entry, batch) => {
+    if (entry.result === 'pending' && batch) return `已报名，${cst(Date.parse(batch.claim_closes_at))} 后开奖`;
+    return (RESULT[entry.result] || ['', ''])[0];
+  };
+  // The row under a lottery batch: 参加抽签, then what became of the entry.
+  const showStanding = (row, entry, batch) => {
+    const button = row.querySelector('button.enter');
+    const line = row.querySelector('.claim-message');
+    if (entry.result === 'not_entered') return;
+    rememberEntry(entry.batch_id);
+    button.hidden = true;
+    line.textContent = resultText(entry, batch);
+    line.className = `claim-message ${(RESULT[entry.result] || ['', 'ok'])[1]}`;
+    line.hidden = false;
+  };
+  function lotteryRow(batch) {
+    const opens = Date.parse(batch.claim_opens_at);
+    const before = wenhui.now() < opens;
+    const closed = wenhui.now() >= Date.parse(batch.claim_closes_at);
+    const button = el('button', { type: 'button', class: 'enter', 'data-batch-id': batch.id, disabled: before || closed,
+      'data-opens-at': before ? opens : null, 'data-live': '参加抽签' }, before ? '未开始报名' : closed ? '报名已截止' : '参加抽签');
+    const row = el('div', { class: 'claim-row lottery-row', 'data-batch-id': batch.id }, button,
+      el('p', { class: 'claim-message', role: 'alert', hidden: true }));
+    button.addEventListener('click', () => enter(batch, row));
+    if (session()) standing(batch.id).then((entry) => showStanding(row, entry, batch)).catch(() => {});
+    return row;
+  }
+  const enter = async (batch, row) => {
+    if (!session()) {
+      show('account');
+      return;
+    }
+    const button = row.querySelector('button.enter');
+    const line = row.querySelector('.claim-message');
+    if (button.dataset.busy === '1') return;
+    button.dataset.busy = '1';
+    button.disabled = true;
+    button.textContent = '正在报名…';
+    try {
+      await retrying(() => asCitizen(`/v1/batches/${batch.id}/entries`, { method: 'POST', body: {} }), (ms) => {
+        line.textContent = `排队中，${Math.ceil(ms / 1000)}秒后自动重试…`;
+        line.className = 'claim-message wait';
+        line.hidden = false;
+      });
+      showStanding(row, { batch_id: batch.id, result: 'pending' }, batch);
+    } catch (error) {
+      button.dataset.busy = '';
+      button.disabled = false;
+      button.textContent = '参加抽签';
+      line.textContent = error.message;
+      line.className = 'claim-message refused';
+      line.hidden = false;
+    }
+  };
+
   // ---- My vouchers and the QR code ---------------------------------------------------------
   const STATUS = { active: '可使用', used: '已使用', expired: '已过期', forfeited: '已作废' };
   const mine = views.mine;
   const showMineError = (error) => mine.replaceChildren(el('p', { class: 'error', role: 'alert' }, error.message));
+  // '3月3日 09:00 到期 · 还剩1天23小时' for a live voucher (kept up to date by the tick).
+  const timeLeft = (ms) => {
+    const minutes = Math.max(0, Math.ceil(ms / 60000));
+    const [d, h, m] = [Math.floor(minutes / 1440), Math.floor((minutes % 1440) / 60), minutes % 60];
+    if (d) return `${d}天${h ? `${h}小时` : ''}`;
+    if (h) return `${h}小时${m ? `${m}分` : ''}`;
+    return `${m}分钟`;
+  };
+  const expiry = (voucher) => {
+    const at = Date.parse(voucher.expires_at);
+    return voucher.status === 'active' ? `${cst(at)} 到期 · 还剩${timeLeft(at - wenhui.now())}` : `${cst(at)} 到期`;
+  };
   const voucherCard = (voucher) => {
     const batch = batchesById.get(voucher.batch_id);
     const active = voucher.status === 'active';
@@ -336,10 +488,30 @@
       el('span', { class: 'condition' }, condition(voucher)),
       batch && namesCache ? el('span', { class: 'where' }, where(batch, namesCache)) : null,
       el('span', { class: 'status' }, STATUS[voucher.status] || voucher.status,
-        el('span', { class: 'expires' }, `${cst(Date.parse(voucher.expires_at))} 到期`)),
+        el('span', { class: 'expires', 'data-expires-at': active ? Date.parse(voucher.expires_at) : null }, expiry(voucher))),
       active ? el('span', { class: 'open-qr' }, '点击出示二维码') : null);
-    if (active) node.addEventListener('click', () => openQr(voucher));
+    if (active) {
+      node.addEventListener('click', () => openQr({
+        title: terms(voucher),
+        name: `${voucher.batch_name} · ${cst(Date.parse(voucher.expires_at))} 到期`,
+        alt: '消费券二维码',
+        path: `/v1/vouchers/${voucher.id}/qr`,
+      }));
+    }
     return node;
+  };
+  // The results of the lotteries this phone entered, newest first.
+  const lotteryResults = async () => {
+    const ids = entered();
+    if (!ids.length) return [];
+    const entries = await Promise.all(ids.map((id) => standing(id).catch(() => null)));
+    const rows = entries.filter((e) => e && e.result !== 'not_entered').map((entry) => {
+      const [text, kind] = RESULT[entry.result] || ['', 'ok'];
+      return el('article', { class: `lottery-result ${entry.result}`, 'data-batch-id': entry.batch_id },
+        el('span', { class: 'name' }, entry.batch_name),
+        el('span', { class: `claim-message ${kind}` }, resultText(entry, batchesById.get(entry.batch_id)) || text));
+    });
+    return rows.length ? [el('h2', {}, '我的抽签'), ...rows] : [];
   };
   async function loadMine() {
     if (!session()) {
@@ -347,52 +519,212 @@
       return;
     }
     mine.replaceChildren(el('p', { class: 'note' }, '正在加载我的券…'));
-    const page = await asCitizen('/v1/me/vouchers');
+    const [page, results] = await Promise.all([asCitizen('/v1/me/vouchers'), lotteryResults()]);
     mine.replaceChildren(el('h2', {}, '我的券'), ...(page.vouchers.length
       ? page.vouchers.map(voucherCard)
-      : [el('p', { class: 'note' }, '还没有领到券。')]));
+      : [el('p', { class: 'note' }, '还没有领到券。')]), ...results);
   }
 
-  // The QR code full screen, renewed before it expires without a tap.
+  // The QR code (a voucher's or the card's) full screen, renewed before it expires without a tap.
   let qrTimer = null;
+  let qrShown = null;
   const qr = $('qr');
   const closeQr = () => {
     clearTimeout(qrTimer);
     qrTimer = null;
+    qrShown = null;
     qr.hidden = true;
     $('qr-image').removeAttribute('src');
+    delete qr.dataset.token;
     document.body.classList.remove('showing-qr');
   };
-  const renewQr = async (voucher) => {
+  const renewQr = async (target) => {
     try {
-      const answer = await asCitizen(`/v1/vouchers/${voucher.id}/qr`, { method: 'POST', body: {} });
-      if (qr.hidden) return;
+      const answer = await asCitizen(target.path, { method: 'POST', body: {} });
+      if (qrShown !== target) return;
       // The server's SVG as an image (CSP allows data: images; no markup enters the page).
       $('qr-image').src = `data:image/svg+xml;charset=utf-8,${encodeURIComponent(answer.svg)}`;
       qr.dataset.token = answer.token;
+      qr.dataset.renewals = String(Number(qr.dataset.renewals || 0) + 1);
       const left = Date.parse(answer.expires_at) - wenhui.now();
-      $('qr-state').textContent = '二维码会自动刷新，无需操作';
-      qrTimer = setTimeout(() => renewQr(voucher), Math.max(3000, left - 15000));
+      $('qr-state').textContent = `二维码会自动刷新，无需操作\n本码 ${cst(Date.parse(answer.expires_at))} 前有效`;
+      qrTimer = setTimeout(() => renewQr(target), Math.max(3000, left - 15000));
     } catch (error) {
-      if (qr.hidden) return;
+      if (qrShown !== target) return;
       $('qr-state').textContent = error.message;
       if (error.status === 429 || error.status === 0 || error.status >= 500) {
-        qrTimer = setTimeout(() => renewQr(voucher), (error.retryAfter || 3) * 1000);
+        qrTimer = setTimeout(() => renewQr(target), (error.retryAfter || 3) * 1000);
       }
     }
   };
-  function openQr(voucher) {
-    $('qr-title').textContent = terms(voucher);
-    $('qr-name').textContent = `${voucher.batch_name} · ${cst(Date.parse(voucher.expires_at))} 到期`;
+  function openQr(target) {
+    clearTimeout(qrTimer);
+    qrShown = target;
+    $('qr-title').textContent = target.title;
+    $('qr-name').textContent = target.name;
+    $('qr-image').alt = target.alt;
     $('qr-state').textContent = '正在生成二维码…';
+    qr.dataset.renewals = '0';
     qr.hidden = false;
     document.body.classList.add('showing-qr');
-    renewQr(voucher);
+    renewQr(target);
   }
   $('qr-close').addEventListener('click', closeQr);
 
+  // ---- The benefit card (文惠卡) --------------------------------------------------------------
+  const cardView = views.card;
+  const CARD_STATUS = { active: '正常', frozen: '已冻结' };
+  const showCardError = (error) => cardView.replaceChildren(el('p', { class: 'error', role: 'alert' }, error.message));
+  const inGroups = (number) => String(number).replace(/(\d{4})(?=\d)/g, '$1 ');
+  // Taking the card: by phone (the account's) or on a bank card. Not keyed on the server: a
+  // second try answers card_exists, and then the card is simply read.
+  const takeCard = () => {
+    const error = el('p', { class: 'error', role: 'alert', hidden: true });
+    const mobile = el('button', { type: 'button', id: 'card-mobile' }, '用手机号免费开卡');
+    const number = el('input', { id: 'bank-card', name: 'bank_card_number', inputmode: 'numeric', autocomplete: 'off',
+      maxlength: '23', spellcheck: 'false', placeholder: '12到19位银行卡号' });
+    const bank = el('button', { type: 'submit', id: 'card-bank', class: 'secondary' }, '绑定银行卡开卡');
+    const form = el('form', { class: 'card take-card' },
+      el('h2', {}, '领取文惠卡'),
+      el('p', { class: 'note' }, '每人一张，免费。在参与活动的商户用卡付款享会员优惠、得积分，积分可兑换消费券。'),
+      mobile,
+      el('p', { class: 'or' }, '或者'),
+      el('label', { for: 'bank-card' }, '银行卡号'),
+      number, bank, error);
+    const issue = async (body) => {
+      error.hidden = true;
+      mobile.disabled = true;
+      bank.disabled = true;
+      try {
+        renderCard(await asCitizen('/v1/me/card', { method: 'POST', body }));
+      } catch (refused) {
+        if (refused.code === 'card_exists') {
+          loadCard().catch(showCardError);
+          return;
+        }
+        error.textContent = refused.message;
+        error.hidden = false;
+      } finally {
+        mobile.disabled = false;
+        bank.disabled = false;
+      }
+    };
+    mobile.addEventListener('click', () => issue({ via: 'mobile' }));
+    form.addEventListener('submit', (event) => {
+      event.preventDefault();
+      issue({ via: 'bank_card', bank_card_number: number.value.replace(/[\s-]/g, '') });
+    });
+    return form;
+  };
+  // Points per season, with the day they expire.
+  const seasonPoints = (card) => card.seasons.filter((s) => s.points > 0 || s.points_debt > 0).map((s) => {
+    const season = seasonsById.get(s.season_id);
+    return el('li', { class: 'season-points' },
+      el('span', {}, `${season ? season.name : '往期活动'}：`, el('strong', {}, String(s.points)), ' 积分'),
+      el('span', { class: 'expires' }, s.expires_at ? `${cst(Date.parse(s.expires_at))} 到期` : '下下期活动结束时到期'),
+      s.points_debt > 0 ? el('span', { class: 'debt' }, `待扣 ${s.points_debt} 积分`) : null);
+  });
+  // The batches that may be exchanged for points, each with its own button.
+  const offers = (card) => {
+    const rows = [...batchesById.values()].filter((b) => b.points_price && !b.lottery).map((batch) => {
+      const opens = Date.parse(batch.claim_opens_at);
+      const before = wenhui.now() < opens;
+      const out = !before && batch.remaining <= 0;
+      const short = card.points < batch.points_price;
+      const pending = sessionStorage.getItem(EXCHANGE + batch.id);
+      const button = el('button', { type: 'button', class: 'exchange', 'data-batch-id': batch.id,
+        disabled: card.status !== 'active' || before || out || (short && !pending) },
+      before ? `${cst(opens)} 开始` : out ? '已兑完' : short && !pending ? '积分不足' : '兑换');
+      const row = el('article', { class: 'offer', 'data-batch-id': batch.id },
+        el('div', { class: 'offer-text' },
+          el('span', { class: 'terms' }, terms(batch)),
+          el('span', { class: 'name' }, batch.name),
+          el('span', { class: 'where' }, namesCache ? where(batch, namesCache) : ''),
+          el('span', { class: 'price' }, `${batch.points_price} 积分`)),
+        button,
+        el('p', { class: 'claim-message', role: 'alert', hidden: true }));
+      button.addEventListener('click', () => exchange(batch, row));
+      // An exchange a reload interrupted goes again with its key.
+      if (pending && !before) exchange(batch, row);
+      return row;
+    });
+    return el('section', { class: 'offers' }, el('h2', {}, '积分兑换'),
+      ...(rows.length ? rows : [el('p', { class: 'note' }, '本期暂时没有可用积分兑换的券。')]));
+  };
+  const exchange = async (batch, row) => {
+    const button = row.querySelector('button.exchange');
+    const line = row.querySelector('.claim-message');
+    const tell = (text, kind) => {
+      line.textContent = text;
+      line.className = `claim-message ${kind}`;
+      line.hidden = !text;
+    };
+    if (button.dataset.busy === '1') return;
+    button.dataset.busy = '1';
+    button.disabled = true;
+    button.textContent = '正在兑换…';
+    tell('', '');
+    try {
+      const answer = await keptIntent(EXCHANGE + batch.id,
+        (key) => asCitizen('/v1/me/card/exchanges', { method: 'POST', body: { batch_id: batch.id, points: batch.points_price }, idempotencyKey: key }),
+        (ms) => tell(`排队中，${Math.ceil(ms / 1000)}秒后自动重试…`, 'wait'));
+      // The card read again (points per season), the answer said where the voucher went.
+      const card = await asCitizen('/v1/me/card').catch(() => null);
+      if (card) renderCard(card);
+      const shown = cardView.querySelector(`article.offer[data-batch-id="${batch.id}"]`) || row;
+      const done = shown.querySelector('button.exchange');
+      done.disabled = true;
+      done.textContent = '已兑换';
+      const line2 = shown.querySelector('.claim-message');
+      line2.textContent = `兑换成功，用去 ${answer.points_spent} 积分，可在“我的券”中查看。`;
+      line2.className = 'claim-message ok';
+      line2.hidden = false;
+    } catch (error) {
+      button.dataset.busy = '';
+      button.disabled = false;
+      button.textContent = '兑换';
+      tell(error.message, 'refused');
+    }
+  };
+  function renderCard(card) {
+    const active = card.status === 'active';
+    const showQr = el('button', { type: 'button', id: 'card-qr', disabled: !active }, '出示卡码');
+    showQr.addEventListener('click', () => openQr({
+      title: '文惠卡',
+      name: `卡号 ${card.number_masked}`,
+      alt: '文惠卡二维码',
+      path: '/v1/me/card/qr',
+    }));
+    const points = seasonPoints(card);
+    cardView.replaceChildren(
+      el('section', { class: `member ${card.status}` },
+        el('p', { class: 'member-title' }, '文惠卡', el('span', { class: 'member-status' }, CARD_STATUS[card.status] || card.status)),
+        el('p', { class: 'member-number' }, inGroups(card.number)),
+        el('p', { class: 'member-via' }, card.bank_card ? `已绑定银行卡 ${card.bank_card}` : '手机号开卡'),
+        el('p', { class: 'member-points' }, el('strong', {}, String(card.points)), ' 积分'),
+        card.points_debt > 0 ? el('p', { class: 'member-debt' }, `待扣 ${card.points_debt} 积分（退货退回的积分，从以后得到的积分中扣除）`) : null),
+      showQr,
+      active ? el('p', { class: 'note' }, '付款时出示卡码：享商户会员优惠，消费得积分。') : el('p', { class: 'error' }, '卡已冻结，暂不能使用。'),
+      points.length ? el('ul', { class: 'points-list' }, points) : el('p', { class: 'note' }, '还没有积分：用卡消费即可得积分。'),
+      offers(card));
+  }
+  async function loadCard() {
+    if (!session()) {
+      show('account');
+      return;
+    }
+    cardView.replaceChildren(el('p', { class: 'note' }, '正在加载文惠卡…'));
+    try {
+      renderCard(await asCitizen('/v1/me/card'));
+    } catch (error) {
+      if (error.code !== 'no_card') throw error;
+      cardView.replaceChildren(takeCard());
+    }
+  }
+
   $('to-batches').addEventListener('click', () => show('batches'));
   $('to-mine').addEventListener('click', () => show('mine'));
+  $('to-card').addEventListener('click', () => show('card'));
   $('to-account').addEventListener('click', () => show('account'));
 
   setMode('sign_in');

@@ -169,7 +169,7 @@ pub const DAYS: Sheet<DayRow> = Sheet {
 /// The benefit cards' figures: one row, so no totals row.
 pub const CARDS: Sheet<CardRow> = Sheet {
     en: "cards",
-    zh: "惠民卡",
+    zh: "文惠卡",
     columns: &[
         both("cards_issued_mobile", "开卡数（手机号）", |c| Cell::Count(c.cards_issued_mobile)),
         both("cards_issued_bank_card", "开卡数（银行卡）", |c| Cell::Count(c.cards_issued_bank_card)),
