@@ -125,16 +125,14 @@
     }
   };
 
-  // The lists carry ETags: the browser's cache answers a poll within a second and revalidates
-  // after (304 when unchanged). After an opening, `fresh` revalidates at once: a list cached
-  // before the opening would show the batch sold out.
-  const load = async (fresh = false) => {
-    const cache = fresh ? 'no-cache' : 'default';
-    const [names, page] = await Promise.all([wenhui.names(), wenhui.api('/v1/seasons', { cache })]);
+  // The lists carry ETags: the browser revalidates them (a 304 when unchanged); a CDN in front
+  // answers most polls. The batch list says the server's time, taken when the page has none.
+  const load = async () => {
+    const [names, page] = await Promise.all([wenhui.names(), wenhui.api('/v1/seasons')]);
     namesCache = names;
     seasonsById = new Map(page.seasons.map((s) => [s.id, s]));
     const current = page.seasons.filter((s) => s.status === 'open' || s.status === 'scheduled');
-    const batches = await Promise.all(current.map((s) => wenhui.api(`/v1/seasons/${s.id}/batches`, { cache })));
+    const batches = await Promise.all(current.map((s) => wenhui.api(`/v1/seasons/${s.id}/batches`)));
     const listed = batches.flat();
     if (listed.length) wenhui.observe(listed[0].server_time);
     batchesById = new Map(batches.flat().map((b) => [b.id, b]));
@@ -148,7 +146,7 @@
   const reload = () => {
     if (reloading) return;
     reloading = true;
-    setTimeout(() => load(true).catch(() => {}).finally(() => { reloading = false; }), 1000);
+    setTimeout(() => load().catch(() => {}).finally(() => { reloading = false; }), 1000);
   };
 
   // ---- The citizen's session -------------------------------------------------------------

@@ -50,9 +50,9 @@ const wenhui = (() => {
   const messageFor = async (code) => (await messages())[code] || UNKNOWN;
 
   // A call to the JSON API; a refusal becomes an ApiError carrying the Chinese message.
-  // By default a cached answer is revalidated (its ETag: a 304 if unchanged), never taken as it
-  // is: a page that just wrote reads its write. `cache: 'default'` lets the browser answer a
-  // poll from its cache while the answer is fresh (the citizen's batch list, for a second).
+  // A cached answer is revalidated (its ETag: a 304 if unchanged), never taken as it is: a page
+  // that just wrote, or was reloaded, reads what is now. `cache: 'default'` would let the
+  // browser answer from its cache while the answer is fresh.
   const api = async (path, { method = 'GET', key = null, body = undefined, idempotencyKey = null, cache = 'no-cache' } = {}) => {
     const headers = { Accept: 'application/json' };
     if (key) headers.Authorization = `Bearer ${key}`;
