@@ -26,6 +26,7 @@ mod ledger_props;
 mod migrations;
 mod openapi;
 mod pages;
+mod public_reads;
 mod sessions;
 mod staff_people;
 mod till;
