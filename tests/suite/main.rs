@@ -8,6 +8,7 @@ mod authz_matrix;
 mod browser;
 mod browser_admin;
 mod browser_citizen;
+mod browser_console;
 mod browser_till;
 mod card;
 mod claims;
