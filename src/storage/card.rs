@@ -15,7 +15,7 @@ use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{AsExec, QueryBuilder, query, query_as};
-use crate::storage::ledger::INSERT_CHUNK_ROWS;
+use crate::storage::ledger::{AddressBalanceRow, BalanceMismatchRow, INSERT_CHUNK_ROWS};
 use crate::storage::{IdemRecord, LedgerStore, Refusal, SeasonStore, SqlStore, StorageError, WriteError};
 
 /// A card's points in one season: what it holds and what it owes.
@@ -292,15 +292,23 @@ impl CardPaymentRow {
 /// difference. `rows` are (payment id, points, reversal id); `entries` are (reference, points
 /// credited) for every card payment and reversal entry; `known` every card payment's and
 /// reversal's id.
+/// A `card_payments` row as the ledger check reads it.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PaymentPointsRow {
+    pub id: Uuid,
+    pub points: i64,
+    pub reversal_id: Option<Uuid>,
+}
+
 pub(crate) fn entry_breaks(
-    rows: &[(Uuid, i64, Option<Uuid>)],
+    rows: &[PaymentPointsRow],
     entries: &std::collections::HashMap<String, i64>,
     known: &std::collections::HashSet<Uuid>,
 ) -> Vec<String> {
     let mut breaks = Vec::new();
-    for (id, points, reversal) in rows {
+    for PaymentPointsRow { id, points, reversal_id } in rows {
         let mut expect = vec![format!("card_payment:{id}")];
-        expect.extend(reversal.map(|r| format!("card_reversal:{r}")));
+        expect.extend(reversal_id.map(|r| format!("card_reversal:{r}")));
         for reference in expect {
             match (entries.get(&reference), *points > 0) {
                 (Some(found), true) if found == points => {}
@@ -336,7 +344,8 @@ impl SqlStore {
         let mut found = HashMap::new();
         for chunk in addresses.chunks(INSERT_CHUNK_ROWS) {
             let mut q = QueryBuilder::new(
-                "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
+                "SELECT a.address, COALESCE(b.debits_fen, 0) AS debits_fen, COALESCE(b.credits_fen, 0) AS credits_fen \
+                 FROM accounts a \
                  LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address IN (",
             );
             let mut list = q.separated(", ");
@@ -344,10 +353,8 @@ impl SqlStore {
                 list.push_bind(address.clone());
             }
             q.push(")");
-            let rows: Vec<(String, i64, i64)> = q.build_query_as().fetch_all(&mut *conn).await?;
-            for (address, debits_fen, credits_fen) in rows {
-                found.insert(address, Balance { debits_fen, credits_fen });
-            }
+            let rows: Vec<AddressBalanceRow> = q.build_query_as().fetch_all(&mut *conn).await?;
+            found.extend(rows.into_iter().map(AddressBalanceRow::into_pair));
         }
         Ok(found)
     }
@@ -878,9 +885,9 @@ impl CardStore for SqlStore {
             ));
         }
         for kind in ["points", "points_debt"] {
-            let rows: Vec<(String, i64, i64, i64, i64)> = query_as(
-                "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0), \
-                        COALESCE(s.debits_fen, 0), COALESCE(s.credits_fen, 0) \
+            let rows: Vec<BalanceMismatchRow> = query_as(
+                "SELECT a.address, COALESCE(b.debits_fen, 0) AS debits_fen, COALESCE(b.credits_fen, 0) AS credits_fen, \
+                        COALESCE(s.debits_fen, 0) AS posted_debits_fen, COALESCE(s.credits_fen, 0) AS posted_credits_fen \
                  FROM accounts a \
                  LEFT JOIN account_balances b ON b.account_id = a.id \
                  LEFT JOIN (SELECT p.account_id, \
@@ -895,12 +902,14 @@ impl CardStore for SqlStore {
             .bind(accounts::season_cards_pattern(season_id, kind))
             .fetch_all(&self.pool)
             .await?;
-            for (address, bd, bc, pd, pc) in rows {
-                breaks
-                    .push(format!("{address}: maintained {bd} debits / {bc} credits, postings {pd} / {pc}"));
+            for r in rows {
+                breaks.push(format!(
+                    "{}: maintained {} debits / {} credits, postings {} / {}",
+                    r.address, r.debits_fen, r.credits_fen, r.posted_debits_fen, r.posted_credits_fen
+                ));
             }
         }
-        let rows: Vec<(Uuid, i64, Option<Uuid>)> =
+        let rows: Vec<PaymentPointsRow> =
             query_as("SELECT id, points, reversal_id FROM card_payments WHERE season_id = $1")
                 .bind(season_id)
                 .fetch_all(&self.pool)
@@ -918,7 +927,7 @@ impl CardStore for SqlStore {
             known.into_iter().flat_map(|(id, reversal)| std::iter::once(id).chain(reversal)).collect();
         let entries: HashMap<String, i64> = entries.into_iter().collect();
         let season_ids: HashSet<Uuid> =
-            rows.iter().flat_map(|(id, _, r)| std::iter::once(*id).chain(*r)).collect();
+            rows.iter().flat_map(|r| std::iter::once(r.id).chain(r.reversal_id)).collect();
         // Entries of this season's payments, and entries of no payment at all.
         let relevant: HashMap<String, i64> = entries
             .into_iter()
@@ -941,7 +950,8 @@ mod tests {
     #[test]
     fn entry_breaks_names_each_missing_or_wrong_entry() {
         let (a, b, c, r) = (Uuid::from_u128(1), Uuid::from_u128(2), Uuid::from_u128(3), Uuid::from_u128(4));
-        let rows = vec![(a, 10, None), (b, 0, None), (c, 5, Some(r))];
+        let row = |id, points, reversal_id| super::PaymentPointsRow { id, points, reversal_id };
+        let rows = vec![row(a, 10, None), row(b, 0, None), row(c, 5, Some(r))];
         let known: HashSet<Uuid> = [a, b, c, r].into_iter().collect();
         let mut entries: HashMap<String, i64> = [
             (format!("card_payment:{a}"), 10),

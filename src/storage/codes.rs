@@ -65,6 +65,14 @@ pub trait CodeStore: Send + Sync {
     ) -> Result<bool, StorageError>;
 }
 
+/// A `one_time_codes` row's issue counters.
+#[derive(sqlx::FromRow)]
+struct IssueHistoryRow {
+    issued_at_us: i64,
+    day_started_at_us: i64,
+    issued_in_day: i32,
+}
+
 #[async_trait]
 impl CodeStore for SqlStore {
     async fn code_history(
@@ -72,7 +80,7 @@ impl CodeStore for SqlStore {
         phone_hash: &[u8],
         purpose: CodePurpose,
     ) -> Result<Option<IssueHistory>, StorageError> {
-        let row: Option<(i64, i64, i32)> = query_as(
+        let row: Option<IssueHistoryRow> = query_as(
             "SELECT issued_at_us, day_started_at_us, issued_in_day FROM one_time_codes \
              WHERE phone_hash = $1 AND purpose = $2",
         )
@@ -80,10 +88,10 @@ impl CodeStore for SqlStore {
         .bind(purpose.as_str())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(issued, day, count)| IssueHistory {
-            issued_at: Timestamp::from_unix_us(issued),
-            day_started_at: Timestamp::from_unix_us(day),
-            issued_in_day: count,
+        Ok(row.map(|r| IssueHistory {
+            issued_at: Timestamp::from_unix_us(r.issued_at_us),
+            day_started_at: Timestamp::from_unix_us(r.day_started_at_us),
+            issued_in_day: r.issued_in_day,
         }))
     }
 

@@ -17,6 +17,7 @@ use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{Exec, QueryBuilder, Tx, execute_raw, query, query_as};
+use crate::storage::ledger::AddressBalanceRow;
 use crate::storage::till::{REDEMPTION_COLUMNS, RedemptionRow};
 use crate::storage::{IdemRecord, RedemptionRecord, Refusal, SqlStore, StorageError, WriteError};
 
@@ -124,10 +125,86 @@ struct MerchantSalesRow {
     name: String,
     city: String,
     category: String,
-    n: i64,
-    rv: i64,
-    d: i64,
-    o: i64,
+    #[sqlx(flatten)]
+    sales: SalesRow,
+}
+
+/// The live-redemption aggregates of a group of redemptions ([`SALES_COLUMNS`]).
+#[derive(sqlx::FromRow)]
+struct SalesRow {
+    redemptions: i64,
+    reversals: i64,
+    discount_fen: i64,
+    order_amount_fen: i64,
+}
+
+impl SalesRow {
+    fn figures(&self) -> SalesFigures {
+        sales(self.redemptions, self.reversals, self.discount_fen, self.order_amount_fen)
+    }
+}
+
+/// A batch's sales in a season.
+#[derive(sqlx::FromRow)]
+struct BatchSalesRow {
+    batch_id: BatchId,
+    #[sqlx(flatten)]
+    sales: SalesRow,
+}
+
+/// One day's claims in a season.
+#[derive(sqlx::FromRow)]
+struct DayClaimsRow {
+    day: i64,
+    claims: i64,
+    claimed_fen: i64,
+}
+
+/// One day's sales in a season.
+#[derive(sqlx::FromRow)]
+struct DaySalesRow {
+    day: i64,
+    #[sqlx(flatten)]
+    sales: SalesRow,
+}
+
+/// A merchant's payout account as a settlement line copies it.
+#[derive(sqlx::FromRow)]
+struct MerchantAccountRow {
+    id: MerchantId,
+    bank: String,
+    account_no: String,
+    account_name: String,
+}
+
+/// A settlement's season and progress, as a payout checks it.
+#[derive(sqlx::FromRow)]
+struct SettlementStateRow {
+    season_id: SeasonId,
+    paid_at_us: Option<i64>,
+    completed_at_us: Option<i64>,
+}
+
+/// How many of a batch's vouchers are still active (and expire on close).
+#[derive(sqlx::FromRow)]
+struct ActiveCountRow {
+    batch_id: BatchId,
+    active: i64,
+}
+
+/// A merchant's unsettled discount in a season.
+#[derive(sqlx::FromRow)]
+struct UnsettledRow {
+    merchant_id: MerchantId,
+    unsettled_fen: i64,
+}
+
+/// A merchant's settled amounts in a season, split by paid or not.
+#[derive(sqlx::FromRow)]
+struct SettledRow {
+    merchant_id: MerchantId,
+    settled_unpaid_fen: i64,
+    paid_fen: i64,
 }
 
 /// A `season_reports` row, without its season.
@@ -372,14 +449,10 @@ fn sales(redemptions: i64, reversals: i64, discount: i64, order_amount: i64) -> 
 }
 
 /// The live-redemption aggregate columns shared by the sales queries.
-const SALES_COLUMNS: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT), \
-     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT), \
-     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT), \
-     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT)";
-const SALES_COLUMNS_NAMED: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS n, \
-     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS rv, \
-     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT) AS d, \
-     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT) AS o";
+const SALES_COLUMNS: &str = "CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 1 ELSE 0 END), 0) AS BIGINT) AS redemptions, \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN 0 ELSE 1 END), 0) AS BIGINT) AS reversals, \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.discount_fen ELSE 0 END), 0) AS BIGINT) AS discount_fen, \
+     CAST(COALESCE(SUM(CASE WHEN r.reversed_at_us IS NULL THEN r.order_amount_fen ELSE 0 END), 0) AS BIGINT) AS order_amount_fen";
 
 impl SqlStore {
     /// Marks these merchants' unsettled, unreversed redemptions of the season up to the
@@ -480,8 +553,7 @@ impl SqlStore {
                 list.push_bind(*id);
             }
             q.push(")");
-            let accounts: Vec<(MerchantId, String, String, String)> =
-                q.build_query_as().fetch_all(&mut *tx).await?;
+            let accounts: Vec<MerchantAccountRow> = q.build_query_as().fetch_all(&mut *tx).await?;
             if accounts.len() != chunk.len() {
                 return Err(WriteError::Storage(StorageError::Corrupt(
                     "a redemption names a merchant that does not exist".into(),
@@ -491,16 +563,16 @@ impl SqlStore {
                 "INSERT INTO settlement_lines (settlement_id, merchant_id, redemption_count, amount_fen, funders, \
                  bank, account_no, account_name) ",
             );
-            q.push_values(accounts, |mut row, (id, bank, account_no, account_name)| {
-                let line = &lines[&id];
+            q.push_values(accounts, |mut row, account| {
+                let line = &lines[&account.id];
                 row.push_bind(settlement_id)
-                    .push_bind(id)
+                    .push_bind(account.id)
                     .push_bind(line.redemption_count)
                     .push_bind(line.amount_fen)
                     .push_bind(funder_parts_json(&line.by_funder))
-                    .push_bind(bank)
-                    .push_bind(account_no)
-                    .push_bind(account_name);
+                    .push_bind(account.bank)
+                    .push_bind(account.account_no)
+                    .push_bind(account.account_name);
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -512,14 +584,14 @@ impl SqlStore {
         tx: &mut Tx,
         season_id: SeasonId,
     ) -> Result<Vec<(String, Balance)>, WriteError> {
-        let rows: Vec<(String, i64, i64)> = query_as(
+        let rows: Vec<AddressBalanceRow> = query_as(
             "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
              JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
         )
         .bind(format!("season:{}:batch:%", season_id.as_uuid().hyphenated()))
         .fetch_all(&mut *tx)
         .await?;
-        Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
+        Ok(rows.into_iter().map(AddressBalanceRow::into_pair).collect())
     }
 
     /// The claim and redemption paths keep two counters whose CHECKs hold the
@@ -683,14 +755,14 @@ impl SqlStore {
 #[async_trait]
 impl FinanceStore for SqlStore {
     async fn season_balances(&self, season_id: SeasonId) -> Result<Vec<(String, Balance)>, StorageError> {
-        let rows: Vec<(String, i64, i64)> = query_as(
-            "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0) FROM accounts a \
+        let rows: Vec<AddressBalanceRow> = query_as(
+            "SELECT a.address, COALESCE(b.debits_fen, 0) AS debits_fen, COALESCE(b.credits_fen, 0) AS credits_fen FROM accounts a \
              LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1 ORDER BY a.address",
         )
         .bind(accounts::season_pattern(season_id))
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(a, d, c)| (a, Balance { debits_fen: d, credits_fen: c })).collect())
+        Ok(rows.into_iter().map(AddressBalanceRow::into_pair).collect())
     }
 
     async fn voucher_status_counts(
@@ -710,9 +782,8 @@ impl FinanceStore for SqlStore {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT r.batch_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 GROUP BY r.batch_id"
         ));
-        let rows: Vec<(BatchId, i64, i64, i64, i64)> =
-            query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
-        Ok(rows.into_iter().map(|(b, n, rv, d, o)| (b, sales(n, rv, d, o))).collect())
+        let rows: Vec<BatchSalesRow> = query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(|r| (r.batch_id, r.sales.figures())).collect())
     }
 
     async fn merchant_sales(
@@ -721,8 +792,8 @@ impl FinanceStore for SqlStore {
         city: Option<RegionCode>,
     ) -> Result<Vec<MerchantSales>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "SELECT m.id, m.name, m.city, m.category, s.n, s.rv, s.d, s.o FROM \
-             (SELECT r.merchant_id, {SALES_COLUMNS_NAMED} FROM redemptions r WHERE r.season_id = $1 \
+            "SELECT m.id, m.name, m.city, m.category, s.redemptions, s.reversals, s.discount_fen, s.order_amount_fen FROM \
+             (SELECT r.merchant_id, {SALES_COLUMNS} FROM redemptions r WHERE r.season_id = $1 \
               GROUP BY r.merchant_id) s JOIN merchants m ON m.id = s.merchant_id \
              WHERE ($2 = '' OR m.city = $2) ORDER BY m.name, m.id LIMIT {}",
             crate::storage::finance::MAX_REPORT_ROWS
@@ -737,7 +808,7 @@ impl FinanceStore for SqlStore {
                 name: r.name,
                 city: r.city,
                 category: r.category,
-                sales: sales(r.n, r.rv, r.d, r.o),
+                sales: r.sales.figures(),
             })
             .collect())
     }
@@ -748,22 +819,23 @@ impl FinanceStore for SqlStore {
         city: Option<RegionCode>,
     ) -> Result<Vec<DayActivity>, StorageError> {
         let claims_sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {day}, CAST(COUNT(*) AS BIGINT), CAST(COALESCE(SUM(value_fen), 0) AS BIGINT) \
+            "SELECT {day} AS day, CAST(COUNT(*) AS BIGINT) AS claims, \
+             CAST(COALESCE(SUM(value_fen), 0) AS BIGINT) AS claimed_fen \
              FROM vouchers WHERE season_id = $1 GROUP BY {day}",
             day = day_sql("claimed_at_us")
         ));
-        let claims: Vec<(i64, i64, i64)> = if city.is_none() {
+        let claims: Vec<DayClaimsRow> = if city.is_none() {
             query_as(claims_sql).bind(season_id).fetch_all(&self.pool).await?
         } else {
             Vec::new()
         };
         let redemptions_sql = sqlx::AssertSqlSafe(format!(
-            "SELECT {day}, {SALES_COLUMNS} FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
+            "SELECT {day} AS day, {SALES_COLUMNS} FROM redemptions r JOIN merchants m ON m.id = r.merchant_id \
              WHERE r.season_id = $1 AND ($2 = '' OR m.city = $2) GROUP BY {day}",
             day = day_sql("r.redeemed_at_us")
         ));
         let city = city.map(|c| c.to_string()).unwrap_or_default();
-        let redeemed: Vec<(i64, i64, i64, i64, i64)> =
+        let redeemed: Vec<DaySalesRow> =
             query_as(redemptions_sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
         let mut days: BTreeMap<i64, DayActivity> = BTreeMap::new();
         let blank = |day_number| DayActivity {
@@ -772,13 +844,13 @@ impl FinanceStore for SqlStore {
             claimed_fen: 0,
             sales: SalesFigures::default(),
         };
-        for (day, count, fen) in claims {
-            let entry = days.entry(day).or_insert_with(|| blank(day));
-            entry.claims = count;
-            entry.claimed_fen = fen;
+        for row in claims {
+            let entry = days.entry(row.day).or_insert_with(|| blank(row.day));
+            entry.claims = row.claims;
+            entry.claimed_fen = row.claimed_fen;
         }
-        for (day, n, rv, d, o) in redeemed {
-            days.entry(day).or_insert_with(|| blank(day)).sales = sales(n, rv, d, o);
+        for row in redeemed {
+            days.entry(row.day).or_insert_with(|| blank(row.day)).sales = row.sales.figures();
         }
         Ok(days.into_values().collect())
     }
@@ -953,17 +1025,19 @@ impl FinanceStore for SqlStore {
         if Self::answer_exists(&mut tx, answer).await? {
             return Err(WriteError::IdempotencyTaken);
         }
-        let state: Option<(SeasonId, Option<i64>, Option<i64>)> =
+        let state: Option<SettlementStateRow> =
             query_as("SELECT season_id, paid_at_us, completed_at_us FROM settlements WHERE id = $1")
                 .bind(settlement_id)
                 .fetch_optional(&mut tx)
                 .await?;
         let season_id = match state {
-            Some((_, Some(_), _)) => return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyPaid))),
-            Some((_, None, None)) => {
+            Some(SettlementStateRow { paid_at_us: Some(_), .. }) => {
+                return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyPaid)));
+            }
+            Some(SettlementStateRow { completed_at_us: None, .. }) => {
                 return Err(WriteError::Refused(Refusal::Code(ErrorCode::SettlementInProgress)));
             }
-            Some((season_id, None, Some(_))) => season_id,
+            Some(SettlementStateRow { season_id, .. }) => season_id,
             None => return Err(WriteError::Refused(Refusal::Code(ErrorCode::SettlementNotFound))),
         };
         // Complete: no chunk adds a line any more (`settle_merchants` checks), so the
@@ -1016,8 +1090,8 @@ impl FinanceStore for SqlStore {
             .bind(season_id)
             .execute(&mut tx)
             .await?;
-        let expiring: Vec<(Uuid, i64)> = query_as(
-            "SELECT batch_id, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 AND status = 'active' GROUP BY batch_id",
+        let expiring: Vec<ActiveCountRow> = query_as(
+            "SELECT batch_id, CAST(COUNT(*) AS BIGINT) AS active FROM vouchers WHERE season_id = $1 AND status = 'active' GROUP BY batch_id",
         )
         .bind(season_id)
         .fetch_all(&mut tx)
@@ -1027,10 +1101,10 @@ impl FinanceStore for SqlStore {
             .bind(season_id)
             .execute(&mut tx)
             .await?;
-        for (batch_id, count) in &expiring {
+        for row in &expiring {
             query("UPDATE batches SET returned_count = returned_count + $1 WHERE id = $2")
-                .bind(*count)
-                .bind(*batch_id)
+                .bind(row.active)
+                .bind(row.batch_id)
                 .execute(&mut tx)
                 .await?;
         }
@@ -1161,17 +1235,17 @@ impl FinanceStore for SqlStore {
         &self,
         season_id: SeasonId,
     ) -> Result<Vec<(MerchantId, MerchantMoney)>, StorageError> {
-        let unsettled: Vec<(MerchantId, i64)> = query_as(
-            "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) FROM redemptions WHERE season_id = $1 \
+        let unsettled: Vec<UnsettledRow> = query_as(
+            "SELECT merchant_id, CAST(SUM(discount_fen) AS BIGINT) AS unsettled_fen FROM redemptions WHERE season_id = $1 \
              AND reversed_at_us IS NULL AND settled_at_us IS NULL GROUP BY merchant_id",
         )
         .bind(season_id)
         .fetch_all(&self.pool)
         .await?;
-        let settled: Vec<(MerchantId, i64, i64)> = query_as(
+        let settled: Vec<SettledRow> = query_as(
             "SELECT l.merchant_id, \
-             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT), \
-             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) \
+             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT) AS settled_unpaid_fen, \
+             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) AS paid_fen \
              FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id WHERE s.season_id = $1 \
              GROUP BY l.merchant_id",
         )
@@ -1179,13 +1253,13 @@ impl FinanceStore for SqlStore {
         .fetch_all(&self.pool)
         .await?;
         let mut money: HashMap<MerchantId, MerchantMoney> = HashMap::new();
-        for (merchant, fen) in unsettled {
-            money.entry(merchant).or_default().unsettled_fen = fen;
+        for row in unsettled {
+            money.entry(row.merchant_id).or_default().unsettled_fen = row.unsettled_fen;
         }
-        for (merchant, unpaid, paid) in settled {
-            let entry = money.entry(merchant).or_default();
-            entry.settled_unpaid_fen = unpaid;
-            entry.paid_fen = paid;
+        for row in settled {
+            let entry = money.entry(row.merchant_id).or_default();
+            entry.settled_unpaid_fen = row.settled_unpaid_fen;
+            entry.paid_fen = row.paid_fen;
         }
         Ok(money.into_iter().collect())
     }

@@ -78,6 +78,56 @@ struct PostingRow {
     amount_fen: i64,
 }
 
+/// An `accounts` row as posting resolves an address.
+#[derive(sqlx::FromRow)]
+struct AccountRow {
+    address: String,
+    id: i64,
+    normal_side: String,
+    flags: i32,
+}
+
+/// An account's maintained balance; both are NULL for an account never posted to.
+#[derive(sqlx::FromRow)]
+struct BalanceRow {
+    debits_fen: Option<i64>,
+    credits_fen: Option<i64>,
+}
+
+/// An account's address with its balance.
+#[derive(sqlx::FromRow)]
+pub(crate) struct AddressBalanceRow {
+    pub address: String,
+    pub debits_fen: i64,
+    pub credits_fen: i64,
+}
+
+impl AddressBalanceRow {
+    pub(crate) fn into_pair(self) -> (String, Balance) {
+        (self.address, Balance { debits_fen: self.debits_fen, credits_fen: self.credits_fen })
+    }
+}
+
+/// An account whose maintained balance differs from its postings' sums.
+#[derive(sqlx::FromRow)]
+pub(crate) struct BalanceMismatchRow {
+    pub address: String,
+    pub debits_fen: i64,
+    pub credits_fen: i64,
+    pub posted_debits_fen: i64,
+    pub posted_credits_fen: i64,
+}
+
+/// A `ledger_checkpoints` row.
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    seq: i64,
+    head_hash: String,
+    signed_at_us: i64,
+    key_id: String,
+    signature: String,
+}
+
 /// A journal entry row as inserted.
 pub(crate) struct EntryInsert {
     pub seq: i64,
@@ -249,12 +299,13 @@ impl SqlStore {
                 list.push_bind(spec.address.as_str().to_owned());
             }
             select.push(")");
-            let rows: Vec<(String, i64, String, i32)> = select.build_query_as().fetch_all(&mut *tx).await?;
-            for (address, id, side, flags) in rows {
-                let flags = AccountFlags::from_bits(flags as u32)
-                    .ok_or_else(|| StorageError::Corrupt(format!("flags of {address}")))?;
-                let account = KnownAccount { id, normal_side: side_from_db(&side)?, flags };
-                known.insert(address, account);
+            let rows: Vec<AccountRow> = select.build_query_as().fetch_all(&mut *tx).await?;
+            for row in rows {
+                let flags = AccountFlags::from_bits(row.flags as u32)
+                    .ok_or_else(|| StorageError::Corrupt(format!("flags of {}", row.address)))?;
+                let account =
+                    KnownAccount { id: row.id, normal_side: side_from_db(&row.normal_side)?, flags };
+                known.insert(row.address, account);
             }
         }
         for (index, spec) in wanted {
@@ -528,22 +579,22 @@ impl LedgerStore for SqlStore {
     }
 
     async fn balance(&self, address: &AccountAddress) -> Result<Option<Balance>, StorageError> {
-        let row: Option<(Option<i64>, Option<i64>)> = query_as(
+        let row: Option<BalanceRow> = query_as(
             "SELECT b.debits_fen, b.credits_fen FROM accounts a LEFT JOIN account_balances b ON b.account_id = a.id WHERE a.address = $1",
         )
         .bind(address.as_str().to_owned())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(debits, credits)| Balance {
-            debits_fen: debits.unwrap_or(0),
-            credits_fen: credits.unwrap_or(0),
+        Ok(row.map(|r| Balance {
+            debits_fen: r.debits_fen.unwrap_or(0),
+            credits_fen: r.credits_fen.unwrap_or(0),
         }))
     }
 
     async fn balance_mismatches(&self) -> Result<Vec<BalanceMismatch>, StorageError> {
-        let rows: Vec<(String, i64, i64, i64, i64)> = query_as(
-            "SELECT a.address, COALESCE(b.debits_fen, 0), COALESCE(b.credits_fen, 0), \
-                    COALESCE(s.debits_fen, 0), COALESCE(s.credits_fen, 0) \
+        let rows: Vec<BalanceMismatchRow> = query_as(
+            "SELECT a.address, COALESCE(b.debits_fen, 0) AS debits_fen, COALESCE(b.credits_fen, 0) AS credits_fen, \
+                    COALESCE(s.debits_fen, 0) AS posted_debits_fen, COALESCE(s.credits_fen, 0) AS posted_credits_fen \
              FROM accounts a \
              LEFT JOIN account_balances b ON b.account_id = a.id \
              LEFT JOIN (SELECT account_id, \
@@ -558,10 +609,10 @@ impl LedgerStore for SqlStore {
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(address, bd, bc, pd, pc)| BalanceMismatch {
-                address,
-                maintained: Balance { debits_fen: bd, credits_fen: bc },
-                from_postings: Balance { debits_fen: pd, credits_fen: pc },
+            .map(|r| BalanceMismatch {
+                address: r.address,
+                maintained: Balance { debits_fen: r.debits_fen, credits_fen: r.credits_fen },
+                from_postings: Balance { debits_fen: r.posted_debits_fen, credits_fen: r.posted_credits_fen },
             })
             .collect())
     }
@@ -581,17 +632,17 @@ impl LedgerStore for SqlStore {
     }
 
     async fn latest_checkpoint(&self) -> Result<Option<Checkpoint>, StorageError> {
-        let row: Option<(i64, String, i64, String, String)> = query_as(
+        let row: Option<CheckpointRow> = query_as(
             "SELECT seq, head_hash, signed_at_us, key_id, signature FROM ledger_checkpoints ORDER BY id DESC LIMIT 1",
         )
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(seq, head_hash, signed_at_us, key_id, signature)| Checkpoint {
-            seq,
-            head_hash,
-            signed_at: Timestamp::from_unix_us(signed_at_us),
-            key_id,
-            signature,
+        Ok(row.map(|r| Checkpoint {
+            seq: r.seq,
+            head_hash: r.head_hash,
+            signed_at: Timestamp::from_unix_us(r.signed_at_us),
+            key_id: r.key_id,
+            signature: r.signature,
         }))
     }
 }

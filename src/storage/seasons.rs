@@ -15,7 +15,7 @@ use crate::domain::season::{
 };
 use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
-use crate::storage::ledger::INSERT_CHUNK_ROWS;
+use crate::storage::ledger::{AddressBalanceRow, INSERT_CHUNK_ROWS};
 use crate::storage::{
     CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen, NewSession, Refusal,
     SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
@@ -361,6 +361,33 @@ impl SqlStore {
     }
 }
 
+/// An `idempotency_keys` row's stored answer.
+#[derive(sqlx::FromRow)]
+struct AnswerRow {
+    request_hash: Vec<u8>,
+    status: i32,
+    body: String,
+}
+
+impl AnswerRow {
+    fn into_answer(self) -> StoredAnswer {
+        StoredAnswer {
+            request_hash: self.request_hash,
+            status: u16::try_from(self.status).unwrap_or(500),
+            body: self.body,
+        }
+    }
+}
+
+/// An `idempotency_keys` row with its scope and key.
+#[derive(sqlx::FromRow)]
+struct ScopedAnswerRow {
+    scope: String,
+    idem_key: String,
+    #[sqlx(flatten)]
+    answer: AnswerRow,
+}
+
 #[async_trait]
 impl SeasonStore for SqlStore {
     async fn prune_idempotency_answers(
@@ -372,18 +399,14 @@ impl SeasonStore for SqlStore {
     }
 
     async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError> {
-        let row: Option<(Vec<u8>, i32, String)> = query_as(
+        let row: Option<AnswerRow> = query_as(
             "SELECT request_hash, status, body FROM idempotency_keys WHERE scope = $1 AND idem_key = $2",
         )
         .bind(scope.to_owned())
         .bind(key.to_owned())
         .fetch_optional(&self.pool)
         .await?;
-        Ok(row.map(|(request_hash, status, body)| StoredAnswer {
-            request_hash,
-            status: u16::try_from(status).unwrap_or(500),
-            body,
-        }))
+        Ok(row.map(AnswerRow::into_answer))
     }
 
     async fn idempotent_answers(
@@ -404,13 +427,11 @@ impl SeasonStore for SqlStore {
                 pairs.push_bind_unseparated(key.clone()).push_unseparated(")");
             }
             select.push(")");
-            let rows: Vec<(String, String, Vec<u8>, i32, String)> =
-                select.build_query_as().fetch_all(&self.pool).await?;
-            for (scope, key, request_hash, status, body) in rows {
-                let pair = (scope, key);
+            let rows: Vec<ScopedAnswerRow> = select.build_query_as().fetch_all(&self.pool).await?;
+            for row in rows {
+                let pair = (row.scope, row.idem_key);
                 if wanted.contains(&pair) {
-                    let status = u16::try_from(status).unwrap_or(500);
-                    found.insert(pair, StoredAnswer { request_hash, status, body });
+                    found.insert(pair, row.answer.into_answer());
                 }
             }
         }
@@ -1021,7 +1042,7 @@ impl SeasonStore for SqlStore {
         // expiry may have credited one since), or the close would leave money in a
         // closed batch's reserve. The next sweep plans it again.
         self.lock_head(&mut tx).await?;
-        let reserves: Vec<(String, i64, i64)> = query_as(
+        let reserves: Vec<AddressBalanceRow> = query_as(
             "SELECT a.address, b.debits_fen, b.credits_fen FROM accounts a \
              JOIN account_balances b ON b.account_id = a.id WHERE a.address LIKE $1",
         )
@@ -1033,8 +1054,11 @@ impl SeasonStore for SqlStore {
         .fetch_all(&mut tx)
         .await?;
         // What each reserve holds now, against what the entry takes out of each.
-        let held: HashMap<&str, i64> =
-            reserves.iter().map(|(a, d, c)| (a.as_str(), c - d)).filter(|(_, left)| *left != 0).collect();
+        let held: HashMap<&str, i64> = reserves
+            .iter()
+            .map(|r| (r.address.as_str(), r.credits_fen - r.debits_fen))
+            .filter(|(_, left)| *left != 0)
+            .collect();
         let moved: HashMap<&str, i64> = entry
             .iter()
             .flat_map(|e| e.postings.iter())

@@ -37,6 +37,31 @@ struct TerminalRow {
     revoked_at_us: Option<i64>,
 }
 
+/// A merchant's payout account as read under the lock.
+#[derive(sqlx::FromRow)]
+struct PayoutAccountRow {
+    bank: String,
+    account_no: String,
+    account_name: String,
+}
+
+/// A `qr_keys` row.
+#[derive(sqlx::FromRow)]
+struct QrKeyRow {
+    key_id: String,
+    public_key: Vec<u8>,
+    valid_from_us: i64,
+    retired_at_us: Option<i64>,
+}
+
+/// A redemption's state as a reversal locks it.
+#[derive(sqlx::FromRow)]
+struct ReversibleRow {
+    reversed_at_us: Option<i64>,
+    settled_at_us: Option<i64>,
+    season_id: SeasonId,
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct MerchantRow {
     id: MerchantId,
@@ -297,17 +322,17 @@ impl SqlStore {
         tx: &mut Tx,
         merchant_id: MerchantId,
     ) -> Result<Option<SettlementAccount>, StorageError> {
-        let current: Option<(String, String, String)> = query_as(sqlx::AssertSqlSafe(format!(
+        let current: Option<PayoutAccountRow> = query_as(sqlx::AssertSqlSafe(format!(
             "SELECT bank, account_no, account_name FROM merchants WHERE id = $1{}",
             self.backend.for_update()
         )))
         .bind(merchant_id)
         .fetch_optional(&mut *tx)
         .await?;
-        Ok(current.map(|(bank, account_no, account_name)| SettlementAccount {
-            bank,
-            account_no,
-            account_name,
+        Ok(current.map(|r| SettlementAccount {
+            bank: r.bank,
+            account_no: r.account_no,
+            account_name: r.account_name,
         }))
     }
 
@@ -795,18 +820,18 @@ impl TillStore for SqlStore {
     }
 
     async fn qr_keys(&self) -> Result<Vec<QrKeyRecord>, StorageError> {
-        let rows: Vec<(String, Vec<u8>, i64, Option<i64>)> = query_as(
+        let rows: Vec<QrKeyRow> = query_as(
             "SELECT key_id, public_key, valid_from_us, retired_at_us FROM qr_keys ORDER BY valid_from_us DESC, key_id LIMIT 10",
         )
         .fetch_all(&self.pool)
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(key_id, public_key, from, retired)| QrKeyRecord {
-                key_id,
-                public_key,
-                valid_from: Timestamp::from_unix_us(from),
-                retired_at: retired.map(Timestamp::from_unix_us),
+            .map(|r| QrKeyRecord {
+                key_id: r.key_id,
+                public_key: r.public_key,
+                valid_from: Timestamp::from_unix_us(r.valid_from_us),
+                retired_at: r.retired_at_us.map(Timestamp::from_unix_us),
             })
             .collect())
     }
@@ -880,8 +905,7 @@ impl TillStore for SqlStore {
             "SELECT reversed_at_us, settled_at_us, season_id FROM redemptions WHERE id = $1{}",
             self.backend.for_update()
         ));
-        let row: Option<(Option<i64>, Option<i64>, SeasonId)> =
-            query_as(sql).bind(r.redemption_id).fetch_optional(&mut tx).await?;
+        let row: Option<ReversibleRow> = query_as(sql).bind(r.redemption_id).fetch_optional(&mut tx).await?;
         let _gate = self.gate_after_rows(held).await;
         self.lock_head(&mut tx).await?;
         let season_id = Self::reversible(&mut tx, r, row).await?;
@@ -909,12 +933,12 @@ impl SqlStore {
     async fn reversible(
         tx: &mut Tx,
         r: &NewReversal,
-        row: Option<(Option<i64>, Option<i64>, SeasonId)>,
+        row: Option<ReversibleRow>,
     ) -> Result<SeasonId, WriteError> {
         if Self::answer_exists(tx, &r.answer).await? {
             return Err(WriteError::IdempotencyTaken);
         }
-        let Some((reversed_at_us, settled_at_us, season_id)) = row else {
+        let Some(ReversibleRow { reversed_at_us, settled_at_us, season_id }) = row else {
             return Err(WriteError::Refused(Refusal::Code(ErrorCode::AlreadyReversed)));
         };
         let closed: Option<(Option<i64>,)> = query_as("SELECT closed_at_us FROM seasons WHERE id = $1")
