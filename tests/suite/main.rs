@@ -21,6 +21,7 @@ mod http_foundation;
 mod ledger;
 mod ledger_props;
 mod migrations;
+mod nodes;
 mod openapi;
 mod pages;
 mod sessions;
