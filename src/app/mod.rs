@@ -22,6 +22,7 @@ pub mod merchants;
 pub mod providers;
 pub mod qr;
 pub mod seasons;
+pub mod secrets;
 pub mod signing;
 pub mod staff;
 pub mod till;

@@ -197,6 +197,15 @@ pub trait Storage:
 
     /// One cheap round trip: is the database reachable?
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Records `fingerprint` as the fingerprint of the secret `name` unless one is recorded
+    /// already, and returns the recorded one (the first node's).
+    async fn secret_fingerprint(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        now_us: i64,
+    ) -> Result<String, StorageError>;
 }
 
 /// The ledger: the hash chain of journal entries, the maintained balances, and the signed

@@ -192,3 +192,43 @@ async fn readyz_answers_fast(backend: Backend) {
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
     assert!(started.elapsed() < std::time::Duration::from_millis(1_000));
 }
+
+both_backends!(a_node_with_its_own_citizen_secret_refuses_to_start);
+
+/// A second node whose keys directory holds the QR keys but a citizen HMAC secret of its own
+/// refuses to start, naming the secret and where it read it; with a copy of the first node's
+/// keys directory it starts. A QR key file that is not the recorded key is refused too.
+async fn a_node_with_its_own_citizen_secret_refuses_to_start(backend: Backend) {
+    let app = crate::common::TestApp::spawn(backend).await;
+    let keys = app.db.dir.path().join("data").join("keys");
+    let copy = |to: &std::path::Path| {
+        std::fs::create_dir_all(to.join("qr")).expect("mkdir");
+        for file in std::fs::read_dir(keys.join("qr")).expect("qr keys") {
+            let file = file.expect("entry");
+            std::fs::copy(file.path(), to.join("qr").join(file.file_name())).expect("copy qr key");
+        }
+    };
+    let foreign = tempfile::tempdir().expect("tempdir");
+    copy(foreign.path());
+    std::fs::write(foreign.path().join("citizen-hmac.key"), [7u8; 32]).expect("own secret");
+    let refused = app.spawn_node(|config| config.keys_dir = foreign.path().to_owned()).await;
+    let message = format!("{:#}", refused.err().expect("a foreign citizen secret is refused"));
+    assert!(message.contains("citizen HMAC secret"), "{message}");
+    assert!(message.contains(&foreign.path().join("citizen-hmac.key").display().to_string()), "{message}");
+
+    let shared = tempfile::tempdir().expect("tempdir");
+    copy(shared.path());
+    std::fs::copy(keys.join("citizen-hmac.key"), shared.path().join("citizen-hmac.key")).expect("copy");
+    std::fs::copy(keys.join("ledger-checkpoint.pk8"), shared.path().join("ledger-checkpoint.pk8"))
+        .expect("copy");
+    let node = app.spawn_node(|config| config.keys_dir = shared.path().to_owned()).await.expect("starts");
+    node.stop().await.expect("stops");
+
+    // The same secret, but a QR key file that is another key under the current key's name.
+    let qr = std::fs::read_dir(shared.path().join("qr")).expect("qr").next().expect("a key").expect("entry");
+    std::fs::remove_file(qr.path()).expect("remove");
+    wenhui::app::signing::SigningKey::load_or_create(&qr.path()).expect("another key");
+    let refused = app.spawn_node(|config| config.keys_dir = shared.path().to_owned()).await;
+    let message = format!("{:#}", refused.err().expect("a foreign QR key is refused"));
+    assert!(message.contains("QR signing key"), "{message}");
+}
