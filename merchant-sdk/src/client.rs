@@ -726,6 +726,22 @@ impl TillClient {
         decode(self.http.call(&call).await?)
     }
 
+    /// The service's plain Chinese message for every error code it answers, `{"code": "message"}`:
+    /// `GET /assets/messages.json` (unsigned), what the service's own pages show. A till's page
+    /// shows these instead of keeping a second table.
+    pub async fn fetch_messages(&self) -> Result<std::collections::HashMap<String, String>, ClientError> {
+        let call = Call {
+            op: "messages",
+            method: Method::GET,
+            path: "/assets/messages.json".into(),
+            body: None,
+            idempotency_key: None,
+            auth: Auth::None,
+            journal: None,
+        };
+        decode(self.http.call(&call).await?)
+    }
+
     /// Fetches the keys (noting when in `held`) and keeps them in the cache file (if any).
     async fn refresh_keys(&self, held: &mut HeldKeys) -> Result<KeyRing, ClientError> {
         held.fetched_at = Some(std::time::Instant::now());

@@ -9,6 +9,9 @@
 //! - [`journal`]: the till's own append-only record of every intent, attempt and answer.
 //! - [`wire`]: the request bodies and answers of the terminal-signed endpoints, the one
 //!   definition the service builds and parses too (with `ToSchema` behind the `openapi` feature).
+//! - `ui` (feature `ui`, on by default): the till page of `wenhui-till ui`, an axum server on
+//!   127.0.0.1. A till that only verifies QR codes or calls the API builds with
+//!   `default-features = false` and carries no HTTP server.
 //!
 //! Both formats are specified in `docs/qr-token.md` and `docs/terminal-signing.md` of the
 //! Wenhui repository, with test vectors, so a till vendor can implement them in any language.
@@ -17,6 +20,8 @@ pub mod client;
 pub mod journal;
 pub mod signing;
 pub mod token;
+#[cfg(feature = "ui")]
+pub mod ui;
 pub mod wire;
 
 pub use client::{

@@ -17,7 +17,6 @@ use crate::app::staff::{self, EnrolError};
 use crate::domain::citizen::Phone;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::StaffEnrolmentId;
-use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -68,14 +67,9 @@ pub struct WhoAmI {
     pub region: String,
 }
 
+/// A key's scope as a request or the CLI names it (see `app::staff::parse_scope`), as a 422.
 pub fn parse_scope(role: &str, region: &str) -> Result<StaffScope, ApiError> {
-    let role: Role = role.parse().map_err(|e: crate::domain::staff::StaffError| {
-        ApiError::unprocessable(ErrorCode::InvalidRole, e.to_string())
-    })?;
-    let region: RegionCode = region.parse().map_err(|e: crate::domain::region::RegionError| {
-        ApiError::unprocessable(ErrorCode::InvalidRegion, e.to_string())
-    })?;
-    StaffScope::new(role, region).map_err(|e| ApiError::unprocessable(ErrorCode::InvalidScope, e.to_string()))
+    Ok(staff::parse_scope(role, region)?)
 }
 
 /// Enrols a named person for a staff key (province_admin for its province and cities;

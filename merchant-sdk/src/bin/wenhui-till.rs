@@ -21,6 +21,7 @@ use uuid::Uuid;
 use wenhui_merchant_sdk::client::now_s;
 use wenhui_merchant_sdk::journal::unanswered;
 use wenhui_merchant_sdk::token::TokenKind;
+use wenhui_merchant_sdk::ui::UiOptions;
 use wenhui_merchant_sdk::{
     CardPaymentRequest, ClientError, ClientOptions, Journal, RedeemRequest, TillClient, TillKey,
     register_terminal,
@@ -122,6 +123,17 @@ enum Command {
     Get {
         #[arg(long)]
         redemption: Uuid,
+    },
+    /// Serve the till page (收银台) on this machine: scan, order amount, confirm, today's journal
+    /// and reversals, in a browser at the printed address. The page calls this process only;
+    /// the terminal's key stays here. Prints `{"listening": URL}` once ready; runs until Ctrl-C.
+    Ui {
+        /// A loopback address (127.0.0.1 or [::1]) and port; any other address is refused.
+        #[arg(long, default_value = "127.0.0.1:8700")]
+        listen: std::net::SocketAddr,
+        /// Seconds between resends of the writes whose outcome is unknown (no network).
+        #[arg(long, default_value_t = 5)]
+        retry_every_s: u64,
     },
     /// Print the journal's lines (a JSON array).
     Journal {
@@ -241,6 +253,9 @@ async fn run(cli: Cli) -> Result<Value, Failure> {
             register(&cli.config, registration, options).await
         }
         Command::Journal { unanswered } => print_journal(&cli.config, unanswered),
+        Command::Ui { listen, retry_every_s } => {
+            serve_page(&cli.config, options, listen, retry_every_s).await
+        }
         command => {
             let client = open_client(&cli.config, options)?;
             let result = till_command(&client, command).await;
@@ -293,7 +308,7 @@ async fn till_command(client: &TillClient, command: Command) -> Result<Value, Fa
             to_json(&reversed.map_err(|error| Failure { error, idempotency_key: Some(key) })?)
         }
         Command::Get { redemption } => to_json(&client.get(redemption).await?),
-        Command::Keygen { .. } | Command::Register { .. } | Command::Journal { .. } => {
+        Command::Keygen { .. } | Command::Register { .. } | Command::Journal { .. } | Command::Ui { .. } => {
             Err(config_error("not a till command"))
         }
     }
@@ -390,6 +405,46 @@ fn open_client(config_path: &Path, options: ClientOptions) -> Result<TillClient,
     let journal = Journal::open(&config.journal).map_err(|e| ClientError::Io(e.to_string()))?;
     let client = TillClient::new(&config.server, config.terminal_id, key, journal, options)?;
     Ok(client.with_key_cache(config.keys_cache))
+}
+
+/// `ui`: the till page, until Ctrl-C (or SIGTERM).
+async fn serve_page(
+    config_path: &Path,
+    options: ClientOptions,
+    listen: std::net::SocketAddr,
+    retry_every_s: u64,
+) -> Result<Value, Failure> {
+    let config = load_config(config_path)?;
+    let client = open_client(config_path, options)?;
+    let ui_options = UiOptions {
+        listen,
+        messages_cache: Some(config.keys_cache.with_file_name("till-messages.json")),
+        retry_every: Duration::from_secs(retry_every_s.max(1)),
+    };
+    let ready = |address: std::net::SocketAddr| {
+        use std::io::Write;
+        println!("{}", json!({"listening": format!("http://{address}/")}));
+        let _ = std::io::stdout().flush();
+    };
+    wenhui_merchant_sdk::ui::serve(client, ui_options, ready, shutdown_signal()).await?;
+    Ok(json!({"stopped": true}))
+}
+
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+    let terminated = async {
+        match terminate.as_mut() {
+            Some(signal) => {
+                signal.recv().await;
+            }
+            None => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = interrupt => {}
+        () = terminated => {}
+    }
 }
 
 fn print_journal(config_path: &Path, only_unanswered: bool) -> Result<Value, Failure> {
