@@ -127,6 +127,11 @@ pub struct ServeArgs {
     #[arg(long, env = "WENHUI_MAX_CONNECTIONS", default_value_t = 10_000,
           value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
     max_connections: u64,
+    /// Database connections in the main pool. PostgreSQL: about twice the database's cores,
+    /// and the sum over every node below its max_connections (docs/operations.md#database-pool).
+    #[arg(long, env = "WENHUI_DB_POOL_SIZE", default_value_t = 16,
+          value_parser = clap::value_parser!(u32).range(1..=1_000))]
+    db_pool_size: u32,
     /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
     #[arg(long)]
     production: bool,
@@ -142,6 +147,7 @@ impl ServeArgs {
         self.providers.apply(&mut config)?;
         config.ledger_key_path = self.ledger_key.clone();
         config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_s);
+        config.db_pool_size = self.db_pool_size;
         config.sweep_interval = Duration::from_secs(self.sweep_interval_s);
         config.idempotency_retention = Duration::from_secs(self.idempotency_retention_days * 86_400);
         config.connection_limits = crate::http::ConnectionLimits {

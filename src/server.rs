@@ -61,6 +61,9 @@ pub struct ServeConfig {
     /// `--production` or `WENHUI_ENV=production`: a development provider stops the start.
     pub production: bool,
     pub clock: Arc<dyn Clock>,
+    /// Database connections in the main pool (`--db-pool-size`; docs/operations.md says how to
+    /// size it).
+    pub db_pool_size: u32,
 }
 
 impl ServeConfig {
@@ -84,6 +87,7 @@ impl ServeConfig {
             code_policy: CodePolicy::default(),
             production: false,
             clock: Arc::new(SystemClock),
+            db_pool_size: storage::ConnectOptions::default().max_connections,
         }
     }
 }
@@ -103,9 +107,17 @@ pub async fn open_store_with_clock(
     data_dir: &std::path::Path,
     clock: Arc<dyn Clock>,
 ) -> anyhow::Result<Arc<dyn Storage>> {
+    open_store_with(database_url, data_dir, ConnectOptions { clock, ..ConnectOptions::default() }).await
+}
+
+/// Opens the database with these options (clock, pool size) and applies migrations.
+pub async fn open_store_with(
+    database_url: &str,
+    data_dir: &std::path::Path,
+    options: ConnectOptions,
+) -> anyhow::Result<Arc<dyn Storage>> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let options = ConnectOptions { clock, ..ConnectOptions::default() };
     let store = storage::connect(database_url, options)
         .await
         .with_context(|| format!("connecting to {}", storage::redact_url(database_url)))?;
@@ -163,7 +175,8 @@ fn check_providers(config: &ServeConfig) -> anyhow::Result<()> {
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     check_providers(&config)?;
-    let store = open_store_with_clock(&config.database_url, &config.data_dir, config.clock.clone()).await?;
+    let options = ConnectOptions { clock: config.clock.clone(), max_connections: config.db_pool_size };
+    let store = open_store_with(&config.database_url, &config.data_dir, options).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.keys_dir)?);
     let secret_path = config.keys_dir.join("citizen-hmac.key");
     let secret = citizens::load_or_create_secret(&secret_path)?;

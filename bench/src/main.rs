@@ -28,6 +28,7 @@ mod claims;
 mod finance;
 mod lottery;
 mod qr;
+mod reads;
 mod redemptions;
 
 #[derive(Parser, Debug)]
@@ -109,6 +110,9 @@ enum BenchCommand {
     Lottery(lottery::LotteryBench),
     /// Drawing a token as an SVG QR code, against the qrcode crate's own path as the baseline.
     Qr(qr::QrBench),
+    /// The rush's reads (batch list, my vouchers) with pgbench select-only as the baseline, and
+    /// a claim rush alone and beside them.
+    Reads(reads::ReadsBench),
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -120,6 +124,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         BenchCommand::Finance(args) => finance::run(args, &wenhui()?).await,
         BenchCommand::Lottery(args) => lottery::run(args, &wenhui()?).await,
         BenchCommand::Qr(args) => qr::run(args),
+        BenchCommand::Reads(args) => reads::run(args, &wenhui()?).await,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod finance;
 pub mod housekeeping;
 pub mod merchants;
 pub mod providers;
+pub mod public_reads;
 pub mod qr;
 pub mod seasons;
 pub mod secrets;

@@ -321,15 +321,13 @@ pub async fn my_vouchers(
     };
     let mut page = state.store().citizen_vouchers(citizen_id, after.as_ref(), i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut page, limit).map(|last| last.id);
+    // One round trip: the vouchers; their batches' names and terms come from memory.
+    let wanted: Vec<_> = page.iter().map(|v| (v.season_id, v.batch_id)).collect();
+    let batches = state.public_reads().batches_known(wanted).await?;
     let now = state.clock().now();
     let mut vouchers = Vec::new();
-    use std::collections::hash_map::{Entry, HashMap};
-    let mut batches = HashMap::new();
     for voucher in page {
-        if let Entry::Vacant(slot) = batches.entry(voucher.batch_id) {
-            slot.insert(state.store().batch(voucher.batch_id).await?);
-        }
-        let Some(Some(batch)) = batches.get(&voucher.batch_id) else { continue };
+        let Some(batch) = batches.get(&voucher.batch_id) else { continue };
         let mut shown = voucher.clone();
         shown.status = voucher.status_at(now);
         let voucher = crate::app::claims::voucher_json(&shown, batch);

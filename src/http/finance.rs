@@ -128,8 +128,9 @@ pub struct LangQuery {
 }
 
 /// The season report: JSON (default), `?format=csv&view=funders|batches|merchants|categories|days|cards|summary`,
-/// or `?format=xlsx` (one sheet per view). A closed season's report is the one stored at close.
-#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query), ("lang" = Option<String>, Query, description = "zh (default) or en")), responses((status = 200, description = "the report: JSON, or a CSV view, or an xlsx workbook", content((SeasonReport = "application/json"), (String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+/// `?format=xlsx` (one sheet per view), or a chart of it, `?format=svg&view=funders|days|categories|cities|leverage`
+/// (Chinese labels; the console's dashboard). A closed season's report is the one stored at close.
+#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query), ("lang" = Option<String>, Query, description = "zh (default) or en")), responses((status = 200, description = "the report: JSON, or a CSV view, or an xlsx workbook", content((SeasonReport = "application/json"), (String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), (String = "image/svg+xml"))), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     staff: Staff,
@@ -152,6 +153,11 @@ pub async fn report(
             let body = report_files::xlsx(&report, lang).map_err(file_failed)?;
             let kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
             Ok(file_response(kind, format!("{stem}.xlsx"), body))
+        }
+        ReportFormat::Svg(view) => {
+            let svg = finance::charts::chart(&report, view).ok_or_else(ApiError::internal)?;
+            let kind = HeaderValue::from_static("image/svg+xml; charset=utf-8");
+            Ok(([(header::CONTENT_TYPE, kind)], svg).into_response())
         }
     }
 }

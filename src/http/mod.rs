@@ -30,6 +30,7 @@ use openapi::{operation_id, terminal_signed};
 
 mod card;
 mod citizens;
+mod conditional;
 pub mod error;
 pub mod extract;
 mod finance;
@@ -88,6 +89,8 @@ pub(crate) struct AppInner {
     pub(crate) till_reads: TillReads,
     /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`).
     pub(crate) citizen_rates: std::sync::Arc<rate_limit::CitizenRates>,
+    /// The season list, seasons and batch lists from memory (`app::public_reads`).
+    public_reads: Arc<crate::app::public_reads::PublicReads>,
 }
 
 pub(crate) struct TillReads {
@@ -152,6 +155,7 @@ impl AppState {
         let till_reads = TillReads::spawn(&store, &clock);
         let citizen_rates = std::sync::Arc::new(rate_limit::CitizenRates::default());
         spawn_forget_idle(&citizen_rates);
+        let public_reads = Arc::new(crate::app::public_reads::PublicReads::new(store.clone(), clock.clone()));
         let inner = AppInner {
             store,
             ledger_key,
@@ -166,12 +170,18 @@ impl AppState {
             batches,
             till_reads,
             citizen_rates,
+            public_reads,
         };
         AppState(Arc::new(inner))
     }
 
     pub fn citizen_rates(&self) -> &rate_limit::CitizenRates {
         &self.0.citizen_rates
+    }
+
+    /// The public reads' snapshots; a change notifier from other nodes calls `invalidate` on it.
+    pub fn public_reads(&self) -> &Arc<crate::app::public_reads::PublicReads> {
+        &self.0.public_reads
     }
 
     pub fn clock(&self) -> &dyn Clock {

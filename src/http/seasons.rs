@@ -2,10 +2,12 @@
 
 use axum::Json;
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 
 use super::AppState;
+use super::conditional;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit};
 use super::idempotency::{IdempotencyKey, Prelude, parse_json, staff_prelude, write_outcome};
@@ -53,6 +55,7 @@ pub async fn create_season(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_season(&season, &funders, &entries, &record).await;
+    state.public_reads().invalidate();
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
@@ -85,6 +88,7 @@ pub async fn add_budget(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
     let outcome = state.store().add_budget(season.id, funder, &entry, &record).await;
+    state.public_reads().invalidate();
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
@@ -107,19 +111,6 @@ fn answer_text(answer: &impl serde::Serialize) -> Result<String, ApiError> {
 
 async fn load_season(store: &dyn Storage, id: SeasonId) -> Result<Season, ApiError> {
     store.season(id).await?.ok_or_else(|| ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"))
-}
-
-/// A season with each funder's appropriated, reserved, committed and available amounts.
-async fn season_view(store: &dyn Storage, season: &Season, now: Timestamp) -> Result<SeasonAnswer, ApiError> {
-    // One read of the season's accounts; the chart says what each one is (domain::finance).
-    let figures = crate::domain::finance::funder_figures(season.id, &store.season_balances(season.id).await?);
-    let funders: Vec<(RegionCode, FunderFigures)> = store
-        .season_funders(season.id)
-        .await?
-        .into_iter()
-        .map(|funder| (funder, figures.get(&funder).cloned().unwrap_or_default()))
-        .collect();
-    Ok(season_json(season, now, &funders))
 }
 
 /// Each funder's figures in a new season: its whole budget appropriated and available, in the
@@ -221,41 +212,50 @@ pub struct SeasonPage {
 const SEASONS_PAGE_DEFAULT: u32 = 20;
 const SEASONS_PAGE_MAX: u32 = 100;
 
-/// The seasons, latest start first, a page at a time.
+/// The seasons, latest start first, a page at a time, from the node's snapshot (at most a
+/// second old); a strong ETag, and 304 for an `If-None-Match` that names it.
 #[utoipa::path(get, operation_id = "list_seasons", path = "/v1/seasons",
-    params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 100, default 20")),
-    responses((status = 200, description = "a page of seasons, latest start first", body = SeasonPage), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
+    params(("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 100, default 20"),
+        ("If-None-Match" = Option<String>, Header, description = "the ETag of an answer held: 304 if it is still the answer")),
+    responses((status = 200, description = "a page of seasons, latest start first", body = SeasonPage), (status = 304, description = "not modified: the answer held is current"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn list_seasons(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(query): ApiQuery<PageQuery>,
-) -> Result<Json<SeasonPage>, ApiError> {
+) -> Result<Response, ApiError> {
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
-    let after = match query.after {
-        Some(id) => Some(state.store().season(id.into()).await?.ok_or_else(|| {
-            ApiError::unprocessable(
-                ErrorCode::InvalidCursor,
-                "after names no season: pass a page's next_after",
-            )
-        })?),
-        None => None,
-    };
-    let mut page = state.store().seasons(None, after.as_ref(), i64::from(limit) + 1).await?;
-    let next_after = next_cursor(&mut page, limit).map(|last| last.id);
-    let now = state.clock().now();
-    let mut seasons = Vec::new();
-    for season in &page {
-        seasons.push(season_view(state.store(), season, now).await?);
+    let snapshot = state.public_reads().seasons(query.after.map(SeasonId::from), limit).await?;
+    if !snapshot.value.cursor_known {
+        return Err(ApiError::unprocessable(
+            ErrorCode::InvalidCursor,
+            "after names no season: pass a page's next_after",
+        ));
     }
-    Ok(Json(SeasonPage { seasons, next_after }))
+    let rendered = snapshot.rendered(|page, as_of| {
+        let seasons = page.seasons.iter().map(|s| season_json(&s.season, as_of, &s.funders)).collect();
+        conditional::to_json(&SeasonPage { seasons, next_after: page.next_after })
+    });
+    conditional::answer(&headers, rendered, conditional::SEASONS)
 }
 
-#[utoipa::path(get, operation_id = "get_season", path = "/v1/seasons/{id}", params(("id" = Uuid, Path)), responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts", body = SeasonAnswer), (status = 404, body = super::error::ErrorBody)))]
+/// A season from the node's snapshot (at most a second old), with a strong ETag.
+#[utoipa::path(get, operation_id = "get_season", path = "/v1/seasons/{id}",
+    params(("id" = Uuid, Path), ("If-None-Match" = Option<String>, Header, description = "the ETag of an answer held: 304 if it is still the answer")),
+    responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts", body = SeasonAnswer), (status = 304, description = "not modified: the answer held is current"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_season(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(season_id): ApiPath<SeasonId>,
-) -> Result<Json<SeasonAnswer>, ApiError> {
-    let season = load_season(state.store(), season_id).await?;
-    Ok(Json(season_view(state.store(), &season, state.clock().now()).await?))
+) -> Result<Response, ApiError> {
+    let snapshot = state.public_reads().season(season_id).await?;
+    if snapshot.value.is_none() {
+        return Err(ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"));
+    }
+    let rendered = snapshot.rendered(|found, as_of| match found {
+        Some(s) => conditional::to_json(&season_json(&s.season, as_of, &s.funders)),
+        None => b"null".to_vec(),
+    });
+    conditional::answer(&headers, rendered, conditional::SEASONS)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -328,6 +328,7 @@ pub async fn draw(
             crate::storage::WriteError::Storage(error) => ApiError::from(error),
             other => ApiError::constraint_refusal(&other.to_string()),
         })?;
+    state.public_reads().invalidate();
     if !recorded {
         return drawn_already(&state, &record.scope, &record.key, &record.request_hash).await;
     }
@@ -424,6 +425,7 @@ pub async fn create_batch(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_batch(&batch, &entry, &record).await;
+    state.public_reads().invalidate();
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
@@ -454,6 +456,11 @@ pub struct BatchAnswer {
     lottery: Option<LotteryAnswer>,
     #[serde(flatten)]
     terms: crate::app::claims::TermsAnswer,
+    /// In a batch list: the server's clock when the list was read (the same in every item), for
+    /// a phone whose own clock is wrong.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(format = DateTime)]
+    server_time: Option<String>,
 }
 
 /// A funder's share of a batch's subsidy, in percent.
@@ -496,6 +503,7 @@ fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
             drawn_at: l.drawn_at.map(|t| t.to_string()),
         }),
         terms: crate::app::claims::TermsAnswer::of(batch),
+        server_time: None,
     }
 }
 
@@ -509,22 +517,37 @@ pub struct BatchesQuery {
 }
 
 /// Open and upcoming batches of a season, with remaining stock and the next release; with
-/// `ended=true`, also those whose claim window has closed.
-#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches", params(("id" = Uuid, Path), ("ended" = Option<bool>, Query, description = "also the batches whose claim window has closed")), responses((status = 200, description = "the season's batches with remaining stock and the next release", body = Vec<BatchAnswer>)))]
+/// `ended=true`, also those whose claim window has closed. Served from the node's snapshot: a
+/// claim here shows at once, elsewhere within a second; each batch says the snapshot's
+/// `server_time`. A strong ETag, and 304 for an `If-None-Match` that names it.
+#[utoipa::path(get, operation_id = "list_batches", path = "/v1/seasons/{id}/batches",
+    params(("id" = Uuid, Path), ("ended" = Option<bool>, Query, description = "also the batches whose claim window has closed"),
+        ("If-None-Match" = Option<String>, Header, description = "the ETag of an answer held: 304 if it is still the answer")),
+    responses((status = 200, description = "the season's batches with remaining stock and the next release", body = Vec<BatchAnswer>), (status = 304, description = "not modified: the answer held is current"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn list_batches(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<BatchesQuery>,
-) -> Result<Json<Vec<BatchAnswer>>, ApiError> {
-    load_season(state.store(), season_id).await?;
-    let now = state.clock().now();
-    let batches = state
-        .store()
-        .season_batches(season_id)
-        .await?
-        .iter()
-        .filter(|b| query.ended || b.claim_closes_at > now)
-        .map(|b| batch_view(b, now))
-        .collect();
-    Ok(Json(batches))
+) -> Result<Response, ApiError> {
+    let snapshot = state.public_reads().batches(season_id).await?;
+    if snapshot.value.is_none() {
+        return Err(ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"));
+    }
+    let render = |batches: &crate::app::public_reads::SeasonBatches, as_of: Timestamp| {
+        let list: Vec<BatchAnswer> = batches
+            .iter()
+            .flatten()
+            .filter(|b| query.ended || b.claim_closes_at > as_of)
+            .map(|b| BatchAnswer { server_time: Some(as_of.to_string()), ..batch_view(b, as_of) })
+            .collect();
+        conditional::to_json(&list)
+    };
+    let rendered = if query.ended {
+        // Rendered for this request: the memo holds the common list, without the ended ones.
+        &crate::app::public_reads::Rendered::new(render(&snapshot.value, snapshot.as_of))
+    } else {
+        snapshot.rendered(render)
+    };
+    conditional::answer(&headers, rendered, conditional::BATCHES)
 }

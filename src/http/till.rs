@@ -139,12 +139,20 @@ async fn check_nonce(state: &AppState, terminal_id: TerminalId, nonce: String) -
     Ok(())
 }
 
-/// The published QR verification keys (current and previous), for tills to verify offline.
+/// The published QR verification keys (current and previous), for tills to verify offline; from
+/// memory (reloaded each second), with a strong ETag and 304 for an `If-None-Match` naming it.
 #[utoipa::path(get, path = "/v1/keys", operation_id = "list_qr_keys",
+    params(("If-None-Match" = Option<String>, Header, description = "the ETag of an answer held: 304 if it is still the answer")),
     responses((status = 200, body = KeyRing, description = "the current key and the previous one, if any"),
+        (status = 304, description = "not modified: the keys held are current"),
         (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
-pub async fn keys(State(state): State<AppState>) -> Result<Json<KeyRing>, ApiError> {
-    Ok(Json(state.qr().ring().await?))
+pub async fn keys(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, ApiError> {
+    let ring = state.qr().ring().await?;
+    let rendered = crate::app::public_reads::Rendered::new(super::conditional::to_json(&ring));
+    super::conditional::answer(&headers, &rendered, super::conditional::KEYS)
 }
 
 /// The body of a redemption or a card payment ([`OrderBody`]) with its amount read as yuan (at

@@ -49,12 +49,23 @@ pub(crate) enum Tx {
     Sqlite(Transaction<'static, Sqlite>),
 }
 
+/// Transactions committed by this process: the public reads' snapshots rebuild when it moves
+/// (`app::public_reads`).
+static COMMITTED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// How many transactions this process has committed (any store): something may have changed.
+pub fn committed_writes() -> u64 {
+    COMMITTED.load(std::sync::atomic::Ordering::Acquire)
+}
+
 impl Tx {
     pub async fn commit(self) -> Result<(), sqlx::Error> {
-        match self {
+        let committed = match self {
             Tx::Pg(tx) => tx.commit().await,
             Tx::Sqlite(tx) => tx.commit().await,
-        }
+        };
+        COMMITTED.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+        committed
     }
 
     pub async fn rollback(self) -> Result<(), sqlx::Error> {

@@ -36,6 +36,7 @@ mod types;
 pub use backend::SqlStore;
 pub use codes::{CodeStore, CodeTry, NewCode};
 pub use constraint::Constraint;
+pub use db::committed_writes;
 pub use finance::{
     DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
     SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,

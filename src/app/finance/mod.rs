@@ -5,6 +5,7 @@
 //! grows with the number of funders, batches, merchants and days, never with vouchers or
 //! redemptions. Reconciliation reads the same aggregates and checks them against the ledger.
 
+pub mod charts;
 pub mod report_files;
 
 use std::collections::{BTreeMap, HashMap};

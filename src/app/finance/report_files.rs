@@ -410,10 +410,13 @@ pub enum ReportFormat {
     Json,
     Csv(&'static str),
     Xlsx,
+    /// A chart of the report, one of `charts::VIEWS`.
+    Svg(&'static str),
 }
 
 /// A season report's `format` (json by default, csv or xlsx: else 422 `invalid_format`) and,
-/// for CSV, its `view` (funders by default, one of [`VIEWS`]: else 422 `invalid_view`).
+/// for CSV, its `view` (funders by default, one of [`VIEWS`]: else 422 `invalid_view`); `svg`, a
+/// chart, its view one of `charts::VIEWS` (funders by default).
 pub fn report_format(format: Option<&str>, view: Option<&str>) -> Result<ReportFormat, AppError> {
     match format.unwrap_or("json") {
         "json" => Ok(ReportFormat::Json),
@@ -424,7 +427,19 @@ pub fn report_format(format: Option<&str>, view: Option<&str>) -> Result<ReportF
             )
         }
         "xlsx" => Ok(ReportFormat::Xlsx),
-        _ => Err(AppError::invalid(ErrorCode::InvalidFormat, "format is json, csv or xlsx")),
+        "svg" => {
+            let view = view.unwrap_or("funders");
+            let views = crate::app::finance::charts::VIEWS;
+            views.iter().find(|known| **known == view).map(|known| ReportFormat::Svg(known)).ok_or_else(
+                || {
+                    AppError::invalid(
+                        ErrorCode::InvalidView,
+                        format!("a chart's view is one of {}", views.join(", ")),
+                    )
+                },
+            )
+        }
+        _ => Err(AppError::invalid(ErrorCode::InvalidFormat, "format is json, csv, xlsx or svg")),
     }
 }
 
@@ -460,6 +475,8 @@ mod tests {
         assert_eq!(report_format(Some("csv"), None).expect("default view"), ReportFormat::Csv("funders"));
         assert_eq!(report_format(Some("csv"), Some("days")).expect("a view"), ReportFormat::Csv("days"));
         assert_eq!(report_format(Some("xlsx"), Some("days")).expect("workbook"), ReportFormat::Xlsx);
+        assert_eq!(report_format(Some("svg"), Some("cities")).expect("a chart"), ReportFormat::Svg("cities"));
+        assert_eq!(report_format(Some("svg"), None).expect("default chart"), ReportFormat::Svg("funders"));
         let code = |r: Result<ReportFormat, AppError>| r.expect_err("refused").code();
         assert_eq!(code(report_format(Some("csv"), Some("bogus"))), Some(ErrorCode::InvalidView));
         assert_eq!(code(report_format(Some("pdf"), None)), Some(ErrorCode::InvalidFormat));

@@ -125,12 +125,16 @@
     }
   };
 
+  // The lists carry ETags: the browser revalidates them (a 304 when unchanged); a CDN in front
+  // answers most polls. The batch list says the server's time, taken when the page has none.
   const load = async () => {
     const [names, page] = await Promise.all([wenhui.names(), wenhui.api('/v1/seasons')]);
     namesCache = names;
     seasonsById = new Map(page.seasons.map((s) => [s.id, s]));
     const current = page.seasons.filter((s) => s.status === 'open' || s.status === 'scheduled');
     const batches = await Promise.all(current.map((s) => wenhui.api(`/v1/seasons/${s.id}/batches`)));
+    const listed = batches.flat();
+    if (listed.length) wenhui.observe(listed[0].server_time);
     batchesById = new Map(batches.flat().map((b) => [b.id, b]));
     main.replaceChildren(...(current.length
       ? current.map((s, i) => season(s, batches[i], names))

@@ -2,10 +2,9 @@
 // The finance console's admin side: seasons and batches (the API's refusals in Chinese, next to
 // the field they concern), lottery draws, and merchants (search, suspend, activate, settlement
 // account requests decided by a second key). Written against the console shell's hook:
-//   wenhui.console.section(name, title, render): render(container, {key, me, season}) draws it;
-//   wenhui.console.may(action): whether the signed-in key may take `action` (a capability of
-//   src/domain/access.rs: open_season, act_as_funder, manage_merchant, see_merchants).
-// When the shell defines no hook, a minimal one is defined here; the shell's replaces it.
+//   wenhui.console.section(name, title, render, {needs, season}) (console.js);
+//   wenhui.console.may(action): whether the signed-in key may take `action` (GET /v1/staff/me's
+//   `may`, from src/domain/access.rs: open_season, act_as_funder, manage_merchant, see_merchants).
 // Every write carries an Idempotency-Key per intent, kept in sessionStorage until answered: a
 // retry or a reload sends the same request with the same key, so it is made once.
 (() => {
@@ -14,76 +13,6 @@
   const INTENT = 'wenhui.admin.intent.';
   const SEED = 'wenhui.admin.seed.';
 
-  // ---- The hook, when the shell has none ----------------------------------------------------
-  // A province's code covers its cities (the first two digits).
-  const covers = (region, code) => region === code || (/0000$/.test(region) && code.slice(0, 2) === region.slice(0, 2));
-
-  const minimalHook = () => {
-    // Until /v1/staff/me lists what a key may do (the shell's `may`, from src/domain/access.rs),
-    // the offers follow the role as access.rs decides them; the region checks are the API's.
-    const BY_ROLE = {
-      open_season: ['province_admin'],
-      act_as_funder: ['province_admin', 'city_admin'],
-      manage_merchant: ['province_admin', 'city_admin'],
-      see_merchants: ['province_admin', 'city_admin', 'finance', 'auditor'],
-    };
-    const sections = [];
-    let context = null;
-    const nav = el('nav', { class: 'sections', 'aria-label': '管理功能' });
-    const root = el('div', { id: 'admin', hidden: true }, nav);
-    document.querySelector('main').append(root);
-    const show = (name) => {
-      for (const s of sections) {
-        s.pane.hidden = s.name !== name;
-        s.tab.setAttribute('aria-current', s.name === name ? 'page' : 'false');
-      }
-    };
-    const draw = (s) => {
-      const container = el('div');
-      s.pane.replaceChildren(el('h2', {}, s.title), container);
-      s.render(container, context);
-    };
-    const start = async () => {
-      const key = sessionStorage.getItem(STAFF_KEY);
-      context = null;
-      root.hidden = true;
-      if (!key) return;
-      try {
-        const me = await wenhui.api('/v1/staff/me', { key });
-        const page = await wenhui.api('/v1/seasons');
-        const season = page.seasons.find((s) => covers(s.province, me.region) || covers(me.region, s.province)) || null;
-        context = { key, me, season };
-      } catch (_) {
-        return;
-      }
-      root.hidden = false;
-      sections.forEach(draw);
-      if (sections.length) show(sections[0].name);
-    };
-    const who = document.getElementById('who');
-    if (who) {
-      new MutationObserver(() => { if (!who.hidden) start(); }).observe(who, { attributes: true, attributeFilter: ['hidden'] });
-      if (!who.hidden) start();
-    }
-    return {
-      section(name, title, render) {
-        const s = { name, title, render };
-        s.tab = el('button', { type: 'button', 'data-section': name }, title);
-        s.tab.addEventListener('click', () => show(name));
-        s.pane = el('section', { class: 'card pane', id: `section-${name}`, hidden: true });
-        nav.append(s.tab);
-        root.append(s.pane);
-        sections.push(s);
-        if (context) draw(s);
-      },
-      may(action) {
-        if (!context) return false;
-        if (Array.isArray(context.me.may)) return context.me.may.includes(action);
-        return (BY_ROLE[action] || []).includes(context.me.role);
-      },
-    };
-  };
-  if (!wenhui.console) wenhui.console = minimalHook();
   const hook = wenhui.console;
   const may = (action) => hook.may(action);
 
@@ -706,8 +635,10 @@
     await fetchPage(true);
   };
 
-  hook.section('seasons', '活动与批次', (container, context) => { renderSeasons(container, context); });
-  hook.section('merchants', '商户管理', (container, context) => {
-    if (may('see_merchants')) renderMerchants(container, context);
-  });
+  // Offered only to a key that may act in them; neither needs a season picked (the seasons
+  // section has its own picker, and a province may have no season yet).
+  hook.section('seasons', '活动与批次', (container, context) => { renderSeasons(container, context); },
+    { needs: 'act_as_funder', season: false });
+  hook.section('merchants', '商户管理', (container, context) => { renderMerchants(container, context); },
+    { needs: 'see_merchants', season: false });
 })();

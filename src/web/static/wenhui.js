@@ -6,10 +6,18 @@ const wenhui = (() => {
   // The server's time when it answered the page, and when (on this page's monotonic clock) the
   // answer began to arrive: the server's time now is their sum; the phone's clock is not read.
   const meta = document.querySelector('meta[name="wenhui-now"]');
-  const served = meta ? Number(meta.content) : NaN;
+  let served = meta ? Number(meta.content) : NaN;
   const navigation = performance.getEntriesByType('navigation')[0];
-  const anchor = navigation ? navigation.responseStart : 0;
+  let anchor = navigation ? navigation.responseStart : 0;
   const now = () => served + (performance.now() - anchor);
+  // The server's time said in an answer's body (the batch list's server_time): taken when the
+  // page carried none, so that the countdown still runs on the server's clock, not the phone's.
+  const observe = (serverTime) => {
+    const at = Date.parse(serverTime);
+    if (Number.isFinite(served) || !Number.isFinite(at)) return;
+    served = at;
+    anchor = performance.now();
+  };
 
   class ApiError extends Error {
     constructor(status, code, message, retryAfter = null, detail = '') {
@@ -42,14 +50,17 @@ const wenhui = (() => {
   const messageFor = async (code) => (await messages())[code] || UNKNOWN;
 
   // A call to the JSON API; a refusal becomes an ApiError carrying the Chinese message.
-  const api = async (path, { method = 'GET', key = null, body = undefined, idempotencyKey = null } = {}) => {
+  // A cached answer is revalidated (its ETag: a 304 if unchanged), never taken as it is: a page
+  // that just wrote, or was reloaded, reads what is now. `cache: 'default'` would let the
+  // browser answer from its cache while the answer is fresh.
+  const api = async (path, { method = 'GET', key = null, body = undefined, idempotencyKey = null, cache = 'no-cache' } = {}) => {
     const headers = { Accept: 'application/json' };
     if (key) headers.Authorization = `Bearer ${key}`;
     if (idempotencyKey) headers['Idempotency-Key'] = idempotencyKey;
     if (body !== undefined) headers['Content-Type'] = 'application/json';
     let response;
     try {
-      response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+      response = await fetch(path, { method, headers, cache, body: body === undefined ? undefined : JSON.stringify(body) });
     } catch (_) {
       throw new ApiError(0, 'network', NETWORK);
     }
@@ -124,5 +135,5 @@ const wenhui = (() => {
   // A fresh random key (hex), for an Idempotency-Key.
   const randomKey = () => Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, '0')).join('');
 
-  return { now, api, randomKey, ApiError, messageFor, names, yuan, plain, isZero, cst, countdown, el };
+  return { now, observe, api, randomKey, ApiError, messageFor, names, yuan, plain, isZero, cst, countdown, el };
 })();

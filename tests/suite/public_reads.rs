@@ -1,0 +1,159 @@
+//! The rush's public reads from memory (issue 26): the batch list, seasons and keys served from
+//! the node's snapshot, with strong ETags and 304s; a claim or a new batch shows in the list.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use wenhui::domain::time::Clock;
+
+use crate::both_backends;
+use crate::claims::World;
+use crate::common::{Backend, read};
+
+both_backends!(
+    a_claim_reaches_the_batch_list_within_the_bound,
+    an_unchanged_list_answers_304_and_a_claim_changes_its_etag,
+    a_batch_created_here_is_listed_at_once,
+    seasons_and_keys_carry_etags_and_answer_304,
+    many_readers_make_one_rebuild,
+);
+
+/// A GET with an optional If-None-Match: status, ETag, Cache-Control and body.
+async fn conditional_get(world: &World, path: &str, etag: Option<&str>) -> (u16, String, String, Value) {
+    let mut request = world.app.client.get(world.app.url(path));
+    if let Some(etag) = etag {
+        request = request.header("if-none-match", etag);
+    }
+    let response = request.send().await.expect("send");
+    let header = |name: &str| {
+        response.headers().get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned()
+    };
+    let (tag, cache) = (header("etag"), header("cache-control"));
+    let status = response.status().as_u16();
+    if status == 304 {
+        let body = response.bytes().await.expect("body");
+        assert!(body.is_empty(), "a 304 has no body");
+        return (status, tag, cache, Value::Null);
+    }
+    let (status, body) = read(response).await;
+    (status, tag, cache, body)
+}
+
+fn remaining(list: &Value, batch_id: &str) -> i64 {
+    let batch = list.as_array().expect("array").iter().find(|b| b["id"] == batch_id).expect("listed");
+    batch["remaining"].as_i64().expect("remaining")
+}
+
+async fn a_claim_reaches_the_batch_list_within_the_bound(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let batch = world.batch(json!({"stock": 10})).await;
+    let batch_id = batch["id"].as_str().expect("id");
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    assert_eq!(remaining(&world.app.get(&path, None).await.1, batch_id), 10, "the snapshot is built");
+    let token = world.citizen(1).await;
+    let (status, claimed) = world.claim(&token, batch_id, "claim-1").await;
+    assert_eq!(status, 201, "{claimed}");
+    let claimed_at = Instant::now();
+    loop {
+        let (status, list) = world.app.get(&path, None).await;
+        assert_eq!(status, 200, "{list}");
+        if remaining(&list, batch_id) == 9 {
+            break;
+        }
+        let waited = claimed_at.elapsed();
+        assert!(waited < Duration::from_secs(1), "the claim is not in the list after {waited:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn an_unchanged_list_answers_304_and_a_claim_changes_its_etag(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let batch = world.batch(json!({"stock": 10})).await;
+    let batch_id = batch["id"].as_str().expect("id");
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    let (status, etag, cache, list) = conditional_get(&world, &path, None).await;
+    assert_eq!(status, 200, "{list}");
+    assert!(etag.starts_with('"') && etag.ends_with('"') && etag.len() > 2, "a strong ETag: {etag}");
+    assert_eq!(cache, "public, max-age=1, stale-while-revalidate=5");
+    assert_eq!(list[0]["server_time"], world.clock.now().to_string(), "the server's time, in each batch");
+
+    let (status, again, _, _) = conditional_get(&world, &path, Some(&etag)).await;
+    assert_eq!((status, again.as_str()), (304, etag.as_str()), "an unchanged list is not sent again");
+    let (status, _, _, _) = conditional_get(&world, &path, Some("\"something-else\"")).await;
+    assert_eq!(status, 200, "another ETag gets the list");
+
+    let token = world.citizen(1).await;
+    assert_eq!(world.claim(&token, batch_id, "claim-1").await.0, 201);
+    let (status, after, _, list) = conditional_get(&world, &path, Some(&etag)).await;
+    assert_eq!(status, 200, "the list changed with the claim");
+    assert_ne!(after, etag, "a new ETag");
+    assert_eq!(remaining(&list, batch_id), 9);
+    let (status, _, _, _) = conditional_get(&world, &path, Some(&after)).await;
+    assert_eq!(status, 304, "the new list is unchanged since");
+}
+
+async fn a_batch_created_here_is_listed_at_once(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let path = format!("/v1/seasons/{}/batches", world.season_id);
+    let (status, empty) = world.app.get(&path, None).await;
+    assert_eq!((status, empty.clone()), (200, json!([])), "no batch yet (the snapshot is built)");
+    let batch = world.batch(json!({"stock": 7})).await;
+    let (_, list) = world.app.get(&path, None).await;
+    assert_eq!(remaining(&list, batch["id"].as_str().expect("id")), 7, "listed at once: {list}");
+    // A season created here is in the season list at once too.
+    let (_, seasons) = world.app.get("/v1/seasons", None).await;
+    assert_eq!(seasons["seasons"][0]["id"], world.season_id.as_str());
+    let (status, missing) =
+        world.app.get(&format!("/v1/seasons/{}/batches", uuid::Uuid::now_v7()), None).await;
+    assert_eq!(status, 404, "{missing}");
+}
+
+async fn seasons_and_keys_carry_etags_and_answer_304(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    for (path, cache) in [
+        ("/v1/seasons".to_owned(), "public, max-age=5, stale-while-revalidate=30"),
+        (format!("/v1/seasons/{}", world.season_id), "public, max-age=5, stale-while-revalidate=30"),
+        ("/v1/keys".to_owned(), "public, max-age=60, stale-while-revalidate=60"),
+    ] {
+        let (status, etag, cache_control, body) = conditional_get(&world, &path, None).await;
+        assert_eq!(status, 200, "{path}: {body}");
+        assert_eq!(cache_control, cache, "{path}");
+        let (status, again, _, _) = conditional_get(&world, &path, Some(&etag)).await;
+        assert_eq!((status, again), (304, etag), "{path}");
+    }
+    // A budget added changes the season's figures: a new answer, with the new amount.
+    let (_, etag, _, _) = conditional_get(&world, &format!("/v1/seasons/{}", world.season_id), None).await;
+    let budget = json!({"funder": "370000", "amount": "5.00"});
+    let path = format!("/v1/seasons/{}/budgets", world.season_id);
+    let (status, added) = world.app.post_idem(&path, Some(&world.province_admin), "budget-1", budget).await;
+    assert_eq!(status, 201, "{added}");
+    let (status, _, _, season) =
+        conditional_get(&world, &format!("/v1/seasons/{}", world.season_id), Some(&etag)).await;
+    assert_eq!(status, 200);
+    assert_eq!(crate::claims::funder(&season, "370000")["appropriated"], "100005.00");
+}
+
+async fn many_readers_make_one_rebuild(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    world.batch(json!({"stock": 5})).await;
+    let clock = world.clock.clone();
+    let reads = std::sync::Arc::new(wenhui::app::public_reads::PublicReads::new(
+        world.app.db.store_with_clock(clock).await,
+        world.clock.clone(),
+    ));
+    let season_id: wenhui::domain::ids::SeasonId =
+        world.season_id.parse::<uuid::Uuid>().expect("uuid").into();
+    let readers: Vec<_> = (0..64)
+        .map(|_| {
+            let reads = reads.clone();
+            tokio::spawn(
+                async move { reads.batches(season_id).await.map(|s| s.value.as_ref().map(Vec::len)) },
+            )
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.expect("join").expect("read"), Some(1));
+    }
+    // Commits elsewhere in this test process may start a rebuild or two more, never one each.
+    assert!(reads.rebuilds() < 8, "{} rebuilds for 64 readers", reads.rebuilds());
+}
