@@ -38,6 +38,11 @@ pub struct Cli {
     /// Where the embedded database and the signing keys live.
     #[arg(long, env = "WENHUI_DATA_DIR", default_value = "data", global = true)]
     pub data_dir: PathBuf,
+    /// Where the secrets are read from (citizen HMAC secret, QR and checkpoint keys); separate
+    /// from the data directory so that many nodes can share one, mounted read-only
+    /// (default: `<data dir>/keys`).
+    #[arg(long, env = "WENHUI_KEYS_DIR", global = true)]
+    pub keys_dir: Option<PathBuf>,
     #[arg(long, env = "WENHUI_LOG_FORMAT", value_enum, default_value = "text", global = true)]
     pub log_format: LogFormat,
     #[command(subcommand)]
@@ -294,20 +299,23 @@ pub enum KeysCommand {
 /// The person a console key is for: the name, and the phone's keyed hash under the server's
 /// citizen secret (as the API's enrolments store it).
 pub(crate) fn console_person(
-    data_dir: &std::path::Path,
+    keys_dir: &std::path::Path,
     name: Option<&str>,
     phone: Option<&str>,
 ) -> anyhow::Result<Option<crate::storage::NewStaffPerson>> {
     let (Some(name), Some(phone)) = (name, phone) else { return Ok(None) };
     let phone = crate::domain::citizen::Phone::parse(phone).map_err(|e| anyhow::anyhow!("--phone: {e}"))?;
     anyhow::ensure!(!name.trim().is_empty(), "--name is empty");
-    let secret =
-        crate::app::citizens::load_or_create_secret(&data_dir.join("keys").join("citizen-hmac.key"))?;
+    let secret = crate::app::citizens::load_or_create_secret(&keys_dir.join("citizen-hmac.key"))?;
     let person = staff::Person { name, phone: &phone };
     Ok(Some(staff::new_person(&person, phone.keyed_hash(&secret))))
 }
 
 impl Cli {
+    fn keys_dir(&self) -> PathBuf {
+        self.keys_dir.clone().unwrap_or_else(|| self.data_dir.join("keys"))
+    }
+
     fn database_url(&self) -> String {
         self.database_url.clone().unwrap_or_else(|| server::default_database_url(&self.data_dir))
     }
@@ -328,7 +336,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let url = cli.database_url();
     match &cli.command {
         Command::Serve(args) => {
-            server::run(args.config(url, cli.data_dir.clone())?).await?;
+            let mut config = args.config(url, cli.data_dir.clone())?;
+            config.keys_dir = cli.keys_dir();
+            server::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Demo(args) => {
@@ -352,7 +362,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Keys(KeysCommand::Create { role, region, label, name, phone }) => {
             let scope =
                 crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
-            let person = console_person(&cli.data_dir, name.as_deref(), phone.as_deref())?;
+            let person = console_person(&cli.keys_dir(), name.as_deref(), phone.as_deref())?;
             let store = server::open_store(&url, &cli.data_dir).await?;
             let minted = staff::mint_for(store.as_ref(), scope, label, person).await?;
             println!("{}", minted.secret);
@@ -360,9 +370,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Keys(KeysCommand::RotateQr) => {
             let store = server::open_store(&url, &cli.data_dir).await?;
-            let key_id =
-                crate::app::qr::rotate(store.as_ref(), &cli.data_dir, crate::domain::time::Timestamp::now())
-                    .await?;
+            let key_id = crate::app::qr::rotate(
+                store.as_ref(),
+                &cli.keys_dir(),
+                crate::domain::time::Timestamp::now(),
+            )
+            .await?;
             println!("{key_id}");
             Ok(ExitCode::SUCCESS)
         }
@@ -517,13 +530,13 @@ async fn ledger(command: &LedgerCommand, url: &str, cli: &Cli) -> anyhow::Result
         }
         LedgerCommand::Checkpoint { ledger_key } => {
             let store = server::open_store(url, &cli.data_dir).await?;
-            let key = server::load_ledger_key(ledger_key.as_deref(), &cli.data_dir)?;
+            let key = server::load_ledger_key(ledger_key.as_deref(), &cli.keys_dir())?;
             let checkpoint = audit::checkpoint(store.as_ref(), &key).await?;
             println!("{}", serde_json::to_string(&checkpoint)?);
             Ok(ExitCode::SUCCESS)
         }
         LedgerCommand::PublicKey { ledger_key } => {
-            let key = server::load_ledger_key(ledger_key.as_deref(), &cli.data_dir)?;
+            let key = server::load_ledger_key(ledger_key.as_deref(), &cli.keys_dir())?;
             println!("{}", key.public_key_base64url());
             Ok(ExitCode::SUCCESS)
         }

@@ -472,7 +472,7 @@ async fn seed(server: &RunningServer, data_dir: &Path) -> anyhow::Result<Seeded>
 async fn staff_keys(server: &RunningServer, api: &Api, data_dir: &Path) -> anyhow::Result<Vec<StaffKey>> {
     let mut keys = Vec::new();
     let (role, region, name, phone) = STAFF[0];
-    let person = crate::cli::console_person(data_dir, Some(name), Some(phone))?;
+    let person = crate::cli::console_person(&data_dir.join("keys"), Some(name), Some(phone))?;
     let scope = StaffScope::new(role, region.parse::<RegionCode>().map_err(|e| anyhow::anyhow!("{e}"))?)
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     let minted = crate::app::staff::mint_for(server.store.as_ref(), scope, "demo", person).await?;

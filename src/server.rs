@@ -27,6 +27,10 @@ pub struct ServeConfig {
     pub database_url: String,
     pub listen: SocketAddr,
     pub data_dir: PathBuf,
+    /// Where the secrets are read from (`--keys-dir`; by default `<data dir>/keys`): the citizen
+    /// HMAC secret, the QR signing keys and the checkpoint key. Every node over one database
+    /// reads the same ones; it may be mounted read-only once the first node has made them.
+    pub keys_dir: PathBuf,
     pub ledger_key_path: Option<PathBuf>,
     pub checkpoint_interval: Duration,
     /// How often due vouchers are expired and closed batches' reserves returned.
@@ -67,6 +71,7 @@ impl ServeConfig {
         ServeConfig {
             database_url,
             listen,
+            keys_dir: data_dir.join("keys"),
             data_dir,
             ledger_key_path: None,
             checkpoint_interval: Duration::from_secs(300),
@@ -122,9 +127,9 @@ pub async fn open_store_with(
 
 pub fn load_ledger_key(
     config_path: Option<&std::path::Path>,
-    data_dir: &std::path::Path,
+    keys_dir: &std::path::Path,
 ) -> anyhow::Result<SigningKey> {
-    let path = config_path.map(PathBuf::from).unwrap_or_else(|| signing::default_ledger_key_path(data_dir));
+    let path = config_path.map(PathBuf::from).unwrap_or_else(|| signing::default_ledger_key_path(keys_dir));
     SigningKey::load_or_create(&path)
 }
 
@@ -172,8 +177,11 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     check_providers(&config)?;
     let options = ConnectOptions { clock: config.clock.clone(), max_connections: config.db_pool_size };
     let store = open_store_with(&config.database_url, &config.data_dir, options).await?;
-    let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.data_dir)?);
-    let secret = citizens::load_or_create_secret(&config.data_dir.join("keys").join("citizen-hmac.key"))?;
+    let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.keys_dir)?);
+    let secret_path = config.keys_dir.join("citizen-hmac.key");
+    let secret = citizens::load_or_create_secret(&secret_path)?;
+    crate::app::secrets::check_citizen_secret(store.as_ref(), &secret, &secret_path, config.clock.now())
+        .await?;
     let codes = Codes::new(
         store.clone(),
         config.clock.clone(),
@@ -185,9 +193,9 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let citizens = Arc::new(Citizens::new(store.clone(), config.clock.clone(), secret, verifier, codes));
     let revocations =
         citizens::spawn_revocation_feed(citizens.clone(), config.clock.clone(), config.revocation_poll);
-    crate::app::qr::ensure_key(store.as_ref(), &config.data_dir, config.clock.now()).await?;
+    crate::app::qr::ensure_key(store.as_ref(), &config.keys_dir, config.clock.now()).await?;
     let qr =
-        Arc::new(crate::app::qr::QrKeys::new(store.clone(), config.data_dir.clone(), config.clock.clone()));
+        Arc::new(crate::app::qr::QrKeys::new(store.clone(), config.keys_dir.clone(), config.clock.clone()));
     let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
     let redemptions = crate::app::till::writer::RedemptionWriter::spawn(store.clone());
     let sweeper = writer.spawn_sweeper(config.sweep_interval);

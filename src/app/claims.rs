@@ -36,6 +36,9 @@ pub const MAX_GROUP: usize = 1_024;
 const QUEUE_DEPTH: usize = 65_536;
 const CACHE_MAX: usize = 500_000;
 const SWEEP_LIMIT: i64 = 2_000;
+/// Most times one claim is decided again after the database refused it (another process
+/// committed first); each try reads fresh state, so a sold-out batch ends it at the next.
+const MAX_TRIES: u32 = 8;
 
 /// A claim as the HTTP layer hands it over.
 pub struct ClaimRequest {
@@ -330,7 +333,7 @@ impl Writer {
         let (pending, outcome) = self.decide_and_commit(pending).await;
         match outcome {
             Ok(()) => reply_all(pending),
-            Err(WriteError::Storage(error)) => {
+            Err(error) if !decide_again(&error) => {
                 tracing::error!(%error, "claim group failed");
                 self.caches.clear();
                 for p in pending {
@@ -341,20 +344,32 @@ impl Writer {
                 tracing::warn!(%error, "claim group refused by the database; replaying one by one");
                 self.caches.clear();
                 for p in pending {
-                    let single = vec![Pending { request: p.request, answer: None }];
-                    let (single, outcome) = self.decide_and_commit(single).await;
-                    match outcome {
-                        Ok(()) => reply_all(single),
-                        Err(error) => {
-                            tracing::error!(%error, "single claim failed");
-                            self.caches.clear();
-                            for p in single {
-                                let _ = p.request.reply.send(Answer::unavailable());
-                            }
-                        }
-                    }
+                    self.process_single(p.request).await;
                 }
             }
+        }
+    }
+
+    /// One claim in a transaction of its own, decided again on fresh state each time the
+    /// database refuses it (another process committed between the reads and the commit), at
+    /// most [`MAX_TRIES`] times; answered 503 only when the database cannot be reached.
+    async fn process_single(&mut self, mut request: ClaimRequest) {
+        for attempt in 1..=MAX_TRIES {
+            let single = vec![Pending { request, answer: None }];
+            let (mut single, outcome) = self.decide_and_commit(single).await;
+            let error = match outcome {
+                Ok(()) => return reply_all(single),
+                Err(error) => error,
+            };
+            self.caches.clear();
+            let Some(p) = single.pop() else { return };
+            if !decide_again(&error) || attempt == MAX_TRIES {
+                tracing::error!(%error, attempt, "single claim failed");
+                let _ = p.request.reply.send(Answer::unavailable());
+                return;
+            }
+            tracing::info!(%error, attempt, "single claim refused by the database; deciding it again");
+            request = p.request;
         }
     }
 
@@ -780,6 +795,15 @@ fn expiry_commit(
         commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, voucher, false));
     }
     commit
+}
+
+/// Whether a refused commit is worth deciding again on fresh state: everything but a database
+/// that could not be reached (or failed otherwise), where the answer is 503.
+fn decide_again(error: &WriteError) -> bool {
+    match error {
+        WriteError::Storage(storage) => storage.is_transient_conflict(),
+        _ => true,
+    }
 }
 
 fn reply_all(pending: Vec<Pending>) {

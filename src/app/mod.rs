@@ -23,6 +23,7 @@ pub mod providers;
 pub mod public_reads;
 pub mod qr;
 pub mod seasons;
+pub mod secrets;
 pub mod signing;
 pub mod staff;
 pub mod till;

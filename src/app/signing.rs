@@ -88,8 +88,8 @@ impl SigningKey {
 }
 
 /// Where the ledger checkpoint key lives unless configured otherwise.
-pub fn default_ledger_key_path(data_dir: &Path) -> PathBuf {
-    data_dir.join("keys").join("ledger-checkpoint.pk8")
+pub fn default_ledger_key_path(keys_dir: &Path) -> PathBuf {
+    keys_dir.join("ledger-checkpoint.pk8")
 }
 
 #[cfg(test)]

@@ -542,6 +542,28 @@ impl Storage for SqlStore {
         query("SELECT 1").execute(&self.pool).await?;
         Ok(())
     }
+
+    async fn secret_fingerprint(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        now_us: i64,
+    ) -> Result<String, StorageError> {
+        query(
+            "INSERT INTO secret_fingerprints (name, fingerprint, recorded_at_us) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO NOTHING",
+        )
+        .bind(name)
+        .bind(fingerprint)
+        .bind(now_us)
+        .execute(&self.pool)
+        .await?;
+        let (recorded,): (String,) = query_as("SELECT fingerprint FROM secret_fingerprints WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(recorded)
+    }
 }
 
 #[async_trait]

@@ -98,6 +98,21 @@ pub enum StorageError {
     Shared(std::sync::Arc<StorageError>),
 }
 
+impl StorageError {
+    /// The database refused the transaction because another one conflicted with it (a
+    /// PostgreSQL serialization failure or deadlock, SQLite busy), not because it is out of
+    /// reach: the same work tried again on fresh state may well commit.
+    pub fn is_transient_conflict(&self) -> bool {
+        match self {
+            StorageError::Database(sqlx::Error::Database(db)) => {
+                matches!(db.code().as_deref(), Some("40001" | "40P01" | "5" | "517"))
+            }
+            StorageError::Shared(inner) => inner.is_transient_conflict(),
+            _ => false,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum PostError {
     #[error(transparent)]
@@ -183,6 +198,15 @@ pub trait Storage:
 
     /// One cheap round trip: is the database reachable?
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Records `fingerprint` as the fingerprint of the secret `name` unless one is recorded
+    /// already, and returns the recorded one (the first node's).
+    async fn secret_fingerprint(
+        &self,
+        name: &str,
+        fingerprint: &str,
+        now_us: i64,
+    ) -> Result<String, StorageError>;
 }
 
 /// The ledger: the hash chain of journal entries, the maintained balances, and the signed

@@ -216,6 +216,18 @@ impl TestApp {
         change(&mut self.config);
     }
 
+    /// Another node over the same database and data directory (so the same keys), on a port of
+    /// its own, with `configure` applied to a copy of this server's configuration.
+    pub async fn spawn_node(
+        &self,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> anyhow::Result<RunningServer> {
+        let mut config = self.config.clone();
+        config.listen = "127.0.0.1:0".parse().expect("addr");
+        configure(&mut config);
+        wenhui::server::start(config).await
+    }
+
     pub fn store(&self) -> &dyn Storage {
         self.server.as_ref().expect("running").store.as_ref()
     }

@@ -24,6 +24,7 @@ mod http_foundation;
 mod ledger;
 mod ledger_props;
 mod migrations;
+mod nodes;
 mod openapi;
 mod pages;
 mod public_reads;

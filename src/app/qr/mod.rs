@@ -1,7 +1,8 @@
 //! QR signing keys and token issuance. The token format lives in the merchant SDK
 //! (`wenhui_merchant_sdk::token`) so that the service and every till share one implementation.
 //!
-//! Private keys are PKCS#8 files in `<data dir>/keys/qr/<key id>.pk8` (mode 0600); the database
+//! Private keys are PKCS#8 files in `<keys dir>/qr/<key id>.pk8` (`--keys-dir`, by default
+//! `<data dir>/keys`) (mode 0600); the database
 //! records each key's public half and validity (`qr_keys`). `wenhui keys rotate-qr` adds a key
 //! and retires the previous one: tokens it signed before retirement stay valid until they expire
 //! (at most 120 s), so a rotation never breaks a token in flight.
@@ -27,13 +28,14 @@ use crate::storage::{QrKeyRecord, Storage, StorageError, TillStore};
 pub const TOKEN_LIFETIME_S: i64 = 90;
 const RELOAD_EVERY: Duration = Duration::from_secs(1);
 
-pub fn key_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("keys").join("qr")
+/// The QR keys' folder in the keys directory (`--keys-dir`).
+pub fn key_dir(keys_dir: &Path) -> PathBuf {
+    keys_dir.join("qr")
 }
 
 /// Generates a key, stores its file and its public record (retiring the previous key).
-pub async fn rotate(store: &dyn TillStore, data_dir: &Path, now: Timestamp) -> anyhow::Result<String> {
-    let dir = key_dir(data_dir);
+pub async fn rotate(store: &dyn TillStore, keys_dir: &Path, now: Timestamp) -> anyhow::Result<String> {
+    let dir = key_dir(keys_dir);
     let staging = dir.join(format!("new-{}.pk8", Uuid::new_v4()));
     let key = SigningKey::load_or_create(&staging)?;
     let final_path = dir.join(format!("{}.pk8", key.key_id()));
@@ -48,19 +50,30 @@ pub async fn rotate(store: &dyn TillStore, data_dir: &Path, now: Timestamp) -> a
     Ok(record.key_id)
 }
 
-/// Makes sure a current QR key exists (first start).
-pub async fn ensure_key(store: &dyn TillStore, data_dir: &Path, now: Timestamp) -> anyhow::Result<()> {
+/// Makes sure a current QR key exists (first start), and that this node's file for it is the
+/// key whose public half the database records (every node must sign with the same key).
+pub async fn ensure_key(store: &dyn TillStore, keys_dir: &Path, now: Timestamp) -> anyhow::Result<()> {
     let keys = store.qr_keys().await?;
-    let current = keys.iter().find(|k| k.retired_at.is_none());
-    match current {
-        Some(key) if key_dir(data_dir).join(format!("{}.pk8", key.key_id)).exists() => Ok(()),
-        Some(key) => anyhow::bail!(
-            "the current QR key {} has no private key file in {}",
-            key.key_id,
-            key_dir(data_dir).display()
-        ),
-        None => rotate(store, data_dir, now).await.map(|_| ()),
-    }
+    let Some(current) = keys.iter().find(|k| k.retired_at.is_none()) else {
+        return rotate(store, keys_dir, now).await.map(|_| ());
+    };
+    let path = key_dir(keys_dir).join(format!("{}.pk8", current.key_id));
+    anyhow::ensure!(
+        path.exists(),
+        "the current QR key {} has no private key file in {}",
+        current.key_id,
+        key_dir(keys_dir).display()
+    );
+    let pkcs8 = std::fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+    let key = SigningKey::from_pkcs8(&pkcs8)?;
+    anyhow::ensure!(
+        key.public_key() == current.public_key.as_slice(),
+        "refusing to start: the QR signing key {} read from {} is not the key the database records \
+         (its public half differs). Every node over one database must read the same keys directory",
+        current.key_id,
+        path.display()
+    );
+    Ok(())
 }
 
 /// The published verification keys: the current one and the one before it.
@@ -89,14 +102,14 @@ struct Loaded {
 /// from the database every few seconds so that a rotation by the CLI takes effect.
 pub struct QrKeys {
     store: Arc<dyn Storage>,
-    data_dir: PathBuf,
+    keys_dir: PathBuf,
     clock: Arc<dyn Clock>,
     loaded: Mutex<Option<Arc<Loaded>>>,
 }
 
 impl QrKeys {
-    pub fn new(store: Arc<dyn Storage>, data_dir: PathBuf, clock: Arc<dyn Clock>) -> QrKeys {
-        QrKeys { store, data_dir, clock, loaded: Mutex::new(None) }
+    pub fn new(store: Arc<dyn Storage>, keys_dir: PathBuf, clock: Arc<dyn Clock>) -> QrKeys {
+        QrKeys { store, keys_dir, clock, loaded: Mutex::new(None) }
     }
 
     async fn current(&self) -> Result<Arc<Loaded>, StorageError> {
@@ -109,7 +122,7 @@ impl QrKeys {
             .iter()
             .find(|k| k.retired_at.is_none())
             .ok_or_else(|| StorageError::Corrupt("no current QR key".into()))?;
-        let path = key_dir(&self.data_dir).join(format!("{}.pk8", current.key_id));
+        let path = key_dir(&self.keys_dir).join(format!("{}.pk8", current.key_id));
         let pkcs8 = std::fs::read(&path).map_err(|e| StorageError::Corrupt(format!("QR key file: {e}")))?;
         let signer = SigningKey::from_pkcs8(&pkcs8).map_err(|e| StorageError::Corrupt(e.to_string()))?;
         let loaded =

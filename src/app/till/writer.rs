@@ -78,8 +78,34 @@ fn refusal(refused: Refusal) -> WriteError {
     }
 }
 
-/// A group of one: the same checks under the lock, in a transaction of its own.
+/// Most times one redemption is committed again after the database refused it outright.
+const MAX_TRIES: u32 = 4;
+
+/// A group of one: the same checks under the lock, in a transaction of its own. A constraint
+/// that refuses it (another process committed in between) or a transient conflict sends it
+/// round again: the checks under the lock then see what the other process committed and
+/// answer with the refusal it calls for, instead of a 503.
 async fn commit_one(store: &dyn Storage, redemption: &NewRedemption) -> Result<(), WriteError> {
-    let mut outcomes = store.commit_redemptions(std::slice::from_ref(redemption)).await?;
-    outcomes.pop().unwrap_or_else(|| Err(Refusal::VoucherState("unknown".into()))).map_err(refusal)
+    let mut attempt = 1;
+    loop {
+        let outcome = match store.commit_redemptions(std::slice::from_ref(redemption)).await {
+            Ok(mut outcomes) => outcomes
+                .pop()
+                .unwrap_or_else(|| Err(Refusal::VoucherState("unknown".into())))
+                .map_err(refusal),
+            Err(error) => Err(error),
+        };
+        let again = match &outcome {
+            Err(WriteError::Constraint(_)) => true,
+            Err(WriteError::Storage(error)) => error.is_transient_conflict(),
+            _ => false,
+        };
+        if !again || attempt == MAX_TRIES {
+            return outcome;
+        }
+        if let Err(error) = &outcome {
+            tracing::info!(%error, attempt, "single redemption refused by the database; committing it again");
+        }
+        attempt += 1;
+    }
 }

@@ -1,0 +1,68 @@
+//! One secret set for all nodes: the database records a fingerprint of the citizen HMAC secret
+//! (SHA-256 of an HMAC under the secret over a fixed label, so the secret itself is never
+//! stored and the fingerprint is of no use for anything else), and a node whose secret gives
+//! another fingerprint refuses to start, saying which secret and where it read it. QR signing
+//! keys are checked against the public halves the database records (`qr::ensure_key`).
+
+use std::path::Path;
+
+use ring::{digest, hmac};
+
+use crate::domain::time::Timestamp;
+use crate::storage::Storage;
+
+/// The citizen HMAC secret's name in `secret_fingerprints`.
+pub const CITIZEN_HMAC: &str = "citizen-hmac";
+
+/// The fingerprint of `secret` named `name`: hex SHA-256 of HMAC-SHA256(secret, label).
+pub fn fingerprint(name: &str, secret: &[u8]) -> String {
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
+    let tag = hmac::sign(&key, format!("wenhui secret fingerprint v1: {name}").as_bytes());
+    digest::digest(&digest::SHA256, tag.as_ref()).as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Records the citizen HMAC secret's fingerprint on first start, and refuses a secret that
+/// differs from the one recorded.
+pub async fn check_citizen_secret(
+    store: &dyn Storage,
+    secret: &[u8],
+    path: &Path,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let mine = fingerprint(CITIZEN_HMAC, secret);
+    let recorded = store.secret_fingerprint(CITIZEN_HMAC, &mine, now.unix_us()).await?;
+    anyhow::ensure!(
+        recorded == mine,
+        "refusing to start: the citizen HMAC secret read from {} is not the one this database was \
+         set up with (fingerprint {} recorded, this file gives {}). Every node over one database \
+         must read the same keys directory: copy the first node's (--keys-dir, see \
+         docs/operations.md, \"Running many nodes\")",
+        path.display(),
+        short(&recorded),
+        short(&mine),
+    );
+    Ok(())
+}
+
+fn short(fingerprint: &str) -> &str {
+    fingerprint.get(..16).unwrap_or(fingerprint)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_fingerprint_is_stable_and_tells_secrets_apart() {
+        let a = fingerprint(CITIZEN_HMAC, &[1u8; 32]);
+        assert_eq!(a, fingerprint(CITIZEN_HMAC, &[1u8; 32]));
+        assert_ne!(a, fingerprint(CITIZEN_HMAC, &[2u8; 32]));
+        assert_ne!(a, fingerprint("other", &[1u8; 32]));
+        assert_eq!(a.len(), 64);
+        assert!(!a.contains(&hex(&[1u8; 32])), "the secret is not in its fingerprint");
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
