@@ -28,3 +28,4 @@ mod sessions;
 mod staff_people;
 mod till;
 mod till_cli;
+mod till_quote;
