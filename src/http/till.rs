@@ -544,6 +544,7 @@ mod tests {
         let doc = serde_json::to_value(super::super::openapi()).expect("the document serializes");
         let operations = [
             ("/v1/redemptions", "post", "redeem", Some("OrderBody"), "201", "Redemption"),
+            ("/v1/redemptions/quote", "post", "quote_redemption", Some("OrderBody"), "200", "Quote"),
             (
                 "/v1/redemptions/{id}/reversal",
                 "post",
@@ -605,8 +606,14 @@ mod tests {
             .flatten()
             .flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| &op["operationId"]))
             .collect();
+        let quote = &doc["paths"]["/v1/redemptions/quote"]["post"];
+        let said = quote["description"].as_str().unwrap_or_default();
+        assert!(said.contains("No Idempotency-Key") && said.contains("never the QR token's"), "{said}");
+        let params = quote["parameters"].as_array().cloned().unwrap_or_default();
+        assert!(params.iter().all(|p| p["name"] != "Idempotency-Key"), "a read takes no key");
         for id in [
             "redeem",
+            "quote_redemption",
             "reverse_redemption",
             "get_redemption",
             "list_qr_keys",
