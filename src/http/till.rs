@@ -295,7 +295,8 @@ pub async fn quote(
     let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
     let request: Order = parse_json(&body)?;
     let order_ref = order_ref(&request.order_ref).filter(|_| !request.order_amount.is_zero());
-    let order_ref = order_ref.ok_or_else(|| ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE))?;
+    let order_ref =
+        order_ref.ok_or_else(|| ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE))?;
     let reads = redeem::Reads {
         store: state.store(),
         batches: &state.inner().batches,

@@ -290,7 +290,10 @@ async fn the_till_page_redeems_reverses_and_refuses_in_plain_chinese(backend: Ba
     browser.wait_for("#scan:focus").await;
     quote(&browser, &[&qr], "120", "A-1002").await;
     assert_eq!(browser.text("#quote-message").await, message("qr_replayed"));
-    assert!(browser.wait_for("#confirm").await.attr("disabled").await.expect("attr").is_some(), "no confirming");
+    assert!(
+        browser.wait_for("#confirm").await.attr("disabled").await.expect("attr").is_some(),
+        "no confirming"
+    );
     browser.screenshot(&shot("5-used", backend)).await;
     clear_order(&browser).await;
     let low = voucher_qr(&till, &citizen, &batch, "v2").await;

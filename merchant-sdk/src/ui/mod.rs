@@ -15,6 +15,21 @@
 //! A write whose outcome is unknown (no network, a 5xx after the last retry) stays an intent in
 //! the journal: a background task resends it with its Idempotency-Key until the service
 //! answers, and the page shows it pending until then.
+//!
+//! An order with a voucher is confirmed in two presses of Enter (a busy cashier never reaches
+//! for the mouse): the first, after the amount and the order reference, asks the service for a
+//! quote (`POST /v1/redemptions/quote`: nothing written, the QR code not spent) and shows the
+//! voucher's terms in plain Chinese (满40减10, 8折 最高减50; 山东省内通用 · 书店; until when), the
+//! discount and the amount to collect, with the focus on 确认收款; the second redeems. A
+//! refusal (a used code, below the minimum spend, another category or city...) shows at the
+//! quote, and 确认收款 stays disabled until the voucher is taken off (去掉: the full amount) or
+//! scanned afresh: nothing is sent that the service has just refused. Any change to the codes,
+//! the amount or the reference drops the quote. With a benefit card on the order too, the card
+//! pays first and its member discount sets what the voucher applies to, so the quote shows the
+//! terms and says the discount follows the card, rather than guess it. With no network the quote
+//! is unavailable: the page says so and offers 仍然确认收款, because the customer is at the
+//! counter and the till can still take the order: the journal keeps the intent, it is resent
+//! until answered, and the discount and the amount to collect show once it is (pending until then).
 
 pub mod money;
 mod terms;
@@ -367,7 +382,10 @@ fn kind_name(kind: TokenKind) -> &'static str {
 }
 
 /// The scanned codes of an order, checked offline: the voucher's and the card's, one each.
-fn sort_codes(codes: &[String], verified: impl Fn(&str) -> Option<TokenKind>) -> (Option<String>, Option<String>) {
+fn sort_codes(
+    codes: &[String],
+    verified: impl Fn(&str) -> Option<TokenKind>,
+) -> (Option<String>, Option<String>) {
     let (mut card, mut voucher) = (None, None);
     for code in codes.iter().map(|c| c.trim()).filter(|c| !c.is_empty()) {
         match verified(code) {
@@ -420,9 +438,9 @@ async fn quote(State(till): State<Arc<Till>>, Json(body): Json<OrderRequest>) ->
             }
             Json(shown)
         }
-        Err(error) if outcome_unknown(&error) => {
-            Json(json!({"status": "unavailable", "message": till.message("quote_unavailable", "quote_unavailable")}))
-        }
+        Err(error) if outcome_unknown(&error) => Json(
+            json!({"status": "unavailable", "message": till.message("quote_unavailable", "quote_unavailable")}),
+        ),
         Err(error) => Json(till.failure(&error)),
     }
 }

@@ -14,9 +14,9 @@ use super::coalesce::Coalescer;
 use super::ttl_cache::TtlCache;
 use crate::app::error::{AppError, Kind};
 use crate::app::qr::QrKeys;
-use crate::domain::funding::VoucherTerms;
 use crate::domain::entries::{AfterReversal, FunderPart, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::funding::VoucherTerms;
 use crate::domain::ids::{BatchId, MerchantId};
 use crate::domain::merchant::Merchant;
 use crate::domain::money::Fen;
@@ -261,7 +261,12 @@ pub async fn quote(
         issuer: issuer.to_string(),
         issuer_name: crate::app::zh::region_name(issuer).unwrap_or_else(|| issuer.to_string()),
         categories: plan.batch.categories.iter().map(|c| c.as_str().to_owned()).collect(),
-        category_names: plan.batch.categories.iter().map(|c| crate::app::zh::category_name(*c).to_owned()).collect(),
+        category_names: plan
+            .batch
+            .categories
+            .iter()
+            .map(|c| crate::app::zh::category_name(*c).to_owned())
+            .collect(),
         expires_at: plan.voucher.expires_at.to_string(),
         order_amount: priced.order_amount.to_string(),
         member_discount: priced.member_discount.map(|d| d.to_string()),

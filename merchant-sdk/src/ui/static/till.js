@@ -84,6 +84,8 @@
       text = '订单金额 ' + answer.order_amount + (answer.after_card
         ? ' · 先刷惠民卡享会员优惠，消费券按刷卡后金额计算'
         : ' · 消费券优惠 ' + answer.discount);
+    } else if (answer.status === 'refused') {
+      text = '这张消费券不能用于本单：点“去掉”可按原价收款，或请顾客刷新后重扫。';
     }
     lines.textContent = text;
     lines.hidden = !text;
