@@ -1,4 +1,5 @@
-//! The command line: `wenhui serve`, `migrate`, `ledger ...`, `keys create`, `reconcile`, `report`, `settle`.
+//! The command line: `wenhui serve`, `demo`, `migrate`, `ledger ...`, `keys create`, `reconcile`,
+//! `report`, `settle`.
 //! The benchmarks are a binary of their own, `wenhui-bench` (see BENCHMARKS.md).
 
 #![allow(
@@ -47,6 +48,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the HTTP service (applies migrations first).
     Serve(ServeArgs),
+    /// Seed a fresh data directory's embedded database with a demo season, print the pages'
+    /// addresses and a staff key for each role, and serve it (never in production).
+    Demo(DemoArgs),
     /// Apply the embedded migrations and exit.
     Migrate,
     /// Verify, export and checkpoint the ledger.
@@ -142,6 +146,19 @@ impl ServeArgs {
         };
         Ok(config)
     }
+}
+
+/// `wenhui demo`'s settings: the service runs with the development SMS and real-name providers.
+#[derive(clap::Args, Debug)]
+pub struct DemoArgs {
+    #[arg(long, env = "WENHUI_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Seed, print, and exit instead of serving (`wenhui serve` serves the data directory later).
+    #[arg(long)]
+    seed_only: bool,
+    /// Refuses: the demo never runs in production (also WENHUI_ENV=production).
+    #[arg(long)]
+    production: bool,
 }
 
 /// Which implementation of an outside provider the service uses.
@@ -270,7 +287,7 @@ pub enum KeysCommand {
 
 /// The person a console key is for: the name, and the phone's keyed hash under the server's
 /// citizen secret (as the API's enrolments store it).
-fn console_person(
+pub(crate) fn console_person(
     data_dir: &std::path::Path,
     name: Option<&str>,
     phone: Option<&str>,
@@ -306,6 +323,18 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match &cli.command {
         Command::Serve(args) => {
             server::run(args.config(url, cli.data_dir.clone())?).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Demo(args) => {
+            let config = crate::demo::DemoConfig {
+                database_url: url,
+                data_dir: cli.data_dir.clone(),
+                listen: args.listen,
+                production: args.production
+                    || std::env::var("WENHUI_ENV").is_ok_and(|env| env == "production"),
+                seed_only: args.seed_only,
+            };
+            crate::demo::run(config).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Migrate => {

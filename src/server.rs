@@ -292,7 +292,7 @@ fn spawn_checkpoints(
 }
 
 /// SIGTERM and SIGINT, listened to from the moment of installation.
-struct ShutdownSignal {
+pub struct ShutdownSignal {
     #[cfg(unix)]
     terminate: tokio::signal::unix::Signal,
     #[cfg(unix)]
@@ -301,7 +301,7 @@ struct ShutdownSignal {
 
 impl ShutdownSignal {
     #[cfg(unix)]
-    fn install() -> std::io::Result<ShutdownSignal> {
+    pub fn install() -> std::io::Result<ShutdownSignal> {
         use tokio::signal::unix::{SignalKind, signal};
         Ok(ShutdownSignal {
             terminate: signal(SignalKind::terminate())?,
@@ -310,12 +310,12 @@ impl ShutdownSignal {
     }
 
     #[cfg(not(unix))]
-    fn install() -> std::io::Result<ShutdownSignal> {
+    pub fn install() -> std::io::Result<ShutdownSignal> {
         Ok(ShutdownSignal {})
     }
 
     #[cfg(unix)]
-    async fn wait(mut self) {
+    pub async fn wait(mut self) {
         tokio::select! {
             _ = self.terminate.recv() => {}
             _ = self.interrupt.recv() => {}
@@ -323,7 +323,7 @@ impl ShutdownSignal {
     }
 
     #[cfg(not(unix))]
-    async fn wait(self) {
+    pub async fn wait(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
 }

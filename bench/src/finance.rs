@@ -31,6 +31,7 @@ use anyhow::{Context, bail, ensure};
 use serde_json::json;
 use sqlx::Connection;
 use uuid::Uuid;
+use wenhui::domain::ids::{CitizenId, RedemptionId, SettlementId, TerminalId, VoucherId};
 
 use crate::{ScratchDb, machine_description, median};
 use wenhui::domain::entries::{
@@ -270,9 +271,9 @@ fn answer(scope: &str, body: String) -> IdemRecord {
 /// A generated voucher, as much as the generator needs to remember of it.
 #[derive(Clone, Copy)]
 struct Gen {
-    id: Uuid,
+    id: VoucherId,
     batch: usize,
-    citizen: Uuid,
+    citizen: CitizenId,
     claimed_at: i64,
     expires_at: i64,
     state: GenState,
@@ -303,7 +304,7 @@ impl Gen {
 
 struct Till {
     merchant: Merchant,
-    terminal: Uuid,
+    terminal: TerminalId,
 }
 
 fn at(start: Timestamp, seconds: i64) -> Timestamp {
@@ -411,9 +412,11 @@ async fn claim_stock(store: &dyn Storage, world: &mut World) -> anyhow::Result<(
         for k in 0..batch.stock {
             let claimed_at = at(world.start, k * 45 * DAY_S / batch.stock + b as i64 * 60);
             vouchers.push(Gen {
-                id: Uuid::now_v7(),
+                id: VoucherId::new_v7(),
                 batch: b,
-                citizen: Uuid::from_u128(0xC171_2E40_0000_0000_0000_0000_0000_0000 | k as u128),
+                citizen: CitizenId::from_uuid(Uuid::from_u128(
+                    0xC171_2E40_0000_0000_0000_0000_0000_0000 | k as u128,
+                )),
                 claimed_at: claimed_at.unix_us(),
                 expires_at: batch.expiry_for(claimed_at, &world.season).unix_us(),
                 state: GenState::Active,
@@ -526,9 +529,11 @@ async fn reissue(store: &dyn Storage, scale: &Scale, world: &mut World) -> anyho
         for k in 0..room.min(left) {
             let claimed_at = at(world.start, 50 * DAY_S + k as i64);
             reissue.push(Gen {
-                id: Uuid::now_v7(),
+                id: VoucherId::new_v7(),
                 batch: b,
-                citizen: Uuid::from_u128(0xC171_2E41_0000_0000_0000_0000_0000_0000 | k as u128),
+                citizen: CitizenId::from_uuid(Uuid::from_u128(
+                    0xC171_2E41_0000_0000_0000_0000_0000_0000 | k as u128,
+                )),
                 claimed_at: claimed_at.unix_us(),
                 expires_at: batch.expiry_for(claimed_at, &world.season).unix_us(),
                 state: GenState::Active,
@@ -595,7 +600,7 @@ async fn settle_and_pay(store: &dyn Storage, scale: &Scale, world: &World, url: 
     Ok(())
 }
 
-async fn settlement_count(store: &dyn Storage, id: Uuid) -> anyhow::Result<i64> {
+async fn settlement_count(store: &dyn Storage, id: SettlementId) -> anyhow::Result<i64> {
     Ok(store.settlement_lines(id).await?.iter().map(|line| line.redemption_count).sum())
 }
 
@@ -759,7 +764,7 @@ async fn create_tills(store: &dyn Storage, count: usize, rng: &mut Rng) -> anyho
         };
         store.insert_merchant(&merchant, &answer("bench:merchant", "{}".into())).await?;
         let terminal = TerminalRecord {
-            id: Uuid::now_v7(),
+            id: TerminalId::new_v7(),
             merchant_id: merchant.id,
             public_key: rng.bytes(32),
             label: "till 1".into(),
@@ -845,8 +850,8 @@ fn new_redemption(
     let discount = batch.terms.discount(order_amount).map_err(|e| anyhow::anyhow!("{e}"))?;
     ensure!(!discount.is_zero(), "a generated order gets no discount");
     let parts = funder_parts(batch, batch.voucher_value(), discount);
-    let id = Uuid::now_v7();
-    let order_ref = format!("ORD-{}", id.simple());
+    let id = RedemptionId::new_v7();
+    let order_ref = format!("ORD-{}", id.as_uuid().simple());
     let funders = funder_parts_json(parts.iter().map(|(funder, _, discount)| (*funder, *discount)));
     let body = json!({
         "redemption_id": id, "voucher_id": g.id, "merchant_id": till.merchant.id, "order_ref": order_ref,

@@ -14,7 +14,7 @@ use crate::domain::card::{
     self, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN, MemberTerms,
 };
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::MerchantId;
+use crate::domain::ids::{CardId, CitizenId, MerchantId, TerminalId};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Season, SeasonStatus};
@@ -28,7 +28,7 @@ use crate::storage::{
 /// collision with an issued one, draws again.
 pub async fn issue(
     store: &dyn Storage,
-    citizen_id: Uuid,
+    citizen_id: CitizenId,
     via: CardVia,
     now: Timestamp,
 ) -> Result<Card, AppError> {
@@ -39,7 +39,7 @@ pub async fn issue(
         let mut bytes = [0u8; 8];
         SystemRandom::new().fill(&mut bytes).map_err(|_| AppError::internal("no random bytes"))?;
         let card = Card {
-            id: Uuid::now_v7(),
+            id: CardId::new_v7(),
             citizen_id,
             number: CardNumber::from_random(u64::from_be_bytes(bytes)),
             via: via.clone(),
@@ -103,7 +103,7 @@ pub async fn card_order(
         ));
     }
     let card = store
-        .card(payload.subject)
+        .card(payload.subject.into())
         .await?
         .ok_or_else(|| AppError::not_found(ErrorCode::CardNotFound, "no such card"))?;
     if card.status != CardStatus::Active {
@@ -147,7 +147,7 @@ pub async fn earning_season(
 #[derive(Clone, Copy)]
 pub struct AtTill {
     pub merchant_id: MerchantId,
-    pub terminal_id: Uuid,
+    pub terminal_id: TerminalId,
 }
 
 /// The card payment of `order`, earning points in `season` at its rate (none without a season).
@@ -162,7 +162,7 @@ pub fn planned_payment(
     let id = Uuid::now_v7();
     let answer = CardPayment {
         card_payment_id: id,
-        card_id: order.card.id,
+        card_id: order.card.id.as_uuid(),
         card_number: order.card.number.masked(),
         merchant_id: till.merchant_id.as_uuid(),
         order_ref: order.order_ref.clone(),
@@ -309,4 +309,30 @@ pub async fn points_policy(
 /// The member terms a merchant asks for, checked (422 `invalid_terms`).
 pub fn member_terms(percent: u32, cap: Option<Fen>) -> Result<MemberTerms, AppError> {
     MemberTerms::new(percent, cap).map_err(|m| AppError::invalid(ErrorCode::InvalidTerms, m))
+}
+
+/// The points an exchange offers, before the batch is read: above 0 and at most
+/// [`card::MAX_POINTS_PRICE`], or 422 `invalid_points`.
+pub fn exchange_points(points: i64) -> Result<i64, AppError> {
+    if points <= 0 || points > card::MAX_POINTS_PRICE {
+        return Err(AppError::invalid(
+            ErrorCode::InvalidPoints,
+            "points is the batch's points price, above 0",
+        ));
+    }
+    Ok(points)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_points_are_positive_and_bounded() {
+        assert_eq!(exchange_points(1).expect("one"), 1);
+        assert_eq!(exchange_points(card::MAX_POINTS_PRICE).expect("max"), card::MAX_POINTS_PRICE);
+        for bad in [0, -5, card::MAX_POINTS_PRICE + 1, i64::MIN] {
+            assert_eq!(exchange_points(bad).expect_err("refused").code(), Some(ErrorCode::InvalidPoints));
+        }
+    }
 }

@@ -16,11 +16,11 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::domain::ids::CitizenId;
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
-use uuid::Uuid;
 
 use super::codes::{CodeError, Codes};
 use super::providers::ProviderError;
@@ -63,7 +63,7 @@ pub enum CitizenError {
 }
 
 pub struct Session {
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub token: String,
     pub expires_at: Timestamp,
 }
@@ -74,7 +74,7 @@ pub struct Citizens {
     secret: Vec<u8>,
     verifier: Arc<dyn IdentityVerifier>,
     codes: Codes,
-    tokens: Mutex<HashMap<[u8; 32], (Uuid, Timestamp)>>,
+    tokens: Mutex<HashMap<[u8; 32], (CitizenId, Timestamp)>>,
 }
 
 impl Citizens {
@@ -110,7 +110,7 @@ impl Citizens {
         self.codes.spend(matched).await?;
         let now = self.clock.now();
         let citizen = NewCitizen {
-            id: Uuid::now_v7(),
+            id: CitizenId::new_v7(),
             id_hash: id.keyed_hash(&self.secret).to_vec(),
             id_masked: id.masked(),
             name_masked: name.masked(),
@@ -158,7 +158,7 @@ impl Citizens {
 
     /// The citizen a token belongs to, if it is valid now. Served from memory after first use
     /// (revoked tokens are dropped from memory by [`spawn_revocation_feed`]).
-    pub async fn authenticate(&self, token: &str) -> Result<Option<Uuid>, StorageError> {
+    pub async fn authenticate(&self, token: &str) -> Result<Option<CitizenId>, StorageError> {
         let Some(hash) = well_formed_token_hash(token) else { return Ok(None) };
         let now = self.clock.now();
         let cached = self.tokens.lock().unwrap_or_else(|p| p.into_inner()).get(&hash).copied();
@@ -184,7 +184,7 @@ impl Citizens {
     }
 
     /// Revokes every session of a citizen; `None` if there is no such citizen.
-    pub async fn revoke_all(&self, citizen_id: Uuid) -> Result<Option<u64>, StorageError> {
+    pub async fn revoke_all(&self, citizen_id: CitizenId) -> Result<Option<u64>, StorageError> {
         let revoked = self.store.revoke_citizen_sessions(citizen_id, self.clock.now()).await?;
         if revoked.is_some() {
             let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
@@ -212,7 +212,11 @@ impl Citizens {
         Ok(FeedPoll::Dropped(revoked.len()))
     }
 
-    fn new_session(&self, citizen_id: Uuid, now: Timestamp) -> Result<(String, NewSession), StorageError> {
+    fn new_session(
+        &self,
+        citizen_id: CitizenId,
+        now: Timestamp,
+    ) -> Result<(String, NewSession), StorageError> {
         let mut bytes = [0u8; 32];
         SystemRandom::new()
             .fill(&mut bytes)
@@ -237,7 +241,7 @@ impl Citizens {
         self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
     }
 
-    fn insert_token(&self, hash: [u8; 32], value: (Uuid, Timestamp)) {
+    fn insert_token(&self, hash: [u8; 32], value: (CitizenId, Timestamp)) {
         let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         if tokens.len() >= TOKEN_CACHE_MAX {
             tokens.clear();

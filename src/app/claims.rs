@@ -14,12 +14,12 @@ use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
-use uuid::Uuid;
 
+use crate::app::error::AppError;
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{BatchId, SeasonId};
+use crate::domain::ids::{BatchId, CardId, CitizenId, SeasonId, VoucherId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
@@ -39,7 +39,7 @@ const SWEEP_LIMIT: i64 = 2_000;
 
 /// A claim as the HTTP layer hands it over.
 pub struct ClaimRequest {
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub batch_id: BatchId,
     pub idem_key: String,
     pub request_hash: Vec<u8>,
@@ -51,7 +51,7 @@ pub struct ClaimRequest {
 /// What a points exchange adds to a claim: the card paying, and the price the citizen agreed to.
 #[derive(Clone, Copy, Debug)]
 pub struct Exchange {
-    pub card_id: Uuid,
+    pub card_id: CardId,
     pub points: i64,
 }
 
@@ -105,7 +105,7 @@ enum Message {
 struct DrawJob {
     batch_id: BatchId,
     /// The winners not yet reached, in draw order.
-    winners: std::collections::VecDeque<Uuid>,
+    winners: std::collections::VecDeque<CitizenId>,
     reply: oneshot::Sender<Result<(), String>>,
 }
 
@@ -135,7 +135,7 @@ impl ClaimWriter {
     /// Queues a claim and waits for its committed answer.
     pub async fn claim(
         &self,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         batch_id: BatchId,
         idem_key: String,
         request_hash: Vec<u8>,
@@ -147,7 +147,7 @@ impl ClaimWriter {
     /// committed answer: the same stock, limits and rush rules as a claim.
     pub async fn exchange(
         &self,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         batch_id: BatchId,
         exchange: Exchange,
         idem_key: String,
@@ -158,7 +158,7 @@ impl ClaimWriter {
 
     async fn submit(
         &self,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         batch_id: BatchId,
         idem_key: String,
         request_hash: Vec<u8>,
@@ -183,7 +183,7 @@ impl ClaimWriter {
     /// Issues a drawn lottery batch's vouchers: to `winners` in draw order, as long as stock
     /// lasts, skipping a winner a per-person cap refuses or who holds one already (a draw
     /// issued again after a failure part way). The batch's claimed count says how many in all.
-    pub async fn issue_drawn(&self, batch_id: BatchId, winners: Vec<Uuid>) -> Result<(), String> {
+    pub async fn issue_drawn(&self, batch_id: BatchId, winners: Vec<CitizenId>) -> Result<(), String> {
         let (reply, answer) = oneshot::channel();
         let job = DrawJob { batch_id, winners: winners.into(), reply };
         self.queue.send(Message::Draw(job)).await.map_err(|_| "writer stopped".to_owned())?;
@@ -220,7 +220,7 @@ impl ClaimWriter {
     }
 }
 
-pub fn citizen_scope(citizen_id: Uuid) -> String {
+pub fn citizen_scope(citizen_id: CitizenId) -> String {
     format!("citizen:{citizen_id}")
 }
 
@@ -229,10 +229,10 @@ pub fn citizen_scope(citizen_id: Uuid) -> String {
 #[derive(Default)]
 struct Caches {
     batches: HashMap<BatchId, (Batch, Season)>,
-    holdings: HashMap<(BatchId, Uuid), CitizenHoldings>,
+    holdings: HashMap<(BatchId, CitizenId), CitizenHoldings>,
     /// (season, citizen, period): see `SeasonTotalDelta`.
-    season_totals: HashMap<(SeasonId, Uuid, i32), i64>,
-    answers: HashMap<(Uuid, String), StoredAnswer>,
+    season_totals: HashMap<(SeasonId, CitizenId, i32), i64>,
+    answers: HashMap<(CitizenId, String), StoredAnswer>,
 }
 
 impl Caches {
@@ -294,7 +294,7 @@ struct Writer {
     clock: Arc<dyn Clock>,
     caches: Caches,
     /// The cards of the exchanges in the group being decided.
-    cards: HashMap<Uuid, CardPoints>,
+    cards: HashMap<CardId, CardPoints>,
 }
 
 /// One claim's fate within a group.
@@ -367,7 +367,7 @@ impl Writer {
             return (pending, Err(WriteError::Storage(error)));
         }
         let mut commit = ClaimCommit::default();
-        let mut fresh_answers: HashMap<(Uuid, String), usize> = HashMap::new();
+        let mut fresh_answers: HashMap<(CitizenId, String), usize> = HashMap::new();
         for index in 0..pending.len() {
             let key = (pending[index].request.citizen_id, pending[index].request.idem_key.clone());
             if let Some(stored) = self.caches.answers.get(&key) {
@@ -436,7 +436,7 @@ impl Writer {
             let frozen = card.status != crate::domain::card::CardStatus::Active;
             self.cards.insert(exchange.card_id, CardPoints { frozen, balances });
         }
-        let mut by_batch: HashMap<BatchId, Vec<Uuid>> = HashMap::new();
+        let mut by_batch: HashMap<BatchId, Vec<CitizenId>> = HashMap::new();
         for p in pending {
             by_batch.entry(p.request.batch_id).or_default().push(p.request.citizen_id);
         }
@@ -452,7 +452,7 @@ impl Writer {
             // monthly cap, read it even with the batch's holdings cached.
             let month = crate::domain::finance::cst_month(now);
             let monthly = season.per_citizen_monthly_cap.is_some();
-            let unknown: Vec<Uuid> = citizens
+            let unknown: Vec<CitizenId> = citizens
                 .into_iter()
                 .filter(|c| {
                     !self.caches.holdings.contains_key(&(batch_id, *c))
@@ -660,7 +660,7 @@ impl Writer {
         let batch = self.store.batch(job.batch_id).await?.ok_or_else(missing)?;
         let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
         let mut left = batch.stock - batch.outstanding();
-        let group: Vec<Uuid> = job.winners.drain(..DRAW_GROUP.min(job.winners.len())).collect();
+        let group: Vec<CitizenId> = job.winners.drain(..DRAW_GROUP.min(job.winners.len())).collect();
         if left <= 0 || group.is_empty() {
             return Ok(true);
         }
@@ -736,13 +736,13 @@ impl Writer {
 fn add_claimed(
     batch: &Batch,
     season: &Season,
-    citizen: Uuid,
+    citizen: CitizenId,
     slot: u32,
     now: Timestamp,
     commit: &mut ClaimCommit,
 ) -> Voucher {
     let voucher = Voucher {
-        id: Uuid::now_v7(),
+        id: VoucherId::new_v7(),
         batch_id: batch.id,
         season_id: season.id,
         citizen_id: citizen,
@@ -802,14 +802,14 @@ fn replay(stored: &StoredAnswer, request_hash: &[u8]) -> Answer {
 }
 
 /// The card an exchange pays with, and the points it spends per season.
-type Spent = (Uuid, Vec<(SeasonId, i64)>);
+type Spent = (CardId, Vec<(SeasonId, i64)>);
 
 /// Adds the exchange's points entry to the commit and takes the points off the card in
 /// memory; returns the points the card has left.
 fn spend_points(
-    cards: &mut HashMap<Uuid, CardPoints>,
-    voucher_id: Uuid,
-    card_id: Uuid,
+    cards: &mut HashMap<CardId, CardPoints>,
+    voucher_id: VoucherId,
+    card_id: CardId,
     parts: &[(SeasonId, i64)],
     commit: &mut ClaimCommit,
 ) -> i64 {
@@ -868,7 +868,7 @@ pub fn voucher_json(voucher: &Voucher, batch: &Batch) -> VoucherAnswer {
 /// A voucher as its holder sees it: its batch's terms and its own dates.
 #[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
 pub struct VoucherAnswer {
-    pub id: Uuid,
+    pub id: VoucherId,
     pub batch_id: BatchId,
     /// active, used, expired or forfeited.
     pub status: &'static str,
@@ -940,14 +940,95 @@ async fn reserve_left(
     Ok(left)
 }
 
+/// Enters the citizen in a lottery batch's draw, during its claim window (409 `not_a_lottery` for
+/// a batch claimed in a rush, `not_open` outside the window), once: when they first entered.
+pub async fn enter_lottery(
+    store: &dyn Storage,
+    batch_id: BatchId,
+    citizen_id: CitizenId,
+    now: Timestamp,
+) -> Result<Timestamp, AppError> {
+    let batch = store
+        .batch(batch_id)
+        .await?
+        .ok_or_else(|| AppError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
+    if batch.lottery.is_none() {
+        return Err(crate::app::seasons::not_a_lottery());
+    }
+    let season = store
+        .season(batch.season_id)
+        .await?
+        .ok_or_else(|| AppError::internal("a batch without its season"))?;
+    let window = match batch.check_open(&season, now) {
+        Err(ClaimRefusal::SeasonClosed) => Err("the season is closed".to_owned()),
+        Err(ClaimRefusal::NotOpen(message)) => Err(message),
+        _ => Ok(()),
+    };
+    window.map_err(|message| AppError::conflict(ErrorCode::NotOpen, message))?;
+    Ok(store.enter_lottery(batch.id, citizen_id, now).await?)
+}
+
+/// The voucher a QR code may be drawn for: the citizen's own (404 `voucher_not_found` for
+/// another's, as for none) and active now (409 `voucher_not_redeemable`).
+pub fn voucher_for_qr(
+    found: Option<Voucher>,
+    citizen_id: CitizenId,
+    now: Timestamp,
+) -> Result<Voucher, AppError> {
+    let voucher = found
+        .filter(|v| v.citizen_id == citizen_id)
+        .ok_or_else(|| AppError::not_found(ErrorCode::VoucherNotFound, "no such voucher of yours"))?;
+    let status = voucher.status_at(now);
+    if status != VoucherStatus::Active {
+        return Err(AppError::conflict(
+            ErrorCode::VoucherNotRedeemable,
+            format!("the voucher is {}", status.as_str()),
+        ));
+    }
+    Ok(voucher)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn a_qr_code_is_for_ones_own_active_voucher() {
+        let holder = CitizenId::from_uuid(Uuid::from_u128(1));
+        let voucher = Voucher {
+            id: VoucherId::from_uuid(Uuid::from_u128(2)),
+            batch_id: BatchId::from_uuid(Uuid::from_u128(3)),
+            season_id: SeasonId::from_uuid(Uuid::from_u128(4)),
+            citizen_id: holder,
+            slot: 1,
+            status: VoucherStatus::Active,
+            value: crate::domain::money::Fen::from_fen_unchecked(1_000),
+            claimed_at: Timestamp::from_unix_us(0),
+            expires_at: Timestamp::from_unix_us(100),
+        };
+        let now = Timestamp::from_unix_us(50);
+        assert_eq!(voucher_for_qr(Some(voucher.clone()), holder, now).expect("own, active"), voucher);
+        let code = |result: Result<Voucher, AppError>| result.expect_err("refused").code();
+        let stranger = CitizenId::from_uuid(Uuid::from_u128(9));
+        assert_eq!(
+            code(voucher_for_qr(Some(voucher.clone()), stranger, now)),
+            Some(ErrorCode::VoucherNotFound)
+        );
+        assert_eq!(code(voucher_for_qr(None, holder, now)), Some(ErrorCode::VoucherNotFound));
+        let late = Timestamp::from_unix_us(100);
+        assert_eq!(
+            code(voucher_for_qr(Some(voucher.clone()), holder, late)),
+            Some(ErrorCode::VoucherNotRedeemable)
+        );
+        let used = Voucher { status: VoucherStatus::Redeemed, ..voucher };
+        assert_eq!(code(voucher_for_qr(Some(used), holder, now)), Some(ErrorCode::VoucherNotRedeemable));
+    }
 
     fn claim(n: u128) -> Message {
         let (reply, _) = oneshot::channel();
         Message::Claim(ClaimRequest {
-            citizen_id: Uuid::from_u128(n),
+            citizen_id: CitizenId::from_uuid(Uuid::from_u128(n)),
             batch_id: BatchId::from_uuid(Uuid::from_u128(0)),
             idem_key: format!("key-{n}"),
             request_hash: Vec::new(),
@@ -960,13 +1041,13 @@ mod tests {
         let (reply, _) = oneshot::channel();
         Message::Draw(DrawJob {
             batch_id: BatchId::from_uuid(Uuid::from_u128(9)),
-            winners: [Uuid::from_u128(1)].into(),
+            winners: [CitizenId::from_uuid(Uuid::from_u128(1))].into(),
             reply,
         })
     }
 
     fn citizens(turn: &Turn) -> Vec<u128> {
-        turn.claims.iter().map(|c| c.citizen_id.as_u128()).collect()
+        turn.claims.iter().map(|c| c.citizen_id.as_uuid().as_u128()).collect()
     }
 
     #[test]

@@ -247,3 +247,36 @@ pub async fn search(
     found.truncate(keep);
     Ok(found)
 }
+
+/// A terminal's Ed25519 public key as its registration gives it: 32 bytes of base64url (trailing
+/// padding and surrounding spaces tolerated), or 422 `invalid_public_key`.
+pub fn terminal_public_key(text: &str) -> Result<Vec<u8>, AppError> {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(text.trim().trim_end_matches('='))
+        .ok()
+        .filter(|key| key.len() == 32)
+        .ok_or_else(|| {
+            AppError::invalid(ErrorCode::InvalidPublicKey, "public_key must be 32 bytes of base64url")
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_terminal_key_is_32_bytes_of_base64url() {
+        let key = [7u8; 32];
+        let text = {
+            use base64::Engine;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(key)
+        };
+        assert_eq!(terminal_public_key(&text).expect("plain"), key);
+        assert_eq!(terminal_public_key(&format!(" {text}= ")).expect("padded"), key);
+        for bad in ["", "not base64!", &text[..40], "AAAA"] {
+            let refused = terminal_public_key(bad).expect_err("refused");
+            assert_eq!(refused.code(), Some(ErrorCode::InvalidPublicKey), "{bad:?}");
+        }
+    }
+}

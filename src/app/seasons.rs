@@ -9,7 +9,7 @@ use crate::domain::access;
 use crate::domain::entries::{budget_entry, reserve_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::ids::{BatchId, SeasonId};
+use crate::domain::ids::{BatchId, CitizenId, SeasonId, VoucherId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
@@ -490,7 +490,7 @@ pub struct LotteryStandingView {
     pub entered_at: Option<Timestamp>,
     pub drawn_at: Option<Timestamp>,
     /// The voucher the draw gave, when won.
-    pub voucher_id: Option<Uuid>,
+    pub voucher_id: Option<VoucherId>,
 }
 
 /// What a citizen learns of a lottery batch they may have entered: entered or not, and after
@@ -498,7 +498,7 @@ pub struct LotteryStandingView {
 /// voucher is written, so a drawn batch without a voucher for the citizen is a loss.
 pub async fn lottery_standing(
     store: &dyn Storage,
-    citizen_id: Uuid,
+    citizen_id: CitizenId,
     batch_id: BatchId,
 ) -> Result<LotteryStandingView, AppError> {
     let batch = store

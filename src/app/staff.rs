@@ -11,10 +11,13 @@ use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::codes::{CodeError, Codes};
+use crate::app::error::AppError;
 use crate::domain::citizen::Phone;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{StaffEnrolmentId, StaffKeyId};
 use crate::domain::one_time_code::OneTimeCode;
-use crate::domain::staff::{ENROLMENT_MAX_TRIES, ENROLMENT_TTL_S, StaffScope};
+use crate::domain::region::RegionCode;
+use crate::domain::staff::{ENROLMENT_MAX_TRIES, ENROLMENT_TTL_S, Role, StaffScope};
 use crate::domain::time::Timestamp;
 use crate::storage::{
     ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffKey, NewStaffPerson, StaffStore, StorageError,
@@ -186,5 +189,32 @@ pub async fn claim(
         ClaimOutcome::Claimed { scope, .. } => Ok((MintedKey { id: key_id, secret }, scope)),
         ClaimOutcome::Gone => Err(EnrolError::Claimed),
         ClaimOutcome::MinterRevoked => Err(EnrolError::MinterRevoked),
+    }
+}
+
+/// A key's scope from its role and region names: 422 `invalid_role`, `invalid_region`, or
+/// `invalid_scope` for a role that cannot hold that region (a city role on a province, ...).
+pub fn parse_scope(role: &str, region: &str) -> Result<StaffScope, AppError> {
+    let role: Role = role.parse().map_err(|e: crate::domain::staff::StaffError| {
+        AppError::invalid(ErrorCode::InvalidRole, e.to_string())
+    })?;
+    let region: RegionCode = region.parse().map_err(|e: crate::domain::region::RegionError| {
+        AppError::invalid(ErrorCode::InvalidRegion, e.to_string())
+    })?;
+    StaffScope::new(role, region).map_err(|e| AppError::invalid(ErrorCode::InvalidScope, e.to_string()))
+}
+
+#[cfg(test)]
+mod scope_tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_names_a_role_and_a_region_it_may_hold() {
+        let code = |role: &str, region: &str| parse_scope(role, region).expect_err("refused").code();
+        assert_eq!(code("emperor", "370000"), Some(ErrorCode::InvalidRole));
+        assert_eq!(code("province_admin", "37"), Some(ErrorCode::InvalidRegion));
+        assert_eq!(code("city_admin", "370000"), Some(ErrorCode::InvalidScope));
+        let scope = parse_scope("city_admin", "370200").expect("a city admin of a city");
+        assert_eq!((scope.role, scope.region.to_string()), (Role::CityAdmin, "370200".to_owned()));
     }
 }

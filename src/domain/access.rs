@@ -164,6 +164,32 @@ pub fn read_batch_entrants(scope: &StaffScope, issuer: RegionCode) -> Result<(),
     holds_over(scope, &Role::ALL, issuer, "see the entrants of a batch")
 }
 
+/// What a key may do, by the name of each capability above, each asked of the key's own region:
+/// a season is of the key's province (its own, or its city's), a merchant of the key's region.
+/// The console asks this (through `GET /v1/staff/me`) before it offers an action; the handlers
+/// still ask the capability itself of the resource, so this list grants nothing.
+pub fn capabilities(scope: &StaffScope) -> Vec<&'static str> {
+    let province = scope.region.province();
+    let own = scope.region;
+    let asked: [(&'static str, bool); 14] = [
+        ("read_season_finance", read_season_finance(scope, province).is_ok()),
+        ("reconcile_season", reconcile_season(scope, province).is_ok()),
+        ("settle_season", settle_season(scope, province).is_ok()),
+        ("read_merchant_money", read_merchant_money(scope, own).is_ok()),
+        ("match_till_journal", match_till_journal(scope, own).is_ok()),
+        ("see_merchants", see_merchants(scope, own).is_ok()),
+        ("manage_merchant", manage_merchant(scope, own).is_ok()),
+        ("act_for_citizen", act_for_citizen(scope, own).is_ok()),
+        ("verify_ledger", verify_ledger(scope).is_ok()),
+        ("mint_key", mint_key(scope, scope).is_ok()),
+        ("open_season", open_season(scope, province).is_ok()),
+        ("set_season_points", set_season_points(scope, province).is_ok()),
+        ("act_as_funder", act_as_funder(scope, own).is_ok()),
+        ("read_batch_entrants", read_batch_entrants(scope, own).is_ok()),
+    ];
+    asked.into_iter().filter(|(_, allowed)| *allowed).map(|(name, _)| name).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -199,5 +225,24 @@ mod tests {
         assert!(act_for_citizen(&scope(Role::ProvinceAdmin, "370000"), home).is_ok());
         assert!(act_for_citizen(&scope(Role::ProvinceAdmin, "330000"), home).is_err());
         assert!(act_for_citizen(&scope(Role::CityAdmin, "370200"), home).is_err());
+    }
+
+    #[test]
+    fn capabilities_follow_the_rules() {
+        let province_finance = capabilities(&scope(Role::Finance, "370000"));
+        for action in ["read_season_finance", "reconcile_season", "settle_season", "verify_ledger"] {
+            assert!(province_finance.contains(&action), "{action}");
+        }
+        assert!(!province_finance.contains(&"manage_merchant"));
+        let city_finance = capabilities(&scope(Role::Finance, "370200"));
+        assert!(city_finance.contains(&"read_season_finance"));
+        assert!(!city_finance.contains(&"reconcile_season"));
+        assert!(!city_finance.contains(&"settle_season"));
+        let auditor = capabilities(&scope(Role::Auditor, "370000"));
+        assert!(auditor.contains(&"reconcile_season") && !auditor.contains(&"settle_season"));
+        let city_admin = capabilities(&scope(Role::CityAdmin, "370200"));
+        assert!(city_admin.contains(&"manage_merchant") && city_admin.contains(&"act_as_funder"));
+        assert!(!city_admin.contains(&"open_season") && !city_admin.contains(&"read_season_finance"));
+        assert!(capabilities(&scope(Role::ProvinceAdmin, "370000")).contains(&"open_season"));
     }
 }

@@ -41,7 +41,7 @@ use uuid::Uuid;
 
 use super::ledger::{AccountAddress, AccountSpec};
 use super::region::RegionCode;
-use crate::domain::ids::{BatchId, MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, CardId, MerchantId, SeasonId};
 
 fn seg(id: impl Into<Uuid>) -> String {
     id.into().hyphenated().to_string()
@@ -186,19 +186,19 @@ pub fn points_reversed(season: SeasonId) -> AccountSpec {
     ]))
 }
 
-pub fn card_points(card: Uuid, season: SeasonId) -> AccountSpec {
+pub fn card_points(card: CardId, season: SeasonId) -> AccountSpec {
     let (c, s) = (seg(card), seg(season));
     AccountSpec::credit_limited(AccountAddress::from_segments(&["card", &c, "season", &s, "points"]))
 }
 
-pub fn card_points_debt(card: Uuid, season: SeasonId) -> AccountSpec {
+pub fn card_points_debt(card: CardId, season: SeasonId) -> AccountSpec {
     let (c, s) = (seg(card), seg(season));
     AccountSpec::debit_limited(AccountAddress::from_segments(&["card", &c, "season", &s, "points_debt"]))
 }
 
 /// A SQL LIKE pattern for one card's points accounts (`kind`: `points` or `points_debt`) across
 /// seasons.
-pub fn card_pattern(card: Uuid, kind: &str) -> String {
+pub fn card_pattern(card: CardId, kind: &str) -> String {
     format!("card:{}:season:%:{kind}", seg(card))
 }
 
@@ -210,7 +210,7 @@ pub fn season_cards_pattern(season: SeasonId, kind: &str) -> String {
 
 /// The card and season a card points account (`card:C:season:S:points` or `..:points_debt`)
 /// belongs to.
-pub fn parse_card_account(address: &str) -> Option<(Uuid, SeasonId, &str)> {
+pub fn parse_card_account(address: &str) -> Option<(CardId, SeasonId, &str)> {
     let mut parts = address.split(':');
     let (Some("card"), Some(card), Some("season"), Some(season), Some(kind), None) =
         (parts.next(), parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
@@ -245,7 +245,7 @@ mod tests {
 
     #[test]
     fn card_accounts_parse_back() {
-        let (card, season) = (Uuid::from_u128(7), SeasonId::from_uuid(Uuid::from_u128(9)));
+        let (card, season) = (CardId::from_uuid(Uuid::from_u128(7)), SeasonId::from_uuid(Uuid::from_u128(9)));
         let address = card_points(card, season).address;
         assert_eq!(parse_card_account(address.as_str()), Some((card, season, "points")));
         let debt = card_points_debt(card, season).address;

@@ -31,7 +31,7 @@ use super::ledger::{NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::season::Season;
 use super::time::Timestamp;
-use crate::domain::ids::SeasonId;
+use crate::domain::ids::{CardId, CitizenId, SeasonId, VoucherId};
 
 /// The service's card-number prefix (an issuer identification of our own).
 pub const CARD_PREFIX: &str = "9156";
@@ -231,8 +231,8 @@ impl CardStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Card {
-    pub id: Uuid,
-    pub citizen_id: Uuid,
+    pub id: CardId,
+    pub citizen_id: CitizenId,
     pub number: CardNumber,
     pub via: CardVia,
     pub status: CardStatus,
@@ -357,7 +357,7 @@ pub fn points_expiry(season: &Season, fixed: Option<Timestamp>, all: &[Season]) 
 
 /// The entry for the points a card payment earned (`None` when it earned none): debts repaid
 /// first (booked as earned in the debt's season), the rest onto the card's balance for `season`.
-pub fn earning_entry(payment: Uuid, card: Uuid, season: SeasonId, earning: &Earning) -> Option<NewEntry> {
+pub fn earning_entry(payment: Uuid, card: CardId, season: SeasonId, earning: &Earning) -> Option<NewEntry> {
     let mut postings = Vec::new();
     for debt in earning.repaid.iter().filter(|d| d.points > 0) {
         postings.push(posting(accounts::points_earned(debt.season_id), Side::Debit, debt.points));
@@ -374,7 +374,7 @@ pub fn earning_entry(payment: Uuid, card: Uuid, season: SeasonId, earning: &Earn
 /// kept points leave the card as far as its balance reaches, the rest becomes debt.
 pub fn reversal_entry(
     reversal: Uuid,
-    card: Uuid,
+    card: CardId,
     season: SeasonId,
     repaid: &[PointsDebt],
     clawback: Clawback,
@@ -399,7 +399,7 @@ pub fn reversal_entry(
 }
 
 /// Points spent on a voucher, oldest season first: `parts` are (season, points).
-pub fn exchange_entry(voucher: Uuid, card: Uuid, parts: &[(SeasonId, i64)]) -> NewEntry {
+pub fn exchange_entry(voucher: VoucherId, card: CardId, parts: &[(SeasonId, i64)]) -> NewEntry {
     let mut postings = Vec::new();
     for (season, points) in parts.iter().filter(|(_, p)| *p > 0) {
         postings.push(posting(accounts::card_points(card, *season), Side::Debit, *points));
@@ -409,7 +409,7 @@ pub fn exchange_entry(voucher: Uuid, card: Uuid, parts: &[(SeasonId, i64)]) -> N
 }
 
 /// One card's remaining points of `season` expire.
-pub fn expiry_entry(season: SeasonId, card: Uuid, points: i64) -> NewEntry {
+pub fn expiry_entry(season: SeasonId, card: CardId, points: i64) -> NewEntry {
     NewEntry::new(
         "points_expiry",
         format!("points_expiry:{season}:{card}"),
@@ -533,7 +533,7 @@ mod tests {
     #[test]
     fn entries_balance_and_name_their_accounts() {
         let (card, s1, s2) = (
-            Uuid::from_u128(5),
+            CardId::from_uuid(Uuid::from_u128(5)),
             SeasonId::from_uuid(Uuid::from_u128(1)),
             SeasonId::from_uuid(Uuid::from_u128(2)),
         );
@@ -549,7 +549,9 @@ mod tests {
         reversal.validate().expect("balanced");
         assert_eq!(reversal.postings.len(), 5);
         assert!(earning_entry(Uuid::from_u128(8), card, s2, &Earning::default()).is_none());
-        exchange_entry(Uuid::from_u128(3), card, &[(s1, 5), (s2, 7)]).validate().expect("balanced");
+        exchange_entry(VoucherId::from_uuid(Uuid::from_u128(3)), card, &[(s1, 5), (s2, 7)])
+            .validate()
+            .expect("balanced");
         expiry_entry(s1, card, 4).validate().expect("balanced");
     }
 

@@ -21,7 +21,7 @@ use super::money::{Fen, MAX_AMOUNT_FEN};
 use super::region::RegionCode;
 use super::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
 use super::time::Timestamp;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{MerchantId, RedemptionId, SeasonId};
 
 /// One funder's part of a redeemed voucher: (funder, its part of the value, its part of the
 /// discount).
@@ -111,7 +111,7 @@ pub fn redemption_entry(
     batch: &Batch,
     parts: &[FunderPart],
     merchant: MerchantId,
-    redemption: Uuid,
+    redemption: RedemptionId,
 ) -> NewEntry {
     let (season, batch) = (batch.season_id, batch.id);
     let mut postings = Vec::new();
@@ -238,10 +238,10 @@ mod tests {
 
     fn voucher(batch: &Batch) -> Voucher {
         Voucher {
-            id: Uuid::from_u128(3),
+            id: Uuid::from_u128(3).into(),
             batch_id: batch.id,
             season_id: batch.season_id,
-            citizen_id: Uuid::from_u128(4),
+            citizen_id: Uuid::from_u128(4).into(),
             slot: 1,
             status: VoucherStatus::Active,
             value: batch.voucher_value(),
@@ -358,7 +358,7 @@ mod tests {
                 (c, Fen::from_fen_unchecked(400), Fen::from_fen_unchecked(200))
             ]
         );
-        let entry = redemption_entry(&b, &parts, merchant, Uuid::from_u128(10));
+        let entry = redemption_entry(&b, &parts, merchant, Uuid::from_u128(10).into());
         assert_eq!(entry.reference, format!("redemption:{}", Uuid::from_u128(10)));
         assert_eq!(
             lines(&entry),
@@ -372,7 +372,7 @@ mod tests {
             ]
         );
         let whole = funder_parts(&b, b.voucher_value(), b.voucher_value());
-        let entry = redemption_entry(&b, &whole, merchant, Uuid::from_u128(10));
+        let entry = redemption_entry(&b, &whole, merchant, Uuid::from_u128(10).into());
         assert_eq!(lines(&entry).len(), 4, "a zero rest is left out");
     }
 

@@ -6,7 +6,6 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Duration, FixedOffset, NaiveDate, Offset};
 use serde::Serialize;
-use uuid::Uuid;
 
 use super::accounts::{self, SeasonAccount};
 use super::funding::FundingShares;
@@ -220,8 +219,8 @@ impl SettlementChunking {
 
     /// Groups `(merchant, unsettled rows)` in the given order into chunks: each merchant exactly
     /// once, a chunk closed before it would pass either limit.
-    pub fn chunks(&self, counts: &[(Uuid, i64)]) -> Vec<Vec<Uuid>> {
-        let mut chunks: Vec<Vec<Uuid>> = Vec::new();
+    pub fn chunks(&self, counts: &[(MerchantId, i64)]) -> Vec<Vec<MerchantId>> {
+        let mut chunks: Vec<Vec<MerchantId>> = Vec::new();
         let mut rows_in_last = 0i64;
         for &(merchant, rows) in counts {
             let fits = chunks.last().is_some_and(|last| {
@@ -300,6 +299,7 @@ pub fn season_close_entries(season: SeasonId, batch_balances: &[(String, Balance
 mod tests {
     use super::*;
     use crate::domain::accounts;
+    use uuid::Uuid;
 
     fn region(code: &str) -> RegionCode {
         code.parse().expect("region")
@@ -389,7 +389,7 @@ mod tests {
 
     #[test]
     fn settlement_chunks_keep_to_their_limits() {
-        let m = |n: u128| Uuid::from_u128(n);
+        let m = |n: u128| MerchantId::from_uuid(Uuid::from_u128(n));
         let chunking = SettlementChunking { max_rows: 10, max_merchants: 2 };
         let counts = [(m(1), 4), (m(2), 6), (m(3), 1), (m(4), 25), (m(5), 3), (m(6), 3), (m(7), 3)];
         assert_eq!(
@@ -406,13 +406,16 @@ mod tests {
             max_rows in 1i64..20_000,
             max_merchants in 1usize..50,
         ) {
-            let counts: Vec<(Uuid, i64)> =
-                rows.iter().enumerate().map(|(i, n)| (Uuid::from_u128(i as u128), *n)).collect();
+            let counts: Vec<(MerchantId, i64)> = rows
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (MerchantId::from_uuid(Uuid::from_u128(i as u128)), *n))
+                .collect();
             let chunks = SettlementChunking { max_rows, max_merchants }.chunks(&counts);
-            let flat: Vec<Uuid> = chunks.iter().flatten().copied().collect();
+            let flat: Vec<MerchantId> = chunks.iter().flatten().copied().collect();
             proptest::prop_assert_eq!(flat, counts.iter().map(|(m, _)| *m).collect::<Vec<_>>());
             for chunk in &chunks {
-                let rows: i64 = chunk.iter().map(|m| counts[m.as_u128() as usize].1).sum();
+                let rows: i64 = chunk.iter().map(|m| counts[m.as_uuid().as_u128() as usize].1).sum();
                 proptest::prop_assert!(!chunk.is_empty() && chunk.len() <= max_merchants);
                 proptest::prop_assert!(chunk.len() == 1 || rows <= max_rows, "{} rows in {:?}", rows, chunk);
             }

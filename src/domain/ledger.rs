@@ -768,7 +768,7 @@ mod tests {
     #[test]
     fn the_unit_of_an_account_follows_the_chart() {
         use crate::domain::accounts;
-        let (season, card) = (crate::domain::ids::SeasonId::new_v7(), Uuid::now_v7());
+        let (season, card) = (crate::domain::ids::SeasonId::new_v7(), crate::domain::ids::CardId::new_v7());
         let (batch, merchant) =
             (crate::domain::ids::BatchId::new_v7(), crate::domain::ids::MerchantId::new_v7());
         let funder = "370000".parse().expect("region");

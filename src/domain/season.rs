@@ -3,13 +3,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use uuid::Uuid;
-
 use super::funding::{FundingShares, VoucherTerms};
 use super::money::Fen;
 use super::region::RegionCode;
 use super::time::Timestamp;
-use crate::domain::ids::{BatchId, SeasonId};
+use crate::domain::ids::{BatchId, CitizenId, SeasonId, VoucherId};
 
 /// Most tranches one batch may have (a daily release over a year).
 pub const MAX_RELEASES: usize = 400;
@@ -273,10 +271,10 @@ impl Lottery {
     }
 
     /// An entry's place in the draw: SHA-256 of the seed's bytes then the citizen id's 16 bytes.
-    pub fn rank(seed: &str, citizen: Uuid) -> [u8; 32] {
+    pub fn rank(seed: &str, citizen: CitizenId) -> [u8; 32] {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
         context.update(seed.as_bytes());
-        context.update(citizen.as_bytes());
+        context.update(citizen.as_uuid().as_bytes());
         let mut rank = [0u8; 32];
         rank.copy_from_slice(context.finish().as_ref());
         rank
@@ -288,7 +286,7 @@ impl Lottery {
 pub struct Draw {
     seed: String,
     keep: usize,
-    best: std::collections::BinaryHeap<([u8; 32], Uuid)>,
+    best: std::collections::BinaryHeap<([u8; 32], CitizenId)>,
     entries: u64,
 }
 
@@ -297,7 +295,7 @@ impl Draw {
         Draw { seed: seed.to_owned(), keep, best: std::collections::BinaryHeap::new(), entries: 0 }
     }
 
-    pub fn add(&mut self, citizen: Uuid) {
+    pub fn add(&mut self, citizen: CitizenId) {
         self.entries += 1;
         let ranked = (Lottery::rank(&self.seed, citizen), citizen);
         if self.best.len() < self.keep {
@@ -315,7 +313,7 @@ impl Draw {
     }
 
     /// The best `keep`, lowest rank first.
-    pub fn finish(self) -> Vec<Uuid> {
+    pub fn finish(self) -> Vec<CitizenId> {
         self.best.into_sorted_vec().into_iter().map(|(_, citizen)| citizen).collect()
     }
 }
@@ -471,10 +469,10 @@ impl VoucherStatus {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Voucher {
-    pub id: Uuid,
+    pub id: VoucherId,
     pub batch_id: BatchId,
     pub season_id: SeasonId,
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub slot: u32,
     pub status: VoucherStatus,
     pub value: Fen,
@@ -509,6 +507,7 @@ pub fn order_slot(season: &Season, batch: &Batch) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use uuid::Uuid;
 
     #[test]
     fn season_dates_are_bounded() {
@@ -544,13 +543,14 @@ mod tests {
             ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref().try_into().expect("32");
         let lottery = Lottery { seed_sha256: commitment, drawn_at: None };
         assert!(lottery.seed_matches(seed) && !lottery.seed_matches("another seed"));
-        let draw = |seed: &str, entries: &mut dyn Iterator<Item = Uuid>, keep: usize| {
+        let draw = |seed: &str, entries: &mut dyn Iterator<Item = CitizenId>, keep: usize| {
             let mut draw = Draw::new(seed, keep);
             entries.for_each(|citizen| draw.add(citizen));
             assert_eq!(draw.entries(), 50);
             draw.finish()
         };
-        let entries: Vec<Uuid> = (1..=50u128).map(Uuid::from_u128).collect();
+        let entries: Vec<CitizenId> =
+            (1..=50u128).map(|n| CitizenId::from_uuid(Uuid::from_u128(n))).collect();
         let mut by_rank = entries.clone();
         by_rank.sort_by_key(|c| Lottery::rank(seed, *c));
         assert_eq!(draw(seed, &mut entries.iter().copied(), 7), by_rank[..7]);

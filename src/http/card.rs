@@ -23,7 +23,7 @@ use super::till::{
 use crate::app::card as app_card;
 use crate::domain::card::{self, BankCardNumber, Card, CardStatus, CardVia};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{BatchId, MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, CardId, MerchantId, SeasonId};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
@@ -91,7 +91,7 @@ pub async fn issue(
 /// A benefit card as its holder sees it.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct CardAnswer {
-    id: Uuid,
+    id: CardId,
     number: String,
     number_masked: String,
     /// mobile or bank_card.
@@ -120,7 +120,7 @@ pub struct SeasonPoints {
 /// A card's new status.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct CardStatusAnswer {
-    id: Uuid,
+    id: CardId,
     status: &'static str,
 }
 
@@ -209,13 +209,13 @@ pub async fn qr(
     if card.status != CardStatus::Active {
         return Err(card_frozen());
     }
-    Ok(Json(state.fresh_qr(TokenKind::Card, card.id).await?))
+    Ok(Json(state.fresh_qr(TokenKind::Card, card.id.as_uuid()).await?))
 }
 
 async fn set_status(
     state: &AppState,
     staff: &Staff,
-    id: Uuid,
+    id: CardId,
     status: CardStatus,
 ) -> Result<Json<CardStatusAnswer>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
@@ -237,7 +237,7 @@ async fn set_status(
 pub async fn freeze(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<CardId>,
 ) -> Result<Json<CardStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, CardStatus::Frozen).await
 }
@@ -247,7 +247,7 @@ pub async fn freeze(
 pub async fn unfreeze(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(id): ApiPath<Uuid>,
+    ApiPath(id): ApiPath<CardId>,
 ) -> Result<Json<CardStatusAnswer>, ApiError> {
     set_status(&state, &staff, id, CardStatus::Active).await
 }
@@ -483,9 +483,9 @@ pub async fn get(
     })?;
     Ok(Json(CardPaymentView {
         card_payment_id: p.id,
-        card_id: p.card_id,
+        card_id: p.card_id.as_uuid(),
         merchant_id: p.merchant_id.as_uuid(),
-        terminal_id: p.terminal_id,
+        terminal_id: p.terminal_id.as_uuid(),
         season_id: p.season_id.map(Uuid::from),
         order_amount: yuan(p.order_amount_fen),
         member_discount: yuan(p.discount_fen),
@@ -525,15 +525,10 @@ pub async fn exchange(
     // An exchange is a claim paid with points: the claim writer's rate.
     state.citizen_rates().claim(citizen_id)?;
     let request: ExchangeBody = parse_json(&body)?;
-    if request.points <= 0 || request.points > card::MAX_POINTS_PRICE {
-        return Err(ApiError::unprocessable(
-            ErrorCode::InvalidPoints,
-            "points is the batch's points price, above 0",
-        ));
-    }
+    let points = app_card::exchange_points(request.points)?;
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     let hash = request_hash("POST", "/v1/me/card/exchanges", &body);
-    let exchange = crate::app::claims::Exchange { card_id: card.id, points: request.points };
+    let exchange = crate::app::claims::Exchange { card_id: card.id, points };
     let answer = state.writer().exchange(citizen_id, request.batch_id, exchange, key, hash).await;
     Ok(super::idempotency::writer_response(answer))
 }

@@ -6,7 +6,6 @@ use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::Response;
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
@@ -19,12 +18,12 @@ use crate::app::codes::CodeError;
 use crate::app::providers::SentCode;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::BatchId;
+use crate::domain::ids::{BatchId, CitizenId, VoucherId};
 use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
 use crate::domain::staff::Role;
 
 /// An authenticated citizen (Authorization: Bearer <token>).
-pub struct CitizenAuth(pub Uuid);
+pub struct CitizenAuth(pub CitizenId);
 
 impl FromRequestParts<AppState> for CitizenAuth {
     type Rejection = ApiError;
@@ -98,7 +97,7 @@ pub struct CodeSentResponse {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct SessionResponse {
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub token: String,
     pub token_expires_at: String,
 }
@@ -265,7 +264,7 @@ pub async fn sign_out(
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct RevokedSessions {
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     /// Always true: every session the citizen had is revoked (the same answer on a retry).
     pub sessions_revoked: bool,
 }
@@ -277,7 +276,7 @@ pub struct RevokedSessions {
 pub async fn revoke_sessions(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(citizen_id): ApiPath<Uuid>,
+    ApiPath(citizen_id): ApiPath<CitizenId>,
 ) -> Result<Json<RevokedSessions>, ApiError> {
     staff.require(&[Role::ProvinceAdmin])?;
     let not_found = || ApiError::not_found(ErrorCode::CitizenNotFound, "no such citizen");
@@ -306,12 +305,17 @@ pub async fn my_vouchers(
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
-            state.store().voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
-                ApiError::unprocessable(
-                    ErrorCode::InvalidCursor,
-                    "after names no voucher of yours: pass a page's next_after",
-                )
-            })?,
+            state
+                .store()
+                .voucher(VoucherId::from(id))
+                .await?
+                .filter(|v| v.citizen_id == citizen_id)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        ErrorCode::InvalidCursor,
+                        "after names no voucher of yours: pass a page's next_after",
+                    )
+                })?,
         ),
         None => None,
     };
@@ -365,7 +369,7 @@ pub struct MyVoucher {
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct MyVouchersPage {
     vouchers: Vec<MyVoucher>,
-    next_after: Option<Uuid>,
+    next_after: Option<VoucherId>,
 }
 
 /// A claim's body: an empty object (or no body); the batch is in the path.
@@ -392,21 +396,9 @@ pub async fn enter_lottery(
     ApiPath(batch_id): ApiPath<BatchId>,
 ) -> Result<Json<LotteryEntry>, ApiError> {
     state.citizen_rates().claim(citizen_id)?;
-    let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
-    let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
-    if batch.lottery.is_none() {
-        return Err(super::seasons::not_a_lottery());
-    }
-    let season = state.store().season(batch.season_id).await?.ok_or_else(ApiError::internal)?;
     let now = state.clock().now();
-    let window = match batch.check_open(&season, now) {
-        Err(crate::domain::season::ClaimRefusal::SeasonClosed) => Err("the season is closed".to_owned()),
-        Err(crate::domain::season::ClaimRefusal::NotOpen(message)) => Err(message),
-        _ => Ok(()),
-    };
-    window.map_err(|message| ApiError::conflict(ErrorCode::NotOpen, message))?;
-    let entered_at = state.store().enter_lottery(batch.id, citizen_id, now).await?;
-    Ok(Json(LotteryEntry { batch_id: batch.id, entered_at: entered_at.to_string() }))
+    let entered_at = crate::app::claims::enter_lottery(state.store(), batch_id, citizen_id, now).await?;
+    Ok(Json(LotteryEntry { batch_id, entered_at: entered_at.to_string() }))
 }
 
 /// The citizen's standing in a lottery batch.
@@ -421,7 +413,7 @@ pub struct MyLotteryEntry {
     #[schema(format = DateTime)]
     drawn_at: Option<String>,
     /// The voucher the draw gave (in `GET /v1/me/vouchers`), when won.
-    voucher_id: Option<Uuid>,
+    voucher_id: Option<VoucherId>,
 }
 
 /// Whether the citizen entered a lottery batch's draw, and after the draw whether they won (the
@@ -449,18 +441,10 @@ pub async fn my_lottery_entry(
 pub async fn voucher_qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiPath(voucher_id): ApiPath<Uuid>,
+    ApiPath(voucher_id): ApiPath<VoucherId>,
 ) -> Result<Json<super::QrAnswer>, ApiError> {
     state.citizen_rates().qr_code(citizen_id)?;
-    let voucher = state.store().voucher(voucher_id).await?.filter(|v| v.citizen_id == citizen_id);
-    let voucher =
-        voucher.ok_or_else(|| ApiError::not_found(ErrorCode::VoucherNotFound, "no such voucher of yours"))?;
-    let status = voucher.status_at(state.clock().now());
-    if status != crate::domain::season::VoucherStatus::Active {
-        return Err(ApiError::conflict(
-            ErrorCode::VoucherNotRedeemable,
-            format!("the voucher is {}", status.as_str()),
-        ));
-    }
-    Ok(Json(state.fresh_qr(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id).await?))
+    let found = state.store().voucher(voucher_id).await?;
+    let voucher = crate::app::claims::voucher_for_qr(found, citizen_id, state.clock().now())?;
+    Ok(Json(state.fresh_qr(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id.as_uuid()).await?))
 }

@@ -10,19 +10,18 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, ApiQuery, PageQuery, Staff, next_cursor, page_limit, plain_text};
 use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, staff_prelude};
 use super::till::merchant_or_staff;
-use crate::app::finance::report_files::{self, Lang, StatementLine};
+use crate::app::finance::report_files::{self, Lang, ReportFormat, StatementLine};
 use crate::app::finance::{self, CloseOutcome, FinanceError, Reconciliation, SeasonReport, SettlementAnswer};
 use crate::app::till::journal_match::MatchOutcome;
 use crate::domain::access::{self, SeasonView};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{MerchantId, SeasonId, SettlementId};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
 use crate::domain::time::Timestamp;
@@ -39,7 +38,7 @@ async fn load_season(store: &dyn Storage, id: SeasonId) -> Result<Season, ApiErr
 
 async fn load_settlement(
     store: &dyn Storage,
-    id: Uuid,
+    id: SettlementId,
 ) -> Result<crate::storage::SettlementRecord, ApiError> {
     store
         .settlement(id)
@@ -129,8 +128,9 @@ pub struct LangQuery {
 }
 
 /// The season report: JSON (default), `?format=csv&view=funders|batches|merchants|categories|days|cards|summary`,
-/// or `?format=xlsx` (one sheet per view). A closed season's report is the one stored at close.
-#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query), ("lang" = Option<String>, Query, description = "zh (default) or en")), responses((status = 200, description = "the report: JSON, or a CSV view, or an xlsx workbook", content((SeasonReport = "application/json"), (String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"))), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
+/// `?format=xlsx` (one sheet per view), or a chart of it, `?format=svg&view=funders|days|categories|cities|leverage`
+/// (Chinese labels; the console's dashboard). A closed season's report is the one stored at close.
+#[utoipa::path(get, operation_id = "season_report", path = "/v1/seasons/{id}/report", security(("staff_key" = [])), params(("id" = Uuid, Path), ("format" = Option<String>, Query), ("view" = Option<String>, Query), ("lang" = Option<String>, Query, description = "zh (default) or en")), responses((status = 200, description = "the report: JSON, or a CSV view, or an xlsx workbook", content((SeasonReport = "application/json"), (String = "text/csv"), (String = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"), (String = "image/svg+xml"))), (status = 403, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody)))]
 pub async fn report(
     State(state): State<AppState>,
     staff: Staff,
@@ -142,25 +142,23 @@ pub async fn report(
     let report = finance::report_for(state.store(), &season, city, state.clock().now()).await?;
     let stem = format!("season-{season_id}-report");
     let lang = file_lang(query.lang.as_deref())?;
-    match query.format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(report).into_response()),
-        "csv" => {
-            let view = query.view.as_deref().unwrap_or("funders");
-            let table = report_files::table(&report, view, lang).ok_or_else(|| {
-                ApiError::unprocessable(
-                    ErrorCode::InvalidView,
-                    format!("view is one of {}", report_files::VIEWS.join(", ")),
-                )
-            })?;
+    match report_files::report_format(query.format.as_deref(), query.view.as_deref())? {
+        ReportFormat::Json => Ok(Json(report).into_response()),
+        ReportFormat::Csv(view) => {
+            let table = report_files::table(&report, view, lang).ok_or_else(ApiError::internal)?;
             let body = report_files::csv(&table).map_err(file_failed)?;
             Ok(file_response("text/csv; charset=utf-8", format!("{stem}-{view}.csv"), body))
         }
-        "xlsx" => {
+        ReportFormat::Xlsx => {
             let body = report_files::xlsx(&report, lang).map_err(file_failed)?;
             let kind = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
             Ok(file_response(kind, format!("{stem}.xlsx"), body))
         }
-        _ => Err(ApiError::unprocessable(ErrorCode::InvalidFormat, "format is json, csv or xlsx")),
+        ReportFormat::Svg(view) => {
+            let svg = finance::charts::chart(&report, view).ok_or_else(ApiError::internal)?;
+            let kind = HeaderValue::from_static("image/svg+xml; charset=utf-8");
+            Ok(([(header::CONTENT_TYPE, kind)], svg).into_response())
+        }
     }
 }
 
@@ -254,9 +252,17 @@ pub async fn season_settlements(
     let limit = page_limit(query.limit, SETTLEMENTS_PAGE_DEFAULT, SETTLEMENTS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
-            state.store().settlement(id).await?.filter(|s| s.season_id == season_id).ok_or_else(|| {
-                ApiError::unprocessable(ErrorCode::InvalidCursor, "after names no settlement of this season")
-            })?,
+            state
+                .store()
+                .settlement(SettlementId::from(id))
+                .await?
+                .filter(|s| s.season_id == season_id)
+                .ok_or_else(|| {
+                    ApiError::unprocessable(
+                        ErrorCode::InvalidCursor,
+                        "after names no settlement of this season",
+                    )
+                })?,
         ),
         None => None,
     };
@@ -273,7 +279,7 @@ pub async fn season_settlements(
 /// last. (Fields in alphabetical order, as the answer always had them.)
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SettlementPage {
-    next_after: Option<Uuid>,
+    next_after: Option<SettlementId>,
     settlements: Vec<SettlementAnswer>,
 }
 
@@ -307,7 +313,7 @@ pub struct FunderAmount {
 pub async fn get_settlement(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(settlement_id): ApiPath<Uuid>,
+    ApiPath(settlement_id): ApiPath<SettlementId>,
 ) -> Result<Json<SettlementWithLines>, ApiError> {
     let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
     let lines = lines
@@ -330,7 +336,7 @@ pub async fn get_settlement(
 async fn settlement_for(
     state: &AppState,
     staff: &Staff,
-    settlement_id: Uuid,
+    settlement_id: SettlementId,
 ) -> Result<(crate::storage::SettlementRecord, Vec<crate::storage::SettlementLineRecord>), ApiError> {
     let settlement = load_settlement(state.store(), settlement_id).await?;
     let season = load_season(state.store(), settlement.season_id).await?;
@@ -348,7 +354,7 @@ async fn settlement_for(
 pub async fn payout_csv(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(settlement_id): ApiPath<Uuid>,
+    ApiPath(settlement_id): ApiPath<SettlementId>,
     ApiQuery(query): ApiQuery<LangQuery>,
 ) -> Result<Response, ApiError> {
     let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
@@ -372,7 +378,7 @@ struct PaidBody {
 pub async fn paid(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath(settlement_id): ApiPath<Uuid>,
+    ApiPath(settlement_id): ApiPath<SettlementId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -462,25 +468,14 @@ pub async fn statement(
     let lang = file_lang(query.lang.as_deref())?;
     load_season(state.store(), query.season).await?;
     let events = state.store().merchant_statement(merchant_id, query.season, MAX_REPORT_ROWS + 1).await?;
-    if events.len() as i64 > MAX_REPORT_ROWS {
-        return Err(ApiError::unprocessable(
-            ErrorCode::StatementTooLarge,
-            "more than 200,000 lines: ask finance for a file",
-        ));
-    }
+    report_files::statement_within_limit(&events)?;
     let lines = report_files::statement_lines(&events);
-    match query.format.as_deref().unwrap_or("json") {
-        "json" => Ok(Json(Statement { lines, merchant_id, season_id: query.season }).into_response()),
-        "csv" => {
-            let body = report_files::statement_csv(&lines, lang).map_err(file_failed)?;
-            Ok(file_response(
-                "text/csv; charset=utf-8",
-                format!("statement-{merchant_id}-{}.csv", query.season),
-                body,
-            ))
-        }
-        _ => Err(ApiError::unprocessable(ErrorCode::InvalidFormat, "format is json or csv")),
+    if !report_files::statement_is_csv(query.format.as_deref())? {
+        return Ok(Json(Statement { lines, merchant_id, season_id: query.season }).into_response());
     }
+    let body = report_files::statement_csv(&lines, lang).map_err(file_failed)?;
+    let name = format!("statement-{merchant_id}-{}.csv", query.season);
+    Ok(file_response("text/csv; charset=utf-8", name, body))
 }
 
 /// A merchant's statement of a season: each redemption, reversal, settlement and payout, with

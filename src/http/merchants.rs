@@ -4,8 +4,6 @@ use axum::Json;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::response::Response;
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use uuid::Uuid;
 
@@ -18,7 +16,7 @@ use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, sta
 use crate::app::merchants::{self, Asked};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::MerchantId;
+use crate::domain::ids::{MerchantId, TerminalId};
 use crate::domain::merchant::{
     ACCOUNT_REQUEST_TTL_S, AccountRequest, Merchant, MerchantStatus, SettlementAccount,
 };
@@ -96,7 +94,7 @@ pub struct MerchantStatusAnswer {
 /// A terminal registered.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct TerminalAnswer {
-    terminal_id: Uuid,
+    terminal_id: TerminalId,
     merchant_id: MerchantId,
     label: String,
 }
@@ -104,7 +102,7 @@ pub struct TerminalAnswer {
 /// A terminal revoked (revoking again answers the same).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct TerminalRevokedAnswer {
-    terminal_id: Uuid,
+    terminal_id: TerminalId,
     revoked: bool,
 }
 
@@ -378,18 +376,19 @@ pub async fn register_terminal(
         Prelude::Fresh { scope, hash } => (scope, hash),
     };
     let request: RegisterTerminal = parse_json(&body)?;
-    let public_key = URL_SAFE_NO_PAD
-        .decode(request.public_key.trim().trim_end_matches('='))
-        .ok()
-        .filter(|k| k.len() == 32)
-        .ok_or_else(|| invalid(ErrorCode::InvalidPublicKey, "public_key must be 32 bytes of base64url"))?;
+    let public_key = crate::app::merchants::terminal_public_key(&request.public_key)?;
     let label = plain_text(&request.label, 100)
         .ok_or_else(|| {
             invalid(ErrorCode::InvalidField, format!("label is at most 100 characters, {PLAIN_TEXT_RULE}"))
         })?
         .into_string();
-    let terminal =
-        TerminalRecord { id: Uuid::now_v7(), merchant_id, public_key, label: label.clone(), revoked: false };
+    let terminal = TerminalRecord {
+        id: TerminalId::new_v7(),
+        merchant_id,
+        public_key,
+        label: label.clone(),
+        revoked: false,
+    };
     let answer = TerminalAnswer { terminal_id: terminal.id, merchant_id, label };
     let record = IdemRecord { scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
     let outcome = state.store().insert_terminal(&terminal, state.clock().now(), &record).await;
@@ -406,7 +405,7 @@ pub async fn register_terminal(
 pub async fn revoke_terminal(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath((merchant_id, terminal_id)): ApiPath<(MerchantId, Uuid)>,
+    ApiPath((merchant_id, terminal_id)): ApiPath<(MerchantId, TerminalId)>,
 ) -> Result<Json<TerminalRevokedAnswer>, ApiError> {
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;

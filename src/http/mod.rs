@@ -78,8 +78,10 @@ pub(crate) struct AppInner {
     qr: Arc<crate::app::qr::QrKeys>,
     redemptions: crate::app::till::writer::RedemptionWriter,
     settlement_chunking: crate::domain::finance::SettlementChunking,
-    pub(crate) tills:
-        TtlCache<uuid::Uuid, (crate::storage::TerminalRecord, crate::domain::merchant::Merchant)>,
+    pub(crate) tills: TtlCache<
+        crate::domain::ids::TerminalId,
+        (crate::storage::TerminalRecord, crate::domain::merchant::Merchant),
+    >,
     pub(crate) batches:
         TtlCache<crate::domain::ids::BatchId, (crate::domain::season::Batch, crate::domain::season::Season)>,
     /// The till path's per-request reads and nonce writes, coalesced (`src/app/till/coalesce.rs`).
@@ -89,8 +91,8 @@ pub(crate) struct AppInner {
 }
 
 pub(crate) struct TillReads {
-    pub vouchers: Coalescer<uuid::Uuid, Option<crate::domain::season::Voucher>>,
-    pub nonces: Coalescer<(uuid::Uuid, String), bool>,
+    pub vouchers: Coalescer<crate::domain::ids::VoucherId, Option<crate::domain::season::Voucher>>,
+    pub nonces: Coalescer<(crate::domain::ids::TerminalId, String), bool>,
     pub card_payments:
         Coalescer<(crate::domain::ids::MerchantId, String), Option<crate::storage::CardPaymentRecord>>,
 }
@@ -99,11 +101,11 @@ impl TillReads {
     fn spawn(store: &Arc<dyn Storage>, clock: &Arc<dyn Clock>) -> TillReads {
         let (s1, s2, s3, clock) = (store.clone(), store.clone(), store.clone(), clock.clone());
         TillReads {
-            vouchers: Coalescer::spawn(move |ids: Vec<uuid::Uuid>| {
+            vouchers: Coalescer::spawn(move |ids: Vec<crate::domain::ids::VoucherId>| {
                 let store = s1.clone();
                 async move { store.vouchers(&ids).await }
             }),
-            nonces: Coalescer::spawn(move |seen: Vec<(uuid::Uuid, String)>| {
+            nonces: Coalescer::spawn(move |seen: Vec<(crate::domain::ids::TerminalId, String)>| {
                 let (store, at) = (s2.clone(), clock.now());
                 async move { store.record_nonces(&seen, at).await }
             }),

@@ -17,9 +17,9 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use crate::domain::ids::CitizenId;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use uuid::Uuid;
 
 use super::error::ApiError;
 
@@ -41,8 +41,8 @@ pub const IDENTITY_ATTEMPTS_PER_MINUTE: u32 = 1;
 pub type IdentityKey = [u8; 32];
 
 pub struct CitizenRates {
-    claims: DefaultKeyedRateLimiter<Uuid>,
-    qr_codes: DefaultKeyedRateLimiter<Uuid>,
+    claims: DefaultKeyedRateLimiter<CitizenId>,
+    qr_codes: DefaultKeyedRateLimiter<CitizenId>,
     identities: DefaultKeyedRateLimiter<IdentityKey>,
     clock: DefaultClock,
 }
@@ -65,12 +65,12 @@ fn quota(per_minute: u32, burst: u32) -> Quota {
 
 impl CitizenRates {
     /// One claim attempt by `citizen`, or 429 `rate_limited`.
-    pub fn claim(&self, citizen: Uuid) -> Result<(), ApiError> {
+    pub fn claim(&self, citizen: CitizenId) -> Result<(), ApiError> {
         self.check(&self.claims, citizen)
     }
 
     /// One QR code (voucher or card) for `citizen`, or 429 `rate_limited`.
-    pub fn qr_code(&self, citizen: Uuid) -> Result<(), ApiError> {
+    pub fn qr_code(&self, citizen: CitizenId) -> Result<(), ApiError> {
         self.check(&self.qr_codes, citizen)
     }
 
@@ -114,11 +114,13 @@ pub const FORGET_IDLE_EVERY: Duration = Duration::from_secs(60);
 mod tests {
     use super::*;
     use crate::domain::error_code::ErrorCode;
+    use uuid::Uuid;
 
     #[test]
     fn a_citizen_gets_the_burst_then_waits_and_others_are_unaffected() {
         let rates = CitizenRates::default();
-        let (one, other) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (one, other) =
+            (CitizenId::from_uuid(Uuid::from_u128(1)), CitizenId::from_uuid(Uuid::from_u128(2)));
         for _ in 0..CLAIM_BURST {
             assert_eq!(rates.claim(one), Ok(()));
         }

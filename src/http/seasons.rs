@@ -4,7 +4,6 @@ use axum::Json;
 use axum::extract::State;
 use axum::response::Response;
 use serde::Deserialize;
-use uuid::Uuid;
 
 use super::AppState;
 use super::error::ApiError;
@@ -14,7 +13,7 @@ use crate::app::seasons::{self, AddBudget, CreateBatch, CreateSeason};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
-use crate::domain::ids::{BatchId, SeasonId};
+use crate::domain::ids::{BatchId, CitizenId, SeasonId};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season};
@@ -356,7 +355,10 @@ pub async fn lottery_entrants(
     if batch.lottery.is_none() {
         return Err(not_a_lottery());
     }
-    let mut entrants = state.store().lottery_entrants(batch.id, page.after, i64::from(limit) + 1).await?;
+    let mut entrants = state
+        .store()
+        .lottery_entrants(batch.id, page.after.map(CitizenId::from), i64::from(limit) + 1)
+        .await?;
     let next_after = next_cursor(&mut entrants, limit).copied();
     Ok(Json(EntrantsPage { entries: entrants, next_after }))
 }
@@ -377,8 +379,8 @@ pub struct DrawAnswer {
 /// A page of a lottery batch's entrants (citizen ids); `next_after` is null on the last page.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct EntrantsPage {
-    entries: Vec<Uuid>,
-    next_after: Option<Uuid>,
+    entries: Vec<CitizenId>,
+    next_after: Option<CitizenId>,
 }
 
 /// The answer to a draw of a batch drawn already: the stored answer when a twin of this

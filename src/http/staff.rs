@@ -17,7 +17,6 @@ use crate::app::staff::{self, EnrolError};
 use crate::domain::citizen::Phone;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::StaffEnrolmentId;
-use crate::domain::region::RegionCode;
 use crate::domain::staff::{Role, StaffScope};
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -66,16 +65,15 @@ pub struct CreateKeyResponse {
 pub struct WhoAmI {
     pub role: Role,
     pub region: String,
+    /// What the key may do, by capability (`domain::access`), asked of the key's own region:
+    /// `read_season_finance`, `reconcile_season`, `settle_season`, `manage_merchant`, ... The
+    /// console offers only these; each request is still checked against its resource.
+    pub may: Vec<&'static str>,
 }
 
+/// A key's scope as a request or the CLI names it (see `app::staff::parse_scope`), as a 422.
 pub fn parse_scope(role: &str, region: &str) -> Result<StaffScope, ApiError> {
-    let role: Role = role.parse().map_err(|e: crate::domain::staff::StaffError| {
-        ApiError::unprocessable(ErrorCode::InvalidRole, e.to_string())
-    })?;
-    let region: RegionCode = region.parse().map_err(|e: crate::domain::region::RegionError| {
-        ApiError::unprocessable(ErrorCode::InvalidRegion, e.to_string())
-    })?;
-    StaffScope::new(role, region).map_err(|e| ApiError::unprocessable(ErrorCode::InvalidScope, e.to_string()))
+    Ok(staff::parse_scope(role, region)?)
 }
 
 /// Enrols a named person for a staff key (province_admin for its province and cities;
@@ -164,8 +162,9 @@ fn enrol_error(error: EnrolError) -> ApiError {
     }
 }
 
-/// Who the presented key speaks for.
+/// Who the presented key speaks for, and what it may do.
 #[utoipa::path(get, operation_id = "staff_me", path = "/v1/staff/me", security(("staff_key" = [])), responses((status = 200, body = WhoAmI)))]
 pub async fn me(staff: Staff) -> Json<WhoAmI> {
-    Json(WhoAmI { role: staff.scope.role, region: staff.scope.region.to_string() })
+    let may = crate::domain::access::capabilities(&staff.scope);
+    Json(WhoAmI { role: staff.scope.role, region: staff.scope.region.to_string(), may })
 }

@@ -7,7 +7,6 @@ use axum::extract::State;
 use axum::http::{HeaderMap, Method, Uri};
 use axum::response::Response;
 use serde::{Deserialize, Deserializer};
-use uuid::Uuid;
 use wenhui_merchant_sdk::signing::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, SignatureError, SignedParts,
     parse_timestamp,
@@ -24,6 +23,7 @@ use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_kn
 use crate::app::till::redeem;
 use crate::domain::entries::AfterReversal;
 use crate::domain::error_code::ErrorCode;
+use crate::domain::ids::{RedemptionId, TerminalId};
 use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::Fen;
 use crate::domain::text::PlainText;
@@ -101,7 +101,7 @@ async fn verify_terminal(
     body: &[u8],
 ) -> Result<(TerminalCtx, String), ApiError> {
     let unknown = || ApiError::unauthorized(ErrorCode::UnknownTerminal, "no such terminal");
-    let terminal_id: Uuid = header(headers, HEADER_TERMINAL)?.parse().map_err(|_| unknown())?;
+    let terminal_id: TerminalId = header(headers, HEADER_TERMINAL)?.parse().map_err(|_| unknown())?;
     let timestamp_s = parse_timestamp(header(headers, HEADER_TIMESTAMP)?)
         .map_err(|e| ApiError::unauthorized(ErrorCode::TimestampMalformed, e.to_string()))?;
     let nonce = header(headers, HEADER_NONCE)?;
@@ -132,7 +132,7 @@ async fn verify_terminal(
 }
 
 /// Records the request nonce; refuses it if the terminal used it before.
-async fn check_nonce(state: &AppState, terminal_id: Uuid, nonce: String) -> Result<(), ApiError> {
+async fn check_nonce(state: &AppState, terminal_id: TerminalId, nonce: String) -> Result<(), ApiError> {
     if !state.inner().till_reads.nonces.load((terminal_id, nonce)).await? {
         return Err(ApiError::unauthorized(ErrorCode::ReplayedRequest, "this nonce was already used"));
     }
@@ -453,7 +453,7 @@ pub async fn reverse(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    ApiPath(redemption_id): ApiPath<Uuid>,
+    ApiPath(redemption_id): ApiPath<RedemptionId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -504,7 +504,7 @@ pub async fn get(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    ApiPath(redemption_id): ApiPath<Uuid>,
+    ApiPath(redemption_id): ApiPath<RedemptionId>,
 ) -> Result<Json<RedemptionView>, ApiError> {
     let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
     let record = state.store().redemption(redemption_id).await?.filter(|r| r.merchant_id == ctx.merchant.id);
@@ -516,10 +516,10 @@ pub async fn get(
     let funders: Vec<FunderShare> =
         serde_json::from_str(&r.funders_json).map_err(|_| ApiError::internal())?;
     Ok(Json(RedemptionView {
-        redemption_id: r.id,
-        voucher_id: r.voucher_id,
+        redemption_id: r.id.as_uuid(),
+        voucher_id: r.voucher_id.as_uuid(),
         merchant_id: r.merchant_id.as_uuid(),
-        terminal_id: r.terminal_id,
+        terminal_id: r.terminal_id.as_uuid(),
         order_amount: yuan(r.order_amount_fen),
         discount: yuan(r.discount_fen),
         payable: yuan(r.order_amount_fen - r.discount_fen),

@@ -10,7 +10,6 @@
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use super::card::CardPaymentRow;
 use super::db::{Pool, Tx};
@@ -18,7 +17,7 @@ use super::ledger::{AccountCache, EntryInsert, EntryRow, PostingInsert};
 use super::seasons::VoucherRow;
 use super::till::GroupRows;
 use super::{Backend, IdemRecord, NewRedemption, PruneTarget, StorageError};
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
 use crate::domain::season::Voucher;
 use crate::domain::time::{Clock, Timestamp};
 
@@ -68,9 +67,9 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
 
     async fn inserted_nonce_rows(
         &self,
-        rows: &[(Uuid, String)],
+        rows: &[(TerminalId, String)],
         at_us: i64,
-    ) -> Result<Vec<(Uuid, String)>, sqlx::Error>;
+    ) -> Result<Vec<(TerminalId, String)>, sqlx::Error>;
 
     async fn delete_old_rows(
         &self,
@@ -79,7 +78,7 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
         max_rows: u32,
     ) -> Result<u64, sqlx::Error>;
 
-    async fn voucher_rows(&self, ids: &[Uuid]) -> Result<Vec<VoucherRow>, sqlx::Error>;
+    async fn voucher_rows(&self, ids: &[VoucherId]) -> Result<Vec<VoucherRow>, sqlx::Error>;
 
     async fn live_card_payment_rows(&self, order_refs: &[String])
     -> Result<Vec<CardPaymentRow>, sqlx::Error>;
@@ -89,8 +88,8 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, MerchantId, SeasonId)],
-    ) -> Result<Vec<(Uuid, MerchantId, SeasonId, i32)>, sqlx::Error>;
+        keys: &[(CitizenId, MerchantId, SeasonId)],
+    ) -> Result<Vec<(CitizenId, MerchantId, SeasonId, i32)>, sqlx::Error>;
 
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::card::{self, Card, CardStatus, CardVia, Clawback, Earning, MemberTerms, PointsDebt};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{CardId, CitizenId, MerchantId, SeasonId, TerminalId};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
@@ -42,9 +42,9 @@ pub struct PointsPolicy {
 /// renders the stored answer from the decided earning.
 pub struct NewCardPayment {
     pub id: Uuid,
-    pub card_id: Uuid,
+    pub card_id: CardId,
     pub merchant_id: MerchantId,
-    pub terminal_id: Uuid,
+    pub terminal_id: TerminalId,
     pub season_id: Option<SeasonId>,
     pub order_ref: String,
     pub order_amount_fen: i64,
@@ -58,9 +58,9 @@ pub struct NewCardPayment {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CardPaymentRecord {
     pub id: Uuid,
-    pub card_id: Uuid,
+    pub card_id: CardId,
     pub merchant_id: MerchantId,
-    pub terminal_id: Uuid,
+    pub terminal_id: TerminalId,
     pub season_id: Option<SeasonId>,
     pub order_ref: String,
     pub order_amount_fen: i64,
@@ -117,19 +117,19 @@ pub trait CardStore: Send + Sync {
     /// `Constraint(CardNumber)` if the random number collided (draw another).
     async fn insert_card(&self, card: &Card) -> Result<(), WriteError>;
 
-    async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError>;
+    async fn card(&self, id: CardId) -> Result<Option<Card>, StorageError>;
 
-    async fn card_by_citizen(&self, citizen_id: Uuid) -> Result<Option<Card>, StorageError>;
+    async fn card_by_citizen(&self, citizen_id: CitizenId) -> Result<Option<Card>, StorageError>;
 
     async fn set_card_status(
         &self,
-        id: Uuid,
+        id: CardId,
         status: crate::domain::card::CardStatus,
         at: Timestamp,
     ) -> Result<bool, StorageError>;
 
     /// The card's points and debts per season, oldest season (by start) first.
-    async fn card_points(&self, card_id: Uuid) -> Result<Vec<CardPointsLine>, StorageError>;
+    async fn card_points(&self, card_id: CardId) -> Result<Vec<CardPointsLine>, StorageError>;
 
     async fn set_card_terms(
         &self,
@@ -169,7 +169,7 @@ pub trait CardStore: Send + Sync {
     async fn commit_card_reversal(&self, reversal: &NewCardReversal) -> Result<IdemRecord, WriteError>;
 
     /// Every card's positive points balance of a season: (card, points).
-    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(Uuid, i64)>, StorageError>;
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(CardId, i64)>, StorageError>;
 
     /// Posts a season's points expiry entries and marks the season's points expired, at once.
     async fn commit_points_expiry(
@@ -198,8 +198,8 @@ pub(crate) const CARD_PAYMENT_COLUMNS: &str = "id, card_id, merchant_id, termina
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct CardRow {
-    id: Uuid,
-    citizen_id: Uuid,
+    id: CardId,
+    citizen_id: CitizenId,
     card_number: String,
     via: String,
     bank_bin: Option<String>,
@@ -233,9 +233,9 @@ impl CardRow {
 #[derive(sqlx::FromRow)]
 pub(crate) struct CardPaymentRow {
     id: Uuid,
-    card_id: Uuid,
+    card_id: CardId,
     merchant_id: MerchantId,
-    terminal_id: Uuid,
+    terminal_id: TerminalId,
     season_id: Option<SeasonId>,
     order_ref: String,
     order_amount_fen: i64,
@@ -356,7 +356,7 @@ impl SqlStore {
     /// land in seasons the card has payments in, so those name every account.
     async fn points_lines_on(
         conn: &mut impl AsExec,
-        card_id: Uuid,
+        card_id: CardId,
     ) -> Result<Vec<CardPointsLine>, sqlx::Error> {
         let seasons: Vec<(SeasonId, i64)> = query_as(
             "SELECT DISTINCT p.season_id, s.starts_at_us FROM card_payments p JOIN seasons s ON s.id = p.season_id \
@@ -539,13 +539,13 @@ impl CardStore for SqlStore {
         Ok(())
     }
 
-    async fn card(&self, id: Uuid) -> Result<Option<Card>, StorageError> {
+    async fn card(&self, id: CardId) -> Result<Option<Card>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {CARD_COLUMNS} FROM cards WHERE id = $1"));
         let row: Option<CardRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(CardRow::into_card).transpose()
     }
 
-    async fn card_by_citizen(&self, citizen_id: Uuid) -> Result<Option<Card>, StorageError> {
+    async fn card_by_citizen(&self, citizen_id: CitizenId) -> Result<Option<Card>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {CARD_COLUMNS} FROM cards WHERE citizen_id = $1"));
         let row: Option<CardRow> = query_as(sql).bind(citizen_id).fetch_optional(&self.pool).await?;
         row.map(CardRow::into_card).transpose()
@@ -553,7 +553,7 @@ impl CardStore for SqlStore {
 
     async fn set_card_status(
         &self,
-        id: Uuid,
+        id: CardId,
         status: CardStatus,
         at: Timestamp,
     ) -> Result<bool, StorageError> {
@@ -572,7 +572,7 @@ impl CardStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn card_points(&self, card_id: Uuid) -> Result<Vec<CardPointsLine>, StorageError> {
+    async fn card_points(&self, card_id: CardId) -> Result<Vec<CardPointsLine>, StorageError> {
         let mut conn = self.pool.acquire().await?;
         Ok(Self::points_lines_on(&mut conn, card_id).await?)
     }
@@ -769,9 +769,9 @@ impl CardStore for SqlStore {
         Ok(answer)
     }
 
-    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(Uuid, i64)>, StorageError> {
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(CardId, i64)>, StorageError> {
         let mut conn = self.pool.acquire().await?;
-        let cards: Vec<(Uuid,)> =
+        let cards: Vec<(CardId,)> =
             query_as("SELECT DISTINCT card_id FROM card_payments WHERE season_id = $1 ORDER BY card_id")
                 .bind(season_id)
                 .fetch_all(&mut conn)

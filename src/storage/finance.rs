@@ -11,7 +11,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{SalesFigures, SettlementLine};
-use crate::domain::ids::{BatchId, MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, RedemptionId, SeasonId, SettlementId, TerminalId};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -47,7 +47,7 @@ pub struct DayActivity {
 /// transaction (`settle_merchants`), then `finish_settlement` marks it complete.
 #[derive(Clone)]
 pub struct SettlementPlan {
-    pub id: Uuid,
+    pub id: SettlementId,
     pub season_id: SeasonId,
     pub cut_off: Timestamp,
     /// Also the `settled_at` of every redemption it settles.
@@ -60,7 +60,7 @@ pub struct SettlementPlan {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SettlementRecord {
-    pub id: Uuid,
+    pub id: SettlementId,
     pub season_id: SeasonId,
     pub cut_off: Timestamp,
     pub total_fen: i64,
@@ -185,7 +185,7 @@ pub trait FinanceStore: Send + Sync {
         &self,
         season_id: SeasonId,
         cut_off: Timestamp,
-    ) -> Result<Vec<(Uuid, i64)>, StorageError>;
+    ) -> Result<Vec<(MerchantId, i64)>, StorageError>;
 
     /// One chunk of a settlement, in one transaction: settles these merchants' unsettled,
     /// unreversed redemptions up to the cut-off (a merchant that already has a line in this
@@ -193,7 +193,11 @@ pub trait FinanceStore: Send + Sync {
     /// line), and posts a ledger entry per merchant. Returns the number of lines added: 0 if
     /// the merchants had nothing left, or if the settlement was completed meanwhile.
     /// `Refused(idempotency_key_reused)` if the settlement exists with another season or cut-off.
-    async fn settle_merchants(&self, plan: &SettlementPlan, merchants: &[Uuid]) -> Result<usize, WriteError>;
+    async fn settle_merchants(
+        &self,
+        plan: &SettlementPlan,
+        merchants: &[MerchantId],
+    ) -> Result<usize, WriteError>;
 
     /// Marks the settlement complete (once) and stores the plan's answer with it.
     /// `Refused(nothing_to_settle)` if no chunk added a line; `IdempotencyTaken` if the
@@ -211,7 +215,7 @@ pub trait FinanceStore: Send + Sync {
         season_id: Option<SeasonId>,
     ) -> Result<Vec<SettlementRecord>, StorageError>;
 
-    async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError>;
+    async fn settlement(&self, id: SettlementId) -> Result<Option<SettlementRecord>, StorageError>;
 
     /// The season's settlements in the order they were made, after `after` (a page's last),
     /// at most `limit`.
@@ -222,14 +226,14 @@ pub trait FinanceStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<SettlementRecord>, StorageError>;
 
-    async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError>;
+    async fn settlement_lines(&self, id: SettlementId) -> Result<Vec<SettlementLineRecord>, StorageError>;
 
     /// Records the bank's payout of a settlement (ledger entries settled -> paid).
     /// `Refused(already_paid)` if it was recorded before, `Refused(settlement_in_progress)`
     /// if the settlement is not complete.
     async fn commit_payout(
         &self,
-        settlement_id: Uuid,
+        settlement_id: SettlementId,
         payout_ref: &str,
         at: Timestamp,
         answer: &IdemRecord,
@@ -256,12 +260,15 @@ pub trait FinanceStore: Send + Sync {
     /// Redemptions made by these terminals at or after `since`, oldest first.
     async fn terminal_redemptions(
         &self,
-        terminals: &[Uuid],
+        terminals: &[TerminalId],
         since: Timestamp,
         limit: i64,
     ) -> Result<Vec<super::RedemptionRecord>, StorageError>;
 
-    async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<super::RedemptionRecord>, StorageError>;
+    async fn redemptions_by_id(
+        &self,
+        ids: &[RedemptionId],
+    ) -> Result<Vec<super::RedemptionRecord>, StorageError>;
 
     /// Per merchant of the season: see [`MerchantMoney`].
     async fn merchant_money(
@@ -281,7 +288,7 @@ pub trait FinanceStore: Send + Sync {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct SettlementRow {
-    id: Uuid,
+    id: SettlementId,
     season_id: SeasonId,
     cut_off_us: i64,
     total_fen: i64,
@@ -344,7 +351,7 @@ struct SettlementLineRow {
 }
 
 impl SettlementLineRow {
-    fn into_record(self, settlement_id: Uuid) -> Result<SettlementLineRecord, StorageError> {
+    fn into_record(self, settlement_id: SettlementId) -> Result<SettlementLineRecord, StorageError> {
         let place = format!("settlement line {settlement_id}/{}", self.merchant_id);
         Ok(SettlementLineRecord {
             merchant_id: self.merchant_id,
@@ -385,7 +392,7 @@ impl SqlStore {
     async fn settle_redemptions(
         tx: &mut Tx,
         plan: &SettlementPlan,
-        merchants: &[Uuid],
+        merchants: &[MerchantId],
     ) -> Result<BTreeMap<MerchantId, SettlementLine>, WriteError> {
         let mut q = QueryBuilder::new("UPDATE redemptions SET settled_at_us = ");
         q.push_bind(plan.created_at.unix_us())
@@ -404,7 +411,7 @@ impl SqlStore {
             .push_bind(plan.id)
             .push(") RETURNING id, merchant_id, funders");
         let mut lines: BTreeMap<MerchantId, SettlementLine> = BTreeMap::new();
-        let mut rows = q.build_query_as::<(Uuid, MerchantId, String)>().fetch(&mut *tx);
+        let mut rows = q.build_query_as::<(RedemptionId, MerchantId, String)>().fetch(&mut *tx);
         while let Some((id, merchant_id, funders)) = rows.try_next().await? {
             let parts = funder_parts(&funders, &format!("redemption {id}"))?;
             let line = lines.entry(merchant_id).or_insert_with(|| SettlementLine::new(merchant_id));
@@ -416,7 +423,7 @@ impl SqlStore {
     /// A settlement's lines, through the pool or inside a transaction.
     async fn lines_of<'e>(
         executor: impl Into<Exec<'e>>,
-        id: Uuid,
+        id: SettlementId,
     ) -> Result<Vec<SettlementLineRecord>, StorageError> {
         let rows: Vec<SettlementLineRow> = query_as(
             "SELECT l.merchant_id, m.name AS merchant_name, m.city AS merchant_city, l.redemption_count, \
@@ -433,10 +440,10 @@ impl SqlStore {
     /// Orders the transactions of one settlement run (its chunks and its finish) on
     /// PostgreSQL, so that two runs of the same settlement never line a merchant twice
     /// or add to it once it is complete; SQLite has one writer at a time anyway.
-    async fn lock_settlement(&self, tx: &mut Tx, id: Uuid) -> Result<(), WriteError> {
+    async fn lock_settlement(&self, tx: &mut Tx, id: SettlementId) -> Result<(), WriteError> {
         if let Some(sql) = self.backend.settlement_lock_sql() {
             let mut key = [0u8; 8];
-            key.copy_from_slice(&id.as_bytes()[..8]);
+            key.copy_from_slice(&id.as_uuid().as_bytes()[..8]);
             query(sql).bind(i64::from_be_bytes(key)).execute(&mut *tx).await?;
         }
         Ok(())
@@ -461,7 +468,7 @@ impl SqlStore {
 
     async fn insert_settlement_lines(
         tx: &mut Tx,
-        settlement_id: Uuid,
+        settlement_id: SettlementId,
         lines: &BTreeMap<MerchantId, SettlementLine>,
     ) -> Result<(), WriteError> {
         let ids: Vec<MerchantId> = lines.keys().copied().collect();
@@ -780,7 +787,7 @@ impl FinanceStore for SqlStore {
         &self,
         season_id: SeasonId,
         cut_off: Timestamp,
-    ) -> Result<Vec<(Uuid, i64)>, StorageError> {
+    ) -> Result<Vec<(MerchantId, i64)>, StorageError> {
         Ok(query_as(
             "SELECT merchant_id, COUNT(*) FROM redemptions WHERE season_id = $1 AND settled_at_us IS NULL \
              AND reversed_at_us IS NULL AND redeemed_at_us <= $2 GROUP BY merchant_id ORDER BY merchant_id",
@@ -791,7 +798,11 @@ impl FinanceStore for SqlStore {
         .await?)
     }
 
-    async fn settle_merchants(&self, plan: &SettlementPlan, merchants: &[Uuid]) -> Result<usize, WriteError> {
+    async fn settle_merchants(
+        &self,
+        plan: &SettlementPlan,
+        merchants: &[MerchantId],
+    ) -> Result<usize, WriteError> {
         if merchants.is_empty() {
             return Ok(0);
         }
@@ -898,7 +909,7 @@ impl FinanceStore for SqlStore {
         Ok(rows.into_iter().map(SettlementRow::into_record).collect())
     }
 
-    async fn settlement(&self, id: Uuid) -> Result<Option<SettlementRecord>, StorageError> {
+    async fn settlement(&self, id: SettlementId) -> Result<Option<SettlementRecord>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {SETTLEMENT_COLUMNS} FROM settlements WHERE id = $1"));
         let row: Option<SettlementRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.map(SettlementRow::into_record))
@@ -924,13 +935,13 @@ impl FinanceStore for SqlStore {
         Ok(rows.into_iter().map(SettlementRow::into_record).collect())
     }
 
-    async fn settlement_lines(&self, id: Uuid) -> Result<Vec<SettlementLineRecord>, StorageError> {
+    async fn settlement_lines(&self, id: SettlementId) -> Result<Vec<SettlementLineRecord>, StorageError> {
         Self::lines_of(&self.pool, id).await
     }
 
     async fn commit_payout(
         &self,
-        settlement_id: Uuid,
+        settlement_id: SettlementId,
         payout_ref: &str,
         at: Timestamp,
         answer: &IdemRecord,
@@ -1110,7 +1121,7 @@ impl FinanceStore for SqlStore {
 
     async fn terminal_redemptions(
         &self,
-        terminals: &[Uuid],
+        terminals: &[TerminalId],
         since: Timestamp,
         limit: i64,
     ) -> Result<Vec<RedemptionRecord>, StorageError> {
@@ -1130,7 +1141,7 @@ impl FinanceStore for SqlStore {
         Ok(rows.into_iter().map(RedemptionRow::into_record).collect())
     }
 
-    async fn redemptions_by_id(&self, ids: &[Uuid]) -> Result<Vec<RedemptionRecord>, StorageError> {
+    async fn redemptions_by_id(&self, ids: &[RedemptionId]) -> Result<Vec<RedemptionRecord>, StorageError> {
         let mut found = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(500) {
             let mut q =

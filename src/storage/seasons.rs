@@ -3,11 +3,10 @@
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::{FundingShares, VoucherTerms};
-use crate::domain::ids::{BatchId, SeasonId};
+use crate::domain::ids::{BatchId, CitizenId, SeasonId, VoucherId};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
@@ -229,10 +228,10 @@ impl BatchRow {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct VoucherRow {
-    id: Uuid,
+    id: VoucherId,
     batch_id: BatchId,
     season_id: SeasonId,
-    citizen_id: Uuid,
+    citizen_id: CitizenId,
     slot: i32,
     status: String,
     value_fen: i64,
@@ -312,7 +311,8 @@ impl SqlStore {
         tx: &mut Tx,
         deltas: &[SeasonTotalDelta],
     ) -> Result<(), WriteError> {
-        let mut summed: std::collections::BTreeMap<(SeasonId, Uuid, i32), (i64, i64)> = Default::default();
+        let mut summed: std::collections::BTreeMap<(SeasonId, CitizenId, i32), (i64, i64)> =
+            Default::default();
         for d in deltas {
             let entry = summed.entry((d.season_id, d.citizen_id, d.period)).or_insert((0, d.cap_fen));
             entry.0 += d.delta_fen;
@@ -626,14 +626,15 @@ impl SeasonStore for SqlStore {
     }
 
     async fn citizen_by_id_hash(&self, id_hash: &[u8]) -> Result<Option<CitizenRecord>, StorageError> {
-        let row: Option<(Uuid, Vec<u8>)> = query_as("SELECT id, phone_hash FROM citizens WHERE id_hash = $1")
-            .bind(id_hash.to_vec())
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<(CitizenId, Vec<u8>)> =
+            query_as("SELECT id, phone_hash FROM citizens WHERE id_hash = $1")
+                .bind(id_hash.to_vec())
+                .fetch_optional(&self.pool)
+                .await?;
         Ok(row.map(|(id, phone_hash)| CitizenRecord { id, phone_hash }))
     }
 
-    async fn citizen_home(&self, citizen_id: Uuid) -> Result<Option<RegionCode>, StorageError> {
+    async fn citizen_home(&self, citizen_id: CitizenId) -> Result<Option<RegionCode>, StorageError> {
         let row: Option<(String,)> = query_as("SELECT id_masked FROM citizens WHERE id = $1")
             .bind(citizen_id)
             .fetch_optional(&self.pool)
@@ -659,7 +660,7 @@ impl SeasonStore for SqlStore {
     }
 
     async fn session(&self, token_hash: &[u8]) -> Result<Option<SessionRecord>, StorageError> {
-        let row: Option<(Uuid, i64)> = query_as(
+        let row: Option<(CitizenId, i64)> = query_as(
             "SELECT citizen_id, expires_at_us FROM citizen_sessions \
                  WHERE token_hash = $1 AND revoked_at_us IS NULL",
         )
@@ -686,7 +687,7 @@ impl SeasonStore for SqlStore {
 
     async fn revoke_citizen_sessions(
         &self,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         at: Timestamp,
     ) -> Result<Option<u64>, StorageError> {
         let done = query(
@@ -698,7 +699,7 @@ impl SeasonStore for SqlStore {
         .execute(&self.pool)
         .await?;
         if done.rows_affected() == 0 {
-            let known: Option<(Uuid,)> = query_as("SELECT id FROM citizens WHERE id = $1")
+            let known: Option<(CitizenId,)> = query_as("SELECT id FROM citizens WHERE id = $1")
                 .bind(citizen_id)
                 .fetch_optional(&self.pool)
                 .await?;
@@ -727,7 +728,7 @@ impl SeasonStore for SqlStore {
 
     async fn citizen_vouchers(
         &self,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         after: Option<&Voucher>,
         limit: i64,
     ) -> Result<Vec<Voucher>, StorageError> {
@@ -748,7 +749,7 @@ impl SeasonStore for SqlStore {
     async fn enter_lottery(
         &self,
         batch_id: BatchId,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         at: Timestamp,
     ) -> Result<Timestamp, StorageError> {
         query(
@@ -772,10 +773,10 @@ impl SeasonStore for SqlStore {
     async fn lottery_entrants(
         &self,
         batch_id: BatchId,
-        after: Option<Uuid>,
+        after: Option<CitizenId>,
         limit: i64,
-    ) -> Result<Vec<Uuid>, StorageError> {
-        let rows: Vec<(Uuid,)> = query_as(
+    ) -> Result<Vec<CitizenId>, StorageError> {
+        let rows: Vec<(CitizenId,)> = query_as(
             "SELECT citizen_id FROM lottery_entries WHERE batch_id = $1 AND ($2 IS NULL OR citizen_id > $2) \
              ORDER BY citizen_id LIMIT $3",
         )
@@ -790,7 +791,7 @@ impl SeasonStore for SqlStore {
     async fn lottery_standing(
         &self,
         batch_id: BatchId,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
     ) -> Result<Option<LotteryStanding>, StorageError> {
         let entry: Option<(i64,)> =
             query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
@@ -799,7 +800,7 @@ impl SeasonStore for SqlStore {
                 .fetch_optional(&self.pool)
                 .await?;
         let Some((entered_at_us,)) = entry else { return Ok(None) };
-        let voucher: Option<(Uuid,)> =
+        let voucher: Option<(VoucherId,)> =
             query_as("SELECT id FROM vouchers WHERE batch_id = $1 AND citizen_id = $2 ORDER BY id LIMIT 1")
                 .bind(batch_id)
                 .bind(citizen_id)
@@ -842,9 +843,9 @@ impl SeasonStore for SqlStore {
         batch_id: BatchId,
         season_id: SeasonId,
         month: i32,
-        citizens: &[Uuid],
-    ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError> {
-        let mut holdings: HashMap<Uuid, CitizenHoldings> =
+        citizens: &[CitizenId],
+    ) -> Result<HashMap<CitizenId, CitizenHoldings>, StorageError> {
+        let mut holdings: HashMap<CitizenId, CitizenHoldings> =
             citizens.iter().map(|c| (*c, CitizenHoldings::default())).collect();
         for chunk in citizens.chunks(INSERT_CHUNK_ROWS) {
             let mut slots = QueryBuilder::new(
@@ -856,7 +857,7 @@ impl SeasonStore for SqlStore {
                 list.push_bind(*citizen);
             }
             slots.push(")");
-            let rows: Vec<(Uuid, i32)> = slots.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<(CitizenId, i32)> = slots.build_query_as().fetch_all(&self.pool).await?;
             for (citizen, slot) in rows {
                 if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen), u32::try_from(slot)) {
                     h.slots.push(slot);
@@ -872,7 +873,7 @@ impl SeasonStore for SqlStore {
                 list.push_bind(*citizen);
             }
             totals.push(")");
-            let rows: Vec<(Uuid, i32, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
+            let rows: Vec<(CitizenId, i32, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
             for (citizen, period, total) in rows {
                 if let Some(h) = holdings.get_mut(&citizen) {
                     if period == crate::domain::season::SEASON_PERIOD {

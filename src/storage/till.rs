@@ -4,7 +4,9 @@ use async_trait::async_trait;
 use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{BatchId, MerchantId, SeasonId, StaffKeyId};
+use crate::domain::ids::{
+    BatchId, CitizenId, MerchantId, RedemptionId, SeasonId, StaffKeyId, TerminalId, VoucherId,
+};
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, Merchant, MerchantStatus, SettlementAccount,
@@ -28,7 +30,7 @@ pub(crate) const REDEMPTION_COLUMNS: &str = "id, voucher_id, merchant_id, termin
 /// A `terminals` row as authentication reads it.
 #[derive(sqlx::FromRow)]
 struct TerminalRow {
-    id: Uuid,
+    id: TerminalId,
     merchant_id: MerchantId,
     public_key: Vec<u8>,
     label: String,
@@ -175,10 +177,10 @@ impl AccountRequestRow {
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct RedemptionRow {
-    id: Uuid,
-    voucher_id: Uuid,
+    id: RedemptionId,
+    voucher_id: VoucherId,
     merchant_id: MerchantId,
-    terminal_id: Uuid,
+    terminal_id: TerminalId,
     season_id: SeasonId,
     batch_id: BatchId,
     order_ref: String,
@@ -218,14 +220,14 @@ impl RedemptionRow {
 pub(crate) struct SeenState {
     pub answers: std::collections::HashSet<(String, String)>,
     pub nonces: std::collections::HashSet<Vec<u8>>,
-    pub vouchers: std::collections::HashMap<Uuid, String>,
+    pub vouchers: std::collections::HashMap<VoucherId, String>,
     /// (merchant, order_ref, slot) -> whether the redeemed voucher was provincial.
     pub orders: std::collections::HashMap<(MerchantId, String, String), bool>,
     /// (merchant, order_ref) -> the live card payment on that order.
     pub card_orders: std::collections::HashMap<(MerchantId, String), Uuid>,
     /// (citizen, merchant, season) -> live redemptions, for the group's redemptions whose season
     /// limits them (`NewRedemption::merchant_redemption_limit`).
-    pub merchant_counts: std::collections::HashMap<(Uuid, MerchantId, SeasonId), i64>,
+    pub merchant_counts: std::collections::HashMap<(CitizenId, MerchantId, SeasonId), i64>,
 }
 
 /// The rows a redemption group's checks read under the ledger lock (see `SeenState`).
@@ -233,7 +235,7 @@ pub(crate) struct GroupRows {
     pub answers: Vec<(String, String)>,
     pub nonces: Vec<Vec<u8>>,
     /// (voucher, status; `season_closed` when its season is closed).
-    pub vouchers: Vec<(Uuid, String)>,
+    pub vouchers: Vec<(VoucherId, String)>,
     /// (merchant, order_ref, live card payment).
     pub card_orders: Vec<(MerchantId, String, Uuid)>,
 }
@@ -369,8 +371,8 @@ impl SqlStore {
     }
 
     /// The group's limited (citizen, merchant, season) triples, each once.
-    fn limited_triples(group: &[&NewRedemption]) -> Vec<((Uuid, MerchantId, SeasonId), u32, i64)> {
-        let mut triples: Vec<((Uuid, MerchantId, SeasonId), u32, i64)> = Vec::new();
+    fn limited_triples(group: &[&NewRedemption]) -> Vec<((CitizenId, MerchantId, SeasonId), u32, i64)> {
+        let mut triples: Vec<((CitizenId, MerchantId, SeasonId), u32, i64)> = Vec::new();
         for r in group {
             let Some(limit) = r.merchant_redemption_limit else { continue };
             let key = (r.citizen_id, r.merchant_id, r.season_id);
@@ -391,14 +393,14 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         group: &[NewRedemption],
-    ) -> Result<std::collections::HashMap<(Uuid, MerchantId, SeasonId), i64>, WriteError> {
+    ) -> Result<std::collections::HashMap<(CitizenId, MerchantId, SeasonId), i64>, WriteError> {
         let all: Vec<&NewRedemption> = group.iter().collect();
         let triples = Self::limited_triples(&all);
         let mut counts = std::collections::HashMap::new();
         if triples.is_empty() {
             return Ok(counts);
         }
-        let keys: Vec<(Uuid, MerchantId, SeasonId)> = triples.iter().map(|(key, _, _)| *key).collect();
+        let keys: Vec<(CitizenId, MerchantId, SeasonId)> = triples.iter().map(|(key, _, _)| *key).collect();
         for (citizen, merchant, season, live) in self.backend.merchant_count_rows(tx, &keys).await? {
             counts.insert((citizen, merchant, season), i64::from(live));
         }
@@ -724,7 +726,7 @@ impl TillStore for SqlStore {
         Ok(())
     }
 
-    async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError> {
+    async fn terminal(&self, id: TerminalId) -> Result<Option<TerminalRecord>, StorageError> {
         let row: Option<TerminalRow> =
             query_as("SELECT id, merchant_id, public_key, label, revoked_at_us FROM terminals WHERE id = $1")
                 .bind(id)
@@ -742,7 +744,7 @@ impl TillStore for SqlStore {
     async fn revoke_terminal(
         &self,
         merchant_id: MerchantId,
-        terminal_id: Uuid,
+        terminal_id: TerminalId,
         at: Timestamp,
     ) -> Result<bool, StorageError> {
         let done = query(
@@ -756,7 +758,11 @@ impl TillStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    async fn record_nonces(&self, seen: &[(Uuid, String)], at: Timestamp) -> Result<Vec<bool>, StorageError> {
+    async fn record_nonces(
+        &self,
+        seen: &[(TerminalId, String)],
+        at: Timestamp,
+    ) -> Result<Vec<bool>, StorageError> {
         // One statement per chunk; of two equal nonces in one call only the first is new.
         let mut inserted = std::collections::HashSet::new();
         for chunk in seen.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
@@ -777,7 +783,7 @@ impl TillStore for SqlStore {
         Ok(self.backend.delete_old_rows(crate::storage::OLD_QR_NONCES, used_before, max_rows).await?)
     }
 
-    async fn vouchers(&self, ids: &[Uuid]) -> Result<Vec<Option<Voucher>>, StorageError> {
+    async fn vouchers(&self, ids: &[VoucherId]) -> Result<Vec<Option<Voucher>>, StorageError> {
         let mut found = std::collections::HashMap::new();
         for chunk in ids.chunks(crate::storage::ledger::INSERT_CHUNK_ROWS) {
             for row in self.backend.voucher_rows(chunk).await? {
@@ -831,7 +837,7 @@ impl TillStore for SqlStore {
         Ok(row.is_some())
     }
 
-    async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError> {
+    async fn voucher(&self, id: VoucherId) -> Result<Option<Voucher>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE id = $1"));
         let row: Option<VoucherRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         row.map(VoucherRow::into_voucher).transpose()
@@ -860,7 +866,7 @@ impl TillStore for SqlStore {
         Ok(outcomes)
     }
 
-    async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError> {
+    async fn redemption(&self, id: RedemptionId) -> Result<Option<RedemptionRecord>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!("SELECT {REDEMPTION_COLUMNS} FROM redemptions WHERE id = $1"));
         let row: Option<RedemptionRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
         Ok(row.map(RedemptionRow::into_record))
@@ -983,16 +989,16 @@ mod tests {
 
     fn redemption(
         n: u8,
-        citizen: Uuid,
+        citizen: CitizenId,
         merchant: MerchantId,
         order_ref: &str,
         limit: Option<u32>,
     ) -> NewRedemption {
         NewRedemption {
-            id: Uuid::from_u128(u128::from(n)),
-            voucher_id: Uuid::from_u128(1_000 + u128::from(n)),
+            id: Uuid::from_u128(u128::from(n)).into(),
+            voucher_id: Uuid::from_u128(1_000 + u128::from(n)).into(),
             merchant_id: merchant,
-            terminal_id: Uuid::nil(),
+            terminal_id: Uuid::nil().into(),
             season_id: SeasonId::from_uuid(Uuid::from_u128(7)),
             batch_id: BatchId::from_uuid(Uuid::from_u128(8)),
             order_ref: order_ref.into(),
@@ -1022,7 +1028,8 @@ mod tests {
     /// merchants have their own count.
     #[test]
     fn a_group_keeps_to_the_merchant_limit() {
-        let (citizen, other_citizen) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let (citizen, other_citizen) =
+            (CitizenId::from_uuid(Uuid::from_u128(1)), CitizenId::from_uuid(Uuid::from_u128(2)));
         let (bookstore, cinema) =
             (MerchantId::from_uuid(Uuid::from_u128(3)), MerchantId::from_uuid(Uuid::from_u128(4)));
         let limit = Some(2);

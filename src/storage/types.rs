@@ -7,7 +7,9 @@ use uuid::Uuid;
 
 use super::{PostError, StorageError};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{BatchId, MerchantId, SeasonId};
+use crate::domain::ids::{
+    BatchId, CardId, CitizenId, MerchantId, RedemptionId, SeasonId, TerminalId, VoucherId,
+};
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
 use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
 use crate::domain::region::RegionCode;
@@ -18,7 +20,7 @@ use crate::domain::time::Timestamp;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LotteryStanding {
     pub entered_at: Timestamp,
-    pub voucher_id: Option<Uuid>,
+    pub voucher_id: Option<VoucherId>,
 }
 
 /// An answer to store under an idempotency key, written in the same transaction as its effect.
@@ -112,7 +114,7 @@ impl From<PostError> for WriteError {
 
 #[derive(Clone, Debug)]
 pub struct NewCitizen {
-    pub id: Uuid,
+    pub id: CitizenId,
     pub id_hash: Vec<u8>,
     pub id_masked: String,
     pub name_masked: String,
@@ -123,21 +125,21 @@ pub struct NewCitizen {
 
 #[derive(Clone, Debug)]
 pub struct CitizenRecord {
-    pub id: Uuid,
+    pub id: CitizenId,
     pub phone_hash: Vec<u8>,
 }
 
 #[derive(Clone, Debug)]
 pub struct NewSession {
     pub token_hash: Vec<u8>,
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub expires_at: Timestamp,
     pub created_at: Timestamp,
 }
 
 #[derive(Clone, Copy, Debug)]
 pub struct SessionRecord {
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub expires_at: Timestamp,
 }
 
@@ -146,7 +148,7 @@ pub struct SessionRecord {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SeasonTotalDelta {
     pub season_id: SeasonId,
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub period: i32,
     pub delta_fen: i64,
     pub cap_fen: i64,
@@ -183,13 +185,13 @@ pub struct ClaimCommit {
     pub entries: Vec<NewEntry>,
     /// Cards whose points pay for exchanges in this group: the database refuses the group if
     /// any of them is no longer active under the ledger lock (a freeze since the writer read it).
-    pub paying_cards: Vec<Uuid>,
+    pub paying_cards: Vec<CardId>,
 }
 
 /// Vouchers that reached their expiry, booked at once.
 #[derive(Clone, Debug, Default)]
 pub struct ExpiryCommit {
-    pub voucher_ids: Vec<Uuid>,
+    pub voucher_ids: Vec<VoucherId>,
     pub expired_at: Timestamp,
     pub batch_returns: Vec<(BatchId, i64)>,
     /// Each batch's `reserve_returned` as the entries were planned (an expired voucher's value
@@ -262,7 +264,7 @@ pub trait SeasonStore: Send + Sync {
     async fn enter_lottery(
         &self,
         batch_id: BatchId,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         at: Timestamp,
     ) -> Result<Timestamp, StorageError>;
 
@@ -270,16 +272,16 @@ pub trait SeasonStore: Send + Sync {
     async fn lottery_entrants(
         &self,
         batch_id: BatchId,
-        after: Option<Uuid>,
+        after: Option<CitizenId>,
         limit: i64,
-    ) -> Result<Vec<Uuid>, StorageError>;
+    ) -> Result<Vec<CitizenId>, StorageError>;
 
     /// A citizen's standing in a lottery batch: when they entered and the voucher the draw gave
     /// them (if any); `None` if they did not enter.
     async fn lottery_standing(
         &self,
         batch_id: BatchId,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
     ) -> Result<Option<LotteryStanding>, StorageError>;
 
     /// Records the draw of a lottery batch (its seed and time) with the draw's answer, once:
@@ -301,7 +303,7 @@ pub trait SeasonStore: Send + Sync {
     async fn citizen_by_id_hash(&self, id_hash: &[u8]) -> Result<Option<CitizenRecord>, StorageError>;
 
     /// A citizen's home region, from the first digits of their ID number (None: no such citizen).
-    async fn citizen_home(&self, citizen_id: Uuid) -> Result<Option<RegionCode>, StorageError>;
+    async fn citizen_home(&self, citizen_id: CitizenId) -> Result<Option<RegionCode>, StorageError>;
 
     async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError>;
 
@@ -315,7 +317,7 @@ pub trait SeasonStore: Send + Sync {
     /// citizen, otherwise how many sessions were revoked.
     async fn revoke_citizen_sessions(
         &self,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         at: Timestamp,
     ) -> Result<Option<u64>, StorageError>;
 
@@ -330,7 +332,7 @@ pub trait SeasonStore: Send + Sync {
     /// The citizen's vouchers, newest claim first, after `after` (a page's last), at most `limit`.
     async fn citizen_vouchers(
         &self,
-        citizen_id: Uuid,
+        citizen_id: CitizenId,
         after: Option<&Voucher>,
         limit: i64,
     ) -> Result<Vec<Voucher>, StorageError>;
@@ -342,8 +344,8 @@ pub trait SeasonStore: Send + Sync {
         batch_id: BatchId,
         season_id: SeasonId,
         month: i32,
-        citizens: &[Uuid],
-    ) -> Result<HashMap<Uuid, CitizenHoldings>, StorageError>;
+        citizens: &[CitizenId],
+    ) -> Result<HashMap<CitizenId, CitizenHoldings>, StorageError>;
 
     async fn commit_claims(&self, commit: &ClaimCommit) -> Result<(), WriteError>;
 
@@ -453,7 +455,7 @@ pub enum AccountDecisionOutcome {
 /// A terminal as authentication needs it.
 #[derive(Clone, Debug)]
 pub struct TerminalRecord {
-    pub id: Uuid,
+    pub id: TerminalId,
     pub merchant_id: MerchantId,
     pub public_key: Vec<u8>,
     pub label: String,
@@ -472,10 +474,10 @@ pub struct QrKeyRecord {
 /// A redemption ready to commit: the checks that need the database run inside its transaction.
 #[derive(Clone, Debug)]
 pub struct NewRedemption {
-    pub id: Uuid,
-    pub voucher_id: Uuid,
+    pub id: RedemptionId,
+    pub voucher_id: VoucherId,
     pub merchant_id: MerchantId,
-    pub terminal_id: Uuid,
+    pub terminal_id: TerminalId,
     pub season_id: SeasonId,
     pub batch_id: BatchId,
     pub order_ref: String,
@@ -492,7 +494,7 @@ pub struct NewRedemption {
     pub card_payment_id: Option<Uuid>,
     /// The voucher's holder, and the season's limit on their redemptions at one merchant
     /// (`Season::merchant_redemption_limit`), counted under the ledger lock.
-    pub citizen_id: Uuid,
+    pub citizen_id: CitizenId,
     pub merchant_redemption_limit: Option<u32>,
     pub entry: NewEntry,
     pub answer: IdemRecord,
@@ -500,10 +502,10 @@ pub struct NewRedemption {
 
 #[derive(Clone, Debug)]
 pub struct RedemptionRecord {
-    pub id: Uuid,
-    pub voucher_id: Uuid,
+    pub id: RedemptionId,
+    pub voucher_id: VoucherId,
     pub merchant_id: MerchantId,
-    pub terminal_id: Uuid,
+    pub terminal_id: TerminalId,
     pub season_id: SeasonId,
     pub batch_id: BatchId,
     pub order_ref: String,
@@ -518,9 +520,9 @@ pub struct RedemptionRecord {
 
 #[derive(Clone, Debug)]
 pub struct NewReversal {
-    pub redemption_id: Uuid,
+    pub redemption_id: RedemptionId,
     pub reversal_id: Uuid,
-    pub voucher_id: Uuid,
+    pub voucher_id: VoucherId,
     pub batch_id: BatchId,
     pub reason: String,
     pub at: Timestamp,
@@ -650,18 +652,22 @@ pub trait TillStore: Send + Sync {
         answer: &IdemRecord,
     ) -> Result<(), WriteError>;
 
-    async fn terminal(&self, id: Uuid) -> Result<Option<TerminalRecord>, StorageError>;
+    async fn terminal(&self, id: TerminalId) -> Result<Option<TerminalRecord>, StorageError>;
 
     async fn revoke_terminal(
         &self,
         merchant_id: MerchantId,
-        terminal_id: Uuid,
+        terminal_id: TerminalId,
         at: Timestamp,
     ) -> Result<bool, StorageError>;
 
     /// Records request nonces (terminal, nonce), in order; for each, false if that terminal used
     /// it before (or earlier in the same call).
-    async fn record_nonces(&self, seen: &[(Uuid, String)], at: Timestamp) -> Result<Vec<bool>, StorageError>;
+    async fn record_nonces(
+        &self,
+        seen: &[(TerminalId, String)],
+        at: Timestamp,
+    ) -> Result<Vec<bool>, StorageError>;
 
     /// Forgets up to `max_rows` request nonces first seen before `seen_before`; returns how many.
     async fn prune_terminal_nonces(&self, seen_before: Timestamp, max_rows: u32)
@@ -673,7 +679,7 @@ pub trait TillStore: Send + Sync {
     /// Vouchers by id, in order (None where there is none).
     async fn vouchers(
         &self,
-        ids: &[Uuid],
+        ids: &[VoucherId],
     ) -> Result<Vec<Option<crate::domain::season::Voucher>>, StorageError>;
 
     /// QR keys, newest first.
@@ -684,7 +690,7 @@ pub trait TillStore: Send + Sync {
 
     async fn qr_nonce_used(&self, nonce: &[u8]) -> Result<bool, StorageError>;
 
-    async fn voucher(&self, id: Uuid) -> Result<Option<Voucher>, StorageError>;
+    async fn voucher(&self, id: VoucherId) -> Result<Option<Voucher>, StorageError>;
 
     /// Commits many redemptions in one transaction, re-checking each under the ledger lock.
     /// Each gets `Ok`, or `Err` with the [`Refusal`] decided inside the transaction, which
@@ -695,7 +701,7 @@ pub trait TillStore: Send + Sync {
         group: &[NewRedemption],
     ) -> Result<Vec<Result<(), Refusal>>, WriteError>;
 
-    async fn redemption(&self, id: Uuid) -> Result<Option<RedemptionRecord>, StorageError>;
+    async fn redemption(&self, id: RedemptionId) -> Result<Option<RedemptionRecord>, StorageError>;
 
     async fn commit_reversal(&self, reversal: &NewReversal) -> Result<(), WriteError>;
 

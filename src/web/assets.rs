@@ -43,6 +43,7 @@ fn assets() -> &'static BTreeMap<&'static str, Asset> {
             ("wenhui.js", file(include_bytes!("static/wenhui.js"), JS)),
             ("citizen.js", file(include_bytes!("static/citizen.js"), JS)),
             ("console.js", file(include_bytes!("static/console.js"), JS)),
+            ("console-money.js", file(include_bytes!("static/console-money.js"), JS)),
             ("console-admin.js", file(include_bytes!("static/console-admin.js"), JS)),
             ("icon.svg", file(include_bytes!("static/icon.svg"), "image/svg+xml")),
             ("names.json", Asset::new(names_json(), JSON)),

@@ -74,14 +74,21 @@ fn account_form() -> Markup {
     }
 }
 
-/// `GET /console/`: the finance console's sign-in (a staff key, kept in the tab's session
-/// storage only).
+/// `GET /console/`: the finance console. A shell (`console.js`): the sign-in with a staff key
+/// (kept in the tab's session storage only), the season picker, and a nav of the sections the
+/// key may use; each section is drawn by its own script (`console-money.js`: the dashboard,
+/// reconciliation, settlements and closing).
 pub async fn console(State(state): State<AppState>) -> Response {
     let body = html! {
         header.bar {
             h1 { "文惠" small { "财务与管理" } }
-            button #sign-out type="button" hidden { "退出" }
+            div #season-picker.picker hidden {
+                label for="season" { "活动季" }
+                select #season {}
+            }
+            div #who.signed-in hidden aria-live="polite" {}
         }
+        nav #sections.sections hidden aria-label="功能" {}
         main {
             form #sign-in.card {
                 h2 { "工作人员登录" }
@@ -92,11 +99,15 @@ pub async fn console(State(state): State<AppState>) -> Response {
                 button type="submit" { "登录" }
                 p.note { "密钥只保存在本标签页中，关闭标签页即退出。" }
             }
-            section #who.card hidden aria-live="polite" {}
+            section #view hidden aria-live="polite" {}
         }
     };
-    page(&state, "文惠 · 财务与管理", "console", &["console.js", "console-admin.js"], body)
+    page(&state, "文惠 · 财务与管理", "console", CONSOLE_SCRIPTS, body)
 }
+
+/// The console's scripts, in order: the shell first, then each section's file (they register
+/// with the shell as they run).
+const CONSOLE_SCRIPTS: &[&str] = &["console.js", "console-money.js", "console-admin.js"];
 
 /// The frame every page shares: the head, the server time, our stylesheet and scripts.
 fn page(state: &AppState, title: &str, class: &str, scripts: &[&str], body: Markup) -> Response {

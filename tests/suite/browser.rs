@@ -36,8 +36,8 @@ const CHROMIUM_ARGS: [&str; 8] = [
 /// A headless Chromium behind its own chromedriver; both end when this is dropped.
 pub struct Browser {
     pub client: Client,
-    driver_url: String,
-    session: String,
+    pub(crate) driver_url: String,
+    pub(crate) session: String,
     _driver: Child,
     _profile: TempDir,
 }
@@ -110,12 +110,24 @@ impl Browser {
     }
 
     /// Sets the viewport (the window, less what the browser keeps of it for itself) and checks it.
+    /// A resize the browser has not applied yet when asked (seen under load) is made again.
     pub async fn viewport(&self, width: u32, height: u32) {
-        self.client.set_window_size(width, height).await.expect("window size");
-        let inner = self.inner_size().await;
-        let outer = (2 * width).saturating_sub(inner.0);
-        self.client.set_window_size(outer, (2 * height).saturating_sub(inner.1)).await.expect("window size");
-        assert_eq!(self.inner_size().await, (width, height), "the viewport");
+        let mut inner = (0, 0);
+        for _ in 0..5 {
+            self.client.set_window_size(width, height).await.expect("window size");
+            let first = self.inner_size().await;
+            let outer = (2 * width).saturating_sub(first.0);
+            self.client
+                .set_window_size(outer, (2 * height).saturating_sub(first.1))
+                .await
+                .expect("window size");
+            inner = self.inner_size().await;
+            if inner == (width, height) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        assert_eq!(inner, (width, height), "the viewport");
     }
 
     async fn inner_size(&self) -> (u32, u32) {

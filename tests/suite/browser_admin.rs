@@ -84,7 +84,7 @@ async fn sign_in(browser: &Browser, world: &World, key: &str) {
     type_into(browser, "#staff-key", key).await;
     click(browser, "#sign-in button").await;
     browser.wait_for("#who:not([hidden])").await;
-    browser.wait_for("#admin:not([hidden]) nav.sections button").await;
+    browser.wait_for("#sections:not([hidden]) button").await;
 }
 
 async fn seasons_and_batches(

@@ -174,12 +174,6 @@ async fn confirm(browser: &Browser) {
     browser.wait_for("#result:not([hidden])").await;
 }
 
-/// [`quote`], then [`confirm`].
-async fn checkout(browser: &Browser, codes: &[&str], amount: &str, order_ref: &str) {
-    quote(browser, codes, amount, order_ref).await;
-    confirm(browser).await;
-}
-
 /// Esc: the order cleared, the scan field ready for the next one.
 async fn clear_order(browser: &Browser) {
     type_here(browser, &char::from(Key::Escape).to_string()).await;

@@ -194,14 +194,19 @@ async fn cards_issue_both_ways_once_per_citizen(backend: Backend) {
     // The store names which UNIQUE refused a card: the citizen's (a second card), or the
     // number's (a drawn number that collided, which the handler draws again for).
     let store = till.world.app.store();
-    let second = Card { id: Uuid::now_v7(), number: CardNumber::from_random(7), ..stored.clone() };
+    let second = Card {
+        id: wenhui::domain::ids::CardId::new_v7(),
+        number: CardNumber::from_random(7),
+        ..stored.clone()
+    };
     let refused = store.insert_card(&second).await;
     assert!(matches!(refused, Err(WriteError::Constraint(Constraint::CardPerCitizen))), "{refused:?}");
     let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19900101", 77), "phone": "13900000077"});
     let (status, registered) = till.world.app.register_citizen(body).await;
     assert_eq!(status, 201, "{registered}");
-    let citizen_id: Uuid = registered["citizen_id"].as_str().expect("citizen_id").parse().expect("uuid");
-    let twin = Card { id: Uuid::now_v7(), citizen_id, ..stored.clone() };
+    let citizen_id: wenhui::domain::ids::CitizenId =
+        registered["citizen_id"].as_str().expect("citizen_id").parse().expect("uuid");
+    let twin = Card { id: wenhui::domain::ids::CardId::new_v7(), citizen_id, ..stored.clone() };
     let refused = store.insert_card(&twin).await;
     assert!(matches!(refused, Err(WriteError::Constraint(Constraint::CardNumber))), "{refused:?}");
     assert_eq!(store.card(twin.id).await.expect("read"), None, "nothing written");
@@ -558,7 +563,7 @@ async fn points_expire_at_the_end_of_the_season_after_next(backend: Backend) {
     till.pay_with(&citizen, "100.00", "e-1").await;
     // Read from the store once the clock has moved past the citizen's 30-day token.
     let held = || async {
-        let lines = till.world.app.store().card_points(card_id).await.expect("points");
+        let lines = till.world.app.store().card_points(card_id.into()).await.expect("points");
         lines.iter().map(|l| l.points).sum::<i64>()
     };
     let day = 86_400;
@@ -601,9 +606,9 @@ async fn points_expire_at_the_end_of_the_season_after_next(backend: Backend) {
     // plans it again.
     let late = wenhui::storage::NewCardPayment {
         id: Uuid::now_v7(),
-        card_id,
+        card_id: card_id.into(),
         merchant_id: till.bookstore.parse().expect("uuid"),
-        terminal_id: till.terminal_id,
+        terminal_id: till.terminal_id.into(),
         season_id: Some(till.world.season_id.parse().expect("uuid")),
         order_ref: "planned-before-expiry".into(),
         order_amount_fen: 10_000,

@@ -178,7 +178,8 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
     let citizen = world.citizen(1).await;
     let (status, claim) = world.claim(&citizen, &batch_id.to_string(), "c-1").await;
     assert_eq!(status, 201, "{claim}");
-    let voucher_id: uuid::Uuid = claim["voucher"]["id"].as_str().expect("id").parse().expect("uuid");
+    let voucher_id: wenhui::domain::ids::VoucherId =
+        claim["voucher"]["id"].as_str().expect("id").parse().expect("uuid");
     world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(2 * 3_600));
     let store = world.app.store();
     let open = store.batch(batch_id).await.expect("read").expect("batch");
@@ -331,7 +332,7 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
             id,
             batch_id,
             season_id: stored.season_id,
-            citizen_id: uuid::Uuid::now_v7(),
+            citizen_id: wenhui::domain::ids::CitizenId::new_v7(),
             slot: 1,
             status: VoucherStatus::Active,
             value: stored.voucher_value(),
@@ -341,14 +342,17 @@ async fn the_database_refuses_claims_on_a_closed_batch(backend: Backend) {
         batch_claims: vec![(batch_id, 1, stored.stock)],
         ..ClaimCommit::default()
     };
-    store.commit_claims(&claim(uuid::Uuid::now_v7())).await.expect("an open batch takes the claim");
+    store
+        .commit_claims(&claim(wenhui::domain::ids::VoucherId::new_v7()))
+        .await
+        .expect("an open batch takes the claim");
     // A close planned from nothing left is refused: the reserve still holds the unclaimed stock.
     let refused = store.close_batch_reserve(batch_id, now, None).await;
     assert!(matches!(refused, Err(WriteError::Refused(Refusal::Changed(_)))), "{refused:?}");
     let stored = store.batch(batch_id).await.expect("read").expect("batch");
     let entry = wenhui::app::claims::close_entry(store, &stored).await.expect("the close's entry");
     store.close_batch_reserve(batch_id, now, entry.as_ref()).await.expect("close the reserve");
-    let refused = store.commit_claims(&claim(uuid::Uuid::now_v7())).await;
+    let refused = store.commit_claims(&claim(wenhui::domain::ids::VoucherId::new_v7())).await;
     assert!(matches!(refused, Err(WriteError::Refused(Refusal::Changed(_)))), "{refused:?}");
     let after = store.batch(batch_id).await.expect("read").expect("batch");
     assert_eq!(after.claimed_count, 1, "the refused claim wrote nothing");

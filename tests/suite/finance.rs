@@ -317,8 +317,8 @@ async fn scripted_season(backend: Backend) {
     let (_, settled) = s.get(&format!("/v1/settlements/{settlement_1}"), &s.finance).await;
     assert_eq!(settled["lines"].as_array().map(Vec::len), Some(3));
     let b1_redemption =
-        s.world.app.store().terminal_redemptions(&[ktv.terminal_id()], s.t0, 10).await.expect("rows");
-    let b1_id = b1_redemption.iter().find(|r| r.order_ref == "K-1").expect("K-1").id;
+        s.world.app.store().terminal_redemptions(&[ktv.terminal_id().into()], s.t0, 10).await.expect("rows");
+    let b1_id = b1_redemption.iter().find(|r| r.order_ref == "K-1").expect("K-1").id.as_uuid();
     let refused = ktv.reverse(b1_id, "too late", None).await.expect_err("settled");
     assert_eq!(refused.code(), "already_settled");
 
@@ -493,8 +493,9 @@ async fn scripted_season(backend: Backend) {
     let token = s.citizens[&2].clone();
     let (status, refused) = s.world.claim(&token, &s.batches["B"], "after-close").await;
     assert_eq!((status, code(&refused)), (409, "season_closed"));
-    let k3 = s.world.app.store().terminal_redemptions(&[ktv.terminal_id()], s.t0, 10).await.expect("rows");
-    let k3 = k3.iter().find(|r| r.order_ref == "K-3").expect("K-3").id;
+    let k3 =
+        s.world.app.store().terminal_redemptions(&[ktv.terminal_id().into()], s.t0, 10).await.expect("rows");
+    let k3 = k3.iter().find(|r| r.order_ref == "K-3").expect("K-3").id.as_uuid();
     let refused = ktv.reverse(k3, "after close", None).await.expect_err("closed");
     assert_eq!(refused.code(), "season_closed");
     let late = RedeemRequest {
@@ -1021,8 +1022,8 @@ async fn wait_for_lock_wait(url: &str, query: &str) {
 /// any key, finishes every other settlement left in progress first.
 async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
     let (s, more, more_2) = Script::two_redeemed_two_claimed(backend).await;
-    let bookstore: Uuid = s.bookstore.0.parse().expect("uuid");
-    let cinema: Uuid = s.cinema.0.parse().expect("uuid");
+    let bookstore: wenhui::domain::ids::MerchantId = s.bookstore.0.parse().expect("uuid");
+    let cinema: wenhui::domain::ids::MerchantId = s.cinema.0.parse().expect("uuid");
     let season_id: SeasonId = s.world.season_id.parse().expect("uuid");
     let season = s.world.app.store().season(season_id).await.expect("read").expect("season");
 
@@ -1111,7 +1112,8 @@ async fn a_settlement_left_in_progress_is_finished(backend: Backend) {
 async fn restart_and_close_finish_settlements_left_in_progress(backend: Backend) {
     let (mut s, more, more_2) = Script::two_redeemed_two_claimed(backend).await;
     let season_id: SeasonId = s.world.season_id.parse().expect("uuid");
-    let merchant_id = |till: &(String, TillClient)| -> Uuid { till.0.parse().expect("uuid") };
+    let merchant_id =
+        |till: &(String, TillClient)| -> wenhui::domain::ids::MerchantId { till.0.parse().expect("uuid") };
     let crashed = |key: &str, cut_off: Timestamp| crashed_plan(season_id, key, cut_off);
 
     s.set_clock(s.now.plus_seconds(10));

@@ -310,7 +310,7 @@ pub fn append_mixed_unit_entry(export: &str) -> String {
         })
         .expect("the export holds an entry");
     let prev_hash = EntryHash::from_hex(&last.hash).expect("hash");
-    let card = uuid::Uuid::now_v7();
+    let card = wenhui::domain::ids::CardId::new_v7();
     let points = wenhui::domain::accounts::card_points(card, wenhui::domain::ids::SeasonId::new_v7())
         .address
         .to_string();
@@ -361,7 +361,7 @@ async fn an_appended_entry_mixing_points_and_fen_fails_offline(backend: Backend)
         vec![
             NewPosting {
                 account: wenhui::domain::accounts::card_points(
-                    uuid::Uuid::now_v7(),
+                    wenhui::domain::ids::CardId::new_v7(),
                     wenhui::domain::ids::SeasonId::new_v7(),
                 ),
                 side: Side::Debit,

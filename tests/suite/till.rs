@@ -610,7 +610,7 @@ async fn merchants_are_listed_a_page_at_a_time(backend: Backend) {
 async fn request_nonces_are_forgotten_after_their_retention(backend: Backend) {
     let db = crate::common::TestDb::new(backend).await;
     let store = db.store().await;
-    let t = Uuid::now_v7();
+    let t = wenhui::domain::ids::TerminalId::new_v7();
     let now = Timestamp::now();
     let minutes_ago = |m: i64| Timestamp::from_unix_us(now.unix_us() - m * 60_000_000);
     let key = |nonce: &str| (t, nonce.to_owned());
@@ -697,9 +697,9 @@ async fn stored_answers_are_forgotten_after_their_retention_except_staff(backend
 async fn batched_nonces_and_voucher_reads(backend: Backend) {
     let db = crate::common::TestDb::new(backend).await;
     let store = db.store().await;
-    let (t, u) = (Uuid::now_v7(), Uuid::now_v7());
+    let (t, u) = (wenhui::domain::ids::TerminalId::new_v7(), wenhui::domain::ids::TerminalId::new_v7());
     let now = Timestamp::now();
-    let key = |terminal: Uuid, nonce: &str| (terminal, nonce.to_owned());
+    let key = |terminal: wenhui::domain::ids::TerminalId, nonce: &str| (terminal, nonce.to_owned());
     let first = store
         .record_nonces(&[key(t, "n-aaaa"), key(t, "n-bbbb"), key(t, "n-aaaa")], now)
         .await
@@ -708,7 +708,10 @@ async fn batched_nonces_and_voucher_reads(backend: Backend) {
     let second = store.record_nonces(&[key(t, "n-aaaa"), key(u, "n-aaaa")], now).await.expect("nonces");
     assert_eq!(second, [false, true]);
     assert_eq!(store.record_nonces(&[key(u, "n-aaaa")], now).await.expect("nonce"), [false]);
-    let read = store.vouchers(&[Uuid::now_v7(), Uuid::now_v7()]).await.expect("vouchers");
+    let read = store
+        .vouchers(&[wenhui::domain::ids::VoucherId::new_v7(), wenhui::domain::ids::VoucherId::new_v7()])
+        .await
+        .expect("vouchers");
     assert_eq!(read.len(), 2);
     assert!(read.iter().all(Option::is_none));
 }
@@ -1063,7 +1066,7 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
         till.redeem(&till.qr(&citizen, &voucher).await, "100.00", "late-1").await.expect("redeemed");
     world.clock.advance_us(3 * 86_400 * 1_000_000);
     let record =
-        world.app.store().redemption(redeemed.redemption_id).await.expect("read").expect("redemption");
+        world.app.store().redemption(redeemed.redemption_id.into()).await.expect("read").expect("redemption");
 
     // Planned while the batch was open: the voucher expires, its value back to the reserve.
     let funder = "370000".parse().expect("region");

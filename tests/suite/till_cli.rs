@@ -14,7 +14,7 @@ use crate::common::{Backend, TestDb, read};
 use crate::till::credit_code;
 
 /// `wenhui-till`, built beside `wenhui` by `cargo test --workspace`.
-fn till_binary() -> std::path::PathBuf {
+pub(crate) fn till_binary() -> std::path::PathBuf {
     let wenhui = Path::new(env!("CARGO_BIN_EXE_wenhui"));
     let till = wenhui.with_file_name("wenhui-till");
     assert!(till.exists(), "{} is missing: run the suite with `cargo test --workspace`", till.display());

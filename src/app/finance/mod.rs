@@ -5,12 +5,12 @@
 //! grows with the number of funders, batches, merchants and days, never with vouchers or
 //! redemptions. Reconciliation reads the same aggregates and checks them against the ledger.
 
+pub mod charts;
 pub mod report_files;
 
 use std::collections::{BTreeMap, HashMap};
 
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
 use crate::app::audit;
 use crate::app::signing::SigningKey;
@@ -20,7 +20,7 @@ use crate::domain::finance::{
     BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
     funder_figures,
 };
-use crate::domain::ids::{BatchId, MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, MerchantId, SeasonId, SettlementId};
 use crate::domain::ledger::Balance;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
@@ -696,7 +696,7 @@ pub struct SettlementAnswer {
     pub paid_at: Option<Timestamp>,
     pub payout_ref: Option<String>,
     pub season_id: SeasonId,
-    pub settlement_id: Uuid,
+    pub settlement_id: SettlementId,
     /// complete or in_progress.
     pub status: &'static str,
     pub total: String,
@@ -731,7 +731,7 @@ fn render_settlement(s: &SettlementRecord) -> String {
 
 /// The id of the settlement an idempotent request makes: derived from the request's scope and
 /// key, so that a retry after a crash (with the settlement part done) finds it and goes on with it.
-pub fn settlement_id(scope: &str, key: &str) -> Uuid {
+pub fn settlement_id(scope: &str, key: &str) -> SettlementId {
     let mut context = ring::digest::Context::new(&ring::digest::SHA256);
     for part in ["wenhui settlement", scope, key] {
         context.update(&(part.len() as u64).to_be_bytes());
@@ -739,7 +739,7 @@ pub fn settlement_id(scope: &str, key: &str) -> Uuid {
     }
     let mut bytes = [0u8; 16];
     bytes.copy_from_slice(&context.finish().as_ref()[..16]);
-    uuid::Builder::from_custom_bytes(bytes).into_uuid()
+    SettlementId::from_uuid(uuid::Builder::from_custom_bytes(bytes).into_uuid())
 }
 
 /// Settles the season's unsettled redemptions up to `cut_off`: one line and one ledger entry
@@ -797,7 +797,7 @@ pub async fn finish_settlements_in_progress(
 async fn finish_left_in_progress(
     store: &dyn Storage,
     season_id: Option<SeasonId>,
-    except: Option<Uuid>,
+    except: Option<SettlementId>,
     chunking: SettlementChunking,
     now: Timestamp,
 ) -> Result<usize, FinanceError> {

@@ -29,9 +29,11 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 use uuid::Uuid;
 
+use crate::app::error::AppError;
 use crate::app::finance::{SeasonReport, yuan};
+use crate::domain::error_code::ErrorCode;
 use crate::domain::money::Fen;
-use crate::storage::{SettlementLineRecord, SettlementRecord, StatementEvent};
+use crate::storage::{MAX_REPORT_ROWS, SettlementLineRecord, SettlementRecord, StatementEvent};
 
 /// The language of a finance file: Chinese unless `lang=en` is asked.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -402,10 +404,97 @@ pub fn statement_csv(lines: &[StatementLine], lang: Lang) -> Result<Vec<u8>, csv
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
 
+/// How a season report is asked for: JSON, one view (of [`VIEWS`]) as CSV, or the workbook.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportFormat {
+    Json,
+    Csv(&'static str),
+    Xlsx,
+    /// A chart of the report, one of `charts::VIEWS`.
+    Svg(&'static str),
+}
+
+/// A season report's `format` (json by default, csv or xlsx: else 422 `invalid_format`) and,
+/// for CSV, its `view` (funders by default, one of [`VIEWS`]: else 422 `invalid_view`); `svg`, a
+/// chart, its view one of `charts::VIEWS` (funders by default).
+pub fn report_format(format: Option<&str>, view: Option<&str>) -> Result<ReportFormat, AppError> {
+    match format.unwrap_or("json") {
+        "json" => Ok(ReportFormat::Json),
+        "csv" => {
+            let view = view.unwrap_or("funders");
+            VIEWS.iter().find(|known| **known == view).map(|known| ReportFormat::Csv(known)).ok_or_else(
+                || AppError::invalid(ErrorCode::InvalidView, format!("view is one of {}", VIEWS.join(", "))),
+            )
+        }
+        "xlsx" => Ok(ReportFormat::Xlsx),
+        "svg" => {
+            let view = view.unwrap_or("funders");
+            let views = crate::app::finance::charts::VIEWS;
+            views.iter().find(|known| **known == view).map(|known| ReportFormat::Svg(known)).ok_or_else(
+                || {
+                    AppError::invalid(
+                        ErrorCode::InvalidView,
+                        format!("a chart's view is one of {}", views.join(", ")),
+                    )
+                },
+            )
+        }
+        _ => Err(AppError::invalid(ErrorCode::InvalidFormat, "format is json, csv, xlsx or svg")),
+    }
+}
+
+/// A merchant statement's `format`: JSON (the default) or CSV, else 422 `invalid_format`.
+pub fn statement_is_csv(format: Option<&str>) -> Result<bool, AppError> {
+    match format.unwrap_or("json") {
+        "json" => Ok(false),
+        "csv" => Ok(true),
+        _ => Err(AppError::invalid(ErrorCode::InvalidFormat, "format is json or csv")),
+    }
+}
+
+/// A statement is served whole up to `MAX_REPORT_ROWS` events (read one more to know); past
+/// that, 422 `statement_too_large`.
+pub fn statement_within_limit(events: &[StatementEvent]) -> Result<(), AppError> {
+    if events.len() as i64 > MAX_REPORT_ROWS {
+        return Err(AppError::invalid(
+            ErrorCode::StatementTooLarge,
+            "more than 200,000 lines: ask finance for a file",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::domain::time::Timestamp;
+
+    #[test]
+    fn a_report_is_json_a_csv_view_or_a_workbook() {
+        assert_eq!(report_format(None, Some("bogus")).expect("default"), ReportFormat::Json);
+        assert_eq!(report_format(Some("csv"), None).expect("default view"), ReportFormat::Csv("funders"));
+        assert_eq!(report_format(Some("csv"), Some("days")).expect("a view"), ReportFormat::Csv("days"));
+        assert_eq!(report_format(Some("xlsx"), Some("days")).expect("workbook"), ReportFormat::Xlsx);
+        assert_eq!(report_format(Some("svg"), Some("cities")).expect("a chart"), ReportFormat::Svg("cities"));
+        assert_eq!(report_format(Some("svg"), None).expect("default chart"), ReportFormat::Svg("funders"));
+        let code = |r: Result<ReportFormat, AppError>| r.expect_err("refused").code();
+        assert_eq!(code(report_format(Some("csv"), Some("bogus"))), Some(ErrorCode::InvalidView));
+        assert_eq!(code(report_format(Some("pdf"), None)), Some(ErrorCode::InvalidFormat));
+        assert!(!statement_is_csv(None).expect("json") && statement_is_csv(Some("csv")).expect("csv"));
+        assert_eq!(
+            statement_is_csv(Some("xlsx")).expect_err("refused").code(),
+            Some(ErrorCode::InvalidFormat)
+        );
+    }
+
+    #[test]
+    fn a_statement_is_served_up_to_its_limit() {
+        let events = vec![event("redemption", 1, 0); MAX_REPORT_ROWS as usize];
+        statement_within_limit(&events).expect("at the limit");
+        let over = [events, vec![event("redemption", 1, 0)]].concat();
+        let refused = statement_within_limit(&over).expect_err("over");
+        assert_eq!(refused.code(), Some(ErrorCode::StatementTooLarge));
+    }
 
     fn event(kind: &str, amount_fen: i64, at_s: i64) -> StatementEvent {
         StatementEvent {

@@ -9,8 +9,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use crate::domain::ids::{Id, RedemptionId, TerminalId};
 use serde::Serialize;
-use uuid::Uuid;
 use wenhui_merchant_sdk::journal::JournalLine;
 
 use crate::app::finance::yuan;
@@ -34,16 +34,16 @@ pub struct TillRedemption {
 
 #[derive(Clone, Debug, Default)]
 pub struct TillRecord {
-    pub terminals: BTreeSet<Uuid>,
+    pub terminals: BTreeSet<TerminalId>,
     pub since: Option<Timestamp>,
-    pub redemptions: BTreeMap<Uuid, TillRedemption>,
+    pub redemptions: BTreeMap<RedemptionId, TillRedemption>,
 }
 
 fn fen(value: &serde_json::Value, field: &str) -> Option<i64> {
     Fen::parse_yuan(value.get(field)?.as_str()?).ok().map(Fen::as_fen)
 }
 
-fn uuid_field(value: &serde_json::Value, field: &str) -> Option<Uuid> {
+fn uuid_field<K>(value: &serde_json::Value, field: &str) -> Option<Id<K>> {
     value.get(field)?.as_str()?.parse().ok()
 }
 
@@ -63,7 +63,7 @@ pub fn read_journal(body: &[u8], max_lines: usize) -> Result<TillRecord, String>
             Err(_) if index + 1 == lines.len() => continue,
             Err(error) => return Err(format!("line {}: {error}", index + 1)),
         };
-        record.terminals.insert(line.terminal_id);
+        record.terminals.insert(line.terminal_id.into());
         if let Some(at) = Timestamp::parse_rfc3339(&line.at) {
             record.since = Some(record.since.map_or(at, |s| s.min(at)));
         }
@@ -113,7 +113,7 @@ pub struct MatchedRecord {
     pub discount: String,
     pub order_amount: String,
     pub order_ref: String,
-    pub redemption_id: Uuid,
+    pub redemption_id: RedemptionId,
     pub reversed: bool,
 }
 
@@ -121,7 +121,7 @@ pub struct MatchedRecord {
 #[derive(Clone, Debug, Serialize, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Mismatch {
     pub field: &'static str,
-    pub redemption_id: Uuid,
+    pub redemption_id: RedemptionId,
     pub server: String,
     pub till: String,
 }
@@ -135,7 +135,7 @@ pub struct MatchOutcome {
     pub missing_on_server: Vec<MatchedRecord>,
 }
 
-fn till_view(id: Uuid, r: &TillRedemption) -> MatchedRecord {
+fn till_view(id: RedemptionId, r: &TillRedemption) -> MatchedRecord {
     MatchedRecord {
         redemption_id: id,
         order_ref: r.order_ref.clone(),
@@ -156,7 +156,7 @@ fn server_view(r: &RedemptionRecord) -> MatchedRecord {
 }
 
 /// Compares one redemption both sides hold.
-fn differences(id: Uuid, till: &TillRedemption, server: &RedemptionRecord) -> Vec<Mismatch> {
+fn differences(id: RedemptionId, till: &TillRedemption, server: &RedemptionRecord) -> Vec<Mismatch> {
     let mut found = Vec::new();
     let mut differ = |field, till: String, server: String| {
         if till != server {
@@ -177,7 +177,7 @@ pub fn compare(
     recent: &[RedemptionRecord],
 ) -> MatchOutcome {
     let mut outcome = MatchOutcome::default();
-    let by_id: BTreeMap<Uuid, &RedemptionRecord> = by_id.iter().map(|r| (r.id, r)).collect();
+    let by_id: BTreeMap<RedemptionId, &RedemptionRecord> = by_id.iter().map(|r| (r.id, r)).collect();
     for (id, ours) in &till.redemptions {
         match by_id.get(id) {
             None => outcome.missing_on_server.push(till_view(*id, ours)),
@@ -205,9 +205,9 @@ pub async fn match_journal(
     season: &Season,
     till: &TillRecord,
 ) -> Result<MatchOutcome, StorageError> {
-    let ids: Vec<Uuid> = till.redemptions.keys().copied().collect();
+    let ids: Vec<RedemptionId> = till.redemptions.keys().copied().collect();
     let by_id = store.redemptions_by_id(&ids).await?;
-    let terminals: Vec<Uuid> = till.terminals.iter().copied().collect();
+    let terminals: Vec<TerminalId> = till.terminals.iter().copied().collect();
     let recent = match till.since {
         Some(since) => {
             store.terminal_redemptions(&terminals, since.plus_seconds(-SKEW_S), MAX_SERVER_ROWS).await?

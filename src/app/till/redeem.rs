@@ -17,7 +17,7 @@ use crate::app::qr::QrKeys;
 use crate::domain::entries::{AfterReversal, FunderPart, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::VoucherTerms;
-use crate::domain::ids::{BatchId, MerchantId};
+use crate::domain::ids::{BatchId, MerchantId, RedemptionId, TerminalId, VoucherId};
 use crate::domain::merchant::Merchant;
 use crate::domain::money::Fen;
 use crate::domain::region::RegionLevel;
@@ -78,7 +78,7 @@ pub fn qr_replayed() -> AppError {
 pub struct Reads<'a> {
     pub store: &'a dyn Storage,
     pub batches: &'a TtlCache<BatchId, (Batch, Season)>,
-    pub vouchers: &'a Coalescer<Uuid, Option<Voucher>>,
+    pub vouchers: &'a Coalescer<VoucherId, Option<Voucher>>,
     pub now: Timestamp,
 }
 
@@ -94,7 +94,7 @@ impl Reads<'_> {
         if payload.kind != TokenKind::Voucher {
             return Err(AppError::invalid(ErrorCode::QrInvalid, "this is not a voucher code"));
         }
-        let voucher = self.vouchers.load(payload.subject).await?;
+        let voucher = self.vouchers.load(payload.subject.into()).await?;
         let voucher =
             voucher.ok_or_else(|| AppError::not_found(ErrorCode::VoucherNotFound, "no such voucher"))?;
         Ok((payload, voucher))
@@ -255,7 +255,7 @@ pub async fn quote(
     };
     let issuer = plan.batch.issuer;
     Ok(Quote {
-        voucher_id: plan.voucher.id,
+        voucher_id: plan.voucher.id.as_uuid(),
         batch_name: plan.batch.name.clone(),
         terms,
         issuer: issuer.to_string(),
@@ -281,7 +281,7 @@ pub async fn quote(
 #[derive(Clone, Copy)]
 pub struct AtTill {
     pub merchant_id: MerchantId,
-    pub terminal_id: Uuid,
+    pub terminal_id: TerminalId,
 }
 
 /// The redemption to commit, with its entry and the answer stored with it.
@@ -293,15 +293,15 @@ pub fn new_redemption(
     now: Timestamp,
     record: impl Fn(u16, String) -> IdemRecord,
 ) -> Result<NewRedemption, AppError> {
-    let id = Uuid::now_v7();
+    let id = RedemptionId::new_v7();
     let funders = funder_shares(&plan);
     let funders_json = answer_text(&funders)?;
     let payable = priced.basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
     // With a card payment on the order: its member discount, and the basis the voucher applied to.
     let card = priced.member_discount.zip(priced.card_payment.as_ref());
     let answer = Redemption {
-        redemption_id: id,
-        voucher_id: plan.voucher.id,
+        redemption_id: id.as_uuid(),
+        voucher_id: plan.voucher.id.as_uuid(),
         merchant_id: till.merchant_id.as_uuid(),
         order_ref: order_ref.clone(),
         order_amount: priced.order_amount.to_string(),
@@ -356,8 +356,8 @@ pub async fn plan_reversal(
     let voucher_status = after.status().as_str();
     answer.body = answer_text(&Reversal {
         reversal_id,
-        redemption_id: record.id,
-        voucher_id: voucher.id,
+        redemption_id: record.id.as_uuid(),
+        voucher_id: voucher.id.as_uuid(),
         voucher_status: voucher_status.to_owned(),
         amount: discount.to_string(),
     })?;

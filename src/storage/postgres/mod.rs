@@ -6,12 +6,11 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use uuid::Uuid;
 
 use super::backend::SqlBackend;
 use super::db::{Pool, Tx};
 use super::{Backend, StorageError};
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -102,9 +101,9 @@ impl SqlBackend for PgBackend {
     // was about a tenth of the machine's CPU in `wenhui bench redemptions` (perf).
     async fn inserted_nonce_rows(
         &self,
-        rows: &[(Uuid, String)],
+        rows: &[(TerminalId, String)],
         at_us: i64,
-    ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    ) -> Result<Vec<(TerminalId, String)>, sqlx::Error> {
         sqlx::query_as(
             "INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) \
              SELECT t, n, $3 FROM UNNEST($1::uuid[], $2::text[]) AS k(t, n) \
@@ -139,7 +138,7 @@ impl SqlBackend for PgBackend {
         Ok(done.rows_affected())
     }
 
-    async fn voucher_rows(&self, ids: &[Uuid]) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
+    async fn voucher_rows(&self, ids: &[VoucherId]) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {} FROM vouchers WHERE id = ANY($1::uuid[])",
             super::seasons::VOUCHER_COLUMNS
@@ -208,8 +207,8 @@ impl SqlBackend for PgBackend {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, MerchantId, SeasonId)],
-    ) -> Result<Vec<(Uuid, MerchantId, SeasonId, i32)>, sqlx::Error> {
+        keys: &[(CitizenId, MerchantId, SeasonId)],
+    ) -> Result<Vec<(CitizenId, MerchantId, SeasonId, i32)>, sqlx::Error> {
         sqlx::query_as(
             "SELECT c.citizen_id, c.merchant_id, c.season_id, c.live_count \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS k(citizen_id, merchant_id, season_id) \

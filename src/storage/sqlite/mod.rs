@@ -9,12 +9,11 @@ use async_trait::async_trait;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use uuid::Uuid;
 
 use super::backend::SqlBackend;
 use super::db::{Bind, Pool, QueryBuilder, Tx, query};
 use super::{Backend, StorageError};
-use crate::domain::ids::{MerchantId, SeasonId};
+use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -110,9 +109,9 @@ impl SqlBackend for SqliteBackend {
 
     async fn inserted_nonce_rows(
         &self,
-        rows: &[(Uuid, String)],
+        rows: &[(TerminalId, String)],
         at_us: i64,
-    ) -> Result<Vec<(Uuid, String)>, sqlx::Error> {
+    ) -> Result<Vec<(TerminalId, String)>, sqlx::Error> {
         let mut q = QueryBuilder::new("INSERT INTO terminal_nonces (terminal_id, nonce, seen_at_us) ");
         q.push_values(rows, |mut row, (terminal, nonce)| {
             row.push_bind(*terminal).push_bind(nonce.clone()).push_bind(at_us);
@@ -121,7 +120,7 @@ impl SqlBackend for SqliteBackend {
         q.build_query_as().fetch_all(&self.any_pool).await
     }
 
-    async fn voucher_rows(&self, ids: &[Uuid]) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
+    async fn voucher_rows(&self, ids: &[VoucherId]) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
         let prefix = format!("SELECT {} FROM vouchers WHERE id IN (", super::seasons::VOUCHER_COLUMNS);
         in_list(prefix, ids.iter().copied()).build_query_as().fetch_all(&self.any_pool).await
     }
@@ -177,8 +176,8 @@ impl SqlBackend for SqliteBackend {
     async fn merchant_count_rows(
         &self,
         tx: &mut Tx,
-        keys: &[(Uuid, MerchantId, SeasonId)],
-    ) -> Result<Vec<(Uuid, MerchantId, SeasonId, i32)>, sqlx::Error> {
+        keys: &[(CitizenId, MerchantId, SeasonId)],
+    ) -> Result<Vec<(CitizenId, MerchantId, SeasonId, i32)>, sqlx::Error> {
         let mut query = QueryBuilder::new("");
         for (n, (citizen, merchant, season)) in keys.iter().enumerate() {
             if n > 0 {
