@@ -36,7 +36,8 @@ use crate::token::{KeyRing, QrToken, TokenError, TokenPayload};
 // The answers are defined once, in `wire`, with the service; re-exported here for the callers
 // that name them by their old paths.
 pub use crate::wire::{
-    CardPayment, CardPaymentView, CardReversal, FunderShare, Redemption, RedemptionView, Reversal,
+    CardPayment, CardPaymentView, CardReversal, FunderShare, Quote, QuoteTerms, Redemption, RedemptionView,
+    Reversal,
 };
 use crate::wire::{OrderBody, ReasonBody};
 
@@ -638,6 +639,18 @@ impl TillClient {
         let body = order_body(&request.qr, &request.order_amount, &request.order_ref)?;
         let call = self.signed_call("redeem", Method::POST, "/v1/redemptions".into(), Some(body));
         decode(self.write(call, request.idempotency_key).await?)
+    }
+
+    /// What redeeming this voucher on this order would take off now, and the voucher's terms:
+    /// `POST /v1/redemptions/quote`, the redemption's checks with nothing written (the voucher
+    /// stays unused, the QR token unspent). A read: no Idempotency-Key, retried like a GET, and
+    /// not journaled (it moves no money; the redemption that follows is journaled). Send the
+    /// same `order_ref` a card payment on the order used, so its member discount applies.
+    pub async fn quote(&self, qr: &str, order_amount: &str, order_ref: &str) -> Result<Quote, ClientError> {
+        let body = order_body(qr, order_amount, order_ref)?;
+        let mut call = self.signed_call("quote", Method::POST, "/v1/redemptions/quote".into(), Some(body));
+        call.journal = None;
+        decode(self.http.call(&call).await?)
     }
 
     /// Reverses a redemption (the order was cancelled or refunded):

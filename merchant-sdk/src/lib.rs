@@ -30,8 +30,8 @@ pub use client::{
 };
 pub use journal::{Journal, JournalError, JournalLine};
 pub use wire::{
-    CardPayment, CardPaymentView, CardReversal, FunderShare, KeyRing, OrderBody, ReasonBody, Redemption,
-    RedemptionView, Reversal, VerificationKey,
+    CardPayment, CardPaymentView, CardReversal, FunderShare, KeyRing, OrderBody, Quote, QuoteTerms,
+    ReasonBody, Redemption, RedemptionView, Reversal, VerificationKey,
 };
 
 /// Compiles the README's Rust example as a doctest (it is not run).

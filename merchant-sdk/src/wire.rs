@@ -122,6 +122,54 @@ pub struct RedemptionView {
     pub settled: bool,
 }
 
+/// A voucher's terms, by `kind`; amounts in yuan.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum QuoteTerms {
+    /// 满减: `face_value` off an order of at least `min_spend` (`"0.00"`: any order).
+    Threshold { face_value: String, min_spend: String },
+    /// `percent` off (20: 8折), at most `cap`, rounded down to a multiple of `step`, on an order
+    /// of at least `min_spend`.
+    Percent { percent: u32, cap: String, step: String, min_spend: String },
+}
+
+/// The answer of `POST /v1/redemptions/quote` (200): what a redemption of the same body would
+/// take off now, and the voucher's terms to show the cashier. Nothing is written: the voucher
+/// stays unused and its QR token unspent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Quote {
+    pub voucher_id: Uuid,
+    /// The voucher's batch, as its issuer named it.
+    pub batch_name: String,
+    pub terms: QuoteTerms,
+    /// The issuing region's code, e.g. `"370200"`: a city's vouchers are accepted in that city,
+    /// a province's anywhere in the province.
+    pub issuer: String,
+    /// Its name, e.g. `"青岛市"`.
+    pub issuer_name: String,
+    /// Where the voucher is accepted, e.g. `["bookstore"]`.
+    pub categories: Vec<String>,
+    /// Their names, in the same order, e.g. `["书店"]`.
+    pub category_names: Vec<String>,
+    /// When the voucher expires (RFC 3339, UTC).
+    pub expires_at: String,
+    /// The order's full amount, as sent.
+    pub order_amount: String,
+    /// The card's member discount, when a card payment on the same order came first.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member_discount: Option<String>,
+    /// What the voucher applies to: `order_amount - member_discount`.
+    pub voucher_basis: String,
+    /// What the voucher would take off.
+    pub discount: String,
+    /// What the customer would pay: `voucher_basis - discount`.
+    pub payable: String,
+    /// The discount split between the funders of the voucher's batch.
+    pub funders: Vec<FunderShare>,
+}
+
 /// The answer of `POST /v1/card-payments` (201): the payment as the service recorded it.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]

@@ -361,6 +361,7 @@ fn till_and_card_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
         .routes(operation_id(routes!(till::keys), "list_qr_keys"))
         .routes(terminal_signed(operation_id(routes!(till::redeem), "redeem")))
+        .routes(terminal_signed(operation_id(routes!(till::quote), "quote_redemption")))
         .routes(terminal_signed(operation_id(routes!(till::get), "get_redemption")))
         .routes(terminal_signed(operation_id(routes!(till::reverse), "reverse_redemption")))
         .routes(routes!(card::issue, card::mine))

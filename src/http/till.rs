@@ -11,21 +11,21 @@ use wenhui_merchant_sdk::signing::{
     HEADER_NONCE, HEADER_SIGNATURE, HEADER_TERMINAL, HEADER_TIMESTAMP, SignatureError, SignedParts,
     parse_timestamp,
 };
-use wenhui_merchant_sdk::token::{KeyRing, TokenPayload};
-use wenhui_merchant_sdk::wire::{FunderShare, OrderBody, ReasonBody, Redemption, RedemptionView, Reversal};
+use wenhui_merchant_sdk::token::KeyRing;
+use wenhui_merchant_sdk::wire::{
+    FunderShare, OrderBody, Quote, ReasonBody, Redemption, RedemptionView, Reversal,
+};
 
 use super::AppState;
 use super::error::ApiError;
 use super::extract::{ApiBytes, ApiPath, plain_text};
 use super::idempotency::{IdempotencyKey, json_response, parse_json, replay_if_known, request_hash};
-use crate::app::error::AppError;
 use crate::app::till::redeem;
 use crate::domain::entries::AfterReversal;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{RedemptionId, TerminalId};
 use crate::domain::merchant::{Merchant, MerchantStatus};
 use crate::domain::money::Fen;
-use crate::domain::season::Voucher;
 use crate::domain::text::PlainText;
 use crate::storage::{CardPaymentRecord, IdemRecord, Refusal, TerminalRecord, WriteError};
 
@@ -249,31 +249,19 @@ pub async fn redeem(
     commit_redemption(&state, &ctx, &reads, order, (card_payment?, scanned), record).await
 }
 
-/// A scanned voucher token, verified, and its voucher (none when the body did not parse).
-type Scanned = Result<(TokenPayload, Voucher), AppError>;
-
-/// The card payment on the order and the scanned voucher, as read, applied in their order (the
-/// member discount first: a card payment on the order sets the voucher's basis), then the
-/// redemption planned and committed by the group writer. A refusal is stored under the key.
+/// The card payment on the order and the scanned voucher, as read, checked and planned
+/// ([`redeem::check_and_plan`], which the quote shares), then committed by the group writer. A
+/// refusal is stored under the key.
 async fn commit_redemption(
     state: &AppState,
     ctx: &TerminalCtx,
     reads: &redeem::Reads<'_>,
     (order_amount, order_ref): (Fen, String),
-    (card_payment, scanned): (Option<CardPaymentRecord>, Option<Scanned>),
+    read: (Option<CardPaymentRecord>, Option<redeem::Scanned>),
     record: impl Fn(u16, String) -> IdemRecord,
 ) -> Result<Response, ApiError> {
-    let priced = match redeem::priced(order_amount, card_payment) {
-        Ok(priced) => priced,
-        Err(refusal) => return remember_refusal(state, refusal.into(), record).await,
-    };
-    let planned = match scanned {
-        Some(Ok(scanned)) => reads.plan(&ctx.merchant, scanned, priced.basis).await,
-        Some(Err(refusal)) => Err(refusal),
-        None => Err(AppError::internal("a parsed redemption was not scanned")),
-    };
-    let planned = match planned {
-        Ok(planned) => planned,
+    let (priced, planned) = match redeem::check_and_plan(reads, &ctx.merchant, order_amount, read).await {
+        Ok(checked) => checked,
         Err(refusal) => return remember_refusal(state, refusal.into(), record).await,
     };
     let till = redeem::AtTill { merchant_id: ctx.merchant.id, terminal_id: ctx.terminal.id };
@@ -283,6 +271,50 @@ async fn commit_redemption(
         Ok(()) => Ok(json_response(201, answer.body)),
         Err(error) => write_refusal(state, error, &answer).await,
     }
+}
+
+/// What a redemption of this body would take off now, and the voucher's terms: the same checks
+/// and plan as `redeem` ([`redeem::check_and_plan`]), nothing written, the QR token not spent.
+#[utoipa::path(post, path = "/v1/redemptions/quote", operation_id = "quote_redemption", security(("terminal_signature" = [])),
+    description = "A read: the redemption's checks and plan on the same body, answered without writing anything. \
+        The voucher stays unused and the QR token's nonce unspent, so the redemption that follows succeeds with the same token. \
+        The request is signed like every terminal request and spends its own request nonce (every request has a fresh one), \
+        never the QR token's. No Idempotency-Key: a quote changes nothing, so it may be repeated freely. \
+        The refusals are the redemption's, except those only the commit can give under the ledger lock \
+        (order_ref_used, stacking_not_allowed, merchant_limit_reached, budget_exceeded), which come at the redemption.",
+    request_body = OrderBody,
+    responses((status = 200, body = Quote, description = "the voucher's terms, the discount and what the customer would pay"),
+        (status = 400, body = super::error::ErrorBody, description = "malformed_json"),
+        (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
+        (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended, merchant_not_eligible"),
+        (status = 404, body = super::error::ErrorBody, description = "voucher_not_found"),
+        (status = 409, body = super::error::ErrorBody, description = "qr_replayed, voucher_not_redeemable, season_closed, order_amount_mismatch"),
+        (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
+        (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
+        (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, below_min_spend"),
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+pub async fn quote(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<Quote>, ApiError> {
+    let ctx = authenticate(&state, &method, &uri, &headers, &body).await?;
+    let request: Order = parse_json(&body)?;
+    let order_ref = order_ref(&request.order_ref).filter(|_| !request.order_amount.is_zero());
+    let order_ref =
+        order_ref.ok_or_else(|| ApiError::unprocessable(ErrorCode::InvalidBody, ORDER_FIELDS_RULE))?;
+    let reads = redeem::Reads {
+        store: state.store(),
+        batches: &state.inner().batches,
+        vouchers: &state.inner().till_reads.vouchers,
+        now: state.clock().now(),
+    };
+    let card_lookup = state.inner().till_reads.card_payments.load((ctx.merchant.id, order_ref));
+    let (card_payment, scanned) = tokio::join!(card_lookup, reads.scanned_voucher(state.qr(), &request.qr));
+    let read = (card_payment?, Some(scanned));
+    Ok(Json(redeem::quote(&reads, &ctx.merchant, request.order_amount, read).await?))
 }
 
 /// Stores a refusal under the idempotency key so a retry gets the same answer.
@@ -521,6 +553,7 @@ mod tests {
         let doc = serde_json::to_value(super::super::openapi()).expect("the document serializes");
         let operations = [
             ("/v1/redemptions", "post", "redeem", Some("OrderBody"), "201", "Redemption"),
+            ("/v1/redemptions/quote", "post", "quote_redemption", Some("OrderBody"), "200", "Quote"),
             (
                 "/v1/redemptions/{id}/reversal",
                 "post",
@@ -582,8 +615,14 @@ mod tests {
             .flatten()
             .flat_map(|(_, item)| item.as_object().into_iter().flatten().map(|(_, op)| &op["operationId"]))
             .collect();
+        let quote = &doc["paths"]["/v1/redemptions/quote"]["post"];
+        let said = quote["description"].as_str().unwrap_or_default();
+        assert!(said.contains("No Idempotency-Key") && said.contains("never the QR token's"), "{said}");
+        let params = quote["parameters"].as_array().cloned().unwrap_or_default();
+        assert!(params.iter().all(|p| p["name"] != "Idempotency-Key"), "a read takes no key");
         for id in [
             "redeem",
+            "quote_redemption",
             "reverse_redemption",
             "get_redemption",
             "list_qr_keys",

@@ -142,9 +142,9 @@ async fn type_here(browser: &Browser, text: &str) {
     focused.send_keys(text).await.expect("type");
 }
 
-/// Scans `codes`, types the amount and the order reference, each with Enter (the last one
-/// confirms), and waits for the answer.
-async fn checkout(browser: &Browser, codes: &[&str], amount: &str, order_ref: &str) {
+/// Scans `codes`, types the amount and the order reference, each with Enter, and waits for
+/// the voucher's quote (terms, discount, amount to collect), shown before the cashier confirms.
+async fn quote(browser: &Browser, codes: &[&str], amount: &str, order_ref: &str) {
     for (n, qr) in codes.iter().enumerate() {
         scan(browser, qr).await;
         browser.wait_for(&format!("#scanned li:nth-child({})", n + 1)).await;
@@ -164,7 +164,20 @@ async fn checkout(browser: &Browser, codes: &[&str], amount: &str, order_ref: &s
     type_here(browser, &format!("{amount}{}", char::from(Key::Enter))).await;
     browser.wait_for("#order-ref:focus").await;
     type_here(browser, &format!("{order_ref}{}", char::from(Key::Enter))).await;
+    browser.wait_for("#quote:not([hidden])").await;
+}
+
+/// Enter on 确认收款 (which has the focus once the quote is shown), and the answer.
+async fn confirm(browser: &Browser) {
+    browser.wait_for("#confirm:focus").await;
+    type_here(browser, &char::from(Key::Enter).to_string()).await;
     browser.wait_for("#result:not([hidden])").await;
+}
+
+/// Esc: the order cleared, the scan field ready for the next one.
+async fn clear_order(browser: &Browser) {
+    type_here(browser, &char::from(Key::Escape).to_string()).await;
+    browser.wait_for("#scan:focus").await;
 }
 
 /// The next order (Enter on 下一单, which has the focus).
@@ -234,7 +247,17 @@ async fn the_till_page_redeems_reverses_and_refuses_in_plain_chinese(backend: Ba
     type_here(&browser, &format!("120{}", char::from(Key::Enter))).await;
     browser.wait_for("#order-ref:focus").await;
     browser.screenshot(&shot("2-scanned", backend)).await;
+    // Enter: the voucher's terms and the amount to collect, from the service's quote, before
+    // anything is redeemed; Enter again confirms.
     type_here(&browser, &format!("A-1001{}", char::from(Key::Enter))).await;
+    assert_eq!(browser.text("#quote:not([hidden]) #quote-terms").await, "满40减10");
+    let until = browser.text("#quote-where").await;
+    assert!(until.starts_with("山东省内通用 · 书店、电影院 · 有效期至 20"), "{until}");
+    assert_eq!(browser.text("#quote-lines").await, "订单金额 ¥120.00 · 消费券优惠 ¥10.00");
+    assert_eq!(browser.text("#quote-collect").await, "¥110.00");
+    assert_eq!(browser.text("#empty").await, "今天还没有交易。", "a quote writes nothing");
+    browser.screenshot(&shot("2b-quote", backend)).await;
+    confirm(&browser).await;
     assert_eq!(browser.text("#result:not([hidden]) #collect").await, "¥110.00");
     assert_eq!(
         browser.texts("#result-lines .line").await,
@@ -259,33 +282,41 @@ async fn the_till_page_redeems_reverses_and_refuses_in_plain_chinese(backend: Ba
     // voucher for another category.
     browser.wait_for("#next").await.click().await.expect("下一单");
     browser.wait_for("#scan:focus").await;
-    checkout(&browser, &[&qr], "120", "A-1002").await;
-    assert_eq!(browser.text(".result .line.refused").await, format!("消费券：{}", message("qr_replayed")));
-    assert_eq!(browser.text("#collect").await, "¥120.00", "nothing off: the full amount");
-    browser.screenshot(&shot("5-used", backend)).await;
-    next_order(&browser).await;
-    let low = voucher_qr(&till, &citizen, &batch, "v2").await;
-    checkout(&browser, &[&low], "30.5", "A-1003").await;
-    assert_eq!(
-        browser.text(".result .line.refused").await,
-        format!("消费券：{}", message("below_min_spend"))
+    quote(&browser, &[&qr], "120", "A-1002").await;
+    assert_eq!(browser.text("#quote-message").await, message("qr_replayed"));
+    assert!(
+        browser.wait_for("#confirm").await.attr("disabled").await.expect("attr").is_some(),
+        "no confirming"
     );
-    next_order(&browser).await;
+    browser.screenshot(&shot("5-used", backend)).await;
+    clear_order(&browser).await;
+    let low = voucher_qr(&till, &citizen, &batch, "v2").await;
+    quote(&browser, &[&low], "30.5", "A-1003").await;
+    assert_eq!(browser.text("#quote-message").await, message("below_min_spend"));
+    clear_order(&browser).await;
     let other = voucher_qr(&till, &citizen, &ktv, "k1").await;
-    checkout(&browser, &[&other], "120", "A-1004").await;
-    assert_eq!(
-        browser.text(".result .line.refused").await,
-        format!("消费券：{}", message("merchant_not_eligible"))
+    quote(&browser, &[&other], "120", "A-1004").await;
+    assert_eq!(browser.text("#quote-message").await, message("merchant_not_eligible"));
+    let rows = browser.texts("#lines tr").await;
+    assert!(
+        rows.iter().all(|r| !["A-1002", "A-1003", "A-1004"].iter().any(|o| r.contains(o))),
+        "refused at quote time, nothing was sent: {rows:?}"
     );
     browser.screenshot(&shot("6-wrong-category", backend)).await;
+    clear_order(&browser).await;
 
     // Card and voucher on one order, the card first: 100.00 - 20.00 member - 10.00 = 70.00.
-    next_order(&browser).await;
     let (status, card_qr) = world.app.post("/v1/me/card/qr", Some(&citizen), json!({})).await;
     assert_eq!(status, 200, "{card_qr}");
     let card_qr = card_qr["token"].as_str().expect("token").to_owned();
     let voucher = voucher_qr(&till, &citizen, &batch, "v3").await;
-    checkout(&browser, &[&voucher, &card_qr], "100", "A-1005").await;
+    quote(&browser, &[&voucher, &card_qr], "100", "A-1005").await;
+    assert_eq!(browser.text("#quote-terms").await, "满40减10");
+    assert_eq!(
+        browser.text("#quote-lines").await,
+        "订单金额 ¥100.00 · 先刷惠民卡享会员优惠，消费券按刷卡后金额计算"
+    );
+    confirm(&browser).await;
     assert_eq!(browser.text("#collect").await, "¥70.00");
     let lines = browser.texts("#result-lines .line").await;
     assert_eq!(
@@ -301,7 +332,12 @@ async fn the_till_page_redeems_reverses_and_refuses_in_plain_chinese(backend: Ba
     next_order(&browser).await;
     let offline = voucher_qr(&till, &citizen, &batch, "v4").await;
     proxy.down();
-    checkout(&browser, &[&offline], "88.80", "A-1006").await;
+    quote(&browser, &[&offline], "88.80", "A-1006").await;
+    let unavailable = browser.text("#quote-message.pending").await;
+    assert!(unavailable.starts_with("暂时无法向服务器核对优惠"), "{unavailable}");
+    assert_eq!(browser.text("#confirm").await, "仍然确认收款");
+    browser.screenshot(&shot("8a-no-quote", backend)).await;
+    confirm(&browser).await;
     let pending = browser.text(".result .line.pending").await;
     assert!(pending.starts_with("消费券：连不上文惠服务器"), "{pending}");
     assert_eq!(browser.text("#collect").await, "待确认");

@@ -32,3 +32,4 @@ mod sessions;
 mod staff_people;
 mod till;
 mod till_cli;
+mod till_quote;

@@ -75,6 +75,19 @@ enum Command {
         #[arg(long)]
         qr: String,
     },
+    /// What redeeming a voucher on an order would take off, and the voucher's terms, without
+    /// redeeming it (the voucher stays unused, the QR code stays good for the redemption).
+    Quote {
+        #[arg(long)]
+        qr: String,
+        /// The order's total in yuan, e.g. 100.00.
+        #[arg(long)]
+        amount: String,
+        /// The order's reference: the one a card payment on the same order used, if any (its
+        /// member discount then applies first).
+        #[arg(long, default_value = "quote")]
+        order_ref: String,
+    },
     /// Redeem a voucher against an order.
     Redeem {
         #[arg(long)]
@@ -279,6 +292,7 @@ async fn till_command(client: &TillClient, command: Command) -> Result<Value, Fa
                 json!({"valid": true, "kind": kind, "subject": payload.subject, "expires_at_s": payload.expires_at_s}),
             )
         }
+        Command::Quote { qr, amount, order_ref } => to_json(&client.quote(&qr, &amount, &order_ref).await?),
         Command::Redeem { qr, amount, order_ref, idempotency_key } => {
             let key = idempotency_key.unwrap_or_else(|| Uuid::new_v4().to_string());
             let request =

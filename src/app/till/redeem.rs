@@ -8,7 +8,7 @@
 
 use uuid::Uuid;
 use wenhui_merchant_sdk::token::{QrToken, TokenError, TokenKind, TokenPayload};
-use wenhui_merchant_sdk::wire::{FunderShare, Redemption, Reversal};
+use wenhui_merchant_sdk::wire::{FunderShare, Quote, QuoteTerms, Redemption, Reversal};
 
 use super::coalesce::Coalescer;
 use super::ttl_cache::TtlCache;
@@ -16,6 +16,7 @@ use crate::app::error::{AppError, Kind};
 use crate::app::qr::QrKeys;
 use crate::domain::entries::{AfterReversal, FunderPart, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::error_code::ErrorCode;
+use crate::domain::funding::VoucherTerms;
 use crate::domain::ids::{BatchId, MerchantId, RedemptionId, TerminalId, VoucherId};
 use crate::domain::merchant::Merchant;
 use crate::domain::money::Fen;
@@ -201,6 +202,79 @@ pub fn priced(order_amount: Fen, card_payment: Option<CardPaymentRecord>) -> Res
         ));
     }
     Ok(Priced { order_amount, basis, member_discount, card_payment })
+}
+
+/// A scanned voucher token, verified, and its voucher; `None` when the body did not parse.
+pub type Scanned = Result<(TokenPayload, Voucher), AppError>;
+
+/// A redemption's checks in their order and its plan, written nowhere: the card payment on the
+/// order first (its member discount sets the voucher's basis), then the scanned token and the
+/// voucher ([`Reads::plan`]). The one path a redemption and a quote share; what only the group
+/// commit can check under the ledger lock (the QR nonce unspent, the order reference, stacking,
+/// the merchant limit, the budget) is left to the commit.
+pub async fn check_and_plan(
+    reads: &Reads<'_>,
+    merchant: &Merchant,
+    order_amount: Fen,
+    (card_payment, scanned): (Option<CardPaymentRecord>, Option<Scanned>),
+) -> Result<(Priced, (Plan, Vec<u8>)), AppError> {
+    let priced = priced(order_amount, card_payment)?;
+    let planned = match scanned {
+        Some(Ok(scanned)) => reads.plan(merchant, scanned, priced.basis).await?,
+        Some(Err(refusal)) => return Err(refusal),
+        None => return Err(AppError::internal("a parsed redemption was not scanned")),
+    };
+    Ok((priced, planned))
+}
+
+/// What a redemption of the same order would answer now, written nowhere and spending nothing:
+/// [`check_and_plan`], then the one check of the commit a read can make, the QR token's nonce
+/// (a token that redeemed a voucher since reversed is refused as the redemption would be,
+/// `qr_replayed`). The rest of the commit's checks are not made (see [`check_and_plan`]).
+pub async fn quote(
+    reads: &Reads<'_>,
+    merchant: &Merchant,
+    order_amount: Fen,
+    read: (Option<CardPaymentRecord>, Option<Scanned>),
+) -> Result<Quote, AppError> {
+    let (priced, (plan, qr_nonce)) = check_and_plan(reads, merchant, order_amount, read).await?;
+    if reads.store.qr_nonce_used(&qr_nonce).await? {
+        return Err(qr_replayed());
+    }
+    let payable = priced.basis.checked_sub(plan.discount).unwrap_or(Fen::ZERO);
+    let terms = match plan.batch.terms {
+        VoucherTerms::Threshold { face_value, min_spend } => {
+            QuoteTerms::Threshold { face_value: face_value.to_string(), min_spend: min_spend.to_string() }
+        }
+        VoucherTerms::Percent { percent, cap, step, min_spend } => QuoteTerms::Percent {
+            percent,
+            cap: cap.to_string(),
+            step: step.to_string(),
+            min_spend: min_spend.to_string(),
+        },
+    };
+    let issuer = plan.batch.issuer;
+    Ok(Quote {
+        voucher_id: plan.voucher.id.as_uuid(),
+        batch_name: plan.batch.name.clone(),
+        terms,
+        issuer: issuer.to_string(),
+        issuer_name: crate::app::zh::region_name(issuer).unwrap_or_else(|| issuer.to_string()),
+        categories: plan.batch.categories.iter().map(|c| c.as_str().to_owned()).collect(),
+        category_names: plan
+            .batch
+            .categories
+            .iter()
+            .map(|c| crate::app::zh::category_name(*c).to_owned())
+            .collect(),
+        expires_at: plan.voucher.expires_at.to_string(),
+        order_amount: priced.order_amount.to_string(),
+        member_discount: priced.member_discount.map(|d| d.to_string()),
+        voucher_basis: priced.basis.to_string(),
+        discount: plan.discount.to_string(),
+        payable: payable.to_string(),
+        funders: funder_shares(&plan),
+    })
 }
 
 /// Who redeems: the merchant and the terminal that signed the request.

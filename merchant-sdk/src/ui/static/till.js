@@ -11,6 +11,9 @@
   let armed = null; // the journal row whose 撤销 was pressed once (the next press confirms)
   let shownRows = '';
   let followed = null; // the Idempotency-Key of this order's step whose answer is pending
+  // The quote shown for this order: what it was asked for, and how it came back (quoted, refused
+  // or unavailable). Any change to the codes, the amount or the reference drops it.
+  let quoted = null;
 
   async function api(path, body) {
     const options = { headers: { 'X-Till-Token': token }, cache: 'no-store' };
@@ -45,7 +48,61 @@
 
   const kindName = { voucher: '消费券', card: '惠民卡' };
 
+  function orderAsked() {
+    return JSON.stringify([scanned.map((s) => s.qr), amount.value.trim(), orderRef.value.trim()]);
+  }
+
+  function dropQuote() {
+    quoted = null;
+    $('quote').hidden = true;
+    $('confirm').disabled = false;
+    $('confirm').textContent = '确认收款';
+  }
+
+  // Before the cashier confirms an order with a voucher: the voucher's terms and, from the
+  // service's quote (nothing written, the code not spent), the discount and the amount to
+  // collect. A refusal shows now, and the order cannot be confirmed with that voucher (去掉 it to
+  // take the full amount, or have the customer refresh the code). With no network the quote is
+  // unavailable: the cashier may still confirm (the till journals the order and resends it).
+  async function showQuote(asked) {
+    const answer = await api('/api/quote', {
+      codes: scanned.map((s) => s.qr), amount: amount.value.trim(), order_ref: orderRef.value.trim(),
+    });
+    if (answer.status === 'none') return false;
+    quoted = { asked, status: answer.status };
+    const box = $('quote');
+    const terms = $('quote-terms'), where = $('quote-where'), lines = $('quote-lines');
+    const collect = $('quote-collect'), label = $('quote-collect-label');
+    box.className = 'quote ' + answer.status;
+    terms.textContent = answer.terms || '';
+    terms.hidden = !answer.terms;
+    where.textContent = answer.terms ? answer.where + ' · 有效期至 ' + answer.until : '';
+    where.hidden = !answer.terms;
+    show($('quote-message'), answer.status === 'quoted' ? '' : answer.message, answer.status === 'unavailable');
+    let text = '';
+    if (answer.status === 'quoted') {
+      text = '订单金额 ' + answer.order_amount + (answer.after_card
+        ? ' · 先刷惠民卡享会员优惠，消费券按刷卡后金额计算'
+        : ' · 消费券优惠 ' + answer.discount);
+    } else if (answer.status === 'refused') {
+      text = '这张消费券不能用于本单：点“去掉”可按原价收款，或请顾客刷新后重扫。';
+    }
+    lines.textContent = text;
+    lines.hidden = !text;
+    const sure = answer.status === 'quoted' && !answer.after_card;
+    collect.textContent = sure ? answer.collect : '';
+    collect.hidden = !sure;
+    label.hidden = !sure;
+    box.hidden = false;
+    const confirm = $('confirm');
+    confirm.disabled = answer.status === 'refused';
+    confirm.textContent = answer.status === 'unavailable' ? '仍然确认收款' : '确认收款';
+    if (!confirm.disabled) confirm.focus();
+    return true;
+  }
+
   function renderScanned() {
+    dropQuote();
     const list = $('scanned');
     list.replaceChildren();
     for (const [i, item] of scanned.entries()) {
@@ -106,6 +163,20 @@
     busy = true;
     $('confirm').disabled = true;
     show(message, '');
+    const asked = orderAsked();
+    if (scanned.some((s) => s.kind === 'voucher') && (!quoted || quoted.asked !== asked)) {
+      try {
+        if (await showQuote(asked)) return;
+      } catch (e) {
+        show(message, '收银台程序没有响应，请确认 wenhui-till ui 仍在运行。');
+        return;
+      } finally {
+        busy = false;
+        if (!quoted || quoted.status !== 'refused') $('confirm').disabled = false;
+      }
+      busy = true;
+    }
+    if (quoted && quoted.status === 'refused') { busy = false; return; }
     try {
       const answer = await api('/api/order', {
         codes: scanned.map((s) => s.qr), amount: amount.value.trim(), order_ref: orderRef.value.trim(),
@@ -125,6 +196,7 @@
       const open = [answer.voucher, answer.card].find((step) => step && step.status === 'pending' && step.key);
       followed = open ? open.key : null;
       $('order').hidden = true;
+      dropQuote();
       $('result').hidden = false;
       $('next').focus();
       loadJournal(true);
@@ -141,6 +213,7 @@
     renderScanned();
     amount.value = '';
     orderRef.value = '';
+    dropQuote();
     show($('scan-message'), '');
     $('result').hidden = true;
     $('order').hidden = false;
@@ -234,6 +307,9 @@
   amount.addEventListener('keydown', (event) => {
     if (event.key === 'Enter') { event.preventDefault(); orderRef.focus(); orderRef.select(); }
   });
+  for (const field of [amount, orderRef]) {
+    field.addEventListener('input', () => { if (quoted) dropQuote(); });
+  }
   $('order').addEventListener('submit', (event) => { event.preventDefault(); confirmOrder(); });
   $('clear').addEventListener('click', clearOrder);
   $('next').addEventListener('click', clearOrder);
