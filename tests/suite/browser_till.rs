@@ -314,14 +314,14 @@ async fn the_till_page_redeems_reverses_and_refuses_in_plain_chinese(backend: Ba
     assert_eq!(browser.text("#quote-terms").await, "满40减10");
     assert_eq!(
         browser.text("#quote-lines").await,
-        "订单金额 ¥100.00 · 先刷惠民卡享会员优惠，消费券按刷卡后金额计算"
+        "订单金额 ¥100.00 · 先刷文惠卡享会员优惠，消费券按刷卡后金额计算"
     );
     confirm(&browser).await;
     assert_eq!(browser.text("#collect").await, "¥70.00");
     let lines = browser.texts("#result-lines .line").await;
     assert_eq!(
         lines[1..],
-        ["惠民卡：会员优惠 ¥20.00".to_owned(), "消费券：优惠 ¥10.00".to_owned()],
+        ["文惠卡：会员优惠 ¥20.00".to_owned(), "消费券：优惠 ¥10.00".to_owned()],
         "{lines:?}"
     );
     row_state(&browser, "A-1005", "成功").await;

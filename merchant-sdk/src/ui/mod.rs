@@ -97,11 +97,11 @@ fn local_message(code: &str) -> Option<&'static str> {
         "config_error" => "收银台配置有误，请联系管理员。",
         "amount_invalid" => "请输入订单金额（元），如 120 或 120.50，最多两位小数。",
         "order_ref_invalid" => "请输入订单号（1 到 64 个字符）。",
-        "nothing_scanned" => "请先扫描消费券或惠民卡的二维码。",
+        "nothing_scanned" => "请先扫描消费券或文惠卡的二维码。",
         "two_vouchers" => "一笔订单只能用一张消费券。",
-        "two_cards" => "一笔订单只能刷一张惠民卡。",
-        "card_not_paid" => "惠民卡没有付款成功，消费券没有使用。可去掉惠民卡后重新确认。",
-        "card_pending" => "惠民卡付款待确认（正在自动重试），消费券没有使用。",
+        "two_cards" => "一笔订单只能刷一张文惠卡。",
+        "card_not_paid" => "文惠卡没有付款成功，消费券没有使用。可去掉文惠卡后重新确认。",
+        "card_pending" => "文惠卡付款待确认（正在自动重试），消费券没有使用。",
         "reason_invalid" => "请填写撤销原因。",
         "quote_unavailable" => {
             "暂时无法向服务器核对优惠（网络中断）。仍可确认收款：本单记入本机流水，联网后自动补发，优惠和应收以补发结果为准。"

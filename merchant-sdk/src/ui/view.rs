@@ -104,7 +104,7 @@ pub fn today(
         let mut row = json!({
             "key": key,
             "op": intent.op,
-            "kind": if intent.op == "redeem" { "消费券" } else { "惠民卡" },
+            "kind": if intent.op == "redeem" { "消费券" } else { "文惠卡" },
             "time": at.format("%H:%M:%S").to_string(),
             "order_ref": text(&intent.request, "order_ref"),
             "order_amount": money::shown(text(&intent.request, "order_amount")),

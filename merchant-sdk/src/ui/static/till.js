@@ -46,7 +46,7 @@
     return 'T' + d.getFullYear() + p(d.getMonth() + 1) + p(d.getDate()) + '-' + p(d.getHours()) + p(d.getMinutes()) + p(d.getSeconds());
   }
 
-  const kindName = { voucher: '消费券', card: '惠民卡' };
+  const kindName = { voucher: '消费券', card: '文惠卡' };
 
   function orderAsked() {
     return JSON.stringify([scanned.map((s) => s.qr), amount.value.trim(), orderRef.value.trim()]);
@@ -82,7 +82,7 @@
     let text = '';
     if (answer.status === 'quoted') {
       text = '订单金额 ' + answer.order_amount + (answer.after_card
-        ? ' · 先刷惠民卡享会员优惠，消费券按刷卡后金额计算'
+        ? ' · 先刷文惠卡享会员优惠，消费券按刷卡后金额计算'
         : ' · 消费券优惠 ' + answer.discount);
     } else if (answer.status === 'refused') {
       text = '这张消费券不能用于本单：点“去掉”可按原价收款，或请顾客刷新后重扫。';
@@ -187,7 +187,7 @@
       }
       const lines = $('result-lines');
       lines.replaceChildren(el('p', 'line', '订单 ' + answer.order_ref + ' · 订单金额 ' + answer.order_amount));
-      const card = resultLine('惠民卡', answer.card);
+      const card = resultLine('文惠卡', answer.card);
       const voucher = resultLine('消费券', answer.voucher);
       if (card) lines.append(card);
       if (voucher) lines.append(voucher);
