@@ -305,17 +305,23 @@ pub struct PgbenchRun {
     pub database_cpu_us_per_transaction: Option<f64>,
 }
 
+/// `pgbench -i` at scale 10 on the scratch database `url` (blocking: call it off the runtime).
+pub fn pgbench_init(url: &str) -> anyhow::Result<()> {
+    let init = Command::new("pgbench")
+        .args(["-i", "-s", "10", "-q", url])
+        .output()
+        .context("running pgbench -i (is pgbench installed?)")?;
+    if !init.status.success() {
+        bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
+    }
+    Ok(())
+}
+
 pub async fn pgbench_run(admin_url: &str) -> anyhow::Result<PgbenchRun> {
     let scratch = ScratchDb::create(admin_url, "wenhui_bench_pgbench").await?;
     let url = scratch.url.clone();
     let output = tokio::task::spawn_blocking(move || -> anyhow::Result<(String, Option<CpuUse>)> {
-        let init = Command::new("pgbench")
-            .args(["-i", "-s", "10", "-q", &url])
-            .output()
-            .context("running pgbench -i (is pgbench installed?)")?;
-        if !init.status.success() {
-            bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
-        }
+        pgbench_init(&url)?;
         let cpu = CpuMeter::start();
         let run = Command::new("pgbench")
             .args(["-c", "8", "-j", "2", "-T", "20", "-M", "prepared", &url])

@@ -260,13 +260,7 @@ async fn pgbench_select_only(admin_url: &str, seconds: u64) -> anyhow::Result<f6
     let scratch = ScratchDb::create(admin_url, "wenhui_bench_pgbench_select").await?;
     let url = scratch.url.clone();
     let output = tokio::task::spawn_blocking(move || -> anyhow::Result<String> {
-        let init = Command::new("pgbench")
-            .args(["-i", "-s", "10", "-q", &url])
-            .output()
-            .context("running pgbench -i (is pgbench installed?)")?;
-        if !init.status.success() {
-            bail!("pgbench -i failed: {}", String::from_utf8_lossy(&init.stderr));
-        }
+        crate::pgbench_init(&url)?;
         let length = seconds.to_string();
         let run = Command::new("pgbench")
             .args(["-S", "-c", "8", "-j", "2", "-T", &length, "-M", "prepared", &url])
