@@ -76,15 +76,10 @@ pub fn chart(report: &SeasonReport, view: &str) -> Option<String> {
     Some(draw(&bars))
 }
 
-/// A yuan string of the report ("1234.50", "-3.00") in fen; a malformed one (none is) as 0.
+/// A yuan string of the report ("1234.50", "-3.00") in fen, read as the finance files read it
+/// (`report_files::parse_fen`); a malformed one (none is) as 0.
 fn fen(text: &str) -> i64 {
-    let (sign, digits) = text.strip_prefix('-').map_or((1, text), |rest| (-1, rest));
-    let (whole, cents) = digits.split_once('.').unwrap_or((digits, "0"));
-    let cents = format!("{cents:0<2}");
-    match (whole.parse::<i64>(), cents.get(..2).map(str::parse::<i64>)) {
-        (Ok(whole), Some(Ok(cents))) => sign * (whole * 100 + cents),
-        _ => 0,
-    }
+    super::report_files::parse_fen(text).unwrap_or(0)
 }
 
 fn region(code: &str) -> String {
@@ -275,5 +270,6 @@ mod tests {
         assert_eq!(fen("0.05"), 5);
         assert_eq!(fen("-3.00"), -300);
         assert_eq!(fen("7"), 700);
+        assert_eq!(fen("1.005"), 0, "more than two places is not an amount");
     }
 }
