@@ -487,7 +487,7 @@ pub async fn reverse(
         match state.store().commit_reversal(&reversal).await {
             Ok(()) => {
                 if after == AfterReversal::Expired {
-                    state.writer().invalidate().await;
+                    state.announce(crate::app::events::NodeEvent::StockReturned(record.batch_id)).await;
                 }
                 return Ok(json_response(201, reversal.answer.body));
             }
