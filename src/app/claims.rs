@@ -168,7 +168,7 @@ impl ClaimWriter {
     /// of its key if it has one (a retry is answered as the first time, on any node), else
     /// 409 `sold_out`, not stored (the batch's state, not the request, decided it). `None`: the
     /// batch is not known sold out, or the stored answer could not be read; the writer decides.
-    async fn from_memory(
+    async fn answer_from_memory(
         &self,
         citizen_id: CitizenId,
         batch_id: BatchId,
@@ -218,7 +218,8 @@ impl ClaimWriter {
         exchange: Option<Exchange>,
     ) -> Answer {
         if exchange.is_none()
-            && let Some(answer) = self.from_memory(citizen_id, batch_id, &idem_key, &request_hash).await
+            && let Some(answer) =
+                self.answer_from_memory(citizen_id, batch_id, &idem_key, &request_hash).await
         {
             return answer;
         }
@@ -516,7 +517,8 @@ impl Writer {
         let mut events: Vec<NodeEvent> = Vec::new();
         for p in pending {
             let batch_id = p.request.batch_id;
-            let seen = events.iter().any(|e| matches!(e, NodeEvent::SoldOut { batch_id: b, .. } if *b == batch_id));
+            let seen =
+                events.iter().any(|e| matches!(e, NodeEvent::SoldOut { batch_id: b, .. } if *b == batch_id));
             let Some((batch, season)) = self.caches.batches.get(&batch_id) else { continue };
             if seen || batch.lottery.is_some() {
                 continue;
@@ -906,8 +908,11 @@ fn expiry_commit(
         }
         commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, voucher, false));
     }
-    commit.notices =
-        commit.batch_returns.iter().map(|(batch_id, _)| NodeEvent::StockReturned(*batch_id).encode()).collect();
+    commit.notices = commit
+        .batch_returns
+        .iter()
+        .map(|(batch_id, _)| NodeEvent::StockReturned(*batch_id).encode())
+        .collect();
     commit
 }
 

@@ -116,7 +116,8 @@ mod tests {
 
     #[test]
     fn an_unknown_or_malformed_payload_is_no_event() {
-        for payload in ["", "v1", "v2 catalog_changed", "v1 unknown", "v1 stock_returned nope", "v1 session_revoked 00"]
+        for payload in
+            ["", "v1", "v2 catalog_changed", "v1 unknown", "v1 stock_returned nope", "v1 session_revoked 00"]
         {
             assert_eq!(NodeEvent::parse(payload), None, "{payload}");
         }

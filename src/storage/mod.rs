@@ -38,11 +38,11 @@ pub use backend::SqlStore;
 pub use codes::{CodeStore, CodeTry, NewCode};
 pub use constraint::Constraint;
 pub use db::committed_writes;
-pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use finance::{
     DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
     SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
 };
+pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
 

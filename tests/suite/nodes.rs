@@ -266,26 +266,32 @@ async fn changes_reach_another_node_in_this_process(backend: Backend) {
     let mut attempt = 0;
     loop {
         attempt += 1;
-        let (status, body) = claim_at(&world, &base_b, &second, &batch_id, &format!("b-after-{attempt}")).await;
+        let (status, body) =
+            claim_at(&world, &base_b, &second, &batch_id, &format!("b-after-{attempt}")).await;
         if status == 201 {
             break;
         }
         assert_eq!((status, code(&body)), (409, "sold_out"), "{body}");
-        assert!(started.elapsed() < std::time::Duration::from_millis(1_000), "stock returned on A not seen on B");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1_000),
+            "stock returned on A not seen on B"
+        );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 
     // A session used on B, revoked on A: refused on B within about a second.
     let (status, _) = get_at(&world, &base_b, "/v1/me/vouchers", &second).await;
     assert_eq!(status, 200);
-    let signed_out = world.app.client.delete(world.app.url("/v1/me/session")).bearer_auth(&second).send().await;
+    let signed_out =
+        world.app.client.delete(world.app.url("/v1/me/session")).bearer_auth(&second).send().await;
     assert_eq!(signed_out.expect("send").status().as_u16(), 204);
     wait_for_status(&world, &base_b, "/v1/me/vouchers", &second, 401).await;
     node_b.stop().await.expect("node b stops");
 }
 
 async fn get_at(world: &World, base: &str, path: &str, token: &str) -> (u16, Value) {
-    let response = world.app.client.get(format!("{base}{path}")).bearer_auth(token).send().await.expect("send");
+    let response =
+        world.app.client.get(format!("{base}{path}")).bearer_auth(token).send().await.expect("send");
     read(response).await
 }
 
@@ -350,7 +356,14 @@ impl Fleet {
         read(request.send().await.expect("send")).await
     }
 
-    async fn post(&self, node: usize, path: &str, token: Option<&str>, key: &str, body: Value) -> (u16, Value) {
+    async fn post(
+        &self,
+        node: usize,
+        path: &str,
+        token: Option<&str>,
+        key: &str,
+        body: Value,
+    ) -> (u16, Value) {
         let url = format!("{}{path}", self.nodes[node].base);
         self.send(self.client.post(url).header("idempotency-key", key).json(&body), token).await
     }
@@ -379,7 +392,8 @@ impl Fleet {
             "claim_opens_at": now.plus_seconds(-30).to_string(), "claim_closes_at": now.plus_seconds(3_600).to_string(),
             "categories": ["bookstore"]});
         let key = uuid::Uuid::new_v4().to_string();
-        let (status, batch) = self.post(0, &format!("/v1/seasons/{season}/batches"), Some(staff), &key, body).await;
+        let (status, batch) =
+            self.post(0, &format!("/v1/seasons/{season}/batches"), Some(staff), &key, body).await;
         assert_eq!(status, 201, "{batch}");
         batch["id"].as_str().expect("id").to_owned()
     }
@@ -404,14 +418,18 @@ impl Fleet {
                 return;
             }
             let waited = started.elapsed();
-            assert!(waited < std::time::Duration::from_millis(1_500), "node {node}: {now} after {waited:?}: {body}");
+            assert!(
+                waited < std::time::Duration::from_millis(1_500),
+                "node {node}: {now} after {waited:?}: {body}"
+            );
             tokio::time::sleep(std::time::Duration::from_millis(25)).await;
         }
     }
 }
 
 fn staff_key(db: &crate::common::TestDb, role: &str, region: &str) -> String {
-    let output = crate::cli::wenhui(db.dir.path(), &db.url, &["keys", "create", "--role", role, "--region", region]);
+    let output =
+        crate::cli::wenhui(db.dir.path(), &db.url, &["keys", "create", "--role", role, "--region", region]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
@@ -430,7 +448,8 @@ async fn three_serve_processes_share_a_rush_and_their_changes() {
     let city = staff_key(&db, "city_admin", "370200");
     let first = Process::start(&db);
     let nodes = vec![first, Process::start(&db), Process::start(&db)];
-    let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client");
+    let client =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client");
     let fleet = Arc::new(Fleet { nodes, client, db });
     let now = wenhui::domain::time::Timestamp::now();
     let season = json!({"name": "fleet", "province": "370000", "starts_at": now.plus_seconds(-60).to_string(),
@@ -447,7 +466,9 @@ async fn three_serve_processes_share_a_rush_and_their_changes() {
     let mut tasks = Vec::new();
     for (n, token) in tokens.iter().enumerate() {
         let (fleet, batch, token) = (fleet.clone(), batch.clone(), token.clone());
-        tasks.push(tokio::spawn(async move { fleet.claim(n % 3, &token, &batch, &format!("rush-{n}")).await }));
+        tasks.push(tokio::spawn(
+            async move { fleet.claim(n % 3, &token, &batch, &format!("rush-{n}")).await },
+        ));
     }
     let mut answers = Vec::new();
     for task in tasks {
@@ -502,9 +523,10 @@ async fn terminal_revoked_on_one_node_is_refused_on_the_others(fleet: &Fleet, ci
     assert_eq!(status, 201, "{merchant}");
     let merchant: uuid::Uuid = merchant["id"].as_str().expect("id").parse().expect("uuid");
     let key = TillKey::generate().expect("key");
-    let registration = register_terminal(&fleet.nodes[0].base, city, merchant, &key, "till", ClientOptions::default())
-        .await
-        .expect("register");
+    let registration =
+        register_terminal(&fleet.nodes[0].base, city, merchant, &key, "till", ClientOptions::default())
+            .await
+            .expect("register");
     let terminal = registration.terminal_id;
     let dir = fleet.db.dir.path();
     let key_file = dir.join("till.key");
