@@ -231,7 +231,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         redemptions,
         settlement_chunking,
     };
-    let app = http::router(AppState::new(services), config.request_timeouts);
+    let state = AppState::new(services);
+    // Listening before serving: a change another node makes once this one answers is heard.
+    let node_events = http::spawn_node_events(state.clone(), store.notices()).await;
+    let app = http::router(state, config.request_timeouts);
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let limits = config.connection_limits;
     let task = tokio::spawn(async move {
@@ -244,6 +247,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         pruning.abort();
         revocations.abort();
         resumed.abort();
+        node_events.abort();
         Ok(())
     });
     Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })

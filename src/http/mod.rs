@@ -32,6 +32,7 @@ mod card;
 mod citizens;
 mod conditional;
 pub mod error;
+mod events;
 pub mod extract;
 mod finance;
 pub mod idempotency;
@@ -46,6 +47,7 @@ pub mod staff;
 pub(crate) mod till;
 
 pub use error::ApiError;
+pub use events::spawn_node_events;
 pub use serve::ConnectionLimits;
 
 /// Largest request body accepted anywhere (a claim or a redemption is a few hundred bytes).

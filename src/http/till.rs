@@ -488,7 +488,7 @@ pub async fn reverse(
             Ok(()) => {
                 crate::telemetry::reversed(crate::telemetry::VOUCHER);
                 if after == AfterReversal::Expired {
-                    state.writer().invalidate().await;
+                    state.announce(crate::app::events::NodeEvent::StockReturned(record.batch_id)).await;
                 }
                 return Ok(json_response(201, reversal.answer.body));
             }
