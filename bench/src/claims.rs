@@ -89,7 +89,10 @@ impl ClaimsBench {
         if self.nodes == 1 {
             return Ok(backends);
         }
-        ensure!(self.backend != "sqlite", "more than one node needs PostgreSQL (SQLite is one process's file)");
+        ensure!(
+            self.backend != "sqlite",
+            "more than one node needs PostgreSQL (SQLite is one process's file)"
+        );
         Ok(vec![Backend::Postgres])
     }
 
@@ -749,7 +752,12 @@ impl Api {
     }
 
     /// `remaining` of the batch, from `GET /v1/seasons/{season_id}/batches`.
-    pub(crate) async fn batch_remaining(&self, staff_key: &str, season_id: &str, batch_id: &str) -> anyhow::Result<i64> {
+    pub(crate) async fn batch_remaining(
+        &self,
+        staff_key: &str,
+        season_id: &str,
+        batch_id: &str,
+    ) -> anyhow::Result<i64> {
         let path = format!("/v1/seasons/{season_id}/batches");
         let response =
             self.client.get(format!("{}{path}", self.base_url)).bearer_auth(staff_key).send().await?;

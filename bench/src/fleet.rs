@@ -27,7 +27,8 @@ impl Fleet {
         let mut fleet = Fleet { nodes: Vec::new(), _dirs: Vec::new() };
         for index in 1..=count {
             let data = tempfile::tempdir().context("creating a node's data directory")?;
-            let started = ServerUnderTest::start_node(exe, database_url, data.path(), Some(keys.path())).await;
+            let started =
+                ServerUnderTest::start_node(exe, database_url, data.path(), Some(keys.path())).await;
             fleet._dirs.push(data);
             match started {
                 Ok(node) => fleet.nodes.push(node),

@@ -326,7 +326,11 @@ impl FloodReport {
         println!("{b} issued (201 answers): {}", self.successes);
         println!("{b} issued (server's count): {}", self.issued_by_server);
         println!("{b} sold-out answers: {}", self.sold_out);
-        println!("{b} errors: {} {}", self.errors_by_code.values().sum::<usize>(), counts(&self.errors_by_code));
+        println!(
+            "{b} errors: {} {}",
+            self.errors_by_code.values().sum::<usize>(),
+            counts(&self.errors_by_code)
+        );
         println!("{b} timeouts: {}", self.timeouts());
         let transport: usize = self.transport_errors.values().sum();
         println!("{b} transport errors: {transport} {}", counts(&self.transport_errors));
@@ -351,7 +355,9 @@ impl FloodReport {
                 phase.answers,
                 phase.seconds
             ),
-            None => println!("{b} sold-out answers/s once sold out: n/a (no sold-out answer after the last success)"),
+            None => println!(
+                "{b} sold-out answers/s once sold out: n/a (no sold-out answer after the last success)"
+            ),
         }
     }
 
@@ -460,7 +466,12 @@ mod tests {
         assert!(report.verdict().is_err());
         assert!(report.per_node.is_empty());
 
-        let short = RushRun { samples: vec![sample(201, "voucher", 1, 1)], rush_s: 1.0, registration_s: 1.0, remaining: 1 };
+        let short = RushRun {
+            samples: vec![sample(201, "voucher", 1, 1)],
+            rush_s: 1.0,
+            registration_s: 1.0,
+            remaining: 1,
+        };
         let failures = FloodReport::from_run(params(2), &short, 1).failures();
         assert_eq!(failures.len(), 1);
         assert!(failures[0].starts_with("not the exact stock"), "{failures:?}");
