@@ -175,6 +175,8 @@ fn check_providers(config: &ServeConfig) -> anyhow::Result<()> {
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     check_providers(&config)?;
+    // Every metric registered before anything can count or set one (`crate::telemetry`).
+    let _ = crate::telemetry::recorder();
     let options = ConnectOptions { clock: config.clock.clone(), max_connections: config.db_pool_size };
     let store = open_store_with(&config.database_url, &config.data_dir, options).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.keys_dir)?);

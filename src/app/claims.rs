@@ -30,6 +30,7 @@ use crate::storage::{
     ClaimCommit, ExpiryCommit, IdemRecord, LedgerStore, Refusal, SeasonTotalDelta, Storage, StorageError,
     StoredAnswer, WriteError,
 };
+use crate::telemetry::WriterStats;
 
 /// Most claims decided and committed in one transaction.
 pub const MAX_GROUP: usize = 1_024;
@@ -124,15 +125,27 @@ pub struct SweepReport {
 #[derive(Clone)]
 pub struct ClaimWriter {
     queue: mpsc::Sender<Message>,
+    stats: Arc<WriterStats>,
 }
 
 impl ClaimWriter {
     pub fn spawn(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> ClaimWriter {
         let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
-        let writer =
-            Writer { me: queue.downgrade(), store, clock, caches: Caches::default(), cards: HashMap::new() };
+        let stats = Arc::new(WriterStats::new(crate::telemetry::CLAIM_WRITER));
+        let (caches, cards) = (Caches::default(), HashMap::new());
+        let writer = Writer { me: queue.downgrade(), store, clock, caches, cards, stats: stats.clone() };
         tokio::spawn(writer.run(inbox));
-        ClaimWriter { queue }
+        ClaimWriter { queue, stats }
+    }
+
+    /// Messages waiting in the writer's queue (claims, sweeps, draws' next turns).
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// The writer's commits: group sizes, commit times, the last one.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Queues a claim and waits for its committed answer.
@@ -169,10 +182,12 @@ impl ClaimWriter {
     ) -> Answer {
         let (reply, answer) = oneshot::channel();
         let request = ClaimRequest { citizen_id, batch_id, idem_key, request_hash, exchange, reply };
-        if self.queue.send(Message::Claim(request)).await.is_err() {
-            return Answer::unavailable();
-        }
-        answer.await.unwrap_or_else(|_| Answer::unavailable())
+        let answer = match self.queue.send(Message::Claim(request)).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| Answer::unavailable()),
+            Err(_) => Answer::unavailable(),
+        };
+        crate::telemetry::claim_answered(answer.status, answer.replayed, &answer.body);
+        answer
     }
 
     /// Expires due vouchers and closes batches whose claim window ended, through the writer so
@@ -298,6 +313,7 @@ struct Writer {
     caches: Caches,
     /// The cards of the exchanges in the group being decided.
     cards: HashMap<CardId, CardPoints>,
+    stats: Arc<WriterStats>,
 }
 
 /// One claim's fate within a group.
@@ -417,8 +433,10 @@ impl Writer {
         if commit.answers.is_empty() {
             return (pending, Ok(()));
         }
+        let started = std::time::Instant::now();
         let outcome = self.store.commit_claims(&commit).await;
         if outcome.is_ok() {
+            self.stats.committed(commit.answers.len(), started.elapsed());
             self.remember(&commit);
         }
         (pending, outcome)

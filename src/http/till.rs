@@ -486,6 +486,7 @@ pub async fn reverse(
             redeem::plan_reversal(state.store(), &record, &reason, now, answer.clone()).await?;
         match state.store().commit_reversal(&reversal).await {
             Ok(()) => {
+                crate::telemetry::reversed(crate::telemetry::VOUCHER);
                 if after == AfterReversal::Expired {
                     state.writer().invalidate().await;
                 }
