@@ -129,8 +129,12 @@ pub fn load_ledger_key(
     config_path: Option<&std::path::Path>,
     keys_dir: &std::path::Path,
 ) -> anyhow::Result<SigningKey> {
-    let path = config_path.map(PathBuf::from).unwrap_or_else(|| signing::default_ledger_key_path(keys_dir));
-    SigningKey::load_or_create(&path)
+    SigningKey::load_or_create(&ledger_key_path(config_path, keys_dir))
+}
+
+/// `--ledger-key`, else the keys directory's `ledger-checkpoint.pk8`.
+fn ledger_key_path(config_path: Option<&std::path::Path>, keys_dir: &std::path::Path) -> PathBuf {
+    config_path.map(PathBuf::from).unwrap_or_else(|| signing::default_ledger_key_path(keys_dir))
 }
 
 /// A server running in this process.
@@ -179,10 +183,13 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let _ = crate::telemetry::recorder();
     let options = ConnectOptions { clock: config.clock.clone(), max_connections: config.db_pool_size };
     let store = open_store_with(&config.database_url, &config.data_dir, options).await?;
-    let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.keys_dir)?);
+    let key_path = ledger_key_path(config.ledger_key_path.as_deref(), &config.keys_dir);
+    let key = Arc::new(SigningKey::load_or_create(&key_path)?);
     let secret_path = config.keys_dir.join("citizen-hmac.key");
     let secret = citizens::load_or_create_secret(&secret_path)?;
     crate::app::secrets::check_citizen_secret(store.as_ref(), &secret, &secret_path, config.clock.now())
+        .await?;
+    crate::app::secrets::check_ledger_key(store.as_ref(), key.public_key(), &key_path, config.clock.now())
         .await?;
     let codes = Codes::new(
         store.clone(),

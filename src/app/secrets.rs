@@ -1,8 +1,10 @@
 //! One secret set for all nodes: the database records a fingerprint of the citizen HMAC secret
 //! (SHA-256 of an HMAC under the secret over a fixed label, so the secret itself is never
 //! stored and the fingerprint is of no use for anything else), and a node whose secret gives
-//! another fingerprint refuses to start, saying which secret and where it read it. QR signing
-//! keys are checked against the public halves the database records (`qr::ensure_key`).
+//! another fingerprint refuses to start, saying which secret and where it read it. The ledger's
+//! checkpoint key is held to one key the same way (by its public half: checkpoints signed by
+//! two keys would not verify against one). QR signing keys are checked against the public halves
+//! the database records (`qr::ensure_key`).
 
 use std::path::Path;
 
@@ -13,6 +15,9 @@ use crate::storage::Storage;
 
 /// The citizen HMAC secret's name in `secret_fingerprints`.
 pub const CITIZEN_HMAC: &str = "citizen-hmac";
+
+/// The ledger checkpoint key's name in `secret_fingerprints` (fingerprinted by its public key).
+pub const LEDGER_CHECKPOINT_KEY: &str = "ledger-checkpoint-key";
 
 /// The fingerprint of `secret` named `name`: hex SHA-256 of HMAC-SHA256(secret, label).
 pub fn fingerprint(name: &str, secret: &[u8]) -> String {
@@ -29,13 +34,35 @@ pub async fn check_citizen_secret(
     path: &Path,
     now: Timestamp,
 ) -> anyhow::Result<()> {
-    let mine = fingerprint(CITIZEN_HMAC, secret);
-    let recorded = store.secret_fingerprint(CITIZEN_HMAC, &mine, now.unix_us()).await?;
+    check(store, CITIZEN_HMAC, "citizen HMAC secret", secret, path, now).await
+}
+
+/// Records the ledger checkpoint key's fingerprint (of its public key) on first start, and
+/// refuses another key.
+pub async fn check_ledger_key(
+    store: &dyn Storage,
+    public_key: &[u8],
+    path: &Path,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    check(store, LEDGER_CHECKPOINT_KEY, "ledger checkpoint key", public_key, path, now).await
+}
+
+async fn check(
+    store: &dyn Storage,
+    name: &str,
+    what: &str,
+    material: &[u8],
+    path: &Path,
+    now: Timestamp,
+) -> anyhow::Result<()> {
+    let mine = fingerprint(name, material);
+    let recorded = store.secret_fingerprint(name, &mine, now.unix_us()).await?;
     anyhow::ensure!(
         recorded == mine,
-        "refusing to start: the citizen HMAC secret read from {} is not the one this database was \
-         set up with (fingerprint {} recorded, this file gives {}). Every node over one database \
-         must read the same keys directory: copy the first node's (--keys-dir, see \
+        "refusing to start: the {what} read from {} is not the one this database was set up \
+         with (fingerprint {} recorded, this file gives {}). Every node over one database must \
+         read the same keys directory: copy the first node's (--keys-dir, see \
          docs/operations.md, \"Running many nodes\")",
         path.display(),
         short(&recorded),

@@ -559,3 +559,28 @@ async fn terminal_revoked_on_one_node_is_refused_on_the_others(fleet: &Fleet, ci
         }
     }
 }
+
+both_backends!(a_node_with_its_own_ledger_key_refuses_to_start);
+
+/// A second node with the first node's citizen secret and QR keys but a ledger checkpoint key
+/// of its own refuses to start: its checkpoints would not verify against the first node's key.
+async fn a_node_with_its_own_ledger_key_refuses_to_start(backend: Backend) {
+    let app = crate::common::TestApp::spawn(backend).await;
+    let keys = app.db.dir.path().join("data").join("keys");
+    let foreign = tempfile::tempdir().expect("tempdir");
+    std::fs::create_dir_all(foreign.path().join("qr")).expect("mkdir");
+    for file in std::fs::read_dir(keys.join("qr")).expect("qr keys") {
+        let file = file.expect("entry");
+        std::fs::copy(file.path(), foreign.path().join("qr").join(file.file_name())).expect("copy qr key");
+    }
+    std::fs::copy(keys.join("citizen-hmac.key"), foreign.path().join("citizen-hmac.key")).expect("copy");
+    let refused = app.spawn_node(|config| config.keys_dir = foreign.path().to_owned()).await;
+    let message = format!("{:#}", refused.err().expect("a foreign ledger key is refused"));
+    assert!(message.contains("ledger checkpoint key"), "{message}");
+    let key_path = foreign.path().join("ledger-checkpoint.pk8");
+    assert!(message.contains(&key_path.display().to_string()), "{message}");
+
+    std::fs::copy(keys.join("ledger-checkpoint.pk8"), &key_path).expect("copy the first node's key");
+    let node = app.spawn_node(|config| config.keys_dir = foreign.path().to_owned()).await.expect("starts");
+    node.stop().await.expect("stops");
+}
