@@ -7,7 +7,8 @@
 //! benefit card), `merchants` (settlement account changes), `finance`, `audit` (the ledger's
 //! verification, export and checkpoints), `citizens`, `codes` (one-time codes by SMS),
 //! `providers` (the SMS gateway and the real-name check, as traits), `staff`, `qr`,
-//! `housekeeping`, and `signing` (the service's own Ed25519 keys). What they refuse is an
+//! `housekeeping`, `read_side` (which store the read-only requests read: a standby or the
+//! primary), and `signing` (the service's own Ed25519 keys). What they refuse is an
 //! [`error::AppError`].
 
 pub mod audit;
@@ -22,6 +23,7 @@ pub mod merchants;
 pub mod providers;
 pub mod public_reads;
 pub mod qr;
+pub mod read_side;
 pub mod seasons;
 pub mod secrets;
 pub mod signing;

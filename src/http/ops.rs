@@ -26,16 +26,32 @@ pub async fn healthz() -> Json<Health> {
 /// 503 in time instead of timing out behind the pool's own acquire timeout.
 pub const READY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// The readiness answer.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct Ready {
+    pub status: &'static str,
+    /// The read standby's lag at its last check (every 200 ms), in milliseconds: null without a
+    /// standby (`--read-database-url`), or while it does not answer.
+    pub replica_lag_ms: Option<u64>,
+}
+
 /// The database answers, within [`READY_TIMEOUT`].
-#[utoipa::path(get, operation_id = "readyz", path = "/readyz", responses((status = 200, body = Health), (status = 503, body = super::error::ErrorBody)))]
-pub async fn readyz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+#[utoipa::path(get, operation_id = "readyz", path = "/readyz", responses((status = 200, body = Ready), (status = 503, body = super::error::ErrorBody)))]
+pub async fn readyz(State(state): State<AppState>) -> Result<Json<Ready>, ApiError> {
     let refused = match tokio::time::timeout(READY_TIMEOUT, state.store().ping()).await {
-        Ok(Ok(())) => return Ok(Json(Health { status: "ready" })),
+        Ok(Ok(())) => {
+            let replica_lag_ms = state.reads().standby_lag().map(millis);
+            return Ok(Json(Ready { status: "ready", replica_lag_ms }));
+        }
         Ok(Err(error)) => error.to_string(),
         Err(_) => format!("no answer within {} ms", READY_TIMEOUT.as_millis()),
     };
     tracing::warn!(error = %refused, "readiness check failed");
     Err(ApiError::unavailable(ErrorCode::DatabaseUnavailable, "the database does not answer"))
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Prometheus text format: request counts and latencies by route.
