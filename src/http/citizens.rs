@@ -330,12 +330,14 @@ async fn vouchers_page(
     limit: u32,
 ) -> Result<Vec<crate::domain::season::Voucher>, ApiError> {
     let after = match after {
-        Some(id) => Some(store.voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
-            ApiError::unprocessable(
-                ErrorCode::InvalidCursor,
-                "after names no voucher of yours: pass a page's next_after",
-            )
-        })?),
+        Some(id) => {
+            Some(store.voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
+                ApiError::unprocessable(
+                    ErrorCode::InvalidCursor,
+                    "after names no voucher of yours: pass a page's next_after",
+                )
+            })?)
+        }
         None => None,
     };
     Ok(store.citizen_vouchers(citizen_id, after.as_ref(), i64::from(limit) + 1).await?)

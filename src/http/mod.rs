@@ -151,8 +151,17 @@ pub struct Services {
 
 impl AppState {
     pub fn new(services: Services) -> AppState {
-        let Services { store, reads, ledger_key, clock, citizens, writer, qr, redemptions, settlement_chunking } =
-            services;
+        let Services {
+            store,
+            reads,
+            ledger_key,
+            clock,
+            citizens,
+            writer,
+            qr,
+            redemptions,
+            settlement_chunking,
+        } = services;
         let metrics = metrics_handle();
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
         let till_reads = TillReads::spawn(&store, &clock);

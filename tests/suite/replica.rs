@@ -159,7 +159,8 @@ fn primary_address() -> (String, u16) {
 /// The standby's own configuration: Debian keeps the primary's in /etc, so the base backup has
 /// none. The settings a hot standby must not have below the primary's are copied from it.
 async fn write_config(data: &Path, socket_dir: &Path, port: u16) -> Result<(), String> {
-    let mut conn = sqlx::PgConnection::connect(&crate::common::pg_admin_url()).await.map_err(|e| e.to_string())?;
+    let mut conn =
+        sqlx::PgConnection::connect(&crate::common::pg_admin_url()).await.map_err(|e| e.to_string())?;
     let mut config = format!(
         "port = {port}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
          hot_standby = on\nhot_standby_feedback = on\nshared_buffers = '32MB'\nfsync = off\n",
