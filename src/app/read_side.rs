@@ -74,7 +74,12 @@ impl Standby {
     }
 
     fn record(&self, lag: Option<Duration>) {
-        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen { at: Instant::now(), lag });
+        self.record_at(Instant::now(), lag);
+    }
+
+    /// Records the lag measured by a check that started `at` (its age counts from then).
+    fn record_at(&self, at: Instant, lag: Option<Duration>) {
+        *self.seen.lock().unwrap_or_else(|p| p.into_inner()) = Some(Seen { at, lag });
         let seconds = lag.map_or(f64::INFINITY, |lag| lag.as_secs_f64());
         metrics::gauge!(LAG_GAUGE).set(seconds);
     }
@@ -85,9 +90,22 @@ impl Standby {
         self.seen().is_some_and(|seen| seen.lag.is_some_and(|lag| lag + seen.at.elapsed() <= self.max_lag))
     }
 
-    /// Measures the lag once, within [`CHECK_TIMEOUT`].
+    /// Measures the lag once. Without an answer within [`CHECK_TIMEOUT`] the standby counts as
+    /// unreachable at once, but the measurement runs on (a connection being opened is not
+    /// abandoned, or a slow standby would never be used) and its answer is recorded when it
+    /// comes, aged from the check's start.
     async fn check(&self) {
-        let measured = tokio::time::timeout(CHECK_TIMEOUT, self.store.standby_lag()).await;
+        let started = Instant::now();
+        let store = self.store.clone();
+        let mut measuring = tokio::spawn(async move { store.standby_lag().await });
+        let measured = match tokio::time::timeout(CHECK_TIMEOUT, &mut measuring).await {
+            Ok(joined) => joined,
+            Err(_) => {
+                self.log_unreachable("no answer in time");
+                self.record(None);
+                measuring.await
+            }
+        };
         let lag = match measured {
             Ok(Ok(StandbyLag::CaughtUp | StandbyLag::NotAStandby)) => Some(Duration::ZERO),
             Ok(Ok(StandbyLag::Behind(lag))) => lag,
@@ -95,12 +113,9 @@ impl Standby {
                 self.log_unreachable(&error.to_string());
                 None
             }
-            Err(_) => {
-                self.log_unreachable("no answer in time");
-                None
-            }
+            Err(_) => None,
         };
-        self.record(lag);
+        self.record_at(started, lag);
     }
 
     /// Logs the standby's failure once per outage, not every check.
