@@ -7,8 +7,9 @@
 //! benefit card), `merchants` (settlement account changes), `finance`, `audit` (the ledger's
 //! verification, export and checkpoints), `citizens`, `codes` (one-time codes by SMS),
 //! `providers` (the SMS gateway and the real-name check, as traits), `staff`, `qr`,
-//! `housekeeping`, `read_side` (which store the read-only requests read: a standby or the
-//! primary), and `signing` (the service's own Ed25519 keys). What they refuse is an
+//! `housekeeping`, `health` (the node's state for `/readyz` and `/metrics`), `read_side` (which
+//! store the read-only requests read: a standby or the primary), and `signing` (the service's own
+//! Ed25519 keys). What they refuse is an
 //! [`error::AppError`].
 
 pub mod audit;
@@ -17,7 +18,9 @@ pub mod citizens;
 pub mod claims;
 pub mod codes;
 pub mod error;
+pub mod events;
 pub mod finance;
+pub mod health;
 pub mod housekeeping;
 pub mod merchants;
 pub mod providers;
@@ -27,6 +30,7 @@ pub mod read_side;
 pub mod seasons;
 pub mod secrets;
 pub mod signing;
+pub mod sold_out;
 pub mod staff;
 pub mod till;
 pub mod zh;

@@ -26,7 +26,7 @@ pub const CHECK_TIMEOUT: Duration = Duration::from_millis(500);
 pub const DEFAULT_MAX_LAG: Duration = Duration::from_millis(1000);
 
 /// The gauge of the standby's lag (seconds; +Inf while it is unreachable or its lag unknown).
-pub const LAG_GAUGE: &str = "wenhui_replica_lag_seconds";
+pub const LAG_GAUGE: &str = crate::telemetry::REPLICA_LAG;
 
 /// An error from a read that says the database failed rather than refused: worth a second try
 /// on the primary when the read ran on the standby.
