@@ -6,7 +6,11 @@
 //! `--clients` concurrent keep-alive connections. It prints one line per figure (stable labels, for
 //! BENCHMARKS.md) and fails if a single voucher was sold beyond the stock.
 //!
-//! [`rush`] does the HTTP part alone, against any running server, so it can be tested without
+//! With `--nodes N` (PostgreSQL) it starts N `wenhui serve` processes on the one scratch database,
+//! sharing one keys directory ([`crate::fleet`]), and spreads the clients over them, round-robin by
+//! client; `--compare-nodes N` measures one node, then N nodes, then pgbench, in one run.
+//!
+//! [`rush`] does the HTTP part alone, against any running servers, so it can be tested without
 //! spawning anything.
 
 use std::collections::BTreeMap;
@@ -22,9 +26,11 @@ use reqwest::StatusCode;
 use reqwest::header::CONTENT_TYPE;
 use serde_json::{Value, json};
 use tokio::process::{Child, Command};
+use tokio::sync::{Barrier, watch};
 use tokio::task::JoinSet;
 use uuid::Uuid;
 
+use crate::fleet::Fleet;
 use crate::{ScratchDb, machine_description, pgbench_tps};
 
 /// How long the server may take to answer 200 on `/readyz`.
@@ -37,6 +43,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const PROVINCE: &str = "370000";
 /// The region part of the citizens' ID numbers (Qingdao, Shinan district).
 const ID_REGION: u32 = 370202;
+/// At most this many tasks register citizens, whatever the number of claiming clients.
+const MAX_REGISTRATION_CLIENTS: usize = 256;
 /// Distinct (birth date, sequence) pairs [`citizen_id_number`] yields: 56 years × 12 × 28 × 999.
 pub const MAX_CITIZENS: u32 = 56 * 12 * 28 * 999;
 
@@ -60,21 +68,51 @@ pub struct ClaimsBench {
     /// Skip pgbench (no ratio is printed).
     #[arg(long)]
     pub no_pgbench: bool,
+    /// `wenhui serve` processes on the one database (more than one: PostgreSQL only); the
+    /// clients are spread over them, round-robin by client.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub nodes: u16,
+    /// In one run on PostgreSQL: the rush on one node, then on this many nodes, then pgbench
+    /// TPC-B, and the ratios (replaces --nodes and --backend).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(2..=64))]
+    pub compare_nodes: Option<u16>,
 }
 
 impl ClaimsBench {
     fn rush_params(&self) -> RushParams {
         RushParams { stock: self.stock, citizens: self.citizens, clients: self.clients }
     }
+
+    /// The backends to run: more than one node only on PostgreSQL ("both" then means PostgreSQL).
+    fn backends(&self) -> anyhow::Result<Vec<Backend>> {
+        let backends = Backend::parse_choice(&self.backend)?;
+        if self.nodes == 1 {
+            return Ok(backends);
+        }
+        ensure!(
+            self.backend != "sqlite",
+            "more than one node needs PostgreSQL (SQLite is one process's file)"
+        );
+        Ok(vec![Backend::Postgres])
+    }
+
+    fn validate(&self) -> anyhow::Result<()> {
+        self.rush_params().validate()?;
+        let nodes = self.compare_nodes.unwrap_or(self.nodes);
+        ensure!(self.clients >= usize::from(nodes), "at least one client per node ({nodes} nodes)");
+        Ok(())
+    }
 }
 
 /// Runs the benchmark, spawning `server_exe` (`serve`, `keys create`: the wenhui binary, or another
 /// that understands them like it) as the server under test.
 pub async fn run(args: &ClaimsBench, server_exe: &Path) -> anyhow::Result<()> {
-    let backends = Backend::parse_choice(&args.backend)?;
-    args.rush_params().validate()?;
+    args.validate()?;
     println!("machine: {}", machine_description());
-    for backend in backends {
+    if let Some(nodes) = args.compare_nodes {
+        return compare_nodes(args, server_exe, nodes).await;
+    }
+    for backend in args.backends()? {
         let report = match backend {
             Backend::Sqlite => bench_sqlite(args, server_exe).await?,
             Backend::Postgres => bench_postgres(args, server_exe).await?,
@@ -85,13 +123,13 @@ pub async fn run(args: &ClaimsBench, server_exe: &Path) -> anyhow::Result<()> {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Backend {
+pub(crate) enum Backend {
     Postgres,
     Sqlite,
 }
 
 impl Backend {
-    fn parse_choice(choice: &str) -> anyhow::Result<Vec<Backend>> {
+    pub(crate) fn parse_choice(choice: &str) -> anyhow::Result<Vec<Backend>> {
         match choice {
             "both" => Ok(vec![Backend::Sqlite, Backend::Postgres]),
             "postgres" => Ok(vec![Backend::Postgres]),
@@ -100,10 +138,19 @@ impl Backend {
         }
     }
 
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Backend::Postgres => "postgres",
             Backend::Sqlite => "sqlite",
+        }
+    }
+
+    /// The prefix of every printed figure: the backend, and the nodes when more than one
+    /// ("postgres", "postgres 3 nodes").
+    pub(crate) fn label(self, nodes: u16) -> String {
+        match nodes {
+            1 => self.name().to_owned(),
+            n => format!("{} {n} nodes", self.name()),
         }
     }
 }
@@ -111,14 +158,14 @@ impl Backend {
 async fn bench_sqlite(args: &ClaimsBench, server_exe: &Path) -> anyhow::Result<RushReport> {
     let dir = tempfile::tempdir().context("creating a temporary directory for SQLite")?;
     let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-    bench_backend(server_exe, Backend::Sqlite, &url, args).await
+    bench_backend(server_exe, Backend::Sqlite, &url, args, 1).await
 }
 
 /// The rush on a scratch PostgreSQL database, then pgbench on the same server; the database is
 /// dropped whatever happened.
 async fn bench_postgres(args: &ClaimsBench, server_exe: &Path) -> anyhow::Result<RushReport> {
     let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_claims").await?;
-    let result = bench_backend(server_exe, Backend::Postgres, &scratch.url, args).await;
+    let result = bench_backend(server_exe, Backend::Postgres, &scratch.url, args, args.nodes).await;
     let baseline = match &result {
         Ok(report) if !args.no_pgbench => compare_with_pgbench(&args.pg_url, report).await,
         _ => Ok(()),
@@ -137,23 +184,60 @@ async fn compare_with_pgbench(pg_url: &str, report: &RushReport) -> anyhow::Resu
     Ok(())
 }
 
-/// Starts the server on `database_url`, mints a staff key, rushes, prints the report, stops the server.
+/// One node, then `nodes` nodes, then pgbench, on one PostgreSQL server; prints both reports and
+/// the ratios, and fails if either rush oversold.
+async fn compare_nodes(args: &ClaimsBench, server_exe: &Path, nodes: u16) -> anyhow::Result<()> {
+    ensure!(args.backend != "sqlite", "--compare-nodes needs PostgreSQL");
+    let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_claims").await?;
+    let rushes = async {
+        let one = bench_backend(server_exe, Backend::Postgres, &scratch.url, args, 1).await?;
+        scratch.recreate().await?;
+        let many = bench_backend(server_exe, Backend::Postgres, &scratch.url, args, nodes).await?;
+        anyhow::Ok((one, many))
+    }
+    .await;
+    let dropped = scratch.drop_db().await;
+    let (one, many) = rushes?;
+    dropped?;
+    let tps = if args.no_pgbench { None } else { Some(pgbench_tps(&args.pg_url).await?) };
+    print_node_ratios(&one, &many, nodes, tps);
+    one.ensure_not_oversold()?;
+    many.ensure_not_oversold()
+}
+
+/// The ratio lines of `--compare-nodes`: N nodes ÷ one node, and each ÷ pgbench.
+fn print_node_ratios(one: &RushReport, many: &RushReport, nodes: u16, tps: Option<f64>) {
+    let (one_rate, many_rate) = (one.successful_claims_per_s(), many.successful_claims_per_s());
+    println!("ratio successful claims/s {nodes} nodes / 1 node: {}", ratio(many_rate, one_rate));
+    let Some(tps) = tps else { return };
+    println!("pgbench TPC-B (-s 10 -c 8 -j 2 -T 20 -M prepared): {tps:.0} tps");
+    println!("ratio successful claims/s 1 node / pgbench tps: {}", ratio(one_rate, tps));
+    println!("ratio successful claims/s {nodes} nodes / pgbench tps: {}", ratio(many_rate, tps));
+}
+
+/// `a / b` to two places, or "n/a" when `b` is not positive.
+pub(crate) fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 { format!("{:.2}", a / b) } else { "n/a".to_owned() }
+}
+
+/// Starts `nodes` servers on `database_url`, mints a staff key, rushes through all of them,
+/// prints the report, stops the servers.
 async fn bench_backend(
     server_exe: &Path,
     backend: Backend,
     database_url: &str,
     args: &ClaimsBench,
+    nodes: u16,
 ) -> anyhow::Result<RushReport> {
-    let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
-    let server = ServerUnderTest::start(server_exe, database_url, data_dir.path()).await?;
+    let fleet = Fleet::start(server_exe, database_url, nodes).await?;
     let outcome = async {
-        let staff_key = server.mint_staff_key().await?;
-        rush(&server.base_url, &staff_key, args.rush_params()).await
+        let staff_key = fleet.mint_staff_key().await?;
+        rush(&fleet.base_urls(), &staff_key, args.rush_params()).await
     }
     .await;
-    let stopped = server.stop().await;
+    let stopped = fleet.stop().await;
     let report = outcome?;
-    report.print(backend.name());
+    report.print(&backend.label(nodes));
     stopped?;
     Ok(report)
 }
@@ -189,8 +273,19 @@ impl ServerUnderTest {
         database_url: &str,
         data_dir: &Path,
     ) -> anyhow::Result<ServerUnderTest> {
+        ServerUnderTest::start_node(exe, database_url, data_dir, None).await
+    }
+
+    /// As [`ServerUnderTest::start`], reading its secrets from `keys_dir` (`--keys-dir`) when given:
+    /// nodes over one database must share them (docs/operations.md, "Running many nodes").
+    pub(crate) async fn start_node(
+        exe: &Path,
+        database_url: &str,
+        data_dir: &Path,
+        keys_dir: Option<&Path>,
+    ) -> anyhow::Result<ServerUnderTest> {
         let port = free_port()?;
-        let vars = vec![
+        let mut vars = vec![
             ("DATABASE_URL", database_url.to_owned()),
             ("WENHUI_LISTEN", format!("127.0.0.1:{port}")),
             ("WENHUI_DATA_DIR", data_dir.display().to_string()),
@@ -198,6 +293,9 @@ impl ServerUnderTest {
             // WENHUI_BENCH_SERVER_LOG=sqlx::query=debug shows every statement's time (to stderr).
             ("RUST_LOG", std::env::var("WENHUI_BENCH_SERVER_LOG").unwrap_or_else(|_| "warn".to_owned())),
         ];
+        if let Some(keys_dir) = keys_dir {
+            vars.push(("WENHUI_KEYS_DIR", keys_dir.display().to_string()));
+        }
         let env = ServerEnv { exe: exe.to_owned(), vars };
         let child = env
             .command(&["serve"])
@@ -246,12 +344,12 @@ impl ServerUnderTest {
         Ok(key.to_owned())
     }
 
-    /// SIGTERM (through `kill`), then SIGKILL if the server has not exited within [`STOP_GRACE`].
     /// The server's process id, while it runs.
     pub(crate) fn pid(&self) -> Option<u32> {
         self.child.id()
     }
 
+    /// SIGTERM (through `kill`), then SIGKILL if the server has not exited within [`STOP_GRACE`].
     pub(crate) async fn stop(mut self) -> anyhow::Result<()> {
         let Some(pid) = self.child.id() else { return Ok(()) };
         match std::process::Command::new("kill").arg(pid.to_string()).status() {
@@ -306,36 +404,79 @@ impl RushParams {
     }
 }
 
-/// Against a running server at `base_url`: creates a season and a batch of `params.stock` vouchers
-/// with `staff_key` (a province_admin key for 370000), registers `params.citizens` citizens, lets
-/// each claim once from `params.clients` concurrent tasks, and reads back the batch's remaining stock.
-pub async fn rush(base_url: &str, staff_key: &str, params: RushParams) -> anyhow::Result<RushReport> {
-    params.validate()?;
-    let api = Arc::new(Api::new(base_url, params.clients)?);
-    let season_id = api.create_season(staff_key, json!({})).await?;
-    let batch_id = api.create_batch(staff_key, &season_id, params.stock).await?;
-    tracing::info!(citizens = params.citizens, "registering citizens");
-    let registration_started = Instant::now();
-    let tokens = register_citizens(&api, params.citizens, params.clients).await?;
-    let registration_s = registration_started.elapsed().as_secs_f64();
-    tracing::info!(registration_s, "citizens registered; the rush starts");
-    let (samples, rush_s) = claim_all(&api, &batch_id, tokens, params.clients).await?;
-    let remaining = api.batch_remaining(staff_key, &season_id, &batch_id).await?;
-    let mut report = RushReport::from_samples(params.stock, &samples, rush_s, remaining);
-    report.registrations_per_s = f64::from(params.citizens) / registration_s;
+/// Against running servers at `base_urls` (nodes over one database): creates a season and a batch
+/// of `params.stock` vouchers with `staff_key` (a province_admin key for 370000), registers
+/// `params.citizens` citizens, lets each claim once from `params.clients` concurrent tasks spread
+/// over the nodes, and reads back the batch's remaining stock.
+pub async fn rush(base_urls: &[String], staff_key: &str, params: RushParams) -> anyhow::Result<RushReport> {
+    let run = rush_samples(base_urls, staff_key, params).await?;
+    let mut report = RushReport::from_samples(params.stock, &run.samples, run.rush_s, run.remaining);
+    report.registrations_per_s = f64::from(params.citizens) / run.registration_s;
+    report.per_node = NodeCounts::from_samples(&run.samples, base_urls.len());
     Ok(report)
 }
 
-/// Registers citizens 0..`citizens` from `clients` tasks; returns their tokens, indexed by citizen.
+/// What a rush gave back, before any figure is made of it.
+pub(crate) struct RushRun {
+    pub(crate) samples: Vec<Sample>,
+    /// From the first claim sent to the last answer.
+    pub(crate) rush_s: f64,
+    pub(crate) registration_s: f64,
+    /// `remaining` of the batch as the server reports it after the rush.
+    pub(crate) remaining: i64,
+}
+
+/// [`rush`] without the report: the season, the batch, the citizens, every claim's sample.
+pub(crate) async fn rush_samples(
+    base_urls: &[String],
+    staff_key: &str,
+    params: RushParams,
+) -> anyhow::Result<RushRun> {
+    params.validate()?;
+    let apis = node_apis(base_urls, params.clients)?;
+    let first = apis.first().context("no node to rush")?;
+    let season_id = first.create_season(staff_key, json!({})).await?;
+    let batch_id = first.create_batch(staff_key, &season_id, params.stock).await?;
+    tracing::info!(citizens = params.citizens, nodes = apis.len(), "registering citizens");
+    let registration_started = Instant::now();
+    let registering = params.clients.min(MAX_REGISTRATION_CLIENTS);
+    let tokens = register_citizens_on(&apis, params.citizens, registering).await?;
+    let registration_s = registration_started.elapsed().as_secs_f64();
+    tracing::info!(registration_s, "citizens registered; the rush starts");
+    let (samples, rush_s) = claim_all(&apis, &batch_id, tokens, params.clients).await?;
+    let remaining = first.batch_remaining(staff_key, &season_id, &batch_id).await?;
+    Ok(RushRun { samples, rush_s, registration_s, remaining })
+}
+
+/// One client per node, each pooling its share of `clients` keep-alive connections.
+fn node_apis(base_urls: &[String], clients: usize) -> anyhow::Result<Vec<Arc<Api>>> {
+    ensure!(!base_urls.is_empty(), "no node to rush");
+    let per_node = clients.div_ceil(base_urls.len());
+    base_urls.iter().map(|url| Ok(Arc::new(Api::new(url, per_node)?))).collect()
+}
+
+/// Registers citizens 0..`citizens` from `clients` tasks on one node; returns their tokens,
+/// indexed by citizen.
 pub(crate) async fn register_citizens(
     api: &Arc<Api>,
     citizens: u32,
     clients: usize,
 ) -> anyhow::Result<Vec<String>> {
+    register_citizens_on(std::slice::from_ref(api), citizens, clients).await
+}
+
+/// As [`register_citizens`], task `i` on node `i % nodes` (a one-time code is asked for and read
+/// on the same node).
+pub(crate) async fn register_citizens_on(
+    apis: &[Arc<Api>],
+    citizens: u32,
+    clients: usize,
+) -> anyhow::Result<Vec<String>> {
+    ensure!(!apis.is_empty(), "no node to register citizens on");
     let next = Arc::new(AtomicU32::new(0));
     let mut tasks = JoinSet::new();
-    for _ in 0..clients {
-        let (api, next) = (api.clone(), next.clone());
+    for task in 0..clients {
+        let (api, next) = (apis[task % apis.len()].clone(), next.clone());
         tasks.spawn(async move {
             let mut tokens = Vec::new();
             loop {
@@ -358,40 +499,44 @@ pub(crate) async fn register_citizens(
 
 /// One claim attempt as the load generator saw it.
 #[derive(Debug, Clone)]
-struct Sample {
-    latency_us: u32,
+pub(crate) struct Sample {
+    /// The node (index into the rush's base URLs) that answered.
+    pub(crate) node: usize,
+    pub(crate) latency_us: u32,
     /// When the answer was complete, from the start of the rush.
-    completed_us: u64,
-    answer: Answer,
+    pub(crate) completed_us: u64,
+    pub(crate) answer: Answer,
 }
 
-/// Every citizen (one token each) claims once; returns the samples and the rush's length.
+/// Every citizen (one token each) claims once, client task `i` on node `i % nodes`; returns the
+/// samples and the rush's length. Each task first opens its keep-alive connection (`GET
+/// /healthz`); the clock starts when all have, so that every client claims at once.
 async fn claim_all(
-    api: &Arc<Api>,
+    apis: &[Arc<Api>],
     batch_id: &str,
     tokens: Vec<String>,
     clients: usize,
 ) -> anyhow::Result<(Vec<Sample>, f64)> {
-    let url: Arc<str> = format!("{}/v1/batches/{batch_id}/claims", api.base_url).into();
     let attempts = tokens.len();
     let tokens = Arc::new(tokens);
     let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
+    let ready = Arc::new(Barrier::new(clients + 1));
+    let (start_tx, start_rx) = watch::channel(None);
     let mut tasks = JoinSet::new();
-    for _ in 0..clients {
-        let (api, url, tokens, next) = (api.clone(), url.clone(), tokens.clone(), next.clone());
+    for task in 0..clients {
+        let node = task % apis.len();
+        let client = ClaimClient { node, api: apis[node].clone(), batch_id: batch_id.to_owned() };
+        let (tokens, next, ready, start) = (tokens.clone(), next.clone(), ready.clone(), start_rx.clone());
         tasks.spawn(async move {
-            let mut samples = Vec::new();
-            while let Some(token) = tokens.get(next.fetch_add(1, Ordering::Relaxed)) {
-                let sent = Instant::now();
-                let answer = api.claim(&url, token).await;
-                let latency_us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
-                let completed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-                samples.push(Sample { latency_us, completed_us, answer });
-            }
-            samples
+            client.warm_up().await;
+            ready.wait().await;
+            let started = wait_for_start(start).await;
+            client.claim_until_done(&tokens, &next, started).await
         });
     }
+    ready.wait().await;
+    let started = Instant::now();
+    start_tx.send_replace(Some(started));
     let mut samples = Vec::with_capacity(attempts);
     while let Some(joined) = tasks.join_next().await {
         samples.extend(joined.context("a claim task panicked")?);
@@ -399,16 +544,60 @@ async fn claim_all(
     Ok((samples, started.elapsed().as_secs_f64()))
 }
 
+/// The rush's start, once the main task has set it (or now, should it be gone).
+async fn wait_for_start(mut start: watch::Receiver<Option<Instant>>) -> Instant {
+    match start.wait_for(Option::is_some).await {
+        Ok(started) => (*started).unwrap_or_else(Instant::now),
+        Err(_) => Instant::now(),
+    }
+}
+
+/// One client task of the rush: its node and the claim URL there.
+struct ClaimClient {
+    node: usize,
+    api: Arc<Api>,
+    batch_id: String,
+}
+
+impl ClaimClient {
+    /// Opens (or reuses) a keep-alive connection to the node; a failure only means that the
+    /// first claim opens its own.
+    async fn warm_up(&self) {
+        let url = format!("{}/healthz", self.api.base_url);
+        let answered = match self.api.client.get(url).send().await {
+            Ok(response) => response.bytes().await.map(|_| ()),
+            Err(error) => Err(error),
+        };
+        if let Err(error) = answered {
+            tracing::warn!(node = self.node, %error, "warming a connection up failed");
+        }
+    }
+
+    /// Claims with the next token until none is left.
+    async fn claim_until_done(&self, tokens: &[String], next: &AtomicUsize, started: Instant) -> Vec<Sample> {
+        let url = format!("{}/v1/batches/{}/claims", self.api.base_url, self.batch_id);
+        let mut samples = Vec::new();
+        while let Some(token) = tokens.get(next.fetch_add(1, Ordering::Relaxed)) {
+            let sent = Instant::now();
+            let answer = self.api.claim(&url, token).await;
+            let latency_us = u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX);
+            let completed_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+            samples.push(Sample { node: self.node, latency_us, completed_us, answer });
+        }
+        samples
+    }
+}
+
 /// How a claim ended: an HTTP answer (`status`, and the error code or the voucher's shape), or a
 /// transport error (`status` 0, `code` its kind).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Answer {
     pub(crate) status: u16,
-    code: String,
+    pub(crate) code: String,
 }
 
 impl Answer {
-    fn from_body(status: StatusCode, body: &[u8]) -> Answer {
+    pub(crate) fn from_body(status: StatusCode, body: &[u8]) -> Answer {
         let json: Option<Value> = serde_json::from_slice(body).ok();
         let code = if status == StatusCode::CREATED {
             let voucher_status =
@@ -563,7 +752,12 @@ impl Api {
     }
 
     /// `remaining` of the batch, from `GET /v1/seasons/{season_id}/batches`.
-    async fn batch_remaining(&self, staff_key: &str, season_id: &str, batch_id: &str) -> anyhow::Result<i64> {
+    pub(crate) async fn batch_remaining(
+        &self,
+        staff_key: &str,
+        season_id: &str,
+        batch_id: &str,
+    ) -> anyhow::Result<i64> {
         let path = format!("/v1/seasons/{season_id}/batches");
         let response =
             self.client.get(format!("{}{path}", self.base_url)).bearer_auth(staff_key).send().await?;
@@ -646,6 +840,46 @@ pub struct RushReport {
     pub errors_by_code: BTreeMap<String, usize>,
     /// Attempts that got no answer, by kind (timeout, connect, body, request).
     pub transport_errors: BTreeMap<String, usize>,
+    /// Answers and successes by node, when the rush ran on more than one.
+    pub per_node: Vec<NodeCounts>,
+}
+
+/// What one node answered in a rush.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct NodeCounts {
+    /// HTTP answers (transport errors are not answers).
+    pub answers: usize,
+    /// 201 answers.
+    pub successes: usize,
+}
+
+impl NodeCounts {
+    /// Counts by node of `nodes`; empty for a single node (nothing to split).
+    pub(crate) fn from_samples(samples: &[Sample], nodes: usize) -> Vec<NodeCounts> {
+        if nodes < 2 {
+            return Vec::new();
+        }
+        let mut counts = vec![NodeCounts::default(); nodes];
+        for sample in samples.iter().filter(|s| s.answer.status != 0) {
+            if let Some(node) = counts.get_mut(sample.node) {
+                node.answers += 1;
+                node.successes += usize::from(sample.answer.status == 201);
+            }
+        }
+        counts
+    }
+
+    /// One line per node, after `prefix`.
+    pub(crate) fn print(counts: &[NodeCounts], prefix: &str) {
+        for (index, node) in counts.iter().enumerate() {
+            println!(
+                "{prefix} node {}: {} answers, {} successful claims",
+                index + 1,
+                node.answers,
+                node.successes
+            );
+        }
+    }
 }
 
 impl RushReport {
@@ -682,6 +916,7 @@ impl RushReport {
             p99_latency_ms: latency_ms(99),
             errors_by_code,
             transport_errors,
+            per_node: Vec::new(),
         }
     }
 
@@ -735,11 +970,12 @@ impl RushReport {
         println!("{b} errors by code: {}", counts(&self.errors_by_code));
         let transport_total: usize = self.transport_errors.values().sum();
         println!("{b} transport errors: {transport_total} {}", counts(&self.transport_errors));
+        NodeCounts::print(&self.per_node, &b);
     }
 }
 
 /// "409 sold_out=10000, 429 rate_limited=3", or "none".
-fn counts(by_key: &BTreeMap<String, usize>) -> String {
+pub(crate) fn counts(by_key: &BTreeMap<String, usize>) -> String {
     if by_key.is_empty() {
         return "none".to_owned();
     }
@@ -793,6 +1029,7 @@ mod tests {
     #[test]
     fn report_counts_answers() {
         let sample = |status, code: &str, completed_us| Sample {
+            node: 0,
             latency_us: 1000 * completed_us as u32,
             completed_us,
             answer: Answer { status, code: code.to_owned() },
@@ -814,6 +1051,52 @@ mod tests {
         let oversold = RushReport::from_samples(1, &samples, 0.5, -1);
         assert_eq!(oversold.oversold(), 1);
         assert!(oversold.ensure_not_oversold().is_err());
+    }
+
+    #[test]
+    fn answers_and_successes_are_counted_by_node() {
+        let sample = |node, status| Sample {
+            node,
+            latency_us: 1,
+            completed_us: 1,
+            answer: Answer { status, code: String::new() },
+        };
+        let samples = [sample(0, 201), sample(1, 201), sample(1, 409), sample(2, 0), sample(2, 409)];
+        let counts = NodeCounts::from_samples(&samples, 3);
+        assert_eq!(
+            counts,
+            [
+                NodeCounts { answers: 1, successes: 1 },
+                NodeCounts { answers: 2, successes: 1 },
+                NodeCounts { answers: 1, successes: 0 },
+            ]
+        );
+        assert!(NodeCounts::from_samples(&samples, 1).is_empty(), "one node: nothing to split");
+    }
+
+    #[test]
+    fn node_options_are_checked_and_labelled() {
+        let args = ClaimsBench {
+            backend: "both".into(),
+            pg_url: String::new(),
+            stock: 50,
+            citizens: 120,
+            clients: 20,
+            no_pgbench: true,
+            nodes: 3,
+            compare_nodes: None,
+        };
+        assert!(args.validate().is_ok());
+        assert_eq!(args.backends().unwrap(), [Backend::Postgres], "many nodes: PostgreSQL only");
+        assert!(ClaimsBench { backend: "sqlite".into(), ..args.clone() }.backends().is_err());
+        let one = ClaimsBench { nodes: 1, ..args.clone() };
+        assert_eq!(one.backends().unwrap(), [Backend::Sqlite, Backend::Postgres]);
+        assert!(ClaimsBench { clients: 2, ..args.clone() }.validate().is_err());
+        assert!(ClaimsBench { clients: 3, compare_nodes: Some(4), ..args }.validate().is_err());
+        assert_eq!(Backend::Postgres.label(1), "postgres");
+        assert_eq!(Backend::Postgres.label(3), "postgres 3 nodes");
+        assert_eq!(ratio(6_000.0, 3_000.0), "2.00");
+        assert_eq!(ratio(6_000.0, 0.0), "n/a");
     }
 
     #[test]

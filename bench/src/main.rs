@@ -26,6 +26,8 @@ use wenhui::storage::{self, ConnectOptions, Storage};
 
 mod claims;
 mod finance;
+mod fleet;
+mod flood;
 mod lottery;
 mod qr;
 mod reads;
@@ -99,8 +101,12 @@ enum BenchCommand {
         #[arg(long)]
         no_pgbench: bool,
     },
-    /// The claim rush against a live `wenhui serve`, with pgbench TPC-B as the baseline.
+    /// The claim rush against a live `wenhui serve` (or several on one PostgreSQL database),
+    /// with pgbench TPC-B as the baseline.
     Claims(claims::ClaimsBench),
+    /// A flood of claims far beyond the stock from thousands of connections: exact stock, no
+    /// error, p99 of every answer, sold-out answers per second once sold out.
+    Flood(flood::FloodBench),
     /// Redemptions at the till against a live `wenhui serve` on PostgreSQL, with pgbench TPC-B.
     Redemptions(redemptions::RedemptionsBench),
     /// Report and reconcile a generated season of --vouchers and --redemptions on PostgreSQL.
@@ -120,6 +126,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
     match &cli.command {
         command @ BenchCommand::Ledger { .. } => ledger(command).await,
         BenchCommand::Claims(args) => claims::run(args, &wenhui()?).await,
+        BenchCommand::Flood(args) => flood::run(args, &wenhui()?).await,
         BenchCommand::Redemptions(args) => redemptions::run(args, &wenhui()?).await,
         BenchCommand::Finance(args) => finance::run(args, &wenhui()?).await,
         BenchCommand::Lottery(args) => lottery::run(args, &wenhui()?).await,
