@@ -132,6 +132,15 @@ pub struct ServeArgs {
     #[arg(long, env = "WENHUI_DB_POOL_SIZE", default_value_t = 16,
           value_parser = clap::value_parser!(u32).range(1..=1_000))]
     db_pool_size: u32,
+    /// A PostgreSQL hot standby (postgres://...) for the read-only requests: the season report,
+    /// dashboards, lists, statements (docs/operations.md#reads-from-a-standby). PostgreSQL only.
+    #[arg(long, env = "WENHUI_READ_DATABASE_URL")]
+    read_database_url: Option<String>,
+    /// The most the standby may lag, in milliseconds, for reads to go to it; beyond, they read
+    /// the primary.
+    #[arg(long, env = "WENHUI_REPLICA_MAX_LAG_MS", default_value_t = 1000,
+          value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
+    replica_max_lag_ms: u64,
     /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
     #[arg(long)]
     production: bool,
@@ -148,6 +157,8 @@ impl ServeArgs {
         config.ledger_key_path = self.ledger_key.clone();
         config.checkpoint_interval = Duration::from_secs(self.checkpoint_interval_s);
         config.db_pool_size = self.db_pool_size;
+        config.read_database_url = self.read_database_url.clone();
+        config.replica_max_lag = Duration::from_millis(self.replica_max_lag_ms);
         config.sweep_interval = Duration::from_secs(self.sweep_interval_s);
         config.idempotency_retention = Duration::from_secs(self.idempotency_retention_days * 86_400);
         config.connection_limits = crate::http::ConnectionLimits {

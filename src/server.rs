@@ -16,6 +16,7 @@ use crate::app::citizens::{self, Citizens};
 use crate::app::claims::ClaimWriter;
 use crate::app::codes::Codes;
 use crate::app::providers::{DevIdentityVerifier, DevSms, IdentityVerifier, SmsSender};
+use crate::app::read_side::ReadSide;
 use crate::app::signing::{self, SigningKey};
 use crate::domain::one_time_code::CodePolicy;
 use crate::domain::time::{Clock, SystemClock};
@@ -64,6 +65,10 @@ pub struct ServeConfig {
     /// Database connections in the main pool (`--db-pool-size`; docs/operations.md says how to
     /// size it).
     pub db_pool_size: u32,
+    /// A PostgreSQL hot standby for the read-only requests (`--read-database-url`;
+    /// `app::read_side`), and the most it may lag for reads to go to it.
+    pub read_database_url: Option<String>,
+    pub replica_max_lag: Duration,
 }
 
 impl ServeConfig {
@@ -88,6 +93,8 @@ impl ServeConfig {
             production: false,
             clock: Arc::new(SystemClock),
             db_pool_size: storage::ConnectOptions::default().max_connections,
+            read_database_url: None,
+            replica_max_lag: crate::app::read_side::DEFAULT_MAX_LAG,
         }
     }
 }
@@ -177,12 +184,40 @@ fn check_providers(config: &ServeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The read side: the primary alone, or with the hot standby `--read-database-url` names
+/// (PostgreSQL only: refused, with the reason, over SQLite or for another URL).
+fn read_side(config: &ServeConfig, store: &Arc<dyn Storage>) -> anyhow::Result<Arc<ReadSide>> {
+    let Some(url) = config.read_database_url.as_deref() else {
+        return Ok(ReadSide::primary_only(store.clone()));
+    };
+    anyhow::ensure!(
+        store.backend() == storage::Backend::Postgres,
+        "--read-database-url (WENHUI_READ_DATABASE_URL) needs PostgreSQL: SQLite has no standby \
+         to read from. Remove it, or run on postgres:// with a hot standby"
+    );
+    anyhow::ensure!(
+        storage::Backend::of_url(url) == Some(storage::Backend::Postgres),
+        "--read-database-url must name a PostgreSQL hot standby (postgres://...), not {}",
+        storage::redact_url(url)
+    );
+    let options = ConnectOptions { clock: config.clock.clone(), max_connections: config.db_pool_size };
+    let standby = storage::connect_standby(url, options)
+        .with_context(|| format!("opening the read standby {}", storage::redact_url(url)))?;
+    tracing::info!(
+        standby = %storage::redact_url(url),
+        max_lag_ms = config.replica_max_lag.as_millis(),
+        "reads go to the standby while it is within the lag bound"
+    );
+    Ok(ReadSide::with_standby(store.clone(), standby, config.replica_max_lag))
+}
+
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     check_providers(&config)?;
     // Every metric registered before anything can count or set one (`crate::telemetry`).
     let _ = crate::telemetry::recorder();
     let options = ConnectOptions { clock: config.clock.clone(), max_connections: config.db_pool_size };
     let store = open_store_with(&config.database_url, &config.data_dir, options).await?;
+    let reads = read_side(&config, &store)?;
     let key_path = ledger_key_path(config.ledger_key_path.as_deref(), &config.keys_dir);
     let key = Arc::new(SigningKey::load_or_create(&key_path)?);
     let secret_path = config.keys_dir.join("citizen-hmac.key");
@@ -230,6 +265,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let resumed = spawn_settlement_resume(store.clone(), settlement_chunking, config.clock.clone());
     let services = Services {
         store: store.clone(),
+        reads,
         ledger_key: key,
         clock: config.clock.clone(),
         citizens,

@@ -126,7 +126,10 @@ fn describe_and_register() {
     describe_counter!(REVERSALS, "Reversals committed, by kind (voucher or card_payment).");
     describe_histogram!(WRITER_GROUP_SIZE, "Requests committed in one transaction by a writer.");
     describe_histogram!(WRITER_COMMIT_SECONDS, "Time a writer's group transaction took to commit.");
-    describe_gauge!(REPLICA_LAG, "How far the read replica is behind the primary (0 without a replica).");
+    describe_gauge!(
+        REPLICA_LAG,
+        "How far the read replica is behind the primary (0 without a replica; +Inf while it does not answer)."
+    );
     describe_counter!(RATE_LIMITED, "Requests refused 429 rate_limited.");
     describe_counter!(
         RATE_LIMIT_STORE_FALLBACKS,

@@ -7,7 +7,9 @@
 //! benefit card), `merchants` (settlement account changes), `finance`, `audit` (the ledger's
 //! verification, export and checkpoints), `citizens`, `codes` (one-time codes by SMS),
 //! `providers` (the SMS gateway and the real-name check, as traits), `staff`, `qr`,
-//! `housekeeping`, `health` (the node's state for `/readyz` and `/metrics`), and `signing` (the service's own Ed25519 keys). What they refuse is an
+//! `housekeeping`, `health` (the node's state for `/readyz` and `/metrics`), `read_side` (which
+//! store the read-only requests read: a standby or the primary), and `signing` (the service's own
+//! Ed25519 keys). What they refuse is an
 //! [`error::AppError`].
 
 pub mod audit;
@@ -24,6 +26,7 @@ pub mod merchants;
 pub mod providers;
 pub mod public_reads;
 pub mod qr;
+pub mod read_side;
 pub mod seasons;
 pub mod secrets;
 pub mod signing;

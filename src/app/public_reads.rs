@@ -26,6 +26,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::app::error::AppError;
+use crate::app::read_side::ReadSide;
 use crate::domain::finance::FunderFigures;
 use crate::domain::ids::SeasonId;
 use crate::domain::region::RegionCode;
@@ -160,7 +161,8 @@ impl Generation {
 
 /// The node's snapshots of the public reads.
 pub struct PublicReads {
-    store: Arc<dyn Storage>,
+    /// Snapshots are read on the standby when one is within its lag bound (`app::read_side`).
+    reads: Arc<ReadSide>,
     clock: Arc<dyn Clock>,
     hard: AtomicU64,
     seasons: Snapshots<(Option<SeasonId>, u32), SeasonsPage>,
@@ -171,8 +173,13 @@ pub struct PublicReads {
 
 impl PublicReads {
     pub fn new(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> PublicReads {
+        PublicReads::with_read_side(ReadSide::primary_only(store), clock)
+    }
+
+    /// Snapshots read through `reads`: on a standby while it is within its lag bound.
+    pub fn with_read_side(reads: Arc<ReadSide>, clock: Arc<dyn Clock>) -> PublicReads {
         PublicReads {
-            store,
+            reads,
             clock,
             hard: AtomicU64::new(0),
             seasons: Snapshots::new(),
@@ -204,8 +211,8 @@ impl PublicReads {
         after: Option<SeasonId>,
         limit: u32,
     ) -> Result<Arc<Snapshot<SeasonsPage>>, AppError> {
-        let store = self.store.clone();
-        self.read(&self.seasons, (after, limit), move || async move {
+        let reads = self.reads.clone();
+        let build = move |store: Arc<dyn Storage>| async move {
             let after = match after {
                 Some(id) => match store.season(id).await? {
                     Some(season) => Some(season),
@@ -230,33 +237,33 @@ impl PublicReads {
             for season in page {
                 seasons.push(season_figures(store.as_ref(), season).await?);
             }
-            Ok(SeasonsPage { cursor_known: true, seasons, next_after })
-        })
-        .await
+            Ok::<_, StorageError>(SeasonsPage { cursor_known: true, seasons, next_after })
+        };
+        self.read(&self.seasons, (after, limit), move || async move { reads.read(build).await }).await
     }
 
     /// A season with its funders' figures, or `None`.
     pub async fn season(&self, id: SeasonId) -> Result<Arc<Snapshot<Option<SeasonFigures>>>, AppError> {
-        let store = self.store.clone();
-        self.read(&self.season, id, move || async move {
+        let reads = self.reads.clone();
+        let build = move |store: Arc<dyn Storage>| async move {
             match store.season(id).await? {
                 Some(season) => Ok(Some(season_figures(store.as_ref(), season).await?)),
-                None => Ok(None),
+                None => Ok::<_, StorageError>(None),
             }
-        })
-        .await
+        };
+        self.read(&self.season, id, move || async move { reads.read(build).await }).await
     }
 
     /// A season's batches (`None`: no such season).
     pub async fn batches(&self, season_id: SeasonId) -> Result<Arc<Snapshot<SeasonBatches>>, AppError> {
-        let store = self.store.clone();
-        self.read(&self.batches, season_id, move || async move {
+        let reads = self.reads.clone();
+        let build = move |store: Arc<dyn Storage>| async move {
             if store.season(season_id).await?.is_none() {
                 return Ok(None);
             }
-            Ok(Some(store.season_batches(season_id).await?))
-        })
-        .await
+            Ok::<_, StorageError>(Some(store.season_batches(season_id).await?))
+        };
+        self.read(&self.batches, season_id, move || async move { reads.read(build).await }).await
     }
 
     /// The batches named, from the season snapshots as last read, whatever their age: for what

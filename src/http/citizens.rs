@@ -304,23 +304,8 @@ pub async fn my_vouchers(
     ApiQuery(query): ApiQuery<PageQuery>,
 ) -> Result<Json<MyVouchersPage>, ApiError> {
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
-    let after = match query.after {
-        Some(id) => Some(
-            state
-                .store()
-                .voucher(VoucherId::from(id))
-                .await?
-                .filter(|v| v.citizen_id == citizen_id)
-                .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        ErrorCode::InvalidCursor,
-                        "after names no voucher of yours: pass a page's next_after",
-                    )
-                })?,
-        ),
-        None => None,
-    };
-    let mut page = state.store().citizen_vouchers(citizen_id, after.as_ref(), i64::from(limit) + 1).await?;
+    let after = query.after.map(VoucherId::from);
+    let mut page = state.reads().read(|store| vouchers_page(store, citizen_id, after, limit)).await?;
     let next_after = next_cursor(&mut page, limit).map(|last| last.id);
     // One round trip: the vouchers; their batches' names and terms come from memory.
     let wanted: Vec<_> = page.iter().map(|v| (v.season_id, v.batch_id)).collect();
@@ -335,6 +320,28 @@ pub async fn my_vouchers(
         vouchers.push(MyVoucher { voucher, batch_name: batch.name.clone() });
     }
     Ok(Json(MyVouchersPage { vouchers, next_after }))
+}
+
+/// Up to `limit + 1` of the citizen's vouchers after the voucher `after` (one of theirs), read
+/// on `store` (the read side).
+async fn vouchers_page(
+    store: std::sync::Arc<dyn crate::storage::Storage>,
+    citizen_id: CitizenId,
+    after: Option<VoucherId>,
+    limit: u32,
+) -> Result<Vec<crate::domain::season::Voucher>, ApiError> {
+    let after = match after {
+        Some(id) => {
+            Some(store.voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
+                ApiError::unprocessable(
+                    ErrorCode::InvalidCursor,
+                    "after names no voucher of yours: pass a page's next_after",
+                )
+            })?)
+        }
+        None => None,
+    };
+    Ok(store.citizen_vouchers(citizen_id, after.as_ref(), i64::from(limit) + 1).await?)
 }
 
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.

@@ -153,6 +153,14 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// A read answered 5xx failed on the database's side (or ours): worth a second try on the
+/// primary when it ran on the standby (`app::read_side`).
+impl crate::app::read_side::ReadFailure for ApiError {
+    fn is_database_failure(&self) -> bool {
+        self.status.is_server_error()
+    }
+}
+
 impl From<AppError> for ApiError {
     fn from(error: AppError) -> Self {
         match error {

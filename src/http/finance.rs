@@ -5,6 +5,8 @@
 //! the whole season; those of a city see its own city's funder figures, batches and merchants.
 //! Only the province's `finance` settles, records payouts and closes. Auditors change nothing.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, Uri, header};
@@ -137,9 +139,8 @@ pub async fn report(
     ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<ReportQuery>,
 ) -> Result<Response, ApiError> {
-    let season = load_season(state.store(), season_id).await?;
-    let city = viewer_city(&staff, &season)?;
-    let report = finance::report_for(state.store(), &season, city, state.clock().now()).await?;
+    let now = state.clock().now();
+    let report = state.reads().read(|store| viewer_report(store, &staff, season_id, now)).await?;
     let stem = format!("season-{season_id}-report");
     let lang = file_lang(query.lang.as_deref())?;
     match report_files::report_format(query.format.as_deref(), query.view.as_deref())? {
@@ -160,6 +161,18 @@ pub async fn report(
             Ok(([(header::CONTENT_TYPE, kind)], svg).into_response())
         }
     }
+}
+
+/// The season's report as `staff` may see it, read on `store` (the read side).
+async fn viewer_report(
+    store: Arc<dyn Storage>,
+    staff: &Staff,
+    season_id: SeasonId,
+    now: Timestamp,
+) -> Result<SeasonReport, ApiError> {
+    let season = load_season(store.as_ref(), season_id).await?;
+    let city = viewer_city(staff, &season)?;
+    Ok(finance::report_for(store.as_ref(), &season, city, now).await?)
 }
 
 /// Reconciles the season now and lists every break (a closed season is reconciled afresh too).
@@ -465,8 +478,7 @@ pub async fn statement(
     let rule = access::read_merchant_money;
     merchant_or_staff(&state, staff, &merchant, rule, (&method, &uri, &headers), &[]).await?;
     let lang = file_lang(query.lang.as_deref())?;
-    load_season(state.store(), query.season).await?;
-    let events = state.store().merchant_statement(merchant_id, query.season, MAX_REPORT_ROWS + 1).await?;
+    let events = state.reads().read(|store| statement_events(store, merchant_id, query.season)).await?;
     report_files::statement_within_limit(&events)?;
     let lines = report_files::statement_lines(&events);
     if !report_files::statement_is_csv(query.format.as_deref())? {
@@ -475,6 +487,17 @@ pub async fn statement(
     let body = report_files::statement_csv(&lines, lang).map_err(file_failed)?;
     let name = format!("statement-{merchant_id}-{}.csv", query.season);
     Ok(file_response("text/csv; charset=utf-8", name, body))
+}
+
+/// A merchant's statement events in a season (one more than the most a statement lists), read
+/// on `store` (the read side).
+async fn statement_events(
+    store: Arc<dyn Storage>,
+    merchant_id: MerchantId,
+    season_id: SeasonId,
+) -> Result<Vec<crate::storage::StatementEvent>, ApiError> {
+    load_season(store.as_ref(), season_id).await?;
+    Ok(store.merchant_statement(merchant_id, season_id, MAX_REPORT_ROWS + 1).await?)
 }
 
 /// A merchant's statement of a season: each redemption, reversal, settlement and payout, with

@@ -298,17 +298,29 @@ pub async fn list(
     staff.may(access::see_merchants, region)?;
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
     let name = merchants::search_name(query.name.as_deref())?;
-    let after = match query.after {
-        Some(id) => Some(state.store().merchant(id.into()).await?.ok_or_else(|| {
+    let after = query.after.map(MerchantId::from);
+    let search = |store| merchants_page(store, region, name.as_deref(), after, limit);
+    let mut merchants = state.reads().read(search).await?;
+    let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
+    Ok(Json(MerchantPage { merchants: merchants.iter().map(merchant_json).collect(), next_after }))
+}
+
+/// Up to `limit + 1` merchants of `region` (whose name holds `name`) after the merchant
+/// `after`, read on `store` (the read side).
+async fn merchants_page(
+    store: std::sync::Arc<dyn crate::storage::Storage>,
+    region: crate::domain::region::RegionCode,
+    name: Option<&str>,
+    after: Option<MerchantId>,
+    limit: u32,
+) -> Result<Vec<Merchant>, ApiError> {
+    let after = match after {
+        Some(id) => Some(store.merchant(id).await?.ok_or_else(|| {
             invalid(ErrorCode::InvalidCursor, "after names no merchant: pass a page's next_after")
         })?),
         None => None,
     };
-    let mut merchants =
-        merchants::search(state.store(), region, name.as_deref(), after.as_ref(), i64::from(limit) + 1)
-            .await?;
-    let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
-    Ok(Json(MerchantPage { merchants: merchants.iter().map(merchant_json).collect(), next_after }))
+    Ok(merchants::search(store.as_ref(), region, name, after.as_ref(), i64::from(limit) + 1).await?)
 }
 
 pub(super) async fn load(state: &AppState, id: MerchantId) -> Result<Merchant, ApiError> {

@@ -73,6 +73,7 @@ pub struct AppState(Arc<AppInner>);
 
 pub(crate) struct AppInner {
     store: Arc<dyn Storage>,
+    reads: Arc<crate::app::read_side::ReadSide>,
     ledger_key: Arc<SigningKey>,
     /// The process-wide recorder (`None` if another was installed first) and this node's gauges.
     metrics: (Option<PrometheusHandle>, crate::telemetry::NodeGauges),
@@ -140,6 +141,8 @@ const TILL_CACHE_TTL: Duration = Duration::from_secs(2);
 /// What the HTTP layer is built from.
 pub struct Services {
     pub store: Arc<dyn Storage>,
+    /// Where the read-only requests read (`app::read_side`): a standby or `store`.
+    pub reads: Arc<crate::app::read_side::ReadSide>,
     pub ledger_key: Arc<SigningKey>,
     pub clock: Arc<dyn Clock>,
     pub citizens: Arc<Citizens>,
@@ -151,16 +154,27 @@ pub struct Services {
 
 impl AppState {
     pub fn new(services: Services) -> AppState {
-        let Services { store, ledger_key, clock, citizens, writer, qr, redemptions, settlement_chunking } =
-            services;
+        let Services {
+            store,
+            reads,
+            ledger_key,
+            clock,
+            citizens,
+            writer,
+            qr,
+            redemptions,
+            settlement_chunking,
+        } = services;
         let metrics = (crate::telemetry::recorder(), crate::telemetry::NodeGauges::default());
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
         let till_reads = TillReads::spawn(&store, &clock);
         let citizen_rates = std::sync::Arc::new(rate_limit::CitizenRates::default());
         spawn_forget_idle(&citizen_rates);
-        let public_reads = Arc::new(crate::app::public_reads::PublicReads::new(store.clone(), clock.clone()));
+        let public_reads =
+            Arc::new(crate::app::public_reads::PublicReads::with_read_side(reads.clone(), clock.clone()));
         let inner = AppInner {
             store,
+            reads,
             ledger_key,
             metrics,
             clock,
@@ -230,6 +244,11 @@ impl AppState {
 
     pub fn store(&self) -> &dyn Storage {
         self.0.store.as_ref()
+    }
+
+    /// Where the read-only requests read: a standby within its lag bound, else the primary.
+    pub fn reads(&self) -> &crate::app::read_side::ReadSide {
+        &self.0.reads
     }
 
     pub fn settlement_chunking(&self) -> crate::domain::finance::SettlementChunking {

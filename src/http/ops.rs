@@ -72,8 +72,12 @@ pub async fn readyz(State(state): State<AppState>) -> Result<Json<Readiness>, Ap
         },
         seconds_since_last_commit: last.into_iter().flatten().min().map(|since| since.as_secs_f64()),
         ledger_head_seq,
-        replica_lag_ms: None,
+        replica_lag_ms: state.reads().standby_lag().map(millis),
     }))
+}
+
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Prometheus text format: requests, claims, redemptions, the writers, the ledger, the process

@@ -543,6 +543,26 @@ impl Storage for SqlStore {
         Ok(())
     }
 
+    async fn standby_lag(&self) -> Result<super::StandbyLag, StorageError> {
+        if self.backend.kind() != Backend::Postgres {
+            return Ok(super::StandbyLag::NotAStandby);
+        }
+        let (in_recovery, caught_up, behind_ms): (bool, bool, Option<i64>) = query_as(
+            "SELECT pg_is_in_recovery(), \
+             COALESCE(pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn(), false), \
+             (EXTRACT(EPOCH FROM (clock_timestamp() - pg_last_xact_replay_timestamp())) * 1000)::BIGINT",
+        )
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(match (in_recovery, caught_up) {
+            (false, _) => super::StandbyLag::NotAStandby,
+            (true, true) => super::StandbyLag::CaughtUp,
+            (true, false) => super::StandbyLag::Behind(
+                behind_ms.map(|ms| std::time::Duration::from_millis(u64::try_from(ms).unwrap_or(0))),
+            ),
+        })
+    }
+
     async fn publish_notice(&self, notice: &str) -> Result<(), StorageError> {
         self.backend.publish(notice).await?;
         Ok(())

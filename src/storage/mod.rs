@@ -216,6 +216,23 @@ pub trait Storage:
         fingerprint: &str,
         now_us: i64,
     ) -> Result<String, StorageError>;
+
+    /// How far behind its primary this database is, as it sees itself: for a PostgreSQL hot
+    /// standby (`app::read_side`). A primary, and SQLite, answer [`StandbyLag::NotAStandby`].
+    async fn standby_lag(&self) -> Result<StandbyLag, StorageError>;
+}
+
+/// How far a hot standby is behind its primary, measured on the standby.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StandbyLag {
+    /// Not in recovery: a primary (or a promoted standby), behind nothing.
+    NotAStandby,
+    /// Everything the standby has received is replayed (`pg_last_wal_receive_lsn() =
+    /// pg_last_wal_replay_lsn()`).
+    CaughtUp,
+    /// Behind: the time since the commit of the last transaction replayed
+    /// (`now() - pg_last_xact_replay_timestamp()`), or `None` if none was replayed yet.
+    Behind(Option<std::time::Duration>),
 }
 
 /// The ledger: the hash chain of journal entries, the maintained balances, and the signed
@@ -308,6 +325,19 @@ pub async fn connect(url: &str, options: ConnectOptions) -> Result<Arc<dyn Stora
             Ok(Arc::new(SqlStore::new(Box::new(backend), options.clock)))
         }
         None => Err(StorageError::UnsupportedUrl(redact_url(url))),
+    }
+}
+
+/// Opens a PostgreSQL hot standby for reads (`--read-database-url`): lazily (a standby down at
+/// start does not stop the start; reads go to the primary until it answers), with a short
+/// acquire timeout, never migrated. Any other URL is refused: only PostgreSQL has standbys.
+pub fn connect_standby(url: &str, options: ConnectOptions) -> Result<Arc<dyn Storage>, StorageError> {
+    match Backend::of_url(url) {
+        Some(Backend::Postgres) => {
+            let backend = postgres::PgBackend::connect_standby(url, options.max_connections)?;
+            Ok(Arc::new(SqlStore::new(Box::new(backend), options.clock)))
+        }
+        _ => Err(StorageError::UnsupportedUrl(redact_url(url))),
     }
 }
 

@@ -29,6 +29,7 @@ mod openapi;
 mod ops_metrics;
 mod pages;
 mod public_reads;
+mod replica;
 mod sessions;
 mod staff_people;
 mod till;

@@ -45,7 +45,25 @@ impl PgBackend {
             .connect_lazy_with(relaxed);
         Ok(PgBackend { any_pool: Pool::Pg(pool.clone()), pool, relaxed_pool })
     }
+
+    /// A hot standby, for reads: connected lazily (a standby down at start does not stop the
+    /// start), with a short acquire timeout so that a standby gone quiet costs a read little
+    /// before it runs again on the primary. Its transactions are read-only: the standby
+    /// refuses any write, and so does the session, should one ever be sent here.
+    pub fn connect_standby(url: &str, max_connections: u32) -> Result<PgBackend, StorageError> {
+        let connect = PgConnectOptions::from_str(url)?
+            .application_name("wenhui-reads")
+            .options([("plan_cache_mode", "force_custom_plan"), ("default_transaction_read_only", "on")]);
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(STANDBY_ACQUIRE_TIMEOUT)
+            .connect_lazy_with(connect);
+        Ok(PgBackend { any_pool: Pool::Pg(pool.clone()), relaxed_pool: pool.clone(), pool })
+    }
 }
+
+/// How long a read waits for a standby connection before it runs on the primary instead.
+const STANDBY_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
 
 #[async_trait]
 impl SqlBackend for PgBackend {
