@@ -300,22 +300,17 @@ const VOUCHERS_PAGE_MAX: u32 = 200;
 pub async fn my_vouchers(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery<VoucherId>>,
 ) -> Result<Json<MyVouchersPage>, ApiError> {
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
-            state
-                .store()
-                .voucher(VoucherId::from(id))
-                .await?
-                .filter(|v| v.citizen_id == citizen_id)
-                .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        ErrorCode::InvalidCursor,
-                        "after names no voucher of yours: pass a page's next_after",
-                    )
-                })?,
+            state.store().voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
+                ApiError::unprocessable(
+                    ErrorCode::InvalidCursor,
+                    "after names no voucher of yours: pass a page's next_after",
+                )
+            })?,
         ),
         None => None,
     };
