@@ -26,6 +26,7 @@ mod constraint;
 mod db;
 mod finance;
 mod ledger;
+mod notices;
 mod postgres;
 mod seasons;
 mod sqlite;
@@ -42,6 +43,7 @@ pub use finance::{
     MerchantSales, SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
     VoucherStatusCount,
 };
+pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
 
@@ -200,6 +202,13 @@ pub trait Storage:
 
     /// One cheap round trip: is the database reachable?
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Sends a change notice to every node over this database, this one included
+    /// (`notices.rs`; what it means is `app::events`).
+    async fn publish_notice(&self, notice: &str) -> Result<(), StorageError>;
+
+    /// Every node's change notices from now on, starting with [`Notice::Resync`].
+    fn notices(&self) -> NoticeFeed;
 
     /// Records `fingerprint` as the fingerprint of the secret `name` unless one is recorded
     /// already, and returns the recorded one (the first node's).
