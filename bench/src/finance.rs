@@ -483,7 +483,7 @@ async fn reverse_some(
         let batch = &world.batches[g.batch];
         let reactivate = n % (5 * step) != 5 * step - 1;
         let parts = funder_parts(batch, batch.voucher_value(), fen(r.discount_fen)?);
-        let reversal_id = Uuid::now_v7();
+        let reversal_id = wenhui::domain::ids::ReversalId::new_v7();
         let after = if reactivate { AfterReversal::Active } else { AfterReversal::Expired };
         let status = after.status().as_str();
         let reversal = NewReversal {

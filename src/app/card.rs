@@ -3,7 +3,6 @@
 //! decides, and the season's points rate. See [docs/card.md](../../docs/card.md).
 
 use ring::rand::{SecureRandom, SystemRandom};
-use uuid::Uuid;
 use wenhui_merchant_sdk::token::TokenKind;
 use wenhui_merchant_sdk::wire::{CardPayment, CardReversal};
 
@@ -14,7 +13,7 @@ use crate::domain::card::{
     self, Card, CardNumber, CardStatus, CardVia, Clawback, Earning, MAX_POINTS_PER_YUAN, MemberTerms,
 };
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{CardId, CitizenId, MerchantId, TerminalId};
+use crate::domain::ids::{CardId, CardPaymentId, CitizenId, MerchantId, ReversalId, TerminalId};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{Season, SeasonStatus};
@@ -159,9 +158,9 @@ pub fn planned_payment(
     record: impl Fn(u16, String) -> IdemRecord + Send + Sync + 'static,
 ) -> Result<NewCardPayment, AppError> {
     let points = season.as_ref().map(|(_, rate)| card::points_for(order.paid, *rate)).unwrap_or(0);
-    let id = Uuid::now_v7();
+    let id = CardPaymentId::new_v7();
     let answer = CardPayment {
-        card_payment_id: id,
+        card_payment_id: id.as_uuid(),
         card_id: order.card.id.as_uuid(),
         card_number: order.card.number.masked(),
         merchant_id: till.merchant_id.as_uuid(),
@@ -201,11 +200,11 @@ pub fn planned_reversal(
     now: Timestamp,
     record: impl Fn(u16, String) -> IdemRecord + Send + Sync + 'static,
 ) -> Result<NewCardReversal, AppError> {
-    let reversal_id = Uuid::now_v7();
+    let reversal_id = ReversalId::new_v7();
     let repaid: i64 = payment.debt_repaid.iter().map(|d| d.points).sum();
     let answer = CardReversal {
-        reversal_id,
-        card_payment_id: payment.id,
+        reversal_id: reversal_id.as_uuid(),
+        card_payment_id: payment.id.as_uuid(),
         points_reversed: payment.points,
         points_taken_back: 0,
         points_debt_added: 0,

@@ -231,8 +231,8 @@ impl Citizens {
             tokens.clear();
             return Ok(FeedPoll::ForgotEveryToken);
         }
-        for (hash, _) in &revoked {
-            if let Ok(hash) = <[u8; 32]>::try_from(hash.as_slice()) {
+        for session in &revoked {
+            if let Ok(hash) = <[u8; 32]>::try_from(session.token_hash.as_slice()) {
                 tokens.remove(&hash);
             }
         }

@@ -765,7 +765,7 @@ impl Writer {
                 .season_card_points(season.id)
                 .await?
                 .into_iter()
-                .map(|(card, points)| crate::domain::card::expiry_entry(season.id, card, points))
+                .map(|held| crate::domain::card::expiry_entry(season.id, held.card_id, held.points))
                 .collect();
             self.store.commit_points_expiry(season.id, &entries, now).await?;
             expired += entries.len();

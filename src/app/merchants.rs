@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::app::error::AppError;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, StaffKeyId};
+use crate::domain::ids::{AccountRequestId, MerchantId, StaffKeyId};
 use crate::domain::merchant::{
     AccountDecision, AccountRequest, CreditCode, DecisionRefused, Merchant, MerchantStatus, SettlementAccount,
 };
@@ -115,7 +115,7 @@ pub async fn request_change(store: &dyn Storage, asked: &NewAccountRequest) -> R
 /// A decision on a request, as asked: by which key, when, approving or not, with what note.
 pub struct Decision {
     pub merchant_id: MerchantId,
-    pub request_id: Uuid,
+    pub request_id: AccountRequestId,
     pub approve: bool,
     pub by: StaffKeyId,
     pub at: Timestamp,

@@ -22,8 +22,6 @@
 
 use std::fmt;
 
-use uuid::Uuid;
-
 use crate::domain::error_code::ErrorCode;
 
 use super::accounts;
@@ -31,7 +29,7 @@ use super::ledger::{NewEntry, NewPosting, Side};
 use super::money::Fen;
 use super::season::Season;
 use super::time::Timestamp;
-use crate::domain::ids::{CardId, CitizenId, SeasonId, VoucherId};
+use crate::domain::ids::{CardId, CardPaymentId, CitizenId, ReversalId, SeasonId, VoucherId};
 
 /// The service's card-number prefix (an issuer identification of our own).
 pub const CARD_PREFIX: &str = "9156";
@@ -357,7 +355,12 @@ pub fn points_expiry(season: &Season, fixed: Option<Timestamp>, all: &[Season]) 
 
 /// The entry for the points a card payment earned (`None` when it earned none): debts repaid
 /// first (booked as earned in the debt's season), the rest onto the card's balance for `season`.
-pub fn earning_entry(payment: Uuid, card: CardId, season: SeasonId, earning: &Earning) -> Option<NewEntry> {
+pub fn earning_entry(
+    payment: CardPaymentId,
+    card: CardId,
+    season: SeasonId,
+    earning: &Earning,
+) -> Option<NewEntry> {
     let mut postings = Vec::new();
     for debt in earning.repaid.iter().filter(|d| d.points > 0) {
         postings.push(posting(accounts::points_earned(debt.season_id), Side::Debit, debt.points));
@@ -373,7 +376,7 @@ pub fn earning_entry(payment: Uuid, card: CardId, season: SeasonId, earning: &Ea
 /// The entry taking back what a reversed payment earned: repaid debts come back as debt; the
 /// kept points leave the card as far as its balance reaches, the rest becomes debt.
 pub fn reversal_entry(
-    reversal: Uuid,
+    reversal: ReversalId,
     card: CardId,
     season: SeasonId,
     repaid: &[PointsDebt],
@@ -428,6 +431,7 @@ fn posting(account: super::ledger::AccountSpec, side: Side, points: i64) -> NewP
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use uuid::Uuid;
 
     #[test]
     fn luhn_known_numbers() {
@@ -538,17 +542,18 @@ mod tests {
             SeasonId::from_uuid(Uuid::from_u128(2)),
         );
         let earning = plan_earning(100, &[PointsDebt { season_id: s1, points: 30 }]);
-        let entry = earning_entry(Uuid::from_u128(8), card, s2, &earning).expect("entry");
+        let entry = earning_entry(Uuid::from_u128(8).into(), card, s2, &earning).expect("entry");
         entry.validate().expect("balanced");
         let lines: Vec<(String, Side, i64)> =
             entry.postings.iter().map(|p| (p.account.address.to_string(), p.side, p.amount_fen)).collect();
         assert_eq!(lines[1], (accounts::card_points_debt(card, s1).address.to_string(), Side::Credit, 30));
         assert_eq!(lines[3], (accounts::card_points(card, s2).address.to_string(), Side::Credit, 70));
-        let reversal = reversal_entry(Uuid::from_u128(9), card, s2, &earning.repaid, plan_reversal(70, 20))
-            .expect("entry");
+        let reversal =
+            reversal_entry(Uuid::from_u128(9).into(), card, s2, &earning.repaid, plan_reversal(70, 20))
+                .expect("entry");
         reversal.validate().expect("balanced");
         assert_eq!(reversal.postings.len(), 5);
-        assert!(earning_entry(Uuid::from_u128(8), card, s2, &Earning::default()).is_none());
+        assert!(earning_entry(Uuid::from_u128(8).into(), card, s2, &Earning::default()).is_none());
         exchange_entry(VoucherId::from_uuid(Uuid::from_u128(3)), card, &[(s1, 5), (s2, 7)])
             .validate()
             .expect("balanced");

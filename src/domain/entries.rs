@@ -13,15 +13,13 @@
 //!
 //! The benefit card's entries are in [`super::card`], the season close in [`super::finance`].
 
-use uuid::Uuid;
-
 use super::accounts;
 use super::ledger::{AccountSpec, NewEntry, NewPosting, Side};
 use super::money::{Fen, MAX_AMOUNT_FEN};
 use super::region::RegionCode;
 use super::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
 use super::time::Timestamp;
-use crate::domain::ids::{MerchantId, RedemptionId, SeasonId};
+use crate::domain::ids::{MerchantId, RedemptionId, ReversalId, SeasonId};
 
 /// One funder's part of a redeemed voucher: (funder, its part of the value, its part of the
 /// discount).
@@ -164,7 +162,7 @@ pub fn reversal_entry(
     batch: &Batch,
     parts: &[FunderPart],
     merchant: MerchantId,
-    reversal: Uuid,
+    reversal: ReversalId,
     after: AfterReversal,
 ) -> NewEntry {
     let (season, batch_id) = (batch.season_id, batch.id);
@@ -200,6 +198,7 @@ mod tests {
     use super::*;
     use crate::domain::funding::{FundingShares, VoucherTerms};
     use crate::domain::season::Category;
+    use uuid::Uuid;
 
     const PROVINCE: &str = "370000";
     const CITY: &str = "370200";
@@ -381,7 +380,7 @@ mod tests {
         let mut b = batch(7);
         let (s, p, merchant) = (b.season_id, region(PROVINCE), MerchantId::from_uuid(Uuid::from_u128(9)));
         let parts = funder_parts(&b, b.voucher_value(), Fen::from_fen_unchecked(500));
-        let id = Uuid::from_u128(11);
+        let id = ReversalId::from_uuid(Uuid::from_u128(11));
         let active = reversal_entry(&b, &parts, merchant, id, AfterReversal::Active);
         assert_eq!((active.kind.as_str(), active.reference.clone()), ("reversal", format!("reversal:{id}")));
         assert_eq!(

@@ -207,6 +207,14 @@ pub struct SettlementChunking {
     pub max_merchants: usize,
 }
 
+/// A merchant's unsettled, unreversed redemptions of a season up to a cut-off: what a settlement
+/// run plans its chunks by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnsettledCount {
+    pub merchant_id: MerchantId,
+    pub redemptions: i64,
+}
+
 impl SettlementChunking {
     /// Where settling the redemption rows holds up every other writer (SQLite, one writer at a
     /// time): rows and merchants both bounded, about 0.25 s of the write lock per chunk
@@ -217,12 +225,12 @@ impl SettlementChunking {
     /// since every extra chunk revisits table pages the others touched.
     pub const ROW_LOCKS: SettlementChunking = SettlementChunking { max_rows: i64::MAX, max_merchants: 200 };
 
-    /// Groups `(merchant, unsettled rows)` in the given order into chunks: each merchant exactly
-    /// once, a chunk closed before it would pass either limit.
-    pub fn chunks(&self, counts: &[(MerchantId, i64)]) -> Vec<Vec<MerchantId>> {
+    /// Groups the merchants' unsettled rows in the given order into chunks: each merchant
+    /// exactly once, a chunk closed before it would pass either limit.
+    pub fn chunks(&self, counts: &[UnsettledCount]) -> Vec<Vec<MerchantId>> {
         let mut chunks: Vec<Vec<MerchantId>> = Vec::new();
         let mut rows_in_last = 0i64;
-        for &(merchant, rows) in counts {
+        for &UnsettledCount { merchant_id: merchant, redemptions: rows } in counts {
             let fits = chunks.last().is_some_and(|last| {
                 last.len() < self.max_merchants && rows_in_last.saturating_add(rows) <= self.max_rows
             });
@@ -391,7 +399,8 @@ mod tests {
     fn settlement_chunks_keep_to_their_limits() {
         let m = |n: u128| MerchantId::from_uuid(Uuid::from_u128(n));
         let chunking = SettlementChunking { max_rows: 10, max_merchants: 2 };
-        let counts = [(m(1), 4), (m(2), 6), (m(3), 1), (m(4), 25), (m(5), 3), (m(6), 3), (m(7), 3)];
+        let counts = [(1, 4), (2, 6), (3, 1), (4, 25), (5, 3), (6, 3), (7, 3)]
+            .map(|(n, redemptions)| UnsettledCount { merchant_id: m(n), redemptions });
         assert_eq!(
             chunking.chunks(&counts),
             vec![vec![m(1), m(2)], vec![m(3)], vec![m(4)], vec![m(5), m(6)], vec![m(7)]]
@@ -406,16 +415,16 @@ mod tests {
             max_rows in 1i64..20_000,
             max_merchants in 1usize..50,
         ) {
-            let counts: Vec<(MerchantId, i64)> = rows
+            let counts: Vec<UnsettledCount> = rows
                 .iter()
                 .enumerate()
-                .map(|(i, n)| (MerchantId::from_uuid(Uuid::from_u128(i as u128)), *n))
+                .map(|(i, n)| UnsettledCount { merchant_id: MerchantId::from_uuid(Uuid::from_u128(i as u128)), redemptions: *n })
                 .collect();
             let chunks = SettlementChunking { max_rows, max_merchants }.chunks(&counts);
             let flat: Vec<MerchantId> = chunks.iter().flatten().copied().collect();
-            proptest::prop_assert_eq!(flat, counts.iter().map(|(m, _)| *m).collect::<Vec<_>>());
+            proptest::prop_assert_eq!(flat, counts.iter().map(|c| c.merchant_id).collect::<Vec<_>>());
             for chunk in &chunks {
-                let rows: i64 = chunk.iter().map(|m| counts[m.as_uuid().as_u128() as usize].1).sum();
+                let rows: i64 = chunk.iter().map(|m| counts[m.as_uuid().as_u128() as usize].redemptions).sum();
                 proptest::prop_assert!(!chunk.is_empty() && chunk.len() <= max_merchants);
                 proptest::prop_assert!(chunk.len() == 1 || rows <= max_rows, "{} rows in {:?}", rows, chunk);
             }

@@ -139,6 +139,12 @@ pub mod kind {
     pub enum Redemption {}
     pub enum Settlement {}
     pub enum Card {}
+    /// A payment with the benefit card at a till.
+    pub enum CardPayment {}
+    /// A reversal (refund) of a voucher redemption or of a card payment.
+    pub enum Reversal {}
+    /// A request to change a merchant's settlement account (four eyes).
+    pub enum AccountRequest {}
 
     impl IdKind for StaffKey {
         const NAME: &'static str = "StaffKeyId";
@@ -176,6 +182,15 @@ pub mod kind {
     impl IdKind for Card {
         const NAME: &'static str = "CardId";
     }
+    impl IdKind for CardPayment {
+        const NAME: &'static str = "CardPaymentId";
+    }
+    impl IdKind for Reversal {
+        const NAME: &'static str = "ReversalId";
+    }
+    impl IdKind for AccountRequest {
+        const NAME: &'static str = "AccountRequestId";
+    }
 }
 
 pub type StaffKeyId = Id<kind::StaffKey>;
@@ -190,6 +205,9 @@ pub type TerminalId = Id<kind::Terminal>;
 pub type RedemptionId = Id<kind::Redemption>;
 pub type SettlementId = Id<kind::Settlement>;
 pub type CardId = Id<kind::Card>;
+pub type CardPaymentId = Id<kind::CardPayment>;
+pub type ReversalId = Id<kind::Reversal>;
+pub type AccountRequestId = Id<kind::AccountRequest>;
 
 #[cfg(test)]
 mod tests {

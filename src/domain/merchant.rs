@@ -2,9 +2,7 @@
 
 use std::fmt;
 
-use uuid::Uuid;
-
-use super::ids::StaffKeyId;
+use super::ids::{AccountRequestId, StaffKeyId};
 use super::region::{RegionCode, RegionLevel};
 use super::season::{Batch, Category};
 use super::staff::KeyLineage;
@@ -140,7 +138,7 @@ pub const ACCOUNT_REQUEST_TTL_S: i64 = 7 * 86_400;
 /// lapses at `expires_at`.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountRequest {
-    pub id: Uuid,
+    pub id: AccountRequestId,
     pub merchant_id: MerchantId,
     /// 1 for the merchant's first request, then 2, 3 ...
     pub seq: i64,
@@ -264,6 +262,7 @@ mod tests {
     use super::*;
     use crate::domain::staff::Holder;
     use proptest::prelude::*;
+    use uuid::Uuid;
 
     #[test]
     fn an_account_number_is_masked_in_debug() {
@@ -312,7 +311,7 @@ mod tests {
         let account =
             SettlementAccount { bank: "b".into(), account_no: "1".into(), account_name: "n".into() };
         let mut request = AccountRequest {
-            id: Uuid::from_u128(3),
+            id: Uuid::from_u128(3).into(),
             merchant_id: MerchantId::from_uuid(Uuid::from_u128(4)),
             seq: 1,
             requested_at: at,

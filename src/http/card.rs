@@ -21,13 +21,13 @@ use super::till::{
     reversal_reason, terminal_write,
 };
 use crate::app::card as app_card;
-use crate::domain::card::{self, BankCardNumber, Card, CardStatus, CardVia};
+use crate::domain::card::{self, BankCardNumber, CardStatus, CardVia};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{BatchId, CardId, MerchantId, SeasonId};
+use crate::domain::ids::{BatchId, CardId, CardPaymentId, MerchantId, SeasonId};
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::staff::Role;
 use crate::domain::time::Timestamp;
-use crate::storage::{IdemRecord, Refusal, Storage, WriteError};
+use crate::storage::{CardHolding, IdemRecord, Refusal, WriteError};
 
 fn yuan(fen: i64) -> String {
     Fen::new(fen).map(|f| f.to_string()).unwrap_or_default()
@@ -84,7 +84,8 @@ pub async fn issue(
         }
     };
     let card = app_card::issue(state.store(), citizen_id, via, state.clock().now()).await?;
-    let view = card_view(state.store(), &card).await?;
+    // A card just issued has no payments, so no points yet.
+    let view = card_view(CardHolding { card, seasons: Vec::new() });
     Ok(axum::response::IntoResponse::into_response((axum::http::StatusCode::CREATED, Json(view))))
 }
 
@@ -144,32 +145,24 @@ pub struct PointsRateAnswer {
 
 /// The card as its holder sees it: the full number (and the masked form shown to others),
 /// status, points per season with their expiry, and any points debt.
-async fn card_view(store: &dyn Storage, card: &Card) -> Result<CardAnswer, ApiError> {
-    let mut seasons = Vec::new();
-    let (mut points, mut debt) = (0i64, 0i64);
-    for line in store.card_points(card.id).await? {
-        points += line.points.max(0);
-        debt += line.debt.max(0);
-        let expires_at =
-            match (store.season(line.season_id).await?, store.points_policy(line.season_id).await?) {
-                (Some(season), Some(policy)) => {
-                    let all = store.seasons(Some(season.province), None, 1_000).await?;
-                    card::points_expiry(&season, policy.expire_at, &all).map(|t| t.to_string())
-                }
-                _ => None,
-            };
-        seasons.push(SeasonPoints {
-            season_id: line.season_id,
-            points: line.points,
-            points_debt: line.debt,
-            expires_at,
-        });
-    }
+fn card_view(holding: CardHolding) -> CardAnswer {
+    let CardHolding { card, seasons } = holding;
+    let points: i64 = seasons.iter().map(|s| s.points.max(0)).sum();
+    let debt: i64 = seasons.iter().map(|s| s.debt.max(0)).sum();
+    let seasons = seasons
+        .into_iter()
+        .map(|s| SeasonPoints {
+            season_id: s.season_id,
+            points: s.points,
+            points_debt: s.debt,
+            expires_at: s.expires_at.map(|t| t.to_string()),
+        })
+        .collect();
     let bank_card = match &card.via {
         CardVia::BankCard { bin, last4 } => Some(card::mask_bank_card(bin, last4)),
         CardVia::Mobile => None,
     };
-    Ok(CardAnswer {
+    CardAnswer {
         id: card.id,
         number: card.number.as_str().to_owned(),
         number_masked: card.number.masked(),
@@ -180,7 +173,7 @@ async fn card_view(store: &dyn Storage, card: &Card) -> Result<CardAnswer, ApiEr
         points,
         points_debt: debt,
         seasons,
-    })
+    }
 }
 
 /// The citizen's card: number, status, points balance and debt.
@@ -191,8 +184,9 @@ pub async fn mine(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
 ) -> Result<Json<CardAnswer>, ApiError> {
-    let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
-    Ok(Json(card_view(state.store(), &card).await?))
+    // One statement: the card, its points per season and their expiry (docs/card.md).
+    let holding = state.store().card_holding(citizen_id).await?.ok_or_else(no_card)?;
+    Ok(Json(card_view(holding)))
 }
 
 /// A fresh signed QR code of the card (kind 2), same signing, lifetime and single use as a
@@ -441,7 +435,7 @@ pub async fn reverse(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    ApiPath(payment_id): ApiPath<Uuid>,
+    ApiPath(payment_id): ApiPath<CardPaymentId>,
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
@@ -480,7 +474,7 @@ pub async fn get(
     method: Method,
     uri: Uri,
     headers: HeaderMap,
-    ApiPath(payment_id): ApiPath<Uuid>,
+    ApiPath(payment_id): ApiPath<CardPaymentId>,
 ) -> Result<Json<CardPaymentView>, ApiError> {
     let ctx = authenticate(&state, &method, &uri, &headers, &[]).await?;
     let p = state.store().card_payment(payment_id).await?.filter(|p| p.merchant_id == ctx.merchant.id);
@@ -488,7 +482,7 @@ pub async fn get(
         ApiError::not_found(ErrorCode::CardPaymentNotFound, "no such card payment at this merchant")
     })?;
     Ok(Json(CardPaymentView {
-        card_payment_id: p.id,
+        card_payment_id: p.id.as_uuid(),
         card_id: p.card_id.as_uuid(),
         merchant_id: p.merchant_id.as_uuid(),
         terminal_id: p.terminal_id.as_uuid(),
@@ -501,7 +495,7 @@ pub async fn get(
         paid_at: p.paid_at.to_string(),
         reversed: p.reversed_at.is_some(),
         reversed_at: p.reversed_at.map(|t| t.to_string()),
-        reversal_id: p.reversal_id,
+        reversal_id: p.reversal_id.map(Uuid::from),
         points_taken_back: p.points_taken_back,
         points_debt_added: p.points_debt_added,
     }))

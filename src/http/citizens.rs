@@ -301,10 +301,10 @@ const VOUCHERS_PAGE_MAX: u32 = 200;
 pub async fn my_vouchers(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery<VoucherId>>,
 ) -> Result<Json<MyVouchersPage>, ApiError> {
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
-    let after = query.after.map(VoucherId::from);
+    let after = query.after;
     let mut page = state.reads().read(|store| vouchers_page(store, citizen_id, after, limit)).await?;
     let next_after = next_cursor(&mut page, limit).map(|last| last.id);
     // One round trip: the vouchers; their batches' names and terms come from memory.

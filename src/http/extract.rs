@@ -140,12 +140,13 @@ impl OptionalFromRequestParts<AppState> for Staff {
     }
 }
 
-/// The query of a list paged by a row's id: `after` (the previous page's `next_after`) and `limit`.
+/// The query of a list paged by a row's id: `after` (the previous page's `next_after`, the typed
+/// id of the list's rows, e.g. `PageQuery<VoucherId>`) and `limit`.
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct PageQuery {
-    #[serde(default)]
-    pub after: Option<uuid::Uuid>,
+pub struct PageQuery<Id> {
+    /// Absent: the first page (serde reads a missing `Option` as `None`).
+    pub after: Option<Id>,
     #[serde(default)]
     pub limit: Option<u32>,
 }

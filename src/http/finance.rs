@@ -258,24 +258,16 @@ pub async fn season_settlements(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(season_id): ApiPath<SeasonId>,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery<SettlementId>>,
 ) -> Result<Json<SettlementPage>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
     viewer_city(&staff, &season)?;
     let limit = page_limit(query.limit, SETTLEMENTS_PAGE_DEFAULT, SETTLEMENTS_PAGE_MAX)?;
     let after = match query.after {
         Some(id) => Some(
-            state
-                .store()
-                .settlement(SettlementId::from(id))
-                .await?
-                .filter(|s| s.season_id == season_id)
-                .ok_or_else(|| {
-                    ApiError::unprocessable(
-                        ErrorCode::InvalidCursor,
-                        "after names no settlement of this season",
-                    )
-                })?,
+            state.store().settlement(id).await?.filter(|s| s.season_id == season_id).ok_or_else(|| {
+                ApiError::unprocessable(ErrorCode::InvalidCursor, "after names no settlement of this season")
+            })?,
         ),
         None => None,
     };

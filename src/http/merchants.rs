@@ -16,7 +16,7 @@ use super::idempotency::{IdempotencyKey, Prelude, json_response, parse_json, sta
 use crate::app::merchants::{self, Asked};
 use crate::domain::access;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{MerchantId, TerminalId};
+use crate::domain::ids::{AccountRequestId, MerchantId, TerminalId};
 use crate::domain::merchant::{
     ACCOUNT_REQUEST_TTL_S, AccountRequest, Merchant, MerchantStatus, SettlementAccount,
 };
@@ -114,7 +114,7 @@ pub struct AccountChangeAnswer {
     #[schema(format = DateTime)]
     changed_at: String,
     changed_by_key: Uuid,
-    request_id: Option<Uuid>,
+    request_id: Option<AccountRequestId>,
     requested_by_key: Option<Uuid>,
     reason: String,
     from: AccountAnswer,
@@ -124,7 +124,7 @@ pub struct AccountChangeAnswer {
 /// A request to change a settlement account, waiting for or given its decision.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct AccountRequestAnswer {
-    id: Uuid,
+    id: AccountRequestId,
     seq: i64,
     /// pending, approved, rejected or expired.
     status: &'static str,
@@ -266,7 +266,7 @@ pub struct ListQuery {
     name: Option<String>,
     /// The `next_after` of the previous page.
     #[serde(default)]
-    after: Option<Uuid>,
+    after: Option<MerchantId>,
     #[serde(default)]
     limit: Option<u32>,
 }
@@ -298,7 +298,7 @@ pub async fn list(
     staff.may(access::see_merchants, region)?;
     let limit = page_limit(query.limit, MERCHANTS_PAGE_DEFAULT, MERCHANTS_PAGE_MAX)?;
     let name = merchants::search_name(query.name.as_deref())?;
-    let after = query.after.map(MerchantId::from);
+    let after = query.after;
     let search = |store| merchants_page(store, region, name.as_deref(), after, limit);
     let mut merchants = state.reads().read(search).await?;
     let next_after = next_cursor(&mut merchants, limit).map(|last| last.id);
@@ -507,7 +507,7 @@ pub async fn change_account(
     })?;
     let now = state.clock().now();
     let asked = NewAccountRequest {
-        id: Uuid::now_v7(),
+        id: AccountRequestId::new_v7(),
         merchant_id: id,
         requested_at: now,
         requested_by: staff.key_id,
@@ -554,7 +554,7 @@ struct Decide {
 pub async fn approve_account_request(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath((id, request_id)): ApiPath<(MerchantId, Uuid)>,
+    ApiPath((id, request_id)): ApiPath<(MerchantId, AccountRequestId)>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<MerchantAndRequest>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, true).await?;
@@ -573,7 +573,7 @@ pub async fn approve_account_request(
 pub async fn reject_account_request(
     State(state): State<AppState>,
     staff: Staff,
-    ApiPath((id, request_id)): ApiPath<(MerchantId, Uuid)>,
+    ApiPath((id, request_id)): ApiPath<(MerchantId, AccountRequestId)>,
     ApiBytes(body): ApiBytes,
 ) -> Result<Json<RequestAnswer>, ApiError> {
     let request = decide(&state, &staff, id, request_id, &body, false).await?;
@@ -586,7 +586,7 @@ async fn decide(
     state: &AppState,
     staff: &Staff,
     merchant_id: MerchantId,
-    request_id: Uuid,
+    request_id: AccountRequestId,
     body: &Bytes,
     approve: bool,
 ) -> Result<AccountRequest, ApiError> {

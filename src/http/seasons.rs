@@ -221,10 +221,10 @@ const SEASONS_PAGE_MAX: u32 = 100;
 pub async fn list_seasons(
     State(state): State<AppState>,
     headers: HeaderMap,
-    ApiQuery(query): ApiQuery<PageQuery>,
+    ApiQuery(query): ApiQuery<PageQuery<SeasonId>>,
 ) -> Result<Response, ApiError> {
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
-    let snapshot = state.public_reads().seasons(query.after.map(SeasonId::from), limit).await?;
+    let snapshot = state.public_reads().seasons(query.after, limit).await?;
     if !snapshot.value.cursor_known {
         return Err(ApiError::unprocessable(
             ErrorCode::InvalidCursor,
@@ -346,7 +346,7 @@ pub async fn lottery_entrants(
     State(state): State<AppState>,
     staff: Staff,
     ApiPath(batch_id): ApiPath<BatchId>,
-    ApiQuery(page): ApiQuery<PageQuery>,
+    ApiQuery(page): ApiQuery<PageQuery<CitizenId>>,
 ) -> Result<Json<EntrantsPage>, ApiError> {
     staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
     let limit = page_limit(page.limit, 1_000, 10_000)?;
@@ -356,10 +356,7 @@ pub async fn lottery_entrants(
     if batch.lottery.is_none() {
         return Err(not_a_lottery());
     }
-    let mut entrants = state
-        .store()
-        .lottery_entrants(batch.id, page.after.map(CitizenId::from), i64::from(limit) + 1)
-        .await?;
+    let mut entrants = state.store().lottery_entrants(batch.id, page.after, i64::from(limit) + 1).await?;
     let next_after = next_cursor(&mut entrants, limit).copied();
     Ok(Json(EntrantsPage { entries: entrants, next_after }))
 }

@@ -537,7 +537,7 @@ pub async fn get(
         redeemed_at: r.redeemed_at.to_string(),
         reversed: r.reversed_at.is_some(),
         reversed_at: r.reversed_at.map(|t| t.to_string()),
-        reversal_id: r.reversal_id,
+        reversal_id: r.reversal_id.map(uuid::Uuid::from),
         settled: r.settled,
     }))
 }

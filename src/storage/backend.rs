@@ -21,6 +21,32 @@ use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId}
 use crate::domain::season::Voucher;
 use crate::domain::time::{Clock, Timestamp};
 
+/// An `account_balances` row: an account's maintained debits and credits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct AccountBalanceRow {
+    pub account_id: i64,
+    pub debits_fen: i64,
+    pub credits_fen: i64,
+}
+
+/// A `merchant_redemption_counts` row: a citizen's live redemptions at a merchant in a season.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct MerchantCountRow {
+    pub citizen_id: CitizenId,
+    pub merchant_id: MerchantId,
+    pub season_id: SeasonId,
+    pub live_count: i32,
+}
+
+/// A live redemption on an order: its slot on the order and the issuer of its voucher's batch.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub(crate) struct LiveOrderRow {
+    pub merchant_id: MerchantId,
+    pub order_ref: String,
+    pub order_slot: String,
+    pub issuer: String,
+}
+
 /// The contract of a backend. Row operations take the transaction the caller began with
 /// [`SqlBackend::begin_write`] and run one statement, or one small fixed group of them.
 #[async_trait]
@@ -104,7 +130,7 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
         &self,
         tx: &mut Tx,
         keys: &[(CitizenId, MerchantId, SeasonId)],
-    ) -> Result<Vec<(CitizenId, MerchantId, SeasonId, i32)>, sqlx::Error>;
+    ) -> Result<Vec<MerchantCountRow>, sqlx::Error>;
 
     /// Inserts the group's QR nonces and redemption rows and marks its vouchers redeemed;
     /// returns how many vouchers changed (all of them, or the caller rolls back).
@@ -116,13 +142,12 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
 
     async fn insert_voucher_rows(&self, tx: &mut Tx, rows: &[Voucher]) -> Result<(), sqlx::Error>;
 
-    /// The live redemptions on these (merchant, order_ref) pairs: merchant, order_ref,
-    /// order_slot and the batch's issuer.
+    /// The live redemptions on these (merchant, order_ref) pairs, with their batch's issuer.
     async fn live_orders(
         &self,
         tx: &mut Tx,
         pairs: &[(MerchantId, String)],
-    ) -> Result<Vec<(MerchantId, String, String, String)>, sqlx::Error>;
+    ) -> Result<Vec<LiveOrderRow>, sqlx::Error>;
 
     async fn insert_answer_rows(
         &self,
@@ -137,10 +162,10 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
         references: Vec<String>,
     ) -> Result<Vec<EntryRow>, sqlx::Error>;
 
-    /// `account_id, debits_fen, credits_fen` of these accounts.
-    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<(i64, i64, i64)>, sqlx::Error>;
+    /// The maintained balances of these accounts (those that have one).
+    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<AccountBalanceRow>, sqlx::Error>;
 
-    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[(i64, i64, i64)]) -> Result<(), sqlx::Error>;
+    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[AccountBalanceRow]) -> Result<(), sqlx::Error>;
 
     async fn insert_entry_rows(&self, tx: &mut Tx, rows: &[EntryInsert]) -> Result<(), sqlx::Error>;
 

@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::domain::accounts;
 use crate::domain::card::{self, Card, CardStatus, CardVia, Clawback, Earning, MemberTerms, PointsDebt};
 use crate::domain::error_code::ErrorCode;
-use crate::domain::ids::{CardId, CitizenId, MerchantId, SeasonId, TerminalId};
+use crate::domain::ids::{CardId, CardPaymentId, CitizenId, MerchantId, ReversalId, SeasonId, TerminalId};
 use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::time::Timestamp;
@@ -24,6 +24,31 @@ pub struct CardPointsLine {
     pub season_id: SeasonId,
     pub points: i64,
     pub debt: i64,
+}
+
+/// A citizen's card as its holder sees it: the card, and its points per season.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CardHolding {
+    pub card: Card,
+    /// Oldest season (by start, then id) first.
+    pub seasons: Vec<HeldPoints>,
+}
+
+/// A card's points in one season, and when they expire.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeldPoints {
+    pub season_id: SeasonId,
+    pub points: i64,
+    pub debt: i64,
+    /// `card::points_expiry` of the season, when the season has a points policy.
+    pub expires_at: Option<Timestamp>,
+}
+
+/// The points a card holds in one season (more than none).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CardSeasonPoints {
+    pub card_id: CardId,
+    pub points: i64,
 }
 
 /// The province's points policy for a season.
@@ -41,7 +66,7 @@ pub struct PointsPolicy {
 /// order's other payments) and the repayment of debts run inside its transaction; `answer`
 /// renders the stored answer from the decided earning.
 pub struct NewCardPayment {
-    pub id: Uuid,
+    pub id: CardPaymentId,
     pub card_id: CardId,
     pub merchant_id: MerchantId,
     pub terminal_id: TerminalId,
@@ -57,7 +82,7 @@ pub struct NewCardPayment {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct CardPaymentRecord {
-    pub id: Uuid,
+    pub id: CardPaymentId,
     pub card_id: CardId,
     pub merchant_id: MerchantId,
     pub terminal_id: TerminalId,
@@ -69,7 +94,7 @@ pub struct CardPaymentRecord {
     pub debt_repaid: Vec<PointsDebt>,
     pub paid_at: Timestamp,
     pub reversed_at: Option<Timestamp>,
-    pub reversal_id: Option<Uuid>,
+    pub reversal_id: Option<ReversalId>,
     pub points_taken_back: Option<i64>,
     pub points_debt_added: Option<i64>,
 }
@@ -77,8 +102,8 @@ pub struct CardPaymentRecord {
 /// A reversal of a card payment; how many points come back from the card and how many become
 /// debt is decided under the ledger lock, and `answer` renders the stored answer from it.
 pub struct NewCardReversal {
-    pub payment_id: Uuid,
-    pub reversal_id: Uuid,
+    pub payment_id: CardPaymentId,
+    pub reversal_id: ReversalId,
     pub reason: String,
     pub at: Timestamp,
     pub answer: Box<dyn Fn(&Clawback) -> IdemRecord + Send + Sync>,
@@ -100,6 +125,20 @@ pub struct CardFigures {
     pub points_reversed: i64,
     pub points_outstanding: i64,
     pub points_debt: i64,
+}
+
+/// A merchant's member terms as stored: a percent, and a cap in fen if any.
+#[derive(sqlx::FromRow)]
+struct CardTermsRow {
+    percent: i32,
+    cap_fen: Option<i64>,
+}
+
+/// How many cards were issued one way (`mobile` or `bank_card`).
+#[derive(sqlx::FromRow)]
+struct IssuedCardsRow {
+    via: String,
+    cards: i64,
 }
 
 /// A `season_points` row.
@@ -127,6 +166,10 @@ pub trait CardStore: Send + Sync {
         status: crate::domain::card::CardStatus,
         at: Timestamp,
     ) -> Result<bool, StorageError>;
+
+    /// The citizen's card, its points and debts per season and when they expire, in one
+    /// statement (`GET /v1/me/card`).
+    async fn card_holding(&self, citizen_id: CitizenId) -> Result<Option<CardHolding>, StorageError>;
 
     /// The card's points and debts per season, oldest season (by start) first.
     async fn card_points(&self, card_id: CardId) -> Result<Vec<CardPointsLine>, StorageError>;
@@ -163,13 +206,13 @@ pub trait CardStore: Send + Sync {
     /// Commits a card payment under the ledger lock and returns the answer it stored.
     async fn commit_card_payment(&self, payment: &NewCardPayment) -> Result<IdemRecord, WriteError>;
 
-    async fn card_payment(&self, id: Uuid) -> Result<Option<CardPaymentRecord>, StorageError>;
+    async fn card_payment(&self, id: CardPaymentId) -> Result<Option<CardPaymentRecord>, StorageError>;
 
     /// Commits a reversal under the ledger lock and returns the answer it stored.
     async fn commit_card_reversal(&self, reversal: &NewCardReversal) -> Result<IdemRecord, WriteError>;
 
-    /// Every card's positive points balance of a season: (card, points).
-    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(CardId, i64)>, StorageError>;
+    /// Every card's positive points balance of a season.
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<CardSeasonPoints>, StorageError>;
 
     /// Posts a season's points expiry entries and marks the season's points expired, at once.
     async fn commit_points_expiry(
@@ -196,7 +239,7 @@ pub(crate) const CARD_PAYMENT_COLUMNS: &str = "id, card_id, merchant_id, termina
      order_amount_fen, discount_fen, points, debt_repaid, paid_at_us, reversed_at_us, reversal_id, \
      points_taken_back, points_debt_added";
 
-#[derive(sqlx::FromRow)]
+#[derive(Clone, sqlx::FromRow)]
 pub(crate) struct CardRow {
     id: CardId,
     citizen_id: CitizenId,
@@ -230,9 +273,79 @@ impl CardRow {
     }
 }
 
+/// A row of the card read: the card, and one season it has points in (all NULL when none).
+#[derive(sqlx::FromRow)]
+struct CardHoldingRow {
+    #[sqlx(flatten)]
+    card: CardRow,
+    season_id: Option<SeasonId>,
+    /// The season's `season_points` row, if any (no policy: the points never expire).
+    policy_season_id: Option<SeasonId>,
+    fixed_expire_at_us: Option<i64>,
+    /// The `ends_at` of the second season of the province starting after this one.
+    after_next_ends_at_us: Option<i64>,
+    points: i64,
+    points_debt: i64,
+}
+
+impl CardHoldingRow {
+    fn into_holding(rows: Vec<CardHoldingRow>) -> Result<Option<CardHolding>, StorageError> {
+        let mut rows = rows.into_iter().peekable();
+        let Some(first) = rows.peek() else { return Ok(None) };
+        let card = first.card.clone().into_card()?;
+        let seasons = rows.filter_map(CardHoldingRow::held).collect();
+        Ok(Some(CardHolding { card, seasons }))
+    }
+
+    fn held(self) -> Option<HeldPoints> {
+        let season_id = self.season_id?;
+        let fixed = self.fixed_expire_at_us.map(Timestamp::from_unix_us);
+        let after_next = self.after_next_ends_at_us.map(Timestamp::from_unix_us);
+        Some(HeldPoints {
+            season_id,
+            points: self.points,
+            debt: self.points_debt,
+            expires_at: self.policy_season_id.and(fixed.or(after_next)),
+        })
+    }
+}
+
+impl SqlStore {
+    /// The card read of `card_holding`: the citizen's card (its UNIQUE `citizen_id`), the seasons
+    /// it has payments in (`card_payments_by_card_season`), each season's points policy and the
+    /// season after next (as `card::points_expiry` finds it), and the two points accounts'
+    /// balances (`accounts.address` is unique). One row per season, or one with NULLs.
+    fn card_holding_sql(&self) -> String {
+        let (card, season) =
+            (self.backend.uuid_text_sql("c.id"), self.backend.uuid_text_sql("paid.season_id"));
+        let address = |kind: &str| format!("'card:' || {card} || ':season:' || {season} || ':{kind}'");
+        format!(
+            "WITH c AS (SELECT {CARD_COLUMNS} FROM cards WHERE citizen_id = $1), \
+             paid AS (SELECT DISTINCT p.season_id, s.province, s.starts_at_us FROM card_payments p \
+               JOIN c ON p.card_id = c.id JOIN seasons s ON s.id = p.season_id) \
+             SELECT c.id, c.citizen_id, c.card_number, c.via, c.bank_bin, c.bank_last4, c.status, c.issued_at_us, \
+               paid.season_id, sp.season_id AS policy_season_id, sp.expire_at_us AS fixed_expire_at_us, \
+               (SELECT n.ends_at_us FROM seasons n WHERE n.province = paid.province AND n.id <> paid.season_id \
+                 AND n.starts_at_us > paid.starts_at_us ORDER BY n.starts_at_us, n.id LIMIT 1 OFFSET 1) \
+                 AS after_next_ends_at_us, \
+               COALESCE(hb.credits_fen - hb.debits_fen, 0) AS points, \
+               COALESCE(ob.debits_fen - ob.credits_fen, 0) AS points_debt \
+             FROM c LEFT JOIN paid ON TRUE \
+             LEFT JOIN season_points sp ON sp.season_id = paid.season_id \
+             LEFT JOIN accounts ha ON ha.address = {held} \
+             LEFT JOIN account_balances hb ON hb.account_id = ha.id \
+             LEFT JOIN accounts oa ON oa.address = {owed} \
+             LEFT JOIN account_balances ob ON ob.account_id = oa.id \
+             ORDER BY paid.starts_at_us, paid.season_id",
+            held = address("points"),
+            owed = address("points_debt"),
+        )
+    }
+}
+
 #[derive(sqlx::FromRow)]
 pub(crate) struct CardPaymentRow {
-    id: Uuid,
+    id: CardPaymentId,
     card_id: CardId,
     merchant_id: MerchantId,
     terminal_id: TerminalId,
@@ -244,7 +357,7 @@ pub(crate) struct CardPaymentRow {
     debt_repaid: String,
     paid_at_us: i64,
     reversed_at_us: Option<i64>,
-    reversal_id: Option<Uuid>,
+    reversal_id: Option<ReversalId>,
     points_taken_back: Option<i64>,
     points_debt_added: Option<i64>,
 }
@@ -579,6 +692,12 @@ impl CardStore for SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
+    async fn card_holding(&self, citizen_id: CitizenId) -> Result<Option<CardHolding>, StorageError> {
+        let sql = sqlx::AssertSqlSafe(self.card_holding_sql());
+        let rows: Vec<CardHoldingRow> = query_as(sql).bind(citizen_id).fetch_all(&self.pool).await?;
+        CardHoldingRow::into_holding(rows)
+    }
+
     async fn card_points(&self, card_id: CardId) -> Result<Vec<CardPointsLine>, StorageError> {
         let mut conn = self.pool.acquire().await?;
         Ok(Self::points_lines_on(&mut conn, card_id).await?)
@@ -605,15 +724,15 @@ impl CardStore for SqlStore {
     }
 
     async fn card_terms(&self, merchant_id: MerchantId) -> Result<Option<MemberTerms>, StorageError> {
-        let row: Option<(i32, Option<i64>)> =
+        let row: Option<CardTermsRow> =
             query_as("SELECT percent, cap_fen FROM merchant_card_terms WHERE merchant_id = $1")
                 .bind(merchant_id)
                 .fetch_optional(&self.pool)
                 .await?;
         let corrupt = || StorageError::Corrupt(format!("card terms of merchant {merchant_id}"));
-        row.map(|(percent, cap)| {
-            let cap = cap.map(Fen::new).transpose().map_err(|_| corrupt())?;
-            MemberTerms::new(u32::try_from(percent).map_err(|_| corrupt())?, cap).map_err(|_| corrupt())
+        row.map(|row| {
+            let cap = row.cap_fen.map(Fen::new).transpose().map_err(|_| corrupt())?;
+            MemberTerms::new(u32::try_from(row.percent).map_err(|_| corrupt())?, cap).map_err(|_| corrupt())
         })
         .transpose()
     }
@@ -714,7 +833,7 @@ impl CardStore for SqlStore {
         Ok(answer)
     }
 
-    async fn card_payment(&self, id: Uuid) -> Result<Option<CardPaymentRecord>, StorageError> {
+    async fn card_payment(&self, id: CardPaymentId) -> Result<Option<CardPaymentRecord>, StorageError> {
         let sql =
             sqlx::AssertSqlSafe(format!("SELECT {CARD_PAYMENT_COLUMNS} FROM card_payments WHERE id = $1"));
         let row: Option<CardPaymentRow> = query_as(sql).bind(id).fetch_optional(&self.pool).await?;
@@ -776,7 +895,7 @@ impl CardStore for SqlStore {
         Ok(answer)
     }
 
-    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<(CardId, i64)>, StorageError> {
+    async fn season_card_points(&self, season_id: SeasonId) -> Result<Vec<CardSeasonPoints>, StorageError> {
         let mut conn = self.pool.acquire().await?;
         let cards: Vec<(CardId,)> =
             query_as("SELECT DISTINCT card_id FROM card_payments WHERE season_id = $1 ORDER BY card_id")
@@ -791,7 +910,7 @@ impl CardStore for SqlStore {
             .zip(addresses)
             .filter_map(|((card,), address)| {
                 let points = balances.get(&address).map(|b| b.credits_fen - b.debits_fen).unwrap_or(0);
-                (points > 0).then_some((card, points))
+                (points > 0).then_some(CardSeasonPoints { card_id: card, points })
             })
             .collect())
     }
@@ -828,17 +947,17 @@ impl CardStore for SqlStore {
     async fn card_figures(&self, season_id: SeasonId) -> Result<CardFigures, StorageError> {
         let mut figures = CardFigures::default();
         if let Some(season) = SeasonStore::season(self, season_id).await? {
-            let rows: Vec<(String, i64)> = query_as(
-                "SELECT via, COUNT(*) FROM cards WHERE issued_at_us >= $1 AND issued_at_us < $2 GROUP BY via",
+            let rows: Vec<IssuedCardsRow> = query_as(
+                "SELECT via, COUNT(*) AS cards FROM cards WHERE issued_at_us >= $1 AND issued_at_us < $2 GROUP BY via",
             )
             .bind(season.starts_at.unix_us())
             .bind(season.ends_at.unix_us())
             .fetch_all(&self.pool)
             .await?;
-            for (via, count) in rows {
-                match via.as_str() {
-                    "mobile" => figures.cards_issued_mobile = count,
-                    _ => figures.cards_issued_bank_card = count,
+            for row in rows {
+                match row.via.as_str() {
+                    "mobile" => figures.cards_issued_mobile = row.cards,
+                    _ => figures.cards_issued_bank_card = row.cards,
                 }
             }
         }

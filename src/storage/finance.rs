@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use crate::domain::accounts;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::finance::{SalesFigures, SettlementLine};
+use crate::domain::finance::{SalesFigures, SettlementLine, UnsettledCount};
 use crate::domain::ids::{BatchId, MerchantId, RedemptionId, SeasonId, SettlementId, TerminalId};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
@@ -227,6 +227,30 @@ struct StatementRow {
     discount_fen: i64,
 }
 
+/// How many of a batch's vouchers are in one status.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct VoucherStatusCount {
+    pub batch_id: BatchId,
+    pub status: String,
+    pub vouchers: i64,
+}
+
+/// One link check of a season's rows against its ledger: how many rows break it, and the first
+/// few described (at most `MAX_BREAKS_LISTED`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LinkBreaks {
+    pub check: &'static str,
+    pub breaks: i64,
+    pub listed: Vec<String>,
+}
+
+/// A merchant's count of unsettled redemptions, as `unsettled_counts` reads it.
+#[derive(sqlx::FromRow)]
+struct UnsettledCountRow {
+    merchant_id: MerchantId,
+    redemptions: i64,
+}
+
 #[async_trait]
 pub trait FinanceStore: Send + Sync {
     /// Every account of the season (`season:S:...`) with its maintained debits and credits.
@@ -236,7 +260,7 @@ pub trait FinanceStore: Send + Sync {
     async fn voucher_status_counts(
         &self,
         season_id: SeasonId,
-    ) -> Result<Vec<(BatchId, String, i64)>, StorageError>;
+    ) -> Result<Vec<VoucherStatusCount>, StorageError>;
 
     /// Per batch: live redemptions and reversals.
     async fn batch_sales(&self, season_id: SeasonId) -> Result<Vec<(BatchId, SalesFigures)>, StorageError>;
@@ -262,7 +286,7 @@ pub trait FinanceStore: Send + Sync {
         &self,
         season_id: SeasonId,
         cut_off: Timestamp,
-    ) -> Result<Vec<(MerchantId, i64)>, StorageError>;
+    ) -> Result<Vec<UnsettledCount>, StorageError>;
 
     /// One chunk of a settlement, in one transaction: settles these merchants' unsettled,
     /// unreversed redemptions up to the cut-off (a merchant that already has a line in this
@@ -355,12 +379,11 @@ pub trait FinanceStore: Send + Sync {
 
     /// Vouchers whose state disagrees with the ledger or the redemptions, ledger entries
     /// (claim, expiry, redemption, reversal) whose voucher or redemption is missing or disagrees,
-    /// and the per-person limit counters that disagree with what they count:
-    /// `(check, count, first few descriptions)`.
+    /// and the per-person limit counters that disagree with what they count: one per check.
     async fn link_breaks(
         &self,
         season: &crate::domain::season::Season,
-    ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError>;
+    ) -> Result<Vec<LinkBreaks>, StorageError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -738,17 +761,18 @@ impl SqlStore {
 
     async fn count_breaks(
         tx: &mut Tx,
+        check: &'static str,
         sql: String,
         season_id: SeasonId,
-    ) -> Result<(i64, Vec<String>), StorageError> {
+    ) -> Result<LinkBreaks, StorageError> {
         let count_sql = sqlx::AssertSqlSafe(format!("SELECT CAST(COUNT(*) AS BIGINT) FROM ({sql}) breaks"));
-        let (count,): (i64,) = query_as(count_sql).bind(season_id).fetch_one(&mut *tx).await?;
-        if count == 0 {
-            return Ok((0, Vec::new()));
+        let (breaks,): (i64,) = query_as(count_sql).bind(season_id).fetch_one(&mut *tx).await?;
+        if breaks == 0 {
+            return Ok(LinkBreaks { check, breaks, listed: Vec::new() });
         }
         let list_sql = sqlx::AssertSqlSafe(format!("{sql} LIMIT {MAX_BREAKS_LISTED}"));
         let listed: Vec<(String,)> = query_as(list_sql).bind(season_id).fetch_all(&mut *tx).await?;
-        Ok((count, listed.into_iter().map(|(d,)| d).collect()))
+        Ok(LinkBreaks { check, breaks, listed: listed.into_iter().map(|(d,)| d).collect() })
     }
 }
 
@@ -768,9 +792,9 @@ impl FinanceStore for SqlStore {
     async fn voucher_status_counts(
         &self,
         season_id: SeasonId,
-    ) -> Result<Vec<(BatchId, String, i64)>, StorageError> {
+    ) -> Result<Vec<VoucherStatusCount>, StorageError> {
         Ok(query_as(
-            "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) FROM vouchers WHERE season_id = $1 \
+            "SELECT batch_id, status, CAST(COUNT(*) AS BIGINT) AS vouchers FROM vouchers WHERE season_id = $1 \
              GROUP BY batch_id, status",
         )
         .bind(season_id)
@@ -859,15 +883,20 @@ impl FinanceStore for SqlStore {
         &self,
         season_id: SeasonId,
         cut_off: Timestamp,
-    ) -> Result<Vec<(MerchantId, i64)>, StorageError> {
-        Ok(query_as(
-            "SELECT merchant_id, COUNT(*) FROM redemptions WHERE season_id = $1 AND settled_at_us IS NULL \
-             AND reversed_at_us IS NULL AND redeemed_at_us <= $2 GROUP BY merchant_id ORDER BY merchant_id",
+    ) -> Result<Vec<UnsettledCount>, StorageError> {
+        let rows: Vec<UnsettledCountRow> = query_as(
+            "SELECT merchant_id, COUNT(*) AS redemptions FROM redemptions WHERE season_id = $1 \
+             AND settled_at_us IS NULL AND reversed_at_us IS NULL AND redeemed_at_us <= $2 \
+             GROUP BY merchant_id ORDER BY merchant_id",
         )
         .bind(season_id)
         .bind(cut_off.unix_us())
         .fetch_all(&self.pool)
-        .await?)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| UnsettledCount { merchant_id: r.merchant_id, redemptions: r.redemptions })
+            .collect())
     }
 
     async fn settle_merchants(
@@ -1267,15 +1296,14 @@ impl FinanceStore for SqlStore {
     async fn link_breaks(
         &self,
         season: &crate::domain::season::Season,
-    ) -> Result<Vec<(&'static str, i64, Vec<String>)>, StorageError> {
+    ) -> Result<Vec<LinkBreaks>, StorageError> {
         let mut checks = self.rows_to_entries_checks();
         checks.extend(self.entries_to_rows_checks());
         checks.extend(self.counter_checks(season));
         let mut found = Vec::with_capacity(checks.len());
         let mut tx = self.backend.begin_link_checks().await?;
         for (name, sql) in checks {
-            let (count, listed) = Self::count_breaks(&mut tx, sql, season.id).await?;
-            found.push((name, count, listed));
+            found.push(Self::count_breaks(&mut tx, name, sql, season.id).await?);
         }
         tx.rollback().await?;
         Ok(found)

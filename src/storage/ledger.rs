@@ -14,6 +14,7 @@ use crate::domain::ledger::{
 };
 use crate::domain::staff::{Role, StaffScope};
 use crate::domain::time::Timestamp;
+use crate::storage::backend::AccountBalanceRow;
 use crate::storage::db::{Exec, QueryBuilder, Tx, query, query_as};
 use crate::storage::{
     Backend, BalanceMismatch, ClaimOutcome, EnrolmentTry, LedgerStore, NewEnrolment, NewStaffKey, PostError,
@@ -356,7 +357,11 @@ impl SqlStore {
                 let account = accounts
                     .get(address)
                     .ok_or_else(|| StorageError::Corrupt(format!("account {address}")))?;
-                Ok((account.id, b.debits_fen, b.credits_fen))
+                Ok(AccountBalanceRow {
+                    account_id: account.id,
+                    debits_fen: b.debits_fen,
+                    credits_fen: b.credits_fen,
+                })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
         for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
@@ -373,8 +378,11 @@ impl SqlStore {
         let ids: Vec<i64> = accounts.values().map(|a| a.id).collect();
         let mut balances = HashMap::with_capacity(ids.len());
         for chunk in ids.chunks(INSERT_CHUNK_ROWS) {
-            for (id, debits_fen, credits_fen) in self.backend.balance_rows(tx, chunk.to_vec()).await? {
-                balances.insert(id, Balance { debits_fen, credits_fen });
+            for row in self.backend.balance_rows(tx, chunk.to_vec()).await? {
+                balances.insert(
+                    row.account_id,
+                    Balance { debits_fen: row.debits_fen, credits_fen: row.credits_fen },
+                );
             }
         }
         Ok(balances)

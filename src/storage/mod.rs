@@ -39,15 +39,17 @@ pub use codes::{CodeStore, CodeTry, NewCode};
 pub use constraint::Constraint;
 pub use db::committed_writes;
 pub use finance::{
-    DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
-    SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
+    DayActivity, FinalReport, FinanceStore, LinkBreaks, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney,
+    MerchantSales, SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
+    VoucherStatusCount,
 };
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
 
 pub use card::{
-    CardFigures, CardPaymentRecord, CardPointsLine, CardStore, NewCardPayment, NewCardReversal, PointsPolicy,
+    CardFigures, CardHolding, CardPaymentRecord, CardPointsLine, CardSeasonPoints, CardStore, HeldPoints,
+    NewCardPayment, NewCardReversal, PointsPolicy,
 };
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

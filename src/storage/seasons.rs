@@ -18,7 +18,8 @@ use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::ledger::{AddressBalanceRow, INSERT_CHUNK_ROWS};
 use crate::storage::{
     CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen, NewSession, Refusal,
-    SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer, WriteError,
+    RevokedSession, SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer,
+    WriteError,
 };
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
@@ -111,6 +112,22 @@ pub(crate) struct BatchRow {
     points_price: Option<i64>,
     lottery_seed_sha256: Option<String>,
     drawn_at_us: Option<i64>,
+}
+
+/// A slot a citizen holds a live voucher in, of one batch.
+#[derive(sqlx::FromRow)]
+struct LiveSlotRow {
+    citizen_id: CitizenId,
+    slot: i32,
+}
+
+/// A `citizen_season_totals` row: what a citizen claimed in a season (`period` 0) or a month
+/// (`period` YYYYMM in CST).
+#[derive(sqlx::FromRow)]
+struct SeasonTotalRow {
+    citizen_id: CitizenId,
+    period: i32,
+    claimed_fen: i64,
 }
 
 /// The columns a batch's terms are stored in: kind, face value, percent, cap, step, min spend.
@@ -735,7 +752,7 @@ impl SeasonStore for SqlStore {
         &self,
         since: Timestamp,
         limit: i64,
-    ) -> Result<Vec<(Vec<u8>, Timestamp)>, StorageError> {
+    ) -> Result<Vec<RevokedSession>, StorageError> {
         let rows: Vec<(Vec<u8>, i64)> = query_as(
             "SELECT token_hash, revoked_at_us FROM citizen_sessions \
              WHERE revoked_at_us >= $1 ORDER BY revoked_at_us LIMIT $2",
@@ -744,7 +761,13 @@ impl SeasonStore for SqlStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows.into_iter().map(|(hash, at_us)| (hash, Timestamp::from_unix_us(at_us))).collect())
+        Ok(rows
+            .into_iter()
+            .map(|(token_hash, at_us)| RevokedSession {
+                token_hash,
+                revoked_at: Timestamp::from_unix_us(at_us),
+            })
+            .collect())
     }
 
     async fn citizen_vouchers(
@@ -878,9 +901,9 @@ impl SeasonStore for SqlStore {
                 list.push_bind(*citizen);
             }
             slots.push(")");
-            let rows: Vec<(CitizenId, i32)> = slots.build_query_as().fetch_all(&self.pool).await?;
-            for (citizen, slot) in rows {
-                if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen), u32::try_from(slot)) {
+            let rows: Vec<LiveSlotRow> = slots.build_query_as().fetch_all(&self.pool).await?;
+            for LiveSlotRow { citizen_id, slot } in rows {
+                if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen_id), u32::try_from(slot)) {
                     h.slots.push(slot);
                 }
             }
@@ -894,13 +917,13 @@ impl SeasonStore for SqlStore {
                 list.push_bind(*citizen);
             }
             totals.push(")");
-            let rows: Vec<(CitizenId, i32, i64)> = totals.build_query_as().fetch_all(&self.pool).await?;
-            for (citizen, period, total) in rows {
-                if let Some(h) = holdings.get_mut(&citizen) {
-                    if period == crate::domain::season::SEASON_PERIOD {
-                        h.season_total_fen = total;
+            let rows: Vec<SeasonTotalRow> = totals.build_query_as().fetch_all(&self.pool).await?;
+            for row in rows {
+                if let Some(h) = holdings.get_mut(&row.citizen_id) {
+                    if row.period == crate::domain::season::SEASON_PERIOD {
+                        h.season_total_fen = row.claimed_fen;
                     } else {
-                        h.month_total_fen = total;
+                        h.month_total_fen = row.claimed_fen;
                     }
                 }
             }

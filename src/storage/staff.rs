@@ -53,7 +53,23 @@ pub enum ClaimOutcome {
     MinterRevoked,
 }
 
-type EnrolmentRow = (String, Vec<u8>, String, String, String, StaffKeyId);
+/// An unclaimed enrolment, as its claim reads it.
+#[derive(sqlx::FromRow)]
+struct EnrolmentRow {
+    person_name: String,
+    phone_hash: Vec<u8>,
+    role: String,
+    region: String,
+    label: String,
+    minted_by: StaffKeyId,
+}
+
+/// Why a try at an enrolment's code was not counted: claimed, expired, or out of tries.
+#[derive(sqlx::FromRow)]
+struct EnrolmentStateRow {
+    claimed_at_us: Option<i64>,
+    expires_at_us: i64,
+}
 
 impl SqlStore {
     /// The person with this phone, made if there is none (one phone, one person: the first
@@ -137,15 +153,15 @@ impl SqlStore {
         if let Some((code_hash,)) = counted {
             return Ok(EnrolmentTry::Counted { code_hash });
         }
-        let row: Option<(Option<i64>, i64, i32)> =
-            query_as("SELECT claimed_at_us, expires_at_us, tries FROM staff_enrolments WHERE id = $1")
+        let row: Option<EnrolmentStateRow> =
+            query_as("SELECT claimed_at_us, expires_at_us FROM staff_enrolments WHERE id = $1")
                 .bind(id)
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(match row {
             None => EnrolmentTry::NotFound,
-            Some((Some(_), _, _)) => EnrolmentTry::Claimed,
-            Some((None, expires_at_us, _)) if expires_at_us <= now.unix_us() => EnrolmentTry::Expired,
+            Some(EnrolmentStateRow { claimed_at_us: Some(_), .. }) => EnrolmentTry::Claimed,
+            Some(row) if row.expires_at_us <= now.unix_us() => EnrolmentTry::Expired,
             Some(_) => EnrolmentTry::Locked,
         })
     }
@@ -167,7 +183,7 @@ impl SqlStore {
         ));
         let row: Option<EnrolmentRow> =
             query_as(sql).bind(id).bind(at.unix_us()).fetch_optional(&mut tx).await?;
-        let Some((name, phone_hash, role, region, label, minted_by)) = row else {
+        let Some(EnrolmentRow { person_name: name, phone_hash, role, region, label, minted_by }) = row else {
             return Ok(ClaimOutcome::Gone);
         };
         let revoked: Option<(Option<i64>,)> = query_as("SELECT revoked_at_us FROM staff_keys WHERE id = $1")

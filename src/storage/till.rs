@@ -5,7 +5,8 @@ use uuid::Uuid;
 
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{
-    BatchId, CitizenId, MerchantId, RedemptionId, SeasonId, StaffKeyId, TerminalId, VoucherId,
+    AccountRequestId, BatchId, CardPaymentId, CitizenId, MerchantId, RedemptionId, ReversalId, SeasonId,
+    StaffKeyId, TerminalId, VoucherId,
 };
 use crate::domain::ledger::NewEntry;
 use crate::domain::merchant::{
@@ -112,7 +113,7 @@ pub(crate) struct AccountChangeRow {
     new_bank: String,
     new_account_no: String,
     new_account_name: String,
-    request_id: Option<Uuid>,
+    request_id: Option<AccountRequestId>,
     requested_by: Option<StaffKeyId>,
 }
 
@@ -151,7 +152,7 @@ pub(crate) const ACCOUNT_REQUEST_FROM: &str =
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct AccountRequestRow {
-    id: Uuid,
+    id: AccountRequestId,
     merchant_id: MerchantId,
     seq: i64,
     requested_at_us: i64,
@@ -214,7 +215,7 @@ pub(crate) struct RedemptionRow {
     funders: String,
     redeemed_at_us: i64,
     reversed_at_us: Option<i64>,
-    reversal_id: Option<Uuid>,
+    reversal_id: Option<ReversalId>,
     settled_at_us: Option<i64>,
 }
 
@@ -249,7 +250,7 @@ pub(crate) struct SeenState {
     /// (merchant, order_ref, slot) -> whether the redeemed voucher was provincial.
     pub orders: std::collections::HashMap<(MerchantId, String, String), bool>,
     /// (merchant, order_ref) -> the live card payment on that order.
-    pub card_orders: std::collections::HashMap<(MerchantId, String), Uuid>,
+    pub card_orders: std::collections::HashMap<(MerchantId, String), CardPaymentId>,
     /// (citizen, merchant, season) -> live redemptions, for the group's redemptions whose season
     /// limits them (`NewRedemption::merchant_redemption_limit`).
     pub merchant_counts: std::collections::HashMap<(CitizenId, MerchantId, SeasonId), i64>,
@@ -262,7 +263,7 @@ pub(crate) struct GroupRows {
     /// (voucher, status; `season_closed` when its season is closed).
     pub vouchers: Vec<(VoucherId, String)>,
     /// (merchant, order_ref, live card payment).
-    pub card_orders: Vec<(MerchantId, String, Uuid)>,
+    pub card_orders: Vec<(MerchantId, String, CardPaymentId)>,
 }
 
 /// Decides each redemption of a group in order against what the database holds and what the
@@ -388,8 +389,9 @@ impl SqlStore {
         let pairs: Vec<(MerchantId, String)> =
             group.iter().map(|r| (r.merchant_id, r.order_ref.clone())).collect();
         let rows = self.backend.live_orders(tx, &pairs).await?;
-        for (merchant, order_ref, slot, issuer) in rows {
-            seen.orders.insert((merchant, order_ref, slot), issuer.ends_with("0000"));
+        for row in rows {
+            seen.orders
+                .insert((row.merchant_id, row.order_ref, row.order_slot), row.issuer.ends_with("0000"));
         }
         seen.merchant_counts = self.merchant_counts(tx, group).await?;
         Ok(seen)
@@ -426,8 +428,8 @@ impl SqlStore {
             return Ok(counts);
         }
         let keys: Vec<(CitizenId, MerchantId, SeasonId)> = triples.iter().map(|(key, _, _)| *key).collect();
-        for (citizen, merchant, season, live) in self.backend.merchant_count_rows(tx, &keys).await? {
-            counts.insert((citizen, merchant, season), i64::from(live));
+        for row in self.backend.merchant_count_rows(tx, &keys).await? {
+            counts.insert((row.citizen_id, row.merchant_id, row.season_id), i64::from(row.live_count));
         }
         Ok(counts)
     }

@@ -8,7 +8,8 @@ use uuid::Uuid;
 use super::{PostError, StorageError};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{
-    BatchId, CardId, CitizenId, MerchantId, RedemptionId, SeasonId, TerminalId, VoucherId,
+    AccountRequestId, BatchId, CardId, CardPaymentId, CitizenId, MerchantId, RedemptionId, ReversalId,
+    SeasonId, TerminalId, VoucherId,
 };
 use crate::domain::ledger::{Balance, IndexedLedgerError, NewEntry};
 use crate::domain::merchant::{AccountDecision, AccountRequest, DecisionRefused};
@@ -206,6 +207,13 @@ pub struct ExpiryCommit {
     pub notices: Vec<String>,
 }
 
+/// A revoked citizen session: its token's SHA-256, and when it was revoked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RevokedSession {
+    pub token_hash: Vec<u8>,
+    pub revoked_at: Timestamp,
+}
+
 #[async_trait]
 pub trait SeasonStore: Send + Sync {
     async fn idempotent_answer(&self, scope: &str, key: &str) -> Result<Option<StoredAnswer>, StorageError>;
@@ -331,7 +339,7 @@ pub trait SeasonStore: Send + Sync {
         &self,
         since: Timestamp,
         limit: i64,
-    ) -> Result<Vec<(Vec<u8>, Timestamp)>, StorageError>;
+    ) -> Result<Vec<RevokedSession>, StorageError>;
 
     /// The citizen's vouchers, newest claim first, after `after` (a page's last), at most `limit`.
     async fn citizen_vouchers(
@@ -383,7 +391,7 @@ pub struct AccountChange {
     pub to: crate::domain::merchant::SettlementAccount,
     /// The request it carried out, and the key that asked; `None` for changes made with one key
     /// before requests needed a second (migration 0014).
-    pub request: Option<(Uuid, crate::domain::ids::StaffKeyId)>,
+    pub request: Option<(AccountRequestId, crate::domain::ids::StaffKeyId)>,
 }
 
 /// Rows housekeeping deletes by age: those of `table` matching `older` (which compares with `$1`,
@@ -414,7 +422,7 @@ pub(crate) const OLD_CLIENT_ANSWERS: PruneTarget = PruneTarget {
 /// A request to change a merchant's settlement account, as asked: the store numbers it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccountRequest {
-    pub id: Uuid,
+    pub id: AccountRequestId,
     pub merchant_id: MerchantId,
     pub requested_at: Timestamp,
     pub requested_by: crate::domain::ids::StaffKeyId,
@@ -438,7 +446,7 @@ pub enum AccountRequestOutcome {
 /// A second key's decision about a request, as made.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NewAccountDecision {
-    pub request_id: Uuid,
+    pub request_id: AccountRequestId,
     pub merchant_id: MerchantId,
     pub decision: AccountDecision,
     /// The id of the change an approval makes.
@@ -495,7 +503,7 @@ pub struct NewRedemption {
     pub qr_nonce: Vec<u8>,
     /// The live card payment on this order the redemption's basis was computed from (None: no
     /// card payment); re-checked under the ledger lock (`order_changed` if it differs).
-    pub card_payment_id: Option<Uuid>,
+    pub card_payment_id: Option<CardPaymentId>,
     /// The voucher's holder, and the season's limit on their redemptions at one merchant
     /// (`Season::merchant_redemption_limit`), counted under the ledger lock.
     pub citizen_id: CitizenId,
@@ -518,14 +526,14 @@ pub struct RedemptionRecord {
     pub funders_json: String,
     pub redeemed_at: Timestamp,
     pub reversed_at: Option<Timestamp>,
-    pub reversal_id: Option<Uuid>,
+    pub reversal_id: Option<ReversalId>,
     pub settled: bool,
 }
 
 #[derive(Clone, Debug)]
 pub struct NewReversal {
     pub redemption_id: RedemptionId,
-    pub reversal_id: Uuid,
+    pub reversal_id: ReversalId,
     pub voucher_id: VoucherId,
     pub batch_id: BatchId,
     pub reason: String,

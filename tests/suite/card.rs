@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use uuid::Uuid;
+use wenhui::domain::card::points_expiry;
 use wenhui::domain::card::{Card, CardNumber, CardVia, luhn_valid};
 use wenhui::domain::citizen::synthetic_id_number;
 use wenhui::domain::staff::Role;
 use wenhui::domain::time::Timestamp;
-use wenhui::storage::{CardFigures, Constraint, WriteError};
+use wenhui::storage::{CardFigures, CardHolding, Constraint, HeldPoints, Storage, WriteError};
 use wenhui_merchant_sdk::client::{CardPayment, CardPaymentRequest};
 use wenhui_merchant_sdk::token::TokenKind;
 
@@ -139,6 +140,7 @@ both_backends!(
     points_exchange_rush_sells_exactly_the_stock,
     reversals_take_points_back_and_record_debt,
     points_expire_at_the_end_of_the_season_after_next,
+    my_card_is_one_statement_with_the_answer_of_the_long_way,
 );
 
 async fn cards_issue_both_ways_once_per_citizen(backend: Backend) {
@@ -605,7 +607,7 @@ async fn points_expire_at_the_end_of_the_season_after_next(backend: Backend) {
     // refused under the ledger head (points earned there would never expire); the service
     // plans it again.
     let late = wenhui::storage::NewCardPayment {
-        id: Uuid::now_v7(),
+        id: Uuid::now_v7().into(),
         card_id: card_id.into(),
         merchant_id: till.bookstore.parse().expect("uuid"),
         terminal_id: till.terminal_id.into(),
@@ -636,4 +638,98 @@ async fn points_expire_at_the_end_of_the_season_after_next(backend: Backend) {
     let figures = till.figures().await;
     assert_eq!((figures.points_earned, figures.points_expired, figures.points_outstanding), (100, 100, 0));
     till.assert_reconciles().await;
+}
+
+/// What `GET /v1/me/card` shows, read the long way (before issue 26): the card's points lines,
+/// then each season, its policy and its province's seasons for `card::points_expiry`.
+async fn holding_the_long_way(store: &dyn Storage, card: Card) -> CardHolding {
+    let mut seasons = Vec::new();
+    for line in store.card_points(card.id).await.expect("points") {
+        let season = store.season(line.season_id).await.expect("season").expect("exists");
+        let policy = store.points_policy(line.season_id).await.expect("policy");
+        let all = store.seasons(Some(season.province), None, 1_000).await.expect("seasons");
+        let expires_at = policy.and_then(|p| points_expiry(&season, p.expire_at, &all));
+        seasons.push(HeldPoints {
+            season_id: line.season_id,
+            points: line.points,
+            debt: line.debt,
+            expires_at,
+        });
+    }
+    CardHolding { card, seasons }
+}
+
+/// `sqlx::query` events (one per statement sent) while `read` runs, on this task only.
+async fn statements_sent<T>(read: impl std::future::Future<Output = T>) -> (T, usize) {
+    use tracing::instrument::WithSubscriber;
+    use tracing_subscriber::layer::SubscriberExt;
+
+    struct Count(Arc<std::sync::atomic::AtomicUsize>);
+    impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for Count {
+        fn on_event(&self, event: &tracing::Event<'_>, _: tracing_subscriber::layer::Context<'_, S>) {
+            if event.metadata().target() == "sqlx::query" {
+                self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }
+    }
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let subscriber = tracing_subscriber::registry().with(Count(count.clone()));
+    let value = read.with_subscriber(subscriber).await;
+    (value, count.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+async fn my_card_is_one_statement_with_the_answer_of_the_long_way(backend: Backend) {
+    let till = Till::new(backend, json!({})).await;
+    till.terms(0, None).await;
+    till.rate(&till.world.season_id, 1).await;
+    let (citizen, card_id) = till.card_holder(1).await;
+    let store = till.world.app.store();
+    let card =
+        store.card(card_id.parse::<Uuid>().expect("uuid").into()).await.expect("card").expect("exists");
+    let holding = store.card_holding(card.citizen_id).await.expect("read").expect("a card");
+    assert_eq!(holding, CardHolding { card: card.clone(), seasons: Vec::new() }, "no payment yet: one row");
+
+    till.pay_with(&citizen, "100.00", "one-1").await;
+    till.pay_with(&citizen, "25.50", "one-2").await;
+    let day = 86_400;
+    for n in 1..=3 {
+        let body = json!({
+            "name": format!("later {n}"), "province": "370000", "starts_at": till.world.at(n * 40 * day),
+            "ends_at": till.world.at(n * 40 * day + 30 * day), "budgets": [{"funder": "370000", "amount": "10.00"}],
+        });
+        let key = format!("later-{n}");
+        let (status, season) =
+            till.world.app.post_idem("/v1/seasons", Some(&till.world.province_admin), &key, body).await;
+        assert_eq!(status, 201, "{season}");
+        // After the first later season the points do not expire yet; after the second they do.
+        let holding = store.card_holding(card.citizen_id).await.expect("read").expect("a card");
+        assert_eq!(holding, holding_the_long_way(store, card.clone()).await, "after season {n}");
+        assert_eq!(holding.seasons.len(), 1);
+        assert_eq!((holding.seasons[0].points, holding.seasons[0].expires_at.is_some()), (125, n >= 2));
+    }
+    // A moment the province fixed wins over the default rule.
+    let path = format!("/v1/seasons/{}/points-rate", till.world.season_id);
+    let fixed = till.world.at(200 * day);
+    let body = json!({"points_per_yuan": 1, "points_expire_at": fixed});
+    let (status, answer) = put(&till, &path, &till.world.province_admin, body).await;
+    assert_eq!(status, 200, "{answer}");
+    let (holding, sent) = statements_sent(store.card_holding(card.citizen_id)).await;
+    let holding = holding.expect("read").expect("a card");
+    assert_eq!(holding, holding_the_long_way(store, card.clone()).await);
+    assert_eq!(holding.seasons[0].expires_at.map(|t| t.to_string()), Some(fixed.clone()));
+    if backend == Backend::Postgres {
+        // SQLite runs statements on its connection's own thread, outside this task's subscriber.
+        assert_eq!(sent, 1, "the card read is one statement");
+        let (_, long_way) = statements_sent(holding_the_long_way(store, card.clone())).await;
+        assert!(long_way >= 5, "the counter counts: the long way sent {long_way}");
+    }
+    // And the answer over HTTP is that read.
+    let answer = till.my_card(&citizen).await;
+    assert_eq!((answer["points"].as_i64(), answer["points_debt"].as_i64()), (Some(125), Some(0)));
+    assert_eq!(answer["seasons"][0]["season_id"].as_str(), Some(till.world.season_id.as_str()));
+    assert_eq!(answer["seasons"][0]["expires_at"].as_str(), Some(fixed.as_str()));
+    // A citizen without a card has none.
+    let other = till.world.citizen(2).await;
+    let (status, body) = till.world.app.get("/v1/me/card", Some(&other)).await;
+    assert_eq!((status, code(&body)), (404, "no_card"));
 }

@@ -1071,7 +1071,7 @@ async fn a_reversal_planned_before_its_batch_closed_is_planned_again(backend: Ba
     // Planned while the batch was open: the voucher expires, its value back to the reserve.
     let funder = "370000".parse().expect("region");
     let posting = |account, side, amount_fen| NewPosting { account, side, amount_fen };
-    let reversal_id = Uuid::now_v7();
+    let reversal_id = wenhui::domain::ids::ReversalId::new_v7();
     let stale = NewReversal {
         redemption_id: record.id,
         reversal_id,

@@ -240,9 +240,9 @@ async fn batch_figures(
     // Forfeits have no counter of their own: counted from the rows, in the seasons that have them.
     let mut forfeits: HashMap<BatchId, i64> = HashMap::new();
     if season.refund_forfeits_voucher {
-        for (batch, status, count) in store.voucher_status_counts(season.id).await? {
-            if status == VoucherStatus::Forfeited.as_str() {
-                forfeits.insert(batch, count);
+        for count in store.voucher_status_counts(season.id).await? {
+            if count.status == VoucherStatus::Forfeited.as_str() {
+                forfeits.insert(count.batch_id, count.vouchers);
             }
         }
     }
@@ -435,8 +435,8 @@ async fn business_checks(store: &dyn Storage, season: &Season) -> Result<Vec<Che
     let batches = store.season_batches(season.id).await?;
     let balances = store.season_balances(season.id).await?;
     let mut by_status: StatusCounts = HashMap::new();
-    for (batch, status, count) in store.voucher_status_counts(season.id).await? {
-        by_status.entry(batch).or_default().insert(status, count);
+    for count in store.voucher_status_counts(season.id).await? {
+        by_status.entry(count.batch_id).or_default().insert(count.status, count.vouchers);
     }
     let sales: HashMap<BatchId, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
     let funders = season_funder_figures(season, &balances, &batches);
@@ -444,8 +444,13 @@ async fn business_checks(store: &dyn Storage, season: &Season) -> Result<Vec<Che
     checks.push(check("batch_counts", batch_count_breaks(&batches, &by_status, &sales)));
     checks.push(check("batch_money", batch_money_breaks(season, &batches, &balances, &by_status)));
     checks.push(check("merchant_money", merchant_money_breaks(store, season, &balances).await?));
-    for (name, count, listed) in store.link_breaks(season).await? {
-        checks.push(Check { name: name.to_owned(), ok: count == 0, breaks: count, listed });
+    for found in store.link_breaks(season).await? {
+        checks.push(Check {
+            name: found.check.to_owned(),
+            ok: found.breaks == 0,
+            breaks: found.breaks,
+            listed: found.listed,
+        });
     }
     if season.closed_at.is_some() {
         checks.push(check("clearing_after_close", clearing_breaks(season, &balances)));

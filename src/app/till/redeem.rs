@@ -6,7 +6,6 @@
 //! member discount applies first, then the government voucher on what remains
 //! ([docs/till.md](../../../docs/till.md)).
 
-use uuid::Uuid;
 use wenhui_merchant_sdk::token::{QrToken, TokenError, TokenKind, TokenPayload};
 use wenhui_merchant_sdk::wire::{FunderShare, Quote, QuoteTerms, Redemption, Reversal};
 
@@ -17,7 +16,7 @@ use crate::app::qr::QrKeys;
 use crate::domain::entries::{AfterReversal, FunderPart, funder_parts, redemption_entry, reversal_entry};
 use crate::domain::error_code::ErrorCode;
 use crate::domain::funding::VoucherTerms;
-use crate::domain::ids::{BatchId, MerchantId, RedemptionId, TerminalId, VoucherId};
+use crate::domain::ids::{BatchId, MerchantId, RedemptionId, ReversalId, TerminalId, VoucherId};
 use crate::domain::merchant::Merchant;
 use crate::domain::money::Fen;
 use crate::domain::region::RegionLevel;
@@ -310,7 +309,7 @@ pub fn new_redemption(
         funders,
         member_discount: card.map(|(discount, _)| discount.to_string()),
         voucher_basis: card.map(|_| priced.basis.to_string()),
-        card_payment_id: card.map(|(_, paid)| paid.id),
+        card_payment_id: card.map(|(_, paid)| paid.id.as_uuid()),
     };
     Ok(NewRedemption {
         id,
@@ -352,10 +351,10 @@ pub async fn plan_reversal(
         Fen::new(record.discount_fen).map_err(|_| AppError::internal("a stored discount is negative"))?;
     let parts = funder_parts(&batch, voucher.value, discount);
     let after = AfterReversal::of(&season, &voucher, now);
-    let reversal_id = Uuid::now_v7();
+    let reversal_id = ReversalId::new_v7();
     let voucher_status = after.status().as_str();
     answer.body = answer_text(&Reversal {
-        reversal_id,
+        reversal_id: reversal_id.as_uuid(),
         redemption_id: record.id.as_uuid(),
         voucher_id: voucher.id.as_uuid(),
         voucher_status: voucher_status.to_owned(),

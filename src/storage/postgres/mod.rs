@@ -7,7 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
-use super::backend::SqlBackend;
+use super::backend::{AccountBalanceRow, LiveOrderRow, MerchantCountRow, SqlBackend};
 use super::db::{Pool, Tx};
 use super::notices::{Notice, NoticeFeed};
 use super::{Backend, StorageError};
@@ -263,7 +263,7 @@ impl SqlBackend for PgBackend {
         &self,
         tx: &mut Tx,
         keys: &[(CitizenId, MerchantId, SeasonId)],
-    ) -> Result<Vec<(CitizenId, MerchantId, SeasonId, i32)>, sqlx::Error> {
+    ) -> Result<Vec<MerchantCountRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT c.citizen_id, c.merchant_id, c.season_id, c.live_count \
              FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[]) AS k(citizen_id, merchant_id, season_id) \
@@ -386,7 +386,7 @@ impl SqlBackend for PgBackend {
         &self,
         tx: &mut Tx,
         pairs: &[(MerchantId, String)],
-    ) -> Result<Vec<(MerchantId, String, String, String)>, sqlx::Error> {
+    ) -> Result<Vec<LiveOrderRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer \
              FROM UNNEST($1::uuid[], $2::text[]) AS k(merchant_id, order_ref) \
@@ -434,7 +434,7 @@ impl SqlBackend for PgBackend {
         .await
     }
 
-    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<AccountBalanceRow>, sqlx::Error> {
         sqlx::query_as(
             "SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id = ANY($1)",
         )
@@ -443,15 +443,15 @@ impl SqlBackend for PgBackend {
         .await
     }
 
-    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[(i64, i64, i64)]) -> Result<(), sqlx::Error> {
+    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[AccountBalanceRow]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO account_balances (account_id, debits_fen, credits_fen) \
              SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) \
              ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
         )
-        .bind(rows.iter().map(|(account, _, _)| *account).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, debits, _)| *debits).collect::<Vec<_>>())
-        .bind(rows.iter().map(|(_, _, credits)| *credits).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.account_id).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.debits_fen).collect::<Vec<_>>())
+        .bind(rows.iter().map(|row| row.credits_fen).collect::<Vec<_>>())
         .execute(tx.pg()?)
         .await?;
         Ok(())

@@ -10,7 +10,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::backend::SqlBackend;
+use super::backend::{AccountBalanceRow, LiveOrderRow, MerchantCountRow, SqlBackend};
 use super::db::{Bind, Pool, QueryBuilder, Tx, query};
 use super::{Backend, StorageError};
 use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
@@ -200,7 +200,7 @@ impl SqlBackend for SqliteBackend {
         &self,
         tx: &mut Tx,
         keys: &[(CitizenId, MerchantId, SeasonId)],
-    ) -> Result<Vec<(CitizenId, MerchantId, SeasonId, i32)>, sqlx::Error> {
+    ) -> Result<Vec<MerchantCountRow>, sqlx::Error> {
         let mut query = QueryBuilder::new("");
         for (n, (citizen, merchant, season)) in keys.iter().enumerate() {
             if n > 0 {
@@ -310,7 +310,7 @@ impl SqlBackend for SqliteBackend {
         &self,
         tx: &mut Tx,
         pairs: &[(MerchantId, String)],
-    ) -> Result<Vec<(MerchantId, String, String, String)>, sqlx::Error> {
+    ) -> Result<Vec<LiveOrderRow>, sqlx::Error> {
         let mut q = in_pairs(
             "SELECT r.merchant_id, r.order_ref, r.order_slot, b.issuer FROM redemptions r \
              JOIN batches b ON b.id = r.batch_id WHERE r.reversed_at_us IS NULL AND (r.merchant_id, r.order_ref) IN (",
@@ -352,18 +352,18 @@ impl SqlBackend for SqliteBackend {
         .build_query_as().fetch_all(&mut *tx).await
     }
 
-    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<(i64, i64, i64)>, sqlx::Error> {
+    async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<AccountBalanceRow>, sqlx::Error> {
         in_list("SELECT account_id, debits_fen, credits_fen FROM account_balances WHERE account_id IN (", ids)
             .build_query_as()
             .fetch_all(&mut *tx)
             .await
     }
 
-    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[(i64, i64, i64)]) -> Result<(), sqlx::Error> {
+    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[AccountBalanceRow]) -> Result<(), sqlx::Error> {
         let mut upsert =
             QueryBuilder::new("INSERT INTO account_balances (account_id, debits_fen, credits_fen) ");
-        upsert.push_values(rows, |mut row, (id, debits, credits)| {
-            row.push_bind(*id).push_bind(*debits).push_bind(*credits);
+        upsert.push_values(rows, |mut row, balance| {
+            row.push_bind(balance.account_id).push_bind(balance.debits_fen).push_bind(balance.credits_fen);
         });
         upsert.push(
             " ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
