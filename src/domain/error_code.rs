@@ -41,6 +41,7 @@ pub enum ErrorCode {
     CreditCodeFormat,
     DatabaseBusy,
     DatabaseUnavailable,
+    DrawNotAuditable,
     DrawTooEarly,
     DrawUnfinished,
     /// More than one Idempotency-Key header: which one the client meant is unknown.
@@ -120,6 +121,7 @@ pub enum ErrorCode {
     NoCard,
     NoCheckpoint,
     NotALottery,
+    NotDrawn,
     NotExchangeable,
     NotFound,
     NotOpen,
@@ -202,6 +204,7 @@ impl ErrorCode {
         ErrorCode::CreditCodeFormat,
         ErrorCode::DatabaseBusy,
         ErrorCode::DatabaseUnavailable,
+        ErrorCode::DrawNotAuditable,
         ErrorCode::DrawTooEarly,
         ErrorCode::DrawUnfinished,
         ErrorCode::DuplicateIdempotencyKey,
@@ -280,6 +283,7 @@ impl ErrorCode {
         ErrorCode::NoCard,
         ErrorCode::NoCheckpoint,
         ErrorCode::NotALottery,
+        ErrorCode::NotDrawn,
         ErrorCode::NotExchangeable,
         ErrorCode::NotFound,
         ErrorCode::NotOpen,
@@ -362,6 +366,7 @@ impl ErrorCode {
             ErrorCode::CreditCodeFormat => "credit_code_format",
             ErrorCode::DatabaseBusy => "database_busy",
             ErrorCode::DatabaseUnavailable => "database_unavailable",
+            ErrorCode::DrawNotAuditable => "draw_not_auditable",
             ErrorCode::DrawTooEarly => "draw_too_early",
             ErrorCode::DrawUnfinished => "draw_unfinished",
             ErrorCode::DuplicateIdempotencyKey => "duplicate_idempotency_key",
@@ -440,6 +445,7 @@ impl ErrorCode {
             ErrorCode::NoCard => "no_card",
             ErrorCode::NoCheckpoint => "no_checkpoint",
             ErrorCode::NotALottery => "not_a_lottery",
+            ErrorCode::NotDrawn => "not_drawn",
             ErrorCode::NotExchangeable => "not_exchangeable",
             ErrorCode::NotFound => "not_found",
             ErrorCode::NotOpen => "not_open",
@@ -538,6 +544,7 @@ mod tests {
             | ErrorCode::CreditCodeFormat
             | ErrorCode::DatabaseBusy
             | ErrorCode::DatabaseUnavailable
+            | ErrorCode::DrawNotAuditable
             | ErrorCode::DrawTooEarly
             | ErrorCode::DrawUnfinished
             | ErrorCode::DuplicateIdempotencyKey
@@ -616,6 +623,7 @@ mod tests {
             | ErrorCode::NoCard
             | ErrorCode::NoCheckpoint
             | ErrorCode::NotALottery
+            | ErrorCode::NotDrawn
             | ErrorCode::NotExchangeable
             | ErrorCode::NotFound
             | ErrorCode::NotOpen
