@@ -574,7 +574,9 @@ fn verify_lottery(file: &Path, citizen: Option<crate::domain::ids::CitizenId>) -
     if differences.is_empty() {
         let (entrants, winners, skipped) =
             (document.entrants.len(), document.winners.len(), document.skipped.len());
-        println!("OK: seed and salt match their commitments; {entrants} entrants, {winners} winners, {skipped} skipped, as the draw gives");
+        println!(
+            "OK: seed and salt match their commitments; {entrants} entrants, {winners} winners, {skipped} skipped, as the draw gives"
+        );
         return Ok(ExitCode::SUCCESS);
     }
     for difference in differences {

@@ -82,7 +82,13 @@ pub async fn audit(store: &dyn Storage, batch_id: BatchId) -> Result<Arc<Lottery
     let seed = store.lottery_seed(batch_id).await?;
     let seed = seed.ok_or_else(|| AppError::internal("a drawn batch without a seed"))?;
     let job = move || {
-        let drawn = Drawn { batch_id: batch.id, name: &batch.name, stock: batch.stock, lottery: &lottery, seed: &seed };
+        let drawn = Drawn {
+            batch_id: batch.id,
+            name: &batch.name,
+            stock: batch.stock,
+            lottery: &lottery,
+            seed: &seed,
+        };
         build(&drawn, &entrants, &winners)
     };
     let built = tokio::task::spawn_blocking(job)
@@ -188,7 +194,10 @@ fn walk(
 pub fn verify(audit: &LotteryAudit) -> Vec<String> {
     let mut differences = commitments(audit);
     if audit.algorithm != DRAW_ALGORITHM {
-        differences.push(format!("algorithm {} is not {DRAW_ALGORITHM}, the one this verifier knows", audit.algorithm));
+        differences.push(format!(
+            "algorithm {} is not {DRAW_ALGORITHM}, the one this verifier knows",
+            audit.algorithm
+        ));
         return differences;
     }
     let places = draw_places(audit.stock);
@@ -236,8 +245,11 @@ fn parse_lists(audit: &LotteryAudit) -> Result<Lists, Vec<String>> {
             false => Err(format!("{name}: an item is listed twice")),
         }
     };
-    let (entrants, winners, skipped) =
-        (parse("entrants", &audit.entrants), parse("winners", &audit.winners), parse("skipped", &audit.skipped));
+    let (entrants, winners, skipped) = (
+        parse("entrants", &audit.entrants),
+        parse("winners", &audit.winners),
+        parse("skipped", &audit.skipped),
+    );
     match (entrants, winners, skipped) {
         (Ok(entrants), Ok(winners), Ok(skipped)) => {
             Ok(Lists { entrants, winners, skipped: skipped.into_iter().collect() })
@@ -265,7 +277,8 @@ fn redraw(audit: &LotteryAudit, lists: &Lists, places: usize) -> Vec<String> {
         differences.push(format!("{outside} skipped entrants are outside the draw's first {places} places"));
     }
     let stock = usize::try_from(audit.stock).unwrap_or(0);
-    let expected: Vec<[u8; 32]> = top.into_iter().filter(|e| !lists.skipped.contains(e)).take(stock).collect();
+    let expected: Vec<[u8; 32]> =
+        top.into_iter().filter(|e| !lists.skipped.contains(e)).take(stock).collect();
     differences.extend(compare_winners(&expected, &lists.winners));
     differences
 }
@@ -375,8 +388,13 @@ mod tests {
             algorithm: DRAW_ALGORITHM,
             drawn_at: Some(time(&audit.drawn_at)),
         };
-        let drawn =
-            Drawn { batch_id: audit.batch_id, name: &audit.batch_name, stock: 3, lottery: &lottery, seed: &audit.seed };
+        let drawn = Drawn {
+            batch_id: audit.batch_id,
+            name: &audit.batch_name,
+            stock: 3,
+            lottery: &lottery,
+            seed: &audit.seed,
+        };
         let entrants: Vec<CitizenId> = (1..=8).map(citizen).collect();
         let built = build(&drawn, &entrants, &[citizen(1), citizen(2), citizen(8)]);
         assert_eq!(built, audit);

@@ -14,8 +14,8 @@ use crate::domain::ledger::NewEntry;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{
-    Batch, Category, DRAW_ALGORITHM, Lottery, LotterySalt, MAX_BATCHES_PER_SEASON, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release,
-    Season, SeasonStatus, SubsidyCeilings,
+    Batch, Category, DRAW_ALGORITHM, Lottery, LotterySalt, MAX_BATCHES_PER_SEASON, MAX_RELEASES, MAX_STOCK,
+    MAX_VALID_HOURS, Release, Season, SeasonStatus, SubsidyCeilings,
 };
 use crate::domain::staff::StaffScope;
 use crate::domain::text::{PLAIN_TEXT_RULE, plain_text};

@@ -303,7 +303,8 @@ pub async fn draw(
     };
     let started = std::time::Instant::now();
     let places = seasons::draw_places(batch.stock);
-    let ranking = seasons::rank_entries(state.store(), batch.id, &request.seed, &lottery.salt, places).await?;
+    let ranking =
+        seasons::rank_entries(state.store(), batch.id, &request.seed, &lottery.salt, places).await?;
     let ranked_s = started.elapsed().as_secs_f64();
     let entries = ranking.entries();
     state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {

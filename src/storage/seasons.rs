@@ -11,7 +11,8 @@ use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
-    Batch, Category, CitizenHoldings, Lottery, LotterySalt, Release, Season, SubsidyCeilings, Voucher, VoucherStatus,
+    Batch, Category, CitizenHoldings, Lottery, LotterySalt, Release, Season, SubsidyCeilings, Voucher,
+    VoucherStatus,
 };
 use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};

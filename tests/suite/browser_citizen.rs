@@ -305,7 +305,10 @@ async fn a_lottery_entered_drawn_won_and_lost(backend: Backend) {
             Backend::Sqlite => format!("X'{salt_hex}'"),
             Backend::Postgres => format!("decode('{salt_hex}', 'hex')"),
         };
-        let set = format!("UPDATE batches SET lottery_salt = {literal} WHERE {}", world.app.db.uuid_equals("id", batch));
+        let set = format!(
+            "UPDATE batches SET lottery_salt = {literal} WHERE {}",
+            world.app.db.uuid_equals("id", batch)
+        );
         assert_eq!(world.app.db.raw(&set).await, Ok(1));
     }
     browser.client.refresh().await.expect("reload");
@@ -352,7 +355,9 @@ async fn a_lottery_entered_drawn_won_and_lost(backend: Backend) {
     assert_eq!(result(&won, "书店摇号券"), "书店摇号券\n恭喜中签！券已放入“我的券”。\n公开核验");
     assert_eq!(result(&lost, "影院摇号券"), "影院摇号券\n很遗憾，这次没有中签。\n公开核验");
     // The public check: opened, it finds the citizen's hash in the draw's published lists.
-    for (batch, verdict) in [(&won, "报名名单和中签名单中都有您的凭据。"), (&lost, "报名名单中有您的凭据，中签名单中没有。")] {
+    for (batch, verdict) in
+        [(&won, "报名名单和中签名单中都有您的凭据。"), (&lost, "报名名单中有您的凭据，中签名单中没有。")]
+    {
         let check = format!(".lottery-result[data-batch-id=\"{batch}\"] .audit-check");
         browser.wait_for(&format!("{check} summary")).await.click().await.expect("open the check");
         let hash = hex_of(&entrant(me));

@@ -47,7 +47,8 @@ async fn enter_six(world: &World, batch: &str) -> Vec<Entrant> {
         assert_eq!(status, 201, "{registered}");
         let citizen = registered["citizen_id"].as_str().expect("id").parse().expect("uuid");
         let token = registered["token"].as_str().expect("token").to_owned();
-        let (status, entered) = world.app.post(&format!("/v1/batches/{batch}/entries"), Some(&token), json!({})).await;
+        let (status, entered) =
+            world.app.post(&format!("/v1/batches/{batch}/entries"), Some(&token), json!({})).await;
         assert_eq!(status, 200, "{entered}");
         entrants.push(Entrant { citizen, token, id_number, phone });
     }
@@ -62,7 +63,8 @@ fn verify(dir: &Path, url: &str, document: &Value, extra: &[&str]) -> (Option<i3
     let mut args = vec!["lottery", "verify", "--file", file];
     args.extend_from_slice(extra);
     let output = crate::cli::wenhui(dir, url, &args);
-    let text = String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
+    let text =
+        String::from_utf8_lossy(&output.stdout).into_owned() + &String::from_utf8_lossy(&output.stderr);
     (output.status.code(), text)
 }
 
@@ -77,7 +79,8 @@ async fn the_public_checks_a_draw_from_its_audit(backend: Backend) {
     let published = batch["lottery"].clone();
     assert_eq!(published["committed_at"], at(0), "committed when made: {published}");
     let audit_path = format!("/v1/batches/{id}/draw/audit");
-    let (status, body) = world.app.get(&format!("/v1/batches/{}/draw/audit", uuid::Uuid::now_v7()), None).await;
+    let (status, body) =
+        world.app.get(&format!("/v1/batches/{}/draw/audit", uuid::Uuid::now_v7()), None).await;
     assert_eq!((status, code(&body)), (404, "batch_not_found"), "{body}");
     let (status, body) = world.app.get(&format!("/v1/batches/{rush}/draw/audit"), None).await;
     assert_eq!((status, code(&body)), (409, "not_a_lottery"), "{body}");
@@ -106,14 +109,17 @@ async fn the_public_checks_a_draw_from_its_audit(backend: Backend) {
     assert_eq!(world.claim(&capped.token, &rush, "rush").await.0, 201);
     world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(3_600));
     let draw = format!("/v1/batches/{id}/draw");
-    let (status, drawn) = world.app.post_idem(&draw, Some(&world.province_admin), "draw", json!({"seed": seed})).await;
+    let (status, drawn) =
+        world.app.post_idem(&draw, Some(&world.province_admin), "draw", json!({"seed": seed})).await;
     assert_eq!((status, drawn["issued"].as_u64()), (200, Some(3)), "{drawn}");
 
     let (status, audit) = world.app.get(&audit_path, None).await;
     assert_eq!(status, 200, "public, no key: {audit}");
     let text = audit.to_string();
     for e in &entrants {
-        for personal in [e.citizen.to_string(), e.citizen.simple().to_string(), e.id_number.clone(), e.phone.clone()] {
+        for personal in
+            [e.citizen.to_string(), e.citizen.simple().to_string(), e.id_number.clone(), e.phone.clone()]
+        {
             assert!(!text.contains(&personal), "the audit shows {personal}");
         }
     }
@@ -127,7 +133,8 @@ async fn the_public_checks_a_draw_from_its_audit(backend: Backend) {
     let list = |name: &str| -> Vec<String> {
         audit[name].as_array().expect("list").iter().map(|h| h.as_str().expect("hex").to_owned()).collect()
     };
-    let winners: Vec<String> = ranked[1..4].iter().map(|(_, n)| entrant_hash(&salt, &entrants[*n].citizen)).collect();
+    let winners: Vec<String> =
+        ranked[1..4].iter().map(|(_, n)| entrant_hash(&salt, &entrants[*n].citizen)).collect();
     assert_eq!(list("winners"), winners, "the next three in draw order, in that order");
     assert_eq!(list("skipped"), [entrant_hash(&salt, &capped.citizen)]);
     assert_eq!(list("entrants").len(), 6);
@@ -143,15 +150,20 @@ async fn the_public_checks_a_draw_from_its_audit(backend: Backend) {
 
     // The verifier, as a process: the document verifies; a tampered one does not.
     let (dir, url) = (world.app.db.dir.path(), world.app.db.url.as_str());
-    let winner = entrants.iter().find(|e| e.citizen != capped.citizen && winners.contains(&entrant_hash(&salt, &e.citizen)));
+    let winner = entrants
+        .iter()
+        .find(|e| e.citizen != capped.citizen && winners.contains(&entrant_hash(&salt, &e.citizen)));
     let winner = winner.expect("a winner").citizen.to_string();
     let (exit, out) = verify(dir, url, &audit, &["--citizen-id", &winner]);
     assert_eq!(exit, Some(0), "{out}");
-    assert!(out.contains("OK: seed and salt match their commitments; 6 entrants, 3 winners, 1 skipped"), "{out}");
+    assert!(
+        out.contains("OK: seed and salt match their commitments; 6 entrants, 3 winners, 1 skipped"),
+        "{out}"
+    );
     assert!(out.contains("among the entrants and among the winners"), "{out}");
+    // The last in draw order put in the place of the third winner.
     let mut swapped = audit.clone();
-    swapped["winners"][0] = json!(entrant_hash(&salt, &capped.citizen));
-    swapped["skipped"] = json!([winners[0]]);
+    swapped["winners"][2] = json!(entrant_hash(&salt, &entrants[ranked[5].1].citizen));
     let (exit, out) = verify(dir, url, &swapped, &[]);
     assert_eq!(exit, Some(1), "{out}");
     assert!(out.contains("MISMATCH: winners by the draw but not published"), "{out}");
@@ -162,7 +174,8 @@ async fn the_public_checks_a_draw_from_its_audit(backend: Backend) {
     assert!(out.contains("MISMATCH: SHA-256 of the seed is not seed_sha256"), "{out}");
 
     // A batch drawn before the audit existed (algorithm 1) has none.
-    let old = format!("UPDATE batches SET lottery_algorithm = 1 WHERE {}", world.app.db.uuid_equals("id", &id));
+    let old =
+        format!("UPDATE batches SET lottery_algorithm = 1 WHERE {}", world.app.db.uuid_equals("id", &id));
     assert_eq!(world.app.db.raw(&old).await, Ok(1));
     let (status, body) = world.app.get(&audit_path, None).await;
     assert_eq!((status, code(&body)), (409, "draw_not_auditable"), "{body}");

@@ -110,7 +110,8 @@ async fn migration_0028_salts_the_lotteries_made_before_it(backend: Backend) {
         Backend::Postgres => ("SET session_replication_role = replica;", "octet_length(lottery_salt)"),
     };
     // (batch, its commitment, drawn at): a rush, two lotteries waiting for their draw, one drawn.
-    let batches = [(1u8, None, None), (2, Some("'ab'"), None), (3, Some("'cd'"), None), (4, Some("'ef'"), Some(5))];
+    let batches =
+        [(1u8, None, None), (2, Some("'ab'"), None), (3, Some("'cd'"), None), (4, Some("'ef'"), Some(5))];
     let rows: Vec<String> = batches
         .iter()
         .map(|(n, sha, drawn)| {
@@ -133,9 +134,11 @@ async fn migration_0028_salts_the_lotteries_made_before_it(backend: Backend) {
     );
     let read = sqlx::AssertSqlSafe(read);
     type Row = (Option<i64>, Option<i64>, Option<i32>, Option<Vec<u8>>);
+    type PgRow = (Option<i32>, Option<i64>, Option<i32>, Option<Vec<u8>>);
     let found: Vec<Row> = match backend {
         Backend::Sqlite => {
-            let options = sqlx::sqlite::SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true);
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true);
             let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
             let migrator = sqlx::migrate!("./migrations/sqlite");
             migrator.run_to(27, &mut conn).await.expect("up to 0027");
@@ -149,14 +152,26 @@ async fn migration_0028_salts_the_lotteries_made_before_it(backend: Backend) {
             migrator.run_to(27, &mut conn).await.expect("up to 0027");
             sqlx::raw_sql(rows).execute(&mut conn).await.expect("rows");
             migrator.run(&mut conn).await.expect("0028");
-            let found: Vec<(Option<i32>, Option<i64>, Option<i32>, Option<Vec<u8>>)> =
-                sqlx::query_as(read).fetch_all(&mut conn).await.expect("read");
-            found.into_iter().map(|(len, at, algorithm, salt)| (len.map(i64::from), at, algorithm, salt)).collect()
+            let found: Vec<PgRow> = sqlx::query_as(read).fetch_all(&mut conn).await.expect("read");
+            found
+                .into_iter()
+                .map(|(len, at, algorithm, salt)| (len.map(i64::from), at, algorithm, salt))
+                .collect()
         }
     };
-    let shape: Vec<(Option<i64>, bool, Option<i32>)> =
-        found.iter().map(|(len, at, algorithm, _)| (*len, at.is_some_and(|at| at > 1_700_000_000_000_000), *algorithm)).collect();
-    assert_eq!(shape, [(None, false, None), (Some(32), true, Some(2)), (Some(32), true, Some(2)), (Some(32), true, Some(1))]);
+    let shape: Vec<(Option<i64>, bool, Option<i32>)> = found
+        .iter()
+        .map(|(len, at, algorithm, _)| (*len, at.is_some_and(|at| at > 1_700_000_000_000_000), *algorithm))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (None, false, None),
+            (Some(32), true, Some(2)),
+            (Some(32), true, Some(2)),
+            (Some(32), true, Some(1))
+        ]
+    );
     assert_ne!(found[1].3, found[2].3, "each batch its own salt");
 }
 

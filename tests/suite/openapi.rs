@@ -110,7 +110,9 @@ async fn operation_ids_are_unique_and_every_route_is_listed() {
     let audit = &document["paths"]["/v1/batches/{id}/draw/audit"]["get"];
     assert_eq!(scheme_names(audit), Vec::<String>::new(), "the audit takes no key");
     let schema = &document["components"]["schemas"]["LotteryAudit"]["properties"];
-    for field in ["seed", "seed_sha256", "salt", "salt_sha256", "committed_at", "entrants", "winners", "stock"] {
+    for field in
+        ["seed", "seed_sha256", "salt", "salt_sha256", "committed_at", "entrants", "winners", "stock"]
+    {
         assert!(schema[field].is_object(), "LotteryAudit declares {field}: {schema}");
     }
     let named = RATE_LIMITED
