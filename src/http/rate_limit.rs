@@ -85,7 +85,7 @@ impl CitizenRates {
         K: std::hash::Hash + Eq + Clone,
     {
         limiter.check_key(&key).map_err(|not_until| {
-            metrics::counter!("wenhui_rate_limited_total").increment(1);
+            metrics::counter!(crate::telemetry::RATE_LIMITED).increment(1);
             ApiError::rate_limited(not_until.wait_time_from(self.clock.now()))
         })
     }

@@ -27,6 +27,7 @@ mod lottery_audit;
 mod migrations;
 mod nodes;
 mod openapi;
+mod ops_metrics;
 mod pages;
 mod public_reads;
 mod sessions;
