@@ -11,7 +11,7 @@
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Write};
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +64,9 @@ pub enum Command {
     /// Staff API keys.
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Check a lottery draw from its public audit document (no database needed).
+    #[command(subcommand)]
+    Lottery(LotteryCommand),
     /// Reconcile a season; prints the checks as JSON and exits 1 if anything breaks.
     Reconcile {
         #[arg(long)]
@@ -280,6 +283,20 @@ pub enum LedgerCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum LotteryCommand {
+    /// Recompute the commitments and the draw from `GET /v1/batches/{id}/draw/audit`'s
+    /// document (docs/lottery-audit.md); prints OK or what differs, and exits 1 if anything does.
+    Verify {
+        /// The audit document (JSON).
+        #[arg(long)]
+        file: PathBuf,
+        /// Also say whether this citizen id (shown on the citizen's page) entered and won.
+        #[arg(long)]
+        citizen_id: Option<crate::domain::ids::CitizenId>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     /// Mint a staff API key; prints it alone on stdout, once. The console is the root of the
     /// tree: admins' keys minted here enrol everyone else through the API.
@@ -370,6 +387,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Ledger(command) => ledger(command, &url, &cli).await,
+        Command::Lottery(LotteryCommand::Verify { file, citizen_id }) => verify_lottery(file, *citizen_id),
         Command::Keys(KeysCommand::Create { role, region, label, name, phone }) => {
             let scope =
                 crate::http::staff::parse_scope(role, region).map_err(|e| anyhow::anyhow!(e.message))?;
@@ -557,6 +575,30 @@ async fn ledger(command: &LedgerCommand, url: &str, cli: &Cli) -> anyhow::Result
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `wenhui lottery verify`: OK and the draw's figures, or each difference and exit code 1.
+fn verify_lottery(file: &Path, citizen: Option<crate::domain::ids::CitizenId>) -> anyhow::Result<ExitCode> {
+    use crate::app::lottery_audit::{self, LotteryAudit};
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let document: LotteryAudit =
+        serde_json::from_str(&text).with_context(|| format!("{} is no lottery audit", file.display()))?;
+    if let Some(citizen) = citizen {
+        println!("{}", lottery_audit::find_citizen(&document, citizen));
+    }
+    let differences = lottery_audit::verify(&document);
+    if differences.is_empty() {
+        let (entrants, winners, skipped) =
+            (document.entrants.len(), document.winners.len(), document.skipped.len());
+        println!(
+            "OK: seed and salt match their commitments; {entrants} entrants, {winners} winners, {skipped} skipped, as the draw gives"
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    for difference in differences {
+        println!("MISMATCH: {difference}");
+    }
+    Ok(ExitCode::from(1))
 }
 
 fn report(result: Result<audit::VerifyReport, VerifyFailure>) -> anyhow::Result<ExitCode> {

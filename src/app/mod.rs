@@ -3,7 +3,7 @@
 //! applies the domain's rules, and reads and writes through the storage traits.
 //!
 //! One module per capability: `claims` (the claim rush's writer and the sweeper), `seasons`
-//! (seasons, budgets, batches, lottery draws), `till` (redemptions and reversals), `card` (the
+//! (seasons, budgets, batches, lottery draws), `lottery_audit` (a draw's public audit and its verifier), `till` (redemptions and reversals), `card` (the
 //! benefit card), `merchants` (settlement account changes), `finance`, `audit` (the ledger's
 //! verification, export and checkpoints), `citizens`, `codes` (one-time codes by SMS),
 //! `providers` (the SMS gateway and the real-name check, as traits), `staff`, `qr`,
@@ -22,6 +22,7 @@ pub mod events;
 pub mod finance;
 pub mod health;
 pub mod housekeeping;
+pub mod lottery_audit;
 pub mod merchants;
 pub mod providers;
 pub mod public_reads;

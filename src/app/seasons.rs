@@ -14,8 +14,8 @@ use crate::domain::ledger::NewEntry;
 use crate::domain::money::{Fen, Yuan};
 use crate::domain::region::{RegionCode, RegionLevel};
 use crate::domain::season::{
-    Batch, Category, Lottery, MAX_BATCHES_PER_SEASON, MAX_RELEASES, MAX_STOCK, MAX_VALID_HOURS, Release,
-    Season, SeasonStatus, SubsidyCeilings,
+    Batch, Category, DRAW_ALGORITHM, Lottery, LotterySalt, MAX_BATCHES_PER_SEASON, MAX_RELEASES, MAX_STOCK,
+    MAX_VALID_HOURS, Release, Season, SeasonStatus, SubsidyCeilings,
 };
 use crate::domain::staff::StaffScope;
 use crate::domain::text::{PLAIN_TEXT_RULE, plain_text};
@@ -166,7 +166,8 @@ pub struct LotteryRequest {
 
 /// A lottery batch's terms: a well-formed commitment; one voucher per person; no releases and
 /// no points exchange (both are ways of claiming, which a lottery replaces). 422 `invalid_lottery`.
-fn batch_lottery(request: &CreateBatch) -> Result<Option<Lottery>, AppError> {
+/// The salt of its entrants' keyed hashes is drawn now, and committed to `now`.
+fn batch_lottery(request: &CreateBatch, now: Timestamp) -> Result<Option<Lottery>, AppError> {
     let Some(asked) = &request.lottery else { return Ok(None) };
     let seed_sha256 = Lottery::parse_commitment(&asked.seed_sha256).ok_or_else(|| {
         invalid(ErrorCode::InvalidLottery, "seed_sha256 is the SHA-256 of the seed, as 64 hex digits")
@@ -183,7 +184,16 @@ fn batch_lottery(request: &CreateBatch) -> Result<Option<Lottery>, AppError> {
             "a lottery batch has no releases and no points price",
         ));
     }
-    Ok(Some(Lottery { seed_sha256, drawn_at: None }))
+    let mut salt = [0u8; 32];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
+        .map_err(|_| AppError::internal("the system's random generator failed"))?;
+    Ok(Some(Lottery {
+        seed_sha256,
+        salt: LotterySalt(salt),
+        committed_at: now,
+        algorithm: DRAW_ALGORITHM,
+        drawn_at: None,
+    }))
 }
 
 fn batch_terms(request: &CreateBatch) -> Result<VoucherTerms, AppError> {
@@ -404,13 +414,14 @@ pub fn plan_budget(
     Ok((funder, budget_entry(season.id, funder, request.amount.0, memo)))
 }
 
-/// A new batch of `season` from the request of `scope` (the issuer's admin), checked, with the
-/// entry that reserves its money.
+/// A new batch of `season` from the request of `scope` (the issuer's admin) at `now`, checked,
+/// with the entry that reserves its money.
 pub async fn plan_batch(
     store: &dyn Storage,
     scope: &StaffScope,
     season: &Season,
     request: &CreateBatch,
+    now: Timestamp,
 ) -> Result<(Batch, NewEntry), AppError> {
     let issuer = parse_region(&request.issuer, "issuer")?;
     if !season.accepts_funder(issuer) {
@@ -446,7 +457,7 @@ pub async fn plan_batch(
         returned_count: 0,
         reserve_returned: false,
         points_price: request.points_price,
-        lottery: batch_lottery(request)?,
+        lottery: batch_lottery(request, now)?,
     };
     let entry = reserve_entry(&batch).map_err(|e| invalid(ErrorCode::InvalidStock, e.to_string()))?;
     Ok((batch, entry))
@@ -491,6 +502,9 @@ pub struct LotteryStandingView {
     pub drawn_at: Option<Timestamp>,
     /// The voucher the draw gave, when won.
     pub voucher_id: Option<VoucherId>,
+    /// After an audited draw, the citizen's keyed hash in its audit: HMAC-SHA256(salt, citizen
+    /// id), which they find among the entrants (and the winners, if won).
+    pub entrant_hash: Option<[u8; 32]>,
 }
 
 /// What a citizen learns of a lottery batch they may have entered: entered or not, and after
@@ -522,8 +536,16 @@ pub async fn lottery_standing(
         result,
         entered_at: standing.as_ref().map(|s| s.entered_at),
         drawn_at,
-        voucher_id: standing.and_then(|s| s.voucher_id).filter(|_| result == LotteryResult::Won),
+        voucher_id: standing.as_ref().and_then(|s| s.voucher_id).filter(|_| result == LotteryResult::Won),
+        entrant_hash: audited_hash(lottery, citizen_id).filter(|_| standing.is_some()),
     })
+}
+
+/// The citizen's keyed hash in a drawn batch's audit: none before the draw (the salt is secret
+/// until then) or for a batch drawn by algorithm 1 (it has no audit).
+fn audited_hash(lottery: &Lottery, citizen_id: CitizenId) -> Option<[u8; 32]> {
+    let audited = lottery.drawn_at.is_some() && lottery.algorithm == DRAW_ALGORITHM;
+    audited.then(|| Lottery::entrant_hash(&lottery.salt, citizen_id))
 }
 
 /// 409 `already_drawn`.
@@ -575,16 +597,17 @@ pub fn draw_places(stock: i64) -> usize {
 }
 
 /// Reads a lottery batch's entries 10,000 a page and ranks each page on the blocking pool:
-/// ranking is a SHA-256 per entry, about 5 ms of CPU a page, which on a request worker would
-/// hold up the claims and redemptions sharing it.
+/// ranking is an HMAC and a SHA-256 per entry, about 10 ms of CPU a page, which on a request
+/// worker would hold up the claims and redemptions sharing it.
 pub async fn rank_entries(
     store: &dyn Storage,
     batch_id: BatchId,
     seed: &str,
+    salt: &LotterySalt,
     keep: usize,
 ) -> Result<crate::domain::season::Draw, AppError> {
     const PAGE: usize = 10_000;
-    let mut ranking = crate::domain::season::Draw::new(seed, keep);
+    let mut ranking = crate::domain::season::Draw::new(seed, salt.clone(), keep);
     let mut after = None;
     loop {
         let page = store.lottery_entrants(batch_id, after, PAGE as i64).await?;

@@ -58,6 +58,7 @@ pub enum ErrorCode {
     CreditCodeFormat,
     DatabaseBusy,
     DatabaseUnavailable,
+    DrawNotAuditable,
     DrawTooEarly,
     DrawUnfinished,
     /// More than one Idempotency-Key header: which one the client meant is unknown.
@@ -137,6 +138,7 @@ pub enum ErrorCode {
     NoCard,
     NoCheckpoint,
     NotALottery,
+    NotDrawn,
     NotExchangeable,
     NotFound,
     NotOpen,
@@ -250,7 +252,7 @@ mod tests {
         card_frozen card_not_found card_number_busy card_number_check_digit card_number_format
         card_payment_not_found change_pending citizen_not_found code_format code_locked
         conflict credit_code_check credit_code_format database_busy database_unavailable
-        draw_too_early draw_unfinished duplicate_idempotency_key enrolment_claimed
+        draw_not_auditable draw_too_early draw_unfinished duplicate_idempotency_key enrolment_claimed
         enrolment_expired enrolment_not_found forbidden funding_duplicate_funder funding_empty
         funding_shares_sum funding_too_many id_number_birth_date id_number_check_digit
         id_number_format id_number_region idempotency_key_reused identity_rejected
@@ -267,7 +269,7 @@ mod tests {
         merchant_limit_reached merchant_not_eligible merchant_not_found
         merchant_not_in_card_programme merchant_suspended method_not_allowed
         missing_idempotency_key missing_signature name_format no_card no_checkpoint
-        not_a_lottery not_exchangeable not_found not_open nothing_to_settle
+        not_a_lottery not_drawn not_exchangeable not_found not_open nothing_to_settle
         order_amount_mismatch order_changed order_ref_used phone_format points_expired
         points_price_mismatch points_refused provider_unavailable qr_expired qr_invalid
         qr_replayed rate_limited redemption_not_found replayed_request request_decided

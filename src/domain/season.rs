@@ -235,20 +235,62 @@ pub struct Batch {
 /// A batch given out by lottery (摇号; Beijing 2021: 200,000 x 200 yuan): citizens enter during
 /// the claim window, one entry each, and after it the issuer draws with a seed whose SHA-256 it
 /// published when it created the batch, so that nobody, the issuer included, can choose the
-/// winners: each entry ranks by SHA-256(seed || citizen id), lowest first, and anyone with the
-/// entries and the seed can check the draw.
+/// winners. Each entrant is known to the public by a keyed hash, HMAC-SHA256(salt, citizen id),
+/// under a per-batch salt drawn at creation and revealed with the seed; each entry ranks by
+/// SHA-256(seed || that hash), lowest first (algorithm 2, docs/lottery-audit.md), so that anyone
+/// with the draw's audit document can check the draw.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Lottery {
     pub seed_sha256: [u8; 32],
+    /// The salt of the entrants' keyed hashes: secret until the draw.
+    pub salt: LotterySalt,
+    /// When the seed's and the salt's SHA-256 were first published: the batch's creation, or
+    /// for a batch made before the salt existed, the migration that gave it one.
+    pub committed_at: Timestamp,
+    /// How the batch is drawn: [`DRAW_ALGORITHM`], or 1 for a batch drawn before the audit
+    /// existed (ranked by SHA-256(seed || citizen id), which cannot be published).
+    pub algorithm: u8,
     /// When the issuer drew (the seed is revealed then); None before.
     pub drawn_at: Option<Timestamp>,
+}
+
+/// The draw algorithm of every batch drawn now (docs/lottery-audit.md).
+pub const DRAW_ALGORITHM: u8 = 2;
+
+/// A lottery batch's 32-byte salt. Secret until the draw: its `Debug` shows only its SHA-256.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LotterySalt(pub [u8; 32]);
+
+impl fmt::Debug for LotterySalt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "LotterySalt(sha256 {})", hex(&self.sha256()))
+    }
+}
+
+impl LotterySalt {
+    /// The salt's SHA-256: its commitment, public from the batch's creation.
+    pub fn sha256(&self) -> [u8; 32] {
+        sha256(&self.0)
+    }
 }
 
 /// The longest seed a draw accepts, in bytes.
 pub const MAX_SEED_LEN: usize = 256;
 
+/// Bytes as lowercase hexadecimal digits.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let mut digest = [0u8; 32];
+    digest.copy_from_slice(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref());
+    digest
+}
+
 impl Lottery {
-    /// A commitment written as 64 hexadecimal digits (either case).
+    /// A commitment (or any 32 bytes) written as 64 hexadecimal digits (either case).
     pub fn parse_commitment(hex: &str) -> Option<[u8; 32]> {
         if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
             return None;
@@ -262,19 +304,29 @@ impl Lottery {
 
     /// The commitment as 64 lowercase hexadecimal digits.
     pub fn commitment_hex(&self) -> String {
-        self.seed_sha256.iter().map(|b| format!("{b:02x}")).collect()
+        hex(&self.seed_sha256)
     }
 
     /// Whether `seed` is the one committed to.
     pub fn seed_matches(&self, seed: &str) -> bool {
-        ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref() == self.seed_sha256
+        sha256(seed.as_bytes()) == self.seed_sha256
     }
 
-    /// An entry's place in the draw: SHA-256 of the seed's bytes then the citizen id's 16 bytes.
-    pub fn rank(seed: &str, citizen: CitizenId) -> [u8; 32] {
+    /// An entrant's public form: HMAC-SHA256 keyed with the salt's 32 bytes over the citizen id
+    /// written as 36 lowercase characters (`0190a1b2-...`).
+    pub fn entrant_hash(salt: &LotterySalt, citizen: CitizenId) -> [u8; 32] {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt.0);
+        let tag = ring::hmac::sign(&key, citizen.as_uuid().hyphenated().to_string().as_bytes());
+        let mut hash = [0u8; 32];
+        hash.copy_from_slice(tag.as_ref());
+        hash
+    }
+
+    /// An entry's place in the draw: SHA-256 of the seed's bytes then its entrant hash's 32 bytes.
+    pub fn rank(seed: &str, entrant: &[u8; 32]) -> [u8; 32] {
         let mut context = ring::digest::Context::new(&ring::digest::SHA256);
         context.update(seed.as_bytes());
-        context.update(citizen.as_uuid().as_bytes());
+        context.update(entrant);
         let mut rank = [0u8; 32];
         rank.copy_from_slice(context.finish().as_ref());
         rank
@@ -282,22 +334,23 @@ impl Lottery {
 }
 
 /// A draw fed its entries a page at a time: memory for the `keep` best ranks however many
-/// entries there are. Owns its seed, so that pages can be ranked off the request workers.
+/// entries there are. Owns its seed and salt, so that pages can be ranked off the request workers.
 pub struct Draw {
     seed: String,
+    salt: LotterySalt,
     keep: usize,
     best: std::collections::BinaryHeap<([u8; 32], CitizenId)>,
     entries: u64,
 }
 
 impl Draw {
-    pub fn new(seed: &str, keep: usize) -> Draw {
-        Draw { seed: seed.to_owned(), keep, best: std::collections::BinaryHeap::new(), entries: 0 }
+    pub fn new(seed: &str, salt: LotterySalt, keep: usize) -> Draw {
+        Draw { seed: seed.to_owned(), salt, keep, best: std::collections::BinaryHeap::new(), entries: 0 }
     }
 
     pub fn add(&mut self, citizen: CitizenId) {
         self.entries += 1;
-        let ranked = (Lottery::rank(&self.seed, citizen), citizen);
+        let ranked = (Lottery::rank(&self.seed, &Lottery::entrant_hash(&self.salt, citizen)), citizen);
         if self.best.len() < self.keep {
             self.best.push(ranked);
         } else if let Some(mut worst) = self.best.peek_mut()
@@ -539,12 +592,18 @@ mod tests {
     #[test]
     fn a_draw_keeps_the_lowest_ranks_in_order() {
         let seed = "2026-12-01 province lottery";
-        let commitment: [u8; 32] =
-            ring::digest::digest(&ring::digest::SHA256, seed.as_bytes()).as_ref().try_into().expect("32");
-        let lottery = Lottery { seed_sha256: commitment, drawn_at: None };
+        let salt = LotterySalt([7u8; 32]);
+        let lottery = Lottery {
+            seed_sha256: sha256(seed.as_bytes()),
+            salt: salt.clone(),
+            committed_at: Timestamp::from_unix_us(0),
+            algorithm: DRAW_ALGORITHM,
+            drawn_at: None,
+        };
         assert!(lottery.seed_matches(seed) && !lottery.seed_matches("another seed"));
+        assert!(!format!("{lottery:?}").contains(&hex(&salt.0)), "the salt is not in Debug");
         let draw = |seed: &str, entries: &mut dyn Iterator<Item = CitizenId>, keep: usize| {
-            let mut draw = Draw::new(seed, keep);
+            let mut draw = Draw::new(seed, salt.clone(), keep);
             entries.for_each(|citizen| draw.add(citizen));
             assert_eq!(draw.entries(), 50);
             draw.finish()
@@ -552,7 +611,7 @@ mod tests {
         let entries: Vec<CitizenId> =
             (1..=50u128).map(|n| CitizenId::from_uuid(Uuid::from_u128(n))).collect();
         let mut by_rank = entries.clone();
-        by_rank.sort_by_key(|c| Lottery::rank(seed, *c));
+        by_rank.sort_by_key(|c| Lottery::rank(seed, &Lottery::entrant_hash(&salt, *c)));
         assert_eq!(draw(seed, &mut entries.iter().copied(), 7), by_rank[..7]);
         assert_eq!(
             draw(seed, &mut entries.iter().rev().copied(), 7),
@@ -561,6 +620,16 @@ mod tests {
         );
         assert_eq!(draw(seed, &mut entries.iter().copied(), 80), by_rank, "fewer entries than places");
         assert_ne!(draw("another seed", &mut entries.into_iter(), 7), by_rank[..7]);
+    }
+
+    #[test]
+    fn an_entrant_hash_is_hmac_sha256_of_the_citizen_id_text() {
+        // RFC 4231-style check against an independent computation (Python's hmac module):
+        // hmac.new(bytes(range(32)), b"00000000-0000-0000-0000-000000000001", "sha256").hexdigest()
+        let salt = LotterySalt(core::array::from_fn(|i| i as u8));
+        let citizen = CitizenId::from_uuid(Uuid::from_u128(1));
+        let expected = "7e3418e44a8796d25414f01f64d6131861374eb9b0f98058ac67439e857a9eef";
+        assert_eq!(hex(&Lottery::entrant_hash(&salt, citizen)), expected);
     }
 
     #[test]

@@ -420,6 +420,11 @@ pub struct MyLotteryEntry {
     drawn_at: Option<String>,
     /// The voucher the draw gave (in `GET /v1/me/vouchers`), when won.
     voucher_id: Option<VoucherId>,
+    /// The citizen's own id: with the salt the audit reveals, they recompute `entrant_hash`.
+    citizen_id: CitizenId,
+    /// After the draw, the citizen's keyed hash HMAC-SHA256(salt, citizen_id) in the draw's
+    /// public audit (`/v1/batches/{id}/draw/audit`): among its entrants, and its winners if won.
+    entrant_hash: Option<String>,
 }
 
 /// Whether the citizen entered a lottery batch's draw, and after the draw whether they won (the
@@ -439,6 +444,8 @@ pub async fn my_lottery_entry(
         entered_at: view.entered_at.map(|t| t.to_string()),
         drawn_at: view.drawn_at.map(|t| t.to_string()),
         voucher_id: view.voucher_id,
+        citizen_id,
+        entrant_hash: view.entrant_hash.map(|h| crate::domain::season::hex(&h)),
     }))
 }
 

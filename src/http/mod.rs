@@ -410,6 +410,8 @@ fn season_wide_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(finance::season_settlements))
         // A draw issues a batch's whole stock (200,000 vouchers for Beijing 2021's).
         .routes(routes!(seasons::draw))
+        // Its audit hashes every entry twice, once per process (then it is cached).
+        .routes(routes!(seasons::lottery_audit))
 }
 
 fn make_span(request: &Request) -> tracing::Span {

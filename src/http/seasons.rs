@@ -267,7 +267,8 @@ struct DrawRequest {
 
 /// Draws a lottery batch (its issuer's admin, once its claim window has closed): the seed must
 /// hash to the batch's `seed_sha256` (422 `seed_mismatch`); every entry ranks by SHA-256(seed ||
-/// citizen id), lowest first, and the stock goes to the first in that order, a voucher each,
+/// HMAC-SHA256(salt, citizen id)), lowest first (docs/lottery-audit.md), and the stock goes to
+/// the first in that order, a voucher each,
 /// skipping a winner a per-person cap refuses. 409 `not_a_lottery`, `draw_too_early`,
 /// `already_drawn`, `season_closed`. Answers `{batch_id, seed, seed_sha256, entries, issued,
 /// drawn_at}`; the unissued stock goes back to the pool when the sweeper closes the batch.
@@ -302,7 +303,8 @@ pub async fn draw(
     };
     let started = std::time::Instant::now();
     let places = seasons::draw_places(batch.stock);
-    let ranking = seasons::rank_entries(state.store(), batch.id, &request.seed, places).await?;
+    let ranking =
+        seasons::rank_entries(state.store(), batch.id, &request.seed, &lottery.salt, places).await?;
     let ranked_s = started.elapsed().as_secs_f64();
     let entries = ranking.entries();
     state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
@@ -374,6 +376,24 @@ pub struct DrawAnswer {
     drawn_at: String,
 }
 
+/// A drawn lottery's public audit (no key): the seed and the per-batch salt with their SHA-256
+/// commitments and when those were published, the draw's time, the stock, and the entrants,
+/// winners and skipped as keyed hashes HMAC-SHA256(salt, citizen id), never a name, phone or
+/// ID number. `wenhui lottery verify --file audit.json` (or any verifier written from
+/// docs/lottery-audit.md) recomputes the draw from it. 404 `batch_not_found`; 409
+/// `not_a_lottery`, `not_drawn` (before the draw: the salt is secret until then),
+/// `draw_not_auditable` (drawn before the audit existed).
+#[utoipa::path(get, operation_id = "lottery_audit", path = "/v1/batches/{id}/draw/audit", params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the draw's audit document", body = crate::app::lottery_audit::LotteryAudit), (status = 404, body = super::error::ErrorBody, description = "batch_not_found"), (status = 409, body = super::error::ErrorBody, description = "not_a_lottery, not_drawn, draw_not_auditable")))]
+pub async fn lottery_audit(
+    State(state): State<AppState>,
+    ApiPath(batch_id): ApiPath<BatchId>,
+) -> Result<Response, ApiError> {
+    let audit = crate::app::lottery_audit::audit(state.store(), batch_id).await?;
+    let cache = [(axum::http::header::CACHE_CONTROL, "public, max-age=300")];
+    Ok(axum::response::IntoResponse::into_response((cache, Json(&*audit))))
+}
+
 /// A page of a lottery batch's entrants (citizen ids); `next_after` is null on the last page.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct EntrantsPage {
@@ -417,8 +437,9 @@ pub async fn create_batch(
     };
     let request: CreateBatch = parse_json(&body)?;
     let season = load_season(state.store(), season_id).await?;
-    let (batch, entry) = seasons::plan_batch(state.store(), &staff.scope, &season, &request).await?;
-    let view = batch_view(&batch, state.clock().now());
+    let now = state.clock().now();
+    let (batch, entry) = seasons::plan_batch(state.store(), &staff.scope, &season, &request, now).await?;
+    let view = batch_view(&batch, now);
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_batch(&batch, &entry, &record).await;
@@ -468,10 +489,14 @@ pub struct FundingAnswer {
     share: u32,
 }
 
-/// A lottery batch's commitment, and when it was drawn.
+/// A lottery batch's commitments (the seed's and the salt's SHA-256), when they were published,
+/// and when it was drawn (then its audit is at `/v1/batches/{id}/draw/audit`).
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct LotteryAnswer {
     seed_sha256: String,
+    salt_sha256: String,
+    #[schema(format = DateTime)]
+    committed_at: String,
     #[schema(format = DateTime)]
     drawn_at: Option<String>,
 }
@@ -497,6 +522,8 @@ fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
         points_price: batch.points_price,
         lottery: batch.lottery.as_ref().map(|l| LotteryAnswer {
             seed_sha256: l.commitment_hex(),
+            salt_sha256: crate::domain::season::hex(&l.salt.sha256()),
+            committed_at: l.committed_at.to_string(),
             drawn_at: l.drawn_at.map(|t| t.to_string()),
         }),
         terms: crate::app::claims::TermsAnswer::of(batch),

@@ -11,7 +11,8 @@ use crate::domain::ledger::{Balance, NewEntry};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
-    Batch, Category, CitizenHoldings, Lottery, Release, Season, SubsidyCeilings, Voucher, VoucherStatus,
+    Batch, Category, CitizenHoldings, Lottery, LotterySalt, Release, Season, SubsidyCeilings, Voucher,
+    VoucherStatus,
 };
 use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
@@ -27,7 +28,7 @@ pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price, \
-     lottery_seed_sha256, drawn_at_us";
+     lottery_seed_sha256, drawn_at_us, lottery_salt, lottery_committed_at_us, lottery_algorithm";
 pub(crate) const VOUCHER_COLUMNS: &str =
     "id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us";
 
@@ -112,6 +113,9 @@ pub(crate) struct BatchRow {
     points_price: Option<i64>,
     lottery_seed_sha256: Option<String>,
     drawn_at_us: Option<i64>,
+    lottery_salt: Option<Vec<u8>>,
+    lottery_committed_at_us: Option<i64>,
+    lottery_algorithm: Option<i32>,
 }
 
 /// A slot a citizen holds a live voucher in, of one batch.
@@ -233,8 +237,18 @@ impl BatchRow {
                 .map(|hex| {
                     let seed_sha256 =
                         Lottery::parse_commitment(&hex).ok_or_else(|| corrupt("lottery seed hash"))?;
+                    let salt = self.lottery_salt.and_then(|s| <[u8; 32]>::try_from(s).ok());
+                    let algorithm = self.lottery_algorithm.and_then(|a| u8::try_from(a).ok());
+                    let (Some(salt), Some(committed_at_us), Some(algorithm)) =
+                        (salt, self.lottery_committed_at_us, algorithm)
+                    else {
+                        return Err(corrupt("lottery salt"));
+                    };
                     Ok::<_, StorageError>(Lottery {
                         seed_sha256,
+                        salt: LotterySalt(salt),
+                        committed_at: Timestamp::from_unix_us(committed_at_us),
+                        algorithm,
                         drawn_at: self.drawn_at_us.map(Timestamp::from_unix_us),
                     })
                 })
@@ -588,8 +602,10 @@ impl SeasonStore for SqlStore {
         query(
             "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
              min_spend_fen, max_value_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
-             categories, funding, releases, created_at_us, points_price, lottery_seed_sha256) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+             categories, funding, releases, created_at_us, points_price, lottery_seed_sha256, lottery_salt, \
+             lottery_committed_at_us, lottery_algorithm) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
+             $23, $24, $25)",
         )
         .bind(batch.id)
         .bind(batch.season_id)
@@ -613,6 +629,9 @@ impl SeasonStore for SqlStore {
         .bind(Timestamp::now().unix_us())
         .bind(batch.points_price)
         .bind(batch.lottery.as_ref().map(|l| l.commitment_hex()))
+        .bind(batch.lottery.as_ref().map(|l| l.salt.0.to_vec()))
+        .bind(batch.lottery.as_ref().map(|l| l.committed_at.unix_us()))
+        .bind(batch.lottery.as_ref().map(|l| i32::from(l.algorithm)))
         .execute(&mut tx)
         .await?;
         let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
@@ -829,6 +848,23 @@ impl SeasonStore for SqlStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
+        Ok(rows.into_iter().map(|(id,)| id).collect())
+    }
+
+    async fn lottery_seed(&self, batch_id: BatchId) -> Result<Option<String>, StorageError> {
+        let row: Option<(Option<String>,)> = query_as("SELECT lottery_seed FROM batches WHERE id = $1")
+            .bind(batch_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.and_then(|(seed,)| seed))
+    }
+
+    async fn lottery_winners(&self, batch_id: BatchId) -> Result<Vec<CitizenId>, StorageError> {
+        let rows: Vec<(CitizenId,)> =
+            query_as("SELECT DISTINCT citizen_id FROM vouchers WHERE batch_id = $1 ORDER BY citizen_id")
+                .bind(batch_id)
+                .fetch_all(&self.pool)
+                .await?;
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 

@@ -288,6 +288,12 @@ pub trait SeasonStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<CitizenId>, StorageError>;
 
+    /// The seed a lottery batch was drawn with; `None` before its draw.
+    async fn lottery_seed(&self, batch_id: BatchId) -> Result<Option<String>, StorageError>;
+
+    /// The citizens holding a voucher of a lottery batch (its draw's winners), by citizen id.
+    async fn lottery_winners(&self, batch_id: BatchId) -> Result<Vec<CitizenId>, StorageError>;
+
     /// A citizen's standing in a lottery batch: when they entered and the voucher the draw gave
     /// them (if any); `None` if they did not enter.
     async fn lottery_standing(

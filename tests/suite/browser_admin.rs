@@ -205,7 +205,8 @@ async fn lottery(browser: &Browser, world: &World, shot: &impl Fn(&str) -> Strin
             world.app.post(&format!("/v1/batches/{id}/entries"), Some(&token), json!({})).await;
         assert!(status == 200 || status == 201, "{entry}");
     }
-    assert!(browser.text(&format!("tr[data-batch-id=\"{id}\"] td.state")).await.starts_with("报名中"));
+    let state = browser.text(&format!("tr[data-batch-id=\"{id}\"] td.state")).await;
+    assert!(state.starts_with("报名中") && state.contains("承诺公布于 "), "{state}");
     // The entries close; the page, loaded again, offers the draw with the seed it kept.
     world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(4 * 3600));
     sign_in(browser, world, &world.province_admin).await;
@@ -214,6 +215,9 @@ async fn lottery(browser: &Browser, world: &World, shot: &impl Fn(&str) -> Strin
     let result = text_when(browser, &format!("tr[data-batch-id=\"{id}\"] .result"), |t| !t.is_empty()).await;
     assert!(result.starts_with("“书店抽签券”已开奖：2 人报名，发出 2 张。"), "{result}");
     assert!(result.contains(&commitment), "the published commitment: {result}");
+    let audit = browser.wait_for(&format!("tr[data-batch-id=\"{id}\"] .result a.audit-link")).await;
+    let href = audit.attr("href").await.expect("href");
+    assert_eq!(href.as_deref(), Some(format!("/v1/batches/{id}/draw/audit").as_str()), "the audit's link");
     browser.screenshot(&shot("4-drawn")).await;
     let (_, batches) =
         world.app.get(&format!("/v1/seasons/{}/batches?ended=true", world.season_id), None).await;

@@ -278,10 +278,16 @@ async fn a_lottery_entered_drawn_won_and_lost(backend: Backend) {
     let other_token = other["token"].as_str().expect("token").to_owned();
     let other: uuid::Uuid = other["citizen_id"].as_str().expect("id").parse().expect("uuid");
     // Two draws of one voucher each between the two entrants: seeds under which the page's
-    // citizen ranks first in one and second in the other (SHA-256(seed || citizen id), lowest
-    // first).
+    // citizen ranks first in one and second in the other (SHA-256(seed || HMAC-SHA256(salt,
+    // citizen id)), lowest first), under a salt the test gives both batches (the server draws
+    // a random one, secret until the draw).
     let sha = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec();
-    let rank = |seed: &str, who: uuid::Uuid| sha(&[seed.as_bytes(), who.as_bytes().as_slice()].concat());
+    let salt = [0x5au8; 32];
+    let entrant = |who: uuid::Uuid| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt);
+        ring::hmac::sign(&key, who.hyphenated().to_string().as_bytes()).as_ref().to_vec()
+    };
+    let rank = |seed: &str, who: uuid::Uuid| sha(&[seed.as_bytes(), &entrant(who)].concat());
     let seed_for = |first: uuid::Uuid, second: uuid::Uuid| {
         (0..).map(|n| format!("seed-{n}")).find(|s| rank(s, first) < rank(s, second)).expect("a seed")
     };
@@ -293,6 +299,18 @@ async fn a_lottery_entered_drawn_won_and_lost(backend: Backend) {
     };
     let won = id(&world.batch(lottery("书店摇号券", &won_seed)).await);
     let lost = id(&world.batch(lottery("影院摇号券", &lost_seed)).await);
+    for batch in [&won, &lost] {
+        let salt_hex: String = salt.iter().map(|b| format!("{b:02x}")).collect();
+        let literal = match backend {
+            Backend::Sqlite => format!("X'{salt_hex}'"),
+            Backend::Postgres => format!("decode('{salt_hex}', 'hex')"),
+        };
+        let set = format!(
+            "UPDATE batches SET lottery_salt = {literal} WHERE {}",
+            world.app.db.uuid_equals("id", batch)
+        );
+        assert_eq!(world.app.db.raw(&set).await, Ok(1));
+    }
     browser.client.refresh().await.expect("reload");
     for batch in [&won, &lost] {
         let card = format!("article.batch[data-batch-id=\"{batch}\"]");
@@ -334,8 +352,20 @@ async fn a_lottery_entered_drawn_won_and_lost(backend: Backend) {
             .unwrap_or_else(|| panic!("{batch}: {results:?}"));
         results[at].clone()
     };
-    assert_eq!(result(&won, "书店摇号券"), "书店摇号券\n恭喜中签！券已放入“我的券”。");
-    assert_eq!(result(&lost, "影院摇号券"), "影院摇号券\n很遗憾，这次没有中签。");
+    assert_eq!(result(&won, "书店摇号券"), "书店摇号券\n恭喜中签！券已放入“我的券”。\n公开核验");
+    assert_eq!(result(&lost, "影院摇号券"), "影院摇号券\n很遗憾，这次没有中签。\n公开核验");
+    // The public check: opened, it finds the citizen's hash in the draw's published lists.
+    for (batch, verdict) in
+        [(&won, "报名名单和中签名单中都有您的凭据。"), (&lost, "报名名单中有您的凭据，中签名单中没有。")]
+    {
+        let check = format!(".lottery-result[data-batch-id=\"{batch}\"] .audit-check");
+        browser.wait_for(&format!("{check} summary")).await.click().await.expect("open the check");
+        let hash = hex_of(&entrant(me));
+        assert_eq!(browser.text(&format!("{check} code.hash")).await, hash);
+        assert_eq!(wait_text(&browser, &format!("{check} .verdict"), verdict).await, verdict);
+        let link = browser.wait_for(&format!("{check} a.audit-link")).await.attr("href").await.expect("href");
+        assert_eq!(link.as_deref(), Some(format!("/v1/batches/{batch}/draw/audit").as_str()));
+    }
     let vouchers = my_vouchers(&world, &token).await;
     assert_eq!((vouchers.len(), &vouchers[0]["batch_id"]), (1, &json!(won)), "{vouchers:?}");
     assert_fits(&browser, "results").await;
@@ -525,4 +555,23 @@ impl World {
         let batch = list.as_array().expect("array").iter().find(|b| b["name"] == name).cloned();
         id(&batch.unwrap_or_else(|| panic!("no batch {name}")))
     }
+}
+
+fn hex_of(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Waits until the element's text is `wanted`, and answers the last text read.
+async fn wait_text(browser: &Browser, css: &str, wanted: &str) -> String {
+    let mut last = String::new();
+    for _ in 0..150 {
+        if let Ok(element) = browser.client.find(Locator::Css(css)).await {
+            last = element.text().await.unwrap_or_default();
+            if last == wanted {
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    last
 }

@@ -501,8 +501,8 @@ async fn season_cap_and_budget_exceeded(backend: Backend) {
 
 /// A lottery batch (Beijing 2021, 摇号): citizens enter during the window, once each; claims
 /// are refused; after the window the issuer draws with the seed it committed to, and the stock
-/// goes to the entries with the lowest SHA-256(seed || citizen id), which the test recomputes,
-/// skipping one a per-person cap refuses.
+/// goes to the entries with the lowest SHA-256(seed || HMAC-SHA256(salt, citizen id)), which the
+/// test recomputes, skipping one a per-person cap refuses.
 async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: Backend) {
     // A season cap of one voucher's worth: a winner who holds a voucher already is skipped.
     let world = World::new(backend, "100000.00", Some("10.00")).await;
@@ -573,11 +573,19 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
     }
     let (status, refused) = world.claim(&entrants[0].1, &id, "a-claim").await;
     assert_eq!((status, code(&refused)), (409, "lottery_batch"), "{refused}");
-    // The draw order, recomputed here: SHA-256(seed || citizen id), lowest first. The first in
-    // it claims a voucher in the rush, which fills their season cap.
+    // The draw order, recomputed here with the batch's salt (secret until the draw; read from
+    // the store): SHA-256(seed || HMAC-SHA256(salt, citizen id as text)), lowest first. The
+    // first in it claims a voucher in the rush, which fills their season cap.
+    let batch_id: wenhui::domain::ids::BatchId = id.parse().expect("uuid");
+    let stored = wenhui::storage::SeasonStore::batch(world.app.store(), batch_id).await.expect("read");
+    let salt = stored.and_then(|b| b.lottery).expect("a lottery").salt.0;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt);
     let mut ranked: Vec<(Vec<u8>, uuid::Uuid)> = entrants
         .iter()
-        .map(|(citizen, _)| (sha(&[seed.as_bytes(), citizen.as_bytes().as_slice()].concat()), *citizen))
+        .map(|(citizen, _)| {
+            let entrant = ring::hmac::sign(&key, citizen.hyphenated().to_string().as_bytes());
+            (sha(&[seed.as_bytes(), entrant.as_ref()].concat()), *citizen)
+        })
         .collect();
     ranked.sort();
     let first = entrants.iter().find(|(c, _)| *c == ranked[0].1).expect("entrant");

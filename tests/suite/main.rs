@@ -23,6 +23,7 @@ mod hardening;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
+mod lottery_audit;
 mod migrations;
 mod nodes;
 mod openapi;

@@ -9,7 +9,10 @@ use sqlx::Connection;
 use crate::both_backends;
 use crate::common::{Backend, TestDb};
 
-both_backends!(migration_0021_keeps_the_vouchers_and_what_refers_to_them);
+both_backends!(
+    migration_0021_keeps_the_vouchers_and_what_refers_to_them,
+    migration_0028_salts_the_lotteries_made_before_it
+);
 
 const VOUCHER: &str = "0190f5a2000070008000000000000001";
 
@@ -91,6 +94,85 @@ async fn postgres_0021(db: &TestDb) {
         .expect("the voucher is kept");
     assert_eq!(kept, ("redeemed".to_owned(), 1000));
     check_statuses(&mut conn, &format!("'{id}'::uuid")).await;
+}
+
+/// Lottery batches made before 0028 get a salt each (32 random bytes, a different one each) and
+/// a commitment time; those drawn already are marked as drawn by algorithm 1; a rush batch gets
+/// none of it.
+async fn migration_0028_salts_the_lotteries_made_before_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let id = |n: u8| match backend {
+        Backend::Sqlite => format!("X'{n:032x}'"),
+        Backend::Postgres => format!("'{}'::uuid", uuid::Uuid::from_u128(u128::from(n))),
+    };
+    let (off, salt_len) = match backend {
+        Backend::Sqlite => ("PRAGMA foreign_keys = OFF;", "length(lottery_salt)"),
+        Backend::Postgres => ("SET session_replication_role = replica;", "octet_length(lottery_salt)"),
+    };
+    // (batch, its commitment, drawn at): a rush, two lotteries waiting for their draw, one drawn.
+    let batches =
+        [(1u8, None, None), (2, Some("'ab'"), None), (3, Some("'cd'"), None), (4, Some("'ef'"), Some(5))];
+    let rows: Vec<String> = batches
+        .iter()
+        .map(|(n, sha, drawn)| {
+            format!(
+                "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, min_spend_fen, max_value_fen, \
+                 stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, categories, funding, \
+                 releases, created_at_us, lottery_seed_sha256, drawn_at_us) VALUES ({}, {}, 'b', '370000', \
+                 'threshold', 1000, 0, 1000, 1, 1, 24, 1, 2, 'bookstore', '[]', '[]', 1, {}, {});",
+                id(*n),
+                id(99),
+                sha.unwrap_or("NULL"),
+                drawn.map_or("NULL".to_owned(), |d: i64| d.to_string())
+            )
+        })
+        .collect();
+    let sql = format!("{off} {}", rows.concat());
+    let (url, rows) = (db.url.clone(), sqlx::AssertSqlSafe(sql));
+    let read = format!(
+        "SELECT {salt_len}, lottery_committed_at_us, lottery_algorithm, lottery_salt FROM batches ORDER BY id"
+    );
+    let read = sqlx::AssertSqlSafe(read);
+    type Row = (Option<i64>, Option<i64>, Option<i32>, Option<Vec<u8>>);
+    type PgRow = (Option<i32>, Option<i64>, Option<i32>, Option<Vec<u8>>);
+    let found: Vec<Row> = match backend {
+        Backend::Sqlite => {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::from_str(&url).expect("url").create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
+            let migrator = sqlx::migrate!("./migrations/sqlite");
+            migrator.run_to(27, &mut conn).await.expect("up to 0027");
+            sqlx::raw_sql(rows).execute(&mut conn).await.expect("rows");
+            migrator.run(&mut conn).await.expect("0028");
+            sqlx::query_as(read).fetch_all(&mut conn).await.expect("read")
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&url).await.expect("connect");
+            let migrator = sqlx::migrate!("./migrations/postgres");
+            migrator.run_to(27, &mut conn).await.expect("up to 0027");
+            sqlx::raw_sql(rows).execute(&mut conn).await.expect("rows");
+            migrator.run(&mut conn).await.expect("0028");
+            let found: Vec<PgRow> = sqlx::query_as(read).fetch_all(&mut conn).await.expect("read");
+            found
+                .into_iter()
+                .map(|(len, at, algorithm, salt)| (len.map(i64::from), at, algorithm, salt))
+                .collect()
+        }
+    };
+    let shape: Vec<(Option<i64>, bool, Option<i32>)> = found
+        .iter()
+        .map(|(len, at, algorithm, _)| (*len, at.is_some_and(|at| at > 1_700_000_000_000_000), *algorithm))
+        .collect();
+    assert_eq!(
+        shape,
+        [
+            (None, false, None),
+            (Some(32), true, Some(2)),
+            (Some(32), true, Some(2)),
+            (Some(32), true, Some(1))
+        ]
+    );
+    assert_ne!(found[1].3, found[2].3, "each batch its own salt");
 }
 
 /// 'forfeited' is a voucher status now; a made-up one still is not.

@@ -100,11 +100,21 @@ async fn operation_ids_are_unique_and_every_route_is_listed() {
         ("post", "/v1/batches/{id}/entries"),
         ("get", "/v1/batches/{id}/entries"),
         ("post", "/v1/batches/{id}/draw"),
+        ("get", "/v1/batches/{id}/draw/audit"),
         ("get", "/openapi.json"),
     ] {
         assert!(document["paths"][path][method].is_object(), "{method} {path} is not in the document");
     }
     assert!(operations.len() >= 60, "only {} operations", operations.len());
+    // The lottery's audit is public (no key), and its document a declared schema.
+    let audit = &document["paths"]["/v1/batches/{id}/draw/audit"]["get"];
+    assert_eq!(scheme_names(audit), Vec::<String>::new(), "the audit takes no key");
+    let schema = &document["components"]["schemas"]["LotteryAudit"]["properties"];
+    for field in
+        ["seed", "seed_sha256", "salt", "salt_sha256", "committed_at", "entrants", "winners", "stock"]
+    {
+        assert!(schema[field].is_object(), "LotteryAudit declares {field}: {schema}");
+    }
     let named = RATE_LIMITED
         .iter()
         .chain(&JSON_CONTENT_TYPE_REQUIRED)

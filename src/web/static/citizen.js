@@ -498,6 +498,35 @@
     }
     return node;
   };
+  // The public check of a drawn lottery (docs/lottery-audit.md): the citizen's keyed hash and id,
+  // and when asked (the document lists every entrant), whether the draw's published audit has the
+  // hash among its entrants and its winners.
+  const auditCheck = (entry) => {
+    if (!entry.entrant_hash) return null;
+    const path = `/v1/batches/${entry.batch_id}/draw/audit`;
+    const verdict = el('p', { class: 'verdict', role: 'status' });
+    const box = el('details', { class: 'audit-check' },
+      el('summary', {}, '公开核验'),
+      el('p', { class: 'note' }, '您的抽签凭据，即用开奖时公布的盐值对您的编号做 HMAC-SHA256：'),
+      el('code', { class: 'mono hash' }, entry.entrant_hash),
+      el('p', { class: 'note' }, '您的编号：', el('code', { class: 'mono' }, entry.citizen_id)),
+      verdict,
+      el('a', { class: 'audit-link', href: path, target: '_blank', rel: 'noopener' }, '开奖核验数据（JSON，任何人可复核）'));
+    box.addEventListener('toggle', async () => {
+      if (!box.open || verdict.textContent) return;
+      verdict.textContent = '正在核对名单…';
+      try {
+        const audit = await wenhui.api(path);
+        const entered = audit.entrants.includes(entry.entrant_hash);
+        const won = audit.winners.includes(entry.entrant_hash);
+        verdict.textContent = !entered ? '报名名单中没有您的凭据，请联系活动方。'
+          : won ? '报名名单和中签名单中都有您的凭据。' : '报名名单中有您的凭据，中签名单中没有。';
+      } catch (error) {
+        verdict.textContent = error.message || '暂时无法核对，请稍后再试。';
+      }
+    });
+    return box;
+  };
   // The results of the lotteries this phone entered, newest first.
   const lotteryResults = async () => {
     const ids = entered();
@@ -507,7 +536,8 @@
       const [text, kind] = RESULT[entry.result] || ['', 'ok'];
       return el('article', { class: `lottery-result ${entry.result}`, 'data-batch-id': entry.batch_id },
         el('span', { class: 'name' }, entry.batch_name),
-        el('span', { class: `claim-message ${kind}` }, resultText(entry, batchesById.get(entry.batch_id)) || text));
+        el('span', { class: `claim-message ${kind}` }, resultText(entry, batchesById.get(entry.batch_id)) || text),
+        auditCheck(entry));
     });
     return rows.length ? [el('h2', {}, '我的抽签'), ...rows] : [];
   };

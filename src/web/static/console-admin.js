@@ -344,13 +344,18 @@
     return tenths >= 1 && tenths <= 99 ? 100 - tenths : null;
   }
 
+  // When a lottery's commitments (the seed's and the salt's SHA-256) were published, and once
+  // drawn, its public audit (docs/lottery-audit.md).
+  const committedNote = (batch) => el('span', { class: 'note committed' }, `承诺公布于 ${cst(Date.parse(batch.lottery.committed_at))}`);
+  const auditLink = (batch) => el('a', { class: 'audit-link', href: `/v1/batches/${batch.id}/draw/audit`, target: '_blank', rel: 'noopener' }, '核验数据（JSON）');
+  const lotteryState = (batch, text, ...more) => el('div', { class: 'lottery-state' }, text, el('br'), committedNote(batch), ...more);
   // A lottery's state, and its draw for the issuer's admin once entries have closed.
   const drawCell = (context, batch, redraw) => {
     if (!batch.lottery) return '抢领';
-    if (batch.lottery.drawn_at) return `已开奖 ${cst(Date.parse(batch.lottery.drawn_at))}`;
+    if (batch.lottery.drawn_at) return lotteryState(batch, `已开奖 ${cst(Date.parse(batch.lottery.drawn_at))}`, el('br'), auditLink(batch));
     const closes = Date.parse(batch.claim_closes_at);
-    if (wenhui.now() < closes) return `报名中，${cst(closes)}后开奖`;
-    if (!(may('act_as_funder') && batch.issuer === context.me.region)) return '待开奖';
+    if (wenhui.now() < closes) return lotteryState(batch, `报名中，${cst(closes)}后开奖`);
+    if (!(may('act_as_funder') && batch.issuer === context.me.region)) return lotteryState(batch, '待开奖');
     const form = el('form', { id: `draw-${batch.id}`, class: 'draw', novalidate: true });
     const seed = input({ class: 'mono', value: sessionStorage.getItem(SEED + batch.id) || '', placeholder: '开奖种子' });
     const alert = el('p', { class: 'error form-error', role: 'alert', hidden: true });
@@ -368,7 +373,8 @@
           el('strong', {}, `“${batch.name}”已开奖：${drawn.entries} 人报名，发出 ${drawn.issued} 张。`),
           el('p', { class: 'note' }, `开奖时间 ${cst(Date.parse(drawn.drawn_at))}`),
           el('p', { class: 'note mono' }, `种子 ${drawn.seed}`),
-          el('p', { class: 'note mono' }, `SHA-256 ${drawn.seed_sha256}`)));
+          el('p', { class: 'note mono' }, `SHA-256 ${drawn.seed_sha256}`),
+          el('p', { class: 'note' }, committedNote(batch), ' · ', auditLink(batch))));
       } catch (error) {
         refused(form, error);
         busy(submit, false, '开奖');
