@@ -64,6 +64,9 @@ pub struct ServeConfig {
     /// Database connections in the main pool (`--db-pool-size`; docs/operations.md says how to
     /// size it).
     pub db_pool_size: u32,
+    /// The Redis that holds the rate buckets of every node (`--rate-limit-store`); per process
+    /// when `None`.
+    pub rate_limit_store: Option<http::rate_limit::StoreConfig>,
 }
 
 impl ServeConfig {
@@ -88,6 +91,7 @@ impl ServeConfig {
             production: false,
             clock: Arc::new(SystemClock),
             db_pool_size: storage::ConnectOptions::default().max_connections,
+            rate_limit_store: None,
         }
     }
 }
@@ -219,6 +223,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let settlement_chunking =
         config.settlement_chunking.unwrap_or_else(|| store.backend().settlement_chunking());
     let resumed = spawn_settlement_resume(store.clone(), settlement_chunking, config.clock.clone());
+    let rate_store = config.rate_limit_store.as_ref().map(http::rate_limit::RateStore::open).transpose()?;
     let services = Services {
         store: store.clone(),
         ledger_key: key,
@@ -228,6 +233,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         qr,
         redemptions,
         settlement_chunking,
+        rate_store,
     };
     let app = http::router(AppState::new(services), config.request_timeouts);
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");

@@ -28,6 +28,7 @@ mod nodes;
 mod openapi;
 mod pages;
 mod public_reads;
+mod rate_store;
 mod sessions;
 mod staff_people;
 mod till;
