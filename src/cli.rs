@@ -393,6 +393,11 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 crate::domain::time::Timestamp::now(),
             )
             .await?;
+            // The running nodes read the keys again at once (and within a second regardless).
+            let rotated = crate::app::events::NodeEvent::QrKeysRotated.encode();
+            if let Err(error) = store.publish_notice(&rotated).await {
+                tracing::warn!(%error, "could not notify the running nodes of the rotation");
+            }
             println!("{key_id}");
             Ok(ExitCode::SUCCESS)
         }

@@ -179,6 +179,8 @@ fn check_providers(config: &ServeConfig) -> anyhow::Result<()> {
 
 pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     check_providers(&config)?;
+    // Every metric registered before anything can count or set one (`crate::telemetry`).
+    let _ = crate::telemetry::recorder();
     let options = ConnectOptions { clock: config.clock.clone(), max_connections: config.db_pool_size };
     let store = open_store_with(&config.database_url, &config.data_dir, options).await?;
     let key = Arc::new(load_ledger_key(config.ledger_key_path.as_deref(), &config.keys_dir)?);
@@ -235,7 +237,10 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         settlement_chunking,
         rate_store,
     };
-    let app = http::router(AppState::new(services), config.request_timeouts);
+    let state = AppState::new(services);
+    // Listening before serving: a change another node makes once this one answers is heard.
+    let node_events = http::spawn_node_events(state.clone(), store.notices()).await;
+    let app = http::router(state, config.request_timeouts);
     tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let limits = config.connection_limits;
     let task = tokio::spawn(async move {
@@ -248,6 +253,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         pruning.abort();
         revocations.abort();
         resumed.abort();
+        node_events.abort();
         Ok(())
     });
     Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })

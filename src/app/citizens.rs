@@ -2,9 +2,10 @@
 //! no database round trip at rush load (tokens are cached in memory after first use).
 //!
 //! A session can be revoked before it expires (the citizen signs out, or a province_admin revokes
-//! every session of a citizen). The revoking process drops the token from its cache at once;
+//! every session of a citizen). The revoking process drops the token from its cache at once and
+//! tells the other nodes (`app::events`), which drop it within about a second; as a safety net
 //! every process also reads the feed of recent revocations every [`REVOCATION_POLL`] and drops
-//! those tokens, so a revocation reaches all of them within that time. The feed costs one small
+//! those tokens, so a revocation reaches all of them within that time even if a notice is lost. The feed costs one small
 //! indexed query per poll, however many tokens are cached: a rush of a million signed-in
 //! citizens still authenticates from memory.
 //!
@@ -23,6 +24,7 @@ use ring::digest;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use super::codes::{CodeError, Codes};
+use super::events::NodeEvent;
 use super::providers::ProviderError;
 use crate::domain::citizen::{CitizenName, IdNumber, Phone};
 use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
@@ -180,6 +182,7 @@ impl Citizens {
         let Some(hash) = well_formed_token_hash(token) else { return Ok(()) };
         self.store.revoke_session(&hash, self.clock.now()).await?;
         self.forget_token(&hash);
+        self.tell_other_nodes(NodeEvent::SessionRevoked(hash)).await;
         Ok(())
     }
 
@@ -187,10 +190,34 @@ impl Citizens {
     pub async fn revoke_all(&self, citizen_id: CitizenId) -> Result<Option<u64>, StorageError> {
         let revoked = self.store.revoke_citizen_sessions(citizen_id, self.clock.now()).await?;
         if revoked.is_some() {
-            let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
-            tokens.retain(|_, (holder, _)| *holder != citizen_id);
+            self.forget_citizen(citizen_id);
+            self.tell_other_nodes(NodeEvent::CitizenSessionsRevoked(citizen_id)).await;
         }
         Ok(revoked)
+    }
+
+    /// Sends a revocation to the other nodes, which forget the tokens within about a second; if
+    /// it cannot be sent, the revocation feed they poll still brings it.
+    async fn tell_other_nodes(&self, event: NodeEvent) {
+        if let Err(error) = self.store.publish_notice(&event.encode()).await {
+            tracing::warn!(%error, "could not notify the other nodes of a revocation; their poll will see it");
+        }
+    }
+
+    /// Drops the token with this hash from memory (revoked on another node).
+    pub fn forget_token(&self, hash: &[u8; 32]) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
+    }
+
+    /// Drops every token of a citizen from memory.
+    pub fn forget_citizen(&self, citizen_id: CitizenId) {
+        let mut tokens = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
+        tokens.retain(|_, (holder, _)| *holder != citizen_id);
+    }
+
+    /// Drops every token from memory: each is read from the database again on its next use.
+    pub fn forget_every_token(&self) {
+        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 
     /// Drops from memory every token revoked at or after `since` (by any process), reading at
@@ -235,10 +262,6 @@ impl Citizens {
         if let Ok(hash) = <[u8; 32]>::try_from(session.token_hash.as_slice()) {
             self.insert_token(hash, (session.citizen_id, session.expires_at));
         }
-    }
-
-    fn forget_token(&self, hash: &[u8; 32]) {
-        self.tokens.lock().unwrap_or_else(|p| p.into_inner()).remove(hash);
     }
 
     fn insert_token(&self, hash: [u8; 32], value: (CitizenId, Timestamp)) {

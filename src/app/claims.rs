@@ -10,12 +10,16 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::app::error::AppError;
+use crate::app::events::NodeEvent;
+use crate::app::sold_out::SoldOutMemory;
+use crate::app::till::coalesce::Coalescer;
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
 use crate::domain::error_code::ErrorCode;
@@ -30,6 +34,7 @@ use crate::storage::{
     ClaimCommit, ExpiryCommit, IdemRecord, LedgerStore, Refusal, SeasonTotalDelta, Storage, StorageError,
     StoredAnswer, WriteError,
 };
+use crate::telemetry::WriterStats;
 
 /// Most claims decided and committed in one transaction.
 pub const MAX_GROUP: usize = 1_024;
@@ -124,15 +129,75 @@ pub struct SweepReport {
 #[derive(Clone)]
 pub struct ClaimWriter {
     queue: mpsc::Sender<Message>,
+    stats: Arc<WriterStats>,
+    clock: Arc<dyn Clock>,
+    /// Batches known sold out: their claims are answered without the writer.
+    sold_out: Arc<SoldOutMemory>,
+    /// The stored answers of the keys of claims answered from memory, read in batches.
+    stored_answers: Coalescer<(String, String), Option<StoredAnswer>>,
+    /// Claims answered `sold_out` from memory since the start.
+    from_memory: Arc<AtomicU64>,
 }
 
 impl ClaimWriter {
     pub fn spawn(store: Arc<dyn Storage>, clock: Arc<dyn Clock>) -> ClaimWriter {
         let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
-        let writer =
-            Writer { me: queue.downgrade(), store, clock, caches: Caches::default(), cards: HashMap::new() };
+        let stats = Arc::new(WriterStats::new(crate::telemetry::CLAIM_WRITER));
+        let sold_out = Arc::new(SoldOutMemory::default());
+        let stored_answers = stored_answers(store.clone());
+        let writer = Writer {
+            me: queue.downgrade(),
+            store,
+            clock: clock.clone(),
+            caches: Caches::default(),
+            cards: HashMap::new(),
+            stats: stats.clone(),
+            sold_out: sold_out.clone(),
+        };
         tokio::spawn(writer.run(inbox));
-        ClaimWriter { queue }
+        let from_memory = Arc::new(AtomicU64::new(0));
+        ClaimWriter { queue, stats, clock, sold_out, stored_answers, from_memory }
+    }
+
+    /// Messages waiting in the writer's queue (claims, sweeps, draws' next turns).
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// The writer's commits: group sizes, commit times, the last one.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
+    }
+
+    /// The batches this node knows sold out (marked by another node's event too).
+    pub fn sold_out(&self) -> &SoldOutMemory {
+        &self.sold_out
+    }
+
+    /// How many claims were answered `sold_out` from memory since the start.
+    pub fn answered_from_memory(&self) -> u64 {
+        self.from_memory.load(Ordering::Relaxed)
+    }
+
+    /// A plain claim on a batch known sold out, answered without the writer: the stored answer
+    /// of its key if it has one (a retry is answered as the first time, on any node), else
+    /// 409 `sold_out`, not stored (the batch's state, not the request, decided it). `None`: the
+    /// batch is not known sold out, or the stored answer could not be read; the writer decides.
+    async fn answer_from_memory(
+        &self,
+        citizen_id: CitizenId,
+        batch_id: BatchId,
+        idem_key: &str,
+        request_hash: &[u8],
+    ) -> Option<Answer> {
+        let message = self.sold_out.check(batch_id, self.clock.now())?;
+        let key = (citizen_scope(citizen_id), idem_key.to_owned());
+        if let Some(stored) = self.stored_answers.load(key).await.ok()? {
+            return Some(replay(&stored, request_hash));
+        }
+        self.from_memory.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!(crate::telemetry::CLAIMS_SOLD_OUT_FROM_MEMORY).increment(1);
+        Some(Answer::error(409, ErrorCode::SoldOut, &message))
     }
 
     /// Queues a claim and waits for its committed answer.
@@ -167,12 +232,21 @@ impl ClaimWriter {
         request_hash: Vec<u8>,
         exchange: Option<Exchange>,
     ) -> Answer {
+        if exchange.is_none()
+            && let Some(answer) =
+                self.answer_from_memory(citizen_id, batch_id, &idem_key, &request_hash).await
+        {
+            crate::telemetry::claim_answered(answer.status, answer.replayed, &answer.body);
+            return answer;
+        }
         let (reply, answer) = oneshot::channel();
         let request = ClaimRequest { citizen_id, batch_id, idem_key, request_hash, exchange, reply };
-        if self.queue.send(Message::Claim(request)).await.is_err() {
-            return Answer::unavailable();
-        }
-        answer.await.unwrap_or_else(|_| Answer::unavailable())
+        let answer = match self.queue.send(Message::Claim(request)).await {
+            Ok(()) => answer.await.unwrap_or_else(|_| Answer::unavailable()),
+            Err(_) => Answer::unavailable(),
+        };
+        crate::telemetry::claim_answered(answer.status, answer.replayed, &answer.body);
+        answer
     }
 
     /// Expires due vouchers and closes batches whose claim window ended, through the writer so
@@ -193,8 +267,16 @@ impl ClaimWriter {
         answer.await.map_err(|_| "writer stopped".to_owned())?
     }
 
-    /// Tells the writer its cached counters may be stale.
+    /// Tells the writer its cached counters may be stale, and forgets every sold-out batch.
     pub async fn invalidate(&self) {
+        self.sold_out.forget_all();
+        let _ = self.queue.send(Message::Invalidate).await;
+    }
+
+    /// Vouchers of `batch_id` went back to its stock (on any node): it is no longer known sold
+    /// out, and the writer reads its counters again.
+    pub async fn stock_returned(&self, batch_id: BatchId) {
+        self.sold_out.forget(batch_id);
         let _ = self.queue.send(Message::Invalidate).await;
     }
 
@@ -225,6 +307,17 @@ impl ClaimWriter {
 
 pub fn citizen_scope(citizen_id: CitizenId) -> String {
     format!("citizen:{citizen_id}")
+}
+
+/// Reads stored answers by (scope, key), many in one query.
+fn stored_answers(store: Arc<dyn Storage>) -> Coalescer<(String, String), Option<StoredAnswer>> {
+    Coalescer::spawn(move |keys: Vec<(String, String)>| {
+        let store = store.clone();
+        async move {
+            let found = store.idempotent_answers(&keys).await?;
+            Ok(keys.iter().map(|key| found.get(key).cloned()).collect())
+        }
+    })
 }
 
 /// What the writer knows. Only the writer changes claim state, so these are exact while it is
@@ -298,6 +391,9 @@ struct Writer {
     caches: Caches,
     /// The cards of the exchanges in the group being decided.
     cards: HashMap<CardId, CardPoints>,
+    stats: Arc<WriterStats>,
+    /// Batches known sold out, marked after a group that leaves one so commits.
+    sold_out: Arc<SoldOutMemory>,
 }
 
 /// One claim's fate within a group.
@@ -378,6 +474,8 @@ impl Writer {
         mut pending: Vec<Pending>,
     ) -> (Vec<Pending>, Result<(), WriteError>) {
         let now = self.clock.now();
+        // Before the reads: a forget (stock returned) after them leaves the marks unmade.
+        let epoch = self.sold_out.epoch();
         if let Err(error) = self.load_context(&pending, now).await {
             return (pending, Err(WriteError::Storage(error)));
         }
@@ -417,11 +515,44 @@ impl Writer {
         if commit.answers.is_empty() {
             return (pending, Ok(()));
         }
+        let sold_out = self.sold_out_now(&pending, now);
+        commit.notices.extend(sold_out.iter().map(NodeEvent::encode));
+        let started = std::time::Instant::now();
         let outcome = self.store.commit_claims(&commit).await;
         if outcome.is_ok() {
+            self.stats.committed(commit.answers.len(), started.elapsed());
             self.remember(&commit);
+            for event in sold_out {
+                if let NodeEvent::SoldOut { batch_id, until, message } = event {
+                    self.sold_out.mark_unless_forgotten(epoch, batch_id, until, message);
+                }
+            }
         }
         (pending, outcome)
+    }
+
+    /// The group's batches left with nothing released to claim, as the writer now sees them
+    /// (its decisions applied): a [`NodeEvent::SoldOut`] each, until the first moment stock or
+    /// the answer can change by time alone (a release, the end of the claim window or season).
+    fn sold_out_now(&self, pending: &[Pending], now: Timestamp) -> Vec<NodeEvent> {
+        let mut events: Vec<NodeEvent> = Vec::new();
+        for p in pending {
+            let batch_id = p.request.batch_id;
+            let seen =
+                events.iter().any(|e| matches!(e, NodeEvent::SoldOut { batch_id: b, .. } if *b == batch_id));
+            let Some((batch, season)) = self.caches.batches.get(&batch_id) else { continue };
+            if seen || batch.lottery.is_some() {
+                continue;
+            }
+            if let Err(ClaimRefusal::SoldOut(message)) = batch.check_open(season, now) {
+                let mut until = batch.claim_closes_at.min(season.ends_at);
+                if let Some(release) = batch.next_release_after(now) {
+                    until = until.min(release);
+                }
+                events.push(NodeEvent::SoldOut { batch_id, until, message });
+            }
+        }
+        events
     }
 
     /// Loads what the group needs and the caches lack: stored answers, batches, holdings.
@@ -719,6 +850,10 @@ impl Writer {
         }
         let group = expiry_commit(now, &due, &rows);
         let result = self.store.commit_expiries(&group).await;
+        // Forgetting is always safe; the notices tell the other nodes (in the transaction).
+        for (batch_id, _) in &group.batch_returns {
+            self.sold_out.forget(*batch_id);
+        }
         // Expiry changes counters and holdings (and a refusal may leave them stale): reload them
         // on next use.
         self.caches.batches.clear();
@@ -794,6 +929,11 @@ fn expiry_commit(
         }
         commit.season_totals.extend(SeasonTotalDelta::for_voucher(season, voucher, false));
     }
+    commit.notices = commit
+        .batch_returns
+        .iter()
+        .map(|(batch_id, _)| NodeEvent::StockReturned(*batch_id).encode())
+        .collect();
     commit
 }
 

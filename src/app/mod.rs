@@ -7,7 +7,7 @@
 //! benefit card), `merchants` (settlement account changes), `finance`, `audit` (the ledger's
 //! verification, export and checkpoints), `citizens`, `codes` (one-time codes by SMS),
 //! `providers` (the SMS gateway and the real-name check, as traits), `staff`, `qr`,
-//! `housekeeping`, and `signing` (the service's own Ed25519 keys). What they refuse is an
+//! `housekeeping`, `health` (the node's state for `/readyz` and `/metrics`), and `signing` (the service's own Ed25519 keys). What they refuse is an
 //! [`error::AppError`].
 
 pub mod audit;
@@ -16,7 +16,9 @@ pub mod citizens;
 pub mod claims;
 pub mod codes;
 pub mod error;
+pub mod events;
 pub mod finance;
+pub mod health;
 pub mod housekeeping;
 pub mod merchants;
 pub mod providers;
@@ -25,6 +27,7 @@ pub mod qr;
 pub mod seasons;
 pub mod secrets;
 pub mod signing;
+pub mod sold_out;
 pub mod staff;
 pub mod till;
 pub mod zh;

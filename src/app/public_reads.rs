@@ -4,7 +4,9 @@
 //!
 //! A snapshot is rebuilt on the next read when something it shows may have changed:
 //! - **a commit in this process** ([`crate::storage::committed_writes`]: the claim writer's groups,
-//!   the sweep's expiries, batch and season creation, budgets, redemptions): a *soft* change;
+//!   the sweep's expiries, batch and season creation, budgets, redemptions): a *soft* change,
+//!   rebuilt at most once per [`SOFT_REBUILD_EVERY`] (monotonic time), so that a rush's stream of
+//!   commits does not rebuild it back to back;
 //! - **[`PublicReads::invalidate`]**: a *hard* change (a batch or season created here, and the hook
 //!   the other nodes' notifications call);
 //! - **time**: a snapshot is at most [`BOUND_US`] old (releases, claim windows, other nodes).
@@ -21,6 +23,7 @@ use std::collections::HashMap;
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use crate::app::error::AppError;
 use crate::domain::finance::FunderFigures;
@@ -32,6 +35,10 @@ use crate::storage::{Storage, StorageError};
 
 /// The most a snapshot lags behind the clock: 1 s.
 pub const BOUND_US: i64 = 1_000_000;
+
+/// The least time between two rebuilds of a snapshot for commits alone (soft changes); a hard
+/// change rebuilds at once. Measured on the monotonic clock, not the service's (tests freeze it).
+pub const SOFT_REBUILD_EVERY: Duration = Duration::from_millis(100);
 
 /// Keys held per kind before the map is emptied (ids from the path are anyone's to choose).
 const MAX_KEYS: usize = 4_096;
@@ -78,6 +85,8 @@ pub struct Snapshot<V> {
     pub as_of: Timestamp,
     hard: u64,
     soft: u64,
+    /// When it was built, on the monotonic clock.
+    built: Instant,
     rendered: OnceLock<Rendered>,
 }
 
@@ -136,8 +145,11 @@ struct Generation {
 }
 
 impl Generation {
+    /// No hard change since it was built, within the bound, and either no commit since or
+    /// built less than [`SOFT_REBUILD_EVERY`] ago.
     fn fresh<V>(self, snapshot: &Snapshot<V>, now: Timestamp) -> bool {
-        snapshot.hard >= self.hard && snapshot.soft >= self.soft && snapshot.within_bound(now)
+        let soft = snapshot.soft >= self.soft || snapshot.built.elapsed() < SOFT_REBUILD_EVERY;
+        snapshot.hard >= self.hard && soft && snapshot.within_bound(now)
     }
 
     /// Good enough to serve while another reader rebuilds: no hard change, within the bound.
@@ -322,6 +334,7 @@ impl PublicReads {
             as_of,
             hard: generation.hard,
             soft: generation.soft,
+            built: Instant::now(),
             rendered: OnceLock::new(),
         });
         *slot.current.lock().unwrap_or_else(|p| p.into_inner()) = Some(snapshot.clone());

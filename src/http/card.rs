@@ -373,7 +373,10 @@ pub async fn pay(
         let season = app_card::earning_season(state.store(), ctx.merchant.city.province(), now).await?;
         let payment = app_card::planned_payment(till, &order, season, now, record.clone())?;
         match state.store().commit_card_payment(&payment).await {
-            Ok(stored) => return Ok(json_response(stored.status, stored.body)),
+            Ok(stored) => {
+                crate::telemetry::redeemed(crate::telemetry::CARD_PAYMENT);
+                return Ok(json_response(stored.status, stored.body));
+            }
             Err(WriteError::Refused(Refusal::PointsExpiredMeanwhile)) if !planned_again => {
                 planned_again = true;
             }
@@ -456,7 +459,10 @@ pub async fn reverse(
     let record = idem_recorder(scope, key, hash);
     let reversal = app_card::planned_reversal(&payment, reason, state.clock().now(), record.clone())?;
     match state.store().commit_card_reversal(&reversal).await {
-        Ok(stored) => Ok(json_response(stored.status, stored.body)),
+        Ok(stored) => {
+            crate::telemetry::reversed(crate::telemetry::CARD_PAYMENT);
+            Ok(json_response(stored.status, stored.body))
+        }
         Err(error) => card_write_refusal(&state, error, record).await,
     }
 }

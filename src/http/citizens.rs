@@ -249,8 +249,9 @@ pub async fn sign_in(
     Ok(session_response(session))
 }
 
-/// Signs out: the presented token stops working at once on this instance and within
-/// [`REVOCATION_POLL`](crate::app::citizens::REVOCATION_POLL) on every other. Answers 204 whether or
+/// Signs out: the presented token stops working at once on this instance, within about a second
+/// on every other (a change notice), and at worst within
+/// [`REVOCATION_POLL`](crate::app::citizens::REVOCATION_POLL) (the revocation feed). Answers 204 whether or
 /// not the token was still valid, so a retried sign-out gets the same answer.
 #[utoipa::path(delete, operation_id = "sign_out", path = "/v1/me/session", security(("citizen_token" = [])),
     responses((status = 204, description = "signed out"), (status = 401, body = super::error::ErrorBody)))]

@@ -434,9 +434,8 @@ pub async fn close(
         finance::close(state.store(), state.ledger_key(), &season, now, state.settlement_chunking())
             .await
             .map_err(finance_error)?;
-    // Claims decided from memory must see the season closed at once in this process.
-    state.writer().invalidate().await;
-    state.inner().batches.clear();
+    // Claims decided from memory must see the season closed at once, here and on every node.
+    state.announce(crate::app::events::NodeEvent::ClaimsChanged).await;
     Ok(Json(outcome))
 }
 

@@ -328,7 +328,7 @@ async fn set_status(
     let merchant = load(state, id).await?;
     require_admin_of(staff, merchant.city)?;
     state.store().set_merchant_status(id, status.as_str()).await?;
-    state.inner().tills.clear();
+    state.announce(crate::app::events::NodeEvent::MerchantChanged(id)).await;
     tracing::info!(merchant = %id, status = status.as_str(), "merchant status changed");
     Ok(Json(MerchantStatusAnswer { id, status: status.as_str() }))
 }
@@ -410,7 +410,7 @@ pub async fn revoke_terminal(
     let merchant = load(&state, merchant_id).await?;
     require_admin_of(&staff, merchant.city)?;
     let revoked = state.store().revoke_terminal(merchant_id, terminal_id, state.clock().now()).await?;
-    state.inner().tills.clear();
+    state.announce(crate::app::events::NodeEvent::TerminalChanged(terminal_id)).await;
     if !revoked && state.store().terminal(terminal_id).await?.is_none_or(|t| t.merchant_id != merchant_id) {
         return Err(ApiError::not_found(ErrorCode::TerminalNotFound, "no such terminal at this merchant"));
     }
@@ -595,7 +595,7 @@ async fn decide(
     };
     let decided = merchants::decide(state.store(), asked).await?;
     if decided.approved_now {
-        state.inner().tills.clear();
+        state.announce(crate::app::events::NodeEvent::MerchantChanged(merchant_id)).await;
     }
     Ok(decided.request)
 }

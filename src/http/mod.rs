@@ -1,7 +1,7 @@
 //! The HTTP layer: a thin shell of extractors, DTOs and one error type around the domain and
 //! storage. Routing, middleware (request ids, tracing, body limit, timeout, panics, metrics).
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Router;
@@ -10,7 +10,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
 use axum::http::HeaderName;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -32,6 +32,7 @@ mod card;
 mod citizens;
 mod conditional;
 pub mod error;
+mod events;
 pub mod extract;
 mod finance;
 pub mod idempotency;
@@ -46,6 +47,7 @@ pub mod staff;
 pub(crate) mod till;
 
 pub use error::ApiError;
+pub use events::spawn_node_events;
 pub use serve::ConnectionLimits;
 
 /// Largest request body accepted anywhere (a claim or a redemption is a few hundred bytes).
@@ -72,7 +74,8 @@ pub struct AppState(Arc<AppInner>);
 pub(crate) struct AppInner {
     store: Arc<dyn Storage>,
     ledger_key: Arc<SigningKey>,
-    metrics: PrometheusHandle,
+    /// The process-wide recorder (`None` if another was installed first) and this node's gauges.
+    metrics: (Option<PrometheusHandle>, crate::telemetry::NodeGauges),
     clock: Arc<dyn Clock>,
     citizens: Arc<Citizens>,
     writer: ClaimWriter,
@@ -162,7 +165,7 @@ impl AppState {
             settlement_chunking,
             rate_store,
         } = services;
-        let metrics = metrics_handle();
+        let metrics = (crate::telemetry::recorder(), crate::telemetry::NodeGauges::default());
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
         let till_reads = TillReads::spawn(&store, &clock);
         let citizen_rates = std::sync::Arc::new(rate_limit::CitizenRates::new(rate_store));
@@ -187,7 +190,9 @@ impl AppState {
             citizen_rates,
             public_reads,
         };
-        AppState(Arc::new(inner))
+        let state = AppState(Arc::new(inner));
+        spawn_metrics_upkeep(Arc::downgrade(&state.0));
+        state
     }
 
     pub fn citizen_rates(&self) -> &rate_limit::CitizenRates {
@@ -249,26 +254,6 @@ impl AppState {
     pub fn ledger_key(&self) -> &SigningKey {
         &self.0.ledger_key
     }
-}
-
-/// The process-wide Prometheus recorder (a recorder can be installed once per process).
-fn metrics_handle() -> PrometheusHandle {
-    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
-    HANDLE
-        .get_or_init(|| {
-            let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
-            let builder = PrometheusBuilder::new()
-                .set_buckets_for_metric(Matcher::Full("http_request_duration_seconds".into()), &buckets)
-                .unwrap_or_else(|_| PrometheusBuilder::new());
-            match builder.install_recorder() {
-                Ok(handle) => handle,
-                Err(error) => {
-                    tracing::warn!(%error, "metrics recorder already installed; using a detached one");
-                    PrometheusBuilder::new().build_recorder().handle()
-                }
-            }
-        })
-        .clone()
 }
 
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
@@ -451,10 +436,25 @@ async fn record_metrics(request: Request, next: Next) -> Response {
     let response = next.run(request).await;
     let status = response.status().as_u16().to_string();
     let labels = [("route", route), ("method", method), ("status", status)];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels[..2])
+    metrics::counter!(crate::telemetry::HTTP_REQUESTS, &labels).increment(1);
+    metrics::histogram!(crate::telemetry::HTTP_REQUEST_DURATION, &labels[..2])
         .record(started.elapsed().as_secs_f64());
     response
+}
+
+/// Drains the process-wide histograms every few seconds, for as long as the state lives, so
+/// that samples do not pile up in memory between scrapes (or without any).
+fn spawn_metrics_upkeep(state: std::sync::Weak<AppInner>) {
+    tokio::spawn(async move {
+        let mut ticker = tokio::time::interval(Duration::from_secs(5));
+        loop {
+            ticker.tick().await;
+            let Some(state) = state.upgrade() else { return };
+            if let Some(handle) = &state.metrics.0 {
+                handle.run_upkeep();
+            }
+        }
+    });
 }
 
 /// Forgets idle citizens' rate buckets every minute, for as long as the state lives.

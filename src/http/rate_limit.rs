@@ -156,7 +156,7 @@ impl CitizenRates {
 
 /// 429 `rate_limited`, counted.
 fn refused(wait: Duration) -> ApiError {
-    metrics::counter!("wenhui_rate_limited_total").increment(1);
+    metrics::counter!(crate::telemetry::RATE_LIMITED).increment(1);
     ApiError::rate_limited(wait)
 }
 

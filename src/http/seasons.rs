@@ -55,7 +55,7 @@ pub async fn create_season(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_season(&season, &funders, &entries, &record).await;
-    state.public_reads().invalidate();
+    state.announce(crate::app::events::NodeEvent::CatalogChanged).await;
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
@@ -88,7 +88,7 @@ pub async fn add_budget(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&answer)? };
     let outcome = state.store().add_budget(season.id, funder, &entry, &record).await;
-    state.public_reads().invalidate();
+    state.announce(crate::app::events::NodeEvent::CatalogChanged).await;
     write_outcome(state.store(), outcome, record, conflict).await
 }
 
@@ -328,7 +328,7 @@ pub async fn draw(
             crate::storage::WriteError::Storage(error) => ApiError::from(error),
             other => ApiError::constraint_refusal(&other.to_string()),
         })?;
-    state.public_reads().invalidate();
+    state.announce(crate::app::events::NodeEvent::CatalogChanged).await;
     if !recorded {
         return drawn_already(&state, &record.scope, &record.key, &record.request_hash).await;
     }
@@ -425,7 +425,7 @@ pub async fn create_batch(
     let record =
         IdemRecord { scope: idem_scope, key, request_hash: hash, status: 201, body: answer_text(&view)? };
     let outcome = state.store().create_batch(&batch, &entry, &record).await;
-    state.public_reads().invalidate();
+    state.announce(crate::app::events::NodeEvent::CatalogChanged).await;
     write_outcome(state.store(), outcome, record, conflict).await
 }
 

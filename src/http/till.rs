@@ -486,8 +486,9 @@ pub async fn reverse(
             redeem::plan_reversal(state.store(), &record, &reason, now, answer.clone()).await?;
         match state.store().commit_reversal(&reversal).await {
             Ok(()) => {
+                crate::telemetry::reversed(crate::telemetry::VOUCHER);
                 if after == AfterReversal::Expired {
-                    state.writer().invalidate().await;
+                    state.announce(crate::app::events::NodeEvent::StockReturned(record.batch_id)).await;
                 }
                 return Ok(json_response(201, reversal.answer.body));
             }

@@ -35,6 +35,21 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     /// A transaction that may append to the ledger (the head row is locked by `lock_head_sql`).
     async fn begin_write(&self) -> Result<Tx, sqlx::Error>;
 
+    /// Sends `notices` to every node if `tx` commits (PostgreSQL: `pg_notify` in `tx`, delivered
+    /// on commit). A backend without transactional delivery sends them in
+    /// [`SqlBackend::notify_committed`] instead.
+    async fn notify_in(&self, tx: &mut Tx, notices: &[String]) -> Result<(), sqlx::Error>;
+
+    /// Called right after the commit of a transaction given `notices` in
+    /// [`SqlBackend::notify_in`]: SQLite's in-process channel sends them now.
+    fn notify_committed(&self, notices: &[String]);
+
+    /// Sends one notice to every node now, outside any transaction.
+    async fn publish(&self, notice: &str) -> Result<(), sqlx::Error>;
+
+    /// Every node's notices from now on (`notices.rs`).
+    fn subscribe(&self) -> super::notices::NoticeFeed;
+
     /// Whether a writer that changes existing rows takes the process's write gate before its
     /// row locks (SQLite: one writer at a time) or only once they are held (PostgreSQL).
     fn gate_before_row_locks(&self) -> bool;

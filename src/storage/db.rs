@@ -11,7 +11,6 @@
 //! `sqlx::Database`: the higher-ranked `Executor` bounds it needs do not survive `async` code
 //! that must be `Send`. The price here is one `match` per statement.
 
-use std::fmt::{Display, Write as _};
 use std::marker::PhantomData;
 
 use futures_util::future::Either;
@@ -593,16 +592,19 @@ impl QueryBuilder {
         QueryBuilder { sqlite: pg.clone(), pg, args: Vec::new() }
     }
 
-    pub fn push(&mut self, sql: impl Display) -> &mut Self {
-        // Writing to a String cannot fail.
-        let _ = write!(self.pg, "{sql}");
-        let _ = write!(self.sqlite, "{sql}");
+    /// Appends SQL text. A `&str`, not `impl Display`: a multi-row statement pushes a few
+    /// separators per value, and the formatting machinery cost more than the statement's execution
+    /// on SQLite (BENCHMARKS.md, the restructure).
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.pg.push_str(sql);
+        self.sqlite.push_str(sql);
         self
     }
 
     pub fn push_bind(&mut self, value: impl Bind) -> &mut Self {
         self.args.push(value.into_arg());
-        let _ = write!(self.pg, "${}", self.args.len());
+        self.pg.push('$');
+        self.pg.push_str(itoa::Buffer::new().format(self.args.len()));
         self.sqlite.push('?');
         self
     }
@@ -662,7 +664,7 @@ impl Separated<'_> {
         self.push_separator = true;
     }
 
-    pub fn push(&mut self, sql: impl Display) -> &mut Self {
+    pub fn push(&mut self, sql: &str) -> &mut Self {
         self.separate();
         self.builder.push(sql);
         self
@@ -674,7 +676,7 @@ impl Separated<'_> {
         self
     }
 
-    pub fn push_unseparated(&mut self, sql: impl Display) -> &mut Self {
+    pub fn push_unseparated(&mut self, sql: &str) -> &mut Self {
         self.builder.push(sql);
         self
     }

@@ -543,6 +543,15 @@ impl Storage for SqlStore {
         Ok(())
     }
 
+    async fn publish_notice(&self, notice: &str) -> Result<(), StorageError> {
+        self.backend.publish(notice).await?;
+        Ok(())
+    }
+
+    fn notices(&self) -> super::NoticeFeed {
+        self.backend.subscribe()
+    }
+
     async fn secret_fingerprint(
         &self,
         name: &str,

@@ -26,6 +26,7 @@ mod constraint;
 mod db;
 mod finance;
 mod ledger;
+mod notices;
 mod postgres;
 mod seasons;
 mod sqlite;
@@ -41,6 +42,7 @@ pub use finance::{
     DayActivity, FinalReport, FinanceStore, MAX_BREAKS_LISTED, MAX_REPORT_ROWS, MerchantMoney, MerchantSales,
     SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
 };
+pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
 
@@ -198,6 +200,13 @@ pub trait Storage:
 
     /// One cheap round trip: is the database reachable?
     async fn ping(&self) -> Result<(), StorageError>;
+
+    /// Sends a change notice to every node over this database, this one included
+    /// (`notices.rs`; what it means is `app::events`).
+    async fn publish_notice(&self, notice: &str) -> Result<(), StorageError>;
+
+    /// Every node's change notices from now on, starting with [`Notice::Resync`].
+    fn notices(&self) -> NoticeFeed;
 
     /// Records `fingerprint` as the fingerprint of the secret `name` unless one is recorded
     /// already, and returns the recorded one (the first node's).

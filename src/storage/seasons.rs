@@ -948,7 +948,9 @@ impl SeasonStore for SqlStore {
         self.insert_vouchers(&mut tx, &commit.vouchers).await?;
         Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
         let opened = self.post_in(&mut tx, &commit.entries).await?;
+        self.backend.notify_in(&mut tx, &commit.notices).await?;
         self.commit_and_cache(tx, opened).await?;
+        self.backend.notify_committed(&commit.notices);
         Ok(())
     }
 
@@ -1002,7 +1004,9 @@ impl SeasonStore for SqlStore {
             }
         }
         let opened = self.post_in(&mut tx, &commit.entries).await?;
+        self.backend.notify_in(&mut tx, &commit.notices).await?;
         self.commit_and_cache(tx, opened).await?;
+        self.backend.notify_committed(&commit.notices);
         Ok(())
     }
 

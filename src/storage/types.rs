@@ -186,6 +186,8 @@ pub struct ClaimCommit {
     /// Cards whose points pay for exchanges in this group: the database refuses the group if
     /// any of them is no longer active under the ledger lock (a freeze since the writer read it).
     pub paying_cards: Vec<CardId>,
+    /// Change notices for the other nodes, sent if the group commits (`app::events`).
+    pub notices: Vec<String>,
 }
 
 /// Vouchers that reached their expiry, booked at once.
@@ -200,6 +202,8 @@ pub struct ExpiryCommit {
     pub planned_reserves: Vec<(BatchId, bool)>,
     pub season_totals: Vec<SeasonTotalDelta>,
     pub entries: Vec<NewEntry>,
+    /// Change notices for the other nodes, sent if the expiries commit (`app::events`).
+    pub notices: Vec<String>,
 }
 
 #[async_trait]

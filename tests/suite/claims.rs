@@ -104,11 +104,17 @@ impl World {
         self.app.post_idem(&format!("/v1/batches/{batch_id}/claims"), Some(token), key, json!({})).await
     }
 
+    /// The season as the public read shows it, with every commit made before the call (as
+    /// [`World::batch_state`]).
     pub async fn season(&self) -> Value {
+        tokio::time::sleep(wenhui::app::public_reads::SOFT_REBUILD_EVERY).await;
         self.app.get(&format!("/v1/seasons/{}", self.season_id), None).await.1
     }
 
+    /// The batch as the public list shows it, with every commit made before the call: the
+    /// list rebuilds for commits at most every `SOFT_REBUILD_EVERY`, so this waits that long.
     pub async fn batch_state(&self, batch_id: &str) -> Value {
+        tokio::time::sleep(wenhui::app::public_reads::SOFT_REBUILD_EVERY).await;
         let (_, list) = self.app.get(&format!("/v1/seasons/{}/batches", self.season_id), None).await;
         list.as_array().expect("array").iter().find(|b| b["id"] == batch_id).cloned().unwrap_or(Value::Null)
     }
@@ -199,6 +205,7 @@ async fn an_expiry_planned_before_its_batch_closed_is_refused(backend: Backend) 
                 posting(accounts::reserve(season_id, batch_id, funder), Side::Credit),
             ],
         )],
+        notices: Vec::new(),
     };
     let entry = wenhui::app::claims::close_entry(store, &open).await.expect("close entry");
     store.close_batch_reserve(batch_id, world.clock.now(), entry.as_ref()).await.expect("closed");

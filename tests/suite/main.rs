@@ -26,6 +26,7 @@ mod ledger_props;
 mod migrations;
 mod nodes;
 mod openapi;
+mod ops_metrics;
 mod pages;
 mod public_reads;
 mod rate_store;

@@ -232,3 +232,330 @@ async fn a_node_with_its_own_citizen_secret_refuses_to_start(backend: Backend) {
     let message = format!("{:#}", refused.err().expect("a foreign QR key is refused"));
     assert!(message.contains("QR signing key"), "{message}");
 }
+
+both_backends!(changes_reach_another_node_in_this_process);
+
+/// Two nodes in one process (SQLite: the in-process channel; PostgreSQL: LISTEN/NOTIFY): a batch
+/// sold out on A is answered `sold_out` from memory on B (a key answered before still gets its
+/// first answer there), stock returned on A reaches B at once, and a session revoked on A is
+/// refused on B well before the revocation poll.
+async fn changes_reach_another_node_in_this_process(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let node_b = world.app.spawn_node(|_| {}).await.expect("a second node starts");
+    let base_b = format!("http://{}", node_b.addr);
+    let batch = world.batch(json!({"stock": 1, "valid_hours": 1})).await;
+    let batch_id = batch["id"].as_str().expect("id").to_owned();
+    let (first, second) = (world.citizen(1).await, world.citizen(2).await);
+    let (status, claimed) = world.claim(&first, &batch_id, "a-1").await;
+    assert_eq!(status, 201, "{claimed}");
+
+    // B has never decided a claim of this batch: only A's notice can make its answer. (A
+    // notice takes milliseconds; the memory holds a second.)
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let served = node_b.writer.answered_from_memory();
+    let (status, refused) = claim_at(&world, &base_b, &second, &batch_id, "b-1").await;
+    assert_eq!((status, code(&refused)), (409, "sold_out"), "{refused}");
+    assert_eq!(node_b.writer.answered_from_memory(), served + 1, "answered from memory");
+    let (status, replayed) = claim_at(&world, &base_b, &first, &batch_id, "a-1").await;
+    assert_eq!((status, &replayed), (201, &claimed), "a key answered before gets its first answer");
+
+    // The voucher expires; A's sweep returns it to the stock and B hears of it.
+    world.clock.advance_us(2 * 3_600 * 1_000_000);
+    assert_eq!(world.app.sweep().await.expired, 1);
+    let started = std::time::Instant::now();
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (status, body) =
+            claim_at(&world, &base_b, &second, &batch_id, &format!("b-after-{attempt}")).await;
+        if status == 201 {
+            break;
+        }
+        assert_eq!((status, code(&body)), (409, "sold_out"), "{body}");
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(1_000),
+            "stock returned on A not seen on B"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // A session used on B, revoked on A: refused on B within about a second.
+    let (status, _) = get_at(&world, &base_b, "/v1/me/vouchers", &second).await;
+    assert_eq!(status, 200);
+    let signed_out =
+        world.app.client.delete(world.app.url("/v1/me/session")).bearer_auth(&second).send().await;
+    assert_eq!(signed_out.expect("send").status().as_u16(), 204);
+    wait_for_status(&world, &base_b, "/v1/me/vouchers", &second, 401).await;
+    node_b.stop().await.expect("node b stops");
+}
+
+async fn get_at(world: &World, base: &str, path: &str, token: &str) -> (u16, Value) {
+    let response =
+        world.app.client.get(format!("{base}{path}")).bearer_auth(token).send().await.expect("send");
+    read(response).await
+}
+
+/// Polls `path` on `base` until it answers `status`; fails after 1.5 s.
+async fn wait_for_status(world: &World, base: &str, path: &str, token: &str, status: u16) {
+    let started = std::time::Instant::now();
+    loop {
+        let (now, body) = get_at(world, base, path, token).await;
+        if now == status {
+            return;
+        }
+        let waited = started.elapsed();
+        assert!(waited < std::time::Duration::from_millis(1_500), "still {now} after {waited:?}: {body}");
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+}
+
+/// A `wenhui serve` process over the test's database and data directory; killed when dropped,
+/// so that a failed assertion leaves none behind.
+struct Process {
+    child: std::process::Child,
+    base: String,
+}
+
+impl Process {
+    fn start(db: &crate::common::TestDb) -> Process {
+        let dir = db.dir.path();
+        let listen = format!("127.0.0.1:{}", crate::cli::free_port());
+        let data_dir = dir.join("data");
+        let envs = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("WENHUI_LISTEN", listen.as_str()),
+            ("WENHUI_DATA_DIR", data_dir.to_str().expect("utf8")),
+            ("RUST_LOG", "warn,wenhui::server=info"),
+        ];
+        let child = tokio::task::block_in_place(|| crate::cli::spawn_serve(dir, &envs, false));
+        Process { child, base: format!("http://{listen}") }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Three `wenhui serve` processes on one PostgreSQL database, and a client.
+struct Fleet {
+    // Dropped in this order: the processes are killed before their database is dropped.
+    nodes: Vec<Process>,
+    client: reqwest::Client,
+    db: crate::common::TestDb,
+}
+
+impl Fleet {
+    async fn send(&self, request: reqwest::RequestBuilder, token: Option<&str>) -> (u16, Value) {
+        let request = match token {
+            Some(token) => request.bearer_auth(token),
+            None => request,
+        };
+        read(request.send().await.expect("send")).await
+    }
+
+    async fn post(
+        &self,
+        node: usize,
+        path: &str,
+        token: Option<&str>,
+        key: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let url = format!("{}{path}", self.nodes[node].base);
+        self.send(self.client.post(url).header("idempotency-key", key).json(&body), token).await
+    }
+
+    async fn get(&self, node: usize, path: &str, token: Option<&str>) -> (u16, Value) {
+        self.send(self.client.get(format!("{}{path}", self.nodes[node].base)), token).await
+    }
+
+    async fn claim(&self, node: usize, token: &str, batch_id: &str, key: &str) -> (u16, Value) {
+        self.post(node, &format!("/v1/batches/{batch_id}/claims"), Some(token), key, json!({})).await
+    }
+
+    /// A counter's value in a node's `/metrics` (0 before its first increment).
+    async fn counter(&self, node: usize, name: &str) -> f64 {
+        let url = format!("{}/metrics", self.nodes[node].base);
+        let text = self.client.get(url).send().await.expect("send").text().await.expect("text");
+        let line = text.lines().find(|l| l.split_whitespace().next() == Some(name));
+        line.and_then(|l| l.split_whitespace().nth(1)).map_or(0.0, |v| v.parse().expect("a number"))
+    }
+
+    /// A batch of `stock` open now for an hour, in `season`.
+    async fn batch(&self, staff: &str, season: &str, stock: i64) -> String {
+        let now = wenhui::domain::time::Timestamp::now();
+        let body = json!({"name": "b", "issuer": "370000", "kind": "threshold", "face_value": "5.00",
+            "min_spend": "20.00", "stock": stock, "per_citizen_limit": 1, "valid_hours": 24,
+            "claim_opens_at": now.plus_seconds(-30).to_string(), "claim_closes_at": now.plus_seconds(3_600).to_string(),
+            "categories": ["bookstore"]});
+        let key = uuid::Uuid::new_v4().to_string();
+        let (status, batch) =
+            self.post(0, &format!("/v1/seasons/{season}/batches"), Some(staff), &key, body).await;
+        assert_eq!(status, 201, "{batch}");
+        batch["id"].as_str().expect("id").to_owned()
+    }
+
+    async fn citizen(&self, n: u32) -> String {
+        let id_number = wenhui::domain::citizen::synthetic_id_number("370202", "19800101", n as u16);
+        let phone = format!("137{n:08}");
+        let code = crate::common::dev_code(&self.client, &self.nodes[0].base, &phone, "register").await;
+        let body = json!({"name": "王五", "id_number": id_number, "phone": phone, "code": code});
+        let url = format!("{}/v1/citizens", self.nodes[0].base);
+        let (status, answer) = self.send(self.client.post(url).json(&body), None).await;
+        assert_eq!(status, 201, "{answer}");
+        answer["token"].as_str().expect("token").to_owned()
+    }
+
+    /// Polls `path` on `node` until it answers `status`; fails after 1.5 s.
+    async fn wait_for(&self, node: usize, path: &str, token: &str, status: u16) {
+        let started = std::time::Instant::now();
+        loop {
+            let (now, body) = self.get(node, path, Some(token)).await;
+            if now == status {
+                return;
+            }
+            let waited = started.elapsed();
+            assert!(
+                waited < std::time::Duration::from_millis(1_500),
+                "node {node}: {now} after {waited:?}: {body}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}
+
+fn staff_key(db: &crate::common::TestDb, role: &str, region: &str) -> String {
+    let output =
+        crate::cli::wenhui(db.dir.path(), &db.url, &["keys", "create", "--role", role, "--region", region]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Three `wenhui serve` processes on one PostgreSQL database: a rush through all of them sells
+/// exactly the stock, with no 5xx, and a retry through another node gets the first answer; a
+/// batch sold out on node 1 is answered from memory on node 2; a session revoked on node 1 and
+/// a terminal revoked on node 1 are refused on nodes 2 and 3 within about a second and a half
+/// (the revocation poll takes 5 s, the till cache 2 s: only the notices are that fast).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_serve_processes_share_a_rush_and_their_changes() {
+    const STOCK: i64 = 30;
+    const CITIZENS: u32 = 90;
+    let db = crate::common::TestDb::new(Backend::Postgres).await;
+    let province = staff_key(&db, "province_admin", "370000");
+    let city = staff_key(&db, "city_admin", "370200");
+    let first = Process::start(&db);
+    let nodes = vec![first, Process::start(&db), Process::start(&db)];
+    let client =
+        reqwest::Client::builder().timeout(std::time::Duration::from_secs(30)).build().expect("client");
+    let fleet = Arc::new(Fleet { nodes, client, db });
+    let now = wenhui::domain::time::Timestamp::now();
+    let season = json!({"name": "fleet", "province": "370000", "starts_at": now.plus_seconds(-60).to_string(),
+        "ends_at": now.plus_seconds(86_400).to_string(), "budgets": [{"funder": "370000", "amount": "100000.00"}]});
+    let (status, season) = fleet.post(0, "/v1/seasons", Some(&province), "season", season).await;
+    assert_eq!(status, 201, "{season}");
+    let season = season["id"].as_str().expect("id").to_owned();
+    let mut tokens = Vec::new();
+    for n in 0..CITIZENS {
+        tokens.push(fleet.citizen(n).await);
+    }
+
+    let batch = fleet.batch(&province, &season, STOCK).await;
+    let mut tasks = Vec::new();
+    for (n, token) in tokens.iter().enumerate() {
+        let (fleet, batch, token) = (fleet.clone(), batch.clone(), token.clone());
+        tasks.push(tokio::spawn(
+            async move { fleet.claim(n % 3, &token, &batch, &format!("rush-{n}")).await },
+        ));
+    }
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("join"));
+    }
+    let created = answers.iter().filter(|(status, _)| *status == 201).count() as i64;
+    for (status, body) in &answers {
+        assert!(*status == 201 || (*status, code(body)) == (409, "sold_out"), "{status}: {body}");
+    }
+    assert_eq!(created, STOCK, "exactly the stock, through three nodes");
+    for (n, (status, body)) in answers.iter().enumerate() {
+        let again = fleet.claim((n + 1) % 3, &tokens[n], &batch, &format!("rush-{n}")).await;
+        assert_eq!((again.0, &again.1), (*status, body), "citizen {n}'s retry through another node");
+    }
+
+    // Sold out through node 1; node 2 has never decided a claim of it.
+    let small = fleet.batch(&province, &season, 2).await;
+    for token in &tokens[..2] {
+        let (status, body) = fleet.claim(0, token, &small, "small").await;
+        assert_eq!(status, 201, "{body}");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let metric = "wenhui_claims_sold_out_from_memory_total";
+    let before = fleet.counter(1, metric).await;
+    let (status, body) = fleet.claim(1, &tokens[2], &small, "small").await;
+    assert_eq!((status, code(&body)), (409, "sold_out"), "{body}");
+    assert_eq!(fleet.counter(1, metric).await, before + 1.0, "node 2 answered from memory");
+
+    // A session used on nodes 2 and 3, revoked on node 1.
+    for node in [1, 2] {
+        assert_eq!(fleet.get(node, "/v1/me/vouchers", Some(&tokens[5])).await.0, 200);
+    }
+    let url = format!("{}/v1/me/session", fleet.nodes[0].base);
+    let (status, _) = fleet.send(fleet.client.delete(url), Some(&tokens[5])).await;
+    assert_eq!(status, 204);
+    for node in [1, 2] {
+        fleet.wait_for(node, "/v1/me/vouchers", &tokens[5], 401).await;
+    }
+
+    terminal_revoked_on_one_node_is_refused_on_the_others(&fleet, &city).await;
+    let verify = crate::cli::wenhui(fleet.db.dir.path(), &fleet.db.url, &["ledger", "verify"]);
+    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+}
+
+/// A terminal whose tills on nodes 2 and 3 have been authenticated (so cached), revoked on node
+/// 1: refused on both within 1.5 s.
+async fn terminal_revoked_on_one_node_is_refused_on_the_others(fleet: &Fleet, city: &str) {
+    use wenhui_merchant_sdk::client::{ClientOptions, TillClient, TillKey, register_terminal};
+    let body = json!({"name": "店", "credit_code": crate::till::credit_code(77), "category": "bookstore", "city": "370200",
+        "settlement_account": {"bank": "青岛银行", "account_no": "6222000011112222", "account_name": "某书店"}});
+    let (status, merchant) = fleet.post(0, "/v1/merchants", Some(city), "merchant", body).await;
+    assert_eq!(status, 201, "{merchant}");
+    let merchant: uuid::Uuid = merchant["id"].as_str().expect("id").parse().expect("uuid");
+    let key = TillKey::generate().expect("key");
+    let registration =
+        register_terminal(&fleet.nodes[0].base, city, merchant, &key, "till", ClientOptions::default())
+            .await
+            .expect("register");
+    let terminal = registration.terminal_id;
+    let dir = fleet.db.dir.path();
+    let key_file = dir.join("till.key");
+    key.save(&key_file).expect("save key");
+    let mut tills = Vec::new();
+    for node in [1, 2] {
+        let journal = wenhui_merchant_sdk::journal::Journal::open(dir.join(format!("till-{node}.jsonl")))
+            .expect("journal");
+        let key = TillKey::load(&key_file).expect("load key");
+        let base = &fleet.nodes[node].base;
+        let till = TillClient::new(base, terminal, key, journal, ClientOptions::default()).expect("client");
+        let unknown = till.get(uuid::Uuid::new_v4()).await.expect_err("no such redemption").code();
+        assert_eq!(unknown, "redemption_not_found", "node {node} knows the terminal");
+        tills.push(till);
+    }
+    let path = format!("/v1/merchants/{merchant}/terminals/{terminal}/revoke");
+    let (status, body) = fleet.post(0, &path, Some(city), "revoke", json!({})).await;
+    assert_eq!(status, 200, "{body}");
+    let started = std::time::Instant::now();
+    for till in &tills {
+        loop {
+            let refused = till.get(uuid::Uuid::new_v4()).await.expect_err("refused").code();
+            if refused == "terminal_revoked" {
+                break;
+            }
+            assert_eq!(refused, "redemption_not_found");
+            let waited = started.elapsed();
+            assert!(waited < std::time::Duration::from_millis(1_500), "still accepted after {waited:?}");
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+    }
+}

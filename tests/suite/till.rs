@@ -1012,11 +1012,11 @@ async fn a_refund_forfeits_the_voucher_when_the_season_says_so(backend: Backend)
     let (citizen, voucher) = till.voucher(1, &batch).await;
     let redeemed = till.redeem(&till.qr(&citizen, &voucher).await, "100.00", "f-1").await.expect("redeemed");
     assert_eq!(redeemed.discount, "10.00");
-    let (_, before) = world.app.get(&season_path, Some(&world.province_admin)).await;
+    let before = world.season().await;
 
     let reversal = till.client.reverse(redeemed.redemption_id, "refund", None).await.expect("reversed");
     assert_eq!((reversal.voucher_status.as_str(), reversal.amount.as_str()), ("forfeited", "10.00"));
-    let (_, after) = world.app.get(&season_path, Some(&world.province_admin)).await;
+    let after = world.season().await;
     let cents = |yuan: String| yuan.replace('.', "").parse::<i64>().expect("amount");
     assert_eq!(
         cents(available(&after)) - cents(available(&before)),

@@ -99,7 +99,7 @@ struct Loaded {
 }
 
 /// Issues tokens with the current key and verifies them against the published ones; reloads
-/// from the database every few seconds so that a rotation by the CLI takes effect.
+/// from the database every second, and at once when a rotation is announced (`app::events`).
 pub struct QrKeys {
     store: Arc<dyn Storage>,
     keys_dir: PathBuf,
@@ -129,6 +129,11 @@ impl QrKeys {
             Arc::new(Loaded { at: Instant::now(), signer: Arc::new(signer), ring: key_ring(&records) });
         *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = Some(loaded.clone());
         Ok(loaded)
+    }
+
+    /// Reads the keys again on next use (a rotation announced by another process).
+    pub fn reload(&self) {
+        *self.loaded.lock().unwrap_or_else(|p| p.into_inner()) = None;
     }
 
     /// The keys tills should hold (GET /v1/keys).

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::storage::{NewRedemption, Refusal, Storage, WriteError};
+use crate::telemetry::WriterStats;
 
 const MAX_GROUP: usize = 256;
 const QUEUE_DEPTH: usize = 8_192;
@@ -19,13 +20,25 @@ type Reply = oneshot::Sender<Result<(), WriteError>>;
 #[derive(Clone)]
 pub struct RedemptionWriter {
     queue: mpsc::Sender<(NewRedemption, Reply)>,
+    stats: Arc<WriterStats>,
 }
 
 impl RedemptionWriter {
     pub fn spawn(store: Arc<dyn Storage>) -> RedemptionWriter {
         let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
-        tokio::spawn(run(store, inbox));
-        RedemptionWriter { queue }
+        let stats = Arc::new(WriterStats::new(crate::telemetry::REDEMPTION_WRITER));
+        tokio::spawn(run(store, inbox, stats.clone()));
+        RedemptionWriter { queue, stats }
+    }
+
+    /// Redemptions waiting in the writer's queue.
+    pub fn queue_depth(&self) -> usize {
+        self.queue.max_capacity() - self.queue.capacity()
+    }
+
+    /// The writer's commits: group sizes, commit times, the last one.
+    pub fn stats(&self) -> &WriterStats {
+        &self.stats
     }
 
     /// Queues a redemption and waits until its group has committed (or it was refused).
@@ -38,7 +51,11 @@ impl RedemptionWriter {
     }
 }
 
-async fn run(store: Arc<dyn Storage>, mut inbox: mpsc::Receiver<(NewRedemption, Reply)>) {
+async fn run(
+    store: Arc<dyn Storage>,
+    mut inbox: mpsc::Receiver<(NewRedemption, Reply)>,
+    stats: Arc<WriterStats>,
+) {
     while let Some(first) = inbox.recv().await {
         let mut group = vec![first];
         while group.len() < MAX_GROUP {
@@ -57,18 +74,32 @@ async fn run(store: Arc<dyn Storage>, mut inbox: mpsc::Receiver<(NewRedemption, 
         );
         match committed {
             Ok(outcomes) => {
+                stats.committed(redemptions.len(), started.elapsed());
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
-                    let _ = reply.send(outcome.map_err(refusal));
+                    let _ = reply.send(counted(outcome.map_err(refusal)));
                 }
             }
             Err(error) => {
                 tracing::warn!(%error, "redemption group refused; committing one by one");
                 for (redemption, reply) in redemptions.iter().zip(replies) {
-                    let _ = reply.send(commit_one(store.as_ref(), redemption).await);
+                    let started = std::time::Instant::now();
+                    let outcome = commit_one(store.as_ref(), redemption).await;
+                    if outcome.is_ok() {
+                        stats.committed(1, started.elapsed());
+                    }
+                    let _ = reply.send(counted(outcome));
                 }
             }
         }
     }
+}
+
+/// Counts a committed redemption ([`crate::telemetry::REDEMPTIONS`]).
+fn counted(outcome: Result<(), WriteError>) -> Result<(), WriteError> {
+    if outcome.is_ok() {
+        crate::telemetry::redeemed(crate::telemetry::VOUCHER);
+    }
+    outcome
 }
 
 fn refusal(refused: Refusal) -> WriteError {

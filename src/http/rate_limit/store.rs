@@ -27,8 +27,7 @@ pub const WARN_EVERY: Duration = Duration::from_secs(60);
 /// How often the store is pinged, so `wenhui_rate_limit_store_up` is true without traffic too.
 pub const PING_EVERY: Duration = Duration::from_secs(5);
 
-pub const FALLBACKS_METRIC: &str = "wenhui_rate_limit_store_fallbacks_total";
-pub const UP_METRIC: &str = "wenhui_rate_limit_store_up";
+use crate::telemetry::{RATE_LIMIT_STORE_FALLBACKS as FALLBACKS_METRIC, RATE_LIMIT_STORE_UP as UP_METRIC};
 
 /// For each key (all under one quota): refuse with the wait in ms at the first bucket past its
 /// burst, else take one from it. Returns 0 when every bucket had room.

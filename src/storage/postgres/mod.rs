@@ -9,6 +9,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::backend::SqlBackend;
 use super::db::{Pool, Tx};
+use super::notices::{Notice, NoticeFeed};
 use super::{Backend, StorageError};
 use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
 
@@ -62,6 +63,42 @@ impl SqlBackend for PgBackend {
     }
 
     /// A transaction for appending; the head row lock is taken by `append`.
+    async fn notify_in(&self, tx: &mut Tx, notices: &[String]) -> Result<(), sqlx::Error> {
+        for notice in notices {
+            super::db::query("SELECT pg_notify($1, $2)")
+                .bind(super::notices::CHANNEL)
+                .bind(notice.as_str())
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(())
+    }
+
+    fn notify_committed(&self, _notices: &[String]) {}
+
+    async fn publish(&self, notice: &str) -> Result<(), sqlx::Error> {
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(super::notices::CHANNEL)
+            .bind(notice)
+            .execute(&self.pool)
+            .await
+            .map(drop)
+    }
+
+    fn subscribe(&self) -> NoticeFeed {
+        // A pool of one connection of its own, kept open: the listener's, reconnected through it.
+        let options = (*self.pool.connect_options()).clone();
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .min_connections(0)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect_lazy_with(options);
+        let (sender, receiver) = NoticeFeed::channel();
+        NoticeFeed::new(receiver, tokio::spawn(listen(pool, sender)))
+    }
+
     async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         Ok(Tx::Pg(self.pool.begin().await?))
     }
@@ -442,5 +479,49 @@ impl SqlBackend for PgBackend {
         .execute(tx.pg()?)
         .await?;
         Ok(())
+    }
+}
+
+/// How long the listener waits before connecting again after a failure.
+const LISTEN_RETRY: Duration = Duration::from_secs(1);
+
+/// Listens on the notices' channel until `out` is dropped: a [`Notice::Resync`] each time the
+/// listening connection is (re)established, then every notice as it arrives.
+async fn listen(pool: PgPool, out: tokio::sync::mpsc::Sender<Notice>) {
+    loop {
+        let connected = async {
+            let mut listener = sqlx::postgres::PgListener::connect_with(&pool).await?;
+            listener.ignore_pool_close_event(true);
+            listener.listen(super::notices::CHANNEL).await?;
+            Ok::<_, sqlx::Error>(listener)
+        };
+        let mut listener = match connected.await {
+            Ok(listener) => listener,
+            Err(error) => {
+                tracing::warn!(%error, "listening for other nodes' notices failed; retrying");
+                tokio::time::sleep(LISTEN_RETRY).await;
+                continue;
+            }
+        };
+        if out.send(Notice::Resync).await.is_err() {
+            return;
+        }
+        loop {
+            let notice = match listener.try_recv().await {
+                Ok(Some(notification)) => Notice::Received(notification.payload().to_owned()),
+                Ok(None) => {
+                    tracing::warn!("the notices' connection was lost and is back: forgetting caches");
+                    Notice::Resync
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "the notices' connection failed; reconnecting");
+                    break;
+                }
+            };
+            if out.send(notice).await.is_err() {
+                return;
+            }
+        }
+        tokio::time::sleep(LISTEN_RETRY).await;
     }
 }

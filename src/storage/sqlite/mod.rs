@@ -22,6 +22,8 @@ pub(crate) struct SqliteBackend {
     pool: SqlitePool,
     /// The same pool, as the shared logic takes it.
     any_pool: Pool,
+    /// The in-process channel of change notices of this database (`notices.rs`).
+    notices: tokio::sync::broadcast::Sender<String>,
 }
 
 impl SqliteBackend {
@@ -37,7 +39,8 @@ impl SqliteBackend {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)
             .await?;
-        Ok(SqliteBackend { any_pool: Pool::Sqlite(pool.clone()), pool })
+        let notices = super::notices::local_hub(url);
+        Ok(SqliteBackend { any_pool: Pool::Sqlite(pool.clone()), pool, notices })
     }
 }
 
@@ -58,6 +61,26 @@ impl SqlBackend for SqliteBackend {
 
     /// `BEGIN IMMEDIATE`: takes SQLite's write lock now, so the transaction is the only writer
     /// and waits for the lock instead of failing with SQLITE_BUSY halfway through.
+    async fn notify_in(&self, _tx: &mut Tx, _notices: &[String]) -> Result<(), sqlx::Error> {
+        Ok(())
+    }
+
+    fn notify_committed(&self, notices: &[String]) {
+        for notice in notices {
+            // No subscriber (no server in this process) is not an error.
+            let _ = self.notices.send(notice.clone());
+        }
+    }
+
+    async fn publish(&self, notice: &str) -> Result<(), sqlx::Error> {
+        let _ = self.notices.send(notice.to_owned());
+        Ok(())
+    }
+
+    fn subscribe(&self) -> super::notices::NoticeFeed {
+        super::notices::local_feed(&self.notices)
+    }
+
     async fn begin_write(&self) -> Result<Tx, sqlx::Error> {
         Ok(Tx::Sqlite(self.pool.begin_with("BEGIN IMMEDIATE").await?))
     }
