@@ -144,6 +144,17 @@ pub struct ServeArgs {
     #[arg(long, env = "WENHUI_REPLICA_MAX_LAG_MS", default_value_t = 1000,
           value_parser = clap::value_parser!(u64).range(0..=3_600_000))]
     replica_max_lag_ms: u64,
+    /// A Redis (`redis://[:password@]host:6379[/db]`) holding every node's rate buckets, so
+    /// the documented rates hold across nodes; without it each process limits by itself.
+    #[arg(long, env = "WENHUI_RATE_LIMIT_STORE")]
+    rate_limit_store: Option<String>,
+    /// The prefix of the rate-limit store's keys (deployments sharing one Redis differ in it).
+    #[arg(long, env = "WENHUI_RATE_LIMIT_KEY_PREFIX", default_value = "wenhui:rate")]
+    rate_limit_key_prefix: String,
+    /// How long a rate decision waits for the store before this process decides alone.
+    #[arg(long, env = "WENHUI_RATE_LIMIT_STORE_TIMEOUT_MS", default_value_t = 50,
+          value_parser = clap::value_parser!(u64).range(1..=10_000))]
+    rate_limit_store_timeout_ms: u64,
     /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
     #[arg(long)]
     production: bool,
@@ -162,6 +173,12 @@ impl ServeArgs {
         config.db_pool_size = self.db_pool_size;
         config.read_database_url = self.read_database_url.clone();
         config.replica_max_lag = Duration::from_millis(self.replica_max_lag_ms);
+        config.rate_limit_store =
+            self.rate_limit_store.clone().map(|url| crate::http::rate_limit::StoreConfig {
+                url,
+                prefix: self.rate_limit_key_prefix.clone(),
+                timeout: Duration::from_millis(self.rate_limit_store_timeout_ms),
+            });
         config.sweep_interval = Duration::from_secs(self.sweep_interval_s);
         config.idempotency_retention = Duration::from_secs(self.idempotency_retention_days * 86_400);
         config.connection_limits = crate::http::ConnectionLimits {

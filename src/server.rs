@@ -69,6 +69,9 @@ pub struct ServeConfig {
     /// `app::read_side`), and the most it may lag for reads to go to it.
     pub read_database_url: Option<String>,
     pub replica_max_lag: Duration,
+    /// The Redis that holds the rate buckets of every node (`--rate-limit-store`); per process
+    /// when `None`.
+    pub rate_limit_store: Option<http::rate_limit::StoreConfig>,
 }
 
 impl ServeConfig {
@@ -95,6 +98,7 @@ impl ServeConfig {
             db_pool_size: storage::ConnectOptions::default().max_connections,
             read_database_url: None,
             replica_max_lag: crate::app::read_side::DEFAULT_MAX_LAG,
+            rate_limit_store: None,
         }
     }
 }
@@ -263,6 +267,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let settlement_chunking =
         config.settlement_chunking.unwrap_or_else(|| store.backend().settlement_chunking());
     let resumed = spawn_settlement_resume(store.clone(), settlement_chunking, config.clock.clone());
+    let rate_store = config.rate_limit_store.as_ref().map(http::rate_limit::RateStore::open).transpose()?;
     let services = Services {
         store: store.clone(),
         reads,
@@ -273,6 +278,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         qr,
         redemptions,
         settlement_chunking,
+        rate_store,
     };
     let state = AppState::new(services);
     // Listening before serving: a change another node makes once this one answers is heard.

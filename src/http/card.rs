@@ -198,7 +198,7 @@ pub async fn qr(
     State(state): State<AppState>,
     CitizenAuth(citizen_id): CitizenAuth,
 ) -> Result<Json<super::QrAnswer>, ApiError> {
-    state.citizen_rates().qr_code(citizen_id)?;
+    state.citizen_rates().qr_code(citizen_id).await?;
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;
     if card.status != CardStatus::Active {
         return Err(card_frozen());
@@ -523,7 +523,7 @@ pub async fn exchange(
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
     // An exchange is a claim paid with points: the claim writer's rate.
-    state.citizen_rates().claim(citizen_id)?;
+    state.citizen_rates().claim(citizen_id).await?;
     let request: ExchangeBody = parse_json(&body)?;
     let points = app_card::exchange_points(request.points)?;
     let card = state.store().card_by_citizen(citizen_id).await?.ok_or_else(no_card)?;

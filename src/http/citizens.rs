@@ -226,7 +226,7 @@ pub async fn register(
         CitizenName::parse(&request.name).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
     let code = parse_code(&request.code)?;
-    state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone))?;
+    state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone)).await?;
     let session = state.citizens().register(name, id, phone, &code).await.map_err(citizen_error)?;
     Ok(session_response(session))
 }
@@ -244,7 +244,7 @@ pub async fn sign_in(
 ) -> Result<(StatusCode, Json<SessionResponse>), ApiError> {
     let (id, phone) = parse_identity(&request.id_number, &request.phone)?;
     let code = parse_code(&request.code)?;
-    state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone))?;
+    state.citizen_rates().identity_attempt(&state.citizens().identity_keys(&id, &phone)).await?;
     let session = state.citizens().sign_in(id, phone, &code).await.map_err(citizen_error)?;
     Ok(session_response(session))
 }
@@ -355,7 +355,7 @@ pub async fn claim(
     IdempotencyKey(key): IdempotencyKey,
     ApiBytes(body): ApiBytes,
 ) -> Result<Response, ApiError> {
-    state.citizen_rates().claim(citizen_id)?;
+    state.citizen_rates().claim(citizen_id).await?;
     let _: ClaimBody = super::idempotency::parse_json(&body)?;
     let path = format!("/v1/batches/{batch_id}/claims");
     let hash = request_hash("POST", &path, &body);
@@ -401,7 +401,7 @@ pub async fn enter_lottery(
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(batch_id): ApiPath<BatchId>,
 ) -> Result<Json<LotteryEntry>, ApiError> {
-    state.citizen_rates().claim(citizen_id)?;
+    state.citizen_rates().claim(citizen_id).await?;
     let now = state.clock().now();
     let entered_at = crate::app::claims::enter_lottery(state.store(), batch_id, citizen_id, now).await?;
     Ok(Json(LotteryEntry { batch_id, entered_at: entered_at.to_string() }))
@@ -456,7 +456,7 @@ pub async fn voucher_qr(
     CitizenAuth(citizen_id): CitizenAuth,
     ApiPath(voucher_id): ApiPath<VoucherId>,
 ) -> Result<Json<super::QrAnswer>, ApiError> {
-    state.citizen_rates().qr_code(citizen_id)?;
+    state.citizen_rates().qr_code(citizen_id).await?;
     let found = state.store().voucher(voucher_id).await?;
     let voucher = crate::app::claims::voucher_for_qr(found, citizen_id, state.clock().now())?;
     Ok(Json(state.fresh_qr(wenhui_merchant_sdk::token::TokenKind::Voucher, voucher.id.as_uuid()).await?))

@@ -91,7 +91,8 @@ pub(crate) struct AppInner {
         TtlCache<crate::domain::ids::BatchId, (crate::domain::season::Batch, crate::domain::season::Season)>,
     /// The till path's per-request reads and nonce writes, coalesced (`src/app/till/coalesce.rs`).
     pub(crate) till_reads: TillReads,
-    /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`).
+    /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`), per process or
+    /// shared through Redis.
     pub(crate) citizen_rates: std::sync::Arc<rate_limit::CitizenRates>,
     /// The season list, seasons and batch lists from memory (`app::public_reads`).
     public_reads: Arc<crate::app::public_reads::PublicReads>,
@@ -150,6 +151,8 @@ pub struct Services {
     pub qr: Arc<crate::app::qr::QrKeys>,
     pub redemptions: crate::app::till::writer::RedemptionWriter,
     pub settlement_chunking: crate::domain::finance::SettlementChunking,
+    /// The rate buckets shared by every node (`--rate-limit-store`), if configured.
+    pub rate_store: Option<rate_limit::RateStore>,
 }
 
 impl AppState {
@@ -164,12 +167,16 @@ impl AppState {
             qr,
             redemptions,
             settlement_chunking,
+            rate_store,
         } = services;
         let metrics = (crate::telemetry::recorder(), crate::telemetry::NodeGauges::default());
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
         let till_reads = TillReads::spawn(&store, &clock);
-        let citizen_rates = std::sync::Arc::new(rate_limit::CitizenRates::default());
+        let citizen_rates = std::sync::Arc::new(rate_limit::CitizenRates::new(rate_store));
         spawn_forget_idle(&citizen_rates);
+        if citizen_rates.store().is_some() {
+            rate_limit::store::spawn_pings(std::sync::Arc::downgrade(&citizen_rates));
+        }
         let public_reads =
             Arc::new(crate::app::public_reads::PublicReads::with_read_side(reads.clone(), clock.clone()));
         let inner = AppInner {

@@ -31,6 +31,7 @@ mod ops_metrics;
 mod pages;
 mod public_reads;
 mod replica;
+mod rate_store;
 mod sessions;
 mod staff_people;
 mod till;
