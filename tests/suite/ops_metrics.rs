@@ -119,6 +119,13 @@ async fn claims_redemptions_and_the_ledger_are_counted_and_shown(backend: Backen
     assert_eq!((status, code(&body)), (409, "sold_out"), "{body}");
     let (status, _) = till.world.claim(&other, batch_id, "late").await;
     assert_eq!(status, 409, "the retry is answered the same");
+    // A sold-out answer from memory is not stored (docs/claims.md), so the replay is of a 201.
+    let spare = till.world.batch(json!({"stock": 5})).await;
+    let spare_id = spare["id"].as_str().expect("id");
+    for _ in 0..2 {
+        let (status, body) = till.world.claim(&other, spare_id, "twice").await;
+        assert_eq!(status, 201, "{body}");
+    }
     let qr = till.qr(&citizen, &voucher).await;
     let redeemed = till.redeem(&qr, "100.00", "order-1").await.expect("redeemed");
     till.client.reverse(redeemed.redemption_id, "refund", None).await.expect("reversed");

@@ -150,6 +150,11 @@ impl Drop for Standby {
     }
 }
 
+/// The standby tests run one at a time: each takes a base backup of the whole server and
+/// streams from it, and two at once under a loaded suite have left a standby that never
+/// reported a lag.
+static ONE_STANDBY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// The host and port of the test PostgreSQL server.
 fn primary_address() -> (String, u16) {
     let admin = reqwest::Url::parse(&crate::common::pg_admin_url()).expect("admin url");
@@ -226,11 +231,23 @@ async fn wait_for_standby(app: &TestApp, base: &str) -> Value {
         if ready["replica_lag_ms"].is_u64() {
             return ready;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the standby is never used: {ready}");
+        if started.elapsed() > Duration::from_secs(60) {
+            panic!("the standby is never used: {ready}\n{}", standby_state(app, base).await);
+        }
         // A commit to replay: a standby that has replayed none yet has no lag to measure.
         app.staff_key(Role::Auditor, "370000").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// What the primary knows of its replication connections, for a failure's message.
+async fn standby_state(_app: &TestApp, base: &str) -> String {
+    let Ok(mut conn) = sqlx::PgConnection::connect(&crate::common::pg_admin_url()).await else {
+        return "the primary does not answer".into();
+    };
+    let rows: Result<Vec<(Option<String>, Option<String>)>, _> =
+        sqlx::query_as("SELECT application_name, state FROM pg_stat_replication").fetch_all(&mut conn).await;
+    format!("node {base}; the primary's replication connections (name, state): {rows:?}")
 }
 
 async fn create_merchant(app: &TestApp, admin: &str, seed: u32) -> String {
@@ -265,6 +282,7 @@ async fn wait_listed(app: &TestApp, base: &str, admin: &str, id: &str) {
 /// The standby stopped, both answer from the primary: 200, nothing missing, no lag in `/readyz`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_the_standby_within_the_lag_bound_and_to_the_primary_beyond() {
+    let _one_at_a_time = ONE_STANDBY.lock().await;
     let Some(standby) = Standby::make().await else { return };
     let app = TestApp::spawn(Backend::Postgres).await;
     let admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
@@ -306,6 +324,7 @@ async fn reads_go_to_the_standby_within_the_lag_bound_and_to_the_primary_beyond(
 /// and, the standby stopped, from the primary, at once: 200 every time.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_lists_and_vouchers_answer_when_the_standby_stops() {
+    let _one_at_a_time = ONE_STANDBY.lock().await;
     let Some(standby) = Standby::make().await else { return };
     let world = crate::claims::World::new(Backend::Postgres, "100000.00", None).await;
     let batch = world.batch(json!({"stock": 5})).await;
