@@ -23,7 +23,7 @@ use reqwest::StatusCode;
 use tokio::task::JoinSet;
 
 use crate::claims::{Api, ServerUnderTest, percentile, register_citizens};
-use crate::{ScratchDb, machine_description, parse_pgbench_tps};
+use crate::{CpuMeter, CpuUse, ScratchDb, machine_description, parse_pgbench_tps};
 
 #[derive(clap::Args, Debug, Clone)]
 pub struct ReadsBench {
@@ -138,15 +138,19 @@ async fn measure(
 
     let list_url = format!("{}/v1/seasons/{season_id}/batches", api.base_url);
     let seconds = Duration::from_secs(args.seconds);
+    let cpu = CpuMeter::start_watching(server.pid());
     let batches = load(&api, args.connections, seconds, Arc::new(vec![list_url.clone()]), None).await;
     batches.print(&format!("GET /v1/seasons/{{id}}/batches ({} connections)", args.connections));
+    print_cpu_per_answer(cpu.and_then(|m| m.finish()), &batches);
     let vouchers_url = format!("{}/v1/me/vouchers", api.base_url);
     let readers: Arc<Vec<String>> = Arc::new(readers.to_vec());
+    let cpu = CpuMeter::start_watching(server.pid());
     let vouchers = load(&api, args.connections, seconds, Arc::new(vec![vouchers_url]), Some(readers)).await;
     vouchers.print(&format!(
         "GET /v1/me/vouchers ({} connections, {} citizens in turn)",
         args.connections, args.citizens
     ));
+    print_cpu_per_answer(cpu.and_then(|m| m.finish()), &vouchers);
 
     let (first, second) = rushers.split_at(args.rush_citizens as usize);
     let rush_batch = api.create_batch(&staff_key, &season_id, args.rush_citizens).await?;
@@ -204,6 +208,21 @@ async fn rush(api: &Arc<Api>, url: &str, tokens: &[String], clients: usize) -> (
     }
     latencies.sort_unstable();
     (ok, percentile(&latencies, 99).map_or(0.0, |us| f64::from(us) / 1000.0))
+}
+
+/// Where a load's CPU went, per answer: what bounds it on a machine the load generator, the
+/// server and PostgreSQL share.
+fn print_cpu_per_answer(cpu: Option<CpuUse>, load: &Load) {
+    let (Some(cpu), true) = (cpu, load.answers > 0) else { return };
+    let per = |s: f64| s * 1e6 / load.answers as f64;
+    println!(
+        "  CPU per answer: server {:.0} µs, load generator {:.0} µs, PostgreSQL and the rest {:.0} µs \
+         ({:.2} cores busy)",
+        per(cpu.watched_s.unwrap_or(0.0)),
+        per(cpu.this_process_s),
+        per(cpu.rest_s()),
+        cpu.machine_s / load.seconds.max(1e-9),
+    );
 }
 
 /// `connections` tasks GET `urls` (in turn) back to back for `length`, with the bearer tokens
