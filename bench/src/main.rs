@@ -32,6 +32,7 @@ mod lottery;
 mod qr;
 mod reads;
 mod redemptions;
+mod wrk;
 
 #[derive(Parser, Debug)]
 #[command(name = "wenhui-bench", version, about = "Wenhui's benchmarks (see BENCHMARKS.md)")]

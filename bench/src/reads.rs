@@ -2,9 +2,9 @@
 //!
 //! It starts the server on a scratch database, creates a season and a batch, registers
 //! `--citizens` citizens who each claim one voucher, then measures, one after the other:
-//! - wrk-like load on the public batch list: `--connections` tasks, each on its own keep-alive
-//!   connection, sending GETs back to back for `--seconds` (no `If-None-Match`: every answer is
-//!   a 200 with the body, the worst case for the server);
+//! - wrk (`src/wrk.rs`) on the public batch list: `--connections` keep-alive connections
+//!   sending GETs back to back for `--seconds` (no `If-None-Match`: every answer is a 200 with
+//!   the body, the worst case for the server);
 //! - the same on `GET /v1/me/vouchers`, the citizens in turn;
 //! - pgbench select-only (`-S -c 8 -j 2 -M prepared`, scale 10) on the same server, the baseline;
 //! - a claim rush of `--rush-citizens` on a fresh batch, alone, then on another fresh batch while
@@ -19,10 +19,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
-use reqwest::StatusCode;
 use tokio::task::JoinSet;
 
 use crate::claims::{Api, ServerUnderTest, percentile, register_citizens};
+use crate::wrk::{WrkFigures, WrkLoad};
 use crate::{CpuMeter, CpuUse, ScratchDb, machine_description, parse_pgbench_tps};
 
 #[derive(clap::Args, Debug, Clone)]
@@ -59,6 +59,12 @@ struct Load {
     p99_ms: f64,
 }
 
+impl From<WrkFigures> for Load {
+    fn from(f: WrkFigures) -> Load {
+        Load { answers: f.answers, errors: f.errors, seconds: f.seconds, p50_ms: f.p50_ms, p99_ms: f.p99_ms }
+    }
+}
+
 impl Load {
     fn per_s(&self) -> f64 {
         self.answers as f64 / self.seconds
@@ -80,6 +86,7 @@ impl Load {
 pub async fn run(args: &ReadsBench, exe: &Path) -> anyhow::Result<()> {
     ensure!(args.connections >= 1 && args.rush_clients >= 1, "connections and rush clients are at least 1");
     ensure!(args.citizens >= 1 && args.rush_citizens >= 1, "citizens are at least 1");
+    crate::wrk::check_installed()?;
     println!("machine: {}", machine_description());
     let started = Instant::now();
     let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_reads").await?;
@@ -137,15 +144,20 @@ async fn measure(
     );
 
     let list_url = format!("{}/v1/seasons/{season_id}/batches", api.base_url);
-    let seconds = Duration::from_secs(args.seconds);
+    let list_load = WrkLoad {
+        url: &list_url,
+        connections: args.connections,
+        length: Duration::from_secs(args.seconds),
+        bearer_tokens: None,
+    };
     let cpu = CpuMeter::start_watching(server.pid());
-    let batches = load(&api, args.connections, seconds, Arc::new(vec![list_url.clone()]), None).await;
+    let batches = Load::from(list_load.run().await?);
     batches.print(&format!("GET /v1/seasons/{{id}}/batches ({} connections)", args.connections));
     print_cpu_per_answer(cpu.and_then(|m| m.finish()), &batches);
     let vouchers_url = format!("{}/v1/me/vouchers", api.base_url);
-    let readers: Arc<Vec<String>> = Arc::new(readers.to_vec());
+    let vouchers_load = WrkLoad { url: &vouchers_url, bearer_tokens: Some(readers), ..list_load };
     let cpu = CpuMeter::start_watching(server.pid());
-    let vouchers = load(&api, args.connections, seconds, Arc::new(vec![vouchers_url]), Some(readers)).await;
+    let vouchers = Load::from(vouchers_load.run().await?);
     vouchers.print(&format!(
         "GET /v1/me/vouchers ({} connections, {} citizens in turn)",
         args.connections, args.citizens
@@ -162,18 +174,14 @@ async fn measure(
 
     let rush_batch = api.create_batch(&staff_key, &season_id, args.rush_citizens).await?;
     let url = format!("{}/v1/batches/{rush_batch}/claims", api.base_url);
-    let reading = {
-        let api = api.clone();
-        let connections = args.connections;
-        tokio::spawn(
-            async move { load(&api, connections, seconds * 10, Arc::new(vec![list_url]), None).await },
-        )
-    };
+    let scratch = tempfile::tempdir().context("a directory for wrk")?;
+    let background = WrkLoad { length: Duration::from_secs(args.seconds * 10), ..list_load };
+    let mut reading = background.spawn(scratch.path())?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let started = Instant::now();
     let (ok, p99) = rush(&api, &url, second, args.rush_clients).await;
     let beside = (ok as f64 / started.elapsed().as_secs_f64(), p99);
-    reading.abort();
+    reading.kill().await.context("stopping wrk")?;
     println!(
         "claim rush beside the batch-list load: {} claims, {:.0} claims/s, p99 {:.1} ms",
         ok, beside.0, beside.1
@@ -219,59 +227,10 @@ fn print_cpu_per_answer(cpu: Option<CpuUse>, load: &Load) {
         "  CPU per answer: server {:.0} µs, load generator {:.0} µs, PostgreSQL and the rest {:.0} µs \
          ({:.2} cores busy)",
         per(cpu.watched_s.unwrap_or(0.0)),
-        per(cpu.this_process_s),
+        per(cpu.this_process_s + cpu.waited_children_s),
         per(cpu.rest_s()),
         cpu.machine_s / load.seconds.max(1e-9),
     );
-}
-
-/// `connections` tasks GET `urls` (in turn) back to back for `length`, with the bearer tokens
-/// in turn if any.
-async fn load(
-    api: &Arc<Api>,
-    connections: usize,
-    length: Duration,
-    urls: Arc<Vec<String>>,
-    tokens: Option<Arc<Vec<String>>>,
-) -> Load {
-    let next = Arc::new(AtomicUsize::new(0));
-    let started = Instant::now();
-    let mut tasks = JoinSet::new();
-    for _ in 0..connections {
-        let (api, urls, tokens, next) = (api.clone(), urls.clone(), tokens.clone(), next.clone());
-        tasks.spawn(async move {
-            let (mut answers, mut errors, mut latencies) = (0usize, 0usize, Vec::new());
-            while started.elapsed() < length {
-                let n = next.fetch_add(1, Ordering::Relaxed);
-                let mut request = api.client.get(&urls[n % urls.len()]);
-                if let Some(tokens) = &tokens {
-                    request = request.bearer_auth(&tokens[n % tokens.len()]);
-                }
-                let sent = Instant::now();
-                let ok = match request.send().await {
-                    Ok(response) => response.status() == StatusCode::OK && response.bytes().await.is_ok(),
-                    Err(_) => false,
-                };
-                if ok {
-                    answers += 1;
-                    latencies.push(u32::try_from(sent.elapsed().as_micros()).unwrap_or(u32::MAX));
-                } else {
-                    errors += 1;
-                }
-            }
-            (answers, errors, latencies)
-        });
-    }
-    let (mut answers, mut errors, mut latencies) = (0, 0, Vec::new());
-    while let Some(Ok((a, e, mut l))) = tasks.join_next().await {
-        answers += a;
-        errors += e;
-        latencies.append(&mut l);
-    }
-    let seconds = started.elapsed().as_secs_f64();
-    latencies.sort_unstable();
-    let ms = |p| percentile(&latencies, p).map_or(0.0, |us| f64::from(us) / 1000.0);
-    Load { answers, errors, seconds, p50_ms: ms(50), p99_ms: ms(99) }
 }
 
 /// pgbench select-only on a scratch database of scale 10: its tps.
