@@ -212,6 +212,9 @@ impl ClaimWriter {
         request_hash: &[u8],
     ) -> Option<Answer> {
         let sold_out = self.sold_out.check_keys(batch_id, self.clock.now())?;
+        if let Some(epoch) = sold_out.renew {
+            self.renew_sold_out(batch_id, epoch);
+        }
         let unanswered = match &sold_out.keys {
             KeysState::Known(keys) => !keys.may_have_answer(citizen_id, idem_key),
             KeysState::Load(ticket) => {
@@ -231,6 +234,28 @@ impl ClaimWriter {
         self.from_memory.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::telemetry::CLAIMS_SOLD_OUT_FROM_MEMORY).increment(1);
         Some(Answer::error(409, ErrorCode::SoldOut, &sold_out.message))
+    }
+
+    /// Reads, in the background, a batch whose sold-out mark lapses soon, and marks it again if
+    /// it is still sold out (as the writer would on its next claim, without the claim waiting
+    /// for a group's commit).
+    fn renew_sold_out(&self, batch_id: BatchId, epoch: u64) {
+        let (store, memory, now) = (self.store.clone(), self.sold_out.clone(), self.clock.now());
+        tokio::spawn(async move {
+            let read = async {
+                let Some(batch) = store.batch(batch_id).await? else { return Ok(None) };
+                let season = store.season(batch.season_id).await?;
+                Ok::<_, StorageError>(season.and_then(|season| sold_out_event(&batch, &season, now)))
+            };
+            match read.await {
+                Ok(Some(NodeEvent::SoldOut { batch_id, until, message })) => {
+                    memory.mark_unless_forgotten(epoch, batch_id, until, message);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, %batch_id, "could not read a sold-out batch again"),
+            }
+            memory.renewed(batch_id);
+        });
     }
 
     /// Loads, in the background, the keys of a batch known sold out that may have a stored
@@ -384,6 +409,21 @@ async fn answered_keys(store: &dyn Storage, batch_id: BatchId, now: Timestamp) -
             Loaded::Failed
         }
     }
+}
+
+/// `batch` left with nothing released to claim at `now`: a [`NodeEvent::SoldOut`] until the first
+/// moment stock or the answer can change by time alone (a release, the end of the claim window
+/// or season). `None` for a lottery batch or one that is not sold out.
+fn sold_out_event(batch: &Batch, season: &Season, now: Timestamp) -> Option<NodeEvent> {
+    if batch.lottery.is_some() {
+        return None;
+    }
+    let Err(ClaimRefusal::SoldOut(message)) = batch.check_open(season, now) else { return None };
+    let mut until = batch.claim_closes_at.min(season.ends_at);
+    if let Some(release) = batch.next_release_after(now) {
+        until = until.min(release);
+    }
+    Some(NodeEvent::SoldOut { batch_id: batch.id, until, message })
 }
 
 /// From when a stored refusal may be of a claim on `batch` that a retry now would replay: an
@@ -652,16 +692,10 @@ impl Writer {
             let seen =
                 events.iter().any(|e| matches!(e, NodeEvent::SoldOut { batch_id: b, .. } if *b == batch_id));
             let Some((batch, season)) = self.caches.batches.get(&batch_id) else { continue };
-            if seen || batch.lottery.is_some() {
+            if seen {
                 continue;
             }
-            if let Err(ClaimRefusal::SoldOut(message)) = batch.check_open(season, now) {
-                let mut until = batch.claim_closes_at.min(season.ends_at);
-                if let Some(release) = batch.next_release_after(now) {
-                    until = until.min(release);
-                }
-                events.push(NodeEvent::SoldOut { batch_id, until, message });
-            }
+            events.extend(sold_out_event(batch, season, now));
         }
         events
     }

@@ -8,7 +8,8 @@
 //! (all in the service's clock, known when marked); a forget (stock returned here or by
 //! another node, a season closed, a listener that reconnected); and [`SAFETY_TTL`] of monotonic
 //! time, so that even a lost notice keeps a wrong `sold_out` at most that long: the writer then
-//! decides the next claim and marks the batch again if it is still sold out.
+//! decides the next claim and marks the batch again if it is still sold out, or, while claims
+//! keep coming, one of them has the batch read again shortly before ([`SoldOut::renew`]).
 //!
 //! With a mark goes, once loaded, the batch's [`AnsweredKeys`]: the (citizen, key) pairs that
 //! may have a stored answer. A key outside them is answered from memory without a database read;
@@ -40,17 +41,23 @@ struct Mark {
     loading: bool,
     /// After a failed load, the next one waits until then.
     load_after: Option<Instant>,
+    /// A renewal was handed out (one at a time).
+    renewing: bool,
 }
 
 impl Mark {
     fn new(until: Timestamp, message: String) -> Mark {
         let expires = Instant::now() + SAFETY_TTL;
-        Mark { until, expires, message, keys: None, loading: false, load_after: None }
+        Mark { until, expires, message, keys: None, loading: false, load_after: None, renewing: false }
     }
 }
 
 /// How long a failed load of a batch's keys holds back the next.
 const LOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// How long before a mark lapses a claim asks for it to be renewed (read again): a flood then
+/// keeps being answered from memory instead of going to the writer each second.
+const RENEW_AHEAD: Duration = Duration::from_millis(500);
 
 /// What a load of a batch's keys came to.
 pub enum Loaded {
@@ -106,6 +113,10 @@ fn keyed_hash(hasher: &RandomState, citizen: CitizenId, key: &str) -> u64 {
 pub struct SoldOut {
     pub message: String,
     pub keys: KeysState,
+    /// The mark lapses soon and this caller is to read the batch again: marked again (with
+    /// [`SoldOutMemory::mark_unless_forgotten`] from `epoch`) if it is still sold out, then
+    /// [`SoldOutMemory::renewed`] either way.
+    pub renew: Option<u64>,
 }
 
 /// What the node knows of the keys of a batch known sold out.
@@ -155,6 +166,7 @@ impl SoldOutMemory {
             Some(mark) if mark.until == until => {
                 mark.expires = Instant::now() + SAFETY_TTL;
                 mark.message = message;
+                mark.renewing = false;
             }
             _ => {
                 marks.insert(batch_id, Mark::new(until, message));
@@ -185,6 +197,10 @@ impl SoldOutMemory {
         if now >= mark.until || Instant::now() >= mark.expires {
             return None;
         }
+        let renew = (!mark.renewing && mark.expires < Instant::now() + RENEW_AHEAD).then(|| {
+            mark.renewing = true;
+            self.epoch.load(Ordering::Acquire)
+        });
         let held_back = mark.load_after.is_some_and(|at| Instant::now() < at);
         let keys = match &mark.keys {
             Some(keys) => KeysState::Known(keys.clone()),
@@ -195,7 +211,16 @@ impl SoldOutMemory {
                 KeysState::Load(KeysTicket { batch_id, until: mark.until, epoch })
             }
         };
-        Some(SoldOut { message: mark.message.clone(), keys })
+        Some(SoldOut { message: mark.message.clone(), keys, renew })
+    }
+
+    /// A renewal handed out by [`SoldOutMemory::check_keys`] is over (the batch marked again,
+    /// or found not sold out: then the mark lapses): the next may be handed out.
+    pub fn renewed(&self, batch_id: BatchId) {
+        let mut marks = self.marks.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(mark) = marks.get_mut(&batch_id) {
+            mark.renewing = false;
+        }
     }
 
     /// Installs the keys loaded with `ticket` (every read made after it was handed out), unless
@@ -335,6 +360,25 @@ mod tests {
         memory.install_keys(last, Loaded::TooMany);
         assert!(matches!(memory.check_keys(batch(2), now).map(|s| s.keys), Some(KeysState::Unknown)));
         assert!(ticket(&memory, batch(2), now).is_none(), "too many: not loaded again for this mark");
+    }
+
+    #[test]
+    fn a_mark_about_to_lapse_is_renewed_by_one_caller() {
+        let memory = SoldOutMemory::default();
+        let (now, later) = (Timestamp::from_unix_us(100), Timestamp::from_unix_us(200));
+        memory.mark(batch(1), later, "sold out".into());
+        assert_eq!(memory.check_keys(batch(1), now).and_then(|s| s.renew), None, "fresh");
+        let soon = Instant::now() + RENEW_AHEAD / 2;
+        memory.marks.lock().expect("lock").get_mut(&batch(1)).expect("marked").expires = soon;
+        let epoch = memory.check_keys(batch(1), now).and_then(|s| s.renew).expect("renew it");
+        assert_eq!(memory.check_keys(batch(1), now).and_then(|s| s.renew), None, "one at a time");
+        memory.mark_unless_forgotten(epoch, batch(1), later, "sold out".into());
+        let marks = memory.marks.lock().expect("lock").get(&batch(1)).map(|m| (m.expires, m.renewing));
+        assert!(marks.is_some_and(|(at, renewing)| at > soon && !renewing), "renewed");
+        memory.marks.lock().expect("lock").get_mut(&batch(1)).expect("marked").expires = soon;
+        assert!(memory.check_keys(batch(1), now).and_then(|s| s.renew).is_some());
+        memory.renewed(batch(1));
+        assert!(memory.check_keys(batch(1), now).and_then(|s| s.renew).is_some(), "not renewed: asked again");
     }
 
     #[test]

@@ -677,3 +677,31 @@ async fn a_group_decided_on_a_stale_view_is_decided_again_whole(backend: Backend
 fn id_of(value: &Value) -> String {
     value["id"].as_str().expect("id").to_owned()
 }
+
+both_backends!(a_flood_keeps_a_sold_out_mark_renewed);
+
+/// Claims keep coming after a sell-out for well over the mark's second: the node reads the batch
+/// again before the mark lapses and marks it again, so they are answered from memory instead of
+/// one of them going to the writer each second.
+async fn a_flood_keeps_a_sold_out_mark_renewed(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let batch = world.batch(json!({"stock": 1})).await;
+    let batch = id_of(&batch);
+    let first = world.citizen(1).await;
+    let mut flood = Vec::new();
+    for n in 2..7 {
+        // Five citizens, each within the claim rate's burst.
+        flood.push(world.citizen(n).await);
+    }
+    assert_eq!(world.claim(&first, &batch, "k").await.0, 201);
+    let writer = world.app.server.as_ref().expect("running").writer.clone();
+    let served = writer.answered_from_memory();
+    let sent: u64 = 50;
+    for n in 0..sent as usize {
+        let (status, body) = world.claim(&flood[n % flood.len()], &batch, &format!("flood-{n}")).await;
+        assert_eq!((status, code(&body)), (409, "sold_out"), "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let through_writer = sent - (writer.answered_from_memory() - served);
+    assert!(through_writer <= 1, "{through_writer} of {sent} claims over 2.5 s went to the writer");
+}
