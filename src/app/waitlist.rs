@@ -2,9 +2,8 @@
 //! opening (the draw, algorithm 2 of docs/lottery-audit.md), the stock going to the first in
 //! line; every voucher of it that later expires or is forfeited goes to the next in line (the
 //! claim writer's sweep, `app::claims`), who is told by SMS. A waiting person's phone is kept
-//! sealed (ChaCha20-Poly1305, the key in the keys directory) only while they wait.
+//! sealed (ChaCha20-Poly1305, a key derived from the citizen secret) only while they wait.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use ring::aead;
@@ -20,8 +19,8 @@ use crate::domain::season::{Batch, ClaimRefusal, Lottery, VoucherStatus};
 use crate::domain::time::Timestamp;
 use crate::storage::Storage;
 
-/// The file in the keys directory holding the phone-sealing key (32 random bytes, mode 0600).
-pub const PHONE_KEY_FILE: &str = "waitlist-phone.key";
+/// What the phone-sealing key is derived with from the citizen secret.
+const KEY_LABEL: &[u8] = b"wenhui waitlist phone seal v1";
 
 /// What the SMS gateway is told a notice is for.
 pub const NOTICE_PURPOSE: &str = "waitlist_voucher";
@@ -38,11 +37,13 @@ impl std::fmt::Debug for PhoneSeal {
 }
 
 impl PhoneSeal {
-    /// The key at `path`, made on first start (like the citizen secret: every node of a
-    /// deployment needs the same file).
-    pub fn load_or_create(path: &Path) -> anyhow::Result<PhoneSeal> {
-        let bytes = crate::app::citizens::load_or_create_secret(path)?;
-        PhoneSeal::from_bytes(&bytes[..32])
+    /// The key derived from the citizen HMAC secret (`keys/citizen-hmac.key`), as the one-time
+    /// codes' key is: HMAC-SHA256(secret, "wenhui waitlist phone seal v1"). Every node already
+    /// holds that secret, held to one by its fingerprint (`app::secrets`), so every node opens
+    /// what another sealed, and no new file is to be made, copied or backed up.
+    pub fn derive(citizen_secret: &[u8]) -> anyhow::Result<PhoneSeal> {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, citizen_secret);
+        PhoneSeal::from_bytes(ring::hmac::sign(&key, KEY_LABEL).as_ref())
     }
 
     pub fn from_bytes(bytes: &[u8]) -> anyhow::Result<PhoneSeal> {
@@ -326,4 +327,28 @@ pub async fn open(
     let now = store.batch(batch.id).await?.ok_or_else(|| AppError::internal("the batch went away"))?;
     store.start_waitlist(batch.id, now.stock - now.outstanding() <= 0).await?;
     Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_phone_opens_only_for_its_batch_and_citizen_under_the_same_secret() {
+        let seal = PhoneSeal::derive(&[7u8; 32]).expect("key");
+        let (batch, citizen) = (BatchId::new_v7(), CitizenId::new_v7());
+        let phone = Phone::parse("13800138000").expect("phone");
+        let sealed = seal.seal(batch, citizen, &phone).expect("sealed");
+        assert!(!sealed.windows(11).any(|w| w == b"13800138000"), "not in the clear");
+        assert_eq!(seal.open(batch, citizen, &sealed), Some(phone.clone()));
+        assert_eq!(
+            PhoneSeal::derive(&[7u8; 32]).expect("key").open(batch, citizen, &sealed),
+            Some(phone.clone())
+        );
+        assert_eq!(seal.open(BatchId::new_v7(), citizen, &sealed), None, "another batch's row");
+        assert_eq!(seal.open(batch, CitizenId::new_v7(), &sealed), None, "another person's row");
+        assert_eq!(PhoneSeal::derive(&[8u8; 32]).expect("key").open(batch, citizen, &sealed), None);
+        assert_ne!(seal.seal(batch, citizen, &phone).expect("sealed"), sealed, "a fresh nonce each time");
+        assert_eq!(format!("{seal:?}"), "PhoneSeal(..)");
+    }
 }
