@@ -1010,6 +1010,7 @@ impl SeasonStore for SqlStore {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {columns} FROM vouchers v JOIN batches b ON b.id = v.batch_id \
              WHERE b.waitlist = 1 AND b.waitlist_next_place IS NOT NULL AND b.drawn_at_us IS NOT NULL \
+             AND b.reserve_returned_at_us IS NULL \
              AND v.status IN ('expired', 'forfeited') \
              AND NOT EXISTS (SELECT 1 FROM waitlist_moves m WHERE m.voucher_id = v.id) \
              ORDER BY v.expires_at_us, v.id LIMIT $1"

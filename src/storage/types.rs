@@ -378,7 +378,8 @@ pub trait SeasonStore: Send + Sync {
     /// passed over marked, the phones of everyone reached erased. Once (a no-op after).
     async fn start_waitlist(&self, batch_id: BatchId, issued_all: bool) -> Result<(), StorageError>;
 
-    /// Up to `limit` expired or forfeited vouchers of opened waitlist batches not moved on yet.
+    /// Up to `limit` expired or forfeited vouchers of opened waitlist batches still open (a
+    /// closed one has nobody waiting) not moved on yet.
     async fn waitlist_freed(&self, limit: i64) -> Result<Vec<Voucher>, StorageError>;
 
     /// Up to `limit` people of a waitlist from `place` on, in order.
