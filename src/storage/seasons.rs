@@ -1389,6 +1389,14 @@ impl SeasonStore for SqlStore {
                 "batch {batch_id}: its reserve changed while its close was planned"
             ))));
         }
+        // A waitlist closes with nobody left to text: the phones still sealed (people never
+        // reached, the season over) are erased with it.
+        query(
+            "UPDATE lottery_entries SET sealed_phone = NULL WHERE batch_id = $1 AND sealed_phone IS NOT NULL",
+        )
+        .bind(batch_id)
+        .execute(&mut tx)
+        .await?;
         let opened = match entry {
             Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,
             None => HashMap::new(),

@@ -335,4 +335,16 @@ async fn two_nodes_sweeping_at_once_move_each_voucher_once(backend: Backend) {
     );
     books_hold(&world).await;
     other.stop().await.expect("stop");
+
+    // The season ends: the last vouchers expire and move on to nobody, the batch closes, and
+    // the phones of the three still waiting are erased with it.
+    let sealed = "UPDATE lottery_entries SET sealed_phone = sealed_phone WHERE sealed_phone IS NOT NULL";
+    assert_eq!(world.app.db.raw(sealed).await, Ok(3));
+    world.clock.set(Timestamp::from_unix_us(T0_US).plus_seconds(31 * 86_400));
+    let report = world.app.sweep().await;
+    assert_eq!((report.expired, report.moved_on, report.batches_closed), (3, 3, 1), "{report:?}");
+    let (_, summary) = world.app.get(&summary_path, Some(&world.province_admin)).await;
+    assert_eq!((summary["moved_on"].as_i64(), summary["unmoved"].as_i64()), (Some(3), Some(3)), "{summary}");
+    assert_eq!(world.app.db.raw(sealed).await, Ok(0), "no phone outlives the line");
+    books_hold(&world).await;
 }
