@@ -215,7 +215,8 @@ pub fn settlement_entry(
     held: bool,
 ) -> NewEntry {
     let postings = move_per_funder(by_funder, |f| {
-        let to = if held { accounts::held(season, merchant, f) } else { accounts::settled(season, merchant, f) };
+        let to =
+            if held { accounts::held(season, merchant, f) } else { accounts::settled(season, merchant, f) };
         (accounts::payable(season, merchant, f), to)
     });
     NewEntry::new("settlement", format!("settlement:{settlement}:{merchant}"), postings)
@@ -241,7 +242,8 @@ pub fn hold_reject_entry(
     settlement: SettlementId,
     by_funder: &BTreeMap<RegionCode, i64>,
 ) -> NewEntry {
-    let postings = move_per_funder(by_funder, |f| (accounts::held(season, merchant, f), accounts::pool(season, f)));
+    let postings =
+        move_per_funder(by_funder, |f| (accounts::held(season, merchant, f), accounts::pool(season, f)));
     NewEntry::new("hold_reject", format!("hold_reject:{settlement}:{merchant}"), postings)
 }
 
@@ -476,7 +478,8 @@ mod tests {
     #[test]
     fn a_held_line_moves_to_held_then_to_settled_or_back_to_the_pools() {
         let (s, p, c) = (SeasonId::from_uuid(Uuid::from_u128(1)), region(PROVINCE), region(CITY));
-        let (m, id) = (MerchantId::from_uuid(Uuid::from_u128(9)), SettlementId::from_uuid(Uuid::from_u128(5)));
+        let (m, id) =
+            (MerchantId::from_uuid(Uuid::from_u128(9)), SettlementId::from_uuid(Uuid::from_u128(5)));
         let by_funder: BTreeMap<RegionCode, i64> = [(p, 300), (c, 200)].into_iter().collect();
         let held = settlement_entry(s, m, id, &by_funder, true);
         assert_eq!(held.reference, format!("settlement:{id}:{m}"));
@@ -486,7 +489,10 @@ mod tests {
         let release = hold_release_entry(s, m, id, &by_funder);
         assert_eq!(
             lines(&release)[..2],
-            [line(accounts::held(s, m, p), Side::Debit, 300), line(accounts::settled(s, m, p), Side::Credit, 300)]
+            [
+                line(accounts::held(s, m, p), Side::Debit, 300),
+                line(accounts::settled(s, m, p), Side::Credit, 300)
+            ]
         );
         let reject = hold_reject_entry(s, m, id, &by_funder);
         assert_eq!(reject.reference, format!("hold_reject:{id}:{m}"));

@@ -450,6 +450,7 @@ pub fn season_close_entries(season: SeasonId, batch_balances: &[(String, Balance
 mod tests {
     use super::*;
     use crate::domain::accounts;
+    use crate::domain::ids::SettlementId;
     use uuid::Uuid;
 
     fn region(code: &str) -> RegionCode {
@@ -594,6 +595,110 @@ mod tests {
             vec![vec![m(1), m(2)], vec![m(3)], vec![m(4)], vec![m(5), m(6)], vec![m(7)]]
         );
         assert!(chunking.chunks(&[]).is_empty());
+    }
+
+    /// Applies an entry's postings to balances by address (what the ledger maintains).
+    fn apply(balances: &mut BTreeMap<String, Balance>, entry: &NewEntry) {
+        entry.validate().expect("a balanced entry");
+        for p in &entry.postings {
+            let b = balances
+                .entry(p.account.address.as_str().to_owned())
+                .or_insert(Balance { debits_fen: 0, credits_fen: 0 });
+            match p.side {
+                Side::Debit => b.debits_fen += p.amount_fen,
+                Side::Credit => b.credits_fen += p.amount_fen,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Random redemptions, settlements (some merchants on hold), releases, rejections and
+        /// payouts: the money identity holds at every step, nothing counts as reversed, and
+        /// held, released, rejected and settled_total are what the lines say.
+        #[test]
+        fn the_identity_holds_through_holds_releases_and_rejections(
+            steps in proptest::collection::vec((0u8..5, 0usize..3, 1i64..5_000), 1..60),
+        ) {
+            use crate::domain::entries;
+            let season = SeasonId::from_uuid(Uuid::from_u128(1));
+            let (p, c) = (region("440000"), region("440100"));
+            let merchants: Vec<MerchantId> = (0..3u128).map(|n| MerchantId::from_uuid(Uuid::from_u128(10 + n))).collect();
+            let mut balances: BTreeMap<String, Balance> = BTreeMap::new();
+            for f in [p, c] {
+                apply(&mut balances, &entries::budget_entry(season, f, Fen::from_fen_unchecked(10_000_000), "budget".into()));
+            }
+            // Per merchant: unsettled parts; held lines waiting; released lines not yet paid.
+            let mut unsettled: Vec<BTreeMap<RegionCode, i64>> = vec![BTreeMap::new(); 3];
+            let mut held: Vec<(usize, BTreeMap<RegionCode, i64>)> = Vec::new();
+            let mut released_unpaid: Vec<(usize, BTreeMap<RegionCode, i64>)> = Vec::new();
+            let (mut released, mut rejected) = (BTreeMap::new(), BTreeMap::new());
+            let (mut settled_lines, mut held_now) = (0i64, 0i64);
+            for (n, (op, m, amount)) in steps.into_iter().enumerate() {
+                let id = SettlementId::from_uuid(Uuid::from_u128(1_000 + n as u128));
+                let merchant = merchants[m];
+                match op {
+                    0 => {
+                        // A redemption: the pools pay the merchant's payable (2/3 and 1/3).
+                        let parts = [(p, amount * 2 / 3), (c, amount - amount * 2 / 3)];
+                        let mut postings = Vec::new();
+                        for (f, fen) in parts {
+                            if fen > 0 {
+                                postings.push(NewPosting { account: accounts::pool(season, f), side: Side::Debit, amount_fen: fen });
+                                postings.push(NewPosting { account: accounts::payable(season, merchant, f), side: Side::Credit, amount_fen: fen });
+                                *unsettled[m].entry(f).or_insert(0) += fen;
+                            }
+                        }
+                        apply(&mut balances, &NewEntry::new("redemption", format!("r{n}"), postings));
+                    }
+                    1 if !unsettled[m].is_empty() => {
+                        // A settlement of the merchant, held when `amount` is even.
+                        let line = std::mem::take(&mut unsettled[m]);
+                        let on_hold = amount % 2 == 0;
+                        apply(&mut balances, &entries::settlement_entry(season, merchant, id, &line, on_hold));
+                        settled_lines += line.values().sum::<i64>();
+                        if on_hold {
+                            held_now += line.values().sum::<i64>();
+                            held.push((m, line));
+                        } else {
+                            released_unpaid.push((m, line));
+                        }
+                    }
+                    2 | 3 if !held.is_empty() => {
+                        let (hm, line) = held.remove(amount as usize % held.len());
+                        held_now -= line.values().sum::<i64>();
+                        let into = if op == 2 { &mut released } else { &mut rejected };
+                        for (f, fen) in &line {
+                            *into.entry(*f).or_insert(0) += fen;
+                        }
+                        if op == 2 {
+                            apply(&mut balances, &entries::hold_release_entry(season, merchants[hm], id, &line));
+                            released_unpaid.push((hm, line));
+                        } else {
+                            apply(&mut balances, &entries::hold_reject_entry(season, merchants[hm], id, &line));
+                        }
+                    }
+                    4 if !released_unpaid.is_empty() => {
+                        let (pm, line) = released_unpaid.remove(0);
+                        apply(&mut balances, &entries::released_payout_entry(season, merchants[pm], id, &line));
+                    }
+                    _ => {}
+                }
+                let rows: Vec<(String, Balance)> = balances.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+                proptest::prop_assert!(rows.iter().all(|(a, b)| a.ends_with("appropriation") || b.credits_fen >= b.debits_fen), "a limited account went negative");
+                let mut figures = funder_figures(season, &rows);
+                add_hold_flows(&mut figures, &released, &rejected);
+                let (mut held_sum, mut settled_total) = (0, 0);
+                for f in figures.values() {
+                    proptest::prop_assert_eq!(f.money_identity_gap(), 0);
+                    proptest::prop_assert_eq!(f.payable_flow_gap(), 0);
+                    proptest::prop_assert_eq!(f.reversed, 0);
+                    held_sum += f.held;
+                    settled_total += f.settled_total;
+                }
+                proptest::prop_assert_eq!(held_sum, held_now);
+                proptest::prop_assert_eq!(settled_total, settled_lines);
+            }
+        }
     }
 
     proptest::proptest! {

@@ -9,8 +9,8 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use crate::domain::accounts;
-use crate::domain::error_code::ErrorCode;
 use crate::domain::entries;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{HoldStatus, SalesFigures, SettlementLine, UnsettledCount};
 use crate::domain::ids::{BatchId, MerchantId, RedemptionId, SeasonId, SettlementId, TerminalId};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
@@ -18,9 +18,9 @@ use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{Exec, QueryBuilder, Tx, execute_raw, query, query_as};
+use crate::storage::holds::{HeldLineRecord, HoldDecision, HoldRecord, NewHold};
 use crate::storage::ledger::AddressBalanceRow;
 use crate::storage::till::{REDEMPTION_COLUMNS, RedemptionRow};
-use crate::storage::holds::{HeldLineRecord, HoldDecision, HoldRecord, NewHold};
 use crate::storage::{IdemRecord, RedemptionRecord, Refusal, SqlStore, StorageError, WriteError};
 
 /// Rows of a report or a statement are capped here; a bigger answer must be narrowed.
@@ -598,7 +598,10 @@ impl SqlStore {
 
     /// What a settlement's payout pays: its lines not held, then the lines released from hold
     /// that it took up (each with the settlement that held it).
-    async fn payout_lines_of(tx: &mut Tx, id: SettlementId) -> Result<Vec<SettlementLineRecord>, StorageError> {
+    async fn payout_lines_of(
+        tx: &mut Tx,
+        id: SettlementId,
+    ) -> Result<Vec<SettlementLineRecord>, StorageError> {
         let mut lines: Vec<SettlementLineRecord> = Self::lines_of(&mut *tx, id)
             .await?
             .into_iter()
@@ -1110,7 +1113,8 @@ impl FinanceStore for SqlStore {
             return Err(WriteError::Refused(Refusal::Code(ErrorCode::NothingToSettle)));
         };
         if record.completed_at.is_none() {
-            let (released_count, released_fen) = Self::take_up_released(&mut tx, plan.season_id, plan.id).await?;
+            let (released_count, released_fen) =
+                Self::take_up_released(&mut tx, plan.season_id, plan.id).await?;
             query(
                 "UPDATE settlements SET completed_at_us = $1, released_count = $3, released_fen = $4 WHERE id = $2",
             )
@@ -1175,8 +1179,11 @@ impl FinanceStore for SqlStore {
     }
 
     async fn payout_lines(&self, id: SettlementId) -> Result<Vec<SettlementLineRecord>, StorageError> {
-        let mut lines: Vec<SettlementLineRecord> =
-            Self::lines_of(&self.pool, id).await?.into_iter().filter(|l| l.hold_status == HoldStatus::None).collect();
+        let mut lines: Vec<SettlementLineRecord> = Self::lines_of(&self.pool, id)
+            .await?
+            .into_iter()
+            .filter(|l| l.hold_status == HoldStatus::None)
+            .collect();
         lines.extend(Self::released_payout_lines(&self.pool, id).await?);
         Ok(lines)
     }

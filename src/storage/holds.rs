@@ -7,7 +7,9 @@ use std::collections::BTreeMap;
 
 use crate::domain::entries;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::finance::{HoldDecisionKind, HoldOutcome, HoldRefused, HoldSource, HoldStatus, decide_hold};
+use crate::domain::finance::{
+    HoldDecisionKind, HoldOutcome, HoldRefused, HoldSource, HoldStatus, decide_hold,
+};
 use crate::domain::ids::{MerchantId, SeasonId, SettlementId, StaffKeyId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::money::Fen;
@@ -196,8 +198,10 @@ impl SqlStore {
     pub(crate) async fn put_hold_row(&self, hold: &NewHold) -> Result<HoldRecord, WriteError> {
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
-        let season: Option<(SeasonId,)> =
-            query_as("SELECT id FROM seasons WHERE id = $1").bind(hold.season_id).fetch_optional(&mut tx).await?;
+        let season: Option<(SeasonId,)> = query_as("SELECT id FROM seasons WHERE id = $1")
+            .bind(hold.season_id)
+            .fetch_optional(&mut tx)
+            .await?;
         if season.is_none() {
             return Err(WriteError::Refused(Refusal::Code(ErrorCode::SeasonNotFound)));
         }
@@ -237,7 +241,10 @@ impl SqlStore {
         row.map(HoldRow::into_record).transpose()
     }
 
-    pub(crate) async fn season_hold_rows(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError> {
+    pub(crate) async fn season_hold_rows(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<HoldRecord>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "{HOLD_SELECT} WHERE h.season_id = $1 ORDER BY h.held_at_us, h.merchant_id LIMIT {MAX_HELD_LINES}"
         ));
@@ -268,7 +275,10 @@ impl SqlStore {
     }
 
     /// The season's lines that were ever held, oldest settlement first.
-    pub(crate) async fn held_line_rows(&self, season_id: SeasonId) -> Result<Vec<HeldLineRecord>, StorageError> {
+    pub(crate) async fn held_line_rows(
+        &self,
+        season_id: SeasonId,
+    ) -> Result<Vec<HeldLineRecord>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "{HELD_LINE_SELECT} WHERE s.season_id = $1 AND l.hold_status <> 'none' \
              ORDER BY s.created_at_us, s.id, m.name, l.merchant_id LIMIT {MAX_HELD_LINES}"
@@ -334,11 +344,15 @@ impl SqlStore {
     /// Records a decision on a held line under the ledger lock: a release or an approved
     /// rejection posts its entry in the same transaction; the same decision again answers the
     /// line as it is.
-    pub(crate) async fn decide_held_line_row(&self, decision: &HoldDecision) -> Result<HeldLineRecord, WriteError> {
+    pub(crate) async fn decide_held_line_row(
+        &self,
+        decision: &HoldDecision,
+    ) -> Result<HeldLineRecord, WriteError> {
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
         self.lock_head(&mut tx).await?;
-        let Some(line) = Self::held_line_in(&mut tx, decision.settlement_id, decision.merchant_id).await? else {
+        let Some(line) = Self::held_line_in(&mut tx, decision.settlement_id, decision.merchant_id).await?
+        else {
             return Err(WriteError::Refused(Refusal::Code(ErrorCode::HoldNotFound)));
         };
         let related = match (decision.kind, line.reject_proposed_by) {
@@ -363,9 +377,7 @@ impl SqlStore {
         }
         let (season, merchant, settlement) = (line.season_id, line.merchant_id, line.settlement_id);
         let by_funder = line.by_funder();
-        let key = |q: crate::storage::db::Query| {
-            q.bind(decision.settlement_id).bind(decision.merchant_id)
-        };
+        let key = |q: crate::storage::db::Query| q.bind(decision.settlement_id).bind(decision.merchant_id);
         let mut entries: Vec<NewEntry> = Vec::new();
         match decision.kind {
             HoldDecisionKind::Release => {

@@ -85,7 +85,9 @@ impl SeasonRow {
             subsidy_ceilings: parse_ceilings(self.subsidy_ceilings.as_deref().unwrap_or(""))?,
             hold_score_threshold: self
                 .hold_score_threshold
-                .map(|n| u8::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| corrupt("hold_score_threshold")))
+                .map(|n| {
+                    u8::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| corrupt("hold_score_threshold"))
+                })
                 .transpose()?,
             closed_at: self.closed_at_us.map(Timestamp::from_unix_us),
         })

@@ -111,8 +111,11 @@ async fn seed(backend: Backend) -> Seed {
     let season = s.world.season_id.clone();
     // The bookstore on hold: its line is held, for the decisions on it.
     let hold = json!({"merchant_id": s.bookstore.0, "reason": "矩阵"});
-    let (status, held) =
-        s.world.app.post_idem(&format!("/v1/seasons/{season}/holds"), Some(&s.finance), "matrix-hold", hold).await;
+    let (status, held) = s
+        .world
+        .app
+        .post_idem(&format!("/v1/seasons/{season}/holds"), Some(&s.finance), "matrix-hold", hold)
+        .await;
     assert_eq!(status, 201, "{held}");
     let (status, settled) = s.settle("matrix-seed").await;
     assert_eq!(status, 201, "{settled}");

@@ -400,11 +400,19 @@ async fn the_holds_section_in_a_real_browser(backend: Backend) {
     browser.viewport(1280, 800).await;
     sign_in(&browser, &base, &s.finance).await;
     open(&browser, "holds").await;
-    for (merchant, reason) in [(&s.bookstore.0, "投诉：疑似满额套现"), (&s.cinema.0, "投诉：票价虚高")] {
+    for (merchant, reason) in [(&s.bookstore.0, "投诉：疑似满额套现"), (&s.cinema.0, "投诉：票价虚高")]
+    {
         let pick = "document.querySelector('#hold-merchant').value = arguments[0]; return true";
         browser.client.execute(pick, vec![json!(merchant)]).await.expect("pick the merchant");
         browser.wait_for("#hold-reason").await.send_keys(reason).await.expect("type the reason");
-        browser.client.find(Locator::Css("#hold-form button")).await.expect("button").click().await.expect("hold");
+        browser
+            .client
+            .find(Locator::Css("#hold-form button"))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("hold");
         let cell = format!("tr[data-key=\"{merchant}\"] td[data-field=\"reason\"]");
         assert!(shows(&browser, &cell, reason).await, "the hold is listed");
     }
@@ -425,15 +433,34 @@ async fn the_holds_section_in_a_real_browser(backend: Backend) {
 
     // Release the cinema's line; propose rejecting the bookstore's.
     let note_form = |row: &str, action: &str| format!("{row} form[data-action=\"{action}\"]");
-    browser.wait_for(&format!("{} input", note_form(&cinema, "release"))).await.send_keys("核实为正常交易").await.expect("type");
-    browser.wait_for(&format!("{} button", note_form(&cinema, "release"))).await.click().await.expect("release");
+    browser
+        .wait_for(&format!("{} input", note_form(&cinema, "release")))
+        .await
+        .send_keys("核实为正常交易")
+        .await
+        .expect("type");
+    browser
+        .wait_for(&format!("{} button", note_form(&cinema, "release")))
+        .await
+        .click()
+        .await
+        .expect("release");
     assert!(shows(&browser, &format!("{cinema} td[data-field=\"status\"]"), "已放行").await, "released");
     let propose = note_form(&bookstore, "propose-reject");
-    browser.wait_for(&format!("{propose} input")).await.send_keys("同一顾客反复满额消费，补贴不予结算").await.expect("type");
+    browser
+        .wait_for(&format!("{propose} input"))
+        .await
+        .send_keys("同一顾客反复满额消费，补贴不予结算")
+        .await
+        .expect("type");
     browser.wait_for(&format!("{propose} button")).await.click().await.expect("propose");
     let approve = format!("{bookstore} button[data-action=\"approve-reject\"]");
     browser.wait_for(&approve).await;
-    let disabled = browser.client.execute("return document.querySelector(arguments[0]).disabled", vec![json!(approve)]).await.expect("read");
+    let disabled = browser
+        .client
+        .execute("return document.querySelector(arguments[0]).disabled", vec![json!(approve)])
+        .await
+        .expect("read");
     assert_eq!(disabled, json!(true), "the proposer cannot approve");
     assert!(shows(&browser, &format!("{bookstore} td[data-field=\"notes\"]"), "待批准").await);
     browser.screenshot(&shot("proposed")).await;
@@ -447,8 +474,12 @@ async fn the_holds_section_in_a_real_browser(backend: Backend) {
     browser.wait_for(&format!("{approve}:not([disabled])")).await.click().await.expect("approve");
     assert!(shows(&browser, &format!("{bookstore} td[data-field=\"status\"]"), "已拒付").await, "rejected");
     let (_, holds) = s.world.app.get(&format!("/v1/seasons/{season}/holds"), Some(&s.finance)).await;
-    let statuses: Vec<&str> =
-        holds["lines"].as_array().expect("lines").iter().map(|l| l["status"].as_str().expect("status")).collect();
+    let statuses: Vec<&str> = holds["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| l["status"].as_str().expect("status"))
+        .collect();
     assert_eq!(statuses.iter().filter(|s| **s == "rejected").count(), 1, "{holds}");
     assert_eq!(statuses.iter().filter(|s| **s == "released").count(), 1, "{holds}");
     browser.screenshot(&shot("decided")).await;

@@ -104,19 +104,27 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
     let (status, paid) = s
         .world
         .app
-        .post_idem(&format!("/v1/settlements/{first_id}/paid"), Some(&s.finance), "paid-1", json!({"payout_ref": "B-1"}))
+        .post_idem(
+            &format!("/v1/settlements/{first_id}/paid"),
+            Some(&s.finance),
+            "paid-1",
+            json!({"payout_ref": "B-1"}),
+        )
         .await;
     assert_eq!(status, 201, "{paid}");
     s.reconciles().await;
 
     // Finance releases it; the next settlement (nothing new to settle) pays it.
     let line = format!("/v1/settlements/{first_id}/holds/{bookstore}");
-    let (status, body) = s.world.app.post_idem(&format!("{line}/release"), Some(&s.finance), "r-0", json!({})).await;
+    let (status, body) =
+        s.world.app.post_idem(&format!("{line}/release"), Some(&s.finance), "r-0", json!({})).await;
     assert_eq!((status, code(&body)), (422, "invalid_field"), "a release needs a note: {body}");
     let note = json!({"note": "核实为正常交易，放行"});
-    let (status, released) = s.world.app.post_idem(&format!("{line}/release"), Some(&s.finance), "r-1", note.clone()).await;
+    let (status, released) =
+        s.world.app.post_idem(&format!("{line}/release"), Some(&s.finance), "r-1", note.clone()).await;
     assert_eq!((status, released["status"].as_str()), (200, Some("released")), "{released}");
-    let (status, again) = s.world.app.post_idem(&format!("{line}/release"), Some(&s.finance), "r-2", note).await;
+    let (status, again) =
+        s.world.app.post_idem(&format!("{line}/release"), Some(&s.finance), "r-2", note).await;
     assert_eq!((status, &again), (200, &released), "the same decision again answers the same");
     s.reconciles().await;
     s.set_clock(s.now.plus_seconds(20));
@@ -133,12 +141,20 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
     let (status, paid) = s
         .world
         .app
-        .post_idem(&format!("/v1/settlements/{second_id}/paid"), Some(&s.finance), "paid-2", json!({"payout_ref": "B-2"}))
+        .post_idem(
+            &format!("/v1/settlements/{second_id}/paid"),
+            Some(&s.finance),
+            "paid-2",
+            json!({"payout_ref": "B-2"}),
+        )
         .await;
     assert_eq!(status, 201, "{paid}");
     s.reconciles().await;
     let row = province_row(&s).await;
-    assert_eq!((row["held"].as_str(), row["released"].as_str(), row["paid"].as_str()), (Some("0.00"), Some("10.00"), Some("20.00")));
+    assert_eq!(
+        (row["held"].as_str(), row["released"].as_str(), row["paid"].as_str()),
+        (Some("0.00"), Some("10.00"), Some("20.00"))
+    );
     let statement = format!("/v1/merchants/{bookstore}/statement?season={season}");
     let (status, lines) = s.get(&statement, &s.finance).await;
     assert_eq!(status, 200, "{lines}");
@@ -155,31 +171,49 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
     let third_id = third["settlement_id"].as_str().expect("id").to_owned();
     let line = format!("/v1/settlements/{third_id}/holds/{bookstore}");
     let available_before = fen(&province_row(&s).await["available"]);
-    let (status, body) = s.world.app.post_idem(&format!("{line}/reject/approve"), Some(&s.finance), "a-0", json!({})).await;
+    let (status, body) =
+        s.world.app.post_idem(&format!("{line}/reject/approve"), Some(&s.finance), "a-0", json!({})).await;
     assert_eq!((status, code(&body)), (409, "rejection_not_proposed"), "{body}");
     let (status, body) = s
         .world
         .app
-        .post_idem(&format!("/v1/settlements/{first_id}/holds/{cinema}/release"), Some(&s.finance), "x", json!({"note": "x"}))
+        .post_idem(
+            &format!("/v1/settlements/{first_id}/holds/{cinema}/release"),
+            Some(&s.finance),
+            "x",
+            json!({"note": "x"}),
+        )
         .await;
     assert_eq!((status, code(&body)), (404, "hold_not_found"), "a line never held: {body}");
     let told = json!({"note": "同一顾客一小时内反复满额消费，补贴不予结算"});
-    let (status, proposed) = s.world.app.post_idem(&format!("{line}/reject"), Some(&s.finance), "p-1", told).await;
+    let (status, proposed) =
+        s.world.app.post_idem(&format!("{line}/reject"), Some(&s.finance), "p-1", told).await;
     assert_eq!((status, proposed["status"].as_str()), (200, Some("held")), "{proposed}");
     assert!(proposed["reject_proposed_by"].is_string(), "{proposed}");
-    let (status, body) = s.world.app.post_idem(&format!("{line}/reject/approve"), Some(&s.finance), "a-1", json!({})).await;
+    let (status, body) =
+        s.world.app.post_idem(&format!("{line}/reject/approve"), Some(&s.finance), "a-1", json!({})).await;
     assert_eq!((status, code(&body)), (403, "same_approver"), "the proposer cannot approve: {body}");
     s.reconciles().await;
     let second_person = s.world.app.staff_key(Role::Finance, "370000").await;
-    let (status, rejected) =
-        s.world.app.post_idem(&format!("{line}/reject/approve"), Some(&second_person), "a-2", json!({})).await;
+    let (status, rejected) = s
+        .world
+        .app
+        .post_idem(&format!("{line}/reject/approve"), Some(&second_person), "a-2", json!({}))
+        .await;
     assert_eq!((status, rejected["status"].as_str()), (200, Some("rejected")), "{rejected}");
     assert_eq!(rejected["reject_note"], "同一顾客一小时内反复满额消费，补贴不予结算");
     assert_ne!(rejected["rejected_by"], rejected["reject_proposed_by"]);
-    let (status, again) =
-        s.world.app.post_idem(&format!("{line}/reject/approve"), Some(&second_person), "a-3", json!({})).await;
+    let (status, again) = s
+        .world
+        .app
+        .post_idem(&format!("{line}/reject/approve"), Some(&second_person), "a-3", json!({}))
+        .await;
     assert_eq!((status, &again), (200, &rejected));
-    let (status, body) = s.world.app.post_idem(&format!("{line}/release"), Some(&s.finance), "r-3", json!({"note": "n"})).await;
+    let (status, body) = s
+        .world
+        .app
+        .post_idem(&format!("{line}/release"), Some(&s.finance), "r-3", json!({"note": "n"}))
+        .await;
     assert_eq!((status, code(&body)), (409, "hold_decided"), "{body}");
 
     // The subsidy is back in the province's pool; every identity holds.
@@ -191,7 +225,11 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
     ledger_verifies(&s);
     let (_, lines) = s.get(&statement, &s.finance).await;
     let last = lines["lines"].as_array().expect("lines").last().expect("a line").clone();
-    assert_eq!((last["kind"].as_str(), last["unsettled"].as_str()), (Some("rejected"), Some("0.00")), "{lines}");
+    assert_eq!(
+        (last["kind"].as_str(), last["unsettled"].as_str()),
+        (Some("rejected"), Some("0.00")),
+        "{lines}"
+    );
 }
 
 /// The season stores its threshold (0 to 100); the scorer's call holds at or above it only.
@@ -199,7 +237,8 @@ async fn the_season_sets_the_hold_threshold(backend: Backend) {
     let t0 = Timestamp::now().unix_us();
     let refused = json!({"hold_score_threshold": 101});
     let world = World::new_at(backend, "1000.00", None, t0, json!({"hold_score_threshold": 70})).await;
-    let (status, season) = world.app.get(&format!("/v1/seasons/{}", world.season_id), Some(&world.province_admin)).await;
+    let (status, season) =
+        world.app.get(&format!("/v1/seasons/{}", world.season_id), Some(&world.province_admin)).await;
     assert_eq!((status, season["hold_score_threshold"].as_i64()), (200, Some(70)), "{season}");
     let mut body = json!({
         "name": "分数线", "province": "370000", "starts_at": world.at(0), "ends_at": world.at(86_400),
@@ -214,14 +253,17 @@ async fn the_season_sets_the_hold_threshold(backend: Backend) {
     let merchant: wenhui::domain::ids::MerchantId =
         crate::till::merchant(&world, &world.province_admin, 41, "ktv", "370200").await.parse().expect("id");
     let now = Timestamp::now();
-    let below = wenhui::app::finance::holds::hold_by_score(store, &season, merchant, 69, "threshold orders", now);
+    let below =
+        wenhui::app::finance::holds::hold_by_score(store, &season, merchant, 69, "threshold orders", now);
     assert!(below.await.expect("score").is_none(), "69 < 70: no hold");
-    let hold = wenhui::app::finance::holds::hold_by_score(store, &season, merchant, 70, "threshold orders", now)
-        .await
-        .expect("score")
-        .expect("held at 70");
+    let hold =
+        wenhui::app::finance::holds::hold_by_score(store, &season, merchant, 70, "threshold orders", now)
+            .await
+            .expect("score")
+            .expect("held at 70");
     assert_eq!(hold.source, HoldSource::Score(70));
     assert!(hold.reason.starts_with("score 70 >= 70"), "{}", hold.reason);
-    let (status, listed) = world.app.get(&format!("/v1/seasons/{}/holds", world.season_id), Some(&world.province_admin)).await;
+    let (status, listed) =
+        world.app.get(&format!("/v1/seasons/{}/holds", world.season_id), Some(&world.province_admin)).await;
     assert_eq!(status, 403, "an admin is not finance: {listed}");
 }

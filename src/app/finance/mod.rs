@@ -18,8 +18,8 @@ use crate::app::signing::SigningKey;
 use crate::domain::accounts::SeasonAccount;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{
-    BatchFigures, FunderFigures, HoldStatus, SalesFigures, SettlementChunking, add_expiry_returns, add_hold_flows,
-    day_label, funder_figures,
+    BatchFigures, FunderFigures, HoldStatus, SalesFigures, SettlementChunking, add_expiry_returns,
+    add_hold_flows, day_label, funder_figures,
 };
 use crate::domain::ids::{BatchId, MerchantId, SeasonId, SettlementId};
 use crate::domain::ledger::Balance;
@@ -27,8 +27,8 @@ use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    CardFigures, FinalReport, HeldLineRecord, IdemRecord, MAX_BREAKS_LISTED, Refusal, SettlementPlan, SettlementRecord,
-    Storage, StorageError, WriteError,
+    CardFigures, FinalReport, HeldLineRecord, IdemRecord, MAX_BREAKS_LISTED, Refusal, SettlementPlan,
+    SettlementRecord, Storage, StorageError, WriteError,
 };
 
 /// A money figure as the API and the finance files show it: yuan with two places.
@@ -318,7 +318,8 @@ pub async fn build_report(
 ) -> Result<SeasonReport, StorageError> {
     let batches = store.season_batches(season.id).await?;
     let held_lines = store.held_lines(season.id).await?;
-    let funders = season_funder_figures(season, &store.season_balances(season.id).await?, &batches, &held_lines);
+    let funders =
+        season_funder_figures(season, &store.season_balances(season.id).await?, &batches, &held_lines);
     let batch_rows = batch_figures(store, season, &batches).await?;
     let merchants = store.merchant_sales(season.id, city).await?;
     let mut categories: BTreeMap<String, SalesFigures> = BTreeMap::new();
