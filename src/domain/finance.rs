@@ -683,7 +683,7 @@ mod tests {
                     }
                     _ => {}
                 }
-                let rows: Vec<(String, Balance)> = balances.iter().map(|(a, b)| (a.clone(), b.clone())).collect();
+                let rows: Vec<(String, Balance)> = balances.iter().map(|(a, b)| (a.clone(), *b)).collect();
                 proptest::prop_assert!(rows.iter().all(|(a, b)| a.ends_with("appropriation") || b.credits_fen >= b.debits_fen), "a limited account went negative");
                 let mut figures = funder_figures(season, &rows);
                 add_hold_flows(&mut figures, &released, &rejected);
