@@ -392,7 +392,7 @@ both_backends!(the_holds_section_in_a_real_browser);
 /// holds both lines, one officer releases the cinema's and proposes rejecting the bookstore's
 /// (the approve button is disabled for them), a second officer approves the rejection.
 async fn the_holds_section_in_a_real_browser(backend: Backend) {
-    let Some(browser) = Browser::start().await else { return };
+    let browser = Browser::start().await;
     let (s, _, _) = Script::two_redeemed_two_claimed(backend).await;
     let base = s.world.app.base.clone();
     let season = s.world.season_id.clone();
