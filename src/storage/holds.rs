@@ -301,32 +301,23 @@ impl SqlStore {
     }
 
     /// A settlement completing takes up the season's lines released since: its payout pays them.
-    /// Returns how many and their total.
+    /// Returns how many and their total, from the rows it marked (a release committed meanwhile
+    /// is either marked here, and counted, or left for the next settlement).
     pub(crate) async fn take_up_released(
         tx: &mut Tx,
         season_id: SeasonId,
         settlement_id: SettlementId,
     ) -> Result<(i64, i64), StorageError> {
-        let waiting: (i64, Option<i64>) = query_as(
-            "SELECT CAST(COUNT(*) AS BIGINT), CAST(SUM(l.amount_fen) AS BIGINT) FROM settlement_lines l \
-             JOIN settlements s ON s.id = l.settlement_id \
-             WHERE s.season_id = $1 AND l.hold_status = 'released' AND l.paid_in_settlement_id IS NULL",
-        )
-        .bind(season_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        if waiting.0 == 0 {
-            return Ok((0, 0));
-        }
-        query(
+        let taken: Vec<(i64,)> = query_as(
             "UPDATE settlement_lines SET paid_in_settlement_id = $1 WHERE hold_status = 'released' \
-             AND paid_in_settlement_id IS NULL AND settlement_id IN (SELECT id FROM settlements WHERE season_id = $2)",
+             AND paid_in_settlement_id IS NULL AND settlement_id IN (SELECT id FROM settlements WHERE season_id = $2) \
+             RETURNING amount_fen",
         )
         .bind(settlement_id)
         .bind(season_id)
-        .execute(&mut *tx)
+        .fetch_all(&mut *tx)
         .await?;
-        Ok((waiting.0, waiting.1.unwrap_or(0)))
+        Ok((taken.len() as i64, taken.iter().map(|(fen,)| fen).sum()))
     }
 
     /// Whether the season has released lines no payout has taken up yet.
