@@ -696,3 +696,39 @@ pub async fn approve_rejection(
     let kind = crate::domain::finance::HoldDecisionKind::ApproveReject;
     decide_hold(&state, &staff, settlement_id, merchant_id, &body, kind).await
 }
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct HoldThresholdBody {
+    /// 0 to 100; null: no automatic holds.
+    hold_score_threshold: Option<u32>,
+}
+
+/// The season's hold threshold, as set.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HoldThresholdAnswer {
+    season_id: SeasonId,
+    hold_score_threshold: Option<u8>,
+}
+
+/// Sets the cash-out score at or above which a merchant's settlement is held (0 to 100), or
+/// clears it (null: no automatic holds). Where seasons are configured: the province_admin of the
+/// season's province. Holds already made stay.
+#[utoipa::path(put, operation_id = "set_hold_threshold", request_body = HoldThresholdBody, path = "/v1/seasons/{id}/hold-threshold", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the season's hold threshold", body = HoldThresholdAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "invalid_hold_threshold")))]
+pub async fn set_hold_threshold(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<SeasonId>,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<HoldThresholdAnswer>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    staff.may(access::open_season, season.province)?;
+    let request: HoldThresholdBody = parse_json(&body)?;
+    let threshold = crate::app::seasons::hold_score_threshold(request.hold_score_threshold)?;
+    if !state.store().set_hold_threshold(season_id, threshold).await? {
+        return Err(ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"));
+    }
+    tracing::info!(season = %season_id, threshold = ?threshold, staff_key = %staff.key_id, "season hold threshold set");
+    Ok(Json(HoldThresholdAnswer { season_id, hold_score_threshold: threshold }))
+}

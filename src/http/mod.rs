@@ -401,6 +401,7 @@ fn finance_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(finance::release_held_line))
         .routes(routes!(finance::propose_rejection))
         .routes(routes!(finance::approve_rejection))
+        .routes(routes!(finance::set_hold_threshold))
 }
 
 fn ops_routes() -> OpenApiRouter<AppState> {

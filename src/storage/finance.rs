@@ -416,6 +416,13 @@ pub trait FinanceStore: Send + Sync {
     /// the hold it is on already. 404s: `season_not_found`, `merchant_not_found`.
     async fn put_hold(&self, hold: &NewHold) -> Result<HoldRecord, WriteError>;
 
+    /// Sets (`Some`) or clears the season's `hold_score_threshold`; false: no such season.
+    async fn set_hold_threshold(
+        &self,
+        season_id: SeasonId,
+        threshold: Option<u8>,
+    ) -> Result<bool, StorageError>;
+
     /// The season's merchants on hold.
     async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError>;
 
@@ -1482,6 +1489,14 @@ impl FinanceStore for SqlStore {
 
     async fn put_hold(&self, hold: &NewHold) -> Result<HoldRecord, WriteError> {
         self.put_hold_row(hold).await
+    }
+
+    async fn set_hold_threshold(
+        &self,
+        season_id: SeasonId,
+        threshold: Option<u8>,
+    ) -> Result<bool, StorageError> {
+        self.set_hold_threshold_row(season_id, threshold).await
     }
 
     async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError> {

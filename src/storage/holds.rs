@@ -194,6 +194,20 @@ const HELD_LINE_SELECT: &str = "SELECT l.settlement_id, s.season_id, s.created_a
 pub const MAX_HELD_LINES: i64 = 10_000;
 
 impl SqlStore {
+    /// Sets (or clears) the season's hold threshold; false if there is no such season.
+    pub(crate) async fn set_hold_threshold_row(
+        &self,
+        season_id: SeasonId,
+        threshold: Option<u8>,
+    ) -> Result<bool, StorageError> {
+        let done = query("UPDATE seasons SET hold_score_threshold = $1 WHERE id = $2")
+            .bind(threshold.map(i32::from))
+            .bind(season_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
     /// Puts the merchant on hold for the season, or answers the hold it is already on.
     pub(crate) async fn put_hold_row(&self, hold: &NewHold) -> Result<HoldRecord, WriteError> {
         let _gate = self.write_gate.lock().await;

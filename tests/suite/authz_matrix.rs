@@ -37,6 +37,7 @@ const TABLE: &[Row] = &[
     ("approve_held_line_rejection", ["-", "-", "P", "-"]),
     ("create_season", ["P", "-", "-", "-"]),
     ("set_points_rate", ["P", "-", "-", "-"]),
+    ("set_hold_threshold", ["P", "-", "-", "-"]),
     ("add_budget", ["-", "C", "-", "-"]),
     ("create_batch", ["-", "C", "-", "-"]),
     ("draw_lottery", ["-", "C", "-", "-"]),
@@ -223,6 +224,9 @@ fn season_request(op: &str, seed: &Seed) -> Option<Request> {
             let body = json!({"name": "另一季", "province": "370000", "starts_at": now.to_string(),
                 "ends_at": now.plus_seconds(86_400).to_string(), "budgets": [{"funder": "370000", "amount": "1.00"}]});
             ("POST", "/v1/seasons".into(), Some(body))
+        }
+        "set_hold_threshold" => {
+            ("PUT", format!("/v1/seasons/{season}/hold-threshold"), Some(json!({"hold_score_threshold": 80})))
         }
         "set_points_rate" => {
             ("PUT", format!("/v1/seasons/{season}/points-rate"), Some(json!({"points_per_yuan": 1})))

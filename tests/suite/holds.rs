@@ -248,6 +248,19 @@ async fn the_season_sets_the_hold_threshold(backend: Backend) {
     let (status, body) = world.app.post_idem("/v1/seasons", Some(&world.province_admin), "s-101", body).await;
     assert_eq!((status, code(&body)), (422, "invalid_hold_threshold"), "{body}");
 
+    let path = format!("/v1/seasons/{}/hold-threshold", world.season_id);
+    let put = |body: Value| {
+        world.app.client.put(world.app.url(&path)).bearer_auth(&world.province_admin).json(&body)
+    };
+    let (status, body) =
+        crate::common::read(put(json!({"hold_score_threshold": 101})).send().await.expect("put")).await;
+    assert_eq!((status, code(&body)), (422, "invalid_hold_threshold"), "{body}");
+    let (status, body) =
+        crate::common::read(put(json!({"hold_score_threshold": null})).send().await.expect("put")).await;
+    assert_eq!((status, body["hold_score_threshold"].is_null()), (200, true), "{body}");
+    let (status, body) =
+        crate::common::read(put(json!({"hold_score_threshold": 70})).send().await.expect("put")).await;
+    assert_eq!((status, body["hold_score_threshold"].as_i64()), (200, Some(70)), "{body}");
     let store = world.app.store();
     let season = store.season(world.season_id.parse().expect("id")).await.expect("read").expect("season");
     let merchant: wenhui::domain::ids::MerchantId =
