@@ -484,7 +484,25 @@ pub async fn statement(
     report_files::statement_within_limit(&events)?;
     let lines = report_files::statement_lines(&events);
     if !report_files::statement_is_csv(query.format.as_deref())? {
-        return Ok(Json(Statement { lines, merchant_id, season_id: query.season }).into_response());
+        // What the merchant is told about its held lines: each with why it was held and, once
+        // decided, the release's or the rejection's note.
+        let holds = state.store().held_lines(query.season).await?;
+        let holds = holds
+            .iter()
+            .filter(|l| l.merchant_id == merchant_id)
+            .map(|l| StatementHold {
+                settlement_id: l.settlement_id,
+                amount: finance::yuan(l.amount_fen),
+                status: l.status.as_str(),
+                reason: l.reason.clone(),
+                note: match l.status {
+                    crate::domain::finance::HoldStatus::Rejected => l.reject_note.clone(),
+                    crate::domain::finance::HoldStatus::Released => l.release_note.clone(),
+                    _ => None,
+                },
+            })
+            .collect();
+        return Ok(Json(Statement { holds, lines, merchant_id, season_id: query.season }).into_response());
     }
     let body = report_files::statement_csv(&lines, lang).map_err(file_failed)?;
     let name = format!("statement-{merchant_id}-{}.csv", query.season);
@@ -506,9 +524,24 @@ async fn statement_events(
 /// running totals.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Statement {
+    /// Its settlement lines that were held, and what finance decided (docs/settlement-holds.md).
+    holds: Vec<StatementHold>,
     lines: Vec<StatementLine>,
     merchant_id: MerchantId,
     season_id: SeasonId,
+}
+
+/// A held line as its merchant's statement shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatementHold {
+    settlement_id: SettlementId,
+    amount: String,
+    /// `held`, `released` or `rejected`.
+    status: &'static str,
+    /// Why it was held.
+    reason: String,
+    /// A rejection's note (why the subsidy is not paid), or a release's.
+    note: Option<String>,
 }
 
 #[derive(Deserialize)]

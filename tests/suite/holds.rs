@@ -230,6 +230,9 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
         (Some("rejected"), Some("0.00")),
         "{lines}"
     );
+    let holds = lines["holds"].as_array().expect("holds");
+    let told = holds.iter().find(|h| h["status"] == "rejected").expect("the rejection");
+    assert_eq!(told["note"], "同一顾客一小时内反复满额消费，补贴不予结算", "the merchant is told why");
 }
 
 /// The season stores its threshold (0 to 100); the scorer's call holds at or above it only.
