@@ -20,6 +20,7 @@ mod finance;
 mod finance_files;
 mod finance_props;
 mod hardening;
+mod holds;
 mod http_foundation;
 mod ledger;
 mod ledger_props;
