@@ -176,6 +176,10 @@ pub struct CreateBatch {
 #[serde(deny_unknown_fields)]
 pub struct LotteryRequest {
     pub seed_sha256: String,
+    /// A waitlist (docs/waitlist.md) instead of a one-off draw: the whole list is ranked at the
+    /// draw, and vouchers that later expire or are forfeited go to the next in line.
+    #[serde(default)]
+    pub waitlist: bool,
 }
 
 /// A lottery batch's terms: a well-formed commitment; one voucher per person; no releases and
@@ -207,6 +211,8 @@ fn batch_lottery(request: &CreateBatch, now: Timestamp) -> Result<Option<Lottery
         committed_at: now,
         algorithm: DRAW_ALGORITHM,
         drawn_at: None,
+        waitlist: asked.waitlist,
+        next_place: None,
     }))
 }
 

@@ -23,7 +23,7 @@ use super::money::{Fen, MAX_AMOUNT_FEN};
 use super::region::RegionCode;
 use super::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
 use super::time::Timestamp;
-use crate::domain::ids::{MerchantId, RedemptionId, ReversalId, SeasonId, SettlementId};
+use crate::domain::ids::{MerchantId, RedemptionId, ReversalId, SeasonId, SettlementId, VoucherId};
 use std::collections::BTreeMap;
 
 /// One funder's part of a redeemed voucher: (funder, its part of the value, its part of the
@@ -65,6 +65,19 @@ pub fn reserve_entry(batch: &Batch) -> Result<NewEntry, ReserveTooLarge> {
         push_nonzero(&mut postings, to, Side::Credit, amount_fen);
     }
     Ok(NewEntry::new("batch_reserve", format!("batch_reserve:{}", batch.id), postings))
+}
+
+/// A waitlist's forfeited voucher moving on (docs/waitlist.md): the forfeit put its value back
+/// in each funder's pool; this takes one voucher's value from the pools into the batch reserve
+/// again, so that the next in line's claim entry draws it from there, as any claim does.
+pub fn waitlist_refill_entry(batch: &Batch, forfeited: VoucherId) -> NewEntry {
+    let mut postings = Vec::new();
+    for (funder, part) in batch.funding.split(batch.voucher_value()) {
+        push_nonzero(&mut postings, accounts::pool(batch.season_id, funder), Side::Debit, part.as_fen());
+        let to = accounts::reserve(batch.season_id, batch.id, funder);
+        push_nonzero(&mut postings, to, Side::Credit, part.as_fen());
+    }
+    NewEntry::new("waitlist_refill", format!("waitlist_refill:{forfeited}"), postings)
 }
 
 /// A claim moves the voucher's value from the batch reserve to voucher liability, per funder.

@@ -141,6 +141,7 @@ pub enum ErrorCode {
     NoCard,
     NoCheckpoint,
     NotALottery,
+    NotAWaitlist,
     NotDrawn,
     NotExchangeable,
     NotFound,
@@ -150,6 +151,7 @@ pub enum ErrorCode {
     OrderChanged,
     OrderRefUsed,
     PhoneFormat,
+    PhoneMismatch,
     PointsExpired,
     PointsPriceMismatch,
     PointsRefused,
@@ -273,8 +275,8 @@ mod tests {
         merchant_exists merchant_limit_reached merchant_not_eligible merchant_not_found
         merchant_not_in_card_programme merchant_suspended method_not_allowed
         missing_idempotency_key missing_signature name_format no_card no_checkpoint
-        not_a_lottery not_drawn not_exchangeable not_found not_open nothing_to_settle
-        order_amount_mismatch order_changed order_ref_used phone_format points_expired
+        not_a_lottery not_a_waitlist not_drawn not_exchangeable not_found not_open nothing_to_settle
+        order_amount_mismatch order_changed order_ref_used phone_format phone_mismatch points_expired
         points_price_mismatch points_refused provider_unavailable qr_expired qr_invalid
         qr_replayed rate_limited redemption_not_found rejection_not_proposed replayed_request
         request_decided request_expired request_not_found reverse_voucher_first same_approver

@@ -255,6 +255,11 @@ pub struct Lottery {
     pub algorithm: u8,
     /// When the issuer drew (the seed is revealed then); None before.
     pub drawn_at: Option<Timestamp>,
+    /// A waitlist (docs/waitlist.md): the whole list is ranked at the draw, and every voucher
+    /// that later expires or is forfeited goes to the next in line.
+    pub waitlist: bool,
+    /// A waitlist's first place not reached yet (1-based); None before the opening.
+    pub next_place: Option<i64>,
 }
 
 /// The draw algorithm of every batch drawn now (docs/lottery-audit.md).
@@ -602,6 +607,8 @@ mod tests {
             committed_at: Timestamp::from_unix_us(0),
             algorithm: DRAW_ALGORITHM,
             drawn_at: None,
+            waitlist: false,
+            next_place: None,
         };
         assert!(lottery.seed_matches(seed) && !lottery.seed_matches("another seed"));
         assert!(!format!("{lottery:?}").contains(&hex(&salt.0)), "the salt is not in Debug");

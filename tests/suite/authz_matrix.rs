@@ -42,6 +42,7 @@ const TABLE: &[Row] = &[
     ("create_batch", ["-", "C", "-", "-"]),
     ("draw_lottery", ["-", "C", "-", "-"]),
     ("list_lottery_entrants", ["P", "C", "PC", "PC"]),
+    ("waitlist_summary", ["P", "C", "PC", "PC"]),
     ("list_merchants", ["P", "C", "PC", "PC"]),
     ("create_merchant", ["P", "C", "-", "-"]),
     ("suspend_merchant", ["P", "C", "-", "-"]),
@@ -101,6 +102,7 @@ struct Seed {
     merchant: String,
     terminal: String,
     lottery: String,
+    waitlist: String,
     card: String,
     citizen: String,
     request: String,
@@ -136,6 +138,15 @@ async fn seed(backend: Backend) -> Seed {
         )
         .await;
     let lottery = lottery["id"].as_str().expect("lottery batch").to_owned();
+    let waitlist = s
+        .world
+        .batch_as(
+            &city_admin,
+            json!({"name": "排队", "issuer": "370200", "face_value": "5.00", "min_spend": "20.00", "stock": 5,
+                   "claim_closes_at": s.world.at(4 * 3_600), "lottery": {"seed_sha256": hex, "waitlist": true}}),
+        )
+        .await;
+    let waitlist = waitlist["id"].as_str().expect("waitlist batch").to_owned();
     // A citizen of Qingdao (370202...) with a card.
     let id_number = wenhui::domain::citizen::synthetic_id_number("370202", "19850505", 77);
     let body = json!({"name": "李四", "id_number": id_number, "phone": "13700000077"});
@@ -163,6 +174,7 @@ async fn seed(backend: Backend) -> Seed {
         merchant,
         terminal: terminal.to_string(),
         lottery,
+        waitlist,
         card,
         citizen,
         request,
@@ -245,6 +257,7 @@ fn season_request(op: &str, seed: &Seed) -> Option<Request> {
         }
         "draw_lottery" => ("POST", format!("/v1/batches/{}/draw", seed.lottery), Some(json!({"seed": "x"}))),
         "list_lottery_entrants" => ("GET", format!("/v1/batches/{}/entries", seed.lottery), None),
+        "waitlist_summary" => ("GET", format!("/v1/batches/{}/waitlist", seed.waitlist), None),
         _ => return None,
     })
 }

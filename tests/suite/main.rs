@@ -39,3 +39,4 @@ mod staff_people;
 mod till;
 mod till_cli;
 mod till_quote;
+mod waitlist;
