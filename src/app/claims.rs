@@ -20,6 +20,7 @@ use crate::app::error::AppError;
 use crate::app::events::NodeEvent;
 use crate::app::sold_out::{AnsweredKeys, KeysState, KeysTicket, Loaded, SoldOutMemory};
 use crate::app::till::coalesce::Coalescer;
+use crate::app::waitlist::{Notifier, WaitlistNotice};
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
 use crate::domain::error_code::ErrorCode;
@@ -27,12 +28,12 @@ use crate::domain::ids::{BatchId, CardId, CitizenId, SeasonId, VoucherId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
-    Batch, CitizenHoldings, ClaimRefusal, SEASON_PERIOD, Season, Voucher, VoucherStatus,
+    Batch, CitizenHoldings, ClaimRefusal, SEASON_PERIOD, Season, SeasonStatus, Voucher, VoucherStatus,
 };
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{
     ClaimCommit, ExpiryCommit, IdemRecord, LedgerStore, Refusal, SeasonTotalDelta, Storage, StorageError,
-    StoredAnswer, WriteError,
+    StoredAnswer, WaitlistMove, WriteError,
 };
 use crate::telemetry::WriterStats;
 
@@ -109,9 +110,13 @@ impl Answer {
     }
 }
 
+type SweepAnswer = (Result<SweepReport, String>, Vec<WaitlistNotice>);
+
 enum Message {
     Claim(ClaimRequest),
-    Sweep(oneshot::Sender<Result<SweepReport, String>>),
+    /// A sweep's report, and the waitlist notices its moves made (sent even if a later stage
+    /// of the sweep failed: the moves committed).
+    Sweep(oneshot::Sender<SweepAnswer>),
     /// Another path changed claim state (a reversal expired a voucher): reload on next use.
     Invalidate,
     /// Issue a drawn lottery batch's vouchers to its winners, in draw order.
@@ -127,12 +132,16 @@ struct DrawJob {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub expired: usize,
     pub batches_closed: usize,
     /// Cards whose points of a season expired.
     pub points_expired: usize,
+    /// Expired or forfeited waitlist vouchers moved on (to the next in line, or to nobody).
+    pub moved_on: usize,
+    /// The people the moves gave a voucher, told by SMS once the sweep returns.
+    pub notices: Vec<WaitlistNotice>,
 }
 
 /// The handle the HTTP layer and the sweeper hold.
@@ -150,6 +159,8 @@ pub struct ClaimWriter {
     /// Of those, the ones answered without reading their key's stored answer.
     without_read: Arc<AtomicU64>,
     store: Arc<dyn Storage>,
+    /// Texts the people a waitlist's voucher moved on to (None: nobody is told).
+    notifier: Option<Arc<Notifier>>,
 }
 
 impl ClaimWriter {
@@ -169,7 +180,24 @@ impl ClaimWriter {
         };
         tokio::spawn(writer.run(inbox));
         let (from_memory, without_read) = (Arc::default(), Arc::default());
-        ClaimWriter { queue, stats, clock, sold_out, stored_answers, from_memory, without_read, store }
+        let notifier = None;
+        ClaimWriter {
+            queue,
+            stats,
+            clock,
+            sold_out,
+            stored_answers,
+            from_memory,
+            without_read,
+            store,
+            notifier,
+        }
+    }
+
+    /// Tells the people a waitlist's voucher moves on to, through `notifier`, after each sweep.
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> ClaimWriter {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Messages waiting in the writer's queue (claims, sweeps, draws' next turns).
@@ -323,7 +351,12 @@ impl ClaimWriter {
     pub async fn sweep(&self) -> Result<SweepReport, String> {
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Sweep(reply)).await.map_err(|_| "writer stopped".to_owned())?;
-        answer.await.map_err(|_| "writer stopped".to_owned())?
+        let (report, notices) = answer.await.map_err(|_| "writer stopped".to_owned())?;
+        // Off the writer: the moves are committed; an SMS is slow and may fail.
+        if let Some(notifier) = &self.notifier {
+            notifier.send(&notices).await;
+        }
+        report
     }
 
     /// Issues a drawn lottery batch's vouchers: to `winners` in draw order, as long as stock
@@ -363,6 +396,7 @@ impl ClaimWriter {
                             expired = report.expired,
                             closed = report.batches_closed,
                             points,
+                            moved_on = report.moved_on,
                             "swept"
                         );
                     }
@@ -478,7 +512,7 @@ impl Caches {
 struct Turn {
     /// Decided together, in one group.
     claims: Vec<ClaimRequest>,
-    sweeps: Vec<oneshot::Sender<Result<SweepReport, String>>>,
+    sweeps: Vec<oneshot::Sender<SweepAnswer>>,
     /// The caches are dropped before the group is decided.
     invalidate: bool,
     /// A draw's next group of winners, issued last: a draw's group takes far longer than a
@@ -538,8 +572,8 @@ impl Writer {
                 self.process_group(turn.claims).await;
             }
             for reply in turn.sweeps {
-                let report = self.sweep().await.map_err(|e| e.to_string());
-                let _ = reply.send(report);
+                let (report, notices) = self.sweep().await;
+                let _ = reply.send((report.map_err(|e| e.to_string()), notices));
             }
             if let Some(job) = turn.draw {
                 self.draw_turn(job).await;
@@ -869,16 +903,128 @@ impl Writer {
     /// Expires due vouchers, expires due points and closes the reserves of batches whose claim
     /// window closed. Each stage runs whatever became of the others (a voucher the database
     /// refuses must not keep a batch's reserve from going back); the first failure is returned.
-    async fn sweep(&mut self) -> Result<SweepReport, WriteError> {
+    async fn sweep(&mut self) -> (Result<SweepReport, WriteError>, Vec<WaitlistNotice>) {
         let now = self.clock.now();
         let expired = self.expire_due(now).await;
+        let moved = self.move_waitlists(now).await;
         let points_expired = self.expire_points(now).await;
         let batches_closed = self.close_batches(now).await;
-        Ok(SweepReport {
-            expired: expired?,
-            batches_closed: batches_closed?,
-            points_expired: points_expired?,
-        })
+        let notices = moved.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
+        let report = (|| {
+            let (moved_on, notices) = moved?;
+            Ok(SweepReport {
+                expired: expired?,
+                batches_closed: batches_closed?,
+                points_expired: points_expired?,
+                moved_on,
+                notices,
+            })
+        })();
+        (report, notices)
+    }
+
+    /// Moves every expired or forfeited voucher of an opened waitlist on to the next in line
+    /// (docs/waitlist.md), one transaction each; a move the database refuses (another node's
+    /// sweep moved the line first, a cap changed) is tried again at the next sweep.
+    async fn move_waitlists(&mut self, now: Timestamp) -> Result<(usize, Vec<WaitlistNotice>), WriteError> {
+        const MOVES_PER_SWEEP: i64 = 200;
+        let freed = self.store.waitlist_freed(MOVES_PER_SWEEP).await?;
+        let (mut moved, mut notices) = (0, Vec::new());
+        for voucher in &freed {
+            match self.move_one(voucher, now).await {
+                Ok((outcome, notice)) => {
+                    moved += 1;
+                    metrics::counter!(crate::telemetry::WAITLIST_MOVES, "outcome" => outcome).increment(1);
+                    notices.extend(notice);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, voucher = %voucher.id, "a waitlist move was refused; tried again next sweep");
+                }
+            }
+        }
+        if !freed.is_empty() {
+            self.caches.clear();
+        }
+        Ok((moved, notices))
+    }
+
+    /// One freed voucher moved on: the people from the line's cursor on are tried in order; the
+    /// first a per-person cap admits gets a voucher (a forfeit's value is first taken back from
+    /// the pools into the batch reserve), those it refuses are passed with why. Committed with
+    /// the cursor's compare-and-set and the freed voucher's move row (each moves once).
+    async fn move_one(
+        &mut self,
+        freed: &Voucher,
+        now: Timestamp,
+    ) -> Result<(&'static str, Option<WaitlistNotice>), WriteError> {
+        const LOOK_AHEAD: i64 = 100;
+        let missing = || WriteError::Refused(Refusal::Code(ErrorCode::BatchNotFound));
+        let batch = self.store.batch(freed.batch_id).await?.ok_or_else(missing)?;
+        let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
+        let Some(from_place) = batch.lottery.as_ref().and_then(|l| l.next_place) else {
+            return Err(missing());
+        };
+        let refill = freed.status == VoucherStatus::Forfeited;
+        let mut moved = WaitlistMove {
+            batch_id: batch.id,
+            freed: freed.id,
+            new_voucher: None,
+            outcome: "list_end",
+            from_place,
+            to_place: from_place,
+            passed: Vec::new(),
+            refill: false,
+            at: now,
+        };
+        let mut commit = ClaimCommit::default();
+        let mut notice = None;
+        if batch.reserve_returned {
+            moved.outcome = "batch_closed";
+        } else if season.status_at(now) != SeasonStatus::Open {
+            moved.outcome = "season_over";
+        } else {
+            let month = crate::domain::finance::cst_month(now);
+            'line: loop {
+                let people = self.store.waitlist_people(batch.id, moved.to_place, LOOK_AHEAD).await?;
+                if people.is_empty() {
+                    break;
+                }
+                let ids: Vec<CitizenId> = people.iter().map(|p| p.citizen_id).collect();
+                let holdings = self.store.holdings(batch.id, season.id, month, &ids).await?;
+                for person in people {
+                    moved.to_place = person.place + 1;
+                    let held = holdings.get(&person.citizen_id).cloned().unwrap_or_default();
+                    let slot = match held.admit(&batch, &season) {
+                        Ok(slot) => slot,
+                        Err(_) => {
+                            moved.passed.push((person.place, "limit_reached".to_owned()));
+                            continue;
+                        }
+                    };
+                    if refill {
+                        commit.entries.push(entries::waitlist_refill_entry(&batch, freed.id));
+                    }
+                    let voucher = add_claimed(&batch, &season, person.citizen_id, slot, now, &mut commit);
+                    commit.batch_claims.push((batch.id, 1, batch.stock + i64::from(refill)));
+                    moved.new_voucher = Some(voucher.id);
+                    moved.outcome = "issued";
+                    moved.refill = refill;
+                    notice = Some(WaitlistNotice {
+                        batch_id: batch.id,
+                        batch_name: batch.name.clone(),
+                        citizen_id: person.citizen_id,
+                        voucher_id: voucher.id,
+                        expires_at: voucher.expires_at,
+                        sealed_phone: person.sealed_phone,
+                    });
+                    break 'line;
+                }
+            }
+        }
+        let outcome = moved.outcome;
+        commit.waitlist_move = Some(moved);
+        self.store.commit_claims(&commit).await?;
+        Ok((outcome, notice))
     }
 
     async fn close_batches(&mut self, now: Timestamp) -> Result<usize, WriteError> {
