@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::error::AppError;
 use crate::app::events::NodeEvent;
-use crate::app::sold_out::SoldOutMemory;
+use crate::app::sold_out::{AnsweredKeys, KeysState, KeysTicket, Loaded, SoldOutMemory};
 use crate::app::till::coalesce::Coalescer;
 use crate::app::waitlist::{Notifier, WaitlistNotice};
 use crate::domain::accounts;
@@ -45,6 +45,16 @@ const SWEEP_LIMIT: i64 = 2_000;
 /// Most times one claim is decided again after the database refused it (another process
 /// committed first); each try reads fresh state, so a sold-out batch ends it at the next.
 const MAX_TRIES: u32 = 8;
+/// Most times a group the database refused is decided again whole, on fresh state, before its
+/// claims are tried one at a time: another node's commits (a rush over many nodes) make a group
+/// decided on cached counters fail, and one transaction for the group beats one per claim.
+const GROUP_TRIES: u32 = 3;
+/// Most (citizen, key) pairs a sold-out batch's memory holds (a pair is about 8 bytes, a holder
+/// 16): more, and its keys read their stored answers.
+const MAX_ANSWERED_KEYS: u32 = 1_000_000;
+/// How long before its stock was released a stored refusal may be of a batch sold out (a claim
+/// tried early and answered `not_open`): see docs/claims.md, "Sold out from memory".
+const REFUSALS_BEFORE_RELEASE_S: i64 = 3_600;
 
 /// A claim as the HTTP layer hands it over.
 pub struct ClaimRequest {
@@ -146,6 +156,9 @@ pub struct ClaimWriter {
     stored_answers: Coalescer<(String, String), Option<StoredAnswer>>,
     /// Claims answered `sold_out` from memory since the start.
     from_memory: Arc<AtomicU64>,
+    /// Of those, the ones answered without reading their key's stored answer.
+    without_read: Arc<AtomicU64>,
+    store: Arc<dyn Storage>,
     /// Texts the people a waitlist's voucher moved on to (None: nobody is told).
     notifier: Option<Arc<Notifier>>,
 }
@@ -158,7 +171,7 @@ impl ClaimWriter {
         let stored_answers = stored_answers(store.clone());
         let writer = Writer {
             me: queue.downgrade(),
-            store,
+            store: store.clone(),
             clock: clock.clone(),
             caches: Caches::default(),
             cards: HashMap::new(),
@@ -166,8 +179,19 @@ impl ClaimWriter {
             sold_out: sold_out.clone(),
         };
         tokio::spawn(writer.run(inbox));
-        let from_memory = Arc::new(AtomicU64::new(0));
-        ClaimWriter { queue, stats, clock, sold_out, stored_answers, from_memory, notifier: None }
+        let (from_memory, without_read) = (Arc::default(), Arc::default());
+        let notifier = None;
+        ClaimWriter {
+            queue,
+            stats,
+            clock,
+            sold_out,
+            stored_answers,
+            from_memory,
+            without_read,
+            store,
+            notifier,
+        }
     }
 
     /// Tells the people a waitlist's voucher moves on to, through `notifier`, after each sweep.
@@ -196,10 +220,18 @@ impl ClaimWriter {
         self.from_memory.load(Ordering::Relaxed)
     }
 
+    /// Of the claims answered `sold_out` from memory, how many without reading their key's
+    /// stored answer (outside the batch's [`AnsweredKeys`]).
+    pub fn answered_without_read(&self) -> u64 {
+        self.without_read.load(Ordering::Relaxed)
+    }
+
     /// A plain claim on a batch known sold out, answered without the writer: the stored answer
     /// of its key if it has one (a retry is answered as the first time, on any node), else
-    /// 409 `sold_out`, not stored (the batch's state, not the request, decided it). `None`: the
-    /// batch is not known sold out, or the stored answer could not be read; the writer decides.
+    /// 409 `sold_out`, not stored (the batch's state, not the request, decided it). The stored
+    /// answer is read only for a key of the batch's [`AnsweredKeys`], or while they are not
+    /// loaded. `None`: the batch is not known sold out, or the stored answer could not be
+    /// read; the writer decides.
     async fn answer_from_memory(
         &self,
         citizen_id: CitizenId,
@@ -207,14 +239,62 @@ impl ClaimWriter {
         idem_key: &str,
         request_hash: &[u8],
     ) -> Option<Answer> {
-        let message = self.sold_out.check(batch_id, self.clock.now())?;
-        let key = (citizen_scope(citizen_id), idem_key.to_owned());
-        if let Some(stored) = self.stored_answers.load(key).await.ok()? {
-            return Some(replay(&stored, request_hash));
+        let sold_out = self.sold_out.check_keys(batch_id, self.clock.now())?;
+        if let Some(epoch) = sold_out.renew {
+            self.renew_sold_out(batch_id, epoch);
+        }
+        let unanswered = match &sold_out.keys {
+            KeysState::Known(keys) => !keys.may_have_answer(citizen_id, idem_key),
+            KeysState::Load(ticket) => {
+                self.load_answered_keys(*ticket);
+                false
+            }
+            KeysState::Unknown => false,
+        };
+        if unanswered {
+            self.without_read.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let key = (citizen_scope(citizen_id), idem_key.to_owned());
+            if let Some(stored) = self.stored_answers.load(key).await.ok()? {
+                return Some(replay(&stored, request_hash));
+            }
         }
         self.from_memory.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::telemetry::CLAIMS_SOLD_OUT_FROM_MEMORY).increment(1);
-        Some(Answer::error(409, ErrorCode::SoldOut, &message))
+        Some(Answer::error(409, ErrorCode::SoldOut, &sold_out.message))
+    }
+
+    /// Reads, in the background, a batch whose sold-out mark lapses soon, and marks it again if
+    /// it is still sold out (as the writer would on its next claim, without the claim waiting
+    /// for a group's commit).
+    fn renew_sold_out(&self, batch_id: BatchId, epoch: u64) {
+        let (store, memory, now) = (self.store.clone(), self.sold_out.clone(), self.clock.now());
+        tokio::spawn(async move {
+            let read = async {
+                let Some(batch) = store.batch(batch_id).await? else { return Ok(None) };
+                let season = store.season(batch.season_id).await?;
+                Ok::<_, StorageError>(season.and_then(|season| sold_out_event(&batch, &season, now)))
+            };
+            match read.await {
+                Ok(Some(NodeEvent::SoldOut { batch_id, until, message })) => {
+                    memory.mark_unless_forgotten(epoch, batch_id, until, message);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, %batch_id, "could not read a sold-out batch again"),
+            }
+            memory.renewed(batch_id);
+        });
+    }
+
+    /// Loads, in the background, the keys of a batch known sold out that may have a stored
+    /// answer, and gives them to the memory (which keeps them only if nothing was forgotten
+    /// meanwhile).
+    fn load_answered_keys(&self, ticket: KeysTicket) {
+        let (store, memory, now) = (self.store.clone(), self.sold_out.clone(), self.clock.now());
+        tokio::spawn(async move {
+            let loaded = answered_keys(store.as_ref(), ticket.batch_id, now).await;
+            memory.install_keys(ticket, loaded);
+        });
     }
 
     /// Queues a claim and waits for its committed answer.
@@ -330,6 +410,62 @@ impl ClaimWriter {
 
 pub fn citizen_scope(citizen_id: CitizenId) -> String {
     format!("citizen:{citizen_id}")
+}
+
+/// The keys of sold-out `batch_id` that may have a stored answer, read now (after the mark was
+/// made, so after every 201 it counts): its holders, and the stored refusals since an hour
+/// before its stock was released.
+async fn answered_keys(store: &dyn Storage, batch_id: BatchId, now: Timestamp) -> Loaded {
+    let batch = match store.batch(batch_id).await {
+        Ok(Some(batch)) => batch,
+        Ok(None) => return Loaded::TooMany,
+        Err(error) => {
+            tracing::warn!(%error, %batch_id, "could not read a sold-out batch");
+            return Loaded::Failed;
+        }
+    };
+    let since = refusals_since(&batch, now);
+    match store.claim_answer_keys(batch_id, since, MAX_ANSWERED_KEYS).await {
+        Ok(Some(found)) => {
+            let refused: Vec<(CitizenId, String)> = found
+                .refused
+                .into_iter()
+                .filter_map(|(scope, key)| Some((scope.strip_prefix("citizen:")?.parse().ok()?, key)))
+                .collect();
+            Loaded::Keys(AnsweredKeys::new(found.holders, &refused))
+        }
+        Ok(None) => {
+            tracing::info!(%batch_id, "a sold-out batch has too many answered keys to hold; reading each");
+            Loaded::TooMany
+        }
+        Err(error) => {
+            tracing::warn!(%error, %batch_id, "could not load a sold-out batch's answered keys");
+            Loaded::Failed
+        }
+    }
+}
+
+/// `batch` left with nothing released to claim at `now`: a [`NodeEvent::SoldOut`] until the first
+/// moment stock or the answer can change by time alone (a release, the end of the claim window
+/// or season). `None` for a lottery batch or one that is not sold out.
+fn sold_out_event(batch: &Batch, season: &Season, now: Timestamp) -> Option<NodeEvent> {
+    if batch.lottery.is_some() {
+        return None;
+    }
+    let Err(ClaimRefusal::SoldOut(message)) = batch.check_open(season, now) else { return None };
+    let mut until = batch.claim_closes_at.min(season.ends_at);
+    if let Some(release) = batch.next_release_after(now) {
+        until = until.min(release);
+    }
+    Some(NodeEvent::SoldOut { batch_id: batch.id, until, message })
+}
+
+/// From when a stored refusal may be of a claim on `batch` that a retry now would replay: an
+/// hour ([`REFUSALS_BEFORE_RELEASE_S`]) before the stock claimable now was released.
+fn refusals_since(batch: &Batch, now: Timestamp) -> Timestamp {
+    let opens = batch.claim_opens_at;
+    let released = batch.releases.iter().map(|r| r.at.max(opens)).filter(|at| *at <= now).max();
+    released.unwrap_or(opens).plus_seconds(-REFUSALS_BEFORE_RELEASE_S)
 }
 
 /// Reads stored answers by (scope, key), many in one query.
@@ -459,13 +595,39 @@ impl Writer {
                     let _ = p.request.reply.send(Answer::unavailable());
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, "claim group refused by the database; replaying one by one");
-                self.caches.clear();
-                for p in pending {
-                    self.process_single(p.request).await;
-                }
+            Err(error) => self.decide_group_again(pending, error).await,
+        }
+    }
+
+    /// A group the database refused (another node committed between the reads and the commit):
+    /// decided again whole on fresh state, up to [`GROUP_TRIES`] times (a batch sold out
+    /// meanwhile is seen and marked at the first), then one claim at a time.
+    async fn decide_group_again(&mut self, mut pending: Vec<Pending>, mut error: WriteError) {
+        for attempt in 2..=GROUP_TRIES {
+            tracing::info!(%error, attempt, claims = pending.len(), "claim group refused by the database; deciding it again");
+            self.caches.clear();
+            for p in &mut pending {
+                p.answer = None;
             }
+            let (again, outcome) = self.decide_and_commit(pending).await;
+            pending = again;
+            error = match outcome {
+                Ok(()) => return reply_all(pending),
+                Err(error) if !decide_again(&error) => {
+                    tracing::error!(%error, "claim group failed");
+                    self.caches.clear();
+                    for p in pending {
+                        let _ = p.request.reply.send(Answer::unavailable());
+                    }
+                    return;
+                }
+                Err(error) => error,
+            };
+        }
+        tracing::warn!(%error, "claim group refused by the database again; replaying one by one");
+        self.caches.clear();
+        for p in pending {
+            self.process_single(p.request).await;
         }
     }
 
@@ -564,16 +726,10 @@ impl Writer {
             let seen =
                 events.iter().any(|e| matches!(e, NodeEvent::SoldOut { batch_id: b, .. } if *b == batch_id));
             let Some((batch, season)) = self.caches.batches.get(&batch_id) else { continue };
-            if seen || batch.lottery.is_some() {
+            if seen {
                 continue;
             }
-            if let Err(ClaimRefusal::SoldOut(message)) = batch.check_open(season, now) {
-                let mut until = batch.claim_closes_at.min(season.ends_at);
-                if let Some(release) = batch.next_release_after(now) {
-                    until = until.min(release);
-                }
-                events.push(NodeEvent::SoldOut { batch_id, until, message });
-            }
+            events.extend(sold_out_event(batch, season, now));
         }
         events
     }

@@ -18,9 +18,9 @@ use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::ledger::{AddressBalanceRow, INSERT_CHUNK_ROWS};
 use crate::storage::{
-    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen, NewSession, Refusal,
-    RevokedSession, SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer,
-    WaitlistMove, WaitlistPerson, WaitlistStanding, WaitlistSummary, WriteError,
+    CitizenRecord, ClaimAnswerKeys, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen,
+    NewSession, Refusal, RevokedSession, SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore,
+    StorageError, StoredAnswer, WaitlistMove, WaitlistPerson, WaitlistStanding, WaitlistSummary, WriteError,
 };
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
@@ -539,6 +539,41 @@ impl SeasonStore for SqlStore {
             }
         }
         Ok(found)
+    }
+
+    async fn claim_answer_keys(
+        &self,
+        batch_id: BatchId,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Option<ClaimAnswerKeys>, StorageError> {
+        let limit = i64::from(limit);
+        // The partial unique index on (batch, citizen, slot) of live vouchers.
+        let holders: Vec<(CitizenId,)> = query_as(
+            "SELECT DISTINCT citizen_id FROM vouchers WHERE batch_id = $1 AND status <> 'expired' LIMIT $2",
+        )
+        .bind(batch_id)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let room = limit - i64::try_from(holders.len()).unwrap_or(i64::MAX);
+        if room < 0 {
+            return Ok(None);
+        }
+        // The retention index (its predicate written out, so that SQLite uses it too).
+        let refused: Vec<(String, String)> = query_as(
+            "SELECT scope, idem_key FROM idempotency_keys \
+             WHERE (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%') AND created_at_us >= $1 \
+             AND scope LIKE 'citizen:%' AND status <> 201 LIMIT $2",
+        )
+        .bind(since.unix_us())
+        .bind(room + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        if i64::try_from(refused.len()).unwrap_or(i64::MAX) > room {
+            return Ok(None);
+        }
+        Ok(Some(ClaimAnswerKeys { holders: holders.into_iter().map(|(c,)| c).collect(), refused }))
     }
 
     async fn create_season(

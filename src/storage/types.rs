@@ -265,6 +265,14 @@ pub struct ExpiryCommit {
     pub notices: Vec<String>,
 }
 
+/// See [`SeasonStore::claim_answer_keys`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimAnswerKeys {
+    pub holders: Vec<CitizenId>,
+    /// (scope, key) of stored refusals.
+    pub refused: Vec<(String, String)>,
+}
+
 /// A revoked citizen session: its token's SHA-256, and when it was revoked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RevokedSession {
@@ -289,6 +297,17 @@ pub trait SeasonStore: Send + Sync {
         &self,
         keys: &[(String, String)],
     ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError>;
+
+    /// What may have a stored claim answer for a batch sold out: the citizens holding a live
+    /// voucher of `batch_id`, and the (citizen scope, key) pairs of citizens' stored answers
+    /// other than 201 created at or after `since`. `None` when they are more than `limit` in all
+    /// (too many to hold in memory).
+    async fn claim_answer_keys(
+        &self,
+        batch_id: BatchId,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Option<ClaimAnswerKeys>, StorageError>;
 
     async fn create_season(
         &self,
