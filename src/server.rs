@@ -230,6 +230,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         .await?;
     crate::app::secrets::check_ledger_key(store.as_ref(), key.public_key(), &key_path, config.clock.now())
         .await?;
+    let waitlist_seal = Arc::new(crate::app::waitlist::PhoneSeal::derive(&secret)?);
     let codes = Codes::new(
         store.clone(),
         config.clock.clone(),
@@ -244,7 +245,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     crate::app::qr::ensure_key(store.as_ref(), &config.keys_dir, config.clock.now()).await?;
     let qr =
         Arc::new(crate::app::qr::QrKeys::new(store.clone(), config.keys_dir.clone(), config.clock.clone()));
-    let writer = ClaimWriter::spawn(store.clone(), config.clock.clone());
+    let notifier = crate::app::waitlist::Notifier::new(config.sms_sender.clone(), waitlist_seal.clone());
+    let writer = ClaimWriter::spawn(store.clone(), config.clock.clone()).with_notifier(Arc::new(notifier));
     let redemptions = crate::app::till::writer::RedemptionWriter::spawn(store.clone());
     let sweeper = writer.spawn_sweeper(config.sweep_interval);
     anyhow::ensure!(
@@ -279,6 +281,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         redemptions,
         settlement_chunking,
         rate_store,
+        waitlist_seal,
     };
     let state = AppState::new(services);
     // Listening before serving: a change another node makes once this one answers is heard.

@@ -53,6 +53,12 @@ pub const REPLICA_LAG: &str = "wenhui_replica_lag_seconds";
 pub const RATE_LIMITED: &str = "wenhui_rate_limited_total";
 pub const RATE_LIMIT_STORE_FALLBACKS: &str = "wenhui_rate_limit_store_fallbacks_total";
 pub const RATE_LIMIT_STORE_UP: &str = "wenhui_rate_limit_store_up";
+pub const WAITLIST_MOVES: &str = "wenhui_waitlist_moves_total";
+pub const WAITLIST_NOTICES: &str = "wenhui_waitlist_notices_total";
+/// Outcomes of a waitlist move (docs/waitlist.md).
+pub const WAITLIST_MOVE_OUTCOMES: [&str; 4] = ["issued", "list_end", "season_over", "batch_closed"];
+/// Outcomes of a waitlist notice.
+pub const WAITLIST_NOTICE_OUTCOMES: [&str; 3] = ["sent", "failed", "no_phone"];
 
 /// The claim writer and the redemption writer, as the `writer` label names them.
 pub const CLAIM_WRITER: &str = "claims";
@@ -139,8 +145,16 @@ fn describe_and_register() {
         RATE_LIMIT_STORE_UP,
         "1 while the shared rate-limit store answers (or none is configured), 0 while limits are per process."
     );
+    describe_counter!(WAITLIST_MOVES, "Expired or forfeited waitlist vouchers moved on, by outcome.");
+    describe_counter!(WAITLIST_NOTICES, "SMS notices to the next in line of a waitlist, by outcome.");
     for outcome in CLAIM_OUTCOMES {
         metrics::counter!(CLAIMS, "outcome" => outcome).increment(0);
+    }
+    for outcome in WAITLIST_MOVE_OUTCOMES {
+        metrics::counter!(WAITLIST_MOVES, "outcome" => outcome).increment(0);
+    }
+    for outcome in WAITLIST_NOTICE_OUTCOMES {
+        metrics::counter!(WAITLIST_NOTICES, "outcome" => outcome).increment(0);
     }
     for kind in [VOUCHER, CARD_PAYMENT] {
         metrics::counter!(REDEMPTIONS, "kind" => kind).increment(0);

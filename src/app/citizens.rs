@@ -139,6 +139,11 @@ impl Citizens {
         [id.keyed_hash(&self.secret), phone.keyed_hash(&self.secret)]
     }
 
+    /// The keyed hash a phone is stored as (a citizen's `phone_hash`).
+    pub fn phone_hash(&self, phone: &Phone) -> [u8; 32] {
+        phone.keyed_hash(&self.secret)
+    }
+
     pub async fn sign_in(
         &self,
         id: IdNumber,

@@ -18,8 +18,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::app::error::AppError;
 use crate::app::events::NodeEvent;
-use crate::app::sold_out::SoldOutMemory;
+use crate::app::sold_out::{AnsweredKeys, KeysState, KeysTicket, Loaded, SoldOutMemory};
 use crate::app::till::coalesce::Coalescer;
+use crate::app::waitlist::{Notifier, WaitlistNotice};
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};
 use crate::domain::error_code::ErrorCode;
@@ -27,12 +28,12 @@ use crate::domain::ids::{BatchId, CardId, CitizenId, SeasonId, VoucherId};
 use crate::domain::ledger::NewEntry;
 use crate::domain::region::RegionCode;
 use crate::domain::season::{
-    Batch, CitizenHoldings, ClaimRefusal, SEASON_PERIOD, Season, Voucher, VoucherStatus,
+    Batch, CitizenHoldings, ClaimRefusal, SEASON_PERIOD, Season, SeasonStatus, Voucher, VoucherStatus,
 };
 use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{
     ClaimCommit, ExpiryCommit, IdemRecord, LedgerStore, Refusal, SeasonTotalDelta, Storage, StorageError,
-    StoredAnswer, WriteError,
+    StoredAnswer, WaitlistMove, WriteError,
 };
 use crate::telemetry::WriterStats;
 
@@ -44,6 +45,16 @@ const SWEEP_LIMIT: i64 = 2_000;
 /// Most times one claim is decided again after the database refused it (another process
 /// committed first); each try reads fresh state, so a sold-out batch ends it at the next.
 const MAX_TRIES: u32 = 8;
+/// Most times a group the database refused is decided again whole, on fresh state, before its
+/// claims are tried one at a time: another node's commits (a rush over many nodes) make a group
+/// decided on cached counters fail, and one transaction for the group beats one per claim.
+const GROUP_TRIES: u32 = 3;
+/// Most (citizen, key) pairs a sold-out batch's memory holds (a pair is about 8 bytes, a holder
+/// 16): more, and its keys read their stored answers.
+const MAX_ANSWERED_KEYS: u32 = 1_000_000;
+/// How long before its stock was released a stored refusal may be of a batch sold out (a claim
+/// tried early and answered `not_open`): see docs/claims.md, "Sold out from memory".
+const REFUSALS_BEFORE_RELEASE_S: i64 = 3_600;
 
 /// A claim as the HTTP layer hands it over.
 pub struct ClaimRequest {
@@ -99,9 +110,13 @@ impl Answer {
     }
 }
 
+type SweepAnswer = (Result<SweepReport, String>, Vec<WaitlistNotice>);
+
 enum Message {
     Claim(ClaimRequest),
-    Sweep(oneshot::Sender<Result<SweepReport, String>>),
+    /// A sweep's report, and the waitlist notices its moves made (sent even if a later stage
+    /// of the sweep failed: the moves committed).
+    Sweep(oneshot::Sender<SweepAnswer>),
     /// Another path changed claim state (a reversal expired a voucher): reload on next use.
     Invalidate,
     /// Issue a drawn lottery batch's vouchers to its winners, in draw order.
@@ -117,12 +132,16 @@ struct DrawJob {
     reply: oneshot::Sender<Result<(), String>>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
     pub expired: usize,
     pub batches_closed: usize,
     /// Cards whose points of a season expired.
     pub points_expired: usize,
+    /// Expired or forfeited waitlist vouchers moved on (to the next in line, or to nobody).
+    pub moved_on: usize,
+    /// The people the moves gave a voucher, told by SMS once the sweep returns.
+    pub notices: Vec<WaitlistNotice>,
 }
 
 /// The handle the HTTP layer and the sweeper hold.
@@ -137,6 +156,11 @@ pub struct ClaimWriter {
     stored_answers: Coalescer<(String, String), Option<StoredAnswer>>,
     /// Claims answered `sold_out` from memory since the start.
     from_memory: Arc<AtomicU64>,
+    /// Of those, the ones answered without reading their key's stored answer.
+    without_read: Arc<AtomicU64>,
+    store: Arc<dyn Storage>,
+    /// Texts the people a waitlist's voucher moved on to (None: nobody is told).
+    notifier: Option<Arc<Notifier>>,
 }
 
 impl ClaimWriter {
@@ -147,7 +171,7 @@ impl ClaimWriter {
         let stored_answers = stored_answers(store.clone());
         let writer = Writer {
             me: queue.downgrade(),
-            store,
+            store: store.clone(),
             clock: clock.clone(),
             caches: Caches::default(),
             cards: HashMap::new(),
@@ -155,8 +179,25 @@ impl ClaimWriter {
             sold_out: sold_out.clone(),
         };
         tokio::spawn(writer.run(inbox));
-        let from_memory = Arc::new(AtomicU64::new(0));
-        ClaimWriter { queue, stats, clock, sold_out, stored_answers, from_memory }
+        let (from_memory, without_read) = (Arc::default(), Arc::default());
+        let notifier = None;
+        ClaimWriter {
+            queue,
+            stats,
+            clock,
+            sold_out,
+            stored_answers,
+            from_memory,
+            without_read,
+            store,
+            notifier,
+        }
+    }
+
+    /// Tells the people a waitlist's voucher moves on to, through `notifier`, after each sweep.
+    pub fn with_notifier(mut self, notifier: Arc<Notifier>) -> ClaimWriter {
+        self.notifier = Some(notifier);
+        self
     }
 
     /// Messages waiting in the writer's queue (claims, sweeps, draws' next turns).
@@ -179,10 +220,18 @@ impl ClaimWriter {
         self.from_memory.load(Ordering::Relaxed)
     }
 
+    /// Of the claims answered `sold_out` from memory, how many without reading their key's
+    /// stored answer (outside the batch's [`AnsweredKeys`]).
+    pub fn answered_without_read(&self) -> u64 {
+        self.without_read.load(Ordering::Relaxed)
+    }
+
     /// A plain claim on a batch known sold out, answered without the writer: the stored answer
     /// of its key if it has one (a retry is answered as the first time, on any node), else
-    /// 409 `sold_out`, not stored (the batch's state, not the request, decided it). `None`: the
-    /// batch is not known sold out, or the stored answer could not be read; the writer decides.
+    /// 409 `sold_out`, not stored (the batch's state, not the request, decided it). The stored
+    /// answer is read only for a key of the batch's [`AnsweredKeys`], or while they are not
+    /// loaded. `None`: the batch is not known sold out, or the stored answer could not be
+    /// read; the writer decides.
     async fn answer_from_memory(
         &self,
         citizen_id: CitizenId,
@@ -190,14 +239,62 @@ impl ClaimWriter {
         idem_key: &str,
         request_hash: &[u8],
     ) -> Option<Answer> {
-        let message = self.sold_out.check(batch_id, self.clock.now())?;
-        let key = (citizen_scope(citizen_id), idem_key.to_owned());
-        if let Some(stored) = self.stored_answers.load(key).await.ok()? {
-            return Some(replay(&stored, request_hash));
+        let sold_out = self.sold_out.check_keys(batch_id, self.clock.now())?;
+        if let Some(epoch) = sold_out.renew {
+            self.renew_sold_out(batch_id, epoch);
+        }
+        let unanswered = match &sold_out.keys {
+            KeysState::Known(keys) => !keys.may_have_answer(citizen_id, idem_key),
+            KeysState::Load(ticket) => {
+                self.load_answered_keys(*ticket);
+                false
+            }
+            KeysState::Unknown => false,
+        };
+        if unanswered {
+            self.without_read.fetch_add(1, Ordering::Relaxed);
+        } else {
+            let key = (citizen_scope(citizen_id), idem_key.to_owned());
+            if let Some(stored) = self.stored_answers.load(key).await.ok()? {
+                return Some(replay(&stored, request_hash));
+            }
         }
         self.from_memory.fetch_add(1, Ordering::Relaxed);
         metrics::counter!(crate::telemetry::CLAIMS_SOLD_OUT_FROM_MEMORY).increment(1);
-        Some(Answer::error(409, ErrorCode::SoldOut, &message))
+        Some(Answer::error(409, ErrorCode::SoldOut, &sold_out.message))
+    }
+
+    /// Reads, in the background, a batch whose sold-out mark lapses soon, and marks it again if
+    /// it is still sold out (as the writer would on its next claim, without the claim waiting
+    /// for a group's commit).
+    fn renew_sold_out(&self, batch_id: BatchId, epoch: u64) {
+        let (store, memory, now) = (self.store.clone(), self.sold_out.clone(), self.clock.now());
+        tokio::spawn(async move {
+            let read = async {
+                let Some(batch) = store.batch(batch_id).await? else { return Ok(None) };
+                let season = store.season(batch.season_id).await?;
+                Ok::<_, StorageError>(season.and_then(|season| sold_out_event(&batch, &season, now)))
+            };
+            match read.await {
+                Ok(Some(NodeEvent::SoldOut { batch_id, until, message })) => {
+                    memory.mark_unless_forgotten(epoch, batch_id, until, message);
+                }
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, %batch_id, "could not read a sold-out batch again"),
+            }
+            memory.renewed(batch_id);
+        });
+    }
+
+    /// Loads, in the background, the keys of a batch known sold out that may have a stored
+    /// answer, and gives them to the memory (which keeps them only if nothing was forgotten
+    /// meanwhile).
+    fn load_answered_keys(&self, ticket: KeysTicket) {
+        let (store, memory, now) = (self.store.clone(), self.sold_out.clone(), self.clock.now());
+        tokio::spawn(async move {
+            let loaded = answered_keys(store.as_ref(), ticket.batch_id, now).await;
+            memory.install_keys(ticket, loaded);
+        });
     }
 
     /// Queues a claim and waits for its committed answer.
@@ -254,7 +351,12 @@ impl ClaimWriter {
     pub async fn sweep(&self) -> Result<SweepReport, String> {
         let (reply, answer) = oneshot::channel();
         self.queue.send(Message::Sweep(reply)).await.map_err(|_| "writer stopped".to_owned())?;
-        answer.await.map_err(|_| "writer stopped".to_owned())?
+        let (report, notices) = answer.await.map_err(|_| "writer stopped".to_owned())?;
+        // Off the writer: the moves are committed; an SMS is slow and may fail.
+        if let Some(notifier) = &self.notifier {
+            notifier.send(&notices).await;
+        }
+        report
     }
 
     /// Issues a drawn lottery batch's vouchers: to `winners` in draw order, as long as stock
@@ -294,6 +396,7 @@ impl ClaimWriter {
                             expired = report.expired,
                             closed = report.batches_closed,
                             points,
+                            moved_on = report.moved_on,
                             "swept"
                         );
                     }
@@ -307,6 +410,62 @@ impl ClaimWriter {
 
 pub fn citizen_scope(citizen_id: CitizenId) -> String {
     format!("citizen:{citizen_id}")
+}
+
+/// The keys of sold-out `batch_id` that may have a stored answer, read now (after the mark was
+/// made, so after every 201 it counts): its holders, and the stored refusals since an hour
+/// before its stock was released.
+async fn answered_keys(store: &dyn Storage, batch_id: BatchId, now: Timestamp) -> Loaded {
+    let batch = match store.batch(batch_id).await {
+        Ok(Some(batch)) => batch,
+        Ok(None) => return Loaded::TooMany,
+        Err(error) => {
+            tracing::warn!(%error, %batch_id, "could not read a sold-out batch");
+            return Loaded::Failed;
+        }
+    };
+    let since = refusals_since(&batch, now);
+    match store.claim_answer_keys(batch_id, since, MAX_ANSWERED_KEYS).await {
+        Ok(Some(found)) => {
+            let refused: Vec<(CitizenId, String)> = found
+                .refused
+                .into_iter()
+                .filter_map(|(scope, key)| Some((scope.strip_prefix("citizen:")?.parse().ok()?, key)))
+                .collect();
+            Loaded::Keys(AnsweredKeys::new(found.holders, &refused))
+        }
+        Ok(None) => {
+            tracing::info!(%batch_id, "a sold-out batch has too many answered keys to hold; reading each");
+            Loaded::TooMany
+        }
+        Err(error) => {
+            tracing::warn!(%error, %batch_id, "could not load a sold-out batch's answered keys");
+            Loaded::Failed
+        }
+    }
+}
+
+/// `batch` left with nothing released to claim at `now`: a [`NodeEvent::SoldOut`] until the first
+/// moment stock or the answer can change by time alone (a release, the end of the claim window
+/// or season). `None` for a lottery batch or one that is not sold out.
+fn sold_out_event(batch: &Batch, season: &Season, now: Timestamp) -> Option<NodeEvent> {
+    if batch.lottery.is_some() {
+        return None;
+    }
+    let Err(ClaimRefusal::SoldOut(message)) = batch.check_open(season, now) else { return None };
+    let mut until = batch.claim_closes_at.min(season.ends_at);
+    if let Some(release) = batch.next_release_after(now) {
+        until = until.min(release);
+    }
+    Some(NodeEvent::SoldOut { batch_id: batch.id, until, message })
+}
+
+/// From when a stored refusal may be of a claim on `batch` that a retry now would replay: an
+/// hour ([`REFUSALS_BEFORE_RELEASE_S`]) before the stock claimable now was released.
+fn refusals_since(batch: &Batch, now: Timestamp) -> Timestamp {
+    let opens = batch.claim_opens_at;
+    let released = batch.releases.iter().map(|r| r.at.max(opens)).filter(|at| *at <= now).max();
+    released.unwrap_or(opens).plus_seconds(-REFUSALS_BEFORE_RELEASE_S)
 }
 
 /// Reads stored answers by (scope, key), many in one query.
@@ -353,7 +512,7 @@ impl Caches {
 struct Turn {
     /// Decided together, in one group.
     claims: Vec<ClaimRequest>,
-    sweeps: Vec<oneshot::Sender<Result<SweepReport, String>>>,
+    sweeps: Vec<oneshot::Sender<SweepAnswer>>,
     /// The caches are dropped before the group is decided.
     invalidate: bool,
     /// A draw's next group of winners, issued last: a draw's group takes far longer than a
@@ -413,8 +572,8 @@ impl Writer {
                 self.process_group(turn.claims).await;
             }
             for reply in turn.sweeps {
-                let report = self.sweep().await.map_err(|e| e.to_string());
-                let _ = reply.send(report);
+                let (report, notices) = self.sweep().await;
+                let _ = reply.send((report.map_err(|e| e.to_string()), notices));
             }
             if let Some(job) = turn.draw {
                 self.draw_turn(job).await;
@@ -436,13 +595,39 @@ impl Writer {
                     let _ = p.request.reply.send(Answer::unavailable());
                 }
             }
-            Err(error) => {
-                tracing::warn!(%error, "claim group refused by the database; replaying one by one");
-                self.caches.clear();
-                for p in pending {
-                    self.process_single(p.request).await;
-                }
+            Err(error) => self.decide_group_again(pending, error).await,
+        }
+    }
+
+    /// A group the database refused (another node committed between the reads and the commit):
+    /// decided again whole on fresh state, up to [`GROUP_TRIES`] times (a batch sold out
+    /// meanwhile is seen and marked at the first), then one claim at a time.
+    async fn decide_group_again(&mut self, mut pending: Vec<Pending>, mut error: WriteError) {
+        for attempt in 2..=GROUP_TRIES {
+            tracing::info!(%error, attempt, claims = pending.len(), "claim group refused by the database; deciding it again");
+            self.caches.clear();
+            for p in &mut pending {
+                p.answer = None;
             }
+            let (again, outcome) = self.decide_and_commit(pending).await;
+            pending = again;
+            error = match outcome {
+                Ok(()) => return reply_all(pending),
+                Err(error) if !decide_again(&error) => {
+                    tracing::error!(%error, "claim group failed");
+                    self.caches.clear();
+                    for p in pending {
+                        let _ = p.request.reply.send(Answer::unavailable());
+                    }
+                    return;
+                }
+                Err(error) => error,
+            };
+        }
+        tracing::warn!(%error, "claim group refused by the database again; replaying one by one");
+        self.caches.clear();
+        for p in pending {
+            self.process_single(p.request).await;
         }
     }
 
@@ -541,16 +726,10 @@ impl Writer {
             let seen =
                 events.iter().any(|e| matches!(e, NodeEvent::SoldOut { batch_id: b, .. } if *b == batch_id));
             let Some((batch, season)) = self.caches.batches.get(&batch_id) else { continue };
-            if seen || batch.lottery.is_some() {
+            if seen {
                 continue;
             }
-            if let Err(ClaimRefusal::SoldOut(message)) = batch.check_open(season, now) {
-                let mut until = batch.claim_closes_at.min(season.ends_at);
-                if let Some(release) = batch.next_release_after(now) {
-                    until = until.min(release);
-                }
-                events.push(NodeEvent::SoldOut { batch_id, until, message });
-            }
+            events.extend(sold_out_event(batch, season, now));
         }
         events
     }
@@ -724,16 +903,128 @@ impl Writer {
     /// Expires due vouchers, expires due points and closes the reserves of batches whose claim
     /// window closed. Each stage runs whatever became of the others (a voucher the database
     /// refuses must not keep a batch's reserve from going back); the first failure is returned.
-    async fn sweep(&mut self) -> Result<SweepReport, WriteError> {
+    async fn sweep(&mut self) -> (Result<SweepReport, WriteError>, Vec<WaitlistNotice>) {
         let now = self.clock.now();
         let expired = self.expire_due(now).await;
+        let moved = self.move_waitlists(now).await;
         let points_expired = self.expire_points(now).await;
         let batches_closed = self.close_batches(now).await;
-        Ok(SweepReport {
-            expired: expired?,
-            batches_closed: batches_closed?,
-            points_expired: points_expired?,
-        })
+        let notices = moved.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
+        let report = (|| {
+            let (moved_on, notices) = moved?;
+            Ok(SweepReport {
+                expired: expired?,
+                batches_closed: batches_closed?,
+                points_expired: points_expired?,
+                moved_on,
+                notices,
+            })
+        })();
+        (report, notices)
+    }
+
+    /// Moves every expired or forfeited voucher of an opened waitlist on to the next in line
+    /// (docs/waitlist.md), one transaction each; a move the database refuses (another node's
+    /// sweep moved the line first, a cap changed) is tried again at the next sweep.
+    async fn move_waitlists(&mut self, now: Timestamp) -> Result<(usize, Vec<WaitlistNotice>), WriteError> {
+        const MOVES_PER_SWEEP: i64 = 200;
+        let freed = self.store.waitlist_freed(MOVES_PER_SWEEP).await?;
+        let (mut moved, mut notices) = (0, Vec::new());
+        for voucher in &freed {
+            match self.move_one(voucher, now).await {
+                Ok((outcome, notice)) => {
+                    moved += 1;
+                    metrics::counter!(crate::telemetry::WAITLIST_MOVES, "outcome" => outcome).increment(1);
+                    notices.extend(notice);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, voucher = %voucher.id, "a waitlist move was refused; tried again next sweep");
+                }
+            }
+        }
+        if !freed.is_empty() {
+            self.caches.clear();
+        }
+        Ok((moved, notices))
+    }
+
+    /// One freed voucher moved on: the people from the line's cursor on are tried in order; the
+    /// first a per-person cap admits gets a voucher (a forfeit's value is first taken back from
+    /// the pools into the batch reserve), those it refuses are passed with why. Committed with
+    /// the cursor's compare-and-set and the freed voucher's move row (each moves once).
+    async fn move_one(
+        &mut self,
+        freed: &Voucher,
+        now: Timestamp,
+    ) -> Result<(&'static str, Option<WaitlistNotice>), WriteError> {
+        const LOOK_AHEAD: i64 = 100;
+        let missing = || WriteError::Refused(Refusal::Code(ErrorCode::BatchNotFound));
+        let batch = self.store.batch(freed.batch_id).await?.ok_or_else(missing)?;
+        let season = self.store.season(batch.season_id).await?.ok_or_else(missing)?;
+        let Some(from_place) = batch.lottery.as_ref().and_then(|l| l.next_place) else {
+            return Err(missing());
+        };
+        let refill = freed.status == VoucherStatus::Forfeited;
+        let mut moved = WaitlistMove {
+            batch_id: batch.id,
+            freed: freed.id,
+            new_voucher: None,
+            outcome: "list_end",
+            from_place,
+            to_place: from_place,
+            passed: Vec::new(),
+            refill: false,
+            at: now,
+        };
+        let mut commit = ClaimCommit::default();
+        let mut notice = None;
+        if batch.reserve_returned {
+            moved.outcome = "batch_closed";
+        } else if season.status_at(now) != SeasonStatus::Open {
+            moved.outcome = "season_over";
+        } else {
+            let month = crate::domain::finance::cst_month(now);
+            'line: loop {
+                let people = self.store.waitlist_people(batch.id, moved.to_place, LOOK_AHEAD).await?;
+                if people.is_empty() {
+                    break;
+                }
+                let ids: Vec<CitizenId> = people.iter().map(|p| p.citizen_id).collect();
+                let holdings = self.store.holdings(batch.id, season.id, month, &ids).await?;
+                for person in people {
+                    moved.to_place = person.place + 1;
+                    let held = holdings.get(&person.citizen_id).cloned().unwrap_or_default();
+                    let slot = match held.admit(&batch, &season) {
+                        Ok(slot) => slot,
+                        Err(_) => {
+                            moved.passed.push((person.place, "limit_reached".to_owned()));
+                            continue;
+                        }
+                    };
+                    if refill {
+                        commit.entries.push(entries::waitlist_refill_entry(&batch, freed.id));
+                    }
+                    let voucher = add_claimed(&batch, &season, person.citizen_id, slot, now, &mut commit);
+                    commit.batch_claims.push((batch.id, 1, batch.stock + i64::from(refill)));
+                    moved.new_voucher = Some(voucher.id);
+                    moved.outcome = "issued";
+                    moved.refill = refill;
+                    notice = Some(WaitlistNotice {
+                        batch_id: batch.id,
+                        batch_name: batch.name.clone(),
+                        citizen_id: person.citizen_id,
+                        voucher_id: voucher.id,
+                        expires_at: voucher.expires_at,
+                        sealed_phone: person.sealed_phone,
+                    });
+                    break 'line;
+                }
+            }
+        }
+        let outcome = moved.outcome;
+        commit.waitlist_move = Some(moved);
+        self.store.commit_claims(&commit).await?;
+        Ok((outcome, notice))
     }
 
     async fn close_batches(&mut self, now: Timestamp) -> Result<usize, WriteError> {

@@ -387,6 +387,8 @@ mod tests {
             committed_at: time(&audit.committed_at),
             algorithm: DRAW_ALGORITHM,
             drawn_at: Some(time(&audit.drawn_at)),
+            waitlist: false,
+            next_place: None,
         };
         let drawn = Drawn {
             batch_id: audit.batch_id,

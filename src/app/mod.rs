@@ -34,4 +34,5 @@ pub mod signing;
 pub mod sold_out;
 pub mod staff;
 pub mod till;
+pub mod waitlist;
 pub mod zh;

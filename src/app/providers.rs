@@ -36,6 +36,15 @@ pub trait SmsSender: Send + Sync + std::fmt::Debug {
         ttl_s: i64,
     ) -> Result<(), ProviderError>;
 
+    /// Delivers a notice (no code): that a waitlist's voucher came to the person
+    /// (docs/waitlist.md). `purpose` names the kind of notice for the gateway.
+    async fn send_notice(
+        &self,
+        phone: &Phone,
+        purpose: &'static str,
+        text: &str,
+    ) -> Result<(), ProviderError>;
+
     /// True only for a stand-in that sends nothing (the server refuses it in production).
     fn is_development(&self) -> bool {
         false
@@ -95,9 +104,20 @@ pub struct SentCode {
 
 /// Development SMS: keeps the last [`DevSms::KEPT`] codes in memory instead of sending them, for
 /// tests and demonstrations to read at `GET /v1/dev/sms`. Never in production.
+/// A notice the `dev` SMS provider kept instead of sending it.
+#[derive(Clone, Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct SentNotice {
+    pub phone: String,
+    pub purpose: String,
+    pub text: String,
+    #[schema(value_type = String, format = DateTime)]
+    pub sent_at: Timestamp,
+}
+
 #[derive(Debug, Default)]
 pub struct DevSms {
     outbox: Mutex<VecDeque<SentCode>>,
+    notices: Mutex<VecDeque<SentNotice>>,
 }
 
 impl DevSms {
@@ -107,6 +127,12 @@ impl DevSms {
     pub fn sent_to(&self, phone: &Phone) -> Vec<SentCode> {
         let outbox = self.outbox.lock().unwrap_or_else(|p| p.into_inner());
         outbox.iter().rev().filter(|sent| sent.phone == phone.as_str()).cloned().collect()
+    }
+
+    /// The notices kept for `phone`, newest first.
+    pub fn notices_to(&self, phone: &Phone) -> Vec<SentNotice> {
+        let notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+        notices.iter().rev().filter(|sent| sent.phone == phone.as_str()).cloned().collect()
     }
 }
 
@@ -130,6 +156,26 @@ impl SmsSender for DevSms {
             outbox.pop_front();
         }
         outbox.push_back(sent);
+        Ok(())
+    }
+
+    async fn send_notice(
+        &self,
+        phone: &Phone,
+        purpose: &'static str,
+        text: &str,
+    ) -> Result<(), ProviderError> {
+        let sent = SentNotice {
+            phone: phone.as_str().to_owned(),
+            purpose: purpose.to_owned(),
+            text: text.to_owned(),
+            sent_at: Timestamp::now(),
+        };
+        let mut notices = self.notices.lock().unwrap_or_else(|p| p.into_inner());
+        if notices.len() >= Self::KEPT {
+            notices.pop_front();
+        }
+        notices.push_back(sent);
         Ok(())
     }
 

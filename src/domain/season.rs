@@ -63,6 +63,9 @@ pub struct Season {
     pub merchant_redemption_limit: Option<u32>,
     /// The most of an order the season's vouchers may pay, per merchant category.
     pub subsidy_ceilings: SubsidyCeilings,
+    /// The cash-out score (0 to 100) at or above which a merchant's settlement is held
+    /// (docs/settlement-holds.md); `None`, no automatic holds.
+    pub hold_score_threshold: Option<u8>,
     pub closed_at: Option<Timestamp>,
 }
 
@@ -252,6 +255,11 @@ pub struct Lottery {
     pub algorithm: u8,
     /// When the issuer drew (the seed is revealed then); None before.
     pub drawn_at: Option<Timestamp>,
+    /// A waitlist (docs/waitlist.md): the whole list is ranked at the draw, and every voucher
+    /// that later expires or is forfeited goes to the next in line.
+    pub waitlist: bool,
+    /// A waitlist's first place not reached yet (1-based); None before the opening.
+    pub next_place: Option<i64>,
 }
 
 /// The draw algorithm of every batch drawn now (docs/lottery-audit.md).
@@ -599,6 +607,8 @@ mod tests {
             committed_at: Timestamp::from_unix_us(0),
             algorithm: DRAW_ALGORITHM,
             drawn_at: None,
+            waitlist: false,
+            next_place: None,
         };
         assert!(lottery.seed_matches(seed) && !lottery.seed_matches("another seed"));
         assert!(!format!("{lottery:?}").contains(&hex(&salt.0)), "the salt is not in Debug");
@@ -660,6 +670,7 @@ mod tests {
             refund_forfeits_voucher: false,
             merchant_redemption_limit: None,
             subsidy_ceilings: SubsidyCeilings::default(),
+            hold_score_threshold: None,
             closed_at: None,
         }
     }

@@ -194,6 +194,8 @@ pub struct DevSmsQuery {
 pub struct DevSmsPage {
     /// Newest first.
     pub messages: Vec<SentCode>,
+    /// Notices (a waitlist's voucher came to the person), newest first.
+    pub notices: Vec<crate::app::providers::SentNotice>,
 }
 
 /// Development only: the codes the `dev` SMS provider kept for a phone, newest first. The route
@@ -208,7 +210,7 @@ pub async fn dev_sms(
     let phone = Phone::parse(&query.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
     let outbox = state.citizens().codes().sms().dev_outbox();
     let outbox = outbox.ok_or_else(|| ApiError::not_found(ErrorCode::NotFound, "no such endpoint"))?;
-    Ok(Json(DevSmsPage { messages: outbox.sent_to(&phone) }))
+    Ok(Json(DevSmsPage { messages: outbox.sent_to(&phone), notices: outbox.notices_to(&phone) }))
 }
 
 /// Registers a citizen by real name, with the one-time code sent to the phone for `register`;
@@ -446,6 +448,96 @@ pub async fn my_lottery_entry(
         voucher_id: view.voucher_id,
         citizen_id,
         entrant_hash: view.entrant_hash.map(|h| crate::domain::season::hex(&h)),
+    }))
+}
+
+/// Joining a waitlist: the phone the citizen registered with, kept sealed to text them when a
+/// voucher comes to them, erased once they are reached.
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JoinWaitlist {
+    phone: String,
+}
+
+/// A citizen on a waitlist.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WaitlistJoined {
+    batch_id: BatchId,
+    #[schema(format = DateTime)]
+    joined_at: String,
+}
+
+/// Joins the citizen to a waitlist batch during its window, once: joining again answers the
+/// same (`joined_at` of the first time), so no key is needed; when or how often one joins
+/// changes nothing, the place comes from the committed seed and the citizen id alone
+/// (docs/waitlist.md). 422 `phone_mismatch` unless `phone` is the one registered; 409
+/// `not_a_waitlist`, `not_open`.
+#[utoipa::path(post, operation_id = "join_waitlist", path = "/v1/batches/{id}/waitlist", request_body = JoinWaitlist, security(("citizen_token" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the citizen is on the waitlist", body = WaitlistJoined), (status = 404, body = super::error::ErrorBody, description = "batch_not_found"), (status = 409, body = super::error::ErrorBody, description = "not_a_waitlist, not_open"), (status = 422, body = super::error::ErrorBody, description = "phone_format, phone_mismatch"), (status = 429, body = super::error::ErrorBody, description = "rate_limited")))]
+pub async fn join_waitlist(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    ApiPath(batch_id): ApiPath<BatchId>,
+    ApiJson(request): ApiJson<JoinWaitlist>,
+) -> Result<Json<WaitlistJoined>, ApiError> {
+    state.citizen_rates().claim(citizen_id).await?;
+    let phone = Phone::parse(&request.phone).map_err(|e| ApiError::unprocessable(e.code(), e.to_string()))?;
+    let now = state.clock().now();
+    let joined_at = crate::app::waitlist::join(
+        state.store(),
+        state.citizens(),
+        state.waitlist_seal(),
+        batch_id,
+        citizen_id,
+        &phone,
+        now,
+    )
+    .await?;
+    Ok(Json(WaitlistJoined { batch_id, joined_at: joined_at.to_string() }))
+}
+
+/// The citizen's place on a waitlist.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct MyWaitlistPlace {
+    batch_id: BatchId,
+    batch_name: String,
+    /// not_joined, waiting, issued (a voucher of the batch is theirs) or passed (their voucher
+    /// expired or was forfeited and went on, or a per-person cap passed them over).
+    status: &'static str,
+    #[schema(format = DateTime)]
+    joined_at: Option<String>,
+    /// Their place in line from the opening on (1 is the first); null before it.
+    place: Option<i64>,
+    /// While waiting after the opening: how many are still before them.
+    ahead: Option<i64>,
+    #[schema(format = DateTime)]
+    opened_at: Option<String>,
+    /// The voucher the line gave them (in `GET /v1/me/vouchers`).
+    voucher_id: Option<VoucherId>,
+    /// voucher_expired, voucher_forfeited or limit_reached, when passed.
+    passed_reason: Option<String>,
+}
+
+/// Where the citizen stands on a waitlist: place, how many ahead, status. 404
+/// `batch_not_found`; 409 `not_a_waitlist`.
+#[utoipa::path(get, operation_id = "my_waitlist_place", path = "/v1/batches/{id}/waitlist/me", security(("citizen_token" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the citizen's place", body = MyWaitlistPlace), (status = 404, body = super::error::ErrorBody, description = "batch_not_found"), (status = 409, body = super::error::ErrorBody, description = "not_a_waitlist")))]
+pub async fn my_waitlist_place(
+    State(state): State<AppState>,
+    CitizenAuth(citizen_id): CitizenAuth,
+    ApiPath(batch_id): ApiPath<BatchId>,
+) -> Result<Json<MyWaitlistPlace>, ApiError> {
+    let view = crate::app::waitlist::standing(state.store(), citizen_id, batch_id).await?;
+    Ok(Json(MyWaitlistPlace {
+        batch_id: view.batch_id,
+        batch_name: view.batch_name,
+        status: view.status.as_str(),
+        joined_at: view.joined_at.map(|t| t.to_string()),
+        place: view.place,
+        ahead: view.ahead,
+        opened_at: view.opened_at.map(|t| t.to_string()),
+        voucher_id: view.voucher_id,
+        passed_reason: view.passed_reason,
     }))
 }
 

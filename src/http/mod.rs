@@ -94,6 +94,7 @@ pub(crate) struct AppInner {
     /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`), per process or
     /// shared through Redis.
     pub(crate) citizen_rates: std::sync::Arc<rate_limit::CitizenRates>,
+    waitlist_seal: Arc<crate::app::waitlist::PhoneSeal>,
     /// The season list, seasons and batch lists from memory (`app::public_reads`).
     public_reads: Arc<crate::app::public_reads::PublicReads>,
 }
@@ -153,6 +154,8 @@ pub struct Services {
     pub settlement_chunking: crate::domain::finance::SettlementChunking,
     /// The rate buckets shared by every node (`--rate-limit-store`), if configured.
     pub rate_store: Option<rate_limit::RateStore>,
+    /// Seals a waiting person's phone (`app::waitlist`).
+    pub waitlist_seal: Arc<crate::app::waitlist::PhoneSeal>,
 }
 
 impl AppState {
@@ -168,6 +171,7 @@ impl AppState {
             redemptions,
             settlement_chunking,
             rate_store,
+            waitlist_seal,
         } = services;
         let metrics = (crate::telemetry::recorder(), crate::telemetry::NodeGauges::default());
         let (tills, batches) = (TtlCache::new(TILL_CACHE_TTL), TtlCache::new(TILL_CACHE_TTL));
@@ -195,6 +199,7 @@ impl AppState {
             till_reads,
             citizen_rates,
             public_reads,
+            waitlist_seal,
         };
         let state = AppState(Arc::new(inner));
         spawn_metrics_upkeep(Arc::downgrade(&state.0));
@@ -220,6 +225,10 @@ impl AppState {
 
     pub fn writer(&self) -> &ClaimWriter {
         &self.0.writer
+    }
+
+    pub fn waitlist_seal(&self) -> &crate::app::waitlist::PhoneSeal {
+        &self.0.waitlist_seal
     }
 
     pub fn qr(&self) -> &crate::app::qr::QrKeys {
@@ -349,6 +358,8 @@ fn citizen_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(citizens::claim))
         .routes(routes!(citizens::enter_lottery, seasons::lottery_entrants))
         .routes(routes!(citizens::my_lottery_entry))
+        .routes(routes!(citizens::join_waitlist, seasons::waitlist_summary))
+        .routes(routes!(citizens::my_waitlist_place))
         .routes(routes!(citizens::voucher_qr))
 }
 
@@ -397,6 +408,11 @@ fn finance_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(finance::payout_csv))
         .routes(routes!(finance::paid))
         .routes(routes!(finance::statement))
+        .routes(routes!(finance::hold_merchant, finance::season_holds))
+        .routes(routes!(finance::release_held_line))
+        .routes(routes!(finance::propose_rejection))
+        .routes(routes!(finance::approve_rejection))
+        .routes(routes!(finance::set_hold_threshold))
 }
 
 fn ops_routes() -> OpenApiRouter<AppState> {

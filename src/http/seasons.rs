@@ -146,6 +146,8 @@ pub struct SeasonAnswer {
     allow_stacking: bool,
     refund_forfeits_voucher: bool,
     merchant_redemption_limit: Option<u32>,
+    /// The cash-out score at or above which a merchant's settlement is held; null: none.
+    hold_score_threshold: Option<u8>,
     /// Per category, the highest subsidy percent.
     subsidy_ceilings: std::collections::BTreeMap<String, u32>,
     funders: Vec<FunderAnswer>,
@@ -191,6 +193,7 @@ fn season_json(
         allow_stacking: season.allow_stacking,
         refund_forfeits_voucher: season.refund_forfeits_voucher,
         merchant_redemption_limit: season.merchant_redemption_limit,
+        hold_score_threshold: season.hold_score_threshold,
         subsidy_ceilings: season
             .subsidy_ceilings
             .iter()
@@ -302,15 +305,24 @@ pub async fn draw(
         checked => checked?,
     };
     let started = std::time::Instant::now();
-    let places = seasons::draw_places(batch.stock);
-    let ranking =
-        seasons::rank_entries(state.store(), batch.id, &request.seed, &lottery.salt, places).await?;
-    let ranked_s = started.elapsed().as_secs_f64();
-    let entries = ranking.entries();
-    state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
-        tracing::error!(%error, batch = %batch.id, "issuing a draw's vouchers failed part way; draw again to finish");
-        ApiError::unavailable(ErrorCode::DrawUnfinished, "the draw stopped part way; send it again to finish it")
-    })?;
+    let (entries, ranked_s) = if lottery.waitlist {
+        // The whole list ranked and placed; the stock to the first in line (docs/waitlist.md).
+        let entries =
+            crate::app::waitlist::open(state.store(), state.writer(), &batch, &lottery, &request.seed)
+                .await?;
+        (entries, started.elapsed().as_secs_f64())
+    } else {
+        let places = seasons::draw_places(batch.stock);
+        let ranking =
+            seasons::rank_entries(state.store(), batch.id, &request.seed, &lottery.salt, places).await?;
+        let ranked_s = started.elapsed().as_secs_f64();
+        let entries = ranking.entries();
+        state.writer().issue_drawn(batch.id, ranking.finish()).await.map_err(|error| {
+            tracing::error!(%error, batch = %batch.id, "issuing a draw's vouchers failed part way; draw again to finish");
+            ApiError::unavailable(ErrorCode::DrawUnfinished, "the draw stopped part way; send it again to finish it")
+        })?;
+        (entries, ranked_s)
+    };
     let issued_s = started.elapsed().as_secs_f64() - ranked_s;
     // Every voucher the draw gave, also those of an earlier attempt stopped part way (or of a
     // twin request running beside this one): a lottery batch's vouchers come from draws only.
@@ -392,6 +404,59 @@ pub async fn lottery_audit(
     let audit = crate::app::lottery_audit::audit(state.store(), batch_id).await?;
     let cache = [(axum::http::header::CACHE_CONTROL, "public, max-age=300")];
     Ok(axum::response::IntoResponse::into_response((cache, Json(&*audit))))
+}
+
+/// A waitlist batch's line, for the console.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct WaitlistSummaryAnswer {
+    batch_id: BatchId,
+    /// People who joined.
+    length: i64,
+    /// Vouchers issued in all (at the opening and moved on since).
+    issued: i64,
+    /// Expired or forfeited vouchers that went on to the next in line.
+    moved_on: i64,
+    /// Freed vouchers nobody was left to take (or the season was over).
+    unmoved: i64,
+    /// People reached and passed over (a per-person cap refused them).
+    passed: i64,
+    /// The first place not reached yet (null before the opening).
+    next_place: Option<i64>,
+    /// People still waiting after the opening.
+    waiting: Option<i64>,
+    #[schema(format = DateTime)]
+    opened_at: Option<String>,
+}
+
+/// A waitlist batch's line: how long, how many vouchers issued and moved on, who is next.
+/// Staff of the batch's region (admins, finance, auditors). 409 `not_a_waitlist`.
+#[utoipa::path(get, operation_id = "waitlist_summary", path = "/v1/batches/{id}/waitlist", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the line", body = WaitlistSummaryAnswer), (status = 404, body = super::error::ErrorBody, description = "batch_not_found"), (status = 409, body = super::error::ErrorBody, description = "not_a_waitlist")))]
+pub async fn waitlist_summary(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(batch_id): ApiPath<BatchId>,
+) -> Result<Json<WaitlistSummaryAnswer>, ApiError> {
+    staff.require(&[Role::ProvinceAdmin, Role::CityAdmin, Role::Finance, Role::Auditor])?;
+    let not_found = || ApiError::not_found(ErrorCode::BatchNotFound, "no such batch");
+    let batch = state.store().batch(batch_id).await?.ok_or_else(not_found)?;
+    staff.may(access::read_batch_entrants, batch.issuer)?;
+    let Some(lottery) = batch.lottery.as_ref().filter(|l| l.waitlist) else {
+        return Err(crate::app::waitlist::not_a_waitlist().into());
+    };
+    let summary = state.store().waitlist_summary(batch.id).await?;
+    let placed = lottery.next_place.map(|_| summary.length);
+    Ok(Json(WaitlistSummaryAnswer {
+        batch_id: batch.id,
+        length: summary.length,
+        issued: batch.claimed_count,
+        moved_on: summary.moved_on,
+        unmoved: summary.unmoved,
+        passed: summary.passed,
+        next_place: summary.next_place,
+        waiting: placed.zip(summary.next_place).map(|(length, next)| (length - next + 1).max(0)),
+        opened_at: lottery.drawn_at.map(|t| t.to_string()),
+    }))
 }
 
 /// A page of a lottery batch's entrants (citizen ids); `next_after` is null on the last page.
@@ -499,6 +564,9 @@ pub struct LotteryAnswer {
     committed_at: String,
     #[schema(format = DateTime)]
     drawn_at: Option<String>,
+    /// A waitlist (docs/waitlist.md): the draw opens the line, and vouchers that expire or are
+    /// forfeited go to the next in line.
+    waitlist: bool,
 }
 
 fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
@@ -525,6 +593,7 @@ fn batch_view(batch: &Batch, now: Timestamp) -> BatchAnswer {
             salt_sha256: crate::domain::season::hex(&l.salt.sha256()),
             committed_at: l.committed_at.to_string(),
             drawn_at: l.drawn_at.map(|t| t.to_string()),
+            waitlist: l.waitlist,
         }),
         terms: crate::app::claims::TermsAnswer::of(batch),
         server_time: None,

@@ -1,5 +1,6 @@
-//! The SMS gateway over HTTP: `POST {url}` with `{"phone", "purpose", "code", "ttl_s"}`; any
-//! 2xx is delivered, another 4xx refused, and timeouts, 429 and 5xx are retried.
+//! The SMS gateway over HTTP: `POST {url}` with `{"phone", "purpose", "code", "ttl_s"}` (a
+//! one-time code) or `{"phone", "purpose", "text"}` (a notice); any 2xx is delivered, another 4xx
+//! refused, and timeouts, 429 and 5xx are retried.
 
 use async_trait::async_trait;
 
@@ -32,6 +33,20 @@ impl SmsSender for HttpSms {
             "code": code.as_str(),
             "ttl_s": ttl_s,
         });
+        let answer = self.0.post(body.to_string().into_bytes()).await?;
+        match answer.status {
+            200..=299 => Ok(()),
+            status => Err(ProviderError::Refused(format!("the SMS gateway answered {status}"))),
+        }
+    }
+
+    async fn send_notice(
+        &self,
+        phone: &Phone,
+        purpose: &'static str,
+        text: &str,
+    ) -> Result<(), ProviderError> {
+        let body = serde_json::json!({ "phone": phone.as_str(), "purpose": purpose, "text": text });
         let answer = self.0.post(body.to_string().into_bytes()).await?;
         match answer.status {
             200..=299 => Ok(()),

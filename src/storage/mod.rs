@@ -25,6 +25,7 @@ mod codes;
 mod constraint;
 mod db;
 mod finance;
+mod holds;
 mod ledger;
 mod notices;
 mod postgres;
@@ -43,6 +44,7 @@ pub use finance::{
     MerchantSales, SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
     VoucherStatusCount,
 };
+pub use holds::{HeldLineRecord, HoldDecision, HoldRecord, MAX_HELD_LINES, NewHold};
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;

@@ -18,17 +18,18 @@ use crate::domain::time::Timestamp;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::ledger::{AddressBalanceRow, INSERT_CHUNK_ROWS};
 use crate::storage::{
-    CitizenRecord, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen, NewSession, Refusal,
-    RevokedSession, SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore, StorageError, StoredAnswer,
-    WriteError,
+    CitizenRecord, ClaimAnswerKeys, ClaimCommit, ExpiryCommit, IdemRecord, LotteryStanding, NewCitizen,
+    NewSession, Refusal, RevokedSession, SeasonStore, SeasonTotalDelta, SessionRecord, SqlStore,
+    StorageError, StoredAnswer, WaitlistMove, WaitlistPerson, WaitlistStanding, WaitlistSummary, WriteError,
 };
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
-     merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, refund_forfeits_voucher";
+     merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, refund_forfeits_voucher, hold_score_threshold";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price, \
-     lottery_seed_sha256, drawn_at_us, lottery_salt, lottery_committed_at_us, lottery_algorithm";
+     lottery_seed_sha256, drawn_at_us, lottery_salt, lottery_committed_at_us, lottery_algorithm, \
+     waitlist, waitlist_next_place";
 pub(crate) const VOUCHER_COLUMNS: &str =
     "id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us";
 
@@ -58,6 +59,7 @@ pub(crate) struct SeasonRow {
     subsidy_ceilings: Option<String>,
     per_citizen_monthly_cap_fen: Option<i64>,
     refund_forfeits_voucher: i32,
+    hold_score_threshold: Option<i32>,
 }
 
 impl SeasonRow {
@@ -82,6 +84,12 @@ impl SeasonRow {
                 })
                 .transpose()?,
             subsidy_ceilings: parse_ceilings(self.subsidy_ceilings.as_deref().unwrap_or(""))?,
+            hold_score_threshold: self
+                .hold_score_threshold
+                .map(|n| {
+                    u8::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| corrupt("hold_score_threshold"))
+                })
+                .transpose()?,
             closed_at: self.closed_at_us.map(Timestamp::from_unix_us),
         })
     }
@@ -116,6 +124,8 @@ pub(crate) struct BatchRow {
     lottery_salt: Option<Vec<u8>>,
     lottery_committed_at_us: Option<i64>,
     lottery_algorithm: Option<i32>,
+    waitlist: i32,
+    waitlist_next_place: Option<i64>,
 }
 
 /// A slot a citizen holds a live voucher in, of one batch.
@@ -250,6 +260,8 @@ impl BatchRow {
                         committed_at: Timestamp::from_unix_us(committed_at_us),
                         algorithm,
                         drawn_at: self.drawn_at_us.map(Timestamp::from_unix_us),
+                        waitlist: self.waitlist != 0,
+                        next_place: self.waitlist_next_place,
                     })
                 })
                 .transpose()?,
@@ -287,6 +299,66 @@ impl VoucherRow {
 }
 
 impl SqlStore {
+    /// A waitlist's move (docs/waitlist.md) inside the claim's transaction: the cursor by a
+    /// compare-and-set (another sweep that moved it first refuses this one), the freed voucher
+    /// recorded once (primary key), the places passed over marked, and the phones of the people
+    /// reached erased. A forfeit's move grows the stock by one (its refill entry funds it).
+    async fn apply_waitlist_move(tx: &mut Tx, moved: &WaitlistMove) -> Result<(), WriteError> {
+        let updated = query(
+            "UPDATE batches SET waitlist_next_place = $1, stock = stock + $2 \
+             WHERE id = $3 AND waitlist = 1 AND waitlist_next_place = $4",
+        )
+        .bind(moved.to_place)
+        .bind(i64::from(moved.refill))
+        .bind(moved.batch_id)
+        .bind(moved.from_place)
+        .execute(&mut *tx)
+        .await?;
+        if updated.rows_affected() != 1 {
+            return Err(WriteError::Refused(Refusal::Changed(format!(
+                "the waitlist of batch {} moved on meanwhile",
+                moved.batch_id
+            ))));
+        }
+        query(
+            "INSERT INTO waitlist_moves (voucher_id, batch_id, new_voucher_id, outcome, moved_at_us) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(moved.freed)
+        .bind(moved.batch_id)
+        .bind(moved.new_voucher)
+        .bind(moved.outcome)
+        .bind(moved.at.unix_us())
+        .execute(&mut *tx)
+        .await?;
+        for (place, reason) in &moved.passed {
+            query("UPDATE waitlist_places SET passed_reason = $1 WHERE batch_id = $2 AND place = $3")
+                .bind(reason.clone())
+                .bind(moved.batch_id)
+                .bind(*place)
+                .execute(&mut *tx)
+                .await?;
+        }
+        Ok(Self::erase_phones(tx, moved.batch_id, moved.from_place, moved.to_place).await?)
+    }
+
+    /// Erases the sealed phones of the people at places `from..to`: reached, they wait no more.
+    async fn erase_phones(tx: &mut Tx, batch_id: BatchId, from: i64, to: i64) -> Result<(), StorageError> {
+        if from >= to {
+            return Ok(());
+        }
+        query(
+            "UPDATE lottery_entries SET sealed_phone = NULL WHERE batch_id = $1 AND sealed_phone IS NOT NULL \
+             AND citizen_id IN (SELECT citizen_id FROM waitlist_places WHERE batch_id = $1 AND place >= $2 AND place < $3)",
+        )
+        .bind(batch_id)
+        .bind(from)
+        .bind(to)
+        .execute(&mut *tx)
+        .await?;
+        Ok(())
+    }
+
     /// Appends ledger entries inside `tx` and returns the accounts to cache on commit.
     pub(crate) async fn post_in(
         &self,
@@ -469,6 +541,41 @@ impl SeasonStore for SqlStore {
         Ok(found)
     }
 
+    async fn claim_answer_keys(
+        &self,
+        batch_id: BatchId,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Option<ClaimAnswerKeys>, StorageError> {
+        let limit = i64::from(limit);
+        // The partial unique index on (batch, citizen, slot) of live vouchers.
+        let holders: Vec<(CitizenId,)> = query_as(
+            "SELECT DISTINCT citizen_id FROM vouchers WHERE batch_id = $1 AND status <> 'expired' LIMIT $2",
+        )
+        .bind(batch_id)
+        .bind(limit + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        let room = limit - i64::try_from(holders.len()).unwrap_or(i64::MAX);
+        if room < 0 {
+            return Ok(None);
+        }
+        // The retention index (its predicate written out, so that SQLite uses it too).
+        let refused: Vec<(String, String)> = query_as(
+            "SELECT scope, idem_key FROM idempotency_keys \
+             WHERE (scope LIKE 'citizen:%' OR scope LIKE 'terminal:%') AND created_at_us >= $1 \
+             AND scope LIKE 'citizen:%' AND status <> 201 LIMIT $2",
+        )
+        .bind(since.unix_us())
+        .bind(room + 1)
+        .fetch_all(&self.pool)
+        .await?;
+        if i64::try_from(refused.len()).unwrap_or(i64::MAX) > room {
+            return Ok(None);
+        }
+        Ok(Some(ClaimAnswerKeys { holders: holders.into_iter().map(|(c,)| c).collect(), refused }))
+    }
+
     async fn create_season(
         &self,
         season: &Season,
@@ -483,7 +590,7 @@ impl SeasonStore for SqlStore {
         query(
             "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
              created_at_us, merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, \
-             refund_forfeits_voucher) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             refund_forfeits_voucher, hold_score_threshold) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(season.id)
         .bind(season.name.clone())
@@ -497,6 +604,7 @@ impl SeasonStore for SqlStore {
         .bind(crate::storage::seasons::ceilings_text(&season.subsidy_ceilings))
         .bind(season.per_citizen_monthly_cap.map(|c| c.as_fen()))
         .bind(i32::from(season.refund_forfeits_voucher))
+        .bind(season.hold_score_threshold.map(i32::from))
         .execute(&mut tx)
         .await?;
         for funder in funders {
@@ -603,9 +711,9 @@ impl SeasonStore for SqlStore {
             "INSERT INTO batches (id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, step_fen, \
              min_spend_fen, max_value_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
              categories, funding, releases, created_at_us, points_price, lottery_seed_sha256, lottery_salt, \
-             lottery_committed_at_us, lottery_algorithm) \
+             lottery_committed_at_us, lottery_algorithm, waitlist) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, \
-             $23, $24, $25)",
+             $23, $24, $25, $26)",
         )
         .bind(batch.id)
         .bind(batch.season_id)
@@ -632,6 +740,7 @@ impl SeasonStore for SqlStore {
         .bind(batch.lottery.as_ref().map(|l| l.salt.0.to_vec()))
         .bind(batch.lottery.as_ref().map(|l| l.committed_at.unix_us()))
         .bind(batch.lottery.as_ref().map(|l| i32::from(l.algorithm)))
+        .bind(i32::from(batch.lottery.as_ref().is_some_and(|l| l.waitlist)))
         .execute(&mut tx)
         .await?;
         let opened = self.post_in(&mut tx, std::slice::from_ref(entry)).await?;
@@ -689,6 +798,14 @@ impl SeasonStore for SqlStore {
                 .fetch_optional(&self.pool)
                 .await?;
         Ok(row.map(|(id, phone_hash)| CitizenRecord { id, phone_hash }))
+    }
+
+    async fn citizen_phone_hash(&self, citizen_id: CitizenId) -> Result<Option<Vec<u8>>, StorageError> {
+        let row: Option<(Vec<u8>,)> = query_as("SELECT phone_hash FROM citizens WHERE id = $1")
+            .bind(citizen_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|(hash,)| hash))
     }
 
     async fn citizen_home(&self, citizen_id: CitizenId) -> Result<Option<RegionCode>, StorageError> {
@@ -851,6 +968,176 @@ impl SeasonStore for SqlStore {
         Ok(rows.into_iter().map(|(id,)| id).collect())
     }
 
+    async fn enter_waitlist(
+        &self,
+        batch_id: BatchId,
+        citizen_id: CitizenId,
+        at: Timestamp,
+        sealed_phone: &[u8],
+    ) -> Result<Timestamp, StorageError> {
+        query(
+            "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us, sealed_phone) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (batch_id, citizen_id) DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(citizen_id)
+        .bind(at.unix_us())
+        .bind(sealed_phone.to_vec())
+        .execute(&self.pool)
+        .await?;
+        let (entered_at_us,): (i64,) =
+            query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
+                .bind(batch_id)
+                .bind(citizen_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Timestamp::from_unix_us(entered_at_us))
+    }
+
+    async fn place_waitlist(&self, batch_id: BatchId, order: &[CitizenId]) -> Result<(), StorageError> {
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        for (n, chunk) in order.chunks(INSERT_CHUNK_ROWS).enumerate() {
+            let first = i64::try_from(n * INSERT_CHUNK_ROWS).unwrap_or(i64::MAX);
+            let mut insert = QueryBuilder::new("INSERT INTO waitlist_places (batch_id, place, citizen_id) ");
+            insert.push_values(chunk.iter().enumerate(), |mut row, (i, citizen)| {
+                row.push_bind(batch_id).push_bind(first + i as i64 + 1).push_bind(*citizen);
+            });
+            insert.push(" ON CONFLICT DO NOTHING");
+            insert.build().execute(&mut tx).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn start_waitlist(&self, batch_id: BatchId, issued_all: bool) -> Result<(), StorageError> {
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        let (length,): (i64,) = query_as("SELECT COUNT(*) FROM waitlist_places WHERE batch_id = $1")
+            .bind(batch_id)
+            .fetch_one(&mut tx)
+            .await?;
+        let (last,): (Option<i64>,) = query_as(
+            "SELECT MAX(p.place) FROM waitlist_places p JOIN vouchers v \
+             ON v.batch_id = p.batch_id AND v.citizen_id = p.citizen_id WHERE p.batch_id = $1",
+        )
+        .bind(batch_id)
+        .fetch_one(&mut tx)
+        .await?;
+        let next = if issued_all { last.unwrap_or(0) + 1 } else { length + 1 };
+        let started = query(
+            "UPDATE batches SET waitlist_next_place = $1 WHERE id = $2 AND waitlist = 1 AND waitlist_next_place IS NULL",
+        )
+        .bind(next)
+        .bind(batch_id)
+        .execute(&mut tx)
+        .await?;
+        if started.rows_affected() == 1 {
+            query(
+                "UPDATE waitlist_places SET passed_reason = 'limit_reached' WHERE batch_id = $1 AND place < $2 \
+                 AND NOT EXISTS (SELECT 1 FROM vouchers v WHERE v.batch_id = waitlist_places.batch_id \
+                 AND v.citizen_id = waitlist_places.citizen_id)",
+            )
+            .bind(batch_id)
+            .bind(next)
+            .execute(&mut tx)
+            .await?;
+            Self::erase_phones(&mut tx, batch_id, 1, next).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn waitlist_freed(&self, limit: i64) -> Result<Vec<Voucher>, StorageError> {
+        let columns = VOUCHER_COLUMNS.split(", ").map(|c| format!("v.{c}")).collect::<Vec<_>>().join(", ");
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT {columns} FROM vouchers v JOIN batches b ON b.id = v.batch_id \
+             WHERE b.waitlist = 1 AND b.waitlist_next_place IS NOT NULL AND b.drawn_at_us IS NOT NULL \
+             AND b.reserve_returned_at_us IS NULL \
+             AND v.status IN ('expired', 'forfeited') \
+             AND NOT EXISTS (SELECT 1 FROM waitlist_moves m WHERE m.voucher_id = v.id) \
+             ORDER BY v.expires_at_us, v.id LIMIT $1"
+        ));
+        let rows: Vec<VoucherRow> = query_as(sql).bind(limit).fetch_all(&self.pool).await?;
+        rows.into_iter().map(VoucherRow::into_voucher).collect()
+    }
+
+    async fn waitlist_people(
+        &self,
+        batch_id: BatchId,
+        place: i64,
+        limit: i64,
+    ) -> Result<Vec<WaitlistPerson>, StorageError> {
+        let rows: Vec<(i64, CitizenId, Option<Vec<u8>>)> = query_as(
+            "SELECT p.place, p.citizen_id, e.sealed_phone FROM waitlist_places p LEFT JOIN lottery_entries e \
+             ON e.batch_id = p.batch_id AND e.citizen_id = p.citizen_id \
+             WHERE p.batch_id = $1 AND p.place >= $2 ORDER BY p.place LIMIT $3",
+        )
+        .bind(batch_id)
+        .bind(place)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(place, citizen_id, sealed_phone)| WaitlistPerson { place, citizen_id, sealed_phone })
+            .collect())
+    }
+
+    async fn waitlist_standing(
+        &self,
+        batch_id: BatchId,
+        citizen_id: CitizenId,
+    ) -> Result<Option<WaitlistStanding>, StorageError> {
+        let entry: Option<(i64, Option<i64>, Option<String>)> = query_as(
+            "SELECT e.entered_at_us, p.place, p.passed_reason FROM lottery_entries e LEFT JOIN waitlist_places p \
+             ON p.batch_id = e.batch_id AND p.citizen_id = e.citizen_id WHERE e.batch_id = $1 AND e.citizen_id = $2",
+        )
+        .bind(batch_id)
+        .bind(citizen_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((entered_at_us, place, passed_reason)) = entry else { return Ok(None) };
+        let voucher: Option<(VoucherId, String)> = query_as(
+            "SELECT id, status FROM vouchers WHERE batch_id = $1 AND citizen_id = $2 ORDER BY claimed_at_us DESC, id DESC LIMIT 1",
+        )
+        .bind(batch_id)
+        .bind(citizen_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(Some(WaitlistStanding {
+            entered_at: Timestamp::from_unix_us(entered_at_us),
+            place,
+            passed_reason,
+            voucher,
+        }))
+    }
+
+    async fn waitlist_summary(&self, batch_id: BatchId) -> Result<WaitlistSummary, StorageError> {
+        let (length,): (i64,) = query_as("SELECT COUNT(*) FROM lottery_entries WHERE batch_id = $1")
+            .bind(batch_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let (next_place,): (Option<i64>,) = query_as("SELECT waitlist_next_place FROM batches WHERE id = $1")
+            .bind(batch_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .unwrap_or((None,));
+        let (moved_on, unmoved): (i64, i64) = query_as(
+            "SELECT COUNT(new_voucher_id), COUNT(*) - COUNT(new_voucher_id) FROM waitlist_moves WHERE batch_id = $1",
+        )
+        .bind(batch_id)
+        .fetch_one(&self.pool)
+        .await?;
+        let (passed,): (i64,) = query_as(
+            "SELECT COUNT(*) FROM waitlist_places WHERE batch_id = $1 AND passed_reason IS NOT NULL",
+        )
+        .bind(batch_id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(WaitlistSummary { length, next_place, moved_on, unmoved, passed })
+    }
+
     async fn lottery_seed(&self, batch_id: BatchId) -> Result<Option<String>, StorageError> {
         let row: Option<(Option<String>,)> = query_as("SELECT lottery_seed FROM batches WHERE id = $1")
             .bind(batch_id)
@@ -861,7 +1148,11 @@ impl SeasonStore for SqlStore {
 
     async fn lottery_winners(&self, batch_id: BatchId) -> Result<Vec<CitizenId>, StorageError> {
         let rows: Vec<(CitizenId,)> =
-            query_as("SELECT DISTINCT citizen_id FROM vouchers WHERE batch_id = $1 ORDER BY citizen_id")
+            // A waitlist's later vouchers (moved on from expired or forfeited ones) are not the draw's.
+            query_as(
+                "SELECT DISTINCT citizen_id FROM vouchers WHERE batch_id = $1 AND NOT EXISTS \
+                 (SELECT 1 FROM waitlist_moves m WHERE m.new_voucher_id = vouchers.id) ORDER BY citizen_id",
+            )
                 .bind(batch_id)
                 .fetch_all(&self.pool)
                 .await?;
@@ -988,6 +1279,9 @@ impl SeasonStore for SqlStore {
             }
         }
         self.insert_answers(&mut tx, &commit.answers).await?;
+        if let Some(moved) = &commit.waitlist_move {
+            Self::apply_waitlist_move(&mut tx, moved).await?;
+        }
         for (batch_id, count, released_now) in &commit.batch_claims {
             let updated = query(
                 "UPDATE batches SET claimed_count = claimed_count + $1 \
@@ -1072,7 +1366,12 @@ impl SeasonStore for SqlStore {
     async fn batches_to_close(&self, now: Timestamp, limit: i64) -> Result<Vec<Batch>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {BATCH_COLUMNS} FROM batches WHERE reserve_returned_at_us IS NULL AND claim_closes_at_us <= $1 \
-             AND (lottery_seed_sha256 IS NULL OR drawn_at_us IS NOT NULL) ORDER BY claim_closes_at_us LIMIT $2"
+             AND (lottery_seed_sha256 IS NULL OR drawn_at_us IS NOT NULL) \
+             AND NOT (waitlist = 1 AND (waitlist_next_place IS NULL OR waitlist_next_place <= \
+                 (SELECT COUNT(*) FROM waitlist_places p WHERE p.batch_id = batches.id)) \
+                 AND EXISTS (SELECT 1 FROM seasons s WHERE s.id = batches.season_id AND s.ends_at_us > $1 \
+                 AND s.closed_at_us IS NULL)) \
+             ORDER BY claim_closes_at_us LIMIT $2"
         ));
         let rows: Vec<BatchRow> = query_as(sql).bind(now.unix_us()).bind(limit).fetch_all(&self.pool).await?;
         rows.into_iter().map(BatchRow::into_batch).collect()
@@ -1133,6 +1432,14 @@ impl SeasonStore for SqlStore {
                 "batch {batch_id}: its reserve changed while its close was planned"
             ))));
         }
+        // A waitlist closes with nobody left to text: the phones still sealed (people never
+        // reached, the season over) are erased with it.
+        query(
+            "UPDATE lottery_entries SET sealed_phone = NULL WHERE batch_id = $1 AND sealed_phone IS NOT NULL",
+        )
+        .bind(batch_id)
+        .execute(&mut tx)
+        .await?;
         let opened = match entry {
             Some(entry) => self.post_in(&mut tx, std::slice::from_ref(entry)).await?,
             None => HashMap::new(),

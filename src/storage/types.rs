@@ -24,6 +24,62 @@ pub struct LotteryStanding {
     pub voucher_id: Option<VoucherId>,
 }
 
+/// A person on a waitlist (docs/waitlist.md): their place and, while they wait, their sealed phone.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitlistPerson {
+    pub place: i64,
+    pub citizen_id: CitizenId,
+    pub sealed_phone: Option<Vec<u8>>,
+}
+
+/// A citizen's place on a waitlist and what became of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitlistStanding {
+    pub entered_at: Timestamp,
+    /// None before the opening.
+    pub place: Option<i64>,
+    /// Why they were reached and given nothing (a per-person cap).
+    pub passed_reason: Option<String>,
+    /// Their latest voucher of the batch and its status ("active", "redeemed", "expired", ...).
+    pub voucher: Option<(VoucherId, String)>,
+}
+
+/// A waitlist batch's figures for the console.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WaitlistSummary {
+    /// People on the list (entrants; placed at the opening).
+    pub length: i64,
+    /// The first place not reached yet (None before the opening).
+    pub next_place: Option<i64>,
+    /// Vouchers that expired or were forfeited and went to the next in line.
+    pub moved_on: i64,
+    /// Freed vouchers nobody was left to take (or the season was over).
+    pub unmoved: i64,
+    /// People reached and passed over (a per-person cap refused them).
+    pub passed: i64,
+}
+
+/// One freed voucher of a waitlist batch moving on, committed with the claim it makes (if any):
+/// the line's cursor moves from `from_place` to `to_place` by a compare-and-set, so that two
+/// sweeps (on two nodes) never hand out the same place or the same freed voucher twice.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WaitlistMove {
+    pub batch_id: BatchId,
+    /// The expired or forfeited voucher; moves once (primary key of `waitlist_moves`).
+    pub freed: VoucherId,
+    pub new_voucher: Option<VoucherId>,
+    /// issued, list_end, season_over, batch_closed.
+    pub outcome: &'static str,
+    pub from_place: i64,
+    pub to_place: i64,
+    /// Places reached and passed over, with why.
+    pub passed: Vec<(i64, String)>,
+    /// A forfeited voucher's value went to the pool: the batch's stock grows by one, funded
+    /// again by a refill entry in the same commit.
+    pub refill: bool,
+    pub at: Timestamp,
+}
+
 /// An answer to store under an idempotency key, written in the same transaction as its effect.
 #[derive(Clone, PartialEq, Eq)]
 pub struct IdemRecord {
@@ -189,6 +245,8 @@ pub struct ClaimCommit {
     pub paying_cards: Vec<CardId>,
     /// Change notices for the other nodes, sent if the group commits (`app::events`).
     pub notices: Vec<String>,
+    /// A waitlist's move (docs/waitlist.md), applied before the claims.
+    pub waitlist_move: Option<WaitlistMove>,
 }
 
 /// Vouchers that reached their expiry, booked at once.
@@ -205,6 +263,14 @@ pub struct ExpiryCommit {
     pub entries: Vec<NewEntry>,
     /// Change notices for the other nodes, sent if the expiries commit (`app::events`).
     pub notices: Vec<String>,
+}
+
+/// See [`SeasonStore::claim_answer_keys`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimAnswerKeys {
+    pub holders: Vec<CitizenId>,
+    /// (scope, key) of stored refusals.
+    pub refused: Vec<(String, String)>,
 }
 
 /// A revoked citizen session: its token's SHA-256, and when it was revoked.
@@ -231,6 +297,17 @@ pub trait SeasonStore: Send + Sync {
         &self,
         keys: &[(String, String)],
     ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError>;
+
+    /// What may have a stored claim answer for a batch sold out: the citizens holding a live
+    /// voucher of `batch_id`, and the (citizen scope, key) pairs of citizens' stored answers
+    /// other than 201 created at or after `since`. `None` when they are more than `limit` in all
+    /// (too many to hold in memory).
+    async fn claim_answer_keys(
+        &self,
+        batch_id: BatchId,
+        since: Timestamp,
+        limit: u32,
+    ) -> Result<Option<ClaimAnswerKeys>, StorageError>;
 
     async fn create_season(
         &self,
@@ -302,6 +379,45 @@ pub trait SeasonStore: Send + Sync {
         citizen_id: CitizenId,
     ) -> Result<Option<LotteryStanding>, StorageError>;
 
+    /// Joins `citizen` to a waitlist batch at `at`, once, with their sealed phone: the time of
+    /// their entry (the first one's, if they had joined before; the first phone is kept).
+    async fn enter_waitlist(
+        &self,
+        batch_id: BatchId,
+        citizen_id: CitizenId,
+        at: Timestamp,
+        sealed_phone: &[u8],
+    ) -> Result<Timestamp, StorageError>;
+
+    /// Writes a waitlist's line at the opening: `order[i]` at place `i + 1` (again: no change).
+    async fn place_waitlist(&self, batch_id: BatchId, order: &[CitizenId]) -> Result<(), StorageError>;
+
+    /// After the opening's vouchers are issued: the first place not reached (after the last
+    /// place holding a voucher, or past the end if the stock was not all given), the places
+    /// passed over marked, the phones of everyone reached erased. Once (a no-op after).
+    async fn start_waitlist(&self, batch_id: BatchId, issued_all: bool) -> Result<(), StorageError>;
+
+    /// Up to `limit` expired or forfeited vouchers of opened waitlist batches still open (a
+    /// closed one has nobody waiting) not moved on yet.
+    async fn waitlist_freed(&self, limit: i64) -> Result<Vec<Voucher>, StorageError>;
+
+    /// Up to `limit` people of a waitlist from `place` on, in order.
+    async fn waitlist_people(
+        &self,
+        batch_id: BatchId,
+        place: i64,
+        limit: i64,
+    ) -> Result<Vec<WaitlistPerson>, StorageError>;
+
+    /// A citizen's place on a waitlist; `None` if they did not join.
+    async fn waitlist_standing(
+        &self,
+        batch_id: BatchId,
+        citizen_id: CitizenId,
+    ) -> Result<Option<WaitlistStanding>, StorageError>;
+
+    async fn waitlist_summary(&self, batch_id: BatchId) -> Result<WaitlistSummary, StorageError>;
+
     /// Records the draw of a lottery batch (its seed and time) with the draw's answer, once:
     /// false if it was drawn before.
     async fn record_draw(
@@ -322,6 +438,9 @@ pub trait SeasonStore: Send + Sync {
 
     /// A citizen's home region, from the first digits of their ID number (None: no such citizen).
     async fn citizen_home(&self, citizen_id: CitizenId) -> Result<Option<RegionCode>, StorageError>;
+
+    /// The keyed hash of the phone a citizen registered with.
+    async fn citizen_phone_hash(&self, citizen_id: CitizenId) -> Result<Option<Vec<u8>>, StorageError>;
 
     async fn insert_session(&self, session: &NewSession) -> Result<(), StorageError>;
 

@@ -222,6 +222,49 @@ async fn lottery(browser: &Browser, world: &World, shot: &impl Fn(&str) -> Strin
     let (_, batches) =
         world.app.get(&format!("/v1/seasons/{}/batches?ended=true", world.season_id), None).await;
     assert_eq!(batches[0]["claimed"], 2, "{batches}");
+    waitlist(browser, world, shot).await;
+}
+
+/// A waitlist batch (docs/waitlist.md) made with the form's 排队发放, joined by three citizens,
+/// opened with the seed the page kept: its row shows the line (length, issued, moved on, waiting).
+async fn waitlist(browser: &Browser, world: &World, shot: &impl Fn(&str) -> String) {
+    click(browser, "#open-batch-form").await;
+    type_into(browser, "#new-batch-name", "排队观影券").await;
+    type_into(browser, "#new-batch-face_value", "20.00").await;
+    type_into(browser, "#new-batch-stock", "1").await;
+    click(browser, "#new-batch input[value=cinema]").await;
+    click(browser, "#new-batch-lottery").await;
+    text_when(browser, "#new-batch code.mono", |t| t.len() == 64).await;
+    click(browser, "#new-batch-waitlist").await;
+    set_value(browser, "new-batch-claim_opens_at", "2026-03-01T13:00").await;
+    set_value(browser, "new-batch-claim_closes_at", "2026-03-01T14:00").await;
+    click(browser, "#new-batch button[type=submit]").await;
+    text_when(browser, "#section-seasons p.ok", |t| t.contains("排队观影券")).await;
+    let (_, batches) =
+        world.app.get(&format!("/v1/seasons/{}/batches?ended=true", world.season_id), None).await;
+    let batch = batches.as_array().into_iter().flatten().find(|b| b["name"] == "排队观影券").expect("made");
+    assert_eq!(batch["lottery"]["waitlist"], true, "{batch}");
+    let id = batch["id"].as_str().expect("id").to_owned();
+    for n in 3..=5 {
+        let token = world.citizen(n).await;
+        let body = json!({"phone": format!("139{n:08}")});
+        let (status, joined) =
+            world.app.post(&format!("/v1/batches/{id}/waitlist"), Some(&token), body).await;
+        assert_eq!(status, 200, "{joined}");
+    }
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(5 * 3600));
+    sign_in(browser, world, &world.province_admin).await;
+    pick_season(browser, &world.season_id).await;
+    click(browser, &format!("#draw-{id} button[type=submit]")).await;
+    let result = text_when(browser, &format!("tr[data-batch-id=\"{id}\"] .result"), |t| !t.is_empty()).await;
+    assert!(result.starts_with("“排队观影券”已开奖：3 人报名，发出 1 张。"), "{result}");
+    sign_in(browser, world, &world.province_admin).await;
+    pick_season(browser, &world.season_id).await;
+    let row = format!("tr[data-batch-id=\"{id}\"] td.state");
+    let state = text_when(browser, &row, |t| t.contains("已发")).await;
+    assert!(state.starts_with("已排定名次"), "{state}");
+    assert!(state.contains("排队 3 人 · 已发 1 张 · 顺延 0 张 · 等候 2 人"), "{state}");
+    browser.screenshot(&shot("5-waitlist")).await;
 }
 
 /// Picks a season in the console's season list, once the list holds it.

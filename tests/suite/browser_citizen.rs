@@ -2,7 +2,8 @@
 //! `browser.rs`): a double tap on claim gives one voucher and a sold-out batch says so; a 429 is
 //! waited out and the claim sent again by itself; the voucher's QR code renews without a tap
 //! before it expires; the benefit card (take it, points, its QR code at the till, an exchange);
-//! a lottery (enter, the staff's draw, won and lost); and the terms, places, stock and countdown
+//! a lottery (enter, the staff's draw, won and lost); a waitlist (排队 with the phone, the place
+//! after the opening, the voucher moved on to the citizen); and the terms, places, stock and countdown
 //! of every kind of batch. Each journey writes `target/screenshots/citizen-*.png`, checks that
 //! nothing is wider than the screen and every visible button is at least 44 px tall, and that the
 //! browser logged no error but the refusals the journey provokes.
@@ -26,6 +27,7 @@ both_backends!(
     the_voucher_qr_code_renews_itself_before_it_expires,
     the_benefit_card_taken_shown_paid_with_and_exchanged,
     a_lottery_entered_drawn_won_and_lost,
+    a_waitlist_joined_placed_and_moved_on,
     every_kind_of_batch_in_plain_words,
 );
 
@@ -371,6 +373,117 @@ async fn a_lottery_entered_drawn_won_and_lost(backend: Backend) {
     assert_fits(&browser, "results").await;
     browser.screenshot(&shot("lottery-result", backend)).await;
     assert_eq!(unexpected_errors(&browser, &[]).await, Vec::<Value>::new());
+    browser.client.clone().close().await.expect("close the browser");
+}
+
+/// A waitlist (docs/waitlist.md): the citizen joins with their phone (a wrong one is refused in
+/// words), sees the place after the opening (second of three, under a salt and seed the test
+/// chooses), and when the first in line lets the voucher expire it comes to them, with a text.
+async fn a_waitlist_joined_placed_and_moved_on(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let (browser, _token, me) = signed_up(&world, "waitlist").await;
+    let me: uuid::Uuid = me.parse().expect("uuid");
+    let mut others = Vec::new();
+    for n in 0..2u16 {
+        let phone = format!("1380000005{n}");
+        let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19910101", 50 + n), "phone": phone});
+        let (status, other) = world.app.register_citizen(body).await;
+        assert_eq!(status, 201, "{other}");
+        let token = other["token"].as_str().expect("token").to_owned();
+        others.push((
+            other["citizen_id"].as_str().expect("id").parse::<uuid::Uuid>().expect("uuid"),
+            token,
+            phone,
+        ));
+    }
+    // A seed under which the page's citizen is second of the three, under a salt the test sets.
+    let sha = |bytes: &[u8]| ring::digest::digest(&ring::digest::SHA256, bytes).as_ref().to_vec();
+    let salt = [0x3cu8; 32];
+    let rank = |seed: &str, who: uuid::Uuid| {
+        let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &salt);
+        sha(&[seed.as_bytes(), ring::hmac::sign(&key, who.hyphenated().to_string().as_bytes()).as_ref()]
+            .concat())
+    };
+    let seed = (0..)
+        .map(|n| format!("line-{n}"))
+        .find(|s| others.iter().filter(|(o, _, _)| rank(s, *o) < rank(s, me)).count() == 1)
+        .expect("a seed");
+    let first = others.iter().find(|(o, _, _)| rank(&seed, *o) < rank(&seed, me)).expect("first").clone();
+    let body = json!({"name": "排队观影券", "stock": 1, "face_value": "20.00", "min_spend": "60.00", "valid_hours": 24,
+        "claim_closes_at": world.at(3_600), "lottery": {"seed_sha256": hex_of(&sha(seed.as_bytes())), "waitlist": true}});
+    let batch = id(&world.batch(body).await);
+    let literal = match backend {
+        Backend::Sqlite => format!("X'{}'", hex_of(&salt)),
+        Backend::Postgres => format!("decode('{}', 'hex')", hex_of(&salt)),
+    };
+    let set = format!(
+        "UPDATE batches SET lottery_salt = {literal} WHERE {}",
+        world.app.db.uuid_equals("id", &batch)
+    );
+    assert_eq!(world.app.db.raw(&set).await, Ok(1));
+    for (_, token, phone) in &others {
+        let (status, joined) = world
+            .app
+            .post(&format!("/v1/batches/{batch}/waitlist"), Some(token), json!({"phone": phone}))
+            .await;
+        assert_eq!(status, 200, "{joined}");
+    }
+
+    browser.client.refresh().await.expect("reload");
+    let card = format!("article.batch[data-batch-id=\"{batch}\"]");
+    assert_eq!(browser.text(&format!("{card} .stock")).await, "共 1 张 · 按公开规则排定名次，先到不占先");
+    assert!(browser.text(&format!("{card} .state")).await.starts_with("排队中"));
+    let phone = browser.wait_for(&format!("{card} input.join-phone")).await;
+    phone.send_keys("13800000050").await.expect("type");
+    browser.wait_for(&format!("{card} button.join:not([disabled])")).await.click().await.expect("join");
+    let refused =
+        wait_text(&browser, &format!("{card} .claim-message.refused"), "请填写注册时用的手机号。").await;
+    assert_eq!(refused, "请填写注册时用的手机号。");
+    phone.clear().await.expect("clear");
+    phone.send_keys("13912345678").await.expect("type");
+    browser.wait_for(&format!("{card} button.join:not([disabled])")).await.click().await.expect("join");
+    let joined = wait_text(
+        &browser,
+        &format!("{card} .claim-message.ok"),
+        "已排队，3月1日 10:00 后按公开规则排定名次",
+    )
+    .await;
+    assert_eq!(joined, "已排队，3月1日 10:00 后按公开规则排定名次");
+    assert_fits(&browser, "joined").await;
+    browser.screenshot(&shot("waitlist-joined", backend)).await;
+
+    // The opening: the first in line gets the one voucher; the citizen is second, next.
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(3_601));
+    let path = format!("/v1/batches/{batch}/draw");
+    let (status, drawn) =
+        world.app.post_idem(&path, Some(&world.province_admin), "open", json!({"seed": seed})).await;
+    assert_eq!((status, drawn["issued"].as_u64()), (200, Some(1)), "{drawn}");
+    browser.client.refresh().await.expect("reload");
+    browser.wait_for(".season").await;
+    browser.client.find(Locator::Css("#to-mine")).await.expect("tab").click().await.expect("tap");
+    let place = format!(".waitlist-place[data-batch-id=\"{batch}\"]");
+    browser.wait_for(&place).await;
+    assert_eq!(browser.text(&place).await, "排队观影券\n排在第 2 位 · 下一位就是您；轮到您时短信通知");
+    assert_fits(&browser, "placed").await;
+    browser.screenshot(&shot("waitlist-placed", backend)).await;
+
+    // The first lets it expire: it comes to the citizen, who is texted.
+    let (_, theirs) = world.app.get("/v1/me/vouchers", Some(&first.1)).await;
+    assert_eq!(theirs["vouchers"].as_array().map(Vec::len), Some(1), "{theirs}");
+    world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(3_601 + 24 * 3_600 + 1));
+    let report = world.app.sweep().await;
+    assert_eq!((report.expired, report.moved_on), (1, 1), "{report:?}");
+    let (_, outbox) = world.app.get("/v1/dev/sms?phone=13912345678", None).await;
+    assert_eq!(outbox["notices"][0]["purpose"], "waitlist_voucher", "{outbox}");
+    browser.client.refresh().await.expect("reload");
+    browser.wait_for(".season").await;
+    browser.client.find(Locator::Css("#to-mine")).await.expect("tab").click().await.expect("tap");
+    browser.wait_for(".voucher.active").await;
+    assert_eq!(browser.texts(".voucher .name").await, ["排队观影券"]);
+    assert_eq!(browser.text(&place).await, "排队观影券\n排到了！券已放入“我的券”。");
+    assert_fits(&browser, "moved on").await;
+    browser.screenshot(&shot("waitlist-moved-on", backend)).await;
+    assert_eq!(unexpected_errors(&browser, &[("/waitlist", "422")]).await, Vec::<Value>::new());
     browser.client.clone().close().await.expect("close the browser");
 }
 

@@ -541,11 +541,11 @@ async fn a_lottery_batch_is_entered_then_drawn_with_the_committed_seed(backend: 
         match world.app.db.backend {
             Backend::Sqlite => format!(
                 "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {count}) \
-                 INSERT INTO lottery_entries SELECT X'{}', randomblob(16), 0 FROM n",
+                 INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us) SELECT X'{}', randomblob(16), 0 FROM n",
                 batch.simple()
             ),
             Backend::Postgres => format!(
-                "INSERT INTO lottery_entries SELECT '{batch}'::uuid, gen_random_uuid(), 0 FROM generate_series(1, {count})"
+                "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us) SELECT '{batch}'::uuid, gen_random_uuid(), 0 FROM generate_series(1, {count})"
             ),
         }
     };

@@ -118,6 +118,7 @@ async fn codes_travel_through_signed_http_providers(backend: Backend) {
     .await;
     let sms = Arc::new(HttpSms::new(http(&sms_url)).expect("client"));
     let verifier = Arc::new(HttpIdentityVerifier::new(http(&register_url)).expect("client"));
+    let notices = sms.clone();
     let app = TestApp::spawn_configured(backend, |config| {
         config.sms_sender = sms;
         config.identity_verifier = verifier;
@@ -125,6 +126,15 @@ async fn codes_travel_through_signed_http_providers(backend: Backend) {
     .await;
     let (status, _) = app.get(&format!("/v1/dev/sms?phone={KNOWN}"), None).await;
     assert_eq!(status, 404, "no development outbox with a real gateway");
+    // A notice (a waitlist's voucher, docs/waitlist.md) goes the same signed way, with its text.
+    let phone = wenhui::domain::citizen::Phone::parse(KNOWN).expect("phone");
+    use wenhui::app::providers::SmsSender;
+    notices.send_notice(&phone, "waitlist_voucher", "排队轮到你了").await.expect("sent");
+    assert_eq!(
+        gateway.calls(),
+        [json!({"phone": KNOWN, "purpose": "waitlist_voucher", "text": "排队轮到你了"})]
+    );
+    gateway.calls.lock().expect("lock").clear();
 
     let (status, answer, _) = ask_code(&app, KNOWN, "register").await;
     assert_eq!(status, 202, "{answer}");

@@ -584,3 +584,124 @@ async fn a_node_with_its_own_ledger_key_refuses_to_start(backend: Backend) {
     let node = app.spawn_node(|config| config.keys_dir = foreign.path().to_owned()).await.expect("starts");
     node.stop().await.expect("stops");
 }
+
+both_backends!(a_sold_out_batch_reads_only_the_keys_that_may_have_an_answer);
+
+/// Once a batch is sold out and its answered keys are loaded, a fresh key is answered 409
+/// `sold_out` without reading its stored answer, and every key that may have one still gets
+/// its first answer, on both nodes: a 201 claimed on the other node (the one that sold it out),
+/// a 201 of this node, and a refusal stored before the sell-out for a citizen who holds none of
+/// the batch (the season cap).
+async fn a_sold_out_batch_reads_only_the_keys_that_may_have_an_answer(backend: Backend) {
+    let world = World::new(backend, "100000.00", Some("10.00")).await;
+    let node_b = world.app.spawn_node(|_| {}).await.expect("a second node starts");
+    let base_b = format!("http://{}", node_b.addr);
+    let base_a = world.app.base.clone();
+    let other = world.batch(json!({"stock": 5, "name": "other"})).await;
+    let batch = world.batch(json!({"stock": 2})).await;
+    let (other, batch) = (id_of(&other), id_of(&batch));
+    let capped = world.citizen(1).await;
+    assert_eq!(world.claim(&capped, &other, "o-1").await.0, 201);
+    let (status, capped_answer) = world.claim(&capped, &batch, "c-1").await;
+    assert_eq!((status, code(&capped_answer)), (409, "limit_reached"), "{capped_answer}");
+    let (on_a, on_b) = (world.citizen(2).await, world.citizen(3).await);
+    let (status, first) = world.claim(&on_a, &batch, "a-1").await;
+    assert_eq!(status, 201, "{first}");
+    let (status, last) = claim_at(&world, &base_b, &on_b, &batch, "b-1").await;
+    assert_eq!(status, 201, "{last}");
+    let fresh = world.citizen(4).await;
+
+    let writer_a = world.app.server.as_ref().expect("running").writer.clone();
+    for (node, base, writer) in [("a", &base_a, &writer_a), ("b", &base_b, &node_b.writer)] {
+        // The first sold-out answers read their keys while the node loads the batch's keys.
+        let started = std::time::Instant::now();
+        let mut attempt = 0;
+        let before = writer.answered_without_read();
+        while writer.answered_without_read() == before {
+            attempt += 1;
+            let key = format!("fresh-{node}-{attempt}");
+            let (status, body) = claim_at(&world, base, &fresh, &batch, &key).await;
+            assert_eq!((status, code(&body)), (409, "sold_out"), "{node}: {body}");
+            assert!(started.elapsed() < std::time::Duration::from_secs(5), "{node}: keys never loaded");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let unread = writer.answered_without_read();
+        assert_eq!(claim_at(&world, base, &on_a, &batch, "a-1").await, (201, first.clone()), "{node}");
+        assert_eq!(claim_at(&world, base, &on_b, &batch, "b-1").await, (201, last.clone()), "{node}");
+        let replayed = claim_at(&world, base, &capped, &batch, "c-1").await;
+        assert_eq!(replayed, (409, capped_answer.clone()), "{node}: a refusal stored before the sell-out");
+        let (status, body) = claim_at(&world, base, &on_a, &batch, &format!("a-again-{node}")).await;
+        assert_eq!((status, code(&body)), (409, "sold_out"), "{node}: a holder's new key: {body}");
+        assert_eq!(writer.answered_without_read(), unread, "{node}: each of those read its key");
+    }
+    assert_eq!(world.batch_state(&batch).await["remaining"], 0);
+    node_b.stop().await.expect("node b stops");
+}
+
+both_backends!(a_group_decided_on_a_stale_view_is_decided_again_whole);
+
+/// Node A has read the batch with 9 left; node B then claims 8. A's next claims, decided
+/// together on its stale view, are refused by the database and decided again on fresh state:
+/// one 201, the rest `sold_out`, none 503; and A then knows the batch sold out (from memory).
+async fn a_group_decided_on_a_stale_view_is_decided_again_whole(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let node_b = world.app.spawn_node(|_| {}).await.expect("a second node starts");
+    let base_b = format!("http://{}", node_b.addr);
+    let batch = world.batch(json!({"stock": 10})).await;
+    let batch = id_of(&batch);
+    let mut tokens = Vec::new();
+    for n in 0..15 {
+        tokens.push(world.citizen(n).await);
+    }
+    assert_eq!(world.claim(&tokens[0], &batch, "k").await.0, 201);
+    for token in &tokens[1..9] {
+        let (status, body) = claim_at(&world, &base_b, token, &batch, "k").await;
+        assert_eq!(status, 201, "{body}");
+    }
+    let claims = tokens[9..14].iter().map(|token| world.claim(token, &batch, "k"));
+    let answers = futures_util::future::join_all(claims).await;
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    for (status, body) in &answers {
+        assert!(*status == 201 || (*status, code(body)) == (409, "sold_out"), "{status}: {body}");
+    }
+    assert_eq!(created, 1, "{answers:?}");
+    assert_eq!(world.batch_state(&batch).await["remaining"], 0);
+    let writer_a = world.app.server.as_ref().expect("running").writer.clone();
+    let served = writer_a.answered_from_memory();
+    let (status, body) = world.claim(&tokens[14], &batch, "k").await;
+    assert_eq!((status, code(&body)), (409, "sold_out"), "{body}");
+    assert_eq!(writer_a.answered_from_memory(), served + 1, "A marked the batch when it saw it sold out");
+    node_b.stop().await.expect("node b stops");
+}
+
+fn id_of(value: &Value) -> String {
+    value["id"].as_str().expect("id").to_owned()
+}
+
+both_backends!(a_flood_keeps_a_sold_out_mark_renewed);
+
+/// Claims keep coming after a sell-out for well over the mark's second: the node reads the batch
+/// again before the mark lapses and marks it again, so they are answered from memory instead of
+/// one of them going to the writer each second.
+async fn a_flood_keeps_a_sold_out_mark_renewed(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let batch = world.batch(json!({"stock": 1})).await;
+    let batch = id_of(&batch);
+    let first = world.citizen(1).await;
+    let mut flood = Vec::new();
+    for n in 2..7 {
+        // Five citizens, each within the claim rate's burst.
+        flood.push(world.citizen(n).await);
+    }
+    assert_eq!(world.claim(&first, &batch, "k").await.0, 201);
+    let writer = world.app.server.as_ref().expect("running").writer.clone();
+    let served = writer.answered_from_memory();
+    let sent: u64 = 50;
+    for n in 0..sent as usize {
+        let (status, body) = world.claim(&flood[n % flood.len()], &batch, &format!("flood-{n}")).await;
+        assert_eq!((status, code(&body)), (409, "sold_out"), "{body}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let through_writer = sent - (writer.answered_from_memory() - served);
+    assert!(through_writer <= 1, "{through_writer} of {sent} claims over 2.5 s went to the writer");
+}

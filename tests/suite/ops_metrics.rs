@@ -13,7 +13,7 @@ use crate::common::{Backend, TestApp, code};
 use crate::till::Till;
 
 /// Every metric of the service's own (the process metrics are checked apart).
-const SERVICE_METRICS: [&str; 17] = [
+const SERVICE_METRICS: [&str; 19] = [
     t::HTTP_REQUESTS,
     t::HTTP_REQUEST_DURATION,
     t::CLAIMS,
@@ -31,6 +31,8 @@ const SERVICE_METRICS: [&str; 17] = [
     t::RATE_LIMITED,
     t::RATE_LIMIT_STORE_FALLBACKS,
     t::RATE_LIMIT_STORE_UP,
+    t::WAITLIST_MOVES,
+    t::WAITLIST_NOTICES,
 ];
 
 pub async fn scrape(app: &TestApp) -> String {

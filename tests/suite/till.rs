@@ -67,7 +67,12 @@ pub async fn terminal(
 impl Till {
     pub async fn new(backend: Backend, extra: Value) -> Till {
         let now_us = Timestamp::now().unix_us() / 1_000_000 * 1_000_000;
-        let world = World::new_at(backend, "100000.00", None, now_us, extra).await;
+        Till::new_at(backend, extra, now_us).await
+    }
+
+    /// The same, with the world's clock starting at `t0_us`.
+    pub async fn new_at(backend: Backend, extra: Value, t0_us: i64) -> Till {
+        let world = World::new_at(backend, "100000.00", None, t0_us, extra).await;
         let qingdao_admin = world.app.staff_key(Role::CityAdmin, "370200").await;
         let bookstore = merchant(&world, &qingdao_admin, 1, "bookstore", "370200").await;
         let dir = world.app.db.dir.path().to_owned();

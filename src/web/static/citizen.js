@@ -3,7 +3,8 @@
 // words, where they can be used, the stock left, and a countdown to each opening on the
 // server's clock; sign-up and sign-in with a one-time code; claiming (one Idempotency-Key per
 // intent, kept in sessionStorage until answered); lottery batches (entering, and the result after
-// the draw); the citizen's vouchers and a voucher's QR code; the benefit card (文惠卡): taking it,
+// the draw); waitlist batches (排队: joining with the phone to be texted, then the place in line);
+// the citizen's vouchers and a voucher's QR code; the benefit card (文惠卡): taking it,
 // its QR code, points and their expiry, and exchanging points for a voucher (keyed like a claim).
 //
 // The citizen's token is kept in localStorage ('wenhui.citizen'): on their own phone a citizen
@@ -53,11 +54,18 @@
   const state = (batch) => {
     const opens = Date.parse(batch.claim_opens_at);
     const closes = Date.parse(batch.claim_closes_at);
-    const label = batch.lottery ? '距报名' : '距开抢';
+    const waitlist = batch.lottery && batch.lottery.waitlist;
+    const label = waitlist ? '距排队' : batch.lottery ? '距报名' : '距开抢';
     if (wenhui.now() < opens) {
       return el('p', { class: 'state soon' },
         el('span', { class: 'countdown', 'data-opens-at': opens, 'data-label': label }, `${label} ${countdown(opens - wenhui.now())}`),
-        el('span', { class: 'when' }, `${cst(opens)} ${batch.lottery ? '开始报名' : '开抢'}`));
+        el('span', { class: 'when' }, `${cst(opens)} ${waitlist ? '开始排队' : batch.lottery ? '开始报名' : '开抢'}`));
+    }
+    if (waitlist) {
+      if (batch.lottery.drawn_at) return el('p', { class: 'state' }, `已排定名次 · ${cst(Date.parse(batch.lottery.drawn_at))}`);
+      return wenhui.now() < closes
+        ? el('p', { class: 'state open' }, `排队中 · ${cst(closes)} 截止`)
+        : el('p', { class: 'state' }, '排队已截止，等待排定名次');
     }
     if (batch.lottery) {
       if (batch.lottery.drawn_at) return el('p', { class: 'state' }, `已开奖 · ${cst(Date.parse(batch.lottery.drawn_at))}`);
@@ -74,7 +82,9 @@
 
   // Before the opening nothing is released yet: the whole stock is what will be given. A
   // lottery gives its whole stock by the draw.
-  const stock = (batch) => (batch.lottery
+  const stock = (batch) => (batch.lottery && batch.lottery.waitlist
+    ? el('p', { class: 'stock' }, '共 ', el('strong', {}, String(batch.stock)), ' 张 · 按公开规则排定名次，先到不占先')
+    : batch.lottery
     ? el('p', { class: 'stock' }, '共 ', el('strong', {}, String(batch.stock)), ' 张 · 报名后抽签发放')
     : wenhui.now() < Date.parse(batch.claim_opens_at)
     ? el('p', { class: 'stock' }, '共 ', el('strong', {}, String(batch.stock)), ' 张')
@@ -89,7 +99,7 @@
     stock(batch),
     batch.points_price ? el('p', { class: 'points' }, `也可用 ${batch.points_price} 积分兑换（见“文惠卡”）`) : null,
     state(batch),
-    batch.lottery ? lotteryRow(batch) : claimRow(batch));
+    batch.lottery ? (batch.lottery.waitlist ? waitlistRow(batch) : lotteryRow(batch)) : claimRow(batch));
 
   const season = (item, batches, names) => el('section', { class: 'season', 'data-season-id': item.id },
     el('h2', {}, item.name),
@@ -106,7 +116,7 @@
       } else {
         const line = node.parentElement;
         line.className = 'state open';
-        line.textContent = node.dataset.label === '距报名' ? '抽签报名中' : '正在领取';
+        line.textContent = { 距报名: '抽签报名中', 距排队: '排队中' }[node.dataset.label] || '正在领取';
         reload();
       }
     }
@@ -460,6 +470,107 @@
     }
   };
 
+  // ---- Waitlists (排队) ----------------------------------------------------------------------
+  // Joining is once per citizen on the server (again: the same), with the phone registered, to be
+  // texted when a voucher comes to them. The place is drawn from the committed seed and the
+  // citizen's id alone (docs/waitlist.md): joining early or often changes nothing.
+  const WAITLISTS = 'wenhui.waitlist.';
+  const joinedKey = () => WAITLISTS + ((session() || {}).citizen_id || '');
+  const joined = () => {
+    try {
+      return JSON.parse(localStorage.getItem(joinedKey()) || '[]');
+    } catch (_) {
+      return [];
+    }
+  };
+  const rememberJoin = (batchId) => {
+    const ids = joined();
+    if (!ids.includes(batchId)) localStorage.setItem(joinedKey(), JSON.stringify([batchId, ...ids].slice(0, 50)));
+  };
+  const myPlace = (batchId) => asCitizen(`/v1/batches/${batchId}/waitlist/me`);
+  const PASSED = {
+    voucher_expired: '已过号：券过期未用，已顺延给下一位。',
+    voucher_forfeited: '已过号：券已作废，已顺延给下一位。',
+    limit_reached: '已过号：您已达领取上限。',
+  };
+  // 'waiting' before the opening, then the place; 'issued'; 'passed'. [text, style]
+  const placeText = (mine, batch) => {
+    if (mine.status === 'issued') return ['排到了！券已放入“我的券”。', 'ok'];
+    if (mine.status === 'passed') return [PASSED[mine.passed_reason] || '已过号。', 'refused'];
+    if (mine.place == null) {
+      const when = batch ? `，${cst(Date.parse(batch.claim_closes_at))} 后按公开规则排定名次` : '，等待排定名次';
+      return [`已排队${when}`, 'ok'];
+    }
+    const ahead = mine.ahead ? `前面还有 ${mine.ahead} 人` : '下一位就是您';
+    return [`排在第 ${mine.place} 位 · ${ahead}；轮到您时短信通知`, 'wait'];
+  };
+  const showPlace = (row, mine, batch) => {
+    if (mine.status === 'not_joined') return;
+    rememberJoin(mine.batch_id);
+    row.querySelector('.join-form').hidden = true;
+    const line = row.querySelector('.claim-message');
+    const [text, kind] = placeText(mine, batch);
+    line.textContent = text;
+    line.className = `claim-message ${kind}`;
+    line.hidden = false;
+  };
+  function waitlistRow(batch) {
+    const opens = Date.parse(batch.claim_opens_at);
+    const before = wenhui.now() < opens;
+    const closed = wenhui.now() >= Date.parse(batch.claim_closes_at);
+    const phone = el('input', { type: 'tel', class: 'join-phone', inputmode: 'numeric', maxlength: 11,
+      placeholder: '注册手机号（轮到您时短信通知）', 'aria-label': '注册手机号', autocomplete: 'tel' });
+    const button = el('button', { type: 'button', class: 'enter join', 'data-batch-id': batch.id, disabled: before || closed,
+      'data-opens-at': before ? opens : null, 'data-live': '排队' }, before ? '未开始排队' : closed ? '排队已截止' : '排队');
+    const row = el('div', { class: 'claim-row waitlist-row', 'data-batch-id': batch.id },
+      el('div', { class: 'join-form' }, closed ? null : phone, button),
+      el('p', { class: 'claim-message', role: 'alert', hidden: true }));
+    button.addEventListener('click', () => joinLine(batch, row, phone));
+    if (session()) myPlace(batch.id).then((mine) => showPlace(row, mine, batch)).catch(() => {});
+    return row;
+  }
+  const joinLine = async (batch, row, phone) => {
+    if (!session()) {
+      show('account');
+      return;
+    }
+    const button = row.querySelector('button.join');
+    const line = row.querySelector('.claim-message');
+    if (button.dataset.busy === '1') return;
+    button.dataset.busy = '1';
+    button.disabled = true;
+    button.textContent = '正在排队…';
+    try {
+      const body = { phone: phone.value.replace(/\D/g, '') };
+      await retrying(() => asCitizen(`/v1/batches/${batch.id}/waitlist`, { method: 'POST', body }), (ms) => {
+        line.textContent = `人多，${Math.ceil(ms / 1000)}秒后自动重试…`;
+        line.className = 'claim-message wait';
+        line.hidden = false;
+      });
+      showPlace(row, await myPlace(batch.id), batch);
+    } catch (error) {
+      button.dataset.busy = '';
+      button.disabled = false;
+      button.textContent = '排队';
+      line.textContent = error.message;
+      line.className = 'claim-message refused';
+      line.hidden = false;
+    }
+  };
+  // The places of the waitlists this phone joined, under my vouchers.
+  const waitlistPlaces = async () => {
+    const ids = joined();
+    if (!ids.length) return [];
+    const places = await Promise.all(ids.map((id) => myPlace(id).catch(() => null)));
+    const rows = places.filter((p) => p && p.status !== 'not_joined').map((mine) => {
+      const [text, kind] = placeText(mine, batchesById.get(mine.batch_id));
+      return el('article', { class: `lottery-result waitlist-place ${mine.status}`, 'data-batch-id': mine.batch_id },
+        el('span', { class: 'name' }, mine.batch_name),
+        el('span', { class: `claim-message ${kind}` }, text));
+    });
+    return rows.length ? [el('h2', {}, '我的排队'), ...rows] : [];
+  };
+
   // ---- My vouchers and the QR code ---------------------------------------------------------
   const STATUS = { active: '可使用', used: '已使用', expired: '已过期', forfeited: '已作废' };
   const mine = views.mine;
@@ -547,10 +658,11 @@
       return;
     }
     mine.replaceChildren(el('p', { class: 'note' }, '正在加载我的券…'));
-    const [page, results] = await Promise.all([asCitizen('/v1/me/vouchers'), lotteryResults()]);
+    const [page, results, places] =
+      await Promise.all([asCitizen('/v1/me/vouchers'), lotteryResults(), waitlistPlaces()]);
     mine.replaceChildren(el('h2', {}, '我的券'), ...(page.vouchers.length
       ? page.vouchers.map(voucherCard)
-      : [el('p', { class: 'note' }, '还没有领到券。')]), ...results);
+      : [el('p', { class: 'note' }, '还没有领到券。')]), ...results, ...places);
   }
 
   // The QR code (a voucher's or the card's) full screen, renewed before it expires without a tap.

@@ -1,6 +1,6 @@
 'use strict';
 // The finance console's admin side: seasons and batches (the API's refusals in Chinese, next to
-// the field they concern), lottery draws, and merchants (search, suspend, activate, settlement
+// the field they concern), lottery draws and waitlists (docs/waitlist.md), and merchants (search, suspend, activate, settlement
 // account requests decided by a second key). Written against the console shell's hook:
 //   wenhui.console.section(name, title, render, {needs, season}) (console.js);
 //   wenhui.console.may(action): whether the signed-in key may take `action` (GET /v1/staff/me's
@@ -249,9 +249,13 @@
     const lottery = el('input', { type: 'checkbox', id: 'new-batch-lottery' });
     const seed = input({ readonly: true, class: 'mono', 'aria-label': '开奖种子' });
     const commitment = el('code', { class: 'mono' });
+    // A waitlist: the draw ranks everyone; vouchers that expire or are forfeited go to the next.
+    const waitlist = el('input', { type: 'checkbox', id: 'new-batch-waitlist' });
     const lotteryField = el('div', { class: 'field', 'data-field': 'lottery', hidden: true },
       el('label', { for: seed.id || 'new-batch-seed' }, '开奖种子（请抄存，开奖时需要）'), seed,
-      el('p', { class: 'note' }, '公布的承诺（SHA-256）：', commitment), el('p', { class: 'hint', hidden: true }));
+      el('p', { class: 'note' }, '公布的承诺（SHA-256）：', commitment),
+      el('label', { class: 'check' }, waitlist, '排队发放：开奖排定全部名次，券过期或作废后顺延给下一位'),
+      el('p', { class: 'hint', hidden: true }));
     seed.id = 'new-batch-seed';
     const newSeed = async () => {
       if (!(crypto.subtle && crypto.subtle.digest)) {
@@ -322,7 +326,7 @@
       if (threshold) Object.assign(body, { face_value: face.value.trim(), min_spend: minSpend.value.trim() });
       else Object.assign(body, { percent: percentOff(zhe.value), cap: cap.value.trim(), step: step.value.trim(), min_spend: '0.00' });
       if (cofund.checked) body.funding = [{ funder: me.region, share: Number(share.value) }, { funder: province, share: 100 - Number(share.value) }];
-      if (lottery.checked) body.lottery = { seed_sha256: commitment.textContent };
+      if (lottery.checked) body.lottery = { seed_sha256: commitment.textContent, waitlist: waitlist.checked };
       busy(submit, true, '正在创建…');
       try {
         const batch = await write(`batch.${season.id}`, key, `/v1/seasons/${season.id}/batches`, { body });
@@ -350,11 +354,31 @@
   const auditLink = (batch) => el('a', { class: 'audit-link', href: `/v1/batches/${batch.id}/draw/audit`, target: '_blank', rel: 'noopener' }, '核验数据（JSON）');
   const lotteryState = (batch, text, ...more) => el('div', { class: 'lottery-state' }, text, el('br'), committedNote(batch), ...more);
   // A lottery's state, and its draw for the issuer's admin once entries have closed.
+  // A waitlist's line (GET …/waitlist): how long, vouchers issued, moved on, still waiting.
+  // Read by staff whose region holds the batch's issuer (a province holds its cities).
+  const holds = (region, issuer) => region === issuer || (region.endsWith('0000') && issuer.slice(0, 2) === region.slice(0, 2));
+  const lineNote = (context, batch) => {
+    if (!holds(context.me.region, batch.issuer)) return null;
+    const note = el('span', { class: 'note waitlist-line' }, '正在读取排队情况…');
+    wenhui.api(`/v1/batches/${batch.id}/waitlist`, { key: context.key }).then((line) => {
+      const waiting = line.waiting == null ? '' : ` · 等候 ${line.waiting} 人`;
+      note.textContent = `排队 ${line.length} 人 · 已发 ${line.issued} 张 · 顺延 ${line.moved_on} 张${waiting}`;
+    }).catch((error) => { note.textContent = error.message; });
+    return note;
+  };
   const drawCell = (context, batch, redraw) => {
     if (!batch.lottery) return '抢领';
-    if (batch.lottery.drawn_at) return lotteryState(batch, `已开奖 ${cst(Date.parse(batch.lottery.drawn_at))}`, el('br'), auditLink(batch));
+    const line = batch.lottery.waitlist;
+    if (batch.lottery.drawn_at) {
+      const drawn = `${line ? '已排定名次' : '已开奖'} ${cst(Date.parse(batch.lottery.drawn_at))}`;
+      return line ? lotteryState(batch, drawn, el('br'), lineNote(context, batch), el('br'), auditLink(batch))
+        : lotteryState(batch, drawn, el('br'), auditLink(batch));
+    }
     const closes = Date.parse(batch.claim_closes_at);
-    if (wenhui.now() < closes) return lotteryState(batch, `报名中，${cst(closes)}后开奖`);
+    if (wenhui.now() < closes) {
+      return line ? lotteryState(batch, `排队中，${cst(closes)}后排定名次`, el('br'), lineNote(context, batch))
+        : lotteryState(batch, `报名中，${cst(closes)}后开奖`);
+    }
     if (!(may('act_as_funder') && batch.issuer === context.me.region)) return lotteryState(batch, '待开奖');
     const form = el('form', { id: `draw-${batch.id}`, class: 'draw', novalidate: true });
     const seed = input({ class: 'mono', value: sessionStorage.getItem(SEED + batch.id) || '', placeholder: '开奖种子' });
