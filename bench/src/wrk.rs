@@ -60,9 +60,11 @@ impl WrkLoad<'_> {
     fn command(&self, scratch: &std::path::Path) -> anyhow::Result<Command> {
         let mut command = Command::new("wrk");
         let seconds = self.length.as_secs().max(1);
-        command
-            .args(["-t", "2", "-c", &self.connections.to_string(), "-d", &format!("{seconds}s")])
-            .args(["--timeout", "10s", "--latency"]);
+        command.args(["-t", "2", "-c", &self.connections.to_string(), "-d", &format!("{seconds}s")]).args([
+            "--timeout",
+            "10s",
+            "--latency",
+        ]);
         if let Some(tokens) = self.bearer_tokens {
             let tokens_file = scratch.join("tokens.txt");
             let mut file = std::fs::File::create(&tokens_file).context("writing the tokens for wrk")?;
