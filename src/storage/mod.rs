@@ -25,6 +25,7 @@ mod codes;
 mod constraint;
 mod db;
 mod finance;
+mod fraud;
 mod ledger;
 mod notices;
 mod postgres;
@@ -43,6 +44,7 @@ pub use finance::{
     MerchantSales, SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
     VoucherStatusCount,
 };
+pub use fraud::{FactSink, FraudStore, MerchantLabel};
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
@@ -191,6 +193,7 @@ pub trait Storage:
     + CardStore
     + FinanceStore
     + CodeStore
+    + FraudStore
     + Send
     + Sync
     + 'static
