@@ -19,6 +19,7 @@ mod demo;
 mod finance;
 mod finance_files;
 mod finance_props;
+mod fraud;
 mod hardening;
 mod http_foundation;
 mod ledger;
