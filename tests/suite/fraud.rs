@@ -274,6 +274,33 @@ async fn the_ktv_and_the_phone_farm_score_high_the_bookstore_low(backend: Backen
         .collect();
     assert_eq!(by_app, by_api);
 
+    // The command line scores the same; piped, it draws no progress bar.
+    let dir = app.db.dir.path().to_owned();
+    let args = ["fraud", "score", "--season", &s.world.season_id, "--until", &until.to_string(), "--format"];
+    let json_run = tokio::task::block_in_place(|| {
+        crate::cli::wenhui(&dir, &app.db.url, &[&args[..], &["json"]].concat())
+    });
+    assert!(json_run.status.success(), "{}", String::from_utf8_lossy(&json_run.stderr));
+    let printed: Value = serde_json::from_slice(&json_run.stdout).expect("json on stdout");
+    let by_cli: Vec<(String, u16)> = printed["merchants"]
+        .as_array()
+        .expect("merchants")
+        .iter()
+        .map(|m| {
+            (m["merchant_id"].as_str().expect("id").to_owned(), m["score"].as_u64().expect("score") as u16)
+        })
+        .collect();
+    assert_eq!(by_cli, by_api);
+    assert!(!String::from_utf8_lossy(&json_run.stderr).contains("redemptions read"));
+    let table_run = tokio::task::block_in_place(|| {
+        crate::cli::wenhui(&dir, &app.db.url, &[&args[..], &["table"]].concat())
+    });
+    let table = String::from_utf8_lossy(&table_run.stdout);
+    assert!(
+        table.contains("78 redemptions, 3 merchants") && table.contains("店42") && table.contains("门槛"),
+        "{table}"
+    );
+
     // Before the farm's day, the farm has nothing to score.
     let early = format!("/v1/seasons/{}/fraud/scores?until={}", s.world.season_id, cst(2, 0, 0, 0));
     let (_, before) = app.get(&early, Some(&finance)).await;
