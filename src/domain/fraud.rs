@@ -496,10 +496,13 @@ fn assess_one(tally: &MerchantTally, category: Option<&GroupSums>, season: Optio
     let at_threshold = tally.sum(|d| u64::from(d.at_threshold));
     if with_threshold > 0 {
         let share = permille(at_threshold, with_threshold);
-        let baseline = category
-            .or(season)
-            .filter(|g| g.with_threshold > 0)
-            .map_or(i64::from(DEFAULT_AT_THRESHOLD_PERMILLE), |g| permille(g.at_threshold, g.with_threshold));
+        // Where the baseline comes from: 1 the category, 2 the season's other merchants, 0 the
+        // fixed default.
+        let (baseline, baseline_from) = match (category, season) {
+            (Some(g), _) if g.with_threshold > 0 => (permille(g.at_threshold, g.with_threshold), 1),
+            (_, Some(g)) if g.with_threshold > 0 => (permille(g.at_threshold, g.with_threshold), 2),
+            _ => (i64::from(DEFAULT_AT_THRESHOLD_PERMILLE), 0),
+        };
         add(
             Signal::AtThreshold,
             strength(share - baseline - 100, 400),
@@ -508,6 +511,7 @@ fn assess_one(tally: &MerchantTally, category: Option<&GroupSums>, season: Optio
                 ("with_threshold", with_threshold as i64),
                 ("share_permille", share),
                 ("baseline_permille", baseline),
+                ("baseline_from", baseline_from),
             ],
         );
     }

@@ -9,6 +9,7 @@ mod browser;
 mod browser_admin;
 mod browser_citizen;
 mod browser_console;
+mod browser_risk;
 mod browser_till;
 mod card;
 mod claims;

@@ -14,10 +14,15 @@ pub fn explanation(signal: Signal, figures: &BTreeMap<&'static str, i64>) -> Str
     let f = |name: &str| figures.get(name).copied().unwrap_or(0);
     match signal {
         Signal::AtThreshold => format!(
-            "满减券订单中有 {} 笔（共 {} 笔，占 {}）金额恰好等于用券门槛，同类商户约为 {}：疑似按门槛开具虚假订单、返还现金（套现）。",
+            "满减券订单中有 {} 笔（共 {} 笔，占 {}）金额恰好等于用券门槛，{}约为 {}：疑似按门槛开具虚假订单、返还现金（套现）。",
             f("at_threshold"),
             f("with_threshold"),
             percent(f("share_permille")),
+            match f("baseline_from") {
+                1 => "同类商户",
+                2 => "本季其他商户",
+                _ => "一般水平",
+            },
             percent(f("baseline_permille")),
         ),
         Signal::HourlyRate => {
