@@ -526,11 +526,7 @@ async fn fraud_score(
             scores.merchants.len(),
             started.elapsed().as_secs_f64()
         )?;
-        writeln!(
-            out,
-            "{:>5}  {:<36}  {:<14}  {:>8}  {}",
-            "score", "merchant", "category", "redeemed", "name"
-        )?;
+        writeln!(out, "{:>5}  {:<36}  {:<14}  {:>8}  name", "score", "merchant", "category", "redeemed")?;
         for merchant in &scores.merchants {
             writeln!(
                 out,

@@ -428,7 +428,7 @@ fn mean_rate_permille(tally: &MerchantTally) -> u64 {
 }
 
 fn permille(part: u64, whole: u64) -> i64 {
-    if whole == 0 { 0 } else { i64::try_from(part * 1000 / whole).unwrap_or(i64::MAX) }
+    (part * 1000).checked_div(whole).map_or(0, |share| i64::try_from(share).unwrap_or(i64::MAX))
 }
 
 /// `excess` over `full` in per-mille, clamped to 0..=1000.
@@ -591,7 +591,7 @@ fn assess_one(tally: &MerchantTally, category: Option<&GroupSums>, season: Optio
     // 7. Claimed and redeemed within minutes, far from home.
     let far = tally.sum(|d| u64::from(d.far_and_fast));
     let far_weighted = tally.sum(|d| d.far_and_fast_permille);
-    let far_share = if n == 0 { 0 } else { (far_weighted / n) as i64 };
+    let far_share = far_weighted.checked_div(n).map_or(0, |share| i64::try_from(share).unwrap_or(i64::MAX));
     add(
         Signal::FarAndFast,
         strength(far_share - 50, 350),
@@ -632,7 +632,7 @@ fn assess_one(tally: &MerchantTally, category: Option<&GroupSums>, season: Optio
 /// Scores facts given in any order: sorted by merchant and time, then aggregated and assessed
 /// (what the streaming read does with an ordered scan).
 pub fn score_facts(mut facts: Vec<RedemptionFact>) -> Vec<Assessment> {
-    facts.sort_by(|a, b| (a.merchant_id, a.redeemed_at).cmp(&(b.merchant_id, b.redeemed_at)));
+    facts.sort_by_key(|a| (a.merchant_id, a.redeemed_at));
     let mut aggregator = Aggregator::new();
     for fact in &facts {
         // Sorted just above: never out of order.
