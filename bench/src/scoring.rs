@@ -240,9 +240,12 @@ async fn generate(url: &str, dialect: Dialect, size: usize, merchants: usize) ->
                 let r = mix(v as u64 ^ 0x5555);
                 let m = (r % merchants as u64) as usize;
                 let (redeemed, _) = times(v);
-                let amount = if r % 10 == 0 { 10_000 } else { 10_000 + (r >> 8) % 20_000 };
-                let reversed =
-                    if (r >> 20) % 50 == 0 { (redeemed + HOUR_US).to_string() } else { "NULL".into() };
+                let amount = if r.is_multiple_of(10) { 10_000 } else { 10_000 + (r >> 8) % 20_000 };
+                let reversed = if (r >> 20).is_multiple_of(50) {
+                    (redeemed + HOUR_US).to_string()
+                } else {
+                    "NULL".into()
+                };
                 format!(
                     "({}, {}, {}, {}, {season}, {batch}, 'o{v}', '370000', {amount}, 3000, '370000:3000', {redeemed}, {reversed})",
                     dialect.uuid(id(REDEMPTION, v)),
