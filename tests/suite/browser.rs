@@ -2,8 +2,8 @@
 //! with the `fantoccini` client), headless, on a fresh profile. Each test spawns the server over
 //! a seeded season, loads the citizen's page at 360×740 and the console at 1280×800, checks
 //! what a person sees, that the browser logged no error and asked no other origin, and writes
-//! screenshots under `target/screenshots/`. Under CI a browser that cannot start fails the test;
-//! elsewhere the test says so and passes.
+//! screenshots under `target/screenshots/`. Chromium is installed first if it is not
+//! (`machine::browser`); a browser that cannot start fails the test.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -42,33 +42,17 @@ pub struct Browser {
     _profile: TempDir,
 }
 
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-fn installed(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
-}
-
 fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
     listener.local_addr().expect("address").port()
 }
 
 impl Browser {
-    /// The browser, or `None` outside CI when chromium or chromedriver is not installed.
-    #[expect(clippy::print_stderr, reason = "outside CI, says that the browser test was not run")]
-    pub async fn start() -> Option<Browser> {
-        let (Some(driver), Some(chromium)) = (installed("chromedriver"), installed("chromium")) else {
-            assert!(
-                !in_ci(),
-                "chromium and chromium-driver must be installed under CI (.ci/run installs them)"
-            );
-            eprintln!("chromium or chromedriver is not installed: the browser test did not run");
-            return None;
-        };
-        Some(Browser::launch(driver, chromium).await)
+    /// A browser of its own (Chromium and chromedriver are installed first if they are not:
+    /// `machine::browser`).
+    pub async fn start() -> Browser {
+        let (driver, chromium) = crate::machine::browser();
+        Browser::launch(driver, chromium).await
     }
 
     async fn launch(driver: PathBuf, chromium: PathBuf) -> Browser {
@@ -215,7 +199,7 @@ both_backends!(the_pages_in_a_real_browser);
 /// batch open now, a city's percent batch opening in 90 seconds. The citizen's page shows both
 /// in plain words and counts down on the server's clock; the console signs a staff key in.
 async fn the_pages_in_a_real_browser(backend: Backend) {
-    let Some(browser) = Browser::start().await else { return };
+    let browser = Browser::start().await;
     let world = World::new(backend, "100000.00", None).await;
     world
         .batch(json!({"name": "全省书店KTV券", "face_value": "30.00", "min_spend": "100.00",
@@ -301,7 +285,7 @@ both_backends!(a_citizen_signs_up_claims_at_the_opening_and_shows_the_qr_code);
 /// route), wait for an opening on the server's clock, double-tap 立即领取 (one voucher), open it
 /// full screen, and read its QR code from a screenshot with rqrr: the till accepts the token.
 async fn a_citizen_signs_up_claims_at_the_opening_and_shows_the_qr_code(backend: Backend) {
-    let Some(browser) = Browser::start().await else { return };
+    let browser = Browser::start().await;
     let world = World::new(backend, "100000.00", None).await;
     let batch = world
         .batch(json!({"name": "全省书店券", "face_value": "30.00", "min_spend": "100.00", "stock": 5,

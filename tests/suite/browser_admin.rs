@@ -21,7 +21,7 @@ use crate::common::Backend;
 both_backends!(the_console_admin_side_in_a_real_browser);
 
 async fn the_console_admin_side_in_a_real_browser(backend: Backend) {
-    let Some(browser) = Browser::start().await else { return };
+    let browser = Browser::start().await;
     let world = World::new(backend, "100000.00", None).await;
     let (_, messages) = world.app.get("/assets/messages.json", None).await;
     let shot = |step: &str| format!("admin-{step}-{backend:?}").to_lowercase();

@@ -30,8 +30,8 @@ both_backends!(
 );
 
 /// A browser on the citizen's page, signed up as a new citizen: (browser, token, citizen id).
-async fn signed_up(world: &World, name: &str) -> Option<(Browser, String, String)> {
-    let browser = Browser::start().await?;
+async fn signed_up(world: &World, name: &str) -> (Browser, String, String) {
+    let browser = Browser::start().await;
     browser.viewport(360, 740).await;
     browser.client.goto(&format!("{}/", world.app.base)).await.expect("load the citizen's page");
     browser.wait_for(".season").await;
@@ -43,7 +43,7 @@ async fn signed_up(world: &World, name: &str) -> Option<(Browser, String, String
         .expect("the saved session");
     let token = saved["token"].as_str().expect("a token").to_owned();
     let citizen = saved["citizen_id"].as_str().expect("a citizen id").to_owned();
-    Some((browser, token, citizen))
+    (browser, token, citizen)
 }
 
 fn shot(name: &str, backend: Backend) -> String {
@@ -95,7 +95,7 @@ async fn a_double_tap_gives_one_voucher_and_sold_out_says_so(backend: Backend) {
     let last = id(&world
         .batch(json!({"name": "最后一张", "stock": 1, "face_value": "20.00", "min_spend": "60.00"}))
         .await);
-    let Some((browser, token, _)) = signed_up(&world, "double-tap").await else { return };
+    let (browser, token, _) = signed_up(&world, "double-tap").await;
     let button = format!("button.claim[data-batch-id=\"{open}\"]");
     let live = browser.wait_for(&format!("{button}:not([disabled])")).await;
     // Two taps at once and a third a moment later: one intent, one key, one voucher.
@@ -140,7 +140,7 @@ async fn a_double_tap_gives_one_voucher_and_sold_out_says_so(backend: Backend) {
 async fn a_429_is_waited_out_and_the_claim_sent_again(backend: Backend) {
     let world = World::new(backend, "100000.00", None).await;
     let batch = id(&world.batch(json!({"name": "全省书店券", "stock": 5})).await);
-    let Some((browser, token, _)) = signed_up(&world, "rate-limited").await else { return };
+    let (browser, token, _) = signed_up(&world, "rate-limited").await;
     let button = format!("button.claim[data-batch-id=\"{batch}\"]");
     let live = browser.wait_for(&format!("{button}:not([disabled])")).await;
     // Every message the claim shows, as it shows it.
@@ -233,7 +233,7 @@ async fn a_429_is_waited_out_and_the_claim_sent_again(backend: Backend) {
 async fn the_voucher_qr_code_renews_itself_before_it_expires(backend: Backend) {
     let world = World::new(backend, "100000.00", None).await;
     let batch = id(&world.batch(json!({"name": "全省书店券", "stock": 5})).await);
-    let Some((browser, token, _)) = signed_up(&world, "qr").await else { return };
+    let (browser, token, _) = signed_up(&world, "qr").await;
     assert_eq!(world.claim(&token, &batch, "qr-voucher").await.0, 201);
     let t0 = Timestamp::from_unix_us(world.t0_us);
     world.clock.set(t0.plus_seconds(80));
@@ -270,7 +270,7 @@ async fn the_voucher_qr_code_renews_itself_before_it_expires(backend: Backend) {
 
 async fn a_lottery_entered_drawn_won_and_lost(backend: Backend) {
     let world = World::new(backend, "100000.00", None).await;
-    let Some((browser, token, me)) = signed_up(&world, "lottery").await else { return };
+    let (browser, token, me) = signed_up(&world, "lottery").await;
     let me: uuid::Uuid = me.parse().expect("uuid");
     let body = json!({"name": "李四", "id_number": synthetic_id_number("370202", "19910101", 42), "phone": "13800000042"});
     let (status, other) = world.app.register_citizen(body).await;
@@ -391,7 +391,7 @@ async fn the_benefit_card_taken_shown_paid_with_and_exchanged(backend: Backend) 
         .await;
     assert_eq!(response.expect("send").status(), 200);
     let offer = id(&world.batch(json!({"name": "积分换书店券", "stock": 5, "points_price": 60})).await);
-    let Some((browser, token, _)) = signed_up(world, "card").await else { return };
+    let (browser, token, _) = signed_up(world, "card").await;
     browser.client.find(Locator::Css("#to-card")).await.expect("tab").click().await.expect("tap");
     browser.wait_for("#card-mobile").await;
     assert_fits(&browser, "take the card").await;
@@ -483,7 +483,7 @@ async fn every_kind_of_batch_in_plain_words(backend: Backend) {
         .collect();
     world.batch(json!({"name": "摇号券", "stock": 3, "claim_closes_at": world.at(3_600), "lottery": {"seed_sha256": sha}})).await;
     world.batch(json!({"name": "稍后开抢", "stock": 7, "claim_opens_at": world.at(125)})).await;
-    let Some(browser) = Browser::start().await else { return };
+    let browser = Browser::start().await;
     browser.viewport(360, 740).await;
     browser.client.goto(&format!("{}/", world.app.base)).await.expect("load");
     browser.wait_for(".countdown").await;

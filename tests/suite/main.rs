@@ -26,6 +26,7 @@ mod http_foundation;
 mod ledger;
 mod ledger_props;
 mod lottery_audit;
+mod machine;
 mod migrations;
 mod nodes;
 mod openapi;

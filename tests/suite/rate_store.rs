@@ -2,7 +2,8 @@
 //! `src/http/rate_limit/store.rs`): a citizen sending to two nodes in turn is refused after the
 //! documented total, not twice it; and a store that does not answer leaves every node serving
 //! and limiting by itself, counted in `/metrics`. Redis is on 127.0.0.1:6379 (or
-//! `WENHUI_TEST_REDIS_URL`); a test that cannot reach it fails, it never skips.
+//! `WENHUI_TEST_REDIS_URL`; `machine::redis` starts the local one if it is down); a test that
+//! cannot reach it fails, it never skips.
 
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ fn redis_url() -> String {
 
 /// A store config with a key prefix of this test's own, after checking that Redis answers.
 async fn live_store() -> StoreConfig {
+    crate::machine::redis();
     let url = redis_url();
     let client = redis::Client::open(url.as_str()).expect("a Redis URL");
     let mut connection =

@@ -1,8 +1,8 @@
 //! Reads from a PostgreSQL hot standby (`--read-database-url`): a real standby of the machine's
 //! PostgreSQL, made with `pg_basebackup -R` into a temporary directory and started on a port of
 //! its own as the `postgres` OS user. The primary must accept a replication connection from
-//! 127.0.0.1 (`.ci/run` adds the `pg_hba.conf` line). Under CI a standby that cannot be made
-//! fails the test; elsewhere the test says so and passes.
+//! 127.0.0.1 (`machine::replication` adds the `pg_hba.conf` line if it is not there). A standby
+//! that cannot be made fails the test.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -18,10 +18,6 @@ use crate::both_backends;
 use crate::common::{Backend, TestApp, read};
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
 
 /// Runs `program args` as the `postgres` OS user (the server refuses to run as root).
 fn as_postgres(program: &str, args: &[&str]) -> Result<String, String> {
@@ -50,21 +46,10 @@ pub struct Standby {
 }
 
 impl Standby {
-    /// A running standby, or `None` outside CI when one cannot be made.
-    #[expect(clippy::print_stderr, reason = "outside CI, says that the standby test was not run")]
-    pub async fn make() -> Option<Standby> {
-        match Standby::try_make().await {
-            Ok(standby) => Some(standby),
-            Err(error) => {
-                assert!(
-                    !in_ci(),
-                    "a standby cannot be made under CI ({error}); .ci/run allows the replication \
-                     connection it needs"
-                );
-                eprintln!("no standby could be made, the standby test did not run: {error}");
-                None
-            }
-        }
+    /// A running standby (the primary is first made to accept its replication connection).
+    pub async fn make() -> Standby {
+        crate::machine::replication();
+        Standby::try_make().await.unwrap_or_else(|error| panic!("a standby cannot be made: {error}"))
     }
 
     async fn try_make() -> Result<Standby, String> {
@@ -283,7 +268,7 @@ async fn wait_listed(app: &TestApp, base: &str, admin: &str, id: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_go_to_the_standby_within_the_lag_bound_and_to_the_primary_beyond() {
     let _one_at_a_time = ONE_STANDBY.lock().await;
-    let Some(standby) = Standby::make().await else { return };
+    let standby = Standby::make().await;
     let app = TestApp::spawn(Backend::Postgres).await;
     let admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
     let (near_node, near) = node_reading(&app, &standby, 60_000).await;
@@ -325,7 +310,7 @@ async fn reads_go_to_the_standby_within_the_lag_bound_and_to_the_primary_beyond(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reports_lists_and_vouchers_answer_when_the_standby_stops() {
     let _one_at_a_time = ONE_STANDBY.lock().await;
-    let Some(standby) = Standby::make().await else { return };
+    let standby = Standby::make().await;
     let world = crate::claims::World::new(Backend::Postgres, "100000.00", None).await;
     let batch = world.batch(json!({"stock": 5})).await;
     let token = world.citizen(1).await;
