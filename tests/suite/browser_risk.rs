@@ -15,7 +15,7 @@ use crate::fraud::{cst, three_merchants};
 both_backends!(the_risk_scores_in_the_console);
 
 async fn the_risk_scores_in_the_console(backend: Backend) {
-    let Some(browser) = Browser::start().await else { return };
+    let browser = Browser::start().await;
     let (s, bookstore, ktv, farm) = three_merchants(backend).await;
     // The console scores up to "now": a day after the last redemption.
     s.world.clock.set(cst(6, 0, 0, 0));
