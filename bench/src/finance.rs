@@ -370,6 +370,7 @@ async fn create_world(store: &dyn Storage, scale: &Scale, rng: &mut Rng) -> anyh
         refund_forfeits_voucher: false,
         merchant_redemption_limit: None,
         subsidy_ceilings: Default::default(),
+        hold_score_threshold: None,
         closed_at: None,
     };
     let batches = bench_batches(&season, scale, province, city)?;

@@ -82,6 +82,20 @@ pub struct CreateSeason {
     /// `{"performance": 50, "bookstore": 20}`. A category not listed has no ceiling.
     #[serde(default)]
     pub subsidy_ceilings: std::collections::BTreeMap<String, u32>,
+    /// The cash-out score (0 to 100) at or above which a merchant's settlement lines are held
+    /// (docs/settlement-holds.md); absent: no automatic holds.
+    #[serde(default)]
+    pub hold_score_threshold: Option<u32>,
+}
+
+/// The season's hold threshold as asked: 0 to 100, or none (422 `invalid_hold_threshold`).
+pub fn hold_score_threshold(asked: Option<u32>) -> Result<Option<u8>, AppError> {
+    match asked {
+        None => Ok(None),
+        Some(n) => u8::try_from(n).ok().filter(|n| *n <= 100).map(Some).ok_or_else(|| {
+            invalid(ErrorCode::InvalidHoldThreshold, "hold_score_threshold is a score from 0 to 100")
+        }),
+    }
 }
 
 /// A season's subsidy ceilings from the request: known categories, 1 to 100 percent each (422
@@ -351,6 +365,7 @@ pub fn plan_season(scope: &StaffScope, request: &CreateSeason) -> Result<SeasonP
         }
     };
     let subsidy_ceilings = parse_ceilings(&request.subsidy_ceilings)?;
+    let hold_score_threshold = hold_score_threshold(request.hold_score_threshold)?;
     let season = Season {
         id: SeasonId::new_v7(),
         name: check_name(&request.name)?,
@@ -363,6 +378,7 @@ pub fn plan_season(scope: &StaffScope, request: &CreateSeason) -> Result<SeasonP
         refund_forfeits_voucher: request.refund_forfeits_voucher,
         merchant_redemption_limit,
         subsidy_ceilings,
+        hold_score_threshold,
         closed_at: None,
     };
     opening_budgets(season, &request.budgets)

@@ -7,11 +7,12 @@
 //! | `season:S:batch:B:funder:F:reserve` | C | >= 0 | reserved for batch B's unclaimed vouchers |
 //! | `season:S:batch:B:funder:F:issued` | C | >= 0 | voucher liability: claimed, not yet redeemed or expired |
 //! | `season:S:merchant:M:funder:F:payable` | C | >= 0 | redeemed discounts owed to merchant M, not yet settled |
+//! | `season:S:merchant:M:funder:F:held` | C | >= 0 | settled while the merchant is on hold: not in a payout file until released |
 //! | `season:S:merchant:M:funder:F:settled` | C | >= 0 | settled (in a payout file), not yet paid by the bank |
 //! | `season:S:merchant:M:funder:F:paid` | C | >= 0 | paid out to merchant M (the end of the money's road) |
 //!
 //! A funder's money in a season always satisfies
-//! `appropriated = pool + reserved + issued + payable + settled + paid` (balances), which
+//! `appropriated = pool + reserved + issued + payable + held + settled + paid` (balances), which
 //! `wenhui reconcile` checks per funder together with the business rows behind each term.
 //!
 //! # Points (the benefit card)
@@ -84,6 +85,15 @@ pub fn payable(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> Ac
     ]))
 }
 
+/// A held merchant's settled money, waiting for finance to release or reject it
+/// (docs/settlement-holds.md).
+pub fn held(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
+    let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
+    AccountSpec::credit_limited(AccountAddress::from_segments(&[
+        "season", &s, "merchant", &m, "funder", &f, "held",
+    ]))
+}
+
 pub fn settled(season: SeasonId, merchant: MerchantId, funder: RegionCode) -> AccountSpec {
     let (s, m, f) = (seg(season), seg(merchant), funder.to_string());
     AccountSpec::credit_limited(AccountAddress::from_segments(&[
@@ -111,6 +121,7 @@ pub enum SeasonAccount {
     Reserve { batch: BatchId, funder: RegionCode },
     Issued { batch: BatchId, funder: RegionCode },
     Payable { merchant: MerchantId, funder: RegionCode },
+    Held { merchant: MerchantId, funder: RegionCode },
     Settled { merchant: MerchantId, funder: RegionCode },
     Paid { merchant: MerchantId, funder: RegionCode },
 }
@@ -138,6 +149,7 @@ impl SeasonAccount {
                 let (merchant, funder) = (m.parse().ok()?, region(f)?);
                 match *kind {
                     "payable" => Some(SeasonAccount::Payable { merchant, funder }),
+                    "held" => Some(SeasonAccount::Held { merchant, funder }),
                     "settled" => Some(SeasonAccount::Settled { merchant, funder }),
                     "paid" => Some(SeasonAccount::Paid { merchant, funder }),
                     _ => None,
@@ -154,6 +166,7 @@ impl SeasonAccount {
             | SeasonAccount::Reserve { funder, .. }
             | SeasonAccount::Issued { funder, .. }
             | SeasonAccount::Payable { funder, .. }
+            | SeasonAccount::Held { funder, .. }
             | SeasonAccount::Settled { funder, .. }
             | SeasonAccount::Paid { funder, .. } => funder,
         }
@@ -234,6 +247,7 @@ mod tests {
             (reserve(s, b, f), SeasonAccount::Reserve { batch: b, funder: f }),
             (issued(s, b, f), SeasonAccount::Issued { batch: b, funder: f }),
             (payable(s, m, f), SeasonAccount::Payable { merchant: m, funder: f }),
+            (held(s, m, f), SeasonAccount::Held { merchant: m, funder: f }),
             (settled(s, m, f), SeasonAccount::Settled { merchant: m, funder: f }),
             (paid(s, m, f), SeasonAccount::Paid { merchant: m, funder: f }),
         ];

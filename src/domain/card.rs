@@ -516,6 +516,7 @@ mod tests {
             refund_forfeits_voucher: false,
             merchant_redemption_limit: None,
             subsidy_ceilings: Default::default(),
+            hold_score_threshold: None,
             closed_at: None,
         }
     }

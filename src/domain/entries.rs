@@ -10,6 +10,10 @@
 //! | `batch_close`   | [`close_entry`]      | what is left in the batch reserve -> pool           |
 //! | `redemption`    | [`redemption_entry`] | issued -> merchant payable (discount) and pool      |
 //! | `reversal`      | [`reversal_entry`]   | the compensating entry of a redemption              |
+//! | `settlement`    | [`settlement_entry`] | merchant payable -> settled (held: -> held)         |
+//! | `hold_release`  | [`hold_release_entry`] | held -> settled (paid in the next payout)         |
+//! | `hold_reject`   | [`hold_reject_entry`] | held -> each funder's pool                         |
+//! | `payout`        | [`released_payout_entry`] | a released line: settled -> paid             |
 //!
 //! The benefit card's entries are in [`super::card`], the season close in [`super::finance`].
 
@@ -19,7 +23,8 @@ use super::money::{Fen, MAX_AMOUNT_FEN};
 use super::region::RegionCode;
 use super::season::{Batch, Season, SeasonStatus, Voucher, VoucherStatus};
 use super::time::Timestamp;
-use crate::domain::ids::{MerchantId, RedemptionId, ReversalId, SeasonId};
+use crate::domain::ids::{MerchantId, RedemptionId, ReversalId, SeasonId, SettlementId};
+use std::collections::BTreeMap;
 
 /// One funder's part of a redeemed voucher: (funder, its part of the value, its part of the
 /// discount).
@@ -184,6 +189,76 @@ pub fn reversal_entry(
         }
     }
     NewEntry::new("reversal", format!("reversal:{reversal}"), postings)
+}
+
+/// Postings moving each funder's amount from one account to another (zero amounts left out).
+fn move_per_funder(
+    by_funder: &BTreeMap<RegionCode, i64>,
+    accounts: impl Fn(RegionCode) -> (AccountSpec, AccountSpec),
+) -> Vec<NewPosting> {
+    let mut postings = Vec::new();
+    for (funder, amount_fen) in by_funder {
+        let (from, to) = accounts(*funder);
+        push_nonzero(&mut postings, from, Side::Debit, *amount_fen);
+        push_nonzero(&mut postings, to, Side::Credit, *amount_fen);
+    }
+    postings
+}
+
+/// A merchant's settlement line: its payable to settled, or, while the merchant is on hold, to
+/// its held account (not in the payout file). One entry per line, `settlement:<S>:<M>`.
+pub fn settlement_entry(
+    season: SeasonId,
+    merchant: MerchantId,
+    settlement: SettlementId,
+    by_funder: &BTreeMap<RegionCode, i64>,
+    held: bool,
+) -> NewEntry {
+    let postings = move_per_funder(by_funder, |f| {
+        let to =
+            if held { accounts::held(season, merchant, f) } else { accounts::settled(season, merchant, f) };
+        (accounts::payable(season, merchant, f), to)
+    });
+    NewEntry::new("settlement", format!("settlement:{settlement}:{merchant}"), postings)
+}
+
+/// Finance releases a held line: held to settled, paid in the next payout.
+pub fn hold_release_entry(
+    season: SeasonId,
+    merchant: MerchantId,
+    settlement: SettlementId,
+    by_funder: &BTreeMap<RegionCode, i64>,
+) -> NewEntry {
+    let postings = move_per_funder(by_funder, |f| {
+        (accounts::held(season, merchant, f), accounts::settled(season, merchant, f))
+    });
+    NewEntry::new("hold_release", format!("hold_release:{settlement}:{merchant}"), postings)
+}
+
+/// Finance rejects a held line (four eyes): each funder's part of the subsidy goes back to its pool.
+pub fn hold_reject_entry(
+    season: SeasonId,
+    merchant: MerchantId,
+    settlement: SettlementId,
+    by_funder: &BTreeMap<RegionCode, i64>,
+) -> NewEntry {
+    let postings =
+        move_per_funder(by_funder, |f| (accounts::held(season, merchant, f), accounts::pool(season, f)));
+    NewEntry::new("hold_reject", format!("hold_reject:{settlement}:{merchant}"), postings)
+}
+
+/// The bank paid a released line (of `settlement`, the one that held it) with a later
+/// settlement's payout: settled to paid, `hold_payout:<S>:<M>`.
+pub fn released_payout_entry(
+    season: SeasonId,
+    merchant: MerchantId,
+    settlement: SettlementId,
+    by_funder: &BTreeMap<RegionCode, i64>,
+) -> NewEntry {
+    let postings = move_per_funder(by_funder, |f| {
+        (accounts::settled(season, merchant, f), accounts::paid(season, merchant, f))
+    });
+    NewEntry::new("payout", format!("hold_payout:{settlement}:{merchant}"), postings)
 }
 
 /// Adds a posting unless its amount is zero (a funder's part of a small discount can be).
@@ -401,6 +476,36 @@ mod tests {
     }
 
     #[test]
+    fn a_held_line_moves_to_held_then_to_settled_or_back_to_the_pools() {
+        let (s, p, c) = (SeasonId::from_uuid(Uuid::from_u128(1)), region(PROVINCE), region(CITY));
+        let (m, id) =
+            (MerchantId::from_uuid(Uuid::from_u128(9)), SettlementId::from_uuid(Uuid::from_u128(5)));
+        let by_funder: BTreeMap<RegionCode, i64> = [(p, 300), (c, 200)].into_iter().collect();
+        let held = settlement_entry(s, m, id, &by_funder, true);
+        assert_eq!(held.reference, format!("settlement:{id}:{m}"));
+        assert_eq!(lines(&held)[1], line(accounts::held(s, m, p), Side::Credit, 300));
+        let normal = settlement_entry(s, m, id, &by_funder, false);
+        assert_eq!(lines(&normal)[3], line(accounts::settled(s, m, c), Side::Credit, 200));
+        let release = hold_release_entry(s, m, id, &by_funder);
+        assert_eq!(
+            lines(&release)[..2],
+            [
+                line(accounts::held(s, m, p), Side::Debit, 300),
+                line(accounts::settled(s, m, p), Side::Credit, 300)
+            ]
+        );
+        let reject = hold_reject_entry(s, m, id, &by_funder);
+        assert_eq!(reject.reference, format!("hold_reject:{id}:{m}"));
+        assert_eq!(
+            lines(&reject)[2..],
+            [line(accounts::held(s, m, c), Side::Debit, 200), line(accounts::pool(s, c), Side::Credit, 200)]
+        );
+        let paid = released_payout_entry(s, m, id, &by_funder);
+        assert_eq!((paid.kind.as_str(), paid.reference.clone()), ("payout", format!("hold_payout:{id}:{m}")));
+        assert_eq!(lines(&paid)[1], line(accounts::paid(s, m, p), Side::Credit, 300));
+    }
+
+    #[test]
     fn a_reversal_leaves_the_voucher_as_the_season_says() {
         let b = batch(7);
         let v = voucher(&b);
@@ -416,6 +521,7 @@ mod tests {
             refund_forfeits_voucher: false,
             merchant_redemption_limit: None,
             subsidy_ceilings: crate::domain::season::SubsidyCeilings::default(),
+            hold_score_threshold: None,
             closed_at: None,
         };
         let (valid, past_expiry) = (Timestamp::from_unix_us(15), Timestamp::from_unix_us(20));

@@ -28,6 +28,7 @@ use serde::{Deserialize, Serialize};
 #[serde(rename_all = "snake_case")]
 #[strum(serialize_all = "snake_case")]
 pub enum ErrorCode {
+    /// More than one Idempotency-Key header: which one the client meant is unknown.,
     AlreadyDrawn,
     AlreadyPaid,
     AlreadyRegistered,
@@ -61,7 +62,6 @@ pub enum ErrorCode {
     DrawNotAuditable,
     DrawTooEarly,
     DrawUnfinished,
-    /// More than one Idempotency-Key header: which one the client meant is unknown.
     DuplicateIdempotencyKey,
     EnrolmentClaimed,
     EnrolmentExpired,
@@ -71,6 +71,8 @@ pub enum ErrorCode {
     FundingEmpty,
     FundingSharesSum,
     FundingTooMany,
+    HoldDecided,
+    HoldNotFound,
     IdNumberBirthDate,
     IdNumberCheckDigit,
     IdNumberFormat,
@@ -92,6 +94,7 @@ pub enum ErrorCode {
     InvalidFormat,
     InvalidFunder,
     InvalidFunding,
+    InvalidHoldThreshold,
     InvalidIdempotencyKey,
     InvalidIssuer,
     InvalidJournal,
@@ -156,6 +159,7 @@ pub enum ErrorCode {
     QrReplayed,
     RateLimited,
     RedemptionNotFound,
+    RejectionNotProposed,
     ReplayedRequest,
     RequestDecided,
     RequestExpired,
@@ -250,31 +254,31 @@ mod tests {
         bad_request bad_signature bank_card_check_digit bank_card_format batch_not_found
         below_min_spend body_too_large budget_exceeded card_after_voucher card_exists
         card_frozen card_not_found card_number_busy card_number_check_digit card_number_format
-        card_payment_not_found change_pending citizen_not_found code_format code_locked
-        conflict credit_code_check credit_code_format database_busy database_unavailable
-        draw_not_auditable draw_too_early draw_unfinished duplicate_idempotency_key enrolment_claimed
-        enrolment_expired enrolment_not_found forbidden funding_duplicate_funder funding_empty
-        funding_shares_sum funding_too_many id_number_birth_date id_number_check_digit
-        id_number_format id_number_region idempotency_key_reused identity_rejected
-        insufficient_points internal invalid_account invalid_amount invalid_body
-        invalid_budgets invalid_category invalid_code invalid_cursor invalid_cut_off
-        invalid_dates invalid_field invalid_format invalid_funder invalid_funding
-        invalid_idempotency_key invalid_issuer invalid_journal invalid_key invalid_kind
-        invalid_label invalid_limit invalid_lottery invalid_merchant_redemption_limit
-        invalid_name invalid_payout_ref invalid_points invalid_points_price
-        invalid_points_rate invalid_public_key invalid_query invalid_region invalid_releases
-        invalid_role invalid_scope invalid_seed invalid_stock invalid_subsidy_ceiling
-        invalid_terms invalid_token invalid_valid_hours invalid_via invalid_view key_revoked
-        ledger_refused limit_reached lottery_batch malformed_json merchant_exists
-        merchant_limit_reached merchant_not_eligible merchant_not_found
+        card_payment_not_found change_pending citizen_not_found code_format code_locked conflict
+        credit_code_check credit_code_format database_busy database_unavailable
+        draw_not_auditable draw_too_early draw_unfinished duplicate_idempotency_key
+        enrolment_claimed enrolment_expired enrolment_not_found forbidden
+        funding_duplicate_funder funding_empty funding_shares_sum funding_too_many hold_decided
+        hold_not_found id_number_birth_date id_number_check_digit id_number_format
+        id_number_region idempotency_key_reused identity_rejected insufficient_points internal
+        invalid_account invalid_amount invalid_body invalid_budgets invalid_category
+        invalid_code invalid_cursor invalid_cut_off invalid_dates invalid_field invalid_format
+        invalid_funder invalid_funding invalid_hold_threshold invalid_idempotency_key
+        invalid_issuer invalid_journal invalid_key invalid_kind invalid_label invalid_limit
+        invalid_lottery invalid_merchant_redemption_limit invalid_name invalid_payout_ref
+        invalid_points invalid_points_price invalid_points_rate invalid_public_key invalid_query
+        invalid_region invalid_releases invalid_role invalid_scope invalid_seed invalid_stock
+        invalid_subsidy_ceiling invalid_terms invalid_token invalid_valid_hours invalid_via
+        invalid_view key_revoked ledger_refused limit_reached lottery_batch malformed_json
+        merchant_exists merchant_limit_reached merchant_not_eligible merchant_not_found
         merchant_not_in_card_programme merchant_suspended method_not_allowed
         missing_idempotency_key missing_signature name_format no_card no_checkpoint
         not_a_lottery not_drawn not_exchangeable not_found not_open nothing_to_settle
         order_amount_mismatch order_changed order_ref_used phone_format points_expired
         points_price_mismatch points_refused provider_unavailable qr_expired qr_invalid
-        qr_replayed rate_limited redemption_not_found replayed_request request_decided
-        request_expired request_not_found reverse_voucher_first same_approver season_closed
-        season_not_ended season_not_found seed_mismatch settlement_in_progress
+        qr_replayed rate_limited redemption_not_found rejection_not_proposed replayed_request
+        request_decided request_expired request_not_found reverse_voucher_first same_approver
+        season_closed season_not_ended season_not_found seed_mismatch settlement_in_progress
         settlement_not_found sold_out stacking_not_allowed stale_request statement_too_large
         terminal_exists terminal_not_found terminal_revoked terms_invalid timeout
         timestamp_malformed too_many_batches unauthenticated unknown_citizen unknown_terminal

@@ -65,18 +65,30 @@ pub struct FunderFigures {
     pub returned_by_expiry: i64,
     /// Owed to merchants, not yet settled.
     pub payable: i64,
+    /// Settled while its merchant was on hold: not in a payout file until finance decides.
+    pub held: i64,
+    /// Released from hold (flow): into settled, paid in the next payout.
+    pub released: i64,
+    /// Rejected from hold (flow): back in the funder's pool.
+    pub rejected: i64,
     /// Settled into a payout file, not yet paid by the bank.
     pub settled: i64,
     pub paid: i64,
-    /// Settled in all (paid or not): the flow into settlement.
+    /// Settled in all (paid or not, held or not): the flow out of payable into settlement.
     pub settled_total: i64,
 }
 
 impl FunderFigures {
-    /// `appropriated = available + reserved + outstanding + payable + settled + paid`.
+    /// `appropriated = available + reserved + outstanding + payable + held + settled + paid`.
     pub fn money_identity_gap(&self) -> i64 {
         self.appropriated
-            - (self.available + self.reserved + self.outstanding + self.payable + self.settled + self.paid)
+            - (self.available
+                + self.reserved
+                + self.outstanding
+                + self.payable
+                + self.held
+                + self.settled
+                + self.paid)
     }
 
     /// `redeemed - reversed - settled_total = payable`: the flows through the payable accounts.
@@ -105,8 +117,14 @@ pub fn funder_figures(season: SeasonId, rows: &[(String, Balance)]) -> BTreeMap<
                 entry.redeemed += balance.credits_fen;
                 entry.reversed += balance.debits_fen;
             }
+            SeasonAccount::Held { .. } => {
+                entry.held += credit_balance(balance);
+                // Only a settlement credits a held account.
+                entry.settled_total += balance.credits_fen;
+            }
             SeasonAccount::Settled { .. } => {
                 entry.settled += credit_balance(balance);
+                // Settlements and releases credit it; `add_hold_flows` takes the releases out.
                 entry.settled_total += balance.credits_fen;
             }
             SeasonAccount::Paid { .. } => entry.paid += credit_balance(balance),
@@ -117,6 +135,24 @@ pub fn funder_figures(season: SeasonId, rows: &[(String, Balance)]) -> BTreeMap<
         entry.reversed -= entry.settled_total;
     }
     figures
+}
+
+/// Adds the lines released and rejected from hold (per funder, from the settlement lines): a
+/// release credits settled from held, not from payable, so it is no flow out of payable.
+pub fn add_hold_flows(
+    figures: &mut BTreeMap<RegionCode, FunderFigures>,
+    released: &BTreeMap<RegionCode, i64>,
+    rejected: &BTreeMap<RegionCode, i64>,
+) {
+    for (funder, fen) in released {
+        let entry = figures.entry(*funder).or_default();
+        entry.released += fen;
+        entry.settled_total -= fen;
+        entry.reversed += fen;
+    }
+    for (funder, fen) in rejected {
+        figures.entry(*funder).or_default().rejected += fen;
+    }
 }
 
 /// Adds each batch's expired vouchers, split between its funders, to `returned_by_expiry`.
@@ -271,6 +307,113 @@ pub fn parse_funder_parts(json: &str) -> Option<Vec<(RegionCode, Fen)>> {
     parts.into_iter().map(|p| Some((p.funder.parse().ok()?, Fen::parse_yuan(&p.amount).ok()?))).collect()
 }
 
+// ---------------------------------------------------------------------------------------------
+// Settlement holds (docs/settlement-holds.md)
+
+/// Why a merchant is on hold for a season: a finance officer's hand (on a complaint), or its
+/// cash-out score at or above the season's threshold.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldSource {
+    Manual,
+    Score(u8),
+}
+
+impl HoldSource {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldSource::Manual => "manual",
+            HoldSource::Score(_) => "score",
+        }
+    }
+
+    pub fn score(self) -> Option<u8> {
+        match self {
+            HoldSource::Manual => None,
+            HoldSource::Score(score) => Some(score),
+        }
+    }
+}
+
+/// Where a settlement line stands: paid normally (`None`), or held, then released (paid in the
+/// next payout) or rejected (the subsidy back to the funders' pools).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldStatus {
+    None,
+    Held,
+    Released,
+    Rejected,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::None => "none",
+            HoldStatus::Held => "held",
+            HoldStatus::Released => "released",
+            HoldStatus::Rejected => "rejected",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<HoldStatus> {
+        [HoldStatus::None, HoldStatus::Held, HoldStatus::Released, HoldStatus::Rejected]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// What finance decides about a held line. A release is one person's decision; a rejection
+/// takes two: one proposes it, another (an unrelated person) approves it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldDecisionKind {
+    Release,
+    ProposeReject,
+    ApproveReject,
+}
+
+/// Why a decision about a held line is refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldRefused {
+    /// The line was never held.
+    NotHeld,
+    /// It was decided the other way already.
+    Decided,
+    /// Approving a rejection nobody proposed.
+    NotProposed,
+    /// The approver is the proposer, or may share a holder with them (four eyes).
+    SameApprover,
+}
+
+/// What a decision does: applies now, or was made before (a retry: answer the line as it is).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HoldOutcome {
+    Apply,
+    AlreadyDone,
+}
+
+/// The rule of a decision on a line in `status` with a rejection proposed (or not): `related`
+/// says whether the decider may share a holder with the proposer (`KeyLineage::may_share_holder`).
+/// A release while a rejection waits decides the line (the proposal lapses).
+pub fn decide_hold(
+    status: HoldStatus,
+    proposed: bool,
+    kind: HoldDecisionKind,
+    related: bool,
+) -> Result<HoldOutcome, HoldRefused> {
+    use HoldDecisionKind as K;
+    match (status, kind) {
+        (HoldStatus::None, _) => Err(HoldRefused::NotHeld),
+        (HoldStatus::Held, K::Release) => Ok(HoldOutcome::Apply),
+        (HoldStatus::Held, K::ProposeReject) if proposed => Ok(HoldOutcome::AlreadyDone),
+        (HoldStatus::Held, K::ProposeReject) => Ok(HoldOutcome::Apply),
+        (HoldStatus::Held, K::ApproveReject) if !proposed => Err(HoldRefused::NotProposed),
+        (HoldStatus::Held, K::ApproveReject) if related => Err(HoldRefused::SameApprover),
+        (HoldStatus::Held, K::ApproveReject) => Ok(HoldOutcome::Apply),
+        (HoldStatus::Released, K::Release) => Ok(HoldOutcome::AlreadyDone),
+        (HoldStatus::Rejected, K::ProposeReject | K::ApproveReject) => Ok(HoldOutcome::AlreadyDone),
+        (HoldStatus::Released, _) | (HoldStatus::Rejected, K::Release) => Err(HoldRefused::Decided),
+    }
+}
+
 /// Closing a season: per batch, one entry that moves whatever is left in its reserve and in its
 /// voucher liability (the vouchers the close expires) back to each funder's pool.
 pub fn season_close_entries(season: SeasonId, batch_balances: &[(String, Balance)]) -> Vec<NewEntry> {
@@ -307,6 +450,7 @@ pub fn season_close_entries(season: SeasonId, batch_balances: &[(String, Balance
 mod tests {
     use super::*;
     use crate::domain::accounts;
+    use crate::domain::ids::SettlementId;
     use uuid::Uuid;
 
     fn region(code: &str) -> RegionCode {
@@ -369,6 +513,51 @@ mod tests {
     }
 
     #[test]
+    fn held_money_counts_in_the_identity_and_a_release_is_no_settlement() {
+        let (s, m) = (SeasonId::new_v7(), MerchantId::new_v7());
+        let f = region("440000");
+        let row = |spec: crate::domain::ledger::AccountSpec, debits_fen, credits_fen| {
+            (spec.address.as_str().to_owned(), Balance { debits_fen, credits_fen })
+        };
+        // 1,000 redeemed; 600 settled normally, 400 held; of it 100 released, 50 rejected.
+        let rows = vec![
+            row(accounts::appropriation(s, f), 1_000, 0),
+            row(accounts::pool(s, f), 0, 50),
+            row(accounts::payable(s, m, f), 1_000, 1_000),
+            row(accounts::held(s, m, f), 150, 400),
+            row(accounts::settled(s, m, f), 0, 700),
+        ];
+        let mut figures = funder_figures(s, &rows);
+        add_hold_flows(&mut figures, &[(f, 100)].into_iter().collect(), &[(f, 50)].into_iter().collect());
+        let got = &figures[&f];
+        assert_eq!((got.held, got.released, got.rejected), (250, 100, 50));
+        assert_eq!((got.settled_total, got.reversed, got.settled), (1_000, 0, 700));
+        assert_eq!(got.payable_flow_gap(), 0);
+        assert_eq!(got.money_identity_gap(), 0);
+    }
+
+    #[test]
+    fn a_rejection_takes_two_people_and_a_decided_line_stays_decided() {
+        use HoldDecisionKind::{ApproveReject, ProposeReject, Release};
+        use HoldStatus::{Held, Rejected, Released};
+        assert_eq!(decide_hold(HoldStatus::None, false, Release, false), Err(HoldRefused::NotHeld));
+        assert_eq!(decide_hold(Held, false, Release, false), Ok(HoldOutcome::Apply));
+        assert_eq!(decide_hold(Held, true, Release, false), Ok(HoldOutcome::Apply));
+        assert_eq!(decide_hold(Held, false, ProposeReject, false), Ok(HoldOutcome::Apply));
+        assert_eq!(decide_hold(Held, true, ProposeReject, true), Ok(HoldOutcome::AlreadyDone));
+        assert_eq!(decide_hold(Held, false, ApproveReject, false), Err(HoldRefused::NotProposed));
+        assert_eq!(decide_hold(Held, true, ApproveReject, true), Err(HoldRefused::SameApprover));
+        assert_eq!(decide_hold(Held, true, ApproveReject, false), Ok(HoldOutcome::Apply));
+        assert_eq!(decide_hold(Rejected, true, ApproveReject, false), Ok(HoldOutcome::AlreadyDone));
+        assert_eq!(decide_hold(Rejected, true, Release, false), Err(HoldRefused::Decided));
+        assert_eq!(decide_hold(Released, false, ProposeReject, false), Err(HoldRefused::Decided));
+        assert_eq!(decide_hold(Released, false, Release, false), Ok(HoldOutcome::AlreadyDone));
+        for status in [HoldStatus::None, Held, Released, Rejected] {
+            assert_eq!(HoldStatus::parse(status.as_str()), Some(status));
+        }
+    }
+
+    #[test]
     fn settlement_lines_sum_their_parts() {
         let mut line = SettlementLine::new(MerchantId::from_uuid(Uuid::nil()));
         let (p, c) = (region("440000"), region("440100"));
@@ -406,6 +595,110 @@ mod tests {
             vec![vec![m(1), m(2)], vec![m(3)], vec![m(4)], vec![m(5), m(6)], vec![m(7)]]
         );
         assert!(chunking.chunks(&[]).is_empty());
+    }
+
+    /// Applies an entry's postings to balances by address (what the ledger maintains).
+    fn apply(balances: &mut BTreeMap<String, Balance>, entry: &NewEntry) {
+        entry.validate().expect("a balanced entry");
+        for p in &entry.postings {
+            let b = balances
+                .entry(p.account.address.as_str().to_owned())
+                .or_insert(Balance { debits_fen: 0, credits_fen: 0 });
+            match p.side {
+                Side::Debit => b.debits_fen += p.amount_fen,
+                Side::Credit => b.credits_fen += p.amount_fen,
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// Random redemptions, settlements (some merchants on hold), releases, rejections and
+        /// payouts: the money identity holds at every step, nothing counts as reversed, and
+        /// held, released, rejected and settled_total are what the lines say.
+        #[test]
+        fn the_identity_holds_through_holds_releases_and_rejections(
+            steps in proptest::collection::vec((0u8..5, 0usize..3, 1i64..5_000), 1..60),
+        ) {
+            use crate::domain::entries;
+            let season = SeasonId::from_uuid(Uuid::from_u128(1));
+            let (p, c) = (region("440000"), region("440100"));
+            let merchants: Vec<MerchantId> = (0..3u128).map(|n| MerchantId::from_uuid(Uuid::from_u128(10 + n))).collect();
+            let mut balances: BTreeMap<String, Balance> = BTreeMap::new();
+            for f in [p, c] {
+                apply(&mut balances, &entries::budget_entry(season, f, Fen::from_fen_unchecked(10_000_000), "budget".into()));
+            }
+            // Per merchant: unsettled parts; held lines waiting; released lines not yet paid.
+            let mut unsettled: Vec<BTreeMap<RegionCode, i64>> = vec![BTreeMap::new(); 3];
+            let mut held: Vec<(usize, BTreeMap<RegionCode, i64>)> = Vec::new();
+            let mut released_unpaid: Vec<(usize, BTreeMap<RegionCode, i64>)> = Vec::new();
+            let (mut released, mut rejected) = (BTreeMap::new(), BTreeMap::new());
+            let (mut settled_lines, mut held_now) = (0i64, 0i64);
+            for (n, (op, m, amount)) in steps.into_iter().enumerate() {
+                let id = SettlementId::from_uuid(Uuid::from_u128(1_000 + n as u128));
+                let merchant = merchants[m];
+                match op {
+                    0 => {
+                        // A redemption: the pools pay the merchant's payable (2/3 and 1/3).
+                        let parts = [(p, amount * 2 / 3), (c, amount - amount * 2 / 3)];
+                        let mut postings = Vec::new();
+                        for (f, fen) in parts {
+                            if fen > 0 {
+                                postings.push(NewPosting { account: accounts::pool(season, f), side: Side::Debit, amount_fen: fen });
+                                postings.push(NewPosting { account: accounts::payable(season, merchant, f), side: Side::Credit, amount_fen: fen });
+                                *unsettled[m].entry(f).or_insert(0) += fen;
+                            }
+                        }
+                        apply(&mut balances, &NewEntry::new("redemption", format!("r{n}"), postings));
+                    }
+                    1 if !unsettled[m].is_empty() => {
+                        // A settlement of the merchant, held when `amount` is even.
+                        let line = std::mem::take(&mut unsettled[m]);
+                        let on_hold = amount % 2 == 0;
+                        apply(&mut balances, &entries::settlement_entry(season, merchant, id, &line, on_hold));
+                        settled_lines += line.values().sum::<i64>();
+                        if on_hold {
+                            held_now += line.values().sum::<i64>();
+                            held.push((m, line));
+                        } else {
+                            released_unpaid.push((m, line));
+                        }
+                    }
+                    2 | 3 if !held.is_empty() => {
+                        let (hm, line) = held.remove(amount as usize % held.len());
+                        held_now -= line.values().sum::<i64>();
+                        let into = if op == 2 { &mut released } else { &mut rejected };
+                        for (f, fen) in &line {
+                            *into.entry(*f).or_insert(0) += fen;
+                        }
+                        if op == 2 {
+                            apply(&mut balances, &entries::hold_release_entry(season, merchants[hm], id, &line));
+                            released_unpaid.push((hm, line));
+                        } else {
+                            apply(&mut balances, &entries::hold_reject_entry(season, merchants[hm], id, &line));
+                        }
+                    }
+                    4 if !released_unpaid.is_empty() => {
+                        let (pm, line) = released_unpaid.remove(0);
+                        apply(&mut balances, &entries::released_payout_entry(season, merchants[pm], id, &line));
+                    }
+                    _ => {}
+                }
+                let rows: Vec<(String, Balance)> = balances.iter().map(|(a, b)| (a.clone(), *b)).collect();
+                proptest::prop_assert!(rows.iter().all(|(a, b)| a.ends_with("appropriation") || b.credits_fen >= b.debits_fen), "a limited account went negative");
+                let mut figures = funder_figures(season, &rows);
+                add_hold_flows(&mut figures, &released, &rejected);
+                let (mut held_sum, mut settled_total) = (0, 0);
+                for f in figures.values() {
+                    proptest::prop_assert_eq!(f.money_identity_gap(), 0);
+                    proptest::prop_assert_eq!(f.payable_flow_gap(), 0);
+                    proptest::prop_assert_eq!(f.reversed, 0);
+                    held_sum += f.held;
+                    settled_total += f.settled_total;
+                }
+                proptest::prop_assert_eq!(held_sum, held_now);
+                proptest::prop_assert_eq!(settled_total, settled_lines);
+            }
+        }
     }
 
     proptest::proptest! {

@@ -63,6 +63,9 @@ pub struct Season {
     pub merchant_redemption_limit: Option<u32>,
     /// The most of an order the season's vouchers may pay, per merchant category.
     pub subsidy_ceilings: SubsidyCeilings,
+    /// The cash-out score (0 to 100) at or above which a merchant's settlement is held
+    /// (docs/settlement-holds.md); `None`, no automatic holds.
+    pub hold_score_threshold: Option<u8>,
     pub closed_at: Option<Timestamp>,
 }
 
@@ -660,6 +663,7 @@ mod tests {
             refund_forfeits_voucher: false,
             merchant_redemption_limit: None,
             subsidy_ceilings: SubsidyCeilings::default(),
+            hold_score_threshold: None,
             closed_at: None,
         }
     }

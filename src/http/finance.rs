@@ -303,6 +303,8 @@ pub struct SettlementLineAnswer {
     merchant_id: MerchantId,
     merchant_name: String,
     redemptions: i64,
+    /// `none` (in the payout file), `held`, `released` or `rejected`.
+    status: &'static str,
 }
 
 /// A funder's part of an amount, in yuan.
@@ -333,6 +335,7 @@ pub async fn get_settlement(
             merchant_id: l.merchant_id,
             merchant_name: l.merchant_name.clone(),
             redemptions: l.redemption_count,
+            status: l.hold_status.as_str(),
         })
         .collect();
     Ok(Json(SettlementWithLines { lines, settlement: SettlementAnswer::of(&settlement) }))
@@ -362,10 +365,17 @@ pub async fn payout_csv(
     ApiPath(settlement_id): ApiPath<SettlementId>,
     ApiQuery(query): ApiQuery<LangQuery>,
 ) -> Result<Response, ApiError> {
-    let (settlement, lines) = settlement_for(&state, &staff, settlement_id).await?;
+    let settlement = load_settlement(state.store(), settlement_id).await?;
+    let season = load_season(state.store(), settlement.season_id).await?;
+    let city = viewer_city(&staff, &season)?.map(|c| c.to_string());
     let lang = file_lang(query.lang.as_deref())?;
     if settlement.completed_at.is_none() {
         return Err(finance_error(FinanceError::InProgress));
+    }
+    // Held lines wait for a decision; lines released since the last settlement are paid here.
+    let mut lines = state.store().payout_lines(settlement_id).await?;
+    if let Some(city) = city {
+        lines.retain(|l| l.merchant_city == city);
     }
     let body = report_files::payout_csv(&settlement, &lines, lang).map_err(file_failed)?;
     Ok(file_response("text/csv; charset=utf-8", format!("payout-{settlement_id}.csv"), body))
@@ -474,7 +484,25 @@ pub async fn statement(
     report_files::statement_within_limit(&events)?;
     let lines = report_files::statement_lines(&events);
     if !report_files::statement_is_csv(query.format.as_deref())? {
-        return Ok(Json(Statement { lines, merchant_id, season_id: query.season }).into_response());
+        // What the merchant is told about its held lines: each with why it was held and, once
+        // decided, the release's or the rejection's note.
+        let holds = state.store().held_lines(query.season).await?;
+        let holds = holds
+            .iter()
+            .filter(|l| l.merchant_id == merchant_id)
+            .map(|l| StatementHold {
+                settlement_id: l.settlement_id,
+                amount: finance::yuan(l.amount_fen),
+                status: l.status.as_str(),
+                reason: l.reason.clone(),
+                note: match l.status {
+                    crate::domain::finance::HoldStatus::Rejected => l.reject_note.clone(),
+                    crate::domain::finance::HoldStatus::Released => l.release_note.clone(),
+                    _ => None,
+                },
+            })
+            .collect();
+        return Ok(Json(Statement { holds, lines, merchant_id, season_id: query.season }).into_response());
     }
     let body = report_files::statement_csv(&lines, lang).map_err(file_failed)?;
     let name = format!("statement-{merchant_id}-{}.csv", query.season);
@@ -496,9 +524,24 @@ async fn statement_events(
 /// running totals.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct Statement {
+    /// Its settlement lines that were held, and what finance decided (docs/settlement-holds.md).
+    holds: Vec<StatementHold>,
     lines: Vec<StatementLine>,
     merchant_id: MerchantId,
     season_id: SeasonId,
+}
+
+/// A held line as its merchant's statement shows it.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct StatementHold {
+    settlement_id: SettlementId,
+    amount: String,
+    /// `held`, `released` or `rejected`.
+    status: &'static str,
+    /// Why it was held.
+    reason: String,
+    /// A rejection's note (why the subsidy is not paid), or a release's.
+    note: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -534,4 +577,191 @@ pub async fn merchant_journal(
     }
     let outcome = crate::app::till::journal_match::match_journal(state.store(), &season, &till).await?;
     Ok(Json(outcome))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Settlement holds (docs/settlement-holds.md)
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct HoldBody {
+    merchant_id: MerchantId,
+    /// Why (a complaint, what was seen): kept with the hold and with every line it holds.
+    reason: String,
+}
+
+/// Puts a merchant on hold for the season (the province's finance): from the next settlement
+/// on, its lines are held (payable -> held), not in the payout file, until finance releases or
+/// rejects them. A merchant already on hold answers its first hold. The Idempotency-Key is
+/// required, as on every write; the hold itself is the stored answer.
+#[utoipa::path(post, operation_id = "hold_merchant", request_body = HoldBody, path = "/v1/seasons/{id}/holds", security(("staff_key" = [])), params(("id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 201, description = "the hold", body = finance::holds::HoldAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody, description = "season_not_found, merchant_not_found"), (status = 422, body = super::error::ErrorBody, description = "invalid_field")))]
+pub async fn hold_merchant(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<SeasonId>,
+    IdempotencyKey(_key): IdempotencyKey,
+    ApiBytes(body): ApiBytes,
+) -> Result<Response, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    require_province_finance(&staff, &season)?;
+    let request: HoldBody = parse_json(&body)?;
+    let hold = finance::holds::hold_merchant(
+        state.store(),
+        season_id,
+        request.merchant_id,
+        crate::domain::finance::HoldSource::Manual,
+        &request.reason,
+        Some(staff.key_id),
+        state.clock().now(),
+    )
+    .await?;
+    Ok((axum::http::StatusCode::CREATED, Json(finance::holds::HoldAnswer::of(&hold))).into_response())
+}
+
+/// A season's merchants on hold and its held settlement lines with finance's decisions.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct SeasonHolds {
+    holds: Vec<finance::holds::HoldAnswer>,
+    lines: Vec<finance::holds::HeldLineAnswer>,
+}
+
+/// The season's holds and held lines (finance and auditors; those of a city see its own
+/// merchants).
+#[utoipa::path(get, operation_id = "season_holds", path = "/v1/seasons/{id}/holds", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the holds and the held lines", body = SeasonHolds), (status = 403, body = super::error::ErrorBody)))]
+pub async fn season_holds(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<SeasonId>,
+) -> Result<Json<SeasonHolds>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    let city = viewer_city(&staff, &season)?.map(|c| c.to_string());
+    let mut lines = state.store().held_lines(season_id).await?;
+    let mut holds = state.store().season_holds(season_id).await?;
+    if let Some(city) = city {
+        lines.retain(|l| l.merchant_city == city);
+        let mut in_city = Vec::with_capacity(holds.len());
+        for hold in holds {
+            let merchant = state.store().merchant(hold.merchant_id).await?;
+            if merchant.is_some_and(|m| m.city.to_string() == city) {
+                in_city.push(hold);
+            }
+        }
+        holds = in_city;
+    }
+    Ok(Json(SeasonHolds {
+        holds: holds.iter().map(finance::holds::HoldAnswer::of).collect(),
+        lines: lines.iter().map(finance::holds::HeldLineAnswer::of).collect(),
+    }))
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct HoldNote {
+    /// Why: for a rejection, what the merchant is told. Required but when approving.
+    #[serde(default)]
+    note: Option<String>,
+}
+
+async fn decide_hold(
+    state: &AppState,
+    staff: &Staff,
+    settlement_id: SettlementId,
+    merchant_id: MerchantId,
+    body: &[u8],
+    kind: crate::domain::finance::HoldDecisionKind,
+) -> Result<Json<finance::holds::HeldLineAnswer>, ApiError> {
+    let settlement = load_settlement(state.store(), settlement_id).await?;
+    let season = load_season(state.store(), settlement.season_id).await?;
+    require_province_finance(staff, &season)?;
+    let asked: HoldNote = if body.is_empty() { HoldNote { note: None } } else { parse_json(body)? };
+    let line = finance::holds::decide(
+        state.store(),
+        settlement_id,
+        merchant_id,
+        kind,
+        staff.key_id,
+        asked.note.as_deref().unwrap_or(""),
+        state.clock().now(),
+    )
+    .await?;
+    Ok(Json(finance::holds::HeldLineAnswer::of(&line)))
+}
+
+/// Releases a held line (the province's finance, with a note): held -> settled, paid in the
+/// next settlement's payout. Again answers the same; 409 `hold_decided` once rejected.
+#[utoipa::path(post, operation_id = "release_held_line", request_body = HoldNote, path = "/v1/settlements/{id}/holds/{merchant_id}/release", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant_id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "the line, released", body = finance::holds::HeldLineAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody, description = "hold_not_found"), (status = 409, body = super::error::ErrorBody, description = "hold_decided"), (status = 422, body = super::error::ErrorBody, description = "invalid_field")))]
+pub async fn release_held_line(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath((settlement_id, merchant_id)): ApiPath<(SettlementId, MerchantId)>,
+    IdempotencyKey(_key): IdempotencyKey,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<finance::holds::HeldLineAnswer>, ApiError> {
+    let kind = crate::domain::finance::HoldDecisionKind::Release;
+    decide_hold(&state, &staff, settlement_id, merchant_id, &body, kind).await
+}
+
+/// Proposes rejecting a held line (the province's finance, with the note the merchant is told);
+/// another person approves it. Again answers the same; 409 `hold_decided` once released.
+#[utoipa::path(post, operation_id = "propose_held_line_rejection", request_body = HoldNote, path = "/v1/settlements/{id}/holds/{merchant_id}/reject", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant_id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "the line, its rejection proposed", body = finance::holds::HeldLineAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody, description = "hold_not_found"), (status = 409, body = super::error::ErrorBody, description = "hold_decided"), (status = 422, body = super::error::ErrorBody, description = "invalid_field")))]
+pub async fn propose_rejection(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath((settlement_id, merchant_id)): ApiPath<(SettlementId, MerchantId)>,
+    IdempotencyKey(_key): IdempotencyKey,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<finance::holds::HeldLineAnswer>, ApiError> {
+    let kind = crate::domain::finance::HoldDecisionKind::ProposeReject;
+    decide_hold(&state, &staff, settlement_id, merchant_id, &body, kind).await
+}
+
+/// Approves a proposed rejection (four eyes: another person of the province's finance than the
+/// proposer, 403 `same_approver`): held -> each funder's pool. Again answers the same; 409
+/// `rejection_not_proposed`, `hold_decided`.
+#[utoipa::path(post, operation_id = "approve_held_line_rejection", request_body = Option<HoldNote>, path = "/v1/settlements/{id}/holds/{merchant_id}/reject/approve", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant_id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "the line, rejected", body = finance::holds::HeldLineAnswer), (status = 403, body = super::error::ErrorBody, description = "forbidden, same_approver"), (status = 404, body = super::error::ErrorBody, description = "hold_not_found"), (status = 409, body = super::error::ErrorBody, description = "hold_decided, rejection_not_proposed")))]
+pub async fn approve_rejection(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath((settlement_id, merchant_id)): ApiPath<(SettlementId, MerchantId)>,
+    IdempotencyKey(_key): IdempotencyKey,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<finance::holds::HeldLineAnswer>, ApiError> {
+    let kind = crate::domain::finance::HoldDecisionKind::ApproveReject;
+    decide_hold(&state, &staff, settlement_id, merchant_id, &body, kind).await
+}
+
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct HoldThresholdBody {
+    /// 0 to 100; null: no automatic holds.
+    hold_score_threshold: Option<u32>,
+}
+
+/// The season's hold threshold, as set.
+#[derive(serde::Serialize, utoipa::ToSchema)]
+pub struct HoldThresholdAnswer {
+    season_id: SeasonId,
+    hold_score_threshold: Option<u8>,
+}
+
+/// Sets the cash-out score at or above which a merchant's settlement is held (0 to 100), or
+/// clears it (null: no automatic holds). Where seasons are configured: the province_admin of the
+/// season's province. Holds already made stay.
+#[utoipa::path(put, operation_id = "set_hold_threshold", request_body = HoldThresholdBody, path = "/v1/seasons/{id}/hold-threshold", security(("staff_key" = [])), params(("id" = Uuid, Path)),
+    responses((status = 200, description = "the season's hold threshold", body = HoldThresholdAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody), (status = 422, body = super::error::ErrorBody, description = "invalid_hold_threshold")))]
+pub async fn set_hold_threshold(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath(season_id): ApiPath<SeasonId>,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<HoldThresholdAnswer>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    staff.may(access::open_season, season.province)?;
+    let request: HoldThresholdBody = parse_json(&body)?;
+    let threshold = crate::app::seasons::hold_score_threshold(request.hold_score_threshold)?;
+    if !state.store().set_hold_threshold(season_id, threshold).await? {
+        return Err(ApiError::not_found(ErrorCode::SeasonNotFound, "no such season"));
+    }
+    tracing::info!(season = %season_id, threshold = ?threshold, staff_key = %staff.key_id, "season hold threshold set");
+    Ok(Json(HoldThresholdAnswer { season_id, hold_score_threshold: threshold }))
 }

@@ -398,6 +398,11 @@ fn finance_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(finance::payout_csv))
         .routes(routes!(finance::paid))
         .routes(routes!(finance::statement))
+        .routes(routes!(finance::hold_merchant, finance::season_holds))
+        .routes(routes!(finance::release_held_line))
+        .routes(routes!(finance::propose_rejection))
+        .routes(routes!(finance::approve_rejection))
+        .routes(routes!(finance::set_hold_threshold))
 }
 
 fn ops_routes() -> OpenApiRouter<AppState> {

@@ -146,6 +146,8 @@ pub struct SeasonAnswer {
     allow_stacking: bool,
     refund_forfeits_voucher: bool,
     merchant_redemption_limit: Option<u32>,
+    /// The cash-out score at or above which a merchant's settlement is held; null: none.
+    hold_score_threshold: Option<u8>,
     /// Per category, the highest subsidy percent.
     subsidy_ceilings: std::collections::BTreeMap<String, u32>,
     funders: Vec<FunderAnswer>,
@@ -191,6 +193,7 @@ fn season_json(
         allow_stacking: season.allow_stacking,
         refund_forfeits_voucher: season.refund_forfeits_voucher,
         merchant_redemption_limit: season.merchant_redemption_limit,
+        hold_score_threshold: season.hold_score_threshold,
         subsidy_ceilings: season
             .subsidy_ceilings
             .iter()

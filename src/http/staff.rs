@@ -63,6 +63,8 @@ pub struct CreateKeyResponse {
 
 #[derive(Serialize, utoipa::ToSchema)]
 pub struct WhoAmI {
+    /// The key's id (what a four-eyes record names as its proposer or decider).
+    pub key_id: crate::domain::ids::StaffKeyId,
     pub role: Role,
     pub region: String,
     /// What the key may do, by capability (`domain::access`), asked of the key's own region:
@@ -166,5 +168,5 @@ fn enrol_error(error: EnrolError) -> ApiError {
 #[utoipa::path(get, operation_id = "staff_me", path = "/v1/staff/me", security(("staff_key" = [])), responses((status = 200, body = WhoAmI)))]
 pub async fn me(staff: Staff) -> Json<WhoAmI> {
     let may = crate::domain::access::capabilities(&staff.scope);
-    Json(WhoAmI { role: staff.scope.role, region: staff.scope.region.to_string(), may })
+    Json(WhoAmI { key_id: staff.key_id, role: staff.scope.role, region: staff.scope.region.to_string(), may })
 }

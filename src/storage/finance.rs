@@ -9,14 +9,16 @@ use futures_util::TryStreamExt;
 use uuid::Uuid;
 
 use crate::domain::accounts;
+use crate::domain::entries;
 use crate::domain::error_code::ErrorCode;
-use crate::domain::finance::{SalesFigures, SettlementLine, UnsettledCount};
+use crate::domain::finance::{HoldStatus, SalesFigures, SettlementLine, UnsettledCount};
 use crate::domain::ids::{BatchId, MerchantId, RedemptionId, SeasonId, SettlementId, TerminalId};
 use crate::domain::ledger::{Balance, NewEntry, NewPosting, Side};
 use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{Exec, QueryBuilder, Tx, execute_raw, query, query_as};
+use crate::storage::holds::{HeldLineRecord, HoldDecision, HoldRecord, NewHold};
 use crate::storage::ledger::AddressBalanceRow;
 use crate::storage::till::{REDEMPTION_COLUMNS, RedemptionRow};
 use crate::storage::{IdemRecord, RedemptionRecord, Refusal, SqlStore, StorageError, WriteError};
@@ -71,6 +73,19 @@ pub struct SettlementRecord {
     pub completed_at: Option<Timestamp>,
     pub paid_at: Option<Timestamp>,
     pub payout_ref: Option<String>,
+    /// Of its lines, those held (their merchants on hold): not in its payout file.
+    pub held_count: i64,
+    pub held_fen: i64,
+    /// Lines released from hold since the previous settlement, which its payout pays.
+    pub released_count: i64,
+    pub released_fen: i64,
+}
+
+impl SettlementRecord {
+    /// What its payout file pays: its lines not held, and the released lines it took up.
+    pub fn payout_fen(&self) -> i64 {
+        self.total_fen - self.held_fen + self.released_fen
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -85,6 +100,10 @@ pub struct SettlementLineRecord {
     pub bank: String,
     pub account_no: String,
     pub account_name: String,
+    /// `none` (paid normally), `held`, `released` or `rejected`.
+    pub hold_status: crate::domain::finance::HoldStatus,
+    /// For a released line in a later payout: the settlement that held it.
+    pub held_in: Option<SettlementId>,
 }
 
 /// A closed season's stored report and reconciliation (JSON text), written once.
@@ -101,7 +120,8 @@ pub struct FinalReport {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StatementEvent {
     pub at: Timestamp,
-    /// `redemption`, `reversal`, `settlement` or `payout`.
+    /// `redemption`, `reversal`, `settlement` or `payout`; for a held line `held`, then
+    /// `released` (its payout follows) or `rejected`.
     pub kind: String,
     pub id: Uuid,
     pub order_ref: Option<String>,
@@ -114,6 +134,8 @@ pub struct StatementEvent {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MerchantMoney {
     pub unsettled_fen: i64,
+    /// Settled while on hold, neither released nor rejected.
+    pub held_fen: i64,
     pub settled_unpaid_fen: i64,
     pub paid_fen: i64,
 }
@@ -205,6 +227,7 @@ struct SettledRow {
     merchant_id: MerchantId,
     settled_unpaid_fen: i64,
     paid_fen: i64,
+    held_fen: i64,
 }
 
 /// A `season_reports` row, without its season.
@@ -329,6 +352,10 @@ pub trait FinanceStore: Send + Sync {
 
     async fn settlement_lines(&self, id: SettlementId) -> Result<Vec<SettlementLineRecord>, StorageError>;
 
+    /// What a settlement's payout pays: its lines not held, then the lines released from hold
+    /// that it took up (`held_in` names the settlement that held each).
+    async fn payout_lines(&self, id: SettlementId) -> Result<Vec<SettlementLineRecord>, StorageError>;
+
     /// Records the bank's payout of a settlement (ledger entries settled -> paid).
     /// `Refused(already_paid)` if it was recorded before, `Refused(settlement_in_progress)`
     /// if the settlement is not complete.
@@ -384,6 +411,28 @@ pub trait FinanceStore: Send + Sync {
         &self,
         season: &crate::domain::season::Season,
     ) -> Result<Vec<LinkBreaks>, StorageError>;
+
+    /// Puts a merchant on hold for a season (its next settlement lines are held), or answers
+    /// the hold it is on already. 404s: `season_not_found`, `merchant_not_found`.
+    async fn put_hold(&self, hold: &NewHold) -> Result<HoldRecord, WriteError>;
+
+    /// Sets (`Some`) or clears the season's `hold_score_threshold`; false: no such season.
+    async fn set_hold_threshold(
+        &self,
+        season_id: SeasonId,
+        threshold: Option<u8>,
+    ) -> Result<bool, StorageError>;
+
+    /// The season's merchants on hold.
+    async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError>;
+
+    /// The season's settlement lines that were ever held, with finance's decisions.
+    async fn held_lines(&self, season_id: SeasonId) -> Result<Vec<HeldLineRecord>, StorageError>;
+
+    /// Releases a held line, proposes its rejection or approves it (four eyes), posting the
+    /// release's or rejection's entry; refusals: `hold_not_found`, `hold_decided`,
+    /// `rejection_not_proposed`, `same_approver`.
+    async fn decide_held_line(&self, decision: &HoldDecision) -> Result<HeldLineRecord, WriteError>;
 }
 
 #[derive(sqlx::FromRow)]
@@ -397,9 +446,14 @@ pub(crate) struct SettlementRow {
     completed_at_us: Option<i64>,
     paid_at_us: Option<i64>,
     payout_ref: Option<String>,
+    held_count: i64,
+    held_fen: i64,
+    released_count: i64,
+    released_fen: i64,
 }
 
-pub(crate) const SETTLEMENT_COLUMNS: &str = "id, season_id, cut_off_us, total_fen, line_count, created_at_us, completed_at_us, paid_at_us, payout_ref";
+pub(crate) const SETTLEMENT_COLUMNS: &str = "id, season_id, cut_off_us, total_fen, line_count, created_at_us, completed_at_us, paid_at_us, payout_ref, \
+     held_count, held_fen, released_count, released_fen";
 
 impl SettlementRow {
     pub fn into_record(self) -> SettlementRecord {
@@ -413,6 +467,10 @@ impl SettlementRow {
             completed_at: self.completed_at_us.map(Timestamp::from_unix_us),
             paid_at: self.paid_at_us.map(Timestamp::from_unix_us),
             payout_ref: self.payout_ref,
+            held_count: self.held_count,
+            held_fen: self.held_fen,
+            released_count: self.released_count,
+            released_fen: self.released_fen,
         }
     }
 }
@@ -436,6 +494,14 @@ pub(crate) fn day_sql(column: &str) -> String {
     format!("(({column} + 28800000000) / 86400000000)")
 }
 
+/// A released line as a later payout reads it, with the settlement that held it.
+#[derive(sqlx::FromRow)]
+struct ReleasedLineRow {
+    #[sqlx(flatten)]
+    line: SettlementLineRow,
+    settlement_id: SettlementId,
+}
+
 /// A settlement line as read, with its merchant's name and city.
 #[derive(sqlx::FromRow)]
 struct SettlementLineRow {
@@ -448,6 +514,7 @@ struct SettlementLineRow {
     bank: String,
     account_no: String,
     account_name: String,
+    hold_status: String,
 }
 
 impl SettlementLineRow {
@@ -463,6 +530,9 @@ impl SettlementLineRow {
             bank: self.bank,
             account_no: self.account_no,
             account_name: self.account_name,
+            hold_status: crate::domain::finance::HoldStatus::parse(&self.hold_status)
+                .ok_or_else(|| StorageError::Corrupt(format!("{place}: hold status")))?,
+            held_in: None,
         })
     }
 }
@@ -523,7 +593,7 @@ impl SqlStore {
     ) -> Result<Vec<SettlementLineRecord>, StorageError> {
         let rows: Vec<SettlementLineRow> = query_as(
             "SELECT l.merchant_id, m.name AS merchant_name, m.city AS merchant_city, l.redemption_count, \
-             l.amount_fen, l.funders, l.bank, l.account_no, l.account_name \
+             l.amount_fen, l.funders, l.bank, l.account_no, l.account_name, l.hold_status \
              FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
              WHERE l.settlement_id = $1 ORDER BY m.name, l.merchant_id",
         )
@@ -531,6 +601,45 @@ impl SqlStore {
         .fetch_all(executor)
         .await?;
         rows.into_iter().map(|row| row.into_record(id)).collect()
+    }
+
+    /// What a settlement's payout pays: its lines not held, then the lines released from hold
+    /// that it took up (each with the settlement that held it).
+    async fn payout_lines_of(
+        tx: &mut Tx,
+        id: SettlementId,
+    ) -> Result<Vec<SettlementLineRecord>, StorageError> {
+        let mut lines: Vec<SettlementLineRecord> = Self::lines_of(&mut *tx, id)
+            .await?
+            .into_iter()
+            .filter(|l| l.hold_status == HoldStatus::None)
+            .collect();
+        lines.extend(Self::released_payout_lines(&mut *tx, id).await?);
+        Ok(lines)
+    }
+
+    /// The lines released from hold that a settlement's payout pays.
+    async fn released_payout_lines<'e>(
+        executor: impl Into<Exec<'e>>,
+        id: SettlementId,
+    ) -> Result<Vec<SettlementLineRecord>, StorageError> {
+        let mut lines = Vec::new();
+        let rows: Vec<ReleasedLineRow> = query_as(
+            "SELECT l.merchant_id, m.name AS merchant_name, m.city AS merchant_city, l.redemption_count, \
+             l.amount_fen, l.funders, l.bank, l.account_no, l.account_name, l.hold_status, l.settlement_id \
+             FROM settlement_lines l JOIN merchants m ON m.id = l.merchant_id \
+             WHERE l.paid_in_settlement_id = $1 AND l.hold_status = 'released' ORDER BY m.name, l.merchant_id, l.settlement_id",
+        )
+        .bind(id)
+        .fetch_all(executor)
+        .await?;
+        for row in rows {
+            let held_in = row.settlement_id;
+            let mut line = row.line.into_record(held_in)?;
+            line.held_in = Some(held_in);
+            lines.push(line);
+        }
+        Ok(lines)
     }
 
     /// Orders the transactions of one settlement run (its chunks and its finish) on
@@ -566,6 +675,7 @@ impl SqlStore {
         tx: &mut Tx,
         settlement_id: SettlementId,
         lines: &BTreeMap<MerchantId, SettlementLine>,
+        held: &BTreeMap<MerchantId, String>,
     ) -> Result<(), WriteError> {
         let ids: Vec<MerchantId> = lines.keys().copied().collect();
         for chunk in ids.chunks(500) {
@@ -584,7 +694,7 @@ impl SqlStore {
             }
             let mut q = QueryBuilder::new(
                 "INSERT INTO settlement_lines (settlement_id, merchant_id, redemption_count, amount_fen, funders, \
-                 bank, account_no, account_name) ",
+                 bank, account_no, account_name, hold_status, hold_reason) ",
             );
             q.push_values(accounts, |mut row, account| {
                 let line = &lines[&account.id];
@@ -596,6 +706,9 @@ impl SqlStore {
                     .push_bind(account.bank)
                     .push_bind(account.account_no)
                     .push_bind(account.account_name);
+                let reason = held.get(&account.id);
+                let status = if reason.is_some() { HoldStatus::Held } else { HoldStatus::None };
+                row.push_bind(status.as_str()).push_bind(reason.cloned());
             });
             q.build().execute(&mut *tx).await?;
         }
@@ -926,19 +1039,28 @@ impl FinanceStore for SqlStore {
         if lines.is_empty() {
             return Ok(0);
         }
+        let merchants_lined: Vec<MerchantId> = lines.keys().copied().collect();
+        let on_hold = Self::held_merchants_in(&mut tx, plan.season_id, &merchants_lined).await?;
+        let held_fen: i64 = on_hold.keys().filter_map(|m| lines.get(m)).map(|l| l.amount_fen).sum();
+        let held_count = on_hold.len() as i64;
         let total_fen: i64 = lines.values().map(|l| l.amount_fen).sum();
         let line_count = i32::try_from(lines.len()).map_err(|_| {
             WriteError::Storage(StorageError::Corrupt("a settlement chunk of over 2^31 merchants".into()))
         })?;
         let write = if existing.is_some() {
-            query("UPDATE settlements SET total_fen = total_fen + $1, line_count = line_count + $2 WHERE id = $3")
-                .bind(total_fen)
-                .bind(line_count)
-                .bind(plan.id)
+            query(
+                "UPDATE settlements SET total_fen = total_fen + $1, line_count = line_count + $2, \
+                 held_count = held_count + $4, held_fen = held_fen + $5 WHERE id = $3",
+            )
+            .bind(total_fen)
+            .bind(line_count)
+            .bind(plan.id)
+            .bind(held_count)
+            .bind(held_fen)
         } else {
             query(
-                "INSERT INTO settlements (total_fen, line_count, id, season_id, cut_off_us, created_at_us) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+                "INSERT INTO settlements (total_fen, line_count, id, season_id, cut_off_us, created_at_us, \
+                 held_count, held_fen) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             )
             .bind(total_fen)
             .bind(line_count)
@@ -946,19 +1068,16 @@ impl FinanceStore for SqlStore {
             .bind(plan.season_id)
             .bind(plan.cut_off.unix_us())
             .bind(plan.created_at.unix_us())
+            .bind(held_count)
+            .bind(held_fen)
         };
         write.execute(&mut tx).await?;
-        Self::insert_settlement_lines(&mut tx, plan.id, &lines).await?;
+        Self::insert_settlement_lines(&mut tx, plan.id, &lines, &on_hold).await?;
         let entries: Vec<NewEntry> = lines
             .values()
             .map(|line| {
-                let postings = move_per_funder(&line.by_funder, |f| {
-                    (
-                        accounts::payable(plan.season_id, line.merchant_id, f),
-                        accounts::settled(plan.season_id, line.merchant_id, f),
-                    )
-                });
-                NewEntry::new("settlement", format!("settlement:{}:{}", plan.id, line.merchant_id), postings)
+                let held = on_hold.contains_key(&line.merchant_id);
+                entries::settlement_entry(plan.season_id, line.merchant_id, plan.id, &line.by_funder, held)
             })
             .collect();
         let _gate = self.gate_after_rows(held).await;
@@ -979,16 +1098,42 @@ impl FinanceStore for SqlStore {
         {
             return Err(WriteError::IdempotencyTaken);
         }
+        let existing = Self::settlement_in(&mut tx, plan).await?;
+        if existing.is_none() {
+            // Nothing of its own to settle: a settlement still pays the lines released from
+            // hold since the last one, if any wait.
+            if !Self::released_waiting(&mut tx, plan.season_id).await? {
+                return Err(WriteError::Refused(Refusal::Code(ErrorCode::NothingToSettle)));
+            }
+            query(
+                "INSERT INTO settlements (total_fen, line_count, id, season_id, cut_off_us, created_at_us) \
+                 VALUES (0, 0, $1, $2, $3, $4)",
+            )
+            .bind(plan.id)
+            .bind(plan.season_id)
+            .bind(plan.cut_off.unix_us())
+            .bind(plan.created_at.unix_us())
+            .execute(&mut tx)
+            .await?;
+        }
         let Some(mut record) = Self::settlement_in(&mut tx, plan).await? else {
             return Err(WriteError::Refused(Refusal::Code(ErrorCode::NothingToSettle)));
         };
         if record.completed_at.is_none() {
-            query("UPDATE settlements SET completed_at_us = $1 WHERE id = $2")
-                .bind(at.unix_us())
-                .bind(plan.id)
-                .execute(&mut tx)
-                .await?;
+            let (released_count, released_fen) =
+                Self::take_up_released(&mut tx, plan.season_id, plan.id).await?;
+            query(
+                "UPDATE settlements SET completed_at_us = $1, released_count = $3, released_fen = $4 WHERE id = $2",
+            )
+            .bind(at.unix_us())
+            .bind(plan.id)
+            .bind(released_count)
+            .bind(released_fen)
+            .execute(&mut tx)
+            .await?;
             record.completed_at = Some(at);
+            record.released_count = released_count;
+            record.released_fen = released_fen;
         }
         if let Some(answer) = &plan.answer {
             let answer = IdemRecord { body: (plan.render)(&record), ..answer.clone() };
@@ -1040,6 +1185,16 @@ impl FinanceStore for SqlStore {
         Self::lines_of(&self.pool, id).await
     }
 
+    async fn payout_lines(&self, id: SettlementId) -> Result<Vec<SettlementLineRecord>, StorageError> {
+        let mut lines: Vec<SettlementLineRecord> = Self::lines_of(&self.pool, id)
+            .await?
+            .into_iter()
+            .filter(|l| l.hold_status == HoldStatus::None)
+            .collect();
+        lines.extend(Self::released_payout_lines(&self.pool, id).await?);
+        Ok(lines)
+    }
+
     async fn commit_payout(
         &self,
         settlement_id: SettlementId,
@@ -1071,7 +1226,7 @@ impl FinanceStore for SqlStore {
         };
         // Complete: no chunk adds a line any more (`settle_merchants` checks), so the
         // lines read here are all of them.
-        let lines = Self::lines_of(&mut tx, settlement_id).await?;
+        let lines = Self::payout_lines_of(&mut tx, settlement_id).await?;
         query("UPDATE settlements SET paid_at_us = $1, payout_ref = $2 WHERE id = $3")
             .bind(at.unix_us())
             .bind(payout_ref.to_owned())
@@ -1083,6 +1238,9 @@ impl FinanceStore for SqlStore {
             .map(|line| {
                 let by_funder: BTreeMap<RegionCode, i64> =
                     line.funders.iter().map(|(f, a)| (*f, a.as_fen())).collect();
+                if let Some(held_in) = line.held_in {
+                    return entries::released_payout_entry(season_id, line.merchant_id, held_in, &by_funder);
+                }
                 let postings = move_per_funder(&by_funder, |f| {
                     (
                         accounts::settled(season_id, line.merchant_id, f),
@@ -1195,13 +1353,26 @@ impl FinanceStore for SqlStore {
              SELECT reversed_at_us, 'reversal', reversal_id, order_ref, order_amount_fen, discount_fen \
                FROM redemptions WHERE merchant_id = $1 AND season_id = $2 AND reversed_at_us IS NOT NULL \
              UNION ALL \
-             SELECT s.created_at_us, 'settlement', s.id, NULL, 0, l.amount_fen \
+             SELECT s.created_at_us, CASE WHEN l.hold_status = 'none' THEN 'settlement' ELSE 'held' END, s.id, \
+               NULL, 0, l.amount_fen \
                FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
                WHERE l.merchant_id = $1 AND s.season_id = $2 \
              UNION ALL \
              SELECT s.paid_at_us, 'payout', s.id, NULL, 0, l.amount_fen \
                FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
-               WHERE l.merchant_id = $1 AND s.season_id = $2 AND s.paid_at_us IS NOT NULL \
+               WHERE l.merchant_id = $1 AND s.season_id = $2 AND s.paid_at_us IS NOT NULL AND l.hold_status = 'none' \
+             UNION ALL \
+             SELECT l.released_at_us, 'released', s.id, NULL, 0, l.amount_fen \
+               FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+               WHERE l.merchant_id = $1 AND s.season_id = $2 AND l.hold_status = 'released' \
+             UNION ALL \
+             SELECT l.rejected_at_us, 'rejected', s.id, NULL, 0, l.amount_fen \
+               FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+               WHERE l.merchant_id = $1 AND s.season_id = $2 AND l.hold_status = 'rejected' \
+             UNION ALL \
+             SELECT p.paid_at_us, 'payout', p.id, NULL, 0, l.amount_fen \
+               FROM settlement_lines l JOIN settlements p ON p.id = l.paid_in_settlement_id \
+               WHERE l.merchant_id = $1 AND p.season_id = $2 AND p.paid_at_us IS NOT NULL AND l.hold_status = 'released' \
              ORDER BY 1, 2, 3 LIMIT $3",
         )
         .bind(merchant_id)
@@ -1273,9 +1444,15 @@ impl FinanceStore for SqlStore {
         .await?;
         let settled: Vec<SettledRow> = query_as(
             "SELECT l.merchant_id, \
-             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT) AS settled_unpaid_fen, \
-             CAST(SUM(CASE WHEN s.paid_at_us IS NULL THEN 0 ELSE l.amount_fen END) AS BIGINT) AS paid_fen \
-             FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id WHERE s.season_id = $1 \
+             CAST(SUM(CASE WHEN l.hold_status = 'none' AND s.paid_at_us IS NULL THEN l.amount_fen \
+                      WHEN l.hold_status = 'released' AND p.paid_at_us IS NULL THEN l.amount_fen ELSE 0 END) AS BIGINT) \
+                 AS settled_unpaid_fen, \
+             CAST(SUM(CASE WHEN l.hold_status = 'none' AND s.paid_at_us IS NOT NULL THEN l.amount_fen \
+                      WHEN l.hold_status = 'released' AND p.paid_at_us IS NOT NULL THEN l.amount_fen ELSE 0 END) AS BIGINT) \
+                 AS paid_fen, \
+             CAST(SUM(CASE WHEN l.hold_status = 'held' THEN l.amount_fen ELSE 0 END) AS BIGINT) AS held_fen \
+             FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
+             LEFT JOIN settlements p ON p.id = l.paid_in_settlement_id WHERE s.season_id = $1 \
              GROUP BY l.merchant_id",
         )
         .bind(season_id)
@@ -1289,6 +1466,7 @@ impl FinanceStore for SqlStore {
             let entry = money.entry(row.merchant_id).or_default();
             entry.settled_unpaid_fen = row.settled_unpaid_fen;
             entry.paid_fen = row.paid_fen;
+            entry.held_fen = row.held_fen;
         }
         Ok(money.into_iter().collect())
     }
@@ -1307,6 +1485,30 @@ impl FinanceStore for SqlStore {
         }
         tx.rollback().await?;
         Ok(found)
+    }
+
+    async fn put_hold(&self, hold: &NewHold) -> Result<HoldRecord, WriteError> {
+        self.put_hold_row(hold).await
+    }
+
+    async fn set_hold_threshold(
+        &self,
+        season_id: SeasonId,
+        threshold: Option<u8>,
+    ) -> Result<bool, StorageError> {
+        self.set_hold_threshold_row(season_id, threshold).await
+    }
+
+    async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError> {
+        self.season_hold_rows(season_id).await
+    }
+
+    async fn held_lines(&self, season_id: SeasonId) -> Result<Vec<HeldLineRecord>, StorageError> {
+        self.held_line_rows(season_id).await
+    }
+
+    async fn decide_held_line(&self, decision: &HoldDecision) -> Result<HeldLineRecord, WriteError> {
+        self.decide_held_line_row(decision).await
     }
 }
 
@@ -1434,6 +1636,18 @@ impl SqlStore {
                     text("l.merchant_id"),
                     text("s.id"),
                     text("l.merchant_id")
+                ),
+            ),
+            (
+                "held_line_decision_without_entry",
+                format!(
+                    "SELECT 'settlement line ' || {s} || '/' || {m} || ' (' || l.hold_status || ')' FROM settlement_lines l \
+                 JOIN settlements s ON s.id = l.settlement_id WHERE s.season_id = $1 AND \
+                 ((l.hold_status = 'released' AND NOT EXISTS (SELECT 1 FROM journal_entries e WHERE e.reference = \
+                 'hold_release:' || {s} || ':' || {m})) OR (l.hold_status = 'rejected' AND NOT EXISTS \
+                 (SELECT 1 FROM journal_entries e WHERE e.reference = 'hold_reject:' || {s} || ':' || {m})))",
+                    s = text("s.id"),
+                    m = text("l.merchant_id"),
                 ),
             ),
         ]

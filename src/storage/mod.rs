@@ -26,6 +26,7 @@ mod constraint;
 mod db;
 mod finance;
 mod fraud;
+mod holds;
 mod ledger;
 mod notices;
 mod postgres;
@@ -45,6 +46,7 @@ pub use finance::{
     VoucherStatusCount,
 };
 pub use fraud::{FactSink, FraudStore, MerchantLabel};
+pub use holds::{HeldLineRecord, HoldDecision, HoldRecord, MAX_HELD_LINES, NewHold};
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;

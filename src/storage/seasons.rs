@@ -24,7 +24,7 @@ use crate::storage::{
 };
 
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
-     merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, refund_forfeits_voucher";
+     merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, refund_forfeits_voucher, hold_score_threshold";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
      step_fen, min_spend_fen, stock, per_citizen_limit, valid_hours, claim_opens_at_us, claim_closes_at_us, \
      categories, funding, releases, claimed_count, returned_count, reserve_returned_at_us, points_price, \
@@ -58,6 +58,7 @@ pub(crate) struct SeasonRow {
     subsidy_ceilings: Option<String>,
     per_citizen_monthly_cap_fen: Option<i64>,
     refund_forfeits_voucher: i32,
+    hold_score_threshold: Option<i32>,
 }
 
 impl SeasonRow {
@@ -82,6 +83,12 @@ impl SeasonRow {
                 })
                 .transpose()?,
             subsidy_ceilings: parse_ceilings(self.subsidy_ceilings.as_deref().unwrap_or(""))?,
+            hold_score_threshold: self
+                .hold_score_threshold
+                .map(|n| {
+                    u8::try_from(n).ok().filter(|n| *n <= 100).ok_or_else(|| corrupt("hold_score_threshold"))
+                })
+                .transpose()?,
             closed_at: self.closed_at_us.map(Timestamp::from_unix_us),
         })
     }
@@ -483,7 +490,7 @@ impl SeasonStore for SqlStore {
         query(
             "INSERT INTO seasons (id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, \
              created_at_us, merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, \
-             refund_forfeits_voucher) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+             refund_forfeits_voucher, hold_score_threshold) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
         )
         .bind(season.id)
         .bind(season.name.clone())
@@ -497,6 +504,7 @@ impl SeasonStore for SqlStore {
         .bind(crate::storage::seasons::ceilings_text(&season.subsidy_ceilings))
         .bind(season.per_citizen_monthly_cap.map(|c| c.as_fen()))
         .bind(i32::from(season.refund_forfeits_voucher))
+        .bind(season.hold_score_threshold.map(i32::from))
         .execute(&mut tx)
         .await?;
         for funder in funders {

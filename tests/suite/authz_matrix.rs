@@ -31,8 +31,14 @@ const TABLE: &[Row] = &[
     ("settle", ["-", "-", "P", "-"]),
     ("mark_settlement_paid", ["-", "-", "P", "-"]),
     ("close_season", ["-", "-", "P", "-"]),
+    ("hold_merchant", ["-", "-", "P", "-"]),
+    ("season_holds", ["-", "-", "PCO", "PCO"]),
+    ("release_held_line", ["-", "-", "P", "-"]),
+    ("propose_held_line_rejection", ["-", "-", "P", "-"]),
+    ("approve_held_line_rejection", ["-", "-", "P", "-"]),
     ("create_season", ["P", "-", "-", "-"]),
     ("set_points_rate", ["P", "-", "-", "-"]),
+    ("set_hold_threshold", ["P", "-", "-", "-"]),
     ("add_budget", ["-", "C", "-", "-"]),
     ("create_batch", ["-", "C", "-", "-"]),
     ("draw_lottery", ["-", "C", "-", "-"]),
@@ -105,6 +111,14 @@ struct Seed {
 async fn seed(backend: Backend) -> Seed {
     let (s, _, _) = Script::two_redeemed_two_claimed(backend).await;
     let season = s.world.season_id.clone();
+    // The bookstore on hold: its line is held, for the decisions on it.
+    let hold = json!({"merchant_id": s.bookstore.0, "reason": "矩阵"});
+    let (status, held) = s
+        .world
+        .app
+        .post_idem(&format!("/v1/seasons/{season}/holds"), Some(&s.finance), "matrix-hold", hold)
+        .await;
+    assert_eq!(status, 201, "{held}");
     let (status, settled) = s.settle("matrix-seed").await;
     assert_eq!(status, 201, "{settled}");
     let settlement = settled["settlement_id"].as_str().expect("settlement").to_owned();
@@ -183,6 +197,27 @@ fn season_request(op: &str, seed: &Seed) -> Option<Request> {
         "settle" => {
             ("POST", "/v1/settlements".into(), Some(json!({"season_id": season, "cut_off": now.to_string()})))
         }
+        "hold_merchant" => (
+            "POST",
+            format!("/v1/seasons/{season}/holds"),
+            Some(json!({"merchant_id": seed.merchant, "reason": "投诉"})),
+        ),
+        "season_holds" => ("GET", format!("/v1/seasons/{season}/holds"), None),
+        "release_held_line" => (
+            "POST",
+            format!("/v1/settlements/{settlement}/holds/{}/release", seed.merchant),
+            Some(json!({"note": "放行"})),
+        ),
+        "propose_held_line_rejection" => (
+            "POST",
+            format!("/v1/settlements/{settlement}/holds/{}/reject", seed.merchant),
+            Some(json!({"note": "拒付"})),
+        ),
+        "approve_held_line_rejection" => (
+            "POST",
+            format!("/v1/settlements/{settlement}/holds/{}/reject/approve", seed.merchant),
+            Some(json!({})),
+        ),
         "mark_settlement_paid" => {
             ("POST", format!("/v1/settlements/{settlement}/paid"), Some(json!({"payout_ref": "BANK-1"})))
         }
@@ -191,6 +226,9 @@ fn season_request(op: &str, seed: &Seed) -> Option<Request> {
             let body = json!({"name": "另一季", "province": "370000", "starts_at": now.to_string(),
                 "ends_at": now.plus_seconds(86_400).to_string(), "budgets": [{"funder": "370000", "amount": "1.00"}]});
             ("POST", "/v1/seasons".into(), Some(body))
+        }
+        "set_hold_threshold" => {
+            ("PUT", format!("/v1/seasons/{season}/hold-threshold"), Some(json!({"hold_score_threshold": 80})))
         }
         "set_points_rate" => {
             ("PUT", format!("/v1/seasons/{season}/points-rate"), Some(json!({"points_per_yuan": 1})))

@@ -385,3 +385,105 @@ async fn the_finance_console_in_a_real_browser(backend: Backend) {
     clean(&browser, &base).await;
     browser.client.clone().close().await.expect("close the browser");
 }
+
+both_backends!(the_holds_section_in_a_real_browser);
+
+/// The 暂扣结算 section: finance holds the bookstore and the cinema from the page, the settlement
+/// holds both lines, one officer releases the cinema's and proposes rejecting the bookstore's
+/// (the approve button is disabled for them), a second officer approves the rejection.
+async fn the_holds_section_in_a_real_browser(backend: Backend) {
+    let browser = Browser::start().await;
+    let (s, _, _) = Script::two_redeemed_two_claimed(backend).await;
+    let base = s.world.app.base.clone();
+    let season = s.world.season_id.clone();
+    let shot = |name: &str| format!("console-holds-{name}-{backend:?}").to_lowercase();
+    browser.viewport(1280, 800).await;
+    sign_in(&browser, &base, &s.finance).await;
+    open(&browser, "holds").await;
+    for (merchant, reason) in [(&s.bookstore.0, "投诉：疑似满额套现"), (&s.cinema.0, "投诉：票价虚高")]
+    {
+        let pick = "document.querySelector('#hold-merchant').value = arguments[0]; return true";
+        browser.client.execute(pick, vec![json!(merchant)]).await.expect("pick the merchant");
+        browser.wait_for("#hold-reason").await.send_keys(reason).await.expect("type the reason");
+        browser
+            .client
+            .find(Locator::Css("#hold-form button"))
+            .await
+            .expect("button")
+            .click()
+            .await
+            .expect("hold");
+        let cell = format!("tr[data-key=\"{merchant}\"] td[data-field=\"reason\"]");
+        assert!(shows(&browser, &cell, reason).await, "the hold is listed");
+    }
+    let (_, holds) = s.world.app.get(&format!("/v1/seasons/{season}/holds"), Some(&s.finance)).await;
+    assert_eq!(holds["holds"].as_array().map(Vec::len), Some(2), "{holds}");
+
+    // The settlement holds both lines; the section lists them.
+    s.world.clock.set(s.now.plus_seconds(600));
+    let (status, settled) = s.settle("holds-1").await;
+    assert_eq!((status, settled["held"].as_i64()), (201, Some(2)), "{settled}");
+    let id = settled["settlement_id"].as_str().expect("id").to_owned();
+    open(&browser, "settlements").await;
+    open(&browser, "holds").await;
+    let line = |merchant: &str| format!("tr[data-key=\"{id}:{merchant}\"]");
+    let (bookstore, cinema) = (line(&s.bookstore.0), line(&s.cinema.0));
+    assert!(shows(&browser, &format!("{bookstore} td[data-field=\"status\"]"), "暂扣中").await);
+    assert_eq!(plain(&browser.text(&format!("{cinema} td[data-field=\"amount\"]")).await), "10.00");
+
+    // Release the cinema's line; propose rejecting the bookstore's.
+    let note_form = |row: &str, action: &str| format!("{row} form[data-action=\"{action}\"]");
+    browser
+        .wait_for(&format!("{} input", note_form(&cinema, "release")))
+        .await
+        .send_keys("核实为正常交易")
+        .await
+        .expect("type");
+    browser
+        .wait_for(&format!("{} button", note_form(&cinema, "release")))
+        .await
+        .click()
+        .await
+        .expect("release");
+    assert!(shows(&browser, &format!("{cinema} td[data-field=\"status\"]"), "已放行").await, "released");
+    let propose = note_form(&bookstore, "propose-reject");
+    browser
+        .wait_for(&format!("{propose} input"))
+        .await
+        .send_keys("同一顾客反复满额消费，补贴不予结算")
+        .await
+        .expect("type");
+    browser.wait_for(&format!("{propose} button")).await.click().await.expect("propose");
+    let approve = format!("{bookstore} button[data-action=\"approve-reject\"]");
+    browser.wait_for(&approve).await;
+    let disabled = browser
+        .client
+        .execute("return document.querySelector(arguments[0]).disabled", vec![json!(approve)])
+        .await
+        .expect("read");
+    assert_eq!(disabled, json!(true), "the proposer cannot approve");
+    assert!(shows(&browser, &format!("{bookstore} td[data-field=\"notes\"]"), "待批准").await);
+    browser.screenshot(&shot("proposed")).await;
+    clean(&browser, &base).await;
+    sign_out(&browser).await;
+
+    // A second finance officer approves the rejection.
+    let second = s.world.app.staff_key(Role::Finance, "370000").await;
+    sign_in(&browser, &base, &second).await;
+    open(&browser, "holds").await;
+    browser.wait_for(&format!("{approve}:not([disabled])")).await.click().await.expect("approve");
+    assert!(shows(&browser, &format!("{bookstore} td[data-field=\"status\"]"), "已拒付").await, "rejected");
+    let (_, holds) = s.world.app.get(&format!("/v1/seasons/{season}/holds"), Some(&s.finance)).await;
+    let statuses: Vec<&str> = holds["lines"]
+        .as_array()
+        .expect("lines")
+        .iter()
+        .map(|l| l["status"].as_str().expect("status"))
+        .collect();
+    assert_eq!(statuses.iter().filter(|s| **s == "rejected").count(), 1, "{holds}");
+    assert_eq!(statuses.iter().filter(|s| **s == "released").count(), 1, "{holds}");
+    browser.screenshot(&shot("decided")).await;
+    open(&browser, "reconciliation").await;
+    assert!(browser.text(".banner.ok").await.starts_with("对账无差异"), "no break with held money");
+    clean(&browser, &base).await;
+}

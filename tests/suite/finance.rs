@@ -131,7 +131,7 @@ impl Script {
         qr["token"].as_str().expect("token").to_owned()
     }
 
-    async fn redeem(
+    pub(crate) async fn redeem(
         &self,
         till: &TillClient,
         citizen: u32,
@@ -152,15 +152,15 @@ impl Script {
         redemption.redemption_id
     }
 
-    fn set_clock(&self, at: Timestamp) {
+    pub(crate) fn set_clock(&self, at: Timestamp) {
         self.world.clock.set(at);
     }
 
-    async fn get(&self, path: &str, key: &str) -> (u16, Value) {
+    pub(crate) async fn get(&self, path: &str, key: &str) -> (u16, Value) {
         self.world.app.get(path, Some(key)).await
     }
 
-    async fn reconciles(&self) -> Value {
+    pub(crate) async fn reconciles(&self) -> Value {
         let (status, reconciliation) =
             self.get(&format!("/v1/seasons/{}/reconciliation", self.world.season_id), &self.finance).await;
         assert_eq!(status, 200, "{reconciliation}");

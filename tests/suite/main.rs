@@ -22,6 +22,7 @@ mod finance_files;
 mod finance_props;
 mod fraud;
 mod hardening;
+mod holds;
 mod http_foundation;
 mod ledger;
 mod ledger_props;

@@ -11,7 +11,8 @@ use crate::common::{Backend, TestDb};
 
 both_backends!(
     migration_0021_keeps_the_vouchers_and_what_refers_to_them,
-    migration_0028_salts_the_lotteries_made_before_it
+    migration_0028_salts_the_lotteries_made_before_it,
+    migration_0030_keeps_the_settlements_made_before_it
 );
 
 const VOUCHER: &str = "0190f5a2000070008000000000000001";
@@ -287,4 +288,84 @@ fn difference(a: &Schema, b: &Schema) -> BTreeSet<(String, String)> {
 
 fn allowed(pairs: &[(&str, &str)]) -> BTreeSet<(String, String)> {
     pairs.iter().map(|(table, column)| ((*table).to_owned(), (*column).to_owned())).collect()
+}
+
+/// 0030 (settlement holds) rebuilds `settlements` on SQLite to let a settlement hold every line
+/// or carry only released ones (totals may be 0): a settlement and its line made before it
+/// survive, paid normally, nothing held; `settlement_lines` still refers to the rebuilt table;
+/// a negative total is still refused.
+async fn migration_0030_keeps_the_settlements_made_before_it(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let id = |n: u8| match backend {
+        Backend::Sqlite => format!("X'{n:032x}'"),
+        Backend::Postgres => format!("'{}'::uuid", uuid::Uuid::from_u128(u128::from(n))),
+    };
+    let off = match backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF;",
+        Backend::Postgres => "SET session_replication_role = replica;",
+    };
+    let rows = format!(
+        "{off} INSERT INTO settlements (id, season_id, cut_off_us, total_fen, line_count, created_at_us, completed_at_us, \
+         paid_at_us, payout_ref) VALUES ({s}, {season}, 10, 1500, 1, 11, 12, 13, 'BANK-1'); \
+         INSERT INTO settlement_lines (settlement_id, merchant_id, redemption_count, amount_fen, funders, bank, account_no, \
+         account_name) VALUES ({s}, {m}, 2, 1500, '[]', 'b', '62220000', 'n');",
+        s = id(1),
+        season = id(2),
+        m = id(3)
+    );
+    let rows = sqlx::AssertSqlSafe(rows);
+    let read = "SELECT s.total_fen, s.line_count, s.paid_at_us, s.payout_ref, s.held_count, s.released_fen, l.hold_status \
+                FROM settlements s JOIN settlement_lines l ON l.settlement_id = s.id";
+    let zero = format!(
+        "INSERT INTO settlements (id, season_id, cut_off_us, total_fen, line_count, created_at_us) VALUES ({}, {}, 1, 0, 0, 1)",
+        id(4),
+        id(2)
+    );
+    let negative = format!(
+        "INSERT INTO settlements (id, season_id, cut_off_us, total_fen, line_count, created_at_us) VALUES ({}, {}, 1, -1, 0, 1)",
+        id(5),
+        id(2)
+    );
+    type Row = (i64, i64, Option<i64>, Option<String>, i64, i64, String);
+    let (found, zero_ok, negative_ok): (Vec<Row>, bool, bool) = match backend {
+        Backend::Sqlite => {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::from_str(&db.url).expect("url").create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
+            let migrator = sqlx::migrate!("./migrations/sqlite");
+            migrator.run_to(29, &mut conn).await.expect("up to 0029");
+            sqlx::raw_sql(rows).execute(&mut conn).await.expect("rows");
+            migrator.run(&mut conn).await.expect("0030");
+            let found = sqlx::query_as(read).fetch_all(&mut conn).await.expect("read");
+            let table: (String,) = sqlx::query_as(
+                "SELECT \"table\" FROM pragma_foreign_key_list('settlement_lines') WHERE \"from\" = 'settlement_id'",
+            )
+            .fetch_one(&mut conn)
+            .await
+            .expect("the line's reference");
+            assert_eq!(table.0, "settlements", "settlement_lines refers to the rebuilt table");
+            sqlx::raw_sql("PRAGMA foreign_keys = OFF").execute(&mut conn).await.expect("off");
+            let zero_ok = sqlx::raw_sql(sqlx::AssertSqlSafe(zero)).execute(&mut conn).await.is_ok();
+            let negative_ok = sqlx::raw_sql(sqlx::AssertSqlSafe(negative)).execute(&mut conn).await.is_ok();
+            (found, zero_ok, negative_ok)
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+            let migrator = sqlx::migrate!("./migrations/postgres");
+            migrator.run_to(29, &mut conn).await.expect("up to 0029");
+            sqlx::raw_sql(rows).execute(&mut conn).await.expect("rows");
+            migrator.run(&mut conn).await.expect("0030");
+            type PgRow = (i64, i32, Option<i64>, Option<String>, i64, i64, String);
+            let found: Vec<PgRow> = sqlx::query_as(read).fetch_all(&mut conn).await.expect("read");
+            let found =
+                found.into_iter().map(|(t, n, p, r, h, f, st)| (t, i64::from(n), p, r, h, f, st)).collect();
+            sqlx::raw_sql("SET session_replication_role = replica").execute(&mut conn).await.expect("off");
+            let zero_ok = sqlx::raw_sql(sqlx::AssertSqlSafe(zero)).execute(&mut conn).await.is_ok();
+            let negative_ok = sqlx::raw_sql(sqlx::AssertSqlSafe(negative)).execute(&mut conn).await.is_ok();
+            (found, zero_ok, negative_ok)
+        }
+    };
+    assert_eq!(found, [(1500, 1, Some(13), Some("BANK-1".to_owned()), 0, 0, "none".to_owned())]);
+    assert!(zero_ok, "a settlement of held or released lines only may total 0");
+    assert!(!negative_ok, "a negative total is still refused");
 }

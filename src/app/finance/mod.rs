@@ -6,6 +6,7 @@
 //! redemptions. Reconciliation reads the same aggregates and checks them against the ledger.
 
 pub mod charts;
+pub mod holds;
 pub mod report_files;
 
 use std::collections::{BTreeMap, HashMap};
@@ -17,8 +18,8 @@ use crate::app::signing::SigningKey;
 use crate::domain::accounts::SeasonAccount;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::{
-    BatchFigures, FunderFigures, SalesFigures, SettlementChunking, add_expiry_returns, day_label,
-    funder_figures,
+    BatchFigures, FunderFigures, HoldStatus, SalesFigures, SettlementChunking, add_expiry_returns,
+    add_hold_flows, day_label, funder_figures,
 };
 use crate::domain::ids::{BatchId, MerchantId, SeasonId, SettlementId};
 use crate::domain::ledger::Balance;
@@ -26,8 +27,8 @@ use crate::domain::region::RegionCode;
 use crate::domain::season::{Batch, Season, VoucherStatus};
 use crate::domain::time::Timestamp;
 use crate::storage::{
-    CardFigures, FinalReport, IdemRecord, MAX_BREAKS_LISTED, Refusal, SettlementPlan, SettlementRecord,
-    Storage, StorageError, WriteError,
+    CardFigures, FinalReport, HeldLineRecord, IdemRecord, MAX_BREAKS_LISTED, Refusal, SettlementPlan,
+    SettlementRecord, Storage, StorageError, WriteError,
 };
 
 /// A money figure as the API and the finance files show it: yuan with two places.
@@ -48,8 +49,22 @@ pub struct FunderRow {
     pub reversed: String,
     pub returned_by_expiry: String,
     pub payable: String,
+    /// Settled while the merchant is on hold, not yet released or rejected (absent from
+    /// reports stored before holds existed: none were held then).
+    #[serde(default = "zero_yuan")]
+    pub held: String,
+    /// Released from hold: paid in the next payout.
+    #[serde(default = "zero_yuan")]
+    pub released: String,
+    /// Rejected from hold: back in the funder's pool.
+    #[serde(default = "zero_yuan")]
+    pub rejected: String,
     pub settled: String,
     pub paid: String,
+}
+
+fn zero_yuan() -> String {
+    yuan(0)
 }
 
 impl FunderRow {
@@ -64,6 +79,9 @@ impl FunderRow {
             reversed: yuan(f.reversed),
             returned_by_expiry: yuan(f.returned_by_expiry),
             payable: yuan(f.payable),
+            held: yuan(f.held),
+            released: yuan(f.released),
+            rejected: yuan(f.rejected),
             settled: yuan(f.settled),
             paid: yuan(f.paid),
         }
@@ -223,11 +241,24 @@ pub fn season_funder_figures(
     season: &Season,
     balances: &[(String, Balance)],
     batches: &[Batch],
+    held_lines: &[HeldLineRecord],
 ) -> BTreeMap<RegionCode, FunderFigures> {
     let mut figures = funder_figures(season.id, balances);
     for batch in batches {
         add_expiry_returns(&mut figures, &batch.funding, batch.voucher_value(), batch.returned_count);
     }
+    let (mut released, mut rejected) = (BTreeMap::new(), BTreeMap::new());
+    for line in held_lines {
+        let into = match line.status {
+            HoldStatus::Released => &mut released,
+            HoldStatus::Rejected => &mut rejected,
+            HoldStatus::None | HoldStatus::Held => continue,
+        };
+        for (funder, fen) in line.by_funder() {
+            *into.entry(funder).or_insert(0) += fen;
+        }
+    }
+    add_hold_flows(&mut figures, &released, &rejected);
     figures
 }
 
@@ -286,7 +317,9 @@ pub async fn build_report(
     now: Timestamp,
 ) -> Result<SeasonReport, StorageError> {
     let batches = store.season_batches(season.id).await?;
-    let funders = season_funder_figures(season, &store.season_balances(season.id).await?, &batches);
+    let held_lines = store.held_lines(season.id).await?;
+    let funders =
+        season_funder_figures(season, &store.season_balances(season.id).await?, &batches, &held_lines);
     let batch_rows = batch_figures(store, season, &batches).await?;
     let merchants = store.merchant_sales(season.id, city).await?;
     let mut categories: BTreeMap<String, SalesFigures> = BTreeMap::new();
@@ -439,7 +472,7 @@ async fn business_checks(store: &dyn Storage, season: &Season) -> Result<Vec<Che
         by_status.entry(count.batch_id).or_default().insert(count.status, count.vouchers);
     }
     let sales: HashMap<BatchId, SalesFigures> = store.batch_sales(season.id).await?.into_iter().collect();
-    let funders = season_funder_figures(season, &balances, &batches);
+    let funders = season_funder_figures(season, &balances, &batches, &store.held_lines(season.id).await?);
     checks.push(check("funder_identity", funder_breaks(&funders)));
     checks.push(check("batch_counts", batch_count_breaks(&batches, &by_status, &sales)));
     checks.push(check("batch_money", batch_money_breaks(season, &batches, &balances, &by_status)));
@@ -465,9 +498,9 @@ fn funder_breaks(funders: &BTreeMap<RegionCode, FunderFigures>) -> Vec<String> {
         let gap = f.money_identity_gap();
         if gap != 0 {
             breaks.push(format!(
-                "funder {funder}: appropriated {} <> available {} + reserved {} + outstanding {} + payable {} + settled {} + paid {} (off by {})",
+                "funder {funder}: appropriated {} <> available {} + reserved {} + outstanding {} + payable {} + held {} + settled {} + paid {} (off by {})",
                 yuan(f.appropriated), yuan(f.available), yuan(f.reserved), yuan(f.outstanding),
-                yuan(f.payable), yuan(f.settled), yuan(f.paid), yuan(gap)
+                yuan(f.payable), yuan(f.held), yuan(f.settled), yuan(f.paid), yuan(gap)
             ));
         }
         let flow = f.payable_flow_gap();
@@ -580,28 +613,29 @@ fn batch_money_breaks(
     breaks
 }
 
-/// Per merchant: payable equals its unsettled redemptions, settled its unpaid settlement lines,
-/// paid its paid lines.
+/// Per merchant: payable equals its unsettled redemptions, held its held lines, settled its
+/// unpaid settlement lines (and released lines not yet paid), paid its paid lines.
 async fn merchant_money_breaks(
     store: &dyn Storage,
     season: &Season,
     balances: &[(String, Balance)],
 ) -> Result<Vec<String>, StorageError> {
-    let mut ledger: HashMap<MerchantId, [i64; 3]> = HashMap::new();
+    let mut ledger: HashMap<MerchantId, [i64; 4]> = HashMap::new();
     for (address, balance) in balances {
         let (merchant, slot) = match SeasonAccount::parse(season.id, address) {
             Some(SeasonAccount::Payable { merchant, .. }) => (merchant, 0),
             Some(SeasonAccount::Settled { merchant, .. }) => (merchant, 1),
             Some(SeasonAccount::Paid { merchant, .. }) => (merchant, 2),
+            Some(SeasonAccount::Held { merchant, .. }) => (merchant, 3),
             _ => continue,
         };
         ledger.entry(merchant).or_default()[slot] += balance.credits_fen - balance.debits_fen;
     }
     let mut breaks = Vec::new();
     for (merchant, money) in store.merchant_money(season.id).await? {
-        let rows = [money.unsettled_fen, money.settled_unpaid_fen, money.paid_fen];
+        let rows = [money.unsettled_fen, money.settled_unpaid_fen, money.paid_fen, money.held_fen];
         let books = ledger.remove(&merchant).unwrap_or_default();
-        for (index, what) in ["payable", "settled", "paid"].iter().enumerate() {
+        for (index, what) in ["payable", "settled", "paid", "held"].iter().enumerate() {
             if rows[index] != books[index] {
                 breaks.push(format!(
                     "merchant {merchant}: {what} {} in the ledger, {} in redemptions and settlements",
@@ -695,15 +729,25 @@ pub struct SettlementAnswer {
     pub created_at: Timestamp,
     #[schema(value_type = String, format = DateTime)]
     pub cut_off: Timestamp,
-    /// How many merchants it pays (one line each).
+    /// Of its lines, how many were held (their merchants on hold), and their total: not in its
+    /// payout file until released.
+    pub held: i64,
+    pub held_total: String,
+    /// How many merchants it settled (one line each, held or not).
     pub merchants: i64,
     #[schema(value_type = Option<String>, format = DateTime)]
     pub paid_at: Option<Timestamp>,
     pub payout_ref: Option<String>,
+    /// What its payout file pays: its lines not held, and the lines released since the last one.
+    pub payout_total: String,
+    /// Lines released from hold since the previous settlement, paid by its payout.
+    pub released: i64,
+    pub released_total: String,
     pub season_id: SeasonId,
     pub settlement_id: SettlementId,
     /// complete or in_progress.
     pub status: &'static str,
+    /// All its lines, held or not.
     pub total: String,
 }
 
@@ -713,9 +757,14 @@ impl SettlementAnswer {
             completed_at: s.completed_at,
             created_at: s.created_at,
             cut_off: s.cut_off,
+            held: s.held_count,
+            held_total: yuan(s.held_fen),
             merchants: s.line_count,
             paid_at: s.paid_at,
             payout_ref: s.payout_ref.clone(),
+            payout_total: yuan(s.payout_fen()),
+            released: s.released_count,
+            released_total: yuan(s.released_fen),
             season_id: s.season_id,
             settlement_id: s.id,
             status: if s.completed_at.is_some() { "complete" } else { "in_progress" },

@@ -370,7 +370,13 @@ pub fn statement_lines(events: &[StatementEvent]) -> Vec<StatementLine> {
             match e.kind.as_str() {
                 "redemption" => redeemed += e.amount_fen,
                 "reversal" => redeemed -= e.amount_fen,
-                "settlement" => settled += e.amount_fen,
+                // Held money left payable like settled money; a rejection takes the subsidy back.
+                "settlement" | "held" => settled += e.amount_fen,
+                "rejected" => {
+                    redeemed -= e.amount_fen;
+                    settled -= e.amount_fen;
+                }
+                "released" => {}
                 _ => paid += e.amount_fen,
             }
             StatementLine {

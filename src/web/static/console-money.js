@@ -1,7 +1,8 @@
 'use strict';
 // The console's money sections: the season dashboard (figures and charts of the report),
 // reconciliation with every break, settlements (run, list, payout file, the bank's payout),
-// the merchants' cash-out risk scores and closing the season. Figures are shown as the JSON report gives them (yuan strings, re-written
+// settlement holds (暂扣结算: hold, release, reject with four eyes), the merchants' cash-out risk
+// scores and closing the season. Figures are shown as the JSON report gives them (yuan strings, re-written
 // as ¥1,234.50); the one sum made here (sales by city) is in integer fen (BigInt). The charts are
 // drawn by the server (GET …/report?format=svg) and fetched with the key like any call.
 (() => {
@@ -79,7 +80,7 @@
     pane.append(table('各出资方资金', [
       { field: 'funder', title: '出资方', header: true, show: (r) => `${regionName(ctx, r.funder)}（${r.funder}）` },
       money('appropriated', '拨付'), money('reserved', '预留'), money('outstanding', '已领未用'),
-      money('redeemed', '已核销'), money('settled', '已结算'), money('paid', '已付款'), money('available', '可用'),
+      money('redeemed', '已核销'), money('held', '暂扣'), money('settled', '已结算'), money('paid', '已付款'), money('available', '可用'),
     ], report.funders, (r) => r.funder));
     pane.append(table('批次', [
       { field: 'name', title: '批次', header: true },
@@ -243,6 +244,126 @@
       rows)));
   };
 
+  // Settlement holds (暂扣结算, docs/settlement-holds.md): the merchants on hold, and their held
+  // lines with what finance decided. The province's finance holds a merchant, releases a line
+  // (paid in the next payout) or proposes its rejection; another person approves a rejection
+  // (the button is disabled for the proposer; the server checks people, not keys).
+  const HOLD_STATUS = { held: '暂扣中', released: '已放行', rejected: '已拒付' };
+  const SOURCE = { manual: '人工', score: '评分' };
+
+  // A note and a button: one write with the note, then the section is drawn again.
+  const noteForm = (ctx, { intent, path, label, placeholder, action, required = true }) => {
+    const input = el('input', { name: 'note', maxlength: 500, required, autocomplete: 'off', placeholder, 'aria-label': placeholder });
+    const error = el('p', { class: 'error', role: 'alert', hidden: true });
+    const button = el('button', { type: 'submit', class: action === 'release' ? '' : 'secondary' }, label);
+    const form = el('form', { class: 'inline', 'data-action': action }, input, button, error);
+    form.addEventListener('submit', async (event) => {
+      event.preventDefault();
+      const note = input.value.trim();
+      if (required && !note) return;
+      button.disabled = true;
+      try {
+        await ctx.write(intent, path, { body: { note } });
+        ctx.refresh();
+      } catch (failure) {
+        error.textContent = failure.message;
+        error.hidden = false;
+        button.disabled = false;
+      }
+    });
+    return form;
+  };
+
+  const holds = async (pane, ctx) => {
+    const season = ctx.season;
+    const [found, report] = await Promise.all([
+      ctx.api(`/v1/seasons/${season.id}/holds`),
+      ctx.api(`/v1/seasons/${season.id}/report`),
+    ]);
+    const decides = ctx.may('settle_season');
+    pane.append(el('p', { class: 'note' },
+      '被暂扣的商户，其结算行不进入付款文件，资金转入暂扣账户；放行后随下一次结算付款，拒付须由两人办理（一人提出、另一人批准），补贴退回各出资方资金池。'));
+    if (decides && season.status !== 'closed') {
+      const select = el('select', { id: 'hold-merchant', name: 'merchant_id', required: true },
+        el('option', { value: '' }, '选择商户…'),
+        report.merchants.map((m) => el('option', { value: m.key }, `${m.name}（${regionName(ctx, m.city)}）`)));
+      const reason = el('input', { id: 'hold-reason', name: 'reason', maxlength: 500, required: true, autocomplete: 'off', placeholder: '暂扣原因（如投诉内容）' });
+      const error = el('p', { class: 'error', role: 'alert', hidden: true });
+      const form = el('form', { class: 'inline', id: 'hold-form', 'data-action': 'hold' },
+        el('label', { for: 'hold-merchant', class: 'sr-only' }, '商户'), select,
+        el('label', { for: 'hold-reason', class: 'sr-only' }, '暂扣原因'), reason,
+        el('button', { type: 'submit' }, '暂扣结算'), error);
+      form.addEventListener('submit', async (event) => {
+        event.preventDefault();
+        if (!select.value || !reason.value.trim()) return;
+        form.querySelector('button').disabled = true;
+        try {
+          await ctx.write(`hold:${season.id}:${select.value}`, `/v1/seasons/${season.id}/holds`,
+            { body: { merchant_id: select.value, reason: reason.value.trim() } });
+          ctx.refresh();
+        } catch (failure) {
+          error.textContent = failure.message;
+          error.hidden = false;
+          form.querySelector('button').disabled = false;
+        }
+      });
+      pane.append(el('div', { class: 'card actions' }, el('p', {}, '暂扣一家商户本季此后的结算：'), form));
+    }
+    pane.append(table('暂扣商户', [
+      { field: 'merchant_name', title: '商户', header: true },
+      { field: 'source', title: '来源', show: (h) => (h.source === 'score' ? `评分 ${h.score}` : SOURCE[h.source] || h.source) },
+      { field: 'reason', title: '原因' },
+      { field: 'held_at', title: '暂扣时间', show: (h) => when(h.held_at) },
+    ], found.holds, (h) => h.merchant_id));
+    const lines = el('tbody', {}, found.lines.length ? found.lines.map((l) => {
+      const actions = el('td', { class: 'actions' });
+      const base = `/v1/settlements/${l.settlement_id}/holds/${l.merchant_id}`;
+      const intent = (what) => `${what}:${l.settlement_id}:${l.merchant_id}`;
+      if (decides && l.status === 'held') {
+        actions.append(noteForm(ctx, { intent: intent('release'), path: `${base}/release`, label: '放行', placeholder: '放行说明', action: 'release' }));
+        if (!l.reject_proposed_by) {
+          actions.append(noteForm(ctx, { intent: intent('reject'), path: `${base}/reject`, label: '提出拒付', placeholder: '拒付原因（告知商户）', action: 'propose-reject' }));
+        } else {
+          const mine = l.reject_proposed_by === ctx.me.key_id;
+          const approve = el('button', { type: 'button', class: 'secondary', 'data-action': 'approve-reject', disabled: mine,
+            title: mine ? '拒付须由另一人批准' : '' }, mine ? '待他人批准拒付' : '批准拒付');
+          const error = el('p', { class: 'error', role: 'alert', hidden: true });
+          approve.addEventListener('click', async () => {
+            approve.disabled = true;
+            try {
+              await ctx.write(intent('approve'), `${base}/reject/approve`);
+              ctx.refresh();
+            } catch (failure) {
+              error.textContent = failure.message;
+              error.hidden = false;
+              approve.disabled = false;
+            }
+          });
+          actions.append(approve, error);
+        }
+      }
+      const notes = [
+        l.release_note ? `放行：${l.release_note}` : null,
+        l.reject_note ? `拒付${l.status === 'rejected' ? '' : '（待批准）'}：${l.reject_note}` : null,
+        l.status === 'released' ? (l.paid ? '已随后续结算付款' : l.paid_in_settlement_id ? '已列入下一付款文件' : '等待下一次结算') : null,
+      ].filter(Boolean);
+      const actionsCell = actions.childElementCount ? actions : el('td', { 'data-field': 'actions' }, '—');
+      return el('tr', { 'data-key': `${l.settlement_id}:${l.merchant_id}`, 'data-status': l.status },
+        el('th', { scope: 'row', 'data-field': 'merchant_name' }, l.merchant_name),
+        el('td', { 'data-field': 'settled_at' }, when(l.settled_at)),
+        el('td', { class: 'num', 'data-field': 'amount' }, yuan(l.amount)),
+        el('td', { 'data-field': 'status' }, HOLD_STATUS[l.status] || l.status),
+        el('td', { 'data-field': 'reason' }, l.reason),
+        el('td', { 'data-field': 'notes' }, notes.length ? notes.join('；') : '—'),
+        actionsCell);
+    }) : el('tr', {}, el('td', { colspan: 7, class: 'empty' }, '暂无暂扣的结算行')));
+    pane.append(el('div', { class: 'table-wrap' }, el('table', { class: 'figures held-lines' },
+      el('caption', {}, '暂扣的结算行'),
+      el('thead', {}, el('tr', {}, ['商户', '结算时间', '金额', '状态', '暂扣原因', '处理说明', '操作']
+        .map((t) => el('th', { scope: 'col' }, t)))),
+      lines)));
+  };
+
   // Closing the season, after a confirmation that names it.
   const close = async (pane, ctx) => {
     const season = ctx.season;
@@ -338,4 +459,5 @@
   section('settlements', '结算', settlements, { needs: 'read_season_finance' });
   section('close', '结季', close, { needs: 'settle_season' });
   section('risk', '风险评分', risk, { needs: 'read_season_finance' });
+  section('holds', '暂扣结算', holds, { needs: 'read_season_finance' });
 })();

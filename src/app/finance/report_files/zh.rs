@@ -101,6 +101,9 @@ fn kind(kind: &str) -> &str {
         "reversal" => "冲正",
         "settlement" => "结算",
         "payout" => "付款",
+        "held" => "暂扣",
+        "released" => "放行",
+        "rejected" => "拒付",
         other => other,
     }
 }
