@@ -1,5 +1,5 @@
 //! The command line: `wenhui serve`, `demo`, `migrate`, `ledger ...`, `keys create`, `reconcile`,
-//! `report`, `settle`.
+//! `report`, `settle`, `fraud score`.
 //! The benchmarks are a binary of their own, `wenhui-bench` (see BENCHMARKS.md).
 
 #![allow(
@@ -88,6 +88,9 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Cash-out (套现) scoring.
+    #[command(subcommand)]
+    Fraud(FraudCommand),
     /// Settle a season's unsettled redemptions up to a cut-off (T+1: yesterday's end).
     Settle {
         #[arg(long)]
@@ -300,6 +303,21 @@ pub enum LedgerCommand {
 }
 
 #[derive(Subcommand, Debug)]
+pub enum FraudCommand {
+    /// Score every merchant of a season (the same as `GET /v1/seasons/{id}/fraud/scores`, whole
+    /// province): a progress bar on a terminal, the scores on stdout.
+    Score {
+        #[arg(long)]
+        season: crate::domain::ids::SeasonId,
+        /// RFC 3339: score the redemptions before this instant (default now).
+        #[arg(long)]
+        until: Option<String>,
+        #[arg(long, value_parser = ["json", "table"], default_value = "table")]
+        format: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
 pub enum LotteryCommand {
     /// Recompute the commitments and the draw from `GET /v1/batches/{id}/draw/audit`'s
     /// document (docs/lottery-audit.md); prints OK or what differs, and exits 1 if anything does.
@@ -458,7 +476,74 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             season_report(&url, &cli, *season, format, (view, lang), out.as_deref()).await
         }
         Command::Settle { season, cut_off } => settle(&url, &cli, *season, cut_off).await,
+        Command::Fraud(FraudCommand::Score { season, until, format }) => {
+            fraud_score(&url, &cli, *season, until.as_deref(), format == "json").await
+        }
     }
+}
+
+/// `wenhui fraud score`: reads the season with a progress bar (stderr, only on a terminal),
+/// then prints the scores as JSON or as a table with each reason in Chinese.
+async fn fraud_score(
+    url: &str,
+    cli: &Cli,
+    season: crate::domain::ids::SeasonId,
+    until: Option<&str>,
+    json: bool,
+) -> anyhow::Result<ExitCode> {
+    use std::io::IsTerminal;
+
+    use crate::app::fraud;
+    let until = match until {
+        Some(text) => Timestamp::parse_rfc3339(text).ok_or_else(|| anyhow::anyhow!("--until is RFC 3339"))?,
+        None => Timestamp::now(),
+    };
+    let store = server::open_store(url, &cli.data_dir).await?;
+    let season = load_season(store.as_ref(), season).await?;
+    let bar = if std::io::stderr().is_terminal() {
+        let bar = indicatif::ProgressBar::new_spinner();
+        bar.enable_steady_tick(Duration::from_millis(120));
+        bar
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
+    let mut progress = |read: u64| bar.set_message(format!("{read} redemptions read"));
+    let mut scores = fraud::score_season_with_progress(store.as_ref(), &season, until, &mut progress).await?;
+    bar.finish_and_clear();
+    fraud::name_merchants(store.as_ref(), &mut scores.merchants).await?;
+    let mut out = BufWriter::new(std::io::stdout().lock());
+    if json {
+        serde_json::to_writer_pretty(&mut out, &scores)?;
+        writeln!(out)?;
+    } else {
+        writeln!(
+            out,
+            "season {} until {}: {} redemptions, {} merchants, {:.1} s",
+            scores.season_id,
+            scores.until,
+            scores.redemptions,
+            scores.merchants.len(),
+            started.elapsed().as_secs_f64()
+        )?;
+        writeln!(out, "{:>5}  {:<36}  {:<14}  {:>8}  name", "score", "merchant", "category", "redeemed")?;
+        for merchant in &scores.merchants {
+            writeln!(
+                out,
+                "{:>5}  {:<36}  {:<14}  {:>8}  {}",
+                merchant.score,
+                merchant.merchant_id,
+                merchant.category,
+                merchant.redemptions,
+                merchant.merchant_name
+            )?;
+            for reason in &merchant.reasons {
+                writeln!(out, "       +{:<3} {}", reason.points, reason.explanation_zh)?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// A staff key for `keys list` and `keys revoke`: what it may do and whether it still works.

@@ -32,6 +32,7 @@ mod lottery;
 mod qr;
 mod reads;
 mod redemptions;
+mod scoring;
 mod wrk;
 
 #[derive(Parser, Debug)]
@@ -120,6 +121,9 @@ enum BenchCommand {
     /// The rush's reads (batch list, my vouchers) with pgbench select-only as the baseline, and
     /// a claim rush alone and beside them.
     Reads(reads::ReadsBench),
+    /// Cash-out scoring of a generated season of 100,000 and 1,000,000 redemptions on each
+    /// backend: wall time and peak RSS.
+    Scoring(scoring::ScoringBench),
 }
 
 async fn run(cli: &Cli) -> anyhow::Result<()> {
@@ -133,6 +137,7 @@ async fn run(cli: &Cli) -> anyhow::Result<()> {
         BenchCommand::Lottery(args) => lottery::run(args, &wenhui()?).await,
         BenchCommand::Qr(args) => qr::run(args),
         BenchCommand::Reads(args) => reads::run(args, &wenhui()?).await,
+        BenchCommand::Scoring(args) => scoring::run(args).await,
     }
 }
 

@@ -20,6 +20,7 @@ pub mod codes;
 pub mod error;
 pub mod events;
 pub mod finance;
+pub mod fraud;
 pub mod health;
 pub mod housekeeping;
 pub mod lottery_audit;

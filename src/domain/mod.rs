@@ -11,6 +11,7 @@ pub mod citizen;
 pub mod entries;
 pub mod error_code;
 pub mod finance;
+pub mod fraud;
 pub mod funding;
 pub mod ids;
 pub mod ledger;

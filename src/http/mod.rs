@@ -35,6 +35,7 @@ pub mod error;
 mod events;
 pub mod extract;
 mod finance;
+mod fraud;
 pub mod idempotency;
 mod ledger;
 mod merchants;
@@ -431,6 +432,8 @@ fn season_wide_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(finance::close))
         .routes(routes!(finance::settle))
         .routes(routes!(finance::season_settlements))
+        // Scoring reads every redemption of the season (1,000,000 in a few seconds).
+        .routes(routes!(fraud::scores))
         // A draw issues a batch's whole stock (200,000 vouchers for Beijing 2021's).
         .routes(routes!(seasons::draw))
         // Its audit hashes every entry twice, once per process (then it is cached).

@@ -25,6 +25,7 @@ mod codes;
 mod constraint;
 mod db;
 mod finance;
+mod fraud;
 mod holds;
 mod ledger;
 mod notices;
@@ -44,6 +45,7 @@ pub use finance::{
     MerchantSales, SettlementLineRecord, SettlementPlan, SettlementRecord, StatementEvent,
     VoucherStatusCount,
 };
+pub use fraud::{FactSink, FraudStore, MerchantLabel};
 pub use holds::{HeldLineRecord, HoldDecision, HoldRecord, MAX_HELD_LINES, NewHold};
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
@@ -193,6 +195,7 @@ pub trait Storage:
     + CardStore
     + FinanceStore
     + CodeStore
+    + FraudStore
     + Send
     + Sync
     + 'static

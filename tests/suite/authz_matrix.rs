@@ -25,6 +25,7 @@ const TABLE: &[Row] = &[
     ("season_report", ["-", "-", "PCO", "PCO"]),
     ("reconcile_season", ["-", "-", "P", "P"]),
     ("list_season_settlements", ["-", "-", "PCO", "PCO"]),
+    ("season_fraud_scores", ["-", "-", "PCO", "PCO"]),
     ("get_settlement", ["-", "-", "PCO", "PCO"]),
     ("payout_csv", ["-", "-", "PCO", "PCO"]),
     ("settle", ["-", "-", "P", "-"]),
@@ -202,6 +203,7 @@ fn season_request(op: &str, seed: &Seed) -> Option<Request> {
         "season_report" => ("GET", format!("/v1/seasons/{season}/report"), None),
         "reconcile_season" => ("GET", format!("/v1/seasons/{season}/reconciliation"), None),
         "list_season_settlements" => ("GET", format!("/v1/seasons/{season}/settlements"), None),
+        "season_fraud_scores" => ("GET", format!("/v1/seasons/{season}/fraud/scores"), None),
         "get_settlement" => ("GET", format!("/v1/settlements/{settlement}"), None),
         "payout_csv" => ("GET", format!("/v1/settlements/{settlement}/payout.csv"), None),
         "settle" => {

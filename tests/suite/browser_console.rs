@@ -77,7 +77,7 @@ fn yuan(fen: i64) -> String {
     format!("{}.{:02}", fen / 100, fen % 100)
 }
 
-async fn sign_in(browser: &Browser, base: &str, key: &str) {
+pub(crate) async fn sign_in(browser: &Browser, base: &str, key: &str) {
     browser.client.goto(&format!("{base}/console/")).await.expect("load the console");
     let input = browser.wait_for("#staff-key").await;
     input.send_keys(key).await.expect("type");
@@ -91,7 +91,7 @@ async fn sign_out(browser: &Browser) {
 }
 
 /// Opens a section from the nav and waits until it is drawn.
-async fn open(browser: &Browser, section: &str) {
+pub(crate) async fn open(browser: &Browser, section: &str) {
     let button = format!("#sections button[data-section=\"{section}\"]");
     browser.wait_for(&button).await.click().await.expect("open the section");
     browser.wait_for(&format!(".pane[data-section=\"{section}\"]:not([aria-busy])")).await;
@@ -142,7 +142,7 @@ async fn requested(browser: &Browser) -> Vec<String> {
         .collect()
 }
 
-async fn clean(browser: &Browser, base: &str) {
+pub(crate) async fn clean(browser: &Browser, base: &str) {
     assert_eq!(browser.errors().await, Vec::<Value>::new(), "the browser logged errors");
     let requested = requested(browser).await;
     assert!(requested.iter().all(|u| u.starts_with(&format!("{base}/"))), "another origin: {requested:?}");

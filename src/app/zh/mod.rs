@@ -3,6 +3,7 @@
 //! error code. Pure functions over the domain's types: the pages (`src/web`) and the finance
 //! files use the same words.
 
+pub mod fraud;
 mod messages;
 mod regions;
 

@@ -1,7 +1,8 @@
 'use strict';
 // The console's money sections: the season dashboard (figures and charts of the report),
 // reconciliation with every break, settlements (run, list, payout file, the bank's payout),
-// settlement holds (暂扣结算: hold, release, reject with four eyes) and closing the season. Figures are shown as the JSON report gives them (yuan strings, re-written
+// settlement holds (暂扣结算: hold, release, reject with four eyes), the merchants' cash-out risk
+// scores and closing the season. Figures are shown as the JSON report gives them (yuan strings, re-written
 // as ¥1,234.50); the one sum made here (sales by city) is in integer fen (BigInt). The charts are
 // drawn by the server (GET …/report?format=svg) and fetched with the key like any call.
 (() => {
@@ -412,9 +413,51 @@
     pane.append(start, box);
   };
 
+  // Cash-out (套现) risk: each merchant's score (0 to 100) and the reasons behind it, as the
+  // server explains them in Chinese (GET /v1/seasons/{id}/fraud/scores), highest first.
+  const SIGNALS = {
+    at_threshold: '门槛整额',
+    hourly_rate: '核销过密',
+    repeat_citizens: '同人反复',
+    distinct_burst: '短时多人',
+    reversals: '核销后撤销',
+    odd_hours: '非营业时段',
+    far_and_fast: '外地即领即用',
+  };
+  const level = (score) => (score >= 60 ? 'high' : score >= 20 ? 'medium' : 'low');
+  const LEVELS = { high: '高风险', medium: '需关注', low: '正常' };
+
+  const risk = async (pane, ctx) => {
+    const page = await ctx.api(`/v1/seasons/${ctx.season.id}/fraud/scores?limit=200`);
+    const high = page.merchants.filter((m) => m.score >= 60).length;
+    pane.append(
+      el('p', { class: high ? 'banner broken' : 'banner ok', role: 'status', 'data-field': 'high' },
+        high ? `${high} 家商户风险评分达 60 分以上，请核查其核销记录。` : '没有商户风险评分达 60 分。'),
+      el('p', { class: 'note' }, `依据截至 ${when(page.until)}（北京时间）的 ${page.redemptions} 笔核销计算；`,
+        '分数 0–100，由七项信号加权得出，同样的数据总得到同样的分数。分数高不等于认定套现，请结合原因核查。'));
+    const rows = page.merchants.map((m) => el('tr', { 'data-key': m.merchant_id, class: `risk-${level(m.score)}` },
+      el('td', { class: 'num', 'data-field': 'score' },
+        el('span', { class: `score ${level(m.score)}` }, String(m.score)), el('span', { class: 'sr-only' }, LEVELS[level(m.score)])),
+      el('th', { scope: 'row', 'data-field': 'name' }, m.merchant_name || m.merchant_id),
+      el('td', { 'data-field': 'city' }, regionName(ctx, m.merchant_city)),
+      el('td', { 'data-field': 'category' }, categoryName(ctx, m.category)),
+      el('td', { class: 'num', 'data-field': 'redemptions' }, String(m.redemptions)),
+      el('td', { 'data-field': 'reasons' }, m.reasons.length
+        ? el('ul', { class: 'reasons' }, m.reasons.map((r) => el('li', { 'data-signal': r.signal },
+          el('strong', {}, `${SIGNALS[r.signal] || r.signal} +${r.points}`), '：', r.explanation_zh)))
+        : '未见异常')));
+    pane.append(el('div', { class: 'table-wrap' }, el('table', { class: 'figures risk' },
+      el('caption', {}, '商户风险评分（高分在前）'),
+      el('thead', {}, el('tr', {}, ['分数', '商户', '城市', '品类', '核销笔数', '原因']
+        .map((t) => el('th', { scope: 'col' }, t)))),
+      el('tbody', {}, rows.length ? rows : el('tr', {}, el('td', { colspan: 6, class: 'empty' }, '暂无核销'))))));
+    if (page.next_after) pane.append(el('p', { class: 'note' }, `只列出分数最高的 ${page.merchants.length} 家（共 ${page.merchants_matching} 家）。`));
+  };
+
   section('dashboard', '活动看板', dashboard, { needs: 'read_season_finance' });
   section('reconciliation', '对账', reconciliation, { needs: 'reconcile_season' });
   section('settlements', '结算', settlements, { needs: 'read_season_finance' });
   section('close', '结季', close, { needs: 'settle_season' });
+  section('risk', '风险评分', risk, { needs: 'read_season_finance' });
   section('holds', '暂扣结算', holds, { needs: 'read_season_finance' });
 })();
