@@ -86,6 +86,7 @@ fn finance_error(error: FinanceError) -> ApiError {
         ),
         FinanceError::NotFound(what) => ApiError::not_found(ErrorCode::NotFound, format!("no such {what}")),
         FinanceError::Storage(error) => error.into(),
+        FinanceError::Holding(error) => error.into(),
         FinanceError::Replay | FinanceError::Write(_) => ApiError::internal(),
     }
 }

@@ -18,7 +18,10 @@ use crate::common::{Backend, code, read};
 use crate::till::merchant;
 use wenhui::domain::ids::SeasonId;
 
-both_backends!(the_ktv_and_the_phone_farm_score_high_the_bookstore_low);
+both_backends!(
+    the_ktv_and_the_phone_farm_score_high_the_bookstore_low,
+    a_settlement_holds_the_two_frauds_and_pays_the_bookstore,
+);
 
 /// A merchant and the key of its one till.
 pub(crate) struct Shop {
@@ -341,4 +344,66 @@ async fn the_ktv_and_the_phone_farm_score_high_the_bookstore_low(backend: Backen
     let (status, body) =
         app.get(&format!("/v1/seasons/{}/fraud/scores", Uuid::new_v4()), Some(&finance)).await;
     assert_eq!((status, code(&body)), (404, "season_not_found"), "{body}");
+}
+
+/// The end to end: with the season's threshold at 60, the settlement scores the season up
+/// to its cut-off and holds the KTV's and the farm's lines (score, reasons), pays the bookstore,
+/// and every identity holds (reconciliation, the ledger's chain).
+async fn a_settlement_holds_the_two_frauds_and_pays_the_bookstore(backend: Backend) {
+    let (s, bookstore, ktv, farm) = three_merchants(backend).await;
+    let app = &s.world.app;
+    let season = &s.world.season_id;
+    let finance = app.staff_key(Role::Finance, "370000").await;
+    let threshold = app
+        .client
+        .put(app.url(&format!("/v1/seasons/{season}/hold-threshold")))
+        .bearer_auth(&s.world.province_admin)
+        .json(&json!({"hold_score_threshold": 60}))
+        .send()
+        .await
+        .expect("put the threshold");
+    let (status, body) = read(threshold).await;
+    assert_eq!(status, 200, "{body}");
+
+    let cut_off = cst(6, 0, 0, 0);
+    s.world.clock.set(cut_off);
+    let body = json!({"season_id": season, "cut_off": cut_off.to_string()});
+    let (status, settlement) = app.post_idem("/v1/settlements", Some(&finance), "settle-1", body).await;
+    assert_eq!(status, 201, "{settlement}");
+    assert_eq!(
+        (settlement["merchants"].as_i64(), settlement["held"].as_i64()),
+        (Some(3), Some(2)),
+        "{settlement}"
+    );
+    let id = settlement["settlement_id"].as_str().expect("settlement id");
+
+    let (status, holds) = app.get(&format!("/v1/seasons/{season}/holds"), Some(&finance)).await;
+    assert_eq!(status, 200, "{holds}");
+    let held: Vec<&Value> = holds["holds"].as_array().expect("holds").iter().collect();
+    let mut held_ids: Vec<&str> = held.iter().map(|h| h["merchant_id"].as_str().expect("id")).collect();
+    held_ids.sort_unstable();
+    let mut frauds = [ktv.as_str(), farm.as_str()];
+    frauds.sort_unstable();
+    assert_eq!(held_ids, frauds, "{holds}");
+    for hold in &held {
+        assert_eq!(hold["source"], "score", "{hold}");
+        assert!(hold["score"].as_u64().is_some_and(|score| score >= 60), "{hold}");
+        let reason = hold["reason"].as_str().expect("reason");
+        assert!(reason.contains(">= 60") && !reason.is_empty(), "{reason}");
+    }
+    let ktv_hold = held.iter().find(|h| h["merchant_id"] == ktv.as_str()).expect("the KTV's hold");
+    assert!(ktv_hold["reason"].as_str().is_some_and(|r| r.contains("门槛")), "{ktv_hold}");
+
+    let payout = app.client.get(app.url(&format!("/v1/settlements/{id}/payout.csv?lang=en")));
+    let payout = payout.bearer_auth(&finance).send().await.expect("payout file");
+    assert_eq!(payout.status(), 200);
+    let payout = payout.text().await.expect("csv");
+    assert!(payout.contains(&bookstore), "the bookstore is paid:\n{payout}");
+    assert!(!payout.contains(&ktv) && !payout.contains(&farm), "the frauds are not:\n{payout}");
+
+    let (status, reconciliation) =
+        app.get(&format!("/v1/seasons/{season}/reconciliation"), Some(&finance)).await;
+    assert_eq!((status, &reconciliation["ok"]), (200, &json!(true)), "{reconciliation:#}");
+    let out = crate::cli::wenhui(app.db.dir.path(), &app.db.url, &["ledger", "verify"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
 }

@@ -697,6 +697,9 @@ pub enum FinanceError {
     Storage(#[from] StorageError),
     #[error("{0}")]
     Write(String),
+    /// Scoring the season's merchants, or holding one, before a settlement failed.
+    #[error(transparent)]
+    Holding(#[from] crate::app::error::AppError),
 }
 
 impl From<WriteError> for FinanceError {
@@ -827,12 +830,42 @@ pub async fn settle(
         answer: Some(IdemRecord { status: 201, ..answer }),
         render: render_settlement,
     };
-    if existing.is_some_and(|s| s.completed_at.is_some()) {
+    if existing.as_ref().is_some_and(|s| s.completed_at.is_some()) {
         // Made under this key, and finished by another run (which stored no answer for this
         // key): store the answer now and give it.
         return Ok(store.finish_settlement(&plan, now).await?);
     }
+    if existing.is_none() {
+        // Before the first chunk writes the settlement: a retry after a crash part way through
+        // the holds scores again; one after the first chunk goes on with the holds made.
+        hold_by_scores(store, season, cut_off, now).await?;
+    }
     settle_in_chunks(store, &plan, chunking, now).await
+}
+
+/// Before a settlement's chunks: every merchant whose cash-out score up to the cut-off
+/// (`app::fraud`, docs/fraud-scoring.md) reaches the season's `hold_score_threshold` is put on
+/// hold with the score's reasons, so that the settlement holds its line
+/// (docs/settlement-holds.md). No threshold: nothing is scored. Answers how many merchants the
+/// scores put on hold (a merchant on hold already keeps its first hold).
+pub async fn hold_by_scores(
+    store: &dyn Storage,
+    season: &Season,
+    cut_off: Timestamp,
+    now: Timestamp,
+) -> Result<usize, FinanceError> {
+    let Some(threshold) = season.hold_score_threshold else { return Ok(0) };
+    let scores = crate::app::fraud::score_season(store, season, cut_off).await?;
+    let mut held = 0;
+    for merchant in scores.merchants.iter().filter(|m| m.score >= u16::from(threshold)) {
+        let reasons: Vec<&str> = merchant.reasons.iter().map(|r| r.explanation_zh.as_str()).collect();
+        let reasons = reasons.join("；");
+        let score = u8::try_from(merchant.score.min(100)).unwrap_or(100);
+        if holds::hold_by_score(store, season, merchant.merchant_id, score, &reasons, now).await?.is_some() {
+            held += 1;
+        }
+    }
+    Ok(held)
 }
 
 /// Finishes the settlements that runs left in progress (a crash, a restart, a client that gave
