@@ -260,8 +260,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         config.idempotency_retention,
     );
     let writer_handle = writer.clone();
-    let listener =
-        TcpListener::bind(config.listen).await.with_context(|| format!("binding {}", config.listen))?;
+    let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let checkpoints =
@@ -405,4 +404,21 @@ impl ShutdownSignal {
     pub async fn wait(self) {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+/// Connections the kernel may hold completed but not yet accepted: a rush opens thousands at
+/// once, and a full queue drops their handshakes, each retried by the phone only after a second
+/// or more. The kernel caps it at `net.core.somaxconn` (4096 by default since Linux 5.4);
+/// tokio's `TcpListener::bind` asks for 1,024.
+const LISTEN_BACKLOG: u32 = 65_535;
+
+/// The service's listening socket (address reuse on, as `TcpListener::bind` sets it).
+fn listen(address: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = match address {
+        std::net::SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        std::net::SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
 }

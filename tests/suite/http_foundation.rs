@@ -186,3 +186,27 @@ async fn hold_merchants_lock(backend: Backend, url: &str) -> Box<dyn std::any::A
         }
     }
 }
+
+/// The listening socket takes a rush's burst of handshakes: its accept queue is as long as the
+/// kernel allows (`net.core.somaxconn`), not tokio's default of 1,024 (`ss` shows a listening
+/// socket's queue limit as its Send-Q).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_accept_queue_is_as_long_as_the_kernel_allows() {
+    let app = TestApp::spawn(Backend::Sqlite).await;
+    let port = app.base.rsplit(':').next().expect("a port").trim_end_matches('/');
+    let somaxconn: u32 = std::fs::read_to_string("/proc/sys/net/core/somaxconn")
+        .expect("somaxconn")
+        .trim()
+        .parse()
+        .expect("a number");
+    let filter = format!("sport = :{port}");
+    let listed = std::process::Command::new("ss").args(["-ltnH", &filter]).output().expect("run ss");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    let queue: u32 = listed
+        .split_whitespace()
+        .nth(2)
+        .and_then(|q| q.parse().ok())
+        .unwrap_or_else(|| panic!("no listening socket on port {port}: {listed}"));
+    assert_eq!(queue, somaxconn.min(65_535), "{listed}");
+    assert!(queue > 1_024 || somaxconn <= 1_024, "{listed}");
+}
