@@ -1403,13 +1403,28 @@ pub async fn enter_lottery(
     citizen_id: CitizenId,
     now: Timestamp,
 ) -> Result<Timestamp, AppError> {
+    let batch = batch_taking_entries(store, batch_id, now, |batch| match batch.lottery {
+        Some(_) => Ok(()),
+        None => Err(crate::app::seasons::not_a_lottery()),
+    })
+    .await?;
+    Ok(store.enter_lottery(batch.id, citizen_id, now).await?)
+}
+
+/// The batch a citizen enters (a lottery's draw, a waitlist), if `kind` accepts it and its
+/// window is open at `now`: 404 `batch_not_found`, `kind`'s refusal, 409 `not_open` (or a
+/// closed season) outside the window.
+pub async fn batch_taking_entries(
+    store: &dyn Storage,
+    batch_id: BatchId,
+    now: Timestamp,
+    kind: impl FnOnce(&Batch) -> Result<(), AppError>,
+) -> Result<Batch, AppError> {
     let batch = store
         .batch(batch_id)
         .await?
         .ok_or_else(|| AppError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
-    if batch.lottery.is_none() {
-        return Err(crate::app::seasons::not_a_lottery());
-    }
+    kind(&batch)?;
     let season = store
         .season(batch.season_id)
         .await?
@@ -1420,7 +1435,7 @@ pub async fn enter_lottery(
         _ => Ok(()),
     };
     window.map_err(|message| AppError::conflict(ErrorCode::NotOpen, message))?;
-    Ok(store.enter_lottery(batch.id, citizen_id, now).await?)
+    Ok(batch)
 }
 
 /// The voucher a QR code may be drawn for: the citizen's own (404 `voucher_not_found` for

@@ -15,7 +15,7 @@ use crate::app::providers::SmsSender;
 use crate::domain::citizen::Phone;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{BatchId, CitizenId, VoucherId};
-use crate::domain::season::{Batch, ClaimRefusal, Lottery, VoucherStatus};
+use crate::domain::season::{Batch, Lottery, VoucherStatus};
 use crate::domain::time::Timestamp;
 use crate::storage::Storage;
 
@@ -186,21 +186,9 @@ pub async fn join(
     phone: &Phone,
     now: Timestamp,
 ) -> Result<Timestamp, AppError> {
-    let batch = store
-        .batch(batch_id)
-        .await?
-        .ok_or_else(|| AppError::not_found(ErrorCode::BatchNotFound, "no such batch"))?;
-    waitlist_of(&batch)?;
-    let season = store
-        .season(batch.season_id)
-        .await?
-        .ok_or_else(|| AppError::internal("a batch without its season"))?;
-    let window = match batch.check_open(&season, now) {
-        Err(ClaimRefusal::SeasonClosed) => Err("the season is closed".to_owned()),
-        Err(ClaimRefusal::NotOpen(message)) => Err(message),
-        _ => Ok(()),
-    };
-    window.map_err(|message| AppError::conflict(ErrorCode::NotOpen, message))?;
+    let batch =
+        crate::app::claims::batch_taking_entries(store, batch_id, now, |batch| waitlist_of(batch).map(drop))
+            .await?;
     let registered = store.citizen_phone_hash(citizen_id).await?;
     if registered.as_deref() != Some(&citizens.phone_hash(phone)[..]) {
         return Err(AppError::invalid(ErrorCode::PhoneMismatch, "give the phone you registered with"));

@@ -9,10 +9,9 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui::domain::staff::Role;
 use wenhui::domain::time::{Clock, Timestamp};
-use wenhui_merchant_sdk::signing::SignedParts;
 
 use crate::claims::World;
-use crate::common::{Backend, read};
+use crate::common::Backend;
 use crate::till::merchant;
 use wenhui::domain::ids::SeasonId;
 
@@ -135,32 +134,9 @@ impl Season {
 
     /// A terminal request signed at the service's (manual) clock.
     async fn signed(&mut self, path: &str, body: Value) -> (u16, Value) {
-        let body = body.to_string();
         let ts = self.world.clock.now().unix_us().div_euclid(1_000_000);
         let nonce = format!("prop-nonce-{:016}", self.next());
-        let parts = SignedParts {
-            method: "POST",
-            path_and_query: path,
-            timestamp_s: ts,
-            nonce: &nonce,
-            body: body.as_bytes(),
-        };
-        let response = self
-            .world
-            .app
-            .client
-            .post(self.world.app.url(path))
-            .header("content-type", "application/json")
-            .header("idempotency-key", Uuid::new_v4().to_string())
-            .header("wenhui-terminal", self.terminal.to_string())
-            .header("wenhui-timestamp", ts.to_string())
-            .header("wenhui-nonce", nonce.clone())
-            .header("wenhui-signature", parts.sign(&self.key))
-            .body(body)
-            .send()
-            .await
-            .expect("send");
-        read(response).await
+        crate::till::signed_to(&self.world, path, self.terminal, &self.key, ts, &nonce, &body).await
     }
 
     async fn apply(&mut self, op: &Op) {

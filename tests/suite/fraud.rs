@@ -10,7 +10,6 @@ use uuid::Uuid;
 use wenhui::domain::citizen::synthetic_id_number;
 use wenhui::domain::staff::Role;
 use wenhui::domain::time::Timestamp;
-use wenhui_merchant_sdk::signing::SignedParts;
 
 use crate::both_backends;
 use crate::claims::World;
@@ -118,33 +117,19 @@ impl Synthetic {
             self.world.app.post(&format!("/v1/vouchers/{voucher}/qr"), Some(token), json!({})).await;
         assert!(status == 200 || status == 201, "{qr}");
         let order = format!("order-{}", self.next());
-        let body = json!({"qr": qr["token"], "order_amount": amount, "order_ref": order}).to_string();
+        let body = json!({"qr": qr["token"], "order_amount": amount, "order_ref": order});
         let ts = at.unix_us().div_euclid(1_000_000);
         let nonce = format!("fraud-nonce-{:016}", self.next());
-        let path = "/v1/redemptions";
-        let parts = SignedParts {
-            method: "POST",
-            path_and_query: path,
-            timestamp_s: ts,
-            nonce: &nonce,
-            body: body.as_bytes(),
-        };
-        let response = self
-            .world
-            .app
-            .client
-            .post(self.world.app.url(path))
-            .header("content-type", "application/json")
-            .header("idempotency-key", Uuid::new_v4().to_string())
-            .header("wenhui-terminal", shop.terminal.to_string())
-            .header("wenhui-timestamp", ts.to_string())
-            .header("wenhui-nonce", nonce.clone())
-            .header("wenhui-signature", parts.sign(&shop.key))
-            .body(body)
-            .send()
-            .await
-            .expect("send");
-        let (status, answer) = read(response).await;
+        let (status, answer) = crate::till::signed_to(
+            &self.world,
+            "/v1/redemptions",
+            shop.terminal,
+            &shop.key,
+            ts,
+            &nonce,
+            &body,
+        )
+        .await;
         assert_eq!(status, 201, "{answer}");
     }
 }
