@@ -100,8 +100,9 @@ impl FraudStore for SqlStore {
         until: Timestamp,
         sink: &mut FactSink<'_>,
     ) -> Result<u64, StorageError> {
-        // In the order of `redemptions_by_season_merchant` (migration 0029): no sort, and the
-        // joined rows are found by primary key.
+        // By merchant, then time: what the aggregator needs to hold one merchant at a time.
+        // SQLite walks `redemptions_by_merchant` in that order (joined rows by primary key);
+        // PostgreSQL hash-joins and sorts (BENCHMARKS.md, "Cash-out scoring of a season").
         let mut rows = query_as::<FactRow>(
             "SELECT r.merchant_id, m.category, m.city, b.min_spend_fen, r.order_amount_fen, r.redeemed_at_us, \
              v.citizen_id, v.claimed_at_us, c.id_masked, r.reversed_at_us \
