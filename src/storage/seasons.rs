@@ -299,6 +299,34 @@ impl VoucherRow {
 }
 
 impl SqlStore {
+    /// A lottery's or a waitlist's entry (with the waitlist's sealed phone), once: when the
+    /// citizen first entered.
+    async fn insert_entry(
+        &self,
+        batch_id: BatchId,
+        citizen_id: CitizenId,
+        at: Timestamp,
+        sealed_phone: Option<&[u8]>,
+    ) -> Result<Timestamp, StorageError> {
+        query(
+            "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us, sealed_phone) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (batch_id, citizen_id) DO NOTHING",
+        )
+        .bind(batch_id)
+        .bind(citizen_id)
+        .bind(at.unix_us())
+        .bind(sealed_phone.map(<[u8]>::to_vec))
+        .execute(&self.pool)
+        .await?;
+        let (entered_at_us,): (i64,) =
+            query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
+                .bind(batch_id)
+                .bind(citizen_id)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(Timestamp::from_unix_us(entered_at_us))
+    }
+
     /// A waitlist's move (docs/waitlist.md) inside the claim's transaction: the cursor by a
     /// compare-and-set (another sweep that moved it first refuses this one), the freed voucher
     /// recorded once (primary key), the places passed over marked, and the phones of the people
@@ -932,22 +960,7 @@ impl SeasonStore for SqlStore {
         citizen_id: CitizenId,
         at: Timestamp,
     ) -> Result<Timestamp, StorageError> {
-        query(
-            "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us) VALUES ($1, $2, $3) \
-             ON CONFLICT (batch_id, citizen_id) DO NOTHING",
-        )
-        .bind(batch_id)
-        .bind(citizen_id)
-        .bind(at.unix_us())
-        .execute(&self.pool)
-        .await?;
-        let (entered_at_us,): (i64,) =
-            query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
-                .bind(batch_id)
-                .bind(citizen_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Timestamp::from_unix_us(entered_at_us))
+        self.insert_entry(batch_id, citizen_id, at, None).await
     }
 
     async fn lottery_entrants(
@@ -975,23 +988,7 @@ impl SeasonStore for SqlStore {
         at: Timestamp,
         sealed_phone: &[u8],
     ) -> Result<Timestamp, StorageError> {
-        query(
-            "INSERT INTO lottery_entries (batch_id, citizen_id, entered_at_us, sealed_phone) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (batch_id, citizen_id) DO NOTHING",
-        )
-        .bind(batch_id)
-        .bind(citizen_id)
-        .bind(at.unix_us())
-        .bind(sealed_phone.to_vec())
-        .execute(&self.pool)
-        .await?;
-        let (entered_at_us,): (i64,) =
-            query_as("SELECT entered_at_us FROM lottery_entries WHERE batch_id = $1 AND citizen_id = $2")
-                .bind(batch_id)
-                .bind(citizen_id)
-                .fetch_one(&self.pool)
-                .await?;
-        Ok(Timestamp::from_unix_us(entered_at_us))
+        self.insert_entry(batch_id, citizen_id, at, Some(sealed_phone)).await
     }
 
     async fn place_waitlist(&self, batch_id: BatchId, order: &[CitizenId]) -> Result<(), StorageError> {

@@ -3,8 +3,7 @@
 //! identity of `finance::reconcile` holds, on both backends.
 
 use proptest::prelude::*;
-use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::Ed25519KeyPair;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui::domain::staff::Role;
@@ -81,25 +80,8 @@ impl Season {
             )
             .await;
         let merchant = merchant(&world, &world.province_admin, 21, "bookstore", "370200").await;
-        let key = Ed25519KeyPair::from_pkcs8(
-            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("generate").as_ref(),
-        )
-        .expect("key");
-        let public_key = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            key.public_key().as_ref(),
-        );
-        let (status, terminal) = world
-            .app
-            .post_idem(
-                &format!("/v1/merchants/{merchant}/terminals"),
-                Some(&world.province_admin),
-                "terminal",
-                json!({"public_key": public_key, "label": "prop"}),
-            )
-            .await;
-        assert_eq!(status, 201, "{terminal}");
-        let terminal = terminal["terminal_id"].as_str().expect("terminal").parse().expect("uuid");
+        let (terminal, key) =
+            crate::till::raw_terminal(&world, &world.province_admin, &merchant, "terminal", "prop").await;
         let finance = world.app.staff_key(Role::Finance, "370000").await;
         let batches =
             [provincial, co_funded].iter().map(|b| b["id"].as_str().expect("id").to_owned()).collect();

@@ -3,8 +3,7 @@
 //! honest bookstore, a KTV cashing out at the threshold at night, and a phone farm; the scores
 //! and their reasons through `GET /v1/seasons/{id}/fraud/scores` and `app::fraud`.
 
-use ring::rand::SystemRandom;
-use ring::signature::{Ed25519KeyPair, KeyPair};
+use ring::signature::Ed25519KeyPair;
 use serde_json::{Value, json};
 use uuid::Uuid;
 use wenhui::domain::citizen::synthetic_id_number;
@@ -61,26 +60,9 @@ impl Synthetic {
     pub(crate) async fn shop(&self, seed: u32, category: &str) -> Shop {
         let admin = self.world.province_admin.clone();
         let id = merchant(&self.world, &admin, seed, category, "370200").await;
-        let key = Ed25519KeyPair::from_pkcs8(
-            Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("generate").as_ref(),
-        )
-        .expect("key");
-        let public_key = base64::Engine::encode(
-            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
-            key.public_key().as_ref(),
-        );
-        let (status, terminal) = self
-            .world
-            .app
-            .post_idem(
-                &format!("/v1/merchants/{id}/terminals"),
-                Some(&admin),
-                &format!("terminal-{seed}"),
-                json!({"public_key": public_key, "label": "till"}),
-            )
-            .await;
-        assert_eq!(status, 201, "{terminal}");
-        let terminal = terminal["terminal_id"].as_str().expect("terminal").parse().expect("uuid");
+        let terminal_key = format!("terminal-{seed}");
+        let (terminal, key) =
+            crate::till::raw_terminal(&self.world, &admin, &id, &terminal_key, "till").await;
         Shop { id, terminal, key }
     }
 

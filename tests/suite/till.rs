@@ -128,6 +128,32 @@ pub async fn signed(
     signed_to(world, "/v1/redemptions", terminal, key, ts, nonce, body).await
 }
 
+/// A terminal of `merchant` registered by `admin` with a fresh key of the test's own, for raw
+/// signed requests (`signed_to`): (terminal id, its key).
+pub(crate) async fn raw_terminal(
+    world: &World,
+    admin: &str,
+    merchant: &str,
+    idem_key: &str,
+    label: &str,
+) -> (Uuid, Ed25519KeyPair) {
+    let pkcs8 = Ed25519KeyPair::generate_pkcs8(&ring::rand::SystemRandom::new()).expect("generate");
+    let key = Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    let public_key =
+        base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, key.public_key().as_ref());
+    let (status, terminal) = world
+        .app
+        .post_idem(
+            &format!("/v1/merchants/{merchant}/terminals"),
+            Some(admin),
+            idem_key,
+            json!({"public_key": public_key, "label": label}),
+        )
+        .await;
+    assert_eq!(status, 201, "{terminal}");
+    (terminal["terminal_id"].as_str().expect("terminal").parse().expect("uuid"), key)
+}
+
 /// A raw signed POST to `path`, at a timestamp of the test's choosing (the SDK signs at the
 /// real time, the service may run on a manual clock).
 pub async fn signed_to(
