@@ -29,6 +29,10 @@ pub struct ScoringBench {
     merchants: usize,
     #[arg(long, value_parser = ["both", "postgres", "sqlite"], default_value = "both")]
     backend: String,
+    /// Keep the PostgreSQL database (`wenhui_bench_scoring`) and the SQLite file afterwards, for
+    /// EXPLAIN or a profile.
+    #[arg(long)]
+    keep: bool,
 }
 
 const DAYS: u64 = 30;
@@ -91,11 +95,16 @@ pub async fn run(args: &ScoringBench) -> anyhow::Result<()> {
             let dir = tempfile::tempdir()?;
             let url = format!("sqlite://{}", dir.path().join("scoring.db").display());
             measure("sqlite", &url, Dialect::Sqlite, size, args.merchants).await?;
+            if args.keep {
+                println!("kept: {}", dir.keep().join("scoring.db").display());
+            }
         }
         if args.backend != "sqlite" {
             let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_scoring").await?;
             measure("postgres", &scratch.url, Dialect::Postgres, size, args.merchants).await?;
-            scratch.drop_db().await?;
+            if !args.keep {
+                scratch.drop_db().await?;
+            }
         }
     }
     Ok(())
@@ -112,6 +121,9 @@ async fn measure(
     store.migrate().await?;
     let written = Instant::now();
     generate(url, dialect, size, merchants).await?;
+    // A real season's rows were written over weeks, with autovacuum's statistics and visibility
+    // map kept up to date all along; a season written in one go gets them here, before the clock.
+    analyze(url, dialect).await?;
     let written_s = written.elapsed().as_secs_f64();
     let season = store.season(SeasonId::from(id(SEASON, 0))).await?.context("the generated season")?;
     let until = wenhui::domain::time::Timestamp::from_unix_us(DAY0_US + DAYS as i64 * 24 * HOUR_US);
@@ -198,7 +210,7 @@ async fn generate(url: &str, dialect: Dialect, size: usize, merchants: usize) ->
                 "({}, {}, '{}**********{:03}X', '张*', {}, '138****0000', {DAY0_US})",
                 dialect.uuid(id(CITIZEN, c)),
                 dialect.bytes(id(CITIZEN, c).as_bytes()),
-                HOMES[(mix(c as u64) % HOMES.len() as u64) as usize],
+                home(c),
                 c % 1000,
                 dialect.bytes(id(CITIZEN, c).as_bytes())
             )
@@ -233,13 +245,14 @@ async fn generate(url: &str, dialect: Dialect, size: usize, merchants: usize) ->
         rows(
             &mut statements,
             "redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, order_slot, \
-              order_amount_fen, discount_fen, funders, redeemed_at_us, reversed_at_us)",
+              order_amount_fen, discount_fen, funders, redeemed_at_us, reversed_at_us, citizen_id, claimed_at_us, \
+              citizen_home_digits)",
             span,
             |i| {
                 let v = start + i;
                 let r = mix(v as u64 ^ 0x5555);
                 let m = (r % merchants as u64) as usize;
-                let (redeemed, _) = times(v);
+                let (redeemed, claimed) = times(v);
                 let amount = if r.is_multiple_of(10) { 10_000 } else { 10_000 + (r >> 8) % 20_000 };
                 let reversed = if (r >> 20).is_multiple_of(50) {
                     (redeemed + HOUR_US).to_string()
@@ -247,11 +260,14 @@ async fn generate(url: &str, dialect: Dialect, size: usize, merchants: usize) ->
                     "NULL".into()
                 };
                 format!(
-                    "({}, {}, {}, {}, {season}, {batch}, 'o{v}', '370000', {amount}, 3000, '370000:3000', {redeemed}, {reversed})",
+                    "({}, {}, {}, {}, {season}, {batch}, 'o{v}', '370000', {amount}, 3000, '370000:3000', {redeemed}, {reversed}, \
+                     {}, {claimed}, '{}')",
                     dialect.uuid(id(REDEMPTION, v)),
                     dialect.uuid(id(VOUCHER, v)),
                     dialect.uuid(id(MERCHANT, m)),
                     dialect.uuid(id(TERMINAL, m)),
+                    dialect.uuid(id(CITIZEN, v / 4)),
+                    home(v / 4),
                 )
             },
         );
@@ -260,6 +276,11 @@ async fn generate(url: &str, dialect: Dialect, size: usize, merchants: usize) ->
         start = end;
     }
     Ok(())
+}
+
+/// A citizen's home: the first four digits of their ID number.
+fn home(citizen: usize) -> &'static str {
+    HOMES[(mix(citizen as u64) % HOMES.len() as u64) as usize]
 }
 
 /// A voucher's redemption and claim instants: a day of the season, mostly 09:00 to 21:00.
@@ -288,6 +309,22 @@ fn rows(statements: &mut Vec<String>, table: &str, count: usize, row: impl Fn(us
         statements.push(sql);
         start = end;
     }
+}
+
+/// Gathers the planner's statistics (and, on PostgreSQL, sets the visibility map and hint bits
+/// as autovacuum would have).
+async fn analyze(url: &str, dialect: Dialect) -> anyhow::Result<()> {
+    match dialect {
+        Dialect::Sqlite => {
+            let mut conn = sqlx::SqliteConnection::connect(url).await?;
+            sqlx::raw_sql("ANALYZE").execute(&mut conn).await?;
+        }
+        Dialect::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(url).await?;
+            sqlx::raw_sql("VACUUM ANALYZE").execute(&mut conn).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Runs the statements in one transaction on a connection of their own.

@@ -52,7 +52,8 @@ struct FactRow {
     redeemed_at_us: i64,
     citizen_id: CitizenId,
     claimed_at_us: i64,
-    id_masked: Option<String>,
+    /// The first four digits of the citizen's ID number.
+    citizen_home_digits: Option<String>,
     reversed_at_us: Option<i64>,
 }
 
@@ -86,7 +87,7 @@ impl FactRow {
             redeemed_at: Timestamp::from_unix_us(self.redeemed_at_us),
             citizen_id: self.citizen_id,
             claimed_at: Timestamp::from_unix_us(self.claimed_at_us),
-            citizen_home: self.id_masked.as_deref().and_then(home_region_of_masked),
+            citizen_home: self.citizen_home_digits.as_deref().and_then(home_region_of_masked),
             reversed_at: self.reversed_at_us.filter(|&at| at < until.unix_us()).map(Timestamp::from_unix_us),
         })
     }
@@ -100,17 +101,17 @@ impl FraudStore for SqlStore {
         until: Timestamp,
         sink: &mut FactSink<'_>,
     ) -> Result<u64, StorageError> {
-        // By merchant, then time: what the aggregator needs to hold one merchant at a time.
-        // SQLite walks `redemptions_by_merchant` in that order (joined rows by primary key);
-        // PostgreSQL hash-joins and sorts (BENCHMARKS.md, "Cash-out scoring of a season").
+        // By merchant, then time: what the aggregator needs to hold one merchant at a time. The
+        // redemption row carries its citizen, claim time and the citizen's home digits
+        // (migration 0032), so both backends walk `redemptions_by_season_merchant` in that order,
+        // joined only to the season's few merchants and batches (BENCHMARKS.md, "Cash-out
+        // scoring of a season").
         let mut rows = query_as::<FactRow>(
             "SELECT r.merchant_id, m.category, m.city, b.min_spend_fen, r.order_amount_fen, r.redeemed_at_us, \
-             v.citizen_id, v.claimed_at_us, c.id_masked, r.reversed_at_us \
+             r.citizen_id, r.claimed_at_us, r.citizen_home_digits, r.reversed_at_us \
              FROM redemptions r \
              JOIN merchants m ON m.id = r.merchant_id \
              JOIN batches b ON b.id = r.batch_id \
-             JOIN vouchers v ON v.id = r.voucher_id \
-             LEFT JOIN citizens c ON c.id = v.citizen_id \
              WHERE r.season_id = $1 AND r.redeemed_at_us < $2 \
              ORDER BY r.merchant_id, r.redeemed_at_us",
         )

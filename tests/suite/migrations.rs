@@ -12,7 +12,8 @@ use crate::common::{Backend, TestDb};
 both_backends!(
     migration_0021_keeps_the_vouchers_and_what_refers_to_them,
     migration_0028_salts_the_lotteries_made_before_it,
-    migration_0030_keeps_the_settlements_made_before_it
+    migration_0030_keeps_the_settlements_made_before_it,
+    migration_0032_gives_each_redemption_its_citizen
 );
 
 const VOUCHER: &str = "0190f5a2000070008000000000000001";
@@ -368,4 +369,85 @@ async fn migration_0030_keeps_the_settlements_made_before_it(backend: Backend) {
     assert_eq!(found, [(1500, 1, Some(13), Some("BANK-1".to_owned()), 0, 0, "none".to_owned())]);
     assert!(zero_ok, "a settlement of held or released lines only may total 0");
     assert!(!negative_ok, "a negative total is still refused");
+}
+
+/// 0032 copies each redemption's citizen and claim time from its voucher, and the citizen's home
+/// digits from their masked ID number, onto the redemption (what cash-out scoring reads); a
+/// redemption without a citizen is refused afterwards (NOT NULL on PostgreSQL, a trigger on
+/// SQLite, where a column added to a table with rows cannot be NOT NULL).
+async fn migration_0032_gives_each_redemption_its_citizen(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let id = |n: u8| match backend {
+        Backend::Sqlite => format!("X'{n:032x}'"),
+        Backend::Postgres => format!("'{}'::uuid", uuid::Uuid::from_u128(u128::from(n))),
+    };
+    let off = match backend {
+        Backend::Sqlite => "PRAGMA foreign_keys = OFF;",
+        Backend::Postgres => "SET session_replication_role = replica;",
+    };
+    let redemption = |n: u8, voucher: u8| {
+        format!(
+            "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, order_slot, \
+             order_amount_fen, discount_fen, funders, redeemed_at_us) \
+             VALUES ({}, {}, {m}, {m}, {m}, {m}, 'A-{n}', 'any', 5000, 1000, '[]', 9);",
+            id(n),
+            id(voucher),
+            m = id(50)
+        )
+    };
+    let rows = format!(
+        "{off} INSERT INTO citizens (id, id_hash, id_masked, name_masked, phone_hash, phone_masked, created_at_us) \
+         VALUES ({c}, {c_hash}, '3702**********123X', '张*', {c_hash}, '138****0000', 1); \
+         INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) \
+         VALUES ({v1}, {m}, {m}, {c}, 1, 'redeemed', 1000, 7, 100), ({v2}, {m}, {m}, {gone}, 1, 'redeemed', 1000, 8, 100); \
+         {r1} {r2}",
+        c = id(1),
+        c_hash = match backend {
+            Backend::Sqlite => "X'01'".to_owned(),
+            Backend::Postgres => "'\\x01'::bytea".to_owned(),
+        },
+        v1 = id(11),
+        v2 = id(12),
+        gone = id(2),
+        m = id(50),
+        r1 = redemption(21, 11),
+        r2 = redemption(22, 12),
+    );
+    let read = "SELECT order_ref, claimed_at_us, citizen_home_digits FROM redemptions ORDER BY order_ref";
+    let citizens = format!("SELECT count(*) FROM redemptions WHERE citizen_id IN ({}, {})", id(1), id(2));
+    let (rows, citizens) = (sqlx::AssertSqlSafe(rows), sqlx::AssertSqlSafe(citizens));
+    let without = sqlx::AssertSqlSafe(format!("{off} {}", redemption(23, 13)));
+    type Row = (String, Option<i64>, Option<String>);
+    let (found, with_citizen, refused): (Vec<Row>, i64, Result<_, sqlx::Error>) = match backend {
+        Backend::Sqlite => {
+            let options =
+                sqlx::sqlite::SqliteConnectOptions::from_str(&db.url).expect("url").create_if_missing(true);
+            let mut conn = sqlx::SqliteConnection::connect_with(&options).await.expect("connect");
+            let migrator = sqlx::migrate!("./migrations/sqlite");
+            migrator.run_to(31, &mut conn).await.expect("up to 0031");
+            sqlx::raw_sql(rows).execute(&mut conn).await.expect("rows");
+            migrator.run(&mut conn).await.expect("0032");
+            let found = sqlx::query_as(read).fetch_all(&mut conn).await.expect("read");
+            let with_citizen = sqlx::query_scalar(citizens).fetch_one(&mut conn).await.expect("count");
+            (found, with_citizen, sqlx::raw_sql(without).execute(&mut conn).await.map(drop))
+        }
+        Backend::Postgres => {
+            let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+            let migrator = sqlx::migrate!("./migrations/postgres");
+            migrator.run_to(31, &mut conn).await.expect("up to 0031");
+            sqlx::raw_sql(rows).execute(&mut conn).await.expect("rows");
+            migrator.run(&mut conn).await.expect("0032");
+            let found = sqlx::query_as(read).fetch_all(&mut conn).await.expect("read");
+            let with_citizen = sqlx::query_scalar(citizens).fetch_one(&mut conn).await.expect("count");
+            (found, with_citizen, sqlx::raw_sql(without).execute(&mut conn).await.map(drop))
+        }
+    };
+    assert_eq!(
+        found,
+        [("A-21".to_owned(), Some(7), Some("3702".to_owned())), ("A-22".to_owned(), Some(8), None)],
+        "claim times from the vouchers; home digits where the citizen's row is there"
+    );
+    assert_eq!(with_citizen, 2, "each redemption names its voucher's citizen");
+    let refused = refused.expect_err("a redemption without its citizen is refused");
+    assert!(refused.to_string().contains("citizen_id"), "{refused}");
 }

@@ -302,9 +302,15 @@ impl SqlBackend for PgBackend {
         .await?;
         sqlx::query(
             "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
-             order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us) \
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], \
-             $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::bigint[])",
+             order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us, \
+             citizen_id, claimed_at_us, citizen_home_digits) \
+             SELECT u.*, v.citizen_id, v.claimed_at_us, substr(c.id_masked, 1, 4) \
+             FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::uuid[], $6::uuid[], \
+             $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::text[], $12::bigint[]) \
+             AS u (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, order_slot, \
+             order_amount_fen, discount_fen, funders, redeemed_at_us) \
+             LEFT JOIN vouchers v ON v.id = u.voucher_id \
+             LEFT JOIN citizens c ON c.id = v.citizen_id",
         )
         .bind(accepted.iter().map(|r| r.id).collect::<Vec<_>>())
         .bind(accepted.iter().map(|r| r.voucher_id).collect::<Vec<_>>())

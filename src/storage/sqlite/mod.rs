@@ -233,9 +233,15 @@ impl SqlBackend for SqliteBackend {
             accepted.iter().map(|r| r.voucher_id),
         );
         let updated = q.build().execute(&mut *tx).await?;
+        // The redemption carries its voucher's citizen and claim time and the citizen's home city
+        // (migration 0032: what cash-out scoring reads), taken from their rows as it is written.
         let mut q = QueryBuilder::new(
             "INSERT INTO redemptions (id, voucher_id, merchant_id, terminal_id, season_id, batch_id, order_ref, \
-             order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us) ",
+             order_slot, order_amount_fen, discount_fen, funders, redeemed_at_us, \
+             citizen_id, claimed_at_us, citizen_home_digits) \
+             SELECT u.column1, u.column2, u.column3, u.column4, u.column5, u.column6, u.column7, u.column8, \
+             u.column9, u.column10, u.column11, u.column12, v.citizen_id, v.claimed_at_us, substr(c.id_masked, 1, 4) \
+             FROM (",
         );
         q.push_values(accepted, |mut row, r| {
             row.push_bind(r.id)
@@ -251,6 +257,7 @@ impl SqlBackend for SqliteBackend {
                 .push_bind(r.funders_json.clone())
                 .push_bind(r.redeemed_at.unix_us());
         });
+        q.push(") AS u LEFT JOIN vouchers v ON v.id = u.column2 LEFT JOIN citizens c ON c.id = v.citizen_id");
         q.build().execute(&mut *tx).await?;
         Ok(updated.rows_affected())
     }
