@@ -427,8 +427,12 @@ pub trait FinanceStore: Send + Sync {
         threshold: Option<u8>,
     ) -> Result<bool, StorageError>;
 
-    /// The season's merchants on hold.
-    async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError>;
+    /// The season's merchants on hold; with `city`, only that city's merchants (one statement).
+    async fn season_holds(
+        &self,
+        season_id: SeasonId,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<HoldRecord>, StorageError>;
 
     /// The season's settlement lines that were ever held, with finance's decisions.
     async fn held_lines(&self, season_id: SeasonId) -> Result<Vec<HeldLineRecord>, StorageError>;
@@ -1505,8 +1509,12 @@ impl FinanceStore for SqlStore {
         self.set_hold_threshold_row(season_id, threshold).await
     }
 
-    async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError> {
-        self.season_hold_rows(season_id).await
+    async fn season_holds(
+        &self,
+        season_id: SeasonId,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<HoldRecord>, StorageError> {
+        self.season_hold_rows(season_id, city).await
     }
 
     async fn held_lines(&self, season_id: SeasonId) -> Result<Vec<HeldLineRecord>, StorageError> {

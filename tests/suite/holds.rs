@@ -100,6 +100,17 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
     assert_eq!(listed["holds"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed["lines"][0]["status"], "held");
     assert_eq!(listed["lines"][0]["reason"], "投诉：疑似满额套现");
+    // A city's finance sees its own merchants' holds and lines only (the bookstore is Qingdao's).
+    for (city, seen) in [("370200", 1), ("370100", 0)] {
+        let key = s.world.app.staff_key(Role::Finance, city).await;
+        let (status, listed) = s.get(&holds, &key).await;
+        assert_eq!(status, 200, "{listed}");
+        let counts = (listed["holds"].as_array().map(Vec::len), listed["lines"].as_array().map(Vec::len));
+        assert_eq!(counts, (Some(seen), Some(seen)), "{city}: {listed}");
+        if seen == 1 {
+            assert_eq!(listed["holds"][0]["merchant_id"], bookstore.as_str(), "{listed}");
+        }
+    }
 
     // The bank pays the first payout; the bookstore is still held.
     let (status, paid) = s
