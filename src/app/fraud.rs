@@ -2,8 +2,14 @@
 //! (`FraudStore::scan_redemption_facts`), tallied a merchant at a time and scored by
 //! `domain::fraud`, each reason explained in Chinese (`zh::fraud`). What a score above the
 //! season's threshold does to settlement is decided elsewhere; this only scores.
+//!
+//! The scores API pages over one scoring: [`ScoresCache`] keeps a season's last scoring on this
+//! node for [`SCORES_FRESH_FOR_S`], made once however many requests ask for it at a time. A
+//! settlement never reads it (`finance::hold_by_scores` scores at its own cut-off).
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
@@ -14,8 +20,10 @@ use crate::domain::fraud::{Aggregator, Assessment, Signal, assess};
 use crate::domain::ids::{MerchantId, SeasonId};
 use crate::domain::region::RegionCode;
 use crate::domain::season::Season;
-use crate::domain::time::Timestamp;
+use crate::domain::time::{Clock, Timestamp};
 use crate::storage::{FraudStore, StorageError};
+
+use super::read_side::ReadSide;
 
 /// How often (in redemptions read) the progress callback is called.
 pub const PROGRESS_EVERY: u64 = 10_000;
@@ -159,4 +167,94 @@ pub async fn name_merchants(
         }
     }
     Ok(())
+}
+
+/// How long (service clock) a scoring serves the scores API on a node: pages asked within it
+/// walk one scoring, and a redemption made meanwhile is counted by the next scoring after it.
+pub const SCORES_FRESH_FOR_S: i64 = 60;
+
+/// Scorings a node keeps at once (an explicit `until` is the caller's to choose); past it, the
+/// oldest goes first.
+const MAX_SCORINGS: usize = 16;
+
+/// What a scoring is kept under: the season and the explicit `until` (none: "now").
+type ScoringKey = (SeasonId, Option<Timestamp>);
+
+/// One scoring of a season, kept by [`ScoresCache`]: made once (single flight), then shared.
+struct Scoring {
+    /// When it was asked for (service clock); without an explicit `until`, also its `until`.
+    started: Timestamp,
+    scores: tokio::sync::OnceCell<Arc<SeasonScores>>,
+}
+
+impl Scoring {
+    /// Serves from `started` until [`SCORES_FRESH_FOR_S`] later (a clock moved back before
+    /// `started` makes it stale too).
+    fn fresh_at(&self, now: Timestamp) -> bool {
+        self.started <= now && now < self.started.plus_seconds(SCORES_FRESH_FOR_S)
+    }
+}
+
+/// A node's recent scorings per (season, explicit `until`, or none for "now"), for the scores
+/// API. Concurrent requests for one key wait for one scoring; a failed scoring is not kept (the
+/// next request scores again).
+pub struct ScoresCache {
+    reads: Arc<ReadSide>,
+    clock: Arc<dyn Clock>,
+    scorings: Mutex<HashMap<ScoringKey, Arc<Scoring>>>,
+    made: AtomicU64,
+}
+
+impl ScoresCache {
+    pub fn new(reads: Arc<ReadSide>, clock: Arc<dyn Clock>) -> ScoresCache {
+        ScoresCache { reads, clock, scorings: Mutex::new(HashMap::new()), made: AtomicU64::new(0) }
+    }
+
+    /// `season`'s scores before `until`, or, with none, before the time of a scoring made at
+    /// most [`SCORES_FRESH_FOR_S`] ago (the answer's `until`): kept, or made now (once, on the
+    /// read side) if none is fresh.
+    pub async fn scores(
+        &self,
+        season: &Season,
+        until: Option<Timestamp>,
+    ) -> Result<Arc<SeasonScores>, AppError> {
+        let scoring = self.scoring(season.id, until);
+        let scores = scoring
+            .scores
+            .get_or_try_init(|| async {
+                self.made.fetch_add(1, Ordering::Relaxed);
+                let until = until.unwrap_or(scoring.started);
+                let scores = self
+                    .reads
+                    .read(|store| async move { score_season(store.as_ref(), season, until).await })
+                    .await?;
+                Ok::<_, AppError>(Arc::new(scores))
+            })
+            .await?;
+        Ok(scores.clone())
+    }
+
+    /// How many scorings this cache has begun (each key's once per [`SCORES_FRESH_FOR_S`]).
+    pub fn scorings_made(&self) -> u64 {
+        self.made.load(Ordering::Relaxed)
+    }
+
+    /// The fresh scoring of a key, or a new one in its place; stale ones are dropped.
+    fn scoring(&self, season_id: SeasonId, until: Option<Timestamp>) -> Arc<Scoring> {
+        let now = self.clock.now();
+        let mut scorings = self.scorings.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        scorings.retain(|_, scoring| scoring.fresh_at(now));
+        let key = (season_id, until);
+        if let Some(scoring) = scorings.get(&key) {
+            return scoring.clone();
+        }
+        if scorings.len() >= MAX_SCORINGS
+            && let Some(oldest) = scorings.iter().min_by_key(|(_, s)| s.started).map(|(k, _)| *k)
+        {
+            scorings.remove(&oldest);
+        }
+        let scoring = Arc::new(Scoring { started: now, scores: tokio::sync::OnceCell::new() });
+        scorings.insert(key, scoring.clone());
+        scoring
+    }
 }

@@ -635,19 +635,11 @@ pub async fn season_holds(
     ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Json<SeasonHolds>, ApiError> {
     let season = load_season(state.store(), season_id).await?;
-    let city = viewer_city(&staff, &season)?.map(|c| c.to_string());
+    let city = viewer_city(&staff, &season)?;
     let mut lines = state.store().held_lines(season_id).await?;
-    let mut holds = state.store().season_holds(season_id).await?;
-    if let Some(city) = city {
+    let holds = state.store().season_holds(season_id, city).await?;
+    if let Some(city) = city.map(|c| c.to_string()) {
         lines.retain(|l| l.merchant_city == city);
-        let mut in_city = Vec::with_capacity(holds.len());
-        for hold in holds {
-            let merchant = state.store().merchant(hold.merchant_id).await?;
-            if merchant.is_some_and(|m| m.city.to_string() == city) {
-                in_city.push(hold);
-            }
-        }
-        holds = in_city;
     }
     Ok(Json(SeasonHolds {
         holds: holds.iter().map(finance::holds::HoldAnswer::of).collect(),

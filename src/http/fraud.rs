@@ -21,7 +21,7 @@ const SCORES_PAGE_MAX: u32 = 500;
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScoresQuery {
-    /// RFC 3339; default now.
+    /// RFC 3339; default now (a scoring of the last `SCORES_FRESH_FOR_S`).
     #[serde(default)]
     until: Option<String>,
     /// 0 to 100; default 0 (every merchant).
@@ -47,11 +47,11 @@ pub struct ScoresPage {
     merchants: Vec<MerchantScore>,
 }
 
-/// Scores every merchant of the season on its redemptions before `until` (default now): a
-/// score from 0 to 100 with its reasons (the signals, explained in Chinese, and their figures),
-/// highest first, then by merchant id. Same data and `until`, same scores
-/// (`docs/fraud-scoring.md`).
-#[utoipa::path(get, operation_id = "season_fraud_scores", path = "/v1/seasons/{id}/fraud/scores", security(("staff_key" = [])), params(("id" = Uuid, Path), ("until" = Option<String>, Query, description = "RFC 3339, default now"), ("min_score" = Option<u16>, Query, description = "0 to 100, default 0"), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "a page of merchants by score", body = ScoresPage), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody, description = "season_not_found"), (status = 422, body = super::error::ErrorBody, description = "invalid_query, invalid_limit, invalid_cursor")))]
+/// Scores every merchant of the season on its redemptions before `until` (default now: the
+/// node's scoring of the last minute, or one made now): a score from 0 to 100 with its reasons
+/// (the signals, explained in Chinese, and their figures), highest first, then by merchant id.
+/// Same data and `until`, same scores (`docs/fraud-scoring.md`).
+#[utoipa::path(get, operation_id = "season_fraud_scores", path = "/v1/seasons/{id}/fraud/scores", security(("staff_key" = [])), params(("id" = Uuid, Path), ("until" = Option<String>, Query, description = "RFC 3339, default now (the node's scoring of the last minute)"), ("min_score" = Option<u16>, Query, description = "0 to 100, default 0"), ("after" = Option<Uuid>, Query, description = "next_after of the previous page"), ("limit" = Option<u32>, Query, description = "1 to 500, default 100")), responses((status = 200, description = "a page of merchants by score", body = ScoresPage), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody, description = "season_not_found"), (status = 422, body = super::error::ErrorBody, description = "invalid_query, invalid_limit, invalid_cursor")))]
 pub async fn scores(
     State(state): State<AppState>,
     staff: Staff,
@@ -63,12 +63,15 @@ pub async fn scores(
     if min_score > 100 {
         return Err(ApiError::unprocessable(ErrorCode::InvalidQuery, "min_score is 0 to 100"));
     }
-    let until = match query.until.as_deref() {
-        Some(text) => Timestamp::parse_rfc3339(text).ok_or_else(|| {
-            ApiError::unprocessable(ErrorCode::InvalidQuery, "until is an RFC 3339 instant")
-        })?,
-        None => state.clock().now(),
-    };
+    let until = query
+        .until
+        .as_deref()
+        .map(|text| {
+            Timestamp::parse_rfc3339(text).ok_or_else(|| {
+                ApiError::unprocessable(ErrorCode::InvalidQuery, "until is an RFC 3339 instant")
+            })
+        })
+        .transpose()?;
     let store = state.store();
     let season = store
         .season(season_id)
@@ -78,14 +81,12 @@ pub async fn scores(
         SeasonView::Whole => None,
         SeasonView::City(city) => Some(city),
     };
-    let season = &season;
-    let scores = state
-        .reads()
-        .read(|store| async move { fraud::score_season(store.as_ref(), season, until).await })
-        .await?;
-    let matching: Vec<MerchantScore> = scores
+    // The node's scoring of the last SCORES_FRESH_FOR_S (or one made now), so that every page
+    // of a walk comes from one scoring.
+    let scores = state.fraud_scores().scores(&season, until).await?;
+    let matching: Vec<&MerchantScore> = scores
         .merchants
-        .into_iter()
+        .iter()
         .filter(|m| m.score >= min_score && city.is_none_or(|c| c.contains(m.merchant_city)))
         .collect();
     let start = match query.after {
@@ -97,7 +98,8 @@ pub async fn scores(
         None => 0,
     };
     let merchants_matching = matching.len();
-    let mut page: Vec<MerchantScore> = matching.into_iter().skip(start).take(limit as usize + 1).collect();
+    let mut page: Vec<MerchantScore> =
+        matching.into_iter().skip(start).take(limit as usize + 1).cloned().collect();
     let next_after = if page.len() > limit as usize {
         page.truncate(limit as usize);
         page.last().map(|m| m.merchant_id)

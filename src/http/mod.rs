@@ -98,6 +98,8 @@ pub(crate) struct AppInner {
     waitlist_seal: Arc<crate::app::waitlist::PhoneSeal>,
     /// The season list, seasons and batch lists from memory (`app::public_reads`).
     public_reads: Arc<crate::app::public_reads::PublicReads>,
+    /// The scores API's recent scorings of a season (`app::fraud::ScoresCache`).
+    fraud_scores: crate::app::fraud::ScoresCache,
 }
 
 pub(crate) struct TillReads {
@@ -184,6 +186,7 @@ impl AppState {
         }
         let public_reads =
             Arc::new(crate::app::public_reads::PublicReads::with_read_side(reads.clone(), clock.clone()));
+        let fraud_scores = crate::app::fraud::ScoresCache::new(reads.clone(), clock.clone());
         let inner = AppInner {
             store,
             reads,
@@ -200,6 +203,7 @@ impl AppState {
             till_reads,
             citizen_rates,
             public_reads,
+            fraud_scores,
             waitlist_seal,
         };
         let state = AppState(Arc::new(inner));
@@ -214,6 +218,11 @@ impl AppState {
     /// The public reads' snapshots; a change notifier from other nodes calls `invalidate` on it.
     pub fn public_reads(&self) -> &Arc<crate::app::public_reads::PublicReads> {
         &self.0.public_reads
+    }
+
+    /// The scores API's recent scorings, per season (`app::fraud::ScoresCache`).
+    pub fn fraud_scores(&self) -> &crate::app::fraud::ScoresCache {
+        &self.0.fraud_scores
     }
 
     pub fn clock(&self) -> &dyn Clock {

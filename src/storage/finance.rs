@@ -127,6 +127,9 @@ pub struct StatementEvent {
     pub order_ref: Option<String>,
     pub order_amount_fen: i64,
     pub amount_fen: i64,
+    /// On a `rejected` line the rejection's note (what the merchant is told), on a `released`
+    /// line the release's; staff-written text.
+    pub note: Option<String>,
 }
 
 /// Per merchant: what the business rows say it is owed (unsettled live redemptions), has had
@@ -248,6 +251,7 @@ struct StatementRow {
     order_ref: Option<String>,
     order_amount_fen: i64,
     discount_fen: i64,
+    note: Option<String>,
 }
 
 /// How many of a batch's vouchers are in one status.
@@ -423,8 +427,12 @@ pub trait FinanceStore: Send + Sync {
         threshold: Option<u8>,
     ) -> Result<bool, StorageError>;
 
-    /// The season's merchants on hold.
-    async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError>;
+    /// The season's merchants on hold; with `city`, only that city's merchants (one statement).
+    async fn season_holds(
+        &self,
+        season_id: SeasonId,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<HoldRecord>, StorageError>;
 
     /// The season's settlement lines that were ever held, with finance's decisions.
     async fn held_lines(&self, season_id: SeasonId) -> Result<Vec<HeldLineRecord>, StorageError>;
@@ -1347,30 +1355,31 @@ impl FinanceStore for SqlStore {
         limit: i64,
     ) -> Result<Vec<StatementEvent>, StorageError> {
         let rows: Vec<StatementRow> = query_as(
-            "SELECT redeemed_at_us AS at, 'redemption' AS kind, id, order_ref, order_amount_fen, discount_fen \
+            "SELECT redeemed_at_us AS at, 'redemption' AS kind, id, order_ref, order_amount_fen, discount_fen, \
+               CAST(NULL AS TEXT) AS note \
                FROM redemptions WHERE merchant_id = $1 AND season_id = $2 \
              UNION ALL \
-             SELECT reversed_at_us, 'reversal', reversal_id, order_ref, order_amount_fen, discount_fen \
+             SELECT reversed_at_us, 'reversal', reversal_id, order_ref, order_amount_fen, discount_fen, NULL \
                FROM redemptions WHERE merchant_id = $1 AND season_id = $2 AND reversed_at_us IS NOT NULL \
              UNION ALL \
              SELECT s.created_at_us, CASE WHEN l.hold_status = 'none' THEN 'settlement' ELSE 'held' END, s.id, \
-               NULL, 0, l.amount_fen \
+               NULL, 0, l.amount_fen, NULL \
                FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
                WHERE l.merchant_id = $1 AND s.season_id = $2 \
              UNION ALL \
-             SELECT s.paid_at_us, 'payout', s.id, NULL, 0, l.amount_fen \
+             SELECT s.paid_at_us, 'payout', s.id, NULL, 0, l.amount_fen, NULL \
                FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
                WHERE l.merchant_id = $1 AND s.season_id = $2 AND s.paid_at_us IS NOT NULL AND l.hold_status = 'none' \
              UNION ALL \
-             SELECT l.released_at_us, 'released', s.id, NULL, 0, l.amount_fen \
+             SELECT l.released_at_us, 'released', s.id, NULL, 0, l.amount_fen, l.release_note \
                FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
                WHERE l.merchant_id = $1 AND s.season_id = $2 AND l.hold_status = 'released' \
              UNION ALL \
-             SELECT l.rejected_at_us, 'rejected', s.id, NULL, 0, l.amount_fen \
+             SELECT l.rejected_at_us, 'rejected', s.id, NULL, 0, l.amount_fen, l.reject_note \
                FROM settlement_lines l JOIN settlements s ON s.id = l.settlement_id \
                WHERE l.merchant_id = $1 AND s.season_id = $2 AND l.hold_status = 'rejected' \
              UNION ALL \
-             SELECT p.paid_at_us, 'payout', p.id, NULL, 0, l.amount_fen \
+             SELECT p.paid_at_us, 'payout', p.id, NULL, 0, l.amount_fen, NULL \
                FROM settlement_lines l JOIN settlements p ON p.id = l.paid_in_settlement_id \
                WHERE l.merchant_id = $1 AND p.season_id = $2 AND p.paid_at_us IS NOT NULL AND l.hold_status = 'released' \
              ORDER BY 1, 2, 3 LIMIT $3",
@@ -1389,6 +1398,7 @@ impl FinanceStore for SqlStore {
                 order_ref: row.order_ref,
                 order_amount_fen: row.order_amount_fen,
                 amount_fen: row.discount_fen,
+                note: row.note,
             })
             .collect())
     }
@@ -1499,8 +1509,12 @@ impl FinanceStore for SqlStore {
         self.set_hold_threshold_row(season_id, threshold).await
     }
 
-    async fn season_holds(&self, season_id: SeasonId) -> Result<Vec<HoldRecord>, StorageError> {
-        self.season_hold_rows(season_id).await
+    async fn season_holds(
+        &self,
+        season_id: SeasonId,
+        city: Option<RegionCode>,
+    ) -> Result<Vec<HoldRecord>, StorageError> {
+        self.season_hold_rows(season_id, city).await
     }
 
     async fn held_lines(&self, season_id: SeasonId) -> Result<Vec<HeldLineRecord>, StorageError> {

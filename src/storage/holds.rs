@@ -255,14 +255,18 @@ impl SqlStore {
         row.map(HoldRow::into_record).transpose()
     }
 
+    /// The season's holds, of `city`'s merchants only if given ('' is every city).
     pub(crate) async fn season_hold_rows(
         &self,
         season_id: SeasonId,
+        city: Option<RegionCode>,
     ) -> Result<Vec<HoldRecord>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
-            "{HOLD_SELECT} WHERE h.season_id = $1 ORDER BY h.held_at_us, h.merchant_id LIMIT {MAX_HELD_LINES}"
+            "{HOLD_SELECT} WHERE h.season_id = $1 AND ($2 = '' OR m.city = $2) \
+             ORDER BY h.held_at_us, h.merchant_id LIMIT {MAX_HELD_LINES}"
         ));
-        let rows: Vec<HoldRow> = query_as(sql).bind(season_id).fetch_all(&self.pool).await?;
+        let city = city.map(|c| c.to_string()).unwrap_or_default();
+        let rows: Vec<HoldRow> = query_as(sql).bind(season_id).bind(city).fetch_all(&self.pool).await?;
         rows.into_iter().map(HoldRow::into_record).collect()
     }
 

@@ -464,6 +464,16 @@ async fn the_holds_section_in_a_real_browser(backend: Backend) {
     assert_eq!(disabled, json!(true), "the proposer cannot approve");
     assert!(shows(&browser, &format!("{bookstore} td[data-field=\"notes\"]"), "待批准").await);
     browser.screenshot(&shot("proposed")).await;
+    // A merchant's name stays on one line beside the action forms, up to 12 Chinese characters.
+    let lines_of_names = "return [...document.querySelectorAll('table.holds [data-field=merchant_name], \
+        table.held-lines [data-field=merchant_name]')].map((cell) => { if (arguments[0]) cell.textContent = arguments[0]; \
+        const range = document.createRange(); range.selectNodeContents(cell); \
+        return new Set([...range.getClientRects()].map((r) => Math.round(r.top))).size; })";
+    for name in [Value::Null, json!("青岛市市南区新华书店总店")] {
+        let lines = browser.client.execute(lines_of_names, vec![name.clone()]).await.expect("measure");
+        assert_eq!(lines, json!([1, 1, 1, 1]), "one line per name ({name}): {lines}");
+    }
+    browser.screenshot(&shot("long-name")).await;
     clean(&browser, &base).await;
     sign_out(&browser).await;
 

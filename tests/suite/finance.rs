@@ -573,11 +573,11 @@ async fn scripted_season(backend: Backend) {
         .await
         .expect("text");
     let rows: Vec<&str> = csv.lines().collect();
-    assert_eq!(rows[0], "at,kind,id,order_ref,order_amount,amount,redeemed_net,settled,paid,unsettled");
+    assert_eq!(rows[0], "at,kind,id,order_ref,order_amount,amount,redeemed_net,settled,paid,unsettled,note");
     assert_eq!(rows.len(), 8, "{csv}");
     assert!(
         rows[7].starts_with(&last["at"].as_str().expect("at").to_string())
-            && rows[7].ends_with(",10.00,10.00,5.00,0.00"),
+            && rows[7].ends_with(",10.00,10.00,5.00,0.00,"),
         "{csv}"
     );
     let statement_zh = chinese_csv(&download(&s, &format!("{path}&format=csv")).await);
@@ -585,7 +585,7 @@ async fn scripted_season(backend: Backend) {
     assert!(zh_rows[0].starts_with("时间（北京时间）,类型,流水ID,订单号,"), "{statement_zh}");
     assert_eq!(zh_rows.len(), 8, "{statement_zh}");
     assert!(
-        zh_rows[7].contains(",付款,") && zh_rows[7].ends_with(",10.00,10.00,5.00,0.00"),
+        zh_rows[7].contains(",付款,") && zh_rows[7].ends_with(",10.00,10.00,5.00,0.00,"),
         "{statement_zh}"
     );
     let from_till = ktv

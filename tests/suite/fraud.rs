@@ -19,6 +19,8 @@ use wenhui::domain::ids::SeasonId;
 both_backends!(
     the_ktv_and_the_phone_farm_score_high_the_bookstore_low,
     a_settlement_holds_the_two_frauds_and_pays_the_bookstore,
+    pages_walk_one_scoring_until_it_is_a_minute_old,
+    concurrent_requests_wait_for_one_scoring,
 );
 
 /// A merchant and the key of its one till.
@@ -373,4 +375,97 @@ async fn a_settlement_holds_the_two_frauds_and_pays_the_bookstore(backend: Backe
     assert_eq!((status, &reconciliation["ok"]), (200, &json!(true)), "{reconciliation:#}");
     let out = crate::cli::wenhui(app.db.dir.path(), &app.db.url, &["ledger", "verify"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+}
+
+/// Two shops with a redemption each, on the service's clock (left a minute after the last):
+/// (season, the shops, a third holder's claimed voucher).
+async fn two_shops(backend: Backend) -> (Synthetic, [Shop; 2], (String, String)) {
+    let mut s = Synthetic::new(backend).await;
+    let shops = [s.shop(51, "bookstore").await, s.shop(52, "ktv").await];
+    let t = cst(1, 10, 0, 0);
+    let first = s.holder(5_001, "370202", t).await;
+    let second = s.holder(5_002, "370202", t).await;
+    let third = s.holder(5_003, "370202", t).await;
+    s.redeem(&shops[0], &first, "100.00", t.plus_seconds(60)).await;
+    s.redeem(&shops[1], &second, "120.00", t.plus_seconds(120)).await;
+    s.world.clock.set(t.plus_seconds(180));
+    (s, shops, third)
+}
+
+/// Without `until`, the pages asked within SCORES_FRESH_FOR_S walk one scoring (its `until`
+/// the time it was made): a redemption made meanwhile is not on the second page, and is
+/// counted once the scoring is a minute old.
+async fn pages_walk_one_scoring_until_it_is_a_minute_old(backend: Backend) {
+    use wenhui::app::fraud::SCORES_FRESH_FOR_S;
+    use wenhui::domain::time::Clock;
+    let (mut s, shops, third) = two_shops(backend).await;
+    let finance = s.world.app.staff_key(Role::Finance, "370000").await;
+    let path = format!("/v1/seasons/{}/fraud/scores", s.world.season_id);
+    let scored_at = s.world.clock.now();
+    let (status, first) = s.world.app.get(&format!("{path}?limit=1"), Some(&finance)).await;
+    assert_eq!(status, 200, "{first}");
+    assert_eq!((first["redemptions"].as_u64(), first["merchants_matching"].as_u64()), (Some(2), Some(2)));
+    assert_eq!(first["until"], json!(scored_at), "a scoring of now shows its time");
+    let after = first["next_after"].as_str().expect("a second page").to_owned();
+
+    // A redemption during the walk: the second page is of the same scoring.
+    s.redeem(&shops[0], &third, "100.00", scored_at.plus_seconds(10)).await;
+    let (status, second) = s.world.app.get(&format!("{path}?limit=1&after={after}"), Some(&finance)).await;
+    assert_eq!(status, 200, "{second}");
+    assert_eq!((&second["until"], second["redemptions"].as_u64()), (&first["until"], Some(2)), "{second}");
+    assert_eq!(second["next_after"], Value::Null);
+    assert_ne!(second["merchants"][0]["merchant_id"], first["merchants"][0]["merchant_id"]);
+    let mut walked =
+        [first["merchants"][0]["merchant_id"].clone(), second["merchants"][0]["merchant_id"].clone()];
+    walked.sort_by_key(|v| v.to_string());
+    let mut expected = [json!(shops[0].id), json!(shops[1].id)];
+    expected.sort_by_key(|v| v.to_string());
+    assert_eq!(walked, expected);
+
+    // Just before the bound, still that scoring; at the bound, a new one counts the redemption.
+    s.world.clock.set(scored_at.plus_seconds(SCORES_FRESH_FOR_S - 1));
+    let (_, still) = s.world.app.get(&path, Some(&finance)).await;
+    assert_eq!((&still["until"], still["redemptions"].as_u64()), (&first["until"], Some(2)), "{still}");
+    let later = scored_at.plus_seconds(SCORES_FRESH_FOR_S);
+    s.world.clock.set(later);
+    let (_, fresh) = s.world.app.get(&path, Some(&finance)).await;
+    assert_eq!((&fresh["until"], fresh["redemptions"].as_u64()), (&json!(later), Some(3)), "{fresh}");
+
+    // An explicit `until` scores that cut-off.
+    let (_, before) =
+        s.world.app.get(&format!("{path}?until={}", scored_at.plus_seconds(5)), Some(&finance)).await;
+    assert_eq!(before["redemptions"].as_u64(), Some(2), "{before}");
+}
+
+/// Requests for one season at one time wait for one scoring and share it; an explicit `until`
+/// is its own scoring; once SCORES_FRESH_FOR_S has passed, the season is scored again.
+async fn concurrent_requests_wait_for_one_scoring(backend: Backend) {
+    use std::sync::Arc;
+    use wenhui::app::fraud::{SCORES_FRESH_FOR_S, ScoresCache};
+    use wenhui::app::read_side::ReadSide;
+    use wenhui::domain::time::Clock;
+    let (s, _, _) = two_shops(backend).await;
+    let store = s.world.app.server.as_ref().expect("running").store.clone();
+    let clock: Arc<dyn Clock> = s.world.clock.clone();
+    let cache = ScoresCache::new(ReadSide::primary_only(store.clone()), clock);
+    let season_id: SeasonId = s.world.season_id.parse().expect("season id");
+    let season = store.season(season_id).await.expect("read").expect("season");
+
+    let answers = futures_util::future::join_all((0..8).map(|_| cache.scores(&season, None))).await;
+    let answers: Vec<_> = answers.into_iter().map(|a| a.expect("scores")).collect();
+    assert_eq!(cache.scorings_made(), 1, "eight requests, one scoring");
+    assert!(answers.iter().all(|a| Arc::ptr_eq(a, &answers[0])));
+    assert_eq!(answers[0].redemptions, 2);
+
+    let cut_off = cst(1, 10, 1, 30);
+    let (early, again) =
+        tokio::join!(cache.scores(&season, Some(cut_off)), cache.scores(&season, Some(cut_off)));
+    let (early, again) = (early.expect("scores"), again.expect("scores"));
+    assert_eq!((cache.scorings_made(), early.redemptions, early.until), (2, 1, cut_off));
+    assert!(Arc::ptr_eq(&early, &again));
+
+    s.world.clock.set(s.world.clock.now().plus_seconds(SCORES_FRESH_FOR_S));
+    let fresh = cache.scores(&season, None).await.expect("scores");
+    assert_eq!(cache.scorings_made(), 3, "a minute later, scored again");
+    assert!(!Arc::ptr_eq(&fresh, &answers[0]));
 }

@@ -13,6 +13,7 @@ use crate::both_backends;
 use crate::claims::World;
 use crate::common::{Backend, code};
 use crate::finance::Script;
+use crate::finance_files::{chinese_csv, download};
 
 both_backends!(a_held_merchant_is_released_then_rejected_with_four_eyes, the_season_sets_the_hold_threshold);
 
@@ -99,6 +100,17 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
     assert_eq!(listed["holds"].as_array().map(Vec::len), Some(1));
     assert_eq!(listed["lines"][0]["status"], "held");
     assert_eq!(listed["lines"][0]["reason"], "投诉：疑似满额套现");
+    // A city's finance sees its own merchants' holds and lines only (the bookstore is Qingdao's).
+    for (city, seen) in [("370200", 1), ("370100", 0)] {
+        let key = s.world.app.staff_key(Role::Finance, city).await;
+        let (status, listed) = s.get(&holds, &key).await;
+        assert_eq!(status, 200, "{listed}");
+        let counts = (listed["holds"].as_array().map(Vec::len), listed["lines"].as_array().map(Vec::len));
+        assert_eq!(counts, (Some(seen), Some(seen)), "{city}: {listed}");
+        if seen == 1 {
+            assert_eq!(listed["holds"][0]["merchant_id"], bookstore.as_str(), "{listed}");
+        }
+    }
 
     // The bank pays the first payout; the bookstore is still held.
     let (status, paid) = s
@@ -233,6 +245,21 @@ async fn a_held_merchant_is_released_then_rejected_with_four_eyes(backend: Backe
     let holds = lines["holds"].as_array().expect("holds");
     let told = holds.iter().find(|h| h["status"] == "rejected").expect("the rejection");
     assert_eq!(told["note"], "同一顾客一小时内反复满额消费，补贴不予结算", "the merchant is told why");
+
+    // The statement's CSV tells it too, on the rejected line (and the release's note on the
+    // released one), in English and in Chinese.
+    let en = String::from_utf8(download(&s, &format!("{statement}&format=csv&lang=en")).await).expect("utf8");
+    let rows: Vec<&str> = en.lines().collect();
+    assert!(rows[0].ends_with(",unsettled,note"), "{en}");
+    let rejected_row = rows.iter().find(|r| r.contains(",rejected,")).expect("the rejected line");
+    assert!(rejected_row.ends_with(",0.00,同一顾客一小时内反复满额消费，补贴不予结算"), "{en}");
+    let released_row = rows.iter().find(|r| r.contains(",released,")).expect("the released line");
+    assert!(released_row.ends_with(",核实为正常交易，放行"), "{en}");
+    let zh = chinese_csv(&download(&s, &format!("{statement}&format=csv")).await);
+    let rows: Vec<&str> = zh.lines().collect();
+    assert!(rows[0].ends_with(",未结算,说明"), "{zh}");
+    let rejected_row = rows.iter().find(|r| r.contains(",拒付,")).expect("the rejected line");
+    assert!(rejected_row.ends_with(",0.00,同一顾客一小时内反复满额消费，补贴不予结算"), "{zh}");
 }
 
 /// The season stores its threshold (0 to 100); the scorer's call holds at or above it only.

@@ -359,6 +359,9 @@ pub struct StatementLine {
     pub paid: String,
     /// Redeemed net, not yet settled.
     pub unsettled: String,
+    /// On a `rejected` line the rejection's note (what the merchant is told), on a `released`
+    /// line the release's; else none.
+    pub note: Option<String>,
 }
 
 /// Running totals over a merchant's events in time order.
@@ -390,12 +393,14 @@ pub fn statement_lines(events: &[StatementEvent]) -> Vec<StatementLine> {
                 settled: yuan(settled),
                 paid: yuan(paid),
                 unsettled: yuan(redeemed - settled),
+                note: e.note.clone(),
             }
         })
         .collect()
 }
 
-/// A statement as CSV: the order reference, the one text a till wrote, neutralised ([`csv_text`]).
+/// A statement as CSV: the order reference (a till wrote it) and a decision's note (staff wrote
+/// it), the only free text, neutralised ([`csv_text`]).
 /// In Chinese: Chinese headers and kinds, times as Beijing wall-clock seconds, and no totals row
 /// (each line carries the running totals; the last line is the statement's total).
 pub fn statement_csv(lines: &[StatementLine], lang: Lang) -> Result<Vec<u8>, csv::Error> {
@@ -405,7 +410,8 @@ pub fn statement_csv(lines: &[StatementLine], lang: Lang) -> Result<Vec<u8>, csv
     let mut writer = csv::Writer::from_writer(Vec::new());
     for line in lines {
         let order_ref = line.order_ref.as_deref().map(csv_text);
-        writer.serialize(StatementLine { order_ref, ..line.clone() })?;
+        let note = line.note.as_deref().map(csv_text);
+        writer.serialize(StatementLine { order_ref, note, ..line.clone() })?;
     }
     writer.into_inner().map_err(|e| csv::Error::from(e.into_error()))
 }
@@ -510,6 +516,7 @@ mod tests {
             order_ref: None,
             order_amount_fen: 0,
             amount_fen,
+            note: None,
         }
     }
 
@@ -530,17 +537,46 @@ mod tests {
         assert_eq!(lines[2].unsettled, "30.00");
         assert_eq!(lines[3].unsettled, "0.00");
         let csv = String::from_utf8(statement_csv(&lines, Lang::En).expect("csv")).expect("utf8");
-        assert!(
-            csv.starts_with("at,kind,id,order_ref,order_amount,amount,redeemed_net,settled,paid,unsettled\n")
-        );
+        assert!(csv.starts_with(
+            "at,kind,id,order_ref,order_amount,amount,redeemed_net,settled,paid,unsettled,note\n"
+        ));
         assert_eq!(csv.lines().count(), 6);
         let zh = statement_csv(&lines, Lang::Zh).expect("csv");
         let zh = String::from_utf8(zh.strip_prefix(UTF8_BOM).expect("a BOM").to_vec()).expect("utf8");
         assert!(zh.starts_with("时间（北京时间）,类型,流水ID,订单号,"), "{zh}");
+        assert!(zh.lines().next().expect("headers").ends_with(",未结算,说明"), "{zh}");
         let rows: Vec<&str> = zh.lines().collect();
         assert_eq!(rows.len(), 6, "no totals row on a statement");
         assert!(rows[1].starts_with("1970-01-01 08:00:01,核销,"), "{zh}");
-        assert!(rows[5].ends_with(",30.00,30.00,30.00,0.00"), "{zh}");
+        assert!(rows[5].ends_with(",30.00,30.00,30.00,0.00,"), "{zh}");
+    }
+
+    #[test]
+    fn a_rejected_lines_note_is_on_the_statement_csv_neutralised() {
+        let note = |kind: &str, amount_fen: i64, at_s: i64, note: &str| StatementEvent {
+            note: Some(note.to_owned()),
+            ..event(kind, amount_fen, at_s)
+        };
+        let lines = statement_lines(&[
+            event("redemption", 1_000, 1),
+            event("held", 1_000, 2),
+            note("rejected", 1_000, 3, "同一顾客反复满额消费，补贴不予结算"),
+            note("rejected", 0, 4, "=HYPERLINK(\"http://x/\")"),
+        ]);
+        assert_eq!(lines[2].note.as_deref(), Some("同一顾客反复满额消费，补贴不予结算"));
+        let en = String::from_utf8(statement_csv(&lines, Lang::En).expect("csv")).expect("utf8");
+        let rows: Vec<&str> = en.lines().collect();
+        assert!(rows[2].ends_with(",10.00,10.00,0.00,0.00,"), "a held line has no note: {en}");
+        assert!(rows[3].ends_with(",0.00,0.00,0.00,0.00,同一顾客反复满额消费，补贴不予结算"), "{en}");
+        assert!(rows[4].ends_with(",\"'=HYPERLINK(\"\"http://x/\"\")\""), "neutralised: {en}");
+        let zh = statement_csv(&lines, Lang::Zh).expect("csv");
+        let zh = String::from_utf8(zh.strip_prefix(UTF8_BOM).expect("a BOM").to_vec()).expect("utf8");
+        let rows: Vec<&str> = zh.lines().collect();
+        assert!(
+            rows[3].contains(",拒付,") && rows[3].ends_with(",同一顾客反复满额消费，补贴不予结算"),
+            "{zh}"
+        );
+        assert!(rows[4].ends_with(",\"'=HYPERLINK(\"\"http://x/\"\")\""), "neutralised: {zh}");
     }
 
     #[test]

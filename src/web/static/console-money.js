@@ -28,9 +28,9 @@
 
   // A table: columns [{ field, title, money, count }], rows of objects; each row carries
   // data-key, each cell data-field (what a test or a reader of the markup matches on).
-  const table = (caption, columns, rows, keyOf) =>
+  const table = (caption, columns, rows, keyOf, kind) =>
     el('div', { class: 'table-wrap' },
-      el('table', { class: 'figures' },
+      el('table', { class: kind ? `figures ${kind}` : 'figures' },
         el('caption', {}, caption),
         el('thead', {}, el('tr', {}, columns.map((c) => el('th', { scope: 'col', class: c.money || c.count ? 'num' : '' }, c.title)))),
         el('tbody', {}, rows.length
@@ -314,7 +314,7 @@
       { field: 'source', title: '来源', show: (h) => (h.source === 'score' ? `评分 ${h.score}` : SOURCE[h.source] || h.source) },
       { field: 'reason', title: '原因' },
       { field: 'held_at', title: '暂扣时间', show: (h) => when(h.held_at) },
-    ], found.holds, (h) => h.merchant_id));
+    ], found.holds, (h) => h.merchant_id, 'holds'));
     const lines = el('tbody', {}, found.lines.length ? found.lines.map((l) => {
       const actions = el('td', { class: 'actions' });
       const base = `/v1/settlements/${l.settlement_id}/holds/${l.merchant_id}`;

@@ -109,7 +109,7 @@ fn kind(kind: &str) -> &str {
 }
 
 /// A merchant's statement in Chinese: the time (the lines carry it as CST RFC 3339) to the
-/// second, the kind in words, amounts as numbers.
+/// second, the kind in words, amounts as numbers, a decision's note last (说明).
 pub fn statement_table(lines: &[StatementLine]) -> Table {
     let headers = [
         "时间（北京时间）",
@@ -122,6 +122,7 @@ pub fn statement_table(lines: &[StatementLine]) -> Table {
         "累计已结算",
         "累计已付款",
         "未结算",
+        "说明",
     ];
     let rows = lines
         .iter()
@@ -131,6 +132,7 @@ pub fn statement_table(lines: &[StatementLine]) -> Table {
             row.push(text(l.order_ref.clone().unwrap_or_default()));
             let amounts = [&l.order_amount, &l.amount, &l.redeemed_net, &l.settled, &l.paid, &l.unsettled];
             row.extend(amounts.into_iter().map(|a| money(a)));
+            row.push(text(l.note.clone().unwrap_or_default()));
             row
         })
         .collect();
