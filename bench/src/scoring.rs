@@ -142,7 +142,9 @@ async fn measure(
         scores.redemptions as f64 / scored_s,
         peak_kib.map_or("?".into(), |k| (k / 1024).to_string()),
         before_kib.map_or("?".into(), |k| (k / 1024).to_string()),
-        peak_kib.zip(before_kib).map_or("?".into(), |(peak, before)| (peak.saturating_sub(before) / 1024).to_string()),
+        peak_kib
+            .zip(before_kib)
+            .map_or("?".into(), |(peak, before)| (peak.saturating_sub(before) / 1024).to_string()),
     );
     Ok(())
 }
