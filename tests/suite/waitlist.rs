@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use wenhui::domain::citizen::synthetic_id_number;
-use wenhui::domain::ids::{BatchId, SeasonId};
+use wenhui::domain::ids::{BatchId, CitizenId, SeasonId};
 use wenhui::domain::season::Lottery;
 use wenhui::domain::time::{Clock, Timestamp};
 
@@ -19,6 +19,7 @@ both_backends!(
     a_waitlist_opens_in_seed_order_and_moves_expired_vouchers_on,
     a_forfeited_waitlist_voucher_goes_to_the_next_in_line,
     a_forfeit_whose_value_was_spent_meanwhile_moves_to_nobody_once,
+    a_long_line_is_placed_in_order_a_transaction_at_a_time_and_written_again_unchanged,
     two_nodes_sweeping_at_once_move_each_voucher_once,
 );
 
@@ -333,6 +334,25 @@ async fn a_forfeit_whose_value_was_spent_meanwhile_moves_to_nobody_once(backend:
     assert_eq!((stored.stock, stored.claimed_count), (1, 1), "no voucher issued for it");
     assert!(notices(world, &order[1].phone).await.is_empty(), "nobody told of a voucher");
     books_hold(world).await;
+}
+
+/// 25,000 people: placed 1, 2, ... in the order given, across several transactions (10,000
+/// people each); an opening stopped part way and sent again writes the same line.
+async fn a_long_line_is_placed_in_order_a_transaction_at_a_time_and_written_again_unchanged(
+    backend: Backend,
+) {
+    let db = crate::common::TestDb::new(backend).await;
+    let store = db.store().await;
+    let batch_id = BatchId::new_v7();
+    let order: Vec<CitizenId> = (0..25_000).map(|_| CitizenId::new_v7()).collect();
+    store.place_waitlist(batch_id, &order[..12_345]).await.expect("part of the line");
+    store.place_waitlist(batch_id, &order).await.expect("the whole line");
+    store.place_waitlist(batch_id, &order).await.expect("the whole line again");
+    let line = store.waitlist_people(batch_id, 1, 30_000).await.expect("the line");
+    let placed: Vec<(i64, CitizenId)> = line.iter().map(|p| (p.place, p.citizen_id)).collect();
+    let expected: Vec<(i64, CitizenId)> = order.iter().enumerate().map(|(i, c)| (i as i64 + 1, *c)).collect();
+    assert_eq!(placed.len(), expected.len());
+    assert!(placed == expected, "every person at their place, once");
 }
 
 /// Vouchers freed at once, swept by two nodes at the same moment: each moves once, to one person
