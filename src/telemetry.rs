@@ -56,9 +56,10 @@ pub const RATE_LIMIT_STORE_UP: &str = "wenhui_rate_limit_store_up";
 pub const WAITLIST_MOVES: &str = "wenhui_waitlist_moves_total";
 pub const WAITLIST_NOTICES: &str = "wenhui_waitlist_notices_total";
 /// Outcomes of a waitlist move (docs/waitlist.md).
-pub const WAITLIST_MOVE_OUTCOMES: [&str; 4] = ["issued", "list_end", "season_over", "batch_closed"];
+pub const WAITLIST_MOVE_OUTCOMES: [&str; 5] =
+    ["issued", "list_end", "season_over", "batch_closed", "pools_spent"];
 /// Outcomes of a waitlist notice.
-pub const WAITLIST_NOTICE_OUTCOMES: [&str; 3] = ["sent", "failed", "no_phone"];
+pub const WAITLIST_NOTICE_OUTCOMES: [&str; 4] = ["sent", "sent_later", "failed", "no_phone"];
 
 /// The claim writer and the redemption writer, as the `writer` label names them.
 pub const CLAIM_WRITER: &str = "claims";

@@ -136,12 +136,15 @@ async fn measure(
     let above_60 = scores.merchants.iter().filter(|m| m.score > 60).count();
     println!(
         "{name:<8} scoring {:>9} redemptions, {} merchants: {scored_s:>6.2} s ({:>9.0} redemptions/s), peak RSS {} MiB \
-         (RSS before {} MiB); {above_60} merchants above 60; season written in {written_s:.1} s",
+         (RSS before {} MiB: {} MiB more while scoring); {above_60} merchants above 60; season written in {written_s:.1} s",
         scores.redemptions,
         scores.merchants.len(),
         scores.redemptions as f64 / scored_s,
         peak_kib.map_or("?".into(), |k| (k / 1024).to_string()),
         before_kib.map_or("?".into(), |k| (k / 1024).to_string()),
+        peak_kib
+            .zip(before_kib)
+            .map_or("?".into(), |(peak, before)| (peak.saturating_sub(before) / 1024).to_string()),
     );
     Ok(())
 }

@@ -1134,6 +1134,11 @@ impl Writer {
             moved.outcome = "batch_closed";
         } else if season.status_at(now) != SeasonStatus::Open {
             moved.outcome = "season_over";
+        } else if refill && !self.pools_cover_one(&batch).await? {
+            // The forfeit's value went back to the pools and has since been given to another
+            // batch: nothing to fund a new voucher with. Recorded, so it is not tried again at
+            // every sweep (nor holds back the moves after it).
+            moved.outcome = "pools_spent";
         } else {
             let month = crate::domain::finance::cst_month(now);
             'line: loop {
@@ -1177,6 +1182,18 @@ impl Writer {
         commit.waitlist_move = Some(moved);
         self.store.commit_claims(&commit).await?;
         Ok((outcome, notice))
+    }
+
+    /// Whether each funder's pool still holds its part of one of the batch's vouchers.
+    async fn pools_cover_one(&self, batch: &Batch) -> Result<bool, WriteError> {
+        for (funder, part) in batch.funding.split(batch.voucher_value()) {
+            let pool = crate::domain::accounts::pool(batch.season_id, funder);
+            let balance = self.store.balance(&pool.address).await?.unwrap_or_default();
+            if balance.credits_fen - balance.debits_fen < part.as_fen() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
     }
 
     async fn close_batches(&mut self, now: Timestamp) -> Result<usize, WriteError> {

@@ -11,7 +11,7 @@ use ring::aead;
 use crate::app::citizens::Citizens;
 use crate::app::claims::ClaimWriter;
 use crate::app::error::AppError;
-use crate::app::providers::SmsSender;
+use crate::app::providers::{ProviderError, SmsSender};
 use crate::domain::citizen::Phone;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::ids::{BatchId, CitizenId, VoucherId};
@@ -127,8 +127,10 @@ impl Notifier {
         Notifier { sms, seal }
     }
 
-    /// Sends each notice once (a failure is logged and counted, not retried: the voucher is in
-    /// the citizen's list whatever the SMS does). How many were sent.
+    /// Sends each notice; one the gateway could not take (unavailable, after the provider's own
+    /// quick retries) is tried again later, at [`LATER_TRIES_S`], in the background (the voucher
+    /// is in the citizen's list whatever the SMS does; a refused number is not tried again). How
+    /// many were sent at the first try.
     pub async fn send(&self, notices: &[WaitlistNotice]) -> usize {
         let mut sent = 0;
         for notice in notices {
@@ -141,19 +143,49 @@ impl Notifier {
                 metrics::counter!(crate::telemetry::WAITLIST_NOTICES, "outcome" => "no_phone").increment(1);
                 continue;
             };
-            match self.sms.send_notice(&phone, NOTICE_PURPOSE, &notice_text(notice)).await {
+            let text = notice_text(notice);
+            match self.sms.send_notice(&phone, NOTICE_PURPOSE, &text).await {
                 Ok(()) => {
                     sent += 1;
-                    metrics::counter!(crate::telemetry::WAITLIST_NOTICES, "outcome" => "sent").increment(1);
+                    count_notice("sent");
+                }
+                Err(ProviderError::Unavailable(error)) => {
+                    tracing::warn!(%error, voucher = %notice.voucher_id, "a waitlist notice was not sent; trying again later");
+                    tokio::spawn(try_later(self.sms.clone(), phone, text, notice.voucher_id));
                 }
                 Err(error) => {
-                    tracing::warn!(%error, voucher = %notice.voucher_id, "a waitlist notice was not sent");
-                    metrics::counter!(crate::telemetry::WAITLIST_NOTICES, "outcome" => "failed").increment(1);
+                    tracing::warn!(%error, voucher = %notice.voucher_id, "a waitlist notice was refused");
+                    count_notice("failed");
                 }
             }
         }
         sent
     }
+}
+
+/// When a notice the gateway could not take is tried again: seconds after the failure before,
+/// then `failed` (the phone, opened for it, is held in memory only until then).
+pub const LATER_TRIES_S: [u64; 3] = [30, 120, 600];
+
+async fn try_later(sms: Arc<dyn SmsSender>, phone: Phone, text: String, voucher: VoucherId) {
+    for (attempt, pause_s) in LATER_TRIES_S.into_iter().enumerate() {
+        tokio::time::sleep(std::time::Duration::from_secs(pause_s)).await;
+        match sms.send_notice(&phone, NOTICE_PURPOSE, &text).await {
+            Ok(()) => return count_notice("sent_later"),
+            Err(ProviderError::Unavailable(error)) => {
+                tracing::warn!(%error, %voucher, attempt = attempt + 2, "a waitlist notice was not sent again");
+            }
+            Err(error) => {
+                tracing::warn!(%error, %voucher, "a waitlist notice was refused");
+                return count_notice("failed");
+            }
+        }
+    }
+    count_notice("failed");
+}
+
+fn count_notice(outcome: &'static str) {
+    metrics::counter!(crate::telemetry::WAITLIST_NOTICES, "outcome" => outcome).increment(1);
 }
 
 /// The notice's words (zh-CN): the batch and until when the voucher is valid.
@@ -320,6 +352,99 @@ pub async fn open(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::app::providers::DevSms;
+    use crate::domain::one_time_code::{CodePurpose, OneTimeCode};
+
+    /// A gateway that is unavailable for its first `down_for` notices, then takes them.
+    #[derive(Debug, Default)]
+    struct FlakyGateway {
+        down_for: usize,
+        tries: std::sync::Mutex<Vec<(String, String)>>,
+        refuse: bool,
+    }
+
+    #[async_trait::async_trait]
+    impl SmsSender for FlakyGateway {
+        async fn send_code(
+            &self,
+            _: &Phone,
+            _: CodePurpose,
+            _: &OneTimeCode,
+            _: i64,
+        ) -> Result<(), ProviderError> {
+            unreachable!("no code is sent here")
+        }
+
+        async fn send_notice(&self, phone: &Phone, _: &'static str, text: &str) -> Result<(), ProviderError> {
+            let mut tries = self.tries.lock().expect("tries");
+            tries.push((phone.as_str().to_owned(), text.to_owned()));
+            if self.refuse {
+                return Err(ProviderError::Refused("no such number".into()));
+            }
+            if tries.len() <= self.down_for {
+                return Err(ProviderError::Unavailable("gateway down".into()));
+            }
+            Ok(())
+        }
+
+        fn is_development(&self) -> bool {
+            false
+        }
+
+        fn dev_outbox(&self) -> Option<&DevSms> {
+            None
+        }
+    }
+
+    fn notice_for(seal: &PhoneSeal, phone: &Phone) -> WaitlistNotice {
+        let (batch_id, citizen_id) = (BatchId::new_v7(), CitizenId::new_v7());
+        WaitlistNotice {
+            batch_id,
+            batch_name: "书店满100减30".into(),
+            citizen_id,
+            voucher_id: VoucherId::new_v7(),
+            expires_at: Timestamp::from_unix_us(1_780_000_000_000_000),
+            sealed_phone: Some(seal.seal(batch_id, citizen_id, phone).expect("sealed")),
+        }
+    }
+
+    /// Sent once the gateway is back: at the second of the later tries (30 s, then 120 s more).
+    #[tokio::test(start_paused = true)]
+    async fn a_notice_the_gateway_could_not_take_is_sent_later() {
+        let seal = Arc::new(PhoneSeal::derive(&[7u8; 32]).expect("key"));
+        let phone = Phone::parse("13800138000").expect("phone");
+        let gateway = Arc::new(FlakyGateway { down_for: 2, ..FlakyGateway::default() });
+        let notifier = Notifier::new(gateway.clone(), seal.clone());
+        assert_eq!(notifier.send(&[notice_for(&seal, &phone)]).await, 0, "not sent at the first try");
+        let tries = || gateway.tries.lock().expect("tries").len();
+        tokio::time::sleep(std::time::Duration::from_secs(29)).await;
+        assert_eq!(tries(), 1, "nothing before the first later try");
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        assert_eq!(tries(), 2, "the first later try, still down");
+        tokio::time::sleep(std::time::Duration::from_secs(120)).await;
+        assert_eq!(tries(), 3, "the second later try, taken");
+        tokio::time::sleep(std::time::Duration::from_secs(3_600)).await;
+        assert_eq!(tries(), 3, "not sent twice");
+        let sent = gateway.tries.lock().expect("tries");
+        assert!(
+            sent.iter().all(|(to, text)| to == "13800138000" && text.contains("书店满100减30")),
+            "{sent:?}"
+        );
+    }
+
+    /// A refused number is not tried again; a gateway down for good is tried three times more.
+    #[tokio::test(start_paused = true)]
+    async fn a_refused_notice_is_not_tried_again_and_a_dead_gateway_only_three_times_more() {
+        let seal = Arc::new(PhoneSeal::derive(&[7u8; 32]).expect("key"));
+        let phone = Phone::parse("13800138000").expect("phone");
+        let refusing = Arc::new(FlakyGateway { refuse: true, ..FlakyGateway::default() });
+        Notifier::new(refusing.clone(), seal.clone()).send(&[notice_for(&seal, &phone)]).await;
+        let dead = Arc::new(FlakyGateway { down_for: usize::MAX, ..FlakyGateway::default() });
+        Notifier::new(dead.clone(), seal.clone()).send(&[notice_for(&seal, &phone)]).await;
+        tokio::time::sleep(std::time::Duration::from_secs(86_400)).await;
+        assert_eq!(refusing.tries.lock().expect("tries").len(), 1);
+        assert_eq!(dead.tries.lock().expect("tries").len(), 1 + LATER_TRIES_S.len());
+    }
 
     #[test]
     fn a_sealed_phone_opens_only_for_its_batch_and_citizen_under_the_same_secret() {

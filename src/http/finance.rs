@@ -619,6 +619,40 @@ pub async fn hold_merchant(
     Ok((axum::http::StatusCode::CREATED, Json(finance::holds::HoldAnswer::of(&hold))).into_response())
 }
 
+#[derive(Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+struct LiftBody {
+    /// Why (what finance checked): 1 to 500 characters, kept with the hold.
+    note: String,
+}
+
+/// Lifts a merchant's hold for the season (the province's finance, with a note): the next
+/// settlements pay the merchant normally; lines held already stay held until released or
+/// rejected, and a score does not hold it again this season (a hold by hand may). A lifted hold
+/// answers as it is. The Idempotency-Key is required, as on every write.
+#[utoipa::path(post, operation_id = "lift_hold", request_body = LiftBody, path = "/v1/seasons/{id}/holds/{merchant_id}/lift", security(("staff_key" = [])), params(("id" = Uuid, Path), ("merchant_id" = Uuid, Path), ("Idempotency-Key" = String, Header)), responses((status = 200, description = "the hold, lifted", body = finance::holds::HoldAnswer), (status = 403, body = super::error::ErrorBody), (status = 404, body = super::error::ErrorBody, description = "season_not_found, hold_not_found"), (status = 422, body = super::error::ErrorBody, description = "invalid_field")))]
+pub async fn lift_hold(
+    State(state): State<AppState>,
+    staff: Staff,
+    ApiPath((season_id, merchant_id)): ApiPath<(SeasonId, MerchantId)>,
+    IdempotencyKey(_key): IdempotencyKey,
+    ApiBytes(body): ApiBytes,
+) -> Result<Json<finance::holds::HoldAnswer>, ApiError> {
+    let season = load_season(state.store(), season_id).await?;
+    require_province_finance(&staff, &season)?;
+    let request: LiftBody = parse_json(&body)?;
+    let hold = finance::holds::lift_hold(
+        state.store(),
+        season_id,
+        merchant_id,
+        staff.key_id,
+        &request.note,
+        state.clock().now(),
+    )
+    .await?;
+    Ok(Json(finance::holds::HoldAnswer::of(&hold)))
+}
+
 /// A season's merchants on hold and its held settlement lines with finance's decisions.
 #[derive(serde::Serialize, utoipa::ToSchema)]
 pub struct SeasonHolds {
@@ -626,8 +660,8 @@ pub struct SeasonHolds {
     lines: Vec<finance::holds::HeldLineAnswer>,
 }
 
-/// The season's holds and held lines (finance and auditors; those of a city see its own
-/// merchants).
+/// The season's holds (lifted ones too, with who lifted them, when and why) and held lines
+/// (finance and auditors; those of a city see its own merchants).
 #[utoipa::path(get, operation_id = "season_holds", path = "/v1/seasons/{id}/holds", security(("staff_key" = [])), params(("id" = Uuid, Path)), responses((status = 200, description = "the holds and the held lines", body = SeasonHolds), (status = 403, body = super::error::ErrorBody)))]
 pub async fn season_holds(
     State(state): State<AppState>,

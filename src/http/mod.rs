@@ -419,6 +419,7 @@ fn finance_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(finance::paid))
         .routes(routes!(finance::statement))
         .routes(routes!(finance::hold_merchant, finance::season_holds))
+        .routes(routes!(finance::lift_hold))
         .routes(routes!(finance::release_held_line))
         .routes(routes!(finance::propose_rejection))
         .routes(routes!(finance::approve_rejection))

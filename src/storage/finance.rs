@@ -18,7 +18,7 @@ use crate::domain::money::Fen;
 use crate::domain::region::RegionCode;
 use crate::domain::time::Timestamp;
 use crate::storage::db::{Exec, QueryBuilder, Tx, execute_raw, query, query_as};
-use crate::storage::holds::{HeldLineRecord, HoldDecision, HoldRecord, NewHold};
+use crate::storage::holds::{HeldLineRecord, HoldDecision, HoldRecord, LiftHold, NewHold};
 use crate::storage::ledger::AddressBalanceRow;
 use crate::storage::till::{REDEMPTION_COLUMNS, RedemptionRow};
 use crate::storage::{IdemRecord, RedemptionRecord, Refusal, SqlStore, StorageError, WriteError};
@@ -419,6 +419,10 @@ pub trait FinanceStore: Send + Sync {
     /// Puts a merchant on hold for a season (its next settlement lines are held), or answers
     /// the hold it is on already. 404s: `season_not_found`, `merchant_not_found`.
     async fn put_hold(&self, hold: &NewHold) -> Result<HoldRecord, WriteError>;
+
+    /// Lifts a merchant's hold for the season (the next settlements pay it; lines held stay
+    /// held), or answers the hold lifted already. Refusal: `hold_not_found`.
+    async fn lift_hold(&self, lift: &LiftHold) -> Result<HoldRecord, WriteError>;
 
     /// Sets (`Some`) or clears the season's `hold_score_threshold`; false: no such season.
     async fn set_hold_threshold(
@@ -1499,6 +1503,10 @@ impl FinanceStore for SqlStore {
 
     async fn put_hold(&self, hold: &NewHold) -> Result<HoldRecord, WriteError> {
         self.put_hold_row(hold).await
+    }
+
+    async fn lift_hold(&self, lift: &LiftHold) -> Result<HoldRecord, WriteError> {
+        self.lift_hold_row(lift).await
     }
 
     async fn set_hold_threshold(

@@ -30,6 +30,33 @@ pub struct HoldRecord {
     /// The staff key that held it by hand; none for a hold by score.
     pub held_by: Option<StaffKeyId>,
     pub held_at: Timestamp,
+    /// Lifted by a finance officer: not in force (the next settlements pay the merchant).
+    pub lift: Option<HoldLift>,
+}
+
+impl HoldRecord {
+    /// Whether settlements hold the merchant's lines (not lifted).
+    pub fn in_force(&self) -> bool {
+        self.lift.is_none()
+    }
+}
+
+/// Who lifted a hold, when, and why.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HoldLift {
+    pub by: StaffKeyId,
+    pub at: Timestamp,
+    pub note: String,
+}
+
+/// A lift, as asked.
+#[derive(Clone, Debug)]
+pub struct LiftHold {
+    pub season_id: SeasonId,
+    pub merchant_id: MerchantId,
+    pub by: StaffKeyId,
+    pub note: String,
+    pub at: Timestamp,
 }
 
 /// A hold to put: by hand (`held_by`) or by score.
@@ -101,6 +128,9 @@ struct HoldRow {
     reason: String,
     held_by: Option<StaffKeyId>,
     held_at_us: i64,
+    lifted_at_us: Option<i64>,
+    lifted_by: Option<StaffKeyId>,
+    lift_note: Option<String>,
 }
 
 impl HoldRow {
@@ -112,6 +142,16 @@ impl HoldRow {
             ),
             _ => return Err(StorageError::Corrupt(format!("hold of merchant {}", self.merchant_id))),
         };
+        let lift = match (self.lifted_at_us, self.lifted_by, self.lift_note) {
+            (None, None, None) => None,
+            (Some(at), Some(by), Some(note)) => Some(HoldLift { by, at: Timestamp::from_unix_us(at), note }),
+            _ => {
+                return Err(StorageError::Corrupt(format!(
+                    "lift of the hold of merchant {}",
+                    self.merchant_id
+                )));
+            }
+        };
         Ok(HoldRecord {
             season_id: self.season_id,
             merchant_id: self.merchant_id,
@@ -120,12 +160,13 @@ impl HoldRow {
             reason: self.reason,
             held_by: self.held_by,
             held_at: Timestamp::from_unix_us(self.held_at_us),
+            lift,
         })
     }
 }
 
 const HOLD_SELECT: &str = "SELECT h.season_id, h.merchant_id, m.name AS merchant_name, h.source, h.score, h.reason, \
-     h.held_by, h.held_at_us FROM merchant_holds h JOIN merchants m ON m.id = h.merchant_id";
+     h.held_by, h.held_at_us, h.lifted_at_us, h.lifted_by, h.lift_note FROM merchant_holds h JOIN merchants m ON m.id = h.merchant_id";
 
 #[derive(sqlx::FromRow)]
 struct HeldLineRow {
@@ -208,7 +249,9 @@ impl SqlStore {
         Ok(done.rows_affected() == 1)
     }
 
-    /// Puts the merchant on hold for the season, or answers the hold it is already on.
+    /// Puts the merchant on hold for the season, or answers the hold it is already on. A lifted
+    /// hold is put in force again by hand only (the row takes the new hold, the lift cleared); a
+    /// score answers the lifted hold as it is.
     pub(crate) async fn put_hold_row(&self, hold: &NewHold) -> Result<HoldRecord, WriteError> {
         let _gate = self.write_gate.lock().await;
         let mut tx = self.begin_write().await?;
@@ -226,22 +269,54 @@ impl SqlStore {
         if merchant.is_none() {
             return Err(WriteError::Refused(Refusal::Code(ErrorCode::MerchantNotFound)));
         }
-        query(
+        let on_conflict = match hold.source {
+            HoldSource::Manual => {
+                "DO UPDATE SET source = excluded.source, score = excluded.score, reason = excluded.reason, \
+                 held_by = excluded.held_by, held_at_us = excluded.held_at_us, lifted_at_us = NULL, \
+                 lifted_by = NULL, lift_note = NULL WHERE merchant_holds.lifted_at_us IS NOT NULL"
+            }
+            HoldSource::Score(_) => "DO NOTHING",
+        };
+        let sql = sqlx::AssertSqlSafe(format!(
             "INSERT INTO merchant_holds (season_id, merchant_id, source, score, reason, held_by, held_at_us) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (season_id, merchant_id) DO NOTHING",
-        )
-        .bind(hold.season_id)
-        .bind(hold.merchant_id)
-        .bind(hold.source.as_str())
-        .bind(hold.source.score().map(i32::from))
-        .bind(hold.reason.clone())
-        .bind(hold.held_by)
-        .bind(hold.at.unix_us())
-        .execute(&mut tx)
-        .await?;
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (season_id, merchant_id) {on_conflict}"
+        ));
+        query(sql)
+            .bind(hold.season_id)
+            .bind(hold.merchant_id)
+            .bind(hold.source.as_str())
+            .bind(hold.source.score().map(i32::from))
+            .bind(hold.reason.clone())
+            .bind(hold.held_by)
+            .bind(hold.at.unix_us())
+            .execute(&mut tx)
+            .await?;
         let record = Self::hold_in(&mut tx, hold.season_id, hold.merchant_id).await?;
         tx.commit().await?;
         record.ok_or_else(|| WriteError::Storage(StorageError::Corrupt("a hold just written".into())))
+    }
+
+    /// Lifts the merchant's hold for the season; a lifted hold answers as it is. Refusal:
+    /// `hold_not_found` (no hold).
+    pub(crate) async fn lift_hold_row(&self, lift: &LiftHold) -> Result<HoldRecord, WriteError> {
+        let _gate = self.write_gate.lock().await;
+        let mut tx = self.begin_write().await?;
+        query(
+            "UPDATE merchant_holds SET lifted_at_us = $3, lifted_by = $4, lift_note = $5 \
+             WHERE season_id = $1 AND merchant_id = $2 AND lifted_at_us IS NULL",
+        )
+        .bind(lift.season_id)
+        .bind(lift.merchant_id)
+        .bind(lift.at.unix_us())
+        .bind(lift.by)
+        .bind(lift.note.clone())
+        .execute(&mut tx)
+        .await?;
+        let Some(record) = Self::hold_in(&mut tx, lift.season_id, lift.merchant_id).await? else {
+            return Err(WriteError::Refused(Refusal::Code(ErrorCode::HoldNotFound)));
+        };
+        tx.commit().await?;
+        Ok(record)
     }
 
     async fn hold_in<'e>(
@@ -270,7 +345,8 @@ impl SqlStore {
         rows.into_iter().map(HoldRow::into_record).collect()
     }
 
-    /// Of these merchants, those on hold for the season, with the hold's reason.
+    /// Of these merchants, those on hold for the season (a hold in force: not lifted), with the
+    /// hold's reason.
     pub(crate) async fn held_merchants_in(
         tx: &mut Tx,
         season_id: SeasonId,
@@ -278,8 +354,9 @@ impl SqlStore {
     ) -> Result<BTreeMap<MerchantId, String>, StorageError> {
         let mut held = BTreeMap::new();
         for chunk in merchants.chunks(500) {
-            let mut q =
-                QueryBuilder::new("SELECT merchant_id, reason FROM merchant_holds WHERE season_id = ");
+            let mut q = QueryBuilder::new(
+                "SELECT merchant_id, reason FROM merchant_holds WHERE lifted_at_us IS NULL AND season_id = ",
+            );
             q.push_bind(season_id).push(" AND merchant_id IN (");
             let mut list = q.separated(", ");
             for id in chunk {

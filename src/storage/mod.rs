@@ -46,7 +46,7 @@ pub use finance::{
     VoucherStatusCount,
 };
 pub use fraud::{FactSink, FraudStore, MerchantLabel};
-pub use holds::{HeldLineRecord, HoldDecision, HoldRecord, MAX_HELD_LINES, NewHold};
+pub use holds::{HeldLineRecord, HoldDecision, HoldLift, HoldRecord, LiftHold, MAX_HELD_LINES, NewHold};
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;

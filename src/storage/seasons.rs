@@ -23,6 +23,9 @@ use crate::storage::{
     StorageError, StoredAnswer, WaitlistMove, WaitlistPerson, WaitlistStanding, WaitlistSummary, WriteError,
 };
 
+/// People placed in a waitlist's line per transaction (`place_waitlist`).
+const PLACES_PER_TRANSACTION: usize = 10 * INSERT_CHUNK_ROWS;
+
 pub(crate) const SEASON_COLUMNS: &str = "id, name, province, starts_at_us, ends_at_us, per_citizen_cap_fen, allow_stacking, closed_at_us, \
      merchant_redemption_limit, subsidy_ceilings, per_citizen_monthly_cap_fen, refund_forfeits_voucher, hold_score_threshold";
 pub(crate) const BATCH_COLUMNS: &str = "id, season_id, name, issuer, kind, face_value_fen, percent, cap_fen, \
@@ -968,18 +971,25 @@ impl SeasonStore for SqlStore {
     }
 
     async fn place_waitlist(&self, batch_id: BatchId, order: &[CitizenId]) -> Result<(), StorageError> {
-        let _gate = self.write_gate.lock().await;
-        let mut tx = self.begin_write().await?;
-        for (n, chunk) in order.chunks(INSERT_CHUNK_ROWS).enumerate() {
-            let first = i64::try_from(n * INSERT_CHUNK_ROWS).unwrap_or(i64::MAX);
-            let mut insert = QueryBuilder::new("INSERT INTO waitlist_places (batch_id, place, citizen_id) ");
-            insert.push_values(chunk.iter().enumerate(), |mut row, (i, citizen)| {
-                row.push_bind(batch_id).push_bind(first + i as i64 + 1).push_bind(*citizen);
-            });
-            insert.push(" ON CONFLICT DO NOTHING");
-            insert.build().execute(&mut tx).await?;
+        // A transaction per PLACES_PER_TRANSACTION people, so that a long line does not hold
+        // the write lock (SQLite's, for every till) for seconds: the places are fixed by the
+        // order, and a chunk written again after a failure part way changes nothing.
+        for (t, people) in order.chunks(PLACES_PER_TRANSACTION).enumerate() {
+            let _gate = self.write_gate.lock().await;
+            let mut tx = self.begin_write().await?;
+            for (n, chunk) in people.chunks(INSERT_CHUNK_ROWS).enumerate() {
+                let first = t * PLACES_PER_TRANSACTION + n * INSERT_CHUNK_ROWS;
+                let first = i64::try_from(first).unwrap_or(i64::MAX);
+                let mut insert =
+                    QueryBuilder::new("INSERT INTO waitlist_places (batch_id, place, citizen_id) ");
+                insert.push_values(chunk.iter().enumerate(), |mut row, (i, citizen)| {
+                    row.push_bind(batch_id).push_bind(first + i as i64 + 1).push_bind(*citizen);
+                });
+                insert.push(" ON CONFLICT DO NOTHING");
+                insert.build().execute(&mut tx).await?;
+            }
+            tx.commit().await?;
         }
-        tx.commit().await?;
         Ok(())
     }
 

@@ -68,7 +68,7 @@ pub struct WaitlistMove {
     /// The expired or forfeited voucher; moves once (primary key of `waitlist_moves`).
     pub freed: VoucherId,
     pub new_voucher: Option<VoucherId>,
-    /// issued, list_end, season_over, batch_closed.
+    /// issued, list_end, season_over, batch_closed, pools_spent.
     pub outcome: &'static str,
     pub from_place: i64,
     pub to_place: i64,

@@ -33,6 +33,7 @@ const TABLE: &[Row] = &[
     ("close_season", ["-", "-", "P", "-"]),
     ("hold_merchant", ["-", "-", "P", "-"]),
     ("season_holds", ["-", "-", "PCO", "PCO"]),
+    ("lift_hold", ["-", "-", "P", "-"]),
     ("release_held_line", ["-", "-", "P", "-"]),
     ("propose_held_line_rejection", ["-", "-", "P", "-"]),
     ("approve_held_line_rejection", ["-", "-", "P", "-"]),
@@ -215,6 +216,11 @@ fn season_request(op: &str, seed: &Seed) -> Option<Request> {
             Some(json!({"merchant_id": seed.merchant, "reason": "投诉"})),
         ),
         "season_holds" => ("GET", format!("/v1/seasons/{season}/holds"), None),
+        "lift_hold" => (
+            "POST",
+            format!("/v1/seasons/{season}/holds/{}/lift", seed.merchant),
+            Some(json!({"note": "核实无误"})),
+        ),
         "release_held_line" => (
             "POST",
             format!("/v1/settlements/{settlement}/holds/{}/release", seed.merchant),

@@ -493,6 +493,20 @@ async fn the_holds_section_in_a_real_browser(backend: Backend) {
     assert_eq!(statuses.iter().filter(|s| **s == "rejected").count(), 1, "{holds}");
     assert_eq!(statuses.iter().filter(|s| **s == "released").count(), 1, "{holds}");
     browser.screenshot(&shot("decided")).await;
+
+    // The cinema's hold is lifted with a note: the list shows it lifted, with the note.
+    let hold = format!("tr[data-key=\"{}\"]", s.cinema.0);
+    let lift = format!("{hold} form[data-action=\"lift\"]");
+    browser.wait_for(&format!("{lift} input")).await.send_keys("已核实票价正常").await.expect("type");
+    browser.wait_for(&format!("{lift} button")).await.click().await.expect("lift");
+    assert!(shows(&browser, &format!("{hold} td[data-field=\"in_force\"]"), "已解除").await, "lifted");
+    assert!(shows(&browser, &format!("{hold} td[data-field=\"lift_note\"]"), "已核实票价正常").await);
+    let bookstore_hold = format!("tr[data-key=\"{}\"] form[data-action=\"lift\"]", s.bookstore.0);
+    browser.wait_for(&bookstore_hold).await;
+    let (_, holds) = s.world.app.get(&format!("/v1/seasons/{season}/holds"), Some(&s.finance)).await;
+    let lifted = holds["holds"].as_array().expect("holds").iter().filter(|h| h["in_force"] == false).count();
+    assert_eq!(lifted, 1, "{holds}");
+    browser.screenshot(&shot("lifted")).await;
     open(&browser, "reconciliation").await;
     assert!(browser.text(".banner.ok").await.starts_with("对账无差异"), "no break with held money");
     clean(&browser, &base).await;

@@ -2,7 +2,8 @@
 //! line held at settlement and left out of the payout file, released and paid by the next
 //! payout, held again and rejected with four eyes (the subsidy back in the funder's pool); every
 //! identity and `wenhui ledger verify` hold throughout. The season's threshold and the scorer's
-//! call (`hold_by_score`).
+//! call (`hold_by_score`). A hold lifted: the next settlement pays the merchant, the line held
+//! before stays held, a score does not hold it again, a hold by hand does.
 
 use serde_json::{Value, json};
 use wenhui::domain::finance::HoldSource;
@@ -15,7 +16,11 @@ use crate::common::{Backend, code};
 use crate::finance::Script;
 use crate::finance_files::{chinese_csv, download};
 
-both_backends!(a_held_merchant_is_released_then_rejected_with_four_eyes, the_season_sets_the_hold_threshold);
+both_backends!(
+    a_held_merchant_is_released_then_rejected_with_four_eyes,
+    the_season_sets_the_hold_threshold,
+    a_lifted_hold_lets_the_next_settlement_pay
+);
 
 async fn payout_csv(s: &Script, settlement: &str) -> String {
     let url = s.world.app.url(&format!("/v1/settlements/{settlement}/payout.csv?lang=en"));
@@ -309,4 +314,123 @@ async fn the_season_sets_the_hold_threshold(backend: Backend) {
     let (status, listed) =
         world.app.get(&format!("/v1/seasons/{}/holds", world.season_id), Some(&world.province_admin)).await;
     assert_eq!(status, 403, "an admin is not finance: {listed}");
+}
+
+/// The line of `merchant` in a settlement: its status.
+async fn line_status(s: &Script, settlement: &str, merchant: &str) -> Value {
+    let (status, body) = s.get(&format!("/v1/settlements/{settlement}"), &s.finance).await;
+    assert_eq!(status, 200, "{body}");
+    body["lines"].as_array().expect("lines").iter().find(|l| l["merchant_id"] == merchant).expect("line")
+        ["status"]
+        .clone()
+}
+
+/// Hold, settle (held), lift with a note: the next settlement pays the merchant, the earlier
+/// line stays held until released; a score does not hold it again; a hold by hand does.
+async fn a_lifted_hold_lets_the_next_settlement_pay(backend: Backend) {
+    let (s, more, more_2) = Script::two_redeemed_two_claimed(backend).await;
+    let season = s.world.season_id.clone();
+    let bookstore = s.bookstore.0.clone();
+    let holds = format!("/v1/seasons/{season}/holds");
+    let lift = format!("{holds}/{bookstore}/lift");
+    let checked = json!({"note": "已核实：门店正常经营，解除暂扣"});
+
+    // No hold, nothing to lift.
+    let (status, body) = s.world.app.post_idem(&lift, Some(&s.finance), "l-0", checked.clone()).await;
+    assert_eq!((status, code(&body)), (404, "hold_not_found"), "{body}");
+
+    let hold = json!({"merchant_id": bookstore, "reason": "投诉：疑似套现"});
+    let (status, held) = s.world.app.post_idem(&holds, Some(&s.finance), "h-1", hold).await;
+    assert_eq!((status, held["in_force"].as_bool()), (201, Some(true)), "{held}");
+    s.set_clock(s.now.plus_seconds(10));
+    let (status, first) = s.settle("settle-1").await;
+    assert_eq!((status, first["held"].as_i64()), (201, Some(1)), "{first}");
+    let first_id = first["settlement_id"].as_str().expect("id").to_owned();
+    assert_eq!(line_status(&s, &first_id, &bookstore).await, "held");
+
+    // Only the province's finance lifts (a city's finance, of another city or its own, is
+    // refused); the note is required; the Idempotency-Key too.
+    for city in ["370100", "370200"] {
+        let key = s.world.app.staff_key(Role::Finance, city).await;
+        let (status, body) = s.world.app.post_idem(&lift, Some(&key), "l-city", checked.clone()).await;
+        assert_eq!((status, code(&body)), (403, "forbidden"), "{city}: {body}");
+    }
+    let (status, body) = s.world.app.post_idem(&lift, Some(&s.finance), "l-1", json!({"note": " "})).await;
+    assert_eq!((status, code(&body)), (422, "invalid_field"), "{body}");
+    let (status, body) = s.world.app.post(&lift, Some(&s.finance), checked.clone()).await;
+    assert_eq!((status, code(&body)), (400, "missing_idempotency_key"), "{body}");
+    let (status, lifted) = s.world.app.post_idem(&lift, Some(&s.finance), "l-2", checked.clone()).await;
+    assert_eq!(status, 200, "{lifted}");
+    assert_eq!(
+        (lifted["in_force"].as_bool(), lifted["lift_note"].as_str()),
+        (Some(false), checked["note"].as_str())
+    );
+    assert!(lifted["lifted_by"].is_string() && lifted["lifted_at"].is_string(), "{lifted}");
+    assert_eq!(lifted["reason"], "投诉：疑似套现", "the hold's reason stays");
+    let other = json!({"note": "再次解除"});
+    let (status, again) = s.world.app.post_idem(&lift, Some(&s.finance), "l-3", other).await;
+    assert_eq!((status, &again), (200, &lifted), "a lifted hold answers as it is");
+
+    // The next settlement pays the bookstore; its first line stays held.
+    s.redeem(&s.bookstore.1, 3, &more, "100.00", "P-3").await;
+    s.set_clock(s.now.plus_seconds(20));
+    let (status, second) = s.settle("settle-2").await;
+    assert_eq!(status, 201, "{second}");
+    assert_eq!(
+        (second["held"].as_i64(), second["payout_total"].as_str()),
+        (Some(0), Some("10.00")),
+        "{second}"
+    );
+    let second_id = second["settlement_id"].as_str().expect("id").to_owned();
+    assert_eq!(line_status(&s, &second_id, &bookstore).await, "none");
+    assert!(payout_csv(&s, &second_id).await.contains(&bookstore), "the lifted merchant is paid");
+    assert!(!payout_csv(&s, &first_id).await.contains(&bookstore));
+    let (status, listed) = s.get(&holds, &s.finance).await;
+    assert_eq!(status, 200, "{listed}");
+    assert_eq!(listed["holds"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["holds"][0], lifted, "the list shows the lift: who, when, why");
+    assert_eq!(listed["lines"].as_array().map(Vec::len), Some(1), "{listed}");
+    assert_eq!(listed["lines"][0]["status"], "held", "a line held before the lift stays held");
+    s.reconciles().await;
+    ledger_verifies(&s);
+
+    // A score at the threshold does not hold the merchant again this season: a person decided.
+    let store = s.world.app.store();
+    let mut scored = store.season(season.parse().expect("id")).await.expect("read").expect("season");
+    scored.hold_score_threshold = Some(60);
+    let merchant = bookstore.parse().expect("merchant id");
+    let again = wenhui::app::finance::holds::hold_by_score(
+        store,
+        &scored,
+        merchant,
+        95,
+        "满额集中",
+        Timestamp::now(),
+    )
+    .await
+    .expect("score");
+    assert!(again.is_none(), "no automatic hold after a lift: {again:?}");
+    let (_, listed) = s.get(&holds, &s.finance).await;
+    assert_eq!(listed["holds"][0], lifted, "still lifted");
+
+    // By hand it is held again: the new reason, the lift cleared; the next line is held.
+    let rehold = json!({"merchant_id": bookstore, "reason": "新的投诉"});
+    let (status, reheld) = s.world.app.post_idem(&holds, Some(&s.finance), "h-2", rehold).await;
+    assert_eq!(status, 201, "{reheld}");
+    assert_eq!((reheld["in_force"].as_bool(), reheld["reason"].as_str()), (Some(true), Some("新的投诉")));
+    assert!(reheld["lifted_by"].is_null() && reheld["lift_note"].is_null(), "{reheld}");
+    s.redeem(&s.bookstore.1, 4, &more_2, "100.00", "P-4").await;
+    s.set_clock(s.now.plus_seconds(30));
+    let (status, third) = s.settle("settle-3").await;
+    assert_eq!((status, third["held"].as_i64()), (201, Some(1)), "{third}");
+    let third_id = third["settlement_id"].as_str().expect("id").to_owned();
+    assert_eq!(line_status(&s, &third_id, &bookstore).await, "held");
+
+    // The first held line is released as usual; the books hold.
+    let release = format!("/v1/settlements/{first_id}/holds/{bookstore}/release");
+    let (status, released) =
+        s.world.app.post_idem(&release, Some(&s.finance), "r-1", json!({"note": "核实后放行"})).await;
+    assert_eq!((status, released["status"].as_str()), (200, Some("released")), "{released}");
+    s.reconciles().await;
+    ledger_verifies(&s);
 }

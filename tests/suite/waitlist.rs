@@ -6,7 +6,7 @@
 
 use serde_json::{Value, json};
 use wenhui::domain::citizen::synthetic_id_number;
-use wenhui::domain::ids::{BatchId, SeasonId};
+use wenhui::domain::ids::{BatchId, CitizenId, SeasonId};
 use wenhui::domain::season::Lottery;
 use wenhui::domain::time::{Clock, Timestamp};
 
@@ -18,6 +18,8 @@ use crate::till::Till;
 both_backends!(
     a_waitlist_opens_in_seed_order_and_moves_expired_vouchers_on,
     a_forfeited_waitlist_voucher_goes_to_the_next_in_line,
+    a_forfeit_whose_value_was_spent_meanwhile_moves_to_nobody_once,
+    a_long_line_is_placed_in_order_a_transaction_at_a_time_and_written_again_unchanged,
     two_nodes_sweeping_at_once_move_each_voucher_once,
 );
 
@@ -288,6 +290,69 @@ async fn a_forfeited_waitlist_voucher_goes_to_the_next_in_line(backend: Backend)
     assert_eq!((stored.stock, stored.claimed_count), (2, 2), "the stock grows by the forfeit");
     assert_eq!(world.app.sweep().await.moved_on, 0, "a voucher moves once");
     books_hold(world).await;
+}
+
+/// A forfeit whose value, back in the pool, went to another batch before the sweep: moved to
+/// nobody (`pools_spent`) once, not tried again at every sweep; the line keeps waiting.
+async fn a_forfeit_whose_value_was_spent_meanwhile_moves_to_nobody_once(backend: Backend) {
+    let t0_us = (Timestamp::now().unix_us() / 1_000_000 - 7_200) * 1_000_000;
+    let till = Till::new_at(backend, json!({"refund_forfeits_voucher": true}), t0_us).await;
+    let world = &till.world;
+    let seed = "spent seed";
+    let batch = waitlist_batch(world, seed, 1, 0).await;
+    let mut people = Vec::new();
+    for n in 30..32 {
+        let p = person(world, n).await;
+        assert_eq!(join(world, &batch, &p).await.0, 200);
+        people.push(p);
+    }
+    let order = seed_order(world, &batch, seed, &people).await;
+    world.clock.set(Timestamp::from_unix_us(t0_us).plus_seconds(7_200));
+    draw(world, &batch, seed).await;
+    let voucher = place(world, &batch, order[0]).await["voucher_id"].as_str().expect("voucher").to_owned();
+    let redeemed =
+        till.redeem(&till.qr(&order[0].token, &voucher).await, "100.00", "s-1").await.expect("redeemed");
+    till.client.reverse(redeemed.redemption_id, "refund", None).await.expect("reversed");
+
+    // Another batch takes what is left in the pool, the forfeit's 10.00 with it.
+    let season_id: SeasonId = world.season_id.parse().expect("uuid");
+    let pool = wenhui::domain::accounts::pool(season_id, "370000".parse().expect("region"));
+    let left = world.app.store().balance(&pool.address).await.expect("read").expect("the pool");
+    let vouchers_left = (left.credits_fen - left.debits_fen) / 1_000;
+    assert!(vouchers_left >= 1, "the forfeit's value is back in the pool: {left:?}");
+    let now = world.clock.now();
+    world
+        .batch(json!({"name": "余款券", "stock": vouchers_left, "claim_opens_at": now.plus_seconds(60).to_string(),
+            "claim_closes_at": now.plus_seconds(3_600).to_string()}))
+        .await;
+
+    let report = world.app.sweep().await;
+    assert_eq!(report.moved_on, 1, "recorded as moved, to nobody: {report:?}");
+    assert_eq!(place(world, &batch, order[1]).await["status"], "waiting");
+    assert_eq!(world.app.sweep().await.moved_on, 0, "not tried again");
+    let stored = stored_batch(world, &batch).await;
+    assert_eq!((stored.stock, stored.claimed_count), (1, 1), "no voucher issued for it");
+    assert!(notices(world, &order[1].phone).await.is_empty(), "nobody told of a voucher");
+    books_hold(world).await;
+}
+
+/// 25,000 people: placed 1, 2, ... in the order given, across several transactions (10,000
+/// people each); an opening stopped part way and sent again writes the same line.
+async fn a_long_line_is_placed_in_order_a_transaction_at_a_time_and_written_again_unchanged(
+    backend: Backend,
+) {
+    let db = crate::common::TestDb::new(backend).await;
+    let store = db.store().await;
+    let batch_id = BatchId::new_v7();
+    let order: Vec<CitizenId> = (0..25_000).map(|_| CitizenId::new_v7()).collect();
+    store.place_waitlist(batch_id, &order[..12_345]).await.expect("part of the line");
+    store.place_waitlist(batch_id, &order).await.expect("the whole line");
+    store.place_waitlist(batch_id, &order).await.expect("the whole line again");
+    let line = store.waitlist_people(batch_id, 1, 30_000).await.expect("the line");
+    let placed: Vec<(i64, CitizenId)> = line.iter().map(|p| (p.place, p.citizen_id)).collect();
+    let expected: Vec<(i64, CitizenId)> = order.iter().enumerate().map(|(i, c)| (i as i64 + 1, *c)).collect();
+    assert_eq!(placed.len(), expected.len());
+    assert!(placed == expected, "every person at their place, once");
 }
 
 /// Vouchers freed at once, swept by two nodes at the same moment: each moves once, to one person

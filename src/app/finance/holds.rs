@@ -6,6 +6,11 @@
 //! A hold comes from a finance officer's hand ([`hold_merchant`] with [`HoldSource::Manual`]) or,
 //! for automatic holds, from a cash-out score at or above the season's `hold_score_threshold`:
 //! the scorer calls [`hold_by_score`], which holds only at or above the threshold.
+//!
+//! A finance officer who has checked the merchant lifts its hold ([`lift_hold`], with a note):
+//! the next settlements pay the merchant; lines held before stay held until decided. After a
+//! lift a score does not hold the merchant again for the season (a person decided); a hold by
+//! hand puts it in force again.
 
 use serde::Serialize;
 
@@ -16,7 +21,9 @@ use crate::domain::finance::{HoldDecisionKind, HoldSource};
 use crate::domain::ids::{MerchantId, SeasonId, SettlementId, StaffKeyId};
 use crate::domain::season::Season;
 use crate::domain::time::Timestamp;
-use crate::storage::{HeldLineRecord, HoldDecision, HoldRecord, NewHold, Refusal, Storage, WriteError};
+use crate::storage::{
+    HeldLineRecord, HoldDecision, HoldRecord, LiftHold, NewHold, Refusal, Storage, WriteError,
+};
 
 use super::yuan;
 
@@ -57,7 +64,9 @@ fn refused(error: WriteError) -> AppError {
 }
 
 /// Puts `merchant_id` on hold for the season: its settlement lines from the next settlement on
-/// are held. A merchant already on hold keeps its first hold (answered as it is).
+/// are held. A merchant already on hold keeps its first hold (answered as it is). A lifted hold
+/// is put in force again by hand (the new reason, the lift cleared); by score it is answered as
+/// it is, lifted.
 pub async fn hold_merchant(
     store: &dyn Storage,
     season_id: SeasonId,
@@ -76,7 +85,8 @@ pub async fn hold_merchant(
 }
 
 /// The scorer's call: holds the merchant if `score` reaches the season's threshold (none set:
-/// never). Answers the hold, or `None` when the score stays below.
+/// never). Answers the hold, or `None` when the score stays below or a finance officer lifted
+/// the merchant's hold for the season (a person decided: a score does not hold it again).
 pub async fn hold_by_score(
     store: &dyn Storage,
     season: &Season,
@@ -89,12 +99,43 @@ pub async fn hold_by_score(
         Some(threshold) if score >= threshold => {
             let reason = format!("score {score} >= {threshold}: {reasons}");
             let reason: String = reason.chars().take(MAX_NOTE_CHARS).collect();
-            hold_merchant(store, season.id, merchant_id, HoldSource::Score(score.min(100)), &reason, None, at)
-                .await
-                .map(Some)
+            let hold = hold_merchant(
+                store,
+                season.id,
+                merchant_id,
+                HoldSource::Score(score.min(100)),
+                &reason,
+                None,
+                at,
+            )
+            .await?;
+            Ok(hold.in_force().then_some(hold))
         }
         _ => Ok(None),
     }
+}
+
+/// Lifts the merchant's hold for the season (a finance officer, with a note): the next
+/// settlements pay the merchant normally; its lines held already stay held until released or
+/// rejected. A lifted hold answers as it is; no hold is 404 `hold_not_found`.
+pub async fn lift_hold(
+    store: &dyn Storage,
+    season_id: SeasonId,
+    merchant_id: MerchantId,
+    by: StaffKeyId,
+    note_text: &str,
+    at: Timestamp,
+) -> Result<HoldRecord, AppError> {
+    let note = note(note_text, "note")?;
+    let lift = LiftHold { season_id, merchant_id, by, note, at };
+    let record = store.lift_hold(&lift).await.map_err(|error| match error {
+        WriteError::Refused(Refusal::Code(ErrorCode::HoldNotFound)) => {
+            AppError::not_found(ErrorCode::HoldNotFound, "this merchant is not on hold for this season")
+        }
+        other => refused(other),
+    })?;
+    tracing::info!(season = %season_id, merchant = %merchant_id, staff_key = %by, "merchant settlement hold lifted");
+    Ok(record)
 }
 
 /// Releases a held line (paid in the next payout), proposes its rejection, or approves a
@@ -134,6 +175,14 @@ pub struct HoldAnswer {
     pub held_by: Option<StaffKeyId>,
     #[schema(value_type = String, format = DateTime)]
     pub held_at: Timestamp,
+    /// False once lifted: the next settlements pay the merchant.
+    pub in_force: bool,
+    /// The staff key that lifted it.
+    pub lifted_by: Option<StaffKeyId>,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub lifted_at: Option<Timestamp>,
+    /// Why it was lifted (what finance checked).
+    pub lift_note: Option<String>,
 }
 
 impl HoldAnswer {
@@ -147,6 +196,10 @@ impl HoldAnswer {
             reason: h.reason.clone(),
             held_by: h.held_by,
             held_at: h.held_at,
+            in_force: h.in_force(),
+            lifted_by: h.lift.as_ref().map(|l| l.by),
+            lifted_at: h.lift.as_ref().map(|l| l.at),
+            lift_note: h.lift.as_ref().map(|l| l.note.clone()),
         }
     }
 }

@@ -34,12 +34,12 @@ impl PgBackend {
             .application_name("wenhui")
             .options([("plan_cache_mode", "force_custom_plan")]);
         let relaxed = connect.clone().options([("synchronous_commit", "off")]);
-        let pool = PgPoolOptions::new()
+        let pool = pool_options()
             .max_connections(max_connections)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(connect)
             .await?;
-        let relaxed_pool = PgPoolOptions::new()
+        let relaxed_pool = pool_options()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(relaxed);
@@ -54,12 +54,30 @@ impl PgBackend {
         let connect = PgConnectOptions::from_str(url)?
             .application_name("wenhui-reads")
             .options([("plan_cache_mode", "force_custom_plan"), ("default_transaction_read_only", "on")]);
-        let pool = PgPoolOptions::new()
+        let pool = pool_options()
             .max_connections(max_connections)
             .acquire_timeout(STANDBY_ACQUIRE_TIMEOUT)
             .connect_lazy_with(connect);
         Ok(PgBackend { any_pool: Pool::Pg(pool.clone()), relaxed_pool: pool.clone(), pool })
     }
+}
+
+/// How long a connection may sit idle in a pool before it is pinged on its way out of it.
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// A pool that pings a connection before handing it out only when it has sat idle for
+/// [`PING_WHEN_IDLE_FOR`] (sqlx pings every one by default: a round trip to the server before
+/// each statement, a third of a one-statement read's). A connection that died while in use
+/// recently fails its next statement and is dropped by the pool when it comes back.
+fn pool_options() -> PgPoolOptions {
+    PgPoolOptions::new().test_before_acquire(false).before_acquire(|conn, meta| {
+        Box::pin(async move {
+            if meta.idle_for >= PING_WHEN_IDLE_FOR {
+                sqlx::Connection::ping(conn).await?;
+            }
+            Ok(true)
+        })
+    })
 }
 
 /// How long a read waits for a standby connection before it runs on the primary instead.

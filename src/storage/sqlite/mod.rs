@@ -34,7 +34,10 @@ impl SqliteBackend {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(30));
+        // No ping before a connection is handed out (sqlx's default): a file does not hang
+        // up, and the ping is a round trip to the connection's worker thread.
         let pool = SqlitePoolOptions::new()
+            .test_before_acquire(false)
             .max_connections(max_connections.clamp(1, 16))
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(connect)

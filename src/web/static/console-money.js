@@ -37,7 +37,10 @@
           ? rows.map((row) => el('tr', { 'data-key': keyOf(row) }, columns.map((c) => {
             const value = c.show ? c.show(row) : row[c.field];
             const text = c.money ? yuan(value) : String(value ?? '—');
-            return el(c.header ? 'th' : 'td', { 'data-field': c.field, class: c.money || c.count ? 'num' : '', scope: c.header ? 'row' : false }, text);
+            // A column with `node` draws its cell (an action form); null: '—'.
+            const node = c.node ? c.node(row) : null;
+            const cls = node ? 'actions' : c.money || c.count ? 'num' : '';
+            return el(c.header ? 'th' : 'td', { 'data-field': c.field, class: cls, scope: c.header ? 'row' : false }, node || text);
           })))
           : el('tr', {}, el('td', { colspan: columns.length, class: 'empty' }, '暂无数据')))));
 
@@ -245,9 +248,10 @@
   };
 
   // Settlement holds (暂扣结算, docs/settlement-holds.md): the merchants on hold, and their held
-  // lines with what finance decided. The province's finance holds a merchant, releases a line
-  // (paid in the next payout) or proposes its rejection; another person approves a rejection
-  // (the button is disabled for the proposer; the server checks people, not keys).
+  // lines with what finance decided. The province's finance holds a merchant, lifts a hold in
+  // force (解除暂扣, with a note: the next settlements pay the merchant), releases a line (paid in
+  // the next payout) or proposes its rejection; another person approves a rejection (the button
+  // is disabled for the proposer; the server checks people, not keys).
   const HOLD_STATUS = { held: '暂扣中', released: '已放行', rejected: '已拒付' };
   const SOURCE = { manual: '人工', score: '评分' };
 
@@ -255,7 +259,7 @@
   const noteForm = (ctx, { intent, path, label, placeholder, action, required = true }) => {
     const input = el('input', { name: 'note', maxlength: 500, required, autocomplete: 'off', placeholder, 'aria-label': placeholder });
     const error = el('p', { class: 'error', role: 'alert', hidden: true });
-    const button = el('button', { type: 'submit', class: action === 'release' ? '' : 'secondary' }, label);
+    const button = el('button', { type: 'submit', class: action === 'release' || action === 'lift' ? '' : 'secondary' }, label);
     const form = el('form', { class: 'inline', 'data-action': action }, input, button, error);
     form.addEventListener('submit', async (event) => {
       event.preventDefault();
@@ -282,7 +286,7 @@
     ]);
     const decides = ctx.may('settle_season');
     pane.append(el('p', { class: 'note' },
-      '被暂扣的商户，其结算行不进入付款文件，资金转入暂扣账户；放行后随下一次结算付款，拒付须由两人办理（一人提出、另一人批准），补贴退回各出资方资金池。'));
+      '被暂扣的商户，其结算行不进入付款文件，资金转入暂扣账户；放行后随下一次结算付款，拒付须由两人办理（一人提出、另一人批准），补贴退回各出资方资金池。解除暂扣后，此后的结算照常付款，已暂扣的结算行仍须放行或拒付；评分不再自动暂扣该商户。'));
     if (decides && season.status !== 'closed') {
       const select = el('select', { id: 'hold-merchant', name: 'merchant_id', required: true },
         el('option', { value: '' }, '选择商户…'),
@@ -314,6 +318,12 @@
       { field: 'source', title: '来源', show: (h) => (h.source === 'score' ? `评分 ${h.score}` : SOURCE[h.source] || h.source) },
       { field: 'reason', title: '原因' },
       { field: 'held_at', title: '暂扣时间', show: (h) => when(h.held_at) },
+      { field: 'in_force', title: '状态', show: (h) => (h.in_force ? '暂扣中' : '已解除') },
+      { field: 'lift_note', title: '解除说明', show: (h) => (h.in_force ? null : `${h.lift_note}（${when(h.lifted_at)}）`) },
+      { field: 'actions', title: '操作', node: (h) => (decides && h.in_force && season.status !== 'closed'
+        ? noteForm(ctx, { intent: `lift:${season.id}:${h.merchant_id}`, path: `/v1/seasons/${season.id}/holds/${h.merchant_id}/lift`,
+          label: '解除暂扣', placeholder: '解除说明（核实情况）', action: 'lift' })
+        : null) },
     ], found.holds, (h) => h.merchant_id, 'holds'));
     const lines = el('tbody', {}, found.lines.length ? found.lines.map((l) => {
       const actions = el('td', { class: 'actions' });
