@@ -177,6 +177,8 @@ impl ClaimWriter {
             cards: HashMap::new(),
             stats: stats.clone(),
             sold_out: sold_out.clone(),
+            ahead: None,
+            epoch_before_reads: None,
         };
         tokio::spawn(writer.run(inbox));
         let (from_memory, without_read) = (Arc::default(), Arc::default());
@@ -488,11 +490,24 @@ struct Caches {
     /// (season, citizen, period): see `SeasonTotalDelta`.
     season_totals: HashMap<(SeasonId, CitizenId, i32), i64>,
     answers: HashMap<(CitizenId, String), StoredAnswer>,
+    /// Keys read ahead (during the last commit) and found without a stored answer: not read
+    /// again for the group about to be decided, then forgotten (another node may store one).
+    unanswered: std::collections::HashSet<(CitizenId, String)>,
+    /// Counts the times anything was dropped: rows read before a drop are not merged after it.
+    generation: u64,
 }
 
 impl Caches {
     fn clear(&mut self) {
-        *self = Caches::default();
+        *self = Caches { generation: self.generation + 1, ..Caches::default() };
+    }
+
+    /// Drops the counters (batches, holdings, totals) and keeps the stored answers.
+    fn drop_counters(&mut self) {
+        self.batches.clear();
+        self.holdings.clear();
+        self.season_totals.clear();
+        self.generation += 1;
     }
 
     fn trim(&mut self) {
@@ -503,8 +518,127 @@ impl Caches {
             self.holdings.clear();
             self.answers.clear();
             self.season_totals.clear();
+            self.generation += 1;
         }
     }
+
+    /// Adds rows read for a group, unless something was dropped since they were read; what the
+    /// caches hold wins (the writer's own decisions, committed or being committed, are newer
+    /// than any read).
+    fn merge(&mut self, read: Context) {
+        if read.generation != self.generation {
+            return;
+        }
+        for (key, stored) in read.answers {
+            self.answers.entry(key).or_insert(stored);
+        }
+        for key in read.asked {
+            if !self.answers.contains_key(&key) {
+                self.unanswered.insert(key);
+            }
+        }
+        for (batch_id, rows) in read.batches {
+            self.batches.entry(batch_id).or_insert(rows);
+        }
+        for held in read.holdings {
+            for (citizen, rows) in held.rows {
+                let totals = &mut self.season_totals;
+                totals.entry((held.season_id, citizen, SEASON_PERIOD)).or_insert(rows.season_total_fen);
+                if held.monthly {
+                    totals.entry((held.season_id, citizen, held.month)).or_insert(rows.month_total_fen);
+                }
+                self.holdings.entry((held.batch_id, citizen)).or_insert(rows);
+            }
+        }
+    }
+}
+
+/// What a group's claims need and the caches lacked, as read (see [`read_context`]).
+#[derive(Default)]
+struct Context {
+    /// The caches' generation when the reads began.
+    generation: u64,
+    /// The keys whose stored answers were read (found or not).
+    asked: Vec<(CitizenId, String)>,
+    answers: Vec<((CitizenId, String), StoredAnswer)>,
+    batches: Vec<(BatchId, (Batch, Season))>,
+    holdings: Vec<HoldingsRead>,
+}
+
+/// Citizens' holdings of one batch, and their totals in its season.
+struct HoldingsRead {
+    batch_id: BatchId,
+    season_id: SeasonId,
+    month: i32,
+    /// The season has a monthly cap: `month`'s totals were read.
+    monthly: bool,
+    rows: HashMap<CitizenId, CitizenHoldings>,
+}
+
+/// Reads what `claims` need that `caches` lack: stored answers, batches, holdings. Changes no
+/// cache: the writer merges the rows ([`Caches::merge`]) when it decides the group.
+async fn read_context(
+    store: &dyn Storage,
+    caches: &Caches,
+    claims: &[&ClaimRequest],
+    now: Timestamp,
+) -> Result<Context, StorageError> {
+    let mut read = Context { generation: caches.generation, ..Context::default() };
+    read.asked = claims
+        .iter()
+        .map(|c| (c.citizen_id, c.idem_key.clone()))
+        .filter(|key| !caches.answers.contains_key(key) && !caches.unanswered.contains(key))
+        .collect();
+    let missing_keys: Vec<(String, String)> =
+        read.asked.iter().map(|(citizen, key)| (citizen_scope(*citizen), key.clone())).collect();
+    if !missing_keys.is_empty() {
+        for ((scope, key), stored) in store.idempotent_answers(&missing_keys).await? {
+            if let Some(citizen) = scope.strip_prefix("citizen:").and_then(|c| c.parse().ok()) {
+                read.answers.push(((citizen, key), stored));
+            }
+        }
+    }
+    let mut by_batch: HashMap<BatchId, Vec<CitizenId>> = HashMap::new();
+    for c in claims {
+        by_batch.entry(c.batch_id).or_default().push(c.citizen_id);
+    }
+    // A new month starts each citizen's monthly total afresh: in a season with a monthly cap,
+    // read it even with the batch's holdings cached.
+    let month = crate::domain::finance::cst_month(now);
+    for (batch_id, citizens) in by_batch {
+        let (season_id, monthly) = match caches.batches.get(&batch_id) {
+            Some((batch, season)) => (batch.season_id, season.per_citizen_monthly_cap.is_some()),
+            None => {
+                let Some(batch) = store.batch(batch_id).await? else { continue };
+                let Some(season) = store.season(batch.season_id).await? else { continue };
+                let ids = (batch.season_id, season.per_citizen_monthly_cap.is_some());
+                read.batches.push((batch_id, (batch, season)));
+                ids
+            }
+        };
+        let unknown: Vec<CitizenId> = citizens
+            .into_iter()
+            .filter(|c| {
+                !caches.holdings.contains_key(&(batch_id, *c))
+                    || (monthly && !caches.season_totals.contains_key(&(season_id, *c, month)))
+            })
+            .collect();
+        if unknown.is_empty() {
+            continue;
+        }
+        let rows = store.holdings(batch_id, season_id, month, &unknown).await?;
+        read.holdings.push(HoldingsRead { batch_id, season_id, month, monthly, rows });
+    }
+    Ok(read)
+}
+
+/// The writer's next turn, gathered while a group's commit was in flight, with what its claims
+/// needed read meanwhile (`None`: the reads failed; they are made again).
+struct Ahead {
+    turn: Turn,
+    context: Option<Context>,
+    /// The sold-out memory's epoch before those reads.
+    epoch: u64,
 }
 
 /// What the writer does in one turn, gathered from its queue.
@@ -523,21 +657,29 @@ struct Turn {
 impl Turn {
     /// Takes `first` and then whatever `next` yields without waiting, up to [`MAX_GROUP`]
     /// claims or a draw, whichever comes first; the rest stays queued for the next turn.
-    fn gather(first: Message, mut next: impl FnMut() -> Option<Message>) -> Turn {
+    fn gather(first: Message, next: impl FnMut() -> Option<Message>) -> Turn {
         let mut turn = Turn::default();
-        let mut message = Some(first);
-        while let Some(taken) = message.take() {
-            match taken {
-                Message::Claim(request) => turn.claims.push(request),
-                Message::Sweep(reply) => turn.sweeps.push(reply),
-                Message::Invalidate => turn.invalidate = true,
-                Message::Draw(job) => turn.draw = Some(job),
-            }
-            if turn.claims.len() < MAX_GROUP && turn.draw.is_none() {
-                message = next();
-            }
-        }
+        turn.take(first);
+        turn.gather_more(next);
         turn
+    }
+
+    /// Goes on gathering from `next`, as [`Turn::gather`] would have had these messages been
+    /// queued when it ran.
+    fn gather_more(&mut self, mut next: impl FnMut() -> Option<Message>) {
+        while self.claims.len() < MAX_GROUP && self.draw.is_none() {
+            let Some(message) = next() else { return };
+            self.take(message);
+        }
+    }
+
+    fn take(&mut self, message: Message) {
+        match message {
+            Message::Claim(request) => self.claims.push(request),
+            Message::Sweep(reply) => self.sweeps.push(reply),
+            Message::Invalidate => self.invalidate = true,
+            Message::Draw(job) => self.draw = Some(job),
+        }
     }
 }
 
@@ -553,6 +695,11 @@ struct Writer {
     stats: Arc<WriterStats>,
     /// Batches known sold out, marked after a group that leaves one so commits.
     sold_out: Arc<SoldOutMemory>,
+    /// The next turn, gathered during the last group's commit.
+    ahead: Option<Ahead>,
+    /// The sold-out epoch before the reads of the group about to be decided, when they were made
+    /// before its turn (`ahead`).
+    epoch_before_reads: Option<u64>,
 }
 
 /// One claim's fate within a group.
@@ -563,14 +710,31 @@ struct Pending {
 
 impl Writer {
     async fn run(mut self, mut inbox: mpsc::Receiver<Message>) {
-        while let Some(first) = inbox.recv().await {
-            let turn = Turn::gather(first, || inbox.try_recv().ok());
+        loop {
+            let (turn, context) = match self.ahead.take() {
+                Some(ahead) => {
+                    // With the claims queued during the last commit: the group is as large as
+                    // without the reads ahead (those claims' reads are made now).
+                    let mut turn = ahead.turn;
+                    turn.gather_more(|| inbox.try_recv().ok());
+                    self.epoch_before_reads = Some(ahead.epoch);
+                    (turn, ahead.context)
+                }
+                None => match inbox.recv().await {
+                    Some(first) => (Turn::gather(first, || inbox.try_recv().ok()), None),
+                    None => break,
+                },
+            };
             if turn.invalidate {
                 self.caches.clear();
             }
-            if !turn.claims.is_empty() {
-                self.process_group(turn.claims).await;
+            if let Some(context) = context {
+                self.caches.merge(context);
             }
+            if !turn.claims.is_empty() {
+                self.process_group(turn.claims, &mut inbox).await;
+            }
+            self.epoch_before_reads = None;
             for reply in turn.sweeps {
                 let (report, notices) = self.sweep().await;
                 let _ = reply.send((report.map_err(|e| e.to_string()), notices));
@@ -582,10 +746,12 @@ impl Writer {
         }
     }
 
-    async fn process_group(&mut self, requests: Vec<ClaimRequest>) {
+    /// Decides and commits a group; while its commit is in flight, gathers the next turn from
+    /// `inbox` and reads what its claims need (`ahead`).
+    async fn process_group(&mut self, requests: Vec<ClaimRequest>, inbox: &mut mpsc::Receiver<Message>) {
         let pending: Vec<Pending> =
             requests.into_iter().map(|request| Pending { request, answer: None }).collect();
-        let (pending, outcome) = self.decide_and_commit(pending).await;
+        let (pending, outcome) = self.decide_and_commit(pending, Some(inbox)).await;
         match outcome {
             Ok(()) => reply_all(pending),
             Err(error) if !decide_again(&error) => {
@@ -609,7 +775,7 @@ impl Writer {
             for p in &mut pending {
                 p.answer = None;
             }
-            let (again, outcome) = self.decide_and_commit(pending).await;
+            let (again, outcome) = self.decide_and_commit(pending, None).await;
             pending = again;
             error = match outcome {
                 Ok(()) => return reply_all(pending),
@@ -637,7 +803,7 @@ impl Writer {
     async fn process_single(&mut self, mut request: ClaimRequest) {
         for attempt in 1..=MAX_TRIES {
             let single = vec![Pending { request, answer: None }];
-            let (mut single, outcome) = self.decide_and_commit(single).await;
+            let (mut single, outcome) = self.decide_and_commit(single, None).await;
             let error = match outcome {
                 Ok(()) => return reply_all(single),
                 Err(error) => error,
@@ -657,10 +823,12 @@ impl Writer {
     async fn decide_and_commit(
         &mut self,
         mut pending: Vec<Pending>,
+        inbox: Option<&mut mpsc::Receiver<Message>>,
     ) -> (Vec<Pending>, Result<(), WriteError>) {
         let now = self.clock.now();
-        // Before the reads: a forget (stock returned) after them leaves the marks unmade.
-        let epoch = self.sold_out.epoch();
+        // Before the reads (some may have been made during the last commit): a forget (stock
+        // returned) after them leaves the marks unmade.
+        let epoch = self.epoch_before_reads.take().unwrap_or_else(|| self.sold_out.epoch());
         if let Err(error) = self.load_context(&pending, now).await {
             return (pending, Err(WriteError::Storage(error)));
         }
@@ -702,10 +870,36 @@ impl Writer {
         }
         let sold_out = self.sold_out_now(&pending, now);
         commit.notices.extend(sold_out.iter().map(NodeEvent::encode));
-        let started = std::time::Instant::now();
-        let outcome = self.store.commit_claims(&commit).await;
+        let store = self.store.clone();
+        let timed = async {
+            let started = std::time::Instant::now();
+            let outcome = store.commit_claims(&commit).await;
+            (outcome, started.elapsed())
+        };
+        // The next turn's claims, if any are queued, and their reads while this commit is in
+        // flight: its effects are in the caches already (`note_claimed`), so the reads skip
+        // every key it touches, and the caches win over them when merged.
+        let next = inbox.and_then(|inbox| {
+            let first = inbox.try_recv().ok()?;
+            Some(Turn::gather(first, || inbox.try_recv().ok()))
+        });
+        let (outcome, took) = match next {
+            None => timed.await,
+            Some(turn) => {
+                let epoch = self.sold_out.epoch();
+                let claims: Vec<&ClaimRequest> = turn.claims.iter().collect();
+                let reads = read_context(self.store.as_ref(), &self.caches, &claims, self.clock.now());
+                let ((outcome, took), context) = tokio::join!(timed, reads);
+                drop(claims);
+                let context = context
+                    .inspect_err(|error| tracing::debug!(%error, "the next group's reads failed; made again"))
+                    .ok();
+                self.ahead = Some(Ahead { turn, context, epoch });
+                (outcome, took)
+            }
+        };
         if outcome.is_ok() {
-            self.stats.committed(commit.answers.len(), started.elapsed());
+            self.stats.committed(commit.answers.len(), took);
             self.remember(&commit);
             for event in sold_out {
                 if let NodeEvent::SoldOut { batch_id, until, message } = event {
@@ -734,22 +928,14 @@ impl Writer {
         events
     }
 
-    /// Loads what the group needs and the caches lack: stored answers, batches, holdings.
+    /// Loads what the group needs and the caches lack: stored answers, batches, holdings (and
+    /// the exchanges' cards, afresh).
     async fn load_context(&mut self, pending: &[Pending], now: Timestamp) -> Result<(), StorageError> {
-        let missing_keys: Vec<(String, String)> = pending
-            .iter()
-            .filter(|p| {
-                !self.caches.answers.contains_key(&(p.request.citizen_id, p.request.idem_key.clone()))
-            })
-            .map(|p| (citizen_scope(p.request.citizen_id), p.request.idem_key.clone()))
-            .collect();
-        if !missing_keys.is_empty() {
-            for ((scope, key), stored) in self.store.idempotent_answers(&missing_keys).await? {
-                if let Some(citizen) = scope.strip_prefix("citizen:").and_then(|c| c.parse().ok()) {
-                    self.caches.answers.insert((citizen, key), stored);
-                }
-            }
-        }
+        let claims: Vec<&ClaimRequest> = pending.iter().map(|p| &p.request).collect();
+        let read = read_context(self.store.as_ref(), &self.caches, &claims, now).await;
+        self.caches.unanswered.clear();
+        self.caches.merge(read?);
+        self.caches.unanswered.clear();
         self.cards.clear();
         for exchange in pending.iter().filter_map(|p| p.request.exchange) {
             if self.cards.contains_key(&exchange.card_id) {
@@ -760,40 +946,6 @@ impl Writer {
             let balances = lines.iter().map(|l| (l.season_id, l.points)).collect();
             let frozen = card.status != crate::domain::card::CardStatus::Active;
             self.cards.insert(exchange.card_id, CardPoints { frozen, balances });
-        }
-        let mut by_batch: HashMap<BatchId, Vec<CitizenId>> = HashMap::new();
-        for p in pending {
-            by_batch.entry(p.request.batch_id).or_default().push(p.request.citizen_id);
-        }
-        for (batch_id, citizens) in by_batch {
-            if !self.caches.batches.contains_key(&batch_id) {
-                let Some(batch) = self.store.batch(batch_id).await? else { continue };
-                let Some(season) = self.store.season(batch.season_id).await? else { continue };
-                self.caches.batches.insert(batch_id, (batch, season));
-            }
-            let Some((batch, season)) = self.caches.batches.get(&batch_id) else { continue };
-            let season_id = batch.season_id;
-            // A new month starts each citizen's monthly total afresh: in a season with a
-            // monthly cap, read it even with the batch's holdings cached.
-            let month = crate::domain::finance::cst_month(now);
-            let monthly = season.per_citizen_monthly_cap.is_some();
-            let unknown: Vec<CitizenId> = citizens
-                .into_iter()
-                .filter(|c| {
-                    !self.caches.holdings.contains_key(&(batch_id, *c))
-                        || (monthly && !self.caches.season_totals.contains_key(&(season_id, *c, month)))
-                })
-                .collect();
-            if unknown.is_empty() {
-                continue;
-            }
-            for (citizen, held) in self.store.holdings(batch_id, season_id, month, &unknown).await? {
-                self.caches.season_totals.insert((season_id, citizen, SEASON_PERIOD), held.season_total_fen);
-                if monthly {
-                    self.caches.season_totals.insert((season_id, citizen, month), held.month_total_fen);
-                }
-                self.caches.holdings.insert((batch_id, citizen), held);
-            }
         }
         Ok(())
     }
@@ -1050,6 +1202,7 @@ impl Writer {
             let entry = close_entry(self.store.as_ref(), &batch).await?;
             self.store.close_batch_reserve(batch.id, now, entry.as_ref()).await?;
             self.caches.batches.remove(&batch.id);
+            self.caches.generation += 1;
             batches_closed += 1;
         }
         Ok(batches_closed)
@@ -1164,9 +1317,7 @@ impl Writer {
         }
         // Expiry changes counters and holdings (and a refusal may leave them stale): reload them
         // on next use.
-        self.caches.batches.clear();
-        self.caches.holdings.clear();
-        self.caches.season_totals.clear();
+        self.caches.drop_counters();
         let group_error = match result {
             Ok(()) => return Ok(group.voucher_ids.len()),
             Err(error) if due.len() == 1 => return Err(error),
@@ -1541,12 +1692,47 @@ mod tests {
     fn a_draw_ends_the_gathering_and_goes_after_the_claims_before_it() {
         let mut queue: std::collections::VecDeque<Message> =
             [draw(), claim(3), Message::Invalidate, claim(4)].into();
-        let turn = Turn::gather(claim(1), || queue.pop_front());
+        let mut turn = Turn::gather(claim(1), || queue.pop_front());
         assert_eq!((citizens(&turn), turn.draw.is_some(), turn.invalidate), (vec![1], true, false));
+        turn.gather_more(|| queue.pop_front());
         assert_eq!(queue.len(), 3, "the claims after the draw wait for the next turn");
         let first = queue.pop_front().expect("queued");
-        let next = Turn::gather(first, || queue.pop_front());
+        let mut next = Turn::gather(first, || None);
+        assert_eq!(citizens(&next), vec![3], "gathered ahead, while a commit was in flight");
+        next.gather_more(|| queue.pop_front());
         assert_eq!((citizens(&next), next.draw.is_none(), next.invalidate), (vec![3, 4], true, true));
+    }
+
+    #[test]
+    fn rows_read_ahead_never_replace_the_caches_and_are_dropped_after_a_clear() {
+        let (batch, season) =
+            (BatchId::from_uuid(Uuid::from_u128(1)), SeasonId::from_uuid(Uuid::from_u128(2)));
+        let (known, fresh) =
+            (CitizenId::from_uuid(Uuid::from_u128(3)), CitizenId::from_uuid(Uuid::from_u128(4)));
+        let mut caches = Caches::default();
+        let claimed = CitizenHoldings { slots: vec![1], season_total_fen: 500, month_total_fen: 500 };
+        caches.holdings.insert((batch, known), claimed.clone());
+        caches.season_totals.insert((season, known, SEASON_PERIOD), 500);
+        let read = || Context {
+            generation: 0,
+            asked: vec![(fresh, "k".to_owned())],
+            holdings: vec![HoldingsRead {
+                batch_id: batch,
+                season_id: season,
+                month: 202612,
+                monthly: false,
+                rows: [(known, CitizenHoldings::default()), (fresh, CitizenHoldings::default())].into(),
+            }],
+            ..Context::default()
+        };
+        caches.merge(read());
+        assert_eq!(caches.holdings.get(&(batch, known)), Some(&claimed), "the writer's own state wins");
+        assert_eq!(caches.season_totals.get(&(season, known, SEASON_PERIOD)), Some(&500));
+        assert_eq!(caches.holdings.get(&(batch, fresh)), Some(&CitizenHoldings::default()));
+        assert!(caches.unanswered.contains(&(fresh, "k".to_owned())));
+        caches.clear();
+        caches.merge(read());
+        assert!(caches.holdings.is_empty() && caches.unanswered.is_empty(), "read before the clear");
     }
 
     #[test]

@@ -14,10 +14,10 @@ use async_trait::async_trait;
 use super::card::CardPaymentRow;
 use super::db::{Pool, Tx};
 use super::ledger::{AccountCache, EntryInsert, EntryRow, PostingInsert};
-use super::seasons::VoucherRow;
+use super::seasons::{LiveSlotRow, ScopedAnswerRow, SeasonTotalRow, VoucherRow};
 use super::till::GroupRows;
-use super::{Backend, IdemRecord, NewRedemption, PruneTarget, StorageError};
-use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
+use super::{Backend, IdemRecord, NewRedemption, PruneTarget, SeasonTotalDelta, StorageError};
+use crate::domain::ids::{BatchId, CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
 use crate::domain::season::Voucher;
 use crate::domain::time::{Clock, Timestamp};
 
@@ -141,6 +141,27 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     ) -> Result<u64, sqlx::Error>;
 
     async fn insert_voucher_rows(&self, tx: &mut Tx, rows: &[Voucher]) -> Result<(), sqlx::Error>;
+
+    /// The stored answers of these (scope, key) pairs (those that have one): the claim
+    /// writer's lookup, a primary-key probe per pair.
+    async fn answer_rows(&self, keys: &[(String, String)]) -> Result<Vec<ScopedAnswerRow>, sqlx::Error>;
+
+    /// Of these citizens: the slots of their live vouchers of `batch_id`, and their totals in
+    /// `season_id` for the season (period 0) and for `month`.
+    async fn holding_rows(
+        &self,
+        batch_id: BatchId,
+        season_id: SeasonId,
+        month: i32,
+        citizens: &[CitizenId],
+    ) -> Result<(Vec<LiveSlotRow>, Vec<SeasonTotalRow>), sqlx::Error>;
+
+    /// Adds each (positive) `delta_fen` to its citizen's total, creating the row (with its
+    /// `cap_fen`) when it is the first; one row per (season, citizen, period).
+    async fn raise_season_totals(&self, tx: &mut Tx, rows: &[SeasonTotalDelta]) -> Result<(), sqlx::Error>;
+
+    /// Adds each (negative) `delta_fen` to its citizen's existing total; one row per key.
+    async fn lower_season_totals(&self, tx: &mut Tx, rows: &[SeasonTotalDelta]) -> Result<(), sqlx::Error>;
 
     /// The live redemptions on these (merchant, order_ref) pairs, with their batch's issuer.
     async fn live_orders(

@@ -133,18 +133,18 @@ pub(crate) struct BatchRow {
 
 /// A slot a citizen holds a live voucher in, of one batch.
 #[derive(sqlx::FromRow)]
-struct LiveSlotRow {
-    citizen_id: CitizenId,
-    slot: i32,
+pub(crate) struct LiveSlotRow {
+    pub citizen_id: CitizenId,
+    pub slot: i32,
 }
 
 /// A `citizen_season_totals` row: what a citizen claimed in a season (`period` 0) or a month
 /// (`period` YYYYMM in CST).
 #[derive(sqlx::FromRow)]
-struct SeasonTotalRow {
-    citizen_id: CitizenId,
-    period: i32,
-    claimed_fen: i64,
+pub(crate) struct SeasonTotalRow {
+    pub citizen_id: CitizenId,
+    pub period: i32,
+    pub claimed_fen: i64,
 }
 
 /// The columns a batch's terms are stored in: kind, face value, percent, cap, step, min spend.
@@ -442,6 +442,7 @@ impl SqlStore {
     /// negative insert row fails the table's CHECK on both backends, which check it
     /// before they find the conflict. The row it lowers exists: the claim made it.
     pub(crate) async fn apply_season_totals(
+        &self,
         tx: &mut Tx,
         deltas: &[SeasonTotalDelta],
     ) -> Result<(), WriteError> {
@@ -451,38 +452,25 @@ impl SqlStore {
             let entry = summed.entry((d.season_id, d.citizen_id, d.period)).or_insert((0, d.cap_fen));
             entry.0 += d.delta_fen;
         }
-        let rises: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta > 0).collect();
-        let falls: Vec<_> = summed.iter().filter(|(_, (delta, _))| *delta < 0).collect();
+        let change = |((season_id, citizen_id, period), (delta_fen, cap_fen)): (
+            &(SeasonId, CitizenId, i32),
+            &(i64, i64),
+        )| SeasonTotalDelta {
+            season_id: *season_id,
+            citizen_id: *citizen_id,
+            period: *period,
+            delta_fen: *delta_fen,
+            cap_fen: *cap_fen,
+        };
+        let rises: Vec<SeasonTotalDelta> =
+            summed.iter().filter(|(_, (delta, _))| *delta > 0).map(change).collect();
+        let falls: Vec<SeasonTotalDelta> =
+            summed.iter().filter(|(_, (delta, _))| *delta < 0).map(change).collect();
         for chunk in rises.chunks(INSERT_CHUNK_ROWS) {
-            let mut upsert = QueryBuilder::new(
-                "INSERT INTO citizen_season_totals (season_id, citizen_id, period, claimed_fen, cap_fen) ",
-            );
-            upsert.push_values(chunk, |mut row, ((season_id, citizen_id, period), (delta_fen, cap_fen))| {
-                row.push_bind(*season_id)
-                    .push_bind(*citizen_id)
-                    .push_bind(*period)
-                    .push_bind(*delta_fen)
-                    .push_bind(*cap_fen);
-            });
-            upsert.push(
-                " ON CONFLICT (season_id, citizen_id, period) DO UPDATE SET \
-                 claimed_fen = citizen_season_totals.claimed_fen + excluded.claimed_fen",
-            );
-            upsert.build().execute(&mut *tx).await?;
+            self.backend.raise_season_totals(tx, chunk).await?;
         }
         for chunk in falls.chunks(INSERT_CHUNK_ROWS) {
-            // `column1..4`: the names both backends give a VALUES list's columns.
-            let mut update = QueryBuilder::new(
-                "UPDATE citizen_season_totals SET claimed_fen = claimed_fen + d.column4 FROM (",
-            );
-            update.push_values(chunk, |mut row, ((season_id, citizen_id, period), (delta_fen, _))| {
-                row.push_bind(*season_id).push_bind(*citizen_id).push_bind(*period).push_bind(*delta_fen);
-            });
-            update.push(
-                ") AS d WHERE citizen_season_totals.season_id = d.column1 \
-                 AND citizen_season_totals.citizen_id = d.column2 AND citizen_season_totals.period = d.column3",
-            );
-            update.build().execute(&mut *tx).await?;
+            self.backend.lower_season_totals(tx, chunk).await?;
         }
         Ok(())
     }
@@ -497,7 +485,7 @@ impl SqlStore {
 
 /// An `idempotency_keys` row's stored answer.
 #[derive(sqlx::FromRow)]
-struct AnswerRow {
+pub(crate) struct AnswerRow {
     request_hash: Vec<u8>,
     status: i32,
     body: String,
@@ -515,7 +503,7 @@ impl AnswerRow {
 
 /// An `idempotency_keys` row with its scope and key.
 #[derive(sqlx::FromRow)]
-struct ScopedAnswerRow {
+pub(crate) struct ScopedAnswerRow {
     scope: String,
     idem_key: String,
     #[sqlx(flatten)]
@@ -548,21 +536,9 @@ impl SeasonStore for SqlStore {
         keys: &[(String, String)],
     ) -> Result<HashMap<(String, String), StoredAnswer>, StorageError> {
         let mut found = HashMap::new();
-        // Row values: one primary-key probe per pair (scope IN .. AND key IN .. probes
-        // every scope with every key).
         let wanted: std::collections::HashSet<&(String, String)> = keys.iter().collect();
         for chunk in keys.chunks(INSERT_CHUNK_ROWS) {
-            let mut select = QueryBuilder::new(
-                "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE (scope, idem_key) IN (",
-            );
-            let mut pairs = select.separated(", ");
-            for (scope, key) in chunk {
-                pairs.push("(").push_bind_unseparated(scope.clone()).push_unseparated(", ");
-                pairs.push_bind_unseparated(key.clone()).push_unseparated(")");
-            }
-            select.push(")");
-            let rows: Vec<ScopedAnswerRow> = select.build_query_as().fetch_all(&self.pool).await?;
-            for row in rows {
+            for row in self.backend.answer_rows(chunk).await? {
                 let pair = (row.scope, row.idem_key);
                 if wanted.contains(&pair) {
                     found.insert(pair, row.answer.into_answer());
@@ -1226,33 +1202,13 @@ impl SeasonStore for SqlStore {
         let mut holdings: HashMap<CitizenId, CitizenHoldings> =
             citizens.iter().map(|c| (*c, CitizenHoldings::default())).collect();
         for chunk in citizens.chunks(INSERT_CHUNK_ROWS) {
-            let mut slots = QueryBuilder::new(
-                "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
-            );
-            slots.push_bind(batch_id).push(" AND citizen_id IN (");
-            let mut list = slots.separated(", ");
-            for citizen in chunk {
-                list.push_bind(*citizen);
-            }
-            slots.push(")");
-            let rows: Vec<LiveSlotRow> = slots.build_query_as().fetch_all(&self.pool).await?;
-            for LiveSlotRow { citizen_id, slot } in rows {
+            let (slots, totals) = self.backend.holding_rows(batch_id, season_id, month, chunk).await?;
+            for LiveSlotRow { citizen_id, slot } in slots {
                 if let (Some(h), Ok(slot)) = (holdings.get_mut(&citizen_id), u32::try_from(slot)) {
                     h.slots.push(slot);
                 }
             }
-            let mut totals = QueryBuilder::new(
-                "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE season_id = ",
-            );
-            totals.push_bind(season_id).push(" AND period IN (0, ").push_bind(month);
-            totals.push(") AND citizen_id IN (");
-            let mut list = totals.separated(", ");
-            for citizen in chunk {
-                list.push_bind(*citizen);
-            }
-            totals.push(")");
-            let rows: Vec<SeasonTotalRow> = totals.build_query_as().fetch_all(&self.pool).await?;
-            for row in rows {
+            for row in totals {
                 if let Some(h) = holdings.get_mut(&row.citizen_id) {
                     if row.period == crate::domain::season::SEASON_PERIOD {
                         h.season_total_fen = row.claimed_fen;
@@ -1306,7 +1262,7 @@ impl SeasonStore for SqlStore {
             }
         }
         self.insert_vouchers(&mut tx, &commit.vouchers).await?;
-        Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
+        self.apply_season_totals(&mut tx, &commit.season_totals).await?;
         let opened = self.post_in(&mut tx, &commit.entries).await?;
         self.backend.notify_in(&mut tx, &commit.notices).await?;
         self.commit_and_cache(tx, opened).await?;
@@ -1349,7 +1305,7 @@ impl SeasonStore for SqlStore {
                 .execute(&mut tx)
                 .await?;
         }
-        Self::apply_season_totals(&mut tx, &commit.season_totals).await?;
+        self.apply_season_totals(&mut tx, &commit.season_totals).await?;
         // Every row is ours now, then the head (a batch's close takes its row and
         // then the head too): a close that committed since the entries were planned
         // is seen here, and the sweep plans them again.

@@ -912,7 +912,7 @@ impl TillStore for SqlStore {
         self.lock_head(&mut tx).await?;
         let season_id = Self::reversible(&mut tx, r, row).await?;
         self.insert_answers(&mut tx, std::slice::from_ref(&r.answer)).await?;
-        Self::mark_reversed(&mut tx, r, season_id).await?;
+        self.mark_reversed(&mut tx, r, season_id).await?;
         let opened = self.post_in(&mut tx, std::slice::from_ref(&r.entry)).await?;
         self.commit_and_cache(tx, opened).await?;
         Ok(())
@@ -967,7 +967,12 @@ impl SqlStore {
     /// Marks the redemption reversed and its voucher as the reversal leaves it, and gives back
     /// what the redemption counted: the batch's stock when the voucher expires, the caps, and
     /// its place under the per-merchant limit.
-    async fn mark_reversed(tx: &mut Tx, r: &NewReversal, season_id: SeasonId) -> Result<(), WriteError> {
+    async fn mark_reversed(
+        &self,
+        tx: &mut Tx,
+        r: &NewReversal,
+        season_id: SeasonId,
+    ) -> Result<(), WriteError> {
         query(
             "UPDATE redemptions SET reversed_at_us = $1, reversal_id = $2, reversal_reason = $3 WHERE id = $4",
         )
@@ -990,7 +995,7 @@ impl SqlStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        Self::apply_season_totals(tx, &r.season_totals).await?;
+        self.apply_season_totals(tx, &r.season_totals).await?;
         // The reversal frees its place under the season's per-merchant limit (no row
         // when the season has none).
         query(

@@ -13,7 +13,7 @@ use sqlx::sqlite::{
 use super::backend::{AccountBalanceRow, LiveOrderRow, MerchantCountRow, SqlBackend};
 use super::db::{Bind, Pool, QueryBuilder, Tx, query};
 use super::{Backend, StorageError};
-use crate::domain::ids::{CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
+use crate::domain::ids::{BatchId, CitizenId, MerchantId, SeasonId, TerminalId, VoucherId};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -316,6 +316,90 @@ impl SqlBackend for SqliteBackend {
 
     /// The live redemptions on these (merchant, order_ref) pairs with their batch's issuer, by
     /// row values: one probe of `redemptions_one_per_order` per pair.
+    async fn answer_rows(
+        &self,
+        keys: &[(String, String)],
+    ) -> Result<Vec<super::seasons::ScopedAnswerRow>, sqlx::Error> {
+        // Row values: one primary-key probe per pair (scope IN .. AND key IN .. probes every
+        // scope with every key).
+        let prefix = "SELECT scope, idem_key, request_hash, status, body FROM idempotency_keys WHERE (scope, idem_key) IN (";
+        in_pairs(prefix, keys.iter().cloned()).build_query_as().fetch_all(&self.any_pool).await
+    }
+
+    async fn holding_rows(
+        &self,
+        batch_id: BatchId,
+        season_id: SeasonId,
+        month: i32,
+        citizens: &[CitizenId],
+    ) -> Result<(Vec<super::seasons::LiveSlotRow>, Vec<super::seasons::SeasonTotalRow>), sqlx::Error> {
+        let mut slots = QueryBuilder::new(
+            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
+        );
+        slots.push_bind(batch_id).push(" AND citizen_id IN (");
+        let mut list = slots.separated(", ");
+        for citizen in citizens {
+            list.push_bind(*citizen);
+        }
+        slots.push(")");
+        let slots = slots.build_query_as().fetch_all(&self.any_pool).await?;
+        let mut totals = QueryBuilder::new(
+            "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE season_id = ",
+        );
+        totals.push_bind(season_id).push(" AND period IN (0, ").push_bind(month);
+        totals.push(") AND citizen_id IN (");
+        let mut list = totals.separated(", ");
+        for citizen in citizens {
+            list.push_bind(*citizen);
+        }
+        totals.push(")");
+        let totals = totals.build_query_as().fetch_all(&self.any_pool).await?;
+        Ok((slots, totals))
+    }
+
+    async fn raise_season_totals(
+        &self,
+        tx: &mut Tx,
+        rows: &[super::SeasonTotalDelta],
+    ) -> Result<(), sqlx::Error> {
+        let mut upsert = QueryBuilder::new(
+            "INSERT INTO citizen_season_totals (season_id, citizen_id, period, claimed_fen, cap_fen) ",
+        );
+        upsert.push_values(rows, |mut row, d| {
+            row.push_bind(d.season_id)
+                .push_bind(d.citizen_id)
+                .push_bind(d.period)
+                .push_bind(d.delta_fen)
+                .push_bind(d.cap_fen);
+        });
+        upsert.push(
+            " ON CONFLICT (season_id, citizen_id, period) DO UPDATE SET \
+             claimed_fen = citizen_season_totals.claimed_fen + excluded.claimed_fen",
+        );
+        upsert.build().execute(&mut *tx).await?;
+        Ok(())
+    }
+
+    async fn lower_season_totals(
+        &self,
+        tx: &mut Tx,
+        rows: &[super::SeasonTotalDelta],
+    ) -> Result<(), sqlx::Error> {
+        // `column1..4`: the names SQLite gives a VALUES list's columns.
+        let mut update = QueryBuilder::new(
+            "UPDATE citizen_season_totals SET claimed_fen = claimed_fen + d.column4 FROM (",
+        );
+        update.push_values(rows, |mut row, d| {
+            row.push_bind(d.season_id).push_bind(d.citizen_id).push_bind(d.period).push_bind(d.delta_fen);
+        });
+        update.push(
+            ") AS d WHERE citizen_season_totals.season_id = d.column1 \
+             AND citizen_season_totals.citizen_id = d.column2 AND citizen_season_totals.period = d.column3",
+        );
+        update.build().execute(&mut *tx).await?;
+        Ok(())
+    }
+
     async fn live_orders(
         &self,
         tx: &mut Tx,
