@@ -9,7 +9,8 @@
 //!   commits does not rebuild it back to back;
 //! - **[`PublicReads::invalidate`]**: a *hard* change (a batch or season created here, and the hook
 //!   the other nodes' notifications call);
-//! - **time**: a snapshot is at most [`BOUND_US`] old (releases, claim windows, other nodes).
+//! - **time**: a snapshot is at most [`BOUND_US`] old (releases, claim windows, other nodes),
+//!   and is rebuilt ahead, from [`REFRESH_AFTER_US`] on, while the others still serve it.
 //!
 //! Under load it is built once, not once per request (single flight): one reader rebuilds while
 //! the others serve the previous snapshot if only a soft change made it stale and it is within the
@@ -36,6 +37,11 @@ use crate::storage::{Storage, StorageError};
 
 /// The most a snapshot lags behind the clock: 1 s.
 pub const BOUND_US: i64 = 1_000_000;
+
+/// A snapshot this old (half the bound) is rebuilt by the next reader while the others go on
+/// serving it (it is good to serve up to [`BOUND_US`]): the clock alone never makes readers wait
+/// for a rebuild, as they all did when it was rebuilt only once past the bound.
+pub const REFRESH_AFTER_US: i64 = BOUND_US / 2;
 
 /// The least time between two rebuilds of a snapshot for commits alone (soft changes); a hard
 /// change rebuilds at once. Measured on the monotonic clock, not the service's (tests freeze it).
@@ -97,9 +103,10 @@ impl<V> Snapshot<V> {
         self.rendered.get_or_init(|| Rendered::new(render(&self.value, self.as_of)))
     }
 
-    fn within_bound(&self, now: Timestamp) -> bool {
+    /// Read less than `age_us` ago (and not in the clock's future).
+    fn younger_than(&self, now: Timestamp, age_us: i64) -> bool {
         let age = now.unix_us() - self.as_of.unix_us();
-        (0..BOUND_US).contains(&age)
+        (0..age_us).contains(&age)
     }
 }
 
@@ -146,16 +153,16 @@ struct Generation {
 }
 
 impl Generation {
-    /// No hard change since it was built, within the bound, and either no commit since or
-    /// built less than [`SOFT_REBUILD_EVERY`] ago.
+    /// No hard change since it was built, younger than [`REFRESH_AFTER_US`], and either no
+    /// commit since or built less than [`SOFT_REBUILD_EVERY`] ago.
     fn fresh<V>(self, snapshot: &Snapshot<V>, now: Timestamp) -> bool {
         let soft = snapshot.soft >= self.soft || snapshot.built.elapsed() < SOFT_REBUILD_EVERY;
-        snapshot.hard >= self.hard && soft && snapshot.within_bound(now)
+        snapshot.hard >= self.hard && soft && snapshot.younger_than(now, REFRESH_AFTER_US)
     }
 
     /// Good enough to serve while another reader rebuilds: no hard change, within the bound.
     fn acceptable<V>(self, snapshot: &Snapshot<V>, now: Timestamp) -> bool {
-        snapshot.hard >= self.hard && snapshot.within_bound(now)
+        snapshot.hard >= self.hard && snapshot.younger_than(now, BOUND_US)
     }
 }
 
