@@ -31,6 +31,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+#[derive(Clone)]
 struct Person {
     citizen: uuid::Uuid,
     token: String,
@@ -255,36 +256,48 @@ async fn a_waitlist_opens_in_seed_order_and_moves_expired_vouchers_on(backend: B
     books_hold(&world).await;
 }
 
-/// Guangzhou's refunds forfeit the voucher: a forfeited waitlist voucher goes to the next in
-/// line; its value, back in the pool, funds the new one (the stock grows by one).
-async fn a_forfeited_waitlist_voucher_goes_to_the_next_in_line(backend: Backend) {
+/// A waitlist of one voucher in a season whose refunds forfeit the voucher, `people` joined and
+/// the line opened: the first in line redeemed their voucher and was refunded (forfeited).
+/// The till, the batch and the people in line order.
+async fn a_forfeit_in_line(
+    backend: Backend,
+    seed: &str,
+    people: std::ops::Range<u16>,
+) -> (Till, String, Vec<Person>) {
     // The window is over by now (real time): the till signs with the real clock.
     let t0_us = (Timestamp::now().unix_us() / 1_000_000 - 7_200) * 1_000_000;
     let till = Till::new_at(backend, json!({"refund_forfeits_voucher": true}), t0_us).await;
     let world = &till.world;
-    let seed = "forfeit seed";
     let batch = waitlist_batch(world, seed, 1, 0).await;
-    let mut people = Vec::new();
-    for n in 20..23 {
+    let mut joined = Vec::new();
+    for n in people {
         let p = person(world, n).await;
         assert_eq!(join(world, &batch, &p).await.0, 200);
-        people.push(p);
+        joined.push(p);
     }
-    let order = seed_order(world, &batch, seed, &people).await;
+    let order: Vec<Person> = seed_order(world, &batch, seed, &joined).await.into_iter().cloned().collect();
     world.clock.set(Timestamp::from_unix_us(t0_us).plus_seconds(7_200));
     draw(world, &batch, seed).await;
-    let voucher = place(world, &batch, order[0]).await["voucher_id"].as_str().expect("voucher").to_owned();
+    let voucher = place(world, &batch, &order[0]).await["voucher_id"].as_str().expect("voucher").to_owned();
+    let order_ref = format!("{seed}-1");
     let redeemed =
-        till.redeem(&till.qr(&order[0].token, &voucher).await, "100.00", "w-1").await.expect("redeemed");
+        till.redeem(&till.qr(&order[0].token, &voucher).await, "100.00", &order_ref).await.expect("redeemed");
     let reversal = till.client.reverse(redeemed.redemption_id, "refund", None).await.expect("reversed");
     assert_eq!(reversal.voucher_status, "forfeited");
+    (till, batch, order)
+}
 
+/// Guangzhou's refunds forfeit the voucher: a forfeited waitlist voucher goes to the next in
+/// line; its value, back in the pool, funds the new one (the stock grows by one).
+async fn a_forfeited_waitlist_voucher_goes_to_the_next_in_line(backend: Backend) {
+    let (till, batch, order) = a_forfeit_in_line(backend, "forfeit seed", 20..23).await;
+    let world = &till.world;
     let report = world.app.sweep().await;
     assert_eq!((report.expired, report.moved_on), (0, 1), "{report:?}");
-    let first = place(world, &batch, order[0]).await;
+    let first = place(world, &batch, &order[0]).await;
     assert_eq!((&first["status"], &first["passed_reason"]), (&json!("passed"), &json!("voucher_forfeited")));
-    assert_eq!(place(world, &batch, order[1]).await["status"], "issued");
-    assert_eq!(place(world, &batch, order[2]).await["ahead"], 0);
+    assert_eq!(place(world, &batch, &order[1]).await["status"], "issued");
+    assert_eq!(place(world, &batch, &order[2]).await["ahead"], 0);
     assert_eq!(notices(world, &order[1].phone).await.len(), 1);
     let stored = stored_batch(world, &batch).await;
     assert_eq!((stored.stock, stored.claimed_count), (2, 2), "the stock grows by the forfeit");
@@ -295,24 +308,8 @@ async fn a_forfeited_waitlist_voucher_goes_to_the_next_in_line(backend: Backend)
 /// A forfeit whose value, back in the pool, went to another batch before the sweep: moved to
 /// nobody (`pools_spent`) once, not tried again at every sweep; the line keeps waiting.
 async fn a_forfeit_whose_value_was_spent_meanwhile_moves_to_nobody_once(backend: Backend) {
-    let t0_us = (Timestamp::now().unix_us() / 1_000_000 - 7_200) * 1_000_000;
-    let till = Till::new_at(backend, json!({"refund_forfeits_voucher": true}), t0_us).await;
+    let (till, batch, order) = a_forfeit_in_line(backend, "spent seed", 30..32).await;
     let world = &till.world;
-    let seed = "spent seed";
-    let batch = waitlist_batch(world, seed, 1, 0).await;
-    let mut people = Vec::new();
-    for n in 30..32 {
-        let p = person(world, n).await;
-        assert_eq!(join(world, &batch, &p).await.0, 200);
-        people.push(p);
-    }
-    let order = seed_order(world, &batch, seed, &people).await;
-    world.clock.set(Timestamp::from_unix_us(t0_us).plus_seconds(7_200));
-    draw(world, &batch, seed).await;
-    let voucher = place(world, &batch, order[0]).await["voucher_id"].as_str().expect("voucher").to_owned();
-    let redeemed =
-        till.redeem(&till.qr(&order[0].token, &voucher).await, "100.00", "s-1").await.expect("redeemed");
-    till.client.reverse(redeemed.redemption_id, "refund", None).await.expect("reversed");
 
     // Another batch takes what is left in the pool, the forfeit's 10.00 with it.
     let season_id: SeasonId = world.season_id.parse().expect("uuid");
@@ -328,7 +325,7 @@ async fn a_forfeit_whose_value_was_spent_meanwhile_moves_to_nobody_once(backend:
 
     let report = world.app.sweep().await;
     assert_eq!(report.moved_on, 1, "recorded as moved, to nobody: {report:?}");
-    assert_eq!(place(world, &batch, order[1]).await["status"], "waiting");
+    assert_eq!(place(world, &batch, &order[1]).await["status"], "waiting");
     assert_eq!(world.app.sweep().await.moved_on, 0, "not tried again");
     let stored = stored_batch(world, &batch).await;
     assert_eq!((stored.stock, stored.claimed_count), (1, 1), "no voucher issued for it");
