@@ -16,7 +16,7 @@ both_backends!(
     a_batch_created_here_is_listed_at_once,
     seasons_and_keys_carry_etags_and_answer_304,
     many_readers_make_one_rebuild,
-    a_snapshot_half_the_bound_old_is_rebuilt_ahead_while_it_is_served,
+    an_aging_snapshot_is_rebuilt_ahead_while_it_is_served,
 );
 
 /// A GET with an optional If-None-Match: status, ETag, Cache-Control and body.
@@ -169,10 +169,10 @@ async fn many_readers_make_one_rebuild(backend: Backend) {
     assert!(reads.rebuilds() < 8, "{} rebuilds for 64 readers", reads.rebuilds());
 }
 
-/// Past half the bound, the next reader rebuilds the snapshot (its `as_of` moves to now) while
+/// Past `REFRESH_AFTER_US`, the next reader rebuilds the snapshot (its `as_of` moves to now) while
 /// a reader that finds the rebuild under way is served the snapshot it has: nobody waits for a
 /// rebuild the clock alone asked for. Past the whole bound it is never served.
-async fn a_snapshot_half_the_bound_old_is_rebuilt_ahead_while_it_is_served(backend: Backend) {
+async fn an_aging_snapshot_is_rebuilt_ahead_while_it_is_served(backend: Backend) {
     use wenhui::app::public_reads::{BOUND_US, PublicReads, REFRESH_AFTER_US};
     let world = World::new(backend, "100000.00", None).await;
     world.batch(json!({"stock": 5})).await;
@@ -186,7 +186,7 @@ async fn a_snapshot_half_the_bound_old_is_rebuilt_ahead_while_it_is_served(backe
     let t0 = first.as_of;
     let at = |us: i64| wenhui::domain::time::Timestamp::from_unix_us(t0.unix_us() + us);
 
-    // Half the bound old: 64 readers at once; one rebuilds, none is handed anything older
+    // Past the refresh age: 64 readers at once; one rebuilds, none is handed anything older
     // than the first snapshot, and afterwards the snapshot is the new one.
     world.clock.set(at(REFRESH_AFTER_US + 1_000));
     let readers: Vec<_> = (0..64)
@@ -205,4 +205,21 @@ async fn a_snapshot_half_the_bound_old_is_rebuilt_ahead_while_it_is_served(backe
     // Past the whole bound, a reader never gets the old snapshot.
     world.clock.set(at(REFRESH_AFTER_US + 1_000 + BOUND_US + 1));
     assert_eq!(reads.batches(season_id).await.expect("read").as_of, world.clock.now());
+
+    // A hard change: 64 readers at once all wait for one rebuild and all get it (they wake
+    // together on the slot's signal), none the snapshot from before the change.
+    world.clock.set(at(REFRESH_AFTER_US + 1_000 + BOUND_US + 2));
+    reads.invalidate();
+    let rebuilds_before = reads.rebuilds();
+    let readers: Vec<_> = (0..64)
+        .map(|_| {
+            let reads = reads.clone();
+            tokio::spawn(async move { reads.batches(season_id).await.map(|s| s.as_of) })
+        })
+        .collect();
+    for reader in readers {
+        assert_eq!(reader.await.expect("join").expect("read"), world.clock.now(), "the rebuilt snapshot");
+    }
+    let rebuilt = reads.rebuilds() - rebuilds_before;
+    assert!((1..8).contains(&rebuilt), "{rebuilt} rebuilds for 64 readers");
 }
