@@ -189,14 +189,7 @@ async fn an_aging_snapshot_is_rebuilt_ahead_while_it_is_served(backend: Backend)
     // Past the refresh age: 64 readers at once; one rebuilds, none is handed anything older
     // than the first snapshot, and afterwards the snapshot is the new one.
     world.clock.set(at(REFRESH_AFTER_US + 1_000));
-    let readers: Vec<_> = (0..64)
-        .map(|_| {
-            let reads = reads.clone();
-            tokio::spawn(async move { reads.batches(season_id).await.map(|s| s.as_of) })
-        })
-        .collect();
-    for reader in readers {
-        let as_of = reader.await.expect("join").expect("read");
+    for as_of in read_at_once(&reads, season_id).await {
         assert!(as_of >= t0, "never older than the bound allows");
     }
     let now = world.clock.now();
@@ -211,15 +204,27 @@ async fn an_aging_snapshot_is_rebuilt_ahead_while_it_is_served(backend: Backend)
     world.clock.set(at(REFRESH_AFTER_US + 1_000 + BOUND_US + 2));
     reads.invalidate();
     let rebuilds_before = reads.rebuilds();
+    for as_of in read_at_once(&reads, season_id).await {
+        assert_eq!(as_of, world.clock.now(), "the rebuilt snapshot");
+    }
+    let rebuilt = reads.rebuilds() - rebuilds_before;
+    assert!((1..8).contains(&rebuilt), "{rebuilt} rebuilds for 64 readers");
+}
+
+/// 64 readers of the season's batch list at once: the `as_of` each was given.
+async fn read_at_once(
+    reads: &std::sync::Arc<wenhui::app::public_reads::PublicReads>,
+    season_id: wenhui::domain::ids::SeasonId,
+) -> Vec<wenhui::domain::time::Timestamp> {
     let readers: Vec<_> = (0..64)
         .map(|_| {
             let reads = reads.clone();
             tokio::spawn(async move { reads.batches(season_id).await.map(|s| s.as_of) })
         })
         .collect();
+    let mut seen = Vec::new();
     for reader in readers {
-        assert_eq!(reader.await.expect("join").expect("read"), world.clock.now(), "the rebuilt snapshot");
+        seen.push(reader.await.expect("join").expect("read"));
     }
-    let rebuilt = reads.rebuilds() - rebuilds_before;
-    assert!((1..8).contains(&rebuilt), "{rebuilt} rebuilds for 64 readers");
+    seen
 }
