@@ -236,14 +236,7 @@ async fn the_ktv_and_the_phone_farm_score_high_the_bookstore_low(backend: Backen
     let scored = wenhui::app::fraud::score_season(app.store(), &season, until).await.expect("scores");
     let by_app: Vec<(String, u16)> =
         scored.merchants.iter().map(|m| (m.merchant_id.to_string(), m.score)).collect();
-    let by_api: Vec<(String, u16)> = page["merchants"]
-        .as_array()
-        .expect("merchants")
-        .iter()
-        .map(|m| {
-            (m["merchant_id"].as_str().expect("id").to_owned(), m["score"].as_u64().expect("score") as u16)
-        })
-        .collect();
+    let by_api = ids_and_scores(&page);
     assert_eq!(by_app, by_api);
 
     // The command line scores the same; piped, it draws no progress bar.
@@ -254,14 +247,7 @@ async fn the_ktv_and_the_phone_farm_score_high_the_bookstore_low(backend: Backen
     });
     assert!(json_run.status.success(), "{}", String::from_utf8_lossy(&json_run.stderr));
     let printed: Value = serde_json::from_slice(&json_run.stdout).expect("json on stdout");
-    let by_cli: Vec<(String, u16)> = printed["merchants"]
-        .as_array()
-        .expect("merchants")
-        .iter()
-        .map(|m| {
-            (m["merchant_id"].as_str().expect("id").to_owned(), m["score"].as_u64().expect("score") as u16)
-        })
-        .collect();
+    let by_cli = ids_and_scores(&printed);
     assert_eq!(by_cli, by_api);
     assert!(!String::from_utf8_lossy(&json_run.stderr).contains("redemptions read"));
     let table_run = tokio::task::block_in_place(|| {
@@ -468,4 +454,16 @@ async fn concurrent_requests_wait_for_one_scoring(backend: Backend) {
     let fresh = cache.scores(&season, None).await.expect("scores");
     assert_eq!(cache.scorings_made(), 3, "a minute later, scored again");
     assert!(!Arc::ptr_eq(&fresh, &answers[0]));
+}
+
+/// A scores answer's (merchant id, score) pairs, in its order.
+fn ids_and_scores(scores: &Value) -> Vec<(String, u16)> {
+    let merchants = scores["merchants"].as_array().expect("merchants");
+    merchants
+        .iter()
+        .map(|m| {
+            let score = u16::try_from(m["score"].as_u64().expect("score")).expect("0 to 100");
+            (m["merchant_id"].as_str().expect("id").to_owned(), score)
+        })
+        .collect()
 }

@@ -333,26 +333,18 @@ impl SqlBackend for SqliteBackend {
         month: i32,
         citizens: &[CitizenId],
     ) -> Result<(Vec<super::seasons::LiveSlotRow>, Vec<super::seasons::SeasonTotalRow>), sqlx::Error> {
-        let mut slots = QueryBuilder::new(
-            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND batch_id = ",
+        let mut slots = in_list(
+            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND citizen_id IN (",
+            citizens.iter().copied(),
         );
-        slots.push_bind(batch_id).push(" AND citizen_id IN (");
-        let mut list = slots.separated(", ");
-        for citizen in citizens {
-            list.push_bind(*citizen);
-        }
-        slots.push(")");
+        slots.push(" AND batch_id = ").push_bind(batch_id);
         let slots = slots.build_query_as().fetch_all(&self.any_pool).await?;
-        let mut totals = QueryBuilder::new(
-            "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE season_id = ",
+        let mut totals = in_list(
+            "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE citizen_id IN (",
+            citizens.iter().copied(),
         );
-        totals.push_bind(season_id).push(" AND period IN (0, ").push_bind(month);
-        totals.push(") AND citizen_id IN (");
-        let mut list = totals.separated(", ");
-        for citizen in citizens {
-            list.push_bind(*citizen);
-        }
-        totals.push(")");
+        totals.push(" AND season_id = ").push_bind(season_id);
+        totals.push(" AND period IN (0, ").push_bind(month).push(")");
         let totals = totals.build_query_as().fetch_all(&self.any_pool).await?;
         Ok((slots, totals))
     }
