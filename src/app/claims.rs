@@ -16,10 +16,10 @@ use std::time::Duration;
 use serde_json::json;
 use tokio::sync::{mpsc, oneshot};
 
+use crate::app::coalesce::Coalescer;
 use crate::app::error::AppError;
 use crate::app::events::NodeEvent;
 use crate::app::sold_out::{AnsweredKeys, KeysState, KeysTicket, Loaded, SoldOutMemory};
-use crate::app::till::coalesce::Coalescer;
 use crate::app::waitlist::{Notifier, WaitlistNotice};
 use crate::domain::accounts;
 use crate::domain::entries::{self, claim_entry, expiry_entry};

@@ -16,6 +16,7 @@ pub mod audit;
 pub mod card;
 pub mod citizens;
 pub mod claims;
+pub mod coalesce;
 pub mod codes;
 pub mod error;
 pub mod events;

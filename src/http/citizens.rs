@@ -307,11 +307,16 @@ pub async fn my_vouchers(
 ) -> Result<Json<MyVouchersPage>, ApiError> {
     let limit = page_limit(query.limit, VOUCHERS_PAGE_DEFAULT, VOUCHERS_PAGE_MAX)?;
     let after = query.after;
-    let mut page = state.reads().read(|store| vouchers_page(store, citizen_id, after, limit)).await?;
+    let wanted = i64::from(limit) + 1;
+    let mut page = match after {
+        // The first page, the one every phone opens: many citizens' in one statement.
+        None => state.voucher_pages().load((citizen_id, wanted)).await?,
+        Some(after) => state.reads().read(|store| vouchers_page(store, citizen_id, after, wanted)).await?,
+    };
     let next_after = next_cursor(&mut page, limit).map(|last| last.id);
     // One round trip: the vouchers; their batches' names and terms come from memory.
-    let wanted: Vec<_> = page.iter().map(|v| (v.season_id, v.batch_id)).collect();
-    let batches = state.public_reads().batches_known(wanted).await?;
+    let shown_batches: Vec<_> = page.iter().map(|v| (v.season_id, v.batch_id)).collect();
+    let batches = state.public_reads().batches_known(shown_batches).await?;
     let now = state.clock().now();
     let mut vouchers = Vec::new();
     for voucher in page {
@@ -324,26 +329,21 @@ pub async fn my_vouchers(
     Ok(Json(MyVouchersPage { vouchers, next_after }))
 }
 
-/// Up to `limit + 1` of the citizen's vouchers after the voucher `after` (one of theirs), read
-/// on `store` (the read side).
+/// Up to `wanted` of the citizen's vouchers after the voucher `after` (one of theirs), read on
+/// `store` (the read side).
 async fn vouchers_page(
     store: std::sync::Arc<dyn crate::storage::Storage>,
     citizen_id: CitizenId,
-    after: Option<VoucherId>,
-    limit: u32,
+    after: VoucherId,
+    wanted: i64,
 ) -> Result<Vec<crate::domain::season::Voucher>, ApiError> {
-    let after = match after {
-        Some(id) => {
-            Some(store.voucher(id).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
-                ApiError::unprocessable(
-                    ErrorCode::InvalidCursor,
-                    "after names no voucher of yours: pass a page's next_after",
-                )
-            })?)
-        }
-        None => None,
-    };
-    Ok(store.citizen_vouchers(citizen_id, after.as_ref(), i64::from(limit) + 1).await?)
+    let after = store.voucher(after).await?.filter(|v| v.citizen_id == citizen_id).ok_or_else(|| {
+        ApiError::unprocessable(
+            ErrorCode::InvalidCursor,
+            "after names no voucher of yours: pass a page's next_after",
+        )
+    })?;
+    Ok(store.citizen_vouchers(citizen_id, Some(&after), wanted).await?)
 }
 
 /// Claims one voucher of a batch. Requires an Idempotency-Key; a retry returns the first answer.

@@ -20,8 +20,8 @@ use utoipa_axum::routes;
 
 use crate::app::citizens::Citizens;
 use crate::app::claims::ClaimWriter;
+use crate::app::coalesce::Coalescer;
 use crate::app::signing::SigningKey;
-use crate::app::till::coalesce::Coalescer;
 use crate::app::till::ttl_cache::TtlCache;
 use crate::domain::error_code::ErrorCode;
 use crate::domain::time::Clock;
@@ -90,7 +90,7 @@ pub(crate) struct AppInner {
     >,
     pub(crate) batches:
         TtlCache<crate::domain::ids::BatchId, (crate::domain::season::Batch, crate::domain::season::Season)>,
-    /// The till path's per-request reads and nonce writes, coalesced (`src/app/till/coalesce.rs`).
+    /// The till path's per-request reads and nonce writes, coalesced (`src/app/coalesce.rs`).
     pub(crate) till_reads: TillReads,
     /// Per-citizen request rates on claims and QR codes (`rate_limit.rs`), per process or
     /// shared through Redis.
@@ -100,6 +100,28 @@ pub(crate) struct AppInner {
     public_reads: Arc<crate::app::public_reads::PublicReads>,
     /// The scores API's recent scorings of a season (`app::fraud::ScoresCache`).
     fraud_scores: crate::app::fraud::ScoresCache,
+    /// First pages of "my vouchers", many citizens' in one read (`app::coalesce`).
+    voucher_pages: VoucherPages,
+}
+
+/// A citizen and the most vouchers wanted, answered with the citizen's newest vouchers.
+pub(crate) type VoucherPages =
+    Coalescer<(crate::domain::ids::CitizenId, i64), Vec<crate::domain::season::Voucher>>;
+
+/// Reads the first pages of many citizens' vouchers at once, on the read side (a standby within
+/// its bound): every read starts after its requests arrived, so it sees what they saw committed.
+fn voucher_pages(reads: &Arc<crate::app::read_side::ReadSide>) -> VoucherPages {
+    let reads = reads.clone();
+    Coalescer::spawn(move |wanted: Vec<(crate::domain::ids::CitizenId, i64)>| {
+        let (reads, wanted) = (reads.clone(), Arc::new(wanted));
+        async move {
+            let read = |store: Arc<dyn Storage>| {
+                let wanted = wanted.clone();
+                async move { store.first_voucher_pages(&wanted).await }
+            };
+            reads.read(read).await
+        }
+    })
 }
 
 pub(crate) struct TillReads {
@@ -187,6 +209,7 @@ impl AppState {
         let public_reads =
             Arc::new(crate::app::public_reads::PublicReads::with_read_side(reads.clone(), clock.clone()));
         let fraud_scores = crate::app::fraud::ScoresCache::new(reads.clone(), clock.clone());
+        let voucher_pages = voucher_pages(&reads);
         let inner = AppInner {
             store,
             reads,
@@ -205,6 +228,7 @@ impl AppState {
             public_reads,
             fraud_scores,
             waitlist_seal,
+            voucher_pages,
         };
         let state = AppState(Arc::new(inner));
         spawn_metrics_upkeep(Arc::downgrade(&state.0));
@@ -275,6 +299,11 @@ impl AppState {
     /// Where the read-only requests read: a standby within its lag bound, else the primary.
     pub fn reads(&self) -> &crate::app::read_side::ReadSide {
         &self.0.reads
+    }
+
+    /// The first pages of "my vouchers", coalesced across citizens.
+    pub(crate) fn voucher_pages(&self) -> &VoucherPages {
+        &self.0.voucher_pages
     }
 
     pub fn settlement_chunking(&self) -> crate::domain::finance::SettlementChunking {

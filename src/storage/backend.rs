@@ -121,6 +121,13 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
 
     async fn voucher_rows(&self, ids: &[VoucherId]) -> Result<Vec<VoucherRow>, sqlx::Error>;
 
+    /// Each citizen's newest vouchers, at most the citizen's limit (or more: the caller sorts
+    /// and cuts), for distinct citizens.
+    async fn first_voucher_page_rows(
+        &self,
+        asked: &[(CitizenId, i64)],
+    ) -> Result<Vec<VoucherRow>, sqlx::Error>;
+
     async fn live_card_payment_rows(&self, order_refs: &[String])
     -> Result<Vec<CardPaymentRow>, sqlx::Error>;
 

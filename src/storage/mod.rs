@@ -101,7 +101,7 @@ pub enum StorageError {
     UnsupportedUrl(String),
     #[error("stored data is corrupt: {0}")]
     Corrupt(String),
-    /// One failure shared by every request of a coalesced read (`src/app/till/coalesce.rs`).
+    /// One failure shared by every request of a coalesced read (`src/app/coalesce.rs`).
     #[error(transparent)]
     Shared(std::sync::Arc<StorageError>),
 }

@@ -933,6 +933,35 @@ impl SeasonStore for SqlStore {
         rows.into_iter().map(VoucherRow::into_voucher).collect()
     }
 
+    async fn first_voucher_pages(
+        &self,
+        wanted: &[(CitizenId, i64)],
+    ) -> Result<Vec<Vec<Voucher>>, StorageError> {
+        let mut limits: HashMap<CitizenId, i64> = HashMap::new();
+        for &(citizen_id, limit) in wanted {
+            let most = limits.entry(citizen_id).or_insert(0);
+            *most = (*most).max(limit);
+        }
+        let asked: Vec<(CitizenId, i64)> = limits.into_iter().collect();
+        let mut pages: HashMap<CitizenId, Vec<Voucher>> = HashMap::new();
+        for chunk in asked.chunks(INSERT_CHUNK_ROWS) {
+            for row in self.backend.first_voucher_page_rows(chunk).await? {
+                let voucher = row.into_voucher()?;
+                pages.entry(voucher.citizen_id).or_default().push(voucher);
+            }
+        }
+        for page in pages.values_mut() {
+            page.sort_unstable_by(|a, b| (b.claimed_at, b.id).cmp(&(a.claimed_at, a.id)));
+        }
+        Ok(wanted
+            .iter()
+            .map(|(citizen_id, limit)| {
+                let page = pages.get(citizen_id).map(Vec::as_slice).unwrap_or_default();
+                page.iter().take(usize::try_from(*limit).unwrap_or(0)).cloned().collect()
+            })
+            .collect())
+    }
+
     async fn enter_lottery(
         &self,
         batch_id: BatchId,

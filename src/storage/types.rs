@@ -474,6 +474,14 @@ pub trait SeasonStore: Send + Sync {
         limit: i64,
     ) -> Result<Vec<Voucher>, StorageError>;
 
+    /// The first page of each citizen's vouchers (newest claim first, at most its limit), one
+    /// page per pair and in the order asked, in one statement per thousand citizens: "my
+    /// vouchers" of many citizens at once (`app::coalesce`). A citizen may be asked twice.
+    async fn first_voucher_pages(
+        &self,
+        wanted: &[(CitizenId, i64)],
+    ) -> Result<Vec<Vec<Voucher>>, StorageError>;
+
     /// What each citizen already holds in a batch and its season, with the season's totals for
     /// the whole season and for `month` (YYYYMM in CST).
     async fn holdings(

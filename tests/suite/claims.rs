@@ -382,12 +382,16 @@ async fn rush_500_citizens_stock_100_no_oversell(backend: Backend) {
         let world = world.clone();
         let batch_id = batch_id.clone();
         tasks.push(tokio::spawn(async move {
-            world.claim(&token, &batch_id, &uuid::Uuid::new_v4().to_string()).await
+            let (status, body) = world.claim(&token, &batch_id, &uuid::Uuid::new_v4().to_string()).await;
+            (token, status, body)
         }));
     }
     let (mut created, mut sold_out, mut voucher_ids) = (0, 0, HashSet::new());
+    let mut holders = Vec::new();
     for task in tasks {
-        let (status, body) = task.await.expect("join");
+        let (token, status, body) = task.await.expect("join");
+        let held = body["voucher"]["id"].as_str().map(str::to_owned);
+        holders.push((token, held));
         match (status, code(&body)) {
             (201, _) => {
                 created += 1;
@@ -408,6 +412,30 @@ async fn rush_500_citizens_stock_100_no_oversell(backend: Backend) {
     assert_eq!(province["committed"], "1000.00");
     assert_eq!(province["available"], "99000.00");
     wenhui::app::audit::verify_store(world.app.store()).await.expect("ledger verifies");
+    everyone_sees_only_their_own_voucher(&world, holders).await;
+}
+
+/// All of them open "my vouchers" at once (many citizens' first pages are read together): each
+/// sees the one voucher their claim answered, or none.
+async fn everyone_sees_only_their_own_voucher(world: &Arc<World>, holders: Vec<(String, Option<String>)>) {
+    let reads: Vec<_> = holders
+        .into_iter()
+        .map(|(token, held)| {
+            let world = world.clone();
+            tokio::spawn(async move { (held, world.app.get("/v1/me/vouchers", Some(&token)).await) })
+        })
+        .collect();
+    for read in reads {
+        let (held, (status, page)) = read.await.expect("join");
+        assert_eq!(status, 200, "{page}");
+        let seen: Vec<String> = page["vouchers"]
+            .as_array()
+            .expect("vouchers")
+            .iter()
+            .filter_map(|v| v["id"].as_str().map(str::to_owned))
+            .collect();
+        assert_eq!(seen, held.into_iter().collect::<Vec<_>>(), "{page}");
+    }
 }
 
 async fn one_citizen_concurrent_claims_limit_one(backend: Backend) {

@@ -2,7 +2,6 @@
 //! cache (`ttl_cache`), and a till's journal matched against the server's record
 //! (`journal_match`).
 
-pub mod coalesce;
 pub mod journal_match;
 pub mod redeem;
 pub mod ttl_cache;

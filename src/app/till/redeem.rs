@@ -9,8 +9,8 @@
 use wenhui_merchant_sdk::token::{QrToken, TokenError, TokenKind, TokenPayload};
 use wenhui_merchant_sdk::wire::{FunderShare, Quote, QuoteTerms, Redemption, Reversal};
 
-use super::coalesce::Coalescer;
 use super::ttl_cache::TtlCache;
+use crate::app::coalesce::Coalescer;
 use crate::app::error::{AppError, Kind};
 use crate::app::qr::QrKeys;
 use crate::domain::entries::{AfterReversal, FunderPart, funder_parts, redemption_entry, reversal_entry};

@@ -219,6 +219,24 @@ impl SqlBackend for PgBackend {
         sqlx::query_as(sql).bind(ids.to_vec()).fetch_all(&self.pool).await
     }
 
+    async fn first_voucher_page_rows(
+        &self,
+        asked: &[(CitizenId, i64)],
+    ) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
+        // One index range per citizen (`vouchers_by_citizen_page`), read backwards to its limit.
+        let sql = sqlx::AssertSqlSafe(format!(
+            "SELECT page.* FROM UNNEST($1::uuid[], $2::bigint[]) AS asked(citizen_id, page_limit) \
+             CROSS JOIN LATERAL (SELECT {} FROM vouchers WHERE vouchers.citizen_id = asked.citizen_id \
+             ORDER BY claimed_at_us DESC, id DESC LIMIT asked.page_limit) AS page",
+            super::seasons::VOUCHER_COLUMNS
+        ));
+        sqlx::query_as(sql)
+            .bind(asked.iter().map(|(citizen_id, _)| *citizen_id).collect::<Vec<_>>())
+            .bind(asked.iter().map(|(_, limit)| *limit).collect::<Vec<_>>())
+            .fetch_all(&self.pool)
+            .await
+    }
+
     async fn live_card_payment_rows(
         &self,
         order_refs: &[String],

@@ -151,6 +151,22 @@ impl SqlBackend for SqliteBackend {
         in_list(prefix, ids.iter().copied()).build_query_as().fetch_all(&self.any_pool).await
     }
 
+    async fn first_voucher_page_rows(
+        &self,
+        asked: &[(CitizenId, i64)],
+    ) -> Result<Vec<super::seasons::VoucherRow>, sqlx::Error> {
+        // Numbered newest first per citizen; the largest limit asked bounds every citizen's rows.
+        let columns = super::seasons::VOUCHER_COLUMNS;
+        let most = asked.iter().map(|(_, limit)| *limit).max().unwrap_or(0);
+        let prefix = format!(
+            "SELECT {columns} FROM (SELECT {columns}, ROW_NUMBER() OVER (PARTITION BY citizen_id \
+             ORDER BY claimed_at_us DESC, id DESC) AS newest FROM vouchers WHERE citizen_id IN ("
+        );
+        let mut select = in_list(prefix, asked.iter().map(|(citizen_id, _)| *citizen_id));
+        select.push(") WHERE newest <= ").push_bind(most);
+        select.build_query_as().fetch_all(&self.any_pool).await
+    }
+
     async fn live_card_payment_rows(
         &self,
         order_refs: &[String],
