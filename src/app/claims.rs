@@ -180,7 +180,7 @@ impl ClaimWriter {
             ahead: None,
             epoch_before_reads: None,
         };
-        tokio::spawn(writer.run(inbox));
+        crate::app::own_thread::spawn(writer.run(inbox));
         let (from_memory, without_read) = (Arc::default(), Arc::default());
         let notifier = None;
         ClaimWriter {

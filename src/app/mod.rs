@@ -26,6 +26,7 @@ pub mod health;
 pub mod housekeeping;
 pub mod lottery_audit;
 pub mod merchants;
+pub mod own_thread;
 pub mod providers;
 pub mod public_reads;
 pub mod qr;

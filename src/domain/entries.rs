@@ -80,6 +80,11 @@ pub fn waitlist_refill_entry(batch: &Batch, forfeited: VoucherId) -> NewEntry {
     NewEntry::new("waitlist_refill", format!("waitlist_refill:{forfeited}"), postings)
 }
 
+/// The reference of a voucher's claim entry: one per voucher, ever.
+pub fn claim_reference(voucher_id: VoucherId) -> String {
+    format!("claim:{voucher_id}")
+}
+
 /// A claim moves the voucher's value from the batch reserve to voucher liability, per funder.
 pub fn claim_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
     let mut postings = Vec::new();
@@ -89,7 +94,7 @@ pub fn claim_entry(batch: &Batch, voucher: &Voucher) -> NewEntry {
         let to = accounts::issued(batch.season_id, batch.id, funder);
         push_nonzero(&mut postings, to, Side::Credit, part.as_fen());
     }
-    NewEntry::new("claim", format!("claim:{}", voucher.id), postings)
+    NewEntry::new("claim", claim_reference(voucher.id), postings)
 }
 
 /// Expiry returns the value to the batch reserve while the batch is claimable, else to the pool.

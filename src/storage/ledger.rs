@@ -170,9 +170,22 @@ impl SqlStore {
         tx: &mut Tx,
         entries: &[NewEntry],
     ) -> Result<(Vec<PostReceipt>, HashMap<String, KnownAccount>), PostError> {
+        self.append_known_new(tx, entries, |_| false).await
+    }
+
+    /// As [`SqlStore::append`], but the entries `known_new` picks are not looked up first: the
+    /// caller knows none with their reference exists (it names a row the same transaction has
+    /// inserted under a primary key). Were one there, the reference's UNIQUE constraint would
+    /// still refuse the transaction.
+    pub(crate) async fn append_known_new(
+        &self,
+        tx: &mut Tx,
+        entries: &[NewEntry],
+        known_new: impl Fn(&NewEntry) -> bool,
+    ) -> Result<(Vec<PostReceipt>, HashMap<String, KnownAccount>), PostError> {
         check_batch(entries)?;
         let head = self.lock_head(tx).await?;
-        let existing = self.find_existing(tx, entries).await?;
+        let existing = self.find_existing(tx, entries, known_new).await?;
         let fresh: Vec<(usize, &NewEntry)> =
             entries.iter().enumerate().filter(|(_, e)| !existing.contains_key(&e.reference)).collect();
         let accounts = self.resolve_accounts(tx, &fresh).await?;
@@ -223,9 +236,11 @@ impl SqlStore {
         &self,
         tx: &mut Tx,
         entries: &[NewEntry],
+        known_new: impl Fn(&NewEntry) -> bool,
     ) -> Result<HashMap<String, PostReceipt>, PostError> {
         let mut found = HashMap::new();
-        for chunk in entries.chunks(INSERT_CHUNK_ROWS) {
+        let looked_up: Vec<&NewEntry> = entries.iter().filter(|e| !known_new(e)).collect();
+        for chunk in looked_up.chunks(INSERT_CHUNK_ROWS) {
             let references: Vec<String> = chunk.iter().map(|e| e.reference.clone()).collect();
             let rows: Vec<EntryRow> = self.backend.entries_by_reference(tx, references).await?;
             for row in rows {
@@ -801,5 +816,41 @@ impl StaffStore for SqlStore {
         };
         let key = keys.remove(index);
         Ok(Some(crate::storage::RevokedKeys { key, below: keys }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::domain::ledger::NewPosting;
+
+    fn transfer(reference: &str) -> NewEntry {
+        let treasury = AccountSpec::debit_unlimited(AccountAddress::from_segments(&["world", "treasury"]));
+        let pool = AccountSpec::credit_limited(AccountAddress::from_segments(&["test", "pool"]));
+        NewEntry::new(
+            "t",
+            reference,
+            vec![
+                NewPosting { account: treasury, side: Side::Debit, amount_fen: 100 },
+                NewPosting { account: pool, side: Side::Credit, amount_fen: 100 },
+            ],
+        )
+    }
+
+    /// Skipping the lookup of a reference said to be new is safe: if one did exist, the
+    /// reference's UNIQUE constraint refuses the transaction, and nothing is written.
+    #[tokio::test]
+    async fn an_entry_said_to_be_new_whose_reference_exists_is_refused_by_the_database() {
+        let backend = crate::storage::sqlite::SqliteBackend::connect("sqlite::memory:", 1).await.expect("open");
+        let store = SqlStore::new(Box::new(backend), Arc::new(crate::domain::time::SystemClock));
+        store.migrate().await.expect("migrate");
+        store.post_entries(&[transfer("claim:once")]).await.expect("first post");
+        let mut tx = store.begin_write().await.expect("begin");
+        let again = store.append_known_new(&mut tx, &[transfer("claim:once")], |_| true).await;
+        assert!(again.is_err(), "a second entry with one reference was appended");
+        drop(tx);
+        assert_eq!(store.ledger_head().await.expect("head").seq, 1, "only the first entry is in the ledger");
     }
 }

@@ -1,6 +1,6 @@
 //! Seasons, batches, citizens, vouchers and idempotency keys on either backend (`SeasonStore`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use async_trait::async_trait;
 
@@ -1292,7 +1292,15 @@ impl SeasonStore for SqlStore {
         }
         self.insert_vouchers(&mut tx, &commit.vouchers).await?;
         self.apply_season_totals(&mut tx, &commit.season_totals).await?;
-        let opened = self.post_in(&mut tx, &commit.entries).await?;
+        // A claim's entry is named after its voucher, inserted just above under its primary
+        // key: no such entry can exist yet, so those references are not looked up.
+        let inserted: HashSet<String> =
+            commit.vouchers.iter().map(|v| crate::domain::entries::claim_reference(v.id)).collect();
+        let opened = if commit.entries.is_empty() {
+            HashMap::new()
+        } else {
+            self.append_known_new(&mut tx, &commit.entries, |e| inserted.contains(&e.reference)).await?.1
+        };
         self.backend.notify_in(&mut tx, &commit.notices).await?;
         self.commit_and_cache(tx, opened).await?;
         self.backend.notify_committed(&commit.notices);

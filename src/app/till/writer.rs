@@ -27,7 +27,7 @@ impl RedemptionWriter {
     pub fn spawn(store: Arc<dyn Storage>) -> RedemptionWriter {
         let (queue, inbox) = mpsc::channel(QUEUE_DEPTH);
         let stats = Arc::new(WriterStats::new(crate::telemetry::REDEMPTION_WRITER));
-        tokio::spawn(run(store, inbox, stats.clone()));
+        crate::app::own_thread::spawn(run(store, inbox, stats.clone()));
         RedemptionWriter { queue, stats }
     }
 
