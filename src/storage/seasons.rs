@@ -951,7 +951,7 @@ impl SeasonStore for SqlStore {
             }
         }
         for page in pages.values_mut() {
-            page.sort_unstable_by(|a, b| (b.claimed_at, b.id).cmp(&(a.claimed_at, a.id)));
+            page.sort_unstable_by_key(|v| std::cmp::Reverse((v.claimed_at, v.id)));
         }
         Ok(wanted
             .iter()
