@@ -432,6 +432,29 @@ pub(crate) async fn rush_samples(
     staff_key: &str,
     params: RushParams,
 ) -> anyhow::Result<RushRun> {
+    let ready = prepare_rush(base_urls, staff_key, params).await?;
+    let (samples, rush_s) = claim_all(&ready.apis, &ready.batch_id, ready.tokens, params.clients).await?;
+    let first = ready.apis.first().context("no node to rush")?;
+    let remaining = first.batch_remaining(staff_key, &ready.season_id, &ready.batch_id).await?;
+    Ok(RushRun { samples, rush_s, registration_s: ready.registration_s, remaining })
+}
+
+/// A batch ready for a rush: the nodes' clients, the season and batch, and every citizen's
+/// token (citizen `n` at index `n`).
+pub(crate) struct PreparedRush {
+    pub(crate) apis: Vec<Arc<Api>>,
+    pub(crate) season_id: String,
+    pub(crate) batch_id: String,
+    pub(crate) tokens: Vec<String>,
+    pub(crate) registration_s: f64,
+}
+
+/// Creates the season and the batch of `params.stock` vouchers and registers the citizens.
+pub(crate) async fn prepare_rush(
+    base_urls: &[String],
+    staff_key: &str,
+    params: RushParams,
+) -> anyhow::Result<PreparedRush> {
     params.validate()?;
     let apis = node_apis(base_urls, params.clients)?;
     let first = apis.first().context("no node to rush")?;
@@ -443,9 +466,7 @@ pub(crate) async fn rush_samples(
     let tokens = register_citizens_on(&apis, params.citizens, registering).await?;
     let registration_s = registration_started.elapsed().as_secs_f64();
     tracing::info!(registration_s, "citizens registered; the rush starts");
-    let (samples, rush_s) = claim_all(&apis, &batch_id, tokens, params.clients).await?;
-    let remaining = first.batch_remaining(staff_key, &season_id, &batch_id).await?;
-    Ok(RushRun { samples, rush_s, registration_s, remaining })
+    Ok(PreparedRush { apis, season_id, batch_id, tokens, registration_s })
 }
 
 /// One client per node, each pooling its share of `clients` keep-alive connections.

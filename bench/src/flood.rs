@@ -15,7 +15,8 @@ use std::path::Path;
 use anyhow::{Context, bail, ensure};
 
 use crate::claims::{
-    Backend, MAX_CITIZENS, NodeCounts, RushParams, RushRun, Sample, counts, percentile, rush_samples,
+    Backend, MAX_CITIZENS, NodeCounts, RushParams, RushRun, Sample, counts, percentile, prepare_rush,
+    rush_samples,
 };
 use crate::fleet::Fleet;
 use crate::{ScratchDb, machine_description};
@@ -47,6 +48,11 @@ pub struct FloodBench {
     /// clients are spread over them, round-robin by client.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub nodes: u16,
+    /// What sends the claims: "wrk" (Debian's wrk, one process per node: light on the shared
+    /// cores) or "tasks" (the bench's own reqwest tasks, which also give the p99 of each kind
+    /// of answer).
+    #[arg(long, value_parser = ["wrk", "tasks"], default_value = "wrk")]
+    pub generator: String,
 }
 
 impl FloodBench {
@@ -82,11 +88,11 @@ pub async fn run(args: &FloodBench, server_exe: &Path) -> anyhow::Result<()> {
         Backend::Sqlite => {
             let dir = tempfile::tempdir().context("creating a temporary directory for SQLite")?;
             let url = format!("sqlite://{}", dir.path().join("bench.db").display());
-            flood_on(server_exe, &url, args.nodes, params).await?
+            flood_on(server_exe, &url, args, params).await?
         }
         Backend::Postgres => {
             let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_flood").await?;
-            let flooded = flood_on(server_exe, &scratch.url, args.nodes, params).await;
+            let flooded = flood_on(server_exe, &scratch.url, args, params).await;
             let dropped = scratch.drop_db().await;
             let report = flooded?;
             dropped?;
@@ -101,19 +107,28 @@ pub async fn run(args: &FloodBench, server_exe: &Path) -> anyhow::Result<()> {
 async fn flood_on(
     server_exe: &Path,
     database_url: &str,
-    nodes: u16,
+    args: &FloodBench,
     params: RushParams,
 ) -> anyhow::Result<FloodReport> {
+    let nodes = args.nodes;
     let fleet = Fleet::start(server_exe, database_url, nodes).await?;
     let outcome = async {
         let staff_key = fleet.mint_staff_key().await?;
-        rush_samples(&fleet.base_urls(), &staff_key, params).await
+        if args.generator == "tasks" {
+            let run = rush_samples(&fleet.base_urls(), &staff_key, params).await?;
+            return Ok(FloodReport::from_run(params, &run, usize::from(nodes)));
+        }
+        let ready = prepare_rush(&fleet.base_urls(), &staff_key, params).await?;
+        let run = crate::flood_wrk::flood(&ready, params).await?;
+        let first = ready.apis.first().context("no node flooded")?;
+        let remaining = first.batch_remaining(&staff_key, &ready.season_id, &ready.batch_id).await?;
+        anyhow::Ok(FloodReport::from_wrk(params, &run, remaining))
     }
     .await;
     let stopped = fleet.stop().await;
-    let run = outcome?;
+    let report = outcome?;
     stopped?;
-    Ok(FloodReport::from_run(params, &run, usize::from(nodes)))
+    Ok(report)
 }
 
 /// Raises this process's soft open-file limit (the nodes it starts inherit it) to what `clients`
@@ -191,6 +206,16 @@ impl Latencies {
     }
 }
 
+/// The flood's percentiles in ms: of every answer, and (from the bench's own tasks only) of
+/// each kind.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+struct LatencyFigures {
+    all_p50: Option<f64>,
+    all_p99: Option<f64>,
+    successes_p99: Option<f64>,
+    sold_out_p99: Option<f64>,
+}
+
 /// What one flood measured.
 #[derive(Debug)]
 pub struct FloodReport {
@@ -206,9 +231,7 @@ pub struct FloodReport {
     errors_by_code: BTreeMap<String, usize>,
     /// Attempts that got no answer, by kind (timeout, connect, body, request).
     transport_errors: BTreeMap<String, usize>,
-    all: Latencies,
-    of_successes: Latencies,
-    of_sold_out: Latencies,
+    latency: LatencyFigures,
     /// Completion of the last 201, from the start of the flood.
     sell_out_s: Option<f64>,
     flood_s: f64,
@@ -226,23 +249,76 @@ impl FloodReport {
             issued_by_server: i64::from(params.stock) - run.remaining,
             errors_by_code: BTreeMap::new(),
             transport_errors: BTreeMap::new(),
-            all: Latencies::default(),
-            of_successes: Latencies::default(),
-            of_sold_out: Latencies::default(),
+            latency: LatencyFigures::default(),
             sell_out_s: None,
             flood_s: run.rush_s,
             sold_out_phase: None,
             per_node: NodeCounts::from_samples(&run.samples, nodes),
         };
         let mut answers = Vec::with_capacity(run.samples.len());
+        let mut by_kind = [Latencies::default(), Latencies::default(), Latencies::default()];
         for sample in &run.samples {
             if let Some(kind) = report.count(sample) {
                 answers.push((sample.completed_us, kind));
+                by_kind[0].0.push(sample.latency_us);
+                match kind {
+                    Kind::Success => by_kind[1].0.push(sample.latency_us),
+                    Kind::SoldOut => by_kind[2].0.push(sample.latency_us),
+                    Kind::Other => {}
+                }
             }
         }
-        for latencies in [&mut report.all, &mut report.of_successes, &mut report.of_sold_out] {
+        for latencies in &mut by_kind {
             latencies.0.sort_unstable();
         }
+        let [all, successes, sold_out] = by_kind;
+        report.latency = LatencyFigures {
+            all_p50: all.ms(50),
+            all_p99: all.ms(99),
+            successes_p99: successes.ms(99),
+            sold_out_p99: sold_out.ms(99),
+        };
+        report.sold_out_phase = SoldOutPhase::measure(&answers);
+        report
+    }
+
+    /// From wrk's flood (one process per node): answers by kind and their completion times,
+    /// wrk's percentiles of every answer (the worst node's), its socket errors and timeouts.
+    fn from_wrk(params: RushParams, run: &crate::flood_wrk::WrkFloodRun, remaining: i64) -> FloodReport {
+        let mut report = FloodReport {
+            params,
+            attempts: run.answers.len() + run.unanswered,
+            successes: 0,
+            sold_out: 0,
+            issued_by_server: i64::from(params.stock) - remaining,
+            errors_by_code: BTreeMap::new(),
+            transport_errors: BTreeMap::new(),
+            latency: LatencyFigures {
+                all_p50: Some(run.p50_ms),
+                all_p99: Some(run.p99_ms),
+                ..LatencyFigures::default()
+            },
+            sell_out_s: None,
+            flood_s: run.seconds,
+            sold_out_phase: None,
+            per_node: Vec::new(),
+        };
+        for (kind, count) in
+            [("socket", run.socket_errors), ("timeout", run.timeouts), ("unanswered", run.unanswered)]
+        {
+            if count > 0 {
+                report.transport_errors.insert(kind.to_owned(), count);
+            }
+        }
+        for &(completed_us, kind, status) in &run.answers {
+            let code = match kind {
+                Kind::Success => "voucher",
+                Kind::SoldOut => "sold_out",
+                Kind::Other => "unexpected",
+            };
+            report.tally(kind, status, code, completed_us);
+        }
+        let answers: Vec<(u64, Kind)> = run.answers.iter().map(|&(t, kind, _)| (t, kind)).collect();
         report.sold_out_phase = SoldOutPhase::measure(&answers);
         report
     }
@@ -255,24 +331,24 @@ impl FloodReport {
             return None;
         }
         let kind = Kind::of(sample);
-        self.all.0.push(sample.latency_us);
+        self.tally(kind, answer.status, &answer.code, sample.completed_us);
+        Some(kind)
+    }
+
+    /// Counts one answer of `kind` (`code`: its error code, or "voucher" for a good 201).
+    fn tally(&mut self, kind: Kind, status: u16, code: &str, completed_us: u64) {
         match kind {
             Kind::Success => {
                 self.successes += 1;
-                self.of_successes.0.push(sample.latency_us);
-                let completed_s = sample.completed_us as f64 / 1e6;
+                let completed_s = completed_us as f64 / 1e6;
                 self.sell_out_s = Some(self.sell_out_s.map_or(completed_s, |s| s.max(completed_s)));
             }
-            Kind::SoldOut => {
-                self.sold_out += 1;
-                self.of_sold_out.0.push(sample.latency_us);
-            }
+            Kind::SoldOut => self.sold_out += 1,
             Kind::Other => {}
         }
-        if kind == Kind::Other || (kind == Kind::Success && answer.code != "voucher") {
-            *self.errors_by_code.entry(format!("{} {}", answer.status, answer.code)).or_insert(0) += 1;
+        if kind == Kind::Other || (kind == Kind::Success && code != "voucher") {
+            *self.errors_by_code.entry(format!("{status} {code}")).or_insert(0) += 1;
         }
-        Some(kind)
     }
 
     fn timeouts(&self) -> usize {
@@ -338,10 +414,10 @@ impl FloodReport {
         println!("{b} time to sell out: {sell_out}");
         println!("{b} flood length: {:.3} s", self.flood_s);
         println!("{b} all answers/s: {:.0}", self.attempts as f64 / self.flood_s.max(f64::MIN_POSITIVE));
-        println!("{b} latency p50 (all answers): {}", ms(self.all.ms(50)));
-        println!("{b} latency p99 (all answers): {}", ms(self.all.ms(99)));
-        println!("{b} latency p99 (successes): {}", ms(self.of_successes.ms(99)));
-        println!("{b} latency p99 (sold out): {}", ms(self.of_sold_out.ms(99)));
+        println!("{b} latency p50 (all answers): {}", ms(self.latency.all_p50));
+        println!("{b} latency p99 (all answers): {}", ms(self.latency.all_p99));
+        println!("{b} latency p99 (successes): {}", ms(self.latency.successes_p99));
+        println!("{b} latency p99 (sold out): {}", ms(self.latency.sold_out_p99));
         self.print_sold_out_rate(&b);
         NodeCounts::print(&self.per_node, &b);
         self.print_targets(&b);
@@ -363,7 +439,7 @@ impl FloodReport {
 
     fn print_targets(&self, b: &str) {
         let met = |ok: bool| if ok { "met" } else { "NOT met" };
-        let p99_ok = self.all.ms(99).is_some_and(|ms| ms < TARGET_P99_MS);
+        let p99_ok = self.latency.all_p99.is_some_and(|ms| ms < TARGET_P99_MS);
         println!("{b} target p99 of every answer < {TARGET_P99_MS:.0} ms: {}", met(p99_ok));
         let rate_ok = self.sold_out_phase.and_then(|p| p.per_s()).is_some_and(|r| r >= TARGET_SOLD_OUT_PER_S);
         println!("{b} target sold-out answers/s >= {TARGET_SOLD_OUT_PER_S:.0}: {}", met(rate_ok));
@@ -435,9 +511,10 @@ mod tests {
         let run = RushRun { samples, rush_s: 1.5, registration_s: 1.0, remaining: 0 };
         let report = FloodReport::from_run(params(2), &run, 2);
         assert_eq!((report.successes, report.sold_out, report.issued_by_server), (2, 4, 2));
-        assert_eq!(report.all.ms(99), Some(50.0));
-        assert_eq!(report.of_successes.ms(99), Some(30.0));
-        assert_eq!(report.of_sold_out.ms(50), Some(20.0));
+        assert_eq!(report.latency.all_p99, Some(50.0));
+        assert_eq!(report.latency.successes_p99, Some(30.0));
+        assert_eq!(report.latency.sold_out_p99, Some(50.0));
+        assert_eq!(report.latency.all_p50, Some(20.0));
         assert_eq!(report.sell_out_s, Some(0.002));
         assert_eq!(report.sold_out_phase, Some(SoldOutPhase { answers: 3, seconds: 1.0 }));
         let per_node = [NodeCounts { answers: 2, successes: 2 }, NodeCounts { answers: 4, successes: 0 }];
@@ -486,6 +563,7 @@ mod tests {
             factor: 3,
             clients: 50,
             nodes: 3,
+            generator: "wrk".into(),
         };
         assert_eq!(args.params().expect("valid").citizens, 150);
         assert_eq!(args.backend().expect("postgres"), Backend::Postgres);

@@ -28,6 +28,7 @@ mod claims;
 mod finance;
 mod fleet;
 mod flood;
+mod flood_wrk;
 mod lottery;
 mod qr;
 mod reads;
