@@ -432,10 +432,10 @@ pub(crate) async fn rush_samples(
     staff_key: &str,
     params: RushParams,
 ) -> anyhow::Result<RushRun> {
-    let ready = prepare_rush(base_urls, staff_key, params).await?;
-    let (samples, rush_s) = claim_all(&ready.apis, &ready.batch_id, ready.tokens, params.clients).await?;
-    let first = ready.apis.first().context("no node to rush")?;
-    let remaining = first.batch_remaining(staff_key, &ready.season_id, &ready.batch_id).await?;
+    let mut ready = prepare_rush(base_urls, staff_key, params).await?;
+    let tokens = std::mem::take(&mut ready.tokens);
+    let (samples, rush_s) = claim_all(&ready.apis, &ready.batch_id, tokens, params.clients).await?;
+    let remaining = ready.remaining(staff_key).await?;
     Ok(RushRun { samples, rush_s, registration_s: ready.registration_s, remaining })
 }
 
@@ -447,6 +447,14 @@ pub(crate) struct PreparedRush {
     pub(crate) batch_id: String,
     pub(crate) tokens: Vec<String>,
     pub(crate) registration_s: f64,
+}
+
+impl PreparedRush {
+    /// `remaining` of the batch as the first node reports it.
+    pub(crate) async fn remaining(&self, staff_key: &str) -> anyhow::Result<i64> {
+        let first = self.apis.first().context("no node to ask")?;
+        first.batch_remaining(staff_key, &self.season_id, &self.batch_id).await
+    }
 }
 
 /// Creates the season and the batch of `params.stock` vouchers and registers the citizens.

@@ -120,8 +120,7 @@ async fn flood_on(
         }
         let ready = prepare_rush(&fleet.base_urls(), &staff_key, params).await?;
         let run = crate::flood_wrk::flood(&ready, params).await?;
-        let first = ready.apis.first().context("no node flooded")?;
-        let remaining = first.batch_remaining(&staff_key, &ready.season_id, &ready.batch_id).await?;
+        let remaining = ready.remaining(&staff_key).await?;
         anyhow::Ok(FloodReport::from_wrk(params, &run, remaining))
     }
     .await;

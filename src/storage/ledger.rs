@@ -843,7 +843,8 @@ mod tests {
     /// reference's UNIQUE constraint refuses the transaction, and nothing is written.
     #[tokio::test]
     async fn an_entry_said_to_be_new_whose_reference_exists_is_refused_by_the_database() {
-        let backend = crate::storage::sqlite::SqliteBackend::connect("sqlite::memory:", 1).await.expect("open");
+        let backend =
+            crate::storage::sqlite::SqliteBackend::connect("sqlite::memory:", 1).await.expect("open");
         let store = SqlStore::new(Box::new(backend), Arc::new(crate::domain::time::SystemClock));
         store.migrate().await.expect("migrate");
         store.post_entries(&[transfer("claim:once")]).await.expect("first post");
