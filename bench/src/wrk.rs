@@ -34,7 +34,10 @@ pub struct WrkLoad<'a> {
 /// Fails with what to install when wrk is not on the machine.
 pub fn check_installed() -> anyhow::Result<()> {
     let found = std::process::Command::new("wrk").arg("--version").output().is_ok();
-    ensure!(found, "wrk is not installed: `apt-get install wrk` (Debian's package) for the read loads");
+    ensure!(
+        found,
+        "wrk is not installed: `apt-get install wrk` (Debian's package) for the read loads and the flood"
+    );
     Ok(())
 }
 
