@@ -554,6 +554,41 @@ mod tests {
     }
 
     #[test]
+    fn a_wrk_flood_counts_by_kind_and_fails_on_unanswered_claims_and_errors() {
+        use crate::flood_wrk::WrkFloodRun;
+        let answers = vec![
+            (1_000, Kind::Success, 201),
+            (2_000, Kind::Success, 201),
+            (1_500, Kind::SoldOut, 409),
+            (1_002_000, Kind::SoldOut, 409),
+        ];
+        let clean = WrkFloodRun {
+            answers: answers.clone(),
+            p50_ms: 20.0,
+            p99_ms: 50.0,
+            seconds: 1.002,
+            ..WrkFloodRun::default()
+        };
+        let report = FloodReport::from_wrk(params(2), &clean, 0);
+        assert_eq!(
+            (report.successes, report.sold_out, report.issued_by_server, report.attempts),
+            (2, 2, 2, 4)
+        );
+        assert_eq!((report.latency.all_p99, report.latency.successes_p99), (Some(50.0), None));
+        assert_eq!(report.sell_out_s, Some(0.002));
+        assert_eq!(report.sold_out_phase, Some(SoldOutPhase { answers: 1, seconds: 0.0 }));
+        assert!(report.failures().is_empty(), "{:?}", report.failures());
+
+        let mut broken = answers;
+        broken.push((1_003_000, Kind::Other, 503));
+        let run = WrkFloodRun { answers: broken, unanswered: 1, timeouts: 2, ..WrkFloodRun::default() };
+        let failures = FloodReport::from_wrk(params(2), &run, 0).failures();
+        assert_eq!(failures.len(), 2, "{failures:?}");
+        assert!(failures[0].contains("503 unexpected=1"), "{failures:?}");
+        assert!(failures[1].contains("timeout=2") && failures[1].contains("unanswered=1"), "{failures:?}");
+    }
+
+    #[test]
     fn flood_arguments_are_checked() {
         let args = FloodBench {
             backend: "postgres".into(),

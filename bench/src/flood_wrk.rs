@@ -163,19 +163,17 @@ impl NodeFiles {
 struct Summary {
     p50_ms: f64,
     p99_ms: f64,
-    seconds: f64,
     socket_errors: usize,
     timeouts: usize,
 }
 
 fn parse_summary(report: &str) -> anyhow::Result<Summary> {
-    let (mut p50_us, mut p99_us, mut duration_us, mut errors) = (None, None, None, None);
+    let (mut p50_us, mut p99_us, mut errors) = (None, None, None);
     for line in report.lines() {
         let words: Vec<&str> = line.split_whitespace().collect();
         match words.as_slice() {
             ["wenhui-flood", "p50_us", v] => p50_us = Some(v.parse::<f64>()?),
             ["wenhui-flood", "p99_us", v] => p99_us = Some(v.parse::<f64>()?),
-            ["wenhui-flood", "duration_us", v] => duration_us = Some(v.parse::<f64>()?),
             ["wenhui-flood", "errors", "connect", c, "read", r, "write", w, "timeout", t] => {
                 let socket = c.parse::<usize>()? + r.parse::<usize>()? + w.parse::<usize>()?;
                 errors = Some((socket, t.parse::<usize>()?));
@@ -187,7 +185,6 @@ fn parse_summary(report: &str) -> anyhow::Result<Summary> {
     Ok(Summary {
         p50_ms: p50_us.context("no p50 line")? / 1000.0,
         p99_ms: p99_us.context("no p99 line")? / 1000.0,
-        seconds: duration_us.context("no duration line")? / 1e6,
         socket_errors,
         timeouts,
     })
@@ -307,7 +304,6 @@ function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format("wenhui-flood p50_us %.0f\n", latency:percentile(50)))
   io.write(string.format("wenhui-flood p99_us %.0f\n", latency:percentile(99)))
-  io.write(string.format("wenhui-flood duration_us %d\n", summary.duration))
   io.write(string.format("wenhui-flood errors connect %d read %d write %d timeout %d\n",
     e.connect, e.read, e.write, e.timeout))
 end
@@ -318,15 +314,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_summary_lines_give_percentiles_length_and_errors() {
+    fn the_summary_lines_give_percentiles_and_errors() {
         let report = "Running 2m test @ http://127.0.0.1:1/v1/batches/b/claims\n  2 threads and 2000 connections\n\
             wenhui-flood p50_us 98500\nwenhui-flood p99_us 231000\nwenhui-flood duration_us 1165000\n\
             wenhui-flood errors connect 0 read 1 write 0 timeout 2\n";
         let summary = parse_summary(report).expect("a summary");
-        assert_eq!(
-            summary,
-            Summary { p50_ms: 98.5, p99_ms: 231.0, seconds: 1.165, socket_errors: 1, timeouts: 2 }
-        );
+        assert_eq!(summary, Summary { p50_ms: 98.5, p99_ms: 231.0, socket_errors: 1, timeouts: 2 });
         assert!(parse_summary("wenhui-flood p50_us 1\n").is_err(), "a summary without every line");
     }
 

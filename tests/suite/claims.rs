@@ -138,6 +138,7 @@ both_backends!(
     seasons_and_batches_validate_input,
     the_database_refuses_claims_on_a_closed_batch,
     vouchers_and_seasons_come_a_page_at_a_time,
+    many_citizens_first_pages_are_read_together_each_their_own,
     a_season_holds_at_most_max_batches,
     an_expiry_planned_before_its_batch_closed_is_refused,
     a_new_season_answers_with_its_funders_as_a_get_does,
@@ -321,6 +322,41 @@ async fn vouchers_and_seasons_come_a_page_at_a_time(backend: Backend) {
     assert_eq!((status, code(&refused)), (422, "invalid_cursor"));
     let (status, refused) = world.app.get("/v1/seasons?limit=101", None).await;
     assert_eq!((status, code(&refused)), (422, "invalid_limit"));
+}
+
+/// The storage's read behind the coalesced first page of "my vouchers": one page per pair asked,
+/// in the order asked, each newest first and cut to its own limit (a citizen asked twice with
+/// two limits gets two pages), nobody else's vouchers, and an empty page for a citizen with none.
+async fn many_citizens_first_pages_are_read_together_each_their_own(backend: Backend) {
+    use wenhui::domain::ids::{CitizenId, VoucherId};
+    let world = World::new(backend, "10000.00", None).await;
+    let batch = world.batch(json!({"stock": 10, "per_citizen_limit": 4})).await;
+    let id = batch["id"].as_str().expect("id");
+    let (first, second) = (world.citizen(1).await, world.citizen(2).await);
+    let mut firsts = Vec::new();
+    for (n, key) in ["a", "b", "c", "d"].into_iter().enumerate() {
+        world.clock.set(Timestamp::from_unix_us(world.t0_us).plus_seconds(60 * n as i64));
+        let (status, claimed) = world.claim(&first, id, key).await;
+        assert_eq!(status, 201, "{claimed}");
+        firsts.push(claimed["voucher"]["id"].as_str().expect("id").parse::<VoucherId>().expect("uuid"));
+    }
+    let (status, claimed) = world.claim(&second, id, "e").await;
+    assert_eq!(status, 201, "{claimed}");
+    let seconds_voucher: VoucherId = claimed["voucher"]["id"].as_str().expect("id").parse().expect("uuid");
+    let store = world.app.store();
+    let holder =
+        |voucher| async move { store.voucher(voucher).await.expect("read").expect("voucher").citizen_id };
+    let (first_id, second_id) = (holder(firsts[0]).await, holder(seconds_voucher).await);
+    let nobody = CitizenId::new_v7();
+    let asked = [(first_id, 2), (second_id, 5), (nobody, 5), (first_id, 10)];
+    let pages = store.first_voucher_pages(&asked).await.expect("pages");
+    let ids = |page: &Vec<wenhui::domain::season::Voucher>| page.iter().map(|v| v.id).collect::<Vec<_>>();
+    let newest_first: Vec<VoucherId> = firsts.iter().rev().copied().collect();
+    assert_eq!(pages.len(), 4);
+    assert_eq!(ids(&pages[0]), newest_first[..2].to_vec(), "cut to its limit, newest first");
+    assert_eq!(ids(&pages[1]), vec![seconds_voucher], "only the second citizen's own");
+    assert!(pages[2].is_empty(), "a citizen with no voucher");
+    assert_eq!(ids(&pages[3]), newest_first, "the same citizen again, with its own limit");
 }
 
 /// Defence in depth below the claim writer: once a batch's reserve has gone back (its claim
