@@ -52,7 +52,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run the HTTP service (applies migrations first).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Seed a fresh data directory's embedded database with a demo season, print the pages'
     /// addresses and a staff key for each role, and serve it (never in production).
     Demo(DemoArgs),
@@ -158,6 +158,12 @@ pub struct ServeArgs {
     #[arg(long, env = "WENHUI_RATE_LIMIT_STORE_TIMEOUT_MS", default_value_t = 50,
           value_parser = clap::value_parser!(u64).range(1..=10_000))]
     rate_limit_store_timeout_ms: u64,
+    /// A second port for the public reads phones poll in a rush (the season list, a season, its
+    /// batch list, and /healthz), served by threads of the lowest CPU priority (Linux's
+    /// SCHED_IDLE) so that polls cannot starve claims; a load balancer routes those GETs here
+    /// (docs/operations.md#the-polls-port). Without it the main port serves them.
+    #[arg(long, env = "WENHUI_POLLS_LISTEN")]
+    polls_listen: Option<SocketAddr>,
     /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
     #[arg(long)]
     production: bool,
@@ -182,6 +188,7 @@ impl ServeArgs {
                 prefix: self.rate_limit_key_prefix.clone(),
                 timeout: Duration::from_millis(self.rate_limit_store_timeout_ms),
             });
+        config.polls_listen = self.polls_listen;
         config.sweep_interval = Duration::from_secs(self.sweep_interval_s);
         config.idempotency_retention = Duration::from_secs(self.idempotency_retention_days * 86_400);
         config.connection_limits = crate::http::ConnectionLimits {
@@ -750,6 +757,20 @@ mod tests {
             (3, 7, 50)
         );
         assert!(Cli::try_parse_from(["wenhui", "serve", "--header-read-timeout-s", "0"]).is_err());
+    }
+
+    /// No polls port unless asked for; `--polls-listen` takes an address, and refuses anything else.
+    #[test]
+    fn serve_opens_a_polls_port_only_when_asked() {
+        let config_of = |flags: &[&str]| {
+            let cli = Cli::try_parse_from(["wenhui", "serve"].iter().chain(flags)).expect("parses");
+            let Command::Serve(args) = cli.command else { panic!("not serve") };
+            args.config("sqlite://x".into(), "data".into()).expect("config")
+        };
+        assert_eq!(config_of(&[]).polls_listen, None);
+        let polls = config_of(&["--polls-listen", "0.0.0.0:8081"]).polls_listen;
+        assert_eq!(polls, Some("0.0.0.0:8081".parse().expect("addr")));
+        assert!(Cli::try_parse_from(["wenhui", "serve", "--polls-listen", "8081"]).is_err());
     }
 
     /// One public key in 64 starts with '-' in base64url: it is a value, not a flag.

@@ -72,6 +72,9 @@ pub struct ServeConfig {
     /// The Redis that holds the rate buckets of every node (`--rate-limit-store`); per process
     /// when `None`.
     pub rate_limit_store: Option<http::rate_limit::StoreConfig>,
+    /// A second port for the public reads a rush polls, served at the lowest CPU priority
+    /// (`--polls-listen`; `http::polls`).
+    pub polls_listen: Option<SocketAddr>,
 }
 
 impl ServeConfig {
@@ -99,6 +102,7 @@ impl ServeConfig {
             read_database_url: None,
             replica_max_lag: crate::app::read_side::DEFAULT_MAX_LAG,
             rate_limit_store: None,
+            polls_listen: None,
         }
     }
 }
@@ -151,6 +155,8 @@ fn ledger_key_path(config_path: Option<&std::path::Path>, keys_dir: &std::path::
 /// A server running in this process.
 pub struct RunningServer {
     pub addr: SocketAddr,
+    /// The polls port's address, when `polls_listen` asked for one.
+    pub polls_addr: Option<SocketAddr>,
     pub store: Arc<dyn Storage>,
     pub writer: ClaimWriter,
     shutdown: watch::Sender<bool>,
@@ -262,6 +268,14 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let writer_handle = writer.clone();
     let listener = listen(config.listen).with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    // Taken off this runtime: the polls port's own runtime drives it.
+    let polls_listener = match config.polls_listen {
+        Some(polls) => {
+            Some(listen(polls).and_then(TcpListener::into_std).with_context(|| format!("binding {polls}"))?)
+        }
+        None => None,
+    };
+    let polls_addr = polls_listener.as_ref().map(std::net::TcpListener::local_addr).transpose()?;
     let (shutdown, mut shutdown_rx) = watch::channel(false);
     let checkpoints =
         spawn_checkpoints(store.clone(), key.clone(), config.checkpoint_interval, shutdown.subscribe());
@@ -285,14 +299,25 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
     let state = AppState::new(services);
     // Listening before serving: a change another node makes once this one answers is heard.
     let node_events = http::spawn_node_events(state.clone(), store.notices()).await;
-    let app = http::router(state, config.request_timeouts);
-    tracing::info!(%addr, backend = store.backend().name(), "wenhui listening");
     let limits = config.connection_limits;
+    let polls = match polls_listener {
+        Some(listener) => {
+            let workers = std::thread::available_parallelism().map_or(2, usize::from);
+            let app = http::polls::router(state.clone(), config.request_timeouts);
+            Some(http::polls::spawn(listener, app, limits, shutdown.subscribe(), workers)?)
+        }
+        None => None,
+    };
+    let app = http::router(state, config.request_timeouts);
+    tracing::info!(%addr, polls = ?polls_addr, backend = store.backend().name(), "wenhui listening");
     let task = tokio::spawn(async move {
         http::serve::serve(listener, app, limits, async move {
             let _ = shutdown_rx.wait_for(|stop| *stop).await;
         })
         .await;
+        if let Some(polls) = polls {
+            let _ = polls.await;
+        }
         checkpoints.abort();
         sweeper.abort();
         pruning.abort();
@@ -301,7 +326,7 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         node_events.abort();
         Ok(())
     });
-    Ok(RunningServer { addr, store, writer: writer_handle, shutdown, task })
+    Ok(RunningServer { addr, polls_addr, store, writer: writer_handle, shutdown, task })
 }
 
 /// Runs until SIGTERM or Ctrl-C. The signal handlers are installed before the server starts, so

@@ -29,8 +29,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::app::error::AppError;
+use crate::app::error::{AppError, Kind};
 use crate::app::read_side::ReadSide;
+use crate::domain::error_code::ErrorCode;
 use crate::domain::finance::FunderFigures;
 use crate::domain::ids::SeasonId;
 use crate::domain::region::RegionCode;
@@ -220,6 +221,11 @@ pub struct PublicReads {
     /// Snapshots are read on the standby when one is within its lag bound (`app::read_side`).
     reads: Arc<ReadSide>,
     clock: Arc<dyn Clock>,
+    /// The runtime the snapshots are built on: the one this was made on (the request workers').
+    /// A read served on another runtime (the polls port's, `http::polls`) builds there, so that
+    /// a database connection the build opens is driven by the request workers, not by threads
+    /// of lower priority that the writers would then wait on.
+    home: Option<tokio::runtime::Handle>,
     hard: AtomicU64,
     seasons: Snapshots<(Option<SeasonId>, u32), SeasonsPage>,
     season: Snapshots<SeasonId, Option<SeasonFigures>>,
@@ -237,6 +243,7 @@ impl PublicReads {
         PublicReads {
             reads,
             clock,
+            home: tokio::runtime::Handle::try_current().ok(),
             hard: AtomicU64::new(0),
             seasons: Snapshots::new(),
             season: Snapshots::new(),
@@ -360,7 +367,8 @@ impl PublicReads {
     where
         K: Eq + Hash + Clone,
         F: FnOnce() -> Fut,
-        Fut: std::future::Future<Output = Result<V, StorageError>>,
+        Fut: std::future::Future<Output = Result<V, StorageError>> + Send + 'static,
+        V: Send + 'static,
     {
         let slot = kind.slot(&key);
         let generation = self.generation();
@@ -387,7 +395,22 @@ impl PublicReads {
         if let Some(snapshot) = slot.current().filter(|s| generation.fresh(s, as_of)) {
             return Ok(snapshot); // built by the reader before us
         }
-        let value = build().await?;
+        let value = match &self.home {
+            Some(home) => match home.spawn(build()).await {
+                Ok(built) => built?,
+                Err(stopped) if stopped.is_panic() => std::panic::resume_unwind(stopped.into_panic()),
+                // The home runtime is shutting down: so is the node.
+                Err(_) => {
+                    let message = "the node is stopping; retry on another";
+                    return Err(AppError::refused(
+                        Kind::Unavailable,
+                        ErrorCode::DatabaseUnavailable,
+                        message,
+                    ));
+                }
+            },
+            None => build().await?,
+        };
         self.rebuilds.fetch_add(1, Ordering::Relaxed);
         let snapshot = Arc::new(Snapshot {
             value,

@@ -41,6 +41,7 @@ mod ledger;
 mod merchants;
 pub mod openapi;
 mod ops;
+pub mod polls;
 pub mod rate_limit;
 pub(crate) mod seasons;
 pub mod serve;
@@ -318,7 +319,13 @@ impl AppState {
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
     let dev_sms = state.citizens().codes().sms().dev_outbox().is_some();
     let (api, _) = api_routes(timeouts, dev_sms).split_for_parts();
-    api.merge(crate::web::router())
+    with_layers(api.merge(crate::web::router()), state)
+}
+
+/// `routes` with the fallbacks and the layers every answer goes through (request ids, tracing,
+/// body limit, panics), on the main port and the polls port alike.
+fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
+    routes
         .fallback(ops::not_found)
         .method_not_allowed_fallback(ops::method_not_allowed)
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))

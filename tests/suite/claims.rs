@@ -39,9 +39,26 @@ impl World {
         t0_us: i64,
         extra: Value,
     ) -> World {
+        World::configured(backend, province_budget, cap, t0_us, extra, |_| {}).await
+    }
+
+    /// The same, with `configure` applied to the server's configuration.
+    pub async fn configured(
+        backend: Backend,
+        province_budget: &str,
+        cap: Option<&str>,
+        t0_us: i64,
+        extra: Value,
+        configure: impl FnOnce(&mut wenhui::server::ServeConfig),
+    ) -> World {
         let at = |offset_s: i64| Timestamp::from_unix_us(t0_us).plus_seconds(offset_s).to_string();
         let clock = Arc::new(ManualClock::new(Timestamp::from_unix_us(t0_us)));
-        let app = TestApp::spawn_with_clock(backend, clock.clone()).await;
+        let manual: Arc<dyn Clock> = clock.clone();
+        let app = TestApp::spawn_configured(backend, |config| {
+            config.clock = manual;
+            configure(config);
+        })
+        .await;
         let province_admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
         let mut body = json!({
             "name": "2026 文化消费季", "province": "370000", "starts_at": at(0), "ends_at": at(30 * 86_400),

@@ -17,6 +17,7 @@ both_backends!(
     seasons_and_keys_carry_etags_and_answer_304,
     many_readers_make_one_rebuild,
     an_aging_snapshot_is_rebuilt_ahead_while_it_is_served,
+    the_polls_port_serves_the_public_reads_and_nothing_else,
 );
 
 /// A GET with an optional If-None-Match: status, ETag, Cache-Control and body.
@@ -227,4 +228,89 @@ async fn read_at_once(
         seen.push(reader.await.expect("join").expect("read"));
     }
     seen
+}
+
+/// `--polls-listen`: the public reads on a second port, the same answers as the main port's
+/// (304 included), a claim's effect seen there too; every other request a 404 that changes
+/// nothing; and (Linux) its threads under SCHED_IDLE.
+async fn the_polls_port_serves_the_public_reads_and_nothing_else(backend: Backend) {
+    let world = World::configured(backend, "100000.00", None, crate::claims::T0_US, json!({}), |config| {
+        config.polls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+    })
+    .await;
+    let polls = world.app.server.as_ref().and_then(|s| s.polls_addr).expect("a polls port");
+    let polls_url = |path: &str| format!("http://{polls}{path}");
+    let batch = world.batch(json!({"stock": 5})).await;
+    let batch_id = batch["id"].as_str().expect("id");
+    let list = format!("/v1/seasons/{}/batches", world.season_id);
+
+    let (status, main_tag, _, main_list) = conditional_get(&world, &list, None).await;
+    assert_eq!(status, 200, "{main_list}");
+    let response = world.app.client.get(polls_url(&list)).send().await.expect("send");
+    let polls_tag =
+        response.headers().get("etag").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    let (status, polls_list) = read(response).await;
+    assert_eq!((status, &polls_list), (200, &main_list), "the polls port answers as the main port does");
+    assert_eq!(polls_tag, main_tag, "with the same ETag");
+    let unchanged = world.app.client.get(polls_url(&list)).header("if-none-match", &polls_tag).send().await;
+    assert_eq!(unchanged.expect("send").status().as_u16(), 304);
+    for path in [format!("/v1/seasons/{}", world.season_id), "/v1/seasons".to_owned(), "/healthz".to_owned()]
+    {
+        let status = world.app.client.get(polls_url(&path)).send().await.expect("send").status();
+        assert_eq!(status.as_u16(), 200, "{path} on the polls port");
+    }
+
+    let token = world.citizen(1).await;
+    let claim = world
+        .app
+        .client
+        .post(polls_url(&format!("/v1/batches/{batch_id}/claims")))
+        .bearer_auth(&token)
+        .header("idempotency-key", "polls-claim")
+        .json(&json!({}))
+        .send()
+        .await
+        .expect("send");
+    let (status, body) = read(claim).await;
+    assert_eq!(status, 404, "a claim is not served on the polls port: {body}");
+    assert_eq!(body["error"]["code"], "not_found", "{body}");
+    let mine = world.app.client.get(polls_url("/v1/me/vouchers")).bearer_auth(&token).send().await;
+    assert_eq!(mine.expect("send").status().as_u16(), 404, "nor a citizen's own reads");
+    assert_eq!(world.batch_state(batch_id).await["remaining"], 5, "the refused claim took nothing");
+
+    let (status, claimed) = world.claim(&token, batch_id, "main-claim").await;
+    assert_eq!(status, 201, "{claimed}");
+    let deadline = Instant::now() + Duration::from_micros(wenhui::app::public_reads::BOUND_US as u64) * 3;
+    loop {
+        let (status, list_now) =
+            read(world.app.client.get(polls_url(&list)).send().await.expect("send")).await;
+        assert_eq!(status, 200, "{list_now}");
+        if remaining(&list_now, batch_id) == 4 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the claim never reached the polls port's list: {list_now}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    #[cfg(target_os = "linux")]
+    assert_polls_threads_idle();
+}
+
+/// Every thread of this process named `polls` runs under SCHED_IDLE (policy 5), and there is one.
+#[cfg(target_os = "linux")]
+fn assert_polls_threads_idle() {
+    const SCHED_IDLE: &str = "5";
+    let mut polls_threads = 0;
+    for task in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
+        let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        if &stat[open + 1..close] != "polls" {
+            continue;
+        }
+        // After the name: state is field 3 of stat(5), policy field 41.
+        let policy = stat[close + 2..].split_whitespace().nth(41 - 3).expect("policy");
+        assert_eq!(policy, SCHED_IDLE, "a polls thread's scheduling policy");
+        polls_threads += 1;
+    }
+    assert!(polls_threads >= 1, "no polls thread found");
 }

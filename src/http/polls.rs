@@ -1,0 +1,91 @@
+//! The polls port (`wenhui serve --polls-listen`): the public reads a rush's phones poll (the
+//! season list, a season, its batch list) and `/healthz`, served by threads of their own under
+//! Linux's `SCHED_IDLE` policy, so that when polls saturate a node's cores its claims and
+//! redemptions still get the CPU: a request worker that wakes takes the core from a polls
+//! thread at once (docs/operations.md#the-polls-port).
+//!
+//! A load balancer routes those `GET`s here and everything else to the main port. The answers
+//! are the main port's (the same handlers, snapshots and layers); any other request is a 404.
+//! Nothing here touches the database directly: a snapshot's rebuild runs on the request
+//! workers' runtime (`PublicReads`), so no connection of the pools is driven by these threads.
+
+use std::io;
+use std::net::TcpListener as StdListener;
+
+use axum::Router;
+use axum::error_handling::HandleErrorLayer;
+use axum::middleware;
+use tokio::runtime::Builder;
+use tokio::sync::{oneshot, watch};
+use tower::ServiceBuilder;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use super::{AppState, ConnectionLimits, RequestTimeouts, ops, seasons};
+
+/// The routes served on the polls port, with the main router's layers.
+pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
+    let (routes, _) = OpenApiRouter::new()
+        .routes(routes!(seasons::list_seasons))
+        .routes(routes!(seasons::get_season))
+        .routes(routes!(seasons::list_batches))
+        .routes(routes!(ops::healthz))
+        .route_layer(
+            ServiceBuilder::new().layer(HandleErrorLayer::new(super::on_timeout)).timeout(timeouts.request),
+        )
+        .route_layer(middleware::from_fn(super::record_metrics))
+        .split_for_parts();
+    super::with_layers(routes, state)
+}
+
+/// Serves `app` on `listener` from a runtime of `workers` threads of the lowest priority until
+/// `shutdown` turns true; the receiver completes once its last connection has closed.
+pub fn spawn(
+    listener: StdListener,
+    app: Router,
+    limits: ConnectionLimits,
+    mut shutdown: watch::Receiver<bool>,
+    workers: usize,
+) -> io::Result<oneshot::Receiver<()>> {
+    listener.set_nonblocking(true)?;
+    let runtime = Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .thread_name("polls")
+        .on_thread_start(lowest_priority)
+        .enable_all()
+        .build()?;
+    let (done, finished) = oneshot::channel();
+    std::thread::Builder::new().name("polls-port".into()).spawn(move || {
+        let served = runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::from_std(listener)?;
+            // The accept loop on a worker too: this thread only waits.
+            let serving = tokio::spawn(super::serve::serve(listener, app, limits, async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            }));
+            let _ = serving.await;
+            Ok::<(), io::Error>(())
+        });
+        if let Err(error) = served {
+            tracing::error!(%error, "the polls port stopped");
+        }
+        let _ = done.send(());
+    })?;
+    Ok(finished)
+}
+
+/// Puts the calling thread under `SCHED_IDLE`: it runs only when no ordinary thread wants its
+/// core, and an ordinary thread that wakes preempts it at once (Linux; elsewhere a warning).
+fn lowest_priority() {
+    #[cfg(target_os = "linux")]
+    {
+        use thread_priority::{NormalThreadSchedulePolicy, ThreadPriority, ThreadSchedulePolicy};
+        let idle = ThreadSchedulePolicy::Normal(NormalThreadSchedulePolicy::Idle);
+        let thread = thread_priority::thread_native_id();
+        if let Err(error) = thread_priority::set_thread_priority_and_policy(thread, ThreadPriority::Min, idle)
+        {
+            tracing::warn!(?error, "a polls port thread keeps its priority");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    tracing::warn!("thread priorities are set on Linux only: the polls port's threads keep theirs");
+}
