@@ -276,6 +276,19 @@ impl ServerUnderTest {
         ServerUnderTest::start_node(exe, database_url, data_dir, None).await
     }
 
+    /// As [`ServerUnderTest::start`], with a polls port (`--polls-listen`) on a free port of its
+    /// own; returns it too.
+    pub(crate) async fn start_with_polls_port(
+        exe: &Path,
+        database_url: &str,
+        data_dir: &Path,
+    ) -> anyhow::Result<(ServerUnderTest, String)> {
+        let polls = format!("127.0.0.1:{}", free_port()?);
+        let extra = vec![("WENHUI_POLLS_LISTEN", polls.clone())];
+        let server = ServerUnderTest::start_node_with(exe, database_url, data_dir, None, extra).await?;
+        Ok((server, format!("http://{polls}")))
+    }
+
     /// As [`ServerUnderTest::start`], reading its secrets from `keys_dir` (`--keys-dir`) when given:
     /// nodes over one database must share them (docs/operations.md, "Running many nodes").
     pub(crate) async fn start_node(
@@ -283,6 +296,16 @@ impl ServerUnderTest {
         database_url: &str,
         data_dir: &Path,
         keys_dir: Option<&Path>,
+    ) -> anyhow::Result<ServerUnderTest> {
+        ServerUnderTest::start_node_with(exe, database_url, data_dir, keys_dir, Vec::new()).await
+    }
+
+    async fn start_node_with(
+        exe: &Path,
+        database_url: &str,
+        data_dir: &Path,
+        keys_dir: Option<&Path>,
+        extra_vars: Vec<(&'static str, String)>,
     ) -> anyhow::Result<ServerUnderTest> {
         let port = free_port()?;
         let mut vars = vec![
@@ -296,6 +319,7 @@ impl ServerUnderTest {
         if let Some(keys_dir) = keys_dir {
             vars.push(("WENHUI_KEYS_DIR", keys_dir.display().to_string()));
         }
+        vars.extend(extra_vars);
         let env = ServerEnv { exe: exe.to_owned(), vars };
         let child = env
             .command(&["serve"])

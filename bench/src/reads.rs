@@ -2,13 +2,16 @@
 //!
 //! It starts the server on a scratch database, creates a season and a batch, registers
 //! `--citizens` citizens who each claim one voucher, then measures, one after the other:
-//! - wrk (`src/wrk.rs`) on the public batch list: `--connections` keep-alive connections
-//!   sending GETs back to back for `--seconds` (no `If-None-Match`: every answer is a 200 with
-//!   the body, the worst case for the server);
+//! - wrk (`src/wrk.rs`) on the public batch list, on the main port then on the polls port
+//!   (`--polls-listen`): `--connections` keep-alive connections sending GETs back to back for
+//!   `--seconds` (no `If-None-Match`: every answer is a 200 with the body, the worst case);
 //! - the same on `GET /v1/me/vouchers`, the citizens in turn;
 //! - pgbench select-only (`-S -c 8 -j 2 -M prepared`, scale 10) on the same server, the baseline;
-//! - a claim rush of `--rush-citizens` on a fresh batch, alone, then on another fresh batch while
-//!   the batch-list load runs beside it.
+//! - claim rushes of `--rush-citizens`, each on a fresh batch: alone, then with the batch-list
+//!   load beside it on the main port, on the polls port, and on the polls port with wrk under
+//!   `SCHED_IDLE` (standing in for phones on other machines, whose load takes none of the
+//!   node's CPU but what serving it costs), then alone again; the baseline is the mean of the
+//!   two alone.
 //!
 //! It prints one line per figure and the ratios the issue asks for.
 
@@ -40,7 +43,7 @@ pub struct ReadsBench {
     #[arg(long, default_value_t = 1_000)]
     pub citizens: u32,
     /// Citizens in each claim rush (their own, registered apart), and the batch's stock.
-    #[arg(long, default_value_t = 5_000)]
+    #[arg(long, default_value_t = 10_000)]
     pub rush_citizens: u32,
     /// Concurrent connections of the claim rush.
     #[arg(long, default_value_t = 200)]
@@ -92,8 +95,9 @@ pub async fn run(args: &ReadsBench, exe: &Path) -> anyhow::Result<()> {
     let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_reads").await?;
     let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let outcome = async {
-        let server = ServerUnderTest::start(exe, &scratch.url, data_dir.path()).await?;
-        let measured = measure(args, &server).await;
+        let (server, polls_url) =
+            ServerUnderTest::start_with_polls_port(exe, &scratch.url, data_dir.path()).await?;
+        let measured = measure(args, &server, &polls_url).await;
         let stopped = server.stop().await;
         let figures = measured?;
         stopped?;
@@ -101,38 +105,49 @@ pub async fn run(args: &ReadsBench, exe: &Path) -> anyhow::Result<()> {
     }
     .await;
     let dropped = scratch.drop_db().await;
-    let (batches, vouchers, alone, beside) = outcome?;
+    let Measured { batches, polls_batches, vouchers, alone, beside } = outcome?;
     dropped?;
     let pgbench =
         if args.no_pgbench { None } else { Some(pgbench_select_only(&args.pg_url, args.seconds).await?) };
     if let Some(tps) = pgbench {
         println!("pgbench select-only (-S -s 10 -c 8 -j 2 -T {} -M prepared): {tps:.0} tps", args.seconds);
         println!("ratio batch list answers/s / pgbench select-only tps: {:.2}", batches.per_s() / tps);
+        println!(
+            "ratio batch list on the polls port answers/s / pgbench select-only tps: {:.2}",
+            polls_batches.per_s() / tps
+        );
         println!("ratio /v1/me/vouchers answers/s / pgbench select-only tps: {:.2}", vouchers.per_s() / tps);
     }
-    println!(
-        "claim rush with the batch-list load beside it: {:.2}x the claims/s alone ({:.0} vs {:.0})",
-        beside.0 / alone.0,
-        beside.0,
-        alone.0
-    );
+    for (label, claims_per_s, _) in beside {
+        println!(
+            "claim rush with the batch-list load beside it {label}: {:.2}x the claims/s alone ({claims_per_s:.0} vs {:.0}, the mean of the first and last)",
+            claims_per_s / alone.0,
+            alone.0
+        );
+    }
     println!("the whole run took {:.0} s", started.elapsed().as_secs_f64());
     Ok(())
 }
 
-/// The loads and rushes against the running server: (batch list, my vouchers, rush alone as
-/// (claims/s, p99 ms), rush beside the batch-list load).
-async fn measure(
-    args: &ReadsBench,
-    server: &ServerUnderTest,
-) -> anyhow::Result<(Load, Load, (f64, f64), (f64, f64))> {
+/// The loads and rushes against the running server; each rush as (claims/s, p99 ms).
+struct Measured {
+    /// The batch list, on the main port and on the polls port.
+    batches: Load,
+    polls_batches: Load,
+    vouchers: Load,
+    alone: (f64, f64),
+    /// Beside the batch-list load: where it went and how wrk ran, claims/s, p99 ms.
+    beside: Vec<(&'static str, f64, f64)>,
+}
+
+async fn measure(args: &ReadsBench, server: &ServerUnderTest, polls_url: &str) -> anyhow::Result<Measured> {
     let staff_key = server.mint_staff_key().await?;
     let api = Arc::new(Api::new(&server.base_url, args.connections.max(args.rush_clients))?);
     let season_id = api.create_season(&staff_key, serde_json::json!({})).await?;
     let batch_id = api.create_batch(&staff_key, &season_id, args.citizens).await?;
     let setup = Instant::now();
     let clients = args.rush_clients.min(64);
-    let tokens = register_citizens(&api, args.citizens + 2 * args.rush_citizens, clients).await?;
+    let tokens = register_citizens(&api, args.citizens + 5 * args.rush_citizens, clients).await?;
     let (readers, rushers) = tokens.split_at(args.citizens as usize);
     let claim_url = format!("{}/v1/batches/{batch_id}/claims", api.base_url);
     let (claimed, _) = rush(&api, &claim_url, readers, clients).await;
@@ -149,11 +164,21 @@ async fn measure(
         connections: args.connections,
         length: Duration::from_secs(args.seconds),
         bearer_tokens: None,
+        idle_priority: false,
     };
-    let cpu = CpuMeter::start_watching(server.pid());
-    let batches = Load::from(list_load.run().await?);
-    batches.print(&format!("GET /v1/seasons/{{id}}/batches ({} connections)", args.connections));
-    print_cpu_per_answer(cpu.and_then(|m| m.finish()), &batches);
+    let polls_list_url = format!("{polls_url}/v1/seasons/{season_id}/batches");
+    let on_polls = WrkLoad { url: &polls_list_url, ..list_load };
+    let mut lists = Vec::new();
+    for (port, load) in [("main port", list_load), ("polls port", on_polls)] {
+        let cpu = CpuMeter::start_watching(server.pid());
+        let figures = Load::from(load.run().await?);
+        figures.print(&format!(
+            "GET /v1/seasons/{{id}}/batches on the {port} ({} connections)",
+            args.connections
+        ));
+        print_cpu_per_answer(cpu.and_then(|m| m.finish()), &figures);
+        lists.push(figures);
+    }
     let vouchers_url = format!("{}/v1/me/vouchers", api.base_url);
     let vouchers_load = WrkLoad { url: &vouchers_url, bearer_tokens: Some(readers), ..list_load };
     let cpu = CpuMeter::start_watching(server.pid());
@@ -164,29 +189,68 @@ async fn measure(
     ));
     print_cpu_per_answer(cpu.and_then(|m| m.finish()), &vouchers);
 
-    let (first, second) = rushers.split_at(args.rush_citizens as usize);
-    let rush_batch = api.create_batch(&staff_key, &season_id, args.rush_citizens).await?;
-    let url = format!("{}/v1/batches/{rush_batch}/claims", api.base_url);
-    let started = Instant::now();
-    let (ok, p99) = rush(&api, &url, first, args.rush_clients).await;
-    let alone = (ok as f64 / started.elapsed().as_secs_f64(), p99);
-    println!("claim rush alone: {} claims, {:.0} claims/s, p99 {:.1} ms", ok, alone.0, alone.1);
+    // The rushes alone come first and last (each rush leaves more rows behind it, and later
+    // rushes run a little slower): the baseline is their mean.
+    let rushers: Vec<&[String]> = rushers.chunks(args.rush_citizens as usize).collect();
+    let first_alone = rush_beside(args, &api, &staff_key, &season_id, rushers[0], None).await?;
+    println!("claim rush alone, first: {:.0} claims/s, p99 {:.1} ms", first_alone.0, first_alone.1);
+    let idle_generator = WrkLoad { idle_priority: true, ..on_polls };
+    let mut beside = Vec::new();
+    for (index, (label, load)) in [
+        ("on the main port", list_load),
+        ("on the polls port", on_polls),
+        ("on the polls port, wrk under SCHED_IDLE", idle_generator),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let (claims_per_s, p99) =
+            rush_beside(args, &api, &staff_key, &season_id, rushers[index + 1], Some(load)).await?;
+        println!(
+            "claim rush beside the batch-list load {label}: {claims_per_s:.0} claims/s, p99 {p99:.1} ms"
+        );
+        beside.push((label, claims_per_s, p99));
+    }
+    let last_alone = rush_beside(args, &api, &staff_key, &season_id, rushers[4], None).await?;
+    println!("claim rush alone, last: {:.0} claims/s, p99 {:.1} ms", last_alone.0, last_alone.1);
+    let alone = ((first_alone.0 + last_alone.0) / 2.0, first_alone.1.max(last_alone.1));
+    let mut lists = lists.into_iter();
+    let (Some(batches), Some(polls_batches)) = (lists.next(), lists.next()) else {
+        bail!("both batch-list loads ran")
+    };
+    Ok(Measured { batches, polls_batches, vouchers, alone, beside })
+}
 
-    let rush_batch = api.create_batch(&staff_key, &season_id, args.rush_citizens).await?;
+/// A claim rush of `citizens` on a fresh batch, with `reads` running beside it if given:
+/// (claims/s, p99 ms).
+async fn rush_beside(
+    args: &ReadsBench,
+    api: &Arc<Api>,
+    staff_key: &str,
+    season_id: &str,
+    citizens: &[String],
+    reads: Option<WrkLoad<'_>>,
+) -> anyhow::Result<(f64, f64)> {
+    let rush_batch = api.create_batch(staff_key, season_id, args.rush_citizens).await?;
     let url = format!("{}/v1/batches/{rush_batch}/claims", api.base_url);
     let scratch = tempfile::tempdir().context("a directory for wrk")?;
-    let background = WrkLoad { length: Duration::from_secs(args.seconds * 10), ..list_load };
-    let mut reading = background.spawn(scratch.path())?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut reading = match reads {
+        Some(reads) => {
+            let background = WrkLoad { length: Duration::from_secs(args.seconds * 10), ..reads };
+            let child = background.spawn(scratch.path())?;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            Some(child)
+        }
+        None => None,
+    };
     let started = Instant::now();
-    let (ok, p99) = rush(&api, &url, second, args.rush_clients).await;
+    let (ok, p99) = rush(api, &url, citizens, args.rush_clients).await;
     let beside = (ok as f64 / started.elapsed().as_secs_f64(), p99);
-    reading.kill().await.context("stopping wrk")?;
-    println!(
-        "claim rush beside the batch-list load: {} claims, {:.0} claims/s, p99 {:.1} ms",
-        ok, beside.0, beside.1
-    );
-    Ok((batches, vouchers, alone, beside))
+    if let Some(reading) = reading.as_mut() {
+        reading.kill().await.context("stopping wrk")?;
+    }
+    ensure!(ok == citizens.len(), "only {ok} of {} claims beside the reads succeeded", citizens.len());
+    Ok(beside)
 }
 
 /// Every token claims once from `clients` tasks: (201 answers, p99 latency in ms).

@@ -24,11 +24,15 @@ pub struct WrkFigures {
 /// A GET load: `connections` keep-alive connections on 2 threads for `length`, sending back to
 /// back; with `bearer_tokens`, each request carries the next token (each thread starts at its
 /// own place in the list).
+#[derive(Clone, Copy)]
 pub struct WrkLoad<'a> {
     pub url: &'a str,
     pub connections: usize,
     pub length: Duration,
     pub bearer_tokens: Option<&'a [String]>,
+    /// Run wrk under `SCHED_IDLE` (`chrt --idle 0`): the load then takes only the CPU the
+    /// server and PostgreSQL leave, as phones on other machines would.
+    pub idle_priority: bool,
 }
 
 /// Fails with what to install when wrk is not on the machine.
@@ -61,7 +65,14 @@ impl WrkLoad<'_> {
     }
 
     fn command(&self, scratch: &std::path::Path) -> anyhow::Result<Command> {
-        let mut command = Command::new("wrk");
+        let mut command = match self.idle_priority {
+            true => {
+                let mut chrt = Command::new("chrt");
+                chrt.args(["--idle", "0", "wrk"]);
+                chrt
+            }
+            false => Command::new("wrk"),
+        };
         let seconds = self.length.as_secs().max(1);
         command.args(["-t", "2", "-c", &self.connections.to_string(), "-d", &format!("{seconds}s")]).args([
             "--timeout",
