@@ -90,6 +90,8 @@ pub async fn run(args: &ReadsBench, exe: &Path) -> anyhow::Result<()> {
     ensure!(args.connections >= 1 && args.rush_clients >= 1, "connections and rush clients are at least 1");
     ensure!(args.citizens >= 1 && args.rush_citizens >= 1, "citizens are at least 1");
     crate::wrk::check_installed()?;
+    let chrt = std::process::Command::new("chrt").arg("--version").output().is_ok();
+    ensure!(chrt, "chrt is not installed (util-linux): the rush beside wrk under SCHED_IDLE needs it");
     println!("machine: {}", machine_description());
     let started = Instant::now();
     let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_reads").await?;
