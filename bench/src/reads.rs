@@ -170,31 +170,21 @@ async fn measure(args: &ReadsBench, server: &ServerUnderTest, polls_url: &str) -
     };
     let polls_list_url = format!("{polls_url}/v1/seasons/{season_id}/batches");
     let on_polls = WrkLoad { url: &polls_list_url, ..list_load };
-    let mut lists = Vec::new();
-    for (port, load) in [("main port", list_load), ("polls port", on_polls)] {
-        let cpu = CpuMeter::start_watching(server.pid());
-        let figures = Load::from(load.run().await?);
-        figures.print(&format!(
-            "GET /v1/seasons/{{id}}/batches on the {port} ({} connections)",
-            args.connections
-        ));
-        print_cpu_per_answer(cpu.and_then(|m| m.finish()), &figures);
-        lists.push(figures);
-    }
+    let list_label = |port: &str| {
+        format!("GET /v1/seasons/{{id}}/batches on the {port} ({} connections)", args.connections)
+    };
+    let batches = measure_load(server, list_load, &list_label("main port")).await?;
+    let polls_batches = measure_load(server, on_polls, &list_label("polls port")).await?;
     let vouchers_url = format!("{}/v1/me/vouchers", api.base_url);
     let vouchers_load = WrkLoad { url: &vouchers_url, bearer_tokens: Some(readers), ..list_load };
-    let cpu = CpuMeter::start_watching(server.pid());
-    let vouchers = Load::from(vouchers_load.run().await?);
-    vouchers.print(&format!(
-        "GET /v1/me/vouchers ({} connections, {} citizens in turn)",
-        args.connections, args.citizens
-    ));
-    print_cpu_per_answer(cpu.and_then(|m| m.finish()), &vouchers);
+    let label =
+        format!("GET /v1/me/vouchers ({} connections, {} citizens in turn)", args.connections, args.citizens);
+    let vouchers = measure_load(server, vouchers_load, &label).await?;
 
-    // The rushes alone come first and last (each rush leaves more rows behind it, and later
-    // rushes run a little slower): the baseline is their mean.
+    // The rushes alone come first and last (the last runs faster, on a warmer database): the
+    // baseline is their mean.
     let rushers: Vec<&[String]> = rushers.chunks(args.rush_citizens as usize).collect();
-    let first_alone = rush_beside(args, &api, &staff_key, &season_id, rushers[0], None).await?;
+    let first_alone = timed_rush(args, &api, &staff_key, &season_id, rushers[0], None).await?;
     println!("claim rush alone, first: {:.0} claims/s, p99 {:.1} ms", first_alone.0, first_alone.1);
     let idle_generator = WrkLoad { idle_priority: true, ..on_polls };
     let mut beside = Vec::new();
@@ -207,25 +197,30 @@ async fn measure(args: &ReadsBench, server: &ServerUnderTest, polls_url: &str) -
     .enumerate()
     {
         let (claims_per_s, p99) =
-            rush_beside(args, &api, &staff_key, &season_id, rushers[index + 1], Some(load)).await?;
+            timed_rush(args, &api, &staff_key, &season_id, rushers[index + 1], Some(load)).await?;
         println!(
             "claim rush beside the batch-list load {label}: {claims_per_s:.0} claims/s, p99 {p99:.1} ms"
         );
         beside.push((label, claims_per_s, p99));
     }
-    let last_alone = rush_beside(args, &api, &staff_key, &season_id, rushers[4], None).await?;
+    let last_alone = timed_rush(args, &api, &staff_key, &season_id, rushers[4], None).await?;
     println!("claim rush alone, last: {:.0} claims/s, p99 {:.1} ms", last_alone.0, last_alone.1);
     let alone = ((first_alone.0 + last_alone.0) / 2.0, first_alone.1.max(last_alone.1));
-    let mut lists = lists.into_iter();
-    let (Some(batches), Some(polls_batches)) = (lists.next(), lists.next()) else {
-        bail!("both batch-list loads ran")
-    };
     Ok(Measured { batches, polls_batches, vouchers, alone, beside })
+}
+
+/// One read load run to its end, printed with the CPU it cost per answer.
+async fn measure_load(server: &ServerUnderTest, load: WrkLoad<'_>, label: &str) -> anyhow::Result<Load> {
+    let cpu = CpuMeter::start_watching(server.pid());
+    let figures = Load::from(load.run().await?);
+    figures.print(label);
+    print_cpu_per_answer(cpu.and_then(|m| m.finish()), &figures);
+    Ok(figures)
 }
 
 /// A claim rush of `citizens` on a fresh batch, with `reads` running beside it if given:
 /// (claims/s, p99 ms).
-async fn rush_beside(
+async fn timed_rush(
     args: &ReadsBench,
     api: &Arc<Api>,
     staff_key: &str,
