@@ -76,6 +76,11 @@ pub struct ClaimsBench {
     /// TPC-B, and the ratios (replaces --nodes and --backend).
     #[arg(long, value_parser = clap::value_parser!(u16).range(2..=64))]
     pub compare_nodes: Option<u16>,
+    /// Who sends the claims: "tasks", the bench's own HTTP clients (latencies by answer), or
+    /// "wrk", one wrk process per node with its share of the connections and citizens
+    /// (`apt-get install wrk`): a C client that leaves the shared cores to the server.
+    #[arg(long, value_parser = ["tasks", "wrk"], default_value = "tasks")]
+    pub generator: String,
 }
 
 impl ClaimsBench {
@@ -232,7 +237,10 @@ async fn bench_backend(
     let fleet = Fleet::start(server_exe, database_url, nodes).await?;
     let outcome = async {
         let staff_key = fleet.mint_staff_key().await?;
-        rush(&fleet.base_urls(), &staff_key, args.rush_params()).await
+        match args.generator.as_str() {
+            "wrk" => rush_by_wrk(&fleet.base_urls(), &staff_key, args.rush_params()).await,
+            _ => rush(&fleet.base_urls(), &staff_key, args.rush_params()).await,
+        }
     }
     .await;
     let stopped = fleet.stop().await;
@@ -437,6 +445,21 @@ pub async fn rush(base_urls: &[String], staff_key: &str, params: RushParams) -> 
     let mut report = RushReport::from_samples(params.stock, &run.samples, run.rush_s, run.remaining);
     report.registrations_per_s = f64::from(params.citizens) / run.registration_s;
     report.per_node = NodeCounts::from_samples(&run.samples, base_urls.len());
+    Ok(report)
+}
+
+/// [`rush`] with the claims sent by wrk ([`crate::flood_wrk`]): its percentiles are of every
+/// answer, as in [`rush`]; it reports no answers by node.
+async fn rush_by_wrk(
+    base_urls: &[String],
+    staff_key: &str,
+    params: RushParams,
+) -> anyhow::Result<RushReport> {
+    let ready = prepare_rush(base_urls, staff_key, params).await?;
+    let run = crate::flood_wrk::flood(&ready, params).await?;
+    let remaining = ready.remaining(staff_key).await?;
+    let mut report = RushReport::from_wrk(params.stock, &run, remaining);
+    report.registrations_per_s = f64::from(params.citizens) / ready.registration_s;
     Ok(report)
 }
 
@@ -973,6 +996,47 @@ impl RushReport {
         }
     }
 
+    /// From wrk's answers (completion from the rush's start, kind, status), its percentiles of
+    /// every answer, and its socket errors, timeouts and claims left unanswered.
+    fn from_wrk(stock: u32, run: &crate::flood_wrk::WrkFloodRun, remaining: i64) -> RushReport {
+        use crate::flood::Kind;
+        let mut transport_errors = BTreeMap::new();
+        for (kind, count) in
+            [("socket", run.socket_errors), ("timeout", run.timeouts), ("unanswered", run.unanswered)]
+        {
+            if count > 0 {
+                transport_errors.insert(kind.to_owned(), count);
+            }
+        }
+        let (mut errors_by_code, mut successes, mut last_success_us) = (BTreeMap::new(), 0, None);
+        for &(completed_us, kind, status) in &run.answers {
+            let error = match kind {
+                Kind::Success => {
+                    successes += 1;
+                    last_success_us = last_success_us.max(Some(completed_us));
+                    continue;
+                }
+                Kind::SoldOut => format!("{status} sold_out"),
+                Kind::Other => format!("{status} unexpected"),
+            };
+            *errors_by_code.entry(error).or_insert(0) += 1;
+        }
+        RushReport {
+            stock,
+            attempts: run.answers.len() + run.unanswered,
+            registrations_per_s: 0.0,
+            successes,
+            remaining,
+            sell_out_s: last_success_us.map(|us| us as f64 / 1e6),
+            rush_s: run.seconds,
+            p50_latency_ms: Some(run.p50_ms),
+            p99_latency_ms: Some(run.p99_ms),
+            errors_by_code,
+            transport_errors,
+            per_node: Vec::new(),
+        }
+    }
+
     /// 201 answers beyond the stock.
     pub fn oversold(&self) -> usize {
         self.successes.saturating_sub(self.stock as usize)
@@ -1128,6 +1192,37 @@ mod tests {
     }
 
     #[test]
+    fn a_rush_by_wrk_counts_successes_until_the_last_and_every_other_answer_by_code() {
+        use crate::flood::Kind;
+        let run = crate::flood_wrk::WrkFloodRun {
+            answers: vec![
+                (1_000, Kind::Success, 201),
+                (250_000, Kind::Success, 201),
+                (240_000, Kind::SoldOut, 409),
+                (300_000, Kind::SoldOut, 409),
+                (310_000, Kind::Other, 503),
+            ],
+            p50_ms: 12.5,
+            p99_ms: 40.0,
+            seconds: 0.31,
+            unanswered: 1,
+            socket_errors: 0,
+            timeouts: 2,
+        };
+        let report = RushReport::from_wrk(2, &run, 0);
+        assert_eq!((report.successes, report.oversold(), report.attempts), (2, 0, 6));
+        assert_eq!(report.sell_out_s, Some(0.25), "the last 201's completion");
+        assert!((report.successful_claims_per_s() - 8.0).abs() < 1e-9);
+        assert_eq!((report.p50_latency_ms, report.p99_latency_ms), (Some(12.5), Some(40.0)));
+        let errors: Vec<(&str, usize)> =
+            report.errors_by_code.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(errors, [("409 sold_out", 2), ("503 unexpected", 1)]);
+        let transport: Vec<(&str, usize)> =
+            report.transport_errors.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(transport, [("timeout", 2), ("unanswered", 1)]);
+    }
+
+    #[test]
     fn node_options_are_checked_and_labelled() {
         let args = ClaimsBench {
             backend: "both".into(),
@@ -1138,6 +1233,7 @@ mod tests {
             no_pgbench: true,
             nodes: 3,
             compare_nodes: None,
+            generator: "tasks".into(),
         };
         assert!(args.validate().is_ok());
         assert_eq!(args.backends().unwrap(), [Backend::Postgres], "many nodes: PostgreSQL only");
