@@ -362,22 +362,29 @@ fn api_routes(timeouts: RequestTimeouts, dev_sms: bool) -> OpenApiRouter<AppStat
         true => OpenApiRouter::new().routes(routes!(citizens::dev_sms)),
         false => OpenApiRouter::new(),
     };
-    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+    let routes = OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(ledger_staff_and_season_routes())
         .merge(citizen_routes())
         .merge(dev)
         .merge(merchant_routes())
         .merge(till_and_card_routes())
         .merge(finance_routes())
-        .merge(ops_routes())
-        .route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.request))
-        .merge(season_wide_routes())
-        // A route layer wraps every route added before it: this one wraps the routes above too,
-        // outside their shorter request timeout.
-        .route_layer(
-            ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(timeouts.season_wide),
-        )
-        .route_layer(middleware::from_fn(record_metrics))
+        .merge(ops_routes());
+    // A route layer wraps every route added before it: the season-wide limit wraps the routes
+    // above too, outside their shorter request timeout.
+    let routes = time_limited(routes, timeouts.request).merge(season_wide_routes());
+    measured(time_limited(routes, timeouts.season_wide))
+}
+
+/// `routes`, each answered 503 `timeout` once it has run for `limit` (the main port's and the
+/// polls port's).
+fn time_limited(routes: OpenApiRouter<AppState>, limit: Duration) -> OpenApiRouter<AppState> {
+    routes.route_layer(ServiceBuilder::new().layer(HandleErrorLayer::new(on_timeout)).timeout(limit))
+}
+
+/// `routes`, each request counted and timed in the metrics by its route.
+fn measured(routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
+    routes.route_layer(middleware::from_fn(record_metrics))
 }
 
 fn ledger_staff_and_season_routes() -> OpenApiRouter<AppState> {

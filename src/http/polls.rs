@@ -13,11 +13,8 @@ use std::io;
 use std::net::TcpListener as StdListener;
 
 use axum::Router;
-use axum::error_handling::HandleErrorLayer;
-use axum::middleware;
 use tokio::runtime::Builder;
 use tokio::sync::{oneshot, watch};
-use tower::ServiceBuilder;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -25,16 +22,12 @@ use super::{AppState, ConnectionLimits, RequestTimeouts, ops, seasons};
 
 /// The routes served on the polls port, with the main router's layers.
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
-    let (routes, _) = OpenApiRouter::new()
+    let routes = OpenApiRouter::new()
         .routes(routes!(seasons::list_seasons))
         .routes(routes!(seasons::get_season))
         .routes(routes!(seasons::list_batches))
-        .routes(routes!(ops::healthz))
-        .route_layer(
-            ServiceBuilder::new().layer(HandleErrorLayer::new(super::on_timeout)).timeout(timeouts.request),
-        )
-        .route_layer(middleware::from_fn(super::record_metrics))
-        .split_for_parts();
+        .routes(routes!(ops::healthz));
+    let (routes, _) = super::measured(super::time_limited(routes, timeouts.request)).split_for_parts();
     super::with_layers(routes, state)
 }
 
