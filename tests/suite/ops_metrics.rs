@@ -41,6 +41,23 @@ pub async fn scrape(app: &TestApp) -> String {
     response.text().await.expect("text")
 }
 
+/// A scrape once both writers' queues are empty: the claim writer's first sweep is queued as
+/// the server starts, and on a busy machine it may still wait when the first scrape comes.
+/// The last scrape after five seconds otherwise (the caller's assertions then say what waits).
+async fn scrape_once_writers_idle(app: &TestApp) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let text = scrape(app).await;
+        let idle = [t::CLAIM_WRITER, t::REDEMPTION_WRITER].iter().all(|writer| {
+            sample(&text, &format!("{}{{writer=\"{writer}\"}}", t::WRITER_QUEUE_DEPTH)) == Some(0.0)
+        });
+        if idle || std::time::Instant::now() > deadline {
+            return text;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 /// The value of one series, named with its labels as rendered (`name{label="value"}`).
 pub fn sample(text: &str, series: &str) -> Option<f64> {
     text.lines()
@@ -65,7 +82,7 @@ async fn every_metric_is_described_and_present_from_the_start(backend: Backend) 
     // The HTTP metrics are labelled by route: the first request makes them.
     let (status, _) = app.get("/healthz", None).await;
     assert_eq!(status, 200);
-    let text = scrape(&app).await;
+    let text = scrape_once_writers_idle(&app).await;
     let names = sample_names(&text);
     for name in SERVICE_METRICS {
         assert!(text.contains(&format!("# HELP {name} ")), "no help text for {name}:\n{text}");
