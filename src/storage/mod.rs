@@ -48,6 +48,8 @@ pub use finance::{
 pub use fraud::{FactSink, FraudStore, MerchantLabel};
 pub use holds::{HeldLineRecord, HoldDecision, HoldLift, HoldRecord, LiftHold, MAX_HELD_LINES, NewHold};
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
+#[doc(hidden)]
+pub use postgres::HOLDING_SLOTS_SQL;
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
 
