@@ -12,8 +12,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::card::CardPaymentRow;
-use super::db::{Pool, Tx};
-use super::ledger::{AccountCache, EntryInsert, EntryRow, PostingInsert};
+use super::db::{Pool, Tx, query};
+use super::ledger::{AccountCache, EntryRow, SealedRows};
 use super::seasons::{LiveSlotRow, ScopedAnswerRow, SeasonTotalRow, VoucherRow};
 use super::till::GroupRows;
 use super::{Backend, IdemRecord, NewRedemption, PruneTarget, SeasonTotalDelta, StorageError};
@@ -27,6 +27,15 @@ pub(crate) struct AccountBalanceRow {
     pub account_id: i64,
     pub debits_fen: i64,
     pub credits_fen: i64,
+}
+
+/// A claim group's rows, as [`SqlBackend::write_claim_rows`] writes them.
+pub(crate) struct ClaimRows<'a> {
+    pub answers: &'a [IdemRecord],
+    pub now_us: i64,
+    /// `(batch, vouchers claimed, vouchers released by now)`, one per batch.
+    pub batch_claims: &'a [(BatchId, i64, i64)],
+    pub vouchers: &'a [Voucher],
 }
 
 /// A `merchant_redemption_counts` row: a citizen's live redemptions at a merchant in a season.
@@ -193,11 +202,42 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     /// The maintained balances of these accounts (those that have one).
     async fn balance_rows(&self, tx: &mut Tx, ids: Vec<i64>) -> Result<Vec<AccountBalanceRow>, sqlx::Error>;
 
-    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[AccountBalanceRow]) -> Result<(), sqlx::Error>;
+    /// Writes a claim group's rows: its stored answers (`now_us` their time), its vouchers, and
+    /// each batch's `claimed_count` raised by `count` where the batch is open and `released`
+    /// covers it. Returns the first batch the database would not raise (the caller rolls back).
+    /// One statement on PostgreSQL, as [`SqlBackend::write_sealed`].
+    async fn write_claim_rows(
+        &self,
+        tx: &mut Tx,
+        rows: &ClaimRows<'_>,
+    ) -> Result<Option<BatchId>, sqlx::Error> {
+        for chunk in rows.answers.chunks(super::ledger::INSERT_CHUNK_ROWS) {
+            self.insert_answer_rows(tx, chunk, rows.now_us).await?;
+        }
+        for (batch_id, count, released) in rows.batch_claims {
+            let raised = query(
+                "UPDATE batches SET claimed_count = claimed_count + $1 \
+                 WHERE id = $2 AND reserve_returned_at_us IS NULL AND claimed_count + $1 - returned_count <= $3",
+            )
+            .bind(*count)
+            .bind(*batch_id)
+            .bind(*released)
+            .execute(&mut *tx)
+            .await?;
+            if raised.rows_affected() != 1 {
+                return Ok(Some(*batch_id));
+            }
+        }
+        for chunk in rows.vouchers.chunks(super::ledger::INSERT_CHUNK_ROWS) {
+            self.insert_voucher_rows(tx, chunk).await?;
+        }
+        Ok(None)
+    }
 
-    async fn insert_entry_rows(&self, tx: &mut Tx, rows: &[EntryInsert]) -> Result<(), sqlx::Error>;
-
-    async fn insert_posting_rows(&self, tx: &mut Tx, rows: &[PostingInsert]) -> Result<(), sqlx::Error>;
+    /// Writes a sealed append: the accounts' new balances (upserted), the entries, their
+    /// postings, and the new chain head. One statement on PostgreSQL (a statement's round trip
+    /// is what a busy node's writer waits on most); chunked multi-row statements on SQLite.
+    async fn write_sealed(&self, tx: &mut Tx, rows: &SealedRows) -> Result<(), sqlx::Error>;
 }
 
 /// The store: the shared logic over one backend. Implements [`Storage`](super::Storage) and

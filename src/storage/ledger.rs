@@ -149,6 +149,50 @@ pub(crate) struct PostingInsert {
     pub amount_fen: i64,
 }
 
+/// What an append writes once its entries are sealed: the touched accounts' new balances, the
+/// entries and their postings, and the chain's new head (the last entry's).
+pub(crate) struct SealedRows {
+    pub balances: Vec<AccountBalanceRow>,
+    pub entries: Vec<EntryInsert>,
+    pub postings: Vec<PostingInsert>,
+    pub head: LedgerHead,
+}
+
+/// The rows of `sealed`, its accounts' ids taken from `accounts`; `None` for no entry.
+fn sealed_rows(
+    sealed: &[Sealed<'_>],
+    balances: Vec<AccountBalanceRow>,
+    accounts: &HashMap<String, KnownAccount>,
+) -> Option<SealedRows> {
+    let last = sealed.last()?;
+    let head = LedgerHead { seq: last.seq, hash: last.hash, posted_at: last.posted_at };
+    let entries = sealed
+        .iter()
+        .map(|s| EntryInsert {
+            seq: s.seq,
+            id: s.entry.id,
+            kind: s.entry.kind.clone(),
+            reference: s.entry.reference.clone(),
+            posted_at_us: s.posted_at.unix_us(),
+            prev_hash: s.prev_hash.0.to_vec(),
+            hash: s.hash.0.to_vec(),
+        })
+        .collect();
+    let postings = sealed
+        .iter()
+        .flat_map(|s| {
+            s.entry.postings.iter().enumerate().map(move |(idx, p)| PostingInsert {
+                entry_seq: s.seq,
+                idx: idx as i32,
+                account_id: accounts[p.account.address.as_str()].id,
+                side: p.side.code(),
+                amount_fen: p.amount_fen,
+            })
+        })
+        .collect();
+    Some(SealedRows { balances, entries, postings, head })
+}
+
 pub(crate) fn side_from_db(code: &str) -> Result<Side, crate::storage::StorageError> {
     Side::from_code(code).ok_or_else(|| crate::storage::StorageError::Corrupt(format!("bad side {code:?}")))
 }
@@ -189,15 +233,9 @@ impl SqlStore {
         let fresh: Vec<(usize, &NewEntry)> =
             entries.iter().enumerate().filter(|(_, e)| !existing.contains_key(&e.reference)).collect();
         let accounts = self.resolve_accounts(tx, &fresh).await?;
-        let sealed = self.seal(tx, &head, &fresh, &accounts).await?;
-        self.insert_entries(tx, &sealed, &accounts).await?;
-        if let Some(last) = sealed.last() {
-            query("UPDATE ledger_head SET seq = $1, hash = $2, posted_at_us = $3 WHERE id = 1")
-                .bind(last.seq)
-                .bind(last.hash.0.to_vec())
-                .bind(last.posted_at.unix_us())
-                .execute(&mut *tx)
-                .await?;
+        let (sealed, balances) = self.seal(tx, &head, &fresh, &accounts).await?;
+        if let Some(rows) = sealed_rows(&sealed, balances, &accounts) {
+            self.backend.write_sealed(tx, &rows).await?;
         }
         let mut by_reference: HashMap<&str, PostReceipt> = existing
             .into_iter()
@@ -355,7 +393,7 @@ impl SqlStore {
         head: &LedgerHead,
         fresh: &[(usize, &'a NewEntry)],
         accounts: &HashMap<String, KnownAccount>,
-    ) -> Result<Vec<Sealed<'a>>, PostError> {
+    ) -> Result<(Vec<Sealed<'a>>, Vec<AccountBalanceRow>), PostError> {
         let by_id = self.load_balances(tx, accounts).await?;
         let mut balances: HashMap<&'a str, Balance> = HashMap::with_capacity(by_id.len());
         for posting in fresh.iter().flat_map(|(_, entry)| &entry.postings) {
@@ -379,10 +417,7 @@ impl SqlStore {
                 })
             })
             .collect::<Result<Vec<_>, StorageError>>()?;
-        for chunk in rows.chunks(INSERT_CHUNK_ROWS) {
-            self.backend.upsert_balance_rows(tx, chunk).await?;
-        }
-        Ok(sealed)
+        Ok((sealed, rows))
     }
 
     async fn load_balances(
@@ -401,45 +436,6 @@ impl SqlStore {
             }
         }
         Ok(balances)
-    }
-
-    async fn insert_entries(
-        &self,
-        tx: &mut Tx,
-        sealed: &[Sealed<'_>],
-        accounts: &HashMap<String, KnownAccount>,
-    ) -> Result<(), StorageError> {
-        let entries: Vec<EntryInsert> = sealed
-            .iter()
-            .map(|s| EntryInsert {
-                seq: s.seq,
-                id: s.entry.id,
-                kind: s.entry.kind.clone(),
-                reference: s.entry.reference.clone(),
-                posted_at_us: s.posted_at.unix_us(),
-                prev_hash: s.prev_hash.0.to_vec(),
-                hash: s.hash.0.to_vec(),
-            })
-            .collect();
-        let postings: Vec<PostingInsert> = sealed
-            .iter()
-            .flat_map(|s| {
-                s.entry.postings.iter().enumerate().map(move |(idx, p)| PostingInsert {
-                    entry_seq: s.seq,
-                    idx: idx as i32,
-                    account_id: accounts[p.account.address.as_str()].id,
-                    side: p.side.code(),
-                    amount_fen: p.amount_fen,
-                })
-            })
-            .collect();
-        for chunk in entries.chunks(INSERT_CHUNK_ROWS) {
-            self.backend.insert_entry_rows(tx, chunk).await?;
-        }
-        for chunk in postings.chunks(INSERT_CHUNK_ROWS) {
-            self.backend.insert_posting_rows(tx, chunk).await?;
-        }
-        Ok(())
     }
 
     /// Attaches postings (with account addresses) to entry rows.

@@ -15,6 +15,7 @@ use crate::domain::season::{
     VoucherStatus,
 };
 use crate::domain::time::Timestamp;
+use crate::storage::backend::ClaimRows;
 use crate::storage::db::{QueryBuilder, Tx, query, query_as};
 use crate::storage::ledger::{AddressBalanceRow, INSERT_CHUNK_ROWS};
 use crate::storage::{
@@ -471,13 +472,6 @@ impl SqlStore {
         }
         for chunk in falls.chunks(INSERT_CHUNK_ROWS) {
             self.backend.lower_season_totals(tx, chunk).await?;
-        }
-        Ok(())
-    }
-
-    async fn insert_vouchers(&self, tx: &mut Tx, vouchers: &[Voucher]) -> Result<(), WriteError> {
-        for chunk in vouchers.chunks(INSERT_CHUNK_ROWS) {
-            self.backend.insert_voucher_rows(tx, chunk).await?;
         }
         Ok(())
     }
@@ -1270,27 +1264,20 @@ impl SeasonStore for SqlStore {
                 }
             }
         }
-        self.insert_answers(&mut tx, &commit.answers).await?;
         if let Some(moved) = &commit.waitlist_move {
             Self::apply_waitlist_move(&mut tx, moved).await?;
         }
-        for (batch_id, count, released_now) in &commit.batch_claims {
-            let updated = query(
-                "UPDATE batches SET claimed_count = claimed_count + $1 \
-                 WHERE id = $2 AND reserve_returned_at_us IS NULL AND claimed_count + $1 - returned_count <= $3",
-            )
-            .bind(*count)
-            .bind(*batch_id)
-            .bind(*released_now)
-            .execute(&mut tx)
-            .await?;
-            if updated.rows_affected() != 1 {
-                return Err(WriteError::Refused(Refusal::Changed(format!(
-                    "batch {batch_id} has fewer vouchers left"
-                ))));
-            }
+        let rows = ClaimRows {
+            answers: &commit.answers,
+            now_us: Timestamp::now().unix_us(),
+            batch_claims: &commit.batch_claims,
+            vouchers: &commit.vouchers,
+        };
+        if let Some(batch_id) = self.backend.write_claim_rows(&mut tx, &rows).await? {
+            return Err(WriteError::Refused(Refusal::Changed(format!(
+                "batch {batch_id} has fewer vouchers left"
+            ))));
         }
-        self.insert_vouchers(&mut tx, &commit.vouchers).await?;
         self.apply_season_totals(&mut tx, &commit.season_totals).await?;
         // A claim's entry is named after its voucher, inserted just above under its primary
         // key: no such entry can exist yet, so those references are not looked up.

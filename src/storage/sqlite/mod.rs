@@ -461,58 +461,71 @@ impl SqlBackend for SqliteBackend {
             .await
     }
 
-    async fn upsert_balance_rows(&self, tx: &mut Tx, rows: &[AccountBalanceRow]) -> Result<(), sqlx::Error> {
-        let mut upsert =
-            QueryBuilder::new("INSERT INTO account_balances (account_id, debits_fen, credits_fen) ");
-        upsert.push_values(rows, |mut row, balance| {
-            row.push_bind(balance.account_id).push_bind(balance.debits_fen).push_bind(balance.credits_fen);
-        });
-        upsert.push(
-            " ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
-        );
-        upsert.build().execute(&mut *tx).await?;
+    /// Multi-row statements, chunked under SQLite's bound-parameter limit: SQLite parses them
+    /// in process, so their number costs no round trip.
+    async fn write_sealed(&self, tx: &mut Tx, rows: &super::ledger::SealedRows) -> Result<(), sqlx::Error> {
+        use super::ledger::INSERT_CHUNK_ROWS;
+        for chunk in rows.balances.chunks(INSERT_CHUNK_ROWS) {
+            upsert_balance_rows(tx, chunk).await?;
+        }
+        for chunk in rows.entries.chunks(INSERT_CHUNK_ROWS) {
+            insert_entry_rows(tx, chunk).await?;
+        }
+        for chunk in rows.postings.chunks(INSERT_CHUNK_ROWS) {
+            insert_posting_rows(tx, chunk).await?;
+        }
+        query("UPDATE ledger_head SET seq = $1, hash = $2, posted_at_us = $3 WHERE id = 1")
+            .bind(rows.head.seq)
+            .bind(rows.head.hash.0.to_vec())
+            .bind(rows.head.posted_at.unix_us())
+            .execute(&mut *tx)
+            .await?;
         Ok(())
     }
+}
 
-    /// A multi-row VALUES insert (SQLite has no arrays; statements are parsed in process).
-    async fn insert_entry_rows(
-        &self,
-        tx: &mut Tx,
-        rows: &[super::ledger::EntryInsert],
-    ) -> Result<(), sqlx::Error> {
-        let mut insert = QueryBuilder::new(
-            "INSERT INTO journal_entries (seq, id, kind, reference, posted_at_us, prev_hash, hash) ",
-        );
-        insert.push_values(rows, |mut row, r| {
-            row.push_bind(r.seq)
-                .push_bind(r.id)
-                .push_bind(r.kind.clone())
-                .push_bind(r.reference.clone())
-                .push_bind(r.posted_at_us)
-                .push_bind(r.prev_hash.clone())
-                .push_bind(r.hash.clone());
-        });
-        insert.build().execute(&mut *tx).await?;
-        Ok(())
-    }
+async fn upsert_balance_rows(tx: &mut Tx, rows: &[AccountBalanceRow]) -> Result<(), sqlx::Error> {
+    let mut upsert = QueryBuilder::new("INSERT INTO account_balances (account_id, debits_fen, credits_fen) ");
+    upsert.push_values(rows, |mut row, balance| {
+        row.push_bind(balance.account_id).push_bind(balance.debits_fen).push_bind(balance.credits_fen);
+    });
+    upsert.push(
+        " ON CONFLICT (account_id) DO UPDATE SET debits_fen = excluded.debits_fen, credits_fen = excluded.credits_fen",
+    );
+    upsert.build().execute(&mut *tx).await?;
+    Ok(())
+}
 
-    async fn insert_posting_rows(
-        &self,
-        tx: &mut Tx,
-        rows: &[super::ledger::PostingInsert],
-    ) -> Result<(), sqlx::Error> {
-        let mut insert =
-            QueryBuilder::new("INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) ");
-        insert.push_values(rows, |mut row, r| {
-            row.push_bind(r.entry_seq)
-                .push_bind(r.idx)
-                .push_bind(r.account_id)
-                .push_bind(r.side)
-                .push_bind(r.amount_fen);
-        });
-        insert.build().execute(&mut *tx).await?;
-        Ok(())
-    }
+/// A multi-row VALUES insert (SQLite has no arrays; statements are parsed in process).
+async fn insert_entry_rows(tx: &mut Tx, rows: &[super::ledger::EntryInsert]) -> Result<(), sqlx::Error> {
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO journal_entries (seq, id, kind, reference, posted_at_us, prev_hash, hash) ",
+    );
+    insert.push_values(rows, |mut row, r| {
+        row.push_bind(r.seq)
+            .push_bind(r.id)
+            .push_bind(r.kind.clone())
+            .push_bind(r.reference.clone())
+            .push_bind(r.posted_at_us)
+            .push_bind(r.prev_hash.clone())
+            .push_bind(r.hash.clone());
+    });
+    insert.build().execute(&mut *tx).await?;
+    Ok(())
+}
+
+async fn insert_posting_rows(tx: &mut Tx, rows: &[super::ledger::PostingInsert]) -> Result<(), sqlx::Error> {
+    let mut insert =
+        QueryBuilder::new("INSERT INTO postings (entry_seq, idx, account_id, side, amount_fen) ");
+    insert.push_values(rows, |mut row, r| {
+        row.push_bind(r.entry_seq)
+            .push_bind(r.idx)
+            .push_bind(r.account_id)
+            .push_bind(r.side)
+            .push_bind(r.amount_fen);
+    });
+    insert.build().execute(&mut *tx).await?;
+    Ok(())
 }
 
 /// `prefix` (ending in `IN (`), the values as bound parameters, and `)`.
