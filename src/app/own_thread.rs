@@ -7,7 +7,9 @@
 //! scheduler, beside the request workers rather than behind their tasks.
 //!
 //! The runtime lives as long as the process: database connections a writer opens are registered
-//! with it, and stay usable by the requests after that writer ends.
+//! with it. On PostgreSQL the writers take their connections from a pool of their own, opened
+//! on this thread (`storage::WRITERS_THREAD`), so a statement's reply wakes this thread at once
+//! instead of waiting for a busy request worker to next poll for I/O.
 
 use std::future::Future;
 use std::sync::OnceLock;
@@ -34,7 +36,7 @@ fn start() -> Option<Handle> {
     };
     let handle = runtime.handle().clone();
     let started = std::thread::Builder::new()
-        .name("writers".into())
+        .name(crate::storage::WRITERS_THREAD.into())
         .spawn(move || runtime.block_on(std::future::pending::<()>()));
     match started {
         Ok(_) => Some(handle),

@@ -50,6 +50,10 @@ pub use holds::{HeldLineRecord, HoldDecision, HoldLift, HoldRecord, LiftHold, MA
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 #[doc(hidden)]
 pub use postgres::HOLDING_SLOTS_SQL;
+
+/// The name of the thread the group-commit writers run on (`app::own_thread`): there,
+/// PostgreSQL's writes and the writers' reads use connections of the writers' own.
+pub const WRITERS_THREAD: &str = "writers";
 pub use staff::{ClaimOutcome, EnrolmentTry, NewEnrolment, NewStaffPerson};
 pub use types::*;
 
