@@ -12,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use super::card::CardPaymentRow;
-use super::db::{Pool, Tx, query};
+use super::db::{Pool, Tx};
 use super::ledger::{AccountCache, EntryRow, SealedRows};
 use super::seasons::{LiveSlotRow, ScopedAnswerRow, SeasonTotalRow, VoucherRow};
 use super::till::GroupRows;
@@ -156,8 +156,6 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
         accepted: &[&NewRedemption],
     ) -> Result<u64, sqlx::Error>;
 
-    async fn insert_voucher_rows(&self, tx: &mut Tx, rows: &[Voucher]) -> Result<(), sqlx::Error>;
-
     /// The stored answers of these (scope, key) pairs (those that have one): the claim
     /// writer's lookup, a primary-key probe per pair.
     async fn answer_rows(&self, keys: &[(String, String)]) -> Result<Vec<ScopedAnswerRow>, sqlx::Error>;
@@ -210,29 +208,7 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
         &self,
         tx: &mut Tx,
         rows: &ClaimRows<'_>,
-    ) -> Result<Option<BatchId>, sqlx::Error> {
-        for chunk in rows.answers.chunks(super::ledger::INSERT_CHUNK_ROWS) {
-            self.insert_answer_rows(tx, chunk, rows.now_us).await?;
-        }
-        for (batch_id, count, released) in rows.batch_claims {
-            let raised = query(
-                "UPDATE batches SET claimed_count = claimed_count + $1 \
-                 WHERE id = $2 AND reserve_returned_at_us IS NULL AND claimed_count + $1 - returned_count <= $3",
-            )
-            .bind(*count)
-            .bind(*batch_id)
-            .bind(*released)
-            .execute(&mut *tx)
-            .await?;
-            if raised.rows_affected() != 1 {
-                return Ok(Some(*batch_id));
-            }
-        }
-        for chunk in rows.vouchers.chunks(super::ledger::INSERT_CHUNK_ROWS) {
-            self.insert_voucher_rows(tx, chunk).await?;
-        }
-        Ok(None)
-    }
+    ) -> Result<Option<BatchId>, sqlx::Error>;
 
     /// Writes a sealed append: the accounts' new balances (upserted), the entries, their
     /// postings, and the new chain head. One statement on PostgreSQL (a statement's round trip

@@ -423,30 +423,6 @@ impl SqlBackend for PgBackend {
         Ok(Tx::Pg(tx))
     }
 
-    async fn insert_voucher_rows(
-        &self,
-        tx: &mut Tx,
-        rows: &[crate::domain::season::Voucher],
-    ) -> Result<(), sqlx::Error> {
-        sqlx::query(
-            "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) \
-             SELECT * FROM UNNEST($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::int[], $6::text[], $7::bigint[], \
-             $8::bigint[], $9::bigint[])",
-        )
-        .bind(rows.iter().map(|v| v.id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.batch_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.season_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.citizen_id).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.slot as i32).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.status.as_str().to_owned()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.value.as_fen()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.claimed_at.unix_us()).collect::<Vec<_>>())
-        .bind(rows.iter().map(|v| v.expires_at.unix_us()).collect::<Vec<_>>())
-        .execute(tx.pg()?)
-        .await?;
-        Ok(())
-    }
-
     /// The live redemptions on these (merchant, order_ref) pairs with their batch's issuer: one
     /// probe of `redemptions_one_per_order` per pair, forced by the lateral subquery (`OFFSET 0`
     /// keeps it from being flattened into a join). A plain join planned while the table had few

@@ -307,27 +307,34 @@ impl SqlBackend for SqliteBackend {
         Ok(Tx::Sqlite(self.pool.begin().await?))
     }
 
-    async fn insert_voucher_rows(
+    /// The answers, the batches' counts (a conditional UPDATE each), then the vouchers.
+    async fn write_claim_rows(
         &self,
         tx: &mut Tx,
-        rows: &[crate::domain::season::Voucher],
-    ) -> Result<(), sqlx::Error> {
-        let mut insert = QueryBuilder::new(
-            "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) ",
-        );
-        insert.push_values(rows, |mut row, v| {
-            row.push_bind(v.id)
-                .push_bind(v.batch_id)
-                .push_bind(v.season_id)
-                .push_bind(v.citizen_id)
-                .push_bind(v.slot as i32)
-                .push_bind(v.status.as_str())
-                .push_bind(v.value.as_fen())
-                .push_bind(v.claimed_at.unix_us())
-                .push_bind(v.expires_at.unix_us());
-        });
-        insert.build().execute(&mut *tx).await?;
-        Ok(())
+        rows: &super::backend::ClaimRows<'_>,
+    ) -> Result<Option<BatchId>, sqlx::Error> {
+        use super::ledger::INSERT_CHUNK_ROWS;
+        for chunk in rows.answers.chunks(INSERT_CHUNK_ROWS) {
+            self.insert_answer_rows(tx, chunk, rows.now_us).await?;
+        }
+        for (batch_id, count, released) in rows.batch_claims {
+            let raised = query(
+                "UPDATE batches SET claimed_count = claimed_count + $1 \
+                 WHERE id = $2 AND reserve_returned_at_us IS NULL AND claimed_count + $1 - returned_count <= $3",
+            )
+            .bind(*count)
+            .bind(*batch_id)
+            .bind(*released)
+            .execute(&mut *tx)
+            .await?;
+            if raised.rows_affected() != 1 {
+                return Ok(Some(*batch_id));
+            }
+        }
+        for chunk in rows.vouchers.chunks(INSERT_CHUNK_ROWS) {
+            insert_voucher_rows(tx, chunk).await?;
+        }
+        Ok(None)
     }
 
     /// The live redemptions on these (merchant, order_ref) pairs with their batch's issuer, by
@@ -552,4 +559,26 @@ fn in_pairs<A: Bind, B: Bind>(
     }
     q.push(")");
     q
+}
+
+async fn insert_voucher_rows(
+    tx: &mut Tx,
+    rows: &[crate::domain::season::Voucher],
+) -> Result<(), sqlx::Error> {
+    let mut insert = QueryBuilder::new(
+        "INSERT INTO vouchers (id, batch_id, season_id, citizen_id, slot, status, value_fen, claimed_at_us, expires_at_us) ",
+    );
+    insert.push_values(rows, |mut row, v| {
+        row.push_bind(v.id)
+            .push_bind(v.batch_id)
+            .push_bind(v.season_id)
+            .push_bind(v.citizen_id)
+            .push_bind(v.slot as i32)
+            .push_bind(v.status.as_str())
+            .push_bind(v.value.as_fen())
+            .push_bind(v.claimed_at.unix_us())
+            .push_bind(v.expires_at.unix_us());
+    });
+    insert.build().execute(&mut *tx).await?;
+    Ok(())
 }
