@@ -49,7 +49,9 @@ pub use fraud::{FactSink, FraudStore, MerchantLabel};
 pub use holds::{HeldLineRecord, HoldDecision, HoldLift, HoldRecord, LiftHold, MAX_HELD_LINES, NewHold};
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 #[doc(hidden)]
-pub use postgres::HOLDING_SLOTS_SQL;
+pub use postgres::HOLDING_SLOTS_SQL as POSTGRES_HOLDING_SLOTS_SQL;
+#[doc(hidden)]
+pub use sqlite::HOLDING_SLOTS_SQL as SQLITE_HOLDING_SLOTS_SQL;
 
 /// The name of the thread the group-commit writers run on (`app::own_thread`): there,
 /// PostgreSQL's writes and the writers' reads use connections of the writers' own.

@@ -1177,7 +1177,7 @@ async fn a_groups_slots_are_read_per_citizen_not_per_batch() {
     let group: Vec<uuid::Uuid> = holders.iter().chain(&others).copied().collect();
 
     let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
-    let explain = format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", wenhui::storage::HOLDING_SLOTS_SQL);
+    let explain = format!("EXPLAIN (ANALYZE, FORMAT JSON) {}", wenhui::storage::POSTGRES_HOLDING_SLOTS_SQL);
     let row = sqlx::query(sqlx::AssertSqlSafe(explain)).bind(batch).bind(&group).fetch_one(&mut conn).await;
     // `json` arrives as its text: read without the type check (sqlx's `json` feature is off).
     let text: String = sqlx::Row::try_get_unchecked(&row.expect("explain"), 0).expect("the plan's text");
@@ -1186,6 +1186,32 @@ async fn a_groups_slots_are_read_per_citizen_not_per_batch() {
     assert_eq!(plan["Actual Rows"], 50, "each holder's slot, no other: {plan}");
     let touched = vouchers_rows_touched(plan);
     assert!(touched <= 50, "the read touched {touched} voucher rows for 50 held slots: {plan}");
+}
+
+/// The same read on SQLite searches `vouchers_live_slot` on the batch and the citizen, one probe
+/// per citizen of the group, not the batch's every voucher.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_groups_slots_are_searched_per_citizen_on_sqlite() {
+    use sqlx::Connection;
+    let db = crate::common::TestDb::new(Backend::Sqlite).await;
+    db.store().await;
+    let (citizens_in, batch_is) = wenhui::storage::SQLITE_HOLDING_SLOTS_SQL;
+    let statement = format!("EXPLAIN QUERY PLAN {citizens_in}?, ?, ?){batch_is}?");
+    let mut conn = sqlx::SqliteConnection::connect(&db.url).await.expect("connect");
+    let steps: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(statement))
+        .bind(uuid::Uuid::now_v7())
+        .bind(uuid::Uuid::now_v7())
+        .bind(uuid::Uuid::now_v7())
+        .bind(uuid::Uuid::now_v7())
+        .fetch_all(&mut conn)
+        .await
+        .expect("the plan");
+    let details: Vec<&str> = steps.iter().map(|(_, _, _, detail)| detail.as_str()).collect();
+    assert_eq!(
+        details,
+        ["SEARCH vouchers USING INDEX vouchers_live_slot (batch_id=? AND citizen_id=?)"],
+        "one search of the live slots by batch and citizen"
+    );
 }
 
 /// The rows every node of `plan` that reads `vouchers` (a table or an index scan) produced or

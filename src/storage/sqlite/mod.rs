@@ -356,11 +356,9 @@ impl SqlBackend for SqliteBackend {
         month: i32,
         citizens: &[CitizenId],
     ) -> Result<(Vec<super::seasons::LiveSlotRow>, Vec<super::seasons::SeasonTotalRow>), sqlx::Error> {
-        let mut slots = in_list(
-            "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND citizen_id IN (",
-            citizens.iter().copied(),
-        );
-        slots.push(" AND batch_id = ").push_bind(batch_id);
+        let (slots_in, slots_batch) = HOLDING_SLOTS_SQL;
+        let mut slots = in_list(slots_in, citizens.iter().copied());
+        slots.push(slots_batch).push_bind(batch_id);
         let slots = slots.build_query_as().fetch_all(&self.any_pool).await?;
         let mut totals = in_list(
             "SELECT citizen_id, period, claimed_fen FROM citizen_season_totals WHERE citizen_id IN (",
@@ -582,3 +580,13 @@ async fn insert_voucher_rows(
     insert.build().execute(&mut *tx).await?;
     Ok(())
 }
+
+/// The live slots a group's citizens hold in a batch, read as the claim writer decides: the
+/// text before the citizens' `IN` list and before the batch's parameter. SQLite searches
+/// `vouchers_live_slot` on both columns, one probe per citizen; the suite checks the plan
+/// (`tests/suite/claims.rs`), as it does PostgreSQL's.
+#[doc(hidden)]
+pub const HOLDING_SLOTS_SQL: (&str, &str) = (
+    "SELECT citizen_id, slot FROM vouchers WHERE status <> 'expired' AND citizen_id IN (",
+    " AND batch_id = ",
+);
