@@ -918,6 +918,44 @@ pub struct RushReport {
     pub transport_errors: BTreeMap<String, usize>,
     /// Answers and successes by node, when the rush ran on more than one.
     pub per_node: Vec<NodeCounts>,
+    /// The answers by tenth of the rush (by completion time): where the tail sits.
+    pub timeline: Vec<TimelineSlice>,
+}
+
+/// The answers completed in one tenth of a rush.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct TimelineSlice {
+    pub answers: usize,
+    pub p50_latency_ms: Option<f64>,
+    pub p99_latency_ms: Option<f64>,
+    pub max_latency_ms: Option<f64>,
+}
+
+impl TimelineSlice {
+    const SLICES: u64 = 10;
+
+    /// `answers` are (completed_us, latency_us) from the rush's start; `rush_us` its length.
+    fn slices(answers: impl Iterator<Item = (u64, u32)>, rush_us: u64) -> Vec<TimelineSlice> {
+        let mut latencies_us = vec![Vec::new(); Self::SLICES as usize];
+        let slice_us = (rush_us / Self::SLICES).max(1);
+        for (completed_us, latency_us) in answers {
+            let index = (completed_us / slice_us).min(Self::SLICES - 1) as usize;
+            latencies_us[index].push(latency_us);
+        }
+        latencies_us
+            .into_iter()
+            .map(|mut slice| {
+                slice.sort_unstable();
+                let ms = |percent| percentile(&slice, percent).map(|us| f64::from(us) / 1000.0);
+                TimelineSlice {
+                    answers: slice.len(),
+                    p50_latency_ms: ms(50),
+                    p99_latency_ms: ms(99),
+                    max_latency_ms: ms(100),
+                }
+            })
+            .collect()
+    }
 }
 
 /// What one node answered in a rush.
@@ -993,6 +1031,10 @@ impl RushReport {
             errors_by_code,
             transport_errors,
             per_node: Vec::new(),
+            timeline: TimelineSlice::slices(
+                samples.iter().filter(|s| s.answer.status != 0).map(|s| (s.completed_us, s.latency_us)),
+                (rush_s * 1e6) as u64,
+            ),
         }
     }
 
@@ -1034,6 +1076,8 @@ impl RushReport {
             errors_by_code,
             transport_errors,
             per_node: Vec::new(),
+            // wrk records when each answer completed, not how long it took.
+            timeline: Vec::new(),
         }
     }
 
@@ -1088,6 +1132,16 @@ impl RushReport {
         let transport_total: usize = self.transport_errors.values().sum();
         println!("{b} transport errors: {transport_total} {}", counts(&self.transport_errors));
         NodeCounts::print(&self.per_node, &b);
+        for (index, slice) in self.timeline.iter().enumerate() {
+            println!(
+                "{b} tenth {:>2} of the rush: {} answers, p50 {}, p99 {}, max {}",
+                index + 1,
+                slice.answers,
+                ms(slice.p50_latency_ms),
+                ms(slice.p99_latency_ms),
+                ms(slice.max_latency_ms)
+            );
+        }
     }
 }
 
@@ -1125,6 +1179,23 @@ mod tests {
         }
         assert_eq!(citizen_phone(7), "13000000007");
         assert_eq!(citizen_phone(123_456_789).len(), 11);
+    }
+
+    #[test]
+    fn the_timeline_puts_each_answer_in_its_tenth_of_the_rush() {
+        // A rush of 1 s: answers at 50 ms (two), 150 ms, and one completed after the end.
+        let answers = [(50_000, 4_000), (50_000, 9_000), (150_000, 30_000), (1_200_000, 7_000)];
+        let slices = TimelineSlice::slices(answers.into_iter(), 1_000_000);
+        assert_eq!(slices.len(), 10);
+        assert_eq!(slices[0].answers, 2);
+        assert_eq!((slices[0].p50_latency_ms, slices[0].max_latency_ms), (Some(4.0), Some(9.0)));
+        assert_eq!((slices[1].answers, slices[1].p99_latency_ms), (1, Some(30.0)));
+        assert_eq!(
+            (slices[9].answers, slices[9].max_latency_ms),
+            (1, Some(7.0)),
+            "the last tenth takes the rest"
+        );
+        assert!(slices[2..9].iter().all(|slice| slice.answers == 0 && slice.p99_latency_ms.is_none()));
     }
 
     #[test]
