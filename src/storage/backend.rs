@@ -89,6 +89,9 @@ pub(crate) trait SqlBackend: Send + Sync + std::fmt::Debug + 'static {
     /// row locks (SQLite: one writer at a time) or only once they are held (PostgreSQL).
     fn gate_before_row_locks(&self) -> bool;
 
+    /// How many write transactions the writers may hold at once (their pool's size).
+    fn writer_connections(&self) -> usize;
+
     /// The read transaction of the reconciliation's link checks: one snapshot for them all.
     async fn begin_link_checks(&self) -> Result<Tx, sqlx::Error>;
 

@@ -1294,6 +1294,45 @@ impl SeasonStore for SqlStore {
         Ok(())
     }
 
+    async fn warm_claim_path(&self) -> Result<(), StorageError> {
+        // Every transaction begun before any runs, so that each holds a connection of its own.
+        let mut transactions = Vec::new();
+        for _ in 0..self.backend.writer_connections() {
+            transactions.push(self.begin_write().await?);
+        }
+        for mut tx in transactions {
+            let head = self.lock_head(&mut tx).await?;
+            self.backend.balance_rows(&mut tx, Vec::new()).await?;
+            let nothing = ClaimRows {
+                answers: &[],
+                now_us: head.posted_at.unix_us(),
+                batch_claims: &[],
+                vouchers: &[],
+            };
+            self.backend.write_claim_rows(&mut tx, &nothing).await?;
+            let unchanged = super::ledger::SealedRows {
+                balances: Vec::new(),
+                entries: Vec::new(),
+                postings: Vec::new(),
+                head,
+            };
+            self.backend.write_sealed(&mut tx, &unchanged).await?;
+            tx.rollback().await?;
+        }
+        // The reads before a group, as many at once as there are connections.
+        let nil = uuid::Uuid::nil();
+        let (batch_id, season_id, citizen_id) =
+            (BatchId::from_uuid(nil), SeasonId::from_uuid(nil), CitizenId::from_uuid(nil));
+        let reads = (0..self.backend.writer_connections()).map(|_| async move {
+            self.backend.answer_rows(&[(String::new(), String::new())]).await?;
+            self.backend.holding_rows(batch_id, season_id, 0, &[citizen_id]).await
+        });
+        for read in futures_util::future::join_all(reads).await {
+            read?;
+        }
+        Ok(())
+    }
+
     async fn due_vouchers(&self, now: Timestamp, limit: i64) -> Result<Vec<Voucher>, StorageError> {
         let sql = sqlx::AssertSqlSafe(format!(
             "SELECT {VOUCHER_COLUMNS} FROM vouchers WHERE status = 'active' AND expires_at_us <= $1 ORDER BY expires_at_us LIMIT $2"

@@ -494,6 +494,12 @@ pub trait SeasonStore: Send + Sync {
 
     async fn commit_claims(&self, commit: &ClaimCommit) -> Result<(), WriteError>;
 
+    /// Opens the connections a claim writer uses and runs a claim group's statements on each, in
+    /// transactions rolled back (nothing is written): the first group of the first rush then
+    /// finds them open, their statements prepared and the tables known to each database
+    /// process. Called by the claim writer when it starts, on its thread.
+    async fn warm_claim_path(&self) -> Result<(), StorageError>;
+
     async fn due_vouchers(&self, now: Timestamp, limit: i64) -> Result<Vec<Voucher>, StorageError>;
 
     async fn commit_expiries(&self, commit: &ExpiryCommit) -> Result<(), WriteError>;

@@ -54,6 +54,7 @@ both_backends!(
     export_verifies_offline_and_edits_fail,
     an_appended_entry_mixing_points_and_fen_fails_offline,
     concurrent_posting_keeps_sequence_gapless,
+    warming_the_claim_path_writes_nothing,
 );
 
 async fn balanced_accepted_invalid_refused_with_nothing_written(backend: Backend) {
@@ -159,6 +160,24 @@ async fn limit_holds_under_concurrent_posting(backend: Backend) {
     assert_eq!(accepted, 10, "exactly the funded amount is spent");
     let a = store.balance(&pool("a").address).await.expect("ok").expect("exists");
     assert_eq!(a.credits_fen - a.debits_fen, 0);
+    audit::verify_store(store.as_ref()).await.expect("verifies");
+}
+
+/// The claim writer warms its connections when it starts, in transactions rolled back: the
+/// ledger's head, its entries and the balances stay as they were, and posting goes on after.
+async fn warming_the_claim_path_writes_nothing(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.store().await;
+    store.post_entries(&[fund("f", "a", 100)]).await.expect("fund");
+    let before = store.ledger_head().await.expect("head");
+    store.warm_claim_path().await.expect("warmed");
+    store.warm_claim_path().await.expect("warmed again");
+    let after = store.ledger_head().await.expect("head");
+    assert_eq!((after.seq, after.hash, after.posted_at), (before.seq, before.hash, before.posted_at));
+    store.post_entries(&[move_between("m", "a", "b", 40)]).await.expect("posts after");
+    assert_eq!(entry_count(store.as_ref()).await, 2);
+    let a = store.balance(&pool("a").address).await.expect("ok").expect("exists");
+    assert_eq!(a.credits_fen - a.debits_fen, 60);
     audit::verify_store(store.as_ref()).await.expect("verifies");
 }
 

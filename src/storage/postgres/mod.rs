@@ -174,6 +174,10 @@ impl SqlBackend for PgBackend {
         false
     }
 
+    fn writer_connections(&self) -> usize {
+        WRITERS_POOL_SIZE as usize
+    }
+
     /// Writers serialize on the `ledger_head` row, which keeps sequence numbers gapless
     /// across processes.
     fn lock_head_sql(&self) -> &'static str {

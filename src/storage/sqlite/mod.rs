@@ -93,6 +93,11 @@ impl SqlBackend for SqliteBackend {
         true
     }
 
+    /// One: a write transaction begins `IMMEDIATE`, and SQLite has one writer.
+    fn writer_connections(&self) -> usize {
+        1
+    }
+
     /// No lock to take: `BEGIN IMMEDIATE` already made the transaction the only writer.
     fn lock_head_sql(&self) -> &'static str {
         "SELECT seq, hash, posted_at_us FROM ledger_head WHERE id = 1"
