@@ -174,8 +174,10 @@ impl SqlBackend for PgBackend {
         false
     }
 
+    /// The writers' pool's size; no more than the main pool's where a writer runs among the
+    /// requests (its thread could not be made).
     fn writer_connections(&self) -> usize {
-        WRITERS_POOL_SIZE as usize
+        self.for_caller().options().get_max_connections().min(WRITERS_POOL_SIZE) as usize
     }
 
     /// Writers serialize on the `ledger_head` row, which keeps sequence numbers gapless
