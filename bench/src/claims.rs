@@ -1000,6 +1000,7 @@ impl RushReport {
     fn from_samples(stock: u32, samples: &[Sample], rush_s: f64, remaining: i64) -> RushReport {
         let (mut errors_by_code, mut transport_errors) = (BTreeMap::new(), BTreeMap::new());
         let mut latencies_us = Vec::with_capacity(samples.len());
+        let mut completions = Vec::with_capacity(samples.len());
         let (mut successes, mut last_success_us) = (0, None);
         for sample in samples {
             let Answer { status, code } = &sample.answer;
@@ -1008,6 +1009,7 @@ impl RushReport {
                 continue;
             }
             latencies_us.push(sample.latency_us);
+            completions.push((sample.completed_us, sample.latency_us));
             if *status == 201 {
                 successes += 1;
                 last_success_us = last_success_us.max(Some(sample.completed_us));
@@ -1031,10 +1033,7 @@ impl RushReport {
             errors_by_code,
             transport_errors,
             per_node: Vec::new(),
-            timeline: TimelineSlice::slices(
-                samples.iter().filter(|s| s.answer.status != 0).map(|s| (s.completed_us, s.latency_us)),
-                (rush_s * 1e6) as u64,
-            ),
+            timeline: TimelineSlice::slices(completions.into_iter(), (rush_s * 1e6) as u64),
         }
     }
 

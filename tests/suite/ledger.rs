@@ -2,6 +2,8 @@
 
 use std::sync::Arc;
 
+use sqlx::Connection;
+
 use wenhui::app::audit::{self, VerifyFailure};
 use wenhui::app::signing::SigningKey;
 use wenhui::domain::ledger::{
@@ -172,6 +174,18 @@ async fn warming_the_claim_path_writes_nothing(backend: Backend) {
     let before = store.ledger_head().await.expect("head");
     store.warm_claim_path().await.expect("warmed");
     store.warm_claim_path().await.expect("warmed again");
+    if backend == Backend::Postgres {
+        // It opened the connections it warms (six: the test's store draws from a pool of eight,
+        // where the writers' own holds six), not one reused six times.
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.expect("connect");
+        let (opened,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'wenhui'",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("pg_stat_activity");
+        assert!(opened >= 6, "the warm-up opened {opened} connections");
+    }
     let after = store.ledger_head().await.expect("head");
     assert_eq!((after.seq, after.hash, after.posted_at), (before.seq, before.hash, before.posted_at));
     store.post_entries(&[move_between("m", "a", "b", 40)]).await.expect("posts after");
