@@ -1295,9 +1295,10 @@ impl SeasonStore for SqlStore {
     }
 
     async fn warm_claim_path(&self) -> Result<(), StorageError> {
+        let connections = self.backend.writer_connections();
         // Every transaction begun before any runs, so that each holds a connection of its own.
         let mut transactions = Vec::new();
-        for _ in 0..self.backend.writer_connections() {
+        for _ in 0..connections {
             transactions.push(self.begin_write().await?);
         }
         for mut tx in transactions {
@@ -1323,7 +1324,7 @@ impl SeasonStore for SqlStore {
         let nil = uuid::Uuid::nil();
         let (batch_id, season_id, citizen_id) =
             (BatchId::from_uuid(nil), SeasonId::from_uuid(nil), CitizenId::from_uuid(nil));
-        let reads = (0..self.backend.writer_connections()).map(|_| async move {
+        let reads = (0..connections).map(|_| async move {
             self.backend.answer_rows(&[(String::new(), String::new())]).await?;
             self.backend.holding_rows(batch_id, season_id, 0, &[citizen_id]).await
         });
