@@ -50,6 +50,7 @@ pub use holds::{HeldLineRecord, HoldDecision, HoldLift, HoldRecord, LiftHold, MA
 pub use notices::{CHANNEL as NOTICE_CHANNEL, Notice, NoticeFeed};
 #[doc(hidden)]
 pub use postgres::HOLDING_SLOTS_SQL as POSTGRES_HOLDING_SLOTS_SQL;
+pub use postgres::connections_per_node as postgres_connections_per_node;
 #[doc(hidden)]
 pub use sqlite::HOLDING_SLOTS_SQL as SQLITE_HOLDING_SLOTS_SQL;
 

@@ -42,6 +42,12 @@ impl World {
         World::configured(backend, province_budget, cap, t0_us, extra, |_| {}).await
     }
 
+    /// The same as [`World::new`], on a database reserved for `nodes` nodes, this one and
+    /// those of `app.spawn_node` (see `TestDb::for_nodes`).
+    pub async fn for_nodes(backend: Backend, province_budget: &str, cap: Option<&str>, nodes: u32) -> World {
+        World::build(backend, nodes, province_budget, cap, T0_US, json!({}), |_| {}).await
+    }
+
     /// The same, with `configure` applied to the server's configuration.
     pub async fn configured(
         backend: Backend,
@@ -51,10 +57,23 @@ impl World {
         extra: Value,
         configure: impl FnOnce(&mut wenhui::server::ServeConfig),
     ) -> World {
+        let nodes = crate::common::DEFAULT_NODES;
+        World::build(backend, nodes, province_budget, cap, t0_us, extra, configure).await
+    }
+
+    async fn build(
+        backend: Backend,
+        nodes: u32,
+        province_budget: &str,
+        cap: Option<&str>,
+        t0_us: i64,
+        extra: Value,
+        configure: impl FnOnce(&mut wenhui::server::ServeConfig),
+    ) -> World {
         let at = |offset_s: i64| Timestamp::from_unix_us(t0_us).plus_seconds(offset_s).to_string();
         let clock = Arc::new(ManualClock::new(Timestamp::from_unix_us(t0_us)));
         let manual: Arc<dyn Clock> = clock.clone();
-        let app = TestApp::spawn_configured(backend, |config| {
+        let app = TestApp::spawn_for_nodes(backend, nodes, |config| {
             config.clock = manual;
             configure(config);
         })

@@ -36,6 +36,8 @@ pub fn spawn_serve(dir: &Path, envs: &[(&str, &str)], clear_env: bool) -> Child 
         command.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     }
     command.env("WENHUI_LOG_FORMAT", "json");
+    // The pool a test's database reserved connections for (`common::TestDb::start_node`).
+    command.env("WENHUI_DB_POOL_SIZE", crate::common::TEST_POOL_SIZE.to_string());
     for (key, value) in envs {
         command.env(key, value);
     }
@@ -199,6 +201,7 @@ async fn keys_create_prints_a_working_key(backend: Backend) {
         ("WENHUI_LISTEN", listen.as_str()),
         ("WENHUI_DATA_DIR", data_dir.to_str().expect("utf8")),
     ];
+    db.start_node(crate::common::TEST_POOL_SIZE);
     let mut child = spawn_serve(&dir, &envs, false);
     let client = reqwest::Client::new();
     let me_url = format!("http://{listen}/v1/staff/me");

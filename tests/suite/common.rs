@@ -43,39 +43,155 @@ pub fn pg_admin_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
+/// The main pool of every node a test starts, in the process or as `wenhui serve` (the
+/// service's default is 16): tests run at once, and their nodes share PostgreSQL's connections.
+pub const TEST_POOL_SIZE: u32 = 8;
+
+/// PostgreSQL nodes (servers, stores) a test may start on its database unless it reserves more
+/// with [`TestDb::for_nodes`].
+pub const DEFAULT_NODES: u32 = 2;
+
+/// A test's connections beside its nodes': creating and dropping its database, `raw`, the
+/// command line's.
+const TEST_OWN_CONNECTIONS: u32 = 4;
+
+/// Connections the suite leaves to everything else on the server (psql, a bench).
+const OUTSIDE_CONNECTIONS: u32 = 10;
+
+/// PostgreSQL refuses a connection beyond its `max_connections` ("too many clients already"),
+/// and a request waiting for one answers 503 `database_busy` after the pool's 10 s: a fleet test
+/// beside another multi-node test once went over. So each PostgreSQL test takes, before its
+/// database is made and all at once, the connections its nodes may open, and gives them back
+/// when the database is dropped. A test holds one PostgreSQL database, so no test waits for
+/// connections while it holds some, and the suite cannot deadlock on them.
+static PG_CONNECTIONS: tokio::sync::OnceCell<(Arc<tokio::sync::Semaphore>, u32)> =
+    tokio::sync::OnceCell::const_new();
+
+/// The suite's connections, and how many they are in all.
+async fn pg_connection_budget() -> (Arc<tokio::sync::Semaphore>, u32) {
+    let budget = PG_CONNECTIONS.get_or_init(|| async {
+        let mut conn = pg_admin_connection().await;
+        let (max, reserved): (i32, i32) = sqlx::query_as(
+            "SELECT current_setting('max_connections')::int, current_setting('superuser_reserved_connections')::int",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("PostgreSQL's connection settings");
+        let total = ((max - reserved).max(0) as u32).saturating_sub(OUTSIDE_CONNECTIONS);
+        (Arc::new(tokio::sync::Semaphore::new(total as usize)), total)
+    });
+    budget.await.clone()
+}
+
+async fn pg_admin_connection() -> sqlx::PgConnection {
+    let admin = pg_admin_url();
+    sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+        panic!(
+            "PostgreSQL test database server unreachable at {admin}: {e}. Start it with \
+             `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
+        )
+    })
+}
+
+/// What a test of `nodes` PostgreSQL nodes may open at most.
+fn pg_connections_for(nodes: u32) -> u32 {
+    nodes * storage::postgres_connections_per_node(TEST_POOL_SIZE) + TEST_OWN_CONNECTIONS
+}
+
 /// A database of the test's own, removed when dropped.
 pub struct TestDb {
     pub backend: Backend,
     pub url: String,
     pg_name: Option<String>,
     pub dir: TempDir,
+    /// PostgreSQL's connections this test may open, and how many its nodes started so far may.
+    reserved_connections: u32,
+    started_connections: std::sync::atomic::AtomicU32,
+    /// Given back after the database (and every connection to it) is dropped.
+    _connections: Option<tokio::sync::OwnedSemaphorePermit>,
 }
 
 impl TestDb {
     pub async fn new(backend: Backend) -> TestDb {
+        TestDb::for_nodes(backend, DEFAULT_NODES).await
+    }
+
+    /// A database for a test that starts `nodes` nodes on it (servers in the process, `wenhui
+    /// serve` processes, stores): on PostgreSQL, once their connections are free.
+    pub async fn for_nodes(backend: Backend, nodes: u32) -> TestDb {
         let dir = tempfile::tempdir().expect("tempdir");
+        let started_connections = std::sync::atomic::AtomicU32::new(0);
         match backend {
             Backend::Sqlite => {
                 let url = format!("sqlite://{}", dir.path().join("test.db").display());
-                TestDb { backend, url, pg_name: None, dir }
+                let reserved_connections = 0;
+                TestDb {
+                    backend,
+                    url,
+                    pg_name: None,
+                    dir,
+                    reserved_connections,
+                    started_connections,
+                    _connections: None,
+                }
             }
             Backend::Postgres => {
+                let reserved_connections = pg_connections_for(nodes);
+                let (budget, total) = pg_connection_budget().await;
+                assert!(
+                    reserved_connections <= total,
+                    "PostgreSQL's max_connections leaves the suite {total} connections, fewer than a \
+                     test of {nodes} nodes may open ({reserved_connections})"
+                );
+                let permit =
+                    budget.acquire_many_owned(reserved_connections).await.expect("the budget stays open");
                 let name = format!("wenhui_t_{}", uuid::Uuid::new_v4().simple());
                 let admin = pg_admin_url();
-                let mut conn = sqlx::PgConnection::connect(&admin).await.unwrap_or_else(|e| {
-                    panic!(
-                        "PostgreSQL test database server unreachable at {admin}: {e}. Start it with \
-                         `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start`"
-                    )
-                });
+                let mut conn = pg_admin_connection().await;
                 sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
                     .execute(&mut conn)
                     .await
                     .expect("create test database");
                 let base = admin.rsplit_once('/').map(|(b, _)| b.to_owned()).expect("url with a database");
-                TestDb { backend, url: format!("{base}/{name}"), pg_name: Some(name), dir }
+                let url = format!("{base}/{name}");
+                let (pg_name, _connections) = (Some(name), Some(permit));
+                TestDb { backend, url, pg_name, dir, reserved_connections, started_connections, _connections }
             }
         }
+    }
+
+    /// Counts a node about to start on this database with a main pool of `main_pool`; a test
+    /// that starts more than it reserved is wrong (it could take connections another test
+    /// counts on), and fails here.
+    pub fn start_node(&self, main_pool: u32) {
+        if self.backend == Backend::Sqlite {
+            return;
+        }
+        let node = storage::postgres_connections_per_node(main_pool);
+        let before = self.started_connections.fetch_add(node, std::sync::atomic::Ordering::SeqCst);
+        assert!(
+            before + node + TEST_OWN_CONNECTIONS <= self.reserved_connections,
+            "this test starts more PostgreSQL nodes than it reserved: make its database with TestDb::for_nodes"
+        );
+    }
+
+    /// Takes back [`TestDb::start_node`] for a node that did not start or has stopped.
+    pub fn node_gone(&self, main_pool: u32) {
+        if self.backend == Backend::Postgres {
+            let node = storage::postgres_connections_per_node(main_pool);
+            self.started_connections.fetch_sub(node, std::sync::atomic::Ordering::SeqCst);
+        }
+    }
+
+    /// The connections open to this PostgreSQL database now.
+    pub async fn pg_connections(&self) -> i64 {
+        let name = self.pg_name.as_deref().expect("a PostgreSQL database");
+        let mut conn = pg_admin_connection().await;
+        sqlx::query_scalar("SELECT count(*) FROM pg_stat_activity WHERE datname = $1")
+            .bind(name)
+            .fetch_one(&mut conn)
+            .await
+            .expect("count the connections")
     }
 
     pub async fn store(&self) -> Arc<dyn Storage> {
@@ -83,7 +199,8 @@ impl TestDb {
     }
 
     pub async fn store_with_clock(&self, clock: Arc<dyn Clock>) -> Arc<dyn Storage> {
-        let options = ConnectOptions { max_connections: 8, clock };
+        self.start_node(TEST_POOL_SIZE);
+        let options = ConnectOptions { max_connections: TEST_POOL_SIZE, clock };
         let store = storage::connect(&self.url, options).await.expect("connect");
         store.migrate().await.expect("migrate");
         store
@@ -177,7 +294,17 @@ impl TestApp {
 
     /// A server with the test defaults, then `configure` applied to its configuration.
     pub async fn spawn_configured(backend: Backend, configure: impl FnOnce(&mut ServeConfig)) -> TestApp {
-        let db = TestDb::new(backend).await;
+        TestApp::spawn_for_nodes(backend, DEFAULT_NODES, configure).await
+    }
+
+    /// The same, on a database reserved for `nodes` nodes, this one and those of
+    /// [`TestApp::spawn_node`] (see [`TestDb::for_nodes`]).
+    pub async fn spawn_for_nodes(
+        backend: Backend,
+        nodes: u32,
+        configure: impl FnOnce(&mut ServeConfig),
+    ) -> TestApp {
+        let db = TestDb::for_nodes(backend, nodes).await;
         let mut config = ServeConfig::new(
             db.url.clone(),
             "127.0.0.1:0".parse().expect("addr"),
@@ -190,7 +317,9 @@ impl TestApp {
         // A phone may get one-time codes back to back (tests sign the same citizen in again);
         // the one-a-minute rule itself is tested with the default policy (tests/suite/codes.rs).
         config.code_policy.resend_after_s = 0;
+        config.db_pool_size = TEST_POOL_SIZE;
         configure(&mut config);
+        db.start_node(config.db_pool_size);
         let server = wenhui::server::start(config.clone()).await.expect("server starts");
         let base = format!("http://{}", server.addr);
         let client = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
@@ -225,7 +354,19 @@ impl TestApp {
         let mut config = self.config.clone();
         config.listen = "127.0.0.1:0".parse().expect("addr");
         configure(&mut config);
-        wenhui::server::start(config).await
+        self.db.start_node(config.db_pool_size);
+        let started = wenhui::server::start(config.clone()).await;
+        if started.is_err() {
+            // A node refused at start has closed its connections.
+            self.db.node_gone(config.db_pool_size);
+        }
+        started
+    }
+
+    /// Stops a node of [`TestApp::spawn_node`], giving back its connections.
+    pub async fn stop_node(&self, node: RunningServer) {
+        node.stop().await.expect("the node stops");
+        self.db.node_gone(self.config.db_pool_size);
     }
 
     pub fn store(&self) -> &dyn Storage {

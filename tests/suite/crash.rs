@@ -78,6 +78,8 @@ async fn sigkill_mid_rush_loses_no_acknowledged_claim(backend: Backend) {
     let key_out =
         wenhui(&dir, &db.url, &["keys", "create", "--role", "province_admin", "--region", "370000"]);
     let staff = String::from_utf8_lossy(&key_out.stdout).trim().to_owned();
+    // One node at a time: each restart follows the kill of the one before.
+    db.start_node(crate::common::TEST_POOL_SIZE);
     let mut server = start(&db);
     let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");
     let (batch_id, tokens) = setup(&client, &server, &staff).await;

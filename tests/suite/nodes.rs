@@ -222,7 +222,7 @@ async fn a_node_with_its_own_citizen_secret_refuses_to_start(backend: Backend) {
     std::fs::copy(keys.join("ledger-checkpoint.pk8"), shared.path().join("ledger-checkpoint.pk8"))
         .expect("copy");
     let node = app.spawn_node(|config| config.keys_dir = shared.path().to_owned()).await.expect("starts");
-    node.stop().await.expect("stops");
+    app.stop_node(node).await;
 
     // The same secret, but a QR key file that is another key under the current key's name.
     let qr = std::fs::read_dir(shared.path().join("qr")).expect("qr").next().expect("a key").expect("entry");
@@ -318,6 +318,7 @@ struct Process {
 
 impl Process {
     fn start(db: &crate::common::TestDb) -> Process {
+        db.start_node(crate::common::TEST_POOL_SIZE);
         let dir = db.dir.path();
         let listen = format!("127.0.0.1:{}", crate::cli::free_port());
         let data_dir = dir.join("data");
@@ -443,7 +444,7 @@ fn staff_key(db: &crate::common::TestDb, role: &str, region: &str) -> String {
 async fn three_serve_processes_share_a_rush_and_their_changes() {
     const STOCK: i64 = 30;
     const CITIZENS: u32 = 90;
-    let db = crate::common::TestDb::new(Backend::Postgres).await;
+    let db = crate::common::TestDb::for_nodes(Backend::Postgres, 3).await;
     let province = staff_key(&db, "province_admin", "370000");
     let city = staff_key(&db, "city_admin", "370200");
     let first = Process::start(&db);
@@ -483,6 +484,10 @@ async fn three_serve_processes_share_a_rush_and_their_changes() {
         let again = fleet.claim((n + 1) % 3, &tokens[n], &batch, &format!("rush-{n}")).await;
         assert_eq!((again.0, &again.1), (*status, body), "citizen {n}'s retry through another node");
     }
+    // The pools keep what the rush opened: no more than docs/operations.md counts per node.
+    let most = 3 * wenhui::storage::postgres_connections_per_node(crate::common::TEST_POOL_SIZE);
+    let open = fleet.db.pg_connections().await;
+    assert!(open > 3 && open <= i64::from(most), "{open} connections for three nodes, at most {most}");
 
     // Sold out through node 1; node 2 has never decided a claim of it.
     let small = fleet.batch(&province, &season, 2).await;
@@ -510,7 +515,8 @@ async fn three_serve_processes_share_a_rush_and_their_changes() {
 
     terminal_revoked_on_one_node_is_refused_on_the_others(&fleet, &city).await;
     let verify = crate::cli::wenhui(fleet.db.dir.path(), &fleet.db.url, &["ledger", "verify"]);
-    assert!(verify.status.success(), "{}", String::from_utf8_lossy(&verify.stdout));
+    let (out, err) = (String::from_utf8_lossy(&verify.stdout), String::from_utf8_lossy(&verify.stderr));
+    assert!(verify.status.success(), "ledger verify failed:\n{out}\n{err}");
 }
 
 /// A terminal whose tills on nodes 2 and 3 have been authenticated (so cached), revoked on node

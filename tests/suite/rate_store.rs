@@ -95,7 +95,7 @@ both_backends!(
 /// Registration and sign-in: 5 attempts per ID number and phone, whichever nodes they reach;
 /// the sixth is refused by either node.
 async fn identity_attempts_hold_across_nodes(backend: Backend) {
-    let app = TestApp::spawn(backend).await;
+    let app = TestApp::spawn_for_nodes(backend, 3, |_| {}).await;
     let nodes = two_nodes(&app, &live_store().await).await;
     let bases = bases(&nodes);
     let (allowed, refused) = attempts_until_refused(&app.client, &bases, 4 * IDENTITY_BURST as usize).await;
@@ -107,7 +107,7 @@ async fn identity_attempts_hold_across_nodes(backend: Backend) {
 /// A bot sending claims to two nodes in turn gets the documented burst in all (plus the one a
 /// second that refills while it sends), not a burst from each node.
 async fn claims_hold_across_nodes(backend: Backend) {
-    let world = World::new(backend, "10000.00", None).await;
+    let world = World::for_nodes(backend, "10000.00", None, 3).await;
     let batch = world.batch(json!({"stock": 50})).await;
     let batch_id = batch["id"].as_str().expect("id").to_owned();
     let bot = world.citizen(1).await;
@@ -143,7 +143,7 @@ async fn claims_hold_across_nodes(backend: Backend) {
 /// With the store on a dead port, both nodes start, serve claims and limit by themselves: an
 /// identity gets the burst from each node. `/metrics` counts the fallbacks.
 async fn a_dead_store_leaves_each_node_limiting_alone(backend: Backend) {
-    let world = World::new(backend, "10000.00", None).await;
+    let world = World::for_nodes(backend, "10000.00", None, 3).await;
     let batch = world.batch(json!({"stock": 50})).await;
     let batch_id = batch["id"].as_str().expect("id").to_owned();
     let citizen = world.citizen(1).await;

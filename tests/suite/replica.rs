@@ -269,7 +269,7 @@ async fn wait_listed(app: &TestApp, base: &str, admin: &str, id: &str) {
 async fn reads_go_to_the_standby_within_the_lag_bound_and_to_the_primary_beyond() {
     let _one_at_a_time = ONE_STANDBY.lock().await;
     let standby = Standby::make().await;
-    let app = TestApp::spawn(Backend::Postgres).await;
+    let app = TestApp::spawn_for_nodes(Backend::Postgres, 3, |_| {}).await;
     let admin = app.staff_key(Role::ProvinceAdmin, "370000").await;
     let (near_node, near) = node_reading(&app, &standby, 60_000).await;
     let (strict_node, strict) = node_reading(&app, &standby, 1_000).await;

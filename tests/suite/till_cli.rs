@@ -57,6 +57,7 @@ async fn wenhui_till_redeems_against_a_running_server(backend: Backend) {
         ("WENHUI_LISTEN", listen.as_str()),
         ("WENHUI_DATA_DIR", data_dir.to_str().expect("utf8")),
     ];
+    db.start_node(crate::common::TEST_POOL_SIZE);
     let mut server = spawn_serve(&dir, &envs, false);
     let base = format!("http://{listen}");
     let client = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("client");

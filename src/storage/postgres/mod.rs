@@ -45,7 +45,7 @@ impl PgBackend {
             .connect_with(connect.clone())
             .await?;
         let relaxed_pool = pool_options()
-            .max_connections(4)
+            .max_connections(RELAXED_POOL_SIZE)
             .acquire_timeout(Duration::from_secs(10))
             .connect_lazy_with(relaxed);
         let writers_pool = pool_options()
@@ -107,6 +107,17 @@ fn pool_options() -> PgPoolOptions {
 /// Connections in the writers' pool: a claim group's transaction and the next group's reads,
 /// the redemption writer's, the sweeps'.
 const WRITERS_POOL_SIZE: u32 = 6;
+
+/// Connections in the pool with `synchronous_commit = off`.
+const RELAXED_POOL_SIZE: u32 = 4;
+
+/// The most connections one node holds on the primary with a main pool of `main_pool`: that
+/// pool, the relaxed pool, the writers' pool and the notices' listener. The sum over the nodes
+/// (and the command line's) must stay below the server's `max_connections`: beyond it
+/// PostgreSQL refuses the connection and a request waiting for one answers `database_busy`.
+pub fn connections_per_node(main_pool: u32) -> u32 {
+    main_pool + RELAXED_POOL_SIZE + WRITERS_POOL_SIZE + 1
+}
 
 /// How long a read waits for a standby connection before it runs on the primary instead.
 const STANDBY_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(1);
