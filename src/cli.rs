@@ -164,6 +164,12 @@ pub struct ServeArgs {
     /// (docs/operations.md#the-polls-port). Without it the main port serves them.
     #[arg(long, env = "WENHUI_POLLS_LISTEN")]
     polls_listen: Option<SocketAddr>,
+    /// The polls port's threads run only on the last this many of the node's cores, leaving the
+    /// others to claims and redemptions (Linux; docs/operations.md#the-polls-port). Every core
+    /// when not given.
+    #[arg(long, env = "WENHUI_POLLS_CORES", requires = "polls_listen",
+          value_parser = clap::value_parser!(u16).range(1..=4096))]
+    polls_cores: Option<u16>,
     /// Refuse to start with a development provider (also set by WENHUI_ENV=production).
     #[arg(long)]
     production: bool,
@@ -189,6 +195,7 @@ impl ServeArgs {
                 timeout: Duration::from_millis(self.rate_limit_store_timeout_ms),
             });
         config.polls_listen = self.polls_listen;
+        config.polls_cores = self.polls_cores.map(usize::from);
         config.sweep_interval = Duration::from_secs(self.sweep_interval_s);
         config.idempotency_retention = Duration::from_secs(self.idempotency_retention_days * 86_400);
         config.connection_limits = crate::http::ConnectionLimits {
@@ -771,6 +778,15 @@ mod tests {
         let polls = config_of(&["--polls-listen", "0.0.0.0:8081"]).polls_listen;
         assert_eq!(polls, Some("0.0.0.0:8081".parse().expect("addr")));
         assert!(Cli::try_parse_from(["wenhui", "serve", "--polls-listen", "8081"]).is_err());
+        assert_eq!(config_of(&["--polls-listen", "0.0.0.0:8081"]).polls_cores, None);
+        let pinned = config_of(&["--polls-listen", "0.0.0.0:8081", "--polls-cores", "2"]).polls_cores;
+        assert_eq!(pinned, Some(2));
+        assert!(
+            Cli::try_parse_from(["wenhui", "serve", "--polls-cores", "2"]).is_err(),
+            "without a polls port"
+        );
+        let none = ["wenhui", "serve", "--polls-listen", "0.0.0.0:8081", "--polls-cores", "0"];
+        assert!(Cli::try_parse_from(none).is_err(), "no core at all");
     }
 
     /// One public key in 64 starts with '-' in base64url: it is a value, not a flag.

@@ -75,6 +75,9 @@ pub struct ServeConfig {
     /// A second port for the public reads a rush polls, served at the lowest CPU priority
     /// (`--polls-listen`; `http::polls`).
     pub polls_listen: Option<SocketAddr>,
+    /// The polls port's threads run on the last this many cores (`--polls-cores`); every core
+    /// when none.
+    pub polls_cores: Option<usize>,
 }
 
 impl ServeConfig {
@@ -103,6 +106,7 @@ impl ServeConfig {
             replica_max_lag: crate::app::read_side::DEFAULT_MAX_LAG,
             rate_limit_store: None,
             polls_listen: None,
+            polls_cores: None,
         }
     }
 }
@@ -304,7 +308,8 @@ pub async fn start(config: ServeConfig) -> anyhow::Result<RunningServer> {
         Some(listener) => {
             let workers = std::thread::available_parallelism().map_or(2, usize::from);
             let app = http::polls::router(state.clone(), config.request_timeouts);
-            Some(http::polls::spawn(listener, app, limits, shutdown.subscribe(), workers)?)
+            let cores = config.polls_cores;
+            Some(http::polls::spawn(listener, app, limits, shutdown.subscribe(), workers, cores)?)
         }
         None => None,
     };

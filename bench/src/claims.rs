@@ -285,14 +285,19 @@ impl ServerUnderTest {
     }
 
     /// As [`ServerUnderTest::start`], with a polls port (`--polls-listen`) on a free port of its
-    /// own; returns it too.
+    /// own, its threads on the last `polls_cores` cores (`--polls-cores`; 0: every core);
+    /// returns it too.
     pub(crate) async fn start_with_polls_port(
         exe: &Path,
         database_url: &str,
         data_dir: &Path,
+        polls_cores: u16,
     ) -> anyhow::Result<(ServerUnderTest, String)> {
         let polls = format!("127.0.0.1:{}", free_port()?);
-        let extra = vec![("WENHUI_POLLS_LISTEN", polls.clone())];
+        let mut extra = vec![("WENHUI_POLLS_LISTEN", polls.clone())];
+        if polls_cores > 0 {
+            extra.push(("WENHUI_POLLS_CORES", polls_cores.to_string()));
+        }
         let server = ServerUnderTest::start_node_with(exe, database_url, data_dir, None, extra).await?;
         Ok((server, format!("http://{polls}")))
     }

@@ -11,7 +11,7 @@
 //!   load beside it on the main port, on the polls port, and on the polls port with wrk under
 //!   `SCHED_IDLE` (standing in for phones on other machines, whose load takes none of the
 //!   node's CPU but what serving it costs), then alone again; the baseline is the mean of the
-//!   two alone.
+//!   two alone. The polls port's threads run on every core, or on the last `--polls-cores`.
 //!
 //! It prints one line per figure and the ratios the issue asks for.
 
@@ -51,6 +51,10 @@ pub struct ReadsBench {
     /// Skip pgbench (no ratio is printed).
     #[arg(long)]
     pub no_pgbench: bool,
+    /// The server's `--polls-cores`: its polls port's threads on the last this many cores (0,
+    /// the server's default: every core).
+    #[arg(long, default_value_t = 0)]
+    pub polls_cores: u16,
 }
 
 /// One read load's figures.
@@ -93,12 +97,17 @@ pub async fn run(args: &ReadsBench, exe: &Path) -> anyhow::Result<()> {
     let chrt = std::process::Command::new("chrt").arg("--version").output().is_ok();
     ensure!(chrt, "chrt is not installed (util-linux): the rush beside wrk under SCHED_IDLE needs it");
     println!("machine: {}", machine_description());
+    match args.polls_cores {
+        0 => println!("the polls port's threads on every core"),
+        cores => println!("the polls port's threads on the last {cores} core(s) (--polls-cores)"),
+    }
     let started = Instant::now();
     let scratch = ScratchDb::create(&args.pg_url, "wenhui_bench_reads").await?;
     let data_dir = tempfile::tempdir().context("creating a temporary data directory")?;
     let outcome = async {
         let (server, polls_url) =
-            ServerUnderTest::start_with_polls_port(exe, &scratch.url, data_dir.path()).await?;
+            ServerUnderTest::start_with_polls_port(exe, &scratch.url, data_dir.path(), args.polls_cores)
+                .await?;
         let measured = measure(args, &server, &polls_url).await;
         let stopped = server.stop().await;
         let figures = measured?;

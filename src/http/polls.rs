@@ -31,20 +31,26 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
     super::with_layers(routes, state)
 }
 
-/// Serves `app` on `listener` from a runtime of `workers` threads of the lowest priority until
-/// `shutdown` turns true; the receiver completes once its last connection has closed.
+/// Serves `app` on `listener` from a runtime of `workers` threads of the lowest priority, on
+/// the last `cores` of the node's cores when given (`--polls-cores`), until `shutdown` turns
+/// true; the receiver completes once its last connection has closed.
 pub fn spawn(
     listener: StdListener,
     app: Router,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
     workers: usize,
+    cores: Option<usize>,
 ) -> io::Result<oneshot::Receiver<()>> {
     listener.set_nonblocking(true)?;
+    let placement = Placement::last_cores(cores);
     let runtime = Builder::new_multi_thread()
         .worker_threads(workers.max(1))
         .thread_name("polls")
-        .on_thread_start(lowest_priority)
+        .on_thread_start(move || {
+            lowest_priority();
+            placement.apply();
+        })
         .enable_all()
         .build()?;
     let (done, finished) = oneshot::channel();
@@ -81,4 +87,89 @@ fn lowest_priority() {
     }
     #[cfg(not(target_os = "linux"))]
     tracing::warn!("thread priorities are set on Linux only: the polls port's threads keep theirs");
+}
+
+/// Which cores the polls threads may run on: the last `n` of those the process may use. Kept
+/// off the other cores, polls leave the claims' threads there their caches and the kernel's
+/// attention (docs/operations.md#the-polls-port has what it measured).
+#[derive(Clone, Debug)]
+struct Placement {
+    #[cfg(target_os = "linux")]
+    cores: Option<nix::sched::CpuSet>,
+}
+
+impl Placement {
+    /// The last `n` cores; every core (nothing to do) when `n` is none or not fewer than them.
+    #[cfg(target_os = "linux")]
+    fn last_cores(n: Option<usize>) -> Placement {
+        use nix::sched::{CpuSet, sched_getaffinity};
+        use nix::unistd::Pid;
+        let Some(n) = n else { return Placement { cores: None } };
+        let Ok(allowed) = sched_getaffinity(Pid::from_raw(0)) else {
+            tracing::warn!("the process's cores are unknown: the polls port's threads run on all of them");
+            return Placement { cores: None };
+        };
+        let usable: Vec<usize> =
+            (0..CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false)).collect();
+        if n >= usable.len() {
+            return Placement { cores: None };
+        }
+        let mut cores = CpuSet::new();
+        for &cpu in &usable[usable.len() - n..] {
+            // In range: `cpu` comes from the set's own count.
+            let _ = cores.set(cpu);
+        }
+        Placement { cores: Some(cores) }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn last_cores(n: Option<usize>) -> Placement {
+        if n.is_some() {
+            tracing::warn!(
+                "--polls-cores is applied on Linux only: the polls port's threads run on every core"
+            );
+        }
+        Placement {}
+    }
+
+    /// Keeps the calling thread on these cores.
+    fn apply(&self) {
+        #[cfg(target_os = "linux")]
+        if let Some(cores) = &self.cores
+            && let Err(error) = nix::sched::sched_setaffinity(nix::unistd::Pid::from_raw(0), cores)
+        {
+            tracing::warn!(%error, "a polls port thread runs on every core");
+        }
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::Placement;
+    use nix::sched::{CpuSet, sched_getaffinity};
+    use nix::unistd::Pid;
+
+    fn cores_of(set: &CpuSet) -> Vec<usize> {
+        (0..CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect()
+    }
+
+    #[test]
+    fn polls_threads_run_on_the_last_cores_asked_for() {
+        let allowed = cores_of(&sched_getaffinity(Pid::from_raw(0)).expect("this process's cores"));
+        let placement = Placement::last_cores(Some(1));
+        let on = std::thread::spawn(move || {
+            placement.apply();
+            cores_of(&sched_getaffinity(Pid::from_raw(0)).expect("this thread's cores"))
+        })
+        .join()
+        .expect("the thread ends");
+        let expected =
+            if allowed.len() > 1 { vec![*allowed.last().expect("a core")] } else { allowed.clone() };
+        assert_eq!(on, expected, "of {allowed:?}");
+        assert!(Placement::last_cores(None).cores.is_none(), "every core unless asked");
+        assert!(
+            Placement::last_cores(Some(allowed.len())).cores.is_none(),
+            "as many as there are: every core"
+        );
+    }
 }

@@ -232,10 +232,11 @@ async fn read_at_once(
 
 /// `--polls-listen`: the public reads on a second port, the same answers as the main port's
 /// (304 included), a claim's effect seen there too; every other request a 404 that changes
-/// nothing; and (Linux) its threads under SCHED_IDLE.
+/// nothing; and (Linux) its threads under SCHED_IDLE, on the last core (`--polls-cores 1`).
 async fn the_polls_port_serves_the_public_reads_and_nothing_else(backend: Backend) {
     let world = World::configured(backend, "100000.00", None, crate::claims::T0_US, json!({}), |config| {
         config.polls_listen = Some("127.0.0.1:0".parse().expect("addr"));
+        config.polls_cores = Some(1);
     })
     .await;
     let polls = world.app.server.as_ref().and_then(|s| s.polls_addr).expect("a polls port");
@@ -296,10 +297,13 @@ async fn the_polls_port_serves_the_public_reads_and_nothing_else(backend: Backen
     assert_polls_threads_idle();
 }
 
-/// Every thread of this process named `polls` runs under SCHED_IDLE (policy 5), and there is one.
+/// Every thread of this process named `polls` runs under SCHED_IDLE (policy 5) on the last of
+/// the process's cores only (all of them on a machine of one), and there is one.
 #[cfg(target_os = "linux")]
 fn assert_polls_threads_idle() {
     const SCHED_IDLE: &str = "5";
+    let process_cores = allowed_cores(std::path::Path::new("/proc/self"));
+    let last_core = vec![*process_cores.last().expect("a core")];
     let mut polls_threads = 0;
     for task in std::fs::read_dir("/proc/self/task").expect("tasks").flatten() {
         let Ok(stat) = std::fs::read_to_string(task.path().join("stat")) else { continue };
@@ -310,7 +314,21 @@ fn assert_polls_threads_idle() {
         // After the name: state is field 3 of stat(5), policy field 41.
         let policy = stat[close + 2..].split_whitespace().nth(41 - 3).expect("policy");
         assert_eq!(policy, SCHED_IDLE, "a polls thread's scheduling policy");
+        assert_eq!(allowed_cores(&task.path()), last_core, "a polls thread's cores, of {process_cores:?}");
         polls_threads += 1;
     }
     assert!(polls_threads >= 1, "no polls thread found");
+}
+
+/// The cores a process or thread may run on: its `Cpus_allowed_list` (proc(5)), as "0-3,5".
+#[cfg(target_os = "linux")]
+fn allowed_cores(task: &std::path::Path) -> Vec<usize> {
+    let status = std::fs::read_to_string(task.join("status")).expect("status");
+    let list = status.lines().find_map(|line| line.strip_prefix("Cpus_allowed_list:")).expect("the list");
+    let mut cores = Vec::new();
+    for part in list.trim().split(',') {
+        let (first, last) = part.split_once('-').unwrap_or((part, part));
+        cores.extend(first.parse::<usize>().expect("a core")..=last.parse::<usize>().expect("a core"));
+    }
+    cores
 }
