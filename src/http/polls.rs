@@ -92,7 +92,7 @@ fn lowest_priority() {
 /// Which cores the polls threads may run on: the last `n` of those the process may use. Kept
 /// off the other cores, polls leave the claims' threads there their caches and the kernel's
 /// attention (docs/operations.md#the-polls-port has what it measured).
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 struct Placement {
     #[cfg(target_os = "linux")]
     cores: Option<nix::sched::CpuSet>,
@@ -109,8 +109,7 @@ impl Placement {
             tracing::warn!("the process's cores are unknown: the polls port's threads run on all of them");
             return Placement { cores: None };
         };
-        let usable: Vec<usize> =
-            (0..CpuSet::count()).filter(|&cpu| allowed.is_set(cpu).unwrap_or(false)).collect();
+        let usable = cores_in(&allowed);
         if n >= usable.len() {
             return Placement { cores: None };
         }
@@ -143,23 +142,25 @@ impl Placement {
     }
 }
 
+/// The cores in `set`, in order.
+#[cfg(target_os = "linux")]
+fn cores_in(set: &nix::sched::CpuSet) -> Vec<usize> {
+    (0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect()
+}
+
 #[cfg(all(test, target_os = "linux"))]
 mod tests {
-    use super::Placement;
-    use nix::sched::{CpuSet, sched_getaffinity};
+    use super::{Placement, cores_in};
+    use nix::sched::sched_getaffinity;
     use nix::unistd::Pid;
-
-    fn cores_of(set: &CpuSet) -> Vec<usize> {
-        (0..CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false)).collect()
-    }
 
     #[test]
     fn polls_threads_run_on_the_last_cores_asked_for() {
-        let allowed = cores_of(&sched_getaffinity(Pid::from_raw(0)).expect("this process's cores"));
+        let allowed = cores_in(&sched_getaffinity(Pid::from_raw(0)).expect("this process's cores"));
         let placement = Placement::last_cores(Some(1));
         let on = std::thread::spawn(move || {
             placement.apply();
-            cores_of(&sched_getaffinity(Pid::from_raw(0)).expect("this thread's cores"))
+            cores_in(&sched_getaffinity(Pid::from_raw(0)).expect("this thread's cores"))
         })
         .join()
         .expect("the thread ends");

@@ -363,7 +363,8 @@ impl TestApp {
         started
     }
 
-    /// Stops a node of [`TestApp::spawn_node`], giving back its connections.
+    /// Stops a node of [`TestApp::spawn_node`] started with this app's pool size, giving back
+    /// its connections.
     pub async fn stop_node(&self, node: RunningServer) {
         node.stop().await.expect("the node stops");
         self.db.node_gone(self.config.db_pool_size);
