@@ -29,6 +29,7 @@ mod finance;
 mod fleet;
 mod flood;
 mod flood_wrk;
+mod floor;
 mod lottery;
 mod qr;
 mod reads;

@@ -25,6 +25,7 @@ use anyhow::{Context, bail, ensure};
 use tokio::task::JoinSet;
 
 use crate::claims::{Api, ServerUnderTest, percentile, register_citizens};
+use crate::floor::{CopiedAnswer, FloorServer};
 use crate::wrk::{WrkFigures, WrkLoad};
 use crate::{CpuMeter, CpuUse, ScratchDb, machine_description, parse_pgbench_tps};
 
@@ -116,13 +117,17 @@ pub async fn run(args: &ReadsBench, exe: &Path) -> anyhow::Result<()> {
     }
     .await;
     let dropped = scratch.drop_db().await;
-    let Measured { batches, polls_batches, vouchers, alone, beside } = outcome?;
+    let Measured { batches, floor, polls_batches, vouchers, alone, beside } = outcome?;
     dropped?;
     let pgbench =
         if args.no_pgbench { None } else { Some(pgbench_select_only(&args.pg_url, args.seconds).await?) };
     if let Some(tps) = pgbench {
         println!("pgbench select-only (-S -s 10 -c 8 -j 2 -T {} -M prepared): {tps:.0} tps", args.seconds);
         println!("ratio batch list answers/s / pgbench select-only tps: {:.2}", batches.per_s() / tps);
+        println!(
+            "ratio the floor (a bare axum server, the same bytes) answers/s / pgbench select-only tps: {:.2}",
+            floor.per_s() / tps
+        );
         println!(
             "ratio batch list on the polls port answers/s / pgbench select-only tps: {:.2}",
             polls_batches.per_s() / tps
@@ -144,6 +149,8 @@ pub async fn run(args: &ReadsBench, exe: &Path) -> anyhow::Result<()> {
 struct Measured {
     /// The batch list, on the main port and on the polls port.
     batches: Load,
+    /// The same answer from a bare axum server (`floor.rs`).
+    floor: Load,
     polls_batches: Load,
     vouchers: Load,
     alone: (f64, f64),
@@ -183,6 +190,7 @@ async fn measure(args: &ReadsBench, server: &ServerUnderTest, polls_url: &str) -
         format!("GET /v1/seasons/{{id}}/batches on the {port} ({} connections)", args.connections)
     };
     let batches = measure_load(server, list_load, &list_label("main port")).await?;
+    let floor = measure_floor(&list_url, list_load).await?;
     let polls_batches = measure_load(server, on_polls, &list_label("polls port")).await?;
     let vouchers_url = format!("{}/v1/me/vouchers", api.base_url);
     let vouchers_load = WrkLoad { url: &vouchers_url, bearer_tokens: Some(readers), ..list_load };
@@ -215,7 +223,7 @@ async fn measure(args: &ReadsBench, server: &ServerUnderTest, polls_url: &str) -
     let last_alone = timed_rush(args, &api, &staff_key, &season_id, rushers[4], None).await?;
     println!("claim rush alone, last: {:.0} claims/s, p99 {:.1} ms", last_alone.0, last_alone.1);
     let alone = ((first_alone.0 + last_alone.0) / 2.0, first_alone.1.max(last_alone.1));
-    Ok(Measured { batches, polls_batches, vouchers, alone, beside })
+    Ok(Measured { batches, floor, polls_batches, vouchers, alone, beside })
 }
 
 /// One read load run to its end, printed with the CPU it cost per answer.
@@ -224,6 +232,22 @@ async fn measure_load(server: &ServerUnderTest, load: WrkLoad<'_>, label: &str) 
     let figures = Load::from(load.run().await?);
     figures.print(label);
     print_cpu_per_answer(cpu.and_then(|m| m.finish()), &figures);
+    Ok(figures)
+}
+
+/// The batch-list load on a bare axum server that answers with the service's bytes
+/// (`floor.rs`): the most any axum service could answer here, wrk on the same cores.
+async fn measure_floor(list_url: &str, load: WrkLoad<'_>) -> anyhow::Result<Load> {
+    let answer = CopiedAnswer::fetch(&reqwest::Client::new(), list_url).await?;
+    let body_bytes = answer.body_len();
+    let floor = FloorServer::start(answer)?;
+    let url = format!("http://{}{}", floor.addr, reqwest::Url::parse(list_url)?.path());
+    let figures = Load::from(WrkLoad { url: &url, ..load }.run().await?);
+    drop(floor);
+    figures.print(&format!(
+        "the floor: the batch list's answer ({body_bytes} bytes of body) from a bare axum server ({} connections)",
+        load.connections
+    ));
     Ok(figures)
 }
 
