@@ -128,7 +128,7 @@ mod tests {
         headers.insert(header::ETAG, header::HeaderValue::from_static("\"abc\""));
         let answer = CopiedAnswer { status: StatusCode::OK, headers, body: Bytes::from_static(b"{\"n\":1}") };
         let floor = FloorServer::start(answer).expect("the floor starts");
-        let client = reqwest::Client::new();
+        let client = reqwest::Client::builder().no_proxy().build().expect("a client");
         let url = format!("http://{}/v1/seasons/x/batches", floor.addr);
         let copied = CopiedAnswer::fetch(&client, &url).await.expect("the floor answers");
         assert_eq!(copied.status, StatusCode::OK);

@@ -238,7 +238,8 @@ async fn measure_load(server: &ServerUnderTest, load: WrkLoad<'_>, label: &str) 
 /// The batch-list load on a bare axum server that answers with the service's bytes
 /// (`floor.rs`): the most any axum service could answer here, wrk on the same cores.
 async fn measure_floor(list_url: &str, load: WrkLoad<'_>) -> anyhow::Result<Load> {
-    let answer = CopiedAnswer::fetch(&reqwest::Client::new(), list_url).await?;
+    let client = reqwest::Client::builder().no_proxy().build()?;
+    let answer = CopiedAnswer::fetch(&client, list_url).await?;
     let body_bytes = answer.body_len();
     let floor = FloorServer::start(answer)?;
     let url = format!("http://{}{}", floor.addr, reqwest::Url::parse(list_url)?.path());
