@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 use std::thread::JoinHandle;
 
-use anyhow::{Context, anyhow};
+use anyhow::{Context, anyhow, ensure};
 use axum::body::Bytes;
 use axum::http::{HeaderMap, StatusCode, header};
 
@@ -20,26 +20,19 @@ pub struct CopiedAnswer {
 }
 
 impl CopiedAnswer {
-    /// One GET of `url`, kept whole but for the headers hyper writes itself for each answer.
+    /// One GET of `url` (a success), kept whole but for the headers hyper writes itself for
+    /// each answer. reqwest and axum share the `http` and `bytes` types: nothing is converted.
     pub async fn fetch(client: &reqwest::Client, url: &str) -> anyhow::Result<CopiedAnswer> {
         let answer = client.get(url).send().await.with_context(|| format!("GET {url}"))?;
-        let status = StatusCode::from_u16(answer.status().as_u16()).context("the answer's status")?;
-        let mut headers = HeaderMap::new();
-        for (name, value) in answer.headers() {
-            let (Ok(name), Ok(value)) = (
-                header::HeaderName::from_bytes(name.as_str().as_bytes()),
-                header::HeaderValue::from_bytes(value.as_bytes()),
-            ) else {
-                continue;
-            };
-            headers.append(name, value);
-        }
+        let status = answer.status();
+        ensure!(status.is_success(), "GET {url} answered {status}: the floor copies a success");
+        let mut headers = answer.headers().clone();
         for per_answer in
             [header::CONTENT_LENGTH, header::TRANSFER_ENCODING, header::DATE, header::CONNECTION]
         {
             headers.remove(per_answer);
         }
-        let body = Bytes::from(answer.bytes().await.context("the answer's body")?.to_vec());
+        let body = answer.bytes().await.context("the answer's body")?;
         Ok(CopiedAnswer { status, headers, body })
     }
 
@@ -138,5 +131,10 @@ mod tests {
         let raw = client.get(&url).send().await.expect("a second answer");
         assert_eq!(raw.headers().get("content-length").map(|v| v.as_bytes()), Some(&b"7"[..]));
         assert_eq!(raw.headers().get_all("content-type").iter().count(), 1);
+        let missing =
+            CopiedAnswer { status: StatusCode::NOT_FOUND, headers: HeaderMap::new(), body: Bytes::new() };
+        let floor = FloorServer::start(missing).expect("the floor starts");
+        let url = format!("http://{}/v1/seasons/x/batches", floor.addr);
+        assert!(CopiedAnswer::fetch(&client, &url).await.is_err(), "only a success is copied");
     }
 }
