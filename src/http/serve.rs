@@ -21,7 +21,7 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -149,7 +149,9 @@ impl Connection {
     }
 }
 
-/// What a connection is doing, for its deadlines: milliseconds since it was opened.
+/// What a connection is doing, for its deadlines: milliseconds since it was opened. Written by
+/// the connection as it reads, writes and answers; read by its watchdog ([`Activity::too_slow`]),
+/// which wakes on its own clock, so that a request costs no wake-up and no timer of its own.
 struct Activity {
     opened: Instant,
     /// Requests being answered (the service's future not finished).
@@ -160,10 +162,12 @@ struct Activity {
     idle_since_ms: AtomicU64,
     /// When the first byte of a request head arrived while idle; [`NO_HEAD`] if none has.
     head_since_ms: AtomicU64,
-    changed: Notify,
 }
 
 const NO_HEAD: u64 = u64::MAX;
+
+/// The shortest time between two looks of a connection's watchdog.
+const LOOK_AT_LEAST_EVERY: Duration = Duration::from_millis(10);
 
 impl Activity {
     fn new() -> Activity {
@@ -173,7 +177,6 @@ impl Activity {
             answered: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NO_HEAD),
-            changed: Notify::new(),
         }
     }
 
@@ -190,9 +193,7 @@ impl Activity {
     fn read(&self, bytes: usize) {
         if bytes > 0 && self.busy.load(Ordering::SeqCst) == 0 {
             let now = self.now_ms();
-            if self.head_since_ms.compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
-                self.changed.notify_one();
-            }
+            let _ = self.head_since_ms.compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::SeqCst);
         }
     }
 
@@ -220,21 +221,19 @@ impl Activity {
         })
     }
 
-    /// Completes when the connection has been idle, or sending a request head, too long.
+    /// Completes when the connection has been idle, or sending a request head, too long: at
+    /// most a quarter of the shorter limit late (a head begun on an idle connection moves its
+    /// deadline earlier, which the watchdog sees at its next look).
     async fn too_slow(&self, limits: ConnectionLimits) {
+        let look_every = (limits.header_read.min(limits.keep_alive_idle) / 4).max(LOOK_AT_LEAST_EVERY);
         loop {
-            let changed = self.changed.notified();
-            match self.deadline_ms(limits) {
-                Some(deadline) if deadline <= self.now_ms() => return,
-                Some(deadline) => {
-                    let at = self.opened + Duration::from_millis(deadline);
-                    tokio::select! {
-                        () = tokio::time::sleep_until(at) => {}
-                        () = changed => {}
-                    }
-                }
-                None => changed.await,
-            }
+            let now = self.now_ms();
+            let wait = match self.deadline_ms(limits) {
+                Some(deadline) if deadline <= now => return,
+                Some(deadline) => Duration::from_millis(deadline - now).min(look_every),
+                None => look_every,
+            };
+            tokio::time::sleep(wait).await;
         }
     }
 }
@@ -248,7 +247,6 @@ impl Drop for BusyGuard {
         activity.answered.store(true, Ordering::SeqCst);
         activity.idle_since_ms.store(activity.now_ms(), Ordering::SeqCst);
         activity.busy.fetch_sub(1, Ordering::SeqCst);
-        activity.changed.notify_one();
     }
 }
 
