@@ -2,7 +2,6 @@
 
 use axum::Json;
 use axum::extract::State;
-use axum::http::HeaderMap;
 use axum::response::Response;
 use serde::Deserialize;
 
@@ -223,7 +222,7 @@ const SEASONS_PAGE_MAX: u32 = 100;
     responses((status = 200, description = "a page of seasons, latest start first", body = SeasonPage), (status = 304, description = "not modified: the answer held is current"), (status = 422, body = super::error::ErrorBody, description = "invalid_limit, invalid_cursor")))]
 pub async fn list_seasons(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: conditional::IfNoneMatch,
     ApiQuery(query): ApiQuery<PageQuery<SeasonId>>,
 ) -> Result<Response, ApiError> {
     let limit = page_limit(query.limit, SEASONS_PAGE_DEFAULT, SEASONS_PAGE_MAX)?;
@@ -238,7 +237,7 @@ pub async fn list_seasons(
         let seasons = page.seasons.iter().map(|s| season_json(&s.season, as_of, &s.funders)).collect();
         conditional::to_json(&SeasonPage { seasons, next_after: page.next_after })
     });
-    conditional::answer(&headers, rendered, conditional::SEASONS)
+    conditional::answer(&if_none_match, rendered, conditional::SEASONS)
 }
 
 /// A season from the node's snapshot (at most a second old), with a strong ETag.
@@ -247,7 +246,7 @@ pub async fn list_seasons(
     responses((status = 200, description = "the season with each funder's appropriated, reserved, committed and available amounts", body = SeasonAnswer), (status = 304, description = "not modified: the answer held is current"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn get_season(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: conditional::IfNoneMatch,
     ApiPath(season_id): ApiPath<SeasonId>,
 ) -> Result<Response, ApiError> {
     let snapshot = state.public_reads().season(season_id).await?;
@@ -258,7 +257,7 @@ pub async fn get_season(
         Some(s) => conditional::to_json(&season_json(&s.season, as_of, &s.funders)),
         None => b"null".to_vec(),
     });
-    conditional::answer(&headers, rendered, conditional::SEASONS)
+    conditional::answer(&if_none_match, rendered, conditional::SEASONS)
 }
 
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -619,7 +618,7 @@ pub struct BatchesQuery {
     responses((status = 200, description = "the season's batches with remaining stock and the next release", body = Vec<BatchAnswer>), (status = 304, description = "not modified: the answer held is current"), (status = 404, body = super::error::ErrorBody)))]
 pub async fn list_batches(
     State(state): State<AppState>,
-    headers: HeaderMap,
+    if_none_match: conditional::IfNoneMatch,
     ApiPath(season_id): ApiPath<SeasonId>,
     ApiQuery(query): ApiQuery<BatchesQuery>,
 ) -> Result<Response, ApiError> {
@@ -642,5 +641,5 @@ pub async fn list_batches(
     } else {
         snapshot.rendered(render)
     };
-    conditional::answer(&headers, rendered, conditional::BATCHES)
+    conditional::answer(&if_none_match, rendered, conditional::BATCHES)
 }

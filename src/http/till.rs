@@ -148,11 +148,11 @@ async fn check_nonce(state: &AppState, terminal_id: TerminalId, nonce: String) -
         (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
 pub async fn keys(
     State(state): State<AppState>,
-    headers: axum::http::HeaderMap,
+    if_none_match: super::conditional::IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let ring = state.qr().ring().await?;
     let rendered = crate::app::public_reads::Rendered::new(super::conditional::to_json(&ring));
-    super::conditional::answer(&headers, &rendered, super::conditional::KEYS)
+    super::conditional::answer(&if_none_match, &rendered, super::conditional::KEYS)
 }
 
 /// The body of a redemption or a card payment ([`OrderBody`]) with its amount read as yuan (at
