@@ -53,6 +53,11 @@ pub const REFRESH_AFTER_US: i64 = BOUND_US / 4;
 /// change rebuilds at once. Measured on the monotonic clock, not the service's (tests freeze it).
 pub const SOFT_REBUILD_EVERY: Duration = Duration::from_millis(100);
 
+/// The longest a read waits for a snapshot to be rebuilt, by itself or by another reader, before
+/// it is answered 503 `timeout`: the public reads run without the per-request timeout of the
+/// other routes (`http::lean`), and a fresh snapshot is served without any timer.
+pub const SLOW_READ_LIMIT: Duration = Duration::from_secs(10);
+
 /// Keys held per kind before the map is emptied (ids from the path are anyone's to choose).
 const MAX_KEYS: usize = 4_096;
 
@@ -377,15 +382,41 @@ impl PublicReads {
         if let Some(snapshot) = current.as_ref().filter(|s| generation.fresh(s, now)) {
             return Ok(snapshot.clone());
         }
+        let slow = self.rebuilt_or_acceptable(&slot, current, generation, now, build);
+        match tokio::time::timeout(SLOW_READ_LIMIT, slow).await {
+            Ok(read) => read,
+            Err(_) => Err(AppError::refused(
+                Kind::Unavailable,
+                ErrorCode::Timeout,
+                "the season's figures could not be read in time; retry",
+            )),
+        }
+    }
+
+    /// The slow path of [`PublicReads::read`]: the previous snapshot while another reader
+    /// rebuilds it (if acceptable), or the rebuilt one, built here or by that reader.
+    async fn rebuilt_or_acceptable<V, F, Fut>(
+        &self,
+        slot: &Slot<V>,
+        current: Option<Arc<Snapshot<V>>>,
+        generation: Generation,
+        now: Timestamp,
+        build: F,
+    ) -> Result<Arc<Snapshot<V>>, AppError>
+    where
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<V, StorageError>> + Send + 'static,
+        V: Send + 'static,
+    {
         let _building = match slot.building.try_lock() {
-            Ok(guard) => Building { lock: Some(guard), slot: &slot },
+            Ok(guard) => Building { lock: Some(guard), slot },
             Err(_) => {
                 if let Some(snapshot) = current.filter(|s| generation.acceptable(s, now)) {
                     return Ok(snapshot);
                 }
                 match slot.wait_for_rebuild(|s| generation.acceptable(s, self.clock.now())).await {
                     Ok(snapshot) => return Ok(snapshot),
-                    Err(guard) => Building { lock: Some(guard), slot: &slot },
+                    Err(guard) => Building { lock: Some(guard), slot },
                 }
             }
         };
@@ -435,4 +466,36 @@ async fn season_figures(store: &dyn Storage, season: Season) -> Result<SeasonFig
         .map(|funder| (funder, figures.get(&funder).cloned().unwrap_or_default()))
         .collect();
     Ok(SeasonFigures { season, funders })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::time::SystemClock;
+
+    /// A rebuild that never ends (a database that hangs) is answered 503 `timeout` after
+    /// [`SLOW_READ_LIMIT`]: the public reads have no per-request timeout of their own.
+    #[tokio::test]
+    async fn a_rebuild_that_never_ends_is_answered_timeout() {
+        let store = crate::storage::connect("sqlite::memory:", crate::storage::ConnectOptions::default())
+            .await
+            .expect("an in-memory store");
+        let reads = PublicReads::new(store, Arc::new(SystemClock));
+        let kind: Snapshots<u8, u8> = Snapshots::new();
+        tokio::time::pause(); // after connecting: the pool's own timers run on real time
+        let started = tokio::time::Instant::now();
+        let hanging = || std::future::pending::<Result<u8, StorageError>>();
+        let refused = reads.read(&kind, 1, hanging).await.expect_err("no snapshot");
+        assert!(
+            matches!(refused, AppError::Refused { kind: Kind::Unavailable, code: ErrorCode::Timeout, .. }),
+            "{refused:?}"
+        );
+        let waited = started.elapsed();
+        assert!(
+            (SLOW_READ_LIMIT..SLOW_READ_LIMIT + Duration::from_millis(10)).contains(&waited),
+            "{waited:?}"
+        );
+        let built = reads.read(&kind, 1, || async { Ok::<u8, StorageError>(7) }).await.expect("rebuilt");
+        assert_eq!(built.value, 7, "the next reader rebuilds it");
+    }
 }
