@@ -2,13 +2,13 @@
 //! storage. Routing, middleware (request ids, tracing, body limit, timeout, panics, metrics).
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
-use axum::extract::{DefaultBodyLimit, MatchedPath, Request};
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::HeaderName;
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use metrics_exporter_prometheus::PrometheusHandle;
 use tower::ServiceBuilder;
@@ -37,8 +37,10 @@ pub mod extract;
 mod finance;
 mod fraud;
 pub mod idempotency;
+mod lean;
 mod ledger;
 mod merchants;
+mod meters;
 pub mod openapi;
 mod ops;
 pub mod polls;
@@ -316,14 +318,16 @@ impl AppState {
     }
 }
 
+/// The main port's router: the public reads on their lighter stack (`lean`), in front of every
+/// route with the layers below.
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
     let dev_sms = state.citizens().codes().sms().dev_outbox().is_some();
     let (api, _) = api_routes(timeouts, dev_sms).split_for_parts();
-    with_layers(api.merge(crate::web::router()), state)
+    lean::router(with_layers(api.merge(crate::web::router()), state.clone()), state)
 }
 
-/// `routes` with the fallbacks and the layers every answer goes through (request ids, tracing,
-/// body limit, panics), on the main port and the polls port alike.
+/// `routes` with the fallbacks and the layers every answer but the public reads' (`lean`) goes
+/// through (request ids, tracing, body limit, panics), on the main port and the polls port alike.
 fn with_layers(routes: Router<AppState>, state: AppState) -> Router {
     routes
         .fallback(ops::not_found)
@@ -384,7 +388,7 @@ fn time_limited(routes: OpenApiRouter<AppState>, limit: Duration) -> OpenApiRout
 
 /// `routes`, each request counted and timed in the metrics by its route.
 fn measured(routes: OpenApiRouter<AppState>) -> OpenApiRouter<AppState> {
-    routes.route_layer(middleware::from_fn(record_metrics))
+    routes.route_layer(middleware::from_fn(meters::record))
 }
 
 fn ledger_staff_and_season_routes() -> OpenApiRouter<AppState> {
@@ -506,25 +510,13 @@ async fn on_timeout(_: tower::BoxError) -> ApiError {
 }
 
 fn on_panic(_: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    tracing::error!("a request handler panicked");
-    ApiError::internal().into_response()
+    on_panic_answer()
 }
 
-async fn record_metrics(request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
-    let response = next.run(request).await;
-    let status = response.status().as_u16().to_string();
-    let labels = [("route", route), ("method", method), ("status", status)];
-    metrics::counter!(crate::telemetry::HTTP_REQUESTS, &labels).increment(1);
-    metrics::histogram!(crate::telemetry::HTTP_REQUEST_DURATION, &labels[..2])
-        .record(started.elapsed().as_secs_f64());
-    response
+/// The answer to a request whose handler panicked (logged): 500 `internal`.
+fn on_panic_answer() -> Response {
+    tracing::error!("a request handler panicked");
+    ApiError::internal().into_response()
 }
 
 /// Drains the process-wide histograms every few seconds, for as long as the state lives, so

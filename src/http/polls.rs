@@ -5,7 +5,7 @@
 //! thread at once (docs/operations.md#the-polls-port).
 //!
 //! A load balancer routes those `GET`s here and everything else to the main port. The answers
-//! are the main port's (the same handlers, snapshots and layers); any other request is a 404.
+//! are the main port's (the same handlers, snapshots and stacks); any other request is a 404.
 //! Nothing here touches the database directly: a snapshot's rebuild runs on the request
 //! workers' runtime (`PublicReads`), so no connection of the pools is driven by these threads.
 
@@ -18,17 +18,14 @@ use tokio::sync::{oneshot, watch};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
-use super::{AppState, ConnectionLimits, RequestTimeouts, ops, seasons};
+use super::{AppState, ConnectionLimits, RequestTimeouts, ops};
 
-/// The routes served on the polls port, with the main router's layers.
+/// The routes served on the polls port: the public reads on their own stack (`lean`), as on
+/// the main port, and `/healthz` with the main router's layers.
 pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
-    let routes = OpenApiRouter::new()
-        .routes(routes!(seasons::list_seasons))
-        .routes(routes!(seasons::get_season))
-        .routes(routes!(seasons::list_batches))
-        .routes(routes!(ops::healthz));
+    let routes = OpenApiRouter::new().routes(routes!(ops::healthz));
     let (routes, _) = super::measured(super::time_limited(routes, timeouts.request)).split_for_parts();
-    super::with_layers(routes, state)
+    super::lean::router(super::with_layers(routes, state.clone()), state)
 }
 
 /// Serves `app` on `listener` from a runtime of `workers` threads of the lowest priority, on

@@ -18,6 +18,7 @@ both_backends!(
     many_readers_make_one_rebuild,
     an_aging_snapshot_is_rebuilt_ahead_while_it_is_served,
     the_polls_port_serves_the_public_reads_and_nothing_else,
+    the_public_reads_take_their_own_stack_and_hand_on_the_rest,
 );
 
 /// A GET with an optional If-None-Match: status, ETag, Cache-Control and body.
@@ -331,4 +332,46 @@ fn allowed_cores(task: &std::path::Path) -> Vec<usize> {
         cores.extend(first.parse::<usize>().expect("a core")..=last.parse::<usize>().expect("a core"));
     }
     cores
+}
+
+/// The public reads answer on their own, lighter stack (`http::lean`): no request id (a cache
+/// would hand it to everyone), counted in the metrics under their route; every other method on
+/// their paths, and every other path, goes through the main router as it came (its request id,
+/// its JSON errors, its own route in the metrics, not a doubled one).
+async fn the_public_reads_take_their_own_stack_and_hand_on_the_rest(backend: Backend) {
+    let world = World::new(backend, "100000.00", None).await;
+    let list = format!("/v1/seasons/{}/batches", world.season_id);
+    let batch = world.batch(json!({"stock": 3})).await;
+    assert!(batch["id"].is_string(), "a POST on the list's path is created through the main router: {batch}");
+
+    let answer = world.app.client.get(world.app.url(&list)).send().await.expect("send");
+    assert!(answer.headers().get("x-request-id").is_none(), "a public read carries no request id");
+    assert!(answer.headers().get("etag").is_some(), "it carries its ETag");
+    let (status, body) = read(answer).await;
+    assert_eq!((status, remaining(&body, batch["id"].as_str().expect("id"))), (200, 3), "{body}");
+    let head = world.app.client.head(world.app.url(&list)).send().await.expect("send");
+    assert_eq!(head.status().as_u16(), 200, "HEAD is answered as GET is");
+
+    let put = world.app.client.put(world.app.url(&list)).send().await.expect("send");
+    assert!(put.headers().get("x-request-id").is_some(), "another method goes through the main stack");
+    let (status, body) = read(put).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (405, Some("method_not_allowed")), "{body}");
+    let (status, body) = world.app.get(&format!("/v1/seasons/{}/nothing", world.season_id), None).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (404, Some("not_found")), "{body}");
+
+    let with_body = world.app.client.get(world.app.url(&list)).body("{}").send().await.expect("send");
+    let closes = with_body.headers().get("connection").and_then(|v| v.to_str().ok()) == Some("close");
+    assert!(closes, "a GET that came with a body is answered with Connection: close");
+
+    let metrics = world.app.client.get(world.app.url("/metrics")).send().await.expect("send");
+    let metrics = metrics.text().await.expect("text");
+    let series = |method: &str, status: u16| {
+        format!(
+            "http_requests_total{{route=\"/v1/seasons/{{id}}/batches\",method=\"{method}\",status=\"{status}\"}}"
+        )
+    };
+    for (method, status) in [("GET", 200), ("POST", 201)] {
+        assert!(metrics.contains(&series(method, status)), "{} in {metrics}", series(method, status));
+    }
+    assert!(!metrics.contains("batches/v1"), "a handed-on request is counted under its own route");
 }
