@@ -1,8 +1,8 @@
 //! The public reads' own, lighter stack (issue 26): `GET` (and `HEAD`) of the season list, a
 //! season and a season's batch list, which every phone polls before and during a rush and which
 //! are answered from the node's snapshots (`app::public_reads`). They skip the main router's
-//! per-request work, which costs a quarter to a third of their throughput (BENCHMARKS.md, "The
-//! rush's reads"):
+//! per-request work, which cost a third of their throughput (BENCHMARKS.md, "The rush's
+//! reads"):
 //! - no request id: these answers are the same for everyone and caches hold them (ETag,
 //!   `Cache-Control: public`); an id in them would be handed by a CDN to every phone;
 //! - no tracing span and no access-log line per answer;
