@@ -25,9 +25,9 @@ use std::task::{Context, Poll, ready};
 use axum::Router;
 use axum::body::HttpBody as _;
 use axum::extract::Request;
-use axum::http::{HeaderValue, header};
+use axum::http::{HeaderValue, Method, header};
 use axum::response::Response;
-use axum::routing::get_service;
+use axum::routing::future::RouteFuture;
 use futures_util::FutureExt as _;
 use futures_util::future::CatchUnwind;
 use pin_project_lite::pin_project;
@@ -43,7 +43,7 @@ use super::{AppState, seasons};
 /// public read's path never meets this router's matching, so what `behind` sees of a request
 /// (its path's parameters, its matched route) is its own. The routes are declared as
 /// everywhere (`routes!`), and `behind` declares them too, for the OpenAPI document.
-pub fn router(behind: Router, state: AppState) -> Router {
+pub fn router(behind: Router, state: AppState) -> ByMethod {
     let (reads, _) = OpenApiRouter::new()
         .routes(routes!(seasons::list_seasons))
         .routes(routes!(seasons::get_season))
@@ -54,7 +54,34 @@ pub fn router(behind: Router, state: AppState) -> Router {
         .route_layer(Observed)
         .fallback_service(behind.clone())
         .with_state(state);
-    Router::new().fallback_service(get_service(reads).fallback_service(behind))
+    ByMethod { reads, behind }
+}
+
+/// A port's service: `GET` and `HEAD` to the public reads' router (which hands other paths on
+/// to `behind`), every other method to `behind`. A plain `match`, not one more router level
+/// (each boxes and clones its route per request).
+#[derive(Clone, Debug)]
+pub struct ByMethod {
+    reads: Router,
+    behind: Router,
+}
+
+impl Service<Request> for ByMethod {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = RouteFuture<Infallible>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // A router is always ready.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        match *request.method() {
+            Method::GET | Method::HEAD => self.reads.call(request),
+            _ => self.behind.call(request),
+        }
+    }
 }
 
 /// The layer of the public reads, in place of the main stack's: counts and times each answer

@@ -37,7 +37,7 @@ pub mod extract;
 mod finance;
 mod fraud;
 pub mod idempotency;
-mod lean;
+pub mod lean;
 mod ledger;
 mod merchants;
 mod meters;
@@ -320,7 +320,7 @@ impl AppState {
 
 /// The main port's router: the public reads on their lighter stack (`lean`), in front of every
 /// route with the layers below.
-pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
+pub fn router(state: AppState, timeouts: RequestTimeouts) -> lean::ByMethod {
     let dev_sms = state.citizens().codes().sms().dev_outbox().is_some();
     let (api, _) = api_routes(timeouts, dev_sms).split_for_parts();
     lean::router(with_layers(api.merge(crate::web::router()), state.clone()), state)

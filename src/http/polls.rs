@@ -12,7 +12,6 @@
 use std::io;
 use std::net::TcpListener as StdListener;
 
-use axum::Router;
 use tokio::runtime::Builder;
 use tokio::sync::{oneshot, watch};
 use utoipa_axum::router::OpenApiRouter;
@@ -22,7 +21,7 @@ use super::{AppState, ConnectionLimits, RequestTimeouts, ops};
 
 /// The routes served on the polls port: the public reads on their own stack (`lean`), as on
 /// the main port, and `/healthz` with the main router's layers.
-pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
+pub fn router(state: AppState, timeouts: RequestTimeouts) -> super::lean::ByMethod {
     let routes = OpenApiRouter::new().routes(routes!(ops::healthz));
     let (routes, _) = super::measured(super::time_limited(routes, timeouts.request)).split_for_parts();
     super::lean::router(super::with_layers(routes, state.clone()), state)
@@ -33,7 +32,7 @@ pub fn router(state: AppState, timeouts: RequestTimeouts) -> Router {
 /// true; the receiver completes once its last connection has closed.
 pub fn spawn(
     listener: StdListener,
-    app: Router,
+    app: super::lean::ByMethod,
     limits: ConnectionLimits,
     mut shutdown: watch::Receiver<bool>,
     workers: usize,

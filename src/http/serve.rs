@@ -4,6 +4,7 @@
 //! was read. `axum::serve` offers none of these bounds, so the accept loop is ours; each
 //! connection is served by hyper's HTTP/1 connection, as `axum::serve` does.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -12,7 +13,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::Request;
 use axum::http::{HeaderValue, header};
@@ -53,7 +53,7 @@ impl Default for ConnectionLimits {
 /// requests in flight finish, and returns once every connection is closed.
 pub async fn serve(
     listener: TcpListener,
-    app: Router,
+    app: impl App,
     limits: ConnectionLimits,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -105,13 +105,28 @@ fn is_connection_error(error: &io::Error) -> bool {
     )
 }
 
-struct Connection {
-    app: Router,
+/// What a connection's requests are handed to: a port's router.
+pub trait App:
+    tower::Service<Request, Response = Response, Error = Infallible, Future: Send> + Clone + Send + Sync + 'static
+{
+}
+
+impl<S> App for S where
+    S: tower::Service<Request, Response = Response, Error = Infallible, Future: Send>
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
+struct Connection<A> {
+    app: A,
     limits: ConnectionLimits,
     stopping: watch::Receiver<bool>,
 }
 
-impl Connection {
+impl<A: App> Connection<A> {
     /// Serves one connection until the client or the server closes it, or it is too slow.
     async fn run(mut self, stream: TcpStream) {
         let activity = Arc::new(Activity::new());
