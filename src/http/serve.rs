@@ -21,7 +21,7 @@ use axum::response::Response;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, watch};
 use tokio::time::Instant;
 use tower::ServiceExt;
 
@@ -165,8 +165,10 @@ impl<A: App> Connection<A> {
 }
 
 /// What a connection is doing, for its deadlines: milliseconds since it was opened. Written by
-/// the connection as it reads, writes and answers; read by its watchdog ([`Activity::too_slow`]),
-/// which wakes on its own clock, so that a request costs no wake-up and no timer of its own.
+/// the connection as it reads, writes and answers; read by its watchdog ([`Activity::too_slow`]).
+/// Only a request head begun on an idle connection wakes the watchdog (it moves the deadline
+/// earlier); the other changes only move it later or away, which the watchdog sees on its own
+/// clock, so that an answer costs no wake-up and no timer.
 struct Activity {
     opened: Instant,
     /// Requests being answered (the service's future not finished).
@@ -177,11 +179,13 @@ struct Activity {
     idle_since_ms: AtomicU64,
     /// When the first byte of a request head arrived while idle; [`NO_HEAD`] if none has.
     head_since_ms: AtomicU64,
+    /// A head begun on an idle connection: the watchdog's deadline moved earlier.
+    head_begun: Notify,
 }
 
 const NO_HEAD: u64 = u64::MAX;
 
-/// The shortest time between two looks of a connection's watchdog.
+/// The shortest time between two looks of a busy connection's watchdog.
 const LOOK_AT_LEAST_EVERY: Duration = Duration::from_millis(10);
 
 impl Activity {
@@ -192,6 +196,7 @@ impl Activity {
             answered: AtomicBool::new(false),
             idle_since_ms: AtomicU64::new(0),
             head_since_ms: AtomicU64::new(NO_HEAD),
+            head_begun: Notify::new(),
         }
     }
 
@@ -208,7 +213,9 @@ impl Activity {
     fn read(&self, bytes: usize) {
         if bytes > 0 && self.busy.load(Ordering::SeqCst) == 0 {
             let now = self.now_ms();
-            let _ = self.head_since_ms.compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::SeqCst);
+            if self.head_since_ms.compare_exchange(NO_HEAD, now, Ordering::SeqCst, Ordering::SeqCst).is_ok() {
+                self.head_begun.notify_one();
+            }
         }
     }
 
@@ -236,19 +243,24 @@ impl Activity {
         })
     }
 
-    /// Completes when the connection has been idle, or sending a request head, too long: at
-    /// most a quarter of the shorter limit late (a head begun on an idle connection moves its
-    /// deadline earlier, which the watchdog sees at its next look).
+    /// Completes when the connection has been idle, or sending a request head, too long. While
+    /// a request is answered there is no deadline: the watchdog looks again every quarter of the
+    /// shorter limit, so it sees the idle deadline an answer sets long before it falls due.
     async fn too_slow(&self, limits: ConnectionLimits) {
         let look_every = (limits.header_read.min(limits.keep_alive_idle) / 4).max(LOOK_AT_LEAST_EVERY);
         loop {
+            // Made before the deadline is read: a head begun after that wakes it.
+            let head_begun = self.head_begun.notified();
             let now = self.now_ms();
             let wait = match self.deadline_ms(limits) {
                 Some(deadline) if deadline <= now => return,
-                Some(deadline) => Duration::from_millis(deadline - now).min(look_every),
+                Some(deadline) => Duration::from_millis(deadline - now),
                 None => look_every,
             };
-            tokio::time::sleep(wait).await;
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                () = head_begun => {}
+            }
         }
     }
 }

@@ -208,6 +208,20 @@ async fn slow_and_idle_connections_are_closed(backend: Backend) {
     let waited = closed_within(&mut kept, Duration::from_secs(6)).await;
     let waited = waited.expect("an idle kept-alive connection is closed");
     assert!(waited >= Duration::from_millis(1_500), "after the idle time, not the header time: {waited:?}");
+
+    // Half a head on a kept-alive connection: the header time runs from its first byte, though
+    // the idle time would allow longer.
+    let mut slow_next = TcpStream::connect(addr).await.expect("connect");
+    slow_next.write_all(HEALTHZ).await.expect("write");
+    let (head, _) = read_answer(&mut slow_next).await;
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    slow_next.write_all(b"GET /healthz HTTP/1.1\r\n").await.expect("write half the next head");
+    let waited = closed_within(&mut slow_next, Duration::from_secs(5)).await;
+    let waited = waited.expect("half a head on a kept-alive connection is closed");
+    assert!(
+        (Duration::from_millis(400)..Duration::from_millis(1_200)).contains(&waited),
+        "the header time from the head's first byte, not the idle time: {waited:?}"
+    );
 }
 
 /// With room for two connections, a third waits unanswered until one of the two closes.
