@@ -83,9 +83,13 @@ fn serve_with_no_configuration_answers_healthz() {
         let client = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().expect("client");
         client.get("http://127.0.0.1:8080/healthz").send().await.expect("healthz").text().await.expect("text")
     });
+    let status =
+        std::fs::read_to_string(format!("/proc/{}/status", child.id())).expect("the process's status");
     unsafe_kill(&mut child, "TERM");
-    let status = child.wait().expect("wait");
-    assert!(status.success(), "graceful shutdown on SIGTERM exits 0, got {status}");
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "graceful shutdown on SIGTERM exits 0, got {exit}");
+    // src/main.rs: no transparent huge pages (a page fault zeroing 2 MiB on the claim writer's thread).
+    assert!(status.lines().any(|line| line.split_whitespace().eq(["THP_enabled:", "0"])), "{status}");
     assert!(answer.contains("ok"), "{answer}");
     assert!(dir.path().join("data/wenhui.db").exists(), "embedded database in the data directory");
     let key = dir.path().join("data/keys/ledger-checkpoint.pk8");
