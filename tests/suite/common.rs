@@ -286,8 +286,8 @@ impl TestApp {
         TestApp::spawn_with_clock(backend, Arc::new(wenhui::domain::time::SystemClock)).await
     }
 
-    /// A server whose clock the test moves; the background sweeper is effectively off
-    /// (tests call [`TestApp::sweep`]).
+    /// A server whose clock the test moves; the background sweeper is off (its first sweep
+    /// would come an hour after the start; tests call [`TestApp::sweep`]).
     pub async fn spawn_with_clock(backend: Backend, clock: Arc<dyn Clock>) -> TestApp {
         TestApp::spawn_configured(backend, |config| config.clock = clock).await
     }

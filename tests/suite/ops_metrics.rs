@@ -41,9 +41,9 @@ pub async fn scrape(app: &TestApp) -> String {
     response.text().await.expect("text")
 }
 
-/// A scrape once both writers' queues are empty: the claim writer's first sweep is queued as
-/// the server starts, and on a busy machine it may still wait when the first scrape comes.
-/// The last scrape after five seconds otherwise (the caller's assertions then say what waits).
+/// A scrape once both writers' queues are empty: on a busy machine a writer may not yet have
+/// taken what the test sent it when the first scrape comes. The last scrape after five seconds
+/// otherwise (the caller's assertions then say what waits).
 async fn scrape_once_writers_idle(app: &TestApp) -> String {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     loop {
