@@ -332,7 +332,7 @@ pub async fn set_points_rate(
         (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
         (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
         (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, idempotency_key_reused"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn pay(
     State(state): State<AppState>,
     method: Method,
@@ -429,7 +429,7 @@ async fn card_write_refusal(
         (status = 409, body = super::error::ErrorBody, description = "already_reversed, reverse_voucher_first, points_refused"),
         (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
         (status = 422, body = super::error::ErrorBody, description = "invalid_body, idempotency_key_reused"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -468,7 +468,7 @@ pub async fn reverse(
         (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
         (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
         (status = 404, body = super::error::ErrorBody, description = "card_payment_not_found; not_found for an id that is not a UUID"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,

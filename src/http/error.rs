@@ -145,6 +145,14 @@ impl From<StorageError> for ApiError {
                 tracing::warn!(%error, "database pool exhausted");
                 ApiError::unavailable(ErrorCode::DatabaseBusy, "the database is busy; retry shortly")
             }
+            unreachable if unreachable.is_unreachable() => {
+                tracing::warn!(%error, "the database is out of reach");
+                let message = "the database cannot be reached; retry shortly";
+                ApiError {
+                    retry_after_s: Some(1),
+                    ..ApiError::unavailable(ErrorCode::DatabaseUnavailable, message)
+                }
+            }
             _ => {
                 tracing::error!(%error, "storage error");
                 ApiError::internal()
@@ -276,6 +284,21 @@ impl From<crate::domain::access::Denied> for ApiError {
 mod tests {
     use super::withhold_values;
     use crate::domain::error_code::ErrorCode;
+
+    /// A connection lost under a request (PostgreSQL killed or failed over) is 503
+    /// `database_unavailable` with a `Retry-After`, not a 500; any other storage failure is a 500.
+    #[test]
+    fn a_database_out_of_reach_is_503_not_500() {
+        use crate::storage::StorageError;
+        let reset = StorageError::Database(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
+        let answer = super::ApiError::from(StorageError::Shared(std::sync::Arc::new(reset)));
+        assert_eq!((answer.status.as_u16(), answer.code), (503, ErrorCode::DatabaseUnavailable));
+        assert_eq!(answer.retry_after_s, Some(1));
+        let busy = super::ApiError::from(StorageError::Database(sqlx::Error::PoolTimedOut));
+        assert_eq!((busy.status.as_u16(), busy.code), (503, ErrorCode::DatabaseBusy));
+        let corrupt = super::ApiError::from(StorageError::Corrupt("a hash".into()));
+        assert_eq!((corrupt.status.as_u16(), corrupt.code), (500, ErrorCode::Internal));
+    }
 
     #[test]
     fn the_openapi_document_lists_every_code_as_an_enum() {

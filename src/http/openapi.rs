@@ -170,7 +170,10 @@ fn implied_errors(operation: &Operation) -> Vec<(u16, &'static str)> {
         errors.push((409, "the write conflicts with the data as it now stands"));
         errors.push((422, "idempotency_key_reused with a different request"));
     }
-    errors.push((503, "database_busy or timeout: retry shortly (with the same Idempotency-Key)"));
+    errors.push((
+        503,
+        "database_busy, database_unavailable or timeout: retry shortly (with the same Idempotency-Key)",
+    ));
     errors
 }
 

@@ -145,7 +145,7 @@ async fn check_nonce(state: &AppState, terminal_id: TerminalId, nonce: String) -
     params(("If-None-Match" = Option<String>, Header, description = "the ETag of an answer held: 304 if it is still the answer")),
     responses((status = 200, body = KeyRing, description = "the current key and the previous one, if any"),
         (status = 304, description = "not modified: the keys held are current"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn keys(
     State(state): State<AppState>,
     if_none_match: super::conditional::IfNoneMatch,
@@ -185,7 +185,7 @@ impl<'de> Deserialize<'de> for Order {
         (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
         (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
         (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, below_min_spend, idempotency_key_reused"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn redeem(
     State(state): State<AppState>,
     method: Method,
@@ -292,7 +292,7 @@ async fn commit_redemption(
         (status = 410, body = super::error::ErrorBody, description = "qr_expired"),
         (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
         (status = 422, body = super::error::ErrorBody, description = "invalid_body, qr_invalid, below_min_spend"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn quote(
     State(state): State<AppState>,
     method: Method,
@@ -455,7 +455,7 @@ pub(super) async fn terminal_write(
         (status = 409, body = super::error::ErrorBody, description = "already_reversed, already_settled, season_closed"),
         (status = 413, body = super::error::ErrorBody, description = "body_too_large"),
         (status = 422, body = super::error::ErrorBody, description = "invalid_body, idempotency_key_reused"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn reverse(
     State(state): State<AppState>,
     method: Method,
@@ -507,7 +507,7 @@ pub async fn reverse(
         (status = 401, body = super::error::ErrorBody, description = "missing_signature, unknown_terminal, timestamp_malformed, stale_request, bad_signature, replayed_request"),
         (status = 403, body = super::error::ErrorBody, description = "terminal_revoked, merchant_suspended"),
         (status = 404, body = super::error::ErrorBody, description = "redemption_not_found; not_found for an id that is not a UUID"),
-        (status = 503, body = super::error::ErrorBody, description = "database_busy, timeout")))]
+        (status = 503, body = super::error::ErrorBody, description = "database_busy, database_unavailable, timeout")))]
 pub async fn get(
     State(state): State<AppState>,
     method: Method,

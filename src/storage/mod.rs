@@ -128,6 +128,22 @@ impl StorageError {
             _ => false,
         }
     }
+
+    /// The database is out of reach, not refusing this work: the connection broke (PostgreSQL
+    /// killed, restarted or failed over; the network), the server is shutting down or starting
+    /// (SQLSTATE `57P01` to `57P03`), a connection exception (class `08`), or no connection slot
+    /// left (`53300`). The same request may well succeed a moment later, on this node or another.
+    pub fn is_unreachable(&self) -> bool {
+        use sqlx::Error as E;
+        match self {
+            StorageError::Database(E::Io(_) | E::Tls(_) | E::PoolClosed | E::WorkerCrashed) => true,
+            StorageError::Database(E::Database(db)) => db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(code.as_ref(), "57P01" | "57P02" | "57P03" | "53300")
+            }),
+            StorageError::Shared(inner) => inner.is_unreachable(),
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -371,6 +387,66 @@ pub fn redact_url(url: &str) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::StorageError;
+
+    /// A database's error with a SQLSTATE (or SQLite code), as a driver would return it.
+    #[derive(Debug)]
+    struct Coded(&'static str);
+
+    impl std::fmt::Display for Coded {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "code {}", self.0)
+        }
+    }
+
+    impl std::error::Error for Coded {}
+
+    impl sqlx::error::DatabaseError for Coded {
+        fn message(&self) -> &str {
+            self.0
+        }
+        fn code(&self) -> Option<std::borrow::Cow<'_, str>> {
+            Some(self.0.into())
+        }
+        fn as_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn as_error_mut(&mut self) -> &mut (dyn std::error::Error + Send + Sync + 'static) {
+            self
+        }
+        fn into_error(self: Box<Self>) -> Box<dyn std::error::Error + Send + Sync + 'static> {
+            self
+        }
+        fn kind(&self) -> sqlx::error::ErrorKind {
+            sqlx::error::ErrorKind::Other
+        }
+    }
+
+    fn coded(code: &'static str) -> StorageError {
+        StorageError::Database(sqlx::Error::Database(Box::new(Coded(code))))
+    }
+
+    #[test]
+    fn a_broken_connection_or_a_stopping_server_is_out_of_reach_a_refusal_is_not() {
+        let reset =
+            || StorageError::Database(std::io::Error::from(std::io::ErrorKind::ConnectionReset).into());
+        assert!(reset().is_unreachable());
+        assert!(StorageError::Shared(std::sync::Arc::new(reset())).is_unreachable());
+        assert!(StorageError::Database(sqlx::Error::PoolClosed).is_unreachable());
+        // Terminated by an administrator (a fast shutdown, a failover), crash, starting up,
+        // a connection failure, no connection slot left.
+        for code in ["57P01", "57P02", "57P03", "08006", "08001", "53300"] {
+            assert!(coded(code).is_unreachable(), "{code}");
+        }
+        // A unique violation, a serialization failure, SQLite busy and read-only, a check.
+        for code in ["23505", "40001", "5", "8", "23514"] {
+            assert!(!coded(code).is_unreachable(), "{code}");
+        }
+        assert!(!StorageError::Database(sqlx::Error::RowNotFound).is_unreachable());
+        assert!(!StorageError::Database(sqlx::Error::PoolTimedOut).is_unreachable(), "busy, not gone");
+        assert!(!StorageError::Corrupt("hash".into()).is_unreachable());
+    }
+
     #[test]
     fn redacts_passwords() {
         assert_eq!(super::redact_url("postgres://u:secret@h/db"), "postgres://u:***@h/db");

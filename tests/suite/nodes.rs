@@ -104,11 +104,14 @@ async fn two_nodes_rush_one_batch_without_a_503() {
     node_b.stop().await.expect("node b stops");
 }
 
-/// A TCP proxy in front of PostgreSQL that the test can hold: while held it passes nothing on,
-/// in either direction, on old connections and new ones alike (a database that hangs).
+/// A TCP proxy in front of PostgreSQL that the test can hold or cut. Held, it passes nothing
+/// on, in either direction, on old connections and new ones alike (a database that hangs). Cut,
+/// it closes every connection it carries and closes new ones at once (a database killed or
+/// failed over), until it is restored.
 struct HeldProxy {
     addr: std::net::SocketAddr,
     held: Arc<std::sync::atomic::AtomicBool>,
+    cut: tokio::sync::watch::Sender<bool>,
 }
 
 impl HeldProxy {
@@ -116,60 +119,132 @@ impl HeldProxy {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let held = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (cut, is_cut) = tokio::sync::watch::channel(false);
         let flag = held.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *is_cut.borrow() {
+                    continue; // dropped: closed at once
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else { continue };
                 let (client_read, client_write) = client.into_split();
                 let (server_read, server_write) = server.into_split();
-                tokio::spawn(pass(client_read, server_write, flag.clone()));
-                tokio::spawn(pass(server_read, client_write, flag.clone()));
+                tokio::spawn(pass(client_read, server_write, flag.clone(), is_cut.clone()));
+                tokio::spawn(pass(server_read, client_write, flag.clone(), is_cut.clone()));
             }
         });
-        HeldProxy { addr, held }
+        HeldProxy { addr, held, cut }
+    }
+
+    /// The URL of `database_url`'s database through this proxy.
+    fn url_of(&self, database_url: &str) -> String {
+        let mut url = reqwest::Url::parse(database_url).expect("database url");
+        url.set_host(Some("127.0.0.1")).expect("host");
+        url.set_port(Some(self.addr.port())).expect("port");
+        url.to_string()
     }
 
     fn hold(&self) {
         self.held.store(true, std::sync::atomic::Ordering::SeqCst);
     }
+
+    fn cut(&self) {
+        self.cut.send_replace(true);
+        self.held.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    fn restore(&self) {
+        self.cut.send_replace(false);
+    }
 }
 
+/// Copies `from` to `to` until either closes or the proxy is cut (then both are dropped, and
+/// the connection closes).
 async fn pass(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     held: Arc<std::sync::atomic::AtomicBool>,
+    mut cut: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buffer = vec![0u8; 16 * 1024];
     loop {
-        let n = match from.read(&mut buffer).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
+        let n = tokio::select! {
+            read = from.read(&mut buffer) => match read {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            },
+            _ = cut.wait_for(|cut| *cut) => return,
         };
         while held.load(std::sync::atomic::Ordering::SeqCst) {
             tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         }
-        if to.write_all(&buffer[..n]).await.is_err() {
+        if *cut.borrow() || to.write_all(&buffer[..n]).await.is_err() {
             return;
         }
     }
+}
+
+/// A server on PostgreSQL through a proxy the test holds or cuts.
+async fn behind_proxy() -> (HeldProxy, crate::common::TestApp) {
+    let admin = reqwest::Url::parse(&crate::common::pg_admin_url()).expect("admin url");
+    let upstream = format!("{}:{}", admin.host_str().expect("host"), admin.port().unwrap_or(5432));
+    let proxy = HeldProxy::start(upstream).await;
+    let app = crate::common::TestApp::spawn_configured(Backend::Postgres, |config| {
+        config.database_url = proxy.url_of(&config.database_url);
+    })
+    .await;
+    (proxy, app)
+}
+
+/// PostgreSQL killed under a request, then out of reach: the request in flight and the ones
+/// after are answered 503 `database_unavailable` with a `Retry-After`, at once (not a 500, not
+/// after the pool's timeout); once the database is back, the same node answers again (a
+/// connection that died idle may cost one more 503 within its first second back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_killed_under_requests_is_503_then_the_node_recovers() {
+    let (proxy, app) = behind_proxy().await;
+    let ask_code = |phone: String| {
+        let (client, url) = (app.client.clone(), app.url("/v1/citizens/codes"));
+        async move {
+            let body = json!({"phone": phone, "purpose": "register"});
+            let response = client.post(url).json(&body).send().await.expect("send");
+            let retry_after =
+                response.headers().get("retry-after").map(|v| v.to_str().expect("ascii").to_owned());
+            let (status, body) = read(response).await;
+            (status, code(&body).to_owned(), retry_after)
+        }
+    };
+    assert_eq!(ask_code(crate::common::fresh_phone()).await.0, 202, "through the proxy");
+    proxy.hold();
+    let in_flight = tokio::spawn(ask_code(crate::common::fresh_phone()));
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!in_flight.is_finished(), "the request waits on the held database");
+    let started = std::time::Instant::now();
+    proxy.cut();
+    let unavailable = (503, "database_unavailable".to_owned(), Some("1".to_owned()));
+    assert_eq!(in_flight.await.expect("joined"), unavailable, "the request in flight");
+    assert_eq!(ask_code(crate::common::fresh_phone()).await, unavailable, "a request after");
+    let took = started.elapsed();
+    assert!(
+        took < std::time::Duration::from_secs(3),
+        "answered at once, not after the pool's timeout: {took:?}"
+    );
+    proxy.restore();
+    // A pooled connection idle for a second is pinged before use (`storage::postgres`): past
+    // that, none of the dead ones is handed out again.
+    tokio::time::sleep(std::time::Duration::from_millis(1_500)).await;
+    let recovered = ask_code(crate::common::fresh_phone()).await;
+    assert_eq!(recovered.0, 202, "the node recovers: {recovered:?}");
+    let (status, body) = app.get("/readyz", None).await;
+    assert_eq!(status, 200, "{body}");
 }
 
 /// With PostgreSQL hanging (every connection held), `/readyz` answers 503 within about a
 /// second, not after the pool's acquire timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readyz_answers_503_within_a_second_when_postgres_hangs() {
-    let admin = reqwest::Url::parse(&crate::common::pg_admin_url()).expect("admin url");
-    let upstream = format!("{}:{}", admin.host_str().expect("host"), admin.port().unwrap_or(5432));
-    let proxy = HeldProxy::start(upstream).await;
-    let proxy_port = proxy.addr.port();
-    let app = crate::common::TestApp::spawn_configured(Backend::Postgres, |config| {
-        let mut url = reqwest::Url::parse(&config.database_url).expect("database url");
-        url.set_host(Some("127.0.0.1")).expect("host");
-        url.set_port(Some(proxy_port)).expect("port");
-        config.database_url = url.to_string();
-    })
-    .await;
+    let (proxy, app) = behind_proxy().await;
     let (status, body) = app.get("/readyz", None).await;
     assert_eq!((status, body["status"].as_str()), (200, Some("ready")), "{body}");
     proxy.hold();
