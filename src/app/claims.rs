@@ -388,7 +388,7 @@ impl ClaimWriter {
     pub fn spawn_sweeper(&self, every: Duration) -> tokio::task::JoinHandle<()> {
         let writer = self.clone();
         tokio::spawn(async move {
-            let mut ticker = sweep_ticker(every);
+            let mut ticker = crate::app::housekeeping::every_from_now(every);
             loop {
                 ticker.tick().await;
                 match writer.sweep().await {
@@ -408,15 +408,6 @@ impl ClaimWriter {
             }
         })
     }
-}
-
-/// The sweeper's ticks: every `every` (at least 10 ms), the first one `every` after now, not at
-/// once. A sweep reads the clock when the writer takes it, so a sweep queued as a server starts
-/// and taken late (the writer busy, the machine loaded) swept at whatever time the clock said
-/// then: in a test whose clock had moved on meanwhile, in the middle of what the test was doing.
-fn sweep_ticker(every: Duration) -> tokio::time::Interval {
-    let every = every.max(Duration::from_millis(10));
-    tokio::time::interval_at(tokio::time::Instant::now() + every, every)
 }
 
 pub fn citizen_scope(citizen_id: CitizenId) -> String {
@@ -1644,21 +1635,6 @@ pub fn voucher_for_qr(
 mod tests {
     use super::*;
     use uuid::Uuid;
-
-    /// No sweep as the server starts: the first tick comes one interval later, then one each
-    /// interval (the suite's servers, whose interval is an hour, never sweep behind a test).
-    #[tokio::test(start_paused = true)]
-    async fn the_first_sweep_comes_one_interval_after_the_start() {
-        let every = Duration::from_secs(5);
-        let started = tokio::time::Instant::now();
-        let mut ticker = sweep_ticker(every);
-        let first = tokio::time::timeout(every - Duration::from_millis(1), ticker.tick()).await;
-        assert!(first.is_err(), "no tick before one interval");
-        assert_eq!(ticker.tick().await - started, every);
-        assert_eq!(ticker.tick().await - started, 2 * every);
-        let (mut fast, made) = (sweep_ticker(Duration::ZERO), tokio::time::Instant::now());
-        assert_eq!(fast.tick().await - made, Duration::from_millis(10), "at least 10 ms");
-    }
 
     #[test]
     fn a_qr_code_is_for_ones_own_active_voucher() {

@@ -113,7 +113,7 @@ pub fn spawn_pruning(
     idempotency_retention: Duration,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut ticker = tokio::time::interval(every.max(Duration::from_millis(10)));
+        let mut ticker = every_from_now(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticker.tick().await;
@@ -128,11 +128,43 @@ pub fn spawn_pruning(
     })
 }
 
+/// Ticks every `every` (at least 10 ms), the first one `every` after now, not at once: for the
+/// background jobs that read the clock when they run (the sweep, the pruning). A first run
+/// queued as the server starts and run late (the machine loaded) ran at whatever time the clock
+/// said then: in a test whose clock had moved on meanwhile, in the middle of what the test did.
+pub fn every_from_now(every: Duration) -> tokio::time::Interval {
+    let every = every.max(Duration::from_millis(10));
+    tokio::time::interval_at(tokio::time::Instant::now() + every, every)
+}
+
 /// Logs what one prune did: nothing when it deleted nothing.
 fn logged(rows: &'static str, outcome: Result<u64, StorageError>) {
     match outcome {
         Ok(0) => {}
         Ok(deleted) => tracing::info!(deleted, rows, "pruned"),
         Err(error) => tracing::warn!(%error, rows, "pruning failed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::every_from_now;
+
+    /// No sweep or prune as the server starts: the first tick comes one interval later, then one
+    /// each interval (the suite's servers, whose intervals are an hour, never run them behind a
+    /// test).
+    #[tokio::test(start_paused = true)]
+    async fn the_first_tick_comes_one_interval_after_the_start() {
+        let every = Duration::from_secs(5);
+        let started = tokio::time::Instant::now();
+        let mut ticker = every_from_now(every);
+        let first = tokio::time::timeout(every - Duration::from_millis(1), ticker.tick()).await;
+        assert!(first.is_err(), "no tick before one interval");
+        assert_eq!(ticker.tick().await - started, every);
+        assert_eq!(ticker.tick().await - started, 2 * every);
+        let (mut fast, made) = (every_from_now(Duration::ZERO), tokio::time::Instant::now());
+        assert_eq!(fast.tick().await - made, Duration::from_millis(10), "at least 10 ms");
     }
 }

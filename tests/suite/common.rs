@@ -286,8 +286,8 @@ impl TestApp {
         TestApp::spawn_with_clock(backend, Arc::new(wenhui::domain::time::SystemClock)).await
     }
 
-    /// A server whose clock the test moves; the background sweeper is off (its first sweep
-    /// would come an hour after the start; tests call [`TestApp::sweep`]).
+    /// A server whose clock the test moves; the background sweep and pruning are off (their
+    /// first runs would come an hour after the start; tests call [`TestApp::sweep`]).
     pub async fn spawn_with_clock(backend: Backend, clock: Arc<dyn Clock>) -> TestApp {
         TestApp::spawn_configured(backend, |config| config.clock = clock).await
     }
@@ -312,6 +312,8 @@ impl TestApp {
         );
         config.checkpoint_interval = Duration::from_secs(3600);
         config.sweep_interval = Duration::from_secs(3600);
+        // No pruning behind a test either (tests/suite/till.rs prunes at the times it sets).
+        config.prune_interval = Duration::from_secs(3600);
         // Small settlement chunks, so that every settlement in the tests runs in several.
         config.settlement_chunking = Some(SettlementChunking { max_rows: 2, max_merchants: 2 });
         // A phone may get one-time codes back to back (tests sign the same citizen in again);
