@@ -243,9 +243,12 @@ async fn bench_backend(
         }
     }
     .await;
+    if let Ok(report) = &outcome {
+        report.print(&backend.label(nodes));
+        crate::writer_metrics::print_claim_writers(&fleet.base_urls(), &backend.label(nodes)).await;
+    }
     let stopped = fleet.stop().await;
     let report = outcome?;
-    report.print(&backend.label(nodes));
     stopped?;
     Ok(report)
 }

@@ -35,6 +35,7 @@ mod qr;
 mod reads;
 mod redemptions;
 mod scoring;
+mod writer_metrics;
 mod wrk;
 
 #[derive(Parser, Debug)]
