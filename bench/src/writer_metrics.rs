@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use wenhui::telemetry::{CLAIM_WRITER, WRITER_COMMIT_SECONDS, WRITER_GROUP_SIZE};
+
 /// The claim writer's groups on one node, since it started.
 #[derive(Debug, PartialEq)]
 pub struct WriterFigures {
@@ -16,17 +18,17 @@ pub struct WriterFigures {
 /// The figures of the writer labelled `writer` in a Prometheus exposition, if it committed any
 /// group.
 pub fn parse(exposition: &str, writer: &str) -> Option<WriterFigures> {
-    let sample = |name: &str| -> Option<f64> {
-        let series = format!("{name}{{writer=\"{writer}\"}} ");
+    let sample = |histogram: &str, part: &str| -> Option<f64> {
+        let series = format!("{histogram}_{part}{{writer=\"{writer}\"}} ");
         exposition.lines().find_map(|line| line.strip_prefix(&series)).and_then(|v| v.trim().parse().ok())
     };
-    let groups = sample("wenhui_writer_group_size_count")?;
+    let groups = sample(WRITER_GROUP_SIZE, "count")?;
     if groups < 1.0 {
         return None;
     }
-    let claims = sample("wenhui_writer_group_size_sum")?;
-    let commit_s = sample("wenhui_writer_commit_seconds_sum")?;
-    let commits = sample("wenhui_writer_commit_seconds_count")?.max(1.0);
+    let claims = sample(WRITER_GROUP_SIZE, "sum")?;
+    let commit_s = sample(WRITER_COMMIT_SECONDS, "sum")?;
+    let commits = sample(WRITER_COMMIT_SECONDS, "count")?.max(1.0);
     Some(WriterFigures {
         groups: groups as u64,
         mean_group_size: claims / groups,
@@ -45,7 +47,7 @@ pub async fn print_claim_writers(base_urls: &[String], label: &str) {
         let read =
             async { client.get(format!("{base}/metrics")).send().await?.error_for_status()?.text().await };
         let node = if base_urls.len() > 1 { format!(" on node {}", n + 1) } else { String::new() };
-        match read.await.map(|text| parse(&text, "claims")) {
+        match read.await.map(|text| parse(&text, CLAIM_WRITER)) {
             Ok(Some(f)) => println!(
                 "{label} claim writer{node}: {} groups, mean {:.1} claims a group, mean commit {:.2} ms",
                 f.groups, f.mean_group_size, f.mean_commit_ms
